@@ -1,0 +1,125 @@
+"""The exceptions crdtsync raises, rooted in one class.
+
+Local faults (the caller misused the API) are kept apart from remote faults (a peer sent
+something invalid), store faults and transport faults, so agent code can catch exactly what it
+can handle::
+
+    CrdtSyncError
+    ├── UsageError                  you did something the API does not allow
+    │   ├── InvalidShardName        (also a ValueError)
+    │   ├── UnsupportedValue        (also a TypeError): a value crdtsync cannot store exactly
+    │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
+    │   └── ClosedError             the agent or shard was closed
+    ├── StoreError                  the LMDB store failed
+    │   ├── DataDirLocked           another process has the data directory open
+    │   └── StoreFull               the map could not grow any further
+    ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
+    ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
+    ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
+    └── ShardNotFound               no reachable agent holds the shard (also a KeyError)
+
+Errors of pycrdt, lmdb and websockets are translated into these at the one module that talks
+to each library; the original is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "CrdtSyncError",
+    "UsageError",
+    "InvalidShardName",
+    "UnsupportedValue",
+    "IntOutOfRange",
+    "ClosedError",
+    "StoreError",
+    "DataDirLocked",
+    "StoreFull",
+    "InvalidUpdate",
+    "ProtocolError",
+    "CloseCode",
+    "ReplicationTimeout",
+    "ShardNotFound",
+]
+
+
+class CrdtSyncError(Exception):
+    """Root of every exception crdtsync raises on purpose."""
+
+
+class UsageError(CrdtSyncError):
+    """The caller used the API in a way it does not allow."""
+
+
+class InvalidShardName(UsageError, ValueError):
+    """A shard name outside the documented alphabet or length."""
+
+
+class UnsupportedValue(UsageError, TypeError):
+    """A value that crdtsync cannot store so that every replica reads it back exactly."""
+
+
+class IntOutOfRange(UnsupportedValue, ValueError):
+    """An int outside the signed 64-bit range (-2**63 .. 2**63-1)."""
+
+
+class ClosedError(UsageError):
+    """The agent, shard or store was already closed by its owner."""
+
+
+class StoreError(CrdtSyncError):
+    """The durable store (LMDB) failed; the cause is kept as ``__cause__``."""
+
+
+class DataDirLocked(StoreError):
+    """Another process (or another Agent in this one) already has the data directory open."""
+
+
+class StoreFull(StoreError):
+    """The LMDB map reached its configured maximum size; nothing of the failed write was kept."""
+
+
+class InvalidUpdate(CrdtSyncError, ValueError):
+    """Bytes that are not a well-formed CRDT update; nothing of them was applied or stored."""
+
+
+class CloseCode(enum.IntEnum):
+    """Websocket close codes (4000-4999 are reserved for applications) crdtsync uses with peers."""
+
+    NORMAL = 1000  # clean shutdown (the websocket standard code)
+    GOING_AWAY = 1001  # the agent is stopping
+    PROTOCOL_VERSION = 4001  # handshake with an incompatible protocol version
+    WRONG_MESH = 4002  # handshake from a different mesh
+    BAD_HANDSHAKE = 4003  # first frame was not a valid handshake
+    MALFORMED_FRAME = 4004  # frame is not a valid envelope
+    UNKNOWN_MESSAGE = 4005  # envelope of an unknown message type
+    INVALID_UPDATE = 4006  # CRDT update bytes failed validation
+    INVALID_SHARD = 4007  # invalid shard name
+    OVERSIZE = 4008  # frame larger than the configured limit
+    FLOODING = 4009  # peer exceeded its message rate
+    DUPLICATE_NAME = 4010  # an agent with this name is already connected
+    INTERNAL_ERROR = 4011  # this agent failed while handling the frame
+
+
+class ProtocolError(CrdtSyncError):
+    """A peer sent something the protocol does not allow; the connection is closed with ``code``."""
+
+    def __init__(self, message: str, code: CloseCode = CloseCode.MALFORMED_FRAME) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ReplicationTimeout(CrdtSyncError, TimeoutError):
+    """Not enough peers answered or acknowledged in time; ``lagging`` names those that did not."""
+
+    def __init__(self, message: str, lagging: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.lagging = lagging
+
+
+class ShardNotFound(CrdtSyncError, KeyError):
+    """No reachable agent holds the shard."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "shard not found"

@@ -1,0 +1,38 @@
+"""Shard names: the one place that decides what a valid name is.
+
+A shard name is 1 to 128 characters from ``A-Z a-z 0-9 . _ - : /``, starts with a letter or
+digit, and has no empty ``/`` segment (no ``//``, no trailing ``/``). Names are keys inside the
+LMDB store, never paths on disk, and the store separates them from other key parts with a NUL
+byte that no valid name contains, so two names can never collide. ``/`` is allowed so callers
+can group shards (``sensors/kitchen``) and read them by prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidShardName
+
+__all__ = ["MAX_SHARD_NAME", "validate_shard_name", "is_valid_shard_name"]
+
+MAX_SHARD_NAME = 128
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*(?:/[A-Za-z0-9._:\-]+)*")
+
+
+def is_valid_shard_name(name: object) -> bool:
+    """Whether ``name`` is a valid shard name (never raises)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_SHARD_NAME
+        and _NAME.fullmatch(name) is not None
+    )
+
+
+def validate_shard_name(name: object) -> str:
+    """Return ``name`` if it is a valid shard name, else raise :class:`InvalidShardName`."""
+    if not is_valid_shard_name(name):
+        raise InvalidShardName(
+            f"invalid shard name {name!r}: use 1-{MAX_SHARD_NAME} characters from "
+            "A-Z a-z 0-9 . _ - : /, starting with a letter or digit, no empty '/' segments"
+        )
+    return name  # type: ignore[return-value]

@@ -1,0 +1,47 @@
+"""The interface between the pure gossip core and the replicas it synchronises.
+
+The gossip core (``crdtsync.gossip``) never touches pycrdt, LMDB or sockets; it reads and
+changes replicas only through this protocol. The agent implements it over durable shards; tests
+and the simulator may implement it over plain in-memory documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+__all__ = ["ReplicaSet"]
+
+
+class ReplicaSet(Protocol):
+    """The shards one agent holds, as the gossip core sees them."""
+
+    def shard_names(self) -> Iterable[str]:
+        """Names of the shards this agent replicates."""
+
+    def state_vector(self, shard: str) -> bytes:
+        """The shard's encoded state vector (pycrdt ``Doc.get_state()``)."""
+
+    def digest(self, shard: str) -> bytes:
+        """A short hash of the shard's state vector *and* delete set.
+
+        Equal digests mean equal content; unlike the state vector it changes on deletions.
+        """
+
+    def diff(self, shard: str, state_vector: bytes) -> bytes:
+        """An update holding everything the shard has that ``state_vector`` lacks,
+        plus the shard's whole delete set (pycrdt ``Doc.get_update(state_vector)``)."""
+
+    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+        """Validate, apply and persist a remote ``update`` received from peer ``origin``.
+
+        Creates the shard if this agent should hold it but does not yet. Returns the delta
+        that changed local state (to be forwarded), or None when the update held nothing new.
+        Raises :class:`crdtsync.errors.InvalidUpdate` (nothing applied, nothing stored) when
+        the bytes are not a valid update, :class:`crdtsync.errors.InvalidShardName` for a bad
+        name.
+        """
+
+    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
+        """(state vector, delete set) of what this agent has *on disk* for the shard;
+        what replication acks report."""

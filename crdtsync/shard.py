@@ -1,0 +1,235 @@
+"""A shard: one named pycrdt document, durable in the agent's store, replicated by gossip.
+
+Every change to a shard takes one path, whatever its origin::
+
+    validate  ->  apply to the Doc  ->  append to the store log  ->  notify
+    (values.encode_value for local writes, updates.validate_update for remote ones)
+
+The third and fourth steps run in the Doc's transaction observer, so a local write, a remote
+update and a Yjs-level edit through :attr:`Shard.doc` are persisted and announced the same way.
+Appends are buffered; the group committer makes them durable (see :meth:`Shard.flush`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pycrdt
+
+from . import updates
+from .changes import Change, ChangeFeed
+from .errors import ClosedError, StoreError
+from .views import MapView
+
+if TYPE_CHECKING:
+    from .store import ShardStats, Store
+
+__all__ = ["Shard", "ROOT"]
+
+#: Name of the root map in the pycrdt Doc that the dict-like shard API reads and writes.
+ROOT = "root"
+
+DeltaHook = Callable[["Shard", bytes, "str | None"], None]
+
+
+class Shard(MapView):
+    """A named, durable, replicated document that reads and writes like a ``dict``.
+
+    ``shard["key"] = value`` stores any supported value (see :mod:`crdtsync.values`); nested
+    dicts become CRDT maps and lists CRDT arrays, so concurrent edits merge per key and per
+    element. Obtain shards from :meth:`crdtsync.Agent.shard`, never construct them directly.
+    """
+
+    __slots__ = (
+        "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
+        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_agent", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        doc: pycrdt.Doc,
+        store: Store,
+        *,
+        notify: Callable[[], None],
+        on_delta: DeltaHook | None = None,
+        agent: Any = None,
+    ) -> None:
+        self.name = name
+        self._doc = doc
+        self._store = store
+        self._notify = notify
+        self._on_delta = on_delta
+        self._agent = agent
+        self._feed = ChangeFeed(name)
+        self._origin: str | None = None
+        self._last_delta: bytes | None = None
+        self._dirty = False
+        self._durable: tuple[bytes, bytes] = (updates.state_vector(doc), updates.delete_set(doc))
+        self._closed = False
+        self._deep_sub: Any = None
+        self._listeners = 0
+        super().__init__(doc.get(ROOT, type=pycrdt.Map))
+        doc.observe(self._on_transaction)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def doc(self) -> pycrdt.Doc:
+        """The underlying ``pycrdt.Doc``, for Yjs-level work; its changes persist and replicate too."""
+        return self._doc
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, detached copy of the shard's current (converged) state."""
+        return self.to_py()
+
+    def stats(self) -> ShardStats:
+        """Sizes and counts of the shard's durable log and snapshot."""
+        return self._store.stats(self.name)
+
+    def digest(self) -> bytes:
+        """A hash of the shard's content, equal on replicas that have seen the same updates."""
+        return updates.digest(self._doc)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Shard]:
+        """Group several changes into one transaction: one delta, one change record."""
+        self._check_open()
+        with self._doc.transaction():
+            yield self
+
+    async def flush(self) -> None:
+        """Return once every change made to this agent's shards before the call is on disk.
+
+        Concurrent callers share one fsync (group commit). Changes nobody flushes still reach
+        the disk within the agent's ``durability_interval`` (50 ms by default).
+        """
+        self._check_open()
+        await self._agent._committer.flush()
+
+    async def compact(self) -> ShardStats:
+        """Fold the shard's log into its snapshot now, in one atomic store transaction."""
+        self._check_open()
+        return await self._agent._committer.compact(self.name)  # type: ignore[no-any-return]
+
+    async def replicated(self, peers: int = 1, timeout: float = 5.0) -> None:
+        """Return once at least ``peers`` other agents hold every change made so far on disk.
+
+        Raises:
+            ReplicationTimeout: not enough peers acknowledged within ``timeout`` seconds; the
+                exception's ``lagging`` names the peers that had not caught up.
+        """
+        self._check_open()
+        await self._agent._replicated(self, peers, timeout)
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """Yield a :class:`~crdtsync.changes.Change` for every change from now on, local or remote.
+
+        Iteration ends when the shard's agent closes.
+        """
+        self._check_open()
+        self._listeners += 1
+        if self._deep_sub is None:
+            self._deep_sub = self.crdt.observe_deep(self._feed.collect)
+        try:
+            async for change in self._feed.listen():
+                yield change
+        finally:
+            self._listeners -= 1
+            if self._listeners == 0 and self._deep_sub is not None and not self._closed:
+                self.crdt.unobserve(self._deep_sub)
+                self._deep_sub = None
+
+    # -- the one update path -----------------------------------------------------------------
+
+    def apply_remote(self, update: bytes, origin: str) -> bytes | None:
+        """Validate and apply an update received from peer ``origin``; persist and announce it.
+
+        Returns the part of ``update`` that changed this replica (to forward), or None.
+
+        Raises:
+            InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
+        """
+        self._check_open()
+        self._last_delta = None
+        self._origin = origin
+        try:
+            updates.apply_update(self._doc, update)
+        finally:
+            self._origin = None
+        delta, self._last_delta = self._last_delta, None
+        return delta
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        update = event.update
+        if updates.is_noop(update):
+            return
+        if self._closed:
+            raise ClosedError(f"shard {self.name!r} is closed; the change was not persisted")
+        self._store.append(self.name, update)
+        self._dirty = True
+        self._notify()
+        origin = self._origin
+        if origin is not None:
+            self._last_delta = update
+        if self._feed.active:
+            self._feed.publish(origin)
+        if self._on_delta is not None:
+            self._on_delta(self, update, origin)
+
+    # -- durability bookkeeping (called by the agent around group commits) -------------------
+
+    def capture(self) -> tuple[bytes, bytes] | None:
+        """Before a commit: record the shard's metadata and return the (state vector, delete
+        set) that the commit will make durable, or None if nothing changed since the last."""
+        if not self._dirty:
+            return None
+        self._dirty = False
+        sv = updates.state_vector(self._doc)
+        ds = updates.delete_set(self._doc)
+        self._store.put_meta(self.name, "state_vector", sv)
+        self._store.put_meta(self.name, "digest", updates.digest(self._doc))
+        return sv, ds
+
+    def mark_durable(self, state: tuple[bytes, bytes]) -> None:
+        """After a commit: ``state`` (from :meth:`capture`) is on disk."""
+        self._durable = state
+
+    @property
+    def durable_state(self) -> tuple[bytes, bytes]:
+        """(state vector, delete set) of what is on disk, as last committed."""
+        return self._durable
+
+    def close(self) -> None:
+        """Stop persisting and end change iteration (the agent calls this on close)."""
+        self._closed = True
+        self._feed.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"shard {self.name!r} is closed")
+
+    def __repr__(self) -> str:
+        return f"<Shard {self.name!r}>"
+
+
+def load_doc(snapshot: bytes | None, log: list[bytes], name: str) -> pycrdt.Doc:
+    """Rebuild a shard's Doc from its stored snapshot and log.
+
+    Raises:
+        StoreError: a stored update does not apply (the store is damaged).
+    """
+    doc = pycrdt.Doc()
+    try:
+        with doc.transaction():
+            if snapshot:
+                updates.apply_update(doc, snapshot)
+            for update in log:
+                updates.apply_update(doc, update)
+    except Exception as exc:
+        raise StoreError(f"shard {name!r}: a stored update does not apply: {exc}") from exc
+    return doc
