@@ -66,7 +66,6 @@ class Agent:
         self._store: Store | None = None
         self._committer: GroupCommitter | None = None  # type: ignore[assignment]
         self._shards: dict[str, Shard] = {}
-        self._pending_durable: list[dict[str, tuple[bytes, bytes]]] = []
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -92,6 +91,7 @@ class Agent:
             interval=self._durability_interval,
             on_durable=self._on_durable,
             compact_merge=updates.replay,
+            before_commit=self._before_commit,
         )
         await self._committer.start()
 
@@ -100,12 +100,14 @@ class Agent:
         if self._closed:
             return
         self._closed = True
-        if self._committer is not None:
-            await self._committer.close()
-        for shard in self._shards.values():
-            shard.close()
-        if self._store is not None:
-            self._store.close()
+        try:
+            if self._committer is not None:
+                await self._committer.close()
+        finally:
+            for shard in self._shards.values():
+                shard.close()
+            if self._store is not None:
+                self._store.close()
 
     # -- shards ------------------------------------------------------------------------------
 
@@ -146,6 +148,21 @@ class Agent:
 
     def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
         """A shard changed (already applied and appended to the store)."""
+
+    def _before_commit(self) -> Any:
+        """Record, per changed shard, the state the coming commit makes durable."""
+        captured = {name: state for name, shard in self._shards.items()
+                    if (state := shard.capture()) is not None}
+
+        def done(ok: bool) -> None:
+            for name, state in captured.items():
+                shard = self._shards[name]
+                if ok:
+                    shard.mark_durable(state)
+                else:
+                    shard.mark_dirty()
+
+        return done if captured else None
 
     def _on_durable(self, shards: set[str]) -> None:
         """A group commit finished: these shards' captured states are on disk."""

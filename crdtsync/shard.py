@@ -199,6 +199,10 @@ class Shard(MapView):
         """After a commit: ``state`` (from :meth:`capture`) is on disk."""
         self._durable = state
 
+    def mark_dirty(self) -> None:
+        """A commit failed: capture this shard again before the next one."""
+        self._dirty = True
+
     @property
     def durable_state(self) -> tuple[bytes, bytes]:
         """(state vector, delete set) of what is on disk, as last committed."""

@@ -1,0 +1,286 @@
+"""Group commit: many appends and many flushers share one LMDB transaction and one fsync.
+
+:class:`GroupCommitter` drives a :class:`~crdtsync.store.Store` from asyncio. Writers call
+``store.append()`` then :meth:`GroupCommitter.notify`; whoever needs durability awaits
+:meth:`GroupCommitter.flush`. Every ``store.commit()`` (and compaction) runs in ONE dedicated
+worker thread, so the event loop never blocks on fsync and commits never overlap.
+
+Bounds:
+
+* A write that nobody flushes is committed within about ``interval`` seconds of its
+  ``notify()`` (plus the commit already running, if any).
+* ``flush()`` returns once everything appended before the call is durable. While a commit
+  runs, every flush that arrives waits for the *next* commit, which then serves them all; so
+  N concurrent flushers cost at most two commits, never N fsyncs.
+* A failed commit (e.g. :class:`~crdtsync.errors.StoreFull`) is raised from every ``flush()``
+  waiting on it; the entries stay buffered in the store and the background task keeps running
+  and retries with backoff.
+
+After each commit, ``on_durable(shard names)`` runs in the event-loop thread *before* the
+waiting flushers resume, so by the time ``flush()`` returns the callback has seen the commit.
+If ``compact_merge`` is given, shards for which ``store.needs_compaction()`` holds are then
+compacted in the worker thread, between commits (a waiting flush goes first). ``merge`` runs
+in that thread and gets and returns only bytes: pycrdt documents are thread-bound, so a merge
+must build its own ``Doc`` and never share one with the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import ClosedError, UsageError
+from .store import ShardStats, Store
+
+__all__ = ["GroupCommitter", "Merge"]
+
+_log = logging.getLogger(__name__)
+
+Merge = Callable[[bytes | None, list[bytes]], bytes]
+"""``merge(snapshot, log) -> new snapshot``: one update equivalent to snapshot + log."""
+
+_MAX_RETRY_DELAY = 5.0  # seconds between retries of a failing background commit, at most
+
+
+class GroupCommitter:
+    """Batches commits of a :class:`~crdtsync.store.Store` from one asyncio event loop.
+
+    Args:
+        store: the store to commit; the committer does not close it.
+        interval: upper bound, in seconds, before a notified but unflushed write is committed.
+        on_durable: called in the event-loop thread with the names of the shards each
+            successful commit touched. Exceptions it raises are logged and ignored.
+        compact_merge: enables automatic compaction (and :meth:`compact`) with this merge.
+        before_commit: called in the event-loop thread just before each commit is handed to
+            the worker; it may return a callback that gets ``True`` once that commit is
+            durable, ``False`` if it failed. The agent uses it to record which document state
+            each commit makes durable (for replication acks): whatever the loop thread had
+            appended when the hook ran is inside the commit.
+
+    ``notify``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
+    ran :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval: float = 0.05,
+        on_durable: Callable[[set[str]], None] | None = None,
+        compact_merge: Merge | None = None,
+        before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
+    ) -> None:
+        if not interval > 0:
+            raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
+        self._store = store
+        self._interval = interval
+        self._on_durable = on_durable
+        self._merge = compact_merge
+        self._before_commit = before_commit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []  # flushes waiting for the next commit
+        self._inflight: list[asyncio.Future[None]] | None = None  # those of the running one
+        self._due = False  # the interval of an unflushed notify() has passed
+        self._timer: asyncio.TimerHandle | None = None
+        self._to_compact: dict[str, None] = {}  # ordered set of shards waiting for compaction
+        self._failures = 0  # consecutive failed commits, for the retry backoff
+        self._closing = False
+        self._closed: asyncio.Future[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker thread and the background commit task. Idempotent."""
+        if self._closing:
+            raise ClosedError("the group committer was closed")
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crdtsync-commit")
+        self._task = self._loop.create_task(self._run(), name="crdtsync-group-commit")
+
+    async def close(self) -> None:
+        """Commit everything pending, then stop the background task and the worker thread.
+
+        Idempotent: callers concurrent with the first all wait for the one shutdown and get
+        the final commit's error, if any (the committer is closed anyway; the entries stay
+        buffered in the store); later calls return at once. Does not close the store.
+        """
+        if self._closed is not None:
+            if not self._closed.done():
+                await asyncio.shield(self._closed)
+            return
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        self._closing = True
+        error: BaseException | None = None
+        try:
+            if self._task is not None:
+                final = loop.create_future()
+                self._waiters.append(final)
+                self._wake.set()
+                try:
+                    await final
+                except Exception as e:
+                    error = e
+                await self._task  # exits after the final commit because _closing is set
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._executor is not None:
+                # Idle by now: the final commit ran after everything submitted before it.
+                self._executor.shutdown(wait=True)
+            if error is None:
+                self._closed.set_result(None)
+            else:
+                self._closed.set_exception(error)
+                self._closed.exception()  # retrieved here; later callers get it via shield
+        if error is not None:
+            raise error
+
+    def _check_running(self) -> asyncio.AbstractEventLoop:
+        if self._closing:
+            raise ClosedError("the group committer was closed")
+        if self._loop is None:
+            raise UsageError("GroupCommitter.start() was not awaited")
+        return self._loop
+
+    # -- the public operations ------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Tell the committer that entries were appended: they are committed within
+        ``interval`` seconds even if nobody flushes. Cheap; call it after every append."""
+        loop = self._check_running()
+        if self._timer is None and not self._due:
+            self._timer = loop.call_later(self._interval, self._on_timer)
+
+    async def flush(self) -> None:
+        """Return once everything appended to the store before this call is durable.
+
+        Raises the commit's error (e.g. :class:`~crdtsync.errors.StoreFull`) if it failed;
+        the entries then stay buffered for a later commit.
+        """
+        loop = self._check_running()
+        if self._store.pending() == 0:
+            # Everything appended so far left the buffer, i.e. was committed. Wait only for a
+            # commit still in flight, so that its on_durable callback has run on return.
+            if self._inflight is None:
+                return
+            waiters = self._inflight
+        else:
+            waiters = self._waiters
+        fut = loop.create_future()
+        waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    async def compact(self, name: str) -> ShardStats:
+        """Fold everything appended to ``name`` before the call into its snapshot.
+
+        Flushes first (``store.compact`` only folds committed entries), then compacts in the
+        worker thread, so never during a commit. Returns the shard's stats afterwards.
+        """
+        loop = self._check_running()
+        if self._merge is None:
+            raise UsageError("compact() needs the GroupCommitter's compact_merge")
+        await self.flush()
+        self._to_compact.pop(name, None)
+        return await loop.run_in_executor(self._executor, self._store.compact, name, self._merge)
+
+    # -- the background task --------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._due = True
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiters or self._due or (self._to_compact and not self._closing):
+                try:
+                    if self._waiters or self._due:
+                        await self._commit_once()
+                    else:
+                        name = next(iter(self._to_compact))
+                        del self._to_compact[name]
+                        await self._compact_once(name)
+                except Exception:  # a bug here must not stop durability for good
+                    _log.exception("group commit loop failed; continuing")
+            if self._closing:
+                return
+
+    async def _commit_once(self) -> None:
+        assert self._loop is not None
+        waiters, self._waiters = self._waiters, []
+        self._inflight = waiters
+        self._due = False
+        if self._timer is not None:  # this commit covers everything notified so far
+            self._timer.cancel()
+            self._timer = None
+        done = self._before_commit() if self._before_commit is not None else None
+        try:
+            names, to_compact = await self._loop.run_in_executor(
+                self._executor, self._commit_in_worker
+            )
+        except Exception as e:
+            if done is not None:
+                done(False)
+            self._inflight = None
+            self._failures += 1
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(e)
+            if not waiters:
+                _log.error("background commit failed (%d in a row): %r", self._failures, e)
+            if not self._closing and self._store.pending():
+                self._retry_later()
+            return
+        self._failures = 0
+        if done is not None:
+            done(True)
+        if names and self._on_durable is not None:
+            try:
+                self._on_durable(names)
+            except Exception:
+                _log.exception("on_durable callback failed")
+        self._inflight = None
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+        for name in to_compact:
+            self._to_compact[name] = None
+
+    def _retry_later(self) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = min(self._interval * 2**self._failures, _MAX_RETRY_DELAY)
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _commit_in_worker(self) -> tuple[set[str], list[str]]:
+        """Runs in the worker thread: commit, then pick the shards to compact."""
+        names = self._store.commit()
+        to_compact: list[str] = []
+        if self._merge is not None:
+            for name in sorted(names):
+                try:
+                    if self._store.needs_compaction(name):
+                        to_compact.append(name)
+                except Exception:  # the commit itself succeeded; don't report it as failed
+                    _log.exception("cannot check whether shard %r needs compaction", name)
+        return names, to_compact
+
+    async def _compact_once(self, name: str) -> None:
+        assert self._loop is not None and self._merge is not None
+        try:
+            await self._loop.run_in_executor(self._executor, self._store.compact, name, self._merge)
+        except Exception:
+            _log.exception("automatic compaction of shard %r failed", name)

@@ -1,0 +1,616 @@
+"""The durable store: every shard's updates, snapshot and metadata in one LMDB environment.
+
+This is the only module in crdtsync that imports :mod:`lmdb`; every LMDB error is translated
+here into :class:`~crdtsync.errors.StoreError` (or a subclass), with the original kept as
+``__cause__``. The store is synchronous and knows nothing about CRDTs: it keeps opaque update
+bytes. :mod:`crdtsync.durability` drives it from asyncio.
+
+Layout
+------
+One data directory holds ``LOCK`` (an exclusive ``flock`` plus the owner's pid, so exactly one
+:class:`Store` per directory, across processes and within one) and the LMDB files
+``data.mdb``/``lock.mdb``. The environment has these named databases:
+
+``log``
+    ``name + NUL + seq`` (``seq``: 8-byte big-endian) -> one update. A shard's log is one
+    contiguous sorted key range, read in append order with one cursor walk that never touches
+    another shard. No valid shard name contains NUL (see :mod:`crdtsync.names`), so the range
+    of ``"a"`` (``a\\0...``) never overlaps ``"a/b"`` or ``"ab"``.
+``snap``
+    ``name`` -> the compacted snapshot (one update equivalent to everything compacted).
+``meta``
+    ``name + NUL + key`` -> value stored with :meth:`Store.put_meta`.
+``stats``
+    ``name`` -> fixed-size record (log count and bytes, snapshot bytes, updates ever appended,
+    last compaction time). Every committed shard has one, so :meth:`Store.shard_names` and
+    :meth:`Store.stats` never scan a log. ``total_updates`` doubles as the next log ``seq``.
+``info``
+    ``format`` -> layout version, checked on open.
+
+Writes
+------
+:meth:`Store.append` and :meth:`Store.put_meta` only buffer in memory (cheap, thread-safe).
+:meth:`Store.commit` writes the whole buffer in ONE write transaction, i.e. one fsync when
+``sync=True``; entries leave the buffer only once that transaction has committed, so a failed
+commit never drops anything. When the LMDB map is full the commit is retried after doubling
+the map, up to ``max_map_size``; beyond that it raises :class:`~crdtsync.errors.StoreFull`.
+
+Compaction policy
+-----------------
+:meth:`Store.needs_compaction` is true when a shard's committed log holds at least
+``compact_min_log_count`` entries (default 1000) *and* its bytes exceed
+``compact_log_ratio`` (default 1.0) times the snapshot's bytes: the log has outgrown the
+snapshot, so loading replays more than compaction would save, and replaying fewer than 1000
+small updates is cheap anyway. :meth:`Store.compact` folds snapshot + log into a new snapshot
+with a caller-supplied ``merge`` function (the store itself never decodes updates).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import lmdb
+
+from .errors import ClosedError, DataDirLocked, StoreError, StoreFull, UsageError
+from .names import validate_shard_name
+
+__all__ = [
+    "ShardStats",
+    "LoadedShard",
+    "Store",
+    "DEFAULT_COMPACT_MIN_LOG_COUNT",
+    "DEFAULT_COMPACT_LOG_RATIO",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_COMPACT_MIN_LOG_COUNT: Final = 1000
+DEFAULT_COMPACT_LOG_RATIO: Final = 1.0
+
+_FORMAT: Final = b"1"
+_LOCK_FILE: Final = "LOCK"
+_SEP: Final = b"\x00"
+# log_count, log_bytes, snapshot_bytes, total_updates, last_compaction (NaN = never)
+_STATS: Final = struct.Struct(">QQQQd")
+
+# Real paths of data directories a Store in this process holds. flock already refuses a second
+# open file description of LOCK, but some filesystems emulate flock with per-process fcntl
+# locks, which would let a second Store of the same process in; this set catches that case.
+_open_dirs: set[str] = set()
+_open_dirs_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    """Sizes and counters of one shard as committed (a buffered entry is not counted)."""
+
+    name: str
+    log_count: int
+    """Updates in the append-only log now (since the last compaction)."""
+    log_bytes: int
+    """Total bytes of those updates."""
+    snapshot_bytes: int
+    """Size of the compacted snapshot (0 if none)."""
+    total_updates: int
+    """Updates ever appended and committed (monotonic; survives compaction)."""
+    last_compaction: float | None
+    """Wall-clock ``time.time()`` of the last compaction, None if never compacted."""
+
+
+@dataclass(frozen=True)
+class LoadedShard:
+    """Everything committed for one shard: replay ``snapshot`` then ``log`` to rebuild it."""
+
+    snapshot: bytes | None
+    log: list[bytes]
+    """Updates in append order, all appended after the snapshot was taken."""
+    meta: dict[str, bytes]
+    """Whatever :meth:`Store.put_meta` stored."""
+    stats: ShardStats
+
+
+class _Gate:
+    """Readers/resizer gate: LMDB's ``mdb_env_set_mapsize`` needs no live transaction in the
+    process, so a resize waits for read transactions to end and holds new ones off.
+
+    Write transactions never need it: they and the resize both run under the commit lock.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+@contextmanager
+def _translate(what: str) -> Iterator[None]:
+    """Turn any LMDB error escaping the block into a StoreError (cause kept)."""
+    try:
+        yield
+    except lmdb.Error as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+def _stats_from(name: str, raw: bytes | None) -> ShardStats:
+    if raw is None:
+        return ShardStats(name, 0, 0, 0, 0, None)
+    count, nbytes, snap, total, last = _STATS.unpack(raw)
+    return ShardStats(name, count, nbytes, snap, total, None if math.isnan(last) else last)
+
+
+def _stats_to(s: ShardStats) -> bytes:
+    last = math.nan if s.last_compaction is None else s.last_compaction
+    return _STATS.pack(s.log_count, s.log_bytes, s.snapshot_bytes, s.total_updates, last)
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+
+
+# A buffered entry: (shard name, meta key or None for a log entry, value).
+_Entry = tuple[str, "str | None", bytes]
+
+
+class Store:
+    """One data directory of shards, held exclusively by this object until :meth:`close`.
+
+    Args:
+        data_dir: directory to hold the store; created if missing.
+        map_size: initial LMDB map size in bytes (an existing larger file keeps its size).
+        max_map_size: the map doubles on demand up to this; beyond it commits raise
+            :class:`~crdtsync.errors.StoreFull`.
+        sync: fsync every commit (durable across power loss). With False a commit survives a
+            crash of the process but not of the machine; :meth:`close` still syncs.
+        compact_min_log_count, compact_log_ratio: the :meth:`needs_compaction` policy.
+
+    Raises:
+        DataDirLocked: another process, or another Store in this process, holds ``data_dir``.
+        StoreError: LMDB could not open the environment.
+
+    Thread-safety: every method may be called from any thread. Commits, compactions and
+    deletions are serialised with one lock; reads run concurrently with them.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        map_size: int = 64 << 20,
+        max_map_size: int = 1 << 40,
+        sync: bool = True,
+        compact_min_log_count: int = DEFAULT_COMPACT_MIN_LOG_COUNT,
+        compact_log_ratio: float = DEFAULT_COMPACT_LOG_RATIO,
+    ) -> None:
+        if map_size <= 0 or max_map_size < map_size:
+            raise UsageError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
+        self._dir = Path(data_dir)
+        self._sync = sync
+        self._max_map_size = max_map_size
+        self._compact_min_log_count = compact_min_log_count
+        self._compact_log_ratio = compact_log_ratio
+        self._buf: list[_Entry] = []
+        self._buf_lock = threading.Lock()
+        # Serialises every write transaction and map resize (and close).
+        self._write_lock = threading.Lock()
+        self._gate = _Gate()
+        self._closed = False
+        self._lock_fd = -1
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._real = os.path.realpath(self._dir)
+        self._acquire_dir_lock()
+        try:
+            self._open_env(map_size)
+        except BaseException:
+            self._release_dir_lock()
+            raise
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def _acquire_dir_lock(self) -> None:
+        with _open_dirs_lock:
+            if self._real in _open_dirs:
+                raise DataDirLocked(
+                    f"data directory {str(self._dir)!r} is already open by another Store in "
+                    f"this process (pid {os.getpid()})"
+                )
+            path = self._dir / _LOCK_FILE
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StoreError(f"cannot lock {str(path)!r}: {e}") from e
+                try:
+                    owner = path.read_text().strip()
+                except OSError:
+                    owner = ""
+                by = f"process {owner}" if owner.isdigit() else "another process"
+                raise DataDirLocked(
+                    f"data directory {str(self._dir)!r} is in use by {by} "
+                    f"(exclusive lock on {str(path)!r})"
+                ) from e
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._lock_fd = fd
+            _open_dirs.add(self._real)
+
+    def _release_dir_lock(self) -> None:
+        with _open_dirs_lock:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+            _open_dirs.discard(self._real)
+
+    def _open_env(self, map_size: int) -> None:
+        with _translate(f"cannot open the LMDB store in {str(self._dir)!r}"):
+            self._env = lmdb.open(
+                str(self._dir),
+                map_size=map_size,
+                subdir=True,
+                max_dbs=8,
+                sync=self._sync,
+                metasync=self._sync,
+                lock=True,
+                max_spare_txns=0,  # spare read txns would count as live during a resize
+            )
+            try:
+                self._log = self._env.open_db(b"log")
+                self._snap = self._env.open_db(b"snap")
+                self._meta = self._env.open_db(b"meta")
+                self._stats = self._env.open_db(b"stats")
+                info = self._env.open_db(b"info")
+                with self._env.begin(write=True) as txn:
+                    fmt = txn.get(b"format", db=info)
+                    if fmt is None:
+                        txn.put(b"format", _FORMAT, db=info)
+                    elif fmt != _FORMAT:
+                        raise StoreError(
+                            f"{str(self._dir)!r} holds store format {fmt!r}, "
+                            f"this version reads {_FORMAT!r}"
+                        )
+            except BaseException:
+                self._env.close()
+                raise
+        if self._sync:
+            # LMDB fsyncs its files, not the directory entries naming them: sync the directory
+            # once so a freshly created store survives power loss too.
+            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Close the environment and release the directory lock. Idempotent.
+
+        Buffered entries are NOT committed (commit first); they are dropped with a warning in
+        the log. With ``sync=False`` the environment is synced to disk before closing.
+        """
+        with self._write_lock, self._gate.exclusive():
+            if self._closed:
+                return
+            self._closed = True
+            with self._buf_lock:
+                dropped = len(self._buf)
+                self._buf.clear()
+            if dropped:
+                _log.warning("closing store %s with %d uncommitted entries", self._dir, dropped)
+            try:
+                with _translate(f"cannot close the store in {str(self._dir)!r}"):
+                    if not self._sync:
+                        self._env.sync(True)
+                    self._env.close()
+            finally:
+                self._release_dir_lock()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory this store holds."""
+        return self._dir
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the store in {str(self._dir)!r} is closed")
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Any]:
+        """A read transaction, held off while the map is resized."""
+        with self._gate.shared():
+            self._check_open()
+            with _translate(what), self._env.begin(write=False) as txn:
+                yield txn
+
+    # -- reading -------------------------------------------------------------------------
+
+    def shard_names(self) -> list[str]:
+        """Names of all committed shards, sorted by their UTF-8 bytes."""
+        with self._read("cannot list shards") as txn:
+            return [bytes(k).decode() for k in txn.cursor(db=self._stats).iternext(values=False)]
+
+    def load(self, name: str) -> LoadedShard | None:
+        """Everything committed for ``name``, or None if the shard was never stored.
+
+        Entries appended but not yet committed are not included.
+        """
+        validate_shard_name(name)
+        key = name.encode()
+        prefix = key + _SEP
+        with self._read(f"cannot load shard {name!r}") as txn:
+            raw = txn.get(key, db=self._stats)
+            if raw is None:
+                return None
+            stats = _stats_from(name, raw)
+            snapshot = txn.get(key, db=self._snap)
+            log = [bytes(v) for _, v in self._range(txn, self._log, prefix)]
+            meta = {
+                bytes(k[len(prefix) :]).decode(): bytes(v)
+                for k, v in self._range(txn, self._meta, prefix)
+            }
+        return LoadedShard(
+            snapshot=None if snapshot is None else bytes(snapshot), log=log, meta=meta, stats=stats
+        )
+
+    @staticmethod
+    def _range(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with ``prefix``, in key order."""
+        cur = txn.cursor(db=db)
+        if not cur.set_range(prefix):
+            return
+        for k, v in cur:
+            if not k.startswith(prefix):
+                return
+            yield k, v
+
+    def stats(self, name: str) -> ShardStats:
+        """Committed stats of ``name`` (all zero for a shard never committed); no log scan."""
+        validate_shard_name(name)
+        with self._read(f"cannot read stats of {name!r}") as txn:
+            return _stats_from(name, txn.get(name.encode(), db=self._stats))
+
+    def needs_compaction(self, name: str) -> bool:
+        """Whether the automatic policy (see the module docstring) wants ``name`` compacted."""
+        s = self.stats(name)
+        return (
+            s.log_count >= self._compact_min_log_count
+            and s.log_bytes > self._compact_log_ratio * s.snapshot_bytes
+        )
+
+    def map_size(self) -> int:
+        """The LMDB map size now, in bytes (grows on demand up to ``max_map_size``)."""
+        with self._read("cannot read the map size"):
+            return int(self._env.info()["map_size"])
+
+    # -- buffered writes -----------------------------------------------------------------
+
+    def append(self, name: str, update: bytes) -> None:
+        """Buffer ``update`` for the end of shard ``name``'s log. Not durable until
+        :meth:`commit`; cheap and thread-safe."""
+        validate_shard_name(name)
+        entry = (name, None, _as_bytes(update, "update"))
+        with self._buf_lock:
+            self._check_open()
+            self._buf.append(entry)
+
+    def put_meta(self, name: str, key: str, value: bytes) -> None:
+        """Buffer metadata ``key`` = ``value`` of shard ``name`` (e.g. its state vector),
+        written by the next :meth:`commit` together with the appended updates."""
+        validate_shard_name(name)
+        if not isinstance(key, str):
+            raise TypeError(f"meta key must be str, not {type(key).__name__}")
+        # LMDB keys are at most 511 bytes; the name takes up to 128 and the separator 1.
+        if len(key.encode()) > 256:
+            raise UsageError(f"meta key longer than 256 bytes: {key[:40]!r}...")
+        entry = (name, key, _as_bytes(value, "meta value"))
+        with self._buf_lock:
+            self._check_open()
+            self._buf.append(entry)
+
+    def pending(self) -> int:
+        """Buffered entries (appends and metadata) not yet committed."""
+        with self._buf_lock:
+            return len(self._buf)
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _write(self, what: str, body: Callable[[Any], None]) -> None:
+        """Run ``body(txn)`` in one write transaction, growing the map and retrying while it
+        is full. Caller holds ``_write_lock``. Raises StoreFull when the map cannot grow."""
+        while True:
+            self._check_open()
+            with _translate(what):
+                try:
+                    with self._env.begin(write=True) as txn:
+                        body(txn)
+                    return
+                except lmdb.MapFullError as e:
+                    full = e  # leaving the with-block aborted the transaction
+                # Outside the aborted transaction: grow the map (needs no live txn).
+                size = int(self._env.info()["map_size"])
+                if size >= self._max_map_size:
+                    raise StoreFull(
+                        f"{what}: the LMDB map in {str(self._dir)!r} is full at "
+                        f"{size} bytes (max_map_size={self._max_map_size})"
+                    ) from full
+                new = min(size * 2, self._max_map_size)
+                with self._gate.exclusive():
+                    self._env.set_mapsize(new)
+                _log.info("grew the LMDB map of %s from %d to %d bytes", self._dir, size, new)
+
+    def commit(self) -> set[str]:
+        """Write every buffered entry in ONE write transaction (one fsync with ``sync=True``).
+
+        Returns the names of the shards touched (empty if nothing was buffered). Entries
+        buffered while the commit runs wait for the next one. If the commit fails — e.g.
+        :class:`~crdtsync.errors.StoreFull` — all entries stay buffered, in order.
+        """
+        with self._write_lock:
+            self._check_open()
+            with self._buf_lock:
+                batch = self._buf[:]
+            if not batch:
+                return set()
+            touched: dict[str, ShardStats] = {}
+
+            def body(txn: Any) -> None:
+                touched.clear()
+                seqs: dict[str, list[int]] = {}  # name -> [next seq, count, bytes]
+                for name, key, value in batch:
+                    nkey = name.encode()
+                    if name not in seqs:
+                        s = _stats_from(name, txn.get(nkey, db=self._stats))
+                        touched[name] = s
+                        seqs[name] = [s.total_updates, 0, 0]
+                    if key is None:
+                        acc = seqs[name]
+                        txn.put(nkey + _SEP + acc[0].to_bytes(8, "big"), value, db=self._log)
+                        acc[0] += 1
+                        acc[1] += 1
+                        acc[2] += len(value)
+                    else:
+                        txn.put(nkey + _SEP + key.encode(), value, db=self._meta)
+                for name, (_, count, nbytes) in seqs.items():
+                    s = touched[name]
+                    txn.put(
+                        name.encode(),
+                        _stats_to(
+                            ShardStats(
+                                name,
+                                s.log_count + count,
+                                s.log_bytes + nbytes,
+                                s.snapshot_bytes,
+                                s.total_updates + count,
+                                s.last_compaction,
+                            )
+                        ),
+                        db=self._stats,
+                    )
+
+            self._write(f"cannot commit {len(batch)} entries", body)
+            # Only commit() removes from the buffer's front and it holds _write_lock, so the
+            # first len(batch) entries are still exactly the ones just written.
+            with self._buf_lock:
+                del self._buf[: len(batch)]
+            return set(touched)
+
+    def compact(self, name: str, merge: Callable[[bytes | None, list[bytes]], bytes]) -> ShardStats:
+        """Fold the snapshot and the whole committed log of ``name`` into a new snapshot.
+
+        ``merge(snapshot, log)`` must return one update equivalent to the snapshot followed by
+        the log. The new snapshot replaces the old and the log entries are deleted in one
+        write transaction. If ``merge`` raises, nothing changes and the exception propagates.
+        Buffered (uncommitted) entries are untouched and land in the log, after the new
+        snapshot, at the next :meth:`commit`. ``merge`` is not called if the log is empty.
+
+        Returns the shard's stats after compaction.
+        """
+        validate_shard_name(name)
+        nkey = name.encode()
+        prefix = nkey + _SEP
+        with self._write_lock:
+            # Holding _write_lock, no other writer of this environment can run (and no other
+            # process can open it), so reading in a read txn, merging outside any txn and then
+            # writing is as atomic as one write txn, without holding a write txn over merge().
+            with self._read(f"cannot read shard {name!r} for compaction") as txn:
+                stats = _stats_from(name, txn.get(nkey, db=self._stats))
+                if stats.log_count == 0:
+                    return stats
+                snapshot = txn.get(nkey, db=self._snap)
+                snapshot = None if snapshot is None else bytes(snapshot)
+                log = [bytes(v) for _, v in self._range(txn, self._log, prefix)]
+            new = _as_bytes(merge(snapshot, log), "merge() result")
+            after = ShardStats(name, 0, 0, len(new), stats.total_updates, time.time())
+
+            def body(txn: Any) -> None:
+                txn.put(nkey, new, db=self._snap)
+                self._delete_range(txn, self._log, prefix)
+                txn.put(nkey, _stats_to(after), db=self._stats)
+
+            self._write(f"cannot write the compacted shard {name!r}", body)
+            return after
+
+    @staticmethod
+    def _delete_range(txn: Any, db: Any, prefix: bytes) -> None:
+        cur = txn.cursor(db=db)
+        if not cur.set_range(prefix):
+            return
+        while cur.key().startswith(prefix):
+            if not cur.delete():  # moves to the next entry; False past the last one
+                return
+
+    def delete_shard(self, name: str) -> None:
+        """Remove ``name``'s log, snapshot, metadata and stats, and drop its buffered entries.
+
+        A no-op for a shard that was never stored.
+        """
+        validate_shard_name(name)
+        nkey = name.encode()
+        prefix = nkey + _SEP
+        with self._write_lock:
+            self._check_open()
+
+            def body(txn: Any) -> None:
+                self._delete_range(txn, self._log, prefix)
+                self._delete_range(txn, self._meta, prefix)
+                txn.delete(nkey, db=self._snap)
+                txn.delete(nkey, db=self._stats)
+
+            self._write(f"cannot delete shard {name!r}", body)
+            with self._buf_lock:
+                self._buf[:] = [e for e in self._buf if e[0] != name]

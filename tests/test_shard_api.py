@@ -1,0 +1,208 @@
+"""The agent/shard API as issue #2 writes it, plus names, changes and bad remote input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pycrdt
+import pytest
+
+import crdtsync
+from crdtsync import (
+    Agent,
+    Change,
+    ClosedError,
+    CrdtSyncError,
+    DataDirLocked,
+    InvalidShardName,
+    InvalidUpdate,
+)
+
+
+async def test_the_documented_example_works_exactly(tmp_path):
+    data_dir = tmp_path / "data" / "planner"
+    async with Agent("planner", data_dir=data_dir) as agent:
+        board = await agent.shard("board")
+        board["tasks"] = {"t1": {"title": "crawl", "done": False, "attempts": 0}}
+        board["tasks"]["t1"]["attempts"] = 1
+        board["log"] = ["started"]
+        board["log"].append("step 1")
+        with board.transaction():
+            board["tasks"]["t1"]["done"] = True
+            del board["tasks"]["t1"]["title"]
+        await board.flush()
+        assert board.snapshot() == {"tasks": {"t1": {"done": True, "attempts": 1}},
+                                    "log": ["started", "step 1"]}
+        assert type(board.snapshot()["tasks"]["t1"]["attempts"]) is int
+        assert isinstance(board.doc, pycrdt.Doc)
+    async with Agent("planner", data_dir=data_dir) as agent:
+        board = await agent.shard("board")
+        assert board.snapshot() == {"tasks": {"t1": {"done": True, "attempts": 1}},
+                                    "log": ["started", "step 1"]}
+
+
+async def test_nested_dicts_merge_per_key_across_replicas(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a") as a, Agent("b", data_dir=tmp_path / "b") as b:
+        sa, sb = await a.shard("board"), await b.shard("board")
+        sa["tasks"] = {"t1": {"done": False}}
+        sb.apply_remote(sa.doc.get_update(), "a")
+        sa["tasks"]["t1"]["done"] = True          # concurrent edits of different keys
+        sb["tasks"]["t1"]["owner"] = "b"
+        ua, ub = sa.doc.get_update(), sb.doc.get_update()
+        sa.apply_remote(ub, "b")
+        sb.apply_remote(ua, "a")
+        assert sa.snapshot() == sb.snapshot() == {"tasks": {"t1": {"done": True, "owner": "b"}}}
+
+
+async def test_transaction_is_one_delta_and_one_change(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        board = await agent.shard("board")
+        board["tasks"] = {"t1": {"title": "x"}}
+        received: list[Change] = []
+
+        async def follow():
+            async for change in board.changes():
+                received.append(change)
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        await board.flush()
+        before = board.stats().total_updates
+        with board.transaction():
+            board["tasks"]["t1"]["done"] = True
+            del board["tasks"]["t1"]["title"]
+            board["n"] = 1
+        await board.flush()
+        assert board.stats().total_updates == before + 1
+        await asyncio.sleep(0.01)
+        assert len(received) == 1
+        change = received[0]
+        assert change.shard == "board" and change.local and change.origin is None
+        assert set(change.paths) == {("tasks", "t1", "done"), ("tasks", "t1", "title"), ("n",)}
+        task.cancel()
+
+
+async def test_changes_report_remote_origin(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a") as a, Agent("b", data_dir=tmp_path / "b") as b:
+        sa, sb = await a.shard("s"), await b.shard("s")
+        seen: list[Change] = []
+
+        async def follow():
+            async for change in sb.changes():
+                seen.append(change)
+                return
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        sa["log"] = ["x"]
+        sb.apply_remote(sa.doc.get_update(), "a")
+        await asyncio.wait_for(task, 2)
+        assert seen == [Change("s", "a", (("log",),))]
+        assert not seen[0].local
+
+
+async def test_changes_end_when_agent_closes(tmp_path):
+    agent = Agent("a", data_dir=tmp_path / "a")
+    await agent.start()
+    shard = await agent.shard("s")
+
+    async def follow():
+        return [c async for c in shard.changes()]
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0)
+    shard["x"] = 1
+    await agent.close()
+    assert len(await asyncio.wait_for(task, 2)) == 1
+    with pytest.raises(ClosedError):
+        await agent.shard("s")
+
+
+@pytest.mark.parametrize("name", ["", "a" * 129, "../etc", "/abs", "a//b", "a/", "sp ace", "nul\x00",
+                                  "ü", ".hidden", 5, None, "a\nb"])
+async def test_bad_shard_names_are_clear_errors(tmp_path, name):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        with pytest.raises(InvalidShardName) as err:
+            await agent.shard(name)
+        assert "shard name" in str(err.value)
+    assert not any(p.name not in ("data.mdb", "lock.mdb", "LOCK") for p in (tmp_path / "a").rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["a", "board", "sensors/kitchen", "A-1_b.c:d", "x" * 128])
+async def test_good_shard_names(tmp_path, name):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        (await agent.shard(name))["k"] = 1
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        assert (await agent.shard(name)).snapshot() == {"k": 1}
+
+
+async def test_names_that_prefix_each_other_do_not_collide(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        for name in ["a", "a/b", "ab", "a:b"]:
+            (await agent.shard(name))["who"] = name
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        assert agent.shard_names() == ["a", "a/b", "a:b", "ab"]
+        for name in ["a", "a/b", "ab", "a:b"]:
+            assert (await agent.shard(name)).snapshot() == {"who": name}
+
+
+async def test_second_agent_on_same_dir_is_refused(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a"):
+        with pytest.raises(DataDirLocked):
+            async with Agent("b", data_dir=tmp_path / "a"):
+                pass
+
+
+GARBAGE = [
+    bytes(range(256)),
+    b"",
+    b"\x01",
+    b"\xff" * 40,
+]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
+async def test_bad_remote_update_is_rejected_and_nothing_persisted(tmp_path, garbage):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        shard["k"] = "v"
+        await shard.flush()
+        before = (shard.doc.get_update(), shard.stats())
+        with pytest.raises(InvalidUpdate):
+            shard.apply_remote(garbage, "evil")
+        await shard.flush()
+        assert (shard.doc.get_update(), shard.stats()) == before
+
+
+async def test_truncated_update_is_rejected(tmp_path):
+    src = pycrdt.Doc()
+    src.get("root", type=pycrdt.Map)["k"] = "a long enough value"
+    good = src.get_update()
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        for cut in range(1, len(good)):
+            with pytest.raises(InvalidUpdate):
+                shard.apply_remote(good[:cut], "evil")
+        assert shard.snapshot() == {}
+        assert shard.apply_remote(good, "ok") is not None
+        assert shard.snapshot() == {"k": "a long enough value"}
+
+
+def test_every_public_name_imports():
+    for name in crdtsync.__all__:
+        assert getattr(crdtsync, name) is not None
+    assert issubclass(InvalidUpdate, CrdtSyncError)
+
+
+async def test_compaction_on_demand_keeps_state(tmp_path):
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        for i in range(50):
+            shard[f"k{i}"] = i
+        del shard["k3"]
+        stats = await shard.compact()
+        assert stats.log_count == 0 and stats.snapshot_bytes > 0
+        shard["after"] = True
+        expected = shard.snapshot()
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        assert (await agent.shard("s")).snapshot() == expected

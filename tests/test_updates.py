@@ -1,0 +1,868 @@
+"""Tests of crdtsync.updates: the lib0 v1 validator, pycrdt error translation, delete sets,
+digests, covers() and replay().
+
+The validator is checked from both sides: everything pycrdt writes (hypothesis-generated
+documents of every shared type and value kind, as full updates, per-transaction updates and
+diffs) must pass, and hand-made, truncated, extended, bit-flipped and random bytes must either
+be refused with InvalidUpdate or be something pycrdt applies without complaint.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pycrdt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+
+from crdtsync import updates
+from crdtsync.errors import InvalidUpdate
+
+# -- hand encoding of lib0 v1 ----------------------------------------------------------------
+
+
+def vu(n: int) -> bytes:
+    """lib0 varuint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def vi(n: int) -> bytes:
+    """lib0 signed varint."""
+    neg, mag = n < 0, abs(n)
+    out = bytearray([(0x80 if mag > 0x3F else 0) | (0x40 if neg else 0) | (mag & 0x3F)])
+    mag >>= 6
+    while mag:
+        out.append((0x80 if mag > 0x7F else 0) | (mag & 0x7F))
+        mag >>= 7
+    return bytes(out)
+
+
+def vs(s: str | bytes) -> bytes:
+    """lib0 length-prefixed string (or raw bytes)."""
+    raw = s.encode() if isinstance(s, str) else s
+    return vu(len(raw)) + raw
+
+
+def root_item(kind: int, content: bytes, root: str = "a", extra_info: int = 0) -> bytes:
+    """An Item with no origins, parented by root type ``root``."""
+    return bytes([kind | extra_info]) + vu(1) + vs(root) + content
+
+
+def upd(*structs: bytes, client: int = 7, clock: int = 0, ds: bytes = b"\x00") -> bytes:
+    """An update with one client's structs and delete set ``ds``."""
+    if not structs:
+        return b"\x00" + ds
+    return vu(1) + vu(len(structs)) + vu(client) + vu(clock) + b"".join(structs) + ds
+
+
+def any_item(*values: bytes, root: str = "a") -> bytes:
+    return root_item(8, vu(len(values)) + b"".join(values), root)
+
+
+NULL = b"\x7e"
+
+
+def nested_array(depth: int) -> bytes:
+    return b"\x75\x01" * depth + NULL
+
+
+# -- pycrdt helpers --------------------------------------------------------------------------
+
+
+def raw_apply(update: bytes, base: bytes | None = None) -> None:
+    """Apply with pycrdt directly; any exception at all (a panic included) escapes."""
+    doc = Doc()
+    if base is not None:
+        doc.apply_update(base)
+    doc.apply_update(update)
+
+
+def snapshot_of(doc: Doc) -> tuple[bytes, bytes, bytes]:
+    return doc.get_state(), updates.delete_set(doc), doc.get_update()
+
+
+def panic_type() -> type[BaseException] | None:
+    """pyo3's PanicException class, found by provoking a known pycrdt panic."""
+    doc = Doc()
+    try:
+        doc.get("m", type=Map)["big"] = 2**64
+    except BaseException as exc:  # noqa: BLE001 - that is the point
+        if not isinstance(exc, Exception):
+            return type(exc)
+    return None
+
+
+# -- generating documents --------------------------------------------------------------------
+
+INTS = st.one_of(
+    st.integers(-100, 100),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([2**31, -(2**31) - 1, 2**53, 2**53 + 1, 2**62, -(2**62), 2**63 - 1, -(2**63)]),
+)
+TEXTS = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(["😀", "héllo", "日本", "a\u0000b", ""])
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    INTS,
+    st.floats(allow_nan=False),
+    st.sampled_from([float("nan"), float("inf"), -0.0, 0.1, 1e300]),
+    TEXTS,
+    st.binary(max_size=8),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(TEXTS, children, max_size=3),
+    max_leaves=8,
+)
+JSONABLE = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=3), children, max_size=2),
+    max_leaves=4,
+)
+ATTRS = st.none() | st.dictionaries(st.sampled_from(["bold", "href", "size"]), JSONABLE, min_size=1, max_size=2)
+
+OP_KINDS = [
+    "map_set", "map_set", "map_shared", "map_del",
+    "arr_insert", "arr_shared", "arr_del",
+    "text_insert", "text_insert", "text_del",
+    "rich_insert", "rich_format", "rich_embed", "rich_del",
+    "xml_element", "xml_text", "xml_text_insert", "xml_attr", "xml_del",
+    "nested", "subdoc",
+]
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(OP_KINDS),
+        st.integers(0, 2**16),
+        st.integers(0, 2**16),
+        VALUES,
+        TEXTS,
+        ATTRS,
+        st.booleans(),  # True: same transaction as the previous op
+    ),
+    max_size=25,
+)
+
+
+def char_offset(text: str, index: int) -> int:
+    """pycrdt Text offsets count UTF-8 bytes; convert a character index to one."""
+    return len(text[:index].encode("utf-8"))
+
+
+def run_op(doc: Doc, op: tuple[Any, ...]) -> None:
+    kind, a, b, value, text, attrs, _ = op
+    m = doc.get("m", type=Map)
+    arr = doc.get("a", type=Array)
+    t = doc.get("t", type=Text)
+    rich = doc.get("r", type=Text)
+    xml = doc.get("x", type=XmlFragment)
+    key = f"k{a % 5}"
+    if kind == "map_set":
+        m[key] = value
+    elif kind == "map_shared":
+        m[key] = [Map({"v": value}), Array([value, text]), Text(text)][b % 3]
+    elif kind == "map_del":
+        if key in m:
+            del m[key]
+    elif kind == "arr_insert":
+        arr.insert(a % (len(arr) + 1), value)
+    elif kind == "arr_shared":
+        arr.insert(a % (len(arr) + 1), [Map({"v": value}), Array([value]), Text(text)][b % 3])
+    elif kind == "arr_del":
+        if len(arr):
+            start = a % len(arr)
+            del arr[start : start + 1 + b % 3]
+    elif kind == "text_insert":
+        current = str(t)
+        t.insert(char_offset(current, a % (len(current) + 1)), text)
+    elif kind == "text_del":
+        current = str(t)
+        if current:
+            start = a % len(current)
+            stop = min(len(current), start + 1 + b % 4)
+            del t[char_offset(current, start) : char_offset(current, stop)]
+    elif kind == "rich_insert":  # ASCII only: rich text mixes in embeds, offsets stay simple
+        rich.insert(a % (len(rich) + 1), text.encode("ascii", "replace").decode() or "x", attrs)
+    elif kind == "rich_format":
+        if len(rich):
+            start = a % len(rich)
+            rich.format(start, min(len(rich), start + 1 + b % 4), attrs or {"bold": True})
+    elif kind == "rich_embed":
+        rich.insert_embed(a % (len(rich) + 1), {"embed": [b, text]}, attrs)
+    elif kind == "rich_del":
+        if len(rich):
+            start = a % len(rich)
+            del rich[start : min(len(rich), start + 1 + b % 3)]
+    elif kind == "xml_element":
+        xml.children.insert(a % (len(xml.children) + 1), XmlElement(f"e{b % 3}", {"n": str(b)}))
+    elif kind == "xml_text":
+        xml.children.insert(a % (len(xml.children) + 1), XmlText("xt"))
+    elif kind == "xml_text_insert":
+        for child in xml.children:
+            if isinstance(child, XmlText):
+                child.insert(a % (len(child) + 1), "ab", attrs)
+                break
+        else:
+            xml.children.append(XmlText("ab"))
+    elif kind == "xml_attr":
+        for child in xml.children:
+            if isinstance(child, XmlElement):
+                child.attributes[f"at{b % 3}"] = text.encode("ascii", "replace").decode()
+                child.children.append(XmlElement("leaf") if a % 2 else XmlText("in"))
+                break
+    elif kind == "xml_del":
+        if len(xml.children):
+            del xml.children[a % len(xml.children)]
+    elif kind == "nested":  # edit shared types nested inside the map
+        for child in list(m.values()):
+            if isinstance(child, Map):
+                child[f"n{b % 3}"] = value
+                break
+            if isinstance(child, Array):
+                child.append(value)
+                if b % 2 and len(child) > 1:
+                    del child[0]
+                break
+            if isinstance(child, Text):
+                child += "ÿ"
+                break
+    elif kind == "subdoc":
+        m[key] = Doc()
+
+
+@dataclass
+class Generated:
+    doc: Doc
+    incremental: list[bytes] = field(default_factory=list)
+    diffs: list[bytes] = field(default_factory=list)
+
+    def all_updates(self) -> Iterator[bytes]:
+        yield self.doc.get_update()
+        yield from self.incremental
+        yield from self.diffs
+
+
+def generate(ops: list[tuple[Any, ...]], client_id: int = 1, doc: Doc | None = None) -> Generated:
+    """Run ``ops`` on a doc in transactions, recording each transaction's update and diffs."""
+    gen = Generated(doc if doc is not None else Doc(client_id=client_id))
+    sub = gen.doc.observe(lambda event: gen.incremental.append(event.update))
+    states: list[bytes] = []
+    groups: list[list[tuple[Any, ...]]] = []
+    for op in ops:
+        if op[-1] and groups:
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+    for group in groups:
+        states.append(gen.doc.get_state())
+        with gen.doc.transaction():
+            for op in group:
+                run_op(gen.doc, op)
+    gen.doc.unobserve(sub)
+    gen.diffs = [gen.doc.get_update(sv) for sv in states[:: max(1, len(states) // 3)]]
+    return gen
+
+
+def content(doc: Doc) -> dict[str, Any]:
+    """Comparable content of the roots generate() writes (subdocs by their guid)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Doc):
+            return ("doc", value.guid)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, float) and value != value:
+            return "nan"
+        return value
+
+    m = doc.get("m", type=Map)
+    return {
+        "m": {k: plain(v.to_py() if hasattr(v, "to_py") else v) for k, v in m.items()},
+        "a": plain([v.to_py() if hasattr(v, "to_py") else v for v in doc.get("a", type=Array)]),
+        "t": str(doc.get("t", type=Text)),
+        "r": doc.get("r", type=Text).diff(),
+        "x": str(doc.get("x", type=XmlFragment)),
+    }
+
+
+# -- the public surface ----------------------------------------------------------------------
+
+
+def test_public_names() -> None:
+    for name in updates.__all__:
+        assert getattr(updates, name) is not None
+    assert {"validate_update", "apply_update", "state_vector", "decode_state_vector", "delete_set",
+            "decode_delete_set", "digest", "covers", "replay", "is_noop"} <= set(updates.__all__)
+
+
+# -- accepting what pycrdt writes ------------------------------------------------------------
+
+
+@given(OPS)
+def test_accepts_every_update_pycrdt_writes(ops: list[tuple[Any, ...]]) -> None:
+    gen = generate(ops)
+    for update in gen.all_updates():
+        updates.validate_update(update)
+    # Replaying the per-transaction updates through apply_update rebuilds the same doc.
+    copy = Doc()
+    for update in gen.incremental:
+        updates.apply_update(copy, update)
+    assert updates.digest(copy) == updates.digest(gen.doc)
+    assert content(copy) == content(gen.doc)
+    # pycrdt's own delete set (an update against the doc's own state) is already canonical.
+    tail = gen.doc.get_update(gen.doc.get_state())
+    assert tail[:1] == b"\x00"
+    assert tail[1:] == updates.delete_set(gen.doc)
+
+
+@given(OPS, OPS)
+def test_accepts_updates_of_concurrent_editors(ops_a: list[tuple[Any, ...]], ops_b: list[tuple[Any, ...]]) -> None:
+    a = generate(ops_a, client_id=1)
+    b = generate(ops_b, client_id=2)
+    # Cross-apply, then edit again: deletions of the other's items, origins across clients.
+    updates.apply_update(a.doc, b.doc.get_update(a.doc.get_state()))
+    updates.apply_update(b.doc, a.doc.get_update(b.doc.get_state()))
+    a2 = generate(ops_b, doc=a.doc)
+    for update in [*a2.all_updates(), b.doc.get_update()]:
+        updates.validate_update(update)
+
+
+def test_accepts_a_hand_written_rich_document() -> None:
+    doc = Doc(client_id=3)
+    m = doc.get("m", type=Map)
+    m["plain"] = {"s": "héllo 😀", "f": 1.5, "i": 2**62, "n": None, "b": True, "bytes": b"\x00\xff",
+                  "list": [1, [2, {"deep": -(2**63)}]]}
+    m["shared"] = Map({"x": Array([1, Text("t")])})
+    m["sub"] = Doc()
+    t = doc.get("t", type=Text)
+    t.insert(0, "hello", {"bold": True})
+    t.insert_embed(2, {"img": "x.png"})
+    t.format(0, 3, {"href": {"deep": [1, {"x": None}]}})
+    x = doc.get("x", type=XmlFragment)
+    element = x.children.append(XmlElement("p", {"class": "c"}))
+    text = element.children.append(XmlText("hi"))
+    text.insert(1, "XX", {"b": True})
+    del t[0:2]
+    del m["plain"]
+    updates.validate_update(doc.get_update())
+
+
+# -- refusing what is not an update ----------------------------------------------------------
+
+
+def sample_updates() -> list[bytes]:
+    """Valid updates of every content kind, from small to a few hundred bytes."""
+    doc = Doc(client_id=2**40 + 5)
+    seen: list[bytes] = []
+    doc.observe(lambda event: seen.append(event.update))
+    m = doc.get("m", type=Map)
+    m["a"] = {"x": [1, 2.5, None, True, "ü", b"\x01"], "big": 2**62}
+    m["t"] = Text("héllo")
+    t = doc.get("t", type=Text)
+    t.insert(0, "abc", {"bold": True})
+    t.insert_embed(1, {"e": 1})
+    del t[0:1]
+    x = doc.get("x", type=XmlFragment)
+    x.children.append(XmlElement("p", {"k": "v"})).children.append(XmlText("z"))
+    m["sub"] = Doc()
+    del m["a"]
+    return [doc.get_update(), *seen, doc.get_update(b"\x00")]
+
+
+SAMPLES = sample_updates()
+
+
+def test_refuses_bytes_range_256() -> None:
+    with pytest.raises(InvalidUpdate, match="unsorted or overlapping"):
+        updates.validate_update(bytes(range(256)))
+
+
+@pytest.mark.parametrize("bad", [b"", "text", bytearray(b"\x00\x00"), memoryview(b"\x00\x00"), None, 0])
+def test_refuses_non_bytes_and_empty(bad: Any) -> None:
+    with pytest.raises(InvalidUpdate):
+        updates.validate_update(bad)
+
+
+def test_max_size() -> None:
+    update = SAMPLES[0]
+    updates.validate_update(update, max_size=len(update))
+    with pytest.raises(InvalidUpdate, match="exceeds the limit"):
+        updates.validate_update(update, max_size=len(update) - 1)
+
+
+def test_refuses_every_truncation() -> None:
+    for update in SAMPLES:
+        updates.validate_update(update)
+        for cut in range(len(update)):
+            with pytest.raises(InvalidUpdate):
+                updates.validate_update(update[:cut])
+
+
+@given(st.sampled_from(SAMPLES), st.binary(min_size=1, max_size=16))
+def test_refuses_trailing_bytes(update: bytes, tail: bytes) -> None:
+    with pytest.raises(InvalidUpdate):
+        updates.validate_update(update + tail)
+
+
+def check_either_way(update: bytes, base: bytes | None = None) -> bool:
+    """validate_update accepts (and then pycrdt applies it cleanly) or raises InvalidUpdate;
+    apply_update raises nothing but InvalidUpdate and leaves a doc it refuses unchanged."""
+    try:
+        updates.validate_update(update)
+    except InvalidUpdate:
+        accepted = False
+    else:
+        accepted = True
+        raw_apply(update, base)  # must not raise, panic included
+    doc = Doc()
+    if base is not None:
+        doc.apply_update(base)
+    before = snapshot_of(doc)
+    try:
+        updates.apply_update(doc, update)
+    except InvalidUpdate:
+        assert not accepted
+        assert snapshot_of(doc) == before
+    return accepted
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes(data: bytes) -> None:
+    check_either_way(data)
+
+
+@given(st.sampled_from(SAMPLES[1:]), st.binary(max_size=40))
+def test_random_bytes_after_a_valid_header(update: bytes, noise: bytes) -> None:
+    check_either_way(update[:4] + noise)
+
+
+def test_every_single_bit_flip_of_sample_updates() -> None:
+    base = SAMPLES[0]
+    accepted = 0
+    for update in SAMPLES:
+        for i in range(len(update)):
+            for bit in range(8):
+                flipped = update[:i] + bytes([update[i] ^ (1 << bit)]) + update[i + 1 :]
+                accepted += check_either_way(flipped, base if update is not base else None)
+    assert accepted  # some flips (inside string payloads, numbers) stay valid
+
+
+@given(OPS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4))
+def test_bit_flips_of_generated_updates(ops: list[tuple[Any, ...]], flips: list[tuple[int, int]]) -> None:
+    update = bytearray(generate(ops).doc.get_update())
+    for pos, bit in flips:
+        update[pos % len(update)] ^= 1 << bit
+    check_either_way(bytes(update))
+
+
+# -- the encoding, byte by byte --------------------------------------------------------------
+
+ACCEPTED: dict[str, bytes] = {
+    "empty update": b"\x00\x00",
+    "client with no structs": b"\x01\x00\x05\x00\x00",
+    "string": upd(root_item(4, vs("héllo 😀"))),
+    "empty string item (pycrdt writes these)": upd(root_item(4, vs(""))),
+    "deleted content": upd(root_item(1, vu(3))),
+    "binary": upd(root_item(3, vs(b"\x00\xff"))),
+    "embed": upd(root_item(5, vs('{"a": [1, 2.5, null, "\\u00e9"]}'))),
+    "format": upd(root_item(6, vs("bold") + vs("true"))),
+    "map entry (parentSub)": upd(bytes([0x28]) + vu(1) + vs("m") + vs("key") + vu(1) + b"\x77" + vs("v")),
+    "type Array": upd(root_item(7, b"\x00")),
+    "type XmlElement": upd(root_item(7, b"\x03" + vs("p"))),
+    "type XmlText": upd(root_item(7, b"\x06")),
+    "any scalars": upd(any_item(b"\x7f", NULL, b"\x79", b"\x78", b"\x7d" + vi(-(2**53 - 1)), b"\x7d\x40",
+                                b"\x7c" + struct.pack(">f", 1.5), b"\x7b" + struct.pack(">d", 0.1),
+                                b"\x7a" + struct.pack(">q", -(2**63)), b"\x74" + vs(b"\x01\x02"),
+                                b"\x77" + vs("ü"))),
+    "any object and array": upd(any_item(b"\x76" + vu(2) + vs("a") + NULL + vs("b") + b"\x75\x01\x78")),
+    "any nested to the limit": upd(any_item(nested_array(updates.MAX_NESTING))),
+    "subdocument": upd(root_item(9, vs("guid") + b"\x76" + vu(1) + vs("gc") + b"\x78")),
+    "two structs with origin": upd(root_item(4, vs("ab")), bytes([0x84]) + vu(7) + vu(1) + vs("c")),
+    "item parented by an ID": upd(root_item(7, b"\x01", "m"), b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL),
+    "GC and Skip": upd(b"\x00" + vu(2), b"\x0a" + vu(3), root_item(4, vs("x"))),
+    "clock right up to 2**32-1": upd(root_item(4, vs("ab")), clock=2**32 - 3),
+    "delete set": b"\x00" + vu(2) + vu(5) + vu(2) + vu(0) + vu(2) + vu(4) + vu(1) + vu(9) + vu(1) + vu(0) + vu(3),
+    "delete-set client with no ranges": b"\x00\x01\x05\x00",
+    "largest client id": upd(root_item(4, vs("x")), client=2**53 - 1),
+}
+
+REFUSED: dict[str, tuple[bytes, str]] = {
+    "truncated varuint": (b"\x80", "ends inside"),
+    "non-minimal varuint": (b"\x80\x00\x00", "not minimally encoded"),
+    "over-long varuint": (b"\xff" * 9 + b"\x01" + b"\x00", "longer than"),
+    "client id over 53 bits": (upd(root_item(4, vs("x")), client=2**53), "exceeds"),
+    "clock wraps past u32 (pycrdt panics)": (upd(root_item(4, vs("ab")), clock=2**32 - 2), "clock passes"),
+    "first clock over u32": (upd(root_item(4, vs("a")), clock=2**32), "exceeds"),
+    "duplicate client": (b"\x02" + (vu(1) + vu(7) + vu(0) + root_item(4, vs("a"))) * 2 + b"\x00", "twice"),
+    "zero-length GC": (upd(b"\x00\x00"), "zero-length GC"),
+    "zero-length Skip": (upd(b"\x0a\x00"), "zero-length Skip"),
+    "GC with origin bit (Yjs masks, Yrs does not)": (upd(b"\x80" + vu(1)), "info byte"),
+    "Skip with flag bit": (upd(b"\x4a" + vu(1)), "info byte"),
+    "reserved info bit": (upd(root_item(4, vs("a"), extra_info=0x10)), "info byte"),
+    "content kind 11": (upd(root_item(11, b"")), "info byte"),
+    "parent info 2": (upd(b"\x04" + vu(2) + vs("a") + vs("x")), "parent info"),
+    "JSON content": (upd(root_item(2, vu(1) + vs('"x"'))), "JSON content"),
+    "XmlHook": (upd(root_item(7, b"\x05" + vs("hook"))), "XmlHook"),
+    "weak link type": (upd(root_item(7, b"\x07")), "type ref 7"),
+    "Yrs-internal type ref 15": (upd(root_item(7, b"\x0f")), "type ref 15"),
+    "invalid UTF-8 string": (upd(root_item(4, vs(b"\xff\xfe"))), "UTF-8"),
+    "UTF-8 encoded surrogate": (upd(root_item(4, vs(b"\xed\xa0\x80"))), "UTF-8"),
+    "invalid UTF-8 root name": (upd(b"\x04" + vu(1) + vs(b"\xc3") + vs("x")), "UTF-8"),
+    "invalid UTF-8 map key": (upd(bytes([0x28]) + vu(1) + vs("m") + vs(b"\x80") + vu(1) + NULL), "UTF-8"),
+    "string past the end": (upd(root_item(4, vu(50) + b"ab")), "past the end"),
+    "embed not JSON": (upd(root_item(5, vs("{nope"))), "not valid JSON"),
+    "embed NaN": (upd(root_item(5, vs("NaN"))), "not valid JSON"),
+    "embed huge number": (upd(root_item(5, vs("1e999"))), "not valid JSON"),
+    "embed duplicate keys": (upd(root_item(5, vs('{"a":1,"a":2}'))), "not valid JSON"),
+    "embed lone surrogate": (upd(root_item(5, vs('"\\ud800"'))), "lone surrogate"),
+    "embed nested too deep": (upd(root_item(5, vs("[" * 101 + "]" * 101))), "nests deeper"),
+    "any unknown tag": (upd(any_item(b"\x73")), "unknown Any tag"),
+    "any varint over 53 bits": (upd(any_item(b"\x7d" + vi(2**53))), "exceeds"),
+    "any float64 cut short": (upd(any_item(b"\x7b\x00\x00")), "inside an Any number"),
+    "any nested too deep": (upd(any_item(nested_array(updates.MAX_NESTING + 1))), "nested deeper"),
+    "any array count absurd (pycrdt pre-allocates)": (upd(any_item(b"\x75" + vu(2**40) + NULL)), "cannot fit"),
+    "any object repeats a key": (upd(any_item(b"\x76\x02" + vs("k") + NULL + vs("k") + NULL)), "repeats key"),
+    "subdocument options not an object": (upd(root_item(9, vs("guid") + NULL)), "options must be"),
+    "too many structs for the bytes": (b"\x01" + vu(1000) + b"\x07\x00" + b"\x00" * 10, "cannot fit"),
+    "delete-set ranges unsorted": (b"\x00\x01\x05\x02" + vu(10) + vu(1) + vu(0) + vu(1), "unsorted"),
+    "delete-set ranges overlap": (b"\x00\x01\x05\x02" + vu(0) + vu(5) + vu(3) + vu(4), "overlapping"),
+    "delete-set empty range": (b"\x00\x01\x05\x01" + vu(0) + vu(0), "empty deleted range"),
+    "delete-set range wraps u32": (b"\x00\x01\x05\x01" + vu(2**32 - 2) + vu(5), "passes"),
+    "delete-set duplicate client": (b"\x00\x02" + (vu(5) + vu(1) + vu(0) + vu(1)) * 2, "twice"),
+    "delete-set range count absurd (pycrdt pre-allocates)": (b"\x00\x01\x01" + vu(2**32 - 1), "cannot fit"),
+    "trailing byte": (b"\x00\x00\x00", "trailing"),
+}
+
+
+@pytest.mark.parametrize("update", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_accepts_hand_made(update: bytes) -> None:
+    updates.validate_update(update)
+    raw_apply(update)
+    updates.apply_update(Doc(), update)
+
+
+@pytest.mark.parametrize(("update", "message"), REFUSED.values(), ids=REFUSED.keys())
+def test_refuses_hand_made(update: bytes, message: str) -> None:
+    with pytest.raises(InvalidUpdate, match=message) as info:
+        updates.validate_update(update)
+    assert "at byte" in str(info.value)
+    doc = Doc()
+    doc.get("a", type=Array).append(1)
+    before = snapshot_of(doc)
+    with pytest.raises(InvalidUpdate):
+        updates.apply_update(doc, update)
+    assert snapshot_of(doc) == before
+
+
+def test_zero_length_items_do_not_advance_the_clock() -> None:
+    update = upd(root_item(4, vs("")), bytes([0x84]) + vu(7) + vu(0) + vs("x"), clock=0)
+    # The second item's origin (7, 0) is the first clock it would itself occupy: structurally fine.
+    updates.validate_update(update)
+
+
+# -- apply_update's translation of pycrdt errors ---------------------------------------------
+
+
+class FakeDoc:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def apply_update(self, update: bytes) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad"), RuntimeError("worse"), MemoryError()])
+def test_apply_update_translates_pycrdt_errors(exc: BaseException) -> None:
+    with pytest.raises(InvalidUpdate) as info:
+        updates.apply_update(FakeDoc(exc), b"\x00\x00")  # type: ignore[arg-type]
+    assert info.value.__cause__ is exc
+
+
+def test_apply_update_translates_a_panic() -> None:
+    panic = panic_type()
+    if panic is None:
+        pytest.skip("could not provoke a pycrdt panic to learn PanicException")
+    exc = panic("boom")
+    with pytest.raises(InvalidUpdate) as info:
+        updates.apply_update(FakeDoc(exc), b"\x00\x00")  # type: ignore[arg-type]
+    assert info.value.__cause__ is exc
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(1), GeneratorExit()])
+def test_apply_update_lets_control_flow_through(exc: BaseException) -> None:
+    with pytest.raises(type(exc)):
+        updates.apply_update(FakeDoc(exc), b"\x00\x00")  # type: ignore[arg-type]
+
+
+def test_apply_update_lets_cancellation_through() -> None:
+    import asyncio
+
+    with pytest.raises(asyncio.CancelledError):
+        updates.apply_update(FakeDoc(asyncio.CancelledError()), b"\x00\x00")  # type: ignore[arg-type]
+
+
+def test_observer_errors_are_not_blamed_on_the_update() -> None:
+    class Boom(Exception):
+        pass
+
+    def observer(event: Any) -> None:
+        raise Boom
+
+    source = Doc()
+    source.get("a", type=Array).append(1)
+    doc = Doc()
+    doc.observe(observer)
+    with pytest.raises(BaseExceptionGroup) as info:
+        updates.apply_update(doc, source.get_update())
+    assert info.group_contains(Boom)
+    assert doc.get("a", type=Array).to_py() == [1.0]  # it was applied
+
+
+def test_apply_update_validates_first() -> None:
+    doc = Doc()
+    before = snapshot_of(doc)
+    with pytest.raises(InvalidUpdate):
+        updates.apply_update(doc, bytes(range(256)))  # pycrdt alone accepts this one
+    assert snapshot_of(doc) == before
+
+
+# -- state vectors and delete sets -----------------------------------------------------------
+
+
+def test_state_vector_round_trip() -> None:
+    doc = Doc(client_id=2**40)
+    doc.get("t", type=Text).insert(0, "héllo")
+    sv = updates.state_vector(doc)
+    assert sv == doc.get_state()
+    assert updates.decode_state_vector(sv) == {2**40: 6}
+    assert updates.decode_state_vector(b"\x00") == {}
+    assert updates.decode_state_vector(b"\x02\x09\x00\x03\x04") == {3: 4}  # clock 0 = absent
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\x01", b"\x01\x05", b"\x00\x00", b"\x02\x05\x01\x05\x02", b"\x01\x05" + vu(2**32), b"\x80\x00", "sv"],
+)
+def test_decode_state_vector_refuses(bad: Any) -> None:
+    with pytest.raises(InvalidUpdate):
+        updates.decode_state_vector(bad)
+
+
+@given(st.binary(max_size=40))
+def test_decoders_raise_only_invalid_update(data: bytes) -> None:
+    for decode in (updates.decode_state_vector, updates.decode_delete_set):
+        try:
+            decode(data)
+        except InvalidUpdate:
+            pass
+    assert updates.is_noop(data) in (True, False)
+
+
+def test_delete_set_is_canonical() -> None:
+    doc = Doc(client_id=9)
+    t = doc.get("t", type=Text)
+    t.insert(0, "abcdefghij")
+    other = Doc(client_id=4)
+    other.get("t", type=Text).insert(0, "XYZ")
+    doc.apply_update(other.get_update())
+    del t[8:9]
+    del t[1:2]
+    del t[2:3]  # adjacent to the previous deletion: merged
+    del t[0:1]  # an item of client 4
+    assert updates.decode_delete_set(updates.delete_set(doc)) == {4: [(0, 1)], 9: [(1, 3), (8, 1)]}
+    ds = updates.delete_set(doc)
+    assert ds == b"\x02" + vu(4) + vu(1) + vu(0) + vu(1) + vu(9) + vu(2) + vu(1) + vu(3) + vu(8) + vu(1)
+    assert updates.delete_set(Doc()) == b"\x00"
+
+
+def test_decode_delete_set_normalizes() -> None:
+    ds = b"\x02" + vu(9) + vu(3) + vu(8) + vu(1) + vu(1) + vu(2) + vu(3) + vu(1) + vu(4) + vu(0)
+    assert updates.decode_delete_set(ds) == {9: [(1, 3), (8, 1)]}
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x01", b"\x01\x05\x01\x00\x00", b"\x00\x00", b"\x01\x05\x01\x00", "ds"])
+def test_decode_delete_set_refuses(bad: Any) -> None:
+    with pytest.raises(InvalidUpdate):
+        updates.decode_delete_set(bad)
+
+
+# -- digests, covers ----------------------------------------------------------------------------
+
+
+@st.composite
+def concurrent_history(draw: st.DrawFn) -> list[bytes]:
+    """Per-transaction updates of three editors that edit, sync, and edit again."""
+    editors = [Doc(client_id=i + 1) for i in range(3)]
+    gens = [generate(draw(OPS), doc=doc) for doc in editors]
+    for a in editors:
+        for b in editors:
+            if a is not b:
+                a.apply_update(b.get_update(a.get_state()))
+    gens += [generate(draw(OPS), doc=doc) for doc in editors]
+    return [u for gen in gens for u in gen.incremental]
+
+
+@given(st.data())
+@settings(max_examples=25)
+def test_digest_ignores_delivery_order(data: st.DataObject) -> None:
+    history = data.draw(concurrent_history())
+    order_1 = data.draw(st.permutations(history))
+    order_2 = data.draw(st.permutations(history))
+    replicas = [Doc(), Doc(), Doc()]
+    for replica, order in zip(replicas, [history, order_1, order_2]):
+        for update in order:
+            updates.apply_update(replica, update)
+    digests = {updates.digest(r) for r in replicas}
+    assert len(digests) == 1
+    assert content(replicas[1]) == content(replicas[0]) == content(replicas[2])
+    sv = [updates.decode_state_vector(r.get_state()) for r in replicas]
+    ds = [updates.delete_set(r) for r in replicas]
+    assert sv[0] == sv[1] == sv[2] and ds[0] == ds[1] == ds[2]
+    assert updates.covers(replicas[1].get_state(), ds[1], replicas[2].get_state(), ds[2])
+
+
+def test_a_delete_changes_the_digest_but_not_the_state_vector() -> None:
+    doc = Doc(client_id=1)
+    t = doc.get("t", type=Text)
+    t.insert(0, "abc")
+    sv, dig = doc.get_state(), updates.digest(doc)
+    assert len(dig) == 16
+    del t[1:2]
+    assert doc.get_state() == sv
+    assert updates.digest(doc) != dig
+
+
+def test_digest_depends_only_on_state() -> None:
+    a, b = Doc(client_id=1), Doc(client_id=2)
+    a.get("t", type=Text).insert(0, "x")
+    b.get("m", type=Map)["k"] = 1
+    ab, ba = Doc(), Doc()
+    for doc, order in [(ab, [a, b]), (ba, [b, a])]:
+        for source in order:
+            updates.apply_update(doc, source.get_update())
+    assert updates.digest(ab) == updates.digest(ba)
+    assert updates.digest(ab) != updates.digest(a)
+    assert updates.digest(Doc()) == updates.digest(Doc())
+
+
+def test_covers_truth_table() -> None:
+    base = Doc(client_id=1)
+    base.get("t", type=Text).insert(0, "hello")
+
+    def replica(*extra: bytes) -> Doc:
+        doc = Doc()
+        for update in (base.get_update(), *extra):
+            doc.apply_update(update)
+        return doc
+
+    def edit(action: Callable[[Text], None], client_id: int) -> bytes:
+        doc = Doc(client_id=client_id)
+        doc.apply_update(base.get_update())
+        sv = doc.get_state()
+        action(doc.get("t", type=Text))
+        return doc.get_update(sv)
+
+    insert = edit(lambda t: t.insert(5, "!"), 2)
+    delete = edit(lambda t: t.__delitem__(slice(0, 1)), 3)
+    other = edit(lambda t: t.insert(0, ">"), 4)
+
+    def state(doc: Doc) -> tuple[bytes, bytes]:
+        return updates.state_vector(doc), updates.delete_set(doc)
+
+    same, more, deleted, both, elsewhere = (
+        replica(), replica(insert), replica(delete), replica(insert, delete), replica(other),
+    )
+    empty = state(Doc())
+    cases = [
+        (same, same, True),
+        (more, same, True),
+        (same, more, False),
+        (deleted, same, True),
+        (same, deleted, False),  # the lost delete: equal state vectors, still not covered
+        (both, deleted, True),
+        (both, more, True),
+        (deleted, more, False),
+        (more, deleted, False),
+        (elsewhere, more, False),
+        (more, elsewhere, False),
+    ]
+    assert state(same)[0] == state(deleted)[0]
+    for a, b, expected in cases:
+        assert updates.covers(*state(a), *state(b)) is expected
+    assert updates.covers(*state(same), *empty)
+    assert not updates.covers(*empty, *state(same))
+    with pytest.raises(InvalidUpdate):
+        updates.covers(b"garbage", b"\x00", *empty)
+
+
+def test_covers_ranges() -> None:
+    sv = b"\x01\x05\x14"  # client 5 at clock 20
+    ds = b"\x01\x05\x02" + vu(0) + vu(4) + vu(6) + vu(4)  # [0, 4) and [6, 10)
+    for b_ranges, expected in [
+        ([(0, 4)], True), ([(1, 2)], True), ([(6, 4)], True), ([(7, 1), (0, 1)], True),
+        ([(3, 2)], False), ([(4, 1)], False), ([(9, 2)], False), ([(12, 1)], False),
+    ]:
+        b_ds = vu(1) + vu(5) + vu(len(b_ranges)) + b"".join(vu(c) + vu(n) for c, n in b_ranges)
+        assert updates.covers(sv, ds, sv, b_ds) is expected, b_ranges
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+@given(st.data())
+@settings(max_examples=25)
+def test_replay_equals_sequential_application(data: st.DataObject) -> None:
+    history = data.draw(concurrent_history())
+    split = data.draw(st.integers(0, len(history)))
+    sequential = Doc()
+    for update in history:
+        updates.apply_update(sequential, update)
+    snapshot = updates.replay(None, history[:split]) if split else None
+    compacted = updates.replay(snapshot, history[split:])
+    updates.validate_update(compacted)
+    rebuilt = Doc()
+    updates.apply_update(rebuilt, compacted)
+    assert updates.digest(rebuilt) == updates.digest(sequential)
+    assert content(rebuilt) == content(sequential)
+
+
+def test_replay_refuses_invalid_entries() -> None:
+    with pytest.raises(InvalidUpdate):
+        updates.replay(None, [SAMPLES[0], bytes(range(256))])
+    with pytest.raises(InvalidUpdate):
+        updates.replay(b"\x01", [])
+    assert updates.replay(None, []) == Doc().get_update()
+
+
+# -- is_noop -----------------------------------------------------------------------------------
+
+
+def test_is_noop() -> None:
+    doc = Doc()
+    seen: list[bytes] = []
+    doc.observe(lambda event: seen.append(event.update))
+    with doc.transaction():
+        pass
+    t = doc.get("t", type=Text)
+    t.insert(0, "ab")
+    del t[0:1]
+    assert updates.is_noop(b"\x00\x00")
+    assert updates.is_noop(b"\x01\x00\x05\x00\x00")
+    assert updates.is_noop(b"\x00\x01\x05\x00")
+    assert updates.is_noop(Doc().get_update())
+    assert all(not updates.is_noop(u) for u in seen if u != b"\x00\x00")
+    assert not updates.is_noop(doc.get_update())
+    assert not updates.is_noop(doc.get_update(doc.get_state()))  # delete set only
+    for junk in [b"", b"\x00", b"\x00\x00\x00", bytes(range(256)), "x", None, bytearray(b"\x00\x00")]:
+        assert not updates.is_noop(junk)  # type: ignore[arg-type]
