@@ -40,7 +40,7 @@ def demo(data_dir: Path, rounds: int, seed: int | None) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     _console.rule("[bold]1. Durability: a writer killed with SIGKILL mid-write")
-    table = Table("round", "acknowledged (flushed)", "present after reopen", "lost", "reopen ms")
+    table = Table("round", "acknowledged (flushed)", "keys after reopen", "lost", "reopen ms")
     total_lost = 0
     with _console.status("writing, killing, reopening..."):
         for i in range(rounds):

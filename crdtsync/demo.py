@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,21 +59,17 @@ def crash_and_recover(data_dir: Path, *, kill_after: float, shard_name: str = "d
     child = subprocess.Popen(
         [sys.executable, "-m", "crdtsync.demo", "child", str(data_dir), shard_name, str(start)],
         stdout=subprocess.PIPE,
-        text=True,
     )
-    acked: list[int] = []
-    deadline = time.monotonic() + kill_after
     assert child.stdout is not None
-    os.set_blocking(child.stdout.fileno(), False)
-    buffer = ""
-    while time.monotonic() < deadline and child.poll() is None:
-        chunk = child.stdout.read() or ""
-        buffer += chunk
-        time.sleep(0.005)
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    time.sleep(kill_after)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    buffer += child.stdout.read() or ""
-    acked = [int(line) for line in buffer.split("\n")[:-1] if line]  # last piece may be partial
+    reader.join()
+    # only complete lines are acknowledgements; a line cut by the kill is not
+    acked = [int(line) for line in lines if line.endswith(b"\n")]
     t0 = time.perf_counter()
     keys = asyncio.run(_read_keys(Agent, data_dir, shard_name))
     reopen = time.perf_counter() - t0
