@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from . import updates
 from .durability import GroupCommitter
-from .errors import ClosedError, UsageError
+from .errors import ClosedError, InvalidUpdate, ReplicationTimeout, UsageError
+from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_shard_name
 from .shard import Shard, load_doc
 from .store import Store
 
-__all__ = ["Agent", "default_data_dir"]
+__all__ = ["Agent", "Transport", "default_data_dir"]
+
+
+class Transport(Protocol):
+    """What the agent needs of a gossip driver (see :mod:`crdtsync.transports.websocket`)."""
+
+    address: str | None
+
+    async def start(self) -> None: ...
+    def kick(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def default_data_dir(name: str) -> Path:
@@ -43,6 +56,12 @@ class Agent:
         name: this agent's name, unique in its mesh (same alphabet as shard names).
         data_dir: directory of the agent's LMDB store; one agent process per directory.
         durability_interval: upper bound, in seconds, before a change nobody flushes is on disk.
+        listen: ``ws://127.0.0.1:PORT`` to accept peers on (port 0 picks a free one; see
+            :attr:`address`), or None to only dial out.
+        peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.
+        mesh: agents only replicate with agents of the same mesh name.
+        gossip: protocol knobs (intervals, fanout, limits); the defaults are documented there.
+        seed: seed of the protocol's random choices (peer selection, jitter); random if None.
         map_size: initial LMDB map size in bytes; the map grows by doubling when full.
         max_map_size: the map never grows beyond this; writes then fail with ``StoreFull``.
     """
@@ -53,19 +72,32 @@ class Agent:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         durability_interval: float = 0.05,
+        listen: str | None = None,
+        peers: Iterable[str] = (),
+        mesh: str = "default",
+        gossip: GossipConfig | None = None,
+        seed: int | None = None,
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
-        **gossip_options: Any,
     ) -> None:
         self.name = validate_shard_name(name)
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
         self._durability_interval = durability_interval
         self._map_size = map_size
         self._max_map_size = max_map_size
-        self._gossip_options = gossip_options
+        self._listen = listen
+        self._seeds = tuple(peers)
+        self._mesh = mesh
+        self._gossip_config = gossip or GossipConfig()
+        self._rng = random.Random(seed)
         self._store: Store | None = None
         self._committer: GroupCommitter | None = None  # type: ignore[assignment]
         self._shards: dict[str, Shard] = {}
+        self._core: GossipCore | None = None
+        self._transport: Transport | None = None
+        self._activity = asyncio.Event()
+        self._applying = False  # inside a ReplicaSet.apply called by the core
+        self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -94,6 +126,41 @@ class Agent:
             before_commit=self._before_commit,
         )
         await self._committer.start()
+        if self._listen is not None or self._seeds:
+            await self._start_gossip()
+
+    async def _start_gossip(self) -> None:
+        from .transports.websocket import WebsocketTransport  # the default driver
+
+        self._core = GossipCore(
+            self.name,
+            _AgentReplicas(self),
+            rng=self._rng,
+            config=self._gossip_config,
+            mesh=self._mesh,
+            address=self._listen,
+            seeds=self._seeds,
+        )
+        self._transport = WebsocketTransport(
+            self._core,
+            listen=self._listen,
+            max_frame=self._gossip_config.max_frame,
+            on_activity=self._activity.set,
+        )
+        await self._transport.start()
+        if self._transport.address is not None:
+            self._core.address = self._transport.address
+
+    @property
+    def address(self) -> str | None:
+        """The ``ws://`` address this agent accepts peers on (port resolved), if it listens."""
+        return self._transport.address if self._transport is not None else None
+
+    @property
+    def peers(self) -> tuple[PeerStatus, ...]:
+        """Every agent known here: address, connection state, and the durable state each has
+        acknowledged per shard (compare with :meth:`Shard.replicated`). Empty without gossip."""
+        return self._core.peers() if self._core is not None else ()
 
     async def close(self) -> None:
         """Flush everything to disk, close peer connections and the store. Idempotent."""
@@ -103,6 +170,8 @@ class Agent:
         try:
             if self._committer is not None:
                 await self._committer.close()
+            if self._transport is not None:
+                await self._transport.close()
         finally:
             for shard in self._shards.values():
                 shard.close()
@@ -147,7 +216,25 @@ class Agent:
     # -- hooks from shards and the committer ------------------------------------------------
 
     def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
-        """A shard changed (already applied and appended to the store)."""
+        """A shard changed (already applied and appended to the store): gossip it, unless
+        the core itself applied it (then the core already forwards it)."""
+        if self._core is None or self._applying:
+            return
+        # We are inside the Doc's transaction observer: hand the delta to the core once the
+        # transaction is over (the core may read the Doc), batching every delta of this turn.
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        self._outgoing.append((shard.name, delta))
+
+    def _send_outgoing(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self._core is None or self._closed:
+            return
+        now = time.monotonic()
+        for name, delta in outgoing:
+            self._core.local_update(name, delta, now)
+        if self._transport is not None:
+            self._transport.kick()
 
     def _before_commit(self) -> Any:
         """Record, per changed shard, the state the coming commit makes durable."""
@@ -165,10 +252,75 @@ class Agent:
         return done if captured else None
 
     def _on_durable(self, shards: set[str]) -> None:
-        """A group commit finished: these shards' captured states are on disk."""
+        """A group commit finished: these shards' captured states are on disk; ack them."""
+        if self._core is None:
+            return
+        self._core.durable(shards, time.monotonic())
+        if self._transport is not None:
+            self._transport.kick()
 
     async def _replicated(self, shard: Shard, peers: int, timeout: float) -> None:
-        raise UsageError("this agent has no peers configured")
+        core = self._core
+        if core is None:
+            raise UsageError("replicated() needs peers: create the Agent with listen= or peers=")
+        if peers < 1:
+            return
+        target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))
+        await shard.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            holders = core.replicated(shard.name, *target)
+            if len(holders) >= peers:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                lagging = tuple(p.name for p in core.peers() if p.name not in holders)
+                raise ReplicationTimeout(
+                    f"shard {shard.name!r}: {len(holders)} of {peers} peers acknowledged within "
+                    f"{timeout}s (have: {', '.join(holders) or 'none'}; lagging: "
+                    f"{', '.join(lagging) or 'no other agent known'})",
+                    lagging,
+                )
+            self._activity.clear()
+            try:
+                await asyncio.wait_for(self._activity.wait(), min(remaining, 0.1))
+            except TimeoutError:
+                pass
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
+
+
+class _AgentReplicas:
+    """The agent's shards as the gossip core sees them (:class:`crdtsync.replica.ReplicaSet`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def shard_names(self) -> Iterable[str]:
+        return self._agent.shard_names()
+
+    def state_vector(self, shard: str) -> bytes:
+        return updates.state_vector(self._agent._open_shard(shard).doc)
+
+    def digest(self, shard: str) -> bytes:
+        return self._agent._open_shard(shard).digest()
+
+    def diff(self, shard: str, state_vector: bytes) -> bytes:
+        updates.decode_state_vector(state_vector)  # InvalidUpdate on garbage from a peer
+        doc = self._agent._open_shard(shard).doc
+        try:
+            return doc.get_update(state_vector)
+        except Exception as exc:
+            raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
+
+    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+        agent = self._agent
+        agent._applying = True
+        try:
+            return agent._open_shard(shard).apply_remote(update, origin)
+        finally:
+            agent._applying = False
+
+    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
+        return self._agent._open_shard(shard).durable_state

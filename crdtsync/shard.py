@@ -44,7 +44,8 @@ class Shard(MapView):
 
     __slots__ = (
         "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
-        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_agent", "__weakref__",
+        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_agent", "_digest",
+        "__weakref__",
     )
 
     def __init__(
@@ -68,6 +69,7 @@ class Shard(MapView):
         self._last_delta: bytes | None = None
         self._dirty = False
         self._durable: tuple[bytes, bytes] = (updates.state_vector(doc), updates.delete_set(doc))
+        self._digest: bytes | None = None
         self._closed = False
         self._deep_sub: Any = None
         self._listeners = 0
@@ -91,7 +93,9 @@ class Shard(MapView):
 
     def digest(self) -> bytes:
         """A hash of the shard's content, equal on replicas that have seen the same updates."""
-        return updates.digest(self._doc)
+        if self._digest is None:
+            self._digest = updates.digest(self._doc)
+        return self._digest
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -172,6 +176,7 @@ class Shard(MapView):
             raise ClosedError(f"shard {self.name!r} is closed; the change was not persisted")
         self._store.append(self.name, update)
         self._dirty = True
+        self._digest = None
         self._notify()
         origin = self._origin
         if origin is not None:
@@ -192,7 +197,7 @@ class Shard(MapView):
         sv = updates.state_vector(self._doc)
         ds = updates.delete_set(self._doc)
         self._store.put_meta(self.name, "state_vector", sv)
-        self._store.put_meta(self.name, "digest", updates.digest(self._doc))
+        self._store.put_meta(self.name, "digest", self.digest())
         return sv, ds
 
     def mark_durable(self, state: tuple[bytes, bytes]) -> None:
