@@ -29,7 +29,9 @@ def main() -> None:
               show_default=True, help="Where the demo keeps its stores (wiped first).")
 @click.option("--rounds", default=3, show_default=True, help="Kill-and-recover rounds.")
 @click.option("--seed", default=None, type=int, help="Seed for the kill moments.")
-def demo(data_dir: Path, rounds: int, seed: int | None) -> None:
+@click.option("--agents", default=4, show_default=True, help="Agent processes in the mesh.")
+@click.option("--writes", default=150, show_default=True, help="Keys each agent writes.")
+def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int) -> None:
     """Show that flushed writes survive SIGKILL, then a local mesh of agents converging."""
     import random
 
@@ -54,6 +56,48 @@ def demo(data_dir: Path, rounds: int, seed: int | None) -> None:
         _console.print(f"[red bold]{total_lost} acknowledged writes were lost")
         sys.exit(1)
     _console.print("[green]every acknowledged write survived.")
+
+    from .demo import mesh_demo
+
+    _console.rule(f"[bold]2. A local mesh of {agents} agent processes over websockets")
+    result = mesh_demo(data_dir / "mesh", agents=agents, writes=writes, console=_console)
+    if not result["converged"]:
+        _console.print(f"[red bold]the mesh did not converge: {result}")
+        sys.exit(1)
+    _console.print(f"[green]all {agents} agents converged on {result['expected_keys']} keys "
+                   f"in {result['seconds']} s, including the one killed with SIGKILL and "
+                   f"restarted; clean exits: {result['exit_codes']}")
+
+
+@main.command()
+@click.option("--name", required=True, help="This agent's name, unique in its mesh.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].")
+@click.option("--listen", default=None, metavar="URL", help="Accept peers on ws://HOST:PORT.")
+@click.option("--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable).")
+@click.option("--shard", "shards", multiple=True, default=("board",), show_default=True,
+              help="Shard to open and replicate (repeatable).")
+@click.option("--mesh", default="default", show_default=True, help="Mesh name; peers must match.")
+@click.option("--write", "writes", default=0, help="Workload: write this many keys NAME-<n> to the first shard.")
+@click.option("--write-rate", default=50.0, show_default=True, help="Workload writes per second.")
+@click.option("--status-interval", default=0.0, help="Print a JSON status line this often (s).")
+@click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
+def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
+          shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
+          status_interval: float, seed: int | None) -> None:
+    """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
+    import asyncio
+
+    from .errors import CrdtSyncError
+    from .node import NodeOptions, run_node
+
+    opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
+                       mesh=mesh, writes=writes, write_rate=write_rate,
+                       status_interval=status_interval, seed=seed)
+    try:
+        asyncio.run(run_node(opts))
+    except CrdtSyncError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
