@@ -1,0 +1,734 @@
+"""The asyncio driver of one :class:`~crdtsync.gossip.GossipCore` over real websockets.
+
+:class:`WebsocketTransport` owns no protocol decisions: it executes the core's effects (frames
+to send, connections to open, timers) and feeds it what the network does (handshakes, frames,
+closed connections, failed dials, flow control), exactly as the driver contract in the
+:mod:`crdtsync.gossip` docstring says. :mod:`crdtsync.transports.memory` drives the same core
+over a simulated network.
+
+Connections
+-----------
+One websocket per pair of agents carries every shard. Both sides send ``core.hello()`` as the
+first frame; the first frame received must be the peer's Hello (``core.connection_made``),
+every later one goes to ``core.receive``. Each connection has one reader (decode, validate,
+call the core) and one writer task: core calls never await the network, and the writer keeps
+the order of frames. Effects are executed after every batch of received frames (once per
+event-loop iteration), after every timer tick and whenever :meth:`WebsocketTransport.kick` is
+called.
+
+A second connection carrying the same agent replaces the first in the core (the newest wins:
+the old one is most likely left over from before the peer restarted). But when both agents dial
+each other at the same moment (seeds, or views that disagree), each side receives first the
+Hello of the connection *it* dialled, so "newest" names a different connection on each side;
+each would close the one the other kept, and they would flap. The driver therefore settles two
+connections dialled by different agents within ``open_timeout`` by name, alike on both sides:
+the one dialled by the smaller name is kept, the other is closed with ``DUPLICATE_NAME``.
+
+Errors
+------
+Every frame from a peer is validated (:func:`crdtsync.wire.decode`, then the core). A frame that
+breaks the protocol closes *that* connection with the :class:`~crdtsync.errors.CloseCode` of the
+:class:`~crdtsync.errors.ProtocolError` (a :class:`~crdtsync.messages.Close` message, then the
+websocket close frame with the same code), logged as one warning line; any other exception while
+handling a frame closes it with ``INTERNAL_ERROR`` and is logged with its traceback. Everything
+else keeps serving.
+
+* Text frames: ``MALFORMED_FRAME`` (crdtsync frames are binary); text that is not even UTF-8
+  is refused by websockets itself with 1007.
+* Size: frames up to ``max_frame`` are decoded. Frames up to twice that are still read, then
+  refused with ``OVERSIZE`` (4008), so a peer with a slightly different limit learns exactly
+  why. Larger frames are refused by websockets itself from the frame header, before any of the
+  payload is buffered, with the websocket code 1009 (message too big): memory per connection
+  stays bounded by ``max_queue * 2 * max_frame`` on the receiving side.
+* Frames we would send above ``max_frame`` are dropped with an error log instead of being sent:
+  the peer would refuse them with ``OVERSIZE``, and the anti-entropy round after the reconnect
+  would send the same frame again, forever.
+
+Back-pressure
+-------------
+Frames wait in a per-connection queue. When the queue plus the socket's write buffer exceed
+``high_water`` bytes the core is told ``pause_writing`` (it then holds and, beyond its own limit,
+drops pushes for that peer, replacing them by anti-entropy); when the queue drains below a
+quarter of that, ``resume_writing``. Frames the core sends regardless of the pause (anti-entropy answers,
+membership) are capped by ``max_send_buffer``: a peer that makes us queue more than that without
+reading it is disconnected with ``FLOODING``.
+
+Shutdown
+--------
+:meth:`WebsocketTransport.close` stops listening and dialling, sends every accepted peer a
+``Close(GOING_AWAY)`` message (so its core takes this agent out of the overlay at once instead
+of suspecting it) followed by a websocket close frame with code 1001, waits for every connection
+to finish its closing handshake (aborting those that do not within ``close_timeout``) and stops
+every task it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from crdtsync import wire
+from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
+from crdtsync.gossip import GossipCore
+from crdtsync.messages import PROTOCOL_VERSION, Close, Hello, Message
+
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_MAX_SEND_BUFFER",
+    "ConnectionInfo",
+    "WebsocketTransport",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes queued for one peer (our queue plus the socket's write buffer) above which the core is
+#: told to pause pushes to it; it resumes below a quarter of this.
+DEFAULT_HIGH_WATER = 1 << 20
+#: Bytes queued for one peer above which it is disconnected (``FLOODING``): it makes us send
+#: more than it reads, and only a bound keeps our memory bounded.
+DEFAULT_MAX_SEND_BUFFER = 64 << 20
+#: Websocket close reasons are limited to 123 bytes of UTF-8.
+_MAX_CLOSE_REASON = 123
+#: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
+#: (a core bug): the loop must not spin.
+_MIN_TIMER_WAIT = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """A snapshot of one accepted connection (see :meth:`WebsocketTransport.connections`).
+
+    Attributes:
+        peer: the peer's agent name (from its Hello).
+        outbound: True if this agent dialled it, False if it dialled us.
+        address: the listen address the peer advertised, or None.
+        remote: the socket address at the other end, as ``host:port``.
+        since: when the handshake completed, on the transport's clock.
+        queued_bytes: frames waiting to be written to it (our queue and the socket buffer).
+        paused: whether the core was told to pause pushes to it (back-pressure).
+        latency: round-trip time of the last websocket ping, seconds (0 before the first).
+    """
+
+    peer: str
+    outbound: bool
+    address: str | None
+    remote: str | None
+    since: float
+    queued_bytes: int
+    paused: bool
+    latency: float
+
+
+class _CloseRequest(NamedTuple):
+    """Queued after the last frame of a connection: close it with this code."""
+
+    code: int
+    reason: str
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One websocket connection, inbound or outbound, and its send queue."""
+
+    ws: Connection
+    outbound: bool
+    dialled: str | None  # the address from core.dials(), for outbound connections
+    peer: str | None = None  # set once core.connection_made accepted its Hello
+    hello: Hello | None = None
+    accepted_at: float = 0.0
+    queue: deque[bytes | _CloseRequest] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    hello_sent: bool = False
+    paused: bool = False
+    closing: bool = False  # a close was requested: nothing more is queued or handled
+    watchdog: asyncio.TimerHandle | None = None
+
+    def label(self) -> str:
+        if self.peer is not None:
+            return self.peer
+        return _format_address(self.ws.remote_address) or "?"
+
+
+def _format_address(addr: object) -> str | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return None if addr is None else str(addr)
+
+
+def _close_reason(reason: str) -> str:
+    data = reason.encode("utf-8")
+    if len(data) <= _MAX_CLOSE_REASON:
+        return reason
+    return data[:_MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
+
+
+class WebsocketTransport:
+    """Carry one gossip core's traffic over websockets (see the module docstring).
+
+    Args:
+        core: the gossip core to drive. If it has no address (or the ``listen`` URL, whose
+            port may be 0), its address is set to the URL actually listened on, so that
+            peers learn a dialable address from its Hello.
+        listen: ``ws://host:port`` to accept connections on (port 0 picks a free port; use
+            an IP address then, not a name that resolves to several), or None to only dial.
+        max_frame: largest frame accepted from a peer or sent to one, in bytes; None means
+            ``core.config.max_frame`` (16 MiB by default).
+        clock: the monotonic clock whose readings are passed to the core as ``now``.
+        on_activity: called after each batch of received frames was handled and its effects
+            executed (the agent wakes ``replicated()`` waiters there); exceptions are logged.
+        open_timeout: seconds for the TCP and websocket opening handshakes.
+        ping_interval: seconds between websocket keepalive pings (None: no keepalive).
+        ping_timeout: a connection whose ping gets no pong in this long is dropped.
+        close_timeout: seconds allowed for a closing handshake before the socket is aborted.
+        high_water: back-pressure threshold, see :data:`DEFAULT_HIGH_WATER`.
+        max_send_buffer: hard cap of bytes queued for one peer, see
+            :data:`DEFAULT_MAX_SEND_BUFFER`.
+        max_queue: received messages websockets buffers per connection before it stops
+            reading the socket (memory bound: this times ``2 * max_frame``).
+        compression: websockets ``compression`` ("deflate" or None). Off by default: Yjs
+            updates are compact binary already, deflate costs CPU and zlib state per
+            connection, and frame limits would apply to inflated sizes.
+    """
+
+    def __init__(
+        self,
+        core: GossipCore,
+        *,
+        listen: str | None = None,
+        max_frame: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_activity: Callable[[], None] | None = None,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        high_water: int = DEFAULT_HIGH_WATER,
+        max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+        max_queue: int = 4,
+        compression: str | None = None,
+    ) -> None:
+        self.core = core
+        self._listen = listen
+        self._host: str | None = None
+        self._port = 0
+        if listen is not None:
+            self._host, self._port = _parse_listen(listen)
+        self._max_frame = core.config.max_frame if max_frame is None else max_frame
+        if self._max_frame < 1 or high_water < 1 or max_send_buffer < max(high_water, self._max_frame):
+            raise UsageError("need max_frame >= 1, high_water >= 1 and max_send_buffer >= both")
+        self._clock = clock
+        self._on_activity = on_activity
+        self._open_timeout = open_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._high_water = high_water
+        self._low_water = high_water // 4
+        self._max_send_buffer = max_send_buffer
+        self._max_queue = max_queue
+        self._compression = compression
+
+        self._address: str | None = None
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._timer_wake = asyncio.Event()
+        self._armed: float | None = math.nan  # deadline the timer sleeps towards
+        self._links: set[_Link] = set()
+        self._by_peer: dict[str, _Link] = {}
+        self._dial_tasks: set[asyncio.Task[None]] = set()
+        self._connecting: set[asyncio.Task[Any]] = set()
+        self._after_receive_pending = False
+        self._started = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen (if ``listen`` was given), start the timer task and the first dials.
+
+        Raises:
+            UsageError: already started.
+            OSError: the listen address cannot be bound.
+        """
+        if self._started:
+            raise UsageError("WebsocketTransport.start() called twice")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        if self._host is not None:
+            self._server = await serve(
+                self._serve_connection,
+                self._host,
+                self._port,
+                compression=self._compression,
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=self._close_timeout,
+                max_size=2 * self._max_frame,
+                max_queue=self._max_queue,
+            )
+            port = self._server.sockets[0].getsockname()[1]
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self._address = f"ws://{host}:{port}"
+            core_address = self.core.address
+            if core_address is None or core_address == self._listen:
+                # The core advertises this in its Hello; with port 0 it was not known before.
+                self.core.address = self._address
+        self._timer_task = asyncio.create_task(self._run_timer(), name=f"crdtsync-timer-{self.core.name}")
+        self._pump()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def address(self) -> str | None:
+        """The ``ws://host:port`` URL actually listened on (after :meth:`start`), else None."""
+        return self._address
+
+    def kick(self) -> None:
+        """Execute the core's pending effects now.
+
+        Call it after calling ``core.local_update`` or ``core.durable`` (or any other core
+        method) from outside the transport: queued frames are handed to their writers, dials
+        are started and the timer is re-armed. A no-op before :meth:`start` and after
+        :meth:`close`.
+        """
+        if self._started and not self._closing:
+            self._pump()
+
+    async def close(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "agent stopping") -> None:
+        """Close every connection with ``code``, stop the server and every task.
+
+        Accepted peers get a ``Close(code)`` message, then a websocket close frame with the
+        same code. Idempotent; concurrent callers all wait for the end of the shutdown.
+        """
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self._server is not None:
+                self._server.close(close_connections=False)  # stop accepting; handlers finish below
+            for task in list(self._connecting):
+                task.cancel()
+            for link in list(self._links):
+                message = Close(code, reason[: wire.MAX_REASON]) if link.peer is not None else None
+                self._request_close(link, int(code), reason, message)
+            await self._wait_links(self._close_timeout + 1.0)
+            for link in list(self._links):  # a peer that ignored the close handshake
+                link.ws.transport.abort()
+            await self._wait_links(self._close_timeout + 1.0)
+            if self._dial_tasks:
+                await asyncio.gather(*self._dial_tasks, return_exceptions=True)
+            if self._timer_task is not None:
+                self._timer_task.cancel()
+                await asyncio.gather(self._timer_task, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+        finally:
+            self._closed.set()
+
+    async def _wait_links(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while self._links:
+                    await next(iter(self._links)).finished.wait()
+        except TimeoutError:
+            logger.warning("%s: %d connections did not close in time", self.core.name, len(self._links))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def connections(self) -> dict[str, ConnectionInfo]:
+        """Accepted connections by peer name, as snapshots."""
+        out = {}
+        for peer in sorted(self._by_peer):
+            link = self._by_peer[peer]
+            out[peer] = ConnectionInfo(
+                peer=peer,
+                outbound=link.outbound,
+                address=link.hello.address if link.hello is not None else None,
+                remote=_format_address(link.ws.remote_address),
+                since=link.accepted_at,
+                queued_bytes=self._buffered(link),
+                paused=link.paused,
+                latency=link.ws.latency,
+            )
+        return out
+
+    # -- effects -------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Execute the core's effects: queue its frames, start its dials, re-arm the timer."""
+        try:
+            self._execute_effects()
+        except Exception:  # a core bug must not kill the task that happened to call us
+            logger.exception("%s: executing the core's effects failed", self.core.name)
+
+    def _execute_effects(self) -> None:
+        core = self.core
+        for peer, msg in core.data_to_send():
+            link = self._by_peer.get(peer)
+            if link is None or link.closing or self._closing:
+                continue  # the connection is gone or going: the core learns it from connection_lost
+            try:
+                frame = wire.encode(msg)
+            except Exception:
+                logger.exception("%s: cannot encode %s for %s", core.name, type(msg).__name__, peer)
+                continue
+            if isinstance(msg, Close):
+                self._request_close(link, int(msg.code), msg.reason, frame=frame)
+            elif len(frame) > self._max_frame:
+                logger.error(
+                    "%s: dropping a %s of %d bytes for %s: over max_frame (%d)",
+                    core.name, type(msg).__name__, len(frame), peer, self._max_frame,
+                )
+            else:
+                self._enqueue(link, frame)
+        for address in core.dials():
+            if self._closing:
+                continue
+            task = asyncio.create_task(self._dial(address), name=f"crdtsync-dial-{address}")
+            self._dial_tasks.add(task)
+            self._connecting.add(task)
+            task.add_done_callback(self._dial_tasks.discard)
+            task.add_done_callback(self._connecting.discard)
+        deadline = core.next_deadline()
+        if deadline != self._armed:
+            self._timer_wake.set()
+
+    def _enqueue(self, link: _Link, frame: bytes) -> None:
+        if link.closing:
+            return
+        link.queue.append(frame)
+        link.queued_bytes += len(frame)
+        link.wake.set()
+        buffered = self._buffered(link)
+        if buffered > self._max_send_buffer:
+            self._protocol_error(link, CloseCode.FLOODING, f"{buffered} bytes queued for a peer that does not read")
+        elif link.peer is not None and not link.paused and buffered > self._high_water:
+            link.paused = True
+            self.core.pause_writing(link.peer)
+
+    def _buffered(self, link: _Link) -> int:
+        transport = link.ws.transport
+        size = 0
+        if transport is not None and not transport.is_closing():
+            size = transport.get_write_buffer_size()
+        return link.queued_bytes + size
+
+    def _request_close(self, link: _Link, code: int, reason: str, message: Close | None = None, *, frame: bytes | None = None) -> None:
+        """Close ``link`` after its queued frames: the Close message (if any), then the close frame."""
+        if link.closing:
+            return
+        link.closing = True
+        if frame is None and message is not None:
+            frame = wire.encode(message)
+        if frame is not None:
+            link.queue.append(frame)
+            link.queued_bytes += len(frame)
+        link.queue.append(_CloseRequest(code, _close_reason(reason)))
+        link.wake.set()
+        # websockets bounds the closing handshake (close_timeout), not a send stuck on a peer
+        # that does not read: abort the socket if the connection outlives both.
+        assert self._loop is not None
+        link.watchdog = self._loop.call_later(2 * self._close_timeout, self._abort, link)
+
+    def _refuse(self, link: _Link, code: CloseCode, reason: str) -> None:
+        """Close ``link`` now because of a protocol error: drop what it had queued."""
+        if link.closing:
+            return
+        keep: list[bytes | _CloseRequest] = []
+        if not link.hello_sent and link.queue:
+            keep.append(link.queue[0])  # our Hello still goes first
+        link.queue.clear()
+        link.queue.extend(keep)
+        link.queued_bytes = sum(len(f) for f in keep if isinstance(f, bytes))
+        self._request_close(link, int(code), reason, Close(code, reason[: wire.MAX_REASON]))
+
+    @staticmethod
+    def _abort(link: _Link) -> None:
+        if not link.finished.is_set():
+            logger.info("aborting connection %s: close did not complete", link.label())
+            link.ws.transport.abort()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        """websockets handler of an inbound connection."""
+        if self._closing:
+            await ws.close(CloseCode.GOING_AWAY, "agent stopping")
+            return
+        await self._run_link(_Link(ws, outbound=False, dialled=None))
+
+    async def _dial(self, address: str) -> None:
+        """Open a connection to ``address`` (from core.dials()) and run it."""
+        try:
+            ws = await connect(
+                address,
+                compression=self._compression,
+                proxy=None,  # peers are dialled directly, whatever HTTP(S)_PROXY says
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=self._close_timeout,
+                max_size=2 * self._max_frame,
+                max_queue=self._max_queue,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # OSError, InvalidURI, InvalidHandshake, TimeoutError, ...
+            logger.info("%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc)
+            try:
+                self.core.dial_failed(address, self._clock())
+            except Exception:
+                logger.exception("%s: core.dial_failed failed", self.core.name)
+            self._pump()
+            return
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._connecting.discard(task)
+        link = _Link(ws, outbound=True, dialled=address)
+        if self._closing:
+            self._links.add(link)  # so that close() waits for it
+            self._request_close(link, int(CloseCode.GOING_AWAY), "agent stopping")
+        await self._run_link(link)
+
+    async def _run_link(self, link: _Link) -> None:
+        """Run one connection until it is closed, then report it to the core."""
+        self._links.add(link)
+        hello = wire.encode(self.core.hello())
+        link.queue.appendleft(hello)  # always the first frame
+        link.queued_bytes += len(hello)
+        link.wake.set()
+        writer = asyncio.create_task(self._writer(link), name=f"crdtsync-writer-{link.label()}")
+        try:
+            await self._reader(link)
+        finally:
+            link.closing = True
+            if not writer.done():
+                # The connection is closed (the reader only returns then): anything queued
+                # cannot be sent any more.
+                writer.cancel()
+            if link.watchdog is not None:
+                link.watchdog.cancel()
+            self._links.discard(link)
+            self._connection_closed(link)  # before any await: this must happen exactly once
+            try:
+                await asyncio.gather(writer, return_exceptions=True)
+            finally:
+                link.finished.set()
+
+    def _connection_closed(self, link: _Link) -> None:
+        """Tell the core: connection_lost for an accepted link, dial_failed for a failed dial."""
+        ws = link.ws
+        logger.info(
+            "%s: connection %s closed (sent %s, received %s)",
+            self.core.name, link.label(),
+            ws.protocol.close_sent.code if ws.protocol.close_sent else None,
+            ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None,
+        )
+        now = self._clock()
+        try:
+            if link.peer is not None:
+                if self._by_peer.get(link.peer) is link:  # not replaced by a newer connection
+                    del self._by_peer[link.peer]
+                    self.core.connection_lost(link.peer, now)
+            elif link.outbound and link.dialled is not None:
+                self.core.dial_failed(link.dialled, now)
+        except Exception:
+            logger.exception("%s: core failed handling the end of connection %s", self.core.name, link.label())
+        self._pump()
+
+    async def _writer(self, link: _Link) -> None:
+        """Send ``link``'s queued frames in order; close it at a close request."""
+        ws = link.ws
+        try:
+            while True:
+                if not link.queue:
+                    link.wake.clear()
+                    await link.wake.wait()
+                    continue
+                item = link.queue.popleft()
+                if isinstance(item, _CloseRequest):
+                    await ws.close(item.code, item.reason)
+                    return
+                link.queued_bytes -= len(item)
+                link.hello_sent = True
+                await ws.send(item)
+                # send() returned, so the socket buffer is below websockets' write limit:
+                # our queue alone says whether the peer keeps up.
+                if link.paused and link.queued_bytes <= self._low_water and link.peer is not None:
+                    link.paused = False
+                    if self._by_peer.get(link.peer) is link and not link.closing:
+                        self.core.resume_writing(link.peer, self._clock())
+                        self._pump()
+        except ConnectionClosed:
+            return
+        except Exception:
+            logger.exception("%s: writer of connection %s failed", self.core.name, link.label())
+            ws.transport.abort()
+
+    async def _reader(self, link: _Link) -> None:
+        """Receive, validate and hand to the core every frame of ``link`` until it closes."""
+        ws = link.ws
+        while True:
+            try:
+                data = await ws.recv()
+            except ConnectionClosed:
+                return
+            if link.closing:
+                continue  # draining until the peer's close frame, which the queue may hold up
+            try:
+                self._handle(link, data)
+            except ProtocolError as exc:
+                self._protocol_error(link, exc.code, str(exc))
+            except InvalidUpdate as exc:  # a ReplicaSet that did not go through the core's checks
+                self._protocol_error(link, CloseCode.INVALID_UPDATE, str(exc))
+            except InvalidShardName as exc:
+                self._protocol_error(link, CloseCode.INVALID_SHARD, str(exc))
+            except Exception:
+                logger.exception("%s: internal error handling a frame from %s", self.core.name, link.label())
+                self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
+            self._after_receive_soon()
+
+    def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None:
+        logger.warning("%s: closing connection %s: %s (%d): %s", self.core.name, link.label(), code.name, code, reason)
+        self._refuse(link, code, reason)
+
+    def _handle(self, link: _Link, data: str | bytes) -> None:
+        if isinstance(data, str):
+            raise ProtocolError("text frame; crdtsync frames are binary", CloseCode.MALFORMED_FRAME)
+        msg = wire.decode(data, max_size=self._max_frame)
+        now = self._clock()
+        if link.peer is None:
+            self._accept(link, msg, now)
+        else:
+            self.core.receive(link.peer, msg, now)
+
+    def _accept(self, link: _Link, msg: Message, now: float) -> None:
+        """Hand the first frame to core.connection_made, settling duplicate connections first."""
+        old = None
+        if isinstance(msg, Hello) and msg.version == PROTOCOL_VERSION and msg.mesh == self.core.mesh:
+            old = self._by_peer.get(msg.name)  # (a Hello the core will refuse anyway needs no tie-break)
+        if old is not None and not self._keep_new(link, old, msg.name, now):  # type: ignore[union-attr]
+            logger.info("%s: refusing a second connection from %s: keeping the one dialled by %s",
+                        self.core.name, old.peer, min(self.core.name, str(old.peer)))
+            self._refuse(link, CloseCode.DUPLICATE_NAME, f"agent {old.peer!r} is already connected")
+            return
+        peer = self.core.connection_made(msg, now)  # replaces the old connection in the core
+        if old is not None:
+            logger.info("%s: a newer connection replaces the one to %s", self.core.name, peer)
+            del self._by_peer[peer]  # so that its end is not reported lost
+            self._refuse(old, CloseCode.DUPLICATE_NAME, "replaced by a newer connection")
+        assert isinstance(msg, Hello)
+        link.peer, link.hello, link.accepted_at = peer, msg, now
+        self._by_peer[peer] = link
+
+    def _keep_new(self, new: _Link, old: _Link, peer: str, now: float) -> bool:
+        """Whether ``new`` should replace ``old`` as the connection to ``peer``.
+
+        The core lets the newest connection win, which suits a peer that restarted while its
+        old connection lingers here. But in a simultaneous dial each side receives first the
+        Hello of the connection it dialled (the acceptor speaks first), so "newest" means a
+        different connection on each side: each would close the one the other kept, and they
+        would flap. Two connections dialled by different agents within ``open_timeout`` of
+        each other are therefore settled by name, alike on both sides: the one dialled by the
+        smaller name is kept. (A peer does not dial while it is connected to us, so a second
+        connection arriving later means the old one is dead at its end: newest wins.)
+        """
+        me = self.core.name
+        new_dialer = me if new.outbound else peer
+        old_dialer = me if old.outbound else peer
+        if new_dialer == old_dialer or now - old.accepted_at > self._open_timeout:
+            return True
+        return new_dialer == min(me, peer)
+
+    def _after_receive_soon(self) -> None:
+        # One pump per event-loop iteration however many frames arrived in it.
+        if not self._after_receive_pending:
+            self._after_receive_pending = True
+            assert self._loop is not None
+            self._loop.call_soon(self._after_receive)
+
+    def _after_receive(self) -> None:
+        self._after_receive_pending = False
+        self._pump()
+        if self._on_activity is not None:
+            try:
+                self._on_activity()
+            except Exception:
+                logger.exception("%s: on_activity callback failed", self.core.name)
+
+    # -- timer ---------------------------------------------------------------------------------
+
+    def _next_deadline(self) -> float | None:
+        try:
+            return self.core.next_deadline()
+        except Exception:
+            logger.exception("%s: core.next_deadline failed", self.core.name)
+            return self._clock() + 1.0  # retry later rather than stop the timer
+
+    async def _run_timer(self) -> None:
+        """Sleep until core.next_deadline(), tick, execute effects; re-armed by _pump."""
+        core = self.core
+        while True:
+            self._timer_wake.clear()
+            deadline = self._armed = self._next_deadline()
+            if deadline is None:
+                await self._timer_wake.wait()
+                continue
+            delay = deadline - self._clock()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._timer_wake.wait()
+                    continue  # re-armed: the deadline changed
+                except TimeoutError:
+                    pass
+            now = max(self._clock(), deadline)
+            try:
+                core.tick(now)
+            except Exception:
+                logger.exception("%s: core.tick failed", core.name)
+            self._pump()
+            after = self._next_deadline()
+            if after is not None and after <= now:
+                await asyncio.sleep(_MIN_TIMER_WAIT)  # do not spin on a deadline tick() left due
+            else:
+                await asyncio.sleep(0)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    parts = urlsplit(listen)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"invalid listen URL {listen!r}: {exc}") from None
+    if parts.scheme != "ws" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise UsageError(f"listen must look like ws://host:port, not {listen!r}")
+    return parts.hostname, port
