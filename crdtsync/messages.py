@@ -1,0 +1,201 @@
+"""Every message of the crdtsync gossip protocol, as frozen dataclasses.
+
+These are plain values: the pure core (:mod:`crdtsync.gossip`) consumes and produces them, the
+codec (:mod:`crdtsync.wire`) turns them into frames and back, validating everything on the way
+in. A connection carries one :class:`Hello` from each side first, then any of the others.
+
+==================  ============================================================================
+message             purpose
+==================  ============================================================================
+:class:`Hello`      handshake: protocol version, mesh, agent name, listen address, shards held
+:class:`Push`       fresh deltas of one shard (a batch), optionally with a piggybacked ack
+:class:`Summary`    anti-entropy step 1: one root hash over every per-shard digest
+:class:`Digests`    anti-entropy step 2: per-shard digests, only when the roots differ
+:class:`SyncRequest`  anti-entropy step 3: state vectors of the shards whose digests differ
+:class:`Diff`       anti-entropy step 4/5: what the asker lacks (structs + whole delete set)
+:class:`Ack`        replication acks: the (state vector, delete set) the sender has on disk
+:class:`PeerList`   peer exchange and membership: names, addresses, liveness, incarnations
+:class:`Close`      the sender is closing this connection, and why
+==================  ============================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import CloseCode
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Message",
+    "Hello",
+    "Push",
+    "Summary",
+    "Digests",
+    "SyncRequest",
+    "Diff",
+    "ShardState",
+    "Ack",
+    "PeerEntry",
+    "PeerList",
+    "Close",
+]
+
+#: Version of the wire protocol; a Hello with any other version is refused.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message on every connection, from each side.
+
+    Attributes:
+        version: :data:`PROTOCOL_VERSION` of the sender.
+        mesh: name of the mesh; agents of different meshes never talk to each other.
+        name: the sender's agent name, unique in the mesh.
+        address: where the sender accepts connections (``ws://host:port``), or None if it
+            does not listen; shared with other agents through :class:`PeerList`.
+        shards: names of the shards the sender holds (sorted).
+        incarnation: the sender's membership incarnation, raised when it refutes a report
+            of its death (see :class:`PeerEntry`).
+    """
+
+    version: int
+    mesh: str
+    name: str
+    address: str | None
+    shards: tuple[str, ...] = ()
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Fresh deltas of one shard, batched: apply them in order.
+
+    Deltas are not merged into one update: the core cannot merge Yjs updates cheaply without
+    touching pycrdt, and applying a short list costs the receiver the same. Duplicates need no
+    message id: applying an update twice is a no-op, and the receiver forwards only what changed
+    its state.
+
+    Attributes:
+        shard: the shard the deltas belong to.
+        updates: one or more Yjs v1 updates.
+        durable: the sender's on-disk (state vector, delete set) of this shard, when it owes
+            the receiver an ack; piggybacking saves a message per batch on busy links.
+        seq: 1, 2, 3... per connection and shard (0: unsequenced). A gap means a Push was
+            lost; since later deltas of the same client cannot be integrated without it,
+            the receiver asks for a repair at once instead of waiting for anti-entropy.
+    """
+
+    shard: str
+    updates: tuple[bytes, ...]
+    durable: tuple[bytes, bytes] | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Anti-entropy step 1: a hash over the sender's (shard, digest) pairs.
+
+    Equal roots end the round with this one message, whatever the number of shards.
+    """
+
+    root: bytes
+    shards: int
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """Anti-entropy step 2: the sender's per-shard digests, sorted by shard name."""
+
+    digests: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Anti-entropy step 3: "send me what I lack": (shard, my state vector) pairs, sorted."""
+
+    state_vectors: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Anti-entropy steps 4 and 5: an update holding what the receiver lacks.
+
+    ``update`` is ``diff(state_vector)``: the missing structs plus the sender's *whole* delete
+    set, which is what repairs a lost delete when both state vectors are equal.
+
+    Attributes:
+        shard: the shard.
+        update: a Yjs v1 update.
+        state_vector: the sender's state vector, when it wants the receiver's diff back
+            (step 4); None on the final reply (step 5).
+    """
+
+    shard: str
+    update: bytes
+    state_vector: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """The (state vector, delete set) a peer holds of one shard."""
+
+    shard: str
+    state_vector: bytes
+    delete_set: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Replication acks: what the sender holds *on disk* of some shards, sorted by shard."""
+
+    states: tuple[ShardState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """One agent as the sender knows it.
+
+    Attributes:
+        name: agent name.
+        address: where it listens, or None.
+        incarnation: the incarnation this entry is about; a higher one always wins, and at
+            equal incarnations "dead" wins over "alive" (as in SWIM), so an agent wrongly
+            reported dead refutes it by raising its incarnation.
+        alive: False reports the agent dead (it was unreachable for the suspect timeout).
+    """
+
+    name: str
+    address: str | None
+    incarnation: int
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PeerList:
+    """Peer exchange: agents the sender knows, sorted by name.
+
+    ``full`` is True for the sender's whole table (on connect and in periodic exchange),
+    False for a batch of changes being disseminated.
+    """
+
+    peers: tuple[PeerEntry, ...]
+    full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The sender closes this connection right after this message.
+
+    ``code`` says why: :attr:`~crdtsync.errors.CloseCode.NORMAL` when it prunes a connection
+    the overlay no longer needs, a protocol error code when the receiver misbehaved.
+    Transports with close codes (websockets) carry the same code in their close frame.
+    """
+
+    code: CloseCode
+    reason: str = ""
+
+
+#: Any protocol message.
+Message = Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close

@@ -1,0 +1,345 @@
+"""The envelope codec: protocol messages to msgpack frames and back.
+
+A frame is one msgpack array ``[tag, field, ...]``; the tag names the message type and the
+fields follow in the order of the dataclass in :mod:`crdtsync.messages`. Nested records
+(:class:`~crdtsync.messages.ShardState`, :class:`~crdtsync.messages.PeerEntry`, a piggybacked
+ack) are arrays too. Arrays rather than maps keep frames small and leave no room for unknown
+keys.
+
+:func:`decode` is the trust boundary for everything a peer sends: it never raises anything but
+:class:`~crdtsync.errors.ProtocolError`, whose ``code`` says how to close the connection:
+
+* ``OVERSIZE``: the frame is longer than ``max_size`` (checked before parsing anything);
+* ``MALFORMED_FRAME``: not msgpack, trailing bytes, wrong arity, wrong field types, lengths
+  out of range, lists not strictly sorted (which also rules out duplicates);
+* ``UNKNOWN_MESSAGE``: a well-formed envelope with a tag this version does not know;
+* ``INVALID_SHARD``: a shard name outside :mod:`crdtsync.names`;
+* ``PROTOCOL_VERSION``: a Hello of another protocol version (checked before its other
+  fields, so a future Hello with more fields is still refused with the right code).
+
+CRDT payloads (updates, state vectors, delete sets) are only checked to be non-empty bytes
+here; their structure is checked by :mod:`crdtsync.updates` before anything is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import msgpack
+
+from .errors import CloseCode, ProtocolError
+from .messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Close,
+    Diff,
+    Digests,
+    Hello,
+    Message,
+    PeerEntry,
+    PeerList,
+    Push,
+    ShardState,
+    Summary,
+    SyncRequest,
+)
+from .names import is_valid_shard_name
+
+__all__ = [
+    "encode",
+    "decode",
+    "DEFAULT_MAX_FRAME",
+    "ROOT_SIZE",
+    "MAX_DIGEST",
+    "MAX_ADDRESS",
+    "MAX_REASON",
+    "TAGS",
+]
+
+#: Default frame limit for :func:`decode` (16 MiB): room for a large shard's diff.
+DEFAULT_MAX_FRAME = 16 << 20
+#: Length of a :class:`~crdtsync.messages.Summary` root hash.
+ROOT_SIZE = 16
+#: Longest per-shard digest accepted.
+MAX_DIGEST = 64
+#: Longest listen address accepted.
+MAX_ADDRESS = 255
+#: Longest close reason accepted (websocket close reasons are limited to 123 bytes anyway).
+MAX_REASON = 1024
+_MAX_INT = 2**63 - 1
+
+#: Message type -> envelope tag. Tags are part of the protocol: never reuse or renumber one.
+TAGS: dict[type, int] = {
+    Hello: 1,
+    Push: 2,
+    Summary: 3,
+    Digests: 4,
+    SyncRequest: 5,
+    Diff: 6,
+    Ack: 7,
+    PeerList: 8,
+    Close: 9,
+}
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def _fields(msg: Message) -> list[Any]:
+    if isinstance(msg, Hello):
+        return [msg.version, msg.mesh, msg.name, msg.address, list(msg.shards), msg.incarnation]
+    if isinstance(msg, Push):
+        durable = None if msg.durable is None else list(msg.durable)
+        return [msg.shard, list(msg.updates), durable, msg.seq]
+    if isinstance(msg, Summary):
+        return [msg.root, msg.shards]
+    if isinstance(msg, Digests):
+        return [[[s, d] for s, d in msg.digests]]
+    if isinstance(msg, SyncRequest):
+        return [[[s, sv] for s, sv in msg.state_vectors]]
+    if isinstance(msg, Diff):
+        return [msg.shard, msg.update, msg.state_vector]
+    if isinstance(msg, Ack):
+        return [[[st.shard, st.state_vector, st.delete_set] for st in msg.states]]
+    if isinstance(msg, PeerList):
+        return [[[p.name, p.address, p.incarnation, p.alive] for p in msg.peers], msg.full]
+    if isinstance(msg, Close):
+        return [int(msg.code), msg.reason]
+    raise TypeError(f"not a protocol message: {type(msg).__name__}")
+
+
+def encode(msg: Message) -> bytes:
+    """Encode ``msg`` as one frame.
+
+    Encoding trusts its input (messages are built by the core); :func:`decode` on the other
+    side checks everything.
+
+    Raises:
+        TypeError: ``msg`` is not a protocol message.
+    """
+    return msgpack.packb([TAGS[type(msg)], *_fields(msg)], use_bin_type=True)
+
+
+# -- decoding: small checkers, each raising ProtocolError -------------------------------------------
+
+
+def _bad(what: str, code: CloseCode = CloseCode.MALFORMED_FRAME) -> NoReturn:
+    raise ProtocolError(what, code)
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = _MAX_INT) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        _bad(f"{what} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _bool(v: object, what: str) -> bool:
+    if type(v) is not bool:
+        _bad(f"{what} must be a boolean")
+    return v
+
+
+def _str(v: object, what: str, max_len: int) -> str:
+    if type(v) is not str or len(v) > max_len:
+        _bad(f"{what} must be a string of at most {max_len} characters")
+    return v
+
+
+def _bytes(v: object, what: str, lo: int = 1, hi: int | None = None) -> bytes:
+    if type(v) is not bytes or len(v) < lo or (hi is not None and len(v) > hi):
+        _bad(f"{what} must be {lo}..{hi if hi is not None else 'any'} bytes")
+    return v
+
+
+def _opt_bytes(v: object, what: str) -> bytes | None:
+    return None if v is None else _bytes(v, what)
+
+
+def _shard(v: object) -> str:
+    if not is_valid_shard_name(v):
+        _bad(f"invalid shard name {v!r:.80}", CloseCode.INVALID_SHARD)
+    return v  # type: ignore[return-value]
+
+
+def _agent_name(v: object, what: str) -> str:
+    # Agent and mesh names use the shard-name alphabet (the Agent validates its name so too).
+    if not is_valid_shard_name(v):
+        _bad(f"invalid {what} {v!r:.80}")
+    return v  # type: ignore[return-value]
+
+
+def _address(v: object) -> str | None:
+    if v is None:
+        return None
+    a = _str(v, "address", MAX_ADDRESS)
+    if not a or not a.isprintable():
+        _bad("address must be a non-empty printable string")
+    return a
+
+
+def _array(v: object, what: str, n: int | None = None) -> tuple[Any, ...]:
+    if type(v) is not tuple or (n is not None and len(v) != n):
+        _bad(f"{what} must be an array" + (f" of {n} items" if n is not None else ""))
+    return v
+
+
+def _sorted_keys(keys: list[str], what: str) -> None:
+    # Strictly increasing: canonical, and rules out duplicates that would make a message
+    # ambiguous (which of two digests for one shard counts?).
+    for a, b in zip(keys, keys[1:]):
+        if not a < b:
+            _bad(f"{what} must be strictly sorted by name")
+
+
+def _pairs(v: object, what: str, value: Callable[[object], bytes]) -> tuple[tuple[str, bytes], ...]:
+    items = _array(v, what)
+    out = tuple((_shard(p[0]), value(p[1])) for p in (_array(i, f"{what} entry", 2) for i in items))
+    _sorted_keys([s for s, _ in out], what)
+    return out
+
+
+# -- decoding: one function per message type, fields already split from the tag -----------------
+
+
+def _hello(f: tuple[Any, ...]) -> Hello:
+    # The version comes first and is checked before the arity, so that a newer Hello (which
+    # may have more fields) is refused as a version mismatch, not as garbage.
+    if not f:
+        _bad("Hello without a version", CloseCode.BAD_HANDSHAKE)
+    if type(f[0]) is not int or f[0] != PROTOCOL_VERSION:
+        _bad(f"protocol version {f[0]!r:.20} is not {PROTOCOL_VERSION}", CloseCode.PROTOCOL_VERSION)
+    _array(f, "Hello", 6)
+    shards = tuple(_shard(s) for s in _array(f[4], "Hello shards"))
+    _sorted_keys(list(shards), "Hello shards")
+    return Hello(
+        version=f[0],
+        mesh=_agent_name(f[1], "mesh name"),
+        name=_agent_name(f[2], "agent name"),
+        address=_address(f[3]),
+        shards=shards,
+        incarnation=_int(f[5], "incarnation"),
+    )
+
+
+def _push(f: tuple[Any, ...]) -> Push:
+    _array(f, "Push", 4)
+    updates = tuple(_bytes(u, "update") for u in _array(f[1], "Push updates"))
+    if not updates:
+        _bad("Push without updates")
+    durable = None
+    if f[2] is not None:
+        d = _array(f[2], "Push ack", 2)
+        durable = (_bytes(d[0], "state vector"), _bytes(d[1], "delete set"))
+    return Push(shard=_shard(f[0]), updates=updates, durable=durable, seq=_int(f[3], "seq"))
+
+
+def _summary(f: tuple[Any, ...]) -> Summary:
+    _array(f, "Summary", 2)
+    return Summary(root=_bytes(f[0], "root", ROOT_SIZE, ROOT_SIZE), shards=_int(f[1], "shard count"))
+
+
+def _digests(f: tuple[Any, ...]) -> Digests:
+    _array(f, "Digests", 1)
+    return Digests(_pairs(f[0], "Digests", lambda d: _bytes(d, "digest", 1, MAX_DIGEST)))
+
+
+def _sync_request(f: tuple[Any, ...]) -> SyncRequest:
+    _array(f, "SyncRequest", 1)
+    return SyncRequest(_pairs(f[0], "SyncRequest", lambda sv: _bytes(sv, "state vector")))
+
+
+def _diff(f: tuple[Any, ...]) -> Diff:
+    _array(f, "Diff", 3)
+    return Diff(
+        shard=_shard(f[0]),
+        update=_bytes(f[1], "update"),
+        state_vector=_opt_bytes(f[2], "state vector"),
+    )
+
+
+def _ack(f: tuple[Any, ...]) -> Ack:
+    _array(f, "Ack", 1)
+    states = tuple(
+        ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set"))
+        for s in (_array(i, "Ack entry", 3) for i in _array(f[0], "Ack states"))
+    )
+    if not states:
+        _bad("Ack without states")
+    _sorted_keys([s.shard for s in states], "Ack states")
+    return Ack(states)
+
+
+def _peer_list(f: tuple[Any, ...]) -> PeerList:
+    _array(f, "PeerList", 2)
+    peers = tuple(
+        PeerEntry(
+            name=_agent_name(p[0], "agent name"),
+            address=_address(p[1]),
+            incarnation=_int(p[2], "incarnation"),
+            alive=_bool(p[3], "alive"),
+        )
+        for p in (_array(i, "PeerList entry", 4) for i in _array(f[0], "PeerList peers"))
+    )
+    _sorted_keys([p.name for p in peers], "PeerList peers")
+    return PeerList(peers=peers, full=_bool(f[1], "full"))
+
+
+def _close(f: tuple[Any, ...]) -> Close:
+    _array(f, "Close", 2)
+    code = _int(f[0], "close code", 1000, 4999)
+    try:
+        known = CloseCode(code)
+    except ValueError:
+        _bad(f"unknown close code {code}")
+    return Close(code=known, reason=_str(f[1], "close reason", MAX_REASON))
+
+
+_DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
+    1: _hello,
+    2: _push,
+    3: _summary,
+    4: _digests,
+    5: _sync_request,
+    6: _diff,
+    7: _ack,
+    8: _peer_list,
+    9: _close,
+}
+
+
+def decode(frame: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> Message:
+    """Decode and validate one frame received from a peer.
+
+    Args:
+        frame: the bytes of one websocket message (or simulated frame).
+        max_size: refuse frames longer than this with ``OVERSIZE``.
+
+    Returns:
+        The message, every field checked.
+
+    Raises:
+        ProtocolError: anything wrong, with the close code to use (see the module docstring).
+            Nothing else is ever raised, whatever the input.
+    """
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        _bad(f"a frame must be bytes, not {type(frame).__name__}")
+    if len(frame) > max_size:
+        _bad(f"frame of {len(frame)} bytes exceeds the limit of {max_size}", CloseCode.OVERSIZE)
+    try:
+        # use_list=False: arrays become tuples, so the dataclasses stay immutable and hashable.
+        # strict_map_key: maps are refused later anyway; this keeps odd keys from costing work.
+        envelope = msgpack.unpackb(bytes(frame), raw=False, use_list=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, OverflowError...
+        raise ProtocolError(f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME) from None
+    if type(envelope) is not tuple or not envelope or type(envelope[0]) is not int:
+        _bad("frame is not an envelope [tag, fields...]")
+    decoder = _DECODERS.get(envelope[0])
+    if decoder is None:
+        _bad(f"unknown message tag {envelope[0]}", CloseCode.UNKNOWN_MESSAGE)
+    try:
+        return decoder(envelope[1:])
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a checker bug must still refuse the frame, never crash the agent
+        raise ProtocolError(f"invalid frame: {exc!r:.200}", CloseCode.MALFORMED_FRAME) from exc
