@@ -10,13 +10,14 @@ be refused with InvalidUpdate or be something pycrdt applies without complaint.
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pycrdt
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
@@ -87,8 +88,9 @@ def raw_apply(update: bytes, base: bytes | None = None) -> None:
     doc.apply_update(update)
 
 
-def snapshot_of(doc: Doc) -> tuple[bytes, bytes, bytes]:
-    return doc.get_state(), updates.delete_set(doc), doc.get_update()
+def snapshot_of(doc: Doc) -> tuple[Any, ...]:
+    """The doc's state, comparably (get_update() bytes vary: Yrs encodes some maps in hash order)."""
+    return updates.decode_state_vector(doc.get_state()), updates.delete_set(doc), content(doc)
 
 
 def panic_type() -> type[BaseException] | None:
@@ -158,6 +160,14 @@ def char_offset(text: str, index: int) -> int:
     return len(text[:index].encode("utf-8"))
 
 
+def shared(choice: int, value: Any, text: str) -> Map | Array | Text:
+    if choice % 3 == 0:
+        return Map({"v": value})
+    if choice % 3 == 1:
+        return Array([value, text])
+    return Text(text)
+
+
 def run_op(doc: Doc, op: tuple[Any, ...]) -> None:
     kind, a, b, value, text, attrs, _ = op
     m = doc.get("m", type=Map)
@@ -169,18 +179,18 @@ def run_op(doc: Doc, op: tuple[Any, ...]) -> None:
     if kind == "map_set":
         m[key] = value
     elif kind == "map_shared":
-        m[key] = [Map({"v": value}), Array([value, text]), Text(text)][b % 3]
+        m[key] = shared(b, value, text)
     elif kind == "map_del":
         if key in m:
             del m[key]
     elif kind == "arr_insert":
         arr.insert(a % (len(arr) + 1), value)
     elif kind == "arr_shared":
-        arr.insert(a % (len(arr) + 1), [Map({"v": value}), Array([value]), Text(text)][b % 3])
+        arr.insert(a % (len(arr) + 1), shared(b, value, text))
     elif kind == "arr_del":
         if len(arr):
             start = a % len(arr)
-            del arr[start : start + 1 + b % 3]
+            del arr[start : min(len(arr), start + 1 + b % 3)]
     elif kind == "text_insert":
         current = str(t)
         t.insert(char_offset(current, a % (len(current) + 1)), text)
@@ -292,8 +302,18 @@ def content(doc: Doc) -> dict[str, Any]:
         "a": plain([v.to_py() if hasattr(v, "to_py") else v for v in doc.get("a", type=Array)]),
         "t": str(doc.get("t", type=Text)),
         "r": doc.get("r", type=Text).diff(),
-        "x": str(doc.get("x", type=XmlFragment)),
+        "x": xml(doc.get("x", type=XmlFragment)),
     }
+
+
+def xml(node: Any) -> Any:
+    """Comparable form of an XML tree (str() orders formatting attributes by hash)."""
+    if isinstance(node, XmlText):
+        return node.diff()
+    children = [xml(child) for child in node.children]
+    if isinstance(node, XmlElement):
+        return (node.tag, dict(node.attributes), children)
+    return children
 
 
 # -- the public surface ----------------------------------------------------------------------
@@ -318,8 +338,10 @@ def test_accepts_every_update_pycrdt_writes(ops: list[tuple[Any, ...]]) -> None:
     copy = Doc()
     for update in gen.incremental:
         updates.apply_update(copy, update)
-    assert updates.digest(copy) == updates.digest(gen.doc)
-    assert content(copy) == content(gen.doc)
+    from_full = Doc()
+    updates.apply_update(from_full, gen.doc.get_update())
+    assert updates.digest(copy) == updates.digest(gen.doc) == updates.digest(from_full)
+    assert content(copy) == content(from_full)  # (the origin reads some ints back differently)
     # pycrdt's own delete set (an update against the doc's own state) is already canonical.
     tail = gen.doc.get_update(gen.doc.get_state())
     assert tail[:1] == b"\x00"
@@ -415,25 +437,35 @@ def test_refuses_trailing_bytes(update: bytes, tail: bytes) -> None:
         updates.validate_update(update + tail)
 
 
+NOT_A_TYPE = "must be deleted or shared ref type"  # pycrdt: a parent ID names a non-type item
+
+
 def check_either_way(update: bytes, base: bytes | None = None) -> bool:
-    """validate_update accepts (and then pycrdt applies it cleanly) or raises InvalidUpdate;
-    apply_update raises nothing but InvalidUpdate and leaves a doc it refuses unchanged."""
+    """validate_update accepts or raises InvalidUpdate; apply_update raises nothing but
+    InvalidUpdate and leaves a doc unchanged when validation refused.
+
+    Accepted bytes must apply cleanly to an empty doc. On top of ``base`` pycrdt may still
+    refuse one kind: a parent ID that names a base item which is not a type (no check of the
+    bytes alone can see that).
+    """
     try:
         updates.validate_update(update)
     except InvalidUpdate:
         accepted = False
     else:
         accepted = True
-        raw_apply(update, base)  # must not raise, panic included
+        raw_apply(update)  # must not raise, panic included
     doc = Doc()
     if base is not None:
         doc.apply_update(base)
     before = snapshot_of(doc)
     try:
         updates.apply_update(doc, update)
-    except InvalidUpdate:
-        assert not accepted
-        assert snapshot_of(doc) == before
+    except InvalidUpdate as exc:
+        if accepted:
+            assert base is not None and NOT_A_TYPE in str(exc), exc
+        else:
+            assert snapshot_of(doc) == before
     return accepted
 
 
@@ -470,9 +502,7 @@ def test_bit_flips_of_generated_updates(ops: list[tuple[Any, ...]], flips: list[
 
 ACCEPTED: dict[str, bytes] = {
     "empty update": b"\x00\x00",
-    "client with no structs": b"\x01\x00\x05\x00\x00",
     "string": upd(root_item(4, vs("héllo 😀"))),
-    "empty string item (pycrdt writes these)": upd(root_item(4, vs(""))),
     "deleted content": upd(root_item(1, vu(3))),
     "binary": upd(root_item(3, vs(b"\x00\xff"))),
     "embed": upd(root_item(5, vs('{"a": [1, 2.5, null, "\\u00e9"]}'))),
@@ -491,7 +521,8 @@ ACCEPTED: dict[str, bytes] = {
     "two structs with origin": upd(root_item(4, vs("ab")), bytes([0x84]) + vu(7) + vu(1) + vs("c")),
     "item parented by an ID": upd(root_item(7, b"\x01", "m"), b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL),
     "GC and Skip": upd(b"\x00" + vu(2), b"\x0a" + vu(3), root_item(4, vs("x"))),
-    "clock right up to 2**32-1": upd(root_item(4, vs("ab")), clock=2**32 - 3),
+    "clock right up to 2**31-1": upd(root_item(4, vs("ab")), clock=2**31 - 3),
+    "empty string item beside a real one (pycrdt writes these)": upd(root_item(4, vs("")), root_item(4, vs("x"))),
     "delete set": b"\x00" + vu(2) + vu(5) + vu(2) + vu(0) + vu(2) + vu(4) + vu(1) + vu(9) + vu(1) + vu(0) + vu(3),
     "delete-set client with no ranges": b"\x00\x01\x05\x00",
     "largest client id": upd(root_item(4, vs("x")), client=2**53 - 1),
@@ -502,8 +533,12 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "non-minimal varuint": (b"\x80\x00\x00", "not minimally encoded"),
     "over-long varuint": (b"\xff" * 9 + b"\x01" + b"\x00", "longer than"),
     "client id over 53 bits": (upd(root_item(4, vs("x")), client=2**53), "exceeds"),
-    "clock wraps past u32 (pycrdt panics)": (upd(root_item(4, vs("ab")), clock=2**32 - 2), "clock passes"),
-    "first clock over u32": (upd(root_item(4, vs("a")), clock=2**32), "exceeds"),
+    "clock passes 2**31-1": (upd(root_item(4, vs("ab")), clock=2**31 - 2), "clock passes"),
+    "clock wraps past u32 (pycrdt panics)": (upd(root_item(4, vs("ab")), clock=2**32 - 2), "exceeds"),
+    "first clock over 2**31-1": (upd(root_item(4, vs("a")), clock=2**31), "exceeds"),
+    "origin clock over 2**31-1": (upd(bytes([0x84]) + vu(7) + vu(2**31) + vs("z"), client=9), "exceeds"),
+    "client with no structs (pycrdt panics)": (b"\x01\x00\x05\x00\x00", "no structs that span"),
+    "client with only empty items (pycrdt panics)": (upd(root_item(4, vs("")), root_item(1, vu(0))), "no structs"),
     "duplicate client": (b"\x02" + (vu(1) + vu(7) + vu(0) + root_item(4, vs("a"))) * 2 + b"\x00", "twice"),
     "zero-length GC": (upd(b"\x00\x00"), "zero-length GC"),
     "zero-length Skip": (upd(b"\x0a\x00"), "zero-length Skip"),
@@ -538,7 +573,8 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "delete-set ranges unsorted": (b"\x00\x01\x05\x02" + vu(10) + vu(1) + vu(0) + vu(1), "unsorted"),
     "delete-set ranges overlap": (b"\x00\x01\x05\x02" + vu(0) + vu(5) + vu(3) + vu(4), "overlapping"),
     "delete-set empty range": (b"\x00\x01\x05\x01" + vu(0) + vu(0), "empty deleted range"),
-    "delete-set range wraps u32": (b"\x00\x01\x05\x01" + vu(2**32 - 2) + vu(5), "passes"),
+    "delete-set range passes 2**31-1": (b"\x00\x01\x05\x01" + vu(2**31 - 2) + vu(5), "passes"),
+    "delete-set clock over 2**31-1": (b"\x00\x01\x05\x01" + vu(2**31) + vu(1), "exceeds"),
     "delete-set duplicate client": (b"\x00\x02" + (vu(5) + vu(1) + vu(0) + vu(1)) * 2, "twice"),
     "delete-set range count absurd (pycrdt pre-allocates)": (b"\x00\x01\x01" + vu(2**32 - 1), "cannot fit"),
     "trailing byte": (b"\x00\x00\x00", "trailing"),
@@ -565,10 +601,71 @@ def test_refuses_hand_made(update: bytes, message: str) -> None:
     assert snapshot_of(doc) == before
 
 
+# Found by fuzzing: bytes pycrdt decodes and then panics on, given a doc that knows the client.
+PANICS_PYCRDT = {
+    "empty client section": ("0100070000", "010207000701016d0108000700017e00"),
+    "only an empty item": ("01010700040101060000", "01010700070101610000"),
+    "2**31 clocks ahead": ("010107fdffffff0f0401016102616200", "01010700010101610300"),
+}
+
+
+@pytest.mark.parametrize(("update", "base"), PANICS_PYCRDT.values(), ids=PANICS_PYCRDT.keys())
+def test_refuses_what_makes_pycrdt_panic(update: str, base: str) -> None:
+    doc = Doc()
+    doc.apply_update(bytes.fromhex(base))
+    before = snapshot_of(doc)
+    with pytest.raises(InvalidUpdate):
+        updates.apply_update(doc, bytes.fromhex(update))
+    assert snapshot_of(doc) == before
+
+
+@pytest.mark.xfail(reason="pycrdt 0.14.13 segfaults on structs contradicting pending ones", strict=False)
+def test_contradicting_a_pending_struct() -> None:
+    # Both updates are valid on their own; together they crash pycrdt, so run them elsewhere.
+    pending = upd(b"\x00\x02", b"\x0a\x03", root_item(4, vs("x")))  # GC, hole, item at 5
+    contradiction = upd(bytes([0x84]) + vu(7) + vu(1) + vs("abcdefgh"), clock=2)
+    for update in (pending, contradiction):
+        updates.validate_update(update)
+    script = (
+        "import sys; from pycrdt import Doc; d = Doc()\n"
+        f"d.apply_update(bytes.fromhex('{pending.hex()}'))\n"
+        f"d.apply_update(bytes.fromhex('{contradiction.hex()}'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == 0
+
+
+def test_parent_must_be_a_type_within_an_update() -> None:
+    text_then_child = upd(root_item(4, vs("x")), b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL)
+    with pytest.raises(InvalidUpdate, match="not a type"):
+        updates.validate_update(text_then_child)
+    # Deleted content and GC may be parents (pycrdt treats the child as deleted).
+    for parent in (root_item(1, vu(1)), b"\x00" + vu(1)):
+        update = upd(parent, b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL)
+        updates.validate_update(update)
+        raw_apply(update)
+
+
+def test_parent_that_is_not_a_type_in_the_doc_is_refused_by_pycrdt() -> None:
+    # The documented gap: the bytes alone are fine, the doc decides.
+    doc = Doc()
+    doc.apply_update(upd(root_item(4, vs("x"))))
+    child = upd(b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL, client=8)
+    updates.validate_update(child)
+    with pytest.raises(InvalidUpdate, match=NOT_A_TYPE) as info:
+        updates.apply_update(doc, child)
+    assert isinstance(info.value.__cause__, (ValueError, RuntimeError))
+
+
 def test_zero_length_items_do_not_advance_the_clock() -> None:
-    update = upd(root_item(4, vs("")), bytes([0x84]) + vu(7) + vu(0) + vs("x"), clock=0)
-    # The second item's origin (7, 0) is the first clock it would itself occupy: structurally fine.
+    # pycrdt drops the empty item, so "x" is at clock 0; the validator counts the same way
+    # (else the origin below, the clock of "x" itself + 1, would be off by one).
+    update = upd(root_item(4, vs("")), root_item(4, vs("x")), bytes([0x84]) + vu(7) + vu(0) + vs("y"))
     updates.validate_update(update)
+    doc = Doc()
+    updates.apply_update(doc, update)
+    assert updates.decode_state_vector(doc.get_state()) == {7: 2}
+    assert str(doc.get("a", type=Text)) == "xy"
 
 
 # -- apply_update's translation of pycrdt errors ---------------------------------------------
@@ -645,14 +742,14 @@ def test_state_vector_round_trip() -> None:
     doc.get("t", type=Text).insert(0, "héllo")
     sv = updates.state_vector(doc)
     assert sv == doc.get_state()
-    assert updates.decode_state_vector(sv) == {2**40: 6}
+    assert updates.decode_state_vector(sv) == {2**40: 5}  # clocks count UTF-16 code units
     assert updates.decode_state_vector(b"\x00") == {}
     assert updates.decode_state_vector(b"\x02\x09\x00\x03\x04") == {3: 4}  # clock 0 = absent
 
 
 @pytest.mark.parametrize(
     "bad",
-    [b"", b"\x01", b"\x01\x05", b"\x00\x00", b"\x02\x05\x01\x05\x02", b"\x01\x05" + vu(2**32), b"\x80\x00", "sv"],
+    [b"", b"\x01", b"\x01\x05", b"\x00\x00", b"\x02\x05\x01\x05\x02", b"\x01\x05" + vu(2**31), b"\x80\x00", "sv"],
 )
 def test_decode_state_vector_refuses(bad: Any) -> None:
     with pytest.raises(InvalidUpdate):
@@ -674,15 +771,20 @@ def test_delete_set_is_canonical() -> None:
     t = doc.get("t", type=Text)
     t.insert(0, "abcdefghij")
     other = Doc(client_id=4)
-    other.get("t", type=Text).insert(0, "XYZ")
+    other.apply_update(doc.get_update())
+    other.get("t", type=Text).insert(10, "XYZ")
     doc.apply_update(other.get_update())
-    del t[8:9]
-    del t[1:2]
-    del t[2:3]  # adjacent to the previous deletion: merged
-    del t[0:1]  # an item of client 4
-    assert updates.decode_delete_set(updates.delete_set(doc)) == {4: [(0, 1)], 9: [(1, 3), (8, 1)]}
+    assert str(t) == "abcdefghijXYZ"
+    del t[10:11]  # X: client 4, clock 0
+    del t[8:9]  # i: client 9, clock 8
+    del t[1:2]  # b: clock 1
+    del t[1:2]  # c: clock 2, adjacent to b
+    del t[1:2]  # d: clock 3
+    assert str(t) == "aefghjYZ"
     ds = updates.delete_set(doc)
+    assert updates.decode_delete_set(ds) == {4: [(0, 1)], 9: [(1, 3), (8, 1)]}
     assert ds == b"\x02" + vu(4) + vu(1) + vu(0) + vu(1) + vu(9) + vu(2) + vu(1) + vu(3) + vu(8) + vu(1)
+    assert doc.get_update(doc.get_state())[1:] == ds  # pycrdt's own encoding is canonical too
     assert updates.delete_set(Doc()) == b"\x00"
 
 
@@ -701,28 +803,51 @@ def test_decode_delete_set_refuses(bad: Any) -> None:
 
 
 @st.composite
-def concurrent_history(draw: st.DrawFn) -> list[bytes]:
-    """Per-transaction updates of three editors that edit, sync, and edit again."""
+def concurrent_history(draw: st.DrawFn) -> list[list[list[bytes]]]:
+    """Per-transaction updates of three editors that edit, sync, and edit again.
+
+    Returns two rounds, each a list of the editors' update sequences; within a round the
+    sequences are concurrent, the second round depends on all of the first.
+    """
     editors = [Doc(client_id=i + 1) for i in range(3)]
-    gens = [generate(draw(OPS), doc=doc) for doc in editors]
+    first = [generate(draw(OPS), doc=doc).incremental for doc in editors]
     for a in editors:
         for b in editors:
             if a is not b:
                 a.apply_update(b.get_update(a.get_state()))
-    gens += [generate(draw(OPS), doc=doc) for doc in editors]
-    return [u for gen in gens for u in gen.incremental]
+    second = [generate(draw(OPS), doc=doc).incremental for doc in editors]
+    return [first, second]
+
+
+def flatten(rounds: list[list[list[bytes]]]) -> list[bytes]:
+    return [u for sequences in rounds for sequence in sequences for u in sequence]
+
+
+def causal_order(data: st.DataObject, rounds: list[list[list[bytes]]]) -> list[bytes]:
+    """A random delivery order that keeps each editor's updates in order, rounds in order."""
+    rng = data.draw(st.randoms(use_true_random=False))
+    order: list[bytes] = []
+    for sequences in rounds:
+        queues = [list(reversed(sequence)) for sequence in sequences if sequence]
+        while queues:
+            queue = rng.choice(queues)
+            order.append(queue.pop())
+            if not queue:
+                queues.remove(queue)
+    return order
+
+
+def apply_all(doc: Doc, order: list[bytes]) -> Doc:
+    for update in order:
+        updates.apply_update(doc, update)
+    return doc
 
 
 @given(st.data())
-@settings(max_examples=25)
 def test_digest_ignores_delivery_order(data: st.DataObject) -> None:
-    history = data.draw(concurrent_history())
-    order_1 = data.draw(st.permutations(history))
-    order_2 = data.draw(st.permutations(history))
-    replicas = [Doc(), Doc(), Doc()]
-    for replica, order in zip(replicas, [history, order_1, order_2]):
-        for update in order:
-            updates.apply_update(replica, update)
+    rounds = data.draw(concurrent_history())
+    replicas = [apply_all(Doc(), flatten(rounds))]
+    replicas += [apply_all(Doc(), causal_order(data, rounds)) for _ in range(2)]
     digests = {updates.digest(r) for r in replicas}
     assert len(digests) == 1
     assert content(replicas[1]) == content(replicas[0]) == content(replicas[2])
@@ -730,6 +855,35 @@ def test_digest_ignores_delivery_order(data: st.DataObject) -> None:
     ds = [updates.delete_set(r) for r in replicas]
     assert sv[0] == sv[1] == sv[2] and ds[0] == ds[1] == ds[2]
     assert updates.covers(replicas[1].get_state(), ds[1], replicas[2].get_state(), ds[2])
+
+
+@given(st.data())
+def test_digest_after_any_delivery_order_and_a_repair_pass(data: st.DataObject) -> None:
+    # Out of causal order pycrdt parks structs as pending (and sometimes drops them, see
+    # test_pycrdt_drops_some_pending_structs); a second delivery of everything, as gossip's
+    # anti-entropy would make, must then give the same digest as in-order delivery.
+    rounds = data.draw(concurrent_history())
+    history = flatten(rounds)
+    order = data.draw(st.permutations(history))
+    reference = apply_all(Doc(), history)
+    replica = apply_all(apply_all(Doc(), order), history)
+    assert updates.digest(replica) == updates.digest(reference)
+    assert content(replica) == content(reference)
+
+
+@pytest.mark.xfail(reason="pycrdt 0.14.13 (yrs 0.28) drops some pending structs", strict=False)
+def test_pycrdt_drops_some_pending_structs() -> None:
+    source = Doc(client_id=1)
+    seen: list[bytes] = []
+    source.observe(lambda event: seen.append(event.update))
+    array = source.get("a", type=Array)
+    array.append(1)
+    array.append(2)
+    array.insert(0, 0)
+    del array[1]
+    array.append(3)
+    replica = apply_all(Doc(), [seen[i] for i in (4, 3, 2, 0, 1)])
+    assert replica.get("a", type=Array).to_py() == [0.0, 2.0, 3.0]
 
 
 def test_a_delete_changes_the_digest_but_not_the_state_vector() -> None:
@@ -821,20 +975,53 @@ def test_covers_ranges() -> None:
 
 
 @given(st.data())
-@settings(max_examples=25)
 def test_replay_equals_sequential_application(data: st.DataObject) -> None:
-    history = data.draw(concurrent_history())
-    split = data.draw(st.integers(0, len(history)))
-    sequential = Doc()
-    for update in history:
-        updates.apply_update(sequential, update)
-    snapshot = updates.replay(None, history[:split]) if split else None
-    compacted = updates.replay(snapshot, history[split:])
+    order = causal_order(data, data.draw(concurrent_history()))
+    split = data.draw(st.integers(0, len(order)))
+    sequential = apply_all(Doc(), order)
+    snapshot = updates.replay(None, order[:split]) if split else None
+    compacted = updates.replay(snapshot, order[split:])
     updates.validate_update(compacted)
-    rebuilt = Doc()
-    updates.apply_update(rebuilt, compacted)
+    rebuilt = apply_all(Doc(), [compacted])
     assert updates.digest(rebuilt) == updates.digest(sequential)
     assert content(rebuilt) == content(sequential)
+
+
+@given(st.data())
+def test_replay_drops_nothing_in_any_order(data: st.DataObject) -> None:
+    # Whatever pycrdt could not integrate (or dropped), the compacted update still holds
+    # every clock and every deletion of its inputs.
+    history = flatten(data.draw(concurrent_history()))
+    order = data.draw(st.permutations(history))
+    split = data.draw(st.integers(0, len(order)))
+    compacted = updates.replay(updates.replay(None, order[:split]), order[split:])
+    _, ends, deleted = updates._parse_update(compacted, None)
+    for update in history:
+        _, update_ends, update_deleted = updates._parse_update(update, None)
+        for client, end in update_ends.items():
+            assert ends.get(client, 0) >= end
+        assert updates.covers(b"\x00", updates._encode_ds(updates._normalize(deleted)),
+                              b"\x00", updates._encode_ds(updates._normalize(update_deleted)))
+    # Delivered once more in order, the compacted doc converges with in-order delivery.
+    reference = apply_all(Doc(), history)
+    rebuilt = apply_all(Doc(), [compacted, *history])
+    assert updates.digest(rebuilt) == updates.digest(reference)
+
+
+def test_replay_keeps_a_pending_struct_and_a_pending_delete() -> None:
+    source = Doc(client_id=1)
+    seen: list[bytes] = []
+    source.observe(lambda event: seen.append(event.update))
+    t = source.get("t", type=Text)
+    t.insert(0, "ab")
+    t.insert(2, "cd")
+    del t[0:1]
+    snapshot = updates.replay(None, [seen[1], seen[2]])  # the first insert is missing
+    assert snapshot != Doc().get_update()
+    doc = Doc()
+    updates.apply_update(doc, snapshot)
+    updates.apply_update(doc, seen[0])
+    assert str(doc.get("t", type=Text)) == "bcd"
 
 
 def test_replay_refuses_invalid_entries() -> None:
@@ -858,7 +1045,7 @@ def test_is_noop() -> None:
     t.insert(0, "ab")
     del t[0:1]
     assert updates.is_noop(b"\x00\x00")
-    assert updates.is_noop(b"\x01\x00\x05\x00\x00")
+    assert not updates.is_noop(b"\x01\x00\x05\x00\x00")  # not a valid update at all
     assert updates.is_noop(b"\x00\x01\x05\x00")
     assert updates.is_noop(Doc().get_update())
     assert all(not updates.is_noop(u) for u in seen if u != b"\x00\x00")
