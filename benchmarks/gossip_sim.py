@@ -16,20 +16,26 @@ Reported, per scenario (lossless, then lossy):
 * ``idle_msgs_per_s``: frames per second of the whole mesh with no writes at all;
 * ``latency_floor_median_ms``: the floor under the latency figures: per write, the hops from
   its origin to the farthest agent over the actual overlay times the link latency (no
-  batching at all), median over writes; ``overlay_diameter_hops`` next to it.
+  batching at all), median over writes; ``overlay_diameter_hops`` next to it (with the
+  rotating relay the overlay is complete, but a write takes two hops: writer, relay, all);
+* ``slowest_writes``: the five slowest writes, (seconds after the first write, latency), which
+  tells a drain tail (lost frames at the very end) from a stall.
 
-Why the three targets are not met together without a hub: every agent must receive each
-write, so some link into every agent is busy in every batching window: the mesh sends at
-least about (2(N-1) - leaves*(1-p)) frames per window W (a tree; p = chance a leaf writes in
-a window). With aligned windows a relay hop costs W >= link latency, so latency ~ (hops+1)*W.
-At N=25, 100 writes/s, 100 ms links, <= 3 frames/write needs W >= ~0.13 s, while max <= 600 ms
-needs (hops+1)*W <= 0.6 s; a hub-free tree has 4 hops, a star 2. The defaults favour latency
-(W=0.11 s); ``--push-interval 0.13`` gives <= 3 frames/write; ``--fanout 24`` is the star.
+How the targets are met without a hub: up to ``relay_max`` (64) live agents the overlay is a
+*rotating relay* (see :mod:`crdtsync.gossip`): everyone is connected, each batching window W
+has one relay, in turns; a writer sends its window's batch to that relay only, which sends one
+message to every other agent at the next boundary. A window costs (writers + N-1) messages
+instead of a tree's ~2(N-1), and a write takes two hops instead of a tree's four: latency
+between W + L and 2W + L (aligned windows, link latency L < W). At N=25, 100 writes/s, 100 ms
+links and W = 0.13 s (the default): 13 writes and ~10 writers per window, so ~2.6 frames per
+write, 230 to 360 ms, and every agent relays one window in 25 (its share of frames is close to
+the fair 2/N). Larger meshes (``--agents 100``) use the spanning tree.
 
 Each figure is printed next to its target. Prints one JSON object.
 
     python benchmarks/gossip_sim.py [--agents 25] [--latency 0.1] [--rate 100] [--duration 20]
-                                     [--loss 0.2] [--seed 1] [--push-interval 0.11] [--fanout 4]
+                                     [--loss 0.2] [--seed 1] [--push-interval 0.13] [--fanout 5]
+                                     [--relay-max 64] [--full-mesh-max 8]
 """
 
 from __future__ import annotations
@@ -152,11 +158,18 @@ def run_scenario(
         "latency_max_ms": round(max(lat), 1) if lat else None,
         "latency_floor_median_ms": round(statistics.median(floor), 1) if floor else None,
         "overlay_diameter_hops": max(hops.values()),
+        "overlay_mode": sorted({n.core.mode() for n in net.nodes.values() if n.core is not None}),
         "max_agent_share": round(part[hub] / total, 3) if total else 0.0,
         "busiest_agent": hub,
         "fair_share": round(2 / agents, 3),
         "idle_msgs_per_s": round(idle_rate, 2),
         "messages_by_type": dict(sorted(net.by_type.items())),
+        # the five slowest writes: (seconds after the first write, latency ms), to tell a
+        # drain tail (writes at the very end) from a stall in the middle
+        "slowest_writes": sorted(
+            ((round(w - start, 2), round((d - w) * 1000, 1)) for w, d in zip(written_at, done_at) if d is not None),
+            key=lambda x: -x[1],
+        )[:5],
         "measured_s": round(end - start, 2),
         "wall_s": round(time.perf_counter() - wall, 2),
     }
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fanout", type=int, default=None)
     p.add_argument("--tree-core", type=int, default=None)
     p.add_argument("--full-mesh-max", type=int, default=None)
+    p.add_argument("--relay-max", type=int, default=None, help="largest rotating-relay mesh (0: tree only)")
     p.add_argument("--no-align", action="store_true", help="flush windows not aligned to the clock")
     p.add_argument("--skip-lossy", action="store_true")
     args = p.parse_args(argv)
@@ -228,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["tree_core"] = args.tree_core
     if args.full_mesh_max is not None:
         overrides["full_mesh_max"] = args.full_mesh_max
+    if args.relay_max is not None:
+        overrides["relay_max"] = args.relay_max
     if args.no_align:
         overrides["align_windows"] = False
     config = replace(config, **overrides)
@@ -240,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             "writes_per_s": args.rate,
             "duration_s": args.duration,
             "seed": args.seed,
-            "config": {k: getattr(config, k) for k in ("push_interval", "align_windows", "fanout", "tree_core", "full_mesh_max", "anti_entropy_interval", "ack_interval")},
+            "config": {
+                k: getattr(config, k)
+                for k in (
+                    "push_interval", "align_windows", "full_mesh_max", "relay_max", "fanout", "tree_core",
+                    "anti_entropy_interval", "ack_interval", "repair_timeout",
+                )
+            },
         },
         "lossless": lossless,
         "lossless_vs_targets": _verdict(lossless),

@@ -9,21 +9,20 @@ All three are measured in the same run on the same machine, so the ratios are wh
   every op is individually acknowledged durable, group commit shares the fsyncs.
 * ``per_op_commit``: the baseline without group commit: one LMDB transaction + fsync per op.
 
-Prints one JSON object.
+Prints one JSON object; ``--plot-dir`` draws ``local_writes.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pycrdt
+from benchlib import common_args, finish, machine, pyplot, size_of
 
 from crdtsync import Agent
 from crdtsync.store import Store
@@ -80,13 +79,46 @@ def per_op_commit(ops: int, path: Path) -> float:
         return ops / (time.perf_counter() - t0)
 
 
+SIZES = {  # ops, baseline ops, tasks, repeat
+    "full": (200_000, 3_000, 200, 3),
+    "quick": (50_000, 1_000, 200, 1),
+    "tiny": (2_000, 200, 20, 1),
+}
+
+
+def plot(result: dict[str, object], path: Path) -> None:
+    plt = pyplot()
+    labels = ["floor: bare pycrdt\n(in memory)", "group commit\n(durable)", f"acknowledged\n({result['acknowledged_tasks']} writers)",
+              "per-op commit\n(no group commit)"]
+    vals = [result["floor_in_memory_ops_per_s"], result["group_commit_durable_ops_per_s"],
+            result["acknowledged_ops_per_s"], result["per_op_commit_ops_per_s"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    bars = ax.bar(labels, vals, color=["tab:gray", "tab:blue", "tab:cyan", "tab:red"])
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("map sets per second (log)")
+    ax.axhline(100_000, color="black", ls=":", lw=0.8, label="target 100k durable ops/s")
+    ax.set_title(f"local durable writes, {result['ops']:,} ops (ratio to floor {result['ratio_group_commit_to_floor']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", type=int, default=200_000)
-    parser.add_argument("--baseline-ops", type=int, default=3_000)
-    parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N for each figure")
+    common_args(parser)
+    parser.add_argument("--ops", type=int, default=None, help="[200000; quick 50000]")
+    parser.add_argument("--baseline-ops", type=int, default=None)
+    parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None, help="best of N for each figure [3; quick 1]")
     args = parser.parse_args()
+    size = size_of(args)
+    d_ops, d_base, d_tasks, d_repeat = SIZES[size]
+    args.ops = args.ops or d_ops
+    args.baseline_ops = args.baseline_ops or d_base
+    args.tasks = args.tasks or d_tasks
+    args.repeat = args.repeat or d_repeat
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-bench-"))
     try:
         floors, groups, acks, bases = [], [], [], []
@@ -99,7 +131,8 @@ def main() -> None:
         best_group = max(groups, key=lambda g: g["ops_per_s"])
         result = {
             "benchmark": "local_writes",
-            "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
+            "size": size,
+            "machine": machine(),
             "ops": args.ops,
             "floor_in_memory_ops_per_s": round(best_floor),
             "group_commit_durable_ops_per_s": round(best_group["ops_per_s"]),
@@ -111,7 +144,16 @@ def main() -> None:
             "ratio_group_commit_to_per_op_commit": round(best_group["ops_per_s"] / max(bases), 1),
             "targets": {"durable_ops_per_s": 100_000, "ratio_to_floor": 0.3},
         }
-        print(json.dumps(result, indent=2))
+        result["targets_met"] = {
+            "durable_ops_per_s": result["group_commit_durable_ops_per_s"] >= 100_000,
+            "ratio_to_floor": result["ratio_group_commit_to_floor"] >= 0.3,
+        }
+        if args.plot_dir:
+            path = Path(args.plot_dir) / "local_writes.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            plot(result, path)
+            result["plots"] = [str(path)]
+        finish(result, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

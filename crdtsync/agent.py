@@ -12,6 +12,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from .durability import GroupCommitter
 from .errors import ClosedError, InvalidUpdate, ReplicationTimeout, UsageError
 from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_shard_name
+from .reads import Quorum, Reader
 from .shard import Shard, load_doc
 from .store import Store
 
@@ -64,6 +66,10 @@ class Agent:
         seed: seed of the protocol's random choices (peer selection, jitter); random if None.
         map_size: initial LMDB map size in bytes; the map grows by doubling when full.
         max_map_size: the map never grows beyond this; writes then fail with ``StoreFull``.
+        replication_factor: with R, each shard is held by R agents chosen by rendezvous
+            hashing over the live members (plus the agents that open it), and shards move
+            between agents as members come and go (see :mod:`crdtsync.placement`). None (the
+            default): every agent replicates every shard it learns of.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class Agent:
         seed: int | None = None,
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
+        replication_factor: int | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -89,6 +96,10 @@ class Agent:
         self._seeds = tuple(peers)
         self._mesh = mesh
         self._gossip_config = gossip or GossipConfig()
+        if replication_factor is not None:
+            cfg = self._gossip_config
+            self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
+        self._reader = Reader(self)
         self._rng = random.Random(seed)
         self._store: Store | None = None
         self._committer: GroupCommitter | None = None  # type: ignore[assignment]
@@ -187,7 +198,43 @@ class Agent:
             InvalidShardName: ``name`` is outside the documented alphabet or length.
             StoreError: the stored shard could not be read.
         """
-        return self._open_shard(name)
+        shard = self._open_shard(name)
+        if self._core is not None and self._core.sharding.partial:
+            # An opened shard is held here whatever placement says (a subscription).
+            self._core.sharding.subscribe(name, time.monotonic())
+            if self._transport is not None:
+                self._transport.kick()
+        return shard
+
+    async def read(self, name: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, Any]:
+        """The shard's converged state as a plain dict, from here or from its holders.
+
+        A shard held here is read locally. Otherwise its holders are asked and their answers
+        merged by CRDT join (a burst of reads within a quarter second asks once).
+
+        Args:
+            quorum: holders whose state the answer must include: 1 (default), an int,
+                ``"majority"`` (floor(R/2)+1) or ``"all"``; this agent counts if it holds it.
+            timeout: seconds to wait for the answers.
+
+        Raises:
+            ShardNotFound: no agent holds the shard.
+            ReplicationTimeout: fewer than ``quorum`` holders answered in time; ``lagging``
+                names those that did not.
+        """
+        return await self._reader.read(name, quorum=quorum, timeout=timeout)
+
+    async def read_many(self, *, prefix: str = "", quorum: Quorum = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        """Every shard named ``prefix...`` that any live agent holds: {name: plain dict}.
+
+        Asks every other live agent (each answers with its matching shards) and merges by
+        CRDT join, like :meth:`read`.
+
+        Raises:
+            ReplicationTimeout: some agent did not answer in time, or a shard has fewer
+                holders than ``quorum``.
+        """
+        return await self._reader.read_many(prefix, quorum=quorum, timeout=timeout)
 
     def shard_names(self) -> list[str]:
         """Names of every shard in this agent's store or open now."""
@@ -243,7 +290,9 @@ class Agent:
 
         def done(ok: bool) -> None:
             for name, state in captured.items():
-                shard = self._shards[name]
+                shard = self._shards.get(name)
+                if shard is None:  # dropped meanwhile (handed off to its placement holders)
+                    continue
                 if ok:
                     shard.mark_durable(state)
                 else:
@@ -253,9 +302,10 @@ class Agent:
 
     def _on_durable(self, shards: set[str]) -> None:
         """A group commit finished: these shards' captured states are on disk; ack them."""
-        if self._core is None:
+        if self._core is None or self._closed:  # (closing: the store is going, acks are moot)
             return
-        self._core.durable(shards, time.monotonic())
+        # (not those dropped since: asking the core about them would recreate them empty)
+        self._core.durable({s for s in shards if s in self._shards}, time.monotonic())
         if self._transport is not None:
             self._transport.kick()
 
@@ -287,6 +337,13 @@ class Agent:
             except TimeoutError:
                 pass
 
+    def _drop_shard(self, name: str) -> None:
+        """Forget a shard handed off to its placement holders (never one opened by the user)."""
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.close()
+        self._require_store().delete_shard(name)
+
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
 
@@ -298,6 +355,8 @@ class _AgentReplicas:
         self._agent = agent
 
     def shard_names(self) -> Iterable[str]:
+        if self._agent._closed:  # the transport still runs while the agent closes
+            return ()
         return self._agent.shard_names()
 
     def state_vector(self, shard: str) -> bytes:
@@ -324,3 +383,6 @@ class _AgentReplicas:
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self._agent._open_shard(shard).durable_state
+
+    def drop(self, shard: str) -> None:
+        self._agent._drop_shard(shard)

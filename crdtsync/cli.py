@@ -82,9 +82,11 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 @click.option("--write-rate", default=50.0, show_default=True, help="Workload writes per second.")
 @click.option("--status-interval", default=0.0, help="Print a JSON status line this often (s).")
 @click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
+@click.option("--replication-factor", "replication_factor", default=None, type=int,
+              help="Hold each shard on this many agents (placement); default: every shard everywhere.")
 def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
           shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
-          status_interval: float, seed: int | None) -> None:
+          status_interval: float, seed: int | None, replication_factor: int | None) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
@@ -93,7 +95,8 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
 
     opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
                        mesh=mesh, writes=writes, write_rate=write_rate,
-                       status_interval=status_interval, seed=seed)
+                       status_interval=status_interval, seed=seed,
+                       replication_factor=replication_factor)
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:
@@ -101,9 +104,21 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def inspect(data_dir: Path) -> None:
-    """List the shards in DATA_DIR's store with sizes, update counts and last compaction."""
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--peer", default=None, metavar="URL", help="Inspect the running mesh this agent is in instead.")
+@click.option("--mesh", default="default", show_default=True, help="Mesh name (with --peer).")
+@click.option("--prefix", default="", help="Only shards named PREFIX... (with --peer).")
+@click.option("--replication-factor", "r", default=None, type=int,
+              help="Also show each shard's expected placement holders (with --peer).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --peer).")
+def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:
+    """List the shards in DATA_DIR's store with sizes, update counts and last compaction;
+    or, with --peer, per agent and per shard of a running mesh, its holders and sizes."""
+    if peer is not None:
+        _inspect_mesh(peer, mesh, prefix, r, as_json)
+        return
+    if data_dir is None:
+        raise click.UsageError("give a DATA_DIR or --peer URL")
     from .store import Store
 
     with Store(data_dir) as store:  # type: ignore[attr-defined]
@@ -117,6 +132,71 @@ def inspect(data_dir: Path) -> None:
                           str(s.total_updates), when)
     _console.print(table)
 
+
+def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:
+    import asyncio
+    import json
+
+    from .errors import CrdtSyncError
+    from .meshview import inspect_mesh
+
+    try:
+        view = asyncio.run(inspect_mesh(peer, mesh=mesh, prefix=prefix, replication_factor=r))
+    except CrdtSyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(view.to_json(), indent=2))
+        return
+    agents = Table("agent", "address", "state", "shards", "bytes", title=f"mesh {mesh!r} via {peer}")
+    for name, (n, size) in view.agents().items():
+        address, state = view.members.get(name, (None, "?"))
+        agents.add_row(name, address or "-", state, str(n), str(size))
+    _console.print(agents)
+    shards = Table("shard", "holders (bytes)", *(["expected holders"] if r is not None else []))
+    for shard, copies in sorted(view.shards.items()):
+        held = ", ".join(f"{a} ({b})" for a, b in sorted(copies.items()))
+        extra = []
+        if r is not None:
+            want = view.expected.get(shard, ())
+            ok = set(want) <= set(copies)
+            extra = [("" if ok else "[red]") + ", ".join(want)]
+        shards.add_row(shard, held, *extra)
+    _console.print(shards)
+    if view.missing:
+        _console.print(f"[yellow]no answer from: {', '.join(view.missing)}")
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers]...")
+@click.option("--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes.")
+@click.option("--tiny", "size", flag_value="tiny", help="Smallest sizes: only proves each scenario works.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Results folder [default: ./results/<timestamp>].")
+@click.option("--bench-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The checkout's benchmarks/ directory [default: found next to the package].")
+@click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
+def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, bench_dir: Path | None,
+          list_only: bool) -> None:
+    """Measure crdtsync next to its floors and pycrdt-websocket, in one run (JSON + PNG)."""
+    from . import bench as _bench
+
+    if list_only or not scenarios:
+        for name in _bench.ORDER:
+            _console.print(f"[bold]{name:8}[/] {_bench.SCENARIOS[name].what}")
+        if not list_only:
+            _console.print("usage: crdtsync bench all [--quick|--tiny]  |  crdtsync bench fanout catchup ...")
+        return
+    names = list(_bench.ORDER) if "all" in scenarios else list(dict.fromkeys(scenarios))
+    unknown = [n for n in names if n not in _bench.SCENARIOS]
+    if unknown:
+        raise click.UsageError(f"unknown scenario(s): {', '.join(unknown)}; see --list")
+    out = out_dir or Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        results = _bench.run(names, size or "full", out, _console, bench_dir=bench_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if any("error" in r for r in results.values()):
+        sys.exit(1)
 
 if __name__ == "__main__":
     main()

@@ -13,10 +13,14 @@ Driver contract
 Call, in this order::
 
     core = GossipCore(name, replicas, rng=random.Random(seed), config=..., mesh=..., address=..., seeds=...)
+    core.set_address(address)                  # once the listen address is known (port 0)
     # on every new connection, inbound or outbound: send core.hello() as the first frame;
     # when the peer's first frame arrives:
-    peer = core.connection_made(hello, now)    # ProtocolError -> close with err.code; do NOT
-                                               # call connection_lost for that connection.
+    peer = core.connection_made(hello, now, outbound=...)  # outbound: we dialled it.
+                                               # ProtocolError -> close with err.code; do NOT
+                                               # call connection_lost for that connection
+                                               # (DUPLICATE_NAME from an agent we are connected
+                                               # to: the core keeps that other connection).
                                                # If another connection already carries `peer`,
                                                # close that older one (it is replaced; do not
                                                # report it lost either)
@@ -39,10 +43,11 @@ raises :class:`~crdtsync.errors.UsageError` for a driver bug (a peer that is not
 
 Protocol
 --------
-*Push.* Every delta made here is queued for every connected peer, and every remote delta that
-changed our state (``ReplicaSet.apply`` returned it) is queued for every connected peer but
-the one it came from when the mesh is large; ``apply`` returning None means "nothing new", so a
-duplicate is never forwarded and floods die out. Queues are flushed once per batching window
+*Push.* Every delta made here is queued for the peers the overlay says (below), and in a tree
+every remote delta that changed our state (``ReplicaSet.apply`` returned it) is queued for
+every connected peer but the one it came from; ``apply`` returning None means "nothing new",
+so a duplicate is never forwarded and floods die out (``Push.forward``). Queues are flushed
+once per batching window
 (:attr:`GossipConfig.push_interval`) as one :class:`~crdtsync.messages.Push` per peer and
 shard, so the number of messages grows with the number of busy links, not with the write rate.
 Windows are aligned to multiples of the interval so that, with synchronised clocks and a link
@@ -53,15 +58,39 @@ costs one window instead of latency plus a random wait.
 lost, and Yjs cannot integrate a client's later structs without it (they stay pending, and so
 nothing is forwarded to the agents behind us): the receiver asks the sender for a repair at
 once (``SyncRequest``), again every :attr:`GossipConfig.repair_timeout` until the ``Diff``
-comes. Over TCP there are no gaps; this is for lossy transports and for the simulator.
+comes. Rotating-relay broadcasts carry the relay's state vector instead (``Push.hint``): a
+receiver that does not cover it after applying the batch missed an earlier one, and asks that
+relay. And every agent learns the others' durable states (acks, relayed, below): one that
+holds what we lack, still after ``repair_timeout``, shows a loss even once the mesh is quiet,
+when no later push would. Over TCP nothing is lost; this is for lossy transports and the
+simulator.
 
-*Overlay.* With at most :attr:`GossipConfig.full_mesh_max` live agents everyone connects to
-everyone and pushes its own deltas directly (no forwarding needed). Beyond that the agents form
-one spanning tree, computed by every agent from the same membership view: agents ordered by a
-hash of (mesh, name), the first :attr:`GossipConfig.tree_core` forming a clique at the top and
-each agent having :attr:`GossipConfig.fanout` children (heap layout). A tree carries every
-delta exactly once per link and direction, the least possible; anti-entropy is what makes it
-safe when the tree is broken (crash, partition, disagreeing views).
+*Overlay.* :meth:`GossipCore.mode`, from the number N of live agents in our view:
+
+* ``FULL`` (N <= :attr:`GossipConfig.full_mesh_max`): everyone connects to everyone and pushes
+  its own deltas to all directly: one hop, nothing forwarded.
+* ``RELAY`` (N <= :attr:`GossipConfig.relay_max`): everyone connects to everyone, and the
+  agents take turns, in rank order, as the *relay* of one batching window each. At a window
+  boundary a writer sends its batch of the window that ended to the coming window's relay only
+  (one message, ``Push.relay``); the relay passes on, at the end of its window, everything it
+  got to every other agent (one message each, with its own writes and its state vector as
+  ``Push.hint``). A window costs (writers + N-1) messages instead of writers x (N-1), every
+  agent carries the same share over N windows (no hub), and a write takes two hops: between
+  one and two windows plus two latencies. A relay passes on a batch *as it is*, even one it
+  cannot integrate yet: a writer's next batch may reach the next relay before the broadcast of
+  its previous one. A writer pushes a batch again (up to three times) when no broadcast covering
+  it came back within :attr:`GossipConfig.relay_retry`. While we are not connected to
+  everyone (joins; connections beyond a tree's wait :attr:`GossipConfig.relay_settle` after
+  the last view change, so a mesh growing past relay_max does not first dial everyone),
+  relays flood instead (``Push.forward``). Turns follow window indices of the clock, so agents
+  agree on them only with clocks synchronised well within a window; without, it stays
+  correct, only costlier.
+* ``TREE`` (larger meshes): one spanning tree, computed by every agent from the same
+  membership view: agents ordered by a hash of (mesh, name), the first
+  :attr:`GossipConfig.tree_core` forming a clique at the top and each agent having
+  :attr:`GossipConfig.fanout` children (heap layout). A tree carries every delta exactly once
+  per link and direction, the least possible; anti-entropy is what makes it safe when the
+  tree is broken (crash, partition, disagreeing views).
 
 *Pull (anti-entropy).* Every :attr:`GossipConfig.anti_entropy_interval` (with jitter), and on
 every new connection (by the side with the smaller name), a round with one peer:
@@ -78,7 +107,17 @@ every new connection (by the side with the smaller name), a round with one peer:
 In a tree, a periodic round with a neighbour whose pushes flow both ways without a sequence
 gap is skipped: such a link already carries everything a round would find, so under load the
 pushes are the anti-entropy (at most :attr:`GossipConfig.anti_entropy_skip_max` rounds in a row
-are skipped). Rounds are bounded to :attr:`GossipConfig.max_sync_shards` shards.
+are skipped); likewise with the rotating relay while hinted broadcasts keep coming. Rounds are
+bounded to :attr:`GossipConfig.max_sync_shards` shards.
+
+*Replies.* Digests and Diffs are answers to a peer's requests; they are kept as requests
+(coalesced per shard) and sent within :attr:`GossipConfig.reply_budget` bytes per window, and
+not at all while the driver has paused the link: a peer that asks and never reads costs one
+entry per shard, not a growing send queue. A Diff (or a single delta) longer than
+:attr:`GossipConfig.chunk_bytes` or half of :attr:`GossipConfig.max_frame` goes as
+:class:`~crdtsync.messages.DiffChunk` pieces, which the receiver joins (up to
+:attr:`GossipConfig.max_diff_bytes`) before validating and applying the whole: no frame is
+ever refused as oversize, however big a shard grows.
 
 *Membership.* Seeds are dialled while we have no connection; every connection starts with a
 full :class:`~crdtsync.messages.PeerList`, and changes (joins, deaths, refutations) are flooded
@@ -90,8 +129,10 @@ incarnation wins, at equal incarnations "dead" wins, and an agent told it is dea
 incarnation (refutes). Dials back off exponentially with jitter per address; dead agents that
 would be our overlay neighbours if alive keep being redialled (with backoff), so a healed
 partition is bridged by a few agents, not by everyone at once. Of two agents that want an
-edge, the smaller name dials; if both connections happen anyway, the newest one replaces the
-older. Connections the overlay does not need are closed after
+edge, the smaller name dials; if both dial anyway (seeds, views that disagree), both keep the
+connection the smaller name dialled, and a later connection (the peer restarted: another
+``Hello.instance``, or noticed a dead link first) replaces the old one (see
+:meth:`GossipCore.connection_made`). Connections the overlay does not need are closed after
 :attr:`GossipConfig.prune_grace` with ``Close(NORMAL)``.
 
 *Back-pressure.* Pushes queued for a peer beyond :attr:`GossipConfig.max_queue_bytes` (a slow
@@ -101,9 +142,21 @@ link drains: memory stays bounded and the peer still converges.
 *Acks.* After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are
 owed our on-disk (state vector, delete set): piggybacked on a Push to them within
 :attr:`GossipConfig.ack_delay`, or else sent as an :class:`~crdtsync.messages.Ack` (at most
-once per :attr:`GossipConfig.ack_interval`).
-:meth:`GossipCore.replicated` says which peers' acks cover a given state (``updates.covers``).
-Acks come from directly connected peers only.
+once per :attr:`GossipConfig.ack_interval`). With the rotating relay they go to the window's
+relay instead (on our batch, or alone at a boundary), and it passes them on with its broadcast.
+In a tree, every agent passes the acks it learns on to its other neighbours
+(``RelayedAck``, newest per agent and shard, riding on pushes at most once per
+:attr:`GossipConfig.ack_relay_interval`), up to :attr:`GossipConfig.ack_relay_hops` hops
+from their origin. :meth:`GossipCore.replicated` says which agents' acks cover a given state
+(``updates.covers``): directly connected or not.
+
+*Partial replication.* With :attr:`GossipConfig.sharding` ``replication_factor`` set, a
+placement policy decides which agents hold which shards and everything above is restricted to
+the holders of a shard: pushes, forwarding and anti-entropy rounds of a shard only involve
+peers that hold it (what each holds comes from its Hello and later ``Holdings`` messages), and
+deltas of shards not held here are ignored. The co-holders of a shard are kept connected
+besides the overlay. Placement, hand-off and remote reads are :mod:`crdtsync.sharding`
+(``core.sharding``); without a replication factor every agent holds every shard, as above.
 
 *Flooding.* Each connection has a token bucket (:attr:`GossipConfig.flood_rate` messages per
 second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is refused with
@@ -116,7 +169,8 @@ import hashlib
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import updates
 from .errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
@@ -125,18 +179,22 @@ from .messages import (
     Ack,
     Close,
     Diff,
+    DiffChunk,
     Digests,
     Hello,
     Message,
     PeerEntry,
     PeerList,
     Push,
+    RelayedAck,
     ShardState,
     Summary,
     SyncRequest,
 )
 from .names import validate_shard_name
 from .replica import ReplicaSet
+from .sharding import MESSAGES as SHARDING_MESSAGES
+from .sharding import Sharding, ShardingConfig
 
 __all__ = [
     "GossipConfig",
@@ -147,6 +205,9 @@ __all__ = [
     "ALIVE",
     "SUSPECT",
     "DEAD",
+    "FULL",
+    "RELAY",
+    "TREE",
 ]
 
 #: The encoded empty Yjs state vector (a varuint 0: no clients): ``diff`` of it is everything.
@@ -158,6 +219,17 @@ ALIVE = "alive"  # known alive, not connected to us
 SUSPECT = "suspect"  # connection lost or undialable, not yet declared dead
 DEAD = "dead"
 
+#: Overlay modes reported by :meth:`GossipCore.mode` (see "Overlay" in the module docstring).
+FULL = "full"  # everyone connected to everyone, each agent pushes its own deltas to all
+RELAY = "relay"  # everyone connected to everyone, one relay per batching window, in turns
+TREE = "tree"  # one spanning tree, every agent forwards
+
+# Window indices are computed from float times: a boundary computed as (k+1)*w must give
+# index k+1 when it comes back as `now`, whatever the rounding.
+_EPS = 1e-9
+#: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
+_RELAY_ATTEMPTS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class GossipConfig:
@@ -167,8 +239,12 @@ class GossipConfig:
     """
 
     #: Batching window: deltas for one peer+shard wait at most this long and leave as one Push.
-    #: 0.11 s is just above a 100 ms WAN hop, so an aligned relay forwards at the next boundary.
-    push_interval: float = 0.11
+    #: These defaults suit a WAN (see :meth:`lan` for a LAN). 0.13 s is above a 100 ms WAN
+    #: hop, so an aligned relay forwards at the very next boundary, and long enough that a
+    #: rotating relay's window batches enough writes: at 100 writes/s over 25 agents it costs
+    #: 2.7 messages per write (0.11 s: 3.1), for 290 ms median latency
+    #: (benchmarks/gossip_sim.py).
+    push_interval: float = 0.13
     #: Flush on multiples of push_interval (needs roughly synchronised clocks to pay off;
     #: harmless without): a relay hop then costs one window, not latency + a random wait.
     align_windows: bool = True
@@ -178,6 +254,28 @@ class GossipConfig:
     send_when_idle: bool = False
     #: Up to this many live agents, everyone connects to everyone: one hop, no forwarding.
     full_mesh_max: int = 8
+    #: Up to this many live agents (and more than full_mesh_max), everyone still connects to
+    #: everyone, but each batching window has one *relay*, taking turns in a fixed order: a
+    #: writer pushes its window's batch to that relay only, and the relay sends what it got
+    #: to every other agent at the next boundary. A window then costs (writers + N-1)
+    #: messages, spread evenly over the agents over time (no hub), and a write two hops.
+    #: Beyond 64, N-1 connections per agent and N-1 frames per relay turn cost more than a
+    #: tree's extra hops. 0 disables it. It needs aligned windows (push_interval > 0 and
+    #: align_windows) to pay off, and clocks synchronised well within a window for the agents
+    #: to agree on whose turn it is; it is correct without (only more messages).
+    relay_max: int = 64
+    #: A batch pushed to a relay is pushed again (to the relay of the moment) when no relay
+    #: broadcast covering it came back within this long: above two windows plus one link
+    #: latency (0.22 + 0.1 s for the WAN defaults), the time the round trip takes.
+    relay_retry: float = 0.45
+    #: Relay broadcasts carry the relay's state vector (Push.hint) when it is at most this
+    #: long, so that a receiver that missed an earlier broadcast notices it at the next one
+    #: (the connection-level sequence numbers would only show it at that relay's next turn).
+    hint_max: int = 4096
+    #: Rotating relay: the connections beyond a tree's are dialled once the membership view
+    #: has not changed for this long, so that a mesh growing past relay_max (agents starting
+    #: together) does not first dial everyone; until then relays flood (forward=True).
+    relay_settle: float = 2.0
     #: Children per agent in the spanning tree of larger meshes: degree fanout+1, depth log_b n.
     #: 5 keeps 25 agents within 4 hops of each other with no agent above a quarter of the
     #: traffic (benchmarks/gossip_sim.py).
@@ -207,9 +305,11 @@ class GossipConfig:
     #: An owed ack waits this long for a Push to the peer to ride on before it goes alone:
     #: a couple of windows, short next to the time a caller of replicated() waits anyway.
     ack_delay: float = 0.25
-    #: A repair asked for after a gap in Push sequence numbers is asked again after this long
-    #: while its Diff has not come (the request or the reply may be lost too).
-    repair_timeout: float = 0.5
+    #: A repair asked for (after a gap in Push sequence numbers, a state-vector hint or an ack
+    #: we do not cover) is asked again after this long while its Diff has not come (the
+    #: request or the reply may be lost too): a WAN round trip plus a window. Also how long
+    #: an ack we do not cover may wait for what it covers before that counts as a loss.
+    repair_timeout: float = 0.35
     #: A peer without a connection for this long is declared dead and leaves the overlay:
     #: long enough to ride out a reconnect, short enough to re-route the tree quickly.
     suspect_timeout: float = 5.0
@@ -237,6 +337,31 @@ class GossipConfig:
     flood_burst: float = 10000.0
     #: Largest frame the driver should accept (wire.decode max_size).
     max_frame: int = 16 << 20
+    #: A Diff (or a single delta) longer than this (or than half of max_frame, if smaller)
+    #: travels as DiffChunk pieces of that size: no frame is ever over max_frame, and a big
+    #: shard's first sync does not hold up pushes for the time of one huge frame.
+    chunk_bytes: int = 1 << 20
+    #: Largest update reassembled from DiffChunks: bounds what one peer can make us buffer.
+    #: A shard larger than this cannot be synced from scratch (raise it for such shards).
+    max_diff_bytes: int = 256 << 20
+    #: Replies (Digests, Diffs, chunks) sent to one peer per batching window at most; the
+    #: rest waits for the next window, and for resume_writing while the transport is paused,
+    #: coalesced per shard. So a peer that asks and never reads cannot grow our send queue.
+    reply_budget: int = 1 << 20
+    #: Other agents' acks are passed on (relayed) so that acks reach agents that are not
+    #: directly connected (tree, relay). In a tree they ride on a link's pushes at most this
+    #: often, and go alone at most this often: every agent's ack crosses every tree link, so
+    #: this bounds their bytes (newest state per agent and shard, coalesced).
+    ack_relay_interval: float = 1.0
+    #: Bytes of relayed acks per message at most; more waits for the next message.
+    max_relayed_bytes: int = 64 << 10
+    #: In a tree, an ack is passed on at most this many hops from the agent that made it:
+    #: every ack crossing every link would cost O(N^2) state vectors per ack_relay_interval.
+    #: A writer so hears from its neighbourhood, which is what replicated(k) needs for small
+    #: k: with fanout 5, hops 2 reaches at least 6 agents (from a leaf) and up to 36.
+    ack_relay_hops: int = 2
+    #: Placement (partial replication) and remote reads; the default replicates everything.
+    sharding: ShardingConfig = ShardingConfig()
 
     def __post_init__(self) -> None:
         if self.push_interval < 0 or self.anti_entropy_interval <= 0:
@@ -249,6 +374,47 @@ class GossipConfig:
             raise UsageError("need 0 < backoff_base <= backoff_max")
         if self.flood_rate <= 0 or self.flood_burst < 1:
             raise UsageError("flood_rate must be > 0 and flood_burst >= 1")
+        if self.relay_max < 0 or self.relay_retry <= 0 or self.hint_max < 0 or self.relay_settle < 0:
+            raise UsageError("need relay_max >= 0, relay_retry > 0, hint_max >= 0 and relay_settle >= 0")
+        if min(self.chunk_bytes, self.max_frame, self.max_diff_bytes, self.reply_budget, self.max_relayed_bytes) < 1:
+            raise UsageError("chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1")
+        if self.ack_relay_interval < 0 or not 0 <= self.ack_relay_hops <= 255:
+            raise UsageError("ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]")
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> GossipConfig:
+        """Settings for agents on one LAN or one host: latency first, messages second.
+
+        The defaults of the class suit a WAN (100 ms links): 110 ms windows aligned to the
+        clock, so that a relay forwards a batch at the very next boundary. On a LAN a hop
+        costs well under a millisecond, so waiting for a window boundary would be most of the
+        latency. Here a delta goes out at once on a link that was idle for a window, and what
+        accumulates right after it waits at most ``push_interval`` (2 ms) and leaves as one
+        batch, Nagle-like. Windows are not aligned (agents' monotonic clocks are unrelated),
+        so the rotating relay, which needs them, is off: a full mesh up to 16 agents, a tree
+        beyond. Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
+        that ``replicated()`` answers within a group commit or two; repairs are asked again
+        after 100 ms; dials are retried from 100 ms up to 5 s.
+
+        Args:
+            overrides: any field, replacing the LAN value.
+        """
+        lan = cls(
+            push_interval=0.002,
+            align_windows=False,
+            send_when_idle=True,
+            full_mesh_max=16,
+            relay_max=0,
+            ack_delay=0.01,
+            ack_interval=0.05,
+            ack_relay_interval=0.05,
+            repair_timeout=0.1,
+            backoff_base=0.1,
+            backoff_max=5.0,
+            dial_grace=0.25,
+            connect_timeout=5.0,
+        )
+        return replace(lan, **overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +429,8 @@ class PeerStatus:
         neighbour: whether the overlay wants a connection to it.
         queued_bytes: pushes waiting for it.
         dropped: pushes dropped for it because its queue was full.
-        acked: the latest durable state it acked, per shard (replication lag).
+        acked: the latest durable state it acked, per shard (replication lag), directly or
+            relayed by other agents.
     """
 
     name: str
@@ -309,6 +476,56 @@ class _Conn:
     seq_out: dict[str, int] = field(default_factory=dict)  # last Push seq sent, per shard
     seq_in: dict[str, int] = field(default_factory=dict)  # last Push seq received, per shard
     repairs: dict[str, float] = field(default_factory=dict)  # shard -> when repair was asked
+    outbound: bool = False  # we dialled it
+    incarnation: int = 0  # the peer's, from its Hello
+    instance: int = 0  # the peer's run, from its Hello
+    relay_shards: set[str] = field(default_factory=set)  # queued shards it relays (Push.relay)
+    big: list[tuple[str, bytes]] = field(default_factory=list)  # deltas too big for one frame
+    replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)  # shard -> (its sv, send ours)
+    want_digests: bool = False  # it sent a Summary that differs: Digests owed
+    reply_bytes: int = 0  # replies sent to it in the current window
+    sending: _Transfer | None = None  # DiffChunk transfer under way to it
+    receiving: _Assembly | None = None  # DiffChunk transfer under way from it
+    round_shards: set[str] = field(default_factory=set)  # asked in our anti-entropy round
+    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)  # to pass on, hops
+    relay_since: float = math.inf  # when the oldest of those became owed
+    last_relay_at: float = -math.inf  # when relayed acks last went to it
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """An update being sent as DiffChunk pieces."""
+
+    id: int
+    shard: str
+    data: bytes
+    state_vector: bytes | None
+    piece: int
+    total: int
+    index: int = 0
+
+
+@dataclass(slots=True)
+class _Assembly:
+    """DiffChunk pieces received so far of one transfer."""
+
+    transfer: int
+    shard: str
+    total: int
+    parts: list[bytes]
+    size: int
+    last_at: float
+
+
+@dataclass(slots=True)
+class _Sent:
+    """Rotating relay: own deltas pushed to a relay, kept until a broadcast shows it had them."""
+
+    at: float
+    shard: str
+    state_vector: bytes  # ours right after the push: a broadcast covering it confirms it
+    deltas: list[bytes]
+    attempts: int
 
 
 class GossipCore:
@@ -341,6 +558,7 @@ class GossipCore:
         self.config = config
         self._address = address
         self._rng = rng
+        self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._seeds = [s for s in dict.fromkeys(seeds) if s != address]
         self._incarnation = 0
         self._now = -math.inf
@@ -359,8 +577,30 @@ class GossipCore:
         self._next_px: float | None = None
         # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
         # membership view changes (set to None there), not on every event.
-        self._overlay: tuple[frozenset[str], bool, frozenset[str]] | None = None
+        # (+ the rotating relay's order, and the tree over the live view)
+        self._overlay: tuple[frozenset[str], str, frozenset[str], tuple[str, ...], frozenset[str]] | None = None
+        self._view_at = -math.inf  # when the set of live agents last changed
         self._ranks: dict[str, bytes] = {}
+        self._chunk = max(1, min(config.chunk_bytes, config.max_frame // 2))
+        self._transfers = 0  # ids of DiffChunk transfers we start
+        # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
+        # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
+        # that confirms them; own durable states owed to the mesh.
+        self._own: dict[str, list[bytes]] = {}
+        self._own_bytes = 0
+        self._own_attempts: dict[str, int] = {}
+        self._unconfirmed: list[_Sent] = []
+        self._own_acks: dict[str, ShardState] = {}
+        self._own_acks_since = math.inf
+        self._relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}  # others' acks to pass on, hops
+        # shard -> (check at, agent, who told us, its state vector): an ack we did not cover
+        self._lags: dict[str, tuple[float, str, str, bytes]] = {}
+        self._own_acked_out: dict[str, ShardState] = {}
+        self._last_own_ack_at = -math.inf
+        self._hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
+        self._last_round_at = -math.inf  # when we last started an anti-entropy round
+        #: Placement and remote reads (see crdtsync.sharding); inert without a replication factor.
+        self.sharding = Sharding(self, config.sharding, self._send)
 
     @property
     def address(self) -> str | None:
@@ -369,11 +609,25 @@ class GossipCore:
 
     @address.setter
     def address(self, value: str | None) -> None:
-        # A driver may learn its real address only once it listens (port 0).
-        self._address = value
-        if value is not None:
-            self._self_addresses.add(value)
-            self._seeds = [s for s in self._seeds if s != value]
+        if value is None:
+            self._address = None
+        else:
+            self.set_address(value)
+
+    def set_address(self, address: str) -> None:
+        """Set where this agent accepts connections, once the driver knows it (port 0).
+
+        Peers learn it from every later Hello and, if we are connected already, from a
+        membership update flooded at the next window. The address (like any earlier one) is
+        remembered as ours, so it is never dialled, even when a peer reports it.
+        """
+        changed = address != self._address
+        self._address = address
+        self._self_addresses.add(address)
+        self._seeds = [s for s in self._seeds if s != address]
+        if changed and self._conns:
+            self._changes[self.name] = (PeerEntry(self.name, address, self._incarnation, True), None)
+            self._schedule_flush(self._now)
 
     # ------------------------------------------------------------------------------------------
     # handshake and connections
@@ -385,20 +639,37 @@ class GossipCore:
             mesh=self.mesh,
             name=self.name,
             address=self.address,
-            shards=tuple(self._shard_names()),
+            shards=tuple(sorted(self.sharding.holdings())) if self.sharding.partial else tuple(self._shard_names()),
             incarnation=self._incarnation,
+            instance=self._instance,
         )
 
-    def connection_made(self, hello: Message, now: float) -> str:
+    def connection_made(self, hello: Message, now: float, *, outbound: bool) -> str:
         """Accept a peer's handshake; return its name, the key for every later call.
+
+        Args:
+            hello: the first message received on the connection.
+            now: the driver's clock.
+            outbound: whether this agent dialled the connection (it came from :meth:`dials`).
 
         Raises:
             ProtocolError: ``BAD_HANDSHAKE`` (not a Hello), ``PROTOCOL_VERSION``,
-                ``WRONG_MESH``, or ``DUPLICATE_NAME`` (it is ourselves). The driver closes
-                that connection and does not report it lost.
+                ``WRONG_MESH``, or ``DUPLICATE_NAME``: it is ourselves, or the agent is
+                already connected and the other connection is kept (see below). The driver
+                closes that connection and does not report it lost.
 
-        A second connection from an agent already connected replaces the first: the driver
-        then closes the older connection and does not report it lost.
+        A second connection with an agent already connected: when both agents dialled each
+        other at about the same time, each side sees first the Hello of the connection *it*
+        dialled (the acceptor speaks first), so "the newest wins" would pick a different
+        connection on each side, and they would flap. Two connections established within
+        :attr:`GossipConfig.connect_timeout` of each other and dialled by different agents
+        are therefore settled by name, alike on both sides: the one dialled by the smaller
+        name is kept. Otherwise the new connection replaces the old one: when it comes from
+        another run of the peer (``Hello.instance``: it restarted) or a higher incarnation,
+        when the same agent dialled both, or when the old one is older than that (an agent
+        only dials a peer it has no connection to, so the old one is dead at the far end:
+        the peer noticed a broken link first). When the new one replaces the old one, the
+        driver closes the old one and does not report it lost.
         """
         self._advance(now)
         if not isinstance(hello, Hello):
@@ -412,15 +683,20 @@ class GossipCore:
                 self._self_addresses.add(hello.address)  # never dial ourselves again
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
-        old = self._conns.pop(peer, None)
+        old = self._conns.get(peer)
+        if old is not None and not self._replaces(old, hello, now, outbound):
+            if hello.address is not None:
+                self._dialing.pop(hello.address, None)
+            kept = min(self.name, peer)
+            raise ProtocolError(f"{peer} is already connected: keeping the connection {kept} dialled", CloseCode.DUPLICATE_NAME)
         if old is not None:
-            # The newest connection for a name wins: the old one is most likely left over
-            # from before the peer restarted (a dead TCP connection can linger until a
-            # keepalive times out), and both sides of a simultaneous dial see the two
-            # handshakes in the same order, so they keep the same connection.
+            del self._conns[peer]
             old.closing = True
         cfg = self.config
-        conn = _Conn(peer, since=now, tokens=cfg.flood_burst, refilled=now)
+        conn = _Conn(
+            peer, since=now, tokens=cfg.flood_burst, refilled=now, outbound=outbound,
+            incarnation=hello.incarnation, instance=hello.instance,
+        )
         conn.interest.update(hello.shards)
         self._conns[peer] = conn
         for address in (hello.address,):
@@ -445,11 +721,24 @@ class GossipCore:
             if m.status != ALIVE:
                 m.status, m.since = ALIVE, now
         self._send(peer, PeerList(self._full_table(), full=True))
+        self.sharding.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
-            conn.last_round_at = now
-            self._send(peer, self._summary())
+            conn.last_round_at = self._last_round_at = now
+            self._send(peer, self._summary(peer))
         self._ensure_timers(now)
         return peer
+
+    def _replaces(self, old: _Conn, hello: Hello, now: float, outbound: bool) -> bool:
+        """Whether a new connection to ``hello.name`` replaces ``old`` (see connection_made)."""
+        if old.closing or hello.incarnation > old.incarnation or hello.instance != old.instance:
+            return True  # (another run of the peer: it restarted)
+        if now - old.since > self.config.connect_timeout:
+            return True  # not a concurrent dial: the old one is dead at the peer's end
+        if outbound == old.outbound:
+            return True  # the same side dialled both: it dropped the first one
+        # Concurrent dials from both sides: keep the one the smaller name dialled, like the peer.
+        dialler = self.name if outbound else hello.name
+        return dialler == min(self.name, hello.name)
 
     def connection_lost(self, peer: str, now: float) -> None:
         """A connection that :meth:`connection_made` accepted is gone (idempotent)."""
@@ -457,6 +746,7 @@ class GossipCore:
         conn = self._conns.pop(peer, None)
         if conn is None:
             return
+        self.sharding.connection_lost(peer, now)
         self._want_since.pop(peer, None)
         m = self._members.get(peer)
         if m is None:
@@ -489,7 +779,7 @@ class GossipCore:
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = True
-            if conn.queue or conn.resync:
+            if conn.queue or conn.resync or conn.big or conn.replies or conn.want_digests or conn.sending:
                 self._schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
@@ -516,36 +806,48 @@ class GossipCore:
         if isinstance(msg, Push):
             self._on_push(conn, msg, now)
         elif isinstance(msg, Summary):
-            if msg.root != self._root_hash():
-                self._send(peer, Digests(tuple((s, self._digest(s)) for s in self._shard_names())))
+            if msg.root != self._root_hash(peer):
+                conn.want_digests = True  # a reply: deferred while the link is paused
+                self._serve_replies(conn, now)
         elif isinstance(msg, Digests):
-            self._on_digests(conn, msg)
+            self._on_digests(conn, msg, now)
         elif isinstance(msg, SyncRequest):
-            self._on_sync_request(conn, msg)
+            self._on_sync_request(conn, msg, now)
         elif isinstance(msg, Diff):
             self._on_diff(conn, msg, now)
+        elif isinstance(msg, DiffChunk):
+            self._on_chunk(conn, msg, now)
         elif isinstance(msg, Ack):
             for st in msg.states:
                 _check_state(st.state_vector, st.delete_set)
+            for r in msg.relayed:
+                _check_state(r.state.state_vector, r.state.delete_set)
+            forward = msg.forward or self._mode() == TREE
             for st in msg.states:
-                self._record_ack(peer, st)
+                self._learn_ack(peer, st, conn, forward, now)
                 conn.interest.add(st.shard)
+            for r in msg.relayed:
+                self._learn_ack(r.agent, r.state, conn, forward, now, r.hops)
         elif isinstance(msg, PeerList):
             for entry in msg.peers:
                 self._merge(entry, peer, now)
         elif isinstance(msg, Close):
-            if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+            if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
+                # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
+                # with us (a concurrent dial), which is on its way or already here.
                 conn.closing = True
             if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
                 m = self._members.get(peer)
                 if m is not None:
                     self._set_member(peer, m.address, m.incarnation, DEAD, now, source=peer)
-            elif msg.code == CloseCode.NORMAL:  # pruned: do not redial right away
+            elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
                 m = self._members.get(peer)
                 if m is not None and m.address is not None:
                     failures = self._backoff.get(m.address, (0, 0.0))[0] + 1
                     delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
                     self._backoff[m.address] = (failures, now + self._jitter(delay))
+        elif isinstance(msg, SHARDING_MESSAGES):
+            self.sharding.receive(peer, msg, now)
         elif isinstance(msg, Hello):
             raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
         else:  # pragma: no cover - wire.decode only produces the types above
@@ -556,44 +858,78 @@ class GossipCore:
         # (a single update is validated by ReplicaSet.apply itself, atomically).
         if msg.durable is not None:
             _check_state(*msg.durable)
+        for r in msg.relayed:
+            _check_state(r.state.state_vector, r.state.delete_set)
+        if msg.hint is not None:
+            _check_state(msg.hint, None)
         if len(msg.updates) > 1:
             for u in msg.updates:
                 try:
                     updates.validate_update(u)
                 except InvalidUpdate as exc:
                     raise ProtocolError(f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE) from exc
-        for u in msg.updates:
-            self._apply(conn, msg.shard, u)
+        # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
+        # the window's relay is passed on as it is (see Push.relay).
+        forward = msg.forward or self._mode() == TREE
+        accepted = self.sharding.accepts(msg.shard)
+        if accepted:
+            for u in msg.updates:
+                self._apply(conn, msg.shard, u, forward=forward and not msg.relay)
+            if msg.relay:
+                for other in self._conns.values():
+                    if other is not conn and not other.closing and self.sharding.sends_to(other.name, msg.shard):
+                        for u in msg.updates:
+                            self._enqueue(other, msg.shard, u)
+        # Acks after the deltas: what they cover of this batch is no sign of a loss.
         if msg.durable is not None:
-            self._record_ack(conn.name, ShardState(msg.shard, *msg.durable))
+            self._learn_ack(conn.name, ShardState(msg.shard, *msg.durable), conn, forward or msg.relay, now)
+        for r in msg.relayed:
+            self._learn_ack(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
+        if not accepted:
+            return  # partial replication: not held here (the sender's view is behind)
         conn.last_push_in = now
+        last = conn.seq_in.get(msg.shard, 0)
+        if msg.hint is not None:
+            self._on_hint(conn, msg.shard, msg.hint, now)
+        elif msg.seq and msg.seq > last + 1 and msg.shard not in conn.repairs:
+            # A Push of this shard was lost on the way: the deltas above may now wait for
+            # it (Yjs integrates a client's structs in clock order), and so would every
+            # agent behind us. Ask the sender for what we lack right away.
+            self._ask_repair(conn, msg.shard, now)
         if msg.seq:
-            last = conn.seq_in.get(msg.shard, 0)
-            if msg.seq > last + 1 and msg.shard not in conn.repairs:
-                # A Push of this shard was lost on the way: the deltas above may now wait for
-                # it (Yjs integrates a client's structs in clock order), and so would every
-                # agent behind us. Ask the sender for what we lack right away.
-                self._ask_repair(conn, msg.shard, now)
             conn.seq_in[msg.shard] = max(last, msg.seq)
+
+    def _on_hint(self, conn: _Conn, shard: str, hint: bytes, now: float) -> None:
+        """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
+        self._hint_at = now
+        # Our own batches this broadcast shows the relays have had: confirmed.
+        if self._unconfirmed:
+            self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not _sv_covers(hint, u.state_vector)]
+        mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+        if not _sv_covers(mine, hint) and not any(shard in c.repairs for c in self._conns.values()):
+            # It had something we lack after applying its batch: we missed an earlier batch
+            # (Yjs keeps later structs of a client pending without it). It holds what we lack.
+            self._ask_repair(conn, shard, now)
 
     def _ask_repair(self, conn: _Conn, shard: str, now: float) -> None:
         conn.repairs[shard] = now
         sv = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
         self._send(conn.name, SyncRequest(((shard, sv),)))
 
-    def _on_digests(self, conn: _Conn, msg: Digests) -> None:
+    def _on_digests(self, conn: _Conn, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
         conn.digests = theirs
         conn.interest.update(theirs)
-        mine = set(self._shard_names())
+        held = set(self._shard_names())
+        mine = set(self.sharding.sync_shards(conn.name, sorted(held)))
         budget = self.config.max_sync_shards
         requests: list[tuple[str, bytes]] = []
-        for shard in sorted(mine | set(theirs)):
+        for shard in sorted(mine | {s for s in theirs if self.sharding.accepts(s)}):
             if budget <= 0:
                 break
-            have = shard in mine
+            have = shard in held
             if have and shard not in theirs:
-                self._send(conn.name, Diff(shard, self.replicas.diff(shard, EMPTY_STATE_VECTOR)))
+                conn.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks the shard: all of it
                 budget -= 1
             elif not have:
                 requests.append((shard, EMPTY_STATE_VECTOR))
@@ -601,27 +937,61 @@ class GossipCore:
             elif self._digest(shard) != theirs[shard]:
                 requests.append((shard, self.replicas.state_vector(shard)))
                 budget -= 1
+        self._serve_replies(conn, now)
+        conn.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._send(conn.name, SyncRequest(tuple(requests)))
 
-    def _on_sync_request(self, conn: _Conn, msg: SyncRequest) -> None:
+    def _on_sync_request(self, conn: _Conn, msg: SyncRequest, now: float) -> None:
         for _, sv in msg.state_vectors:
             _check_state(sv, None)
         held = set(self._shard_names())
         for shard, sv in msg.state_vectors:
             conn.interest.add(shard)
             if shard in held:
-                self._send(conn.name, Diff(shard, self.replicas.diff(shard, sv), self.replicas.state_vector(shard)))
+                # Coalesced per shard: a peer that asks again before reading gets one answer.
+                conn.replies[shard] = (sv, True)
+        self._serve_replies(conn, now)
 
     def _on_diff(self, conn: _Conn, msg: Diff, now: float) -> None:
         if msg.state_vector is not None:
             _check_state(msg.state_vector, None)
-        self._apply(conn, msg.shard, msg.update)
+        if not self.sharding.accepts(msg.shard):
+            return  # partial replication: not held here
+        self._apply(conn, msg.shard, msg.update, forward=self._mode() == TREE)
         conn.repairs.pop(msg.shard, None)
-        if msg.state_vector is not None and conn.digests.get(msg.shard) != self._digest(msg.shard):
-            self._send(conn.name, Diff(msg.shard, self.replicas.diff(msg.shard, msg.state_vector)))
+        # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
+        if msg.state_vector is not None and msg.shard in conn.round_shards:
+            conn.round_shards.discard(msg.shard)
+            if conn.digests.get(msg.shard) != self._digest(msg.shard):
+                conn.replies[msg.shard] = (msg.state_vector, False)
+                self._serve_replies(conn, now)
 
-    def _apply(self, conn: _Conn, shard: str, update: bytes) -> None:
+    def _on_chunk(self, conn: _Conn, msg: DiffChunk, now: float) -> None:
+        """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
+        cfg = self.config
+        asm = conn.receiving
+        if msg.index == 0:
+            # A new transfer; one that was incomplete lost a piece and is abandoned (the
+            # repair or round that asked for it asks again).
+            asm = conn.receiving = _Assembly(msg.transfer, msg.shard, msg.total, [], 0, now)
+        elif asm is None or (asm.transfer, asm.shard, asm.total) != (msg.transfer, msg.shard, msg.total):
+            return  # a piece of a transfer whose start we missed: wait for it to be resent
+        elif msg.index != len(asm.parts):
+            if msg.index > len(asm.parts):
+                conn.receiving = None  # a piece was lost
+            return  # (or a duplicate)
+        asm.size += len(msg.data)
+        if asm.size > cfg.max_diff_bytes or msg.total > cfg.max_diff_bytes:
+            conn.receiving = None
+            raise ProtocolError(f"a Diff of more than {cfg.max_diff_bytes} bytes", CloseCode.OVERSIZE)
+        asm.parts.append(msg.data)
+        asm.last_at = now
+        if len(asm.parts) == asm.total:
+            conn.receiving = None
+            self._on_diff(conn, Diff(msg.shard, b"".join(asm.parts), msg.state_vector), now)
+
+    def _apply(self, conn: _Conn, shard: str, update: bytes, *, forward: bool) -> None:
         try:
             delta = self.replicas.apply(shard, update, conn.name)
         except InvalidUpdate as exc:
@@ -631,9 +1001,16 @@ class GossipCore:
         conn.interest.add(shard)
         if delta is None:
             return
-        # Forward what changed our state. In a full mesh the origin reached everyone itself;
-        # in a tree we are a relay. Never back to where it came from.
-        if self._overlay_view()[1]:
+        # Forward what changed our state when asked to: in a tree every agent relays, in the
+        # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
+        # the origin reached everyone itself. Never back to where it came from.
+        targets = self.sharding.forward_to(conn.name, shard)
+        if targets is not None:  # partial replication: the holders it did not reach itself
+            for name in targets:
+                other = self._conns.get(name)
+                if other is not None and other is not conn and not other.closing:
+                    self._enqueue(other, shard, delta)
+        elif forward:
             for other in self._conns.values():
                 if other is not conn and not other.closing:
                     self._enqueue(other, shard, delta)
@@ -649,18 +1026,39 @@ class GossipCore:
         """
         self._advance(now)
         validate_shard_name(shard)
+        self.sharding.local_update(shard)
+        if self._mode() == RELAY and len(delta) <= self._chunk and self._conns:
+            # Where it goes is decided at the boundary, once the window's relay is known.
+            if self._own_bytes + len(delta) > self.config.max_queue_bytes:
+                self._drop_own()
+            else:
+                self._own.setdefault(shard, []).append(delta)
+                self._own_bytes += len(delta)
+                self._schedule_flush(now)
+            return
         for conn in self._conns.values():
-            if not conn.closing:
+            if not conn.closing and self.sharding.sends_to(conn.name, shard):
                 self._enqueue(conn, shard, delta)
 
     def durable(self, shards: Iterable[str], now: float) -> None:
         """These shards' latest changes are on disk: owe acks to the peers that want them."""
         self._advance(now)
+        relay = self._mode() == RELAY
         for shard in sorted(set(shards)):
             sv, ds = self.replicas.durable_state(shard)
             state = ShardState(shard, sv, ds)
+            if relay:
+                # Owed to the mesh: it rides to the window's relay (on our batch, or alone),
+                # which passes it on to everyone with its broadcast.
+                if self._own_acked_out.get(shard) != state and self._conns:
+                    self._own_acks[shard] = state
+                    self._own_acks_since = min(self._own_acks_since, now)
+                    self._schedule_flush(now)
+                continue
             for conn in self._conns.values():
-                if shard in conn.interest and conn.acked_out.get(shard) != state:
+                # (partial replication: also every peer that announced holding the shard)
+                wants = shard in conn.interest or (self.sharding.partial and self.sharding.sends_to(conn.name, shard))
+                if wants and conn.acked_out.get(shard) != state:
                     conn.pending_acks[shard] = state
                     conn.acks_since = min(conn.acks_since, now)
                     self._schedule_flush(now)
@@ -673,18 +1071,22 @@ class GossipCore:
         self._advance(now)
         cfg = self.config
         self._ensure_timers(now)
+        if self._unconfirmed:
+            self._retry_unconfirmed(now)
+        if self._lags:
+            self._check_lags(now)
         if self._flush_at is not None and now >= self._flush_at:
             self._flush_at = None
             self._flush(now)
         self._send_due_acks(now)
         if self._next_ae is not None and now >= self._next_ae:
             self._next_ae = now + self._ae_delay()
-            peers = [c for c in self._conns.values() if not c.closing]
+            peers = [c for c in self._conns.values() if not c.closing and self.sharding.shares(c.name)]
             if peers:
                 conn = self._rng.choice(peers)
                 if not self._pushes_suffice(conn, now):
-                    conn.last_round_at = now
-                    self._send(conn.name, self._summary())
+                    conn.last_round_at = self._last_round_at = now
+                    self._send(conn.name, self._summary(conn.name))
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
             peers = [c.name for c in self._conns.values() if not c.closing]
@@ -702,43 +1104,347 @@ class GossipCore:
                 self.dial_failed(address, now)
         for conn in self._conns.values():
             for shard, asked in list(conn.repairs.items()):
+                asm = conn.receiving
+                if asm is not None and asm.shard == shard and now < asm.last_at + cfg.repair_timeout:
+                    continue  # its answer is arriving, in pieces
                 if now >= asked + cfg.repair_timeout:
                     self._ask_repair(conn, shard, now)
+        self.sharding.tick(now)
         self._prune(now)
 
     def _flush(self, now: float) -> None:
+        mode = self._mode()
+        # Rotating relay: at this boundary we send what we relayed during the window that
+        # just ended (if it was ours), and our own batch to the coming window's relay. While
+        # we are not connected to everyone (joins, a settling view), a relay's broadcast does
+        # not reach everyone: its receivers pass it on (a flood, deduplicated by apply()).
+        broadcast = mode == RELAY and self._relay_of(self._window_index(now) - 1) == self.name
+        flood = mode == RELAY and not self._fully_connected()
+        if self._own:
+            self._dispatch_own(now, mode, broadcast)
+        if mode != RELAY and self._own_acks:
+            self._spread_own_acks(now)
+        hints: dict[str, bytes | None] = {}
+        rode: set[str] = set()  # shards whose own ack rode on our broadcast
+        # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
+        # relay, which passes them on to everyone with its broadcast.
+        spread = broadcast or flood
+        target = self._relay_of(self._window_index(now)) if mode == RELAY else None
+        news = self._take_news() if mode == RELAY and (spread or target != self.name) else ()
+        carried: set[str] = set()  # peers that got the news
         for conn in self._conns.values():
             changes = [e for e, src in self._changes.values() if src != conn.name]
             if changes:
                 self._send(conn.name, PeerList(tuple(sorted(changes, key=lambda e: e.name))))
+            conn.reply_bytes = 0
             if conn.writable:
+                if mode != RELAY:
+                    relayed = self._take_relayed(conn, now, mode) if conn.queue else ()
+                elif conn.queue and (spread or conn.name == target):
+                    relayed = tuple(r for r in news if r.agent != conn.name)
+                    carried.add(conn.name)
+                else:
+                    relayed = ()
                 for shard, queued in conn.queue.items():
-                    self._push(conn, shard, queued, now=now)
+                    relay = shard in conn.relay_shards
+                    forward = (mode == TREE or flood) and not relay
+                    hint = None
+                    durable = None
+                    if mode == RELAY:
+                        if not forward and not relay:
+                            if shard not in hints:
+                                hints[shard] = self._hint(shard)
+                            hint = hints[shard]
+                        own = self._own_acks.get(shard)
+                        to_relay = relay and not broadcast
+                        if own is not None and (to_relay or broadcast or flood):
+                            durable = (own.state_vector, own.delete_set)
+                            if to_relay:  # which passes it on
+                                self._own_acked_out[shard] = self._own_acks.pop(shard)
+                            else:  # to everyone
+                                rode.add(shard)
+                    self._push(
+                        conn, shard, queued, now=now, forward=forward, hint=hint, relayed=relayed, durable=durable, relay=relay
+                    )
+                    relayed = ()
                 conn.queue.clear()
-                conn.queued_bytes = 0
+                conn.relay_shards.clear()
+                conn.queued_bytes = sum(len(u) for _, u in conn.big)
                 if conn.resync:
                     conn.resync = False
-                    self._send(conn.name, self._summary())
+                    self._send(conn.name, self._summary(conn.name))
+                self._serve_replies(conn, now)
+        for shard in rode:
+            if shard in self._own_acks:
+                self._own_acked_out[shard] = self._own_acks.pop(shard)
+        if not self._own_acks:
+            self._own_acks_since = math.inf
+        if mode == RELAY:
+            self._flush_relay_acks(now, spread, target, news, carried)
         self._changes.clear()
+        if self._own:  # held for the window we relay: it leaves with our broadcast at its end
+            self._schedule_flush(now)
+
+    def _dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
+        """Send our own deltas of the window that just ended (rotating relay, see _flush)."""
+        own, self._own, self._own_bytes = self._own, {}, 0
+        attempts, self._own_attempts = self._own_attempts, {}
+        if mode == RELAY and not broadcast:
+            target = self._relay_of(self._window_index(now))
+            if target == self.name:
+                # We relay the coming window: our batch leaves with our broadcast at its end.
+                self._own, self._own_attempts = own, attempts
+                self._own_bytes = sum(len(d) for ds in own.values() for d in ds)
+                return
+            relay = self._conns.get(target) if target is not None else None
+            if relay is not None:
+                for shard, deltas in own.items():
+                    for d in deltas:
+                        self._enqueue(relay, shard, d)
+                    relay.relay_shards.add(shard)
+                    self._remember(now, shard, deltas, attempts.get(shard, 0))
+                return
+        # We relayed the window that ended (or the overlay is no longer a rotating relay):
+        # straight to everyone.
+        for conn in self._conns.values():
+            if conn.closing:
+                continue
+            for shard, deltas in own.items():
+                if self.sharding.sends_to(conn.name, shard):
+                    for d in deltas:
+                        self._enqueue(conn, shard, d)
+
+    def _remember(self, now: float, shard: str, deltas: list[bytes], attempts: int) -> None:
+        """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
+        self._unconfirmed.append(_Sent(now, shard, self.replicas.state_vector(shard), list(deltas), attempts))
+        total = sum(len(d) for u in self._unconfirmed for d in u.deltas)
+        while total > self.config.max_queue_bytes and len(self._unconfirmed) > 1:
+            total -= sum(len(d) for d in self._unconfirmed.pop(0).deltas)  # anti-entropy will do
+
+    def _retry_unconfirmed(self, now: float) -> None:
+        """Push again, to the current relay, batches no relay broadcast has confirmed in time.
+
+        The relay's broadcast shows what it held (Push.hint); a batch it does not cover was
+        lost on the way to the relay, or the relay missed something else we have: pushing
+        again costs bytes, rarely a message (it rides with our next batch).
+        """
+        due = [u for u in self._unconfirmed if now >= u.at + self.config.relay_retry]
+        if not due:
+            return
+        self._unconfirmed = [u for u in self._unconfirmed if now < u.at + self.config.relay_retry]
+        if self._mode() != RELAY:
+            return  # the tree and the full mesh repair through sequence gaps and anti-entropy
+        for u in due:
+            if u.attempts + 1 >= _RELAY_ATTEMPTS:
+                continue  # anti-entropy will do
+            self._own.setdefault(u.shard, []).extend(u.deltas)
+            self._own_bytes += sum(len(d) for d in u.deltas)
+            self._own_attempts[u.shard] = max(self._own_attempts.get(u.shard, 0), u.attempts + 1)
+            self._schedule_flush(now)
+
+    def _drop_own(self) -> None:
+        """Own deltas beyond max_queue_bytes (no relay reachable for long): anti-entropy."""
+        self._own.clear()
+        self._own_attempts.clear()
+        self._own_bytes = 0
+        for conn in self._conns.values():
+            conn.resync = True
+        self._schedule_flush(self._now)
+
+    def _hint(self, shard: str) -> bytes | None:
+        if shard not in self._shard_names():
+            return None
+        sv = self.replicas.state_vector(shard)
+        return sv if len(sv) <= self.config.hint_max else None
 
     def _ack_due(self, conn: _Conn) -> float:
         cfg = self.config
         return max(conn.acks_since + cfg.ack_delay, conn.last_ack_at + cfg.ack_interval)
 
+    def _relay_due(self, conn: _Conn) -> float:
+        # Alone only on a link that carried no push for a while: a busy one carries them.
+        cfg = self.config
+        return max(
+            conn.relay_since + cfg.ack_delay,
+            conn.last_relay_at + cfg.ack_relay_interval,
+            conn.last_push_at + cfg.ack_relay_interval,
+        )
+
+    def _own_ack_due(self) -> float:
+        cfg = self.config
+        return max(self._own_acks_since + cfg.ack_delay, self._last_own_ack_at + cfg.ack_interval)
+
     def _send_due_acks(self, now: float) -> None:
         # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
-        # standalone Ack messages go to one peer at most once per ack_interval.
+        # standalone Ack messages go to one peer at most once per ack_interval (relayed ones
+        # at most once per ack_relay_interval).
         if self._flush_at is not None:
             return
+        mode = self._mode()
         for conn in self._conns.values():
-            if conn.pending_acks and now >= self._ack_due(conn):
+            own_due = bool(conn.pending_acks) and now >= self._ack_due(conn)
+            relay_due = bool(conn.relay_acks) and now >= self._relay_due(conn)
+            if not own_due and not relay_due:
+                continue
+            states: tuple[ShardState, ...] = ()
+            if conn.pending_acks and (own_due or now >= conn.last_ack_at + self.config.ack_interval):
                 conn.acks_since = math.inf
                 states = tuple(conn.pending_acks[s] for s in sorted(conn.pending_acks))
                 conn.pending_acks.clear()
                 conn.last_ack_at = now
                 for st in states:
                     conn.acked_out[st.shard] = st
-                self._send(conn.name, Ack(states))
+            relayed = self._take_relayed(conn, now, mode) if conn.relay_acks else ()
+            if states or relayed:
+                self._send(conn.name, Ack(states, relayed, forward=mode == TREE))
+        if self._own_acks and now >= self._own_ack_due():
+            if mode == RELAY:
+                self._schedule_flush(now)  # they go to the relay at the boundary
+            else:
+                self._spread_own_acks(now)
+
+    def _flush_relay_acks(
+        self, now: float, spread: bool, target: str | None, news: tuple[RelayedAck, ...], carried: set[str]
+    ) -> None:
+        """Rotating relay, at a boundary: the acks no push carried go alone.
+
+        News (others' acks we were asked to pass on) go to every peer our broadcast missed,
+        or else to the coming window's relay; our own durable states, once owed for ack_delay,
+        to that relay too (at most once per ack_interval): one message, not one per peer.
+        """
+        own: tuple[ShardState, ...] = ()
+        if self._own_acks and now >= self._own_ack_due() and target is not None and target != self.name:
+            own = tuple(self._own_acks[s] for s in sorted(self._own_acks))
+            self._own_acks.clear()
+            self._own_acks_since = math.inf
+            self._last_own_ack_at = now
+            for st in own:
+                self._own_acked_out[st.shard] = st
+        if spread:
+            if news:
+                for conn in self._conns.values():
+                    if conn.name not in carried and not conn.closing:
+                        relayed = tuple(r for r in news if r.agent != conn.name)
+                        if relayed:
+                            self._send(conn.name, Ack((), relayed))
+            news = ()
+        elif target in carried:
+            news = ()
+        if (own or news) and target is not None:
+            self._send(target, Ack(own, news, forward=True))
+        if self._relay_news:
+            self._schedule_flush(now)  # more than one message holds: the rest next window
+
+    def _take_news(self) -> tuple[RelayedAck, ...]:
+        """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
+        budget = self.config.max_relayed_bytes
+        out: list[RelayedAck] = []
+        for key in sorted(self._relay_news):
+            st, hops = self._relay_news[key]
+            size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
+            if out and size > budget:
+                break
+            out.append(RelayedAck(key[0], st, hops))
+            budget -= size
+        for r in out:
+            del self._relay_news[(r.agent, r.state.shard)]
+        return tuple(out)
+
+    def _spread_own_acks(self, now: float) -> None:
+        """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
+        for shard, state in sorted(self._own_acks.items()):
+            for conn in self._conns.values():
+                if shard in conn.interest and conn.acked_out.get(shard) != state:
+                    conn.pending_acks[shard] = state
+                    conn.acks_since = min(conn.acks_since, now)
+        self._own_acks.clear()
+        self._own_acks_since = math.inf
+
+    def _take_relayed(self, conn: _Conn, now: float, mode: str) -> tuple[RelayedAck, ...]:
+        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
+        cfg = self.config
+        if not conn.relay_acks or (mode == TREE and now < conn.last_relay_at + cfg.ack_relay_interval):
+            return ()
+        budget = cfg.max_relayed_bytes
+        out: list[RelayedAck] = []
+        for key in sorted(conn.relay_acks):
+            st, hops = conn.relay_acks[key]
+            size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
+            if out and size > budget:
+                break
+            out.append(RelayedAck(key[0], st, hops))
+            budget -= size
+        for r in out:
+            del conn.relay_acks[(r.agent, r.state.shard)]
+        conn.last_relay_at = now
+        conn.relay_since = now if conn.relay_acks else math.inf
+        return tuple(out)
+
+    def _learn_ack(
+        self, agent: str, state: ShardState, source: _Conn, forward: bool, now: float, hops: int = 0
+    ) -> None:
+        """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
+        passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
+        module docstring)."""
+        if agent == self.name:
+            return
+        direct = agent == source.name
+        if not direct and agent not in self._members:
+            return  # only agents we know of count (and take memory)
+        cur = self._acked.get(agent, {}).get(state.shard)
+        key = (agent, state.shard)
+        source.relay_acks.pop(key, None)  # it has this one, or a newer one
+        if cur == state:
+            return
+        if cur is not None and not direct and not updates.covers(
+            state.state_vector, state.delete_set, cur.state_vector, cur.delete_set
+        ):
+            return  # older news (a durable state only grows; the agent itself is believed)
+        self._acked.setdefault(agent, {})[state.shard] = state
+        self._check_ack(agent, state, source, now)
+        if forward and self._mode() == RELAY:
+            self._relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
+            self._schedule_flush(now)
+        elif forward and not self.sharding.partial and hops < self.config.ack_relay_hops:
+            # (Partial replication: a shard's holders are connected to each other, so acks
+            # need no relay; relaying them would carry every shard's acks to every agent.)
+            for c in self._conns.values():
+                if c is not source and not c.closing and c.name != agent:
+                    c.relay_acks[key] = (state, hops + 1)
+                    c.relay_since = min(c.relay_since, now)
+
+    def _check_ack(self, agent: str, state: ShardState, source: _Conn, now: float) -> None:
+        """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
+
+        Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
+        sign of a lost push or broadcast even once the mesh is quiet, when no later push
+        shows a sequence gap or a state-vector hint. Ask that agent (or whoever told us).
+        """
+        shard = state.shard
+        if shard in self._lags or not self.sharding.accepts(shard):
+            return
+        mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+        if not _sv_covers(mine, state.state_vector):
+            # Not at once: what it acked may still be on its way to us (a writer's next
+            # batch, with its ack of the previous one, can overtake the broadcast of that
+            # one). Checked again after repair_timeout (see _check_lags).
+            self._lags[shard] = (now + self.config.repair_timeout, agent, source.name, state.state_vector)
+
+    def _check_lags(self, now: float) -> None:
+        """Ask for a repair of the shards an ack showed we lag behind, if we still do."""
+        for shard, (due, agent, source, sv) in list(self._lags.items()):
+            if now < due:
+                continue
+            del self._lags[shard]
+            if any(shard in c.repairs for c in self._conns.values()):
+                continue
+            mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+            if not _sv_covers(mine, sv):
+                for name in (agent, source):
+                    conn = self._conns.get(name)
+                    if conn is not None and not conn.closing:
+                        self._ask_repair(conn, shard, now)
+                        break
 
     def _pushes_suffice(self, conn: _Conn, now: float) -> bool:
         """Whether a periodic round with ``conn`` can be skipped.
@@ -751,8 +1457,20 @@ class GossipCore:
         """
         cfg = self.config
         window = cfg.anti_entropy_interval
+        mode = self._mode()
+        if self.sharding.partial:  # holders do not relay: pushes are no anti-entropy
+            return False
+        if mode == RELAY:
+            # Relay broadcasts carry the relay's state vector: while they keep coming, every
+            # lost batch is noticed at the next one. Not a lost delete (state vectors do not
+            # show deletes): hence a forced round every anti_entropy_skip_max intervals.
+            return (
+                now - self._hint_at < window
+                and not any(c.repairs for c in self._conns.values())
+                and now - self._last_round_at < window * cfg.anti_entropy_skip_max
+            )
         return (
-            self._overlay_view()[1]
+            mode == TREE
             and not conn.repairs
             and now - conn.last_push_in < window
             and now - conn.last_push_at < window
@@ -826,6 +1544,14 @@ class GossipCore:
             for conn in self._conns.values():
                 if conn.pending_acks:
                     times.append(self._ack_due(conn))
+                if conn.relay_acks:
+                    times.append(self._relay_due(conn))
+            if self._own_acks:
+                times.append(self._own_ack_due())
+        if self._unconfirmed:
+            times.append(min(u.at for u in self._unconfirmed) + cfg.relay_retry)
+        if self._lags:
+            times.append(min(due for due, _, _, _ in self._lags.values()))
         for m in self._members.values():
             if m.status == SUSPECT and m.name not in self._conns:
                 times.append(m.since + cfg.suspect_timeout)
@@ -834,11 +1560,17 @@ class GossipCore:
         for started in self._dialing.values():
             times.append(started + cfg.connect_timeout)
         for conn in self._conns.values():
-            times.extend(asked + cfg.repair_timeout for asked in conn.repairs.values())
+            asm = conn.receiving
+            for shard, asked in conn.repairs.items():
+                arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
+                times.append(max(asked, arriving) + cfg.repair_timeout)
         for _, ready in self._dial_candidates():
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
             times.extend(at for _, at in self._prune_candidates())
+        sharding_at = self.sharding.next_deadline()
+        if sharding_at is not None:
+            times.append(sharding_at)
         if not times:
             return None
         # A deadline in the past means "now": tick() handles it (dials are handed out by
@@ -852,7 +1584,9 @@ class GossipCore:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
 
         The agent passes what it wants replicated (e.g. its own state right after a write) and
-        waits until at least k peers are returned. Only directly connected peers ack.
+        waits until at least k peers are returned. Peers that are not directly connected
+        count too: acks are relayed (in a tree, and through the rotating relay), within about
+        :attr:`GossipConfig.ack_relay_interval` per hop.
         """
         out = []
         for peer in sorted(self._acked):
@@ -892,9 +1626,30 @@ class GossipCore:
         """Names of the peers currently connected, sorted."""
         return tuple(sorted(self._conns))
 
+    def mode(self) -> str:
+        """The overlay in use: :data:`FULL`, :data:`RELAY` or :data:`TREE` (see the module
+        docstring); it follows the number of live agents in our view."""
+        return self._mode()
+
+    def relay_at(self, now: float) -> str | None:
+        """Rotating relay: the agent relaying the batching window that holds ``now``, as this
+        agent sees it (None outside mode :data:`RELAY`)."""
+        return self._relay_of(self._window_index(now)) if self._mode() == RELAY else None
+
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
         return self._overlay_view()[0]
+
+    def members(self, *, listening: bool = False) -> tuple[str, ...]:
+        """Other agents not declared dead (connected, alive or suspect), sorted: the view
+        placement is computed from. ``listening``: only those with a listen address."""
+        return tuple(sorted(
+            n for n, m in self._members.items() if m.status != DEAD and (m.address is not None or not listening)
+        ))
+
+    def overlay_changed(self) -> None:
+        """The extra neighbours (``sharding.extra_neighbours()``) changed: recompute the overlay."""
+        self._overlay = None
 
     # ------------------------------------------------------------------------------------------
     # internals: queues, digests, overlay, membership
@@ -910,10 +1665,18 @@ class GossipCore:
         if conn.queued_bytes + len(update) > self.config.max_queue_bytes:
             # Back-pressure: the peer is not keeping up. Drop what is queued for it and let
             # anti-entropy bring it up to date once it drains, instead of growing memory.
-            conn.dropped += sum(len(q) for q in conn.queue.values()) + 1
+            conn.dropped += sum(len(q) for q in conn.queue.values()) + len(conn.big) + 1
             conn.queue.clear()
+            conn.big.clear()
+            conn.relay_shards.clear()
             conn.queued_bytes = 0
             conn.resync = True
+            self._schedule_flush(self._now)
+            return
+        if len(update) > self._chunk:
+            # Too big for one frame: it goes as DiffChunk pieces, with the replies (in order).
+            conn.big.append((shard, update))
+            conn.queued_bytes += len(update)
             self._schedule_flush(self._now)
             return
         queue = conn.queue.setdefault(shard, [])
@@ -937,27 +1700,114 @@ class GossipCore:
         w = self.config.push_interval
         if w <= 0:
             return now
-        return math.floor(now / w) * w if self.config.align_windows else now - w
+        return self._window_index(now) * w if self.config.align_windows else now - w
 
-    def _push(self, conn: _Conn, shard: str, queued: list[bytes], *, now: float) -> None:
-        """Send ``queued`` deltas of ``shard`` to ``conn`` as Pushes of at most max_batch_bytes,
-        with our pending ack of the shard riding on the last one."""
+    def _window_index(self, now: float) -> int:
+        """Index k of the aligned batching window [k*w, (k+1)*w) holding ``now``."""
+        w = self.config.push_interval
+        return math.floor(now / w + _EPS) if w > 0 else 0
+
+    def _push(
+        self,
+        conn: _Conn,
+        shard: str,
+        queued: list[bytes],
+        *,
+        now: float,
+        forward: bool | None = None,
+        hint: bytes | None = None,
+        relayed: tuple[RelayedAck, ...] = (),
+        durable: tuple[bytes, bytes] | None = None,
+        relay: bool = False,
+    ) -> None:
+        """Send ``queued`` deltas of ``shard`` to ``conn`` as Pushes of at most max_batch_bytes
+        (and half a frame), with our ack of the shard (``durable``, or else the one pending for
+        ``conn``), ``relayed`` acks and ``hint`` riding on the last one. ``forward`` None:
+        as the overlay says (a tree relays everything)."""
+        if forward is None:
+            forward = self._mode() == TREE
+        limit = min(self.config.max_batch_bytes, self._chunk)
         batch: list[bytes] = []
         size = 0
         for u in queued:
-            if batch and size + len(u) > self.config.max_batch_bytes:
-                self._send(conn.name, Push(shard, tuple(batch), None, self._next_seq(conn, shard)))
+            if batch and size + len(u) > limit:
+                self._send(conn.name, Push(shard, tuple(batch), None, self._next_seq(conn, shard), forward=forward, relay=relay))
                 batch, size = [], 0
             batch.append(u)
             size += len(u)
-        ack = conn.pending_acks.pop(shard, None)
-        if ack is not None:
-            conn.acked_out[shard] = ack
-            if not conn.pending_acks:
-                conn.acks_since = math.inf
-        durable = None if ack is None else (ack.state_vector, ack.delete_set)
-        self._send(conn.name, Push(shard, tuple(batch), durable, self._next_seq(conn, shard)))
+        if durable is None:
+            ack = conn.pending_acks.pop(shard, None)
+            if ack is not None:
+                conn.acked_out[shard] = ack
+                if not conn.pending_acks:
+                    conn.acks_since = math.inf
+                durable = (ack.state_vector, ack.delete_set)
+        seq = self._next_seq(conn, shard)
+        self._send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
         conn.last_push_at = now
+
+    def _serve_replies(self, conn: _Conn, now: float) -> None:
+        """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
+        this window's :attr:`GossipConfig.reply_budget`.
+
+        Replies are kept as requests (shard and state vector, coalesced per shard) and only
+        turned into bytes here, while the link is writable: a peer that keeps asking without
+        reading costs us one entry per shard, not a growing send queue. What does not fit
+        waits for the next window (or for resume_writing).
+        """
+        if not conn.writable or conn.closing:
+            return
+        budget = self.config.reply_budget
+        held: set[str] | None = None
+        while conn.reply_bytes < budget:
+            if conn.sending is not None:
+                conn.reply_bytes += self._send_piece(conn)
+            elif conn.want_digests:
+                conn.want_digests = False
+                shards = self.sharding.sync_shards(conn.name, self._shard_names())
+                digests = tuple((s, self._digest(s)) for s in shards)
+                conn.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
+                self._send(conn.name, Digests(digests))
+            elif conn.big:
+                shard, update = conn.big.pop(0)
+                conn.queued_bytes -= len(update)
+                self._start_transfer(conn, shard, update, None)
+            elif conn.replies:
+                shard = next(iter(conn.replies))
+                their_sv, send_ours = conn.replies.pop(shard)
+                if held is None:
+                    held = set(self._shard_names())
+                if shard not in held:
+                    continue
+                update = self.replicas.diff(shard, their_sv)
+                ours = self.replicas.state_vector(shard) if send_ours else None
+                if len(update) + (len(ours) if ours else 0) <= self._chunk:
+                    conn.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    self._send(conn.name, Diff(shard, update, ours))
+                else:
+                    self._start_transfer(conn, shard, update, ours)
+            else:
+                return
+        if conn.sending is not None or conn.want_digests or conn.big or conn.replies:
+            self._schedule_flush(now)  # the rest in the next window
+
+    def _start_transfer(self, conn: _Conn, shard: str, update: bytes, state_vector: bytes | None) -> None:
+        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
+        self._transfers += 1
+        piece = max(1, self._chunk - (len(state_vector) if state_vector else 0))
+        total = max(1, -(-len(update) // piece))
+        conn.sending = _Transfer(self._transfers, shard, update, state_vector, piece, total)
+
+    def _send_piece(self, conn: _Conn) -> int:
+        t = conn.sending
+        assert t is not None
+        data = t.data[t.index * t.piece : (t.index + 1) * t.piece]
+        last = t.index == t.total - 1
+        self._send(conn.name, DiffChunk(t.shard, t.id, t.index, t.total, data, t.state_vector if last else None))
+        t.index += 1
+        if last:
+            conn.sending = None
+        return len(data) + len(t.shard) + 16
 
     @staticmethod
     def _next_seq(conn: _Conn, shard: str) -> int:
@@ -971,7 +1821,7 @@ class GossipCore:
         if w <= 0:
             self._flush_at = now
         elif self.config.align_windows:
-            self._flush_at = (math.floor(now / w) + 1) * w
+            self._flush_at = (self._window_index(now) + 1) * w
         else:
             self._flush_at = now + w
 
@@ -992,19 +1842,18 @@ class GossipCore:
     def _digest(self, shard: str) -> bytes:
         return self.replicas.digest(shard)
 
-    def _root_hash(self) -> bytes:
+    def _root_hash(self, peer: str | None = None) -> bytes:
         h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
-        for shard in self._shard_names():
+        shards = self._shard_names()
+        for shard in shards if peer is None else self.sharding.sync_shards(peer, shards):
             name = shard.encode()
             d = self.replicas.digest(shard)
             h.update(len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d)
         return h.digest()
 
-    def _summary(self) -> Summary:
-        return Summary(self._root_hash(), len(self._shard_names()))
-
-    def _record_ack(self, peer: str, state: ShardState) -> None:
-        self._acked.setdefault(peer, {})[state.shard] = state
+    def _summary(self, peer: str | None = None) -> Summary:
+        shards = self._shard_names() if peer is None else self.sharding.sync_shards(peer, self._shard_names())
+        return Summary(self._root_hash(peer), len(shards))
 
     def _rank(self, name: str) -> bytes:
         r = self._ranks.get(name)
@@ -1014,15 +1863,46 @@ class GossipCore:
             r = self._ranks[name] = digest + name.encode()
         return r
 
-    def _overlay_view(self) -> tuple[frozenset[str], bool]:
-        """(agents we want connections to, whether we relay pushes), from the live view.
+    def _overlay_view(self) -> tuple[frozenset[str], str]:
+        """(agents we want connections to, overlay mode), from the live view.
 
-        Every agent computes the same tree from the same view; views differ only briefly
+        Every agent computes the same overlay from the same view; views differ only briefly
         (while membership news spreads), and any edge one side wants is kept by both.
         """
         return self._views()[:2]  # type: ignore[return-value]
 
-    def _views(self) -> tuple[frozenset[str], bool, frozenset[str]]:
+    def _mode(self) -> str:
+        return self._views()[1]
+
+    def _mode_for(self, n: int) -> str:
+        """The overlay mode of a mesh of ``n`` live agents (us included)."""
+        cfg = self.config
+        if n <= cfg.full_mesh_max:
+            return FULL
+        if n <= cfg.relay_max and cfg.push_interval > 0 and cfg.align_windows and not self.sharding.partial:
+            return RELAY
+        return TREE
+
+    def _relay_of(self, k: int) -> str | None:
+        """The relay of batching window ``k``: live agents take turns in rank order, skipping
+        those we have no connection to (we could not reach them: the next one stands in)."""
+        order = self._views()[3]
+        n = len(order)
+        for i in range(n):
+            name = order[(k + i) % n]
+            if name == self.name:
+                return name
+            conn = self._conns.get(name)
+            if conn is not None and not conn.closing:
+                return name
+        return None
+
+    def _fully_connected(self) -> bool:
+        """Whether we are connected to every live agent of our view (rotating relay)."""
+        conns = self._conns
+        return all(n == self.name or (n in conns and not conns[n].closing) for n in self._views()[3])
+
+    def _views(self) -> tuple[frozenset[str], str, frozenset[str], tuple[str, ...], frozenset[str]]:
         if self._overlay is None:
             live = [n for n, m in self._members.items() if m.status != DEAD]
             # Dead agents we keep redialling (with backoff): those that would be our
@@ -1031,14 +1911,24 @@ class GossipCore:
             known = [n for n, m in self._members.items() if m.status != DEAD or m.address is not None]
             dead = {n for n, m in self._members.items() if m.status == DEAD}
             retry = frozenset(n for n in self._neighbours_among(known) if n in dead)
-            self._overlay = (self._neighbours_among(live), len(live) + 1 > self.config.full_mesh_max, retry)
+            # plus the co-holders of our shards and the holders a read waits for (partial
+            # replication), which must be connected directly: holders do not relay
+            extra = self.sharding.extra_neighbours().intersection(live)
+            order = tuple(sorted([*live, self.name], key=self._rank))
+            mode = self._mode_for(len(live) + 1)
+            tree = self._tree_among(live)
+            self._overlay = (self._neighbours_among(live) | extra, mode, retry, order, tree)
         return self._overlay
 
     def _neighbours_among(self, members: list[str]) -> frozenset[str]:
         """Our neighbours in the overlay over ``members`` (plus us)."""
-        cfg = self.config
-        if len(members) + 1 <= cfg.full_mesh_max:
+        if self._mode_for(len(members) + 1) != TREE:
             return frozenset(members)
+        return self._tree_among(members)
+
+    def _tree_among(self, members: list[str]) -> frozenset[str]:
+        """Our neighbours in the spanning tree over ``members`` (plus us)."""
+        cfg = self.config
         order = sorted([*members, self.name], key=self._rank)
         n, c, b = len(order), min(cfg.tree_core, len(order)), cfg.fanout
         i = order.index(self.name)
@@ -1053,7 +1943,8 @@ class GossipCore:
     def _dial_candidates(self) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack."""
         now = self._now
-        desired, _, retry = self._views()
+        desired, mode, retry, _, tree = self._views()
+        settled = self._view_at + self.config.relay_settle
         addresses: dict[str, float] = {}
         for name in sorted(desired | retry):
             if name in self._conns:
@@ -1066,7 +1957,12 @@ class GossipCore:
                 # First retry of an agent declared dead: not at once, it just failed.
                 self._backoff[m.address] = (1, now + self._jitter(self.config.backoff_base))
             # Both sides want the edge: the smaller name dials, the other only after a grace.
-            addresses[m.address] = now if self.name < name else since + self.config.dial_grace
+            # (A read waiting for a holder dials it at once: only we want that edge.)
+            wanted = self.sharding.urgent(name)
+            ready = now if self.name < name or wanted else since + self.config.dial_grace
+            if mode == RELAY and name not in tree and not wanted:
+                ready = max(ready, settled)  # beyond the tree: once the view has settled
+            addresses[m.address] = ready
         if not self._conns:
             for a in self._seeds:
                 addresses.setdefault(a, now)
@@ -1085,6 +1981,8 @@ class GossipCore:
 
     def _set_member(self, name: str, address: str | None, incarnation: int, status: str, now: float, *, source: str | None) -> None:
         m = self._members.get(name)
+        if m is None or (m.status == DEAD) != (status == DEAD):
+            self._view_at = now
         if m is None:
             m = self._members[name] = _Member(name, address, incarnation, status, now)
         else:
@@ -1127,6 +2025,14 @@ class GossipCore:
             elif e.address is not None and m.address is None:
                 m.address = e.address
                 self._overlay = None
+
+
+def _sv_covers(a: bytes, b: bytes) -> bool:
+    """Whether state vector ``a`` has every clock of ``b`` (both already validated)."""
+    if a == b:
+        return True
+    have = updates.decode_state_vector(a)
+    return all(have.get(client, 0) >= clock for client, clock in updates.decode_state_vector(b).items())
 
 
 def _check_state(sv: bytes, ds: bytes | None) -> None:

@@ -13,9 +13,14 @@ message             purpose
 :class:`Digests`    anti-entropy step 2: per-shard digests, only when the roots differ
 :class:`SyncRequest`  anti-entropy step 3: state vectors of the shards whose digests differ
 :class:`Diff`       anti-entropy step 4/5: what the asker lacks (structs + whole delete set)
+:class:`DiffChunk`  one piece of a Diff too big for one frame, reassembled by the receiver
 :class:`Ack`        replication acks: the (state vector, delete set) the sender has on disk
 :class:`PeerList`   peer exchange and membership: names, addresses, liveness, incarnations
 :class:`Close`      the sender is closing this connection, and why
+:class:`Holdings`   placement: the shards the sender holds now (partial replication only)
+:class:`Offer`      placement hand-off: "you should hold these shards; fetch them from me"
+:class:`ReadRequest`  a read of shards the asker does not hold, with its cached state vectors
+:class:`ReadReply`  the answer: what the asker lacks of each shard, or None (not held here)
 ==================  ============================================================================
 """
 
@@ -35,10 +40,16 @@ __all__ = [
     "SyncRequest",
     "Diff",
     "ShardState",
+    "RelayedAck",
     "Ack",
+    "DiffChunk",
     "PeerEntry",
     "PeerList",
     "Close",
+    "Holdings",
+    "Offer",
+    "ReadRequest",
+    "ReadReply",
 ]
 
 #: Version of the wire protocol; a Hello with any other version is refused.
@@ -58,6 +69,9 @@ class Hello:
         shards: names of the shards the sender holds (sorted).
         incarnation: the sender's membership incarnation, raised when it refutes a report
             of its death (see :class:`PeerEntry`).
+        instance: a random number drawn by each run of the sender: a connection from
+            another run than the one we are connected to comes from an agent that restarted,
+            and replaces the old connection at once (see ``GossipCore.connection_made``).
     """
 
     version: int
@@ -66,6 +80,7 @@ class Hello:
     address: str | None
     shards: tuple[str, ...] = ()
     incarnation: int = 0
+    instance: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +100,29 @@ class Push:
         seq: 1, 2, 3... per connection and shard (0: unsequenced). A gap means a Push was
             lost; since later deltas of the same client cannot be integrated without it,
             the receiver asks for a repair at once instead of waiting for anti-entropy.
+        relayed: other agents' durable states the sender passes on (sorted by agent, then
+            shard), so that acks reach agents that are not directly connected.
+        forward: the receiver is asked to pass on to every other peer what these deltas
+            (and ``relayed``) change of its state: a flood, which dies out where nothing is
+            new (in a tree, and while a rotating relay's mesh is not fully connected).
+        relay: the receiver is this window's relay (rotating relay): it passes these deltas
+            on to every other peer as they are, with its broadcast, even those it cannot
+            integrate yet (a writer's next batch may reach the next relay before the
+            broadcast carrying the previous one); relays never ask to pass a broadcast on,
+            so this cannot loop.
+        hint: the sender's state vector of the shard after this batch (rotating relay
+            broadcasts only). A receiver whose own state vector does not cover it after
+            applying missed an earlier batch, and asks the sender for a repair.
     """
 
     shard: str
     updates: tuple[bytes, ...]
     durable: tuple[bytes, bytes] | None = None
     seq: int = 0
+    relayed: tuple[RelayedAck, ...] = ()
+    forward: bool = False
+    hint: bytes | None = None
+    relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +170,34 @@ class Diff:
 
 
 @dataclass(frozen=True, slots=True)
+class DiffChunk:
+    """One piece of a :class:`Diff` (or of a single delta) too big for one frame.
+
+    The sender cuts the update bytes into pieces of at most half the frame limit and sends
+    them in order, nothing else of the same transfer in between; the receiver joins them (up
+    to :attr:`~crdtsync.gossip.GossipConfig.max_diff_bytes`) and only then validates and
+    applies the whole update, exactly like a Diff. pycrdt cannot split an update into smaller
+    valid updates, so the bytes are cut, not the update.
+
+    Attributes:
+        shard: the shard.
+        transfer: chosen by the sender, the same on every piece of one update; a piece of
+            another transfer abandons an incomplete one (a piece was lost).
+        index: 0, 1, ... total-1.
+        total: number of pieces.
+        data: this piece of the update bytes.
+        state_vector: on the last piece only, what :attr:`Diff.state_vector` would carry.
+    """
+
+    shard: str
+    transfer: int
+    index: int
+    total: int
+    data: bytes
+    state_vector: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ShardState:
     """The (state vector, delete set) a peer holds of one shard."""
 
@@ -147,10 +207,31 @@ class ShardState:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayedAck:
+    """Another agent's durable state of one shard, passed on by the sender of the message.
+
+    ``hops``: how many agents passed it on so far, the sender included (1: the sender got it
+    from ``agent`` itself); a tree passes acks on only within a few hops.
+    """
+
+    agent: str
+    state: ShardState
+    hops: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
-    """Replication acks: what the sender holds *on disk* of some shards, sorted by shard."""
+    """Replication acks: what the sender holds *on disk* of some shards, sorted by shard.
+
+    Attributes:
+        states: the sender's own durable states (may be empty when ``relayed`` is not).
+        relayed: other agents' durable states passed on (see :attr:`Push.relayed`).
+        forward: the receiver is asked to pass these on (see :attr:`Push.forward`).
+    """
 
     states: tuple[ShardState, ...]
+    relayed: tuple[RelayedAck, ...] = ()
+    forward: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,5 +278,65 @@ class Close:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """The shards the sender holds now, replacing what its Hello or an earlier Holdings said.
+
+    Sent with partial replication only (see :mod:`crdtsync.placement`), whenever the set
+    changes: gossip of a shard then flows only to the agents that hold it.
+
+    Attributes:
+        version: increases with every change; an older Holdings arriving late is ignored.
+        shards: sorted shard names.
+    """
+
+    version: int
+    shards: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Placement hand-off: the receiver is a placement holder of these shards (sorted) in the
+    sender's view and does not hold them; it adopts those its own view agrees on and fetches
+    them from the sender (:class:`SyncRequest`)."""
+
+    shards: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """A read of shards the asker does not hold (see :mod:`crdtsync.query`).
+
+    Attributes:
+        id: chosen by the asker, echoed in every :class:`ReadReply`.
+        shards: (shard, state vector of the asker's cached copy), sorted; the empty state
+            vector ``b"\x00"`` when it has none.
+        prefix: also every shard held whose name starts with this (a scan), or None.
+    """
+
+    id: int
+    shards: tuple[tuple[str, bytes], ...]
+    prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReply:
+    """The answer to a :class:`ReadRequest`, possibly in several frames.
+
+    Attributes:
+        id: the request's id.
+        shards: (shard, ``diff(state vector)``) sorted by shard; the update is None for an
+            asked shard the sender does not hold.
+        last: whether this is the last frame of the answer.
+    """
+
+    id: int
+    shards: tuple[tuple[str, bytes | None], ...]
+    last: bool = True
+
+
 #: Any protocol message.
-Message = Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close
+Message = (
+    Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close | Holdings | Offer | ReadRequest | ReadReply
+    | DiffChunk
+)

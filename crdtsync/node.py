@@ -38,6 +38,7 @@ class NodeOptions:
     flush_writes: bool = True  # flush after every write and report it as acknowledged
     status_interval: float = 0.0  # print a JSON status line this often (0: never)
     seed: int | None = None
+    replication_factor: int | None = None  # partial replication (None: every shard everywhere)
 
 
 async def run_node(opts: NodeOptions) -> None:
@@ -47,7 +48,7 @@ async def run_node(opts: NodeOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Agent(opts.name, data_dir=opts.data_dir, listen=opts.listen, peers=opts.peers,
-                     mesh=opts.mesh, seed=opts.seed) as agent:
+                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
         _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid()})
         tasks = []

@@ -45,3 +45,7 @@ class ReplicaSet(Protocol):
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         """(state vector, delete set) of what this agent has *on disk* for the shard;
         what replication acks report."""
+
+    def drop(self, shard: str) -> None:
+        """Forget the shard: its replica, in memory and on disk (partial replication calls
+        this only once the shard's placement holders acked everything this agent holds)."""

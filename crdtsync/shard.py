@@ -45,7 +45,7 @@ class Shard(MapView):
     __slots__ = (
         "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
         "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_agent", "_digest",
-        "__weakref__",
+        "_backlog", "__weakref__",
     )
 
     def __init__(
@@ -73,6 +73,7 @@ class Shard(MapView):
         self._closed = False
         self._deep_sub: Any = None
         self._listeners = 0
+        self._backlog = updates.Backlog()  # remote updates not causally ready yet
         super().__init__(doc.get(ROOT, type=pycrdt.Map))
         doc.observe(self._on_transaction)
 
@@ -153,16 +154,39 @@ class Shard(MapView):
     def apply_remote(self, update: bytes, origin: str) -> bytes | None:
         """Validate and apply an update received from peer ``origin``; persist and announce it.
 
-        Returns the part of ``update`` that changed this replica (to forward), or None.
+        An update that builds on changes this replica lacks (not causally ready, see
+        :func:`crdtsync.updates.is_ready`) is not applied: pycrdt would keep it pending, and a
+        hostile peer can crash pycrdt through pending structs. It waits in a small bounded
+        backlog instead, and is applied by the call that brings what it lacks; if it was
+        dropped from there meanwhile, gossip's gap detection and anti-entropy send it again.
+
+        Returns the part of ``update`` that changed this replica, with any held-back updates
+        it made ready (to forward), or None.
 
         Raises:
             InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
+            ClosedError: the shard was closed.
         """
         self._check_open()
         self._last_delta = None
         self._origin = origin
         try:
-            updates.apply_update(self._doc, update)
+            # One transaction, so that held-back updates this one makes ready are in the
+            # delta returned: the gossip core forwards that, not what the observer hears.
+            with self._doc.transaction():
+                missing = updates.apply_if_ready(self._doc, update)
+                if missing is None:
+                    self._backlog.apply_ready(self._doc)
+                else:
+                    self._backlog.add(update, missing)
+        except BaseExceptionGroup as group:
+            # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
+            closed: BaseException | None = group.subgroup(ClosedError)
+            if closed is None:
+                raise
+            while isinstance(closed, BaseExceptionGroup):
+                closed = closed.exceptions[0]
+            raise closed from group
         finally:
             self._origin = None
         delta, self._last_delta = self._last_delta, None

@@ -8,6 +8,11 @@ others (``pyo3_runtime.PanicException``, which ``except Exception`` does not cat
 inputs make it allocate without bound. :func:`apply_update` validates first and translates
 whatever pycrdt still raises into :class:`~crdtsync.errors.InvalidUpdate`.
 
+:func:`apply_if_ready` applies an update only if pycrdt will integrate all of it at once
+(:func:`is_ready`): structs that build on something the doc lacks would otherwise stay
+*pending* inside pycrdt, which can then crash on hostile input. :class:`Backlog` holds such
+updates, bounded, until they are ready.
+
 The rest summarises a document for the gossip protocol: its state vector, its delete set in a
 canonical encoding, a digest of both (equal content gives an equal digest, and unlike the state
 vector it changes on a deletion), and :func:`covers` for replication acks.
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import itertools
 import json
 import math
 from bisect import bisect_right
-from collections.abc import Iterable
-from typing import NoReturn
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
 
 import pycrdt
 
@@ -39,6 +45,9 @@ __all__ = [
     "covers",
     "replay",
     "is_noop",
+    "is_ready",
+    "apply_if_ready",
+    "Backlog",
     "MAX_NESTING",
 ]
 
@@ -111,16 +120,17 @@ __all__ = [
 #   unless that one is a shared type (or deleted, GC or Skip): Yrs integrates the update item
 #   by item and stops with "block parent must be deleted or shared ref type" half-way, after
 #   part of the update is in the doc.
-# Beyond that nothing semantic is checked. An update may name parents or origins this replica
-# does not have (pycrdt keeps such structs pending) and may re-send structs it already has.
-# Two failures are left that no check of the bytes alone can catch, because they depend on
-# what the replica already holds:
+# Beyond that validation checks nothing semantic. An update may name parents or origins this
+# replica does not have (pycrdt keeps such structs pending) and may re-send structs it already
+# has. Two failures are left that no check of the bytes alone can catch, because they depend
+# on what the replica already holds:
 # - a parent ID naming an item the replica holds that is not a type: pycrdt refuses the
 #   update after applying part of it (see apply_update);
 # - structs that contradict structs the replica keeps *pending* (same client and clocks,
 #   different boundaries or parents): pycrdt 0.14.13 can crash the process (SIGSEGV) on such
 #   input. Honest peers never send it (an ID always names the same content); a hostile or
-#   corrupt one can. Refusing updates that would leave anything pending closes that door.
+#   corrupt one can. Never applying updates that would leave anything pending closes that
+#   door: see is_ready and apply_if_ready below.
 # ---------------------------------------------------------------------------------------------
 
 #: Deepest nesting of Any arrays/objects and of JSON values accepted in an update.
@@ -429,20 +439,34 @@ def _content(data: bytes, pos: int, kind: int) -> tuple[int, int]:
     raise _Malformed(pos - 1, f"unknown content kind {kind}")
 
 
-def _structs(data: bytes, pos: int) -> tuple[int, dict[int, int], int]:
+def _structs(
+    data: bytes, pos: int, sv: dict[int, int] | None = None
+) -> tuple[int, dict[int, int], int, tuple[int, int] | None]:
     """Validate the struct section.
 
     Returns (number of structs, {client: clock after its last struct that is not a Skip},
-    new position).
+    new position, missing). ``missing`` is None unless ``sv`` (a decoded state vector) is
+    given: then it is None when the structs are causally ready for a doc at ``sv``, else an
+    ID (client, clock) such a doc must hold first (see :func:`is_ready`).
     """
     n_clients, pos = _uint(data, pos, _MAX_SAFE, "number of clients")
     if n_clients > (len(data) - pos) // 3:
         raise _Malformed(pos, f"{n_clients} clients cannot fit in {len(data) - pos} bytes")
     ends: dict[int, int] = {}
-    # For the parent check: per client (first clock, clock after the last struct, ranges of
-    # the structs that may be a parent), and every parent given as an ID.
-    spans: dict[int, tuple[int, int, list[tuple[int, int]]]] = {}
+    # For the parent check: per client the first clock, the clock after the last struct, and
+    # the ranges of the structs that may be a parent ([lo, hi) pairs in two lists, ascending
+    # and with adjacent ranges merged, for bisection); and every parent given as an ID.
+    spans: dict[int, tuple[int, int, list[int], list[int]]] = {}
     parents: list[tuple[int, int, int]] = []
+    # For readiness (only with ``sv``): the first gap found (structs starting past ``sv``, or a
+    # Skip reaching past it), and every reference (origin, right origin, parent ID) that ``sv``
+    # does not cover, as (client, clock of the struct, referenced client, referenced clock), in
+    # struct order. A reference to an earlier clock of the struct's own client is left out:
+    # without a gap, that struct is in this update and integrated before.
+    ready_check = sv is not None
+    have: dict[int, int] = sv if sv is not None else {}
+    missing: tuple[int, int] | None = None
+    waits: list[tuple[int, int, int, int]] = []
     total = 0
     for _ in range(n_clients):
         n_structs, pos = _uint(data, pos, _MAX_SAFE, "number of structs")
@@ -456,7 +480,11 @@ def _structs(data: bytes, pos: int) -> tuple[int, dict[int, int], int]:
         total += n_structs
         first = clock
         end = 0
-        may_parent: list[tuple[int, int]] = []
+        known = have.get(client, 0)
+        if ready_check and first > known and missing is None:
+            missing = (client, first - 1)
+        los: list[int] = []
+        his: list[int] = []
         for _ in range(n_structs):
             start = pos
             try:
@@ -468,17 +496,31 @@ def _structs(data: bytes, pos: int) -> tuple[int, dict[int, int], int]:
                 length, pos = _uint(data, pos, _MAX_CLOCK, "GC length" if info == 0 else "Skip length")
                 if length == 0:
                     raise _Malformed(start, f"zero-length {'GC' if info == 0 else 'Skip'} of client {client}")
-                may_parent.append((clock, clock + length))
+                if his and his[-1] == clock:
+                    his[-1] = clock + length
+                else:
+                    los.append(clock)
+                    his.append(clock + length)
+                if info == _INFO_SKIP and ready_check and clock + length > known and missing is None:
+                    missing = (client, clock + length - 1)  # a hole neither doc nor update fills
             else:
                 kind = info & 0x0F
                 if info & _RESERVED_BIT or kind == _INFO_GC or kind == _INFO_SKIP or kind > 10:
                     raise _Malformed(start, f"invalid struct info byte 0x{info:02x}")
                 if info & _HAS_ORIGIN:
-                    pos = _uint(data, pos, _MAX_SAFE, "origin client")[1]
-                    pos = _uint(data, pos, _MAX_CLOCK, "origin clock")[1]
+                    ref_client, pos = _uint(data, pos, _MAX_SAFE, "origin client")
+                    ref_clock, pos = _uint(data, pos, _MAX_CLOCK, "origin clock")
+                    if ready_check and ref_clock >= have.get(ref_client, 0) and (
+                        ref_client != client or ref_clock >= clock
+                    ):
+                        waits.append((client, clock, ref_client, ref_clock))
                 if info & _HAS_RIGHT_ORIGIN:
-                    pos = _uint(data, pos, _MAX_SAFE, "right origin client")[1]
-                    pos = _uint(data, pos, _MAX_CLOCK, "right origin clock")[1]
+                    ref_client, pos = _uint(data, pos, _MAX_SAFE, "right origin client")
+                    ref_clock, pos = _uint(data, pos, _MAX_CLOCK, "right origin clock")
+                    if ready_check and ref_clock >= have.get(ref_client, 0) and (
+                        ref_client != client or ref_clock >= clock
+                    ):
+                        waits.append((client, clock, ref_client, ref_clock))
                 if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                     parent_info, pos = _uint(data, pos, 1, "parent info")
                     if parent_info:
@@ -487,11 +529,19 @@ def _structs(data: bytes, pos: int) -> tuple[int, dict[int, int], int]:
                         parent_client, pos = _uint(data, pos, _MAX_SAFE, "parent client")
                         parent_clock, pos = _uint(data, pos, _MAX_CLOCK, "parent clock")
                         parents.append((start, parent_client, parent_clock))
+                        if ready_check and parent_clock >= have.get(parent_client, 0) and (
+                            parent_client != client or parent_clock >= clock
+                        ):
+                            waits.append((client, clock, parent_client, parent_clock))
                     if info & _HAS_PARENT_SUB:
                         pos = _skip_str(data, pos, "parent key")
                 length, pos = _content(data, pos, kind)
                 if kind == _CONTENT_TYPE or kind == _CONTENT_DELETED:
-                    may_parent.append((clock, clock + length))
+                    if his and his[-1] == clock:
+                        his[-1] = clock + length
+                    else:
+                        los.append(clock)
+                        his.append(clock + length)
             clock += length
             if clock > _MAX_CLOCK:
                 raise _Malformed(start, f"client {client} clock passes {_MAX_CLOCK}")
@@ -500,18 +550,78 @@ def _structs(data: bytes, pos: int) -> tuple[int, dict[int, int], int]:
         if clock == first:
             raise _Malformed(client_pos, f"client {client} has no structs that span a clock")
         ends[client] = end
-        spans[client] = (first, clock, may_parent)
+        spans[client] = (first, clock, los, his)
     for start, parent_client, parent_clock in parents:
         span = spans.get(parent_client)
-        if (
-            span is not None
-            and span[0] <= parent_clock < span[1]
-            and not any(lo <= parent_clock < hi for lo, hi in span[2])
-        ):
-            raise _Malformed(
-                start, f"parent ({parent_client}, {parent_clock}) is an item of this update but not a type"
-            )
-    return total, ends, pos
+        if span is not None and span[0] <= parent_clock < span[1]:
+            los, his = span[2], span[3]
+            i = bisect_right(los, parent_clock) - 1
+            if i < 0 or parent_clock >= his[i]:
+                raise _Malformed(
+                    start, f"parent ({parent_client}, {parent_clock}) is an item of this update but not a type"
+                )
+    if waits and missing is None:
+        missing = _first_missing(have, spans, waits)
+    return total, ends, pos, missing
+
+
+def _first_missing(
+    sv: dict[int, int],
+    spans: dict[int, tuple[int, int, list[int], list[int]]],
+    waits: list[tuple[int, int, int, int]],
+) -> tuple[int, int] | None:
+    """Whether Yrs would integrate every struct of an update, given the references it makes
+    that ``sv`` does not cover; None if so, else an ID the doc must hold first.
+
+    Called once the update has no gap of its own (each client's structs start within ``sv``
+    and no Skip reaches past it). Yrs then integrates the structs of each client in clock
+    order, and a struct whose origin, right origin or parent ID (of another client; here also
+    of its own, past itself) is not integrated yet waits for it; if that is in no client's
+    remaining structs, or the waits form a cycle, it and every struct it blocks stay *pending*.
+    This
+    simulates that: a client advances freely up to its next struct with an unmet reference,
+    and waits there (in a heap of the referenced client) until that client has passed the
+    referenced clock. Each wait is pushed and popped once: O(n log n) in the references.
+    """
+    by_client: dict[int, list[tuple[int, int, int]]] = {}
+    for client, clock, ref_client, ref_clock in waits:
+        span = spans.get(ref_client)
+        if span is None or ref_clock >= span[1]:
+            return ref_client, ref_clock  # in neither the doc nor this update
+        by_client.setdefault(client, []).append((clock, ref_client, ref_clock))
+    index = dict.fromkeys(by_client, 0)
+
+    def reached(client: int) -> int:
+        """The clock up to which ``client``'s structs are integrated (simulated)."""
+        known = sv.get(client, 0)
+        pending = by_client.get(client)
+        if pending is None or index[client] == len(pending):
+            return max(known, spans[client][1])
+        return max(known, pending[index[client]][0])
+
+    heaps: dict[int, list[tuple[int, int]]] = {}
+    work = list(by_client)
+    while work:
+        client = work.pop()
+        pending = by_client[client]
+        i = index[client]
+        while i < len(pending):
+            _, ref_client, ref_clock = pending[i]
+            if ref_clock >= reached(ref_client):
+                heapq.heappush(heaps.setdefault(ref_client, []), (ref_clock, client))
+                break
+            i += 1
+            index[client] = i
+        heap = heaps.get(client)
+        if heap:
+            now = reached(client)
+            while heap and heap[0][0] < now:
+                work.append(heapq.heappop(heap)[1])
+    for client, pending in by_client.items():
+        if index[client] < len(pending):
+            _, ref_client, ref_clock = pending[index[client]]
+            return ref_client, ref_clock  # a cycle: no order integrates these structs
+    return None
 
 
 def _delete_set(
@@ -552,11 +662,12 @@ def _delete_set(
     return result, pos
 
 
-_Summary = tuple[int, dict[int, int], dict[int, list[tuple[int, int]]]]
+# (number of structs, struct ends per client, delete set, missing: see _structs)
+_Summary = tuple[int, dict[int, int], dict[int, list[tuple[int, int]]], "tuple[int, int] | None"]
 
 
-def _parse_update(update: object, max_size: int | None) -> _Summary:
-    """Validate ``update``; return (number of structs, struct ends per client, delete set)."""
+def _parse_update(update: object, max_size: int | None, sv: dict[int, int] | None = None) -> _Summary:
+    """Validate ``update``; return its summary, with readiness for a doc at ``sv`` if given."""
     if not isinstance(update, bytes):
         raise InvalidUpdate(f"an update must be bytes, not {type(update).__name__}")
     if not update:
@@ -564,7 +675,7 @@ def _parse_update(update: object, max_size: int | None) -> _Summary:
     if max_size is not None and len(update) > max_size:
         raise InvalidUpdate(f"update of {len(update)} bytes exceeds the limit of {max_size}")
     try:
-        n_structs, ends, pos = _structs(update, 0)
+        n_structs, ends, pos, missing = _structs(update, 0, sv)
         ds, pos = _delete_set(update, pos, strict=True)
         if pos != len(update):
             raise _Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
@@ -572,12 +683,12 @@ def _parse_update(update: object, max_size: int | None) -> _Summary:
         raise InvalidUpdate(f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}") from None
     except RecursionError as exc:  # not reachable with MAX_NESTING well below the limit
         raise InvalidUpdate("invalid update: nested too deeply") from exc
-    return n_structs, ends, ds
+    return n_structs, ends, ds, missing
 
 
-def _checked_parse(update: object, max_size: int | None) -> _Summary:
+def _checked_parse(update: object, max_size: int | None, sv: dict[int, int] | None = None) -> _Summary:
     try:
-        return _parse_update(update, max_size)
+        return _parse_update(update, max_size, sv)
     except InvalidUpdate:
         raise
     except Exception as exc:  # a bug here must still look like a refusal, never a crash
@@ -630,6 +741,10 @@ def apply_update(doc: pycrdt.Doc, update: bytes) -> None:
     Errors raised by ``doc``'s observers reach the caller unchanged (pycrdt wraps them in an
     ``ExceptionGroup``); the update was applied in that case.
 
+    Structs that build on something ``doc`` lacks are kept *pending* by pycrdt, which can
+    crash on later input (see the block comment at the top); updates from peers go through
+    :func:`apply_if_ready` instead.
+
     Raises:
         InvalidUpdate: the bytes are not a valid update.
     """
@@ -644,6 +759,144 @@ def _apply_validated(doc: pycrdt.Doc, update: bytes) -> None:
         raise
     except BaseException as exc:  # PanicException derives from BaseException only
         raise InvalidUpdate(f"pycrdt refused the update: {type(exc).__name__}: {exc}") from exc
+
+
+# Causal readiness. pycrdt 0.14.13 can crash the process (SIGSEGV) when an update contradicts
+# structs it keeps pending, and a hostile peer can send both halves (see the block comment at
+# the top). So a replica never lets a remote update leave structs pending: it applies an
+# update only when every struct of it will be integrated at once (Yrs: Update::integrate),
+# which is when
+#   - each client's structs start at or below the doc's clock for that client, and no Skip
+#     of the update reaches past it (no hole between what the doc has and what comes), and
+#   - every origin, right origin and parent ID named is in the doc or in a struct of the
+#     update, and those named within the update can be integrated in some order (a cycle,
+#     which no honest encoder writes, leaves Yrs nothing to start with).
+# Two shapes that no encoder writes are taken as not ready although Yrs would integrate them:
+# a reference to the struct's own client at or past its own clock (Yrs does not wait for its
+# own client), and a Skip at the very end. Structs the doc already holds count too: Yrs checks
+# their references before it sees that it can skip them, and parks them if one is missing.
+# An update that is not ready is not applied; a later diff against the replica's state vector
+# (anti-entropy) is always ready, since it comes from a doc that holds no pending structs.
+# Delete sets are not gated: a range naming items the doc does not have yet stays pending in
+# Yrs as a plain range and is applied when they arrive. That was fuzzed (random ranges of
+# known and unknown clients, before and between causally ordered updates of texts, arrays
+# and nested maps): no crash, and the same state and digest as deleting afterwards.
+
+
+def is_ready(state_vector: Mapping[int, int] | bytes, update: bytes) -> bool:
+    """Whether a doc at ``state_vector`` would integrate all of ``update`` at once.
+
+    True when each client's structs in ``update`` start at or below the doc's clock for that
+    client (no gap) and every origin, right origin and parent ID they name is either in the doc
+    (clock below its clock for that client) or in a struct of ``update`` that can be integrated
+    first. Otherwise pycrdt would keep structs pending, which the replica never allows (see
+    :func:`apply_if_ready`). The delete set plays no part.
+
+    Args:
+        state_vector: the doc's state vector, encoded (``Doc.get_state()``) or decoded
+            (``{client: clock}``, as :func:`decode_state_vector` returns).
+        update: the update; it is validated in the same pass.
+
+    Raises:
+        InvalidUpdate: ``update`` (or an encoded ``state_vector``) is not well-formed.
+    """
+    sv = decode_state_vector(state_vector) if isinstance(state_vector, bytes) else dict(state_vector)
+    return _checked_parse(update, None, sv)[3] is None
+
+
+def apply_if_ready(doc: pycrdt.Doc, update: bytes) -> tuple[int, int] | None:
+    """Validate ``update`` and apply it to ``doc`` if it is ready (see :func:`is_ready`).
+
+    Returns None if it was applied. Otherwise nothing was applied, and the result is the ID
+    ``(client, clock)`` of a struct that ``doc`` must hold before ``update`` can be ready;
+    retrying any sooner is pointless (the update may then still wait for something else).
+    Errors as :func:`apply_update`.
+
+    Raises:
+        InvalidUpdate: the bytes are not a valid update.
+    """
+    missing = _checked_parse(update, None, _decode_sv(doc.get_state()))[3]
+    if missing is None:
+        _apply_validated(doc, update)
+    return missing
+
+
+class Backlog:
+    """Remote updates that were not ready yet, held to be applied as soon as they are.
+
+    Gossip may deliver one peer's updates out of order (a push overtakes the one before it, a
+    relay forwards what another path has not brought yet). Rather than dropping such an update
+    and waiting for anti-entropy to send its content again, a replica parks it here, and after
+    each update it applies calls :meth:`apply_ready`. Nothing in here is in the doc, so it can
+    hold anything a peer sends; it is bounded (oldest dropped first), and dropping is always
+    safe, since anti-entropy repairs whatever is missing.
+    """
+
+    __slots__ = ("max_updates", "max_bytes", "_entries", "_bytes")
+
+    def __init__(self, max_updates: int = 64, max_bytes: int = 1 << 20) -> None:
+        self.max_updates = max_updates
+        self.max_bytes = max_bytes
+        # [update, ID the doc must hold before it is worth another look], oldest first
+        self._entries: list[list[Any]] = []
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the updates held."""
+        return self._bytes
+
+    def add(self, update: bytes, missing: tuple[int, int]) -> None:
+        """Hold ``update`` (validated, not ready) until the doc holds ``missing``, as
+        :func:`apply_if_ready` returned it. Updates larger than ``max_bytes`` are not held."""
+        if len(update) > self.max_bytes:
+            return
+        for entry in self._entries:
+            if entry[0] == update:
+                entry[1] = missing
+                return
+        self._entries.append([update, missing])
+        self._bytes += len(update)
+        while len(self._entries) > self.max_updates or self._bytes > self.max_bytes:
+            self._bytes -= len(self._entries.pop(0)[0])
+
+    def apply_ready(self, doc: pycrdt.Doc) -> int:
+        """Apply every held update that has become ready, until none has; return how many.
+
+        An update is looked at again only once ``doc`` holds the ID it was waiting for. One
+        that pycrdt refuses (which validation cannot rule out, see :func:`apply_update`) is
+        dropped: it came from some earlier peer, not from the caller's.
+        """
+        applied = 0
+        progress = True
+        while progress and self._entries:
+            progress = False
+            sv = _decode_sv(doc.get_state())
+            for entry in list(self._entries):
+                client, clock = entry[1]
+                if sv.get(client, 0) <= clock:
+                    continue
+                update: bytes = entry[0]
+                try:
+                    missing = _checked_parse(update, None, sv)[3]
+                    if missing is not None:
+                        entry[1] = missing
+                        continue
+                    self._entries.remove(entry)
+                    self._bytes -= len(update)
+                    _apply_validated(doc, update)
+                except InvalidUpdate:
+                    if entry in self._entries:  # (validated when added: not expected)
+                        self._entries.remove(entry)
+                        self._bytes -= len(update)
+                    continue
+                applied += 1
+                progress = True
+                sv = _decode_sv(doc.get_state())
+        return applied
 
 
 def state_vector(doc: pycrdt.Doc) -> bytes:
@@ -863,7 +1116,7 @@ def replay(snapshot: bytes | None, log: Iterable[bytes]) -> bytes:
     # One transaction per update: a single transaction around all of them is slower (about
     # 2x on a 260k-update log), as pycrdt's per-transaction bookkeeping grows with it.
     for update in itertools.chain([snapshot] if snapshot else [], log):
-        n_structs, ends, ds = _checked_parse(update, None)
+        n_structs, ends, ds, _ = _checked_parse(update, None)
         _apply_validated(doc, update)
         if n_structs or any(ds.values()):
             inputs.append((update, ends, ds))

@@ -34,17 +34,23 @@ from .messages import (
     Ack,
     Close,
     Diff,
+    DiffChunk,
     Digests,
     Hello,
+    Holdings,
     Message,
+    Offer,
     PeerEntry,
     PeerList,
     Push,
+    ReadReply,
+    ReadRequest,
+    RelayedAck,
     ShardState,
     Summary,
     SyncRequest,
 )
-from .names import is_valid_shard_name
+from .names import MAX_SHARD_NAME, is_valid_shard_name
 
 __all__ = [
     "encode",
@@ -54,6 +60,7 @@ __all__ = [
     "MAX_DIGEST",
     "MAX_ADDRESS",
     "MAX_REASON",
+    "MAX_CHUNKS",
     "TAGS",
 ]
 
@@ -67,6 +74,8 @@ MAX_DIGEST = 64
 MAX_ADDRESS = 255
 #: Longest close reason accepted (websocket close reasons are limited to 123 bytes anyway).
 MAX_REASON = 1024
+#: Most pieces one DiffChunk transfer may announce.
+MAX_CHUNKS = 1 << 20
 _MAX_INT = 2**63 - 1
 
 #: Message type -> envelope tag. Tags are part of the protocol: never reuse or renumber one.
@@ -80,6 +89,11 @@ TAGS: dict[type, int] = {
     Ack: 7,
     PeerList: 8,
     Close: 9,
+    Holdings: 10,
+    Offer: 11,
+    ReadRequest: 12,
+    ReadReply: 13,
+    DiffChunk: 14,
 }
 
 
@@ -88,10 +102,10 @@ TAGS: dict[type, int] = {
 
 def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Hello):
-        return [msg.version, msg.mesh, msg.name, msg.address, list(msg.shards), msg.incarnation]
+        return [msg.version, msg.mesh, msg.name, msg.address, list(msg.shards), msg.incarnation, msg.instance]
     if isinstance(msg, Push):
         durable = None if msg.durable is None else list(msg.durable)
-        return [msg.shard, list(msg.updates), durable, msg.seq]
+        return [msg.shard, list(msg.updates), durable, msg.seq, _relayed_fields(msg.relayed), msg.forward, msg.hint, msg.relay]
     if isinstance(msg, Summary):
         return [msg.root, msg.shards]
     if isinstance(msg, Digests):
@@ -101,12 +115,26 @@ def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Diff):
         return [msg.shard, msg.update, msg.state_vector]
     if isinstance(msg, Ack):
-        return [[[st.shard, st.state_vector, st.delete_set] for st in msg.states]]
+        return [[[st.shard, st.state_vector, st.delete_set] for st in msg.states], _relayed_fields(msg.relayed), msg.forward]
+    if isinstance(msg, DiffChunk):
+        return [msg.shard, msg.transfer, msg.index, msg.total, msg.data, msg.state_vector]
     if isinstance(msg, PeerList):
         return [[[p.name, p.address, p.incarnation, p.alive] for p in msg.peers], msg.full]
     if isinstance(msg, Close):
         return [int(msg.code), msg.reason]
+    if isinstance(msg, Holdings):
+        return [msg.version, list(msg.shards)]
+    if isinstance(msg, Offer):
+        return [list(msg.shards)]
+    if isinstance(msg, ReadRequest):
+        return [msg.id, [[s, sv] for s, sv in msg.shards], msg.prefix]
+    if isinstance(msg, ReadReply):
+        return [msg.id, [[s, u] for s, u in msg.shards], msg.last]
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
+
+
+def _relayed_fields(relayed: tuple[RelayedAck, ...]) -> list[list[Any]]:
+    return [[r.agent, r.state.shard, r.state.state_vector, r.state.delete_set, r.hops] for r in relayed]
 
 
 def encode(msg: Message) -> bytes:
@@ -209,7 +237,7 @@ def _hello(f: tuple[Any, ...]) -> Hello:
         _bad("Hello without a version", CloseCode.BAD_HANDSHAKE)
     if type(f[0]) is not int or f[0] != PROTOCOL_VERSION:
         _bad(f"protocol version {f[0]!r:.20} is not {PROTOCOL_VERSION}", CloseCode.PROTOCOL_VERSION)
-    _array(f, "Hello", 6)
+    _array(f, "Hello", 7)
     shards = tuple(_shard(s) for s in _array(f[4], "Hello shards"))
     _sorted_keys(list(shards), "Hello shards")
     return Hello(
@@ -219,11 +247,27 @@ def _hello(f: tuple[Any, ...]) -> Hello:
         address=_address(f[3]),
         shards=shards,
         incarnation=_int(f[5], "incarnation"),
+        instance=_int(f[6], "instance"),
     )
 
 
+def _relayed(v: object) -> tuple[RelayedAck, ...]:
+    out = tuple(
+        RelayedAck(
+            _agent_name(r[0], "agent name"),
+            ShardState(_shard(r[1]), _bytes(r[2], "state vector"), _bytes(r[3], "delete set")),
+            _int(r[4], "hops", 1, 255),
+        )
+        for r in (_array(i, "relayed ack", 5) for i in _array(v, "relayed acks"))
+    )
+    for a, b in zip(out, out[1:]):  # strictly sorted by (agent, shard): canonical, no duplicates
+        if not (a.agent, a.state.shard) < (b.agent, b.state.shard):
+            _bad("relayed acks must be strictly sorted by agent and shard")
+    return out
+
+
 def _push(f: tuple[Any, ...]) -> Push:
-    _array(f, "Push", 4)
+    _array(f, "Push", 8)
     updates = tuple(_bytes(u, "update") for u in _array(f[1], "Push updates"))
     if not updates:
         _bad("Push without updates")
@@ -231,7 +275,16 @@ def _push(f: tuple[Any, ...]) -> Push:
     if f[2] is not None:
         d = _array(f[2], "Push ack", 2)
         durable = (_bytes(d[0], "state vector"), _bytes(d[1], "delete set"))
-    return Push(shard=_shard(f[0]), updates=updates, durable=durable, seq=_int(f[3], "seq"))
+    return Push(
+        shard=_shard(f[0]),
+        updates=updates,
+        durable=durable,
+        seq=_int(f[3], "seq"),
+        relayed=_relayed(f[4]),
+        forward=_bool(f[5], "forward"),
+        hint=_opt_bytes(f[6], "hint"),
+        relay=_bool(f[7], "relay"),
+    )
 
 
 def _summary(f: tuple[Any, ...]) -> Summary:
@@ -259,15 +312,29 @@ def _diff(f: tuple[Any, ...]) -> Diff:
 
 
 def _ack(f: tuple[Any, ...]) -> Ack:
-    _array(f, "Ack", 1)
+    _array(f, "Ack", 3)
     states = tuple(
         ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set"))
         for s in (_array(i, "Ack entry", 3) for i in _array(f[0], "Ack states"))
     )
-    if not states:
+    relayed = _relayed(f[1])
+    if not states and not relayed:
         _bad("Ack without states")
     _sorted_keys([s.shard for s in states], "Ack states")
-    return Ack(states)
+    return Ack(states, relayed, _bool(f[2], "forward"))
+
+
+def _diff_chunk(f: tuple[Any, ...]) -> DiffChunk:
+    _array(f, "DiffChunk", 6)
+    total = _int(f[3], "chunk total", 1, MAX_CHUNKS)
+    return DiffChunk(
+        shard=_shard(f[0]),
+        transfer=_int(f[1], "transfer"),
+        index=_int(f[2], "chunk index", 0, total - 1),
+        total=total,
+        data=_bytes(f[4], "chunk data"),
+        state_vector=_opt_bytes(f[5], "state vector"),
+    )
 
 
 def _peer_list(f: tuple[Any, ...]) -> PeerList:
@@ -295,6 +362,47 @@ def _close(f: tuple[Any, ...]) -> Close:
     return Close(code=known, reason=_str(f[1], "close reason", MAX_REASON))
 
 
+def _shard_names(v: object, what: str) -> tuple[str, ...]:
+    names = tuple(_shard(s) for s in _array(v, what))
+    _sorted_keys(list(names), what)
+    return names
+
+
+_PREFIX_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-/")
+
+
+def _holdings(f: tuple[Any, ...]) -> Holdings:
+    _array(f, "Holdings", 2)
+    return Holdings(version=_int(f[0], "holdings version"), shards=_shard_names(f[1], "Holdings shards"))
+
+
+def _offer(f: tuple[Any, ...]) -> Offer:
+    _array(f, "Offer", 1)
+    shards = _shard_names(f[0], "Offer shards")
+    if not shards:
+        _bad("Offer without shards")
+    return Offer(shards)
+
+
+def _read_request(f: tuple[Any, ...]) -> ReadRequest:
+    _array(f, "ReadRequest", 3)
+    prefix = None
+    if f[2] is not None:
+        prefix = _str(f[2], "read prefix", MAX_SHARD_NAME)
+        if not _PREFIX_CHARS.issuperset(prefix):
+            _bad(f"read prefix {prefix!r:.80} has characters no shard name has", CloseCode.INVALID_SHARD)
+    shards = _pairs(f[1], "ReadRequest", lambda sv: _bytes(sv, "state vector"))
+    if not shards and prefix is None:
+        _bad("ReadRequest without shards or prefix")
+    return ReadRequest(id=_int(f[0], "request id"), shards=shards, prefix=prefix)
+
+
+def _read_reply(f: tuple[Any, ...]) -> ReadReply:
+    _array(f, "ReadReply", 3)
+    shards = _pairs(f[1], "ReadReply", lambda u: _opt_bytes(u, "update"))  # type: ignore[arg-type, return-value]
+    return ReadReply(id=_int(f[0], "request id"), shards=shards, last=_bool(f[2], "last"))  # type: ignore[arg-type]
+
+
 _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
     1: _hello,
     2: _push,
@@ -305,6 +413,11 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
     7: _ack,
     8: _peer_list,
     9: _close,
+    10: _holdings,
+    11: _offer,
+    12: _read_request,
+    13: _read_reply,
+    14: _diff_chunk,
 }
 
 

@@ -9,24 +9,27 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pycrdt
 import pytest
 
 from crdtsync import updates, wire
 from crdtsync.errors import CloseCode, InvalidShardName, ProtocolError, UsageError
-from crdtsync.gossip import DEAD, EMPTY_STATE_VECTOR, SUSPECT, GossipConfig, GossipCore
+from crdtsync.gossip import DEAD, EMPTY_STATE_VECTOR, FULL, RELAY, SUSPECT, TREE, GossipConfig, GossipCore
 from crdtsync.messages import (
     PROTOCOL_VERSION,
     Ack,
     Close,
     Diff,
+    DiffChunk,
     Digests,
     Hello,
     Message,
     PeerEntry,
     PeerList,
     Push,
+    RelayedAck,
     ShardState,
     Summary,
     SyncRequest,
@@ -37,9 +40,12 @@ W = 0.25  # batching window used in these tests
 CFG = GossipConfig(push_interval=W, anti_entropy_interval=8.0, anti_entropy_jitter=0.0, peer_exchange_interval=1000.0)
 
 
-def make(name: str, shards: Iterable[str] = (), config: GossipConfig = CFG, seeds: Iterable[str] = ()) -> GossipCore:
+def make(
+    name: str, shards: Iterable[str] = (), config: GossipConfig = CFG, seeds: Iterable[str] = (), *, run: int = 0
+) -> GossipCore:
+    """A core named ``name``; ``run`` numbers the runs of one agent (restarts)."""
     replicas = MemoryReplicas(random.Random(f"ids/{name}"), shards)
-    return GossipCore(name, replicas, rng=random.Random(0), config=config, address=f"mem://{name}", seeds=seeds)
+    return GossipCore(name, replicas, rng=random.Random(run), config=config, address=f"mem://{name}", seeds=seeds)
 
 
 def rt(msg: Message) -> Message:
@@ -64,8 +70,9 @@ def content(core: GossipCore, shard: str) -> dict[str, object]:
 
 
 def connect(a: GossipCore, b: GossipCore, now: float = 0.0) -> None:
-    assert a.connection_made(rt(b.hello()), now) == b.name
-    assert b.connection_made(rt(a.hello()), now) == a.name
+    """``a`` dialled ``b``; both handshakes complete at ``now``."""
+    assert a.connection_made(rt(b.hello()), now, outbound=True) == b.name
+    assert b.connection_made(rt(a.hello()), now, outbound=False) == a.name
 
 
 def deliver(cores: dict[str, GossipCore], now: float, *, drop: set[type] = frozenset()) -> list[tuple[str, str, Message]]:  # type: ignore[assignment]
@@ -100,7 +107,8 @@ def kinds(log: list[tuple[str, str, Message]]) -> list[tuple[str, str, str]]:
 
 def test_hello_describes_this_agent() -> None:
     a = make("a", ["s2", "s1"])
-    assert a.hello() == Hello(PROTOCOL_VERSION, "default", "a", "mem://a", ("s1", "s2"), 0)
+    run = random.Random(0).getrandbits(63)  # drawn from the core's rng: replays with the seed
+    assert a.hello() == Hello(PROTOCOL_VERSION, "default", "a", "mem://a", ("s1", "s2"), 0, run)
 
 
 def test_connection_made_sends_table_and_one_side_starts_anti_entropy() -> None:
@@ -127,17 +135,18 @@ def test_connection_made_sends_table_and_one_side_starts_anti_entropy() -> None:
 def test_bad_handshakes(hello: Message, code: CloseCode) -> None:
     a = make("a")
     with pytest.raises(ProtocolError) as info:
-        a.connection_made(hello, 0.0)
+        a.connection_made(hello, 0.0, outbound=False)
     assert info.value.code == code
     assert a.connected() == () and a.data_to_send() == []
 
 
-def test_newest_connection_replaces_and_second_hello_is_refused() -> None:
+def test_a_restarted_peer_replaces_its_old_connection_and_a_second_hello_is_refused() -> None:
     a, b = make("a"), make("b")
     connect(a, b)
     a.data_to_send()
     a.pause_writing("b")
-    assert a.connection_made(rt(b.hello()), 1.0) == "b"  # b restarted and reconnected
+    b = make("b", run=1)  # b restarted (another run) and redials; its old connection lingers
+    assert a.connection_made(rt(b.hello()), 1.0, outbound=False) == "b"
     (status,) = a.peers()
     assert status.state == "connected" and status.queued_bytes == 0
     a.local_update("s", put(a, "s", "k", 1), 1.1)  # the new connection is writable
@@ -149,11 +158,44 @@ def test_newest_connection_replaces_and_second_hello_is_refused() -> None:
     assert a.connected() == ("b",)
 
 
+def test_simultaneous_dials_keep_the_connection_the_smaller_name_dialled_on_both_sides() -> None:
+    # a dials b (c1) while b dials a (c2). As over websockets, each side first completes the
+    # connection it dialled (the acceptor's Hello comes first), then the other one.
+    a, b = make("a"), make("b", run=1)
+    assert a.connection_made(rt(b.hello()), 0.2, outbound=True) == "b"  # c1 at a
+    assert b.connection_made(rt(a.hello()), 0.2, outbound=True) == "a"  # c2 at b
+    a.data_to_send()
+    b.data_to_send()
+    with pytest.raises(ProtocolError) as info:  # c2 at a: refused, a keeps c1
+        a.connection_made(rt(b.hello()), 0.3, outbound=False)
+    assert info.value.code == CloseCode.DUPLICATE_NAME
+    assert a.connected() == ("b",) and a.data_to_send() == []
+    assert b.connection_made(rt(a.hello()), 0.3, outbound=False) == "a"  # c1 replaces c2 at b
+    assert [type(m) for _, m in b.data_to_send()] == [PeerList]  # the on-connect messages again
+
+    # Had b seen a's refusal of c2 first: not a failure, and no redial before c1 arrives.
+    a2, b2 = make("a"), make("b", run=1)
+    b2.connection_made(rt(a2.hello()), 0.2, outbound=True)
+    b2.receive("a", rt(Close(CloseCode.DUPLICATE_NAME, "already connected")), 0.3)
+    b2.connection_lost("a", 0.3)
+    assert [(p.name, p.state) for p in b2.peers()] == [("a", "alive")]
+    assert b2.dials() == []
+    assert b2.connection_made(rt(a2.hello()), 0.35, outbound=False) == "a"
+
+
+def test_a_late_second_connection_from_the_same_run_replaces_the_first() -> None:
+    # The peer noticed a broken link before we did, and redialled: our old one is dead.
+    a, b = make("a"), make("b", run=1)
+    connect(a, b, 0.0)  # dialled by a
+    cfg = a.config
+    assert a.connection_made(rt(b.hello()), cfg.connect_timeout + 1.0, outbound=False) == "b"
+
+
 def test_connecting_to_ourselves_is_remembered() -> None:
     a = make("a", seeds=["mem://a-alias"])
     assert a.dials() == ["mem://a-alias"]
     with pytest.raises(ProtocolError):
-        a.connection_made(Hello(PROTOCOL_VERSION, "default", "a", "mem://a-alias"), 0.0)
+        a.connection_made(Hello(PROTOCOL_VERSION, "default", "a", "mem://a-alias"), 0.0, outbound=True)
     a.dial_failed("mem://a-alias", 0.0)
     a.tick(100.0)
     assert a.dials() == []
@@ -224,9 +266,14 @@ def test_full_mesh_does_not_forward_and_tree_forwards_except_to_source() -> None
     b.receive("a", Push("s", (delta,)), 1.0)
     b.tick(1.25)
     assert [m for _, m in b.data_to_send() if isinstance(m, Push)] == []
+    # ...unless asked to (a sender whose view says "tree" or "relay"): then to all but a.
+    delta2 = put(a, "s", "k2", 2)
+    b.receive("a", Push("s", (delta2,), forward=True), 1.3)
+    b.tick(1.5)
+    assert b.data_to_send() == [("c", Push("s", (delta2,), None, 1))]
 
     # Tree mode (full_mesh_max=2): b relays to c, not back to a; a duplicate is not relayed.
-    tree = GossipConfig(push_interval=W, full_mesh_max=2, fanout=1)
+    tree = GossipConfig(push_interval=W, full_mesh_max=2, relay_max=0, fanout=1)
     a, b, c = make("a", config=tree), make("b", config=tree), make("c", config=tree)
     connect(a, b)
     connect(b, c)
@@ -234,7 +281,7 @@ def test_full_mesh_does_not_forward_and_tree_forwards_except_to_source() -> None
     delta = put(a, "s", "k", 1)
     b.receive("a", Push("s", (delta,)), 1.0)
     b.tick(1.25)
-    assert b.data_to_send() == [("c", Push("s", (delta,), None, 1))]
+    assert b.data_to_send() == [("c", Push("s", (delta,), None, 1, forward=True))]  # c passes it on too
     b.receive("a", Push("s", (delta,)), 1.3)  # duplicate: apply() says nothing new
     b.tick(1.5)
     assert b.data_to_send() == []
@@ -330,7 +377,8 @@ def test_round_from_the_side_missing_the_delete() -> None:
 
 def test_busy_tree_links_skip_periodic_rounds_but_not_forever() -> None:
     tree = GossipConfig(
-        push_interval=W, full_mesh_max=2, fanout=1, anti_entropy_interval=8.0, anti_entropy_jitter=0.0, prune_grace=1e6
+        push_interval=W, full_mesh_max=2, relay_max=0, fanout=1, anti_entropy_interval=8.0, anti_entropy_jitter=0.0,
+        prune_grace=1e6,
     )
     a, b, c = make("a", config=tree), make("b", config=tree), make("c", config=tree)
     connect(a, b)
@@ -660,7 +708,7 @@ def _mesh_views(n: int, cfg: GossipConfig) -> dict[str, GossipCore]:
 
 
 def test_large_mesh_overlay_is_one_symmetric_tree() -> None:
-    cfg = GossipConfig(full_mesh_max=8, fanout=4)
+    cfg = GossipConfig(full_mesh_max=8, relay_max=0, fanout=4)
     cores = _mesh_views(40, cfg)
     edges = {(a, b) for a, core in cores.items() for b in core.neighbours()}
     assert all((b, a) in edges for a, b in edges)  # symmetric
@@ -676,7 +724,7 @@ def test_large_mesh_overlay_is_one_symmetric_tree() -> None:
 
 
 def test_unneeded_connections_are_pruned_after_the_grace() -> None:
-    cfg = GossipConfig(full_mesh_max=3, fanout=1, prune_grace=5.0)
+    cfg = GossipConfig(full_mesh_max=3, relay_max=0, fanout=1, prune_grace=5.0)
     cores = _mesh_views(6, cfg)
     hub = cores["n00"]
     extra = [n for n in hub.connected() if n not in hub.neighbours()]
@@ -709,3 +757,354 @@ def test_deadlines_always_make_progress() -> None:
         t += 0.5
         for core in cores.values():
             core.tick(t)
+
+
+# -- rotating relay -------------------------------------------------------------------------------
+
+RCFG = GossipConfig(
+    push_interval=W, full_mesh_max=4, anti_entropy_interval=1000.0, anti_entropy_jitter=0.0,
+    peer_exchange_interval=1000.0, relay_settle=0.0,
+)
+
+
+def relay_mesh(n: int, cfg: GossipConfig = RCFG) -> dict[str, GossipCore]:
+    """``n`` cores, every pair connected (the smaller name dialled), views settled."""
+    cores = {f"r{i}": make(f"r{i}", config=cfg, run=i) for i in range(n)}
+    names = sorted(cores)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            connect(cores[a], cores[b])
+    deliver(cores, 0.0)
+    settle(cores, W)  # membership news of the connects
+    settle(cores, 2 * W)
+    return cores
+
+
+def pushes(out: list[tuple[str, Message]]) -> list[tuple[str, Push]]:
+    return [(p, m) for p, m in out if isinstance(m, Push)]
+
+
+def test_rotating_relay_writer_to_relay_to_everyone() -> None:
+    cores = relay_mesh(6)
+    assert {c.mode() for c in cores.values()} == {RELAY}
+    # Every agent sees the same relay for a window, and all take turns.
+    assert len({c.relay_at(10.1) for c in cores.values()}) == 1
+    assert {cores["r0"].relay_at(10.0 + k * W) for k in range(6)} == set(cores)
+    relay = cores["r0"].relay_at(10.25)  # relays window [10.25, 10.5)
+    before = cores["r0"].relay_at(10.0)
+    w = next(n for n in sorted(cores) if n not in (relay, before))
+    others = sorted(set(cores) - {w, relay})
+    delta = put(cores[w], "s", "k", 1)
+    cores[w].local_update("s", delta, 10.1)
+    assert cores[w].data_to_send() == []
+    cores[w].tick(10.25)  # the boundary: one message, to the coming window's relay
+    assert cores[w].data_to_send() == [(relay, Push("s", (delta,), None, 1, relay=True))]
+    cores[relay].receive(w, rt(Push("s", (delta,), None, 1, relay=True)), 10.35)
+    cores[relay].tick(10.4)
+    assert cores[relay].data_to_send() == []  # it waits for the end of its window...
+    cores[relay].tick(10.5)  # ...then one message to every other agent, with its state vector
+    sv = reps(cores[relay]).state_vector("s")
+    assert cores[relay].data_to_send() == [(o, Push("s", (delta,), None, 1, hint=sv)) for o in others]
+    for o in others:
+        cores[o].receive(relay, rt(Push("s", (delta,), None, 1, hint=sv)), 10.6)
+        assert content(cores[o], "s") == {"k": 1.0}
+        assert cores[o].data_to_send() == []  # nothing passed on, nothing missed
+
+
+def test_the_relay_sends_its_own_writes_with_its_broadcast() -> None:
+    cores = relay_mesh(6)
+    relay = cores["r0"].relay_at(10.25)
+    r = cores[relay]
+    d1 = put(r, "s", "a", 1)
+    r.local_update("s", d1, 10.1)  # the window before its own: held for its broadcast
+    r.tick(10.25)
+    assert r.data_to_send() == []
+    d2 = put(r, "s", "b", 2)
+    r.local_update("s", d2, 10.3)
+    r.tick(10.5)
+    out = pushes(r.data_to_send())
+    assert sorted(p for p, _ in out) == sorted(set(cores) - {relay})
+    assert all(m.updates == (d1, d2) and not m.relay for _, m in out)
+
+
+def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:
+    # A writer's next batch can reach the next relay before the previous relay's broadcast
+    # of its previous batch (Yjs then keeps it pending): it is passed on all the same.
+    cores = relay_mesh(6)
+    r41, r42 = cores["r0"].relay_at(10.25), cores["r0"].relay_at(10.5)
+    w = next(n for n in sorted(cores) if n not in (r41, r42, cores["r0"].relay_at(10.0)))
+    d1 = put(cores[w], "s", "k1", 1)
+    d2 = put(cores[w], "s", "k2", 2)  # same client, next clock: needs d1
+    sv = reps(cores[r42]).state_vector("s") if "s" in reps(cores[r42]).docs else EMPTY_STATE_VECTOR
+    cores[r42].receive(w, rt(Push("s", (d2,), None, 1, relay=True)), 10.6)
+    assert reps(cores[r42]).state_vector("s") == sv or sv == EMPTY_STATE_VECTOR  # pending: nothing new
+    cores[r42].tick(10.75)
+    out = pushes(cores[r42].data_to_send())
+    assert sorted(p for p, _ in out) == sorted(set(cores) - {w, r42})
+    assert all(m.updates == (d2,) for _, m in out)
+    cores[r42].receive(w, rt(Push("s", (d1,), None, 2, relay=True)), 10.8)
+    assert content(cores[r42], "s") == {"k1": 1.0, "k2": 2.0}
+
+
+def test_a_missed_broadcast_shows_in_the_next_hint_and_is_repaired() -> None:
+    cores = relay_mesh(6)
+    r41, r42 = cores["r0"].relay_at(10.25), cores["r0"].relay_at(10.5)
+    x = next(n for n in sorted(cores) if n not in (r41, r42))
+    d1 = put(cores[r41], "s", "k1", 1)
+    for n in (r42,):  # r41's broadcast reached r42, not x
+        cores[n].receive(r41, rt(Push("s", (d1,))), 10.6)
+    d2 = put(cores[r42], "s", "k2", 2)
+    cores[r42].local_update("s", d2, 10.6)
+    cores[r42].tick(10.75)
+    (msg,) = [m for p, m in pushes(cores[r42].data_to_send()) if p == x]
+    assert msg.hint == reps(cores[r42]).state_vector("s")
+    cores[x].receive(r42, rt(msg), 10.85)
+    assert content(cores[x], "s") == {"k2": 2.0}
+    (repair,) = cores[x].data_to_send()  # what it lacks, from the agent that has it
+    assert repair == (r42, SyncRequest((("s", reps(cores[x]).state_vector("s")),)))
+    cores[r42].receive(x, rt(repair[1]), 10.9)
+    ((_, diff),) = cores[r42].data_to_send()
+    cores[x].receive(r42, rt(diff), 11.0)
+    assert content(cores[x], "s") == {"k1": 1.0, "k2": 2.0}
+    assert cores[x].data_to_send() == []  # a repair needs no step-5 reply
+
+
+def test_a_batch_lost_on_the_way_to_the_relay_is_pushed_again() -> None:
+    cores = relay_mesh(6)
+    busy = {cores["r0"].relay_at(10.0 + k * W) for k in range(5)}  # relays of the next windows
+    w = next(n for n in sorted(cores) if n not in busy)
+    delta = put(cores[w], "s", "k", 1)
+    cores[w].local_update("s", delta, 10.1)
+    cores[w].tick(10.25)
+    assert len(pushes(cores[w].data_to_send())) == 1  # lost
+    sent: list[tuple[float, str, Push]] = []
+    while not sent:  # no broadcast shows it: again, to the relay of the coming window
+        t = cores[w].next_deadline()
+        assert t is not None and t < 11.5
+        cores[w].tick(t)
+        sent += [(t, p, m) for p, m in pushes(cores[w].data_to_send())]
+    ((at, to, again),) = sent
+    assert again.updates == (delta,) and again.relay
+    assert at >= 10.25 + cores[w].config.relay_retry and to == cores[w].relay_at(at)
+
+    # A broadcast whose hint covers the batch confirms it: no retry.
+    cores = relay_mesh(6)
+    delta = put(cores[w], "s", "k", 1)
+    cores[w].local_update("s", delta, 10.1)
+    cores[w].tick(10.25)
+    ((relay, push),) = pushes(cores[w].data_to_send())
+    cores[relay].receive(w, rt(push), 10.3)
+    other = put(cores[relay], "s", "other", 2)
+    cores[relay].local_update("s", other, 10.3)
+    cores[relay].tick(10.5)
+    (back,) = [m for p, m in pushes(cores[relay].data_to_send()) if p == w]
+    cores[w].receive(relay, rt(back), 10.6)
+    cores[w].tick(11.0)
+    assert pushes(cores[w].data_to_send()) == []
+
+
+def test_acks_travel_through_the_relays_to_everyone() -> None:
+    cores = relay_mesh(6)
+    relay = cores["r0"].relay_at(10.25)
+    x = next(n for n in sorted(cores) if n not in (relay, cores["r0"].relay_at(10.0), cores["r0"].relay_at(10.5)))
+    reps(cores[x]).change("s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("k", 1))
+    reps(cores[x]).commit()
+    cores[x].durable(["s"], 10.1)
+    state = ShardState("s", *reps(cores[x]).durable_state("s"))
+    cores[x].tick(10.25)
+    assert cores[x].data_to_send() == []  # waits ack_delay for a batch to ride on
+    cores[x].tick(10.1 + cores[x].config.ack_delay)
+    assert cores[x].data_to_send() == []  # none came: alone, at the next boundary...
+    cores[x].tick(10.5)  # ...to the relay of the coming window
+    assert cores[x].data_to_send() == [(cores[x].relay_at(10.5), Ack((state,), forward=True))]
+    r = cores[x].relay_at(10.5)
+    cores[r].receive(x, rt(Ack((state,), forward=True)), 10.6)
+    assert cores[r].replicated("s", state.state_vector, state.delete_set) == (x,)
+    cores[r].tick(10.75)  # the end of its window: passed on to everyone else
+    out = cores[r].data_to_send()
+    assert sorted(p for p, _ in out) == sorted(set(cores) - {x, r})
+    assert all(m == Ack((), (RelayedAck(x, state, 1),)) for _, m in out)
+    for p, m in out:
+        cores[p].receive(r, rt(m), 10.85)
+        assert cores[p].replicated("s", state.state_vector, state.delete_set) == (x,)
+
+
+def test_relay_only_connections_wait_for_the_view_to_settle() -> None:
+    cfg = GossipConfig(full_mesh_max=4, fanout=2, relay_settle=2.0)
+    cores = _mesh_views(12, cfg)
+    early: dict[str, list[str]] = {}
+    for name, core in cores.items():
+        assert core.mode() == RELAY and core.neighbours() == frozenset(set(cores) - {name})
+        core.tick(1.5)
+        early[name] = core.dials()
+    # the tree's edges (and only those) first: at most fanout+1 per agent...
+    assert any(early.values()) and all(len(d) <= cfg.fanout + 1 for d in early.values())
+    later = 0
+    for core in cores.values():
+        core.tick(2.0)  # ...the others once the view has not changed for relay_settle
+        later += len(core.dials())
+    assert later > sum(len(d) for d in early.values())
+
+
+# -- ack relaying (tree), lags seen in acks, address ----------------------------------------------
+
+
+def test_acks_are_relayed_within_ack_relay_hops() -> None:
+    for hops, expected in ((2, ("b", "c", "d")), (1, ("b", "c"))):
+        tree = GossipConfig(push_interval=W, full_mesh_max=2, relay_max=0, fanout=1, prune_grace=1e6, ack_relay_hops=hops)
+        a, b, c, d = (make(n, config=tree) for n in "abcd")
+        connect(a, b)
+        connect(b, c)
+        connect(c, d)
+        cores = {"a": a, "b": b, "c": c, "d": d}
+        deliver(cores, 0.0)
+        delta = put(a, "s", "k", 1)
+        a.local_update("s", delta, 1.0)
+        target = (reps(a).state_vector("s"), updates.delete_set(reps(a).doc("s")))
+        t = 1.0
+        while t < 6.0:  # windows: pushes flow a -> b -> c -> d, acks and relayed acks back
+            for core in cores.values():
+                core.tick(t)
+            deliver(cores, t)
+            for name, core in cores.items():
+                if reps(core).dirty:
+                    reps(core).commit()
+                    core.durable(["s"], t)
+            t += W
+        assert a.replicated("s", *target) == expected, hops
+
+
+def test_an_ack_we_do_not_cover_brings_a_repair_after_a_grace() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.25)
+    delta = put(a, "s", "k", 1)  # never pushed to b (lost)
+    reps(a).commit()
+    state = ShardState("s", *reps(a).durable_state("s"))
+    b.receive("a", rt(Ack((state,))), 1.0)
+    assert b.data_to_send() == []  # what it acked may be on its way
+    assert b.next_deadline() == 1.0 + CFG.repair_timeout
+    b.tick(1.0 + CFG.repair_timeout)
+    assert b.data_to_send() == [("a", SyncRequest((("s", EMPTY_STATE_VECTOR),)))]
+    # Had the push come in the meantime: no repair.
+    a2, b2 = make("a"), make("b")
+    connect(a2, b2)
+    settle({"a": a2, "b": b2}, 0.25)
+    delta = put(a2, "s", "k", 1)
+    reps(a2).commit()
+    b2.receive("a", rt(Ack((ShardState("s", *reps(a2).durable_state("s")),))), 1.0)
+    b2.receive("a", rt(Push("s", (delta,), None, 1)), 1.1)
+    b2.tick(1.0 + CFG.repair_timeout)
+    assert b2.data_to_send() == []
+
+
+def test_set_address_once_the_listener_is_bound() -> None:
+    replicas = MemoryReplicas(random.Random(1))
+    a = GossipCore("a", replicas, rng=random.Random(0), config=CFG, address="ws://127.0.0.1:0", seeds=["ws://127.0.0.1:7001"])
+    b = make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    a.set_address("ws://127.0.0.1:7001")
+    assert a.address == "ws://127.0.0.1:7001" and a.hello().address == "ws://127.0.0.1:7001"
+    a.tick(0.25)
+    assert a.data_to_send() == [("b", PeerList((PeerEntry("a", "ws://127.0.0.1:7001", 0, True),)))]
+    a.connection_lost("b", 1.0)
+    a.tick(1.0)
+    assert "ws://127.0.0.1:7001" not in a.dials()  # our own address, even as a seed
+
+
+# -- frames bigger than max_frame, replies, LAN -----------------------------------------------------
+
+SMALL = GossipConfig(push_interval=W, max_frame=4096, anti_entropy_interval=1000.0, peer_exchange_interval=1000.0)
+
+
+def test_a_shard_bigger_than_a_frame_travels_in_chunks() -> None:
+    a, b = make("a", config=SMALL), make("b", config=SMALL)
+    blob = random.Random(3).randbytes(30_000).hex()  # 60 kB: fifteen frames' worth
+    put(a, "big", "blob", blob)
+    connect(a, b)
+    log = deliver({"a": a, "b": b}, 0.0)
+    assert all(len(wire.encode(m)) <= SMALL.max_frame for _, _, m in log)
+    chunks = [m for _, _, m in log if isinstance(m, DiffChunk)]
+    assert len(chunks) > 15 and {c.total for c in chunks} == {len(chunks)}
+    assert content(b, "big") == {"blob": blob}
+    assert reps(a).digest("big") == reps(b).digest("big")
+
+    # A single delta bigger than a frame (one huge write) goes in chunks too, not as a Push.
+    delta = put(a, "big", "more", blob)
+    a.local_update("big", delta, 1.0)
+    a.tick(1.25)
+    out = a.data_to_send()
+    assert out and all(isinstance(m, DiffChunk) and len(wire.encode(m)) <= SMALL.max_frame for _, m in out)
+    for _, m in out:
+        b.receive("a", rt(m), 1.3)
+    assert content(b, "big") == {"blob": blob, "more": blob}
+
+
+def test_chunks_lost_or_too_many_are_handled() -> None:
+    a, b = make("a", config=SMALL), make("b", config=replace(SMALL, max_diff_bytes=20_000))
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.25)
+    put(a, "big", "blob", random.Random(4).randbytes(6_000).hex())
+    a.receive("b", SyncRequest((("big", EMPTY_STATE_VECTOR),)), 1.0)
+    pieces = [m for _, m in a.data_to_send() if isinstance(m, DiffChunk)]
+    assert len(pieces) > 3
+    for m in pieces[:1] + pieces[2:]:  # the second piece was lost: nothing is applied
+        b.receive("a", m, 1.1)
+    assert "big" not in reps(b).docs
+    for m in pieces:  # the round (or repair) that asks again
+        b.receive("a", m, 1.2)
+    assert reps(b).digest("big") == reps(a).digest("big")
+    put(a, "big", "blob2", random.Random(5).randbytes(12_000).hex())
+    a.receive("b", SyncRequest((("big", EMPTY_STATE_VECTOR),)), 2.0)
+    with pytest.raises(ProtocolError) as info:
+        for _, m in a.data_to_send():
+            b.receive("a", m, 2.1)
+    assert info.value.code == CloseCode.OVERSIZE
+
+
+def test_replies_wait_while_paused_and_coalesce() -> None:
+    a, b = make("a"), make("b")
+    put(a, "s", "k", "v" * 100)
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    a.pause_writing("b")
+    for i in range(50):  # a peer that asks and never reads
+        a.receive("b", SyncRequest((("s", EMPTY_STATE_VECTOR),)), 1.0 + i / 1000)
+        a.receive("b", Summary(bytes(16), 1), 1.0 + i / 1000)
+    assert a.data_to_send() == []
+    a.resume_writing("b", 2.0)
+    a.tick(a.next_deadline())  # type: ignore[arg-type]
+    assert [type(m) for _, m in a.data_to_send()] == [Digests, Diff]  # one of each
+
+    # Not paused: at most reply_budget bytes a window; the rest in the next ones.
+    cfg = replace(CFG, reply_budget=300)
+    a, b = make("a", config=cfg), make("b")
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.25)
+    for i in range(6):
+        put(a, f"s{i}", "k", "v" * 200)
+    a.receive("b", SyncRequest(tuple((f"s{i}", EMPTY_STATE_VECTOR) for i in range(6))), 1.0)
+    first = [m for _, m in a.data_to_send() if isinstance(m, Diff)]
+    assert 1 <= len(first) < 6
+    a.tick(1.25)
+    second = [m for _, m in a.data_to_send() if isinstance(m, Diff)]
+    assert first and second and len(first) + len(second) <= 6
+
+
+def test_lan_settings_send_at_once_when_idle_and_batch_what_follows() -> None:
+    lan = GossipConfig.lan()
+    assert lan.relay_max == 0 and not lan.align_windows and lan.push_interval <= 0.005
+    a, b = make("a", config=lan), make("b", config=lan)
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.5)
+    d1, d2, d3 = (put(a, "s", f"k{i}", i) for i in range(3))
+    a.local_update("s", d1, 1.0)
+    assert a.data_to_send() == [("b", Push("s", (d1,), None, 1))]  # an idle link: at once
+    a.local_update("s", d2, 1.0005)
+    a.local_update("s", d3, 1.001)
+    assert a.data_to_send() == []
+    assert a.next_deadline() == pytest.approx(1.0005 + lan.push_interval)
+    a.tick(a.next_deadline())  # type: ignore[arg-type]
+    assert a.data_to_send() == [("b", Push("s", (d2, d3), None, 2))]  # batched
+    assert a.mode() == FULL and make("x", config=replace(lan, full_mesh_max=1)).mode() == FULL

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crdtsync import updates
-from crdtsync.gossip import GossipConfig
+from crdtsync.gossip import RELAY, TREE, GossipConfig
 from crdtsync.transports.memory import Network
 
 FAST = GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0)
@@ -73,7 +73,8 @@ def test_small_full_mesh_converges_under_loss_duplication_and_reordering(seed: i
 
 @pytest.mark.parametrize("seed", [3, 4])
 def test_large_tree_converges_through_partition_and_heal(seed: int) -> None:
-    net = build(40, seed, latency=0.05, jitter=0.01, loss=0.05, duplicate=0.05, reorder=0.05)
+    tree = GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0, relay_max=0)
+    net = build(40, seed, latency=0.05, jitter=0.01, loss=0.05, duplicate=0.05, reorder=0.05, config=tree)
     net.run_for(12)  # membership settles, overlay pruned to a tree
     names = sorted(net.nodes)
     tree_edges = sum(len(n.core.connected()) for n in net.nodes.values() if n.core) // 2  # type: ignore[union-attr]
@@ -136,7 +137,9 @@ def test_crash_restart_loses_only_unflushed_state_and_catches_up() -> None:
 
 
 def test_interior_tree_node_crash_reroutes_pushes() -> None:
-    cfg = GossipConfig(full_mesh_max=4, fanout=2, anti_entropy_interval=30.0, suspect_timeout=2.0, prune_grace=2.0)
+    cfg = GossipConfig(
+        full_mesh_max=4, relay_max=0, fanout=2, anti_entropy_interval=30.0, suspect_timeout=2.0, prune_grace=2.0
+    )
     net = build(15, 7, latency=0.02, config=cfg)
     net.run_for(10)
     cores = {n: node.core for n, node in net.nodes.items()}
@@ -185,6 +188,86 @@ def test_hundreds_of_agents_run_faster_than_real_time() -> None:
         net.at(net.now + i * 0.01, lambda i=i: put(net, f"a{(i * 7) % 200:02d}", f"k{i}", i))
     net.run_until_converged(30)
     assert time.perf_counter() - wall < net.now, "slower than real time"
+
+
+@pytest.mark.parametrize("mode", [RELAY, TREE])
+def test_twenty_agents_reach_replicated_five(mode: str) -> None:
+    # Acks of agents that are not directly connected are relayed: in a tree (a leaf has one
+    # neighbour) and through the rotating relay (writers talk to the window's relay only).
+    cfg = FAST if mode == RELAY else GossipConfig(anti_entropy_interval=2.0, prune_grace=3.0, relay_max=0)
+    net = build(20, 10, latency=0.05, config=cfg)
+    net.run_for(10)
+    assert {n.core.mode() for n in net.nodes.values() if n.core} == {mode}  # type: ignore[union-attr]
+    writers = sorted(net.nodes)[:3] if mode == RELAY else [
+        n for n, node in net.nodes.items() if len(node.core.connected()) == 1  # type: ignore[union-attr]
+    ][:3]  # leaves of the tree
+    for w in writers:
+        put(net, w, f"from-{w}", 1)
+        doc = net.nodes[w].replicas.docs["s"]
+        target = (updates.state_vector(doc), updates.delete_set(doc))
+        core = net.nodes[w].core
+        assert core is not None
+        start = net.now
+        while len(core.replicated("s", *target)) < 5:
+            assert net.now - start < 5.0, f"seed {net.seed}: {w} has {core.replicated('s', *target)}"
+            net.run_for(0.05)
+
+
+def test_simultaneous_dials_settle_on_one_connection() -> None:
+    # a and b learn of each other from c at about the same time and, with no dial grace,
+    # dial each other at once: each side sees the Hello of its own connection first.
+    cfg = GossipConfig(dial_grace=0.0, prune_grace=3.0)
+    net = Network(13, latency=0.2, config=cfg)  # the two dials cross: each is slower than their gap
+    net.add_node("c")
+    net.add_node("a", seeds=[net.address("c")])
+    net.add_node("b", seeds=[net.address("c")])
+    net.run_for(2)
+    assert net.duplicates >= 1, "the two dials did not overlap: the test tests nothing"
+    assert "b" in net.nodes["a"].conns and "a" in net.nodes["b"].conns  # ("newest wins": neither)
+    conn_ids = (net.nodes["a"].conns["b"], net.nodes["b"].conns["a"])
+    assert conn_ids[0] == conn_ids[1]  # both ends hold the same connection
+    net.run_for(10)
+    assert (net.nodes["a"].conns["b"], net.nodes["b"].conns["a"]) == conn_ids  # no flapping
+    assert net.errors == []
+    put(net, "a", "k", 1)
+    net.run_until_converged(5)
+
+
+def test_a_shard_bigger_than_max_frame_reaches_a_new_agent() -> None:
+    cfg = GossipConfig(max_frame=8192, chunk_bytes=4096, anti_entropy_interval=2.0)
+    net = build(3, 14, latency=0.02, config=cfg)
+    net.run_for(3)
+    blob = random.Random(14).randbytes(40_000).hex()  # 80 kB, ten times a frame
+    put(net, "a00", "blob", blob)
+    net.run_until_converged(10)
+    net.add_node("late", seeds=[net.address("a01")])  # syncs the whole shard from nothing
+    net.run_until_converged(10)
+    assert contents(net)["late"] == {"blob": blob}
+    assert net.errors == [] and net.by_type["DiffChunk"] > 0
+
+
+@pytest.mark.parametrize("seed", [15, 16])
+def test_rotating_relay_converges_under_loss_and_crashes(seed: int) -> None:
+    net = build(16, seed, latency=0.03, jitter=0.01, loss=0.2, duplicate=0.05, reorder=0.05)
+    net.run_for(8)
+    assert {n.core.mode() for n in net.nodes.values() if n.core} == {RELAY}  # type: ignore[union-attr]
+    names = sorted(net.nodes)
+
+    def write(i: int) -> None:
+        if net.nodes[names[i % 16]].core is not None:
+            put(net, names[i % 16], f"k{i}", i)
+
+    for i in range(120):
+        net.at(net.now + i * 0.02, lambda i=i: write(i))
+    net.at(net.now + 1.0, lambda: net.crash(names[3]))
+    net.run_for(4)
+    for a in names:
+        for b in names:
+            if a != b:
+                net.set_link(a, b, both=False, loss=0.0, duplicate=0.0, reorder=0.0)
+    net.run_until_converged(30)
+    values = assert_identical(net)
+    assert {f"k{i}" for i in range(120) if names[i % 16] != names[3]} <= set(values)
 
 
 # -- stateful property: any interleaving of writes, deletes, partitions and crashes converges ------

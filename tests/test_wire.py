@@ -15,11 +15,17 @@ from crdtsync.messages import (
     Ack,
     Close,
     Diff,
+    DiffChunk,
     Digests,
     Hello,
+    Holdings,
+    Offer,
     PeerEntry,
     PeerList,
     Push,
+    ReadReply,
+    ReadRequest,
+    RelayedAck,
     ShardState,
     Summary,
     SyncRequest,
@@ -30,10 +36,21 @@ DS = b"\x00"
 ROOT = bytes(range(16))
 
 EXAMPLES = [
-    Hello(PROTOCOL_VERSION, "default", "planner", "ws://10.0.0.1:8765", ("a", "b/c"), 7),
+    Hello(PROTOCOL_VERSION, "default", "planner", "ws://10.0.0.1:8765", ("a", "b/c"), 7, 2**63 - 1),
     Hello(PROTOCOL_VERSION, "mesh-2", "x", None, (), 0),
     Push("board", (b"\x00\x00",)),
     Push("board", (b"\x01\x02", b"\x03"), (SV, DS), 42),
+    Push(
+        "board",
+        (b"\x00\x00",),
+        None,
+        7,
+        (RelayedAck("a", ShardState("board", SV, DS), 2), RelayedAck("a", ShardState("c", SV, DS)), RelayedAck("b", ShardState("a", SV, DS))),
+        True,
+        SV,
+        False,
+    ),
+    Push("board", (b"\x00\x00",), relay=True),
     Summary(ROOT, 1000),
     Digests((("a", b"\x01" * 16), ("b", b"\x02" * 16))),
     Digests(()),
@@ -41,10 +58,20 @@ EXAMPLES = [
     Diff("a", b"\x00\x00", SV),
     Diff("a", b"\x00\x00", None),
     Ack((ShardState("a", SV, DS), ShardState("b", b"\x00", DS))),
+    Ack((), (RelayedAck("x", ShardState("a", SV, DS), 3),), forward=True),
+    DiffChunk("a/b", 12, 0, 3, b"\x01\x02"),
+    DiffChunk("a/b", 12, 2, 3, b"\x03", SV),
     PeerList((PeerEntry("a", "ws://a", 0, True), PeerEntry("b", None, 3, False)), full=True),
     PeerList(()),
     Close(CloseCode.NORMAL, "pruned"),
     Close(CloseCode.FLOODING, ""),
+    Holdings(3, ("a", "b/c")),
+    Holdings(0, ()),
+    Offer(("a", "b")),
+    ReadRequest(7, (("a", SV), ("b", b"\x00"))),
+    ReadRequest(8, (), "sensors/"),
+    ReadReply(7, (("a", b"\x00\x00"), ("b", None)), True),
+    ReadReply(8, (), False),
 ]
 
 
@@ -93,19 +120,30 @@ def _raw(*items: object) -> bytes:
         (_raw(3, ROOT, -1), CloseCode.MALFORMED_FRAME),
         (_raw(3, ROOT, True), CloseCode.MALFORMED_FRAME),  # bool is not an int here
         (_raw(3, "x" * 16, 1), CloseCode.MALFORMED_FRAME),  # str is not bytes
-        (_raw(2, "board", [], None, 1), CloseCode.MALFORMED_FRAME),  # Push without updates
-        (_raw(2, "board", [b""], None, 1), CloseCode.MALFORMED_FRAME),  # empty update
-        (_raw(2, "bad name", [b"\x00\x00"], None, 1), CloseCode.INVALID_SHARD),
-        (_raw(2, "", [b"\x00\x00"], None, 1), CloseCode.INVALID_SHARD),
-        (_raw(2, "a//b", [b"\x00\x00"], None, 1), CloseCode.INVALID_SHARD),
-        (_raw(2, 5, [b"\x00\x00"], None, 1), CloseCode.INVALID_SHARD),
-        (_raw(2, "board", [b"\x00\x00"], [SV], 1), CloseCode.MALFORMED_FRAME),
-        (_raw(2, "board", [b"\x00\x00"], None), CloseCode.MALFORMED_FRAME),  # no seq
-        (_raw(2, "board", [b"\x00\x00"], None, -1), CloseCode.MALFORMED_FRAME),
+        (_raw(2, "board", [], None, 1, [], False, None, False), CloseCode.MALFORMED_FRAME),  # Push without updates
+        (_raw(2, "board", [b""], None, 1, [], False, None, False), CloseCode.MALFORMED_FRAME),  # empty update
+        (_raw(2, "bad name", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
+        (_raw(2, "", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
+        (_raw(2, "a//b", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
+        (_raw(2, 5, [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
+        (_raw(2, "board", [b"\x00\x00"], [SV], 1, [], False, None, False), CloseCode.MALFORMED_FRAME),
+        (_raw(2, "board", [b"\x00\x00"], None, 1), CloseCode.MALFORMED_FRAME),  # a Push of old: arity
+        (_raw(2, "board", [b"\x00\x00"], None, 1, [], 1, None, False), CloseCode.MALFORMED_FRAME),  # forward
+        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "s", SV, DS, 0]], False, None, False), CloseCode.MALFORMED_FRAME),
+        (_raw(2, "board", [b"\x00\x00"], None, 1, [["b", "s", SV, DS, 1], ["a", "s", SV, DS, 1]], False, None, False),
+         CloseCode.MALFORMED_FRAME),  # relayed acks not sorted
+        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "s", SV, DS, 1], ["a", "s", SV, DS, 2]], False, None, False),
+         CloseCode.MALFORMED_FRAME),  # duplicate
+        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "bad name", SV, DS, 1]], False, None, False), CloseCode.INVALID_SHARD),
+        (_raw(14, "s", 1, 3, 3, b"x", None), CloseCode.MALFORMED_FRAME),  # chunk index >= total
+        (_raw(14, "s", 1, 0, 0, b"x", None), CloseCode.MALFORMED_FRAME),  # no pieces
+        (_raw(14, "s", 1, 0, 2, b"", None), CloseCode.MALFORMED_FRAME),  # empty piece
+        (_raw(14, "s", 1, 0, wire.MAX_CHUNKS + 1, b"x", None), CloseCode.MALFORMED_FRAME),
+        (_raw(2, "board", [b"\x00\x00"], None, -1, [], False, None, False), CloseCode.MALFORMED_FRAME),
         (_raw(4, [["b", b"\x01"], ["a", b"\x01"]]), CloseCode.MALFORMED_FRAME),  # unsorted
         (_raw(4, [["a", b"\x01"], ["a", b"\x02"]]), CloseCode.MALFORMED_FRAME),  # duplicate
         (_raw(4, [["a", b"\x01" * 65]]), CloseCode.MALFORMED_FRAME),  # digest too long
-        (_raw(7, []), CloseCode.MALFORMED_FRAME),  # Ack without states
+        (_raw(7, [], [], False), CloseCode.MALFORMED_FRAME),  # Ack without states
         (_raw(8, [["a", None, 0, 1]], False), CloseCode.MALFORMED_FRAME),  # int is not a bool
         (_raw(8, [["a", "", 0, True]], False), CloseCode.MALFORMED_FRAME),  # empty address
         (_raw(8, [["a b", None, 0, True]], False), CloseCode.MALFORMED_FRAME),  # agent name
@@ -179,9 +217,25 @@ valid_messages = st.one_of(
         st.none() | st.from_regex(r"ws://[a-z0-9.]{1,20}:[0-9]{1,5}", fullmatch=True),
         st.lists(names, max_size=5, unique=True).map(lambda xs: tuple(sorted(xs))),
         st.integers(0, 2**63 - 1),
+        st.integers(0, 2**63 - 1),
     ),
     st.builds(
-        Push, names, st.lists(blobs, min_size=1, max_size=4).map(tuple), st.none() | st.tuples(blobs, blobs), st.integers(0, 2**63 - 1)
+        Push,
+        names,
+        st.lists(blobs, min_size=1, max_size=4).map(tuple),
+        st.none() | st.tuples(blobs, blobs),
+        st.integers(0, 2**63 - 1),
+        st.lists(st.tuples(names, names, blobs, blobs, st.integers(1, 255)), max_size=3).map(
+            lambda xs: tuple(
+                RelayedAck(a, ShardState(s, sv, ds), h) for (a, s), (sv, ds, h) in sorted({(x[0], x[1]): x[2:] for x in xs}.items())
+            )
+        ),
+        st.booleans(),
+        st.none() | blobs,
+        st.booleans(),
+    ),
+    st.integers(1, 50).flatmap(
+        lambda total: st.builds(DiffChunk, names, st.integers(0, 2**63 - 1), st.integers(0, total - 1), st.just(total), blobs, st.none() | blobs)
     ),
     st.builds(Summary, st.binary(min_size=16, max_size=16), st.integers(0, 2**40)),
     st.builds(Digests, st.lists(st.tuples(names, st.binary(min_size=1, max_size=64))).map(_sorted_unique)),

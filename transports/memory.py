@@ -7,9 +7,14 @@ next, so hundreds of agents run much faster than real time. Every frame goes thr
 :func:`crdtsync.wire.encode` and :func:`crdtsync.wire.decode`, so the codec is exercised and
 byte counts are real.
 
+Connections open as over websockets: the acceptor sends its Hello one latency after the dial,
+the dialler its own when that Hello arrives, so each side of two simultaneous dials sees first
+the Hello of the connection *it* dialled (the core settles the duplicate).
+
 Faults are configurable per network and per link (one direction): latency and jitter, loss,
-duplication and reordering of frames after the handshake (harsher than TCP, to stress the
-protocol; a Hello always arrives, first and once), partitions
+duplication and reordering of frames between the handshake and the close (harsher than TCP,
+to stress the protocol; a Hello always arrives, first and once, and so does a Close, whose
+code a clean websocket close delivers), partitions
 (``partition(groups)`` / ``heal()``), crashes and restarts (``crash(name)``, optionally losing
 what was not yet "durable", then ``restart(name)``).
 
@@ -136,6 +141,14 @@ class MemoryReplicas:
         # Nothing committed yet: the empty state vector and the empty delete set.
         return self._durable_state.get(shard, (b"\x00", b"\x00"))
 
+    def drop(self, shard: str) -> None:
+        d = self.docs.pop(shard, None)
+        sub = self._subs.pop(shard, None)
+        if d is not None and sub is not None:
+            d.unobserve(sub)
+        for table in (self._digests, self._dirty, self.changed, self._uncommitted, self._log, self._durable_state):
+            table.pop(shard, None)  # type: ignore[attr-defined]
+
     # -- simulated disk ---------------------------------------------------------------------------
 
     @property
@@ -226,6 +239,7 @@ class _Conn:
     open_for: dict[str, bool] = field(default_factory=dict)
     peer_name: dict[str, str | None] = field(default_factory=dict)  # side -> name its core uses
     last_arrival: dict[str, float] = field(default_factory=dict)
+    hello_arrival: dict[str, float] = field(default_factory=dict)  # side -> when its peer's Hello lands
 
     def other(self, side: str) -> str:
         return self.acceptor if side == self.dialer else self.dialer
@@ -302,6 +316,9 @@ class Network:
         self.observers: list[Callable[[str, str, float], None]] = []
         #: Protocol errors that closed connections: (time, node, peer, code).
         self.errors: list[tuple[float, str, str | None, CloseCode]] = []
+        #: Second connections between two agents, refused by a core or replacing the first
+        #: (concurrent dials, restarts: settled by the core): not protocol errors.
+        self.duplicates = 0
         self.last_data_at = 0.0
 
     # -- topology -----------------------------------------------------------------------------
@@ -421,6 +438,16 @@ class Network:
         self._after(node)
         return delta
 
+    def call(self, name: str, fn: Callable[[GossipCore], Any]) -> Any:
+        """Call ``fn(core)`` of running node ``name`` now and execute the effects; return its
+        result (e.g. ``net.call("a", lambda c: c.sharding.read(...))``)."""
+        node = self.nodes[name]
+        if node.core is None:
+            raise ValueError(f"{name} is crashed")
+        result = fn(node.core)
+        self._after(node)
+        return result
+
     def at(self, t: float, fn: Callable[[], None]) -> None:
         """Run ``fn()`` at virtual time ``t``."""
         self._schedule(t, "call", (fn,))
@@ -535,9 +562,11 @@ class Network:
         if self.trace is not None:
             self.trace.append((round(self.now, 9), src, dst, kind, len(frame)))
         link = self.link(src, dst)
-        if isinstance(msg, Hello):
-            # Faults beyond TCP are injected after the handshake only: a connection whose
-            # Hello is lost would just hang, which tests nothing of the protocol.
+        if isinstance(msg, (Hello, Close)):
+            # Faults beyond TCP are injected between the handshake and the close only: a
+            # connection whose Hello is lost would just hang, and a clean close delivers its
+            # code (websockets carries it in the close frame too), so losing a Close would
+            # only make a pruned peer look crashed, which tests nothing of the protocol.
             link = replace(link, loss=0.0, duplicate=0.0, reorder=0.0)
         if link.loss and self.rng.random() < link.loss:
             return
@@ -550,6 +579,10 @@ class Network:
             else:  # in order, like one TCP stream
                 t = max(t, conn.last_arrival.get(dst, 0.0))
                 conn.last_arrival[dst] = t
+            if isinstance(msg, Hello):
+                conn.hello_arrival[dst] = t
+            else:  # never before the Hello, however reordered (same time: queued after it)
+                t = max(t, conn.hello_arrival.get(dst, 0.0))
             self._schedule(t, "frame", (conn.id, dst, frame))
 
     def _dial(self, node: Node, address: str) -> None:
@@ -565,8 +598,12 @@ class Network:
         conn.open_for = {node.name: False, target: False}
         conn.peer_name = {node.name: None, target: None}
         self._conns[conn.id] = conn
-        # TCP + websocket handshake: about one round trip before frames flow
-        self._schedule(self.now + 2 * link.latency, "connected", (conn.id, node.generation, self.nodes[target].generation))
+        # TCP + websocket handshake, as websockets does it: the acceptor has the connection
+        # (and sends its Hello) when the upgrade request arrives, one latency after the dial;
+        # the dialler has it (and sends its Hello) when the response arrives, one more later,
+        # together with the acceptor's Hello. So each side of two simultaneous dials sees
+        # first the Hello of the connection *it* dialled.
+        self._schedule(self.now + link.latency, "accepted", (conn.id, node.generation, self.nodes[target].generation))
 
     def _close(self, conn: _Conn, side: str, *, notify_self: bool) -> None:
         """``side`` closes ``conn``: it stops now; the other side learns after one latency."""
@@ -612,21 +649,32 @@ class Network:
         node.core.dial_failed(address, self.now)
         self._after(node)
 
-    def _ev_connected(self, cid: int, gen_dialer: int, gen_acceptor: int) -> None:
+    def _ev_accepted(self, cid: int, gen_dialer: int, gen_acceptor: int) -> None:
         conn = self._conns[cid]
         a, b = self.nodes[conn.dialer], self.nodes[conn.acceptor]
         if a.core is None or a.generation != gen_dialer:
             self._conns.pop(cid, None)
             return
+        latency = self.link(b.name, a.name).latency
         if b.core is None or b.generation != gen_acceptor or self._cut(a.name, b.name):
             self._conns.pop(cid, None)
-            a.core.dial_failed(conn.address, self.now)
-            self._after(a)
+            self._schedule(self.now + latency, "dial_failed", (a.name, gen_dialer, conn.address))
             return
-        conn.open_for = {a.name: True, b.name: True}
-        for side in (a, b):
-            assert side.core is not None
-            self._transmit(conn, side.name, side.core.hello())
+        conn.open_for[b.name] = True
+        # before the Hello is sent: the dialler has the connection when that Hello arrives
+        self._schedule(self.now + latency, "connected", (cid, gen_dialer))
+        self._transmit(conn, b.name, b.core.hello())
+
+    def _ev_connected(self, cid: int, gen_dialer: int) -> None:
+        conn = self._conns.get(cid)
+        if conn is None:
+            return
+        a = self.nodes[conn.dialer]
+        if a.core is None or a.generation != gen_dialer:  # it died meanwhile: the acceptor learns
+            self._schedule(self.now + self.link(a.name, conn.acceptor).latency, "close", (cid, conn.acceptor))
+            return
+        conn.open_for[a.name] = True
+        self._transmit(conn, a.name, a.core.hello())
 
     def _ev_frame(self, cid: int, dst: str, frame: bytes) -> None:
         conn = self._conns.get(cid)
@@ -637,21 +685,26 @@ class Network:
         if self._cut(src, dst):
             return
         core = node.core
+        msg: Message | None = None
         try:
             msg = wire.decode(frame, max_size=core.config.max_frame)
             name = conn.peer_name.get(dst)
             if name is None:
-                name = core.connection_made(msg, self.now)
+                name = core.connection_made(msg, self.now, outbound=conn.dialer == dst)
                 conn.peer_name[dst] = name
                 old = node.conns.get(name)
                 node.conns[name] = cid
                 if old is not None and old in self._conns:  # replaced: close, not "lost"
+                    self.duplicates += 1
                     self._transmit(self._conns[old], dst, Close(CloseCode.DUPLICATE_NAME, "replaced"))
                     self._close(self._conns[old], dst, notify_self=False)
             else:
                 core.receive(name, msg, self.now)
         except ProtocolError as exc:
-            self.errors.append((self.now, dst, conn.peer_name.get(dst), exc.code))
+            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello) and msg.name != dst and conn.peer_name.get(dst) is None:
+                self.duplicates += 1  # the core keeps its other connection to that agent
+            else:
+                self.errors.append((self.now, dst, conn.peer_name.get(dst), exc.code))
             self._transmit(conn, dst, Close(exc.code, str(exc)[:100]))
             self._close(conn, dst, notify_self=True)
         self._after(node)

@@ -16,13 +16,11 @@ the order of frames. Effects are executed after every batch of received frames (
 event-loop iteration), after every timer tick and whenever :meth:`WebsocketTransport.kick` is
 called.
 
-A second connection carrying the same agent replaces the first in the core (the newest wins:
-the old one is most likely left over from before the peer restarted). But when both agents dial
-each other at the same moment (seeds, or views that disagree), each side receives first the
-Hello of the connection *it* dialled, so "newest" names a different connection on each side;
-each would close the one the other kept, and they would flap. The driver therefore settles two
-connections dialled by different agents within ``open_timeout`` by name, alike on both sides:
-the one dialled by the smaller name is kept, the other is closed with ``DUPLICATE_NAME``.
+A second connection carrying the same agent is settled by the core
+(``core.connection_made(hello, now, outbound=...)``): it either replaces the first one (the
+driver then closes the old one with ``DUPLICATE_NAME`` and does not report it lost) or is
+refused with ``DUPLICATE_NAME`` (two simultaneous dials: both sides keep the connection the
+smaller name dialled). Either way it is logged at INFO level, not as a protocol error.
 
 Errors
 ------
@@ -83,7 +81,7 @@ from websockets.exceptions import ConnectionClosed
 from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
-from crdtsync.messages import PROTOCOL_VERSION, Close, Hello, Message
+from crdtsync.messages import Close, Hello, Message
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -291,7 +289,7 @@ class WebsocketTransport:
             core_address = self.core.address
             if core_address is None or core_address == self._listen:
                 # The core advertises this in its Hello; with port 0 it was not known before.
-                self.core.address = self._address
+                self.core.set_address(self._address)
         self._timer_task = asyncio.create_task(self._run_timer(), name=f"crdtsync-timer-{self.core.name}")
         self._pump()
 
@@ -631,42 +629,23 @@ class WebsocketTransport:
             self.core.receive(link.peer, msg, now)
 
     def _accept(self, link: _Link, msg: Message, now: float) -> None:
-        """Hand the first frame to core.connection_made, settling duplicate connections first."""
-        old = None
-        if isinstance(msg, Hello) and msg.version == PROTOCOL_VERSION and msg.mesh == self.core.mesh:
-            old = self._by_peer.get(msg.name)  # (a Hello the core will refuse anyway needs no tie-break)
-        if old is not None and not self._keep_new(link, old, msg.name, now):  # type: ignore[union-attr]
-            logger.info("%s: refusing a second connection from %s: keeping the one dialled by %s",
-                        self.core.name, old.peer, min(self.core.name, str(old.peer)))
-            self._refuse(link, CloseCode.DUPLICATE_NAME, f"agent {old.peer!r} is already connected")
-            return
-        peer = self.core.connection_made(msg, now)  # replaces the old connection in the core
+        """Hand the first frame to core.connection_made, which settles duplicate connections."""
+        try:
+            peer = self.core.connection_made(msg, now, outbound=link.outbound)
+        except ProtocolError as exc:
+            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello) and msg.name != self.core.name:
+                # A concurrent dial: the core keeps the other connection. Not a fault.
+                logger.info("%s: closing a second connection with %s: %s", self.core.name, msg.name, exc)
+                self._refuse(link, exc.code, str(exc))
+                return
+            raise
+        old = self._by_peer.pop(peer, None)  # popped: its end is not reported lost
         if old is not None:
-            logger.info("%s: a newer connection replaces the one to %s", self.core.name, peer)
-            del self._by_peer[peer]  # so that its end is not reported lost
+            logger.info("%s: a newer connection replaces the one with %s", self.core.name, peer)
             self._refuse(old, CloseCode.DUPLICATE_NAME, "replaced by a newer connection")
         assert isinstance(msg, Hello)
         link.peer, link.hello, link.accepted_at = peer, msg, now
         self._by_peer[peer] = link
-
-    def _keep_new(self, new: _Link, old: _Link, peer: str, now: float) -> bool:
-        """Whether ``new`` should replace ``old`` as the connection to ``peer``.
-
-        The core lets the newest connection win, which suits a peer that restarted while its
-        old connection lingers here. But in a simultaneous dial each side receives first the
-        Hello of the connection it dialled (the acceptor speaks first), so "newest" means a
-        different connection on each side: each would close the one the other kept, and they
-        would flap. Two connections dialled by different agents within ``open_timeout`` of
-        each other are therefore settled by name, alike on both sides: the one dialled by the
-        smaller name is kept. (A peer does not dial while it is connected to us, so a second
-        connection arriving later means the old one is dead at its end: newest wins.)
-        """
-        me = self.core.name
-        new_dialer = me if new.outbound else peer
-        old_dialer = me if old.outbound else peer
-        if new_dialer == old_dialer or now - old.accepted_at > self._open_timeout:
-            return True
-        return new_dialer == min(me, peer)
 
     def _after_receive_soon(self) -> None:
         # One pump per event-loop iteration however many frames arrived in it.

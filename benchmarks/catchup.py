@@ -1,0 +1,299 @@
+"""Catch-up: a new agent joins a big shard; crdtsync next to its floor and pycrdt-websocket.
+
+Two states, each served by one process and fetched by a newly started one on 127.0.0.1:
+
+* ``map``: a shard of 200,000 map entries (``k<i> = "v<i>"``, written in transactions of
+  1,000);
+* ``paper``: the automerge-paper editing trace (259,778 single-character edits, one author)
+  replayed into a ``pycrdt.Text`` under the key ``text``.
+
+For each state, the same Yjs document is fetched three ways:
+
+* ``floor``: in one process, ``Doc.get_update()`` then ``Doc().apply_update()`` of the
+  result: the least work any Yjs sync of this state can do (no network, no validation,
+  no disk). Best of 3.
+* ``crdtsync``: an agent process holds the shard in its LMDB store; a new agent process with
+  an empty store is started with the holder as its seed. Timed in the new process from just
+  before ``Agent.start()`` until the shard is complete in memory (``visible_s``: checked after
+  every transaction), and until it is also durable in its own store (``durable_s``).
+* ``pycrdt-websocket``: its ``WebsocketServer`` holds the state in a room; a new process
+  connects a ``pycrdt.Provider``. Timed from just before connecting until the document is
+  complete (the hub keeps nothing on disk, so there is no durable figure).
+
+Bytes are TCP payload bytes over the connection (``ss``), messages are websocket messages
+sent by both ends. Python start-up and imports are outside every timing, alike. Prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+from benchlib import (
+    Child,
+    Progress,
+    cache_dir,
+    children,
+    common_args,
+    finish,
+    free_ports,
+    machine,
+    pyplot,
+    ratio,
+    size_of,
+    tcp_counters,
+    traces_dir,
+)
+
+MAP_SIZES = {"full": 200_000, "quick": 50_000, "tiny": 2_000}
+PAPER_EDITS = {"full": None, "quick": None, "tiny": 5_000}  # None: the whole trace
+
+
+# ---------------------------------------------------------------------------------------------
+# preparing the states
+
+
+def build_map_store(path: Path, entries: int, batch: int = 1000) -> bytes:
+    """An agent store holding shard ``map`` with ``entries`` keys; returns the encoded state."""
+    from crdtsync import Agent
+
+    async def go() -> bytes:
+        async with Agent("holder", data_dir=path) as agent:
+            shard = await agent.shard("map")
+            for start in range(0, entries, batch):
+                with shard.transaction():
+                    for i in range(start, min(entries, start + batch)):
+                        shard[f"k{i}"] = f"v{i}"
+            await shard.flush()
+            return shard.doc.get_update()
+
+    return asyncio.run(go())
+
+
+def replay_sequential(trace: Path, edits: int | None) -> tuple[bytes, str, bool]:
+    """Replay a sequential trace into a Text at root['text'] (cached); returns the encoded
+    state, the final text and whether it equals the trace's endContent."""
+    key = hashlib.sha256(f"{trace.name}:{trace.stat().st_size}:{edits}:v1".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"{trace.stem}-{key}.ystate"
+    meta = cached.with_suffix(".json")
+    if cached.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        return cached.read_bytes(), m["text"], m["matches_end"]
+    data = json.load(gzip.open(trace))
+    doc = pycrdt.Doc()
+    root = doc.get("root", type=pycrdt.Map)
+    root["text"] = text = pycrdt.Text()
+    done = 0
+    for txn in data["txns"]:
+        with doc.transaction():
+            for pos, n_del, ins in txn["patches"]:
+                if n_del:
+                    del text[pos : pos + n_del]
+                if ins:
+                    text.insert(pos, ins)
+                done += 1
+        if edits is not None and done >= edits:
+            break
+    content = str(text)
+    matches = edits is None and content == data["endContent"]
+    state = doc.get_update()
+    cached.write_bytes(state)
+    meta.write_text(json.dumps({"text": content, "matches_end": matches, "edits": done}))
+    return state, content, matches
+
+
+def build_state_store(path: Path, shard: str, state: bytes) -> None:
+    """An agent store holding ``state`` in shard ``shard``."""
+    from crdtsync import Agent
+
+    async def go() -> None:
+        async with Agent("holder", data_dir=path) as agent:
+            s = await agent.shard(shard)
+            s.apply_remote(state, "prep")
+            await s.flush()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# the three ways
+
+
+def floor(state: bytes, repeat: int = 3) -> dict[str, Any]:
+    src = pycrdt.Doc()
+    src.apply_update(state)
+    best: dict[str, float] | None = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        update = src.get_update()
+        t1 = time.perf_counter()
+        dst = pycrdt.Doc()
+        dst.apply_update(update)
+        t2 = time.perf_counter()
+        run = {"encode_s": t1 - t0, "apply_s": t2 - t1, "seconds": t2 - t0}
+        if best is None or run["seconds"] < best["seconds"]:
+            best = run
+    assert best is not None
+    return {**{k: round(v, 5) for k, v in best.items()}, "bytes": len(update)}
+
+
+def _stats(kids: list[Child]) -> list[dict[str, Any]]:
+    for k in kids:
+        k.send(cmd="stats")
+    return [k.wait("stats", 60) for k in kids]
+
+
+def run_crdtsync(store: Path, shard: str, until: list[str], tmp: Path, gossip: str | None = None) -> dict[str, Any]:
+    (port,) = free_ports(1)
+    extra = ["--gossip", gossip] if gossip else []
+    with children() as kids:
+        holder = Child("crdtsync", ["--name", "holder", "--data", str(store), "--listen", f"ws://127.0.0.1:{port}",
+                                    "--shard", shard, *extra], name="holder")
+        kids.append(holder)
+        ready = holder.wait("ready", 300)
+        joiner = Child("crdtsync", ["--name", "joiner", "--data", str(tmp / "joiner"), "--peer", f"ws://127.0.0.1:{port}",
+                                    "--join", shard, *until, *extra], name="joiner")
+        kids.append(joiner)
+        synced = joiner.wait("synced", 600)
+        wire = tcp_counters([port])
+        stats = _stats(kids)
+    return {
+        "visible_s": round(synced["visible_s"], 4),
+        "durable_s": round(synced["durable_s"], 4),
+        "wire_bytes": wire["bytes_sent"],
+        "msgs": sum(s["frames"] for s in stats),
+        "msgs_by_type": {k: sum(s["by_type"].get(k, 0) for s in stats) for k in sorted({t for s in stats for t in s["by_type"]})},
+        "holder_open_s": ready["start_s"],
+    }
+
+
+def run_hub(state_file: Path, until: list[str]) -> dict[str, Any]:
+    (port,) = free_ports(1)
+    with children() as kids:
+        server = Child("hub-server", ["--port", str(port), "--preload", str(state_file), "--room", "/bench"], name="hub")
+        kids.append(server)
+        server.wait("ready", 300)
+        client = Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench", "--join", "bench", *until], name="hub-client")
+        kids.append(client)
+        synced = client.wait("synced", 600)
+        wire = tcp_counters([port])
+        stats = _stats(kids)
+    return {"visible_s": round(synced["visible_s"], 4), "durable_s": None, "wire_bytes": wire["bytes_sent"],
+            "msgs": sum(s["frames"] for s in stats)}
+
+
+def catch_up(label: str, state: bytes, store: Path, shard: str, until: list[str], tmp: Path, prog: Progress,
+             gossip: str | None = None) -> dict[str, Any]:
+    task = prog.task(f"{label}: floor, crdtsync, pycrdt-websocket", 3)
+    state_file = tmp / f"{label}.ystate"
+    state_file.write_bytes(state)
+    out: dict[str, Any] = {"state_bytes": len(state), "floor": floor(state)}
+    prog.update(task, 1)
+    out["crdtsync"] = run_crdtsync(store, shard, until, tmp / label, gossip)
+    prog.update(task, 2)
+    out["pycrdt-websocket"] = run_hub(state_file, until)
+    prog.update(task, 3)
+    c, h, f = out["crdtsync"], out["pycrdt-websocket"], out["floor"]
+    out["ratios"] = {
+        "crdtsync_visible_vs_floor": ratio(c["visible_s"], f["seconds"], 1),
+        "crdtsync_visible_vs_hub": ratio(c["visible_s"], h["visible_s"]),
+        "crdtsync_durable_vs_hub": ratio(c["durable_s"], h["visible_s"]),
+        "crdtsync_bytes_vs_state": ratio(c["wire_bytes"], len(state), 3),
+        "hub_bytes_vs_state": ratio(h["wire_bytes"], len(state), 3),
+    }
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    labels = list(results)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.2
+    series = [("floor (encode+apply)", lambda r: r["floor"]["seconds"], "tab:gray"),
+              ("crdtsync visible", lambda r: r["crdtsync"]["visible_s"], "tab:blue"),
+              ("crdtsync durable", lambda r: r["crdtsync"]["durable_s"], "tab:cyan"),
+              ("pycrdt-websocket", lambda r: r["pycrdt-websocket"]["visible_s"], "tab:orange")]
+    for j, (name, get, color) in enumerate(series):
+        vals = [get(results[k]) for k in labels]
+        bars = ax[0].bar([i + (j - 1.5) * width for i in range(len(labels))], vals, width, label=name, color=color)
+        ax[0].bar_label(bars, fmt="%.3g", fontsize=7)
+    ax[0].set_yscale("log")
+    ax[0].set_ylabel("seconds until synced (log; lower is better)")
+    ax[0].set_xticks(range(len(labels)), [f"{k}\n{results[k]['state_bytes']:,} B state" for k in labels])
+    ax[0].set_title("time for a new replica to hold the whole state")
+    ax[0].legend(fontsize=8)
+    bseries = [("encoded state (floor)", lambda r: r["state_bytes"], "tab:gray"),
+               ("crdtsync wire", lambda r: r["crdtsync"]["wire_bytes"], "tab:blue"),
+               ("pycrdt-websocket wire", lambda r: r["pycrdt-websocket"]["wire_bytes"], "tab:orange")]
+    for j, (name, get, color) in enumerate(bseries):
+        vals = [get(results[k]) / 1e6 for k in labels]
+        bars = ax[1].bar([i + (j - 1) * 0.27 for i in range(len(labels))], vals, 0.27, label=name, color=color)
+        ax[1].bar_label(bars, fmt="%.3f", fontsize=7)
+    ax[1].set_ylabel("MB on the wire (TCP payload)")
+    ax[1].set_xticks(range(len(labels)), labels)
+    ax[1].set_title("bytes to catch up")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(p)
+    p.add_argument("--entries", type=int, default=None, help="map entries [200000; quick 50000]")
+    p.add_argument("--trace", default=None, help="sequential trace [automerge-paper.json.gz]")
+    p.add_argument("--gossip", default=None, help="JSON object of GossipConfig overrides for both agents")
+    args = p.parse_args(argv)
+    size = size_of(args)
+    entries = args.entries or MAP_SIZES[size]
+    trace = Path(args.trace) if args.trace else traces_dir() / "automerge-paper.json.gz"
+    prog = Progress("catchup")
+    tmp = Path(tempfile.mkdtemp(prefix="crdtsync-catchup-"))
+    results: dict[str, Any] = {}
+    prep: dict[str, Any] = {}
+    try:
+        task = prog.task("preparing states", 2)
+        t0 = time.perf_counter()
+        map_state = build_map_store(tmp / "map-holder", entries)
+        prep["map_build_s"] = round(time.perf_counter() - t0, 2)
+        prog.update(task, 1)
+        t0 = time.perf_counter()
+        paper_state, paper_text, matches = replay_sequential(trace, PAPER_EDITS[size])
+        prep["paper_replay_s_or_cached"] = round(time.perf_counter() - t0, 2)
+        build_state_store(tmp / "paper-holder", "paper", paper_state)
+        prog.update(task, 2)
+        results[f"map {entries:,} entries"] = catch_up("map", map_state, tmp / "map-holder", "map",
+                                                       ["--until-len", str(entries)], tmp, prog, args.gossip)
+        label = "automerge-paper" + ("" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)")
+        results[label] = catch_up("paper", paper_state, tmp / "paper-holder", "paper",
+                                  ["--until-text-len", str(len(paper_text))], tmp, prog, args.gossip)
+        results[label]["text_chars"] = len(paper_text)
+        results[label]["replay_matches_endContent"] = matches
+    finally:
+        prog.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report: dict[str, Any] = {"benchmark": "catchup", "size": size, "machine": machine(), "prep": prep,
+                              "crdtsync_config": json.loads(args.gossip) if args.gossip else "defaults",
+                              "states": results}
+    if args.plot_dir:
+        path = Path(args.plot_dir) / "catchup.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(results, path)
+        report["plots"] = [str(path)]
+    finish(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""Fan-out over real websockets: one writer, seven receivers; crdtsync next to pycrdt-websocket.
+
+Eight OS processes on 127.0.0.1 per system, the same workload for both (benchmarks/nodes.py):
+one process writes ``n`` map sets, each its own transaction, valued with ``time.time_ns()``
+at the moment of the write; the seven others record in their own process, in the document
+observer, when each key arrived. All processes share one machine clock, so
+``arrival - stamp`` is the one-way latency of that update to that receiver, with nothing
+estimated.
+
+* ``burst``: the writer writes as fast as it can (yielding to its event loop after each
+  write); updates/s = n / (last arrival at the last receiver - first write), and the
+  latency of every (update, receiver) pair.
+* ``paced``: the writer writes at ``rate`` per second on an absolute schedule; latency
+  p50/p99/max.
+* ``paced_low``: the same at ``low_rate`` (200/s by default, fewer updates): a load that
+  every system sustains on a small machine, so that the latency it shows is the system's
+  own, not the queueing of a saturated process.
+
+Systems:
+
+* ``crdtsync``: 8 agents (crdtsync.Agent, LMDB store, group commit), full mesh (8 agents is
+  ``GossipConfig.full_mesh_max``), default GossipConfig.
+* ``crdtsync-5ms``: the same with ``push_interval=0.005`` (the batching window is the one
+  knob that trades latency for messages).
+* ``pycrdt-websocket``: its ``WebsocketServer`` hub (a YRoom) in its own process and eight
+  ``pycrdt.Provider`` clients, each in its own process, over the same ``websockets`` library.
+
+Wire figures per update: ``msgs`` = websocket messages sent by all processes (counted in
+``Connection.send`` in every process), ``wire_bytes`` = TCP payload bytes sent over all the
+system's connections as the kernel counts them (``ss``: framing and pings included), both
+from just before the first write until one second after the last arrival (trailing acks
+included). crdtsync's receivers also write every update to LMDB and group-commit it; the hub
+keeps nothing on disk. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    Child,
+    Progress,
+    cdf_points,
+    children,
+    common_args,
+    counter_delta,
+    finish,
+    free_ports,
+    machine,
+    pyplot,
+    ratio,
+    size_of,
+    summary,
+    tcp_counters,
+)
+
+HUB = "pycrdt-websocket"
+#: What the issue author measured for the hub (same workload, their machine).
+ISSUE_HUB = {"burst_updates_per_s": 3770, "burst_p99_ms": 81.0, "paced_p99_ms": 0.9}
+SIZES = {"full": 5000, "quick": 2000, "tiny": 200}
+LOW = {"full": 1000, "quick": 500, "tiny": 100}  # updates of the paced_low phase
+PHASES = ("burst", "paced", "paced_low")
+SYSTEMS = {"crdtsync": {}, "crdtsync-5ms": {"push_interval": 0.005}, HUB: None}
+
+
+def _stats(kids: list[Child]) -> list[dict[str, Any]]:
+    for k in kids:
+        k.send(cmd="stats")
+    return [k.wait("stats", 30) for k in kids]
+
+
+def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Child], ports: list[int],
+              prefix: str, n: int, rate: float, tmp: Path, prog: Progress, crdtsync: bool) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """One phase (burst or paced) on a running system; returns figures and raw latencies."""
+    task = prog.task(f"{label} {'burst' if rate == 0 else f'paced {rate:g}/s'}", len(receivers))
+    outs = {r.name: tmp / f"{prefix}-{r.name.replace('/', '-')}.json" for r in receivers}
+    for r in receivers:
+        r.send(cmd="expect", shard="bench", prefix=prefix, n=n, out=str(outs[r.name]))
+    for r in receivers:
+        r.wait("expecting", 30, prefix=prefix)
+    stats0, tcp0 = _stats(kids), tcp_counters(ports)
+    writer.send(cmd="write", shard="bench", prefix=prefix, n=n, rate=rate)
+    written = writer.wait("written", 600, prefix=prefix)
+    replicated = None
+    if crdtsync:
+        writer.send(cmd="replicated", shard="bench", peers=len(receivers), timeout=120)
+    timeout = 120 + (n / rate if rate else 0)
+    completes = []
+    for i, r in enumerate(receivers):
+        completes.append(r.wait("complete", timeout, prefix=prefix))
+        prog.update(task, i + 1)
+    if crdtsync:
+        replicated = writer.wait("replicated", 130)
+    time.sleep(1.0)  # trailing acks and anti-entropy belong to the phase
+    stats1, tcp1 = _stats(kids), tcp_counters(ports)
+    for r in receivers:
+        r.send(cmd="dump", prefix=prefix)
+    for r in receivers:
+        r.wait("dumped", 60, prefix=prefix)
+
+    pair_ms: list[float] = []
+    per_update = [0.0] * n
+    for r in receivers:
+        data = json.loads(outs[r.name].read_text())
+        lat = [x / 1000 for x in data["latency_us"]]
+        pair_ms.extend(lat)
+        per_update = [max(a, b) for a, b in zip(per_update, lat)]
+    last = max(c["last_ns"] for c in completes)
+    span = (last - written["first_ns"]) / 1e9
+    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1))
+    payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1))
+    by_type: dict[str, int] = {}
+    for a, b in zip(stats0, stats1):
+        for k, v in b["by_type"].items():
+            by_type[k] = by_type.get(k, 0) + v - a["by_type"].get(k, 0)
+    wire = counter_delta(tcp1, tcp0)
+    out = {
+        "updates": n,
+        "rate": rate or None,
+        "writer_s": written["wall_s"],
+        "all_delivered_s": round(span, 4),
+        "updates_per_s": round(n / span, 1),
+        "latency_ms": summary(pair_ms, 3),
+        "latency_all_receivers_ms": summary(per_update, 3),
+        "msgs_per_update": round(frames / n, 3),
+        "payload_bytes_per_update": round(payload / n, 1),
+        "wire_bytes_per_update": round(wire["bytes_sent"] / n, 1),
+        "tcp_segments_per_update": round(wire["data_segs_out"] / n, 3),
+        "cpu_s_all_processes": round(sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1)), 3),
+        "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
+        "latency_cdf_ms": cdf_points(pair_ms),
+    }
+    if replicated is not None:
+        out["durable_on_all_s"] = round((replicated["at_ns"] - written["first_ns"]) / 1e9, 4)
+    return out, {"pairs": pair_ms}
+
+
+def _wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for k in kids:
+            k.send(cmd="status")
+        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
+        if all(c >= want for c in counts):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mesh not formed: connected counts {counts}")
+        time.sleep(0.2)
+
+
+def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rate: float, low: tuple[int, float],
+                 tmp: Path, prog: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    ports = free_ports(agents)
+    gossip = json.dumps(overrides)
+    raw: dict[str, Any] = {}
+    with children() as kids:
+        for i, port in enumerate(ports):
+            args = ["--name", f"a{i}", "--data", str(tmp / label / f"a{i}"), "--listen", f"ws://127.0.0.1:{port}",
+                    "--shard", "bench", "--gossip", gossip, "--seed", str(i)]
+            if i:
+                args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
+            kids.append(Child("crdtsync", args, name=f"{label}/a{i}"))
+        for k in kids:
+            k.wait("ready", 60)
+        _wait_mesh(kids, agents - 1)
+        time.sleep(1.0)  # on-connect anti-entropy rounds and peer lists settle
+        writer, receivers = kids[0], kids[1:]
+        burst, raw["burst"] = run_phase(label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True)
+        paced, raw["paced"] = run_phase(label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, True)
+        paced_low, raw["paced_low"] = run_phase(label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, True)
+    return {"config": overrides or "defaults", "burst": burst, "paced": paced, "paced_low": paced_low}, raw
+
+
+def run_hub(agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path,
+            prog: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    (port,) = free_ports(1)
+    raw: dict[str, Any] = {}
+    with children() as kids:
+        server = Child("hub-server", ["--port", str(port)], name="hub")
+        kids.append(server)
+        server.wait("ready", 60)
+        clients = [Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench"], name=f"hub/c{i}") for i in range(agents)]
+        kids.extend(clients)
+        for c in clients:
+            c.wait("ready", 60)
+        time.sleep(1.0)
+        writer, receivers = clients[0], clients[1:]
+        burst, raw["burst"] = run_phase(HUB, writer, receivers, kids, [port], "b", n, 0, tmp, prog, False)
+        paced, raw["paced"] = run_phase(HUB, writer, receivers, kids, [port], "p", n, rate, tmp, prog, False)
+        paced_low, raw["paced_low"] = run_phase(HUB, writer, receivers, kids, [port], "q", low[0], low[1], tmp, prog, False)
+    return {"topology": "hub: WebsocketServer (YRoom) + pycrdt.Provider clients", "burst": burst, "paced": paced,
+            "paced_low": paced_low}, raw
+
+
+def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
+    me, hub = results.get(label), results.get(HUB)
+    if not me or not hub:
+        return {}
+    b, hb, p, hp = me["burst"], hub["burst"], me["paced"], hub["paced"]
+    return {
+        "burst_updates_per_s_ratio": {"value": ratio(b["updates_per_s"], hb["updates_per_s"]), "target": ">= 5",
+                                      "met": b["updates_per_s"] >= 5 * hb["updates_per_s"]},
+        "burst_p99_ratio": {"value": ratio(b["latency_ms"]["p99"], hb["latency_ms"]["p99"]), "target": "< 1",
+                            "met": b["latency_ms"]["p99"] < hb["latency_ms"]["p99"]},
+        "paced_p99_ratio": {"value": ratio(p["latency_ms"]["p99"], hp["latency_ms"]["p99"]), "target": "<= 1",
+                            "met": p["latency_ms"]["p99"] <= hp["latency_ms"]["p99"]},
+        "paced_low_p99_ratio": {"value": ratio(me["paced_low"]["latency_ms"]["p99"], hub["paced_low"]["latency_ms"]["p99"]),
+                                "target": "<= 1 (same target, at a rate the hub sustains)",
+                                "met": me["paced_low"]["latency_ms"]["p99"] <= hub["paced_low"]["latency_ms"]["p99"]},
+    }
+
+
+def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate: float, low_rate: float) -> None:
+    plt = pyplot()
+    labels = list(results)
+    colors = {"crdtsync": "tab:blue", "crdtsync-5ms": "tab:cyan", HUB: "tab:orange"}
+    fig, ax = plt.subplots(2, 3, figsize=(15, 8))
+    bar_colors = [colors.get(s, "gray") for s in labels]
+    for a, key, fmt, title, ylabel in (
+        (ax[0][0], "updates_per_s", "%.0f", f"burst: updates/s until all receivers have all {n}", "updates/s (higher is better)"),
+        (ax[0][1], "msgs_per_update", "%.3g", "burst: websocket messages per update", "messages, all processes (lower is better)"),
+        (ax[0][2], "wire_bytes_per_update", "%.0f", "burst: TCP payload bytes per update", "bytes, all connections (lower is better)"),
+    ):
+        bars = a.bar(labels, [results[s]["burst"][key] for s in labels], color=bar_colors)
+        a.bar_label(bars, fmt=fmt)
+        a.set_title(title)
+        a.set_ylabel(ylabel)
+    for a, phase, title in ((ax[1][0], "burst", "burst"), (ax[1][1], "paced", f"paced at {rate:g}/s"),
+                            (ax[1][2], "paced_low", f"paced at {low_rate:g}/s")):
+        for s in labels:
+            v = sorted(raw[s].get(phase, {}).get("pairs", []))
+            if not v:
+                continue
+            ys = [(i + 1) / len(v) for i in range(len(v))]
+            p99 = results[s][phase]["latency_ms"]["p99"]
+            a.plot([max(x, 1e-3) for x in v], ys, label=f"{s} (p99 {p99:.1f} ms)", color=colors.get(s, "gray"))
+        a.set_xscale("log")
+        a.set_xlabel("latency write -> receiver, ms (log)")
+        a.set_ylabel("fraction of (update, receiver) pairs")
+        a.set_title(f"{title}: latency CDF")
+        a.axhline(0.99, color="black", lw=0.5, ls=":")
+        a.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"fan-out: 1 writer -> {len(next(iter(raw.values()))['burst']['pairs']) // n} receivers, "
+                 "one process each on 127.0.0.1, same workload for every system", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(p)
+    p.add_argument("--updates", type=int, default=None, help="map sets per phase [5000; quick 2000]")
+    p.add_argument("--rate", type=float, default=1000.0, help="paced phase writes/s")
+    p.add_argument("--low-rate", type=float, default=200.0, help="paced_low phase writes/s")
+    p.add_argument("--low-updates", type=int, default=None, help="map sets of the paced_low phase [1000]")
+    p.add_argument("--agents", type=int, default=8)
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    args = p.parse_args(argv)
+    size = size_of(args)
+    n = args.updates or SIZES[size]
+    prog = Progress("fanout")
+    tmp = Path(tempfile.mkdtemp(prefix="crdtsync-fanout-"))
+    results: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    try:
+        for label in args.systems.split(","):
+            low = (args.low_updates or min(n, LOW[size]), args.low_rate)
+            if label == HUB:
+                results[label], raw[label] = run_hub(args.agents, n, args.rate, low, tmp, prog)
+            else:
+                results[label], raw[label] = run_crdtsync(label, SYSTEMS.get(label) or {}, args.agents, n, args.rate, low,
+                                                          tmp, prog)
+    finally:
+        prog.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report: dict[str, Any] = {
+        "benchmark": "fanout",
+        "size": size,
+        "machine": machine(),
+        "setting": {"agents": args.agents, "updates": n, "paced_rate": args.rate, "low_rate": args.low_rate,
+                    "low_updates": args.low_updates or min(n, LOW[size]), "host": "127.0.0.1"},
+        "systems": results,
+        "vs_hub": verdict(results),
+        "vs_hub_crdtsync_5ms": verdict(results, "crdtsync-5ms"),
+        "issue_author_hub": ISSUE_HUB,
+    }
+    if args.plot_dir:
+        path = Path(args.plot_dir) / "fanout.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(results, raw, path, n, args.rate, args.low_rate)
+        report["plots"] = [str(path)]
+    finish(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,563 @@
+"""Benchmark child processes: a crdtsync agent, a pycrdt-websocket hub, a hub client.
+
+    python benchmarks/nodes.py crdtsync   --name a1 --data DIR [--listen URL] [--peer URL]...
+    python benchmarks/nodes.py hub-server --port P [--preload FILE]
+    python benchmarks/nodes.py hub-client --url ws://127.0.0.1:P/ROOM
+
+Each reads commands from stdin and writes events to stdout, one JSON object per line (see
+``Child`` in benchlib.py). The crdtsync agent and the hub client accept the same workload
+commands, so both systems run exactly the same writer and receiver code:
+
+``write``   shard, prefix, n, rate (0: burst): n map sets ``prefix<i> = str(time.time_ns())``,
+            each its own transaction, yielding to the event loop after each; rate > 0 paces
+            them on an absolute schedule. Event ``written`` (first_ns, last_ns).
+``expect``  shard, prefix, n, out: record, in this process, the arrival time of every key with
+            that prefix (``time.time_ns()`` inside the document's observer, i.e. when the
+            update is applied here), and once all n arrived write the latencies
+            (arrival - stamp carried in the value, same machine clock) to ``out``. Events
+            ``expecting`` (observer installed), then ``complete`` (first/last arrival).
+``stats``   frames and payload bytes this process sent (every websocket message, counted in
+            ``Connection.send``), by crdtsync message type, and its CPU seconds.
+``quit``    close cleanly and exit.
+
+Joining (catch-up): ``--join SHARD --until-len N`` (or ``--until-text-len N`` for the Text
+under key ``text``) makes the process measure, from just before it starts connecting, the
+time until that shard's root map has N keys (or the text N characters): event ``synced``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+from websockets.asyncio.connection import Connection
+
+# ---------------------------------------------------------------------------------------------
+# what this process sends on the wire (same instrumentation for both systems)
+
+FRAMES = Counter()  # type: Counter[str]
+_TYPE_NAMES: dict[int, str] = {}
+_COUNT_TYPES = False
+_orig_send = Connection.send
+
+
+async def _counting_send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
+    FRAMES["frames"] += 1
+    FRAMES["bytes"] += len(message)
+    if _COUNT_TYPES and isinstance(message, (bytes, bytearray)) and message:
+        FRAMES["type:" + _frame_type(message)] += 1
+    await _orig_send(self, message, *args, **kwargs)
+
+
+Connection.send = _counting_send  # type: ignore[method-assign]
+
+if os.environ.get("CRDTSYNC_BENCH_FRAMELOG"):  # a timeline of frames, for investigations
+    _orig_recv = Connection.recv
+
+    async def _logged_send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
+        sys.stderr.write(f"FRAME {time.time():.4f} send {_frame_type(message)} {len(message)}\n")
+        await _counting_send(self, message, *args, **kwargs)
+
+    async def _logged_recv(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        data = await _orig_recv(self, *args, **kwargs)
+        sys.stderr.write(f"FRAME {time.time():.4f} recv {_frame_type(data)} {len(data)}\n")
+        return data
+
+    Connection.send = _logged_send  # type: ignore[method-assign]
+    Connection.recv = _logged_recv  # type: ignore[method-assign]
+
+
+def _frame_type(frame: bytes) -> str:
+    """The crdtsync message type of a frame (an msgpack array whose first item is the tag)."""
+    head = frame[0]
+    if 0x90 <= head <= 0x9F:
+        tag = frame[1]
+    elif head == 0xDC:
+        tag = frame[3]
+    elif head == 0xDD:
+        tag = frame[5]
+    else:
+        return "?"
+    return _TYPE_NAMES.get(tag, f"tag{tag}")
+
+
+class _FailFast(logging.Handler):
+    """An ERROR logged by the library (a task or callback that failed), or a connection closed
+    because one of our own agents sent something invalid, ends the benchmark: the parent
+    sees an ``error`` event at once instead of waiting for a timeout."""
+
+    _BUGS = ("INVALID_UPDATE", "INTERNAL_ERROR", "MALFORMED_FRAME", "UNKNOWN_MESSAGE", "INVALID_SHARD")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR and not any(b in record.getMessage() for b in self._BUGS):
+            return
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        emit({"event": "error", "message": f"{record.name}: {text}"[:2000]})
+
+
+def _install_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger().addHandler(_FailFast(level=logging.WARNING))
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def stats_event() -> dict[str, Any]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"event": "stats", "pid": os.getpid(), "frames": FRAMES["frames"], "bytes": FRAMES["bytes"],
+            "by_type": {k[5:]: v for k, v in FRAMES.items() if k.startswith("type:")},
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4)}
+
+
+class Commands:
+    """stdin JSON lines -> an asyncio queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._loop = loop
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                continue
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, cmd)
+        self._loop.call_soon_threadsafe(self.queue.put_nowait, {"cmd": "quit"})
+
+
+# ---------------------------------------------------------------------------------------------
+# the workload, identical for both systems
+
+
+async def write_keys(setter: Any, prefix: str, n: int, rate: float) -> dict[str, Any]:
+    """n sets ``prefix<i> = str(time_ns)``, each its own transaction, yielding after each."""
+    start = time.perf_counter()
+    first = last = 0
+    for i in range(n):
+        if rate > 0:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        stamp = time.time_ns()
+        setter(f"{prefix}{i}", str(stamp))
+        if i == 0:
+            first = stamp
+        last = stamp
+        await asyncio.sleep(0)
+    return {"event": "written", "prefix": prefix, "n": n, "first_ns": first, "last_ns": last,
+            "wall_s": round(time.perf_counter() - start, 4)}
+
+
+class Arrivals:
+    """Arrival times of the keys ``prefix<i>`` of a map, recorded in its observer.
+
+    Only the arrival time is taken in the observer; reading the stamps back and writing the
+    latencies happens on ``dump``, after every receiver is complete, so that this work does
+    not steal CPU from receivers still receiving.
+    """
+
+    def __init__(self, root: pycrdt.Map, prefix: str, n: int, out: str, read: Any) -> None:
+        self.root, self.prefix, self.n, self.out, self.read = root, prefix, n, out, read
+        self.arrived: dict[str, int] = {}
+        self.done = asyncio.get_running_loop().create_future()
+        self._sub = root.observe(self._on_change)
+
+    def _on_change(self, event: Any) -> None:
+        now = time.time_ns()
+        for key in event.keys:
+            if key.startswith(self.prefix) and key not in self.arrived:
+                self.arrived[key] = now
+        if len(self.arrived) >= self.n and not self.done.done():
+            self.done.get_loop().call_soon(self._finish)
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        self.root.unobserve(self._sub)
+        arrivals = self.arrived.values()
+        self.done.set_result({"event": "complete", "prefix": self.prefix, "first_ns": min(arrivals),
+                              "last_ns": max(arrivals)})
+
+    def dump(self) -> dict[str, Any]:
+        lat_us = []
+        for i in range(self.n):
+            key = f"{self.prefix}{i}"
+            stamp = int(self.read(key))
+            lat_us.append((self.arrived[key] - stamp) / 1000)
+        Path(self.out).write_text(json.dumps({"latency_us": lat_us}))
+        return {"event": "dumped", "prefix": self.prefix}
+
+
+async def watch(arrivals: Arrivals) -> None:
+    try:
+        emit(await arrivals.done)
+    except Exception as exc:
+        emit({"event": "error", "message": f"expect: {type(exc).__name__}: {exc}"})
+
+
+class JoinWatch:
+    """Time from ``t0`` until a condition on a document holds (checked after each transaction)."""
+
+    def __init__(self, t0_ns: int, condition: Any) -> None:
+        self.t0 = t0_ns
+        self.condition = condition
+        self.done = asyncio.get_running_loop().create_future()
+
+    def poke(self, _event: Any = None) -> None:
+        if not self.done.done():
+            self.done.get_loop().call_soon(self._check)
+
+    def _check(self) -> None:
+        if not self.done.done() and self.condition():
+            self.done.set_result(time.time_ns())
+
+
+# ---------------------------------------------------------------------------------------------
+# crdtsync
+
+
+async def run_crdtsync(args: argparse.Namespace) -> None:
+    global _COUNT_TYPES
+    from dataclasses import replace
+
+    from crdtsync import Agent, wire
+    from crdtsync.gossip import GossipConfig
+
+    _TYPE_NAMES.update({tag: cls.__name__ for cls, tag in wire.TAGS.items()})
+    _COUNT_TYPES = True
+    config = replace(GossipConfig(), **json.loads(args.gossip)) if args.gossip else GossipConfig()
+    loop = asyncio.get_running_loop()
+    commands = Commands(loop)
+    t0 = time.time_ns()
+    agent = Agent(args.name, data_dir=args.data, listen=args.listen, peers=args.peer, gossip=config,
+                  seed=args.seed, durability_interval=args.durability_interval)
+    join: JoinWatch | None = None
+    if args.join:
+        await agent.start()
+        shard = await agent.shard(args.join)  # no await happened since start: nothing arrived yet
+        join = JoinWatch(t0, _join_condition(shard.crdt, args))
+        shard.doc.observe(join.poke)
+        join.poke()
+    else:
+        await agent.start()
+    for name in args.shard:
+        await agent.shard(name)
+    emit({"event": "ready", "agent": args.name, "address": agent.address, "pid": os.getpid(),
+          "start_s": round((time.time_ns() - t0) / 1e9, 4)})
+    tasks: set[asyncio.Task[Any]] = set()
+    expecting: dict[str, Arrivals] = {}
+    if join is not None:
+        async def joined() -> None:
+            assert join is not None
+            t_visible = await join.done
+            shard = await agent.shard(args.join)
+            await shard.flush()
+            t_durable = time.time_ns()
+            emit({"event": "synced", "visible_s": (t_visible - join.t0) / 1e9,
+                  "durable_s": (t_durable - join.t0) / 1e9, "digest": shard.digest().hex()})
+        tasks.add(asyncio.create_task(joined()))
+    try:
+        while True:
+            cmd = await commands.queue.get()
+            op = cmd.get("cmd")
+            try:
+                if op == "quit":
+                    break
+                if op == "status":
+                    emit({"event": "status", "connected": [p.name for p in agent.peers if p.state == "connected"],
+                          "shards": {n: {"digest": (await agent.shard(n)).digest().hex(),
+                                         "len": len(await agent.shard(n))} for n in cmd.get("shards", [])}})
+                elif op == "open":
+                    for n in cmd["shards"]:
+                        await agent.shard(n)
+                    emit({"event": "opened", "count": len(cmd["shards"])})
+                elif op == "write":
+                    shard = await agent.shard(cmd["shard"])
+
+                    async def do_write(shard: Any = shard, cmd: dict[str, Any] = cmd) -> None:
+                        emit(await write_keys(shard.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)))
+                    tasks.add(asyncio.create_task(do_write()))
+                elif op == "expect":
+                    shard = await agent.shard(cmd["shard"])
+                    arr = expecting[cmd["prefix"]] = Arrivals(shard.crdt, cmd["prefix"], cmd["n"], cmd["out"], shard.__getitem__)
+                    tasks.add(asyncio.create_task(watch(arr)))
+                    emit({"event": "expecting", "prefix": cmd["prefix"]})
+                elif op == "replicated":
+                    shard = await agent.shard(cmd["shard"])
+
+                    async def do_replicated(shard: Any = shard, cmd: dict[str, Any] = cmd) -> None:
+                        t = time.time_ns()
+                        await shard.replicated(cmd["peers"], timeout=cmd.get("timeout", 60))
+                        emit({"event": "replicated", "at_ns": time.time_ns(), "waited_s": (time.time_ns() - t) / 1e9})
+                    tasks.add(asyncio.create_task(do_replicated()))
+                elif op == "genesis":
+                    shard = await agent.shard(cmd["shard"])
+                    shard.apply_remote(Path(cmd["file"]).read_bytes(), "genesis")
+                    await shard.flush()
+                    emit({"event": "genesis"})
+                elif op == "replay":
+                    tasks.add(asyncio.create_task(_replay(agent, cmd)))
+                elif op == "flush":
+                    for n in agent.shard_names():
+                        await (await agent.shard(n)).flush()
+                    emit({"event": "flushed"})
+                elif op == "stats":
+                    emit(stats_event())
+                elif op == "dump":
+                    emit(expecting.pop(cmd["prefix"]).dump())
+                else:
+                    emit({"event": "error", "message": f"unknown command {op!r}"})
+            except Exception as exc:  # report, keep serving
+                emit({"event": "error", "message": f"{op}: {type(exc).__name__}: {exc}"})
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await agent.close()
+        emit({"event": "stopped"})
+
+
+def _join_condition(root: pycrdt.Map, args: argparse.Namespace) -> Any:
+    if args.until_text_len is not None:
+        def cond() -> bool:
+            text = root.get("text")
+            return text is not None and len(text) >= args.until_text_len
+        return cond
+    return lambda: len(root) >= args.until_len
+
+
+async def _replay(agent: Any, cmd: dict[str, Any]) -> None:
+    """Trace replay: apply this author's precomputed updates in order, each once the shard
+    holds everything it was typed on top of (its parents' state vector), then wait until the
+    text has its final length and content. Events ``replayed`` and ``final``."""
+    from crdtsync import updates
+
+    plan = json.loads(Path(cmd["plan"]).read_text())
+    shard = await agent.shard(cmd["shard"])
+    start_at = cmd["start_ns"]
+    changed = asyncio.Event()
+    shard.doc.observe(lambda _e: changed.set())
+    await asyncio.sleep(max(0.0, (start_at - time.time_ns()) / 1e9))
+    waits = done = 0
+    for step in plan["steps"]:
+        need = {int(c): k for c, k in step["needs"].items()}
+        while True:
+            sv = updates.decode_state_vector(shard.doc.get_state())
+            if all(sv.get(c, 0) >= k for c, k in need.items()):
+                break
+            waits += 1
+            changed.clear()
+            await changed.wait()
+        shard.apply_remote(bytes.fromhex(step["update"]), "trace")
+        done += 1
+        if done % 250 == 0:
+            emit({"event": "replay-progress", "steps": done})
+        await asyncio.sleep(0)
+    emit({"event": "replayed", "at_ns": time.time_ns(), "steps": len(plan["steps"]), "waits": waits})
+    final_len = cmd["final_len"]
+    while True:
+        text = shard.crdt.get("text")
+        if text is not None and len(text) >= final_len:
+            break
+        changed.clear()
+        await changed.wait()
+    done = time.time_ns()
+    content = str(shard.crdt["text"])
+    emit({"event": "final", "at_ns": done, "len": len(content), "sha": _sha(content)})
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# pycrdt-websocket: the hub and its clients
+
+
+class WsChannel:
+    """pycrdt's ``Channel`` over a ``websockets`` asyncio connection (both ends)."""
+
+    def __init__(self, ws: Connection, path: str) -> None:
+        self._ws = ws
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __aiter__(self) -> WsChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration() from None
+
+    async def send(self, message: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed:
+            pass
+
+    async def recv(self) -> bytes:
+        data = await self._ws.recv()
+        return bytes(data) if not isinstance(data, bytes) else data
+
+
+async def run_hub_server(args: argparse.Namespace) -> None:
+    from pycrdt.websocket import WebsocketServer
+    from websockets.asyncio.server import serve
+
+    loop = asyncio.get_running_loop()
+    commands = Commands(loop)
+    server = WebsocketServer(auto_clean_rooms=False)
+
+    async def handler(ws: Any) -> None:
+        await server.serve(WsChannel(ws, ws.request.path))
+
+    async with server, serve(handler, "127.0.0.1", args.port, max_size=None, compression=None):
+        # Open the room before any client comes: eight clients joining a room that does not
+        # exist yet race in WebsocketServer.get_room/start_room (a client can be left unsynced).
+        room = await server.get_room(args.room)
+        if args.preload:
+            room.ydoc.apply_update(Path(args.preload).read_bytes())
+        emit({"event": "ready", "pid": os.getpid(), "port": args.port})
+        while True:
+            cmd = await commands.queue.get()
+            if cmd.get("cmd") == "quit":
+                break
+            if cmd.get("cmd") == "stats":
+                emit(stats_event())
+    emit({"event": "stopped"})
+
+
+async def run_hub_client(args: argparse.Namespace) -> None:
+    from websockets.asyncio.client import connect
+
+    loop = asyncio.get_running_loop()
+    commands = Commands(loop)
+    doc = pycrdt.Doc()
+    root = doc.get("root", type=pycrdt.Map)
+    join: JoinWatch | None = None
+    t0 = time.time_ns()
+    if args.join:
+        join = JoinWatch(t0, _join_condition(root, args))
+        doc.observe(join.poke)
+    path = "/" + args.url.split("/", 3)[3] if args.url.count("/") >= 3 else "/"
+    tasks: set[asyncio.Task[Any]] = set()
+    expecting: dict[str, Arrivals] = {}
+    async with connect(args.url, max_size=None, compression=None) as ws:
+        async with pycrdt.Provider(doc, WsChannel(ws, path)) as provider:
+            await provider.synced.wait()
+            emit({"event": "ready", "pid": os.getpid(), "start_s": round((time.time_ns() - t0) / 1e9, 4)})
+            if join is not None:
+                async def joined() -> None:
+                    assert join is not None
+                    join.poke()
+                    t_visible = await join.done
+                    emit({"event": "synced", "visible_s": (t_visible - t0) / 1e9, "durable_s": None})
+                tasks.add(asyncio.create_task(joined()))
+            while True:
+                cmd = await commands.queue.get()
+                op = cmd.get("cmd")
+                try:
+                    if op == "quit":
+                        break
+                    if op == "write":
+                        async def do_write(cmd: dict[str, Any] = cmd) -> None:
+                            emit(await write_keys(root.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)))
+                        tasks.add(asyncio.create_task(do_write()))
+                    elif op == "expect":
+                        arr = expecting[cmd["prefix"]] = Arrivals(root, cmd["prefix"], cmd["n"], cmd["out"], root.__getitem__)
+                        tasks.add(asyncio.create_task(watch(arr)))
+                        emit({"event": "expecting", "prefix": cmd["prefix"]})
+                    elif op == "status":
+                        emit({"event": "status", "len": len(root)})
+                    elif op == "stats":
+                        emit(stats_event())
+                    elif op == "dump":
+                        emit(expecting.pop(cmd["prefix"]).dump())
+                    else:
+                        emit({"event": "error", "message": f"unknown command {op!r}"})
+                except Exception as exc:
+                    emit({"event": "error", "message": f"{op}: {type(exc).__name__}: {exc}"})
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    emit({"event": "stopped"})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="role", required=True)
+    c = sub.add_parser("crdtsync")
+    c.add_argument("--name", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--listen", default=None)
+    c.add_argument("--peer", action="append", default=[])
+    c.add_argument("--shard", action="append", default=[])
+    c.add_argument("--gossip", default=None, help="JSON object of GossipConfig overrides")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--durability-interval", type=float, default=0.05)
+    for q in (c, sub.add_parser("hub-client")):
+        q.add_argument("--join", default=None)
+        q.add_argument("--until-len", type=int, default=None)
+        q.add_argument("--until-text-len", type=int, default=None)
+    hc = sub.choices["hub-client"]
+    hc.add_argument("--url", required=True)
+    hs = sub.add_parser("hub-server")
+    hs.add_argument("--port", type=int, required=True)
+    hs.add_argument("--preload", default=None)
+    hs.add_argument("--room", default="/bench")
+    args = p.parse_args()
+    _install_logging()
+    runner = {"crdtsync": run_crdtsync, "hub-server": run_hub_server, "hub-client": run_hub_client}[args.role]
+    prof_dir = os.environ.get("CRDTSYNC_BENCH_CPROFILE")  # DIR: cProfile every child into it
+    profiler = None
+    if prof_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            Path(prof_dir).mkdir(parents=True, exist_ok=True)
+            who = getattr(args, "name", None) or args.role
+            profiler.dump_stats(str(Path(prof_dir) / f"{who}-{os.getpid()}.prof"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The asyncio side of :meth:`Agent.read` and :meth:`Agent.read_many`.
+
+The decisions (whom to ask, when a quorum is reached, when to hedge or give up) are the pure
+core's (:mod:`crdtsync.sharding`, :mod:`crdtsync.query`); this module starts a read in the
+core, wakes the transport, waits for the outcome and merges the answers by CRDT join
+(:class:`crdtsync.readcache.ReadCache`). Concurrent reads of one shard share one request, and
+a read within the cache's ttl of the last one asks nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import updates
+from .errors import ReplicationTimeout, ShardNotFound, UsageError
+from .names import MAX_SHARD_NAME, validate_shard_name
+from .query import NOT_FOUND, OK, TIMEOUT, Outcome
+from .readcache import ReadCache
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .sharding import Sharding
+
+__all__ = ["Reader", "Quorum"]
+
+#: How many holders must answer: an int, "one", "majority" (floor(R/2)+1) or "all" (R).
+Quorum = int | str | None
+
+_POLL = 0.02  # longest wait between two looks at the outcome (wake-ups can be missed)
+_GRACE = 1.0  # beyond the read's own timeout, before the driver stops waiting for the core
+
+
+class Reader:
+    """Reads of one agent (see the module docstring)."""
+
+    def __init__(self, agent: Agent, *, cache_ttl: float = 0.25) -> None:
+        self._agent = agent
+        self.cache = ReadCache(ttl=cache_ttl)
+        self._inflight: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+
+    async def read(self, name: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, Any]:
+        validate_shard_name(name)
+        if timeout <= 0:
+            raise UsageError("timeout must be > 0")
+        agent = self._agent
+        local = name in agent.shard_names()
+        core = agent._core
+        if core is None:
+            if local:
+                return agent._open_shard(name).snapshot()
+            raise ShardNotFound(f"shard {name!r} is not held here, and this agent has no peers")
+        sharding = core.sharding
+        k = sharding.quorum_size(name, quorum)
+        if local and k <= 1:
+            return agent._open_shard(name).snapshot()
+        if not local:
+            cached = self.cache.fresh(name, time.monotonic(), k)
+            if cached is not None:
+                return cached
+            running = self._inflight.get(name)
+            if running is not None and running[0] >= k:
+                return dict(await asyncio.shield(running[1]))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if not local:
+            self._inflight[name] = (k, future)
+        try:
+            value = await self._fetch(sharding, name, k, local, timeout)
+            if not future.done():
+                future.set_result(value)
+            return value
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            if self._inflight.get(name, (0, None))[1] is future:
+                del self._inflight[name]
+
+    async def _fetch(self, sharding: Sharding, name: str, k: int, local: bool, timeout: float) -> dict[str, Any]:
+        base = None
+        if local:  # we count as one answer; the others' diffs go on top of our state
+            doc = self._agent._open_shard(name).doc
+            sv, base = updates.state_vector(doc), doc.get_update()
+        else:
+            sv = self.cache.state_vector(name)
+        need = k - 1 if local else k
+        qid = sharding.read(name, quorum=need, state_vector=sv, now=time.monotonic(), timeout=timeout)
+        out = await self._wait(sharding, qid, timeout)
+        if out.status == OK:
+            answers = [u for _, u in out.answers.get(name, ())]
+            return self.cache.join(name, answers, now=time.monotonic(), quorum=k, base=base)
+        if out.status == NOT_FOUND and not local:
+            asked = ", ".join(out.answered) or "no agent"
+            raise ShardNotFound(f"shard {name!r}: no agent holds it (asked: {asked})")
+        got = len(out.answers.get(name, ())) + (1 if local else 0)
+        raise ReplicationTimeout(
+            f"shard {name!r}: {got} of {k} holders answered within {timeout}s "
+            f"(none from: {', '.join(out.missing) or 'no other holder known'})",
+            out.missing,
+        )
+
+    async def read_many(self, prefix: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        if not isinstance(prefix, str) or len(prefix) > MAX_SHARD_NAME:
+            raise UsageError(f"prefix must be a string of at most {MAX_SHARD_NAME} characters")
+        if timeout <= 0:
+            raise UsageError("timeout must be > 0")
+        agent = self._agent
+        local = {n for n in agent.shard_names() if n.startswith(prefix)}
+        out: dict[str, dict[str, Any]] = {n: agent._open_shard(n).snapshot() for n in sorted(local)}
+        core = agent._core
+        if core is None:
+            return out
+        sharding = core.sharding
+        svs = {n: self.cache.state_vector(n) for n in _cached(self.cache, prefix) if n not in local}
+        qid = sharding.scan(prefix, state_vectors=svs, now=time.monotonic(), timeout=timeout)
+        res = await self._wait(sharding, qid, timeout)
+        if res.status == TIMEOUT:
+            raise ReplicationTimeout(
+                f"read_many({prefix!r}): no answer within {timeout}s from {', '.join(res.missing)}", res.missing
+            )
+        short = []
+        for name, answers in res.answers.items():
+            k = sharding.quorum_size(name, quorum)
+            have = len(answers) + (1 if name in local else 0)
+            if have < k:
+                short.append(name)
+                continue
+            if name in local:
+                if k > 1:
+                    doc = agent._open_shard(name).doc
+                    out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=k, base=doc.get_update())
+                continue
+            out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=have)
+        if short:
+            raise ReplicationTimeout(f"read_many({prefix!r}): fewer holders than the quorum have {', '.join(short)}", ())
+        return dict(sorted(out.items()))
+
+    async def scan(self, prefix: str, *, timeout: float = 5.0) -> Outcome:
+        """Ask every other live agent for its shards named ``prefix...``; the raw outcome
+        (answers per shard and agent), for inspection tools."""
+        core = self._agent._core
+        if core is None:
+            raise UsageError("scan() needs peers: create the Agent with listen= or peers=")
+        qid = core.sharding.scan(prefix, state_vectors={}, now=time.monotonic(), timeout=timeout)
+        return await self._wait(core.sharding, qid, timeout)
+
+    async def _wait(self, sharding: Sharding, qid: int, timeout: float) -> Outcome:
+        agent = self._agent
+        if agent._transport is not None:
+            agent._transport.kick()
+        deadline = time.monotonic() + timeout + _GRACE
+        try:
+            while True:
+                out = sharding.result(qid)
+                if out is not None:
+                    return out
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    sharding.cancel(qid)
+                    return Outcome(qid, TIMEOUT, {}, (), ("the core did not end the read",), time.monotonic())
+                agent._activity.clear()
+                try:
+                    await asyncio.wait_for(agent._activity.wait(), min(remaining, _POLL))
+                except TimeoutError:
+                    pass
+        except BaseException:
+            sharding.cancel(qid)  # cancelled: forget it
+            raise
+
+
+def _cached(cache: ReadCache, prefix: str) -> list[str]:
+    return [n for n in cache.names() if n.startswith(prefix)]

@@ -1,0 +1,510 @@
+"""Partial replication and remote reads inside the gossip core. Pure: no I/O, no clock.
+
+:class:`Sharding` is a component of :class:`~crdtsync.gossip.GossipCore` (``core.sharding``),
+driven by it: the core asks it whom a shard's deltas go to and which shards a peer shares,
+hands it the messages it owns (:class:`~crdtsync.messages.Holdings`,
+:class:`~crdtsync.messages.Offer`, :class:`~crdtsync.messages.ReadRequest`,
+:class:`~crdtsync.messages.ReadReply`), and ticks it. It has two parts:
+
+*Placement* (only with :attr:`ShardingConfig.replication_factor`; without it every agent
+replicates every shard it sees, exactly as the core always did). Every agent announces the
+shards it holds (its Hello, then a :class:`~crdtsync.messages.Holdings` on each change) and
+the core filters by them: pushes, forwarding and anti-entropy rounds of a shard only go to
+peers that hold it, and a delta of a shard this agent does not hold is ignored, so agents never
+receive deltas of shards they do not hold. Which agents should hold what, and the hand-off
+when that changes, is :class:`crdtsync.placement.PlacementState`; this class executes its plan
+(offers, adoptions, drops) and keeps the core connected to the co-holders of its shards (the
+overlay's *extra neighbours*), so that a shard's holders form a clique and need no relay.
+The one relay left: a delta a subscriber (a non-placement holder) sends to the placement
+holders is forwarded by them to the other subscribers.
+
+*Reads* of shards held elsewhere: :class:`crdtsync.query.QueryTable` scatters
+:class:`~crdtsync.messages.ReadRequest` to the holders and gathers their replies; this class
+answers the requests of others from the local replicas, and dials the holders it must ask.
+Merging the answers (CRDT join) is the driver's job: :class:`crdtsync.readcache.ReadCache`.
+
+Driver API (besides what the core calls): :meth:`Sharding.subscribe`, :meth:`Sharding.read`,
+:meth:`Sharding.scan`, :meth:`Sharding.result`, :meth:`Sharding.cancel`,
+:meth:`Sharding.quorum_size`, :meth:`Sharding.holders`. After calling one of them, execute the
+core's effects as after any core call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import updates
+from .errors import CloseCode, InvalidUpdate, ProtocolError, UsageError
+from .messages import Ack, Hello, Holdings, Message, Offer, ReadReply, ReadRequest, ShardState, SyncRequest
+from .placement import HOLDER, PlacementState
+from .query import Outcome, QueryTable
+
+if TYPE_CHECKING:
+    from .gossip import GossipCore
+
+__all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
+
+EMPTY_STATE_VECTOR = b"\x00"
+
+#: The message types this component handles for the core.
+MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardingConfig:
+    """Knobs of placement and remote reads. Times in seconds.
+
+    Attributes:
+        replication_factor: R placement holders per shard; None (the default) keeps full
+            replication: every agent replicates every shard it learns of.
+        offer_interval: an unanswered offer of a shard to a peer is repeated this often.
+        adopt_timeout: an adopted shard for which no data came is forgotten after this.
+        reconcile_interval: how often placement is re-planned while a hand-off is under way
+            (acks awaited, offers outstanding); otherwise only when something changed.
+        holdings_refresh: every peer gets our full Holdings this often (repairs a lost one
+            on lossy links; TCP does not lose them).
+        hedge_delay: a read not answered after this long also asks the remaining holders.
+    """
+
+    replication_factor: int | None = None
+    offer_interval: float = 1.0
+    adopt_timeout: float = 30.0
+    reconcile_interval: float = 0.25
+    holdings_refresh: float = 30.0
+    hedge_delay: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.replication_factor is not None and self.replication_factor < 1:
+            raise UsageError("replication_factor must be >= 1 (or None for full replication)")
+        if min(self.offer_interval, self.adopt_timeout, self.reconcile_interval, self.holdings_refresh) <= 0:
+            raise UsageError("sharding intervals must be > 0")
+        if self.hedge_delay < 0:
+            raise UsageError("hedge_delay must be >= 0")
+
+
+class Sharding:
+    """Placement and reads of one agent, owned and driven by its :class:`GossipCore`.
+
+    Args:
+        core: the core this belongs to (for its name, replicas, view and acks).
+        config: the knobs.
+        send: how to queue a message to a connected peer (the core's outbox).
+    """
+
+    def __init__(self, core: GossipCore, config: ShardingConfig, send: Callable[[str, Message], None]) -> None:
+        self.core = core
+        self.config = config
+        self._send = send
+        r = config.replication_factor
+        self.placement: PlacementState | None = (
+            None
+            if r is None
+            else PlacementState(
+                core.name, r, mesh=core.mesh, offer_interval=config.offer_interval, adopt_timeout=config.adopt_timeout
+            )
+        )
+        self.queries = QueryTable(hedge_delay=config.hedge_delay)
+        self._peer_holds: dict[str, frozenset[str]] = {}
+        self._peer_version: dict[str, int] = {}
+        self._announced: frozenset[str] = frozenset()
+        self._version = 0
+        self._extra: frozenset[str] = frozenset()
+        self._wanted: frozenset[str] = frozenset()
+        self._members: tuple[str, ...] | None = None
+        self._listening = True
+        self._dirty = True
+        self._next_reconcile: float | None = None
+        self._next_refresh = -math.inf
+        self._fetch_asked: dict[str, tuple[float, str]] = {}  # shard we lack -> (when, whom) asked
+        #: Replicas dropped after a completed hand-off, in order (for tests and inspection).
+        self.drops: list[tuple[float, str]] = []
+
+    @property
+    def partial(self) -> bool:
+        """Whether a placement policy decides who holds what (else: full replication)."""
+        return self.placement is not None
+
+    # ------------------------------------------------------------------------------------------
+    # what the core asks
+
+    def _have(self) -> set[str]:
+        return set(self.core.replicas.shard_names())
+
+    def holdings(self) -> frozenset[str]:
+        """Shards this agent holds: replicas, plus (partial) adoptions and subscriptions."""
+        have = frozenset(self._have())
+        if self.placement is None:
+            return have
+        return have | frozenset(self.placement.adopting) | self.placement.subscribed
+
+    def sends_to(self, peer: str, shard: str) -> bool:
+        """Whether deltas of ``shard`` go to ``peer`` (it holds the shard)."""
+        return self.placement is None or shard in self._peer_holds.get(peer, frozenset())
+
+    def accepts(self, shard: str) -> bool:
+        """Whether a delta of ``shard`` from a peer is applied here (we hold the shard)."""
+        if self.placement is None:
+            return True
+        p = self.placement
+        return shard in p.adopting or shard in p.subscribed or shard in self._have()  # cheap first
+
+    def shares(self, peer: str) -> bool:
+        """Whether an anti-entropy round with ``peer`` can find anything (a common shard)."""
+        if self.placement is None:
+            return True
+        return not self._peer_holds.get(peer, frozenset()).isdisjoint(self.holdings())
+
+    def sync_shards(self, peer: str, shards: list[str]) -> list[str]:
+        """Of our ``shards`` (sorted), those an anti-entropy round with ``peer`` covers."""
+        if self.placement is None:
+            return shards
+        theirs = self._peer_holds.get(peer, frozenset())
+        return [s for s in shards if s in theirs]
+
+    def forward_to(self, source: str, shard: str) -> list[str] | None:
+        """Peers to forward a delta of ``shard`` that came from ``source`` to.
+
+        None: full replication, the core's own rule applies. With placement, a shard's
+        placement holders are connected to each other and to its subscribers, and everyone
+        pushes its own deltas to every holder it is connected to; only a subscriber's delta
+        needs a relay to the other subscribers, which the placement holders provide.
+        """
+        p = self.placement
+        if p is None:
+            return None
+        if not p.is_holder(shard) or p.is_holder(shard, source):
+            return []
+        return [
+            peer
+            for peer in self.core.connected()
+            if peer != source and shard in self._peer_holds.get(peer, frozenset()) and not p.is_holder(shard, peer)
+        ]
+
+    def local_update(self, shard: str) -> None:
+        """A local delta of ``shard``: a shard new here must be announced and placed."""
+        if self.placement is not None and shard not in self._announced:
+            self._dirty = True
+
+    def extra_neighbours(self) -> frozenset[str]:
+        """Agents to stay connected to besides the overlay: co-holders and read targets."""
+        return self._extra
+
+    def urgent(self, peer: str) -> bool:
+        """Whether ``peer`` should be dialled at once (a read is waiting for it)."""
+        return peer in self.queries.targets_waiting()
+
+    # ------------------------------------------------------------------------------------------
+    # events from the core
+
+    def connection_made(self, peer: str, hello: Hello, now: float) -> None:
+        self._peer_holds[peer] = frozenset(hello.shards)
+        self._peer_version[peer] = -1
+        if self.placement is not None:
+            # Our Hello may predate a change; this one is current (same connection, in order).
+            self._send(peer, Holdings(self._version, tuple(sorted(self.holdings()))))
+        self._dirty = True
+        self._send_queries()
+
+    def connection_lost(self, peer: str, now: float) -> None:
+        self._peer_holds.pop(peer, None)
+        self._peer_version.pop(peer, None)
+        self.queries.connection_lost(peer)
+        self._dirty = True
+
+    def receive(self, peer: str, msg: Message, now: float) -> None:
+        """Handle one of :data:`MESSAGES` from connected ``peer``.
+
+        Raises:
+            ProtocolError: a state vector or update in it is malformed.
+        """
+        if isinstance(msg, Holdings):
+            if msg.version > self._peer_version.get(peer, -1):
+                self._peer_version[peer] = msg.version
+                self._peer_holds[peer] = frozenset(msg.shards)
+                self._dirty = True
+        elif isinstance(msg, Offer):
+            self._on_offer(peer, msg, now)
+        elif isinstance(msg, ReadRequest):
+            self._on_read_request(peer, msg)
+        elif isinstance(msg, ReadReply):
+            for _, u in msg.shards:
+                if u is not None:
+                    try:
+                        updates.validate_update(u)
+                    except InvalidUpdate as exc:
+                        raise ProtocolError(f"invalid update in ReadReply: {exc}", CloseCode.INVALID_UPDATE) from exc
+            self.queries.receive(peer, msg, now)
+            self._send_queries()
+            self._update_extra()
+
+    def _on_offer(self, peer: str, msg: Offer, now: float) -> None:
+        p = self.placement
+        if p is None:
+            return  # full replication takes every shard anyway
+        self._sync_view()
+        have = self._have()
+        acks = []
+        adopted = []
+        for shard in msg.shards:
+            if shard in have:  # the offerer is handing it off: tell it what we have on disk
+                acks.append(ShardState(shard, *self.core.replicas.durable_state(shard)))
+            elif p.accept_offer(shard, False, now):
+                adopted.append(shard)
+        if adopted:
+            # Announce first, so that the other holders push new deltas to us from now on,
+            # then fetch what there is: nothing falls between the two.
+            self._announce(have)
+            for shard in adopted:
+                self._fetch(shard, peer, now)
+            self._dirty = True
+        if acks:
+            self._send(peer, Ack(tuple(acks)))
+
+    def _on_read_request(self, peer: str, msg: ReadRequest) -> None:
+        for _, sv in msg.shards:
+            try:
+                updates.decode_state_vector(sv)
+            except InvalidUpdate as exc:
+                raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc
+        replicas = self.core.replicas
+        have = self._have()
+        results: list[tuple[str, bytes | None]] = []
+        for shard, sv in msg.shards:
+            results.append((shard, replicas.diff(shard, sv) if shard in have else None))
+        if msg.prefix is not None:
+            asked = {s for s, _ in msg.shards}
+            for shard in sorted(have):
+                if shard.startswith(msg.prefix) and shard not in asked:
+                    results.append((shard, replicas.diff(shard, EMPTY_STATE_VECTOR)))
+        results.sort(key=lambda r: r[0])
+        # Several frames when the answer is large: each stays near max_batch_bytes.
+        limit = self.core.config.max_batch_bytes
+        batch: list[tuple[str, bytes | None]] = []
+        size = 0
+        for r in results:
+            n = len(r[1] or b"")
+            if batch and size + n > limit:
+                self._send(peer, ReadReply(msg.id, tuple(batch), False))
+                batch, size = [], 0
+            batch.append(r)
+            size += n
+        self._send(peer, ReadReply(msg.id, tuple(batch), True))
+
+    def tick(self, now: float) -> None:
+        """Time out and hedge reads; re-plan placement when the view changed or a hand-off
+        is under way."""
+        self.queries.tick(now)
+        self._send_queries()
+        if self.placement is not None:
+            self._sync_view()
+            due = self._next_reconcile is not None and now >= self._next_reconcile
+            if self._dirty or due:
+                self._reconcile(now)
+            if now >= self._next_refresh:
+                self._next_refresh = now + self.config.holdings_refresh
+                shards = tuple(sorted(self._announced))
+                for peer in self.core.connected():
+                    self._send(peer, Holdings(self._version, shards))
+        self._update_extra()
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work."""
+        times = [t for t in (self.queries.next_deadline(), self._next_reconcile) if t is not None]
+        if self.placement is not None and self.core.connected():
+            times.append(self._next_refresh)
+        if self._dirty and self.placement is not None:
+            times.append(-math.inf)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------------------------------
+    # placement
+
+    def _sync_view(self) -> None:
+        # Agents that do not listen hold no placed shards: they are clients (they may still
+        # subscribe to shards they open), and nobody could hand them a shard while away.
+        members = self.core.members(listening=True)
+        me = self.core.address is not None
+        if members != self._members or me != self._listening:
+            self._members, self._listening = members, me
+            assert self.placement is not None
+            if self.placement.set_members(members, include_self=me):
+                self._dirty = True
+
+    def _covered(self, shard: str) -> list[str]:
+        replicas = self.core.replicas
+        sv, ds = replicas.durable_state(shard)
+        if updates.decode_state_vector(sv) != updates.decode_state_vector(replicas.state_vector(shard)):
+            return []  # changes not on our disk yet: wait until they are, then for acks
+        return list(self.core.replicated(shard, sv, ds))
+
+    def _reconcile(self, now: float) -> None:
+        p = self.placement
+        assert p is not None
+        self._dirty = False
+        connected = self.core.connected()
+        plan = p.plan(self._have(), self._peer_holds, connected, self._covered, now)
+        for peer, shards in plan.offers.items():
+            self._send(peer, Offer(shards))
+        for shard in plan.drops:
+            self.core.replicas.drop(shard)
+            p.dropped(shard)
+            self.drops.append((now, shard))
+        have = self._have()
+        # Adopted or subscribed shards we have no data of yet: ask a peer that holds them.
+        for shard in sorted((p.adopting.keys() | p.subscribed) - have):
+            last = self._fetch_asked.get(shard)
+            if last is None or now - last[0] >= self.config.offer_interval:
+                source = next((q for q in connected if shard in self._peer_holds.get(q, frozenset())), None)
+                if source is not None:
+                    self._fetch(shard, source, now)
+        for shard in [s for s in self._fetch_asked if s in have]:
+            # Fetched from one holder: sync with the others too, who may have had writes the
+            # first one had not (a subscriber's write made before anyone announced the shard
+            # reached nobody). SyncRequest with our state vector: both sides get what they lack.
+            _, source = self._fetch_asked.pop(shard)
+            sv = self.core.replicas.state_vector(shard)
+            for q in connected:
+                if q != source and shard in self._peer_holds.get(q, frozenset()):
+                    self._send(q, SyncRequest(((shard, sv),)))
+        self._announce(have)
+        self._wanted = plan.wanted
+        pending = bool(plan.offers) or bool(p.adopting) or any(p.role(s) != HOLDER and s not in p.subscribed for s in have)
+        # a connected placement holder that does not announce a shard we have: offer again
+        pending = pending or any(
+            s not in self._peer_holds[q] for s in have for q in p.holders(s) if q in self._peer_holds
+        )
+        self._next_reconcile = now + self.config.reconcile_interval if pending else None
+        self._update_extra()
+
+    def _announce(self, have: set[str]) -> None:
+        """Tell every connected peer what we hold, if that changed since we last did."""
+        p = self.placement
+        assert p is not None
+        holdings = frozenset(have | p.adopting.keys() | p.subscribed)
+        if holdings != self._announced:
+            self._announced = holdings
+            self._version += 1
+            msg = Holdings(self._version, tuple(sorted(holdings)))
+            for peer in self.core.connected():
+                self._send(peer, msg)
+
+    def _fetch(self, shard: str, source: str, now: float) -> None:
+        self._fetch_asked[shard] = (now, source)
+        self._send(source, SyncRequest(((shard, EMPTY_STATE_VECTOR),)))
+
+    def _update_extra(self) -> None:
+        extra = (self._wanted | self.queries.targets_waiting()) - {self.core.name}
+        if extra != self._extra:
+            self._extra = extra
+            self.core.overlay_changed()
+
+    # ------------------------------------------------------------------------------------------
+    # driver API
+
+    def subscribe(self, shard: str, now: float) -> None:
+        """This agent's user opened ``shard``: hold it whatever placement says."""
+        if self.placement is not None and shard not in self.placement.subscribed:
+            self.placement.subscribed.add(shard)
+            self._dirty = True
+            self._sync_view()
+            self._reconcile(now)  # announces it: new deltas come to us from now on
+            # and what exists already: sync with every connected holder (agents not connected
+            # yet are dialled, and a new connection starts an anti-entropy round)
+            have = shard in self._have()
+            sv = self.core.replicas.state_vector(shard) if have else EMPTY_STATE_VECTOR
+            for q in self.core.connected():
+                if shard in self._peer_holds.get(q, frozenset()):
+                    self._send(q, SyncRequest(((shard, sv),)))
+
+    def holders(self, shard: str) -> tuple[str, ...]:
+        """Agents that hold ``shard`` as far as this agent knows, best first.
+
+        With placement: the placement holders in our view, then connected peers announcing
+        the shard. Full replication: connected peers that announced it, then the others.
+        """
+        if self.placement is not None:
+            self._sync_view()
+            placed = list(self.placement.holders(shard))
+        else:
+            placed = []
+        announced = [peer for peer in self.core.connected() if shard in self._peer_holds.get(peer, frozenset())]
+        out = list(dict.fromkeys(placed + announced))
+        if self.placement is None:
+            out += [peer for peer in self.core.connected() if peer not in out]
+        return tuple(out)
+
+    def quorum_size(self, shard: str, quorum: int | str | None) -> int:
+        """Resolve a quorum spec: None/"one" -> 1, "majority" -> floor(n/2)+1, "all" -> n,
+        where n is the number of holders of ``shard`` (placement holders, R at most); an int
+        as is.
+
+        Raises:
+            UsageError: an unknown spec or an int < 1.
+        """
+        if quorum is None or quorum == "one":
+            return 1
+        if isinstance(quorum, int) and not isinstance(quorum, bool):
+            if quorum < 1:
+                raise UsageError(f"quorum must be >= 1, not {quorum}")
+            return quorum
+        if self.placement is not None:
+            n = len(self.placement.holders(shard))
+        else:
+            n = 1 + len([q for q in self.core.connected() if shard in self._peer_holds.get(q, frozenset())])
+        if quorum == "majority":
+            return n // 2 + 1
+        if quorum == "all":
+            return n
+        raise UsageError(f"quorum must be an int, 'one', 'majority' or 'all', not {quorum!r}")
+
+    def read(self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float) -> int:
+        """Start reading ``shard`` from its holders (not this agent); return the query id.
+
+        ``quorum`` data answers are needed; ``state_vector`` is that of the copy the caller
+        has (cached or local), so replies hold only what it lacks.
+        """
+        targets = [h for h in self.holders(shard) if h != self.core.name]
+        qid = self.queries.read(
+            shard, targets, quorum=quorum, state_vector=state_vector, now=now, timeout=timeout,
+            connected=self.core.connected(),
+        )
+        self._send_queries()
+        self._update_extra()
+        return qid
+
+    def scan(self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float) -> int:
+        """Start reading every shard named ``prefix...`` from every other live agent."""
+        if self.placement is not None:
+            targets = list(self.core.members(listening=True))
+        else:
+            targets = list(self.core.connected())
+        qid = self.queries.scan(prefix, targets, state_vectors=state_vectors, now=now, timeout=timeout)
+        self._send_queries()
+        self._update_extra()
+        return qid
+
+    def result(self, qid: int) -> Outcome | None:
+        """The outcome of a read or scan once it ended (returned once), else None."""
+        out = self.queries.result(qid)
+        if out is not None:
+            self._update_extra()
+        return out
+
+    def cancel(self, qid: int) -> None:
+        """Forget a read the caller gave up on."""
+        self.queries.cancel(qid)
+        self._update_extra()
+
+    def peer_holdings(self) -> dict[str, frozenset[str]]:
+        """What each connected peer announced it holds."""
+        return dict(self._peer_holds)
+
+    def _send_queries(self) -> None:
+        if not self.queries.active():
+            return
+        for peer, req in self.queries.sends(self.core.connected()):
+            self._send(peer, req)
+

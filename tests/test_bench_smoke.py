@@ -1,0 +1,117 @@
+"""Every ``crdtsync bench`` scenario runs end to end at its smallest size (about 40 s in all).
+
+These tests prove the benchmark scripts work (processes start, meshes form, JSON and PNG come
+out, replicas end equal); they assert nothing about speed, so nothing here depends on timing.
+They need the ``bench`` extra (matplotlib, pycrdt-websocket) and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("pycrdt.websocket")
+
+from rich.console import Console  # noqa: E402
+
+from crdtsync import bench  # noqa: E402
+
+TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "editing-traces"
+
+# Smaller than --tiny where the scenario allows it: fewer processes, shorter windows.
+EXTRA = {
+    "local": [],
+    "fanout": ["--agents", "3", "--updates", "100", "--systems", "crdtsync,pycrdt-websocket"],
+    "catchup": [],
+    "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
+    "restart": [],
+    "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync-5ms"],
+    "glomers": ["--agents", "10"],
+}
+
+
+def _run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("CRDTSYNC_BENCH_CACHE", str(tmp_path / "cache"))
+    if name in ("catchup", "trace"):
+        if not TRACES.is_dir():
+            pytest.skip(f"editing traces not found at {TRACES}")
+        monkeypatch.setenv("CRDTSYNC_TRACES", str(TRACES))
+    out = tmp_path / "results"
+    with open(tmp_path / "console.txt", "w") as log:
+        results = bench.run([name], "tiny", out, Console(file=log, width=200), extra={name: EXTRA[name]})
+    res = results[name]
+    assert "error" not in res, "\n".join(res.get("log_tail", []))
+    assert json.loads((out / f"{name}.json").read_text())["size"] == "tiny"
+    for png in res.get("plots", []):
+        assert Path(png).stat().st_size > 5000, png
+    assert res.get("plots"), "no plot drawn"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"] and all(r["figure"] != "FAILED" for r in summary["rows"])
+    assert (out / "summary.md").read_text().startswith("| scenario |")
+    return res
+
+
+def test_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("local", tmp_path, monkeypatch)
+    assert res["group_commit_durable_ops_per_s"] > 0 and res["floor_in_memory_ops_per_s"] > 0
+
+
+def test_fanout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("fanout", tmp_path, monkeypatch)
+    for system in ("crdtsync", "pycrdt-websocket"):
+        for phase in ("burst", "paced", "paced_low"):
+            fig = res["systems"][system][phase]
+            assert fig["latency_ms"]["n"] == 2 * fig["updates"]  # every update reached both receivers
+            assert fig["msgs_per_update"] > 0
+    assert {"burst_updates_per_s_ratio", "burst_p99_ratio", "paced_p99_ratio"} <= set(res["vs_hub"])
+
+
+def test_catchup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("catchup", tmp_path, monkeypatch)
+    assert len(res["states"]) == 2
+    for state in res["states"].values():
+        assert state["crdtsync"]["wire_bytes"] >= state["state_bytes"] * 0.9
+        assert state["pycrdt-websocket"]["visible_s"] > 0 and state["floor"]["bytes"] == state["state_bytes"]
+
+
+def test_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("idle", tmp_path, monkeypatch)
+    assert [p["shards"] for p in res["by_shard_count"]] == [2, 20]
+    assert all("msgs_per_round" in p for p in res["by_shard_count"])
+
+
+def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("restart", tmp_path, monkeypatch)
+    assert res["reopen_log"]["log_count"] == res["updates"] == 5000
+    assert res["compact"]["after"]["log_count"] == 0
+    assert res["reopen_compacted"]["keys"] == res["reopen_log"]["keys"] == 1000
+    assert res["disk"]["after"]["live_bytes"] == res["compact"]["after"]["snapshot_bytes"]
+
+
+def test_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("trace", tmp_path, monkeypatch)
+    run = res["traces"]["friendsforever"]["systems"]["crdtsync-5ms"]
+    assert run["agents_equal"] and run["agents_match_single_process"]
+
+
+def test_glomers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("glomers", tmp_path, monkeypatch)
+    assert res["gossip_sim_defaults"]["lossless"]["converged_writes"] == res["gossip_sim_defaults"]["lossless"]["writes"]
+    assert [p["agents"] for p in res["scale"]["points"]] == [10]
+
+
+def test_summary_rows_of_a_failed_scenario() -> None:
+    rows = bench.summary_rows({"fanout": {"error": "exit code 1"}})
+    assert rows == [{"scenario": "fanout", "figure": "FAILED", "crdtsync": None, "reference": None,
+                     "reference_is": "", "ratio": None, "target": "exit code 1", "met": False}]
+    assert "FAILED" in bench.summary_markdown(rows)
+
+
+def test_every_scenario_has_a_script() -> None:
+    bench_dir = bench.find_bench_dir()
+    assert bench.ORDER == list(bench.SCENARIOS) or set(bench.ORDER) == set(bench.SCENARIOS)
+    for sc in bench.SCENARIOS.values():
+        assert (bench_dir / sc.script).is_file(), sc.script
