@@ -110,6 +110,7 @@ class Agent:
         self._applying = False  # inside a ReplicaSet.apply called by the core
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -175,15 +176,17 @@ class Agent:
 
     async def close(self) -> None:
         """Flush everything to disk, close peer connections and the store. Idempotent."""
-        if self._closed:
+        if self._closed or self._closing:
             return
-        self._closed = True
+        self._closing = True  # refuse new API calls; frames still arriving are served
         try:
-            if self._committer is not None:
-                await self._committer.close()
+            # Peers first, so nothing arrives after the final commit; then the final commit.
             if self._transport is not None:
                 await self._transport.close()
+            if self._committer is not None:
+                await self._committer.close()
         finally:
+            self._closed = True
             for shard in self._shards.values():
                 shard.close()
             if self._store is not None:
@@ -198,6 +201,8 @@ class Agent:
             InvalidShardName: ``name`` is outside the documented alphabet or length.
             StoreError: the stored shard could not be read.
         """
+        if self._closing:
+            raise ClosedError(f"agent {self.name!r} is closed")
         shard = self._open_shard(name)
         if self._core is not None and self._core.sharding.partial:
             # An opened shard is held here whatever placement says (a subscription).
