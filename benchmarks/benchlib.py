@@ -244,13 +244,16 @@ class Child:
         self.name = name or role
         cmd = [sys.executable, str(NODES), role, *args]
         # Profiling on demand: CRDTSYNC_BENCH_PYSPY=DIR runs the children whose name contains
-        # CRDTSYNC_BENCH_PYSPY_MATCH (default: all) under `py-spy record` (raw, 500 Hz).
+        # one of the comma-separated CRDTSYNC_BENCH_PYSPY_MATCH (default: all) under
+        # `py-spy record --gil` (raw, 500 Hz: samples holding the GIL, i.e. Python CPU), one
+        # file per child.
         spy_dir = os.environ.get("CRDTSYNC_BENCH_PYSPY")
         spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-        if spy_dir and spy and os.environ.get("CRDTSYNC_BENCH_PYSPY_MATCH", "") in self.name:
+        match = os.environ.get("CRDTSYNC_BENCH_PYSPY_MATCH", "").split(",")
+        if spy_dir and spy and any(m in self.name for m in match):
             Path(spy_dir).mkdir(parents=True, exist_ok=True)
             out = Path(spy_dir) / (self.name.replace("/", "-") + ".txt")
-            cmd = [spy, "record", "-r", "500", "-f", "raw", "-o", str(out), "--", *cmd]
+            cmd = [spy, "record", "--gil", "-r", "500", "-f", "raw", "-o", str(out), "--", *cmd]
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.log: list[str] = []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -132,7 +132,8 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
         "payload_bytes_per_update": round(payload / n, 1),
         "wire_bytes_per_update": round(wire["bytes_sent"] / n, 1),
         "tcp_segments_per_update": round(wire["data_segs_out"] / n, 3),
-        "cpu_s_all_processes": round(sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1)), 3),
+        "cpu_s_all_processes": round(cpu := sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1)), 3),
+        "cpu_ms_per_update": round(1000 * cpu / n, 4),
         "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
         "latency_cdf_ms": cdf_points(pair_ms),
     }

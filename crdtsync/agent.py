@@ -62,7 +62,8 @@ class Agent:
             :attr:`address`), or None to only dial out.
         peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.
         mesh: agents only replicate with agents of the same mesh name.
-        gossip: protocol knobs (intervals, fanout, limits); the defaults are documented there.
+        gossip: protocol knobs (intervals, fanout, limits); default ``GossipConfig.lan()``:
+            send at once on an idle link, batch what piles up meanwhile (see its docs).
         seed: seed of the protocol's random choices (peer selection, jitter); random if None.
         map_size: initial LMDB map size in bytes; the map grows by doubling when full.
         max_map_size: the map never grows beyond this; writes then fail with ``StoreFull``.
@@ -95,7 +96,7 @@ class Agent:
         self._listen = listen
         self._seeds = tuple(peers)
         self._mesh = mesh
-        self._gossip_config = gossip or GossipConfig()
+        self._gossip_config = gossip or GossipConfig.lan()
         if replication_factor is not None:
             cfg = self._gossip_config
             self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
@@ -160,8 +161,6 @@ class Agent:
             on_activity=self._activity.set,
         )
         await self._transport.start()
-        if self._transport.address is not None:
-            self._core.address = self._transport.address
 
     @property
     def address(self) -> str | None:

@@ -241,6 +241,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                         f"{hpl['latency_ms']['p50']} / {hpl['latency_ms']['p99']}", "pycrdt-websocket hub",
                         target="p99 <= hub", met=pl["latency_ms"]["p99"] <= hpl["latency_ms"]["p99"],
                         ratio=_r(pl["latency_ms"]["p99"], hpl["latency_ms"]["p99"]))
+                row(name, f"burst CPU ms per update, all processes{tag}", b.get("cpu_ms_per_update"), hb.get("cpu_ms_per_update"),
+                    "pycrdt-websocket hub")
                 row(name, f"burst msgs per update{tag}", b["msgs_per_update"], hb.get("msgs_per_update"), "pycrdt-websocket hub")
                 row(name, f"burst wire bytes per update{tag}", b["wire_bytes_per_update"], hb.get("wire_bytes_per_update"),
                     "pycrdt-websocket hub")

@@ -1089,9 +1089,9 @@ class GossipCore:
                     self._send(conn.name, self._summary(conn.name))
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
-            peers = [c.name for c in self._conns.values() if not c.closing]
-            if peers:
-                self._send(self._rng.choice(peers), PeerList(self._full_table(), full=True))
+            names = [c.name for c in self._conns.values() if not c.closing]
+            if names:
+                self._send(self._rng.choice(names), PeerList(self._full_table(), full=True))
         for m in list(self._members.values()):
             if m.status == SUSPECT and m.name not in self._conns and now >= m.since + cfg.suspect_timeout:
                 self._set_member(m.name, m.address, m.incarnation, DEAD, now, source=None)
@@ -1869,7 +1869,8 @@ class GossipCore:
         Every agent computes the same overlay from the same view; views differ only briefly
         (while membership news spreads), and any edge one side wants is kept by both.
         """
-        return self._views()[:2]  # type: ignore[return-value]
+        desired, mode, *_ = self._views()
+        return desired, mode
 
     def _mode(self) -> str:
         return self._views()[1]

@@ -146,7 +146,8 @@ def encode(msg: Message) -> bytes:
     Raises:
         TypeError: ``msg`` is not a protocol message.
     """
-    return msgpack.packb([TAGS[type(msg)], *_fields(msg)], use_bin_type=True)
+    frame: bytes = msgpack.packb([TAGS[type(msg)], *_fields(msg)], use_bin_type=True)
+    return frame
 
 
 # -- decoding: small checkers, each raising ProtocolError -------------------------------------------

@@ -780,6 +780,13 @@ def relay_mesh(n: int, cfg: GossipConfig = RCFG) -> dict[str, GossipCore]:
     return cores
 
 
+def relay_at(cores: dict[str, GossipCore], t: float) -> str:
+    """The relay of the window holding ``t`` (every core of a relay_mesh agrees)."""
+    r = cores["r0"].relay_at(t)
+    assert r is not None
+    return r
+
+
 def pushes(out: list[tuple[str, Message]]) -> list[tuple[str, Push]]:
     return [(p, m) for p, m in out if isinstance(m, Push)]
 
@@ -789,9 +796,9 @@ def test_rotating_relay_writer_to_relay_to_everyone() -> None:
     assert {c.mode() for c in cores.values()} == {RELAY}
     # Every agent sees the same relay for a window, and all take turns.
     assert len({c.relay_at(10.1) for c in cores.values()}) == 1
-    assert {cores["r0"].relay_at(10.0 + k * W) for k in range(6)} == set(cores)
-    relay = cores["r0"].relay_at(10.25)  # relays window [10.25, 10.5)
-    before = cores["r0"].relay_at(10.0)
+    assert {relay_at(cores, 10.0 + k * W) for k in range(6)} == set(cores)
+    relay = relay_at(cores, 10.25)  # relays window [10.25, 10.5)
+    before = relay_at(cores, 10.0)
     w = next(n for n in sorted(cores) if n not in (relay, before))
     others = sorted(set(cores) - {w, relay})
     delta = put(cores[w], "s", "k", 1)
@@ -813,7 +820,7 @@ def test_rotating_relay_writer_to_relay_to_everyone() -> None:
 
 def test_the_relay_sends_its_own_writes_with_its_broadcast() -> None:
     cores = relay_mesh(6)
-    relay = cores["r0"].relay_at(10.25)
+    relay = relay_at(cores, 10.25)
     r = cores[relay]
     d1 = put(r, "s", "a", 1)
     r.local_update("s", d1, 10.1)  # the window before its own: held for its broadcast
@@ -831,8 +838,8 @@ def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:
     # A writer's next batch can reach the next relay before the previous relay's broadcast
     # of its previous batch (Yjs then keeps it pending): it is passed on all the same.
     cores = relay_mesh(6)
-    r41, r42 = cores["r0"].relay_at(10.25), cores["r0"].relay_at(10.5)
-    w = next(n for n in sorted(cores) if n not in (r41, r42, cores["r0"].relay_at(10.0)))
+    r41, r42 = relay_at(cores, 10.25), relay_at(cores, 10.5)
+    w = next(n for n in sorted(cores) if n not in (r41, r42, relay_at(cores, 10.0)))
     d1 = put(cores[w], "s", "k1", 1)
     d2 = put(cores[w], "s", "k2", 2)  # same client, next clock: needs d1
     sv = reps(cores[r42]).state_vector("s") if "s" in reps(cores[r42]).docs else EMPTY_STATE_VECTOR
@@ -848,7 +855,7 @@ def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:
 
 def test_a_missed_broadcast_shows_in_the_next_hint_and_is_repaired() -> None:
     cores = relay_mesh(6)
-    r41, r42 = cores["r0"].relay_at(10.25), cores["r0"].relay_at(10.5)
+    r41, r42 = relay_at(cores, 10.25), relay_at(cores, 10.5)
     x = next(n for n in sorted(cores) if n not in (r41, r42))
     d1 = put(cores[r41], "s", "k1", 1)
     for n in (r42,):  # r41's broadcast reached r42, not x
@@ -871,7 +878,7 @@ def test_a_missed_broadcast_shows_in_the_next_hint_and_is_repaired() -> None:
 
 def test_a_batch_lost_on_the_way_to_the_relay_is_pushed_again() -> None:
     cores = relay_mesh(6)
-    busy = {cores["r0"].relay_at(10.0 + k * W) for k in range(5)}  # relays of the next windows
+    busy = {relay_at(cores, 10.0 + k * W) for k in range(5)}  # relays of the next windows
     w = next(n for n in sorted(cores) if n not in busy)
     delta = put(cores[w], "s", "k", 1)
     cores[w].local_update("s", delta, 10.1)
@@ -905,8 +912,8 @@ def test_a_batch_lost_on_the_way_to_the_relay_is_pushed_again() -> None:
 
 def test_acks_travel_through_the_relays_to_everyone() -> None:
     cores = relay_mesh(6)
-    relay = cores["r0"].relay_at(10.25)
-    x = next(n for n in sorted(cores) if n not in (relay, cores["r0"].relay_at(10.0), cores["r0"].relay_at(10.5)))
+    relay = relay_at(cores, 10.25)
+    x = next(n for n in sorted(cores) if n not in (relay, relay_at(cores, 10.0), relay_at(cores, 10.5)))
     reps(cores[x]).change("s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("k", 1))
     reps(cores[x]).commit()
     cores[x].durable(["s"], 10.1)
@@ -918,6 +925,7 @@ def test_acks_travel_through_the_relays_to_everyone() -> None:
     cores[x].tick(10.5)  # ...to the relay of the coming window
     assert cores[x].data_to_send() == [(cores[x].relay_at(10.5), Ack((state,), forward=True))]
     r = cores[x].relay_at(10.5)
+    assert r is not None
     cores[r].receive(x, rt(Ack((state,), forward=True)), 10.6)
     assert cores[r].replicated("s", state.state_vector, state.delete_set) == (x,)
     cores[r].tick(10.75)  # the end of its window: passed on to everyone else
@@ -1058,8 +1066,8 @@ def test_chunks_lost_or_too_many_are_handled() -> None:
     put(a, "big", "blob2", random.Random(5).randbytes(12_000).hex())
     a.receive("b", SyncRequest((("big", EMPTY_STATE_VECTOR),)), 2.0)
     with pytest.raises(ProtocolError) as info:
-        for _, m in a.data_to_send():
-            b.receive("a", m, 2.1)
+        for _, msg in a.data_to_send():
+            b.receive("a", msg, 2.1)
     assert info.value.code == CloseCode.OVERSIZE
 
 

@@ -65,7 +65,7 @@ class MemoryReplicas:
 
     def __init__(self, rng: random.Random | None = None, shards: Iterable[str] = ()) -> None:
         self._rng = rng if rng is not None else random.Random(0)
-        self.docs: dict[str, pycrdt.Doc] = {}
+        self.docs: dict[str, pycrdt.Doc[Any]] = {}
         self._subs: dict[str, Any] = {}
         self._captured: list[bytes] = []
         self._digests: dict[str, bytes] = {}  # cache, dropped by the observer on any change
@@ -78,16 +78,16 @@ class MemoryReplicas:
         for shard in shards:
             self.doc(shard)
 
-    def doc(self, shard: str) -> pycrdt.Doc:
+    def doc(self, shard: str) -> pycrdt.Doc[Any]:
         """The Doc of ``shard``, created empty if needed."""
         d = self.docs.get(shard)
         if d is None:
             d = self.docs[shard] = self._new_doc(shard)
         return d
 
-    def _new_doc(self, shard: str) -> pycrdt.Doc:
+    def _new_doc(self, shard: str) -> pycrdt.Doc[Any]:
         validate_shard_name(shard)
-        d = pycrdt.Doc(client_id=self._rng.randrange(1, 2**32))
+        d: pycrdt.Doc[Any] = pycrdt.Doc(client_id=self._rng.randrange(1, 2**32))
         self._subs[shard] = d.observe(lambda e, s=shard: self._on_txn(s, e))
         return d
 
@@ -101,7 +101,7 @@ class MemoryReplicas:
         self._dirty[shard] = None
         self.changed[shard] = None
 
-    def change(self, shard: str, fn: Callable[[pycrdt.Doc], None]) -> bytes | None:
+    def change(self, shard: str, fn: Callable[[pycrdt.Doc[Any]], None]) -> bytes | None:
         """Make a local change with ``fn(doc)`` in one transaction; return its delta (or None)."""
         d = self.doc(shard)
         self._captured.clear()
@@ -427,7 +427,7 @@ class Network:
 
     # -- local activity -------------------------------------------------------------------------
 
-    def write(self, name: str, shard: str, fn: Callable[[pycrdt.Doc], None]) -> bytes | None:
+    def write(self, name: str, shard: str, fn: Callable[[pycrdt.Doc[Any]], None]) -> bytes | None:
         """Make a local change on node ``name`` now, and hand its delta to the core."""
         node = self.nodes[name]
         if node.core is None:
