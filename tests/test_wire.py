@@ -36,7 +36,7 @@ DS = b"\x00"
 ROOT = bytes(range(16))
 
 EXAMPLES = [
-    Hello(PROTOCOL_VERSION, "default", "planner", "ws://10.0.0.1:8765", ("a", "b/c"), 7, 2**63 - 1),
+    Hello(PROTOCOL_VERSION, "default", "planner", "ws://127.0.0.1:8765", ("a", "b/c"), 7, 2**63 - 1),
     Hello(PROTOCOL_VERSION, "mesh-2", "x", None, (), 0),
     Push("board", (b"\x00\x00",)),
     Push("board", (b"\x01\x02", b"\x03"), (SV, DS), 42),
