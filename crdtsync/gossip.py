@@ -1964,8 +1964,12 @@ class GossipCore:
             if mode == RELAY and name not in tree and not wanted:
                 ready = max(ready, settled)  # beyond the tree: once the view has settled
             addresses[m.address] = ready
-        if not self._conns:
-            for a in self._seeds:
+        # Seeds: all of them while we are alone; later, any seed at an address of no agent we
+        # know alive. Agents that met only each other (joined during a partition, restarted
+        # while the rest was down) would otherwise never find the rest of the mesh.
+        known = {m.address for m in self._members.values() if m.address and m.status != DEAD}
+        for a in self._seeds:
+            if not self._conns or a not in known:
                 addresses.setdefault(a, now)
         out = []
         for a, ready in addresses.items():

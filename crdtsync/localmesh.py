@@ -46,6 +46,17 @@ class AgentProcess:
     restarts: int = 0
     log: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _readers: list[threading.Thread] = field(default_factory=list)
+
+    def reap(self) -> None:
+        """After the process exited: let the readers finish, then close its pipes."""
+        for reader in self._readers:
+            reader.join(5)
+        self._readers.clear()
+        if self.proc is not None:
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     @property
     def url(self) -> str:
@@ -95,8 +106,12 @@ class LocalMesh:
             cmd += agent.args
             agent.ready = agent.done = False
             agent.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            threading.Thread(target=self._read, args=(agent, agent.proc), daemon=True).start()
-            threading.Thread(target=self._drain, args=(agent, agent.proc), daemon=True).start()
+            agent._readers = [
+                threading.Thread(target=self._read, args=(agent, agent.proc), daemon=True),
+                threading.Thread(target=self._drain, args=(agent, agent.proc), daemon=True),
+            ]
+            for reader in agent._readers:
+                reader.start()
 
     def kill(self, name: str) -> None:
         """SIGKILL one agent: no flush, no goodbye."""
@@ -104,6 +119,7 @@ class LocalMesh:
         if agent.proc is not None and agent.proc.poll() is None:
             os.kill(agent.proc.pid, signal.SIGKILL)
             agent.proc.wait()
+        agent.reap()
         agent.status = {}
 
     def restart(self, name: str) -> None:
@@ -125,6 +141,7 @@ class LocalMesh:
             except subprocess.TimeoutExpired:
                 agent.proc.kill()
                 codes[agent.name] = agent.proc.wait()
+            agent.reap()
         return codes
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -473,10 +473,6 @@ def test_a_short_partition_never_breaks_a_handshake() -> None:
     assert net.errors == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: seeds are dialled only while an agent has no connection at all "
-                   "(GossipCore._dial_candidates), and a restarted core remembers no members; agents that meet "
-                   "only each other (joining during a partition, or restarting while the others are down), with "
-                   "nobody outside remembering them, never find the rest of the mesh: two islands for ever")
 @pytest.mark.parametrize("how", ["join during a partition", "everyone restarts in two groups"])
 def test_agents_that_met_only_each_other_find_the_mesh(how: str) -> None:
     from crdtsync.transports.memory import Network

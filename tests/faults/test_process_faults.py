@@ -200,9 +200,6 @@ def test_acknowledged_writes_survive_kills_restarts_and_freezes(tmp_path: Path) 
     assert all(f == finals[names[0]] for f in finals.values())  # same state everywhere
 
 
-@pytest.mark.xfail(strict=True, reason="bug: LocalMesh never closes the stdout/stderr pipes of the processes "
-                   "it starts (not on kill, restart or stop): two file descriptors leak per start, and pytest "
-                   "reports them as ResourceWarnings (errors under filterwarnings=error)")
 def test_local_mesh_closes_the_pipes_of_the_processes_it_started(tmp_path: Path) -> None:
     mesh = LocalMesh(tmp_path, ["q0"])
     mesh.start()
