@@ -174,6 +174,7 @@ def run_crdtsync(store: Path, shard: str, until: list[str], tmp: Path, gossip: s
         "msgs": sum(s["frames"] for s in stats),
         "msgs_by_type": {k: sum(s["by_type"].get(k, 0) for s in stats) for k in sorted({t for s in stats for t in s["by_type"]})},
         "holder_open_s": ready["start_s"],
+        "gossip": ready.get("gossip"),
     }
 
 

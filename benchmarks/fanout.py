@@ -18,10 +18,12 @@ estimated.
 
 Systems:
 
-* ``crdtsync``: 8 agents (crdtsync.Agent, LMDB store, group commit), full mesh (8 agents is
-  ``GossipConfig.full_mesh_max``), default GossipConfig.
-* ``crdtsync-5ms``: the same with ``push_interval=0.005`` (the batching window is the one
-  knob that trades latency for messages).
+* ``crdtsync``: 8 agents (crdtsync.Agent, LMDB store, group commit) with the gossip settings
+  an Agent uses when given none (``GossipConfig.lan()`` today: 2 ms Nagle-like batching, a
+  full mesh at this size); the effective settings are in the result (``gossip``).
+* ``crdtsync-wan``: the same agents with the WAN settings (``GossipConfig()``: batching windows
+  of ~0.1 s aligned to the clock), to show what the batching window costs in latency and
+  saves in messages.
 * ``pycrdt-websocket``: its ``WebsocketServer`` hub (a YRoom) in its own process and eight
   ``pycrdt.Provider`` clients, each in its own process, over the same ``websockets`` library.
 
@@ -30,13 +32,20 @@ Wire figures per update: ``msgs`` = websocket messages sent by all processes (co
 system's connections as the kernel counts them (``ss``: framing and pings included), both
 from just before the first write until one second after the last arrival (trailing acks
 included). crdtsync's receivers also write every update to LMDB and group-commit it; the hub
-keeps nothing on disk. Prints one JSON object.
+keeps nothing on disk.
+
+Repetition: the full size runs every system 3 times, interleaved (A B C A B C A B C) so that a
+change in the machine's load hits all systems alike; scalar figures are the median of the
+runs, latency percentiles are over the pooled (update, receiver) pairs of all runs, and each
+run's headline figures are kept (``each_run``). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import shutil
 import tempfile
 import time
@@ -66,7 +75,7 @@ ISSUE_HUB = {"burst_updates_per_s": 3770, "burst_p99_ms": 81.0, "paced_p99_ms": 
 SIZES = {"full": 5000, "quick": 2000, "tiny": 200}
 LOW = {"full": 1000, "quick": 500, "tiny": 100}  # updates of the paced_low phase
 PHASES = ("burst", "paced", "paced_low")
-SYSTEMS = {"crdtsync": {}, "crdtsync-5ms": {"push_interval": 0.005}, HUB: None}
+SYSTEMS = {"crdtsync": {}, "crdtsync-wan": {"preset": "wan"}, HUB: None}
 
 
 def _stats(kids: list[Child]) -> list[dict[str, Any]]:
@@ -79,6 +88,7 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
               prefix: str, n: int, rate: float, tmp: Path, prog: Progress, crdtsync: bool) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One phase (burst or paced) on a running system; returns figures and raw latencies."""
     task = prog.task(f"{label} {'burst' if rate == 0 else f'paced {rate:g}/s'}", len(receivers))
+    tmp.mkdir(parents=True, exist_ok=True)
     outs = {r.name: tmp / f"{prefix}-{r.name.replace('/', '-')}.json" for r in receivers}
     for r in receivers:
         r.send(cmd="expect", shard="bench", prefix=prefix, n=n, out=str(outs[r.name]))
@@ -136,10 +146,11 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
         "cpu_ms_per_update": round(1000 * cpu / n, 4),
         "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
         "latency_cdf_ms": cdf_points(pair_ms),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     if replicated is not None:
         out["durable_on_all_s"] = round((replicated["at_ns"] - written["first_ns"]) / 1e9, 4)
-    return out, {"pairs": pair_ms}
+    return out, {"pairs": pair_ms, "per_update": per_update}
 
 
 def _wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
@@ -167,15 +178,15 @@ def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rat
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"{label}/a{i}"))
-        for k in kids:
-            k.wait("ready", 60)
+        effective = [k.wait("ready", 60).get("gossip") for k in kids][0]
         _wait_mesh(kids, agents - 1)
         time.sleep(1.0)  # on-connect anti-entropy rounds and peer lists settle
         writer, receivers = kids[0], kids[1:]
         burst, raw["burst"] = run_phase(label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True)
         paced, raw["paced"] = run_phase(label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, True)
         paced_low, raw["paced_low"] = run_phase(label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, True)
-    return {"config": overrides or "defaults", "burst": burst, "paced": paced, "paced_low": paced_low}, raw
+    return {"config": overrides or "Agent default", "gossip": effective, "burst": burst, "paced": paced,
+            "paced_low": paced_low}, raw
 
 
 def run_hub(agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path,
@@ -199,6 +210,36 @@ def run_hub(agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path,
             "paced_low": paced_low}, raw
 
 
+_MEDIAN_KEYS = ("writer_s", "all_delivered_s", "updates_per_s", "msgs_per_update", "payload_bytes_per_update",
+                "wire_bytes_per_update", "tcp_segments_per_update", "cpu_s_all_processes", "cpu_ms_per_update",
+                "durable_on_all_s")
+
+
+def combine(runs: list[dict[str, Any]], raws: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Repeated runs of one system: the median of each scalar figure, latency percentiles over
+    the pooled (update, receiver) pairs of every run, and each run's headline figures."""
+    out: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in ("burst", "paced", "paced_low")}
+    raw: dict[str, Any] = {}
+    out["runs"] = len(runs)
+    for phase in PHASES:
+        figs = [r[phase] for r in runs]
+        pairs = [x for rw in raws for x in rw[phase]["pairs"]]
+        per_update = [x for rw in raws for x in rw[phase]["per_update"]]
+        merged = dict(figs[0])
+        for k in _MEDIAN_KEYS:
+            vals = [f[k] for f in figs if f.get(k) is not None]
+            if vals:
+                merged[k] = round(statistics.median(vals), 4)
+        merged["latency_ms"] = summary(pairs, 3)
+        merged["latency_all_receivers_ms"] = summary(per_update, 3)
+        merged["latency_cdf_ms"] = cdf_points(pairs)
+        merged["each_run"] = [{"updates_per_s": f["updates_per_s"], "p50_ms": f["latency_ms"]["p50"],
+                               "p99_ms": f["latency_ms"]["p99"], "load_avg_1min": f.get("load_avg_1min")} for f in figs]
+        out[phase] = merged
+        raw[phase] = {"pairs": pairs}
+    return out, raw
+
+
 def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
     me, hub = results.get(label), results.get(HUB)
     if not me or not hub:
@@ -217,10 +258,11 @@ def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
     }
 
 
-def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate: float, low_rate: float) -> None:
+def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate: float, low_rate: float,
+         receivers: int, runs: int) -> None:
     plt = pyplot()
     labels = list(results)
-    colors = {"crdtsync": "tab:blue", "crdtsync-5ms": "tab:cyan", HUB: "tab:orange"}
+    colors = {"crdtsync": "tab:blue", "crdtsync-wan": "tab:cyan", HUB: "tab:orange"}
     fig, ax = plt.subplots(2, 3, figsize=(15, 8))
     bar_colors = [colors.get(s, "gray") for s in labels]
     for a, key, fmt, title, ylabel in (
@@ -235,10 +277,14 @@ def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate:
     for a, phase, title in ((ax[1][0], "burst", "burst"), (ax[1][1], "paced", f"paced at {rate:g}/s"),
                             (ax[1][2], "paced_low", f"paced at {low_rate:g}/s")):
         for s in labels:
-            v = sorted(raw[s].get(phase, {}).get("pairs", []))
+            v = sorted(raw.get(s, {}).get(phase, {}).get("pairs", []))
+            if v:
+                ys = [(i + 1) / len(v) for i in range(len(v))]
+            else:  # re-plotting from the JSON: its downsampled CDF
+                pts = results[s][phase].get("latency_cdf_ms", [])
+                v, ys = [x for x, _ in pts], [y for _, y in pts]
             if not v:
                 continue
-            ys = [(i + 1) / len(v) for i in range(len(v))]
             p99 = results[s][phase]["latency_ms"]["p99"]
             a.plot([max(x, 1e-3) for x in v], ys, label=f"{s} (p99 {p99:.1f} ms)", color=colors.get(s, "gray"))
         a.set_xscale("log")
@@ -247,8 +293,8 @@ def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate:
         a.set_title(f"{title}: latency CDF")
         a.axhline(0.99, color="black", lw=0.5, ls=":")
         a.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"fan-out: 1 writer -> {len(next(iter(raw.values()))['burst']['pairs']) // n} receivers, "
-                 "one process each on 127.0.0.1, same workload for every system", fontsize=11)
+    fig.suptitle(f"fan-out: 1 writer -> {receivers} receivers, one process each on 127.0.0.1, same workload for "
+                 f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -263,21 +309,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--low-updates", type=int, default=None, help="map sets of the paced_low phase [1000]")
     p.add_argument("--agents", type=int, default=8)
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    p.add_argument("--replot", default=None, metavar="JSON", help="only redraw fanout.png from a result file")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="runs of every system, interleaved (A B C A B C ...) [full 3, else 1]")
     args = p.parse_args(argv)
     size = size_of(args)
+    repeat = args.repeat or (3 if size == "full" else 1)
+    if args.replot:
+        old = json.loads(Path(args.replot).read_text())
+        st = old["setting"]
+        out = Path(args.plot_dir or Path(args.replot).parent) / "fanout.png"
+        plot(old["systems"], {}, out, st["updates"], st["paced_rate"], st["low_rate"], st["agents"] - 1, st.get("repeat", 1))
+        print(out)
+        return 0
     n = args.updates or SIZES[size]
     prog = Progress("fanout")
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-fanout-"))
     results: dict[str, Any] = {}
     raw: dict[str, Any] = {}
+    runs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    low = (args.low_updates or min(n, LOW[size]), args.low_rate)
     try:
-        for label in args.systems.split(","):
-            low = (args.low_updates or min(n, LOW[size]), args.low_rate)
-            if label == HUB:
-                results[label], raw[label] = run_hub(args.agents, n, args.rate, low, tmp, prog)
-            else:
-                results[label], raw[label] = run_crdtsync(label, SYSTEMS.get(label) or {}, args.agents, n, args.rate, low,
-                                                          tmp, prog)
+        # Interleaved, so that a change in the machine's load hits every system alike.
+        for r in range(repeat):
+            for label in args.systems.split(","):
+                if label == HUB:
+                    one = run_hub(args.agents, n, args.rate, low, tmp / f"r{r}", prog)
+                else:
+                    one = run_crdtsync(label, SYSTEMS.get(label) or {}, args.agents, n, args.rate, low, tmp / f"r{r}", prog)
+                runs.setdefault(label, []).append(one)
+        for label, got in runs.items():
+            results[label], raw[label] = combine([g[0] for g in got], [g[1] for g in got])
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -285,17 +347,17 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "fanout",
         "size": size,
         "machine": machine(),
-        "setting": {"agents": args.agents, "updates": n, "paced_rate": args.rate, "low_rate": args.low_rate,
+        "setting": {"agents": args.agents, "updates": n, "repeat": repeat, "paced_rate": args.rate, "low_rate": args.low_rate,
                     "low_updates": args.low_updates or min(n, LOW[size]), "host": "127.0.0.1"},
         "systems": results,
         "vs_hub": verdict(results),
-        "vs_hub_crdtsync_5ms": verdict(results, "crdtsync-5ms"),
+        "vs_hub_crdtsync_wan": verdict(results, "crdtsync-wan"),
         "issue_author_hub": ISSUE_HUB,
     }
     if args.plot_dir:
         path = Path(args.plot_dir) / "fanout.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, raw, path, n, args.rate, args.low_rate)
+        plot(results, raw, path, n, args.rate, args.low_rate, args.agents - 1, repeat)
         report["plots"] = [str(path)]
     finish(report, args.out)
     return 0

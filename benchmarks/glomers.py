@@ -132,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         "scale": {"fanout": f, "full_mesh_max": mesh_max, "link_latency_ms": 100, "writes_per_s": 100,
                   "duration_s": duration, "points": rows},
     }
-    for key in ("lossless", "lossy"):
-        if report["gossip_sim_defaults"].get(key):
-            report["gossip_sim_defaults"][key].pop("messages_by_type", None)
     if args.plot_dir:
         path = Path(args.plot_dir) / "glomers_scale.png"
         path.parent.mkdir(parents=True, exist_ok=True)

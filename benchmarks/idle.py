@@ -91,8 +91,7 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"idle{shards}/a{i}"))
-        for k in kids:
-            k.wait("ready", 120)
+        effective = [k.wait("ready", 120).get("gossip") for k in kids][0]
         _wait_mesh(kids, agents - 1)
         time.sleep(3.0)  # on-connect rounds and the first peer lists are not idle traffic
         stats0, tcp0 = _stats(kids), tcp_counters(ports)
@@ -121,6 +120,7 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
         "msgs_per_s_mesh": round(frames / window, 3),
         "wire_bytes_per_s_mesh": round(wire["bytes_sent"] / window, 1),
         "cpu_ms_per_round": round(1000 * cpu / per, 3),
+        "gossip": effective,
     }
 
 

@@ -246,7 +246,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
 
     _TYPE_NAMES.update({tag: cls.__name__ for cls, tag in wire.TAGS.items()})
     _COUNT_TYPES = True
-    config = replace(GossipConfig(), **json.loads(args.gossip)) if args.gossip else GossipConfig()
+    config = gossip_config(args.gossip, args.name)
     loop = asyncio.get_running_loop()
     commands = Commands(loop)
     t0 = time.time_ns()
@@ -263,7 +263,9 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
         await agent.start()
     for name in args.shard:
         await agent.shard(name)
+    effective = getattr(agent, "_gossip_config", config)
     emit({"event": "ready", "agent": args.name, "address": agent.address, "pid": os.getpid(),
+          "gossip": {k: getattr(effective, k, None) for k in _REPORTED},
           "start_s": round((time.time_ns() - t0) / 1e9, 4)})
     tasks: set[asyncio.Task[Any]] = set()
     expecting: dict[str, Arrivals] = {}
@@ -336,6 +338,33 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await agent.close()
         emit({"event": "stopped"})
+
+
+_REPORTED = ("push_interval", "align_windows", "send_when_idle", "full_mesh_max", "anti_entropy_interval")
+
+
+def gossip_config(spec_text: str | None, name: str) -> Any:
+    """The GossipConfig to run with, from ``--gossip``: a JSON object whose optional ``preset``
+    is ``"default"`` (whatever ``Agent`` uses when given none: the figure users get),
+    ``"wan"`` (the class defaults, ``GossipConfig()``) or ``"lan"`` (``GossipConfig.lan()``),
+    and whose other keys override fields of it. None (no flag, or the bare default) lets the
+    Agent choose."""
+    from dataclasses import replace
+
+    from crdtsync import Agent
+    from crdtsync.gossip import GossipConfig
+
+    spec = json.loads(spec_text) if spec_text else {}
+    preset = spec.pop("preset", "default")
+    if preset == "default" and not spec:
+        return None
+    if preset == "wan":
+        base = GossipConfig()
+    elif preset == "lan":
+        base = GossipConfig.lan()
+    else:  # the Agent's own default, read from an Agent that is never started
+        base = getattr(Agent(name, data_dir=os.devnull), "_gossip_config", None) or GossipConfig()
+    return replace(base, **spec)
 
 
 def _join_condition(root: pycrdt.Map, args: argparse.Namespace) -> Any:

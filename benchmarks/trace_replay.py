@@ -12,7 +12,8 @@ agents then exchange those:
    history it lacks (so it holds exactly the parents' version), applies the patches and
    keeps the resulting update. Timed: this is the single-process replay the figure is
    compared with. Also ``floor_apply_all``: applying all those updates, in order, to one Doc.
-2. ``crdtsync``: one agent process per author, full mesh on 127.0.0.1. Each agent applies
+2. ``crdtsync``: one agent process per author, full mesh on 127.0.0.1, with the Agent's
+   default gossip settings (``crdtsync-wan``: the WAN settings, ``GossipConfig()``). Each agent applies
    its author's updates in order, each only once its shard holds everything that update was
    typed on top of (its parents' state vector); what it needs from the other authors comes
    from them over gossip, so the causal chains of the trace (an author answering what another
@@ -56,7 +57,7 @@ TRACES = ["clownschool", "friendsforever"]
 PREFIX = {"full": None, "quick": 3000, "tiny": 300}
 GENESIS_CLIENT = 1
 AUTHOR_CLIENT = 1000  # + author index
-SYSTEMS = {"crdtsync": {}, "crdtsync-5ms": {"push_interval": 0.005}}
+SYSTEMS = {"crdtsync": {}, "crdtsync-wan": {"preset": "wan"}}
 
 
 def _sha(text: str) -> str:
@@ -184,8 +185,7 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"{name}/{label}/author{a}"))
-        for k in kids:
-            k.wait("ready", 60)
+        effective = [k.wait("ready", 60).get("gossip") for k in kids][0]
         for k in kids:
             k.send(cmd="genesis", shard="trace", file=str(gen_file))
         for k in kids:
@@ -221,7 +221,8 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
     end = max(e["at_ns"] for e in done.values())
     shas = {e["sha"] for e in done.values()}
     return {
-        "config": overrides or "defaults",
+        "config": overrides or "Agent default",
+        "gossip": effective,
         "seconds": round((end - start_ns) / 1e9, 3),
         "own_edits_done_s": round((max(e["at_ns"] for e in replayed.values()) - start_ns) / 1e9, 3),
         "waits_for_remote": sum(e["waits"] for e in replayed.values()),

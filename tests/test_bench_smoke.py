@@ -28,7 +28,7 @@ EXTRA = {
     "catchup": [],
     "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
     "restart": [],
-    "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync-5ms"],
+    "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync"],
     "glomers": ["--agents", "10"],
 }
 
@@ -93,7 +93,7 @@ def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _run("trace", tmp_path, monkeypatch)
-    run = res["traces"]["friendsforever"]["systems"]["crdtsync-5ms"]
+    run = res["traces"]["friendsforever"]["systems"]["crdtsync"]
     assert run["agents_equal"] and run["agents_match_single_process"]
 
 
