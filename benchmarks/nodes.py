@@ -13,12 +13,18 @@ commands, so both systems run exactly the same writer and receiver code:
             them on an absolute schedule. Event ``written`` (first_ns, last_ns).
 ``expect``  shard, prefix, n, out: record, in this process, the arrival time of every key with
             that prefix (``time.time_ns()`` inside the document's observer, i.e. when the
-            update is applied here), and once all n arrived write the latencies
-            (arrival - stamp carried in the value, same machine clock) to ``out``. Events
-            ``expecting`` (observer installed), then ``complete`` (first/last arrival).
+            update is applied here). Events ``expecting`` (observer installed), then
+            ``complete`` (first/last arrival) once all n arrived.
+``dump``    prefix: write the latencies of an ``expect`` (arrival - stamp carried in the
+            value, same machine clock) to its ``out`` file; sent by the parent once every
+            receiver is complete, so that this work never competes with receiving.
 ``stats``   frames and payload bytes this process sent (every websocket message, counted in
             ``Connection.send``), by crdtsync message type, and its CPU seconds.
 ``quit``    close cleanly and exit.
+
+crdtsync agents also accept ``status``, ``open``, ``flush``, ``replicated`` (time until
+``shard.replicated(peers)`` returns), ``genesis`` and ``replay`` (trace_replay.py). The
+gossip settings come from ``--gossip`` (see :func:`gossip_config`; none: the Agent's default).
 
 Joining (catch-up): ``--join SHARD --until-len N`` (or ``--until-text-len N`` for the Text
 under key ``text``) makes the process measure, from just before it starts connecting, the
