@@ -429,6 +429,20 @@ class Progress:
             self._rich = None
 
 
+def wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
+    """Wait until every child agent reports at least ``want`` connected peers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for k in kids:
+            k.send(cmd="status")
+        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
+        if all(c >= want for c in counts):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mesh not formed: connected counts {counts}")
+        time.sleep(0.2)
+
+
 def wait_with_progress(prog: Progress, label: str, seconds: float) -> None:
     """Sleep ``seconds`` while a bar fills (for fixed measurement windows)."""
     prog.task(label, seconds)

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    wait_mesh,
     Child,
     Progress,
     cdf_points,
@@ -153,19 +154,6 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
     return out, {"pairs": pair_ms, "per_update": per_update}
 
 
-def _wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for k in kids:
-            k.send(cmd="status")
-        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
-        if all(c >= want for c in counts):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mesh not formed: connected counts {counts}")
-        time.sleep(0.2)
-
-
 def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rate: float, low: tuple[int, float],
                  tmp: Path, prog: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
     ports = free_ports(agents)
@@ -179,7 +167,7 @@ def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rat
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"{label}/a{i}"))
         effective = [k.wait("ready", 60).get("gossip") for k in kids][0]
-        _wait_mesh(kids, agents - 1)
+        wait_mesh(kids, agents - 1)
         time.sleep(1.0)  # on-connect anti-entropy rounds and peer lists settle
         writer, receivers = kids[0], kids[1:]
         burst, raw["burst"] = run_phase(label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True)

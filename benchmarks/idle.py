@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    wait_mesh,
     Child,
     Progress,
     children,
@@ -66,19 +67,6 @@ def _stats(kids: list[Child]) -> list[dict[str, Any]]:
     return [k.wait("stats", 60) for k in kids]
 
 
-def _wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for k in kids:
-            k.send(cmd="status")
-        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
-        if all(c >= want for c in counts):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mesh not formed: connected counts {counts}")
-        time.sleep(0.2)
-
-
 def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) -> dict[str, Any]:
     seed = tmp / f"seed-{shards}"
     build_store(seed, shards)
@@ -92,7 +80,7 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"idle{shards}/a{i}"))
         effective = [k.wait("ready", 120).get("gossip") for k in kids][0]
-        _wait_mesh(kids, agents - 1)
+        wait_mesh(kids, agents - 1)
         time.sleep(3.0)  # on-connect rounds and the first peer lists are not idle traffic
         stats0, tcp0 = _stats(kids), tcp_counters(ports)
         wait_with_progress(prog, f"{shards} shards: idle window", window)

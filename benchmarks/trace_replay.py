@@ -40,6 +40,7 @@ from typing import Any
 import pycrdt
 from crdtsync import updates
 from benchlib import (
+    wait_mesh,
     Child,
     Progress,
     children,
@@ -190,7 +191,7 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
             k.send(cmd="genesis", shard="trace", file=str(gen_file))
         for k in kids:
             k.wait("genesis", 30)
-        _wait_mesh(kids, len(authors) - 1)
+        wait_mesh(kids, len(authors) - 1)
         time.sleep(0.5)
         start_ns = time.time_ns() + 500_000_000
         for a, k in zip(authors, kids):
@@ -229,19 +230,6 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
         "agents_equal": len(shas) == 1,
         "agents_match_single_process": shas == {pre["final_sha"]},
     }
-
-
-def _wait_mesh(kids: list[Child], want: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for k in kids:
-            k.send(cmd="status")
-        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
-        if all(c >= want for c in counts):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mesh not formed: connected counts {counts}")
-        time.sleep(0.2)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
