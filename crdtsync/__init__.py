@@ -6,6 +6,7 @@ websockets. Every replica that has seen the same updates has the same state.
 
 from __future__ import annotations
 
+from ._compose import install_defaults
 from .agent import Agent, default_data_dir
 from .changes import Change
 from .errors import (
@@ -51,3 +52,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+install_defaults()  # the composition root: websockets as the default transport

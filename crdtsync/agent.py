@@ -3,6 +3,11 @@
 The agent owns no protocol decisions. It executes what the pure gossip core
 (:mod:`crdtsync.gossip`) asks for against the store and the transport, and feeds the core
 the events it sees: deltas made here, frames from peers, durable commits and clock ticks.
+
+It is also where the parts meet: the store and its group committer, the shard registry (which
+is the core's :class:`~crdtsync.replica.ReplicaSet`), the core, the reader and a transport.
+The transport comes from a :class:`~crdtsync.transport.TransportFactory` (``transport=``, or
+the default wired in by :mod:`crdtsync._compose`); this module imports none.
 """
 
 from __future__ import annotations
@@ -15,28 +20,21 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from . import updates
+from ._activity import Activity
+from ._registry import ShardRegistry
 from .durability import GroupCommitter
-from .errors import ClosedError, InvalidUpdate, ReplicationTimeout, UsageError
+from .errors import ClosedError, ReplicationTimeout, UsageError
 from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_shard_name
 from .reads import Quorum, Reader
-from .shard import Shard, load_doc
-from .store import Store
+from .shard import Shard
+from .store import ShardStats, Store
+from .transport import Transport, TransportFactory, default_factory
 
-__all__ = ["Agent", "Transport", "default_data_dir"]
-
-
-class Transport(Protocol):
-    """What the agent needs of a gossip driver (see :mod:`crdtsync.transports.websocket`)."""
-
-    address: str | None
-
-    async def start(self) -> None: ...
-    def kick(self) -> None: ...
-    async def close(self) -> None: ...
+__all__ = ["Agent", "Transport", "TransportFactory", "default_data_dir"]
 
 
 def default_data_dir(name: str) -> Path:
@@ -71,6 +69,8 @@ class Agent:
             hashing over the live members (plus the agents that open it), and shards move
             between agents as members come and go (see :mod:`crdtsync.placement`). None (the
             default): every agent replicates every shard it learns of.
+        transport: builds the driver that carries gossip (a
+            :class:`~crdtsync.transport.TransportFactory`); None: the default, websockets.
     """
 
     def __init__(
@@ -87,6 +87,7 @@ class Agent:
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
         replication_factor: int | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -100,15 +101,15 @@ class Agent:
         if replication_factor is not None:
             cfg = self._gossip_config
             self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
-        self._reader = Reader(self)
+        self._transport_factory = transport
         self._rng = random.Random(seed)
         self._store: Store | None = None
-        self._committer: GroupCommitter | None = None  # type: ignore[assignment]
-        self._shards: dict[str, Shard] = {}
+        self._committer: GroupCommitter | None = None
+        self._registry: ShardRegistry | None = None
+        self._reader: Reader | None = None
         self._core: GossipCore | None = None
         self._transport: Transport | None = None
-        self._activity = asyncio.Event()
-        self._applying = False  # inside a ReplicaSet.apply called by the core
+        self._activity = Activity()
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
         self._closing = False
@@ -138,34 +139,58 @@ class Agent:
             compact_merge=updates.replay,
             before_commit=self._before_commit,
         )
+        host = _AgentShardHost(self._committer, self._activity)
+        self._registry = ShardRegistry(
+            self.name, self._store, notify=self._committer.notify, on_delta=self._on_delta, host=host
+        )
         await self._committer.start()
         if self._listen is not None or self._seeds:
-            await self._start_gossip()
+            await self._start_gossip(self._registry)
+            host.core = self._core
+        self._reader = Reader(
+            self._registry, self._core.sharding if self._core is not None else None, self._activity
+        )
 
-    async def _start_gossip(self) -> None:
-        from .transports.websocket import WebsocketTransport  # the default driver
-
+    async def _start_gossip(self, replicas: ShardRegistry) -> None:
+        factory = self._transport_factory or default_factory()
+        if factory is None:
+            raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
         self._core = GossipCore(
             self.name,
-            _AgentReplicas(self),
+            replicas,
             rng=self._rng,
             config=self._gossip_config,
             mesh=self._mesh,
             address=self._listen,
             seeds=self._seeds,
         )
-        self._transport = WebsocketTransport(
+        self._transport = factory(
             self._core,
             listen=self._listen,
             max_frame=self._gossip_config.max_frame,
             on_activity=self._activity.set,
         )
+        self._activity.bind(self._transport.kick)
         await self._transport.start()
 
     @property
     def address(self) -> str | None:
         """The ``ws://`` address this agent accepts peers on (port resolved), if it listens."""
         return self._transport.address if self._transport is not None else None
+
+    @property
+    def core(self) -> GossipCore | None:
+        """Low-level: this agent's sans-I/O gossip core, for inspection tools and drivers;
+        None until started with ``listen=`` or ``peers=``. Changing it voids every guarantee."""
+        return self._core
+
+    @property
+    def reader(self) -> Reader:
+        """Low-level: this agent's remote-read driver (raw scans for inspection tools)."""
+        if self._reader is None:
+            self._require_store()
+            raise UsageError("agent not started")  # pragma: no cover (_require_store raised)
+        return self._reader
 
     @property
     def peers(self) -> tuple[PeerStatus, ...]:
@@ -186,8 +211,8 @@ class Agent:
                 await self._committer.close()
         finally:
             self._closed = True
-            for shard in self._shards.values():
-                shard.close()
+            if self._registry is not None:
+                self._registry.close()
             if self._store is not None:
                 self._store.close()
 
@@ -202,7 +227,7 @@ class Agent:
         """
         if self._closing:
             raise ClosedError(f"agent {self.name!r} is closed")
-        shard = self._open_shard(name)
+        shard = self._require_registry().open(name)
         if self._core is not None and self._core.sharding.partial:
             # An opened shard is held here whatever placement says (a subscription).
             self._core.sharding.subscribe(name, time.monotonic())
@@ -226,7 +251,7 @@ class Agent:
             ReplicationTimeout: fewer than ``quorum`` holders answered in time; ``lagging``
                 names those that did not.
         """
-        return await self._reader.read(name, quorum=quorum, timeout=timeout)
+        return await self.reader.read(name, quorum=quorum, timeout=timeout)
 
     async def read_many(self, *, prefix: str = "", quorum: Quorum = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
         """Every shard named ``prefix...`` that any live agent holds: {name: plain dict}.
@@ -238,24 +263,16 @@ class Agent:
             ReplicationTimeout: some agent did not answer in time, or a shard has fewer
                 holders than ``quorum``.
         """
-        return await self._reader.read_many(prefix, quorum=quorum, timeout=timeout)
+        return await self.reader.read_many(prefix, quorum=quorum, timeout=timeout)
 
     def shard_names(self) -> list[str]:
         """Names of every shard in this agent's store or open now."""
-        store = self._require_store()
-        return sorted(set(store.shard_names()) | set(self._shards))
+        return self._require_registry().names()
 
-    def _open_shard(self, name: str) -> Shard:
-        validate_shard_name(name)
-        store = self._require_store()
-        shard = self._shards.get(name)
-        if shard is not None:
-            return shard
-        loaded = store.load(name)
-        doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
-        shard = Shard(name, doc, store, notify=self._committer.notify, on_delta=self._on_delta, agent=self)
-        self._shards[name] = shard
-        return shard
+    def _require_registry(self) -> ShardRegistry:
+        self._require_store()
+        assert self._registry is not None
+        return self._registry
 
     def _require_store(self) -> Store:
         if self._closed:
@@ -269,7 +286,7 @@ class Agent:
     def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
         """A shard changed (already applied and appended to the store): gossip it, unless
         the core itself applied it (then the core already forwards it)."""
-        if self._core is None or self._applying:
+        if self._core is None or (self._registry is not None and self._registry.applying):
             return
         # We are inside the Doc's transaction observer: hand the delta to the core once the
         # transaction is over (the core may read the Doc), batching every delta of this turn.
@@ -289,12 +306,15 @@ class Agent:
 
     def _before_commit(self) -> Any:
         """Record, per changed shard, the state the coming commit makes durable."""
-        captured = {name: state for name, shard in self._shards.items()
+        registry = self._registry
+        if registry is None:
+            return None
+        captured = {name: state for name, shard in registry.items()
                     if (state := shard.capture()) is not None}
 
         def done(ok: bool) -> None:
             for name, state in captured.items():
-                shard = self._shards.get(name)
+                shard = registry.get(name)
                 if shard is None:  # dropped meanwhile (handed off to its placement holders)
                     continue
                 if ok:
@@ -309,12 +329,32 @@ class Agent:
         if self._core is None or self._closed:  # (closing: the store is going, acks are moot)
             return
         # (not those dropped since: asking the core about them would recreate them empty)
-        self._core.durable({s for s in shards if s in self._shards}, time.monotonic())
+        registry = self._registry
+        self._core.durable({s for s in shards if registry is not None and s in registry}, time.monotonic())
         if self._transport is not None:
             self._transport.kick()
 
-    async def _replicated(self, shard: Shard, peers: int, timeout: float) -> None:
-        core = self._core
+    def __repr__(self) -> str:
+        return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
+
+
+class _AgentShardHost:
+    """What the agent's shards call (:class:`crdtsync.shard.ShardHost`): group commits, and
+    waits on the core's acknowledgements."""
+
+    def __init__(self, committer: GroupCommitter, activity: Activity) -> None:
+        self._committer = committer
+        self._activity = activity
+        self.core: GossipCore | None = None  # set once gossip started
+
+    async def flush(self) -> None:
+        await self._committer.flush()
+
+    async def compact(self, name: str) -> ShardStats:
+        return await self._committer.compact(name)
+
+    async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
+        core = self.core
         if core is None:
             raise UsageError("replicated() needs peers: create the Agent with listen= or peers=")
         if peers < 1:
@@ -335,58 +375,4 @@ class Agent:
                     f"{', '.join(lagging) or 'no other agent known'})",
                     lagging,
                 )
-            self._activity.clear()
-            try:
-                await asyncio.wait_for(self._activity.wait(), min(remaining, 0.1))
-            except TimeoutError:
-                pass
-
-    def _drop_shard(self, name: str) -> None:
-        """Forget a shard handed off to its placement holders (never one opened by the user)."""
-        shard = self._shards.pop(name, None)
-        if shard is not None:
-            shard.close()
-        self._require_store().delete_shard(name)
-
-    def __repr__(self) -> str:
-        return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
-
-
-class _AgentReplicas:
-    """The agent's shards as the gossip core sees them (:class:`crdtsync.replica.ReplicaSet`)."""
-
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
-
-    def shard_names(self) -> Iterable[str]:
-        if self._agent._closed:  # the transport still runs while the agent closes
-            return ()
-        return self._agent.shard_names()
-
-    def state_vector(self, shard: str) -> bytes:
-        return updates.state_vector(self._agent._open_shard(shard).doc)
-
-    def digest(self, shard: str) -> bytes:
-        return self._agent._open_shard(shard).digest()
-
-    def diff(self, shard: str, state_vector: bytes) -> bytes:
-        updates.decode_state_vector(state_vector)  # InvalidUpdate on garbage from a peer
-        doc = self._agent._open_shard(shard).doc
-        try:
-            return doc.get_update(state_vector)
-        except Exception as exc:
-            raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
-
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
-        agent = self._agent
-        agent._applying = True
-        try:
-            return agent._open_shard(shard).apply_remote(update, origin)
-        finally:
-            agent._applying = False
-
-    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
-        return self._agent._open_shard(shard).durable_state
-
-    def drop(self, shard: str) -> None:
-        self._agent._drop_shard(shard)
+            await self._activity.wait(min(remaining, 0.1))

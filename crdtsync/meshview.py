@@ -80,7 +80,7 @@ async def inspect_mesh(
     with tempfile.TemporaryDirectory(prefix="crdtsync-inspect-") as tmp:
         # (Any replication factor: it only makes the scan ask every listening member.)
         async with Agent(f"inspect-{os.getpid()}", tmp, peers=[peer], mesh=mesh, replication_factor=1) as agent:
-            core = agent._core
+            core = agent.core
             assert core is not None
             end = time.monotonic() + timeout
             last, since = None, time.monotonic()
@@ -91,7 +91,7 @@ async def inspect_mesh(
                 elif view and time.monotonic() - since >= settle:
                     break
                 await asyncio.sleep(0.05)
-            out = await agent._reader.scan(prefix, timeout=max(0.1, end - time.monotonic()))
+            out = await agent.reader.scan(prefix, timeout=max(0.1, end - time.monotonic()))
             result = MeshView(missing=out.missing if out.status != "ok" else ())
             for p in agent.peers:
                 if p.state != "dead":

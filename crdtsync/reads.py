@@ -5,13 +5,20 @@ core's (:mod:`crdtsync.sharding`, :mod:`crdtsync.query`); this module starts a r
 core, wakes the transport, waits for the outcome and merges the answers by CRDT join
 (:class:`crdtsync.readcache.ReadCache`). Concurrent reads of one shard share one request, and
 a read within the cache's ttl of the last one asks nobody.
+
+:class:`Reader` knows no agent: it is given three narrow collaborators, each a Protocol below:
+the shards held here (:class:`LocalShards`, the agent's shard registry), the core's read
+service (:class:`ReadService`, today :class:`crdtsync.sharding.Sharding`; None without peers)
+and a wake-up object (:class:`Wakeup`, :class:`crdtsync._activity.Activity`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import pycrdt
 
 from . import updates
 from .errors import ReplicationTimeout, ShardNotFound, UsageError
@@ -19,24 +26,63 @@ from .names import MAX_SHARD_NAME, validate_shard_name
 from .query import NOT_FOUND, OK, TIMEOUT, Outcome
 from .readcache import ReadCache
 
-if TYPE_CHECKING:
-    from .agent import Agent
-    from .sharding import Sharding
-
-__all__ = ["Reader", "Quorum"]
+__all__ = ["Reader", "Quorum", "LocalShards", "ReadService", "Wakeup"]
 
 #: How many holders must answer: an int, "one", "majority" (floor(R/2)+1) or "all" (R).
 Quorum = int | str | None
+
+
+class LocalReplica(Protocol):
+    """A shard held here, as a read sees it (:class:`crdtsync.shard.Shard`)."""
+
+    @property
+    def doc(self) -> pycrdt.Doc: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class LocalShards(Protocol):
+    """The shards held here (:class:`crdtsync._registry.ShardRegistry`)."""
+
+    def names(self) -> list[str]: ...
+    def open(self, name: str) -> LocalReplica: ...
+
+
+class ReadService(Protocol):
+    """The core's remote reads (:class:`crdtsync.sharding.Sharding`): start, poll, cancel."""
+
+    def quorum_size(self, shard: str, quorum: int | str | None) -> int: ...
+    def read(self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float) -> int: ...
+    def scan(self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float) -> int: ...
+    def result(self, qid: int) -> Outcome | None: ...
+    def cancel(self, qid: int) -> None: ...
+
+
+class Wakeup(Protocol):
+    """Kick the transport; wait for it to report activity (:class:`crdtsync._activity.Activity`)."""
+
+    def kick(self) -> None: ...
+    async def wait(self, timeout: float) -> None: ...
 
 _POLL = 0.02  # longest wait between two looks at the outcome (wake-ups can be missed)
 _GRACE = 1.0  # beyond the read's own timeout, before the driver stops waiting for the core
 
 
 class Reader:
-    """Reads of one agent (see the module docstring)."""
+    """Reads of one agent (see the module docstring).
 
-    def __init__(self, agent: Agent, *, cache_ttl: float = 0.25) -> None:
-        self._agent = agent
+    Args:
+        shards: the shards held here.
+        service: the core's read service, or None when the agent has no peers.
+        wakeup: kicks the transport and waits for its activity.
+        cache_ttl: seconds a remote answer is served from the cache.
+    """
+
+    def __init__(
+        self, shards: LocalShards, service: ReadService | None, wakeup: Wakeup, *, cache_ttl: float = 0.25
+    ) -> None:
+        self._shards = shards
+        self._service = service
+        self._wakeup = wakeup
         self.cache = ReadCache(ttl=cache_ttl)
         self._inflight: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
 
@@ -44,17 +90,15 @@ class Reader:
         validate_shard_name(name)
         if timeout <= 0:
             raise UsageError("timeout must be > 0")
-        agent = self._agent
-        local = name in agent.shard_names()
-        core = agent._core
-        if core is None:
+        local = name in self._shards.names()
+        sharding = self._service
+        if sharding is None:
             if local:
-                return agent._open_shard(name).snapshot()
+                return self._shards.open(name).snapshot()
             raise ShardNotFound(f"shard {name!r} is not held here, and this agent has no peers")
-        sharding = core.sharding
         k = sharding.quorum_size(name, quorum)
         if local and k <= 1:
-            return agent._open_shard(name).snapshot()
+            return self._shards.open(name).snapshot()
         if not local:
             cached = self.cache.fresh(name, time.monotonic(), k)
             if cached is not None:
@@ -79,10 +123,10 @@ class Reader:
             if self._inflight.get(name, (0, None))[1] is future:
                 del self._inflight[name]
 
-    async def _fetch(self, sharding: Sharding, name: str, k: int, local: bool, timeout: float) -> dict[str, Any]:
+    async def _fetch(self, sharding: ReadService, name: str, k: int, local: bool, timeout: float) -> dict[str, Any]:
         base = None
         if local:  # we count as one answer; the others' diffs go on top of our state
-            doc = self._agent._open_shard(name).doc
+            doc = self._shards.open(name).doc
             sv, base = updates.state_vector(doc), doc.get_update()
         else:
             sv = self.cache.state_vector(name)
@@ -107,13 +151,11 @@ class Reader:
             raise UsageError(f"prefix must be a string of at most {MAX_SHARD_NAME} characters")
         if timeout <= 0:
             raise UsageError("timeout must be > 0")
-        agent = self._agent
-        local = {n for n in agent.shard_names() if n.startswith(prefix)}
-        out: dict[str, dict[str, Any]] = {n: agent._open_shard(n).snapshot() for n in sorted(local)}
-        core = agent._core
-        if core is None:
+        local = {n for n in self._shards.names() if n.startswith(prefix)}
+        out: dict[str, dict[str, Any]] = {n: self._shards.open(n).snapshot() for n in sorted(local)}
+        sharding = self._service
+        if sharding is None:
             return out
-        sharding = core.sharding
         svs = {n: self.cache.state_vector(n) for n in _cached(self.cache, prefix) if n not in local}
         qid = sharding.scan(prefix, state_vectors=svs, now=time.monotonic(), timeout=timeout)
         res = await self._wait(sharding, qid, timeout)
@@ -130,7 +172,7 @@ class Reader:
                 continue
             if name in local:
                 if k > 1:
-                    doc = agent._open_shard(name).doc
+                    doc = self._shards.open(name).doc
                     out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=k, base=doc.get_update())
                 continue
             out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=have)
@@ -141,16 +183,14 @@ class Reader:
     async def scan(self, prefix: str, *, timeout: float = 5.0) -> Outcome:
         """Ask every other live agent for its shards named ``prefix...``; the raw outcome
         (answers per shard and agent), for inspection tools."""
-        core = self._agent._core
-        if core is None:
+        sharding = self._service
+        if sharding is None:
             raise UsageError("scan() needs peers: create the Agent with listen= or peers=")
-        qid = core.sharding.scan(prefix, state_vectors={}, now=time.monotonic(), timeout=timeout)
-        return await self._wait(core.sharding, qid, timeout)
+        qid = sharding.scan(prefix, state_vectors={}, now=time.monotonic(), timeout=timeout)
+        return await self._wait(sharding, qid, timeout)
 
-    async def _wait(self, sharding: Sharding, qid: int, timeout: float) -> Outcome:
-        agent = self._agent
-        if agent._transport is not None:
-            agent._transport.kick()
+    async def _wait(self, sharding: ReadService, qid: int, timeout: float) -> Outcome:
+        self._wakeup.kick()
         deadline = time.monotonic() + timeout + _GRACE
         try:
             while True:
@@ -161,11 +201,7 @@ class Reader:
                 if remaining <= 0:
                     sharding.cancel(qid)
                     return Outcome(qid, TIMEOUT, {}, (), ("the core did not end the read",), time.monotonic())
-                agent._activity.clear()
-                try:
-                    await asyncio.wait_for(agent._activity.wait(), min(remaining, _POLL))
-                except TimeoutError:
-                    pass
+                await self._wakeup.wait(min(remaining, _POLL))
         except BaseException:
             sharding.cancel(qid)  # cancelled: forget it
             raise

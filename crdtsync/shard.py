@@ -14,24 +14,41 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pycrdt
 
 from . import updates
 from .changes import Change, ChangeFeed
-from .errors import ClosedError, StoreError
+from .errors import ClosedError, StoreError, UsageError
 from .views import MapView
 
 if TYPE_CHECKING:
     from .store import ShardStats, Store
 
-__all__ = ["Shard", "ROOT"]
+__all__ = ["Shard", "ShardHost", "ROOT"]
 
 #: Name of the root map in the pycrdt Doc that the dict-like shard API reads and writes.
 ROOT = "root"
 
 DeltaHook = Callable[["Shard", bytes, "str | None"], None]
+
+
+class ShardHost(Protocol):
+    """What a shard needs of whoever serves it (the agent): group commits and replication waits.
+
+    A typed seam so that :mod:`crdtsync.shard` never imports (or reaches into) the agent.
+    """
+
+    async def flush(self) -> None:
+        """Return once every change made before the call is on disk (one shared fsync)."""
+
+    async def compact(self, name: str) -> ShardStats:
+        """Fold shard ``name``'s log into its snapshot, in one store transaction."""
+
+    async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
+        """Return once ``peers`` other agents acknowledged ``shard``'s current state on disk;
+        :class:`~crdtsync.errors.ReplicationTimeout` otherwise."""
 
 
 class Shard(MapView):
@@ -44,7 +61,7 @@ class Shard(MapView):
 
     __slots__ = (
         "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
-        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_agent", "_digest",
+        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_host", "_digest",
         "_backlog", "__weakref__",
     )
 
@@ -56,14 +73,14 @@ class Shard(MapView):
         *,
         notify: Callable[[], None],
         on_delta: DeltaHook | None = None,
-        agent: Any = None,
+        host: ShardHost | None = None,
     ) -> None:
         self.name = name
         self._doc = doc
         self._store = store
         self._notify = notify
         self._on_delta = on_delta
-        self._agent = agent
+        self._host = host
         self._feed = ChangeFeed(name)
         self._origin: str | None = None
         self._last_delta: bytes | None = None
@@ -113,13 +130,11 @@ class Shard(MapView):
         Concurrent callers share one fsync (group commit). Changes nobody flushes still reach
         the disk within the agent's ``durability_interval`` (50 ms by default).
         """
-        self._check_open()
-        await self._agent._committer.flush()
+        await self._require_host().flush()
 
     async def compact(self) -> ShardStats:
         """Fold the shard's log into its snapshot now, in one atomic store transaction."""
-        self._check_open()
-        return await self._agent._committer.compact(self.name)  # type: ignore[no-any-return]
+        return await self._require_host().compact(self.name)
 
     async def replicated(self, peers: int = 1, timeout: float = 5.0) -> None:
         """Return once at least ``peers`` other agents hold every change made so far on disk.
@@ -128,8 +143,7 @@ class Shard(MapView):
             ReplicationTimeout: not enough peers acknowledged within ``timeout`` seconds; the
                 exception's ``lagging`` names the peers that had not caught up.
         """
-        self._check_open()
-        await self._agent._replicated(self, peers, timeout)
+        await self._require_host().replicated(self, peers, timeout)
 
     async def changes(self) -> AsyncIterator[Change]:
         """Yield a :class:`~crdtsync.changes.Change` for every change from now on, local or remote.
@@ -245,6 +259,12 @@ class Shard(MapView):
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"shard {self.name!r} is closed")
+
+    def _require_host(self) -> ShardHost:
+        self._check_open()
+        if self._host is None:
+            raise UsageError(f"shard {self.name!r} is not served by an agent")
+        return self._host
 
     def __repr__(self) -> str:
         return f"<Shard {self.name!r}>"

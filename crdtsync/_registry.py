@@ -1,0 +1,135 @@
+"""The shards one agent has open, and the same shards as the gossip core sees them.
+
+:class:`ShardRegistry` owns opening (loading from the store), dropping (a shard handed off by
+placement) and listing shards. It *is* the agent's :class:`crdtsync.replica.ReplicaSet`, so the
+core reads and changes replicas through it without the registry or the core knowing the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from . import updates
+from .errors import ClosedError, InvalidUpdate
+from .names import validate_shard_name
+from .shard import DeltaHook, Shard, ShardHost, load_doc
+from .store import Store
+
+__all__ = ["ShardRegistry"]
+
+
+class ShardRegistry:
+    """Open shards of one store, keyed by name; implements :class:`~crdtsync.replica.ReplicaSet`.
+
+    Args:
+        owner: the agent's name, for error messages.
+        store: the agent's open store.
+        notify: called after every append to the store (the group committer's ``notify``).
+        on_delta: called with every change of every shard (see :class:`~crdtsync.shard.Shard`).
+        host: what shards call for ``flush``/``compact``/``replicated``.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        store: Store,
+        *,
+        notify: Callable[[], None],
+        on_delta: DeltaHook | None,
+        host: ShardHost | None,
+    ) -> None:
+        self._owner = owner
+        self._store = store
+        self._notify = notify
+        self._on_delta = on_delta
+        self._host = host
+        self._shards: dict[str, Shard] = {}
+        self._closed = False
+        self.applying = False  # inside apply() called by the core: its deltas are not news
+
+    # -- the agent's side ----------------------------------------------------------------------
+
+    def open(self, name: str) -> Shard:
+        """The shard ``name``, loaded from the store (or created empty) on first use.
+
+        Raises:
+            InvalidShardName: bad name.
+            ClosedError: the registry (its agent) was closed.
+            StoreError: the stored shard could not be read.
+        """
+        validate_shard_name(name)
+        self._check_open()
+        shard = self._shards.get(name)
+        if shard is not None:
+            return shard
+        loaded = self._store.load(name)
+        doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
+        shard = Shard(name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host)
+        self._shards[name] = shard
+        return shard
+
+    def get(self, name: str) -> Shard | None:
+        """The shard if it is open now, else None (never loads)."""
+        return self._shards.get(name)
+
+    def names(self) -> list[str]:
+        """Every shard in the store or open now, sorted. Raises ClosedError once closed."""
+        self._check_open()
+        return sorted(set(self._store.shard_names()) | set(self._shards))
+
+    def items(self) -> Iterator[tuple[str, Shard]]:
+        """(name, shard) of the open shards."""
+        return iter(list(self._shards.items()))
+
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is open now."""
+        return name in self._shards
+
+    def close(self) -> None:
+        """Close every open shard; later calls raise ClosedError (the store is the owner's)."""
+        self._closed = True
+        for shard in self._shards.values():
+            shard.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"agent {self._owner!r} is closed")
+
+    # -- ReplicaSet: the core's side -----------------------------------------------------------
+
+    def shard_names(self) -> Iterable[str]:
+        if self._closed:  # the transport still runs while the agent closes
+            return ()
+        return self.names()
+
+    def state_vector(self, shard: str) -> bytes:
+        return updates.state_vector(self.open(shard).doc)
+
+    def digest(self, shard: str) -> bytes:
+        return self.open(shard).digest()
+
+    def diff(self, shard: str, state_vector: bytes) -> bytes:
+        updates.decode_state_vector(state_vector)  # InvalidUpdate on garbage from a peer
+        doc = self.open(shard).doc
+        try:
+            return doc.get_update(state_vector)
+        except Exception as exc:
+            raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
+
+    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+        self.applying = True
+        try:
+            return self.open(shard).apply_remote(update, origin)
+        finally:
+            self.applying = False
+
+    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
+        return self.open(shard).durable_state
+
+    def drop(self, shard: str) -> None:
+        """Forget a shard handed off to its placement holders, in memory and on disk."""
+        opened = self._shards.pop(shard, None)
+        if opened is not None:
+            opened.close()
+        self._check_open()
+        self._store.delete_shard(shard)

@@ -1,0 +1,63 @@
+"""What an agent needs of the driver that carries its gossip: the ``Transport`` protocol.
+
+The agent (:mod:`crdtsync.agent`) builds a :class:`~crdtsync.gossip.GossipCore` and hands it
+to a :class:`TransportFactory`; the transport it gets back feeds the core what the network does
+and executes the core's effects (the driver contract in :mod:`crdtsync.gossip`). The agent
+never imports a transport: :class:`crdtsync.transports.websocket.WebsocketTransport` is one
+such factory (the class itself), wired in as the default by the package's composition root,
+:mod:`crdtsync._compose`. Pass ``Agent(..., transport=...)`` to use another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .gossip import GossipCore
+
+__all__ = ["Transport", "TransportFactory", "default_factory", "set_default_factory"]
+
+
+class Transport(Protocol):
+    """A running driver of one gossip core (see :mod:`crdtsync.transports.websocket`)."""
+
+    @property
+    def address(self) -> str | None:
+        """The address peers can dial (port resolved), or None if it does not listen."""
+
+    async def start(self) -> None:
+        """Start listening and dialling the core's seeds."""
+
+    def kick(self) -> None:
+        """Execute the core's pending effects now (called after the agent fed the core)."""
+
+    async def close(self) -> None:
+        """Say goodbye to peers, close every connection and stop every task."""
+
+
+class TransportFactory(Protocol):
+    """Builds the transport of one agent's core (``WebsocketTransport`` is one)."""
+
+    def __call__(
+        self,
+        core: GossipCore,
+        *,
+        listen: str | None,
+        max_frame: int,
+        on_activity: Callable[[], None],
+    ) -> Transport: ...
+
+
+_default: TransportFactory | None = None
+
+
+def set_default_factory(factory: TransportFactory | None) -> None:
+    """Set the transport agents use when given none (the composition root sets websockets)."""
+    global _default
+    _default = factory
+
+
+def default_factory() -> TransportFactory | None:
+    """The transport agents use when given none, or None if nothing was wired in."""
+    return _default
