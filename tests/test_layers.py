@@ -1,0 +1,370 @@
+"""The import layers of crdtsync, checked by an AST scan of ``crdtsync/`` and ``transports/``.
+
+Every import counts: top-level, lazy (inside a function) and ``if TYPE_CHECKING:`` alike, since a
+type-only import is still a dependency a reader has to follow. Three rules:
+
+1. A module imports only modules of its own or a lower layer (:data:`LAYERS`).
+2. No import cycle between modules (Tarjan's strongly connected components).
+3. The sans-I/O gossip core (``crdtsync.gossip``, a module or a package) reaches, through its
+   own imports and theirs, none of asyncio, time, pycrdt, lmdb, msgpack or websockets, and
+   never calls the module-level ``random`` functions (``random.Random`` instances only).
+
+:data:`KNOWN` lists today's exceptions, each with its reason; the checks fail on anything new
+*and* on an entry that no longer occurs, so the list only ever shrinks. The checker is plain
+functions over a tree root, so :func:`test_a_planted_upward_import_is_reported` can run it on a
+copy of the tree with one bad import added.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (module or package prefix, layer): a module may import modules of its layer or below.
+#: Most specific prefix wins. A module that matches nothing fails the test: classify it here.
+LAYERS: list[tuple[str, int]] = [
+    # 0: leaves
+    ("crdtsync.errors", 0),
+    ("crdtsync.names", 0),
+    ("crdtsync._layout", 0),  # import plumbing for crdtsync.transports (stdlib only)
+    # 1: bytes on the wire and the pycrdt-free Yjs byte layer
+    ("crdtsync.yjs._lib0", 1),
+    ("crdtsync.yjs.parse", 1),
+    ("crdtsync.yjs.state", 1),
+    ("crdtsync.yjs", 1),  # the package __init__ (re-exports; must not pull pycrdt in)
+    ("crdtsync.messages", 1),
+    ("crdtsync.wire", 1),
+    # 2: the sans-I/O gossip core and the interface it owns
+    ("crdtsync.gossip", 2),
+    ("crdtsync.replica", 2),  # the ReplicaSet Protocol (moves into crdtsync.gossip)
+    # 3: partial replication and remote reads, plug-ins of the core
+    ("crdtsync.sharding", 3),
+    ("crdtsync.placement", 3),
+    ("crdtsync.query", 3),
+    # 4: pycrdt, LMDB and the user-facing data types
+    ("crdtsync.yjs.doc", 4),
+    ("crdtsync.yjs.ready", 4),
+    ("crdtsync.yjs.replay", 4),
+    ("crdtsync.updates", 4),  # pycrdt-side Yjs helpers (being split into crdtsync.yjs)
+    ("crdtsync.store", 4),
+    ("crdtsync.durability", 4),
+    ("crdtsync.values", 4),
+    ("crdtsync.views", 4),
+    ("crdtsync.changes", 4),
+    ("crdtsync.shard", 4),
+    ("crdtsync._registry", 4),
+    ("crdtsync.readcache", 4),
+    # 5: drivers (asyncio, websockets, the simulator) and what they are built from
+    ("crdtsync.transport", 5),  # the Transport protocol the agent takes
+    ("crdtsync._activity", 5),
+    ("crdtsync.reads", 5),
+    ("crdtsync.reader", 5),
+    ("crdtsync.agent", 5),
+    ("crdtsync.transports", 5),
+    ("crdtsync.testing", 5),
+    # 6: composition root, command line and dev tools
+    ("crdtsync._compose", 6),  # wires the default transport into the agent
+    ("crdtsync", 6),  # the package __init__: re-exports, and runs the composition root
+    ("crdtsync.cli", 6),
+    ("crdtsync.demo", 6),
+    ("crdtsync.node", 6),
+    ("crdtsync.localmesh", 6),
+    ("crdtsync.meshview", 6),
+    ("crdtsync.bench", 6),
+]
+
+#: Packages whose own imports, transitively, must stay free of I/O and clocks.
+PURE = "crdtsync.gossip"
+FORBIDDEN_IN_PURE = frozenset({"asyncio", "time", "pycrdt", "lmdb", "msgpack", "websockets"})
+#: Names of the random module a pure module may use (a seeded instance is passed in).
+ALLOWED_RANDOM = frozenset({"Random"})
+
+#: Known exceptions as (importer prefix, imported prefix): edges that break a rule today. The
+#: lead empties this list as the gossip/sharding split (issue 9) lands; an entry that no longer
+#: occurs fails the test, so remove it then.
+KNOWN: dict[tuple[str, str], str] = {
+    # gossip <-> sharding: GossipConfig.sharding and the Sharding plug-in are built by the core,
+    # and Sharding sees the whole GossipCore (TYPE_CHECKING). Goes away with a
+    # ReplicationPolicy owned by the gossip side that sharding implements.
+    ("crdtsync.gossip", "crdtsync.sharding"): "core builds Sharding (upward, and a cycle)",
+    # The core parses updates with crdtsync.updates, which imports pycrdt: upward, and the
+    # reason gossip is not pycrdt-free. Goes away with the pycrdt-free crdtsync.yjs byte layer.
+    ("crdtsync.gossip", "crdtsync.updates"): "Yjs parsing lives in the pycrdt-side module",
+    # Same for sharding (state vectors and diffs of read answers).
+    ("crdtsync.sharding", "crdtsync.updates"): "Yjs parsing lives in the pycrdt-side module",
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """``importer`` imports ``imported`` at ``line`` of ``path``."""
+
+    importer: str
+    imported: str
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.importer} -> {self.imported} ({self.path}:{self.line})"
+
+
+@dataclass
+class Graph:
+    """Modules of one tree, their internal import edges and their external imports."""
+
+    modules: dict[str, Path] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+    external: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # module -> (top name, line)
+    random_calls: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    packages: set[str] = field(default_factory=set)
+
+
+def _module_names(root: Path) -> dict[str, Path]:
+    """Module name -> file, with ``transports/`` mapped onto ``crdtsync.transports``."""
+    out: dict[str, Path] = {}
+    for folder, prefix in ((root / "crdtsync", "crdtsync"), (root / "transports", "crdtsync.transports")):
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            out[".".join([prefix, *parts])] = path
+    return out
+
+
+def scan(root: Path) -> Graph:
+    """Parse every module under ``root`` and record its imports (every one, at any depth)."""
+    graph = Graph(modules=_module_names(root))
+    graph.packages = {m for m, p in graph.modules.items() if p.name == "__init__.py"}
+    for module, path in graph.modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        rel = str(path.relative_to(root))
+        package = module if module in graph.packages else module.rpartition(".")[0]
+        ext = graph.external.setdefault(module, [])
+        rnd = graph.random_calls.setdefault(module, [])
+        random_aliases: set[str] = set()
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    targets.append(alias.name)
+                    if alias.name == "random":
+                        random_aliases.add(alias.asname or "random")
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package
+                    for _ in range(node.level - 1):
+                        base = base.rpartition(".")[0]
+                    base = f"{base}.{node.module}" if node.module else base
+                else:
+                    base = node.module or ""
+                if base == "random":
+                    rnd.extend((f"from random import {a.name}", node.lineno) for a in node.names if a.name not in ALLOWED_RANDOM)
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if sub in graph.modules else base)
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in random_aliases
+                and node.attr not in ALLOWED_RANDOM
+            ):
+                rnd.append((f"{node.value.id}.{node.attr}", node.lineno))
+            for target in targets:
+                if target in graph.modules:
+                    if target != module:
+                        graph.edges.append(Edge(module, target, rel, node.lineno))
+                elif target.split(".")[0] != "crdtsync":
+                    ext.append((target.split(".")[0], node.lineno))
+                else:
+                    raise AssertionError(f"{rel}:{node.lineno}: {target} is not a module of the tree")
+    return graph
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for prefix, layer in LAYERS:
+        if _within(module, prefix) and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), layer)
+    return None if best is None else best[1]
+
+
+def _known(edge: Edge) -> tuple[str, str] | None:
+    for a, b in KNOWN:
+        if _within(edge.importer, a) and _within(edge.imported, b):
+            return (a, b)
+    return None
+
+
+def upward_imports(graph: Graph) -> list[Edge]:
+    """Edges from a lower layer to a higher one (known exceptions included)."""
+    out = []
+    for edge in graph.edges:
+        low, high = layer_of(edge.importer), layer_of(edge.imported)
+        assert low is not None and high is not None
+        if high > low:
+            out.append(edge)
+    return out
+
+
+def cycles(graph: Graph, *, skip_known: bool = True) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), known edges left out."""
+    succ: dict[str, set[str]] = {m: set() for m in graph.modules}
+    for edge in graph.edges:
+        if not (skip_known and _known(edge)):
+            succ[edge.importer].add(edge.imported)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # recursion depth is bounded by the module count (~50)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(succ[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph.modules):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def impurities(graph: Graph) -> list[str]:
+    """What the pure core reaches that it must not: forbidden imports and random calls, found
+    in gossip's modules and every module they import (not following known edges)."""
+    reach = {m for m in graph.modules if _within(m, PURE)}
+    todo = list(reach)
+    while todo:
+        m = todo.pop()
+        for edge in graph.edges:
+            if edge.importer == m and edge.imported not in reach and not _known(edge):
+                reach.add(edge.imported)
+                todo.append(edge.imported)
+    out = []
+    for m in sorted(reach):
+        out += [f"{m}:{line} imports {name}" for name, line in graph.external[m] if name in FORBIDDEN_IN_PURE]
+        out += [f"{m}:{line} uses {what}" for what, line in graph.random_calls[m]]
+    return out
+
+
+def violations(root: Path) -> list[str]:
+    """Everything that breaks a rule in the tree at ``root``, known exceptions excepted."""
+    graph = scan(root)
+    out = [f"{m} has no layer: add it to LAYERS in tests/test_layers.py" for m in graph.modules if layer_of(m) is None]
+    if out:
+        return out
+    out += [f"upward import {e}" for e in upward_imports(graph) if not _known(e)]
+    out += [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph)]
+    out += [f"impure core: {x}" for x in impurities(graph)]
+    return out
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_layers_cycles_and_pure_core() -> None:
+    assert violations(ROOT) == []
+
+
+def test_every_known_exception_still_occurs() -> None:
+    """An exception that no longer occurs must leave :data:`KNOWN` (the list only shrinks)."""
+    graph = scan(ROOT)
+    used = {k for e in graph.edges if (k := _known(e)) is not None}
+    assert set(KNOWN) - used == set()
+
+
+def test_known_exceptions_are_what_they_say() -> None:
+    """Without the allow-list the checker sees exactly the listed problems: the upward edges,
+    the gossip <-> sharding cycle, and pycrdt reached from gossip through crdtsync.updates."""
+    graph = scan(ROOT)
+    up = {(e.importer, e.imported) for e in upward_imports(graph)}
+    assert up and all(any(_within(a, x) and _within(b, y) for x, y in KNOWN) for a, b in up)
+    raw = cycles(graph, skip_known=False)
+    assert raw and all(any(_within(m, "crdtsync.gossip") for m in c) for c in raw)
+    assert cycles(graph) == []
+
+
+def test_the_scan_sees_lazy_and_type_checking_imports() -> None:
+    edges = {(e.importer, e.imported) for e in scan(ROOT).edges}
+    assert ("crdtsync.sharding", "crdtsync.gossip") in edges  # under `if TYPE_CHECKING:`
+    assert ("crdtsync._compose", "crdtsync.transports.websocket") in edges  # inside a function
+
+
+def _copy_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    for folder in ("crdtsync", "transports"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _plant(path: Path, line: str) -> int:
+    """Add ``line`` right after the module's ``from __future__`` import; its line number."""
+    text = path.read_text()
+    anchor = "from __future__ import annotations\n"
+    assert anchor in text
+    path.write_text(text.replace(anchor, anchor + line + "\n", 1))
+    return text[: text.index(anchor)].count("\n") + 2
+
+
+def test_a_planted_upward_import_is_reported(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    assert violations(root) == []
+    line = _plant(root / "crdtsync" / "names.py", "from .agent import Agent  # planted")
+    found = violations(root)
+    assert [v for v in found if v.startswith("upward import")] == [
+        f"upward import crdtsync.names -> crdtsync.agent (crdtsync/names.py:{line})"
+    ]
+    # names is imported by almost everything, so the planted edge also closes cycles, and the
+    # pure core now reaches asyncio through names -> agent
+    assert all(v.startswith(("upward import", "import cycle", "impure core")) for v in found)
+    assert any(v.startswith("import cycle") and "crdtsync.names" in v for v in found)
+
+
+def test_a_planted_lazy_cycle_and_impurity_are_reported(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    # a cycle inside one layer: store (4) lazily importing shard (4), which imports store
+    store = root / "crdtsync" / "store.py"
+    store.write_text(store.read_text() + "\n\ndef _planted() -> None:\n    from . import shard  # noqa\n")
+    # the pure core starts using the clock (handles gossip.py and a gossip/ package alike)
+    gossip = root / "crdtsync" / "gossip.py"
+    if not gossip.exists():
+        gossip = root / "crdtsync" / "gossip" / "__init__.py"
+    line = _plant(gossip, "import time  # planted")
+    found = violations(root)
+    assert any(v.startswith("import cycle:") and "crdtsync.shard" in v and "crdtsync.store" in v for v in found)
+    assert [v for v in found if v.startswith("impure core")] == [
+        f"impure core: crdtsync.gossip:{line} imports time"
+    ]
+
+
+def test_a_planted_module_random_call_is_reported(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    gossip = root / "crdtsync" / "gossip.py"
+    if not gossip.exists():
+        gossip = root / "crdtsync" / "gossip" / "__init__.py"
+    gossip.write_text(gossip.read_text() + "\n\nimport random as _r\n_JITTER = _r.random()\n")
+    found = violations(root)
+    assert len(found) == 1 and found[0].startswith("impure core: crdtsync.gossip:") and found[0].endswith("uses _r.random")
