@@ -6,6 +6,13 @@ websockets. Every replica that has seen the same updates has the same state.
 
 from __future__ import annotations
 
+from pathlib import Path as _Path
+
+from ._layout import bind_transports as _bind_transports
+
+# Before anything imports crdtsync.transports: take it from this checkout (see _layout).
+if (_transports := _bind_transports(_Path(__file__).resolve().parent)) is not None:
+    transports = _transports
 from ._compose import install_defaults
 from .agent import Agent, default_data_dir
 from .changes import Change
