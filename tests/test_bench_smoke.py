@@ -17,7 +17,7 @@ pytest.importorskip("pycrdt.websocket")
 
 from rich.console import Console  # noqa: E402
 
-from crdtsync import bench  # noqa: E402
+from crdtsync.cli import bench  # noqa: E402
 
 TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "editing-traces"
 

@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._compose", 6),  # wires the default transport into the agent
     ("crdtsync", 6),  # the package __init__: re-exports, and runs the composition root
     ("crdtsync.cli", 6),
+    # old names of crdtsync.cli.* modules, thin re-exports
     ("crdtsync.demo", 6),
     ("crdtsync.node", 6),
     ("crdtsync.localmesh", 6),

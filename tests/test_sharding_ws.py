@@ -157,7 +157,7 @@ async def test_opening_a_shard_held_elsewhere_brings_its_state_at_once(mesh: dic
 
 
 async def test_inspect_reports_holders_and_sizes_without_disturbing_placement(mesh: dict[str, Agent]) -> None:
-    from crdtsync.meshview import inspect_mesh
+    from crdtsync.cli.meshview import inspect_mesh
 
     shards = [f"inv/{i}" for i in range(4)]
     for s in shards:

@@ -1,6 +1,6 @@
 """Real ``crdtsync agent`` processes under SIGKILL, restarts and SIGSTOP partitions (issue #4).
 
-Five agents on 127.0.0.1 (:class:`crdtsync.localmesh.LocalMesh`) each run the ``--write``
+Five agents on 127.0.0.1 (:class:`crdtsync.cli.localmesh.LocalMesh`) each run the ``--write``
 workload: unique keys ``<agent>-<n>`` = ``{"by": agent, "n": n}``, each flushed and then
 reported as ``{"event": "ack", "key": ...}``. Meanwhile a seeded nemesis SIGKILLs agents and
 restarts them on the same data directory and port, and freezes agents with SIGSTOP for 1-2.5 s
@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from crdtsync import Agent
-from crdtsync.localmesh import LocalMesh
+from crdtsync.cli.localmesh import LocalMesh
 
 SOAK = bool(os.environ.get("CRDTSYNC_SOAK"))
 AGENTS = 5

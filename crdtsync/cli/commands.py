@@ -90,7 +90,7 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
-    from .errors import CrdtSyncError
+    from ..errors import CrdtSyncError
     from .node import NodeOptions, run_node
 
     opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
@@ -119,7 +119,7 @@ def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: 
         return
     if data_dir is None:
         raise click.UsageError("give a DATA_DIR or --peer URL")
-    from .store import Store
+    from ..store import Store
 
     with Store(data_dir) as store:  # type: ignore[attr-defined]
         table = Table("shard", "log updates", "log bytes", "snapshot bytes", "updates ever",
@@ -137,7 +137,7 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
     import asyncio
     import json
 
-    from .errors import CrdtSyncError
+    from ..errors import CrdtSyncError
     from .meshview import inspect_mesh
 
     try:
