@@ -2,6 +2,14 @@
 
 Each shard is a pycrdt (Yjs) document kept in the agent's LMDB store and gossiped to peers over
 websockets. Every replica that has seen the same updates has the same state.
+
+What is where:
+
+* ``crdtsync``: the user API, everything :class:`Agent` and :class:`Shard` take and return,
+  and the error tree (every name in ``__all__``; ``tests/test_shard_api.py`` checks them).
+* ``crdtsync.testing``: the simulator and helpers to test code built on crdtsync.
+* ``crdtsync.gossip``: the low-level sans-I/O core, for people writing drivers.
+* ``crdtsync.cli``: the ``crdtsync`` command and dev tools. Other modules are internals.
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ from .errors import (
     UnsupportedValue,
     UsageError,
 )
+from .gossip import GossipConfig, PeerStatus
+from .reads import Quorum
 from .shard import Shard
+from .sharding import ShardingConfig
+from .store import ShardStats
+from .transport import Transport, TransportFactory
 from .views import ListView, MapView
 
 __all__ = [
@@ -42,6 +55,15 @@ __all__ = [
     "ListView",
     "Change",
     "default_data_dir",
+    # what the API takes and returns
+    "GossipConfig",  # Agent(gossip=...)
+    "ShardingConfig",  # GossipConfig(sharding=...)
+    "PeerStatus",  # Agent.peers
+    "Quorum",  # Agent.read(quorum=...)
+    "ShardStats",  # Shard.stats(), Shard.compact()
+    "Transport",  # Agent(transport=...) builds one
+    "TransportFactory",
+    # errors
     "CrdtSyncError",
     "UsageError",
     "InvalidShardName",

@@ -38,7 +38,9 @@ def bind_transports(package_dir: Path) -> ModuleType | None:
     init = beside / "__init__.py"
     if not init.is_file() or not (package_dir.parent / "pyproject.toml").is_file():
         return None
-    spec = importlib.util.spec_from_file_location(_NAME, init, submodule_search_locations=[str(beside)])
+    spec = importlib.util.spec_from_file_location(
+        _NAME, init, submodule_search_locations=[str(beside)]
+    )
     if spec is None or spec.loader is None:  # pragma: no cover (a file location always loads)
         return None
     module = importlib.util.module_from_spec(spec)

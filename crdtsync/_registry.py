@@ -64,7 +64,9 @@ class ShardRegistry:
             return shard
         loaded = self._store.load(name)
         doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
-        shard = Shard(name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host)
+        shard = Shard(
+            name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host
+        )
         self._shards[name] = shard
         return shard
 

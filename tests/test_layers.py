@@ -119,7 +119,9 @@ class Graph:
 
     modules: dict[str, Path] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
-    external: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # module -> (top name, line)
+    external: dict[str, list[tuple[str, int]]] = field(
+        default_factory=dict
+    )  # module -> (top name, line)
     random_calls: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     packages: set[str] = field(default_factory=set)
 
@@ -127,7 +129,10 @@ class Graph:
 def _module_names(root: Path) -> dict[str, Path]:
     """Module name -> file, with ``transports/`` mapped onto ``crdtsync.transports``."""
     out: dict[str, Path] = {}
-    for folder, prefix in ((root / "crdtsync", "crdtsync"), (root / "transports", "crdtsync.transports")):
+    for folder, prefix in (
+        (root / "crdtsync", "crdtsync"),
+        (root / "transports", "crdtsync.transports"),
+    ):
         for path in sorted(folder.rglob("*.py")):
             rel = path.relative_to(folder).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
@@ -162,7 +167,11 @@ def scan(root: Path) -> Graph:
                 else:
                     base = node.module or ""
                 if base == "random":
-                    rnd.extend((f"from random import {a.name}", node.lineno) for a in node.names if a.name not in ALLOWED_RANDOM)
+                    rnd.extend(
+                        (f"from random import {a.name}", node.lineno)
+                        for a in node.names
+                        if a.name not in ALLOWED_RANDOM
+                    )
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
                     targets.append(sub if sub in graph.modules else base)
@@ -180,7 +189,9 @@ def scan(root: Path) -> Graph:
                 elif target.split(".")[0] != "crdtsync":
                     ext.append((target.split(".")[0], node.lineno))
                 else:
-                    raise AssertionError(f"{rel}:{node.lineno}: {target} is not a module of the tree")
+                    raise AssertionError(
+                        f"{rel}:{node.lineno}: {target} is not a module of the tree"
+                    )
     return graph
 
 
@@ -266,7 +277,11 @@ def impurities(graph: Graph) -> list[str]:
                 todo.append(edge.imported)
     out = []
     for m in sorted(reach):
-        out += [f"{m}:{line} imports {name}" for name, line in graph.external[m] if name in FORBIDDEN_IN_PURE]
+        out += [
+            f"{m}:{line} imports {name}"
+            for name, line in graph.external[m]
+            if name in FORBIDDEN_IN_PURE
+        ]
         out += [f"{m}:{line} uses {what}" for what, line in graph.random_calls[m]]
     return out
 
@@ -274,7 +289,11 @@ def impurities(graph: Graph) -> list[str]:
 def violations(root: Path) -> list[str]:
     """Everything that breaks a rule in the tree at ``root``, known exceptions excepted."""
     graph = scan(root)
-    out = [f"{m} has no layer: add it to LAYERS in tests/test_layers.py" for m in graph.modules if layer_of(m) is None]
+    out = [
+        f"{m} has no layer: add it to LAYERS in tests/test_layers.py"
+        for m in graph.modules
+        if layer_of(m) is None
+    ]
     if out:
         return out
     out += [f"upward import {e}" for e in upward_imports(graph) if not _known(e)]
@@ -348,14 +367,19 @@ def test_a_planted_lazy_cycle_and_impurity_are_reported(tmp_path: Path) -> None:
     root = _copy_tree(tmp_path)
     # a cycle inside one layer: store (4) lazily importing shard (4), which imports store
     store = root / "crdtsync" / "store.py"
-    store.write_text(store.read_text() + "\n\ndef _planted() -> None:\n    from . import shard  # noqa\n")
+    store.write_text(
+        store.read_text() + "\n\ndef _planted() -> None:\n    from . import shard  # noqa\n"
+    )
     # the pure core starts using the clock (handles gossip.py and a gossip/ package alike)
     gossip = root / "crdtsync" / "gossip.py"
     if not gossip.exists():
         gossip = root / "crdtsync" / "gossip" / "__init__.py"
     line = _plant(gossip, "import time  # planted")
     found = violations(root)
-    assert any(v.startswith("import cycle:") and "crdtsync.shard" in v and "crdtsync.store" in v for v in found)
+    assert any(
+        v.startswith("import cycle:") and "crdtsync.shard" in v and "crdtsync.store" in v
+        for v in found
+    )
     assert [v for v in found if v.startswith("impure core")] == [
         f"impure core: crdtsync.gossip:{line} imports time"
     ]
@@ -368,4 +392,8 @@ def test_a_planted_module_random_call_is_reported(tmp_path: Path) -> None:
         gossip = root / "crdtsync" / "gossip" / "__init__.py"
     gossip.write_text(gossip.read_text() + "\n\nimport random as _r\n_JITTER = _r.random()\n")
     found = violations(root)
-    assert len(found) == 1 and found[0].startswith("impure core: crdtsync.gossip:") and found[0].endswith("uses _r.random")
+    assert (
+        len(found) == 1
+        and found[0].startswith("impure core: crdtsync.gossip:")
+        and found[0].endswith("uses _r.random")
+    )

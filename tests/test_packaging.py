@@ -60,7 +60,11 @@ def _other_checkout(tmp_path: Path, *, with_transports: bool = True) -> Path:
 def _run(other: Path) -> dict[str, str]:
     out = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(other), str(ROOT)],
-        capture_output=True, text=True, timeout=60, cwd=other, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=other,
+        check=True,
     )
     result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

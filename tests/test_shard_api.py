@@ -189,9 +189,29 @@ async def test_truncated_update_is_rejected(tmp_path):
 
 
 def test_every_public_name_imports():
+    assert len(set(crdtsync.__all__)) == len(crdtsync.__all__)
     for name in crdtsync.__all__:
         assert getattr(crdtsync, name) is not None
     assert issubclass(InvalidUpdate, CrdtSyncError)
+
+
+def test_the_api_s_argument_and_result_types_are_exported():
+    from crdtsync import gossip, reads, sharding, store, transport
+
+    for name, home in [("GossipConfig", gossip), ("PeerStatus", gossip), ("ShardingConfig", sharding),
+                       ("Quorum", reads), ("ShardStats", store), ("Transport", transport),
+                       ("TransportFactory", transport)]:
+        assert name in crdtsync.__all__
+        assert getattr(crdtsync, name) is getattr(home, name)
+
+
+def test_testing_and_cli_public_names_import():
+    import crdtsync.cli
+    import crdtsync.testing
+
+    for module in (crdtsync.testing, crdtsync.cli):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
 
 
 async def test_compaction_on_demand_keeps_state(tmp_path):
