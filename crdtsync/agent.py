@@ -131,6 +131,11 @@ class Agent:
             raise UsageError("agent already started")
         if self._closed:
             raise ClosedError("agent was closed; create a new Agent")
+        factory: TransportFactory | None = None
+        if self._listen is not None or self._seeds:
+            factory = self._transport_factory or default_factory()
+            if factory is None:  # (checked before the store is opened and locked)
+                raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
         self._store = Store(self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size)
         self._committer = GroupCommitter(
             self._store,
@@ -144,17 +149,14 @@ class Agent:
             self.name, self._store, notify=self._committer.notify, on_delta=self._on_delta, host=host
         )
         await self._committer.start()
-        if self._listen is not None or self._seeds:
-            await self._start_gossip(self._registry)
+        if factory is not None:
+            await self._start_gossip(self._registry, factory)
             host.core = self._core
         self._reader = Reader(
             self._registry, self._core.sharding if self._core is not None else None, self._activity
         )
 
-    async def _start_gossip(self, replicas: ShardRegistry) -> None:
-        factory = self._transport_factory or default_factory()
-        if factory is None:
-            raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
+    async def _start_gossip(self, replicas: ShardRegistry, factory: TransportFactory) -> None:
         self._core = GossipCore(
             self.name,
             replicas,

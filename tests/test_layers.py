@@ -78,6 +78,14 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.bench", 6),
 ]
 
+#: Edges forbidden even within or below a layer: (importer prefix, imported prefix, why).
+FORBIDDEN: list[tuple[str, str, str]] = [
+    ("crdtsync.agent", "crdtsync.transports", "the agent takes a transport (Agent(transport=))"),
+    ("crdtsync.reads", "crdtsync.agent", "the reader takes Protocols, not the agent"),
+    ("crdtsync.shard", "crdtsync.agent", "a shard talks to a ShardHost"),
+    ("crdtsync._registry", "crdtsync.agent", "the registry is the agent's part, not its client"),
+]
+
 #: Packages whose own imports, transitively, must stay free of I/O and clocks.
 PURE = "crdtsync.gossip"
 FORBIDDEN_IN_PURE = frozenset({"asyncio", "time", "pycrdt", "lmdb", "msgpack", "websockets"})
@@ -297,6 +305,15 @@ def violations(root: Path) -> list[str]:
     if out:
         return out
     out += [f"upward import {e}" for e in upward_imports(graph) if not _known(e)]
+    out += [
+        f"forbidden import {e}: {why}"
+        for e in graph.edges
+        for a, b, why in FORBIDDEN
+        if _within(e.importer, a) and _within(e.imported, b)
+    ]
+    # The package root re-exports everything and runs the composition root: nothing in the
+    # library may import it back (a "from crdtsync import X" inside crdtsync is a cycle).
+    out += [f"import of the package root {e}" for e in graph.edges if e.imported == "crdtsync"]
     out += [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph)]
     out += [f"impure core: {x}" for x in impurities(graph)]
     return out
@@ -361,6 +378,18 @@ def test_a_planted_upward_import_is_reported(tmp_path: Path) -> None:
     # pure core now reaches asyncio through names -> agent
     assert all(v.startswith(("upward import", "import cycle", "impure core")) for v in found)
     assert any(v.startswith("import cycle") and "crdtsync.names" in v for v in found)
+
+
+def test_a_planted_lazy_transport_import_in_the_agent_is_reported(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    agent = root / "crdtsync" / "agent.py"
+    agent.write_text(
+        agent.read_text() + "\n\ndef _planted() -> None:\n"
+        "    from .transports.websocket import WebsocketTransport  # noqa\n"
+    )
+    found = violations(root)
+    assert len(found) == 1
+    assert found[0].startswith("forbidden import crdtsync.agent -> crdtsync.transports.websocket")
 
 
 def test_a_planted_lazy_cycle_and_impurity_are_reported(tmp_path: Path) -> None:
