@@ -1,11 +1,13 @@
 """The import layers of crdtsync, checked by an AST scan of ``crdtsync/`` and ``transports/``.
 
 Every import counts: top-level, lazy (inside a function) and ``if TYPE_CHECKING:`` alike, since a
-type-only import is still a dependency a reader has to follow. Three rules:
+type-only import is still a dependency a reader has to follow. The rules:
 
 1. A module imports only modules of its own or a lower layer (:data:`LAYERS`).
 2. No import cycle between modules (Tarjan's strongly connected components).
-3. The sans-I/O gossip core (``crdtsync.gossip``, a module or a package) reaches, through its
+3. Third-party and I/O packages only from their layer up (:data:`EXTERNAL_MIN_LAYER`), msgpack
+   only in the codec.
+4. The sans-I/O gossip core (``crdtsync.gossip``, a module or a package) reaches, through its
    own imports and theirs, none of asyncio, time, pycrdt, lmdb, msgpack or websockets, and
    never calls the module-level ``random`` functions (``random.Random`` instances only).
 
@@ -85,6 +87,19 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     ("crdtsync.shard", "crdtsync.agent", "a shard talks to a ShardHost"),
     ("crdtsync._registry", "crdtsync.agent", "the registry is the agent's part, not its client"),
 ]
+
+#: Third-party and I/O packages, and the lowest layer that may import each: the wire layer and
+#: the core stay free of pycrdt and LMDB, the data layer of sockets, the library of the CLI's.
+EXTERNAL_MIN_LAYER: dict[str, int] = {
+    "pycrdt": 4,
+    "lmdb": 4,
+    "asyncio": 4,
+    "websockets": 5,
+    "click": 6,
+    "rich": 6,
+}
+#: Packages that only the named modules may import (the codec owns msgpack).
+EXTERNAL_ONLY_IN: dict[str, tuple[str, ...]] = {"msgpack": ("crdtsync.wire",)}
 
 #: Packages whose own imports, transitively, must stay free of I/O and clocks.
 PURE = "crdtsync.gossip"
@@ -311,6 +326,16 @@ def violations(root: Path) -> list[str]:
         for a, b, why in FORBIDDEN
         if _within(e.importer, a) and _within(e.imported, b)
     ]
+    for m, imports in graph.external.items():
+        layer = layer_of(m)
+        assert layer is not None
+        for name, line in imports:
+            floor = EXTERNAL_MIN_LAYER.get(name)
+            if floor is not None and layer < floor:
+                out.append(f"{m}:{line} (layer {layer}) imports {name} (layer {floor} and up)")
+            only = EXTERNAL_ONLY_IN.get(name)
+            if only is not None and not any(_within(m, o) for o in only):
+                out.append(f"{m}:{line} imports {name} (only {', '.join(only)} may)")
     # The package root re-exports everything and runs the composition root: nothing in the
     # library may import it back (a "from crdtsync import X" inside crdtsync is a cycle).
     out += [f"import of the package root {e}" for e in graph.edges if e.imported == "crdtsync"]
@@ -390,6 +415,16 @@ def test_a_planted_lazy_transport_import_in_the_agent_is_reported(tmp_path: Path
     found = violations(root)
     assert len(found) == 1
     assert found[0].startswith("forbidden import crdtsync.agent -> crdtsync.transports.websocket")
+
+
+def test_a_planted_third_party_import_below_its_layer_is_reported(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    line = _plant(root / "crdtsync" / "messages.py", "import pycrdt  # planted")
+    # the core imports messages, so it now reaches pycrdt too
+    assert violations(root) == [
+        f"crdtsync.messages:{line} (layer 1) imports pycrdt (layer 4 and up)",
+        f"impure core: crdtsync.messages:{line} imports pycrdt",
+    ]
 
 
 def test_a_planted_lazy_cycle_and_impurity_are_reported(tmp_path: Path) -> None:

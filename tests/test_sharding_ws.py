@@ -40,7 +40,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[dict[str, Agent]]:
             a = Agent(name, tmp_path / name, listen="ws://127.0.0.1:0", peers=[first.address or ""], replication_factor=R, gossip=CFG, seed=i)
             await a.start()
             agents[name] = a
-        await _until(lambda: all(len(a._core.members()) == len(NAMES) - 1 for a in agents.values()))  # type: ignore[union-attr]
+        await _until(lambda: all(len(a.core.members()) == len(NAMES) - 1 for a in agents.values()))  # type: ignore[union-attr]
         yield agents
     finally:
         for a in agents.values():
@@ -126,10 +126,10 @@ async def test_a_burst_of_concurrent_reads_sends_one_request(mesh: dict[str, Age
     shard["k"] = 1
     await shard.replicated(peers=1, timeout=5)
     reader = mesh[next(n for n in NAMES if n not in placed)]
-    asked = reader._core.sharding.queries._next_id  # type: ignore[union-attr]
+    asked = reader.core.sharding.queries._next_id  # type: ignore[union-attr]
     values = await asyncio.gather(*(reader.read(s) for _ in range(20)))
     assert all(v == {"k": 1} for v in values)
-    assert reader._core.sharding.queries._next_id - asked == 1  # type: ignore[union-attr]
+    assert reader.core.sharding.queries._next_id - asked == 1  # type: ignore[union-attr]
 
 
 async def test_agent_without_peers_reads_locally_or_not_at_all(tmp_path: Path) -> None:
