@@ -414,8 +414,8 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
             assert not crashes, [r.getMessage() for r in crashes[:5]]
 
 
-# (was a strict xfail: Agent._on_durable now skips a closing agent, and _AgentReplicas reports no
-# shards once the agent is closed, so the transport's last ticks no longer fail)
+# (was a strict xfail: Agent._on_durable now skips a closing agent, and ShardRegistry reports no
+# shards once closed with its agent, so the transport's last ticks no longer fail)
 async def test_closing_an_agent_with_unflushed_writes_logs_no_errors(tmp_path: Path, caplog: Any) -> None:
     caplog.set_level(logging.WARNING)
     async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0") as agent:
