@@ -146,7 +146,11 @@ class Agent:
         )
         host = _AgentShardHost(self._committer, self._activity)
         self._registry = ShardRegistry(
-            self.name, self._store, notify=self._committer.notify, on_delta=self._on_delta, host=host
+            self.name,
+            self._store,
+            notify=self._committer.notify,
+            on_delta=self._on_delta,
+            host=host,
         )
         await self._committer.start()
         if factory is not None:
@@ -332,7 +336,8 @@ class Agent:
             return
         # (not those dropped since: asking the core about them would recreate them empty)
         registry = self._registry
-        self._core.durable({s for s in shards if registry is not None and s in registry}, time.monotonic())
+        held = {s for s in shards if registry is not None and s in registry}
+        self._core.durable(held, time.monotonic())
         if self._transport is not None:
             self._transport.kick()
 

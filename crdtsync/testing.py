@@ -28,7 +28,7 @@ Example::
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,18 +58,24 @@ __all__ = [
 ]
 
 
-def fast_config(replication_factor: int | None = None, **overrides: Any) -> GossipConfig:
+def fast_config(
+    replication_factor: int | None = None,
+    *,
+    sharding: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> GossipConfig:
     """A GossipConfig for simulations: anti-entropy every 2 s, suspicion after 3 s, short
     backoff; ``replication_factor`` turns on partial replication (None: every agent holds
-    every shard). ``overrides`` are further GossipConfig fields."""
+    every shard). ``sharding`` are further ShardingConfig fields, ``overrides`` GossipConfig
+    fields."""
     base: dict[str, Any] = {
         "anti_entropy_interval": 2.0,
         "suspect_timeout": 3.0,
         "backoff_max": 4.0,
         "prune_grace": 3.0,
     }
-    if replication_factor is not None:
-        base["sharding"] = ShardingConfig(replication_factor=replication_factor)
+    if replication_factor is not None or sharding:
+        base["sharding"] = ShardingConfig(replication_factor=replication_factor, **(sharding or {}))
     base.update(overrides)
     return GossipConfig(**base)
 

@@ -23,20 +23,14 @@ from crdtsync.messages import Diff, Message, Push, ReadReply
 from crdtsync.placement import holders
 from crdtsync.query import NOT_FOUND, OK
 from crdtsync.readcache import ReadCache, snapshot_of
-from crdtsync.sharding import ShardingConfig
+from crdtsync.testing import fast_config
 from crdtsync.transports.memory import Network, _Conn
 
 ROOT = "root"
 
 
 def config(r: int | None = 3, **sharding: Any) -> GossipConfig:
-    return GossipConfig(
-        anti_entropy_interval=2.0,
-        suspect_timeout=3.0,
-        backoff_max=4.0,
-        prune_grace=3.0,
-        sharding=ShardingConfig(replication_factor=r, **sharding),
-    )
+    return fast_config(r, sharding=sharding)
 
 
 @dataclass

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ORDER", "SCENARIOS", "Scenario", "find_bench_dir", "run", "summary_markdown", "summary_rows", "summary_table"]
+__all__ = [
+    "ORDER",
+    "SCENARIOS",
+    "Scenario",
+    "find_bench_dir",
+    "run",
+    "summary_markdown",
+    "summary_rows",
+    "summary_table",
+]
 
 
 @dataclass(frozen=True)
