@@ -275,10 +275,21 @@ class Agent:
         """Names of every shard in this agent's store or open now."""
         return self._require_registry().names()
 
+    @property
+    def registry(self) -> ShardRegistry:
+        """Low-level: this agent's shard registry (open shards without subscribing to them,
+        as reads and inspection tools need); raises like :meth:`shard_names` when not running."""
+        return self._require_registry()
+
     def _require_registry(self) -> ShardRegistry:
         self._require_store()
         assert self._registry is not None
         return self._registry
+
+    def _open_shard(self, name: str) -> Shard:
+        # Kept for code written against the old internals (the HTTP bridge of another
+        # branch reaches for it): use ``agent.registry.open(name)``.
+        return self._require_registry().open(name)
 
     def _require_store(self) -> Store:
         if self._closed:
