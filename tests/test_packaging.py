@@ -86,3 +86,19 @@ def test_transports_of_another_tree_refuse_to_load(tmp_path: Path) -> None:
     assert str((ROOT / "transports").resolve()) in got["error"]
     assert str((other / "crdtsync").resolve()) in got["error"]
     assert "two checkouts are mixed" in got["error"]
+
+
+def test_every_package_of_the_tree_is_listed_for_wheels() -> None:
+    """An editable install finds any subpackage; a wheel ships only those listed in
+    ``[tool.setuptools] packages``. A new ``crdtsync/x/`` missing there breaks installs."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {"crdtsync.transports"}
+    for init in (ROOT / "crdtsync").rglob("__init__.py"):
+        if "__pycache__" not in init.parts:
+            rel = init.parent.relative_to(ROOT)
+            found.add(".".join(rel.parts))
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
