@@ -14,6 +14,9 @@
   :class:`crdtsync.Shard` does (its root map).
 * :func:`fast_config`: a :class:`~crdtsync.GossipConfig` with short failure-detection timers,
   so simulated runs settle in a few virtual seconds.
+* :class:`LocalHub`: whole :class:`crdtsync.Agent` objects (real LMDB stores, the asyncio
+  API) meshed in one process without sockets, on the real clock:
+  ``Agent("a", dir, listen="hub://a", transport=hub.transport)``.
 
 Example::
 
@@ -35,6 +38,7 @@ from typing import Any
 import pycrdt
 
 from . import wire
+from ._hub import HubTransport, LocalHub
 from .gossip import GossipConfig, GossipCore
 from .messages import Close, Message
 from .readcache import snapshot_of
@@ -44,8 +48,10 @@ from .transports.memory import LinkConfig, LinkStats, MemoryReplicas, Network, N
 
 __all__ = [
     "CorePair",
+    "HubTransport",
     "LinkConfig",
     "LinkStats",
+    "LocalHub",
     "MemoryReplicas",
     "Network",
     "Node",

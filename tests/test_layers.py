@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.agent", 5),
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
+    ("crdtsync._hub", 5),  # in-process transport for real agents (crdtsync.testing.LocalHub)
     # 6: composition root, command line and dev tools
     ("crdtsync._compose", 6),  # wires the default transport into the agent
     ("crdtsync", 6),  # the package __init__ only (exact): re-exports, runs the composition root
