@@ -377,11 +377,13 @@ class _AgentReplicas:
         except Exception as exc:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+    ) -> bytes | None:
         agent = self._agent
         agent._applying = True
         try:
-            return agent._open_shard(shard).apply_remote(update, origin)
+            return agent._open_shard(shard).apply_remote(update, origin, info)
         finally:
             agent._applying = False
 

@@ -22,6 +22,7 @@ from . import updates
 from .changes import Change, ChangeFeed
 from .errors import ClosedError, StoreError
 from .views import MapView
+from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
     from .store import ShardStats, Store
@@ -151,7 +152,9 @@ class Shard(MapView):
 
     # -- the one update path -----------------------------------------------------------------
 
-    def apply_remote(self, update: bytes, origin: str) -> bytes | None:
+    def apply_remote(
+        self, update: bytes, origin: str, info: UpdateInfo | None = None
+    ) -> bytes | None:
         """Validate and apply an update received from peer ``origin``; persist and announce it.
 
         An update that builds on changes this replica lacks (not causally ready, see
@@ -161,7 +164,8 @@ class Shard(MapView):
         dropped from there meanwhile, gossip's gap detection and anti-entropy send it again.
 
         Returns the part of ``update`` that changed this replica, with any held-back updates
-        it made ready (to forward), or None.
+        it made ready (to forward), or None. ``info`` (the update's parse, if the caller has
+        it) saves parsing the bytes again.
 
         Raises:
             InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
@@ -174,11 +178,11 @@ class Shard(MapView):
             # One transaction, so that held-back updates this one makes ready are in the
             # delta returned: the gossip core forwards that, not what the observer hears.
             with self._doc.transaction():
-                missing = updates.apply_if_ready(self._doc, update)
+                missing = updates.apply_if_ready(self._doc, update, info)
                 if missing is None:
                     self._backlog.apply_ready(self._doc)
                 else:
-                    self._backlog.add(update, missing)
+                    self._backlog.add(update, missing, info)
         except BaseExceptionGroup as group:
             # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
             closed: BaseException | None = group.subgroup(ClosedError)
