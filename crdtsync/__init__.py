@@ -21,6 +21,7 @@ from .errors import (
     ShardNotFound,
     StoreError,
     StoreFull,
+    CorruptEntry,
     UnsupportedValue,
     UsageError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "StoreError",
     "DataDirLocked",
     "StoreFull",
+    "CorruptEntry",
     "InvalidUpdate",
     "ProtocolError",
     "CloseCode",

@@ -24,6 +24,7 @@ from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_shard_name
 from .reads import Quorum, Reader
 from .shard import Shard, load_doc
+from .yjs.replay import replay_trusted
 from .store import Store
 
 __all__ = ["Agent", "Transport", "default_data_dir"]
@@ -136,6 +137,7 @@ class Agent:
             interval=self._durability_interval,
             on_durable=self._on_durable,
             compact_merge=updates.replay,
+            trusted_merge=replay_trusted,
             before_commit=self._before_commit,
         )
         await self._committer.start()
@@ -252,7 +254,12 @@ class Agent:
         if shard is not None:
             return shard
         loaded = store.load(name)
-        doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
+        if loaded is None:
+            doc = load_doc(None, [], name)
+        else:
+            doc = load_doc(loaded.snapshot, loaded.log, name, trusted=loaded.verified)
+            if not loaded.verified:  # written before checksums: validated now, once
+                store.mark_verified(name)
         shard = Shard(name, doc, store, notify=self._committer.notify, on_delta=self._on_delta, agent=self)
         self._shards[name] = shard
         return shard

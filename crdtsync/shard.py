@@ -22,6 +22,7 @@ from . import updates
 from .changes import Change, ChangeFeed
 from .errors import ClosedError, StoreError
 from .views import MapView
+from .yjs.doc import apply_validated
 from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
@@ -254,8 +255,14 @@ class Shard(MapView):
         return f"<Shard {self.name!r}>"
 
 
-def load_doc(snapshot: bytes | None, log: list[bytes], name: str) -> pycrdt.Doc:
+def load_doc(
+    snapshot: bytes | None, log: list[bytes], name: str, *, trusted: bool = False
+) -> pycrdt.Doc:
     """Rebuild a shard's Doc from its stored snapshot and log.
+
+    With ``trusted`` (the store verified every entry's checksum, see
+    :attr:`crdtsync.store.LoadedShard.verified`) the entries are applied without being parsed
+    again: they were validated before they were stored. Otherwise each is validated first.
 
     Raises:
         StoreError: a stored update does not apply (the store is damaged).
@@ -263,10 +270,16 @@ def load_doc(snapshot: bytes | None, log: list[bytes], name: str) -> pycrdt.Doc:
     doc = pycrdt.Doc()
     try:
         with doc.transaction():
-            if snapshot:
-                updates.apply_update(doc, snapshot)
-            for update in log:
-                updates.apply_update(doc, update)
+            if trusted:
+                if snapshot:
+                    apply_validated(doc, snapshot)
+                for update in log:
+                    apply_validated(doc, update)
+            else:
+                if snapshot:
+                    updates.apply_update(doc, snapshot)
+                for update in log:
+                    updates.apply_update(doc, update)
     except Exception as exc:
         raise StoreError(f"shard {name!r}: a stored update does not apply: {exc}") from exc
     return doc
