@@ -130,7 +130,13 @@ def read_str(data: bytes, pos: int, what: str) -> tuple[str, int]:
 
 def skip_str(data: bytes, pos: int, what: str) -> int:
     """Validate a length-prefixed UTF-8 string without keeping it; return the new position."""
-    start, end = bytes_span(data, pos, what)
+    if pos < len(data) and data[pos] < 0x80:  # fast path: a one-byte length (as bytes_span)
+        start = pos + 1
+        end = start + data[pos]
+        if end > len(data):
+            raise Malformed(pos, f"{what} of {data[pos]} bytes runs past the end of input")
+    else:
+        start, end = bytes_span(data, pos, what)
     chunk = data[start:end]
     if not chunk.isascii():
         try:
@@ -148,7 +154,13 @@ def string_content(data: bytes, pos: int) -> tuple[int, int]:
     Yjs counts a String's clocks in UTF-16 code units, while lib0 prefixes it with its length
     in UTF-8 bytes; ASCII (the common case) is the same in both.
     """
-    start, end = bytes_span(data, pos, "string content")
+    if pos < len(data) and data[pos] < 0x80:  # fast path: a one-byte length (as bytes_span)
+        start = pos + 1
+        end = start + data[pos]
+        if end > len(data):
+            raise Malformed(pos, f"string content of {data[pos]} bytes runs past the end of input")
+    else:
+        start, end = bytes_span(data, pos, "string content")
     chunk = data[start:end]
     if chunk.isascii():
         return end - start, end
