@@ -11,10 +11,9 @@ Modules, lowest first:
 - :mod:`~crdtsync.yjs.ready`: causal readiness, ``apply_if_ready`` and ``Backlog``;
 - :mod:`~crdtsync.yjs.replay`: compaction.
 
-``_lib0``, ``_content``, ``_causal``, ``parse`` and ``state`` import neither pycrdt nor anything
-of
-crdtsync but :mod:`crdtsync.errors`, so the sans-I/O gossip core can use them. This package
-file imports nothing, so that importing one of those never drags pycrdt in.
+``_lib0``, ``_content``, ``_causal``, ``parse`` and ``state`` import neither pycrdt nor
+anything of crdtsync but :mod:`crdtsync.errors`, so the sans-I/O gossip core can use them.
+This package file imports nothing, so that importing one of those never drags pycrdt in.
 """
 
 from __future__ import annotations
