@@ -461,14 +461,14 @@ class Store:
         key = name.encode()
         raw = txn.get(key, db=self._snap)
         snapshot = None if raw is None else _unseal(bytes(raw), name, "the snapshot")
-        log = []
-        start = len(key) + 1
+        log: list[bytes] = []
+        append, crc32, stored_crc = log.append, zlib.crc32, _CRC.unpack_from  # (hot loop)
         for k, v in self._range(txn, self._log, key + _SEP):
-            value = bytes(v)
-            if len(value) < 4 or _CRC.unpack_from(value)[0] != zlib.crc32(memoryview(value)[4:]):
-                seq = int.from_bytes(k[start:], "big")
-                _unseal(value, name, f"log entry {seq}")  # raises CorruptEntry
-            log.append(value[4:])
+            payload = v[4:]
+            if len(v) < 4 or stored_crc(v)[0] != crc32(payload):
+                seq = int.from_bytes(k[len(key) + 1 :], "big")
+                _unseal(bytes(v), name, f"log entry {seq}")  # raises CorruptEntry
+            append(payload)
         return snapshot, log
 
     def mark_verified(self, name: str) -> None:
