@@ -37,6 +37,7 @@ from .errors import (
     ShardNotFound,
     StoreError,
     StoreFull,
+    CorruptEntry,
     UnsupportedValue,
     UsageError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "StoreError",
     "DataDirLocked",
     "StoreFull",
+    "CorruptEntry",
     "InvalidUpdate",
     "ProtocolError",
     "CloseCode",

@@ -63,7 +63,12 @@ class ShardRegistry:
         if shard is not None:
             return shard
         loaded = self._store.load(name)
-        doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
+        if loaded is None:
+            doc = load_doc(None, [], name)
+        else:
+            doc = load_doc(loaded.snapshot, loaded.log, name, trusted=loaded.verified)
+            if not loaded.verified:  # written before checksums: validated now, once
+                self._store.mark_verified(name)
         shard = Shard(
             name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host
         )
@@ -118,10 +123,12 @@ class ShardRegistry:
         except Exception as exc:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+    ) -> bytes | None:
         self.applying = True
         try:
-            return self.open(shard).apply_remote(update, origin)
+            return self.open(shard).apply_remote(update, origin, info)
         finally:
             self.applying = False
 

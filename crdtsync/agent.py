@@ -33,6 +33,7 @@ from .reads import Quorum, Reader
 from .shard import Shard
 from .store import ShardStats, Store
 from .transport import Transport, TransportFactory, default_factory
+from .yjs.replay import replay_trusted
 
 __all__ = ["Agent", "Transport", "TransportFactory", "default_data_dir"]
 
@@ -142,6 +143,7 @@ class Agent:
             interval=self._durability_interval,
             on_durable=self._on_durable,
             compact_merge=updates.replay,
+            trusted_merge=replay_trusted,
             before_commit=self._before_commit,
         )
         host = _AgentShardHost(self._committer, self._activity)

@@ -21,7 +21,9 @@ waiting flushers resume, so by the time ``flush()`` returns the callback has see
 If ``compact_merge`` is given, shards for which ``store.needs_compaction()`` holds are then
 compacted in the worker thread, between commits (a waiting flush goes first). ``merge`` runs
 in that thread and gets and returns only bytes: pycrdt documents are thread-bound, so a merge
-must build its own ``Doc`` and never share one with the event loop.
+must build its own ``Doc`` and never share one with the event loop. ``trusted_merge``, if
+given, is used instead for shards whose entries all passed their checksums (see
+:meth:`crdtsync.store.Store.compact`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class GroupCommitter:
         on_durable: called in the event-loop thread with the names of the shards each
             successful commit touched. Exceptions it raises are logged and ignored.
         compact_merge: enables automatic compaction (and :meth:`compact`) with this merge.
+        trusted_merge: used instead of ``compact_merge`` for shards whose entries all passed
+            their checksums (it may skip validating them).
         before_commit: called in the event-loop thread just before each commit is handed to
             the worker; it may return a callback that gets ``True`` once that commit is
             durable, ``False`` if it failed. The agent uses it to record which document state
@@ -70,6 +74,7 @@ class GroupCommitter:
         interval: float = 0.05,
         on_durable: Callable[[set[str]], None] | None = None,
         compact_merge: Merge | None = None,
+        trusted_merge: Merge | None = None,
         before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
     ) -> None:
         if not interval > 0:
@@ -78,6 +83,7 @@ class GroupCommitter:
         self._interval = interval
         self._on_durable = on_durable
         self._merge = compact_merge
+        self._trusted_merge = trusted_merge
         self._before_commit = before_commit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -191,7 +197,7 @@ class GroupCommitter:
             raise UsageError("compact() needs the GroupCommitter's compact_merge")
         await self.flush()
         self._to_compact.pop(name, None)
-        return await loop.run_in_executor(self._executor, self._store.compact, name, self._merge)
+        return await loop.run_in_executor(self._executor, self._compact, name)
 
     # -- the background task --------------------------------------------------------------
 
@@ -278,9 +284,14 @@ class GroupCommitter:
                     _log.exception("cannot check whether shard %r needs compaction", name)
         return names, to_compact
 
+    def _compact(self, name: str) -> ShardStats:
+        """Compact ``name`` (in the worker thread)."""
+        assert self._merge is not None
+        return self._store.compact(name, self._merge, trusted_merge=self._trusted_merge)
+
     async def _compact_once(self, name: str) -> None:
         assert self._loop is not None and self._merge is not None
         try:
-            await self._loop.run_in_executor(self._executor, self._store.compact, name, self._merge)
+            await self._loop.run_in_executor(self._executor, self._compact, name)
         except Exception:
             _log.exception("automatic compaction of shard %r failed", name)

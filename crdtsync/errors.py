@@ -12,7 +12,8 @@ can handle::
     │   └── ClosedError             the agent or shard was closed
     ├── StoreError                  the LMDB store failed
     │   ├── DataDirLocked           another process has the data directory open
-    │   └── StoreFull               the map could not grow any further
+    │   ├── StoreFull               the map could not grow any further
+    │   └── CorruptEntry            a stored entry fails its checksum
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
@@ -36,6 +37,7 @@ __all__ = [
     "StoreError",
     "DataDirLocked",
     "StoreFull",
+    "CorruptEntry",
     "InvalidUpdate",
     "ProtocolError",
     "CloseCode",
@@ -78,6 +80,14 @@ class DataDirLocked(StoreError):
 
 class StoreFull(StoreError):
     """The LMDB map reached its configured maximum size; nothing of the failed write was kept."""
+
+
+class CorruptEntry(StoreError):
+    """A stored update or snapshot fails its checksum: the data directory is damaged on disk.
+
+    The message names the shard and the entry. Nothing is skipped: the shard cannot be loaded
+    or compacted until the directory is restored (from a backup, or a fresh one synced from
+    peers)."""
 
 
 class InvalidUpdate(CrdtSyncError, ValueError):

@@ -25,12 +25,9 @@ import pycrdt
 from . import updates
 from .shard import ROOT
 from .values import to_plain
+from .yjs.state import EMPTY_STATE_VECTOR
 
 __all__ = ["ReadCache", "EMPTY_STATE_VECTOR", "snapshot_of"]
-
-#: The encoded empty state vector: "I have nothing", so the reply is the whole shard.
-EMPTY_STATE_VECTOR = b"\x00"
-
 
 def snapshot_of(doc: pycrdt.Doc) -> dict[str, Any]:
     """The plain value of a shard document's root map (what :meth:`Shard.snapshot` returns)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from .yjs.parse import UpdateInfo
+
 __all__ = ["ReplicaSet"]
 
 
@@ -32,7 +34,9 @@ class ReplicaSet(Protocol):
         """An update holding everything the shard has that ``state_vector`` lacks,
         plus the shard's whole delete set (pycrdt ``Doc.get_update(state_vector)``)."""
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+    ) -> bytes | None:
         """Validate, apply and persist a remote ``update`` received from peer ``origin``.
 
         Creates the shard if this agent should hold it but does not yet. Returns the delta
@@ -40,6 +44,10 @@ class ReplicaSet(Protocol):
         Raises :class:`crdtsync.errors.InvalidUpdate` (nothing applied, nothing stored) when
         the bytes are not a valid update, :class:`crdtsync.errors.InvalidShardName` for a bad
         name.
+
+        ``info`` is the update's :func:`crdtsync.yjs.parse.parse_update` result when the
+        caller validated it already (the core does, at the trust boundary); the bytes are then
+        not parsed again. It must have been parsed from exactly these bytes.
         """
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:

@@ -22,6 +22,8 @@ from . import updates
 from .changes import Change, ChangeFeed
 from .errors import ClosedError, StoreError, UsageError
 from .views import MapView
+from .yjs.doc import apply_validated
+from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
     from .store import ShardStats, Store
@@ -165,7 +167,9 @@ class Shard(MapView):
 
     # -- the one update path -----------------------------------------------------------------
 
-    def apply_remote(self, update: bytes, origin: str) -> bytes | None:
+    def apply_remote(
+        self, update: bytes, origin: str, info: UpdateInfo | None = None
+    ) -> bytes | None:
         """Validate and apply an update received from peer ``origin``; persist and announce it.
 
         An update that builds on changes this replica lacks (not causally ready, see
@@ -175,7 +179,8 @@ class Shard(MapView):
         dropped from there meanwhile, gossip's gap detection and anti-entropy send it again.
 
         Returns the part of ``update`` that changed this replica, with any held-back updates
-        it made ready (to forward), or None.
+        it made ready (to forward), or None. ``info`` (the update's parse, if the caller has
+        it) saves parsing the bytes again.
 
         Raises:
             InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
@@ -188,11 +193,11 @@ class Shard(MapView):
             # One transaction, so that held-back updates this one makes ready are in the
             # delta returned: the gossip core forwards that, not what the observer hears.
             with self._doc.transaction():
-                missing = updates.apply_if_ready(self._doc, update)
+                missing = updates.apply_if_ready(self._doc, update, info)
                 if missing is None:
                     self._backlog.apply_ready(self._doc)
                 else:
-                    self._backlog.add(update, missing)
+                    self._backlog.add(update, missing, info)
         except BaseExceptionGroup as group:
             # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
             closed: BaseException | None = group.subgroup(ClosedError)
@@ -270,8 +275,14 @@ class Shard(MapView):
         return f"<Shard {self.name!r}>"
 
 
-def load_doc(snapshot: bytes | None, log: list[bytes], name: str) -> pycrdt.Doc:
+def load_doc(
+    snapshot: bytes | None, log: list[bytes], name: str, *, trusted: bool = False
+) -> pycrdt.Doc:
     """Rebuild a shard's Doc from its stored snapshot and log.
+
+    With ``trusted`` (the store verified every entry's checksum, see
+    :attr:`crdtsync.store.LoadedShard.verified`) the entries are applied without being parsed
+    again: they were validated before they were stored. Otherwise each is validated first.
 
     Raises:
         StoreError: a stored update does not apply (the store is damaged).
@@ -279,10 +290,16 @@ def load_doc(snapshot: bytes | None, log: list[bytes], name: str) -> pycrdt.Doc:
     doc = pycrdt.Doc()
     try:
         with doc.transaction():
-            if snapshot:
-                updates.apply_update(doc, snapshot)
-            for update in log:
-                updates.apply_update(doc, update)
+            if trusted:
+                if snapshot:
+                    apply_validated(doc, snapshot)
+                for update in log:
+                    apply_validated(doc, update)
+            else:
+                if snapshot:
+                    updates.apply_update(doc, snapshot)
+                for update in log:
+                    updates.apply_update(doc, update)
     except Exception as exc:
         raise StoreError(f"shard {name!r}: a stored update does not apply: {exc}") from exc
     return doc

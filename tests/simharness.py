@@ -51,6 +51,7 @@ from crdtsync.shard import ROOT, Shard, load_doc
 from crdtsync.store import Store
 from crdtsync.transports.memory import Network
 from crdtsync.views import ListView, MapView
+from crdtsync.yjs.parse import UpdateInfo
 
 __all__ = [
     "Cluster",
@@ -238,11 +239,13 @@ class LmdbReplicas:
         except Exception as exc:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+    ) -> bytes | None:
         existed = shard in self.shards
         target = self.open(shard)
         try:
-            return target.apply_remote(update, origin)
+            return target.apply_remote(update, origin, info)
         except InvalidUpdate:
             if not existed:  # a shard exists only once an update for it applied cleanly
                 target.close()

@@ -28,6 +28,7 @@ from crdtsync.gossip import DEAD, GossipConfig, GossipCore
 from crdtsync.messages import PROTOCOL_VERSION, Close, Diff, Hello, Message, Push, Summary, SyncRequest
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import ConnectionInfo, WebsocketTransport
+from crdtsync.yjs.parse import UpdateInfo
 
 CFG = GossipConfig(
     push_interval=0.02,
@@ -201,10 +202,12 @@ async def test_simultaneous_dials_settle_on_one_connection_without_flapping(node
 class BoomReplicas(MemoryReplicas):
     """Replicas whose apply() fails unexpectedly for shard "boom" (an agent bug)."""
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+    ) -> bytes | None:
         if shard == "boom":
             raise RuntimeError("boom")
-        delta: bytes | None = super().apply(shard, update, origin)
+        delta: bytes | None = super().apply(shard, update, origin, info)
         return delta
 
 

@@ -126,15 +126,17 @@ class MemoryReplicas:
     def diff(self, shard: str, state_vector: bytes) -> bytes:
         return self.docs[shard].get_update(state_vector)
 
-    def apply(self, shard: str, update: bytes, origin: str) -> bytes | None:
+    def apply(
+        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+    ) -> bytes | None:
         self._captured.clear()
         d = self.docs.get(shard)
         if d is None:  # a new shard exists only once an update for it applied cleanly
             d = self._new_doc(shard)
-            updates.apply_update(d, update)
+            updates.apply_update(d, update, info)
             self.docs[shard] = d
         else:
-            updates.apply_update(d, update)
+            updates.apply_update(d, update, info)
         return _join(self._captured)
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:

@@ -1,0 +1,21 @@
+"""The Yjs (lib0 v1) byte layer: parse, validate, summarise and apply Yjs updates.
+
+Modules, lowest first:
+
+- :mod:`~crdtsync.yjs._lib0`: varuint/varint/string readers and the varuint encoder;
+- :mod:`~crdtsync.yjs.parse`: the strict v1 parser (:func:`~crdtsync.yjs.parse.parse_update`
+  returns an :class:`~crdtsync.yjs.parse.UpdateInfo`), with item content in ``_content`` and
+  the readiness simulation in ``_causal``;
+- :mod:`~crdtsync.yjs.state`: state vectors, canonical delete sets, ``covers``;
+- :mod:`~crdtsync.yjs.doc`: the pycrdt side (apply, state vector, delete set, digest of a Doc);
+- :mod:`~crdtsync.yjs.ready`: causal readiness, ``apply_if_ready`` and ``Backlog``;
+- :mod:`~crdtsync.yjs.replay`: compaction.
+
+``_lib0``, ``_content``, ``_causal``, ``parse`` and ``state`` import neither pycrdt nor
+anything of crdtsync but :mod:`crdtsync.errors`, so the sans-I/O gossip core can use them.
+This package file imports nothing, so that importing one of those never drags pycrdt in.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

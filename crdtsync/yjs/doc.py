@@ -1,0 +1,140 @@
+"""The pycrdt side of the Yjs layer: apply updates safely, and summarise a ``pycrdt.Doc``.
+
+:func:`apply_update` validates first (:mod:`crdtsync.yjs.parse`) and translates whatever pycrdt
+still raises into :class:`~crdtsync.errors.InvalidUpdate`. :func:`state_vector`,
+:func:`delete_set` and :func:`digest` summarise a document for the gossip protocol: its state
+vector, its delete set in the canonical encoding of :mod:`crdtsync.yjs.state`, and a digest of
+both (equal content gives an equal digest, and unlike the state vector it changes on a
+deletion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import pycrdt
+
+from ..errors import InvalidUpdate
+from ._lib0 import Malformed
+from .parse import UpdateInfo, _structs, parse_update
+from .state import (
+    DeleteSet,
+    decode_state_vector,
+    encode_delete_set,
+    encode_state_vector,
+    normalize_delete_set,
+    read_delete_set,
+)
+
+__all__ = [
+    "PASS_THROUGH",
+    "apply_update",
+    "apply_validated",
+    "delete_set",
+    "digest",
+    "doc_delete_set",
+    "state_vector",
+]
+
+_DIGEST_PERSON = b"crdtsync.digest1"  # blake2b personalisation: 16 bytes
+
+#: Exceptions that must pass through apply_update untouched: interpreter control flow, task
+#: cancellation, and exception groups, which is how pycrdt reports errors raised by observer
+#: callbacks; the update *was* applied then, and the callback's error is not the peer's fault.
+PASS_THROUGH = (
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    asyncio.CancelledError,
+    BaseExceptionGroup,
+)
+
+
+def apply_update(doc: pycrdt.Doc[Any], update: bytes, info: UpdateInfo | None = None) -> None:
+    """Validate ``update`` and apply it to ``doc``.
+
+    Whatever pycrdt raises on an update that passed validation (``ValueError``,
+    ``RuntimeError``, a Rust panic as ``pyo3_runtime.PanicException``) becomes InvalidUpdate
+    with the original as ``__cause__``. An update refused by validation never reaches the doc;
+    one refused by pycrdt's decoder leaves it unchanged too, since Yrs decodes fully before it
+    integrates anything. The exception: an update whose item names as its parent an item the
+    doc holds that is not a shared type. Yrs finds that only while integrating and stops
+    there, so the structs integrated before it stay in the doc (and reach its observers as a
+    normal transaction). That part is itself valid CRDT data, as if a shorter update had
+    arrived; the doc stays consistent, but "nothing was applied" does not hold for it.
+
+    Errors raised by ``doc``'s observers reach the caller unchanged (pycrdt wraps them in an
+    ``ExceptionGroup``); the update was applied in that case.
+
+    Structs that build on something ``doc`` lacks are kept *pending* by pycrdt, which can
+    crash on later input (see :mod:`crdtsync.yjs.ready`); updates from peers go through
+    :func:`crdtsync.yjs.ready.apply_if_ready` instead.
+
+    Args:
+        info: the result of :func:`~crdtsync.yjs.parse.parse_update` for these bytes, if the
+            caller parsed them already; then they are not parsed again.
+
+    Raises:
+        InvalidUpdate: the bytes are not a valid update.
+    """
+    if info is None:
+        parse_update(update)
+    elif info.size != len(update):
+        raise ValueError("info was not parsed from this update")
+    apply_validated(doc, update)
+
+
+def apply_validated(doc: pycrdt.Doc[Any], update: bytes) -> None:
+    """Apply an update that already passed validation; pycrdt's errors become InvalidUpdate."""
+    try:
+        doc.apply_update(update)
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # PanicException derives from BaseException only
+        raise InvalidUpdate(f"pycrdt refused the update: {type(exc).__name__}: {exc}") from exc
+
+
+def state_vector(doc: pycrdt.Doc[Any]) -> bytes:
+    """The encoded state vector of ``doc`` (pycrdt ``Doc.get_state()``).
+
+    It says how many clocks of each client the doc holds; deletions do not change it.
+    """
+    state: bytes = doc.get_state()
+    return state
+
+
+def doc_delete_set(doc: pycrdt.Doc[Any]) -> DeleteSet:
+    """``doc``'s delete set, decoded and normalized (clients ascending, ranges merged)."""
+    # An update against the doc's own state vector carries no structs (beyond any pending
+    # ones) and the doc's whole delete set; its tail is the part we want.
+    update = doc.get_update(doc.get_state())
+    try:
+        pos = 1 if update[:1] == b"\x00" else _structs(update, 0)[1]
+        ds, _ = read_delete_set(update, pos, strict=False)
+    except Malformed as exc:  # pycrdt produced something we cannot read: a bug, not a peer
+        raise RuntimeError(f"cannot read pycrdt's own delete set: {exc.what}") from None
+    return normalize_delete_set(ds)
+
+
+def delete_set(doc: pycrdt.Doc[Any]) -> bytes:
+    """The canonical encoding of ``doc``'s delete set.
+
+    lib0 v1 delete-set layout with clients ascending and each client's ranges sorted and merged,
+    so equal delete sets give equal bytes however the doc came to hold them.
+    """
+    return encode_delete_set(doc_delete_set(doc))
+
+
+def digest(doc: pycrdt.Doc[Any]) -> bytes:
+    """A 16-byte hash of ``doc``'s state vector and delete set.
+
+    Both are put in normal form first (clients ascending, clock-0 entries dropped, ranges sorted
+    and merged), so two replicas holding the same updates have equal digests whatever order
+    the updates arrived in; a deletion changes the digest although it leaves the state vector
+    alone. blake2b, personalised so these digests cannot be mistaken for other hashes.
+    """
+    data = encode_state_vector(decode_state_vector(doc.get_state()))
+    data += encode_delete_set(doc_delete_set(doc))
+    return hashlib.blake2b(data, digest_size=16, person=_DIGEST_PERSON).digest()

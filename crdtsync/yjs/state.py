@@ -1,0 +1,227 @@
+"""State vectors and delete sets: decoding, the canonical encoding, and :func:`covers`.
+
+A *state vector* says how many clocks of each client a replica holds (lib0: ``n {client
+clock}*``); a *delete set* lists the clock ranges it has deleted (lib0: ``n {client n {clock
+len}*}*``). The gossip protocol compares both: a replica holds everything another holds when
+its clocks are at least as high and its delete set contains the other's
+(:func:`covers`), and equal content must give equal bytes, so delete sets are put in one
+normal form (clients ascending, ranges sorted and merged) before they are encoded.
+
+Pure Python, no pycrdt: the sans-I/O gossip core imports this module. The pycrdt side
+(reading these off a ``Doc``) is :mod:`crdtsync.yjs.doc`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping
+
+from ..errors import InvalidUpdate
+from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, encode_uint, read_uint
+
+__all__ = [
+    "EMPTY_STATE_VECTOR",
+    "DeleteSet",
+    "covers",
+    "decode_delete_set",
+    "decode_state_vector",
+    "ds_within",
+    "encode_delete_set",
+    "encode_state_vector",
+    "normalize_delete_set",
+    "read_delete_set",
+]
+
+#: The encoded state vector of an empty document (no clients).
+EMPTY_STATE_VECTOR = b"\x00"
+
+#: A decoded delete set: ``{client: [(clock, length), ...]}``.
+DeleteSet = dict[int, list[tuple[int, int]]]
+
+
+def decode_state_vector(sv: bytes) -> dict[int, int]:
+    """Decode an encoded state vector into ``{client: clock}``, sorted by client.
+
+    Clients at clock 0 are left out: holding nothing of a client is the same as not knowing it.
+
+    Raises:
+        InvalidUpdate: ``sv`` is not a well-formed state vector.
+    """
+    if not isinstance(sv, bytes):
+        raise InvalidUpdate(f"a state vector must be bytes, not {type(sv).__name__}")
+    if not sv:
+        raise InvalidUpdate("a state vector cannot be empty")
+    try:
+        n, pos = read_uint(sv, 0, MAX_SAFE, "number of state-vector entries")
+        if n > (len(sv) - pos) >> 1:
+            raise Malformed(pos, f"{n} state-vector entries cannot fit in {len(sv) - pos} bytes")
+        entries: dict[int, int] = {}
+        for _ in range(n):
+            client_pos = pos
+            client, pos = read_uint(sv, pos, MAX_SAFE, "state-vector client id")
+            if client in entries:
+                raise Malformed(client_pos, f"client {client} appears twice in the state vector")
+            entries[client], pos = read_uint(sv, pos, MAX_CLOCK, "state-vector clock")
+        if pos != len(sv):
+            raise Malformed(pos, f"{len(sv) - pos} trailing bytes after the state vector")
+    except Malformed as exc:
+        raise InvalidUpdate(f"invalid state vector at byte {exc.pos}: {exc.what}") from None
+    except Exception as exc:  # a bug here must still look like a refusal, never a crash
+        raise InvalidUpdate(f"state vector could not be decoded: {exc!r}") from exc
+    return {client: entries[client] for client in sorted(entries) if entries[client]}
+
+
+def encode_state_vector(sv: Mapping[int, int]) -> bytes:
+    """Encode ``{client: clock}`` as lib0 does, in the mapping's order (canonical if sorted)."""
+    out = bytearray()
+    encode_uint(out, len(sv))
+    for client, clock in sv.items():
+        encode_uint(out, client)
+        encode_uint(out, clock)
+    return bytes(out)
+
+
+def read_delete_set(data: bytes, pos: int, *, strict: bool) -> tuple[DeleteSet, int]:
+    """Read an encoded delete set at ``pos``; return ({client: [(clock, len), ...]}, new pos).
+
+    With ``strict`` (inside an update) each client's ranges must already be sorted and
+    non-overlapping, as Yrs assumes; otherwise they are returned as read.
+
+    Raises:
+        Malformed: the bytes are not a delete set.
+    """
+    n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of delete-set clients")
+    if n_clients > (len(data) - pos) >> 1:
+        raise Malformed(
+            pos, f"{n_clients} delete-set clients cannot fit in {len(data) - pos} bytes"
+        )
+    result: DeleteSet = {}
+    for _ in range(n_clients):
+        client_pos = pos
+        client, pos = read_uint(data, pos, MAX_SAFE, "delete-set client id")
+        if client in result:
+            raise Malformed(client_pos, f"client {client} appears twice in the delete set")
+        n_ranges, pos = read_uint(data, pos, MAX_SAFE, "number of deleted ranges")
+        if n_ranges > (len(data) - pos) >> 1:
+            raise Malformed(pos, f"{n_ranges} deleted ranges cannot fit in {len(data) - pos} bytes")
+        ranges: list[tuple[int, int]] = []
+        end = -1
+        for _ in range(n_ranges):
+            range_pos = pos
+            clock, pos = read_uint(data, pos, MAX_CLOCK, "deleted range clock")
+            length, pos = read_uint(data, pos, MAX_CLOCK, "deleted range length")
+            if length == 0:
+                raise Malformed(range_pos, f"empty deleted range of client {client}")
+            if clock + length > MAX_CLOCK:
+                raise Malformed(range_pos, f"deleted range of client {client} passes {MAX_CLOCK}")
+            if strict and clock < end:
+                raise Malformed(
+                    range_pos,
+                    f"deleted ranges of client {client} unsorted or overlapping",
+                )
+            end = clock + length
+            ranges.append((clock, length))
+        result[client] = ranges
+    return result, pos
+
+
+def normalize_delete_set(ds: DeleteSet) -> DeleteSet:
+    """Sort clients and ranges, merge overlapping or adjacent ranges, drop empty clients."""
+    result: DeleteSet = {}
+    for client in sorted(ds):
+        merged: list[tuple[int, int]] = []
+        start = end = -1
+        for clock, length in sorted(ds[client]):
+            if clock <= end:
+                end = max(end, clock + length)
+            else:
+                if end >= 0:
+                    merged.append((start, end - start))
+                start, end = clock, clock + length
+        if end >= 0:
+            merged.append((start, end - start))
+            result[client] = merged
+    return result
+
+
+def encode_delete_set(ds: DeleteSet) -> bytes:
+    """Encode a normalized delete set (lib0 v1 layout, in the mapping's order)."""
+    out = bytearray()
+    encode_uint(out, len(ds))
+    for client, ranges in ds.items():
+        encode_uint(out, client)
+        encode_uint(out, len(ranges))
+        for clock, length in ranges:
+            encode_uint(out, clock)
+            encode_uint(out, length)
+    return bytes(out)
+
+
+def decode_delete_set(ds: bytes) -> DeleteSet:
+    """Decode an encoded delete set into ``{client: [(clock, length), ...]}``.
+
+    Clients come out ascending, each client's ranges sorted with overlapping and adjacent ones
+    merged, and clients without ranges left out: the normal form that :func:`covers` and
+    :func:`crdtsync.yjs.doc.digest` compare.
+
+    Raises:
+        InvalidUpdate: ``ds`` is not a well-formed delete set.
+    """
+    if not isinstance(ds, bytes):
+        raise InvalidUpdate(f"a delete set must be bytes, not {type(ds).__name__}")
+    if not ds:
+        raise InvalidUpdate("a delete set cannot be empty")
+    try:
+        decoded, pos = read_delete_set(ds, 0, strict=False)
+        if pos != len(ds):
+            raise Malformed(pos, f"{len(ds) - pos} trailing bytes after the delete set")
+    except Malformed as exc:
+        raise InvalidUpdate(f"invalid delete set at byte {exc.pos}: {exc.what}") from None
+    except Exception as exc:
+        raise InvalidUpdate(f"delete set could not be decoded: {exc!r}") from exc
+    return normalize_delete_set(decoded)
+
+
+def covers(sv_a: bytes, ds_a: bytes, sv_b: bytes, ds_b: bytes) -> bool:
+    """Whether replica A holds everything replica B holds.
+
+    True when A's clock is at least B's for every client and every range B has deleted lies
+    inside A's delete set. An ack that reports (sv, ds) of a peer's disk can then be checked
+    against a local (sv, ds): equal state vectors are not enough, since a lost delete leaves
+    the state vector alone.
+
+    Raises:
+        InvalidUpdate: one of the arguments is not well-formed.
+    """
+    clocks_a = decode_state_vector(sv_a)
+    for client, clock in decode_state_vector(sv_b).items():
+        if clocks_a.get(client, 0) < clock:
+            return False
+    return ds_within(decode_delete_set(ds_b), decode_delete_set(ds_a))
+
+
+def ds_within(
+    inner: Mapping[int, list[tuple[int, int]]],
+    outer: Mapping[int, list[tuple[int, int]]],
+    starts: Mapping[int, list[int]] | None = None,
+) -> bool:
+    """Whether every range of ``inner`` lies inside ``outer`` (normalized: merged ranges).
+
+    ``starts`` ({client: the start clocks of outer's ranges}) may be passed in when many sets
+    are checked against the same ``outer``.
+    """
+    for client, ranges in inner.items():
+        if not ranges:
+            continue
+        have = outer.get(client)
+        if not have:
+            return False
+        have_starts = starts[client] if starts is not None else [clock for clock, _ in have]
+        for clock, length in ranges:
+            i = bisect_right(have_starts, clock) - 1
+            if i < 0:
+                return False
+            have_clock, have_length = have[i]
+            if clock + length > have_clock + have_length:
+                return False
+    return True
