@@ -198,5 +198,9 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
     if any("error" in r for r in results.values()):
         sys.exit(1)
 
+from .security.cli import keys
+
+main.add_command(keys)
+
 if __name__ == "__main__":
     main()

@@ -73,11 +73,11 @@ from ..messages import (
 
 __all__ = [
     "ALL",
-    "Permissions",
-    "PeerIdentity",
-    "Verdict",
     "Decision",
     "Guard",
+    "PeerIdentity",
+    "Permissions",
+    "Verdict",
     "compile_pattern",
     "validate_pattern",
 ]

@@ -1,0 +1,162 @@
+"""What an agent holds to prove it is a member and to check that its peers are.
+
+:class:`Credentials` is what ``Agent(credentials=...)`` and the websocket driver take. Two
+modes:
+
+* ``"tls"``: the mesh CA certificate, the agent's own certificate and key, and the revocation
+  list; connections are ``wss://`` with mutual TLS (:mod:`crdtsync.security.tls`); each peer's
+  permissions come from its certificate.
+* ``"secret"``: the mesh secret; connections run the challenge-response of
+  :mod:`crdtsync.security.handshake` before anything else; every member has full permissions.
+
+:meth:`Credentials.from_dir` reads a keys dir laid out by ``crdtsync keys``
+(:mod:`crdtsync.security.ca`); it picks TLS when the agent's certificate is there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+
+from ..errors import CredentialsError
+from ..names import validate_shard_name
+from .acl import PeerIdentity, Permissions
+from .ca import agent_paths, certificate_info, load_certificate, load_revoked, read_mesh_name
+from .handshake import NonceCache, SecretHandshake
+from .tls import client_context, server_context, verify_peer_certificate
+
+__all__ = ["HINT", "Credentials", "Mode"]
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["tls", "secret"]
+
+#: How to create credentials, for error messages.
+HINT = (
+    "create credentials with `crdtsync keys init-mesh --dir KEYS --mesh MESH` and "
+    "`crdtsync keys issue NAME --dir KEYS`, then pass Agent(credentials=Credentials.from_dir(KEYS, NAME)) "
+    "or `crdtsync agent --keys KEYS`"
+)
+
+
+@dataclass(eq=False)
+class Credentials:
+    """An agent's credentials (see the module docstring). Build with :meth:`from_dir`.
+
+    Attributes:
+        name: the agent's name (its certificate's, in TLS mode).
+        mesh: the mesh name.
+        mode: ``"tls"`` or ``"secret"``.
+        permissions: this agent's own permissions (full in secret mode).
+    """
+
+    name: str
+    mesh: str
+    mode: Mode
+    ca_path: Path | None = None
+    cert_path: Path | None = None
+    key_path: Path | None = None
+    crl_path: Path | None = None
+    secret: bytes | None = field(default=None, repr=False)
+    permissions: Permissions = field(default_factory=Permissions.full)
+    _ca_cert: x509.Certificate | None = field(default=None, repr=False)
+    _revoked: frozenset[int] = field(default=frozenset(), repr=False)
+    _crl_mtime: float | None = field(default=None, repr=False)
+    _nonces: NonceCache = field(default_factory=NonceCache, repr=False)
+
+    @classmethod
+    def from_dir(cls, keys_dir: str | os.PathLike[str], name: str, *, mode: Mode | None = None) -> Credentials:
+        """Load ``name``'s credentials from a keys dir.
+
+        Args:
+            mode: force ``"tls"`` or ``"secret"``; default TLS if ``agents/NAME.pem`` exists,
+                else secret if ``mesh.secret`` exists.
+
+        Raises:
+            CredentialsError: files missing or invalid, or the certificate names another agent
+                or mesh; the message says how to create what is missing.
+        """
+        root = Path(keys_dir)
+        validate_shard_name(name)
+        mesh = read_mesh_name(root)
+        cert_path, key_path = agent_paths(root, name)
+        if mode is None:
+            mode = "tls" if cert_path.exists() else "secret" if (root / "mesh.secret").exists() else None
+            if mode is None:
+                raise CredentialsError(f"no certificate for {name!r} and no mesh secret in {root}: {HINT}")
+        if mode == "secret":
+            try:
+                secret = bytes.fromhex((root / "mesh.secret").read_text().strip())
+            except (OSError, ValueError) as exc:
+                raise CredentialsError(f"cannot read {root}/mesh.secret: {exc}; {HINT}") from exc
+            if (root / "mesh.secret").stat().st_mode & 0o077:
+                raise CredentialsError(f"{root}/mesh.secret is readable by others; chmod 600 it")
+            return cls(name=name, mesh=mesh, mode="secret", secret=secret)
+        if not cert_path.exists() or not key_path.exists():
+            raise CredentialsError(
+                f"no certificate for {name!r} in {root}/agents: run `crdtsync keys issue {name} --dir {root}`"
+            )
+        ca_cert = load_certificate(root / "ca.pem")
+        info = certificate_info(load_certificate(cert_path))
+        if info.name != name or info.mesh != mesh:
+            raise CredentialsError(f"{cert_path} is for {info.name!r} in mesh {info.mesh!r}, not {name!r} in {mesh!r}")
+        creds = cls(
+            name=name, mesh=mesh, mode="tls", ca_path=root / "ca.pem", cert_path=cert_path,
+            key_path=key_path, crl_path=root / "revoked.pem", permissions=info.permissions,
+            _ca_cert=ca_cert,
+        )
+        creds.server_context()  # fail now, not at the first connection, if the files do not fit
+        if info.serial in creds.revoked():
+            raise CredentialsError(f"the certificate of {name!r} is revoked; issue a new one")
+        if info.not_after < dt.datetime.now(dt.UTC):
+            raise CredentialsError(f"the certificate of {name!r} expired; issue a new one")
+        return creds
+
+    @property
+    def tls(self) -> bool:
+        """Whether connections use mutual TLS (``wss://``)."""
+        return self.mode == "tls"
+
+    def server_context(self) -> ssl.SSLContext:
+        """TLS context to listen with (TLS mode only)."""
+        assert self.ca_path and self.cert_path and self.key_path, "not TLS credentials"
+        return server_context(self.ca_path, self.cert_path, self.key_path)
+
+    def client_context(self) -> ssl.SSLContext:
+        """TLS context to dial with (TLS mode only)."""
+        assert self.ca_path and self.cert_path and self.key_path, "not TLS credentials"
+        return client_context(self.ca_path, self.cert_path, self.key_path)
+
+    def revoked(self) -> frozenset[int]:
+        """Revoked serials, re-read whenever ``revoked.pem`` changed (copy a new one in place
+        and new connections see it; existing connections are not cut)."""
+        if self.crl_path is None or self._ca_cert is None:
+            return frozenset()
+        try:
+            mtime: float | None = self.crl_path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime != self._crl_mtime:
+            try:
+                self._revoked = load_revoked(self.crl_path, self._ca_cert)
+                self._crl_mtime = mtime
+            except CredentialsError:
+                logger.exception("keeping the previous revocation list")
+        return self._revoked
+
+    def verify_peer(self, der: bytes | None, now: dt.datetime | None = None) -> PeerIdentity:
+        """The identity in a TLS peer's certificate (see :func:`tls.verify_peer_certificate`)."""
+        assert self._ca_cert is not None, "not TLS credentials"
+        return verify_peer_certificate(der, self._ca_cert, self.mesh, revoked=self.revoked(), now=now)
+
+    def handshake(self, *, client: bool) -> SecretHandshake:
+        """A fresh mesh-secret handshake for one connection (secret mode only)."""
+        assert self.secret is not None, "not mesh-secret credentials"
+        return SecretHandshake(self.secret, self.mesh, self.name, client=client, replay_cache=self._nonces)
