@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import updates
 from .durability import GroupCommitter
@@ -25,6 +25,9 @@ from .names import validate_shard_name
 from .reads import Quorum, Reader
 from .shard import Shard, load_doc
 from .store import Store
+
+if TYPE_CHECKING:
+    from .security.credentials import Credentials
 
 __all__ = ["Agent", "Transport", "default_data_dir"]
 
@@ -71,6 +74,12 @@ class Agent:
             hashing over the live members (plus the agents that open it), and shards move
             between agents as members come and go (see :mod:`crdtsync.placement`). None (the
             default): every agent replicates every shard it learns of.
+        credentials: authenticate every peer connection with these
+            (:meth:`Credentials.from_dir <crdtsync.security.credentials.Credentials.from_dir>`):
+            mutual TLS on ``wss://`` or the mesh-secret handshake. The mesh name comes from
+            them unless ``mesh`` is given (it must then match).
+        insecure: allow listening beyond loopback without credentials. Without it, such a
+            ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
     """
 
     def __init__(
@@ -87,8 +96,20 @@ class Agent:
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
         replication_factor: int | None = None,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
     ) -> None:
         self.name = validate_shard_name(name)
+        from .security.credentials import check_listen
+
+        check_listen(listen, credentials, insecure)  # before anything is bound
+        if credentials is not None:
+            if credentials.name != self.name:
+                raise UsageError(f"credentials are for {credentials.name!r}, not {self.name!r}")
+            if mesh not in ("default", credentials.mesh):
+                raise UsageError(f"mesh {mesh!r} but the credentials are for mesh {credentials.mesh!r}")
+            mesh = credentials.mesh
+        self._credentials = credentials
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
         self._durability_interval = durability_interval
         self._map_size = map_size
@@ -159,6 +180,7 @@ class Agent:
             listen=self._listen,
             max_frame=self._gossip_config.max_frame,
             on_activity=self._activity.set,
+            credentials=self._credentials,
         )
         await self._transport.start()
 
@@ -166,6 +188,12 @@ class Agent:
     def address(self) -> str | None:
         """The ``ws://`` address this agent accepts peers on (port resolved), if it listens."""
         return self._transport.address if self._transport is not None else None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
+        ``auth_failed.<close code>``); empty without gossip."""
+        return dict(getattr(self._transport, "counters", {}))
 
     @property
     def peers(self) -> tuple[PeerStatus, ...]:

@@ -16,23 +16,25 @@ modes:
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from ..errors import CredentialsError
+from ..errors import CredentialsError, InsecureListen
 from ..names import validate_shard_name
 from .acl import PeerIdentity, Permissions
 from .ca import agent_paths, certificate_info, load_certificate, load_revoked, read_mesh_name
 from .handshake import NonceCache, SecretHandshake
 from .tls import client_context, server_context, verify_peer_certificate
 
-__all__ = ["HINT", "Credentials", "Mode"]
+__all__ = ["HINT", "Credentials", "Mode", "check_listen", "is_loopback_listen"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +162,33 @@ class Credentials:
         """A fresh mesh-secret handshake for one connection (secret mode only)."""
         assert self.secret is not None, "not mesh-secret credentials"
         return SecretHandshake(self.secret, self.mesh, self.name, client=client, replay_cache=self._nonces)
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Whether the listen URL's host is a loopback address (``127.0.0.0/8``, ``::1``,
+    ``localhost``). Any other name counts as non-loopback: it may resolve anywhere."""
+    host = urlsplit(listen).hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(listen: str | None, credentials: Credentials | None, insecure: bool) -> None:
+    """Refuse to listen beyond loopback without credentials (unless ``insecure``).
+
+    Called before anything is bound, so a refused agent never accepted a connection.
+
+    Raises:
+        InsecureListen: with a message saying how to create credentials.
+    """
+    if listen is None or credentials is not None or insecure or is_loopback_listen(listen):
+        return
+    raise InsecureListen(
+        f"refusing to listen on {listen} without credentials: anyone who can reach it would be a "
+        f"full member of the mesh. {HINT}; or pass insecure=True (`--insecure`) on a network you trust"
+    )
