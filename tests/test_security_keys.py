@@ -261,3 +261,41 @@ def test_verify_peer_certificate(keys: Path) -> None:
         creds.verify_peer(_der(good))
     assert err.value.code is CloseCode.CERT_REVOKED
     assert creds_dir_cert.serial_number not in creds.revoked()
+
+
+# -- signed records ------------------------------------------------------------------------
+
+
+def test_signed_acks_and_announcements_need_the_named_agents_key(keys: Path) -> None:
+    from crdtsync.security.records import MAX_INCARNATION, sign_ack, sign_announcement
+
+    ca = MeshCA.load(keys)
+    alice_cert, alice_key = ca.issue("alice")
+    bob_cert, bob_key = ca.issue("bob")
+    ca.issue("me")
+    creds = Credentials.from_dir(keys, "me")
+    ring = creds.keyring()
+    assert ring.public_key("alice") is None
+    assert ring.add_certificate(_der(alice_cert)).name == "alice"
+    ring.add_certificate(_der(bob_cert))
+    sig = sign_ack(alice_key, "m1", "alice", "tasks/a", b"sv", b"ds")
+    assert ring.verify_ack("alice", "tasks/a", b"sv", b"ds", sig)
+    assert not ring.verify_ack("alice", "tasks/a", b"sv2", b"ds", sig)  # another state
+    assert not ring.verify_ack("bob", "tasks/a", b"sv", b"ds", sig)  # relayed as someone else's
+    forged = sign_ack(bob_key, "m1", "alice", "tasks/a", b"sv", b"ds")  # bob speaking for alice
+    assert not ring.verify_ack("alice", "tasks/a", b"sv", b"ds", forged)
+    assert not ring.verify_ack("carol", "tasks/a", b"sv", b"ds", sig)  # unknown agent
+    ann = sign_announcement(alice_key, "m1", "alice", "wss://127.0.0.1:1", 3)
+    assert ring.verify_announcement("alice", "wss://127.0.0.1:1", 3, ann)
+    assert not ring.verify_announcement("alice", "wss://evil:1", 3, ann)  # redirected address
+    assert not ring.verify_announcement("alice", "wss://127.0.0.1:1", 4, ann)  # pushed incarnation
+    with pytest.raises(ValueError):
+        sign_announcement(alice_key, "m1", "alice", None, MAX_INCARNATION + 1)
+    # the signature over an ack never passes as an announcement (domain separation)
+    assert not ring.verify_announcement("alice", "tasks/a", 0, sig)
+    # a revoked certificate is not added to the ring
+    ca.revoke("bob")
+    with pytest.raises(ProtocolError) as err:
+        creds.keyring().add_certificate(_der(bob_cert))
+    assert err.value.code is CloseCode.CERT_REVOKED
+    assert creds.identity().public_key is not None

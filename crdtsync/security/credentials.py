@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,8 @@ from ..names import validate_shard_name
 from .acl import PeerIdentity, Permissions
 from .ca import agent_paths, certificate_info, load_certificate, load_revoked, read_mesh_name
 from .handshake import NonceCache, SecretHandshake
+from .identity import Identity
+from .records import KeyRing
 from .tls import client_context, server_context, verify_peer_certificate
 
 __all__ = ["HINT", "Credentials", "Mode", "check_listen", "is_loopback_listen"]
@@ -158,10 +161,36 @@ class Credentials:
         assert self._ca_cert is not None, "not TLS credentials"
         return verify_peer_certificate(der, self._ca_cert, self.mesh, revoked=self.revoked(), now=now)
 
+    def identity(self) -> Identity:
+        """This agent's key pair (TLS mode), to sign the records it speaks for."""
+        assert self.key_path is not None, "not TLS credentials"
+        return Identity.load(self.name, self.key_path)
+
+    def keyring(self) -> KeyRing:
+        """A :class:`~crdtsync.security.records.KeyRing` trusting this mesh's CA (TLS mode)."""
+        assert self._ca_cert is not None, "not TLS credentials"
+        return KeyRing(self._ca_cert, self.mesh, _LiveRevoked(self))
+
     def handshake(self, *, client: bool) -> SecretHandshake:
         """A fresh mesh-secret handshake for one connection (secret mode only)."""
         assert self.secret is not None, "not mesh-secret credentials"
         return SecretHandshake(self.secret, self.mesh, self.name, client=client, replay_cache=self._nonces)
+
+
+class _LiveRevoked:
+    """The credentials' revocation list as a collection that re-reads ``revoked.pem``."""
+
+    def __init__(self, creds: Credentials) -> None:
+        self._creds = creds
+
+    def __contains__(self, serial: object) -> bool:
+        return serial in self._creds.revoked()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._creds.revoked())
+
+    def __len__(self) -> int:
+        return len(self._creds.revoked())
 
 
 def is_loopback_listen(listen: str) -> bool:
