@@ -14,7 +14,8 @@ can handle::
     │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
     ├── StoreError                  the LMDB store failed
     │   ├── DataDirLocked           another process has the data directory open
-    │   └── StoreFull               the map could not grow any further
+    │   ├── StoreFull               the map could not grow any further
+    │   └── WrongKey                at-rest data does not open with this key (security.atrest)
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time

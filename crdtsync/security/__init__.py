@@ -10,6 +10,7 @@ module                      what it holds
 :mod:`.handshake`           sans-I/O mesh-secret challenge-response
 :mod:`.tls`                 ``ssl.SSLContext`` builders and peer-certificate checks (mutual TLS)
 :mod:`.credentials`         what an agent holds: :class:`Credentials.from_dir`
+:mod:`.atrest`              AES-256-GCM sealing of shard values (store hook not wired yet)
 :mod:`.records`             signed acks and announcements, :class:`KeyRing` of certified keys
 :mod:`.cli`                 the ``crdtsync keys`` commands
 ==========================  ======================================================================
