@@ -292,3 +292,69 @@ def test_cli_agent_refuses_non_loopback_listen_without_keys(tmp_path: Path) -> N
                                        "--listen", "ws://0.0.0.0:0"])
     assert result.exit_code != 0
     assert "crdtsync keys init-mesh" in result.output and "--insecure" in result.output
+
+
+# -- real processes ----------------------------------------------------------------------------
+
+
+async def _next_event(proc: asyncio.subprocess.Process, want: Callable[[dict[str, object]], bool],
+                      timeout: float = 30.0) -> dict[str, object]:
+    import json
+
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"process {proc.pid} ended before the awaited event")
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if want(event):
+                return event  # type: ignore[no-any-return]
+
+
+async def test_two_agent_processes_replicate_over_wss_and_a_stranger_process_is_refused(
+    keys: Path, tmp_path: Path
+) -> None:
+    import signal
+    import sys
+
+    other = tmp_path / "other"
+    cli("keys", "init-mesh", "--dir", str(other), "--mesh", MESH)
+    cli("keys", "issue", "mallory", "--dir", str(other))
+
+    async def spawn(name: str, keys_dir: Path, *extra: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "crdtsync.cli", "agent", "--name", name, "--data", str(tmp_path / name),
+            "--keys", str(keys_dir), "--shard", "board", "--status-interval", "0.2", *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+
+    procs = []
+    try:
+        alpha = await spawn("alpha", keys, "--listen", "wss://127.0.0.1:0", "--write", "5", "--write-rate", "100")
+        procs.append(alpha)
+        ready = await _next_event(alpha, lambda e: e.get("event") == "ready")
+        address = str(ready["address"])
+        assert address.startswith("wss://127.0.0.1:")
+        beta = await spawn("beta", keys, "--peer", address)
+        procs.append(beta)
+        mallory = await spawn("mallory", other, "--peer", address)
+        procs.append(mallory)
+        status = await _next_event(
+            beta, lambda e: e.get("event") == "status" and e["shards"]["board"]["keys"] == 5  # type: ignore[index]
+        )
+        assert status["connected"] == ["alpha"]
+        seen = await _next_event(alpha, lambda e: e.get("event") == "status" and "beta" in e["connected"])  # type: ignore[operator]
+        assert "mallory" not in seen["known"]  # type: ignore[operator]
+        for _ in range(10):  # two seconds of a process dialling with another CA's certificate
+            late = await _next_event(mallory, lambda e: e.get("event") == "status")
+            assert late["connected"] == [] and late["shards"]["board"]["keys"] == 0  # type: ignore[index]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            await asyncio.wait_for(p.communicate(), 30)
