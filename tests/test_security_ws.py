@@ -135,6 +135,24 @@ async def test_stranger_is_refused_and_learns_nothing(secret_agent: Agent) -> No
     assert "auth_ok" not in secret_agent.counters
 
 
+async def test_a_silent_stranger_does_not_delay_shutdown(keys: Path, tmp_path: Path) -> None:
+    creds = Credentials.from_dir(keys, "alpha", mode="secret")
+    agent = Agent("alpha", tmp_path / "alpha", listen="ws://127.0.0.1:0", gossip=CFG, credentials=creds)
+    await agent.start()
+    try:
+        assert agent.address is not None
+        async with connect(agent.address, proxy=None) as ws:
+            await asyncio.sleep(0.2)  # connected, says nothing
+            t0 = time.monotonic()
+            await agent.close()
+            assert time.monotonic() - t0 < 3.0
+            frames, code = await _drain(ws)
+        assert code == CloseCode.GOING_AWAY and frames == []
+        assert "auth_failed" not in agent.counters  # shutting down is not a failed authentication
+    finally:
+        await agent.close()
+
+
 async def _client_handshake(ws: ClientConnection, hs: SecretHandshake) -> list[bytes]:
     """Drive a client handshake over ``ws``; returns the frames the client sent."""
     sent = [hs.start()]

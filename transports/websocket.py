@@ -300,6 +300,7 @@ class WebsocketTransport:
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
+        self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -374,6 +375,7 @@ class WebsocketTransport:
             await self._closed.wait()
             return
         self._closing = True
+        self._stopping.set()
         try:
             if self._server is not None:
                 self._server.close(close_connections=False)  # stop accepting; handlers finish below
@@ -602,50 +604,69 @@ class WebsocketTransport:
         """Prove ourselves and authenticate the peer before any Hello; False if refused.
 
         On refusal the connection is closed with the specific code and a generic reason,
-        logged once and counted. Nothing was queued for it yet, so nothing else is sent.
+        logged once and counted. Nothing was queued for it yet, so nothing else is sent. A
+        peer that stays silent is cut after ``open_timeout``, or at once when the transport
+        closes (a silent stranger must not delay the agent's shutdown).
         """
-        creds = self._credentials
-        assert creds is not None
         ws = link.ws
-        code, reason = CloseCode.UNAUTHENTICATED, ""
+        exchange = asyncio.create_task(self._auth_exchange(link), name=f"crdtsync-auth-{link.label()}")
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            async with asyncio.timeout(self._open_timeout):
-                if creds.tls:
-                    ssl_object = ws.transport.get_extra_info("ssl_object")
-                    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-                    link.identity = creds.verify_peer(der)
-                else:
-                    hs = creds.handshake(client=link.outbound)
-                    if link.outbound:
-                        await ws.send(hs.start())
-                    while hs.peer is None:
-                        reply = hs.receive(await ws.recv())
-                        if reply is not None:
-                            await ws.send(reply)
-                    link.identity = PeerIdentity(hs.peer, Permissions.full(), method="secret")
-        except ProtocolError as exc:
-            code, reason = exc.code, str(exc)
-        except TimeoutError:
+            await asyncio.wait({exchange, stopping}, timeout=self._open_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not exchange.done():
+                exchange.cancel()
+            await asyncio.gather(exchange, stopping, return_exceptions=True)
+        code, reason = CloseCode.UNAUTHENTICATED, ""
+        if self._closing:
+            code, reason = CloseCode.GOING_AWAY, "agent stopping"
+        elif exchange.cancelled():
             reason = "no authentication in time"
-        except ConnectionClosed:
+        elif isinstance(exchange.exception(), ProtocolError):
+            exc = exchange.exception()
+            assert isinstance(exc, ProtocolError)
+            code, reason = exc.code, str(exc)
+        elif isinstance(exchange.exception(), ConnectionClosed):
             reason = "closed during authentication"
-        if link.identity is not None and not link.closing:
+        elif exchange.exception() is not None:
+            logger.error("%s: authentication of %s failed", self.core.name, link.label(), exc_info=exchange.exception())
+            code, reason = CloseCode.INTERNAL_ERROR, "internal error"
+        else:
+            link.identity = exchange.result()
             self.counters["auth_ok"] = self.counters.get("auth_ok", 0) + 1
             return True
-        if link.identity is not None:  # authenticated, but the transport is closing
-            reason = "agent stopping"
-        self.counters["auth_failed"] = self.counters.get("auth_failed", 0) + 1
-        key = f"auth_failed.{code.name.lower()}"
-        self.counters[key] = self.counters.get(key, 0) + 1
-        logger.warning(
-            "%s: %s connection %s not authenticated: %s (%d): %s", self.core.name,
-            "outbound" if link.outbound else "inbound", link.label(), code.name, code, reason,
-        )
+        if code != CloseCode.GOING_AWAY:
+            self.counters["auth_failed"] = self.counters.get("auth_failed", 0) + 1
+            key = f"auth_failed.{code.name.lower()}"
+            self.counters[key] = self.counters.get(key, 0) + 1
+            logger.warning(
+                "%s: %s connection %s not authenticated: %s (%d): %s", self.core.name,
+                "outbound" if link.outbound else "inbound", link.label(), code.name, code, reason,
+            )
         try:
-            await ws.close(code, "authentication failed")
+            await ws.close(code, "authentication failed" if code != CloseCode.GOING_AWAY else reason)
         except Exception:  # the socket may be gone already
             logger.debug("closing an unauthenticated connection failed", exc_info=True)
         return False
+
+    async def _auth_exchange(self, link: _Link) -> PeerIdentity:
+        """The authentication itself (see :meth:`_authenticate`); raises ProtocolError."""
+        creds = self._credentials
+        assert creds is not None
+        ws = link.ws
+        if creds.tls:
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            return creds.verify_peer(der)
+        hs = creds.handshake(client=link.outbound)
+        if link.outbound:
+            await ws.send(hs.start())
+        while hs.peer is None:
+            reply = hs.receive(await ws.recv())
+            if reply is not None:
+                await ws.send(reply)
+        return PeerIdentity(hs.peer, Permissions.full(), method="secret")
 
     def _connection_closed(self, link: _Link) -> None:
         """Tell the core: connection_lost for an accepted link, dial_failed for a failed dial."""
