@@ -251,6 +251,35 @@ async def test_tls_client_without_certificate_is_refused(tls_agent: Agent, keys:
     assert tls_agent.counters["auth_failed.unauthenticated"] == 1
 
 
+async def test_tls_stranger_learns_no_name_from_the_server_certificate(tls_agent: Agent, keys: Path) -> None:
+    assert tls_agent.address is not None
+    async with connect(tls_agent.address, ssl=_tls_client(keys, None), proxy=None) as ws:
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        server_cert = ssl_object.getpeercert(binary_form=True)
+        frames, code = await _drain(ws)
+    assert server_cert and code == CloseCode.UNAUTHENTICATED and frames == []
+    _learned_nothing([server_cert])  # the door certificate names neither agent nor mesh
+
+
+async def test_a_member_cannot_pass_off_another_members_certificate(keys: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from crdtsync.errors import ProtocolError
+    from crdtsync.security.ca import door_path
+    from crdtsync.security.tls import IDENTITY_MAGIC
+
+    me = Credentials.from_dir(keys, "beta")
+    beta_door = x509.load_pem_x509_certificate(door_path(keys, "beta").read_bytes()).public_bytes(Encoding.DER)
+    alpha_cert = x509.load_pem_x509_certificate(agent_paths(keys, "alpha")[0].read_bytes())
+    beta_cert = x509.load_pem_x509_certificate(agent_paths(keys, "beta")[0].read_bytes())
+    # beta's TLS key, alpha's name: refused
+    with pytest.raises(ProtocolError) as err:
+        me.verify_server(beta_door, IDENTITY_MAGIC + alpha_cert.public_bytes(Encoding.DER))
+    assert err.value.code is CloseCode.UNAUTHENTICATED
+    assert me.verify_server(beta_door, IDENTITY_MAGIC + beta_cert.public_bytes(Encoding.DER)).name == "beta"
+
+
 async def test_certificate_of_another_ca_fails_tls(tls_agent: Agent, tmp_path: Path) -> None:
     other = tmp_path / "other"
     cli("keys", "init-mesh", "--dir", str(other), "--mesh", MESH)

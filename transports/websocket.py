@@ -29,9 +29,11 @@ proves who is at the other end *before* either side sends its Hello, so an unaut
 client learns nothing (no mesh name, agent name, address or shard name):
 
 * TLS credentials: the transport listens and dials ``wss://`` with mutual TLS (TLS 1.3,
-  the mesh CA as the only trust anchor); once the TLS handshake is done, the peer's
-  certificate is checked (present, dates, revocation list) and its name and permissions are
-  read from it (:func:`crdtsync.security.tls.verify_peer_certificate`).
+  the mesh CA as the only trust anchor). The acceptor's TLS certificate names nobody; once
+  the TLS handshake is done, the client's certificate is checked (present, dates, revocation
+  list) and its name and permissions are read from it, then the acceptor sends its own agent
+  certificate in one frame, which the client checks the same way and against the key TLS
+  proved (:mod:`crdtsync.security.tls`).
 * Mesh-secret credentials: the four-frame challenge-response of
   :mod:`crdtsync.security.handshake` runs first, on ``ws://``.
 
@@ -658,7 +660,12 @@ class WebsocketTransport:
         if creds.tls:
             ssl_object = ws.transport.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            return creds.verify_peer(der)
+            if not link.outbound:  # the client's agent certificate first, then we say who we are
+                identity = creds.verify_peer(der)
+                await ws.send(creds.identity_frame())
+                return identity
+            creds.verify_door(der)  # a mesh member's anonymous certificate, in its dates
+            return creds.verify_server(der, await ws.recv())
         hs = creds.handshake(client=link.outbound)
         if link.outbound:
             await ws.send(hs.start())

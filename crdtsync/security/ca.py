@@ -9,6 +9,7 @@
     issued.json        serial numbers issued per name         for revocation
     revoked.pem        the revocation list (an X.509 CRL)     give to every agent, re-copy on change
     agents/NAME.pem    NAME's certificate                      give to NAME
+    agents/NAME.door.pem  NAME's anonymous TLS server certificate  give to NAME
     agents/NAME.key    NAME's private key (0600)              give to NAME only
 
 An agent certificate is X.509 v3, Ed25519, issued directly by the CA (no intermediates):
@@ -16,6 +17,14 @@ the agent name is the subject CN and a URI SAN ``crdtsync://MESH/NAME``, and its
 are a non-critical private extension (:data:`PERMISSIONS_OID`) whose value is a DER UTF8String
 holding JSON ``{"mesh": ..., "read": [...], "write": [...]}``. Non-critical, so TLS libraries
 that do not know it still accept the certificate; crdtsync requires it.
+
+Why a second, anonymous certificate: in TLS the server sends its certificate to whoever
+connects, before the client proved anything. An agent therefore serves TLS with its *door
+certificate*: same key, issued by the same CA, but naming nobody (CN ``crdtsync agent``, no
+SAN, no permissions; and the CA's own name does not hold the mesh name either). A stranger
+learns only that this is some crdtsync agent. The agent sends its real certificate inside the
+connection once the client's certificate was verified; the client accepts it only with the
+very public key the TLS handshake proved (see :mod:`crdtsync.security.tls`).
 
 Revocation is an X.509 CRL signed by the CA, listing every serial ever issued to a revoked
 name (certificates and tokens alike; token ids are drawn from the same serial space).
@@ -49,6 +58,7 @@ __all__ = [
     "agent_paths",
     "agent_uri",
     "certificate_info",
+    "door_path",
     "init_mesh",
     "load_certificate",
     "load_revoked",
@@ -208,9 +218,10 @@ def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret
     (root / "agents").mkdir(exist_ok=True)
     os.chmod(root, 0o700)
     key = Ed25519PrivateKey.generate()
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, f"crdtsync mesh CA {mesh}"),
+    subject = x509.Name([  # no mesh name: door certificates show their issuer to anyone
+        x509.NameAttribute(NameOID.COMMON_NAME, "crdtsync mesh CA"),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "crdtsync"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, secrets.token_hex(8)),
     ])
     now = _utc_now()
     cert = (
@@ -325,12 +336,37 @@ class MeshCA:
             .sign(self.key, None)
         )
         self.record_serial(name, serial)
+        door = self._door_certificate(key.public_key(), now - _BACKDATE, now + dt.timedelta(days=days))
+        self.record_serial(name, door.serial_number)
         if write_files:
             cert_path, key_path = agent_paths(self.root, name)
             cert_path.parent.mkdir(exist_ok=True)
             save_private_key(key_path, key)
             cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            door_path(self.root, name).write_bytes(door.public_bytes(serialization.Encoding.PEM))
         return cert, key
+
+    def _door_certificate(self, public_key: Ed25519PublicKey, not_before: dt.datetime,
+                          not_after: dt.datetime) -> x509.Certificate:
+        """The anonymous TLS server certificate for ``public_key`` (see the module docstring)."""
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crdtsync agent")]))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+            .sign(self.key, None)
+        )
 
     def revoke(self, name: str) -> list[int]:
         """Put every serial issued to ``name`` on ``revoked.pem``; returns them.
@@ -358,6 +394,12 @@ class MeshCA:
         tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         os.replace(tmp, self.root / "revoked.pem")
         return sorted(serials)
+
+
+def door_path(keys_dir: str | os.PathLike[str], name: str) -> Path:
+    """Path of agent ``name``'s anonymous TLS server certificate in a keys dir."""
+    cert, _ = agent_paths(keys_dir, name)
+    return cert.with_name(cert.name[: -len(".pem")] + ".door.pem")
 
 
 def agent_paths(keys_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:

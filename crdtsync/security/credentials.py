@@ -27,15 +27,30 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CredentialsError, InsecureListen
 from ..names import validate_shard_name
 from .acl import PeerIdentity, Permissions
-from .ca import agent_paths, certificate_info, load_certificate, load_revoked, read_mesh_name
+from .ca import (
+    agent_paths,
+    certificate_info,
+    door_path,
+    load_certificate,
+    load_revoked,
+    read_mesh_name,
+)
 from .handshake import NonceCache, SecretHandshake
 from .identity import Identity
 from .records import KeyRing
-from .tls import client_context, server_context, verify_peer_certificate
+from .tls import (
+    IDENTITY_MAGIC,
+    client_context,
+    server_context,
+    verify_door_certificate,
+    verify_peer_certificate,
+    verify_server_identity,
+)
 
 __all__ = ["HINT", "Credentials", "Mode", "check_listen", "is_loopback_listen"]
 
@@ -67,6 +82,7 @@ class Credentials:
     mode: Mode
     ca_path: Path | None = None
     cert_path: Path | None = None
+    door_path: Path | None = None
     key_path: Path | None = None
     crl_path: Path | None = None
     secret: bytes | None = field(default=None, repr=False)
@@ -104,7 +120,8 @@ class Credentials:
             if (root / "mesh.secret").stat().st_mode & 0o077:
                 raise CredentialsError(f"{root}/mesh.secret is readable by others; chmod 600 it")
             return cls(name=name, mesh=mesh, mode="secret", secret=secret)
-        if not cert_path.exists() or not key_path.exists():
+        door = door_path(root, name)
+        if not cert_path.exists() or not key_path.exists() or not door.exists():
             raise CredentialsError(
                 f"no certificate for {name!r} in {root}/agents: run `crdtsync keys issue {name} --dir {root}`"
             )
@@ -114,7 +131,7 @@ class Credentials:
             raise CredentialsError(f"{cert_path} is for {info.name!r} in mesh {info.mesh!r}, not {name!r} in {mesh!r}")
         creds = cls(
             name=name, mesh=mesh, mode="tls", ca_path=root / "ca.pem", cert_path=cert_path,
-            key_path=key_path, crl_path=root / "revoked.pem", permissions=info.permissions,
+            door_path=door, key_path=key_path, crl_path=root / "revoked.pem", permissions=info.permissions,
             _ca_cert=ca_cert,
         )
         creds.server_context()  # fail now, not at the first connection, if the files do not fit
@@ -130,9 +147,9 @@ class Credentials:
         return self.mode == "tls"
 
     def server_context(self) -> ssl.SSLContext:
-        """TLS context to listen with (TLS mode only)."""
-        assert self.ca_path and self.cert_path and self.key_path, "not TLS credentials"
-        return server_context(self.ca_path, self.cert_path, self.key_path)
+        """TLS context to listen with (TLS mode only): presents the anonymous door certificate."""
+        assert self.ca_path and self.door_path and self.key_path, "not TLS credentials"
+        return server_context(self.ca_path, self.door_path, self.key_path)
 
     def client_context(self) -> ssl.SSLContext:
         """TLS context to dial with (TLS mode only)."""
@@ -160,6 +177,25 @@ class Credentials:
         """The identity in a TLS peer's certificate (see :func:`tls.verify_peer_certificate`)."""
         assert self._ca_cert is not None, "not TLS credentials"
         return verify_peer_certificate(der, self._ca_cert, self.mesh, revoked=self.revoked(), now=now)
+
+    def identity_frame(self) -> bytes:
+        """What an acceptor sends once the client's certificate passed: its agent certificate."""
+        assert self.cert_path is not None, "not TLS credentials"
+        return IDENTITY_MAGIC + load_certificate(self.cert_path).public_bytes(Encoding.DER)
+
+    def verify_server(self, door_der: bytes | None, frame: bytes | str,
+                      now: dt.datetime | None = None) -> PeerIdentity:
+        """The acceptor's identity: its TLS (door) certificate, then the agent certificate in
+        ``frame`` with the same key (see :mod:`crdtsync.security.tls`)."""
+        assert self._ca_cert is not None, "not TLS credentials"
+        revoked = self.revoked()
+        door = verify_door_certificate(door_der, self._ca_cert, revoked=revoked, now=now)
+        return verify_server_identity(frame, door, self._ca_cert, self.mesh, revoked=revoked, now=now)
+
+    def verify_door(self, door_der: bytes | None) -> None:
+        """Check the acceptor's TLS certificate before reading anything from it."""
+        assert self._ca_cert is not None, "not TLS credentials"
+        verify_door_certificate(door_der, self._ca_cert, revoked=self.revoked())
 
     def identity(self) -> Identity:
         """This agent's key pair (TLS mode), to sign the records it speaks for."""
