@@ -299,3 +299,16 @@ def test_signed_acks_and_announcements_need_the_named_agents_key(keys: Path) -> 
         creds.keyring().add_certificate(_der(bob_cert))
     assert err.value.code is CloseCode.CERT_REVOKED
     assert creds.identity().public_key is not None
+
+
+def test_credentials_verify_tokens_with_live_revocation(keys: Path) -> None:
+    cli("keys", "issue", "door", "--dir", str(keys))
+    creds = Credentials.from_dir(keys, "door")
+    token = cli("keys", "token", "svc", "--dir", str(keys), "--write", "tasks/*").strip()
+    ident = creds.verify_token(token)
+    assert ident.name == "svc" and ident.permissions.may_write("tasks/x")
+    cli("keys", "revoke", "svc", "--dir", str(keys))
+    with pytest.raises(CredentialsError, match="revoked"):
+        creds.verify_token(token)
+    with pytest.raises(CredentialsError):
+        Credentials.from_dir(keys, "door", mode="secret").verify_token(token)

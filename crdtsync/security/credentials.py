@@ -51,6 +51,7 @@ from .tls import (
     verify_peer_certificate,
     verify_server_identity,
 )
+from .tokens import verify_token
 
 __all__ = ["HINT", "Credentials", "Mode", "check_listen", "is_loopback_listen"]
 
@@ -196,6 +197,18 @@ class Credentials:
         """Check the acceptor's TLS certificate before reading anything from it."""
         assert self._ca_cert is not None, "not TLS credentials"
         verify_door_certificate(door_der, self._ca_cert, revoked=self.revoked())
+
+    def verify_token(self, token: str) -> PeerIdentity:
+        """The identity a bearer token grants (signature by this mesh's CA, mesh, dates,
+        revocation); for the HTTP, Yjs and MQTT doors. TLS-mode credentials only (they hold
+        ``ca.pem``).
+
+        Raises:
+            CredentialsError: the token is invalid; the message says why.
+        """
+        if self._ca_cert is None:
+            raise CredentialsError("verifying tokens needs the mesh CA certificate (TLS credentials)")
+        return verify_token(token, self._ca_cert, self.mesh, revoked=self.revoked())
 
     def identity(self) -> Identity:
         """This agent's key pair (TLS mode), to sign the records it speaks for."""
