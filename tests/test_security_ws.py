@@ -251,6 +251,19 @@ async def test_tls_client_without_certificate_is_refused(tls_agent: Agent, keys:
     assert tls_agent.counters["auth_failed.unauthenticated"] == 1
 
 
+async def test_hello_names_only_shards_the_peer_may_read(tls_agent: Agent, keys: Path) -> None:
+    assert tls_agent.address is not None
+    await tls_agent.shard("tasks/a")
+    cli("keys", "issue", "reader", "--dir", str(keys), "--read", "tasks/*")
+    async with connect(tls_agent.address, ssl=_tls_client(keys, "reader"), proxy=None) as ws:
+        ident = await ws.recv()
+        assert isinstance(ident, bytes) and ident.startswith(b"CSI1")  # the agent's certificate
+        hello = wire.decode(await ws.recv())  # type: ignore[arg-type]
+    assert isinstance(hello, Hello) and hello.name == "alpha"
+    assert hello.shards == ("tasks/a",)  # not secrets/plan
+    assert set(tls_agent.shard_names()) == {"tasks/a", SHARD}
+
+
 async def test_tls_stranger_learns_no_name_from_the_server_certificate(tls_agent: Agent, keys: Path) -> None:
     assert tls_agent.address is not None
     async with connect(tls_agent.address, ssl=_tls_client(keys, None), proxy=None) as ws:

@@ -42,7 +42,8 @@ A failed authentication closes the connection with its specific close code
 "authentication failed", logs one warning line and bumps :attr:`WebsocketTransport.counters`.
 The authenticated :class:`~crdtsync.security.acl.PeerIdentity` is kept on the connection (see
 :meth:`WebsocketTransport.connections`); the peer's Hello must carry the same name, else the
-connection is closed with ``IDENTITY_MISMATCH`` before the core sees the Hello.
+connection is closed with ``IDENTITY_MISMATCH`` before the core sees the Hello. Our own Hello
+to an authenticated peer names only the shards its permissions let it read.
 
 Errors
 ------
@@ -105,7 +106,7 @@ from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
-from crdtsync.security.acl import PeerIdentity, Permissions
+from crdtsync.security.acl import Guard, PeerIdentity, Permissions
 
 if TYPE_CHECKING:
     from crdtsync.security.credentials import Credentials
@@ -125,6 +126,8 @@ DEFAULT_HIGH_WATER = 1 << 20
 #: Bytes queued for one peer above which it is disconnected (``FLOODING``): it makes us send
 #: more than it reads, and only a bound keeps our memory bounded.
 DEFAULT_MAX_SEND_BUFFER = 64 << 20
+#: Permission filter of what this driver itself sends (the Hello); pure and stateless.
+_GUARD = Guard()
 #: Websocket close reasons are limited to 123 bytes of UTF-8.
 _MAX_CLOSE_REASON = 123
 #: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
@@ -580,7 +583,11 @@ class WebsocketTransport:
             self._connection_closed(link)
             link.finished.set()
             return
-        hello = wire.encode(self.core.hello())
+        hello_msg: Message | None = self.core.hello()
+        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
+            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
+        assert isinstance(hello_msg, Hello)
+        hello = wire.encode(hello_msg)
         link.queue.appendleft(hello)  # always the first frame
         link.queued_bytes += len(hello)
         link.wake.set()
