@@ -334,6 +334,17 @@ async def test_tls_hello_under_another_name_is_refused(tls_agent: Agent, keys: P
     assert code == CloseCode.IDENTITY_MISMATCH
 
 
+async def test_a_revoked_agent_is_refused_by_the_mesh_and_knows_it(tls_agent: Agent, keys: Path, tmp_path: Path) -> None:
+    assert tls_agent.address is not None
+    creds = Credentials.from_dir(keys, "beta")  # loaded before the revocation
+    cli("keys", "revoke", "beta", "--dir", str(keys))
+    async with Agent("beta", tmp_path / "beta", peers=[tls_agent.address], gossip=CFG, credentials=creds) as beta:
+        await _until(lambda: beta.counters.get("auth_refused", 0) >= 1)
+        assert SHARD not in beta.shard_names()
+        assert all(p.state != "connected" for p in beta.peers)
+    assert tls_agent.counters["auth_failed.cert_revoked"] >= 1
+
+
 # -- secure by default -------------------------------------------------------------------------
 
 

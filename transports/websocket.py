@@ -269,7 +269,8 @@ class WebsocketTransport:
             self._client_ssl = credentials.client_context()
             if listen is not None:
                 self._server_ssl = credentials.server_context()
-        #: Security events: ``auth_ok``, ``auth_failed`` and ``auth_failed.<code name>``.
+        #: Security events: ``auth_ok``, ``auth_failed`` and ``auth_failed.<code name>`` (we
+        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code).
         self.counters: dict[str, int] = {}
         self._listen = listen
         self._host: str | None = None
@@ -637,6 +638,13 @@ class WebsocketTransport:
             assert isinstance(exc, ProtocolError)
             code, reason = exc.code, str(exc)
         elif isinstance(exchange.exception(), ConnectionClosed):
+            closed = exchange.exception()
+            assert isinstance(closed, ConnectionClosed)
+            rcvd = closed.rcvd.code if closed.rcvd is not None else None
+            if rcvd is not None and 4012 <= rcvd <= 4017:  # the peer refused *us*: not its fault
+                self.counters["auth_refused"] = self.counters.get("auth_refused", 0) + 1
+                logger.warning("%s: %s refused our authentication (%d)", self.core.name, link.label(), rcvd)
+                return False
             reason = "closed during authentication"
         elif exchange.exception() is not None:
             logger.error("%s: authentication of %s failed", self.core.name, link.label(), exc_info=exchange.exception())
