@@ -214,9 +214,9 @@ def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret
     root = Path(keys_dir)
     if (root / "ca.key").exists() or (root / "ca.pem").exists():
         raise CredentialsError(f"{root} already holds a mesh CA; use another --dir")
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.exists():
+        root.mkdir(parents=True, mode=0o700)  # only chmod what we create, never e.g. "."
     (root / "agents").mkdir(exist_ok=True)
-    os.chmod(root, 0o700)
     key = Ed25519PrivateKey.generate()
     subject = x509.Name([  # no mesh name: door certificates show their issuer to anyone
         x509.NameAttribute(NameOID.COMMON_NAME, "crdtsync mesh CA"),
