@@ -115,6 +115,10 @@ def _tls_client(keys: Path, name: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def beta_ring_name(keys: Path, der: bytes) -> str:
+    return Credentials.from_dir(keys, "beta").keyring().add_certificate(der).name
+
+
 # -- mesh-secret mode ------------------------------------------------------------------------
 
 
@@ -239,6 +243,8 @@ async def test_two_agents_replicate_over_wss(tls_agent: Agent, keys: Path, tmp_p
         await _until(lambda: shard.snapshot().get("k") == "tls")
         ident = beta._transport.connections()["alpha"].identity  # type: ignore[attr-defined,union-attr]
         assert ident is not None and ident.name == "alpha" and ident.method == "tls"
+        assert ident.certificate is not None  # the lead's KeyRing can take it from here
+        assert beta_ring_name(keys, ident.certificate) == "alpha"
     assert tls_agent.counters["auth_ok"] >= 1
 
 

@@ -194,11 +194,13 @@ class Permissions:
 @dataclass(frozen=True, slots=True)
 class PeerIdentity:
     """An authenticated peer: its agent name (from its certificate or the handshake), its
-    permissions, and how it was authenticated (``"tls"``, ``"secret"`` or ``"token"``)."""
+    permissions, how it was authenticated (``"tls"``, ``"secret"`` or ``"token"``) and, with
+    TLS, its agent certificate (DER), e.g. for a :class:`~crdtsync.security.records.KeyRing`."""
 
     name: str
     permissions: Permissions = field(default_factory=Permissions.full)
     method: str = "tls"
+    certificate: bytes | None = field(default=None, repr=False)
 
 
 class Decision(enum.Enum):

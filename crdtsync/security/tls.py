@@ -123,7 +123,7 @@ def verify_peer_certificate(
         )
     if info.serial in revoked:
         raise ProtocolError(f"certificate of {info.name!r} was revoked", CloseCode.CERT_REVOKED)
-    return PeerIdentity(info.name, info.permissions, method="tls")
+    return PeerIdentity(info.name, info.permissions, method="tls", certificate=der)
 
 
 def _check_dates_and_revocation(cert: x509.Certificate, what: str, revoked: Collection[int],
