@@ -20,17 +20,29 @@ from .transport import Transport, default_factory, set_default_factory
 
 if TYPE_CHECKING:
     from .gossip import GossipCore
+    from .security.credentials import Credentials
 
 __all__ = ["install_defaults", "websocket_transport"]
 
 
 def websocket_transport(
-    core: GossipCore, *, listen: str | None, max_frame: int, on_activity: Callable[[], None]
+    core: GossipCore,
+    *,
+    listen: str | None,
+    max_frame: int,
+    on_activity: Callable[[], None],
+    credentials: Credentials | None = None,
 ) -> Transport:
     """The default :class:`~crdtsync.transport.TransportFactory`: real websockets."""
     from .transports.websocket import WebsocketTransport
 
-    return WebsocketTransport(core, listen=listen, max_frame=max_frame, on_activity=on_activity)
+    return WebsocketTransport(
+        core,
+        listen=listen,
+        max_frame=max_frame,
+        on_activity=on_activity,
+        credentials=credentials,
+    )
 
 
 def install_defaults() -> None:

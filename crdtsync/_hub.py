@@ -61,8 +61,14 @@ class LocalHub:
         listen: str | None,
         max_frame: int,
         on_activity: Callable[[], None],
+        credentials: object = None,
     ) -> HubTransport:
-        """The :class:`~crdtsync.transport.TransportFactory`: ``Agent(transport=hub.transport)``."""
+        """The :class:`~crdtsync.transport.TransportFactory`: ``Agent(transport=hub.transport)``.
+
+        The hub is one process: there is nothing to authenticate, so credentials are refused
+        rather than silently ignored."""
+        if credentials is not None:
+            raise UsageError("a LocalHub carries no credentials (it is one process)")
         return HubTransport(self, core, listen=listen, max_frame=max_frame, on_activity=on_activity)
 
     def cut(self, a: str, b: str) -> None:

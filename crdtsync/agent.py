@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import updates
 from ._activity import Activity
@@ -34,6 +34,9 @@ from .shard import Shard
 from .store import ShardStats, Store
 from .transport import Transport, TransportFactory, default_factory
 from .yjs.replay import replay_trusted
+
+if TYPE_CHECKING:
+    from .security.credentials import Credentials
 
 __all__ = ["Agent", "Transport", "TransportFactory", "default_data_dir"]
 
@@ -72,6 +75,12 @@ class Agent:
             default): every agent replicates every shard it learns of.
         transport: builds the driver that carries gossip (a
             :class:`~crdtsync.transport.TransportFactory`); None: the default, websockets.
+        credentials: authenticate every peer connection with these
+            (:meth:`Credentials.from_dir <crdtsync.security.credentials.Credentials.from_dir>`):
+            mutual TLS on ``wss://`` or the mesh-secret handshake. The mesh name comes from
+            them unless ``mesh`` is given (it must then match).
+        insecure: allow listening beyond loopback without credentials. Without it, such a
+            ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
     """
 
     def __init__(
@@ -89,8 +98,20 @@ class Agent:
         max_map_size: int = 1 << 40,
         replication_factor: int | None = None,
         transport: TransportFactory | None = None,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
     ) -> None:
         self.name = validate_shard_name(name)
+        from .security.credentials import check_listen
+
+        check_listen(listen, credentials, insecure)  # before anything is bound
+        if credentials is not None:
+            if credentials.name != self.name:
+                raise UsageError(f"credentials are for {credentials.name!r}, not {self.name!r}")
+            if mesh not in ("default", credentials.mesh):
+                raise UsageError(f"mesh {mesh!r} but the credentials are for mesh {credentials.mesh!r}")
+            mesh = credentials.mesh
+        self._credentials = credentials
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
         self._durability_interval = durability_interval
         self._map_size = map_size
@@ -172,11 +193,15 @@ class Agent:
             address=self._listen,
             seeds=self._seeds,
         )
+        # Credentials go only to a factory that is given some: one that cannot authenticate
+        # (a test double, a one-process hub) then fails loudly instead of ignoring them.
+        extra: dict[str, Any] = {} if self._credentials is None else {"credentials": self._credentials}
         self._transport = factory(
             self._core,
             listen=self._listen,
             max_frame=self._gossip_config.max_frame,
             on_activity=self._activity.set,
+            **extra,
         )
         self._activity.bind(self._transport.kick)
         await self._transport.start()
@@ -199,6 +224,12 @@ class Agent:
             self._require_store()
             raise UsageError("agent not started")  # pragma: no cover (_require_store raised)
         return self._reader
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
+        ``auth_failed.<close code>``); empty without gossip."""
+        return dict(getattr(self._transport, "counters", {}))
 
     @property
     def peers(self) -> tuple[PeerStatus, ...]:

@@ -9,11 +9,14 @@ can handle::
     │   ├── InvalidShardName        (also a ValueError)
     │   ├── UnsupportedValue        (also a TypeError): a value crdtsync cannot store exactly
     │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
-    │   └── ClosedError             the agent or shard was closed
+    │   ├── ClosedError             the agent or shard was closed
+    │   ├── InsecureListen          listening beyond loopback without credentials
+    │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
     ├── StoreError                  the LMDB store failed
     │   ├── DataDirLocked           another process has the data directory open
     │   ├── StoreFull               the map could not grow any further
     │   └── CorruptEntry            a stored entry fails its checksum
+    │   └── WrongKey                at-rest data does not open with this key (security.atrest)
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
@@ -34,6 +37,8 @@ __all__ = [
     "UnsupportedValue",
     "IntOutOfRange",
     "ClosedError",
+    "InsecureListen",
+    "CredentialsError",
     "StoreError",
     "DataDirLocked",
     "StoreFull",
@@ -68,6 +73,14 @@ class IntOutOfRange(UnsupportedValue, ValueError):
 
 class ClosedError(UsageError):
     """The agent, shard or store was already closed by its owner."""
+
+
+class InsecureListen(UsageError):
+    """Listening on a non-loopback address without credentials (and without ``insecure=True``)."""
+
+
+class CredentialsError(UsageError):
+    """Keys, certificates, secrets or tokens are missing, unreadable, or do not verify."""
 
 
 class StoreError(CrdtSyncError):
@@ -110,6 +123,12 @@ class CloseCode(enum.IntEnum):
     FLOODING = 4009  # peer exceeded its message rate
     DUPLICATE_NAME = 4010  # an agent with this name is already connected
     INTERNAL_ERROR = 4011  # this agent failed while handling the frame
+    UNAUTHENTICATED = 4012  # the peer did not prove it is a member of the mesh
+    FORBIDDEN = 4013  # the authenticated peer sent something its permissions do not allow
+    REPLAYED = 4014  # a handshake message seen before (a replayed transcript)
+    CERT_EXPIRED = 4015  # the peer's certificate is not valid now (expired or not yet valid)
+    CERT_REVOKED = 4016  # the peer's certificate is on the mesh's revocation list
+    IDENTITY_MISMATCH = 4017  # the Hello names another agent than the one authenticated
 
 
 class ProtocolError(CrdtSyncError):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from .security.credentials import Credentials
     from .gossip import GossipCore
 
 __all__ = ["Transport", "TransportFactory", "default_factory", "set_default_factory"]
@@ -46,6 +47,7 @@ class TransportFactory(Protocol):
         listen: str | None,
         max_frame: int,
         on_activity: Callable[[], None],
+        credentials: Credentials | None = None,
     ) -> Transport: ...
 
 

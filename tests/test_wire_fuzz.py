@@ -19,6 +19,11 @@ Frames that decode to a message carrying a valid, non-empty update are not sent:
 legitimate write from a peer (there is no authentication), not a fault. Nor are frames that
 would make the target dial anything but 127.0.0.1.
 
+The same runs against an *authenticated* target (mesh-secret credentials): each fuzz client
+first passes the challenge-response of :mod:`crdtsync.security.handshake` under the name its
+Hello will carry (members can send garbage too), and some connections instead send mutated
+handshake frames, which must get ``UNAUTHENTICATED`` (or ``REPLAYED``) and nothing else.
+
 Default: about 6000 frames; ``CRDTSYNC_SOAK=1``: 60000. Counts are printed.
 """
 
@@ -112,10 +117,37 @@ def hello(name: str, *, version: int = PROTOCOL_VERSION, mesh: str = MESH) -> by
     return wire.encode(Hello(version, mesh, name, None, (), 0))
 
 
-async def harvest(address: str) -> list[bytes]:
+async def authenticate(ws: Any, secret: bytes | None, name: str) -> None:
+    """Pass the mesh-secret handshake as ``name`` (nothing without a secret)."""
+    if secret is None:
+        return
+    from crdtsync.security.handshake import SecretHandshake
+
+    hs = SecretHandshake(secret, MESH, name, client=True)
+    await ws.send(hs.start())
+    while hs.peer is None:
+        reply = hs.receive(await ws.recv())
+        if reply is not None:
+            await ws.send(reply)
+
+
+def auth_name(first: bytes | str) -> str:
+    """The name a fuzz client authenticates as: its Hello's, so that only the fuzz is judged."""
+    if isinstance(first, bytes):
+        try:
+            msg = wire.decode(first, max_size=MAX_FRAME)
+        except ProtocolError:
+            return "fuzz"
+        if isinstance(msg, Hello):
+            return msg.name
+    return "fuzz"
+
+
+async def harvest(address: str, secret: bytes | None = None) -> list[bytes]:
     """Frames the target itself sends a peer: its Hello, PeerList, Summary, Digests, Diffs."""
     frames: list[bytes] = []
     async with connect(address, proxy=None, compression=None, max_size=None) as ws:
+        await authenticate(ws, secret, "aaa-harvest")
         frames.append(await ws.recv())  # type: ignore[arg-type]
         await ws.send(hello("aaa-harvest"))  # smaller name: we start the round
         await ws.send(wire.encode(Summary(bytes(16), 1)))
@@ -270,11 +302,15 @@ def expected(frame: bytes | str, first: bool) -> set[int] | None:
     return None
 
 
-async def session(address: str, frames: list[bytes | str]) -> int | None:
-    """Connect, read the target's Hello, send ``frames`` and the sentinel; the close code."""
+async def session(address: str, frames: list[bytes | str], secret: bytes | None = None,
+                  *, raw: bool = False) -> int | None:
+    """Connect, (authenticate,) read the target's Hello, send ``frames`` and the sentinel; the
+    close code. ``raw``: send the frames at once, without authenticating or waiting for a Hello."""
     async with connect(address, proxy=None, compression=None, max_size=None, open_timeout=10) as ws:
-        await ws.recv()
         try:
+            if not raw:
+                await authenticate(ws, secret, auth_name(frames[0]))
+                await ws.recv()
             for f in frames:
                 await ws.send(f)
             await ws.send(SENTINEL)
@@ -325,18 +361,39 @@ async def until(cond: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+def auth_case(rng: random.Random) -> list[bytes | str]:
+    """Frames that try to pass (or break) the mesh-secret handshake without the secret."""
+    from crdtsync.security.handshake import MAGIC, SecretHandshake
+
+    m1 = SecretHandshake(b"x" * 32, MESH, "fuzz", client=True).start()
+    forged_proof = MAGIC + b"\x03" + rng.randbytes(32) + b"\x04fuzz"
+    frame = rng.choice([m1, forged_proof, hello("fuzz"), rng.randbytes(rng.randrange(0, 80))])
+    return [mutate(rng, frame) if rng.random() < 0.7 else frame]
+
+
 @pytest.mark.timeout(0 if SOAK else 300)
-async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_path: Path, caplog: Any) -> None:
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "authenticated"])
+async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_path: Path, caplog: Any, auth: bool) -> None:
     caplog.set_level(logging.WARNING)
     seed = int(os.environ.get("CRDTSYNC_FUZZ_SEED", "20240604"))
     rng = random.Random(seed)
-    async with Agent("target", data_dir=tmp_path / "target", listen="ws://127.0.0.1:0", gossip=CFG, seed=1) as target:
+    creds: dict[str, Any] = {}
+    secret: bytes | None = None
+    if auth:
+        from crdtsync.security.ca import init_mesh
+        from crdtsync.security.credentials import Credentials
+
+        init_mesh(tmp_path / "keys", MESH)
+        creds = {n: Credentials.from_dir(tmp_path / "keys", n, mode="secret") for n in ("target", "good")}
+        secret = creds["target"].secret
+    async with Agent("target", data_dir=tmp_path / "target", listen="ws://127.0.0.1:0", gossip=CFG, seed=1,
+                     credentials=creds.get("target")) as target:
         assert target.address is not None
         board = await target.shard("board")
         board.update({"ints": [0, -1, 2**62, -(2**63), 2**63 - 1], "text": "héllo 😀", "nested": {"a": {"b": [1.5, None, b"\x00\xff"]}}})
         await board.flush()
         async with Agent("good", data_dir=tmp_path / "good", listen="ws://127.0.0.1:0", peers=[target.address],
-                         gossip=CFG, seed=2) as good:
+                         gossip=CFG, seed=2, credentials=creds.get("good")) as good:
             live = await good.shard("live")
             good_board = await good.shard("board")
             await until(lambda: good_board.digest() == board.digest(), 10, "board on the good peer")
@@ -353,7 +410,7 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
                     await asyncio.sleep(0.01)
 
             writer = asyncio.create_task(keep_writing())
-            corpus = built_frames() + await harvest(target.address)
+            corpus = built_frames() + await harvest(target.address, secret)
             stats: Counter[str] = Counter()
             codes: Counter[int] = Counter()
             failures: list[str] = []
@@ -362,6 +419,17 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
             try:
                 while stats["frames"] < FRAMES and time.monotonic() - t0 < BUDGET:
                     n += 1
+                    if auth and rng.random() < 0.1:
+                        try:
+                            code = await session(target.address, auth_case(rng), raw=True)
+                        except (OSError, InvalidHandshake, TimeoutError) as exc:
+                            failures.append(f"auth fuzz: could not connect: {exc!r}")
+                            break
+                        stats["auth fuzz"] += 1
+                        codes[code or 0] += 1
+                        if code not in (CloseCode.UNAUTHENTICATED, CloseCode.REPLAYED):
+                            failures.append(f"auth fuzz: closed with {code}, expected 4012/4014")
+                        continue
                     what, frames, handshake = make_case(rng, corpus, n)
                     last = frames[-1]
                     if isinstance(last, bytes) and len(last) <= MAX_FRAME:
@@ -376,7 +444,7 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
                                 continue
                     want = expected(last, handshake)
                     try:
-                        code = await session(target.address, frames)
+                        code = await session(target.address, frames, secret)
                     except (OSError, InvalidHandshake, TimeoutError) as exc:
                         failures.append(f"{what}: could not connect: {exc!r}")
                         break
@@ -408,7 +476,10 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
             extra = [s for s in target.shard_names() if s not in ("board", "live")]
             for name in extra:  # a noop update for a new name creates an empty shard, nothing more
                 assert (await target.shard(name)).snapshot() == {}, name
-            assert await session(target.address, [hello("late")]) == CloseCode.MALFORMED_FRAME
+            assert await session(target.address, [hello("late")], secret) == CloseCode.MALFORMED_FRAME
+            if auth:  # every refused handshake was counted; members got in
+                assert target.counters.get("auth_failed", 0) == stats["auth fuzz"] > 0
+                assert target.counters["auth_ok"] >= stats["connections"]
             # (checked here; closing is covered by the test below)
             crashes = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
             assert not crashes, [r.getMessage() for r in crashes[:5]]

@@ -22,6 +22,29 @@ driver then closes the old one with ``DUPLICATE_NAME`` and does not report it lo
 refused with ``DUPLICATE_NAME`` (two simultaneous dials: both sides keep the connection the
 smaller name dialled). Either way it is logged at INFO level, not as a protocol error.
 
+Authentication
+--------------
+With ``credentials`` (:class:`~crdtsync.security.credentials.Credentials`) every connection
+proves who is at the other end *before* either side sends its Hello, so an unauthenticated
+client learns nothing (no mesh name, agent name, address or shard name):
+
+* TLS credentials: the transport listens and dials ``wss://`` with mutual TLS (TLS 1.3,
+  the mesh CA as the only trust anchor). The acceptor's TLS certificate names nobody; once
+  the TLS handshake is done, the client's certificate is checked (present, dates, revocation
+  list) and its name and permissions are read from it, then the acceptor sends its own agent
+  certificate in one frame, which the client checks the same way and against the key TLS
+  proved (:mod:`crdtsync.security.tls`).
+* Mesh-secret credentials: the four-frame challenge-response of
+  :mod:`crdtsync.security.handshake` runs first, on ``ws://``.
+
+A failed authentication closes the connection with its specific close code
+(``UNAUTHENTICATED``, ``REPLAYED``, ``CERT_EXPIRED``, ``CERT_REVOKED``) and the generic reason
+"authentication failed", logs one warning line and bumps :attr:`WebsocketTransport.counters`.
+The authenticated :class:`~crdtsync.security.acl.PeerIdentity` is kept on the connection (see
+:meth:`WebsocketTransport.connections`); the peer's Hello must carry the same name, else the
+connection is closed with ``IDENTITY_MISMATCH`` before the core sees the Hello. Our own Hello
+to an authenticated peer names only the shards its permissions let it read.
+
 Errors
 ------
 Every frame from a peer is validated (:func:`crdtsync.wire.decode`, then the core). A frame that
@@ -65,12 +88,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
@@ -82,6 +106,10 @@ from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
+from crdtsync.security.acl import Guard, PeerIdentity, Permissions
+
+if TYPE_CHECKING:
+    from crdtsync.security.credentials import Credentials
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -98,6 +126,8 @@ DEFAULT_HIGH_WATER = 1 << 20
 #: Bytes queued for one peer above which it is disconnected (``FLOODING``): it makes us send
 #: more than it reads, and only a bound keeps our memory bounded.
 DEFAULT_MAX_SEND_BUFFER = 64 << 20
+#: Permission filter of what this driver itself sends (the Hello); pure and stateless.
+_GUARD = Guard()
 #: Websocket close reasons are limited to 123 bytes of UTF-8.
 _MAX_CLOSE_REASON = 123
 #: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
@@ -118,6 +148,8 @@ class ConnectionInfo:
         queued_bytes: frames waiting to be written to it (our queue and the socket buffer).
         paused: whether the core was told to pause pushes to it (back-pressure).
         latency: round-trip time of the last websocket ping, seconds (0 before the first).
+        identity: the peer as authenticated by its certificate or the mesh-secret handshake
+            (name and permissions), None without credentials.
     """
 
     peer: str
@@ -128,6 +160,7 @@ class ConnectionInfo:
     queued_bytes: int
     paused: bool
     latency: float
+    identity: PeerIdentity | None = None
 
 
 class _CloseRequest(NamedTuple):
@@ -155,6 +188,7 @@ class _Link:
     paused: bool = False
     closing: bool = False  # a close was requested: nothing more is queued or handled
     watchdog: asyncio.TimerHandle | None = None
+    identity: PeerIdentity | None = None  # set once authenticated (with credentials only)
 
     def label(self) -> str:
         if self.peer is not None:
@@ -184,7 +218,8 @@ class WebsocketTransport:
             port may be 0), its address is set to the URL actually listened on, so that
             peers learn a dialable address from its Hello.
         listen: ``ws://host:port`` to accept connections on (port 0 picks a free port; use
-            an IP address then, not a name that resolves to several), or None to only dial.
+            an IP address then, not a name that resolves to several), or None to only dial;
+            ``wss://host:port`` with TLS credentials.
         max_frame: largest frame accepted from a peer or sent to one, in bytes; None means
             ``core.config.max_frame`` (16 MiB by default).
         clock: the monotonic clock whose readings are passed to the core as ``now``.
@@ -202,6 +237,9 @@ class WebsocketTransport:
         compression: websockets ``compression`` ("deflate" or None). Off by default: Yjs
             updates are compact binary already, deflate costs CPU and zlib state per
             connection, and frame limits would apply to inflated sizes.
+        credentials: authenticate every connection with these (see "Authentication" in the
+            module docstring); None: no authentication (loopback or ``insecure`` only; the
+            agent enforces that policy).
     """
 
     def __init__(
@@ -220,13 +258,25 @@ class WebsocketTransport:
         max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
         max_queue: int = 4,
         compression: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.core = core
+        self._credentials = credentials
+        tls = credentials is not None and credentials.tls
+        self._server_ssl: ssl.SSLContext | None = None
+        self._client_ssl: ssl.SSLContext | None = None
+        if credentials is not None and credentials.tls:
+            self._client_ssl = credentials.client_context()
+            if listen is not None:
+                self._server_ssl = credentials.server_context()
+        #: Security events: ``auth_ok``, ``auth_failed`` and ``auth_failed.<code name>`` (we
+        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code).
+        self.counters: dict[str, int] = {}
         self._listen = listen
         self._host: str | None = None
         self._port = 0
         if listen is not None:
-            self._host, self._port = _parse_listen(listen)
+            self._host, self._port = _parse_listen(listen, tls=tls)
         self._max_frame = core.config.max_frame if max_frame is None else max_frame
         if self._max_frame < 1 or high_water < 1 or max_send_buffer < max(high_water, self._max_frame):
             raise UsageError("need max_frame >= 1, high_water >= 1 and max_send_buffer >= both")
@@ -256,6 +306,7 @@ class WebsocketTransport:
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
+        self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -282,10 +333,12 @@ class WebsocketTransport:
                 close_timeout=self._close_timeout,
                 max_size=2 * self._max_frame,
                 max_queue=self._max_queue,
+                ssl=self._server_ssl,
             )
             port = self._server.sockets[0].getsockname()[1]
             host = f"[{self._host}]" if ":" in self._host else self._host
-            self._address = f"ws://{host}:{port}"
+            scheme = "wss" if self._server_ssl is not None else "ws"
+            self._address = f"{scheme}://{host}:{port}"
             core_address = self.core.address
             if core_address is None or core_address == self._listen:
                 # The core advertises this in its Hello; with port 0 it was not known before.
@@ -328,6 +381,7 @@ class WebsocketTransport:
             await self._closed.wait()
             return
         self._closing = True
+        self._stopping.set()
         try:
             if self._server is not None:
                 self._server.close(close_connections=False)  # stop accepting; handlers finish below
@@ -374,6 +428,7 @@ class WebsocketTransport:
                 queued_bytes=self._buffered(link),
                 paused=link.paused,
                 latency=link.ws.latency,
+                identity=link.identity,
             )
         return out
 
@@ -485,6 +540,8 @@ class WebsocketTransport:
     async def _dial(self, address: str) -> None:
         """Open a connection to ``address`` (from core.dials()) and run it."""
         try:
+            if (self._client_ssl is not None) != address.startswith("wss://"):
+                raise UsageError("TLS credentials dial wss:// only, others ws:// only")
             ws = await connect(
                 address,
                 compression=self._compression,
@@ -495,6 +552,7 @@ class WebsocketTransport:
                 close_timeout=self._close_timeout,
                 max_size=2 * self._max_frame,
                 max_queue=self._max_queue,
+                ssl=self._client_ssl,
             )
         except asyncio.CancelledError:
             raise
@@ -519,7 +577,18 @@ class WebsocketTransport:
     async def _run_link(self, link: _Link) -> None:
         """Run one connection until it is closed, then report it to the core."""
         self._links.add(link)
-        hello = wire.encode(self.core.hello())
+        if self._credentials is not None and not await self._authenticate(link):
+            self._links.discard(link)
+            if link.watchdog is not None:
+                link.watchdog.cancel()
+            self._connection_closed(link)
+            link.finished.set()
+            return
+        hello_msg: Message | None = self.core.hello()
+        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
+            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
+        assert isinstance(hello_msg, Hello)
+        hello = wire.encode(hello_msg)
         link.queue.appendleft(hello)  # always the first frame
         link.queued_bytes += len(hello)
         link.wake.set()
@@ -540,6 +609,86 @@ class WebsocketTransport:
                 await asyncio.gather(writer, return_exceptions=True)
             finally:
                 link.finished.set()
+
+    async def _authenticate(self, link: _Link) -> bool:
+        """Prove ourselves and authenticate the peer before any Hello; False if refused.
+
+        On refusal the connection is closed with the specific code and a generic reason,
+        logged once and counted. Nothing was queued for it yet, so nothing else is sent. A
+        peer that stays silent is cut after ``open_timeout``, or at once when the transport
+        closes (a silent stranger must not delay the agent's shutdown).
+        """
+        ws = link.ws
+        exchange = asyncio.create_task(self._auth_exchange(link), name=f"crdtsync-auth-{link.label()}")
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({exchange, stopping}, timeout=self._open_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not exchange.done():
+                exchange.cancel()
+            await asyncio.gather(exchange, stopping, return_exceptions=True)
+        code, reason = CloseCode.UNAUTHENTICATED, ""
+        if self._closing:
+            code, reason = CloseCode.GOING_AWAY, "agent stopping"
+        elif exchange.cancelled():
+            reason = "no authentication in time"
+        elif isinstance(exchange.exception(), ProtocolError):
+            exc = exchange.exception()
+            assert isinstance(exc, ProtocolError)
+            code, reason = exc.code, str(exc)
+        elif isinstance(exchange.exception(), ConnectionClosed):
+            closed = exchange.exception()
+            assert isinstance(closed, ConnectionClosed)
+            rcvd = closed.rcvd.code if closed.rcvd is not None else None
+            if rcvd is not None and 4012 <= rcvd <= 4017:  # the peer refused *us*: not its fault
+                self.counters["auth_refused"] = self.counters.get("auth_refused", 0) + 1
+                logger.warning("%s: %s refused our authentication (%d)", self.core.name, link.label(), rcvd)
+                return False
+            reason = "closed during authentication"
+        elif exchange.exception() is not None:
+            logger.error("%s: authentication of %s failed", self.core.name, link.label(), exc_info=exchange.exception())
+            code, reason = CloseCode.INTERNAL_ERROR, "internal error"
+        else:
+            link.identity = exchange.result()
+            self.counters["auth_ok"] = self.counters.get("auth_ok", 0) + 1
+            return True
+        if code != CloseCode.GOING_AWAY:
+            self.counters["auth_failed"] = self.counters.get("auth_failed", 0) + 1
+            key = f"auth_failed.{code.name.lower()}"
+            self.counters[key] = self.counters.get(key, 0) + 1
+            logger.warning(
+                "%s: %s connection %s not authenticated: %s (%d): %s", self.core.name,
+                "outbound" if link.outbound else "inbound", link.label(), code.name, code, reason,
+            )
+        try:
+            await ws.close(code, "authentication failed" if code != CloseCode.GOING_AWAY else reason)
+        except Exception:  # the socket may be gone already
+            logger.debug("closing an unauthenticated connection failed", exc_info=True)
+        return False
+
+    async def _auth_exchange(self, link: _Link) -> PeerIdentity:
+        """The authentication itself (see :meth:`_authenticate`); raises ProtocolError."""
+        creds = self._credentials
+        assert creds is not None
+        ws = link.ws
+        if creds.tls:
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if not link.outbound:  # the client's agent certificate first, then we say who we are
+                identity = creds.verify_peer(der)
+                await ws.send(creds.identity_frame())
+                return identity
+            creds.verify_door(der)  # a mesh member's anonymous certificate, in its dates
+            return creds.verify_server(der, await ws.recv())
+        hs = creds.handshake(client=link.outbound)
+        if link.outbound:
+            await ws.send(hs.start())
+        while hs.peer is None:
+            reply = hs.receive(await ws.recv())
+            if reply is not None:
+                await ws.send(reply)
+        return PeerIdentity(hs.peer, Permissions.full(), method="secret")
 
     def _connection_closed(self, link: _Link) -> None:
         """Tell the core: connection_lost for an accepted link, dial_failed for a failed dial."""
@@ -630,6 +779,10 @@ class WebsocketTransport:
 
     def _accept(self, link: _Link, msg: Message, now: float) -> None:
         """Hand the first frame to core.connection_made, which settles duplicate connections."""
+        if link.identity is not None and isinstance(msg, Hello) and msg.name != link.identity.name:
+            raise ProtocolError(
+                f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}", CloseCode.IDENTITY_MISMATCH
+            )
         try:
             peer = self.core.connection_made(msg, now, outbound=link.outbound)
         except ProtocolError as exc:
@@ -702,12 +855,14 @@ class WebsocketTransport:
                 await asyncio.sleep(0)
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
+def _parse_listen(listen: str, *, tls: bool = False) -> tuple[str, int]:
     parts = urlsplit(listen)
     try:
         port = parts.port
     except ValueError as exc:
         raise UsageError(f"invalid listen URL {listen!r}: {exc}") from None
-    if parts.scheme != "ws" or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise UsageError(f"listen must look like ws://host:port, not {listen!r}")
+    scheme = "wss" if tls else "ws"
+    if parts.scheme != scheme or not parts.hostname or port is None or parts.path not in ("", "/"):
+        hint = " (TLS credentials listen on wss://)" if tls else " (wss:// needs TLS credentials)"
+        raise UsageError(f"listen must look like {scheme}://host:port, not {listen!r}{hint}")
     return parts.hostname, port

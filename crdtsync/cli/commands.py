@@ -84,9 +84,14 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 @click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
 @click.option("--replication-factor", "replication_factor", default=None, type=int,
               help="Hold each shard on this many agents (placement); default: every shard everywhere.")
+@click.option("--keys", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Keys dir from `crdtsync keys`: authenticate peers (wss:// with a certificate, "
+                   "else the mesh secret).")
+@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without --keys.")
 def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
           shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
-          status_interval: float, seed: int | None, replication_factor: int | None) -> None:
+          status_interval: float, seed: int | None, replication_factor: int | None,
+          keys: Path | None, insecure: bool) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
@@ -96,7 +101,7 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
     opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
                        mesh=mesh, writes=writes, write_rate=write_rate,
                        status_interval=status_interval, seed=seed,
-                       replication_factor=replication_factor)
+                       replication_factor=replication_factor, keys=keys, insecure=insecure)
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:
@@ -197,6 +202,10 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
         raise click.ClickException(str(exc)) from exc
     if any("error" in r for r in results.values()):
         sys.exit(1)
+
+from crdtsync.security.cli import keys
+
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

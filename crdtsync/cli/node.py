@@ -39,6 +39,8 @@ class NodeOptions:
     status_interval: float = 0.0  # print a JSON status line this often (0: never)
     seed: int | None = None
     replication_factor: int | None = None  # partial replication (None: every shard everywhere)
+    keys: Path | None = None  # keys dir for Credentials.from_dir(keys, name)
+    insecure: bool = False  # allow a non-loopback listen without credentials
 
 
 async def run_node(opts: NodeOptions) -> None:
@@ -47,8 +49,14 @@ async def run_node(opts: NodeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    credentials = None
+    if opts.keys is not None:
+        from ..security.credentials import Credentials
+
+        credentials = Credentials.from_dir(opts.keys, opts.name)
     async with Agent(opts.name, data_dir=opts.data_dir, listen=opts.listen, peers=opts.peers,
-                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor) as agent:
+                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor,
+                     credentials=credentials, insecure=opts.insecure) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
         _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid()})
         tasks = []
