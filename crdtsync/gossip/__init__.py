@@ -1,0 +1,35 @@
+"""The sans-I/O gossip core of crdtsync, as a package (see :mod:`crdtsync.gossip.core`).
+
+Only re-exports: :class:`GossipCore` (the facade a driver calls), :class:`GossipConfig`,
+:class:`PeerStatus` and the constants the drivers and tests name.
+"""
+
+from __future__ import annotations
+
+from .config import GossipConfig
+from .core import (
+    ALIVE,
+    CONNECTED,
+    DEAD,
+    EMPTY_STATE_VECTOR,
+    FULL,
+    RELAY,
+    SUSPECT,
+    TREE,
+    GossipCore,
+    PeerStatus,
+)
+
+__all__ = [
+    "GossipConfig",
+    "GossipCore",
+    "PeerStatus",
+    "EMPTY_STATE_VECTOR",
+    "CONNECTED",
+    "ALIVE",
+    "SUSPECT",
+    "DEAD",
+    "FULL",
+    "RELAY",
+    "TREE",
+]

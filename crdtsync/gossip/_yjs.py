@@ -1,0 +1,16 @@
+"""The one door from the gossip core to the Yjs byte layer.
+
+Every Yjs-format question the core asks (is this update well formed, does one state cover
+another, decode a state vector or a delete set) goes through the names below, so switching the
+core to another implementation of the byte layer (the pycrdt-free ``crdtsync.yjs`` package) is
+a change of the one import in this file.
+"""
+
+from __future__ import annotations
+
+from ..updates import covers, decode_delete_set, decode_state_vector, validate_update
+
+__all__ = ["covers", "decode_delete_set", "decode_state_vector", "validate_update", "EMPTY_STATE_VECTOR"]
+
+#: The encoded empty Yjs state vector (a varuint 0: no clients): ``diff`` of it is everything.
+EMPTY_STATE_VECTOR = b"\x00"
