@@ -12,7 +12,6 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_shard_name
 from .reads import Quorum, Reader
 from .shard import Shard, load_doc
+from .sharding import Sharding, ShardingConfig
 from .store import Store
 
 __all__ = ["Agent", "Transport", "default_data_dir"]
@@ -97,9 +97,7 @@ class Agent:
         self._seeds = tuple(peers)
         self._mesh = mesh
         self._gossip_config = gossip or GossipConfig.lan()
-        if replication_factor is not None:
-            cfg = self._gossip_config
-            self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
+        self._sharding_config = ShardingConfig(replication_factor=replication_factor)
         self._reader = Reader(self)
         self._rng = random.Random(seed)
         self._store: Store | None = None
@@ -153,6 +151,7 @@ class Agent:
             mesh=self._mesh,
             address=self._listen,
             seeds=self._seeds,
+            policy=Sharding(self._sharding_config),
         )
         self._transport = WebsocketTransport(
             self._core,

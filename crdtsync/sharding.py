@@ -1,7 +1,9 @@
 """Partial replication and remote reads inside the gossip core. Pure: no I/O, no clock.
 
-:class:`Sharding` is a component of :class:`~crdtsync.gossip.GossipCore` (``core.sharding``),
-driven by it: the core asks it whom a shard's deltas go to and which shards a peer shares,
+:class:`Sharding` is a plug-in of :class:`~crdtsync.gossip.GossipCore`: it implements the
+core's :class:`~crdtsync.gossip.policy.ReplicationPolicy` and sees the core only through a
+:class:`~crdtsync.gossip.policy.CoreView`. The driver constructs it and passes it as
+``GossipCore(..., policy=Sharding(config))``; the core asks it whom a shard's deltas go to and which shards a peer shares,
 hands it the messages it owns (:class:`~crdtsync.messages.Holdings`,
 :class:`~crdtsync.messages.Offer`, :class:`~crdtsync.messages.ReadRequest`,
 :class:`~crdtsync.messages.ReadReply`), and ticks it. It has two parts:
@@ -32,7 +34,6 @@ core's effects as after any core call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ from .placement import HOLDER, PlacementState
 from .query import Outcome, QueryTable
 
 if TYPE_CHECKING:
-    from .gossip import GossipCore
+    from .gossip.policy import CoreView
 
 __all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
 
@@ -86,26 +87,22 @@ class ShardingConfig:
 
 
 class Sharding:
-    """Placement and reads of one agent, owned and driven by its :class:`GossipCore`.
+    """Placement and reads of one agent: the :class:`~crdtsync.gossip.policy.ReplicationPolicy`
+    (and service) the driver hands to its :class:`~crdtsync.gossip.GossipCore`.
 
     Args:
-        core: the core this belongs to (for its name, replicas, view and acks).
-        config: the knobs.
-        send: how to queue a message to a connected peer (the core's outbox).
+        config: the knobs; without a replication factor every agent holds every shard and
+            only remote reads are served.
     """
 
-    def __init__(self, core: GossipCore, config: ShardingConfig, send: Callable[[str, Message], None]) -> None:
-        self.core = core
-        self.config = config
-        self._send = send
-        r = config.replication_factor
-        self.placement: PlacementState | None = (
-            None
-            if r is None
-            else PlacementState(
-                core.name, r, mesh=core.mesh, offer_interval=config.offer_interval, adopt_timeout=config.adopt_timeout
-            )
-        )
+    #: The message types this plug-in handles for the core.
+    messages: tuple[type[Message], ...] = MESSAGES
+
+    def __init__(self, config: ShardingConfig | None = None) -> None:
+        self.config = config = config if config is not None else ShardingConfig()
+        self._core: CoreView | None = None
+        self._replication_factor = config.replication_factor
+        self.placement: PlacementState | None = None
         self.queries = QueryTable(hedge_delay=config.hedge_delay)
         self._peer_holds: dict[str, frozenset[str]] = {}
         self._peer_version: dict[str, int] = {}
@@ -125,7 +122,28 @@ class Sharding:
     @property
     def partial(self) -> bool:
         """Whether a placement policy decides who holds what (else: full replication)."""
-        return self.placement is not None
+        return self._replication_factor is not None
+
+    def bind(self, core: CoreView) -> None:
+        """Called once by the core's constructor: the view of the core this plug-in uses."""
+        if self._core is not None:
+            raise UsageError("a Sharding belongs to one GossipCore")
+        self._core = core
+        cfg, r = self.config, self._replication_factor
+        if r is not None:
+            self.placement = PlacementState(
+                core.name, r, mesh=core.mesh, offer_interval=cfg.offer_interval, adopt_timeout=cfg.adopt_timeout
+            )
+
+    @property
+    def core(self) -> CoreView:
+        """The view of the core this plug-in is bound to."""
+        if self._core is None:
+            raise UsageError("Sharding is not bound to a GossipCore yet")
+        return self._core
+
+    def _send(self, peer: str, msg: Message) -> None:
+        self.core.send(peer, msg)
 
     # ------------------------------------------------------------------------------------------
     # what the core asks

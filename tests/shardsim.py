@@ -29,14 +29,8 @@ from crdtsync.transports.memory import Network, _Conn
 ROOT = "root"
 
 
-def config(r: int | None = 3, **sharding: Any) -> GossipConfig:
-    return GossipConfig(
-        anti_entropy_interval=2.0,
-        suspect_timeout=3.0,
-        backoff_max=4.0,
-        prune_grace=3.0,
-        sharding=ShardingConfig(replication_factor=r, **sharding),
-    )
+def config() -> GossipConfig:
+    return GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0)
 
 
 @dataclass
@@ -54,7 +48,12 @@ class ShardNet(Network):
     """A simulated mesh whose agents place shards with replication factor ``r``."""
 
     def __init__(self, seed: int = 0, *, r: int | None = 3, sharding: dict[str, Any] | None = None, **kw: Any) -> None:
-        super().__init__(seed, config=kw.pop("config", None) or config(r, **(sharding or {})), **kw)
+        super().__init__(
+            seed,
+            config=kw.pop("config", None) or config(),
+            sharding=ShardingConfig(replication_factor=r, **(sharding or {})),
+            **kw,
+        )
         self.r = r
         self.meter = Meter()
         self.caches: dict[str, ReadCache] = {}

@@ -26,11 +26,12 @@ from typing import Any
 
 import pycrdt
 import pytest
-from crdtsync.transports.memory import Network, _Conn
 
 from crdtsync import wire
 from crdtsync.gossip import GossipConfig
 from crdtsync.messages import Message
+from crdtsync.sharding import ShardingConfig
+from crdtsync.transports.memory import Network, _Conn
 
 FAST = GossipConfig(
     anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0
@@ -70,13 +71,7 @@ def _network(
 ) -> TracingNetwork:
     """n agents a00.. joining one by one, each seeded with a random earlier one."""
     if replication_factor is not None:
-        from crdtsync.sharding import ShardingConfig
-
-        cfg = kw.pop("config", FAST)
-        kw["config"] = GossipConfig(
-            **{f: getattr(cfg, f) for f in cfg.__dataclass_fields__ if f != "sharding"},
-            sharding=ShardingConfig(replication_factor=replication_factor),
-        )
+        kw["sharding"] = ShardingConfig(replication_factor=replication_factor)
     net = TracingNetwork(seed, config=kw.pop("config", FAST), **kw)
     rng = random.Random(seed)
     names = [f"a{i:02d}" for i in range(n)]

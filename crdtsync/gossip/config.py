@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UsageError
-from ..sharding import ShardingConfig
 
 __all__ = ["GossipConfig"]
 
@@ -140,8 +139,6 @@ class GossipConfig:
     #: A writer so hears from its neighbourhood, which is what replicated(k) needs for small
     #: k: with fanout 5, hops 2 reaches at least 6 agents (from a leaf) and up to 36.
     ack_relay_hops: int = 2
-    #: Placement (partial replication) and remote reads; the default replicates everything.
-    sharding: ShardingConfig = ShardingConfig()
 
     def __post_init__(self) -> None:
         if self.push_interval < 0 or self.anti_entropy_interval <= 0:

@@ -150,13 +150,14 @@ In a tree, every agent passes the acks it learns on to its other neighbours
 from their origin. :meth:`GossipCore.replicated` says which agents' acks cover a given state
 (``updates.covers``): directly connected or not.
 
-*Partial replication.* With :attr:`GossipConfig.sharding` ``replication_factor`` set, a
+*Partial replication.* With a partial :class:`~crdtsync.gossip.policy.ReplicationPolicy`
+(the driver passes :class:`crdtsync.sharding.Sharding` with a ``replication_factor``), a
 placement policy decides which agents hold which shards and everything above is restricted to
 the holders of a shard: pushes, forwarding and anti-entropy rounds of a shard only involve
 peers that hold it (what each holds comes from its Hello and later ``Holdings`` messages), and
 deltas of shards not held here are ignored. The co-holders of a shard are kept connected
 besides the overlay. Placement, hand-off and remote reads are :mod:`crdtsync.sharding`
-(``core.sharding``); without a replication factor every agent holds every shard, as above.
+(``core.policy``); without a replication factor every agent holds every shard, as above.
 
 *Flooding.* Each connection has a token bucket (:attr:`GossipConfig.flood_rate` messages per
 second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is refused with
@@ -169,7 +170,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     CloseCode,
@@ -197,11 +198,10 @@ from ..messages import (
 )
 from ..names import validate_shard_name
 from ..replica import ReplicaSet
-from ..sharding import MESSAGES as SHARDING_MESSAGES
-from ..sharding import Sharding
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .config import GossipConfig
+from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -360,6 +360,10 @@ class GossipCore:
         mesh: agents only talk to agents of the same mesh.
         address: where this agent accepts connections, or None if it does not listen.
         seeds: addresses to dial while this agent has no connection.
+        policy: who holds which shard (:class:`~crdtsync.gossip.policy.ReplicationPolicy`);
+            default :class:`~crdtsync.gossip.policy.FullReplication`. The driver constructs
+            it (e.g. :class:`crdtsync.sharding.Sharding` for placement and remote reads).
+        services: further plug-ins, each owning some message types.
     """
 
     def __init__(
@@ -372,6 +376,8 @@ class GossipCore:
         mesh: str = "default",
         address: str | None = None,
         seeds: Iterable[str] = (),
+        policy: ReplicationPolicy | None = None,
+        services: Iterable[Service] = (),
     ) -> None:
         self.name = validate_shard_name(name)
         self.mesh = validate_shard_name(mesh)
@@ -420,8 +426,20 @@ class GossipCore:
         self._last_own_ack_at = -math.inf
         self._hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
         self._last_round_at = -math.inf  # when we last started an anti-entropy round
-        #: Placement and remote reads (see crdtsync.sharding); inert without a replication factor.
-        self.sharding = Sharding(self, config.sharding, self._send)
+        #: Who holds which shard; every push, forward, ack and round asks it.
+        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
+        #: The same object under its older name (``core.sharding.read(...)`` and the like when
+        #: the driver passed a :class:`crdtsync.sharding.Sharding`).
+        self.sharding: Any = self.policy
+        self._services: tuple[Service, ...] = (self.policy, *services)
+        self._handlers: dict[type[Message], Service] = {}
+        view = _View(self)
+        for service in self._services:
+            for kind in service.messages:
+                if kind in self._handlers:
+                    raise UsageError(f"two plug-ins handle {kind.__name__}")
+                self._handlers[kind] = service
+            service.bind(view)
 
     @property
     def address(self) -> str | None:
@@ -460,7 +478,7 @@ class GossipCore:
             mesh=self.mesh,
             name=self.name,
             address=self.address,
-            shards=tuple(sorted(self.sharding.holdings())) if self.sharding.partial else tuple(self._shard_names()),
+            shards=tuple(sorted(self.policy.holdings())) if self.policy.partial else tuple(self._shard_names()),
             incarnation=self._incarnation,
             instance=self._instance,
         )
@@ -542,7 +560,8 @@ class GossipCore:
             if m.status != ALIVE:
                 m.status, m.since = ALIVE, now
         self._send(peer, PeerList(self._full_table(), full=True))
-        self.sharding.connection_made(peer, hello, now)
+        for service in self._services:
+            service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
             conn.last_round_at = self._last_round_at = now
             self._send(peer, self._summary(peer))
@@ -567,7 +586,8 @@ class GossipCore:
         conn = self._conns.pop(peer, None)
         if conn is None:
             return
-        self.sharding.connection_lost(peer, now)
+        for service in self._services:
+            service.connection_lost(peer, now)
         self._want_since.pop(peer, None)
         m = self._members.get(peer)
         if m is None:
@@ -667,8 +687,8 @@ class GossipCore:
                     failures = self._backoff.get(m.address, (0, 0.0))[0] + 1
                     delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
                     self._backoff[m.address] = (failures, now + self._jitter(delay))
-        elif isinstance(msg, SHARDING_MESSAGES):
-            self.sharding.receive(peer, msg, now)
+        elif type(msg) in self._handlers:
+            self._handlers[type(msg)].receive(peer, msg, now)
         elif isinstance(msg, Hello):
             raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
         else:  # pragma: no cover - wire.decode only produces the types above
@@ -692,13 +712,13 @@ class GossipCore:
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
         forward = msg.forward or self._mode() == TREE
-        accepted = self.sharding.accepts(msg.shard)
+        accepted = self.policy.accepts(msg.shard)
         if accepted:
             for u in msg.updates:
                 self._apply(conn, msg.shard, u, forward=forward and not msg.relay)
             if msg.relay:
                 for other in self._conns.values():
-                    if other is not conn and not other.closing and self.sharding.sends_to(other.name, msg.shard):
+                    if other is not conn and not other.closing and self.policy.sends_to(other.name, msg.shard):
                         for u in msg.updates:
                             self._enqueue(other, msg.shard, u)
         # Acks after the deltas: what they cover of this batch is no sign of a loss.
@@ -742,10 +762,10 @@ class GossipCore:
         conn.digests = theirs
         conn.interest.update(theirs)
         held = set(self._shard_names())
-        mine = set(self.sharding.sync_shards(conn.name, sorted(held)))
+        mine = set(self.policy.sync_shards(conn.name, sorted(held)))
         budget = self.config.max_sync_shards
         requests: list[tuple[str, bytes]] = []
-        for shard in sorted(mine | {s for s in theirs if self.sharding.accepts(s)}):
+        for shard in sorted(mine | {s for s in theirs if self.policy.accepts(s)}):
             if budget <= 0:
                 break
             have = shard in held
@@ -777,7 +797,7 @@ class GossipCore:
     def _on_diff(self, conn: _Conn, msg: Diff, now: float) -> None:
         if msg.state_vector is not None:
             _check_state(msg.state_vector, None)
-        if not self.sharding.accepts(msg.shard):
+        if not self.policy.accepts(msg.shard):
             return  # partial replication: not held here
         self._apply(conn, msg.shard, msg.update, forward=self._mode() == TREE)
         conn.repairs.pop(msg.shard, None)
@@ -825,7 +845,7 @@ class GossipCore:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
-        targets = self.sharding.forward_to(conn.name, shard)
+        targets = self.policy.forward_to(conn.name, shard)
         if targets is not None:  # partial replication: the holders it did not reach itself
             for name in targets:
                 other = self._conns.get(name)
@@ -847,7 +867,7 @@ class GossipCore:
         """
         self._advance(now)
         validate_shard_name(shard)
-        self.sharding.local_update(shard)
+        self.policy.local_update(shard)
         if self._mode() == RELAY and len(delta) <= self._chunk and self._conns:
             # Where it goes is decided at the boundary, once the window's relay is known.
             if self._own_bytes + len(delta) > self.config.max_queue_bytes:
@@ -858,7 +878,7 @@ class GossipCore:
                 self._schedule_flush(now)
             return
         for conn in self._conns.values():
-            if not conn.closing and self.sharding.sends_to(conn.name, shard):
+            if not conn.closing and self.policy.sends_to(conn.name, shard):
                 self._enqueue(conn, shard, delta)
 
     def durable(self, shards: Iterable[str], now: float) -> None:
@@ -878,7 +898,7 @@ class GossipCore:
                 continue
             for conn in self._conns.values():
                 # (partial replication: also every peer that announced holding the shard)
-                wants = shard in conn.interest or (self.sharding.partial and self.sharding.sends_to(conn.name, shard))
+                wants = shard in conn.interest or (self.policy.partial and self.policy.sends_to(conn.name, shard))
                 if wants and conn.acked_out.get(shard) != state:
                     conn.pending_acks[shard] = state
                     conn.acks_since = min(conn.acks_since, now)
@@ -902,7 +922,7 @@ class GossipCore:
         self._send_due_acks(now)
         if self._next_ae is not None and now >= self._next_ae:
             self._next_ae = now + self._ae_delay()
-            peers = [c for c in self._conns.values() if not c.closing and self.sharding.shares(c.name)]
+            peers = [c for c in self._conns.values() if not c.closing and self.policy.shares(c.name)]
             if peers:
                 conn = self._rng.choice(peers)
                 if not self._pushes_suffice(conn, now):
@@ -930,7 +950,8 @@ class GossipCore:
                     continue  # its answer is arriving, in pieces
                 if now >= asked + cfg.repair_timeout:
                     self._ask_repair(conn, shard, now)
-        self.sharding.tick(now)
+        for service in self._services:
+            service.tick(now)
         self._prune(now)
 
     def _flush(self, now: float) -> None:
@@ -1031,7 +1052,7 @@ class GossipCore:
             if conn.closing:
                 continue
             for shard, deltas in own.items():
-                if self.sharding.sends_to(conn.name, shard):
+                if self.policy.sends_to(conn.name, shard):
                     for d in deltas:
                         self._enqueue(conn, shard, d)
 
@@ -1226,7 +1247,7 @@ class GossipCore:
         if forward and self._mode() == RELAY:
             self._relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
             self._schedule_flush(now)
-        elif forward and not self.sharding.partial and hops < self.config.ack_relay_hops:
+        elif forward and not self.policy.partial and hops < self.config.ack_relay_hops:
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
             for c in self._conns.values():
@@ -1242,7 +1263,7 @@ class GossipCore:
         shows a sequence gap or a state-vector hint. Ask that agent (or whoever told us).
         """
         shard = state.shard
-        if shard in self._lags or not self.sharding.accepts(shard):
+        if shard in self._lags or not self.policy.accepts(shard):
             return
         mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
         if not _sv_covers(mine, state.state_vector):
@@ -1279,7 +1300,7 @@ class GossipCore:
         cfg = self.config
         window = cfg.anti_entropy_interval
         mode = self._mode()
-        if self.sharding.partial:  # holders do not relay: pushes are no anti-entropy
+        if self.policy.partial:  # holders do not relay: pushes are no anti-entropy
             return False
         if mode == RELAY:
             # Relay broadcasts carry the relay's state vector: while they keep coming, every
@@ -1389,9 +1410,10 @@ class GossipCore:
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
             times.extend(at for _, at in self._prune_candidates())
-        sharding_at = self.sharding.next_deadline()
-        if sharding_at is not None:
-            times.append(sharding_at)
+        for service in self._services:
+            at = service.next_deadline()
+            if at is not None:
+                times.append(at)
         if not times:
             return None
         # A deadline in the past means "now": tick() handles it (dials are handed out by
@@ -1469,7 +1491,7 @@ class GossipCore:
         ))
 
     def overlay_changed(self) -> None:
-        """The extra neighbours (``sharding.extra_neighbours()``) changed: recompute the overlay."""
+        """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
         self._overlay = None
 
     # ------------------------------------------------------------------------------------------
@@ -1585,7 +1607,7 @@ class GossipCore:
                 conn.reply_bytes += self._send_piece(conn)
             elif conn.want_digests:
                 conn.want_digests = False
-                shards = self.sharding.sync_shards(conn.name, self._shard_names())
+                shards = self.policy.sync_shards(conn.name, self._shard_names())
                 digests = tuple((s, self._digest(s)) for s in shards)
                 conn.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
                 self._send(conn.name, Digests(digests))
@@ -1666,14 +1688,14 @@ class GossipCore:
     def _root_hash(self, peer: str | None = None) -> bytes:
         h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
         shards = self._shard_names()
-        for shard in shards if peer is None else self.sharding.sync_shards(peer, shards):
+        for shard in shards if peer is None else self.policy.sync_shards(peer, shards):
             name = shard.encode()
             d = self.replicas.digest(shard)
             h.update(len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d)
         return h.digest()
 
     def _summary(self, peer: str | None = None) -> Summary:
-        shards = self._shard_names() if peer is None else self.sharding.sync_shards(peer, self._shard_names())
+        shards = self._shard_names() if peer is None else self.policy.sync_shards(peer, self._shard_names())
         return Summary(self._root_hash(peer), len(shards))
 
     def _rank(self, name: str) -> bytes:
@@ -1701,7 +1723,7 @@ class GossipCore:
         cfg = self.config
         if n <= cfg.full_mesh_max:
             return FULL
-        if n <= cfg.relay_max and cfg.push_interval > 0 and cfg.align_windows and not self.sharding.partial:
+        if n <= cfg.relay_max and cfg.push_interval > 0 and cfg.align_windows and not self.policy.partial:
             return RELAY
         return TREE
 
@@ -1735,7 +1757,7 @@ class GossipCore:
             retry = frozenset(n for n in self._neighbours_among(known) if n in dead)
             # plus the co-holders of our shards and the holders a read waits for (partial
             # replication), which must be connected directly: holders do not relay
-            extra = self.sharding.extra_neighbours().intersection(live)
+            extra = self.policy.extra_neighbours().intersection(live)
             order = tuple(sorted([*live, self.name], key=self._rank))
             mode = self._mode_for(len(live) + 1)
             tree = self._tree_among(live)
@@ -1780,7 +1802,7 @@ class GossipCore:
                 self._backoff[m.address] = (1, now + self._jitter(self.config.backoff_base))
             # Both sides want the edge: the smaller name dials, the other only after a grace.
             # (A read waiting for a holder dials it at once: only we want that edge.)
-            wanted = self.sharding.urgent(name)
+            wanted = self.policy.urgent(name)
             ready = now if self.name < name or wanted else since + self.config.dial_grace
             if mode == RELAY and name not in tree and not wanted:
                 ready = max(ready, settled)  # beyond the tree: once the view has settled
@@ -1851,6 +1873,54 @@ class GossipCore:
             elif e.address is not None and m.address is None:
                 m.address = e.address
                 self._overlay = None
+
+
+class _View:
+    """The narrow view of a :class:`GossipCore` its plug-ins get (:class:`CoreView`)."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: GossipCore) -> None:
+        self._core = core
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def mesh(self) -> str:
+        return self._core.mesh
+
+    @property
+    def replicas(self) -> ReplicaSet:
+        return self._core.replicas
+
+    @property
+    def config(self) -> GossipConfig:
+        return self._core.config
+
+    @property
+    def address(self) -> str | None:
+        return self._core.address
+
+    def connected(self) -> tuple[str, ...]:
+        return self._core.connected()
+
+    def members(self, *, listening: bool = False) -> tuple[str, ...]:
+        return self._core.members(listening=listening)
+
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
+        return self._core.replicated(shard, state_vector, delete_set)
+
+    def send(self, peer: str, msg: Message) -> None:
+        self._core._send(peer, msg)
+
+    def overlay_changed(self) -> None:
+        self._core.overlay_changed()
+
+
+def _check_view(view: _View) -> CoreView:
+    return view  # mypy: _View implements CoreView
 
 
 def _sv_covers(a: bytes, b: bytes) -> bool:
