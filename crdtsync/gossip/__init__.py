@@ -12,13 +12,12 @@ from .core import (
     CONNECTED,
     DEAD,
     EMPTY_STATE_VECTOR,
-    FULL,
-    RELAY,
     SUSPECT,
-    TREE,
     GossipCore,
     PeerStatus,
 )
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView
+from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
 __all__ = [
     "GossipConfig",
@@ -32,4 +31,10 @@ __all__ = [
     "FULL",
     "RELAY",
     "TREE",
+    "Mode",
+    "OverlayView",
+    "CoreView",
+    "Service",
+    "ReplicationPolicy",
+    "FullReplication",
 ]

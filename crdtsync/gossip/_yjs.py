@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from ..updates import covers, decode_delete_set, decode_state_vector, validate_update
 
-__all__ = ["covers", "decode_delete_set", "decode_state_vector", "validate_update", "EMPTY_STATE_VECTOR"]
+__all__ = [
+    "covers",
+    "decode_delete_set",
+    "decode_state_vector",
+    "validate_update",
+    "EMPTY_STATE_VECTOR",
+]
 
 #: The encoded empty Yjs state vector (a varuint 0: no clients): ``diff`` of it is everything.
 EMPTY_STATE_VECTOR = b"\x00"

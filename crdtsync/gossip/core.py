@@ -201,6 +201,7 @@ from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .config import GossipConfig
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of, window_index
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
@@ -226,14 +227,6 @@ ALIVE = "alive"  # known alive, not connected to us
 SUSPECT = "suspect"  # connection lost or undialable, not yet declared dead
 DEAD = "dead"
 
-#: Overlay modes reported by :meth:`GossipCore.mode` (see "Overlay" in the module docstring).
-FULL = "full"  # everyone connected to everyone, each agent pushes its own deltas to all
-RELAY = "relay"  # everyone connected to everyone, one relay per batching window, in turns
-TREE = "tree"  # one spanning tree, every agent forwards
-
-# Window indices are computed from float times: a boundary computed as (k+1)*w must give
-# index k+1 when it comes back as `now`, whatever the rounding.
-_EPS = 1e-9
 #: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
 _RELAY_ATTEMPTS = 3
 
@@ -405,9 +398,11 @@ class GossipCore:
         # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
         # membership view changes (set to None there), not on every event.
         # (+ the rotating relay's order, and the tree over the live view)
-        self._overlay: tuple[frozenset[str], str, frozenset[str], tuple[str, ...], frozenset[str]] | None = None
+        self._overlay: OverlayView | None = None
+        self._members_version = 0  # bumped on every change of the membership view
+        self._extra_version = 0  # bumped when the policy's extra neighbours change
         self._view_at = -math.inf  # when the set of live agents last changed
-        self._ranks: dict[str, bytes] = {}
+        self._rank = Ranks(self.mesh)
         self._chunk = max(1, min(config.chunk_bytes, config.max_frame // 2))
         self._transfers = 0  # ids of DiffChunk transfers we start
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
@@ -553,10 +548,10 @@ class GossipCore:
                 # has not outgrown: tell it, so it refutes with a higher incarnation that
                 # every other agent will accept.
                 self._send(peer, PeerList((PeerEntry(peer, m.address, m.incarnation, False),)))
-                self._overlay = None
+                self._members_version += 1
             if hello.address is not None and m.address != hello.address:
                 m.address = hello.address
-                self._overlay = None
+                self._members_version += 1
             if m.status != ALIVE:
                 m.status, m.since = ALIVE, now
         self._send(peer, PeerList(self._full_table(), full=True))
@@ -939,7 +934,7 @@ class GossipCore:
             elif m.status == DEAD and now >= m.since + cfg.forget_timeout:
                 del self._members[m.name]
                 self._acked.pop(m.name, None)
-                self._overlay = None
+                self._members_version += 1
         for address, started in list(self._dialing.items()):
             if now >= started + cfg.connect_timeout:
                 self.dial_failed(address, now)
@@ -1492,7 +1487,7 @@ class GossipCore:
 
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
-        self._overlay = None
+        self._extra_version += 1
 
     # ------------------------------------------------------------------------------------------
     # internals: queues, digests, overlay, membership
@@ -1546,9 +1541,7 @@ class GossipCore:
         return self._window_index(now) * w if self.config.align_windows else now - w
 
     def _window_index(self, now: float) -> int:
-        """Index k of the aligned batching window [k*w, (k+1)*w) holding ``now``."""
-        w = self.config.push_interval
-        return math.floor(now / w + _EPS) if w > 0 else 0
+        return window_index(now, self.config.push_interval)
 
     def _push(
         self,
@@ -1698,96 +1691,39 @@ class GossipCore:
         shards = self._shard_names() if peer is None else self.policy.sync_shards(peer, self._shard_names())
         return Summary(self._root_hash(peer), len(shards))
 
-    def _rank(self, name: str) -> bytes:
-        r = self._ranks.get(name)
-        if r is None:
-            # hash first (spreads tree positions), the name after it (breaks any tie)
-            digest = hashlib.blake2b(self.mesh.encode() + b"\0" + name.encode(), digest_size=8).digest()
-            r = self._ranks[name] = digest + name.encode()
-        return r
+    def _overlay_view(self) -> tuple[frozenset[str], Mode]:
+        """(agents we want connections to, overlay mode), from the live view."""
+        v = self._views()
+        return v.desired, v.mode
 
-    def _overlay_view(self) -> tuple[frozenset[str], str]:
-        """(agents we want connections to, overlay mode), from the live view.
-
-        Every agent computes the same overlay from the same view; views differ only briefly
-        (while membership news spreads), and any edge one side wants is kept by both.
-        """
-        desired, mode, *_ = self._views()
-        return desired, mode
-
-    def _mode(self) -> str:
-        return self._views()[1]
-
-    def _mode_for(self, n: int) -> str:
-        """The overlay mode of a mesh of ``n`` live agents (us included)."""
-        cfg = self.config
-        if n <= cfg.full_mesh_max:
-            return FULL
-        if n <= cfg.relay_max and cfg.push_interval > 0 and cfg.align_windows and not self.policy.partial:
-            return RELAY
-        return TREE
+    def _mode(self) -> Mode:
+        return self._views().mode
 
     def _relay_of(self, k: int) -> str | None:
-        """The relay of batching window ``k``: live agents take turns in rank order, skipping
-        those we have no connection to (we could not reach them: the next one stands in)."""
-        order = self._views()[3]
-        n = len(order)
-        for i in range(n):
-            name = order[(k + i) % n]
-            if name == self.name:
-                return name
-            conn = self._conns.get(name)
-            if conn is not None and not conn.closing:
-                return name
-        return None
+        conns = self._conns
+        return relay_of(self._views().order, k, self.name, lambda n: n in conns and not conns[n].closing)
 
     def _fully_connected(self) -> bool:
         """Whether we are connected to every live agent of our view (rotating relay)."""
         conns = self._conns
-        return all(n == self.name or (n in conns and not conns[n].closing) for n in self._views()[3])
+        return all(n == self.name or (n in conns and not conns[n].closing) for n in self._views().order)
 
-    def _views(self) -> tuple[frozenset[str], str, frozenset[str], tuple[str, ...], frozenset[str]]:
-        if self._overlay is None:
-            live = [n for n, m in self._members.items() if m.status != DEAD]
-            # Dead agents we keep redialling (with backoff): those that would be our
-            # neighbours if they were alive. Each dead agent is so retried by a few agents,
-            # not by all, and a healed partition is bridged as soon as one retry gets through.
-            known = [n for n, m in self._members.items() if m.status != DEAD or m.address is not None]
-            dead = {n for n, m in self._members.items() if m.status == DEAD}
-            retry = frozenset(n for n in self._neighbours_among(known) if n in dead)
-            # plus the co-holders of our shards and the holders a read waits for (partial
-            # replication), which must be connected directly: holders do not relay
-            extra = self.policy.extra_neighbours().intersection(live)
-            order = tuple(sorted([*live, self.name], key=self._rank))
-            mode = self._mode_for(len(live) + 1)
-            tree = self._tree_among(live)
-            self._overlay = (self._neighbours_among(live) | extra, mode, retry, order, tree)
+    def _views(self) -> OverlayView:
+        key = (self._members_version, self._extra_version)
+        if self._overlay is None or self._overlay.key != key:
+            members = self._members
+            live = [n for n, m in members.items() if m.status != DEAD]
+            known = [n for n, m in members.items() if m.status != DEAD or m.address is not None]
+            dead = {n for n, m in members.items() if m.status == DEAD}
+            extra = self.policy.extra_neighbours()
+            self._overlay = compute_view(key, self.name, live, known, dead, extra, self.config, self.policy.partial, self._rank)
         return self._overlay
-
-    def _neighbours_among(self, members: list[str]) -> frozenset[str]:
-        """Our neighbours in the overlay over ``members`` (plus us)."""
-        if self._mode_for(len(members) + 1) != TREE:
-            return frozenset(members)
-        return self._tree_among(members)
-
-    def _tree_among(self, members: list[str]) -> frozenset[str]:
-        """Our neighbours in the spanning tree over ``members`` (plus us)."""
-        cfg = self.config
-        order = sorted([*members, self.name], key=self._rank)
-        n, c, b = len(order), min(cfg.tree_core, len(order)), cfg.fanout
-        i = order.index(self.name)
-        want: set[int] = set()
-        if i < c:
-            want.update(j for j in range(c) if j != i)
-        else:
-            want.add((i - c) // b)
-        want.update(range(c + i * b, min(n, c + (i + 1) * b)))
-        return frozenset(order[j] for j in want)
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack."""
         now = self._now
-        desired, mode, retry, _, tree = self._views()
+        v = self._views()
+        desired, mode, retry, tree = v.desired, v.mode, v.retry, v.tree
         settled = self._view_at + self.config.relay_settle
         addresses: dict[str, float] = {}
         for name in sorted(desired | retry):
@@ -1838,7 +1774,7 @@ class GossipCore:
                 m.since = now
             m.address = address if address is not None else m.address
             m.incarnation, m.status = incarnation, status
-        self._overlay = None
+        self._members_version += 1
         self._changes[name] = (PeerEntry(name, m.address, m.incarnation, status != DEAD), source)
         if self._conns:
             self._schedule_flush(now)
@@ -1872,7 +1808,7 @@ class GossipCore:
                     self._set_member(e.name, e.address, e.incarnation, DEAD, now, source=source)
             elif e.address is not None and m.address is None:
                 m.address = e.address
-                self._overlay = None
+                self._members_version += 1
 
 
 class _View:
