@@ -16,6 +16,7 @@ from .core import (
     GossipCore,
     PeerStatus,
 )
+from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
@@ -32,6 +33,7 @@ __all__ = [
     "RELAY",
     "TREE",
     "Mode",
+    "PeerState",
     "OverlayView",
     "CoreView",
     "Service",

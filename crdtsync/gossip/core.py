@@ -188,7 +188,6 @@ from ..messages import (
     Digests,
     Hello,
     Message,
-    PeerEntry,
     PeerList,
     Push,
     RelayedAck,
@@ -201,6 +200,7 @@ from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .config import GossipConfig
+from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of, window_index
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
@@ -221,11 +221,11 @@ __all__ = [
     "TREE",
 ]
 
-#: Peer states reported by :meth:`GossipCore.peers`.
-CONNECTED = "connected"
-ALIVE = "alive"  # known alive, not connected to us
-SUSPECT = "suspect"  # connection lost or undialable, not yet declared dead
-DEAD = "dead"
+#: Peer states reported by :meth:`GossipCore.peers` (see :class:`PeerState`).
+CONNECTED = PeerState.CONNECTED
+ALIVE = PeerState.ALIVE
+SUSPECT = PeerState.SUSPECT
+DEAD = PeerState.DEAD
 
 #: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
 _RELAY_ATTEMPTS = 3
@@ -255,15 +255,6 @@ class PeerStatus:
     queued_bytes: int = 0
     dropped: int = 0
     acked: tuple[ShardState, ...] = ()
-
-
-@dataclass(slots=True)
-class _Member:
-    name: str
-    address: str | None
-    incarnation: int
-    status: str  # ALIVE, SUSPECT or DEAD (CONNECTED is derived from _conns)
-    since: float  # when status last changed
 
 
 @dataclass(slots=True)
@@ -376,17 +367,22 @@ class GossipCore:
         self.mesh = validate_shard_name(mesh)
         self.replicas = replicas
         self.config = config
-        self._address = address
         self._rng = rng
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._seeds = [s for s in dict.fromkeys(seeds) if s != address]
-        self._incarnation = 0
         self._now = -math.inf
         self._conns: dict[str, _Conn] = {}
-        self._members: dict[str, _Member] = {}
         self._outbox: list[tuple[str, Message]] = []
-        # membership changes to flood at the next flush: name -> (entry, peer it came from)
-        self._changes: dict[str, tuple[PeerEntry, str | None]] = {}
+        conns = self._conns
+        self._members = Membership(
+            self.name,
+            address,
+            config,
+            send=self._send,
+            schedule_flush=self._schedule_flush,
+            connected=lambda n: n in conns,
+            has_links=lambda: bool(conns),
+        )
         self._acked: dict[str, dict[str, ShardState]] = {}  # peer -> shard -> durable state
         self._dialing: dict[str, float] = {}  # address -> when the dial was handed out
         self._backoff: dict[str, tuple[int, float]] = {}  # address -> (failures, retry at)
@@ -399,9 +395,7 @@ class GossipCore:
         # membership view changes (set to None there), not on every event.
         # (+ the rotating relay's order, and the tree over the live view)
         self._overlay: OverlayView | None = None
-        self._members_version = 0  # bumped on every change of the membership view
         self._extra_version = 0  # bumped when the policy's extra neighbours change
-        self._view_at = -math.inf  # when the set of live agents last changed
         self._rank = Ranks(self.mesh)
         self._chunk = max(1, min(config.chunk_bytes, config.max_frame // 2))
         self._transfers = 0  # ids of DiffChunk transfers we start
@@ -439,12 +433,12 @@ class GossipCore:
     @property
     def address(self) -> str | None:
         """Where this agent accepts connections (sent in Hello and PeerList), or None."""
-        return self._address
+        return self._members.address
 
     @address.setter
     def address(self, value: str | None) -> None:
         if value is None:
-            self._address = None
+            self._members.address = None
         else:
             self.set_address(value)
 
@@ -455,13 +449,12 @@ class GossipCore:
         membership update flooded at the next window. The address (like any earlier one) is
         remembered as ours, so it is never dialled, even when a peer reports it.
         """
-        changed = address != self._address
-        self._address = address
+        changed = address != self._members.address
+        self._members.address = address
         self._self_addresses.add(address)
         self._seeds = [s for s in self._seeds if s != address]
         if changed and self._conns:
-            self._changes[self.name] = (PeerEntry(self.name, address, self._incarnation, True), None)
-            self._schedule_flush(self._now)
+            self._members.announce(self._now)
 
     # ------------------------------------------------------------------------------------------
     # handshake and connections
@@ -474,7 +467,7 @@ class GossipCore:
             name=self.name,
             address=self.address,
             shards=tuple(sorted(self.policy.holdings())) if self.policy.partial else tuple(self._shard_names()),
-            incarnation=self._incarnation,
+            incarnation=self._members.incarnation,
             instance=self._instance,
         )
 
@@ -539,22 +532,8 @@ class GossipCore:
                 self._backoff.pop(address, None)
         self._want_since.pop(peer, None)
 
-        m = self._members.get(peer)
-        if m is None or hello.incarnation > m.incarnation:
-            self._set_member(peer, hello.address, hello.incarnation, ALIVE, now, source=peer)
-        else:
-            if m.status == DEAD:
-                # It is alive (we are talking to it) but reported dead at an incarnation it
-                # has not outgrown: tell it, so it refutes with a higher incarnation that
-                # every other agent will accept.
-                self._send(peer, PeerList((PeerEntry(peer, m.address, m.incarnation, False),)))
-                self._members_version += 1
-            if hello.address is not None and m.address != hello.address:
-                m.address = hello.address
-                self._members_version += 1
-            if m.status != ALIVE:
-                m.status, m.since = ALIVE, now
-        self._send(peer, PeerList(self._full_table(), full=True))
+        self._members.hello(peer, hello.address, hello.incarnation, now)
+        self._send(peer, PeerList(self._members.full_table(), full=True))
         for service in self._services:
             service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
@@ -584,11 +563,9 @@ class GossipCore:
         for service in self._services:
             service.connection_lost(peer, now)
         self._want_since.pop(peer, None)
-        m = self._members.get(peer)
+        m = self._members.lost(peer, conn.closing, now)
         if m is None:
             return
-        if not conn.closing and m.status == ALIVE:
-            m.status, m.since = SUSPECT, now
         if m.address is not None and not conn.closing:
             self._backoff.setdefault(m.address, (0, now + self._jitter(self.config.backoff_base)))
 
@@ -599,9 +576,7 @@ class GossipCore:
         failures = self._backoff.get(address, (0, 0.0))[0] + 1
         delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
         self._backoff[address] = (failures, now + self._jitter(delay))
-        for m in self._members.values():
-            if m.address == address and m.status == ALIVE and m.name not in self._conns:
-                m.status, m.since = SUSPECT, now
+        self._members.unreachable(address, now)
 
     def pause_writing(self, peer: str) -> None:
         """The transport's buffer for ``peer`` is full: hold pushes (up to max_queue_bytes)."""
@@ -666,16 +641,14 @@ class GossipCore:
                 self._learn_ack(r.agent, r.state, conn, forward, now, r.hops)
         elif isinstance(msg, PeerList):
             for entry in msg.peers:
-                self._merge(entry, peer, now)
+                self._members.merge(entry, peer, now)
         elif isinstance(msg, Close):
             if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
                 # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
                 # with us (a concurrent dial), which is on its way or already here.
                 conn.closing = True
             if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
-                m = self._members.get(peer)
-                if m is not None:
-                    self._set_member(peer, m.address, m.incarnation, DEAD, now, source=peer)
+                self._members.left(peer, now)
             elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
                 m = self._members.get(peer)
                 if m is not None and m.address is not None:
@@ -927,14 +900,9 @@ class GossipCore:
             self._next_px = now + cfg.peer_exchange_interval
             names = [c.name for c in self._conns.values() if not c.closing]
             if names:
-                self._send(self._rng.choice(names), PeerList(self._full_table(), full=True))
-        for m in list(self._members.values()):
-            if m.status == SUSPECT and m.name not in self._conns and now >= m.since + cfg.suspect_timeout:
-                self._set_member(m.name, m.address, m.incarnation, DEAD, now, source=None)
-            elif m.status == DEAD and now >= m.since + cfg.forget_timeout:
-                del self._members[m.name]
-                self._acked.pop(m.name, None)
-                self._members_version += 1
+                self._send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
+        for name in self._members.tick(now):
+            self._acked.pop(name, None)
         for address, started in list(self._dialing.items()):
             if now >= started + cfg.connect_timeout:
                 self.dial_failed(address, now)
@@ -970,9 +938,9 @@ class GossipCore:
         news = self._take_news() if mode == RELAY and (spread or target != self.name) else ()
         carried: set[str] = set()  # peers that got the news
         for conn in self._conns.values():
-            changes = [e for e, src in self._changes.values() if src != conn.name]
+            changes = self._members.changes_for(conn.name)
             if changes:
-                self._send(conn.name, PeerList(tuple(sorted(changes, key=lambda e: e.name))))
+                self._send(conn.name, PeerList(tuple(changes)))
             conn.reply_bytes = 0
             if conn.writable:
                 if mode != RELAY:
@@ -1018,7 +986,7 @@ class GossipCore:
             self._own_acks_since = math.inf
         if mode == RELAY:
             self._flush_relay_acks(now, spread, target, news, carried)
-        self._changes.clear()
+        self._members.clear_changes()
         if self._own:  # held for the window we relay: it leaves with our broadcast at its end
             self._schedule_flush(now)
 
@@ -1389,11 +1357,7 @@ class GossipCore:
             times.append(min(u.at for u in self._unconfirmed) + cfg.relay_retry)
         if self._lags:
             times.append(min(due for due, _, _, _ in self._lags.values()))
-        for m in self._members.values():
-            if m.status == SUSPECT and m.name not in self._conns:
-                times.append(m.since + cfg.suspect_timeout)
-            elif m.status == DEAD:
-                times.append(m.since + cfg.forget_timeout)
+        times.extend(self._members.deadlines())
         for started in self._dialing.values():
             times.append(started + cfg.connect_timeout)
         for conn in self._conns.values():
@@ -1437,7 +1401,7 @@ class GossipCore:
         """Every agent known here, sorted by name, with connection state and replication lag."""
         desired, _ = self._overlay_view()
         out = []
-        for name in sorted(self._members):
+        for name in self._members.names():
             m = self._members[name]
             conn = self._conns.get(name)
             acked = self._acked.get(name, {})
@@ -1458,7 +1422,7 @@ class GossipCore:
     @property
     def incarnation(self) -> int:
         """This agent's current membership incarnation."""
-        return self._incarnation
+        return self._members.incarnation
 
     def connected(self) -> tuple[str, ...]:
         """Names of the peers currently connected, sorted."""
@@ -1481,9 +1445,7 @@ class GossipCore:
     def members(self, *, listening: bool = False) -> tuple[str, ...]:
         """Other agents not declared dead (connected, alive or suspect), sorted: the view
         placement is computed from. ``listening``: only those with a listen address."""
-        return tuple(sorted(
-            n for n, m in self._members.items() if m.status != DEAD and (m.address is not None or not listening)
-        ))
+        return self._members.live(listening=listening)
 
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
@@ -1709,12 +1671,12 @@ class GossipCore:
         return all(n == self.name or (n in conns and not conns[n].closing) for n in self._views().order)
 
     def _views(self) -> OverlayView:
-        key = (self._members_version, self._extra_version)
+        key = (self._members.version, self._extra_version)
         if self._overlay is None or self._overlay.key != key:
-            members = self._members
-            live = [n for n, m in members.items() if m.status != DEAD]
-            known = [n for n, m in members.items() if m.status != DEAD or m.address is not None]
-            dead = {n for n, m in members.items() if m.status == DEAD}
+            members = list(self._members)
+            live = [m.name for m in members if m.status != DEAD]
+            known = [m.name for m in members if m.status != DEAD or m.address is not None]
+            dead = {m.name for m in members if m.status == DEAD}
             extra = self.policy.extra_neighbours()
             self._overlay = compute_view(key, self.name, live, known, dead, extra, self.config, self.policy.partial, self._rank)
         return self._overlay
@@ -1724,7 +1686,7 @@ class GossipCore:
         now = self._now
         v = self._views()
         desired, mode, retry, tree = v.desired, v.mode, v.retry, v.tree
-        settled = self._view_at + self.config.relay_settle
+        settled = self._members.view_at + self.config.relay_settle
         addresses: dict[str, float] = {}
         for name in sorted(desired | retry):
             if name in self._conns:
@@ -1746,7 +1708,7 @@ class GossipCore:
         # Seeds: all of them while we are alone; later, any seed at an address of no agent we
         # know alive. Agents that met only each other (joined during a partition, restarted
         # while the rest was down) would otherwise never find the rest of the mesh.
-        known = {m.address for m in self._members.values() if m.address and m.status != DEAD}
+        known = {m.address for m in self._members if m.address and m.status != DEAD}
         for a in self._seeds:
             if not self._conns or a not in known:
                 addresses.setdefault(a, now)
@@ -1757,58 +1719,6 @@ class GossipCore:
             backoff = self._backoff.get(a)
             out.append((a, ready if backoff is None else max(ready, backoff[1])))
         return out
-
-    def _full_table(self) -> tuple[PeerEntry, ...]:
-        entries = [PeerEntry(self.name, self.address, self._incarnation, True)]
-        entries += [PeerEntry(m.name, m.address, m.incarnation, m.status != DEAD) for m in self._members.values()]
-        return tuple(sorted(entries, key=lambda e: e.name))
-
-    def _set_member(self, name: str, address: str | None, incarnation: int, status: str, now: float, *, source: str | None) -> None:
-        m = self._members.get(name)
-        if m is None or (m.status == DEAD) != (status == DEAD):
-            self._view_at = now
-        if m is None:
-            m = self._members[name] = _Member(name, address, incarnation, status, now)
-        else:
-            if (m.status == DEAD) != (status == DEAD) or m.status != status:
-                m.since = now
-            m.address = address if address is not None else m.address
-            m.incarnation, m.status = incarnation, status
-        self._members_version += 1
-        self._changes[name] = (PeerEntry(name, m.address, m.incarnation, status != DEAD), source)
-        if self._conns:
-            self._schedule_flush(now)
-
-    def _merge(self, e: PeerEntry, source: str, now: float) -> None:
-        """Fold one membership report into our view (SWIM incarnation rules)."""
-        if e.name == self.name:
-            if e.incarnation > self._incarnation or (not e.alive and e.incarnation >= self._incarnation):
-                self._incarnation = e.incarnation + 1  # refute: we are alive, and newer
-                self._changes[self.name] = (PeerEntry(self.name, self.address, self._incarnation, True), None)
-                self._schedule_flush(now)
-            return
-        m = self._members.get(e.name)
-        connected = e.name in self._conns
-        if m is None:
-            if e.alive or not connected:
-                self._set_member(e.name, e.address, e.incarnation, ALIVE if e.alive else DEAD, now, source=source)
-            return
-        if e.incarnation > m.incarnation:
-            if not e.alive and connected:
-                # We are talking to it: pass the report on so that it refutes it.
-                self._send(e.name, PeerList((e,)))
-                m.incarnation = e.incarnation
-                return
-            self._set_member(e.name, e.address, e.incarnation, ALIVE if e.alive else DEAD, now, source=source)
-        elif e.incarnation == m.incarnation:
-            if not e.alive and m.status != DEAD:
-                if connected:
-                    self._send(e.name, PeerList((e,)))
-                else:
-                    self._set_member(e.name, e.address, e.incarnation, DEAD, now, source=source)
-            elif e.address is not None and m.address is None:
-                m.address = e.address
-                self._members_version += 1
 
 
 class _View:
