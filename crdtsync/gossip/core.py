@@ -200,6 +200,7 @@ from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .config import GossipConfig
+from .dialer import Dialer
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of, window_index
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
@@ -369,7 +370,7 @@ class GossipCore:
         self.config = config
         self._rng = rng
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
-        self._seeds = [s for s in dict.fromkeys(seeds) if s != address]
+        self._dialer = Dialer(self.name, address, seeds, config, rng)
         self._now = -math.inf
         self._conns: dict[str, _Conn] = {}
         self._outbox: list[tuple[str, Message]] = []
@@ -384,10 +385,6 @@ class GossipCore:
             has_links=lambda: bool(conns),
         )
         self._acked: dict[str, dict[str, ShardState]] = {}  # peer -> shard -> durable state
-        self._dialing: dict[str, float] = {}  # address -> when the dial was handed out
-        self._backoff: dict[str, tuple[int, float]] = {}  # address -> (failures, retry at)
-        self._self_addresses: set[str] = set() if address is None else {address}
-        self._want_since: dict[str, float] = {}
         self._flush_at: float | None = None
         self._next_ae: float | None = None
         self._next_px: float | None = None
@@ -451,8 +448,7 @@ class GossipCore:
         """
         changed = address != self._members.address
         self._members.address = address
-        self._self_addresses.add(address)
-        self._seeds = [s for s in self._seeds if s != address]
+        self._dialer.own_address(address)
         if changed and self._conns:
             self._members.announce(self._now)
 
@@ -507,13 +503,12 @@ class GossipCore:
             raise ProtocolError(f"mesh {hello.mesh!r} is not {self.mesh!r}", CloseCode.WRONG_MESH)
         if hello.name == self.name:
             if hello.address is not None:
-                self._self_addresses.add(hello.address)  # never dial ourselves again
+                self._dialer.self_addresses.add(hello.address)  # never dial ourselves again
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
         old = self._conns.get(peer)
         if old is not None and not self._replaces(old, hello, now, outbound):
-            if hello.address is not None:
-                self._dialing.pop(hello.address, None)
+            self._dialer.refused(hello.address)
             kept = min(self.name, peer)
             raise ProtocolError(f"{peer} is already connected: keeping the connection {kept} dialled", CloseCode.DUPLICATE_NAME)
         if old is not None:
@@ -526,11 +521,7 @@ class GossipCore:
         )
         conn.interest.update(hello.shards)
         self._conns[peer] = conn
-        for address in (hello.address,):
-            if address is not None:
-                self._dialing.pop(address, None)
-                self._backoff.pop(address, None)
-        self._want_since.pop(peer, None)
+        self._dialer.connected(peer, hello.address)
 
         self._members.hello(peer, hello.address, hello.incarnation, now)
         self._send(peer, PeerList(self._members.full_table(), full=True))
@@ -562,20 +553,17 @@ class GossipCore:
             return
         for service in self._services:
             service.connection_lost(peer, now)
-        self._want_since.pop(peer, None)
+        self._dialer.lost(peer)
         m = self._members.lost(peer, conn.closing, now)
         if m is None:
             return
         if m.address is not None and not conn.closing:
-            self._backoff.setdefault(m.address, (0, now + self._jitter(self.config.backoff_base)))
+            self._dialer.backoff.lost(m.address, now)
 
     def dial_failed(self, address: str, now: float) -> None:
         """A connection attempt to ``address`` (from :meth:`dials`) failed."""
         self._advance(now)
-        self._dialing.pop(address, None)
-        failures = self._backoff.get(address, (0, 0.0))[0] + 1
-        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
-        self._backoff[address] = (failures, now + self._jitter(delay))
+        self._dialer.failed(address, now)
         self._members.unreachable(address, now)
 
     def pause_writing(self, peer: str) -> None:
@@ -652,9 +640,7 @@ class GossipCore:
             elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
                 m = self._members.get(peer)
                 if m is not None and m.address is not None:
-                    failures = self._backoff.get(m.address, (0, 0.0))[0] + 1
-                    delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
-                    self._backoff[m.address] = (failures, now + self._jitter(delay))
+                    self._dialer.backoff.failed(m.address, now)
         elif type(msg) in self._handlers:
             self._handlers[type(msg)].receive(peer, msg, now)
         elif isinstance(msg, Hello):
@@ -903,9 +889,8 @@ class GossipCore:
                 self._send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
         for name in self._members.tick(now):
             self._acked.pop(name, None)
-        for address, started in list(self._dialing.items()):
-            if now >= started + cfg.connect_timeout:
-                self.dial_failed(address, now)
+        for address in self._dialer.timed_out(now):
+            self.dial_failed(address, now)
         for conn in self._conns.values():
             for shard, asked in list(conn.repairs.items()):
                 asm = conn.receiving
@@ -1327,11 +1312,7 @@ class GossipCore:
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
         fails via :meth:`dial_failed`, or times out)."""
-        now = self._now
-        out = [a for a, ready in self._dial_candidates() if ready <= now]
-        for a in out:
-            self._dialing[a] = now
-        return out
+        return self._dialer.hand_out(self._now, self._dial_candidates())
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no timer pending).
@@ -1358,8 +1339,7 @@ class GossipCore:
         if self._lags:
             times.append(min(due for due, _, _, _ in self._lags.values()))
         times.extend(self._members.deadlines())
-        for started in self._dialing.values():
-            times.append(started + cfg.connect_timeout)
+        times.extend(self._dialer.deadlines())
         for conn in self._conns.values():
             asm = conn.receiving
             for shard, asked in conn.repairs.items():
@@ -1623,9 +1603,6 @@ class GossipCore:
         else:
             self._flush_at = now + w
 
-    def _jitter(self, delay: float) -> float:
-        return delay * (0.5 + 0.5 * self._rng.random())
-
     def _ae_delay(self) -> float:
         j = self.config.anti_entropy_jitter
         return self.config.anti_entropy_interval * (1 + j * (2 * self._rng.random() - 1))
@@ -1683,42 +1660,10 @@ class GossipCore:
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack."""
-        now = self._now
-        v = self._views()
-        desired, mode, retry, tree = v.desired, v.mode, v.retry, v.tree
-        settled = self._members.view_at + self.config.relay_settle
-        addresses: dict[str, float] = {}
-        for name in sorted(desired | retry):
-            if name in self._conns:
-                continue
-            m = self._members[name]
-            if m.address is None or m.address in self._self_addresses:
-                continue
-            since = self._want_since.setdefault(name, now)
-            if m.status == DEAD and m.address not in self._backoff:
-                # First retry of an agent declared dead: not at once, it just failed.
-                self._backoff[m.address] = (1, now + self._jitter(self.config.backoff_base))
-            # Both sides want the edge: the smaller name dials, the other only after a grace.
-            # (A read waiting for a holder dials it at once: only we want that edge.)
-            wanted = self.policy.urgent(name)
-            ready = now if self.name < name or wanted else since + self.config.dial_grace
-            if mode == RELAY and name not in tree and not wanted:
-                ready = max(ready, settled)  # beyond the tree: once the view has settled
-            addresses[m.address] = ready
-        # Seeds: all of them while we are alone; later, any seed at an address of no agent we
-        # know alive. Agents that met only each other (joined during a partition, restarted
-        # while the rest was down) would otherwise never find the rest of the mesh.
-        known = {m.address for m in self._members if m.address and m.status != DEAD}
-        for a in self._seeds:
-            if not self._conns or a not in known:
-                addresses.setdefault(a, now)
-        out = []
-        for a, ready in addresses.items():
-            if a in self._dialing or a in self._self_addresses:
-                continue
-            backoff = self._backoff.get(a)
-            out.append((a, ready if backoff is None else max(ready, backoff[1])))
-        return out
+        conns = self._conns
+        return self._dialer.candidates(
+            self._now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
+        )
 
 
 class _View:
