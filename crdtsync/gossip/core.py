@@ -169,7 +169,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -199,7 +199,11 @@ from ..names import validate_shard_name
 from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
+from .acks import take_relayed
 from .config import GossipConfig
+from .links import Link, TokenBucket, replaces
+from .repair import sv_covers
+from .transfer import Transfer, chunk_size, receive_piece
 from .dialer import Dialer
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of, window_index
@@ -259,71 +263,6 @@ class PeerStatus:
 
 
 @dataclass(slots=True)
-class _Conn:
-    name: str
-    since: float
-    tokens: float
-    refilled: float
-    queue: dict[str, list[bytes]] = field(default_factory=dict)
-    queued_bytes: int = 0
-    dropped: int = 0
-    writable: bool = True
-    last_push_at: float = -math.inf
-    resync: bool = False  # pushes were dropped: run anti-entropy once the link drains
-    closing: bool = False  # a Close(NORMAL/GOING_AWAY) went either way: losing it is no failure
-    pending_acks: dict[str, ShardState] = field(default_factory=dict)
-    acks_since: float = math.inf  # when the oldest pending ack became owed
-    last_ack_at: float = -math.inf
-    last_push_in: float = -math.inf  # when a Push last came from it
-    last_round_at: float = -math.inf  # when we last started an anti-entropy round with it
-    acked_out: dict[str, ShardState] = field(default_factory=dict)  # last state acked to it
-    interest: set[str] = field(default_factory=set)  # shards it holds or sent us
-    digests: dict[str, bytes] = field(default_factory=dict)  # from its last Digests
-    seq_out: dict[str, int] = field(default_factory=dict)  # last Push seq sent, per shard
-    seq_in: dict[str, int] = field(default_factory=dict)  # last Push seq received, per shard
-    repairs: dict[str, float] = field(default_factory=dict)  # shard -> when repair was asked
-    outbound: bool = False  # we dialled it
-    incarnation: int = 0  # the peer's, from its Hello
-    instance: int = 0  # the peer's run, from its Hello
-    relay_shards: set[str] = field(default_factory=set)  # queued shards it relays (Push.relay)
-    big: list[tuple[str, bytes]] = field(default_factory=list)  # deltas too big for one frame
-    replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)  # shard -> (its sv, send ours)
-    want_digests: bool = False  # it sent a Summary that differs: Digests owed
-    reply_bytes: int = 0  # replies sent to it in the current window
-    sending: _Transfer | None = None  # DiffChunk transfer under way to it
-    receiving: _Assembly | None = None  # DiffChunk transfer under way from it
-    round_shards: set[str] = field(default_factory=set)  # asked in our anti-entropy round
-    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)  # to pass on, hops
-    relay_since: float = math.inf  # when the oldest of those became owed
-    last_relay_at: float = -math.inf  # when relayed acks last went to it
-
-
-@dataclass(slots=True)
-class _Transfer:
-    """An update being sent as DiffChunk pieces."""
-
-    id: int
-    shard: str
-    data: bytes
-    state_vector: bytes | None
-    piece: int
-    total: int
-    index: int = 0
-
-
-@dataclass(slots=True)
-class _Assembly:
-    """DiffChunk pieces received so far of one transfer."""
-
-    transfer: int
-    shard: str
-    total: int
-    parts: list[bytes]
-    size: int
-    last_at: float
-
-
-@dataclass(slots=True)
 class _Sent:
     """Rotating relay: own deltas pushed to a relay, kept until a broadcast shows it had them."""
 
@@ -372,7 +311,7 @@ class GossipCore:
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._dialer = Dialer(self.name, address, seeds, config, rng)
         self._now = -math.inf
-        self._conns: dict[str, _Conn] = {}
+        self._conns: dict[str, Link] = {}
         self._outbox: list[tuple[str, Message]] = []
         conns = self._conns
         self._members = Membership(
@@ -394,7 +333,7 @@ class GossipCore:
         self._overlay: OverlayView | None = None
         self._extra_version = 0  # bumped when the policy's extra neighbours change
         self._rank = Ranks(self.mesh)
-        self._chunk = max(1, min(config.chunk_bytes, config.max_frame // 2))
+        self._chunk = chunk_size(config.chunk_bytes, config.max_frame)
         self._transfers = 0  # ids of DiffChunk transfers we start
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
@@ -507,7 +446,9 @@ class GossipCore:
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
         old = self._conns.get(peer)
-        if old is not None and not self._replaces(old, hello, now, outbound):
+        if old is not None and not replaces(
+            self.name, old, peer, hello.incarnation, hello.instance, now, outbound, self.config.connect_timeout
+        ):
             self._dialer.refused(hello.address)
             kept = min(self.name, peer)
             raise ProtocolError(f"{peer} is already connected: keeping the connection {kept} dialled", CloseCode.DUPLICATE_NAME)
@@ -515,10 +456,8 @@ class GossipCore:
             del self._conns[peer]
             old.closing = True
         cfg = self.config
-        conn = _Conn(
-            peer, since=now, tokens=cfg.flood_burst, refilled=now, outbound=outbound,
-            incarnation=hello.incarnation, instance=hello.instance,
-        )
+        bucket = TokenBucket.full(cfg.flood_rate, cfg.flood_burst, now)
+        conn = Link(peer, now, bucket, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance)
         conn.interest.update(hello.shards)
         self._conns[peer] = conn
         self._dialer.connected(peer, hello.address)
@@ -528,22 +467,10 @@ class GossipCore:
         for service in self._services:
             service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
-            conn.last_round_at = self._last_round_at = now
+            conn.rounds.last_round_at = self._last_round_at = now
             self._send(peer, self._summary(peer))
         self._ensure_timers(now)
         return peer
-
-    def _replaces(self, old: _Conn, hello: Hello, now: float, outbound: bool) -> bool:
-        """Whether a new connection to ``hello.name`` replaces ``old`` (see connection_made)."""
-        if old.closing or hello.incarnation > old.incarnation or hello.instance != old.instance:
-            return True  # (another run of the peer: it restarted)
-        if now - old.since > self.config.connect_timeout:
-            return True  # not a concurrent dial: the old one is dead at the peer's end
-        if outbound == old.outbound:
-            return True  # the same side dialled both: it dropped the first one
-        # Concurrent dials from both sides: keep the one the smaller name dialled, like the peer.
-        dialler = self.name if outbound else hello.name
-        return dialler == min(self.name, hello.name)
 
     def connection_lost(self, peer: str, now: float) -> None:
         """A connection that :meth:`connection_made` accepted is gone (idempotent)."""
@@ -578,7 +505,7 @@ class GossipCore:
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = True
-            if conn.queue or conn.resync or conn.big or conn.replies or conn.want_digests or conn.sending:
+            if conn.push.queue or conn.push.resync or conn.push.big or conn.replies.replies or conn.replies.want_digests or conn.replies.sending:
                 self._schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
@@ -597,16 +524,13 @@ class GossipCore:
         if conn is None:
             raise UsageError(f"receive() from {peer!r}, which is not connected")
         cfg = self.config
-        conn.tokens = min(cfg.flood_burst, conn.tokens + (now - conn.refilled) * cfg.flood_rate)
-        conn.refilled = now
-        if conn.tokens < 1:
+        if not conn.bucket.take(now):
             raise ProtocolError(f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING)
-        conn.tokens -= 1
         if isinstance(msg, Push):
             self._on_push(conn, msg, now)
         elif isinstance(msg, Summary):
             if msg.root != self._root_hash(peer):
-                conn.want_digests = True  # a reply: deferred while the link is paused
+                conn.replies.want_digests = True  # a reply: deferred while the link is paused
                 self._serve_replies(conn, now)
         elif isinstance(msg, Digests):
             self._on_digests(conn, msg, now)
@@ -648,7 +572,7 @@ class GossipCore:
         else:  # pragma: no cover - wire.decode only produces the types above
             raise ProtocolError(f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
 
-    def _on_push(self, conn: _Conn, msg: Push, now: float) -> None:
+    def _on_push(self, conn: Link, msg: Push, now: float) -> None:
         # Check everything before applying anything: the ack, and every update of a batch
         # (a single update is validated by ReplicaSet.apply itself, atomically).
         if msg.durable is not None:
@@ -682,38 +606,38 @@ class GossipCore:
             self._learn_ack(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
-        conn.last_push_in = now
-        last = conn.seq_in.get(msg.shard, 0)
+        conn.rounds.last_push_in = now
+        last = conn.repair.seq_in.get(msg.shard, 0)
         if msg.hint is not None:
             self._on_hint(conn, msg.shard, msg.hint, now)
-        elif msg.seq and msg.seq > last + 1 and msg.shard not in conn.repairs:
+        elif msg.seq and msg.seq > last + 1 and msg.shard not in conn.repair.repairs:
             # A Push of this shard was lost on the way: the deltas above may now wait for
             # it (Yjs integrates a client's structs in clock order), and so would every
             # agent behind us. Ask the sender for what we lack right away.
             self._ask_repair(conn, msg.shard, now)
         if msg.seq:
-            conn.seq_in[msg.shard] = max(last, msg.seq)
+            conn.repair.seq_in[msg.shard] = max(last, msg.seq)
 
-    def _on_hint(self, conn: _Conn, shard: str, hint: bytes, now: float) -> None:
+    def _on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
         self._hint_at = now
         # Our own batches this broadcast shows the relays have had: confirmed.
         if self._unconfirmed:
-            self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not _sv_covers(hint, u.state_vector)]
+            self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not sv_covers(hint, u.state_vector)]
         mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
-        if not _sv_covers(mine, hint) and not any(shard in c.repairs for c in self._conns.values()):
+        if not sv_covers(mine, hint) and not any(shard in c.repair.repairs for c in self._conns.values()):
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
             self._ask_repair(conn, shard, now)
 
-    def _ask_repair(self, conn: _Conn, shard: str, now: float) -> None:
-        conn.repairs[shard] = now
+    def _ask_repair(self, conn: Link, shard: str, now: float) -> None:
+        conn.repair.repairs[shard] = now
         sv = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
         self._send(conn.name, SyncRequest(((shard, sv),)))
 
-    def _on_digests(self, conn: _Conn, msg: Digests, now: float) -> None:
+    def _on_digests(self, conn: Link, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
-        conn.digests = theirs
+        conn.rounds.digests = theirs
         conn.interest.update(theirs)
         held = set(self._shard_names())
         mine = set(self.policy.sync_shards(conn.name, sorted(held)))
@@ -724,7 +648,7 @@ class GossipCore:
                 break
             have = shard in held
             if have and shard not in theirs:
-                conn.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks the shard: all of it
+                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks the shard: all of it
                 budget -= 1
             elif not have:
                 requests.append((shard, EMPTY_STATE_VECTOR))
@@ -733,11 +657,11 @@ class GossipCore:
                 requests.append((shard, self.replicas.state_vector(shard)))
                 budget -= 1
         self._serve_replies(conn, now)
-        conn.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
+        conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._send(conn.name, SyncRequest(tuple(requests)))
 
-    def _on_sync_request(self, conn: _Conn, msg: SyncRequest, now: float) -> None:
+    def _on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
         for _, sv in msg.state_vectors:
             _check_state(sv, None)
         held = set(self._shard_names())
@@ -745,48 +669,30 @@ class GossipCore:
             conn.interest.add(shard)
             if shard in held:
                 # Coalesced per shard: a peer that asks again before reading gets one answer.
-                conn.replies[shard] = (sv, True)
+                conn.replies.replies[shard] = (sv, True)
         self._serve_replies(conn, now)
 
-    def _on_diff(self, conn: _Conn, msg: Diff, now: float) -> None:
+    def _on_diff(self, conn: Link, msg: Diff, now: float) -> None:
         if msg.state_vector is not None:
             _check_state(msg.state_vector, None)
         if not self.policy.accepts(msg.shard):
             return  # partial replication: not held here
         self._apply(conn, msg.shard, msg.update, forward=self._mode() == TREE)
-        conn.repairs.pop(msg.shard, None)
+        conn.repair.repairs.pop(msg.shard, None)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
-        if msg.state_vector is not None and msg.shard in conn.round_shards:
-            conn.round_shards.discard(msg.shard)
-            if conn.digests.get(msg.shard) != self._digest(msg.shard):
-                conn.replies[msg.shard] = (msg.state_vector, False)
+        if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
+            conn.rounds.round_shards.discard(msg.shard)
+            if conn.rounds.digests.get(msg.shard) != self._digest(msg.shard):
+                conn.replies.replies[msg.shard] = (msg.state_vector, False)
                 self._serve_replies(conn, now)
 
-    def _on_chunk(self, conn: _Conn, msg: DiffChunk, now: float) -> None:
+    def _on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
         """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
-        cfg = self.config
-        asm = conn.receiving
-        if msg.index == 0:
-            # A new transfer; one that was incomplete lost a piece and is abandoned (the
-            # repair or round that asked for it asks again).
-            asm = conn.receiving = _Assembly(msg.transfer, msg.shard, msg.total, [], 0, now)
-        elif asm is None or (asm.transfer, asm.shard, asm.total) != (msg.transfer, msg.shard, msg.total):
-            return  # a piece of a transfer whose start we missed: wait for it to be resent
-        elif msg.index != len(asm.parts):
-            if msg.index > len(asm.parts):
-                conn.receiving = None  # a piece was lost
-            return  # (or a duplicate)
-        asm.size += len(msg.data)
-        if asm.size > cfg.max_diff_bytes or msg.total > cfg.max_diff_bytes:
-            conn.receiving = None
-            raise ProtocolError(f"a Diff of more than {cfg.max_diff_bytes} bytes", CloseCode.OVERSIZE)
-        asm.parts.append(msg.data)
-        asm.last_at = now
-        if len(asm.parts) == asm.total:
-            conn.receiving = None
-            self._on_diff(conn, Diff(msg.shard, b"".join(asm.parts), msg.state_vector), now)
+        update = receive_piece(conn.replies, msg, now, self.config.max_diff_bytes)
+        if update is not None:
+            self._on_diff(conn, Diff(msg.shard, update, msg.state_vector), now)
 
-    def _apply(self, conn: _Conn, shard: str, update: bytes, *, forward: bool) -> None:
+    def _apply(self, conn: Link, shard: str, update: bytes, *, forward: bool) -> None:
         try:
             delta = self.replicas.apply(shard, update, conn.name)
         except InvalidUpdate as exc:
@@ -853,9 +759,7 @@ class GossipCore:
             for conn in self._conns.values():
                 # (partial replication: also every peer that announced holding the shard)
                 wants = shard in conn.interest or (self.policy.partial and self.policy.sends_to(conn.name, shard))
-                if wants and conn.acked_out.get(shard) != state:
-                    conn.pending_acks[shard] = state
-                    conn.acks_since = min(conn.acks_since, now)
+                if wants and conn.acks.owe(state, now):
                     self._schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
@@ -880,7 +784,7 @@ class GossipCore:
             if peers:
                 conn = self._rng.choice(peers)
                 if not self._pushes_suffice(conn, now):
-                    conn.last_round_at = self._last_round_at = now
+                    conn.rounds.last_round_at = self._last_round_at = now
                     self._send(conn.name, self._summary(conn.name))
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
@@ -892,8 +796,8 @@ class GossipCore:
         for address in self._dialer.timed_out(now):
             self.dial_failed(address, now)
         for conn in self._conns.values():
-            for shard, asked in list(conn.repairs.items()):
-                asm = conn.receiving
+            for shard, asked in list(conn.repair.repairs.items()):
+                asm = conn.replies.receiving
                 if asm is not None and asm.shard == shard and now < asm.last_at + cfg.repair_timeout:
                     continue  # its answer is arriving, in pieces
                 if now >= asked + cfg.repair_timeout:
@@ -926,17 +830,17 @@ class GossipCore:
             changes = self._members.changes_for(conn.name)
             if changes:
                 self._send(conn.name, PeerList(tuple(changes)))
-            conn.reply_bytes = 0
+            conn.replies.reply_bytes = 0
             if conn.writable:
                 if mode != RELAY:
-                    relayed = self._take_relayed(conn, now, mode) if conn.queue else ()
-                elif conn.queue and (spread or conn.name == target):
+                    relayed = self._take_relayed(conn, now, mode) if conn.push.queue else ()
+                elif conn.push.queue and (spread or conn.name == target):
                     relayed = tuple(r for r in news if r.agent != conn.name)
                     carried.add(conn.name)
                 else:
                     relayed = ()
-                for shard, queued in conn.queue.items():
-                    relay = shard in conn.relay_shards
+                for shard, queued in conn.push.queue.items():
+                    relay = shard in conn.push.relay_shards
                     forward = (mode == TREE or flood) and not relay
                     hint = None
                     durable = None
@@ -957,11 +861,9 @@ class GossipCore:
                         conn, shard, queued, now=now, forward=forward, hint=hint, relayed=relayed, durable=durable, relay=relay
                     )
                     relayed = ()
-                conn.queue.clear()
-                conn.relay_shards.clear()
-                conn.queued_bytes = sum(len(u) for _, u in conn.big)
-                if conn.resync:
-                    conn.resync = False
+                conn.push.drained()
+                if conn.push.resync:
+                    conn.push.resync = False
                     self._send(conn.name, self._summary(conn.name))
                 self._serve_replies(conn, now)
         for shard in rode:
@@ -991,7 +893,7 @@ class GossipCore:
                 for shard, deltas in own.items():
                     for d in deltas:
                         self._enqueue(relay, shard, d)
-                    relay.relay_shards.add(shard)
+                    relay.push.relay_shards.add(shard)
                     self._remember(now, shard, deltas, attempts.get(shard, 0))
                 return
         # We relayed the window that ended (or the overlay is no longer a rotating relay):
@@ -1038,7 +940,7 @@ class GossipCore:
         self._own_attempts.clear()
         self._own_bytes = 0
         for conn in self._conns.values():
-            conn.resync = True
+            conn.push.resync = True
         self._schedule_flush(self._now)
 
     def _hint(self, shard: str) -> bytes | None:
@@ -1047,17 +949,17 @@ class GossipCore:
         sv = self.replicas.state_vector(shard)
         return sv if len(sv) <= self.config.hint_max else None
 
-    def _ack_due(self, conn: _Conn) -> float:
+    def _ack_due(self, conn: Link) -> float:
         cfg = self.config
-        return max(conn.acks_since + cfg.ack_delay, conn.last_ack_at + cfg.ack_interval)
+        return max(conn.acks.acks_since + cfg.ack_delay, conn.acks.last_ack_at + cfg.ack_interval)
 
-    def _relay_due(self, conn: _Conn) -> float:
+    def _relay_due(self, conn: Link) -> float:
         # Alone only on a link that carried no push for a while: a busy one carries them.
         cfg = self.config
         return max(
-            conn.relay_since + cfg.ack_delay,
-            conn.last_relay_at + cfg.ack_relay_interval,
-            conn.last_push_at + cfg.ack_relay_interval,
+            conn.acks.relay_since + cfg.ack_delay,
+            conn.acks.last_relay_at + cfg.ack_relay_interval,
+            conn.push.last_push_at + cfg.ack_relay_interval,
         )
 
     def _own_ack_due(self) -> float:
@@ -1072,19 +974,14 @@ class GossipCore:
             return
         mode = self._mode()
         for conn in self._conns.values():
-            own_due = bool(conn.pending_acks) and now >= self._ack_due(conn)
-            relay_due = bool(conn.relay_acks) and now >= self._relay_due(conn)
+            own_due = bool(conn.acks.pending_acks) and now >= self._ack_due(conn)
+            relay_due = bool(conn.acks.relay_acks) and now >= self._relay_due(conn)
             if not own_due and not relay_due:
                 continue
             states: tuple[ShardState, ...] = ()
-            if conn.pending_acks and (own_due or now >= conn.last_ack_at + self.config.ack_interval):
-                conn.acks_since = math.inf
-                states = tuple(conn.pending_acks[s] for s in sorted(conn.pending_acks))
-                conn.pending_acks.clear()
-                conn.last_ack_at = now
-                for st in states:
-                    conn.acked_out[st.shard] = st
-            relayed = self._take_relayed(conn, now, mode) if conn.relay_acks else ()
+            if conn.acks.pending_acks and (own_due or now >= conn.acks.last_ack_at + self.config.ack_interval):
+                states = conn.acks.take_all(now)
+            relayed = self._take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
             if states or relayed:
                 self._send(conn.name, Ack(states, relayed, forward=mode == TREE))
         if self._own_acks and now >= self._own_ack_due():
@@ -1127,51 +1024,29 @@ class GossipCore:
 
     def _take_news(self) -> tuple[RelayedAck, ...]:
         """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
-        budget = self.config.max_relayed_bytes
-        out: list[RelayedAck] = []
-        for key in sorted(self._relay_news):
-            st, hops = self._relay_news[key]
-            size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
-            if out and size > budget:
-                break
-            out.append(RelayedAck(key[0], st, hops))
-            budget -= size
-        for r in out:
-            del self._relay_news[(r.agent, r.state.shard)]
-        return tuple(out)
+        return take_relayed(self._relay_news, self.config.max_relayed_bytes)
 
     def _spread_own_acks(self, now: float) -> None:
         """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
         for shard, state in sorted(self._own_acks.items()):
             for conn in self._conns.values():
-                if shard in conn.interest and conn.acked_out.get(shard) != state:
-                    conn.pending_acks[shard] = state
-                    conn.acks_since = min(conn.acks_since, now)
+                if shard in conn.interest:
+                    conn.acks.owe(state, now)
         self._own_acks.clear()
         self._own_acks_since = math.inf
 
-    def _take_relayed(self, conn: _Conn, now: float, mode: str) -> tuple[RelayedAck, ...]:
+    def _take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
         """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
         cfg = self.config
-        if not conn.relay_acks or (mode == TREE and now < conn.last_relay_at + cfg.ack_relay_interval):
+        if not conn.acks.relay_acks or (mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval):
             return ()
-        budget = cfg.max_relayed_bytes
-        out: list[RelayedAck] = []
-        for key in sorted(conn.relay_acks):
-            st, hops = conn.relay_acks[key]
-            size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
-            if out and size > budget:
-                break
-            out.append(RelayedAck(key[0], st, hops))
-            budget -= size
-        for r in out:
-            del conn.relay_acks[(r.agent, r.state.shard)]
-        conn.last_relay_at = now
-        conn.relay_since = now if conn.relay_acks else math.inf
-        return tuple(out)
+        out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
+        conn.acks.last_relay_at = now
+        conn.acks.relay_since = now if conn.acks.relay_acks else math.inf
+        return out
 
     def _learn_ack(
-        self, agent: str, state: ShardState, source: _Conn, forward: bool, now: float, hops: int = 0
+        self, agent: str, state: ShardState, source: Link, forward: bool, now: float, hops: int = 0
     ) -> None:
         """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
         passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
@@ -1183,7 +1058,7 @@ class GossipCore:
             return  # only agents we know of count (and take memory)
         cur = self._acked.get(agent, {}).get(state.shard)
         key = (agent, state.shard)
-        source.relay_acks.pop(key, None)  # it has this one, or a newer one
+        source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
         if cur == state:
             return
         if cur is not None and not direct and not _yjs.covers(
@@ -1200,10 +1075,10 @@ class GossipCore:
             # need no relay; relaying them would carry every shard's acks to every agent.)
             for c in self._conns.values():
                 if c is not source and not c.closing and c.name != agent:
-                    c.relay_acks[key] = (state, hops + 1)
-                    c.relay_since = min(c.relay_since, now)
+                    c.acks.relay_acks[key] = (state, hops + 1)
+                    c.acks.relay_since = min(c.acks.relay_since, now)
 
-    def _check_ack(self, agent: str, state: ShardState, source: _Conn, now: float) -> None:
+    def _check_ack(self, agent: str, state: ShardState, source: Link, now: float) -> None:
         """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
 
         Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
@@ -1214,7 +1089,7 @@ class GossipCore:
         if shard in self._lags or not self.policy.accepts(shard):
             return
         mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
-        if not _sv_covers(mine, state.state_vector):
+        if not sv_covers(mine, state.state_vector):
             # Not at once: what it acked may still be on its way to us (a writer's next
             # batch, with its ack of the previous one, can overtake the broadcast of that
             # one). Checked again after repair_timeout (see _check_lags).
@@ -1226,17 +1101,17 @@ class GossipCore:
             if now < due:
                 continue
             del self._lags[shard]
-            if any(shard in c.repairs for c in self._conns.values()):
+            if any(shard in c.repair.repairs for c in self._conns.values()):
                 continue
             mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
-            if not _sv_covers(mine, sv):
+            if not sv_covers(mine, sv):
                 for name in (agent, source):
                     conn = self._conns.get(name)
                     if conn is not None and not conn.closing:
                         self._ask_repair(conn, shard, now)
                         break
 
-    def _pushes_suffice(self, conn: _Conn, now: float) -> bool:
+    def _pushes_suffice(self, conn: Link, now: float) -> bool:
         """Whether a periodic round with ``conn`` can be skipped.
 
         In a tree every change reaching a neighbour is pushed on to us (apply() returns it,
@@ -1256,19 +1131,19 @@ class GossipCore:
             # show deletes): hence a forced round every anti_entropy_skip_max intervals.
             return (
                 now - self._hint_at < window
-                and not any(c.repairs for c in self._conns.values())
+                and not any(c.repair.repairs for c in self._conns.values())
                 and now - self._last_round_at < window * cfg.anti_entropy_skip_max
             )
         return (
             mode == TREE
-            and not conn.repairs
-            and now - conn.last_push_in < window
-            and now - conn.last_push_at < window
-            and now - conn.last_round_at < window * cfg.anti_entropy_skip_max
-            and conn.last_round_at > -math.inf
+            and not conn.repair.repairs
+            and now - conn.rounds.last_push_in < window
+            and now - conn.push.last_push_at < window
+            and now - conn.rounds.last_round_at < window * cfg.anti_entropy_skip_max
+            and conn.rounds.last_round_at > -math.inf
         )
 
-    def _prune_candidates(self) -> list[tuple[_Conn, float]]:
+    def _prune_candidates(self) -> list[tuple[Link, float]]:
         """(connection, when it may be pruned) for connections the overlay does not need."""
         desired, _ = self._overlay_view()
         out = []
@@ -1328,9 +1203,9 @@ class GossipCore:
                 times.append(t)
         if self._flush_at is None:
             for conn in self._conns.values():
-                if conn.pending_acks:
+                if conn.acks.pending_acks:
                     times.append(self._ack_due(conn))
-                if conn.relay_acks:
+                if conn.acks.relay_acks:
                     times.append(self._relay_due(conn))
             if self._own_acks:
                 times.append(self._own_ack_due())
@@ -1341,8 +1216,8 @@ class GossipCore:
         times.extend(self._members.deadlines())
         times.extend(self._dialer.deadlines())
         for conn in self._conns.values():
-            asm = conn.receiving
-            for shard, asked in conn.repairs.items():
+            asm = conn.replies.receiving
+            for shard, asked in conn.repair.repairs.items():
                 arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
                 times.append(max(asked, arriving) + cfg.repair_timeout)
         for _, ready in self._dial_candidates():
@@ -1392,8 +1267,8 @@ class GossipCore:
                     state=CONNECTED if conn is not None else m.status,
                     incarnation=m.incarnation,
                     neighbour=name in desired,
-                    queued_bytes=conn.queued_bytes if conn else 0,
-                    dropped=conn.dropped if conn else 0,
+                    queued_bytes=conn.push.queued_bytes if conn else 0,
+                    dropped=conn.push.dropped if conn else 0,
                     acked=tuple(acked[s] for s in sorted(acked)),
                 )
             )
@@ -1441,37 +1316,23 @@ class GossipCore:
     def _send(self, peer: str, msg: Message) -> None:
         self._outbox.append((peer, msg))
 
-    def _enqueue(self, conn: _Conn, shard: str, update: bytes) -> None:
-        if conn.queued_bytes + len(update) > self.config.max_queue_bytes:
-            # Back-pressure: the peer is not keeping up. Drop what is queued for it and let
-            # anti-entropy bring it up to date once it drains, instead of growing memory.
-            conn.dropped += sum(len(q) for q in conn.queue.values()) + len(conn.big) + 1
-            conn.queue.clear()
-            conn.big.clear()
-            conn.relay_shards.clear()
-            conn.queued_bytes = 0
-            conn.resync = True
-            self._schedule_flush(self._now)
-            return
-        if len(update) > self._chunk:
-            # Too big for one frame: it goes as DiffChunk pieces, with the replies (in order).
-            conn.big.append((shard, update))
-            conn.queued_bytes += len(update)
-            self._schedule_flush(self._now)
-            return
-        queue = conn.queue.setdefault(shard, [])
-        queue.append(update)
-        conn.queued_bytes += len(update)
+    def _enqueue(self, conn: Link, shard: str, update: bytes) -> None:
+        # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
+        # date once it drains, instead of our memory growing. "big": too big for one frame, it
+        # goes as DiffChunk pieces, with the replies (in order).
         cfg = self.config
+        if conn.push.add(shard, update, cfg.max_queue_bytes, self._chunk) != "queued":
+            self._schedule_flush(self._now)
+            return
         if (
             cfg.send_when_idle
             and conn.writable
-            and conn.queued_bytes == len(update)
-            and conn.last_push_at < self._window_start(self._now)
+            and conn.push.queued_bytes == len(update)
+            and conn.push.last_push_at < self._window_start(self._now)
         ):
             # Idle link: nothing to batch with, so waiting for the boundary only adds latency.
-            del conn.queue[shard]
-            conn.queued_bytes = 0
+            del conn.push.queue[shard]
+            conn.push.queued_bytes = 0
             self._push(conn, shard, [update], now=self._now)
             return
         self._schedule_flush(self._now)
@@ -1487,7 +1348,7 @@ class GossipCore:
 
     def _push(
         self,
-        conn: _Conn,
+        conn: Link,
         shard: str,
         queued: list[bytes],
         *,
@@ -1509,22 +1370,19 @@ class GossipCore:
         size = 0
         for u in queued:
             if batch and size + len(u) > limit:
-                self._send(conn.name, Push(shard, tuple(batch), None, self._next_seq(conn, shard), forward=forward, relay=relay))
+                self._send(conn.name, Push(shard, tuple(batch), None, conn.push.next_seq(shard), forward=forward, relay=relay))
                 batch, size = [], 0
             batch.append(u)
             size += len(u)
         if durable is None:
-            ack = conn.pending_acks.pop(shard, None)
+            ack = conn.acks.take_pending(shard)
             if ack is not None:
-                conn.acked_out[shard] = ack
-                if not conn.pending_acks:
-                    conn.acks_since = math.inf
                 durable = (ack.state_vector, ack.delete_set)
-        seq = self._next_seq(conn, shard)
+        seq = conn.push.next_seq(shard)
         self._send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
-        conn.last_push_at = now
+        conn.push.last_push_at = now
 
-    def _serve_replies(self, conn: _Conn, now: float) -> None:
+    def _serve_replies(self, conn: Link, now: float) -> None:
         """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
         this window's :attr:`GossipConfig.reply_budget`.
 
@@ -1537,22 +1395,21 @@ class GossipCore:
             return
         budget = self.config.reply_budget
         held: set[str] | None = None
-        while conn.reply_bytes < budget:
-            if conn.sending is not None:
-                conn.reply_bytes += self._send_piece(conn)
-            elif conn.want_digests:
-                conn.want_digests = False
+        while conn.replies.reply_bytes < budget:
+            if conn.replies.sending is not None:
+                conn.replies.reply_bytes += self._send_piece(conn)
+            elif conn.replies.want_digests:
+                conn.replies.want_digests = False
                 shards = self.policy.sync_shards(conn.name, self._shard_names())
                 digests = tuple((s, self._digest(s)) for s in shards)
-                conn.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
+                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
                 self._send(conn.name, Digests(digests))
-            elif conn.big:
-                shard, update = conn.big.pop(0)
-                conn.queued_bytes -= len(update)
+            elif conn.push.big:
+                shard, update = conn.push.pop_big()
                 self._start_transfer(conn, shard, update, None)
-            elif conn.replies:
-                shard = next(iter(conn.replies))
-                their_sv, send_ours = conn.replies.pop(shard)
+            elif conn.replies.replies:
+                shard = next(iter(conn.replies.replies))
+                their_sv, send_ours = conn.replies.replies.pop(shard)
                 if held is None:
                     held = set(self._shard_names())
                 if shard not in held:
@@ -1560,37 +1417,28 @@ class GossipCore:
                 update = self.replicas.diff(shard, their_sv)
                 ours = self.replicas.state_vector(shard) if send_ours else None
                 if len(update) + (len(ours) if ours else 0) <= self._chunk:
-                    conn.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    conn.replies.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
                     self._send(conn.name, Diff(shard, update, ours))
                 else:
                     self._start_transfer(conn, shard, update, ours)
             else:
                 return
-        if conn.sending is not None or conn.want_digests or conn.big or conn.replies:
+        if conn.replies.sending is not None or conn.replies.want_digests or conn.push.big or conn.replies.replies:
             self._schedule_flush(now)  # the rest in the next window
 
-    def _start_transfer(self, conn: _Conn, shard: str, update: bytes, state_vector: bytes | None) -> None:
+    def _start_transfer(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
         """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
         self._transfers += 1
-        piece = max(1, self._chunk - (len(state_vector) if state_vector else 0))
-        total = max(1, -(-len(update) // piece))
-        conn.sending = _Transfer(self._transfers, shard, update, state_vector, piece, total)
+        conn.replies.sending = Transfer.start(self._transfers, shard, update, state_vector, self._chunk)
 
-    def _send_piece(self, conn: _Conn) -> int:
-        t = conn.sending
+    def _send_piece(self, conn: Link) -> int:
+        t = conn.replies.sending
         assert t is not None
-        data = t.data[t.index * t.piece : (t.index + 1) * t.piece]
-        last = t.index == t.total - 1
-        self._send(conn.name, DiffChunk(t.shard, t.id, t.index, t.total, data, t.state_vector if last else None))
-        t.index += 1
+        msg, last = t.next_piece()
+        self._send(conn.name, msg)
         if last:
-            conn.sending = None
-        return len(data) + len(t.shard) + 16
-
-    @staticmethod
-    def _next_seq(conn: _Conn, shard: str) -> int:
-        seq = conn.seq_out[shard] = conn.seq_out.get(shard, 0) + 1
-        return seq
+            conn.replies.sending = None
+        return len(msg.data) + len(t.shard) + 16
 
     def _schedule_flush(self, now: float) -> None:
         if self._flush_at is not None:
@@ -1712,14 +1560,6 @@ class _View:
 
 def _check_view(view: _View) -> CoreView:
     return view  # mypy: _View implements CoreView
-
-
-def _sv_covers(a: bytes, b: bytes) -> bool:
-    """Whether state vector ``a`` has every clock of ``b`` (both already validated)."""
-    if a == b:
-        return True
-    have = _yjs.decode_state_vector(a)
-    return all(have.get(client, 0) >= clock for client, clock in _yjs.decode_state_vector(b).items())
 
 
 def _check_state(sv: bytes, ds: bytes | None) -> None:
