@@ -200,13 +200,14 @@ from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .acks import take_relayed
+from ._context import Context
 from .config import GossipConfig
 from .links import Link, TokenBucket, replaces
 from .repair import sv_covers
-from .transfer import Transfer, chunk_size, receive_piece
+from .transfer import Transfer, receive_piece
 from .dialer import Dialer
 from .membership import Membership, PeerState
-from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of, window_index
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
@@ -308,23 +309,24 @@ class GossipCore:
         self.replicas = replicas
         self.config = config
         self._rng = rng
+        #: Who holds which shard; every push, forward, ack and round asks it.
+        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
+        self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
+        ctx.mode = self._mode
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._dialer = Dialer(self.name, address, seeds, config, rng)
-        self._now = -math.inf
-        self._conns: dict[str, Link] = {}
-        self._outbox: list[tuple[str, Message]] = []
+        self._conns = ctx.links
         conns = self._conns
         self._members = Membership(
             self.name,
             address,
             config,
-            send=self._send,
-            schedule_flush=self._schedule_flush,
+            send=ctx.send,
+            schedule_flush=ctx.schedule_flush,
             connected=lambda n: n in conns,
             has_links=lambda: bool(conns),
         )
         self._acked: dict[str, dict[str, ShardState]] = {}  # peer -> shard -> durable state
-        self._flush_at: float | None = None
         self._next_ae: float | None = None
         self._next_px: float | None = None
         # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
@@ -333,7 +335,6 @@ class GossipCore:
         self._overlay: OverlayView | None = None
         self._extra_version = 0  # bumped when the policy's extra neighbours change
         self._rank = Ranks(self.mesh)
-        self._chunk = chunk_size(config.chunk_bytes, config.max_frame)
         self._transfers = 0  # ids of DiffChunk transfers we start
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
@@ -351,8 +352,6 @@ class GossipCore:
         self._last_own_ack_at = -math.inf
         self._hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
         self._last_round_at = -math.inf  # when we last started an anti-entropy round
-        #: Who holds which shard; every push, forward, ack and round asks it.
-        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -389,7 +388,7 @@ class GossipCore:
         self._members.address = address
         self._dialer.own_address(address)
         if changed and self._conns:
-            self._members.announce(self._now)
+            self._members.announce(self._ctx.now)
 
     # ------------------------------------------------------------------------------------------
     # handshake and connections
@@ -401,7 +400,7 @@ class GossipCore:
             mesh=self.mesh,
             name=self.name,
             address=self.address,
-            shards=tuple(sorted(self.policy.holdings())) if self.policy.partial else tuple(self._shard_names()),
+            shards=tuple(sorted(self.policy.holdings())) if self.policy.partial else tuple(self._ctx.shard_names()),
             incarnation=self._members.incarnation,
             instance=self._instance,
         )
@@ -463,12 +462,12 @@ class GossipCore:
         self._dialer.connected(peer, hello.address)
 
         self._members.hello(peer, hello.address, hello.incarnation, now)
-        self._send(peer, PeerList(self._members.full_table(), full=True))
+        self._ctx.send(peer, PeerList(self._members.full_table(), full=True))
         for service in self._services:
             service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
             conn.rounds.last_round_at = self._last_round_at = now
-            self._send(peer, self._summary(peer))
+            self._ctx.send(peer, self._summary(peer))
         self._ensure_timers(now)
         return peer
 
@@ -506,7 +505,7 @@ class GossipCore:
         if conn is not None:
             conn.writable = True
             if conn.push.queue or conn.push.resync or conn.push.big or conn.replies.replies or conn.replies.want_digests or conn.replies.sending:
-                self._schedule_flush(now)
+                self._ctx.schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
     # incoming messages
@@ -624,7 +623,7 @@ class GossipCore:
         # Our own batches this broadcast shows the relays have had: confirmed.
         if self._unconfirmed:
             self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not sv_covers(hint, u.state_vector)]
-        mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+        mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
         if not sv_covers(mine, hint) and not any(shard in c.repair.repairs for c in self._conns.values()):
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
@@ -632,14 +631,14 @@ class GossipCore:
 
     def _ask_repair(self, conn: Link, shard: str, now: float) -> None:
         conn.repair.repairs[shard] = now
-        sv = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
-        self._send(conn.name, SyncRequest(((shard, sv),)))
+        sv = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
+        self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
 
     def _on_digests(self, conn: Link, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
         conn.rounds.digests = theirs
         conn.interest.update(theirs)
-        held = set(self._shard_names())
+        held = set(self._ctx.shard_names())
         mine = set(self.policy.sync_shards(conn.name, sorted(held)))
         budget = self.config.max_sync_shards
         requests: list[tuple[str, bytes]] = []
@@ -659,12 +658,12 @@ class GossipCore:
         self._serve_replies(conn, now)
         conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
-            self._send(conn.name, SyncRequest(tuple(requests)))
+            self._ctx.send(conn.name, SyncRequest(tuple(requests)))
 
     def _on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
         for _, sv in msg.state_vectors:
             _check_state(sv, None)
-        held = set(self._shard_names())
+        held = set(self._ctx.shard_names())
         for shard, sv in msg.state_vectors:
             conn.interest.add(shard)
             if shard in held:
@@ -728,14 +727,14 @@ class GossipCore:
         self._advance(now)
         validate_shard_name(shard)
         self.policy.local_update(shard)
-        if self._mode() == RELAY and len(delta) <= self._chunk and self._conns:
+        if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
             # Where it goes is decided at the boundary, once the window's relay is known.
             if self._own_bytes + len(delta) > self.config.max_queue_bytes:
                 self._drop_own()
             else:
                 self._own.setdefault(shard, []).append(delta)
                 self._own_bytes += len(delta)
-                self._schedule_flush(now)
+                self._ctx.schedule_flush(now)
             return
         for conn in self._conns.values():
             if not conn.closing and self.policy.sends_to(conn.name, shard):
@@ -754,13 +753,13 @@ class GossipCore:
                 if self._own_acked_out.get(shard) != state and self._conns:
                     self._own_acks[shard] = state
                     self._own_acks_since = min(self._own_acks_since, now)
-                    self._schedule_flush(now)
+                    self._ctx.schedule_flush(now)
                 continue
             for conn in self._conns.values():
                 # (partial replication: also every peer that announced holding the shard)
                 wants = shard in conn.interest or (self.policy.partial and self.policy.sends_to(conn.name, shard))
                 if wants and conn.acks.owe(state, now):
-                    self._schedule_flush(now)
+                    self._ctx.schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
     # timers
@@ -774,8 +773,8 @@ class GossipCore:
             self._retry_unconfirmed(now)
         if self._lags:
             self._check_lags(now)
-        if self._flush_at is not None and now >= self._flush_at:
-            self._flush_at = None
+        if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
+            self._ctx.flush_at = None
             self._flush(now)
         self._send_due_acks(now)
         if self._next_ae is not None and now >= self._next_ae:
@@ -785,12 +784,12 @@ class GossipCore:
                 conn = self._rng.choice(peers)
                 if not self._pushes_suffice(conn, now):
                     conn.rounds.last_round_at = self._last_round_at = now
-                    self._send(conn.name, self._summary(conn.name))
+                    self._ctx.send(conn.name, self._summary(conn.name))
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
             names = [c.name for c in self._conns.values() if not c.closing]
             if names:
-                self._send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
+                self._ctx.send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
         for name in self._members.tick(now):
             self._acked.pop(name, None)
         for address in self._dialer.timed_out(now):
@@ -812,7 +811,7 @@ class GossipCore:
         # just ended (if it was ours), and our own batch to the coming window's relay. While
         # we are not connected to everyone (joins, a settling view), a relay's broadcast does
         # not reach everyone: its receivers pass it on (a flood, deduplicated by apply()).
-        broadcast = mode == RELAY and self._relay_of(self._window_index(now) - 1) == self.name
+        broadcast = mode == RELAY and self._relay_of(self._ctx.window_index(now) - 1) == self.name
         flood = mode == RELAY and not self._fully_connected()
         if self._own:
             self._dispatch_own(now, mode, broadcast)
@@ -823,13 +822,13 @@ class GossipCore:
         # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
         # relay, which passes them on to everyone with its broadcast.
         spread = broadcast or flood
-        target = self._relay_of(self._window_index(now)) if mode == RELAY else None
+        target = self._relay_of(self._ctx.window_index(now)) if mode == RELAY else None
         news = self._take_news() if mode == RELAY and (spread or target != self.name) else ()
         carried: set[str] = set()  # peers that got the news
         for conn in self._conns.values():
             changes = self._members.changes_for(conn.name)
             if changes:
-                self._send(conn.name, PeerList(tuple(changes)))
+                self._ctx.send(conn.name, PeerList(tuple(changes)))
             conn.replies.reply_bytes = 0
             if conn.writable:
                 if mode != RELAY:
@@ -864,7 +863,7 @@ class GossipCore:
                 conn.push.drained()
                 if conn.push.resync:
                     conn.push.resync = False
-                    self._send(conn.name, self._summary(conn.name))
+                    self._ctx.send(conn.name, self._summary(conn.name))
                 self._serve_replies(conn, now)
         for shard in rode:
             if shard in self._own_acks:
@@ -875,14 +874,14 @@ class GossipCore:
             self._flush_relay_acks(now, spread, target, news, carried)
         self._members.clear_changes()
         if self._own:  # held for the window we relay: it leaves with our broadcast at its end
-            self._schedule_flush(now)
+            self._ctx.schedule_flush(now)
 
     def _dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
         """Send our own deltas of the window that just ended (rotating relay, see _flush)."""
         own, self._own, self._own_bytes = self._own, {}, 0
         attempts, self._own_attempts = self._own_attempts, {}
         if mode == RELAY and not broadcast:
-            target = self._relay_of(self._window_index(now))
+            target = self._relay_of(self._ctx.window_index(now))
             if target == self.name:
                 # We relay the coming window: our batch leaves with our broadcast at its end.
                 self._own, self._own_attempts = own, attempts
@@ -932,7 +931,7 @@ class GossipCore:
             self._own.setdefault(u.shard, []).extend(u.deltas)
             self._own_bytes += sum(len(d) for d in u.deltas)
             self._own_attempts[u.shard] = max(self._own_attempts.get(u.shard, 0), u.attempts + 1)
-            self._schedule_flush(now)
+            self._ctx.schedule_flush(now)
 
     def _drop_own(self) -> None:
         """Own deltas beyond max_queue_bytes (no relay reachable for long): anti-entropy."""
@@ -941,10 +940,10 @@ class GossipCore:
         self._own_bytes = 0
         for conn in self._conns.values():
             conn.push.resync = True
-        self._schedule_flush(self._now)
+        self._ctx.schedule_flush(self._ctx.now)
 
     def _hint(self, shard: str) -> bytes | None:
-        if shard not in self._shard_names():
+        if shard not in self._ctx.shard_names():
             return None
         sv = self.replicas.state_vector(shard)
         return sv if len(sv) <= self.config.hint_max else None
@@ -970,7 +969,7 @@ class GossipCore:
         # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
         # standalone Ack messages go to one peer at most once per ack_interval (relayed ones
         # at most once per ack_relay_interval).
-        if self._flush_at is not None:
+        if self._ctx.flush_at is not None:
             return
         mode = self._mode()
         for conn in self._conns.values():
@@ -983,10 +982,10 @@ class GossipCore:
                 states = conn.acks.take_all(now)
             relayed = self._take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
             if states or relayed:
-                self._send(conn.name, Ack(states, relayed, forward=mode == TREE))
+                self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
         if self._own_acks and now >= self._own_ack_due():
             if mode == RELAY:
-                self._schedule_flush(now)  # they go to the relay at the boundary
+                self._ctx.schedule_flush(now)  # they go to the relay at the boundary
             else:
                 self._spread_own_acks(now)
 
@@ -1013,14 +1012,14 @@ class GossipCore:
                     if conn.name not in carried and not conn.closing:
                         relayed = tuple(r for r in news if r.agent != conn.name)
                         if relayed:
-                            self._send(conn.name, Ack((), relayed))
+                            self._ctx.send(conn.name, Ack((), relayed))
             news = ()
         elif target in carried:
             news = ()
         if (own or news) and target is not None:
-            self._send(target, Ack(own, news, forward=True))
+            self._ctx.send(target, Ack(own, news, forward=True))
         if self._relay_news:
-            self._schedule_flush(now)  # more than one message holds: the rest next window
+            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
 
     def _take_news(self) -> tuple[RelayedAck, ...]:
         """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
@@ -1069,7 +1068,7 @@ class GossipCore:
         self._check_ack(agent, state, source, now)
         if forward and self._mode() == RELAY:
             self._relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
-            self._schedule_flush(now)
+            self._ctx.schedule_flush(now)
         elif forward and not self.policy.partial and hops < self.config.ack_relay_hops:
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
@@ -1088,7 +1087,7 @@ class GossipCore:
         shard = state.shard
         if shard in self._lags or not self.policy.accepts(shard):
             return
-        mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+        mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
         if not sv_covers(mine, state.state_vector):
             # Not at once: what it acked may still be on its way to us (a writer's next
             # batch, with its ack of the previous one, can overtake the broadcast of that
@@ -1103,7 +1102,7 @@ class GossipCore:
             del self._lags[shard]
             if any(shard in c.repair.repairs for c in self._conns.values()):
                 continue
-            mine = self.replicas.state_vector(shard) if shard in self._shard_names() else EMPTY_STATE_VECTOR
+            mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
             if not sv_covers(mine, sv):
                 for name in (agent, source):
                     conn = self._conns.get(name)
@@ -1164,7 +1163,7 @@ class GossipCore:
             if now >= at:
                 conn.closing = True
                 live -= 1
-                self._send(conn.name, Close(CloseCode.NORMAL, "pruned: not an overlay neighbour"))
+                self._ctx.send(conn.name, Close(CloseCode.NORMAL, "pruned: not an overlay neighbour"))
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
@@ -1181,13 +1180,13 @@ class GossipCore:
 
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
-        out, self._outbox = self._outbox, []
+        out, self._ctx.outbox = self._ctx.outbox, []
         return out
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
         fails via :meth:`dial_failed`, or times out)."""
-        return self._dialer.hand_out(self._now, self._dial_candidates())
+        return self._dialer.hand_out(self._ctx.now, self._dial_candidates())
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no timer pending).
@@ -1196,12 +1195,12 @@ class GossipCore:
         """
         cfg = self.config
         times: list[float] = []
-        if self._flush_at is not None:
-            times.append(self._flush_at)
+        if self._ctx.flush_at is not None:
+            times.append(self._ctx.flush_at)
         for t in (self._next_ae, self._next_px):
             if t is not None and self._conns:
                 times.append(t)
-        if self._flush_at is None:
+        if self._ctx.flush_at is None:
             for conn in self._conns.values():
                 if conn.acks.pending_acks:
                     times.append(self._ack_due(conn))
@@ -1232,7 +1231,7 @@ class GossipCore:
             return None
         # A deadline in the past means "now": tick() handles it (dials are handed out by
         # dials(), which the driver calls after tick, so those never linger).
-        return max(min(times), self._now)
+        return max(min(times), self._ctx.now)
 
     # ------------------------------------------------------------------------------------------
     # queries
@@ -1291,7 +1290,7 @@ class GossipCore:
     def relay_at(self, now: float) -> str | None:
         """Rotating relay: the agent relaying the batching window that holds ``now``, as this
         agent sees it (None outside mode :data:`RELAY`)."""
-        return self._relay_of(self._window_index(now)) if self._mode() == RELAY else None
+        return self._relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
@@ -1310,41 +1309,29 @@ class GossipCore:
     # internals: queues, digests, overlay, membership
 
     def _advance(self, now: float) -> None:
-        if now > self._now:
-            self._now = now
-
-    def _send(self, peer: str, msg: Message) -> None:
-        self._outbox.append((peer, msg))
+        if now > self._ctx.now:
+            self._ctx.now = now
 
     def _enqueue(self, conn: Link, shard: str, update: bytes) -> None:
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
         cfg = self.config
-        if conn.push.add(shard, update, cfg.max_queue_bytes, self._chunk) != "queued":
-            self._schedule_flush(self._now)
+        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk) != "queued":
+            self._ctx.schedule_flush(self._ctx.now)
             return
         if (
             cfg.send_when_idle
             and conn.writable
             and conn.push.queued_bytes == len(update)
-            and conn.push.last_push_at < self._window_start(self._now)
+            and conn.push.last_push_at < self._ctx.window_start(self._ctx.now)
         ):
             # Idle link: nothing to batch with, so waiting for the boundary only adds latency.
             del conn.push.queue[shard]
             conn.push.queued_bytes = 0
-            self._push(conn, shard, [update], now=self._now)
+            self._push(conn, shard, [update], now=self._ctx.now)
             return
-        self._schedule_flush(self._now)
-
-    def _window_start(self, now: float) -> float:
-        w = self.config.push_interval
-        if w <= 0:
-            return now
-        return self._window_index(now) * w if self.config.align_windows else now - w
-
-    def _window_index(self, now: float) -> int:
-        return window_index(now, self.config.push_interval)
+        self._ctx.schedule_flush(self._ctx.now)
 
     def _push(
         self,
@@ -1365,12 +1352,12 @@ class GossipCore:
         as the overlay says (a tree relays everything)."""
         if forward is None:
             forward = self._mode() == TREE
-        limit = min(self.config.max_batch_bytes, self._chunk)
+        limit = min(self.config.max_batch_bytes, self._ctx.chunk)
         batch: list[bytes] = []
         size = 0
         for u in queued:
             if batch and size + len(u) > limit:
-                self._send(conn.name, Push(shard, tuple(batch), None, conn.push.next_seq(shard), forward=forward, relay=relay))
+                self._ctx.send(conn.name, Push(shard, tuple(batch), None, conn.push.next_seq(shard), forward=forward, relay=relay))
                 batch, size = [], 0
             batch.append(u)
             size += len(u)
@@ -1379,7 +1366,7 @@ class GossipCore:
             if ack is not None:
                 durable = (ack.state_vector, ack.delete_set)
         seq = conn.push.next_seq(shard)
-        self._send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
+        self._ctx.send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
         conn.push.last_push_at = now
 
     def _serve_replies(self, conn: Link, now: float) -> None:
@@ -1400,10 +1387,10 @@ class GossipCore:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests:
                 conn.replies.want_digests = False
-                shards = self.policy.sync_shards(conn.name, self._shard_names())
+                shards = self.policy.sync_shards(conn.name, self._ctx.shard_names())
                 digests = tuple((s, self._digest(s)) for s in shards)
                 conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
-                self._send(conn.name, Digests(digests))
+                self._ctx.send(conn.name, Digests(digests))
             elif conn.push.big:
                 shard, update = conn.push.pop_big()
                 self._start_transfer(conn, shard, update, None)
@@ -1411,63 +1398,45 @@ class GossipCore:
                 shard = next(iter(conn.replies.replies))
                 their_sv, send_ours = conn.replies.replies.pop(shard)
                 if held is None:
-                    held = set(self._shard_names())
+                    held = set(self._ctx.shard_names())
                 if shard not in held:
                     continue
                 update = self.replicas.diff(shard, their_sv)
                 ours = self.replicas.state_vector(shard) if send_ours else None
-                if len(update) + (len(ours) if ours else 0) <= self._chunk:
+                if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
                     conn.replies.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
-                    self._send(conn.name, Diff(shard, update, ours))
+                    self._ctx.send(conn.name, Diff(shard, update, ours))
                 else:
                     self._start_transfer(conn, shard, update, ours)
             else:
                 return
         if conn.replies.sending is not None or conn.replies.want_digests or conn.push.big or conn.replies.replies:
-            self._schedule_flush(now)  # the rest in the next window
+            self._ctx.schedule_flush(now)  # the rest in the next window
 
     def _start_transfer(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
         """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
         self._transfers += 1
-        conn.replies.sending = Transfer.start(self._transfers, shard, update, state_vector, self._chunk)
+        conn.replies.sending = Transfer.start(self._transfers, shard, update, state_vector, self._ctx.chunk)
 
     def _send_piece(self, conn: Link) -> int:
         t = conn.replies.sending
         assert t is not None
         msg, last = t.next_piece()
-        self._send(conn.name, msg)
+        self._ctx.send(conn.name, msg)
         if last:
             conn.replies.sending = None
         return len(msg.data) + len(t.shard) + 16
 
-    def _schedule_flush(self, now: float) -> None:
-        if self._flush_at is not None:
-            return
-        w = self.config.push_interval
-        if w <= 0:
-            self._flush_at = now
-        elif self.config.align_windows:
-            self._flush_at = (self._window_index(now) + 1) * w
-        else:
-            self._flush_at = now + w
-
     def _ae_delay(self) -> float:
         j = self.config.anti_entropy_jitter
         return self.config.anti_entropy_interval * (1 + j * (2 * self._rng.random() - 1))
-
-    # No caches here: the core would go stale if anything changed a replica behind its back
-    # (and anti-entropy would then wrongly see "equal"). A ReplicaSet caches its digests,
-    # invalidated by its own document observers, which see every change.
-
-    def _shard_names(self) -> list[str]:
-        return sorted(set(self.replicas.shard_names()))
 
     def _digest(self, shard: str) -> bytes:
         return self.replicas.digest(shard)
 
     def _root_hash(self, peer: str | None = None) -> bytes:
         h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
-        shards = self._shard_names()
+        shards = self._ctx.shard_names()
         for shard in shards if peer is None else self.policy.sync_shards(peer, shards):
             name = shard.encode()
             d = self.replicas.digest(shard)
@@ -1475,7 +1444,7 @@ class GossipCore:
         return h.digest()
 
     def _summary(self, peer: str | None = None) -> Summary:
-        shards = self._shard_names() if peer is None else self.policy.sync_shards(peer, self._shard_names())
+        shards = self._ctx.shard_names() if peer is None else self.policy.sync_shards(peer, self._ctx.shard_names())
         return Summary(self._root_hash(peer), len(shards))
 
     def _overlay_view(self) -> tuple[frozenset[str], Mode]:
@@ -1510,7 +1479,7 @@ class GossipCore:
         """(address, time it may be dialled) for every connection we want and lack."""
         conns = self._conns
         return self._dialer.candidates(
-            self._now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
+            self._ctx.now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
         )
 
 
@@ -1552,7 +1521,7 @@ class _View:
         return self._core.replicated(shard, state_vector, delete_set)
 
     def send(self, peer: str, msg: Message) -> None:
-        self._core._send(peer, msg)
+        self._core._ctx.send(peer, msg)
 
     def overlay_changed(self) -> None:
         self._core.overlay_changed()
