@@ -204,7 +204,7 @@ from ._context import Context
 from .config import GossipConfig
 from .links import Link, TokenBucket, replaces
 from .repair import sv_covers
-from .transfer import Transfer, receive_piece
+from .transfer import Replies, receive_piece
 from .dialer import Dialer
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of
@@ -335,7 +335,7 @@ class GossipCore:
         self._overlay: OverlayView | None = None
         self._extra_version = 0  # bumped when the policy's extra neighbours change
         self._rank = Ranks(self.mesh)
-        self._transfers = 0  # ids of DiffChunk transfers we start
+        self._replies = Replies(ctx)
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
         # that confirms them; own durable states owed to the mesh.
@@ -530,7 +530,7 @@ class GossipCore:
         elif isinstance(msg, Summary):
             if msg.root != self._root_hash(peer):
                 conn.replies.want_digests = True  # a reply: deferred while the link is paused
-                self._serve_replies(conn, now)
+                self._replies.serve(conn, now)
         elif isinstance(msg, Digests):
             self._on_digests(conn, msg, now)
         elif isinstance(msg, SyncRequest):
@@ -655,7 +655,7 @@ class GossipCore:
             elif self._digest(shard) != theirs[shard]:
                 requests.append((shard, self.replicas.state_vector(shard)))
                 budget -= 1
-        self._serve_replies(conn, now)
+        self._replies.serve(conn, now)
         conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._ctx.send(conn.name, SyncRequest(tuple(requests)))
@@ -669,7 +669,7 @@ class GossipCore:
             if shard in held:
                 # Coalesced per shard: a peer that asks again before reading gets one answer.
                 conn.replies.replies[shard] = (sv, True)
-        self._serve_replies(conn, now)
+        self._replies.serve(conn, now)
 
     def _on_diff(self, conn: Link, msg: Diff, now: float) -> None:
         if msg.state_vector is not None:
@@ -683,7 +683,7 @@ class GossipCore:
             conn.rounds.round_shards.discard(msg.shard)
             if conn.rounds.digests.get(msg.shard) != self._digest(msg.shard):
                 conn.replies.replies[msg.shard] = (msg.state_vector, False)
-                self._serve_replies(conn, now)
+                self._replies.serve(conn, now)
 
     def _on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
         """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
@@ -864,7 +864,7 @@ class GossipCore:
                 if conn.push.resync:
                     conn.push.resync = False
                     self._ctx.send(conn.name, self._summary(conn.name))
-                self._serve_replies(conn, now)
+                self._replies.serve(conn, now)
         for shard in rode:
             if shard in self._own_acks:
                 self._own_acked_out[shard] = self._own_acks.pop(shard)
@@ -1368,64 +1368,6 @@ class GossipCore:
         seq = conn.push.next_seq(shard)
         self._ctx.send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
         conn.push.last_push_at = now
-
-    def _serve_replies(self, conn: Link, now: float) -> None:
-        """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
-        this window's :attr:`GossipConfig.reply_budget`.
-
-        Replies are kept as requests (shard and state vector, coalesced per shard) and only
-        turned into bytes here, while the link is writable: a peer that keeps asking without
-        reading costs us one entry per shard, not a growing send queue. What does not fit
-        waits for the next window (or for resume_writing).
-        """
-        if not conn.writable or conn.closing:
-            return
-        budget = self.config.reply_budget
-        held: set[str] | None = None
-        while conn.replies.reply_bytes < budget:
-            if conn.replies.sending is not None:
-                conn.replies.reply_bytes += self._send_piece(conn)
-            elif conn.replies.want_digests:
-                conn.replies.want_digests = False
-                shards = self.policy.sync_shards(conn.name, self._ctx.shard_names())
-                digests = tuple((s, self._digest(s)) for s in shards)
-                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
-                self._ctx.send(conn.name, Digests(digests))
-            elif conn.push.big:
-                shard, update = conn.push.pop_big()
-                self._start_transfer(conn, shard, update, None)
-            elif conn.replies.replies:
-                shard = next(iter(conn.replies.replies))
-                their_sv, send_ours = conn.replies.replies.pop(shard)
-                if held is None:
-                    held = set(self._ctx.shard_names())
-                if shard not in held:
-                    continue
-                update = self.replicas.diff(shard, their_sv)
-                ours = self.replicas.state_vector(shard) if send_ours else None
-                if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
-                    conn.replies.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
-                    self._ctx.send(conn.name, Diff(shard, update, ours))
-                else:
-                    self._start_transfer(conn, shard, update, ours)
-            else:
-                return
-        if conn.replies.sending is not None or conn.replies.want_digests or conn.push.big or conn.replies.replies:
-            self._ctx.schedule_flush(now)  # the rest in the next window
-
-    def _start_transfer(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
-        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
-        self._transfers += 1
-        conn.replies.sending = Transfer.start(self._transfers, shard, update, state_vector, self._ctx.chunk)
-
-    def _send_piece(self, conn: Link) -> int:
-        t = conn.replies.sending
-        assert t is not None
-        msg, last = t.next_piece()
-        self._ctx.send(conn.name, msg)
-        if last:
-            conn.replies.sending = None
-        return len(msg.data) + len(t.shard) + 16
 
     def _ae_delay(self) -> float:
         j = self.config.anti_entropy_jitter

@@ -11,11 +11,16 @@ shard, not a growing send queue. A Diff (or a single delta) longer than the chun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, ProtocolError
-from ..messages import DiffChunk
+from ..messages import Diff, DiffChunk, Digests
 
-__all__ = ["Transfer", "Assembly", "LinkReplies", "chunk_size", "receive_piece"]
+if TYPE_CHECKING:
+    from ._context import Context
+    from .links import Link
+
+__all__ = ["Replies", "Transfer", "Assembly", "LinkReplies", "chunk_size", "receive_piece"]
 
 
 @dataclass(slots=True)
@@ -122,3 +127,70 @@ def receive_piece(
         link.receiving = None
         return b"".join(asm.parts)
     return None
+
+
+class Replies:
+    """Serves what peers asked for (Digests, Diffs, DiffChunk pieces, big deltas) within each
+    window's reply budget (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._next_id = 0  # ids of DiffChunk transfers we start
+
+    def serve(self, conn: Link, now: float) -> None:
+        """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
+        this window's :attr:`GossipConfig.reply_budget`.
+
+        Replies are kept as requests (shard and state vector, coalesced per shard) and only
+        turned into bytes here, while the link is writable: a peer that keeps asking without
+        reading costs us one entry per shard, not a growing send queue. What does not fit
+        waits for the next window (or for resume_writing).
+        """
+        if not conn.writable or conn.closing:
+            return
+        budget = self._ctx.config.reply_budget
+        held: set[str] | None = None
+        while conn.replies.reply_bytes < budget:
+            if conn.replies.sending is not None:
+                conn.replies.reply_bytes += self._send_piece(conn)
+            elif conn.replies.want_digests:
+                conn.replies.want_digests = False
+                shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
+                digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
+                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
+                self._ctx.send(conn.name, Digests(digests))
+            elif conn.push.big:
+                shard, update = conn.push.pop_big()
+                self._start(conn, shard, update, None)
+            elif conn.replies.replies:
+                shard = next(iter(conn.replies.replies))
+                their_sv, send_ours = conn.replies.replies.pop(shard)
+                if held is None:
+                    held = set(self._ctx.shard_names())
+                if shard not in held:
+                    continue
+                update = self._ctx.replicas.diff(shard, their_sv)
+                ours = self._ctx.replicas.state_vector(shard) if send_ours else None
+                if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
+                    conn.replies.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    self._ctx.send(conn.name, Diff(shard, update, ours))
+                else:
+                    self._start(conn, shard, update, ours)
+            else:
+                return
+        if conn.replies.sending is not None or conn.replies.want_digests or conn.push.big or conn.replies.replies:
+            self._ctx.schedule_flush(now)  # the rest in the next window
+
+    def _start(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
+        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
+        self._next_id += 1
+        conn.replies.sending = Transfer.start(self._next_id, shard, update, state_vector, self._ctx.chunk)
+
+    def _send_piece(self, conn: Link) -> int:
+        t = conn.replies.sending
+        assert t is not None
+        msg, last = t.next_piece()
+        self._ctx.send(conn.name, msg)
+        if last:
+            conn.replies.sending = None
+        return len(msg.data) + len(t.shard) + 16
