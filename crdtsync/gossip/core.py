@@ -203,7 +203,7 @@ from .acks import take_relayed
 from ._context import Context
 from .config import GossipConfig
 from .links import Link, TokenBucket, replaces
-from .repair import sv_covers
+from .repair import Repairs, sv_covers
 from .transfer import Replies, receive_piece
 from .dialer import Dialer
 from .membership import Membership, PeerState
@@ -336,6 +336,7 @@ class GossipCore:
         self._extra_version = 0  # bumped when the policy's extra neighbours change
         self._rank = Ranks(self.mesh)
         self._replies = Replies(ctx)
+        self._repairs = Repairs(ctx)
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
         # that confirms them; own durable states owed to the mesh.
@@ -346,8 +347,6 @@ class GossipCore:
         self._own_acks: dict[str, ShardState] = {}
         self._own_acks_since = math.inf
         self._relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}  # others' acks to pass on, hops
-        # shard -> (check at, agent, who told us, its state vector): an ack we did not cover
-        self._lags: dict[str, tuple[float, str, str, bytes]] = {}
         self._own_acked_out: dict[str, ShardState] = {}
         self._last_own_ack_at = -math.inf
         self._hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
@@ -606,16 +605,9 @@ class GossipCore:
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
-        last = conn.repair.seq_in.get(msg.shard, 0)
         if msg.hint is not None:
             self._on_hint(conn, msg.shard, msg.hint, now)
-        elif msg.seq and msg.seq > last + 1 and msg.shard not in conn.repair.repairs:
-            # A Push of this shard was lost on the way: the deltas above may now wait for
-            # it (Yjs integrates a client's structs in clock order), and so would every
-            # agent behind us. Ask the sender for what we lack right away.
-            self._ask_repair(conn, msg.shard, now)
-        if msg.seq:
-            conn.repair.seq_in[msg.shard] = max(last, msg.seq)
+        self._repairs.sequence(conn, msg.shard, msg.seq, msg.hint is None, now)
 
     def _on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
@@ -623,16 +615,11 @@ class GossipCore:
         # Our own batches this broadcast shows the relays have had: confirmed.
         if self._unconfirmed:
             self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not sv_covers(hint, u.state_vector)]
-        mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
-        if not sv_covers(mine, hint) and not any(shard in c.repair.repairs for c in self._conns.values()):
+        mine = self._ctx.state_vector(shard)
+        if not sv_covers(mine, hint) and not self._repairs.asking(shard):
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
-            self._ask_repair(conn, shard, now)
-
-    def _ask_repair(self, conn: Link, shard: str, now: float) -> None:
-        conn.repair.repairs[shard] = now
-        sv = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
-        self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
+            self._repairs.ask(conn, shard, now)
 
     def _on_digests(self, conn: Link, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
@@ -771,8 +758,8 @@ class GossipCore:
         self._ensure_timers(now)
         if self._unconfirmed:
             self._retry_unconfirmed(now)
-        if self._lags:
-            self._check_lags(now)
+        if self._repairs.lags:
+            self._repairs.check_lags(now)
         if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
             self._ctx.flush_at = None
             self._flush(now)
@@ -794,13 +781,7 @@ class GossipCore:
             self._acked.pop(name, None)
         for address in self._dialer.timed_out(now):
             self.dial_failed(address, now)
-        for conn in self._conns.values():
-            for shard, asked in list(conn.repair.repairs.items()):
-                asm = conn.replies.receiving
-                if asm is not None and asm.shard == shard and now < asm.last_at + cfg.repair_timeout:
-                    continue  # its answer is arriving, in pieces
-                if now >= asked + cfg.repair_timeout:
-                    self._ask_repair(conn, shard, now)
+        self._repairs.retry(now)
         for service in self._services:
             service.tick(now)
         self._prune(now)
@@ -1065,7 +1046,7 @@ class GossipCore:
         ):
             return  # older news (a durable state only grows; the agent itself is believed)
         self._acked.setdefault(agent, {})[state.shard] = state
-        self._check_ack(agent, state, source, now)
+        self._repairs.check_ack(agent, state, source, now)
         if forward and self._mode() == RELAY:
             self._relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
             self._ctx.schedule_flush(now)
@@ -1076,39 +1057,6 @@ class GossipCore:
                 if c is not source and not c.closing and c.name != agent:
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
-
-    def _check_ack(self, agent: str, state: ShardState, source: Link, now: float) -> None:
-        """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
-
-        Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
-        sign of a lost push or broadcast even once the mesh is quiet, when no later push
-        shows a sequence gap or a state-vector hint. Ask that agent (or whoever told us).
-        """
-        shard = state.shard
-        if shard in self._lags or not self.policy.accepts(shard):
-            return
-        mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
-        if not sv_covers(mine, state.state_vector):
-            # Not at once: what it acked may still be on its way to us (a writer's next
-            # batch, with its ack of the previous one, can overtake the broadcast of that
-            # one). Checked again after repair_timeout (see _check_lags).
-            self._lags[shard] = (now + self.config.repair_timeout, agent, source.name, state.state_vector)
-
-    def _check_lags(self, now: float) -> None:
-        """Ask for a repair of the shards an ack showed we lag behind, if we still do."""
-        for shard, (due, agent, source, sv) in list(self._lags.items()):
-            if now < due:
-                continue
-            del self._lags[shard]
-            if any(shard in c.repair.repairs for c in self._conns.values()):
-                continue
-            mine = self.replicas.state_vector(shard) if shard in self._ctx.shard_names() else EMPTY_STATE_VECTOR
-            if not sv_covers(mine, sv):
-                for name in (agent, source):
-                    conn = self._conns.get(name)
-                    if conn is not None and not conn.closing:
-                        self._ask_repair(conn, shard, now)
-                        break
 
     def _pushes_suffice(self, conn: Link, now: float) -> bool:
         """Whether a periodic round with ``conn`` can be skipped.
@@ -1210,15 +1158,9 @@ class GossipCore:
                 times.append(self._own_ack_due())
         if self._unconfirmed:
             times.append(min(u.at for u in self._unconfirmed) + cfg.relay_retry)
-        if self._lags:
-            times.append(min(due for due, _, _, _ in self._lags.values()))
         times.extend(self._members.deadlines())
         times.extend(self._dialer.deadlines())
-        for conn in self._conns.values():
-            asm = conn.replies.receiving
-            for shard, asked in conn.repair.repairs.items():
-                arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
-                times.append(max(asked, arriving) + cfg.repair_timeout)
+        times.extend(self._repairs.deadlines())
         for _, ready in self._dial_candidates():
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
