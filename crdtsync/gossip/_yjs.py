@@ -8,6 +8,7 @@ a change of the one import in this file.
 
 from __future__ import annotations
 
+from ..errors import CloseCode, InvalidUpdate, ProtocolError
 from ..updates import covers, decode_delete_set, decode_state_vector, validate_update
 
 __all__ = [
@@ -20,3 +21,17 @@ __all__ = [
 
 #: The encoded empty Yjs state vector (a varuint 0: no clients): ``diff`` of it is everything.
 EMPTY_STATE_VECTOR = b"\x00"
+
+
+def check_state(sv: bytes, ds: bytes | None) -> None:
+    """Validate a state vector (and delete set) from a peer before anything uses it.
+
+    Raises:
+        ProtocolError: INVALID_UPDATE.
+    """
+    try:
+        decode_state_vector(sv)
+        if ds is not None:
+            decode_delete_set(ds)
+    except InvalidUpdate as exc:
+        raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc

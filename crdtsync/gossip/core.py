@@ -166,7 +166,6 @@ second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is r
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -201,10 +200,11 @@ from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .acks import take_relayed
 from ._context import Context
+from .antientropy import AntiEntropy
 from .config import GossipConfig
 from .links import Link, TokenBucket, replaces
 from .repair import Repairs, sv_covers
-from .transfer import Replies, receive_piece
+from .transfer import Replies
 from .dialer import Dialer
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of
@@ -327,7 +327,6 @@ class GossipCore:
             has_links=lambda: bool(conns),
         )
         self._acked: dict[str, dict[str, ShardState]] = {}  # peer -> shard -> durable state
-        self._next_ae: float | None = None
         self._next_px: float | None = None
         # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
         # membership view changes (set to None there), not on every event.
@@ -337,6 +336,8 @@ class GossipCore:
         self._rank = Ranks(self.mesh)
         self._replies = Replies(ctx)
         self._repairs = Repairs(ctx)
+        self._ae = AntiEntropy(ctx, self._replies)
+        self._ae.apply = lambda conn, shard, update, forward: self._apply(conn, shard, update, forward=forward)
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
         # that confirms them; own durable states owed to the mesh.
@@ -349,8 +350,6 @@ class GossipCore:
         self._relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}  # others' acks to pass on, hops
         self._own_acked_out: dict[str, ShardState] = {}
         self._last_own_ack_at = -math.inf
-        self._hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
-        self._last_round_at = -math.inf  # when we last started an anti-entropy round
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -465,8 +464,7 @@ class GossipCore:
         for service in self._services:
             service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
-            conn.rounds.last_round_at = self._last_round_at = now
-            self._ctx.send(peer, self._summary(peer))
+            self._ae.start_round(conn, now)
         self._ensure_timers(now)
         return peer
 
@@ -527,22 +525,20 @@ class GossipCore:
         if isinstance(msg, Push):
             self._on_push(conn, msg, now)
         elif isinstance(msg, Summary):
-            if msg.root != self._root_hash(peer):
-                conn.replies.want_digests = True  # a reply: deferred while the link is paused
-                self._replies.serve(conn, now)
+            self._ae.on_summary(conn, msg, now)
         elif isinstance(msg, Digests):
-            self._on_digests(conn, msg, now)
+            self._ae.on_digests(conn, msg, now)
         elif isinstance(msg, SyncRequest):
-            self._on_sync_request(conn, msg, now)
+            self._ae.on_sync_request(conn, msg, now)
         elif isinstance(msg, Diff):
-            self._on_diff(conn, msg, now)
+            self._ae.on_diff(conn, msg, now)
         elif isinstance(msg, DiffChunk):
-            self._on_chunk(conn, msg, now)
+            self._ae.on_chunk(conn, msg, now)
         elif isinstance(msg, Ack):
             for st in msg.states:
-                _check_state(st.state_vector, st.delete_set)
+                _yjs.check_state(st.state_vector, st.delete_set)
             for r in msg.relayed:
-                _check_state(r.state.state_vector, r.state.delete_set)
+                _yjs.check_state(r.state.state_vector, r.state.delete_set)
             forward = msg.forward or self._mode() == TREE
             for st in msg.states:
                 self._learn_ack(peer, st, conn, forward, now)
@@ -574,11 +570,11 @@ class GossipCore:
         # Check everything before applying anything: the ack, and every update of a batch
         # (a single update is validated by ReplicaSet.apply itself, atomically).
         if msg.durable is not None:
-            _check_state(*msg.durable)
+            _yjs.check_state(*msg.durable)
         for r in msg.relayed:
-            _check_state(r.state.state_vector, r.state.delete_set)
+            _yjs.check_state(r.state.state_vector, r.state.delete_set)
         if msg.hint is not None:
-            _check_state(msg.hint, None)
+            _yjs.check_state(msg.hint, None)
         if len(msg.updates) > 1:
             for u in msg.updates:
                 try:
@@ -611,7 +607,7 @@ class GossipCore:
 
     def _on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
-        self._hint_at = now
+        self._ae.hint_at = now
         # Our own batches this broadcast shows the relays have had: confirmed.
         if self._unconfirmed:
             self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not sv_covers(hint, u.state_vector)]
@@ -620,63 +616,6 @@ class GossipCore:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
             self._repairs.ask(conn, shard, now)
-
-    def _on_digests(self, conn: Link, msg: Digests, now: float) -> None:
-        theirs = dict(msg.digests)
-        conn.rounds.digests = theirs
-        conn.interest.update(theirs)
-        held = set(self._ctx.shard_names())
-        mine = set(self.policy.sync_shards(conn.name, sorted(held)))
-        budget = self.config.max_sync_shards
-        requests: list[tuple[str, bytes]] = []
-        for shard in sorted(mine | {s for s in theirs if self.policy.accepts(s)}):
-            if budget <= 0:
-                break
-            have = shard in held
-            if have and shard not in theirs:
-                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks the shard: all of it
-                budget -= 1
-            elif not have:
-                requests.append((shard, EMPTY_STATE_VECTOR))
-                budget -= 1
-            elif self._digest(shard) != theirs[shard]:
-                requests.append((shard, self.replicas.state_vector(shard)))
-                budget -= 1
-        self._replies.serve(conn, now)
-        conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
-        if requests:
-            self._ctx.send(conn.name, SyncRequest(tuple(requests)))
-
-    def _on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
-        for _, sv in msg.state_vectors:
-            _check_state(sv, None)
-        held = set(self._ctx.shard_names())
-        for shard, sv in msg.state_vectors:
-            conn.interest.add(shard)
-            if shard in held:
-                # Coalesced per shard: a peer that asks again before reading gets one answer.
-                conn.replies.replies[shard] = (sv, True)
-        self._replies.serve(conn, now)
-
-    def _on_diff(self, conn: Link, msg: Diff, now: float) -> None:
-        if msg.state_vector is not None:
-            _check_state(msg.state_vector, None)
-        if not self.policy.accepts(msg.shard):
-            return  # partial replication: not held here
-        self._apply(conn, msg.shard, msg.update, forward=self._mode() == TREE)
-        conn.repair.repairs.pop(msg.shard, None)
-        # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
-        if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
-            conn.rounds.round_shards.discard(msg.shard)
-            if conn.rounds.digests.get(msg.shard) != self._digest(msg.shard):
-                conn.replies.replies[msg.shard] = (msg.state_vector, False)
-                self._replies.serve(conn, now)
-
-    def _on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
-        """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
-        update = receive_piece(conn.replies, msg, now, self.config.max_diff_bytes)
-        if update is not None:
-            self._on_diff(conn, Diff(msg.shard, update, msg.state_vector), now)
 
     def _apply(self, conn: Link, shard: str, update: bytes, *, forward: bool) -> None:
         try:
@@ -764,14 +703,7 @@ class GossipCore:
             self._ctx.flush_at = None
             self._flush(now)
         self._send_due_acks(now)
-        if self._next_ae is not None and now >= self._next_ae:
-            self._next_ae = now + self._ae_delay()
-            peers = [c for c in self._conns.values() if not c.closing and self.policy.shares(c.name)]
-            if peers:
-                conn = self._rng.choice(peers)
-                if not self._pushes_suffice(conn, now):
-                    conn.rounds.last_round_at = self._last_round_at = now
-                    self._ctx.send(conn.name, self._summary(conn.name))
+        self._ae.tick(now)
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
             names = [c.name for c in self._conns.values() if not c.closing]
@@ -844,7 +776,7 @@ class GossipCore:
                 conn.push.drained()
                 if conn.push.resync:
                     conn.push.resync = False
-                    self._ctx.send(conn.name, self._summary(conn.name))
+                    self._ctx.send(conn.name, self._ae.summary(conn.name))
                 self._replies.serve(conn, now)
         for shard in rode:
             if shard in self._own_acks:
@@ -1058,38 +990,6 @@ class GossipCore:
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
 
-    def _pushes_suffice(self, conn: Link, now: float) -> bool:
-        """Whether a periodic round with ``conn`` can be skipped.
-
-        In a tree every change reaching a neighbour is pushed on to us (apply() returns it,
-        we are not its source), and sequence numbers reveal a lost Push at the next one. A
-        link busy both ways with no repair outstanding therefore carries everything a round
-        would find. A full mesh does not forward, so there rounds always run; and a forced
-        round comes every anti_entropy_skip_max intervals whatever the traffic.
-        """
-        cfg = self.config
-        window = cfg.anti_entropy_interval
-        mode = self._mode()
-        if self.policy.partial:  # holders do not relay: pushes are no anti-entropy
-            return False
-        if mode == RELAY:
-            # Relay broadcasts carry the relay's state vector: while they keep coming, every
-            # lost batch is noticed at the next one. Not a lost delete (state vectors do not
-            # show deletes): hence a forced round every anti_entropy_skip_max intervals.
-            return (
-                now - self._hint_at < window
-                and not any(c.repair.repairs for c in self._conns.values())
-                and now - self._last_round_at < window * cfg.anti_entropy_skip_max
-            )
-        return (
-            mode == TREE
-            and not conn.repair.repairs
-            and now - conn.rounds.last_push_in < window
-            and now - conn.push.last_push_at < window
-            and now - conn.rounds.last_round_at < window * cfg.anti_entropy_skip_max
-            and conn.rounds.last_round_at > -math.inf
-        )
-
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         """(connection, when it may be pruned) for connections the overlay does not need."""
         desired, _ = self._overlay_view()
@@ -1115,8 +1015,7 @@ class GossipCore:
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
-            if self._next_ae is None:
-                self._next_ae = now + self._ae_delay()
+            self._ae.ensure_timer(now)
             if self._next_px is None:
                 self._next_px = now + self.config.peer_exchange_interval
 
@@ -1145,7 +1044,7 @@ class GossipCore:
         times: list[float] = []
         if self._ctx.flush_at is not None:
             times.append(self._ctx.flush_at)
-        for t in (self._next_ae, self._next_px):
+        for t in (self._ae.next_round, self._next_px):
             if t is not None and self._conns:
                 times.append(t)
         if self._ctx.flush_at is None:
@@ -1311,25 +1210,8 @@ class GossipCore:
         self._ctx.send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
         conn.push.last_push_at = now
 
-    def _ae_delay(self) -> float:
-        j = self.config.anti_entropy_jitter
-        return self.config.anti_entropy_interval * (1 + j * (2 * self._rng.random() - 1))
-
     def _digest(self, shard: str) -> bytes:
         return self.replicas.digest(shard)
-
-    def _root_hash(self, peer: str | None = None) -> bytes:
-        h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
-        shards = self._ctx.shard_names()
-        for shard in shards if peer is None else self.policy.sync_shards(peer, shards):
-            name = shard.encode()
-            d = self.replicas.digest(shard)
-            h.update(len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d)
-        return h.digest()
-
-    def _summary(self, peer: str | None = None) -> Summary:
-        shards = self._ctx.shard_names() if peer is None else self.policy.sync_shards(peer, self._ctx.shard_names())
-        return Summary(self._root_hash(peer), len(shards))
 
     def _overlay_view(self) -> tuple[frozenset[str], Mode]:
         """(agents we want connections to, overlay mode), from the live view."""
@@ -1413,13 +1295,3 @@ class _View:
 
 def _check_view(view: _View) -> CoreView:
     return view  # mypy: _View implements CoreView
-
-
-def _check_state(sv: bytes, ds: bytes | None) -> None:
-    """Validate a state vector (and delete set) from a peer before anything uses it."""
-    try:
-        _yjs.decode_state_vector(sv)
-        if ds is not None:
-            _yjs.decode_delete_set(ds)
-    except InvalidUpdate as exc:
-        raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc
