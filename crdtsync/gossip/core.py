@@ -198,7 +198,7 @@ from ..names import validate_shard_name
 from ..replica import ReplicaSet
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
-from .acks import take_relayed
+from .acks import Acks
 from ._context import Context
 from .antientropy import AntiEntropy
 from .config import GossipConfig
@@ -326,7 +326,6 @@ class GossipCore:
             connected=lambda n: n in conns,
             has_links=lambda: bool(conns),
         )
-        self._acked: dict[str, dict[str, ShardState]] = {}  # peer -> shard -> durable state
         self._next_px: float | None = None
         # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
         # membership view changes (set to None there), not on every event.
@@ -337,6 +336,7 @@ class GossipCore:
         self._replies = Replies(ctx)
         self._repairs = Repairs(ctx)
         self._ae = AntiEntropy(ctx, self._replies)
+        self._acks = Acks(ctx, self._members, self._repairs)
         self._ae.apply = lambda conn, shard, update, forward: self._apply(conn, shard, update, forward=forward)
         # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
         # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
@@ -345,11 +345,6 @@ class GossipCore:
         self._own_bytes = 0
         self._own_attempts: dict[str, int] = {}
         self._unconfirmed: list[_Sent] = []
-        self._own_acks: dict[str, ShardState] = {}
-        self._own_acks_since = math.inf
-        self._relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}  # others' acks to pass on, hops
-        self._own_acked_out: dict[str, ShardState] = {}
-        self._last_own_ack_at = -math.inf
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -541,10 +536,10 @@ class GossipCore:
                 _yjs.check_state(r.state.state_vector, r.state.delete_set)
             forward = msg.forward or self._mode() == TREE
             for st in msg.states:
-                self._learn_ack(peer, st, conn, forward, now)
+                self._acks.learn(peer, st, conn, forward, now)
                 conn.interest.add(st.shard)
             for r in msg.relayed:
-                self._learn_ack(r.agent, r.state, conn, forward, now, r.hops)
+                self._acks.learn(r.agent, r.state, conn, forward, now, r.hops)
         elif isinstance(msg, PeerList):
             for entry in msg.peers:
                 self._members.merge(entry, peer, now)
@@ -595,9 +590,9 @@ class GossipCore:
                             self._enqueue(other, msg.shard, u)
         # Acks after the deltas: what they cover of this batch is no sign of a loss.
         if msg.durable is not None:
-            self._learn_ack(conn.name, ShardState(msg.shard, *msg.durable), conn, forward or msg.relay, now)
+            self._acks.learn(conn.name, ShardState(msg.shard, *msg.durable), conn, forward or msg.relay, now)
         for r in msg.relayed:
-            self._learn_ack(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
+            self._acks.learn(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
@@ -666,29 +661,13 @@ class GossipCore:
             if not conn.closing and self.policy.sends_to(conn.name, shard):
                 self._enqueue(conn, shard, delta)
 
+    # ------------------------------------------------------------------------------------------
+    # timers
+
     def durable(self, shards: Iterable[str], now: float) -> None:
         """These shards' latest changes are on disk: owe acks to the peers that want them."""
         self._advance(now)
-        relay = self._mode() == RELAY
-        for shard in sorted(set(shards)):
-            sv, ds = self.replicas.durable_state(shard)
-            state = ShardState(shard, sv, ds)
-            if relay:
-                # Owed to the mesh: it rides to the window's relay (on our batch, or alone),
-                # which passes it on to everyone with its broadcast.
-                if self._own_acked_out.get(shard) != state and self._conns:
-                    self._own_acks[shard] = state
-                    self._own_acks_since = min(self._own_acks_since, now)
-                    self._ctx.schedule_flush(now)
-                continue
-            for conn in self._conns.values():
-                # (partial replication: also every peer that announced holding the shard)
-                wants = shard in conn.interest or (self.policy.partial and self.policy.sends_to(conn.name, shard))
-                if wants and conn.acks.owe(state, now):
-                    self._ctx.schedule_flush(now)
-
-    # ------------------------------------------------------------------------------------------
-    # timers
+        self._acks.durable(shards, now)
 
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
@@ -702,7 +681,7 @@ class GossipCore:
         if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
             self._ctx.flush_at = None
             self._flush(now)
-        self._send_due_acks(now)
+        self._acks.send_due(now)
         self._ae.tick(now)
         if self._next_px is not None and now >= self._next_px:
             self._next_px = now + cfg.peer_exchange_interval
@@ -710,7 +689,7 @@ class GossipCore:
             if names:
                 self._ctx.send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
         for name in self._members.tick(now):
-            self._acked.pop(name, None)
+            self._acks.forget(name)
         for address in self._dialer.timed_out(now):
             self.dial_failed(address, now)
         self._repairs.retry(now)
@@ -728,15 +707,15 @@ class GossipCore:
         flood = mode == RELAY and not self._fully_connected()
         if self._own:
             self._dispatch_own(now, mode, broadcast)
-        if mode != RELAY and self._own_acks:
-            self._spread_own_acks(now)
+        if mode != RELAY and self._acks.own_acks:
+            self._acks.spread_own(now)
         hints: dict[str, bytes | None] = {}
         rode: set[str] = set()  # shards whose own ack rode on our broadcast
         # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
         # relay, which passes them on to everyone with its broadcast.
         spread = broadcast or flood
         target = self._relay_of(self._ctx.window_index(now)) if mode == RELAY else None
-        news = self._take_news() if mode == RELAY and (spread or target != self.name) else ()
+        news = self._acks.take_news() if mode == RELAY and (spread or target != self.name) else ()
         carried: set[str] = set()  # peers that got the news
         for conn in self._conns.values():
             changes = self._members.changes_for(conn.name)
@@ -745,7 +724,7 @@ class GossipCore:
             conn.replies.reply_bytes = 0
             if conn.writable:
                 if mode != RELAY:
-                    relayed = self._take_relayed(conn, now, mode) if conn.push.queue else ()
+                    relayed = self._acks.take_relayed(conn, now, mode) if conn.push.queue else ()
                 elif conn.push.queue and (spread or conn.name == target):
                     relayed = tuple(r for r in news if r.agent != conn.name)
                     carried.add(conn.name)
@@ -761,12 +740,12 @@ class GossipCore:
                             if shard not in hints:
                                 hints[shard] = self._hint(shard)
                             hint = hints[shard]
-                        own = self._own_acks.get(shard)
+                        own = self._acks.own_acks.get(shard)
                         to_relay = relay and not broadcast
                         if own is not None and (to_relay or broadcast or flood):
                             durable = (own.state_vector, own.delete_set)
                             if to_relay:  # which passes it on
-                                self._own_acked_out[shard] = self._own_acks.pop(shard)
+                                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
                             else:  # to everyone
                                 rode.add(shard)
                     self._push(
@@ -779,12 +758,12 @@ class GossipCore:
                     self._ctx.send(conn.name, self._ae.summary(conn.name))
                 self._replies.serve(conn, now)
         for shard in rode:
-            if shard in self._own_acks:
-                self._own_acked_out[shard] = self._own_acks.pop(shard)
-        if not self._own_acks:
-            self._own_acks_since = math.inf
+            if shard in self._acks.own_acks:
+                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
+        if not self._acks.own_acks:
+            self._acks.own_acks_since = math.inf
         if mode == RELAY:
-            self._flush_relay_acks(now, spread, target, news, carried)
+            self._acks.flush_relay_acks(now, spread, target, news, carried)
         self._members.clear_changes()
         if self._own:  # held for the window we relay: it leaves with our broadcast at its end
             self._ctx.schedule_flush(now)
@@ -861,135 +840,6 @@ class GossipCore:
         sv = self.replicas.state_vector(shard)
         return sv if len(sv) <= self.config.hint_max else None
 
-    def _ack_due(self, conn: Link) -> float:
-        cfg = self.config
-        return max(conn.acks.acks_since + cfg.ack_delay, conn.acks.last_ack_at + cfg.ack_interval)
-
-    def _relay_due(self, conn: Link) -> float:
-        # Alone only on a link that carried no push for a while: a busy one carries them.
-        cfg = self.config
-        return max(
-            conn.acks.relay_since + cfg.ack_delay,
-            conn.acks.last_relay_at + cfg.ack_relay_interval,
-            conn.push.last_push_at + cfg.ack_relay_interval,
-        )
-
-    def _own_ack_due(self) -> float:
-        cfg = self.config
-        return max(self._own_acks_since + cfg.ack_delay, self._last_own_ack_at + cfg.ack_interval)
-
-    def _send_due_acks(self, now: float) -> None:
-        # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
-        # standalone Ack messages go to one peer at most once per ack_interval (relayed ones
-        # at most once per ack_relay_interval).
-        if self._ctx.flush_at is not None:
-            return
-        mode = self._mode()
-        for conn in self._conns.values():
-            own_due = bool(conn.acks.pending_acks) and now >= self._ack_due(conn)
-            relay_due = bool(conn.acks.relay_acks) and now >= self._relay_due(conn)
-            if not own_due and not relay_due:
-                continue
-            states: tuple[ShardState, ...] = ()
-            if conn.acks.pending_acks and (own_due or now >= conn.acks.last_ack_at + self.config.ack_interval):
-                states = conn.acks.take_all(now)
-            relayed = self._take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
-            if states or relayed:
-                self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
-        if self._own_acks and now >= self._own_ack_due():
-            if mode == RELAY:
-                self._ctx.schedule_flush(now)  # they go to the relay at the boundary
-            else:
-                self._spread_own_acks(now)
-
-    def _flush_relay_acks(
-        self, now: float, spread: bool, target: str | None, news: tuple[RelayedAck, ...], carried: set[str]
-    ) -> None:
-        """Rotating relay, at a boundary: the acks no push carried go alone.
-
-        News (others' acks we were asked to pass on) go to every peer our broadcast missed,
-        or else to the coming window's relay; our own durable states, once owed for ack_delay,
-        to that relay too (at most once per ack_interval): one message, not one per peer.
-        """
-        own: tuple[ShardState, ...] = ()
-        if self._own_acks and now >= self._own_ack_due() and target is not None and target != self.name:
-            own = tuple(self._own_acks[s] for s in sorted(self._own_acks))
-            self._own_acks.clear()
-            self._own_acks_since = math.inf
-            self._last_own_ack_at = now
-            for st in own:
-                self._own_acked_out[st.shard] = st
-        if spread:
-            if news:
-                for conn in self._conns.values():
-                    if conn.name not in carried and not conn.closing:
-                        relayed = tuple(r for r in news if r.agent != conn.name)
-                        if relayed:
-                            self._ctx.send(conn.name, Ack((), relayed))
-            news = ()
-        elif target in carried:
-            news = ()
-        if (own or news) and target is not None:
-            self._ctx.send(target, Ack(own, news, forward=True))
-        if self._relay_news:
-            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
-
-    def _take_news(self) -> tuple[RelayedAck, ...]:
-        """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
-        return take_relayed(self._relay_news, self.config.max_relayed_bytes)
-
-    def _spread_own_acks(self, now: float) -> None:
-        """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
-        for shard, state in sorted(self._own_acks.items()):
-            for conn in self._conns.values():
-                if shard in conn.interest:
-                    conn.acks.owe(state, now)
-        self._own_acks.clear()
-        self._own_acks_since = math.inf
-
-    def _take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
-        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
-        cfg = self.config
-        if not conn.acks.relay_acks or (mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval):
-            return ()
-        out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
-        conn.acks.last_relay_at = now
-        conn.acks.relay_since = now if conn.acks.relay_acks else math.inf
-        return out
-
-    def _learn_ack(
-        self, agent: str, state: ShardState, source: Link, forward: bool, now: float, hops: int = 0
-    ) -> None:
-        """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
-        passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
-        module docstring)."""
-        if agent == self.name:
-            return
-        direct = agent == source.name
-        if not direct and agent not in self._members:
-            return  # only agents we know of count (and take memory)
-        cur = self._acked.get(agent, {}).get(state.shard)
-        key = (agent, state.shard)
-        source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
-        if cur == state:
-            return
-        if cur is not None and not direct and not _yjs.covers(
-            state.state_vector, state.delete_set, cur.state_vector, cur.delete_set
-        ):
-            return  # older news (a durable state only grows; the agent itself is believed)
-        self._acked.setdefault(agent, {})[state.shard] = state
-        self._repairs.check_ack(agent, state, source, now)
-        if forward and self._mode() == RELAY:
-            self._relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
-            self._ctx.schedule_flush(now)
-        elif forward and not self.policy.partial and hops < self.config.ack_relay_hops:
-            # (Partial replication: a shard's holders are connected to each other, so acks
-            # need no relay; relaying them would carry every shard's acks to every agent.)
-            for c in self._conns.values():
-                if c is not source and not c.closing and c.name != agent:
-                    c.acks.relay_acks[key] = (state, hops + 1)
-                    c.acks.relay_since = min(c.acks.relay_since, now)
-
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         """(connection, when it may be pruned) for connections the overlay does not need."""
         desired, _ = self._overlay_view()
@@ -1048,13 +898,7 @@ class GossipCore:
             if t is not None and self._conns:
                 times.append(t)
         if self._ctx.flush_at is None:
-            for conn in self._conns.values():
-                if conn.acks.pending_acks:
-                    times.append(self._ack_due(conn))
-                if conn.acks.relay_acks:
-                    times.append(self._relay_due(conn))
-            if self._own_acks:
-                times.append(self._own_ack_due())
+            times.extend(self._acks.deadlines())
         if self._unconfirmed:
             times.append(min(u.at for u in self._unconfirmed) + cfg.relay_retry)
         times.extend(self._members.deadlines())
@@ -1085,12 +929,7 @@ class GossipCore:
         count too: acks are relayed (in a tree, and through the rotating relay), within about
         :attr:`GossipConfig.ack_relay_interval` per hop.
         """
-        out = []
-        for peer in sorted(self._acked):
-            st = self._acked[peer].get(shard)
-            if st is not None and _yjs.covers(st.state_vector, st.delete_set, state_vector, delete_set):
-                out.append(peer)
-        return tuple(out)
+        return self._acks.replicated(shard, state_vector, delete_set)
 
     def peers(self) -> tuple[PeerStatus, ...]:
         """Every agent known here, sorted by name, with connection state and replication lag."""
@@ -1099,7 +938,7 @@ class GossipCore:
         for name in self._members.names():
             m = self._members[name]
             conn = self._conns.get(name)
-            acked = self._acked.get(name, {})
+            acked = self._acks.acked.get(name, {})
             out.append(
                 PeerStatus(
                     name=name,
