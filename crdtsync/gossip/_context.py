@@ -31,7 +31,12 @@ class Context:
     """Shared state of one core's components (see the module docstring)."""
 
     def __init__(
-        self, name: str, config: GossipConfig, rng: random.Random, replicas: ReplicaSet, policy: ReplicationPolicy
+        self,
+        name: str,
+        config: GossipConfig,
+        rng: random.Random,
+        replicas: ReplicaSet,
+        policy: ReplicationPolicy,
     ) -> None:
         self.name = name
         self.config = config
@@ -82,7 +87,11 @@ class Context:
 
     def state_vector(self, shard: str) -> bytes:
         """Our state vector of ``shard`` (empty if we do not hold it)."""
-        return self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
+        return (
+            self.replicas.state_vector(shard)
+            if shard in self.shard_names()
+            else EMPTY_STATE_VECTOR
+        )
 
     def live_links(self) -> list[Link]:
         return [c for c in self.links.values() if not c.closing]

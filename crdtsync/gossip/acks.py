@@ -108,7 +108,9 @@ class Acks:
         self._ctx = ctx
         self._members = members
         self._repairs = repairs
-        self.acked: dict[str, dict[str, ShardState]] = {}  # agent -> shard -> durable state
+        self.acked: dict[
+            str, dict[str, ShardState]
+        ] = {}  # agent -> shard -> durable state
         # Rotating relay: our own durable states owed to the mesh (they ride to the relay),
         # and others' acks to pass on: (agent, shard) -> (state, hops).
         self.own_acks: dict[str, ShardState] = {}
@@ -149,13 +151,19 @@ class Acks:
                 continue
             for conn in self._ctx.links.values():
                 # (partial replication: also every peer that announced holding the shard)
-                wants = shard in conn.interest or (self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard))
+                wants = shard in conn.interest or (
+                    self._ctx.policy.partial
+                    and self._ctx.policy.sends_to(conn.name, shard)
+                )
                 if wants and conn.acks.owe(state, now):
                     self._ctx.schedule_flush(now)
 
     def ack_due(self, conn: Link) -> float:
         cfg = self._ctx.config
-        return max(conn.acks.acks_since + cfg.ack_delay, conn.acks.last_ack_at + cfg.ack_interval)
+        return max(
+            conn.acks.acks_since + cfg.ack_delay,
+            conn.acks.last_ack_at + cfg.ack_interval,
+        )
 
     def relay_due(self, conn: Link) -> float:
         # Alone only on a link that carried no push for a while: a busy one carries them.
@@ -168,7 +176,9 @@ class Acks:
 
     def own_ack_due(self) -> float:
         cfg = self._ctx.config
-        return max(self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval)
+        return max(
+            self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval
+        )
 
     def send_due(self, now: float) -> None:
         # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
@@ -183,7 +193,9 @@ class Acks:
             if not own_due and not relay_due:
                 continue
             states: tuple[ShardState, ...] = ()
-            if conn.acks.pending_acks and (own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval):
+            if conn.acks.pending_acks and (
+                own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
+            ):
                 states = conn.acks.take_all(now)
             relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
             if states or relayed:
@@ -195,7 +207,12 @@ class Acks:
                 self.spread_own(now)
 
     def flush_relay_acks(
-        self, now: float, spread: bool, target: str | None, news: tuple[RelayedAck, ...], carried: set[str]
+        self,
+        now: float,
+        spread: bool,
+        target: str | None,
+        news: tuple[RelayedAck, ...],
+        carried: set[str],
     ) -> None:
         """Rotating relay, at a boundary: the acks no push carried go alone.
 
@@ -204,7 +221,12 @@ class Acks:
         to that relay too (at most once per ack_interval): one message, not one per peer.
         """
         own: tuple[ShardState, ...] = ()
-        if self.own_acks and now >= self.own_ack_due() and target is not None and target != self._ctx.name:
+        if (
+            self.own_acks
+            and now >= self.own_ack_due()
+            and target is not None
+            and target != self._ctx.name
+        ):
             own = tuple(self.own_acks[s] for s in sorted(self.own_acks))
             self.own_acks.clear()
             self.own_acks_since = math.inf
@@ -224,7 +246,9 @@ class Acks:
         if (own or news) and target is not None:
             self._ctx.send(target, Ack(own, news, forward=True))
         if self.relay_news:
-            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
+            self._ctx.schedule_flush(
+                now
+            )  # more than one message holds: the rest next window
 
     def take_news(self) -> tuple[RelayedAck, ...]:
         """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
@@ -242,7 +266,9 @@ class Acks:
     def take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
         """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
         cfg = self._ctx.config
-        if not conn.acks.relay_acks or (mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval):
+        if not conn.acks.relay_acks or (
+            mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval
+        ):
             return ()
         out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
         conn.acks.last_relay_at = now
@@ -250,7 +276,13 @@ class Acks:
         return out
 
     def learn(
-        self, agent: str, state: ShardState, source: Link, forward: bool, now: float, hops: int = 0
+        self,
+        agent: str,
+        state: ShardState,
+        source: Link,
+        forward: bool,
+        now: float,
+        hops: int = 0,
     ) -> None:
         """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
         passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
@@ -265,16 +297,27 @@ class Acks:
         source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
         if cur == state:
             return
-        if cur is not None and not direct and not _yjs.covers(
-            state.state_vector, state.delete_set, cur.state_vector, cur.delete_set
+        if (
+            cur is not None
+            and not direct
+            and not _yjs.covers(
+                state.state_vector, state.delete_set, cur.state_vector, cur.delete_set
+            )
         ):
             return  # older news (a durable state only grows; the agent itself is believed)
         self.acked.setdefault(agent, {})[state.shard] = state
         self._repairs.check_ack(agent, state, source, now)
         if forward and self._ctx.mode() == RELAY:
-            self.relay_news[key] = (state, hops + 1)  # they travel with the deltas (see _flush)
+            self.relay_news[key] = (
+                state,
+                hops + 1,
+            )  # they travel with the deltas (see _flush)
             self._ctx.schedule_flush(now)
-        elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
+        elif (
+            forward
+            and not self._ctx.policy.partial
+            and hops < self._ctx.config.ack_relay_hops
+        ):
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
             for c in self._ctx.links.values():
@@ -282,7 +325,9 @@ class Acks:
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
 
-    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
+    def replicated(
+        self, shard: str, state_vector: bytes, delete_set: bytes
+    ) -> tuple[str, ...]:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
 
         The agent passes what it wants replicated (e.g. its own state right after a write) and
@@ -293,6 +338,8 @@ class Acks:
         out = []
         for peer in sorted(self.acked):
             st = self.acked[peer].get(shard)
-            if st is not None and _yjs.covers(st.state_vector, st.delete_set, state_vector, delete_set):
+            if st is not None and _yjs.covers(
+                st.state_vector, st.delete_set, state_vector, delete_set
+            ):
                 out.append(peer)
         return tuple(out)

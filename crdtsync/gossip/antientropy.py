@@ -66,9 +66,13 @@ class AntiEntropy:
         self._replies = replies
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
-        self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
+        self.hint_at = (
+            -math.inf
+        )  # when a relay broadcast with a state-vector hint last came
         #: How a Diff's update is applied (and forwarded): set by the core.
-        self.apply: Callable[[Link, str, bytes, bool], None] = lambda conn, shard, update, forward: None
+        self.apply: Callable[[Link, str, bytes, bool], None] = (
+            lambda conn, shard, update, forward: None
+        )
 
     def start_round(self, conn: Link, now: float) -> None:
         """Step 1: send ``conn`` our Summary."""
@@ -91,7 +95,9 @@ class AntiEntropy:
             return
         self.next_round = now + self._delay()
         ctx = self._ctx
-        peers = [c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)]
+        peers = [
+            c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)
+        ]
         if peers:
             conn = ctx.rng.choice(peers)
             if not self.pushes_suffice(conn, now):
@@ -110,7 +116,10 @@ class AntiEntropy:
                 break
             have = shard in held
             if have and shard not in theirs:
-                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks the shard: all of it
+                conn.replies.replies[shard] = (
+                    EMPTY_STATE_VECTOR,
+                    False,
+                )  # it lacks the shard: all of it
                 budget -= 1
             elif not have:
                 requests.append((shard, EMPTY_STATE_VECTOR))
@@ -119,7 +128,9 @@ class AntiEntropy:
                 requests.append((shard, self._ctx.replicas.state_vector(shard)))
                 budget -= 1
         self._replies.serve(conn, now)
-        conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
+        conn.rounds.round_shards = {
+            s for s, _ in requests
+        }  # their Diffs get our step-5 reply
         if requests:
             self._ctx.send(conn.name, SyncRequest(tuple(requests)))
 
@@ -144,7 +155,9 @@ class AntiEntropy:
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
             conn.rounds.round_shards.discard(msg.shard)
-            if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(msg.shard):
+            if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(
+                msg.shard
+            ):
                 conn.replies.replies[msg.shard] = (msg.state_vector, False)
                 self._replies.serve(conn, now)
 
@@ -188,7 +201,9 @@ class AntiEntropy:
 
     def _delay(self) -> float:
         j = self._ctx.config.anti_entropy_jitter
-        return self._ctx.config.anti_entropy_interval * (1 + j * (2 * self._ctx.rng.random() - 1))
+        return self._ctx.config.anti_entropy_interval * (
+            1 + j * (2 * self._ctx.rng.random() - 1)
+        )
 
     def root_hash(self, peer: str | None = None) -> bytes:
         shards = self._ctx.shard_names()
@@ -197,5 +212,9 @@ class AntiEntropy:
         return root_hash(shards, self._ctx.replicas.digest)
 
     def summary(self, peer: str | None = None) -> Summary:
-        shards = self._ctx.shard_names() if peer is None else self._ctx.policy.sync_shards(peer, self._ctx.shard_names())
+        shards = (
+            self._ctx.shard_names()
+            if peer is None
+            else self._ctx.policy.sync_shards(peer, self._ctx.shard_names())
+        )
         return Summary(self.root_hash(peer), len(shards))

@@ -166,15 +166,12 @@ second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     CloseCode,
-    InvalidShardName,
-    InvalidUpdate,
     ProtocolError,
     UsageError,
 )
@@ -189,7 +186,6 @@ from ..messages import (
     Message,
     PeerList,
     Push,
-    RelayedAck,
     ShardState,
     Summary,
     SyncRequest,
@@ -202,12 +198,15 @@ from .acks import Acks
 from ._context import Context
 from .antientropy import AntiEntropy
 from .config import GossipConfig
+from .push import Pushes
+from .relay import Relay
+from .window import Window
 from .links import Link, TokenBucket, replaces
-from .repair import Repairs, sv_covers
+from .repair import Repairs
 from .transfer import Replies
 from .dialer import Dialer
 from .membership import Membership, PeerState
-from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view, relay_of
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
@@ -234,7 +233,6 @@ SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
 
 #: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
-_RELAY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,17 +259,6 @@ class PeerStatus:
     queued_bytes: int = 0
     dropped: int = 0
     acked: tuple[ShardState, ...] = ()
-
-
-@dataclass(slots=True)
-class _Sent:
-    """Rotating relay: own deltas pushed to a relay, kept until a broadcast shows it had them."""
-
-    at: float
-    shard: str
-    state_vector: bytes  # ours right after the push: a broadcast covering it confirms it
-    deltas: list[bytes]
-    attempts: int
 
 
 class GossipCore:
@@ -337,14 +324,19 @@ class GossipCore:
         self._repairs = Repairs(ctx)
         self._ae = AntiEntropy(ctx, self._replies)
         self._acks = Acks(ctx, self._members, self._repairs)
-        self._ae.apply = lambda conn, shard, update, forward: self._apply(conn, shard, update, forward=forward)
-        # Rotating relay (mode RELAY): own deltas wait here for the boundary, where the
-        # window's relay is known; retry counts of re-queued ones; batches awaiting a broadcast
-        # that confirms them; own durable states owed to the mesh.
-        self._own: dict[str, list[bytes]] = {}
-        self._own_bytes = 0
-        self._own_attempts: dict[str, int] = {}
-        self._unconfirmed: list[_Sent] = []
+        self._pushes = Pushes(ctx, self._acks, self._repairs)
+        self._ae.apply = lambda conn, shard, update, forward: self._pushes.apply(conn, shard, update, forward=forward)
+        self._relay = Relay(ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order)
+        self._pushes.on_hint = self._relay.on_hint
+        self._window = Window(
+            ctx,
+            members=self._members,
+            pushes=self._pushes,
+            relay=self._relay,
+            acks=self._acks,
+            replies=self._replies,
+            ae=self._ae,
+        )
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -518,7 +510,7 @@ class GossipCore:
         if not conn.bucket.take(now):
             raise ProtocolError(f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING)
         if isinstance(msg, Push):
-            self._on_push(conn, msg, now)
+            self._pushes.on_push(conn, msg, now)
         elif isinstance(msg, Summary):
             self._ae.on_summary(conn, msg, now)
         elif isinstance(msg, Digests):
@@ -561,81 +553,6 @@ class GossipCore:
         else:  # pragma: no cover - wire.decode only produces the types above
             raise ProtocolError(f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
 
-    def _on_push(self, conn: Link, msg: Push, now: float) -> None:
-        # Check everything before applying anything: the ack, and every update of a batch
-        # (a single update is validated by ReplicaSet.apply itself, atomically).
-        if msg.durable is not None:
-            _yjs.check_state(*msg.durable)
-        for r in msg.relayed:
-            _yjs.check_state(r.state.state_vector, r.state.delete_set)
-        if msg.hint is not None:
-            _yjs.check_state(msg.hint, None)
-        if len(msg.updates) > 1:
-            for u in msg.updates:
-                try:
-                    _yjs.validate_update(u)
-                except InvalidUpdate as exc:
-                    raise ProtocolError(f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE) from exc
-        # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
-        # the window's relay is passed on as it is (see Push.relay).
-        forward = msg.forward or self._mode() == TREE
-        accepted = self.policy.accepts(msg.shard)
-        if accepted:
-            for u in msg.updates:
-                self._apply(conn, msg.shard, u, forward=forward and not msg.relay)
-            if msg.relay:
-                for other in self._conns.values():
-                    if other is not conn and not other.closing and self.policy.sends_to(other.name, msg.shard):
-                        for u in msg.updates:
-                            self._enqueue(other, msg.shard, u)
-        # Acks after the deltas: what they cover of this batch is no sign of a loss.
-        if msg.durable is not None:
-            self._acks.learn(conn.name, ShardState(msg.shard, *msg.durable), conn, forward or msg.relay, now)
-        for r in msg.relayed:
-            self._acks.learn(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
-        if not accepted:
-            return  # partial replication: not held here (the sender's view is behind)
-        conn.rounds.last_push_in = now
-        if msg.hint is not None:
-            self._on_hint(conn, msg.shard, msg.hint, now)
-        self._repairs.sequence(conn, msg.shard, msg.seq, msg.hint is None, now)
-
-    def _on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
-        """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
-        self._ae.hint_at = now
-        # Our own batches this broadcast shows the relays have had: confirmed.
-        if self._unconfirmed:
-            self._unconfirmed = [u for u in self._unconfirmed if u.shard != shard or not sv_covers(hint, u.state_vector)]
-        mine = self._ctx.state_vector(shard)
-        if not sv_covers(mine, hint) and not self._repairs.asking(shard):
-            # It had something we lack after applying its batch: we missed an earlier batch
-            # (Yjs keeps later structs of a client pending without it). It holds what we lack.
-            self._repairs.ask(conn, shard, now)
-
-    def _apply(self, conn: Link, shard: str, update: bytes, *, forward: bool) -> None:
-        try:
-            delta = self.replicas.apply(shard, update, conn.name)
-        except InvalidUpdate as exc:
-            raise ProtocolError(f"invalid update for {shard!r}: {exc}", CloseCode.INVALID_UPDATE) from exc
-        except InvalidShardName as exc:
-            raise ProtocolError(str(exc), CloseCode.INVALID_SHARD) from exc
-        conn.interest.add(shard)
-        if delta is None:
-            return
-        # Forward what changed our state when asked to: in a tree every agent relays, in the
-        # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
-        # the origin reached everyone itself. Never back to where it came from.
-        targets = self.policy.forward_to(conn.name, shard)
-        if targets is not None:  # partial replication: the holders it did not reach itself
-            for name in targets:
-                other = self._conns.get(name)
-                if other is not None and other is not conn and not other.closing:
-                    self._enqueue(other, shard, delta)
-        elif forward:
-            for other in self._conns.values():
-                if other is not conn and not other.closing:
-                    self._enqueue(other, shard, delta)
-
     # ------------------------------------------------------------------------------------------
     # local events
 
@@ -650,16 +567,9 @@ class GossipCore:
         self.policy.local_update(shard)
         if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
             # Where it goes is decided at the boundary, once the window's relay is known.
-            if self._own_bytes + len(delta) > self.config.max_queue_bytes:
-                self._drop_own()
-            else:
-                self._own.setdefault(shard, []).append(delta)
-                self._own_bytes += len(delta)
-                self._ctx.schedule_flush(now)
+            self._relay.local(shard, delta, now)
             return
-        for conn in self._conns.values():
-            if not conn.closing and self.policy.sends_to(conn.name, shard):
-                self._enqueue(conn, shard, delta)
+        self._pushes.local(shard, delta)
 
     # ------------------------------------------------------------------------------------------
     # timers
@@ -674,13 +584,13 @@ class GossipCore:
         self._advance(now)
         cfg = self.config
         self._ensure_timers(now)
-        if self._unconfirmed:
-            self._retry_unconfirmed(now)
+        if self._relay.unconfirmed:
+            self._relay.retry_unconfirmed(now)
         if self._repairs.lags:
             self._repairs.check_lags(now)
         if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
             self._ctx.flush_at = None
-            self._flush(now)
+            self._window.flush(now)
         self._acks.send_due(now)
         self._ae.tick(now)
         if self._next_px is not None and now >= self._next_px:
@@ -696,149 +606,6 @@ class GossipCore:
         for service in self._services:
             service.tick(now)
         self._prune(now)
-
-    def _flush(self, now: float) -> None:
-        mode = self._mode()
-        # Rotating relay: at this boundary we send what we relayed during the window that
-        # just ended (if it was ours), and our own batch to the coming window's relay. While
-        # we are not connected to everyone (joins, a settling view), a relay's broadcast does
-        # not reach everyone: its receivers pass it on (a flood, deduplicated by apply()).
-        broadcast = mode == RELAY and self._relay_of(self._ctx.window_index(now) - 1) == self.name
-        flood = mode == RELAY and not self._fully_connected()
-        if self._own:
-            self._dispatch_own(now, mode, broadcast)
-        if mode != RELAY and self._acks.own_acks:
-            self._acks.spread_own(now)
-        hints: dict[str, bytes | None] = {}
-        rode: set[str] = set()  # shards whose own ack rode on our broadcast
-        # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
-        # relay, which passes them on to everyone with its broadcast.
-        spread = broadcast or flood
-        target = self._relay_of(self._ctx.window_index(now)) if mode == RELAY else None
-        news = self._acks.take_news() if mode == RELAY and (spread or target != self.name) else ()
-        carried: set[str] = set()  # peers that got the news
-        for conn in self._conns.values():
-            changes = self._members.changes_for(conn.name)
-            if changes:
-                self._ctx.send(conn.name, PeerList(tuple(changes)))
-            conn.replies.reply_bytes = 0
-            if conn.writable:
-                if mode != RELAY:
-                    relayed = self._acks.take_relayed(conn, now, mode) if conn.push.queue else ()
-                elif conn.push.queue and (spread or conn.name == target):
-                    relayed = tuple(r for r in news if r.agent != conn.name)
-                    carried.add(conn.name)
-                else:
-                    relayed = ()
-                for shard, queued in conn.push.queue.items():
-                    relay = shard in conn.push.relay_shards
-                    forward = (mode == TREE or flood) and not relay
-                    hint = None
-                    durable = None
-                    if mode == RELAY:
-                        if not forward and not relay:
-                            if shard not in hints:
-                                hints[shard] = self._hint(shard)
-                            hint = hints[shard]
-                        own = self._acks.own_acks.get(shard)
-                        to_relay = relay and not broadcast
-                        if own is not None and (to_relay or broadcast or flood):
-                            durable = (own.state_vector, own.delete_set)
-                            if to_relay:  # which passes it on
-                                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
-                            else:  # to everyone
-                                rode.add(shard)
-                    self._push(
-                        conn, shard, queued, now=now, forward=forward, hint=hint, relayed=relayed, durable=durable, relay=relay
-                    )
-                    relayed = ()
-                conn.push.drained()
-                if conn.push.resync:
-                    conn.push.resync = False
-                    self._ctx.send(conn.name, self._ae.summary(conn.name))
-                self._replies.serve(conn, now)
-        for shard in rode:
-            if shard in self._acks.own_acks:
-                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
-        if not self._acks.own_acks:
-            self._acks.own_acks_since = math.inf
-        if mode == RELAY:
-            self._acks.flush_relay_acks(now, spread, target, news, carried)
-        self._members.clear_changes()
-        if self._own:  # held for the window we relay: it leaves with our broadcast at its end
-            self._ctx.schedule_flush(now)
-
-    def _dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
-        """Send our own deltas of the window that just ended (rotating relay, see _flush)."""
-        own, self._own, self._own_bytes = self._own, {}, 0
-        attempts, self._own_attempts = self._own_attempts, {}
-        if mode == RELAY and not broadcast:
-            target = self._relay_of(self._ctx.window_index(now))
-            if target == self.name:
-                # We relay the coming window: our batch leaves with our broadcast at its end.
-                self._own, self._own_attempts = own, attempts
-                self._own_bytes = sum(len(d) for ds in own.values() for d in ds)
-                return
-            relay = self._conns.get(target) if target is not None else None
-            if relay is not None:
-                for shard, deltas in own.items():
-                    for d in deltas:
-                        self._enqueue(relay, shard, d)
-                    relay.push.relay_shards.add(shard)
-                    self._remember(now, shard, deltas, attempts.get(shard, 0))
-                return
-        # We relayed the window that ended (or the overlay is no longer a rotating relay):
-        # straight to everyone.
-        for conn in self._conns.values():
-            if conn.closing:
-                continue
-            for shard, deltas in own.items():
-                if self.policy.sends_to(conn.name, shard):
-                    for d in deltas:
-                        self._enqueue(conn, shard, d)
-
-    def _remember(self, now: float, shard: str, deltas: list[bytes], attempts: int) -> None:
-        """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
-        self._unconfirmed.append(_Sent(now, shard, self.replicas.state_vector(shard), list(deltas), attempts))
-        total = sum(len(d) for u in self._unconfirmed for d in u.deltas)
-        while total > self.config.max_queue_bytes and len(self._unconfirmed) > 1:
-            total -= sum(len(d) for d in self._unconfirmed.pop(0).deltas)  # anti-entropy will do
-
-    def _retry_unconfirmed(self, now: float) -> None:
-        """Push again, to the current relay, batches no relay broadcast has confirmed in time.
-
-        The relay's broadcast shows what it held (Push.hint); a batch it does not cover was
-        lost on the way to the relay, or the relay missed something else we have: pushing
-        again costs bytes, rarely a message (it rides with our next batch).
-        """
-        due = [u for u in self._unconfirmed if now >= u.at + self.config.relay_retry]
-        if not due:
-            return
-        self._unconfirmed = [u for u in self._unconfirmed if now < u.at + self.config.relay_retry]
-        if self._mode() != RELAY:
-            return  # the tree and the full mesh repair through sequence gaps and anti-entropy
-        for u in due:
-            if u.attempts + 1 >= _RELAY_ATTEMPTS:
-                continue  # anti-entropy will do
-            self._own.setdefault(u.shard, []).extend(u.deltas)
-            self._own_bytes += sum(len(d) for d in u.deltas)
-            self._own_attempts[u.shard] = max(self._own_attempts.get(u.shard, 0), u.attempts + 1)
-            self._ctx.schedule_flush(now)
-
-    def _drop_own(self) -> None:
-        """Own deltas beyond max_queue_bytes (no relay reachable for long): anti-entropy."""
-        self._own.clear()
-        self._own_attempts.clear()
-        self._own_bytes = 0
-        for conn in self._conns.values():
-            conn.push.resync = True
-        self._ctx.schedule_flush(self._ctx.now)
-
-    def _hint(self, shard: str) -> bytes | None:
-        if shard not in self._ctx.shard_names():
-            return None
-        sv = self.replicas.state_vector(shard)
-        return sv if len(sv) <= self.config.hint_max else None
 
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         """(connection, when it may be pruned) for connections the overlay does not need."""
@@ -890,7 +657,6 @@ class GossipCore:
 
         Lets an event loop sleep, and the simulator jump its virtual clock, until then.
         """
-        cfg = self.config
         times: list[float] = []
         if self._ctx.flush_at is not None:
             times.append(self._ctx.flush_at)
@@ -899,8 +665,9 @@ class GossipCore:
                 times.append(t)
         if self._ctx.flush_at is None:
             times.extend(self._acks.deadlines())
-        if self._unconfirmed:
-            times.append(min(u.at for u in self._unconfirmed) + cfg.relay_retry)
+        relay_at = self._relay.deadline()
+        if relay_at is not None:
+            times.append(relay_at)
         times.extend(self._members.deadlines())
         times.extend(self._dialer.deadlines())
         times.extend(self._repairs.deadlines())
@@ -970,7 +737,7 @@ class GossipCore:
     def relay_at(self, now: float) -> str | None:
         """Rotating relay: the agent relaying the batching window that holds ``now``, as this
         agent sees it (None outside mode :data:`RELAY`)."""
-        return self._relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
+        return self._relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
@@ -992,63 +759,6 @@ class GossipCore:
         if now > self._ctx.now:
             self._ctx.now = now
 
-    def _enqueue(self, conn: Link, shard: str, update: bytes) -> None:
-        # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
-        # date once it drains, instead of our memory growing. "big": too big for one frame, it
-        # goes as DiffChunk pieces, with the replies (in order).
-        cfg = self.config
-        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk) != "queued":
-            self._ctx.schedule_flush(self._ctx.now)
-            return
-        if (
-            cfg.send_when_idle
-            and conn.writable
-            and conn.push.queued_bytes == len(update)
-            and conn.push.last_push_at < self._ctx.window_start(self._ctx.now)
-        ):
-            # Idle link: nothing to batch with, so waiting for the boundary only adds latency.
-            del conn.push.queue[shard]
-            conn.push.queued_bytes = 0
-            self._push(conn, shard, [update], now=self._ctx.now)
-            return
-        self._ctx.schedule_flush(self._ctx.now)
-
-    def _push(
-        self,
-        conn: Link,
-        shard: str,
-        queued: list[bytes],
-        *,
-        now: float,
-        forward: bool | None = None,
-        hint: bytes | None = None,
-        relayed: tuple[RelayedAck, ...] = (),
-        durable: tuple[bytes, bytes] | None = None,
-        relay: bool = False,
-    ) -> None:
-        """Send ``queued`` deltas of ``shard`` to ``conn`` as Pushes of at most max_batch_bytes
-        (and half a frame), with our ack of the shard (``durable``, or else the one pending for
-        ``conn``), ``relayed`` acks and ``hint`` riding on the last one. ``forward`` None:
-        as the overlay says (a tree relays everything)."""
-        if forward is None:
-            forward = self._mode() == TREE
-        limit = min(self.config.max_batch_bytes, self._ctx.chunk)
-        batch: list[bytes] = []
-        size = 0
-        for u in queued:
-            if batch and size + len(u) > limit:
-                self._ctx.send(conn.name, Push(shard, tuple(batch), None, conn.push.next_seq(shard), forward=forward, relay=relay))
-                batch, size = [], 0
-            batch.append(u)
-            size += len(u)
-        if durable is None:
-            ack = conn.acks.take_pending(shard)
-            if ack is not None:
-                durable = (ack.state_vector, ack.delete_set)
-        seq = conn.push.next_seq(shard)
-        self._ctx.send(conn.name, Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay))
-        conn.push.last_push_at = now
-
     def _digest(self, shard: str) -> bytes:
         return self.replicas.digest(shard)
 
@@ -1059,15 +769,6 @@ class GossipCore:
 
     def _mode(self) -> Mode:
         return self._views().mode
-
-    def _relay_of(self, k: int) -> str | None:
-        conns = self._conns
-        return relay_of(self._views().order, k, self.name, lambda n: n in conns and not conns[n].closing)
-
-    def _fully_connected(self) -> bool:
-        """Whether we are connected to every live agent of our view (rotating relay)."""
-        conns = self._conns
-        return all(n == self.name or (n in conns and not conns[n].closing) for n in self._views().order)
 
     def _views(self) -> OverlayView:
         key = (self._members.version, self._extra_version)

@@ -60,7 +60,9 @@ class Repairs:
         """Whether a repair of ``shard`` is under way with any peer."""
         return any(shard in c.repair.repairs for c in self._ctx.links.values())
 
-    def sequence(self, conn: Link, shard: str, seq: int, check_gap: bool, now: float) -> None:
+    def sequence(
+        self, conn: Link, shard: str, seq: int, check_gap: bool, now: float
+    ) -> None:
         """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``."""
         last = conn.repair.seq_in.get(shard, 0)
         if check_gap and seq and seq > last + 1 and shard not in conn.repair.repairs:
@@ -76,7 +78,9 @@ class Repairs:
         sv = self._ctx.state_vector(shard)
         self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
 
-    def check_ack(self, agent: str, state: ShardState, source: Link, now: float) -> None:
+    def check_ack(
+        self, agent: str, state: ShardState, source: Link, now: float
+    ) -> None:
         """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
 
         Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
@@ -91,7 +95,12 @@ class Repairs:
             # Not at once: what it acked may still be on its way to us (a writer's next
             # batch, with its ack of the previous one, can overtake the broadcast of that
             # one). Checked again after repair_timeout (see _check_lags).
-            self.lags[shard] = (now + self._ctx.config.repair_timeout, agent, source.name, state.state_vector)
+            self.lags[shard] = (
+                now + self._ctx.config.repair_timeout,
+                agent,
+                source.name,
+                state.state_vector,
+            )
 
     def check_lags(self, now: float) -> None:
         """Ask for a repair of the shards an ack showed we lag behind, if we still do."""
@@ -115,7 +124,11 @@ class Repairs:
         for conn in self._ctx.links.values():
             for shard, asked in list(conn.repair.repairs.items()):
                 asm = conn.replies.receiving
-                if asm is not None and asm.shard == shard and now < asm.last_at + timeout:
+                if (
+                    asm is not None
+                    and asm.shard == shard
+                    and now < asm.last_at + timeout
+                ):
                     continue  # its answer is arriving, in pieces
                 if now >= asked + timeout:
                     self.ask(conn, shard, now)
@@ -129,6 +142,8 @@ class Repairs:
         for conn in self._ctx.links.values():
             asm = conn.replies.receiving
             for shard, asked in conn.repair.repairs.items():
-                arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
+                arriving = (
+                    asm.last_at if asm is not None and asm.shard == shard else -math.inf
+                )
                 times.append(max(asked, arriving) + timeout)
         return times

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from ._context import Context
     from .links import Link
 
-__all__ = ["Replies", "Transfer", "Assembly", "LinkReplies", "chunk_size", "receive_piece"]
+__all__ = [
+    "Replies",
+    "Transfer",
+    "Assembly",
+    "LinkReplies",
+    "chunk_size",
+    "receive_piece",
+]
 
 
 @dataclass(slots=True)
@@ -155,9 +162,13 @@ class Replies:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests:
                 conn.replies.want_digests = False
-                shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
+                shards = self._ctx.policy.sync_shards(
+                    conn.name, self._ctx.shard_names()
+                )
                 digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
-                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
+                conn.replies.reply_bytes += 8 + sum(
+                    len(s) + len(d) + 4 for s, d in digests
+                )
                 self._ctx.send(conn.name, Digests(digests))
             elif conn.push.big:
                 shard, update = conn.push.pop_big()
@@ -172,19 +183,30 @@ class Replies:
                 update = self._ctx.replicas.diff(shard, their_sv)
                 ours = self._ctx.replicas.state_vector(shard) if send_ours else None
                 if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
-                    conn.replies.reply_bytes += len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    conn.replies.reply_bytes += (
+                        len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    )
                     self._ctx.send(conn.name, Diff(shard, update, ours))
                 else:
                     self._start(conn, shard, update, ours)
             else:
                 return
-        if conn.replies.sending is not None or conn.replies.want_digests or conn.push.big or conn.replies.replies:
+        if (
+            conn.replies.sending is not None
+            or conn.replies.want_digests
+            or conn.push.big
+            or conn.replies.replies
+        ):
             self._ctx.schedule_flush(now)  # the rest in the next window
 
-    def _start(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
+    def _start(
+        self, conn: Link, shard: str, update: bytes, state_vector: bytes | None
+    ) -> None:
         """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
         self._next_id += 1
-        conn.replies.sending = Transfer.start(self._next_id, shard, update, state_vector, self._ctx.chunk)
+        conn.replies.sending = Transfer.start(
+            self._next_id, shard, update, state_vector, self._ctx.chunk
+        )
 
     def _send_piece(self, conn: Link) -> int:
         t = conn.replies.sending
