@@ -343,3 +343,16 @@ class Acks:
             ):
                 out.append(peer)
         return tuple(out)
+
+    def on_ack(self, conn: Link, msg: Ack, now: float) -> None:
+        """A peer's Ack: its own durable states, and others' it passes on."""
+        for st in msg.states:
+            _yjs.check_state(st.state_vector, st.delete_set)
+        for r in msg.relayed:
+            _yjs.check_state(r.state.state_vector, r.state.delete_set)
+        forward = msg.forward or self._ctx.mode() == TREE
+        for st in msg.states:
+            self.learn(conn.name, st, conn, forward, now)
+            conn.interest.add(st.shard)
+        for r in msg.relayed:
+            self.learn(r.agent, r.state, conn, forward, now, r.hops)

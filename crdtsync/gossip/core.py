@@ -41,133 +41,18 @@ Call, in this order::
 closes that connection with ``err.code``); nothing of a refused message has been applied. It
 raises :class:`~crdtsync.errors.UsageError` for a driver bug (a peer that is not connected).
 
-Protocol
---------
-*Push.* Every delta made here is queued for the peers the overlay says (below), and in a tree
-every remote delta that changed our state (``ReplicaSet.apply`` returned it) is queued for
-every connected peer but the one it came from; ``apply`` returning None means "nothing new",
-so a duplicate is never forwarded and floods die out (``Push.forward``). Queues are flushed
-once per batching window
-(:attr:`GossipConfig.push_interval`) as one :class:`~crdtsync.messages.Push` per peer and
-shard, so the number of messages grows with the number of busy links, not with the write rate.
-Windows are aligned to multiples of the interval so that, with synchronised clocks and a link
-latency below the window, a relay forwards a batch at the very next boundary: each hop then
-costs one window instead of latency plus a random wait.
-
-*Lost pushes.* Pushes carry a sequence number per connection and shard. A gap means one was
-lost, and Yjs cannot integrate a client's later structs without it (they stay pending, and so
-nothing is forwarded to the agents behind us): the receiver asks the sender for a repair at
-once (``SyncRequest``), again every :attr:`GossipConfig.repair_timeout` until the ``Diff``
-comes. Rotating-relay broadcasts carry the relay's state vector instead (``Push.hint``): a
-receiver that does not cover it after applying the batch missed an earlier one, and asks that
-relay. And every agent learns the others' durable states (acks, relayed, below): one that
-holds what we lack, still after ``repair_timeout``, shows a loss even once the mesh is quiet,
-when no later push would. Over TCP nothing is lost; this is for lossy transports and the
-simulator.
-
-*Overlay.* :meth:`GossipCore.mode`, from the number N of live agents in our view:
-
-* ``FULL`` (N <= :attr:`GossipConfig.full_mesh_max`): everyone connects to everyone and pushes
-  its own deltas to all directly: one hop, nothing forwarded.
-* ``RELAY`` (N <= :attr:`GossipConfig.relay_max`): everyone connects to everyone, and the
-  agents take turns, in rank order, as the *relay* of one batching window each. At a window
-  boundary a writer sends its batch of the window that ended to the coming window's relay only
-  (one message, ``Push.relay``); the relay passes on, at the end of its window, everything it
-  got to every other agent (one message each, with its own writes and its state vector as
-  ``Push.hint``). A window costs (writers + N-1) messages instead of writers x (N-1), every
-  agent carries the same share over N windows (no hub), and a write takes two hops: between
-  one and two windows plus two latencies. A relay passes on a batch *as it is*, even one it
-  cannot integrate yet: a writer's next batch may reach the next relay before the broadcast of
-  its previous one. A writer pushes a batch again (up to three times) when no broadcast covering
-  it came back within :attr:`GossipConfig.relay_retry`. While we are not connected to
-  everyone (joins; connections beyond a tree's wait :attr:`GossipConfig.relay_settle` after
-  the last view change, so a mesh growing past relay_max does not first dial everyone),
-  relays flood instead (``Push.forward``). Turns follow window indices of the clock, so agents
-  agree on them only with clocks synchronised well within a window; without, it stays
-  correct, only costlier.
-* ``TREE`` (larger meshes): one spanning tree, computed by every agent from the same
-  membership view: agents ordered by a hash of (mesh, name), the first
-  :attr:`GossipConfig.tree_core` forming a clique at the top and each agent having
-  :attr:`GossipConfig.fanout` children (heap layout). A tree carries every delta exactly once
-  per link and direction, the least possible; anti-entropy is what makes it safe when the
-  tree is broken (crash, partition, disagreeing views).
-
-*Pull (anti-entropy).* Every :attr:`GossipConfig.anti_entropy_interval` (with jitter), and on
-every new connection (by the side with the smaller name), a round with one peer:
-
-1. A -> B ``Summary(root)``: a hash over A's sorted (shard, digest) pairs. Equal roots: done,
-   one message whatever the number of shards.
-2. B -> A ``Digests``: B's per-shard digests.
-3. A compares. Shards only A has: ``Diff(diff(empty))`` straight away. Shards whose digests
-   differ (even with equal state vectors: a lost delete changes the digest, not the state
-   vector) or that only B has: A -> B ``SyncRequest`` with A's state vectors.
-4. B -> A ``Diff(diff(sv_A), sv_B)``: what A lacks plus B's whole delete set.
-5. A applies it; if A's digest still differs from B's, A -> B ``Diff(diff(sv_B))``.
-
-In a tree, a periodic round with a neighbour whose pushes flow both ways without a sequence
-gap is skipped: such a link already carries everything a round would find, so under load the
-pushes are the anti-entropy (at most :attr:`GossipConfig.anti_entropy_skip_max` rounds in a row
-are skipped); likewise with the rotating relay while hinted broadcasts keep coming. Rounds are
-bounded to :attr:`GossipConfig.max_sync_shards` shards.
-
-*Replies.* Digests and Diffs are answers to a peer's requests; they are kept as requests
-(coalesced per shard) and sent within :attr:`GossipConfig.reply_budget` bytes per window, and
-not at all while the driver has paused the link: a peer that asks and never reads costs one
-entry per shard, not a growing send queue. A Diff (or a single delta) longer than
-:attr:`GossipConfig.chunk_bytes` or half of :attr:`GossipConfig.max_frame` goes as
-:class:`~crdtsync.messages.DiffChunk` pieces, which the receiver joins (up to
-:attr:`GossipConfig.max_diff_bytes`) before validating and applying the whole: no frame is
-ever refused as oversize, however big a shard grows.
-
-*Membership.* Seeds are dialled while we have no connection; every connection starts with a
-full :class:`~crdtsync.messages.PeerList`, and changes (joins, deaths, refutations) are flooded
-in later windows; one random peer gets a full list every
-:attr:`GossipConfig.peer_exchange_interval`. A peer whose connection was lost (or cannot be
-dialled) is *suspect*; after :attr:`GossipConfig.suspect_timeout` without a connection it is
-declared *dead* and leaves the overlay. SWIM incarnations settle conflicting reports: a higher
-incarnation wins, at equal incarnations "dead" wins, and an agent told it is dead raises its own
-incarnation (refutes). Dials back off exponentially with jitter per address; dead agents that
-would be our overlay neighbours if alive keep being redialled (with backoff), so a healed
-partition is bridged by a few agents, not by everyone at once. Of two agents that want an
-edge, the smaller name dials; if both dial anyway (seeds, views that disagree), both keep the
-connection the smaller name dialled, and a later connection (the peer restarted: another
-``Hello.instance``, or noticed a dead link first) replaces the old one (see
-:meth:`GossipCore.connection_made`). Connections the overlay does not need are closed after
-:attr:`GossipConfig.prune_grace` with ``Close(NORMAL)``.
-
-*Back-pressure.* Pushes queued for a peer beyond :attr:`GossipConfig.max_queue_bytes` (a slow
-link, or paused by the driver) are dropped and replaced by an anti-entropy round once the
-link drains: memory stays bounded and the peer still converges.
-
-*Acks.* After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are
-owed our on-disk (state vector, delete set): piggybacked on a Push to them within
-:attr:`GossipConfig.ack_delay`, or else sent as an :class:`~crdtsync.messages.Ack` (at most
-once per :attr:`GossipConfig.ack_interval`). With the rotating relay they go to the window's
-relay instead (on our batch, or alone at a boundary), and it passes them on with its broadcast.
-In a tree, every agent passes the acks it learns on to its other neighbours
-(``RelayedAck``, newest per agent and shard, riding on pushes at most once per
-:attr:`GossipConfig.ack_relay_interval`), up to :attr:`GossipConfig.ack_relay_hops` hops
-from their origin. :meth:`GossipCore.replicated` says which agents' acks cover a given state
-(``updates.covers``): directly connected or not.
-
-*Partial replication.* With a partial :class:`~crdtsync.gossip.policy.ReplicationPolicy`
-(the driver passes :class:`crdtsync.sharding.Sharding` with a ``replication_factor``), a
-placement policy decides which agents hold which shards and everything above is restricted to
-the holders of a shard: pushes, forwarding and anti-entropy rounds of a shard only involve
-peers that hold it (what each holds comes from its Hello and later ``Holdings`` messages), and
-deltas of shards not held here are ignored. The co-holders of a shard are kept connected
-besides the overlay. Placement, hand-off and remote reads are :mod:`crdtsync.sharding`
-(``core.policy``); without a replication factor every agent holds every shard, as above.
-
-*Flooding.* Each connection has a token bucket (:attr:`GossipConfig.flood_rate` messages per
-second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is refused with
-``FLOODING``.
+The protocol itself is described in the package docstring (:mod:`crdtsync.gossip`); each
+concern lives in its own module there, and this facade only routes calls to them: ``receive``
+is a table from message type to handler (plug-ins register theirs), ``tick`` runs the
+components' timers in a fixed order, and :meth:`GossipCore.effects` collects what the driver
+must do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -192,7 +77,6 @@ from ..messages import (
 )
 from ..names import validate_shard_name
 from ..replica import ReplicaSet
-from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .acks import Acks
 from ._context import Context
@@ -215,6 +99,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GossipConfig",
     "GossipCore",
+    "Effects",
     "PeerStatus",
     "EMPTY_STATE_VECTOR",
     "CONNECTED",
@@ -233,6 +118,21 @@ SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
 
 #: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What the driver must do after a call into the core (see :meth:`GossipCore.effects`).
+
+    Attributes:
+        messages: (peer, message) to send, in order; after a Close, close that connection.
+        dials: addresses to open connections to.
+        deadline: when to call :meth:`GossipCore.tick` next (None: nothing timed).
+    """
+
+    messages: list[tuple[str, Message]]
+    dials: list[str]
+    deadline: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +241,25 @@ class GossipCore:
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
         self._services: tuple[Service, ...] = (self.policy, *services)
-        self._handlers: dict[type[Message], Service] = {}
+        # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
+        self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
+            Push: self._pushes.on_push,
+            Summary: self._ae.on_summary,
+            Digests: self._ae.on_digests,
+            SyncRequest: self._ae.on_sync_request,
+            Diff: self._ae.on_diff,
+            DiffChunk: self._ae.on_chunk,
+            Ack: self._acks.on_ack,
+            PeerList: self._on_peer_list,
+            Close: self._on_close,
+            Hello: self._on_hello_again,
+        }
         view = _View(self)
         for service in self._services:
             for kind in service.messages:
-                if kind in self._handlers:
-                    raise UsageError(f"two plug-ins handle {kind.__name__}")
-                self._handlers[kind] = service
+                if kind in self._dispatch:
+                    raise UsageError(f"two handlers for {kind.__name__}")
+                self._dispatch[kind] = lambda conn, msg, now, s=service: s.receive(conn.name, msg, now)
             service.bind(view)
 
     @property
@@ -509,49 +421,31 @@ class GossipCore:
         cfg = self.config
         if not conn.bucket.take(now):
             raise ProtocolError(f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING)
-        if isinstance(msg, Push):
-            self._pushes.on_push(conn, msg, now)
-        elif isinstance(msg, Summary):
-            self._ae.on_summary(conn, msg, now)
-        elif isinstance(msg, Digests):
-            self._ae.on_digests(conn, msg, now)
-        elif isinstance(msg, SyncRequest):
-            self._ae.on_sync_request(conn, msg, now)
-        elif isinstance(msg, Diff):
-            self._ae.on_diff(conn, msg, now)
-        elif isinstance(msg, DiffChunk):
-            self._ae.on_chunk(conn, msg, now)
-        elif isinstance(msg, Ack):
-            for st in msg.states:
-                _yjs.check_state(st.state_vector, st.delete_set)
-            for r in msg.relayed:
-                _yjs.check_state(r.state.state_vector, r.state.delete_set)
-            forward = msg.forward or self._mode() == TREE
-            for st in msg.states:
-                self._acks.learn(peer, st, conn, forward, now)
-                conn.interest.add(st.shard)
-            for r in msg.relayed:
-                self._acks.learn(r.agent, r.state, conn, forward, now, r.hops)
-        elif isinstance(msg, PeerList):
-            for entry in msg.peers:
-                self._members.merge(entry, peer, now)
-        elif isinstance(msg, Close):
-            if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
-                # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
-                # with us (a concurrent dial), which is on its way or already here.
-                conn.closing = True
-            if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
-                self._members.left(peer, now)
-            elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
-                m = self._members.get(peer)
-                if m is not None and m.address is not None:
-                    self._dialer.backoff.failed(m.address, now)
-        elif type(msg) in self._handlers:
-            self._handlers[type(msg)].receive(peer, msg, now)
-        elif isinstance(msg, Hello):
-            raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
-        else:  # pragma: no cover - wire.decode only produces the types above
+        handler = self._dispatch.get(type(msg))
+        if handler is None:  # pragma: no cover - wire.decode only produces known types
             raise ProtocolError(f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
+        handler(conn, msg, now)
+
+    def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
+        for entry in msg.peers:
+            self._members.merge(entry, conn.name, now)
+
+    def _on_close(self, conn: Link, msg: Close, now: float) -> None:
+        """The peer is closing the connection (the driver reports it lost afterwards)."""
+        peer = conn.name
+        if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
+            # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
+            # with us (a concurrent dial), which is on its way or already here.
+            conn.closing = True
+        if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
+            self._members.left(peer, now)
+        elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
+            m = self._members.get(peer)
+            if m is not None and m.address is not None:
+                self._dialer.backoff.failed(m.address, now)
+
+    def _on_hello_again(self, conn: Link, msg: Hello, now: float) -> None:
+        raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
 
     # ------------------------------------------------------------------------------------------
     # local events
@@ -638,6 +532,11 @@ class GossipCore:
 
     # ------------------------------------------------------------------------------------------
     # effects
+
+    def effects(self) -> Effects:
+        """Everything the driver must do now, in one value: the same as calling
+        :meth:`data_to_send`, :meth:`dials` and :meth:`next_deadline` in that order."""
+        return Effects(self.data_to_send(), self.dials(), self.next_deadline())
 
     def data_to_send(self) -> list[tuple[str, Message]]:
         """Messages to send, as (peer, message), in order; the outbox is emptied.
