@@ -85,13 +85,14 @@ from .config import GossipConfig
 from .push import Pushes
 from .relay import Relay
 from .window import Window
-from .links import Link, TokenBucket, replaces
+from ._view import _View
+from .links import Link, TokenBucket, check_hello, prune, prune_candidates, replaces
 from .repair import Repairs
 from .transfer import Replies
 from .dialer import Dialer
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view
-from .policy import CoreView, FullReplication, ReplicationPolicy, Service
+from .policy import FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -316,26 +317,12 @@ class GossipCore:
                 already connected and the other connection is kept (see below). The driver
                 closes that connection and does not report it lost.
 
-        A second connection with an agent already connected: when both agents dialled each
-        other at about the same time, each side sees first the Hello of the connection *it*
-        dialled (the acceptor speaks first), so "the newest wins" would pick a different
-        connection on each side, and they would flap. Two connections established within
-        :attr:`GossipConfig.connect_timeout` of each other and dialled by different agents
-        are therefore settled by name, alike on both sides: the one dialled by the smaller
-        name is kept. Otherwise the new connection replaces the old one: when it comes from
-        another run of the peer (``Hello.instance``: it restarted) or a higher incarnation,
-        when the same agent dialled both, or when the old one is older than that (an agent
-        only dials a peer it has no connection to, so the old one is dead at the far end:
-        the peer noticed a broken link first). When the new one replaces the old one, the
-        driver closes the old one and does not report it lost.
+        A second connection with an agent already connected either replaces the old one (the
+        driver closes the old one and does not report it lost) or is refused: the rule, alike
+        on both sides, is :func:`~crdtsync.gossip.links.replaces`.
         """
         self._advance(now)
-        if not isinstance(hello, Hello):
-            raise ProtocolError(f"expected Hello, got {type(hello).__name__}", CloseCode.BAD_HANDSHAKE)
-        if hello.version != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version {hello.version} != {PROTOCOL_VERSION}", CloseCode.PROTOCOL_VERSION)
-        if hello.mesh != self.mesh:
-            raise ProtocolError(f"mesh {hello.mesh!r} is not {self.mesh!r}", CloseCode.WRONG_MESH)
+        hello = check_hello(hello, self.mesh)
         if hello.name == self.name:
             if hello.address is not None:
                 self._dialer.self_addresses.add(hello.address)  # never dial ourselves again
@@ -499,30 +486,8 @@ class GossipCore:
         self._repairs.retry(now)
         for service in self._services:
             service.tick(now)
-        self._prune(now)
-
-    def _prune_candidates(self) -> list[tuple[Link, float]]:
-        """(connection, when it may be pruned) for connections the overlay does not need."""
-        desired, _ = self._overlay_view()
-        out = []
-        for conn in self._conns.values():
-            if conn.closing or conn.name in desired:
-                continue
-            m = self._members.get(conn.name)
-            if m is None or m.address is None:
-                continue  # it cannot be dialled back: keep the edge it made
-            out.append((conn, conn.since + self.config.prune_grace))
-        return out
-
-    def _prune(self, now: float) -> None:
-        live = sum(1 for c in self._conns.values() if not c.closing)
-        for conn, at in self._prune_candidates():
-            if live <= 1:  # never cut our last connection: it is how we hear about the mesh
-                break
-            if now >= at:
-                conn.closing = True
-                live -= 1
-                self._ctx.send(conn.name, Close(CloseCode.NORMAL, "pruned: not an overlay neighbour"))
+        desired = self._views().desired
+        prune(now, self._conns, prune_candidates(self._conns, desired, self._members, self.config.prune_grace), self._ctx.send)
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
@@ -573,7 +538,8 @@ class GossipCore:
         for _, ready in self._dial_candidates():
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
-            times.extend(at for _, at in self._prune_candidates())
+            desired = self._views().desired
+            times.extend(at for _, at in prune_candidates(self._conns, desired, self._members, self.config.prune_grace))
         for service in self._services:
             at = service.next_deadline()
             if at is not None:
@@ -686,51 +652,3 @@ class GossipCore:
         return self._dialer.candidates(
             self._ctx.now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
         )
-
-
-class _View:
-    """The narrow view of a :class:`GossipCore` its plug-ins get (:class:`CoreView`)."""
-
-    __slots__ = ("_core",)
-
-    def __init__(self, core: GossipCore) -> None:
-        self._core = core
-
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def mesh(self) -> str:
-        return self._core.mesh
-
-    @property
-    def replicas(self) -> ReplicaSet:
-        return self._core.replicas
-
-    @property
-    def config(self) -> GossipConfig:
-        return self._core.config
-
-    @property
-    def address(self) -> str | None:
-        return self._core.address
-
-    def connected(self) -> tuple[str, ...]:
-        return self._core.connected()
-
-    def members(self, *, listening: bool = False) -> tuple[str, ...]:
-        return self._core.members(listening=listening)
-
-    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
-        return self._core.replicated(shard, state_vector, delete_set)
-
-    def send(self, peer: str, msg: Message) -> None:
-        self._core._ctx.send(peer, msg)
-
-    def overlay_changed(self) -> None:
-        self._core.overlay_changed()
-
-
-def _check_view(view: _View) -> CoreView:
-    return view  # mypy: _View implements CoreView

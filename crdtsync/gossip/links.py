@@ -8,7 +8,12 @@ record, owned by that concern's module: :class:`~crdtsync.gossip.push.PushQueue`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import CloseCode, ProtocolError
+from ..messages import PROTOCOL_VERSION, Close, Hello, Message
 
 from .acks import LinkAcks
 from .antientropy import LinkRounds
@@ -16,7 +21,17 @@ from .push import PushQueue
 from .repair import LinkRepair
 from .transfer import LinkReplies
 
-__all__ = ["TokenBucket", "Link", "replaces"]
+if TYPE_CHECKING:
+    from .membership import Membership
+
+__all__ = [
+    "TokenBucket",
+    "Link",
+    "replaces",
+    "check_hello",
+    "prune",
+    "prune_candidates",
+]
 
 
 @dataclass(slots=True)
@@ -64,6 +79,60 @@ class Link:
     replies: LinkReplies = field(default_factory=LinkReplies)
 
 
+def check_hello(hello: Message, mesh: str) -> Hello:
+    """The first message of a connection, if it is a Hello we can talk to.
+
+    Raises:
+        ProtocolError: BAD_HANDSHAKE (not a Hello), PROTOCOL_VERSION or WRONG_MESH.
+    """
+    if not isinstance(hello, Hello):
+        raise ProtocolError(
+            f"expected Hello, got {type(hello).__name__}", CloseCode.BAD_HANDSHAKE
+        )
+    if hello.version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {hello.version} != {PROTOCOL_VERSION}",
+            CloseCode.PROTOCOL_VERSION,
+        )
+    if hello.mesh != mesh:
+        raise ProtocolError(
+            f"mesh {hello.mesh!r} is not {mesh!r}", CloseCode.WRONG_MESH
+        )
+    return hello
+
+
+def prune_candidates(
+    links: dict[str, Link], desired: frozenset[str], members: Membership, grace: float
+) -> list[tuple[Link, float]]:
+    """(link, when it may be pruned) for links the overlay does not need."""
+    out = []
+    for conn in links.values():
+        if conn.closing or conn.name in desired:
+            continue
+        m = members.get(conn.name)
+        if m is None or m.address is None:
+            continue  # it cannot be dialled back: keep the edge it made
+        out.append((conn, conn.since + grace))
+    return out
+
+
+def prune(
+    now: float,
+    links: dict[str, Link],
+    candidates: list[tuple[Link, float]],
+    send: Callable[[str, Message], None],
+) -> None:
+    """Close, with Close(NORMAL), the candidates whose grace is over (never the last link)."""
+    live = sum(1 for c in links.values() if not c.closing)
+    for conn, at in candidates:
+        if live <= 1:  # never cut our last connection: it is how we hear about the mesh
+            break
+        if now >= at:
+            conn.closing = True
+            live -= 1
+            send(conn.name, Close(CloseCode.NORMAL, "pruned: not an overlay neighbour"))
+
+
 def replaces(
     me: str,
     old: Link,
@@ -74,7 +143,19 @@ def replaces(
     outbound: bool,
     connect_timeout: float,
 ) -> bool:
-    """Whether a new connection to ``peer`` replaces ``old`` (see GossipCore.connection_made)."""
+    """Whether a new connection to ``peer`` replaces ``old`` (else it is refused).
+
+    When both agents dialled each other at about the same time, each side sees first the
+    Hello of the connection *it* dialled (the acceptor speaks first), so "the newest wins"
+    would pick a different connection on each side, and they would flap. Two connections
+    established within ``connect_timeout`` of each other and dialled by different agents are
+    therefore settled by name, alike on both sides: the one dialled by the smaller name is
+    kept. Otherwise the new connection replaces the old one: when it comes from another run
+    of the peer (``Hello.instance``: it restarted) or a higher incarnation, when the same
+    agent dialled both, or when the old one is older than that (an agent only dials a peer it
+    has no connection to, so the old one is dead at the far end: the peer noticed a broken
+    link first).
+    """
     if old.closing or incarnation > old.incarnation or instance != old.instance:
         return True  # (another run of the peer: it restarted)
     if now - old.since > connect_timeout:
