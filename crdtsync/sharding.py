@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import updates
-from .errors import CloseCode, InvalidUpdate, ProtocolError, UsageError
+from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
 from .messages import Ack, Hello, Holdings, Message, Offer, ReadReply, ReadRequest, ShardState, SyncRequest
 from .placement import HOLDER, PlacementState
 from .query import Outcome, QueryTable
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
 
 EMPTY_STATE_VECTOR = b"\x00"
+
+_INVALID_UPDATE = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
 #: The message types this component handles for the core.
 MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)
@@ -250,10 +252,8 @@ class Sharding:
         elif isinstance(msg, ReadReply):
             for _, u in msg.shards:
                 if u is not None:
-                    try:
+                    with map_exceptions(_INVALID_UPDATE, "invalid update in ReadReply: "):
                         updates.validate_update(u)
-                    except InvalidUpdate as exc:
-                        raise ProtocolError(f"invalid update in ReadReply: {exc}", CloseCode.INVALID_UPDATE) from exc
             self.queries.receive(peer, msg, now)
             self._send_queries()
             self._update_extra()
@@ -283,10 +283,8 @@ class Sharding:
 
     def _on_read_request(self, peer: str, msg: ReadRequest) -> None:
         for _, sv in msg.shards:
-            try:
+            with map_exceptions(_INVALID_UPDATE):
                 updates.decode_state_vector(sv)
-            except InvalidUpdate as exc:
-                raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc
         replicas = self.core.replicas
         have = self._have()
         results: list[tuple[str, bytes | None]] = []

@@ -8,7 +8,7 @@ a change of the one import in this file.
 
 from __future__ import annotations
 
-from ..errors import CloseCode, InvalidUpdate, ProtocolError
+from ..errors import CloseCode, InvalidUpdate, map_exceptions
 from ..updates import covers, decode_delete_set, decode_state_vector, validate_update
 
 __all__ = [
@@ -29,9 +29,7 @@ def check_state(sv: bytes, ds: bytes | None) -> None:
     Raises:
         ProtocolError: INVALID_UPDATE.
     """
-    try:
+    with map_exceptions({InvalidUpdate: CloseCode.INVALID_UPDATE}):
         decode_state_vector(sv)
         if ds is not None:
             decode_delete_set(ds)
-    except InvalidUpdate as exc:
-        raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc

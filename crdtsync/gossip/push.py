@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError
+from ..errors import CloseCode, InvalidShardName, InvalidUpdate, map_exceptions
 from ..messages import Push, RelayedAck, ShardState
 from . import _yjs
 from .overlay import TREE
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .repair import Repairs
 
 __all__ = ["Pushes", "PushQueue"]
+
+_INVALID_UPDATE = {InvalidUpdate: CloseCode.INVALID_UPDATE}
+_INVALID_SHARD = {InvalidShardName: CloseCode.INVALID_SHARD}
 
 
 @dataclass(slots=True)
@@ -120,12 +123,8 @@ class Pushes:
             _yjs.check_state(msg.hint, None)
         if len(msg.updates) > 1:
             for u in msg.updates:
-                try:
+                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
                     _yjs.validate_update(u)
-                except InvalidUpdate as exc:
-                    raise ProtocolError(
-                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
-                    ) from exc
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
         forward = msg.forward or self._ctx.mode() == TREE
@@ -161,14 +160,11 @@ class Pushes:
         self._repairs.sequence(conn, msg.shard, msg.seq, msg.hint is None, now)
 
     def apply(self, conn: Link, shard: str, update: bytes, *, forward: bool) -> None:
-        try:
+        with (
+            map_exceptions(_INVALID_SHARD),
+            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
+        ):
             delta = self._ctx.replicas.apply(shard, update, conn.name)
-        except InvalidUpdate as exc:
-            raise ProtocolError(
-                f"invalid update for {shard!r}: {exc}", CloseCode.INVALID_UPDATE
-            ) from exc
-        except InvalidShardName as exc:
-            raise ProtocolError(str(exc), CloseCode.INVALID_SHARD) from exc
         conn.interest.add(shard)
         if delta is None:
             return
