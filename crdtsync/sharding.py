@@ -50,7 +50,7 @@ __all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
 
 EMPTY_STATE_VECTOR = b"\x00"
 
-_INVALID_UPDATE = {InvalidUpdate: CloseCode.INVALID_UPDATE}
+_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
 #: The message types this component handles for the core.
 MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)

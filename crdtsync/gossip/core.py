@@ -260,7 +260,7 @@ class GossipCore:
             for kind in service.messages:
                 if kind in self._dispatch:
                     raise UsageError(f"two handlers for {kind.__name__}")
-                self._dispatch[kind] = lambda conn, msg, now, s=service: s.receive(conn.name, msg, now)
+                self._dispatch[kind] = _route(service)
             service.bind(view)
 
     @property
@@ -652,3 +652,12 @@ class GossipCore:
         return self._dialer.candidates(
             self._ctx.now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
         )
+
+
+def _route(service: Service) -> Callable[[Link, Any, float], None]:
+    """The dispatch-table entry of a plug-in's message type."""
+
+    def handle(conn: Link, msg: Any, now: float) -> None:
+        service.receive(conn.name, msg, now)
+
+    return handle

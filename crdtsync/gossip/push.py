@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Pushes", "PushQueue"]
 
-_INVALID_UPDATE = {InvalidUpdate: CloseCode.INVALID_UPDATE}
-_INVALID_SHARD = {InvalidShardName: CloseCode.INVALID_SHARD}
+_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
+_INVALID_SHARD: dict[type[Exception], CloseCode] = {InvalidShardName: CloseCode.INVALID_SHARD}
 
 
 @dataclass(slots=True)
