@@ -91,7 +91,7 @@ from .repair import Repairs
 from .transfer import Replies
 from .dialer import Dialer
 from .membership import Membership, PeerState
-from .overlay import FULL, RELAY, TREE, Mode, OverlayView, Ranks, compute_view
+from .overlay import FULL, RELAY, TREE, Mode, OverlayCache, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
 
 if TYPE_CHECKING:
@@ -214,13 +214,7 @@ class GossipCore:
             connected=lambda n: n in conns,
             has_links=lambda: bool(conns),
         )
-        self._next_px: float | None = None
-        # (neighbours, tree mode, dead agents to keep redialling): recomputed only when the
-        # membership view changes (set to None there), not on every event.
-        # (+ the rotating relay's order, and the tree over the live view)
-        self._overlay: OverlayView | None = None
-        self._extra_version = 0  # bumped when the policy's extra neighbours change
-        self._rank = Ranks(self.mesh)
+        self._overlay = OverlayCache(self.name, self.mesh, config, self._members, self.policy)
         self._replies = Replies(ctx)
         self._repairs = Repairs(ctx)
         self._ae = AntiEntropy(ctx, self._replies)
@@ -463,7 +457,6 @@ class GossipCore:
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
         self._advance(now)
-        cfg = self.config
         self._ensure_timers(now)
         if self._relay.unconfirmed:
             self._relay.retry_unconfirmed(now)
@@ -474,11 +467,7 @@ class GossipCore:
             self._window.flush(now)
         self._acks.send_due(now)
         self._ae.tick(now)
-        if self._next_px is not None and now >= self._next_px:
-            self._next_px = now + cfg.peer_exchange_interval
-            names = [c.name for c in self._conns.values() if not c.closing]
-            if names:
-                self._ctx.send(self._rng.choice(names), PeerList(self._members.full_table(), full=True))
+        self._members.exchange(now, [c.name for c in self._conns.values() if not c.closing], self._rng)
         for name in self._members.tick(now):
             self._acks.forget(name)
         for address in self._dialer.timed_out(now):
@@ -492,8 +481,7 @@ class GossipCore:
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
             self._ae.ensure_timer(now)
-            if self._next_px is None:
-                self._next_px = now + self.config.peer_exchange_interval
+            self._members.ensure_exchange(now)
 
     # ------------------------------------------------------------------------------------------
     # effects
@@ -524,7 +512,7 @@ class GossipCore:
         times: list[float] = []
         if self._ctx.flush_at is not None:
             times.append(self._ctx.flush_at)
-        for t in (self._ae.next_round, self._next_px):
+        for t in (self._ae.next_round, self._members.next_exchange):
             if t is not None and self._conns:
                 times.append(t)
         if self._ctx.flush_at is None:
@@ -565,7 +553,7 @@ class GossipCore:
 
     def peers(self) -> tuple[PeerStatus, ...]:
         """Every agent known here, sorted by name, with connection state and replication lag."""
-        desired, _ = self._overlay_view()
+        desired = self._views().desired
         out = []
         for name in self._members.names():
             m = self._members[name]
@@ -606,7 +594,7 @@ class GossipCore:
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
-        return self._overlay_view()[0]
+        return self._views().desired
 
     def members(self, *, listening: bool = False) -> tuple[str, ...]:
         """Other agents not declared dead (connected, alive or suspect), sorted: the view
@@ -615,7 +603,7 @@ class GossipCore:
 
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
-        self._extra_version += 1
+        self._overlay.extra_changed()
 
     # ------------------------------------------------------------------------------------------
     # internals: queues, digests, overlay, membership
@@ -627,24 +615,11 @@ class GossipCore:
     def _digest(self, shard: str) -> bytes:
         return self.replicas.digest(shard)
 
-    def _overlay_view(self) -> tuple[frozenset[str], Mode]:
-        """(agents we want connections to, overlay mode), from the live view."""
-        v = self._views()
-        return v.desired, v.mode
-
     def _mode(self) -> Mode:
         return self._views().mode
 
     def _views(self) -> OverlayView:
-        key = (self._members.version, self._extra_version)
-        if self._overlay is None or self._overlay.key != key:
-            members = list(self._members)
-            live = [m.name for m in members if m.status != DEAD]
-            known = [m.name for m in members if m.status != DEAD or m.address is not None]
-            dead = {m.name for m in members if m.status == DEAD}
-            extra = self.policy.extra_neighbours()
-            self._overlay = compute_view(key, self.name, live, known, dead, extra, self.config, self.policy.partial, self._rank)
-        return self._overlay
+        return self._overlay.view()
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack."""

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from ..messages import Message, PeerEntry, PeerList
 
 if TYPE_CHECKING:
+    import random
+
     from .config import GossipConfig
 
 __all__ = ["PeerState", "Event", "TRANSITIONS", "next_state", "Member", "Membership"]
@@ -125,6 +127,8 @@ class Membership:
         #: When the set of live agents last changed.
         self.view_at = -math.inf
         self._members: dict[str, Member] = {}
+        #: When a full PeerList next goes to a random peer (set once we have a link).
+        self.next_exchange: float | None = None
         # changes to flood at the next flush: name -> (entry, peer it came from)
         self._changes: dict[str, tuple[PeerEntry, str | None]] = {}
         self._send = send
@@ -308,6 +312,19 @@ class Membership:
                 self.version += 1
 
     # -- timers
+
+    def ensure_exchange(self, now: float) -> None:
+        if self.next_exchange is None:
+            self.next_exchange = now + self.config.peer_exchange_interval
+
+    def exchange(self, now: float, peers: list[str], rng: random.Random) -> None:
+        """Membership anti-entropy: a full PeerList to one random peer every
+        ``peer_exchange_interval``."""
+        if self.next_exchange is None or now < self.next_exchange:
+            return
+        self.next_exchange = now + self.config.peer_exchange_interval
+        if peers:
+            self._send(rng.choice(peers), PeerList(self.full_table(), full=True))
 
     def tick(self, now: float) -> list[str]:
         """Declare silent suspects dead, forget long-dead members; return those forgotten."""

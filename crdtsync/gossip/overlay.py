@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from .membership import DEAD
+
 if TYPE_CHECKING:
     from .config import GossipConfig
+    from .membership import Membership
+    from .policy import ReplicationPolicy
 
 __all__ = [
     "Mode",
@@ -38,6 +42,7 @@ __all__ = [
     "relay_of",
     "window_index",
     "compute_view",
+    "OverlayCache",
 ]
 
 
@@ -69,7 +74,9 @@ class Ranks:
     def __call__(self, name: str) -> bytes:
         r = self._ranks.get(name)
         if r is None:
-            digest = hashlib.blake2b(self._mesh + b"\0" + name.encode(), digest_size=8).digest()
+            digest = hashlib.blake2b(
+                self._mesh + b"\0" + name.encode(), digest_size=8
+            ).digest()
             r = self._ranks[name] = digest + name.encode()
         return r
 
@@ -78,7 +85,12 @@ def mode_for(n: int, config: GossipConfig, partial: bool) -> Mode:
     """The overlay mode of a mesh of ``n`` live agents (us included)."""
     if n <= config.full_mesh_max:
         return FULL
-    if n <= config.relay_max and config.push_interval > 0 and config.align_windows and not partial:
+    if (
+        n <= config.relay_max
+        and config.push_interval > 0
+        and config.align_windows
+        and not partial
+    ):
         return RELAY
     return TREE
 
@@ -100,7 +112,11 @@ def tree_neighbours(
 
 
 def neighbours(
-    me: str, members: list[str], config: GossipConfig, partial: bool, rank: Callable[[str], bytes]
+    me: str,
+    members: list[str],
+    config: GossipConfig,
+    partial: bool,
+    rank: Callable[[str], bytes],
 ) -> frozenset[str]:
     """Our neighbours in the overlay over ``members`` (plus us)."""
     if mode_for(len(members) + 1, config, partial) != TREE:
@@ -168,7 +184,9 @@ def compute_view(
     # Dead agents we keep redialling (with backoff): those that would be our neighbours if
     # they were alive. Each dead agent is so retried by a few agents, not by all, and a healed
     # partition is bridged as soon as one retry gets through.
-    retry = frozenset(n for n in neighbours(me, known, config, partial, rank) if n in dead)
+    retry = frozenset(
+        n for n in neighbours(me, known, config, partial, rank) if n in dead
+    )
     # plus the co-holders of our shards and the holders a read waits for (partial
     # replication), which must be connected directly: holders do not relay
     extra = extra.intersection(live)
@@ -176,5 +194,58 @@ def compute_view(
     mode = mode_for(len(live) + 1, config, partial)
     tree = tree_neighbours(me, live, config, rank)
     return OverlayView(
-        key, neighbours(me, live, config, partial, rank) | extra, mode, retry, order, tree
+        key,
+        neighbours(me, live, config, partial, rank) | extra,
+        mode,
+        retry,
+        order,
+        tree,
     )
+
+
+class OverlayCache:
+    """The :class:`OverlayView` of the current membership view, recomputed only when the
+    membership version (or the policy's extra neighbours) changed, not on every event."""
+
+    def __init__(
+        self,
+        me: str,
+        mesh: str,
+        config: GossipConfig,
+        members: Membership,
+        policy: ReplicationPolicy,
+    ) -> None:
+        self._me = me
+        self._config = config
+        self._members = members
+        self._policy = policy
+        self._rank = Ranks(mesh)
+        self._extra_version = 0
+        self._view: OverlayView | None = None
+
+    def extra_changed(self) -> None:
+        """The policy's extra neighbours changed."""
+        self._extra_version += 1
+
+    def view(self) -> OverlayView:
+        key = (self._members.version, self._extra_version)
+        if self._view is None or self._view.key != key:
+            members = list(self._members)
+            live = [m.name for m in members if m.status != DEAD]
+            known = [
+                m.name for m in members if m.status != DEAD or m.address is not None
+            ]
+            dead = {m.name for m in members if m.status == DEAD}
+            extra = self._policy.extra_neighbours()
+            self._view = compute_view(
+                key,
+                self._me,
+                live,
+                known,
+                dead,
+                extra,
+                self._config,
+                self._policy.partial,
+                self._rank,
+            )
+        return self._view
