@@ -77,22 +77,22 @@ from ..messages import (
 )
 from ..names import validate_shard_name
 from ..replica import ReplicaSet
+from ._context import Context
+from ._view import _View
 from ._yjs import EMPTY_STATE_VECTOR
 from .acks import Acks
-from ._context import Context
 from .antientropy import AntiEntropy
 from .config import GossipConfig
-from .push import Pushes
-from .relay import Relay
-from .window import Window
-from ._view import _View
-from .links import Link, TokenBucket, check_hello, prune, prune_candidates, replaces
-from .repair import Repairs
-from .transfer import Replies
 from .dialer import Dialer
+from .links import Link, TokenBucket, check_hello, prune, prune_candidates, replaces
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayCache, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
+from .push import Pushes
+from .relay import Relay
+from .repair import Repairs
+from .transfer import Replies
+from .window import Window
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -117,8 +117,6 @@ CONNECTED = PeerState.CONNECTED
 ALIVE = PeerState.ALIVE
 SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
-
-#: Rotating relay: a batch is pushed to a relay at most this many times; then anti-entropy.
 
 
 @dataclass(frozen=True, slots=True)
