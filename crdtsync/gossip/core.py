@@ -610,9 +610,6 @@ class GossipCore:
         if now > self._ctx.now:
             self._ctx.now = now
 
-    def _digest(self, shard: str) -> bytes:
-        return self.replicas.digest(shard)
-
     def _mode(self) -> Mode:
         return self._views().mode
 
