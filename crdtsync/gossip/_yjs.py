@@ -12,11 +12,11 @@ from ..errors import CloseCode, InvalidUpdate, map_exceptions
 from ..updates import covers, decode_delete_set, decode_state_vector, validate_update
 
 __all__ = [
+    "EMPTY_STATE_VECTOR",
     "covers",
     "decode_delete_set",
     "decode_state_vector",
     "validate_update",
-    "EMPTY_STATE_VECTOR",
 ]
 
 #: The encoded empty Yjs state vector (a varuint 0: no clients): ``diff`` of it is everything.

@@ -10,9 +10,8 @@ of agents we are not connected to. :class:`LinkAcks` is the per-link part of tha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..messages import Ack, RelayedAck, ShardState

@@ -151,12 +151,32 @@ class GossipConfig:
             raise UsageError("need 0 < backoff_base <= backoff_max")
         if self.flood_rate <= 0 or self.flood_burst < 1:
             raise UsageError("flood_rate must be > 0 and flood_burst >= 1")
-        if self.relay_max < 0 or self.relay_retry <= 0 or self.hint_max < 0 or self.relay_settle < 0:
-            raise UsageError("need relay_max >= 0, relay_retry > 0, hint_max >= 0 and relay_settle >= 0")
-        if min(self.chunk_bytes, self.max_frame, self.max_diff_bytes, self.reply_budget, self.max_relayed_bytes) < 1:
-            raise UsageError("chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1")
+        if (
+            self.relay_max < 0
+            or self.relay_retry <= 0
+            or self.hint_max < 0
+            or self.relay_settle < 0
+        ):
+            raise UsageError(
+                "need relay_max >= 0, relay_retry > 0, hint_max >= 0 and relay_settle >= 0"
+            )
+        if (
+            min(
+                self.chunk_bytes,
+                self.max_frame,
+                self.max_diff_bytes,
+                self.reply_budget,
+                self.max_relayed_bytes,
+            )
+            < 1
+        ):
+            raise UsageError(
+                "chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1"
+            )
         if self.ack_relay_interval < 0 or not 0 <= self.ack_relay_hops <= 255:
-            raise UsageError("ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]")
+            raise UsageError(
+                "ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]"
+            )
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:

@@ -50,9 +50,8 @@ must do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -98,18 +97,18 @@ if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
 
 __all__ = [
-    "GossipConfig",
-    "GossipCore",
-    "Effects",
-    "PeerStatus",
-    "EMPTY_STATE_VECTOR",
-    "CONNECTED",
     "ALIVE",
-    "SUSPECT",
+    "CONNECTED",
     "DEAD",
+    "EMPTY_STATE_VECTOR",
     "FULL",
     "RELAY",
+    "SUSPECT",
     "TREE",
+    "Effects",
+    "GossipConfig",
+    "GossipCore",
+    "PeerStatus",
 ]
 
 #: Peer states reported by :meth:`GossipCore.peers` (see :class:`PeerState`).
@@ -196,7 +195,9 @@ class GossipCore:
         self.config = config
         self._rng = rng
         #: Who holds which shard; every push, forward, ack and round asks it.
-        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
+        self.policy: ReplicationPolicy = (
+            policy if policy is not None else FullReplication()
+        )
         self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
         ctx.mode = self._mode
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
@@ -212,14 +213,20 @@ class GossipCore:
             connected=lambda n: n in conns,
             has_links=lambda: bool(conns),
         )
-        self._overlay = OverlayCache(self.name, self.mesh, config, self._members, self.policy)
+        self._overlay = OverlayCache(
+            self.name, self.mesh, config, self._members, self.policy
+        )
         self._replies = Replies(ctx)
         self._repairs = Repairs(ctx)
         self._ae = AntiEntropy(ctx, self._replies)
         self._acks = Acks(ctx, self._members, self._repairs)
         self._pushes = Pushes(ctx, self._acks, self._repairs)
-        self._ae.apply = lambda conn, shard, update, forward: self._pushes.apply(conn, shard, update, forward=forward)
-        self._relay = Relay(ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order)
+        self._ae.apply = lambda conn, shard, update, forward: self._pushes.apply(
+            conn, shard, update, forward=forward
+        )
+        self._relay = Relay(
+            ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order
+        )
         self._pushes.on_hint = self._relay.on_hint
         self._window = Window(
             ctx,
@@ -290,7 +297,9 @@ class GossipCore:
             mesh=self.mesh,
             name=self.name,
             address=self.address,
-            shards=tuple(sorted(self.policy.holdings())) if self.policy.partial else tuple(self._ctx.shard_names()),
+            shards=tuple(sorted(self.policy.holdings()))
+            if self.policy.partial
+            else tuple(self._ctx.shard_names()),
             incarnation=self._members.incarnation,
             instance=self._instance,
         )
@@ -317,22 +326,41 @@ class GossipCore:
         hello = check_hello(hello, self.mesh)
         if hello.name == self.name:
             if hello.address is not None:
-                self._dialer.self_addresses.add(hello.address)  # never dial ourselves again
+                self._dialer.self_addresses.add(
+                    hello.address
+                )  # never dial ourselves again
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
         old = self._conns.get(peer)
         if old is not None and not replaces(
-            self.name, old, peer, hello.incarnation, hello.instance, now, outbound, self.config.connect_timeout
+            self.name,
+            old,
+            peer,
+            hello.incarnation,
+            hello.instance,
+            now,
+            outbound,
+            self.config.connect_timeout,
         ):
             self._dialer.refused(hello.address)
             kept = min(self.name, peer)
-            raise ProtocolError(f"{peer} is already connected: keeping the connection {kept} dialled", CloseCode.DUPLICATE_NAME)
+            raise ProtocolError(
+                f"{peer} is already connected: keeping the connection {kept} dialled",
+                CloseCode.DUPLICATE_NAME,
+            )
         if old is not None:
             del self._conns[peer]
             old.closing = True
         cfg = self.config
         bucket = TokenBucket.full(cfg.flood_rate, cfg.flood_burst, now)
-        conn = Link(peer, now, bucket, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance)
+        conn = Link(
+            peer,
+            now,
+            bucket,
+            outbound=outbound,
+            incarnation=hello.incarnation,
+            instance=hello.instance,
+        )
         conn.interest.update(hello.shards)
         self._conns[peer] = conn
         self._dialer.connected(peer, hello.address)
@@ -341,7 +369,9 @@ class GossipCore:
         self._ctx.send(peer, PeerList(self._members.full_table(), full=True))
         for service in self._services:
             service.connection_made(peer, hello, now)
-        if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
+        if (
+            self.name < peer
+        ):  # one side starts the on-connect round; its Diffs go both ways
             self._ae.start_round(conn, now)
         self._ensure_timers(now)
         return peer
@@ -379,7 +409,14 @@ class GossipCore:
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = True
-            if conn.push.queue or conn.push.resync or conn.push.big or conn.replies.replies or conn.replies.want_digests or conn.replies.sending:
+            if (
+                conn.push.queue
+                or conn.push.resync
+                or conn.push.big
+                or conn.replies.replies
+                or conn.replies.want_digests
+                or conn.replies.sending
+            ):
                 self._ctx.schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
@@ -399,10 +436,14 @@ class GossipCore:
             raise UsageError(f"receive() from {peer!r}, which is not connected")
         cfg = self.config
         if not conn.bucket.take(now):
-            raise ProtocolError(f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING)
+            raise ProtocolError(
+                f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING
+            )
         handler = self._dispatch.get(type(msg))
         if handler is None:  # pragma: no cover - wire.decode only produces known types
-            raise ProtocolError(f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
+            raise ProtocolError(
+                f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
+            )
         handler(conn, msg, now)
 
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
@@ -412,13 +453,20 @@ class GossipCore:
     def _on_close(self, conn: Link, msg: Close, now: float) -> None:
         """The peer is closing the connection (the driver reports it lost afterwards)."""
         peer = conn.name
-        if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
+        if msg.code in (
+            CloseCode.NORMAL,
+            CloseCode.GOING_AWAY,
+            CloseCode.DUPLICATE_NAME,
+        ):
             # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
             # with us (a concurrent dial), which is on its way or already here.
             conn.closing = True
         if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
             self._members.left(peer, now)
-        elif msg.code in (CloseCode.NORMAL, CloseCode.DUPLICATE_NAME):  # do not redial right away
+        elif msg.code in (
+            CloseCode.NORMAL,
+            CloseCode.DUPLICATE_NAME,
+        ):  # do not redial right away
             m = self._members.get(peer)
             if m is not None and m.address is not None:
                 self._dialer.backoff.failed(m.address, now)
@@ -465,7 +513,9 @@ class GossipCore:
             self._window.flush(now)
         self._acks.send_due(now)
         self._ae.tick(now)
-        self._members.exchange(now, [c.name for c in self._conns.values() if not c.closing], self._rng)
+        self._members.exchange(
+            now, [c.name for c in self._conns.values() if not c.closing], self._rng
+        )
         for name in self._members.tick(now):
             self._acks.forget(name)
         for address in self._dialer.timed_out(now):
@@ -474,7 +524,14 @@ class GossipCore:
         for service in self._services:
             service.tick(now)
         desired = self._views().desired
-        prune(now, self._conns, prune_candidates(self._conns, desired, self._members, self.config.prune_grace), self._ctx.send)
+        prune(
+            now,
+            self._conns,
+            prune_candidates(
+                self._conns, desired, self._members, self.config.prune_grace
+            ),
+            self._ctx.send,
+        )
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
@@ -525,7 +582,12 @@ class GossipCore:
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
             desired = self._views().desired
-            times.extend(at for _, at in prune_candidates(self._conns, desired, self._members, self.config.prune_grace))
+            times.extend(
+                at
+                for _, at in prune_candidates(
+                    self._conns, desired, self._members, self.config.prune_grace
+                )
+            )
         for service in self._services:
             at = service.next_deadline()
             if at is not None:
@@ -539,7 +601,9 @@ class GossipCore:
     # ------------------------------------------------------------------------------------------
     # queries
 
-    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
+    def replicated(
+        self, shard: str, state_vector: bytes, delete_set: bytes
+    ) -> tuple[str, ...]:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
 
         The agent passes what it wants replicated (e.g. its own state right after a write) and
@@ -588,7 +652,11 @@ class GossipCore:
     def relay_at(self, now: float) -> str | None:
         """Rotating relay: the agent relaying the batching window that holds ``now``, as this
         agent sees it (None outside mode :data:`RELAY`)."""
-        return self._relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
+        return (
+            self._relay.relay_of(self._ctx.window_index(now))
+            if self._mode() == RELAY
+            else None
+        )
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
@@ -607,8 +675,7 @@ class GossipCore:
     # internals: queues, digests, overlay, membership
 
     def _advance(self, now: float) -> None:
-        if now > self._ctx.now:
-            self._ctx.now = now
+        self._ctx.now = max(self._ctx.now, now)
 
     def _mode(self) -> Mode:
         return self._views().mode
@@ -620,7 +687,12 @@ class GossipCore:
         """(address, time it may be dialled) for every connection we want and lack."""
         conns = self._conns
         return self._dialer.candidates(
-            self._ctx.now, self._views(), self._members, conns.__contains__, bool(conns), self.policy.urgent
+            self._ctx.now,
+            self._views(),
+            self._members,
+            conns.__contains__,
+            bool(conns),
+            self.policy.urgent,
         )
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, ProtocolError
 from ..messages import PROTOCOL_VERSION, Close, Hello, Message
-
 from .acks import LinkAcks
 from .antientropy import LinkRounds
 from .push import PushQueue
@@ -25,12 +24,12 @@ if TYPE_CHECKING:
     from .membership import Membership
 
 __all__ = [
-    "TokenBucket",
     "Link",
-    "replaces",
+    "TokenBucket",
     "check_hello",
     "prune",
     "prune_candidates",
+    "replaces",
 ]
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from .config import GossipConfig
 
-__all__ = ["PeerState", "Event", "TRANSITIONS", "next_state", "Member", "Membership"]
+__all__ = ["TRANSITIONS", "Event", "Member", "Membership", "PeerState", "next_state"]
 
 
 class PeerState(StrEnum):

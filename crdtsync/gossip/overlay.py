@@ -30,19 +30,19 @@ if TYPE_CHECKING:
     from .policy import ReplicationPolicy
 
 __all__ = [
-    "Mode",
     "FULL",
     "RELAY",
     "TREE",
+    "Mode",
+    "OverlayCache",
     "OverlayView",
     "Ranks",
+    "compute_view",
     "mode_for",
-    "tree_neighbours",
     "neighbours",
     "relay_of",
+    "tree_neighbours",
     "window_index",
-    "compute_view",
-    "OverlayCache",
 ]
 
 

@@ -26,10 +26,14 @@ if TYPE_CHECKING:
     from .links import Link
     from .repair import Repairs
 
-__all__ = ["Pushes", "PushQueue"]
+__all__ = ["PushQueue", "Pushes"]
 
-_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
-_INVALID_SHARD: dict[type[Exception], CloseCode] = {InvalidShardName: CloseCode.INVALID_SHARD}
+_INVALID_UPDATE: dict[type[Exception], CloseCode] = {
+    InvalidUpdate: CloseCode.INVALID_UPDATE
+}
+_INVALID_SHARD: dict[type[Exception], CloseCode] = {
+    InvalidShardName: CloseCode.INVALID_SHARD
+}
 
 
 @dataclass(slots=True)

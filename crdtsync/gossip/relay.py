@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .push import Pushes
     from .repair import Repairs
 
-__all__ = ["Relay", "Sent", "RELAY_ATTEMPTS"]
+__all__ = ["RELAY_ATTEMPTS", "Relay", "Sent"]
 
 #: A batch is pushed to a relay at most this many times; then anti-entropy.
 RELAY_ATTEMPTS = 3

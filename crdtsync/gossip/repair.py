@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..messages import ShardState, SyncRequest
-
 from . import _yjs
 
 if TYPE_CHECKING:
     from ._context import Context
     from .links import Link
 
-__all__ = ["Repairs", "LinkRepair", "sv_covers"]
+__all__ = ["LinkRepair", "Repairs", "sv_covers"]
 
 
 @dataclass(slots=True)

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from .links import Link
 
 __all__ = [
-    "Replies",
-    "Transfer",
     "Assembly",
     "LinkReplies",
+    "Replies",
+    "Transfer",
     "chunk_size",
     "receive_piece",
 ]
