@@ -82,18 +82,14 @@ def _network(
 
 
 def _put(net: Network, node: str, key: str, value: object, shard: str = "s") -> None:
-    net.write(
-        node, shard, lambda d: d.get("m", type=pycrdt.Map).__setitem__(key, value)
-    )
+    net.write(node, shard, lambda d: d.get("m", type=pycrdt.Map).__setitem__(key, value))
 
 
 def _delete(net: Network, node: str, key: str, shard: str = "s") -> None:
     net.write(node, shard, lambda d: d.get("m", type=pycrdt.Map).pop(key, None))
 
 
-def _writes(
-    net: Network, count: int, start: float, step: float, shards: int = 1
-) -> None:
+def _writes(net: Network, count: int, start: float, step: float, shards: int = 1) -> None:
     names = sorted(net.nodes)
     for i in range(count):
         node = names[(i * 7) % len(names)]
@@ -144,9 +140,7 @@ def partial() -> TracingNetwork:
 
 
 def lossy_partition() -> TracingNetwork:
-    net = _network(
-        5, 12, latency=0.03, jitter=0.01, loss=0.2, duplicate=0.05, reorder=0.1
-    )
+    net = _network(5, 12, latency=0.03, jitter=0.01, loss=0.2, duplicate=0.05, reorder=0.1)
     net.run_for(5)
     names = sorted(net.nodes)
     net.partition([names[:5], names[5:]])
@@ -177,9 +171,7 @@ GOLDEN: dict[str, str] = {
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_golden_trace(name: str) -> None:
     net = SCENARIOS[name]()
-    assert net.frames > 100, (
-        "a scenario that sends almost nothing checks almost nothing"
-    )
+    assert net.frames > 100, "a scenario that sends almost nothing checks almost nothing"
     got = net.digest()
     if os.environ.get("GOLDEN_PRINT"):
         print(f'    "{name}": "{got}",  # {net.frames} frames')

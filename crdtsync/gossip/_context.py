@@ -88,9 +88,7 @@ class Context:
     def state_vector(self, shard: str) -> bytes:
         """Our state vector of ``shard`` (empty if we do not hold it)."""
         return (
-            self.replicas.state_vector(shard)
-            if shard in self.shard_names()
-            else EMPTY_STATE_VECTOR
+            self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
         )
 
     def live_links(self) -> list[Link]:

@@ -49,9 +49,7 @@ class _View:
     def members(self, *, listening: bool = False) -> tuple[str, ...]:
         return self._core.members(listening=listening)
 
-    def replicated(
-        self, shard: str, state_vector: bytes, delete_set: bytes
-    ) -> tuple[str, ...]:
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
         return self._core.replicated(shard, state_vector, delete_set)
 
     def send(self, peer: str, msg: Message) -> None:

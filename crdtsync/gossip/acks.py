@@ -31,18 +31,12 @@ __all__ = ["Acks", "LinkAcks", "take_relayed"]
 class LinkAcks:
     """Acks owed to, and sent to, one peer."""
 
-    pending_acks: dict[str, ShardState] = field(
-        default_factory=dict
-    )  # our acks owed to it
+    pending_acks: dict[str, ShardState] = field(default_factory=dict)  # our acks owed to it
     acks_since: float = math.inf  # when the oldest pending ack became owed
     last_ack_at: float = -math.inf  # when a standalone Ack last went to it
-    acked_out: dict[str, ShardState] = field(
-        default_factory=dict
-    )  # last state acked to it
+    acked_out: dict[str, ShardState] = field(default_factory=dict)  # last state acked to it
     #: others' acks to pass on to it: (agent, shard) -> (state, hops so far)
-    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(
-        default_factory=dict
-    )
+    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)
     relay_since: float = math.inf  # when the oldest of those became owed
     last_relay_at: float = -math.inf  # when relayed acks last went to it
 
@@ -82,9 +76,7 @@ def take_relayed(
     out: list[RelayedAck] = []
     for key in sorted(news):
         st, hops = news[key]
-        size = (
-            len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
-        )
+        size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
         if out and size > budget:
             break
         out.append(RelayedAck(key[0], st, hops))
@@ -107,9 +99,7 @@ class Acks:
         self._ctx = ctx
         self._members = members
         self._repairs = repairs
-        self.acked: dict[
-            str, dict[str, ShardState]
-        ] = {}  # agent -> shard -> durable state
+        self.acked: dict[str, dict[str, ShardState]] = {}  # agent -> shard -> durable state
         # Rotating relay: our own durable states owed to the mesh (they ride to the relay),
         # and others' acks to pass on: (agent, shard) -> (state, hops).
         self.own_acks: dict[str, ShardState] = {}
@@ -151,8 +141,7 @@ class Acks:
             for conn in self._ctx.links.values():
                 # (partial replication: also every peer that announced holding the shard)
                 wants = shard in conn.interest or (
-                    self._ctx.policy.partial
-                    and self._ctx.policy.sends_to(conn.name, shard)
+                    self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
                 )
                 if wants and conn.acks.owe(state, now):
                     self._ctx.schedule_flush(now)
@@ -175,9 +164,7 @@ class Acks:
 
     def own_ack_due(self) -> float:
         cfg = self._ctx.config
-        return max(
-            self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval
-        )
+        return max(self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval)
 
     def send_due(self, now: float) -> None:
         # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
@@ -245,9 +232,7 @@ class Acks:
         if (own or news) and target is not None:
             self._ctx.send(target, Ack(own, news, forward=True))
         if self.relay_news:
-            self._ctx.schedule_flush(
-                now
-            )  # more than one message holds: the rest next window
+            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
 
     def take_news(self) -> tuple[RelayedAck, ...]:
         """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
@@ -307,16 +292,10 @@ class Acks:
         self.acked.setdefault(agent, {})[state.shard] = state
         self._repairs.check_ack(agent, state, source, now)
         if forward and self._ctx.mode() == RELAY:
-            self.relay_news[key] = (
-                state,
-                hops + 1,
-            )  # they travel with the deltas (see _flush)
+            # they travel with the deltas (see window.py)
+            self.relay_news[key] = (state, hops + 1)
             self._ctx.schedule_flush(now)
-        elif (
-            forward
-            and not self._ctx.policy.partial
-            and hops < self._ctx.config.ack_relay_hops
-        ):
+        elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
             for c in self._ctx.links.values():
@@ -324,9 +303,7 @@ class Acks:
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
 
-    def replicated(
-        self, shard: str, state_vector: bytes, delete_set: bytes
-    ) -> tuple[str, ...]:
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
 
         The agent passes what it wants replicated (e.g. its own state right after a write) and

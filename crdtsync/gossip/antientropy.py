@@ -37,9 +37,7 @@ class LinkRounds:
     last_push_in: float = -math.inf  # when a Push last came from it
     last_round_at: float = -math.inf  # when we last started a round with it
     digests: dict[str, bytes] = field(default_factory=dict)  # from its last Digests
-    round_shards: set[str] = field(
-        default_factory=set
-    )  # asked in our round: step 5 owed
+    round_shards: set[str] = field(default_factory=set)  # asked in our round: step 5 owed
 
 
 def root_hash(shards: Iterable[str], digest: Callable[[str], bytes]) -> bytes:
@@ -66,12 +64,10 @@ class AntiEntropy:
         self._replies = replies
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
-        self.hint_at = (
-            -math.inf
-        )  # when a relay broadcast with a state-vector hint last came
+        self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
         #: How a Diff's update is applied (and forwarded): set by the core.
-        self.apply: Callable[[Link, str, bytes, bool], None] = (
-            lambda conn, shard, update, forward: None
+        self.apply: Callable[[Link, str, bytes, bool], None] = lambda conn, shard, update, forward: (
+            None
         )
 
     def start_round(self, conn: Link, now: float) -> None:
@@ -95,9 +91,7 @@ class AntiEntropy:
             return
         self.next_round = now + self._delay()
         ctx = self._ctx
-        peers = [
-            c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)
-        ]
+        peers = [c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)]
         if peers:
             conn = ctx.rng.choice(peers)
             if not self.pushes_suffice(conn, now):
@@ -116,10 +110,8 @@ class AntiEntropy:
                 break
             have = shard in held
             if have and shard not in theirs:
-                conn.replies.replies[shard] = (
-                    EMPTY_STATE_VECTOR,
-                    False,
-                )  # it lacks the shard: all of it
+                # it lacks the shard: all of it
+                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)
                 budget -= 1
             elif not have:
                 requests.append((shard, EMPTY_STATE_VECTOR))
@@ -128,9 +120,7 @@ class AntiEntropy:
                 requests.append((shard, self._ctx.replicas.state_vector(shard)))
                 budget -= 1
         self._replies.serve(conn, now)
-        conn.rounds.round_shards = {
-            s for s, _ in requests
-        }  # their Diffs get our step-5 reply
+        conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._ctx.send(conn.name, SyncRequest(tuple(requests)))
 
@@ -155,9 +145,7 @@ class AntiEntropy:
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
             conn.rounds.round_shards.discard(msg.shard)
-            if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(
-                msg.shard
-            ):
+            if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(msg.shard):
                 conn.replies.replies[msg.shard] = (msg.state_vector, False)
                 self._replies.serve(conn, now)
 
@@ -201,9 +189,7 @@ class AntiEntropy:
 
     def _delay(self) -> float:
         j = self._ctx.config.anti_entropy_jitter
-        return self._ctx.config.anti_entropy_interval * (
-            1 + j * (2 * self._ctx.rng.random() - 1)
-        )
+        return self._ctx.config.anti_entropy_interval * (1 + j * (2 * self._ctx.rng.random() - 1))
 
     def root_hash(self, peer: str | None = None) -> bytes:
         shards = self._ctx.shard_names()

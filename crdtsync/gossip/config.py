@@ -174,9 +174,7 @@ class GossipConfig:
                 "chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1"
             )
         if self.ack_relay_interval < 0 or not 0 <= self.ack_relay_hops <= 255:
-            raise UsageError(
-                "ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]"
-            )
+            raise UsageError("ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]")
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:

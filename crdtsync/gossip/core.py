@@ -83,7 +83,7 @@ from .acks import Acks
 from .antientropy import AntiEntropy
 from .config import GossipConfig
 from .dialer import Dialer
-from .links import Link, TokenBucket, check_hello, prune, prune_candidates, replaces
+from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import Membership, PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayCache, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
@@ -195,9 +195,7 @@ class GossipCore:
         self.config = config
         self._rng = rng
         #: Who holds which shard; every push, forward, ack and round asks it.
-        self.policy: ReplicationPolicy = (
-            policy if policy is not None else FullReplication()
-        )
+        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
         self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
         ctx.mode = self._mode
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
@@ -213,9 +211,7 @@ class GossipCore:
             connected=lambda n: n in conns,
             has_links=lambda: bool(conns),
         )
-        self._overlay = OverlayCache(
-            self.name, self.mesh, config, self._members, self.policy
-        )
+        self._overlay = OverlayCache(self.name, self.mesh, config, self._members, self.policy)
         self._replies = Replies(ctx)
         self._repairs = Repairs(ctx)
         self._ae = AntiEntropy(ctx, self._replies)
@@ -224,9 +220,7 @@ class GossipCore:
         self._ae.apply = lambda conn, shard, update, forward: self._pushes.apply(
             conn, shard, update, forward=forward
         )
-        self._relay = Relay(
-            ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order
-        )
+        self._relay = Relay(ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order)
         self._pushes.on_hint = self._relay.on_hint
         self._window = Window(
             ctx,
@@ -326,52 +320,21 @@ class GossipCore:
         hello = check_hello(hello, self.mesh)
         if hello.name == self.name:
             if hello.address is not None:
-                self._dialer.self_addresses.add(
-                    hello.address
-                )  # never dial ourselves again
+                self._dialer.self_addresses.add(hello.address)  # never dial ourselves again
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
-        old = self._conns.get(peer)
-        if old is not None and not replaces(
-            self.name,
-            old,
-            peer,
-            hello.incarnation,
-            hello.instance,
-            now,
-            outbound,
-            self.config.connect_timeout,
-        ):
+        try:
+            conn = accept(self._conns, self.name, hello, now, outbound, self.config)
+        except ProtocolError:
             self._dialer.refused(hello.address)
-            kept = min(self.name, peer)
-            raise ProtocolError(
-                f"{peer} is already connected: keeping the connection {kept} dialled",
-                CloseCode.DUPLICATE_NAME,
-            )
-        if old is not None:
-            del self._conns[peer]
-            old.closing = True
-        cfg = self.config
-        bucket = TokenBucket.full(cfg.flood_rate, cfg.flood_burst, now)
-        conn = Link(
-            peer,
-            now,
-            bucket,
-            outbound=outbound,
-            incarnation=hello.incarnation,
-            instance=hello.instance,
-        )
-        conn.interest.update(hello.shards)
-        self._conns[peer] = conn
+            raise
         self._dialer.connected(peer, hello.address)
 
         self._members.hello(peer, hello.address, hello.incarnation, now)
         self._ctx.send(peer, PeerList(self._members.full_table(), full=True))
         for service in self._services:
             service.connection_made(peer, hello, now)
-        if (
-            self.name < peer
-        ):  # one side starts the on-connect round; its Diffs go both ways
+        if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
             self._ae.start_round(conn, now)
         self._ensure_timers(now)
         return peer
@@ -452,24 +415,13 @@ class GossipCore:
 
     def _on_close(self, conn: Link, msg: Close, now: float) -> None:
         """The peer is closing the connection (the driver reports it lost afterwards)."""
-        peer = conn.name
-        if msg.code in (
-            CloseCode.NORMAL,
-            CloseCode.GOING_AWAY,
-            CloseCode.DUPLICATE_NAME,
-        ):
-            # Losing it is no failure. DUPLICATE_NAME: the peer keeps another connection
-            # with us (a concurrent dial), which is on its way or already here.
-            conn.closing = True
-        if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
-            self._members.left(peer, now)
-        elif msg.code in (
-            CloseCode.NORMAL,
-            CloseCode.DUPLICATE_NAME,
-        ):  # do not redial right away
-            m = self._members.get(peer)
-            if m is not None and m.address is not None:
-                self._dialer.backoff.failed(m.address, now)
+        if closing_cleanly(conn, msg):
+            if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
+                self._members.left(conn.name, now)
+            else:  # do not redial right away
+                m = self._members.get(conn.name)
+                if m is not None and m.address is not None:
+                    self._dialer.backoff.failed(m.address, now)
 
     def _on_hello_again(self, conn: Link, msg: Hello, now: float) -> None:
         raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
@@ -527,9 +479,7 @@ class GossipCore:
         prune(
             now,
             self._conns,
-            prune_candidates(
-                self._conns, desired, self._members, self.config.prune_grace
-            ),
+            prune_candidates(self._conns, desired, self._members, self.config.prune_grace),
             self._ctx.send,
         )
 
@@ -601,9 +551,7 @@ class GossipCore:
     # ------------------------------------------------------------------------------------------
     # queries
 
-    def replicated(
-        self, shard: str, state_vector: bytes, delete_set: bytes
-    ) -> tuple[str, ...]:
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
 
         The agent passes what it wants replicated (e.g. its own state right after a write) and
@@ -652,11 +600,7 @@ class GossipCore:
     def relay_at(self, now: float) -> str | None:
         """Rotating relay: the agent relaying the batching window that holds ``now``, as this
         agent sees it (None outside mode :data:`RELAY`)."""
-        return (
-            self._relay.relay_of(self._ctx.window_index(now))
-            if self._mode() == RELAY
-            else None
-        )
+        return self._relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""

@@ -37,9 +37,7 @@ class Backoff:
         self.base = base
         self.cap = cap
         self._rng = rng
-        self._entries: dict[
-            str, tuple[int, float]
-        ] = {}  # address -> (failures, retry at)
+        self._entries: dict[str, tuple[int, float]] = {}  # address -> (failures, retry at)
 
     def jitter(self, delay: float) -> float:
         """``delay`` scaled by a uniform factor in [0.5, 1)."""
@@ -161,9 +159,7 @@ class Dialer:
             wanted = urgent(name)
             ready = now if self.name < name or wanted else since + cfg.dial_grace
             if view.mode == RELAY and name not in view.tree and not wanted:
-                ready = max(
-                    ready, settled
-                )  # beyond the tree: once the view has settled
+                ready = max(ready, settled)  # beyond the tree: once the view has settled
             addresses[m.address] = ready
         # Seeds: all of them while we are alone; later, any seed at an address of no agent we
         # know alive. Agents that met only each other (joined during a partition, restarted

@@ -21,6 +21,7 @@ from .repair import LinkRepair
 from .transfer import LinkReplies
 
 if TYPE_CHECKING:
+    from .config import GossipConfig
     from .membership import Membership
 
 __all__ = [
@@ -67,9 +68,7 @@ class Link:
     incarnation: int = 0  # the peer's, from its Hello
     instance: int = 0  # the peer's run, from its Hello
     writable: bool = True  # the driver has not paused it
-    closing: bool = (
-        False  # a Close(NORMAL/GOING_AWAY) went either way: losing it is no failure
-    )
+    closing: bool = False  # a Close(NORMAL/GOING_AWAY) went either way: losing it is no failure
     interest: set[str] = field(default_factory=set)  # shards it holds or sent us
     push: PushQueue = field(default_factory=PushQueue)
     acks: LinkAcks = field(default_factory=LinkAcks)
@@ -85,18 +84,14 @@ def check_hello(hello: Message, mesh: str) -> Hello:
         ProtocolError: BAD_HANDSHAKE (not a Hello), PROTOCOL_VERSION or WRONG_MESH.
     """
     if not isinstance(hello, Hello):
-        raise ProtocolError(
-            f"expected Hello, got {type(hello).__name__}", CloseCode.BAD_HANDSHAKE
-        )
+        raise ProtocolError(f"expected Hello, got {type(hello).__name__}", CloseCode.BAD_HANDSHAKE)
     if hello.version != PROTOCOL_VERSION:
         raise ProtocolError(
             f"protocol version {hello.version} != {PROTOCOL_VERSION}",
             CloseCode.PROTOCOL_VERSION,
         )
     if hello.mesh != mesh:
-        raise ProtocolError(
-            f"mesh {hello.mesh!r} is not {mesh!r}", CloseCode.WRONG_MESH
-        )
+        raise ProtocolError(f"mesh {hello.mesh!r} is not {mesh!r}", CloseCode.WRONG_MESH)
     return hello
 
 
@@ -130,6 +125,47 @@ def prune(
             conn.closing = True
             live -= 1
             send(conn.name, Close(CloseCode.NORMAL, "pruned: not an overlay neighbour"))
+
+
+def accept(
+    links: dict[str, Link], me: str, hello: Hello, now: float, outbound: bool, config: GossipConfig
+) -> Link:
+    """Open the link of a checked Hello from another agent, replacing an older link to it.
+
+    Raises:
+        ProtocolError: DUPLICATE_NAME, the agent is connected and the other link is kept
+            (see :func:`replaces`).
+    """
+    peer = hello.name
+    old = links.get(peer)
+    if old is not None:
+        if not replaces(
+            me, old, peer, hello.incarnation, hello.instance, now, outbound, config.connect_timeout
+        ):
+            kept = min(me, peer)
+            raise ProtocolError(
+                f"{peer} is already connected: keeping the connection {kept} dialled",
+                CloseCode.DUPLICATE_NAME,
+            )
+        del links[peer]
+        old.closing = True
+    bucket = TokenBucket.full(config.flood_rate, config.flood_burst, now)
+    link = Link(
+        peer, now, bucket, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance
+    )
+    link.interest.update(hello.shards)
+    links[peer] = link
+    return link
+
+
+def closing_cleanly(link: Link, msg: Close) -> bool:
+    """A Close from the peer: whether it is a clean one (NORMAL, GOING_AWAY, DUPLICATE_NAME),
+    whose loss is then no failure. DUPLICATE_NAME: the peer keeps another connection with us
+    (a concurrent dial), which is on its way or already here."""
+    if msg.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.DUPLICATE_NAME):
+        link.closing = True
+        return True
+    return False
 
 
 def replaces(

@@ -49,9 +49,7 @@ class PeerState(StrEnum):
 class Event(StrEnum):
     """What can happen to a member."""
 
-    REPORTED_ALIVE = (
-        "reported alive"  # a Hello or PeerList entry that wins (incarnation)
-    )
+    REPORTED_ALIVE = "reported alive"  # a Hello or PeerList entry that wins (incarnation)
     REPORTED_DEAD = "reported dead"  # a PeerList entry that wins
     LEFT = "left"  # it closed its connection with GOING_AWAY
     CONNECTED = "connected"  # a connection to it was accepted (quiet)
@@ -232,23 +230,17 @@ class Membership:
         )
         self._schedule_flush(now)
 
-    def hello(
-        self, peer: str, address: str | None, incarnation: int, now: float
-    ) -> None:
+    def hello(self, peer: str, address: str | None, incarnation: int, now: float) -> None:
         """A connection to ``peer`` was accepted, with this Hello."""
         m = self._members.get(peer)
         if m is None or incarnation > m.incarnation:
-            self._report(
-                peer, address, incarnation, Event.REPORTED_ALIVE, now, source=peer
-            )
+            self._report(peer, address, incarnation, Event.REPORTED_ALIVE, now, source=peer)
             return
         if m.status == DEAD:
             # It is alive (we are talking to it) but reported dead at an incarnation it has
             # not outgrown: tell it, so it refutes with a higher incarnation that every other
             # agent will accept.
-            self._send(
-                peer, PeerList((PeerEntry(peer, m.address, m.incarnation, False),))
-            )
+            self._send(peer, PeerList((PeerEntry(peer, m.address, m.incarnation, False),)))
             self.version += 1
         if address is not None and m.address != address:
             m.address = address
@@ -288,9 +280,7 @@ class Membership:
         connected = self._connected(e.name)
         if m is None:
             if e.alive or not connected:
-                self._report(
-                    e.name, e.address, e.incarnation, reported, now, source=source
-                )
+                self._report(e.name, e.address, e.incarnation, reported, now, source=source)
             return
         if e.incarnation > m.incarnation:
             if not e.alive and connected:
@@ -304,9 +294,7 @@ class Membership:
                 if connected:
                     self._send(e.name, PeerList((e,)))
                 else:
-                    self._report(
-                        e.name, e.address, e.incarnation, reported, now, source=source
-                    )
+                    self._report(e.name, e.address, e.incarnation, reported, now, source=source)
             elif e.address is not None and m.address is None:
                 m.address = e.address
                 self.version += 1
@@ -336,9 +324,7 @@ class Membership:
                 and not self._connected(m.name)
                 and now >= m.since + cfg.suspect_timeout
             ):
-                self._report(
-                    m.name, m.address, m.incarnation, Event.SILENT, now, source=None
-                )
+                self._report(m.name, m.address, m.incarnation, Event.SILENT, now, source=None)
             elif m.status == DEAD and now >= m.since + cfg.forget_timeout:
                 del self._members[m.name]
                 forgotten.append(m.name)

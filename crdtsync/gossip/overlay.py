@@ -74,9 +74,7 @@ class Ranks:
     def __call__(self, name: str) -> bytes:
         r = self._ranks.get(name)
         if r is None:
-            digest = hashlib.blake2b(
-                self._mesh + b"\0" + name.encode(), digest_size=8
-            ).digest()
+            digest = hashlib.blake2b(self._mesh + b"\0" + name.encode(), digest_size=8).digest()
             r = self._ranks[name] = digest + name.encode()
         return r
 
@@ -85,12 +83,7 @@ def mode_for(n: int, config: GossipConfig, partial: bool) -> Mode:
     """The overlay mode of a mesh of ``n`` live agents (us included)."""
     if n <= config.full_mesh_max:
         return FULL
-    if (
-        n <= config.relay_max
-        and config.push_interval > 0
-        and config.align_windows
-        and not partial
-    ):
+    if n <= config.relay_max and config.push_interval > 0 and config.align_windows and not partial:
         return RELAY
     return TREE
 
@@ -184,9 +177,7 @@ def compute_view(
     # Dead agents we keep redialling (with backoff): those that would be our neighbours if
     # they were alive. Each dead agent is so retried by a few agents, not by all, and a healed
     # partition is bridged as soon as one retry gets through.
-    retry = frozenset(
-        n for n in neighbours(me, known, config, partial, rank) if n in dead
-    )
+    retry = frozenset(n for n in neighbours(me, known, config, partial, rank) if n in dead)
     # plus the co-holders of our shards and the holders a read waits for (partial
     # replication), which must be connected directly: holders do not relay
     extra = extra.intersection(live)
@@ -232,9 +223,7 @@ class OverlayCache:
         if self._view is None or self._view.key != key:
             members = list(self._members)
             live = [m.name for m in members if m.status != DEAD]
-            known = [
-                m.name for m in members if m.status != DEAD or m.address is not None
-            ]
+            known = [m.name for m in members if m.status != DEAD or m.address is not None]
             dead = {m.name for m in members if m.status == DEAD}
             extra = self._policy.extra_neighbours()
             self._view = compute_view(

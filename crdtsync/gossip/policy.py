@@ -64,9 +64,7 @@ class CoreView(Protocol):
         """Other agents not declared dead, sorted (``listening``: with an address only)."""
         ...
 
-    def replicated(
-        self, shard: str, state_vector: bytes, delete_set: bytes
-    ) -> tuple[str, ...]:
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
         """Peers whose durable ack of ``shard`` covers the given state."""
         ...
 
@@ -208,9 +206,7 @@ class FullReplication:
         pass
 
     def receive(self, peer: str, msg: Message, now: float) -> None:
-        raise AssertionError(
-            f"FullReplication owns no messages, got {type(msg).__name__}"
-        )
+        raise AssertionError(f"FullReplication owns no messages, got {type(msg).__name__}")
 
     def tick(self, now: float) -> None:
         pass

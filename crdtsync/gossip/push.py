@@ -28,34 +28,22 @@ if TYPE_CHECKING:
 
 __all__ = ["PushQueue", "Pushes"]
 
-_INVALID_UPDATE: dict[type[Exception], CloseCode] = {
-    InvalidUpdate: CloseCode.INVALID_UPDATE
-}
-_INVALID_SHARD: dict[type[Exception], CloseCode] = {
-    InvalidShardName: CloseCode.INVALID_SHARD
-}
+_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
+_INVALID_SHARD: dict[type[Exception], CloseCode] = {InvalidShardName: CloseCode.INVALID_SHARD}
 
 
 @dataclass(slots=True)
 class PushQueue:
     """The pushes waiting for one peer."""
 
-    queue: dict[str, list[bytes]] = field(
-        default_factory=dict
-    )  # shard -> deltas, in order
+    queue: dict[str, list[bytes]] = field(default_factory=dict)  # shard -> deltas, in order
     queued_bytes: int = 0
     dropped: int = 0  # deltas dropped for back-pressure, ever
     last_push_at: float = -math.inf
     resync: bool = False  # pushes were dropped: run anti-entropy once the link drains
-    seq_out: dict[str, int] = field(
-        default_factory=dict
-    )  # last Push seq sent, per shard
-    relay_shards: set[str] = field(
-        default_factory=set
-    )  # queued shards it relays (Push.relay)
-    big: list[tuple[str, bytes]] = field(
-        default_factory=list
-    )  # deltas too big for one frame
+    seq_out: dict[str, int] = field(default_factory=dict)  # last Push seq sent, per shard
+    relay_shards: set[str] = field(default_factory=set)  # queued shards it relays (Push.relay)
+    big: list[tuple[str, bytes]] = field(default_factory=list)  # deltas too big for one frame
 
     def add(self, shard: str, update: bytes, max_bytes: int, chunk: int) -> str:
         """Queue ``update``; return "dropped" (back-pressure: everything queued was dropped,
@@ -106,8 +94,8 @@ class Pushes:
         self._acks = acks
         self._repairs = repairs
         #: A relay broadcast's state-vector hint (Push.hint) came: set by the core (relay.py).
-        self.on_hint: Callable[[Link, str, bytes, float], None] = (
-            lambda conn, shard, hint, now: None
+        self.on_hint: Callable[[Link, str, bytes, float], None] = lambda conn, shard, hint, now: (
+            None
         )
 
     def local(self, shard: str, delta: bytes) -> None:
@@ -176,9 +164,7 @@ class Pushes:
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
         targets = self._ctx.policy.forward_to(conn.name, shard)
-        if (
-            targets is not None
-        ):  # partial replication: the holders it did not reach itself
+        if targets is not None:  # partial replication: the holders it did not reach itself
             for name in targets:
                 other = self._ctx.links.get(name)
                 if other is not None and other is not conn and not other.closing:
@@ -193,10 +179,7 @@ class Pushes:
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
         cfg = self._ctx.config
-        if (
-            conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk)
-            != "queued"
-        ):
+        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
             return
         if (

@@ -37,9 +37,7 @@ class Sent:
 
     at: float
     shard: str
-    state_vector: (
-        bytes  # ours right after the push: a broadcast covering it confirms it
-    )
+    state_vector: bytes  # ours right after the push: a broadcast covering it confirms it
     deltas: list[bytes]
     attempts: int
 
@@ -135,9 +133,7 @@ class Relay:
                     for d in deltas:
                         self._pushes.enqueue(conn, shard, d)
 
-    def _remember(
-        self, now: float, shard: str, deltas: list[bytes], attempts: int
-    ) -> None:
+    def _remember(self, now: float, shard: str, deltas: list[bytes], attempts: int) -> None:
         """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
         self.unconfirmed.append(
             Sent(
@@ -150,9 +146,7 @@ class Relay:
         )
         total = sum(len(d) for u in self.unconfirmed for d in u.deltas)
         while total > self._ctx.config.max_queue_bytes and len(self.unconfirmed) > 1:
-            total -= sum(
-                len(d) for d in self.unconfirmed.pop(0).deltas
-            )  # anti-entropy will do
+            total -= sum(len(d) for d in self.unconfirmed.pop(0).deltas)  # anti-entropy will do
 
     def retry_unconfirmed(self, now: float) -> None:
         """Push again, to the current relay, batches no relay broadcast has confirmed in time.
@@ -161,9 +155,7 @@ class Relay:
         lost on the way to the relay, or the relay missed something else we have: pushing
         again costs bytes, rarely a message (it rides with our next batch).
         """
-        due = [
-            u for u in self.unconfirmed if now >= u.at + self._ctx.config.relay_retry
-        ]
+        due = [u for u in self.unconfirmed if now >= u.at + self._ctx.config.relay_retry]
         if not due:
             return
         self.unconfirmed = [
@@ -176,9 +168,7 @@ class Relay:
                 continue  # anti-entropy will do
             self.own.setdefault(u.shard, []).extend(u.deltas)
             self.own_bytes += sum(len(d) for d in u.deltas)
-            self.own_attempts[u.shard] = max(
-                self.own_attempts.get(u.shard, 0), u.attempts + 1
-            )
+            self.own_attempts[u.shard] = max(self.own_attempts.get(u.shard, 0), u.attempts + 1)
             self._ctx.schedule_flush(now)
 
     def drop_own(self) -> None:
@@ -209,6 +199,5 @@ class Relay:
         """Whether we are connected to every live agent of our view (rotating relay)."""
         conns = self._ctx.links
         return all(
-            n == self._ctx.name or (n in conns and not conns[n].closing)
-            for n in self._order()
+            n == self._ctx.name or (n in conns and not conns[n].closing) for n in self._order()
         )

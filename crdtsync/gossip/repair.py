@@ -28,12 +28,8 @@ __all__ = ["LinkRepair", "Repairs", "sv_covers"]
 class LinkRepair:
     """Sequence numbers received from one peer and the repairs asked of it."""
 
-    seq_in: dict[str, int] = field(
-        default_factory=dict
-    )  # last Push seq received, per shard
-    repairs: dict[str, float] = field(
-        default_factory=dict
-    )  # shard -> when repair was asked
+    seq_in: dict[str, int] = field(default_factory=dict)  # last Push seq received, per shard
+    repairs: dict[str, float] = field(default_factory=dict)  # shard -> when repair was asked
 
 
 def sv_covers(a: bytes, b: bytes) -> bool:
@@ -42,8 +38,7 @@ def sv_covers(a: bytes, b: bytes) -> bool:
         return True
     have = _yjs.decode_state_vector(a)
     return all(
-        have.get(client, 0) >= clock
-        for client, clock in _yjs.decode_state_vector(b).items()
+        have.get(client, 0) >= clock for client, clock in _yjs.decode_state_vector(b).items()
     )
 
 
@@ -59,9 +54,7 @@ class Repairs:
         """Whether a repair of ``shard`` is under way with any peer."""
         return any(shard in c.repair.repairs for c in self._ctx.links.values())
 
-    def sequence(
-        self, conn: Link, shard: str, seq: int, check_gap: bool, now: float
-    ) -> None:
+    def sequence(self, conn: Link, shard: str, seq: int, check_gap: bool, now: float) -> None:
         """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``."""
         last = conn.repair.seq_in.get(shard, 0)
         if check_gap and seq and seq > last + 1 and shard not in conn.repair.repairs:
@@ -77,9 +70,7 @@ class Repairs:
         sv = self._ctx.state_vector(shard)
         self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
 
-    def check_ack(
-        self, agent: str, state: ShardState, source: Link, now: float
-    ) -> None:
+    def check_ack(self, agent: str, state: ShardState, source: Link, now: float) -> None:
         """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
 
         Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
@@ -123,11 +114,7 @@ class Repairs:
         for conn in self._ctx.links.values():
             for shard, asked in list(conn.repair.repairs.items()):
                 asm = conn.replies.receiving
-                if (
-                    asm is not None
-                    and asm.shard == shard
-                    and now < asm.last_at + timeout
-                ):
+                if asm is not None and asm.shard == shard and now < asm.last_at + timeout:
                     continue  # its answer is arriving, in pieces
                 if now >= asked + timeout:
                     self.ask(conn, shard, now)
@@ -141,8 +128,6 @@ class Repairs:
         for conn in self._ctx.links.values():
             asm = conn.replies.receiving
             for shard, asked in conn.repair.repairs.items():
-                arriving = (
-                    asm.last_at if asm is not None and asm.shard == shard else -math.inf
-                )
+                arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
                 times.append(max(asked, arriving) + timeout)
         return times

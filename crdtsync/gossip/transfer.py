@@ -125,9 +125,7 @@ def receive_piece(
     asm.size += len(msg.data)
     if asm.size > max_diff_bytes or msg.total > max_diff_bytes:
         link.receiving = None
-        raise ProtocolError(
-            f"a Diff of more than {max_diff_bytes} bytes", CloseCode.OVERSIZE
-        )
+        raise ProtocolError(f"a Diff of more than {max_diff_bytes} bytes", CloseCode.OVERSIZE)
     asm.parts.append(msg.data)
     asm.last_at = now
     if len(asm.parts) == asm.total:
@@ -162,13 +160,9 @@ class Replies:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests:
                 conn.replies.want_digests = False
-                shards = self._ctx.policy.sync_shards(
-                    conn.name, self._ctx.shard_names()
-                )
+                shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
                 digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
-                conn.replies.reply_bytes += 8 + sum(
-                    len(s) + len(d) + 4 for s, d in digests
-                )
+                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
                 self._ctx.send(conn.name, Digests(digests))
             elif conn.push.big:
                 shard, update = conn.push.pop_big()
@@ -199,9 +193,7 @@ class Replies:
         ):
             self._ctx.schedule_flush(now)  # the rest in the next window
 
-    def _start(
-        self, conn: Link, shard: str, update: bytes, state_vector: bytes | None
-    ) -> None:
+    def _start(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
         """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
         self._next_id += 1
         conn.replies.sending = Transfer.start(

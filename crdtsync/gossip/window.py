@@ -69,13 +69,9 @@ class Window:
         # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
         # relay, which passes them on to everyone with its broadcast.
         spread = broadcast or flood
-        target = (
-            self._relay.relay_of(self._ctx.window_index(now)) if mode == RELAY else None
-        )
+        target = self._relay.relay_of(self._ctx.window_index(now)) if mode == RELAY else None
         news = (
-            self._acks.take_news()
-            if mode == RELAY and (spread or target != self._ctx.name)
-            else ()
+            self._acks.take_news() if mode == RELAY and (spread or target != self._ctx.name) else ()
         )
         carried: set[str] = set()  # peers that got the news
         for conn in self._ctx.links.values():
@@ -85,11 +81,7 @@ class Window:
             conn.replies.reply_bytes = 0
             if conn.writable:
                 if mode != RELAY:
-                    relayed = (
-                        self._acks.take_relayed(conn, now, mode)
-                        if conn.push.queue
-                        else ()
-                    )
+                    relayed = self._acks.take_relayed(conn, now, mode) if conn.push.queue else ()
                 elif conn.push.queue and (spread or conn.name == target):
                     relayed = tuple(r for r in news if r.agent != conn.name)
                     carried.add(conn.name)
@@ -110,9 +102,7 @@ class Window:
                         if own is not None and (to_relay or broadcast or flood):
                             durable = (own.state_vector, own.delete_set)
                             if to_relay:  # which passes it on
-                                self._acks.own_acked_out[shard] = (
-                                    self._acks.own_acks.pop(shard)
-                                )
+                                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
                             else:  # to everyone
                                 rode.add(shard)
                     self._pushes.push(
@@ -140,7 +130,5 @@ class Window:
         if mode == RELAY:
             self._acks.flush_relay_acks(now, spread, target, news, carried)
         self._members.clear_changes()
-        if (
-            self._relay.own
-        ):  # held for the window we relay: it leaves with our broadcast at its end
+        if self._relay.own:  # held for the window we relay: it leaves with our broadcast at its end
             self._ctx.schedule_flush(now)

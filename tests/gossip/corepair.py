@@ -20,7 +20,16 @@ import pytest
 
 from crdtsync import updates, wire
 from crdtsync.errors import CloseCode, InvalidShardName, ProtocolError, UsageError
-from crdtsync.gossip import DEAD, EMPTY_STATE_VECTOR, FULL, RELAY, SUSPECT, TREE, GossipConfig, GossipCore
+from crdtsync.gossip import (
+    DEAD,
+    EMPTY_STATE_VECTOR,
+    FULL,
+    RELAY,
+    SUSPECT,
+    TREE,
+    GossipConfig,
+    GossipCore,
+)
 from crdtsync.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -41,15 +50,27 @@ from crdtsync.messages import (
 from crdtsync.transports.memory import MemoryReplicas
 
 W = 0.25  # batching window used in these tests
-CFG = GossipConfig(push_interval=W, anti_entropy_interval=8.0, anti_entropy_jitter=0.0, peer_exchange_interval=1000.0)
+CFG = GossipConfig(
+    push_interval=W,
+    anti_entropy_interval=8.0,
+    anti_entropy_jitter=0.0,
+    peer_exchange_interval=1000.0,
+)
 
 
 def make(
-    name: str, shards: Iterable[str] = (), config: GossipConfig = CFG, seeds: Iterable[str] = (), *, run: int = 0
+    name: str,
+    shards: Iterable[str] = (),
+    config: GossipConfig = CFG,
+    seeds: Iterable[str] = (),
+    *,
+    run: int = 0,
 ) -> GossipCore:
     """A core named ``name``; ``run`` numbers the runs of one agent (restarts)."""
     replicas = MemoryReplicas(random.Random(f"ids/{name}"), shards)
-    return GossipCore(name, replicas, rng=random.Random(run), config=config, address=f"mem://{name}", seeds=seeds)
+    return GossipCore(
+        name, replicas, rng=random.Random(run), config=config, address=f"mem://{name}", seeds=seeds
+    )
 
 
 def rt(msg: Message) -> Message:
@@ -79,7 +100,9 @@ def connect(a: GossipCore, b: GossipCore, now: float = 0.0) -> None:
     assert b.connection_made(rt(a.hello()), now, outbound=False) == a.name
 
 
-def deliver(cores: dict[str, GossipCore], now: float, *, drop: set[type] = frozenset()) -> list[tuple[str, str, Message]]:  # type: ignore[assignment]
+def deliver(
+    cores: dict[str, GossipCore], now: float, *, drop: set[type] = frozenset()
+) -> list[tuple[str, str, Message]]:  # type: ignore[assignment]
     """Pass every outbox to its recipient until all are empty; return the (src, dst, msg) log."""
     log: list[tuple[str, str, Message]] = []
     queue: deque[tuple[str, str, Message]] = deque()
@@ -105,9 +128,12 @@ def settle(cores: dict[str, GossipCore], now: float) -> list[tuple[str, str, Mes
 def kinds(log: list[tuple[str, str, Message]]) -> list[tuple[str, str, str]]:
     return [(s, d, type(m).__name__) for s, d, m in log]
 
+
 def mesh_views(n: int, cfg: GossipConfig) -> dict[str, GossipCore]:
     cores = {f"n{i:02d}": make(f"n{i:02d}", config=cfg) for i in range(n)}
-    table = PeerList(tuple(PeerEntry(name, f"mem://{name}", 0, True) for name in sorted(cores)), full=True)
+    table = PeerList(
+        tuple(PeerEntry(name, f"mem://{name}", 0, True) for name in sorted(cores)), full=True
+    )
     hub = cores["n00"]
     for name, core in cores.items():
         if name != "n00":

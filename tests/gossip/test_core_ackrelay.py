@@ -11,7 +11,14 @@ from corepair import *  # noqa: F403
 
 def test_acks_are_relayed_within_ack_relay_hops() -> None:
     for hops, expected in ((2, ("b", "c", "d")), (1, ("b", "c"))):
-        tree = GossipConfig(push_interval=W, full_mesh_max=2, relay_max=0, fanout=1, prune_grace=1e6, ack_relay_hops=hops)
+        tree = GossipConfig(
+            push_interval=W,
+            full_mesh_max=2,
+            relay_max=0,
+            fanout=1,
+            prune_grace=1e6,
+            ack_relay_hops=hops,
+        )
         a, b, c, d = (make(n, config=tree) for n in "abcd")
         connect(a, b)
         connect(b, c)
@@ -60,7 +67,14 @@ def test_an_ack_we_do_not_cover_brings_a_repair_after_a_grace() -> None:
 
 def test_set_address_once_the_listener_is_bound() -> None:
     replicas = MemoryReplicas(random.Random(1))
-    a = GossipCore("a", replicas, rng=random.Random(0), config=CFG, address="ws://127.0.0.1:0", seeds=["ws://127.0.0.1:7001"])
+    a = GossipCore(
+        "a",
+        replicas,
+        rng=random.Random(0),
+        config=CFG,
+        address="ws://127.0.0.1:0",
+        seeds=["ws://127.0.0.1:7001"],
+    )
     b = make("b")
     connect(a, b)
     deliver({"a": a, "b": b}, 0.0)

@@ -71,5 +71,5 @@ def test_standalone_acks_are_rate_limited() -> None:
     assert len(acks) == 1  # at 1.25; the others wait for ack_interval
     assert b.next_deadline() == 1.25 + CFG.ack_interval
     b.tick(b.next_deadline())  # type: ignore[arg-type]
-    (_, last), = b.data_to_send()
+    ((_, last),) = b.data_to_send()
     assert last == Ack((ShardState("s", *reps(b).durable_state("s")),))

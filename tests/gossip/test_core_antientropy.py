@@ -96,7 +96,12 @@ def test_round_from_the_side_missing_the_delete() -> None:
 
 def test_busy_tree_links_skip_periodic_rounds_but_not_forever() -> None:
     tree = GossipConfig(
-        push_interval=W, full_mesh_max=2, relay_max=0, fanout=1, anti_entropy_interval=8.0, anti_entropy_jitter=0.0,
+        push_interval=W,
+        full_mesh_max=2,
+        relay_max=0,
+        fanout=1,
+        anti_entropy_interval=8.0,
+        anti_entropy_jitter=0.0,
         prune_grace=1e6,
     )
     a, b, c = make("a", config=tree), make("b", config=tree), make("c", config=tree)

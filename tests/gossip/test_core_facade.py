@@ -60,9 +60,7 @@ def test_effects_is_data_to_send_dials_and_deadline_in_one_value() -> None:
 def test_default_policy_is_full_replication() -> None:
     a = make("a")
     assert isinstance(a.policy, FullReplication) and a.sharding is a.policy
-    assert (
-        not a.policy.partial and a.policy.sends_to("x", "s") and a.policy.accepts("s")
-    )
+    assert not a.policy.partial and a.policy.sends_to("x", "s") and a.policy.accepts("s")
 
 
 def test_a_service_gets_its_message_types_and_the_connection_events() -> None:

@@ -99,7 +99,9 @@ def test_connecting_to_ourselves_is_remembered() -> None:
     a = make("a", seeds=["mem://a-alias"])
     assert a.dials() == ["mem://a-alias"]
     with pytest.raises(ProtocolError):
-        a.connection_made(Hello(PROTOCOL_VERSION, "default", "a", "mem://a-alias"), 0.0, outbound=True)
+        a.connection_made(
+            Hello(PROTOCOL_VERSION, "default", "a", "mem://a-alias"), 0.0, outbound=True
+        )
     a.dial_failed("mem://a-alias", 0.0)
     a.tick(100.0)
     assert a.dials() == []

@@ -89,8 +89,6 @@ def test_going_away_leaves_the_overlay_at_once() -> None:
     assert [(p.name, p.state) for p in a.peers()] == [("b", DEAD), ("c", "connected")]
 
 
-
-
 def test_large_mesh_overlay_is_one_symmetric_tree() -> None:
     cfg = GossipConfig(full_mesh_max=8, relay_max=0, fanout=4)
     cores = mesh_views(40, cfg)

@@ -81,10 +81,13 @@ def test_full_mesh_does_not_forward_and_tree_forwards_except_to_source() -> None
     delta = put(a, "s", "k", 1)
     b.receive("a", Push("s", (delta,)), 1.0)
     b.tick(1.25)
-    assert b.data_to_send() == [("c", Push("s", (delta,), None, 1, forward=True))]  # c passes it on too
+    assert b.data_to_send() == [
+        ("c", Push("s", (delta,), None, 1, forward=True))
+    ]  # c passes it on too
     b.receive("a", Push("s", (delta,)), 1.3)  # duplicate: apply() says nothing new
     b.tick(1.5)
     assert b.data_to_send() == []
+
 
 # -- back-pressure --------------------------------------------------------------------------------
 

@@ -9,8 +9,12 @@ from corepair import *  # noqa: F403
 # -- rotating relay -------------------------------------------------------------------------------
 
 RCFG = GossipConfig(
-    push_interval=W, full_mesh_max=4, anti_entropy_interval=1000.0, anti_entropy_jitter=0.0,
-    peer_exchange_interval=1000.0, relay_settle=0.0,
+    push_interval=W,
+    full_mesh_max=4,
+    anti_entropy_interval=1000.0,
+    anti_entropy_jitter=0.0,
+    peer_exchange_interval=1000.0,
+    relay_settle=0.0,
 )
 
 
@@ -58,7 +62,9 @@ def test_rotating_relay_writer_to_relay_to_everyone() -> None:
     assert cores[relay].data_to_send() == []  # it waits for the end of its window...
     cores[relay].tick(10.5)  # ...then one message to every other agent, with its state vector
     sv = reps(cores[relay]).state_vector("s")
-    assert cores[relay].data_to_send() == [(o, Push("s", (delta,), None, 1, hint=sv)) for o in others]
+    assert cores[relay].data_to_send() == [
+        (o, Push("s", (delta,), None, 1, hint=sv)) for o in others
+    ]
     for o in others:
         cores[o].receive(relay, rt(Push("s", (delta,), None, 1, hint=sv)), 10.6)
         assert content(cores[o], "s") == {"k": 1.0}
@@ -91,7 +97,9 @@ def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:
     d2 = put(cores[w], "s", "k2", 2)  # same client, next clock: needs d1
     sv = reps(cores[r42]).state_vector("s") if "s" in reps(cores[r42]).docs else EMPTY_STATE_VECTOR
     cores[r42].receive(w, rt(Push("s", (d2,), None, 1, relay=True)), 10.6)
-    assert reps(cores[r42]).state_vector("s") == sv or sv == EMPTY_STATE_VECTOR  # pending: nothing new
+    assert (
+        reps(cores[r42]).state_vector("s") == sv or sv == EMPTY_STATE_VECTOR
+    )  # pending: nothing new
     cores[r42].tick(10.75)
     out = pushes(cores[r42].data_to_send())
     assert sorted(p for p, _ in out) == sorted(set(cores) - {w, r42})
@@ -160,7 +168,9 @@ def test_a_batch_lost_on_the_way_to_the_relay_is_pushed_again() -> None:
 def test_acks_travel_through_the_relays_to_everyone() -> None:
     cores = relay_mesh(6)
     relay = relay_at(cores, 10.25)
-    x = next(n for n in sorted(cores) if n not in (relay, relay_at(cores, 10.0), relay_at(cores, 10.5)))
+    x = next(
+        n for n in sorted(cores) if n not in (relay, relay_at(cores, 10.0), relay_at(cores, 10.5))
+    )
     reps(cores[x]).change("s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("k", 1))
     reps(cores[x]).commit()
     cores[x].durable(["s"], 10.1)

@@ -17,7 +17,7 @@ def test_gap_in_push_sequence_asks_for_a_repair_until_it_comes() -> None:
     for i, t in enumerate((1.0, 1.25, 1.5)):
         a.local_update("s", put(a, "s", f"k{i}", i), t)
         a.tick(t + W)
-        (_, push), = a.data_to_send()
+        ((_, push),) = a.data_to_send()
         pushes.append(push)
     assert [p.seq for p in pushes] == [1, 2, 3]
     b.receive("a", rt(pushes[0]), 1.35)
@@ -26,10 +26,10 @@ def test_gap_in_push_sequence_asks_for_a_repair_until_it_comes() -> None:
     assert b.data_to_send() == [("a", SyncRequest((("s", reps(b).state_vector("s")),)))]
     assert b.next_deadline() == 1.85 + CFG.repair_timeout
     b.tick(1.85 + CFG.repair_timeout)  # the request (or its Diff) was lost too: ask again
-    (_, again), = b.data_to_send()
+    ((_, again),) = b.data_to_send()
     assert isinstance(again, SyncRequest)
     a.receive("b", rt(again), 2.4)
-    (_, diff), = a.data_to_send()
+    ((_, diff),) = a.data_to_send()
     b.receive("a", rt(diff), 2.5)
     assert content(b, "s") == {"k0": 0.0, "k1": 1.0, "k2": 2.0}
     b.tick(3.0)

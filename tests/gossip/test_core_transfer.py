@@ -8,7 +8,9 @@ from corepair import *  # noqa: F403
 
 # -- frames bigger than max_frame, replies, LAN -----------------------------------------------------
 
-SMALL = GossipConfig(push_interval=W, max_frame=4096, anti_entropy_interval=1000.0, peer_exchange_interval=1000.0)
+SMALL = GossipConfig(
+    push_interval=W, max_frame=4096, anti_entropy_interval=1000.0, peer_exchange_interval=1000.0
+)
 
 
 def test_a_shard_bigger_than_a_frame_travels_in_chunks() -> None:
@@ -28,7 +30,9 @@ def test_a_shard_bigger_than_a_frame_travels_in_chunks() -> None:
     a.local_update("big", delta, 1.0)
     a.tick(1.25)
     out = a.data_to_send()
-    assert out and all(isinstance(m, DiffChunk) and len(wire.encode(m)) <= SMALL.max_frame for _, m in out)
+    assert out and all(
+        isinstance(m, DiffChunk) and len(wire.encode(m)) <= SMALL.max_frame for _, m in out
+    )
     for _, m in out:
         b.receive("a", rt(m), 1.3)
     assert content(b, "big") == {"blob": blob, "more": blob}

@@ -31,9 +31,7 @@ def test_lost_keeps_a_running_backoff_but_draws_its_jitter_anyway() -> None:
     state = rng.getstate()
     b.lost("x", 10.0)
     assert b.ready_at("x") == before  # not reset
-    assert (
-        rng.getstate() != state
-    )  # one draw, as the core always made (traces depend on it)
+    assert rng.getstate() != state  # one draw, as the core always made (traces depend on it)
 
 
 def test_start_only_once() -> None:

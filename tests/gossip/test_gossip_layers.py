@@ -57,9 +57,7 @@ def check(path: Path) -> list[str]:
             and node.value.id == "random"
             and node.attr != "Random"
         ):
-            errors.append(
-                f"{path.name}:{node.lineno} uses module-level random.{node.attr}"
-            )
+            errors.append(f"{path.name}:{node.lineno} uses module-level random.{node.attr}")
     return errors
 
 

@@ -40,9 +40,7 @@ def test_push_queue_sets_aside_deltas_too_big_for_a_frame() -> None:
     assert q.queue == {} and q.queued_bytes == 11
     q.add("a", b"y", max_bytes=100, chunk=10)
     q.drained()
-    assert (
-        q.queue == {} and q.queued_bytes == 11
-    )  # the big one waits for the reply budget
+    assert q.queue == {} and q.queued_bytes == 11  # the big one waits for the reply budget
     assert q.pop_big() == ("a", b"x" * 11) and q.queued_bytes == 0
 
 
@@ -103,12 +101,9 @@ def _pieces(data: bytes, sv: bytes | None, chunk: int) -> list[object]:
 def test_transfer_splits_and_assembly_joins() -> None:
     data = bytes(range(256)) * 3
     pieces = _pieces(data, b"\x01\x02", chunk=100)
-    assert len(pieces) == -(
-        -len(data) // 98
-    )  # the state vector rides in the last piece
+    assert len(pieces) == -(-len(data) // 98)  # the state vector rides in the last piece
     assert (
-        all(p.state_vector is None for p in pieces[:-1])
-        and pieces[-1].state_vector == b"\x01\x02"
+        all(p.state_vector is None for p in pieces[:-1]) and pieces[-1].state_vector == b"\x01\x02"
     )  # type: ignore[attr-defined]
     link = LinkReplies()
     got = [receive_piece(link, p, 1.0, max_diff_bytes=10_000) for p in pieces]  # type: ignore[arg-type]
@@ -116,16 +111,12 @@ def test_transfer_splits_and_assembly_joins() -> None:
     assert link.receiving is None
 
 
-def test_assembly_abandons_a_transfer_with_a_lost_piece_and_ignores_duplicates() -> (
-    None
-):
+def test_assembly_abandons_a_transfer_with_a_lost_piece_and_ignores_duplicates() -> None:
     pieces = _pieces(b"a" * 50, None, chunk=10)
     link = LinkReplies()
     receive_piece(link, pieces[0], 0.0, 1000)  # type: ignore[arg-type]
     assert receive_piece(link, pieces[0], 0.0, 1000) is None  # type: ignore[arg-type]
-    assert (
-        link.receiving is not None and len(link.receiving.parts) == 1
-    )  # duplicate ignored
+    assert link.receiving is not None and len(link.receiving.parts) == 1  # duplicate ignored
     receive_piece(link, pieces[2], 0.0, 1000)  # type: ignore[arg-type]
     assert link.receiving is None  # piece 1 was lost: the transfer is abandoned
     assert all(receive_piece(link, p, 0.0, 1000) is None for p in pieces[3:])  # type: ignore[arg-type]
@@ -158,9 +149,7 @@ def test_link_acks_owe_once_and_ride_on_a_push() -> None:
 
 
 def test_take_relayed_fits_the_budget_but_always_takes_one() -> None:
-    news = {
-        (f"a{i}", "s"): (ShardState("s", b"\x01" * 10, b"\x00"), 1) for i in range(3)
-    }
+    news = {(f"a{i}", "s"): (ShardState("s", b"\x01" * 10, b"\x00"), 1) for i in range(3)}
     first = take_relayed(news, budget=1)
     assert [r.agent for r in first] == ["a0"] and len(news) == 2
     rest = take_relayed(news, budget=10_000)

@@ -107,8 +107,6 @@ def test_version_grows_with_every_change_of_the_live_set() -> None:
     h.m.merge(PeerEntry("c", "mem://c", 0, True), "b", now=0.0)
     v1 = h.m.version
     assert v1 > v0
-    h.m.unreachable(
-        "mem://c", now=1.0
-    )  # suspect: still live, the overlay does not change
+    h.m.unreachable("mem://c", now=1.0)  # suspect: still live, the overlay does not change
     assert h.m["c"].status == SUSPECT and h.m.version == v1
     assert h.m.live() == ("c",)
