@@ -79,19 +79,12 @@ from ..replica import ReplicaSet
 from ._context import Context
 from ._view import _View
 from ._yjs import EMPTY_STATE_VECTOR
-from .acks import Acks
-from .antientropy import AntiEntropy
+from .components import build
 from .config import GossipConfig
-from .dialer import Dialer
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
-from .membership import Membership, PeerState
-from .overlay import FULL, RELAY, TREE, Mode, OverlayCache, OverlayView
+from .membership import PeerState
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
-from .push import Pushes
-from .relay import Relay
-from .repair import Repairs
-from .transfer import Replies
-from .window import Window
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -199,51 +192,21 @@ class GossipCore:
         self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
         ctx.mode = self._mode
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
-        self._dialer = Dialer(self.name, address, seeds, config, rng)
         self._conns = ctx.links
-        conns = self._conns
-        self._members = Membership(
-            self.name,
-            address,
-            config,
-            send=ctx.send,
-            schedule_flush=ctx.schedule_flush,
-            connected=lambda n: n in conns,
-            has_links=lambda: bool(conns),
-        )
-        self._overlay = OverlayCache(self.name, self.mesh, config, self._members, self.policy)
-        self._replies = Replies(ctx)
-        self._repairs = Repairs(ctx)
-        self._ae = AntiEntropy(ctx, self._replies)
-        self._acks = Acks(ctx, self._members, self._repairs)
-        self._pushes = Pushes(ctx, self._acks, self._repairs)
-        self._ae.apply = lambda conn, shard, update, forward: self._pushes.apply(
-            conn, shard, update, forward=forward
-        )
-        self._relay = Relay(ctx, self._pushes, self._ae, self._repairs, lambda: self._views().order)
-        self._pushes.on_hint = self._relay.on_hint
-        self._window = Window(
-            ctx,
-            members=self._members,
-            pushes=self._pushes,
-            relay=self._relay,
-            acks=self._acks,
-            replies=self._replies,
-            ae=self._ae,
-        )
+        self._p = build(ctx, self.mesh, address, seeds)  # every component, wired (components.py)
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
         self._services: tuple[Service, ...] = (self.policy, *services)
         # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
         self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
-            Push: self._pushes.on_push,
-            Summary: self._ae.on_summary,
-            Digests: self._ae.on_digests,
-            SyncRequest: self._ae.on_sync_request,
-            Diff: self._ae.on_diff,
-            DiffChunk: self._ae.on_chunk,
-            Ack: self._acks.on_ack,
+            Push: self._p.pushes.on_push,
+            Summary: self._p.ae.on_summary,
+            Digests: self._p.ae.on_digests,
+            SyncRequest: self._p.ae.on_sync_request,
+            Diff: self._p.ae.on_diff,
+            DiffChunk: self._p.ae.on_chunk,
+            Ack: self._p.acks.on_ack,
             PeerList: self._on_peer_list,
             Close: self._on_close,
             Hello: self._on_hello_again,
@@ -259,12 +222,12 @@ class GossipCore:
     @property
     def address(self) -> str | None:
         """Where this agent accepts connections (sent in Hello and PeerList), or None."""
-        return self._members.address
+        return self._p.members.address
 
     @address.setter
     def address(self, value: str | None) -> None:
         if value is None:
-            self._members.address = None
+            self._p.members.address = None
         else:
             self.set_address(value)
 
@@ -275,11 +238,11 @@ class GossipCore:
         membership update flooded at the next window. The address (like any earlier one) is
         remembered as ours, so it is never dialled, even when a peer reports it.
         """
-        changed = address != self._members.address
-        self._members.address = address
-        self._dialer.own_address(address)
+        changed = address != self._p.members.address
+        self._p.members.address = address
+        self._p.dialer.own_address(address)
         if changed and self._conns:
-            self._members.announce(self._ctx.now)
+            self._p.members.announce(self._ctx.now)
 
     # ------------------------------------------------------------------------------------------
     # handshake and connections
@@ -294,7 +257,7 @@ class GossipCore:
             shards=tuple(sorted(self.policy.holdings()))
             if self.policy.partial
             else tuple(self._ctx.shard_names()),
-            incarnation=self._members.incarnation,
+            incarnation=self._p.members.incarnation,
             instance=self._instance,
         )
 
@@ -320,22 +283,22 @@ class GossipCore:
         hello = check_hello(hello, self.mesh)
         if hello.name == self.name:
             if hello.address is not None:
-                self._dialer.self_addresses.add(hello.address)  # never dial ourselves again
+                self._p.dialer.self_addresses.add(hello.address)  # never dial ourselves again
             raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
         peer = hello.name
         try:
             conn = accept(self._conns, self.name, hello, now, outbound, self.config)
         except ProtocolError:
-            self._dialer.refused(hello.address)
+            self._p.dialer.refused(hello.address)
             raise
-        self._dialer.connected(peer, hello.address)
+        self._p.dialer.connected(peer, hello.address)
 
-        self._members.hello(peer, hello.address, hello.incarnation, now)
-        self._ctx.send(peer, PeerList(self._members.full_table(), full=True))
+        self._p.members.hello(peer, hello.address, hello.incarnation, now)
+        self._ctx.send(peer, PeerList(self._p.members.full_table(), full=True))
         for service in self._services:
             service.connection_made(peer, hello, now)
         if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
-            self._ae.start_round(conn, now)
+            self._p.ae.start_round(conn, now)
         self._ensure_timers(now)
         return peer
 
@@ -347,18 +310,18 @@ class GossipCore:
             return
         for service in self._services:
             service.connection_lost(peer, now)
-        self._dialer.lost(peer)
-        m = self._members.lost(peer, conn.closing, now)
+        self._p.dialer.lost(peer)
+        m = self._p.members.lost(peer, conn.closing, now)
         if m is None:
             return
         if m.address is not None and not conn.closing:
-            self._dialer.backoff.lost(m.address, now)
+            self._p.dialer.backoff.lost(m.address, now)
 
     def dial_failed(self, address: str, now: float) -> None:
         """A connection attempt to ``address`` (from :meth:`dials`) failed."""
         self._advance(now)
-        self._dialer.failed(address, now)
-        self._members.unreachable(address, now)
+        self._p.dialer.failed(address, now)
+        self._p.members.unreachable(address, now)
 
     def pause_writing(self, peer: str) -> None:
         """The transport's buffer for ``peer`` is full: hold pushes (up to max_queue_bytes)."""
@@ -411,17 +374,17 @@ class GossipCore:
 
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
         for entry in msg.peers:
-            self._members.merge(entry, conn.name, now)
+            self._p.members.merge(entry, conn.name, now)
 
     def _on_close(self, conn: Link, msg: Close, now: float) -> None:
         """The peer is closing the connection (the driver reports it lost afterwards)."""
         if closing_cleanly(conn, msg):
             if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
-                self._members.left(conn.name, now)
+                self._p.members.left(conn.name, now)
             else:  # do not redial right away
-                m = self._members.get(conn.name)
+                m = self._p.members.get(conn.name)
                 if m is not None and m.address is not None:
-                    self._dialer.backoff.failed(m.address, now)
+                    self._p.dialer.backoff.failed(m.address, now)
 
     def _on_hello_again(self, conn: Link, msg: Hello, now: float) -> None:
         raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
@@ -440,9 +403,9 @@ class GossipCore:
         self.policy.local_update(shard)
         if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
             # Where it goes is decided at the boundary, once the window's relay is known.
-            self._relay.local(shard, delta, now)
+            self._p.relay.local(shard, delta, now)
             return
-        self._pushes.local(shard, delta)
+        self._p.pushes.local(shard, delta)
 
     # ------------------------------------------------------------------------------------------
     # timers
@@ -450,43 +413,37 @@ class GossipCore:
     def durable(self, shards: Iterable[str], now: float) -> None:
         """These shards' latest changes are on disk: owe acks to the peers that want them."""
         self._advance(now)
-        self._acks.durable(shards, now)
+        self._p.acks.durable(shards, now)
 
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
         self._advance(now)
         self._ensure_timers(now)
-        if self._relay.unconfirmed:
-            self._relay.retry_unconfirmed(now)
-        if self._repairs.lags:
-            self._repairs.check_lags(now)
+        if self._p.relay.unconfirmed:
+            self._p.relay.retry_unconfirmed(now)
+        if self._p.repairs.lags:
+            self._p.repairs.check_lags(now)
         if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
             self._ctx.flush_at = None
-            self._window.flush(now)
-        self._acks.send_due(now)
-        self._ae.tick(now)
-        self._members.exchange(
+            self._p.window.flush(now)
+        self._p.acks.send_due(now)
+        self._p.ae.tick(now)
+        self._p.members.exchange(
             now, [c.name for c in self._conns.values() if not c.closing], self._rng
         )
-        for name in self._members.tick(now):
-            self._acks.forget(name)
-        for address in self._dialer.timed_out(now):
+        for name in self._p.members.tick(now):
+            self._p.acks.forget(name)
+        for address in self._p.dialer.timed_out(now):
             self.dial_failed(address, now)
-        self._repairs.retry(now)
+        self._p.repairs.retry(now)
         for service in self._services:
             service.tick(now)
-        desired = self._views().desired
-        prune(
-            now,
-            self._conns,
-            prune_candidates(self._conns, desired, self._members, self.config.prune_grace),
-            self._ctx.send,
-        )
+        prune(now, self._conns, self._prune_candidates(), self._ctx.send)
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:
-            self._ae.ensure_timer(now)
-            self._members.ensure_exchange(now)
+            self._p.ae.ensure_timer(now)
+            self._p.members.ensure_exchange(now)
 
     # ------------------------------------------------------------------------------------------
     # effects
@@ -507,7 +464,7 @@ class GossipCore:
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
         fails via :meth:`dial_failed`, or times out)."""
-        return self._dialer.hand_out(self._ctx.now, self._dial_candidates())
+        return self._p.dialer.hand_out(self._ctx.now, self._dial_candidates())
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no timer pending).
@@ -517,27 +474,21 @@ class GossipCore:
         times: list[float] = []
         if self._ctx.flush_at is not None:
             times.append(self._ctx.flush_at)
-        for t in (self._ae.next_round, self._members.next_exchange):
+        for t in (self._p.ae.next_round, self._p.members.next_exchange):
             if t is not None and self._conns:
                 times.append(t)
         if self._ctx.flush_at is None:
-            times.extend(self._acks.deadlines())
-        relay_at = self._relay.deadline()
+            times.extend(self._p.acks.deadlines())
+        relay_at = self._p.relay.deadline()
         if relay_at is not None:
             times.append(relay_at)
-        times.extend(self._members.deadlines())
-        times.extend(self._dialer.deadlines())
-        times.extend(self._repairs.deadlines())
+        times.extend(self._p.members.deadlines())
+        times.extend(self._p.dialer.deadlines())
+        times.extend(self._p.repairs.deadlines())
         for _, ready in self._dial_candidates():
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
-            desired = self._views().desired
-            times.extend(
-                at
-                for _, at in prune_candidates(
-                    self._conns, desired, self._members, self.config.prune_grace
-                )
-            )
+            times.extend(at for _, at in self._prune_candidates())
         for service in self._services:
             at = service.next_deadline()
             if at is not None:
@@ -559,16 +510,16 @@ class GossipCore:
         count too: acks are relayed (in a tree, and through the rotating relay), within about
         :attr:`GossipConfig.ack_relay_interval` per hop.
         """
-        return self._acks.replicated(shard, state_vector, delete_set)
+        return self._p.acks.replicated(shard, state_vector, delete_set)
 
     def peers(self) -> tuple[PeerStatus, ...]:
         """Every agent known here, sorted by name, with connection state and replication lag."""
         desired = self._views().desired
         out = []
-        for name in self._members.names():
-            m = self._members[name]
+        for name in self._p.members.names():
+            m = self._p.members[name]
             conn = self._conns.get(name)
-            acked = self._acks.acked.get(name, {})
+            acked = self._p.acks.acked.get(name, {})
             out.append(
                 PeerStatus(
                     name=name,
@@ -586,7 +537,7 @@ class GossipCore:
     @property
     def incarnation(self) -> int:
         """This agent's current membership incarnation."""
-        return self._members.incarnation
+        return self._p.members.incarnation
 
     def connected(self) -> tuple[str, ...]:
         """Names of the peers currently connected, sorted."""
@@ -600,7 +551,9 @@ class GossipCore:
     def relay_at(self, now: float) -> str | None:
         """Rotating relay: the agent relaying the batching window that holds ``now``, as this
         agent sees it (None outside mode :data:`RELAY`)."""
-        return self._relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
+        return (
+            self._p.relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
+        )
 
     def neighbours(self) -> frozenset[str]:
         """Agents the overlay wants this agent connected to."""
@@ -609,11 +562,11 @@ class GossipCore:
     def members(self, *, listening: bool = False) -> tuple[str, ...]:
         """Other agents not declared dead (connected, alive or suspect), sorted: the view
         placement is computed from. ``listening``: only those with a listen address."""
-        return self._members.live(listening=listening)
+        return self._p.members.live(listening=listening)
 
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
-        self._overlay.extra_changed()
+        self._p.overlay.extra_changed()
 
     # ------------------------------------------------------------------------------------------
     # internals: queues, digests, overlay, membership
@@ -625,15 +578,19 @@ class GossipCore:
         return self._views().mode
 
     def _views(self) -> OverlayView:
-        return self._overlay.view()
+        return self._p.overlay.view()
+
+    def _prune_candidates(self) -> list[tuple[Link, float]]:
+        desired = self._views().desired
+        return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack."""
         conns = self._conns
-        return self._dialer.candidates(
+        return self._p.dialer.candidates(
             self._ctx.now,
             self._views(),
-            self._members,
+            self._p.members,
             conns.__contains__,
             bool(conns),
             self.policy.urgent,
