@@ -335,14 +335,7 @@ class GossipCore:
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = True
-            if (
-                conn.push.queue
-                or conn.push.resync
-                or conn.push.big
-                or conn.replies.replies
-                or conn.replies.want_digests
-                or conn.replies.sending
-            ):
+            if conn.has_pending():
                 self._ctx.schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------

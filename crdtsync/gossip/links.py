@@ -76,6 +76,11 @@ class Link:
     repair: LinkRepair = field(default_factory=LinkRepair)
     replies: LinkReplies = field(default_factory=LinkReplies)
 
+    def has_pending(self) -> bool:
+        """Whether pushes or replies wait for the link to be writable."""
+        p, r = self.push, self.replies
+        return bool(p.queue or p.resync or p.big or r.replies or r.want_digests or r.sending)
+
 
 def check_hello(hello: Message, mesh: str) -> Hello:
     """The first message of a connection, if it is a Hello we can talk to.
