@@ -51,7 +51,6 @@ must do.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -70,7 +69,6 @@ from ..messages import (
     Message,
     PeerList,
     Push,
-    ShardState,
     Summary,
     SyncRequest,
 )
@@ -81,6 +79,7 @@ from ._view import _View
 from ._yjs import EMPTY_STATE_VECTOR
 from .components import build
 from .config import GossipConfig
+from .effects import Effects, PeerStatus
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
@@ -109,47 +108,6 @@ CONNECTED = PeerState.CONNECTED
 ALIVE = PeerState.ALIVE
 SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
-
-
-@dataclass(frozen=True, slots=True)
-class Effects:
-    """What the driver must do after a call into the core (see :meth:`GossipCore.effects`).
-
-    Attributes:
-        messages: (peer, message) to send, in order; after a Close, close that connection.
-        dials: addresses to open connections to.
-        deadline: when to call :meth:`GossipCore.tick` next (None: nothing timed).
-    """
-
-    messages: list[tuple[str, Message]]
-    dials: list[str]
-    deadline: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    """What this agent knows about one other agent (see :meth:`GossipCore.peers`).
-
-    Attributes:
-        name: agent name.
-        address: its listen address, if known.
-        state: :data:`CONNECTED`, :data:`ALIVE`, :data:`SUSPECT` or :data:`DEAD`.
-        incarnation: its membership incarnation as known here.
-        neighbour: whether the overlay wants a connection to it.
-        queued_bytes: pushes waiting for it.
-        dropped: pushes dropped for it because its queue was full.
-        acked: the latest durable state it acked, per shard (replication lag), directly or
-            relayed by other agents.
-    """
-
-    name: str
-    address: str | None
-    state: str
-    incarnation: int
-    neighbour: bool
-    queued_bytes: int = 0
-    dropped: int = 0
-    acked: tuple[ShardState, ...] = ()
 
 
 class GossipCore:
