@@ -77,3 +77,14 @@ def test_the_check_catches_a_planted_upward_import(tmp_path: Path) -> None:
         "planted.py:3 imports crdtsync.updates (only _yjs.py may)",
         "planted.py:5 uses module-level random.random",
     ]
+
+
+def test_sharding_sees_the_core_only_through_the_policy_interfaces() -> None:
+    # The layer above plugs in (gossip/policy.py); it never reaches into the core's modules.
+    path = GOSSIP.parent / "sharding.py"
+    tree = ast.parse(path.read_text())
+    reached = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and "gossip" in node.module:
+            reached.add(node.module)
+    assert reached <= {"gossip.policy"}, reached
