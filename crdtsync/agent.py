@@ -17,7 +17,6 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from .shard import Shard
 from .store import ShardStats, Store
 from .transport import Transport, TransportFactory, default_factory
 from .yjs.replay import replay_trusted
+from .sharding import Sharding, ShardingConfig
 
 if TYPE_CHECKING:
     from .security.credentials import Credentials
@@ -120,9 +120,7 @@ class Agent:
         self._seeds = tuple(peers)
         self._mesh = mesh
         self._gossip_config = gossip or GossipConfig.lan()
-        if replication_factor is not None:
-            cfg = self._gossip_config
-            self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
+        self._sharding_config = ShardingConfig(replication_factor=replication_factor)
         self._transport_factory = transport
         self._rng = random.Random(seed)
         self._store: Store | None = None
@@ -192,6 +190,7 @@ class Agent:
             mesh=self._mesh,
             address=self._listen,
             seeds=self._seeds,
+            policy=Sharding(self._sharding_config),
         )
         # Credentials go only to a factory that is given some: one that cannot authenticate
         # (a test double, a one-process hub) then fails loudly instead of ignoring them.
