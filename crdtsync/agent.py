@@ -71,6 +71,8 @@ class Agent:
             hashing over the live members (plus the agents that open it), and shards move
             between agents as members come and go (see :mod:`crdtsync.placement`). None (the
             default): every agent replicates every shard it learns of.
+        http: ``"127.0.0.1:8080"`` (or a :class:`crdtsync.http.HttpOptions`) to serve the HTTP
+            API, metrics and dashboard there (see :mod:`crdtsync.http`); None: no HTTP.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Agent:
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
         replication_factor: int | None = None,
+        http: Any = None,
     ) -> None:
         self.name = validate_shard_name(name)
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -112,6 +115,8 @@ class Agent:
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
         self._closing = False
+        self._http_options = http
+        self._http: Any = None  # crdtsync.http.HttpServer once started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,6 +146,16 @@ class Agent:
         await self._committer.start()
         if self._listen is not None or self._seeds:
             await self._start_gossip()
+        if self._http_options is not None:
+            from .http import HttpServer
+
+            server = HttpServer(self, self._http_options)
+            try:
+                await server.start()
+            except BaseException:
+                await self.close()  # do not leave the store and peers open behind a failed start
+                raise
+            self._http = server
 
     async def _start_gossip(self) -> None:
         from .transports.websocket import WebsocketTransport  # the default driver
@@ -168,6 +183,17 @@ class Agent:
         return self._transport.address if self._transport is not None else None
 
     @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of this agent's HTTP API (port resolved), if it serves one."""
+        return self._http.url if self._http is not None else None
+
+    def metrics(self) -> dict[str, Any]:
+        """This agent's operational figures now (the same as its Prometheus ``/metrics``)."""
+        from .metrics import sample
+
+        return sample(self)
+
+    @property
     def peers(self) -> tuple[PeerStatus, ...]:
         """Every agent known here: address, connection state, and the durable state each has
         acknowledged per shard (compare with :meth:`Shard.replicated`). Empty without gossip."""
@@ -179,7 +205,9 @@ class Agent:
             return
         self._closing = True  # refuse new API calls; frames still arriving are served
         try:
-            # Peers first, so nothing arrives after the final commit; then the final commit.
+            # HTTP first, then peers, so nothing arrives after the final commit; then the commit.
+            if self._http is not None:
+                await self._http.close()
             if self._transport is not None:
                 await self._transport.close()
             if self._committer is not None:

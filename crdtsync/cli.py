@@ -84,9 +84,12 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 @click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
 @click.option("--replication-factor", "replication_factor", default=None, type=int,
               help="Hold each shard on this many agents (placement); default: every shard everywhere.")
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).")
 def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
           shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
-          status_interval: float, seed: int | None, replication_factor: int | None) -> None:
+          status_interval: float, seed: int | None, replication_factor: int | None,
+          http: str | None) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
@@ -96,7 +99,7 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
     opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
                        mesh=mesh, writes=writes, write_rate=write_rate,
                        status_interval=status_interval, seed=seed,
-                       replication_factor=replication_factor)
+                       replication_factor=replication_factor, http=http)
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:

@@ -39,6 +39,7 @@ class NodeOptions:
     status_interval: float = 0.0  # print a JSON status line this often (0: never)
     seed: int | None = None
     replication_factor: int | None = None  # partial replication (None: every shard everywhere)
+    http: str | None = None  # serve the HTTP API on HOST:PORT (see crdtsync.http)
 
 
 async def run_node(opts: NodeOptions) -> None:
@@ -48,9 +49,11 @@ async def run_node(opts: NodeOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Agent(opts.name, data_dir=opts.data_dir, listen=opts.listen, peers=opts.peers,
-                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor) as agent:
+                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor,
+                     http=opts.http) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
-        _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid()})
+        _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid(),
+               "http": agent.http_url})
         tasks = []
         if opts.writes:
             tasks.append(asyncio.create_task(_workload(agent, shards[0], opts)))

@@ -1,0 +1,187 @@
+"""Server-sent events of shard changes, resumable with ``Last-Event-ID``.
+
+One :class:`EventHub` per HTTP server. The first subscriber of a shard starts one follower
+task that iterates ``shard.changes()`` and numbers every change; the last few thousand stay in
+a ring buffer so a client that reconnects with ``Last-Event-ID`` gets exactly the records it
+missed. Event ids are ``<epoch>:<seq>``: the epoch is random per server start, so an id from
+an earlier process (or a record that fell out of the buffer) is recognised, and the client is
+sent a ``reset`` event with the whole shard instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..jsonform import shard_json
+
+if TYPE_CHECKING:
+    from ..shard import Shard
+
+__all__ = ["EventHub", "ShardEvent", "format_sse"]
+
+BUFFER = 4096  # records kept per shard for resumption
+PING = 15.0  # seconds between keep-alive comments
+
+
+@dataclass(frozen=True, slots=True)
+class ShardEvent:
+    """One numbered change record."""
+
+    seq: int
+    origin: str | None
+    paths: tuple[tuple[str | int, ...], ...]
+    dropped: int
+    time: float
+
+    def to_json(self, shard: str) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "shard": shard,
+            "origin": self.origin,
+            "local": self.origin is None,
+            "paths": [list(p) for p in self.paths],
+            "dropped": self.dropped,
+            "time": self.time,
+        }
+
+
+@dataclass
+class _Follow:
+    shard: Shard
+    buffer: deque[ShardEvent] = field(default_factory=lambda: deque(maxlen=BUFFER))
+    seq: int = 0
+    waiters: set[asyncio.Event] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    ended: bool = False
+    on_change: list[Callable[[ShardEvent], None]] = field(default_factory=list)
+
+
+def format_sse(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One SSE message (``data`` as one line of JSON)."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class EventHub:
+    """Followers of the shards somebody listens to over HTTP, and their subscribers."""
+
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(4)
+        self._follows: dict[str, _Follow] = {}
+        self._closed = asyncio.Event()
+
+    def follow(self, shard: Shard) -> _Follow:
+        """Start (once) numbering the changes of ``shard``."""
+        f = self._follows.get(shard.name)
+        if f is None or f.ended:
+            f = _Follow(shard)
+            self._follows[shard.name] = f
+            f.task = asyncio.get_running_loop().create_task(self._run(f), name=f"sse:{shard.name}")
+        return f
+
+    async def _run(self, f: _Follow) -> None:
+        try:
+            async for change in f.shard.changes():
+                f.seq += 1
+                event = ShardEvent(f.seq, change.origin, change.paths, change.dropped, time.time())
+                f.buffer.append(event)
+                for waiter in f.waiters:
+                    waiter.set()
+        finally:
+            f.ended = True
+            for waiter in f.waiters:
+                waiter.set()
+
+    def last_id(self, name: str) -> str:
+        f = self._follows.get(name)
+        return f"{self.epoch}:{f.seq if f else 0}"
+
+    async def stream(
+        self, shard: Shard, last_event_id: str | None, *, snapshot: bool
+    ) -> AsyncIterator[bytes]:
+        """The SSE byte stream for one subscriber of ``shard``.
+
+        Without ``Last-Event-ID`` it starts with a ``snapshot`` event (the whole shard, JSON
+        form). With a known id it replays what was missed; with an unknown or expired one it
+        starts with a ``reset`` event carrying the whole shard. Every change is then a
+        ``change`` event (origin, paths; and the shard's JSON form when ``snapshot``).
+        """
+        f = self.follow(shard)
+        wake = asyncio.Event()
+        f.waiters.add(wake)
+        try:
+            start = f.seq
+            if last_event_id is None:
+                yield format_sse(
+                    "snapshot",
+                    {"shard": shard.name, "value": shard_json(shard)},
+                    f"{self.epoch}:{start}",
+                )
+            else:
+                resumed = self._resume_point(f, last_event_id)
+                if resumed is None:
+                    yield format_sse(
+                        "reset",
+                        {
+                            "shard": shard.name,
+                            "value": shard_json(shard),
+                            "reason": f"cannot resume from {last_event_id!r}",
+                        },
+                        f"{self.epoch}:{start}",
+                    )
+                else:
+                    start = resumed
+            sent = start
+            while True:
+                for event in [e for e in f.buffer if e.seq > sent]:
+                    data = event.to_json(shard.name)
+                    if snapshot:
+                        data["value"] = shard_json(shard)
+                    yield format_sse("change", data, f"{self.epoch}:{event.seq}")
+                    sent = event.seq
+                if f.ended or self._closed.is_set():
+                    return
+                wake.clear()
+                closed = asyncio.ensure_future(self._closed.wait())
+                try:
+                    waited = asyncio.ensure_future(wake.wait())
+                    done, _ = await asyncio.wait(
+                        {waited, closed}, timeout=PING, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waited.cancel()
+                finally:
+                    closed.cancel()
+                if not done:
+                    yield b": ping\n\n"
+        finally:
+            f.waiters.discard(wake)
+
+    def _resume_point(self, f: _Follow, last_event_id: str) -> int | None:
+        epoch, _, seq_text = last_event_id.partition(":")
+        if epoch != self.epoch or not seq_text.isdigit():
+            return None
+        seq = int(seq_text)
+        if seq > f.seq:
+            return None
+        oldest = f.buffer[0].seq if f.buffer else f.seq + 1
+        if seq < oldest - 1:  # some records after it fell out of the buffer
+            return None
+        return seq
+
+    async def close(self) -> None:
+        """End every stream and follower."""
+        self._closed.set()
+        tasks = [f.task for f in self._follows.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
