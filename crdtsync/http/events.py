@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import secrets
 import time
 from collections import deque
@@ -105,7 +106,7 @@ class EventHub:
         return f"{self.epoch}:{f.seq if f else 0}"
 
     async def stream(
-        self, shard: Shard, last_event_id: str | None, *, snapshot: bool
+        self, shard: Shard, last_event_id: str | None, *, snapshot: bool, wait: float | None = None
     ) -> AsyncIterator[bytes]:
         """The SSE byte stream for one subscriber of ``shard``.
 
@@ -115,6 +116,8 @@ class EventHub:
         ``change`` event (origin, paths; and the shard's JSON form when ``snapshot``).
         """
         f = self.follow(shard)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait if wait is not None else math.inf
         wake = asyncio.Event()
         f.waiters.add(wake)
         try:
@@ -147,19 +150,22 @@ class EventHub:
                         data["value"] = shard_json(shard)
                     yield format_sse("change", data, f"{self.epoch}:{event.seq}")
                     sent = event.seq
-                if f.ended or self._closed.is_set():
+                left = deadline - loop.time()
+                if f.ended or self._closed.is_set() or left <= 0:
                     return
                 wake.clear()
                 closed = asyncio.ensure_future(self._closed.wait())
                 try:
                     waited = asyncio.ensure_future(wake.wait())
                     done, _ = await asyncio.wait(
-                        {waited, closed}, timeout=PING, return_when=asyncio.FIRST_COMPLETED
+                        {waited, closed},
+                        timeout=min(PING, left),
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                     waited.cancel()
                 finally:
                     closed.cancel()
-                if not done:
+                if not done and loop.time() < deadline:
                     yield b": ping\n\n"
         finally:
             f.waiters.discard(wake)

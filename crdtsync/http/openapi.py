@@ -244,7 +244,7 @@ def openapi_schema() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^/"},
                         },
                     ],
-                    "responses": {**_WRITE_OK, **_problems(400, 401, 403, 404, 503, 504)},
+                    "responses": {**_WRITE_OK, **_problems(400, 401, 403, 404, 409, 503, 504)},
                 },
             },
             "/shards/{name}/append": {
@@ -285,6 +285,7 @@ def openapi_schema() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["path", "index"],
+                                    "anyOf": [{"required": ["insert"]}, {"required": ["delete"]}],
                                     "properties": {
                                         "path": {"type": "string", "pattern": "^/"},
                                         "index": {"type": "integer", "minimum": 0},
@@ -315,6 +316,13 @@ def openapi_schema() -> dict[str, Any]:
                             "schema": {"type": "boolean"},
                         },
                         {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "description": "End the stream after this many seconds (default: never).",
+                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                        },
+                        {
                             "name": "Last-Event-ID",
                             "in": "header",
                             "required": False,
@@ -325,7 +333,11 @@ def openapi_schema() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "An event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"$ref": "#/components/schemas/Event"}
+                                }
+                            },
                         },
                         **_problems(400, 401, 403, 503),
                     },
@@ -385,6 +397,16 @@ def openapi_schema() -> dict[str, Any]:
                         "updates": {"type": "integer"},
                         "holders": {"type": "array", "items": {"type": "string"}},
                         "lag": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
+                },
+                "Event": {
+                    "type": "object",
+                    "description": "One server-sent event; its data is one line of JSON.",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["snapshot", "change", "reset"]},
+                        "id": {"type": "string"},
+                        "data": {"type": ["string", "object"]},
                     },
                 },
                 "WriteResult": {

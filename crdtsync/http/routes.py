@@ -45,20 +45,22 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
 # -- query parameters --------------------------------------------------------------------------
 
 
-def _timeout(request: Request, default: float = 5.0) -> float:
-    text = request.query_params.get("timeout")
+def _timeout(
+    request: Request, default: float = 5.0, *, name: str = "timeout", limit: float = MAX_TIMEOUT
+) -> float:
+    text = request.query_params.get(name)
     if text is None:
         return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (0 < value <= MAX_TIMEOUT):
+    if not (0 < value <= limit):
         raise Problem(
             400,
             "invalid-parameter",
             "Invalid query parameter",
-            f"timeout must be a number of seconds in (0, {MAX_TIMEOUT}], not {text!r}",
+            f"{name} must be a number of seconds in (0, {limit:g}], not {text!r}",
         )
     return value
 
@@ -244,7 +246,7 @@ async def _get(request: Request, name: str) -> Response:
         value: Any = shard_json(shard)  # live: Text stays tagged as $text
     else:
         value = to_json(await agent.read(name, quorum=quorum, timeout=timeout))
-    if pointer:
+    if pointer is not None:
         value = _resolve_json(value, pointer)
     return _json(value)
 
@@ -348,6 +350,8 @@ def _body_field(body: Any, field: str, kind: type | tuple[type, ...], required: 
             raise Problem(422, "invalid-body", "Invalid body", f"the body needs {field!r}")
         return None
     value = body[field]
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's "integer" includes 2.0
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise Problem(422, "invalid-body", "Invalid body", f"{field!r} has the wrong type")
     return value
@@ -427,13 +431,18 @@ async def _events(request: Request, name: str) -> Response:
     """``GET /shards/{name}/events``: server-sent events of every change (see events.py)."""
     await _check(request, name)
     snapshot = _flag(request, "snapshot")
+    wait = (
+        _timeout(request, default=0.0, name="wait", limit=86400.0)
+        if "wait" in request.query_params
+        else None
+    )
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     ctx = _ctx(request)
     shard = await ctx.agent.shard(name)
     ctx.hub.follow(shard)
     await asyncio.sleep(0)  # let the follower start listening before the first snapshot
     return StreamingResponse(
-        ctx.hub.stream(shard, last, snapshot=snapshot),
+        ctx.hub.stream(shard, last, snapshot=snapshot, wait=wait),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -91,7 +91,9 @@ class HttpServer:
                 "read and write every shard; bind 127.0.0.1, configure authorize=, or pass insecure=True"
             )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets of that proto, and
+        # without it every keep-alive response waits ~40 ms (Nagle against delayed ACKs).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
