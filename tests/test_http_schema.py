@@ -9,62 +9,22 @@ an RFC 9457 problem. Max examples are small so the run stays around half a minut
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from http_process import agent_process, tool
 
 HERE = Path(__file__).parent
-BIN = Path(sys.executable).parent
-
-
-def _tool(name: str) -> str:
-    found = BIN / name
-    return str(found) if found.exists() else (shutil.which(name) or name)
 
 
 @pytest.fixture
 def agent_url(tmp_path: Path) -> Iterator[str]:
-    log = tmp_path / "agent.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [
-                _tool("crdtsync"),
-                "agent",
-                "--name",
-                "api",
-                "--data",
-                str(tmp_path / "data"),
-                "--http",
-                "127.0.0.1:0",
-                "--shard",
-                "board",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    assert proc.stdout is not None
-    try:
-        ready = json.loads(proc.stdout.readline() or "{}")
-        assert ready.get("event") == "ready", log.read_text()
-        yield ready["http"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-    assert proc.returncode == 0, log.read_text()[-3000:]
+    with agent_process(tmp_path) as url:
+        yield url
 
 
 def test_served_schema_is_openapi_3_1_for_every_route(agent_url: str) -> None:
@@ -93,7 +53,7 @@ def test_schemathesis_against_the_live_agent(agent_url: str, tmp_path: Path) -> 
     )
     result = subprocess.run(
         [
-            _tool("st"),
+            tool("st"),
             "--config-file",
             str(HERE / "schemathesis.toml"),
             "run",

@@ -105,7 +105,7 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
         body["instance"] = instance
     body.update(problem.extra)
     return Response(
-        json.dumps(body, ensure_ascii=False),
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
         status_code=problem.status,
         headers=problem.headers,
         media_type=PROBLEM_JSON,
