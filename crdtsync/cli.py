@@ -170,7 +170,7 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
 
 
 @main.command()
-@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers]...")
+@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http]...")
 @click.option("--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes.")
 @click.option("--tiny", "size", flag_value="tiny", help="Smallest sizes: only proves each scenario works.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,

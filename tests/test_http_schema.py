@@ -79,6 +79,7 @@ def test_schemathesis_against_the_live_agent(agent_url: str, tmp_path: Path) -> 
             str(tmp_path / "report"),
         ],
         check=False,
+        cwd=tmp_path,  # schemathesis keeps a .schemathesis/ folder in its working directory
         capture_output=True,
         text=True,
         env=env,
