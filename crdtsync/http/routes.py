@@ -8,7 +8,6 @@ raw (still percent-encoded) path and decodes each segment on its own.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -18,10 +17,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import CrdtSyncError
-from ..jsonform import JsonFormError, from_json, loads, merge_patch, shard_json, to_json
+from ..jsonform import from_json, merge_patch, shard_json, to_json
 from ..names import validate_shard_name
 from ..views import ListView, MapView
 from . import bridge
+from .params import (
+    body_field,
+    flag_param,
+    json_body,
+    pointer_keys,
+    quorum_param,
+    replicated_param,
+    timeout_param,
+)
 from .problems import Problem
 
 if TYPE_CHECKING:
@@ -29,9 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUB_RESOURCES", "health", "peers", "shard_dispatch", "shards_index"]
 
-JSON_TYPES = ("application/json", "application/merge-patch+json")
 SUB_RESOURCES = ("events", "append", "text")
-MAX_TIMEOUT = 60.0
 
 
 def _ctx(request: Request) -> HttpContext:
@@ -40,99 +46,6 @@ def _ctx(request: Request) -> HttpContext:
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
-
-
-# -- query parameters --------------------------------------------------------------------------
-
-
-def _timeout(
-    request: Request, default: float = 5.0, *, name: str = "timeout", limit: float = MAX_TIMEOUT
-) -> float:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value <= limit):
-        raise Problem(
-            400,
-            "invalid-parameter",
-            "Invalid query parameter",
-            f"{name} must be a number of seconds in (0, {limit:g}], not {text!r}",
-        )
-    return value
-
-
-def _quorum(request: Request) -> int | str | None:
-    text = request.query_params.get("quorum")
-    if text is None:
-        return None
-    if text in ("majority", "all"):
-        return text
-    if text.isdigit() and 1 <= int(text) <= 1000:
-        return int(text)
-    raise Problem(
-        400,
-        "invalid-parameter",
-        "Invalid query parameter",
-        f"quorum must be an integer 1-1000, 'majority' or 'all', not {text!r}",
-    )
-
-
-def _replicated(request: Request) -> int:
-    text = request.query_params.get("replicated")
-    if text is None:
-        return 0
-    if text.isdigit() and int(text) <= 1000:
-        return int(text)
-    raise Problem(
-        400,
-        "invalid-parameter",
-        "Invalid query parameter",
-        f"replicated must be an integer 0-1000 (peers that must hold the change), not {text!r}",
-    )
-
-
-def _flag(request: Request, name: str) -> bool:
-    text = request.query_params.get(name, "false").lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise Problem(
-        400, "invalid-parameter", "Invalid query parameter", f"{name} must be true or false"
-    )
-
-
-async def _body(request: Request, limit: int) -> Any:
-    """The request's JSON body, parsed strictly, at most ``limit`` bytes."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in JSON_TYPES and not ctype.endswith("+json"):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"send JSON (Content-Type: {' or '.join(JSON_TYPES)}), not {ctype or 'nothing'!r}",
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(
-            413, "body-too-large", "Body too large", f"the body may be at most {limit} bytes"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(
-                413, "body-too-large", "Body too large", f"the body may be at most {limit} bytes"
-            )
-        chunks.append(chunk)
-    try:
-        return loads(b"".join(chunks))
-    except JsonFormError as exc:
-        raise Problem(400, "invalid-json", "Invalid JSON", str(exc)) from None
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -239,7 +152,7 @@ async def shard_dispatch(request: Request) -> Response:
 async def _get(request: Request, name: str) -> Response:
     await _check(request, name)
     agent = _ctx(request).agent
-    quorum, timeout = _quorum(request), _timeout(request)
+    quorum, timeout = quorum_param(request), timeout_param(request)
     pointer = request.query_params.get("path")
     shard = bridge.local_shard(agent, name)
     if shard is not None and quorum in (None, 1):
@@ -252,7 +165,7 @@ async def _get(request: Request, name: str) -> Response:
 
 
 def _resolve_json(value: Any, pointer: str) -> Any:
-    for key in _pointer_keys(pointer):
+    for key in pointer_keys(pointer):
         if isinstance(value, dict) and ("$" + key if key.startswith("$") else key) in value:
             value = value["$" + key if key.startswith("$") else key]
         elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
@@ -264,19 +177,8 @@ def _resolve_json(value: Any, pointer: str) -> Any:
     return value
 
 
-def _pointer_keys(pointer: str) -> list[str]:
-    if not pointer.startswith("/"):
-        raise Problem(
-            400,
-            "invalid-parameter",
-            "Invalid query parameter",
-            f"path must be a JSON Pointer starting with '/', not {pointer!r}",
-        )
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
-
-
 async def _after_write(request: Request, shard: Any, writes: int) -> Response:
-    k, timeout = _replicated(request), _timeout(request)
+    k, timeout = replicated_param(request), timeout_param(request)
     ctx = _ctx(request)
     ctx.count_write(shard.name, writes)
     if k:
@@ -293,9 +195,9 @@ async def _after_write(request: Request, shard: Any, writes: int) -> Response:
 
 async def _patch(request: Request, name: str) -> Response:
     await _check(request, name, write=True)
-    patch = await _body(request, _ctx(request).max_body)
-    _replicated(request)  # validate the parameters before writing anything
-    _timeout(request)
+    patch = await json_body(request, _ctx(request).max_body)
+    replicated_param(request)  # validate the parameters before writing anything
+    timeout_param(request)
     shard = await _ctx(request).agent.shard(name)
     ops = merge_patch(shard, patch)
     return await _after_write(request, shard, len(ops))
@@ -303,7 +205,7 @@ async def _patch(request: Request, name: str) -> Response:
 
 def _target(shard: MapView, pointer: str) -> tuple[Any, str]:
     """The container holding the last key of ``pointer``, and that key."""
-    keys = _pointer_keys(pointer)
+    keys = pointer_keys(pointer)
     node: Any = shard
     for key in keys[:-1]:
         node = _step(node, key, pointer)
@@ -328,8 +230,8 @@ async def _delete(request: Request, name: str) -> Response:
             "Invalid query parameter",
             "give the JSON Pointer of the key to delete: ?path=/tasks/t1",
         )
-    _replicated(request)
-    _timeout(request)
+    replicated_param(request)
+    timeout_param(request)
     shard = bridge.local_shard(_ctx(request).agent, name)
     if shard is None:
         raise Problem(404, "shard-not-found", "Shard not found", f"shard {name!r} is not held here")
@@ -342,31 +244,16 @@ async def _delete(request: Request, name: str) -> Response:
     return await _after_write(request, shard, 1)
 
 
-def _body_field(body: Any, field: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
-    if not isinstance(body, dict):
-        raise Problem(422, "invalid-body", "Invalid body", "the body must be a JSON object")
-    if field not in body:
-        if required:
-            raise Problem(422, "invalid-body", "Invalid body", f"the body needs {field!r}")
-        return None
-    value = body[field]
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema's "integer" includes 2.0
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise Problem(422, "invalid-body", "Invalid body", f"{field!r} has the wrong type")
-    return value
-
-
 async def _append(request: Request, name: str) -> Response:
     """``POST /shards/{name}/append``: ``{"path": "/log", "values": [...]}`` appends in one
     transaction, creating the list if the key is absent."""
     await _check(request, name, write=True)
-    body = await _body(request, _ctx(request).max_body)
-    pointer = _body_field(body, "path", str)
-    raw_values = _body_field(body, "values", list)
+    body = await json_body(request, _ctx(request).max_body)
+    pointer = body_field(body, "path", str)
+    raw_values = body_field(body, "values", list)
     values = [from_json(v, f"/values/{i}") for i, v in enumerate(raw_values)]
-    _replicated(request)
-    _timeout(request)
+    replicated_param(request)
+    timeout_param(request)
     shard = await _ctx(request).agent.shard(name)
     parent, key = _target(shard, pointer)
     current = parent.get(key) if isinstance(parent, MapView) else _step(parent, key, pointer)
@@ -383,11 +270,11 @@ async def _text(request: Request, name: str) -> Response:
     """``POST /shards/{name}/text``: ``{"path", "index", "insert": str}`` and/or ``"delete": n``
     edits a collaborative Text in one transaction (creating it if the key is absent)."""
     await _check(request, name, write=True)
-    body = await _body(request, _ctx(request).max_body)
-    pointer = _body_field(body, "path", str)
-    index = _body_field(body, "index", int)
-    insert = _body_field(body, "insert", str, required=False)
-    delete = _body_field(body, "delete", int, required=False)
+    body = await json_body(request, _ctx(request).max_body)
+    pointer = body_field(body, "path", str)
+    index = body_field(body, "index", int)
+    insert = body_field(body, "insert", str, required=False)
+    delete = body_field(body, "delete", int, required=False)
     if insert is None and delete is None:
         raise Problem(
             422,
@@ -397,8 +284,8 @@ async def _text(request: Request, name: str) -> Response:
         )
     if index < 0 or (delete is not None and delete < 0):
         raise Problem(422, "invalid-body", "Invalid body", "index and delete must be >= 0")
-    _replicated(request)
-    _timeout(request)
+    replicated_param(request)
+    timeout_param(request)
     shard = await _ctx(request).agent.shard(name)
     parent, key = _target(shard, pointer)
     if isinstance(parent, MapView) and key not in parent:
@@ -430,9 +317,9 @@ async def _text(request: Request, name: str) -> Response:
 async def _events(request: Request, name: str) -> Response:
     """``GET /shards/{name}/events``: server-sent events of every change (see events.py)."""
     await _check(request, name)
-    snapshot = _flag(request, "snapshot")
+    snapshot = flag_param(request, "snapshot")
     wait = (
-        _timeout(request, default=0.0, name="wait", limit=86400.0)
+        timeout_param(request, default=0.0, name="wait", limit=86400.0)
         if "wait" in request.query_params
         else None
     )
