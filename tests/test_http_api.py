@@ -307,6 +307,10 @@ async def test_authorizer_hook(tmp_path) -> None:  # type: ignore[no-untyped-def
         _problem(await c.get("/shards/secret", headers=auth("reader")), 403, "forbidden")
         assert (await c.get("/health")).status_code == 200  # open, for probes
         assert (await c.get("/shards", params={"access_token": "reader"})).status_code == 200
+        # the dashboard's EventSource cannot send headers: the token rides in the query
+        r = await c.get("/shards/pub/events", params={"access_token": "reader", "wait": "0.1"})
+        assert r.status_code == 200 and "event: snapshot" in r.text
+        _problem(await c.get("/shards/pub/events", params={"wait": "0.1"}), 401, "unauthorized")
 
 
 async def test_mesh_replicated_holders_lag_metrics_and_504(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -140,7 +140,7 @@ async def _metrics(request: Request) -> Response:
     from ..metrics import render_prometheus
 
     ctx: HttpContext = request.app.state.ctx
-    await routes._check(request, None)
+    await routes.check_access(request, None)
     body, content_type = render_prometheus(ctx.agent)
     return Response(body, media_type=content_type)
 

@@ -35,7 +35,7 @@ from .problems import Problem
 if TYPE_CHECKING:
     from .app import HttpContext
 
-__all__ = ["SUB_RESOURCES", "health", "peers", "shard_dispatch", "shards_index"]
+__all__ = ["SUB_RESOURCES", "check_access", "health", "peers", "shard_dispatch", "shards_index"]
 
 SUB_RESOURCES = ("events", "append", "text")
 
@@ -51,7 +51,7 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
 # -- access ------------------------------------------------------------------------------------
 
 
-async def _check(request: Request, shard: str | None, write: bool = False) -> None:
+async def check_access(request: Request, shard: str | None, write: bool = False) -> None:
     access = await _ctx(request).access(request)
     if shard is None:
         ok = access.can_observe
@@ -87,14 +87,14 @@ async def health(request: Request) -> Response:
 
 async def peers(request: Request) -> Response:
     """``GET /peers``: every agent known here, with connection state and queues."""
-    await _check(request, None)
+    await check_access(request, None)
     agent = _ctx(request).agent
     return _json({"agent": agent.name, "address": agent.address, "peers": bridge.peer_rows(agent)})
 
 
 async def shards_index(request: Request) -> Response:
     """``GET /shards``: the shards held here with keys, bytes, holders and per-peer lag."""
-    await _check(request, None)
+    await check_access(request, None)
     access = await _ctx(request).access(request)
     infos = bridge.shard_infos(_ctx(request).agent)
     return _json({"shards": [i.to_json() for i in infos if access.can_read(i.name)]})
@@ -150,7 +150,7 @@ async def shard_dispatch(request: Request) -> Response:
 
 
 async def _get(request: Request, name: str) -> Response:
-    await _check(request, name)
+    await check_access(request, name)
     agent = _ctx(request).agent
     quorum, timeout = quorum_param(request), timeout_param(request)
     pointer = request.query_params.get("path")
@@ -194,7 +194,7 @@ async def _after_write(request: Request, shard: Any, writes: int) -> Response:
 
 
 async def _patch(request: Request, name: str) -> Response:
-    await _check(request, name, write=True)
+    await check_access(request, name, write=True)
     patch = await json_body(request, _ctx(request).max_body)
     replicated_param(request)  # validate the parameters before writing anything
     timeout_param(request)
@@ -221,7 +221,7 @@ def _step(node: Any, key: str, pointer: str) -> Any:
 
 
 async def _delete(request: Request, name: str) -> Response:
-    await _check(request, name, write=True)
+    await check_access(request, name, write=True)
     pointer = request.query_params.get("path")
     if not pointer:
         raise Problem(
@@ -247,7 +247,7 @@ async def _delete(request: Request, name: str) -> Response:
 async def _append(request: Request, name: str) -> Response:
     """``POST /shards/{name}/append``: ``{"path": "/log", "values": [...]}`` appends in one
     transaction, creating the list if the key is absent."""
-    await _check(request, name, write=True)
+    await check_access(request, name, write=True)
     body = await json_body(request, _ctx(request).max_body)
     pointer = body_field(body, "path", str)
     raw_values = body_field(body, "values", list)
@@ -269,7 +269,7 @@ async def _append(request: Request, name: str) -> Response:
 async def _text(request: Request, name: str) -> Response:
     """``POST /shards/{name}/text``: ``{"path", "index", "insert": str}`` and/or ``"delete": n``
     edits a collaborative Text in one transaction (creating it if the key is absent)."""
-    await _check(request, name, write=True)
+    await check_access(request, name, write=True)
     body = await json_body(request, _ctx(request).max_body)
     pointer = body_field(body, "path", str)
     index = body_field(body, "index", int)
@@ -316,7 +316,7 @@ async def _text(request: Request, name: str) -> Response:
 
 async def _events(request: Request, name: str) -> Response:
     """``GET /shards/{name}/events``: server-sent events of every change (see events.py)."""
-    await _check(request, name)
+    await check_access(request, name)
     snapshot = flag_param(request, "snapshot")
     wait = (
         timeout_param(request, default=0.0, name="wait", limit=86400.0)
