@@ -336,6 +336,25 @@ async def test_mesh_replicated_holders_lag_metrics_and_504(tmp_path) -> None:  #
             r = await ca.patch("/shards/board?replicated=1&timeout=5", json={"x": {"y": 1}})
             assert r.status_code == 200 and r.json()["replicated"] == 1
             assert (await cb.get("/shards/board")).json() == {"x": {"y": 1}}
+            # b's event stream tells a remote change by its origin
+            async with cb.stream("GET", "/shards/board/events", params={"wait": "3"}) as stream:
+                lines = stream.aiter_lines()
+                async for line in lines:
+                    if line.startswith("event: snapshot"):
+                        break
+                await ca.patch("/shards/board?replicated=1", json={"x": {"w": 3}})
+                event = ""
+                async for line in lines:
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "change":
+                        change = json.loads(line[6:])
+                        break
+            assert (
+                change["origin"] == "a"
+                and change["local"] is False
+                and ["x", "w"] in change["paths"]
+            )
             infos = (await ca.get("/shards")).json()["shards"]
             assert infos[0]["holders"] == ["a", "b"] and infos[0]["lag"] == {"b": 0}
             text = (await ca.get("/metrics")).text
