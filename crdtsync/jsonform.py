@@ -51,7 +51,7 @@ from typing import Any
 import pycrdt
 
 from .errors import UsageError
-from .values import INT_MAX, INT_MIN, decode_leaf
+from .values import INT_MAX, INT_MIN
 from .views import ListView, MapView
 
 __all__ = [
@@ -135,9 +135,9 @@ def to_json(value: Any) -> Any:
     if isinstance(value, ListView):
         return [to_json(value[i]) for i in range(len(value))]
     if isinstance(value, Mapping):
-        return {_escape_key(str(k)): to_json(decode_leaf(v)) for k, v in value.items()}
+        return {_escape_key(str(k)): to_json(v) for k, v in value.items()}
     if isinstance(value, Sequence):
-        return [to_json(decode_leaf(v)) for v in value]
+        return [to_json(v) for v in value]
     raise JsonFormError(f"a {type(value).__name__} has no JSON form", "")
 
 

@@ -46,6 +46,9 @@ EXPECTED_FORMS = [
     (b"", '{"$bytes":""}'),
     ({"$ref": 1, "$$x": 2, "plain": [1, 2.5]}, '{"$$ref":1,"$$$x":2,"plain":[1,2.5]}'),
     ({"$int": 3}, '{"$$int":3}'),  # a map whose key looks like a tag stays a map
+    # plain (already decoded) values inside containers are never decoded a second time
+    ({"b": b"\x00\x01", "i": b"\x01" + bytes(8)}, '{"b":{"$bytes":"AAE="},"i":{"$bytes":"AQAAAAAAAAAA"}}'),
+    ([b"\x00x"], '[{"$bytes":"AHg="}]'),
 ]
 
 
