@@ -311,7 +311,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "N-1 (no batching)")
         elif name == "http":
             row(name, f"PATCH requests/s ({res.get('concurrency')} clients)", _g(res, "http", "patch_requests_per_s"),
-                _g(res, "in_process", "writes_per_s"), "in-process shard[k] = v")
+                _g(res, "in_process", "writes_per_s"), "in-process shard writes, no HTTP")
             row(name, "SSE delivery latency p99 ms", _g(res, "http", "sse_latency_ms", "p99"),
                 _g(res, "in_process", "feed_latency_ms", "p99"), "in-process shard.changes()")
     return rows
