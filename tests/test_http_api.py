@@ -306,6 +306,9 @@ async def test_authorizer_hook(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert (await c.get("/shards/pub", headers=auth("reader"))).json() == {"a": 1}
         _problem(await c.get("/shards/secret", headers=auth("reader")), 403, "forbidden")
         assert (await c.get("/health")).status_code == 200  # open, for probes
+        schema = (await c.get("/openapi.json")).json()
+        assert schema["security"] == [{"bearer": []}]
+        assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
         assert (await c.get("/shards", params={"access_token": "reader"})).status_code == 200
         # the dashboard's EventSource cannot send headers: the token rides in the query
         r = await c.get("/shards/pub/events", params={"access_token": "reader", "wait": "0.1"})

@@ -30,6 +30,7 @@ def agent_url(tmp_path: Path) -> Iterator[str]:
 def test_served_schema_is_openapi_3_1_for_every_route(agent_url: str) -> None:
     schema = httpx.get(f"{agent_url}/openapi.json").json()
     assert schema["openapi"] == "3.1.0"
+    assert "security" not in schema  # no authorizer: no auth to declare
     ops = {(path, method) for path, item in schema["paths"].items() for method in item}
     assert ops == {
         ("/health", "get"),

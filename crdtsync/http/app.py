@@ -133,7 +133,8 @@ async def _dashboard(request: Request) -> Response:
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(openapi_schema())
+    ctx: HttpContext = request.app.state.ctx
+    return JSONResponse(openapi_schema(bearer=ctx.authorize is not None))
 
 
 async def _metrics(request: Request) -> Response:

@@ -79,8 +79,23 @@ _JSON_VALUE: dict[str, Any] = {
 }
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The OpenAPI 3.1 document (a fresh dict each call)."""
+def openapi_schema(*, bearer: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict each call).
+
+    With ``bearer`` (the server has an authorizer) every operation but ``/health`` declares
+    HTTP bearer authentication.
+    """
+    doc = _document()
+    if bearer:
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        doc["security"] = [{"bearer": []}]
+        doc["paths"]["/health"]["get"]["security"] = []
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
