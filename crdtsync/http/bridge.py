@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..shard import Shard
     from ..store import ShardStats
 
-__all__ = ["ShardInfo", "local_shard", "missing_updates", "peer_rows", "shard_infos"]
+__all__ = ["ShardInfo", "has_gossip", "local_shard", "missing_updates", "peer_rows", "shard_infos"]
 
 
 def local_shard(agent: Agent, name: str) -> Shard | None:
@@ -34,6 +34,14 @@ def local_shard(agent: Agent, name: str) -> Shard | None:
     if opener is None:  # pragma: no cover - only if the agent's internals moved
         return None
     return opener(name)  # type: ignore[no-any-return]
+
+
+def has_gossip(agent: Agent) -> bool:
+    """Whether the agent runs the gossip protocol (it was given listen= or peers=).
+
+    PRIVATE HOOK: ``Agent._core`` (what ``Shard.replicated`` needs).
+    """
+    return getattr(agent, "_core", None) is not None
 
 
 def shard_stats(agent: Agent, name: str) -> ShardStats | None:

@@ -101,10 +101,6 @@ class EventHub:
             for waiter in f.waiters:
                 waiter.set()
 
-    def last_id(self, name: str) -> str:
-        f = self._follows.get(name)
-        return f"{self.epoch}:{f.seq if f else 0}"
-
     async def stream(
         self, shard: Shard, last_event_id: str | None, *, snapshot: bool, wait: float | None = None
     ) -> AsyncIterator[bytes]:

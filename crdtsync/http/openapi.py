@@ -431,7 +431,6 @@ def _document() -> dict[str, Any]:
                         "shard": {"type": "string"},
                         "writes": {"type": "integer"},
                         "replicated": {"type": "integer"},
-                        "event_id": {"type": "string"},
                     },
                 },
             }

@@ -107,7 +107,12 @@ async def shard_dispatch(request: Request) -> Response:
     parts = path.split("/")[2:]  # "", "shards", name, [sub]
     if not parts or not parts[0]:
         raise Problem(404, "not-found", "Not found", "no shard name in the path")
-    name = unquote(parts[0], errors="strict")
+    try:
+        name = unquote(parts[0], errors="strict")
+    except UnicodeDecodeError:
+        raise Problem(
+            400, "invalid-shard-name", "Invalid shard name", "the shard name is not UTF-8"
+        ) from None
     sub = parts[1] if len(parts) > 1 else None
     if len(parts) > 2 or (sub is not None and sub not in SUB_RESOURCES):
         raise Problem(
@@ -177,27 +182,33 @@ def _resolve_json(value: Any, pointer: str) -> Any:
     return value
 
 
+def _check_write_params(request: Request) -> None:
+    """Refuse bad ``replicated``/``timeout`` before anything is written."""
+    k = replicated_param(request)
+    timeout_param(request)
+    if k and not bridge.has_gossip(_ctx(request).agent):
+        raise Problem(
+            409,
+            "conflict",
+            "Request conflicts with this agent's state",
+            f"replicated={k} needs peers, and this agent gossips with none "
+            "(start it with listen= or peers=); nothing was written",
+        )
+
+
 async def _after_write(request: Request, shard: Any, writes: int) -> Response:
     k, timeout = replicated_param(request), timeout_param(request)
     ctx = _ctx(request)
     ctx.count_write(shard.name, writes)
     if k:
         await shard.replicated(peers=k, timeout=timeout)
-    return _json(
-        {
-            "shard": shard.name,
-            "writes": writes,
-            "replicated": k,
-            "event_id": ctx.hub.last_id(shard.name),
-        }
-    )
+    return _json({"shard": shard.name, "writes": writes, "replicated": k})
 
 
 async def _patch(request: Request, name: str) -> Response:
     await check_access(request, name, write=True)
     patch = await json_body(request, _ctx(request).max_body)
-    replicated_param(request)  # validate the parameters before writing anything
-    timeout_param(request)
+    _check_write_params(request)
     shard = await _ctx(request).agent.shard(name)
     ops = merge_patch(shard, patch)
     return await _after_write(request, shard, len(ops))
@@ -230,8 +241,7 @@ async def _delete(request: Request, name: str) -> Response:
             "Invalid query parameter",
             "give the JSON Pointer of the key to delete: ?path=/tasks/t1",
         )
-    replicated_param(request)
-    timeout_param(request)
+    _check_write_params(request)
     shard = bridge.local_shard(_ctx(request).agent, name)
     if shard is None:
         raise Problem(404, "shard-not-found", "Shard not found", f"shard {name!r} is not held here")
@@ -252,8 +262,7 @@ async def _append(request: Request, name: str) -> Response:
     pointer = body_field(body, "path", str)
     raw_values = body_field(body, "values", list)
     values = [from_json(v, f"/values/{i}") for i, v in enumerate(raw_values)]
-    replicated_param(request)
-    timeout_param(request)
+    _check_write_params(request)
     shard = await _ctx(request).agent.shard(name)
     parent, key = _target(shard, pointer)
     current = parent.get(key) if isinstance(parent, MapView) else _step(parent, key, pointer)
@@ -284,8 +293,7 @@ async def _text(request: Request, name: str) -> Response:
         )
     if index < 0 or (delete is not None and delete < 0):
         raise Problem(422, "invalid-body", "Invalid body", "index and delete must be >= 0")
-    replicated_param(request)
-    timeout_param(request)
+    _check_write_params(request)
     shard = await _ctx(request).agent.shard(name)
     parent, key = _target(shard, pointer)
     if isinstance(parent, MapView) and key not in parent:
