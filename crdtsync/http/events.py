@@ -151,15 +151,15 @@ class EventHub:
                     return
                 wake.clear()
                 closed = asyncio.ensure_future(self._closed.wait())
+                waited = asyncio.ensure_future(wake.wait())
                 try:
-                    waited = asyncio.ensure_future(wake.wait())
                     done, _ = await asyncio.wait(
                         {waited, closed},
                         timeout=min(PING, left),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
+                finally:  # (also when the client left and the stream is cancelled)
                     waited.cancel()
-                finally:
                     closed.cancel()
                 if not done and loop.time() < deadline:
                     yield b": ping\n\n"
