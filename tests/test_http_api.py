@@ -373,3 +373,29 @@ async def test_mesh_replicated_holders_lag_metrics_and_504(tmp_path) -> None:  #
             r = await ca.patch("/shards/board?replicated=1&timeout=0.3", json={"x": {"z": 2}})
             body = _problem(r, 504, "replication-timeout")
             assert body["lagging"] == ["b"] and "b" in body["detail"]
+
+
+async def test_idle_follower_stops_and_numbering_continues(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from crdtsync.http import events
+
+    monkeypatch.setattr(events, "IDLE", 0.0)
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("board")
+        hub = events.EventHub()
+        stream = hub.stream(shard, None, snapshot=False, wait=0.2)
+        assert b"event: snapshot" in await stream.__anext__()
+        shard["a"] = 1
+        assert b"id: %s:1" % hub.epoch.encode() in await stream.__anext__()
+        await stream.aclose()  # the subscriber leaves
+        shard["b"] = 2  # numbered (2), then the idle follower stops
+        await asyncio.sleep(0.05)
+        follow = hub.follow(shard)  # a new follower carries the numbering on
+        assert follow.seq == 2 and not follow.buffer
+        await asyncio.sleep(0)
+        # an id from before the gap cannot resume (records 2.. are gone): reset
+        stream = hub.stream(shard, f"{hub.epoch}:1", snapshot=False, wait=0.2)
+        assert b"event: reset" in await stream.__anext__()
+        shard["c"] = 3
+        assert b"id: %s:3" % hub.epoch.encode() in await stream.__anext__()
+        await stream.aclose()
+        await hub.close()

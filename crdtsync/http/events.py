@@ -17,7 +17,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ __all__ = ["EventHub", "ShardEvent", "format_sse"]
 
 BUFFER = 4096  # records kept per shard for resumption
 PING = 15.0  # seconds between keep-alive comments
+IDLE = 60.0  # a follower with no subscriber for this long stops at its next change
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class _Follow:
     waiters: set[asyncio.Event] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     ended: bool = False
-    on_change: list[Callable[[ShardEvent], None]] = field(default_factory=list)
+    idle_since: float | None = None  # monotonic time the last subscriber left
 
 
 def format_sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -83,19 +84,26 @@ class EventHub:
         """Start (once) numbering the changes of ``shard``."""
         f = self._follows.get(shard.name)
         if f is None or f.ended:
-            f = _Follow(shard)
+            # Numbering continues across followers, so an old id never matches a new record.
+            f = _Follow(shard, seq=f.seq if f is not None else 0)
             self._follows[shard.name] = f
             f.task = asyncio.get_running_loop().create_task(self._run(f), name=f"sse:{shard.name}")
         return f
 
     async def _run(self, f: _Follow) -> None:
         try:
-            async for change in f.shard.changes():
-                f.seq += 1
-                event = ShardEvent(f.seq, change.origin, change.paths, change.dropped, time.time())
-                f.buffer.append(event)
-                for waiter in f.waiters:
-                    waiter.set()
+            async with contextlib.aclosing(f.shard.changes()) as changes:
+                async for change in changes:
+                    f.seq += 1
+                    f.buffer.append(
+                        ShardEvent(f.seq, change.origin, change.paths, change.dropped, time.time())
+                    )
+                    for waiter in f.waiters:
+                        waiter.set()
+                    if f.waiters or f.idle_since is None:
+                        continue
+                    if time.monotonic() - f.idle_since > IDLE:
+                        return  # nobody listened for a while: stop paying for paths
         finally:
             f.ended = True
             for waiter in f.waiters:
@@ -112,10 +120,12 @@ class EventHub:
         ``change`` event (origin, paths; and the shard's JSON form when ``snapshot``).
         """
         f = self.follow(shard)
+        await asyncio.sleep(0)  # a new follower listens before the snapshot is taken
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait if wait is not None else math.inf
         wake = asyncio.Event()
         f.waiters.add(wake)
+        f.idle_since = None
         try:
             start = f.seq
             if last_event_id is None:
@@ -165,6 +175,8 @@ class EventHub:
                     yield b": ping\n\n"
         finally:
             f.waiters.discard(wake)
+            if not f.waiters:
+                f.idle_since = time.monotonic()
 
     def _resume_point(self, f: _Follow, last_event_id: str) -> int | None:
         epoch, _, seq_text = last_event_id.partition(":")

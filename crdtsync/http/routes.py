@@ -7,7 +7,6 @@ raw (still percent-encoded) path and decodes each segment on its own.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -334,8 +333,6 @@ async def _events(request: Request, name: str) -> Response:
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     ctx = _ctx(request)
     shard = await ctx.agent.shard(name)
-    ctx.hub.follow(shard)
-    await asyncio.sleep(0)  # let the follower start listening before the first snapshot
     return StreamingResponse(
         ctx.hub.stream(shard, last, snapshot=snapshot, wait=wait),
         media_type="text/event-stream",
