@@ -17,13 +17,14 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..jsonform import shard_json
 
 if TYPE_CHECKING:
+    from ..changes import Change
     from ..shard import Shard
 
 __all__ = ["EventHub", "ShardEvent", "format_sse"]
@@ -92,7 +93,8 @@ class EventHub:
 
     async def _run(self, f: _Follow) -> None:
         try:
-            async with contextlib.aclosing(f.shard.changes()) as changes:
+            feed = cast("AsyncGenerator[Change, None]", f.shard.changes())  # (an async generator)
+            async with contextlib.aclosing(feed) as changes:
                 async for change in changes:
                     f.seq += 1
                     f.buffer.append(
