@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, int]] = [
     # 5: drivers (asyncio, websockets, the simulator) and what they are built from
     ("crdtsync.transport", 5),  # the Transport protocol the agent takes
     ("crdtsync._activity", 5),
+    ("crdtsync._extensions", 5),  # the HTTP door and metrics the agent is given (like transport)
     ("crdtsync.reads", 5),
     ("crdtsync.reader", 5),
     ("crdtsync.agent", 5),
