@@ -198,5 +198,9 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
     if any("error" in r for r in results.values()):
         sys.exit(1)
 
+from .mcp.command import mcp_command
+
+main.add_command(mcp_command)
+
 if __name__ == "__main__":
     main()

@@ -23,10 +23,10 @@ import pytest
 
 pytest.importorskip("langgraph.store.base")
 
-from langgraph.store.base import GetOp, InvalidNamespaceError, PutOp, SearchOp  # noqa: E402
+from langgraph.store.base import GetOp, InvalidNamespaceError, PutOp, SearchOp
 
-from crdtsync import Agent, UnsupportedValue  # noqa: E402
-from crdtsync.langgraph import CrdtStore, open_store, shard_for  # noqa: E402
+from crdtsync import Agent, UnsupportedValue
+from crdtsync.langgraph import CrdtStore, open_store, shard_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,7 +202,7 @@ DOCS = [
 async def test_search_filters_and_operators(store: CrdtStore) -> None:
     for key, value in DOCS:
         await store.aput(("test",), key, value)
-    keys = lambda rs: sorted(r.key for r in rs)  # noqa: E731
+    keys = lambda rs: sorted(r.key for r in rs)
     assert keys(await store.asearch(("test",), filter={"color": "red"})) == ["doc1", "doc2"]
     assert keys(await store.asearch(("test",), filter={"score": {"$gt": 3.2}})) == ["doc1", "doc3", "doc4"]
     assert keys(await store.asearch(("test",), filter={"score": {"$gte": 4.0}, "color": "green"})) == ["doc3"]
@@ -235,7 +235,7 @@ async def test_vector_search_with_filters_pagination_edges(vstore: CrdtStore) ->
     for key, value in DOCS:
         await vstore.aput(("test",), key, value)
     res = await vstore.asearch(("test",), query="apple", filter={"color": "red"})
-    assert [r.key for r in res][0] == "doc1" and len(res) == 2
+    assert res[0].key == "doc1" and len(res) == 2
     res = await vstore.asearch(("test",), query="car", filter={"color": "red"})
     assert res[0].key == "doc2" and len(res) == 2
     res = await vstore.asearch(("test",), query="bbbbluuu", filter={"score": {"$gt": 3.2}})
