@@ -51,7 +51,9 @@ Pointers ("" = the whole shard, "/tasks/t1/done"). Values use a JSON form where 
 floats differ (3 vs 3.0), {"$bytes": base64}, {"$text": "..."} is a collaborative Text, and a
 key starting with "$" is written "$$key". Use read before write; write takes a merge patch
 (null deletes a key); append adds to a list; insert_text edits a Text; wait_until_replicated
-confirms other agents hold your change."""
+confirms other agents hold your change. Create a shared list, map or Text once (one agent),
+then let everyone edit inside it: two agents creating the same missing container at the same
+moment each make their own, and only one survives."""
 
 
 class CrdtMcp:
@@ -112,7 +114,7 @@ class CrdtMcp:
             value: Annotated[Any, Field(description="The item, in the JSON form")],
         ) -> dict[str, Any]:
             """Append one item to a list (concurrent appends all survive); a missing key
-            becomes a new list."""
+            becomes a new list (create shared lists once, before several agents append)."""
             return await t.append(shard, path, value)
 
         @self.server.tool()
