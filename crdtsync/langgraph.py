@@ -332,9 +332,21 @@ def _best_score(query: list[float], vectors: dict[str, bytes]) -> float:
 
 
 def _matches(value: Any, filt: dict[str, Any] | None) -> bool:
-    """LangGraph's filter semantics: equality per key, nested dicts, ``$eq $ne $gt $gte $lt
-    $lte`` operators."""
-    return not filt or all(_compare(value.get(k), f) for k, f in filt.items())
+    """LangGraph's filter semantics: equality per key (a dotted key reaches into nested
+    dicts), nested dicts, lists compared element-wise, ``$eq $ne $gt $gte $lt $lte``."""
+    return not filt or all(_compare(_lookup(value, k), f) for k, f in filt.items())
+
+
+def _lookup(value: dict[str, Any], key: str) -> Any:
+    """``value[key]``, or for a dotted key absent as such, the nested field (``"user.level"``)."""
+    if key in value or "." not in key:
+        return value.get(key)
+    node: Any = value
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _compare(value: Any, filt: Any) -> bool:

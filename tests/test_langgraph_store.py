@@ -213,6 +213,33 @@ async def test_search_filters_and_operators(store: CrdtStore) -> None:
     assert await store.asearch(("other",)) == []
 
 
+async def test_dotted_filter_keys_reach_nested_fields(store: CrdtStore) -> None:
+    await store.aput(("docs",), "hyphen", {"user": {"access-level": "nested"}})
+    await store.aput(("docs",), "other", {"user": {"access-level": "flat"}})
+    found = await store.asearch(("docs",), filter={"user.access-level": "nested"})
+    assert [r.key for r in found] == ["hyphen"]
+
+
+@pytest.mark.parametrize("namespace", [("foo.bar",), ("foo", ""), (123,)])
+async def test_invalid_labels_are_refused_by_every_method(store: CrdtStore, namespace: tuple) -> None:  # type: ignore[type-arg]
+    calls = [store.aget(namespace, "k"), store.adelete(namespace, "k"), store.asearch(namespace),
+             store.alist_namespaces(prefix=namespace), store.alist_namespaces(suffix=namespace)]
+    for call in calls:
+        with pytest.raises(InvalidNamespaceError):
+            await call
+    assert store.agent.shard_names() == []  # nothing was created
+
+
+async def test_labels_are_literal_not_patterns(store: CrdtStore) -> None:
+    await store.aput(("tenant", "a_%"), "k", {"v": 1})
+    await store.aput(("tenant", "ab"), "k", {"v": 2})
+    await store.aput(("tenant/x", "a b"), "k", {"v": 3})  # "/" and " " are escaped in shard names
+    assert [r.value["v"] for r in await store.asearch(("tenant", "a_%"))] == [1]
+    assert [r.value["v"] for r in await store.asearch(("tenant/x",))] == [3]
+    assert await store.alist_namespaces(prefix=("tenant", "*")) == [("tenant", "a_%"), ("tenant", "ab")]
+    assert [r.value["v"] for r in await store.asearch(())] == [3, 2, 1]
+
+
 # -- semantic search with a user-supplied embedding function -----------------------------------
 
 async def test_vector_search_ranks_updates_and_index_false(vstore: CrdtStore) -> None:
@@ -326,3 +353,59 @@ async def test_two_processes_share_memory_and_survive_sigkill(tmp_path: Path) ->
                 child.wait()
             if child.stdout is not None:
                 child.stdout.close()
+
+
+# -- concurrency and partial replication, in process over websockets ---------------------------
+
+async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.02)):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_concurrent_puts_of_one_item_converge_to_one_whole_value(tmp_path: Path) -> None:
+    async with Agent("c1", data_dir=tmp_path / "c1", listen="ws://127.0.0.1:0") as a1, \
+            Agent("c2", data_dir=tmp_path / "c2", peers=[a1.address]) as a2:
+        s1, s2 = CrdtStore(a1), CrdtStore(a2)
+        await s1.aput(("board",), "seed", {"v": 0})
+        await _until(lambda: _has(s2, ("board",), "seed"))
+        # Both write the same item at once (neither has seen the other's put) ...
+        await asyncio.gather(s1.aput(("board",), "k", {"by": "c1", "n": 1, "only1": True}),
+                             s2.aput(("board",), "k", {"by": "c2", "n": 2, "only2": True}))
+
+        async def agree() -> bool:
+            v1, v2 = await s1.aget(("board",), "k"), await s2.aget(("board",), "k")
+            return v1 is not None and v2 is not None and v1.value == v2.value
+
+        await _until(agree)
+        value = (await s1.aget(("board",), "k")).value  # type: ignore[union-attr]
+        # ... and both replicas keep one of the two values whole, never a mix.
+        assert value in ({"by": "c1", "n": 1, "only1": True}, {"by": "c2", "n": 2, "only2": True})
+
+
+async def _has(store: CrdtStore, ns: tuple[str, ...], key: str) -> bool:
+    return await store.aget(ns, key) is not None
+
+
+async def test_remote_reads_when_partially_replicated(tmp_path: Path) -> None:
+    async with Agent("r1", data_dir=tmp_path / "r1", listen="ws://127.0.0.1:0",
+                     replication_factor=1) as a1, \
+            Agent("r2", data_dir=tmp_path / "r2", peers=[a1.address], replication_factor=1) as a2:
+        writer = CrdtStore(a1, shard_depth=2)
+        await writer.aput(("users", "ann"), "prefs", {"theme": "dark"})
+        await writer.aput(("users", "bob"), "prefs", {"theme": "light"})
+        # r2 does not listen: a client, it holds no placed shard, so only remote reads find them.
+        local, remote = CrdtStore(a2, shard_depth=2), CrdtStore(a2, shard_depth=2, remote_reads=True)
+        assert not [n for n in a2.shard_names() if n.startswith("lg/users")]
+        assert await local.aget(("users", "ann"), "prefs") is None
+
+        async def found() -> bool:
+            item = await remote.aget(("users", "ann"), "prefs")
+            return item is not None and item.value == {"theme": "dark"}
+
+        await _until(found)
+        everyone = await remote.asearch(("users",))  # a prefix shorter than shard_depth: read_many
+        assert sorted(i.value["theme"] for i in everyone) == ["dark", "light"]
+        assert await remote.alist_namespaces(prefix=("users",)) == [("users", "ann"), ("users", "bob")]
