@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +48,6 @@ from langgraph.store.base import (
     IndexConfig,
     Item,
     ListNamespacesOp,
-    MatchCondition,
     Op,
     PutOp,
     Result,
@@ -61,7 +59,8 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
-from . import Agent, ShardNotFound, UsageError
+from .. import Agent, ShardNotFound, UsageError
+from ._match import best_score, matches, ns_matches, until_wildcard
 
 __all__ = ["CrdtStore", "open_store", "shard_for"]
 
@@ -201,8 +200,8 @@ class CrdtStore(BaseStore):
                 entries[item_id] = entry
             with items.transaction():  # validates every value before the first write lands
                 items.update({k: v for k, v in entries.items() if v is not None})
-                for item_id, entry in entries.items():
-                    if entry is None and item_id in items:
+                for item_id in [k for k, v in entries.items() if v is None]:
+                    if item_id in items:
                         del items[item_id]
             shards.append(items)
         if self.durable and shards:
@@ -242,7 +241,7 @@ class CrdtStore(BaseStore):
         candidates = [
             e for state in (await self._read_scope(prefix)).values()
             for e in _entries(state)
-            if tuple(e["ns"][:n]) == prefix and _matches(e["value"], op.filter)
+            if tuple(e["ns"][:n]) == prefix and matches(e["value"], op.filter)
         ]
         # Newest first (as the Postgres store), then by namespace and key: a stable order.
         candidates.sort(key=lambda e: (e["ns"], e["key"]))
@@ -250,7 +249,7 @@ class CrdtStore(BaseStore):
         if not (op.query and self.embeddings is not None):
             return [_to_item(e, SearchItem) for e in candidates[op.offset: op.offset + op.limit]]
         query = await self.embeddings.aembed_query(op.query)
-        scored = [(_best_score(query, e["vectors"]), e) for e in candidates if e.get("vectors")]
+        scored = [(best_score(query, e["vectors"]), e) for e in candidates if e.get("vectors")]
         scored.sort(key=lambda se: se[0], reverse=True)
         kept = [_to_item(e, SearchItem, score) for score, e in scored[op.offset: op.offset + op.limit]]
         if len(kept) < op.limit:  # items without vectors come last, unscored (as InMemoryStore)
@@ -263,12 +262,12 @@ class CrdtStore(BaseStore):
         scope: tuple[str, ...] = ()
         for cond in op.match_conditions or ():
             if cond.match_type == "prefix":
-                scope = tuple(_until_wildcard(cond.path))
+                scope = tuple(until_wildcard(cond.path))
         found = {
             tuple(e["ns"]) for state in (await self._read_scope(scope)).values()
             for e in _entries(state)
         }
-        namespaces = [ns for ns in found if all(_ns_matches(c, ns) for c in op.match_conditions or ())]
+        namespaces = [ns for ns in found if all(ns_matches(c, ns) for c in op.match_conditions or ())]
         if op.max_depth is not None:
             namespaces = list({ns[: op.max_depth] for ns in namespaces})
         return sorted(namespaces)[op.offset: op.offset + op.limit]
@@ -292,8 +291,11 @@ class CrdtStore(BaseStore):
             state = await self._read_shard(self._shard_name(prefix))
             return {"": state} if state is not None else {}
         base = self._shard_name(prefix)
-        wanted = (lambda s: s == base or s.startswith(base + "/"))
-        out = {}
+
+        def wanted(name: str) -> bool:
+            return name == base or name.startswith(base + "/")
+
+        out: dict[str, dict[str, Any]] = {}
         if self.remote_reads:
             out = {k: v for k, v in (await self.agent.read_many(prefix=base)).items() if wanted(k)}
         for name in self.agent.shard_names():
@@ -318,80 +320,6 @@ def _to_item(entry: dict[str, Any], cls: type[Item] = Item, score: float | None 
     if cls is SearchItem:
         return SearchItem(**kwargs, score=score)
     return Item(**kwargs)
-
-
-def _best_score(query: list[float], vectors: dict[str, bytes]) -> float:
-    best = -math.inf
-    qn = math.sqrt(sum(x * x for x in query))
-    for blob in vectors.values():
-        vec = struct.unpack(f"<{len(blob) // 8}d", blob)
-        vn = math.sqrt(sum(x * x for x in vec))
-        sim = sum(a * b for a, b in zip(query, vec, strict=False)) / (qn * vn) if qn and vn else 0.0
-        best = max(best, sim)
-    return best
-
-
-def _matches(value: Any, filt: dict[str, Any] | None) -> bool:
-    """LangGraph's filter semantics: equality per key (a dotted key reaches into nested
-    dicts), nested dicts, lists compared element-wise, ``$eq $ne $gt $gte $lt $lte``."""
-    return not filt or all(_compare(_lookup(value, k), f) for k, f in filt.items())
-
-
-def _lookup(value: dict[str, Any], key: str) -> Any:
-    """``value[key]``, or for a dotted key absent as such, the nested field (``"user.level"``)."""
-    if key in value or "." not in key:
-        return value.get(key)
-    node: Any = value
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _compare(value: Any, filt: Any) -> bool:
-    if isinstance(filt, dict):
-        if any(k.startswith("$") for k in filt):
-            return all(_operator(value, op, arg) for op, arg in filt.items())
-        return isinstance(value, dict) and all(_compare(value.get(k), f) for k, f in filt.items())
-    if isinstance(filt, (list, tuple)):
-        return (isinstance(value, list) and len(value) == len(filt)
-                and all(_compare(v, f) for v, f in zip(value, filt, strict=True)))
-    return bool(value == filt)
-
-
-_ORDER: dict[str, Callable[[float, float], bool]] = {
-    "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
-    "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
-}
-
-
-def _operator(value: Any, op: str, arg: Any) -> bool:
-    if op == "$eq":
-        return bool(value == arg)
-    if op == "$ne":
-        return bool(value != arg)
-    if op in _ORDER:
-        try:
-            return _ORDER[op](float(value), float(arg))
-        except (TypeError, ValueError):
-            return False
-    raise ValueError(f"unsupported filter operator {op!r}; use $eq $ne $gt $gte $lt $lte")
-
-
-def _until_wildcard(path: Iterable[str]) -> Iterator[str]:
-    for label in path:
-        if label == "*":
-            return
-        yield label
-
-
-def _ns_matches(cond: MatchCondition, ns: tuple[str, ...]) -> bool:
-    path = tuple(cond.path)
-    if len(ns) < len(path):
-        return False
-    pairs = zip(ns, path) if cond.match_type == "prefix" else zip(reversed(ns), reversed(path))
-    return all(p == "*" or a == p for a, p in pairs)
 
 
 @contextmanager
