@@ -27,7 +27,7 @@ pytest.importorskip("mcp")
 
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.subscriptions import ResourceUpdated
-from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from crdtsync import Agent
 from crdtsync.mcp import CrdtMcp, serve
@@ -114,6 +114,10 @@ async def _bad_inputs(client: Client) -> None:
         ("append", {"shard": "board", "path": "/log", "value": {"$float": "x"}}, "$float"),
         ("insert_text", {"shard": "board", "path": "/tasks", "text": "x"}, "not a Text"),
         ("wait_until_replicated", {"shard": "board", "timeout": 1000}, "timeout must be"),
+        # refused calls on a shard that does not exist yet do not create it
+        ("write", {"shard": "fresh", "patch": {"ok": 1, "x": {"$bytes": "!!"}}}, "base64"),
+        ("append", {"shard": "fresh", "path": "/a/b", "value": 1}, "does not exist yet"),
+        ("insert_text", {"shard": "fresh", "path": "/t", "text": "x", "index": 3}, "only index 0"),
     ]
     for tool, args, expected in cases:
         message = await error(client, tool, **args)
@@ -124,6 +128,8 @@ async def _bad_inputs(client: Client) -> None:
     assert after == {**before, "notes": {"$text": "ab"}}  # none of the refused calls wrote anything
     assert (await call(client, "list_shards"))["shards"] == [
         {"name": "board", "uri": "crdtsync://shard/board"}]
+    with pytest.raises(MCPError, match="no shard named 'fresh'"):
+        await client.read_resource("crdtsync://shard/fresh")
 
 
 # -- two crdtsync mcp processes on a mesh ------------------------------------------------------

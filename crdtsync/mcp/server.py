@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import mcp_types as types
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
@@ -152,7 +153,10 @@ class CrdtMcp:
                                      self._on_unsubscribe)
 
     async def _shard_text(self, name: str) -> str:
-        result = await self.tools.read(name, "")
+        try:
+            result = await self.tools.read(name, "")
+        except ToolError as exc:
+            raise ResourceNotFoundError(str(exc)) from None
         return jsonform.dumps(result["value"])
 
     def _add_shard_resource(self, name: str) -> None:

@@ -43,6 +43,12 @@ def parse_pointer(path: str) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
 
 
+def _empty_map() -> MapView:
+    """A detached empty map: what a new shard looks like, to validate a patch against."""
+    doc = pycrdt.Doc()
+    return MapView(doc.get("root", type=pycrdt.Map))  # type: ignore[arg-type]
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, MapView):
         return "a map"
@@ -142,6 +148,14 @@ class ShardTools:
         if not isinstance(patch, dict):
             raise ToolError("patch must be a JSON object: {\"key\": value} sets a key, "
                             "{\"key\": null} deletes it, nested objects merge key by key")
+        root_patch: Any = patch
+        for token in reversed(tokens):
+            root_patch = {("$" + token if token.startswith("$") else token): root_patch}
+        if shard not in self.agent.shard_names():  # a new shard: validate before creating it
+            try:
+                jsonform.plan_merge_patch(_empty_map(), root_patch)
+            except jsonform.JsonFormError as exc:
+                raise ToolError(f"patch refused, nothing written: {exc}") from None
         target = await self._open(shard, create=True)
         node: Any = target
         for n, token in enumerate(tokens):  # every existing step on the way must be a map
@@ -156,9 +170,6 @@ class ShardTools:
             if not isinstance(node, MapView):
                 raise ToolError(f"path {path}: the value there is {_kind(node)}; a merge patch "
                                 "applies to maps only (patch its parent to replace it)")
-        root_patch: Any = patch
-        for token in reversed(tokens):
-            root_patch = {("$" + token if token.startswith("$") else token): root_patch}
         try:
             ops = jsonform.merge_patch(target, root_patch)
         except jsonform.JsonFormError as exc:
@@ -173,6 +184,7 @@ class ShardTools:
             raise ToolError("path must name a list inside the shard, e.g. '/log'; "
                             "the shard itself is a map")
         item = self._value(value)
+        self._check_new(shard, tokens)
         target = await self._open(shard, create=True)
         parent = self._walk(target, tokens, upto=-1)
         key = tokens[-1]
@@ -196,6 +208,10 @@ class ShardTools:
         tokens = parse_pointer(path)
         if not tokens:
             raise ToolError("path must name a Text inside the shard, e.g. '/notes'")
+        if shard not in self.agent.shard_names() and index not in (None, 0):
+            raise ToolError(f"shard {shard!r} is new, so {path} has no Text yet: only index 0 "
+                            "(or none) can create it")
+        self._check_new(shard, tokens)
         target = await self._open(shard, create=True)
         parent = self._walk(target, tokens, upto=-1)
         key = tokens[-1]
@@ -237,6 +253,13 @@ class ShardTools:
         except ReplicationTimeout as exc:
             raise ToolError(f"not replicated within {timeout} s: {exc}") from None
         return {"shard": shard, "replicated_on_at_least": peers}
+
+    def _check_new(self, shard: str, tokens: list[str]) -> None:
+        """Refuse, before creating it, a path a new (empty) shard cannot have a parent for."""
+        if len(tokens) > 1 and shard not in self.agent.shard_names():
+            raise ToolError(f"shard {shard!r} does not exist yet, so {jsonform.pointer('', tokens[0])} "
+                            "has nothing in it: create the parent first with write, or use a "
+                            "top-level path like '/log'")
 
     @staticmethod
     def _value(value: Any) -> Any:
