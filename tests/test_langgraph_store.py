@@ -418,3 +418,33 @@ async def test_remote_reads_when_partially_replicated(tmp_path: Path) -> None:
         everyone = await remote.asearch(("users",))  # a prefix shorter than shard_depth: read_many
         assert sorted(i.value["theme"] for i in everyone) == ["dark", "light"]
         assert await remote.alist_namespaces(prefix=("users",)) == [("users", "ann"), ("users", "bob")]
+
+
+# -- inside a LangGraph graph --------------------------------------------------------------------
+
+async def test_graph_with_sync_and_async_nodes_on_the_agents_loop(store: CrdtStore) -> None:
+    from typing import TypedDict
+
+    from langgraph.config import get_store
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        total: int
+
+    def sync_node(state: State) -> State:  # LangGraph runs it in a worker thread
+        get_store().put(("graph",), "a", {"v": 1})
+        return {"total": get_store().get(("graph",), "a").value["v"]}  # type: ignore[union-attr]
+
+    async def async_node(state: State) -> State:
+        await get_store().aput(("graph",), "b", {"v": 2})
+        found = await get_store().asearch(("graph",))
+        return {"total": sum(i.value["v"] for i in found)}
+
+    builder = StateGraph(State)
+    builder.add_node("sync", sync_node)
+    builder.add_node("async", async_node)
+    builder.add_edge(START, "sync")
+    builder.add_edge("sync", "async")
+    builder.add_edge("async", END)
+    assert await builder.compile(store=store).ainvoke({}) == {"total": 3}
+    assert {i.key for i in await store.asearch(("graph",))} == {"a", "b"}
