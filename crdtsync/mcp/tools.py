@@ -113,7 +113,7 @@ class ShardTools:
     # -- tools ---------------------------------------------------------------------------------
 
     def list_shards(self) -> dict[str, Any]:
-        """Every shard in this agent's store, with its top-level key count."""
+        """Every shard in this agent's store (or open), with its resource URI."""
         shards = []
         for name in self.agent.shard_names():
             shards.append({"name": name, "uri": SHARD_URI.format(name=name)})
