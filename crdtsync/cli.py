@@ -198,7 +198,7 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
     if any("error" in r for r in results.values()):
         sys.exit(1)
 
-from .mcp.command import mcp_command
+from crdtsync.mcp.command import mcp_command
 
 main.add_command(mcp_command)
 
