@@ -210,5 +210,9 @@ from crdtsync.security.cli import keys
 
 main.add_command(keys)
 
+from crdtsync.mcp.command import mcp_command
+
+main.add_command(mcp_command)
+
 if __name__ == "__main__":
     main()
