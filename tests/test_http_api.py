@@ -399,3 +399,41 @@ async def test_idle_follower_stops_and_numbering_continues(tmp_path, monkeypatch
         assert b"id: %s:3" % hub.epoch.encode() in await stream.__anext__()
         await stream.aclose()
         await hub.close()
+
+
+async def test_mesh_credentials_guard_the_http_door_with_ca_tokens(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The same credentials guard every door: an agent with mesh (TLS) credentials and a plain
+    # `http="HOST:PORT"` takes bearer tokens issued by the mesh CA, scoped per shard.
+    from click.testing import CliRunner
+
+    from crdtsync.cli import main
+    from crdtsync.security.credentials import Credentials
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    keys = tmp_path / "keys"
+    cli("keys", "init-mesh", "--dir", str(keys), "--mesh", "m1")
+    cli("keys", "issue", "a", "--dir", str(keys))
+    reader = cli("keys", "token", "dash", "--dir", str(keys), "--read", "pub*", "--days", "1")
+    writer = cli("keys", "token", "svc", "--dir", str(keys), "--write", "pub*", "--days", "1")
+    creds = Credentials.from_dir(keys, "a")
+    async with (
+        Agent("a", data_dir=tmp_path / "a", credentials=creds, http="127.0.0.1:0") as agent,
+        httpx.AsyncClient(base_url=agent.http_url or "") as c,
+    ):
+
+        def auth(token: str) -> dict[str, str]:
+            return {"authorization": f"Bearer {token}"}
+
+        _problem(await c.get("/shards/pub"), 401, "unauthorized")
+        _problem(await c.get("/shards/pub", headers=auth(reader[:-4] + "AAAA")), 401, "unauthorized")
+        _problem(await c.patch("/shards/pub", json={"a": 1}, headers=auth(reader)), 403, "forbidden")
+        assert (await c.patch("/shards/pub", json={"a": 1}, headers=auth(writer))).status_code == 200
+        assert (await c.get("/shards/pub", headers=auth(reader))).json() == {"a": 1}
+        _problem(await c.get("/shards/other", headers=auth(reader)), 403, "forbidden")
+    # nothing of the refused writes was stored
+    async with Agent("a", data_dir=tmp_path / "a") as again:
+        assert (await again.shard("pub")).snapshot() == {"a": 1}
