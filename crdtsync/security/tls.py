@@ -70,7 +70,7 @@ def _base(ctx: ssl.SSLContext, ca: _Path, cert: _Path, key: _Path) -> ssl.SSLCon
         ctx.load_verify_locations(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
         raise CredentialsError(f"cannot load TLS credentials ({cert}, {key}, {ca}): {exc}") from exc
-    ctx.verify_flags |= _NO_CHECK_TIME  # type: ignore[assignment]
+    ctx.verify_flags |= _NO_CHECK_TIME  # type: ignore[assignment,unused-ignore]
     return ctx
 
 
