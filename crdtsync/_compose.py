@@ -16,13 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .transport import Transport, default_factory, set_default_factory
+from .transport import (
+    Transport,
+    TransportFactory,
+    default_factory,
+    set_broker_builder,
+    set_default_factory,
+)
 
 if TYPE_CHECKING:
     from .gossip import GossipCore
     from .security.credentials import Credentials
 
-__all__ = ["install_defaults", "websocket_transport"]
+__all__ = ["install_defaults", "mqtt_transport", "websocket_transport"]
 
 
 def websocket_transport(
@@ -45,7 +51,20 @@ def websocket_transport(
     )
 
 
+def mqtt_transport(url: str, *, insecure: bool = False) -> TransportFactory:
+    """``Agent(broker=url)``: the MQTT driver (imports aiomqtt only when an agent uses it)."""
+    try:
+        from .transports.mqtt import mqtt_factory
+    except ImportError as exc:  # aiomqtt is an optional dependency
+        from .errors import UsageError
+
+        raise UsageError("Agent(broker=...) needs aiomqtt: pip install 'crdtsync[mqtt]'") from exc
+    return mqtt_factory(url, insecure=insecure)
+
+
 def install_defaults() -> None:
-    """Make websockets the agents' default transport, unless one was set already."""
+    """Make websockets the agents' default transport (unless one was set already), and MQTT
+    what ``Agent(broker=...)`` uses."""
     if default_factory() is None:
         set_default_factory(websocket_transport)
+    set_broker_builder(mqtt_transport)

@@ -32,7 +32,7 @@ from .names import validate_shard_name
 from .reads import Quorum, Reader
 from .shard import Shard
 from .store import ShardStats, Store
-from .transport import Transport, TransportFactory, default_factory
+from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
 
 if TYPE_CHECKING:
@@ -81,6 +81,14 @@ class Agent:
             them unless ``mesh`` is given (it must then match).
         insecure: allow listening beyond loopback without credentials. Without it, such a
             ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
+            Also allows a broker beyond loopback without TLS and a login.
+        broker: ``mqtt://[user[:password]@]host:port[/prefix]`` (or ``mqtts://``): gossip
+            through this MQTT 5 broker instead of websockets (:mod:`crdtsync.transports.mqtt`;
+            needs ``aiomqtt``). Agents find each other by their presence on the broker, so no
+            ``listen`` or ``peers``; not together with them (one core, one driver). A
+            non-loopback broker without TLS and a login raises
+            :class:`~crdtsync.errors.InsecureBroker` unless ``insecure``; a broker refusing
+            our login raises :class:`~crdtsync.errors.BrokerRefused` from :meth:`start`.
     """
 
     def __init__(
@@ -100,8 +108,17 @@ class Agent:
         transport: TransportFactory | None = None,
         credentials: Credentials | None = None,
         insecure: bool = False,
+        broker: str | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
+        peers = tuple(peers)
+        if broker is not None:
+            if listen is not None or peers or transport is not None:
+                raise UsageError(
+                    "broker= replaces listen=, peers= and transport=: an agent's core has one "
+                    "driver (websockets or the broker, not both)"
+                )
+            transport = broker_factory(broker, insecure=insecure)  # checks the URL now
         from .security.credentials import check_listen
 
         check_listen(listen, credentials, insecure)  # before anything is bound
@@ -124,6 +141,7 @@ class Agent:
             cfg = self._gossip_config
             self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
         self._transport_factory = transport
+        self._broker = broker
         self._rng = random.Random(seed)
         self._store: Store | None = None
         self._committer: GroupCommitter | None = None
@@ -154,7 +172,7 @@ class Agent:
         if self._closed:
             raise ClosedError("agent was closed; create a new Agent")
         factory: TransportFactory | None = None
-        if self._listen is not None or self._seeds:
+        if self._listen is not None or self._seeds or self._broker is not None:
             factory = self._transport_factory or default_factory()
             if factory is None:  # (checked before the store is opened and locked)
                 raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
@@ -407,7 +425,7 @@ class _AgentShardHost:
     async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
         core = self.core
         if core is None:
-            raise UsageError("replicated() needs peers: create the Agent with listen= or peers=")
+            raise UsageError("replicated() needs peers: create the Agent with listen=, peers= or broker=")
         if peers < 1:
             return
         target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))

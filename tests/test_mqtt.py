@@ -1,0 +1,305 @@
+"""The gossip core over a real MQTT 5 broker (mosquitto, its own process per test).
+
+Real agents (LMDB stores, the asyncio API) with ``Agent(broker=...)``: convergence through the
+broker, catching up after being offline, the Last Will clearing a SIGKILLed agent's presence,
+garbage from another client counted and never applied, a broker refusing our login (a clear
+error, then backoff logged once), and topic escaping on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from crdtsync.transports._mqtt_topics import (
+    inbox_topic,
+    level_name,
+    parse_broker,
+    parse_inbox_topic,
+    parse_presence_topic,
+    presence_topic,
+    topic_level,
+)
+from mqttbroker import MOSQUITTO, Mosquitto
+
+from crdtsync import Agent
+from crdtsync.errors import BrokerRefused, InsecureBroker, UsageError
+
+aiomqtt = pytest.importorskip("aiomqtt")
+needs_broker = pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto is not installed (apt-get install -y mosquitto)"
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Mosquitto:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+async def eventually(
+    check: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def agent(tmp_path: Path, broker: Mosquitto, name: str, **kw: object) -> Agent:
+    return Agent(
+        name, data_dir=tmp_path / name, broker=broker.url, mesh="m1", seed=hash(name) & 0xFFFF, **kw
+    )
+
+
+# -- pure parts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain", "a/b", "+", "#", "a+b#c", "$SYS", "100%", "%2F", "x:y", "sp ace", "é", "a/+/#"],
+)
+def test_a_name_is_exactly_one_escaped_topic_level(name: str) -> None:
+    level = topic_level(name)
+    assert not set(level) & set("/+#$ ")
+    assert level_name(level) == name
+    topic = inbox_topic("crdtsync", name, name, name)
+    assert topic.count("/") == 4  # prefix/mesh/inbox/to/from, whatever the names hold
+    assert parse_inbox_topic("crdtsync", name, name, topic) == name
+    assert parse_presence_topic("crdtsync", name, presence_topic("crdtsync", name, name)) == name
+
+
+def test_escaping_is_injective_and_strict() -> None:
+    names = ["a/b", "a%2Fb", "a_b", "a-b", "a.b", "a:b", "a%3Ab"]
+    assert len({topic_level(n) for n in names}) == len(names)
+    for bad in ["a%2fb", "a/b", "a+b", "", "%zz", "%ff"]:  # not what topic_level would write
+        with pytest.raises(ValueError):
+            level_name(bad)
+    assert parse_inbox_topic("p", "m", "me", "p/m/inbox/me/x/y") is None  # a level too many
+    assert parse_presence_topic("p", "m", "p/other/presence/x") is None
+
+
+def test_broker_urls_and_the_insecure_refusal() -> None:
+    cfg = parse_broker("mqtt://127.0.0.1:1884/team/a")
+    assert (cfg.host, cfg.port, cfg.tls, cfg.prefix) == ("127.0.0.1", 1884, False, "team/a")
+    assert parse_broker("mqtts://u:p%40ss@broker.example").password == "p@ss"
+    assert parse_broker("mqtts://u:p@broker.example").port == 8883
+    for insecure_url in ["mqtt://broker.example", "mqtts://broker.example", "mqtt://u:p@10.0.0.1"]:
+        with pytest.raises(InsecureBroker, match="insecure=True"):
+            parse_broker(insecure_url)
+        assert parse_broker(insecure_url, insecure=True).host
+    for bad in [
+        "ws://127.0.0.1",
+        "mqtt://127.0.0.1/a/+",
+        "mqtt://127.0.0.1/$SYS",
+        "mqtt://127.0.0.1?x=1",
+    ]:
+        with pytest.raises(UsageError):
+            parse_broker(bad)
+    with pytest.raises(InsecureBroker):
+        Agent("a", broker="mqtt://u:p@broker.example")  # refused before any store is opened
+    with pytest.raises(UsageError, match="one"):
+        Agent("a", broker="mqtt://127.0.0.1", listen="ws://127.0.0.1:0")
+
+
+# -- with a broker --------------------------------------------------------------------------
+
+
+@needs_broker
+async def test_agents_converge_through_the_broker(tmp_path: Path, broker: Mosquitto) -> None:
+    # names that need escaping in a topic level
+    agents = [agent(tmp_path, broker, n) for n in ("a/1", "b:x", "c.d/e")]
+    for a in agents:
+        await a.start()
+    try:
+        shards = [await a.shard("board") for a in agents]
+        for i, s in enumerate(shards):
+            for k in range(20):
+                s[f"{i}-{k}"] = k
+        await eventually(lambda: all(len(s) == 60 for s in shards), what="convergence")
+        await eventually(lambda: len({s.digest() for s in shards}) == 1, what="equal digests")
+        shards[0]["acked"] = True
+        await shards[0].replicated(peers=2, timeout=10)  # acks come back through the broker
+        assert all(set(a.core.connected()) == {b.name for b in agents} - {a.name} for a in agents)
+        assert all(a.address == f"mqtt:{a.name}" for a in agents)
+    finally:
+        for a in agents:
+            await a.close()
+
+
+@needs_broker
+async def test_an_agent_offline_catches_up(tmp_path: Path, broker: Mosquitto) -> None:
+    a, b = agent(tmp_path, broker, "a"), agent(tmp_path, broker, "b")
+    await a.start()
+    await b.start()
+    try:
+        sa = await a.shard("log")
+        sb = await b.shard("log")
+        sa["before"] = 1
+        await eventually(lambda: sb.get("before") == 1, what="first write")
+        await b.close()
+        await eventually(lambda: not a.core.connected(), what="b gone from a's links")
+        for k in range(30):
+            sa[f"missed-{k}"] = k
+        await sa.flush()
+        b2 = agent(tmp_path, broker, "b")  # same store, a new run
+        await b2.start()
+        try:
+            sb2 = await b2.shard("log")
+            await eventually(lambda: len(sb2) == 31, what="catch-up")
+            assert sb2.digest() == sa.digest()
+        finally:
+            await b2.close()
+    finally:
+        await a.close()
+
+
+async def _retained_presence(url: str, topic: str) -> bytes | None:
+    """The retained presence message of one agent as a fresh client sees it (None: none)."""
+    cfg = parse_broker(url)
+    async with aiomqtt.Client(cfg.host, cfg.port, protocol=aiomqtt.ProtocolVersion.V5) as c:
+        await c.subscribe(topic, qos=1)
+        try:
+            msg = await asyncio.wait_for(anext(aiter(c.messages)), 0.5)
+        except TimeoutError:
+            return None
+        return bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else None
+
+
+@needs_broker
+async def test_last_will_clears_a_sigkilled_agents_presence(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    a = agent(tmp_path, broker, "watcher")
+    await a.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "crdtsync.cli",
+        "agent",
+        "--name",
+        "victim",
+        "--data",
+        str(tmp_path / "victim"),
+        "--broker",
+        broker.url,
+        "--mesh",
+        "m1",
+        "--shard",
+        "board",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert ready["event"] == "ready" and ready["address"] == "mqtt:victim"
+        await eventually(lambda: "victim" in a.core.connected(), what="link to the CLI agent")
+        topic = presence_topic("crdtsync", "m1", "victim")
+        record = await _retained_presence(broker.url, topic)
+        assert record is not None and json.loads(record)["address"] == "mqtt:victim"
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        t0 = time.monotonic()
+        # The Will fires as the broker sees the socket die: the link is reported lost long
+        # before the core's own suspect_timeout (5 s) could have said anything.
+        await eventually(lambda: "victim" not in a.core.connected(), timeout=3, what="link dropped")
+        assert time.monotonic() - t0 < 3
+        assert await _retained_presence(broker.url, topic) is None  # cleared, not just stale
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await a.close()
+
+
+@needs_broker
+async def test_garbage_from_another_client_is_counted_never_applied(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    a, b = agent(tmp_path, broker, "a"), agent(tmp_path, broker, "b")
+    await a.start()
+    await b.start()
+    try:
+        sa, sb = await a.shard("s"), await b.shard("s")
+        sa["x"] = 1
+        await eventually(lambda: sb.get("x") == 1, what="first write")
+        cfg = parse_broker(broker.url)
+        async with aiomqtt.Client(cfg.host, cfg.port, protocol=aiomqtt.ProtocolVersion.V5) as evil:
+            await evil.publish(
+                inbox_topic("crdtsync", "m1", "a", "b"), b"\x01\x01garbage-not-a-frame", qos=1
+            )
+            await evil.publish(inbox_topic("crdtsync", "m1", "a", "b"), b"xx", qos=1)
+            await evil.publish(presence_topic("crdtsync", "m1", "ghost"), b"{not json", qos=1)
+            await evil.publish("crdtsync/m1/inbox/a/%zz", b"\x01\x01" + bytes(8), qos=1)
+        await eventually(lambda: a.counters.get("garbage", 0) >= 3, what="garbage counted")
+        assert a.counters.get("stale", 0) >= 1  # the well-formed header on no known link
+        assert "b" in a.core.connected() and dict(sa) == {"x": 1}
+        sb["y"] = 2  # the link still works
+        await eventually(lambda: sa.get("y") == 2, what="a later write")
+    finally:
+        await a.close()
+        await b.close()
+
+
+@needs_broker
+async def test_a_refusing_broker_is_a_clear_error_then_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = Mosquitto(tmp_path / "auth", users={"alice": "right"}).start()
+    try:
+        url = f"mqtt://alice:wrong@127.0.0.1:{b.port}"
+        bad = Agent("alice", data_dir=tmp_path / "alice", broker=url)
+        with pytest.raises(BrokerRefused, match="refused us.*Not authorized"):
+            await bad.start()
+        # raised, not logged too
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        await bad.close()
+        good = Agent(
+            "alice", data_dir=tmp_path / "alice2", broker=f"mqtt://alice:right@127.0.0.1:{b.port}"
+        )
+        await good.start()
+        assert good._transport is not None and good._transport.state == "connected"  # type: ignore[attr-defined]
+        await good.close()
+
+        # Left running against the refusing broker: a few attempts, one log line.
+        import random
+
+        from crdtsync.transports.memory import MemoryReplicas
+        from crdtsync.transports.mqtt import mqtt_factory
+
+        from crdtsync.gossip import GossipCore
+
+        core = GossipCore("alice", MemoryReplicas(random.Random(1)), rng=random.Random(1))
+        t = mqtt_factory(url)(core, listen=None, max_frame=1 << 20, on_activity=lambda: None)
+        caplog.set_level(logging.WARNING, logger="crdtsync.transports.mqtt")
+        caplog.clear()
+        task = asyncio.create_task(t.run())
+        await asyncio.sleep(3.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        attempts = t.counters["attempts"]
+        assert 2 <= attempts <= 5, attempts  # 0.5, 1, 2 s (jittered down to half): not a storm
+        errors = [r for r in caplog.records if "refused us" in r.getMessage()]
+        assert len(errors) == 1
+    finally:
+        b.stop()
+
+
+def test_credentials_are_refused_rather_than_weakened() -> None:
+    from crdtsync.transports.mqtt import mqtt_factory
+
+    factory = mqtt_factory("mqtt://127.0.0.1:1")
+    with pytest.raises(UsageError, match="credentials"):
+        factory(object(), listen=None, max_frame=1, on_activity=lambda: None, credentials=object())  # type: ignore[arg-type]
