@@ -28,16 +28,27 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One broker process. ``users``: {name: password} turns anonymous logins off."""
+    """One broker process. ``users``: {name: password} turns anonymous logins off; ``extra``:
+    more config lines (a bridge); ``tls``: serve mqtts:// with this CA, certificate and key."""
 
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        users: dict[str, str] | None = None,
+        extra: list[str] = (),  # type: ignore[assignment]
+        tls: tuple[Path, Path, Path] | None = None,  # (ca, cert, key) for mqtts://
+    ) -> None:
         assert MOSQUITTO is not None
         self.workdir = workdir
         self.port = free_port()
         self.users = users
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_type error"]
+        if tls is not None:
+            lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
         if os.geteuid() == 0:
             # As root, mosquitto would switch to user "mosquitto", which cannot read files in
             # pytest's private temp directory: stay who we are (a test broker on loopback).
@@ -53,12 +64,13 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
+        lines += list(extra)
         self.config = workdir / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> Mosquitto:
         self.proc = subprocess.Popen(

@@ -304,13 +304,13 @@ class MqttTransport:
         if state == "connected":
             logger.info("%s: connected to %s", self.core.name, self.broker.label())
         elif state == "refused":
-            logger.error("%s: %s (retrying with backoff)", self.core.name, error)
+            logger.error("%s: %s (retrying with backoff)", self.core.name, str(error))
         else:
             logger.warning(
                 "%s: broker %s unreachable: %s (retrying with backoff)",
                 self.core.name,
                 self.broker.label(),
-                error,
+                str(error),  # (a string: a record must not keep the exception's frames alive)
             )
 
     # -- effects -------------------------------------------------------------------------------
