@@ -455,3 +455,63 @@ async def test_tls_and_a_login_pass_through(tmp_path: Path) -> None:
             gc.collect()
     finally:
         b.stop()
+
+
+@needs_broker
+async def test_broker_acls_pin_the_sender_to_the_login(tmp_path: Path) -> None:
+    # The ACL patterns the README gives: an agent writes only as itself, reads only its inbox.
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "pattern write crdtsync/+/inbox/+/%u\n"
+        "pattern write crdtsync/+/presence/%u\n"
+        "pattern read crdtsync/+/inbox/%u/+\n"
+        "pattern read crdtsync/+/presence/+\n"
+    )
+    users = {"a": "pa", "b": "pb", "mallory": "pm"}
+    b = Mosquitto(tmp_path / "aclbroker", users=users, extra=[f"acl_file {acl}"]).start()
+    try:
+        agents = [
+            Agent(n, data_dir=tmp_path / n, mesh="m1", broker=f"mqtt://{n}:p{n}@127.0.0.1:{b.port}")
+            for n in ("a", "b")
+        ]
+        for ag in agents:
+            await ag.start()
+        try:
+            sa, sb = await agents[0].shard("s"), await agents[1].shard("s")
+            sa["x"] = 1
+            await eventually(lambda: sb.get("x") == 1, what="sync under ACLs")
+            a = agents[0]
+            before = a.counters.get("garbage", 0)
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                b.port,
+                username="mallory",
+                password="pm",
+                protocol=aiomqtt.ProtocolVersion.V5,
+            ) as evil:
+                # As b: dropped by the broker. As herself: delivered (and counted as garbage).
+                for topic in (
+                    inbox_topic("crdtsync", "m1", "a", "b"),
+                    inbox_topic("crdtsync", "m1", "a", "mallory"),
+                ):
+                    try:
+                        await evil.publish(topic, b"junk", qos=1)
+                    except aiomqtt.MqttCodeError:
+                        pass  # (a broker may say "not authorized" in the PUBACK)
+                try:
+                    await evil.publish(
+                        presence_topic("crdtsync", "m1", "b"), b"", qos=1, retain=True
+                    )
+                except aiomqtt.MqttCodeError:
+                    pass
+            await eventually(
+                lambda: a.counters.get("garbage", 0) > before, what="mallory's own frame"
+            )
+            await asyncio.sleep(0.2)
+            assert a.counters.get("garbage", 0) == before + 1  # not the one posing as b
+            assert "b" in a.core.connected()  # b's presence was not cleared by mallory
+        finally:
+            for ag in agents:
+                await ag.close()
+    finally:
+        b.stop()
