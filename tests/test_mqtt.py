@@ -515,3 +515,36 @@ async def test_broker_acls_pin_the_sender_to_the_login(tmp_path: Path) -> None:
                 await ag.close()
     finally:
         b.stop()
+
+
+@needs_broker
+async def test_a_stalled_broker_pauses_the_links_then_they_catch_up(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    from crdtsync.transports.mqtt import INFLIGHT_HIGH
+
+    a, b = agent(tmp_path, broker, "a"), agent(tmp_path, broker, "b")
+    await a.start()
+    await b.start()
+    try:
+        sa, sb = await a.shard("s"), await b.shard("s")
+        sa["x"] = 0
+        await eventually(lambda: sb.get("x") == 0, what="first write")
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)  # alive (no Will, no disconnect) but not reading
+        try:
+            ta = a._transport
+            assert ta is not None
+            for k in range(40):
+                sa[f"big-{k}"] = f"{k}" * 400_000  # 16 MB of pushes for b
+                await asyncio.sleep(0.01)
+            await eventually(lambda: ta.counters.get("paused", 0) >= 1, what="links paused")
+            assert ta._inflight < INFLIGHT_HIGH + (2 << 20)  # type: ignore[attr-defined]
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        await eventually(lambda: len(sb) == 41, timeout=20, what="b catches up")
+        assert sb.digest() == sa.digest()
+        assert not ta._paused  # type: ignore[attr-defined]
+    finally:
+        await a.close()
+        await b.close()

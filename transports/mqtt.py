@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -73,7 +74,14 @@ from ._mqtt_topics import (
     presence_topic,
 )
 
-__all__ = ["BOOTSTRAP_DIALS", "MqttTransport", "mqtt_factory", "parse_broker"]
+__all__ = [
+    "BOOTSTRAP_DIALS",
+    "INFLIGHT_HIGH",
+    "INFLIGHT_LOW",
+    "MqttTransport",
+    "mqtt_factory",
+    "parse_broker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,9 @@ BOOTSTRAP_DIALS = 3
 #: retrying them fast would only hammer the broker.
 _REFUSED = {4, 5, 0x86, 0x87, 0x8A, 0x8C}
 _BACKOFF_BASE, _BACKOFF_MAX = 0.5, 30.0
+#: Bytes published and not yet acknowledged by the broker above which every link is paused
+#: (core.pause_writing), and below which they resume.
+INFLIGHT_HIGH, INFLIGHT_LOW = 8 << 20, 2 << 20
 
 
 def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTransport]:
@@ -151,7 +162,9 @@ class MqttTransport:
         self._by_peer: dict[str, _Link] = {}
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
         self._client: aiomqtt.Client | None = None
-        self._publishes: set[asyncio.Task[None]] = set()
+        self._publishes: dict[asyncio.Task[None], int] = {}  # QoS 1 publishes awaiting PUBACK
+        self._inflight = 0  # their bytes
+        self._paused = False
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[BaseException | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -212,7 +225,7 @@ class MqttTransport:
         if client is not None:
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(*self._publishes, return_exceptions=True), 2.0
+                    asyncio.gather(*list(self._publishes), return_exceptions=True), 2.0
                 )
                 await client.publish(
                     self._presence_topic(self.core.name), b"", qos=1, retain=True, timeout=2.0
@@ -342,14 +355,32 @@ class MqttTransport:
         if client is None:
             return
         self._count("published")
-        task = asyncio.create_task(client.publish(topic, payload, qos=1))
-        self._publishes.add(task)
+        # No timeout of its own: it ends with the PUBACK, or is cancelled with the connection
+        # (keepalive notices a dead broker), so the in-flight count stays true.
+        task = asyncio.create_task(client.publish(topic, payload, qos=1, timeout=math.inf))
+        self._publishes[task] = len(payload)
+        self._inflight += len(payload)
         task.add_done_callback(self._published)
+        if self._inflight > INFLIGHT_HIGH and not self._paused:
+            # The broker is not taking our frames as fast as the core makes them (one TCP
+            # connection for every link): hold pushes in the core, which bounds its queues
+            # and replaces what overflows with anti-entropy, instead of growing paho's queue.
+            self._paused = True
+            self._count("paused")
+            for peer in self._by_peer:
+                self.core.pause_writing(peer)
 
     def _published(self, task: asyncio.Task[None]) -> None:
-        self._publishes.discard(task)
+        self._inflight -= self._publishes.pop(task, 0)
         if not task.cancelled() and task.exception() is not None:
             self._count("publish_failed")  # the broker connection went: links are dropped
+        if self._paused and self._inflight < INFLIGHT_LOW:
+            self._paused = False
+            if not self._closed:
+                now = time.monotonic()
+                for peer in self._by_peer:
+                    self.core.resume_writing(peer, now)
+                self.kick()
 
     def _send(self, link: _Link, frame: bytes, kind: int = DATA) -> None:
         if not link.open:
@@ -417,6 +448,8 @@ class MqttTransport:
             self.core.dial_failed(f"mqtt:{link.remote}", now)
 
     def _broker_lost(self) -> None:
+        for task in list(self._publishes):
+            task.cancel()  # frames of links that are gone with the connection
         for link in list(self._links.values()):
             self._drop(link)
         self._present.clear()
@@ -532,6 +565,8 @@ class MqttTransport:
             self._close(old, report=False)
         link.peer = peer
         self._by_peer[peer] = link
+        if self._paused:
+            self.core.pause_writing(peer)
 
     # -- timer ---------------------------------------------------------------------------------
 
