@@ -539,12 +539,12 @@ async def test_a_stalled_broker_pauses_the_links_then_they_catch_up(
                 sa[f"big-{k}"] = f"{k}" * 400_000  # 16 MB of pushes for b
                 await asyncio.sleep(0.01)
             await eventually(lambda: ta.counters.get("paused", 0) >= 1, what="links paused")
-            assert ta._inflight < INFLIGHT_HIGH + (2 << 20)  # type: ignore[attr-defined]
+            assert ta.session.inflight < INFLIGHT_HIGH + (2 << 20)  # type: ignore[attr-defined]
         finally:
             broker.proc.send_signal(signal.SIGCONT)
         await eventually(lambda: len(sb) == 41, timeout=20, what="b catches up")
         assert sb.digest() == sa.digest()
-        assert not ta._paused  # type: ignore[attr-defined]
+        assert not ta.session.paused  # type: ignore[attr-defined]
     finally:
         await a.close()
         await b.close()

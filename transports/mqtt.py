@@ -30,10 +30,29 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   :meth:`MqttTransport.start`; later failures are retried with exponential backoff and jitter
   (0.5 s doubling to 30 s), logged once per change of state, never in a tight loop.
 
-What it cannot do through the driver contract (see the README, "MQTT: when to choose which"):
-one publish per push on a per-shard topic (the core emits one ``Push`` per peer, with
-per-link sequence numbers and acks), and sharing one core with the websocket driver (each
-driver drains the core's whole outbox, and a core has one address).
+What it cannot do through the driver contract, and the core change that would (see also the
+README, "MQTT: when to choose which"):
+
+1. *One publish per write.* The core emits one ``Push`` per peer, with per-link sequence
+   numbers, the ack owed to that peer and relayed acks riding on it, so a write costs as many
+   publishes as peers it goes to. A core effect "broadcast this batch of shard S" (with a
+   per-origin sequence number in place of the per-link one, acks travelling separately)
+   would let the driver publish it once on ``<prefix>/<mesh>/shard/<S>`` and the broker fan
+   it out; gaps would then be detected per origin, not per link.
+2. *Presence as membership.* The driver dials agents it sees present (outbound connections
+   the core did not hand out from ``dials()``; the core accepts them) because a core has no
+   way to be told "agent X exists at address A" other than a Hello. A ``core.discovered(name,
+   address)`` (and ``core.departed(name)``, taking a Last Will as a death notice instead of
+   waiting for ``suspect_timeout`` on agents we hold no link to) would make presence feed the
+   membership view directly.
+3. *Links without a handshake per pair.* Every pair of agents that talks opens a logical link
+   (Hello both ways, an on-connect anti-entropy round). Through a broker a link costs nothing
+   to keep, so the core's overlay (prune unneeded links, a tree beyond ``full_mesh_max``) only
+   matters because of item 1.
+4. *Two drivers on one core* (websockets to near peers, the broker for the rest): each driver
+   drains the core's whole outbox (``data_to_send()``) and a core has one address. Routing the
+   outbox per connection (or one outbox per driver) and several addresses per agent
+   (``Hello.address`` as a list) would allow it; until then an agent uses one or the other.
 """
 
 from __future__ import annotations
@@ -41,18 +60,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
-import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from crdtsync import wire
 from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
@@ -60,6 +74,7 @@ from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.names import is_valid_shard_name
 
+from ._mqtt_session import INFLIGHT_HIGH, INFLIGHT_LOW, BrokerSession
 from ._mqtt_topics import (
     CLOSE,
     DATA,
@@ -87,13 +102,6 @@ logger = logging.getLogger(__name__)
 
 #: An agent without links dials at most this many present agents at once (then PeerLists).
 BOOTSTRAP_DIALS = 3
-#: MQTT 5 CONNACK reason codes (and MQTT 3 return codes) that mean "you may not log in":
-#: retrying them fast would only hammer the broker.
-_REFUSED = {4, 5, 0x86, 0x87, 0x8A, 0x8C}
-_BACKOFF_BASE, _BACKOFF_MAX = 0.5, 30.0
-#: Bytes published and not yet acknowledged by the broker above which every link is paused
-#: (core.pause_writing), and below which they resume.
-INFLIGHT_HIGH, INFLIGHT_LOW = 8 << 20, 2 << 20
 
 
 def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTransport]:
@@ -161,18 +169,22 @@ class MqttTransport:
         self._links: dict[tuple[str, bytes], _Link] = {}
         self._by_peer: dict[str, _Link] = {}
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
-        self._client: aiomqtt.Client | None = None
-        self._publishes: dict[asyncio.Task[None], int] = {}  # QoS 1 publishes awaiting PUBACK
-        self._inflight = 0  # their bytes
-        self._paused = False
-        self._task: asyncio.Task[None] | None = None
-        self._first: asyncio.Future[BaseException | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._state = "new"
-        self._rng = random.Random()
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
+        #: the broker connection
+        self.session = BrokerSession(
+            broker,
+            identifier=f"{broker.prefix}/{self._mesh}/{core.name}",
+            name=core.name,
+            will=(self._presence_topic(core.name), b""),
+            on_connected=self._connected,
+            on_message=self._on_message,
+            on_lost=self._broker_lost,
+            on_pressure=self._pressure,
+            counters=self.counters,
+        )
 
     @property
     def address(self) -> str:
@@ -182,7 +194,7 @@ class MqttTransport:
     @property
     def state(self) -> str:
         """``new``, ``connected``, ``refused`` or ``unreachable``."""
-        return self._state
+        return self.session.state
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -196,25 +208,17 @@ class MqttTransport:
             BrokerRefused: the broker refused our login; nothing keeps running.
         """
         self.core.set_address(self._address)
-        loop = asyncio.get_running_loop()
-        self._first = loop.create_future()
-        self._task = asyncio.create_task(self.run(), name=f"mqtt:{self.core.name}")
         try:
-            first = await asyncio.wait_for(
-                asyncio.shield(self._first), self.core.config.connect_timeout
-            )
-        except TimeoutError:
-            first = None  # still trying: the agent works offline meanwhile
-        if isinstance(first, BrokerRefused):
+            await self.session.start(self.core.config.connect_timeout)
+        except BrokerRefused:
             await self.close()
-            raise first
+            raise
         self.kick()
 
     async def close(self) -> None:
         """Say goodbye on every link, clear our presence, disconnect cleanly (no Will)."""
         if self._closed:
             return
-        client = self._client
         for link in list(self._links.values()):
             if link.peer is not None:
                 self._send(link, wire.encode(Close(CloseCode.GOING_AWAY)))
@@ -222,116 +226,33 @@ class MqttTransport:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if client is not None:
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*list(self._publishes), return_exceptions=True), 2.0
-                )
-                await client.publish(
-                    self._presence_topic(self.core.name), b"", qos=1, retain=True, timeout=2.0
-                )
-            except (aiomqtt.MqttError, TimeoutError):
-                logger.info(
-                    "%s: could not clear our presence; the broker's Will will", self.core.name
-                )
-        if self._task is not None:
-            self._task.cancel()  # leaves the client's context: a clean DISCONNECT
-            await asyncio.gather(self._task, return_exceptions=True)
-        for task in list(self._publishes):
-            task.cancel()
+        await self.session.close(last=(self._presence_topic(self.core.name), b""))
 
     async def run(self) -> None:
-        """Keep one broker connection up until closed: connect, serve, back off, repeat."""
-        failures = 0
-        clean = True
-        while not self._closed:
-            try:
-                self._count("attempts")
-                async with self._new_client(clean) as client:
-                    await self._serve(client)
-            except aiomqtt.MqttCodeError as exc:
-                code = getattr(exc.rc, "value", exc.rc)
-                if code in _REFUSED:
-                    err = BrokerRefused(f"MQTT broker {self.broker.label()} refused us: {exc}")
-                    self._set_state("refused", err)
-                else:
-                    self._set_state("unreachable", exc)
-            except aiomqtt.MqttError as exc:
-                self._set_state("unreachable", exc)
-            finally:
-                self._client = None
-                self._broker_lost()
-            if self._state == "connected":
-                failures = 0  # the connection worked for a while: start the backoff over
-                clean = False
-                self._set_state("unreachable", ConnectionError("connection to the broker lost"))
-            failures += 1
-            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (failures - 1))
-            await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
+        """Keep the broker connection up until closed (:meth:`start` runs it for you)."""
+        await self.session.run()
 
-    def _new_client(self, clean: bool) -> aiomqtt.Client:
-        b = self.broker
-        connect = Properties(PacketTypes.CONNECT)
-        connect.SessionExpiryInterval = b.session_expiry
-        client = aiomqtt.Client(
-            b.host,
-            b.port,
-            username=b.username,
-            password=b.password,
-            identifier=f"{b.prefix}/{self._mesh}/{self.core.name}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(self._presence_topic(self.core.name), b"", qos=1, retain=True),
-            clean_start=clean,
-            keepalive=b.keepalive,
-            properties=connect,
-            tls_context=b.ssl_context(),
-            timeout=10.0,
-            # Small frames, latency first: without it Nagle and delayed ACKs cost ~40 ms a hop.
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        )
-        # Pushes to every peer are in flight at once by design (QoS 1, PUBACKs awaited in
-        # parallel): aiomqtt's "pending publish calls" warning past 10 would fire on every burst.
-        client.pending_calls_threshold = 1 << 16
-        return client
-
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        """Every (re)connection: subscribe to our inbox and everyone's presence, announce ours."""
         p, mesh, me = self.broker.prefix, self._mesh, self.core.name
         await client.subscribe(inbox_topic(p, mesh, me, None), qos=1)
         await client.subscribe(presence_topic(p, mesh, None), qos=1)
-        record = json.dumps({"v": 1, "instance": self._instance, "address": self._address}).encode()
-        await client.publish(self._presence_topic(me), record, qos=1, retain=True)
-        self._client = client
-        self._set_state("connected")
-        self.kick()
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                self._count("garbage")
-                continue
-            self._on_message(message.topic.value, bytes(payload))
+        record = json.dumps({"v": 1, "instance": self._instance, "address": self._address})
+        await client.publish(self._presence_topic(me), record.encode(), qos=1, retain=True)
+        asyncio.get_running_loop().call_soon(self.kick)
 
-    def _set_state(self, state: str, error: BaseException | None = None) -> None:
-        """Log once per change of state (not once per attempt); settle start()'s wait."""
-        starting = self._first is not None and not self._first.done()
-        if starting:
-            assert self._first is not None
-            self._first.set_result(error if state == "refused" else None)
-        if state == self._state:
-            return
-        self._state = state
-        if starting and state == "refused":
-            return  # start() raises it: that is the one report
-        if state == "connected":
-            logger.info("%s: connected to %s", self.core.name, self.broker.label())
-        elif state == "refused":
-            logger.error("%s: %s (retrying with backoff)", self.core.name, str(error))
-        else:
-            logger.warning(
-                "%s: broker %s unreachable: %s (retrying with backoff)",
-                self.core.name,
-                self.broker.label(),
-                str(error),  # (a string: a record must not keep the exception's frames alive)
-            )
+    def _pressure(self, high: bool) -> None:
+        """The broker is not taking our frames as fast as the core makes them (one TCP
+        connection carries every link): hold pushes in the core, which bounds its queues and
+        replaces what overflows with anti-entropy, instead of growing the client's queue."""
+        now = time.monotonic()
+        for peer in self._by_peer:
+            if high:
+                self.core.pause_writing(peer)
+            else:
+                self.core.resume_writing(peer, now)
+        if not high:
+            self.kick()
 
     # -- effects -------------------------------------------------------------------------------
 
@@ -351,36 +272,7 @@ class MqttTransport:
         self._arm()
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        client = self._client
-        if client is None:
-            return
-        self._count("published")
-        # No timeout of its own: it ends with the PUBACK, or is cancelled with the connection
-        # (keepalive notices a dead broker), so the in-flight count stays true.
-        task = asyncio.create_task(client.publish(topic, payload, qos=1, timeout=math.inf))
-        self._publishes[task] = len(payload)
-        self._inflight += len(payload)
-        task.add_done_callback(self._published)
-        if self._inflight > INFLIGHT_HIGH and not self._paused:
-            # The broker is not taking our frames as fast as the core makes them (one TCP
-            # connection for every link): hold pushes in the core, which bounds its queues
-            # and replaces what overflows with anti-entropy, instead of growing paho's queue.
-            self._paused = True
-            self._count("paused")
-            for peer in self._by_peer:
-                self.core.pause_writing(peer)
-
-    def _published(self, task: asyncio.Task[None]) -> None:
-        self._inflight -= self._publishes.pop(task, 0)
-        if not task.cancelled() and task.exception() is not None:
-            self._count("publish_failed")  # the broker connection went: links are dropped
-        if self._paused and self._inflight < INFLIGHT_LOW:
-            self._paused = False
-            if not self._closed:
-                now = time.monotonic()
-                for peer in self._by_peer:
-                    self.core.resume_writing(peer, now)
-                self.kick()
+        self.session.publish(topic, payload)
 
     def _send(self, link: _Link, frame: bytes, kind: int = DATA) -> None:
         if not link.open:
@@ -401,7 +293,7 @@ class MqttTransport:
     def _dial(self, address: str, name: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         name = name or (address[5:] if address.startswith("mqtt:") else "")
-        if self._client is None or name not in self._present:
+        if self.session.client is None or name not in self._present:
             loop.call_soon(self._dial_failed, address)
             return
         now = time.monotonic()
@@ -448,8 +340,6 @@ class MqttTransport:
             self.core.dial_failed(f"mqtt:{link.remote}", now)
 
     def _broker_lost(self) -> None:
-        for task in list(self._publishes):
-            task.cancel()  # frames of links that are gone with the connection
         for link in list(self._links.values()):
             self._drop(link)
         self._present.clear()
@@ -565,7 +455,7 @@ class MqttTransport:
             self._close(old, report=False)
         link.peer = peer
         self._by_peer[peer] = link
-        if self._paused:
+        if self.session.paused:
             self.core.pause_writing(peer)
 
     # -- timer ---------------------------------------------------------------------------------
