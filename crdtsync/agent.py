@@ -245,8 +245,10 @@ class Agent:
 
     @property
     def counters(self) -> dict[str, int]:
-        """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
-        ``auth_failed.<close code>``); empty without gossip."""
+        """Counters of the transport: for websockets the gossip door's (``auth_ok``,
+        ``auth_failed``, ``auth_failed.<close code>``), for a broker its traffic (``attempts``,
+        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); empty without
+        gossip."""
         return dict(getattr(self._transport, "counters", {}))
 
     @property
