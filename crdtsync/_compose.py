@@ -17,13 +17,25 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _extensions
-from .transport import Transport, default_factory, set_default_factory
+from .transport import (
+    Transport,
+    TransportFactory,
+    default_factory,
+    set_broker_builder,
+    set_default_factory,
+)
 
 if TYPE_CHECKING:
     from .gossip import GossipCore
     from .security.credentials import Credentials
 
-__all__ = ["http_server", "install_defaults", "sample_metrics", "websocket_transport"]
+__all__ = [
+    "http_server",
+    "install_defaults",
+    "mqtt_transport",
+    "sample_metrics",
+    "websocket_transport",
+]
 
 
 def websocket_transport(
@@ -46,6 +58,17 @@ def websocket_transport(
     )
 
 
+def mqtt_transport(url: str, *, insecure: bool = False) -> TransportFactory:
+    """``Agent(broker=url)``: the MQTT driver (imports aiomqtt only when an agent uses it)."""
+    try:
+        from .transports.mqtt import mqtt_factory
+    except ImportError as exc:  # aiomqtt is an optional dependency
+        from .errors import UsageError
+
+        raise UsageError("Agent(broker=...) needs aiomqtt: pip install 'crdtsync[mqtt]'") from exc
+    return mqtt_factory(url, insecure=insecure)
+
+
 def http_server(agent: Any, options: Any) -> Any:
     """The default HTTP door: :class:`crdtsync.http.HttpServer` (Starlette, imported on use)."""
     from .http import HttpServer
@@ -61,9 +84,11 @@ def sample_metrics(agent: Any) -> dict[str, Any]:
 
 
 def install_defaults() -> None:
-    """Make websockets the agents' default transport, unless one was set already, and wire
-    the HTTP door and metrics (imported only when an agent uses them)."""
+    """Make websockets the agents' default transport (unless one was set already), MQTT what
+    ``Agent(broker=...)`` uses, and wire the HTTP door and metrics (each imported only when an
+    agent uses it)."""
     if default_factory() is None:
         set_default_factory(websocket_transport)
+    set_broker_builder(mqtt_transport)
     _extensions.set_http_server(http_server)
     _extensions.set_metrics_sampler(sample_metrics)

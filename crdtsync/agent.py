@@ -32,7 +32,7 @@ from .names import validate_shard_name
 from .reads import Quorum, Reader
 from .shard import Shard
 from .store import ShardStats, Store
-from .transport import Transport, TransportFactory, default_factory
+from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
 from .sharding import Sharding, ShardingConfig
 
@@ -82,6 +82,14 @@ class Agent:
             them unless ``mesh`` is given (it must then match).
         insecure: allow listening beyond loopback without credentials. Without it, such a
             ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
+            Also allows a broker beyond loopback without TLS and a login.
+        broker: ``mqtt://[user[:password]@]host:port[/prefix]`` (or ``mqtts://``): gossip
+            through this MQTT 5 broker instead of websockets (:mod:`crdtsync.transports.mqtt`;
+            needs ``aiomqtt``). Agents find each other by their presence on the broker, so no
+            ``listen`` or ``peers``; not together with them (one core, one driver). A
+            non-loopback broker without TLS and a login raises
+            :class:`~crdtsync.errors.InsecureBroker` unless ``insecure``; a broker refusing
+            our login raises :class:`~crdtsync.errors.BrokerRefused` from :meth:`start`.
         http: ``"127.0.0.1:8080"`` (or a :class:`crdtsync.http.HttpOptions`) to serve the HTTP
             API, metrics and dashboard there (see :mod:`crdtsync.http`); None: no HTTP.
     """
@@ -104,8 +112,17 @@ class Agent:
         credentials: Credentials | None = None,
         insecure: bool = False,
         http: Any = None,
+        broker: str | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
+        peers = tuple(peers)
+        if broker is not None:
+            if listen is not None or peers or transport is not None:
+                raise UsageError(
+                    "broker= replaces listen=, peers= and transport=: an agent's core has one "
+                    "driver (websockets or the broker, not both)"
+                )
+            transport = broker_factory(broker, insecure=insecure)  # checks the URL now
         from .security.credentials import check_listen
 
         check_listen(listen, credentials, insecure)  # before anything is bound
@@ -126,6 +143,7 @@ class Agent:
         self._gossip_config = gossip or GossipConfig.lan()
         self._sharding_config = ShardingConfig(replication_factor=replication_factor)
         self._transport_factory = transport
+        self._broker = broker
         self._rng = random.Random(seed)
         self._store: Store | None = None
         self._committer: GroupCommitter | None = None
@@ -158,7 +176,7 @@ class Agent:
         if self._closed:
             raise ClosedError("agent was closed; create a new Agent")
         factory: TransportFactory | None = None
-        if self._listen is not None or self._seeds:
+        if self._listen is not None or self._seeds or self._broker is not None:
             factory = self._transport_factory or default_factory()
             if factory is None:  # (checked before the store is opened and locked)
                 raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
@@ -240,8 +258,10 @@ class Agent:
 
     @property
     def counters(self) -> dict[str, int]:
-        """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
-        ``auth_failed.<close code>``); empty without gossip."""
+        """Counters of the transport: for websockets the gossip door's (``auth_ok``,
+        ``auth_failed``, ``auth_failed.<close code>``), for a broker its traffic (``attempts``,
+        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); empty without
+        gossip."""
         return dict(getattr(self._transport, "counters", {}))
 
     @property
@@ -437,7 +457,7 @@ class _AgentShardHost:
     async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
         core = self.core
         if core is None:
-            raise UsageError("replicated() needs peers: create the Agent with listen= or peers=")
+            raise UsageError("replicated() needs peers: create the Agent with listen=, peers= or broker=")
         if peers < 1:
             return
         target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))

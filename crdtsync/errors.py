@@ -11,6 +11,7 @@ can handle::
     │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
     │   ├── ClosedError             the agent or shard was closed
     │   ├── InsecureListen          listening beyond loopback without credentials
+    │   ├── InsecureBroker          an MQTT broker beyond loopback without TLS and a login
     │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
     ├── StoreError                  the LMDB store failed
     │   ├── DataDirLocked           another process has the data directory open
@@ -18,6 +19,7 @@ can handle::
     │   └── CorruptEntry            a stored entry fails its checksum
     │   └── WrongKey                at-rest data does not open with this key (security.atrest)
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
+    ├── BrokerRefused               the MQTT broker refused our login
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
     └── ShardNotFound               no reachable agent holds the shard (also a KeyError)
@@ -40,6 +42,8 @@ __all__ = [
     "IntOutOfRange",
     "ClosedError",
     "InsecureListen",
+    "InsecureBroker",
+    "BrokerRefused",
     "CredentialsError",
     "StoreError",
     "DataDirLocked",
@@ -80,6 +84,14 @@ class ClosedError(UsageError):
 
 class InsecureListen(UsageError):
     """Listening on a non-loopback address without credentials (and without ``insecure=True``)."""
+
+
+class InsecureBroker(UsageError):
+    """A broker beyond loopback without TLS and authentication (and without ``insecure=True``)."""
+
+
+class BrokerRefused(CrdtSyncError):
+    """The MQTT broker refused our connection (bad user name or password, not authorised)."""
 
 
 class CredentialsError(UsageError):

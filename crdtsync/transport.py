@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from .security.credentials import Credentials
     from .gossip import GossipCore
 
-__all__ = ["Transport", "TransportFactory", "default_factory", "set_default_factory"]
+__all__ = [
+    "Transport",
+    "TransportFactory",
+    "broker_factory",
+    "default_factory",
+    "set_broker_builder",
+    "set_default_factory",
+]
 
 
 class Transport(Protocol):
@@ -52,6 +59,7 @@ class TransportFactory(Protocol):
 
 
 _default: TransportFactory | None = None
+_broker_builder: Callable[..., TransportFactory] | None = None
 
 
 def set_default_factory(factory: TransportFactory | None) -> None:
@@ -63,3 +71,23 @@ def set_default_factory(factory: TransportFactory | None) -> None:
 def default_factory() -> TransportFactory | None:
     """The transport agents use when given none, or None if nothing was wired in."""
     return _default
+
+
+def set_broker_builder(builder: Callable[..., TransportFactory] | None) -> None:
+    """Set what turns ``Agent(broker=URL)`` into a factory (the composition root sets MQTT)."""
+    global _broker_builder
+    _broker_builder = builder
+
+
+def broker_factory(url: str, *, insecure: bool = False) -> TransportFactory:
+    """The transport factory for the broker at ``url`` (``mqtt://`` or ``mqtts://``).
+
+    Raises:
+        UsageError: no broker transport is wired in, or the URL is malformed.
+        InsecureBroker: a non-loopback broker without TLS and a login, unless ``insecure``.
+    """
+    if _broker_builder is None:
+        from .errors import UsageError
+
+        raise UsageError("no broker transport is wired in (crdtsync._compose installs MQTT)")
+    return _broker_builder(url, insecure=insecure)

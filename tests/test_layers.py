@@ -105,6 +105,8 @@ EXTERNAL_MIN_LAYER: dict[str, int] = {
     "lmdb": 4,
     "asyncio": 4,
     "websockets": 5,
+    "aiomqtt": 5,
+    "paho": 5,
     "click": 6,
     "rich": 6,
 }

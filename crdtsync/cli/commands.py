@@ -87,13 +87,17 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 @click.option("--keys", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Keys dir from `crdtsync keys`: authenticate peers (wss:// with a certificate, "
                    "else the mesh secret) and HTTP callers (bearer tokens from `crdtsync keys token`).")
-@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without --keys.")
+@click.option("--broker", default=None, metavar="URL",
+              help="Gossip through this MQTT 5 broker instead of websockets: "
+                   "mqtt[s]://[USER@]HOST:PORT[/PREFIX] (password from $CRDTSYNC_MQTT_PASSWORD).")
+@click.option("--insecure", is_flag=True,
+              help="Allow listening beyond loopback without --keys (or a broker without TLS and a login).")
 @click.option("--http", "http", default=None, metavar="HOST:PORT",
               help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).")
 def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
           shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
           status_interval: float, seed: int | None, replication_factor: int | None,
-          keys: Path | None, insecure: bool, http: str | None) -> None:
+          keys: Path | None, broker: str | None, insecure: bool, http: str | None) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
@@ -104,7 +108,7 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
                        mesh=mesh, writes=writes, write_rate=write_rate,
                        status_interval=status_interval, seed=seed,
                        replication_factor=replication_factor, keys=keys, insecure=insecure,
-                       http=http)
+                       http=http, broker=broker)
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:

@@ -1,0 +1,481 @@
+"""The gossip core over an MQTT 5 broker (aiomqtt): :class:`MqttTransport`.
+
+A third driver of the unchanged sans-I/O core (:mod:`crdtsync.gossip`), beside websockets and
+the in-process :class:`~crdtsync.testing.LocalHub`. Agents never accept connections: each one
+keeps one client connection to the broker, so agents behind NAT take part, and the broker's
+clustering, bridges, TLS and ACLs are the operator's.
+
+How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
+
+* *Address and dials.* An agent's address is ``mqtt:<name>``. A dial of it opens a *logical
+  link*: an 8-byte random id, and the dialler's Hello in an ``OPEN`` frame on the peer's inbox
+  topic ``<prefix>/<mesh>/inbox/<to>/<from>``. The peer answers with its Hello on the same
+  link id; every later frame of either side is a ``DATA`` frame, and a ``CLOSE`` frame ends the
+  link. So the core sees ordinary connections: Hello first, duplicates settled by the core,
+  pushes and acks per peer, anti-entropy on every new link (which is how an agent that was
+  offline catches up). Frames are QoS 1; MQTT keeps them in order per topic.
+* *Membership and failure detection.* On every (re)connection an agent publishes a retained
+  presence record (its run's instance id) and leaves a Last Will that clears it (an empty
+  retained message). When an agent's presence disappears (it stopped, or the broker saw its
+  connection die: SIGKILL, a network failure after ``keepalive`` x 1.5), its links are
+  reported lost to the core at once; when it reappears with another instance id (it
+  restarted), the old links are dropped. Presence is also the seed list: an agent with no
+  link dials up to :data:`BOOTSTRAP_DIALS` present agents, and a present agent the core does
+  not know is dialled by the smaller name; the core's own PeerList gossip does the rest.
+* *Sessions.* The first connection of a run starts clean (frames queued for an earlier run's
+  links are useless to this one); reconnections resume the session (``session_expiry``), so
+  QoS 1 frames in flight during a short broker hiccup are not lost. The links themselves are
+  dropped when the broker connection is (peers saw our Will), and rebuilt afterwards.
+* *A refusing broker.* A refused login raises :class:`~crdtsync.errors.BrokerRefused` from
+  :meth:`MqttTransport.start`; later failures are retried with exponential backoff and jitter
+  (0.5 s doubling to 30 s), logged once per change of state, never in a tight loop.
+
+What it cannot do through the driver contract, and the core change that would (see also the
+README, "MQTT: when to choose which"):
+
+1. *One publish per write.* The core emits one ``Push`` per peer, with per-link sequence
+   numbers, the ack owed to that peer and relayed acks riding on it, so a write costs as many
+   publishes as peers it goes to. A core effect "broadcast this batch of shard S" (with a
+   per-origin sequence number in place of the per-link one, acks travelling separately)
+   would let the driver publish it once on ``<prefix>/<mesh>/shard/<S>`` and the broker fan
+   it out; gaps would then be detected per origin, not per link.
+2. *Presence as membership.* The driver dials agents it sees present (outbound connections
+   the core did not hand out from ``dials()``; the core accepts them) because a core has no
+   way to be told "agent X exists at address A" other than a Hello. A ``core.discovered(name,
+   address)`` (and ``core.departed(name)``, taking a Last Will as a death notice instead of
+   waiting for ``suspect_timeout`` on agents we hold no link to) would make presence feed the
+   membership view directly.
+3. *Links without a handshake per pair.* Every pair of agents that talks opens a logical link
+   (Hello both ways, an on-connect anti-entropy round). Through a broker a link costs nothing
+   to keep, so the core's overlay (prune unneeded links, a tree beyond ``full_mesh_max``) only
+   matters because of item 1.
+4. *Two drivers on one core* (websockets to near peers, the broker for the rest): each driver
+   drains the core's whole outbox (``data_to_send()``) and a core has one address. Routing the
+   outbox per connection (or one outbox per driver) and several addresses per agent
+   (``Hello.address`` as a list) would allow it; until then an agent uses one or the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+
+from crdtsync import wire
+from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
+from crdtsync.gossip import GossipCore
+from crdtsync.messages import Close, Hello, Message
+from crdtsync.names import is_valid_shard_name
+
+from ._mqtt_session import INFLIGHT_HIGH, INFLIGHT_LOW, BrokerSession
+from ._mqtt_topics import (
+    CLOSE,
+    DATA,
+    OPEN,
+    BrokerConfig,
+    decode_frame,
+    encode_frame,
+    inbox_topic,
+    parse_broker,
+    parse_inbox_topic,
+    parse_presence_topic,
+    presence_topic,
+)
+
+__all__ = [
+    "BOOTSTRAP_DIALS",
+    "INFLIGHT_HIGH",
+    "INFLIGHT_LOW",
+    "MqttTransport",
+    "mqtt_factory",
+    "parse_broker",
+]
+
+logger = logging.getLogger(__name__)
+
+#: An agent without links dials at most this many present agents at once (then PeerLists).
+BOOTSTRAP_DIALS = 3
+
+
+def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTransport]:
+    """A :class:`~crdtsync.transport.TransportFactory` for the broker at ``url``.
+
+    The URL is checked now (:func:`parse_broker`: malformed, or non-loopback without TLS and a
+    login unless ``insecure``), before any agent opens its store.
+    """
+    broker = parse_broker(url, insecure=insecure)
+
+    def factory(
+        core: GossipCore,
+        *,
+        listen: str | None,
+        max_frame: int,
+        on_activity: Callable[[], None],
+        credentials: object = None,
+    ) -> MqttTransport:
+        if credentials is not None:
+            # The websocket driver authenticates every peer with them; through a broker, frames
+            # would be authenticated by the broker's ACLs only. Refusing beats weakening.
+            raise UsageError(
+                "mesh credentials are not supported over an MQTT broker yet: peers would be "
+                "authenticated by the broker's login and ACLs only (use websockets, or no credentials)"
+            )
+        if listen is not None:
+            raise UsageError(
+                "an agent on a broker does not listen: pass broker= or listen=, not both"
+            )
+        return MqttTransport(core, broker=broker, max_frame=max_frame, on_activity=on_activity)
+
+    return factory
+
+
+@dataclass(eq=False)
+class _Link:
+    """One logical connection with another agent, carried on the two inbox topics."""
+
+    remote: str  # the agent at the other end (from the topic, so the broker's ACLs apply)
+    id: bytes
+    outbound: bool
+    created: float
+    peer: str | None = None  # set once the core accepted the Hello
+    open: bool = True
+
+
+class MqttTransport:
+    """One agent's driver on an MQTT broker (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: GossipCore,
+        *,
+        broker: BrokerConfig,
+        max_frame: int,
+        on_activity: Callable[[], None],
+    ) -> None:
+        self.core = core
+        self.broker = broker
+        self._max_frame = max_frame
+        self._on_activity = on_activity
+        self._address = f"mqtt:{core.name}"
+        self._instance = os.urandom(8).hex()  # this run, in our presence record
+        self._mesh = core.mesh
+        self._links: dict[tuple[str, bytes], _Link] = {}
+        self._by_peer: dict[str, _Link] = {}
+        self._present: dict[str, str] = {}  # agent -> instance, from retained presence
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
+        self.counters: dict[str, int] = {}
+        #: the broker connection
+        self.session = BrokerSession(
+            broker,
+            identifier=f"{broker.prefix}/{self._mesh}/{core.name}",
+            name=core.name,
+            will=(self._presence_topic(core.name), b""),
+            on_connected=self._connected,
+            on_message=self._on_message,
+            on_lost=self._broker_lost,
+            on_pressure=self._pressure,
+            counters=self.counters,
+        )
+
+    @property
+    def address(self) -> str:
+        """``mqtt:<name>``: how other agents' cores name this one."""
+        return self._address
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connected``, ``refused`` or ``unreachable``."""
+        return self.session.state
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (waiting for the first attempt's outcome), then run in the background.
+
+        Raises:
+            BrokerRefused: the broker refused our login; nothing keeps running.
+        """
+        self.core.set_address(self._address)
+        try:
+            await self.session.start(self.core.config.connect_timeout)
+        except BrokerRefused:
+            await self.close()
+            raise
+        self.kick()
+
+    async def close(self) -> None:
+        """Say goodbye on every link, clear our presence, disconnect cleanly (no Will)."""
+        if self._closed:
+            return
+        for link in list(self._links.values()):
+            if link.peer is not None:
+                self._send(link, wire.encode(Close(CloseCode.GOING_AWAY)))
+            self._close(link, report=False)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.session.close(last=(self._presence_topic(self.core.name), b""))
+
+    async def run(self) -> None:
+        """Keep the broker connection up until closed (:meth:`start` runs it for you)."""
+        await self.session.run()
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        """Every (re)connection: subscribe to our inbox and everyone's presence, announce ours."""
+        p, mesh, me = self.broker.prefix, self._mesh, self.core.name
+        await client.subscribe(inbox_topic(p, mesh, me, None), qos=1)
+        await client.subscribe(presence_topic(p, mesh, None), qos=1)
+        record = json.dumps({"v": 1, "instance": self._instance, "address": self._address})
+        await client.publish(self._presence_topic(me), record.encode(), qos=1, retain=True)
+        asyncio.get_running_loop().call_soon(self.kick)
+
+    def _pressure(self, high: bool) -> None:
+        """The broker is not taking our frames as fast as the core makes them (one TCP
+        connection carries every link): hold pushes in the core, which bounds its queues and
+        replaces what overflows with anti-entropy, instead of growing the client's queue."""
+        now = time.monotonic()
+        for peer in self._by_peer:
+            if high:
+                self.core.pause_writing(peer)
+            else:
+                self.core.resume_writing(peer, now)
+        if not high:
+            self.kick()
+
+    # -- effects -------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Execute the core's effects: frames, dials, the next timer."""
+        if self._closed:
+            return
+        for peer, msg in self.core.data_to_send():
+            link = self._by_peer.get(peer)
+            if link is None:
+                continue
+            self._send(link, wire.encode(msg))
+            if isinstance(msg, Close):
+                self._close(link, code=msg.code)
+        for address in self.core.dials():
+            self._dial(address)
+        self._arm()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.session.publish(topic, payload)
+
+    def _send(self, link: _Link, frame: bytes, kind: int = DATA) -> None:
+        if not link.open:
+            return
+        if len(frame) > self._max_frame:
+            logger.error("%s: dropping a %d-byte frame over max_frame", self.core.name, len(frame))
+            return
+        self._publish(self._inbox(link.remote), encode_frame(kind, link.id, frame))
+
+    def _inbox(self, to: str) -> str:
+        return inbox_topic(self.broker.prefix, self._mesh, to, self.core.name)
+
+    def _presence_topic(self, agent: str) -> str:
+        return presence_topic(self.broker.prefix, self._mesh, agent)
+
+    # -- links ---------------------------------------------------------------------------------
+
+    def _dial(self, address: str, name: str | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        name = name or (address[5:] if address.startswith("mqtt:") else "")
+        if self.session.client is None or name not in self._present:
+            loop.call_soon(self._dial_failed, address)
+            return
+        now = time.monotonic()
+        for key, old in list(self._links.items()):  # dials the core has given up on
+            if (
+                old.peer is None
+                and old.outbound
+                and now - old.created > self.core.config.connect_timeout
+            ):
+                del self._links[key]
+        link = _Link(name, os.urandom(8), outbound=True, created=now)
+        self._links[(name, link.id)] = link
+        self._send(link, wire.encode(self.core.hello()), kind=OPEN)
+
+    def _dial_failed(self, address: str) -> None:
+        if not self._closed:
+            self.core.dial_failed(address, time.monotonic())
+            self.kick()
+
+    def _close(self, link: _Link, *, report: bool = True, code: int = CloseCode.NORMAL) -> None:
+        """Close ``link`` here (reported lost to the core if ``report``) and tell the other end."""
+        if not link.open:
+            return
+        self._send(link, int(code).to_bytes(2, "big"), kind=CLOSE)
+        link.open = False
+        self._links.pop((link.remote, link.id), None)
+        if link.peer is not None and self._by_peer.get(link.peer) is link:
+            del self._by_peer[link.peer]
+            if report:
+                self.core.connection_lost(link.peer, time.monotonic())
+
+    def _drop(self, link: _Link) -> None:
+        """``link`` is gone at the other end (CLOSE frame, Will, the broker connection)."""
+        if not link.open:
+            return
+        link.open = False
+        self._links.pop((link.remote, link.id), None)
+        now = time.monotonic()
+        if link.peer is not None:
+            if self._by_peer.get(link.peer) is link:
+                del self._by_peer[link.peer]
+                self.core.connection_lost(link.peer, now)
+        elif link.outbound:
+            self.core.dial_failed(f"mqtt:{link.remote}", now)
+
+    def _broker_lost(self) -> None:
+        for link in list(self._links.values()):
+            self._drop(link)
+        self._present.clear()
+        if not self._closed:
+            self.kick()
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        p, mesh = self.broker.prefix, self._mesh
+        sender = parse_inbox_topic(p, mesh, self.core.name, topic)
+        if sender is not None:
+            self._on_frame(sender, payload)
+        else:
+            agent = parse_presence_topic(p, mesh, topic)
+            if agent is None:
+                self._count("garbage")
+                return
+            self._on_presence(agent, payload)
+        if not self._closed:
+            self.kick()
+            self._on_activity()
+
+    def _on_presence(self, agent: str, payload: bytes) -> None:
+        if agent == self.core.name:
+            return
+        if not is_valid_shard_name(agent):
+            self._count("garbage")
+            return
+        gone = not payload
+        instance = None
+        if not gone:
+            try:
+                record: Any = json.loads(payload)
+                instance = str(record["instance"])
+            except Exception:  # noqa: BLE001 - anything malformed is counted, never used
+                self._count("garbage")
+                return
+        old = self._present.get(agent)
+        if gone or (old is not None and old != instance):
+            # It stopped, died (its Will), or restarted: its links are dead at its end.
+            for link in [lk for lk in self._links.values() if lk.remote == agent]:
+                self._drop(link)
+        if gone:
+            self._present.pop(agent, None)
+            return
+        assert instance is not None
+        self._present[agent] = instance
+        if any(lk.remote == agent for lk in self._links.values()):
+            return
+        connected = self.core.connected()
+        pending = sum(1 for lk in self._links.values() if lk.peer is None and lk.outbound)
+        if (not connected and pending < BOOTSTRAP_DIALS) or (
+            self.core.name < agent and agent not in self.core.members()
+        ):
+            self._dial(f"mqtt:{agent}", agent)
+
+    def _on_frame(self, sender: str, payload: bytes) -> None:
+        try:
+            kind, link_id, body = decode_frame(payload)
+        except ValueError:
+            self._count("garbage")
+            return
+        self._count("received")
+        key = (sender, link_id)
+        link = self._links.get(key)
+        if kind == CLOSE:
+            if link is not None:
+                self._drop(link)
+            return
+        if link is None:
+            if kind != OPEN:
+                self._count("stale")  # a link we closed or gave up on: tell the other end
+                self._publish(self._inbox(sender), encode_frame(CLOSE, link_id, b"\x03\xe8"))
+                return
+            if not is_valid_shard_name(sender):
+                self._count("garbage")
+                return
+            link = self._links[key] = _Link(
+                sender, link_id, outbound=False, created=time.monotonic()
+            )
+            self._send(link, wire.encode(self.core.hello()))
+        elif kind == OPEN:
+            return  # a duplicate OPEN
+        now = time.monotonic()
+        try:
+            msg = wire.decode(body, max_size=self._max_frame)
+            if link.peer is None:
+                self._accept(link, msg, now)
+            else:
+                self.core.receive(link.peer, msg, now)
+        except ProtocolError as exc:
+            self._count("refused_frames")
+            logger.warning("%s: closing the link with %s: %s", self.core.name, sender, exc)
+            if link.peer is not None:
+                self._send(link, wire.encode(Close(exc.code)))
+            self._close(link, code=exc.code)
+
+    def _accept(self, link: _Link, msg: Message, now: float) -> None:
+        if isinstance(msg, Hello) and msg.name != link.remote:
+            raise ProtocolError(
+                f"a Hello from {msg.name!r} on {link.remote!r}'s topic", CloseCode.BAD_HANDSHAKE
+            )
+        try:
+            peer = self.core.connection_made(msg, now, outbound=link.outbound)
+        except ProtocolError as exc:
+            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello):
+                self._close(link, report=False, code=exc.code)  # the core keeps the other one
+                return
+            raise
+        old = self._by_peer.pop(peer, None)
+        if old is not None:  # replaced by this newer link: not reported lost
+            self._close(old, report=False)
+        link.peer = peer
+        self._by_peer[peer] = link
+        if self.session.paused:
+            self.core.pause_writing(peer)
+
+    # -- timer ---------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        deadline = self.core.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(max(deadline, loop.time() + 0.001), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        self.core.tick(time.monotonic())
+        self.kick()
+        self._on_activity()
