@@ -18,7 +18,9 @@ from typing import Any
 __all__ = [
     "big_delete_set",
     "format_in_map",
+    "many_chars",
     "many_items",
+    "many_unmerged",
     "nested_maps",
     "nested_xml",
     "one_value_chain",
@@ -116,10 +118,30 @@ def subdoc_in_map(client: int = 1) -> bytes:
 
 
 def many_items(n: int, client: int = 1) -> bytes:
-    """``n`` one-value items appended one after the other (honest shape, just many)."""
+    """``n`` one-value Any items appended one after the other, unsquashed: "chained one-value
+    items". Yrs squashes the run at the end of the transaction in O(n^2) time and memory."""
     structs = [b"\x08" + _ROOT + _ANY_ONE]
     for k in range(1, n):
         structs.append(b"\x88" + uint(client) + uint(k - 1) + _ANY_ONE)
+    return _update([_client(client, 0, structs)])
+
+
+def many_chars(n: int, client: int = 1) -> bytes:
+    """``n`` one-character String items typed one after the other into the root text,
+    unsquashed (Yrs merges them linearly: the honest shape at the struct limit)."""
+    structs = [b"\x04" + _ROOT + string("a")]
+    for k in range(1, n):
+        structs.append(b"\x84" + uint(client) + uint(k - 1) + string("a"))
+    return _update([_client(client, 0, structs)])
+
+
+def many_unmerged(n: int, client: int = 1) -> bytes:
+    """``n`` one-character String items of one client, each typed in front of the previous
+    one (right origin = the previous item, no origin): none continues another, so Yrs merges
+    none. The honest shape of typing backwards; used at the struct limit."""
+    structs = [b"\x04" + _ROOT + string("a")]
+    for k in range(1, n):
+        structs.append(b"\x44" + uint(client) + uint(k - 1) + string("a"))
     return _update([_client(client, 0, structs)])
 
 

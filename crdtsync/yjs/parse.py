@@ -125,9 +125,12 @@ _HAS_ORIGIN = 0x80
 _HAS_RIGHT_ORIGIN = 0x40
 _HAS_PARENT_SUB = 0x20
 _RESERVED_BIT = 0x10
+_CONTENT_STRING = 4
 _CONTENT_FORMAT = 6
+_CONTENT_ANY = 8
+_ANY_WEIGHT = 32  # an Any value costs Yrs ~32 bytes to copy, a UTF-16 unit of a String ~1
 _CONTENT_DOC = 9
-_NO_LIMITS = UpdateLimits(None, None, None, None, False, False)
+_NO_LIMITS = UpdateLimits(None, None, None, None, None, False, False)
 
 # Per client of an update: first clock, clock after its last struct, and the [lo, hi) ranges
 # of the structs that may be a parent (two ascending lists, adjacent ranges merged).
@@ -203,6 +206,8 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     max_structs = limits.max_structs
     max_fan = limits.max_fan
     max_depth = limits.max_type_depth
+    max_merge = limits.max_merge_work
+    merge_work = 0
     # (placement bytes: origin, right origin, parent, key) -> [last client, distinct clients]
     fans: dict[bytes, list[int]] = {}
     depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
@@ -232,6 +237,11 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         gaps.append((client, first))
         los: list[int] = []
         his: list[int] = []
+        # The run of items Yrs will merge into one (see UpdateLimits.max_merge_work): its
+        # weighted length so far, its content kind and its right origin's bytes.
+        run = 0
+        run_kind = 0
+        run_right = b""
         for _ in range(n_structs):
             start = pos
             try:
@@ -240,6 +250,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                 raise Malformed(pos, "input ends where a struct was expected") from None
             pos += 1
             if info == _INFO_GC or info == _INFO_SKIP:
+                run = 0
                 length, pos = read_uint(
                     data, pos, MAX_CLOCK, "GC length" if info == 0 else "Skip length"
                 )
@@ -265,11 +276,22 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     chained = ref_client == client and ref_clock == clock - 1
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
+                right_at = pos
                 if info & _HAS_RIGHT_ORIGIN:
                     ref_client, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
                     ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
+                merges = False
+                if max_merge is not None:
+                    if kind != _CONTENT_ANY and kind != _CONTENT_STRING:
+                        run = 0
+                    elif chained and run and kind == run_kind and data[right_at:pos] == run_right:
+                        merges = True
+                    else:
+                        run = 0
+                        run_kind = kind
+                        run_right = data[right_at:pos]
                 if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                     parent_info, pos = read_uint(data, pos, 1, "parent info")
                     if parent_info:
@@ -307,6 +329,17 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                         raise Malformed(start, f"shared types nested deeper than {max_depth}")
                     depths[(client, clock)] = depth
                 length, pos = content(data, pos, kind)
+                if max_merge is not None and (kind == _CONTENT_ANY or kind == _CONTENT_STRING):
+                    # Yrs copies the run merged so far for each item it merges into it.
+                    run += length * (_ANY_WEIGHT if kind == _CONTENT_ANY else 1)
+                    if merges:
+                        merge_work += run
+                        if merge_work > max_merge:
+                            raise Malformed(
+                                start,
+                                f"runs of items that Yrs merges cost more than {max_merge}"
+                                " (the limit)",
+                            )
                 if kind == CONTENT_TYPE or kind == CONTENT_DELETED:
                     if his and his[-1] == clock:
                         his[-1] = clock + length
