@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import hostile as h
 import pycrdt
 import pytest
 
-import hostile as h
 from crdtsync import wire
 from crdtsync._registry import ShardRegistry
 from crdtsync._render import MAX_READ_DEPTH, Unreadable
