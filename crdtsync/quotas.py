@@ -14,6 +14,8 @@ policy                 bounds                                         where it i
                        window, and shards in the store                 creates a shard
 :class:`ByteBudget`    bytes a peer may make us apply (or send it),   per Push / Diff /
                        per interval, and all peers together           reply, before the work
+:class:`CpuBudget`    measured CPU seconds a peer's updates cost,     around each remote
+                       per second (what the validator cannot bound)   apply
 :class:`TransferCap`   bytes held by unfinished chunked transfers,    per DiffChunk; tick
                        per peer and in all; and their age             ``expire`` on timers
 :class:`ConnectionCap`  connections in all, per address, and how      transport accept and
@@ -35,6 +37,7 @@ from .errors import CloseCode, CrdtSyncError
 __all__ = [
     "ByteBudget",
     "ConnectionCap",
+    "CpuBudget",
     "QuotaExceeded",
     "ShardQuota",
     "TransferCap",
@@ -91,6 +94,16 @@ class _Buckets:
         else:
             self._by_key.move_to_end(key)
         return bucket.take(n, now)
+
+    def level(self, key: str) -> float:
+        bucket = self._by_key.get(key)
+        return self.burst if bucket is None else bucket.level
+
+    def debit(self, key: str, n: float) -> None:
+        """Take ``n`` even below zero (for costs known only afterwards)."""
+        bucket = self._by_key.get(key)
+        if bucket is not None:
+            bucket.level -= n
 
     def give_back(self, key: str, n: float) -> None:
         bucket = self._by_key.get(key)
@@ -178,6 +191,35 @@ class ByteBudget:
                 f"all peers together are over the byte budget ({self.total_rate:.0f} B/s)",
                 "bytes-total",
             )
+
+
+@dataclass
+class CpuBudget:
+    """CPU seconds a peer's updates may cost this agent, measured, per second of wall time.
+
+    The validator bounds what one update costs, not what a sequence costs where each builds
+    on the last: 250 pushes of 32 clients inserting at one place (80 KB in all, each well within
+    ``max_fan``) cost 10.7 s in all and 0.18 s for the last one, growing. So the caller
+    measures each remote apply (``time.process_time()`` around it) and charges it here; a peer
+    over its budget has its further updates deferred (back-pressure) until it is in credit
+    again. Defaults: 0.1 CPU-second a second per peer (10 % of a core) with a 2 s burst.
+    """
+
+    per_peer_rate: float = 0.1
+    per_peer_burst: float = 2.0
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_peers_tracked)
+
+    def allows(self, peer: str, now: float) -> bool:
+        """Whether ``peer`` is in credit now (check before applying its next update)."""
+        return self._buckets.take(peer, 0.0, now) and self._buckets.level(peer) > 0.0
+
+    def charge(self, peer: str, seconds: float, now: float) -> None:
+        """Charge ``seconds`` of CPU spent on ``peer``'s update (may go into debt)."""
+        self._buckets.take(peer, 0.0, now)
+        self._buckets.debit(peer, seconds)
 
 
 @dataclass

@@ -152,7 +152,12 @@ def big_delete_set(n: int, client: int = 1) -> bytes:
 
 
 def _child(conn: Any, as_bytes: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (as_bytes, as_bytes))
+    # The cap is on top of what the fork inherited (a pytest process with everything imported
+    # maps far more than a fresh interpreter), so a result does not depend on the test run.
+    with open("/proc/self/statm") as f:
+        inherited = int(f.read().split()[0]) * resource.getpagesize()
+    limit = inherited + as_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         conn.send(("ok", fn(*args)))
     except BaseException as exc:  # noqa: BLE001 - report everything, PanicException included
@@ -162,7 +167,8 @@ def _child(conn: Any, as_bytes: int, fn: Callable[..., Any], args: tuple[Any, ..
 def run_limited(
     fn: Callable[..., Any], *args: Any, mem_mib: int = 1024, timeout: float = 30.0
 ) -> tuple[str, Any]:
-    """Run ``fn(*args)`` in a forked child with RLIMIT_AS = ``mem_mib`` and a timeout.
+    """Run ``fn(*args)`` in a forked child with RLIMIT_AS = what it inherited + ``mem_mib``,
+    and a timeout.
 
     Returns ``("ok", result)``, ``("raised", message)``, ``("timeout", None)`` or
     ``("died", exitcode)`` (a negative exitcode is the signal: -11 a segfault, -6 an abort).

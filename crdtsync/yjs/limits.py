@@ -26,12 +26,15 @@ class UpdateLimits:
             case) and is 45 times the whole paper trace.
         max_delete_ranges: deleted ranges, all clients together; a 14 MB delete set cost 2.2 s
             of CPU. 500,000 is 190 times the paper trace's.
-        max_fan: clients with an item at the same (origin, right origin) in one update. YATA's
-            conflict loop (Yrs ``Item::integrate``) scans, for each item, every earlier sibling
-            at the same origin of a lower client: n such items after n others cost n^2 steps
-            (measured: 8,000 + 8,000 one-value items, 160 KB, 7.7 s). Honest updates have one
-            client per concurrent insert at a spot; 32 is generous. This bounds one update's
-            fan, not the fan built by many updates over time (see the README's Limits).
+        max_fan: clients with an item at the same place (origin, right origin, or parent
+            and key) in one update. YATA's conflict loop (Yrs ``Item::integrate``) scans, for
+            each item, every earlier sibling at the same origin of a lower client: n such items
+            after n others cost n^2 steps (measured: 8,000 + 8,000 one-value items, 160 KB,
+            7.7 s). Honest updates hold one item per client that wrote concurrently at one
+            spot, and a full-state diff holds all of them, so the cap is the number of agents
+            that may write at one spot at the same moment: 256 (two such updates cost 65,536
+            steps, ~10 ms). This bounds one update, not the fan built by many updates over
+            time: :class:`crdtsync.quotas.CpuBudget` is for that.
         max_merge_work: what merging runs of items may cost, in bytes copied. Yrs squashes
             consecutive items of one client that continue each other (origin = the previous
             clock, same right origin, both String or both Any) when a transaction ends, copying
@@ -55,7 +58,7 @@ class UpdateLimits:
 
     max_structs: int | None = 500_000
     max_delete_ranges: int | None = 500_000
-    max_fan: int | None = 32
+    max_fan: int | None = 256
     max_merge_work: int | None = 64 << 20
     max_type_depth: int | None = 64
     refuse_subdocs: bool = False
