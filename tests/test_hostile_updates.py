@@ -9,6 +9,7 @@ failed test, not a dead run. Costs stated in comments were measured on the 2-cor
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -241,3 +242,63 @@ def test_registry_refuses_hostile_updates_and_stores_nothing(tmp_path: Path) -> 
     finally:
         reg.close()
         store.close()
+
+
+# -- accepted updates cost at most linear work ---------------------------------------------------
+
+
+def _random_shape(rng: random.Random) -> tuple[bool, bytes]:
+    """(needs the anchor item (1, 0) first, one update of a random hostile shape and size,
+    maybe over a limit)."""
+    shape = rng.choice(["fan", "items", "chars", "maps", "xml", "chain", "unmerged", "ds"])
+    n = rng.choice([1, 10, 100, 300, 2000, 3000, 12_000, 60_000])
+    return shape in ("fan", "chain"), {
+        "fan": lambda: h.same_origin_fan(min(n, 5000)),
+        "items": lambda: h.many_items(n),
+        "chars": lambda: h.many_chars(n),
+        "maps": lambda: h.nested_maps(min(n, 2000)),
+        "xml": lambda: h.nested_xml(min(n, 2000)),
+        "chain": lambda: h.one_value_chain(n),
+        "unmerged": lambda: h.many_unmerged(n),
+        "ds": lambda: h.big_delete_set(n),
+    }[shape]()
+
+
+def _costs(updates: list[tuple[bool, bytes]]) -> list[tuple[int, float, int]]:
+    """(bytes, seconds, peak RSS growth in KiB) of applying each update to a fresh doc."""
+    import resource
+
+    out = []
+    for anchor, u in updates:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        doc = pycrdt.Doc()
+        if anchor:
+            doc.apply_update(h.root_array())
+        t = time.process_time()
+        doc.apply_update(u)
+        seconds = time.process_time() - t
+        out.append((len(u), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before))
+        del doc
+    return out
+
+
+def test_accepted_updates_cost_at_most_linear_work() -> None:
+    # The stated bound: an accepted update costs at most 20 us of CPU and 200 bytes of memory
+    # per byte of update, plus 0.1 s and 128 MiB (the capped quadratic parts: a fan of
+    # max_fan, a merge run within max_merge_work). Before the limits the same generator
+    # produced 582 MiB for 35 KB (items) and seconds for 20 KB (fan).
+    rng = random.Random(11)
+    accepted = []
+    for _ in range(40):
+        anchor, u = _random_shape(rng)
+        try:
+            validate_update(u)
+        except InvalidUpdate:
+            continue
+        accepted.append((anchor, u))
+    assert len(accepted) >= 10
+    status, costs = h.run_limited(_costs, accepted, mem_mib=1024, timeout=120)
+    assert status == "ok", (status, costs)
+    for size, seconds, rss_kib in costs:
+        assert seconds <= 20e-6 * size + 0.1, (size, seconds)
+        assert rss_kib * 1024 <= 200 * size + (128 << 20), (size, rss_kib)
