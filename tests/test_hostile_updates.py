@@ -232,6 +232,10 @@ def test_registry_refuses_hostile_updates_and_stores_nothing(tmp_path: Path) -> 
         ):
             with pytest.raises(InvalidUpdate):
                 reg.apply("s1", bad, "peer")
+            with pytest.raises(InvalidUpdate):
+                reg.apply(f"new-{len(bad)}", bad, "peer")
+        # A refused update creates no shard, not even an open empty one.
+        assert reg.names() == [] and store.shard_names() == []
         assert reg.open("s1").snapshot() == {}
         assert store.load("s1") is None or not store.load("s1").log  # type: ignore[union-attr]
         # The honest update after them applies.
