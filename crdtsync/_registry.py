@@ -126,6 +126,11 @@ class ShardRegistry:
     def apply(
         self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
     ) -> bytes | None:
+        if info is None and shard not in self._shards:
+            # Validated (with the work limits) before the shard is opened: a refused update
+            # must not leave a shard it names open in memory (issue #11: a shard comes into
+            # being only once an update for it validated). The parse is passed on, not redone.
+            info = updates.validate_update(update)
         self.applying = True
         try:
             return self.open(shard).apply_remote(update, origin, info)

@@ -30,9 +30,10 @@ from typing import Any
 
 import pycrdt
 
+from ._render import Unreadable, render
 from .errors import IntOutOfRange, UnsupportedValue
 
-__all__ = ["encode_value", "decode_leaf", "to_plain", "INT_MIN", "INT_MAX"]
+__all__ = ["encode_value", "decode_leaf", "to_plain", "INT_MIN", "INT_MAX", "Unreadable"]
 
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
@@ -95,11 +96,7 @@ def decode_leaf(value: Any) -> Any:
 
 
 def to_plain(value: Any) -> Any:
-    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text -> str."""
-    if isinstance(value, pycrdt.Map):
-        return {key: to_plain(item) for key, item in value.items()}
-    if isinstance(value, pycrdt.Array):
-        return [to_plain(item) for item in value]
-    if isinstance(value, (pycrdt.Text, pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)):
-        return str(value)
-    return decode_leaf(value)
+    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text and XML
+    -> str. Total and iterative: see :mod:`crdtsync._render` for the forms of what cannot be
+    shown (too deep, Format items, subdocuments), which render as :class:`Unreadable`."""
+    return render(value, decode_leaf)

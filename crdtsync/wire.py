@@ -9,9 +9,12 @@ keys.
 :func:`decode` is the trust boundary for everything a peer sends: it never raises anything but
 :class:`~crdtsync.errors.ProtocolError`, whose ``code`` says how to close the connection:
 
-* ``OVERSIZE``: the frame is longer than ``max_size`` (checked before parsing anything);
+* ``OVERSIZE``: the frame is longer than ``max_size`` (checked before parsing anything), or it
+  holds more than ``max_items`` msgpack array elements and arrays in all (counted while it is
+  unpacked, so a frame of millions of tiny containers is cut off early);
 * ``MALFORMED_FRAME``: not msgpack, trailing bytes, wrong arity, wrong field types, lengths
-  out of range, lists not strictly sorted (which also rules out duplicates);
+  out of range, lists not strictly sorted (which also rules out duplicates), any msgpack map
+  (the protocol has none; refused at the first one), nesting deeper than msgpack's stack;
 * ``UNKNOWN_MESSAGE``: a well-formed envelope with a tag this version does not know;
 * ``INVALID_SHARD``: a shard name outside :mod:`crdtsync.names`;
 * ``PROTOCOL_VERSION``: a Hello of another protocol version (checked before its other
@@ -61,6 +64,7 @@ __all__ = [
     "MAX_ADDRESS",
     "MAX_REASON",
     "MAX_CHUNKS",
+    "MAX_FRAME_ITEMS",
     "TAGS",
 ]
 
@@ -76,7 +80,20 @@ MAX_ADDRESS = 255
 MAX_REASON = 1024
 #: Most pieces one DiffChunk transfer may announce.
 MAX_CHUNKS = 1 << 20
+#: Most msgpack array elements plus arrays one frame may hold (see :func:`decode`). The largest
+#: honest frames list shards: a Digests of N shards holds 3N + 3, so this admits ~350,000
+#: shards. Bounds what unpacking costs whatever the bytes: before it, a 16 MiB frame of empty
+#: maps took 1.3 GiB and 1.5 s; now the worst is ~60 MB (a million 1-element tuples), briefly.
+MAX_FRAME_ITEMS = 1 << 20
 _MAX_INT = 2**63 - 1
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _no_maps(_: object) -> NoReturn:
+    raise ValueError("the protocol has no msgpack maps")
 
 #: Message type -> envelope tag. Tags are part of the protocol: never reuse or renumber one.
 TAGS: dict[type, int] = {
@@ -422,12 +439,16 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
 }
 
 
-def decode(frame: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> Message:
+def decode(
+    frame: bytes, *, max_size: int = DEFAULT_MAX_FRAME, max_items: int = MAX_FRAME_ITEMS
+) -> Message:
     """Decode and validate one frame received from a peer.
 
     Args:
         frame: the bytes of one websocket message (or simulated frame).
         max_size: refuse frames longer than this with ``OVERSIZE``.
+        max_items: refuse frames with more msgpack array elements and arrays than this, all
+            arrays together, with ``OVERSIZE`` (maps are refused outright).
 
     Returns:
         The message, every field checked.
@@ -440,10 +461,33 @@ def decode(frame: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> Message:
         _bad(f"a frame must be bytes, not {type(frame).__name__}")
     if len(frame) > max_size:
         _bad(f"frame of {len(frame)} bytes exceeds the limit of {max_size}", CloseCode.OVERSIZE)
+    left = [max_items]
+
+    def count(seq: tuple[Any, ...]) -> tuple[Any, ...]:
+        left[0] -= len(seq) + 1
+        if left[0] < 0:
+            raise _TooMany
+        return seq
+
     try:
         # use_list=False: arrays become tuples, so the dataclasses stay immutable and hashable.
-        # strict_map_key: maps are refused later anyway; this keeps odd keys from costing work.
-        envelope = msgpack.unpackb(bytes(frame), raw=False, use_list=False, strict_map_key=True)
+        # The hooks bound the work: every array is counted as it completes (the budget stops a
+        # frame of millions of small arrays part-way), no single array may be longer than the
+        # budget (checked before it is allocated), and the first map ends the frame.
+        envelope = msgpack.unpackb(
+            bytes(frame),
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            list_hook=count,
+            object_hook=_no_maps,
+            max_map_len=0,
+            max_array_len=max_items,
+        )
+    except _TooMany:
+        raise ProtocolError(
+            f"frame holds more than {max_items} msgpack items", CloseCode.OVERSIZE
+        ) from None
     except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, OverflowError...
         raise ProtocolError(f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME) from None
     if type(envelope) is not tuple or not envelope or type(envelope[0]) is not int:

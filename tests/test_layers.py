@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, int]] = [
     # 2: the sans-I/O gossip core and the interface it owns
     ("crdtsync.gossip", 2),
     ("crdtsync.replica", 2),  # the ReplicaSet Protocol (moves into crdtsync.gossip)
+    ("crdtsync.quotas", 2),  # pure quota policies the core calls (issue #11)
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
     ("crdtsync.placement", 3),
@@ -56,6 +57,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.store", 4),
     ("crdtsync.durability", 4),
     ("crdtsync.values", 4),
+    ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
     ("crdtsync.views", 4),
     ("crdtsync.changes", 4),
     ("crdtsync.shard", 4),

@@ -6,12 +6,14 @@ Modules, lowest first:
 - :mod:`~crdtsync.yjs.parse`: the strict v1 parser (:func:`~crdtsync.yjs.parse.parse_update`
   returns an :class:`~crdtsync.yjs.parse.UpdateInfo`), with item content in ``_content`` and
   the readiness simulation in ``_causal``;
+- :mod:`~crdtsync.yjs.limits`: :class:`~crdtsync.yjs.limits.UpdateLimits`, the work limits the
+  parser applies to updates from peers (issue #11);
 - :mod:`~crdtsync.yjs.state`: state vectors, canonical delete sets, ``covers``;
 - :mod:`~crdtsync.yjs.doc`: the pycrdt side (apply, state vector, delete set, digest of a Doc);
 - :mod:`~crdtsync.yjs.ready`: causal readiness, ``apply_if_ready`` and ``Backlog``;
 - :mod:`~crdtsync.yjs.replay`: compaction.
 
-``_lib0``, ``_content``, ``_causal``, ``parse`` and ``state`` import neither pycrdt nor
+``_lib0``, ``_content``, ``_causal``, ``limits``, ``parse`` and ``state`` import neither pycrdt nor
 anything of crdtsync but :mod:`crdtsync.errors`, so the sans-I/O gossip core can use them.
 This package file imports nothing, so that importing one of those never drags pycrdt in.
 """

@@ -24,9 +24,18 @@ from ..errors import InvalidUpdate
 from ._causal import first_missing
 from ._content import CONTENT_DELETED, CONTENT_TYPE, MAX_NESTING, content
 from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, read_uint, skip_str
+from .limits import DEFAULT_LIMITS, UpdateLimits
 from .state import DeleteSet, read_delete_set
 
-__all__ = ["MAX_NESTING", "UpdateInfo", "is_noop", "parse_update", "validate_update"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_NESTING",
+    "UpdateInfo",
+    "UpdateLimits",
+    "is_noop",
+    "parse_update",
+    "validate_update",
+]
 
 # ---------------------------------------------------------------------------------------------
 # The lib0 v1 update encoding, as Yjs (src/utils/encoding.js, src/structs/*.js) and Yrs
@@ -116,6 +125,12 @@ _HAS_ORIGIN = 0x80
 _HAS_RIGHT_ORIGIN = 0x40
 _HAS_PARENT_SUB = 0x20
 _RESERVED_BIT = 0x10
+_CONTENT_STRING = 4
+_CONTENT_FORMAT = 6
+_CONTENT_ANY = 8
+_ANY_WEIGHT = 32  # an Any value costs Yrs ~32 bytes to copy, a UTF-16 unit of a String ~1
+_CONTENT_DOC = 9
+_NO_LIMITS = UpdateLimits(None, None, None, None, None, False, False)
 
 # Per client of an update: first clock, clock after its last struct, and the [lo, hi) ranges
 # of the structs that may be a parent (two ascending lists, adjacent ranges merged).
@@ -186,8 +201,16 @@ class UpdateInfo:
         return None
 
 
-def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
+def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, int]:
     """Validate the struct section; return its summary (delete set still empty), new position."""
+    max_structs = limits.max_structs
+    max_fan = limits.max_fan
+    max_depth = limits.max_type_depth
+    max_merge = limits.max_merge_work
+    merge_work = 0
+    # (placement bytes: origin, right origin, parent, key) -> [last client, distinct clients]
+    fans: dict[bytes, list[int]] = {}
+    depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
     n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of clients")
     if n_clients > (len(data) - pos) // 3:
         raise Malformed(pos, f"{n_clients} clients cannot fit in {len(data) - pos} bytes")
@@ -207,11 +230,18 @@ def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
         if n_structs > (len(data) - pos) >> 1:
             raise Malformed(pos, f"{n_structs} structs cannot fit in {len(data) - pos} bytes")
         total += n_structs
+        if max_structs is not None and total > max_structs:
+            raise Malformed(pos, f"more than {max_structs} structs (the limit)")
         first = clock
         end = 0
         gaps.append((client, first))
         los: list[int] = []
         his: list[int] = []
+        # The run of items Yrs will merge into one (see UpdateLimits.max_merge_work): its
+        # weighted length so far, its content kind and its right origin's bytes.
+        run = 0
+        run_kind = 0
+        run_right = b""
         for _ in range(n_structs):
             start = pos
             try:
@@ -220,6 +250,7 @@ def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
                 raise Malformed(pos, "input ends where a struct was expected") from None
             pos += 1
             if info == _INFO_GC or info == _INFO_SKIP:
+                run = 0
                 length, pos = read_uint(
                     data, pos, MAX_CLOCK, "GC length" if info == 0 else "Skip length"
                 )
@@ -237,16 +268,37 @@ def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
                 kind = info & 0x0F
                 if info & _RESERVED_BIT or kind == _INFO_GC or kind == _INFO_SKIP or kind > 10:
                     raise Malformed(start, f"invalid struct info byte 0x{info:02x}")
+                chained = False  # origin = this client's previous clock: typing
+                # Placed next to an item of its own client: of the clients that share a place,
+                # at most one is the owner of the neighbour that defines it, so skipping these
+                # undercounts a fan by at most one, and honest typing costs no bookkeeping.
+                local = False
+                depth = 0
                 if info & _HAS_ORIGIN:
                     ref_client, pos = read_uint(data, pos, MAX_SAFE, "origin client")
                     ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
+                    chained = ref_client == client and ref_clock == clock - 1
+                    local = ref_client == client
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
+                right_at = pos
                 if info & _HAS_RIGHT_ORIGIN:
                     ref_client, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
                     ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
+                    if not info & _HAS_ORIGIN:
+                        local = ref_client == client
+                merges = False
+                if max_merge is not None:
+                    if kind != _CONTENT_ANY and kind != _CONTENT_STRING:
+                        run = 0
+                    elif chained and run and kind == run_kind and data[right_at:pos] == run_right:
+                        merges = True
+                    else:
+                        run = 0
+                        run_kind = kind
+                        run_right = data[right_at:pos]
                 if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                     parent_info, pos = read_uint(data, pos, 1, "parent info")
                     if parent_info:
@@ -257,9 +309,44 @@ def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
                         parents.append((start, parent_client, parent_clock))
                         if parent_client != client or parent_clock >= clock:
                             refs.append((client, clock, parent_client, parent_clock))
+                        if max_depth is not None:
+                            depth = depths.get((parent_client, parent_clock), 0)
                     if info & _HAS_PARENT_SUB:
                         pos = skip_str(data, pos, "parent key")
+                        if kind == _CONTENT_FORMAT and limits.refuse_format_in_map:
+                            raise Malformed(start, "a Format item as a map value is not accepted")
+                if kind == _CONTENT_DOC and limits.refuse_subdocs:
+                    raise Malformed(start, "subdocuments are not accepted")
+                if max_fan is not None and not local:
+                    key = data[start + 1 : pos]
+                    fan = fans.get(key)
+                    if fan is None:
+                        fans[key] = [client, 1]
+                    elif fan[0] != client:
+                        fan[0] = client
+                        fan[1] += 1
+                        if fan[1] > max_fan:
+                            raise Malformed(
+                                start,
+                                f"more than {max_fan} clients insert at the same place (the limit)",
+                            )
+                if max_depth is not None and kind == CONTENT_TYPE:
+                    depth += 1
+                    if depth > max_depth:
+                        raise Malformed(start, f"shared types nested deeper than {max_depth}")
+                    depths[(client, clock)] = depth
                 length, pos = content(data, pos, kind)
+                if max_merge is not None and (kind == _CONTENT_ANY or kind == _CONTENT_STRING):
+                    # Yrs copies the run merged so far for each item it merges into it.
+                    run += length * (_ANY_WEIGHT if kind == _CONTENT_ANY else 1)
+                    if merges:
+                        merge_work += run
+                        if merge_work > max_merge:
+                            raise Malformed(
+                                start,
+                                f"runs of items that Yrs merges cost more than {max_merge}"
+                                " (the limit)",
+                            )
                 if kind == CONTENT_TYPE or kind == CONTENT_DELETED:
                     if his and his[-1] == clock:
                         his[-1] = clock + length
@@ -289,7 +376,9 @@ def _structs(data: bytes, pos: int) -> tuple[UpdateInfo, int]:
     return UpdateInfo(len(data), total, ends, {}, spans, gaps, refs), pos
 
 
-def parse_update(update: bytes, *, max_size: int | None = None) -> UpdateInfo:
+def parse_update(
+    update: bytes, *, max_size: int | None = None, limits: UpdateLimits | None = None
+) -> UpdateInfo:
     """Check that ``update`` is a well-formed lib0 v1 update that pycrdt can apply safely, and
     return what the parse found (:class:`UpdateInfo`).
 
@@ -303,11 +392,16 @@ def parse_update(update: bytes, *, max_size: int | None = None) -> UpdateInfo:
         update: the bytes to check; must be ``bytes`` (not a mutable buffer that could change
             between validation and application).
         max_size: refuse updates longer than this many bytes.
+        limits: the work limits (:class:`~crdtsync.yjs.limits.UpdateLimits`) to apply; None
+            (the default here) applies none: for updates this replica made or stored itself.
+            Updates from peers go through :func:`validate_update` or
+            :func:`~crdtsync.yjs.ready.apply_if_ready`, which apply ``DEFAULT_LIMITS``.
 
     Raises:
         InvalidUpdate: anything wrong, with the byte offset and what was found there. Nothing
             else is ever raised.
     """
+    lim = _NO_LIMITS if limits is None else limits
     try:
         if not isinstance(update, bytes):
             raise InvalidUpdate(f"an update must be bytes, not {type(update).__name__}")
@@ -316,8 +410,10 @@ def parse_update(update: bytes, *, max_size: int | None = None) -> UpdateInfo:
         if max_size is not None and len(update) > max_size:
             raise InvalidUpdate(f"update of {len(update)} bytes exceeds the limit of {max_size}")
         try:
-            info, pos = _structs(update, 0)
-            info.delete_set, pos = read_delete_set(update, pos, strict=True)
+            info, pos = _structs(update, 0, lim)
+            info.delete_set, pos = read_delete_set(
+                update, pos, strict=True, max_ranges=lim.max_delete_ranges
+            )
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
         except Malformed as exc:
@@ -333,13 +429,17 @@ def parse_update(update: bytes, *, max_size: int | None = None) -> UpdateInfo:
         raise InvalidUpdate(f"update could not be validated: {exc!r}") from exc
 
 
-def validate_update(update: bytes, *, max_size: int | None = None) -> UpdateInfo:
-    """Validate ``update`` as :func:`parse_update` does; the result may be ignored.
+def validate_update(
+    update: bytes, *, max_size: int | None = None, limits: UpdateLimits | None = DEFAULT_LIMITS
+) -> UpdateInfo:
+    """Validate an update from a peer as :func:`parse_update` does, with the work ``limits``
+    (``DEFAULT_LIMITS`` unless told otherwise); the result may be ignored.
 
     Raises:
-        InvalidUpdate: the bytes are not a valid update (nothing else is ever raised).
+        InvalidUpdate: the bytes are not a valid update or exceed a limit (nothing else is
+            ever raised).
     """
-    return parse_update(update, max_size=max_size)
+    return parse_update(update, max_size=max_size, limits=limits)
 
 
 def is_noop(update: bytes) -> bool:

@@ -18,7 +18,7 @@ import pycrdt
 
 from ..errors import InvalidUpdate
 from .doc import apply_validated
-from .parse import UpdateInfo, parse_update
+from .parse import DEFAULT_LIMITS, UpdateInfo, parse_update
 from .state import decode_state_vector
 
 __all__ = ["Backlog", "apply_if_ready", "is_ready"]
@@ -48,7 +48,7 @@ __all__ = ["Backlog", "apply_if_ready", "is_ready"]
 
 def _info_for(update: bytes, info: UpdateInfo | None) -> UpdateInfo:
     if info is None:
-        return parse_update(update)
+        return parse_update(update, limits=DEFAULT_LIMITS)
     if info.size != len(update):
         raise ValueError("info was not parsed from this update")
     return info
@@ -179,7 +179,7 @@ class Backlog:
                 try:
                     info = entry.info
                     if info is None:
-                        info = entry.info = parse_update(update)
+                        info = entry.info = parse_update(update, limits=DEFAULT_LIMITS)
                     missing = info.missing(sv)
                     if missing is not None:
                         entry.missing = missing

@@ -81,11 +81,14 @@ def encode_state_vector(sv: Mapping[int, int]) -> bytes:
     return bytes(out)
 
 
-def read_delete_set(data: bytes, pos: int, *, strict: bool) -> tuple[DeleteSet, int]:
+def read_delete_set(
+    data: bytes, pos: int, *, strict: bool, max_ranges: int | None = None
+) -> tuple[DeleteSet, int]:
     """Read an encoded delete set at ``pos``; return ({client: [(clock, len), ...]}, new pos).
 
     With ``strict`` (inside an update) each client's ranges must already be sorted and
-    non-overlapping, as Yrs assumes; otherwise they are returned as read.
+    non-overlapping, as Yrs assumes; otherwise they are returned as read. ``max_ranges`` caps
+    the ranges of all clients together, checked before any of a client's ranges are read.
 
     Raises:
         Malformed: the bytes are not a delete set.
@@ -96,6 +99,7 @@ def read_delete_set(data: bytes, pos: int, *, strict: bool) -> tuple[DeleteSet, 
             pos, f"{n_clients} delete-set clients cannot fit in {len(data) - pos} bytes"
         )
     result: DeleteSet = {}
+    total = 0
     for _ in range(n_clients):
         client_pos = pos
         client, pos = read_uint(data, pos, MAX_SAFE, "delete-set client id")
@@ -104,6 +108,9 @@ def read_delete_set(data: bytes, pos: int, *, strict: bool) -> tuple[DeleteSet, 
         n_ranges, pos = read_uint(data, pos, MAX_SAFE, "number of deleted ranges")
         if n_ranges > (len(data) - pos) >> 1:
             raise Malformed(pos, f"{n_ranges} deleted ranges cannot fit in {len(data) - pos} bytes")
+        total += n_ranges
+        if max_ranges is not None and total > max_ranges:
+            raise Malformed(pos, f"more than {max_ranges} deleted ranges (the limit)")
         ranges: list[tuple[int, int]] = []
         end = -1
         for _ in range(n_ranges):

@@ -9,7 +9,7 @@ import pytest
 
 import crdtsync.yjs
 
-PURE = ["_lib0", "_content", "_causal", "parse", "state"]
+PURE = ["_lib0", "_content", "_causal", "limits", "parse", "state"]
 YJS_DIR = Path(crdtsync.yjs.__file__).parent
 
 

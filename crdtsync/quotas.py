@@ -1,0 +1,371 @@
+"""Quotas that hold across connections (issue #11): pure policy objects for the gossip core and
+the transports.
+
+Nothing here does I/O or reads a clock: every method takes ``now`` (seconds, any monotonic
+origin), so the sans-I/O core and the simulator drive them deterministically. Each refusal
+raises :class:`QuotaExceeded` with the close code to use and a message that says which quota,
+whose, and the numbers. Keyed by peer *name* (an authenticated identity), never by
+connection, so reconnecting does not reset anything.
+
+=====================  =============================================  =====================
+policy                 bounds                                         where it is called
+=====================  =============================================  =====================
+:class:`ShardQuota`    shards a peer may cause to be created, per      before a remote update
+                       window, and shards in the store                 creates a shard
+:class:`ByteBudget`    bytes a peer may make us apply (or send it),   per Push / Diff /
+                       per interval, and all peers together           reply, before the work
+:class:`CpuBudget`    measured CPU seconds a peer's updates cost,     around each remote
+                       per second (what the validator cannot bound)   apply
+:class:`TransferCap`   bytes held by unfinished chunked transfers,    per DiffChunk; tick
+                       per peer and in all; and their age             ``expire`` on timers
+:class:`ConnectionCap`  connections in all, per address, and how      transport accept and
+                       long one may stay without a Hello              handshake
+=====================  =============================================  =====================
+
+:func:`name_pieces` splits a shard list into frames that each fit a byte budget, so that a
+Hello (or Holdings) never grows past the frame limit with the number of shards.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .errors import CloseCode, CrdtSyncError
+
+__all__ = [
+    "ByteBudget",
+    "ConnectionCap",
+    "CpuBudget",
+    "QuotaExceeded",
+    "ShardQuota",
+    "TransferCap",
+    "name_pieces",
+]
+
+
+class QuotaExceeded(CrdtSyncError):
+    """A peer exceeded a quota; ``code`` is the close code if the connection is to be closed
+    (``FLOODING`` for rates, ``OVERSIZE`` for sizes), ``quota`` names the quota."""
+
+    def __init__(self, message: str, quota: str, code: CloseCode = CloseCode.FLOODING) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.code = code
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second up to ``burst``."""
+
+    __slots__ = ("burst", "level", "rate", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.stamp = now
+
+    def take(self, n: float, now: float) -> bool:
+        if now > self.stamp:
+            self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if n > self.level:
+            return False
+        self.level -= n
+        return True
+
+
+class _Buckets:
+    """Token buckets per key, the least recently used dropped past ``max_keys`` (so a flood
+    of names cannot grow the table; a dropped key starts again with a full bucket, which is
+    at most one burst more per name the attacker can make)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._by_key: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def take(self, key: str, n: float, now: float) -> bool:
+        bucket = self._by_key.get(key)
+        if bucket is None:
+            bucket = self._by_key[key] = _Bucket(self.rate, self.burst, now)
+            while len(self._by_key) > self.max_keys:
+                self._by_key.popitem(last=False)
+        else:
+            self._by_key.move_to_end(key)
+        return bucket.take(n, now)
+
+    def level(self, key: str) -> float:
+        bucket = self._by_key.get(key)
+        return self.burst if bucket is None else bucket.level
+
+    def debit(self, key: str, n: float) -> None:
+        """Take ``n`` even below zero (for costs known only afterwards)."""
+        bucket = self._by_key.get(key)
+        if bucket is not None:
+            bucket.level -= n
+
+    def give_back(self, key: str, n: float) -> None:
+        bucket = self._by_key.get(key)
+        if bucket is not None:
+            bucket.level = min(bucket.burst, bucket.level + n)
+
+
+@dataclass
+class ShardQuota:
+    """How many shards remote peers may cause this agent to create.
+
+    A shard is charged only when it does not exist here and the first update for it has
+    validated (so refused garbage costs no quota). 20,000 shards created by one peer in 3 s
+    cost 9.1 KiB each and spread to every honest peer; the defaults allow a burst of 256 and
+    then one new shard a second per peer, and 100,000 shards in the store.
+    """
+
+    per_peer_burst: int = 256
+    per_peer_rate: float = 1.0
+    max_shards: int = 100_000
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_peers_tracked)
+
+    def charge(self, peer: str, existing: int, now: float) -> None:
+        """Charge ``peer`` for one new shard, ``existing`` being the shards held now.
+
+        Raises:
+            QuotaExceeded: over the store-wide cap (``quota="shards"``) or over the peer's
+                rate (``quota="shards-per-peer"``); nothing was charged then.
+        """
+        if existing >= self.max_shards:
+            raise QuotaExceeded(
+                f"store holds {existing} shards, the limit is {self.max_shards}; "
+                f"{peer!r} may not create more",
+                "shards",
+                CloseCode.OVERSIZE,
+            )
+        if not self._buckets.take(peer, 1, now):
+            raise QuotaExceeded(
+                f"{peer!r} created shards faster than {self.per_peer_rate}/s "
+                f"(burst {self.per_peer_burst})",
+                "shards-per-peer",
+            )
+
+
+@dataclass
+class ByteBudget:
+    """Bytes per peer per second and for all peers together, as token buckets.
+
+    Charge the bytes of an update before validating and applying it (work is linear in them
+    once the validator's limits hold), and the bytes of a reply (diff, read answer) before
+    building it: a reply that does not fit waits (back-pressure) instead of being sent.
+    Defaults: 4 MiB/s per peer with a 32 MiB burst (two full frames), 32 MiB/s in all.
+    """
+
+    per_peer_rate: float = 4 << 20
+    per_peer_burst: float = 32 << 20
+    total_rate: float = 32 << 20
+    total_burst: float = 64 << 20
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_peers_tracked)
+        self._total = _Bucket(self.total_rate, self.total_burst, 0.0)
+
+    def charge(self, peer: str, n: int, now: float) -> None:
+        """Take ``n`` bytes from ``peer``'s bucket and the global one.
+
+        Raises:
+            QuotaExceeded: either bucket is short (``quota="bytes-per-peer"`` or
+                ``"bytes-total"``). The caller defers the work (or, for a peer far over,
+                closes with ``code``).
+        """
+        if n > self.per_peer_burst or not self._buckets.take(peer, n, now):
+            raise QuotaExceeded(
+                f"{peer!r} is over its byte budget ({self.per_peer_rate:.0f} B/s, "
+                f"burst {self.per_peer_burst:.0f})",
+                "bytes-per-peer",
+            )
+        if not self._total.take(n, now):
+            self._buckets.give_back(peer, n)
+            raise QuotaExceeded(
+                f"all peers together are over the byte budget ({self.total_rate:.0f} B/s)",
+                "bytes-total",
+            )
+
+
+@dataclass
+class CpuBudget:
+    """CPU seconds a peer's updates may cost this agent, measured, per second of wall time.
+
+    The validator bounds what one update costs, not what a sequence costs where each builds
+    on the last: 250 pushes of 32 clients inserting at one place (80 KB in all, each well within
+    ``max_fan``) cost 10.7 s in all and 0.18 s for the last one, growing. So the caller
+    measures each remote apply (``time.process_time()`` around it) and charges it here; a peer
+    over its budget has its further updates deferred (back-pressure) until it is in credit
+    again. Defaults: 0.1 CPU-second a second per peer (10 % of a core) with a 2 s burst.
+    """
+
+    per_peer_rate: float = 0.1
+    per_peer_burst: float = 2.0
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_peers_tracked)
+
+    def allows(self, peer: str, now: float) -> bool:
+        """Whether ``peer`` is in credit now (check before applying its next update)."""
+        return self._buckets.take(peer, 0.0, now) and self._buckets.level(peer) > 0.0
+
+    def charge(self, peer: str, seconds: float, now: float) -> None:
+        """Charge ``seconds`` of CPU spent on ``peer``'s update (may go into debt)."""
+        self._buckets.take(peer, 0.0, now)
+        self._buckets.debit(peer, seconds)
+
+
+@dataclass
+class TransferCap:
+    """Unfinished chunked transfers (DiffChunk): bytes held per peer and in all, and age.
+
+    4 connections x 248 MiB of chunks never completed held 1 GiB with no timeout. Defaults:
+    64 MiB per peer, 256 MiB in all, 60 s from the first chunk to the last.
+    """
+
+    per_peer_bytes: int = 64 << 20
+    total_bytes: int = 256 << 20
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self._held: dict[tuple[str, int], tuple[int, float]] = {}  # -> (bytes, started)
+        self._per_peer: dict[str, int] = {}
+        self._total = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes held by all unfinished transfers."""
+        return self._total
+
+    def add(self, peer: str, transfer: int, n: int, now: float) -> None:
+        """Account ``n`` more bytes of ``peer``'s transfer ``transfer`` (started if new).
+
+        Raises:
+            QuotaExceeded: over the per-peer or total cap (``code=OVERSIZE``); the caller
+                drops the transfer (:meth:`finish`) and closes the connection.
+        """
+        key = (peer, transfer)
+        held, started = self._held.get(key, (0, now))
+        if self._per_peer.get(peer, 0) + n > self.per_peer_bytes:
+            raise QuotaExceeded(
+                f"{peer!r} holds more than {self.per_peer_bytes} bytes of unfinished chunks",
+                "transfer-per-peer",
+                CloseCode.OVERSIZE,
+            )
+        if self._total + n > self.total_bytes:
+            raise QuotaExceeded(
+                f"unfinished chunked transfers would hold more than {self.total_bytes} bytes",
+                "transfer-total",
+                CloseCode.OVERSIZE,
+            )
+        self._held[key] = (held + n, started)
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + n
+        self._total += n
+
+    def finish(self, peer: str, transfer: int) -> None:
+        """Forget a transfer (completed, dropped, or its connection closed)."""
+        held, _ = self._held.pop((peer, transfer), (0, 0.0))
+        if held:
+            left = self._per_peer[peer] - held
+            if left:
+                self._per_peer[peer] = left
+            else:
+                del self._per_peer[peer]
+            self._total -= held
+
+    def drop_peer(self, peer: str) -> None:
+        """Forget every transfer of ``peer`` (its connection closed)."""
+        for key in [k for k in self._held if k[0] == peer]:
+            self.finish(*key)
+
+    def expire(self, now: float) -> list[tuple[str, int]]:
+        """Drop and return the transfers older than ``timeout``."""
+        old = [k for k, (_, started) in self._held.items() if now - started > self.timeout]
+        for key in old:
+            self.finish(*key)
+        return old
+
+
+@dataclass
+class ConnectionCap:
+    """Connections in all and per remote address, and the handshake deadline.
+
+    1,000 connections that never sent a Hello stayed open (and 1,013 exhausted the fd limit).
+    Defaults: 512 in all, 16 per address, 10 s to complete the handshake.
+    """
+
+    max_total: int = 512
+    max_per_address: int = 16
+    handshake_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        self._by_address: dict[str, int] = {}
+        self._pending: dict[int, float] = {}  # connection id -> accepted at (no Hello yet)
+        self._total = 0
+
+    def accept(self, conn: int, address: str, now: float) -> None:
+        """Admit a new connection from ``address`` (call before reading from it).
+
+        Raises:
+            QuotaExceeded: too many in all or from this address (close it at once).
+        """
+        if self._total >= self.max_total:
+            raise QuotaExceeded(
+                f"{self._total} connections open, the limit is {self.max_total}", "connections"
+            )
+        if self._by_address.get(address, 0) >= self.max_per_address:
+            raise QuotaExceeded(
+                f"{address} has {self.max_per_address} connections open (the limit)",
+                "connections-per-address",
+            )
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        self._total += 1
+        self._pending[conn] = now
+
+    def handshaken(self, conn: int) -> None:
+        """The connection completed its handshake; its deadline no longer applies."""
+        self._pending.pop(conn, None)
+
+    def closed(self, conn: int, address: str) -> None:
+        """The connection closed (whatever the reason); frees its slots."""
+        self._pending.pop(conn, None)
+        n = self._by_address.get(address, 0) - 1
+        if n > 0:
+            self._by_address[address] = n
+        else:
+            self._by_address.pop(address, None)
+        self._total = max(0, self._total - 1)
+
+    def overdue(self, now: float) -> list[int]:
+        """Connections still without a handshake after ``handshake_timeout`` (close them with
+        ``BAD_HANDSHAKE``)."""
+        return [c for c, t in self._pending.items() if now - t > self.handshake_timeout]
+
+
+def name_pieces(names: Iterable[str], max_bytes: int) -> Iterator[tuple[str, ...]]:
+    """Split sorted shard ``names`` into pieces whose msgpack encoding (an array of strings)
+    stays under ``max_bytes``, so that the list can go out as several messages.
+
+    The size counted per name is its UTF-8 length plus 5 bytes (the longest msgpack string
+    header) and 5 for the array header, an upper bound of the encoding.
+    """
+    if max_bytes < 64:
+        raise ValueError("max_bytes must leave room for at least one name")
+    piece: list[str] = []
+    size = 5
+    for name in names:
+        n = len(name.encode()) + 5
+        if piece and size + n > max_bytes:
+            yield tuple(piece)
+            piece, size = [], 5
+        piece.append(name)
+        size += n
+    if piece:
+        yield tuple(piece)

@@ -1,0 +1,69 @@
+"""Limits on the work one remote update may cause (issue #11), checked by the strict parser.
+
+Every limit here refuses a shape that the validator accepted before and that costs pycrdt
+(Yrs) time or memory out of proportion to the update's size, or that crdtsync's reads cannot
+show. Each default has headroom over honest use: the full state of the automerge-paper editing
+trace (259,778 edits) is 376,775 bytes, 10,972 structs, 1 client and 2,639 deleted ranges.
+
+Pure Python, no pycrdt (the sans-I/O core may import it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "UpdateLimits"]
+
+
+@dataclass(frozen=True)
+class UpdateLimits:
+    """What one update from a peer may hold; ``None`` for a field switches that check off.
+
+    Attributes:
+        max_structs: structs (items, GC, Skip) in the struct section. Yrs integrates ~2.7 M
+            one-value items of a 16 MB push in 4.5 s, and this pure-Python parser needs ~5 us
+            a struct; 500,000 bounds both (about 2.5 s of parse, 1 s of integration, the worst
+            case) and is 45 times the whole paper trace.
+        max_delete_ranges: deleted ranges, all clients together; a 14 MB delete set cost 2.2 s
+            of CPU. 500,000 is 190 times the paper trace's.
+        max_fan: clients with an item at the same place (origin, right origin, or parent
+            and key) in one update. YATA's conflict loop (Yrs ``Item::integrate``) scans, for
+            each item, every earlier sibling at the same origin of a lower client: n such items
+            after n others cost n^2 steps (measured: 8,000 + 8,000 one-value items, 160 KB,
+            7.7 s). Honest updates hold one item per client that wrote concurrently at one
+            spot, and a full-state diff holds all of them, so the cap is the number of agents
+            that may write at one spot at the same moment: 256 (two such updates cost 65,536
+            steps, ~10 ms). This bounds one update, not the fan built by many updates over
+            time: :class:`crdtsync.quotas.CpuBudget` is for that.
+        max_merge_work: what merging runs of items may cost, in bytes copied. Yrs squashes
+            consecutive items of one client that continue each other (origin = the previous
+            clock, same right origin, both String or both Any) when a transaction ends, copying
+            the merged run for each item: time and memory quadratic in the run. Measured: 5,000
+            one-value Any items (35 KB) took 0.87 s and 582 MiB, 10,000 took 2.3 GiB; 50,000
+            one-character String items (333 KB) took 3.7 s and 1.37 GiB, 100,000 aborted a
+            process capped at 3 GiB. pycrdt and Yjs squash before they encode, so honest
+            updates have no such runs (10,000 appends, one transaction each, encode as one
+            struct). Each merged item costs the run's length so far, an Any value counting 32
+            and a UTF-16 unit 1; 64 MiB in all is one run of ~2,000 one-value Any items or
+            ~11,500 characters, under 100 MB and 0.5 s at worst.
+        max_type_depth: nesting of shared types whose parents are named inside the update (a
+            map in a map in a map ...): deeper values cannot be read back (``snapshot()`` stops
+            at ``crdtsync._render.MAX_READ_DEPTH``, also 64) and recursive readers crash.
+        refuse_subdocs: refuse Doc content (subdocuments). Off by default: pycrdt writes them
+            (a Yjs-level user may), crdtsync does not sync their contents, and ``snapshot()``
+            shows one as ``Unreadable("<unreadable: subdocument GUID>")``.
+        refuse_format_in_map: refuse Format content as a map value (an item with a parent
+            key): no Yjs API writes that, and pycrdt's ``Map.items()`` raises KeyError on it.
+    """
+
+    max_structs: int | None = 500_000
+    max_delete_ranges: int | None = 500_000
+    max_fan: int | None = 256
+    max_merge_work: int | None = 64 << 20
+    max_type_depth: int | None = 64
+    refuse_subdocs: bool = False
+    refuse_format_in_map: bool = True
+
+
+#: The limits applied to updates from peers (``validate_update``, ``apply_if_ready``).
+DEFAULT_LIMITS = UpdateLimits()

@@ -1,0 +1,308 @@
+"""Issue #11: inputs that passed the validator and hurt whoever integrated or read them.
+
+Each test builds one row of the issue's table (generators in ``tests/hostile.py``) and shows
+what stops it now: the validator refuses it (``InvalidUpdate``, nothing applied or stored), or
+a read of it that used to crash is total. Whatever could blow up runs in a child process with
+an address-space cap and a timeout (:func:`hostile.run_limited`), so a regression shows as a
+failed test, not a dead run. Costs stated in comments were measured on the 2-core test machine.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import hostile as h
+import pycrdt
+import pytest
+
+from crdtsync import wire
+from crdtsync._registry import ShardRegistry
+from crdtsync._render import MAX_READ_DEPTH, Unreadable
+from crdtsync.errors import CloseCode, InvalidUpdate, ProtocolError
+from crdtsync.store import Store
+from crdtsync.values import to_plain
+from crdtsync.yjs.doc import apply_validated
+from crdtsync.yjs.limits import DEFAULT_LIMITS
+from crdtsync.yjs.parse import parse_update, validate_update
+
+
+def _apply_timed(updates: list[bytes]) -> float:
+    doc = pycrdt.Doc()
+    t = time.perf_counter()
+    for u in updates:
+        doc.apply_update(u)
+    return time.perf_counter() - t
+
+
+def _poisoned_snapshot(update: bytes, root: str) -> object:
+    """What a replica whose store already holds ``update`` (stored before the limits) shows."""
+    doc = pycrdt.Doc()
+    apply_validated(doc, update)
+    kind = {"map": pycrdt.Map, "xml": pycrdt.XmlFragment}[root]
+    value = to_plain(doc.get("root", type=kind))
+    return value if root == "map" else len(value)
+
+
+# -- row 1: two pushes Yrs integrates in quadratic time -----------------------------------------
+
+
+def test_same_place_fan_was_quadratic_and_is_refused() -> None:
+    # The shape, measured before the limit: each of n clients inserts one item right of the
+    # same anchor; a second such fan of higher clients scans the whole first one per item.
+    # 2 x 2,000 items: 0.5 s; 2 x 8,000 (160 KB): 7.7 s. Doubling n quadruples the time.
+    small, big = 500, 2000
+    t_small = h.run_limited(
+        _apply_timed,
+        [h.root_array(), h.same_origin_fan(small), h.same_origin_fan(small, first=small + 2)],
+        timeout=60,
+    )
+    t_big = h.run_limited(
+        _apply_timed,
+        [h.root_array(), h.same_origin_fan(big), h.same_origin_fan(big, first=big + 2)],
+        timeout=60,
+    )
+    assert t_small[0] == t_big[0] == "ok"
+    assert t_big[1] > 4 * t_small[1]  # super-linear: 4x the items, well over 4x the time
+    for fan in (h.same_origin_fan(2000), h.same_origin_fan(2000, first=2002)):
+        with pytest.raises(InvalidUpdate, match="clients insert at the same place"):
+            validate_update(fan)
+    # At the limit it passes, and costs what linear work costs.
+    n = DEFAULT_LIMITS.max_fan
+    assert n is not None
+    validate_update(h.same_origin_fan(n))
+    with pytest.raises(InvalidUpdate):
+        validate_update(h.same_origin_fan(n + 1))
+    # Trusted local paths (compaction, load) apply no limits.
+    parse_update(h.same_origin_fan(2000))
+
+
+# -- row 2: chained one-value items ---------------------------------------------------------------
+
+
+def test_chained_one_value_items_were_quadratic_in_memory_and_are_refused() -> None:
+    # Measured before the limit: 5,000 items (35 KB) took 582 MiB; 10,000 took 2.3 GiB.
+    status, _ = h.run_limited(_apply_timed, [h.many_items(20_000)], mem_mib=768, timeout=60)
+    assert status == "died"  # Rust aborts: "memory allocation of ... bytes failed"
+    with pytest.raises(InvalidUpdate, match="merges cost more"):
+        validate_update(h.many_chars(20_000))
+    with pytest.raises(InvalidUpdate, match="merges cost more"):
+        validate_update(h.many_items(20_000))
+    # The longest run accepted applies in a small address space.
+    work = DEFAULT_LIMITS.max_merge_work
+    assert work is not None
+    longest = int(((8 * work / 32 + 1) ** 0.5 - 1) / 2)  # 32 (2 + 3 + ... + r) <= work
+    while 32 * (longest * (longest + 1) // 2 - 1) > work:
+        longest -= 1
+    validate_update(h.many_items(longest))
+    with pytest.raises(InvalidUpdate):
+        validate_update(h.many_items(longest + 1))
+    status, seconds = h.run_limited(_apply_timed, [h.many_items(longest)], mem_mib=384)
+    assert status == "ok" and seconds < 2.0, (status, seconds)
+
+
+# -- row 8: many items, many deleted ranges ------------------------------------------------------
+
+
+def test_struct_and_delete_range_caps() -> None:
+    max_structs = DEFAULT_LIMITS.max_structs
+    max_ranges = DEFAULT_LIMITS.max_delete_ranges
+    assert max_structs is not None and max_ranges is not None
+    items, ranges = h.many_unmerged(max_structs + 1), h.big_delete_set(max_ranges + 1)
+    t = time.perf_counter()
+    with pytest.raises(InvalidUpdate, match="structs"):
+        validate_update(items)
+    with pytest.raises(InvalidUpdate, match="deleted ranges"):
+        validate_update(ranges)
+    assert time.perf_counter() - t < 1.0  # refused from the counts, before the loops
+    # One-value items chained by right origin (each in front of the last) stay linear.
+    ok = h.run_limited(
+        _apply_timed, [h.root_array(), h.one_value_chain(100_000)], mem_mib=1024, timeout=60
+    )
+    assert ok[0] == "ok" and ok[1] < 5.0
+
+
+def test_the_largest_accepted_update_is_bounded_in_a_capped_child() -> None:
+    max_structs = DEFAULT_LIMITS.max_structs
+    assert max_structs is not None
+    # Runs Yrs merges are capped (test above), so the largest accepted update is one whose
+    # items never merge: one-character items each with its own right origin.
+    update = h.many_unmerged(max_structs)
+    t = time.process_time()
+    validate_update(update)
+    parse_seconds = time.process_time() - t
+    result = h.run_limited(_apply_timed, [update], mem_mib=1024, timeout=60)
+    assert result[0] == "ok", result  # fits in 1 GiB, finishes
+    assert result[1] < 10.0 and parse_seconds < 10.0, (result, parse_seconds)
+
+
+# -- rows 3 and 4: nesting -----------------------------------------------------------------------
+
+
+def test_deep_xml_is_refused_and_stored_poison_reads_without_crashing() -> None:
+    update = h.nested_xml(100_000)  # 883 KB; str() of it segfaulted pycrdt (measured: -11)
+    with pytest.raises(InvalidUpdate, match="nested deeper"):
+        validate_update(update)
+    validate_update(h.nested_xml(DEFAULT_LIMITS.max_type_depth or 64))
+    status, length = h.run_limited(_poisoned_snapshot, update, "xml", mem_mib=1024, timeout=60)
+    assert status == "ok", (status, length)
+    assert length > MAX_READ_DEPTH * 3
+
+
+def test_deep_maps_are_refused_and_stored_poison_reads_to_the_cap() -> None:
+    update = h.nested_maps(1000)  # 7.9 KB; to_plain raised RecursionError on it
+    with pytest.raises(InvalidUpdate, match="nested deeper"):
+        validate_update(update)
+    status, value = h.run_limited(_poisoned_snapshot, update, "map", timeout=60)
+    assert status == "ok", (status, value)
+    depth = 0
+    while isinstance(value, dict):
+        value = value["k"]
+        depth += 1
+    assert isinstance(value, Unreadable) and "deeper than" in value
+    assert depth == MAX_READ_DEPTH + 1
+
+
+# -- rows 5 and 6: what snapshot() cannot show --------------------------------------------------
+
+
+def test_format_as_map_value_is_refused_and_reads_as_unreadable() -> None:
+    update = h.format_in_map()
+    with pytest.raises(InvalidUpdate, match="Format"):
+        validate_update(update)
+    value = _poisoned_snapshot(update, "map")
+    assert isinstance(value, dict) and isinstance(value["f"], Unreadable)
+
+
+def test_subdocument_reads_as_unreadable_with_its_guid() -> None:
+    update = h.subdoc_in_map()
+    validate_update(update)  # accepted: pycrdt writes them (see UpdateLimits.refuse_subdocs)
+    value = _poisoned_snapshot(update, "map")
+    assert isinstance(value, dict) and value["d"] == "<unreadable: subdocument guid-1>"
+    assert isinstance(value["d"], Unreadable)
+
+
+# -- row 7: msgpack frames -----------------------------------------------------------------------
+
+
+def _array32(n: int, item: bytes) -> bytes:
+    return b"\xdd" + n.to_bytes(4, "big") + item * n
+
+
+@pytest.mark.parametrize(
+    ("name", "frame", "code"),
+    [
+        ("16 MiB of empty maps", _array32(16_000_000, b"\x80"), CloseCode.MALFORMED_FRAME),
+        ("one empty map", b"\x92\x01\x80", CloseCode.MALFORMED_FRAME),
+        ("4000 x 4000 empty arrays", _array32(4000, _array32(4000, b"\x90")), CloseCode.OVERSIZE),
+        ("a million [nil]", _array32(1_000_000, b"\x91\xc0"), CloseCode.OVERSIZE),
+        ("deep nesting", b"\x91" * 100_000 + b"\xc0", CloseCode.MALFORMED_FRAME),
+    ],
+)
+def test_msgpack_frames_are_bounded(name: str, frame: bytes, code: CloseCode) -> None:
+    def decode() -> tuple[str, float]:
+        t = time.process_time()
+        try:
+            wire.decode(frame, max_size=32 << 20)
+        except ProtocolError as exc:
+            return exc.code.name, time.process_time() - t
+        return "accepted", 0.0
+
+    # 256 MiB address space holds the interpreter, the frame and the budget's worst case;
+    # before the limits the empty-maps frame needed 1.3 GiB.
+    status, result = h.run_limited(decode, mem_mib=512, timeout=60)
+    assert status == "ok", (name, status, result)
+    assert result[0] == code.name, name
+    assert result[1] < 1.0, name
+
+
+# -- the real apply path: refused, nothing stored, the shard keeps working ----------------------
+
+
+def test_registry_refuses_hostile_updates_and_stores_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", sync=False)
+    reg = ShardRegistry("me", store, notify=lambda: None, on_delta=None, host=None)
+    try:
+        for bad in (
+            h.nested_maps(1000),
+            h.format_in_map(),
+            h.same_origin_fan((DEFAULT_LIMITS.max_fan or 32) + 1),
+            h.many_items((DEFAULT_LIMITS.max_structs or 0) + 1),
+        ):
+            with pytest.raises(InvalidUpdate):
+                reg.apply("s1", bad, "peer")
+            with pytest.raises(InvalidUpdate):
+                reg.apply(f"new-{len(bad)}", bad, "peer")
+        # A refused update creates no shard, not even an open empty one.
+        assert reg.names() == [] and store.shard_names() == []
+        assert reg.open("s1").snapshot() == {}
+        assert store.load("s1") is None or not store.load("s1").log  # type: ignore[union-attr]
+        # The honest update after them applies.
+        doc = pycrdt.Doc()
+        doc.get("root", type=pycrdt.Map)["x"] = "y"
+        assert reg.apply("s1", doc.get_update(), "peer") is not None
+        assert reg.open("s1").snapshot() == {"x": "y"}
+    finally:
+        reg.close()
+        store.close()
+
+
+# -- accepted updates cost at most linear work ---------------------------------------------------
+
+
+def _random_shape(rng: random.Random) -> tuple[bool, bytes]:
+    """(needs the anchor item (1, 0) first, one update of a random hostile shape and size,
+    maybe over a limit)."""
+    shape = rng.choice(["fan", "items", "chars", "maps", "xml", "chain", "unmerged", "ds"])
+    n = rng.choice([1, 10, 100, 300, 2000, 3000, 12_000, 60_000])
+    return shape in ("fan", "chain"), {
+        "fan": lambda: h.same_origin_fan(min(n, 5000)),
+        "items": lambda: h.many_items(n),
+        "chars": lambda: h.many_chars(n),
+        "maps": lambda: h.nested_maps(min(n, 2000)),
+        "xml": lambda: h.nested_xml(min(n, 2000)),
+        "chain": lambda: h.one_value_chain(n),
+        "unmerged": lambda: h.many_unmerged(n),
+        "ds": lambda: h.big_delete_set(n),
+    }[shape]()
+
+
+def _costs(updates: list[tuple[bool, bytes]]) -> list[tuple[int, float, int]]:
+    """(bytes, seconds, peak RSS growth in KiB) of applying each update to a fresh doc."""
+    import resource
+
+    out = []
+    for anchor, u in updates:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        doc = pycrdt.Doc()
+        if anchor:
+            doc.apply_update(h.root_array())
+        t = time.process_time()
+        doc.apply_update(u)
+        seconds = time.process_time() - t
+        out.append((len(u), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before))
+        del doc
+    return out
+
+
+def test_accepted_updates_cost_at_most_linear_work() -> None:
+    # The stated bound: an accepted update costs at most 20 us of CPU and 200 bytes of memory
+    # per byte of update, plus 0.1 s and 128 MiB (the capped quadratic parts: a fan of
+    # max_fan, a merge run within max_merge_work). Before the limits the same generator
+    # produced 582 MiB for 35 KB (items) and seconds for 20 KB (fan).
+    rng = random.Random(11)
+    accepted = []
+    for _ in range(40):
+        anchor, u = _random_shape(rng)
+        try:
+            validate_update(u)
+        except InvalidUpdate:
+            continue
+        accepted.append((anchor, u))
+    assert len(accepted) >= 10
+    status, costs = h.run_limited(_costs, accepted, mem_mib=1024, timeout=120)
+    assert status == "ok", (status, costs)
+    for size, seconds, rss_kib in costs:
+        assert seconds <= 20e-6 * size + 0.1, (size, seconds)
+        assert rss_kib * 1024 <= 200 * size + (128 << 20), (size, rss_kib)
