@@ -204,6 +204,9 @@ class Agent:
             **extra,
         )
         self._activity.bind(self._transport.kick)
+        serve_yjs = getattr(self._transport, "serve_yjs", None)
+        if self._listen is not None and callable(serve_yjs):
+            serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
         await self._transport.start()
 
     @property
