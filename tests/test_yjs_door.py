@@ -284,3 +284,64 @@ async def test_pycrdt_provider_syncs_both_ways(tmp_path: Path) -> None:
             await until(lambda: str(agent_text) == "from agent and provider")
             agent_text.insert(0, ">")
             await until(lambda: str(text) == ">from agent and provider")
+
+
+#: Python value -> what driver.mjs reports the JavaScript value to be ($bytes: Uint8Array,
+#: $number: -0; plain JSON otherwise).
+PY_TO_JS: dict[str, tuple[Any, Any]] = {
+    "int": (3, 3),
+    "neg": (-7, -7),
+    "safe": (2**53 - 1, 2**53 - 1),
+    "big": (2**60, {"$int": str(2**60)}),
+    "half": (0.5, 0.5),
+    "whole_float": (2.0, {"$float": 2}),
+    "negzero": (-0.0, {"$number": "-0"}),
+    "bytes": (b"\x00\xff", {"$bytes": "00ff"}),
+    "lookalike": (b"\x01" + b"\x00" * 8, {"$bytes": "01" + "00" * 8}),
+    "str": ("héllo 🎉", "héllo 🎉"),
+    "flag": (True, True),
+    "none": (None, None),
+    "nested": ({"a": [1, b"x"]}, {"a": [1, {"$bytes": "78"}]}),
+}
+
+#: JavaScript value (as sent to driver.mjs) -> what Python reads.
+JS_TO_PY: dict[str, tuple[Any, Any]] = {
+    "int": (3, 3),
+    "neg": (-7, -7),
+    "half": (2.5, 2.5),
+    "bytes": ({"$bytes": "00ff"}, b"\x00\xff"),
+    "lookalike": ({"$bytes": "01" + "00" * 8}, b"\x01" + b"\x00" * 8),
+    "big": ({"$int": str(2**60)}, 2**60),
+    "str": ("s", "s"),
+    "flag": (False, False),
+    "none": (None, None),
+    "object": ({"a": 1, "b": [2, 0.5]}, {"a": 1, "b": [2, 0.5]}),
+}
+
+
+def _typed(value: Any) -> Any:
+    """Value with its type, recursively, so that 3 != 3.0 in comparisons."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+async def test_values_round_trip_between_python_and_javascript(node: Node, tmp_path: Path) -> None:
+    async with Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", gossip=CFG) as a:
+        shard = await a.shard("values")
+        for key, (py, _) in PY_TO_JS.items():
+            shard[key] = py
+        await node(op="open", id="x", url=yurl(a), room="values")
+        root = (await node(op="dump", id="x"))["root"]
+        assert root == {k: js for k, (_, js) in PY_TO_JS.items()}
+        for key, (js, _) in JS_TO_PY.items():
+            await node(op="set", id="x", key="js_" + key, value=js)
+        want = {"js_" + k: py for k, (_, py) in JS_TO_PY.items()}
+        await until(lambda: all(k in shard.snapshot() for k in want))
+        snap = shard.snapshot()
+        assert _typed({k: snap[k] for k in want}) == _typed(want)
+        assert _typed({k: snap[k] for k in PY_TO_JS}) == _typed(
+            {k: py for k, (py, _) in PY_TO_JS.items()}
+        )
