@@ -231,7 +231,8 @@ class Agent:
     @property
     def counters(self) -> dict[str, int]:
         """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
-        ``auth_failed.<close code>``); empty without gossip."""
+        ``auth_failed.<close code>``) and the Yjs door (``yjs.connected``, ``yjs.updates``,
+        ``yjs.refused.<close code>``); empty without gossip."""
         return dict(getattr(self._transport, "counters", {}))
 
     @property

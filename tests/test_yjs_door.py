@@ -345,3 +345,24 @@ async def test_values_round_trip_between_python_and_javascript(node: Node, tmp_p
         assert _typed({k: snap[k] for k in PY_TO_JS}) == _typed(
             {k: py for k, (py, _) in PY_TO_JS.items()}
         )
+
+
+async def test_an_update_splitting_an_emoji_is_refused(node: Node, tmp_path: Path) -> None:
+    async with Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", gossip=CFG) as a:
+        shard = await a.shard("emoji")
+        text = shard.doc.get("text", type=pycrdt.Text)
+        text += "x😀y😀z"
+        await node(op="open", id="x", url=yurl(a), room="emoji")
+        await node(op="open", id="y", url=yurl(a), room="emoji")
+        # whole characters are fine (UTF-16 indices: the emoji are 1-2 and 4-5)
+        assert (await node(op="text", id="y", delete=[4, 2]))["text"] == "x😀yz"
+        await until(lambda: str(text) == "x😀yz")
+        # half of one: Yjs would keep "x\ufffdyz", Yrs "x😀z"; the update is refused
+        assert (await node(op="text", id="x", delete=[2, 1]))["text"] == "x\ufffdyz"
+        await until(lambda: a.counters.get("yjs.refused.INVALID_UPDATE", 0) >= 1)
+        await asyncio.sleep(0.5)
+        assert str(text) == "x😀yz"
+        assert (await node(op="stats", id="x"))["closes"] >= 1
+        assert (await node(op="stats", id="y"))["closes"] == 0
+        assert (await node(op="dump", id="y"))["text"] == "x😀yz"  # the other client unharmed
+

@@ -278,7 +278,8 @@ class WebsocketTransport:
             if listen is not None:
                 self._server_ssl = credentials.server_context()
         #: Security events: ``auth_ok``, ``auth_failed`` and ``auth_failed.<code name>`` (we
-        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code).
+        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code); and the
+        #: Yjs door's ``yjs.*`` (see :class:`~crdtsync.transports.yjsdoor.YjsDoor`).
         self.counters: dict[str, int] = {}
         self._listen = listen
         self._host: str | None = None
@@ -359,7 +360,7 @@ class WebsocketTransport:
         """Serve y-websocket clients at ``/yjs/<shard>`` on this transport's listener, with
         ``open_shard`` (the agent's ``shard``) to reach shards; the agent calls this before
         :meth:`start`. Other request paths stay the gossip door. Returns the door (counters)."""
-        self._yjs = YjsDoor(open_shard, self._credentials)
+        self._yjs = YjsDoor(open_shard, self._credentials, counters=self.counters)
         return self._yjs
 
     @property

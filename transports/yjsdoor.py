@@ -18,7 +18,8 @@ client with a specific code; nothing of it was applied.
 Close codes (:class:`~crdtsync.errors.CloseCode`)
 -------------------------------------------------
 ``MALFORMED_FRAME`` 4004 (not a y-protocols message, or a text frame), ``INVALID_UPDATE``
-4006, ``INVALID_SHARD`` 4007 (the path names no valid shard), ``FLOODING`` 4009 (the client
+4006 (not a valid update, or one that splits a UTF-16 surrogate pair: see
+:mod:`crdtsync.yjs.surrogates`), ``INVALID_SHARD`` 4007 (the path names no valid shard), ``FLOODING`` 4009 (the client
 does not read what we send), ``INTERNAL_ERROR`` 4011, ``UNAUTHENTICATED`` 4012 (no or a bad
 token), ``FORBIDDEN`` 4013 (the token does not allow reading the shard, or a read-only client
 sent a change; it first gets a y-protocols "permission denied" message with the reason).
@@ -65,7 +66,7 @@ from crdtsync.errors import (
     ProtocolError,
 )
 from crdtsync.names import validate_shard_name
-from crdtsync.yjs import sync
+from crdtsync.yjs import surrogates, sync
 
 if TYPE_CHECKING:
     from crdtsync.security.acl import PeerIdentity
@@ -105,12 +106,16 @@ class _Room:
         self.clients: set[_Client] = set()
         self.awareness: dict[int, sync.AwarenessEntry] = {}
         self.sender: _Client | None = None  # the client whose update is being applied
+        #: IDs of the low surrogates in the shard's text (see crdtsync.yjs.surrogates).
+        self.lows: set[surrogates.ID] = surrogates.low_surrogates(shard.doc.get_update())
         self._sub: Any = shard.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: Any) -> None:
         update = event.update
         if updates.is_noop(update):
             return
+        if surrogates.may_have_astral(update):
+            self.lows |= surrogates.low_surrogates(update)
         frame = sync.encode_sync(sync.UPDATE, update)
         for client in self.clients:
             if client is not self.sender:
@@ -133,6 +138,7 @@ class YjsDoor:
             the agent's :meth:`~crdtsync.agent.Agent.shard`.
         credentials: the agent's credentials; None: no authentication (loopback only).
         max_send_buffer: bytes queued for one client beyond which it is disconnected.
+        counters: the dict to count events in (see :attr:`counters`).
     """
 
     def __init__(
@@ -141,13 +147,15 @@ class YjsDoor:
         credentials: Credentials | None = None,
         *,
         max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+        counters: dict[str, int] | None = None,
     ) -> None:
         self._open_shard = open_shard
         self._credentials = credentials
         self._max_send_buffer = max_send_buffer
         self._rooms: dict[str, _Room] = {}
-        #: ``yjs.connected``, ``yjs.refused.<code name>``, ``yjs.updates``.
-        self.counters: dict[str, int] = {}
+        #: ``yjs.connected``, ``yjs.refused.<code name>``, ``yjs.updates`` (shared with the
+        #: transport's counters when it passes its own dict).
+        self.counters: dict[str, int] = {} if counters is None else counters
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -282,9 +290,20 @@ class YjsDoor:
                 f"read-only: this token may not change shard {room.shard.name!r}",
                 CloseCode.FORBIDDEN,
             )
+        try:
+            info = updates.validate_update(update)
+        except InvalidUpdate as exc:
+            raise ProtocolError(f"invalid update: {exc}", CloseCode.INVALID_UPDATE) from None
+        cut = surrogates.splits(update, room.lows)
+        if cut is not None:
+            raise ProtocolError(
+                f"update splits a UTF-16 surrogate pair at {cut} (half of an emoji): Yjs and"
+                " Yrs replicas would diverge",
+                CloseCode.INVALID_UPDATE,
+            )
         room.sender = client
         try:
-            room.shard.apply_remote(update, client.label)
+            room.shard.apply_remote(update, client.label, info)
         except InvalidUpdate as exc:
             raise ProtocolError(f"invalid update: {exc}", CloseCode.INVALID_UPDATE) from None
         finally:

@@ -5,6 +5,7 @@
 //       -> {"ok":true} once the provider is synced
 //   {"op":"random","ids":["a","b","c"],"n":200,"seed":1}  random Text/Array/Map edits
 //   {"op":"edit","id":"a","text":"...","key":"k"}          insert text, set map key
+//   {"op":"text","id":"a","insert":[i,"s"]} / "delete":[i,n]  -> {"text": the JS text}
 //   {"op":"set","id":"a","key":"k","value":V}              root map: V as JS value (see decode)
 //   {"op":"dump","id":"a"}      -> {"text":..., "arr":[...], "map":{...}, "root":{...}}
 //   {"op":"converge","ids":[...],"timeout":20}  -> once every doc has the same state
@@ -160,6 +161,12 @@ async function handle (cmd) {
         doc.getMap('map').set(cmd.key, cmd.text)
       })
       return { ok: true }
+    }
+    case 'text': { // {"insert":[index, "str"]} or {"delete":[index, n]}, UTF-16 indices
+      const t = docs.get(cmd.id).doc.getText('text')
+      if (cmd.insert) t.insert(cmd.insert[0], cmd.insert[1])
+      if (cmd.delete) t.delete(cmd.delete[0], cmd.delete[1])
+      return { text: t.toString() }
     }
     case 'set': {
       const { doc } = docs.get(cmd.id)
