@@ -173,13 +173,17 @@ def decode_leaf(value: Any) -> Any:
 
 
 def to_plain(value: Any) -> Any:
-    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text -> str."""
+    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text and
+    Xml types -> their string (Text: the characters only, without formatting attributes or
+    embeds; Xml: the XML markup), a subdocument -> ``{"$subdoc": guid}``."""
     if isinstance(value, pycrdt.Map):
         return {key: to_plain(item) for key, item in value.items()}
     if isinstance(value, pycrdt.Array):
         return [to_plain(item) for item in value]
     if isinstance(value, (pycrdt.Text, pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)):
         return str(value)
+    if isinstance(value, pycrdt.Doc):  # a subdocument: its guid (its content is its own)
+        return {"$subdoc": str(value.guid)}
     return decode_leaf(value)
 
 

@@ -366,3 +366,31 @@ async def test_an_update_splitting_an_emoji_is_refused(node: Node, tmp_path: Pat
         assert (await node(op="stats", id="y"))["closes"] == 0
         assert (await node(op="dump", id="y"))["text"] == "x😀yz"  # the other client unharmed
 
+
+async def test_rich_content_written_by_js_round_trips_through_the_mesh(
+    node: Node, tmp_path: Path
+) -> None:
+    async with (
+        Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", gossip=CFG) as a,
+        Agent(
+            "b", tmp_path / "b", listen="ws://127.0.0.1:0", peers=[a.address or ""], gossip=CFG
+        ) as b,
+    ):
+        await node(op="open", id="x", url=yurl(a), room="rich")
+        await node(op="rich", id="x")
+        written = await node(op="richdump", id="x")
+        assert {"insert": "bold", "attributes": {"bold": True}} in written["delta"]
+        shard_b = await b.shard("rich")
+        await until(lambda: "subdoc" in shard_b.doc.get("root", type=pycrdt.Map))
+        await shard_b.flush()
+        async with Agent(
+            "c", tmp_path / "c", listen="ws://127.0.0.1:0", peers=[b.address or ""], gossip=CFG
+        ) as c:
+            shard_c = await c.shard("rich")
+            await until(lambda: "subdoc" in shard_c.doc.get("root", type=pycrdt.Map))
+            await node(op="open", id="y", url=yurl(c), room="rich")
+            assert await node(op="richdump", id="y") == written
+        snap = shard_b.snapshot()
+        assert snap["rich"] == "plain bold" 
+        assert snap["xml"] == '<p class="lead"><bold>hello</bold></p>'
+        assert snap["subdoc"] == {"$subdoc": "sub-1"}

@@ -168,6 +168,40 @@ async function handle (cmd) {
       if (cmd.delete) t.delete(cmd.delete[0], cmd.delete[1])
       return { text: t.toString() }
     }
+    case 'rich': { // formatted text, an embed, an XML fragment and a subdocument in 'root'
+      const { doc } = docs.get(cmd.id)
+      doc.transact(() => {
+        const t = new Y.Text()
+        doc.getMap('root').set('rich', t)
+        t.insert(0, 'plain ')
+        t.insert(6, 'bold', { bold: true })
+        t.insertEmbed(10, { image: 'cat.png' })
+        t.format(0, 5, { italic: true })
+        const frag = new Y.XmlFragment()
+        doc.getMap('root').set('xml', frag)
+        const p = new Y.XmlElement('p')
+        p.setAttribute('class', 'lead')
+        const xt = new Y.XmlText()
+        xt.insert(0, 'hello', { bold: true })
+        p.insert(0, [xt])
+        frag.insert(0, [p])
+        const sub = new Y.Doc({ guid: 'sub-1' })
+        doc.getMap('root').set('subdoc', sub)
+        sub.getText('t').insert(0, 'inside')
+      })
+      return { ok: true }
+    }
+    case 'richdump': {
+      const root = docs.get(cmd.id).doc.getMap('root')
+      const rich = root.get('rich')
+      const xml = root.get('xml')
+      const sub = root.get('subdoc')
+      return {
+        delta: rich ? rich.toDelta() : null,
+        xml: xml ? xml.toString() : null,
+        subdoc: sub ? { guid: sub.guid, isDoc: sub instanceof Y.Doc } : null
+      }
+    }
     case 'set': {
       const { doc } = docs.get(cmd.id)
       doc.getMap('root').set(cmd.key, decode(cmd.value))
