@@ -95,7 +95,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from crdtsync.transports.yjsdoor import PATH_PREFIX as _YJS_PREFIX
 from crdtsync.transports.yjsdoor import ShardOpener, YjsDoor
@@ -565,7 +565,7 @@ class WebsocketTransport:
             if self._yjs is None:
                 await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
                 return
-            await self._yjs.serve(ws, path[len(_YJS_PREFIX) :], query)
+            await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
             return
         await self._run_link(_Link(ws, outbound=False, dialled=None))
 
