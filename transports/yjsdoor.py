@@ -107,19 +107,27 @@ class _Room:
         self.awareness: dict[int, sync.AwarenessEntry] = {}
         self.sender: _Client | None = None  # the client whose update is being applied
         #: IDs of the low surrogates in the shard's text (see crdtsync.yjs.surrogates).
-        self.lows: set[surrogates.ID] = surrogates.low_surrogates(shard.doc.get_update())
+        #: Computed on the first client update (a read-only room never pays for it).
+        self._lows: set[surrogates.ID] | None = None
         self._sub: Any = shard.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: Any) -> None:
         update = event.update
         if updates.is_noop(update):
             return
-        if surrogates.may_have_astral(update):
-            self.lows |= surrogates.low_surrogates(update)
+        if self._lows is not None and surrogates.may_have_astral(update):
+            self._lows |= surrogates.low_surrogates(update)
         frame = sync.encode_sync(sync.UPDATE, update)
         for client in self.clients:
             if client is not self.sender:
                 self.door.send(client, frame)
+
+    @property
+    def lows(self) -> set[surrogates.ID]:
+        """Low-surrogate IDs of the shard's text, kept up to date by the observer."""
+        if self._lows is None:
+            self._lows = surrogates.low_surrogates(self.shard.doc.get_update())
+        return self._lows
 
     def broadcast(self, frame: bytes) -> None:
         for client in self.clients:
