@@ -29,8 +29,15 @@ if (mode === 'sync') {
   const doc = new Y.Doc()
   const t0 = performance.now()
   const p = provider(doc)
+  let connected = null
+  let firstUpdate = null
+  p.on('status', (e) => { if (e.status === 'connected' && connected === null) connected = performance.now() - t0 })
+  doc.on('update', () => { if (firstUpdate === null) firstUpdate = performance.now() - t0 })
   const ok = await until(() => p.synced && doc.getMap('m').size >= entries, 300000)
-  console.log(JSON.stringify({ ok, seconds: (performance.now() - t0) / 1000, size: doc.getMap('m').size }))
+  console.log(JSON.stringify({
+    ok, seconds: (performance.now() - t0) / 1000, size: doc.getMap('m').size,
+    connected_ms: connected, applied_ms: firstUpdate
+  }))
   p.destroy()
   process.exit(0)
 } else {
