@@ -161,6 +161,7 @@ class YjsDoor:
         self._credentials = credentials
         self._max_send_buffer = max_send_buffer
         self._rooms: dict[str, _Room] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         #: ``yjs.connected``, ``yjs.refused.<code name>``, ``yjs.updates`` (shared with the
         #: transport's counters when it passes its own dict).
         self.counters: dict[str, int] = {} if counters is None else counters
@@ -340,9 +341,11 @@ class YjsDoor:
             client.closing = True
             self._count("yjs.refused.FLOODING")
             logger.warning("%s: does not read what we send; disconnected", client.label)
-            asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self._close(client, CloseCode.FLOODING, "client does not read")
             )
+            self._tasks.add(task)  # a reference, so that the task is not collected midway
+            task.add_done_callback(self._tasks.discard)
             return
         client.queue.put_nowait(frame)
 
