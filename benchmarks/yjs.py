@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {
             "updates_per_s (>= 1 meets)": ratio(fa.get("updates_per_s"), fh.get("updates_per_s")),
             "p99 (<= 1 meets)": ratio(fa.get("p99_ms"), fh.get("p99_ms")),
-            "sync seconds (<= 1.5 meets)": ratio(agent["sync"].get("seconds"), hub["sync"].get("seconds")),
+            "sync seconds (<= 1.5 meets)": ratio(
+                agent["sync"].get("seconds"), hub["sync"].get("seconds")
+            ),
         },
     }
     finish(report, args.out)

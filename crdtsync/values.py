@@ -195,7 +195,7 @@ def is_marked(doc: pycrdt.Doc[Any]) -> bool:
     if MARKER not in doc.keys():  # noqa: SIM118  (a Doc is no dict)
         return False
     marker = doc.get(MARKER, type=pycrdt.Map)
-    return marker.get("values") == float(FORMAT)
+    return bool(marker.get("values") == float(FORMAT))
 
 
 def mark(doc: pycrdt.Doc[Any]) -> None:

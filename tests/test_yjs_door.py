@@ -47,9 +47,7 @@ def node_modules() -> Path:
         pytest.skip("node/npm not installed: the Yjs door tests need Node >= 18 and npm")
     modules = JS / "node_modules"
     if not (modules / "y-websocket").is_dir():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=300
-        )
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=300)
     return modules
 
 
@@ -391,6 +389,6 @@ async def test_rich_content_written_by_js_round_trips_through_the_mesh(
             await node(op="open", id="y", url=yurl(c), room="rich")
             assert await node(op="richdump", id="y") == written
         snap = shard_b.snapshot()
-        assert snap["rich"] == "plain bold" 
+        assert snap["rich"] == "plain bold"
         assert snap["xml"] == '<p class="lead"><bold>hello</bold></p>'
         assert snap["subdoc"] == {"$subdoc": "sub-1"}
