@@ -82,15 +82,17 @@ class ShardRegistry:
         )
         self._shards[name] = shard
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
-            if loaded is not None:
-                self._migrate_values(shard)
+            # A new shard is marked in its document too: an agent of the previous release that
+            # receives it stores it unmarked, and must not "migrate" it once upgraded.
+            self._migrate_values(shard)
             self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
         return shard
 
     def _migrate_values(self, shard: Shard) -> None:
-        """Rewrite a shard this store holds from before the value encoding's format 2 (see
-        :func:`crdtsync.values.migrate`). The migration is a local change: persisted and
-        gossiped like a write, even when the core opened the shard while applying."""
+        """Rewrite a shard this store holds from before the value encoding's format 2, or mark
+        a new one (see :func:`crdtsync.values.migrate`; a marked document is left alone). A
+        local change: persisted and gossiped like a write, even when the core opened the shard
+        while applying."""
         applying, self.applying = self.applying, False
         try:
             changed = values.migrate(shard.doc, ROOT)

@@ -37,8 +37,9 @@ and whole floats; everything else is the plain Yjs value.
 Format 1 (releases before this one) stored ``int`` as ``b"\\x01"`` + 8 bytes and ``bytes`` as
 ``b"\\x00"`` + the bytes. :func:`migrate` rewrites such a document to format 2 once, when the
 store opens a shard it wrote (see :mod:`crdtsync._registry`), and marks the document so that a
-replica which receives the migration does not migrate again. This module is the one place that
-knows the encoding.
+replica which receives the migration does not migrate again; new shards are marked when they
+are created (a migration of a document holding format-2 values would corrupt them). This module
+is the one place that knows the encoding.
 """
 
 from __future__ import annotations

@@ -92,3 +92,23 @@ def test_the_v2_form_is_json_readable() -> None:
     assert V.decode_leaf({"$int": "12345678901234567890"}) == 12345678901234567890
     assert V.decode_leaf({"$int": "1x"}) == {"$int": "1x"}  # not a tag: a JSON object
     assert V.decode_leaf({"$int": "1", "other": 2.0}) == {"$int": "1", "other": 2}
+
+
+async def test_a_v2_shard_stored_by_an_old_release_is_not_migrated(tmp_path: Path) -> None:
+    """A shard created by an upgraded agent, gossiped to one of the previous release (which
+    stores it without the store marker), is left alone once that agent is upgraded."""
+    from crdtsync.store import Store
+
+    written = {"int": 3, "bytes": b"\x00\xff", "whole": 2.0, "big": 2**60}
+    async with Agent("new", data_dir=tmp_path / "new") as agent:
+        shard = await agent.shard("fresh")
+        for key, value in written.items():
+            shard[key] = value
+        update = shard.doc.get_update()
+    with Store(tmp_path / "old") as store:  # what the previous release stores: no marker
+        store.append("fresh", update)
+        store.commit()
+    async with Agent("old", data_dir=tmp_path / "old") as agent:
+        shard = await agent.shard("fresh")
+        assert _same(shard.snapshot(), written)
+        assert shard.doc.get_update() == update  # nothing rewritten
