@@ -7,15 +7,23 @@ core reads and changes replicas through it without the registry or the core know
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 
-from . import updates
+from . import updates, values
 from .errors import ClosedError, InvalidUpdate
 from .names import validate_shard_name
-from .shard import DeltaHook, Shard, ShardHost, load_doc
+from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
 
 __all__ = ["ShardRegistry"]
+
+logger = logging.getLogger(__name__)
+
+#: Store metadata key recording the value format of a shard's data (see :mod:`crdtsync.values`);
+#: a shard without it was written by a release before format 2 and is migrated on open.
+_VALUES_META = "values_format"
+_VALUES_FORMAT = str(values.FORMAT).encode()
 
 
 class ShardRegistry:
@@ -73,7 +81,26 @@ class ShardRegistry:
             name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host
         )
         self._shards[name] = shard
+        if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
+            # A new shard is marked in its document too: an agent of the previous release that
+            # receives it stores it unmarked, and must not "migrate" it once upgraded.
+            self._migrate_values(shard)
+            self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
         return shard
+
+    def _migrate_values(self, shard: Shard) -> None:
+        """Rewrite a shard this store holds from before the value encoding's format 2, or mark
+        a new one (see :func:`crdtsync.values.migrate`; a marked document is left alone). A
+        local change: persisted and gossiped like a write, even when the core opened the shard
+        while applying."""
+        applying, self.applying = self.applying, False
+        try:
+            changed = values.migrate(shard.doc, ROOT)
+        finally:
+            self.applying = applying
+        if changed:
+            logger.info("shard %r: %d values migrated to value format %d", shard.name, changed,
+                        values.FORMAT)
 
     def get(self, name: str) -> Shard | None:
         """The shard if it is open now, else None (never loads)."""

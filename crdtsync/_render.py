@@ -16,7 +16,7 @@ KeyError; 1,000 nested maps overflow a recursive walk; 100,000 nested XML elemen
   ==============================  =========================================
   container deeper than the cap   ``Unreadable("<unreadable: deeper than 64>")``
   a value pycrdt cannot read      ``Unreadable("<unreadable: KeyError ...>")`` (e.g. a Format)
-  a subdocument                   ``Unreadable("<unreadable: subdocument GUID>")``
+  a subdocument                   ``{"$subdoc": GUID}`` (its content is its own)
   anything else unknown           ``Unreadable("<unreadable: TYPE>")``
   ==============================  =========================================
 
@@ -91,7 +91,7 @@ def _leaf(value: Any, leaf: Callable[[Any], Any]) -> Any:
     if isinstance(value, pycrdt.XmlText):
         return str(value)
     if isinstance(value, pycrdt.Doc):
-        return Unreadable(f"<unreadable: subdocument {str(value.guid)[:60]}>")
+        return {"$subdoc": str(value.guid)}  # a subdocument: its guid (its content is its own)
     if value is None or isinstance(value, (bool, int, float, str, bytes, bytearray, list, dict)):
         try:
             return leaf(value)

@@ -235,6 +235,9 @@ class Agent:
             **extra,
         )
         self._activity.bind(self._transport.kick)
+        serve_yjs = getattr(self._transport, "serve_yjs", None)
+        if self._listen is not None and callable(serve_yjs):
+            serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
         await self._transport.start()
 
     @property
@@ -259,7 +262,8 @@ class Agent:
     @property
     def counters(self) -> dict[str, int]:
         """Counters of the transport: for websockets the gossip door's (``auth_ok``,
-        ``auth_failed``, ``auth_failed.<close code>``), for a broker its traffic (``attempts``,
+        ``auth_failed``, ``auth_failed.<close code>``) and the Yjs door's (``yjs.connected``,
+        ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
         ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); empty without
         gossip."""
         return dict(getattr(self._transport, "counters", {}))

@@ -6,6 +6,11 @@ and executes the core's effects (the driver contract in :mod:`crdtsync.gossip`).
 never imports a transport: :class:`crdtsync.transports.websocket.WebsocketTransport` is one
 such factory (the class itself), wired in as the default by the package's composition root,
 :mod:`crdtsync._compose`. Pass ``Agent(..., transport=...)`` to use another.
+
+Optional capability: a transport with a ``serve_yjs(open_shard)`` method also serves
+y-websocket clients (:mod:`crdtsync.transports.yjsdoor`); a listening agent calls it with its
+:meth:`~crdtsync.agent.Agent.shard` before ``start()``. Transports without it (the
+one-process :class:`~crdtsync.testing.LocalHub`, test doubles) simply have no Yjs door.
 """
 
 from __future__ import annotations

@@ -1,30 +1,50 @@
-"""How Python values are stored in a shard so every replica reads them back exactly.
+"""How Python values are stored in a shard so that Python reads them back exactly and
+JavaScript (Yjs) reads them as they are.
 
-pycrdt (like Yjs) has one number type: it stores an ``int`` as a float wherever a float holds
-it exactly (``3`` reads back as ``3.0``) and panics on ints beyond 64 bits. crdtsync therefore
-stores some leaves as tagged binary buffers, which Yjs carries byte for byte:
+Yjs has one number type (a double), and pycrdt stores an ``int`` as a float and reads every
+number back as ``float``. The encoding (format 2) keeps what both languages read naturally
+plain, and gives the few values that cannot be both exact and natural a small JSON object:
 
-=================  ==============================================================
-Python value       stored in the document as
-=================  ==============================================================
-``None``, ``bool``  as is
-``str``, ``float``  as is (a float is carried as an IEEE double: exact)
-``int``             ``b"\\x01"`` + 8-byte big-endian signed (-2**63 .. 2**63-1)
-``bytes``           ``b"\\x00"`` + the bytes
-``dict``            a nested CRDT ``Map`` (keys must be ``str``): per-key merge
-``list``            a CRDT ``Array``
-pycrdt types        kept as they are (``Text``, ``Map``, ``Array``, ``Xml*``), returned live
-=================  ==============================================================
+====================================  ===========================  ==========================
+Python value                          stored as (Yjs)              JavaScript reads
+====================================  ===========================  ==========================
+``None``, ``bool``, ``str``           as is                        ``null``, boolean, string
+``int`` with ``|n| <= 2**53 - 1``     a number                     number
+``int`` beyond that (64-bit range)    ``{"$int": "<decimal>"}``    object: ``BigInt(v.$int)``
+``float``, not whole (``0.5``,        a number                     number
+``inf``, ``nan``), ``-0.0``, and
+whole floats beyond ``2**53``
+``float``, whole, ``|x| <= 2**53``    ``{"$float": x}``            object: ``v.$float``
+(``2.0``, ``0.0``)
+``bytes``                             Yjs binary, untagged         ``Uint8Array``
+``dict`` (str keys) / ``list``        a CRDT ``Map`` / ``Array``   ``Y.Map`` / ``Y.Array``
+pycrdt shared types                   as they are                  ``Y.Text``, ``Y.Xml*``...
+====================================  ===========================  ==========================
 
-A buffer written by a Yjs-level user without one of these tags reads back as ``bytes``;
-a number written by another Yjs client reads back as ``float`` (or ``int`` when pycrdt kept
-it as one). Anything else (a set, a tuple, an object, an int outside 64 bits, a dict with
-non-string keys) raises :class:`~crdtsync.errors.UnsupportedValue` *before* anything is
-written. This module is the one place that knows the encoding.
+Reading: a number that is whole, within ``2**53 - 1`` and not ``-0.0`` reads back as ``int``
+(so whole JavaScript numbers are Python ints), other numbers as ``float``; Yjs binary as
+``bytes``; a JSON object that is exactly ``{"$int": "<decimal>"}`` or ``{"$float": <number>}``
+as that int or float (a JavaScript client writing such an object means that value); other JSON
+objects and arrays (written by Yjs-level clients) as dicts and lists, decoded the same way.
+
+Why this and not the alternatives (measured by ``benchmarks/values_encoding.py``): tagged
+binary for every int (format 1) is exact but unreadable in JavaScript; decimal strings for
+every int are readable but make ints and strings indistinguishable; Yjs bigints for big ints
+are natural in JavaScript but pycrdt rounds them through a double (``2**63 - 1`` comes back as
+``2**63``) and panics at ``2**63``. The JSON objects are only needed for ints beyond ``2**53``
+and whole floats; everything else is the plain Yjs value.
+
+Format 1 (releases before this one) stored ``int`` as ``b"\\x01"`` + 8 bytes and ``bytes`` as
+``b"\\x00"`` + the bytes. :func:`migrate` rewrites such a document to format 2 once, when the
+store opens a shard it wrote (see :mod:`crdtsync._registry`), and marks the document so that a
+replica which receives the migration does not migrate again; new shards are marked when they
+are created (a migration of a document holding format-2 values would corrupt them). This module
+is the one place that knows the encoding.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -33,15 +53,49 @@ import pycrdt
 from ._render import Unreadable, render
 from .errors import IntOutOfRange, UnsupportedValue
 
-__all__ = ["encode_value", "decode_leaf", "to_plain", "INT_MIN", "INT_MAX", "Unreadable"]
+__all__ = [
+    "FORMAT",
+    "INT_MAX",
+    "INT_MIN",
+    "MARKER",
+    "decode_leaf",
+    "encode_value",
+    "is_marked",
+    "mark",
+    "migrate",
+    "to_plain",
+    "Unreadable",
+]
 
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
+#: Largest int a double (and so a JavaScript number) holds exactly, with all below it.
+SAFE = 2**53 - 1
+#: The value encoding this module writes.
+FORMAT = 2
+#: Root-level map of the document holding ``{"values": FORMAT}`` once a shard was migrated.
+MARKER = "crdtsync"
 
-_TAG_BYTES = 0
-_TAG_INT = 1
-_INT = struct.Struct(">q")
-_SHARED_TYPES = (pycrdt.Text, pycrdt.Map, pycrdt.Array, pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)
+_INT_KEY = "$int"
+_FLOAT_KEY = "$float"
+_V1_TAG_BYTES = 0
+_V1_TAG_INT = 1
+_V1_INT = struct.Struct(">q")
+_SHARED_TYPES = (
+    pycrdt.Text,
+    pycrdt.Map,
+    pycrdt.Array,
+    pycrdt.XmlFragment,
+    pycrdt.XmlElement,
+    pycrdt.XmlText,
+)
+
+
+def _plain_float(value: float) -> bool:
+    """Whether a float is stored as a plain number (it would not read back as an int)."""
+    if not value.is_integer() or abs(value) > SAFE:
+        return True
+    return value == 0 and math.copysign(1.0, value) < 0  # -0.0: no int reads as it
 
 
 def encode_value(value: Any, _path: str = "value") -> Any:
@@ -54,13 +108,15 @@ def encode_value(value: Any, _path: str = "value") -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
+        if -SAFE <= value <= SAFE:
+            return value
         if not INT_MIN <= value <= INT_MAX:
             raise IntOutOfRange(f"{_path}: int {value} is outside the signed 64-bit range")
-        return bytes((_TAG_INT,)) + _INT.pack(value)
+        return {_INT_KEY: str(value)}
     if isinstance(value, float):
-        return value
+        return value if _plain_float(value) else {_FLOAT_KEY: value}
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes((_TAG_BYTES,)) + bytes(value)
+        return bytes(value)
     if isinstance(value, dict):
         items = {}
         for key, item in value.items():
@@ -72,7 +128,9 @@ def encode_value(value: Any, _path: str = "value") -> Any:
         return pycrdt.Array([encode_value(item, f"{_path}[{i}]") for i, item in enumerate(value)])
     if isinstance(value, _SHARED_TYPES):
         if getattr(value, "_integrated", None) is not None:
-            raise UnsupportedValue(f"{_path}: this pycrdt {type(value).__name__} already belongs to a document")
+            raise UnsupportedValue(
+                f"{_path}: this pycrdt {type(value).__name__} already belongs to a document"
+            )
         return value
     raise UnsupportedValue(
         f"{_path}: cannot store a {type(value).__name__}; supported: None, bool, int (64-bit), "
@@ -80,15 +138,37 @@ def encode_value(value: Any, _path: str = "value") -> Any:
     )
 
 
+def _number(value: float) -> int | float:
+    if _plain_float(value):
+        return value
+    return int(value)
+
+
+def _tagged(value: dict[str, Any]) -> tuple[bool, Any]:
+    """(True, the value) if ``value`` is a ``$int``/``$float`` object, else (False, None)."""
+    if len(value) != 1:
+        return False, None
+    if _INT_KEY in value:
+        text = value[_INT_KEY]
+        if isinstance(text, str) and text.lstrip("-").isdigit() and text.isascii():
+            return True, int(text)
+    elif _FLOAT_KEY in value:
+        number = value[_FLOAT_KEY]
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return True, float(number)
+    return False, None
+
+
 def decode_leaf(value: Any) -> Any:
     """Turn a stored leaf (not a shared type) back into the Python value that was written."""
+    if isinstance(value, float):
+        return _number(value)
     if isinstance(value, (bytes, bytearray)):
-        if len(value) == 9 and value[0] == _TAG_INT:
-            return _INT.unpack_from(value, 1)[0]
-        if value and value[0] == _TAG_BYTES:
-            return bytes(value[1:])
         return bytes(value)
-    if isinstance(value, dict):  # an opaque JSON-like object written by a Yjs-level user
+    if isinstance(value, dict):  # a JSON object: a tagged value, or written by a Yjs client
+        tagged, decoded = _tagged(value)
+        if tagged:
+            return decoded
         return {k: decode_leaf(v) for k, v in value.items()}
     if isinstance(value, list):
         return [decode_leaf(v) for v in value]
@@ -96,7 +176,113 @@ def decode_leaf(value: Any) -> Any:
 
 
 def to_plain(value: Any) -> Any:
-    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text and XML
-    -> str. Total and iterative: see :mod:`crdtsync._render` for the forms of what cannot be
-    shown (too deep, Format items, subdocuments), which render as :class:`Unreadable`."""
+    """A plain, detached Python copy of a stored value: Map -> dict, Array -> list, Text and
+    Xml types -> their string (Text: the characters only, without formatting attributes or
+    embeds; Xml: the XML markup), a subdocument -> ``{"$subdoc": guid}``. Total and
+    iterative: see :mod:`crdtsync._render` for the forms of what cannot be shown (too deep,
+    Format items), which render as :class:`Unreadable`."""
     return render(value, decode_leaf)
+
+
+# -- format 1 -> 2 ---------------------------------------------------------------------------
+
+
+def is_marked(doc: pycrdt.Doc[Any]) -> bool:
+    """Whether the document says its values are in format 2 (it was migrated)."""
+    if MARKER not in doc.keys():  # noqa: SIM118  (a Doc is no dict)
+        return False
+    marker = doc.get(MARKER, type=pycrdt.Map)
+    return bool(marker.get("values") == float(FORMAT))
+
+
+def mark(doc: pycrdt.Doc[Any]) -> None:
+    """Record in the document that its values are in format 2."""
+    doc.get(MARKER, type=pycrdt.Map)["values"] = FORMAT
+
+
+def _decode_v1(value: Any) -> Any:
+    """A format-1 leaf as the Python value it meant."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) == 9 and value[0] == _V1_TAG_INT:
+            return _V1_INT.unpack_from(value, 1)[0]
+        if value and value[0] == _V1_TAG_BYTES:
+            return bytes(value[1:])
+        return bytes(value)
+    if isinstance(value, dict):
+        return {k: _decode_v1(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_v1(v) for v in value]
+    return value  # format 1 read floats (whole or not) as floats
+
+
+def _reencode(value: Any) -> Any:
+    """A format-2 leaf meaning what the format-1 leaf ``value`` meant (JSON objects stay JSON)."""
+    plain = _decode_v1(value)
+    if isinstance(plain, dict):
+        return {k: _reencode_plain(v) for k, v in plain.items()}
+    if isinstance(plain, list):
+        return [_reencode_plain(v) for v in plain]
+    return encode_value(plain)
+
+
+def _reencode_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _reencode_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reencode_plain(v) for v in value]
+    return encode_value(value)
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    if type(a) is not type(b) and not (
+        isinstance(a, (bytes, bytearray)) and isinstance(b, (bytes, bytearray))
+    ):
+        return False
+    if isinstance(a, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return bool(a == b)
+
+
+def _migrate_container(crdt: Any) -> int:
+    changed = 0
+    if isinstance(crdt, pycrdt.Map):
+        for key in list(crdt.keys()):
+            item = crdt[key]
+            if isinstance(item, _SHARED_TYPES):
+                changed += _migrate_container(item)
+                continue
+            new = _reencode(item)
+            if not _same_leaf(new, item):
+                crdt[key] = new
+                changed += 1
+    elif isinstance(crdt, pycrdt.Array):
+        for i in range(len(crdt)):
+            item = crdt[i]
+            if isinstance(item, _SHARED_TYPES):
+                changed += _migrate_container(item)
+                continue
+            new = _reencode(item)
+            if not _same_leaf(new, item):
+                del crdt[i]
+                crdt.insert(i, new)
+                changed += 1
+    return changed
+
+
+def migrate(doc: pycrdt.Doc[Any], root: str) -> int:
+    """Rewrite a format-1 document's values under the root map ``root`` to format 2 and mark it,
+    in one transaction; returns how many leaves changed. A marked document is left alone.
+
+    Concurrency: map entries migrated on two replicas at once converge (both write the same
+    value); an array element migrated on two replicas at once is duplicated (an element cannot
+    be replaced in place), hence the marker: upgrade one agent of a mesh first and let its
+    migration reach the others before they open the shard with the new release.
+    """
+    if is_marked(doc):
+        return 0
+    with doc.transaction():
+        changed = _migrate_container(doc.get(root, type=pycrdt.Map)) if root in doc.keys() else 0  # noqa: SIM118
+        mark(doc)
+    return changed

@@ -175,12 +175,11 @@ def test_format_as_map_value_is_refused_and_reads_as_unreadable() -> None:
     assert isinstance(value, dict) and isinstance(value["f"], Unreadable)
 
 
-def test_subdocument_reads_as_unreadable_with_its_guid() -> None:
+def test_subdocument_reads_as_its_guid() -> None:
     update = h.subdoc_in_map()
     validate_update(update)  # accepted: pycrdt writes them (see UpdateLimits.refuse_subdocs)
     value = _poisoned_snapshot(update, "map")
-    assert isinstance(value, dict) and value["d"] == "<unreadable: subdocument guid-1>"
-    assert isinstance(value["d"], Unreadable)
+    assert isinstance(value, dict) and value["d"] == {"$subdoc": "guid-1"}
 
 
 # -- row 7: msgpack frames -----------------------------------------------------------------------

@@ -418,13 +418,12 @@ def test_checker_catches_state_vector_only_anti_entropy(tmp_path: Path, monkeypa
 
 
 def test_checker_catches_ints_read_back_as_floats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if crdtsync handed ints to pycrdt unencoded: pycrdt stores 3 as 3.0.
+    # As if crdtsync read numbers the way pycrdt returns them: pycrdt stores 3 as a Yjs number
+    # (value format 2 does too) and reads it back as 3.0; the decoding must turn it into 3.
     import crdtsync.views
 
-    real = crdtsync.views.encode_value
-    monkeypatch.setattr(
-        crdtsync.views, "encode_value", lambda v, p="value": v if type(v) is int and abs(v) < 2**53 else real(v, p)
-    )
+    real = crdtsync.views.decode_leaf
+    monkeypatch.setattr(crdtsync.views, "decode_leaf", lambda v: v if isinstance(v, float) else real(v))
     c = Cluster(tmp_path, 13, 2)
     try:
         c.run(0.5)

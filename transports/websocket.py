@@ -95,15 +95,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from crdtsync.transports.yjsdoor import PATH_PREFIX as _YJS_PREFIX
+from crdtsync.transports.yjsdoor import ShardOpener, YjsDoor
 from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from crdtsync import wire
-from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
+from crdtsync.errors import (
+    CloseCode,
+    InvalidShardName,
+    InvalidUpdate,
+    ProtocolError,
+    UsageError,
+)
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.security.acl import Guard, PeerIdentity, Permissions
@@ -270,7 +278,8 @@ class WebsocketTransport:
             if listen is not None:
                 self._server_ssl = credentials.server_context()
         #: Security events: ``auth_ok``, ``auth_failed`` and ``auth_failed.<code name>`` (we
-        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code).
+        #: refused a peer), ``auth_refused`` (a peer refused us with a 4012-4017 code); and the
+        #: Yjs door's ``yjs.*`` (see :class:`~crdtsync.transports.yjsdoor.YjsDoor`).
         self.counters: dict[str, int] = {}
         self._listen = listen
         self._host: str | None = None
@@ -307,6 +316,7 @@ class WebsocketTransport:
         self._closing = False
         self._closed = asyncio.Event()
         self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
+        self._yjs: YjsDoor | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -345,6 +355,18 @@ class WebsocketTransport:
                 self.core.set_address(self._address)
         self._timer_task = asyncio.create_task(self._run_timer(), name=f"crdtsync-timer-{self.core.name}")
         self._pump()
+
+    def serve_yjs(self, open_shard: ShardOpener) -> YjsDoor:
+        """Serve y-websocket clients at ``/yjs/<shard>`` on this transport's listener, with
+        ``open_shard`` (the agent's ``shard``) to reach shards; the agent calls this before
+        :meth:`start`. Other request paths stay the gossip door. Returns the door (counters)."""
+        self._yjs = YjsDoor(open_shard, self._credentials, counters=self.counters)
+        return self._yjs
+
+    @property
+    def yjs(self) -> YjsDoor | None:
+        """The Yjs door, if :meth:`serve_yjs` was called."""
+        return self._yjs
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -387,6 +409,8 @@ class WebsocketTransport:
                 self._server.close(close_connections=False)  # stop accepting; handlers finish below
             for task in list(self._connecting):
                 task.cancel()
+            if self._yjs is not None:
+                await asyncio.gather(*self._yjs.close_all(), return_exceptions=True)
             for link in list(self._links):
                 message = Close(code, reason[: wire.MAX_REASON]) if link.peer is not None else None
                 self._request_close(link, int(code), reason, message)
@@ -534,6 +558,14 @@ class WebsocketTransport:
         """websockets handler of an inbound connection."""
         if self._closing:
             await ws.close(CloseCode.GOING_AWAY, "agent stopping")
+            return
+        request_path = ws.request.path if ws.request is not None else "/"
+        path, _, query = request_path.partition("?")
+        if path.startswith(_YJS_PREFIX):
+            if self._yjs is None:
+                await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
+                return
+            await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
             return
         await self._run_link(_Link(ws, outbound=False, dialled=None))
 

@@ -64,10 +64,12 @@ SCENARIOS: dict[str, Scenario] = {
                         {"tiny": 5, "quick": 25, "full": 420}),
     "http": Scenario("http_api.py", "HTTP PATCH requests/s and SSE delivery p99 vs in-process writes",
                      {"tiny": 8, "quick": 15, "full": 40}),
+    "yjs": Scenario("yjs.py", "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub"
+                    " (needs node + npm)", {"tiny": 10, "quick": 20, "full": 60}),
 }
 
 #: The order of ``all``: the comparisons with the peer first.
-ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http"]
+ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http", "yjs"]
 
 
 def find_bench_dir(explicit: Path | None = None) -> Path:
@@ -297,6 +299,18 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                         t["single_process_s"], "pycrdt single process",
                         target="every agent = endContent" if t.get("matches_endContent") is not None else "agents equal",
                         met=bool(ok))
+        elif name == "yjs":
+            ours, hub = res.get("crdtsync", {}), res.get("hub", {})
+            fo, fh = ours.get("fanout", {}), hub.get("fanout", {})
+            row(name, "8 clients: updates/s", fo.get("updates_per_s"), fh.get("updates_per_s"),
+                "pycrdt-websocket hub", target=">= 1x hub",
+                met=bool(fo.get("updates_per_s") and fo["updates_per_s"] >= (fh.get("updates_per_s") or 0)))
+            row(name, "8 clients: p99 ms", fo.get("p99_ms"), fh.get("p99_ms"), "pycrdt-websocket hub",
+                target="<= 1x hub", met=bool(fo.get("p99_ms") is not None
+                                             and fo["p99_ms"] <= (fh.get("p99_ms") or 0)))
+            so, sh = ours.get("sync", {}).get("seconds"), hub.get("sync", {}).get("seconds")
+            row(name, f"initial sync of {res.get('map_entries')} entries (s)", so, sh,
+                "pycrdt-websocket hub", target="<= 1.5x hub", met=bool(so and sh and so <= 1.5 * sh))
         elif name == "glomers":
             d = res.get("gossip_sim_defaults", {})
             for key in ("lossless", "lossy"):

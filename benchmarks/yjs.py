@@ -1,0 +1,150 @@
+"""Yjs door vs the pycrdt-websocket hub, with stock Node y-websocket clients.
+
+* fanout: 8 y-websocket clients (one Node process) on one room; client 0 writes map sets as
+  fast as its socket takes them, the 7 others receive every one: updates/s until the last
+  client has them all, and per-update latency p50/p99 (one clock: one process). Once against
+  a crdtsync agent's ``/yjs/<shard>`` door (updates validated, persisted in LMDB and handed to
+  gossip), once against pycrdt-websocket's ``WebsocketServer`` (in memory) — both servers in
+  this Python process, the clients in the same Node process.
+* sync: one Node client joins a room holding a 200,000-entry map (quick: 50,000) and waits
+  until it has every entry.
+
+Targets (issue 12): fanout throughput >= the hub's, p99 no worse; sync within 1.5x the hub.
+Needs node + npm (``tests/js``: ``npm install``). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+from benchlib import REPO, common_args, finish, machine, ratio, size_of
+
+JS = REPO / "tests" / "js"
+UPDATES = {"tiny": 300, "quick": 2000, "full": 10000}
+ENTRIES = {"tiny": 5000, "quick": 50000, "full": 200000}
+
+
+async def node(*args: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(JS / "bench.mjs"), *args, cwd=JS, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def map_state(entries: int) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    m = doc.get("m", type=pycrdt.Map)
+    with doc.transaction():
+        for i in range(entries):
+            m[f"k{i}"] = i
+    return doc.get_update()
+
+
+class _Channel:
+    def __init__(self, ws: Any, path: str) -> None:
+        self._ws, self.path = ws, path
+
+    def __aiter__(self) -> _Channel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration() from None
+
+    async def send(self, message: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed:
+            pass
+
+    async def recv(self) -> bytes:
+        return bytes(await self._ws.recv())
+
+
+async def on_agent(tmp: Path, updates: int, state: bytes) -> dict[str, Any]:
+    from crdtsync import Agent
+
+    async with Agent("bench", tmp / "agent", listen="ws://127.0.0.1:0") as agent:
+        big = await agent.shard("big")
+        big.doc.apply_update(state)
+        await big.flush()
+        url = f"{agent.address}/yjs"
+        fan = await node("fanout", url, "fan", "8", str(updates))
+        sync = await node("sync", url, "big", str(len(big.doc.get("m", type=pycrdt.Map))))
+    return {"fanout": fan, "sync": sync}
+
+
+async def on_hub(updates: int, state: bytes) -> dict[str, Any]:
+    from pycrdt.websocket import WebsocketServer
+    from websockets.asyncio.server import serve
+
+    server = WebsocketServer(auto_clean_rooms=False)
+
+    async def handler(ws: Any) -> None:
+        await server.serve(_Channel(ws, ws.request.path))
+
+    async with server, serve(handler, "127.0.0.1", 0, max_size=None, compression=None) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        await server.get_room("/fan")
+        room = await server.get_room("/big")
+        room.ydoc.apply_update(state)
+        url = f"ws://127.0.0.1:{port}"
+        fan = await node("fanout", url, "fan", "8", str(updates))
+        sync = await node("sync", url, "big", str(len(room.ydoc.get("m", type=pycrdt.Map))))
+    return {"fanout": fan, "sync": sync}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(p)
+    args = p.parse_args(argv)
+    size = size_of(args)
+    if shutil.which("node") is None or not (JS / "node_modules" / "y-websocket").is_dir():
+        raise SystemExit("needs node and `npm install` in tests/js")
+    tmp = Path(tempfile.mkdtemp(prefix="crdtsync-yjs-bench-"))
+    try:
+        t0 = time.perf_counter()
+        state = map_state(ENTRIES[size])
+        build = time.perf_counter() - t0
+        agent = asyncio.run(on_agent(tmp, UPDATES[size], state))
+        hub = asyncio.run(on_hub(UPDATES[size], state))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fa, fh = agent["fanout"], hub["fanout"]
+    report = {
+        "benchmark": "yjs",
+        "size": size,
+        "machine": machine(),
+        "map_entries": ENTRIES[size],
+        "map_build_s": round(build, 2),
+        "crdtsync": agent,
+        "hub": hub,
+        "ratios": {
+            "updates_per_s (>= 1 meets)": ratio(fa.get("updates_per_s"), fh.get("updates_per_s")),
+            "p99 (<= 1 meets)": ratio(fa.get("p99_ms"), fh.get("p99_ms")),
+            "sync seconds (<= 1.5 meets)": ratio(
+                agent["sync"].get("seconds"), hub["sync"].get("seconds")
+            ),
+        },
+    }
+    finish(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Updates that would split a UTF-16 surrogate pair: where Yjs and Yrs disagree.
+
+Yjs counts a string's clocks in UTF-16 code units, so a character outside the Basic
+Multilingual Plane (an emoji) takes two clocks, its high and its low surrogate. A JavaScript
+client may delete, or insert between, just one of them (``text.delete(2, 1)`` on
+``"x😀y"``). What each side then does (measured with yjs 13.6 and pycrdt 0.14.13 / Yrs):
+
+* Yjs splits the string item there and replaces each lone half by U+FFFD: the text becomes
+  ``"x\\ufffdy"`` (``"x\\ufffdZ\\ufffdy"`` for an insert of ``"Z"`` in the middle).
+* Yrs cannot split a Rust string inside a character: applying the same delete gives
+  ``"x😀"`` (it deletes the wrong unit), and the insert lands after the whole emoji
+  (``"x😀Zy"``). The replicas silently diverge, and Yjs later throws "Unexpected case" on
+  the Yrs replica's state.
+
+So the Yjs door refuses such an update (nothing of it is applied; the client is closed with
+``INVALID_UPDATE`` and a reason naming this). An update *splits a pair* when one of its
+boundaries falls on a low surrogate: a delete range starting or ending there, an item whose
+origin is a high surrogate (inserting after it) or whose right origin is a low surrogate
+(inserting before it). Low surrogates are known by ID, ``(client, clock)``: IDs never change,
+so a set of them, grown from every update a document integrates, says which boundaries are
+inside a character. Updates with no 4-byte UTF-8 sequence add nothing to that set, and
+documents with no such character cannot be split, so the scan is skipped for them.
+
+Pure Python; reads only updates the strict parser (:mod:`crdtsync.yjs.parse`) accepted.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._content import content
+from ._lib0 import MAX_CLOCK, MAX_SAFE, bytes_span, read_uint, skip_str
+from .state import read_delete_set
+
+__all__ = ["ID", "boundaries", "low_surrogates", "may_have_astral", "splits"]
+
+ID = tuple[int, int]
+
+_ASTRAL_LEAD = re.compile(rb"[\xf0-\xf4]")
+_STRING = 4
+_INFO_GC, _INFO_SKIP = 0, 10
+_HAS_ORIGIN, _HAS_RIGHT_ORIGIN, _HAS_PARENT_SUB = 0x80, 0x40, 0x20
+
+
+def may_have_astral(update: bytes) -> bool:
+    """Whether ``update`` may hold a character outside the BMP (a 4-byte UTF-8 lead byte)."""
+    return _ASTRAL_LEAD.search(update) is not None
+
+
+def _walk(update: bytes, lows: set[ID] | None, bounds: list[ID] | None) -> None:
+    """Collect low-surrogate IDs of string items into ``lows`` and split points into
+    ``bounds`` (either may be None)."""
+    data = update
+    n_clients, pos = read_uint(data, 0, MAX_SAFE, "number of clients")
+    for _ in range(n_clients):
+        n_structs, pos = read_uint(data, pos, MAX_SAFE, "number of structs")
+        client, pos = read_uint(data, pos, MAX_SAFE, "client id")
+        clock, pos = read_uint(data, pos, MAX_CLOCK, "first clock")
+        for _ in range(n_structs):
+            info = data[pos]
+            pos += 1
+            if info in (_INFO_GC, _INFO_SKIP):
+                length, pos = read_uint(data, pos, MAX_CLOCK, "length")
+                clock += length
+                continue
+            if info & _HAS_ORIGIN:
+                c, pos = read_uint(data, pos, MAX_SAFE, "origin client")
+                k, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
+                if bounds is not None:
+                    bounds.append((c, k + 1))  # inserted after unit k: a cut before k + 1
+            if info & _HAS_RIGHT_ORIGIN:
+                c, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
+                k, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
+                if bounds is not None:
+                    bounds.append((c, k))
+            if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
+                parent_info, pos = read_uint(data, pos, 1, "parent info")
+                if parent_info:
+                    pos = skip_str(data, pos, "root type name")
+                else:
+                    _, pos = read_uint(data, pos, MAX_SAFE, "parent client")
+                    _, pos = read_uint(data, pos, MAX_CLOCK, "parent clock")
+                if info & _HAS_PARENT_SUB:
+                    pos = skip_str(data, pos, "parent key")
+            kind = info & 0x0F
+            start = pos
+            length, pos = content(data, pos, kind)
+            if kind == _STRING and lows is not None:
+                s, e = bytes_span(data, start, "string")
+                chunk = data[s:e]
+                if not chunk.isascii() and may_have_astral(chunk):
+                    unit = 0
+                    for ch in chunk.decode("utf-8"):
+                        if ord(ch) > 0xFFFF:
+                            lows.add((client, clock + unit + 1))
+                            unit += 2
+                        else:
+                            unit += 1
+            clock += length
+    if bounds is not None:
+        ds, _ = read_delete_set(data, pos, strict=True)
+        for c, ranges in ds.items():
+            for k, n in ranges:
+                bounds.append((c, k))
+                bounds.append((c, k + n))
+
+
+def low_surrogates(update: bytes) -> set[ID]:
+    """IDs of the low surrogates of every string item in ``update`` (a validated update)."""
+    lows: set[ID] = set()
+    if may_have_astral(update):
+        _walk(update, lows, None)
+    return lows
+
+
+def boundaries(update: bytes) -> list[ID]:
+    """The IDs before which ``update`` cuts (delete range ends, insert positions)."""
+    bounds: list[ID] = []
+    _walk(update, None, bounds)
+    return bounds
+
+
+def splits(update: bytes, known_lows: set[ID]) -> ID | None:
+    """The first ID where ``update`` would split a surrogate pair, given the low surrogates
+    of the document it is applied to, or None."""
+    lows = low_surrogates(update)
+    if not known_lows and not lows:
+        return None
+    every = known_lows | lows if lows else known_lows
+    for bound in boundaries(update):
+        if bound in every:
+            return bound
+    return None

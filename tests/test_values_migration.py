@@ -1,0 +1,114 @@
+"""Value format 2 on stores written by the release before it (``tests/fixtures/values-v1``,
+written by ``tests/fixtures/make_values_v1_store.py`` with commit 820d6d4): every value reads
+back as it was written, the shard is migrated once on open (marker in the store and in the
+document), the migration reaches a peer by gossip and the peer does not migrate again; and
+the stored form is what JavaScript reads naturally."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+
+from crdtsync import Agent
+from crdtsync import values as V
+
+FIXTURE = Path(__file__).parent / "fixtures" / "values-v1"
+sys.path.insert(0, str(FIXTURE.parent))
+from make_values_v1_store import VALUES
+
+EXPECTED = {**VALUES, "text": "hello"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return bool(a == b)
+
+
+def _copy(tmp_path: Path) -> Path:
+    data = tmp_path / "old"
+    shutil.copytree(FIXTURE, data)
+    return data
+
+
+async def test_a_v1_store_reads_back_exactly_after_migration(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    async with Agent("old", data_dir=data) as agent:
+        shard = await agent.shard("legacy")
+        snap = shard.snapshot()
+        assert _same(snap, EXPECTED), snap
+        assert V.is_marked(shard.doc)
+        root = shard.doc.get("root", type=pycrdt.Map)
+        assert root["int"] == 3.0 and isinstance(root["int"], float)  # a plain Yjs number
+        assert root["big"] == {"$int": str(2**60)}
+        assert root["float"] == {"$float": 2.0}
+        assert bytes(root["bytes"]) == b"\x00\xff"  # untagged
+        await shard.flush()
+        update = shard.doc.get_update()
+    async with Agent("old", data_dir=data) as agent:  # reopened: no second migration
+        shard = await agent.shard("legacy")
+        assert _same(shard.snapshot(), EXPECTED)
+    # a replica that receives the migrated shard reads the same and does not migrate
+    async with Agent("b", data_dir=tmp_path / "b") as other:
+        replica = await other.shard("legacy")
+        replica.apply_remote(update, "old")
+        assert _same(replica.snapshot(), EXPECTED)
+
+
+async def test_migration_happens_once_and_is_marked_in_the_store(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    async with Agent("old", data_dir=data) as agent:
+        shard = await agent.shard("legacy")
+        before = shard.doc.get_update()
+        await shard.flush()
+    async with Agent("old", data_dir=data) as agent:
+        shard = await agent.shard("legacy")
+        assert shard.doc.get_update() == before  # nothing rewritten the second time
+
+
+def test_the_v2_form_is_json_readable() -> None:
+    assert V.encode_value(3) == 3 and V.encode_value(2**53 - 1) == 2**53 - 1
+    assert V.encode_value(2**53) == {"$int": str(2**53)}
+    assert V.encode_value(-(2**63)) == {"$int": str(-(2**63))}
+    assert V.encode_value(2.0) == {"$float": 2.0} and V.encode_value(0.0) == {"$float": 0.0}
+    assert V.encode_value(-0.0) == -0.0 and V.encode_value(0.5) == 0.5
+    assert V.encode_value(1e300) == 1e300  # whole but beyond 2**53: reads back as float
+    assert V.encode_value(b"\x01" + b"\x00" * 8) == b"\x01" + b"\x00" * 8
+    # what a JavaScript client writes reads naturally
+    assert V.decode_leaf(3.0) == 3 and type(V.decode_leaf(3.0)) is int
+    assert type(V.decode_leaf(-0.0)) is float and type(V.decode_leaf(2.0**60)) is float
+    assert V.decode_leaf(bytearray(b"\x00\xff")) == b"\x00\xff"
+    assert V.decode_leaf({"$int": "12345678901234567890"}) == 12345678901234567890
+    assert V.decode_leaf({"$int": "1x"}) == {"$int": "1x"}  # not a tag: a JSON object
+    assert V.decode_leaf({"$int": "1", "other": 2.0}) == {"$int": "1", "other": 2}
+
+
+async def test_a_v2_shard_stored_by_an_old_release_is_not_migrated(tmp_path: Path) -> None:
+    """A shard created by an upgraded agent, gossiped to one of the previous release (which
+    stores it without the store marker), is left alone once that agent is upgraded."""
+    from crdtsync.store import Store
+
+    written = {"int": 3, "bytes": b"\x00\xff", "whole": 2.0, "big": 2**60}
+    async with Agent("new", data_dir=tmp_path / "new") as agent:
+        shard = await agent.shard("fresh")
+        for key, value in written.items():
+            shard[key] = value
+        update = shard.doc.get_update()
+    with Store(tmp_path / "old") as store:  # what the previous release stores: no marker
+        store.append("fresh", update)
+        store.commit()
+    async with Agent("old", data_dir=tmp_path / "old") as agent:
+        shard = await agent.shard("fresh")
+        assert _same(shard.snapshot(), written)
+        assert shard.doc.get_update() == update  # nothing rewritten
