@@ -28,7 +28,7 @@ from ._registry import ShardRegistry
 from .durability import GroupCommitter
 from .errors import ClosedError, ReplicationTimeout, UsageError
 from .gossip import GossipConfig, GossipCore, PeerStatus
-from .names import validate_shard_name
+from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
 from .store import ShardStats, Store
@@ -101,7 +101,7 @@ class Agent:
         credentials: Credentials | None = None,
         insecure: bool = False,
     ) -> None:
-        self.name = validate_shard_name(name)
+        self.name = validate_agent_name(name)
         from .security.credentials import check_listen
 
         check_listen(listen, credentials, insecure)  # before anything is bound

@@ -244,7 +244,11 @@ class _LiveRevoked:
 
 def is_loopback_listen(listen: str) -> bool:
     """Whether the listen URL's host is a loopback address (``127.0.0.0/8``, ``::1``,
-    ``localhost``). Any other name counts as non-loopback: it may resolve anywhere."""
+    ``localhost``), or an in-process ``hub://`` address (:class:`crdtsync.testing.LocalHub`,
+    which reaches nothing outside the process). Any other name counts as non-loopback: it may
+    resolve anywhere."""
+    if urlsplit(listen).scheme == "hub":
+        return True
     host = urlsplit(listen).hostname
     if host is None:
         return False
