@@ -232,3 +232,40 @@ async def test_subscription_survives_timeouts_and_on_change(tmp_path: Path) -> N
         assert [c.paths for c in seen] == [(("a",),), (("b",),)]
         with pytest.raises(UsageError):
             shard.counter("n").increment(1.5)  # type: ignore[arg-type]
+
+
+async def test_job_queue_three_consumers_take_each_job_once(tmp_path: Path) -> None:
+    from crdtsync.claims import JobQueue
+
+    hub = LocalHub(latency=0.002)
+    agents = _agents(tmp_path, hub, "p", "w1", "w2", "w3")
+    for x in agents:
+        await x.start()
+    try:
+        await _until(lambda: all(len(x.peers) == 3 for x in agents))
+        shards = [await x.shard("work") for x in agents]
+        planner = JobQueue(agents[0], shards[0], members=4, timeout=5)
+        for i in range(12):
+            planner.put(f"job{i}", {"n": i})
+        await shards[0].replicated(peers=3, timeout=10)
+        taken: dict[str, list[str]] = {}
+
+        async def worker(k: int) -> None:
+            q = JobQueue(agents[k], shards[k], members=4, timeout=5)
+            while q.pending():
+                got = await q.take(wait=0.5)
+                if got is None:
+                    continue
+                job, payload = got
+                taken.setdefault(job, []).append(agents[k].name)
+                await q.complete(job, payload["n"] * 2)
+
+        await asyncio.wait_for(asyncio.gather(*(worker(k) for k in (1, 2, 3))), 60)
+        assert sorted(taken) == sorted(f"job{i}" for i in range(12))
+        assert all(len(v) == 1 for v in taken.values()), taken
+        await _until(lambda: all(len(s.map("done")) == 12 for s in shards))
+        done = shards[0].snapshot()["done"]
+        assert {j: d["by"] for j, d in done.items()} == {j: v[0] for j, v in taken.items()}
+    finally:
+        for x in agents:
+            await x.close()
