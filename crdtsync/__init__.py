@@ -30,6 +30,7 @@ from .errors import (
     CrdtSyncError,
     DataDirLocked,
     IntOutOfRange,
+    LostUpdate,
     InvalidShardName,
     InvalidUpdate,
     ProtocolError,
@@ -48,6 +49,10 @@ from .sharding import ShardingConfig
 from .store import ShardStats
 from .transport import Transport, TransportFactory
 from .views import ListView, MapView
+from .changes import Subscription
+from .claims import ClaimResult, Claims, JobQueue
+from .containers import Counter
+from .lifecycle import run_until_signal, stop_event
 
 __all__ = [
     "Agent",
@@ -55,6 +60,13 @@ __all__ = [
     "MapView",
     "ListView",
     "Change",
+    "Subscription",
+    "Counter",
+    "Claims",
+    "ClaimResult",
+    "JobQueue",
+    "stop_event",
+    "run_until_signal",
     "default_data_dir",
     # what the API takes and returns
     "GossipConfig",  # Agent(gossip=...)
@@ -70,6 +82,7 @@ __all__ = [
     "InvalidShardName",
     "UnsupportedValue",
     "IntOutOfRange",
+    "LostUpdate",
     "ClosedError",
     "StoreError",
     "DataDirLocked",

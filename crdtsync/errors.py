@@ -9,6 +9,7 @@ can handle::
     │   ├── InvalidShardName        (also a ValueError)
     │   ├── UnsupportedValue        (also a TypeError): a value crdtsync cannot store exactly
     │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
+    │   ├── LostUpdate              view[k] += n on a stored number (use Shard.counter)
     │   ├── ClosedError             the agent or shard was closed
     │   ├── InsecureListen          listening beyond loopback without credentials
     │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidShardName",
     "UnsupportedValue",
     "IntOutOfRange",
+    "LostUpdate",
     "ClosedError",
     "InsecureListen",
     "CredentialsError",
@@ -69,6 +71,13 @@ class UnsupportedValue(UsageError, TypeError):
 
 class IntOutOfRange(UnsupportedValue, ValueError):
     """An int outside the signed 64-bit range (-2**63 .. 2**63-1)."""
+
+
+class LostUpdate(UsageError):
+    """``view[key] += n`` (or ``view[key] = view[key] + n``) on a stored number: a
+    read-modify-write that silently loses concurrent increments of other agents. Nothing was
+    written. Use :meth:`Shard.counter <crdtsync.shard.Shard.counter>`, or write
+    ``view[key] = int(view[key]) + n`` to mean "last writer wins" on purpose."""
 
 
 class ClosedError(UsageError):

@@ -14,7 +14,7 @@ from typing import Any, overload
 
 import pycrdt
 
-from .errors import ClosedError, UnsupportedValue, UsageError
+from .errors import ClosedError, LostUpdate, UnsupportedValue
 from .values import decode_leaf, encode_value, to_plain
 
 __all__ = ["MapView", "ListView", "wrap", "LostUpdate", "mark_closed"]
@@ -35,13 +35,6 @@ def _writable(crdt: Any) -> None:
 
 
 _LIVE = (pycrdt.Text, pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)
-
-
-class LostUpdate(UsageError):
-    """``view[key] += n`` (or ``view[key] = view[key] + n``) on a stored number: a
-    read-modify-write that silently loses concurrent increments of other agents. Nothing was
-    written. Use :meth:`Shard.counter <crdtsync.shard.Shard.counter>`, or write
-    ``view[key] = int(view[key]) + n`` to mean "last writer wins" on purpose."""
 
 
 class _ReadNumber:

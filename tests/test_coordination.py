@@ -18,7 +18,8 @@ from crdtsync import Agent
 from crdtsync.containers import Counter, root_name
 from crdtsync.errors import ClosedError, InvalidShardName, UsageError
 from crdtsync.testing import LocalHub, mesh, put, value
-from crdtsync.views import ListView, LostUpdate, MapView
+from crdtsync.errors import LostUpdate
+from crdtsync.views import ListView, MapView
 
 # -- property: named containers created concurrently merge; counters sum -------------------
 
