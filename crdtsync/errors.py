@@ -11,6 +11,7 @@ can handle::
     │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
     │   ├── LostUpdate              view[k] += n on a stored number (use Shard.counter)
     │   ├── ClosedError             the agent or shard was closed
+    │   ├── InvalidAddress          (also a ValueError): a listen/peer address that is no URL
     │   ├── InsecureListen          listening beyond loopback without credentials
     │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
     ├── StoreError                  the LMDB store failed
@@ -20,6 +21,7 @@ can handle::
     │   └── WrongKey                at-rest data does not open with this key (security.atrest)
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
+    ├── ListenFailed                the listen address cannot be bound (in use, not local)
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
     └── ShardNotFound               no reachable agent holds the shard (also a KeyError)
 
@@ -39,7 +41,9 @@ __all__ = [
     "IntOutOfRange",
     "LostUpdate",
     "ClosedError",
+    "InvalidAddress",
     "InsecureListen",
+    "ListenFailed",
     "CredentialsError",
     "StoreError",
     "DataDirLocked",
@@ -82,6 +86,15 @@ class LostUpdate(UsageError):
 
 class ClosedError(UsageError):
     """The agent, shard or store was already closed by its owner."""
+
+
+class InvalidAddress(UsageError, ValueError):
+    """A listen or peer address that is not a ``ws://HOST:PORT`` (or ``wss://``) URL."""
+
+
+class ListenFailed(CrdtSyncError):
+    """The agent could not listen on its address (in use, or not an address of this machine);
+    the agent did not start and released its data directory. The OSError is ``__cause__``."""
 
 
 class InsecureListen(UsageError):
