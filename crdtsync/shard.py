@@ -53,7 +53,21 @@ class ShardHost(Protocol):
         :class:`~crdtsync.errors.ReplicationTimeout` otherwise."""
 
 
-class Shard(MapView):
+#: Methods the agent, its registry and the gossip core call on a shard, not agent code: kept
+#: callable under their names, but left out of ``dir(Shard)`` and so of ``help(Shard)``.
+_INTERNAL = frozenset(
+    {"apply_remote", "capture", "mark_durable", "mark_dirty", "durable_state", "close", "__weakref__"}
+)
+
+
+class _ShardType(type(MapView)):  # type: ignore[misc]
+    """Metaclass of :class:`Shard`: hides :data:`_INTERNAL` from ``dir()`` (``help()``)."""
+
+    def __dir__(cls) -> list[str]:
+        return [name for name in super().__dir__() if name not in _INTERNAL]
+
+
+class Shard(MapView, metaclass=_ShardType):
     """A named, durable, replicated document that reads and writes like a ``dict``.
 
     ``shard["key"] = value`` stores any supported value (see :mod:`crdtsync.values`); nested
@@ -172,16 +186,16 @@ class Shard(MapView):
         super().__delitem__(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.snapshot_keys())
+        return iter(self._snapshot_keys())
 
     def __len__(self) -> int:
-        return len(self.snapshot_keys())
+        return len(self._snapshot_keys())
 
     def __contains__(self, key: object) -> bool:
-        return key in self.snapshot_keys()
+        return key in self._snapshot_keys()
 
-    def snapshot_keys(self) -> list[str]:
-        """The top-level keys :meth:`snapshot` shows, in its order (without copying values)."""
+    def _snapshot_keys(self) -> list[str]:
+        # The top-level keys snapshot() shows, in its order (without copying values).
         keys = [str(k) for k in self.crdt.keys()]
         seen = set(keys)
         for _kind, key, crdt in named_containers(self._doc):

@@ -156,3 +156,16 @@ async def test_run_until_signal_flushes_and_closes(tmp_path: Path) -> None:
     assert await run_until_signal(agent) == signal.SIGTERM
     async with Agent("a", tmp_path / "a") as again:
         assert (await again.shard("s")).snapshot() == {"k": "v"}
+
+
+def test_help_shard_shows_the_api_not_the_internals() -> None:
+    import pydoc
+
+    from crdtsync import Shard
+
+    text = pydoc.render_doc(Shard, renderer=pydoc.plaintext)
+    for internal in ("apply_remote", "capture", "mark_durable", "mark_dirty", "durable_state"):
+        assert internal not in text
+    for public in ("snapshot", "transaction", "flush", "replicated", "subscribe", "counter", "map"):
+        assert f"{public}(" in text
+    assert callable(Shard.apply_remote)  # still there for the agent and its registry
