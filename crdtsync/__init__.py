@@ -23,36 +23,35 @@ if (_transports := _bind_transports(_Path(__file__).resolve().parent)) is not No
     transports = _transports
 from ._compose import install_defaults
 from .agent import Agent, default_data_dir
-from .changes import Change
+from .changes import Change, Subscription
+from .claims import ClaimResult, Claims, JobQueue
+from .containers import Counter
 from .errors import (
-    ClosedError,
     CloseCode,
+    ClosedError,
+    CorruptEntry,
     CrdtSyncError,
     DataDirLocked,
     IntOutOfRange,
-    LostUpdate,
     InvalidShardName,
     InvalidUpdate,
+    LostUpdate,
     ProtocolError,
     ReplicationTimeout,
     ShardNotFound,
     StoreError,
     StoreFull,
-    CorruptEntry,
     UnsupportedValue,
     UsageError,
 )
 from .gossip import GossipConfig, PeerStatus
+from .lifecycle import run_until_signal, stop_event
 from .reads import Quorum
 from .shard import Shard
 from .sharding import ShardingConfig
 from .store import ShardStats
 from .transport import Transport, TransportFactory
 from .views import ListView, MapView
-from .changes import Subscription
-from .claims import ClaimResult, Claims, JobQueue
-from .containers import Counter
-from .lifecycle import run_until_signal, stop_event
 
 __all__ = [
     "Agent",

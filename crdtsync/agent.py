@@ -13,6 +13,7 @@ the default wired in by :mod:`crdtsync._compose`); this module imports none.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -27,7 +28,13 @@ from . import updates
 from ._activity import Activity
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
-from .errors import ClosedError, InvalidAddress, ListenFailed, ReplicationTimeout, UsageError
+from .errors import (
+    ClosedError,
+    InvalidAddress,
+    ListenFailed,
+    ReplicationTimeout,
+    UsageError,
+)
 from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_agent_name
 from .reads import Quorum, Reader
@@ -39,7 +46,9 @@ from .yjs.replay import replay_trusted
 if TYPE_CHECKING:
     from .security.credentials import Credentials
 
-__all__ = ["Agent", "ReadMany", "Transport", "TransportFactory", "default_data_dir", "check_address"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["Agent", "ReadMany", "Transport", "TransportFactory", "check_address", "default_data_dir"]
 
 
 def default_data_dir(name: str) -> Path:
@@ -209,8 +218,8 @@ class Agent:
             if step is not None:
                 try:
                     await step()
-                except Exception:  # the start already failed; report that error
-                    pass
+                except Exception:  # noqa: BLE001 (the start already failed: report that error)
+                    _log.debug("cleanup after a failed start failed", exc_info=True)
         if registry is not None:
             registry.close()
         if store is not None:

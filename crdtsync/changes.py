@@ -167,7 +167,7 @@ class Subscription:
             return None
         try:
             change = await asyncio.wait_for(self._listener.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         if change is None:
             self.close()
@@ -199,7 +199,7 @@ class Subscription:
 
 
 class _Listener:
-    __slots__ = ("_queue", "_dropped", "_size")
+    __slots__ = ("_dropped", "_queue", "_size")
 
     def __init__(self, size: int) -> None:
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()

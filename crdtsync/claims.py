@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .shard import Shard
 
-__all__ = ["Claims", "ClaimResult", "JobQueue"]
+__all__ = ["ClaimResult", "Claims", "JobQueue"]
 
 _SEP = "|"  # not in the agent-name alphabet: "job|agent" splits unambiguously at the last "|"
 

@@ -32,7 +32,7 @@ import pycrdt
 from .errors import UsageError
 from .values import decode_leaf, encode_value, to_plain
 
-__all__ = ["KINDS", "root_name", "named_containers", "plain_state", "Counter"]
+__all__ = ["KINDS", "Counter", "named_containers", "plain_state", "root_name"]
 
 #: Name of the root map of the dict-like shard API (also :data:`crdtsync.shard.ROOT`).
 ROOT = "root"
@@ -96,7 +96,7 @@ class Counter:
     racing its own earlier one. ``value`` is the sum over the slots this replica has seen.
     """
 
-    __slots__ = ("crdt", "_slot")
+    __slots__ = ("_slot", "crdt")
 
     def __init__(self, crdt: pycrdt.Map, slot: str) -> None:
         self.crdt = crdt  #: the underlying ``pycrdt.Map`` of slots

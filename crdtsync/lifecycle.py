@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["stop_event", "run_until_signal"]
+__all__ = ["run_until_signal", "stop_event"]
 
 _DEFAULT = (signal.SIGTERM, signal.SIGINT)
 

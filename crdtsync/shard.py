@@ -12,6 +12,7 @@ Appends are buffered; the group committer makes them durable (see :meth:`Shard.f
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -158,7 +159,7 @@ class Shard(MapView, metaclass=_ShardType):
         from .containers import KINDS
 
         name = root_name(kind, key)
-        if name not in self._doc.keys():
+        if name not in self._doc.keys():  # noqa: SIM118 (Doc has no __contains__ in its types)
             self._check_open()
         return self._doc.get(name, type=KINDS[kind])
 
@@ -176,9 +177,8 @@ class Shard(MapView, metaclass=_ShardType):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._check_open()
-        if isinstance(value, Counter) and key not in self.crdt:
-            if value.crdt.doc is self._doc:
-                return  # ``shard[key] += n`` on a counter: already counted
+        if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
+            return  # ``shard[key] += n`` on a counter: already counted
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -194,9 +194,9 @@ class Shard(MapView, metaclass=_ShardType):
     def __contains__(self, key: object) -> bool:
         return key in self._snapshot_keys()
 
-    def _snapshot_keys(self) -> list[str]:
+    def _snapshot_keys(self) -> builtins.list[str]:
         # The top-level keys snapshot() shows, in its order (without copying values).
-        keys = [str(k) for k in self.crdt.keys()]
+        keys = [str(k) for k in self.crdt.keys()]  # noqa: SIM118 (a pycrdt.Map)
         seen = set(keys)
         for _kind, key, crdt in named_containers(self._doc):
             if key not in seen and len(crdt) > 0:

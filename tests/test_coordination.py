@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 from crdtsync import Agent
 from crdtsync.containers import Counter, root_name
-from crdtsync.errors import ClosedError, InvalidShardName, UsageError
+from crdtsync.errors import ClosedError, InvalidShardName, LostUpdate, UsageError
 from crdtsync.testing import LocalHub, mesh, put, value
-from crdtsync.errors import LostUpdate
 from crdtsync.views import ListView, MapView
 
 # -- property: named containers created concurrently merge; counters sum -------------------

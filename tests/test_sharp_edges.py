@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from crdtsync import Agent, GossipConfig, run_until_signal
-from crdtsync.errors import CrdtSyncError, InvalidAddress, ListenFailed, ReplicationTimeout
+from crdtsync.errors import (
+    CrdtSyncError,
+    InvalidAddress,
+    ListenFailed,
+    ReplicationTimeout,
+)
 from crdtsync.testing import LocalHub
 
 CLI = [sys.executable, "-m", "crdtsync.cli"]
@@ -47,7 +52,7 @@ def test_cli_port_in_use_prints_one_line(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         out = subprocess.run(
             [*CLI, "agent", "--name", "a", "--data", str(tmp_path / "a"), "--listen", f"ws://127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
@@ -131,7 +136,7 @@ async def test_inspect_reads_a_live_store(tmp_path: Path) -> None:
         async def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return await asyncio.to_thread(
                 subprocess.run, [*CLI, "inspect", str(tmp_path / "live"), *args],
-                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+                capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "100"},
             )
 
         listing = await cli()

@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -139,7 +140,7 @@ def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: 
             if dump is not None:
                 click.echo(json.dumps(_dump(store, dump), indent=2, sort_keys=True, default=_jsonable))
                 return
-            rows = []
+            rows: list[dict[str, Any]] = []
             for name in store.shard_names():
                 if not name.startswith(prefix):
                     continue

@@ -57,7 +57,7 @@ async def main(role: str, name: str, data_dir: str, port: int, jobs: int, member
                 continue
             try:
                 got = await queue.take(wait=0.3)
-            except Exception as exc:  # ClosedError on shutdown, etc.
+            except Exception as exc:  # noqa: BLE001 (ClosedError on shutdown, etc.)
                 print(f"{name}: take failed: {exc!r}", file=sys.stderr)
                 await asyncio.sleep(0.1)
                 continue
@@ -68,7 +68,7 @@ async def main(role: str, name: str, data_dir: str, port: int, jobs: int, member
             await asyncio.sleep(0.02)  # the work
             try:
                 await queue.complete(job, {"by": name, "n2": payload["n"] * 2})
-            except Exception as exc:  # a quorum timeout: the job stays ours, resumed later
+            except Exception as exc:  # noqa: BLE001 (a quorum timeout: the job stays ours, resumed later)
                 print(f"{name}: complete {job} failed: {exc!r}", file=sys.stderr)
                 continue
             note(log, f"done {job} {name}")
