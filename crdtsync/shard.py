@@ -192,7 +192,15 @@ class Shard(MapView, metaclass=_ShardType):
         return len(self._snapshot_keys())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._snapshot_keys()
+        if not isinstance(key, str):
+            return False
+        if key in self.crdt:
+            return True
+        try:
+            self._named_value(key)
+        except KeyError:
+            return False
+        return True
 
     def _snapshot_keys(self) -> builtins.list[str]:
         # The top-level keys snapshot() shows, in its order (without copying values).
