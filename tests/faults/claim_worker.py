@@ -2,7 +2,9 @@
 
     python claim_worker.py ROLE NAME DATA_DIR PORT JOBS MEMBERS LOG PEER_PORT...
 
-ROLE ``planner`` puts JOBS jobs into the ``work`` shard's queue and then serves; ROLE
+ROLE ``monitor`` follows the shard with a subscription (``sub.get(timeout=...)``, which keeps
+working across timeouts) and appends ``monitor <changes seen> <timeouts>`` once it sees every
+job done. ROLE ``planner`` puts JOBS jobs into the ``work`` shard's queue and then serves; ROLE
 ``worker`` takes jobs until none is pending. For every job it takes it appends
 ``claimed <job> <name>`` to LOG (fsynced) *after* the claim is confirmed and *before* doing
 the job, then ``done <job> <name>`` once the job's result is confirmed on a quorum; the planner
@@ -36,6 +38,20 @@ async def main(role: str, name: str, data_dir: str, port: int, jobs: int, member
         stop = stop_event()
         shard = await agent.shard("work")
         queue = JobQueue(agent, shard, members=members, timeout=3.0)
+        if role == "monitor":
+            seen = timeouts = 0
+            with shard.subscribe() as sub:
+                while not stop.is_set():
+                    change = await sub.get(timeout=0.2)
+                    if change is None:
+                        timeouts += 1
+                    else:
+                        seen += 1
+                    if len(shard.map("done")) >= jobs:
+                        note(log, f"monitor {seen} {timeouts}")
+                        break
+            await stop.wait()
+            return
         if role == "planner":
             if len(shard.map("jobs")) < jobs:
                 for i in range(jobs):

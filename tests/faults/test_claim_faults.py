@@ -1,5 +1,6 @@
-"""Claims under real process faults (issue 16): a planner and three workers, SIGKILLs and
-restarts of workers; no job is taken by two workers after a confirmed claim, none is lost.
+"""Claims under real process faults (issue 16): the task-board app of the issue, a planner,
+three workers and a monitor, with SIGKILLs and restarts of workers; no job is taken by two
+workers after a confirmed claim, none is lost, and the monitor's subscription sees it all.
 
 Workers are restarted within 1.5 s, well under the membership's suspect_timeout (5 s), so no
 holder is ever declared dead and no lease expires: every job must be claimed by exactly one
@@ -23,7 +24,8 @@ from crdtsync import Agent
 
 WORKER = Path(__file__).with_name("claim_worker.py")
 JOBS = 40
-NAMES = ["planner", "w1", "w2", "w3"]
+NAMES = ["planner", "w1", "w2", "w3", "monitor"]
+WORKERS = ["w1", "w2", "w3"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -44,7 +46,7 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(name: str) -> None:
-        role = "planner" if name == "planner" else "worker"
+        role = name if name in ("planner", "monitor") else "worker"
         peers = [str(ports[n]) for n in NAMES if n != name]
         with open(tmp_path / f"{name}.err", "ab") as err:
             procs[name] = subprocess.Popen(
@@ -65,10 +67,11 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         next_kill = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            if any(what == "alldone" for what, _, _ in events()):
+            evs = events()
+            if any(what == "alldone" for what, _, _ in evs) and any(what == "monitor" for what, _, _ in evs):
                 break
             if time.monotonic() >= next_kill and kills < 6:
-                victim = rng.choice(NAMES[1:])
+                victim = rng.choice(WORKERS)
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
                 kills += 1
@@ -95,6 +98,8 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
     twice = {j: w for j, w in claimed.items() if len(w) > 1}
     assert not twice, f"jobs claimed by two workers (seed {seed}): {twice}"
     assert all(len(w) == 1 for w in done_lines.values()), done_lines
+    seen = [(int(n), int(t)) for what, n, t in evs if what == "monitor"]
+    assert seen and seen[0][0] > JOBS and seen[0][1] > 0, seen  # many changes, across timeouts
 
     async def final() -> dict[str, dict[str, object]]:
         async with Agent("planner", tmp_path / "planner") as agent:
