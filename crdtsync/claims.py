@@ -219,7 +219,8 @@ class JobQueue:
             for job in self.claims.mine():
                 if (await self.claims.claim(job)).won:
                     return job, self.shard.map("jobs").get(job)
-            free = [j for j in self.pending() if not (self.claims.holder(j) - {self.claims.me})]
+            taken = {key.rpartition(_SEP)[0] for key in self.shard.map("claims")}
+            free = [j for j in self.pending() if j not in taken]  # (ours were tried above)
             self._rng.shuffle(free)  # consumers start at different jobs: fewer collisions
             for job in free[:4]:
                 if (await self.claims.claim(job)).won:

@@ -81,7 +81,7 @@ async def main(role: str, name: str, data_dir: str, port: int, jobs: int, member
                 continue
             job, payload = got
             note(log, f"claimed {job} {name}")
-            await asyncio.sleep(0.02)  # the work
+            await asyncio.sleep(0.1)  # the work
             try:
                 await queue.complete(job, {"by": name, "n2": payload["n"] * 2})
             except Exception as exc:  # noqa: BLE001 (a quorum timeout: the job stays ours, resumed later)
