@@ -77,11 +77,10 @@ class MeteredNetwork(Network):
 
 
 def build(n: int, r: int | None, seed: int, latency: float) -> MeteredNetwork:
-    cfg = GossipConfig(
-        anti_entropy_interval=5.0, suspect_timeout=5.0, prune_grace=3.0,
-        sharding=ShardingConfig(replication_factor=r),
+    cfg = GossipConfig(anti_entropy_interval=5.0, suspect_timeout=5.0, prune_grace=3.0)
+    net = MeteredNetwork(
+        seed, config=cfg, sharding=ShardingConfig(replication_factor=r), latency=latency, jitter=latency / 5, trace=True
     )
-    net = MeteredNetwork(seed, config=cfg, latency=latency, jitter=latency / 5, trace=True)
     rng = random.Random(seed)
     names = [f"a{i:02d}" for i in range(n)]
     for i, name in enumerate(names):

@@ -14,15 +14,16 @@ as before, so ``import crdtsync`` stays light.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import _extensions
 from .transport import Transport, default_factory, set_default_factory
 
 if TYPE_CHECKING:
     from .gossip import GossipCore
     from .security.credentials import Credentials
 
-__all__ = ["install_defaults", "websocket_transport"]
+__all__ = ["http_server", "install_defaults", "sample_metrics", "websocket_transport"]
 
 
 def websocket_transport(
@@ -45,7 +46,24 @@ def websocket_transport(
     )
 
 
+def http_server(agent: Any, options: Any) -> Any:
+    """The default HTTP door: :class:`crdtsync.http.HttpServer` (Starlette, imported on use)."""
+    from .http import HttpServer
+
+    return HttpServer(agent, options)
+
+
+def sample_metrics(agent: Any) -> dict[str, Any]:
+    """The default metrics reader: :func:`crdtsync.metrics.sample`."""
+    from .metrics import sample
+
+    return sample(agent)
+
+
 def install_defaults() -> None:
-    """Make websockets the agents' default transport, unless one was set already."""
+    """Make websockets the agents' default transport, unless one was set already, and wire
+    the HTTP door and metrics (imported only when an agent uses them)."""
     if default_factory() is None:
         set_default_factory(websocket_transport)
+    _extensions.set_http_server(http_server)
+    _extensions.set_metrics_sampler(sample_metrics)

@@ -18,13 +18,13 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import updates
+from . import _extensions
 from ._activity import Activity
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
@@ -42,6 +42,7 @@ from .shard import Shard
 from .store import ShardStats, Store
 from .transport import Transport, TransportFactory, default_factory
 from .yjs.replay import replay_trusted
+from .sharding import Sharding, ShardingConfig
 
 if TYPE_CHECKING:
     from .security.credentials import Credentials
@@ -91,6 +92,8 @@ class Agent:
             them unless ``mesh`` is given (it must then match).
         insecure: allow listening beyond loopback without credentials. Without it, such a
             ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
+        http: ``"127.0.0.1:8080"`` (or a :class:`crdtsync.http.HttpOptions`) to serve the HTTP
+            API, metrics and dashboard there (see :mod:`crdtsync.http`); None: no HTTP.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Agent:
         transport: TransportFactory | None = None,
         credentials: Credentials | None = None,
         insecure: bool = False,
+        http: Any = None,
     ) -> None:
         self.name = validate_agent_name(name)
         if isinstance(peers, str):
@@ -137,9 +141,7 @@ class Agent:
         self._seeds = peers
         self._mesh = mesh
         self._gossip_config = gossip or GossipConfig.lan()
-        if replication_factor is not None:
-            cfg = self._gossip_config
-            self._gossip_config = replace(cfg, sharding=replace(cfg.sharding, replication_factor=replication_factor))
+        self._sharding_config = ShardingConfig(replication_factor=replication_factor)
         self._transport_factory = transport
         self._rng = random.Random(seed)
         self._store: Store | None = None
@@ -152,6 +154,8 @@ class Agent:
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
         self._closing = False
+        self._http_options = http
+        self._http: Any = None  # crdtsync.http.HttpServer once started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -207,6 +211,14 @@ class Agent:
         self._reader = Reader(
             self._registry, self._core.sharding if self._core is not None else None, self._activity
         )
+        if self._http_options is not None:
+            server = _extensions.http_server(self, self._http_options)
+            try:
+                await server.start()
+            except BaseException:
+                await self.close()  # do not leave the store and peers open behind a failed start
+                raise
+            self._http = server
 
     async def _abort_start(self) -> None:
         transport, committer, store, registry = self._transport, self._committer, self._store, self._registry
@@ -243,6 +255,7 @@ class Agent:
             mesh=self._mesh,
             address=self._listen,
             seeds=self._seeds,
+            policy=Sharding(self._sharding_config),
         )
         # Credentials go only to a factory that is given some: one that cannot authenticate
         # (a test double, a one-process hub) then fails loudly instead of ignoring them.
@@ -286,6 +299,21 @@ class Agent:
         return dict(getattr(self._transport, "counters", {}))
 
     @property
+    def credentials(self) -> Credentials | None:
+        """The mesh credentials this agent authenticates with (None: an open, loopback mesh).
+        Every door the agent opens (gossip, HTTP, ...) is guarded by them."""
+        return self._credentials
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of this agent's HTTP API (port resolved), if it serves one."""
+        return self._http.url if self._http is not None else None
+
+    def metrics(self) -> dict[str, Any]:
+        """This agent's operational figures now (the same as its Prometheus ``/metrics``)."""
+        return _extensions.sample_metrics(self)
+
+    @property
     def peers(self) -> tuple[PeerStatus, ...]:
         """Every agent known here: address, connection state, and the durable state each has
         acknowledged per shard (compare with :meth:`Shard.replicated`). Empty without gossip."""
@@ -297,7 +325,9 @@ class Agent:
             return
         self._closing = True  # refuse new API calls; frames still arriving are served
         try:
-            # Peers first, so nothing arrives after the final commit; then the final commit.
+            # HTTP first, then peers, so nothing arrives after the final commit; then the commit.
+            if self._http is not None:
+                await self._http.close()
             if self._transport is not None:
                 await self._transport.close()
             if self._committer is not None:

@@ -32,6 +32,8 @@ to each library; the original is kept as ``__cause__``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 __all__ = [
     "CrdtSyncError",
@@ -54,6 +56,7 @@ __all__ = [
     "CloseCode",
     "ReplicationTimeout",
     "ShardNotFound",
+    "map_exceptions",
 ]
 
 
@@ -174,3 +177,30 @@ class ShardNotFound(CrdtSyncError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "shard not found"
+
+
+@contextmanager
+def map_exceptions(mapping: Mapping[type[Exception], CloseCode], prefix: str = "") -> Iterator[None]:
+    """Translate a local exception about a peer's data into the :class:`ProtocolError` that
+    closes that peer's connection, once, at the boundary (httpcore's ``map_exceptions``).
+
+    Example::
+
+        with map_exceptions({InvalidUpdate: CloseCode.INVALID_UPDATE}, "invalid update in Push: "):
+            validate_update(update)
+
+    Args:
+        mapping: exception type -> close code; the first type the exception is an instance of
+            wins. Anything else propagates unchanged.
+        prefix: put before the exception's message.
+
+    Raises:
+        ProtocolError: with the mapped code, ``prefix + str(exc)`` and the original as cause.
+    """
+    try:
+        yield
+    except Exception as exc:
+        for kind, code in mapping.items():
+            if isinstance(exc, kind):
+                raise ProtocolError(f"{prefix}{exc}", code) from exc
+        raise

@@ -1,7 +1,9 @@
 """Partial replication and remote reads inside the gossip core. Pure: no I/O, no clock.
 
-:class:`Sharding` is a component of :class:`~crdtsync.gossip.GossipCore` (``core.sharding``),
-driven by it: the core asks it whom a shard's deltas go to and which shards a peer shares,
+:class:`Sharding` is a plug-in of :class:`~crdtsync.gossip.GossipCore`: it implements the
+core's :class:`~crdtsync.gossip.policy.ReplicationPolicy` and sees the core only through a
+:class:`~crdtsync.gossip.policy.CoreView`. The driver constructs it and passes it as
+``GossipCore(..., policy=Sharding(config))``; the core asks it whom a shard's deltas go to and which shards a peer shares,
 hands it the messages it owns (:class:`~crdtsync.messages.Holdings`,
 :class:`~crdtsync.messages.Offer`, :class:`~crdtsync.messages.ReadRequest`,
 :class:`~crdtsync.messages.ReadReply`), and ticks it. It has two parts:
@@ -32,22 +34,23 @@ core's effects as after any core call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import updates
-from .errors import CloseCode, InvalidUpdate, ProtocolError, UsageError
+from .yjs.parse import validate_update
+from .yjs.state import EMPTY_STATE_VECTOR, decode_state_vector
+from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
 from .messages import Ack, Hello, Holdings, Message, Offer, ReadReply, ReadRequest, ShardState, SyncRequest
 from .placement import HOLDER, PlacementState
 from .query import Outcome, QueryTable
 
 if TYPE_CHECKING:
-    from .gossip import GossipCore
+    from .gossip.policy import CoreView
 
 __all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
 
-EMPTY_STATE_VECTOR = b"\x00"
+
+_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
 #: The message types this component handles for the core.
 MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)
@@ -86,26 +89,22 @@ class ShardingConfig:
 
 
 class Sharding:
-    """Placement and reads of one agent, owned and driven by its :class:`GossipCore`.
+    """Placement and reads of one agent: the :class:`~crdtsync.gossip.policy.ReplicationPolicy`
+    (and service) the driver hands to its :class:`~crdtsync.gossip.GossipCore`.
 
     Args:
-        core: the core this belongs to (for its name, replicas, view and acks).
-        config: the knobs.
-        send: how to queue a message to a connected peer (the core's outbox).
+        config: the knobs; without a replication factor every agent holds every shard and
+            only remote reads are served.
     """
 
-    def __init__(self, core: GossipCore, config: ShardingConfig, send: Callable[[str, Message], None]) -> None:
-        self.core = core
-        self.config = config
-        self._send = send
-        r = config.replication_factor
-        self.placement: PlacementState | None = (
-            None
-            if r is None
-            else PlacementState(
-                core.name, r, mesh=core.mesh, offer_interval=config.offer_interval, adopt_timeout=config.adopt_timeout
-            )
-        )
+    #: The message types this plug-in handles for the core.
+    messages: tuple[type[Message], ...] = MESSAGES
+
+    def __init__(self, config: ShardingConfig | None = None) -> None:
+        self.config = config = config if config is not None else ShardingConfig()
+        self._core: CoreView | None = None
+        self._replication_factor = config.replication_factor
+        self.placement: PlacementState | None = None
         self.queries = QueryTable(hedge_delay=config.hedge_delay)
         self._peer_holds: dict[str, frozenset[str]] = {}
         self._peer_version: dict[str, int] = {}
@@ -125,7 +124,28 @@ class Sharding:
     @property
     def partial(self) -> bool:
         """Whether a placement policy decides who holds what (else: full replication)."""
-        return self.placement is not None
+        return self._replication_factor is not None
+
+    def bind(self, core: CoreView) -> None:
+        """Called once by the core's constructor: the view of the core this plug-in uses."""
+        if self._core is not None:
+            raise UsageError("a Sharding belongs to one GossipCore")
+        self._core = core
+        cfg, r = self.config, self._replication_factor
+        if r is not None:
+            self.placement = PlacementState(
+                core.name, r, mesh=core.mesh, offer_interval=cfg.offer_interval, adopt_timeout=cfg.adopt_timeout
+            )
+
+    @property
+    def core(self) -> CoreView:
+        """The view of the core this plug-in is bound to."""
+        if self._core is None:
+            raise UsageError("Sharding is not bound to a GossipCore yet")
+        return self._core
+
+    def _send(self, peer: str, msg: Message) -> None:
+        self.core.send(peer, msg)
 
     # ------------------------------------------------------------------------------------------
     # what the core asks
@@ -232,10 +252,8 @@ class Sharding:
         elif isinstance(msg, ReadReply):
             for _, u in msg.shards:
                 if u is not None:
-                    try:
-                        updates.validate_update(u)
-                    except InvalidUpdate as exc:
-                        raise ProtocolError(f"invalid update in ReadReply: {exc}", CloseCode.INVALID_UPDATE) from exc
+                    with map_exceptions(_INVALID_UPDATE, "invalid update in ReadReply: "):
+                        validate_update(u)
             self.queries.receive(peer, msg, now)
             self._send_queries()
             self._update_extra()
@@ -265,10 +283,8 @@ class Sharding:
 
     def _on_read_request(self, peer: str, msg: ReadRequest) -> None:
         for _, sv in msg.shards:
-            try:
-                updates.decode_state_vector(sv)
-            except InvalidUpdate as exc:
-                raise ProtocolError(str(exc), CloseCode.INVALID_UPDATE) from exc
+            with map_exceptions(_INVALID_UPDATE):
+                decode_state_vector(sv)
         replicas = self.core.replicas
         have = self._have()
         results: list[tuple[str, bytes | None]] = []
@@ -336,7 +352,7 @@ class Sharding:
     def _covered(self, shard: str) -> list[str]:
         replicas = self.core.replicas
         sv, ds = replicas.durable_state(shard)
-        if updates.decode_state_vector(sv) != updates.decode_state_vector(replicas.state_vector(shard)):
+        if decode_state_vector(sv) != decode_state_vector(replicas.state_vector(shard)):
             return []  # changes not on our disk yet: wait until they are, then for acks
         return list(self.core.replicated(shard, sv, ds))
 

@@ -64,24 +64,17 @@ __all__ = [
 ]
 
 
-def fast_config(
-    replication_factor: int | None = None,
-    *,
-    sharding: Mapping[str, Any] | None = None,
-    **overrides: Any,
-) -> GossipConfig:
+def fast_config(**overrides: Any) -> GossipConfig:
     """A GossipConfig for simulations: anti-entropy every 2 s, suspicion after 3 s, short
-    backoff; ``replication_factor`` turns on partial replication (None: every agent holds
-    every shard). ``sharding`` are further ShardingConfig fields, ``overrides`` GossipConfig
-    fields."""
+    backoff; ``overrides`` are further GossipConfig fields. Partial replication is not part of
+    it: pass ``sharding=ShardingConfig(replication_factor=...)`` to :class:`Network` (or
+    :func:`mesh`)."""
     base: dict[str, Any] = {
         "anti_entropy_interval": 2.0,
         "suspect_timeout": 3.0,
         "backoff_max": 4.0,
         "prune_grace": 3.0,
     }
-    if replication_factor is not None or sharding:
-        base["sharding"] = ShardingConfig(replication_factor=replication_factor, **(sharding or {}))
     base.update(overrides)
     return GossipConfig(**base)
 

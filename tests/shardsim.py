@@ -23,14 +23,15 @@ from crdtsync.messages import Diff, Message, Push, ReadReply
 from crdtsync.placement import holders
 from crdtsync.query import NOT_FOUND, OK
 from crdtsync.readcache import ReadCache, snapshot_of
+from crdtsync.sharding import ShardingConfig
 from crdtsync.testing import fast_config
 from crdtsync.transports.memory import Network, _Conn
 
 ROOT = "root"
 
 
-def config(r: int | None = 3, **sharding: Any) -> GossipConfig:
-    return fast_config(r, sharding=sharding)
+def config() -> GossipConfig:
+    return fast_config()
 
 
 @dataclass
@@ -48,7 +49,12 @@ class ShardNet(Network):
     """A simulated mesh whose agents place shards with replication factor ``r``."""
 
     def __init__(self, seed: int = 0, *, r: int | None = 3, sharding: dict[str, Any] | None = None, **kw: Any) -> None:
-        super().__init__(seed, config=kw.pop("config", None) or config(r, **(sharding or {})), **kw)
+        super().__init__(
+            seed,
+            config=kw.pop("config", None) or config(),
+            sharding=ShardingConfig(replication_factor=r, **(sharding or {})),
+            **kw,
+        )
         self.r = r
         self.meter = Meter()
         self.caches: dict[str, ReadCache] = {}

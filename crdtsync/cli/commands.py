@@ -87,12 +87,14 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
               help="Hold each shard on this many agents (placement); default: every shard everywhere.")
 @click.option("--keys", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Keys dir from `crdtsync keys`: authenticate peers (wss:// with a certificate, "
-                   "else the mesh secret).")
+                   "else the mesh secret) and HTTP callers (bearer tokens from `crdtsync keys token`).")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without --keys.")
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).")
 def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
           shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
           status_interval: float, seed: int | None, replication_factor: int | None,
-          keys: Path | None, insecure: bool) -> None:
+          keys: Path | None, insecure: bool, http: str | None) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
@@ -102,7 +104,8 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
     opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
                        mesh=mesh, writes=writes, write_rate=write_rate,
                        status_interval=status_interval, seed=seed,
-                       replication_factor=replication_factor, keys=keys, insecure=insecure)
+                       replication_factor=replication_factor, keys=keys, insecure=insecure,
+                       http=http)
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:
@@ -217,7 +220,7 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
 
 
 @main.command()
-@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers]...")
+@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http]...")
 @click.option("--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes.")
 @click.option("--tiny", "size", flag_value="tiny", help="Smallest sizes: only proves each scenario works.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -251,6 +254,10 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
 from crdtsync.security.cli import keys
 
 main.add_command(keys)
+
+from crdtsync.mcp.command import mcp_command
+
+main.add_command(mcp_command)
 
 if __name__ == "__main__":
     main()

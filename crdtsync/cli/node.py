@@ -41,6 +41,7 @@ class NodeOptions:
     replication_factor: int | None = None  # partial replication (None: every shard everywhere)
     keys: Path | None = None  # keys dir for Credentials.from_dir(keys, name)
     insecure: bool = False  # allow a non-loopback listen without credentials
+    http: str | None = None  # serve the HTTP API on HOST:PORT (see crdtsync.http)
 
 
 async def run_node(opts: NodeOptions) -> None:
@@ -56,9 +57,10 @@ async def run_node(opts: NodeOptions) -> None:
         credentials = Credentials.from_dir(opts.keys, opts.name)
     async with Agent(opts.name, data_dir=opts.data_dir, listen=opts.listen, peers=opts.peers,
                      mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor,
-                     credentials=credentials, insecure=opts.insecure) as agent:
+                     credentials=credentials, insecure=opts.insecure, http=opts.http) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
-        _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid()})
+        _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid(),
+               "http": agent.http_url})
         tasks = []
         if opts.writes:
             tasks.append(asyncio.create_task(_workload(agent, shards[0], opts)))

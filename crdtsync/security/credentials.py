@@ -242,14 +242,20 @@ class _LiveRevoked:
         return len(self._creds.revoked())
 
 
+IN_PROCESS_SCHEMES = frozenset({"hub"})
+"""Listen schemes that name an in-process endpoint (no socket): exempt from the loopback rule."""
+
+
 def is_loopback_listen(listen: str) -> bool:
     """Whether the listen URL's host is a loopback address (``127.0.0.0/8``, ``::1``,
-    ``localhost``), or an in-process ``hub://`` address (:class:`crdtsync.testing.LocalHub`,
-    which reaches nothing outside the process). Any other name counts as non-loopback: it may
-    resolve anywhere."""
-    if urlsplit(listen).scheme == "hub":
+    ``localhost``). Any other name counts as non-loopback: it may resolve anywhere.
+
+    An in-process address (a scheme of :data:`IN_PROCESS_SCHEMES`, such as the test hub's
+    ``hub://NAME``) opens no socket, so nothing beyond this process can reach it."""
+    parts = urlsplit(listen)
+    if parts.scheme in IN_PROCESS_SCHEMES:
         return True
-    host = urlsplit(listen).hostname
+    host = parts.hostname
     if host is None:
         return False
     if host == "localhost":

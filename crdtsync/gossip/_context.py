@@ -1,0 +1,95 @@
+"""What every component of one :class:`~crdtsync.gossip.GossipCore` shares.
+
+One :class:`Context` per core: the knobs, the generator, the replicas and the policy, the
+driver's clock as last seen, the open links, the outbox, and the batching-window timer that
+every component may ask for (it is the one flush at the next window boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..messages import Message
+from ._yjs import EMPTY_STATE_VECTOR
+from .overlay import FULL, Mode, window_index
+from .transfer import chunk_size
+
+if TYPE_CHECKING:
+    import random
+
+    from ..replica import ReplicaSet
+    from .config import GossipConfig
+    from .links import Link
+    from .policy import ReplicationPolicy
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Shared state of one core's components (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        config: GossipConfig,
+        rng: random.Random,
+        replicas: ReplicaSet,
+        policy: ReplicationPolicy,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.rng = rng
+        self.replicas = replicas
+        self.policy = policy
+        self.now = -math.inf
+        self.links: dict[str, Link] = {}
+        self.outbox: list[tuple[str, Message]] = []
+        self.flush_at: float | None = None  # the next window boundary with work, if any
+        self.chunk = chunk_size(config.chunk_bytes, config.max_frame)
+        #: The overlay mode of the moment (set by the core, which caches the overlay).
+        self.mode: Callable[[], Mode] = lambda: FULL
+
+    def send(self, peer: str, msg: Message) -> None:
+        """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""
+        self.outbox.append((peer, msg))
+
+    def schedule_flush(self, now: float) -> None:
+        """Ask for a flush at the end of the current batching window."""
+        if self.flush_at is not None:
+            return
+        w = self.config.push_interval
+        if w <= 0:
+            self.flush_at = now
+        elif self.config.align_windows:
+            self.flush_at = (self.window_index(now) + 1) * w
+        else:
+            self.flush_at = now + w
+
+    def window_index(self, now: float) -> int:
+        return window_index(now, self.config.push_interval)
+
+    def window_start(self, now: float) -> float:
+        """Start of the batching window holding ``now``."""
+        w = self.config.push_interval
+        if w <= 0:
+            return now
+        return self.window_index(now) * w if self.config.align_windows else now - w
+
+    # No caches here: the core would go stale if anything changed a replica behind its back
+    # (and anti-entropy would then wrongly see "equal"). A ReplicaSet caches its digests,
+    # invalidated by its own document observers, which see every change.
+
+    def shard_names(self) -> list[str]:
+        """The shards held here, sorted."""
+        return sorted(set(self.replicas.shard_names()))
+
+    def state_vector(self, shard: str) -> bytes:
+        """Our state vector of ``shard`` (empty if we do not hold it)."""
+        return (
+            self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
+        )
+
+    def live_links(self) -> list[Link]:
+        return [c for c in self.links.values() if not c.closing]

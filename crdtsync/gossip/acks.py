@@ -1,0 +1,334 @@
+"""Acks: which durable state each peer has, and how that news travels.
+
+After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are owed
+our on-disk (state vector, delete set): piggybacked on a Push to them within ``ack_delay``, or
+else sent alone as an Ack (at most once per ``ack_interval``). Acks of other agents are passed
+on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
+of agents we are not connected to. :class:`LinkAcks` is the per-link part of that state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..messages import Ack, RelayedAck, ShardState
+from . import _yjs
+from .overlay import RELAY, TREE
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .links import Link
+    from .membership import Membership
+    from .repair import Repairs
+
+__all__ = ["Acks", "LinkAcks", "take_relayed"]
+
+
+@dataclass(slots=True)
+class LinkAcks:
+    """Acks owed to, and sent to, one peer."""
+
+    pending_acks: dict[str, ShardState] = field(default_factory=dict)  # our acks owed to it
+    acks_since: float = math.inf  # when the oldest pending ack became owed
+    last_ack_at: float = -math.inf  # when a standalone Ack last went to it
+    acked_out: dict[str, ShardState] = field(default_factory=dict)  # last state acked to it
+    #: others' acks to pass on to it: (agent, shard) -> (state, hops so far)
+    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)
+    relay_since: float = math.inf  # when the oldest of those became owed
+    last_relay_at: float = -math.inf  # when relayed acks last went to it
+
+    def owe(self, state: ShardState, now: float) -> bool:
+        """Owe our ``state`` of a shard to this peer unless it has it; whether it is owed."""
+        if self.acked_out.get(state.shard) == state:
+            return False
+        self.pending_acks[state.shard] = state
+        self.acks_since = min(self.acks_since, now)
+        return True
+
+    def take_pending(self, shard: str) -> ShardState | None:
+        """The ack of ``shard`` owed to this peer, now sent (riding on a Push)."""
+        ack = self.pending_acks.pop(shard, None)
+        if ack is not None:
+            self.acked_out[shard] = ack
+            if not self.pending_acks:
+                self.acks_since = math.inf
+        return ack
+
+    def take_all(self, now: float) -> tuple[ShardState, ...]:
+        """Every ack owed, sorted, now sent alone."""
+        self.acks_since = math.inf
+        states = tuple(self.pending_acks[s] for s in sorted(self.pending_acks))
+        self.pending_acks.clear()
+        self.last_ack_at = now
+        for st in states:
+            self.acked_out[st.shard] = st
+        return states
+
+
+def take_relayed(
+    news: dict[tuple[str, str], tuple[ShardState, int]], budget: int
+) -> tuple[RelayedAck, ...]:
+    """The relayed acks of ``news`` that fit in ``budget`` bytes (sorted; at least one), removed
+    from ``news``."""
+    out: list[RelayedAck] = []
+    for key in sorted(news):
+        st, hops = news[key]
+        size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
+        if out and size > budget:
+            break
+        out.append(RelayedAck(key[0], st, hops))
+        budget -= size
+    for r in out:
+        del news[(r.agent, r.state.shard)]
+    return tuple(out)
+
+
+class Acks:
+    """What each agent holds on disk, as far as we know, and the acks we owe (see the module
+    docstring).
+
+    Args:
+        ctx: the shared context. members: the membership view (only known agents count).
+        repairs: told of every ack we do not cover (a sign of a lost push).
+    """
+
+    def __init__(self, ctx: Context, members: Membership, repairs: Repairs) -> None:
+        self._ctx = ctx
+        self._members = members
+        self._repairs = repairs
+        self.acked: dict[str, dict[str, ShardState]] = {}  # agent -> shard -> durable state
+        # Rotating relay: our own durable states owed to the mesh (they ride to the relay),
+        # and others' acks to pass on: (agent, shard) -> (state, hops).
+        self.own_acks: dict[str, ShardState] = {}
+        self.own_acks_since = math.inf
+        self.own_acked_out: dict[str, ShardState] = {}
+        self.last_own_ack_at = -math.inf
+        self.relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}
+
+    def forget(self, agent: str) -> None:
+        """``agent`` left the membership view."""
+        self.acked.pop(agent, None)
+
+    def deadlines(self) -> list[float]:
+        """When :meth:`send_due` has work (only asked while no flush is scheduled)."""
+        times = []
+        for conn in self._ctx.links.values():
+            if conn.acks.pending_acks:
+                times.append(self.ack_due(conn))
+            if conn.acks.relay_acks:
+                times.append(self.relay_due(conn))
+        if self.own_acks:
+            times.append(self.own_ack_due())
+        return times
+
+    def durable(self, shards: Iterable[str], now: float) -> None:
+        """These shards' latest changes are on disk: owe acks to the peers that want them."""
+        relay = self._ctx.mode() == RELAY
+        for shard in sorted(set(shards)):
+            sv, ds = self._ctx.replicas.durable_state(shard)
+            state = ShardState(shard, sv, ds)
+            if relay:
+                # Owed to the mesh: it rides to the window's relay (on our batch, or alone),
+                # which passes it on to everyone with its broadcast.
+                if self.own_acked_out.get(shard) != state and self._ctx.links:
+                    self.own_acks[shard] = state
+                    self.own_acks_since = min(self.own_acks_since, now)
+                    self._ctx.schedule_flush(now)
+                continue
+            for conn in self._ctx.links.values():
+                # (partial replication: also every peer that announced holding the shard)
+                wants = shard in conn.interest or (
+                    self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
+                )
+                if wants and conn.acks.owe(state, now):
+                    self._ctx.schedule_flush(now)
+
+    def ack_due(self, conn: Link) -> float:
+        cfg = self._ctx.config
+        return max(
+            conn.acks.acks_since + cfg.ack_delay,
+            conn.acks.last_ack_at + cfg.ack_interval,
+        )
+
+    def relay_due(self, conn: Link) -> float:
+        # Alone only on a link that carried no push for a while: a busy one carries them.
+        cfg = self._ctx.config
+        return max(
+            conn.acks.relay_since + cfg.ack_delay,
+            conn.acks.last_relay_at + cfg.ack_relay_interval,
+            conn.push.last_push_at + cfg.ack_relay_interval,
+        )
+
+    def own_ack_due(self) -> float:
+        cfg = self._ctx.config
+        return max(self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval)
+
+    def send_due(self, now: float) -> None:
+        # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
+        # standalone Ack messages go to one peer at most once per ack_interval (relayed ones
+        # at most once per ack_relay_interval).
+        if self._ctx.flush_at is not None:
+            return
+        mode = self._ctx.mode()
+        for conn in self._ctx.links.values():
+            own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
+            relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
+            if not own_due and not relay_due:
+                continue
+            states: tuple[ShardState, ...] = ()
+            if conn.acks.pending_acks and (
+                own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
+            ):
+                states = conn.acks.take_all(now)
+            relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
+            if states or relayed:
+                self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
+        if self.own_acks and now >= self.own_ack_due():
+            if mode == RELAY:
+                self._ctx.schedule_flush(now)  # they go to the relay at the boundary
+            else:
+                self.spread_own(now)
+
+    def flush_relay_acks(
+        self,
+        now: float,
+        spread: bool,
+        target: str | None,
+        news: tuple[RelayedAck, ...],
+        carried: set[str],
+    ) -> None:
+        """Rotating relay, at a boundary: the acks no push carried go alone.
+
+        News (others' acks we were asked to pass on) go to every peer our broadcast missed,
+        or else to the coming window's relay; our own durable states, once owed for ack_delay,
+        to that relay too (at most once per ack_interval): one message, not one per peer.
+        """
+        own: tuple[ShardState, ...] = ()
+        if (
+            self.own_acks
+            and now >= self.own_ack_due()
+            and target is not None
+            and target != self._ctx.name
+        ):
+            own = tuple(self.own_acks[s] for s in sorted(self.own_acks))
+            self.own_acks.clear()
+            self.own_acks_since = math.inf
+            self.last_own_ack_at = now
+            for st in own:
+                self.own_acked_out[st.shard] = st
+        if spread:
+            if news:
+                for conn in self._ctx.links.values():
+                    if conn.name not in carried and not conn.closing:
+                        relayed = tuple(r for r in news if r.agent != conn.name)
+                        if relayed:
+                            self._ctx.send(conn.name, Ack((), relayed))
+            news = ()
+        elif target in carried:
+            news = ()
+        if (own or news) and target is not None:
+            self._ctx.send(target, Ack(own, news, forward=True))
+        if self.relay_news:
+            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
+
+    def take_news(self) -> tuple[RelayedAck, ...]:
+        """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
+        return take_relayed(self.relay_news, self._ctx.config.max_relayed_bytes)
+
+    def spread_own(self, now: float) -> None:
+        """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
+        for shard, state in sorted(self.own_acks.items()):
+            for conn in self._ctx.links.values():
+                if shard in conn.interest:
+                    conn.acks.owe(state, now)
+        self.own_acks.clear()
+        self.own_acks_since = math.inf
+
+    def take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
+        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
+        cfg = self._ctx.config
+        if not conn.acks.relay_acks or (
+            mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval
+        ):
+            return ()
+        out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
+        conn.acks.last_relay_at = now
+        conn.acks.relay_since = now if conn.acks.relay_acks else math.inf
+        return out
+
+    def learn(
+        self,
+        agent: str,
+        state: ShardState,
+        source: Link,
+        forward: bool,
+        now: float,
+        hops: int = 0,
+    ) -> None:
+        """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
+        passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
+        module docstring)."""
+        if agent == self._ctx.name:
+            return
+        direct = agent == source.name
+        if not direct and agent not in self._members:
+            return  # only agents we know of count (and take memory)
+        cur = self.acked.get(agent, {}).get(state.shard)
+        key = (agent, state.shard)
+        source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
+        if cur == state:
+            return
+        if (
+            cur is not None
+            and not direct
+            and not _yjs.covers(
+                state.state_vector, state.delete_set, cur.state_vector, cur.delete_set
+            )
+        ):
+            return  # older news (a durable state only grows; the agent itself is believed)
+        self.acked.setdefault(agent, {})[state.shard] = state
+        self._repairs.check_ack(agent, state, source, now)
+        if forward and self._ctx.mode() == RELAY:
+            # they travel with the deltas (see window.py)
+            self.relay_news[key] = (state, hops + 1)
+            self._ctx.schedule_flush(now)
+        elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
+            # (Partial replication: a shard's holders are connected to each other, so acks
+            # need no relay; relaying them would carry every shard's acks to every agent.)
+            for c in self._ctx.links.values():
+                if c is not source and not c.closing and c.name != agent:
+                    c.acks.relay_acks[key] = (state, hops + 1)
+                    c.acks.relay_since = min(c.acks.relay_since, now)
+
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
+        """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
+
+        The agent passes what it wants replicated (e.g. its own state right after a write) and
+        waits until at least k peers are returned. Peers that are not directly connected
+        count too: acks are relayed (in a tree, and through the rotating relay), within about
+        :attr:`GossipConfig.ack_relay_interval` per hop.
+        """
+        out = []
+        for peer in sorted(self.acked):
+            st = self.acked[peer].get(shard)
+            if st is not None and _yjs.covers(
+                st.state_vector, st.delete_set, state_vector, delete_set
+            ):
+                out.append(peer)
+        return tuple(out)
+
+    def on_ack(self, conn: Link, msg: Ack, now: float) -> None:
+        """A peer's Ack: its own durable states, and others' it passes on."""
+        for st in msg.states:
+            _yjs.check_state(st.state_vector, st.delete_set)
+        for r in msg.relayed:
+            _yjs.check_state(r.state.state_vector, r.state.delete_set)
+        forward = msg.forward or self._ctx.mode() == TREE
+        for st in msg.states:
+            self.learn(conn.name, st, conn, forward, now)
+            conn.interest.add(st.shard)
+        for r in msg.relayed:
+            self.learn(r.agent, r.state, conn, forward, now, r.hops)

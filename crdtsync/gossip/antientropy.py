@@ -1,0 +1,206 @@
+"""Anti-entropy rounds: the per-link state of Summary/Digests/SyncRequest/Diff rounds.
+
+A round: A -> B ``Summary(root)`` (a hash over A's sorted (shard, digest) pairs; equal roots:
+done), B -> A ``Digests``, A compares and asks (``SyncRequest``) or sends (``Diff``), B answers
+with ``Diff(diff(sv_A), sv_B)``, A applies it and, if its digest still differs, sends
+``Diff(diff(sv_B))``. In a tree, a periodic round with a neighbour whose pushes flow both ways
+without a sequence gap is skipped (the pushes are the anti-entropy), at most
+``anti_entropy_skip_max`` rounds in a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..messages import Diff, DiffChunk, Digests, Summary, SyncRequest
+from . import _yjs
+from ._yjs import EMPTY_STATE_VECTOR
+from .overlay import RELAY, TREE
+from .transfer import receive_piece
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .links import Link
+    from .transfer import Replies
+
+__all__ = ["AntiEntropy", "LinkRounds", "root_hash"]
+
+
+@dataclass(slots=True)
+class LinkRounds:
+    """Anti-entropy with one peer."""
+
+    last_push_in: float = -math.inf  # when a Push last came from it
+    last_round_at: float = -math.inf  # when we last started a round with it
+    digests: dict[str, bytes] = field(default_factory=dict)  # from its last Digests
+    round_shards: set[str] = field(default_factory=set)  # asked in our round: step 5 owed
+
+
+def root_hash(shards: Iterable[str], digest: Callable[[str], bytes]) -> bytes:
+    """The Summary root: a hash over the sorted (shard, digest) pairs."""
+    h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
+    for shard in shards:
+        name = shard.encode()
+        d = digest(shard)
+        h.update(len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d)
+    return h.digest()
+
+
+class AntiEntropy:
+    """Anti-entropy rounds of one agent: the periodic timer, the skip rule, and every step
+    of a round (see the module docstring).
+
+    Args:
+        ctx: the shared context.
+        replies: where answers to a peer's requests are queued and served.
+    """
+
+    def __init__(self, ctx: Context, replies: Replies) -> None:
+        self._ctx = ctx
+        self._replies = replies
+        self.next_round: float | None = None  # the periodic timer (set once linked)
+        self.last_round_at = -math.inf  # when we last started a round
+        self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
+        #: How a Diff's update is applied (and forwarded): set by the core.
+        self.apply: Callable[[Link, str, bytes, bool], None] = lambda conn, shard, update, forward: (
+            None
+        )
+
+    def start_round(self, conn: Link, now: float) -> None:
+        """Step 1: send ``conn`` our Summary."""
+        conn.rounds.last_round_at = self.last_round_at = now
+        self._ctx.send(conn.name, self.summary(conn.name))
+
+    def on_summary(self, conn: Link, msg: Summary, now: float) -> None:
+        """Step 2: a differing root is owed our Digests (a reply: deferred while paused)."""
+        if msg.root != self.root_hash(conn.name):
+            conn.replies.want_digests = True
+            self._replies.serve(conn, now)
+
+    def ensure_timer(self, now: float) -> None:
+        if self.next_round is None:
+            self.next_round = now + self._delay()
+
+    def tick(self, now: float) -> None:
+        """Start the periodic round with a random peer that shares a shard, unless skipped."""
+        if self.next_round is None or now < self.next_round:
+            return
+        self.next_round = now + self._delay()
+        ctx = self._ctx
+        peers = [c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)]
+        if peers:
+            conn = ctx.rng.choice(peers)
+            if not self.pushes_suffice(conn, now):
+                self.start_round(conn, now)
+
+    def on_digests(self, conn: Link, msg: Digests, now: float) -> None:
+        theirs = dict(msg.digests)
+        conn.rounds.digests = theirs
+        conn.interest.update(theirs)
+        held = set(self._ctx.shard_names())
+        mine = set(self._ctx.policy.sync_shards(conn.name, sorted(held)))
+        budget = self._ctx.config.max_sync_shards
+        requests: list[tuple[str, bytes]] = []
+        for shard in sorted(mine | {s for s in theirs if self._ctx.policy.accepts(s)}):
+            if budget <= 0:
+                break
+            have = shard in held
+            if have and shard not in theirs:
+                # it lacks the shard: all of it
+                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)
+                budget -= 1
+            elif not have:
+                requests.append((shard, EMPTY_STATE_VECTOR))
+                budget -= 1
+            elif self._ctx.replicas.digest(shard) != theirs[shard]:
+                requests.append((shard, self._ctx.replicas.state_vector(shard)))
+                budget -= 1
+        self._replies.serve(conn, now)
+        conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
+        if requests:
+            self._ctx.send(conn.name, SyncRequest(tuple(requests)))
+
+    def on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
+        for _, sv in msg.state_vectors:
+            _yjs.check_state(sv, None)
+        held = set(self._ctx.shard_names())
+        for shard, sv in msg.state_vectors:
+            conn.interest.add(shard)
+            if shard in held:
+                # Coalesced per shard: a peer that asks again before reading gets one answer.
+                conn.replies.replies[shard] = (sv, True)
+        self._replies.serve(conn, now)
+
+    def on_diff(self, conn: Link, msg: Diff, now: float) -> None:
+        if msg.state_vector is not None:
+            _yjs.check_state(msg.state_vector, None)
+        if not self._ctx.policy.accepts(msg.shard):
+            return  # partial replication: not held here
+        self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE)
+        conn.repair.repairs.pop(msg.shard, None)
+        # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
+        if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
+            conn.rounds.round_shards.discard(msg.shard)
+            if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(msg.shard):
+                conn.replies.replies[msg.shard] = (msg.state_vector, False)
+                self._replies.serve(conn, now)
+
+    def on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
+        """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
+        update = receive_piece(conn.replies, msg, now, self._ctx.config.max_diff_bytes)
+        if update is not None:
+            self.on_diff(conn, Diff(msg.shard, update, msg.state_vector), now)
+
+    def pushes_suffice(self, conn: Link, now: float) -> bool:
+        """Whether a periodic round with ``conn`` can be skipped.
+
+        In a tree every change reaching a neighbour is pushed on to us (apply() returns it,
+        we are not its source), and sequence numbers reveal a lost Push at the next one. A
+        link busy both ways with no repair outstanding therefore carries everything a round
+        would find. A full mesh does not forward, so there rounds always run; and a forced
+        round comes every anti_entropy_skip_max intervals whatever the traffic.
+        """
+        cfg = self._ctx.config
+        window = cfg.anti_entropy_interval
+        mode = self._ctx.mode()
+        if self._ctx.policy.partial:  # holders do not relay: pushes are no anti-entropy
+            return False
+        if mode == RELAY:
+            # Relay broadcasts carry the relay's state vector: while they keep coming, every
+            # lost batch is noticed at the next one. Not a lost delete (state vectors do not
+            # show deletes): hence a forced round every anti_entropy_skip_max intervals.
+            return (
+                now - self.hint_at < window
+                and not any(c.repair.repairs for c in self._ctx.links.values())
+                and now - self.last_round_at < window * cfg.anti_entropy_skip_max
+            )
+        return (
+            mode == TREE
+            and not conn.repair.repairs
+            and now - conn.rounds.last_push_in < window
+            and now - conn.push.last_push_at < window
+            and now - conn.rounds.last_round_at < window * cfg.anti_entropy_skip_max
+            and conn.rounds.last_round_at > -math.inf
+        )
+
+    def _delay(self) -> float:
+        j = self._ctx.config.anti_entropy_jitter
+        return self._ctx.config.anti_entropy_interval * (1 + j * (2 * self._ctx.rng.random() - 1))
+
+    def root_hash(self, peer: str | None = None) -> bytes:
+        shards = self._ctx.shard_names()
+        if peer is not None:
+            shards = self._ctx.policy.sync_shards(peer, shards)
+        return root_hash(shards, self._ctx.replicas.digest)
+
+    def summary(self, peer: str | None = None) -> Summary:
+        shards = (
+            self._ctx.shard_names()
+            if peer is None
+            else self._ctx.policy.sync_shards(peer, self._ctx.shard_names())
+        )
+        return Summary(self.root_hash(peer), len(shards))

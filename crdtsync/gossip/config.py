@@ -1,0 +1,212 @@
+"""The knobs of the gossip protocol (:class:`GossipConfig`), with the reason for each default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = ["GossipConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Every knob of the gossip protocol, with the reason for its default.
+
+    Times are in seconds, sizes in bytes.
+    """
+
+    #: Batching window: deltas for one peer+shard wait at most this long and leave as one Push.
+    #: These defaults suit a WAN (see :meth:`lan` for a LAN). 0.13 s is above a 100 ms WAN
+    #: hop, so an aligned relay forwards at the very next boundary, and long enough that a
+    #: rotating relay's window batches enough writes: at 100 writes/s over 25 agents it costs
+    #: 2.7 messages per write (0.11 s: 3.1), for 290 ms median latency
+    #: (benchmarks/gossip_sim.py).
+    push_interval: float = 0.13
+    #: Flush on multiples of push_interval (needs roughly synchronised clocks to pay off;
+    #: harmless without): a relay hop then costs one window, not latency + a random wait.
+    align_windows: bool = True
+    #: A link that carried no Push in the current window sends a delta at once instead of
+    #: waiting for the boundary. Off: under load it moves the wait to the first relay (aligned
+    #: windows) and costs extra messages; it only pays at light load.
+    send_when_idle: bool = False
+    #: Up to this many live agents, everyone connects to everyone: one hop, no forwarding.
+    full_mesh_max: int = 8
+    #: Up to this many live agents (and more than full_mesh_max), everyone still connects to
+    #: everyone, but each batching window has one *relay*, taking turns in a fixed order: a
+    #: writer pushes its window's batch to that relay only, and the relay sends what it got
+    #: to every other agent at the next boundary. A window then costs (writers + N-1)
+    #: messages, spread evenly over the agents over time (no hub), and a write two hops.
+    #: Beyond 64, N-1 connections per agent and N-1 frames per relay turn cost more than a
+    #: tree's extra hops. 0 disables it. It needs aligned windows (push_interval > 0 and
+    #: align_windows) to pay off, and clocks synchronised well within a window for the agents
+    #: to agree on whose turn it is; it is correct without (only more messages).
+    relay_max: int = 64
+    #: A batch pushed to a relay is pushed again (to the relay of the moment) when no relay
+    #: broadcast covering it came back within this long: above two windows plus one link
+    #: latency (0.22 + 0.1 s for the WAN defaults), the time the round trip takes.
+    relay_retry: float = 0.45
+    #: Relay broadcasts carry the relay's state vector (Push.hint) when it is at most this
+    #: long, so that a receiver that missed an earlier broadcast notices it at the next one
+    #: (the connection-level sequence numbers would only show it at that relay's next turn).
+    hint_max: int = 4096
+    #: Rotating relay: the connections beyond a tree's are dialled once the membership view
+    #: has not changed for this long, so that a mesh growing past relay_max (agents starting
+    #: together) does not first dial everyone; until then relays flood (forward=True).
+    relay_settle: float = 2.0
+    #: Children per agent in the spanning tree of larger meshes: degree fanout+1, depth log_b n.
+    #: 5 keeps 25 agents within 4 hops of each other with no agent above a quarter of the
+    #: traffic (benchmarks/gossip_sim.py).
+    fanout: int = 5
+    #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
+    tree_core: int = 1
+    #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
+    #: round), short enough that a lost push is repaired within seconds.
+    anti_entropy_interval: float = 5.0
+    #: Relative jitter of that interval, so that agents do not all start rounds together.
+    anti_entropy_jitter: float = 0.25
+    #: In a tree, a periodic round with a neighbour whose pushes flow both ways without a
+    #: sequence gap is skipped (the pushes are the anti-entropy), but not for longer than
+    #: this many intervals in a row.
+    anti_entropy_skip_max: int = 6
+    #: Shards repaired per anti-entropy round at most; the rest wait for the next round, so a
+    #: round's burst of Diff messages stays bounded.
+    max_sync_shards: int = 256
+    #: Largest Push built from a queue; a bigger batch is split (a single bigger delta is
+    #: sent alone).
+    max_batch_bytes: int = 256 << 10
+    #: Pushes queued for one peer beyond this are dropped and replaced by anti-entropy, so a
+    #: slow peer cannot grow our memory.
+    max_queue_bytes: int = 4 << 20
+    #: Standalone Ack messages go to a peer at most this often; acks ride on Pushes for free.
+    ack_interval: float = 1.0
+    #: An owed ack waits this long for a Push to the peer to ride on before it goes alone:
+    #: a couple of windows, short next to the time a caller of replicated() waits anyway.
+    ack_delay: float = 0.25
+    #: A repair asked for (after a gap in Push sequence numbers, a state-vector hint or an ack
+    #: we do not cover) is asked again after this long while its Diff has not come (the
+    #: request or the reply may be lost too): a WAN round trip plus a window. Also how long
+    #: an ack we do not cover may wait for what it covers before that counts as a loss.
+    repair_timeout: float = 0.35
+    #: A peer without a connection for this long is declared dead and leaves the overlay:
+    #: long enough to ride out a reconnect, short enough to re-route the tree quickly.
+    suspect_timeout: float = 5.0
+    #: Dead agents are remembered this long (so stale "alive" reports cannot resurrect them).
+    forget_timeout: float = 3600.0
+    #: A dial with neither connection_made nor dial_failed after this long counts as failed.
+    connect_timeout: float = 10.0
+    #: First reconnect delay; doubles per failure up to backoff_max; each delay is jittered
+    #: down to half, so agents that lost the same peer do not redial in lockstep.
+    backoff_base: float = 0.5
+    #: Longest reconnect delay: a healed partition is noticed within this.
+    backoff_max: float = 30.0
+    #: Of two agents that both want a connection, the one with the smaller name dials; the
+    #: other dials too after this grace (in case their views disagree).
+    dial_grace: float = 1.0
+    #: Connections the overlay does not need are kept this long before being closed, so that
+    #: converging views do not make connections flap.
+    prune_grace: float = 5.0
+    #: A full PeerList goes to one random peer this often: membership anti-entropy.
+    peer_exchange_interval: float = 30.0
+    #: Messages per second a peer may send us on average before it is refused as flooding.
+    flood_rate: float = 2000.0
+    #: Burst allowance of that token bucket (an anti-entropy round after a partition sends
+    #: one Diff per shard).
+    flood_burst: float = 10000.0
+    #: Largest frame the driver should accept (wire.decode max_size).
+    max_frame: int = 16 << 20
+    #: A Diff (or a single delta) longer than this (or than half of max_frame, if smaller)
+    #: travels as DiffChunk pieces of that size: no frame is ever over max_frame, and a big
+    #: shard's first sync does not hold up pushes for the time of one huge frame.
+    chunk_bytes: int = 1 << 20
+    #: Largest update reassembled from DiffChunks: bounds what one peer can make us buffer.
+    #: A shard larger than this cannot be synced from scratch (raise it for such shards).
+    max_diff_bytes: int = 256 << 20
+    #: Replies (Digests, Diffs, chunks) sent to one peer per batching window at most; the
+    #: rest waits for the next window, and for resume_writing while the transport is paused,
+    #: coalesced per shard. So a peer that asks and never reads cannot grow our send queue.
+    reply_budget: int = 1 << 20
+    #: Other agents' acks are passed on (relayed) so that acks reach agents that are not
+    #: directly connected (tree, relay). In a tree they ride on a link's pushes at most this
+    #: often, and go alone at most this often: every agent's ack crosses every tree link, so
+    #: this bounds their bytes (newest state per agent and shard, coalesced).
+    ack_relay_interval: float = 1.0
+    #: Bytes of relayed acks per message at most; more waits for the next message.
+    max_relayed_bytes: int = 64 << 10
+    #: In a tree, an ack is passed on at most this many hops from the agent that made it:
+    #: every ack crossing every link would cost O(N^2) state vectors per ack_relay_interval.
+    #: A writer so hears from its neighbourhood, which is what replicated(k) needs for small
+    #: k: with fanout 5, hops 2 reaches at least 6 agents (from a leaf) and up to 36.
+    ack_relay_hops: int = 2
+
+    def __post_init__(self) -> None:
+        if self.push_interval < 0 or self.anti_entropy_interval <= 0:
+            raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
+        if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
+            raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
+        if not 0 <= self.anti_entropy_jitter < 1:
+            raise UsageError("anti_entropy_jitter must be in [0, 1)")
+        if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
+            raise UsageError("need 0 < backoff_base <= backoff_max")
+        if self.flood_rate <= 0 or self.flood_burst < 1:
+            raise UsageError("flood_rate must be > 0 and flood_burst >= 1")
+        if (
+            self.relay_max < 0
+            or self.relay_retry <= 0
+            or self.hint_max < 0
+            or self.relay_settle < 0
+        ):
+            raise UsageError(
+                "need relay_max >= 0, relay_retry > 0, hint_max >= 0 and relay_settle >= 0"
+            )
+        if (
+            min(
+                self.chunk_bytes,
+                self.max_frame,
+                self.max_diff_bytes,
+                self.reply_budget,
+                self.max_relayed_bytes,
+            )
+            < 1
+        ):
+            raise UsageError(
+                "chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1"
+            )
+        if self.ack_relay_interval < 0 or not 0 <= self.ack_relay_hops <= 255:
+            raise UsageError("ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]")
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> GossipConfig:
+        """Settings for agents on one LAN or one host: latency first, messages second.
+
+        The defaults of the class suit a WAN (100 ms links): 110 ms windows aligned to the
+        clock, so that a relay forwards a batch at the very next boundary. On a LAN a hop
+        costs well under a millisecond, so waiting for a window boundary would be most of the
+        latency. Here a delta goes out at once on a link that was idle for a window, and what
+        accumulates right after it waits at most ``push_interval`` (2 ms) and leaves as one
+        batch, Nagle-like. Windows are not aligned (agents' monotonic clocks are unrelated),
+        so the rotating relay, which needs them, is off: a full mesh up to 16 agents, a tree
+        beyond. Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
+        that ``replicated()`` answers within a group commit or two; repairs are asked again
+        after 100 ms; dials are retried from 100 ms up to 5 s.
+
+        Args:
+            overrides: any field, replacing the LAN value.
+        """
+        lan = cls(
+            push_interval=0.002,
+            align_windows=False,
+            send_when_idle=True,
+            full_mesh_max=16,
+            relay_max=0,
+            ack_delay=0.01,
+            ack_interval=0.05,
+            ack_relay_interval=0.05,
+            repair_timeout=0.1,
+            backoff_base=0.1,
+            backoff_max=5.0,
+            dial_grace=0.25,
+            connect_timeout=5.0,
+        )
+        return replace(lan, **overrides)

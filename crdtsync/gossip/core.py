@@ -1,0 +1,557 @@
+"""The pure gossip core: who to talk to, what to send, what to apply. No I/O.
+
+:class:`GossipCore` is a sans-I/O state machine in the style of ``websockets.protocol`` and
+``h11``. It never touches sockets, asyncio, LMDB, pycrdt documents, the clock or the global
+random generator: time comes in as ``now`` arguments, randomness from the ``random.Random`` it
+is given, documents are reached only through a :class:`~crdtsync.replica.ReplicaSet`, and
+everything it wants done comes back out as effects. The asyncio agent (over websockets) and the
+simulator (:mod:`crdtsync.transports.memory`, virtual clock) drive the same core, so a failing
+simulation seed replays exactly.
+
+Driver contract
+---------------
+Call, in this order::
+
+    core = GossipCore(name, replicas, rng=random.Random(seed), config=..., mesh=..., address=..., seeds=...)
+    core.set_address(address)                  # once the listen address is known (port 0)
+    # on every new connection, inbound or outbound: send core.hello() as the first frame;
+    # when the peer's first frame arrives:
+    peer = core.connection_made(hello, now, outbound=...)  # outbound: we dialled it.
+                                               # ProtocolError -> close with err.code; do NOT
+                                               # call connection_lost for that connection
+                                               # (DUPLICATE_NAME from an agent we are connected
+                                               # to: the core keeps that other connection).
+                                               # If another connection already carries `peer`,
+                                               # close that older one (it is replaced; do not
+                                               # report it lost either)
+    core.receive(peer, msg, now)               # each later frame (after wire.decode)
+    core.local_update(shard, delta, now)       # each delta this agent made
+    core.durable(shards, now)                  # after each group commit
+    core.connection_lost(peer, now)            # a connection that connection_made accepted closed
+    core.dial_failed(address, now)             # a connection attempt from dials() failed
+    core.pause_writing(peer) / core.resume_writing(peer, now)   # transport flow control
+    core.tick(now)                             # at next_deadline(), or any time
+    # after EVERY call above, execute the effects:
+    for peer, msg in core.data_to_send(): send wire.encode(msg) to peer; if msg is a Close,
+                                          close that connection with msg.code afterwards
+    for address in core.dials(): open a connection to address
+    deadline = core.next_deadline()            # call tick(deadline) then (None: nothing timed)
+
+``receive`` raises :class:`~crdtsync.errors.ProtocolError` for a misbehaving peer (the driver
+closes that connection with ``err.code``); nothing of a refused message has been applied. It
+raises :class:`~crdtsync.errors.UsageError` for a driver bug (a peer that is not connected).
+
+The protocol itself is described in the package docstring (:mod:`crdtsync.gossip`); each
+concern lives in its own module there, and this facade only routes calls to them: ``receive``
+is a table from message type to handler (plug-ins register theirs), ``tick`` runs the
+components' timers in a fixed order, and :meth:`GossipCore.effects` collects what the driver
+must do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    CloseCode,
+    ProtocolError,
+    UsageError,
+)
+from ..messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Close,
+    Diff,
+    DiffChunk,
+    Digests,
+    Hello,
+    Message,
+    PeerList,
+    Push,
+    Summary,
+    SyncRequest,
+)
+from ..names import validate_shard_name
+from ..replica import ReplicaSet
+from ._context import Context
+from ._view import _View
+from ._yjs import EMPTY_STATE_VECTOR
+from .components import build
+from .config import GossipConfig
+from .effects import Effects, PeerStatus
+from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
+from .membership import PeerState
+from .overlay import FULL, RELAY, TREE, Mode, OverlayView
+from .policy import FullReplication, ReplicationPolicy, Service
+
+if TYPE_CHECKING:
+    import random  # the type of the generator a driver hands in; never the module's own
+
+__all__ = [
+    "ALIVE",
+    "CONNECTED",
+    "DEAD",
+    "EMPTY_STATE_VECTOR",
+    "FULL",
+    "RELAY",
+    "SUSPECT",
+    "TREE",
+    "Effects",
+    "GossipConfig",
+    "GossipCore",
+    "PeerStatus",
+]
+
+#: Peer states reported by :meth:`GossipCore.peers` (see :class:`PeerState`).
+CONNECTED = PeerState.CONNECTED
+ALIVE = PeerState.ALIVE
+SUSPECT = PeerState.SUSPECT
+DEAD = PeerState.DEAD
+
+
+class GossipCore:
+    """The gossip protocol of one agent, as a pure state machine (see the module docstring).
+
+    Args:
+        name: this agent's name, unique in the mesh.
+        replicas: the shards this agent holds; the only way the core reads or changes them.
+        rng: the only source of randomness (AE peer choice, jitter); seed it to replay.
+        config: protocol knobs.
+        mesh: agents only talk to agents of the same mesh.
+        address: where this agent accepts connections, or None if it does not listen.
+        seeds: addresses to dial while this agent has no connection.
+        policy: who holds which shard (:class:`~crdtsync.gossip.policy.ReplicationPolicy`);
+            default :class:`~crdtsync.gossip.policy.FullReplication`. The driver constructs
+            it (e.g. :class:`crdtsync.sharding.Sharding` for placement and remote reads).
+        services: further plug-ins, each owning some message types.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        replicas: ReplicaSet,
+        *,
+        rng: random.Random,
+        config: GossipConfig = GossipConfig(),
+        mesh: str = "default",
+        address: str | None = None,
+        seeds: Iterable[str] = (),
+        policy: ReplicationPolicy | None = None,
+        services: Iterable[Service] = (),
+    ) -> None:
+        self.name = validate_shard_name(name)
+        self.mesh = validate_shard_name(mesh)
+        self.replicas = replicas
+        self.config = config
+        self._rng = rng
+        #: Who holds which shard; every push, forward, ack and round asks it.
+        self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
+        self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
+        ctx.mode = self._mode
+        self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
+        self._conns = ctx.links
+        self._p = build(ctx, self.mesh, address, seeds)  # every component, wired (components.py)
+        #: The same object under its older name (``core.sharding.read(...)`` and the like when
+        #: the driver passed a :class:`crdtsync.sharding.Sharding`).
+        self.sharding: Any = self.policy
+        self._services: tuple[Service, ...] = (self.policy, *services)
+        # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
+        self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
+            Push: self._p.pushes.on_push,
+            Summary: self._p.ae.on_summary,
+            Digests: self._p.ae.on_digests,
+            SyncRequest: self._p.ae.on_sync_request,
+            Diff: self._p.ae.on_diff,
+            DiffChunk: self._p.ae.on_chunk,
+            Ack: self._p.acks.on_ack,
+            PeerList: self._on_peer_list,
+            Close: self._on_close,
+            Hello: self._on_hello_again,
+        }
+        view = _View(self)
+        for service in self._services:
+            for kind in service.messages:
+                if kind in self._dispatch:
+                    raise UsageError(f"two handlers for {kind.__name__}")
+                self._dispatch[kind] = _route(service)
+            service.bind(view)
+
+    @property
+    def address(self) -> str | None:
+        """Where this agent accepts connections (sent in Hello and PeerList), or None."""
+        return self._p.members.address
+
+    @address.setter
+    def address(self, value: str | None) -> None:
+        if value is None:
+            self._p.members.address = None
+        else:
+            self.set_address(value)
+
+    def set_address(self, address: str) -> None:
+        """Set where this agent accepts connections, once the driver knows it (port 0).
+
+        Peers learn it from every later Hello and, if we are connected already, from a
+        membership update flooded at the next window. The address (like any earlier one) is
+        remembered as ours, so it is never dialled, even when a peer reports it.
+        """
+        changed = address != self._p.members.address
+        self._p.members.address = address
+        self._p.dialer.own_address(address)
+        if changed and self._conns:
+            self._p.members.announce(self._ctx.now)
+
+    # ------------------------------------------------------------------------------------------
+    # handshake and connections
+
+    def hello(self) -> Hello:
+        """The first message to send on every new connection, inbound or outbound."""
+        return Hello(
+            version=PROTOCOL_VERSION,
+            mesh=self.mesh,
+            name=self.name,
+            address=self.address,
+            shards=tuple(sorted(self.policy.holdings()))
+            if self.policy.partial
+            else tuple(self._ctx.shard_names()),
+            incarnation=self._p.members.incarnation,
+            instance=self._instance,
+        )
+
+    def connection_made(self, hello: Message, now: float, *, outbound: bool) -> str:
+        """Accept a peer's handshake; return its name, the key for every later call.
+
+        Args:
+            hello: the first message received on the connection.
+            now: the driver's clock.
+            outbound: whether this agent dialled the connection (it came from :meth:`dials`).
+
+        Raises:
+            ProtocolError: ``BAD_HANDSHAKE`` (not a Hello), ``PROTOCOL_VERSION``,
+                ``WRONG_MESH``, or ``DUPLICATE_NAME``: it is ourselves, or the agent is
+                already connected and the other connection is kept (see below). The driver
+                closes that connection and does not report it lost.
+
+        A second connection with an agent already connected either replaces the old one (the
+        driver closes the old one and does not report it lost) or is refused: the rule, alike
+        on both sides, is :func:`~crdtsync.gossip.links.replaces`.
+        """
+        self._advance(now)
+        hello = check_hello(hello, self.mesh)
+        if hello.name == self.name:
+            if hello.address is not None:
+                self._p.dialer.self_addresses.add(hello.address)  # never dial ourselves again
+            raise ProtocolError("connected to ourselves", CloseCode.DUPLICATE_NAME)
+        peer = hello.name
+        try:
+            conn = accept(self._conns, self.name, hello, now, outbound, self.config)
+        except ProtocolError:
+            self._p.dialer.refused(hello.address)
+            raise
+        self._p.dialer.connected(peer, hello.address)
+
+        self._p.members.hello(peer, hello.address, hello.incarnation, now)
+        self._ctx.send(peer, PeerList(self._p.members.full_table(), full=True))
+        for service in self._services:
+            service.connection_made(peer, hello, now)
+        if self.name < peer:  # one side starts the on-connect round; its Diffs go both ways
+            self._p.ae.start_round(conn, now)
+        self._ensure_timers(now)
+        return peer
+
+    def connection_lost(self, peer: str, now: float) -> None:
+        """A connection that :meth:`connection_made` accepted is gone (idempotent)."""
+        self._advance(now)
+        conn = self._conns.pop(peer, None)
+        if conn is None:
+            return
+        for service in self._services:
+            service.connection_lost(peer, now)
+        self._p.dialer.lost(peer)
+        m = self._p.members.lost(peer, conn.closing, now)
+        if m is None:
+            return
+        if m.address is not None and not conn.closing:
+            self._p.dialer.backoff.lost(m.address, now)
+
+    def dial_failed(self, address: str, now: float) -> None:
+        """A connection attempt to ``address`` (from :meth:`dials`) failed."""
+        self._advance(now)
+        self._p.dialer.failed(address, now)
+        self._p.members.unreachable(address, now)
+
+    def pause_writing(self, peer: str) -> None:
+        """The transport's buffer for ``peer`` is full: hold pushes (up to max_queue_bytes)."""
+        conn = self._conns.get(peer)
+        if conn is not None:
+            conn.writable = False
+
+    def resume_writing(self, peer: str, now: float) -> None:
+        """The transport's buffer for ``peer`` drained: pushes flow again."""
+        self._advance(now)
+        conn = self._conns.get(peer)
+        if conn is not None:
+            conn.writable = True
+            if conn.has_pending():
+                self._ctx.schedule_flush(now)
+
+    # ------------------------------------------------------------------------------------------
+    # incoming messages
+
+    def receive(self, peer: str, msg: Message, now: float) -> None:
+        """Handle one message from connected ``peer``.
+
+        Raises:
+            ProtocolError: the peer misbehaved; close its connection with ``err.code``.
+                Nothing of the message was applied.
+            UsageError: ``peer`` is not connected (a driver bug).
+        """
+        self._advance(now)
+        conn = self._conns.get(peer)
+        if conn is None:
+            raise UsageError(f"receive() from {peer!r}, which is not connected")
+        cfg = self.config
+        if not conn.bucket.take(now):
+            raise ProtocolError(
+                f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING
+            )
+        handler = self._dispatch.get(type(msg))
+        if handler is None:  # pragma: no cover - wire.decode only produces known types
+            raise ProtocolError(
+                f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
+            )
+        handler(conn, msg, now)
+
+    def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
+        for entry in msg.peers:
+            self._p.members.merge(entry, conn.name, now)
+
+    def _on_close(self, conn: Link, msg: Close, now: float) -> None:
+        """The peer is closing the connection (the driver reports it lost afterwards)."""
+        if closing_cleanly(conn, msg):
+            if msg.code == CloseCode.GOING_AWAY:  # it is stopping: leave the overlay now
+                self._p.members.left(conn.name, now)
+            else:  # do not redial right away
+                m = self._p.members.get(conn.name)
+                if m is not None and m.address is not None:
+                    self._p.dialer.backoff.failed(m.address, now)
+
+    def _on_hello_again(self, conn: Link, msg: Hello, now: float) -> None:
+        raise ProtocolError("second Hello on one connection", CloseCode.BAD_HANDSHAKE)
+
+    # ------------------------------------------------------------------------------------------
+    # local events
+
+    def local_update(self, shard: str, delta: bytes, now: float) -> None:
+        """A delta this agent made to ``shard`` (already applied locally): push it to peers.
+
+        Raises:
+            InvalidShardName: ``shard`` is not a valid name.
+        """
+        self._advance(now)
+        validate_shard_name(shard)
+        self.policy.local_update(shard)
+        if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
+            # Where it goes is decided at the boundary, once the window's relay is known.
+            self._p.relay.local(shard, delta, now)
+            return
+        self._p.pushes.local(shard, delta)
+
+    # ------------------------------------------------------------------------------------------
+    # timers
+
+    def durable(self, shards: Iterable[str], now: float) -> None:
+        """These shards' latest changes are on disk: owe acks to the peers that want them."""
+        self._advance(now)
+        self._p.acks.durable(shards, now)
+
+    def tick(self, now: float) -> None:
+        """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
+        self._advance(now)
+        self._ensure_timers(now)
+        if self._p.relay.unconfirmed:
+            self._p.relay.retry_unconfirmed(now)
+        if self._p.repairs.lags:
+            self._p.repairs.check_lags(now)
+        if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
+            self._ctx.flush_at = None
+            self._p.window.flush(now)
+        self._p.acks.send_due(now)
+        self._p.ae.tick(now)
+        self._p.members.exchange(
+            now, [c.name for c in self._conns.values() if not c.closing], self._rng
+        )
+        for name in self._p.members.tick(now):
+            self._p.acks.forget(name)
+        for address in self._p.dialer.timed_out(now):
+            self.dial_failed(address, now)
+        self._p.repairs.retry(now)
+        for service in self._services:
+            service.tick(now)
+        prune(now, self._conns, self._prune_candidates(), self._ctx.send)
+
+    def _ensure_timers(self, now: float) -> None:
+        if self._conns:
+            self._p.ae.ensure_timer(now)
+            self._p.members.ensure_exchange(now)
+
+    # ------------------------------------------------------------------------------------------
+    # effects
+
+    def effects(self) -> Effects:
+        """Everything the driver must do now, in one value: the same as calling
+        :meth:`data_to_send`, :meth:`dials` and :meth:`next_deadline` in that order."""
+        return Effects(self.data_to_send(), self.dials(), self.next_deadline())
+
+    def data_to_send(self) -> list[tuple[str, Message]]:
+        """Messages to send, as (peer, message), in order; the outbox is emptied.
+
+        After sending a :class:`~crdtsync.messages.Close`, close that connection.
+        """
+        out, self._ctx.outbox = self._ctx.outbox, []
+        return out
+
+    def dials(self) -> list[str]:
+        """Addresses to open connections to now (each handed out once until it succeeds,
+        fails via :meth:`dial_failed`, or times out)."""
+        return self._p.dialer.hand_out(self._ctx.now, self._dial_candidates())
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work (None: no timer pending).
+
+        Lets an event loop sleep, and the simulator jump its virtual clock, until then.
+        """
+        times: list[float] = []
+        if self._ctx.flush_at is not None:
+            times.append(self._ctx.flush_at)
+        for t in (self._p.ae.next_round, self._p.members.next_exchange):
+            if t is not None and self._conns:
+                times.append(t)
+        if self._ctx.flush_at is None:
+            times.extend(self._p.acks.deadlines())
+        relay_at = self._p.relay.deadline()
+        if relay_at is not None:
+            times.append(relay_at)
+        times.extend(self._p.members.deadlines())
+        times.extend(self._p.dialer.deadlines())
+        times.extend(self._p.repairs.deadlines())
+        for _, ready in self._dial_candidates():
+            times.append(ready)
+        if sum(1 for c in self._conns.values() if not c.closing) > 1:
+            times.extend(at for _, at in self._prune_candidates())
+        for service in self._services:
+            at = service.next_deadline()
+            if at is not None:
+                times.append(at)
+        if not times:
+            return None
+        # A deadline in the past means "now": tick() handles it (dials are handed out by
+        # dials(), which the driver calls after tick, so those never linger).
+        return max(min(times), self._ctx.now)
+
+    # ------------------------------------------------------------------------------------------
+    # queries
+
+    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
+        """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
+
+        The agent passes what it wants replicated (e.g. its own state right after a write) and
+        waits until at least k peers are returned. Peers that are not directly connected
+        count too: acks are relayed (in a tree, and through the rotating relay), within about
+        :attr:`GossipConfig.ack_relay_interval` per hop.
+        """
+        return self._p.acks.replicated(shard, state_vector, delete_set)
+
+    def peers(self) -> tuple[PeerStatus, ...]:
+        """Every agent known here, sorted by name, with connection state and replication lag."""
+        desired = self._views().desired
+        out = []
+        for name in self._p.members.names():
+            m = self._p.members[name]
+            conn = self._conns.get(name)
+            acked = self._p.acks.acked.get(name, {})
+            out.append(
+                PeerStatus(
+                    name=name,
+                    address=m.address,
+                    state=CONNECTED if conn is not None else m.status,
+                    incarnation=m.incarnation,
+                    neighbour=name in desired,
+                    queued_bytes=conn.push.queued_bytes if conn else 0,
+                    dropped=conn.push.dropped if conn else 0,
+                    acked=tuple(acked[s] for s in sorted(acked)),
+                )
+            )
+        return tuple(out)
+
+    @property
+    def incarnation(self) -> int:
+        """This agent's current membership incarnation."""
+        return self._p.members.incarnation
+
+    def connected(self) -> tuple[str, ...]:
+        """Names of the peers currently connected, sorted."""
+        return tuple(sorted(self._conns))
+
+    def mode(self) -> str:
+        """The overlay in use: :data:`FULL`, :data:`RELAY` or :data:`TREE` (see the module
+        docstring); it follows the number of live agents in our view."""
+        return self._mode()
+
+    def relay_at(self, now: float) -> str | None:
+        """Rotating relay: the agent relaying the batching window that holds ``now``, as this
+        agent sees it (None outside mode :data:`RELAY`)."""
+        return (
+            self._p.relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
+        )
+
+    def neighbours(self) -> frozenset[str]:
+        """Agents the overlay wants this agent connected to."""
+        return self._views().desired
+
+    def members(self, *, listening: bool = False) -> tuple[str, ...]:
+        """Other agents not declared dead (connected, alive or suspect), sorted: the view
+        placement is computed from. ``listening``: only those with a listen address."""
+        return self._p.members.live(listening=listening)
+
+    def overlay_changed(self) -> None:
+        """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
+        self._p.overlay.extra_changed()
+
+    # ------------------------------------------------------------------------------------------
+    # internals: queues, digests, overlay, membership
+
+    def _advance(self, now: float) -> None:
+        self._ctx.now = max(self._ctx.now, now)
+
+    def _mode(self) -> Mode:
+        return self._views().mode
+
+    def _views(self) -> OverlayView:
+        return self._p.overlay.view()
+
+    def _prune_candidates(self) -> list[tuple[Link, float]]:
+        desired = self._views().desired
+        return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
+
+    def _dial_candidates(self) -> list[tuple[str, float]]:
+        """(address, time it may be dialled) for every connection we want and lack."""
+        conns = self._conns
+        return self._p.dialer.candidates(
+            self._ctx.now,
+            self._views(),
+            self._p.members,
+            conns.__contains__,
+            bool(conns),
+            self.policy.urgent,
+        )
+
+
+def _route(service: Service) -> Callable[[Link, Any, float], None]:
+    """The dispatch-table entry of a plug-in's message type."""
+
+    def handle(conn: Link, msg: Any, now: float) -> None:
+        service.receive(conn.name, msg, now)
+
+    return handle

@@ -1,0 +1,189 @@
+"""Dialling: which addresses to open connections to, and when (seeds, backoff, grace).
+
+* Seeds are dialled while we have no connection, and later any seed at an address of no agent
+  we know alive (agents that met only each other would otherwise never find the rest).
+* Overlay neighbours we lack a connection to are dialled; of two agents that both want an edge
+  the smaller name dials, the other after ``dial_grace``. Dead agents that would be our
+  neighbours if alive keep being redialled, so a healed partition is bridged by a few agents.
+* Every address backs off exponentially with jitter after a failure (:class:`Backoff`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from .membership import DEAD, Membership
+from .overlay import RELAY, OverlayView
+
+if TYPE_CHECKING:
+    import random
+
+    from .config import GossipConfig
+
+__all__ = ["Backoff", "Dialer"]
+
+
+class Backoff:
+    """Exponential reconnect delays per address: ``base * 2**(failures-1)`` up to ``max``,
+    each jittered down to half (agents that lost the same peer do not redial in lockstep).
+
+    Args:
+        base: first delay. cap: longest delay.
+        rng: the core's generator; every jittered delay draws from it once.
+    """
+
+    def __init__(self, base: float, cap: float, rng: random.Random) -> None:
+        self.base = base
+        self.cap = cap
+        self._rng = rng
+        self._entries: dict[str, tuple[int, float]] = {}  # address -> (failures, retry at)
+
+    def jitter(self, delay: float) -> float:
+        """``delay`` scaled by a uniform factor in [0.5, 1)."""
+        return delay * (0.5 + 0.5 * self._rng.random())
+
+    def failed(self, address: str, now: float) -> None:
+        """One more failure at ``address``: the next try waits twice as long (up to cap)."""
+        failures = self._entries.get(address, (0, 0.0))[0] + 1
+        delay = min(self.cap, self.base * 2 ** (failures - 1))
+        self._entries[address] = (failures, now + self.jitter(delay))
+
+    def lost(self, address: str, now: float) -> None:
+        """A connection to ``address`` broke: wait a jittered ``base`` unless already backing
+        off (the jitter is drawn either way, as the core always did)."""
+        self._entries.setdefault(address, (0, now + self.jitter(self.base)))
+
+    def start(self, address: str, now: float) -> None:
+        """First retry of an address that just failed (an agent declared dead): not at once."""
+        if address not in self._entries:
+            self._entries[address] = (1, now + self.jitter(self.base))
+
+    def clear(self, address: str) -> None:
+        """A connection to ``address`` succeeded."""
+        self._entries.pop(address, None)
+
+    def ready_at(self, address: str) -> float | None:
+        """When ``address`` may be tried again (None: no backoff)."""
+        entry = self._entries.get(address)
+        return None if entry is None else entry[1]
+
+    def failures(self, address: str) -> int:
+        return self._entries.get(address, (0, 0.0))[0]
+
+
+class Dialer:
+    """Seeds, dials under way, backoff and dial candidates of one agent.
+
+    Args:
+        name: this agent's name. address: its listen address (never dialled).
+        seeds: addresses to dial while we have no connection.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str | None,
+        seeds: Iterable[str],
+        config: GossipConfig,
+        rng: random.Random,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.seeds = [s for s in dict.fromkeys(seeds) if s != address]
+        self.backoff = Backoff(config.backoff_base, config.backoff_max, rng)
+        self.dialing: dict[str, float] = {}  # address -> when the dial was handed out
+        self.self_addresses: set[str] = set() if address is None else {address}
+        self._want_since: dict[str, float] = {}
+
+    def own_address(self, address: str) -> None:
+        """``address`` is ours (set by the driver, or a peer reported it): never dial it."""
+        self.self_addresses.add(address)
+        self.seeds = [s for s in self.seeds if s != address]
+
+    def connected(self, peer: str, address: str | None) -> None:
+        """A connection to ``peer`` (listening at ``address``) was accepted."""
+        if address is not None:
+            self.dialing.pop(address, None)
+            self.backoff.clear(address)
+        self._want_since.pop(peer, None)
+
+    def refused(self, address: str | None) -> None:
+        """A duplicate connection from the agent at ``address`` was refused."""
+        if address is not None:
+            self.dialing.pop(address, None)
+
+    def lost(self, peer: str) -> None:
+        self._want_since.pop(peer, None)
+
+    def failed(self, address: str, now: float) -> None:
+        """A dial to ``address`` failed (or timed out)."""
+        self.dialing.pop(address, None)
+        self.backoff.failed(address, now)
+
+    def timed_out(self, now: float) -> list[str]:
+        """Dials handed out ``connect_timeout`` ago with no answer."""
+        timeout = self.config.connect_timeout
+        return [a for a, started in self.dialing.items() if now >= started + timeout]
+
+    def candidates(
+        self,
+        now: float,
+        view: OverlayView,
+        members: Membership,
+        links: Callable[[str], bool],
+        has_links: bool,
+        urgent: Callable[[str], bool],
+    ) -> list[tuple[str, float]]:
+        """(address, time it may be dialled) for every connection we want and lack.
+
+        Args:
+            links: whether we have a connection to an agent. has_links: any connection.
+            urgent: whether a peer must be dialled at once (a read waits for it).
+        """
+        cfg = self.config
+        settled = members.view_at + cfg.relay_settle
+        addresses: dict[str, float] = {}
+        for name in sorted(view.desired | view.retry):
+            if links(name):
+                continue
+            m = members[name]
+            if m.address is None or m.address in self.self_addresses:
+                continue
+            since = self._want_since.setdefault(name, now)
+            if m.status == DEAD:
+                # First retry of an agent declared dead: not at once, it just failed.
+                self.backoff.start(m.address, now)
+            # Both sides want the edge: the smaller name dials, the other only after a grace.
+            # (A read waiting for a holder dials it at once: only we want that edge.)
+            wanted = urgent(name)
+            ready = now if self.name < name or wanted else since + cfg.dial_grace
+            if view.mode == RELAY and name not in view.tree and not wanted:
+                ready = max(ready, settled)  # beyond the tree: once the view has settled
+            addresses[m.address] = ready
+        # Seeds: all of them while we are alone; later, any seed at an address of no agent we
+        # know alive. Agents that met only each other (joined during a partition, restarted
+        # while the rest was down) would otherwise never find the rest of the mesh.
+        known = {m.address for m in members if m.address and m.status != DEAD}
+        for a in self.seeds:
+            if not has_links or a not in known:
+                addresses.setdefault(a, now)
+        out = []
+        for a, ready in addresses.items():
+            if a in self.dialing or a in self.self_addresses:
+                continue
+            backoff = self.backoff.ready_at(a)
+            out.append((a, ready if backoff is None else max(ready, backoff)))
+        return out
+
+    def hand_out(self, now: float, candidates: list[tuple[str, float]]) -> list[str]:
+        """The candidates ready at ``now``, marked as being dialled."""
+        out = [a for a, ready in candidates if ready <= now]
+        for a in out:
+            self.dialing[a] = now
+        return out
+
+    def deadlines(self) -> list[float]:
+        """When dials under way time out."""
+        timeout = self.config.connect_timeout
+        return [started + timeout for started in self.dialing.values()]

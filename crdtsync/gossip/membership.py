@@ -1,0 +1,341 @@
+"""Membership (SWIM): who is alive, suspect or dead, and how reports about it are settled.
+
+Everything that changes a member's status lives in this file (h11 ``_state.py`` style): the
+table :data:`TRANSITIONS` says which :class:`Event` moves a member from which
+:class:`PeerState` to which, :func:`next_state` reads it, and :meth:`Membership._move` is the
+only code that assigns a status.
+
+* A peer whose connection was lost (or whose address cannot be dialled) is *suspect*; after
+  ``suspect_timeout`` without a connection it is declared *dead* and leaves the overlay; dead
+  agents are forgotten after ``forget_timeout`` (so stale "alive" reports cannot resurrect
+  them meanwhile).
+* SWIM incarnations settle conflicting reports: a higher incarnation wins, at equal
+  incarnations "dead" wins, and an agent told it is dead raises its own incarnation (refutes).
+* *Loud* transitions (reports, timeouts, a peer leaving) are flooded to the other peers at the
+  next window (:meth:`Membership.changes_for`); *quiet* ones (our own link to a peer broke or
+  came back) are not: they are only our observation.
+
+:attr:`Membership.version` grows with every change of the view, so caches of what is derived
+from it (the overlay) know when to recompute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from ..messages import Message, PeerEntry, PeerList
+
+if TYPE_CHECKING:
+    import random
+
+    from .config import GossipConfig
+
+__all__ = ["TRANSITIONS", "Event", "Member", "Membership", "PeerState", "next_state"]
+
+
+class PeerState(StrEnum):
+    """What this agent knows of another (the values are the strings reported since 0.1)."""
+
+    CONNECTED = "connected"  # derived: a member with an open connection (never stored)
+    ALIVE = "alive"  # known alive, not connected to us
+    SUSPECT = "suspect"  # connection lost or undialable, not yet declared dead
+    DEAD = "dead"
+
+
+class Event(StrEnum):
+    """What can happen to a member."""
+
+    REPORTED_ALIVE = "reported alive"  # a Hello or PeerList entry that wins (incarnation)
+    REPORTED_DEAD = "reported dead"  # a PeerList entry that wins
+    LEFT = "left"  # it closed its connection with GOING_AWAY
+    CONNECTED = "connected"  # a connection to it was accepted (quiet)
+    LOST = "lost"  # its connection broke without a clean close (quiet)
+    UNREACHABLE = "unreachable"  # a dial to its address failed (quiet)
+    SILENT = "silent"  # suspect, and unconnected for suspect_timeout (loud)
+
+
+ALIVE, SUSPECT, DEAD = PeerState.ALIVE, PeerState.SUSPECT, PeerState.DEAD
+
+#: (state, event) -> next state. A pair not listed leaves the state as it is.
+TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
+    **{(s, Event.REPORTED_ALIVE): ALIVE for s in (ALIVE, SUSPECT, DEAD)},
+    **{(s, Event.REPORTED_DEAD): DEAD for s in (ALIVE, SUSPECT, DEAD)},
+    **{(s, Event.LEFT): DEAD for s in (ALIVE, SUSPECT, DEAD)},
+    (SUSPECT, Event.CONNECTED): ALIVE,
+    (DEAD, Event.CONNECTED): ALIVE,
+    (ALIVE, Event.LOST): SUSPECT,
+    (ALIVE, Event.UNREACHABLE): SUSPECT,
+    (SUSPECT, Event.SILENT): DEAD,
+}
+
+#: Events whose transitions are flooded to the other peers.
+LOUD = frozenset({Event.REPORTED_ALIVE, Event.REPORTED_DEAD, Event.LEFT, Event.SILENT})
+
+
+def next_state(state: PeerState, event: Event) -> PeerState:
+    """The state a member in ``state`` is in after ``event`` (see :data:`TRANSITIONS`)."""
+    return TRANSITIONS.get((state, event), state)
+
+
+@dataclass(slots=True)
+class Member:
+    """One other agent as known here."""
+
+    name: str
+    address: str | None
+    incarnation: int
+    status: PeerState  # ALIVE, SUSPECT or DEAD (CONNECTED is derived from the links)
+    since: float  # when status last changed
+
+
+class Membership:
+    """The membership view of one agent (see the module docstring).
+
+    Args:
+        name: this agent's name.
+        address: its listen address, or None.
+        config: the knobs (suspect_timeout, forget_timeout).
+        send: queue a message to a connected peer.
+        schedule_flush: ask for a flush at the next window (changes are flooded there).
+        connected: whether a peer has an open connection to us.
+        has_links: whether we have any connection at all.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str | None,
+        config: GossipConfig,
+        *,
+        send: Callable[[str, Message], None],
+        schedule_flush: Callable[[float], None],
+        connected: Callable[[str], bool],
+        has_links: Callable[[], bool],
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.config = config
+        self.incarnation = 0
+        #: Bumped on every change of the view (overlay caches are keyed by it).
+        self.version = 0
+        #: When the set of live agents last changed.
+        self.view_at = -math.inf
+        self._members: dict[str, Member] = {}
+        #: When a full PeerList next goes to a random peer (set once we have a link).
+        self.next_exchange: float | None = None
+        # changes to flood at the next flush: name -> (entry, peer it came from)
+        self._changes: dict[str, tuple[PeerEntry, str | None]] = {}
+        self._send = send
+        self._schedule_flush = schedule_flush
+        self._connected = connected
+        self._has_links = has_links
+
+    # -- reading the view
+
+    def get(self, name: str) -> Member | None:
+        return self._members.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._members
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self._members.values())
+
+    def __getitem__(self, name: str) -> Member:
+        return self._members[name]
+
+    def names(self) -> list[str]:
+        """Every member's name, sorted."""
+        return sorted(self._members)
+
+    def live(self, *, listening: bool = False) -> tuple[str, ...]:
+        """Members not declared dead, sorted (``listening``: only those with an address)."""
+        return tuple(
+            sorted(
+                n
+                for n, m in self._members.items()
+                if m.status != DEAD and (m.address is not None or not listening)
+            )
+        )
+
+    def full_table(self) -> tuple[PeerEntry, ...]:
+        """Every member and us, as a full PeerList sends them."""
+        entries = [PeerEntry(self.name, self.address, self.incarnation, True)]
+        entries += [
+            PeerEntry(m.name, m.address, m.incarnation, m.status != DEAD)
+            for m in self._members.values()
+        ]
+        return tuple(sorted(entries, key=lambda e: e.name))
+
+    def changes_for(self, peer: str) -> list[PeerEntry]:
+        """The changes to flood to ``peer`` (not those it told us), sorted by name."""
+        changes = [e for e, src in self._changes.values() if src != peer]
+        return sorted(changes, key=lambda e: e.name)
+
+    def clear_changes(self) -> None:
+        self._changes.clear()
+
+    # -- the one place statuses change
+
+    def _move(self, m: Member, event: Event, now: float) -> None:
+        """Apply ``event`` to ``m`` (quiet: nothing is flooded)."""
+        status = next_state(m.status, event)
+        if status == m.status:
+            return
+        if (m.status == DEAD) != (status == DEAD):
+            self.version += 1
+        m.status, m.since = status, now
+
+    def _report(
+        self,
+        name: str,
+        address: str | None,
+        incarnation: int,
+        event: Event,
+        now: float,
+        *,
+        source: str | None,
+    ) -> None:
+        """A loud change: ``event`` at ``incarnation``, flooded to the peers but ``source``."""
+        m = self._members.get(name)
+        if m is None:
+            status = next_state(ALIVE, event)  # (a new member: only reports create one)
+            self.view_at = now
+            m = self._members[name] = Member(name, address, incarnation, status, now)
+        else:
+            status = next_state(m.status, event)
+            if (m.status == DEAD) != (status == DEAD):
+                self.view_at = now
+            if m.status != status:
+                m.since = now
+            m.address = address if address is not None else m.address
+            m.incarnation, m.status = incarnation, status
+        self.version += 1
+        entry = PeerEntry(name, m.address, m.incarnation, status != DEAD)
+        self._changes[name] = (entry, source)
+        if self._has_links():
+            self._schedule_flush(now)
+
+    # -- events
+
+    def announce(self, now: float) -> None:
+        """Our own entry changed (address, incarnation): flood it at the next window."""
+        self._changes[self.name] = (
+            PeerEntry(self.name, self.address, self.incarnation, True),
+            None,
+        )
+        self._schedule_flush(now)
+
+    def hello(self, peer: str, address: str | None, incarnation: int, now: float) -> None:
+        """A connection to ``peer`` was accepted, with this Hello."""
+        m = self._members.get(peer)
+        if m is None or incarnation > m.incarnation:
+            self._report(peer, address, incarnation, Event.REPORTED_ALIVE, now, source=peer)
+            return
+        if m.status == DEAD:
+            # It is alive (we are talking to it) but reported dead at an incarnation it has
+            # not outgrown: tell it, so it refutes with a higher incarnation that every other
+            # agent will accept.
+            self._send(peer, PeerList((PeerEntry(peer, m.address, m.incarnation, False),)))
+            self.version += 1
+        if address is not None and m.address != address:
+            m.address = address
+            self.version += 1
+        self._move(m, Event.CONNECTED, now)
+
+    def lost(self, peer: str, closing: bool, now: float) -> Member | None:
+        """The connection to ``peer`` is gone (``closing``: cleanly). Returns its member."""
+        m = self._members.get(peer)
+        if m is not None and not closing:
+            self._move(m, Event.LOST, now)
+        return m
+
+    def unreachable(self, address: str, now: float) -> None:
+        """A dial to ``address`` failed: unconnected members there are suspect."""
+        for m in self._members.values():
+            if m.address == address and not self._connected(m.name):
+                self._move(m, Event.UNREACHABLE, now)
+
+    def left(self, peer: str, now: float) -> None:
+        """``peer`` is stopping (Close GOING_AWAY): it leaves the overlay now."""
+        m = self._members.get(peer)
+        if m is not None:
+            self._report(peer, m.address, m.incarnation, Event.LEFT, now, source=peer)
+
+    def merge(self, e: PeerEntry, source: str, now: float) -> None:
+        """Fold one membership report into our view (SWIM incarnation rules)."""
+        if e.name == self.name:
+            if e.incarnation > self.incarnation or (
+                not e.alive and e.incarnation >= self.incarnation
+            ):
+                self.incarnation = e.incarnation + 1  # refute: we are alive, and newer
+                self.announce(now)
+            return
+        reported = Event.REPORTED_ALIVE if e.alive else Event.REPORTED_DEAD
+        m = self._members.get(e.name)
+        connected = self._connected(e.name)
+        if m is None:
+            if e.alive or not connected:
+                self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+            return
+        if e.incarnation > m.incarnation:
+            if not e.alive and connected:
+                # We are talking to it: pass the report on so that it refutes it.
+                self._send(e.name, PeerList((e,)))
+                m.incarnation = e.incarnation
+                return
+            self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+        elif e.incarnation == m.incarnation:
+            if not e.alive and m.status != DEAD:
+                if connected:
+                    self._send(e.name, PeerList((e,)))
+                else:
+                    self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+            elif e.address is not None and m.address is None:
+                m.address = e.address
+                self.version += 1
+
+    # -- timers
+
+    def ensure_exchange(self, now: float) -> None:
+        if self.next_exchange is None:
+            self.next_exchange = now + self.config.peer_exchange_interval
+
+    def exchange(self, now: float, peers: list[str], rng: random.Random) -> None:
+        """Membership anti-entropy: a full PeerList to one random peer every
+        ``peer_exchange_interval``."""
+        if self.next_exchange is None or now < self.next_exchange:
+            return
+        self.next_exchange = now + self.config.peer_exchange_interval
+        if peers:
+            self._send(rng.choice(peers), PeerList(self.full_table(), full=True))
+
+    def tick(self, now: float) -> list[str]:
+        """Declare silent suspects dead, forget long-dead members; return those forgotten."""
+        cfg = self.config
+        forgotten = []
+        for m in list(self._members.values()):
+            if (
+                m.status == SUSPECT
+                and not self._connected(m.name)
+                and now >= m.since + cfg.suspect_timeout
+            ):
+                self._report(m.name, m.address, m.incarnation, Event.SILENT, now, source=None)
+            elif m.status == DEAD and now >= m.since + cfg.forget_timeout:
+                del self._members[m.name]
+                forgotten.append(m.name)
+                self.version += 1
+        return forgotten
+
+    def deadlines(self) -> Iterator[float]:
+        """When :meth:`tick` has work, per member."""
+        cfg = self.config
+        for m in self._members.values():
+            if m.status == SUSPECT and not self._connected(m.name):
+                yield m.since + cfg.suspect_timeout
+            elif m.status == DEAD:
+                yield m.since + cfg.forget_timeout

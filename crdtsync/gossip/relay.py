@@ -1,0 +1,203 @@
+"""The rotating relay (overlay mode RELAY): one agent per batching window relays for all.
+
+Everyone connects to everyone, and the agents take turns, in rank order, as the *relay* of one
+batching window each. At a window boundary a writer sends its batch of the window that ended
+to the coming window's relay only (``Push.relay``); the relay passes on, at the end of its
+window, everything it got to every other agent, with its own writes and its state vector as
+``Push.hint``. A writer pushes a batch again (up to :data:`RELAY_ATTEMPTS` times) when no
+broadcast covering it came back within ``relay_retry``. While we are not connected to
+everyone, relays flood instead (``Push.forward``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .overlay import RELAY, relay_of
+from .repair import sv_covers
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .antientropy import AntiEntropy
+    from .links import Link
+    from .push import Pushes
+    from .repair import Repairs
+
+__all__ = ["RELAY_ATTEMPTS", "Relay", "Sent"]
+
+#: A batch is pushed to a relay at most this many times; then anti-entropy.
+RELAY_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Sent:
+    """Own deltas pushed to a relay, kept until a broadcast shows it had them."""
+
+    at: float
+    shard: str
+    state_vector: bytes  # ours right after the push: a broadcast covering it confirms it
+    deltas: list[bytes]
+    attempts: int
+
+
+class Relay:
+    """Our side of the rotating relay (see the module docstring).
+
+    Args:
+        ctx: the shared context. pushes: where batches are queued.
+        ae: told when hinted broadcasts come (they let it skip rounds). repairs: asked when a
+            hint shows we lack something.
+        order: the live agents and us in rank order (the turns), from the overlay view.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        pushes: Pushes,
+        ae: AntiEntropy,
+        repairs: Repairs,
+        order: Callable[[], tuple[str, ...]],
+    ) -> None:
+        self._ctx = ctx
+        self._pushes = pushes
+        self._ae = ae
+        self._repairs = repairs
+        self._order = order
+        # Own deltas wait here for the boundary, where the window's relay is known; retry
+        # counts of re-queued ones; batches awaiting a broadcast that confirms them.
+        self.own: dict[str, list[bytes]] = {}
+        self.own_bytes = 0
+        self.own_attempts: dict[str, int] = {}
+        self.unconfirmed: list[Sent] = []
+
+    def local(self, shard: str, delta: bytes, now: float) -> None:
+        """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
+        and anti-entropy does)."""
+        if self.own_bytes + len(delta) > self._ctx.config.max_queue_bytes:
+            self.drop_own()
+        else:
+            self.own.setdefault(shard, []).append(delta)
+            self.own_bytes += len(delta)
+            self._ctx.schedule_flush(now)
+
+    def deadline(self) -> float | None:
+        """When :meth:`retry_unconfirmed` has work."""
+        if not self.unconfirmed:
+            return None
+        return min(u.at for u in self.unconfirmed) + self._ctx.config.relay_retry
+
+    def on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
+        """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
+        self._ae.hint_at = now
+        # Our own batches this broadcast shows the relays have had: confirmed.
+        if self.unconfirmed:
+            self.unconfirmed = [
+                u
+                for u in self.unconfirmed
+                if u.shard != shard or not sv_covers(hint, u.state_vector)
+            ]
+        mine = self._ctx.state_vector(shard)
+        if not sv_covers(mine, hint) and not self._repairs.asking(shard):
+            # It had something we lack after applying its batch: we missed an earlier batch
+            # (Yjs keeps later structs of a client pending without it). It holds what we lack.
+            self._repairs.ask(conn, shard, now)
+
+    def dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
+        """Send our own deltas of the window that just ended (rotating relay, see _flush)."""
+        own, self.own, self.own_bytes = self.own, {}, 0
+        attempts, self.own_attempts = self.own_attempts, {}
+        if mode == RELAY and not broadcast:
+            target = self.relay_of(self._ctx.window_index(now))
+            if target == self._ctx.name:
+                # We relay the coming window: our batch leaves with our broadcast at its end.
+                self.own, self.own_attempts = own, attempts
+                self.own_bytes = sum(len(d) for ds in own.values() for d in ds)
+                return
+            relay = self._ctx.links.get(target) if target is not None else None
+            if relay is not None:
+                for shard, deltas in own.items():
+                    for d in deltas:
+                        self._pushes.enqueue(relay, shard, d)
+                    relay.push.relay_shards.add(shard)
+                    self._remember(now, shard, deltas, attempts.get(shard, 0))
+                return
+        # We relayed the window that ended (or the overlay is no longer a rotating relay):
+        # straight to everyone.
+        for conn in self._ctx.links.values():
+            if conn.closing:
+                continue
+            for shard, deltas in own.items():
+                if self._ctx.policy.sends_to(conn.name, shard):
+                    for d in deltas:
+                        self._pushes.enqueue(conn, shard, d)
+
+    def _remember(self, now: float, shard: str, deltas: list[bytes], attempts: int) -> None:
+        """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
+        self.unconfirmed.append(
+            Sent(
+                now,
+                shard,
+                self._ctx.replicas.state_vector(shard),
+                list(deltas),
+                attempts,
+            )
+        )
+        total = sum(len(d) for u in self.unconfirmed for d in u.deltas)
+        while total > self._ctx.config.max_queue_bytes and len(self.unconfirmed) > 1:
+            total -= sum(len(d) for d in self.unconfirmed.pop(0).deltas)  # anti-entropy will do
+
+    def retry_unconfirmed(self, now: float) -> None:
+        """Push again, to the current relay, batches no relay broadcast has confirmed in time.
+
+        The relay's broadcast shows what it held (Push.hint); a batch it does not cover was
+        lost on the way to the relay, or the relay missed something else we have: pushing
+        again costs bytes, rarely a message (it rides with our next batch).
+        """
+        due = [u for u in self.unconfirmed if now >= u.at + self._ctx.config.relay_retry]
+        if not due:
+            return
+        self.unconfirmed = [
+            u for u in self.unconfirmed if now < u.at + self._ctx.config.relay_retry
+        ]
+        if self._ctx.mode() != RELAY:
+            return  # the tree and the full mesh repair through sequence gaps and anti-entropy
+        for u in due:
+            if u.attempts + 1 >= RELAY_ATTEMPTS:
+                continue  # anti-entropy will do
+            self.own.setdefault(u.shard, []).extend(u.deltas)
+            self.own_bytes += sum(len(d) for d in u.deltas)
+            self.own_attempts[u.shard] = max(self.own_attempts.get(u.shard, 0), u.attempts + 1)
+            self._ctx.schedule_flush(now)
+
+    def drop_own(self) -> None:
+        """Own deltas beyond max_queue_bytes (no relay reachable for long): anti-entropy."""
+        self.own.clear()
+        self.own_attempts.clear()
+        self.own_bytes = 0
+        for conn in self._ctx.links.values():
+            conn.push.resync = True
+        self._ctx.schedule_flush(self._ctx.now)
+
+    def hint(self, shard: str) -> bytes | None:
+        if shard not in self._ctx.shard_names():
+            return None
+        sv = self._ctx.replicas.state_vector(shard)
+        return sv if len(sv) <= self._ctx.config.hint_max else None
+
+    def relay_of(self, k: int) -> str | None:
+        conns = self._ctx.links
+        return relay_of(
+            self._order(),
+            k,
+            self._ctx.name,
+            lambda n: n in conns and not conns[n].closing,
+        )
+
+    def fully_connected(self) -> bool:
+        """Whether we are connected to every live agent of our view (rotating relay)."""
+        conns = self._ctx.links
+        return all(
+            n == self._ctx.name or (n in conns and not conns[n].closing) for n in self._order()
+        )

@@ -1,0 +1,133 @@
+"""Repair of lost pushes: sequence gaps, relay hints, and acks we do not cover.
+
+Pushes carry a sequence number per link and shard; a gap means one was lost, and Yjs cannot
+integrate a client's later structs without it. The receiver asks the sender for a repair at
+once (``SyncRequest``), and again every ``repair_timeout`` until the ``Diff`` comes. Relay
+broadcasts carry the relay's state vector (``Push.hint``), and every agent learns the others'
+durable states (acks): one that holds what we lack, still after ``repair_timeout``, shows a loss
+even once the mesh is quiet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..messages import ShardState, SyncRequest
+from . import _yjs
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .links import Link
+
+__all__ = ["LinkRepair", "Repairs", "sv_covers"]
+
+
+@dataclass(slots=True)
+class LinkRepair:
+    """Sequence numbers received from one peer and the repairs asked of it."""
+
+    seq_in: dict[str, int] = field(default_factory=dict)  # last Push seq received, per shard
+    repairs: dict[str, float] = field(default_factory=dict)  # shard -> when repair was asked
+
+
+def sv_covers(a: bytes, b: bytes) -> bool:
+    """Whether state vector ``a`` has every clock of ``b`` (both already validated)."""
+    if a == b:
+        return True
+    have = _yjs.decode_state_vector(a)
+    return all(
+        have.get(client, 0) >= clock for client, clock in _yjs.decode_state_vector(b).items()
+    )
+
+
+class Repairs:
+    """Asks peers for what we lost (see the module docstring) and retries until it comes."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        # shard -> (check at, agent, who told us, its state vector): an ack we did not cover
+        self.lags: dict[str, tuple[float, str, str, bytes]] = {}
+
+    def asking(self, shard: str) -> bool:
+        """Whether a repair of ``shard`` is under way with any peer."""
+        return any(shard in c.repair.repairs for c in self._ctx.links.values())
+
+    def sequence(self, conn: Link, shard: str, seq: int, check_gap: bool, now: float) -> None:
+        """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``."""
+        last = conn.repair.seq_in.get(shard, 0)
+        if check_gap and seq and seq > last + 1 and shard not in conn.repair.repairs:
+            # A Push of this shard was lost on the way: the deltas above may now wait for
+            # it (Yjs integrates a client's structs in clock order), and so would every
+            # agent behind us. Ask the sender for what we lack right away.
+            self.ask(conn, shard, now)
+        if seq:
+            conn.repair.seq_in[shard] = max(last, seq)
+
+    def ask(self, conn: Link, shard: str, now: float) -> None:
+        conn.repair.repairs[shard] = now
+        sv = self._ctx.state_vector(shard)
+        self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
+
+    def check_ack(self, agent: str, state: ShardState, source: Link, now: float) -> None:
+        """An agent holds (on disk) something of a shard we hold that we lack: we lost it.
+
+        Acks lag behind the deltas they cover (a commit, then ack_delay), so this is the
+        sign of a lost push or broadcast even once the mesh is quiet, when no later push
+        shows a sequence gap or a state-vector hint. Ask that agent (or whoever told us).
+        """
+        shard = state.shard
+        if shard in self.lags or not self._ctx.policy.accepts(shard):
+            return
+        mine = self._ctx.state_vector(shard)
+        if not sv_covers(mine, state.state_vector):
+            # Not at once: what it acked may still be on its way to us (a writer's next
+            # batch, with its ack of the previous one, can overtake the broadcast of that
+            # one). Checked again after repair_timeout (see _check_lags).
+            self.lags[shard] = (
+                now + self._ctx.config.repair_timeout,
+                agent,
+                source.name,
+                state.state_vector,
+            )
+
+    def check_lags(self, now: float) -> None:
+        """Ask for a repair of the shards an ack showed we lag behind, if we still do."""
+        for shard, (due, agent, source, sv) in list(self.lags.items()):
+            if now < due:
+                continue
+            del self.lags[shard]
+            if any(shard in c.repair.repairs for c in self._ctx.links.values()):
+                continue
+            mine = self._ctx.state_vector(shard)
+            if not sv_covers(mine, sv):
+                for name in (agent, source):
+                    conn = self._ctx.links.get(name)
+                    if conn is not None and not conn.closing:
+                        self.ask(conn, shard, now)
+                        break
+
+    def retry(self, now: float) -> None:
+        """Ask again for repairs whose answer did not come within repair_timeout."""
+        timeout = self._ctx.config.repair_timeout
+        for conn in self._ctx.links.values():
+            for shard, asked in list(conn.repair.repairs.items()):
+                asm = conn.replies.receiving
+                if asm is not None and asm.shard == shard and now < asm.last_at + timeout:
+                    continue  # its answer is arriving, in pieces
+                if now >= asked + timeout:
+                    self.ask(conn, shard, now)
+
+    def deadlines(self) -> list[float]:
+        """When :meth:`check_lags` and :meth:`retry` have work."""
+        timeout = self._ctx.config.repair_timeout
+        times = []
+        if self.lags:
+            times.append(min(due for due, _, _, _ in self.lags.values()))
+        for conn in self._ctx.links.values():
+            asm = conn.replies.receiving
+            for shard, asked in conn.repair.repairs.items():
+                arriving = asm.last_at if asm is not None and asm.shard == shard else -math.inf
+                times.append(max(asked, arriving) + timeout)
+        return times

@@ -1,0 +1,210 @@
+"""Replies and big updates: the per-window reply budget and DiffChunk transfers.
+
+Digests and Diffs answer a peer's requests. They are kept as requests (coalesced per shard,
+:class:`LinkReplies`) and only turned into bytes while the link is writable, within
+``reply_budget`` bytes per window: a peer that asks and never reads costs one entry per
+shard, not a growing send queue. A Diff (or a single delta) longer than the chunk size goes as
+:class:`~crdtsync.messages.DiffChunk` pieces (:class:`Transfer`), which the receiver joins
+(:class:`Assembly`, up to ``max_diff_bytes``) before validating and applying the whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import CloseCode, ProtocolError
+from ..messages import Diff, DiffChunk, Digests
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .links import Link
+
+__all__ = [
+    "Assembly",
+    "LinkReplies",
+    "Replies",
+    "Transfer",
+    "chunk_size",
+    "receive_piece",
+]
+
+
+@dataclass(slots=True)
+class Transfer:
+    """An update being sent as DiffChunk pieces (the last one carries the state vector)."""
+
+    id: int
+    shard: str
+    data: bytes
+    state_vector: bytes | None
+    piece: int
+    total: int
+    index: int = 0
+
+    @classmethod
+    def start(
+        cls, id: int, shard: str, data: bytes, state_vector: bytes | None, chunk: int
+    ) -> Transfer:
+        piece = max(1, chunk - (len(state_vector) if state_vector else 0))
+        total = max(1, -(-len(data) // piece))
+        return cls(id, shard, data, state_vector, piece, total)
+
+    def next_piece(self) -> tuple[DiffChunk, bool]:
+        """The next piece to send, and whether it is the last."""
+        data = self.data[self.index * self.piece : (self.index + 1) * self.piece]
+        last = self.index == self.total - 1
+        msg = DiffChunk(
+            self.shard,
+            self.id,
+            self.index,
+            self.total,
+            data,
+            self.state_vector if last else None,
+        )
+        self.index += 1
+        return msg, last
+
+
+@dataclass(slots=True)
+class Assembly:
+    """DiffChunk pieces received so far of one transfer."""
+
+    transfer: int
+    shard: str
+    total: int
+    parts: list[bytes]
+    size: int
+    last_at: float
+
+
+@dataclass(slots=True)
+class LinkReplies:
+    """What one peer asked of us and has not got yet, and transfers to and from it."""
+
+    #: shard -> (its state vector, whether to send ours): Diffs owed, coalesced per shard.
+    replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
+    want_digests: bool = False  # it sent a Summary that differs: Digests owed
+    reply_bytes: int = 0  # replies sent to it in the current window
+    sending: Transfer | None = None  # DiffChunk transfer under way to it
+    receiving: Assembly | None = None  # DiffChunk transfer under way from it
+
+    def pending(self) -> bool:
+        """Whether replies wait for the next window."""
+        return self.sending is not None or self.want_digests or bool(self.replies)
+
+
+def chunk_size(chunk_bytes: int, max_frame: int) -> int:
+    """Largest piece of an update in one frame: chunk_bytes, and half a frame at most."""
+    return max(1, min(chunk_bytes, max_frame // 2))
+
+
+def receive_piece(
+    link: LinkReplies, msg: DiffChunk, now: float, max_diff_bytes: int
+) -> bytes | None:
+    """Collect one DiffChunk piece; return the whole update once its last piece came.
+
+    Raises:
+        ProtocolError: OVERSIZE, the transfer is larger than ``max_diff_bytes``.
+    """
+    asm = link.receiving
+    if msg.index == 0:
+        # A new transfer; one that was incomplete lost a piece and is abandoned (the repair
+        # or round that asked for it asks again).
+        asm = link.receiving = Assembly(msg.transfer, msg.shard, msg.total, [], 0, now)
+    elif asm is None or (asm.transfer, asm.shard, asm.total) != (
+        msg.transfer,
+        msg.shard,
+        msg.total,
+    ):
+        return None  # a piece of a transfer whose start we missed: wait for it to be resent
+    elif msg.index != len(asm.parts):
+        if msg.index > len(asm.parts):
+            link.receiving = None  # a piece was lost
+        return None  # (or a duplicate)
+    asm.size += len(msg.data)
+    if asm.size > max_diff_bytes or msg.total > max_diff_bytes:
+        link.receiving = None
+        raise ProtocolError(f"a Diff of more than {max_diff_bytes} bytes", CloseCode.OVERSIZE)
+    asm.parts.append(msg.data)
+    asm.last_at = now
+    if len(asm.parts) == asm.total:
+        link.receiving = None
+        return b"".join(asm.parts)
+    return None
+
+
+class Replies:
+    """Serves what peers asked for (Digests, Diffs, DiffChunk pieces, big deltas) within each
+    window's reply budget (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._next_id = 0  # ids of DiffChunk transfers we start
+
+    def serve(self, conn: Link, now: float) -> None:
+        """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
+        this window's :attr:`GossipConfig.reply_budget`.
+
+        Replies are kept as requests (shard and state vector, coalesced per shard) and only
+        turned into bytes here, while the link is writable: a peer that keeps asking without
+        reading costs us one entry per shard, not a growing send queue. What does not fit
+        waits for the next window (or for resume_writing).
+        """
+        if not conn.writable or conn.closing:
+            return
+        budget = self._ctx.config.reply_budget
+        held: set[str] | None = None
+        while conn.replies.reply_bytes < budget:
+            if conn.replies.sending is not None:
+                conn.replies.reply_bytes += self._send_piece(conn)
+            elif conn.replies.want_digests:
+                conn.replies.want_digests = False
+                shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
+                digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
+                conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
+                self._ctx.send(conn.name, Digests(digests))
+            elif conn.push.big:
+                shard, update = conn.push.pop_big()
+                self._start(conn, shard, update, None)
+            elif conn.replies.replies:
+                shard = next(iter(conn.replies.replies))
+                their_sv, send_ours = conn.replies.replies.pop(shard)
+                if held is None:
+                    held = set(self._ctx.shard_names())
+                if shard not in held:
+                    continue
+                update = self._ctx.replicas.diff(shard, their_sv)
+                ours = self._ctx.replicas.state_vector(shard) if send_ours else None
+                if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
+                    conn.replies.reply_bytes += (
+                        len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                    )
+                    self._ctx.send(conn.name, Diff(shard, update, ours))
+                else:
+                    self._start(conn, shard, update, ours)
+            else:
+                return
+        if (
+            conn.replies.sending is not None
+            or conn.replies.want_digests
+            or conn.push.big
+            or conn.replies.replies
+        ):
+            self._ctx.schedule_flush(now)  # the rest in the next window
+
+    def _start(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
+        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
+        self._next_id += 1
+        conn.replies.sending = Transfer.start(
+            self._next_id, shard, update, state_vector, self._ctx.chunk
+        )
+
+    def _send_piece(self, conn: Link) -> int:
+        t = conn.replies.sending
+        assert t is not None
+        msg, last = t.next_piece()
+        self._ctx.send(conn.name, msg)
+        if last:
+            conn.replies.sending = None
+        return len(msg.data) + len(t.shard) + 16

@@ -1,0 +1,134 @@
+"""What leaves at a batching-window boundary, per link and in this order.
+
+At each boundary (:meth:`Window.flush`): the rotating relay's own batch is dispatched, then
+for every link: membership changes, the reply budget is reset, and if the link is writable,
+relayed acks, the queued pushes (with piggybacked acks and hints), a resync Summary after
+dropped pushes, and the replies that fit; then the acks no push carried. The order is part of
+the protocol's behaviour (the golden traces pin it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..messages import PeerList
+from .overlay import RELAY, TREE
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .acks import Acks
+    from .antientropy import AntiEntropy
+    from .membership import Membership
+    from .push import Pushes
+    from .relay import Relay
+    from .transfer import Replies
+
+__all__ = ["Window"]
+
+
+class Window:
+    """The window-boundary pipeline of one agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        members: Membership,
+        pushes: Pushes,
+        relay: Relay,
+        acks: Acks,
+        replies: Replies,
+        ae: AntiEntropy,
+    ) -> None:
+        self._ctx = ctx
+        self._members = members
+        self._pushes = pushes
+        self._relay = relay
+        self._acks = acks
+        self._replies = replies
+        self._ae = ae
+
+    def flush(self, now: float) -> None:
+        mode = self._ctx.mode()
+        # Rotating relay: at this boundary we send what we relayed during the window that
+        # just ended (if it was ours), and our own batch to the coming window's relay. While
+        # we are not connected to everyone (joins, a settling view), a relay's broadcast does
+        # not reach everyone: its receivers pass it on (a flood, deduplicated by apply()).
+        broadcast = (
+            mode == RELAY
+            and self._relay.relay_of(self._ctx.window_index(now) - 1) == self._ctx.name
+        )
+        flood = mode == RELAY and not self._relay.fully_connected()
+        if self._relay.own:
+            self._relay.dispatch_own(now, mode, broadcast)
+        if mode != RELAY and self._acks.own_acks:
+            self._acks.spread_own(now)
+        hints: dict[str, bytes | None] = {}
+        rode: set[str] = set()  # shards whose own ack rode on our broadcast
+        # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
+        # relay, which passes them on to everyone with its broadcast.
+        spread = broadcast or flood
+        target = self._relay.relay_of(self._ctx.window_index(now)) if mode == RELAY else None
+        news = (
+            self._acks.take_news() if mode == RELAY and (spread or target != self._ctx.name) else ()
+        )
+        carried: set[str] = set()  # peers that got the news
+        for conn in self._ctx.links.values():
+            changes = self._members.changes_for(conn.name)
+            if changes:
+                self._ctx.send(conn.name, PeerList(tuple(changes)))
+            conn.replies.reply_bytes = 0
+            if conn.writable:
+                if mode != RELAY:
+                    relayed = self._acks.take_relayed(conn, now, mode) if conn.push.queue else ()
+                elif conn.push.queue and (spread or conn.name == target):
+                    relayed = tuple(r for r in news if r.agent != conn.name)
+                    carried.add(conn.name)
+                else:
+                    relayed = ()
+                for shard, queued in conn.push.queue.items():
+                    relay = shard in conn.push.relay_shards
+                    forward = (mode == TREE or flood) and not relay
+                    hint = None
+                    durable = None
+                    if mode == RELAY:
+                        if not forward and not relay:
+                            if shard not in hints:
+                                hints[shard] = self._relay.hint(shard)
+                            hint = hints[shard]
+                        own = self._acks.own_acks.get(shard)
+                        to_relay = relay and not broadcast
+                        if own is not None and (to_relay or broadcast or flood):
+                            durable = (own.state_vector, own.delete_set)
+                            if to_relay:  # which passes it on
+                                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
+                            else:  # to everyone
+                                rode.add(shard)
+                    self._pushes.push(
+                        conn,
+                        shard,
+                        queued,
+                        now=now,
+                        forward=forward,
+                        hint=hint,
+                        relayed=relayed,
+                        durable=durable,
+                        relay=relay,
+                    )
+                    relayed = ()
+                conn.push.drained()
+                if conn.push.resync:
+                    conn.push.resync = False
+                    self._ctx.send(conn.name, self._ae.summary(conn.name))
+                self._replies.serve(conn, now)
+        for shard in rode:
+            if shard in self._acks.own_acks:
+                self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
+        if not self._acks.own_acks:
+            self._acks.own_acks_since = math.inf
+        if mode == RELAY:
+            self._acks.flush_relay_acks(now, spread, target, news, carried)
+        self._members.clear_changes()
+        if self._relay.own:  # held for the window we relay: it leaves with our broadcast at its end
+            self._ctx.schedule_flush(now)

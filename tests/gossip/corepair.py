@@ -1,0 +1,144 @@
+"""Helpers for driving gossip cores directly (not a test module): no network, no clock,
+exact expected messages.
+
+Cores talk through :func:`deliver`, which passes each outbox through the real codec, like
+h11's ConnectionPair. Times are chosen so that window boundaries are exact binary fractions.
+The ``test_core_*.py`` modules next to this one import everything from here.
+"""
+
+# ruff: noqa: F401 (the imports are re-exported to the test modules)
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import replace
+
+import pycrdt
+import pytest
+
+from crdtsync import updates, wire
+from crdtsync.errors import CloseCode, InvalidShardName, ProtocolError, UsageError
+from crdtsync.gossip import (
+    DEAD,
+    EMPTY_STATE_VECTOR,
+    FULL,
+    RELAY,
+    SUSPECT,
+    TREE,
+    GossipConfig,
+    GossipCore,
+)
+from crdtsync.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Close,
+    Diff,
+    DiffChunk,
+    Digests,
+    Hello,
+    Message,
+    PeerEntry,
+    PeerList,
+    Push,
+    RelayedAck,
+    ShardState,
+    Summary,
+    SyncRequest,
+)
+from crdtsync.transports.memory import MemoryReplicas
+
+W = 0.25  # batching window used in these tests
+CFG = GossipConfig(
+    push_interval=W,
+    anti_entropy_interval=8.0,
+    anti_entropy_jitter=0.0,
+    peer_exchange_interval=1000.0,
+)
+
+
+def make(
+    name: str,
+    shards: Iterable[str] = (),
+    config: GossipConfig = CFG,
+    seeds: Iterable[str] = (),
+    *,
+    run: int = 0,
+) -> GossipCore:
+    """A core named ``name``; ``run`` numbers the runs of one agent (restarts)."""
+    replicas = MemoryReplicas(random.Random(f"ids/{name}"), shards)
+    return GossipCore(
+        name, replicas, rng=random.Random(run), config=config, address=f"mem://{name}", seeds=seeds
+    )
+
+
+def rt(msg: Message) -> Message:
+    """Through the codec and back."""
+    return wire.decode(wire.encode(msg))
+
+
+def reps(core: GossipCore) -> MemoryReplicas:
+    r = core.replicas
+    assert isinstance(r, MemoryReplicas)
+    return r
+
+
+def put(core: GossipCore, shard: str, key: str, value: object) -> bytes:
+    delta = reps(core).change(shard, lambda d: d.get("m", type=pycrdt.Map).__setitem__(key, value))
+    assert delta is not None
+    return delta
+
+
+def content(core: GossipCore, shard: str) -> dict[str, object]:
+    return reps(core).doc(shard).get("m", type=pycrdt.Map).to_py() or {}
+
+
+def connect(a: GossipCore, b: GossipCore, now: float = 0.0) -> None:
+    """``a`` dialled ``b``; both handshakes complete at ``now``."""
+    assert a.connection_made(rt(b.hello()), now, outbound=True) == b.name
+    assert b.connection_made(rt(a.hello()), now, outbound=False) == a.name
+
+
+def deliver(
+    cores: dict[str, GossipCore], now: float, *, drop: set[type] = frozenset()
+) -> list[tuple[str, str, Message]]:  # type: ignore[assignment]
+    """Pass every outbox to its recipient until all are empty; return the (src, dst, msg) log."""
+    log: list[tuple[str, str, Message]] = []
+    queue: deque[tuple[str, str, Message]] = deque()
+    for name, core in cores.items():
+        queue.extend((name, dst, m) for dst, m in core.data_to_send())
+    while queue:
+        src, dst, msg = queue.popleft()
+        log.append((src, dst, msg))
+        if type(msg) in drop or dst not in cores:
+            continue
+        cores[dst].receive(src, rt(msg), now)
+        queue.extend((dst, d, m) for d, m in cores[dst].data_to_send())
+    return log
+
+
+def settle(cores: dict[str, GossipCore], now: float) -> list[tuple[str, str, Message]]:
+    """Run every core's timers at ``now`` and deliver everything."""
+    for core in cores.values():
+        core.tick(now)
+    return deliver(cores, now)
+
+
+def kinds(log: list[tuple[str, str, Message]]) -> list[tuple[str, str, str]]:
+    return [(s, d, type(m).__name__) for s, d, m in log]
+
+
+def mesh_views(n: int, cfg: GossipConfig) -> dict[str, GossipCore]:
+    cores = {f"n{i:02d}": make(f"n{i:02d}", config=cfg) for i in range(n)}
+    table = PeerList(
+        tuple(PeerEntry(name, f"mem://{name}", 0, True) for name in sorted(cores)), full=True
+    )
+    hub = cores["n00"]
+    for name, core in cores.items():
+        if name != "n00":
+            connect(hub, core)
+            core.receive("n00", table, 0.0)
+    for core in cores.values():
+        core.data_to_send()
+    return cores

@@ -1,0 +1,75 @@
+"""GossipCore driven directly: acks and replicated() (moved from tests/test_gossip_core.py)."""
+
+from __future__ import annotations
+
+from corepair import *  # noqa: F403
+
+# ruff: noqa: F405 (names from corepair)
+
+# -- acks -----------------------------------------------------------------------------------------
+
+
+def test_acks_ride_on_pushes_or_go_alone_and_answer_replicated() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    delta = put(a, "s", "k", 1)
+    target = (reps(a).state_vector("s"), updates.delete_set(reps(a).doc("s")))
+    assert a.replicated("s", *target) == ()
+    b.receive("a", Push("s", (delta,)), 1.0)
+    assert reps(b).commit() == ["s"]
+    b.durable(["s"], 1.01)
+    b.tick(1.25)
+    assert b.data_to_send() == []  # the ack waits ack_delay for a Push to ride on...
+    assert b.next_deadline() == 1.01 + CFG.ack_delay
+    b.tick(1.01 + CFG.ack_delay)  # ...none came: a standalone Ack
+    sv, ds = reps(b).durable_state("s")
+    out = b.data_to_send()
+    assert out == [("a", Ack((ShardState("s", sv, ds),)))]
+    a.receive("b", rt(out[0][1]), 1.3)
+    assert a.replicated("s", *target) == ("b",)
+    assert [p.acked for p in a.peers()] == [(ShardState("s", sv, ds),)]
+
+    # next time b also has a delta for a: the ack rides on the Push
+    delta2 = put(a, "s", "k2", 2)
+    b.receive("a", Push("s", (delta2,)), 2.0)
+    reps(b).commit()
+    b.durable(["s"], 2.01)
+    own = put(b, "s", "kb", 3)
+    b.local_update("s", own, 2.02)
+    b.tick(2.25)
+    sv2, ds2 = reps(b).durable_state("s")
+    assert b.data_to_send() == [("a", Push("s", (own,), (sv2, ds2), 1))]
+
+
+def test_owed_ack_rides_on_a_push_within_the_ack_delay() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    b.receive("a", Push("s", (put(a, "s", "k", 1),)), 1.0)
+    reps(b).commit()
+    b.durable(["s"], 1.0)
+    b.tick(1.1)
+    own = put(b, "s", "kb", 2)
+    b.local_update("s", own, 1.1)  # before the ack is due alone (1.25)
+    b.tick(1.25)
+    assert b.data_to_send() == [("a", Push("s", (own,), reps(b).durable_state("s"), 1))]
+    b.tick(5.0)
+    assert not any(isinstance(m, Ack) for _, m in b.data_to_send())
+
+
+def test_standalone_acks_are_rate_limited() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    for i, t in enumerate((1.0, 1.3, 1.6)):
+        b.receive("a", Push("s", (put(a, "s", f"k{i}", i),)), t)
+        reps(b).commit()
+        b.durable(["s"], t)
+        b.tick(t + W)  # the first ack is due then (owed at 1.0, ack_delay 0.25)
+    acks = [m for _, m in b.data_to_send() if isinstance(m, Ack)]
+    assert len(acks) == 1  # at 1.25; the others wait for ack_interval
+    assert b.next_deadline() == 1.25 + CFG.ack_interval
+    b.tick(b.next_deadline())  # type: ignore[arg-type]
+    ((_, last),) = b.data_to_send()
+    assert last == Ack((ShardState("s", *reps(b).durable_state("s")),))

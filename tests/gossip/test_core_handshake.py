@@ -1,0 +1,112 @@
+"""GossipCore driven directly: the handshake and the replacement of connections (moved from tests/test_gossip_core.py)."""
+
+from __future__ import annotations
+
+from corepair import *  # noqa: F403
+
+# ruff: noqa: F405 (names from corepair)
+
+# -- handshake ------------------------------------------------------------------------------------
+
+
+def test_hello_describes_this_agent() -> None:
+    a = make("a", ["s2", "s1"])
+    run = random.Random(0).getrandbits(63)  # drawn from the core's rng: replays with the seed
+    assert a.hello() == Hello(PROTOCOL_VERSION, "default", "a", "mem://a", ("s1", "s2"), 0, run)
+
+
+def test_connection_made_sends_table_and_one_side_starts_anti_entropy() -> None:
+    a, b = make("a", ["s"]), make("b", ["s"])
+    connect(a, b)
+    table = (PeerEntry("a", "mem://a", 0, True), PeerEntry("b", "mem://b", 0, True))
+    out_a = a.data_to_send()
+    assert out_a[0] == ("b", PeerList(table, full=True))
+    assert out_a[1][0] == "b" and isinstance(out_a[1][1], Summary) and out_a[1][1].shards == 1
+    assert len(out_a) == 2
+    assert b.data_to_send() == [("a", PeerList(table, full=True))]  # "b" > "a": b waits
+    assert a.connected() == ("b",) and b.connected() == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("hello", "code"),
+    [
+        (Hello(PROTOCOL_VERSION + 1, "default", "b", None), CloseCode.PROTOCOL_VERSION),
+        (Hello(PROTOCOL_VERSION, "other", "b", None), CloseCode.WRONG_MESH),
+        (Hello(PROTOCOL_VERSION, "default", "a", "mem://a2"), CloseCode.DUPLICATE_NAME),
+        (Summary(bytes(16), 0), CloseCode.BAD_HANDSHAKE),
+    ],
+)
+def test_bad_handshakes(hello: Message, code: CloseCode) -> None:
+    a = make("a")
+    with pytest.raises(ProtocolError) as info:
+        a.connection_made(hello, 0.0, outbound=False)
+    assert info.value.code == code
+    assert a.connected() == () and a.data_to_send() == []
+
+
+def test_a_restarted_peer_replaces_its_old_connection_and_a_second_hello_is_refused() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    a.data_to_send()
+    a.pause_writing("b")
+    b = make("b", run=1)  # b restarted (another run) and redials; its old connection lingers
+    assert a.connection_made(rt(b.hello()), 1.0, outbound=False) == "b"
+    (status,) = a.peers()
+    assert status.state == "connected" and status.queued_bytes == 0
+    a.local_update("s", put(a, "s", "k", 1), 1.1)  # the new connection is writable
+    a.tick(1.25)
+    assert [type(m) for _, m in a.data_to_send()] == [PeerList, Summary, Push]
+    with pytest.raises(ProtocolError) as info:
+        a.receive("b", b.hello(), 1.0)
+    assert info.value.code == CloseCode.BAD_HANDSHAKE
+    assert a.connected() == ("b",)
+
+
+def test_simultaneous_dials_keep_the_connection_the_smaller_name_dialled_on_both_sides() -> None:
+    # a dials b (c1) while b dials a (c2). As over websockets, each side first completes the
+    # connection it dialled (the acceptor's Hello comes first), then the other one.
+    a, b = make("a"), make("b", run=1)
+    assert a.connection_made(rt(b.hello()), 0.2, outbound=True) == "b"  # c1 at a
+    assert b.connection_made(rt(a.hello()), 0.2, outbound=True) == "a"  # c2 at b
+    a.data_to_send()
+    b.data_to_send()
+    with pytest.raises(ProtocolError) as info:  # c2 at a: refused, a keeps c1
+        a.connection_made(rt(b.hello()), 0.3, outbound=False)
+    assert info.value.code == CloseCode.DUPLICATE_NAME
+    assert a.connected() == ("b",) and a.data_to_send() == []
+    assert b.connection_made(rt(a.hello()), 0.3, outbound=False) == "a"  # c1 replaces c2 at b
+    assert [type(m) for _, m in b.data_to_send()] == [PeerList]  # the on-connect messages again
+
+    # Had b seen a's refusal of c2 first: not a failure, and no redial before c1 arrives.
+    a2, b2 = make("a"), make("b", run=1)
+    b2.connection_made(rt(a2.hello()), 0.2, outbound=True)
+    b2.receive("a", rt(Close(CloseCode.DUPLICATE_NAME, "already connected")), 0.3)
+    b2.connection_lost("a", 0.3)
+    assert [(p.name, p.state) for p in b2.peers()] == [("a", "alive")]
+    assert b2.dials() == []
+    assert b2.connection_made(rt(a2.hello()), 0.35, outbound=False) == "a"
+
+
+def test_a_late_second_connection_from_the_same_run_replaces_the_first() -> None:
+    # The peer noticed a broken link before we did, and redialled: our old one is dead.
+    a, b = make("a"), make("b", run=1)
+    connect(a, b, 0.0)  # dialled by a
+    cfg = a.config
+    assert a.connection_made(rt(b.hello()), cfg.connect_timeout + 1.0, outbound=False) == "b"
+
+
+def test_connecting_to_ourselves_is_remembered() -> None:
+    a = make("a", seeds=["mem://a-alias"])
+    assert a.dials() == ["mem://a-alias"]
+    with pytest.raises(ProtocolError):
+        a.connection_made(
+            Hello(PROTOCOL_VERSION, "default", "a", "mem://a-alias"), 0.0, outbound=True
+        )
+    a.dial_failed("mem://a-alias", 0.0)
+    a.tick(100.0)
+    assert a.dials() == []
+
+
+def test_receive_from_unknown_peer_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        make("a").receive("ghost", Summary(bytes(16), 0), 0.0)

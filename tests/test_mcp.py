@@ -1,0 +1,231 @@
+"""``crdtsync mcp`` driven by the official MCP SDK's own client.
+
+In process (fast): every tool, the JSON form of values, and that bad input is a readable tool
+error with nothing written. Over real transports: two ``crdtsync mcp`` processes on two agents
+of a mesh, a write through one is readable through the other and triggers the resource-updated
+notification there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
+and 2025-era ``resources/subscribe`` for older clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+
+from mcp import Client, StdioServerParameters, stdio_client
+from mcp.client.subscriptions import ResourceUpdated
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+
+from crdtsync import Agent
+from crdtsync.mcp import CrdtMcp, serve
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _text(result: Any) -> str:
+    return "".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+@contextlib.asynccontextmanager
+async def solo(tmp_path: Path) -> AsyncIterator[Client]:
+    """One agent with its MCP server and an in-process SDK client (entered in the test's own
+    task: anyio cancel scopes must exit where they were entered, which fixtures do not do)."""
+    async with Agent("solo", data_dir=tmp_path / "solo") as agent:
+        server = CrdtMcp(agent)
+        async with server.watching(), Client(server.server) as c:
+            yield c
+
+
+async def call(client: Client, tool: str, **args: Any) -> Any:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, _text(result)
+    return result.structured_content
+
+
+async def error(client: Client, tool: str, **args: Any) -> str:
+    result = await client.call_tool(tool, args)
+    assert result.is_error, result
+    text = _text(result)
+    assert "Traceback" not in text
+    return text
+
+
+# -- tools in process --------------------------------------------------------------------------
+
+async def test_tools_write_read_append_text_and_json_form(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        await _tools_round_trip(client)
+
+
+async def _tools_round_trip(client: Client) -> None:
+    names = {t.name for t in (await client.list_tools()).tools}
+    assert names == {"list_shards", "read", "write", "append", "insert_text", "wait_until_replicated"}
+    await call(client, "write", shard="board",
+               patch={"tasks": {"t1": {"n": 3, "f": 3.0, "big": {"$int": str(2**60)}}}})
+    await call(client, "write", shard="board", path="/tasks/t1", patch={"done": True, "n": None})
+    await call(client, "append", shard="board", path="/log", value="started")
+    await call(client, "append", shard="board", path="/log", value={"$bytes": "AAE="})
+    await call(client, "insert_text", shard="board", path="/notes", text="hello")
+    await call(client, "insert_text", shard="board", path="/notes", text=" world")
+    await call(client, "insert_text", shard="board", path="/notes", text=">", index=0)
+    value = (await call(client, "read", shard="board"))["value"]
+    assert value == {"tasks": {"t1": {"f": 3.0, "big": {"$int": str(2**60)}, "done": True}},
+                     "log": ["started", {"$bytes": "AAE="}], "notes": {"$text": ">hello world"}}
+    assert (await call(client, "read", shard="board", path="/tasks/t1/f"))["value"] == 3.0
+    assert (await call(client, "read", shard="board", path="/log/1"))["value"] == {"$bytes": "AAE="}
+    assert (await call(client, "list_shards"))["shards"] == [
+        {"name": "board", "uri": "crdtsync://shard/board"}]
+    contents = (await client.read_resource("crdtsync://shard/board")).contents[0]
+    assert json.loads(contents.text)["tasks"]["t1"]["done"] is True  # type: ignore[union-attr]
+    assert '"f":3.0' in contents.text  # type: ignore[union-attr]  # a float stays a float
+
+
+async def test_bad_input_is_a_readable_error_and_writes_nothing(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        await _bad_inputs(client)
+
+
+async def _bad_inputs(client: Client) -> None:
+    await call(client, "write", shard="board", patch={"tasks": {"t1": {"n": 1}}, "log": []})
+    before = (await call(client, "read", shard="board"))["value"]
+    cases = [
+        ("read", {"shard": "board", "path": "/tasks/t9"}, "no key 't9'"),
+        ("read", {"shard": "board", "path": "tasks"}, "JSON Pointer"),
+        ("read", {"shard": "nope"}, "no shard named 'nope'"),
+        ("write", {"shard": "bad name!", "patch": {"a": 1}}, "invalid shard name"),
+        ("write", {"shard": "board", "patch": {"ok": 1, "x": {"$nope": 1}}}, "reserved for tags"),
+        ("write", {"shard": "board", "patch": {"ok": 1, "x": {"$int": str(2**64)}}}, "64-bit"),
+        ("write", {"shard": "board", "patch": [1, 2]}, "patch"),
+        ("write", {"shard": "board", "path": "/log", "patch": {"a": 1}}, "maps only"),
+        ("append", {"shard": "board", "path": "/tasks", "value": 1}, "append needs a list"),
+        ("append", {"shard": "board", "path": "/log", "value": {"$float": "x"}}, "$float"),
+        ("insert_text", {"shard": "board", "path": "/tasks", "text": "x"}, "not a Text"),
+        ("wait_until_replicated", {"shard": "board", "timeout": 1000}, "timeout must be"),
+        # refused calls on a shard that does not exist yet do not create it
+        ("write", {"shard": "fresh", "patch": {"ok": 1, "x": {"$bytes": "!!"}}}, "base64"),
+        ("append", {"shard": "fresh", "path": "/a/b", "value": 1}, "does not exist yet"),
+        ("insert_text", {"shard": "fresh", "path": "/t", "text": "x", "index": 3}, "only index 0"),
+    ]
+    for tool, args, expected in cases:
+        message = await error(client, tool, **args)
+        assert expected in message, (tool, args, message)
+    await call(client, "insert_text", shard="board", path="/notes", text="ab")
+    assert "use 0..2" in await error(client, "insert_text", shard="board", path="/notes", text="x", index=9)
+    after = (await call(client, "read", shard="board"))["value"]
+    assert after == {**before, "notes": {"$text": "ab"}}  # none of the refused calls wrote anything
+    assert (await call(client, "list_shards"))["shards"] == [
+        {"name": "board", "uri": "crdtsync://shard/board"}]
+    with pytest.raises(MCPError, match="no shard named 'fresh'"):
+        await client.read_resource("crdtsync://shard/fresh")
+
+
+# -- two crdtsync mcp processes on a mesh ------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _args(name: str, data: Path, listen: str | None, peer: str | None, transport: str) -> list[str]:
+    args = ["-m", "crdtsync.cli", "mcp", "--name", name, "--data", str(data), "--transport", transport]
+    if listen:
+        args += ["--listen", listen]
+    if peer:
+        args += ["--peer", peer]
+    return args
+
+
+async def _write_then_observe(writer: Client, reader: Client, shard: str) -> None:
+    """Write through ``writer``; ``reader`` (another agent) must see it and be notified."""
+    uri = f"crdtsync://shard/{shard}"
+    await call(writer, "write", shard=shard, patch={"seed": 1})  # the shard exists everywhere
+    for _ in range(100):
+        if any(s["name"] == shard for s in (await call(reader, "list_shards"))["shards"]):
+            break
+        await asyncio.sleep(0.05)
+    async with reader.listen(resource_subscriptions=[uri]) as sub:
+        await call(writer, "write", shard=shard, patch={"tasks": {"t1": {"owner": "a", "n": 7}}})
+        await call(writer, "wait_until_replicated", shard=shard, peers=1, timeout=10)
+        event = await asyncio.wait_for(anext(aiter(sub)), 10)
+        assert event == ResourceUpdated(uri=uri)
+    got = await call(reader, "read", shard=shard, path="/tasks/t1")
+    assert got["value"] == {"owner": "a", "n": 7}
+
+
+async def test_two_servers_over_stdio(tmp_path: Path) -> None:
+    listen = f"ws://127.0.0.1:{_free_port()}"
+    a = StdioServerParameters(command=sys.executable, args=_args("ma", tmp_path / "a", listen, None, "stdio"))
+    b = StdioServerParameters(command=sys.executable, args=_args("mb", tmp_path / "b", None, listen, "stdio"))
+    with open(tmp_path / "stderr.log", "w") as log:  # noqa: ASYNC230 (servers' stderr)
+        async with Client(stdio_client(a, errlog=log)) as ca, Client(stdio_client(b, errlog=log)) as cb:
+            await _write_then_observe(ca, cb, "board")
+
+
+def _spawn_http(name: str, data: Path, listen: str | None, peer: str | None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    child = subprocess.Popen([sys.executable, *_args(name, data, listen, peer, "http")],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if line.startswith("{"):
+            return child, json.loads(line)
+    raise AssertionError(f"{name} exited before it was ready")
+
+
+async def test_two_servers_over_http_modern_and_legacy_subscriptions(tmp_path: Path) -> None:
+    a, ready_a = _spawn_http("ha", tmp_path / "a", "ws://127.0.0.1:0", None)
+    b, ready_b = _spawn_http("hb", tmp_path / "b", None, ready_a["address"])
+    try:
+        assert ready_a["mcp"].startswith("http://127.0.0.1:")
+        async with Client(ready_a["mcp"]) as ca, Client(ready_b["mcp"]) as cb:
+            await _write_then_observe(ca, cb, "board")
+        # A 2025-era client (initialize handshake) subscribes with resources/subscribe.
+        seen: list[str] = []
+
+        async def on_message(message: Any) -> None:
+            root = getattr(message, "root", message)
+            if getattr(root, "method", None) == "notifications/resources/updated":
+                seen.append(str(root.params.uri))
+
+        uri = "crdtsync://shard/board"
+        async with Client(ready_a["mcp"]) as ca, Client(ready_b["mcp"], mode="legacy",
+                                                        message_handler=on_message) as cb:
+            with pytest.warns(MCPDeprecationWarning):  # the SDK marks it as the 2025-era path
+                await cb.session.subscribe_resource(uri)
+            await call(ca, "write", shard="board", patch={"legacy": True})
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen and seen[0] == uri
+            assert (await call(cb, "read", shard="board", path="/legacy"))["value"] is True
+    finally:
+        for child in (a, b):
+            child.send_signal(signal.SIGTERM)
+        for child in (a, b):
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait()
+            assert child.stderr is not None
+            child.stderr.close()
+
+
+async def test_http_refuses_non_loopback_hosts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        await serve({"name": "x", "data_dir": tmp_path / "x"}, transport="http", host="0.0.0.0")
+    assert not (tmp_path / "x").exists()  # refused before the agent started
