@@ -23,25 +23,29 @@ if (_transports := _bind_transports(_Path(__file__).resolve().parent)) is not No
     transports = _transports
 from ._compose import install_defaults
 from .agent import Agent, default_data_dir
-from .changes import Change
+from .changes import Change, Subscription
+from .claims import ClaimResult, Claims, JobQueue
+from .containers import Counter
 from .errors import (
-    ClosedError,
     CloseCode,
+    ClosedError,
+    CorruptEntry,
     CrdtSyncError,
     DataDirLocked,
     IntOutOfRange,
     InvalidShardName,
     InvalidUpdate,
+    LostUpdate,
     ProtocolError,
     ReplicationTimeout,
     ShardNotFound,
     StoreError,
     StoreFull,
-    CorruptEntry,
     UnsupportedValue,
     UsageError,
 )
 from .gossip import GossipConfig, PeerStatus
+from .lifecycle import run_until_signal, stop_event
 from .reads import Quorum
 from .shard import Shard
 from .sharding import ShardingConfig
@@ -55,6 +59,13 @@ __all__ = [
     "MapView",
     "ListView",
     "Change",
+    "Subscription",
+    "Counter",
+    "Claims",
+    "ClaimResult",
+    "JobQueue",
+    "stop_event",
+    "run_until_signal",
     "default_data_dir",
     # what the API takes and returns
     "GossipConfig",  # Agent(gossip=...)
@@ -70,6 +81,7 @@ __all__ = [
     "InvalidShardName",
     "UnsupportedValue",
     "IntOutOfRange",
+    "LostUpdate",
     "ClosedError",
     "StoreError",
     "DataDirLocked",

@@ -78,7 +78,8 @@ class ShardRegistry:
             if not loaded.verified:  # written before checksums: validated now, once
                 self._store.mark_verified(name)
         shard = Shard(
-            name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host
+            name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host,
+            agent=self._owner,
         )
         self._shards[name] = shard
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:

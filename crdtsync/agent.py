@@ -13,6 +13,7 @@ the default wired in by :mod:`crdtsync._compose`); this module imports none.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -20,15 +21,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import updates
 from . import _extensions
 from ._activity import Activity
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
-from .errors import ClosedError, ReplicationTimeout, UsageError
+from .errors import (
+    ClosedError,
+    InvalidAddress,
+    ListenFailed,
+    ReplicationTimeout,
+    UsageError,
+)
 from .gossip import GossipConfig, GossipCore, PeerStatus
-from .names import validate_shard_name
+from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
 from .store import ShardStats, Store
@@ -39,7 +47,9 @@ from .sharding import Sharding, ShardingConfig
 if TYPE_CHECKING:
     from .security.credentials import Credentials
 
-__all__ = ["Agent", "Transport", "TransportFactory", "default_data_dir"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["Agent", "ReadMany", "Transport", "TransportFactory", "check_address", "default_data_dir"]
 
 
 def default_data_dir(name: str) -> Path:
@@ -114,8 +124,14 @@ class Agent:
         http: Any = None,
         broker: str | None = None,
     ) -> None:
-        self.name = validate_shard_name(name)
+        self.name = validate_agent_name(name)
+        if isinstance(peers, str):
+            raise InvalidAddress(f"peers must be a list of addresses, not one str: peers=[{peers!r}]")
         peers = tuple(peers)
+        for address in peers:
+            check_address(address, "peer", listen=False, custom=transport is not None)
+        if listen is not None:
+            check_address(listen, "listen", listen=True, custom=transport is not None)
         if broker is not None:
             if listen is not None or peers or transport is not None:
                 raise UsageError(
@@ -138,7 +154,7 @@ class Agent:
         self._map_size = map_size
         self._max_map_size = max_map_size
         self._listen = listen
-        self._seeds = tuple(peers)
+        self._seeds = peers
         self._mesh = mesh
         self._gossip_config = gossip or GossipConfig.lan()
         self._sharding_config = ShardingConfig(replication_factor=replication_factor)
@@ -197,10 +213,18 @@ class Agent:
             on_delta=self._on_delta,
             host=host,
         )
-        await self._committer.start()
-        if factory is not None:
-            await self._start_gossip(self._registry, factory)
-            host.core = self._core
+        try:
+            await self._committer.start()
+            if factory is not None:
+                await self._start_gossip(self._registry, factory)
+                host.core = self._core
+        except BaseException as exc:
+            # Leave nothing behind: a retry (this Agent or a new one) must find the data
+            # directory unlocked, not DataDirLocked.
+            await self._abort_start()
+            if isinstance(exc, OSError):
+                raise ListenFailed(f"agent {self.name!r} cannot listen on {self._listen}: {exc}") from exc
+            raise
         self._reader = Reader(
             self._registry, self._core.sharding if self._core is not None else None, self._activity
         )
@@ -212,6 +236,32 @@ class Agent:
                 await self.close()  # do not leave the store and peers open behind a failed start
                 raise
             self._http = server
+
+    async def _abort_start(self) -> None:
+        transport, committer, store, registry = self._transport, self._committer, self._store, self._registry
+        self._transport = self._core = self._committer = self._registry = self._store = None
+        for step in (
+            (lambda: transport.close()) if transport is not None else None,
+            (lambda: committer.close()) if committer is not None else None,
+        ):
+            if step is not None:
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 (the start already failed: report that error)
+                    _log.debug("cleanup after a failed start failed", exc_info=True)
+        if registry is not None:
+            registry.close()
+        if store is not None:
+            store.close()
+
+    @property
+    def seeds(self) -> dict[str, str]:
+        """Per seed address given in ``peers``: ``"connected"``, ``"dialling"`` or
+        ``"unreachable: <error>"`` (its last dial; dials are retried with backoff). The first
+        failure of each seed is also logged as a WARNING on ``crdtsync.transports.websocket``."""
+        status = getattr(self._transport, "seed_status", None)
+        known = status() if status is not None else {}
+        return {a: known.get(a, "dialling" if self._transport is not None else "not started") for a in self._seeds}
 
     async def _start_gossip(self, replicas: ShardRegistry, factory: TransportFactory) -> None:
         self._core = GossipCore(
@@ -238,6 +288,9 @@ class Agent:
         serve_yjs = getattr(self._transport, "serve_yjs", None)
         if self._listen is not None and callable(serve_yjs):
             serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
+        watch = getattr(self._transport, "watch_seeds", None)
+        if watch is not None:
+            watch(self._seeds)
         await self._transport.start()
 
     @property
@@ -346,17 +399,33 @@ class Agent:
         """
         return await self.reader.read(name, quorum=quorum, timeout=timeout)
 
-    async def read_many(self, *, prefix: str = "", quorum: Quorum = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+    async def read_many(
+        self, *, prefix: str = "", quorum: Quorum = None, timeout: float = 5.0, complete: bool = False
+    ) -> ReadMany:
         """Every shard named ``prefix...`` that any live agent holds: {name: plain dict}.
 
         Asks every other live agent (each answers with its matching shards) and merges by
-        CRDT join, like :meth:`read`.
+        CRDT join, like :meth:`read`. Agents this one knows but cannot reach now (suspect or
+        dead) are not asked: shards only they hold are missing from the answer. The result
+        (a dict) says so in ``result.unreachable`` (and ``result.complete`` is False).
+
+        Args:
+            complete: raise instead of answering without some known agent.
 
         Raises:
             ReplicationTimeout: some agent did not answer in time, or a shard has fewer
-                holders than ``quorum``.
+                holders than ``quorum``, or (with ``complete``) some known agent is
+                unreachable; ``lagging`` names them.
         """
-        return await self.reader.read_many(prefix, quorum=quorum, timeout=timeout)
+        found = await self.reader.read_many(prefix, quorum=quorum, timeout=timeout)
+        unreachable = tuple(sorted(p.name for p in self.peers if p.state in ("suspect", "dead")))
+        if complete and unreachable:
+            raise ReplicationTimeout(
+                f"read_many({prefix!r}): {len(found)} shards found, but "
+                f"{', '.join(unreachable)} cannot be reached and may hold more",
+                unreachable,
+            )
+        return ReadMany(found, unreachable)
 
     def shard_names(self) -> list[str]:
         """Names of every shard in this agent's store or open now."""
@@ -441,6 +510,51 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
+
+
+class ReadMany(dict[str, dict[str, Any]]):
+    """What :meth:`Agent.read_many` returns: a dict {shard name: plain dict}, plus
+    ``unreachable``: known agents that were not asked (suspect or dead), whose shards may be
+    missing."""
+
+    def __init__(self, found: dict[str, dict[str, Any]], unreachable: tuple[str, ...] = ()) -> None:
+        super().__init__(found)
+        self.unreachable = unreachable
+
+    @property
+    def complete(self) -> bool:
+        """Whether every agent known here was reachable (nothing can be missing)."""
+        return not self.unreachable
+
+    def __repr__(self) -> str:
+        extra = f", unreachable={self.unreachable!r}" if self.unreachable else ""
+        return f"ReadMany({dict.__repr__(self)}{extra})"
+
+
+def check_address(address: object, what: str, *, listen: bool, custom: bool) -> str:
+    """Refuse an address that is not a URL the transport can use, before anything starts.
+
+    ``ws://HOST:PORT`` / ``wss://HOST:PORT`` (port 0 only to listen), or ``hub://NAME``; with
+    a custom transport any ``scheme://...`` passes (that transport decides).
+
+    Raises:
+        InvalidAddress: with what is wrong and an example.
+    """
+    example = "ws://127.0.0.1:8765"
+    if not isinstance(address, str) or "://" not in address:
+        raise InvalidAddress(f"{what} address {address!r} is not a URL: write it like {example!r}")
+    parts = urlsplit(address)
+    if custom or parts.scheme == "hub":
+        return address
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidAddress(f"{what} address {address!r}: the scheme must be ws:// or wss://, e.g. {example!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidAddress(f"{what} address {address!r}: {exc}") from exc
+    if not parts.hostname or port is None or (port == 0 and not listen):
+        raise InvalidAddress(f"{what} address {address!r} needs a host and a port, e.g. {example!r}")
+    return address
 
 
 class _AgentShardHost:

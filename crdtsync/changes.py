@@ -8,11 +8,15 @@ pays nothing for the feed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
-__all__ = ["Change", "ChangeFeed", "Path"]
+__all__ = ["Change", "ChangeFeed", "Path", "Subscription"]
+
+log = logging.getLogger("crdtsync.changes")
 
 Path = tuple[str | int, ...]
 
@@ -50,12 +54,45 @@ class ChangeFeed:
         self._shard = shard
         self._queue_size = queue_size
         self._listeners: list[_Listener] = []
+        self._callbacks: list[Callable[[Change], object]] = []
         self._paths: list[Path] = []
+        self._closed = False
 
     @property
     def active(self) -> bool:
         """Whether anybody listens (only then are paths collected)."""
-        return bool(self._listeners)
+        return bool(self._listeners or self._callbacks)
+
+    def subscribe(self, on_close: Callable[[], None] | None = None) -> Subscription:
+        """A new subscription to every change from now on (see :class:`Subscription`)."""
+        listener = _Listener(self._queue_size)
+        if self._closed:
+            listener.put(None)
+        else:
+            self._listeners.append(listener)
+        return Subscription(self, listener, on_close)
+
+    def add_callback(
+        self, callback: Callable[[Change], object], on_close: Callable[[], None] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(change)`` after every change; returns the function that stops it."""
+        self._callbacks.append(callback)
+        removed = False
+
+        def remove() -> None:
+            nonlocal removed
+            if not removed:
+                removed = True
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+                if on_close is not None:
+                    on_close()
+
+        return remove
+
+    def _discard(self, listener: _Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def collect(self, events: list[Any]) -> None:
         """Record the paths of pycrdt deep events of the current transaction."""
@@ -71,14 +108,22 @@ class ChangeFeed:
         """Deliver one record for the transaction just committed."""
         paths = tuple(dict.fromkeys(self._paths))
         self._paths.clear()
+        change = Change(self._shard, origin, paths)
         for listener in self._listeners:
-            listener.put(Change(self._shard, origin, paths))
+            listener.put(change)
+        for callback in list(self._callbacks):
+            try:
+                callback(change)
+            except Exception:  # the change is applied and persisted whatever the callback does
+                log.exception("on_change callback %r failed on shard %r", callback, self._shard)
 
     def close(self) -> None:
         """End every listener's iteration."""
+        self._closed = True
         for listener in self._listeners:
             listener.put(None)
         self._listeners.clear()
+        self._callbacks.clear()
 
     async def listen(self) -> AsyncIterator[Change]:
         """Yield every change from now on until the shard closes."""
@@ -95,8 +140,66 @@ class ChangeFeed:
                 self._listeners.remove(listener)
 
 
+class Subscription:
+    """Changes of one shard from the moment of :meth:`Shard.subscribe
+    <crdtsync.shard.Shard.subscribe>` on, queued until read.
+
+    Unlike the ``changes()`` generator, a subscription survives timeouts: ``await
+    sub.get(timeout=1.0)`` returns None when nothing came and the next call goes on where it
+    left off. ``async for change in sub`` iterates until the shard closes. Close it (or use
+    ``with shard.subscribe() as sub:``) to stop queueing.
+    """
+
+    def __init__(self, feed: ChangeFeed, listener: _Listener, on_close: Callable[[], None] | None) -> None:
+        self._feed = feed
+        self._listener = listener
+        self._on_close = on_close
+        self._ended = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the subscription ended (closed here, or its shard closed)."""
+        return self._ended
+
+    async def get(self, timeout: float | None = None) -> Change | None:
+        """The next change; None on timeout or once the subscription ended."""
+        if self._ended:
+            return None
+        try:
+            change = await asyncio.wait_for(self._listener.get(), timeout)
+        except TimeoutError:
+            return None
+        if change is None:
+            self.close()
+        return change
+
+    def close(self) -> None:
+        """Stop receiving changes (idempotent)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._feed._discard(self._listener)
+        if self._on_close is not None:
+            self._on_close()
+
+    def __aiter__(self) -> AsyncIterator[Change]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Change]:
+        while (change := await self.get()) is not None:
+            yield change
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 class _Listener:
-    __slots__ = ("_queue", "_dropped", "_size")
+    __slots__ = ("_dropped", "_queue", "_size")
 
     def __init__(self, size: int) -> None:
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()

@@ -9,7 +9,9 @@ can handle::
     │   ├── InvalidShardName        (also a ValueError)
     │   ├── UnsupportedValue        (also a TypeError): a value crdtsync cannot store exactly
     │   │   └── IntOutOfRange       (also a ValueError): an int outside signed 64 bits
+    │   ├── LostUpdate              view[k] += n on a stored number (use Shard.counter)
     │   ├── ClosedError             the agent or shard was closed
+    │   ├── InvalidAddress          (also a ValueError): a listen/peer address that is no URL
     │   ├── InsecureListen          listening beyond loopback without credentials
     │   ├── InsecureBroker          an MQTT broker beyond loopback without TLS and a login
     │   └── CredentialsError        keys, certificates or tokens missing, unreadable or invalid
@@ -21,6 +23,7 @@ can handle::
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
     ├── BrokerRefused               the MQTT broker refused our login
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
+    ├── ListenFailed                the listen address cannot be bound (in use, not local)
     ├── ReplicationTimeout          replicated()/read() did not get enough answers in time
     └── ShardNotFound               no reachable agent holds the shard (also a KeyError)
 
@@ -40,10 +43,13 @@ __all__ = [
     "InvalidShardName",
     "UnsupportedValue",
     "IntOutOfRange",
+    "LostUpdate",
     "ClosedError",
+    "InvalidAddress",
     "InsecureListen",
     "InsecureBroker",
     "BrokerRefused",
+    "ListenFailed",
     "CredentialsError",
     "StoreError",
     "DataDirLocked",
@@ -78,8 +84,24 @@ class IntOutOfRange(UnsupportedValue, ValueError):
     """An int outside the signed 64-bit range (-2**63 .. 2**63-1)."""
 
 
+class LostUpdate(UsageError):
+    """``view[key] += n`` (or ``view[key] = view[key] + n``) on a stored number: a
+    read-modify-write that silently loses concurrent increments of other agents. Nothing was
+    written. Use :meth:`Shard.counter <crdtsync.shard.Shard.counter>`, or write
+    ``view[key] = int(view[key]) + n`` to mean "last writer wins" on purpose."""
+
+
 class ClosedError(UsageError):
     """The agent, shard or store was already closed by its owner."""
+
+
+class InvalidAddress(UsageError, ValueError):
+    """A listen or peer address that is not a ``ws://HOST:PORT`` (or ``wss://``) URL."""
+
+
+class ListenFailed(CrdtSyncError):
+    """The agent could not listen on its address (in use, or not an address of this machine);
+    the agent did not start and released its data directory. The OSError is ``__cause__``."""
 
 
 class InsecureListen(UsageError):

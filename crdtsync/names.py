@@ -13,7 +13,7 @@ import re
 
 from .errors import InvalidShardName
 
-__all__ = ["MAX_SHARD_NAME", "validate_shard_name", "is_valid_shard_name"]
+__all__ = ["MAX_SHARD_NAME", "validate_shard_name", "validate_agent_name", "is_valid_shard_name"]
 
 MAX_SHARD_NAME = 128
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*(?:/[A-Za-z0-9._:\-]+)*")
@@ -28,11 +28,17 @@ def is_valid_shard_name(name: object) -> bool:
     )
 
 
-def validate_shard_name(name: object) -> str:
-    """Return ``name`` if it is a valid shard name, else raise :class:`InvalidShardName`."""
+def validate_shard_name(name: object, what: str = "shard") -> str:
+    """Return ``name`` if it is a valid shard name, else raise :class:`InvalidShardName`
+    (whose message calls it a ``what`` name)."""
     if not is_valid_shard_name(name):
         raise InvalidShardName(
-            f"invalid shard name {name!r}: use 1-{MAX_SHARD_NAME} characters from "
+            f"invalid {what} name {name!r}: use 1-{MAX_SHARD_NAME} characters from "
             "A-Z a-z 0-9 . _ - : /, starting with a letter or digit, no empty '/' segments"
         )
     return name  # type: ignore[return-value]
+
+
+def validate_agent_name(name: object) -> str:
+    """Agent names use the shard-name alphabet; the error says "invalid agent name"."""
+    return validate_shard_name(name, "agent")

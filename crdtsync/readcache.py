@@ -23,16 +23,14 @@ from typing import Any
 import pycrdt
 
 from . import updates
-from .shard import ROOT
-from .values import to_plain
+from .containers import plain_state
 from .yjs.state import EMPTY_STATE_VECTOR
 
 __all__ = ["ReadCache", "EMPTY_STATE_VECTOR", "snapshot_of"]
 
 def snapshot_of(doc: pycrdt.Doc) -> dict[str, Any]:
-    """The plain value of a shard document's root map (what :meth:`Shard.snapshot` returns)."""
-    value = to_plain(doc.get(ROOT, type=pycrdt.Map))
-    return value if isinstance(value, dict) else {}
+    """The plain value of a shard document (what :meth:`Shard.snapshot` returns)."""
+    return plain_state(doc)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ Appends are buffered; the group committer makes them durable (see :meth:`Shard.f
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pycrdt
 
 from . import updates
-from .changes import Change, ChangeFeed
+from .changes import Change, ChangeFeed, Subscription
+from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, StoreError, UsageError
-from .views import MapView
+from .views import ListView, MapView, mark_closed, wrap
 from .yjs.doc import apply_validated
 from .yjs.parse import UpdateInfo
 
@@ -30,8 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Shard", "ShardHost", "ROOT"]
 
-#: Name of the root map in the pycrdt Doc that the dict-like shard API reads and writes.
-ROOT = "root"
+# ROOT (from .containers): the root map in the pycrdt Doc that the dict-like API uses.
 
 DeltaHook = Callable[["Shard", bytes, "str | None"], None]
 
@@ -53,7 +54,21 @@ class ShardHost(Protocol):
         :class:`~crdtsync.errors.ReplicationTimeout` otherwise."""
 
 
-class Shard(MapView):
+#: Methods the agent, its registry and the gossip core call on a shard, not agent code: kept
+#: callable under their names, but left out of ``dir(Shard)`` and so of ``help(Shard)``.
+_INTERNAL = frozenset(
+    {"apply_remote", "capture", "mark_durable", "mark_dirty", "durable_state", "close", "__weakref__"}
+)
+
+
+class _ShardType(type(MapView)):  # type: ignore[misc]
+    """Metaclass of :class:`Shard`: hides :data:`_INTERNAL` from ``dir()`` (``help()``)."""
+
+    def __dir__(cls) -> list[str]:
+        return [name for name in super().__dir__() if name not in _INTERNAL]
+
+
+class Shard(MapView, metaclass=_ShardType):
     """A named, durable, replicated document that reads and writes like a ``dict``.
 
     ``shard["key"] = value`` stores any supported value (see :mod:`crdtsync.values`); nested
@@ -64,7 +79,7 @@ class Shard(MapView):
     __slots__ = (
         "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
         "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_host", "_digest",
-        "_backlog", "__weakref__",
+        "_backlog", "_agent", "__weakref__",
     )
 
     def __init__(
@@ -76,8 +91,10 @@ class Shard(MapView):
         notify: Callable[[], None],
         on_delta: DeltaHook | None = None,
         host: ShardHost | None = None,
+        agent: str | None = None,
     ) -> None:
         self.name = name
+        self._agent = agent
         self._doc = doc
         self._store = store
         self._notify = notify
@@ -104,8 +121,96 @@ class Shard(MapView):
         return self._doc
 
     def snapshot(self) -> dict[str, Any]:
-        """A plain, detached copy of the shard's current (converged) state."""
-        return self.to_py()
+        """A plain, detached copy of the shard's current state: its keys, and its non-empty
+        named containers (:meth:`map`, :meth:`list`, :meth:`text`, :meth:`counter`)."""
+        return plain_state(self._doc)
+
+    def to_py(self) -> dict[str, Any]:
+        """Same as :meth:`snapshot`."""
+        return plain_state(self._doc)
+
+    # -- containers that merge by name (see crdtsync.containers) -----------------------------
+
+    def map(self, key: str) -> MapView:
+        """The map named ``key``, created on first use. Unlike ``shard[key] = {}``, maps that
+        several agents create concurrently under one name are one map: every entry survives.
+        ``shard[key]`` reads it too (unless the shard also has a plain key ``key``)."""
+        return MapView(self._named("map", key))
+
+    def list(self, key: str) -> ListView:
+        """The list named ``key``, created on first use; concurrent creations merge (their
+        elements interleave in one converged order)."""
+        return ListView(self._named("list", key))
+
+    def text(self, key: str) -> pycrdt.Text:
+        """The ``pycrdt.Text`` named ``key``, created on first use: the type for streaming
+        text (``answer += token`` appends a few bytes; rewriting a ``str`` per token stores
+        the whole string each time)."""
+        return self._named("text", key)  # type: ignore[no-any-return]
+
+    def counter(self, key: str) -> Counter:
+        """The counter named ``key``: ``increment(n)`` / ``decrement(n)`` from any number of
+        agents, and ``value`` converges to the sum of all of them (see
+        :class:`~crdtsync.containers.Counter`)."""
+        slot = f"{self._agent or 'local'}/{self._doc.client_id}"
+        return Counter(self._named("counter", key), slot)
+
+    def _named(self, kind: str, key: str) -> Any:
+        from .containers import KINDS
+
+        name = root_name(kind, key)
+        if name not in self._doc.keys():  # noqa: SIM118 (Doc has no __contains__ in its types)
+            self._check_open()
+        return self._doc.get(name, type=KINDS[kind])
+
+    def _named_value(self, key: str) -> Any:
+        for kind, k, crdt in named_containers(self._doc):
+            if k == key and len(crdt) > 0:
+                return Counter(crdt, f"{self._agent or 'local'}/{self._doc.client_id}") if kind == "counter" else wrap(crdt)
+        raise KeyError(key)
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            return self._named_value(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._check_open()
+        if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
+            return  # ``shard[key] += n`` on a counter: already counted
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._check_open()
+        super().__delitem__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._snapshot_keys())
+
+    def __len__(self) -> int:
+        return len(self._snapshot_keys())
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if key in self.crdt:
+            return True
+        try:
+            self._named_value(key)
+        except KeyError:
+            return False
+        return True
+
+    def _snapshot_keys(self) -> builtins.list[str]:
+        # The top-level keys snapshot() shows, in its order (without copying values).
+        keys = [str(k) for k in self.crdt.keys()]  # noqa: SIM118 (a pycrdt.Map)
+        seen = set(keys)
+        for _kind, key, crdt in named_containers(self._doc):
+            if key not in seen and len(crdt) > 0:
+                keys.append(key)
+                seen.add(key)
+        return keys
 
     def stats(self) -> ShardStats:
         """Sizes and counts of the shard's durable log and snapshot."""
@@ -150,20 +255,48 @@ class Shard(MapView):
     async def changes(self) -> AsyncIterator[Change]:
         """Yield a :class:`~crdtsync.changes.Change` for every change from now on, local or remote.
 
-        Iteration ends when the shard's agent closes.
+        Iteration ends when the shard's agent closes. Do not wrap ``__anext__`` of this
+        generator in ``asyncio.wait_for``: a timeout cancels the generator and ends it for
+        good (that is how Python async generators work). To wait with a timeout, use
+        :meth:`subscribe` (``await sub.get(timeout=1.0)`` returns None on timeout and keeps
+        the subscription), or :meth:`on_change` for a callback.
         """
+        sub = self.subscribe()
+        try:
+            while True:
+                change = await sub.get()
+                if change is None:
+                    return
+                yield change
+        finally:
+            sub.close()
+
+    def subscribe(self) -> Subscription:
+        """A :class:`~crdtsync.changes.Subscription` to every change from now on: ``await
+        sub.get(timeout=...)`` (None on timeout, the subscription lives on), ``async for``,
+        ``sub.close()``. Use it as a context manager to close it."""
         self._check_open()
+        self._listen_start()
+        return self._feed.subscribe(on_close=self._listen_stop)
+
+    def on_change(self, callback: Callable[[Change], object]) -> Callable[[], None]:
+        """Call ``callback(change)`` synchronously after every change, local or remote;
+        returns a function that stops the calls. Exceptions of the callback are logged and
+        do not stop the change (it is already applied and persisted)."""
+        self._check_open()
+        self._listen_start()
+        return self._feed.add_callback(callback, on_close=self._listen_stop)
+
+    def _listen_start(self) -> None:
         self._listeners += 1
         if self._deep_sub is None:
             self._deep_sub = self.crdt.observe_deep(self._feed.collect)
-        try:
-            async for change in self._feed.listen():
-                yield change
-        finally:
-            self._listeners -= 1
-            if self._listeners == 0 and self._deep_sub is not None and not self._closed:
-                self.crdt.unobserve(self._deep_sub)
-                self._deep_sub = None
+
+    def _listen_stop(self) -> None:
+        self._listeners -= 1
+        if self._listeners == 0 and self._deep_sub is not None and not self._closed:
+            self.crdt.unobserve(self._deep_sub)
+            self._deep_sub = None
 
     # -- the one update path -----------------------------------------------------------------
 
@@ -259,6 +392,7 @@ class Shard(MapView):
     def close(self) -> None:
         """Stop persisting and end change iteration (the agent calls this on close)."""
         self._closed = True
+        mark_closed(self._doc)
         self._feed.close()
 
     def _check_open(self) -> None:

@@ -262,6 +262,7 @@ class Store:
         sync: bool = True,
         compact_min_log_count: int = DEFAULT_COMPACT_MIN_LOG_COUNT,
         compact_log_ratio: float = DEFAULT_COMPACT_LOG_RATIO,
+        readonly: bool = False,
     ) -> None:
         if map_size <= 0 or max_map_size < map_size:
             raise UsageError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
@@ -277,8 +278,11 @@ class Store:
         self._gate = _Gate()
         self._closed = False
         self._lock_fd = -1
-        self._dir.mkdir(parents=True, exist_ok=True)
         self._real = os.path.realpath(self._dir)
+        if readonly:
+            self._open_readonly()
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
         self._acquire_dir_lock()
         try:
             self._open_env(map_size)
@@ -316,6 +320,42 @@ class Store:
             os.write(fd, f"{os.getpid()}\n".encode())
             self._lock_fd = fd
             _open_dirs.add(self._real)
+
+    @classmethod
+    def open_readonly(cls, data_dir: str | os.PathLike[str]) -> Store:
+        """Open ``data_dir`` for reading only, beside the agent that may hold it: no directory
+        lock is taken (LMDB serves any number of reader processes next to its one writer),
+        and every write raises :class:`~crdtsync.errors.StoreError`. For inspection tools;
+        do not open a directory this way in the process that holds it.
+
+        Raises:
+            StoreError: no store there, or one of another format version.
+        """
+        return cls(data_dir, readonly=True)
+
+    def _open_readonly(self) -> None:
+        if not (self._dir / "data.mdb").exists():
+            raise StoreError(f"no crdtsync store in {str(self._dir)!r}")
+        with _translate(f"cannot open the LMDB store in {str(self._dir)!r} read-only"):
+            self._env = lmdb.open(
+                str(self._dir), subdir=True, max_dbs=8, readonly=True, lock=True, max_spare_txns=0
+            )
+            try:
+                self._log = self._env.open_db(b"log", create=False)
+                self._snap = self._env.open_db(b"snap", create=False)
+                self._meta = self._env.open_db(b"meta", create=False)
+                self._stats = self._env.open_db(b"stats", create=False)
+                self._info = self._env.open_db(b"info", create=False)
+                with self._env.begin() as txn:
+                    fmt = txn.get(b"format", db=self._info)
+                if fmt != _FORMAT:
+                    raise StoreError(
+                        f"{str(self._dir)!r} holds store format {fmt!r}, this version reads "
+                        f"{_FORMAT!r} (open it once with an agent to upgrade it)"
+                    )
+            except BaseException:
+                self._env.close()
+                raise
 
     def _release_dir_lock(self) -> None:
         with _open_dirs_lock:

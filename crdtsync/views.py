@@ -8,15 +8,92 @@ own: two views of the same container always agree.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
 from typing import Any, overload
 
 import pycrdt
 
-from .errors import UnsupportedValue
+from .errors import ClosedError, LostUpdate, UnsupportedValue
 from .values import decode_leaf, encode_value, to_plain
 
-__all__ = ["MapView", "ListView", "wrap"]
+__all__ = ["MapView", "ListView", "wrap", "LostUpdate", "mark_closed"]
+
+#: Documents of closed shards: every view refuses to write to them, before changing anything.
+_CLOSED: weakref.WeakSet[pycrdt.Doc] = weakref.WeakSet()
+
+
+def mark_closed(doc: pycrdt.Doc) -> None:
+    """Make every view of ``doc`` refuse writes with :class:`ClosedError` (the shard closed)."""
+    _CLOSED.add(doc)
+
+
+def _writable(crdt: Any) -> None:
+    doc = crdt.doc
+    if doc is not None and doc in _CLOSED:
+        raise ClosedError("the shard is closed; nothing was written")
+
+
+_LIVE = (pycrdt.Text, pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)
+
+
+class _ReadNumber:
+    """Mixin of the numbers a map view returns: arithmetic on them remembers the key read."""
+
+    __slots__ = ()
+    _source: tuple[int, str]
+
+    def _derive(self, result: Any) -> Any:
+        if isinstance(result, bool) or not isinstance(result, (int, float)):
+            return result
+        derived = (_DerivedInt if isinstance(result, int) else _DerivedFloat)(result)
+        derived._source = self._source
+        return derived
+
+    def __add__(self, other: Any) -> Any:
+        return self._derive(super().__add__(other))  # type: ignore[misc]
+
+    def __radd__(self, other: Any) -> Any:
+        return self._derive(super().__radd__(other))  # type: ignore[misc]
+
+    def __sub__(self, other: Any) -> Any:
+        return self._derive(super().__sub__(other))  # type: ignore[misc]
+
+
+class _DerivedInt(_ReadNumber, int):
+    pass
+
+
+class _DerivedFloat(_ReadNumber, float):
+    pass
+
+
+def _read_number(value: Any, crdt: Any, key: str) -> Any:
+    """``value`` marked as read from ``crdt[key]`` when it is a number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    marked = (_DerivedInt if isinstance(value, int) else _DerivedFloat)(value)
+    marked._source = _source_of(crdt, key)
+    return marked
+
+
+def _source_of(crdt: Any, key: str) -> tuple[int, str]:
+    # pycrdt hands out a new wrapper per access, so the document and the key identify
+    # "where the number was read"; a false match (same key in another map of the same
+    # shard) only refuses a write, never loses one.
+    return (id(crdt.doc), key)
+
+
+def _same_live(current: Any, value: Any) -> bool:
+    """Whether ``value`` is the live container already stored as ``current`` (``+=`` on a
+    Text, a ListView...: the in-place operator already wrote; the assignment must not)."""
+    if isinstance(value, (MapView, ListView)):
+        value = value.crdt
+    if not isinstance(value, (pycrdt.Map, pycrdt.Array, *_LIVE)) or not value.is_integrated:
+        return False
+    if type(current) is not type(value) or current.doc is not value.doc:
+        return False
+    return bool(to_plain(current) == to_plain(value))
 
 
 def wrap(value: Any) -> Any:
@@ -43,14 +120,32 @@ class MapView(MutableMapping[str, Any]):
         self.crdt = crdt  #: the underlying ``pycrdt.Map``
 
     def __getitem__(self, key: str) -> Any:
-        return wrap(self.crdt[key])
+        return _read_number(wrap(self.crdt[key]), self.crdt, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise UnsupportedValue(f"map keys must be str, not {type(key).__name__}")
+        _writable(self.crdt)
+        if isinstance(value, _ReadNumber) and value._source == _source_of(self.crdt, key):
+            raise LostUpdate(
+                f"{key!r}: a read-modify-write of a stored number (like view[{key!r}] += 1) "
+                "loses concurrent increments of other agents; nothing was written. Use "
+                f"shard.counter({key!r}).increment(n), or view[{key!r}] = int(view[{key!r}]) + n "
+                "if last-writer-wins is what you mean"
+            )
+        if key in self.crdt and _same_live(self.crdt[key], value):
+            return  # ``view[key] += ...`` on a Text or list: already appended in place
         self.crdt[key] = encode_value(value, repr(key))
 
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``self[key]`` if present, else store ``default`` and return it *live* (a dict or
+        list comes back as the view of the stored container, so appending to it sticks)."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
     def __delitem__(self, key: str) -> None:
+        _writable(self.crdt)
         if key not in self.crdt:
             raise KeyError(key)
         del self.crdt[key]
@@ -72,6 +167,7 @@ class MapView(MutableMapping[str, Any]):
             if not isinstance(key, str):
                 raise UnsupportedValue(f"map keys must be str, not {type(key).__name__}")
             encoded[key] = encode_value(value, repr(key))
+        _writable(self.crdt)
         with _transaction(self.crdt):
             for key, value in encoded.items():
                 self.crdt[key] = value
@@ -115,11 +211,13 @@ class ListView(MutableSequence[Any]):
             raise TypeError("slice assignment is not supported; use del and insert")
         i = self._index(index)
         encoded = encode_value(value, f"[{i}]")
+        _writable(self.crdt)
         with _transaction(self.crdt):
             del self.crdt[i]
             self.crdt.insert(i, encoded)
 
     def __delitem__(self, index: int | slice) -> None:  # type: ignore[override]
+        _writable(self.crdt)
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self.crdt))
             if step != 1:
@@ -135,14 +233,19 @@ class ListView(MutableSequence[Any]):
     def insert(self, index: int, value: Any) -> None:
         n = len(self.crdt)
         index = max(0, min(n, index + n if index < 0 else index))
-        self.crdt.insert(index, encode_value(value, f"[{index}]"))
+        encoded = encode_value(value, f"[{index}]")
+        _writable(self.crdt)
+        self.crdt.insert(index, encoded)
 
     def append(self, value: Any) -> None:
-        self.crdt.append(encode_value(value, f"[{len(self.crdt)}]"))
+        encoded = encode_value(value, f"[{len(self.crdt)}]")
+        _writable(self.crdt)
+        self.crdt.append(encoded)
 
     def extend(self, values: Iterable[Any]) -> None:
         """Append several values in one transaction, validating all of them first."""
         encoded = [encode_value(v, f"[+{i}]") for i, v in enumerate(values)]
+        _writable(self.crdt)
         with _transaction(self.crdt):
             for item in encoded:
                 self.crdt.append(item)

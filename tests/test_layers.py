@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
     ("crdtsync.views", 4),
     ("crdtsync.changes", 4),
+    ("crdtsync.containers", 4),  # named containers and counters (issue 16)
     ("crdtsync.shard", 4),
     ("crdtsync._registry", 4),
     ("crdtsync.readcache", 4),
@@ -74,6 +75,8 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.agent", 5),
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
+    ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)
+    ("crdtsync.lifecycle", 5),  # SIGTERM helpers for an agent (issue 16)
     ("crdtsync._hub", 5),  # in-process transport for real agents (crdtsync.testing.LocalHub)
     # 6: composition root, command line and dev tools
     ("crdtsync._compose", 6),  # wires the default transport into the agent

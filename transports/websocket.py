@@ -91,7 +91,7 @@ import math
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
@@ -317,6 +317,18 @@ class WebsocketTransport:
         self._closed = asyncio.Event()
         self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
         self._yjs: YjsDoor | None = None
+        self._seed_state: dict[str, str] = {}  # seed address -> "dialling" | "connected" | "unreachable: ..."
+
+    def watch_seeds(self, addresses: Iterable[str]) -> None:
+        """Track dials of these seed addresses: the first failure of each is logged as a
+        WARNING (later ones at INFO), and :meth:`seed_status` reports them."""
+        for address in addresses:
+            self._seed_state.setdefault(address, "dialling")
+
+    def seed_status(self) -> dict[str, str]:
+        """Per seed address: ``"dialling"``, ``"connected"`` or ``"unreachable: <error>"``
+        (the last dial's outcome; dials are retried with backoff)."""
+        return dict(self._seed_state)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -589,7 +601,16 @@ class WebsocketTransport:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # OSError, InvalidURI, InvalidHandshake, TimeoutError, ...
-            logger.info("%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc)
+            state = self._seed_state.get(address)
+            if state is not None and not state.startswith("unreachable"):
+                logger.warning(
+                    "%s: seed peer %s is unreachable: %s: %s (retrying with backoff; "
+                    "agent.seeds shows its state)", self.core.name, address, type(exc).__name__, exc
+                )
+            else:
+                logger.info("%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc)
+            if state is not None:
+                self._seed_state[address] = f"unreachable: {type(exc).__name__}: {exc}"
             try:
                 self.core.dial_failed(address, self._clock())
             except Exception:
@@ -600,6 +621,10 @@ class WebsocketTransport:
             task = asyncio.current_task()
             if task is not None:
                 self._connecting.discard(task)
+        if address in self._seed_state:
+            if self._seed_state[address].startswith("unreachable"):
+                logger.info("%s: seed peer %s reached", self.core.name, address)
+            self._seed_state[address] = "connected"
         link = _Link(ws, outbound=True, dialled=address)
         if self._closing:
             self._links.add(link)  # so that close() waits for it

@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -119,30 +120,74 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--peer", default=None, metavar="URL", help="Inspect the running mesh this agent is in instead.")
 @click.option("--mesh", default="default", show_default=True, help="Mesh name (with --peer).")
-@click.option("--prefix", default="", help="Only shards named PREFIX... (with --peer).")
+@click.option("--prefix", default="", help="Only shards named PREFIX...")
 @click.option("--replication-factor", "r", default=None, type=int,
               help="Also show each shard's expected placement holders (with --peer).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --peer).")
-def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:
-    """List the shards in DATA_DIR's store with sizes, update counts and last compaction;
-    or, with --peer, per agent and per shard of a running mesh, its holders and sizes."""
+@click.option("--dump", "dump", default=None, metavar="SHARD",
+              help="Print the contents of SHARD (from DATA_DIR) as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: int | None,
+            dump: str | None, as_json: bool) -> None:
+    """List the shards in DATA_DIR's store with sizes, update counts and last compaction
+    (read-only: works beside the running agent that holds DATA_DIR); --dump SHARD prints one
+    shard's contents. With --peer: per agent and per shard of a running mesh, its holders
+    and sizes."""
     if peer is not None:
         _inspect_mesh(peer, mesh, prefix, r, as_json)
         return
     if data_dir is None:
         raise click.UsageError("give a DATA_DIR or --peer URL")
+    import json
+
+    from ..errors import CrdtSyncError
     from ..store import Store
 
-    with Store(data_dir) as store:  # type: ignore[attr-defined]
-        table = Table("shard", "log updates", "log bytes", "snapshot bytes", "updates ever",
-                      "last compaction", title=str(data_dir))
-        for name in store.shard_names():
-            s = store.stats(name)
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.last_compaction)) \
-                if s.last_compaction else "never"
-            table.add_row(name, str(s.log_count), str(s.log_bytes), str(s.snapshot_bytes),
-                          str(s.total_updates), when)
+    try:
+        with Store.open_readonly(data_dir) as store:
+            if dump is not None:
+                click.echo(json.dumps(_dump(store, dump), indent=2, sort_keys=True, default=_jsonable))
+                return
+            rows: list[dict[str, Any]] = []
+            for name in store.shard_names():
+                if not name.startswith(prefix):
+                    continue
+                s = store.stats(name)
+                rows.append({"shard": name, "log_updates": s.log_count, "log_bytes": s.log_bytes,
+                             "snapshot_bytes": s.snapshot_bytes, "updates_ever": s.total_updates,
+                             "last_compaction": s.last_compaction})
+    except CrdtSyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("shard", "log updates", "log bytes", "snapshot bytes", "updates ever",
+                  "last compaction", title=str(data_dir))
+    # Full shard names: the name column never wraps or ends in an ellipsis (the numbers do).
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max((len(str(row["shard"])) for row in rows), default=5)
+    for row in rows:
+        ts = row["last_compaction"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "never"
+        table.add_row(str(row["shard"]), str(row["log_updates"]), str(row["log_bytes"]),
+                      str(row["snapshot_bytes"]), str(row["updates_ever"]), when)
     _console.print(table)
+
+
+def _dump(store: object, name: str) -> object:
+    from ..containers import plain_state
+    from ..errors import ShardNotFound
+    from ..shard import load_doc
+
+    loaded = store.load(name)  # type: ignore[attr-defined]
+    if loaded is None:
+        raise ShardNotFound(f"no shard {name!r} in this store")
+    return plain_state(load_doc(loaded.snapshot, loaded.log, name, trusted=loaded.verified))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"bytes_hex": value.hex()}
+    return repr(value)
 
 
 def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:
