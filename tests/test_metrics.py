@@ -17,13 +17,14 @@ async def test_sampled_figures_without_http(tmp_path: Path) -> None:
         figures = agent.metrics()
         assert figures["agent"] == "a" and figures["connections"] == 0 and figures["peers"] == {}
         shard = figures["shards"]["board"]
-        assert shard["updates"] == 5 and shard["keys"] == 5 and shard["bytes"] > 0
-        assert shard["holders"] == ["a"] and shard["log_updates"] == 5
+        # 5 writes + the value-format marker a new shard records (crdtsync.values.MARKER)
+        assert shard["updates"] == 6 and shard["keys"] == 5 and shard["bytes"] > 0
+        assert shard["holders"] == ["a"] and shard["log_updates"] == 6
         assert figures["store"]["file_bytes"] > 0 and figures["store"]["map_bytes"] >= 64 << 20
         assert figures["wired"] == []  # no hook called yet: event-fed figures are honest zeros
         text, ctype = render_prometheus(agent)
         assert ctype.startswith("text/plain")
-        assert b'crdtsync_shard_updates_total{shard="board"} 5.0' in text
+        assert b'crdtsync_shard_updates_total{shard="board"} 6.0' in text
         assert b"crdtsync_open_connections 0.0" in text
 
 
