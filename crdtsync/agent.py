@@ -227,8 +227,13 @@ class Agent:
     @property
     def counters(self) -> dict[str, int]:
         """Security counters of the gossip door (``auth_ok``, ``auth_failed``,
-        ``auth_failed.<close code>``); empty without gossip."""
-        return dict(getattr(self._transport, "counters", {}))
+        ``auth_failed.<close code>``) and of the core's gate (``forbidden``,
+        ``forbidden.<message type>``, ``restricted``, ``unsent``, ``unverified_acks``,
+        ``refused_members``: :attr:`GossipCore.security_counters`); empty without gossip."""
+        out = dict(getattr(self._transport, "counters", {}))
+        if self._core is not None:
+            out.update(self._core.security_counters)  # permissions and signed records
+        return out
 
     @property
     def peers(self) -> tuple[PeerStatus, ...]:

@@ -123,6 +123,7 @@ class Push:
     forward: bool = False
     hint: bytes | None = None
     relay: bool = False
+    durable_signature: bytes | None = None  # the sender's signature of ``durable`` (credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +200,17 @@ class DiffChunk:
 
 @dataclass(frozen=True, slots=True)
 class ShardState:
-    """The (state vector, delete set) a peer holds of one shard."""
+    """The (state vector, delete set) a peer holds of one shard.
+
+    ``signature``: with credentials, the holder's Ed25519 signature over this state
+    (:func:`crdtsync.security.records.sign_ack`), so that a relay can pass it on but not make
+    it up; None in meshes without credentials (and then not on the wire).
+    """
 
     shard: str
     state_vector: bytes
     delete_set: bytes
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +252,16 @@ class PeerEntry:
             equal incarnations "dead" wins over "alive" (as in SWIM), so an agent wrongly
             reported dead refutes it by raising its incarnation.
         alive: False reports the agent dead (it was unreachable for the suspect timeout).
+        signature: with credentials, the named agent's signature over (address,
+            incarnation) (:func:`crdtsync.security.records.sign_announcement`); None without
+            credentials (and then not on the wire).
     """
 
     name: str
     address: str | None
     incarnation: int
     alive: bool = True
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ from ._yjs import EMPTY_STATE_VECTOR
 from .components import build
 from .config import GossipConfig
 from .effects import Effects, PeerStatus
+from .gate import Gate, sign_outgoing
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
@@ -176,6 +177,46 @@ class GossipCore:
                     raise UsageError(f"two handlers for {kind.__name__}")
                 self._dispatch[kind] = _route(service)
             service.bind(view)
+        self._security: dict[str, int] = {}
+        #: The reason of the last message dropped or cut at the receive boundary, and how
+        #: many were (a driver logs one line per refusal).
+        self.last_refusal = ""
+        self.refusals = 0
+
+    def secure(self, gate: Gate) -> None:
+        """Enforce permissions and signed records through ``gate`` (see
+        :mod:`crdtsync.gossip.gate`); call once, before the first connection. Drivers with
+        credentials do; without it the core trusts every peer, as in an unauthenticated mesh."""
+        if self._conns:
+            raise UsageError("secure() after the first connection")
+        self._ctx.gate = gate
+        members = self._p.members
+        members.verify = lambda e: gate.verify_announcement(
+            e.name, e.address, e.incarnation, e.signature
+        )
+
+    @property
+    def security_counters(self) -> dict[str, int]:
+        """Security events with credentials (see :meth:`secure`): ``forbidden`` (messages
+        dropped at the receive boundary) and ``forbidden.<Type>``, ``restricted`` (handled in
+        part), ``unsent`` (outgoing messages cut: the peer may not read them, or we may not
+        write the shard), ``unverified_acks`` (relayed acks without a valid signature),
+        ``refused_members`` (membership entries forged, unsigned or beyond
+        ``MAX_INCARNATION``)."""
+        out = dict(self._security)
+        if self._p.acks.unverified:
+            out["unverified_acks"] = self._p.acks.unverified
+        if self._p.members.refused:
+            out["refused_members"] = self._p.members.refused
+        return out
+
+    @property
+    def gate(self) -> Gate | None:
+        """The security gate, or None without credentials."""
+        return self._ctx.gate
+
+    def _count(self, key: str) -> None:
+        self._security[key] = self._security.get(key, 0) + 1
 
     @property
     def address(self) -> str | None:
@@ -219,13 +260,18 @@ class GossipCore:
             instance=self._instance,
         )
 
-    def connection_made(self, hello: Message, now: float, *, outbound: bool) -> str:
+    def connection_made(
+        self, hello: Message, now: float, *, outbound: bool, identity: object = None
+    ) -> str:
         """Accept a peer's handshake; return its name, the key for every later call.
 
         Args:
             hello: the first message received on the connection.
             now: the driver's clock.
             outbound: whether this agent dialled the connection (it came from :meth:`dials`).
+            identity: the peer as the driver authenticated it (with credentials; the driver
+                has checked that ``hello.name`` is its name). Every message it sends then goes
+                through the security gate (:meth:`secure`). None: no credentials.
 
         Raises:
             ProtocolError: ``BAD_HANDSHAKE`` (not a Hello), ``PROTOCOL_VERSION``,
@@ -249,6 +295,9 @@ class GossipCore:
         except ProtocolError:
             self._p.dialer.refused(hello.address)
             raise
+        conn.identity = identity
+        if identity is not None and self._ctx.gate is not None:
+            self._ctx.gate.learn(identity)
         self._p.dialer.connected(peer, hello.address)
 
         self._p.members.hello(peer, hello.address, hello.incarnation, now)
@@ -321,6 +370,20 @@ class GossipCore:
             raise ProtocolError(
                 f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
             )
+        gate = self._ctx.gate
+        if gate is not None and conn.identity is not None:
+            # The receive boundary: a message the peer may not make us handle is dropped and
+            # counted, not answered with a close (see gate.py for why).
+            allowed, reason = gate.check(conn.identity, msg)
+            if allowed is None:
+                self._count("forbidden")
+                self._count(f"forbidden.{type(msg).__name__}")
+                self.last_refusal, self.refusals = reason, self.refusals + 1
+                return
+            if allowed is not msg:
+                self._count("restricted")
+                self.last_refusal, self.refusals = reason, self.refusals + 1
+                msg = allowed
         handler(conn, msg, now)
 
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
@@ -410,7 +473,25 @@ class GossipCore:
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
         out, self._ctx.outbox = self._ctx.outbox, []
-        return out
+        gate = self._ctx.gate
+        if gate is None:
+            return out
+        kept = []
+        for peer, msg in out:
+            conn = self._conns.get(peer)
+            signed = sign_outgoing(gate, self.name, msg)
+            if signed is None:  # a write of a shard we may not write: the peer would drop it
+                self._count("unsent")
+                continue
+            msg = signed
+            if conn is not None and conn.identity is not None:
+                cut = gate.outgoing(conn.identity, msg)
+                if cut is None:
+                    self._count("unsent")
+                    continue
+                msg = cut
+            kept.append((peer, msg))
+        return kept
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
