@@ -45,6 +45,7 @@ from crdtsync.messages import (
 )
 from crdtsync.security.ca import agent_paths
 from crdtsync.security.credentials import Credentials
+from crdtsync.yjs.state import decode_state_vector, encode_delete_set
 
 CFG = GossipConfig(push_interval=0.02, backoff_base=0.05, backoff_max=0.5, dial_grace=0.2,
                    anti_entropy_interval=0.3)
@@ -376,3 +377,33 @@ def test_signatures_are_optional_on_the_wire() -> None:
 
     with pytest.raises(ProtocolError):  # a signature longer than Ed25519's is malformed
         wire.decode(wire.encode(PeerList((PeerEntry("beta", None, 3, True, b"u" * 65),))))
+
+
+# -- deletes ---------------------------------------------------------------------------------
+
+
+def _delete_only(client: int, clock: int, length: int) -> bytes:
+    """A Yjs v1 update without structs whose delete set is one range of ``client``."""
+    return b"\x00" + encode_delete_set({client: [(clock, length)]})
+
+
+async def test_a_writer_cannot_mute_a_replica_by_deleting_its_future_clocks(pair: Pair) -> None:
+    """The mute: a delete range over the victim's own client id beyond its clock would make its
+    next writes vanish on arrival. Refused by the victim (no honest peer can delete an item of
+    ours we have not made); deletes over other clients' future clocks (honest out-of-order
+    deletes) still pass."""
+    a = await pair.alpha.shard(TASK)
+    client = a.doc.client_id
+    own = decode_state_vector(a.doc.get_state()).get(client, 0)
+    raw = await _raw(pair, "mallory")  # a full member: it may write tasks/a
+    await raw.send(Push(TASK, (_delete_only(12345, 0, 50),)))  # someone else's future: allowed
+    await _settle()
+    assert raw.close_code is None
+    await raw.send(Push(TASK, (_delete_only(client, own, 1_000_000),), seq=2))
+    await _until(lambda: raw.close_code is not None)
+    assert raw.close_code == CloseCode.INVALID_UPDATE
+    a["after-mute"] = "visible"  # alpha's next write is not muted, here or on beta
+    b = await pair.beta.shard(TASK)
+    await _until(lambda: b.snapshot().get("after-mute") == "visible")
+    assert a.snapshot().get("after-mute") == "visible"
+    await pair.still_replicating("after-mute")
