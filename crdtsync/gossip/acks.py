@@ -326,7 +326,10 @@ class Acks:
         :attr:`GossipConfig.ack_relay_interval` per hop.
         """
         out = []
+        gate = self._ctx.gate
         for peer in sorted(self.acked):
+            if gate is not None and not gate.counts_as_replica(peer, shard):
+                continue  # with credentials: certified agents that may write it (gate.py)
             st = self.acked[peer].get(shard)
             if st is not None and _yjs.covers(
                 st.state_vector, st.delete_set, state_vector, delete_set

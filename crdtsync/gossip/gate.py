@@ -69,6 +69,17 @@ class Gate(Protocol):
         """Whether this agent itself may change ``shard`` (others accept its writes)."""
         ...
 
+    def counts_as_replica(self, agent: str, shard: str) -> bool:
+        """Whether ``agent``'s ack of ``shard`` counts towards ``replicated()`` and a
+        placement hand-off: only an agent known here by its certificate that may write the
+        shard (a read-only holder could never give the data back: its Diffs are refused)."""
+        ...
+
+    def may_relay(self, identity: object, shards: list[str]) -> bool:
+        """Whether the peer ``identity`` may write every one of ``shards`` (so it may be the
+        rotating relay: receivers treat relayed deltas as the relay's own writes)."""
+        ...
+
     def learn(self, identity: object) -> None:
         """A peer authenticated as ``identity`` connected: remember its key (for records)."""
         ...

@@ -188,12 +188,28 @@ class Relay:
 
     def relay_of(self, k: int) -> str | None:
         conns = self._ctx.links
-        return relay_of(
-            self._order(),
-            k,
-            self._ctx.name,
-            lambda n: n in conns and not conns[n].closing,
-        )
+        gate = self._ctx.gate
+        if gate is None:
+            return relay_of(
+                self._order(),
+                k,
+                self._ctx.name,
+                lambda n: n in conns and not conns[n].closing,
+            )
+        # With credentials, an agent that may not write every shard held here cannot be the
+        # relay: its broadcasts of others' deltas would be refused by the receivers. Every
+        # agent skips it alike (its identity is known: the relay needs direct links), itself
+        # included, so the next one in rank order stands in.
+        shards = self._ctx.shard_names()
+        me_ok = all(gate.may_write(s) for s in shards)
+
+        def eligible(n: str) -> bool:
+            if n == self._ctx.name:
+                return me_ok
+            c = conns.get(n)
+            return c is not None and not c.closing and gate.may_relay(c.identity, shards)
+
+        return relay_of(self._order(), k, "", eligible)
 
     def fully_connected(self) -> bool:
         """Whether we are connected to every live agent of our view (rotating relay)."""

@@ -63,6 +63,18 @@ class CredentialGate:
     def may_write(self, shard: str) -> bool:
         return self._own.may_write(shard)
 
+    def may_relay(self, identity: object, shards: list[str]) -> bool:
+        if identity is None:
+            return False
+        assert isinstance(identity, PeerIdentity)
+        return all(identity.permissions.may_write(s) for s in shards)
+
+    def counts_as_replica(self, agent: str, shard: str) -> bool:
+        if self._ring is None:
+            return True  # mesh secret: every member may write everything
+        identity = self._ring.identity(agent)
+        return identity is not None and identity.permissions.may_write(shard)
+
     # -- records
 
     def learn(self, identity: object) -> None:
