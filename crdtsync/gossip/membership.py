@@ -298,18 +298,19 @@ class Membership:
         """Fold one membership report into our view (SWIM incarnation rules).
 
         An incarnation of :data:`MAX_INCARNATION` or more is ignored. With credentials
-        (:attr:`verify`), an "alive" entry about another agent counts only with that agent's
-        signature, so nobody can announce an address or incarnation it never announced; a
+        (:attr:`verify`), an "alive" entry counts only with its agent's signature (about us:
+        ours, from an earlier run), so nobody can announce an address or incarnation it never announced; a
         report of death (which its subject cannot sign) still counts, without its address: it
         can only make us suspect the agent dead, which the agent refutes.
         """
         if e.incarnation >= MAX_INCARNATION:
             self.refused += 1
             return
-        if self.verify is not None and e.name != self.name:
+        if self.verify is not None:
             if not e.alive:
                 e = PeerEntry(e.name, None, e.incarnation, False)
-            elif not self.verify(e):
+            elif self._news(e) and not self.verify(e):
+                # (about us too: only our own earlier runs sign those)
                 self.refused += 1
                 return
         if e.name == self.name:
@@ -351,6 +352,17 @@ class Membership:
                 self.version += 1
             elif e.alive and e.signature is not None and e.address == m.address:
                 m.signature = e.signature  # its own signed entry (after its Hello)
+
+    def _news(self, e: PeerEntry) -> bool:
+        """Whether an alive entry could change our view (the others need no signature)."""
+        if e.name == self.name:
+            return e.incarnation > self.incarnation
+        m = self._members.get(e.name)
+        return (
+            m is None
+            or e.incarnation > m.incarnation
+            or (e.address is not None and e.address != m.address)
+        )
 
     # -- timers
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from ..errors import ProtocolError
 from ..messages import Message
 from .acl import Guard, PeerIdentity
+from .ca import load_certificate
 from .records import MAX_INCARNATION, sign_ack, sign_announcement
 
 if TYPE_CHECKING:
@@ -43,6 +46,14 @@ class CredentialGate:
         self._mesh = credentials.mesh
         self._key = credentials.identity().private_key if credentials.tls else None
         self._ring = credentials.keyring() if credentials.tls else None
+        if self._ring is not None and credentials.cert_path is not None:
+            # Our own key too: entries about us from an earlier run of ours are signed by it.
+            try:
+                self._ring.add_certificate(
+                    load_certificate(credentials.cert_path).public_bytes(Encoding.DER)
+                )
+            except ProtocolError:  # revoked or expired: the mesh will refuse us and say so
+                logger.warning("%s: our own certificate is not valid", self._name)
         self._acks: dict[tuple[str, bytes, bytes], bytes] = {}
 
     # -- permissions
