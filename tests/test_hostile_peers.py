@@ -408,3 +408,48 @@ async def test_a_writer_cannot_mute_a_replica_by_deleting_its_future_clocks(pair
     await _until(lambda: b.snapshot().get("after-mute") == "visible")
     assert a.snapshot().get("after-mute") == "visible"
     await pair.still_replicating("after-mute")
+
+
+# -- placement hand-off ----------------------------------------------------------------------
+
+
+async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Path, tmp_path: Path) -> None:
+    """R=2, alpha and beta hold the shard. A member announces two made-up agents whose names
+    outrank both holders, and relays acks "from" them copied from alpha's own durable state.
+    The holders offer the shard to them but count their acks only with valid signatures, so
+    neither holder drops its copy (issue 10: both deleted it from disk within 0.25 s)."""
+    from crdtsync.placement import holders
+
+    shard = "ledger"
+    ghosts = next(
+        (x, y) for i in range(200) for x, y in [(f"g{i}", f"h{i}")]
+        if set(holders(shard, ["alpha", "beta", x, y], 2)) == {x, y}
+    )
+    async with Agent("alpha", tmp_path / "alpha", listen="wss://127.0.0.1:0", gossip=CFG,
+                     replication_factor=2, credentials=Credentials.from_dir(keys, "alpha")) as alpha:
+        assert alpha.address is not None
+        async with Agent("beta", tmp_path / "beta", listen="wss://127.0.0.1:0", gossip=CFG,
+                         peers=[alpha.address], replication_factor=2,
+                         credentials=Credentials.from_dir(keys, "beta")) as beta:
+            s = await alpha.shard(shard)
+            s["balance"] = 100
+            await s.replicated(peers=1, timeout=5)
+            await _until(lambda: shard in beta.shard_names())
+            pair = Pair(alpha, beta, keys)
+            raw = await _raw(pair, "mallory")
+            core = pair.core
+            sv, ds = core.replicas.durable_state(shard)
+            await raw.send(PeerList(tuple(PeerEntry(g, f"wss://127.0.0.1:{9 + i}", 1, True)
+                                          for i, g in enumerate(ghosts))))
+            await asyncio.sleep(0.2)
+            assert set(ghosts) <= set(core.members())  # unknown agents: taken (see README)
+            forged = tuple(RelayedAck(g, ShardState(shard, sv, ds, b"\x03" * 64)) for g in ghosts)
+            for _ in range(5):
+                await raw.send(Ack((), forged))
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            assert not any(g in core.replicated(shard, sv, ds) for g in ghosts)
+            assert shard in alpha.shard_names() and shard in beta.shard_names()
+            assert core.sharding.drops == [] and beta.core.sharding.drops == []  # type: ignore[union-attr]
+            assert (await alpha.shard(shard)).snapshot() == {"balance": 100}
+            await raw.ws.close()
