@@ -50,6 +50,7 @@ __all__ = [
     "Offer",
     "ReadRequest",
     "ReadReply",
+    "Certificates",
 ]
 
 #: Version of the wire protocol; a Hello with any other version is refused.
@@ -346,8 +347,19 @@ class ReadReply:
     last: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """Agent certificates (DER) of the mesh, passed on so that every agent can verify the
+    signed acks and membership entries of agents it is not connected to. Sent only in meshes
+    with certificates; each is checked against the mesh CA (and its revocation list) by the
+    receiver, so a relay can pass them on but not make one up.
+    """
+
+    certificates: tuple[bytes, ...]
+
+
 #: Any protocol message.
 Message = (
     Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close | Holdings | Offer | ReadRequest | ReadReply
-    | DiffChunk
+    | DiffChunk | Certificates
 )

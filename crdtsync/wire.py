@@ -32,6 +32,7 @@ from .errors import CloseCode, ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -62,6 +63,8 @@ __all__ = [
     "MAX_REASON",
     "MAX_CHUNKS",
     "MAX_SIGNATURE",
+    "MAX_CERTIFICATE",
+    "MAX_CERTIFICATES",
     "TAGS",
 ]
 
@@ -79,6 +82,9 @@ MAX_REASON = 1024
 MAX_CHUNKS = 1 << 20
 #: Longest record signature accepted (an Ed25519 signature is 64 bytes).
 MAX_SIGNATURE = 64
+#: Longest agent certificate (DER) and most certificates in one Certificates message.
+MAX_CERTIFICATE = 8192
+MAX_CERTIFICATES = 4096
 _MAX_INT = 2**63 - 1
 
 #: Message type -> envelope tag. Tags are part of the protocol: never reuse or renumber one.
@@ -97,6 +103,7 @@ TAGS: dict[type, int] = {
     ReadRequest: 12,
     ReadReply: 13,
     DiffChunk: 14,
+    Certificates: 15,
 }
 
 
@@ -126,6 +133,8 @@ def _fields(msg: Message) -> list[Any]:
         return [[_signed([p.name, p.address, p.incarnation, p.alive], p.signature) for p in msg.peers], msg.full]
     if isinstance(msg, Close):
         return [int(msg.code), msg.reason]
+    if isinstance(msg, Certificates):
+        return [list(msg.certificates)]
     if isinstance(msg, Holdings):
         return [msg.version, list(msg.shards)]
     if isinstance(msg, Offer):
@@ -374,6 +383,14 @@ def _peer_list(f: tuple[Any, ...]) -> PeerList:
     return PeerList(peers=peers, full=_bool(f[1], "full"))
 
 
+def _certificates(f: tuple[Any, ...]) -> Certificates:
+    _array(f, "Certificates", 1)
+    certs = _array(f[0], "certificates")
+    if len(certs) > MAX_CERTIFICATES:
+        _bad(f"more than {MAX_CERTIFICATES} certificates")
+    return Certificates(tuple(_bytes(c, "certificate", 1, MAX_CERTIFICATE) for c in certs))
+
+
 def _close(f: tuple[Any, ...]) -> Close:
     _array(f, "Close", 2)
     code = _int(f[0], "close code", 1000, 4999)
@@ -440,6 +457,7 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
     12: _read_request,
     13: _read_reply,
     14: _diff_chunk,
+    15: _certificates,
 }
 
 

@@ -453,3 +453,33 @@ async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Pa
             assert core.sharding.drops == [] and beta.core.sharding.drops == []  # type: ignore[union-attr]
             assert (await alpha.shard(shard)).snapshot() == {"balance": 100}
             await raw.ws.close()
+
+
+# -- certificates passed on ------------------------------------------------------------------
+
+
+async def test_certificates_are_passed_on_and_forged_ones_refused(pair: Pair, tmp_path: Path) -> None:
+    """A new peer gets the certificates alpha knows (so it can verify records of agents it
+    never meets); certificates a peer passes on count only if the mesh CA issued them."""
+    from crdtsync.messages import Certificates
+
+    raw = await _raw(pair, "mallory")
+    await _until(lambda: bool(raw.received(Certificates)))
+    certs = raw.received(Certificates)[0].certificates
+    ring = Credentials.from_dir(pair.keys, "mallory").keyring()
+    assert sorted(ring.add_certificate(c).name for c in certs) == ["alpha", "beta", "mallory"]
+    other = tmp_path / "other"  # another mesh CA, with an agent named like a member
+    cli("keys", "init-mesh", "--dir", str(other), "--mesh", MESH)
+    cli("keys", "issue", "gamma", "--dir", str(other))
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    foreign = x509.load_pem_x509_certificate(agent_paths(other, "gamma")[0].read_bytes())
+    await raw.send(Certificates((foreign.public_bytes(Encoding.DER), b"\x30\x03garbage")))
+    await _settle()
+    gate = pair.core.gate
+    assert gate is not None
+    assert len(gate.certificates()) == 3  # alpha, beta, mallory: neither forged one taken
+    assert raw.close_code is None
+    await pair.still_replicating("after-certificates")
+    await raw.ws.close()

@@ -64,6 +64,12 @@ class NameGate:
     def learn(self, identity: object) -> None:
         pass
 
+    def certificates(self) -> tuple[bytes, ...]:
+        return ()
+
+    def learn_certificates(self, certificates: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        return ()
+
     def sign_ack(self, shard: str, sv: bytes, ds: bytes) -> bytes | None:
         return _sig(self.name, shard, sv, ds)
 

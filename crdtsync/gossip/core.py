@@ -61,6 +61,7 @@ from ..errors import (
 from ..messages import (
     PROTOCOL_VERSION,
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -169,6 +170,7 @@ class GossipCore:
             PeerList: self._on_peer_list,
             Close: self._on_close,
             Hello: self._on_hello_again,
+            Certificates: self._on_certificates,
         }
         view = _View(self)
         for service in self._services:
@@ -296,8 +298,12 @@ class GossipCore:
             self._p.dialer.refused(hello.address)
             raise
         conn.identity = identity
-        if identity is not None and self._ctx.gate is not None:
-            self._ctx.gate.learn(identity)
+        gate = self._ctx.gate
+        if identity is not None and gate is not None:
+            gate.learn(identity)
+            certificates = gate.certificates()
+            if certificates:  # so that it can verify the records of agents it never meets
+                self._ctx.send(peer, Certificates(certificates))
         self._p.dialer.connected(peer, hello.address)
 
         self._p.members.hello(peer, hello.address, hello.incarnation, now)
@@ -389,6 +395,18 @@ class GossipCore:
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
         for entry in msg.peers:
             self._p.members.merge(entry, conn.name, now)
+
+    def _on_certificates(self, conn: Link, msg: Certificates, now: float) -> None:
+        """Agent certificates passed on: those new here (verified by the gate) go on to the
+        other peers. Without a gate there is nothing to verify with: ignored."""
+        gate = self._ctx.gate
+        if gate is None:
+            return
+        new = gate.learn_certificates(msg.certificates)
+        if new:
+            for c in self._ctx.live_links():
+                if c is not conn and c.identity is not None:
+                    self._ctx.send(c.name, Certificates(new))
 
     def _on_close(self, conn: Link, msg: Close, now: float) -> None:
         """The peer is closing the connection (the driver reports it lost afterwards)."""

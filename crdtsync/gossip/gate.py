@@ -84,6 +84,15 @@ class Gate(Protocol):
         """A peer authenticated as ``identity`` connected: remember its key (for records)."""
         ...
 
+    def certificates(self) -> tuple[bytes, ...]:
+        """Every agent certificate known here (ours included), to pass on to a new peer."""
+        ...
+
+    def learn_certificates(self, certificates: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """Take the certificates that verify against the mesh CA; return those new here
+        (to pass on to the other peers: a flood that dies out where nothing is new)."""
+        ...
+
     def sign_ack(self, shard: str, state_vector: bytes, delete_set: bytes) -> bytes | None:
         """Our signature over "this agent holds this durable state" (None: we cannot sign)."""
         ...

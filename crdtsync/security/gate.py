@@ -46,14 +46,12 @@ class CredentialGate:
         self._mesh = credentials.mesh
         self._key = credentials.identity().private_key if credentials.tls else None
         self._ring = credentials.keyring() if credentials.tls else None
+        self._certs: set[bytes] = set()
+        self._by_name: dict[str, bytes] = {}
         if self._ring is not None and credentials.cert_path is not None:
             # Our own key too: entries about us from an earlier run of ours are signed by it.
-            try:
-                self._ring.add_certificate(
-                    load_certificate(credentials.cert_path).public_bytes(Encoding.DER)
-                )
-            except ProtocolError:  # revoked or expired: the mesh will refuse us and say so
-                logger.warning("%s: our own certificate is not valid", self._name)
+            # (Revoked or expired: logged by _add; the mesh will refuse us and say so.)
+            self._add(load_certificate(credentials.cert_path).public_bytes(Encoding.DER))
         self._acks: dict[tuple[str, bytes, bytes], bytes] = {}
 
     # -- permissions
@@ -90,12 +88,30 @@ class CredentialGate:
 
     def learn(self, identity: object) -> None:
         assert isinstance(identity, PeerIdentity)
-        if self._ring is None or identity.certificate is None:
-            return
+        if identity.certificate is not None:
+            self._add(identity.certificate)
+
+    def _add(self, der: bytes) -> bool:
+        """Verify ``der`` and add it to the key ring; whether it is new here."""
+        if self._ring is None or der in self._certs:
+            return False
         try:
-            self._ring.add_certificate(identity.certificate)
-        except ProtocolError:  # the driver verified it a moment ago; revoked since?
-            logger.warning("%s: certificate of %s not added to the key ring", self._name, identity.name)
+            name = self._ring.add_certificate(der).name
+        except ProtocolError as exc:  # not of this mesh's CA, revoked or expired
+            logger.warning("%s: a certificate was refused: %s", self._name, exc)
+            return False
+        old = self._by_name.pop(name, None)
+        if old is not None:
+            self._certs.discard(old)  # a reissued certificate replaces the previous one
+        self._by_name[name] = der
+        self._certs.add(der)
+        return True
+
+    def certificates(self) -> tuple[bytes, ...]:
+        return tuple(self._by_name[n] for n in sorted(self._by_name))
+
+    def learn_certificates(self, certificates: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        return tuple(der for der in certificates if self._add(der))
 
     def sign_ack(self, shard: str, state_vector: bytes, delete_set: bytes) -> bytes | None:
         if self._key is None:
