@@ -81,11 +81,12 @@ from ._yjs import EMPTY_STATE_VECTOR
 from .components import build
 from .config import GossipConfig
 from .effects import Effects, PeerStatus
-from .gate import Gate, sign_outgoing
+from .gate import Gate
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
+from .security import Security
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -154,6 +155,7 @@ class GossipCore:
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._conns = ctx.links
         self._p = build(ctx, self.mesh, address, seeds)  # every component, wired (components.py)
+        self._sec = Security(ctx, self._p.members, self._p.acks)  # with credentials only
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -170,7 +172,7 @@ class GossipCore:
             PeerList: self._on_peer_list,
             Close: self._on_close,
             Hello: self._on_hello_again,
-            Certificates: self._on_certificates,
+            Certificates: self._sec.on_certificates,
         }
         view = _View(self)
         for service in self._services:
@@ -179,23 +181,17 @@ class GossipCore:
                     raise UsageError(f"two handlers for {kind.__name__}")
                 self._dispatch[kind] = _route(service)
             service.bind(view)
-        self._security: dict[str, int] = {}
-        #: The reason of the last message dropped or cut at the receive boundary, and how
-        #: many were (a driver logs one line per refusal).
-        self.last_refusal = ""
-        self.refusals = 0
 
     def secure(self, gate: Gate) -> None:
         """Enforce permissions and signed records through ``gate`` (see
         :mod:`crdtsync.gossip.gate`); call once, before the first connection. Drivers with
         credentials do; without it the core trusts every peer, as in an unauthenticated mesh."""
-        if self._conns:
-            raise UsageError("secure() after the first connection")
-        self._ctx.gate = gate
-        members = self._p.members
-        members.verify = lambda e: gate.verify_announcement(
-            e.name, e.address, e.incarnation, e.signature
-        )
+        self._sec.secure(gate)
+
+    @property
+    def gate(self) -> Gate | None:
+        """The security gate, or None without credentials."""
+        return self._ctx.gate
 
     @property
     def security_counters(self) -> dict[str, int]:
@@ -205,20 +201,17 @@ class GossipCore:
         write the shard), ``unverified_acks`` (relayed acks without a valid signature),
         ``refused_members`` (membership entries forged, unsigned or beyond
         ``MAX_INCARNATION``)."""
-        out = dict(self._security)
-        if self._p.acks.unverified:
-            out["unverified_acks"] = self._p.acks.unverified
-        if self._p.members.refused:
-            out["refused_members"] = self._p.members.refused
-        return out
+        return self._sec.counters()
 
     @property
-    def gate(self) -> Gate | None:
-        """The security gate, or None without credentials."""
-        return self._ctx.gate
+    def last_refusal(self) -> str:
+        """Why the last message was dropped or cut at the receive boundary."""
+        return self._sec.last_refusal
 
-    def _count(self, key: str) -> None:
-        self._security[key] = self._security.get(key, 0) + 1
+    @property
+    def refusals(self) -> int:
+        """How many messages were dropped or cut there (a driver logs one line each)."""
+        return self._sec.refusals
 
     @property
     def address(self) -> str | None:
@@ -297,13 +290,7 @@ class GossipCore:
         except ProtocolError:
             self._p.dialer.refused(hello.address)
             raise
-        conn.identity = identity
-        gate = self._ctx.gate
-        if identity is not None and gate is not None:
-            gate.learn(identity)
-            certificates = gate.certificates()
-            if certificates:  # so that it can verify the records of agents it never meets
-                self._ctx.send(peer, Certificates(certificates))
+        self._sec.connected(conn, identity)
         self._p.dialer.connected(peer, hello.address)
 
         self._p.members.hello(peer, hello.address, hello.incarnation, now)
@@ -376,37 +363,13 @@ class GossipCore:
             raise ProtocolError(
                 f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
             )
-        gate = self._ctx.gate
-        if gate is not None and conn.identity is not None:
-            # The receive boundary: a message the peer may not make us handle is dropped and
-            # counted, not answered with a close (see gate.py for why).
-            allowed, reason = gate.check(conn.identity, msg)
-            if allowed is None:
-                self._count("forbidden")
-                self._count(f"forbidden.{type(msg).__name__}")
-                self.last_refusal, self.refusals = reason, self.refusals + 1
-                return
-            if allowed is not msg:
-                self._count("restricted")
-                self.last_refusal, self.refusals = reason, self.refusals + 1
-                msg = allowed
-        handler(conn, msg, now)
+        admitted = self._sec.admit(conn, msg)  # the receive boundary (credentials only)
+        if admitted is not None:
+            handler(conn, admitted, now)
 
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
         for entry in msg.peers:
             self._p.members.merge(entry, conn.name, now)
-
-    def _on_certificates(self, conn: Link, msg: Certificates, now: float) -> None:
-        """Agent certificates passed on: those new here (verified by the gate) go on to the
-        other peers. Without a gate there is nothing to verify with: ignored."""
-        gate = self._ctx.gate
-        if gate is None:
-            return
-        new = gate.learn_certificates(msg.certificates)
-        if new:
-            for c in self._ctx.live_links():
-                if c is not conn and c.identity is not None:
-                    self._ctx.send(c.name, Certificates(new))
 
     def _on_close(self, conn: Link, msg: Close, now: float) -> None:
         """The peer is closing the connection (the driver reports it lost afterwards)."""
@@ -491,25 +454,7 @@ class GossipCore:
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
         out, self._ctx.outbox = self._ctx.outbox, []
-        gate = self._ctx.gate
-        if gate is None:
-            return out
-        kept = []
-        for peer, msg in out:
-            conn = self._conns.get(peer)
-            signed = sign_outgoing(gate, self.name, msg)
-            if signed is None:  # a write of a shard we may not write: the peer would drop it
-                self._count("unsent")
-                continue
-            msg = signed
-            if conn is not None and conn.identity is not None:
-                cut = gate.outgoing(conn.identity, msg)
-                if cut is None:
-                    self._count("unsent")
-                    continue
-                msg = cut
-            kept.append((peer, msg))
-        return kept
+        return self._sec.outbox(self.name, out)  # signed and cut with credentials
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
