@@ -298,10 +298,11 @@ class Membership:
         """Fold one membership report into our view (SWIM incarnation rules).
 
         An incarnation of :data:`MAX_INCARNATION` or more is ignored. With credentials
-        (:attr:`verify`), an "alive" entry counts only with its agent's signature (about us:
-        ours, from an earlier run), so nobody can announce an address or incarnation it never announced; a
-        report of death (which its subject cannot sign) still counts, without its address: it
-        can only make us suspect the agent dead, which the agent refutes.
+        (:attr:`verify`), an "alive" entry that would change our view counts only with its
+        agent's signature (about us: ours, from an earlier run), so nobody can announce an
+        address or incarnation that agent never announced; a report of death (which its
+        subject cannot sign) still counts, without its address: it can only make us suspect
+        the agent dead, which the agent refutes.
         """
         if e.incarnation >= MAX_INCARNATION:
             self.refused += 1
@@ -350,7 +351,12 @@ class Membership:
                 m.address = e.address
                 m.signature = e.signature
                 self.version += 1
-            elif e.alive and e.signature is not None and e.address == m.address:
+            elif (
+                e.alive
+                and e.signature is not None
+                and e.address == m.address
+                and (self.verify is None or self.verify(e))
+            ):
                 m.signature = e.signature  # its own signed entry (after its Hello)
 
     def _news(self, e: PeerEntry) -> bool:
