@@ -65,6 +65,9 @@ class Relay:
         self._ae = ae
         self._repairs = repairs
         self._order = order
+        # With credentials: whether an agent may be the relay, per agent, for the shard set
+        # it was computed for (a permission check per shard is too dear for every window).
+        self._eligible: dict[str, tuple[int, object, bool]] = {}
         # Own deltas wait here for the boundary, where the window's relay is known; retry
         # counts of re-queued ones; batches awaiting a broadcast that confirms them.
         self.own: dict[str, list[bytes]] = {}
@@ -201,13 +204,24 @@ class Relay:
         # agent skips it alike (its identity is known: the relay needs direct links), itself
         # included, so the next one in rank order stands in.
         shards = self._ctx.shard_names()
-        me_ok = all(gate.may_write(s) for s in shards)
+        key = hash(tuple(shards))
+        cache = self._eligible
 
         def eligible(n: str) -> bool:
-            if n == self._ctx.name:
-                return me_ok
             c = conns.get(n)
-            return c is not None and not c.closing and gate.may_relay(c.identity, shards)
+            if n != self._ctx.name and (c is None or c.closing):
+                return False
+            mine = n == self._ctx.name
+            identity = None if mine else c.identity  # type: ignore[union-attr]
+            hit = cache.get(n)
+            if hit is not None and hit[0] == key and hit[1] is identity:
+                return hit[2]
+            if mine:
+                ok = all(gate.may_write(s) for s in shards)
+            else:
+                ok = identity is not None and gate.may_relay(identity, shards)
+            cache[n] = (key, identity, ok)
+            return ok
 
         return relay_of(self._order(), k, "", eligible)
 

@@ -73,8 +73,6 @@ class CredentialGate:
         return self._own.may_write(shard)
 
     def may_relay(self, identity: object, shards: list[str]) -> bool:
-        if identity is None:
-            return False
         assert isinstance(identity, PeerIdentity)
         return all(identity.permissions.may_write(s) for s in shards)
 
