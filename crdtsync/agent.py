@@ -317,9 +317,14 @@ class Agent:
         """Counters of the transport: for websockets the gossip door's (``auth_ok``,
         ``auth_failed``, ``auth_failed.<close code>``) and the Yjs door's (``yjs.connected``,
         ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
-        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); empty without
-        gossip."""
-        return dict(getattr(self._transport, "counters", {}))
+        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
+        gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
+        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`);
+        empty without gossip."""
+        out = dict(getattr(self._transport, "counters", {}))
+        if self._core is not None:
+            out.update(self._core.security_counters)  # permissions and signed records
+        return out
 
     @property
     def credentials(self) -> Credentials | None:

@@ -50,6 +50,7 @@ __all__ = [
     "Offer",
     "ReadRequest",
     "ReadReply",
+    "Certificates",
 ]
 
 #: Version of the wire protocol; a Hello with any other version is refused.
@@ -123,6 +124,7 @@ class Push:
     forward: bool = False
     hint: bytes | None = None
     relay: bool = False
+    durable_signature: bytes | None = None  # the sender's signature of ``durable`` (credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +201,17 @@ class DiffChunk:
 
 @dataclass(frozen=True, slots=True)
 class ShardState:
-    """The (state vector, delete set) a peer holds of one shard."""
+    """The (state vector, delete set) a peer holds of one shard.
+
+    ``signature``: with credentials, the holder's Ed25519 signature over this state
+    (:func:`crdtsync.security.records.sign_ack`), so that a relay can pass it on but not make
+    it up; None in meshes without credentials (and then not on the wire).
+    """
 
     shard: str
     state_vector: bytes
     delete_set: bytes
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +253,16 @@ class PeerEntry:
             equal incarnations "dead" wins over "alive" (as in SWIM), so an agent wrongly
             reported dead refutes it by raising its incarnation.
         alive: False reports the agent dead (it was unreachable for the suspect timeout).
+        signature: with credentials, the named agent's signature over (address,
+            incarnation) (:func:`crdtsync.security.records.sign_announcement`); None without
+            credentials (and then not on the wire).
     """
 
     name: str
     address: str | None
     incarnation: int
     alive: bool = True
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +347,19 @@ class ReadReply:
     last: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """Agent certificates (DER) of the mesh, passed on so that every agent can verify the
+    signed acks and membership entries of agents it is not connected to. Sent only in meshes
+    with certificates; each is checked against the mesh CA (and its revocation list) by the
+    receiver, so a relay can pass them on but not make one up.
+    """
+
+    certificates: tuple[bytes, ...]
+
+
 #: Any protocol message.
 Message = (
     Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close | Holdings | Offer | ReadRequest | ReadReply
-    | DiffChunk
+    | DiffChunk | Certificates
 )

@@ -196,7 +196,13 @@ class QueryTable:
                 continue
             if update is None:
                 continue
-            q.data.setdefault(shard, []).append((peer, update))
+            answers = q.data.setdefault(shard, [])
+            if any(p == peer for p, _ in answers):
+                # One agent, one answer: a peer repeating itself (in several frames of one
+                # reply) must not count twice towards the quorum. Peers are the names the
+                # driver authenticated (with credentials), so one liar is one answer.
+                continue
+            answers.append((peer, update))
         if reply.last:
             q.complete.add(peer)
             if not q.scan and all(p != peer for p, _ in q.data.get(next(iter(q.shards)), ())):

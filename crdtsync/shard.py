@@ -22,7 +22,7 @@ import pycrdt
 from . import updates
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
-from .errors import ClosedError, StoreError, UsageError
+from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
 from .views import ListView, MapView, mark_closed, wrap
 from .yjs.doc import apply_validated
 from .yjs.parse import UpdateInfo
@@ -320,6 +320,10 @@ class Shard(MapView, metaclass=_ShardType):
             ClosedError: the shard was closed.
         """
         self._check_open()
+        if info is None:
+            # A peer's update: parsed once, with the work limits (not parsed again below)
+            info = updates.validate_update(update)
+        self._refuse_future_deletes(info)
         self._last_delta = None
         self._origin = origin
         try:
@@ -343,6 +347,28 @@ class Shard(MapView, metaclass=_ShardType):
             self._origin = None
         delta, self._last_delta = self._last_delta, None
         return delta
+
+    def _refuse_future_deletes(self, info: UpdateInfo) -> None:
+        """Refuse a delete set over clocks of this replica's own client it has not reached.
+
+        Every item of our own client id was made here (a replica opens under a fresh random
+        client id), so no honest peer can delete one we do not have yet. Such a range would
+        "mute" this replica: its next writes would vanish on arrival everywhere (issue 10).
+        Deletes over *other* clients' clocks beyond ours stay allowed: they are the honest
+        out-of-order deletes (the item is on its way).
+
+        Raises:
+            InvalidUpdate: the update deletes in our future; nothing was applied.
+        """
+        ranges = info.delete_set.get(self._doc.client_id)
+        if not ranges:
+            return
+        own = updates.decode_state_vector(self._doc.get_state()).get(self._doc.client_id, 0)
+        if any(clock + length > own for clock, length in ranges):
+            raise InvalidUpdate(
+                f"the update deletes clocks of {self.name!r}'s own client beyond {own}: "
+                "items that do not exist yet (a 'mute' attack)"
+            )
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
         update = event.update

@@ -35,6 +35,7 @@ from .errors import CloseCode, ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -65,6 +66,9 @@ __all__ = [
     "MAX_REASON",
     "MAX_CHUNKS",
     "MAX_FRAME_ITEMS",
+    "MAX_SIGNATURE",
+    "MAX_CERTIFICATE",
+    "MAX_CERTIFICATES",
     "TAGS",
 ]
 
@@ -85,6 +89,11 @@ MAX_CHUNKS = 1 << 20
 #: shards. Bounds what unpacking costs whatever the bytes: before it, a 16 MiB frame of empty
 #: maps took 1.3 GiB and 1.5 s; now the worst is ~60 MB (a million 1-element tuples), briefly.
 MAX_FRAME_ITEMS = 1 << 20
+#: Longest record signature accepted (an Ed25519 signature is 64 bytes).
+MAX_SIGNATURE = 64
+#: Longest agent certificate (DER) and most certificates in one Certificates message.
+MAX_CERTIFICATE = 8192
+MAX_CERTIFICATES = 4096
 _MAX_INT = 2**63 - 1
 
 
@@ -111,6 +120,7 @@ TAGS: dict[type, int] = {
     ReadRequest: 12,
     ReadReply: 13,
     DiffChunk: 14,
+    Certificates: 15,
 }
 
 
@@ -122,7 +132,8 @@ def _fields(msg: Message) -> list[Any]:
         return [msg.version, msg.mesh, msg.name, msg.address, list(msg.shards), msg.incarnation, msg.instance]
     if isinstance(msg, Push):
         durable = None if msg.durable is None else list(msg.durable)
-        return [msg.shard, list(msg.updates), durable, msg.seq, _relayed_fields(msg.relayed), msg.forward, msg.hint, msg.relay]
+        fields = [msg.shard, list(msg.updates), durable, msg.seq, _relayed_fields(msg.relayed), msg.forward, msg.hint, msg.relay]
+        return fields if msg.durable_signature is None else [*fields, msg.durable_signature]
     if isinstance(msg, Summary):
         return [msg.root, msg.shards]
     if isinstance(msg, Digests):
@@ -132,13 +143,15 @@ def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Diff):
         return [msg.shard, msg.update, msg.state_vector]
     if isinstance(msg, Ack):
-        return [[[st.shard, st.state_vector, st.delete_set] for st in msg.states], _relayed_fields(msg.relayed), msg.forward]
+        return [[_signed([st.shard, st.state_vector, st.delete_set], st.signature) for st in msg.states], _relayed_fields(msg.relayed), msg.forward]
     if isinstance(msg, DiffChunk):
         return [msg.shard, msg.transfer, msg.index, msg.total, msg.data, msg.state_vector]
     if isinstance(msg, PeerList):
-        return [[[p.name, p.address, p.incarnation, p.alive] for p in msg.peers], msg.full]
+        return [[_signed([p.name, p.address, p.incarnation, p.alive], p.signature) for p in msg.peers], msg.full]
     if isinstance(msg, Close):
         return [int(msg.code), msg.reason]
+    if isinstance(msg, Certificates):
+        return [list(msg.certificates)]
     if isinstance(msg, Holdings):
         return [msg.version, list(msg.shards)]
     if isinstance(msg, Offer):
@@ -150,8 +163,14 @@ def _fields(msg: Message) -> list[Any]:
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
 
 
+def _signed(fields: list[Any], signature: bytes | None) -> list[Any]:
+    # A record's signature is one more item at its end, only when there is one: meshes without
+    # credentials keep the exact frames of before (and their golden traces).
+    return fields if signature is None else [*fields, signature]
+
+
 def _relayed_fields(relayed: tuple[RelayedAck, ...]) -> list[list[Any]]:
-    return [[r.agent, r.state.shard, r.state.state_vector, r.state.delete_set, r.hops] for r in relayed]
+    return [_signed([r.agent, r.state.shard, r.state.state_vector, r.state.delete_set, r.hops], r.state.signature) for r in relayed]
 
 
 def encode(msg: Message) -> bytes:
@@ -230,6 +249,15 @@ def _array(v: object, what: str, n: int | None = None) -> tuple[Any, ...]:
     return v
 
 
+def _record(v: object, what: str, n: int) -> tuple[tuple[Any, ...], bytes | None]:
+    """An array of ``n`` items, or ``n + 1`` whose last is a signature; (items, signature)."""
+    if type(v) is not tuple or len(v) not in (n, n + 1):
+        _bad(f"{what} must be an array of {n} items (or {n + 1} with a signature)")
+    if len(v) == n:
+        return v, None
+    return v[:n], _bytes(v[n], "signature", 1, MAX_SIGNATURE)
+
+
 def _sorted_keys(keys: list[str], what: str) -> None:
     # Strictly increasing: canonical, and rules out duplicates that would make a message
     # ambiguous (which of two digests for one shard counts?).
@@ -273,10 +301,10 @@ def _relayed(v: object) -> tuple[RelayedAck, ...]:
     out = tuple(
         RelayedAck(
             _agent_name(r[0], "agent name"),
-            ShardState(_shard(r[1]), _bytes(r[2], "state vector"), _bytes(r[3], "delete set")),
+            ShardState(_shard(r[1]), _bytes(r[2], "state vector"), _bytes(r[3], "delete set"), sig),
             _int(r[4], "hops", 1, 255),
         )
-        for r in (_array(i, "relayed ack", 5) for i in _array(v, "relayed acks"))
+        for r, sig in (_record(i, "relayed ack", 5) for i in _array(v, "relayed acks"))
     )
     for a, b in zip(out, out[1:]):  # strictly sorted by (agent, shard): canonical, no duplicates
         if not (a.agent, a.state.shard) < (b.agent, b.state.shard):
@@ -285,7 +313,7 @@ def _relayed(v: object) -> tuple[RelayedAck, ...]:
 
 
 def _push(f: tuple[Any, ...]) -> Push:
-    _array(f, "Push", 8)
+    f, signature = _record(f, "Push", 8)
     updates = tuple(_bytes(u, "update") for u in _array(f[1], "Push updates"))
     if not updates:
         _bad("Push without updates")
@@ -302,6 +330,7 @@ def _push(f: tuple[Any, ...]) -> Push:
         forward=_bool(f[5], "forward"),
         hint=_opt_bytes(f[6], "hint"),
         relay=_bool(f[7], "relay"),
+        durable_signature=signature if durable is not None else None,
     )
 
 
@@ -332,8 +361,8 @@ def _diff(f: tuple[Any, ...]) -> Diff:
 def _ack(f: tuple[Any, ...]) -> Ack:
     _array(f, "Ack", 3)
     states = tuple(
-        ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set"))
-        for s in (_array(i, "Ack entry", 3) for i in _array(f[0], "Ack states"))
+        ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set"), sig)
+        for s, sig in (_record(i, "Ack entry", 3) for i in _array(f[0], "Ack states"))
     )
     relayed = _relayed(f[1])
     if not states and not relayed:
@@ -363,11 +392,20 @@ def _peer_list(f: tuple[Any, ...]) -> PeerList:
             address=_address(p[1]),
             incarnation=_int(p[2], "incarnation"),
             alive=_bool(p[3], "alive"),
+            signature=sig,
         )
-        for p in (_array(i, "PeerList entry", 4) for i in _array(f[0], "PeerList peers"))
+        for p, sig in (_record(i, "PeerList entry", 4) for i in _array(f[0], "PeerList peers"))
     )
     _sorted_keys([p.name for p in peers], "PeerList peers")
     return PeerList(peers=peers, full=_bool(f[1], "full"))
+
+
+def _certificates(f: tuple[Any, ...]) -> Certificates:
+    _array(f, "Certificates", 1)
+    certs = _array(f[0], "certificates")
+    if len(certs) > MAX_CERTIFICATES:
+        _bad(f"more than {MAX_CERTIFICATES} certificates")
+    return Certificates(tuple(_bytes(c, "certificate", 1, MAX_CERTIFICATE) for c in certs))
 
 
 def _close(f: tuple[Any, ...]) -> Close:
@@ -436,6 +474,7 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
     12: _read_request,
     13: _read_reply,
     14: _diff_chunk,
+    15: _certificates,
 }
 
 

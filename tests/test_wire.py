@@ -13,6 +13,7 @@ from crdtsync.errors import CloseCode, ProtocolError
 from crdtsync.messages import (
     PROTOCOL_VERSION,
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -61,6 +62,10 @@ EXAMPLES = [
     Ack((), (RelayedAck("x", ShardState("a", SV, DS), 3),), forward=True),
     DiffChunk("a/b", 12, 0, 3, b"\x01\x02"),
     DiffChunk("a/b", 12, 2, 3, b"\x03", SV),
+    Certificates((b"\x30\x01", b"\x30\x02")),
+    Push("board", (b"\x00\x00",), (SV, DS), 3, durable_signature=b"v" * 64),
+    Ack((ShardState("a", SV, DS, b"s" * 64),), (RelayedAck("x", ShardState("a", SV, DS, b"t" * 64)),)),
+    PeerList((PeerEntry("x", "ws://127.0.0.1:1", 3, True, b"u" * 64),)),
     PeerList((PeerEntry("a", "ws://a", 0, True), PeerEntry("b", None, 3, False)), full=True),
     PeerList(()),
     Close(CloseCode.NORMAL, "pruned"),

@@ -270,6 +270,10 @@ class WebsocketTransport:
     ) -> None:
         self.core = core
         self._credentials = credentials
+        if credentials is not None and core.gate is None:
+            from crdtsync.security.gate import CredentialGate
+
+            core.secure(CredentialGate(credentials))  # permissions and signed records
         tls = credentials is not None and credentials.tls
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
@@ -831,8 +835,13 @@ class WebsocketTransport:
         now = self._clock()
         if link.peer is None:
             self._accept(link, msg, now)
-        else:
+        elif link.identity is None:
             self.core.receive(link.peer, msg, now)
+        else:
+            refusals = self.core.refusals
+            self.core.receive(link.peer, msg, now)
+            if self.core.refusals != refusals:  # the gate dropped or cut it: one line
+                logger.warning("%s: from %s: %s", self.core.name, link.peer, self.core.last_refusal)
 
     def _accept(self, link: _Link, msg: Message, now: float) -> None:
         """Hand the first frame to core.connection_made, which settles duplicate connections."""
@@ -841,7 +850,7 @@ class WebsocketTransport:
                 f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}", CloseCode.IDENTITY_MISMATCH
             )
         try:
-            peer = self.core.connection_made(msg, now, outbound=link.outbound)
+            peer = self.core.connection_made(msg, now, outbound=link.outbound, identity=link.identity)
         except ProtocolError as exc:
             if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello) and msg.name != self.core.name:
                 # A concurrent dial: the core keeps the other connection. Not a fault.

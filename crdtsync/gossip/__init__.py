@@ -18,6 +18,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``repair``          sequence gaps, hints, ack lags, retries
 ``transfer``        reply budget, DiffChunk transfers
 ``acks``            owed and relayed acks, ``replicated()``
+``gate``            :class:`~.gate.Gate`: what the core asks of credentials (permissions, records)
+``security``        receive boundary, send-path filter and signing, certificate exchange
 ``_context``        the state every component shares; ``_yjs``: the one door to the Yjs layer
 ==================  =============================================================================
 

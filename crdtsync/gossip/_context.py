@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ..replica import ReplicaSet
     from .config import GossipConfig
+    from .gate import Gate
     from .links import Link
     from .policy import ReplicationPolicy
 
@@ -50,6 +51,8 @@ class Context:
         self.chunk = chunk_size(config.chunk_bytes, config.max_frame)
         #: The overlay mode of the moment (set by the core, which caches the overlay).
         self.mode: Callable[[], Mode] = lambda: FULL
+        #: The security gate (credentials only, see gate.py); None: trust every peer.
+        self.gate: Gate | None = None
 
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""
@@ -90,6 +93,14 @@ class Context:
         return (
             self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
         )
+
+    def readable(self, peer: str, shards: list[str]) -> list[str]:
+        """``shards`` cut to those ``peer`` may read (all of them without credentials)."""
+        conn = self.links.get(peer)
+        if self.gate is None or conn is None or conn.identity is None:
+            return shards
+        gate, identity = self.gate, conn.identity
+        return [s for s in shards if gate.may_send(identity, s)]
 
     def live_links(self) -> list[Link]:
         return [c for c in self.links.values() if not c.closing]

@@ -107,6 +107,8 @@ class Acks:
         self.own_acked_out: dict[str, ShardState] = {}
         self.last_own_ack_at = -math.inf
         self.relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}
+        #: Relayed acks ignored for want of a valid signature (credentials only).
+        self.unverified = 0
 
     def forget(self, agent: str) -> None:
         """``agent`` left the membership view."""
@@ -276,6 +278,18 @@ class Acks:
         direct = agent == source.name
         if not direct and agent not in self._members:
             return  # only agents we know of count (and take memory)
+        gate = self._ctx.gate
+        if (
+            gate is not None
+            and not direct
+            and not gate.verify_ack(
+                agent, state.shard, state.state_vector, state.delete_set, state.signature
+            )
+        ):
+            # With credentials a relayed ack counts only with its agent's own signature: a
+            # relay cannot make us believe another agent holds data (replicated(), hand-off).
+            self.unverified += 1
+            return
         cur = self.acked.get(agent, {}).get(state.shard)
         key = (agent, state.shard)
         source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
@@ -312,7 +326,10 @@ class Acks:
         :attr:`GossipConfig.ack_relay_interval` per hop.
         """
         out = []
+        gate = self._ctx.gate
         for peer in sorted(self.acked):
+            if gate is not None and not gate.counts_as_replica(peer, shard):
+                continue  # with credentials: certified agents that may write it (gate.py)
             st = self.acked[peer].get(shard)
             if st is not None and _yjs.covers(
                 st.state_vector, st.delete_set, state_vector, delete_set

@@ -191,16 +191,17 @@ class AntiEntropy:
         j = self._ctx.config.anti_entropy_jitter
         return self._ctx.config.anti_entropy_interval * (1 + j * (2 * self._ctx.rng.random() - 1))
 
-    def root_hash(self, peer: str | None = None) -> bytes:
+    def _round_shards(self, peer: str | None) -> list[str]:
+        # With credentials, over the shards the peer may read only: it cannot hold any other,
+        # so a root over all of ours would never match its own.
         shards = self._ctx.shard_names()
         if peer is not None:
-            shards = self._ctx.policy.sync_shards(peer, shards)
-        return root_hash(shards, self._ctx.replicas.digest)
+            shards = self._ctx.readable(peer, list(self._ctx.policy.sync_shards(peer, shards)))
+        return shards
+
+    def root_hash(self, peer: str | None = None) -> bytes:
+        return root_hash(self._round_shards(peer), self._ctx.replicas.digest)
 
     def summary(self, peer: str | None = None) -> Summary:
-        shards = (
-            self._ctx.shard_names()
-            if peer is None
-            else self._ctx.policy.sync_shards(peer, self._ctx.shard_names())
-        )
-        return Summary(self.root_hash(peer), len(shards))
+        shards = self._round_shards(peer)
+        return Summary(root_hash(shards, self._ctx.replicas.digest), len(shards))

@@ -61,6 +61,7 @@ from ..errors import (
 from ..messages import (
     PROTOCOL_VERSION,
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -80,10 +81,12 @@ from ._yjs import EMPTY_STATE_VECTOR
 from .components import build
 from .config import GossipConfig
 from .effects import Effects, PeerStatus
+from .gate import Gate
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import FullReplication, ReplicationPolicy, Service
+from .security import Security
 
 if TYPE_CHECKING:
     import random  # the type of the generator a driver hands in; never the module's own
@@ -152,6 +155,7 @@ class GossipCore:
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._conns = ctx.links
         self._p = build(ctx, self.mesh, address, seeds)  # every component, wired (components.py)
+        self._sec = Security(ctx, self._p.members, self._p.acks)  # with credentials only
         #: The same object under its older name (``core.sharding.read(...)`` and the like when
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
@@ -168,6 +172,7 @@ class GossipCore:
             PeerList: self._on_peer_list,
             Close: self._on_close,
             Hello: self._on_hello_again,
+            Certificates: self._sec.on_certificates,
         }
         view = _View(self)
         for service in self._services:
@@ -176,6 +181,37 @@ class GossipCore:
                     raise UsageError(f"two handlers for {kind.__name__}")
                 self._dispatch[kind] = _route(service)
             service.bind(view)
+
+    def secure(self, gate: Gate) -> None:
+        """Enforce permissions and signed records through ``gate`` (see
+        :mod:`crdtsync.gossip.gate`); call once, before the first connection. Drivers with
+        credentials do; without it the core trusts every peer, as in an unauthenticated mesh."""
+        self._sec.secure(gate)
+
+    @property
+    def gate(self) -> Gate | None:
+        """The security gate, or None without credentials."""
+        return self._ctx.gate
+
+    @property
+    def security_counters(self) -> dict[str, int]:
+        """Security events with credentials (see :meth:`secure`): ``forbidden`` (messages
+        dropped at the receive boundary) and ``forbidden.<Type>``, ``restricted`` (handled in
+        part), ``unsent`` (outgoing messages cut: the peer may not read them, or we may not
+        write the shard), ``unverified_acks`` (relayed acks without a valid signature),
+        ``refused_members`` (membership entries forged, unsigned or beyond
+        ``MAX_INCARNATION``)."""
+        return self._sec.counters()
+
+    @property
+    def last_refusal(self) -> str:
+        """Why the last message was dropped or cut at the receive boundary."""
+        return self._sec.last_refusal
+
+    @property
+    def refusals(self) -> int:
+        """How many messages were dropped or cut there (a driver logs one line each)."""
+        return self._sec.refusals
 
     @property
     def address(self) -> str | None:
@@ -219,13 +255,18 @@ class GossipCore:
             instance=self._instance,
         )
 
-    def connection_made(self, hello: Message, now: float, *, outbound: bool) -> str:
+    def connection_made(
+        self, hello: Message, now: float, *, outbound: bool, identity: object = None
+    ) -> str:
         """Accept a peer's handshake; return its name, the key for every later call.
 
         Args:
             hello: the first message received on the connection.
             now: the driver's clock.
             outbound: whether this agent dialled the connection (it came from :meth:`dials`).
+            identity: the peer as the driver authenticated it (with credentials; the driver
+                has checked that ``hello.name`` is its name). Every message it sends then goes
+                through the security gate (:meth:`secure`). None: no credentials.
 
         Raises:
             ProtocolError: ``BAD_HANDSHAKE`` (not a Hello), ``PROTOCOL_VERSION``,
@@ -249,6 +290,7 @@ class GossipCore:
         except ProtocolError:
             self._p.dialer.refused(hello.address)
             raise
+        self._sec.connected(conn, identity)
         self._p.dialer.connected(peer, hello.address)
 
         self._p.members.hello(peer, hello.address, hello.incarnation, now)
@@ -321,7 +363,9 @@ class GossipCore:
             raise ProtocolError(
                 f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
             )
-        handler(conn, msg, now)
+        admitted = self._sec.admit(conn, msg)  # the receive boundary (credentials only)
+        if admitted is not None:
+            handler(conn, admitted, now)
 
     def _on_peer_list(self, conn: Link, msg: PeerList, now: float) -> None:
         for entry in msg.peers:
@@ -410,7 +454,7 @@ class GossipCore:
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
         out, self._ctx.outbox = self._ctx.outbox, []
-        return out
+        return self._sec.outbox(self.name, out)  # signed and cut with credentials
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,

@@ -16,6 +16,7 @@ from ..errors import CloseCode, ProtocolError
 from ..messages import PROTOCOL_VERSION, Close, Hello, Message
 from .acks import LinkAcks
 from .antientropy import LinkRounds
+from .membership import MAX_INCARNATION
 from .push import PushQueue
 from .repair import LinkRepair
 from .transfer import LinkReplies
@@ -70,6 +71,9 @@ class Link:
     writable: bool = True  # the driver has not paused it
     closing: bool = False  # a Close(NORMAL/GOING_AWAY) went either way: losing it is no failure
     interest: set[str] = field(default_factory=set)  # shards it holds or sent us
+    #: The peer as authenticated by the driver (opaque here; handed to the security gate,
+    #: :mod:`crdtsync.gossip.gate`), None without credentials.
+    identity: object = None
     push: PushQueue = field(default_factory=PushQueue)
     acks: LinkAcks = field(default_factory=LinkAcks)
     rounds: LinkRounds = field(default_factory=LinkRounds)
@@ -97,6 +101,10 @@ def check_hello(hello: Message, mesh: str) -> Hello:
         )
     if hello.mesh != mesh:
         raise ProtocolError(f"mesh {hello.mesh!r} is not {mesh!r}", CloseCode.WRONG_MESH)
+    if hello.incarnation >= MAX_INCARNATION:
+        raise ProtocolError(
+            f"incarnation {hello.incarnation} >= {MAX_INCARNATION}", CloseCode.BAD_HANDSHAKE
+        )
     return hello
 
 

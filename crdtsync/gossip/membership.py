@@ -34,7 +34,21 @@ if TYPE_CHECKING:
 
     from .config import GossipConfig
 
-__all__ = ["TRANSITIONS", "Event", "Member", "Membership", "PeerState", "next_state"]
+__all__ = [
+    "MAX_INCARNATION",
+    "TRANSITIONS",
+    "Event",
+    "Member",
+    "Membership",
+    "PeerState",
+    "next_state",
+]
+
+#: Highest incarnation accepted in a report or Hello. A refutation adds one, and the codec takes
+#: signed 64-bit ints: a report at 2**63 - 1 would otherwise make its subject refute with a
+#: number nobody decodes, cutting it off (issue 10). Same value as
+#: :data:`crdtsync.security.records.MAX_INCARNATION`, the most a signed announcement may carry.
+MAX_INCARNATION = 2**62
 
 
 class PeerState(StrEnum):
@@ -90,6 +104,9 @@ class Member:
     incarnation: int
     status: PeerState  # ALIVE, SUSPECT or DEAD (CONNECTED is derived from the links)
     since: float  # when status last changed
+    #: With credentials: the member's own signature over (address, incarnation), passed on
+    #: with its entry while both are unchanged (None without credentials).
+    signature: bytes | None = None
 
 
 class Membership:
@@ -133,6 +150,12 @@ class Membership:
         self._schedule_flush = schedule_flush
         self._connected = connected
         self._has_links = has_links
+        #: With credentials (set by the core): whether an "alive" entry about another agent
+        #: carries that agent's signature over its address and incarnation. Unsigned alive
+        #: entries are ignored, and reports of death carry no address (see :meth:`merge`).
+        self.verify: Callable[[PeerEntry], bool] | None = None
+        #: Entries ignored by :meth:`merge` (forged, unsigned, or beyond MAX_INCARNATION).
+        self.refused = 0
 
     # -- reading the view
 
@@ -166,7 +189,7 @@ class Membership:
         """Every member and us, as a full PeerList sends them."""
         entries = [PeerEntry(self.name, self.address, self.incarnation, True)]
         entries += [
-            PeerEntry(m.name, m.address, m.incarnation, m.status != DEAD)
+            PeerEntry(m.name, m.address, m.incarnation, m.status != DEAD, m.signature)
             for m in self._members.values()
         ]
         return tuple(sorted(entries, key=lambda e: e.name))
@@ -199,14 +222,18 @@ class Membership:
         now: float,
         *,
         source: str | None,
+        signature: bytes | None = None,
     ) -> None:
         """A loud change: ``event`` at ``incarnation``, flooded to the peers but ``source``."""
         m = self._members.get(name)
         if m is None:
             status = next_state(ALIVE, event)  # (a new member: only reports create one)
             self.view_at = now
-            m = self._members[name] = Member(name, address, incarnation, status, now)
+            m = self._members[name] = Member(name, address, incarnation, status, now, signature)
         else:
+            moved = (address is not None and address != m.address) or incarnation != m.incarnation
+            if moved or signature is not None:
+                m.signature = signature  # an unsigned report of a new place drops the old one
             status = next_state(m.status, event)
             if (m.status == DEAD) != (status == DEAD):
                 self.view_at = now
@@ -215,7 +242,7 @@ class Membership:
             m.address = address if address is not None else m.address
             m.incarnation, m.status = incarnation, status
         self.version += 1
-        entry = PeerEntry(name, m.address, m.incarnation, status != DEAD)
+        entry = PeerEntry(name, m.address, m.incarnation, status != DEAD, m.signature)
         self._changes[name] = (entry, source)
         if self._has_links():
             self._schedule_flush(now)
@@ -244,6 +271,7 @@ class Membership:
             self.version += 1
         if address is not None and m.address != address:
             m.address = address
+            m.signature = None  # its own signed entry follows in its PeerList
             self.version += 1
         self._move(m, Event.CONNECTED, now)
 
@@ -267,7 +295,25 @@ class Membership:
             self._report(peer, m.address, m.incarnation, Event.LEFT, now, source=peer)
 
     def merge(self, e: PeerEntry, source: str, now: float) -> None:
-        """Fold one membership report into our view (SWIM incarnation rules)."""
+        """Fold one membership report into our view (SWIM incarnation rules).
+
+        An incarnation of :data:`MAX_INCARNATION` or more is ignored. With credentials
+        (:attr:`verify`), an "alive" entry that would change our view counts only with its
+        agent's signature (about us: ours, from an earlier run), so nobody can announce an
+        address or incarnation that agent never announced; a report of death (which its
+        subject cannot sign) still counts, without its address: it can only make us suspect
+        the agent dead, which the agent refutes.
+        """
+        if e.incarnation >= MAX_INCARNATION:
+            self.refused += 1
+            return
+        if self.verify is not None:
+            if not e.alive:
+                e = PeerEntry(e.name, None, e.incarnation, False)
+            elif self._news(e) and not self.verify(e):
+                # (about us too: only our own earlier runs sign those)
+                self.refused += 1
+                return
         if e.name == self.name:
             if e.incarnation > self.incarnation or (
                 not e.alive and e.incarnation >= self.incarnation
@@ -280,15 +326,21 @@ class Membership:
         connected = self._connected(e.name)
         if m is None:
             if e.alive or not connected:
-                self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+                self._report(
+                    e.name, e.address, e.incarnation, reported, now, source=source,
+                    signature=e.signature,
+                )
             return
         if e.incarnation > m.incarnation:
             if not e.alive and connected:
                 # We are talking to it: pass the report on so that it refutes it.
                 self._send(e.name, PeerList((e,)))
-                m.incarnation = e.incarnation
+                m.incarnation, m.signature = e.incarnation, None
                 return
-            self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+            self._report(
+                e.name, e.address, e.incarnation, reported, now, source=source,
+                signature=e.signature,
+            )
         elif e.incarnation == m.incarnation:
             if not e.alive and m.status != DEAD:
                 if connected:
@@ -297,7 +349,26 @@ class Membership:
                     self._report(e.name, e.address, e.incarnation, reported, now, source=source)
             elif e.address is not None and m.address is None:
                 m.address = e.address
+                m.signature = e.signature
                 self.version += 1
+            elif (
+                e.alive
+                and e.signature is not None
+                and e.address == m.address
+                and (self.verify is None or self.verify(e))
+            ):
+                m.signature = e.signature  # its own signed entry (after its Hello)
+
+    def _news(self, e: PeerEntry) -> bool:
+        """Whether an alive entry could change our view (the others need no signature)."""
+        if e.name == self.name:
+            return e.incarnation > self.incarnation
+        m = self._members.get(e.name)
+        return (
+            m is None
+            or e.incarnation > m.incarnation
+            or (e.address is not None and e.address != m.address)
+        )
 
     # -- timers
 

@@ -140,7 +140,7 @@ class Pushes:
         if msg.durable is not None:
             self._acks.learn(
                 conn.name,
-                ShardState(msg.shard, *msg.durable),
+                ShardState(msg.shard, *msg.durable, msg.durable_signature),
                 conn,
                 forward or msg.relay,
                 now,

@@ -65,6 +65,9 @@ class Relay:
         self._ae = ae
         self._repairs = repairs
         self._order = order
+        # With credentials: whether an agent may be the relay, per agent, for the shard set
+        # it was computed for (a permission check per shard is too dear for every window).
+        self._eligible: dict[str, tuple[int, object, bool]] = {}
         # Own deltas wait here for the boundary, where the window's relay is known; retry
         # counts of re-queued ones; batches awaiting a broadcast that confirms them.
         self.own: dict[str, list[bytes]] = {}
@@ -188,12 +191,39 @@ class Relay:
 
     def relay_of(self, k: int) -> str | None:
         conns = self._ctx.links
-        return relay_of(
-            self._order(),
-            k,
-            self._ctx.name,
-            lambda n: n in conns and not conns[n].closing,
-        )
+        gate = self._ctx.gate
+        if gate is None:
+            return relay_of(
+                self._order(),
+                k,
+                self._ctx.name,
+                lambda n: n in conns and not conns[n].closing,
+            )
+        # With credentials, an agent that may not write every shard held here cannot be the
+        # relay: its broadcasts of others' deltas would be refused by the receivers. Every
+        # agent skips it alike (its identity is known: the relay needs direct links), itself
+        # included, so the next one in rank order stands in.
+        shards = self._ctx.shard_names()
+        key = hash(tuple(shards))
+        cache = self._eligible
+
+        def eligible(n: str) -> bool:
+            c = conns.get(n)
+            if n != self._ctx.name and (c is None or c.closing):
+                return False
+            mine = n == self._ctx.name
+            identity = None if mine else c.identity  # type: ignore[union-attr]
+            hit = cache.get(n)
+            if hit is not None and hit[0] == key and hit[1] is identity:
+                return hit[2]
+            if mine:
+                ok = all(gate.may_write(s) for s in shards)
+            else:
+                ok = identity is not None and gate.may_relay(identity, shards)
+            cache[n] = (key, identity, ok)
+            return ok
+
+        return relay_of(self._order(), k, "", eligible)
 
     def fully_connected(self) -> bool:
         """Whether we are connected to every live agent of our view (rotating relay)."""

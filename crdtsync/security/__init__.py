@@ -12,6 +12,7 @@ module                      what it holds
 :mod:`.credentials`         what an agent holds: :class:`Credentials.from_dir`
 :mod:`.atrest`              AES-256-GCM sealing of shard values (store hook not wired yet)
 :mod:`.records`             signed acks and announcements, :class:`KeyRing` of certified keys
+:mod:`.gate`                the gossip core's gate from credentials (guard, own key, key ring)
 :mod:`.cli`                 the ``crdtsync keys`` commands
 ==========================  ======================================================================
 """

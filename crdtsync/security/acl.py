@@ -55,6 +55,7 @@ from functools import lru_cache
 from ..errors import CloseCode, UsageError
 from ..messages import (
     Ack,
+    Certificates,
     Close,
     Diff,
     DiffChunk,
@@ -283,10 +284,11 @@ class Guard:
             # signatures (see identity.sign_record), not of the relay's permissions.
             return self._reduced(peer, msg, len(kept_a), len(msg.states),
                                  lambda: replace(msg, states=kept_a), "hold", keep_empty=True)
-        if isinstance(msg, Hello | Summary | Digests | PeerList | Close):
+        if isinstance(msg, Hello | Summary | Digests | PeerList | Close | Certificates):
             # Hello: its name is checked against the authenticated one by the driver.
             # Summary/Digests: the peer describes its own data; what we answer goes through
-            # the send path. PeerList: membership, no shard data.
+            # the send path. PeerList: membership, no shard data (its entries are signed).
+            # Certificates: each is checked against the mesh CA by the receiver.
             return Verdict(Decision.ALLOW, msg)
         return _deny(f"unknown message type {type(msg).__name__}")
 
