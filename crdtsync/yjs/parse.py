@@ -187,8 +187,8 @@ class UpdateInfo:
             return first_missing(sv, self._spans, waits)
         # No gap: the doc holds every clock of a client below max(its clock, the update's end).
         for client, ranges in self.delete_set.items():
-            if ranges:
-                clock, length = ranges[-1]  # sorted and non-overlapping: the last ends last
+            if ranges:  # sorted and non-overlapping: the last range ends last
+                clock, length = ranges[-1]
                 if clock + length > max(sv.get(client, 0), self.ends.get(client, 0)):
                     return client, clock + length - 1
         return None
