@@ -356,6 +356,35 @@ def test_crash_loses_only_unacknowledged_writes(tmp_path: Path) -> None:
         c.close()
 
 
+def test_a_recovered_write_keeps_its_delete_of_what_the_receiver_lacked(tmp_path: Path) -> None:
+    # Found by the state machine (sim seed 52570, shrunk): n1 deletes k, which n0 wrote, and
+    # crashes before its commit; its push reached only n2, which did not hold k yet. pycrdt
+    # keeps such a delete range pending in memory only: not in the transaction's update (what
+    # the shard stores and forwards), not in the delete set (digest, durable state). n2's
+    # crash then dropped the delete but kept the marker of the same transaction: half a write
+    # survived ("recovered"), and every replica showed k, which the join of the surviving
+    # writes deletes. A replica must apply such an update whole, once it holds what it deletes.
+    c = Cluster(tmp_path, 5, 3, commit_delay=0.5)
+    try:
+        c.run(0.5)
+        c.set_link("n0", "n2", both=False, loss=1.0)  # k does not reach n2 directly
+        c.set_link("n1", "n0", both=False, loss=1.0)  # nor n1's delete n0
+        c.write("n0", "board", [("set", 0, "k", 1)])
+        c.flush("n0")
+        c.run(0.1)  # k reaches n1
+        assert "k" in c.replicas("n1").shards["board"]
+        c.write("n1", "board", [("del", 0, 0)])  # deletes k, with its marker
+        c.run(0.1)  # the push reaches n2, which lacks k
+        c.crash("n1", lose_unflushed=True)  # the delete was never acknowledged
+        c.crash("n2", lose_unflushed=False)  # n2 commits what it applied, then restarts
+        report = c.finish(timeout=60.0)
+        assert not report.problems, report.problems
+        assert (report.ok, report.lost) == (1, 0)
+        assert report.recovered + report.unacked_missing == 1  # all of the delete, or none of it
+    finally:
+        c.close()
+
+
 def test_checker_catches_a_flush_that_never_reaches_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def commit_nothing(self: LmdbReplicas) -> list[str]:  # acknowledges, but commits nothing
         ops, self.uncommitted_ops = self.uncommitted_ops, []

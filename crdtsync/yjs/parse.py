@@ -190,7 +190,9 @@ class UpdateInfo:
         of the update at once; else an ID (client, clock) such a doc must hold first.
 
         See :mod:`crdtsync.yjs.ready` for the rule. The first gap in struct order wins; without
-        a gap, the first reference that neither ``sv`` nor the update can satisfy.
+        a gap, the first reference that neither ``sv`` nor the update can satisfy; then the
+        last clock of the first client whose deleted ranges reach past what the doc and the
+        update hold together (a delete of items the doc lacks would stay pending in pycrdt).
         """
         for client, clock in self._gaps:
             if clock > sv.get(client, 0):
@@ -198,6 +200,12 @@ class UpdateInfo:
         waits = [ref for ref in self._refs if ref[3] >= sv.get(ref[2], 0)]
         if waits:
             return first_missing(sv, self._spans, waits)
+        # No gap: the doc holds every clock of a client below max(its clock, the update's end).
+        for client, ranges in self.delete_set.items():
+            if ranges:  # sorted and non-overlapping: the last range ends last
+                clock, length = ranges[-1]
+                if clock + length > max(sv.get(client, 0), self.ends.get(client, 0)):
+                    return client, clock + length - 1
         return None
 
 

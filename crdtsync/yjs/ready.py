@@ -2,7 +2,8 @@
 
 :func:`apply_if_ready` applies an update only if it is ready (:func:`is_ready`): structs that
 build on something the doc lacks would otherwise stay *pending* inside pycrdt, which can then
-crash on hostile input. :class:`Backlog` holds such updates, bounded, until they are ready.
+crash on hostile input, and deletes of items the doc lacks would stay pending in memory only,
+lost by a crash that keeps the rest of their transaction. :class:`Backlog` holds such updates, bounded, until they are ready.
 
 Every function here takes an optional :class:`~crdtsync.yjs.parse.UpdateInfo`: a caller that
 parsed the update already (at the trust boundary) passes it on, and the bytes are not parsed
@@ -40,10 +41,18 @@ __all__ = ["Backlog", "apply_if_ready", "is_ready"]
 # their references before it sees that it can skip them, and parks them if one is missing.
 # An update that is not ready is not applied; a later diff against the replica's state vector
 # (anti-entropy) is always ready, since it comes from a doc that holds no pending structs.
-# Delete sets are not gated: a range naming items the doc does not have yet stays pending in
-# Yrs as a plain range and is applied when they arrive. That was fuzzed (random ranges of
-# known and unknown clients, before and between causally ordered updates of texts, arrays
-# and nested maps): no crash, and the same state and digest as deleting afterwards.
+# Delete sets are gated too: a range naming items the doc does not hold (past its clock for
+# that client, and past what the update itself brings) makes the update wait like a missing
+# origin. Yrs would apply the rest and keep such a range pending, in memory only: it is in
+# neither the transaction's update (what the shard stores and forwards) nor the doc's delete
+# set (digest, durable state, diffs), so a crash of the replica before the items arrive
+# loses the delete while the rest of the same transaction stays durable. If the writer also
+# crashed before its commit, half of a write survived: a "recovered" write without its
+# deletes (test_stateful.py::test_a_recovered_write_keeps_its_delete_of_what_the_receiver_lacked).
+# Held back whole, the update is applied, stored and forwarded in one piece once the items
+# are there, or not at all. An honest delete only names items its writer held, and anti-entropy
+# brings them from any replica that has them; a store that committed the delete committed
+# them too (its replica applied them first), so a durable delete never waits for ever.
 
 
 def _info_for(update: bytes, info: UpdateInfo | None) -> UpdateInfo:
@@ -65,7 +74,8 @@ def is_ready(
     client (no gap) and every origin, right origin and parent ID they name is either in the doc
     (clock below its clock for that client) or in a struct of ``update`` that can be integrated
     first. Otherwise pycrdt would keep structs pending, which the replica never allows (see
-    :func:`apply_if_ready`). The delete set plays no part.
+    :func:`apply_if_ready`). Likewise every range of the delete set must name clocks the doc or
+    the update holds: pycrdt would keep a delete of unknown items pending, in memory only.
 
     Args:
         state_vector: the doc's state vector, encoded (``Doc.get_state()``) or decoded
