@@ -83,7 +83,9 @@ def machine() -> dict[str, Any]:
         "code": code_version(),
         "cpu": model,
         "load_avg_1_5_15": [round(x, 2) for x in load] if load else None,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "mem_gb": mem_gb,
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -96,18 +98,25 @@ def code_version() -> dict[str, Any]:
     import hashlib
 
     def git(*args: str) -> str:
-        res = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
+        )
         return res.stdout if res.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD").strip()
     diff = git("diff", "HEAD", "--", "crdtsync", "transports")
-    untracked = git("ls-files", "--others", "--exclude-standard", "--", "crdtsync", "transports").split()
+    untracked = git(
+        "ls-files", "--others", "--exclude-standard", "--", "crdtsync", "transports"
+    ).split()
     h = hashlib.sha256(diff.encode())
     for f in sorted(untracked):
         with contextlib.suppress(OSError):
             h.update(f.encode() + (REPO / f).read_bytes())
-    return {"git_head": head or None, "library_uncommitted": bool(diff or untracked),
-            "library_diff_sha": h.hexdigest()[:12] if (diff or untracked) else None}
+    return {
+        "git_head": head or None,
+        "library_uncommitted": bool(diff or untracked),
+        "library_diff_sha": h.hexdigest()[:12] if (diff or untracked) else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +185,12 @@ def tcp_counters(ports: Iterable[int]) -> dict[str, int]:
     for i in range(0, len(ports), 40):
         chunk = ports[i : i + 40]
         expr = " or ".join(f"sport = :{p} or dport = :{p}" for p in chunk)
-        res = subprocess.run(["ss", "-tinH", "state", "established", f"( {expr} )"],
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["ss", "-tinH", "state", "established", f"( {expr} )"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seen = set()
         lines = res.stdout.splitlines()
         for j in range(0, len(lines) - 1, 2):
@@ -239,8 +252,14 @@ class Child:
     """A benchmark child process (``benchmarks/nodes.py ROLE ...``): commands go to its stdin
     as JSON lines, events come back on its stdout as JSON lines, stderr is kept for errors."""
 
-    def __init__(self, role: str, args: Sequence[str], *, name: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        role: str,
+        args: Sequence[str],
+        *,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name or role
         cmd = [sys.executable, str(NODES), role, *args]
         # Profiling on demand: CRDTSYNC_BENCH_PYSPY=DIR runs the children whose name contains
@@ -248,7 +267,9 @@ class Child:
         # `py-spy record --gil` (raw, 500 Hz: samples holding the GIL, i.e. Python CPU), one
         # file per child.
         spy_dir = os.environ.get("CRDTSYNC_BENCH_PYSPY")
-        spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        spy = shutil.which("py-spy") or shutil.which(
+            "py-spy", path=str(Path(sys.executable).parent)
+        )
         match = os.environ.get("CRDTSYNC_BENCH_PYSPY_MATCH", "").split(",")
         if spy_dir and spy and any(m in self.name for m in match):
             Path(spy_dir).mkdir(parents=True, exist_ok=True)
@@ -256,8 +277,13 @@ class Child:
             cmd = [spy, "record", "--gil", "-r", "500", "-f", "raw", "-o", str(out), "--", *cmd]
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.log: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
         self._backlog: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._drain, daemon=True).start()
@@ -298,7 +324,9 @@ class Child:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"{self.name}: no {event!r} within {timeout}s; stderr: {self.tail()}")
+                raise TimeoutError(
+                    f"{self.name}: no {event!r} within {timeout}s; stderr: {self.tail()}"
+                )
             try:
                 ev = self.events.get(timeout=min(remaining, 0.5))
             except queue.Empty:
@@ -306,7 +334,9 @@ class Child:
             if ev.get("event") == "_eof":
                 self.events.put(ev)
                 time.sleep(0.2)  # let stderr drain
-                raise RuntimeError(f"{self.name} exited ({self.proc.poll()}) waiting for {event!r}: {self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.poll()}) waiting for {event!r}: {self.tail()}"
+                )
             if ev.get("event") == "error":
                 raise RuntimeError(f"{self.name}: {ev.get('message')}")
             if ev.get("event") == event and all(ev.get(k) == v for k, v in match.items()):
@@ -387,11 +417,22 @@ class Progress:
         self._tasks: dict[str, Any] = {}
         if not self._events and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
+            )
 
-            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                      TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                                      TimeElapsedColumn(), console=Console(stderr=True))
+            self._rich = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
             self._rich.start()
 
     def task(self, label: str, total: float) -> str:
@@ -402,13 +443,18 @@ class Progress:
 
     def update(self, label: str, completed: float, total: float | None = None) -> None:
         if self._rich is not None and label in self._tasks:
-            self._rich.update(self._tasks[label], completed=completed,
-                              **({"total": total} if total is not None else {}))
+            self._rich.update(
+                self._tasks[label],
+                completed=completed,
+                **({"total": total} if total is not None else {}),
+            )
         self._emit(label, completed, total)
 
     def note(self, text: str) -> None:
         if self._events:
-            sys.stderr.write(json.dumps({"bench-note": {"scenario": self.scenario, "text": text}}) + "\n")
+            sys.stderr.write(
+                json.dumps({"bench-note": {"scenario": self.scenario, "text": text}}) + "\n"
+            )
             sys.stderr.flush()
         elif self._rich is not None:
             self._rich.console.print(f"[dim]{self.scenario}: {text}")
@@ -489,8 +535,12 @@ def _json_default(o: Any) -> Any:
 def common_args(parser: Any) -> None:
     """--quick / --tiny / --out / --plot-dir, shared by every scenario script."""
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes for all scenarios")
-    size.add_argument("--tiny", action="store_true", help="smallest sizes: proves the scenario works (tests)")
+    size.add_argument(
+        "--quick", action="store_true", help="smaller sizes: a few minutes for all scenarios"
+    )
+    size.add_argument(
+        "--tiny", action="store_true", help="smallest sizes: proves the scenario works (tests)"
+    )
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     parser.add_argument("--plot-dir", default=None, help="draw PNG plots into this directory")
 

@@ -83,7 +83,9 @@ def build_map_store(path: Path, entries: int, batch: int = 1000) -> bytes:
 def replay_sequential(trace: Path, edits: int | None) -> tuple[bytes, str, bool]:
     """Replay a sequential trace into a Text at root['text'] (cached); returns the encoded
     state, the final text and whether it equals the trace's endContent."""
-    key = hashlib.sha256(f"{trace.name}:{trace.stat().st_size}:{edits}:v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{trace.name}:{trace.stat().st_size}:{edits}:v1".encode()).hexdigest()[
+        :16
+    ]
     cached = cache_dir() / f"{trace.stem}-{key}.ystate"
     meta = cached.with_suffix(".json")
     if cached.exists() and meta.exists():
@@ -153,16 +155,45 @@ def _stats(kids: list[Child]) -> list[dict[str, Any]]:
     return [k.wait("stats", 60) for k in kids]
 
 
-def run_crdtsync(store: Path, shard: str, until: list[str], tmp: Path, gossip: str | None = None) -> dict[str, Any]:
+def run_crdtsync(
+    store: Path, shard: str, until: list[str], tmp: Path, gossip: str | None = None
+) -> dict[str, Any]:
     (port,) = free_ports(1)
     extra = ["--gossip", gossip] if gossip else []
     with children() as kids:
-        holder = Child("crdtsync", ["--name", "holder", "--data", str(store), "--listen", f"ws://127.0.0.1:{port}",
-                                    "--shard", shard, *extra], name="holder")
+        holder = Child(
+            "crdtsync",
+            [
+                "--name",
+                "holder",
+                "--data",
+                str(store),
+                "--listen",
+                f"ws://127.0.0.1:{port}",
+                "--shard",
+                shard,
+                *extra,
+            ],
+            name="holder",
+        )
         kids.append(holder)
         ready = holder.wait("ready", 300)
-        joiner = Child("crdtsync", ["--name", "joiner", "--data", str(tmp / "joiner"), "--peer", f"ws://127.0.0.1:{port}",
-                                    "--join", shard, *until, *extra], name="joiner")
+        joiner = Child(
+            "crdtsync",
+            [
+                "--name",
+                "joiner",
+                "--data",
+                str(tmp / "joiner"),
+                "--peer",
+                f"ws://127.0.0.1:{port}",
+                "--join",
+                shard,
+                *until,
+                *extra,
+            ],
+            name="joiner",
+        )
         kids.append(joiner)
         synced = joiner.wait("synced", 600)
         wire = tcp_counters([port])
@@ -172,7 +203,10 @@ def run_crdtsync(store: Path, shard: str, until: list[str], tmp: Path, gossip: s
         "durable_s": round(synced["durable_s"], 4),
         "wire_bytes": wire["bytes_sent"],
         "msgs": sum(s["frames"] for s in stats),
-        "msgs_by_type": {k: sum(s["by_type"].get(k, 0) for s in stats) for k in sorted({t for s in stats for t in s["by_type"]})},
+        "msgs_by_type": {
+            k: sum(s["by_type"].get(k, 0) for s in stats)
+            for k in sorted({t for s in stats for t in s["by_type"]})
+        },
         "holder_open_s": ready["start_s"],
         "gossip": ready.get("gossip"),
     }
@@ -181,20 +215,40 @@ def run_crdtsync(store: Path, shard: str, until: list[str], tmp: Path, gossip: s
 def run_hub(state_file: Path, until: list[str]) -> dict[str, Any]:
     (port,) = free_ports(1)
     with children() as kids:
-        server = Child("hub-server", ["--port", str(port), "--preload", str(state_file), "--room", "/bench"], name="hub")
+        server = Child(
+            "hub-server",
+            ["--port", str(port), "--preload", str(state_file), "--room", "/bench"],
+            name="hub",
+        )
         kids.append(server)
         server.wait("ready", 300)
-        client = Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench", "--join", "bench", *until], name="hub-client")
+        client = Child(
+            "hub-client",
+            ["--url", f"ws://127.0.0.1:{port}/bench", "--join", "bench", *until],
+            name="hub-client",
+        )
         kids.append(client)
         synced = client.wait("synced", 600)
         wire = tcp_counters([port])
         stats = _stats(kids)
-    return {"visible_s": round(synced["visible_s"], 4), "durable_s": None, "wire_bytes": wire["bytes_sent"],
-            "msgs": sum(s["frames"] for s in stats)}
+    return {
+        "visible_s": round(synced["visible_s"], 4),
+        "durable_s": None,
+        "wire_bytes": wire["bytes_sent"],
+        "msgs": sum(s["frames"] for s in stats),
+    }
 
 
-def catch_up(label: str, state: bytes, store: Path, shard: str, until: list[str], tmp: Path, prog: Progress,
-             gossip: str | None = None) -> dict[str, Any]:
+def catch_up(
+    label: str,
+    state: bytes,
+    store: Path,
+    shard: str,
+    until: list[str],
+    tmp: Path,
+    prog: Progress,
+    gossip: str | None = None,
+) -> dict[str, Any]:
     task = prog.task(f"{label}: floor, crdtsync, pycrdt-websocket", 3)
     state_file = tmp / f"{label}.ystate"
     state_file.write_bytes(state)
@@ -220,25 +274,39 @@ def plot(results: dict[str, Any], path: Path) -> None:
     labels = list(results)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.2
-    series = [("floor (encode+apply)", lambda r: r["floor"]["seconds"], "tab:gray"),
-              ("crdtsync visible", lambda r: r["crdtsync"]["visible_s"], "tab:blue"),
-              ("crdtsync durable", lambda r: r["crdtsync"]["durable_s"], "tab:cyan"),
-              ("pycrdt-websocket", lambda r: r["pycrdt-websocket"]["visible_s"], "tab:orange")]
+    series = [
+        ("floor (encode+apply)", lambda r: r["floor"]["seconds"], "tab:gray"),
+        ("crdtsync visible", lambda r: r["crdtsync"]["visible_s"], "tab:blue"),
+        ("crdtsync durable", lambda r: r["crdtsync"]["durable_s"], "tab:cyan"),
+        ("pycrdt-websocket", lambda r: r["pycrdt-websocket"]["visible_s"], "tab:orange"),
+    ]
     for j, (name, get, color) in enumerate(series):
         vals = [get(results[k]) for k in labels]
-        bars = ax[0].bar([i + (j - 1.5) * width for i in range(len(labels))], vals, width, label=name, color=color)
+        bars = ax[0].bar(
+            [i + (j - 1.5) * width for i in range(len(labels))],
+            vals,
+            width,
+            label=name,
+            color=color,
+        )
         ax[0].bar_label(bars, fmt="%.3g", fontsize=7)
     ax[0].set_yscale("log")
     ax[0].set_ylabel("seconds until synced (log; lower is better)")
-    ax[0].set_xticks(range(len(labels)), [f"{k}\n{results[k]['state_bytes']:,} B state" for k in labels])
+    ax[0].set_xticks(
+        range(len(labels)), [f"{k}\n{results[k]['state_bytes']:,} B state" for k in labels]
+    )
     ax[0].set_title("time for a new replica to hold the whole state")
     ax[0].legend(fontsize=8)
-    bseries = [("encoded state (floor)", lambda r: r["state_bytes"], "tab:gray"),
-               ("crdtsync wire", lambda r: r["crdtsync"]["wire_bytes"], "tab:blue"),
-               ("pycrdt-websocket wire", lambda r: r["pycrdt-websocket"]["wire_bytes"], "tab:orange")]
+    bseries = [
+        ("encoded state (floor)", lambda r: r["state_bytes"], "tab:gray"),
+        ("crdtsync wire", lambda r: r["crdtsync"]["wire_bytes"], "tab:blue"),
+        ("pycrdt-websocket wire", lambda r: r["pycrdt-websocket"]["wire_bytes"], "tab:orange"),
+    ]
     for j, (name, get, color) in enumerate(bseries):
         vals = [get(results[k]) / 1e6 for k in labels]
-        bars = ax[1].bar([i + (j - 1) * 0.27 for i in range(len(labels))], vals, 0.27, label=name, color=color)
+        bars = ax[1].bar(
+            [i + (j - 1) * 0.27 for i in range(len(labels))], vals, 0.27, label=name, color=color
+        )
         ax[1].bar_label(bars, fmt="%.3f", fontsize=7)
     ax[1].set_ylabel("MB on the wire (TCP payload)")
     ax[1].set_xticks(range(len(labels)), labels)
@@ -254,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     common_args(p)
     p.add_argument("--entries", type=int, default=None, help="map entries [200000; quick 50000]")
     p.add_argument("--trace", default=None, help="sequential trace [automerge-paper.json.gz]")
-    p.add_argument("--gossip", default=None, help="JSON object of GossipConfig overrides for both agents")
+    p.add_argument(
+        "--gossip", default=None, help="JSON object of GossipConfig overrides for both agents"
+    )
     args = p.parse_args(argv)
     size = size_of(args)
     entries = args.entries or MAP_SIZES[size]
@@ -274,19 +344,42 @@ def main(argv: list[str] | None = None) -> int:
         prep["paper_replay_s_or_cached"] = round(time.perf_counter() - t0, 2)
         build_state_store(tmp / "paper-holder", "paper", paper_state)
         prog.update(task, 2)
-        results[f"map {entries:,} entries"] = catch_up("map", map_state, tmp / "map-holder", "map",
-                                                       ["--until-len", str(entries)], tmp, prog, args.gossip)
-        label = "automerge-paper" + ("" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)")
-        results[label] = catch_up("paper", paper_state, tmp / "paper-holder", "paper",
-                                  ["--until-text-len", str(len(paper_text))], tmp, prog, args.gossip)
+        results[f"map {entries:,} entries"] = catch_up(
+            "map",
+            map_state,
+            tmp / "map-holder",
+            "map",
+            ["--until-len", str(entries)],
+            tmp,
+            prog,
+            args.gossip,
+        )
+        label = "automerge-paper" + (
+            "" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)"
+        )
+        results[label] = catch_up(
+            "paper",
+            paper_state,
+            tmp / "paper-holder",
+            "paper",
+            ["--until-text-len", str(len(paper_text))],
+            tmp,
+            prog,
+            args.gossip,
+        )
         results[label]["text_chars"] = len(paper_text)
         results[label]["replay_matches_endContent"] = matches
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    report: dict[str, Any] = {"benchmark": "catchup", "size": size, "machine": machine(), "prep": prep,
-                              "crdtsync_config": json.loads(args.gossip) if args.gossip else "defaults",
-                              "states": results}
+    report: dict[str, Any] = {
+        "benchmark": "catchup",
+        "size": size,
+        "machine": machine(),
+        "prep": prep,
+        "crdtsync_config": json.loads(args.gossip) if args.gossip else "defaults",
+        "states": results,
+    }
     if args.plot_dir:
         path = Path(args.plot_dir) / "catchup.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,15 +45,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    wait_mesh,
     Child,
     Progress,
     cdf_points,
@@ -68,6 +67,7 @@ from benchlib import (
     size_of,
     summary,
     tcp_counters,
+    wait_mesh,
 )
 
 HUB = "pycrdt-websocket"
@@ -85,8 +85,19 @@ def _stats(kids: list[Child]) -> list[dict[str, Any]]:
     return [k.wait("stats", 30) for k in kids]
 
 
-def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Child], ports: list[int],
-              prefix: str, n: int, rate: float, tmp: Path, prog: Progress, crdtsync: bool) -> tuple[dict[str, Any], dict[str, list[float]]]:
+def run_phase(
+    label: str,
+    writer: Child,
+    receivers: list[Child],
+    kids: list[Child],
+    ports: list[int],
+    prefix: str,
+    n: int,
+    rate: float,
+    tmp: Path,
+    prog: Progress,
+    crdtsync: bool,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One phase (burst or paced) on a running system; returns figures and raw latencies."""
     task = prog.task(f"{label} {'burst' if rate == 0 else f'paced {rate:g}/s'}", len(receivers))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -121,13 +132,13 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
         data = json.loads(outs[r.name].read_text())
         lat = [x / 1000 for x in data["latency_us"]]
         pair_ms.extend(lat)
-        per_update = [max(a, b) for a, b in zip(per_update, lat)]
+        per_update = [max(a, b) for a, b in zip(per_update, lat, strict=False)]
     last = max(c["last_ns"] for c in completes)
     span = (last - written["first_ns"]) / 1e9
-    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1))
-    payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1))
+    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1, strict=False))
+    payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1, strict=False))
     by_type: dict[str, int] = {}
-    for a, b in zip(stats0, stats1):
+    for a, b in zip(stats0, stats1, strict=False):
         for k, v in b["by_type"].items():
             by_type[k] = by_type.get(k, 0) + v - a["by_type"].get(k, 0)
     wire = counter_delta(tcp1, tcp0)
@@ -143,7 +154,9 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
         "payload_bytes_per_update": round(payload / n, 1),
         "wire_bytes_per_update": round(wire["bytes_sent"] / n, 1),
         "tcp_segments_per_update": round(wire["data_segs_out"] / n, 3),
-        "cpu_s_all_processes": round(cpu := sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1)), 3),
+        "cpu_s_all_processes": round(
+            cpu := sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1, strict=False)), 3
+        ),
         "cpu_ms_per_update": round(1000 * cpu / n, 4),
         "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
         "latency_cdf_ms": cdf_points(pair_ms),
@@ -154,15 +167,35 @@ def run_phase(label: str, writer: Child, receivers: list[Child], kids: list[Chil
     return out, {"pairs": pair_ms, "per_update": per_update}
 
 
-def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rate: float, low: tuple[int, float],
-                 tmp: Path, prog: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_crdtsync(
+    label: str,
+    overrides: dict[str, Any],
+    agents: int,
+    n: int,
+    rate: float,
+    low: tuple[int, float],
+    tmp: Path,
+    prog: Progress,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     ports = free_ports(agents)
     gossip = json.dumps(overrides)
     raw: dict[str, Any] = {}
     with children() as kids:
         for i, port in enumerate(ports):
-            args = ["--name", f"a{i}", "--data", str(tmp / label / f"a{i}"), "--listen", f"ws://127.0.0.1:{port}",
-                    "--shard", "bench", "--gossip", gossip, "--seed", str(i)]
+            args = [
+                "--name",
+                f"a{i}",
+                "--data",
+                str(tmp / label / f"a{i}"),
+                "--listen",
+                f"ws://127.0.0.1:{port}",
+                "--shard",
+                "bench",
+                "--gossip",
+                gossip,
+                "--seed",
+                str(i),
+            ]
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"{label}/a{i}"))
@@ -170,43 +203,81 @@ def run_crdtsync(label: str, overrides: dict[str, Any], agents: int, n: int, rat
         wait_mesh(kids, agents - 1)
         time.sleep(1.0)  # on-connect anti-entropy rounds and peer lists settle
         writer, receivers = kids[0], kids[1:]
-        burst, raw["burst"] = run_phase(label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True)
-        paced, raw["paced"] = run_phase(label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, True)
-        paced_low, raw["paced_low"] = run_phase(label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, True)
-    return {"config": overrides or "Agent default", "gossip": effective, "burst": burst, "paced": paced,
-            "paced_low": paced_low}, raw
+        burst, raw["burst"] = run_phase(
+            label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True
+        )
+        paced, raw["paced"] = run_phase(
+            label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, True
+        )
+        paced_low, raw["paced_low"] = run_phase(
+            label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, True
+        )
+    return {
+        "config": overrides or "Agent default",
+        "gossip": effective,
+        "burst": burst,
+        "paced": paced,
+        "paced_low": paced_low,
+    }, raw
 
 
-def run_hub(agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path,
-            prog: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_hub(
+    agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path, prog: Progress
+) -> tuple[dict[str, Any], dict[str, Any]]:
     (port,) = free_ports(1)
     raw: dict[str, Any] = {}
     with children() as kids:
         server = Child("hub-server", ["--port", str(port)], name="hub")
         kids.append(server)
         server.wait("ready", 60)
-        clients = [Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench"], name=f"hub/c{i}") for i in range(agents)]
+        clients = [
+            Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench"], name=f"hub/c{i}")
+            for i in range(agents)
+        ]
         kids.extend(clients)
         for c in clients:
             c.wait("ready", 60)
         time.sleep(1.0)
         writer, receivers = clients[0], clients[1:]
-        burst, raw["burst"] = run_phase(HUB, writer, receivers, kids, [port], "b", n, 0, tmp, prog, False)
-        paced, raw["paced"] = run_phase(HUB, writer, receivers, kids, [port], "p", n, rate, tmp, prog, False)
-        paced_low, raw["paced_low"] = run_phase(HUB, writer, receivers, kids, [port], "q", low[0], low[1], tmp, prog, False)
-    return {"topology": "hub: WebsocketServer (YRoom) + pycrdt.Provider clients", "burst": burst, "paced": paced,
-            "paced_low": paced_low}, raw
+        burst, raw["burst"] = run_phase(
+            HUB, writer, receivers, kids, [port], "b", n, 0, tmp, prog, False
+        )
+        paced, raw["paced"] = run_phase(
+            HUB, writer, receivers, kids, [port], "p", n, rate, tmp, prog, False
+        )
+        paced_low, raw["paced_low"] = run_phase(
+            HUB, writer, receivers, kids, [port], "q", low[0], low[1], tmp, prog, False
+        )
+    return {
+        "topology": "hub: WebsocketServer (YRoom) + pycrdt.Provider clients",
+        "burst": burst,
+        "paced": paced,
+        "paced_low": paced_low,
+    }, raw
 
 
-_MEDIAN_KEYS = ("writer_s", "all_delivered_s", "updates_per_s", "msgs_per_update", "payload_bytes_per_update",
-                "wire_bytes_per_update", "tcp_segments_per_update", "cpu_s_all_processes", "cpu_ms_per_update",
-                "durable_on_all_s")
+_MEDIAN_KEYS = (
+    "writer_s",
+    "all_delivered_s",
+    "updates_per_s",
+    "msgs_per_update",
+    "payload_bytes_per_update",
+    "wire_bytes_per_update",
+    "tcp_segments_per_update",
+    "cpu_s_all_processes",
+    "cpu_ms_per_update",
+    "durable_on_all_s",
+)
 
 
-def combine(runs: list[dict[str, Any]], raws: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def combine(
+    runs: list[dict[str, Any]], raws: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Repeated runs of one system: the median of each scalar figure, latency percentiles over
     the pooled (update, receiver) pairs of every run, and each run's headline figures."""
-    out: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in ("burst", "paced", "paced_low")}
+    out: dict[str, Any] = {
+        k: v for k, v in runs[0].items() if k not in ("burst", "paced", "paced_low")
+    }
     raw: dict[str, Any] = {}
     out["runs"] = len(runs)
     for phase in PHASES:
@@ -221,8 +292,15 @@ def combine(runs: list[dict[str, Any]], raws: list[dict[str, Any]]) -> tuple[dic
         merged["latency_ms"] = summary(pairs, 3)
         merged["latency_all_receivers_ms"] = summary(per_update, 3)
         merged["latency_cdf_ms"] = cdf_points(pairs)
-        merged["each_run"] = [{"updates_per_s": f["updates_per_s"], "p50_ms": f["latency_ms"]["p50"],
-                               "p99_ms": f["latency_ms"]["p99"], "load_avg_1min": f.get("load_avg_1min")} for f in figs]
+        merged["each_run"] = [
+            {
+                "updates_per_s": f["updates_per_s"],
+                "p50_ms": f["latency_ms"]["p50"],
+                "p99_ms": f["latency_ms"]["p99"],
+                "load_avg_1min": f.get("load_avg_1min"),
+            }
+            for f in figs
+        ]
         out[phase] = merged
         raw[phase] = {"pairs": pairs}
     return out, raw
@@ -234,36 +312,78 @@ def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
         return {}
     b, hb, p, hp = me["burst"], hub["burst"], me["paced"], hub["paced"]
     return {
-        "burst_updates_per_s_ratio": {"value": ratio(b["updates_per_s"], hb["updates_per_s"]), "target": ">= 5",
-                                      "met": b["updates_per_s"] >= 5 * hb["updates_per_s"]},
-        "burst_p99_ratio": {"value": ratio(b["latency_ms"]["p99"], hb["latency_ms"]["p99"]), "target": "< 1",
-                            "met": b["latency_ms"]["p99"] < hb["latency_ms"]["p99"]},
-        "paced_p99_ratio": {"value": ratio(p["latency_ms"]["p99"], hp["latency_ms"]["p99"]), "target": "<= 1",
-                            "met": p["latency_ms"]["p99"] <= hp["latency_ms"]["p99"]},
-        "paced_low_p99_ratio": {"value": ratio(me["paced_low"]["latency_ms"]["p99"], hub["paced_low"]["latency_ms"]["p99"]),
-                                "target": "<= 1 (same target, at a rate the hub sustains)",
-                                "met": me["paced_low"]["latency_ms"]["p99"] <= hub["paced_low"]["latency_ms"]["p99"]},
+        "burst_updates_per_s_ratio": {
+            "value": ratio(b["updates_per_s"], hb["updates_per_s"]),
+            "target": ">= 5",
+            "met": b["updates_per_s"] >= 5 * hb["updates_per_s"],
+        },
+        "burst_p99_ratio": {
+            "value": ratio(b["latency_ms"]["p99"], hb["latency_ms"]["p99"]),
+            "target": "< 1",
+            "met": b["latency_ms"]["p99"] < hb["latency_ms"]["p99"],
+        },
+        "paced_p99_ratio": {
+            "value": ratio(p["latency_ms"]["p99"], hp["latency_ms"]["p99"]),
+            "target": "<= 1",
+            "met": p["latency_ms"]["p99"] <= hp["latency_ms"]["p99"],
+        },
+        "paced_low_p99_ratio": {
+            "value": ratio(
+                me["paced_low"]["latency_ms"]["p99"], hub["paced_low"]["latency_ms"]["p99"]
+            ),
+            "target": "<= 1 (same target, at a rate the hub sustains)",
+            "met": me["paced_low"]["latency_ms"]["p99"] <= hub["paced_low"]["latency_ms"]["p99"],
+        },
     }
 
 
-def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate: float, low_rate: float,
-         receivers: int, runs: int) -> None:
+def plot(
+    results: dict[str, Any],
+    raw: dict[str, Any],
+    path: Path,
+    n: int,
+    rate: float,
+    low_rate: float,
+    receivers: int,
+    runs: int,
+) -> None:
     plt = pyplot()
     labels = list(results)
     colors = {"crdtsync": "tab:blue", "crdtsync-wan": "tab:cyan", HUB: "tab:orange"}
     fig, ax = plt.subplots(2, 3, figsize=(15, 8))
     bar_colors = [colors.get(s, "gray") for s in labels]
     for a, key, fmt, title, ylabel in (
-        (ax[0][0], "updates_per_s", "%.0f", f"burst: updates/s until all receivers have all {n}", "updates/s (higher is better)"),
-        (ax[0][1], "msgs_per_update", "%.3g", "burst: websocket messages per update", "messages, all processes (lower is better)"),
-        (ax[0][2], "wire_bytes_per_update", "%.0f", "burst: TCP payload bytes per update", "bytes, all connections (lower is better)"),
+        (
+            ax[0][0],
+            "updates_per_s",
+            "%.0f",
+            f"burst: updates/s until all receivers have all {n}",
+            "updates/s (higher is better)",
+        ),
+        (
+            ax[0][1],
+            "msgs_per_update",
+            "%.3g",
+            "burst: websocket messages per update",
+            "messages, all processes (lower is better)",
+        ),
+        (
+            ax[0][2],
+            "wire_bytes_per_update",
+            "%.0f",
+            "burst: TCP payload bytes per update",
+            "bytes, all connections (lower is better)",
+        ),
     ):
         bars = a.bar(labels, [results[s]["burst"][key] for s in labels], color=bar_colors)
         a.bar_label(bars, fmt=fmt)
         a.set_title(title)
         a.set_ylabel(ylabel)
-    for a, phase, title in ((ax[1][0], "burst", "burst"), (ax[1][1], "paced", f"paced at {rate:g}/s"),
-                            (ax[1][2], "paced_low", f"paced at {low_rate:g}/s")):
+    for a, phase, title in (
+        (ax[1][0], "burst", "burst"),
+        (ax[1][1], "paced", f"paced at {rate:g}/s"),
+        (ax[1][2], "paced_low", f"paced at {low_rate:g}/s"),
+    ):
         for s in labels:
             v = sorted(raw.get(s, {}).get(phase, {}).get("pairs", []))
             if v:
@@ -274,15 +394,23 @@ def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate:
             if not v:
                 continue
             p99 = results[s][phase]["latency_ms"]["p99"]
-            a.plot([max(x, 1e-3) for x in v], ys, label=f"{s} (p99 {p99:.1f} ms)", color=colors.get(s, "gray"))
+            a.plot(
+                [max(x, 1e-3) for x in v],
+                ys,
+                label=f"{s} (p99 {p99:.1f} ms)",
+                color=colors.get(s, "gray"),
+            )
         a.set_xscale("log")
         a.set_xlabel("latency write -> receiver, ms (log)")
         a.set_ylabel("fraction of (update, receiver) pairs")
         a.set_title(f"{title}: latency CDF")
         a.axhline(0.99, color="black", lw=0.5, ls=":")
         a.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"fan-out: 1 writer -> {receivers} receivers, one process each on 127.0.0.1, same workload for "
-                 f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)", fontsize=11)
+    fig.suptitle(
+        f"fan-out: 1 writer -> {receivers} receivers, one process each on 127.0.0.1, same workload for "
+        f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -291,15 +419,27 @@ def plot(results: dict[str, Any], raw: dict[str, Any], path: Path, n: int, rate:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(p)
-    p.add_argument("--updates", type=int, default=None, help="map sets per phase [5000; quick 2000]")
+    p.add_argument(
+        "--updates", type=int, default=None, help="map sets per phase [5000; quick 2000]"
+    )
     p.add_argument("--rate", type=float, default=1000.0, help="paced phase writes/s")
     p.add_argument("--low-rate", type=float, default=200.0, help="paced_low phase writes/s")
-    p.add_argument("--low-updates", type=int, default=None, help="map sets of the paced_low phase [1000]")
+    p.add_argument(
+        "--low-updates", type=int, default=None, help="map sets of the paced_low phase [1000]"
+    )
     p.add_argument("--agents", type=int, default=8)
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
-    p.add_argument("--replot", default=None, metavar="JSON", help="only redraw fanout.png from a result file")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="runs of every system, interleaved (A B C A B C ...) [full 3, else 1]")
+    p.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS)
+    )
+    p.add_argument(
+        "--replot", default=None, metavar="JSON", help="only redraw fanout.png from a result file"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs of every system, interleaved (A B C A B C ...) [full 3, else 1]",
+    )
     args = p.parse_args(argv)
     size = size_of(args)
     repeat = args.repeat or (3 if size == "full" else 1)
@@ -307,7 +447,16 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(Path(args.replot).read_text())
         st = old["setting"]
         out = Path(args.plot_dir or Path(args.replot).parent) / "fanout.png"
-        plot(old["systems"], {}, out, st["updates"], st["paced_rate"], st["low_rate"], st["agents"] - 1, st.get("repeat", 1))
+        plot(
+            old["systems"],
+            {},
+            out,
+            st["updates"],
+            st["paced_rate"],
+            st["low_rate"],
+            st["agents"] - 1,
+            st.get("repeat", 1),
+        )
         print(out)
         return 0
     n = args.updates or SIZES[size]
@@ -324,7 +473,16 @@ def main(argv: list[str] | None = None) -> int:
                 if label == HUB:
                     one = run_hub(args.agents, n, args.rate, low, tmp / f"r{r}", prog)
                 else:
-                    one = run_crdtsync(label, SYSTEMS.get(label) or {}, args.agents, n, args.rate, low, tmp / f"r{r}", prog)
+                    one = run_crdtsync(
+                        label,
+                        SYSTEMS.get(label) or {},
+                        args.agents,
+                        n,
+                        args.rate,
+                        low,
+                        tmp / f"r{r}",
+                        prog,
+                    )
                 runs.setdefault(label, []).append(one)
         for label, got in runs.items():
             results[label], raw[label] = combine([g[0] for g in got], [g[1] for g in got])
@@ -335,8 +493,15 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "fanout",
         "size": size,
         "machine": machine(),
-        "setting": {"agents": args.agents, "updates": n, "repeat": repeat, "paced_rate": args.rate, "low_rate": args.low_rate,
-                    "low_updates": args.low_updates or min(n, LOW[size]), "host": "127.0.0.1"},
+        "setting": {
+            "agents": args.agents,
+            "updates": n,
+            "repeat": repeat,
+            "paced_rate": args.rate,
+            "low_rate": args.low_rate,
+            "low_updates": args.low_updates or min(n, LOW[size]),
+            "host": "127.0.0.1",
+        },
         "systems": results,
         "vs_hub": verdict(results),
         "vs_hub_crdtsync_wan": verdict(results, "crdtsync-wan"),

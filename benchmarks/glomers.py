@@ -32,13 +32,26 @@ from typing import Any
 
 from benchlib import BENCH_DIR, Progress, common_args, finish, machine, pyplot, size_of
 
-SCALE = {"full": [10, 25, 50, 100, 250, 500, 1000], "quick": [10, 25, 50, 100, 200], "tiny": [10, 20]}
+SCALE = {
+    "full": [10, 25, 50, 100, 250, 500, 1000],
+    "quick": [10, 25, 50, 100, 200],
+    "tiny": [10, 20],
+}
 SCALE_DURATION = {"full": 2.0, "quick": 2.0, "tiny": 1.0}
-BASE_ARGS = {"full": [], "quick": ["--duration", "5"], "tiny": ["--agents", "10", "--duration", "2"]}
+BASE_ARGS = {
+    "full": [],
+    "quick": ["--duration", "5"],
+    "tiny": ["--agents", "10", "--duration", "2"],
+}
 
 
 def sim(args: list[str]) -> dict[str, Any]:
-    res = subprocess.run([sys.executable, str(BENCH_DIR / "gossip_sim.py"), *args], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "gossip_sim.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"gossip_sim.py {' '.join(args)} failed: {res.stderr[-3000:]}")
     return json.loads(res.stdout)
@@ -58,9 +71,24 @@ def rounds_floor(n: int, f: int, full_mesh_max: int) -> int:
 
 
 def _pick(run: dict[str, Any]) -> dict[str, Any]:
-    keys = ("agents", "loss", "writes", "converged_writes", "msgs_per_write", "bytes_per_write", "latency_median_ms",
-            "latency_p99_ms", "latency_max_ms", "latency_floor_median_ms", "overlay_diameter_hops", "max_agent_share",
-            "fair_share", "idle_msgs_per_s", "messages_by_type", "wall_s")
+    keys = (
+        "agents",
+        "loss",
+        "writes",
+        "converged_writes",
+        "msgs_per_write",
+        "bytes_per_write",
+        "latency_median_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "latency_floor_median_ms",
+        "overlay_diameter_hops",
+        "max_agent_share",
+        "fair_share",
+        "idle_msgs_per_s",
+        "messages_by_type",
+        "wall_s",
+    )
     return {k: run.get(k) for k in keys if k in run}
 
 
@@ -69,29 +97,65 @@ def plot(rows: list[dict[str, Any]], f: int, mesh_max: int, latency_ms: float, p
     ns = [r["agents"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(11.5, 4.3))
     a = ax[0]
-    a.plot(ns, [r["latency_median_ms"] / latency_ms for r in rows], "o-", color="tab:blue", label="crdtsync median")
-    a.plot(ns, [r["latency_max_ms"] / latency_ms for r in rows], "s--", color="tab:blue", alpha=0.5, label="crdtsync max")
+    a.plot(
+        ns,
+        [r["latency_median_ms"] / latency_ms for r in rows],
+        "o-",
+        color="tab:blue",
+        label="crdtsync median",
+    )
+    a.plot(
+        ns,
+        [r["latency_max_ms"] / latency_ms for r in rows],
+        "s--",
+        color="tab:blue",
+        alpha=0.5,
+        label="crdtsync max",
+    )
     fine = sorted({*range(2, 11), *[int(10 ** (i / 20)) for i in range(20, 61)], *ns})
-    a.step(fine, [rounds_floor(n, f, mesh_max) for n in fine], where="post", color="black",
-           label=f"floor ceil(log_(1+{f}) N)")
+    a.step(
+        fine,
+        [rounds_floor(n, f, mesh_max) for n in fine],
+        where="post",
+        color="black",
+        label=f"floor ceil(log_(1+{f}) N)",
+    )
     if all(r.get("latency_floor_median_ms") is not None for r in rows):
-        a.plot(ns, [r["latency_floor_median_ms"] / latency_ms for r in rows], "^:", color="tab:gray",
-               label="floor on the overlay built (median hops)")
+        a.plot(
+            ns,
+            [r["latency_floor_median_ms"] / latency_ms for r in rows],
+            "^:",
+            color="tab:gray",
+            label="floor on the overlay built (median hops)",
+        )
     a.set_xscale("log")
     a.set_xlabel("agents N (log)")
     a.set_ylabel(f"rounds to reach every agent (1 round = {latency_ms:.0f} ms link)")
     a.set_title("propagation latency vs N")
     a.legend(fontsize=7)
     a = ax[1]
-    a.plot(ns, [r["msgs_per_write"] for r in rows], "o-", color="tab:blue", label="crdtsync (all message types)")
-    a.plot(fine, [max(n - 1, 1) for n in fine], color="black", label="N - 1 (each agent gets it once, no batching)")
+    a.plot(
+        ns,
+        [r["msgs_per_write"] for r in rows],
+        "o-",
+        color="tab:blue",
+        label="crdtsync (all message types)",
+    )
+    a.plot(
+        fine,
+        [max(n - 1, 1) for n in fine],
+        color="black",
+        label="N - 1 (each agent gets it once, no batching)",
+    )
     a.set_xscale("log")
     a.set_yscale("log")
     a.set_xlabel("agents N (log)")
     a.set_ylabel("messages per write (log)")
     a.set_title("messages per write vs N (100 writes/s over the mesh)")
     a.legend(fontsize=7)
-    fig.suptitle("Gossip Glomers scale curve (simulated network, virtual clock, lossless)", fontsize=10)
+    fig.suptitle(
+        "Gossip Glomers scale curve (simulated network, virtual clock, lossless)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -117,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, n in enumerate(ns):
             run = sim(["--agents", str(n), "--skip-lossy", "--duration", str(duration)])["lossless"]
             row = _pick(run)
-            row["rounds_median"] = round(run["latency_median_ms"] / 100.0, 2) if run.get("latency_median_ms") else None
+            row["rounds_median"] = (
+                round(run["latency_median_ms"] / 100.0, 2) if run.get("latency_median_ms") else None
+            )
             row["rounds_floor"] = rounds_floor(n, f, mesh_max)
             row["msgs_floor_no_batching"] = n - 1
             rows.append(row)
@@ -128,9 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "glomers",
         "size": size,
         "machine": machine(),
-        "gossip_sim_defaults": {k: base.get(k) for k in ("setting", "lossless", "lossless_vs_targets", "lossy", "lossy_vs_targets")},
-        "scale": {"fanout": f, "full_mesh_max": mesh_max, "link_latency_ms": 100, "writes_per_s": 100,
-                  "duration_s": duration, "points": rows},
+        "gossip_sim_defaults": {
+            k: base.get(k)
+            for k in ("setting", "lossless", "lossless_vs_targets", "lossy", "lossy_vs_targets")
+        },
+        "scale": {
+            "fanout": f,
+            "full_mesh_max": mesh_max,
+            "link_latency_ms": 100,
+            "writes_per_s": 100,
+            "duration_s": duration,
+            "points": rows,
+        },
     }
     if args.plot_dir:
         path = Path(args.plot_dir) / "glomers_scale.png"

@@ -50,9 +50,9 @@ from dataclasses import replace
 from typing import Any
 
 import pycrdt
+from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import GossipConfig
-from crdtsync.transports.memory import Network
 
 __all__ = ["run_scenario", "main"]
 
@@ -79,7 +79,9 @@ def run_scenario(
     net.add_node(names[0])
     for name in names[1:]:
         # A few seeds each, so no agent is everybody's entry point for long.
-        seeds = rng.sample([net.address(n) for n in names if n in net.nodes], k=min(3, len(net.nodes)))
+        seeds = rng.sample(
+            [net.address(n) for n in names if n in net.nodes], k=min(3, len(net.nodes))
+        )
         net.add_node(name, seeds=seeds)
     net.run_until(warmup)
     idle_start, idle_msgs = net.now, net.total_messages()
@@ -138,7 +140,7 @@ def run_scenario(
     while any(d is None for d in done_at) and net.now < deadline:
         net.run_for(0.05)
     end = net.now
-    lat = [(d - w) * 1000 for w, d in zip(written_at, done_at) if d is not None]
+    lat = [(d - w) * 1000 for w, d in zip(written_at, done_at, strict=False) if d is not None]
     total = net.total_messages()
     part: dict[str, int] = {n: 0 for n in names}
     for (src, dst), st in net.links.items():
@@ -167,7 +169,11 @@ def run_scenario(
         # the five slowest writes: (seconds after the first write, latency ms), to tell a
         # drain tail (writes at the very end) from a stall in the middle
         "slowest_writes": sorted(
-            ((round(w - start, 2), round((d - w) * 1000, 1)) for w, d in zip(written_at, done_at) if d is not None),
+            (
+                (round(w - start, 2), round((d - w) * 1000, 1))
+                for w, d in zip(written_at, done_at, strict=False)
+                if d is not None
+            ),
             key=lambda x: -x[1],
         )[:5],
         "measured_s": round(end - start, 2),
@@ -227,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fanout", type=int, default=None)
     p.add_argument("--tree-core", type=int, default=None)
     p.add_argument("--full-mesh-max", type=int, default=None)
-    p.add_argument("--relay-max", type=int, default=None, help="largest rotating-relay mesh (0: tree only)")
+    p.add_argument(
+        "--relay-max", type=int, default=None, help="largest rotating-relay mesh (0: tree only)"
+    )
     p.add_argument("--no-align", action="store_true", help="flush windows not aligned to the clock")
     p.add_argument("--skip-lossy", action="store_true")
     args = p.parse_args(argv)
@@ -247,7 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_align:
         overrides["align_windows"] = False
     config = replace(config, **overrides)
-    common = dict(agents=args.agents, latency=args.latency, rate=args.rate, duration=args.duration, seed=args.seed, config=config)
+    common = dict(
+        agents=args.agents,
+        latency=args.latency,
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        config=config,
+    )
     lossless = run_scenario(loss=0.0, **common)
     report: dict[str, Any] = {
         "setting": {
@@ -259,8 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             "config": {
                 k: getattr(config, k)
                 for k in (
-                    "push_interval", "align_windows", "full_mesh_max", "relay_max", "fanout", "tree_core",
-                    "anti_entropy_interval", "ack_interval", "repair_timeout",
+                    "push_interval",
+                    "align_windows",
+                    "full_mesh_max",
+                    "relay_max",
+                    "fanout",
+                    "tree_core",
+                    "anti_entropy_interval",
+                    "ack_interval",
+                    "repair_timeout",
                 )
             },
         },

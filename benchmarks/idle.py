@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import tempfile
 import time
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    wait_mesh,
     Child,
     Progress,
     children,
@@ -41,6 +39,7 @@ from benchlib import (
     pyplot,
     size_of,
     tcp_counters,
+    wait_mesh,
     wait_with_progress,
 )
 
@@ -75,7 +74,16 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
         for i, port in enumerate(ports):
             data = tmp / f"s{shards}" / f"a{i}"
             shutil.copytree(seed, data, ignore=shutil.ignore_patterns("LOCK"))
-            args = ["--name", f"a{i}", "--data", str(data), "--listen", f"ws://127.0.0.1:{port}", "--seed", str(i)]
+            args = [
+                "--name",
+                f"a{i}",
+                "--data",
+                str(data),
+                "--listen",
+                f"ws://127.0.0.1:{port}",
+                "--seed",
+                str(i),
+            ]
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"idle{shards}/a{i}"))
@@ -86,13 +94,13 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
         wait_with_progress(prog, f"{shards} shards: idle window", window)
         stats1, tcp1 = _stats(kids), tcp_counters(ports)
     by_type: dict[str, int] = {}
-    for a, b in zip(stats0, stats1):
+    for a, b in zip(stats0, stats1, strict=False):
         for k, v in b["by_type"].items():
             by_type[k] = by_type.get(k, 0) + v - a["by_type"].get(k, 0)
     by_type = {k: v for k, v in sorted(by_type.items()) if v}
-    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1))
-    payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1))
-    cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1))
+    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1, strict=False))
+    payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1, strict=False))
+    cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1, strict=False))
     wire = counter_delta(tcp1, tcp0)
     rounds = by_type.get("Summary", 0)
     per = max(rounds, 1)
@@ -116,13 +124,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.8))
     s = [r["shards"] for r in rows]
-    for a, key, title in ((ax[0], "msgs_per_round", "messages per round"),
-                          (ax[1], "wire_bytes_per_round", "wire bytes per round"),
-                          (ax[2], "cpu_ms_per_round", "CPU ms per round (all agents)")):
+    for a, key, title in (
+        (ax[0], "msgs_per_round", "messages per round"),
+        (ax[1], "wire_bytes_per_round", "wire bytes per round"),
+        (ax[2], "cpu_ms_per_round", "CPU ms per round (all agents)"),
+    ):
         vals = [r[key] for r in rows]
         a.plot(s, vals, "o-", color="tab:blue", label="crdtsync, measured")
-        for x, y in zip(s, vals):
-            a.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        for x, y in zip(s, vals, strict=False):
+            a.annotate(
+                f"{y:g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+            )
         if key == "msgs_per_round":
             a.axhline(1.0, color="tab:gray", ls="--", label="floor: 1 Summary per round")
         a.set_xscale("log")
@@ -133,7 +145,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         a.set_title(title)
         a.set_ylim(bottom=0, top=max(vals) * 1.35 + 1e-9)
         a.legend(fontsize=7, loc="lower right")
-    fig.suptitle("idle mesh: 8 agents, equal replicas, nothing changing (target: flat in shard count)", fontsize=10)
+    fig.suptitle(
+        "idle mesh: 8 agents, equal replicas, nothing changing (target: flat in shard count)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -143,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(p)
     p.add_argument("--shards", default=None, help="comma-separated shard counts [10,100,1000]")
-    p.add_argument("--window", type=float, default=None, help="measured idle seconds per shard count")
+    p.add_argument(
+        "--window", type=float, default=None, help="measured idle seconds per shard count"
+    )
     p.add_argument("--agents", type=int, default=8)
     args = p.parse_args(argv)
     size = size_of(args)
@@ -165,15 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         "by_shard_count": rows,
         "growth": {
             "shards_ratio": last["shards"] / first["shards"],
-            "msgs_per_round_ratio": round(last["msgs_per_round"] / first["msgs_per_round"], 3) if first["msgs_per_round"] else None,
-            "wire_bytes_per_round_ratio": round(last["wire_bytes_per_round"] / first["wire_bytes_per_round"], 3) if first["wire_bytes_per_round"] else None,
-            "cpu_per_round_ratio": round(last["cpu_ms_per_round"] / first["cpu_ms_per_round"], 2) if first["cpu_ms_per_round"] else None,
+            "msgs_per_round_ratio": round(last["msgs_per_round"] / first["msgs_per_round"], 3)
+            if first["msgs_per_round"]
+            else None,
+            "wire_bytes_per_round_ratio": round(
+                last["wire_bytes_per_round"] / first["wire_bytes_per_round"], 3
+            )
+            if first["wire_bytes_per_round"]
+            else None,
+            "cpu_per_round_ratio": round(last["cpu_ms_per_round"] / first["cpu_ms_per_round"], 2)
+            if first["cpu_ms_per_round"]
+            else None,
         },
     }
     g = report["growth"]
-    report["target_o1_per_round"] = {"met": bool(g["msgs_per_round_ratio"] is not None and g["msgs_per_round_ratio"] <= 1.5
-                                                 and g["wire_bytes_per_round_ratio"] is not None and g["wire_bytes_per_round_ratio"] <= 1.5),
-                                     "rule": "messages and wire bytes per round grow < 1.5x from the fewest to the most shards"}
+    report["target_o1_per_round"] = {
+        "met": bool(
+            g["msgs_per_round_ratio"] is not None
+            and g["msgs_per_round_ratio"] <= 1.5
+            and g["wire_bytes_per_round_ratio"] is not None
+            and g["wire_bytes_per_round_ratio"] <= 1.5
+        ),
+        "rule": "messages and wire bytes per round grow < 1.5x from the fewest to the most shards",
+    }
     if args.plot_dir:
         path = Path(args.plot_dir) / "idle.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,17 +89,28 @@ SIZES = {  # ops, baseline ops, tasks, repeat
 
 def plot(result: dict[str, object], path: Path) -> None:
     plt = pyplot()
-    labels = ["floor: bare pycrdt\n(in memory)", "group commit\n(durable)", f"acknowledged\n({result['acknowledged_tasks']} writers)",
-              "per-op commit\n(no group commit)"]
-    vals = [result["floor_in_memory_ops_per_s"], result["group_commit_durable_ops_per_s"],
-            result["acknowledged_ops_per_s"], result["per_op_commit_ops_per_s"]]
+    labels = [
+        "floor: bare pycrdt\n(in memory)",
+        "group commit\n(durable)",
+        f"acknowledged\n({result['acknowledged_tasks']} writers)",
+        "per-op commit\n(no group commit)",
+    ]
+    vals = [
+        result["floor_in_memory_ops_per_s"],
+        result["group_commit_durable_ops_per_s"],
+        result["acknowledged_ops_per_s"],
+        result["per_op_commit_ops_per_s"],
+    ]
     fig, ax = plt.subplots(figsize=(7.5, 4))
     bars = ax.bar(labels, vals, color=["tab:gray", "tab:blue", "tab:cyan", "tab:red"])
     ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("map sets per second (log)")
     ax.axhline(100_000, color="black", ls=":", lw=0.8, label="target 100k durable ops/s")
-    ax.set_title(f"local durable writes, {result['ops']:,} ops (ratio to floor {result['ratio_group_commit_to_floor']})", fontsize=9)
+    ax.set_title(
+        f"local durable writes, {result['ops']:,} ops (ratio to floor {result['ratio_group_commit_to_floor']})",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -112,7 +123,9 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=None, help="[200000; quick 50000]")
     parser.add_argument("--baseline-ops", type=int, default=None)
     parser.add_argument("--tasks", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=None, help="best of N for each figure [3; quick 1]")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="best of N for each figure [3; quick 1]"
+    )
     args = parser.parse_args()
     size = size_of(args)
     d_ops, d_base, d_tasks, d_repeat = SIZES[size]

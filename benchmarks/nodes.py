@@ -103,7 +103,13 @@ class _FailFast(logging.Handler):
     because one of our own agents sent something invalid, ends the benchmark: the parent
     sees an ``error`` event at once instead of waiting for a timeout."""
 
-    _BUGS = ("INVALID_UPDATE", "INTERNAL_ERROR", "MALFORMED_FRAME", "UNKNOWN_MESSAGE", "INVALID_SHARD")
+    _BUGS = (
+        "INVALID_UPDATE",
+        "INTERNAL_ERROR",
+        "MALFORMED_FRAME",
+        "UNKNOWN_MESSAGE",
+        "INVALID_SHARD",
+    )
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.ERROR and not any(b in record.getMessage() for b in self._BUGS):
@@ -126,9 +132,14 @@ def emit(record: dict[str, Any]) -> None:
 
 def stats_event() -> dict[str, Any]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"event": "stats", "pid": os.getpid(), "frames": FRAMES["frames"], "bytes": FRAMES["bytes"],
-            "by_type": {k[5:]: v for k, v in FRAMES.items() if k.startswith("type:")},
-            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4)}
+    return {
+        "event": "stats",
+        "pid": os.getpid(),
+        "frames": FRAMES["frames"],
+        "bytes": FRAMES["bytes"],
+        "by_type": {k[5:]: v for k, v in FRAMES.items() if k.startswith("type:")},
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
+    }
 
 
 class Commands:
@@ -171,8 +182,14 @@ async def write_keys(setter: Any, prefix: str, n: int, rate: float) -> dict[str,
             first = stamp
         last = stamp
         await asyncio.sleep(0)
-    return {"event": "written", "prefix": prefix, "n": n, "first_ns": first, "last_ns": last,
-            "wall_s": round(time.perf_counter() - start, 4)}
+    return {
+        "event": "written",
+        "prefix": prefix,
+        "n": n,
+        "first_ns": first,
+        "last_ns": last,
+        "wall_s": round(time.perf_counter() - start, 4),
+    }
 
 
 class Arrivals:
@@ -202,8 +219,14 @@ class Arrivals:
             return
         self.root.unobserve(self._sub)
         arrivals = self.arrived.values()
-        self.done.set_result({"event": "complete", "prefix": self.prefix, "first_ns": min(arrivals),
-                              "last_ns": max(arrivals)})
+        self.done.set_result(
+            {
+                "event": "complete",
+                "prefix": self.prefix,
+                "first_ns": min(arrivals),
+                "last_ns": max(arrivals),
+            }
+        )
 
     def dump(self) -> dict[str, Any]:
         lat_us = []
@@ -245,10 +268,8 @@ class JoinWatch:
 
 async def run_crdtsync(args: argparse.Namespace) -> None:
     global _COUNT_TYPES
-    from dataclasses import replace
 
     from crdtsync import Agent, wire
-    from crdtsync.gossip import GossipConfig
 
     _TYPE_NAMES.update({tag: cls.__name__ for cls, tag in wire.TAGS.items()})
     _COUNT_TYPES = True
@@ -256,8 +277,15 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     commands = Commands(loop)
     t0 = time.time_ns()
-    agent = Agent(args.name, data_dir=args.data, listen=args.listen, peers=args.peer, gossip=config,
-                  seed=args.seed, durability_interval=args.durability_interval)
+    agent = Agent(
+        args.name,
+        data_dir=args.data,
+        listen=args.listen,
+        peers=args.peer,
+        gossip=config,
+        seed=args.seed,
+        durability_interval=args.durability_interval,
+    )
     join: JoinWatch | None = None
     if args.join:
         await agent.start()
@@ -270,20 +298,35 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     for name in args.shard:
         await agent.shard(name)
     effective = getattr(agent, "_gossip_config", config)
-    emit({"event": "ready", "agent": args.name, "address": agent.address, "pid": os.getpid(),
-          "gossip": {k: getattr(effective, k, None) for k in _REPORTED},
-          "start_s": round((time.time_ns() - t0) / 1e9, 4)})
+    emit(
+        {
+            "event": "ready",
+            "agent": args.name,
+            "address": agent.address,
+            "pid": os.getpid(),
+            "gossip": {k: getattr(effective, k, None) for k in _REPORTED},
+            "start_s": round((time.time_ns() - t0) / 1e9, 4),
+        }
+    )
     tasks: set[asyncio.Task[Any]] = set()
     expecting: dict[str, Arrivals] = {}
     if join is not None:
+
         async def joined() -> None:
             assert join is not None
             t_visible = await join.done
             shard = await agent.shard(args.join)
             await shard.flush()
             t_durable = time.time_ns()
-            emit({"event": "synced", "visible_s": (t_visible - join.t0) / 1e9,
-                  "durable_s": (t_durable - join.t0) / 1e9, "digest": shard.digest().hex()})
+            emit(
+                {
+                    "event": "synced",
+                    "visible_s": (t_visible - join.t0) / 1e9,
+                    "durable_s": (t_durable - join.t0) / 1e9,
+                    "digest": shard.digest().hex(),
+                }
+            )
+
         tasks.add(asyncio.create_task(joined()))
     try:
         while True:
@@ -293,9 +336,19 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                 if op == "quit":
                     break
                 if op == "status":
-                    emit({"event": "status", "connected": [p.name for p in agent.peers if p.state == "connected"],
-                          "shards": {n: {"digest": (await agent.shard(n)).digest().hex(),
-                                         "len": len(await agent.shard(n))} for n in cmd.get("shards", [])}})
+                    emit(
+                        {
+                            "event": "status",
+                            "connected": [p.name for p in agent.peers if p.state == "connected"],
+                            "shards": {
+                                n: {
+                                    "digest": (await agent.shard(n)).digest().hex(),
+                                    "len": len(await agent.shard(n)),
+                                }
+                                for n in cmd.get("shards", [])
+                            },
+                        }
+                    )
                 elif op == "open":
                     for n in cmd["shards"]:
                         await agent.shard(n)
@@ -304,11 +357,18 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     shard = await agent.shard(cmd["shard"])
 
                     async def do_write(shard: Any = shard, cmd: dict[str, Any] = cmd) -> None:
-                        emit(await write_keys(shard.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)))
+                        emit(
+                            await write_keys(
+                                shard.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)
+                            )
+                        )
+
                     tasks.add(asyncio.create_task(do_write()))
                 elif op == "expect":
                     shard = await agent.shard(cmd["shard"])
-                    arr = expecting[cmd["prefix"]] = Arrivals(shard.crdt, cmd["prefix"], cmd["n"], cmd["out"], shard.__getitem__)
+                    arr = expecting[cmd["prefix"]] = Arrivals(
+                        shard.crdt, cmd["prefix"], cmd["n"], cmd["out"], shard.__getitem__
+                    )
                     tasks.add(asyncio.create_task(watch(arr)))
                     emit({"event": "expecting", "prefix": cmd["prefix"]})
                 elif op == "replicated":
@@ -317,7 +377,14 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     async def do_replicated(shard: Any = shard, cmd: dict[str, Any] = cmd) -> None:
                         t = time.time_ns()
                         await shard.replicated(cmd["peers"], timeout=cmd.get("timeout", 60))
-                        emit({"event": "replicated", "at_ns": time.time_ns(), "waited_s": (time.time_ns() - t) / 1e9})
+                        emit(
+                            {
+                                "event": "replicated",
+                                "at_ns": time.time_ns(),
+                                "waited_s": (time.time_ns() - t) / 1e9,
+                            }
+                        )
+
                     tasks.add(asyncio.create_task(do_replicated()))
                 elif op == "genesis":
                     shard = await agent.shard(cmd["shard"])
@@ -346,7 +413,13 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
         emit({"event": "stopped"})
 
 
-_REPORTED = ("push_interval", "align_windows", "send_when_idle", "full_mesh_max", "anti_entropy_interval")
+_REPORTED = (
+    "push_interval",
+    "align_windows",
+    "send_when_idle",
+    "full_mesh_max",
+    "anti_entropy_interval",
+)
 
 
 def gossip_config(spec_text: str | None, name: str) -> Any:
@@ -375,9 +448,11 @@ def gossip_config(spec_text: str | None, name: str) -> Any:
 
 def _join_condition(root: pycrdt.Map, args: argparse.Namespace) -> Any:
     if args.until_text_len is not None:
+
         def cond() -> bool:
             text = root.get("text")
             return text is not None and len(text) >= args.until_text_len
+
         return cond
     return lambda: len(root) >= args.until_len
 
@@ -409,7 +484,9 @@ async def _replay(agent: Any, cmd: dict[str, Any]) -> None:
         if done % 250 == 0:
             emit({"event": "replay-progress", "steps": done})
         await asyncio.sleep(0)
-    emit({"event": "replayed", "at_ns": time.time_ns(), "steps": len(plan["steps"]), "waits": waits})
+    emit(
+        {"event": "replayed", "at_ns": time.time_ns(), "steps": len(plan["steps"]), "waits": waits}
+    )
     final_len = cmd["final_len"]
     while True:
         text = shard.crdt.get("text")
@@ -512,13 +589,23 @@ async def run_hub_client(args: argparse.Namespace) -> None:
     async with connect(args.url, max_size=None, compression=None) as ws:
         async with pycrdt.Provider(doc, WsChannel(ws, path)) as provider:
             await provider.synced.wait()
-            emit({"event": "ready", "pid": os.getpid(), "start_s": round((time.time_ns() - t0) / 1e9, 4)})
+            emit(
+                {
+                    "event": "ready",
+                    "pid": os.getpid(),
+                    "start_s": round((time.time_ns() - t0) / 1e9, 4),
+                }
+            )
             if join is not None:
+
                 async def joined() -> None:
                     assert join is not None
                     join.poke()
                     t_visible = await join.done
-                    emit({"event": "synced", "visible_s": (t_visible - t0) / 1e9, "durable_s": None})
+                    emit(
+                        {"event": "synced", "visible_s": (t_visible - t0) / 1e9, "durable_s": None}
+                    )
+
                 tasks.add(asyncio.create_task(joined()))
             while True:
                 cmd = await commands.queue.get()
@@ -527,11 +614,19 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                     if op == "quit":
                         break
                     if op == "write":
+
                         async def do_write(cmd: dict[str, Any] = cmd) -> None:
-                            emit(await write_keys(root.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)))
+                            emit(
+                                await write_keys(
+                                    root.__setitem__, cmd["prefix"], cmd["n"], cmd.get("rate", 0)
+                                )
+                            )
+
                         tasks.add(asyncio.create_task(do_write()))
                     elif op == "expect":
-                        arr = expecting[cmd["prefix"]] = Arrivals(root, cmd["prefix"], cmd["n"], cmd["out"], root.__getitem__)
+                        arr = expecting[cmd["prefix"]] = Arrivals(
+                            root, cmd["prefix"], cmd["n"], cmd["out"], root.__getitem__
+                        )
                         tasks.add(asyncio.create_task(watch(arr)))
                         emit({"event": "expecting", "prefix": cmd["prefix"]})
                     elif op == "status":
@@ -574,7 +669,9 @@ def main() -> None:
     hs.add_argument("--room", default="/bench")
     args = p.parse_args()
     _install_logging()
-    runner = {"crdtsync": run_crdtsync, "hub-server": run_hub_server, "hub-client": run_hub_client}[args.role]
+    runner = {"crdtsync": run_crdtsync, "hub-server": run_hub_server, "hub-client": run_hub_client}[
+        args.role
+    ]
     prof_dir = os.environ.get("CRDTSYNC_BENCH_CPROFILE")  # DIR: cProfile every child into it
     profiler = None
     if prof_dir:

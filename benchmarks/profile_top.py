@@ -37,7 +37,9 @@ def pyspy(path: str, top: int, under: str | None) -> None:
         self_c[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    print(f"{path}: {total} busy samples{f' under {under}' if under else ''}, {idle} idle (event loop in select)")
+    print(
+        f"{path}: {total} busy samples{f' under {under}' if under else ''}, {idle} idle (event loop in select)"
+    )
     print("--- self")
     for f, n in self_c.most_common(top):
         print(f"{100 * n / max(total, 1):5.1f}%  {f}")

@@ -86,13 +86,22 @@ def floors(path: Path) -> dict[str, Any]:
         d = pycrdt.Doc()
         d.apply_update(state)
         best = min(best, time.perf_counter() - t0)
-    return {"floor_replay_s": round(replay, 4), "floor_reopen_s": round(best, 5), "state_bytes": len(state),
-            "log_entries": len(log)}
+    return {
+        "floor_replay_s": round(replay, 4),
+        "floor_reopen_s": round(best, 5),
+        "state_bytes": len(state),
+        "log_entries": len(log),
+    }
 
 
 def child(op: str, path: Path) -> dict[str, Any]:
     """Run one timed operation in a fresh process (this script with --child)."""
-    res = subprocess.run([sys.executable, __file__, "--child", op, str(path)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, __file__, "--child", op, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"child {op} failed: {res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -108,15 +117,27 @@ def run_child(op: str, path: Path) -> None:
         t1 = time.perf_counter()
         shard = await agent.shard(SHARD)
         t2 = time.perf_counter()
-        out: dict[str, Any] = {"start_s": round(t1 - t0, 4), "open_shard_s": round(t2 - t1, 4),
-                               "reopen_s": round(t2 - t0, 4), "keys": len(shard)}
+        out: dict[str, Any] = {
+            "start_s": round(t1 - t0, 4),
+            "open_shard_s": round(t2 - t1, 4),
+            "reopen_s": round(t2 - t0, 4),
+            "keys": len(shard),
+        }
         st = shard.stats()
-        out["log_count"], out["log_bytes"], out["snapshot_bytes"] = st.log_count, st.log_bytes, st.snapshot_bytes
+        out["log_count"], out["log_bytes"], out["snapshot_bytes"] = (
+            st.log_count,
+            st.log_bytes,
+            st.snapshot_bytes,
+        )
         if op == "compact":
             t3 = time.perf_counter()
             st = await shard.compact()
             out["compact_s"] = round(time.perf_counter() - t3, 4)
-            out["after"] = {"log_count": st.log_count, "log_bytes": st.log_bytes, "snapshot_bytes": st.snapshot_bytes}
+            out["after"] = {
+                "log_count": st.log_count,
+                "log_bytes": st.log_bytes,
+                "snapshot_bytes": st.snapshot_bytes,
+            }
         t4 = time.perf_counter()
         await agent.close()
         out["close_s"] = round(time.perf_counter() - t4, 4)
@@ -128,9 +149,20 @@ def run_child(op: str, path: Path) -> None:
 def plot(r: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    labels = ["reopen\n(log)", "floor: replay\nlog in pycrdt", "compact", "reopen\n(compacted)", "floor: apply\nstate"]
-    vals = [r["reopen_log"]["reopen_s"], r["floor_replay_s"], r["compact"]["compact_s"],
-            r["reopen_compacted"]["reopen_s"], r["floor_reopen_s"]]
+    labels = [
+        "reopen\n(log)",
+        "floor: replay\nlog in pycrdt",
+        "compact",
+        "reopen\n(compacted)",
+        "floor: apply\nstate",
+    ]
+    vals = [
+        r["reopen_log"]["reopen_s"],
+        r["floor_replay_s"],
+        r["compact"]["compact_s"],
+        r["reopen_compacted"]["reopen_s"],
+        r["floor_reopen_s"],
+    ]
     colors = ["tab:blue", "tab:gray", "tab:purple", "tab:blue", "tab:gray"]
     bars = ax[0].bar(labels, vals, color=colors)
     ax[0].bar_label(bars, fmt="%.3g", fontsize=8)
@@ -138,10 +170,25 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax[0].set_ylabel("seconds (log)")
     ax[0].set_title(f"reopening a shard with {r['updates']:,} logged updates")
     d = r["disk"]
-    labels = ["dir allocated\nbefore", "live log +\nsnapshot before", "dir allocated\nafter", "live log +\nsnapshot after", "encoded\nstate"]
-    vals = [d["before"]["allocated_bytes"], d["before"]["live_bytes"], d["after"]["allocated_bytes"],
-            d["after"]["live_bytes"], r["state_bytes"]]
-    bars = ax[1].bar(labels, [v / 1e6 for v in vals], color=["tab:blue", "tab:cyan", "tab:blue", "tab:cyan", "tab:gray"])
+    labels = [
+        "dir allocated\nbefore",
+        "live log +\nsnapshot before",
+        "dir allocated\nafter",
+        "live log +\nsnapshot after",
+        "encoded\nstate",
+    ]
+    vals = [
+        d["before"]["allocated_bytes"],
+        d["before"]["live_bytes"],
+        d["after"]["allocated_bytes"],
+        d["after"]["live_bytes"],
+        r["state_bytes"],
+    ]
+    bars = ax[1].bar(
+        labels,
+        [v / 1e6 for v in vals],
+        color=["tab:blue", "tab:cyan", "tab:blue", "tab:cyan", "tab:gray"],
+    )
     ax[1].bar_label(bars, fmt="%.3g", fontsize=8)
     ax[1].set_yscale("log")
     ax[1].set_ylabel("MB (log)")
@@ -196,12 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         "reopen_compacted": reopen_compacted,
         "floor_replay_s": fl["floor_replay_s"],
         "floor_reopen_s": fl["floor_reopen_s"],
-        "disk": {"before": {**disk_before, "live_bytes": live_before},
-                 "after": {**disk_after, "live_bytes": live_after}},
+        "disk": {
+            "before": {**disk_before, "live_bytes": live_before},
+            "after": {**disk_after, "live_bytes": live_after},
+        },
         "ratios": {
             "reopen_log_vs_floor_replay": ratio(reopen_log["reopen_s"], fl["floor_replay_s"]),
-            "reopen_compacted_vs_floor_reopen": ratio(reopen_compacted["reopen_s"], fl["floor_reopen_s"], 1),
-            "reopen_log_vs_reopen_compacted": ratio(reopen_log["reopen_s"], reopen_compacted["reopen_s"], 1),
+            "reopen_compacted_vs_floor_reopen": ratio(
+                reopen_compacted["reopen_s"], fl["floor_reopen_s"], 1
+            ),
+            "reopen_log_vs_reopen_compacted": ratio(
+                reopen_log["reopen_s"], reopen_compacted["reopen_s"], 1
+            ),
             "live_bytes_before_vs_state": ratio(live_before, fl["state_bytes"], 1),
             "live_bytes_after_vs_state": ratio(live_after, fl["state_bytes"], 3),
             "allocated_after_vs_state": ratio(disk_after["allocated_bytes"], fl["state_bytes"], 1),

@@ -42,13 +42,14 @@ import pycrdt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from crdtsync.transports.memory import Network  # noqa: E402
+
 from crdtsync.gossip import GossipConfig  # noqa: E402
+from crdtsync.messages import Diff, Push  # noqa: E402
 from crdtsync.placement import holders  # noqa: E402
 from crdtsync.query import OK  # noqa: E402
 from crdtsync.readcache import ReadCache, snapshot_of  # noqa: E402
 from crdtsync.sharding import ShardingConfig  # noqa: E402
-from crdtsync.messages import Diff, Push  # noqa: E402
-from crdtsync.transports.memory import Network  # noqa: E402
 
 DATA = ("Push", "Diff", "DiffChunk", "SyncRequest", "Digests", "Summary", "Ack")
 
@@ -79,7 +80,12 @@ class MeteredNetwork(Network):
 def build(n: int, r: int | None, seed: int, latency: float) -> MeteredNetwork:
     cfg = GossipConfig(anti_entropy_interval=5.0, suspect_timeout=5.0, prune_grace=3.0)
     net = MeteredNetwork(
-        seed, config=cfg, sharding=ShardingConfig(replication_factor=r), latency=latency, jitter=latency / 5, trace=True
+        seed,
+        config=cfg,
+        sharding=ShardingConfig(replication_factor=r),
+        latency=latency,
+        jitter=latency / 5,
+        trace=True,
     )
     rng = random.Random(seed)
     names = [f"a{i:02d}" for i in range(n)]
@@ -89,7 +95,9 @@ def build(n: int, r: int | None, seed: int, latency: float) -> MeteredNetwork:
     return net
 
 
-def workload(names: list[str], shards: list[str], writes: int, r: int, seed: int) -> list[tuple[float, str, str, str, str]]:
+def workload(
+    names: list[str], shards: list[str], writes: int, r: int, seed: int
+) -> list[tuple[float, str, str, str, str]]:
     """(time, writer, shard, key, value): each write at a placement holder of its shard."""
     rng = random.Random(seed)
     out = []
@@ -135,7 +143,9 @@ def run_writes(net: MeteredNetwork, plan: list[tuple[float, str, str, str, str]]
     return out
 
 
-def run_reads(net: Network, names: list[str], shards: list[str], reads: int, seed: int, latency: float) -> dict[str, Any]:
+def run_reads(
+    net: Network, names: list[str], shards: list[str], reads: int, seed: int, latency: float
+) -> dict[str, Any]:
     assert net.trace is not None
     rng = random.Random(seed + 1)
     local_cpu: list[float] = []
@@ -157,12 +167,20 @@ def run_reads(net: Network, names: list[str], shards: list[str], reads: int, see
         warm = shard in cache
         if warm:  # make the cached copy stale: a few writes since, and past the ttl
             h = holders(shard, names, 3)[0]
-            net.write(h, shard, lambda d, i=i: d.get("root", type=pycrdt.Map).__setitem__(f"k{i % 10}", f"w{i}"))
+            net.write(
+                h,
+                shard,
+                lambda d, i=i: d.get("root", type=pycrdt.Map).__setitem__(f"k{i % 10}", f"w{i}"),
+            )
         net.run_for(0.5)
         mark = len(net.trace)
         t0, v0 = time.perf_counter(), net.now
-        qid = net.call(reader, lambda c, s=shard, sv=cache.state_vector(shard): c.sharding.read(
-            s, quorum=1, state_vector=sv, now=net.now, timeout=5.0))
+        qid = net.call(
+            reader,
+            lambda c, s=shard, sv=cache.state_vector(shard): c.sharding.read(  # noqa: B008
+                s, quorum=1, state_vector=sv, now=net.now, timeout=5.0
+            ),
+        )
         core = node.core
         assert core is not None
         while (out := core.sharding.result(qid)) is None:
@@ -197,7 +215,9 @@ def run_reads(net: Network, names: list[str], shards: list[str], reads: int, see
         },
         "bytes_per_remote_read": {
             "cold_mean": round(statistics.mean(cold_bytes), 1) if cold_bytes else None,
-            "cold_floor_full_update_mean": round(statistics.mean(cold_floor), 1) if cold_floor else None,
+            "cold_floor_full_update_mean": round(statistics.mean(cold_floor), 1)
+            if cold_floor
+            else None,
             "warm_mean": round(statistics.mean(warm_bytes), 1) if warm_bytes else None,
             "cold_reads": len(cold_bytes),
             "warm_reads": len(warm_bytes),
@@ -214,7 +234,9 @@ def main() -> None:
     ap.add_argument("--reads", type=int, default=2000)
     ap.add_argument("--latency", type=float, default=0.005)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--png", type=Path, default=None, help="also draw the figures here (needs matplotlib)")
+    ap.add_argument(
+        "--png", type=Path, default=None, help="also draw the figures here (needs matplotlib)"
+    )
     args = ap.parse_args()
     names = [f"a{i:02d}" for i in range(args.agents)]
     shards = [f"s{i:03d}" for i in range(args.shards)]
@@ -232,8 +254,13 @@ def main() -> None:
     saved = full_writes["bytes"] - partial_writes["bytes"]
     report = {
         "setup": {
-            "agents": args.agents, "replication_factor": args.r, "shards": args.shards,
-            "writes": args.writes, "reads": args.reads, "link_latency_ms": args.latency * 1000, "seed": args.seed,
+            "agents": args.agents,
+            "replication_factor": args.r,
+            "shards": args.shards,
+            "writes": args.writes,
+            "reads": args.reads,
+            "link_latency_ms": args.latency * 1000,
+            "seed": args.seed,
         },
         "placement": {"copies_per_shard": dict(sorted(copies.items()))},
         "replication": {
@@ -241,15 +268,24 @@ def main() -> None:
             "full": full_writes,
             "bytes_saved": saved,
             "bytes_saved_pct": round(100 * saved / full_writes["bytes"], 1),
-            "data_bytes_ratio_partial_over_full": round(partial_writes["data_bytes"] / full_writes["data_bytes"], 3),
+            "data_bytes_ratio_partial_over_full": round(
+                partial_writes["data_bytes"] / full_writes["data_bytes"], 3
+            ),
             "update_payload_ratio_partial_over_full": round(
-                partial_writes["update_payload_bytes"] / full_writes["update_payload_bytes"], 3),
+                partial_writes["update_payload_bytes"] / full_writes["update_payload_bytes"], 3
+            ),
             "floor_ratio_(R-1)/(N-1)": round((args.r - 1) / (args.agents - 1), 3),
             # each delta carried once to each other holder: R-1 resp. N-1 copies
             "partial_payload_over_floor": round(
-                partial_writes["update_payload_bytes"] / ((args.r - 1) * partial_writes["deltas_written_bytes"]), 3),
+                partial_writes["update_payload_bytes"]
+                / ((args.r - 1) * partial_writes["deltas_written_bytes"]),
+                3,
+            ),
             "full_payload_over_floor": round(
-                full_writes["update_payload_bytes"] / ((args.agents - 1) * full_writes["deltas_written_bytes"]), 3),
+                full_writes["update_payload_bytes"]
+                / ((args.agents - 1) * full_writes["deltas_written_bytes"]),
+                3,
+            ),
         },
         "reads": reads,
         "wall_seconds": round(time.perf_counter() - wall, 2),
@@ -269,15 +305,32 @@ def plot(report: dict[str, Any], path: Path) -> None:
     rep = report["replication"]
     setup = report["setup"]
     labels = ["full: frames", "full: updates", "partial: frames", "partial: updates"]
-    values = [rep["full"]["bytes"], rep["full"]["update_payload_bytes"], rep["partial"]["bytes"], rep["partial"]["update_payload_bytes"]]
+    values = [
+        rep["full"]["bytes"],
+        rep["full"]["update_payload_bytes"],
+        rep["partial"]["bytes"],
+        rep["partial"]["update_payload_bytes"],
+    ]
     ax1.bar(labels, [v / 1e6 for v in values], color=["grey", "silver", "tab:blue", "lightblue"])
-    floors = [(setup["agents"] - 1) * rep["full"]["deltas_written_bytes"], (setup["replication_factor"] - 1) * rep["partial"]["deltas_written_bytes"]]
-    ax1.hlines([f / 1e6 for f in floors], [0.6, 2.6], [1.4, 3.4], colors="k", linestyles="--", label="floor: each delta once to each other holder")
+    floors = [
+        (setup["agents"] - 1) * rep["full"]["deltas_written_bytes"],
+        (setup["replication_factor"] - 1) * rep["partial"]["deltas_written_bytes"],
+    ]
+    ax1.hlines(
+        [f / 1e6 for f in floors],
+        [0.6, 2.6],
+        [1.4, 3.4],
+        colors="k",
+        linestyles="--",
+        label="floor: each delta once to each other holder",
+    )
     ax1.set_ylabel("MB sent (write phase)")
     ax1.tick_params(axis="x", labelsize=7)
     ax1.legend(fontsize=7)
     rd = report["reads"]["remote"]
-    ax2.bar(["remote p50", "remote p99"], [rd["latency_ms_p50"], rd["latency_ms_p99"]], color="tab:blue")
+    ax2.bar(
+        ["remote p50", "remote p99"], [rd["latency_ms_p50"], rd["latency_ms_p99"]], color="tab:blue"
+    )
     ax2.axhline(rd["floor_rtt_ms"], ls="--", color="k", label="floor: one round trip")
     ax2.set_ylabel("read latency, ms (virtual)")
     ax2.legend()

@@ -38,9 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
-from crdtsync import updates
 from benchlib import (
-    wait_mesh,
     Child,
     Progress,
     children,
@@ -52,7 +50,10 @@ from benchlib import (
     ratio,
     size_of,
     traces_dir,
+    wait_mesh,
 )
+
+from crdtsync import updates
 
 TRACES = ["clownschool", "friendsforever"]
 PREFIX = {"full": None, "quick": 3000, "tiny": 300}
@@ -80,7 +81,9 @@ def precompute(path: Path, limit: int | None) -> dict[str, Any]:
     for t in txns:
         for _, _, ins in t["patches"]:
             if not ins.isascii():
-                raise NotImplementedError("non-ASCII trace: code-point positions would need mapping to UTF-8")
+                raise NotImplementedError(
+                    "non-ASCII trace: code-point positions would need mapping to UTF-8"
+                )
     gen = genesis()
     t0 = time.perf_counter()
     docs, texts = {}, {}
@@ -124,7 +127,9 @@ def precompute(path: Path, limit: int | None) -> dict[str, Any]:
         update = doc.get_update(before)
         by_author[a].append(update)
         clock_end[a].append(_own_clock(doc))
-        needs = {str(AUTHOR_CLIENT + b): clock_end[b][v[b] - 1] for b in authors if b != a and v[b] > 0}
+        needs = {
+            str(AUTHOR_CLIENT + b): clock_end[b][v[b] - 1] for b in authors if b != a and v[b] > 0
+        }
         steps[a].append({"needs": needs, "update": update.hex()})
         seq.append(count[a])
         count[a] += 1
@@ -167,8 +172,9 @@ def _critical_hops(txns: list[dict[str, Any]]) -> int:
     return max(hops, default=0)
 
 
-def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp: Path, prog: Progress,
-                 name: str) -> dict[str, Any]:
+def run_crdtsync(
+    label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp: Path, prog: Progress, name: str
+) -> dict[str, Any]:
     authors = pre["authors"]
     ports = free_ports(len(authors))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -180,9 +186,19 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
         plans[a].write_text(json.dumps({"steps": pre["steps"][a]}))
     total = sum(len(pre["steps"][a]) for a in authors)
     with children() as kids:
-        for i, (a, port) in enumerate(zip(authors, ports)):
-            args = ["--name", f"author{a}", "--data", str(tmp / label / f"a{a}"), "--listen", f"ws://127.0.0.1:{port}",
-                    "--gossip", json.dumps(overrides), "--seed", str(i)]
+        for i, (a, port) in enumerate(zip(authors, ports, strict=False)):
+            args = [
+                "--name",
+                f"author{a}",
+                "--data",
+                str(tmp / label / f"a{a}"),
+                "--listen",
+                f"ws://127.0.0.1:{port}",
+                "--gossip",
+                json.dumps(overrides),
+                "--seed",
+                str(i),
+            ]
             if i:
                 args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
             kids.append(Child("crdtsync", args, name=f"{name}/{label}/author{a}"))
@@ -194,8 +210,14 @@ def run_crdtsync(label: str, overrides: dict[str, Any], pre: dict[str, Any], tmp
         wait_mesh(kids, len(authors) - 1)
         time.sleep(0.5)
         start_ns = time.time_ns() + 500_000_000
-        for a, k in zip(authors, kids):
-            k.send(cmd="replay", shard="trace", plan=str(plans[a]), start_ns=start_ns, final_len=pre["final_len"])
+        for a, k in zip(authors, kids, strict=False):
+            k.send(
+                cmd="replay",
+                shard="trace",
+                plan=str(plans[a]),
+                start_ns=start_ns,
+                final_len=pre["final_len"],
+            )
         task = prog.task(f"{name}: {label}, {len(authors)} authors", total)
         done = {}
         replayed = {}
@@ -236,7 +258,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     names = list(results)
     fig, ax = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for a, name in zip(ax[0], names):
+    for a, name in zip(ax[0], names, strict=False):
         r = results[name]
         labels = ["pycrdt\nsingle process", "floor: apply\nall updates"]
         vals = [r["single_process_s"], r["floor_apply_all_s"]]
@@ -249,9 +271,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
         a.bar_label(bars, fmt="%.3g", fontsize=8)
         a.set_yscale("log")
         a.set_ylabel("seconds (log)")
-        a.set_title(f"{name}: {r['txns']:,} txns, {r['critical_path_hops']} cross-author hops", fontsize=9)
+        a.set_title(
+            f"{name}: {r['txns']:,} txns, {r['critical_path_hops']} cross-author hops", fontsize=9
+        )
         a.tick_params(axis="x", labelsize=7)
-    fig.suptitle("concurrent traces: one agent per author over websockets vs one pycrdt process", fontsize=10)
+    fig.suptitle(
+        "concurrent traces: one agent per author over websockets vs one pycrdt process", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -262,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     common_args(p)
     p.add_argument("--traces", default=",".join(TRACES))
     p.add_argument("--txns", type=int, default=None, help="replay only the first N transactions")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    p.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS)
+    )
     args = p.parse_args(argv)
     size = size_of(args)
     limit = args.txns or PREFIX[size]
@@ -277,15 +305,26 @@ def main(argv: list[str] | None = None) -> int:
             r = {k: v for k, v in pre.items() if k not in ("genesis", "steps")}
             r["systems"] = {}
             for label in args.systems.split(","):
-                r["systems"][label] = run_crdtsync(label, SYSTEMS[label], pre, tmp / name, prog, name)
-                r["systems"][label]["vs_single_process"] = ratio(r["systems"][label]["seconds"], pre["single_process_s"])
-                r["systems"][label]["seconds_per_hop"] = ratio(r["systems"][label]["seconds"], max(pre["critical_path_hops"], 1), 4)
+                r["systems"][label] = run_crdtsync(
+                    label, SYSTEMS[label], pre, tmp / name, prog, name
+                )
+                r["systems"][label]["vs_single_process"] = ratio(
+                    r["systems"][label]["seconds"], pre["single_process_s"]
+                )
+                r["systems"][label]["seconds_per_hop"] = ratio(
+                    r["systems"][label]["seconds"], max(pre["critical_path_hops"], 1), 4
+                )
             results[name] = r
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    report: dict[str, Any] = {"benchmark": "trace", "size": size, "machine": machine(),
-                              "txns_limit": limit, "traces": results}
+    report: dict[str, Any] = {
+        "benchmark": "trace",
+        "size": size,
+        "machine": machine(),
+        "txns_limit": limit,
+        "traces": results,
+    }
     if args.plot_dir:
         path = Path(args.plot_dir) / "trace.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,12 @@ class ShardRegistry:
             if not loaded.verified:  # written before checksums: validated now, once
                 self._store.mark_verified(name)
         shard = Shard(
-            name, doc, self._store, notify=self._notify, on_delta=self._on_delta, host=self._host,
+            name,
+            doc,
+            self._store,
+            notify=self._notify,
+            on_delta=self._on_delta,
+            host=self._host,
             agent=self._owner,
         )
         self._shards[name] = shard
@@ -100,8 +105,12 @@ class ShardRegistry:
         finally:
             self.applying = applying
         if changed:
-            logger.info("shard %r: %d values migrated to value format %d", shard.name, changed,
-                        values.FORMAT)
+            logger.info(
+                "shard %r: %d values migrated to value format %d",
+                shard.name,
+                changed,
+                values.FORMAT,
+            )
 
     def get(self, name: str) -> Shard | None:
         """The shard if it is open now, else None (never loads)."""

@@ -23,8 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import updates
-from . import _extensions
+from . import _extensions, updates
 from ._activity import Activity
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
@@ -39,17 +38,24 @@ from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
+from .sharding import Sharding, ShardingConfig
 from .store import ShardStats, Store
 from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
-from .sharding import Sharding, ShardingConfig
 
 if TYPE_CHECKING:
     from .security.credentials import Credentials
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Agent", "ReadMany", "Transport", "TransportFactory", "check_address", "default_data_dir"]
+__all__ = [
+    "Agent",
+    "ReadMany",
+    "Transport",
+    "TransportFactory",
+    "check_address",
+    "default_data_dir",
+]
 
 
 def default_data_dir(name: str) -> Path:
@@ -126,7 +132,9 @@ class Agent:
     ) -> None:
         self.name = validate_agent_name(name)
         if isinstance(peers, str):
-            raise InvalidAddress(f"peers must be a list of addresses, not one str: peers=[{peers!r}]")
+            raise InvalidAddress(
+                f"peers must be a list of addresses, not one str: peers=[{peers!r}]"
+            )
         peers = tuple(peers)
         for address in peers:
             check_address(address, "peer", listen=False, custom=transport is not None)
@@ -146,7 +154,9 @@ class Agent:
             if credentials.name != self.name:
                 raise UsageError(f"credentials are for {credentials.name!r}, not {self.name!r}")
             if mesh not in ("default", credentials.mesh):
-                raise UsageError(f"mesh {mesh!r} but the credentials are for mesh {credentials.mesh!r}")
+                raise UsageError(
+                    f"mesh {mesh!r} but the credentials are for mesh {credentials.mesh!r}"
+                )
             mesh = credentials.mesh
         self._credentials = credentials
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -181,7 +191,10 @@ class Agent:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -223,7 +236,9 @@ class Agent:
             # directory unlocked, not DataDirLocked.
             await self._abort_start()
             if isinstance(exc, OSError):
-                raise ListenFailed(f"agent {self.name!r} cannot listen on {self._listen}: {exc}") from exc
+                raise ListenFailed(
+                    f"agent {self.name!r} cannot listen on {self._listen}: {exc}"
+                ) from exc
             raise
         self._reader = Reader(
             self._registry, self._core.sharding if self._core is not None else None, self._activity
@@ -238,7 +253,12 @@ class Agent:
             self._http = server
 
     async def _abort_start(self) -> None:
-        transport, committer, store, registry = self._transport, self._committer, self._store, self._registry
+        transport, committer, store, registry = (
+            self._transport,
+            self._committer,
+            self._store,
+            self._registry,
+        )
         self._transport = self._core = self._committer = self._registry = self._store = None
         for step in (
             (lambda: transport.close()) if transport is not None else None,
@@ -261,7 +281,10 @@ class Agent:
         failure of each seed is also logged as a WARNING on ``crdtsync.transports.websocket``."""
         status = getattr(self._transport, "seed_status", None)
         known = status() if status is not None else {}
-        return {a: known.get(a, "dialling" if self._transport is not None else "not started") for a in self._seeds}
+        return {
+            a: known.get(a, "dialling" if self._transport is not None else "not started")
+            for a in self._seeds
+        }
 
     async def _start_gossip(self, replicas: ShardRegistry, factory: TransportFactory) -> None:
         self._core = GossipCore(
@@ -276,7 +299,9 @@ class Agent:
         )
         # Credentials go only to a factory that is given some: one that cannot authenticate
         # (a test double, a one-process hub) then fails loudly instead of ignoring them.
-        extra: dict[str, Any] = {} if self._credentials is None else {"credentials": self._credentials}
+        extra: dict[str, Any] = (
+            {} if self._credentials is None else {"credentials": self._credentials}
+        )
         self._transport = factory(
             self._core,
             listen=self._listen,
@@ -386,7 +411,9 @@ class Agent:
                 self._transport.kick()
         return shard
 
-    async def read(self, name: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, Any]:
+    async def read(
+        self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
         """The shard's converged state as a plain dict, from here or from its holders.
 
         A shard held here is read locally. Otherwise its holders are asked and their answers
@@ -405,7 +432,12 @@ class Agent:
         return await self.reader.read(name, quorum=quorum, timeout=timeout)
 
     async def read_many(
-        self, *, prefix: str = "", quorum: Quorum = None, timeout: float = 5.0, complete: bool = False
+        self,
+        *,
+        prefix: str = "",
+        quorum: Quorum = None,
+        timeout: float = 5.0,
+        complete: bool = False,
     ) -> ReadMany:
         """Every shard named ``prefix...`` that any live agent holds: {name: plain dict}.
 
@@ -456,7 +488,9 @@ class Agent:
         if self._closed:
             raise ClosedError(f"agent {self.name!r} is closed")
         if self._store is None:
-            raise UsageError("agent not started: use 'async with Agent(...)' or 'await agent.start()'")
+            raise UsageError(
+                "agent not started: use 'async with Agent(...)' or 'await agent.start()'"
+            )
         return self._store
 
     # -- hooks from shards and the committer ------------------------------------------------
@@ -487,8 +521,11 @@ class Agent:
         registry = self._registry
         if registry is None:
             return None
-        captured = {name: state for name, shard in registry.items()
-                    if (state := shard.capture()) is not None}
+        captured = {
+            name: state
+            for name, shard in registry.items()
+            if (state := shard.capture()) is not None
+        }
 
         def done(ok: bool) -> None:
             for name, state in captured.items():
@@ -552,13 +589,17 @@ def check_address(address: object, what: str, *, listen: bool, custom: bool) -> 
     if custom or parts.scheme == "hub":
         return address
     if parts.scheme not in ("ws", "wss"):
-        raise InvalidAddress(f"{what} address {address!r}: the scheme must be ws:// or wss://, e.g. {example!r}")
+        raise InvalidAddress(
+            f"{what} address {address!r}: the scheme must be ws:// or wss://, e.g. {example!r}"
+        )
     try:
         port = parts.port
     except ValueError as exc:
         raise InvalidAddress(f"{what} address {address!r}: {exc}") from exc
     if not parts.hostname or port is None or (port == 0 and not listen):
-        raise InvalidAddress(f"{what} address {address!r} needs a host and a port, e.g. {example!r}")
+        raise InvalidAddress(
+            f"{what} address {address!r} needs a host and a port, e.g. {example!r}"
+        )
     return address
 
 
@@ -580,7 +621,9 @@ class _AgentShardHost:
     async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
         core = self.core
         if core is None:
-            raise UsageError("replicated() needs peers: create the Agent with listen=, peers= or broker=")
+            raise UsageError(
+                "replicated() needs peers: create the Agent with listen=, peers= or broker="
+            )
         if peers < 1:
             return
         target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))

@@ -150,7 +150,9 @@ class Subscription:
     ``with shard.subscribe() as sub:``) to stop queueing.
     """
 
-    def __init__(self, feed: ChangeFeed, listener: _Listener, on_close: Callable[[], None] | None) -> None:
+    def __init__(
+        self, feed: ChangeFeed, listener: _Listener, on_close: Callable[[], None] | None
+    ) -> None:
         self._feed = feed
         self._listener = listener
         self._on_close = on_close
@@ -193,7 +195,10 @@ class Subscription:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -148,7 +148,9 @@ class Claims:
         try:
             if self.quorum > 1:
                 await self.shard.replicated(peers=self.quorum - 1, timeout=self.timeout)
-                state = await self.agent.read(self.shard.name, quorum=self.quorum, timeout=self.timeout)
+                state = await self.agent.read(
+                    self.shard.name, quorum=self.quorum, timeout=self.timeout
+                )
             else:
                 await self.shard.flush()
                 state = self.shard.snapshot()

@@ -192,7 +192,9 @@ class ShardNotFound(CrdtSyncError, KeyError):
 
 
 @contextmanager
-def map_exceptions(mapping: Mapping[type[Exception], CloseCode], prefix: str = "") -> Iterator[None]:
+def map_exceptions(
+    mapping: Mapping[type[Exception], CloseCode], prefix: str = ""
+) -> Iterator[None]:
     """Translate a local exception about a peer's data into the :class:`ProtocolError` that
     closes that peer's connection, once, at the boundary (httpcore's ``map_exceptions``).
 

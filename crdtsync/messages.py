@@ -360,6 +360,19 @@ class Certificates:
 
 #: Any protocol message.
 Message = (
-    Hello | Push | Summary | Digests | SyncRequest | Diff | Ack | PeerList | Close | Holdings | Offer | ReadRequest | ReadReply
-    | DiffChunk | Certificates
+    Hello
+    | Push
+    | Summary
+    | Digests
+    | SyncRequest
+    | Diff
+    | Ack
+    | PeerList
+    | Close
+    | Holdings
+    | Offer
+    | ReadRequest
+    | ReadReply
+    | DiffChunk
+    | Certificates
 )

@@ -3,9 +3,10 @@
 Placement
 ---------
 With a replication factor R, shard ``s`` is held by the R live agents (those that listen:
-an agent that only dials out is a client) with the highest rendezvous weight ``blake2b(mesh, s, agent)`` (highest-random-weight hashing). Every agent
-computes the same holders from the same membership view, without coordination, and when one
-agent joins or leaves only the shards it gains or loses move: about R/N of them, never a
+an agent that only dials out is a client) with the highest rendezvous weight
+``blake2b(mesh, s, agent)`` (highest-random-weight hashing). Every agent computes the same
+holders from the same membership view, without coordination, and when one agent joins or
+leaves only the shards it gains or loses move: about R/N of them, never a
 reshuffle. :func:`holders` is that function.
 
 Besides its placement, an agent holds the shards its user opened (a *subscription*); those
@@ -71,7 +72,9 @@ def weight(shard: str, agent: str, mesh: str = "default") -> bytes:
     return hashlib.blake2b(data, digest_size=8, person=b"crdtsync.hrw1").digest()
 
 
-def holders(shard: str, members: Iterable[str], replication_factor: int, *, mesh: str = "default") -> tuple[str, ...]:
+def holders(
+    shard: str, members: Iterable[str], replication_factor: int, *, mesh: str = "default"
+) -> tuple[str, ...]:
     """The ``replication_factor`` agents of ``members`` that hold ``shard``, best first.
 
     Fewer when there are fewer members (then every member holds it).
@@ -161,7 +164,9 @@ class PlacementState:
         if h is None:
             if len(self._holders) > 65536:  # bound the cache; it is only a cache
                 self._holders.clear()
-            h = self._holders[shard] = holders(shard, self.members, self.replication_factor, mesh=self.mesh)
+            h = self._holders[shard] = holders(
+                shard, self.members, self.replication_factor, mesh=self.mesh
+            )
         return h
 
     def is_holder(self, shard: str, agent: str | None = None) -> bool:
@@ -221,7 +226,9 @@ class PlacementState:
         for shard, since in list(self.adopting.items()):
             if shard in have_set:
                 del self.adopting[shard]
-            elif now - since >= self.adopt_timeout or not (self.is_holder(shard) or shard in self.subscribed):
+            elif now - since >= self.adopt_timeout or not (
+                self.is_holder(shard) or shard in self.subscribed
+            ):
                 del self.adopting[shard]
         offers: dict[str, list[str]] = {}
         drops: list[str] = []

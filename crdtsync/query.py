@@ -143,12 +143,27 @@ class QueryTable:
         """
         if timeout <= 0:
             raise UsageError("need timeout > 0")
-        q = self._new(dict(sorted(state_vectors.items())), prefix, 1, list(dict.fromkeys(targets)), now, timeout)
+        q = self._new(
+            dict(sorted(state_vectors.items())),
+            prefix,
+            1,
+            list(dict.fromkeys(targets)),
+            now,
+            timeout,
+        )
         self._ask(q, len(q.targets))
         self._settle(q, now)
         return q.id
 
-    def _new(self, shards: dict[str, bytes], prefix: str | None, quorum: int, targets: list[str], now: float, timeout: float) -> _Query:
+    def _new(
+        self,
+        shards: dict[str, bytes],
+        prefix: str | None,
+        quorum: int,
+        targets: list[str],
+        now: float,
+        timeout: float,
+    ) -> _Query:
         qid = self._next_id
         self._next_id += 1
         q = _Query(qid, shards, prefix, quorum, targets, now + timeout, now + self.hedge_delay)

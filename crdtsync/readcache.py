@@ -28,6 +28,7 @@ from .yjs.state import EMPTY_STATE_VECTOR
 
 __all__ = ["ReadCache", "EMPTY_STATE_VECTOR", "snapshot_of"]
 
+
 def snapshot_of(doc: pycrdt.Doc) -> dict[str, Any]:
     """The plain value of a shard document (what :meth:`Shard.snapshot` returns)."""
     return plain_state(doc)
@@ -66,7 +67,15 @@ class ReadCache:
         e = self._entries.get(shard)
         return EMPTY_STATE_VECTOR if e is None else updates.state_vector(e.doc)
 
-    def join(self, shard: str, answers: Iterable[bytes], *, now: float, quorum: int, base: bytes | None = None) -> dict[str, Any]:
+    def join(
+        self,
+        shard: str,
+        answers: Iterable[bytes],
+        *,
+        now: float,
+        quorum: int,
+        base: bytes | None = None,
+    ) -> dict[str, Any]:
         """Apply every answer to the shard's cached copy; return its value.
 
         Args:

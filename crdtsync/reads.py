@@ -51,8 +51,12 @@ class ReadService(Protocol):
     """The core's remote reads (:class:`crdtsync.sharding.Sharding`): start, poll, cancel."""
 
     def quorum_size(self, shard: str, quorum: int | str | None) -> int: ...
-    def read(self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float) -> int: ...
-    def scan(self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float) -> int: ...
+    def read(
+        self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float
+    ) -> int: ...
+    def scan(
+        self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float
+    ) -> int: ...
     def result(self, qid: int) -> Outcome | None: ...
     def cancel(self, qid: int) -> None: ...
 
@@ -62,6 +66,7 @@ class Wakeup(Protocol):
 
     def kick(self) -> None: ...
     async def wait(self, timeout: float) -> None: ...
+
 
 _POLL = 0.02  # longest wait between two looks at the outcome (wake-ups can be missed)
 _GRACE = 1.0  # beyond the read's own timeout, before the driver stops waiting for the core
@@ -78,7 +83,12 @@ class Reader:
     """
 
     def __init__(
-        self, shards: LocalShards, service: ReadService | None, wakeup: Wakeup, *, cache_ttl: float = 0.25
+        self,
+        shards: LocalShards,
+        service: ReadService | None,
+        wakeup: Wakeup,
+        *,
+        cache_ttl: float = 0.25,
     ) -> None:
         self._shards = shards
         self._service = service
@@ -86,7 +96,9 @@ class Reader:
         self.cache = ReadCache(ttl=cache_ttl)
         self._inflight: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
 
-    async def read(self, name: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, Any]:
+    async def read(
+        self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
         validate_shard_name(name)
         if timeout <= 0:
             raise UsageError("timeout must be > 0")
@@ -123,7 +135,9 @@ class Reader:
             if self._inflight.get(name, (0, None))[1] is future:
                 del self._inflight[name]
 
-    async def _fetch(self, sharding: ReadService, name: str, k: int, local: bool, timeout: float) -> dict[str, Any]:
+    async def _fetch(
+        self, sharding: ReadService, name: str, k: int, local: bool, timeout: float
+    ) -> dict[str, Any]:
         base = None
         if local:  # we count as one answer; the others' diffs go on top of our state
             doc = self._shards.open(name).doc
@@ -131,7 +145,9 @@ class Reader:
         else:
             sv = self.cache.state_vector(name)
         need = k - 1 if local else k
-        qid = sharding.read(name, quorum=need, state_vector=sv, now=time.monotonic(), timeout=timeout)
+        qid = sharding.read(
+            name, quorum=need, state_vector=sv, now=time.monotonic(), timeout=timeout
+        )
         out = await self._wait(sharding, qid, timeout)
         if out.status == OK:
             answers = [u for _, u in out.answers.get(name, ())]
@@ -146,7 +162,9 @@ class Reader:
             out.missing,
         )
 
-    async def read_many(self, prefix: str, *, quorum: Quorum = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+    async def read_many(
+        self, prefix: str, *, quorum: Quorum = None, timeout: float = 5.0
+    ) -> dict[str, dict[str, Any]]:
         if not isinstance(prefix, str) or len(prefix) > MAX_SHARD_NAME:
             raise UsageError(f"prefix must be a string of at most {MAX_SHARD_NAME} characters")
         if timeout <= 0:
@@ -161,7 +179,8 @@ class Reader:
         res = await self._wait(sharding, qid, timeout)
         if res.status == TIMEOUT:
             raise ReplicationTimeout(
-                f"read_many({prefix!r}): no answer within {timeout}s from {', '.join(res.missing)}", res.missing
+                f"read_many({prefix!r}): no answer within {timeout}s from {', '.join(res.missing)}",
+                res.missing,
             )
         short = []
         for name, answers in res.answers.items():
@@ -173,11 +192,21 @@ class Reader:
             if name in local:
                 if k > 1:
                     doc = self._shards.open(name).doc
-                    out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=k, base=doc.get_update())
+                    out[name] = self.cache.join(
+                        name,
+                        [u for _, u in answers],
+                        now=time.monotonic(),
+                        quorum=k,
+                        base=doc.get_update(),
+                    )
                 continue
-            out[name] = self.cache.join(name, [u for _, u in answers], now=time.monotonic(), quorum=have)
+            out[name] = self.cache.join(
+                name, [u for _, u in answers], now=time.monotonic(), quorum=have
+            )
         if short:
-            raise ReplicationTimeout(f"read_many({prefix!r}): fewer holders than the quorum have {', '.join(short)}", ())
+            raise ReplicationTimeout(
+                f"read_many({prefix!r}): fewer holders than the quorum have {', '.join(short)}", ()
+            )
         return dict(sorted(out.items()))
 
     async def scan(self, prefix: str, *, timeout: float = 5.0) -> Outcome:
@@ -200,7 +229,9 @@ class Reader:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     sharding.cancel(qid)
-                    return Outcome(qid, TIMEOUT, {}, (), ("the core did not end the read",), time.monotonic())
+                    return Outcome(
+                        qid, TIMEOUT, {}, (), ("the core did not end the read",), time.monotonic()
+                    )
                 await self._wakeup.wait(min(remaining, _POLL))
         except BaseException:
             sharding.cancel(qid)  # cancelled: forget it

@@ -57,7 +57,15 @@ class ShardHost(Protocol):
 #: Methods the agent, its registry and the gossip core call on a shard, not agent code: kept
 #: callable under their names, but left out of ``dir(Shard)`` and so of ``help(Shard)``.
 _INTERNAL = frozenset(
-    {"apply_remote", "capture", "mark_durable", "mark_dirty", "durable_state", "close", "__weakref__"}
+    {
+        "apply_remote",
+        "capture",
+        "mark_durable",
+        "mark_dirty",
+        "durable_state",
+        "close",
+        "__weakref__",
+    }
 )
 
 
@@ -77,9 +85,24 @@ class Shard(MapView, metaclass=_ShardType):
     """
 
     __slots__ = (
-        "name", "_doc", "_store", "_notify", "_on_delta", "_feed", "_origin", "_last_delta",
-        "_dirty", "_durable", "_closed", "_deep_sub", "_listeners", "_host", "_digest",
-        "_backlog", "_agent", "__weakref__",
+        "name",
+        "_doc",
+        "_store",
+        "_notify",
+        "_on_delta",
+        "_feed",
+        "_origin",
+        "_last_delta",
+        "_dirty",
+        "_durable",
+        "_closed",
+        "_deep_sub",
+        "_listeners",
+        "_host",
+        "_digest",
+        "_backlog",
+        "_agent",
+        "__weakref__",
     )
 
     def __init__(
@@ -166,7 +189,11 @@ class Shard(MapView, metaclass=_ShardType):
     def _named_value(self, key: str) -> Any:
         for kind, k, crdt in named_containers(self._doc):
             if k == key and len(crdt) > 0:
-                return Counter(crdt, f"{self._agent or 'local'}/{self._doc.client_id}") if kind == "counter" else wrap(crdt)
+                return (
+                    Counter(crdt, f"{self._agent or 'local'}/{self._doc.client_id}")
+                    if kind == "counter"
+                    else wrap(crdt)
+                )
         raise KeyError(key)
 
     def __getitem__(self, key: str) -> Any:

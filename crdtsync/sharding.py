@@ -3,8 +3,8 @@
 :class:`Sharding` is a plug-in of :class:`~crdtsync.gossip.GossipCore`: it implements the
 core's :class:`~crdtsync.gossip.policy.ReplicationPolicy` and sees the core only through a
 :class:`~crdtsync.gossip.policy.CoreView`. The driver constructs it and passes it as
-``GossipCore(..., policy=Sharding(config))``; the core asks it whom a shard's deltas go to and which shards a peer shares,
-hands it the messages it owns (:class:`~crdtsync.messages.Holdings`,
+``GossipCore(..., policy=Sharding(config))``; the core asks it whom a shard's deltas go to
+and which shards a peer shares, hands it the messages it owns (:class:`~crdtsync.messages.Holdings`,
 :class:`~crdtsync.messages.Offer`, :class:`~crdtsync.messages.ReadRequest`,
 :class:`~crdtsync.messages.ReadReply`), and ticks it. It has two parts:
 
@@ -37,12 +37,22 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .yjs.parse import validate_update
-from .yjs.state import EMPTY_STATE_VECTOR, decode_state_vector
 from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
-from .messages import Ack, Hello, Holdings, Message, Offer, ReadReply, ReadRequest, ShardState, SyncRequest
+from .messages import (
+    Ack,
+    Hello,
+    Holdings,
+    Message,
+    Offer,
+    ReadReply,
+    ReadRequest,
+    ShardState,
+    SyncRequest,
+)
 from .placement import HOLDER, PlacementState
 from .query import Outcome, QueryTable
+from .yjs.parse import validate_update
+from .yjs.state import EMPTY_STATE_VECTOR, decode_state_vector
 
 if TYPE_CHECKING:
     from .gossip.policy import CoreView
@@ -82,7 +92,15 @@ class ShardingConfig:
     def __post_init__(self) -> None:
         if self.replication_factor is not None and self.replication_factor < 1:
             raise UsageError("replication_factor must be >= 1 (or None for full replication)")
-        if min(self.offer_interval, self.adopt_timeout, self.reconcile_interval, self.holdings_refresh) <= 0:
+        if (
+            min(
+                self.offer_interval,
+                self.adopt_timeout,
+                self.reconcile_interval,
+                self.holdings_refresh,
+            )
+            <= 0
+        ):
             raise UsageError("sharding intervals must be > 0")
         if self.hedge_delay < 0:
             raise UsageError("hedge_delay must be >= 0")
@@ -134,7 +152,11 @@ class Sharding:
         cfg, r = self.config, self._replication_factor
         if r is not None:
             self.placement = PlacementState(
-                core.name, r, mesh=core.mesh, offer_interval=cfg.offer_interval, adopt_timeout=cfg.adopt_timeout
+                core.name,
+                r,
+                mesh=core.mesh,
+                offer_interval=cfg.offer_interval,
+                adopt_timeout=cfg.adopt_timeout,
             )
 
     @property
@@ -200,7 +222,9 @@ class Sharding:
         return [
             peer
             for peer in self.core.connected()
-            if peer != source and shard in self._peer_holds.get(peer, frozenset()) and not p.is_holder(shard, peer)
+            if peer != source
+            and shard in self._peer_holds.get(peer, frozenset())
+            and not p.is_holder(shard, peer)
         ]
 
     def local_update(self, shard: str) -> None:
@@ -373,7 +397,9 @@ class Sharding:
         for shard in sorted((p.adopting.keys() | p.subscribed) - have):
             last = self._fetch_asked.get(shard)
             if last is None or now - last[0] >= self.config.offer_interval:
-                source = next((q for q in connected if shard in self._peer_holds.get(q, frozenset())), None)
+                source = next(
+                    (q for q in connected if shard in self._peer_holds.get(q, frozenset())), None
+                )
                 if source is not None:
                     self._fetch(shard, source, now)
         for shard in [s for s in self._fetch_asked if s in have]:
@@ -387,10 +413,17 @@ class Sharding:
                     self._send(q, SyncRequest(((shard, sv),)))
         self._announce(have)
         self._wanted = plan.wanted
-        pending = bool(plan.offers) or bool(p.adopting) or any(p.role(s) != HOLDER and s not in p.subscribed for s in have)
+        pending = (
+            bool(plan.offers)
+            or bool(p.adopting)
+            or any(p.role(s) != HOLDER and s not in p.subscribed for s in have)
+        )
         # a connected placement holder that does not announce a shard we have: offer again
         pending = pending or any(
-            s not in self._peer_holds[q] for s in have for q in p.holders(s) if q in self._peer_holds
+            s not in self._peer_holds[q]
+            for s in have
+            for q in p.holders(s)
+            if q in self._peer_holds
         )
         self._next_reconcile = now + self.config.reconcile_interval if pending else None
         self._update_extra()
@@ -446,7 +479,11 @@ class Sharding:
             placed = list(self.placement.holders(shard))
         else:
             placed = []
-        announced = [peer for peer in self.core.connected() if shard in self._peer_holds.get(peer, frozenset())]
+        announced = [
+            peer
+            for peer in self.core.connected()
+            if shard in self._peer_holds.get(peer, frozenset())
+        ]
         out = list(dict.fromkeys(placed + announced))
         if self.placement is None:
             out += [peer for peer in self.core.connected() if peer not in out]
@@ -469,14 +506,18 @@ class Sharding:
         if self.placement is not None:
             n = len(self.placement.holders(shard))
         else:
-            n = 1 + len([q for q in self.core.connected() if shard in self._peer_holds.get(q, frozenset())])
+            n = 1 + len(
+                [q for q in self.core.connected() if shard in self._peer_holds.get(q, frozenset())]
+            )
         if quorum == "majority":
             return n // 2 + 1
         if quorum == "all":
             return n
         raise UsageError(f"quorum must be an int, 'one', 'majority' or 'all', not {quorum!r}")
 
-    def read(self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float) -> int:
+    def read(
+        self, shard: str, *, quorum: int, state_vector: bytes, now: float, timeout: float
+    ) -> int:
         """Start reading ``shard`` from its holders (not this agent); return the query id.
 
         ``quorum`` data answers are needed; ``state_vector`` is that of the copy the caller
@@ -484,20 +525,29 @@ class Sharding:
         """
         targets = [h for h in self.holders(shard) if h != self.core.name]
         qid = self.queries.read(
-            shard, targets, quorum=quorum, state_vector=state_vector, now=now, timeout=timeout,
+            shard,
+            targets,
+            quorum=quorum,
+            state_vector=state_vector,
+            now=now,
+            timeout=timeout,
             connected=self.core.connected(),
         )
         self._send_queries()
         self._update_extra()
         return qid
 
-    def scan(self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float) -> int:
+    def scan(
+        self, prefix: str, *, state_vectors: dict[str, bytes], now: float, timeout: float
+    ) -> int:
         """Start reading every shard named ``prefix...`` from every other live agent."""
         if self.placement is not None:
             targets = list(self.core.members(listening=True))
         else:
             targets = list(self.core.connected())
-        qid = self.queries.scan(prefix, targets, state_vectors=state_vectors, now=now, timeout=timeout)
+        qid = self.queries.scan(
+            prefix, targets, state_vectors=state_vectors, now=now, timeout=timeout
+        )
         self._send_queries()
         self._update_extra()
         return qid
@@ -523,4 +573,3 @@ class Sharding:
             return
         for peer, req in self.queries.sends(self.core.connected()):
             self._send(peer, req)
-

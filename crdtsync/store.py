@@ -634,9 +634,7 @@ class Store:
                         seqs[name] = [s.total_updates, 0, 0]
                     if key is None:
                         acc = seqs[name]
-                        txn.put(
-                            nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value), db=self._log
-                        )
+                        txn.put(nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value), db=self._log)
                         acc[0] += 1
                         acc[1] += 1
                         acc[2] += len(value)
@@ -679,8 +677,9 @@ class Store:
         the log. ``trusted_merge``, if given, is called instead when every entry passed its
         checksum and the shard is not legacy (see :attr:`LoadedShard.verified`): it may skip
         validating them. A mismatching checksum raises
-        :class:`~crdtsync.errors.CorruptEntry` and changes nothing. The new snapshot replaces the old and the log entries are deleted in one
-        write transaction. If ``merge`` raises, nothing changes and the exception propagates.
+        :class:`~crdtsync.errors.CorruptEntry` and changes nothing. The new snapshot replaces
+        the old and the log entries are deleted in one write transaction. If ``merge`` raises,
+        nothing changes and the exception propagates.
         Buffered (uncommitted) entries are untouched and land in the log, after the new
         snapshot, at the next :meth:`commit`. ``merge`` is not called if the log is empty.
 

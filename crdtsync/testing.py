@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,6 @@ from .gossip import GossipConfig, GossipCore
 from .messages import Close, Message
 from .readcache import snapshot_of
 from .shard import ROOT
-from .sharding import ShardingConfig
 from .transports.memory import LinkConfig, LinkStats, MemoryReplicas, Network, Node
 
 __all__ = [

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .security.credentials import Credentials
     from .gossip import GossipCore
+    from .security.credentials import Credentials
 
 __all__ = [
     "Transport",

@@ -104,6 +104,7 @@ class _TooMany(Exception):
 def _no_maps(_: object) -> NoReturn:
     raise ValueError("the protocol has no msgpack maps")
 
+
 #: Message type -> envelope tag. Tags are part of the protocol: never reuse or renumber one.
 TAGS: dict[type, int] = {
     Hello: 1,
@@ -129,10 +130,27 @@ TAGS: dict[type, int] = {
 
 def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Hello):
-        return [msg.version, msg.mesh, msg.name, msg.address, list(msg.shards), msg.incarnation, msg.instance]
+        return [
+            msg.version,
+            msg.mesh,
+            msg.name,
+            msg.address,
+            list(msg.shards),
+            msg.incarnation,
+            msg.instance,
+        ]
     if isinstance(msg, Push):
         durable = None if msg.durable is None else list(msg.durable)
-        fields = [msg.shard, list(msg.updates), durable, msg.seq, _relayed_fields(msg.relayed), msg.forward, msg.hint, msg.relay]
+        fields = [
+            msg.shard,
+            list(msg.updates),
+            durable,
+            msg.seq,
+            _relayed_fields(msg.relayed),
+            msg.forward,
+            msg.hint,
+            msg.relay,
+        ]
         return fields if msg.durable_signature is None else [*fields, msg.durable_signature]
     if isinstance(msg, Summary):
         return [msg.root, msg.shards]
@@ -143,11 +161,21 @@ def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Diff):
         return [msg.shard, msg.update, msg.state_vector]
     if isinstance(msg, Ack):
-        return [[_signed([st.shard, st.state_vector, st.delete_set], st.signature) for st in msg.states], _relayed_fields(msg.relayed), msg.forward]
+        return [
+            [
+                _signed([st.shard, st.state_vector, st.delete_set], st.signature)
+                for st in msg.states
+            ],
+            _relayed_fields(msg.relayed),
+            msg.forward,
+        ]
     if isinstance(msg, DiffChunk):
         return [msg.shard, msg.transfer, msg.index, msg.total, msg.data, msg.state_vector]
     if isinstance(msg, PeerList):
-        return [[_signed([p.name, p.address, p.incarnation, p.alive], p.signature) for p in msg.peers], msg.full]
+        return [
+            [_signed([p.name, p.address, p.incarnation, p.alive], p.signature) for p in msg.peers],
+            msg.full,
+        ]
     if isinstance(msg, Close):
         return [int(msg.code), msg.reason]
     if isinstance(msg, Certificates):
@@ -170,7 +198,13 @@ def _signed(fields: list[Any], signature: bytes | None) -> list[Any]:
 
 
 def _relayed_fields(relayed: tuple[RelayedAck, ...]) -> list[list[Any]]:
-    return [_signed([r.agent, r.state.shard, r.state.state_vector, r.state.delete_set, r.hops], r.state.signature) for r in relayed]
+    return [
+        _signed(
+            [r.agent, r.state.shard, r.state.state_vector, r.state.delete_set, r.hops],
+            r.state.signature,
+        )
+        for r in relayed
+    ]
 
 
 def encode(msg: Message) -> bytes:
@@ -261,7 +295,7 @@ def _record(v: object, what: str, n: int) -> tuple[tuple[Any, ...], bytes | None
 def _sorted_keys(keys: list[str], what: str) -> None:
     # Strictly increasing: canonical, and rules out duplicates that would make a message
     # ambiguous (which of two digests for one shard counts?).
-    for a, b in zip(keys, keys[1:]):
+    for a, b in zip(keys, keys[1:], strict=False):
         if not a < b:
             _bad(f"{what} must be strictly sorted by name")
 
@@ -306,7 +340,9 @@ def _relayed(v: object) -> tuple[RelayedAck, ...]:
         )
         for r, sig in (_record(i, "relayed ack", 5) for i in _array(v, "relayed acks"))
     )
-    for a, b in zip(out, out[1:]):  # strictly sorted by (agent, shard): canonical, no duplicates
+    for a, b in zip(
+        out, out[1:], strict=False
+    ):  # strictly sorted by (agent, shard): canonical, no duplicates
         if not (a.agent, a.state.shard) < (b.agent, b.state.shard):
             _bad("relayed acks must be strictly sorted by agent and shard")
     return out
@@ -336,7 +372,9 @@ def _push(f: tuple[Any, ...]) -> Push:
 
 def _summary(f: tuple[Any, ...]) -> Summary:
     _array(f, "Summary", 2)
-    return Summary(root=_bytes(f[0], "root", ROOT_SIZE, ROOT_SIZE), shards=_int(f[1], "shard count"))
+    return Summary(
+        root=_bytes(f[0], "root", ROOT_SIZE, ROOT_SIZE), shards=_int(f[1], "shard count")
+    )
 
 
 def _digests(f: tuple[Any, ...]) -> Digests:
@@ -429,7 +467,9 @@ _PREFIX_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 def _holdings(f: tuple[Any, ...]) -> Holdings:
     _array(f, "Holdings", 2)
-    return Holdings(version=_int(f[0], "holdings version"), shards=_shard_names(f[1], "Holdings shards"))
+    return Holdings(
+        version=_int(f[0], "holdings version"), shards=_shard_names(f[1], "Holdings shards")
+    )
 
 
 def _offer(f: tuple[Any, ...]) -> Offer:
@@ -446,7 +486,10 @@ def _read_request(f: tuple[Any, ...]) -> ReadRequest:
     if f[2] is not None:
         prefix = _str(f[2], "read prefix", MAX_SHARD_NAME)
         if not _PREFIX_CHARS.issuperset(prefix):
-            _bad(f"read prefix {prefix!r:.80} has characters no shard name has", CloseCode.INVALID_SHARD)
+            _bad(
+                f"read prefix {prefix!r:.80} has characters no shard name has",
+                CloseCode.INVALID_SHARD,
+            )
     shards = _pairs(f[1], "ReadRequest", lambda sv: _bytes(sv, "state vector"))
     if not shards and prefix is None:
         _bad("ReadRequest without shards or prefix")
@@ -528,7 +571,9 @@ def decode(
             f"frame holds more than {max_items} msgpack items", CloseCode.OVERSIZE
         ) from None
     except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, OverflowError...
-        raise ProtocolError(f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME) from None
+        raise ProtocolError(
+            f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME
+        ) from None
     if type(envelope) is not tuple or not envelope or type(envelope[0]) is not int:
         _bad("frame is not an envelope [tag, fields...]")
     decoder = _DECODERS.get(envelope[0])

@@ -88,8 +88,12 @@ def run_alice(data: str) -> None:
     with open_store("alice", data, listen="ws://127.0.0.1:0") as store:
         emit(event="ready", address=store.agent.address)
         app = graph(remember).compile(store=store)
-        out = app.invoke({"message": "Remember that alice likes green tea. "
-                                     "Remember that the deploy window is friday."})
+        out = app.invoke(
+            {
+                "message": "Remember that alice likes green tea. "
+                "Remember that the deploy window is friday."
+            }
+        )
         emit(event="stored", facts=out["stored"])
         sys.stdin.readline()  # keep serving the memories until the parent says stop
 
@@ -116,15 +120,23 @@ def main() -> None:
         return run_bob(args.data, args.peer)
     data = args.data or tempfile.mkdtemp(prefix="crdtsync-langgraph-")
     me = [sys.executable, os.path.abspath(__file__)]
-    alice = subprocess.Popen([*me, "--role", "alice", "--data", os.path.join(data, "alice")],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    alice = subprocess.Popen(
+        [*me, "--role", "alice", "--data", os.path.join(data, "alice")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert alice.stdout is not None and alice.stdin is not None
     try:
         address = json.loads(alice.stdout.readline())["address"]
         print("alice stored:", json.loads(alice.stdout.readline())["facts"])
-        bob = subprocess.run([*me, "--role", "bob", "--data", os.path.join(data, "bob"),
-                              "--peer", address], capture_output=True, text=True, timeout=60,
-                             check=True)
+        bob = subprocess.run(
+            [*me, "--role", "bob", "--data", os.path.join(data, "bob"), "--peer", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         answer = json.loads(bob.stdout.splitlines()[-1])["answer"]
         print("bob answered:", answer)
     finally:

@@ -36,8 +36,10 @@ URI = f"crdtsync://shard/{SHARD}"
 def plan(goal: str, workers: list[str]) -> dict[str, dict[str, Any]]:
     """The planner's stub LLM: one task per comma-separated step, assigned round robin."""
     steps = [s.strip() for s in goal.split(",") if s.strip()]
-    return {f"t{n}": {"title": step, "assignee": workers[n % len(workers)], "status": "todo"}
-            for n, step in enumerate(steps)}
+    return {
+        f"t{n}": {"title": step, "assignee": workers[n % len(workers)], "status": "todo"}
+        for n, step in enumerate(steps)
+    }
 
 
 def work(title: str) -> str:
@@ -54,8 +56,18 @@ async def tool(client: Client, name: str, **args: Any) -> Any:
 
 def start_server(name: str, data: Path, peer: str | None) -> subprocess.Popen[bytes]:
     """Start ``crdtsync mcp --transport http`` (its stderr goes to DATA/NAME.log)."""
-    args = [sys.executable, "-m", "crdtsync.cli", "mcp", "--name", name, "--data", str(data / name),
-            "--transport", "http"]
+    args = [
+        sys.executable,
+        "-m",
+        "crdtsync.cli",
+        "mcp",
+        "--name",
+        name,
+        "--data",
+        str(data / name),
+        "--transport",
+        "http",
+    ]
     args += ["--peer", peer] if peer else ["--listen", "ws://127.0.0.1:0"]
     with open(data / f"{name}.log", "wb") as err:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
@@ -81,7 +93,9 @@ async def planner(url: str, workers: list[str], goal: str) -> dict[str, Any]:
         async with client.listen(resource_subscriptions=[URI]) as updates:
             # The planner creates the shared containers once ("log" too): two agents that both
             # create the same missing list or map at once each make their own, and one wins.
-            await tool(client, "write", shard=SHARD, patch={"goal": goal, "tasks": tasks, "log": []})
+            await tool(
+                client, "write", shard=SHARD, patch={"goal": goal, "tasks": tasks, "log": []}
+            )
             await tool(client, "wait_until_replicated", shard=SHARD, peers=len(workers), timeout=20)
             async for _event in updates:  # each change to the board, from any agent
                 board = (await tool(client, "read", shard=SHARD))["value"]
@@ -94,7 +108,11 @@ async def worker(name: str, url: str) -> int:
     done = 0
     async with Client(url) as client:
         while True:
-            board = (await tool(client, "read", shard=SHARD))["value"] if await _has_board(client) else {}
+            board = (
+                (await tool(client, "read", shard=SHARD))["value"]
+                if await _has_board(client)
+                else {}
+            )
             mine = {k: t for k, t in board.get("tasks", {}).items() if t["assignee"] == name}
             if mine and all(t["status"] == "done" for t in mine.values()):
                 return done
@@ -102,9 +120,16 @@ async def worker(name: str, url: str) -> int:
                 if task["status"] != "done":
                     # Log first, then mark done: whoever sees the task done sees the log line
                     # too (one agent's changes arrive in the order it made them).
-                    await tool(client, "append", shard=SHARD, path="/log", value=f"{name} did {task_id}")
-                    await tool(client, "write", shard=SHARD, path=f"/tasks/{task_id}",
-                               patch={"status": "done", "by": name, "result": work(task["title"])})
+                    await tool(
+                        client, "append", shard=SHARD, path="/log", value=f"{name} did {task_id}"
+                    )
+                    await tool(
+                        client,
+                        "write",
+                        shard=SHARD,
+                        path=f"/tasks/{task_id}",
+                        patch={"status": "done", "by": name, "result": work(task["title"])},
+                    )
                     done += 1
             await asyncio.sleep(0.1)
 
@@ -122,10 +147,16 @@ async def run(data: Path, n_workers: int) -> dict[str, Any]:
         children.append(start_server("planner", data, None))
         ready = wait_ready("planner", data, children[0])
         children += [start_server(name, data, ready["address"]) for name in names]
-        urls = {name: wait_ready(name, data, child)["mcp"]
-                for name, child in zip(names, children[1:], strict=True)}
-        board, *counts = await asyncio.wait_for(asyncio.gather(
-            planner(ready["mcp"], names, goal), *(worker(n, urls[n]) for n in names)), 60)
+        urls = {
+            name: wait_ready(name, data, child)["mcp"]
+            for name, child in zip(names, children[1:], strict=True)
+        }
+        board, *counts = await asyncio.wait_for(
+            asyncio.gather(
+                planner(ready["mcp"], names, goal), *(worker(n, urls[n]) for n in names)
+            ),
+            60,
+        )
         return {"board": board, "done_per_worker": dict(zip(names, counts, strict=True))}
     finally:
         for child in children:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pycrdt
+from crdtsync.transports.memory import Network, _Conn
 
 from crdtsync import updates, wire
 from crdtsync.errors import ReplicationTimeout, ShardNotFound
@@ -25,7 +26,6 @@ from crdtsync.query import NOT_FOUND, OK
 from crdtsync.readcache import ReadCache, snapshot_of
 from crdtsync.sharding import ShardingConfig
 from crdtsync.testing import fast_config
-from crdtsync.transports.memory import Network, _Conn
 
 ROOT = "root"
 
@@ -48,7 +48,9 @@ class Meter:
 class ShardNet(Network):
     """A simulated mesh whose agents place shards with replication factor ``r``."""
 
-    def __init__(self, seed: int = 0, *, r: int | None = 3, sharding: dict[str, Any] | None = None, **kw: Any) -> None:
+    def __init__(
+        self, seed: int = 0, *, r: int | None = 3, sharding: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         super().__init__(
             seed,
             config=kw.pop("config", None) or config(),
@@ -67,7 +69,11 @@ class ShardNet(Network):
             shard = getattr(msg, "shard", None)
             if isinstance(msg, ReadReply):
                 self.meter.reads[dst] += len(wire.encode(msg))
-            elif shard is not None and isinstance(msg, (Push, Diff)) or type(msg).__name__ == "DiffChunk":
+            elif (
+                shard is not None
+                and isinstance(msg, (Push, Diff))
+                or type(msg).__name__ == "DiffChunk"
+            ):
                 size = len(wire.encode(msg))
                 self.meter.by_type[type(msg).__name__] += size
                 node = self.nodes[dst]
@@ -101,7 +107,9 @@ class ShardNet(Network):
     def durable_copies(self, shard: str, *, running_only: bool = True) -> set[str]:
         """Agents whose disk has ``shard`` (the simulated store: what survives a crash)."""
         names = self.running() if running_only else sorted(self.nodes)
-        return {n for n in names if self.nodes[n].replicas.durable_state(shard) != (b"\x00", b"\x00")}
+        return {
+            n for n in names if self.nodes[n].replicas.durable_state(shard) != (b"\x00", b"\x00")
+        }
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -135,11 +143,19 @@ class ShardNet(Network):
 
         def go(core: Any) -> int:
             q = core.sharding.quorum_size(shard, quorum)
-            return core.sharding.read(shard, quorum=q, state_vector=cache.state_vector(shard), now=self.now, timeout=timeout)
+            return core.sharding.read(
+                shard,
+                quorum=q,
+                state_vector=cache.state_vector(shard),
+                now=self.now,
+                timeout=timeout,
+            )
 
         return self.call(node, go)  # type: ignore[no-any-return]
 
-    def finish_read(self, node: str, shard: str, qid: int, *, limit: float = 30.0, quorum: Any = None) -> dict[str, Any]:
+    def finish_read(
+        self, node: str, shard: str, qid: int, *, limit: float = 30.0, quorum: Any = None
+    ) -> dict[str, Any]:
         """Run until read ``qid`` ends; join its answers like the agent does, or raise."""
         core = self.nodes[node].core
         assert core is not None
@@ -153,12 +169,19 @@ class ShardNet(Network):
             self.run_for(0.01)
         if out.status == OK:
             cache = self.caches.setdefault(node, ReadCache())
-            return cache.join(shard, [u for _, u in out.answers.get(shard, ())], now=self.now, quorum=len(out.answered))
+            return cache.join(
+                shard,
+                [u for _, u in out.answers.get(shard, ())],
+                now=self.now,
+                quorum=len(out.answered),
+            )
         if out.status == NOT_FOUND:
             raise ShardNotFound(shard)
         raise ReplicationTimeout(f"no answer from {', '.join(out.missing)}", out.missing)
 
-    def read(self, node: str, shard: str, *, quorum: Any = None, timeout: float = 5.0) -> tuple[dict[str, Any], float]:
+    def read(
+        self, node: str, shard: str, *, quorum: Any = None, timeout: float = 5.0
+    ) -> tuple[dict[str, Any], float]:
         """Read ``shard`` from ``node`` (which must not hold it): (value, virtual seconds)."""
         start = self.now
         qid = self.start_read(node, shard, quorum=quorum, timeout=timeout)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+from crdtsync.transports.memory import Network
 
 from crdtsync import updates
 from crdtsync.errors import CloseCode, InvalidUpdate
@@ -49,7 +50,6 @@ from crdtsync.gossip import GossipConfig
 from crdtsync.names import validate_shard_name
 from crdtsync.shard import ROOT, Shard, load_doc
 from crdtsync.store import Store
-from crdtsync.transports.memory import Network
 from crdtsync.views import ListView, MapView
 from crdtsync.yjs.parse import UpdateInfo
 
@@ -167,7 +167,12 @@ class LmdbReplicas:
         self._map_size = map_size
         # sync=False: a commit survives a process crash (what the simulator crashes), not a power
         # loss; fsync is what the process-fault test exercises, and here it would only cost time.
-        self.store = Store(self.data_dir, map_size=map_size, compact_min_log_count=compact_min_log_count, sync=False)
+        self.store = Store(
+            self.data_dir,
+            map_size=map_size,
+            compact_min_log_count=compact_min_log_count,
+            sync=False,
+        )
         self.shards: dict[str, Shard] = {}
         #: Shards changed since the simulator last cleared this.
         self.changed: dict[str, None] = {}
@@ -194,10 +199,12 @@ class LmdbReplicas:
             for update in log:
                 updates.apply_update(doc, update)
         reference = load_doc(snapshot, log, name)
-        if updates.digest(reference) != updates.digest(doc) or canon(root_snapshot(reference)) != canon(
-            root_snapshot(doc)
-        ):
-            raise HarnessViolation(f"{self.data_dir.name}/{name}: load_doc disagrees with a replay of the store")
+        if updates.digest(reference) != updates.digest(doc) or canon(
+            root_snapshot(reference)
+        ) != canon(root_snapshot(doc)):
+            raise HarnessViolation(
+                f"{self.data_dir.name}/{name}: load_doc disagrees with a replay of the store"
+            )
         return doc
 
     def _attach(self, name: str, doc: pycrdt.Doc) -> Shard:
@@ -306,7 +313,9 @@ class LmdbReplicas:
         doc = load_doc(loaded.snapshot, loaded.log, name) if loaded else load_doc(None, [], name)
         return canon(root_snapshot(doc)), updates.digest(doc)
 
-    def compact(self, name: str, merge: Callable[[bytes | None, list[bytes]], bytes] = updates.replay) -> None:
+    def compact(
+        self, name: str, merge: Callable[[bytes | None, list[bytes]], bytes] = updates.replay
+    ) -> None:
         """``store.compact(name, merge)``, checking that nothing committed was lost.
 
         The new snapshot must hold every struct the old snapshot and log held (its update-level
@@ -317,7 +326,9 @@ class LmdbReplicas:
         replay of the log in one update does not show them until the dependencies arrive.
         """
         loaded = self.store.load(name)
-        inputs = [] if loaded is None else ([loaded.snapshot] if loaded.snapshot else []) + loaded.log
+        inputs = (
+            [] if loaded is None else ([loaded.snapshot] if loaded.snapshot else []) + loaded.log
+        )
         before = self.committed_state(name)
         self.store.compact(name, merge)
         after = self.committed_state(name)
@@ -337,16 +348,22 @@ class LmdbReplicas:
                 f"{where}: compaction changed the committed state (digest {before[1].hex()} -> "
                 f"{after[1].hex()}; clocks held -> kept: {dropped})"
             )
-        integrated = updates.decode_state_vector(load_doc(loaded.snapshot, loaded.log, name).get_state())  # type: ignore[union-attr]
+        integrated = updates.decode_state_vector(
+            load_doc(loaded.snapshot, loaded.log, name).get_state()
+        )  # type: ignore[union-attr]
         if integrated != held:
             if self.on_compact is not None:
                 self.on_compact(name, 1)  # pending structs: content may show differently
         elif before[0] != after[0]:
-            raise HarnessViolation(f"{where}: compaction changed the committed state (content differs)")
+            raise HarnessViolation(
+                f"{where}: compaction changed the committed state (content differs)"
+            )
 
     # -- crashes -------------------------------------------------------------------------------
 
-    def recover(self, *, lose_unflushed: bool = True, rng: random.Random | None = None) -> LmdbReplicas:
+    def recover(
+        self, *, lose_unflushed: bool = True, rng: random.Random | None = None
+    ) -> LmdbReplicas:
         """A process crash: close the store without committing what is buffered (unless
         ``lose_unflushed`` is False: then commit first), and reopen it from disk."""
         if not lose_unflushed:
@@ -466,7 +483,9 @@ def apply_op(shard: Shard, op: Op) -> None:
         i = isel % (len(before) + 1)
         t.insert(_byte_offset(before, i), s)
         if str(t) != before[:i] + s + before[i:]:
-            raise HarnessViolation(f"Text insert read back {str(t)!r}, expected {before[:i] + s + before[i:]!r}")
+            raise HarnessViolation(
+                f"Text insert read back {str(t)!r}, expected {before[:i] + s + before[i:]!r}"
+            )
     elif kind == "tdel":
         _, sel, isel, n = op
         nonempty = [t for t in texts if str(t)]
@@ -477,7 +496,9 @@ def apply_op(shard: Shard, op: Op) -> None:
             j = min(len(before), i + n)
             del t[_byte_offset(before, i) : _byte_offset(before, j)]
             if str(t) != before[:i] + before[j:]:
-                raise HarnessViolation(f"Text delete read back {str(t)!r}, expected {before[:i] + before[j:]!r}")
+                raise HarnessViolation(
+                    f"Text delete read back {str(t)!r}, expected {before[:i] + before[j:]!r}"
+                )
     else:  # pragma: no cover - strategies only draw the kinds above
         raise ValueError(kind)
 
@@ -494,6 +515,7 @@ def _short(value: Any) -> str:
 
 def describe(op: Op) -> str:
     """A short description of an op for schedules (large values abbreviated)."""
+
     def one(x: Any) -> str:
         if isinstance(x, (str, bytes)) and len(x) >= 40:
             return f"<{type(x).__name__} {len(x)}>"
@@ -546,14 +568,23 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, int) and not isinstance(v, bool)}
+        return {
+            k: v for k, v in vars(self).items() if isinstance(v, int) and not isinstance(v, bool)
+        }
 
 
 #: Protocol knobs of the simulated mesh: short timers so that a schedule covers many of them.
-FAST = GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0)
+FAST = GossipConfig(
+    anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0
+)
 #: The same with a spanning tree from 4 agents on (relays, forwarding, the pushes-suffice skip).
 TREE = GossipConfig(
-    anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0, full_mesh_max=3, fanout=2
+    anti_entropy_interval=2.0,
+    suspect_timeout=3.0,
+    backoff_max=4.0,
+    prune_grace=3.0,
+    full_mesh_max=3,
+    fanout=2,
 )
 
 
@@ -584,7 +615,9 @@ class Cluster:
         self.root = Path(root)
         self.seed = seed
         self.merge = merge
-        self.net = Network(seed, config=config, latency=latency, commit_delay=commit_delay, trace=trace)
+        self.net = Network(
+            seed, config=config, latency=latency, commit_delay=commit_delay, trace=trace
+        )
         self.names: list[str] = []
         self.departed: list[str] = []
         self.writes: dict[int, Write] = {}
@@ -658,13 +691,18 @@ class Cluster:
             if other == name:
                 continue
             theirs = self.replicas(other)
-            if all(s in theirs.shards and updates.covers(*theirs.durable_state(s), *st) for s, st in wanted):
+            if all(
+                s in theirs.shards and updates.covers(*theirs.durable_state(s), *st)
+                for s, st in wanted
+            ):
                 return True
         return False
 
     # -- writes and durability -----------------------------------------------------------------
 
-    def write(self, agent: str, shard: str, ops: Sequence[Op], *, marker: bool = True) -> int | None:
+    def write(
+        self, agent: str, shard: str, ops: Sequence[Op], *, marker: bool = True
+    ) -> int | None:
         """One transaction of ``ops`` on ``agent``'s replica of ``shard``, plus its marker.
 
         With ``marker=False`` the ops must only delete (``del``, ``ldel``, ``tdel``): such a
@@ -689,10 +727,14 @@ class Cluster:
             self.schedule.append(f"t={self.net.now:.3f} write {agent}/{shard} {what}: no change")
             return None
         if not marker and delta[:1] != b"\x00":
-            raise HarnessViolation(f"a delete-only transaction produced structs: {delta.hex()[:80]}")
+            raise HarnessViolation(
+                f"a delete-only transaction produced structs: {delta.hex()[:80]}"
+            )
         self.writes[op_id] = Write(op_id, agent, shard, delta, marked=marker)
         replicas.uncommitted_ops.append(op_id)
-        self.schedule.append(f"t={self.net.now:.3f} write w{op_id}{'' if marker else ' (delete only)'} {agent}/{shard} {what}")
+        self.schedule.append(
+            f"t={self.net.now:.3f} write w{op_id}{'' if marker else ' (delete only)'} {agent}/{shard} {what}"
+        )
         return op_id
 
     def _committed(self, ops: list[int]) -> None:
@@ -742,9 +784,13 @@ class Cluster:
         arrives first (see test_stateful.py::test_a_short_partition_never_breaks_a_handshake)."""
         window = self.net.detect_delay + 1.0
         return [
-            e for e in self.net.errors
-            if not (e[3] == CloseCode.BAD_HANDSHAKE and e[2] is None
-                    and any(e[0] - window <= t <= e[0] for t in self._partitioned_at))
+            e
+            for e in self.net.errors
+            if not (
+                e[3] == CloseCode.BAD_HANDSHAKE
+                and e[2] is None
+                and any(e[0] - window <= t <= e[0] for t in self._partitioned_at)
+            )
         ]
 
     def partition(self, groups: list[list[str]]) -> None:
@@ -768,7 +814,16 @@ class Cluster:
     def clean_links(self) -> None:
         default = self.net.default_link
         for a, b in sorted(self._links):
-            self.net.set_link(a, b, both=False, latency=default.latency, jitter=0.0, loss=0.0, duplicate=0.0, reorder=0.0)
+            self.net.set_link(
+                a,
+                b,
+                both=False,
+                latency=default.latency,
+                jitter=0.0,
+                loss=0.0,
+                duplicate=0.0,
+                reorder=0.0,
+            )
         self._links.clear()
 
     def run(self, dt: float) -> None:
@@ -794,7 +849,9 @@ class Cluster:
         net.run_for(3 * net.config.backoff_max + net.config.suspect_timeout)
         live = self.running()
         strangers = [
-            (a, b) for a in live for b in live
+            (a, b)
+            for a in live
+            for b in live
             if a != b and b not in {p.name for p in net.nodes[a].core.peers()}  # type: ignore[union-attr]
         ]
         if strangers:
@@ -805,7 +862,9 @@ class Cluster:
         try:
             net.run_until_converged(timeout)
             net.run_until_quiet(timeout)
-            net.run_for(2 * net.config.anti_entropy_interval)  # a couple of anti-entropy rounds more
+            net.run_for(
+                2 * net.config.anti_entropy_interval
+            )  # a couple of anti-entropy rounds more
             net.run_until_converged(timeout)
         except TimeoutError as exc:
             report.problems.append(f"no convergence after heal: {exc}")
@@ -833,7 +892,10 @@ class Cluster:
                 report.divergences += 1
                 report.problems.append(
                     f"{shard}: replicas differ: "
-                    + ", ".join(f"{n}={d.hex()[:8]}/{len(s)} keys" for n, (_, d, s) in sorted(views[shard].items()))
+                    + ", ".join(
+                        f"{n}={d.hex()[:8]}/{len(s)} keys"
+                        for n, (_, d, s) in sorted(views[shard].items())
+                    )
                 )
 
         # 2. Jepsen set checker over the markers
@@ -848,7 +910,9 @@ class Cluster:
                     w = self.writes.get(op_id)
                     if w is None or w.shard != shard:
                         report.unexpected += 1
-                        report.problems.append(f"unexpected marker {key}={value!r} in {name}/{shard}")
+                        report.problems.append(
+                            f"unexpected marker {key}={value!r} in {name}/{shard}"
+                        )
                     elif canon(value) != canon(expected_marker[op_id]):
                         report.corrupt += 1
                         report.problems.append(
@@ -862,7 +926,11 @@ class Cluster:
                 doc = self.replicas(name).shards[shard].doc
                 sv, ds = updates.state_vector(doc), updates.delete_set(doc)
                 for w in self.writes.values():
-                    if not w.marked and w.shard == shard and updates.covers(sv, ds, b"\x00", w.delete_set()):
+                    if (
+                        not w.marked
+                        and w.shard == shard
+                        and updates.covers(sv, ds, b"\x00", w.delete_set())
+                    ):
                         present.setdefault(w.id, set()).add(name)
         for w in self.writes.values():
             report.writes += 1
@@ -906,11 +974,17 @@ class Cluster:
         for name in live:
             r = self.replicas(name)
             if r.store.pending():
-                report.problems.append(f"{name}: {r.store.pending()} entries still uncommitted after quiescence")
+                report.problems.append(
+                    f"{name}: {r.store.pending()} entries still uncommitted after quiescence"
+                )
             r.commit()
-            live_state = {s: (canon(sh.snapshot()), sh.digest()) for s, sh in sorted(r.shards.items())}
+            live_state = {
+                s: (canon(sh.snapshot()), sh.digest()) for s, sh in sorted(r.shards.items())
+            }
             r.close()
-            reopened = LmdbReplicas(r.data_dir, random.Random(f"{self.seed}/{name}/reopen"), on_commit=self._committed)
+            reopened = LmdbReplicas(
+                r.data_dir, random.Random(f"{self.seed}/{name}/reopen"), on_commit=self._committed
+            )
             self.net.nodes[name].replicas = reopened  # type: ignore[assignment]
             for s, state in live_state.items():
                 if s not in reopened.shards:
@@ -920,7 +994,9 @@ class Cluster:
                     continue
                 if (canon(reopened.shards[s].snapshot()), reopened.shards[s].digest()) != state:
                     report.reload_mismatches += 1
-                    report.problems.append(f"{name}/{s}: reopened store differs from the live replica")
+                    report.problems.append(
+                        f"{name}/{s}: reopened store differs from the live replica"
+                    )
         return report
 
     def close(self) -> None:

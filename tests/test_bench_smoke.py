@@ -41,7 +41,9 @@ def _run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         monkeypatch.setenv("CRDTSYNC_TRACES", str(TRACES))
     out = tmp_path / "results"
     with open(tmp_path / "console.txt", "w") as log:
-        results = bench.run([name], "tiny", out, Console(file=log, width=200), extra={name: EXTRA[name]})
+        results = bench.run(
+            [name], "tiny", out, Console(file=log, width=200), extra={name: EXTRA[name]}
+        )
     res = results[name]
     assert "error" not in res, "\n".join(res.get("log_tail", []))
     assert json.loads((out / f"{name}.json").read_text())["size"] == "tiny"
@@ -64,7 +66,9 @@ def test_fanout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for system in ("crdtsync", "pycrdt-websocket"):
         for phase in ("burst", "paced", "paced_low"):
             fig = res["systems"][system][phase]
-            assert fig["latency_ms"]["n"] == 2 * fig["updates"]  # every update reached both receivers
+            assert (
+                fig["latency_ms"]["n"] == 2 * fig["updates"]
+            )  # every update reached both receivers
             assert fig["msgs_per_update"] > 0
     assert {"burst_updates_per_s_ratio", "burst_p99_ratio", "paced_p99_ratio"} <= set(res["vs_hub"])
 
@@ -74,7 +78,10 @@ def test_catchup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(res["states"]) == 2
     for state in res["states"].values():
         assert state["crdtsync"]["wire_bytes"] >= state["state_bytes"] * 0.9
-        assert state["pycrdt-websocket"]["visible_s"] > 0 and state["floor"]["bytes"] == state["state_bytes"]
+        assert (
+            state["pycrdt-websocket"]["visible_s"] > 0
+            and state["floor"]["bytes"] == state["state_bytes"]
+        )
 
 
 def test_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,14 +106,27 @@ def test_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_glomers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _run("glomers", tmp_path, monkeypatch)
-    assert res["gossip_sim_defaults"]["lossless"]["converged_writes"] == res["gossip_sim_defaults"]["lossless"]["writes"]
+    assert (
+        res["gossip_sim_defaults"]["lossless"]["converged_writes"]
+        == res["gossip_sim_defaults"]["lossless"]["writes"]
+    )
     assert [p["agents"] for p in res["scale"]["points"]] == [10]
 
 
 def test_summary_rows_of_a_failed_scenario() -> None:
     rows = bench.summary_rows({"fanout": {"error": "exit code 1"}})
-    assert rows == [{"scenario": "fanout", "figure": "FAILED", "crdtsync": None, "reference": None,
-                     "reference_is": "", "ratio": None, "target": "exit code 1", "met": False}]
+    assert rows == [
+        {
+            "scenario": "fanout",
+            "figure": "FAILED",
+            "crdtsync": None,
+            "reference": None,
+            "reference_is": "",
+            "ratio": None,
+            "target": "exit code 1",
+            "met": False,
+        }
+    ]
     assert "FAILED" in bench.summary_markdown(rows)
 
 

@@ -40,7 +40,9 @@ def _apply(net, node: str, ops) -> None:  # type: ignore[no-untyped-def]
             elif kind == "list":
                 ListView(d.get(root_name("list", "log"), type=pycrdt.Array)).append(f"{node}:{k}")
             else:
-                Counter(d.get(root_name("counter", "n"), type=pycrdt.Map), f"{node}/{d.client_id}").increment(v)
+                Counter(
+                    d.get(root_name("counter", "n"), type=pycrdt.Map), f"{node}/{d.client_id}"
+                ).increment(v)
 
     for op in ops:  # one transaction per op: many deltas, gossiped while partitioned
         net.write(node, "board", lambda d, op=op: _apply_one(d, node, op))
@@ -53,11 +55,17 @@ def _apply_one(d: pycrdt.Doc, node: str, op) -> None:  # type: ignore[no-untyped
     elif kind == "list":
         ListView(d.get(root_name("list", "log"), type=pycrdt.Array)).append(f"{node}:{k}")
     else:
-        Counter(d.get(root_name("counter", "n"), type=pycrdt.Map), f"{node}/{d.client_id}").increment(v)
+        Counter(
+            d.get(root_name("counter", "n"), type=pycrdt.Map), f"{node}/{d.client_id}"
+        ).increment(v)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(per_agent=st.lists(_ops, min_size=2, max_size=3), seed=st.integers(0, 1000), loss=st.sampled_from([0.0, 0.1]))
+@given(
+    per_agent=st.lists(_ops, min_size=2, max_size=3),
+    seed=st.integers(0, 1000),
+    loss=st.sampled_from([0.0, 0.1]),
+)
 def test_named_containers_created_concurrently_merge(per_agent, seed, loss) -> None:  # type: ignore[no-untyped-def]
     n = len(per_agent)
     net = mesh(n, seed=seed, loss=loss)
@@ -66,7 +74,7 @@ def test_named_containers_created_concurrently_merge(per_agent, seed, loss) -> N
     expected_map: dict[str, int] = {}
     expected_log: list[str] = []
     expected_n = 0
-    for node, ops in zip(names, per_agent):
+    for node, ops in zip(names, per_agent, strict=False):
         for op in ops:
             net.write(node, "board", lambda d, node=node, op=op: _apply_one(d, node, op))
             kind, k, v = op
@@ -106,7 +114,13 @@ def test_plain_keys_created_concurrently_do_lose_entries() -> None:
 def _agents(tmp_path: Path, hub: LocalHub, *names: str) -> list[Agent]:
     first = names[0]
     return [
-        Agent(n, tmp_path / n, listen=f"hub://{n}", peers=() if n == first else (f"hub://{first}",), transport=hub.transport)
+        Agent(
+            n,
+            tmp_path / n,
+            listen=f"hub://{n}",
+            peers=() if n == first else (f"hub://{first}",),
+            transport=hub.transport,
+        )
         for n in names
     ]
 
@@ -138,7 +152,7 @@ async def test_counter_converges_to_the_sum_over_three_agents(tmp_path: Path) ->
         await _until(lambda: all(s.counter("n").value == 3 * (100 - 20) for s in shards))
         assert all(s.snapshot()["n"] == 240 for s in shards)
         # named maps created on every agent before any sync all merge
-        for x, s in zip("abc", shards):
+        for x, s in zip("abc", shards, strict=False):
             s.map("tasks")[x] = {"by": x}
         await _until(lambda: all(len(s.map("tasks")) == 3 for s in shards))
         assert shards[0]["tasks"] == {"a": {"by": "a"}, "b": {"by": "b"}, "c": {"by": "c"}}
@@ -188,7 +202,9 @@ async def test_setdefault_returns_the_live_view(tmp_path: Path) -> None:
         assert shard.snapshot() == {"log": ["x", "y"], "cfg": {"k": 1}}
 
 
-async def test_write_after_close_raises_plain_closed_error_and_changes_nothing(tmp_path: Path) -> None:
+async def test_write_after_close_raises_plain_closed_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
     agent = Agent("solo", tmp_path / "solo")
     await agent.start()
     shard = await agent.shard("s")

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True,
-                          text=True, timeout=80, check=False)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
 
 
 def test_langgraph_graphs_in_two_processes_share_memory(tmp_path: Path) -> None:
@@ -43,8 +48,12 @@ def test_planner_and_workers_share_a_task_board_through_mcp(tmp_path: Path) -> N
 
 
 async def test_desktop_client_config_starts_a_working_server(tmp_path: Path) -> None:
-    config = json.loads((EXAMPLES / "mcp_desktop_config.json").read_text())["mcpServers"]["crdtsync"]
-    command = shutil.which(config["command"], path=str(Path(sys.executable).parent)) or config["command"]
+    config = json.loads((EXAMPLES / "mcp_desktop_config.json").read_text())["mcpServers"][
+        "crdtsync"
+    ]
+    command = (
+        shutil.which(config["command"], path=str(Path(sys.executable).parent)) or config["command"]
+    )
     env = {**os.environ, "CRDTSYNC_HOME": str(tmp_path)}  # the default data dir, kept in tmp
     params = StdioServerParameters(command=command, args=config["args"], env=env)
     with open(tmp_path / "stderr.log", "w") as log:  # noqa: ASYNC230 (the server's stderr)
@@ -54,7 +63,9 @@ async def test_desktop_client_config_starts_a_working_server(tmp_path: Path) -> 
             shards = (await client.call_tool("list_shards", {})).structured_content
             assert shards["agent"] == "desktop"  # type: ignore[index]
             assert [s["name"] for s in shards["shards"]] == ["notes"]  # type: ignore[index]
-            await client.call_tool("insert_text", {"shard": "notes", "path": "/today", "text": "hi"})
+            await client.call_tool(
+                "insert_text", {"shard": "notes", "path": "/today", "text": "hi"}
+            )
             read = await client.call_tool("read", {"shard": "notes"})
             assert read.structured_content["value"] == {"today": {"$text": "hi"}}  # type: ignore[index]
     assert (tmp_path / "desktop").is_dir()  # the store landed where the README says

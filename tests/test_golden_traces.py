@@ -26,12 +26,12 @@ from typing import Any
 
 import pycrdt
 import pytest
+from crdtsync.transports.memory import Network, _Conn
 
 from crdtsync import wire
 from crdtsync.gossip import GossipConfig
 from crdtsync.messages import Message
 from crdtsync.sharding import ShardingConfig
-from crdtsync.transports.memory import Network, _Conn
 
 FAST = GossipConfig(
     anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0

@@ -47,8 +47,13 @@ from crdtsync.security.ca import agent_paths
 from crdtsync.security.credentials import Credentials
 from crdtsync.yjs.state import decode_state_vector, encode_delete_set
 
-CFG = GossipConfig(push_interval=0.02, backoff_base=0.05, backoff_max=0.5, dial_grace=0.2,
-                   anti_entropy_interval=0.3)
+CFG = GossipConfig(
+    push_interval=0.02,
+    backoff_base=0.05,
+    backoff_max=0.5,
+    dial_grace=0.2,
+    anti_entropy_interval=0.3,
+)
 MESH = "orchard"
 TASK = "tasks/a"
 SECRET = "secrets/plan"
@@ -102,13 +107,23 @@ class Pair:
 
 @pytest.fixture
 async def pair(keys: Path, tmp_path: Path) -> AsyncIterator[Pair]:
-    async with Agent("alpha", tmp_path / "alpha", listen="wss://127.0.0.1:0", gossip=CFG,
-                     credentials=Credentials.from_dir(keys, "alpha")) as alpha:
+    async with Agent(
+        "alpha",
+        tmp_path / "alpha",
+        listen="wss://127.0.0.1:0",
+        gossip=CFG,
+        credentials=Credentials.from_dir(keys, "alpha"),
+    ) as alpha:
         (await alpha.shard(TASK))["k"] = "v"
         (await alpha.shard(SECRET))["balance"] = 100
         assert alpha.address is not None
-        async with Agent("beta", tmp_path / "beta", peers=[alpha.address], gossip=CFG,
-                         credentials=Credentials.from_dir(keys, "beta")) as beta:
+        async with Agent(
+            "beta",
+            tmp_path / "beta",
+            peers=[alpha.address],
+            gossip=CFG,
+            credentials=Credentials.from_dir(keys, "beta"),
+        ) as beta:
             await _until(lambda: {TASK, SECRET} <= set(beta.shard_names()))
             b = await beta.shard(TASK)
             await _until(lambda: b.snapshot().get("k") == "v")
@@ -216,8 +231,13 @@ async def test_read_only_peer_cannot_write_or_delete_by_push_relay_or_diff(pair:
 
 async def test_read_only_agent_writing_locally_sends_nothing(pair: Pair, tmp_path: Path) -> None:
     assert pair.alpha.address is not None
-    async with Agent("reader", tmp_path / "reader", peers=[pair.alpha.address], gossip=CFG,
-                     credentials=Credentials.from_dir(pair.keys, "reader")) as reader:
+    async with Agent(
+        "reader",
+        tmp_path / "reader",
+        peers=[pair.alpha.address],
+        gossip=CFG,
+        credentials=Credentials.from_dir(pair.keys, "reader"),
+    ) as reader:
         await _until(lambda: TASK in reader.shard_names())
         r = await reader.shard(TASK)
         await _until(lambda: r.snapshot().get("k") == "v")  # it may read
@@ -243,7 +263,9 @@ async def test_read_of_everything_returns_only_readable_shards(pair: Pair) -> No
     await _settle()
     await asyncio.sleep(0.7)  # anti-entropy rounds: Summary and Digests too
     replies = raw.received(ReadReply)
-    assert replies and all(s == TASK or s.startswith("tasks/") for r in replies for s, _ in r.shards)
+    assert replies and all(
+        s == TASK or s.startswith("tasks/") for r in replies for s, _ in r.shards
+    )
     assert any(s == TASK for r in replies for s, _ in r.shards)
     blob = b"".join(raw.frames)
     assert SECRET.encode() not in blob and b"balance" not in blob
@@ -271,7 +293,9 @@ async def test_forged_relayed_acks_do_not_count_as_replicas(pair: Pair) -> None:
     a = await pair.alpha.shard(TASK)
     await pair.beta.close()  # beta is gone: nobody but alpha has what comes next
     a["only-on-alpha"] = 1
-    await _until(lambda: pair.core.replicas.durable_state(TASK)[0] == pair.core.replicas.state_vector(TASK))
+    await _until(
+        lambda: pair.core.replicas.durable_state(TASK)[0] == pair.core.replicas.state_vector(TASK)
+    )
     sv, ds = pair.core.replicas.durable_state(TASK)
     before = pair.core.replicated(TASK, sv, ds)
     assert "beta" not in before
@@ -343,8 +367,15 @@ def test_a_liar_answering_twice_is_one_answer() -> None:
     doc.get("root", type=pycrdt.Map)["balance"] = 1_000_000
     lie = doc.get_update()
     table = QueryTable()
-    qid = table.read("bank/acct", ["liar", "honest"], quorum=2, state_vector=EMPTY_SV, now=0.0,
-                     timeout=5.0, connected=["liar", "honest"])
+    qid = table.read(
+        "bank/acct",
+        ["liar", "honest"],
+        quorum=2,
+        state_vector=EMPTY_SV,
+        now=0.0,
+        timeout=5.0,
+        connected=["liar", "honest"],
+    )
     table.sends(["liar", "honest"])
     table.receive("liar", ReadReply(qid, (("bank/acct", lie),), last=False), 0.1)
     table.receive("liar", ReadReply(qid, (("bank/acct", lie),), last=True), 0.2)
@@ -364,8 +395,10 @@ def test_signatures_are_optional_on_the_wire() -> None:
     st = ShardState(TASK, b"\x01\x02", b"\x00")
     plain = Ack((st,), (RelayedAck("beta", st),))
     assert wire.decode(wire.encode(plain)) == plain
-    signed = Ack((ShardState(TASK, b"\x01\x02", b"\x00", b"s" * 64),),
-                 (RelayedAck("beta", ShardState(TASK, b"\x01\x02", b"\x00", b"t" * 64)),))
+    signed = Ack(
+        (ShardState(TASK, b"\x01\x02", b"\x00", b"s" * 64),),
+        (RelayedAck("beta", ShardState(TASK, b"\x01\x02", b"\x00", b"t" * 64)),),
+    )
     assert wire.decode(wire.encode(signed)) == signed
     assert len(wire.encode(signed)) == len(wire.encode(plain)) + 2 * (64 + 2)
     entry = PeerList((PeerEntry("beta", "wss://127.0.0.1:9", 3, True, b"u" * 64),))
@@ -373,7 +406,8 @@ def test_signatures_are_optional_on_the_wire() -> None:
     push = Push(TASK, (b"\x00\x00",), durable=(b"\x00", b"\x00"), durable_signature=b"v" * 64)
     assert wire.decode(wire.encode(push)) == push
     assert wire.encode(Push(TASK, (b"\x00\x00",))) == wire.encode(
-        Push(TASK, (b"\x00\x00",), durable_signature=None))
+        Push(TASK, (b"\x00\x00",), durable_signature=None)
+    )
     from crdtsync.errors import ProtocolError
 
     with pytest.raises(ProtocolError):  # a signature longer than Ed25519's is malformed
@@ -413,7 +447,9 @@ async def test_a_writer_cannot_mute_a_replica_by_deleting_its_future_clocks(pair
 # -- placement hand-off ----------------------------------------------------------------------
 
 
-async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Path, tmp_path: Path) -> None:
+async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(
+    keys: Path, tmp_path: Path
+) -> None:
     """R=2, alpha and beta hold the shard. A member announces two made-up agents whose names
     outrank both holders, and relays acks "from" them copied from alpha's own durable state.
     The holders offer the shard to them but count their acks only with valid signatures, so
@@ -422,15 +458,29 @@ async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Pa
 
     shard = "ledger"
     ghosts = next(
-        (x, y) for i in range(200) for x, y in [(f"g{i}", f"h{i}")]
+        (x, y)
+        for i in range(200)
+        for x, y in [(f"g{i}", f"h{i}")]
         if set(holders(shard, ["alpha", "beta", x, y], 2)) == {x, y}
     )
-    async with Agent("alpha", tmp_path / "alpha", listen="wss://127.0.0.1:0", gossip=CFG,
-                     replication_factor=2, credentials=Credentials.from_dir(keys, "alpha")) as alpha:
+    async with Agent(
+        "alpha",
+        tmp_path / "alpha",
+        listen="wss://127.0.0.1:0",
+        gossip=CFG,
+        replication_factor=2,
+        credentials=Credentials.from_dir(keys, "alpha"),
+    ) as alpha:
         assert alpha.address is not None
-        async with Agent("beta", tmp_path / "beta", listen="wss://127.0.0.1:0", gossip=CFG,
-                         peers=[alpha.address], replication_factor=2,
-                         credentials=Credentials.from_dir(keys, "beta")) as beta:
+        async with Agent(
+            "beta",
+            tmp_path / "beta",
+            listen="wss://127.0.0.1:0",
+            gossip=CFG,
+            peers=[alpha.address],
+            replication_factor=2,
+            credentials=Credentials.from_dir(keys, "beta"),
+        ) as beta:
             s = await alpha.shard(shard)
             s["balance"] = 100
             await s.replicated(peers=1, timeout=5)
@@ -439,8 +489,14 @@ async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Pa
             raw = await _raw(pair, "mallory")
             core = pair.core
             sv, ds = core.replicas.durable_state(shard)
-            await raw.send(PeerList(tuple(PeerEntry(g, f"wss://127.0.0.1:{9 + i}", 1, True)
-                                          for i, g in enumerate(ghosts))))
+            await raw.send(
+                PeerList(
+                    tuple(
+                        PeerEntry(g, f"wss://127.0.0.1:{9 + i}", 1, True)
+                        for i, g in enumerate(ghosts)
+                    )
+                )
+            )
             await asyncio.sleep(0.2)
             assert set(ghosts) <= set(core.members())  # unknown agents: taken (see README)
             forged = tuple(RelayedAck(g, ShardState(shard, sv, ds, b"\x03" * 64)) for g in ghosts)
@@ -458,7 +514,9 @@ async def test_forged_acks_of_outranking_names_do_not_make_holders_drop(keys: Pa
 # -- certificates passed on ------------------------------------------------------------------
 
 
-async def test_certificates_are_passed_on_and_forged_ones_refused(pair: Pair, tmp_path: Path) -> None:
+async def test_certificates_are_passed_on_and_forged_ones_refused(
+    pair: Pair, tmp_path: Path
+) -> None:
     """A new peer gets the certificates alpha knows (so it can verify records of agents it
     never meets); certificates a peer passes on count only if the mesh CA issued them."""
     from crdtsync.messages import Certificates

@@ -429,9 +429,15 @@ async def test_mesh_credentials_guard_the_http_door_with_ca_tokens(tmp_path) -> 
             return {"authorization": f"Bearer {token}"}
 
         _problem(await c.get("/shards/pub"), 401, "unauthorized")
-        _problem(await c.get("/shards/pub", headers=auth(reader[:-4] + "AAAA")), 401, "unauthorized")
-        _problem(await c.patch("/shards/pub", json={"a": 1}, headers=auth(reader)), 403, "forbidden")
-        assert (await c.patch("/shards/pub", json={"a": 1}, headers=auth(writer))).status_code == 200
+        _problem(
+            await c.get("/shards/pub", headers=auth(reader[:-4] + "AAAA")), 401, "unauthorized"
+        )
+        _problem(
+            await c.patch("/shards/pub", json={"a": 1}, headers=auth(reader)), 403, "forbidden"
+        )
+        assert (
+            await c.patch("/shards/pub", json={"a": 1}, headers=auth(writer))
+        ).status_code == 200
         assert (await c.get("/shards/pub", headers=auth(reader))).json() == {"a": 1}
         _problem(await c.get("/shards/other", headers=auth(reader)), 403, "forbidden")
     # nothing of the refused writes was stored

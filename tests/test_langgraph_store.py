@@ -63,8 +63,15 @@ async def vstore(agent: Agent) -> CrdtStore:
 # -- list_namespaces ---------------------------------------------------------------------------
 
 NAMESPACES = [
-    ("a", "b", "c"), ("a", "b", "d", "e"), ("a", "b", "d", "i"), ("a", "b", "f"), ("a", "c", "f"),
-    ("b", "a", "f"), ("users", "123"), ("users", "456", "settings"), ("admin", "users", "789"),
+    ("a", "b", "c"),
+    ("a", "b", "d", "e"),
+    ("a", "b", "d", "i"),
+    ("a", "b", "f"),
+    ("a", "c", "f"),
+    ("b", "a", "f"),
+    ("users", "123"),
+    ("users", "456", "settings"),
+    ("admin", "users", "789"),
 ]
 
 
@@ -77,26 +84,56 @@ async def test_list_namespaces_prefix_suffix_depth_paging(store: CrdtStore) -> N
     await _fill(store, NAMESPACES)
     ab = [("a", "b", "c"), ("a", "b", "d", "e"), ("a", "b", "d", "i"), ("a", "b", "f")]
     assert await store.alist_namespaces(prefix=("a", "b")) == ab
-    assert await store.alist_namespaces(suffix=("f",)) == [("a", "b", "f"), ("a", "c", "f"), ("b", "a", "f")]
-    assert await store.alist_namespaces(prefix=("a",), suffix=("f",)) == [("a", "b", "f"), ("a", "c", "f")]
+    assert await store.alist_namespaces(suffix=("f",)) == [
+        ("a", "b", "f"),
+        ("a", "c", "f"),
+        ("b", "a", "f"),
+    ]
+    assert await store.alist_namespaces(prefix=("a",), suffix=("f",)) == [
+        ("a", "b", "f"),
+        ("a", "c", "f"),
+    ]
     assert await store.alist_namespaces(prefix=("a", "b"), max_depth=3) == [
-        ("a", "b", "c"), ("a", "b", "d"), ("a", "b", "f")]
+        ("a", "b", "c"),
+        ("a", "b", "d"),
+        ("a", "b", "f"),
+    ]
     assert await store.alist_namespaces(prefix=("a", "b"), limit=2) == ab[:2]
     assert await store.alist_namespaces(prefix=("a", "b"), offset=2) == ab[2:]
-    assert await store.alist_namespaces(prefix=("a", "*", "f")) == [("a", "b", "f"), ("a", "c", "f")]
+    assert await store.alist_namespaces(prefix=("a", "*", "f")) == [
+        ("a", "b", "f"),
+        ("a", "c", "f"),
+    ]
     assert await store.alist_namespaces(suffix=("*", "f")) == [
-        ("a", "b", "f"), ("a", "c", "f"), ("b", "a", "f")]
+        ("a", "b", "f"),
+        ("a", "c", "f"),
+        ("b", "a", "f"),
+    ]
     assert await store.alist_namespaces(prefix=("nonexistent",)) == []
     assert await store.alist_namespaces(prefix=("users", "123")) == [("users", "123")]
     assert await store.alist_namespaces() == sorted(NAMESPACES)
 
 
 async def test_list_namespaces_wildcards(store: CrdtStore) -> None:
-    await _fill(store, [("users", "123"), ("users", "456"), ("users", "789", "settings"),
-                        ("admin", "users", "789"), ("guests", "123"), ("guests", "456", "preferences")])
+    await _fill(
+        store,
+        [
+            ("users", "123"),
+            ("users", "456"),
+            ("users", "789", "settings"),
+            ("admin", "users", "789"),
+            ("guests", "123"),
+            ("guests", "456", "preferences"),
+        ],
+    )
     assert await store.alist_namespaces(prefix=("users", "*")) == [
-        ("users", "123"), ("users", "456"), ("users", "789", "settings")]
-    assert await store.alist_namespaces(suffix=("*", "preferences")) == [("guests", "456", "preferences")]
+        ("users", "123"),
+        ("users", "456"),
+        ("users", "789", "settings"),
+    ]
+    assert await store.alist_namespaces(suffix=("*", "preferences")) == [
+        ("guests", "456", "preferences")
+    ]
     assert await store.alist_namespaces(prefix=("*", "users"), suffix=("*", "settings")) == []
 
 
@@ -106,15 +143,32 @@ async def test_list_namespaces_pagination_depth_empty(store: CrdtStore) -> None:
         await store.aput(("namespace", f"sub_{i:02d}"), f"id_{i:02d}", {"data": i})
     for offset in (0, 5, 15):
         assert await store.alist_namespaces(prefix=("namespace",), limit=5, offset=offset) == [
-            ("namespace", f"sub_{i:02d}") for i in range(offset, offset + 5)]
-    await _fill(store, [("a", "b", "c", "d"), ("a", "b", "c", "e"), ("a", "b", "f"), ("a", "g"),
-                        ("h", "i", "j", "k")])
-    assert await store.alist_namespaces(max_depth=2, limit=100) == [
-        ("a", "b"), ("a", "g"), ("h", "i"), ("namespace", "sub_00"), *[
-            ("namespace", f"sub_{i:02d}") for i in range(1, 20)]][: 100]
+            ("namespace", f"sub_{i:02d}") for i in range(offset, offset + 5)
+        ]
+    await _fill(
+        store,
+        [
+            ("a", "b", "c", "d"),
+            ("a", "b", "c", "e"),
+            ("a", "b", "f"),
+            ("a", "g"),
+            ("h", "i", "j", "k"),
+        ],
+    )
+    assert (
+        await store.alist_namespaces(max_depth=2, limit=100)
+        == [
+            ("a", "b"),
+            ("a", "g"),
+            ("h", "i"),
+            ("namespace", "sub_00"),
+            *[("namespace", f"sub_{i:02d}") for i in range(1, 20)],
+        ][:100]
+    )
 
 
 # -- validation, put/get/delete, batch --------------------------------------------------------
+
 
 async def test_invalid_namespaces_are_refused(store: CrdtStore) -> None:
     doc = {"foo": "bar"}
@@ -150,24 +204,37 @@ async def test_put_get_delete_and_timestamps(store: CrdtStore) -> None:
 
 async def test_batch_last_put_wins_and_reads_in_order(store: CrdtStore) -> None:
     await store.aput(("test",), "key", {"value": 0})
-    results = await store.abatch([
-        GetOp(("test",), "key"),
-        PutOp(("test",), "key", {"value": 1}),
-        PutOp(("test",), "key", {"value": 2}),
-        SearchOp(("test",), filter={"value": 0}),
-    ])
+    results = await store.abatch(
+        [
+            GetOp(("test",), "key"),
+            PutOp(("test",), "key", {"value": 1}),
+            PutOp(("test",), "key", {"value": 2}),
+            SearchOp(("test",), filter={"value": 0}),
+        ]
+    )
     assert results[0].value == {"value": 0} and results[1] is None and results[2] is None
     assert [r.value for r in results[3]] == [{"value": 0}]
     assert (await store.aget(("test",), "key")).value == {"value": 2}  # type: ignore[union-attr]
     same, also, diff = await asyncio.gather(
-        store.asearch(("test",), filter={"value": 2}), store.asearch(("test",), filter={"value": 2}),
-        store.asearch(("test",), filter={"value": 3}))
+        store.asearch(("test",), filter={"value": 2}),
+        store.asearch(("test",), filter={"value": 2}),
+        store.asearch(("test",), filter={"value": 3}),
+    )
     assert same == also and len(same) == 1 and diff == []
 
 
 async def test_values_round_trip_exactly(store: CrdtStore) -> None:
-    value = {"int": 3, "float": 3.0, "big": 2**62 + 1, "neg": -(2**63), "none": None, "t": True,
-             "s": "é", "nested": {"list": [1, 2.5, None, [3, {"x": 4}]], "empty": {}}, "l": []}
+    value = {
+        "int": 3,
+        "float": 3.0,
+        "big": 2**62 + 1,
+        "neg": -(2**63),
+        "none": None,
+        "t": True,
+        "s": "é",
+        "nested": {"list": [1, 2.5, None, [3, {"x": 4}]], "empty": {}},
+        "l": [],
+    }
     await store.aput(("types",), "k", value)
     got = (await store.aget(("types",), "k")).value  # type: ignore[union-attr]
     assert got == value
@@ -184,8 +251,13 @@ async def test_shard_mapping(agent: Agent) -> None:
     await store.aput(("memories", "alice smith", "prefs"), "k", {"v": 1})
     await store.aput(("memories", "bob"), "k", {"v": 2})
     await store.aput(("memories",), "k", {"v": 3})
-    assert shard_for(("memories", "alice smith", "prefs"), shard_depth=2) == "lg/memories/alice.20smith"
-    assert {"lg/memories/alice.20smith", "lg/memories/bob", "lg/memories"} <= set(agent.shard_names())
+    assert (
+        shard_for(("memories", "alice smith", "prefs"), shard_depth=2)
+        == "lg/memories/alice.20smith"
+    )
+    assert {"lg/memories/alice.20smith", "lg/memories/bob", "lg/memories"} <= set(
+        agent.shard_names()
+    )
     assert [i.value["v"] for i in await store.asearch(("memories",))] == [3, 2, 1]
     assert [i.value["v"] for i in await store.asearch(("memories", "bob"))] == [2]
 
@@ -203,11 +275,22 @@ DOCS = [
 async def test_search_filters_and_operators(store: CrdtStore) -> None:
     for key, value in DOCS:
         await store.aput(("test",), key, value)
-    keys = lambda rs: sorted(r.key for r in rs)
+
+    def keys(rs: list[Any]) -> list[str]:
+        return sorted(r.key for r in rs)
+
     assert keys(await store.asearch(("test",), filter={"color": "red"})) == ["doc1", "doc2"]
-    assert keys(await store.asearch(("test",), filter={"score": {"$gt": 3.2}})) == ["doc1", "doc3", "doc4"]
-    assert keys(await store.asearch(("test",), filter={"score": {"$gte": 4.0}, "color": "green"})) == ["doc3"]
-    assert keys(await store.asearch(("test",), filter={"score": {"$lte": 3.5, "$ne": 3.0}})) == ["doc4"]
+    assert keys(await store.asearch(("test",), filter={"score": {"$gt": 3.2}})) == [
+        "doc1",
+        "doc3",
+        "doc4",
+    ]
+    assert keys(
+        await store.asearch(("test",), filter={"score": {"$gte": 4.0}, "color": "green"})
+    ) == ["doc3"]
+    assert keys(await store.asearch(("test",), filter={"score": {"$lte": 3.5, "$ne": 3.0}})) == [
+        "doc4"
+    ]
     assert keys(await store.asearch(("test",), filter={"color": {"$eq": "blue"}})) == ["doc4"]
     assert len(await store.asearch(("test",), limit=2)) == 2
     assert len(await store.asearch(("test",), limit=2, offset=3)) == 1
@@ -222,9 +305,16 @@ async def test_dotted_filter_keys_reach_nested_fields(store: CrdtStore) -> None:
 
 
 @pytest.mark.parametrize("namespace", [("foo.bar",), ("foo", ""), (123,)])
-async def test_invalid_labels_are_refused_by_every_method(store: CrdtStore, namespace: tuple) -> None:  # type: ignore[type-arg]
-    calls = [store.aget(namespace, "k"), store.adelete(namespace, "k"), store.asearch(namespace),
-             store.alist_namespaces(prefix=namespace), store.alist_namespaces(suffix=namespace)]
+async def test_invalid_labels_are_refused_by_every_method(
+    store: CrdtStore, namespace: tuple
+) -> None:  # type: ignore[type-arg]
+    calls = [
+        store.aget(namespace, "k"),
+        store.adelete(namespace, "k"),
+        store.asearch(namespace),
+        store.alist_namespaces(prefix=namespace),
+        store.alist_namespaces(suffix=namespace),
+    ]
     for call in calls:
         with pytest.raises(InvalidNamespaceError):
             await call
@@ -237,11 +327,15 @@ async def test_labels_are_literal_not_patterns(store: CrdtStore) -> None:
     await store.aput(("tenant/x", "a b"), "k", {"v": 3})  # "/" and " " are escaped in shard names
     assert [r.value["v"] for r in await store.asearch(("tenant", "a_%"))] == [1]
     assert [r.value["v"] for r in await store.asearch(("tenant/x",))] == [3]
-    assert await store.alist_namespaces(prefix=("tenant", "*")) == [("tenant", "a_%"), ("tenant", "ab")]
+    assert await store.alist_namespaces(prefix=("tenant", "*")) == [
+        ("tenant", "a_%"),
+        ("tenant", "ab"),
+    ]
     assert [r.value["v"] for r in await store.asearch(())] == [3, 2, 1]
 
 
 # -- semantic search with a user-supplied embedding function -----------------------------------
+
 
 async def test_vector_search_ranks_updates_and_index_false(vstore: CrdtStore) -> None:
     await vstore.aput(("test",), "doc1", {"text": "zany zebra Xerxes"})
@@ -276,6 +370,7 @@ async def test_vector_search_with_filters_pagination_edges(vstore: CrdtStore) ->
 
 
 # -- the sync API from another thread ----------------------------------------------------------
+
 
 def test_sync_api_through_open_store(tmp_path: Path) -> None:
     with open_store("sync", tmp_path / "sync") as store:
@@ -318,7 +413,9 @@ _CHILD = textwrap.dedent("""
 def _spawn(name: str, data: Path, peer: str, count: int) -> tuple[subprocess.Popen[str], str]:
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, name, str(data), "ws://127.0.0.1:0", peer, str(count)],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None
     address = json.loads(child.stdout.readline())["address"]
     return child, address
@@ -339,14 +436,18 @@ async def test_two_processes_share_memory_and_survive_sigkill(tmp_path: Path) ->
         assert {f"m{i}" for i in acked} <= on_disk
         # ... and once B rejoins A, a third agent that only knows A reads the same memories as
         # B (A may hold a put B made after the last ack we read; then B gets it back from A).
-        async with Agent("pb", data_dir=tmp_path / "pb", peers=[addr_a]) as pb, \
-                Agent("pc", data_dir=tmp_path / "pc", peers=[addr_a]) as pc:
+        async with (
+            Agent("pb", data_dir=tmp_path / "pb", peers=[addr_a]) as pb,
+            Agent("pc", data_dir=tmp_path / "pc", peers=[addr_a]) as pc,
+        ):
             store_b, store_c = CrdtStore(pb), CrdtStore(pc)
 
             async def same() -> tuple[dict[str, Any], dict[str, Any]]:
                 ns = ("memories", "pb")
-                return ({i.key: i.value for i in await store_b.asearch(ns, limit=1000)},
-                        {i.key: i.value for i in await store_c.asearch(ns, limit=1000)})
+                return (
+                    {i.key: i.value for i in await store_b.asearch(ns, limit=1000)},
+                    {i.key: i.value for i in await store_c.asearch(ns, limit=1000)},
+                )
 
             for _ in range(200):
                 mine, got = await same()
@@ -366,6 +467,7 @@ async def test_two_processes_share_memory_and_survive_sigkill(tmp_path: Path) ->
 
 # -- concurrency and partial replication, in process over websockets ---------------------------
 
+
 async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     for _ in range(int(timeout / 0.02)):
         if await check():
@@ -375,14 +477,18 @@ async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 
 
 async def test_concurrent_puts_of_one_item_converge_to_one_whole_value(tmp_path: Path) -> None:
-    async with Agent("c1", data_dir=tmp_path / "c1", listen="ws://127.0.0.1:0") as a1, \
-            Agent("c2", data_dir=tmp_path / "c2", peers=[a1.address]) as a2:
+    async with (
+        Agent("c1", data_dir=tmp_path / "c1", listen="ws://127.0.0.1:0") as a1,
+        Agent("c2", data_dir=tmp_path / "c2", peers=[a1.address]) as a2,
+    ):
         s1, s2 = CrdtStore(a1), CrdtStore(a2)
         await s1.aput(("board",), "seed", {"v": 0})
         await _until(lambda: _has(s2, ("board",), "seed"))
         # Both write the same item at once (neither has seen the other's put) ...
-        await asyncio.gather(s1.aput(("board",), "k", {"by": "c1", "n": 1, "only1": True}),
-                             s2.aput(("board",), "k", {"by": "c2", "n": 2, "only2": True}))
+        await asyncio.gather(
+            s1.aput(("board",), "k", {"by": "c1", "n": 1, "only1": True}),
+            s2.aput(("board",), "k", {"by": "c2", "n": 2, "only2": True}),
+        )
 
         async def agree() -> bool:
             v1, v2 = await s1.aget(("board",), "k"), await s2.aget(("board",), "k")
@@ -399,14 +505,20 @@ async def _has(store: CrdtStore, ns: tuple[str, ...], key: str) -> bool:
 
 
 async def test_remote_reads_when_partially_replicated(tmp_path: Path) -> None:
-    async with Agent("r1", data_dir=tmp_path / "r1", listen="ws://127.0.0.1:0",
-                     replication_factor=1) as a1, \
-            Agent("r2", data_dir=tmp_path / "r2", peers=[a1.address], replication_factor=1) as a2:
+    async with (
+        Agent(
+            "r1", data_dir=tmp_path / "r1", listen="ws://127.0.0.1:0", replication_factor=1
+        ) as a1,
+        Agent("r2", data_dir=tmp_path / "r2", peers=[a1.address], replication_factor=1) as a2,
+    ):
         writer = CrdtStore(a1, shard_depth=2)
         await writer.aput(("users", "ann"), "prefs", {"theme": "dark"})
         await writer.aput(("users", "bob"), "prefs", {"theme": "light"})
         # r2 does not listen: a client, it holds no placed shard, so only remote reads find them.
-        local, remote = CrdtStore(a2, shard_depth=2), CrdtStore(a2, shard_depth=2, remote_reads=True)
+        local, remote = (
+            CrdtStore(a2, shard_depth=2),
+            CrdtStore(a2, shard_depth=2, remote_reads=True),
+        )
         assert not [n for n in a2.shard_names() if n.startswith("lg/users")]
         assert await local.aget(("users", "ann"), "prefs") is None
 
@@ -417,10 +529,14 @@ async def test_remote_reads_when_partially_replicated(tmp_path: Path) -> None:
         await _until(found)
         everyone = await remote.asearch(("users",))  # a prefix shorter than shard_depth: read_many
         assert sorted(i.value["theme"] for i in everyone) == ["dark", "light"]
-        assert await remote.alist_namespaces(prefix=("users",)) == [("users", "ann"), ("users", "bob")]
+        assert await remote.alist_namespaces(prefix=("users",)) == [
+            ("users", "ann"),
+            ("users", "bob"),
+        ]
 
 
 # -- inside a LangGraph graph --------------------------------------------------------------------
+
 
 async def test_graph_with_sync_and_async_nodes_on_the_agents_loop(store: CrdtStore) -> None:
     from typing import TypedDict

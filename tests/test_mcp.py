@@ -65,6 +65,7 @@ async def error(client: Client, tool: str, **args: Any) -> str:
 
 # -- tools in process --------------------------------------------------------------------------
 
+
 async def test_tools_write_read_append_text_and_json_form(tmp_path: Path) -> None:
     async with solo(tmp_path) as client:
         await _tools_round_trip(client)
@@ -72,9 +73,20 @@ async def test_tools_write_read_append_text_and_json_form(tmp_path: Path) -> Non
 
 async def _tools_round_trip(client: Client) -> None:
     names = {t.name for t in (await client.list_tools()).tools}
-    assert names == {"list_shards", "read", "write", "append", "insert_text", "wait_until_replicated"}
-    await call(client, "write", shard="board",
-               patch={"tasks": {"t1": {"n": 3, "f": 3.0, "big": {"$int": str(2**60)}}}})
+    assert names == {
+        "list_shards",
+        "read",
+        "write",
+        "append",
+        "insert_text",
+        "wait_until_replicated",
+    }
+    await call(
+        client,
+        "write",
+        shard="board",
+        patch={"tasks": {"t1": {"n": 3, "f": 3.0, "big": {"$int": str(2**60)}}}},
+    )
     await call(client, "write", shard="board", path="/tasks/t1", patch={"done": True, "n": None})
     await call(client, "append", shard="board", path="/log", value="started")
     await call(client, "append", shard="board", path="/log", value={"$bytes": "AAE="})
@@ -82,12 +94,16 @@ async def _tools_round_trip(client: Client) -> None:
     await call(client, "insert_text", shard="board", path="/notes", text=" world")
     await call(client, "insert_text", shard="board", path="/notes", text=">", index=0)
     value = (await call(client, "read", shard="board"))["value"]
-    assert value == {"tasks": {"t1": {"f": 3.0, "big": {"$int": str(2**60)}, "done": True}},
-                     "log": ["started", {"$bytes": "AAE="}], "notes": {"$text": ">hello world"}}
+    assert value == {
+        "tasks": {"t1": {"f": 3.0, "big": {"$int": str(2**60)}, "done": True}},
+        "log": ["started", {"$bytes": "AAE="}],
+        "notes": {"$text": ">hello world"},
+    }
     assert (await call(client, "read", shard="board", path="/tasks/t1/f"))["value"] == 3.0
     assert (await call(client, "read", shard="board", path="/log/1"))["value"] == {"$bytes": "AAE="}
     assert (await call(client, "list_shards"))["shards"] == [
-        {"name": "board", "uri": "crdtsync://shard/board"}]
+        {"name": "board", "uri": "crdtsync://shard/board"}
+    ]
     contents = (await client.read_resource("crdtsync://shard/board")).contents[0]
     assert json.loads(contents.text)["tasks"]["t1"]["done"] is True  # type: ignore[union-attr]
     assert '"f":3.0' in contents.text  # type: ignore[union-attr]  # a float stays a float
@@ -123,16 +139,20 @@ async def _bad_inputs(client: Client) -> None:
         message = await error(client, tool, **args)
         assert expected in message, (tool, args, message)
     await call(client, "insert_text", shard="board", path="/notes", text="ab")
-    assert "use 0..2" in await error(client, "insert_text", shard="board", path="/notes", text="x", index=9)
+    assert "use 0..2" in await error(
+        client, "insert_text", shard="board", path="/notes", text="x", index=9
+    )
     after = (await call(client, "read", shard="board"))["value"]
     assert after == {**before, "notes": {"$text": "ab"}}  # none of the refused calls wrote anything
     assert (await call(client, "list_shards"))["shards"] == [
-        {"name": "board", "uri": "crdtsync://shard/board"}]
+        {"name": "board", "uri": "crdtsync://shard/board"}
+    ]
     with pytest.raises(MCPError, match="no shard named 'fresh'"):
         await client.read_resource("crdtsync://shard/fresh")
 
 
 # -- two crdtsync mcp processes on a mesh ------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -141,7 +161,17 @@ def _free_port() -> int:
 
 
 def _args(name: str, data: Path, listen: str | None, peer: str | None, transport: str) -> list[str]:
-    args = ["-m", "crdtsync.cli", "mcp", "--name", name, "--data", str(data), "--transport", transport]
+    args = [
+        "-m",
+        "crdtsync.cli",
+        "mcp",
+        "--name",
+        name,
+        "--data",
+        str(data),
+        "--transport",
+        transport,
+    ]
     if listen:
         args += ["--listen", listen]
     if peer:
@@ -168,16 +198,29 @@ async def _write_then_observe(writer: Client, reader: Client, shard: str) -> Non
 
 async def test_two_servers_over_stdio(tmp_path: Path) -> None:
     listen = f"ws://127.0.0.1:{_free_port()}"
-    a = StdioServerParameters(command=sys.executable, args=_args("ma", tmp_path / "a", listen, None, "stdio"))
-    b = StdioServerParameters(command=sys.executable, args=_args("mb", tmp_path / "b", None, listen, "stdio"))
+    a = StdioServerParameters(
+        command=sys.executable, args=_args("ma", tmp_path / "a", listen, None, "stdio")
+    )
+    b = StdioServerParameters(
+        command=sys.executable, args=_args("mb", tmp_path / "b", None, listen, "stdio")
+    )
     with open(tmp_path / "stderr.log", "w") as log:  # noqa: ASYNC230 (servers' stderr)
-        async with Client(stdio_client(a, errlog=log)) as ca, Client(stdio_client(b, errlog=log)) as cb:
+        async with (
+            Client(stdio_client(a, errlog=log)) as ca,
+            Client(stdio_client(b, errlog=log)) as cb,
+        ):
             await _write_then_observe(ca, cb, "board")
 
 
-def _spawn_http(name: str, data: Path, listen: str | None, peer: str | None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    child = subprocess.Popen([sys.executable, *_args(name, data, listen, peer, "http")],
-                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def _spawn_http(
+    name: str, data: Path, listen: str | None, peer: str | None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    child = subprocess.Popen(
+        [sys.executable, *_args(name, data, listen, peer, "http")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     assert child.stderr is not None
     for line in child.stderr:
         if line.startswith("{"):
@@ -201,8 +244,10 @@ async def test_two_servers_over_http_modern_and_legacy_subscriptions(tmp_path: P
                 seen.append(str(root.params.uri))
 
         uri = "crdtsync://shard/board"
-        async with Client(ready_a["mcp"]) as ca, Client(ready_b["mcp"], mode="legacy",
-                                                        message_handler=on_message) as cb:
+        async with (
+            Client(ready_a["mcp"]) as ca,
+            Client(ready_b["mcp"], mode="legacy", message_handler=on_message) as cb,
+        ):
             with pytest.warns(MCPDeprecationWarning):  # the SDK marks it as the 2025-era path
                 await cb.session.subscribe_resource(uri)
             await call(ca, "write", shard="board", patch={"legacy": True})

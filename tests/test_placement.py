@@ -10,6 +10,8 @@ from collections import Counter, deque
 
 import pycrdt
 import pytest
+from crdtsync.transports.memory import MemoryReplicas
+from shardsim import ShardNet
 
 from crdtsync import wire
 from crdtsync.errors import UsageError
@@ -18,9 +20,6 @@ from crdtsync.messages import Holdings, Message, Offer, ReadReply, ReadRequest
 from crdtsync.placement import HOLDER, LEAVING, SUBSCRIBER, PlacementState, holders, majority
 from crdtsync.readcache import ReadCache, snapshot_of
 from crdtsync.sharding import Sharding, ShardingConfig
-from crdtsync.transports.memory import MemoryReplicas
-
-from shardsim import ShardNet
 
 AGENTS = [f"a{i:02d}" for i in range(10)]
 
@@ -35,13 +34,19 @@ def test_holders_are_r_distinct_members_whatever_the_order() -> None:
         assert len(h) == len(set(h)) == 3 and set(h) <= set(AGENTS)
         assert holders(shard, reversed(AGENTS), 3) == h
         assert holders(shard, AGENTS + AGENTS[:2], 3) == h  # duplicates do not matter
-    assert holders("s", ["a", "b"], 3) == holders("s", ["b", "a"], 3) and len(holders("s", ["a", "b"], 3)) == 2
+    assert (
+        holders("s", ["a", "b"], 3) == holders("s", ["b", "a"], 3)
+        and len(holders("s", ["a", "b"], 3)) == 2
+    )
     assert holders("s", ["a"], 1) == ("a",)
     assert holders("s", [], 2) == ()
     with pytest.raises(UsageError):
         holders("s", AGENTS, 0)
     # meshes place independently
-    assert any(holders(f"s{i}", AGENTS, 3, mesh="m1") != holders(f"s{i}", AGENTS, 3, mesh="m2") for i in range(20))
+    assert any(
+        holders(f"s{i}", AGENTS, 3, mesh="m1") != holders(f"s{i}", AGENTS, 3, mesh="m2")
+        for i in range(20)
+    )
 
 
 def test_a_join_moves_only_what_the_newcomer_takes_and_a_leave_only_what_it_held() -> None:
@@ -81,7 +86,9 @@ def _state(name: str, members: list[str], r: int = 2) -> PlacementState:
 
 
 def _shard_where(name: str, members: list[str], r: int, *, holder: bool) -> str:
-    return next(s for i in itertools.count() if (name in holders(s := f"s{i}", members, r)) == holder)
+    return next(
+        s for i in itertools.count() if (name in holders(s := f"s{i}", members, r)) == holder
+    )
 
 
 def test_roles() -> None:
@@ -180,7 +187,11 @@ def _settle(net: ShardNet, shards: list[str], timeout: float = 60.0) -> None:
         if all(net.holding(s) == net.expected(s) == net.durable_copies(s) for s in shards):
             return
         if net.now >= end:
-            bad = {s: (sorted(net.holding(s)), sorted(net.expected(s))) for s in shards if net.holding(s) != net.expected(s)}
+            bad = {
+                s: (sorted(net.holding(s)), sorted(net.expected(s)))
+                for s in shards
+                if net.holding(s) != net.expected(s)
+            }
             raise AssertionError(f"seed {net.seed}: placement did not converge: {bad}")
         net.run_for(0.25)
 
@@ -313,7 +324,12 @@ def _core(name: str, r: int = 1) -> GossipCore:
     cfg = GossipConfig(push_interval=0.25, anti_entropy_interval=100.0)
     policy = Sharding(ShardingConfig(replication_factor=r))
     return GossipCore(
-        name, MemoryReplicas(random.Random(name)), rng=random.Random(0), config=cfg, address=f"mem://{name}", policy=policy
+        name,
+        MemoryReplicas(random.Random(name)),
+        rng=random.Random(0),
+        config=cfg,
+        address=f"mem://{name}",
+        policy=policy,
     )
 
 
@@ -350,7 +366,11 @@ def test_hand_off_messages_in_order_and_drop_after_the_ack() -> None:
         log += _deliver(cores, t)
         _commit(b, t)
         log += _deliver(cores, t)
-    mine = [(s, d, type(m).__name__) for s, d, m in log if type(m).__name__ in ("Holdings", "Offer", "SyncRequest", "Diff", "Ack")]
+    mine = [
+        (s, d, type(m).__name__)
+        for s, d, m in log
+        if type(m).__name__ in ("Holdings", "Offer", "SyncRequest", "Diff", "Ack")
+    ]
     # a announces, offers the shard to its placement holder; b adopts (announcing first),
     # fetches it, commits, acks; then a drops its copy and says so
     want = [
@@ -388,9 +408,14 @@ def test_a_holder_answers_reads_with_what_the_asker_lacks() -> None:
     out = a.sharding.result(qid)
     assert out is not None and out.status == "ok"
     cache = ReadCache()
-    assert cache.join(shard, [u for _, u in out.answers[shard]], now=0.0, quorum=1) == {"x": 1.0, "y": 2.0}
+    assert cache.join(shard, [u for _, u in out.answers[shard]], now=0.0, quorum=1) == {
+        "x": 1.0,
+        "y": 2.0,
+    }
     # again with the cached state vector: nothing new, a reply of a few bytes
-    qid = a.sharding.read(shard, quorum=1, state_vector=cache.state_vector(shard), now=1.0, timeout=1.0)
+    qid = a.sharding.read(
+        shard, quorum=1, state_vector=cache.state_vector(shard), now=1.0, timeout=1.0
+    )
     log = _deliver(cores, 1.0)
     reply = next(m for s, d, m in log if isinstance(m, ReadReply))
     assert len(reply.shards[0][1] or b"") < 5

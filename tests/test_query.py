@@ -9,14 +9,13 @@ import random
 
 import pycrdt
 import pytest
+from shardsim import ShardNet
 
 from crdtsync import updates, wire
 from crdtsync.errors import CloseCode, ProtocolError, ReplicationTimeout, ShardNotFound, UsageError
 from crdtsync.messages import Holdings, Offer, ReadReply, ReadRequest
 from crdtsync.query import NOT_FOUND, OK, TIMEOUT, QueryTable
 from crdtsync.readcache import EMPTY_STATE_VECTOR, ReadCache, snapshot_of
-
-from shardsim import ShardNet
 
 E = EMPTY_STATE_VECTOR
 
@@ -27,7 +26,15 @@ E = EMPTY_STATE_VECTOR
 
 def test_read_asks_quorum_targets_connected_first_and_ends_at_the_quorum() -> None:
     t = QueryTable(hedge_delay=0.25)
-    qid = t.read("s", ["h1", "h2", "h3"], quorum=1, state_vector=E, now=0.0, timeout=2.0, connected=["h2", "h3"])
+    qid = t.read(
+        "s",
+        ["h1", "h2", "h3"],
+        quorum=1,
+        state_vector=E,
+        now=0.0,
+        timeout=2.0,
+        connected=["h2", "h3"],
+    )
     assert t.sends(["h2", "h3"]) == [("h2", ReadRequest(qid, (("s", E),)))]
     assert t.sends(["h2", "h3"]) == []  # each request handed out once
     assert t.result(qid) is None
@@ -42,7 +49,9 @@ def test_read_asks_quorum_targets_connected_first_and_ends_at_the_quorum() -> No
 
 def test_not_held_asks_the_next_target_and_nobody_holding_it_is_not_found() -> None:
     t = QueryTable()
-    qid = t.read("s", ["h1", "h2"], quorum=1, state_vector=E, now=0.0, timeout=2.0, connected=["h1", "h2"])
+    qid = t.read(
+        "s", ["h1", "h2"], quorum=1, state_vector=E, now=0.0, timeout=2.0, connected=["h1", "h2"]
+    )
     assert [p for p, _ in t.sends(["h1", "h2"])] == ["h1"]
     t.receive("h1", ReadReply(qid, (("s", None),)), now=0.1)
     assert [p for p, _ in t.sends(["h1", "h2"])] == ["h2"]
@@ -56,7 +65,15 @@ def test_not_held_asks_the_next_target_and_nobody_holding_it_is_not_found() -> N
 
 def test_slow_holder_is_hedged_and_a_quorum_waits_for_that_many() -> None:
     t = QueryTable(hedge_delay=0.25)
-    qid = t.read("s", ["h1", "h2", "h3"], quorum=2, state_vector=b"\x01\x05\x03", now=0.0, timeout=2.0, connected=["h1", "h2", "h3"])
+    qid = t.read(
+        "s",
+        ["h1", "h2", "h3"],
+        quorum=2,
+        state_vector=b"\x01\x05\x03",
+        now=0.0,
+        timeout=2.0,
+        connected=["h1", "h2", "h3"],
+    )
     assert [p for p, _ in t.sends(["h1", "h2", "h3"])] == ["h1", "h2"]
     t.receive("h1", ReadReply(qid, (("s", b"a"),)), now=0.05)
     assert t.next_deadline() == 0.25
@@ -67,9 +84,17 @@ def test_slow_holder_is_hedged_and_a_quorum_waits_for_that_many() -> None:
     assert out is not None and out.status == OK and out.answers["s"] == (("h1", b"a"), ("h3", b"c"))
 
 
-def test_timeout_names_the_holders_that_did_not_answer() -> None:
+def test_query_table_timeout_names_the_holders_that_did_not_answer() -> None:
     t = QueryTable(hedge_delay=10.0)
-    qid = t.read("s", ["h1", "h2", "h3"], quorum=3, state_vector=E, now=0.0, timeout=1.0, connected=["h1", "h2"])
+    qid = t.read(
+        "s",
+        ["h1", "h2", "h3"],
+        quorum=3,
+        state_vector=E,
+        now=0.0,
+        timeout=1.0,
+        connected=["h1", "h2"],
+    )
     assert [p for p, _ in t.sends(["h1", "h2"])] == ["h1", "h2"]
     assert t.targets_waiting() == {"h3"}  # asked, not connected: the driver dials it
     t.receive("h1", ReadReply(qid, (("s", b"a"),)), now=0.1)
@@ -81,7 +106,9 @@ def test_timeout_names_the_holders_that_did_not_answer() -> None:
 
 def test_quorum_that_can_no_longer_be_reached_ends_early() -> None:
     t = QueryTable()
-    qid = t.read("s", ["h1", "h2"], quorum=2, state_vector=E, now=0.0, timeout=5.0, connected=["h1", "h2"])
+    qid = t.read(
+        "s", ["h1", "h2"], quorum=2, state_vector=E, now=0.0, timeout=5.0, connected=["h1", "h2"]
+    )
     t.sends(["h1", "h2"])
     t.receive("h1", ReadReply(qid, (("s", b"a"),)), now=0.1)
     t.receive("h2", ReadReply(qid, (("s", None),)), now=0.1)
@@ -91,7 +118,9 @@ def test_quorum_that_can_no_longer_be_reached_ends_early() -> None:
 
 def test_lost_connection_asks_another_and_requests_again_on_reconnect() -> None:
     t = QueryTable()
-    qid = t.read("s", ["h1", "h2"], quorum=1, state_vector=E, now=0.0, timeout=5.0, connected=["h1", "h2"])
+    t.read(
+        "s", ["h1", "h2"], quorum=1, state_vector=E, now=0.0, timeout=5.0, connected=["h1", "h2"]
+    )
     assert [p for p, _ in t.sends(["h1", "h2"])] == ["h1"]
     t.connection_lost("h1")
     assert [p for p, _ in t.sends(["h2"])] == ["h2"]
@@ -100,16 +129,23 @@ def test_lost_connection_asks_another_and_requests_again_on_reconnect() -> None:
 
 def test_scan_asks_everyone_and_ends_when_each_sent_its_last_frame() -> None:
     t = QueryTable()
-    qid = t.scan("sensors/", ["h1", "h2"], state_vectors={"sensors/a": b"\x01\x05\x03"}, now=0.0, timeout=2.0)
+    qid = t.scan(
+        "sensors/", ["h1", "h2"], state_vectors={"sensors/a": b"\x01\x05\x03"}, now=0.0, timeout=2.0
+    )
     sent = t.sends(["h1", "h2"])
-    assert sent == [(p, ReadRequest(qid, (("sensors/a", b"\x01\x05\x03"),), "sensors/")) for p in ("h1", "h2")]
+    assert sent == [
+        (p, ReadRequest(qid, (("sensors/a", b"\x01\x05\x03"),), "sensors/")) for p in ("h1", "h2")
+    ]
     t.receive("h1", ReadReply(qid, (("sensors/a", b"1"),), last=False), now=0.1)
     t.receive("h1", ReadReply(qid, (("other", b"x"), ("sensors/b", b"2")), last=True), now=0.1)
     assert t.result(qid) is None
     t.receive("h2", ReadReply(qid, (("sensors/a", None),), last=True), now=0.2)
     out = t.result(qid)
     assert out is not None and out.status == OK
-    assert out.answers == {"sensors/a": (("h1", b"1"),), "sensors/b": (("h1", b"2"),)}  # "other": ignored
+    assert out.answers == {
+        "sensors/a": (("h1", b"1"),),
+        "sensors/b": (("h1", b"2"),),
+    }  # "other": ignored
 
 
 def test_bad_arguments() -> None:
@@ -316,7 +352,9 @@ def test_scan_by_prefix_reads_every_matching_shard_from_every_agent() -> None:
         net.put(rng.choice(sorted(net.expected(s))), s, "v", i)
     net.run_until_quiet(20)
     reader = "a00"
-    qid = net.call(reader, lambda c: c.sharding.scan("sensors/", state_vectors={}, now=net.now, timeout=5.0))
+    qid = net.call(
+        reader, lambda c: c.sharding.scan("sensors/", state_vectors={}, now=net.now, timeout=5.0)
+    )
     while (out := net.nodes[reader].core.sharding.result(qid)) is None:  # type: ignore[union-attr]
         net.run_for(0.01)
     assert out.status == OK

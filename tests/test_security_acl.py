@@ -90,13 +90,16 @@ def _state(shard: str) -> ShardState:
     return ShardState(shard, b"\x00", b"\x00")
 
 
-@pytest.mark.parametrize("msg", [
-    Push("tasks/a", (U,)),
-    Push("tasks/a", (U,), relay=True, forward=True),  # relayed writes are writes of the relay
-    Diff("tasks/a", U),  # carries structs and the whole delete set
-    Diff("tasks/a", U, state_vector=b"\x00"),
-    DiffChunk("tasks/a", 1, 0, 2, b"x"),
-])
+@pytest.mark.parametrize(
+    "msg",
+    [
+        Push("tasks/a", (U,)),
+        Push("tasks/a", (U,), relay=True, forward=True),  # relayed writes are writes of the relay
+        Diff("tasks/a", U),  # carries structs and the whole delete set
+        Diff("tasks/a", U, state_vector=b"\x00"),
+        DiffChunk("tasks/a", 1, 0, 2, b"x"),
+    ],
+)
 def test_write_carrying_messages_need_write(msg: object) -> None:
     guard = Guard()
     denied = guard.check(READER, msg)  # type: ignore[arg-type]
@@ -136,18 +139,23 @@ def test_claims_of_holding_count_only_for_readable_shards() -> None:
     assert guard.check(READER, Offer(("secrets/k",))).decision is Decision.DENY
     ack = Ack((_state("secrets/k"), _state("tasks/a")), relayed=(RelayedAck("x", _state("z")),))
     cut = guard.check(READER, ack)
-    assert cut.decision is Decision.RESTRICT and cut.message == Ack((_state("tasks/a"),), ack.relayed)
+    assert cut.decision is Decision.RESTRICT and cut.message == Ack(
+        (_state("tasks/a"),), ack.relayed
+    )
     reply = guard.check(READER, ReadReply(1, (("secrets/k", U), ("tasks/a", None))))
     assert reply.message == ReadReply(1, (("tasks/a", None),))
 
 
-@pytest.mark.parametrize("msg", [
-    Hello(1, "m", "r", None, ("secrets/k",)),
-    Summary(b"\x00" * 8, 3),
-    Digests((("secrets/k", b"d"),)),
-    PeerList((PeerEntry("a", None, 1),)),
-    Close(CloseCode.NORMAL),
-])
+@pytest.mark.parametrize(
+    "msg",
+    [
+        Hello(1, "m", "r", None, ("secrets/k",)),
+        Summary(b"\x00" * 8, 3),
+        Digests((("secrets/k", b"d"),)),
+        PeerList((PeerEntry("a", None, 1),)),
+        Close(CloseCode.NORMAL),
+    ],
+)
 def test_messages_without_shard_data_are_allowed(msg: object) -> None:
     nobody = PeerIdentity("n", Permissions())
     assert Guard().check(nobody, msg).decision is Decision.ALLOW  # type: ignore[arg-type]

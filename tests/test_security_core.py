@@ -22,8 +22,14 @@ from crdtsync.gossip import GossipConfig, GossipCore
 from crdtsync.messages import Message, Push
 from crdtsync.security.acl import Guard, PeerIdentity, Permissions
 
-RCFG = GossipConfig(push_interval=W, full_mesh_max=4, anti_entropy_interval=1000.0,
-                    anti_entropy_jitter=0.0, peer_exchange_interval=1000.0, relay_settle=0.0)
+RCFG = GossipConfig(
+    push_interval=W,
+    full_mesh_max=4,
+    anti_entropy_interval=1000.0,
+    anti_entropy_jitter=0.0,
+    peer_exchange_interval=1000.0,
+    relay_settle=0.0,
+)
 READ_ONLY = Permissions(read=("**",))
 
 
@@ -79,8 +85,9 @@ class NameGate:
     def sign_announcement(self, address: str | None, incarnation: int) -> bytes | None:
         return _sig(self.name, address, incarnation)
 
-    def verify_announcement(self, agent: str, address: str | None, incarnation: int,
-                            sig: bytes | None) -> bool:
+    def verify_announcement(
+        self, agent: str, address: str | None, incarnation: int, sig: bytes | None
+    ) -> bool:
         return sig == _sig(agent, address, incarnation)
 
 
@@ -89,15 +96,24 @@ def secure_mesh(n: int, read_only: set[str]) -> dict[str, GossipCore]:
     perms = {m: READ_ONLY if m in read_only else Permissions.full() for m in names}
     cores = {}
     for i, m in enumerate(names):
-        core = GossipCore(m, MemoryReplicas(random.Random(f"ids/{m}"), ["s"]), rng=random.Random(i),
-                          config=RCFG, address=f"mem://{m}")
+        core = GossipCore(
+            m,
+            MemoryReplicas(random.Random(f"ids/{m}"), ["s"]),
+            rng=random.Random(i),
+            config=RCFG,
+            address=f"mem://{m}",
+        )
         core.secure(NameGate(m, perms))
         cores[m] = core
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             ca, cb = cores[a], cores[b]
-            ca.connection_made(rt(cb.hello()), 0.0, outbound=True, identity=PeerIdentity(b, perms[b]))
-            cb.connection_made(rt(ca.hello()), 0.0, outbound=False, identity=PeerIdentity(a, perms[a]))
+            ca.connection_made(
+                rt(cb.hello()), 0.0, outbound=True, identity=PeerIdentity(b, perms[b])
+            )
+            cb.connection_made(
+                rt(ca.hello()), 0.0, outbound=False, identity=PeerIdentity(a, perms[a])
+            )
     deliver(cores, 0.0)
     settle(cores, W)
     settle(cores, 2 * W)

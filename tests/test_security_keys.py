@@ -82,7 +82,17 @@ def test_init_mesh_layout_and_modes(keys: Path) -> None:
 
 
 def test_issue_puts_name_and_permissions_in_the_certificate(keys: Path) -> None:
-    out = cli("keys", "issue", "alice", "--dir", str(keys), "--read", "tasks/*,docs/**", "--write", "tasks/alice")
+    out = cli(
+        "keys",
+        "issue",
+        "alice",
+        "--dir",
+        str(keys),
+        "--read",
+        "tasks/*,docs/**",
+        "--write",
+        "tasks/alice",
+    )
     assert "alice" in out
     cert_path, key_path = agent_paths(keys, "alice")
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
@@ -107,7 +117,9 @@ def test_revoke_writes_a_ca_signed_list(keys: Path) -> None:
     cli("keys", "issue", "bob", "--dir", str(keys))
     cli("keys", "revoke", "alice", "--dir", str(keys))
     ca = x509.load_pem_x509_certificate((keys / "ca.pem").read_bytes())
-    alice = certificate_info(x509.load_pem_x509_certificate(agent_paths(keys, "alice")[0].read_bytes()))
+    alice = certificate_info(
+        x509.load_pem_x509_certificate(agent_paths(keys, "alice")[0].read_bytes())
+    )
     bob = certificate_info(x509.load_pem_x509_certificate(agent_paths(keys, "bob")[0].read_bytes()))
     revoked = load_revoked(keys / "revoked.pem", ca)
     assert alice.serial in revoked and bob.serial not in revoked
@@ -131,19 +143,28 @@ def _other_ca(tmp: Path) -> Path:
 
 
 def test_token_scopes_expiry_revocation_and_alg(keys: Path) -> None:
-    token = cli("keys", "token", "svc", "--dir", str(keys), "--read", "tasks/*", "--days", "1").strip()
+    token = cli(
+        "keys", "token", "svc", "--dir", str(keys), "--read", "tasks/*", "--days", "1"
+    ).strip()
     ca = x509.load_pem_x509_certificate((keys / "ca.pem").read_bytes())
     ident = verify_token(token, ca, "m1")
     assert ident.name == "svc" and ident.method == "token"
     assert ident.permissions.may_read("tasks/a") and not ident.permissions.may_write("tasks/a")
     with pytest.raises(CredentialsError):
         verify_token(token, ca, "other-mesh")
-    old = issue_token(MeshCA.load(keys), "svc", Permissions.full(), days=1,
-                      now=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
+    old = issue_token(
+        MeshCA.load(keys),
+        "svc",
+        Permissions.full(),
+        days=1,
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
+    )
     with pytest.raises(CredentialsError, match="expired"):
         verify_token(old, ca, "m1")
     claims = jwt.decode(token, options={"verify_signature": False})
-    forged = jwt.encode({**claims, "crdtsync": {"read": ["**"], "write": ["**"]}}, "k" * 32, algorithm="HS256")
+    forged = jwt.encode(
+        {**claims, "crdtsync": {"read": ["**"], "write": ["**"]}}, "k" * 32, algorithm="HS256"
+    )
     with pytest.raises(CredentialsError):
         verify_token(forged, ca, "m1")
     cli("keys", "revoke", "svc", "--dir", str(keys))
@@ -178,7 +199,9 @@ def test_handshake_authenticates_both_names_without_secret_on_wire() -> None:
     assert c.peer == "bob" and s.peer == "alice"
     wire = b"".join(frames)
     assert SECRET not in wire and b"m1" not in wire
-    assert b"bob" not in frames[1]  # the server says nothing but a nonce before the client proved itself
+    assert (
+        b"bob" not in frames[1]
+    )  # the server says nothing but a nonce before the client proved itself
 
 
 @pytest.mark.parametrize(("secret", "mesh"), [(b"x" * 32, "m1"), (SECRET, "m2")])
@@ -196,8 +219,10 @@ def test_wrong_secret_or_mesh_is_unauthenticated(secret: bytes, mesh: str) -> No
 
 def test_replayed_transcript_is_refused() -> None:
     cache = NonceCache()
-    frames = run(SecretHandshake(SECRET, "m1", "alice", client=True),
-                 SecretHandshake(SECRET, "m1", "bob", client=False, replay_cache=cache))
+    frames = run(
+        SecretHandshake(SECRET, "m1", "alice", client=True),
+        SecretHandshake(SECRET, "m1", "bob", client=False, replay_cache=cache),
+    )
     # the whole client side replayed: the server has seen this nonce
     s2 = SecretHandshake(SECRET, "m1", "bob", client=False, replay_cache=cache)
     with pytest.raises(ProtocolError) as err:

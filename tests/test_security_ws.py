@@ -27,7 +27,13 @@ from crdtsync.security.ca import MeshCA, agent_paths
 from crdtsync.security.credentials import Credentials
 from crdtsync.security.handshake import SecretHandshake
 
-CFG = GossipConfig(push_interval=0.02, backoff_base=0.05, backoff_max=0.5, dial_grace=0.2, anti_entropy_interval=1.0)
+CFG = GossipConfig(
+    push_interval=0.02,
+    backoff_base=0.05,
+    backoff_max=0.5,
+    dial_grace=0.2,
+    anti_entropy_interval=1.0,
+)
 MESH = "orchard"
 SHARD = "secrets/plan"
 
@@ -57,8 +63,9 @@ async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture
 async def secret_agent(keys: Path, tmp_path: Path) -> AsyncIterator[Agent]:
     creds = Credentials.from_dir(keys, "alpha", mode="secret")
-    async with Agent("alpha", tmp_path / "alpha", listen="ws://127.0.0.1:0", gossip=CFG,
-                     credentials=creds) as agent:
+    async with Agent(
+        "alpha", tmp_path / "alpha", listen="ws://127.0.0.1:0", gossip=CFG, credentials=creds
+    ) as agent:
         shard = await agent.shard(SHARD)
         shard["k"] = "v"
         yield agent
@@ -68,8 +75,9 @@ async def secret_agent(keys: Path, tmp_path: Path) -> AsyncIterator[Agent]:
 async def tls_agent(keys: Path, tmp_path: Path) -> AsyncIterator[Agent]:
     creds = Credentials.from_dir(keys, "alpha")
     assert creds.tls
-    async with Agent("alpha", tmp_path / "alpha", listen="wss://127.0.0.1:0", gossip=CFG,
-                     credentials=creds) as agent:
+    async with Agent(
+        "alpha", tmp_path / "alpha", listen="wss://127.0.0.1:0", gossip=CFG, credentials=creds
+    ) as agent:
         await agent.shard(SHARD)
         yield agent
 
@@ -141,7 +149,9 @@ async def test_stranger_is_refused_and_learns_nothing(secret_agent: Agent) -> No
 
 async def test_a_silent_stranger_does_not_delay_shutdown(keys: Path, tmp_path: Path) -> None:
     creds = Credentials.from_dir(keys, "alpha", mode="secret")
-    agent = Agent("alpha", tmp_path / "alpha", listen="ws://127.0.0.1:0", gossip=CFG, credentials=creds)
+    agent = Agent(
+        "alpha", tmp_path / "alpha", listen="ws://127.0.0.1:0", gossip=CFG, credentials=creds
+    )
     await agent.start()
     try:
         assert agent.address is not None
@@ -218,10 +228,14 @@ async def test_hello_under_another_name_is_refused(secret_agent: Agent, keys: Pa
     assert secret_agent.peers == () or all(p.name != "gamma" for p in secret_agent.peers)
 
 
-async def test_two_agents_replicate_over_the_secret_handshake(secret_agent: Agent, keys: Path, tmp_path: Path) -> None:
+async def test_two_agents_replicate_over_the_secret_handshake(
+    secret_agent: Agent, keys: Path, tmp_path: Path
+) -> None:
     creds = Credentials.from_dir(keys, "beta", mode="secret")
     assert secret_agent.address is not None
-    async with Agent("beta", tmp_path / "beta", peers=[secret_agent.address], gossip=CFG, credentials=creds) as beta:
+    async with Agent(
+        "beta", tmp_path / "beta", peers=[secret_agent.address], gossip=CFG, credentials=creds
+    ) as beta:
         await _until(lambda: SHARD in beta.shard_names())
         shard = await beta.shard(SHARD)
         await _until(lambda: shard.snapshot().get("k") == "v")
@@ -236,8 +250,13 @@ async def test_two_agents_replicate_over_the_secret_handshake(secret_agent: Agen
 async def test_two_agents_replicate_over_wss(tls_agent: Agent, keys: Path, tmp_path: Path) -> None:
     assert tls_agent.address is not None and tls_agent.address.startswith("wss://127.0.0.1:")
     (await tls_agent.shard(SHARD))["k"] = "tls"
-    async with Agent("beta", tmp_path / "beta", peers=[tls_agent.address], gossip=CFG,
-                     credentials=Credentials.from_dir(keys, "beta")) as beta:
+    async with Agent(
+        "beta",
+        tmp_path / "beta",
+        peers=[tls_agent.address],
+        gossip=CFG,
+        credentials=Credentials.from_dir(keys, "beta"),
+    ) as beta:
         await _until(lambda: SHARD in beta.shard_names())
         shard = await beta.shard(SHARD)
         await _until(lambda: shard.snapshot().get("k") == "tls")
@@ -270,7 +289,9 @@ async def test_hello_names_only_shards_the_peer_may_read(tls_agent: Agent, keys:
     assert set(tls_agent.shard_names()) == {"tasks/a", SHARD}
 
 
-async def test_tls_stranger_learns_no_name_from_the_server_certificate(tls_agent: Agent, keys: Path) -> None:
+async def test_tls_stranger_learns_no_name_from_the_server_certificate(
+    tls_agent: Agent, keys: Path
+) -> None:
     assert tls_agent.address is not None
     async with connect(tls_agent.address, ssl=_tls_client(keys, None), proxy=None) as ws:
         ssl_object = ws.transport.get_extra_info("ssl_object")
@@ -289,14 +310,19 @@ async def test_a_member_cannot_pass_off_another_members_certificate(keys: Path) 
     from crdtsync.security.tls import IDENTITY_MAGIC
 
     me = Credentials.from_dir(keys, "beta")
-    beta_door = x509.load_pem_x509_certificate(door_path(keys, "beta").read_bytes()).public_bytes(Encoding.DER)
+    beta_door = x509.load_pem_x509_certificate(door_path(keys, "beta").read_bytes()).public_bytes(
+        Encoding.DER
+    )
     alpha_cert = x509.load_pem_x509_certificate(agent_paths(keys, "alpha")[0].read_bytes())
     beta_cert = x509.load_pem_x509_certificate(agent_paths(keys, "beta")[0].read_bytes())
     # beta's TLS key, alpha's name: refused
     with pytest.raises(ProtocolError) as err:
         me.verify_server(beta_door, IDENTITY_MAGIC + alpha_cert.public_bytes(Encoding.DER))
     assert err.value.code is CloseCode.UNAUTHENTICATED
-    assert me.verify_server(beta_door, IDENTITY_MAGIC + beta_cert.public_bytes(Encoding.DER)).name == "beta"
+    assert (
+        me.verify_server(beta_door, IDENTITY_MAGIC + beta_cert.public_bytes(Encoding.DER)).name
+        == "beta"
+    )
 
 
 async def test_certificate_of_another_ca_fails_tls(tls_agent: Agent, tmp_path: Path) -> None:
@@ -340,11 +366,15 @@ async def test_tls_hello_under_another_name_is_refused(tls_agent: Agent, keys: P
     assert code == CloseCode.IDENTITY_MISMATCH
 
 
-async def test_a_revoked_agent_is_refused_by_the_mesh_and_knows_it(tls_agent: Agent, keys: Path, tmp_path: Path) -> None:
+async def test_a_revoked_agent_is_refused_by_the_mesh_and_knows_it(
+    tls_agent: Agent, keys: Path, tmp_path: Path
+) -> None:
     assert tls_agent.address is not None
     creds = Credentials.from_dir(keys, "beta")  # loaded before the revocation
     cli("keys", "revoke", "beta", "--dir", str(keys))
-    async with Agent("beta", tmp_path / "beta", peers=[tls_agent.address], gossip=CFG, credentials=creds) as beta:
+    async with Agent(
+        "beta", tmp_path / "beta", peers=[tls_agent.address], gossip=CFG, credentials=creds
+    ) as beta:
         await _until(lambda: beta.counters.get("auth_refused", 0) >= 1)
         assert SHARD not in beta.shard_names()
         assert all(p.state != "connected" for p in beta.peers)
@@ -354,8 +384,12 @@ async def test_a_revoked_agent_is_refused_by_the_mesh_and_knows_it(tls_agent: Ag
 # -- secure by default -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("listen", ["ws://0.0.0.0:0", "ws://[::]:0", "ws://192.0.2.1:0", "ws://example.org:0"])
-def test_non_loopback_listen_without_credentials_is_refused_before_binding(listen: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "listen", ["ws://0.0.0.0:0", "ws://[::]:0", "ws://192.0.2.1:0", "ws://example.org:0"]
+)
+def test_non_loopback_listen_without_credentials_is_refused_before_binding(
+    listen: str, tmp_path: Path
+) -> None:
     with pytest.raises(InsecureListen, match="crdtsync keys init-mesh"):
         Agent("a", tmp_path / "a", listen=listen)  # raises in the constructor: nothing is bound
     assert not (tmp_path / "a").exists()  # not even the store was opened
@@ -365,8 +399,9 @@ def test_non_loopback_listen_without_credentials_is_refused_before_binding(liste
 
 
 def test_cli_agent_refuses_non_loopback_listen_without_keys(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["agent", "--name", "a", "--data", str(tmp_path / "a"),
-                                       "--listen", "ws://0.0.0.0:0"])
+    result = CliRunner().invoke(
+        main, ["agent", "--name", "a", "--data", str(tmp_path / "a"), "--listen", "ws://0.0.0.0:0"]
+    )
     assert result.exit_code != 0
     assert "crdtsync keys init-mesh" in result.output and "--insecure" in result.output
 
@@ -374,8 +409,11 @@ def test_cli_agent_refuses_non_loopback_listen_without_keys(tmp_path: Path) -> N
 # -- real processes ----------------------------------------------------------------------------
 
 
-async def _next_event(proc: asyncio.subprocess.Process, want: Callable[[dict[str, object]], bool],
-                      timeout: float = 30.0) -> dict[str, object]:
+async def _next_event(
+    proc: asyncio.subprocess.Process,
+    want: Callable[[dict[str, object]], bool],
+    timeout: float = 30.0,
+) -> dict[str, object]:
     import json
 
     assert proc.stdout is not None
@@ -404,14 +442,30 @@ async def test_two_agent_processes_replicate_over_wss_and_a_stranger_process_is_
 
     async def spawn(name: str, keys_dir: Path, *extra: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "crdtsync.cli", "agent", "--name", name, "--data", str(tmp_path / name),
-            "--keys", str(keys_dir), "--shard", "board", "--status-interval", "0.2", *extra,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "crdtsync.cli",
+            "agent",
+            "--name",
+            name,
+            "--data",
+            str(tmp_path / name),
+            "--keys",
+            str(keys_dir),
+            "--shard",
+            "board",
+            "--status-interval",
+            "0.2",
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
 
     procs = []
     try:
-        alpha = await spawn("alpha", keys, "--listen", "wss://127.0.0.1:0", "--write", "5", "--write-rate", "100")
+        alpha = await spawn(
+            "alpha", keys, "--listen", "wss://127.0.0.1:0", "--write", "5", "--write-rate", "100"
+        )
         procs.append(alpha)
         ready = await _next_event(alpha, lambda e: e.get("event") == "ready")
         address = str(ready["address"])
@@ -421,10 +475,13 @@ async def test_two_agent_processes_replicate_over_wss_and_a_stranger_process_is_
         mallory = await spawn("mallory", other, "--peer", address)
         procs.append(mallory)
         status = await _next_event(
-            beta, lambda e: e.get("event") == "status" and e["shards"]["board"]["keys"] == 5  # type: ignore[index]
+            beta,
+            lambda e: e.get("event") == "status" and e["shards"]["board"]["keys"] == 5,  # type: ignore[index]
         )
         assert status["connected"] == ["alpha"]
-        seen = await _next_event(alpha, lambda e: e.get("event") == "status" and "beta" in e["connected"])  # type: ignore[operator]
+        seen = await _next_event(
+            alpha, lambda e: e.get("event") == "status" and "beta" in e["connected"]
+        )  # type: ignore[operator]
         assert "mallory" not in seen["known"]  # type: ignore[operator]
         for _ in range(10):  # two seconds of a process dialling with another CA's certificate
             late = await _next_event(mallory, lambda e: e.get("event") == "status")

@@ -31,14 +31,18 @@ async def test_the_documented_example_works_exactly(tmp_path):
             board["tasks"]["t1"]["done"] = True
             del board["tasks"]["t1"]["title"]
         await board.flush()
-        assert board.snapshot() == {"tasks": {"t1": {"done": True, "attempts": 1}},
-                                    "log": ["started", "step 1"]}
+        assert board.snapshot() == {
+            "tasks": {"t1": {"done": True, "attempts": 1}},
+            "log": ["started", "step 1"],
+        }
         assert type(board.snapshot()["tasks"]["t1"]["attempts"]) is int
         assert isinstance(board.doc, pycrdt.Doc)
     async with Agent("planner", data_dir=data_dir) as agent:
         board = await agent.shard("board")
-        assert board.snapshot() == {"tasks": {"t1": {"done": True, "attempts": 1}},
-                                    "log": ["started", "step 1"]}
+        assert board.snapshot() == {
+            "tasks": {"t1": {"done": True, "attempts": 1}},
+            "log": ["started", "step 1"],
+        }
 
 
 async def test_nested_dicts_merge_per_key_across_replicas(tmp_path):
@@ -46,7 +50,7 @@ async def test_nested_dicts_merge_per_key_across_replicas(tmp_path):
         sa, sb = await a.shard("board"), await b.shard("board")
         sa["tasks"] = {"t1": {"done": False}}
         sb.apply_remote(sa.doc.get_update(), "a")
-        sa["tasks"]["t1"]["done"] = True          # concurrent edits of different keys
+        sa["tasks"]["t1"]["done"] = True  # concurrent edits of different keys
         sb["tasks"]["t1"]["owner"] = "b"
         ua, ub = sa.doc.get_update(), sb.doc.get_update()
         sa.apply_remote(ub, "b")
@@ -118,14 +122,32 @@ async def test_changes_end_when_agent_closes(tmp_path):
         await agent.shard("s")
 
 
-@pytest.mark.parametrize("name", ["", "a" * 129, "../etc", "/abs", "a//b", "a/", "sp ace", "nul\x00",
-                                  "ü", ".hidden", 5, None, "a\nb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a" * 129,
+        "../etc",
+        "/abs",
+        "a//b",
+        "a/",
+        "sp ace",
+        "nul\x00",
+        "ü",
+        ".hidden",
+        5,
+        None,
+        "a\nb",
+    ],
+)
 async def test_bad_shard_names_are_clear_errors(tmp_path, name):
     async with Agent("a", data_dir=tmp_path / "a") as agent:
         with pytest.raises(InvalidShardName) as err:
             await agent.shard(name)
         assert "shard name" in str(err.value)
-    assert not any(p.name not in ("data.mdb", "lock.mdb", "LOCK") for p in (tmp_path / "a").rglob("*"))
+    assert not any(
+        p.name not in ("data.mdb", "lock.mdb", "LOCK") for p in (tmp_path / "a").rglob("*")
+    )
 
 
 @pytest.mark.parametrize("name", ["a", "board", "sensors/kitchen", "A-1_b.c:d", "x" * 128])
@@ -198,9 +220,15 @@ def test_every_public_name_imports():
 def test_the_api_s_argument_and_result_types_are_exported():
     from crdtsync import gossip, reads, sharding, store, transport
 
-    for name, home in [("GossipConfig", gossip), ("PeerStatus", gossip), ("ShardingConfig", sharding),
-                       ("Quorum", reads), ("ShardStats", store), ("Transport", transport),
-                       ("TransportFactory", transport)]:
+    for name, home in [
+        ("GossipConfig", gossip),
+        ("PeerStatus", gossip),
+        ("ShardingConfig", sharding),
+        ("Quorum", reads),
+        ("ShardStats", store),
+        ("Transport", transport),
+        ("TransportFactory", transport),
+    ]:
         assert name in crdtsync.__all__
         assert getattr(crdtsync, name) is getattr(home, name)
 

@@ -16,7 +16,13 @@ from crdtsync.errors import UsageError
 from crdtsync.gossip import GossipConfig
 from crdtsync.placement import holders
 
-CFG = GossipConfig(push_interval=0.02, backoff_base=0.05, backoff_max=0.5, dial_grace=0.2, anti_entropy_interval=1.0)
+CFG = GossipConfig(
+    push_interval=0.02,
+    backoff_base=0.05,
+    backoff_max=0.5,
+    dial_grace=0.2,
+    anti_entropy_interval=1.0,
+)
 R = 2
 NAMES = [f"w{i}" for i in range(5)]
 
@@ -33,11 +39,26 @@ async def _until(cond: object, timeout: float = 10.0) -> None:
 async def mesh(tmp_path: Path) -> AsyncIterator[dict[str, Agent]]:
     agents: dict[str, Agent] = {}
     try:
-        first = Agent(NAMES[0], tmp_path / NAMES[0], listen="ws://127.0.0.1:0", replication_factor=R, gossip=CFG, seed=0)
+        first = Agent(
+            NAMES[0],
+            tmp_path / NAMES[0],
+            listen="ws://127.0.0.1:0",
+            replication_factor=R,
+            gossip=CFG,
+            seed=0,
+        )
         await first.start()
         agents[first.name] = first
         for i, name in enumerate(NAMES[1:], 1):
-            a = Agent(name, tmp_path / name, listen="ws://127.0.0.1:0", peers=[first.address or ""], replication_factor=R, gossip=CFG, seed=i)
+            a = Agent(
+                name,
+                tmp_path / name,
+                listen="ws://127.0.0.1:0",
+                peers=[first.address or ""],
+                replication_factor=R,
+                gossip=CFG,
+                seed=i,
+            )
             await a.start()
             agents[name] = a
         await _until(lambda: all(len(a.core.members()) == len(NAMES) - 1 for a in agents.values()))  # type: ignore[union-attr]
@@ -57,7 +78,11 @@ async def test_five_agents_r2_reads_from_every_agent_agree(mesh: dict[str, Agent
         await shard.replicated(peers=R - 1, timeout=5)
     # placement: each shard on exactly its R holders (no writer here is a non-holder)
     for s in shards:
-        await _until(lambda s=s: {n for n, a in mesh.items() if s in a.shard_names()} == set(holders(s, NAMES, R)))
+        await _until(
+            lambda s=s: (
+                {n for n, a in mesh.items() if s in a.shard_names()} == set(holders(s, NAMES, R))
+            )
+        )
     for i, s in enumerate(shards):
         values = [await a.read(s, timeout=3) for a in mesh.values()]
         assert all(v == {"task": f"t{i}", "n": i} for v in values), values
@@ -68,10 +93,14 @@ async def test_five_agents_r2_reads_from_every_agent_agree(mesh: dict[str, Agent
     assert all(v == views[0] for v in views) and sorted(views[0]) == shards
     # non-holders never stored a shard they do not hold
     for name, a in mesh.items():
-        assert {s for s in a.shard_names() if s.startswith("board/")} == {s for s in shards if name in holders(s, NAMES, R)}
+        assert {s for s in a.shard_names() if s.startswith("board/")} == {
+            s for s in shards if name in holders(s, NAMES, R)
+        }
 
 
-async def test_writes_of_a_subscriber_reach_the_holders_and_other_subscribers(mesh: dict[str, Agent]) -> None:
+async def test_writes_of_a_subscriber_reach_the_holders_and_other_subscribers(
+    mesh: dict[str, Agent],
+) -> None:
     s = "notes"
     placed = holders(s, NAMES, R)
     subs = [n for n in NAMES if n not in placed][:2]
@@ -141,7 +170,9 @@ async def test_agent_without_peers_reads_locally_or_not_at_all(tmp_path: Path) -
             await a.read("theirs")
 
 
-async def test_opening_a_shard_held_elsewhere_brings_its_state_at_once(mesh: dict[str, Agent]) -> None:
+async def test_opening_a_shard_held_elsewhere_brings_its_state_at_once(
+    mesh: dict[str, Agent],
+) -> None:
     s = "existing"
     placed = holders(s, NAMES, R)
     shard = await mesh[placed[0]].shard(s)
@@ -156,7 +187,9 @@ async def test_opening_a_shard_held_elsewhere_brings_its_state_at_once(mesh: dic
     await _until(lambda: mine.snapshot().get("k2") == "v2", timeout=2)
 
 
-async def test_inspect_reports_holders_and_sizes_without_disturbing_placement(mesh: dict[str, Agent]) -> None:
+async def test_inspect_reports_holders_and_sizes_without_disturbing_placement(
+    mesh: dict[str, Agent],
+) -> None:
     from crdtsync.cli.meshview import inspect_mesh
 
     shards = [f"inv/{i}" for i in range(4)]
@@ -164,7 +197,9 @@ async def test_inspect_reports_holders_and_sizes_without_disturbing_placement(me
         shard = await mesh[holders(s, NAMES, R)[0]].shard(s)
         shard["k"] = s
         await shard.replicated(peers=1, timeout=5)
-    view = await inspect_mesh(mesh[NAMES[2]].address or "", prefix="inv/", replication_factor=R, settle=0.3, timeout=5)
+    view = await inspect_mesh(
+        mesh[NAMES[2]].address or "", prefix="inv/", replication_factor=R, settle=0.3, timeout=5
+    )
     assert set(view.members) >= set(NAMES) and not view.missing
     for s in shards:
         assert set(view.shards[s]) == set(holders(s, NAMES, R)) == set(view.expected[s])
@@ -172,5 +207,7 @@ async def test_inspect_reports_holders_and_sizes_without_disturbing_placement(me
     counts = view.agents()
     assert sum(n for n, _ in counts.values()) == len(shards) * R
     for a in mesh.values():  # the observer (it does not listen) was given nothing to hold
-        assert not any(s.startswith("inv/") and a.name not in holders(s, NAMES, R) for s in a.shard_names())
+        assert not any(
+            s.startswith("inv/") and a.name not in holders(s, NAMES, R) for s in a.shard_names()
+        )
     assert view.to_json()["shards"]["inv/0"]["expected"] == list(holders("inv/0", NAMES, R))  # type: ignore[index]

@@ -51,8 +51,20 @@ def test_cli_port_in_use_prints_one_line(tmp_path: Path) -> None:
     with _busy_port() as sock:
         port = sock.getsockname()[1]
         out = subprocess.run(
-            [*CLI, "agent", "--name", "a", "--data", str(tmp_path / "a"), "--listen", f"ws://127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                *CLI,
+                "agent",
+                "--name",
+                "a",
+                "--data",
+                str(tmp_path / "a"),
+                "--listen",
+                f"ws://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
@@ -77,7 +89,9 @@ def test_addresses_are_validated(tmp_path: Path, kwargs: dict[str, object]) -> N
         Agent("a", tmp_path / "a", **kwargs)  # type: ignore[arg-type]
 
 
-async def test_unreachable_seed_warns_once_and_shows_in_seeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unreachable_seed_warns_once_and_shows_in_seeds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"ws://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
@@ -99,7 +113,14 @@ async def test_read_many_says_what_is_unreachable(tmp_path: Path) -> None:
     hub = LocalHub()
     cfg = GossipConfig.lan(anti_entropy_interval=0.2, backoff_max=0.2)
     a = Agent("a", tmp_path / "a", listen="hub://a", transport=hub.transport, gossip=cfg)
-    b = Agent("b", tmp_path / "b", listen="hub://b", peers=["hub://a"], transport=hub.transport, gossip=cfg)
+    b = Agent(
+        "b",
+        tmp_path / "b",
+        listen="hub://b",
+        peers=["hub://a"],
+        transport=hub.transport,
+        gossip=cfg,
+    )
     await a.start()
     await b.start()
     try:
@@ -135,8 +156,13 @@ async def test_inspect_reads_a_live_store(tmp_path: Path) -> None:
 
         async def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return await asyncio.to_thread(
-                subprocess.run, [*CLI, "inspect", str(tmp_path / "live"), *args],
-                capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "100"},
+                subprocess.run,
+                [*CLI, "inspect", str(tmp_path / "live"), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={**os.environ, "COLUMNS": "100"},
             )
 
         listing = await cli()

@@ -10,15 +10,17 @@ import random
 
 import pycrdt
 import pytest
+from crdtsync.transports.memory import Network
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crdtsync import updates
 from crdtsync.gossip import RELAY, TREE, GossipConfig
-from crdtsync.transports.memory import Network
 
-FAST = GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0)
+FAST = GossipConfig(
+    anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0
+)
 
 
 def build(n: int, seed: int, **kw: object) -> Network:
@@ -72,8 +74,16 @@ def test_small_full_mesh_converges_under_loss_duplication_and_reordering(seed: i
 
 @pytest.mark.parametrize("seed", [3, 4])
 def test_large_tree_converges_through_partition_and_heal(seed: int) -> None:
-    tree = GossipConfig(anti_entropy_interval=2.0, suspect_timeout=3.0, backoff_max=4.0, prune_grace=3.0, relay_max=0)
-    net = build(40, seed, latency=0.05, jitter=0.01, loss=0.05, duplicate=0.05, reorder=0.05, config=tree)
+    tree = GossipConfig(
+        anti_entropy_interval=2.0,
+        suspect_timeout=3.0,
+        backoff_max=4.0,
+        prune_grace=3.0,
+        relay_max=0,
+    )
+    net = build(
+        40, seed, latency=0.05, jitter=0.01, loss=0.05, duplicate=0.05, reorder=0.05, config=tree
+    )
     net.run_for(12)  # membership settles, overlay pruned to a tree
     names = sorted(net.nodes)
     tree_edges = sum(len(n.core.connected()) for n in net.nodes.values() if n.core) // 2  # type: ignore[union-attr]
@@ -85,7 +95,9 @@ def test_large_tree_converges_through_partition_and_heal(seed: int) -> None:
     net.run_for(10)
     assert not net.converged(), "writes on both sides of a partition cannot have met"
     side = contents(net)
-    assert all(set(side[n]) >= {f"k{i}" for i, m in enumerate(names) if m in left} for n in left[:3])
+    assert all(
+        set(side[n]) >= {f"k{i}" for i, m in enumerate(names) if m in left} for n in left[:3]
+    )
     net.heal()
     net.run_until_converged(60)
     assert assert_identical(net) == {f"k{i}": float(i) for i in range(len(names))}
@@ -137,7 +149,12 @@ def test_crash_restart_loses_only_unflushed_state_and_catches_up() -> None:
 
 def test_interior_tree_node_crash_reroutes_pushes() -> None:
     cfg = GossipConfig(
-        full_mesh_max=4, relay_max=0, fanout=2, anti_entropy_interval=30.0, suspect_timeout=2.0, prune_grace=2.0
+        full_mesh_max=4,
+        relay_max=0,
+        fanout=2,
+        anti_entropy_interval=30.0,
+        suspect_timeout=2.0,
+        prune_grace=2.0,
     )
     net = build(15, 7, latency=0.02, config=cfg)
     net.run_for(10)
@@ -165,7 +182,9 @@ def test_acks_report_replication_to_the_writer() -> None:
 
 def test_same_seed_same_trace() -> None:
     def trace(seed: int) -> list[tuple[float, str, str, str, int]]:
-        net = build(10, seed, latency=0.03, jitter=0.02, loss=0.1, duplicate=0.05, reorder=0.1, trace=True)
+        net = build(
+            10, seed, latency=0.03, jitter=0.02, loss=0.1, duplicate=0.05, reorder=0.1, trace=True
+        )
         for i in range(20):
             net.at(1 + i * 0.1, lambda i=i: put(net, f"a{i % 10:02d}", f"k{i}", i))
         net.partition([["a00", "a01"]])
@@ -188,20 +207,32 @@ def test_two_hundred_agents_converge() -> None:
         net.at(net.now + i * 0.01, lambda i=i: put(net, f"a{(i * 7) % 200:02d}", f"k{i}", i))
     net.run_for(1.5)  # every write made (they are scheduled), then until every replica agrees
     net.run_until_converged(30)
-    assert set(net.nodes["a00"].replicas.docs["s"].get("m", type=pycrdt.Map).keys()) >= {f"k{i}" for i in range(100)}
+    assert set(net.nodes["a00"].replicas.docs["s"].get("m", type=pycrdt.Map).keys()) >= {
+        f"k{i}" for i in range(100)
+    }
 
 
 @pytest.mark.parametrize("mode", [RELAY, TREE])
 def test_twenty_agents_reach_replicated_five(mode: str) -> None:
     # Acks of agents that are not directly connected are relayed: in a tree (a leaf has one
     # neighbour) and through the rotating relay (writers talk to the window's relay only).
-    cfg = FAST if mode == RELAY else GossipConfig(anti_entropy_interval=2.0, prune_grace=3.0, relay_max=0)
+    cfg = (
+        FAST
+        if mode == RELAY
+        else GossipConfig(anti_entropy_interval=2.0, prune_grace=3.0, relay_max=0)
+    )
     net = build(20, 10, latency=0.05, config=cfg)
     net.run_for(10)
     assert {n.core.mode() for n in net.nodes.values() if n.core} == {mode}  # type: ignore[union-attr]
-    writers = sorted(net.nodes)[:3] if mode == RELAY else [
-        n for n, node in net.nodes.items() if len(node.core.connected()) == 1  # type: ignore[union-attr]
-    ][:3]  # leaves of the tree
+    writers = (
+        sorted(net.nodes)[:3]
+        if mode == RELAY
+        else [
+            n
+            for n, node in net.nodes.items()
+            if len(node.core.connected()) == 1  # type: ignore[union-attr]
+        ][:3]
+    )  # leaves of the tree
     for w in writers:
         put(net, w, f"from-{w}", 1)
         doc = net.nodes[w].replicas.docs["s"]
@@ -210,7 +241,9 @@ def test_twenty_agents_reach_replicated_five(mode: str) -> None:
         assert core is not None
         start = net.now
         while len(core.replicated("s", *target)) < 5:
-            assert net.now - start < 5.0, f"seed {net.seed}: {w} has {core.replicated('s', *target)}"
+            assert net.now - start < 5.0, (
+                f"seed {net.seed}: {w} has {core.replicated('s', *target)}"
+            )
             net.run_for(0.05)
 
 

@@ -32,12 +32,19 @@ import pycrdt
 import pytest
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from simharness import FAST, TREE, Cluster, LmdbReplicas, canon, root_snapshot
 
 from crdtsync import updates
 from crdtsync.shard import ROOT, load_doc
 from crdtsync.views import MapView
-from simharness import FAST, TREE, Cluster, LmdbReplicas, canon, root_snapshot
 
 SOAK = bool(os.environ.get("CRDTSYNC_SOAK"))
 MAX_AGENTS = 7
@@ -45,10 +52,24 @@ SHARDS = ("board", "notes/a", "s2")
 
 # -- strategies ---------------------------------------------------------------------------------
 
-SPECIAL_INTS = [0, 1, -1, 2**31, 2**53, 2**53 + 1, -(2**53) - 1, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+SPECIAL_INTS = [
+    0,
+    1,
+    -1,
+    2**31,
+    2**53,
+    2**53 + 1,
+    -(2**53) - 1,
+    2**62,
+    -(2**62),
+    2**63 - 1,
+    -(2**63),
+]
 ints = st.one_of(st.sampled_from(SPECIAL_INTS), st.integers(-(2**63), 2**63 - 1))
-floats = st.one_of(st.sampled_from([0.0, -0.0, 1.0, 0.5, -2.5, 1e300, float("inf"), float("-inf")]),
-                   st.floats(allow_nan=False))
+floats = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, 0.5, -2.5, 1e300, float("inf"), float("-inf")]),
+    st.floats(allow_nan=False),
+)
 keys = st.sampled_from(["a", "b", "c", "k:1", "é", "", "key with spaces", "ключ"])
 texts = st.text(alphabet=st.sampled_from("abcxyz é😀\n"), max_size=6)
 leaves = st.one_of(st.none(), st.booleans(), ints, floats, texts, st.binary(max_size=8))
@@ -59,9 +80,13 @@ large = st.builds(
     st.booleans(),
 )
 nested = st.recursive(
-    leaves, lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(keys, kids, max_size=3)), max_leaves=6
+    leaves,
+    lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(keys, kids, max_size=3)),
+    max_leaves=6,
 )
-values = st.integers(0, 9).flatmap(lambda i: large if i == 0 else nested)  # one value in ten is large
+values = st.integers(0, 9).flatmap(
+    lambda i: large if i == 0 else nested
+)  # one value in ten is large
 sel = st.integers(0, 15)
 ops = st.one_of(
     st.tuples(st.just("set"), sel, keys, values),
@@ -103,8 +128,12 @@ class ClusterMachine(RuleBasedStateMachine):
         commit_delay=st.sampled_from([0.005, 0.05, 0.5]),
     )
     def start(self, seed: int, agents: int, tree: bool, commit_delay: float) -> None:
-        note(f"sim seed {seed}, {agents} agents, {'tree' if tree else 'full mesh'}, commit_delay {commit_delay}")
-        self.cluster = Cluster(self.tmp, seed, agents, config=TREE if tree else FAST, commit_delay=commit_delay)
+        note(
+            f"sim seed {seed}, {agents} agents, {'tree' if tree else 'full mesh'}, commit_delay {commit_delay}"
+        )
+        self.cluster = Cluster(
+            self.tmp, seed, agents, config=TREE if tree else FAST, commit_delay=commit_delay
+        )
         self.cluster.run(0.5)  # the handshakes
 
     @property
@@ -123,7 +152,13 @@ class ClusterMachine(RuleBasedStateMachine):
     @precondition(has_running)
     @rule(
         burst=st.lists(
-            st.tuples(sel, st.sampled_from(SHARDS), transactions, st.booleans(), st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.2])),
+            st.tuples(
+                sel,
+                st.sampled_from(SHARDS),
+                transactions,
+                st.booleans(),
+                st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.2]),
+            ),
             min_size=1,
             max_size=5,
         )
@@ -173,8 +208,15 @@ class ClusterMachine(RuleBasedStateMachine):
         self.c.crash(self._pick(self.c.running(), agent), lose_unflushed=lose_unflushed)
 
     @precondition(has_running)
-    @rule(agent=sel, shard=st.sampled_from(SHARDS), txn=transactions, dt=st.sampled_from([0.0, 0.05, 0.12, 0.3]))
-    def write_then_crash(self, agent: int, shard: str, txn: list[tuple[Any, ...]], dt: float) -> None:
+    @rule(
+        agent=sel,
+        shard=st.sampled_from(SHARDS),
+        txn=transactions,
+        dt=st.sampled_from([0.0, 0.05, 0.12, 0.3]),
+    )
+    def write_then_crash(
+        self, agent: int, shard: str, txn: list[tuple[Any, ...]], dt: float
+    ) -> None:
         """A write its agent never acknowledges: the agent crashes ``dt`` later, before its
         group commit unless that came first. Whether the write survives depends on whether a
         push reached a peer that committed it (Jepsen's "recovered") or not."""
@@ -193,7 +235,7 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(assignment=st.lists(st.integers(0, 3), min_size=MAX_AGENTS, max_size=MAX_AGENTS))
     def partition(self, assignment: list[int]) -> None:
         groups: dict[int, list[str]] = {}
-        for name, g in zip(self.c.names, assignment):
+        for name, g in zip(self.c.names, assignment, strict=False):
             groups.setdefault(g, []).append(name)
         self.c.partition([groups[g] for g in sorted(groups)])
 
@@ -220,7 +262,11 @@ class ClusterMachine(RuleBasedStateMachine):
         self.c.set_link(x, y, both=both, **knobs)
 
     @precondition(lambda self: self.cluster is not None and len(self.c.members()) >= 2)
-    @rule(loss=st.sampled_from([0.05, 0.2]), duplicate=st.sampled_from([0.0, 0.1]), reorder=st.sampled_from([0.0, 0.2]))
+    @rule(
+        loss=st.sampled_from([0.05, 0.2]),
+        duplicate=st.sampled_from([0.0, 0.1]),
+        reorder=st.sampled_from([0.0, 0.2]),
+    )
     def degrade_every_link(self, **knobs: Any) -> None:
         members = self.c.members()
         for x in members:
@@ -275,10 +321,16 @@ class ClusterMachine(RuleBasedStateMachine):
 
 def _settings() -> settings:
     return settings(
-        max_examples=int(os.environ.get("CRDTSYNC_SOAK_EXAMPLES", settings.default.max_examples)) if SOAK else 200,
+        max_examples=int(os.environ.get("CRDTSYNC_SOAK_EXAMPLES", settings.default.max_examples))
+        if SOAK
+        else 200,
         stateful_step_count=50,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
         print_blob=True,
     )
 
@@ -385,7 +437,9 @@ def test_a_recovered_write_keeps_its_delete_of_what_the_receiver_lacked(tmp_path
         c.close()
 
 
-def test_checker_catches_a_flush_that_never_reaches_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_catches_a_flush_that_never_reaches_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def commit_nothing(self: LmdbReplicas) -> list[str]:  # acknowledges, but commits nothing
         ops, self.uncommitted_ops = self.uncommitted_ops, []
         assert self.on_commit is not None
@@ -423,7 +477,9 @@ def test_checker_catches_a_compaction_that_loses_an_update(tmp_path: Path) -> No
         c.close()
 
 
-def test_checker_catches_state_vector_only_anti_entropy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_catches_state_vector_only_anti_entropy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Digests that hash only the state vector: a lost delete is then invisible to anti-entropy.
     def sv_only(self: LmdbReplicas, shard: str) -> bytes:
         return updates.state_vector(self.shards[shard].doc)
@@ -446,13 +502,17 @@ def test_checker_catches_state_vector_only_anti_entropy(tmp_path: Path, monkeypa
         c.close()
 
 
-def test_checker_catches_ints_read_back_as_floats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_catches_ints_read_back_as_floats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # As if crdtsync read numbers the way pycrdt returns them: pycrdt stores 3 as a Yjs number
     # (value format 2 does too) and reads it back as 3.0; the decoding must turn it into 3.
     import crdtsync.views
 
     real = crdtsync.views.decode_leaf
-    monkeypatch.setattr(crdtsync.views, "decode_leaf", lambda v: v if isinstance(v, float) else real(v))
+    monkeypatch.setattr(
+        crdtsync.views, "decode_leaf", lambda v: v if isinstance(v, float) else real(v)
+    )
     c = Cluster(tmp_path, 13, 2)
     try:
         c.run(0.5)
@@ -462,10 +522,13 @@ def test_checker_catches_ints_read_back_as_floats(tmp_path: Path, monkeypatch: p
         c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug (pycrdt/Yrs, visible through crdtsync): structs that arrive while an "
-                   "earlier struct of the same client is pending are integrated anyway when they come in a later "
-                   "update, so a shard's content depends on how its log was applied: a replica shows a key that "
-                   "the same log compacted (updates.replay) and reloaded does not, with equal digests")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (pycrdt/Yrs, visible through crdtsync): structs that arrive while an "
+    "earlier struct of the same client is pending are integrated anyway when they come in a later "
+    "update, so a shard's content depends on how its log was applied: a replica shows a key that "
+    "the same log compacted (updates.replay) and reloaded does not, with equal digests",
+)
 def test_pending_structs_show_differently_after_compaction() -> None:
     a, b = pycrdt.Doc(client_id=1), pycrdt.Doc(client_id=2)
     seen: dict[int, list[bytes]] = {1: [], 2: []}
@@ -479,13 +542,18 @@ def test_pending_structs_show_differently_after_compaction() -> None:
     live = load_doc(None, log, "s")  # applied one by one, as they arrived
     compacted = load_doc(updates.replay(None, log), [], "s")
     assert updates.digest(live) == updates.digest(compacted)
-    assert canon(root_snapshot(live)) == canon(root_snapshot(compacted))  # live shows "x", compacted not
+    assert canon(root_snapshot(live)) == canon(
+        root_snapshot(compacted)
+    )  # live shows "x", compacted not
 
 
-@pytest.mark.xfail(strict=True, reason="bug (simulator, transports/memory.py): a partition drops every frame "
-                   "across it, including a Hello in flight; if it heals before detect_delay cuts the connection, "
-                   "the next frame arrives as the first one and is refused with BAD_HANDSHAKE. Over TCP a frame is "
-                   "never lost from a connection that then carries later frames")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (simulator, transports/memory.py): a partition drops every frame "
+    "across it, including a Hello in flight; if it heals before detect_delay cuts the connection, "
+    "the next frame arrives as the first one and is refused with BAD_HANDSHAKE. Over TCP a frame is "
+    "never lost from a connection that then carries later frames",
+)
 def test_a_short_partition_never_breaks_a_handshake() -> None:
     from crdtsync.transports.memory import Network
 

@@ -122,7 +122,9 @@ INTS = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.sampled_from([2**31, -(2**31) - 1, 2**53, 2**53 + 1, 2**62, -(2**62), 2**63 - 1, -(2**63)]),
 )
-TEXTS = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(["😀", "héllo", "日本", "a\u0000b", ""])
+TEXTS = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
+    ["😀", "héllo", "日本", "a\u0000b", ""]
+)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -139,18 +141,37 @@ VALUES = st.recursive(
 )
 JSONABLE = st.recursive(
     st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=4),
-    lambda children: st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=3), children, max_size=2),
+    lambda children: (
+        st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=3), children, max_size=2)
+    ),
     max_leaves=4,
 )
-ATTRS = st.none() | st.dictionaries(st.sampled_from(["bold", "href", "size"]), JSONABLE, min_size=1, max_size=2)
+ATTRS = st.none() | st.dictionaries(
+    st.sampled_from(["bold", "href", "size"]), JSONABLE, min_size=1, max_size=2
+)
 
 OP_KINDS = [
-    "map_set", "map_set", "map_shared", "map_del",
-    "arr_insert", "arr_shared", "arr_del",
-    "text_insert", "text_insert", "text_del",
-    "rich_insert", "rich_format", "rich_embed", "rich_del",
-    "xml_element", "xml_text", "xml_text_insert", "xml_attr", "xml_del",
-    "nested", "subdoc",
+    "map_set",
+    "map_set",
+    "map_shared",
+    "map_del",
+    "arr_insert",
+    "arr_shared",
+    "arr_del",
+    "text_insert",
+    "text_insert",
+    "text_del",
+    "rich_insert",
+    "rich_format",
+    "rich_embed",
+    "rich_del",
+    "xml_element",
+    "xml_text",
+    "xml_text_insert",
+    "xml_attr",
+    "xml_del",
+    "nested",
+    "subdoc",
 ]
 OPS = st.lists(
     st.tuples(
@@ -333,8 +354,18 @@ def xml(node: Any) -> Any:
 def test_public_names() -> None:
     for name in updates.__all__:
         assert getattr(updates, name) is not None
-    assert {"validate_update", "apply_update", "state_vector", "decode_state_vector", "delete_set",
-            "decode_delete_set", "digest", "covers", "replay", "is_noop"} <= set(updates.__all__)
+    assert {
+        "validate_update",
+        "apply_update",
+        "state_vector",
+        "decode_state_vector",
+        "delete_set",
+        "decode_delete_set",
+        "digest",
+        "covers",
+        "replay",
+        "is_noop",
+    } <= set(updates.__all__)
 
 
 # -- accepting what pycrdt writes ------------------------------------------------------------
@@ -360,7 +391,9 @@ def test_accepts_every_update_pycrdt_writes(ops: list[tuple[Any, ...]]) -> None:
 
 
 @given(OPS, OPS)
-def test_accepts_updates_of_concurrent_editors(ops_a: list[tuple[Any, ...]], ops_b: list[tuple[Any, ...]]) -> None:
+def test_accepts_updates_of_concurrent_editors(
+    ops_a: list[tuple[Any, ...]], ops_b: list[tuple[Any, ...]]
+) -> None:
     a = generate(ops_a, client_id=1)
     b = generate(ops_b, client_id=2)
     # Cross-apply, then edit again: deletions of the other's items, origins across clients.
@@ -374,8 +407,15 @@ def test_accepts_updates_of_concurrent_editors(ops_a: list[tuple[Any, ...]], ops
 def test_accepts_a_hand_written_rich_document() -> None:
     doc = Doc(client_id=3)
     m = doc.get("m", type=Map)
-    m["plain"] = {"s": "héllo 😀", "f": 1.5, "i": 2**62, "n": None, "b": True, "bytes": b"\x00\xff",
-                  "list": [1, [2, {"deep": -(2**63)}]]}
+    m["plain"] = {
+        "s": "héllo 😀",
+        "f": 1.5,
+        "i": 2**62,
+        "n": None,
+        "b": True,
+        "bytes": b"\x00\xff",
+        "list": [1, [2, {"deep": -(2**63)}]],
+    }
     m["shared"] = Map({"x": Array([1, Text("t")])})
     m["sub"] = Doc()
     t = doc.get("t", type=Text)
@@ -421,7 +461,9 @@ def test_refuses_bytes_range_256() -> None:
         updates.validate_update(bytes(range(256)))
 
 
-@pytest.mark.parametrize("bad", [b"", "text", bytearray(b"\x00\x00"), memoryview(b"\x00\x00"), None, 0])
+@pytest.mark.parametrize(
+    "bad", [b"", "text", bytearray(b"\x00\x00"), memoryview(b"\x00\x00"), None, 0]
+)
 def test_refuses_non_bytes_and_empty(bad: Any) -> None:
     with pytest.raises(InvalidUpdate):
         updates.validate_update(bad)
@@ -502,7 +544,9 @@ def test_every_single_bit_flip_of_sample_updates() -> None:
 
 
 @given(OPS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4))
-def test_bit_flips_of_generated_updates(ops: list[tuple[Any, ...]], flips: list[tuple[int, int]]) -> None:
+def test_bit_flips_of_generated_updates(
+    ops: list[tuple[Any, ...]], flips: list[tuple[int, int]]
+) -> None:
     update = bytearray(generate(ops).doc.get_update())
     for pos, bit in flips:
         update[pos % len(update)] ^= 1 << bit
@@ -518,23 +562,53 @@ ACCEPTED: dict[str, bytes] = {
     "binary": upd(root_item(3, vs(b"\x00\xff"))),
     "embed": upd(root_item(5, vs('{"a": [1, 2.5, null, "\\u00e9"]}'))),
     "format": upd(root_item(6, vs("bold") + vs("true"))),
-    "map entry (parentSub)": upd(bytes([0x28]) + vu(1) + vs("m") + vs("key") + vu(1) + b"\x77" + vs("v")),
+    "map entry (parentSub)": upd(
+        bytes([0x28]) + vu(1) + vs("m") + vs("key") + vu(1) + b"\x77" + vs("v")
+    ),
     "type Array": upd(root_item(7, b"\x00")),
     "type XmlElement": upd(root_item(7, b"\x03" + vs("p"))),
     "type XmlText": upd(root_item(7, b"\x06")),
-    "any scalars": upd(any_item(b"\x7f", NULL, b"\x79", b"\x78", b"\x7d" + vi(-(2**53 - 1)), b"\x7d\x40",
-                                b"\x7c" + struct.pack(">f", 1.5), b"\x7b" + struct.pack(">d", 0.1),
-                                b"\x7a" + struct.pack(">q", -(2**63)), b"\x74" + vs(b"\x01\x02"),
-                                b"\x77" + vs("ü"))),
-    "any object and array": upd(any_item(b"\x76" + vu(2) + vs("a") + NULL + vs("b") + b"\x75\x01\x78")),
+    "any scalars": upd(
+        any_item(
+            b"\x7f",
+            NULL,
+            b"\x79",
+            b"\x78",
+            b"\x7d" + vi(-(2**53 - 1)),
+            b"\x7d\x40",
+            b"\x7c" + struct.pack(">f", 1.5),
+            b"\x7b" + struct.pack(">d", 0.1),
+            b"\x7a" + struct.pack(">q", -(2**63)),
+            b"\x74" + vs(b"\x01\x02"),
+            b"\x77" + vs("ü"),
+        )
+    ),
+    "any object and array": upd(
+        any_item(b"\x76" + vu(2) + vs("a") + NULL + vs("b") + b"\x75\x01\x78")
+    ),
     "any nested to the limit": upd(any_item(nested_array(updates.MAX_NESTING))),
     "subdocument": upd(root_item(9, vs("guid") + b"\x76" + vu(1) + vs("gc") + b"\x78")),
     "two structs with origin": upd(root_item(4, vs("ab")), bytes([0x84]) + vu(7) + vu(1) + vs("c")),
-    "item parented by an ID": upd(root_item(7, b"\x01", "m"), b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL),
+    "item parented by an ID": upd(
+        root_item(7, b"\x01", "m"), b"\x08" + vu(0) + vu(7) + vu(0) + vu(1) + NULL
+    ),
     "GC and Skip": upd(b"\x00" + vu(2), b"\x0a" + vu(3), root_item(4, vs("x"))),
     "clock right up to 2**31-1": upd(root_item(4, vs("ab")), clock=2**31 - 3),
-    "empty string item beside a real one (pycrdt writes these)": upd(root_item(4, vs("")), root_item(4, vs("x"))),
-    "delete set": b"\x00" + vu(2) + vu(5) + vu(2) + vu(0) + vu(2) + vu(4) + vu(1) + vu(9) + vu(1) + vu(0) + vu(3),
+    "empty string item beside a real one (pycrdt writes these)": upd(
+        root_item(4, vs("")), root_item(4, vs("x"))
+    ),
+    "delete set": b"\x00"
+    + vu(2)
+    + vu(5)
+    + vu(2)
+    + vu(0)
+    + vu(2)
+    + vu(4)
+    + vu(1)
+    + vu(9)
+    + vu(1)
+    + vu(0)
+    + vu(3),
     "delete-set client with no ranges": b"\x00\x01\x05\x00",
     "largest client id": upd(root_item(4, vs("x")), client=2**53 - 1),
 }
@@ -545,12 +619,24 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "over-long varuint": (b"\xff" * 9 + b"\x01" + b"\x00", "longer than"),
     "client id over 53 bits": (upd(root_item(4, vs("x")), client=2**53), "exceeds"),
     "clock passes 2**31-1": (upd(root_item(4, vs("ab")), clock=2**31 - 2), "clock passes"),
-    "clock wraps past u32 (pycrdt panics)": (upd(root_item(4, vs("ab")), clock=2**32 - 2), "exceeds"),
+    "clock wraps past u32 (pycrdt panics)": (
+        upd(root_item(4, vs("ab")), clock=2**32 - 2),
+        "exceeds",
+    ),
     "first clock over 2**31-1": (upd(root_item(4, vs("a")), clock=2**31), "exceeds"),
-    "origin clock over 2**31-1": (upd(bytes([0x84]) + vu(7) + vu(2**31) + vs("z"), client=9), "exceeds"),
+    "origin clock over 2**31-1": (
+        upd(bytes([0x84]) + vu(7) + vu(2**31) + vs("z"), client=9),
+        "exceeds",
+    ),
     "client with no structs (pycrdt panics)": (b"\x01\x00\x05\x00\x00", "no structs that span"),
-    "client with only empty items (pycrdt panics)": (upd(root_item(4, vs("")), root_item(1, vu(0))), "no structs"),
-    "duplicate client": (b"\x02" + (vu(1) + vu(7) + vu(0) + root_item(4, vs("a"))) * 2 + b"\x00", "twice"),
+    "client with only empty items (pycrdt panics)": (
+        upd(root_item(4, vs("")), root_item(1, vu(0))),
+        "no structs",
+    ),
+    "duplicate client": (
+        b"\x02" + (vu(1) + vu(7) + vu(0) + root_item(4, vs("a"))) * 2 + b"\x00",
+        "twice",
+    ),
     "zero-length GC": (upd(b"\x00\x00"), "zero-length GC"),
     "zero-length Skip": (upd(b"\x0a\x00"), "zero-length Skip"),
     "GC with origin bit (Yjs masks, Yrs does not)": (upd(b"\x80" + vu(1)), "info byte"),
@@ -565,7 +651,10 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "invalid UTF-8 string": (upd(root_item(4, vs(b"\xff\xfe"))), "UTF-8"),
     "UTF-8 encoded surrogate": (upd(root_item(4, vs(b"\xed\xa0\x80"))), "UTF-8"),
     "invalid UTF-8 root name": (upd(b"\x04" + vu(1) + vs(b"\xc3") + vs("x")), "UTF-8"),
-    "invalid UTF-8 map key": (upd(bytes([0x28]) + vu(1) + vs("m") + vs(b"\x80") + vu(1) + NULL), "UTF-8"),
+    "invalid UTF-8 map key": (
+        upd(bytes([0x28]) + vu(1) + vs("m") + vs(b"\x80") + vu(1) + NULL),
+        "UTF-8",
+    ),
     "string past the end": (upd(root_item(4, vu(50) + b"ab")), "past the end"),
     "embed not JSON": (upd(root_item(5, vs("{nope"))), "not valid JSON"),
     "embed NaN": (upd(root_item(5, vs("NaN"))), "not valid JSON"),
@@ -577,17 +666,35 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "any varint over 53 bits": (upd(any_item(b"\x7d" + vi(2**53))), "exceeds"),
     "any float64 cut short": (upd(any_item(b"\x7b\x00\x00")), "inside an Any number"),
     "any nested too deep": (upd(any_item(nested_array(updates.MAX_NESTING + 1))), "nested deeper"),
-    "any array count absurd (pycrdt pre-allocates)": (upd(any_item(b"\x75" + vu(2**40) + NULL)), "cannot fit"),
-    "any object repeats a key": (upd(any_item(b"\x76\x02" + vs("k") + NULL + vs("k") + NULL)), "repeats key"),
+    "any array count absurd (pycrdt pre-allocates)": (
+        upd(any_item(b"\x75" + vu(2**40) + NULL)),
+        "cannot fit",
+    ),
+    "any object repeats a key": (
+        upd(any_item(b"\x76\x02" + vs("k") + NULL + vs("k") + NULL)),
+        "repeats key",
+    ),
     "subdocument options not an object": (upd(root_item(9, vs("guid") + NULL)), "options must be"),
-    "too many structs for the bytes": (b"\x01" + vu(1000) + b"\x07\x00" + b"\x00" * 10, "cannot fit"),
-    "delete-set ranges unsorted": (b"\x00\x01\x05\x02" + vu(10) + vu(1) + vu(0) + vu(1), "unsorted"),
-    "delete-set ranges overlap": (b"\x00\x01\x05\x02" + vu(0) + vu(5) + vu(3) + vu(4), "overlapping"),
+    "too many structs for the bytes": (
+        b"\x01" + vu(1000) + b"\x07\x00" + b"\x00" * 10,
+        "cannot fit",
+    ),
+    "delete-set ranges unsorted": (
+        b"\x00\x01\x05\x02" + vu(10) + vu(1) + vu(0) + vu(1),
+        "unsorted",
+    ),
+    "delete-set ranges overlap": (
+        b"\x00\x01\x05\x02" + vu(0) + vu(5) + vu(3) + vu(4),
+        "overlapping",
+    ),
     "delete-set empty range": (b"\x00\x01\x05\x01" + vu(0) + vu(0), "empty deleted range"),
     "delete-set range passes 2**31-1": (b"\x00\x01\x05\x01" + vu(2**31 - 2) + vu(5), "passes"),
     "delete-set clock over 2**31-1": (b"\x00\x01\x05\x01" + vu(2**31) + vu(1), "exceeds"),
     "delete-set duplicate client": (b"\x00\x02" + (vu(5) + vu(1) + vu(0) + vu(1)) * 2, "twice"),
-    "delete-set range count absurd (pycrdt pre-allocates)": (b"\x00\x01\x01" + vu(2**32 - 1), "cannot fit"),
+    "delete-set range count absurd (pycrdt pre-allocates)": (
+        b"\x00\x01\x01" + vu(2**32 - 1),
+        "cannot fit",
+    ),
     "trailing byte": (b"\x00\x00\x00", "trailing"),
 }
 
@@ -630,7 +737,9 @@ def test_refuses_what_makes_pycrdt_panic(update: str, base: str) -> None:
     assert snapshot_of(doc) == before
 
 
-@pytest.mark.xfail(reason="pycrdt 0.14.13 segfaults on structs contradicting pending ones", strict=False)
+@pytest.mark.xfail(
+    reason="pycrdt 0.14.13 segfaults on structs contradicting pending ones", strict=False
+)
 def test_pycrdt_alone_crashes_on_a_contradicted_pending_struct() -> None:
     # Both updates are valid on their own; together they crash pycrdt, so run them elsewhere.
     # (An XPASS here means a pycrdt that no longer crashes; the gate below stays harmless.)
@@ -690,7 +799,9 @@ def test_parent_that_is_not_a_type_in_the_doc_is_refused_by_pycrdt() -> None:
 def test_zero_length_items_do_not_advance_the_clock() -> None:
     # pycrdt drops the empty item, so "x" is at clock 0; the validator counts the same way
     # (else the origin below, the clock of "x" itself + 1, would be off by one).
-    update = upd(root_item(4, vs("")), root_item(4, vs("x")), bytes([0x84]) + vu(7) + vu(0) + vs("y"))
+    update = upd(
+        root_item(4, vs("")), root_item(4, vs("x")), bytes([0x84]) + vu(7) + vu(0) + vs("y")
+    )
     updates.validate_update(update)
     doc = Doc()
     updates.apply_update(doc, update)
@@ -779,7 +890,16 @@ def test_state_vector_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [b"", b"\x01", b"\x01\x05", b"\x00\x00", b"\x02\x05\x01\x05\x02", b"\x01\x05" + vu(2**31), b"\x80\x00", "sv"],
+    [
+        b"",
+        b"\x01",
+        b"\x01\x05",
+        b"\x00\x00",
+        b"\x02\x05\x01\x05\x02",
+        b"\x01\x05" + vu(2**31),
+        b"\x80\x00",
+        "sv",
+    ],
 )
 def test_decode_state_vector_refuses(bad: Any) -> None:
     with pytest.raises(InvalidUpdate):
@@ -813,7 +933,9 @@ def test_delete_set_is_canonical() -> None:
     assert str(t) == "aefghjYZ"
     ds = updates.delete_set(doc)
     assert updates.decode_delete_set(ds) == {4: [(0, 1)], 9: [(1, 3), (8, 1)]}
-    assert ds == b"\x02" + vu(4) + vu(1) + vu(0) + vu(1) + vu(9) + vu(2) + vu(1) + vu(3) + vu(8) + vu(1)
+    assert ds == b"\x02" + vu(4) + vu(1) + vu(0) + vu(1) + vu(9) + vu(2) + vu(1) + vu(3) + vu(
+        8
+    ) + vu(1)
     assert doc.get_update(doc.get_state())[1:] == ds  # pycrdt's own encoding is canonical too
     assert updates.delete_set(Doc()) == b"\x00"
 
@@ -823,7 +945,9 @@ def test_decode_delete_set_normalizes() -> None:
     assert updates.decode_delete_set(ds) == {9: [(1, 3), (8, 1)]}
 
 
-@pytest.mark.parametrize("bad", [b"", b"\x01", b"\x01\x05\x01\x00\x00", b"\x00\x00", b"\x01\x05\x01\x00", "ds"])
+@pytest.mark.parametrize(
+    "bad", [b"", b"\x01", b"\x01\x05\x01\x00\x00", b"\x00\x00", b"\x01\x05\x01\x00", "ds"]
+)
 def test_decode_delete_set_refuses(bad: Any) -> None:
     with pytest.raises(InvalidUpdate):
         updates.decode_delete_set(bad)
@@ -965,7 +1089,11 @@ def test_covers_truth_table() -> None:
         return updates.state_vector(doc), updates.delete_set(doc)
 
     same, more, deleted, both, elsewhere = (
-        replica(), replica(insert), replica(delete), replica(insert, delete), replica(other),
+        replica(),
+        replica(insert),
+        replica(delete),
+        replica(insert, delete),
+        replica(other),
     )
     empty = state(Doc())
     cases = [
@@ -994,8 +1122,14 @@ def test_covers_ranges() -> None:
     sv = b"\x01\x05\x14"  # client 5 at clock 20
     ds = b"\x01\x05\x02" + vu(0) + vu(4) + vu(6) + vu(4)  # [0, 4) and [6, 10)
     for b_ranges, expected in [
-        ([(0, 4)], True), ([(1, 2)], True), ([(6, 4)], True), ([(7, 1), (0, 1)], True),
-        ([(3, 2)], False), ([(4, 1)], False), ([(9, 2)], False), ([(12, 1)], False),
+        ([(0, 4)], True),
+        ([(1, 2)], True),
+        ([(6, 4)], True),
+        ([(7, 1), (0, 1)], True),
+        ([(3, 2)], False),
+        ([(4, 1)], False),
+        ([(9, 2)], False),
+        ([(12, 1)], False),
     ]:
         b_ds = vu(1) + vu(5) + vu(len(b_ranges)) + b"".join(vu(c) + vu(n) for c, n in b_ranges)
         assert updates.covers(sv, ds, sv, b_ds) is expected, b_ranges
@@ -1030,8 +1164,12 @@ def test_replay_drops_nothing_in_any_order(data: st.DataObject) -> None:
         _, update_ends, update_deleted, _ = updates._parse_update(update, None)
         for client, end in update_ends.items():
             assert ends.get(client, 0) >= end
-        assert updates.covers(b"\x00", updates._encode_ds(updates._normalize(deleted)),
-                              b"\x00", updates._encode_ds(updates._normalize(update_deleted)))
+        assert updates.covers(
+            b"\x00",
+            updates._encode_ds(updates._normalize(deleted)),
+            b"\x00",
+            updates._encode_ds(updates._normalize(update_deleted)),
+        )
     # Delivered once more in order, the compacted doc converges with in-order delivery.
     reference = apply_all(Doc(), history)
     rebuilt = apply_all(Doc(), [compacted, *history])
@@ -1081,7 +1219,15 @@ def test_is_noop() -> None:
     assert all(not updates.is_noop(u) for u in seen if u != b"\x00\x00")
     assert not updates.is_noop(doc.get_update())
     assert not updates.is_noop(doc.get_update(doc.get_state()))  # delete set only
-    for junk in [b"", b"\x00", b"\x00\x00\x00", bytes(range(256)), "x", None, bytearray(b"\x00\x00")]:
+    for junk in [
+        b"",
+        b"\x00",
+        b"\x00\x00\x00",
+        bytes(range(256)),
+        "x",
+        None,
+        bytearray(b"\x00\x00"),
+    ]:
         assert not updates.is_noop(junk)  # type: ignore[arg-type]
 
 
@@ -1141,9 +1287,20 @@ READY_CASES = [
     ("deletes only, past the doc", {9: 4}, b"\x00\x01\x09\x01\x00\x05", False, False),
     ("deletes items the update brings", {}, upd(TEXT, ds=b"\x01\x07\x01\x00\x01"), True, True),
     ("deletes past the update", {}, upd(TEXT, ds=b"\x01\x07\x01\x00\x02"), False, False),
-    ("deletes items the doc and the update hold", {7: 3}, upd(TEXT, clock=3, ds=b"\x01\x07\x01\x00\x04"),
-     True, True),
-    ("deletes past the doc, with structs ready", {9: 1}, upd(TEXT, ds=b"\x01\x09\x01\x00\x02"), False, False),
+    (
+        "deletes items the doc and the update hold",
+        {7: 3},
+        upd(TEXT, clock=3, ds=b"\x01\x07\x01\x00\x04"),
+        True,
+        True,
+    ),
+    (
+        "deletes past the doc, with structs ready",
+        {9: 1},
+        upd(TEXT, ds=b"\x01\x09\x01\x00\x02"),
+        False,
+        False,
+    ),
     ("root item at clock 0", {}, upd(TEXT), True, True),
     ("starts where the doc is", {7: 3}, upd(TEXT, clock=3), True, True),
     ("overlaps what the doc has", {7: 5}, upd(root_item(4, vs("abcd")), clock=3), True, False),
@@ -1156,19 +1313,52 @@ READY_CASES = [
     ("origin past the update", {}, sections((7, 0, [after(8, 1)]), (8, 0, [TEXT])), False, True),
     ("right origin in the doc", {8: 1}, upd(before(8, 0)), True, True),
     ("right origin past the doc", {8: 1}, upd(before(8, 1)), False, True),
-    ("right origin in the update", {}, sections((7, 0, [before(8, 0)]), (8, 0, [TEXT])), True, True),
+    (
+        "right origin in the update",
+        {},
+        sections((7, 0, [before(8, 0)]), (8, 0, [TEXT])),
+        True,
+        True,
+    ),
     ("parent in the doc", {8: 1}, upd(child_of(8, 0)), True, True),
-    ("parent in the update", {}, sections((7, 0, [child_of(8, 0)]), (8, 0, [MAP_TYPE])), True, True),
+    (
+        "parent in the update",
+        {},
+        sections((7, 0, [child_of(8, 0)]), (8, 0, [MAP_TYPE])),
+        True,
+        True,
+    ),
     ("parent nowhere", {}, upd(child_of(8, 0)), False, True),
     ("own earlier item", {}, upd(TEXT, after(7, 0)), True, True),
     ("own later item", {}, upd(after(7, 1), TEXT), False, False),
-    ("a chain across clients, listed backwards", {},
-     sections((7, 0, [after(8, 0)]), (8, 0, [after(9, 0)]), (9, 0, [TEXT])), True, True),
-    ("a chain through a client's own order", {},
-     sections((7, 0, [TEXT, after(8, 0)]), (8, 0, [after(7, 0)])), True, True),
-    ("a cycle across clients", {}, sections((7, 0, [after(8, 0)]), (8, 0, [after(7, 0)])), False, True),
-    ("a cycle through a client's own order", {},
-     sections((7, 0, [TEXT, after(8, 0)]), (8, 0, [after(7, 1)])), False, True),
+    (
+        "a chain across clients, listed backwards",
+        {},
+        sections((7, 0, [after(8, 0)]), (8, 0, [after(9, 0)]), (9, 0, [TEXT])),
+        True,
+        True,
+    ),
+    (
+        "a chain through a client's own order",
+        {},
+        sections((7, 0, [TEXT, after(8, 0)]), (8, 0, [after(7, 0)])),
+        True,
+        True,
+    ),
+    (
+        "a cycle across clients",
+        {},
+        sections((7, 0, [after(8, 0)]), (8, 0, [after(7, 0)])),
+        False,
+        True,
+    ),
+    (
+        "a cycle through a client's own order",
+        {},
+        sections((7, 0, [TEXT, after(8, 0)]), (8, 0, [after(7, 1)])),
+        False,
+        True,
+    ),
     ("a hole the doc fills", {7: 5}, PENDING, True, False),
     ("a hole past the doc", {7: 2}, PENDING, False, True),
     ("a hole on an empty doc", {}, PENDING, False, True),
@@ -1176,9 +1366,14 @@ READY_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("sv", "update", "ready", "observable"),
-                         [case[1:] for case in READY_CASES], ids=[case[0] for case in READY_CASES])
-def test_is_ready_truth_table(sv: dict[int, int], update: bytes, ready: bool, observable: bool) -> None:
+@pytest.mark.parametrize(
+    ("sv", "update", "ready", "observable"),
+    [case[1:] for case in READY_CASES],
+    ids=[case[0] for case in READY_CASES],
+)
+def test_is_ready_truth_table(
+    sv: dict[int, int], update: bytes, ready: bool, observable: bool
+) -> None:
     doc = doc_at(sv)
     assert updates.is_ready(sv, update) is ready
     assert updates.is_ready(doc.get_state(), update) is ready
@@ -1229,7 +1424,10 @@ def test_a_delete_of_items_the_doc_lacks_waits_for_them() -> None:
     alone.apply_update(seen[1])
     assert updates.delete_set(alone) == updates.delete_set(Doc())  # the delete shows nowhere
     restarted = apply_all(Doc(), [*stored, seen[0]])  # rebuilt from its store, then the text
-    assert (str(restarted.get("t", type=Text)), restarted.get("m", type=Map).to_py()) == ("abcdef", {"marker": 1})
+    assert (str(restarted.get("t", type=Text)), restarted.get("m", type=Map).to_py()) == (
+        "abcdef",
+        {"marker": 1},
+    )
 
     doc = Doc()
     events: list[bytes] = []
@@ -1260,7 +1458,9 @@ def test_the_parent_check_sees_merged_ranges() -> None:
     updates.validate_update(upd(b"\x00\x02", MAP_TYPE, root_item(1, vu(2)), TEXT, child_of(7, 4)))
     updates.validate_update(upd(b"\x00\x02", MAP_TYPE, root_item(1, vu(2)), TEXT, child_of(7, 0)))
     with pytest.raises(InvalidUpdate, match="not a type"):
-        updates.validate_update(upd(b"\x00\x02", MAP_TYPE, root_item(1, vu(2)), TEXT, child_of(7, 5)))
+        updates.validate_update(
+            upd(b"\x00\x02", MAP_TYPE, root_item(1, vu(2)), TEXT, child_of(7, 5))
+        )
 
 
 # -- the backlog -------------------------------------------------------------------------------
@@ -1278,7 +1478,9 @@ def text_history(*edits: Callable[[Text], None]) -> list[bytes]:
 
 
 def test_backlog_applies_what_became_ready_in_a_cascade() -> None:
-    u0, u1, u2 = text_history(lambda t: t.insert(0, "a"), lambda t: t.insert(1, "b"), lambda t: t.insert(2, "c"))
+    u0, u1, u2 = text_history(
+        lambda t: t.insert(0, "a"), lambda t: t.insert(1, "b"), lambda t: t.insert(2, "c")
+    )
     doc = Doc()
     backlog = updates.Backlog()
     for update in (u2, u1):
@@ -1376,7 +1578,9 @@ def test_reordered_updates_through_apply_remote_end_as_in_order(data: st.DataObj
     reference = apply_all(Doc(), history)
     store = MemoryStore()
     shard = memory_shard(store)
-    forwarded = [delta for update in order if (delta := shard.apply_remote(update, "peer")) is not None]
+    forwarded = [
+        delta for update in order if (delta := shard.apply_remote(update, "peer")) is not None
+    ]
     if len(history) > 64:  # the backlog may have dropped some: one anti-entropy diff repairs
         repair = shard.apply_remote(reference.get_update(shard.doc.get_state()), "peer")
         forwarded += [repair] if repair is not None else []
@@ -1392,7 +1596,9 @@ def test_reordered_updates_through_apply_remote_end_as_in_order(data: st.DataObj
 
 
 def test_apply_remote_parks_and_forwards_in_one_delta() -> None:
-    u0, u1, u2 = text_history(lambda t: t.insert(0, "a"), lambda t: t.insert(1, "b"), lambda t: t.insert(2, "c"))
+    u0, u1, u2 = text_history(
+        lambda t: t.insert(0, "a"), lambda t: t.insert(1, "b"), lambda t: t.insert(2, "c")
+    )
     store = MemoryStore()
     shard = memory_shard(store)
     assert shard.apply_remote(u2, "p") is None
@@ -1434,9 +1640,14 @@ def test_apply_remote_reports_closing_as_closed_error() -> None:
 def run_isolated(script: str) -> subprocess.CompletedProcess[bytes]:
     """Run ``script`` in a fresh interpreter that may crash (no core dump), with crdtsync importable."""
     preamble = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    env = {**os.environ, "RUST_BACKTRACE": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-c", preamble + script], capture_output=True, timeout=300, env=env)
+    env = {
+        **os.environ,
+        "RUST_BACKTRACE": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", preamble + script], capture_output=True, timeout=300, env=env
+    )
 
 
 REPO = Path(__file__).resolve().parents[1]

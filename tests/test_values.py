@@ -55,7 +55,7 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)  # type: ignore[attr-defined]
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))  # type: ignore[arg-type]
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)  # type: ignore[arg-type]
     if isinstance(a, float):
@@ -86,7 +86,7 @@ async def test_unsupported_value_raises_and_writes_nothing(tmp_path, label, valu
         shard = await agent.shard("types")
         shard["keep"] = 1
         before = shard.doc.get_update()
-        before_stats = (await _flushed_stats(shard))
+        before_stats = await _flushed_stats(shard)
         with pytest.raises(error):
             shard["v"] = value
         with pytest.raises(error):

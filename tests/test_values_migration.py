@@ -19,7 +19,7 @@ from crdtsync import values as V
 
 FIXTURE = Path(__file__).parent / "fixtures" / "values-v1"
 sys.path.insert(0, str(FIXTURE.parent))
-from make_values_v1_store import VALUES
+from make_values_v1_store import VALUES  # noqa: E402  (after its folder is on sys.path)
 
 EXPECTED = {**VALUES, "text": "hello"}
 

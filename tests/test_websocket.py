@@ -19,15 +19,24 @@ from typing import Any
 
 import pycrdt
 import pytest
+from crdtsync.transports.memory import MemoryReplicas
+from crdtsync.transports.websocket import ConnectionInfo, WebsocketTransport
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from crdtsync import wire
 from crdtsync.errors import CloseCode
 from crdtsync.gossip import DEAD, GossipConfig, GossipCore
-from crdtsync.messages import PROTOCOL_VERSION, Close, Diff, Hello, Message, Push, Summary, SyncRequest
-from crdtsync.transports.memory import MemoryReplicas
-from crdtsync.transports.websocket import ConnectionInfo, WebsocketTransport
+from crdtsync.messages import (
+    PROTOCOL_VERSION,
+    Close,
+    Diff,
+    Hello,
+    Message,
+    Push,
+    Summary,
+    SyncRequest,
+)
 from crdtsync.yjs.parse import UpdateInfo
 
 CFG = GossipConfig(
@@ -57,7 +66,9 @@ class Node:
     ) -> None:
         self.name = name
         self.replicas = replicas if replicas is not None else MemoryReplicas(random.Random(name))
-        self.core = GossipCore(name, self.replicas, rng=random.Random(name), config=config, mesh=MESH, seeds=seeds)
+        self.core = GossipCore(
+            name, self.replicas, rng=random.Random(name), config=config, mesh=MESH, seeds=seeds
+        )
         self.transport = WebsocketTransport(self.core, listen=listen, **options)
 
     @property
@@ -138,7 +149,14 @@ async def test_three_agents_converge_and_repair_a_delete_after_a_dropped_link(no
     a = await nodes("a")
     b = await nodes("b", seeds=[a.address])
     c = await nodes("c", seeds=[a.address])
-    await until(lambda: a.connected() == {"b", "c"} and b.connected() == {"a", "c"} and c.connected() == {"a", "b"}, what="full mesh")
+    await until(
+        lambda: (
+            a.connected() == {"b", "c"}
+            and b.connected() == {"a", "c"}
+            and c.connected() == {"a", "b"}
+        ),
+        what="full mesh",
+    )
 
     a.put("a", 1)
     b.put("b", 2)
@@ -149,12 +167,17 @@ async def test_three_agents_converge_and_repair_a_delete_after_a_dropped_link(no
     old = a.transport.connections()["b"]
     a.transport._by_peer["b"].ws.transport.abort()
     a.delete("b")
-    await until(lambda: "b" not in a.connected() or a.transport.connections()["b"].since != old.since, what="link drop")
+    await until(
+        lambda: "b" not in a.connected() or a.transport.connections()["b"].since != old.since,
+        what="link drop",
+    )
     await until(lambda: converged(a, b, c, expect={"a": 1, "c": 3}), what="repair after reconnect")
     assert a.transport.connections()["b"].since > old.since  # a new connection did it
 
 
-async def test_failed_dials_are_retried_until_the_peer_appears(nodes: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_failed_dials_are_retried_until_the_peer_appears(
+    nodes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger=LOG)
     port = free_port()
     activity = 0
@@ -164,10 +187,16 @@ async def test_failed_dials_are_retried_until_the_peer_appears(nodes: Any, caplo
         activity += 1
 
     a = await nodes("a", seeds=[f"ws://127.0.0.1:{port}"], on_activity=on_activity)
-    def failures() -> int:
-        return sum("dial ws://127.0.0.1:" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
 
-    await until(lambda: failures() >= 2, what="two failed dials")  # dial_failed -> backoff -> timer -> redial
+    def failures() -> int:
+        return sum(
+            "dial ws://127.0.0.1:" in r.getMessage() and "failed" in r.getMessage()
+            for r in caplog.records
+        )
+
+    await until(
+        lambda: failures() >= 2, what="two failed dials"
+    )  # dial_failed -> backoff -> timer -> redial
     b = await nodes("b", listen=f"ws://127.0.0.1:{port}")
     await until(lambda: a.connected() == {"b"}, what="connection once b is up")
     b.put("k", "v")
@@ -221,7 +250,9 @@ def valid_update() -> bytes:
     return doc.get_update()
 
 
-async def raw_session(address: str, frames: Sequence[bytes | str], *, max_size: int | None = None) -> tuple[int | None, list[Message]]:
+async def raw_session(
+    address: str, frames: Sequence[bytes | str], *, max_size: int | None = None
+) -> tuple[int | None, list[Message]]:
     """Connect like a peer, send ``frames`` after reading the agent's Hello, read until closed.
 
     Returns the close code received and the messages received before it.
@@ -244,18 +275,50 @@ async def raw_session(address: str, frames: Sequence[bytes | str], *, max_size: 
 BAD: list[tuple[str, Callable[[], Sequence[bytes | str]], int]] = [
     ("text frame", lambda: ["hello"], CloseCode.MALFORMED_FRAME),
     ("random bytes", lambda: [random.Random(7).randbytes(200)], CloseCode.MALFORMED_FRAME),
-    ("wrong protocol version", lambda: [wire.encode(hello(version=PROTOCOL_VERSION + 1))], CloseCode.PROTOCOL_VERSION),
+    (
+        "wrong protocol version",
+        lambda: [wire.encode(hello(version=PROTOCOL_VERSION + 1))],
+        CloseCode.PROTOCOL_VERSION,
+    ),
     ("other mesh", lambda: [wire.encode(hello(mesh="elsewhere"))], CloseCode.WRONG_MESH),
-    ("first message not a Hello", lambda: [wire.encode(Summary(bytes(16), 0))], CloseCode.BAD_HANDSHAKE),
-    ("unknown message tag", lambda: [wire.encode(hello()), bytes([0x92, 0x63, 0x00])], CloseCode.UNKNOWN_MESSAGE),
+    (
+        "first message not a Hello",
+        lambda: [wire.encode(Summary(bytes(16), 0))],
+        CloseCode.BAD_HANDSHAKE,
+    ),
+    (
+        "unknown message tag",
+        lambda: [wire.encode(hello()), bytes([0x92, 0x63, 0x00])],
+        CloseCode.UNKNOWN_MESSAGE,
+    ),
     ("second Hello", lambda: [wire.encode(hello()), wire.encode(hello())], CloseCode.BAD_HANDSHAKE),
     ("our own name", lambda: [wire.encode(hello("a"))], CloseCode.DUPLICATE_NAME),
     ("oversize frame", lambda: [wire.encode(hello()), bytes(64 * 1024 + 1)], CloseCode.OVERSIZE),
-    ("garbage update", lambda: [wire.encode(hello()), wire.encode(Push("doc", (bytes(range(256)),)))], CloseCode.INVALID_UPDATE),
-    ("garbage update, new shard", lambda: [wire.encode(hello()), wire.encode(Push("evil", (bytes(range(256)),)))], CloseCode.INVALID_UPDATE),
-    ("invalid shard name", lambda: [wire.encode(hello()), wire.encode(Push("../etc/passwd", (valid_update(),)))], CloseCode.INVALID_SHARD),
-    ("agent bug while applying", lambda: [wire.encode(hello()), wire.encode(Push("boom", (valid_update(),)))], CloseCode.INTERNAL_ERROR),
-    ("frame over twice the limit (websockets refuses it)", lambda: [wire.encode(hello()), bytes(2 * 64 * 1024 + 1)], 1009),
+    (
+        "garbage update",
+        lambda: [wire.encode(hello()), wire.encode(Push("doc", (bytes(range(256)),)))],
+        CloseCode.INVALID_UPDATE,
+    ),
+    (
+        "garbage update, new shard",
+        lambda: [wire.encode(hello()), wire.encode(Push("evil", (bytes(range(256)),)))],
+        CloseCode.INVALID_UPDATE,
+    ),
+    (
+        "invalid shard name",
+        lambda: [wire.encode(hello()), wire.encode(Push("../etc/passwd", (valid_update(),)))],
+        CloseCode.INVALID_SHARD,
+    ),
+    (
+        "agent bug while applying",
+        lambda: [wire.encode(hello()), wire.encode(Push("boom", (valid_update(),)))],
+        CloseCode.INTERNAL_ERROR,
+    ),
+    (
+        "frame over twice the limit (websockets refuses it)",
+        lambda: [wire.encode(hello()), bytes(2 * 64 * 1024 + 1)],
+        1009,
+    ),
 ]
 
 
@@ -263,7 +326,9 @@ def caught_up(node: Node, n: int) -> Callable[[], bool]:
     return lambda: int(node.read().get("n", 0)) >= n
 
 
-async def test_each_bad_peer_gets_its_close_code_while_good_peers_replicate(nodes: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_each_bad_peer_gets_its_close_code_while_good_peers_replicate(
+    nodes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger=LOG)
     a = await nodes("a", replicas=BoomReplicas(random.Random("a")), max_frame=64 * 1024)
     b = await nodes("b", seeds=[a.address])
@@ -313,7 +378,10 @@ async def test_a_newer_connection_from_the_same_agent_replaces_the_older(nodes: 
     second = asyncio.create_task(raw_session(a.address, [wire.encode(hello("zed"))]))
     code, _ = await first
     assert code == CloseCode.DUPLICATE_NAME
-    await until(lambda: "zed" in a.connected() and a.transport.connections()["zed"].since > since, what="second zed")
+    await until(
+        lambda: "zed" in a.connected() and a.transport.connections()["zed"].since > since,
+        what="second zed",
+    )
     await a.transport.close()
     code, _ = await second
     assert code == CloseCode.GOING_AWAY
@@ -338,7 +406,9 @@ async def test_a_peer_that_does_not_read_pauses_pushes_and_memory_stays_bounded(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
     sock.setblocking(False)
-    async with connect(a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1) as ws:
+    async with connect(
+        a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
+    ) as ws:
         assert isinstance(wire.decode(await ws.recv()), Hello)  # type: ignore[arg-type]
         await ws.send(wire.encode(hello("slow")))
         await until(lambda: "slow" in a.connected(), what="slow peer accepted")
@@ -375,15 +445,22 @@ async def test_a_peer_that_requests_but_never_reads_gets_deferred_answers(nodes:
     # the link is writable; while it is paused, requests for one shard coalesce into one
     # answer. So a peer that asks and never reads makes us queue a bounded amount, far below
     # max_send_buffer (which would cut it off with FLOODING), and gets its answer once it reads.
-    a = await nodes("a", config=replace(CFG, reply_budget=16 * 1024), max_frame=64 * 1024, high_water=16 * 1024,
-                    max_send_buffer=128 * 1024)
+    a = await nodes(
+        "a",
+        config=replace(CFG, reply_budget=16 * 1024),
+        max_frame=64 * 1024,
+        high_water=16 * 1024,
+        max_send_buffer=128 * 1024,
+    )
     a.put("big", "x" * 50_000)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
     sock.setblocking(False)
     request = wire.encode(SyncRequest((("doc", b"\x00"),)))
-    async with connect(a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1) as ws:
+    async with connect(
+        a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
+    ) as ws:
         assert isinstance(wire.decode(await ws.recv()), Hello)  # type: ignore[arg-type]
         await ws.send(wire.encode(hello("greedy")))
         for _ in range(200):  # 10 MB of answers if each got its own: more than any buffer here
@@ -417,7 +494,9 @@ async def drain_all(ws: ClientConnection) -> None:
 # shutdown
 
 
-async def test_close_sends_going_away_and_a_restart_repairs_what_it_missed(nodes: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_close_sends_going_away_and_a_restart_repairs_what_it_missed(
+    nodes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger=LOG)
     a_replicas = MemoryReplicas(random.Random("a"))
     a = Node("a", replicas=a_replicas)
@@ -438,7 +517,10 @@ async def test_close_sends_going_away_and_a_restart_repairs_what_it_missed(nodes
     assert code == CloseCode.GOING_AWAY
     assert got[-1] == Close(CloseCode.GOING_AWAY, "agent stopping")
     await until(lambda: "a" not in b.connected(), what="b sees a leave")
-    assert any(r.getMessage() == "b: connection a closed (sent 1001, received 1001)" for r in caplog.records)
+    assert any(
+        r.getMessage() == "b: connection a closed (sent 1001, received 1001)"
+        for r in caplog.records
+    )
     assert {p.name: p.state for p in b.core.peers()}["a"] == DEAD  # told, not suspected
 
     b.delete("x")  # while a is down

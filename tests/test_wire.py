@@ -37,7 +37,9 @@ DS = b"\x00"
 ROOT = bytes(range(16))
 
 EXAMPLES = [
-    Hello(PROTOCOL_VERSION, "default", "planner", "ws://127.0.0.1:8765", ("a", "b/c"), 7, 2**63 - 1),
+    Hello(
+        PROTOCOL_VERSION, "default", "planner", "ws://127.0.0.1:8765", ("a", "b/c"), 7, 2**63 - 1
+    ),
     Hello(PROTOCOL_VERSION, "mesh-2", "x", None, (), 0),
     Push("board", (b"\x00\x00",)),
     Push("board", (b"\x01\x02", b"\x03"), (SV, DS), 42),
@@ -46,7 +48,11 @@ EXAMPLES = [
         (b"\x00\x00",),
         None,
         7,
-        (RelayedAck("a", ShardState("board", SV, DS), 2), RelayedAck("a", ShardState("c", SV, DS)), RelayedAck("b", ShardState("a", SV, DS))),
+        (
+            RelayedAck("a", ShardState("board", SV, DS), 2),
+            RelayedAck("a", ShardState("c", SV, DS)),
+            RelayedAck("b", ShardState("a", SV, DS)),
+        ),
         True,
         SV,
         False,
@@ -64,7 +70,10 @@ EXAMPLES = [
     DiffChunk("a/b", 12, 2, 3, b"\x03", SV),
     Certificates((b"\x30\x01", b"\x30\x02")),
     Push("board", (b"\x00\x00",), (SV, DS), 3, durable_signature=b"v" * 64),
-    Ack((ShardState("a", SV, DS, b"s" * 64),), (RelayedAck("x", ShardState("a", SV, DS, b"t" * 64)),)),
+    Ack(
+        (ShardState("a", SV, DS, b"s" * 64),),
+        (RelayedAck("x", ShardState("a", SV, DS, b"t" * 64)),),
+    ),
     PeerList((PeerEntry("x", "ws://127.0.0.1:1", 3, True, b"u" * 64),)),
     PeerList((PeerEntry("a", "ws://a", 0, True), PeerEntry("b", None, 3, False)), full=True),
     PeerList(()),
@@ -91,8 +100,9 @@ def test_every_message_type_has_a_tag_and_an_example() -> None:
 
 
 def test_public_names_import() -> None:
-    from crdtsync import gossip
     from crdtsync.transports import memory
+
+    from crdtsync import gossip
 
     for module in (messages, wire, gossip, memory):
         for name in module.__all__:
@@ -125,26 +135,87 @@ def _raw(*items: object) -> bytes:
         (_raw(3, ROOT, -1), CloseCode.MALFORMED_FRAME),
         (_raw(3, ROOT, True), CloseCode.MALFORMED_FRAME),  # bool is not an int here
         (_raw(3, "x" * 16, 1), CloseCode.MALFORMED_FRAME),  # str is not bytes
-        (_raw(2, "board", [], None, 1, [], False, None, False), CloseCode.MALFORMED_FRAME),  # Push without updates
-        (_raw(2, "board", [b""], None, 1, [], False, None, False), CloseCode.MALFORMED_FRAME),  # empty update
-        (_raw(2, "bad name", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
+        (
+            _raw(2, "board", [], None, 1, [], False, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),  # Push without updates
+        (
+            _raw(2, "board", [b""], None, 1, [], False, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),  # empty update
+        (
+            _raw(2, "bad name", [b"\x00\x00"], None, 1, [], False, None, False),
+            CloseCode.INVALID_SHARD,
+        ),
         (_raw(2, "", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
         (_raw(2, "a//b", [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
         (_raw(2, 5, [b"\x00\x00"], None, 1, [], False, None, False), CloseCode.INVALID_SHARD),
-        (_raw(2, "board", [b"\x00\x00"], [SV], 1, [], False, None, False), CloseCode.MALFORMED_FRAME),
-        (_raw(2, "board", [b"\x00\x00"], None, 1), CloseCode.MALFORMED_FRAME),  # a Push of old: arity
-        (_raw(2, "board", [b"\x00\x00"], None, 1, [], 1, None, False), CloseCode.MALFORMED_FRAME),  # forward
-        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "s", SV, DS, 0]], False, None, False), CloseCode.MALFORMED_FRAME),
-        (_raw(2, "board", [b"\x00\x00"], None, 1, [["b", "s", SV, DS, 1], ["a", "s", SV, DS, 1]], False, None, False),
-         CloseCode.MALFORMED_FRAME),  # relayed acks not sorted
-        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "s", SV, DS, 1], ["a", "s", SV, DS, 2]], False, None, False),
-         CloseCode.MALFORMED_FRAME),  # duplicate
-        (_raw(2, "board", [b"\x00\x00"], None, 1, [["a", "bad name", SV, DS, 1]], False, None, False), CloseCode.INVALID_SHARD),
+        (
+            _raw(2, "board", [b"\x00\x00"], [SV], 1, [], False, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),
+        (
+            _raw(2, "board", [b"\x00\x00"], None, 1),
+            CloseCode.MALFORMED_FRAME,
+        ),  # a Push of old: arity
+        (
+            _raw(2, "board", [b"\x00\x00"], None, 1, [], 1, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),  # forward
+        (
+            _raw(2, "board", [b"\x00\x00"], None, 1, [["a", "s", SV, DS, 0]], False, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),
+        (
+            _raw(
+                2,
+                "board",
+                [b"\x00\x00"],
+                None,
+                1,
+                [["b", "s", SV, DS, 1], ["a", "s", SV, DS, 1]],
+                False,
+                None,
+                False,
+            ),
+            CloseCode.MALFORMED_FRAME,
+        ),  # relayed acks not sorted
+        (
+            _raw(
+                2,
+                "board",
+                [b"\x00\x00"],
+                None,
+                1,
+                [["a", "s", SV, DS, 1], ["a", "s", SV, DS, 2]],
+                False,
+                None,
+                False,
+            ),
+            CloseCode.MALFORMED_FRAME,
+        ),  # duplicate
+        (
+            _raw(
+                2,
+                "board",
+                [b"\x00\x00"],
+                None,
+                1,
+                [["a", "bad name", SV, DS, 1]],
+                False,
+                None,
+                False,
+            ),
+            CloseCode.INVALID_SHARD,
+        ),
         (_raw(14, "s", 1, 3, 3, b"x", None), CloseCode.MALFORMED_FRAME),  # chunk index >= total
         (_raw(14, "s", 1, 0, 0, b"x", None), CloseCode.MALFORMED_FRAME),  # no pieces
         (_raw(14, "s", 1, 0, 2, b"", None), CloseCode.MALFORMED_FRAME),  # empty piece
         (_raw(14, "s", 1, 0, wire.MAX_CHUNKS + 1, b"x", None), CloseCode.MALFORMED_FRAME),
-        (_raw(2, "board", [b"\x00\x00"], None, -1, [], False, None, False), CloseCode.MALFORMED_FRAME),
+        (
+            _raw(2, "board", [b"\x00\x00"], None, -1, [], False, None, False),
+            CloseCode.MALFORMED_FRAME,
+        ),
         (_raw(4, [["b", b"\x01"], ["a", b"\x01"]]), CloseCode.MALFORMED_FRAME),  # unsorted
         (_raw(4, [["a", b"\x01"], ["a", b"\x02"]]), CloseCode.MALFORMED_FRAME),  # duplicate
         (_raw(4, [["a", b"\x01" * 65]]), CloseCode.MALFORMED_FRAME),  # digest too long
@@ -232,7 +303,8 @@ valid_messages = st.one_of(
         st.integers(0, 2**63 - 1),
         st.lists(st.tuples(names, names, blobs, blobs, st.integers(1, 255)), max_size=3).map(
             lambda xs: tuple(
-                RelayedAck(a, ShardState(s, sv, ds), h) for (a, s), (sv, ds, h) in sorted({(x[0], x[1]): x[2:] for x in xs}.items())
+                RelayedAck(a, ShardState(s, sv, ds), h)
+                for (a, s), (sv, ds, h) in sorted({(x[0], x[1]): x[2:] for x in xs}.items())
             )
         ),
         st.booleans(),
@@ -240,10 +312,20 @@ valid_messages = st.one_of(
         st.booleans(),
     ),
     st.integers(1, 50).flatmap(
-        lambda total: st.builds(DiffChunk, names, st.integers(0, 2**63 - 1), st.integers(0, total - 1), st.just(total), blobs, st.none() | blobs)
+        lambda total: st.builds(
+            DiffChunk,
+            names,
+            st.integers(0, 2**63 - 1),
+            st.integers(0, total - 1),
+            st.just(total),
+            blobs,
+            st.none() | blobs,
+        )
     ),
     st.builds(Summary, st.binary(min_size=16, max_size=16), st.integers(0, 2**40)),
-    st.builds(Digests, st.lists(st.tuples(names, st.binary(min_size=1, max_size=64))).map(_sorted_unique)),
+    st.builds(
+        Digests, st.lists(st.tuples(names, st.binary(min_size=1, max_size=64))).map(_sorted_unique)
+    ),
     st.builds(SyncRequest, st.lists(st.tuples(names, blobs)).map(_sorted_unique)),
     st.builds(Diff, names, blobs, st.none() | blobs),
     st.builds(
@@ -254,9 +336,12 @@ valid_messages = st.one_of(
     ),
     st.builds(
         PeerList,
-        st.lists(st.builds(PeerEntry, names, st.none() | st.just("ws://h:1"), st.integers(0, 99), st.booleans()), max_size=5).map(
-            lambda ps: tuple(sorted({p.name: p for p in ps}.values(), key=lambda p: p.name))
-        ),
+        st.lists(
+            st.builds(
+                PeerEntry, names, st.none() | st.just("ws://h:1"), st.integers(0, 99), st.booleans()
+            ),
+            max_size=5,
+        ).map(lambda ps: tuple(sorted({p.name: p for p in ps}.values(), key=lambda p: p.name))),
         st.booleans(),
     ),
     st.builds(Close, st.sampled_from(list(CloseCode)), st.text(max_size=50)),
@@ -279,8 +364,15 @@ def test_garbage_raises_only_protocol_error(frame: bytes) -> None:
 
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=10) | st.binary(max_size=10),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=20,
 )
 
@@ -297,7 +389,9 @@ def test_structured_garbage_raises_only_protocol_error(tag: int, fields: list[ob
 
 
 @given(valid_messages, st.data())
-def test_mutated_frames_raise_only_protocol_error(msg: messages.Message, data: st.DataObject) -> None:
+def test_mutated_frames_raise_only_protocol_error(
+    msg: messages.Message, data: st.DataObject
+) -> None:
     frame = bytearray(wire.encode(msg))
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(frame) - 1))

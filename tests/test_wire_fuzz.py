@@ -87,7 +87,11 @@ def _update(content: dict[str, Any]) -> bytes:
 def built_frames() -> list[bytes]:
     """``wire.encode`` of message objects, mostly carrying garbage updates and states."""
     rng = random.Random(1)
-    garbage = [rng.randbytes(n) for n in (1, 2, 7, 40, 300)] + [bytes(range(256)), b"\x01\x01\x01\x01", b"\x00\x01\x00"]
+    garbage = [rng.randbytes(n) for n in (1, 2, 7, 40, 300)] + [
+        bytes(range(256)),
+        b"\x01\x01\x01\x01",
+        b"\x00\x01\x00",
+    ]
     valid = _update({"k": "v", "n": 1.5})
     truncated = [valid[:i] for i in range(1, len(valid), 3)]
     bad = garbage + truncated
@@ -167,7 +171,9 @@ async def harvest(address: str, secret: bytes | None = None) -> list[bytes]:
 def random_msgpack(rng: random.Random, depth: int = 0) -> Any:
     kind = rng.randrange(9 if depth < 3 else 6)
     if kind == 0:
-        return rng.choice([0, 1, -1, 2**31, 2**63 - 1, -(2**63), 2**64 - 1, rng.randrange(-1000, 1000)])
+        return rng.choice(
+            [0, 1, -1, 2**31, 2**63 - 1, -(2**63), 2**64 - 1, rng.randrange(-1000, 1000)]
+        )
     if kind == 1:
         return rng.choice(["", "board", "live", "a" * 200, "é", "ws://127.0.0.1:1", "\x00"])
     if kind == 2:
@@ -235,7 +241,9 @@ def mutate(rng: random.Random, frame: bytes, *, raw: bool = False) -> bytes:
         del data[i : i + rng.randrange(1, 4)]
         return bytes(data)
     if kind == 4 and data:  # a byte set to an interesting value
-        data[rng.randrange(len(data))] = rng.choice([0x00, 0x7F, 0x80, 0xFF, 0xC0, 0xC1, 0xDD, 0xDF, 0x90])
+        data[rng.randrange(len(data))] = rng.choice(
+            [0x00, 0x7F, 0x80, 0xFF, 0xC0, 0xC1, 0xDD, 0xDF, 0x90]
+        )
         return bytes(data)
     if kind == 5:  # trailing garbage
         return bytes(data) + rng.randbytes(rng.randrange(1, 8))
@@ -302,8 +310,9 @@ def expected(frame: bytes | str, first: bool) -> set[int] | None:
     return None
 
 
-async def session(address: str, frames: list[bytes | str], secret: bytes | None = None,
-                  *, raw: bool = False) -> int | None:
+async def session(
+    address: str, frames: list[bytes | str], secret: bytes | None = None, *, raw: bool = False
+) -> int | None:
     """Connect, (authenticate,) read the target's Hello, send ``frames`` and the sentinel; the
     close code. ``raw``: send the frames at once, without authenticating or waiting for a Hello."""
     async with connect(address, proxy=None, compression=None, max_size=None, open_timeout=10) as ws:
@@ -321,14 +330,20 @@ async def session(address: str, frames: list[bytes | str], secret: bytes | None 
     return None  # pragma: no cover
 
 
-def make_case(rng: random.Random, corpus: list[bytes], n: int) -> tuple[str, list[bytes | str], bool]:
+def make_case(
+    rng: random.Random, corpus: list[bytes], n: int
+) -> tuple[str, list[bytes | str], bool]:
     """(description, frames to send, whether the last frame is the handshake)."""
     me = hello(f"fuzz-{n % 8}")
     r = rng.random()
     if r < 0.12:  # the handshake itself
         choice = rng.randrange(6)
         if choice == 0:
-            return "hello: wrong version", [hello("fuzz", version=rng.choice([0, 2, 99, 2**31]))], True
+            return (
+                "hello: wrong version",
+                [hello("fuzz", version=rng.choice([0, 2, 99, 2**31]))],
+                True,
+            )
         if choice == 1:
             return "hello: other mesh", [hello("fuzz", mesh="elsewhere")], True
         if choice == 2:
@@ -373,7 +388,9 @@ def auth_case(rng: random.Random) -> list[bytes | str]:
 
 @pytest.mark.timeout(0 if SOAK else 300)
 @pytest.mark.parametrize("auth", [False, True], ids=["open", "authenticated"])
-async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_path: Path, caplog: Any, auth: bool) -> None:
+async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(
+    tmp_path: Path, caplog: Any, auth: bool
+) -> None:
     caplog.set_level(logging.WARNING)
     seed = int(os.environ.get("CRDTSYNC_FUZZ_SEED", "20240604"))
     rng = random.Random(seed)
@@ -384,16 +401,37 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
         from crdtsync.security.credentials import Credentials
 
         init_mesh(tmp_path / "keys", MESH)
-        creds = {n: Credentials.from_dir(tmp_path / "keys", n, mode="secret") for n in ("target", "good")}
+        creds = {
+            n: Credentials.from_dir(tmp_path / "keys", n, mode="secret") for n in ("target", "good")
+        }
         secret = creds["target"].secret
-    async with Agent("target", data_dir=tmp_path / "target", listen="ws://127.0.0.1:0", gossip=CFG, seed=1,
-                     credentials=creds.get("target")) as target:
+    async with Agent(
+        "target",
+        data_dir=tmp_path / "target",
+        listen="ws://127.0.0.1:0",
+        gossip=CFG,
+        seed=1,
+        credentials=creds.get("target"),
+    ) as target:
         assert target.address is not None
         board = await target.shard("board")
-        board.update({"ints": [0, -1, 2**62, -(2**63), 2**63 - 1], "text": "héllo 😀", "nested": {"a": {"b": [1.5, None, b"\x00\xff"]}}})
+        board.update(
+            {
+                "ints": [0, -1, 2**62, -(2**63), 2**63 - 1],
+                "text": "héllo 😀",
+                "nested": {"a": {"b": [1.5, None, b"\x00\xff"]}},
+            }
+        )
         await board.flush()
-        async with Agent("good", data_dir=tmp_path / "good", listen="ws://127.0.0.1:0", peers=[target.address],
-                         gossip=CFG, seed=2, credentials=creds.get("good")) as good:
+        async with Agent(
+            "good",
+            data_dir=tmp_path / "good",
+            listen="ws://127.0.0.1:0",
+            peers=[target.address],
+            gossip=CFG,
+            seed=2,
+            credentials=creds.get("good"),
+        ) as good:
             live = await good.shard("live")
             good_board = await good.shard("board")
             await until(lambda: good_board.digest() == board.digest(), 10, "board on the good peer")
@@ -452,18 +490,32 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
                     stats["connections"] += 1
                     stats[what.split(":")[0]] += 1
                     codes[code or 0] += 1
-                    ok = (code in want) if want is not None else (code is not None and 4000 <= code <= 4999)
+                    ok = (
+                        (code in want)
+                        if want is not None
+                        else (code is not None and 4000 <= code <= 4999)
+                    )
                     if not ok or code == CloseCode.INTERNAL_ERROR:
-                        failures.append(f"{what}: {last[:60]!r}... closed with {code}, expected {want or '4000-4999'}")
+                        failures.append(
+                            f"{what}: {last[:60]!r}... closed with {code}, expected {want or '4000-4999'}"
+                        )
                     if len(failures) > 20:
                         break
             finally:
                 elapsed = time.monotonic() - t0
                 stop.set()
                 await writer
-                print(f"\nwire fuzz (seed {seed}): {stats['frames']} frames over {stats['connections']} connections "
-                      f"in {elapsed:.1f}s; " + ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if k not in ("frames", "connections"))
-                      + "; close codes " + ", ".join(f"{c}x{v}" for c, v in sorted(codes.items())))
+                print(
+                    f"\nwire fuzz (seed {seed}): {stats['frames']} frames over {stats['connections']} connections "
+                    f"in {elapsed:.1f}s; "
+                    + ", ".join(
+                        f"{k}={v}"
+                        for k, v in sorted(stats.items())
+                        if k not in ("frames", "connections")
+                    )
+                    + "; close codes "
+                    + ", ".join(f"{c}x{v}" for c, v in sorted(codes.items()))
+                )
             assert not failures, failures
             # The run is bounded by BUDGET seconds as well as by FRAMES: on a loaded machine it
             # stops early. It must still have fuzzed enough to mean something (a quarter of
@@ -473,13 +525,17 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
             # the target still serves: its shards are intact and the good peer still replicates
             live_target = await target.shard("live")
             live["final"] = "done"
-            await until(lambda: live_target.digest() == live.digest(), 10, "final write on the target")
+            await until(
+                lambda: live_target.digest() == live.digest(), 10, "final write on the target"
+            )
             assert live_target.snapshot() == live.snapshot()
             assert board.digest() == before
             extra = [s for s in target.shard_names() if s not in ("board", "live")]
             for name in extra:  # a noop update for a new name creates an empty shard, nothing more
                 assert (await target.shard(name)).snapshot() == {}, name
-            assert await session(target.address, [hello("late")], secret) == CloseCode.MALFORMED_FRAME
+            assert (
+                await session(target.address, [hello("late")], secret) == CloseCode.MALFORMED_FRAME
+            )
             if auth:  # every refused handshake was counted; members got in
                 assert target.counters.get("auth_failed", 0) == stats["auth fuzz"] > 0
                 assert target.counters["auth_ok"] >= stats["connections"]
@@ -490,7 +546,9 @@ async def test_fuzzed_frames_never_crash_the_agent_nor_change_its_shards(tmp_pat
 
 # (was a strict xfail: Agent._on_durable now skips a closing agent, and ShardRegistry reports no
 # shards once closed with its agent, so the transport's last ticks no longer fail)
-async def test_closing_an_agent_with_unflushed_writes_logs_no_errors(tmp_path: Path, caplog: Any) -> None:
+async def test_closing_an_agent_with_unflushed_writes_logs_no_errors(
+    tmp_path: Path, caplog: Any
+) -> None:
     caplog.set_level(logging.WARNING)
     async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0") as agent:
         shard = await agent.shard("board")

@@ -149,7 +149,14 @@ class MemoryReplicas:
         sub = self._subs.pop(shard, None)
         if d is not None and sub is not None:
             d.unobserve(sub)
-        for table in (self._digests, self._dirty, self.changed, self._uncommitted, self._log, self._durable_state):
+        for table in (
+            self._digests,
+            self._dirty,
+            self.changed,
+            self._uncommitted,
+            self._log,
+            self._durable_state,
+        ):
             table.pop(shard, None)  # type: ignore[attr-defined]
 
     # -- simulated disk ---------------------------------------------------------------------------
@@ -172,7 +179,9 @@ class MemoryReplicas:
         self._dirty.clear()
         return out
 
-    def recover(self, *, lose_unflushed: bool = True, rng: random.Random | None = None) -> MemoryReplicas:
+    def recover(
+        self, *, lose_unflushed: bool = True, rng: random.Random | None = None
+    ) -> MemoryReplicas:
         """A new replica set as an agent restarting from its store would have it.
 
         Docs get fresh client ids: a restarted agent must never reuse clocks it may have
@@ -242,7 +251,9 @@ class _Conn:
     open_for: dict[str, bool] = field(default_factory=dict)
     peer_name: dict[str, str | None] = field(default_factory=dict)  # side -> name its core uses
     last_arrival: dict[str, float] = field(default_factory=dict)
-    hello_arrival: dict[str, float] = field(default_factory=dict)  # side -> when its peer's Hello lands
+    hello_arrival: dict[str, float] = field(
+        default_factory=dict
+    )  # side -> when its peer's Hello lands
 
     def other(self, side: str) -> str:
         return self.acceptor if side == self.dialer else self.dialer
@@ -414,7 +425,9 @@ class Network:
         node.core = None
         node.tick_at = node.tick_token = None
         node.commit_pending = False
-        for cid in list(node.conns.values()) + [c.id for c in self._conns.values() if name in (c.dialer, c.acceptor)]:
+        for cid in list(node.conns.values()) + [
+            c.id for c in self._conns.values() if name in (c.dialer, c.acceptor)
+        ]:
             conn = self._conns.get(cid)
             if conn is None:
                 continue
@@ -422,7 +435,8 @@ class Network:
             self._schedule(self.now + self.detect_delay, "close", (cid, conn.other(name)))
         node.conns.clear()
         node.replicas = node.replicas.recover(
-            lose_unflushed=lose_unflushed, rng=random.Random(f"{self.seed}/{name}/{node.generation + 1}/ids")
+            lose_unflushed=lose_unflushed,
+            rng=random.Random(f"{self.seed}/{name}/{node.generation + 1}/ids"),
         )
 
     def restart(self, name: str) -> None:
@@ -497,8 +511,14 @@ class Network:
 
     def converged(self, names: Iterable[str] | None = None) -> bool:
         """Whether the given (default: all running) nodes hold equal shards and digests."""
-        nodes = [self.nodes[n] for n in names] if names is not None else [n for n in self.nodes.values() if n.core is not None]
-        fingerprints = {tuple((s, n.replicas.digest(s)) for s in sorted(n.replicas.docs)) for n in nodes}
+        nodes = (
+            [self.nodes[n] for n in names]
+            if names is not None
+            else [n for n in self.nodes.values() if n.core is not None]
+        )
+        fingerprints = {
+            tuple((s, n.replicas.digest(s)) for s in sorted(n.replicas.docs)) for n in nodes
+        }
         return len(fingerprints) <= 1
 
     # -- statistics ---------------------------------------------------------------------------
@@ -598,7 +618,11 @@ class Network:
         link = self.link(node.name, target) if target else self.default_link
         if target is None or self.nodes[target].core is None or self._cut(node.name, target):
             # refused (nobody there) or silently dropped (partition): fail after a while
-            delay = 2 * link.latency if target is None or self.nodes[target].core is None else self.detect_delay
+            delay = (
+                2 * link.latency
+                if target is None or self.nodes[target].core is None
+                else self.detect_delay
+            )
             self._schedule(self.now + delay, "dial_failed", (node.name, node.generation, address))
             return
         self._seq += 1
@@ -611,7 +635,11 @@ class Network:
         # the dialler has it (and sends its Hello) when the response arrives, one more later,
         # together with the acceptor's Hello. So each side of two simultaneous dials sees
         # first the Hello of the connection *it* dialled.
-        self._schedule(self.now + link.latency, "accepted", (conn.id, node.generation, self.nodes[target].generation))
+        self._schedule(
+            self.now + link.latency,
+            "accepted",
+            (conn.id, node.generation, self.nodes[target].generation),
+        )
 
     def _close(self, conn: _Conn, side: str, *, notify_self: bool) -> None:
         """``side`` closes ``conn``: it stops now; the other side learns after one latency."""
@@ -679,7 +707,9 @@ class Network:
             return
         a = self.nodes[conn.dialer]
         if a.core is None or a.generation != gen_dialer:  # it died meanwhile: the acceptor learns
-            self._schedule(self.now + self.link(a.name, conn.acceptor).latency, "close", (cid, conn.acceptor))
+            self._schedule(
+                self.now + self.link(a.name, conn.acceptor).latency, "close", (cid, conn.acceptor)
+            )
             return
         conn.open_for[a.name] = True
         self._transmit(conn, a.name, a.core.hello())
@@ -704,12 +734,19 @@ class Network:
                 node.conns[name] = cid
                 if old is not None and old in self._conns:  # replaced: close, not "lost"
                     self.duplicates += 1
-                    self._transmit(self._conns[old], dst, Close(CloseCode.DUPLICATE_NAME, "replaced"))
+                    self._transmit(
+                        self._conns[old], dst, Close(CloseCode.DUPLICATE_NAME, "replaced")
+                    )
                     self._close(self._conns[old], dst, notify_self=False)
             else:
                 core.receive(name, msg, self.now)
         except ProtocolError as exc:
-            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello) and msg.name != dst and conn.peer_name.get(dst) is None:
+            if (
+                exc.code == CloseCode.DUPLICATE_NAME
+                and isinstance(msg, Hello)
+                and msg.name != dst
+                and conn.peer_name.get(dst) is None
+            ):
                 self.duplicates += 1  # the core keeps its other connection to that agent
             else:
                 self.errors.append((self.now, dst, conn.peer_name.get(dst), exc.code))

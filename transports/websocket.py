@@ -291,7 +291,11 @@ class WebsocketTransport:
         if listen is not None:
             self._host, self._port = _parse_listen(listen, tls=tls)
         self._max_frame = core.config.max_frame if max_frame is None else max_frame
-        if self._max_frame < 1 or high_water < 1 or max_send_buffer < max(high_water, self._max_frame):
+        if (
+            self._max_frame < 1
+            or high_water < 1
+            or max_send_buffer < max(high_water, self._max_frame)
+        ):
             raise UsageError("need max_frame >= 1, high_water >= 1 and max_send_buffer >= both")
         self._clock = clock
         self._on_activity = on_activity
@@ -321,7 +325,9 @@ class WebsocketTransport:
         self._closed = asyncio.Event()
         self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
         self._yjs: YjsDoor | None = None
-        self._seed_state: dict[str, str] = {}  # seed address -> "dialling" | "connected" | "unreachable: ..."
+        self._seed_state: dict[
+            str, str
+        ] = {}  # seed address -> "dialling" | "connected" | "unreachable: ..."
 
     def watch_seeds(self, addresses: Iterable[str]) -> None:
         """Track dials of these seed addresses: the first failure of each is logged as a
@@ -369,7 +375,9 @@ class WebsocketTransport:
             if core_address is None or core_address == self._listen:
                 # The core advertises this in its Hello; with port 0 it was not known before.
                 self.core.set_address(self._address)
-        self._timer_task = asyncio.create_task(self._run_timer(), name=f"crdtsync-timer-{self.core.name}")
+        self._timer_task = asyncio.create_task(
+            self._run_timer(), name=f"crdtsync-timer-{self.core.name}"
+        )
         self._pump()
 
     def serve_yjs(self, open_shard: ShardOpener) -> YjsDoor:
@@ -389,7 +397,10 @@ class WebsocketTransport:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -409,7 +420,9 @@ class WebsocketTransport:
         if self._started and not self._closing:
             self._pump()
 
-    async def close(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "agent stopping") -> None:
+    async def close(
+        self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "agent stopping"
+    ) -> None:
         """Close every connection with ``code``, stop the server and every task.
 
         Accepted peers get a ``Close(code)`` message, then a websocket close frame with the
@@ -450,7 +463,9 @@ class WebsocketTransport:
                 while self._links:
                     await next(iter(self._links)).finished.wait()
         except TimeoutError:
-            logger.warning("%s: %d connections did not close in time", self.core.name, len(self._links))
+            logger.warning(
+                "%s: %d connections did not close in time", self.core.name, len(self._links)
+            )
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -497,7 +512,11 @@ class WebsocketTransport:
             elif len(frame) > self._max_frame:
                 logger.error(
                     "%s: dropping a %s of %d bytes for %s: over max_frame (%d)",
-                    core.name, type(msg).__name__, len(frame), peer, self._max_frame,
+                    core.name,
+                    type(msg).__name__,
+                    len(frame),
+                    peer,
+                    self._max_frame,
                 )
             else:
                 self._enqueue(link, frame)
@@ -521,7 +540,9 @@ class WebsocketTransport:
         link.wake.set()
         buffered = self._buffered(link)
         if buffered > self._max_send_buffer:
-            self._protocol_error(link, CloseCode.FLOODING, f"{buffered} bytes queued for a peer that does not read")
+            self._protocol_error(
+                link, CloseCode.FLOODING, f"{buffered} bytes queued for a peer that does not read"
+            )
         elif link.peer is not None and not link.paused and buffered > self._high_water:
             link.paused = True
             self.core.pause_writing(link.peer)
@@ -533,7 +554,15 @@ class WebsocketTransport:
             size = transport.get_write_buffer_size()
         return link.queued_bytes + size
 
-    def _request_close(self, link: _Link, code: int, reason: str, message: Close | None = None, *, frame: bytes | None = None) -> None:
+    def _request_close(
+        self,
+        link: _Link,
+        code: int,
+        reason: str,
+        message: Close | None = None,
+        *,
+        frame: bytes | None = None,
+    ) -> None:
         """Close ``link`` after its queued frames: the Close message (if any), then the close frame."""
         if link.closing:
             return
@@ -609,10 +638,16 @@ class WebsocketTransport:
             if state is not None and not state.startswith("unreachable"):
                 logger.warning(
                     "%s: seed peer %s is unreachable: %s: %s (retrying with backoff; "
-                    "agent.seeds shows its state)", self.core.name, address, type(exc).__name__, exc
+                    "agent.seeds shows its state)",
+                    self.core.name,
+                    address,
+                    type(exc).__name__,
+                    exc,
                 )
             else:
-                logger.info("%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc)
+                logger.info(
+                    "%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc
+                )
             if state is not None:
                 self._seed_state[address] = f"unreachable: {type(exc).__name__}: {exc}"
             try:
@@ -680,10 +715,16 @@ class WebsocketTransport:
         closes (a silent stranger must not delay the agent's shutdown).
         """
         ws = link.ws
-        exchange = asyncio.create_task(self._auth_exchange(link), name=f"crdtsync-auth-{link.label()}")
+        exchange = asyncio.create_task(
+            self._auth_exchange(link), name=f"crdtsync-auth-{link.label()}"
+        )
         stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait({exchange, stopping}, timeout=self._open_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {exchange, stopping},
+                timeout=self._open_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             stopping.cancel()
             if not exchange.done():
@@ -704,11 +745,18 @@ class WebsocketTransport:
             rcvd = closed.rcvd.code if closed.rcvd is not None else None
             if rcvd is not None and 4012 <= rcvd <= 4017:  # the peer refused *us*: not its fault
                 self.counters["auth_refused"] = self.counters.get("auth_refused", 0) + 1
-                logger.warning("%s: %s refused our authentication (%d)", self.core.name, link.label(), rcvd)
+                logger.warning(
+                    "%s: %s refused our authentication (%d)", self.core.name, link.label(), rcvd
+                )
                 return False
             reason = "closed during authentication"
         elif exchange.exception() is not None:
-            logger.error("%s: authentication of %s failed", self.core.name, link.label(), exc_info=exchange.exception())
+            logger.error(
+                "%s: authentication of %s failed",
+                self.core.name,
+                link.label(),
+                exc_info=exchange.exception(),
+            )
             code, reason = CloseCode.INTERNAL_ERROR, "internal error"
         else:
             link.identity = exchange.result()
@@ -719,11 +767,18 @@ class WebsocketTransport:
             key = f"auth_failed.{code.name.lower()}"
             self.counters[key] = self.counters.get(key, 0) + 1
             logger.warning(
-                "%s: %s connection %s not authenticated: %s (%d): %s", self.core.name,
-                "outbound" if link.outbound else "inbound", link.label(), code.name, code, reason,
+                "%s: %s connection %s not authenticated: %s (%d): %s",
+                self.core.name,
+                "outbound" if link.outbound else "inbound",
+                link.label(),
+                code.name,
+                code,
+                reason,
             )
         try:
-            await ws.close(code, "authentication failed" if code != CloseCode.GOING_AWAY else reason)
+            await ws.close(
+                code, "authentication failed" if code != CloseCode.GOING_AWAY else reason
+            )
         except Exception:  # the socket may be gone already
             logger.debug("closing an unauthenticated connection failed", exc_info=True)
         return False
@@ -756,7 +811,8 @@ class WebsocketTransport:
         ws = link.ws
         logger.info(
             "%s: connection %s closed (sent %s, received %s)",
-            self.core.name, link.label(),
+            self.core.name,
+            link.label(),
             ws.protocol.close_sent.code if ws.protocol.close_sent else None,
             ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None,
         )
@@ -769,7 +825,9 @@ class WebsocketTransport:
             elif link.outbound and link.dialled is not None:
                 self.core.dial_failed(link.dialled, now)
         except Exception:
-            logger.exception("%s: core failed handling the end of connection %s", self.core.name, link.label())
+            logger.exception(
+                "%s: core failed handling the end of connection %s", self.core.name, link.label()
+            )
         self._pump()
 
     async def _writer(self, link: _Link) -> None:
@@ -820,12 +878,21 @@ class WebsocketTransport:
             except InvalidShardName as exc:
                 self._protocol_error(link, CloseCode.INVALID_SHARD, str(exc))
             except Exception:
-                logger.exception("%s: internal error handling a frame from %s", self.core.name, link.label())
+                logger.exception(
+                    "%s: internal error handling a frame from %s", self.core.name, link.label()
+                )
                 self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
             self._after_receive_soon()
 
     def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None:
-        logger.warning("%s: closing connection %s: %s (%d): %s", self.core.name, link.label(), code.name, code, reason)
+        logger.warning(
+            "%s: closing connection %s: %s (%d): %s",
+            self.core.name,
+            link.label(),
+            code.name,
+            code,
+            reason,
+        )
         self._refuse(link, code, reason)
 
     def _handle(self, link: _Link, data: str | bytes) -> None:
@@ -847,14 +914,23 @@ class WebsocketTransport:
         """Hand the first frame to core.connection_made, which settles duplicate connections."""
         if link.identity is not None and isinstance(msg, Hello) and msg.name != link.identity.name:
             raise ProtocolError(
-                f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}", CloseCode.IDENTITY_MISMATCH
+                f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}",
+                CloseCode.IDENTITY_MISMATCH,
             )
         try:
-            peer = self.core.connection_made(msg, now, outbound=link.outbound, identity=link.identity)
+            peer = self.core.connection_made(
+                msg, now, outbound=link.outbound, identity=link.identity
+            )
         except ProtocolError as exc:
-            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello) and msg.name != self.core.name:
+            if (
+                exc.code == CloseCode.DUPLICATE_NAME
+                and isinstance(msg, Hello)
+                and msg.name != self.core.name
+            ):
                 # A concurrent dial: the core keeps the other connection. Not a fault.
-                logger.info("%s: closing a second connection with %s: %s", self.core.name, msg.name, exc)
+                logger.info(
+                    "%s: closing a second connection with %s: %s", self.core.name, msg.name, exc
+                )
                 self._refuse(link, exc.code, str(exc))
                 return
             raise

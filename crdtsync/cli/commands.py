@@ -26,8 +26,14 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=DEFAULT_DEMO_DIR,
-              show_default=True, help="Where the demo keeps its stores (wiped first).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DEMO_DIR,
+    show_default=True,
+    help="Where the demo keeps its stores (wiped first).",
+)
 @click.option("--rounds", default=3, show_default=True, help="Kill-and-recover rounds.")
 @click.option("--seed", default=None, type=int, help="Seed for the kill moments.")
 @click.option("--agents", default=4, show_default=True, help="Agent processes in the mesh.")
@@ -49,9 +55,13 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
         for i in range(rounds):
             report = crash_and_recover(data_dir / "durability", kill_after=rng.uniform(0.3, 1.0))
             total_lost += report.lost
-            table.add_row(str(i + 1), str(report.acknowledged), str(report.present),
-                          f"[{'red' if report.lost else 'green'}]{report.lost}",
-                          f"{report.reopen_seconds * 1000:.1f}")
+            table.add_row(
+                str(i + 1),
+                str(report.acknowledged),
+                str(report.present),
+                f"[{'red' if report.lost else 'green'}]{report.lost}",
+                f"{report.reopen_seconds * 1000:.1f}",
+            )
     _console.print(table)
     if total_lost:
         _console.print(f"[red bold]{total_lost} acknowledged writes were lost")
@@ -65,51 +75,117 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
     if not result["converged"]:
         _console.print(f"[red bold]the mesh did not converge: {result}")
         sys.exit(1)
-    _console.print(f"[green]all {agents} agents converged on {result['expected_keys']} keys "
-                   f"in {result['seconds']} s, including the one killed with SIGKILL and "
-                   f"restarted; clean exits: {result['exit_codes']}")
+    _console.print(
+        f"[green]all {agents} agents converged on {result['expected_keys']} keys "
+        f"in {result['seconds']} s, including the one killed with SIGKILL and "
+        f"restarted; clean exits: {result['exit_codes']}"
+    )
 
 
 @main.command()
 @click.option("--name", required=True, help="This agent's name, unique in its mesh.")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
-              help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].",
+)
 @click.option("--listen", default=None, metavar="URL", help="Accept peers on ws://HOST:PORT.")
-@click.option("--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable).")
-@click.option("--shard", "shards", multiple=True, default=("board",), show_default=True,
-              help="Shard to open and replicate (repeatable).")
+@click.option(
+    "--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable)."
+)
+@click.option(
+    "--shard",
+    "shards",
+    multiple=True,
+    default=("board",),
+    show_default=True,
+    help="Shard to open and replicate (repeatable).",
+)
 @click.option("--mesh", default="default", show_default=True, help="Mesh name; peers must match.")
-@click.option("--write", "writes", default=0, help="Workload: write this many keys NAME-<n> to the first shard.")
+@click.option(
+    "--write",
+    "writes",
+    default=0,
+    help="Workload: write this many keys NAME-<n> to the first shard.",
+)
 @click.option("--write-rate", default=50.0, show_default=True, help="Workload writes per second.")
 @click.option("--status-interval", default=0.0, help="Print a JSON status line this often (s).")
 @click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
-@click.option("--replication-factor", "replication_factor", default=None, type=int,
-              help="Hold each shard on this many agents (placement); default: every shard everywhere.")
-@click.option("--keys", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Keys dir from `crdtsync keys`: authenticate peers (wss:// with a certificate, "
-                   "else the mesh secret) and HTTP callers (bearer tokens from `crdtsync keys token`).")
-@click.option("--broker", default=None, metavar="URL",
-              help="Gossip through this MQTT 5 broker instead of websockets: "
-                   "mqtt[s]://[USER@]HOST:PORT[/PREFIX] (password from $CRDTSYNC_MQTT_PASSWORD).")
-@click.option("--insecure", is_flag=True,
-              help="Allow listening beyond loopback without --keys (or a broker without TLS and a login).")
-@click.option("--http", "http", default=None, metavar="HOST:PORT",
-              help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).")
-def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
-          shards: tuple[str, ...], mesh: str, writes: int, write_rate: float,
-          status_interval: float, seed: int | None, replication_factor: int | None,
-          keys: Path | None, broker: str | None, insecure: bool, http: str | None) -> None:
+@click.option(
+    "--replication-factor",
+    "replication_factor",
+    default=None,
+    type=int,
+    help="Hold each shard on this many agents (placement); default: every shard everywhere.",
+)
+@click.option(
+    "--keys",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keys dir from `crdtsync keys`: authenticate peers (wss:// with a certificate, "
+    "else the mesh secret) and HTTP callers (bearer tokens from `crdtsync keys token`).",
+)
+@click.option(
+    "--broker",
+    default=None,
+    metavar="URL",
+    help="Gossip through this MQTT 5 broker instead of websockets: "
+    "mqtt[s]://[USER@]HOST:PORT[/PREFIX] (password from $CRDTSYNC_MQTT_PASSWORD).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow listening beyond loopback without --keys (or a broker without TLS and a login).",
+)
+@click.option(
+    "--http",
+    "http",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).",
+)
+def agent(
+    name: str,
+    data_dir: Path | None,
+    listen: str | None,
+    peers: tuple[str, ...],
+    shards: tuple[str, ...],
+    mesh: str,
+    writes: int,
+    write_rate: float,
+    status_interval: float,
+    seed: int | None,
+    replication_factor: int | None,
+    keys: Path | None,
+    broker: str | None,
+    insecure: bool,
+    http: str | None,
+) -> None:
     """Run one agent node until SIGINT/SIGTERM (then flush and close peers cleanly)."""
     import asyncio
 
     from ..errors import CrdtSyncError
     from .node import NodeOptions, run_node
 
-    opts = NodeOptions(name=name, data_dir=data_dir, listen=listen, peers=peers, shards=shards,
-                       mesh=mesh, writes=writes, write_rate=write_rate,
-                       status_interval=status_interval, seed=seed,
-                       replication_factor=replication_factor, keys=keys, insecure=insecure,
-                       http=http, broker=broker)
+    opts = NodeOptions(
+        name=name,
+        data_dir=data_dir,
+        listen=listen,
+        peers=peers,
+        shards=shards,
+        mesh=mesh,
+        writes=writes,
+        write_rate=write_rate,
+        status_interval=status_interval,
+        seed=seed,
+        replication_factor=replication_factor,
+        keys=keys,
+        insecure=insecure,
+        http=http,
+        broker=broker,
+    )
     try:
         asyncio.run(run_node(opts))
     except CrdtSyncError as exc:
@@ -117,17 +193,38 @@ def agent(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str
 
 
 @main.command()
-@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--peer", default=None, metavar="URL", help="Inspect the running mesh this agent is in instead.")
+@click.argument(
+    "data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--peer", default=None, metavar="URL", help="Inspect the running mesh this agent is in instead."
+)
 @click.option("--mesh", default="default", show_default=True, help="Mesh name (with --peer).")
 @click.option("--prefix", default="", help="Only shards named PREFIX...")
-@click.option("--replication-factor", "r", default=None, type=int,
-              help="Also show each shard's expected placement holders (with --peer).")
-@click.option("--dump", "dump", default=None, metavar="SHARD",
-              help="Print the contents of SHARD (from DATA_DIR) as JSON.")
+@click.option(
+    "--replication-factor",
+    "r",
+    default=None,
+    type=int,
+    help="Also show each shard's expected placement holders (with --peer).",
+)
+@click.option(
+    "--dump",
+    "dump",
+    default=None,
+    metavar="SHARD",
+    help="Print the contents of SHARD (from DATA_DIR) as JSON.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: int | None,
-            dump: str | None, as_json: bool) -> None:
+def inspect(
+    data_dir: Path | None,
+    peer: str | None,
+    mesh: str,
+    prefix: str,
+    r: int | None,
+    dump: str | None,
+    as_json: bool,
+) -> None:
     """List the shards in DATA_DIR's store with sizes, update counts and last compaction
     (read-only: works beside the running agent that holds DATA_DIR); --dump SHARD prints one
     shard's contents. With --peer: per agent and per shard of a running mesh, its holders
@@ -145,31 +242,53 @@ def inspect(data_dir: Path | None, peer: str | None, mesh: str, prefix: str, r: 
     try:
         with Store.open_readonly(data_dir) as store:
             if dump is not None:
-                click.echo(json.dumps(_dump(store, dump), indent=2, sort_keys=True, default=_jsonable))
+                click.echo(
+                    json.dumps(_dump(store, dump), indent=2, sort_keys=True, default=_jsonable)
+                )
                 return
             rows: list[dict[str, Any]] = []
             for name in store.shard_names():
                 if not name.startswith(prefix):
                     continue
                 s = store.stats(name)
-                rows.append({"shard": name, "log_updates": s.log_count, "log_bytes": s.log_bytes,
-                             "snapshot_bytes": s.snapshot_bytes, "updates_ever": s.total_updates,
-                             "last_compaction": s.last_compaction})
+                rows.append(
+                    {
+                        "shard": name,
+                        "log_updates": s.log_count,
+                        "log_bytes": s.log_bytes,
+                        "snapshot_bytes": s.snapshot_bytes,
+                        "updates_ever": s.total_updates,
+                        "last_compaction": s.last_compaction,
+                    }
+                )
     except CrdtSyncError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("shard", "log updates", "log bytes", "snapshot bytes", "updates ever",
-                  "last compaction", title=str(data_dir))
+    table = Table(
+        "shard",
+        "log updates",
+        "log bytes",
+        "snapshot bytes",
+        "updates ever",
+        "last compaction",
+        title=str(data_dir),
+    )
     # Full shard names: the name column never wraps or ends in an ellipsis (the numbers do).
     table.columns[0].no_wrap = True
     table.columns[0].min_width = max((len(str(row["shard"])) for row in rows), default=5)
     for row in rows:
         ts = row["last_compaction"]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "never"
-        table.add_row(str(row["shard"]), str(row["log_updates"]), str(row["log_bytes"]),
-                      str(row["snapshot_bytes"]), str(row["updates_ever"]), when)
+        table.add_row(
+            str(row["shard"]),
+            str(row["log_updates"]),
+            str(row["log_bytes"]),
+            str(row["snapshot_bytes"]),
+            str(row["updates_ever"]),
+            when,
+        )
     _console.print(table)
 
 
@@ -204,7 +323,9 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))
         return
-    agents = Table("agent", "address", "state", "shards", "bytes", title=f"mesh {mesh!r} via {peer}")
+    agents = Table(
+        "agent", "address", "state", "shards", "bytes", title=f"mesh {mesh!r} via {peer}"
+    )
     for name, (n, size) in view.agents().items():
         address, state = view.members.get(name, (None, "?"))
         agents.add_row(name, address or "-", state, str(n), str(size))
@@ -224,16 +345,36 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
 
 
 @main.command()
-@click.argument("scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http]...")
-@click.option("--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes.")
-@click.option("--tiny", "size", flag_value="tiny", help="Smallest sizes: only proves each scenario works.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Results folder [default: ./results/<timestamp>].")
-@click.option("--bench-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The checkout's benchmarks/ directory [default: found next to the package].")
+@click.argument(
+    "scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http]..."
+)
+@click.option(
+    "--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes."
+)
+@click.option(
+    "--tiny", "size", flag_value="tiny", help="Smallest sizes: only proves each scenario works."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results folder [default: ./results/<timestamp>].",
+)
+@click.option(
+    "--bench-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The checkout's benchmarks/ directory [default: found next to the package].",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
-def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, bench_dir: Path | None,
-          list_only: bool) -> None:
+def bench(
+    scenarios: tuple[str, ...],
+    size: str | None,
+    out_dir: Path | None,
+    bench_dir: Path | None,
+    list_only: bool,
+) -> None:
     """Measure crdtsync next to its floors and pycrdt-websocket, in one run (JSON + PNG)."""
     from . import bench as _bench
 
@@ -241,7 +382,9 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
         for name in _bench.ORDER:
             _console.print(f"[bold]{name:8}[/] {_bench.SCENARIOS[name].what}")
         if not list_only:
-            _console.print("usage: crdtsync bench all [--quick|--tiny]  |  crdtsync bench fanout catchup ...")
+            _console.print(
+                "usage: crdtsync bench all [--quick|--tiny]  |  crdtsync bench fanout catchup ..."
+            )
         return
     names = list(_bench.ORDER) if "all" in scenarios else list(dict.fromkeys(scenarios))
     unknown = [n for n in names if n not in _bench.SCENARIOS]
@@ -255,11 +398,13 @@ def bench(scenarios: tuple[str, ...], size: str | None, out_dir: Path | None, be
     if any("error" in r for r in results.values()):
         sys.exit(1)
 
-from crdtsync.security.cli import keys
+
+# Registered here, after `main` exists: these groups live beside the tools they run.
+from crdtsync.security.cli import keys  # noqa: E402
 
 main.add_command(keys)
 
-from crdtsync.mcp.command import mcp_command
+from crdtsync.mcp.command import mcp_command  # noqa: E402
 
 main.add_command(mcp_command)
 

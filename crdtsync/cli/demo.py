@@ -50,7 +50,9 @@ async def run_child(data_dir: str, shard_name: str = "demo", start: int = 0) -> 
             sys.stdout.flush()
 
 
-def crash_and_recover(data_dir: Path, *, kill_after: float, shard_name: str = "demo") -> CrashReport:
+def crash_and_recover(
+    data_dir: Path, *, kill_after: float, shard_name: str = "demo"
+) -> CrashReport:
     """Start a writer child, SIGKILL it after ``kill_after`` seconds, reopen and count."""
     from ..agent import Agent
 
@@ -88,8 +90,14 @@ if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "child":
     asyncio.run(run_child(sys.argv[2], *(sys.argv[3:4]), *(int(a) for a in sys.argv[4:5])))
 
 
-def mesh_demo(root: Path, *, agents: int = 4, writes: int = 150, rate: float = 40.0,
-              console: object | None = None) -> dict[str, object]:
+def mesh_demo(
+    root: Path,
+    *,
+    agents: int = 4,
+    writes: int = 150,
+    rate: float = 40.0,
+    console: object | None = None,
+) -> dict[str, object]:
     """Run ``agents`` agent processes that each write ``writes`` keys; SIGKILL one mid-way,
     restart it, and show them converge in a live table. Returns the figures it saw."""
     from rich.console import Console
@@ -105,14 +113,31 @@ def mesh_demo(root: Path, *, agents: int = 4, writes: int = 150, rate: float = 4
     events: list[str] = []
 
     def table(mesh: LocalMesh) -> Table:
-        t = Table("agent", "process", "keys in 'board'", "digest", "connected peers",
-                  "acknowledged writes", title=f"{agents} agents, {expected} writes in all")
+        t = Table(
+            "agent",
+            "process",
+            "keys in 'board'",
+            "digest",
+            "connected peers",
+            "acknowledged writes",
+            title=f"{agents} agents, {expected} writes in all",
+        )
         for a in mesh.agents.values():
             st = a.shard_status()
-            state = "[red]killed" if not a.alive else ("[yellow]restarted" if a.restarts else "[green]running")
+            state = (
+                "[red]killed"
+                if not a.alive
+                else ("[yellow]restarted" if a.restarts else "[green]running")
+            )
             keys = st.get("keys", "-")
-            t.add_row(a.name, state, f"{keys}", str(st.get("digest", "-"))[:12],
-                      str(len(a.status.get("connected", []))) if a.alive else "-", str(len(a.acked)))
+            t.add_row(
+                a.name,
+                state,
+                f"{keys}",
+                str(st.get("digest", "-"))[:12],
+                str(len(a.status.get("connected", []))) if a.alive else "-",
+                str(len(a.acked)),
+            )
         t.caption = " | ".join(events[-3:])
         return t
 
@@ -120,6 +145,7 @@ def mesh_demo(root: Path, *, agents: int = 4, writes: int = 150, rate: float = 4
         t0 = time.monotonic()
         mesh.start()
         with Live(table(mesh), console=con, refresh_per_second=8) as live:
+
             def pump(seconds: float) -> None:
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
@@ -146,5 +172,11 @@ def mesh_demo(root: Path, *, agents: int = 4, writes: int = 150, rate: float = 4
         final_keys = {a.name: a.shard_status().get("keys") for a in mesh.agents.values()}
         acked = sum(len(a.acked) for a in mesh.agents.values())
         codes = mesh.stop()
-    return {"converged": converged, "seconds": round(took, 2), "expected_keys": expected,
-            "final_keys": final_keys, "acknowledged": acked, "exit_codes": codes}
+    return {
+        "converged": converged,
+        "seconds": round(took, 2),
+        "expected_keys": expected,
+        "final_keys": final_keys,
+        "acknowledged": acked,
+        "exit_codes": codes,
+    }

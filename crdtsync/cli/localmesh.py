@@ -86,8 +86,14 @@ class LocalMesh:
         self.agents: dict[str, AgentProcess] = {}
         ports = [free_port() for _ in names]
         for i, name in enumerate(names):
-            seeds = sorted({f"ws://127.0.0.1:{ports[0]}", f"ws://127.0.0.1:{ports[i - 1]}"}
-                           - {f"ws://127.0.0.1:{ports[i]}"}) if i else []
+            seeds = (
+                sorted(
+                    {f"ws://127.0.0.1:{ports[0]}", f"ws://127.0.0.1:{ports[i - 1]}"}
+                    - {f"ws://127.0.0.1:{ports[i]}"}
+                )
+                if i
+                else []
+            )
             self.agents[name] = AgentProcess(name, self.root / name, ports[i], seeds, list(args))
 
     def __enter__(self) -> LocalMesh:
@@ -99,8 +105,20 @@ class LocalMesh:
     def start(self, name: str | None = None) -> None:
         """Start one agent (or all) as OS processes."""
         for agent in [self.agents[name]] if name else self.agents.values():
-            cmd = [sys.executable, "-m", "crdtsync.cli", "agent", "--name", agent.name,
-                   "--data", str(agent.data_dir), "--listen", agent.url, "--status-interval", "0.1"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "crdtsync.cli",
+                "agent",
+                "--name",
+                agent.name,
+                "--data",
+                str(agent.data_dir),
+                "--listen",
+                agent.url,
+                "--status-interval",
+                "0.1",
+            ]
             for seed in agent.seeds:
                 cmd += ["--peer", seed]
             cmd += agent.args
@@ -157,7 +175,9 @@ class LocalMesh:
         counts = {a.shard_status(shard).get("keys") for a in live}
         return len(digests) == 1 and (keys is None or counts == {keys})
 
-    def wait_converged(self, shard: str = "board", keys: int | None = None, timeout: float = 60.0) -> float:
+    def wait_converged(
+        self, shard: str = "board", keys: int | None = None, timeout: float = 60.0
+    ) -> float:
         """Wait for convergence; return the seconds it took."""
         t0 = time.monotonic()
         self._wait(lambda: self.converged(shard, keys), timeout, f"convergence of {shard!r}")
@@ -167,9 +187,13 @@ class LocalMesh:
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {what} within {timeout}s: " + "; ".join(
-                    f"{a.name}: alive={a.alive} status={a.status} stderr={a.log[-3:]}"
-                    for a in self.agents.values()))
+                raise TimeoutError(
+                    f"no {what} within {timeout}s: "
+                    + "; ".join(
+                        f"{a.name}: alive={a.alive} status={a.status} stderr={a.log[-3:]}"
+                        for a in self.agents.values()
+                    )
+                )
             time.sleep(0.05)
 
     @staticmethod

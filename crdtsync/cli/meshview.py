@@ -50,9 +50,14 @@ class MeshView:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "members": {n: {"address": a, "state": s} for n, (a, s) in sorted(self.members.items())},
+            "members": {
+                n: {"address": a, "state": s} for n, (a, s) in sorted(self.members.items())
+            },
             "shards": {
-                s: {"holders": dict(sorted(c.items())), **({"expected": list(self.expected[s])} if s in self.expected else {})}
+                s: {
+                    "holders": dict(sorted(c.items())),
+                    **({"expected": list(self.expected[s])} if s in self.expected else {}),
+                }
                 for s, c in sorted(self.shards.items())
             },
             "agents": {n: {"shards": k, "bytes": b} for n, (k, b) in self.agents().items()},
@@ -79,7 +84,9 @@ async def inspect_mesh(
         raise UsageError("need timeout > 0 and settle >= 0")
     with tempfile.TemporaryDirectory(prefix="crdtsync-inspect-") as tmp:
         # (Any replication factor: it only makes the scan ask every listening member.)
-        async with Agent(f"inspect-{os.getpid()}", tmp, peers=[peer], mesh=mesh, replication_factor=1) as agent:
+        async with Agent(
+            f"inspect-{os.getpid()}", tmp, peers=[peer], mesh=mesh, replication_factor=1
+        ) as agent:
             core = agent.core
             assert core is not None
             end = time.monotonic() + timeout
@@ -100,5 +107,7 @@ async def inspect_mesh(
             for shard, answers in out.answers.items():
                 result.shards[shard] = {a: len(u) for a, u in answers}
                 if replication_factor is not None:
-                    result.expected[shard] = placement_holders(shard, listening, replication_factor, mesh=mesh)
+                    result.expected[shard] = placement_holders(
+                        shard, listening, replication_factor, mesh=mesh
+                    )
             return result

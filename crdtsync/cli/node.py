@@ -56,13 +56,29 @@ async def run_node(opts: NodeOptions) -> None:
         from ..security.credentials import Credentials
 
         credentials = Credentials.from_dir(opts.keys, opts.name)
-    async with Agent(opts.name, data_dir=opts.data_dir, listen=opts.listen, peers=opts.peers,
-                     mesh=opts.mesh, seed=opts.seed, replication_factor=opts.replication_factor,
-                     credentials=credentials, insecure=opts.insecure, http=opts.http,
-                     broker=opts.broker) as agent:
+    async with Agent(
+        opts.name,
+        data_dir=opts.data_dir,
+        listen=opts.listen,
+        peers=opts.peers,
+        mesh=opts.mesh,
+        seed=opts.seed,
+        replication_factor=opts.replication_factor,
+        credentials=credentials,
+        insecure=opts.insecure,
+        http=opts.http,
+        broker=opts.broker,
+    ) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
-        _emit({"event": "ready", "agent": opts.name, "address": agent.address, "pid": os.getpid(),
-               "http": agent.http_url})
+        _emit(
+            {
+                "event": "ready",
+                "agent": opts.name,
+                "address": agent.address,
+                "pid": os.getpid(),
+                "http": agent.http_url,
+            }
+        )
         tasks = []
         if opts.writes:
             tasks.append(asyncio.create_task(_workload(agent, shards[0], opts)))
@@ -94,13 +110,15 @@ async def _workload(agent: Agent, shard, opts: NodeOptions) -> None:  # type: ig
 
 async def _report(agent: Agent, shards, interval: float) -> None:  # type: ignore[no-untyped-def]
     while True:
-        _emit({
-            "event": "status",
-            "agent": agent.name,
-            "shards": {s.name: {"keys": len(s), "digest": s.digest().hex()} for s in shards},
-            "connected": [p.name for p in agent.peers if p.state == "connected"],
-            "known": [p.name for p in agent.peers],
-        })
+        _emit(
+            {
+                "event": "status",
+                "agent": agent.name,
+                "shards": {s.name: {"keys": len(s), "digest": s.digest().hex()} for s in shards},
+                "connected": [p.name for p in agent.peers if p.state == "connected"],
+                "known": [p.name for p in agent.peers],
+            }
+        )
         await asyncio.sleep(interval)
 
 

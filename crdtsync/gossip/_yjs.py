@@ -22,7 +22,6 @@ __all__ = [
 ]
 
 
-
 def check_state(sv: bytes, ds: bytes | None) -> None:
     """Validate a state vector (and delete set) from a peer before anything uses it.
 

@@ -98,7 +98,12 @@ class Gate(Protocol):
         ...
 
     def verify_ack(
-        self, agent: str, shard: str, state_vector: bytes, delete_set: bytes, signature: bytes | None
+        self,
+        agent: str,
+        shard: str,
+        state_vector: bytes,
+        delete_set: bytes,
+        signature: bytes | None,
     ) -> bool:
         """Whether ``agent`` signed this ack (a relayed ack counts only then)."""
         ...

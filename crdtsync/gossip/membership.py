@@ -327,7 +327,12 @@ class Membership:
         if m is None:
             if e.alive or not connected:
                 self._report(
-                    e.name, e.address, e.incarnation, reported, now, source=source,
+                    e.name,
+                    e.address,
+                    e.incarnation,
+                    reported,
+                    now,
+                    source=source,
                     signature=e.signature,
                 )
             return
@@ -338,7 +343,12 @@ class Membership:
                 m.incarnation, m.signature = e.incarnation, None
                 return
             self._report(
-                e.name, e.address, e.incarnation, reported, now, source=source,
+                e.name,
+                e.address,
+                e.incarnation,
+                reported,
+                now,
+                source=source,
                 signature=e.signature,
             )
         elif e.incarnation == m.incarnation:

@@ -6,9 +6,9 @@ Written by hand next to the routes it describes, and checked against the live se
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from importlib.metadata import PackageNotFoundError, version
 from ..names import MAX_SHARD_NAME
 
 __all__ = ["openapi_schema"]

@@ -138,15 +138,19 @@ class CrdtStore(BaseStore):
         """Run ``ops`` on the agent's loop from another thread (see ``loop`` in the class doc)."""
         loop = self._loop
         if loop is None:
-            raise UsageError("CrdtStore has no event loop: create it inside the agent's loop, "
-                             "pass loop=, or use crdtsync.langgraph.open_store()")
+            raise UsageError(
+                "CrdtStore has no event loop: create it inside the agent's loop, "
+                "pass loop=, or use crdtsync.langgraph.open_store()"
+            )
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            raise UsageError("sync CrdtStore methods cannot run on the agent's own event loop "
-                             "(they would block it); use aput/aget/asearch/... there")
+            raise UsageError(
+                "sync CrdtStore methods cannot run on the agent's own event loop "
+                "(they would block it); use aput/aget/asearch/... there"
+            )
         return asyncio.run_coroutine_threadsafe(self.abatch(list(ops)), loop).result()
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -156,7 +160,7 @@ class CrdtStore(BaseStore):
             validate_op_namespace(op)
         results: list[Result] = [None] * len(ops)
         puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
-        for i, op in enumerate(ops):
+        for _i, op in enumerate(ops):
             if isinstance(op, PutOp):
                 puts[(tuple(op.namespace), op.key)] = op  # the last put of an item wins
             elif not isinstance(op, (GetOp, SearchOp, ListNamespacesOp)):
@@ -193,8 +197,13 @@ class CrdtStore(BaseStore):
                     continue
                 old = items.get(item_id)
                 created = old["created_at"] if old is not None and "created_at" in old else now
-                entry: dict[str, Any] = {"ns": list(ns), "key": op.key, "value": dict(op.value),
-                                         "created_at": created, "updated_at": now}
+                entry: dict[str, Any] = {
+                    "ns": list(ns),
+                    "key": op.key,
+                    "value": dict(op.value),
+                    "created_at": created,
+                    "updated_at": now,
+                }
                 if (ns, op.key) in vectors:
                     entry["vectors"] = vectors[(ns, op.key)]
                 entries[item_id] = entry
@@ -207,7 +216,9 @@ class CrdtStore(BaseStore):
         if self.durable and shards:
             await shards[0].flush()  # flushes every shard of the agent: one group commit
 
-    async def _embed_puts(self, puts: list[PutOp]) -> dict[tuple[tuple[str, ...], str], dict[str, bytes]]:
+    async def _embed_puts(
+        self, puts: list[PutOp]
+    ) -> dict[tuple[tuple[str, ...], str], dict[str, bytes]]:
         if self.embeddings is None:
             return {}
         wanted: list[tuple[tuple[str, ...], str, str, str]] = []  # ns, key, path, text
@@ -239,7 +250,8 @@ class CrdtStore(BaseStore):
         prefix = tuple(op.namespace_prefix)
         n = len(prefix)
         candidates = [
-            e for state in (await self._read_scope(prefix)).values()
+            e
+            for state in (await self._read_scope(prefix)).values()
             for e in _entries(state)
             if tuple(e["ns"][:n]) == prefix and matches(e["value"], op.filter)
         ]
@@ -247,15 +259,17 @@ class CrdtStore(BaseStore):
         candidates.sort(key=lambda e: (e["ns"], e["key"]))
         candidates.sort(key=lambda e: e["updated_at"], reverse=True)
         if not (op.query and self.embeddings is not None):
-            return [_to_item(e, SearchItem) for e in candidates[op.offset: op.offset + op.limit]]
+            return [_to_item(e, SearchItem) for e in candidates[op.offset : op.offset + op.limit]]
         query = await self.embeddings.aembed_query(op.query)
         scored = [(best_score(query, e["vectors"]), e) for e in candidates if e.get("vectors")]
         scored.sort(key=lambda se: se[0], reverse=True)
-        kept = [_to_item(e, SearchItem, score) for score, e in scored[op.offset: op.offset + op.limit]]
+        kept = [
+            _to_item(e, SearchItem, score) for score, e in scored[op.offset : op.offset + op.limit]
+        ]
         if len(kept) < op.limit:  # items without vectors come last, unscored (as InMemoryStore)
             unscored = [e for e in candidates if not e.get("vectors")]
             skip = max(0, op.offset - len(scored))
-            kept += [_to_item(e, SearchItem) for e in unscored[skip: skip + op.limit - len(kept)]]
+            kept += [_to_item(e, SearchItem) for e in unscored[skip : skip + op.limit - len(kept)]]
         return kept
 
     async def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
@@ -264,13 +278,16 @@ class CrdtStore(BaseStore):
             if cond.match_type == "prefix":
                 scope = tuple(until_wildcard(cond.path))
         found = {
-            tuple(e["ns"]) for state in (await self._read_scope(scope)).values()
+            tuple(e["ns"])
+            for state in (await self._read_scope(scope)).values()
             for e in _entries(state)
         }
-        namespaces = [ns for ns in found if all(ns_matches(c, ns) for c in op.match_conditions or ())]
+        namespaces = [
+            ns for ns in found if all(ns_matches(c, ns) for c in op.match_conditions or ())
+        ]
         if op.max_depth is not None:
             namespaces = list({ns[: op.max_depth] for ns in namespaces})
-        return sorted(namespaces)[op.offset: op.offset + op.limit]
+        return sorted(namespaces)[op.offset : op.offset + op.limit]
 
     def _shard_name(self, namespace: tuple[str, ...]) -> str:
         return shard_for(namespace, prefix=self.prefix, shard_depth=self.shard_depth)
@@ -313,7 +330,9 @@ def _entries(state: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _to_item(entry: dict[str, Any], cls: type[Item] = Item, score: float | None = None) -> Any:
     kwargs: dict[str, Any] = {
-        "namespace": tuple(entry["ns"]), "key": entry["key"], "value": entry["value"],
+        "namespace": tuple(entry["ns"]),
+        "key": entry["key"],
+        "value": entry["value"],
         "created_at": datetime.fromisoformat(entry["created_at"]),
         "updated_at": datetime.fromisoformat(entry["updated_at"]),
     }
@@ -323,8 +342,13 @@ def _to_item(entry: dict[str, Any], cls: type[Item] = Item, score: float | None 
 
 
 @contextmanager
-def open_store(name: str, data_dir: Any = None, *, store_options: dict[str, Any] | None = None,
-               **agent_options: Any) -> Iterator[CrdtStore]:
+def open_store(
+    name: str,
+    data_dir: Any = None,
+    *,
+    store_options: dict[str, Any] | None = None,
+    **agent_options: Any,
+) -> Iterator[CrdtStore]:
     """A ``CrdtStore`` for synchronous code: runs an :class:`~crdtsync.Agent` on a background
     thread's event loop for the duration of the ``with`` block (then flushes and closes it).
 

@@ -48,14 +48,19 @@ def _compare(value: Any, filt: Any) -> bool:
             return all(_operator(value, op, arg) for op, arg in filt.items())
         return isinstance(value, dict) and all(_compare(value.get(k), f) for k, f in filt.items())
     if isinstance(filt, (list, tuple)):
-        return (isinstance(value, list) and len(value) == len(filt)
-                and all(_compare(v, f) for v, f in zip(value, filt, strict=True)))
+        return (
+            isinstance(value, list)
+            and len(value) == len(filt)
+            and all(_compare(v, f) for v, f in zip(value, filt, strict=True))
+        )
     return bool(value == filt)
 
 
 _ORDER: dict[str, Callable[[float, float], bool]] = {
-    "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
-    "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
 }
 
 
@@ -83,5 +88,8 @@ def ns_matches(cond: MatchCondition, ns: tuple[str, ...]) -> bool:
     path = tuple(cond.path)
     if len(ns) < len(path):
         return False
-    pairs = zip(ns, path) if cond.match_type == "prefix" else zip(reversed(ns), reversed(path))
+    if cond.match_type == "prefix":
+        pairs = zip(ns, path, strict=False)
+    else:
+        pairs = zip(reversed(ns), reversed(path), strict=False)
     return all(p == "*" or a == p for a, p in pairs)

@@ -13,8 +13,14 @@ from typing import Any
 
 __all__ = ["LOOPBACK_HOSTS", "SHARD_URI", "CrdtMcp", "ShardTools", "parse_pointer", "serve"]
 
-_WHERE = {"CrdtMcp": "server", "serve": "server", "LOOPBACK_HOSTS": "server",
-          "ShardTools": "tools", "SHARD_URI": "tools", "parse_pointer": "tools"}
+_WHERE = {
+    "CrdtMcp": "server",
+    "serve": "server",
+    "LOOPBACK_HOSTS": "server",
+    "ShardTools": "tools",
+    "SHARD_URI": "tools",
+    "parse_pointer": "tools",
+}
 
 
 def __getattr__(name: str) -> Any:

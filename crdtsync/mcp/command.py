@@ -11,22 +11,56 @@ __all__ = ["mcp_command"]
 
 @click.command("mcp")
 @click.option("--name", required=True, help="This agent's name, unique in its mesh.")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
-              help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].",
+)
 @click.option("--listen", default=None, metavar="URL", help="Accept peers on ws://HOST:PORT.")
-@click.option("--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable).")
+@click.option(
+    "--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable)."
+)
 @click.option("--shard", "shards", multiple=True, help="Shard to open at start (repeatable).")
 @click.option("--mesh", default="default", show_default=True, help="Mesh name; peers must match.")
 @click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
-@click.option("--replication-factor", "replication_factor", default=None, type=int,
-              help="Hold each shard on this many agents (placement); default: every shard everywhere.")
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
-              help="stdio for desktop/IDE clients; http for streamable HTTP on loopback.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address (loopback only).")
-@click.option("--port", default=0, show_default=True, help="HTTP port (0 picks a free one; see the ready line).")
-def mcp_command(name: str, data_dir: Path | None, listen: str | None, peers: tuple[str, ...],
-                shards: tuple[str, ...], mesh: str, seed: int | None, replication_factor: int | None,
-                transport: str, host: str, port: int) -> None:
+@click.option(
+    "--replication-factor",
+    "replication_factor",
+    default=None,
+    type=int,
+    help="Hold each shard on this many agents (placement); default: every shard everywhere.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio for desktop/IDE clients; http for streamable HTTP on loopback.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="HTTP bind address (loopback only)."
+)
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    help="HTTP port (0 picks a free one; see the ready line).",
+)
+def mcp_command(
+    name: str,
+    data_dir: Path | None,
+    listen: str | None,
+    peers: tuple[str, ...],
+    shards: tuple[str, ...],
+    mesh: str,
+    seed: int | None,
+    replication_factor: int | None,
+    transport: str,
+    host: str,
+    port: int,
+) -> None:
     """Run an agent node serving the Model Context Protocol (tools + shard resources).
 
     Prints one JSON "ready" line to stderr with the agent's address and the MCP URL.
@@ -36,11 +70,20 @@ def mcp_command(name: str, data_dir: Path | None, listen: str | None, peers: tup
     try:
         from .server import serve
     except ImportError as exc:
-        raise click.ClickException(f"the MCP server needs the mcp SDK: pip install 'crdtsync[mcp]' ({exc})") from exc
+        raise click.ClickException(
+            f"the MCP server needs the mcp SDK: pip install 'crdtsync[mcp]' ({exc})"
+        ) from exc
     from ..errors import CrdtSyncError
 
-    options = {"name": name, "data_dir": data_dir, "listen": listen, "peers": peers, "mesh": mesh,
-               "seed": seed, "replication_factor": replication_factor}
+    options = {
+        "name": name,
+        "data_dir": data_dir,
+        "listen": listen,
+        "peers": peers,
+        "mesh": mesh,
+        "seed": seed,
+        "replication_factor": replication_factor,
+    }
     try:
         asyncio.run(serve(options, transport=transport, host=host, port=port, shards=shards))
     except (CrdtSyncError, ValueError) as exc:

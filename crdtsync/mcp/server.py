@@ -67,8 +67,12 @@ class CrdtMcp:
         self.agent = agent
         self.tools = ShardTools(agent)
         self.bus = InMemorySubscriptionBus()
-        self.server = MCPServer(name or f"crdtsync-{agent.name}", instructions=_INSTRUCTIONS,
-                                subscriptions=self.bus, log_level="WARNING")
+        self.server = MCPServer(
+            name or f"crdtsync-{agent.name}",
+            instructions=_INSTRUCTIONS,
+            subscriptions=self.bus,
+            log_level="WARNING",
+        )
         self._legacy: dict[str, set[Any]] = {}  # uri -> sessions that sent resources/subscribe
         self._watched: dict[str, asyncio.Task[None]] = {}
         self._register_tools()
@@ -95,11 +99,22 @@ class CrdtMcp:
         @self.server.tool()
         async def write(
             shard: ShardArg,
-            patch: Annotated[dict[str, Any], Field(description=(
-                'RFC 7386 merge patch: {"k": v} sets k, {"k": null} deletes k, nested objects '
-                "merge key by key; arrays and scalars replace"))],
-            path: Annotated[str, Field(description="JSON Pointer of the map to patch "
-                                                   '("" = the shard; missing maps are created)')] = "",
+            patch: Annotated[
+                dict[str, Any],
+                Field(
+                    description=(
+                        'RFC 7386 merge patch: {"k": v} sets k, {"k": null} deletes k, nested objects '
+                        "merge key by key; arrays and scalars replace"
+                    )
+                ),
+            ],
+            path: Annotated[
+                str,
+                Field(
+                    description="JSON Pointer of the map to patch "
+                    '("" = the shard; missing maps are created)'
+                ),
+            ] = "",
         ) -> dict[str, Any]:
             """Merge-patch a shard (or a map inside it) in one transaction; creates the shard
             if needed. Returns the changed paths once the write is on disk."""
@@ -123,7 +138,9 @@ class CrdtMcp:
             shard: ShardArg,
             path: Annotated[str, Field(description='JSON Pointer of the Text, e.g. "/notes"')],
             text: Annotated[str, Field(description="Text to insert")],
-            index: Annotated[int | None, Field(description="Character offset; omit to append")] = None,
+            index: Annotated[
+                int | None, Field(description="Character offset; omit to append")
+            ] = None,
         ) -> dict[str, Any]:
             """Insert into a collaborative Text (concurrent edits merge character by
             character); a missing key becomes a new Text."""
@@ -141,16 +158,22 @@ class CrdtMcp:
     # -- resources -------------------------------------------------------------------------------
 
     def _register_resources(self) -> None:
-        @self.server.resource("crdtsync://shard/{+name}", name="shard", mime_type="application/json",
-                              description="A shard's whole state in crdtsync's JSON form")
+        @self.server.resource(
+            "crdtsync://shard/{+name}",
+            name="shard",
+            mime_type="application/json",
+            description="A shard's whole state in crdtsync's JSON form",
+        )
         async def shard_resource(name: str) -> str:
             return await self._shard_text(name)
 
         lowlevel = self.server._lowlevel_server  # the SDK has no public hook for 2025-era subscribe
-        lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams,
-                                     self._on_subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams,
-                                     self._on_unsubscribe)
+        lowlevel.add_request_handler(
+            "resources/subscribe", types.SubscribeRequestParams, self._on_subscribe
+        )
+        lowlevel.add_request_handler(
+            "resources/unsubscribe", types.UnsubscribeRequestParams, self._on_unsubscribe
+        )
 
     async def _shard_text(self, name: str) -> str:
         try:
@@ -163,15 +186,25 @@ class CrdtMcp:
         async def read() -> str:
             return await self._shard_text(name)
 
-        self.server.add_resource(FunctionResource(
-            uri=SHARD_URI.format(name=name), name=name, mime_type="application/json",
-            description=f"shard {name!r}", fn=read))
+        self.server.add_resource(
+            FunctionResource(
+                uri=SHARD_URI.format(name=name),
+                name=name,
+                mime_type="application/json",
+                description=f"shard {name!r}",
+                fn=read,
+            )
+        )
 
-    async def _on_subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    async def _on_subscribe(
+        self, ctx: Any, params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
         self._legacy.setdefault(str(params.uri), set()).add(ctx.session)
         return types.EmptyResult()
 
-    async def _on_unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    async def _on_unsubscribe(
+        self, ctx: Any, params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
         self._legacy.get(str(params.uri), set()).discard(ctx.session)
         return types.EmptyResult()
 
@@ -221,15 +254,23 @@ class CrdtMcp:
                     self._legacy[uri].discard(session)
 
 
-async def serve(agent_options: dict[str, Any], *, transport: str = "stdio",
-                host: str = "127.0.0.1", port: int = 0, shards: Sequence[str] = ()) -> None:
+async def serve(
+    agent_options: dict[str, Any],
+    *,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shards: Sequence[str] = (),
+) -> None:
     """Run an agent and serve MCP on ``transport`` (``"stdio"`` or ``"http"``) until stopped.
 
     A JSON ``ready`` line (agent address, MCP URL) goes to stderr: stdout is the stdio channel.
     """
     if transport == "http" and host not in LOOPBACK_HOSTS:
-        raise ValueError(f"--host {host!r}: the MCP HTTP server has no authentication and binds "
-                         f"to loopback only ({', '.join(LOOPBACK_HOSTS)})")
+        raise ValueError(
+            f"--host {host!r}: the MCP HTTP server has no authentication and binds "
+            f"to loopback only ({', '.join(LOOPBACK_HOSTS)})"
+        )
     async with Agent(**agent_options) as agent:
         for name in shards:
             await agent.shard(name)
@@ -260,6 +301,10 @@ async def _serve_http(mcp: CrdtMcp, agent: Agent, host: str, port: int) -> None:
 
 
 def _ready(agent: Agent, mcp_url: str) -> None:
-    sys.stderr.write(json.dumps({"event": "ready", "agent": agent.name,
-                                 "address": agent.address, "mcp": mcp_url}) + "\n")
+    sys.stderr.write(
+        json.dumps(
+            {"event": "ready", "agent": agent.name, "address": agent.address, "mcp": mcp_url}
+        )
+        + "\n"
+    )
     sys.stderr.flush()

@@ -38,8 +38,10 @@ def parse_pointer(path: str) -> list[str]:
     if path == "":
         return []
     if not path.startswith("/"):
-        raise ToolError(f"path {path!r} is not a JSON Pointer: use \"\" for the whole shard or "
-                        f"'/key/subkey/0' (a '/' before every key), e.g. {'/' + path!r}")
+        raise ToolError(
+            f'path {path!r} is not a JSON Pointer: use "" for the whole shard or '
+            f"'/key/subkey/0' (a '/' before every key), e.g. {'/' + path!r}"
+        )
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
 
 
@@ -77,8 +79,10 @@ class ShardTools:
 
     async def _open(self, name: str, *, create: bool) -> Shard:
         if not create and name not in self.agent.shard_names():
-            raise ToolError(f"no shard named {name!r} here; {self._shards_hint()} "
-                            "(write to a new name to create a shard)")
+            raise ToolError(
+                f"no shard named {name!r} here; {self._shards_hint()} "
+                "(write to a new name to create a shard)"
+            )
         try:
             return await self.agent.shard(name)
         except InvalidShardName as exc:
@@ -97,13 +101,17 @@ class ShardTools:
             step = jsonform.pointer(here, token)
             if isinstance(node, MapView):
                 if token not in node:
-                    raise ToolError(f"path {step}: no key {token!r} in the map at "
-                                    f"{here or '(the shard)'}; {_keys_hint(node)}")
+                    raise ToolError(
+                        f"path {step}: no key {token!r} in the map at "
+                        f"{here or '(the shard)'}; {_keys_hint(node)}"
+                    )
                 node = node[token]
             elif isinstance(node, ListView):
                 if not token.isdigit() or int(token) >= len(node):
-                    raise ToolError(f"path {step}: the list at {here} has {len(node)} items; "
-                                    f"use an index 0..{len(node) - 1}")
+                    raise ToolError(
+                        f"path {step}: the list at {here} has {len(node)} items; "
+                        f"use an index 0..{len(node) - 1}"
+                    )
                 node = node[int(token)]
             else:
                 raise ToolError(f"path {step}: {here} is {_kind(node)}, which has no children")
@@ -130,8 +138,9 @@ class ShardTools:
         except InvalidShardName as exc:
             raise ToolError(str(exc)) from None
         except (ShardNotFound, ReplicationTimeout):
-            raise ToolError(f"no shard named {shard!r} here or on any peer; "
-                            f"{self._shards_hint()}") from None
+            raise ToolError(
+                f"no shard named {shard!r} here or on any peer; {self._shards_hint()}"
+            ) from None
         for n, token in enumerate(tokens):
             if isinstance(state, dict) and token in state:
                 state = state[token]
@@ -146,8 +155,10 @@ class ShardTools:
         """Apply an RFC 7386 merge patch to the map at ``path`` (created if absent)."""
         tokens = parse_pointer(path)
         if not isinstance(patch, dict):
-            raise ToolError("patch must be a JSON object: {\"key\": value} sets a key, "
-                            "{\"key\": null} deletes it, nested objects merge key by key")
+            raise ToolError(
+                'patch must be a JSON object: {"key": value} sets a key, '
+                '{"key": null} deletes it, nested objects merge key by key'
+            )
         root_patch: Any = patch
         for token in reversed(tokens):
             root_patch = {("$" + token if token.startswith("$") else token): root_patch}
@@ -161,15 +172,19 @@ class ShardTools:
         for n, token in enumerate(tokens):  # every existing step on the way must be a map
             if not isinstance(node, MapView):
                 at = "".join(jsonform.pointer("", t) for t in tokens[:n])
-                raise ToolError(f"path {path}: {at} is {_kind(node)}; a merge patch applies "
-                                "to maps only (use append for lists, insert_text for Text)")
+                raise ToolError(
+                    f"path {path}: {at} is {_kind(node)}; a merge patch applies "
+                    "to maps only (use append for lists, insert_text for Text)"
+                )
             if token not in node:
                 break
             node = node[token]
         else:
             if not isinstance(node, MapView):
-                raise ToolError(f"path {path}: the value there is {_kind(node)}; a merge patch "
-                                "applies to maps only (patch its parent to replace it)")
+                raise ToolError(
+                    f"path {path}: the value there is {_kind(node)}; a merge patch "
+                    "applies to maps only (patch its parent to replace it)"
+                )
         try:
             ops = jsonform.merge_patch(target, root_patch)
         except jsonform.JsonFormError as exc:
@@ -181,8 +196,9 @@ class ShardTools:
         """Append ``value`` to the list at ``path`` (a new one-item list if absent)."""
         tokens = parse_pointer(path)
         if not tokens:
-            raise ToolError("path must name a list inside the shard, e.g. '/log'; "
-                            "the shard itself is a map")
+            raise ToolError(
+                "path must name a list inside the shard, e.g. '/log'; the shard itself is a map"
+            )
         item = self._value(value)
         self._check_new(shard, tokens)
         target = await self._open(shard, create=True)
@@ -196,21 +212,26 @@ class ShardTools:
             elif isinstance(parent[key], ListView):
                 parent[key].append(item)
             else:
-                raise ToolError(f"path {path} is {_kind(parent[key])}; append needs a list "
-                                "(or a missing key, which becomes a new list)")
+                raise ToolError(
+                    f"path {path} is {_kind(parent[key])}; append needs a list "
+                    "(or a missing key, which becomes a new list)"
+                )
             length = len(parent[key])
         await target.flush()
         return {"shard": shard, "path": path, "length": length}
 
-    async def insert_text(self, shard: str, path: str, text: str,
-                          index: int | None = None) -> dict[str, Any]:
+    async def insert_text(
+        self, shard: str, path: str, text: str, index: int | None = None
+    ) -> dict[str, Any]:
         """Insert ``text`` into the collaborative Text at ``path`` (at ``index``, default end)."""
         tokens = parse_pointer(path)
         if not tokens:
             raise ToolError("path must name a Text inside the shard, e.g. '/notes'")
         if shard not in self.agent.shard_names() and index not in (None, 0):
-            raise ToolError(f"shard {shard!r} is new, so {path} has no Text yet: only index 0 "
-                            "(or none) can create it")
+            raise ToolError(
+                f"shard {shard!r} is new, so {path} has no Text yet: only index 0 "
+                "(or none) can create it"
+            )
         self._check_new(shard, tokens)
         target = await self._open(shard, create=True)
         parent = self._walk(target, tokens, upto=-1)
@@ -220,8 +241,9 @@ class ShardTools:
         current = parent.get(key)
         if current is None:
             if index not in (None, 0):
-                raise ToolError(f"path {path} has no Text yet: only index 0 (or none) can "
-                                "create it")
+                raise ToolError(
+                    f"path {path} has no Text yet: only index 0 (or none) can create it"
+                )
             with target.transaction():
                 parent[key] = pycrdt.Text(text)
             length = len(text)
@@ -229,19 +251,24 @@ class ShardTools:
             size = len(current)
             at = size if index is None else index
             if not 0 <= at <= size:
-                raise ToolError(f"index {index} is outside the Text at {path}: use 0..{size} "
-                                "(or omit it to append)")
+                raise ToolError(
+                    f"index {index} is outside the Text at {path}: use 0..{size} "
+                    "(or omit it to append)"
+                )
             with target.transaction():
                 current.insert(at, text)
             length = len(current)
         else:
-            raise ToolError(f"path {path} is {_kind(current)}, not a Text; create a Text by "
-                            "inserting at a missing key, or write {\"$text\": \"...\"} with write")
+            raise ToolError(
+                f"path {path} is {_kind(current)}, not a Text; create a Text by "
+                'inserting at a missing key, or write {"$text": "..."} with write'
+            )
         await target.flush()
         return {"shard": shard, "path": path, "length": length}
 
-    async def wait_until_replicated(self, shard: str, peers: int = 1,
-                                    timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_until_replicated(
+        self, shard: str, peers: int = 1, timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Return once ``peers`` other agents hold every change to ``shard`` made so far."""
         if peers < 1:
             raise ToolError("peers must be at least 1")
@@ -257,9 +284,11 @@ class ShardTools:
     def _check_new(self, shard: str, tokens: list[str]) -> None:
         """Refuse, before creating it, a path a new (empty) shard cannot have a parent for."""
         if len(tokens) > 1 and shard not in self.agent.shard_names():
-            raise ToolError(f"shard {shard!r} does not exist yet, so {jsonform.pointer('', tokens[0])} "
-                            "has nothing in it: create the parent first with write, or use a "
-                            "top-level path like '/log'")
+            raise ToolError(
+                f"shard {shard!r} does not exist yet, so {jsonform.pointer('', tokens[0])} "
+                "has nothing in it: create the parent first with write, or use a "
+                "top-level path like '/log'"
+            )
 
     @staticmethod
     def _value(value: Any) -> Any:
@@ -267,4 +296,3 @@ class ShardTools:
             return jsonform.from_json(value, drop_nulls=False)
         except jsonform.JsonFormError as exc:
             raise ToolError(f"value refused, nothing written: {exc}") from None
-

@@ -124,9 +124,11 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             continue
         if not first and segments[i - 1] != "**":
             parts.append("/")
-        parts.append("".join(
-            "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch) for ch in segment
-        ))
+        parts.append(
+            "".join(
+                "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch) for ch in segment
+            )
+        )
     return re.compile("".join(parts))
 
 
@@ -255,8 +257,14 @@ class Guard:
             return _deny(f"{peer.name!r} may not write {msg.shard!r} ({type(msg).__name__})")
         if isinstance(msg, SyncRequest):
             kept = tuple(sv for sv in msg.state_vectors if perms.may_read(sv[0]))
-            return self._reduced(peer, msg, len(kept), len(msg.state_vectors),
-                                 lambda: replace(msg, state_vectors=kept), "read")
+            return self._reduced(
+                peer,
+                msg,
+                len(kept),
+                len(msg.state_vectors),
+                lambda: replace(msg, state_vectors=kept),
+                "read",
+            )
         if isinstance(msg, ReadRequest):
             kept_r = tuple(sv for sv in msg.shards if perms.may_read(sv[0]))
             # A prefix scan stays allowed: its answer is cut by may_send on the way out.
@@ -264,26 +272,51 @@ class Guard:
                 return Verdict(Decision.ALLOW, msg)
             if not kept_r and msg.prefix is None:
                 return _deny(f"{peer.name!r} may not read any shard it asked for")
-            return Verdict(Decision.RESTRICT, replace(msg, shards=kept_r),
-                           f"{peer.name!r} may not read {len(msg.shards) - len(kept_r)} asked shards")
+            return Verdict(
+                Decision.RESTRICT,
+                replace(msg, shards=kept_r),
+                f"{peer.name!r} may not read {len(msg.shards) - len(kept_r)} asked shards",
+            )
         if isinstance(msg, ReadReply):
             kept_rr = tuple(s for s in msg.shards if perms.may_read(s[0]))
-            return self._reduced(peer, msg, len(kept_rr), len(msg.shards),
-                                 lambda: replace(msg, shards=kept_rr), "hold", keep_empty=True)
+            return self._reduced(
+                peer,
+                msg,
+                len(kept_rr),
+                len(msg.shards),
+                lambda: replace(msg, shards=kept_rr),
+                "hold",
+                keep_empty=True,
+            )
         if isinstance(msg, Holdings):
             kept_h = tuple(s for s in msg.shards if perms.may_read(s))
-            return self._reduced(peer, msg, len(kept_h), len(msg.shards),
-                                 lambda: replace(msg, shards=kept_h), "hold", keep_empty=True)
+            return self._reduced(
+                peer,
+                msg,
+                len(kept_h),
+                len(msg.shards),
+                lambda: replace(msg, shards=kept_h),
+                "hold",
+                keep_empty=True,
+            )
         if isinstance(msg, Offer):
             kept_o = tuple(s for s in msg.shards if perms.may_read(s))
-            return self._reduced(peer, msg, len(kept_o), len(msg.shards),
-                                 lambda: replace(msg, shards=kept_o), "hold")
+            return self._reduced(
+                peer, msg, len(kept_o), len(msg.shards), lambda: replace(msg, shards=kept_o), "hold"
+            )
         if isinstance(msg, Ack):
             kept_a = tuple(s for s in msg.states if perms.may_read(s.shard))
             # Relayed acks speak for other agents: their authenticity is a matter of
             # signatures (see identity.sign_record), not of the relay's permissions.
-            return self._reduced(peer, msg, len(kept_a), len(msg.states),
-                                 lambda: replace(msg, states=kept_a), "hold", keep_empty=True)
+            return self._reduced(
+                peer,
+                msg,
+                len(kept_a),
+                len(msg.states),
+                lambda: replace(msg, states=kept_a),
+                "hold",
+                keep_empty=True,
+            )
         if isinstance(msg, Hello | Summary | Digests | PeerList | Close | Certificates):
             # Hello: its name is checked against the authenticated one by the driver.
             # Summary/Digests: the peer describes its own data; what we answer goes through
@@ -293,14 +326,25 @@ class Guard:
         return _deny(f"unknown message type {type(msg).__name__}")
 
     @staticmethod
-    def _reduced(peer: PeerIdentity, msg: Message, kept: int, total: int,
-                 rebuild: Callable[[], Message], what: str, *, keep_empty: bool = False) -> Verdict:
+    def _reduced(
+        peer: PeerIdentity,
+        msg: Message,
+        kept: int,
+        total: int,
+        rebuild: Callable[[], Message],
+        what: str,
+        *,
+        keep_empty: bool = False,
+    ) -> Verdict:
         if kept == total:
             return Verdict(Decision.ALLOW, msg)
         if kept == 0 and not keep_empty:
             return _deny(f"{peer.name!r} may not {what} any shard of its {type(msg).__name__}")
-        return Verdict(Decision.RESTRICT, rebuild(),
-                       f"{peer.name!r} may not {what} {total - kept} shards of its {type(msg).__name__}")
+        return Verdict(
+            Decision.RESTRICT,
+            rebuild(),
+            f"{peer.name!r} may not {what} {total - kept} shards of its {type(msg).__name__}",
+        )
 
     def may_send(self, peer: PeerIdentity, shard: str) -> bool:
         """Whether anything about ``shard`` (data, digest, name) may go to ``peer``."""

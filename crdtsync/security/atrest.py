@@ -53,7 +53,9 @@ def load_key(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | No
     if data_dir is not None:
         root = Path(data_dir).resolve()
         if key_path == root or root in key_path.parents:
-            raise CredentialsError(f"the encryption key {key_path} is inside the data directory {root}")
+            raise CredentialsError(
+                f"the encryption key {key_path} is inside the data directory {root}"
+            )
     try:
         mode = key_path.stat().st_mode
         key = bytes.fromhex(key_path.read_text().strip())
@@ -62,7 +64,9 @@ def load_key(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | No
     if mode & 0o077:
         raise CredentialsError(f"encryption key {key_path} is readable by others; chmod 600 it")
     if len(key) != KEY_SIZE:
-        raise CredentialsError(f"encryption key {key_path} must hold {KEY_SIZE} bytes (64 hex digits)")
+        raise CredentialsError(
+            f"encryption key {key_path} must hold {KEY_SIZE} bytes (64 hex digits)"
+        )
     return key
 
 
@@ -102,7 +106,9 @@ class AtRestCipher:
         try:
             return self._aead.decrypt(nonce, body, self._aad(shard, kind))
         except InvalidTag:
-            raise WrongKey(f"{kind} of {shard!r} does not open with this key (wrong key or altered data)") from None
+            raise WrongKey(
+                f"{kind} of {shard!r} does not open with this key (wrong key or altered data)"
+            ) from None
 
     def check_value(self) -> bytes:
         """A value to store once; :meth:`verify_check` on it tells whether a key is the right one."""

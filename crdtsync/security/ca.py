@@ -144,7 +144,14 @@ def certificate_info(cert: x509.Certificate) -> CertificateInfo:
         permissions = Permissions.from_json(doc)
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uri_values = uris.get_values_for_type(x509.UniformResourceIdentifier)
-    except (x509.ExtensionNotFound, ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
+    except (
+        x509.ExtensionNotFound,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+    ) as exc:
         raise CredentialsError(f"not a crdtsync agent certificate: {exc}") from exc
     except CredentialsError:
         raise
@@ -156,8 +163,12 @@ def certificate_info(cert: x509.Certificate) -> CertificateInfo:
         raise CredentialsError(f"certificate CN {name!r} does not match its URI SAN {uri_values}")
     validate_shard_name(name)
     return CertificateInfo(
-        name=name, mesh=mesh, permissions=permissions, serial=cert.serial_number,
-        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        name=name,
+        mesh=mesh,
+        permissions=permissions,
+        serial=cert.serial_number,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
     )
 
 
@@ -203,7 +214,9 @@ def read_mesh_name(keys_dir: str | os.PathLike[str]) -> str:
     return mesh
 
 
-def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret: bool = True) -> MeshCA:
+def init_mesh(
+    keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret: bool = True
+) -> MeshCA:
     """Create the CA key, its certificate, ``mesh.json`` and (if ``secret``) the mesh secret.
 
     Raises:
@@ -218,11 +231,13 @@ def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret
         root.mkdir(parents=True, mode=0o700)  # only chmod what we create, never e.g. "."
     (root / "agents").mkdir(exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    subject = x509.Name([  # no mesh name: door certificates show their issuer to anyone
-        x509.NameAttribute(NameOID.COMMON_NAME, "crdtsync mesh CA"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "crdtsync"),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, secrets.token_hex(8)),
-    ])
+    subject = x509.Name(
+        [  # no mesh name: door certificates show their issuer to anyone
+            x509.NameAttribute(NameOID.COMMON_NAME, "crdtsync mesh CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "crdtsync"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, secrets.token_hex(8)),
+        ]
+    )
     now = _utc_now()
     cert = (
         x509.CertificateBuilder()
@@ -234,7 +249,8 @@ def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret
         .not_valid_after(now + dt.timedelta(days=_CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, None)
@@ -250,7 +266,9 @@ def init_mesh(keys_dir: str | os.PathLike[str], mesh: str = "default", *, secret
 class MeshCA:
     """A loaded mesh CA that can issue certificates and tokens and revoke names."""
 
-    def __init__(self, root: Path, mesh: str, key: Ed25519PrivateKey, cert: x509.Certificate) -> None:
+    def __init__(
+        self, root: Path, mesh: str, key: Ed25519PrivateKey, cert: x509.Certificate
+    ) -> None:
         self.root = root
         self.mesh = mesh
         self.key = key
@@ -316,27 +334,37 @@ class MeshCA:
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                critical=True,
             )
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
                 critical=False,
             )
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(agent_uri(self.mesh, name))]),
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(agent_uri(self.mesh, name))]
+                ),
                 critical=False,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
             .add_extension(
-                x509.UnrecognizedExtension(PERMISSIONS_OID, _der_utf8(json.dumps(doc, sort_keys=True))),
+                x509.UnrecognizedExtension(
+                    PERMISSIONS_OID, _der_utf8(json.dumps(doc, sort_keys=True))
+                ),
                 critical=False,
             )
             .sign(self.key, None)
         )
         self.record_serial(name, serial)
-        door = self._door_certificate(key.public_key(), now - _BACKDATE, now + dt.timedelta(days=days))
+        door = self._door_certificate(
+            key.public_key(), now - _BACKDATE, now + dt.timedelta(days=days)
+        )
         self.record_serial(name, door.serial_number)
         if write_files:
             cert_path, key_path = agent_paths(self.root, name)
@@ -346,8 +374,9 @@ class MeshCA:
             door_path(self.root, name).write_bytes(door.public_bytes(serialization.Encoding.PEM))
         return cert, key
 
-    def _door_certificate(self, public_key: Ed25519PublicKey, not_before: dt.datetime,
-                          not_after: dt.datetime) -> x509.Certificate:
+    def _door_certificate(
+        self, public_key: Ed25519PublicKey, not_before: dt.datetime, not_after: dt.datetime
+    ) -> x509.Certificate:
         """The anonymous TLS server certificate for ``public_key`` (see the module docstring)."""
         return (
             x509.CertificateBuilder()
@@ -359,11 +388,13 @@ class MeshCA:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
             .sign(self.key, None)
         )

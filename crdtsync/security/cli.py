@@ -25,15 +25,30 @@ def _default_dir() -> Path:
 
 
 def _dir_option(f: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--dir", "keys_dir", type=click.Path(path_type=Path, file_okay=False),
-                        default=None, help=_DIR_HELP)(f)
+    return click.option(
+        "--dir",
+        "keys_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=_DIR_HELP,
+    )(f)
 
 
 def _scopes(f: click.decorators.FC) -> click.decorators.FC:
-    f = click.option("--write", "write", multiple=True, metavar="PATTERNS",
-                     help="Shards it may write (and read), comma-separated or repeated, e.g. 'tasks/*'.")(f)
-    return click.option("--read", "read", multiple=True, metavar="PATTERNS",
-                        help="Shards it may read, comma-separated or repeated; '**' is every shard.")(f)
+    f = click.option(
+        "--write",
+        "write",
+        multiple=True,
+        metavar="PATTERNS",
+        help="Shards it may write (and read), comma-separated or repeated, e.g. 'tasks/*'.",
+    )(f)
+    return click.option(
+        "--read",
+        "read",
+        multiple=True,
+        metavar="PATTERNS",
+        help="Shards it may read, comma-separated or repeated; '**' is every shard.",
+    )(f)
 
 
 def _permissions(read: tuple[str, ...], write: tuple[str, ...], default_full: bool) -> Permissions:
@@ -49,7 +64,9 @@ def keys() -> None:
 
 @keys.command("init-mesh")
 @_dir_option
-@click.option("--mesh", default="default", show_default=True, help="Mesh name, recorded in the certificates.")
+@click.option(
+    "--mesh", default="default", show_default=True, help="Mesh name, recorded in the certificates."
+)
 @click.option("--no-secret", is_flag=True, help="Do not create a mesh secret (certificates only).")
 def init_mesh_cmd(keys_dir: Path | None, mesh: str, no_secret: bool) -> None:
     """Create the mesh CA (ca.key, ca.pem), mesh.json and a mesh secret in --dir."""
@@ -71,8 +88,9 @@ def init_mesh_cmd(keys_dir: Path | None, mesh: str, no_secret: bool) -> None:
 @_dir_option
 @_scopes
 @click.option("--days", default=365.0, show_default=True, type=float, help="Validity in days.")
-def issue_cmd(name: str, keys_dir: Path | None, read: tuple[str, ...], write: tuple[str, ...],
-              days: float) -> None:
+def issue_cmd(
+    name: str, keys_dir: Path | None, read: tuple[str, ...], write: tuple[str, ...], days: float
+) -> None:
     """Issue agent NAME's key and certificate (agents/NAME.pem, agents/NAME.key).
 
     Without --read/--write the agent may read and write every shard.
@@ -87,7 +105,9 @@ def issue_cmd(name: str, keys_dir: Path | None, read: tuple[str, ...], write: tu
         raise click.ClickException(str(exc)) from exc
     cert, key = agent_paths(root, name)
     click.echo(f"{name}: read {list(perms.read)} write {list(perms.write)}, {days:g} days")
-    click.echo(f"certificate {cert}, key {key}: copy them with ca.pem, mesh.json and revoked.pem to {name}")
+    click.echo(
+        f"certificate {cert}, key {key}: copy them with ca.pem, mesh.json and revoked.pem to {name}"
+    )
 
 
 @keys.command("token")
@@ -95,8 +115,9 @@ def issue_cmd(name: str, keys_dir: Path | None, read: tuple[str, ...], write: tu
 @_dir_option
 @_scopes
 @click.option("--days", default=30.0, show_default=True, type=float, help="Validity in days.")
-def token_cmd(name: str, keys_dir: Path | None, read: tuple[str, ...], write: tuple[str, ...],
-              days: float) -> None:
+def token_cmd(
+    name: str, keys_dir: Path | None, read: tuple[str, ...], write: tuple[str, ...], days: float
+) -> None:
     """Print a bearer token (JWT, EdDSA) for NAME with per-shard read/write scopes.
 
     Without --read/--write the token grants nothing: name the scopes it needs.
@@ -125,4 +146,6 @@ def revoke_cmd(name: str, keys_dir: Path | None) -> None:
         serials = MeshCA.load(root).revoke(name)
     except CrdtSyncError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"revoked {len(serials)} serials of {name!r} in {root}/revoked.pem; copy it to every agent")
+    click.echo(
+        f"revoked {len(serials)} serials of {name!r} in {root}/revoked.pem; copy it to every agent"
+    )

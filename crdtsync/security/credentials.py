@@ -94,7 +94,9 @@ class Credentials:
     _nonces: NonceCache = field(default_factory=NonceCache, repr=False)
 
     @classmethod
-    def from_dir(cls, keys_dir: str | os.PathLike[str], name: str, *, mode: Mode | None = None) -> Credentials:
+    def from_dir(
+        cls, keys_dir: str | os.PathLike[str], name: str, *, mode: Mode | None = None
+    ) -> Credentials:
         """Load ``name``'s credentials from a keys dir.
 
         Args:
@@ -110,9 +112,17 @@ class Credentials:
         mesh = read_mesh_name(root)
         cert_path, key_path = agent_paths(root, name)
         if mode is None:
-            mode = "tls" if cert_path.exists() else "secret" if (root / "mesh.secret").exists() else None
+            mode = (
+                "tls"
+                if cert_path.exists()
+                else "secret"
+                if (root / "mesh.secret").exists()
+                else None
+            )
             if mode is None:
-                raise CredentialsError(f"no certificate for {name!r} and no mesh secret in {root}: {HINT}")
+                raise CredentialsError(
+                    f"no certificate for {name!r} and no mesh secret in {root}: {HINT}"
+                )
         if mode == "secret":
             try:
                 secret = bytes.fromhex((root / "mesh.secret").read_text().strip())
@@ -129,10 +139,19 @@ class Credentials:
         ca_cert = load_certificate(root / "ca.pem")
         info = certificate_info(load_certificate(cert_path))
         if info.name != name or info.mesh != mesh:
-            raise CredentialsError(f"{cert_path} is for {info.name!r} in mesh {info.mesh!r}, not {name!r} in {mesh!r}")
+            raise CredentialsError(
+                f"{cert_path} is for {info.name!r} in mesh {info.mesh!r}, not {name!r} in {mesh!r}"
+            )
         creds = cls(
-            name=name, mesh=mesh, mode="tls", ca_path=root / "ca.pem", cert_path=cert_path,
-            door_path=door, key_path=key_path, crl_path=root / "revoked.pem", permissions=info.permissions,
+            name=name,
+            mesh=mesh,
+            mode="tls",
+            ca_path=root / "ca.pem",
+            cert_path=cert_path,
+            door_path=door,
+            key_path=key_path,
+            crl_path=root / "revoked.pem",
+            permissions=info.permissions,
             _ca_cert=ca_cert,
         )
         creds.server_context()  # fail now, not at the first connection, if the files do not fit
@@ -177,21 +196,26 @@ class Credentials:
     def verify_peer(self, der: bytes | None, now: dt.datetime | None = None) -> PeerIdentity:
         """The identity in a TLS peer's certificate (see :func:`tls.verify_peer_certificate`)."""
         assert self._ca_cert is not None, "not TLS credentials"
-        return verify_peer_certificate(der, self._ca_cert, self.mesh, revoked=self.revoked(), now=now)
+        return verify_peer_certificate(
+            der, self._ca_cert, self.mesh, revoked=self.revoked(), now=now
+        )
 
     def identity_frame(self) -> bytes:
         """What an acceptor sends once the client's certificate passed: its agent certificate."""
         assert self.cert_path is not None, "not TLS credentials"
         return IDENTITY_MAGIC + load_certificate(self.cert_path).public_bytes(Encoding.DER)
 
-    def verify_server(self, door_der: bytes | None, frame: bytes | str,
-                      now: dt.datetime | None = None) -> PeerIdentity:
+    def verify_server(
+        self, door_der: bytes | None, frame: bytes | str, now: dt.datetime | None = None
+    ) -> PeerIdentity:
         """The acceptor's identity: its TLS (door) certificate, then the agent certificate in
         ``frame`` with the same key (see :mod:`crdtsync.security.tls`)."""
         assert self._ca_cert is not None, "not TLS credentials"
         revoked = self.revoked()
         door = verify_door_certificate(door_der, self._ca_cert, revoked=revoked, now=now)
-        return verify_server_identity(frame, door, self._ca_cert, self.mesh, revoked=revoked, now=now)
+        return verify_server_identity(
+            frame, door, self._ca_cert, self.mesh, revoked=revoked, now=now
+        )
 
     def verify_door(self, door_der: bytes | None) -> None:
         """Check the acceptor's TLS certificate before reading anything from it."""
@@ -207,7 +231,9 @@ class Credentials:
             CredentialsError: the token is invalid; the message says why.
         """
         if self._ca_cert is None:
-            raise CredentialsError("verifying tokens needs the mesh CA certificate (TLS credentials)")
+            raise CredentialsError(
+                "verifying tokens needs the mesh CA certificate (TLS credentials)"
+            )
         return verify_token(token, self._ca_cert, self.mesh, revoked=self.revoked())
 
     def identity(self) -> Identity:
@@ -223,7 +249,9 @@ class Credentials:
     def handshake(self, *, client: bool) -> SecretHandshake:
         """A fresh mesh-secret handshake for one connection (secret mode only)."""
         assert self.secret is not None, "not mesh-secret credentials"
-        return SecretHandshake(self.secret, self.mesh, self.name, client=client, replay_cache=self._nonces)
+        return SecretHandshake(
+            self.secret, self.mesh, self.name, client=client, replay_cache=self._nonces
+        )
 
 
 class _LiveRevoked:

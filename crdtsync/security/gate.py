@@ -124,7 +124,12 @@ class CredentialGate:
         return sig
 
     def verify_ack(
-        self, agent: str, shard: str, state_vector: bytes, delete_set: bytes, signature: bytes | None
+        self,
+        agent: str,
+        shard: str,
+        state_vector: bytes,
+        delete_set: bytes,
+        signature: bytes | None,
     ) -> bool:
         if self._ring is None:
             return True  # mesh secret: every member is trusted (module docstring)

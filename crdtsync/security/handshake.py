@@ -130,7 +130,9 @@ class SecretHandshake:
 
     def _mac(self, role: str, *names: str) -> bytes:
         assert self._nonce_c is not None and self._nonce_s is not None
-        data = canonical_bytes("mesh-auth", [role, self._mesh, self._nonce_c, self._nonce_s, *names])
+        data = canonical_bytes(
+            "mesh-auth", [role, self._mesh, self._nonce_c, self._nonce_s, *names]
+        )
         return hmac.new(self._key, data, hashlib.sha256).digest()
 
     def start(self) -> bytes:
@@ -150,10 +152,19 @@ class SecretHandshake:
         """
         if self.done:
             raise _fail("handshake already complete")
-        if not isinstance(frame, bytes) or len(frame) < len(MAGIC) + 1 or not frame.startswith(MAGIC):
+        if (
+            not isinstance(frame, bytes)
+            or len(frame) < len(MAGIC) + 1
+            or not frame.startswith(MAGIC)
+        ):
             raise _fail("not an authentication frame")
         kind, body = frame[len(MAGIC)], frame[len(MAGIC) + 1 :]
-        expected = {(False, 0): _HELLO_C, (True, 1): _HELLO_S, (False, 2): _PROOF_C, (True, 3): _PROOF_S}
+        expected = {
+            (False, 0): _HELLO_C,
+            (True, 1): _HELLO_S,
+            (False, 2): _PROOF_C,
+            (True, 3): _PROOF_S,
+        }
         if expected.get((self._client, self._step)) != kind:
             raise _fail("authentication frame out of order")
         if kind == _HELLO_C:
@@ -165,7 +176,12 @@ class SecretHandshake:
             if not hmac.compare_digest(mac, self._mac("client", name)):
                 raise _fail("authentication failed")
             self.peer, self._step = name, 4
-            return MAGIC + bytes([_PROOF_S]) + self._mac("server", name, self._name) + self._encode_name()
+            return (
+                MAGIC
+                + bytes([_PROOF_S])
+                + self._mac("server", name, self._name)
+                + self._encode_name()
+            )
         if not hmac.compare_digest(mac, self._mac("server", self._name, name)):
             raise _fail("the server failed to authenticate")
         self.peer, self._step = name, 4

@@ -88,7 +88,9 @@ def sign_record(key: Ed25519PrivateKey, kind: str, fields: Sequence[Field]) -> b
     return key.sign(canonical_bytes(kind, fields))
 
 
-def verify_record(key: Ed25519PublicKey, kind: str, fields: Sequence[Field], signature: bytes) -> bool:
+def verify_record(
+    key: Ed25519PublicKey, kind: str, fields: Sequence[Field], signature: bytes
+) -> bool:
     """Whether ``signature`` is ``key``'s signature over this exact record (never raises on a
     bad signature; a malformed record still raises like :func:`canonical_bytes`)."""
     try:
@@ -140,7 +142,9 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     except OSError as exc:
         raise CredentialsError(f"cannot read private key {path}: {exc}") from exc
     if mode & 0o077:
-        raise CredentialsError(f"private key {path} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+        raise CredentialsError(
+            f"private key {path} is readable by others (mode {mode & 0o777:o}); chmod 600 it"
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -158,7 +162,9 @@ def public_key_bytes(key: Ed25519PublicKey) -> bytes:
 def save_public_key(path: str | os.PathLike[str], key: Ed25519PublicKey) -> None:
     """Write ``key`` as SubjectPublicKeyInfo PEM (world-readable is fine)."""
     Path(path).write_bytes(
-        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
 
 

@@ -53,28 +53,48 @@ ANNOUNCE_KIND = "announce"
 MAX_INCARNATION = 2**62
 
 
-def sign_ack(key: Ed25519PrivateKey, mesh: str, agent: str, shard: str, state_vector: bytes,
-             delete_set: bytes) -> bytes:
+def sign_ack(
+    key: Ed25519PrivateKey,
+    mesh: str,
+    agent: str,
+    shard: str,
+    state_vector: bytes,
+    delete_set: bytes,
+) -> bytes:
     """``agent``'s signature over "I hold this durable state of ``shard``"."""
     return sign_record(key, ACK_KIND, [mesh, agent, shard, state_vector, delete_set])
 
 
-def verify_ack(key: Ed25519PublicKey, mesh: str, agent: str, shard: str, state_vector: bytes,
-               delete_set: bytes, signature: bytes) -> bool:
+def verify_ack(
+    key: Ed25519PublicKey,
+    mesh: str,
+    agent: str,
+    shard: str,
+    state_vector: bytes,
+    delete_set: bytes,
+    signature: bytes,
+) -> bool:
     """Whether ``signature`` is the ack of exactly this state by the holder of ``key``."""
     return verify_record(key, ACK_KIND, [mesh, agent, shard, state_vector, delete_set], signature)
 
 
-def sign_announcement(key: Ed25519PrivateKey, mesh: str, agent: str, address: str | None,
-                      incarnation: int) -> bytes:
+def sign_announcement(
+    key: Ed25519PrivateKey, mesh: str, agent: str, address: str | None, incarnation: int
+) -> bytes:
     """``agent``'s signature over "I listen at ``address`` at ``incarnation``"."""
     if not 0 <= incarnation <= MAX_INCARNATION:
         raise ValueError(f"incarnation {incarnation} outside 0..{MAX_INCARNATION}")
     return sign_record(key, ANNOUNCE_KIND, [mesh, agent, address, incarnation])
 
 
-def verify_announcement(key: Ed25519PublicKey, mesh: str, agent: str, address: str | None,
-                        incarnation: int, signature: bytes) -> bool:
+def verify_announcement(
+    key: Ed25519PublicKey,
+    mesh: str,
+    agent: str,
+    address: str | None,
+    incarnation: int,
+    signature: bytes,
+) -> bool:
     """Whether ``signature`` is ``agent``'s announcement of exactly this address and
     incarnation (False for an incarnation above :data:`MAX_INCARNATION`)."""
     if not 0 <= incarnation <= MAX_INCARNATION:
@@ -107,7 +127,9 @@ class KeyRing:
         identity = verify_peer_certificate(der, self._ca, self._mesh, revoked=self._revoked)
         key = x509.load_der_x509_certificate(der).public_key()
         if not isinstance(key, Ed25519PublicKey):
-            raise ProtocolError("agent certificate without an Ed25519 key", CloseCode.UNAUTHENTICATED)
+            raise ProtocolError(
+                "agent certificate without an Ed25519 key", CloseCode.UNAUTHENTICATED
+            )
         self._keys[identity.name] = key
         self._identities[identity.name] = identity
         return identity
@@ -120,14 +142,20 @@ class KeyRing:
         """The certified identity (name, permissions) of ``name``, if known."""
         return self._identities.get(name)
 
-    def verify_ack(self, agent: str, shard: str, state_vector: bytes, delete_set: bytes,
-                   signature: bytes) -> bool:
+    def verify_ack(
+        self, agent: str, shard: str, state_vector: bytes, delete_set: bytes, signature: bytes
+    ) -> bool:
         """Whether ``agent`` (known here by its certificate) signed this ack."""
         key = self._keys.get(agent)
-        return key is not None and verify_ack(key, self._mesh, agent, shard, state_vector, delete_set, signature)
+        return key is not None and verify_ack(
+            key, self._mesh, agent, shard, state_vector, delete_set, signature
+        )
 
-    def verify_announcement(self, agent: str, address: str | None, incarnation: int,
-                            signature: bytes) -> bool:
+    def verify_announcement(
+        self, agent: str, address: str | None, incarnation: int, signature: bytes
+    ) -> bool:
         """Whether ``agent`` (known here by its certificate) signed this announcement."""
         key = self._keys.get(agent)
-        return key is not None and verify_announcement(key, self._mesh, agent, address, incarnation, signature)
+        return key is not None and verify_announcement(
+            key, self._mesh, agent, address, incarnation, signature
+        )

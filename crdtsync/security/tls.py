@@ -119,15 +119,17 @@ def verify_peer_certificate(
     if not info.not_before <= now <= info.not_after:
         raise ProtocolError(
             f"certificate of {info.name!r} valid {info.not_before:%Y-%m-%d %H:%M} to "
-            f"{info.not_after:%Y-%m-%d %H:%M} UTC", CloseCode.CERT_EXPIRED,
+            f"{info.not_after:%Y-%m-%d %H:%M} UTC",
+            CloseCode.CERT_EXPIRED,
         )
     if info.serial in revoked:
         raise ProtocolError(f"certificate of {info.name!r} was revoked", CloseCode.CERT_REVOKED)
     return PeerIdentity(info.name, info.permissions, method="tls", certificate=der)
 
 
-def _check_dates_and_revocation(cert: x509.Certificate, what: str, revoked: Collection[int],
-                                now: dt.datetime | None) -> None:
+def _check_dates_and_revocation(
+    cert: x509.Certificate, what: str, revoked: Collection[int], now: dt.datetime | None
+) -> None:
     now = now or dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise ProtocolError(f"{what} is outside its validity dates", CloseCode.CERT_EXPIRED)
@@ -136,7 +138,10 @@ def _check_dates_and_revocation(cert: x509.Certificate, what: str, revoked: Coll
 
 
 def verify_door_certificate(
-    der: bytes | None, ca_cert: x509.Certificate, *, revoked: Collection[int] = (),
+    der: bytes | None,
+    ca_cert: x509.Certificate,
+    *,
+    revoked: Collection[int] = (),
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
     """Check the certificate an acceptor presented in TLS: issued by the mesh CA, in its dates,
@@ -151,14 +156,21 @@ def verify_door_certificate(
         cert = x509.load_der_x509_certificate(der)
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise ProtocolError(f"server certificate refused: {exc}", CloseCode.UNAUTHENTICATED) from None
+        raise ProtocolError(
+            f"server certificate refused: {exc}", CloseCode.UNAUTHENTICATED
+        ) from None
     _check_dates_and_revocation(cert, "the server's TLS certificate", revoked, now)
     return cert
 
 
 def verify_server_identity(
-    frame: bytes | str, door: x509.Certificate, ca_cert: x509.Certificate, mesh: str, *,
-    revoked: Collection[int] = (), now: dt.datetime | None = None,
+    frame: bytes | str,
+    door: x509.Certificate,
+    ca_cert: x509.Certificate,
+    mesh: str,
+    *,
+    revoked: Collection[int] = (),
+    now: dt.datetime | None = None,
 ) -> PeerIdentity:
     """The acceptor's identity from its identity frame, bound to the key TLS proved (``door``).
 
@@ -172,5 +184,7 @@ def verify_server_identity(
     identity = verify_peer_certificate(der, ca_cert, mesh, revoked=revoked, now=now)
     cert = x509.load_der_x509_certificate(der)
     if cert.public_key() != door.public_key():
-        raise ProtocolError("the server's certificate is not for the key it proved", CloseCode.UNAUTHENTICATED)
+        raise ProtocolError(
+            "the server's certificate is not for the key it proved", CloseCode.UNAUTHENTICATED
+        )
     return identity

@@ -32,8 +32,14 @@ __all__ = ["issue_token", "verify_token"]
 _LEEWAY = 60  # seconds of clock skew tolerated on exp/nbf
 
 
-def issue_token(ca: MeshCA, name: str, permissions: Permissions, *, days: float = 30,
-                now: dt.datetime | None = None) -> str:
+def issue_token(
+    ca: MeshCA,
+    name: str,
+    permissions: Permissions,
+    *,
+    days: float = 30,
+    now: dt.datetime | None = None,
+) -> str:
     """A bearer token for ``name`` with ``permissions``, valid ``days`` from ``now``."""
     validate_shard_name(name)
     if days <= 0:
@@ -54,8 +60,9 @@ def issue_token(ca: MeshCA, name: str, permissions: Permissions, *, days: float 
     return jwt.encode(claims, ca.key, algorithm="EdDSA")
 
 
-def verify_token(token: str, ca_cert: x509.Certificate, mesh: str, *,
-                 revoked: Collection[int] = ()) -> PeerIdentity:
+def verify_token(
+    token: str, ca_cert: x509.Certificate, mesh: str, *, revoked: Collection[int] = ()
+) -> PeerIdentity:
     """The identity a token grants, after checking signature, mesh, time and revocation.
 
     Raises:
@@ -66,8 +73,13 @@ def verify_token(token: str, ca_cert: x509.Certificate, mesh: str, *,
         raise CredentialsError("the mesh CA key is not Ed25519")
     try:
         claims = jwt.decode(
-            token, key, algorithms=["EdDSA"], audience=f"crdtsync:{mesh}", issuer=f"crdtsync:{mesh}",
-            leeway=_LEEWAY, options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
+            token,
+            key,
+            algorithms=["EdDSA"],
+            audience=f"crdtsync:{mesh}",
+            issuer=f"crdtsync:{mesh}",
+            leeway=_LEEWAY,
+            options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise CredentialsError("token expired") from exc

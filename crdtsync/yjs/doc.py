@@ -18,7 +18,7 @@ import pycrdt
 
 from ..errors import InvalidUpdate
 from ._lib0 import Malformed
-from .parse import UpdateInfo, _structs, parse_update
+from .parse import _NO_LIMITS, UpdateInfo, _structs, parse_update
 from .state import (
     DeleteSet,
     decode_state_vector,
@@ -111,7 +111,7 @@ def doc_delete_set(doc: pycrdt.Doc[Any]) -> DeleteSet:
     # ones) and the doc's whole delete set; its tail is the part we want.
     update = doc.get_update(doc.get_state())
     try:
-        pos = 1 if update[:1] == b"\x00" else _structs(update, 0)[1]
+        pos = 1 if update[:1] == b"\x00" else _structs(update, 0, _NO_LIMITS)[1]
         ds, _ = read_delete_set(update, pos, strict=False)
     except Malformed as exc:  # pycrdt produced something we cannot read: a bug, not a peer
         raise RuntimeError(f"cannot read pycrdt's own delete set: {exc.what}") from None

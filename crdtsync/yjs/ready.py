@@ -3,7 +3,8 @@
 :func:`apply_if_ready` applies an update only if it is ready (:func:`is_ready`): structs that
 build on something the doc lacks would otherwise stay *pending* inside pycrdt, which can then
 crash on hostile input, and deletes of items the doc lacks would stay pending in memory only,
-lost by a crash that keeps the rest of their transaction. :class:`Backlog` holds such updates, bounded, until they are ready.
+lost by a crash that keeps the rest of their transaction. :class:`Backlog` holds such
+updates, bounded, until they are ready.
 
 Every function here takes an optional :class:`~crdtsync.yjs.parse.UpdateInfo`: a caller that
 parsed the update already (at the trust boundary) passes it on, and the bytes are not parsed

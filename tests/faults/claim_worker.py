@@ -30,11 +30,24 @@ def note(log: str, line: str) -> None:
         os.close(fd)
 
 
-async def main(role: str, name: str, data_dir: str, port: int, jobs: int, members: int, log: str,
-               peers: list[int]) -> None:
+async def main(
+    role: str,
+    name: str,
+    data_dir: str,
+    port: int,
+    jobs: int,
+    members: int,
+    log: str,
+    peers: list[int],
+) -> None:
     cfg = GossipConfig.lan(anti_entropy_interval=0.5, backoff_max=0.5)
-    async with Agent(name, data_dir, listen=f"ws://127.0.0.1:{port}", gossip=cfg,
-                     peers=[f"ws://127.0.0.1:{p}" for p in peers]) as agent:
+    async with Agent(
+        name,
+        data_dir,
+        listen=f"ws://127.0.0.1:{port}",
+        gossip=cfg,
+        peers=[f"ws://127.0.0.1:{p}" for p in peers],
+    ) as agent:
         stop = stop_event()
         shard = await agent.shard("work")
         queue = JobQueue(agent, shard, members=members, timeout=3.0)
@@ -92,4 +105,6 @@ async def main(role: str, name: str, data_dir: str, port: int, jobs: int, member
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    asyncio.run(main(a[0], a[1], a[2], int(a[3]), int(a[4]), int(a[5]), a[6], [int(p) for p in a[7:]]))
+    asyncio.run(
+        main(a[0], a[1], a[2], int(a[3]), int(a[4]), int(a[5]), a[6], [int(p) for p in a[7:]])
+    )

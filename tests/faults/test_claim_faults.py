@@ -41,7 +41,7 @@ def free_ports(n: int) -> list[int]:
 def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
     seed = int(os.environ.get("CRDTSYNC_FAULT_SEED", "7"))
     rng = random.Random(seed)
-    ports = dict(zip(NAMES, free_ports(len(NAMES))))
+    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=False))
     log = tmp_path / "events.log"
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -50,15 +50,28 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
         peers = [str(ports[n]) for n in NAMES if n != name]
         with open(tmp_path / f"{name}.err", "ab") as err:
             procs[name] = subprocess.Popen(
-                [sys.executable, str(WORKER), role, name, str(tmp_path / name), str(ports[name]),
-                 str(JOBS), str(len(NAMES)), str(log), *peers],
-                stdout=subprocess.DEVNULL, stderr=err,
+                [
+                    sys.executable,
+                    str(WORKER),
+                    role,
+                    name,
+                    str(tmp_path / name),
+                    str(ports[name]),
+                    str(JOBS),
+                    str(len(NAMES)),
+                    str(log),
+                    *peers,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
             )
 
     def events() -> list[tuple[str, str, str]]:
         if not log.exists():
             return []
-        return [tuple(line.split()) for line in log.read_text().splitlines() if line.count(" ") == 2]  # type: ignore[misc]
+        return [
+            tuple(line.split()) for line in log.read_text().splitlines() if line.count(" ") == 2
+        ]  # type: ignore[misc]
 
     for name in NAMES:
         start(name)
@@ -68,7 +81,9 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
         next_kill = time.monotonic() + 0.8
         while time.monotonic() < deadline:
             evs = events()
-            if any(what == "alldone" for what, _, _ in evs) and any(what == "monitor" for what, _, _ in evs):
+            if any(what == "alldone" for what, _, _ in evs) and any(
+                what == "monitor" for what, _, _ in evs
+            ):
                 break
             if time.monotonic() >= next_kill and kills < 6:
                 victim = rng.choice(WORKERS)

@@ -32,15 +32,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from crdtsync import Agent
 from crdtsync.cli.localmesh import LocalMesh
 
 SOAK = bool(os.environ.get("CRDTSYNC_SOAK"))
 AGENTS = 5
 RATE = 25.0  # writes per second per agent
-WRITES = 1500 if SOAK else 300  # keys per agent: 60 s (soak) or 12 s of workload, stretched by faults
+WRITES = (
+    1500 if SOAK else 300
+)  # keys per agent: 60 s (soak) or 12 s of workload, stretched by faults
 NEMESIS_SECONDS = 60.0 if SOAK else 14.0
 KEY = re.compile(r"(p\d+)-(\d+)")
 
@@ -48,8 +48,11 @@ KEY = re.compile(r"(p\d+)-(\d+)")
 def jepsen(acked: set[str], present: dict[str, Any], attempted: set[str]) -> dict[str, Any]:
     """Jepsen's set checker over one final read."""
     unexpected = sorted(
-        k for k, v in present.items()
-        if k not in attempted or not (m := KEY.fullmatch(k)) or v != {"by": m.group(1), "n": int(m.group(2))}
+        k
+        for k, v in present.items()
+        if k not in attempted
+        or not (m := KEY.fullmatch(k))
+        or v != {"by": m.group(1), "n": int(m.group(2))}
     )
     ok = sorted(acked & present.keys())
     lost = sorted(acked - present.keys())
@@ -120,7 +123,9 @@ def test_acknowledged_writes_survive_kills_restarts_and_freezes(tmp_path: Path) 
             missing = sorted(mine - on_disk.keys())
             disk_checks["checked"] += 1
             disk_checks["acked keys checked"] += len(mine)
-            assert not missing, f"{name} lost acknowledged keys on its own disk: {missing[:10]} (seed {seed})"
+            assert not missing, (
+                f"{name} lost acknowledged keys on its own disk: {missing[:10]} (seed {seed})"
+            )
 
         end = time.monotonic() + NEMESIS_SECONDS
         while time.monotonic() < end:
@@ -168,8 +173,12 @@ def test_acknowledged_writes_survive_kills_restarts_and_freezes(tmp_path: Path) 
         while not (all(a.done for a in mesh.agents.values()) and mesh.converged(keys=expected)):
             assert time.monotonic() < deadline, (
                 f"no convergence on {expected} keys (seed {seed}): "
-                + "; ".join(f"{a.name}: done={a.done} {a.shard_status()} err={a.log[-2:]}" for a in mesh.agents.values())
-                + "\n" + "\n".join(log)
+                + "; ".join(
+                    f"{a.name}: done={a.done} {a.shard_status()} err={a.log[-2:]}"
+                    for a in mesh.agents.values()
+                )
+                + "\n"
+                + "\n".join(log)
             )
             time.sleep(0.1)
         event("converged")
@@ -185,18 +194,28 @@ def test_acknowledged_writes_survive_kills_restarts_and_freezes(tmp_path: Path) 
     acked = set().union(*(a.acked for a in mesh.agents.values()))
     finals = {name: asyncio.run(read_final(mesh.agents[name].data_dir)) for name in names}
     results = {name: jepsen(acked, finals[name], attempted) for name in names}
-    print(f"\nprocess faults (seed {seed}, {time.monotonic() - t0:.1f}s): {dict(faults)}; "
-          f"{len(acked)} acknowledged of {len(attempted)} attempted; own-disk checks after SIGKILL: "
-          f"{disk_checks['checked']} ({disk_checks['acked keys checked']} acked keys, none missing)")
+    print(
+        f"\nprocess faults (seed {seed}, {time.monotonic() - t0:.1f}s): {dict(faults)}; "
+        f"{len(acked)} acknowledged of {len(attempted)} attempted; own-disk checks after SIGKILL: "
+        f"{disk_checks['checked']} ({disk_checks['acked keys checked']} acked keys, none missing)"
+    )
     for name, r in results.items():
-        print(f"  {name}: ok={r['ok']} lost={len(r['lost'])} unexpected={len(r['unexpected'])} "
-              f"recovered={r['recovered']} keys={len(finals[name])}")
+        print(
+            f"  {name}: ok={r['ok']} lost={len(r['lost'])} unexpected={len(r['unexpected'])} "
+            f"recovered={r['recovered']} keys={len(finals[name])}"
+        )
     history = "\n".join(log)
     assert all(code == 0 for code in codes.values()), f"unclean exits {codes}\n{history}"
     for name, r in results.items():
-        assert r["lost"] == [] and r["unexpected"] == [], f"{name}: {r['lost'][:10]} {r['unexpected'][:10]}\n{history}"
-        assert set(finals[name]) == attempted, f"{name} lacks {sorted(attempted - set(finals[name]))[:10]}"
-    assert faults["SIGKILL"] + faults["SIGKILL while stopped"] >= 2 and faults["SIGSTOP"] >= 2, faults
+        assert r["lost"] == [] and r["unexpected"] == [], (
+            f"{name}: {r['lost'][:10]} {r['unexpected'][:10]}\n{history}"
+        )
+        assert set(finals[name]) == attempted, (
+            f"{name} lacks {sorted(attempted - set(finals[name]))[:10]}"
+        )
+    assert faults["SIGKILL"] + faults["SIGKILL while stopped"] >= 2 and faults["SIGSTOP"] >= 2, (
+        faults
+    )
     assert all(f == finals[names[0]] for f in finals.values())  # same state everywhere
 
 
@@ -213,6 +232,8 @@ def test_local_mesh_closes_the_pipes_of_the_processes_it_started(tmp_path: Path)
         mesh.stop()
         time.sleep(0.3)
     procs = [first, mesh.agents["q0"].proc]
-    leaked = [p.stdout for p in procs if p is not None and p.stdout is not None and not p.stdout.closed]
+    leaked = [
+        p.stdout for p in procs if p is not None and p.stdout is not None and not p.stdout.closed
+    ]
     close_pipes([p for p in procs if p is not None])
     assert leaked == []

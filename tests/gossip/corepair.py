@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import pycrdt
 import pytest
+from crdtsync.transports.memory import MemoryReplicas
 
 from crdtsync import updates, wire
 from crdtsync.errors import CloseCode, InvalidShardName, ProtocolError, UsageError
@@ -47,7 +48,6 @@ from crdtsync.messages import (
     Summary,
     SyncRequest,
 )
-from crdtsync.transports.memory import MemoryReplicas
 
 W = 0.25  # batching window used in these tests
 CFG = GossipConfig(

@@ -33,7 +33,7 @@ def test_acks_are_relayed_within_ack_relay_hops() -> None:
             for core in cores.values():
                 core.tick(t)
             deliver(cores, t)
-            for name, core in cores.items():
+            for core in cores.values():
                 if reps(core).dirty:
                     reps(core).commit()
                     core.durable(["s"], t)

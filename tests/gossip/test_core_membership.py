@@ -24,7 +24,7 @@ def test_seeds_are_dialled_with_exponential_backoff_and_jitter() -> None:
         a.tick(t)
         assert a.dials() != []
         retries.append(t)
-    gaps = [b - a_ for a_, b in zip([0.0, *retries], retries)]
+    gaps = [b - a_ for a_, b in zip([0.0, *retries], retries, strict=False)]
     # delays double (jittered down to half) up to the cap
     for i, gap in enumerate(gaps):
         cap = min(8.0, 2.0**i)
