@@ -249,7 +249,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         # weighted length so far, its content kind and its right origin's bytes.
         run = 0
         run_kind = 0
-        run_right = b""
+        run_right_at = run_right_end = 0
         for _ in range(n_structs):
             start = pos
             try:
@@ -299,14 +299,22 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                         local = ref_client == client
                 merges = False
                 if max_merge is not None:
+                    # The run's right origin is kept as offsets into ``data`` and compared
+                    # only for an item that continues the run (no copy per item).
                     if kind != _CONTENT_ANY and kind != _CONTENT_STRING:
                         run = 0
-                    elif chained and run and kind == run_kind and data[right_at:pos] == run_right:
+                    elif (
+                        chained
+                        and run
+                        and kind == run_kind
+                        and pos - right_at == run_right_end - run_right_at
+                        and data[right_at:pos] == data[run_right_at:run_right_end]
+                    ):
                         merges = True
                     else:
                         run = 0
                         run_kind = kind
-                        run_right = data[right_at:pos]
+                        run_right_at, run_right_end = right_at, pos
                 if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                     parent_info, pos = read_uint(data, pos, 1, "parent info")
                     if parent_info:
