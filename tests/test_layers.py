@@ -55,6 +55,8 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.yjs.replay", 4),
     ("crdtsync.updates", 4),  # pycrdt-side Yjs helpers (being split into crdtsync.yjs)
     ("crdtsync.store", 4),
+    ("crdtsync._store_env", 4),  # Store's directory lock and LMDB environment (issue 9 split)
+    ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync.durability", 4),
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
