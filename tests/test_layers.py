@@ -75,6 +75,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.reads", 5),
     ("crdtsync.reader", 5),
     ("crdtsync.agent", 5),
+    ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
     ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)
@@ -100,6 +101,7 @@ LAYERS: list[tuple[str, int]] = [
 #: Edges forbidden even within or below a layer: (importer prefix, imported prefix, why).
 FORBIDDEN: list[tuple[str, str, str]] = [
     ("crdtsync.agent", "crdtsync.transports", "the agent takes a transport (Agent(transport=))"),
+    ("crdtsync._agent_wiring", "crdtsync.transports", "the agent takes a transport (its wiring too)"),
     ("crdtsync.reads", "crdtsync.agent", "the reader takes Protocols, not the agent"),
     ("crdtsync.shard", "crdtsync.agent", "a shard talks to a ShardHost"),
     ("crdtsync._registry", "crdtsync.agent", "the registry is the agent's part, not its client"),
