@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.quotas", 2),  # pure quota policies the core calls (issue #11)
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
+    ("crdtsync._sharding_reads", 3),  # Sharding's remote reads (issue 9 split)
     ("crdtsync.placement", 3),
     ("crdtsync.query", 3),
     # 4: pycrdt, LMDB and the user-facing data types
