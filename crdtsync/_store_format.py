@@ -2,8 +2,8 @@
 
 The stored form of updates (a crc32, then the update: :func:`_seal` / :func:`_unseal`), the
 fixed-size per-shard stats record, and the layout versions (format 1: no checksums, upgraded in
-place on open; format 2: checksums). Pure: no LMDB here (the upgrade is given the open write
-transaction). See "Layout" and "Checksums" in the :mod:`crdtsync.store` docstring; that module
+place on open by :mod:`crdtsync._store_env`; format 2: checksums). Pure: no LMDB here. See
+"Layout" and "Checksums" in the :mod:`crdtsync.store` docstring; that module
 re-exports :class:`ShardStats` and :class:`LoadedShard`.
 """
 
