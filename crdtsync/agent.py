@@ -12,8 +12,6 @@ the default wired in by :mod:`crdtsync._compose`); this module imports none.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import random
 import time
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit
 
 from . import _extensions, updates
 from ._activity import Activity
+from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
 from .errors import (
@@ -38,15 +37,13 @@ from .gossip import GossipConfig, GossipCore, PeerStatus
 from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
-from .sharding import Sharding, ShardingConfig
-from .store import ShardStats, Store
+from .sharding import ShardingConfig
+from .store import Store
 from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
 
 if TYPE_CHECKING:
     from .security.credentials import Credentials
-
-_log = logging.getLogger(__name__)
 
 __all__ = [
     "Agent",
@@ -65,7 +62,7 @@ def default_data_dir(name: str) -> Path:
     return Path(home) / name
 
 
-class Agent:
+class Agent(_AgentWiring):
     """One participant in a crdtsync mesh: a data directory of durable shards, shared with peers.
 
     Use it as an async context manager::
@@ -252,28 +249,6 @@ class Agent:
                 raise
             self._http = server
 
-    async def _abort_start(self) -> None:
-        transport, committer, store, registry = (
-            self._transport,
-            self._committer,
-            self._store,
-            self._registry,
-        )
-        self._transport = self._core = self._committer = self._registry = self._store = None
-        for step in (
-            (lambda: transport.close()) if transport is not None else None,
-            (lambda: committer.close()) if committer is not None else None,
-        ):
-            if step is not None:
-                try:
-                    await step()
-                except Exception:  # noqa: BLE001 (the start already failed: report that error)
-                    _log.debug("cleanup after a failed start failed", exc_info=True)
-        if registry is not None:
-            registry.close()
-        if store is not None:
-            store.close()
-
     @property
     def seeds(self) -> dict[str, str]:
         """Per seed address given in ``peers``: ``"connected"``, ``"dialling"`` or
@@ -285,38 +260,6 @@ class Agent:
             a: known.get(a, "dialling" if self._transport is not None else "not started")
             for a in self._seeds
         }
-
-    async def _start_gossip(self, replicas: ShardRegistry, factory: TransportFactory) -> None:
-        self._core = GossipCore(
-            self.name,
-            replicas,
-            rng=self._rng,
-            config=self._gossip_config,
-            mesh=self._mesh,
-            address=self._listen,
-            seeds=self._seeds,
-            policy=Sharding(self._sharding_config),
-        )
-        # Credentials go only to a factory that is given some: one that cannot authenticate
-        # (a test double, a one-process hub) then fails loudly instead of ignoring them.
-        extra: dict[str, Any] = (
-            {} if self._credentials is None else {"credentials": self._credentials}
-        )
-        self._transport = factory(
-            self._core,
-            listen=self._listen,
-            max_frame=self._gossip_config.max_frame,
-            on_activity=self._activity.set,
-            **extra,
-        )
-        self._activity.bind(self._transport.kick)
-        serve_yjs = getattr(self._transport, "serve_yjs", None)
-        if self._listen is not None and callable(serve_yjs):
-            serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
-        watch = getattr(self._transport, "watch_seeds", None)
-        if watch is not None:
-            watch(self._seeds)
-        await self._transport.start()
 
     @property
     def address(self) -> str | None:
@@ -493,63 +436,6 @@ class Agent:
             )
         return self._store
 
-    # -- hooks from shards and the committer ------------------------------------------------
-
-    def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
-        """A shard changed (already applied and appended to the store): gossip it, unless
-        the core itself applied it (then the core already forwards it)."""
-        if self._core is None or (self._registry is not None and self._registry.applying):
-            return
-        # We are inside the Doc's transaction observer: hand the delta to the core once the
-        # transaction is over (the core may read the Doc), batching every delta of this turn.
-        if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._send_outgoing)
-        self._outgoing.append((shard.name, delta))
-
-    def _send_outgoing(self) -> None:
-        outgoing, self._outgoing = self._outgoing, []
-        if self._core is None or self._closed:
-            return
-        now = time.monotonic()
-        for name, delta in outgoing:
-            self._core.local_update(name, delta, now)
-        if self._transport is not None:
-            self._transport.kick()
-
-    def _before_commit(self) -> Any:
-        """Record, per changed shard, the state the coming commit makes durable."""
-        registry = self._registry
-        if registry is None:
-            return None
-        captured = {
-            name: state
-            for name, shard in registry.items()
-            if (state := shard.capture()) is not None
-        }
-
-        def done(ok: bool) -> None:
-            for name, state in captured.items():
-                shard = registry.get(name)
-                if shard is None:  # dropped meanwhile (handed off to its placement holders)
-                    continue
-                if ok:
-                    shard.mark_durable(state)
-                else:
-                    shard.mark_dirty()
-
-        return done if captured else None
-
-    def _on_durable(self, shards: set[str]) -> None:
-        """A group commit finished: these shards' captured states are on disk; ack them."""
-        if self._core is None or self._closed:  # (closing: the store is going, acks are moot)
-            return
-        # (not those dropped since: asking the core about them would recreate them empty)
-        registry = self._registry
-        held = {s for s in shards if registry is not None and s in registry}
-        self._core.durable(held, time.monotonic())
-        if self._transport is not None:
-            self._transport.kick()
-
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
 
@@ -601,45 +487,3 @@ def check_address(address: object, what: str, *, listen: bool, custom: bool) -> 
             f"{what} address {address!r} needs a host and a port, e.g. {example!r}"
         )
     return address
-
-
-class _AgentShardHost:
-    """What the agent's shards call (:class:`crdtsync.shard.ShardHost`): group commits, and
-    waits on the core's acknowledgements."""
-
-    def __init__(self, committer: GroupCommitter, activity: Activity) -> None:
-        self._committer = committer
-        self._activity = activity
-        self.core: GossipCore | None = None  # set once gossip started
-
-    async def flush(self) -> None:
-        await self._committer.flush()
-
-    async def compact(self, name: str) -> ShardStats:
-        return await self._committer.compact(name)
-
-    async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
-        core = self.core
-        if core is None:
-            raise UsageError(
-                "replicated() needs peers: create the Agent with listen=, peers= or broker="
-            )
-        if peers < 1:
-            return
-        target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))
-        await shard.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            holders = core.replicated(shard.name, *target)
-            if len(holders) >= peers:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                lagging = tuple(p.name for p in core.peers() if p.name not in holders)
-                raise ReplicationTimeout(
-                    f"shard {shard.name!r}: {len(holders)} of {peers} peers acknowledged within "
-                    f"{timeout}s (have: {', '.join(holders) or 'none'}; lagging: "
-                    f"{', '.join(lagging) or 'no other agent known'})",
-                    lagging,
-                )
-            await self._activity.wait(min(remaining, 0.1))

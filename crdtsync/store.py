@@ -1,9 +1,11 @@
 """The durable store: every shard's updates, snapshot and metadata in one LMDB environment.
 
-This is the only module in crdtsync that imports :mod:`lmdb`; every LMDB error is translated
-here into :class:`~crdtsync.errors.StoreError` (or a subclass), with the original kept as
+This module and :mod:`crdtsync._store_env` (directory lock and environment, split from it) are
+the only ones in crdtsync that import :mod:`lmdb`; every LMDB error is translated there into
+:class:`~crdtsync.errors.StoreError` (or a subclass), with the original kept as
 ``__cause__``. The store is synchronous and knows nothing about CRDTs: it keeps opaque update
-bytes. :mod:`crdtsync.durability` drives it from asyncio.
+bytes. :mod:`crdtsync.durability` drives it from asyncio. Records, checksums and format versions
+live in :mod:`crdtsync._store_format`.
 
 Layout
 ------
@@ -60,24 +62,33 @@ with a caller-supplied ``merge`` function (the store itself never decodes update
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
-import math
 import os
-import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import lmdb
 
-from .errors import ClosedError, CorruptEntry, DataDirLocked, StoreError, StoreFull, UsageError
+from ._store_env import _Gate, _StoreEnv, _translate
+from ._store_format import (
+    _CRC,
+    _LEGACY,
+    _SEP,
+    LoadedShard,
+    ShardStats,
+    _as_bytes,
+    _Entry,
+    _seal,
+    _stats_from,
+    _stats_to,
+    _unseal,
+)
+from .errors import ClosedError, StoreFull, UsageError
 from .names import validate_shard_name
 
 __all__ = [
@@ -93,147 +104,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_COMPACT_MIN_LOG_COUNT: Final = 1000
 DEFAULT_COMPACT_LOG_RATIO: Final = 1.0
 
-_FORMAT: Final = b"2"
-_FORMAT_UNCHECKED: Final = b"1"  # entries without checksums; upgraded on open
-_LEGACY: Final = b"legacy\x00"  # info key prefix: shard written in format 1, not verified yet
-_CRC: Final = struct.Struct(">I")
-_LOCK_FILE: Final = "LOCK"
-_SEP: Final = b"\x00"
-# log_count, log_bytes, snapshot_bytes, total_updates, last_compaction (NaN = never)
-_STATS: Final = struct.Struct(">QQQQd")
 
-# Real paths of data directories a Store in this process holds. flock already refuses a second
-# open file description of LOCK, but some filesystems emulate flock with per-process fcntl
-# locks, which would let a second Store of the same process in; this set catches that case.
-_open_dirs: set[str] = set()
-_open_dirs_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ShardStats:
-    """Sizes and counters of one shard as committed (a buffered entry is not counted)."""
-
-    name: str
-    log_count: int
-    """Updates in the append-only log now (since the last compaction)."""
-    log_bytes: int
-    """Total bytes of those updates."""
-    snapshot_bytes: int
-    """Size of the compacted snapshot (0 if none)."""
-    total_updates: int
-    """Updates ever appended and committed (monotonic; survives compaction)."""
-    last_compaction: float | None
-    """Wall-clock ``time.time()`` of the last compaction, None if never compacted."""
-
-
-@dataclass(frozen=True)
-class LoadedShard:
-    """Everything committed for one shard: replay ``snapshot`` then ``log`` to rebuild it."""
-
-    snapshot: bytes | None
-    log: list[bytes]
-    """Updates in append order, all appended after the snapshot was taken."""
-    meta: dict[str, bytes]
-    """Whatever :meth:`Store.put_meta` stored."""
-    stats: ShardStats
-    verified: bool = True
-    """Whether every entry carries a checksum that matched, so each is exactly what was
-    validated before it was stored. False for a shard written before checksums (format 1)
-    that :meth:`Store.mark_verified` was not called for yet: validate its entries."""
-
-
-def _seal(update: bytes) -> bytes:
-    """The stored form of an update: its crc32, then the update."""
-    return _CRC.pack(zlib.crc32(update)) + update
-
-
-def _unseal(raw: bytes, name: str, what: str) -> bytes:
-    """The update stored in ``raw``; CorruptEntry if its checksum does not match."""
-    payload = raw[4:]
-    if len(raw) < 4 or _CRC.unpack_from(raw)[0] != zlib.crc32(payload):
-        raise CorruptEntry(
-            f"shard {name!r}: {what} fails its checksum; the data directory is damaged "
-            "(restore it from a backup or a peer)"
-        )
-    return payload
-
-
-class _Gate:
-    """Readers/resizer gate: LMDB's ``mdb_env_set_mapsize`` needs no live transaction in the
-    process, so a resize waits for read transactions to end and holds new ones off.
-
-    Write transactions never need it: they and the resize both run under the commit lock.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._exclusive = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._exclusive = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
-
-
-@contextmanager
-def _translate(what: str) -> Iterator[None]:
-    """Turn any LMDB error escaping the block into a StoreError (cause kept)."""
-    try:
-        yield
-    except lmdb.Error as e:
-        raise StoreError(f"{what}: {e}") from e
-
-
-def _stats_from(name: str, raw: bytes | None) -> ShardStats:
-    if raw is None:
-        return ShardStats(name, 0, 0, 0, 0, None)
-    count, nbytes, snap, total, last = _STATS.unpack(raw)
-    return ShardStats(name, count, nbytes, snap, total, None if math.isnan(last) else last)
-
-
-def _stats_to(s: ShardStats) -> bytes:
-    last = math.nan if s.last_compaction is None else s.last_compaction
-    return _STATS.pack(s.log_count, s.log_bytes, s.snapshot_bytes, s.total_updates, last)
-
-
-def _as_bytes(value: object, what: str) -> bytes:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
-
-
-# A buffered entry: (shard name, meta key or None for a log entry, value).
-_Entry = tuple[str, "str | None", bytes]
-
-
-class Store:
+class Store(_StoreEnv):
     """One data directory of shards, held exclusively by this object until :meth:`close`.
 
     Args:
@@ -290,37 +162,6 @@ class Store:
             self._release_dir_lock()
             raise
 
-    # -- opening and closing -------------------------------------------------------------
-
-    def _acquire_dir_lock(self) -> None:
-        with _open_dirs_lock:
-            if self._real in _open_dirs:
-                raise DataDirLocked(
-                    f"data directory {str(self._dir)!r} is already open by another Store in "
-                    f"this process (pid {os.getpid()})"
-                )
-            path = self._dir / _LOCK_FILE
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise StoreError(f"cannot lock {str(path)!r}: {e}") from e
-                try:
-                    owner = path.read_text().strip()
-                except OSError:
-                    owner = ""
-                by = f"process {owner}" if owner.isdigit() else "another process"
-                raise DataDirLocked(
-                    f"data directory {str(self._dir)!r} is in use by {by} "
-                    f"(exclusive lock on {str(path)!r})"
-                ) from e
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            self._lock_fd = fd
-            _open_dirs.add(self._real)
-
     @classmethod
     def open_readonly(cls, data_dir: str | os.PathLike[str]) -> Store:
         """Open ``data_dir`` for reading only, beside the agent that may hold it: no directory
@@ -332,90 +173,6 @@ class Store:
             StoreError: no store there, or one of another format version.
         """
         return cls(data_dir, readonly=True)
-
-    def _open_readonly(self) -> None:
-        if not (self._dir / "data.mdb").exists():
-            raise StoreError(f"no crdtsync store in {str(self._dir)!r}")
-        with _translate(f"cannot open the LMDB store in {str(self._dir)!r} read-only"):
-            self._env = lmdb.open(
-                str(self._dir), subdir=True, max_dbs=8, readonly=True, lock=True, max_spare_txns=0
-            )
-            try:
-                self._log = self._env.open_db(b"log", create=False)
-                self._snap = self._env.open_db(b"snap", create=False)
-                self._meta = self._env.open_db(b"meta", create=False)
-                self._stats = self._env.open_db(b"stats", create=False)
-                self._info = self._env.open_db(b"info", create=False)
-                with self._env.begin() as txn:
-                    fmt = txn.get(b"format", db=self._info)
-                if fmt != _FORMAT:
-                    raise StoreError(
-                        f"{str(self._dir)!r} holds store format {fmt!r}, this version reads "
-                        f"{_FORMAT!r} (open it once with an agent to upgrade it)"
-                    )
-            except BaseException:
-                self._env.close()
-                raise
-
-    def _release_dir_lock(self) -> None:
-        with _open_dirs_lock:
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
-            _open_dirs.discard(self._real)
-
-    def _open_env(self, map_size: int) -> None:
-        with _translate(f"cannot open the LMDB store in {str(self._dir)!r}"):
-            self._env = lmdb.open(
-                str(self._dir),
-                map_size=map_size,
-                subdir=True,
-                max_dbs=8,
-                sync=self._sync,
-                metasync=self._sync,
-                lock=True,
-                max_spare_txns=0,  # spare read txns would count as live during a resize
-            )
-            try:
-                self._log = self._env.open_db(b"log")
-                self._snap = self._env.open_db(b"snap")
-                self._meta = self._env.open_db(b"meta")
-                self._stats = self._env.open_db(b"stats")
-                info = self._env.open_db(b"info")
-                self._info = info
-                with self._env.begin(write=True) as txn:
-                    fmt = txn.get(b"format", db=info)
-                    if fmt is None:
-                        txn.put(b"format", _FORMAT, db=info)
-                    elif fmt == _FORMAT_UNCHECKED:
-                        self._upgrade(txn)
-                    elif fmt != _FORMAT:
-                        raise StoreError(
-                            f"{str(self._dir)!r} holds store format {fmt!r}, "
-                            f"this version reads {_FORMAT!r}"
-                        )
-            except BaseException:
-                self._env.close()
-                raise
-        if self._sync:
-            # LMDB fsyncs its files, not the directory entries naming them: sync the directory
-            # once so a freshly created store survives power loss too.
-            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _upgrade(self, txn: Any) -> None:
-        """Format 1 -> 2 in the open write transaction: seal every entry, mark shards legacy."""
-        for db in (self._log, self._snap):
-            cur = txn.cursor(db=db)
-            for key, value in list(cur.iternext()):
-                txn.put(key, _seal(bytes(value)), db=db)
-        for key in txn.cursor(db=self._stats).iternext(values=False):
-            txn.put(_LEGACY + bytes(key), b"", db=self._info)
-        txn.put(b"format", _FORMAT, db=self._info)
-        _log.info("upgraded the store in %s to format %s (checksums)", self._dir, _FORMAT)
 
     def close(self) -> None:
         """Close the environment and release the directory lock. Idempotent.

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.quotas", 2),  # pure quota policies the core calls (issue #11)
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
+    ("crdtsync._sharding_reads", 3),  # Sharding's remote reads (issue 9 split)
     ("crdtsync.placement", 3),
     ("crdtsync.query", 3),
     # 4: pycrdt, LMDB and the user-facing data types
@@ -55,6 +56,8 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.yjs.replay", 4),
     ("crdtsync.updates", 4),  # pycrdt-side Yjs helpers (being split into crdtsync.yjs)
     ("crdtsync.store", 4),
+    ("crdtsync._store_env", 4),  # Store's directory lock and LMDB environment (issue 9 split)
+    ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync.durability", 4),
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
@@ -73,6 +76,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.reads", 5),
     ("crdtsync.reader", 5),
     ("crdtsync.agent", 5),
+    ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
     ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)
@@ -98,6 +102,11 @@ LAYERS: list[tuple[str, int]] = [
 #: Edges forbidden even within or below a layer: (importer prefix, imported prefix, why).
 FORBIDDEN: list[tuple[str, str, str]] = [
     ("crdtsync.agent", "crdtsync.transports", "the agent takes a transport (Agent(transport=))"),
+    (
+        "crdtsync._agent_wiring",
+        "crdtsync.transports",
+        "the agent takes a transport (its wiring too)",
+    ),
     ("crdtsync.reads", "crdtsync.agent", "the reader takes Protocols, not the agent"),
     ("crdtsync.shard", "crdtsync.agent", "a shard talks to a ShardHost"),
     ("crdtsync._registry", "crdtsync.agent", "the registry is the agent's part, not its client"),

@@ -76,6 +76,7 @@ from ..messages import (
 from ..names import validate_shard_name
 from ..replica import ReplicaSet
 from ._context import Context
+from ._queries import _Queries
 from ._view import _View
 from ._yjs import EMPTY_STATE_VECTOR
 from .components import build
@@ -84,7 +85,7 @@ from .effects import Effects, PeerStatus
 from .gate import Gate
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
-from .overlay import FULL, RELAY, TREE, Mode, OverlayView
+from .overlay import FULL, RELAY, TREE
 from .policy import FullReplication, ReplicationPolicy, Service
 from .security import Security
 
@@ -113,7 +114,7 @@ SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
 
 
-class GossipCore:
+class GossipCore(_Queries):
     """The gossip protocol of one agent, as a pure state machine (see the module docstring).
 
     Args:
@@ -187,31 +188,6 @@ class GossipCore:
         :mod:`crdtsync.gossip.gate`); call once, before the first connection. Drivers with
         credentials do; without it the core trusts every peer, as in an unauthenticated mesh."""
         self._sec.secure(gate)
-
-    @property
-    def gate(self) -> Gate | None:
-        """The security gate, or None without credentials."""
-        return self._ctx.gate
-
-    @property
-    def security_counters(self) -> dict[str, int]:
-        """Security events with credentials (see :meth:`secure`): ``forbidden`` (messages
-        dropped at the receive boundary) and ``forbidden.<Type>``, ``restricted`` (handled in
-        part), ``unsent`` (outgoing messages cut: the peer may not read them, or we may not
-        write the shard), ``unverified_acks`` (relayed acks without a valid signature),
-        ``refused_members`` (membership entries forged, unsigned or beyond
-        ``MAX_INCARNATION``)."""
-        return self._sec.counters()
-
-    @property
-    def last_refusal(self) -> str:
-        """Why the last message was dropped or cut at the receive boundary."""
-        return self._sec.last_refusal
-
-    @property
-    def refusals(self) -> int:
-        """How many messages were dropped or cut there (a driver logs one line each)."""
-        return self._sec.refusals
 
     @property
     def address(self) -> str | None:
@@ -494,71 +470,6 @@ class GossipCore:
         # dials(), which the driver calls after tick, so those never linger).
         return max(min(times), self._ctx.now)
 
-    # ------------------------------------------------------------------------------------------
-    # queries
-
-    def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
-        """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).
-
-        The agent passes what it wants replicated (e.g. its own state right after a write) and
-        waits until at least k peers are returned. Peers that are not directly connected
-        count too: acks are relayed (in a tree, and through the rotating relay), within about
-        :attr:`GossipConfig.ack_relay_interval` per hop.
-        """
-        return self._p.acks.replicated(shard, state_vector, delete_set)
-
-    def peers(self) -> tuple[PeerStatus, ...]:
-        """Every agent known here, sorted by name, with connection state and replication lag."""
-        desired = self._views().desired
-        out = []
-        for name in self._p.members.names():
-            m = self._p.members[name]
-            conn = self._conns.get(name)
-            acked = self._p.acks.acked.get(name, {})
-            out.append(
-                PeerStatus(
-                    name=name,
-                    address=m.address,
-                    state=CONNECTED if conn is not None else m.status,
-                    incarnation=m.incarnation,
-                    neighbour=name in desired,
-                    queued_bytes=conn.push.queued_bytes if conn else 0,
-                    dropped=conn.push.dropped if conn else 0,
-                    acked=tuple(acked[s] for s in sorted(acked)),
-                )
-            )
-        return tuple(out)
-
-    @property
-    def incarnation(self) -> int:
-        """This agent's current membership incarnation."""
-        return self._p.members.incarnation
-
-    def connected(self) -> tuple[str, ...]:
-        """Names of the peers currently connected, sorted."""
-        return tuple(sorted(self._conns))
-
-    def mode(self) -> str:
-        """The overlay in use: :data:`FULL`, :data:`RELAY` or :data:`TREE` (see the module
-        docstring); it follows the number of live agents in our view."""
-        return self._mode()
-
-    def relay_at(self, now: float) -> str | None:
-        """Rotating relay: the agent relaying the batching window that holds ``now``, as this
-        agent sees it (None outside mode :data:`RELAY`)."""
-        return (
-            self._p.relay.relay_of(self._ctx.window_index(now)) if self._mode() == RELAY else None
-        )
-
-    def neighbours(self) -> frozenset[str]:
-        """Agents the overlay wants this agent connected to."""
-        return self._views().desired
-
-    def members(self, *, listening: bool = False) -> tuple[str, ...]:
-        """Other agents not declared dead (connected, alive or suspect), sorted: the view
-        placement is computed from. ``listening``: only those with a listen address."""
-        return self._p.members.live(listening=listening)
-
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
         self._p.overlay.extra_changed()
@@ -568,12 +479,6 @@ class GossipCore:
 
     def _advance(self, now: float) -> None:
         self._ctx.now = max(self._ctx.now, now)
-
-    def _mode(self) -> Mode:
-        return self._views().mode
-
-    def _views(self) -> OverlayView:
-        return self._p.overlay.view()
 
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         desired = self._views().desired

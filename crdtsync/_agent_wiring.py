@@ -1,0 +1,216 @@
+"""The agent's wiring: starting its gossip core and transport, and the hooks between its parts.
+
+A mixin of :class:`~crdtsync.agent.Agent` (:class:`_AgentWiring`: building the core and the
+transport from its factory, undoing a failed start, and the hooks that the shards and the group
+committer call: local deltas to the core, captured states to durable acks), and the
+:class:`~crdtsync.shard.ShardHost` the agent gives its shards (:class:`_AgentShardHost`). Split
+from :mod:`crdtsync.agent`; like it, this module imports no transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import updates
+from ._activity import Activity
+from ._registry import ShardRegistry
+from .durability import GroupCommitter
+from .errors import ReplicationTimeout, UsageError
+from .gossip import GossipConfig, GossipCore
+from .shard import Shard
+from .sharding import Sharding, ShardingConfig
+from .store import ShardStats, Store
+from .transport import Transport, TransportFactory
+
+if TYPE_CHECKING:
+    from .security.credentials import Credentials
+
+__all__: list[str] = []
+
+#: The agent's logger: log lines keep the name of the module users configure.
+_log = logging.getLogger("crdtsync.agent")
+
+
+class _AgentWiring:
+    """Mixin of :class:`~crdtsync.agent.Agent`: start gossip, undo a failed start, and hooks.
+
+    The attributes and methods declared below belong to the agent (set in its ``__init__``).
+    """
+
+    name: str
+    _credentials: Credentials | None
+    _listen: str | None
+    _seeds: tuple[str, ...]
+    _mesh: str
+    _gossip_config: GossipConfig
+    _sharding_config: ShardingConfig
+    _rng: random.Random
+    _store: Store | None
+    _committer: GroupCommitter | None
+    _registry: ShardRegistry | None
+    _core: GossipCore | None
+    _transport: Transport | None
+    _activity: Activity
+    _outgoing: list[tuple[str, bytes]]
+    _closed: bool
+
+    if TYPE_CHECKING:
+
+        async def shard(self, name: str) -> Shard: ...
+
+    async def _abort_start(self) -> None:
+        transport, committer, store, registry = (
+            self._transport,
+            self._committer,
+            self._store,
+            self._registry,
+        )
+        self._transport = self._core = self._committer = self._registry = self._store = None
+        for step in (
+            (lambda: transport.close()) if transport is not None else None,
+            (lambda: committer.close()) if committer is not None else None,
+        ):
+            if step is not None:
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 (the start already failed: report that error)
+                    _log.debug("cleanup after a failed start failed", exc_info=True)
+        if registry is not None:
+            registry.close()
+        if store is not None:
+            store.close()
+
+    async def _start_gossip(self, replicas: ShardRegistry, factory: TransportFactory) -> None:
+        self._core = GossipCore(
+            self.name,
+            replicas,
+            rng=self._rng,
+            config=self._gossip_config,
+            mesh=self._mesh,
+            address=self._listen,
+            seeds=self._seeds,
+            policy=Sharding(self._sharding_config),
+        )
+        # Credentials go only to a factory that is given some: one that cannot authenticate
+        # (a test double, a one-process hub) then fails loudly instead of ignoring them.
+        extra: dict[str, Any] = (
+            {} if self._credentials is None else {"credentials": self._credentials}
+        )
+        self._transport = factory(
+            self._core,
+            listen=self._listen,
+            max_frame=self._gossip_config.max_frame,
+            on_activity=self._activity.set,
+            **extra,
+        )
+        self._activity.bind(self._transport.kick)
+        serve_yjs = getattr(self._transport, "serve_yjs", None)
+        if self._listen is not None and callable(serve_yjs):
+            serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
+        watch = getattr(self._transport, "watch_seeds", None)
+        if watch is not None:
+            watch(self._seeds)
+        await self._transport.start()
+
+    # -- hooks from shards and the committer ------------------------------------------------
+
+    def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
+        """A shard changed (already applied and appended to the store): gossip it, unless
+        the core itself applied it (then the core already forwards it)."""
+        if self._core is None or (self._registry is not None and self._registry.applying):
+            return
+        # We are inside the Doc's transaction observer: hand the delta to the core once the
+        # transaction is over (the core may read the Doc), batching every delta of this turn.
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        self._outgoing.append((shard.name, delta))
+
+    def _send_outgoing(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self._core is None or self._closed:
+            return
+        now = time.monotonic()
+        for name, delta in outgoing:
+            self._core.local_update(name, delta, now)
+        if self._transport is not None:
+            self._transport.kick()
+
+    def _before_commit(self) -> Any:
+        """Record, per changed shard, the state the coming commit makes durable."""
+        registry = self._registry
+        if registry is None:
+            return None
+        captured = {
+            name: state
+            for name, shard in registry.items()
+            if (state := shard.capture()) is not None
+        }
+
+        def done(ok: bool) -> None:
+            for name, state in captured.items():
+                shard = registry.get(name)
+                if shard is None:  # dropped meanwhile (handed off to its placement holders)
+                    continue
+                if ok:
+                    shard.mark_durable(state)
+                else:
+                    shard.mark_dirty()
+
+        return done if captured else None
+
+    def _on_durable(self, shards: set[str]) -> None:
+        """A group commit finished: these shards' captured states are on disk; ack them."""
+        if self._core is None or self._closed:  # (closing: the store is going, acks are moot)
+            return
+        # (not those dropped since: asking the core about them would recreate them empty)
+        registry = self._registry
+        held = {s for s in shards if registry is not None and s in registry}
+        self._core.durable(held, time.monotonic())
+        if self._transport is not None:
+            self._transport.kick()
+
+
+class _AgentShardHost:
+    """What the agent's shards call (:class:`crdtsync.shard.ShardHost`): group commits, and
+    waits on the core's acknowledgements."""
+
+    def __init__(self, committer: GroupCommitter, activity: Activity) -> None:
+        self._committer = committer
+        self._activity = activity
+        self.core: GossipCore | None = None  # set once gossip started
+
+    async def flush(self) -> None:
+        await self._committer.flush()
+
+    async def compact(self, name: str) -> ShardStats:
+        return await self._committer.compact(name)
+
+    async def replicated(self, shard: Shard, peers: int, timeout: float) -> None:
+        core = self.core
+        if core is None:
+            raise UsageError(
+                "replicated() needs peers: create the Agent with listen=, peers= or broker="
+            )
+        if peers < 1:
+            return
+        target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))
+        await shard.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            holders = core.replicated(shard.name, *target)
+            if len(holders) >= peers:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                lagging = tuple(p.name for p in core.peers() if p.name not in holders)
+                raise ReplicationTimeout(
+                    f"shard {shard.name!r}: {len(holders)} of {peers} peers acknowledged within "
+                    f"{timeout}s (have: {', '.join(holders) or 'none'}; lagging: "
+                    f"{', '.join(lagging) or 'no other agent known'})",
+                    lagging,
+                )
+            await self._activity.wait(min(remaining, 0.1))

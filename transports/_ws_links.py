@@ -1,0 +1,431 @@
+"""Connections of :class:`~crdtsync.transports.websocket.WebsocketTransport`.
+
+The per-connection record (:class:`_Link`) and its snapshot (:class:`ConnectionInfo`), and the
+mixin that runs one connection: opening it (an accepted websocket, routed to the Yjs door by its
+path, or a dial, with seed tracking), its reader (decode, validate, call the core) and writer
+(frames in order, back-pressure) tasks, the first frame handed to ``core.connection_made`` and
+its end reported to the core exactly once. Split from :mod:`crdtsync.transports.websocket`,
+whose docstring describes the behaviour; that module re-exports :class:`ConnectionInfo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote
+
+from crdtsync.transports.yjsdoor import PATH_PREFIX as _YJS_PREFIX
+from crdtsync.transports.yjsdoor import YjsDoor
+from websockets.asyncio.client import connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from crdtsync import wire
+from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
+from crdtsync.gossip import GossipCore
+from crdtsync.messages import Close, Hello, Message
+from crdtsync.security.acl import Guard, PeerIdentity
+
+if TYPE_CHECKING:
+    from crdtsync.security.credentials import Credentials
+
+__all__ = ["ConnectionInfo"]
+
+#: The transport's logger: log lines keep the name of the module users configure.
+logger = logging.getLogger("crdtsync.transports.websocket")
+
+#: Permission filter of what this driver itself sends (the Hello); pure and stateless.
+_GUARD = Guard()
+#: Websocket close reasons are limited to 123 bytes of UTF-8.
+_MAX_CLOSE_REASON = 123
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """A snapshot of one accepted connection (see :meth:`WebsocketTransport.connections`).
+
+    Attributes:
+        peer: the peer's agent name (from its Hello).
+        outbound: True if this agent dialled it, False if it dialled us.
+        address: the listen address the peer advertised, or None.
+        remote: the socket address at the other end, as ``host:port``.
+        since: when the handshake completed, on the transport's clock.
+        queued_bytes: frames waiting to be written to it (our queue and the socket buffer).
+        paused: whether the core was told to pause pushes to it (back-pressure).
+        latency: round-trip time of the last websocket ping, seconds (0 before the first).
+        identity: the peer as authenticated by its certificate or the mesh-secret handshake
+            (name and permissions), None without credentials.
+    """
+
+    peer: str
+    outbound: bool
+    address: str | None
+    remote: str | None
+    since: float
+    queued_bytes: int
+    paused: bool
+    latency: float
+    identity: PeerIdentity | None = None
+
+
+class _CloseRequest(NamedTuple):
+    """Queued after the last frame of a connection: close it with this code."""
+
+    code: int
+    reason: str
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One websocket connection, inbound or outbound, and its send queue."""
+
+    ws: Connection
+    outbound: bool
+    dialled: str | None  # the address from core.dials(), for outbound connections
+    peer: str | None = None  # set once core.connection_made accepted its Hello
+    hello: Hello | None = None
+    accepted_at: float = 0.0
+    queue: deque[bytes | _CloseRequest] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    hello_sent: bool = False
+    paused: bool = False
+    closing: bool = False  # a close was requested: nothing more is queued or handled
+    watchdog: asyncio.TimerHandle | None = None
+    identity: PeerIdentity | None = None  # set once authenticated (with credentials only)
+
+    def label(self) -> str:
+        if self.peer is not None:
+            return self.peer
+        return _format_address(self.ws.remote_address) or "?"
+
+
+def _format_address(addr: object) -> str | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return None if addr is None else str(addr)
+
+
+def _close_reason(reason: str) -> str:
+    data = reason.encode("utf-8")
+    if len(data) <= _MAX_CLOSE_REASON:
+        return reason
+    return data[:_MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
+
+
+class _LinkRunner:
+    """Mixin of :class:`~crdtsync.transports.websocket.WebsocketTransport`: run connections.
+
+    The attributes and methods declared below belong to the transport (set in its
+    ``__init__``, defined in it or in :class:`~crdtsync.transports._ws_auth._Authenticator`).
+    """
+
+    core: GossipCore
+    counters: dict[str, int]
+    _credentials: Credentials | None
+    _client_ssl: ssl.SSLContext | None
+    _clock: Callable[[], float]
+    _on_activity: Callable[[], None] | None
+    _open_timeout: float
+    _ping_interval: float | None
+    _ping_timeout: float | None
+    _close_timeout: float
+    _max_frame: int
+    _low_water: int
+    _max_queue: int
+    _compression: str | None
+    _loop: asyncio.AbstractEventLoop | None
+    _links: set[_Link]
+    _by_peer: dict[str, _Link]
+    _connecting: set[asyncio.Task[Any]]
+    _after_receive_pending: bool
+    _closing: bool
+    _yjs: YjsDoor | None
+    _seed_state: dict[str, str]
+
+    if TYPE_CHECKING:
+
+        def _pump(self) -> None: ...
+
+        def _refuse(self, link: _Link, code: CloseCode, reason: str) -> None: ...
+
+        def _request_close(
+            self,
+            link: _Link,
+            code: int,
+            reason: str,
+            message: Close | None = None,
+            *,
+            frame: bytes | None = None,
+        ) -> None: ...
+
+        async def _authenticate(self, link: _Link) -> bool: ...
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        """websockets handler of an inbound connection."""
+        if self._closing:
+            await ws.close(CloseCode.GOING_AWAY, "agent stopping")
+            return
+        request_path = ws.request.path if ws.request is not None else "/"
+        path, _, query = request_path.partition("?")
+        if path.startswith(_YJS_PREFIX):
+            if self._yjs is None:
+                await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
+                return
+            await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
+            return
+        await self._run_link(_Link(ws, outbound=False, dialled=None))
+
+    async def _dial(self, address: str) -> None:
+        """Open a connection to ``address`` (from core.dials()) and run it."""
+        try:
+            if (self._client_ssl is not None) != address.startswith("wss://"):
+                raise UsageError("TLS credentials dial wss:// only, others ws:// only")
+            ws = await connect(
+                address,
+                compression=self._compression,
+                proxy=None,  # peers are dialled directly, whatever HTTP(S)_PROXY says
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=self._close_timeout,
+                max_size=2 * self._max_frame,
+                max_queue=self._max_queue,
+                ssl=self._client_ssl,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # OSError, InvalidURI, InvalidHandshake, TimeoutError, ...
+            state = self._seed_state.get(address)
+            if state is not None and not state.startswith("unreachable"):
+                logger.warning(
+                    "%s: seed peer %s is unreachable: %s: %s (retrying with backoff; "
+                    "agent.seeds shows its state)",
+                    self.core.name,
+                    address,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                logger.info(
+                    "%s: dial %s failed: %s: %s", self.core.name, address, type(exc).__name__, exc
+                )
+            if state is not None:
+                self._seed_state[address] = f"unreachable: {type(exc).__name__}: {exc}"
+            try:
+                self.core.dial_failed(address, self._clock())
+            except Exception:
+                logger.exception("%s: core.dial_failed failed", self.core.name)
+            self._pump()
+            return
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._connecting.discard(task)
+        if address in self._seed_state:
+            if self._seed_state[address].startswith("unreachable"):
+                logger.info("%s: seed peer %s reached", self.core.name, address)
+            self._seed_state[address] = "connected"
+        link = _Link(ws, outbound=True, dialled=address)
+        if self._closing:
+            self._links.add(link)  # so that close() waits for it
+            self._request_close(link, int(CloseCode.GOING_AWAY), "agent stopping")
+        await self._run_link(link)
+
+    async def _run_link(self, link: _Link) -> None:
+        """Run one connection until it is closed, then report it to the core."""
+        self._links.add(link)
+        if self._credentials is not None and not await self._authenticate(link):
+            self._links.discard(link)
+            if link.watchdog is not None:
+                link.watchdog.cancel()
+            self._connection_closed(link)
+            link.finished.set()
+            return
+        hello_msg: Message | None = self.core.hello()
+        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
+            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
+        assert isinstance(hello_msg, Hello)
+        hello = wire.encode(hello_msg)
+        link.queue.appendleft(hello)  # always the first frame
+        link.queued_bytes += len(hello)
+        link.wake.set()
+        writer = asyncio.create_task(self._writer(link), name=f"crdtsync-writer-{link.label()}")
+        try:
+            await self._reader(link)
+        finally:
+            link.closing = True
+            if not writer.done():
+                # The connection is closed (the reader only returns then): anything queued
+                # cannot be sent any more.
+                writer.cancel()
+            if link.watchdog is not None:
+                link.watchdog.cancel()
+            self._links.discard(link)
+            self._connection_closed(link)  # before any await: this must happen exactly once
+            try:
+                await asyncio.gather(writer, return_exceptions=True)
+            finally:
+                link.finished.set()
+
+    def _connection_closed(self, link: _Link) -> None:
+        """Tell the core: connection_lost for an accepted link, dial_failed for a failed dial."""
+        ws = link.ws
+        logger.info(
+            "%s: connection %s closed (sent %s, received %s)",
+            self.core.name,
+            link.label(),
+            ws.protocol.close_sent.code if ws.protocol.close_sent else None,
+            ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None,
+        )
+        now = self._clock()
+        try:
+            if link.peer is not None:
+                if self._by_peer.get(link.peer) is link:  # not replaced by a newer connection
+                    del self._by_peer[link.peer]
+                    self.core.connection_lost(link.peer, now)
+            elif link.outbound and link.dialled is not None:
+                self.core.dial_failed(link.dialled, now)
+        except Exception:
+            logger.exception(
+                "%s: core failed handling the end of connection %s", self.core.name, link.label()
+            )
+        self._pump()
+
+    async def _writer(self, link: _Link) -> None:
+        """Send ``link``'s queued frames in order; close it at a close request."""
+        ws = link.ws
+        try:
+            while True:
+                if not link.queue:
+                    link.wake.clear()
+                    await link.wake.wait()
+                    continue
+                item = link.queue.popleft()
+                if isinstance(item, _CloseRequest):
+                    await ws.close(item.code, item.reason)
+                    return
+                link.queued_bytes -= len(item)
+                link.hello_sent = True
+                await ws.send(item)
+                # send() returned, so the socket buffer is below websockets' write limit:
+                # our queue alone says whether the peer keeps up.
+                if link.paused and link.queued_bytes <= self._low_water and link.peer is not None:
+                    link.paused = False
+                    if self._by_peer.get(link.peer) is link and not link.closing:
+                        self.core.resume_writing(link.peer, self._clock())
+                        self._pump()
+        except ConnectionClosed:
+            return
+        except Exception:
+            logger.exception("%s: writer of connection %s failed", self.core.name, link.label())
+            ws.transport.abort()
+
+    async def _reader(self, link: _Link) -> None:
+        """Receive, validate and hand to the core every frame of ``link`` until it closes."""
+        ws = link.ws
+        while True:
+            try:
+                data = await ws.recv()
+            except ConnectionClosed:
+                return
+            if link.closing:
+                continue  # draining until the peer's close frame, which the queue may hold up
+            try:
+                self._handle(link, data)
+            except ProtocolError as exc:
+                self._protocol_error(link, exc.code, str(exc))
+            except InvalidUpdate as exc:  # a ReplicaSet that did not go through the core's checks
+                self._protocol_error(link, CloseCode.INVALID_UPDATE, str(exc))
+            except InvalidShardName as exc:
+                self._protocol_error(link, CloseCode.INVALID_SHARD, str(exc))
+            except Exception:
+                logger.exception(
+                    "%s: internal error handling a frame from %s", self.core.name, link.label()
+                )
+                self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
+            self._after_receive_soon()
+
+    def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None:
+        logger.warning(
+            "%s: closing connection %s: %s (%d): %s",
+            self.core.name,
+            link.label(),
+            code.name,
+            code,
+            reason,
+        )
+        self._refuse(link, code, reason)
+
+    def _handle(self, link: _Link, data: str | bytes) -> None:
+        if isinstance(data, str):
+            raise ProtocolError("text frame; crdtsync frames are binary", CloseCode.MALFORMED_FRAME)
+        msg = wire.decode(data, max_size=self._max_frame)
+        now = self._clock()
+        if link.peer is None:
+            self._accept(link, msg, now)
+        elif link.identity is None:
+            self.core.receive(link.peer, msg, now)
+        else:
+            refusals = self.core.refusals
+            self.core.receive(link.peer, msg, now)
+            if self.core.refusals != refusals:  # the gate dropped or cut it: one line
+                logger.warning("%s: from %s: %s", self.core.name, link.peer, self.core.last_refusal)
+
+    def _accept(self, link: _Link, msg: Message, now: float) -> None:
+        """Hand the first frame to core.connection_made, which settles duplicate connections."""
+        if link.identity is not None and isinstance(msg, Hello) and msg.name != link.identity.name:
+            raise ProtocolError(
+                f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}",
+                CloseCode.IDENTITY_MISMATCH,
+            )
+        try:
+            peer = self.core.connection_made(
+                msg, now, outbound=link.outbound, identity=link.identity
+            )
+        except ProtocolError as exc:
+            if (
+                exc.code == CloseCode.DUPLICATE_NAME
+                and isinstance(msg, Hello)
+                and msg.name != self.core.name
+            ):
+                # A concurrent dial: the core keeps the other connection. Not a fault.
+                logger.info(
+                    "%s: closing a second connection with %s: %s", self.core.name, msg.name, exc
+                )
+                self._refuse(link, exc.code, str(exc))
+                return
+            raise
+        old = self._by_peer.pop(peer, None)  # popped: its end is not reported lost
+        if old is not None:
+            logger.info("%s: a newer connection replaces the one with %s", self.core.name, peer)
+            self._refuse(old, CloseCode.DUPLICATE_NAME, "replaced by a newer connection")
+        assert isinstance(msg, Hello)
+        link.peer, link.hello, link.accepted_at = peer, msg, now
+        self._by_peer[peer] = link
+
+    def _after_receive_soon(self) -> None:
+        # One pump per event-loop iteration however many frames arrived in it.
+        if not self._after_receive_pending:
+            self._after_receive_pending = True
+            assert self._loop is not None
+            self._loop.call_soon(self._after_receive)
+
+    def _after_receive(self) -> None:
+        self._after_receive_pending = False
+        self._pump()
+        if self._on_activity is not None:
+            try:
+                self._on_activity()
+            except Exception:
+                logger.exception("%s: on_activity callback failed", self.core.name)
