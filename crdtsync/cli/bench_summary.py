@@ -1,0 +1,444 @@
+"""The summary table of ``crdtsync bench``: one row per headline figure, each next to its
+reference (floor or peer) measured in the same run, as a rich table and as Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["summary_markdown", "summary_rows", "summary_table"]
+
+
+def _g(d: Any, *path: str | int) -> Any:
+    for p in path:
+        if isinstance(d, dict):
+            d = d.get(p)  # type: ignore[call-overload]
+        elif isinstance(d, list) and isinstance(p, int) and -len(d) <= p < len(d):
+            d = d[p]
+        else:
+            return None
+    return d
+
+
+def _r(a: Any, b: Any) -> float | None:
+    try:
+        return round(a / b, 2) if a is not None and b else None
+    except TypeError:
+        return None
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per headline figure: scenario, figure, crdtsync, reference, ratio, target, met."""
+    rows: list[dict[str, Any]] = []
+
+    def row(
+        sc: str,
+        figure: str,
+        mine: Any,
+        ref: Any,
+        ref_name: str,
+        *,
+        target: str = "",
+        met: bool | None = None,
+        ratio: float | None | Callable[[], float | None] = None,
+    ) -> None:
+        r = ratio() if callable(ratio) else (ratio if ratio is not None else _r(mine, ref))
+        rows.append(
+            {
+                "scenario": sc,
+                "figure": figure,
+                "crdtsync": mine,
+                "reference": ref,
+                "reference_is": ref_name,
+                "ratio": r,
+                "target": target,
+                "met": met,
+            }
+        )
+
+    for name, res in results.items():
+        if "error" in res:
+            rows.append(
+                {
+                    "scenario": name,
+                    "figure": "FAILED",
+                    "crdtsync": None,
+                    "reference": None,
+                    "reference_is": "",
+                    "ratio": None,
+                    "target": res["error"],
+                    "met": False,
+                }
+            )
+            continue
+        if name == "local":
+            v = res.get("group_commit_durable_ops_per_s")
+            row(
+                name,
+                "durable map sets/s (group commit)",
+                v,
+                res.get("floor_in_memory_ops_per_s"),
+                "bare pycrdt in memory",
+                target=">= 100k/s and >= 0.3x floor",
+                met=bool(
+                    v and v >= 100_000 and (res.get("ratio_group_commit_to_floor") or 0) >= 0.3
+                ),
+            )
+            row(
+                name,
+                "acknowledged writes/s (flush each)",
+                res.get("acknowledged_ops_per_s"),
+                res.get("per_op_commit_ops_per_s"),
+                "one fsync per op",
+            )
+        elif name == "fanout":
+            systems = res.get("systems", {})
+            hub = systems.get("pycrdt-websocket", {})
+            for label in ("crdtsync", "crdtsync-wan"):
+                me = systems.get(label)
+                if not me:
+                    continue
+                tag = "" if label == "crdtsync" else " [WAN config]"
+                b, hb = me["burst"], hub.get("burst", {})
+                p, hp = me["paced"], hub.get("paced", {})
+                row(
+                    name,
+                    f"burst updates/s{tag}",
+                    b["updates_per_s"],
+                    hb.get("updates_per_s"),
+                    "pycrdt-websocket hub",
+                    target=">= 5x hub",
+                    met=bool(hb and b["updates_per_s"] >= 5 * hb["updates_per_s"]),
+                )
+                row(
+                    name,
+                    f"burst latency p99 ms{tag}",
+                    b["latency_ms"]["p99"],
+                    _g(hb, "latency_ms", "p99"),
+                    "pycrdt-websocket hub",
+                    target="< hub",
+                    met=bool(hb and b["latency_ms"]["p99"] < hb["latency_ms"]["p99"]),
+                )
+                row(
+                    name,
+                    f"paced {res['setting']['paced_rate']:g}/s latency p99 ms{tag}",
+                    p["latency_ms"]["p99"],
+                    _g(hp, "latency_ms", "p99"),
+                    "pycrdt-websocket hub",
+                    target="<= hub",
+                    met=bool(hp and p["latency_ms"]["p99"] <= hp["latency_ms"]["p99"]),
+                )
+                row(
+                    name,
+                    f"paced latency p50 / max ms{tag}",
+                    f"{p['latency_ms']['p50']} / {p['latency_ms']['max']}",
+                    f"{_g(hp, 'latency_ms', 'p50')} / {_g(hp, 'latency_ms', 'max')}",
+                    "pycrdt-websocket hub",
+                    ratio=_r(p["latency_ms"]["p50"], _g(hp, "latency_ms", "p50")),
+                )
+                pl, hpl = me.get("paced_low"), hub.get("paced_low")
+                if pl and hpl:
+                    row(
+                        name,
+                        f"paced {res['setting'].get('low_rate', 0):g}/s latency p50 / p99 ms{tag}",
+                        f"{pl['latency_ms']['p50']} / {pl['latency_ms']['p99']}",
+                        f"{hpl['latency_ms']['p50']} / {hpl['latency_ms']['p99']}",
+                        "pycrdt-websocket hub",
+                        target="p99 <= hub",
+                        met=pl["latency_ms"]["p99"] <= hpl["latency_ms"]["p99"],
+                        ratio=_r(pl["latency_ms"]["p99"], hpl["latency_ms"]["p99"]),
+                    )
+                row(
+                    name,
+                    f"burst CPU ms per update, all processes{tag}",
+                    b.get("cpu_ms_per_update"),
+                    hb.get("cpu_ms_per_update"),
+                    "pycrdt-websocket hub",
+                )
+                row(
+                    name,
+                    f"burst msgs per update{tag}",
+                    b["msgs_per_update"],
+                    hb.get("msgs_per_update"),
+                    "pycrdt-websocket hub",
+                )
+                row(
+                    name,
+                    f"burst wire bytes per update{tag}",
+                    b["wire_bytes_per_update"],
+                    hb.get("wire_bytes_per_update"),
+                    "pycrdt-websocket hub",
+                )
+        elif name == "catchup":
+            for label, st in res.get("states", {}).items():
+                c, h, f = st["crdtsync"], st["pycrdt-websocket"], st["floor"]
+                row(
+                    name,
+                    f"{label}: s until synced",
+                    c["visible_s"],
+                    h["visible_s"],
+                    "pycrdt-websocket",
+                    ratio=_r(c["visible_s"], h["visible_s"]),
+                )
+                row(
+                    name,
+                    f"{label}: s until synced vs floor",
+                    c["visible_s"],
+                    f["seconds"],
+                    "pycrdt encode+apply",
+                )
+                row(
+                    name,
+                    f"{label}: s until durable (crdtsync only)",
+                    c["durable_s"],
+                    f["seconds"],
+                    "pycrdt encode+apply",
+                )
+                row(
+                    name,
+                    f"{label}: wire bytes",
+                    c["wire_bytes"],
+                    st["state_bytes"],
+                    "encoded state",
+                    ratio=_r(c["wire_bytes"], st["state_bytes"]),
+                )
+                row(
+                    name,
+                    f"{label}: wire bytes (hub)",
+                    h["wire_bytes"],
+                    st["state_bytes"],
+                    "encoded state",
+                )
+        elif name == "idle":
+            pts = res.get("by_shard_count", [])
+            for p in pts:
+                row(
+                    name,
+                    f"{p['shards']} shards: msgs / wire bytes per round",
+                    f"{p['msgs_per_round']} / {p['wire_bytes_per_round']}",
+                    "1 / -",
+                    "one Summary per round",
+                    ratio=p["msgs_per_round"],
+                )
+            if pts:
+                g = res.get("growth", {})
+                row(
+                    name,
+                    f"growth {pts[0]['shards']} -> {pts[-1]['shards']} shards (msgs, bytes per round)",
+                    f"{g.get('msgs_per_round_ratio')}x, {g.get('wire_bytes_per_round_ratio')}x",
+                    "1x",
+                    "O(1)",
+                    target="O(1) per round",
+                    met=_g(res, "target_o1_per_round", "met"),
+                    ratio=g.get("msgs_per_round_ratio"),
+                )
+        elif name == "restart":
+            row(
+                name,
+                f"reopen with {res['updates']:,} logged updates, s",
+                _g(res, "reopen_log", "reopen_s"),
+                res.get("floor_replay_s"),
+                "pycrdt replay of the log",
+            )
+            row(
+                name,
+                "compaction, s",
+                _g(res, "compact", "compact_s"),
+                res.get("floor_replay_s"),
+                "pycrdt replay of the log",
+            )
+            row(
+                name,
+                "reopen after compaction, s",
+                _g(res, "reopen_compacted", "reopen_s"),
+                res.get("floor_reopen_s"),
+                "pycrdt apply of the state",
+            )
+            row(
+                name,
+                "live bytes before compaction",
+                _g(res, "disk", "before", "live_bytes"),
+                res.get("state_bytes"),
+                "encoded state",
+            )
+            row(
+                name,
+                "live bytes after compaction",
+                _g(res, "disk", "after", "live_bytes"),
+                res.get("state_bytes"),
+                "encoded state",
+            )
+            row(
+                name,
+                "data dir allocated after compaction",
+                _g(res, "disk", "after", "allocated_bytes"),
+                res.get("state_bytes"),
+                "encoded state",
+            )
+        elif name == "trace":
+            for tname, t in res.get("traces", {}).items():
+                for label, s in t.get("systems", {}).items():
+                    tag = "" if label == "crdtsync" else " [WAN config]"
+                    ok = (
+                        s.get("agents_equal")
+                        and s.get("agents_match_single_process")
+                        and t.get("matches_endContent") is not False
+                    )
+                    row(
+                        name,
+                        f"{tname} ({t['txns']:,} txns, {t['critical_path_hops']} hops): s{tag}",
+                        s["seconds"],
+                        t["single_process_s"],
+                        "pycrdt single process",
+                        target="every agent = endContent"
+                        if t.get("matches_endContent") is not None
+                        else "agents equal",
+                        met=bool(ok),
+                    )
+        elif name == "yjs":
+            ours, hub = res.get("crdtsync", {}), res.get("hub", {})
+            fo, fh = ours.get("fanout", {}), hub.get("fanout", {})
+            row(
+                name,
+                "8 clients: updates/s",
+                fo.get("updates_per_s"),
+                fh.get("updates_per_s"),
+                "pycrdt-websocket hub",
+                target=">= 1x hub",
+                met=bool(
+                    fo.get("updates_per_s")
+                    and fo["updates_per_s"] >= (fh.get("updates_per_s") or 0)
+                ),
+            )
+            row(
+                name,
+                "8 clients: p99 ms",
+                fo.get("p99_ms"),
+                fh.get("p99_ms"),
+                "pycrdt-websocket hub",
+                target="<= 1x hub",
+                met=bool(fo.get("p99_ms") is not None and fo["p99_ms"] <= (fh.get("p99_ms") or 0)),
+            )
+            so, sh = ours.get("sync", {}).get("seconds"), hub.get("sync", {}).get("seconds")
+            row(
+                name,
+                f"initial sync of {res.get('map_entries')} entries (s)",
+                so,
+                sh,
+                "pycrdt-websocket hub",
+                target="<= 1.5x hub",
+                met=bool(so and sh and so <= 1.5 * sh),
+            )
+        elif name == "glomers":
+            d = res.get("gossip_sim_defaults", {})
+            for key in ("lossless", "lossy"):
+                run_ = d.get(key)
+                if not run_:
+                    continue
+                verdict = d.get(f"{key}_vs_targets", {})
+                loss = f"{run_.get('loss', 0) * 100:.0f}% loss"
+                row(
+                    name,
+                    f"{run_['agents']} agents, {loss}: msgs/write",
+                    run_["msgs_per_write"],
+                    3.0,
+                    "target 3",
+                    target="<= 3",
+                    met=_g(verdict, "msgs_per_write", "met"),
+                )
+                row(
+                    name,
+                    f"{run_['agents']} agents, {loss}: latency median / max ms",
+                    f"{run_['latency_median_ms']} / {run_['latency_max_ms']}",
+                    f"{run_.get('latency_floor_median_ms')} / -",
+                    "overlay floor (hops x link)",
+                    target="<= 400 / 600",
+                    met=bool(
+                        _g(verdict, "latency_median_ms", "met")
+                        and _g(verdict, "latency_max_ms", "met")
+                    ),
+                    ratio=_r(run_["latency_median_ms"], run_.get("latency_floor_median_ms")),
+                )
+            pts = _g(res, "scale", "points") or []
+            for p in pts[-1:] + pts[:1] if len(pts) > 1 else pts:
+                row(
+                    name,
+                    f"N={p['agents']}: rounds (median)",
+                    p.get("rounds_median"),
+                    p.get("rounds_floor"),
+                    "ceil(log_(1+f) N)",
+                )
+                row(
+                    name,
+                    f"N={p['agents']}: msgs/write",
+                    p.get("msgs_per_write"),
+                    p.get("msgs_floor_no_batching"),
+                    "N-1 (no batching)",
+                )
+        elif name == "http":
+            row(
+                name,
+                f"PATCH requests/s ({res.get('concurrency')} clients)",
+                _g(res, "http", "patch_requests_per_s"),
+                _g(res, "in_process", "writes_per_s"),
+                "in-process shard writes, no HTTP",
+            )
+            row(
+                name,
+                "SSE delivery latency p99 ms",
+                _g(res, "http", "sse_latency_ms", "p99"),
+                _g(res, "in_process", "feed_latency_ms", "p99"),
+                "in-process shard.changes()",
+            )
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def summary_table(rows: list[dict[str, Any]], size: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"crdtsync bench summary ({size})", show_lines=False)
+    for col in ("scenario", "figure", "crdtsync", "reference", "ratio", "target", "met"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        met = "" if r["met"] is None else ("[green]yes" if r["met"] else "[red]no")
+        table.add_row(
+            r["scenario"],
+            r["figure"],
+            _cell(r["crdtsync"]),
+            f"{_cell(r['reference'])} ({r['reference_is']})"
+            if r["reference_is"]
+            else _cell(r["reference"]),
+            _cell(r["ratio"]),
+            r["target"],
+            met,
+        )
+    return table
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | figure | crdtsync | reference | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref = (
+            f"{_cell(r['reference'])} ({r['reference_is']})"
+            if r["reference_is"]
+            else _cell(r["reference"])
+        )
+        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(
+            f"| {r['scenario']} | {r['figure']} | {_cell(r['crdtsync'])} | {ref} "
+            f"| {_cell(r['ratio'])} | {r['target']} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
