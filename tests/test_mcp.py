@@ -1,7 +1,8 @@
 """``crdtsync mcp`` driven by the official MCP SDK's own client.
 
 In process (fast): every tool, the JSON form of values, and that bad input is a readable tool
-error with nothing written. Over real transports: two ``crdtsync mcp`` processes on two agents
+error with nothing written; two agents in one process, each with its own MCP server: counter
+increments through both converge to the sum, and concurrent claims of a task never both win. Over real transports: two ``crdtsync mcp`` processes on two agents
 of a mesh, a write through one is readable through the other and triggers the resource-updated
 notification there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
 and 2025-era ``resources/subscribe`` for older clients).
@@ -72,7 +73,8 @@ async def test_tools_write_read_append_text_and_json_form(tmp_path: Path) -> Non
 
 async def _tools_round_trip(client: Client) -> None:
     names = {t.name for t in (await client.list_tools()).tools}
-    assert names == {"list_shards", "read", "write", "append", "insert_text", "wait_until_replicated"}
+    assert names == {"list_shards", "read", "write", "append", "insert_text",
+                     "wait_until_replicated", "increment_counter", "claim_task"}
     await call(client, "write", shard="board",
                patch={"tasks": {"t1": {"n": 3, "f": 3.0, "big": {"$int": str(2**60)}}}})
     await call(client, "write", shard="board", path="/tasks/t1", patch={"done": True, "n": None})
@@ -130,6 +132,108 @@ async def _bad_inputs(client: Client) -> None:
         {"name": "board", "uri": "crdtsync://shard/board"}]
     with pytest.raises(MCPError, match="no shard named 'fresh'"):
         await client.read_resource("crdtsync://shard/fresh")
+
+
+async def test_counter_and_claim_tools(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        by = tools["increment_counter"].input_schema["properties"]["by"]
+        assert by["type"] == "integer" and by["default"] == 1
+        assert tools["claim_task"].input_schema["required"] == ["shard", "task", "members"]
+        for args, total in (({}, 1), ({"by": 5}, 6), ({"by": -2}, 4)):
+            got = await call(client, "increment_counter", shard="board", key="done", **args)
+            assert got["value"] == total and got["added"] == args.get("by", 1)
+        assert (await call(client, "read", shard="board"))["value"] == {"done": 4}
+        assert (await call(client, "read", shard="board", path="/done"))["value"] == 4
+        won = await call(client, "claim_task", shard="work", task="t1", members=1)
+        assert won["won"] is True and won["already_held"] is False
+        assert won["quorum"] == 1 and "Do the task" in won["meaning"]
+        again = await call(client, "claim_task", shard="work", task="t1", members=1, timeout=2)
+        assert again["won"] is True and again["already_held"] is True  # this agent holds it
+
+
+async def test_counter_and_claim_bad_input_writes_nothing(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        await call(client, "write", shard="board", patch={"n": 5, "log": [1]})
+        await call(client, "increment_counter", shard="board", key="done", by=2)
+        before = (await call(client, "read", shard="board"))["value"]
+        cases = [
+            ("increment_counter", {"shard": "bad name!", "key": "c"}, "invalid shard name"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": 1.5}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": "2"}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": True}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": 2**63}, "64-bit"),
+            ("increment_counter", {"shard": "board", "key": "n"}, "plain number 5, not a counter"),
+            ("increment_counter", {"shard": "board", "key": "log"}, "a list, not a counter"),
+            ("increment_counter", {"shard": "board", "key": "/done"}, "not a JSON Pointer"),
+            ("increment_counter", {"shard": "board", "key": ""}, "non-empty"),
+            ("claim_task", {"shard": "bad name!", "task": "t", "members": 1}, "invalid shard name"),
+            ("claim_task", {"shard": "board", "task": "", "members": 1}, "non-empty"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 0}, "members"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 1, "timeout": 1000},
+             "timeout must be"),
+            ("claim_task", {"shard": "fresh", "task": "t", "members": "two"}, "members"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 1}, "separate shard"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 2}, "no peers"),
+        ]
+        for tool, args, expected in cases:
+            message = await error(client, tool, **args)
+            assert expected in message, (tool, args, message)
+        plain = await error(client, "increment_counter", shard="board", key="n")
+        assert '{"n": null}' in plain and "by=5" in plain  # says how to fix it
+        assert (await call(client, "read", shard="board"))["value"] == before
+        assert [s["name"] for s in (await call(client, "list_shards"))["shards"]] == ["board"]
+
+
+async def test_two_servers_counter_sum_and_one_claim_winner(tmp_path: Path) -> None:
+    async with Agent("ca", data_dir=tmp_path / "ca", listen="ws://127.0.0.1:0") as a, \
+            Agent("cb", data_dir=tmp_path / "cb", peers=[a.address]) as b:
+        sa, sb = CrdtMcp(a), CrdtMcp(b)
+        async with sa.watching(), sb.watching(), Client(sa.server) as ca, Client(sb.server) as cb:
+            await call(ca, "write", shard="work", patch={"seed": 1})
+            for _ in range(200):  # both agents hold the shard before anyone counts or claims
+                if "work" in b.shard_names():
+                    break
+                await asyncio.sleep(0.05)
+            await call(cb, "read", shard="work")
+
+            async def bump(client: Client, by: int, times: int) -> None:
+                for _ in range(times):
+                    await call(client, "increment_counter", shard="work", key="hits", by=by)
+
+            await asyncio.gather(bump(ca, 3, 5), bump(cb, -1, 4), bump(ca, 2, 2))
+            for client in (ca, cb):
+                await call(client, "wait_until_replicated", shard="work", timeout=10)
+            for _ in range(200):
+                values = [(await call(c, "read", shard="work", path="/hits"))["value"]
+                          for c in (ca, cb)]
+                if values == [15, 15]:
+                    break
+                await asyncio.sleep(0.05)
+            assert values == [15, 15]  # 5*3 - 4 + 2*2: no increment lost on either side
+
+            for task in ("t1", "t2", "t3"):
+                for _ in range(20):  # two that see each other both lose: retry until one wins
+                    results = await asyncio.gather(
+                        call(ca, "claim_task", shard="work", task=task, members=2, timeout=10),
+                        call(cb, "claim_task", shard="work", task=task, members=2, timeout=10))
+                    winners = [r["agent"] for r in results if r["won"]]
+                    assert len(winners) <= 1, results  # never two winners
+                    if winners:
+                        break
+                    # both lost: each saw the other's claim (or a withdrawn one not yet gone)
+                    assert all(r["reason"].startswith(("contended", "taken by")) for r in results)
+                    await asyncio.sleep(0.2)  # let the withdrawals replicate, then retry
+                assert len(winners) == 1, results
+                loser = cb if winners == ["ca"] else ca
+                late = await call(loser, "claim_task", shard="work", task=task, members=2)
+                assert late["won"] is False and "taken by" in late["reason"], late
+            # members=5 but two agents: no majority (3) can confirm it; lost, and withdrawn
+            short = await call(ca, "claim_task", shard="work", task="t9", members=5, timeout=0.3)
+            assert short["won"] is False and short["reason"].startswith("no quorum"), short
+            claims = (await call(ca, "read", shard="work", path="/claims"))["value"]
+            assert not [k for k in claims if k.startswith("t9|")], claims
+            assert len(claims) == 3  # one winner's claim per task t1..t3
 
 
 # -- two crdtsync mcp processes on a mesh ------------------------------------------------------
