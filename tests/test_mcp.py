@@ -2,9 +2,10 @@
 
 In process (fast): every tool, the JSON form of values, and that bad input is a readable tool
 error with nothing written; two agents in one process, each with its own MCP server: counter
-increments through both converge to the sum, and concurrent claims of a task never both win. Over real transports: two ``crdtsync mcp`` processes on two agents
-of a mesh, a write through one is readable through the other and triggers the resource-updated
-notification there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
+increments through both converge to the sum, and concurrent claims of a task end with exactly
+one winner. Over real transports: two ``crdtsync mcp`` processes on two agents of a mesh, a
+write through one is readable through the other and triggers the resource-updated notification
+there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
 and 2025-era ``resources/subscribe`` for older clients).
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -212,21 +214,28 @@ async def test_two_servers_counter_sum_and_one_claim_winner(tmp_path: Path) -> N
                 await asyncio.sleep(0.05)
             assert values == [15, 15]  # 5*3 - 4 + 2*2: no increment lost on either side
 
-            for task in ("t1", "t2", "t3"):
-                for _ in range(20):  # two that see each other both lose: retry until one wins
-                    results = await asyncio.gather(
-                        call(ca, "claim_task", shard="work", task=task, members=2, timeout=10),
-                        call(cb, "claim_task", shard="work", task=task, members=2, timeout=10))
-                    winners = [r["agent"] for r in results if r["won"]]
-                    assert len(winners) <= 1, results  # never two winners
-                    if winners:
+            async def worker(client: Client, task: str) -> list[dict[str, Any]]:
+                """Claim like an agent would: on contention retry after a random pause."""
+                tries = []
+                for _ in range(30):
+                    tries.append(await call(client, "claim_task", shard="work", task=task,
+                                            members=2, timeout=10))
+                    if tries[-1]["won"] or not tries[-1]["reason"].startswith("contended"):
                         break
-                    # both lost: each saw the other's claim (or a withdrawn one not yet gone)
-                    assert all(r["reason"].startswith(("contended", "taken by")) for r in results)
-                    await asyncio.sleep(0.2)  # let the withdrawals replicate, then retry
-                assert len(winners) == 1, results
-                loser = cb if winners == ["ca"] else ca
-                late = await call(loser, "claim_task", shard="work", task=task, members=2)
+                    await asyncio.sleep(random.uniform(0.01, 0.3))
+                return tries
+
+            for task in ("t1", "t2", "t3"):  # both servers claim each task at the same moment
+                tries_a, tries_b = await asyncio.gather(worker(ca, task), worker(cb, task))
+                first = [(r["agent"], r["won"], r.get("reason")) for r in (tries_a[0], tries_b[0])]
+                ends = [tries_a[-1], tries_b[-1]]
+                winners = [r["agent"] for r in ends if r["won"]]
+                assert len(winners) == 1, (first, ends)  # exactly one winner in the end
+                assert sum(r["won"] for r in tries_a + tries_b) == 1  # and never a second one
+                loser = next(r for r in ends if not r["won"])
+                assert loser["reason"].startswith("taken by"), loser  # it saw the winner
+                late = await call(cb if winners == ["ca"] else ca, "claim_task", shard="work",
+                                  task=task, members=2)
                 assert late["won"] is False and "taken by" in late["reason"], late
             # members=5 but two agents: no majority (3) can confirm it; lost, and withdrawn
             short = await call(ca, "claim_task", shard="work", task="t9", members=5, timeout=0.3)

@@ -27,8 +27,8 @@ _WON = (
     "(Every client of this MCP server acts as this one agent.)"
 )
 _LOST = (
-    "do not do this task: {reason}. Your claim was withdrawn; pick another task, or retry "
-    "later if the reason is contention or no quorum."
+    "do not do this task: {reason}. Your claim was withdrawn; pick another task, or, if the "
+    "reason is contention or no quorum, retry after a random pause of a fraction of a second."
 )
 
 

@@ -1,9 +1,10 @@
 """``crdtsync mcp``: an agent node that serves the Model Context Protocol.
 
 The server is built on the official ``mcp`` SDK (``MCPServer``, formerly FastMCP). Tools are in
-:mod:`crdtsync.mcp.tools` and :mod:`crdtsync.mcp.coordination` (counter, claims); this module registers them with JSON schemas, exposes every shard as
-the resource ``crdtsync://shard/{name}``, and turns each change to a shard (local or from a
-peer) into a resource-updated notification:
+:mod:`crdtsync.mcp.tools` and :mod:`crdtsync.mcp.coordination` (counter, claims); this module
+registers them with JSON schemas, exposes every shard as the resource
+``crdtsync://shard/{name}``, and turns each change to a shard (local or from a peer) into a
+resource-updated notification:
 
 - at protocol 2026-07-28, on ``subscriptions/listen`` streams that asked for the shard's URI
   (the SDK's subscription bus);
