@@ -50,6 +50,7 @@ from typing import Any
 
 import pycrdt
 
+from .containers import Counter
 from .errors import UsageError
 from .values import INT_MAX, INT_MIN
 from .views import ListView, MapView
@@ -122,6 +123,8 @@ def to_json(value: Any) -> Any:
         }
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Counter):  # a named counter (shard.counter): its converged-so-far sum
+        return to_json(value.value)
     if isinstance(value, pycrdt.Map):
         value = MapView(value)
     elif isinstance(value, pycrdt.Array):

@@ -1,9 +1,11 @@
 """``crdtsync mcp`` driven by the official MCP SDK's own client.
 
 In process (fast): every tool, the JSON form of values, and that bad input is a readable tool
-error with nothing written. Over real transports: two ``crdtsync mcp`` processes on two agents
-of a mesh, a write through one is readable through the other and triggers the resource-updated
-notification there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
+error with nothing written; two agents in one process, each with its own MCP server: counter
+increments through both converge to the sum, and concurrent claims of a task end with exactly
+one winner. Over real transports: two ``crdtsync mcp`` processes on two agents of a mesh, a
+write through one is readable through the other and triggers the resource-updated notification
+there, over stdio and over streamable HTTP (2026-07-28 ``subscriptions/listen``,
 and 2025-era ``resources/subscribe`` for older clients).
 """
 
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -80,6 +83,8 @@ async def _tools_round_trip(client: Client) -> None:
         "append",
         "insert_text",
         "wait_until_replicated",
+        "increment_counter",
+        "claim_task",
     }
     await call(
         client,
@@ -149,6 +154,129 @@ async def _bad_inputs(client: Client) -> None:
     ]
     with pytest.raises(MCPError, match="no shard named 'fresh'"):
         await client.read_resource("crdtsync://shard/fresh")
+
+
+async def test_counter_and_claim_tools(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        by = tools["increment_counter"].input_schema["properties"]["by"]
+        assert by["type"] == "integer" and by["default"] == 1
+        assert tools["claim_task"].input_schema["required"] == ["shard", "task", "members"]
+        for args, total in (({}, 1), ({"by": 5}, 6), ({"by": -2}, 4)):
+            got = await call(client, "increment_counter", shard="board", key="done", **args)
+            assert got["value"] == total and got["added"] == args.get("by", 1)
+        assert (await call(client, "read", shard="board"))["value"] == {"done": 4}
+        assert (await call(client, "read", shard="board", path="/done"))["value"] == 4
+        won = await call(client, "claim_task", shard="work", task="t1", members=1)
+        assert won["won"] is True and won["already_held"] is False
+        assert won["quorum"] == 1 and "Do the task" in won["meaning"]
+        again = await call(client, "claim_task", shard="work", task="t1", members=1, timeout=2)
+        assert again["won"] is True and again["already_held"] is True  # this agent holds it
+
+
+async def test_counter_and_claim_bad_input_writes_nothing(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        await call(client, "write", shard="board", patch={"n": 5, "log": [1]})
+        await call(client, "increment_counter", shard="board", key="done", by=2)
+        before = (await call(client, "read", shard="board"))["value"]
+        cases = [
+            ("increment_counter", {"shard": "bad name!", "key": "c"}, "invalid shard name"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": 1.5}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": "2"}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": True}, "by"),
+            ("increment_counter", {"shard": "board", "key": "done", "by": 2**63}, "64-bit"),
+            ("increment_counter", {"shard": "board", "key": "n"}, "plain number 5, not a counter"),
+            ("increment_counter", {"shard": "board", "key": "log"}, "a list, not a counter"),
+            ("increment_counter", {"shard": "board", "key": "/done"}, "not a JSON Pointer"),
+            ("increment_counter", {"shard": "board", "key": ""}, "non-empty"),
+            ("claim_task", {"shard": "bad name!", "task": "t", "members": 1}, "invalid shard name"),
+            ("claim_task", {"shard": "board", "task": "", "members": 1}, "non-empty"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 0}, "members"),
+            (
+                "claim_task",
+                {"shard": "board", "task": "t", "members": 1, "timeout": 1000},
+                "timeout must be",
+            ),
+            ("claim_task", {"shard": "fresh", "task": "t", "members": "two"}, "members"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 1}, "separate shard"),
+            ("claim_task", {"shard": "board", "task": "t", "members": 2}, "no peers"),
+        ]
+        for tool, args, expected in cases:
+            message = await error(client, tool, **args)
+            assert expected in message, (tool, args, message)
+        plain = await error(client, "increment_counter", shard="board", key="n")
+        assert '{"n": null}' in plain and "by=5" in plain  # says how to fix it
+        assert (await call(client, "read", shard="board"))["value"] == before
+        assert [s["name"] for s in (await call(client, "list_shards"))["shards"]] == ["board"]
+
+
+async def test_two_servers_counter_sum_and_one_claim_winner(tmp_path: Path) -> None:
+    async with (
+        Agent("ca", data_dir=tmp_path / "ca", listen="ws://127.0.0.1:0") as a,
+        Agent("cb", data_dir=tmp_path / "cb", peers=[a.address]) as b,
+    ):
+        sa, sb = CrdtMcp(a), CrdtMcp(b)
+        async with sa.watching(), sb.watching(), Client(sa.server) as ca, Client(sb.server) as cb:
+            await call(ca, "write", shard="work", patch={"seed": 1})
+            for _ in range(200):  # both agents hold the shard before anyone counts or claims
+                if "work" in b.shard_names():
+                    break
+                await asyncio.sleep(0.05)
+            await call(cb, "read", shard="work")
+
+            async def bump(client: Client, by: int, times: int) -> None:
+                for _ in range(times):
+                    await call(client, "increment_counter", shard="work", key="hits", by=by)
+
+            await asyncio.gather(bump(ca, 3, 5), bump(cb, -1, 4), bump(ca, 2, 2))
+            for client in (ca, cb):
+                await call(client, "wait_until_replicated", shard="work", timeout=10)
+            for _ in range(200):
+                values = [
+                    (await call(c, "read", shard="work", path="/hits"))["value"] for c in (ca, cb)
+                ]
+                if values == [15, 15]:
+                    break
+                await asyncio.sleep(0.05)
+            assert values == [15, 15]  # 5*3 - 4 + 2*2: no increment lost on either side
+
+            async def worker(client: Client, task: str) -> list[dict[str, Any]]:
+                """Claim like an agent would: on contention retry after a random pause."""
+                tries = []
+                for _ in range(30):
+                    tries.append(
+                        await call(
+                            client, "claim_task", shard="work", task=task, members=2, timeout=10
+                        )
+                    )
+                    if tries[-1]["won"] or not tries[-1]["reason"].startswith("contended"):
+                        break
+                    await asyncio.sleep(random.uniform(0.01, 0.3))
+                return tries
+
+            for task in ("t1", "t2", "t3"):  # both servers claim each task at the same moment
+                tries_a, tries_b = await asyncio.gather(worker(ca, task), worker(cb, task))
+                first = [(r["agent"], r["won"], r.get("reason")) for r in (tries_a[0], tries_b[0])]
+                ends = [tries_a[-1], tries_b[-1]]
+                winners = [r["agent"] for r in ends if r["won"]]
+                assert len(winners) == 1, (first, ends)  # exactly one winner in the end
+                assert sum(r["won"] for r in tries_a + tries_b) == 1  # and never a second one
+                loser = next(r for r in ends if not r["won"])
+                assert loser["reason"].startswith("taken by"), loser  # it saw the winner
+                late = await call(
+                    cb if winners == ["ca"] else ca,
+                    "claim_task",
+                    shard="work",
+                    task=task,
+                    members=2,
+                )
+                assert late["won"] is False and "taken by" in late["reason"], late
+            # members=5 but two agents: no majority (3) can confirm it; lost, and withdrawn
+            short = await call(ca, "claim_task", shard="work", task="t9", members=5, timeout=0.3)
+            assert short["won"] is False and short["reason"].startswith("no quorum"), short
+            claims = (await call(ca, "read", shard="work", path="/claims"))["value"]
+            assert not [k for k in claims if k.startswith("t9|")], claims
+            assert len(claims) == 3  # one winner's claim per task t1..t3
 
 
 # -- two crdtsync mcp processes on a mesh ------------------------------------------------------

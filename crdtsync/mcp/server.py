@@ -1,9 +1,10 @@
 """``crdtsync mcp``: an agent node that serves the Model Context Protocol.
 
 The server is built on the official ``mcp`` SDK (``MCPServer``, formerly FastMCP). Tools are in
-:mod:`crdtsync.mcp.tools`; this module registers them with JSON schemas, exposes every shard as
-the resource ``crdtsync://shard/{name}``, and turns each change to a shard (local or from a
-peer) into a resource-updated notification:
+:mod:`crdtsync.mcp.tools` and :mod:`crdtsync.mcp.coordination` (counter, claims); this module
+registers them with JSON schemas, exposes every shard as the resource
+``crdtsync://shard/{name}``, and turns each change to a shard (local or from a peer) into a
+resource-updated notification:
 
 - at protocol 2026-07-28, on ``subscriptions/listen`` streams that asked for the shard's URI
   (the SDK's subscription bus);
@@ -35,6 +36,7 @@ from mcp.server.subscriptions import (
 from pydantic import Field
 
 from .. import Agent, jsonform
+from .coordination import CoordinationTools
 from .tools import SHARD_URI, ShardTools
 
 __all__ = ["LOOPBACK_HOSTS", "CrdtMcp", "serve"]
@@ -52,7 +54,9 @@ Pointers ("" = the whole shard, "/tasks/t1/done"). Values use a JSON form where 
 floats differ (3 vs 3.0), {"$bytes": base64}, {"$text": "..."} is a collaborative Text, and a
 key starting with "$" is written "$$key". Use read before write; write takes a merge patch
 (null deletes a key); append adds to a list; insert_text edits a Text; wait_until_replicated
-confirms other agents hold your change. Create a shared list, map or Text once (one agent),
+confirms other agents hold your change. increment_counter counts from many agents without
+losing updates (never read-add-write a number); claim_task makes sure only one agent works on a
+task (do it only if "won" is true). Create a shared list, map or Text once (one agent),
 then let everyone edit inside it: two agents creating the same missing container at the same
 moment each make their own, and only one survives."""
 
@@ -66,6 +70,7 @@ class CrdtMcp:
     def __init__(self, agent: Agent, *, name: str | None = None) -> None:
         self.agent = agent
         self.tools = ShardTools(agent)
+        self.coordination = CoordinationTools(self.tools)
         self.bus = InMemorySubscriptionBus()
         self.server = MCPServer(
             name or f"crdtsync-{agent.name}",
@@ -154,6 +159,59 @@ class CrdtMcp:
         ) -> dict[str, Any]:
             """Wait until other agents hold every change made to the shard so far, on disk."""
             return await t.wait_until_replicated(shard, peers, timeout)
+
+        @self.server.tool()
+        async def increment_counter(
+            shard: ShardArg,
+            key: Annotated[
+                str,
+                Field(
+                    description=(
+                        'Counter name at the top level of the shard, e.g. "done" (not a path)'
+                    )
+                ),
+            ],
+            by: Annotated[
+                int,
+                Field(strict=True, description=("Integer to add; negative decrements (default 1)")),
+            ] = 1,
+        ) -> dict[str, Any]:
+            """Add to a counter that converges to the sum of every agent's increments (each
+            agent adds to its own slot; a plain number key is refused). Creates the counter
+            and the shard if needed. Returns the new value as seen by this agent."""
+            try:
+                return await self.coordination.increment_counter(shard, key, by)
+            finally:
+                await self.watch_new_shards()
+
+        @self.server.tool()
+        async def claim_task(
+            shard: ShardArg,
+            task: Annotated[str, Field(description='Task id, e.g. "t17"')],
+            members: Annotated[
+                int,
+                Field(
+                    strict=True,
+                    ge=1,
+                    description=(
+                        "How many agents hold this shard, this one included (the claim is confirmed "
+                        "on a majority of them; a wrong number voids the guarantee)"
+                    ),
+                ),
+            ],
+            timeout: Annotated[
+                float, Field(description=("Seconds each of the two quorum steps may take (max 60)"))
+            ] = 10.0,
+        ) -> dict[str, Any]:
+            """Claim a task so that at most one agent works on it: write the claim, wait until
+            a majority of agents hold it, read a majority; won only if no other live claimant
+            is seen and the task is not done. Two concurrent claimants may both lose (retry
+            later); a lost claim is withdrawn. A claim of an agent declared dead is ignored,
+            so its task can be re-run. Do the task only if "won" is true."""
+            try:
+                return await self.coordination.claim_task(shard, task, members, timeout)
+            finally:
+                await self.watch_new_shards()
 
     # -- resources -------------------------------------------------------------------------------
 
