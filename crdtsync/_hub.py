@@ -24,6 +24,7 @@ from . import wire
 from .errors import CloseCode, ProtocolError, UsageError
 from .gossip import GossipCore
 from .messages import Close, Hello, Message
+from .transport import CoreTimer
 
 __all__ = ["HubTransport", "LocalHub"]
 
@@ -108,7 +109,7 @@ class HubTransport:
         self._on_activity = on_activity
         self._by_peer: dict[str, _End] = {}
         self._ends: set[_End] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
 
     @property
@@ -147,8 +148,7 @@ class HubTransport:
         self._closed = True
         if self._listen is not None and self.hub._listeners.get(self._listen) is self:
             del self.hub._listeners[self._listen]
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.close()
         await asyncio.sleep(self.hub.latency)  # let the goodbyes arrive
 
     # -- links ---------------------------------------------------------------------------------
@@ -247,22 +247,8 @@ class HubTransport:
     # -- timer ---------------------------------------------------------------------------------
 
     def _arm(self) -> None:
-        deadline = self.core.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is None:
-            return
-        loop = asyncio.get_running_loop()
-        # (the loop's clock is time.monotonic, the clock the agent passes to the core)
-        self._timer = loop.call_at(max(deadline, loop.time() + 0.001), self._tick)
+        self._timer.arm()
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self._closed:
-            return
-        self.core.tick(time.monotonic())
+    def _after_tick(self) -> None:
         self.kick()
         self._on_activity()

@@ -15,6 +15,8 @@ one-process :class:`~crdtsync.testing.LocalHub`, test doubles) simply have no Yj
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -96,3 +98,48 @@ def broker_factory(url: str, *, insecure: bool = False) -> TransportFactory:
 
         raise UsageError("no broker transport is wired in (crdtsync._compose installs MQTT)")
     return _broker_builder(url, insecure=insecure)
+
+
+class CoreTimer:
+    """One asyncio timer at the core's next deadline, for callback-style drivers.
+
+    A driver calls :meth:`arm` after every call into the core (the deadline may have moved);
+    when the deadline comes the timer calls ``core.tick`` and then ``after_tick`` (the driver
+    sends what the tick produced). :meth:`close` stops it for good. The loop's clock is
+    ``time.monotonic``, the clock agents pass to the core.
+    """
+
+    def __init__(self, core: GossipCore, after_tick: Callable[[], None]) -> None:
+        self._core = core
+        self._after_tick = after_tick
+        self._handle: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def arm(self) -> None:
+        """(Re)arm at ``core.next_deadline()``; nothing when it did not move or is None."""
+        if self._closed:
+            return
+        deadline = self._core.next_deadline()
+        if self._handle is not None:
+            if deadline is not None and self._handle.when() == deadline:
+                return
+            self._handle.cancel()
+            self._handle = None
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(max(deadline, loop.time() + 0.001), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._closed:
+            return
+        self._core.tick(time.monotonic())
+        self._after_tick()
+
+    def close(self) -> None:
+        """Cancel the timer; it never fires again."""
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -73,6 +73,7 @@ from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.names import is_valid_shard_name
+from crdtsync.transport import CoreTimer
 
 from ._mqtt_session import INFLIGHT_HIGH, INFLIGHT_LOW, BrokerSession
 from ._mqtt_topics import (
@@ -169,7 +170,7 @@ class MqttTransport:
         self._links: dict[tuple[str, bytes], _Link] = {}
         self._by_peer: dict[str, _Link] = {}
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
@@ -224,8 +225,7 @@ class MqttTransport:
                 self._send(link, wire.encode(Close(CloseCode.GOING_AWAY)))
             self._close(link, report=False)
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.close()
         await self.session.close(last=(self._presence_topic(self.core.name), b""))
 
     async def run(self) -> None:
@@ -461,21 +461,8 @@ class MqttTransport:
     # -- timer ---------------------------------------------------------------------------------
 
     def _arm(self) -> None:
-        deadline = self.core.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(max(deadline, loop.time() + 0.001), self._tick)
+        self._timer.arm()
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self._closed:
-            return
-        self.core.tick(time.monotonic())
+    def _after_tick(self) -> None:
         self.kick()
         self._on_activity()
