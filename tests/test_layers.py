@@ -86,6 +86,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._compose", 6),  # wires the default transport into the agent
     ("crdtsync", 6),  # the package __init__ only (exact): re-exports, runs the composition root
     ("crdtsync.cli", 6),
+    ("crdtsync._cli_options", 6),  # click options shared by the agent and mcp commands
     ("crdtsync.security.cli", 6),  # h-sec's click commands
     ("crdtsync.http", 6),  # HTTP API on top of an agent (h-http)
     ("crdtsync.metrics", 6),  # (h-http)

@@ -12,6 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from crdtsync._cli_options import agent_node_options
+
 __all__ = ["main"]
 
 _console = Console()
@@ -83,18 +85,7 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 
 
 @main.command()
-@click.option("--name", required=True, help="This agent's name, unique in its mesh.")
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].",
-)
-@click.option("--listen", default=None, metavar="URL", help="Accept peers on ws://HOST:PORT.")
-@click.option(
-    "--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable)."
-)
+@agent_node_options
 @click.option(
     "--shard",
     "shards",
@@ -103,7 +94,6 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
     show_default=True,
     help="Shard to open and replicate (repeatable).",
 )
-@click.option("--mesh", default="default", show_default=True, help="Mesh name; peers must match.")
 @click.option(
     "--write",
     "writes",
@@ -112,14 +102,6 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 )
 @click.option("--write-rate", default=50.0, show_default=True, help="Workload writes per second.")
 @click.option("--status-interval", default=0.0, help="Print a JSON status line this often (s).")
-@click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
-@click.option(
-    "--replication-factor",
-    "replication_factor",
-    default=None,
-    type=int,
-    help="Hold each shard on this many agents (placement); default: every shard everywhere.",
-)
 @click.option(
     "--keys",
     type=click.Path(path_type=Path, file_okay=False),

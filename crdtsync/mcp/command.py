@@ -6,32 +6,14 @@ from pathlib import Path
 
 import click
 
+from crdtsync._cli_options import agent_node_options
+
 __all__ = ["mcp_command"]
 
 
 @click.command("mcp")
-@click.option("--name", required=True, help="This agent's name, unique in its mesh.")
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Data directory [default: ~/.crdtsync/NAME or $CRDTSYNC_HOME/NAME].",
-)
-@click.option("--listen", default=None, metavar="URL", help="Accept peers on ws://HOST:PORT.")
-@click.option(
-    "--peer", "peers", multiple=True, metavar="URL", help="Seed peer to dial (repeatable)."
-)
+@agent_node_options
 @click.option("--shard", "shards", multiple=True, help="Shard to open at start (repeatable).")
-@click.option("--mesh", default="default", show_default=True, help="Mesh name; peers must match.")
-@click.option("--seed", default=None, type=int, help="Seed of the protocol's random choices.")
-@click.option(
-    "--replication-factor",
-    "replication_factor",
-    default=None,
-    type=int,
-    help="Hold each shard on this many agents (placement); default: every shard everywhere.",
-)
 @click.option(
     "--transport",
     type=click.Choice(["stdio", "http"]),
