@@ -8,15 +8,17 @@ core reads and changes replicas through it without the registry or the core know
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from . import updates, values
-from .errors import ClosedError, InvalidUpdate
+from .errors import ClosedError, InvalidUpdate, ShardQuarantined
 from .names import validate_shard_name
 from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
+from .yjs.limits import UpdateLimits
 
-__all__ = ["ShardRegistry"]
+__all__ = ["STORED_LIMITS", "ShardRegistry", "check_stored"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,33 @@ logger = logging.getLogger(__name__)
 #: a shard without it was written by a release before format 2 and is migrated on open.
 _VALUES_META = "values_format"
 _VALUES_FORMAT = str(values.FORMAT).encode()
+#: Store metadata key: every stored entry of the shard passed :data:`STORED_LIMITS` (checked
+#: once; a shard created since the limits exist carries it from the start).
+_LIMITS_META = "limits_checked"
+#: Store metadata key: why the shard is quarantined (UTF-8), see :meth:`ShardRegistry.open`.
+_QUARANTINE_META = "quarantine"
+#: The limits a stored entry must pass to be loaded: only the shapes whose integration costs
+#: super-linear time or memory (same-place fans, mergeable runs), not the size caps, which a
+#: compacted snapshot of honest data may exceed and which cost linear work.
+STORED_LIMITS = UpdateLimits(
+    max_structs=None, max_delete_ranges=None, max_type_depth=None, refuse_format_in_map=False
+)
+
+
+def check_stored(snapshot: bytes | None, log: list[bytes]) -> str | None:
+    """Why the stored ``snapshot`` and ``log`` of a shard must not be loaded, or None.
+
+    Each entry is parsed (pure Python, linear) under :data:`STORED_LIMITS` before anything of
+    it reaches Yrs: an update stored before the limits existed (issue #11) that would take
+    minutes or abort the process on every open is found here instead.
+    """
+    for i, entry in enumerate(([snapshot] if snapshot else []) + log):
+        try:
+            updates.parse_update(entry, limits=STORED_LIMITS)
+        except InvalidUpdate as exc:
+            what = "the snapshot" if snapshot and i == 0 else f"log entry {i - bool(snapshot)}"
+            return f"{what} exceeds the work limits: {exc}"[:500]
+    return None
 
 
 class ShardRegistry:
@@ -53,27 +82,47 @@ class ShardRegistry:
         self._host = host
         self._shards: dict[str, Shard] = {}
         self._closed = False
+        #: shard -> reason, for shards whose stored updates exceed the limits (see open()).
+        self._quarantined = {
+            n: r.decode(errors="replace") for n, r in store.meta_values(_QUARANTINE_META).items()
+        }
         self.applying = False  # inside apply() called by the core: its deltas are not news
+        #: CPU seconds the last apply() took (read by the core after each remote apply).
+        self.last_apply_seconds = 0.0
 
     # -- the agent's side ----------------------------------------------------------------------
 
     def open(self, name: str) -> Shard:
         """The shard ``name``, loaded from the store (or created empty) on first use.
 
+        A shard stored before the work limits (issue #11) is checked once (:func:`check_stored`)
+        before any of it reaches Yrs; one that fails is *quarantined*: not loaded, not served,
+        left out of :meth:`names` (so not gossiped), its reason kept in the store and in
+        :meth:`quarantined`. Every other shard goes on working.
+
         Raises:
             InvalidShardName: bad name.
             ClosedError: the registry (its agent) was closed.
             StoreError: the stored shard could not be read.
+            ShardQuarantined: the shard is quarantined.
         """
         validate_shard_name(name)
         self._check_open()
         shard = self._shards.get(name)
         if shard is not None:
             return shard
+        if name in self._quarantined:
+            raise ShardQuarantined(name, self._quarantined[name])
         loaded = self._store.load(name)
         if loaded is None:
             doc = load_doc(None, [], name)
+            self._store.put_meta(name, _LIMITS_META, b"1")
         else:
+            if _LIMITS_META not in loaded.meta:
+                reason = check_stored(loaded.snapshot, loaded.log)
+                if reason is not None:
+                    self._quarantine(name, reason)
+                self._store.put_meta(name, _LIMITS_META, b"1")
             doc = load_doc(loaded.snapshot, loaded.log, name, trusted=loaded.verified)
             if not loaded.verified:  # written before checksums: validated now, once
                 self._store.mark_verified(name)
@@ -117,9 +166,35 @@ class ShardRegistry:
         return self._shards.get(name)
 
     def names(self) -> list[str]:
-        """Every shard in the store or open now, sorted. Raises ClosedError once closed."""
+        """Every shard in the store or open now, sorted, but the quarantined ones. Raises
+        ClosedError once closed."""
         self._check_open()
-        return sorted(set(self._store.shard_names()) | set(self._shards))
+        names = set(self._store.shard_names()) | set(self._shards)
+        return sorted(names.difference(self._quarantined))
+
+    def quarantined(self) -> dict[str, str]:
+        """``{shard: reason}`` of the quarantined shards (see :meth:`open`)."""
+        return dict(self._quarantined)
+
+    def check_all(self) -> dict[str, str]:
+        """Open every stored shard not checked against the work limits yet (a store written
+        before them: once), so that every quarantined shard is known before gossip starts and
+        none is listed to peers; returns :meth:`quarantined`."""
+        checked = self._store.meta_values(_LIMITS_META)
+        for name in self._store.shard_names():
+            if name not in checked and name not in self._quarantined:
+                try:
+                    self.open(name)
+                except ShardQuarantined:
+                    pass
+        return self.quarantined()
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        self._quarantined[name] = reason
+        self._store.put_meta(name, _QUARANTINE_META, reason.encode())
+        self._notify()
+        logger.error("shard %r quarantined: %s", name, reason)
+        raise ShardQuarantined(name, reason)
 
     def items(self) -> Iterator[tuple[str, Shard]]:
         """(name, shard) of the open shards."""
@@ -163,16 +238,22 @@ class ShardRegistry:
     def apply(
         self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
     ) -> bytes | None:
+        if shard in self._quarantined:
+            return None  # not held: what a peer sends of it is dropped
         if info is None and shard not in self._shards:
             # Validated (with the work limits) before the shard is opened: a refused update
             # must not leave a shard it names open in memory (issue #11: a shard comes into
             # being only once an update for it validated). The parse is passed on, not redone.
             info = updates.validate_update(update)
         self.applying = True
+        start = time.process_time()
         try:
             return self.open(shard).apply_remote(update, origin, info)
         finally:
             self.applying = False
+            # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
+            # the validator bounds one update's work, not that of a sequence of them.
+            self.last_apply_seconds = time.process_time() - start
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state

@@ -225,6 +225,10 @@ class Agent(_AgentWiring):
         )
         try:
             await self._committer.start()
+            # Issue #11: a store holding updates from before the work limits is checked once
+            # (every later open is as fast as before); a poisoned shard is quarantined, not
+            # loaded, and never listed to peers.
+            self._registry.check_all()
             if factory is not None:
                 await self._start_gossip(self._registry, factory)
                 host.core = self._core
@@ -287,12 +291,25 @@ class Agent(_AgentWiring):
         ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
         ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
         gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
-        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`);
-        empty without gossip."""
+        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`); the
+        core's quotas (``quota.<name>``: :attr:`GossipCore.quota_counters`); and
+        ``shards_quarantined`` (:attr:`quarantined`)."""
         out = dict(getattr(self._transport, "counters", {}))
         if self._core is not None:
             out.update(self._core.security_counters)  # permissions and signed records
+            out.update(self._core.quota_counters)  # quotas across connections (issue #11)
+        if self._registry is not None:
+            out["shards_quarantined"] = len(self._registry.quarantined())
         return out
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """``{shard: reason}`` of the shards this agent's store holds but does not load or
+        serve: an update stored before the work limits (issue #11) that would cost
+        super-linear time or memory to load. The rest of the store is served as usual; opening
+        a quarantined shard raises :class:`~crdtsync.errors.ShardQuarantined`. Empty until
+        started."""
+        return self._registry.quarantined() if self._registry is not None else {}
 
     @property
     def credentials(self) -> Credentials | None:
@@ -343,6 +360,8 @@ class Agent(_AgentWiring):
         Raises:
             InvalidShardName: ``name`` is outside the documented alphabet or length.
             StoreError: the stored shard could not be read.
+            ShardQuarantined: the store holds an update of it beyond the work limits (see
+                :attr:`quarantined`).
         """
         if self._closing:
             raise ClosedError(f"agent {self.name!r} is closed")

@@ -56,6 +56,7 @@ __all__ = [
     "StoreFull",
     "CorruptEntry",
     "InvalidUpdate",
+    "ShardQuarantined",
     "ProtocolError",
     "CloseCode",
     "ReplicationTimeout",
@@ -142,6 +143,17 @@ class CorruptEntry(StoreError):
 
 class InvalidUpdate(CrdtSyncError, ValueError):
     """Bytes that are not a well-formed CRDT update; nothing of them was applied or stored."""
+
+
+class ShardQuarantined(CrdtSyncError):
+    """The store holds an update of this shard that exceeds the work limits (stored before
+    they existed, issue #11): the shard is not loaded, served or gossiped; the rest is.
+    ``shard`` and ``reason`` say which and why (also :attr:`crdtsync.Agent.quarantined`)."""
+
+    def __init__(self, shard: str, reason: str) -> None:
+        super().__init__(f"shard {shard!r} is quarantined: {reason}")
+        self.shard = shard
+        self.reason = reason
 
 
 class CloseCode(enum.IntEnum):

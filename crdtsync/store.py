@@ -268,6 +268,17 @@ class Store(_StoreEnv):
             append(payload)
         return snapshot, log
 
+    def meta_values(self, key: str) -> dict[str, bytes]:
+        """``{shard: value}`` of metadata ``key`` over every committed shard that has it (one
+        scan of the metadata, no log read)."""
+        suffix = _SEP + key.encode()
+        with self._read(f"cannot read metadata {key!r}") as txn:
+            return {
+                bytes(k[: -len(suffix)]).decode(): bytes(v)
+                for k, v in txn.cursor(db=self._meta)
+                if bytes(k).endswith(suffix)
+            }
+
     def mark_verified(self, name: str) -> None:
         """Record that the entries of ``name`` (a shard written before checksums) passed
         validation, so later loads report them verified. A no-op for other shards."""

@@ -10,13 +10,15 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``membership``      SWIM: :class:`PeerState`, the transition table, incarnations, refutation
 ``overlay``         FULL / RELAY / TREE as pure functions, :class:`OverlayView`
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`
-``links``           :class:`~.links.Link`, :class:`~.links.TokenBucket`, the replacement rule
+``links``           :class:`~.links.Link`, the replacement rule
 ``push``            push queues, batching, apply and forward, back-pressure
 ``relay``           the rotating relay: own batches, retries, hints, turns
 ``window``          what leaves at a window boundary, in order
 ``antientropy``     Summary / Digests / SyncRequest / Diff rounds, the skip rule
 ``repair``          sequence gaps, hints, ack lags, retries
 ``transfer``        reply budget, DiffChunk transfers
+``guard``           quotas across connections (issue #11): messages, bytes, CPU, new shards,
+                    unfinished transfers, replies, keyed by peer name
 ``acks``            owed and relayed acks, ``replicated()``
 ``gate``            :class:`~.gate.Gate`: what the core asks of credentials (permissions, records)
 ``security``        receive boundary, send-path filter and signing, certificate exchange
@@ -141,9 +143,11 @@ deltas of shards not held here are ignored. The co-holders of a shard are kept c
 besides the overlay. Placement, hand-off and remote reads are :mod:`crdtsync.sharding`
 (``core.policy``); without a replication factor every agent holds every shard, as above.
 
-*Flooding.* Each connection has a token bucket (:attr:`GossipConfig.flood_rate` messages per
-second, bursts of :attr:`GossipConfig.flood_burst`); a peer that exceeds it is refused with
-``FLOODING``.
+*Flooding and quotas.* Each peer *name* has a token bucket (:attr:`GossipConfig.flood_rate`
+messages per second, bursts of :attr:`GossipConfig.flood_burst`), kept across its
+reconnections; a peer that exceeds it is refused with ``FLOODING``. All peers together share
+one more budget, and remote updates, new shards, chunked transfers and replies have quotas too
+(:mod:`.guard`).
 """
 
 from __future__ import annotations

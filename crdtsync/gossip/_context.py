@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..messages import Message
 from ._yjs import EMPTY_STATE_VECTOR
+from .guard import Guard, QuotaSet
 from .overlay import FULL, Mode, window_index
 from .transfer import chunk_size
 
@@ -38,6 +39,7 @@ class Context:
         rng: random.Random,
         replicas: ReplicaSet,
         policy: ReplicationPolicy,
+        quotas: QuotaSet | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -53,6 +55,8 @@ class Context:
         self.mode: Callable[[], Mode] = lambda: FULL
         #: The security gate (credentials only, see gate.py); None: trust every peer.
         self.gate: Gate | None = None
+        #: Quotas across connections (issue #11, see guard.py).
+        self.guard = Guard(quotas, config.flood_rate, config.flood_burst)
 
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""

@@ -47,6 +47,15 @@ class _Queries:
         return self._sec.counters()
 
     @property
+    def quota_counters(self) -> dict[str, int]:
+        """Refusals by the quotas that hold across connections (issue #11,
+        :mod:`crdtsync.gossip.guard`), ``quota.<name>``: ``flood``, ``messages-total``,
+        ``bytes-per-peer``, ``bytes-total``, ``cpu-per-peer``, ``shards``,
+        ``shards-per-peer``, ``transfer-per-peer``, ``transfer-total``, ``transfer-timeout``,
+        ``replies.bytes-per-peer``, ``replies.bytes-total`` (a reply waited)."""
+        return dict(self._ctx.guard.counters)
+
+    @property
     def last_refusal(self) -> str:
         """Why the last message was dropped or cut at the receive boundary."""
         return self._sec.last_refusal

@@ -65,9 +65,11 @@ class AntiEntropy:
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
-        #: How a Diff's update is applied (and forwarded): set by the core.
-        self.apply: Callable[[Link, str, bytes, bool], None] = lambda conn, shard, update, forward: (
-            None
+        #: How a Diff's update is applied (and forwarded): set by the core. Arguments: the
+        #: link, shard, update, whether to forward, whether we asked for it; False: a quota
+        #: refused it (see :mod:`crdtsync.gossip.guard`).
+        self.apply: Callable[[Link, str, bytes, bool, bool], bool] = (
+            lambda conn, shard, update, forward, solicited: True
         )
 
     def start_round(self, conn: Link, now: float) -> None:
@@ -140,7 +142,9 @@ class AntiEntropy:
             _yjs.check_state(msg.state_vector, None)
         if not self._ctx.policy.accepts(msg.shard):
             return  # partial replication: not held here
-        self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE)
+        solicited = msg.shard in conn.rounds.round_shards or msg.shard in conn.repair.repairs
+        if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited):
+            return  # refused by a quota: the repair or a later round asks again
         conn.repair.repairs.pop(msg.shard, None)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
@@ -151,7 +155,9 @@ class AntiEntropy:
 
     def on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
         """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
-        update = receive_piece(conn.replies, msg, now, self._ctx.config.max_diff_bytes)
+        update = receive_piece(
+            conn.replies, msg, now, self._ctx.config.max_diff_bytes, self._ctx.guard, conn.name
+        )
         if update is not None:
             self.on_diff(conn, Diff(msg.shard, update, msg.state_vector), now)
 

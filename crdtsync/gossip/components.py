@@ -63,8 +63,8 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     acks = Acks(ctx, members, repairs)
     pushes = Pushes(ctx, acks, repairs)
 
-    def apply(conn: Link, shard: str, update: bytes, forward: bool) -> None:
-        pushes.apply(conn, shard, update, forward=forward)
+    def apply(conn: Link, shard: str, update: bytes, forward: bool, solicited: bool) -> bool:
+        return pushes.apply(conn, shard, update, forward=forward, solicited=solicited)
 
     ae.apply = apply
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)

@@ -83,6 +83,7 @@ from .components import build
 from .config import GossipConfig
 from .effects import Effects, PeerStatus
 from .gate import Gate
+from .guard import QuotaSet
 from .links import Link, accept, check_hello, closing_cleanly, prune, prune_candidates
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE
@@ -129,6 +130,8 @@ class GossipCore(_Queries):
             default :class:`~crdtsync.gossip.policy.FullReplication`. The driver constructs
             it (e.g. :class:`crdtsync.sharding.Sharding` for placement and remote reads).
         services: further plug-ins, each owning some message types.
+        quotas: the quotas that hold across connections (:class:`~crdtsync.gossip.guard.
+            QuotaSet`, default: its defaults); refusals are in :attr:`quota_counters`.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class GossipCore(_Queries):
         seeds: Iterable[str] = (),
         policy: ReplicationPolicy | None = None,
         services: Iterable[Service] = (),
+        quotas: QuotaSet | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
         self.mesh = validate_shard_name(mesh)
@@ -151,7 +155,7 @@ class GossipCore(_Queries):
         self._rng = rng
         #: Who holds which shard; every push, forward, ack and round asks it.
         self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
-        self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy)
+        self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy, quotas)
         ctx.mode = self._mode
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._conns = ctx.links
@@ -284,6 +288,7 @@ class GossipCore(_Queries):
         conn = self._conns.pop(peer, None)
         if conn is None:
             return
+        self._ctx.guard.peer_gone(peer)
         for service in self._services:
             service.connection_lost(peer, now)
         self._p.dialer.lost(peer)
@@ -329,11 +334,10 @@ class GossipCore(_Queries):
         conn = self._conns.get(peer)
         if conn is None:
             raise UsageError(f"receive() from {peer!r}, which is not connected")
-        cfg = self.config
-        if not conn.bucket.take(now):
-            raise ProtocolError(
-                f"{peer} exceeded {cfg.flood_rate:g} messages/s", CloseCode.FLOODING
-            )
+        # Flood limit per peer name (a reconnect does not reset it; ProtocolError FLOODING)
+        # and the budget of all peers together (over it the message is dropped).
+        if not self._ctx.guard.admit_message(peer, now):
+            return
         handler = self._dispatch.get(type(msg))
         if handler is None:  # pragma: no cover - wire.decode only produces known types
             raise ProtocolError(
@@ -371,6 +375,7 @@ class GossipCore(_Queries):
         """
         self._advance(now)
         validate_shard_name(shard)
+        self._ctx.guard.known.add(shard)
         self.policy.local_update(shard)
         if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
             # Where it goes is decided at the boundary, once the window's relay is known.
@@ -407,9 +412,19 @@ class GossipCore(_Queries):
         for address in self._p.dialer.timed_out(now):
             self.dial_failed(address, now)
         self._p.repairs.retry(now)
+        self._expire_transfers(now)
         for service in self._services:
             service.tick(now)
         prune(now, self._conns, self._prune_candidates(), self._ctx.send)
+
+    def _expire_transfers(self, now: float) -> None:
+        """Drop unfinished DiffChunk transfers past the quota's timeout (checked on every
+        tick, which comes at least once an anti-entropy interval while linked)."""
+        for peer, transfer in self._ctx.guard.expired_transfers(now):
+            conn = self._conns.get(peer)
+            if conn is not None and conn.replies.receiving is not None:
+                if conn.replies.receiving.transfer == transfer:
+                    conn.replies.receiving = None
 
     def _ensure_timers(self, now: float) -> None:
         if self._conns:

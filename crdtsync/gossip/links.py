@@ -1,4 +1,5 @@
-"""Connections: the handshake's replacement rule, flood control, and the per-link record.
+"""Connections: the handshake's replacement rule and the per-link record (flood control is
+per peer name, in :mod:`crdtsync.gossip.guard`).
 
 A :class:`Link` is one accepted connection. What each concern keeps per link lives in its own
 record, owned by that concern's module: :class:`~crdtsync.gossip.push.PushQueue`,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Link",
-    "TokenBucket",
     "check_hello",
     "prune",
     "prune_candidates",
@@ -36,35 +36,11 @@ __all__ = [
 
 
 @dataclass(slots=True)
-class TokenBucket:
-    """Messages a peer may send: ``rate`` per second on average, bursts of ``burst``."""
-
-    rate: float
-    burst: float
-    tokens: float
-    refilled: float
-
-    @classmethod
-    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
-        return cls(rate, burst, burst, now)
-
-    def take(self, now: float) -> bool:
-        """Refill for the time since the last call, then take one token if there is one."""
-        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
-        self.refilled = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-@dataclass(slots=True)
 class Link:
     """One accepted connection to a peer."""
 
     name: str
     since: float
-    bucket: TokenBucket
     outbound: bool = False  # we dialled it
     incarnation: int = 0  # the peer's, from its Hello
     instance: int = 0  # the peer's run, from its Hello
@@ -162,9 +138,8 @@ def accept(
             )
         del links[peer]
         old.closing = True
-    bucket = TokenBucket.full(config.flood_rate, config.flood_burst, now)
     link = Link(
-        peer, now, bucket, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance
+        peer, now, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance
     )
     link.interest.update(hello.shards)
     links[peer] = link

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, InvalidShardName, InvalidUpdate, map_exceptions
 from ..messages import Push, RelayedAck, ShardState
+from ..names import validate_shard_name
 from . import _yjs
 from .overlay import TREE
 
@@ -162,15 +163,37 @@ class Pushes:
         *,
         forward: bool,
         info: _yjs.UpdateInfo | None = None,
-    ) -> None:
+        solicited: bool = False,
+    ) -> bool:
+        """Apply a remote ``update`` of ``shard`` from ``conn`` and forward what it changed.
+
+        Returns False when a quota refused it (nothing applied; counted in the guard, see
+        :mod:`crdtsync.gossip.guard`): anti-entropy brings it again later. ``solicited``: a
+        Diff we asked for (not charged to the shard-creation quota).
+
+        Raises:
+            ProtocolError: INVALID_SHARD or INVALID_UPDATE; nothing applied.
+        """
+        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
+        if not guard.admit_update(conn.name, len(update), now):
+            return False
         with (
             map_exceptions(_INVALID_SHARD),
             map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
         ):
-            delta = self._ctx.replicas.apply(shard, update, conn.name, info)
+            if not solicited and guard.is_new(shard, ctx.replicas.shard_names, now):
+                # A shard comes into being only once its first update validated, and counts
+                # against the quota of the peer that caused it.
+                validate_shard_name(shard)
+                if info is None:
+                    info = _yjs.validate_update(update)
+                if not guard.admit_new_shard(conn.name, shard, now):
+                    return False
+            delta = ctx.replicas.apply(shard, update, conn.name, info)
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)
         if delta is None:
-            return
+            return True
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
@@ -184,6 +207,7 @@ class Pushes:
             for other in self._ctx.links.values():
                 if other is not conn and not other.closing:
                     self.enqueue(other, shard, delta)
+        return True
 
     def enqueue(self, conn: Link, shard: str, update: bytes) -> None:
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to

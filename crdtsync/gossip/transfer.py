@@ -18,6 +18,7 @@ from ..messages import Diff, DiffChunk, Digests
 
 if TYPE_CHECKING:
     from ._context import Context
+    from .guard import Guard
     from .links import Link
 
 __all__ = [
@@ -100,17 +101,28 @@ def chunk_size(chunk_bytes: int, max_frame: int) -> int:
 
 
 def receive_piece(
-    link: LinkReplies, msg: DiffChunk, now: float, max_diff_bytes: int
+    link: LinkReplies,
+    msg: DiffChunk,
+    now: float,
+    max_diff_bytes: int,
+    guard: Guard | None = None,
+    peer: str = "",
 ) -> bytes | None:
     """Collect one DiffChunk piece; return the whole update once its last piece came.
 
+    ``guard`` (with the sender's name ``peer``) holds the bytes of every unfinished transfer
+    of every connection to its caps and timeout (:class:`~crdtsync.quotas.TransferCap`).
+
     Raises:
-        ProtocolError: OVERSIZE, the transfer is larger than ``max_diff_bytes``.
+        ProtocolError: OVERSIZE, the transfer is larger than ``max_diff_bytes``, or the
+            unfinished transfers of ``peer`` or of all peers would hold more than their cap.
     """
     asm = link.receiving
     if msg.index == 0:
         # A new transfer; one that was incomplete lost a piece and is abandoned (the repair
         # or round that asked for it asks again).
+        if asm is not None and guard is not None:
+            guard.finish_transfer(peer, asm.transfer)
         asm = link.receiving = Assembly(msg.transfer, msg.shard, msg.total, [], 0, now)
     elif asm is None or (asm.transfer, asm.shard, asm.total) != (
         msg.transfer,
@@ -121,15 +133,27 @@ def receive_piece(
     elif msg.index != len(asm.parts):
         if msg.index > len(asm.parts):
             link.receiving = None  # a piece was lost
+            if guard is not None:
+                guard.finish_transfer(peer, asm.transfer)
         return None  # (or a duplicate)
     asm.size += len(msg.data)
     if asm.size > max_diff_bytes or msg.total > max_diff_bytes:
         link.receiving = None
+        if guard is not None:
+            guard.finish_transfer(peer, asm.transfer)
         raise ProtocolError(f"a Diff of more than {max_diff_bytes} bytes", CloseCode.OVERSIZE)
+    if guard is not None:
+        try:
+            guard.add_piece(peer, asm.transfer, len(msg.data), now)
+        except ProtocolError:
+            link.receiving = None
+            raise
     asm.parts.append(msg.data)
     asm.last_at = now
     if len(asm.parts) == asm.total:
         link.receiving = None
+        if guard is not None:
+            guard.finish_transfer(peer, asm.transfer)
         return b"".join(asm.parts)
     return None
 
@@ -154,8 +178,12 @@ class Replies:
         if not conn.writable or conn.closing:
             return
         budget = self._ctx.config.reply_budget
+        guard = self._ctx.guard
         held: set[str] | None = None
         while conn.replies.reply_bytes < budget:
+            if not guard.reply_room(conn.name, now):
+                break  # all peers together are over the reply budget: a later window
+            before = conn.replies.reply_bytes
             if conn.replies.sending is not None:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests:
@@ -185,6 +213,7 @@ class Replies:
                     self._start(conn, shard, update, ours)
             else:
                 return
+            guard.replied(conn.name, conn.replies.reply_bytes - before)
         if (
             conn.replies.sending is not None
             or conn.replies.want_digests

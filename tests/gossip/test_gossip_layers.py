@@ -18,7 +18,8 @@ import pytest
 GOSSIP = Path(__file__).resolve().parents[2] / "crdtsync" / "gossip"
 FORBIDDEN = {"asyncio", "time", "pycrdt", "lmdb", "msgpack", "websockets"}
 #: What gossip modules may import from the rest of crdtsync (lower layers only).
-ALLOWED_CRDTSYNC = {"errors", "messages", "names", "replica", "yjs"}
+#: (``quotas``: the pure, clock-free quota policies of issue #11, same layer as the core.)
+ALLOWED_CRDTSYNC = {"errors", "messages", "names", "quotas", "replica", "yjs"}
 #: The pycrdt-free modules of the Yjs byte layer (only ``_yjs.py`` may import them).
 PURE_YJS = {"crdtsync.yjs.parse", "crdtsync.yjs.state"}
 

@@ -1,4 +1,4 @@
-"""The small leaf types of the gossip package, each on its own: PushQueue, TokenBucket,
+"""The small leaf types of the gossip package, each on its own: PushQueue,
 DiffChunk transfers and their assembly, LinkAcks, take_relayed, and map_exceptions."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from crdtsync.errors import (
     map_exceptions,
 )
 from crdtsync.gossip.acks import LinkAcks, take_relayed
-from crdtsync.gossip.links import TokenBucket
 from crdtsync.gossip.push import PushQueue
 from crdtsync.gossip.transfer import LinkReplies, Transfer, chunk_size, receive_piece
 from crdtsync.messages import ShardState
@@ -67,22 +66,6 @@ def test_push_queue_numbers_pushes_per_shard() -> None:
         1,
         3,
     ]
-
-
-# -- TokenBucket
-
-
-def test_token_bucket_allows_a_burst_then_the_rate() -> None:
-    b = TokenBucket.full(rate=10.0, burst=3.0, now=0.0)
-    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
-    assert not b.take(0.05)  # half a token refilled
-    assert b.take(0.1)  # one whole token
-    assert not b.take(0.1)
-
-
-def test_token_bucket_never_holds_more_than_the_burst() -> None:
-    b = TokenBucket.full(rate=10.0, burst=2.0, now=0.0)
-    assert [b.take(100.0) for _ in range(3)] == [True, True, False]
 
 
 # -- transfers

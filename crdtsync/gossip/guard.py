@@ -1,0 +1,199 @@
+"""Quotas that hold across connections (issue #11), as the core applies them.
+
+One :class:`Guard` per core owns the pure policies of :mod:`crdtsync.quotas` and is asked at
+each place where a peer makes us work. Everything is keyed by the peer's *name*, never by its
+connection, so reconnecting resets nothing:
+
+* **messages** (:meth:`Guard.admit_message`, every received message): the per-peer flood
+  bucket (``GossipConfig.flood_rate``/``flood_burst``; over it the connection is closed with
+  ``FLOODING``), and one global bucket for all peers together (``QuotaSet.messages_rate``;
+  over it the message is dropped and counted: the protocol repairs a lost message, and no
+  peer is blamed for the others' traffic).
+* **remote updates** (:meth:`Guard.admit_update`, before each Push or Diff update reaches
+  the replicas): bytes per peer and in all (:class:`~crdtsync.quotas.ByteBudget`), measured
+  CPU per peer (:class:`~crdtsync.quotas.CpuBudget`, charged with what the replica set
+  reports in ``last_apply_seconds``, if it does), and the shards a peer may cause to be
+  created (:class:`~crdtsync.quotas.ShardQuota`; a shard is charged only after its first
+  update validated, and a Diff we asked for in our own round or repair is not charged: those
+  are bounded by ``max_sync_shards`` per round we start). A refused update is dropped and
+  counted, not applied: anti-entropy brings it again once the peer is in credit.
+* **chunked transfers** (:meth:`Guard.add_piece`): bytes held by unfinished DiffChunk
+  transfers per peer and in all, and their age (:class:`~crdtsync.quotas.TransferCap`,
+  expired on :meth:`Guard.tick`). Over a cap the connection is closed with ``OVERSIZE``.
+* **replies** (:meth:`Guard.reply_room`/:meth:`Guard.replied`): the Digests, Diffs and chunks
+  sent to all peers together, on top of the per-link, per-window ``reply_budget``; what does
+  not fit waits for a later window (back-pressure), so a few small requests cannot make us
+  send without bound.
+
+:attr:`Guard.counters` counts each refusal (``quota.<name>``). The defaults
+(:class:`QuotaSet`) are far above what the simulator's meshes use, so seeded traces do not
+change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..errors import CloseCode, ProtocolError
+from ..quotas import (
+    ByteBudget,
+    CpuBudget,
+    MessageBudget,
+    QuotaExceeded,
+    ShardQuota,
+    TransferCap,
+)
+
+__all__ = ["Guard", "QuotaSet"]
+
+
+def _shards() -> ShardQuota:
+    return ShardQuota(per_peer_burst=1024, per_peer_rate=20.0)
+
+
+def _replies() -> ByteBudget:
+    return ByteBudget(per_peer_rate=16 << 20, per_peer_burst=64 << 20, total_rate=64 << 20)
+
+
+@dataclass
+class QuotaSet:
+    """The quota policies of one agent, with their defaults (see :mod:`crdtsync.quotas`).
+
+    Attributes:
+        shards: shards a peer may cause to be created: a burst of 1,024, then 20 a second
+            per peer; 100,000 in the store.
+        update_bytes: bytes of remote updates applied per peer and in all (4 MiB/s per peer,
+            32 MiB burst; 32 MiB/s in all).
+        cpu: measured CPU seconds of a peer's applies (0.1 s a second, 2 s burst).
+        transfers: unfinished chunked transfers: 64 MiB per peer, 256 MiB in all, 60 s.
+        replies: reply bytes per peer (16 MiB/s) and in all (64 MiB/s).
+        messages_rate, messages_burst: messages a second from all peers together.
+    """
+
+    shards: ShardQuota = field(default_factory=_shards)
+    update_bytes: ByteBudget = field(default_factory=ByteBudget)
+    cpu: CpuBudget = field(default_factory=CpuBudget)
+    transfers: TransferCap = field(default_factory=TransferCap)
+    replies: ByteBudget = field(default_factory=_replies)
+    #: Messages a second from all peers together (the per-peer rate is the config's).
+    messages_rate: float = 20_000.0
+    messages_burst: float = 100_000.0
+
+
+class Guard:
+    """The quotas of one core (see the module docstring).
+
+    Args:
+        quotas: the policies (default :class:`QuotaSet`).
+        flood_rate, flood_burst: the per-peer message bucket (``GossipConfig``).
+    """
+
+    def __init__(self, quotas: QuotaSet | None, flood_rate: float, flood_burst: float) -> None:
+        self.quotas = q = quotas if quotas is not None else QuotaSet()
+        self._messages = MessageBudget(flood_rate, flood_burst, q.messages_rate, q.messages_burst)
+        #: Refusals per quota (``quota.<name>``), ever.
+        self.counters: dict[str, int] = {}
+        #: Shards known to exist here (refreshed from the replicas when one is not in it).
+        self.known: set[str] = set()
+        self._known_at = -math.inf
+
+    def count(self, quota: str) -> None:
+        key = f"quota.{quota}"
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def admit_message(self, peer: str, now: float) -> bool:
+        """Whether to handle a message from ``peer`` (False: drop it, counted).
+
+        Raises:
+            ProtocolError: FLOODING, ``peer`` exceeded its own rate (close its connection).
+        """
+        try:
+            self._messages.take(peer, now)
+        except QuotaExceeded as exc:
+            self.count(exc.quota)
+            if exc.quota == "flood":
+                raise ProtocolError(str(exc), CloseCode.FLOODING) from exc
+            return False
+        return True
+
+    def admit_update(self, peer: str, size: int, now: float) -> bool:
+        """Whether ``peer``'s update of ``size`` bytes may be applied now (bytes and CPU in
+        credit); False: dropped, counted."""
+        q = self.quotas
+        if not q.cpu.allows(peer, now):
+            self.count("cpu-per-peer")
+            return False
+        short = q.update_bytes.admit(peer, size, now)
+        if short is not None:
+            self.count(short)
+            return False
+        return True
+
+    def is_new(self, shard: str, names: Callable[[], Iterable[str]], now: float) -> bool:
+        """Whether ``shard`` does not exist here. ``names`` lists the replicas' shards; it is
+        called at most once a second (shards made or applied here in between are noted in
+        :attr:`known` as they come), so names a flood invents cost no listing each."""
+        if shard in self.known:
+            return False
+        if now - self._known_at >= 1.0:
+            self._known_at = now
+            self.known = set(names())
+        return shard not in self.known
+
+    def admit_new_shard(self, peer: str, shard: str, now: float) -> bool:
+        """Charge ``peer`` for creating ``shard`` here (its update validated); False:
+        refused, counted."""
+        try:
+            self.quotas.shards.charge(peer, len(self.known), now)
+        except QuotaExceeded as exc:
+            self.count(exc.quota)
+            return False
+        self.known.add(shard)
+        return True
+
+    def applied(self, peer: str, shard: str, seconds: float, now: float) -> None:
+        """``peer``'s update of ``shard`` was applied and cost ``seconds`` of CPU."""
+        self.known.add(shard)
+        if seconds > 0:
+            self.quotas.cpu.charge(peer, seconds, now)
+
+    def add_piece(self, peer: str, transfer: int, size: int, now: float) -> None:
+        """Account a DiffChunk piece of ``peer``'s transfer.
+
+        Raises:
+            ProtocolError: OVERSIZE, over the per-peer or global cap of unfinished transfers.
+        """
+        try:
+            self.quotas.transfers.add(peer, transfer, size, now)
+        except QuotaExceeded as exc:
+            self.count(exc.quota)
+            self.quotas.transfers.finish(peer, transfer)
+            raise ProtocolError(str(exc), exc.code) from exc
+
+    def finish_transfer(self, peer: str, transfer: int) -> None:
+        self.quotas.transfers.finish(peer, transfer)
+
+    def peer_gone(self, peer: str) -> None:
+        """``peer``'s connection closed: its unfinished transfers are dropped."""
+        self.quotas.transfers.drop_peer(peer)
+
+    def expired_transfers(self, now: float) -> list[tuple[str, int]]:
+        """Transfers older than the timeout, dropped from the cap (the caller drops them)."""
+        old = self.quotas.transfers.expire(now)
+        for _ in old:
+            self.count("transfer-timeout")
+        return old
+
+    def reply_room(self, peer: str, now: float) -> bool:
+        """Whether a reply to ``peer`` may be built now (else it waits, counted)."""
+        short = self.quotas.replies.admit(peer, 0, now)
+        if short is not None:
+            self.count(f"replies.{short}")
+            return False
+        return True
+
+    def replied(self, peer: str, size: int) -> None:
+        """``size`` bytes of replies went to ``peer``."""
+        self.quotas.replies.debit(peer, size)
