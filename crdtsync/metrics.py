@@ -234,6 +234,12 @@ def sample(agent: Agent) -> dict[str, Any]:
         "closes": {f"{k[0]} {k[1]}": v for k, v in _counter_values(sink.closes).items()},
         "compactions": {k[0]: v for k, v in _counter_values(sink.compactions).items()},
         "wired": sorted(sink.wired),
+        # Issue #11: shards whose stored updates exceed the work limits (not served), and
+        # the refusals of the quotas that hold across connections.
+        "shards_quarantined": agent.quarantined,
+        "quota_refusals": {
+            k.removeprefix("quota."): v for k, v in agent.counters.items() if k.startswith("quota.")
+        },
     }
 
 
@@ -329,6 +335,19 @@ class _Sampled(Collector):
             conns,
             store,
         )
+        quarantined = GaugeMetricFamily(
+            "crdtsync_shard_quarantined",
+            "1 for a shard whose stored updates exceed the work limits (not served)",
+            labels=["shard", "reason"],
+        )
+        for shard, reason in figures["shards_quarantined"].items():
+            quarantined.add_metric([shard, reason[:200]], 1)
+        refusals = CounterMetricFamily(
+            "crdtsync_quota_refusals", "Messages or updates a quota refused", labels=["quota"]
+        )
+        for quota, n in figures["quota_refusals"].items():
+            refusals.add_metric([quota], n)
+        yield from (quarantined, refusals)
         if figures["store"]["map_bytes"] is not None:
             m = GaugeMetricFamily("crdtsync_store_map_bytes", "LMDB map size")
             m.add_metric([], figures["store"]["map_bytes"])

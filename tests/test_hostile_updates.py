@@ -9,6 +9,7 @@ failed test, not a dead run. Costs stated in comments were measured on the 2-cor
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
@@ -305,3 +306,60 @@ def test_accepted_updates_cost_at_most_linear_work() -> None:
     for size, seconds, rss_kib in costs:
         assert seconds <= 20e-6 * size + 0.1, (size, seconds)
         assert rss_kib * 1024 <= 200 * size + (128 << 20), (size, rss_kib)
+
+
+# -- existing poison is survivable ----------------------------------------------------------------
+
+
+def _store_before_the_limits(data_dir: Path, shards: dict[str, list[bytes]]) -> None:
+    """Write ``shards`` as a release before the limits would have: raw, unchecked appends."""
+    store = Store(data_dir, sync=False)
+    try:
+        for name, entries in shards.items():
+            for u in entries:
+                store.append(name, u)
+        store.commit()
+    finally:
+        store.close()
+
+
+async def test_a_store_holding_poison_opens_quarantines_it_and_serves_the_rest(
+    tmp_path: Path,
+) -> None:
+    from crdtsync import Agent
+    from crdtsync.errors import ShardQuarantined
+
+    honest = pycrdt.Doc()
+    honest.get("root", type=pycrdt.Map)["x"] = "y"
+    # Poison as a release before the limits stored it: a mergeable run whose load costs
+    # quadratic memory (4,000 items: ~400 MiB), and two same-place fans (quadratic time).
+    _store_before_the_limits(
+        tmp_path / "a",
+        {
+            "runs": [h.many_items(4000)],
+            "fans": [h.root_array(), h.same_origin_fan(2000), h.same_origin_fan(2000, first=2002)],
+            "notes": [honest.get_update()],
+        },
+    )
+    async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0") as a:
+        assert sorted(a.quarantined) == ["fans", "runs"]
+        assert "merges cost more" in a.quarantined["runs"]
+        assert "clients insert at the same place" in a.quarantined["fans"]
+        assert a.counters["shards_quarantined"] == 2
+        with pytest.raises(ShardQuarantined) as info:
+            await a.shard("runs")
+        assert info.value.shard == "runs" and "log entry 0" in info.value.reason
+        assert (await a.shard("notes")).snapshot() == {"x": "y"}
+        assert sorted(a.metrics()["shards_quarantined"]) == ["fans", "runs"]
+        # An honest peer syncs the rest and never hears of the quarantined shards.
+        async with Agent("b", data_dir=tmp_path / "b", peers=[a.address]) as b:
+            notes = await b.shard("notes")
+            for _ in range(500):
+                if notes.snapshot() == {"x": "y"}:
+                    break
+                await asyncio.sleep(0.02)
+            assert notes.snapshot() == {"x": "y"}
+            assert "runs" not in b.shard_names() and "fans" not in b.shard_names()
+    # The quarantine is recorded: the next open knows it without parsing anything again.
+    async with Agent("a", data_dir=tmp_path / "a") as a:
+        assert sorted(a.quarantined) == ["fans", "runs"]
