@@ -30,6 +30,7 @@ from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
+from crdtsync.quotas import ConnectionCap, QuotaExceeded
 from crdtsync.security.acl import Guard, PeerIdentity
 
 if TYPE_CHECKING:
@@ -107,6 +108,13 @@ class _Link:
         return _format_address(self.ws.remote_address) or "?"
 
 
+def _host_of(addr: object) -> str:
+    """The remote host of a socket address (what per-address connection limits count)."""
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0])
+    return str(addr)
+
+
 def _format_address(addr: object) -> str | None:
     if isinstance(addr, tuple) and len(addr) >= 2:
         host, port = addr[0], addr[1]
@@ -150,6 +158,7 @@ class _LinkRunner:
     _closing: bool
     _yjs: YjsDoor | None
     _seed_state: dict[str, str]
+    _conn_cap: ConnectionCap
 
     if TYPE_CHECKING:
 
@@ -172,19 +181,67 @@ class _LinkRunner:
     # -- connections ---------------------------------------------------------------------------
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        """websockets handler of an inbound connection."""
+        """websockets handler of an inbound connection.
+
+        Every inbound connection (gossip or Yjs door) counts against the transport's
+        :class:`~crdtsync.quotas.ConnectionCap` (in all and per remote host) before anything
+        is read from it; over the cap it is closed at once (``FLOODING``, counted
+        ``refused.<quota>``). A gossip connection that has not completed its handshake (its
+        Hello accepted by the core) within ``handshake_timeout`` is closed with
+        ``BAD_HANDSHAKE`` (counted ``handshake_timeout``).
+        """
         if self._closing:
             await ws.close(CloseCode.GOING_AWAY, "agent stopping")
             return
-        request_path = ws.request.path if ws.request is not None else "/"
-        path, _, query = request_path.partition("?")
-        if path.startswith(_YJS_PREFIX):
-            if self._yjs is None:
-                await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
-                return
-            await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
+        key, host = id(ws), _host_of(ws.remote_address)
+        try:
+            self._conn_cap.accept(key, host, self._clock())
+        except QuotaExceeded as exc:
+            self._count(f"refused.{exc.quota}")
+            logger.warning("%s: refusing a connection from %s: %s", self.core.name, host, exc)
+            await ws.close(exc.code, _close_reason(str(exc)))
             return
-        await self._run_link(_Link(ws, outbound=False, dialled=None))
+        try:
+            request_path = ws.request.path if ws.request is not None else "/"
+            path, _, query = request_path.partition("?")
+            if path.startswith(_YJS_PREFIX):
+                self._conn_cap.handshaken(key)  # the Yjs door has no Hello (it has its auth)
+                if self._yjs is None:
+                    await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
+                    return
+                await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
+                return
+            link = _Link(ws, outbound=False, dialled=None)
+            assert self._loop is not None
+            deadline = self._loop.call_later(
+                self._conn_cap.handshake_timeout, self._handshake_overdue, link
+            )
+            try:
+                await self._run_link(link)
+            finally:
+                deadline.cancel()
+        finally:
+            self._conn_cap.closed(key, host)
+
+    def _handshake_overdue(self, link: _Link) -> None:
+        """The handshake deadline of an inbound connection passed: close it unless a Hello was
+        accepted (a connection that never speaks must not hold a file descriptor)."""
+        if link.peer is None and not link.closing:
+            self._count("handshake_timeout")
+            logger.warning(
+                "%s: closing %s: no Hello within %g s",
+                self.core.name,
+                link.label(),
+                self._conn_cap.handshake_timeout,
+            )
+            self._refuse(
+                link,
+                CloseCode.BAD_HANDSHAKE,
+                f"no Hello within {self._conn_cap.handshake_timeout:g} s",
+            )
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     async def _dial(self, address: str) -> None:
         """Open a connection to ``address`` (from core.dials()) and run it."""
@@ -413,6 +470,7 @@ class _LinkRunner:
         assert isinstance(msg, Hello)
         link.peer, link.hello, link.accepted_at = peer, msg, now
         self._by_peer[peer] = link
+        self._conn_cap.handshaken(id(link.ws))
 
     def _after_receive_soon(self) -> None:
         # One pump per event-loop iteration however many frames arrived in it.

@@ -114,6 +114,7 @@ from crdtsync.errors import (
 )
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close
+from crdtsync.quotas import ConnectionCap
 
 if TYPE_CHECKING:
     from crdtsync.security.credentials import Credentials
@@ -123,6 +124,7 @@ __all__ = [
     "DEFAULT_MAX_SEND_BUFFER",
     "ConnectionInfo",
     "WebsocketTransport",
+    "default_connection_cap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,6 +138,14 @@ DEFAULT_MAX_SEND_BUFFER = 64 << 20
 #: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
 #: (a core bug): the loop must not spin.
 _MIN_TIMER_WAIT = 0.001
+
+
+def default_connection_cap() -> ConnectionCap:
+    """The default :class:`~crdtsync.quotas.ConnectionCap` (issue #11): 512 inbound
+    connections in all (under the usual limit of 1,024 file descriptors: 1,013 connections
+    that never said Hello locked every new peer out), 128 from one host (a loopback mesh of
+    ``relay_max`` = 64 agents dials 63 from 127.0.0.1), 10 s to complete the handshake."""
+    return ConnectionCap(max_total=512, max_per_address=128, handshake_timeout=10.0)
 
 
 class WebsocketTransport(_LinkRunner, _Authenticator):
@@ -168,6 +178,8 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         credentials: authenticate every connection with these (see "Authentication" in the
             module docstring); None: no authentication (loopback or ``insecure`` only; the
             agent enforces that policy).
+        connection_cap: inbound connections in all and per remote host, and the time one
+            may take to complete its handshake (default :func:`default_connection_cap`).
     """
 
     def __init__(
@@ -187,8 +199,10 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         max_queue: int = 4,
         compression: str | None = None,
         credentials: Credentials | None = None,
+        connection_cap: ConnectionCap | None = None,
     ) -> None:
         self.core = core
+        self._conn_cap = connection_cap if connection_cap is not None else default_connection_cap()
         self._credentials = credentials
         if credentials is not None and core.gate is None:
             from crdtsync.security.gate import CredentialGate
