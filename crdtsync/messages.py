@@ -297,13 +297,19 @@ class Holdings:
     Sent with partial replication only (see :mod:`crdtsync.placement`), whenever the set
     changes: gossip of a shard then flows only to the agents that hold it.
 
+    A long list goes as several Holdings of one version, in order, each but the last with
+    ``more`` set (:func:`crdtsync.quotas.name_pieces`): no frame grows with the number of
+    shards (issue #11: 132,000 shards made one Hello larger than any peer accepts).
+
     Attributes:
         version: increases with every change; an older Holdings arriving late is ignored.
-        shards: sorted shard names.
+        shards: sorted shard names (of this piece).
+        more: further pieces of this version follow; the set applies once the last came.
     """
 
     version: int
     shards: tuple[str, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ core's effects as after any core call.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,7 @@ from .messages import (
 )
 from .placement import HOLDER, PlacementState
 from .query import QueryTable
+from .quotas import name_pieces
 from .yjs.parse import validate_update
 from .yjs.state import EMPTY_STATE_VECTOR, decode_state_vector
 
@@ -62,6 +64,9 @@ __all__ = ["ShardingConfig", "Sharding", "MESSAGES", "EMPTY_STATE_VECTOR"]
 
 
 _INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
+
+#: Bytes of shard names per Holdings message at most (a long list goes in pieces).
+HOLDINGS_PIECE = 64 << 10
 
 #: The message types this component handles for the core.
 MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)
@@ -127,6 +132,7 @@ class Sharding(_RemoteReads):
         self.queries = QueryTable(hedge_delay=config.hedge_delay)
         self._peer_holds: dict[str, frozenset[str]] = {}
         self._peer_version: dict[str, int] = {}
+        self._holds_parts: dict[str, tuple[int, set[str]]] = {}  # Holdings pieces so far
         self._announced: frozenset[str] = frozenset()
         self._version = 0
         self._extra: frozenset[str] = frozenset()
@@ -249,13 +255,14 @@ class Sharding(_RemoteReads):
         self._peer_version[peer] = -1
         if self.placement is not None:
             # Our Hello may predate a change; this one is current (same connection, in order).
-            self._send(peer, Holdings(self._version, tuple(sorted(self.holdings()))))
+            self._send_holdings([peer], sorted(self.holdings()))
         self._dirty = True
         self._send_queries()
 
     def connection_lost(self, peer: str, now: float) -> None:
         self._peer_holds.pop(peer, None)
         self._peer_version.pop(peer, None)
+        self._holds_parts.pop(peer, None)
         self.queries.connection_lost(peer)
         self._dirty = True
 
@@ -267,8 +274,17 @@ class Sharding(_RemoteReads):
         """
         if isinstance(msg, Holdings):
             if msg.version > self._peer_version.get(peer, -1):
+                # Pieces of one version come in order; the set applies with the last one.
+                version, parts = self._holds_parts.get(peer, (msg.version, set()))
+                if version != msg.version:
+                    parts = set()
+                parts.update(msg.shards)
+                if msg.more:
+                    self._holds_parts[peer] = (msg.version, parts)
+                    return
+                self._holds_parts.pop(peer, None)
                 self._peer_version[peer] = msg.version
-                self._peer_holds[peer] = frozenset(msg.shards)
+                self._peer_holds[peer] = frozenset(parts)
                 self._dirty = True
         elif isinstance(msg, Offer):
             self._on_offer(peer, msg, now)
@@ -318,9 +334,7 @@ class Sharding(_RemoteReads):
                 self._reconcile(now)
             if now >= self._next_refresh:
                 self._next_refresh = now + self.config.holdings_refresh
-                shards = tuple(sorted(self._announced))
-                for peer in self.core.connected():
-                    self._send(peer, Holdings(self._version, shards))
+                self._send_holdings(self.core.connected(), sorted(self._announced))
         self._update_extra()
 
     def next_deadline(self) -> float | None:
@@ -409,8 +423,18 @@ class Sharding(_RemoteReads):
         if holdings != self._announced:
             self._announced = holdings
             self._version += 1
-            msg = Holdings(self._version, tuple(sorted(holdings)))
-            for peer in self.core.connected():
+            self._send_holdings(self.core.connected(), sorted(holdings))
+
+    def _send_holdings(self, peers: Iterable[str], shards: list[str]) -> None:
+        """Our holdings (``shards``, sorted) to ``peers``, in pieces of at most
+        :data:`HOLDINGS_PIECE` bytes (so no frame grows with the number of shards)."""
+        pieces = list(name_pieces(shards, HOLDINGS_PIECE)) or [()]
+        msgs = [
+            Holdings(self._version, piece, more=i < len(pieces) - 1)
+            for i, piece in enumerate(pieces)
+        ]
+        for peer in peers:
+            for msg in msgs:
                 self._send(peer, msg)
 
     def _fetch(self, shard: str, source: str, now: float) -> None:

@@ -180,8 +180,10 @@ def _fields(msg: Message) -> list[Any]:
         return [int(msg.code), msg.reason]
     if isinstance(msg, Certificates):
         return [list(msg.certificates)]
-    if isinstance(msg, Holdings):
-        return [msg.version, list(msg.shards)]
+    if isinstance(msg, Holdings):  # (the flag only when set: a single piece is as before)
+        return (
+            [msg.version, list(msg.shards), True] if msg.more else [msg.version, list(msg.shards)]
+        )
     if isinstance(msg, Offer):
         return [list(msg.shards)]
     if isinstance(msg, ReadRequest):
@@ -466,9 +468,12 @@ _PREFIX_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 
 def _holdings(f: tuple[Any, ...]) -> Holdings:
-    _array(f, "Holdings", 2)
+    if len(f) != 3 or f[2] is not True:
+        _array(f, "Holdings", 2)
     return Holdings(
-        version=_int(f[0], "holdings version"), shards=_shard_names(f[1], "Holdings shards")
+        version=_int(f[0], "holdings version"),
+        shards=_shard_names(f[1], "Holdings shards"),
+        more=len(f) == 3,
     )
 
 

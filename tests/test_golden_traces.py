@@ -163,8 +163,8 @@ GOLDEN: dict[str, str] = {
     "full_mesh": "b190755f4c4af602299c4a1175c04618b2870e73e922ef26f0c9d59cb159b556",
     "relay": "9ebf30a41162eba45d0d24f52decc32130d28ae41bb0daf621824b581e6fac55",
     "tree": "e4204aca7d0fbf5e12442b1bbc5fb0312afa399ea0af063ab24579ba54799e93",
-    "partial": "f209dfc8693507631a1c72aead3f6fea2c0294e319842d3e1e4af2f2b39f77ac",
-    "lossy_partition": "ec407be1cdee9c1e0e47c78110209832b5cea1cbdae64409056401e4efdcb0d0",
+    "partial": "dc8af7234cc304f8a296d21244885a114dfd41fadb6ce4f816911327c1cfb6b7",
+    "lossy_partition": "e1f8081247f86f5387ddf40e883093176894967b392ff07440e0f3020162139f",
 }
 
 

@@ -355,7 +355,7 @@ def test_hand_off_messages_in_order_and_drop_after_the_ack() -> None:
     a, b = _core("a"), _core("b")
     a.replicas.change(shard, lambda d: d.get("root", type=pycrdt.Map).__setitem__("k", "v"))  # type: ignore[attr-defined]
     _commit(a, 0.0)
-    assert a.hello().shards == (shard,) and b.hello().shards == ()
+    assert a.hello().shards == () == b.hello().shards  # holdings go after the handshake
     a.connection_made(wire.decode(wire.encode(b.hello())), 0.0, outbound=True)
     b.connection_made(wire.decode(wire.encode(a.hello())), 0.0, outbound=False)
     cores = {"a": a, "b": b}
@@ -425,3 +425,23 @@ def test_a_holder_answers_reads_with_what_the_asker_lacks() -> None:
     assert a.sharding.result(qid).status == "not_found"  # type: ignore[union-attr]
     # a non-holder never created a replica by reading
     assert set(a.replicas.docs) == set()  # type: ignore[attr-defined]
+
+
+def test_holdings_go_in_pieces_that_do_not_grow_with_the_shard_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import crdtsync.sharding as sharding_module
+
+    monkeypatch.setattr(sharding_module, "HOLDINGS_PIECE", 100)
+    a, b = _core("a", r=2), _core("b", r=2)
+    names = [f"shard-{i:03d}" for i in range(40)]
+    for name in names:
+        a.replicas.change(name, lambda d: d.get("root", type=pycrdt.Map).__setitem__("k", 1))  # type: ignore[attr-defined]
+    a.connection_made(wire.decode(wire.encode(b.hello())), 0.0, outbound=True)
+    b.connection_made(wire.decode(wire.encode(a.hello())), 0.0, outbound=False)
+    log = _deliver({"a": a, "b": b}, 0.0)
+    pieces = [m for s, d, m in log if isinstance(m, Holdings) and s == "a"]
+    assert len(pieces) > 5 and all(len(wire.encode(m)) < 200 for m in pieces)
+    assert not pieces[-1].more and any(m.more for m in pieces)
+    assert sorted(n for m in pieces for n in m.shards if m.version == pieces[-1].version) == names
+    assert b.sharding.peer_holdings()["a"] == frozenset(names)

@@ -79,9 +79,12 @@ class AntiEntropy:
 
     def on_summary(self, conn: Link, msg: Summary, now: float) -> None:
         """Step 2: a differing root is owed our Digests (a reply: deferred while paused)."""
-        if msg.root != self.root_hash(conn.name):
+        shards = self._round_shards(conn.name)
+        if msg.root != root_hash(shards, self._ctx.replicas.digest):
             conn.replies.want_digests = True
             self._replies.serve(conn, now)
+        else:  # it holds what we hold, no more, no less (the Hello does not list shards)
+            conn.interest.update(shards)
 
     def ensure_timer(self, now: float) -> None:
         if self.next_round is None:

@@ -222,15 +222,20 @@ class GossipCore(_Queries):
     # handshake and connections
 
     def hello(self) -> Hello:
-        """The first message to send on every new connection, inbound or outbound."""
+        """The first message to send on every new connection, inbound or outbound.
+
+        It lists no shards (issue #11): its size must not grow with the number of shards (an
+        agent with 132,000 shards had a Hello over every peer's frame limit, and was cut off
+        for good). A peer learns what we hold after the handshake, in messages that stay
+        small: the on-connect anti-entropy round (equal Summary roots, or Digests), pushes and
+        acks, and with partial replication :class:`~crdtsync.messages.Holdings` in pieces.
+        """
         return Hello(
             version=PROTOCOL_VERSION,
             mesh=self.mesh,
             name=self.name,
             address=self.address,
-            shards=tuple(sorted(self.policy.holdings()))
-            if self.policy.partial
-            else tuple(self._ctx.shard_names()),
+            shards=(),
             incarnation=self._p.members.incarnation,
             instance=self._instance,
         )

@@ -12,7 +12,22 @@ from corepair import *  # noqa: F403
 def test_hello_describes_this_agent() -> None:
     a = make("a", ["s2", "s1"])
     run = random.Random(0).getrandbits(63)  # drawn from the core's rng: replays with the seed
-    assert a.hello() == Hello(PROTOCOL_VERSION, "default", "a", "mem://a", ("s1", "s2"), 0, run)
+    # No shards: the Hello's size does not grow with their number (issue #11).
+    assert a.hello() == Hello(PROTOCOL_VERSION, "default", "a", "mem://a", (), 0, run)
+
+
+def test_hello_size_does_not_grow_with_the_shard_count() -> None:
+    few, many = make("a", ["s1"]), make("a", [f"shard-{i:06d}" for i in range(5000)])
+    assert len(wire.encode(few.hello())) == len(wire.encode(many.hello()))
+
+
+def test_equal_roots_teach_each_side_what_the_other_holds() -> None:
+    a, b = make("a", ["s1", "s2"]), make("b", ["s1", "s2"])
+    for shard in ("s1", "s2"):
+        reps(b).docs[shard] = reps(a).docs[shard]  # the same content on both
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    assert b._conns["a"].interest == {"s1", "s2"}
 
 
 def test_connection_made_sends_table_and_one_side_starts_anti_entropy() -> None:
