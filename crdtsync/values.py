@@ -63,6 +63,7 @@ __all__ = [
     "is_marked",
     "mark",
     "migrate",
+    "migration_client_id",
     "to_plain",
     "Unreadable",
 ]
@@ -246,9 +247,11 @@ def _same_leaf(a: Any, b: Any) -> bool:
 
 
 def _migrate_container(crdt: Any) -> int:
+    # Deterministic: map keys in sorted order (a Yrs map iterates in hash order, which may
+    # differ between replicas), array elements by index, nested containers depth first.
     changed = 0
     if isinstance(crdt, pycrdt.Map):
-        for key in list(crdt.keys()):
+        for key in sorted(crdt.keys()):
             item = crdt[key]
             if isinstance(item, _SHARED_TYPES):
                 changed += _migrate_container(item)
@@ -271,18 +274,71 @@ def _migrate_container(crdt: Any) -> int:
     return changed
 
 
+# Two agents that open the same format-1 shard at once each migrate it. An array element cannot
+# be replaced in place: migration deletes it and inserts the new value, and two such inserts by
+# two clients are two elements. So the migration is made a function of the old state alone:
+# it runs on a scratch copy of the document whose client id is derived from a hash of that
+# state (its state vector and its delete set, both in a canonical form), in a fixed order.
+# Two replicas holding the same old state then create the same structs with the same IDs, and
+# the CRDT integrates the second copy as the no-op it is: no duplicate, nothing lost. The
+# derived id is never one the old state already uses. What is not covered: replicas whose old
+# states differ (one had writes the other lacked) derive different ids and may still duplicate
+# the array elements both rewrite; the marker, gossiped like any write, keeps that window
+# short (an agent that receives a migration before opening the shard does not migrate).
+_MIGRATION_SALT = b"crdtsync values migration 1->2\x00"
+#: Client ids stay within what JavaScript's lib0 reads exactly.
+_CLIENT_MASK = (1 << 53) - 1
+
+
+def _canonical_state(doc: pycrdt.Doc[Any]) -> tuple[bytes, set[int]]:
+    """(a canonical encoding of the document's state, the client ids it holds)."""
+    from .yjs.parse import parse_update
+    from .yjs.state import decode_state_vector, encode_delete_set, normalize_delete_set
+
+    sv = decode_state_vector(doc.get_state())
+    ds = normalize_delete_set(parse_update(doc.get_update()).delete_set)
+    out = bytearray()
+    for client in sorted(sv):
+        out += b"%d:%d;" % (client, sv[client])
+    out += b"|" + encode_delete_set(dict(sorted(ds.items())))
+    return bytes(out), set(sv)
+
+
+def migration_client_id(doc: pycrdt.Doc[Any]) -> int:
+    """The client id the migration of ``doc``'s current (old) state writes with: the same on
+    every replica holding that state, and none of the ids the state already uses."""
+    import hashlib
+
+    state, used = _canonical_state(doc)
+    counter = 0
+    while True:
+        digest = hashlib.sha256(_MIGRATION_SALT + state + counter.to_bytes(4, "big")).digest()
+        client = int.from_bytes(digest[:8], "big") & _CLIENT_MASK
+        if client and client not in used and client != doc.client_id:
+            return client
+        counter += 1
+
+
 def migrate(doc: pycrdt.Doc[Any], root: str) -> int:
     """Rewrite a format-1 document's values under the root map ``root`` to format 2 and mark it,
     in one transaction; returns how many leaves changed. A marked document is left alone.
 
-    Concurrency: map entries migrated on two replicas at once converge (both write the same
-    value); an array element migrated on two replicas at once is duplicated (an element cannot
-    be replaced in place), hence the marker: upgrade one agent of a mesh first and let its
-    migration reach the others before they open the shard with the new release.
+    Concurrency: the rewrite is a deterministic function of the old state (see the block
+    comment above), so replicas that migrate the same old state at once write identical
+    structs and converge without duplicates. Replicas whose old states differ may still
+    duplicate array elements both rewrite.
     """
     if is_marked(doc):
         return 0
-    with doc.transaction():
-        changed = _migrate_container(doc.get(root, type=pycrdt.Map)) if root in doc.keys() else 0  # noqa: SIM118
-        mark(doc)
+    state = doc.get_state()
+    scratch: pycrdt.Doc[Any] = pycrdt.Doc(client_id=migration_client_id(doc))
+    scratch.apply_update(doc.get_update())
+    with scratch.transaction():
+        changed = (
+            _migrate_container(scratch.get(root, type=pycrdt.Map))
+            if root in scratch.keys()  # noqa: SIM118  (a Doc is no dict)
+            else 0
+        )
+        mark(scratch)
+    doc.apply_update(scratch.get_update(state))
     return changed

@@ -198,7 +198,8 @@ async def test_replayed_handshake_is_refused(secret_agent: Agent, keys: Path) ->
     assert secret is not None
     async with connect(secret_agent.address, proxy=None) as ws:
         sent = await _client_handshake(ws, SecretHandshake(secret, MESH, "beta", client=True))
-        first = await ws.recv()  # authenticated: now the Hello comes
+        await ws.send(_hello("beta"))  # authenticated, and our Hello sent: now its Hello comes
+        first = await ws.recv()
         assert isinstance(first, bytes) and isinstance(wire.decode(first), Hello)
     # replay of the recorded client transcript, frame by frame
     async with connect(secret_agent.address, proxy=None) as ws:
@@ -283,6 +284,7 @@ async def test_hello_names_only_shards_the_peer_may_read(tls_agent: Agent, keys:
     async with connect(tls_agent.address, ssl=_tls_client(keys, "reader"), proxy=None) as ws:
         ident = await ws.recv()
         assert isinstance(ident, bytes) and ident.startswith(b"CSI1")  # the agent's certificate
+        await ws.send(_hello("reader"))  # the agent's Hello answers ours
         hello = wire.decode(await ws.recv())  # type: ignore[arg-type]
     assert isinstance(hello, Hello) and hello.name == "alpha"
     assert hello.shards == ("tasks/a",)  # not secrets/plan
@@ -347,7 +349,7 @@ async def test_expired_and_revoked_certificates_are_refused(tls_agent: Agent, ke
     assert code == CloseCode.CERT_EXPIRED and frames == []
     cli("keys", "issue", "gone", "--dir", str(keys))
     async with connect(tls_agent.address, ssl=_tls_client(keys, "gone"), proxy=None) as ws:
-        assert isinstance(await ws.recv(), bytes)  # valid: it gets the Hello
+        assert isinstance(await ws.recv(), bytes)  # valid: it gets the agent's certificate
     cli("keys", "revoke", "gone", "--dir", str(keys))  # the agent re-reads revoked.pem
     async with connect(tls_agent.address, ssl=_tls_client(keys, "gone"), proxy=None) as ws:
         await _send(ws, _hello("gone"))

@@ -561,7 +561,7 @@ def test_a_short_partition_never_breaks_a_handshake() -> None:
     net.add_node("a")
     net.run_for(1)
     net.add_node("b", seeds=[net.address("a")])
-    net.run_for(0.04)  # the Hellos are on the wire
+    net.run_for(0.07)  # the acceptor's Hello is on the wire (sent after three latencies)
     net.partition([["a"], ["b"]])
     net.run_for(0.2)  # shorter than detect_delay
     net.heal()

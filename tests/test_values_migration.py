@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdtsync import Agent
 from crdtsync import values as V
@@ -112,3 +114,92 @@ async def test_a_v2_shard_stored_by_an_old_release_is_not_migrated(tmp_path: Pat
         shard = await agent.shard("fresh")
         assert _same(shard.snapshot(), written)
         assert shard.doc.get_update() == update  # nothing rewritten
+
+
+async def test_two_agents_migrating_the_same_old_shard_at_once_do_not_duplicate(
+    tmp_path: Path,
+) -> None:
+    """Two real stores written by the previous release (copies of one fixture: a mesh whose
+    agents had converged), upgraded and opened independently: both migrate, their migrations
+    meet, and every list still has its elements once, every value as it was written."""
+    snaps = []
+    updates = []
+    for name in ("a", "b"):
+        data = tmp_path / name
+        shutil.copytree(FIXTURE, data)
+        async with Agent(name, data_dir=data) as agent:
+            shard = await agent.shard("legacy")
+            assert V.is_marked(shard.doc)
+            snaps.append(shard.snapshot())
+            await shard.flush()
+            updates.append(shard.doc.get_update())
+    assert updates[0] == updates[1]  # byte-identical: the same structs, the same ids
+    for name, theirs in (("a", updates[1]), ("b", updates[0])):
+        async with Agent(name, data_dir=tmp_path / name) as agent:
+            shard = await agent.shard("legacy")
+            shard.apply_remote(theirs, "other")
+            merged = shard.snapshot()
+            assert _same(merged, EXPECTED), merged
+            assert len(merged["list"]) == len(VALUES["list"])
+            assert len(merged["nested"]["a"]) == len(VALUES["nested"]["a"])
+
+
+def _v1_leaf(value: Any) -> Any:
+    """A value as format 1 stored it (ints as tagged 9-byte buffers, bytes tagged with 0)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, int):
+        return b"\x01" + value.to_bytes(8, "big", signed=True)
+    if isinstance(value, bytes):
+        return b"\x00" + value
+    raise AssertionError(value)
+
+
+_leaves = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.binary(max_size=4),
+    st.sampled_from([0.5, 2.0, -0.0, "s", True, None]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    items=st.lists(_leaves, max_size=6),
+    keyed=st.dictionaries(st.text("xyz", max_size=3), _leaves, max_size=5),
+    deleted=st.lists(st.integers(min_value=0, max_value=5), max_size=2),
+    clients=st.tuples(st.integers(1, 2**32), st.integers(1, 2**32)),
+)
+def test_concurrent_migrations_of_one_old_state_converge_without_duplicates(
+    items: list[Any], keyed: dict[str, Any], deleted: list[int], clients: tuple[int, int]
+) -> None:
+    """Property: an old (format-1) document with a list and a map, some list elements deleted
+    before the upgrade, replicated to two replicas with different client ids; each migrates;
+    after exchanging their migrations both read the migrated values once each."""
+    old: pycrdt.Doc[Any] = pycrdt.Doc(client_id=7)
+    root = old.get("root", type=pycrdt.Map)
+    with old.transaction():
+        root["list"] = pycrdt.Array([_v1_leaf(v) for v in items])
+        for key, value in keyed.items():
+            root[key] = _v1_leaf(value)
+    kept = list(items)
+    arr = root["list"]
+    for i in deleted:
+        if i < len(arr):
+            del arr[i]
+            del kept[i]
+    want = {"list": kept, **keyed}
+    replicas = []
+    for client in clients:
+        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client)
+        doc.apply_update(old.get_update())
+        V.migrate(doc, "root")
+        assert V.is_marked(doc)
+        replicas.append(doc)
+    a, b = replicas
+    a_update, b_update = a.get_update(), b.get_update()
+    assert a_update == b_update  # the same structs, whichever replica wrote them
+    a.apply_update(b_update)
+    b.apply_update(a_update)
+    for doc in (a, b):
+        got = V.to_plain(doc.get("root", type=pycrdt.Map))
+        assert _same(got, want), (got, want)

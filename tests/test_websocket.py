@@ -253,23 +253,72 @@ def valid_update() -> bytes:
 async def raw_session(
     address: str, frames: Sequence[bytes | str], *, max_size: int | None = None
 ) -> tuple[int | None, list[Message]]:
-    """Connect like a peer, send ``frames`` after reading the agent's Hello, read until closed.
+    """Connect like a peer, send ``frames``, read until closed.
 
-    Returns the close code received and the messages received before it.
+    The agent speaks only after our Hello was accepted: if it sends anything, its first frame
+    is its Hello (dropped from the result), and only when our first frame is a valid Hello.
+    Returns the close code received and the messages received after the agent's Hello.
     """
     ws: ClientConnection
     got: list[Message] = []
     async with connect(address, proxy=None, compression=None, max_size=max_size) as ws:
-        first = wire.decode(await ws.recv())  # type: ignore[arg-type]
-        assert isinstance(first, Hello)
         try:
             for f in frames:
                 await ws.send(f)
             while True:
                 got.append(wire.decode(await ws.recv()))  # type: ignore[arg-type]
         except ConnectionClosed as exc:
+            if got:
+                assert isinstance(got[0], Hello), got[0]
+                assert isinstance(frames[0], bytes)
+                assert isinstance(wire.decode(frames[0]), Hello)
+                got = got[1:]
             return (exc.rcvd.code if exc.rcvd is not None else None), got
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def unknown_client(address: str, frames: Sequence[bytes | str]) -> tuple[int | None, str]:
+    """Connect, send ``frames`` (maybe none), and assert that the agent sends no frame at all
+    before closing; the close code and reason received."""
+    ws: ClientConnection
+    async with connect(address, proxy=None, compression=None, max_size=None) as ws:
+        for f in frames:
+            await ws.send(f)
+        try:
+            data = await ws.recv()
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None
+            return exc.rcvd.code, exc.rcvd.reason
+        raise AssertionError(f"an unknown client received a frame: {data!r}")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def test_an_unknown_client_learns_nothing_of_the_mesh(nodes: Any) -> None:
+    """Silence, garbage, a text frame or another mesh's Hello: no byte of mesh information
+    (no Hello, no Close message), only a websocket close frame with a code and its name."""
+    a = await nodes("agent-secretname", open_timeout=0.5)
+    cases: list[tuple[list[bytes | str], int]] = [
+        ([], CloseCode.BAD_HANDSHAKE),  # silence: cut after open_timeout
+        ([random.Random(3).randbytes(64)], CloseCode.MALFORMED_FRAME),
+        (["GET / HTTP/1.1"], CloseCode.MALFORMED_FRAME),
+        ([wire.encode(Summary(bytes(16), 0))], CloseCode.BAD_HANDSHAKE),
+        ([wire.encode(hello(mesh="elsewhere"))], CloseCode.WRONG_MESH),
+        ([wire.encode(hello(version=PROTOCOL_VERSION + 1))], CloseCode.PROTOCOL_VERSION),
+    ]
+    for frames, want in cases:
+        code, reason = await unknown_client(a.address, frames)
+        assert code == want, (frames, code, reason)
+        assert reason == f"{CloseCode(want).name}: handshake refused"
+        for secret in (MESH, "agent-secretname", "127.0.0.1", "doc"):
+            assert secret not in reason
+    assert a.connected() == set()
+    # a member's Hello (this mesh) is answered by the agent's Hello, then gossip
+    ws: ClientConnection
+    async with connect(a.address, proxy=None, compression=None) as ws:
+        await ws.send(wire.encode(hello("zed")))
+        first = wire.decode(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(first, Hello) and first.name == "agent-secretname"
+        await until(lambda: "zed" in a.connected(), what="zed accepted")
 
 
 BAD: list[tuple[str, Callable[[], Sequence[bytes | str]], int]] = [
@@ -409,8 +458,8 @@ async def test_a_peer_that_does_not_read_pauses_pushes_and_memory_stays_bounded(
     async with connect(
         a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
     ) as ws:
+        await ws.send(wire.encode(hello("slow")))  # the agent answers with its Hello
         assert isinstance(wire.decode(await ws.recv()), Hello)  # type: ignore[arg-type]
-        await ws.send(wire.encode(hello("slow")))
         await until(lambda: "slow" in a.connected(), what="slow peer accepted")
         # Write far more than the socket buffers hold while "slow" reads nothing.
         blob = "x" * (200 * 1024)
@@ -461,8 +510,8 @@ async def test_a_peer_that_requests_but_never_reads_gets_deferred_answers(nodes:
     async with connect(
         a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
     ) as ws:
+        await ws.send(wire.encode(hello("greedy")))  # the agent answers with its Hello
         assert isinstance(wire.decode(await ws.recv()), Hello)  # type: ignore[arg-type]
-        await ws.send(wire.encode(hello("greedy")))
         for _ in range(200):  # 10 MB of answers if each got its own: more than any buffer here
             await ws.send(request)
         await asyncio.sleep(0.3)  # fifteen windows

@@ -152,7 +152,7 @@ async def harvest(address: str, secret: bytes | None = None) -> list[bytes]:
     frames: list[bytes] = []
     async with connect(address, proxy=None, compression=None, max_size=None) as ws:
         await authenticate(ws, secret, "aaa-harvest")
-        frames.append(await ws.recv())  # type: ignore[arg-type]
+        # the target answers with its Hello only after ours: the loop below collects it
         await ws.send(hello("aaa-harvest"))  # smaller name: we start the round
         await ws.send(wire.encode(Summary(bytes(16), 1)))
         await ws.send(wire.encode(SyncRequest((("board", b"\x00"),))))
@@ -313,13 +313,13 @@ def expected(frame: bytes | str, first: bool) -> set[int] | None:
 async def session(
     address: str, frames: list[bytes | str], secret: bytes | None = None, *, raw: bool = False
 ) -> int | None:
-    """Connect, (authenticate,) read the target's Hello, send ``frames`` and the sentinel; the
-    close code. ``raw``: send the frames at once, without authenticating or waiting for a Hello."""
+    """Connect, (authenticate,) send ``frames`` and the sentinel, read until closed; the close
+    code. The target sends its Hello only after a valid Hello of ours, so nothing is awaited
+    before sending. ``raw``: send the frames without authenticating."""
     async with connect(address, proxy=None, compression=None, max_size=None, open_timeout=10) as ws:
         try:
             if not raw:
                 await authenticate(ws, secret, auth_name(frames[0]))
-                await ws.recv()
             for f in frames:
                 await ws.send(f)
             await ws.send(SENTINEL)

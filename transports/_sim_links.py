@@ -172,10 +172,10 @@ class _Connections:
         conn.peer_name = {node.name: None, target: None}
         self._conns[conn.id] = conn
         # TCP + websocket handshake, as websockets does it: the acceptor has the connection
-        # (and sends its Hello) when the upgrade request arrives, one latency after the dial;
-        # the dialler has it (and sends its Hello) when the response arrives, one more later,
-        # together with the acceptor's Hello. So each side of two simultaneous dials sees
-        # first the Hello of the connection *it* dialled.
+        # when the upgrade request arrives, one latency after the dial; the dialler has it (and
+        # sends its Hello) when the response arrives, one more later. As the websocket driver
+        # does, the acceptor sends its Hello only once the dialler's Hello arrived and was
+        # accepted (an unknown client learns nothing), one latency after that.
         self._schedule(
             self.now + link.latency,
             "accepted",
@@ -215,9 +215,7 @@ class _Connections:
             self._schedule(self.now + latency, "dial_failed", (a.name, gen_dialer, conn.address))
             return
         conn.open_for[b.name] = True
-        # before the Hello is sent: the dialler has the connection when that Hello arrives
         self._schedule(self.now + latency, "connected", (cid, gen_dialer))
-        self._transmit(conn, b.name, b.core.hello())
 
     def _ev_connected(self, cid: int, gen_dialer: int) -> None:
         conn = self._conns.get(cid)
@@ -248,6 +246,8 @@ class _Connections:
             if name is None:
                 name = core.connection_made(msg, self.now, outbound=conn.dialer == dst)
                 conn.peer_name[dst] = name
+                if conn.acceptor == dst:  # the acceptor's Hello, ahead of what the core queued
+                    self._transmit(conn, dst, core.hello())
                 old = node.conns.get(name)
                 node.conns[name] = cid
                 if old is not None and old in self._conns:  # replaced: close, not "lost"
@@ -266,6 +266,8 @@ class _Connections:
                 and conn.peer_name.get(dst) is None
             ):
                 self.duplicates += 1  # the core keeps its other connection to that agent
+                if conn.acceptor == dst:  # a valid Hello of this mesh: ours, then the Close
+                    self._transmit(conn, dst, core.hello())
             else:
                 self.errors.append((self.now, dst, conn.peer_name.get(dst), exc.code))
             self._transmit(conn, dst, Close(exc.code, str(exc)[:100]))

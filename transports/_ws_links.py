@@ -96,10 +96,12 @@ class _Link:
     queued_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    hello_queued: bool = False  # our Hello is in the queue (or was sent)
     hello_sent: bool = False
     paused: bool = False
     closing: bool = False  # a close was requested: nothing more is queued or handled
     watchdog: asyncio.TimerHandle | None = None
+    hello_timer: asyncio.TimerHandle | None = None  # inbound: no valid Hello in open_timeout
     identity: PeerIdentity | None = None  # set once authenticated (with credentials only)
 
     def label(self) -> str:
@@ -309,14 +311,13 @@ class _LinkRunner:
             self._connection_closed(link)
             link.finished.set()
             return
-        hello_msg: Message | None = self.core.hello()
-        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
-            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
-        assert isinstance(hello_msg, Hello)
-        hello = wire.encode(hello_msg)
-        link.queue.appendleft(hello)  # always the first frame
-        link.queued_bytes += len(hello)
-        link.wake.set()
+        if link.outbound:
+            # The dialer speaks first. The acceptor holds its Hello until the dialer's Hello
+            # was validated by the core (see _accept): an unknown client learns nothing.
+            self._queue_hello(link)
+        else:
+            assert self._loop is not None
+            link.hello_timer = self._loop.call_later(self._open_timeout, self._no_hello, link)
         writer = asyncio.create_task(self._writer(link), name=f"crdtsync-writer-{link.label()}")
         try:
             await self._reader(link)
@@ -328,12 +329,35 @@ class _LinkRunner:
                 writer.cancel()
             if link.watchdog is not None:
                 link.watchdog.cancel()
+            if link.hello_timer is not None:
+                link.hello_timer.cancel()
             self._links.discard(link)
             self._connection_closed(link)  # before any await: this must happen exactly once
             try:
                 await asyncio.gather(writer, return_exceptions=True)
             finally:
                 link.finished.set()
+
+    def _no_hello(self, link: _Link) -> None:
+        """An inbound connection sent no valid Hello within ``open_timeout``: close it."""
+        if link.peer is None and not link.closing:
+            self._protocol_error(
+                link, CloseCode.BAD_HANDSHAKE, f"no Hello within {self._open_timeout:g} s"
+            )
+
+    def _queue_hello(self, link: _Link) -> None:
+        """Put our Hello at the head of ``link``'s queue (it is always the first frame)."""
+        if link.hello_queued:
+            return
+        hello_msg: Message | None = self.core.hello()
+        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
+            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
+        assert isinstance(hello_msg, Hello)
+        hello = wire.encode(hello_msg)
+        link.queue.appendleft(hello)
+        link.queued_bytes += len(hello)
+        link.hello_queued = True
+        link.wake.set()
 
     def _connection_closed(self, link: _Link) -> None:
         """Tell the core: connection_lost for an accepted link, dial_failed for a failed dial."""
@@ -456,10 +480,12 @@ class _LinkRunner:
                 and isinstance(msg, Hello)
                 and msg.name != self.core.name
             ):
-                # A concurrent dial: the core keeps the other connection. Not a fault.
+                # A concurrent dial: the core keeps the other connection. Not a fault. Its
+                # Hello was valid (our mesh), so it gets ours, then the Close, as before.
                 logger.info(
                     "%s: closing a second connection with %s: %s", self.core.name, msg.name, exc
                 )
+                self._queue_hello(link)
                 self._refuse(link, exc.code, str(exc))
                 return
             raise
@@ -471,6 +497,11 @@ class _LinkRunner:
         link.peer, link.hello, link.accepted_at = peer, msg, now
         self._by_peer[peer] = link
         self._conn_cap.handshaken(id(link.ws))
+        if link.hello_timer is not None:
+            link.hello_timer.cancel()
+        # Only now does an inbound connection get our Hello: ahead of whatever the core queued
+        # for the peer in connection_made, which the next _pump hands to the writer.
+        self._queue_hello(link)
 
     def _after_receive_soon(self) -> None:
         # One pump per event-loop iteration however many frames arrived in it.

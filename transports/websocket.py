@@ -9,7 +9,11 @@ over a simulated network.
 Connections
 -----------
 One websocket per pair of agents carries every shard. Both sides send ``core.hello()`` as the
-first frame; the first frame received must be the peer's Hello (``core.connection_made``),
+first frame: the dialer at once, the acceptor only once the dialer's Hello was validated by
+``core.connection_made`` (and, with credentials, after authentication), so a client that sends
+nothing, garbage or another mesh's Hello gets no byte naming this mesh, agent, address or
+shard, only a websocket close frame with the code and its name. The first frame received must
+be the peer's Hello (``core.connection_made``),
 every later one goes to ``core.receive``. Each connection has one reader (decode, validate,
 call the core) and one writer task: core calls never await the network, and the writer keeps
 the order of frames. Effects are executed after every batch of received frames (once per
@@ -514,15 +518,24 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         link.watchdog = self._loop.call_later(2 * self._close_timeout, self._abort, link)
 
     def _refuse(self, link: _Link, code: CloseCode, reason: str) -> None:
-        """Close ``link`` now because of a protocol error: drop what it had queued."""
+        """Close ``link`` now because of a protocol error: drop what it had queued.
+
+        A connection we accepted whose Hello was not validated (an unknown client: it sent
+        nothing valid, garbage, or another mesh's Hello) gets only the websocket close frame
+        with the code and its name as reason: no Close message, no Hello, nothing that names
+        this mesh or agent (the full reason is in our log line).
+        """
         if link.closing:
             return
         keep: list[bytes | _CloseRequest] = []
-        if not link.hello_sent and link.queue:
+        if link.hello_queued and not link.hello_sent and link.queue:
             keep.append(link.queue[0])  # our Hello still goes first
         link.queue.clear()
         link.queue.extend(keep)
         link.queued_bytes = sum(len(f) for f in keep if isinstance(f, bytes))
+        if not link.outbound and not link.hello_queued:
+            self._request_close(link, int(code), f"{code.name}: handshake refused")
+            return
         self._request_close(link, int(code), reason, Close(code, reason[: wire.MAX_REASON]))
 
     @staticmethod

@@ -14,8 +14,9 @@ Call, in this order::
 
     core = GossipCore(name, replicas, rng=random.Random(seed), config=..., mesh=..., address=..., seeds=...)
     core.set_address(address)                  # once the listen address is known (port 0)
-    # on every new connection, inbound or outbound: send core.hello() as the first frame;
-    # when the peer's first frame arrives:
+    # on every new connection: send core.hello() as the first frame, at once if we dialled
+    # it, else only once connection_made accepted the dialler's Hello (a stranger learns
+    # nothing); when the peer's first frame arrives:
     peer = core.connection_made(hello, now, outbound=...)  # outbound: we dialled it.
                                                # ProtocolError -> close with err.code; do NOT
                                                # call connection_lost for that connection
