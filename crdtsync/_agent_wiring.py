@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import updates
 from ._activity import Activity
+from ._agent_figures import DurableHistory
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
 from .errors import ReplicationTimeout, UsageError
@@ -55,6 +56,7 @@ class _AgentWiring:
     _core: GossipCore | None
     _transport: Transport | None
     _activity: Activity
+    _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
     _closed: bool
 
@@ -108,6 +110,9 @@ class _AgentWiring:
             **extra,
         )
         self._activity.bind(self._transport.kick)
+        set_observer = getattr(self._transport, "set_observer", None)
+        if callable(set_observer):
+            set_observer(self._history)  # close codes, for the metrics
         serve_yjs = getattr(self._transport, "serve_yjs", None)
         if self._listen is not None and callable(serve_yjs):
             serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
@@ -150,13 +155,17 @@ class _AgentWiring:
             if (state := shard.capture()) is not None
         }
 
+        history = self._history
+
         def done(ok: bool) -> None:
+            now = time.monotonic()
             for name, state in captured.items():
                 shard = registry.get(name)
                 if shard is None:  # dropped meanwhile (handed off to its placement holders)
                     continue
                 if ok:
                     shard.mark_durable(state)
+                    history.durable(name, state[0], now)  # for the replication lag in seconds
                 else:
                     shard.mark_dirty()
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _extensions
+from .observer import Observer
 from .transport import (
     Transport,
     TransportFactory,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "http_server",
     "install_defaults",
+    "metrics_observer",
     "mqtt_transport",
     "sample_metrics",
     "websocket_transport",
@@ -83,6 +85,14 @@ def sample_metrics(agent: Any) -> dict[str, Any]:
     return sample(agent)
 
 
+def metrics_observer(agent: Any) -> Observer:
+    """The default observer of an agent's events: its :class:`crdtsync.metrics.MetricsSink`
+    (prometheus-client is imported when the first agent starts)."""
+    from .metrics import metrics_for
+
+    return metrics_for(agent)
+
+
 def install_defaults() -> None:
     """Make websockets the agents' default transport (unless one was set already), MQTT what
     ``Agent(broker=...)`` uses, and wire the HTTP door and metrics (each imported only when an
@@ -92,3 +102,4 @@ def install_defaults() -> None:
     set_broker_builder(mqtt_transport)
     _extensions.set_http_server(http_server)
     _extensions.set_metrics_sampler(sample_metrics)
+    _extensions.set_observer_factory(metrics_observer)

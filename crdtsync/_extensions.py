@@ -13,11 +13,20 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import UsageError
+from .observer import NULL_OBSERVER, Observer
 
-__all__ = ["http_server", "sample_metrics", "set_http_server", "set_metrics_sampler"]
+__all__ = [
+    "http_server",
+    "observer_for",
+    "sample_metrics",
+    "set_http_server",
+    "set_metrics_sampler",
+    "set_observer_factory",
+]
 
 _http_factory: Callable[[Any, Any], Any] | None = None
 _metrics_sampler: Callable[[Any], dict[str, Any]] | None = None
+_observer_factory: Callable[[Any], Observer] | None = None
 
 
 def set_http_server(factory: Callable[[Any, Any], Any] | None) -> None:
@@ -30,6 +39,19 @@ def set_metrics_sampler(sampler: Callable[[Any], dict[str, Any]] | None) -> None
     """Register what reads an agent's metrics: ``sampler(agent) -> dict``."""
     global _metrics_sampler
     _metrics_sampler = sampler
+
+
+def set_observer_factory(factory: Callable[[Any], Observer] | None) -> None:
+    """Register what gives an agent the :class:`~crdtsync.observer.Observer` its committer
+    and transport report to: ``factory(agent)`` (the composition root gives its metrics)."""
+    global _observer_factory
+    _observer_factory = factory
+
+
+def observer_for(agent: Any) -> Observer:
+    """The observer of ``agent``'s durability and transport events; without a registration,
+    one that ignores them (the figures then stay at zero, nothing fails)."""
+    return NULL_OBSERVER if _observer_factory is None else _observer_factory(agent)
 
 
 def http_server(agent: Any, options: Any) -> Any:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from . import _extensions, updates
 from ._activity import Activity
+from ._agent_figures import DurableHistory, ReplicationLag, StoreSize, _AgentFigures
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Agent",
     "ReadMany",
+    "ReplicationLag",
+    "StoreSize",
     "Transport",
     "TransportFactory",
     "check_address",
@@ -62,7 +65,7 @@ def default_data_dir(name: str) -> Path:
     return Path(home) / name
 
 
-class Agent(_AgentWiring):
+class Agent(_AgentWiring, _AgentFigures):
     """One participant in a crdtsync mesh: a data directory of durable shards, shared with peers.
 
     Use it as an async context manager::
@@ -175,6 +178,7 @@ class Agent(_AgentWiring):
         self._core: GossipCore | None = None
         self._transport: Transport | None = None
         self._activity = Activity()
+        self._history = DurableHistory()  # (given the metrics as its next observer at start)
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
         self._closing = False
@@ -207,6 +211,7 @@ class Agent(_AgentWiring):
             if factory is None:  # (checked before the store is opened and locked)
                 raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
         self._store = Store(self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size)
+        self._history = DurableHistory(_extensions.observer_for(self))
         self._committer = GroupCommitter(
             self._store,
             interval=self._durability_interval,
@@ -214,6 +219,7 @@ class Agent(_AgentWiring):
             compact_merge=updates.replay,
             trusted_merge=replay_trusted,
             before_commit=self._before_commit,
+            observer=self._history,
         )
         host = _AgentShardHost(self._committer, self._activity)
         self._registry = ShardRegistry(
@@ -440,11 +446,6 @@ class Agent(_AgentWiring):
         self._require_store()
         assert self._registry is not None
         return self._registry
-
-    def _open_shard(self, name: str) -> Shard:
-        # Kept for code written against the old internals (the HTTP bridge of another
-        # branch reaches for it): use ``agent.registry.open(name)``.
-        return self._require_registry().open(name)
 
     def _require_store(self) -> Store:
         if self._closed:

@@ -24,16 +24,23 @@ in that thread and gets and returns only bytes: pycrdt documents are thread-boun
 must build its own ``Doc`` and never share one with the event loop. ``trusted_merge``, if
 given, is used instead for shards whose entries all passed their checksums (see
 :meth:`crdtsync.store.Store.compact`).
+
+An ``observer`` (:class:`~crdtsync.observer.Observer`) hears, in the event-loop thread, of
+every successful commit (its duration, write plus fsync, timed in the worker; and per shard the
+updates and bytes it appended) and of every compaction that folded something (duration, bytes
+before and after). The metrics are fed this way, without this module knowing them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import ClosedError, UsageError
+from .observer import NULL_OBSERVER, Observer
 from .store import ShardStats, Store
 
 __all__ = ["GroupCommitter", "Merge"]
@@ -62,6 +69,7 @@ class GroupCommitter:
             durable, ``False`` if it failed. The agent uses it to record which document state
             each commit makes durable (for replication acks): whatever the loop thread had
             appended when the hook ran is inside the commit.
+        observer: told of every commit and compaction (see the module docstring).
 
     ``notify``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
     ran :meth:`start`.
@@ -76,6 +84,7 @@ class GroupCommitter:
         compact_merge: Merge | None = None,
         trusted_merge: Merge | None = None,
         before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
@@ -85,6 +94,7 @@ class GroupCommitter:
         self._merge = compact_merge
         self._trusted_merge = trusted_merge
         self._before_commit = before_commit
+        self._observer = observer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
@@ -197,7 +207,9 @@ class GroupCommitter:
             raise UsageError("compact() needs the GroupCommitter's compact_merge")
         await self.flush()
         self._to_compact.pop(name, None)
-        return await loop.run_in_executor(self._executor, self._compact, name)
+        return self._observe_compaction(
+            name, await loop.run_in_executor(self._executor, self._compact, name)
+        )
 
     # -- the background task --------------------------------------------------------------
 
@@ -233,7 +245,7 @@ class GroupCommitter:
             self._timer = None
         done = self._before_commit() if self._before_commit is not None else None
         try:
-            names, to_compact = await self._loop.run_in_executor(
+            counts, seconds, to_compact = await self._loop.run_in_executor(
                 self._executor, self._commit_in_worker
             )
         except Exception as e:
@@ -250,6 +262,12 @@ class GroupCommitter:
                 self._retry_later()
             return
         self._failures = 0
+        names = set(counts)
+        if names:
+            try:
+                self._observer.committed(seconds, counts)
+            except Exception:  # a metrics bug must not hold up the flushers
+                _log.exception("commit observer failed")
         if done is not None:
             done(True)
         if names and self._on_durable is not None:
@@ -271,27 +289,49 @@ class GroupCommitter:
         delay = min(self._interval * 2**self._failures, _MAX_RETRY_DELAY)
         self._timer = self._loop.call_later(delay, self._on_timer)
 
-    def _commit_in_worker(self) -> tuple[set[str], list[str]]:
-        """Runs in the worker thread: commit, then pick the shards to compact."""
+    def _commit_in_worker(self) -> tuple[dict[str, tuple[int, int]], float, list[str]]:
+        """Runs in the worker thread: commit (timed), then pick the shards to compact."""
+        start = time.perf_counter()
         names = self._store.commit()
+        seconds = time.perf_counter() - start
+        counts = self._store.last_commit() if names else {}
         to_compact: list[str] = []
         if self._merge is not None:
-            for name in sorted(names):
+            for name in sorted(counts):
                 try:
                     if self._store.needs_compaction(name):
                         to_compact.append(name)
                 except Exception:  # the commit itself succeeded; don't report it as failed
                     _log.exception("cannot check whether shard %r needs compaction", name)
-        return names, to_compact
+        return counts, seconds, to_compact
 
-    def _compact(self, name: str) -> ShardStats:
-        """Compact ``name`` (in the worker thread)."""
+    def _compact(self, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """Compact ``name`` (in the worker thread): stats before and after, seconds taken."""
         assert self._merge is not None
-        return self._store.compact(name, self._merge, trusted_merge=self._trusted_merge)
+        before = self._store.stats(name)
+        start = time.perf_counter()
+        after = self._store.compact(name, self._merge, trusted_merge=self._trusted_merge)
+        return before, after, time.perf_counter() - start
+
+    def _observe_compaction(
+        self, name: str, result: tuple[ShardStats, ShardStats, float]
+    ) -> ShardStats:
+        """Tell the observer of a compaction that folded something; return the stats after."""
+        before, after, seconds = result
+        if before.log_count:  # an empty log is not compacted (Store.compact returns at once)
+            self._observer.compacted(
+                name,
+                seconds,
+                before.log_bytes + before.snapshot_bytes,
+                after.log_bytes + after.snapshot_bytes,
+            )
+        return after
 
     async def _compact_once(self, name: str) -> None:
         assert self._loop is not None and self._merge is not None
         try:
-            await self._loop.run_in_executor(self._executor, self._compact, name)
+            result = await self._loop.run_in_executor(self._executor, self._compact, name)
         except Exception:
             _log.exception("automatic compaction of shard %r failed", name)
+        else:
+            self._observe_compaction(name, result)

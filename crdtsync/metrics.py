@@ -1,28 +1,32 @@
 """Operational figures of one agent, as a dict (``agent.metrics()``) and for Prometheus.
 
-Two kinds of figures:
+Two kinds of figures, both read through the agent's public API:
 
-* **Sampled** when asked, from the agent's stable surface (``agent.peers``, the store's
-  per-shard stats, the data directory): updates and bytes per shard, holders, per-peer state
-  and queued bytes, replication lag per peer and shard (missing updates, and seconds since the
-  peer was first seen behind: sampled, so only as fine as the scrape interval), open
-  connections, store size, last compaction.
-* **Event-fed** through :class:`MetricsSink`, whose methods the store, the group committer and
-  the gossip core call as things happen: commit (fsync) latency, group-commit size, bytes
-  written per shard, anti-entropy repairs, close codes by reason, compaction runs. Until those
-  call sites are wired they stay at zero (``agent.metrics()["wired"]`` says which are).
+* **Event-fed**: :class:`MetricsSink` is the agent's :class:`~crdtsync.observer.Observer`
+  (given to it by the composition root), so the group committer and the transport report to
+  it as things happen: commit latency (LMDB write transaction plus fsync) and group-commit
+  size, updates and bytes committed per shard, compaction runs, close codes of peer
+  connections. Plus the HTTP API's writes.
+* **Sampled** when asked: per shard sizes, updates ever and holders
+  (:meth:`~crdtsync.agent.Agent.shard_stats`), per peer state and queued bytes
+  (``agent.peers``), replication lag per peer and shard in updates and seconds
+  (:meth:`~crdtsync.agent.Agent.replication_lag`, timed at each durable commit), anti-entropy
+  repairs (:attr:`~crdtsync.agent.Agent.repairs`, counters the sans-I/O core keeps), open
+  connections and store size (:meth:`~crdtsync.agent.Agent.store_size`).
 
 Prometheus exposition uses ``prometheus-client`` with one registry per agent, so several
-agents in one process never mix their figures.
+agents in one process never mix their figures. :func:`sample` and the exposition compute each
+figure once, the same way: ``crdtsync inspect --peer http://...`` and the dashboard show what
+``/metrics`` shows.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -35,116 +39,130 @@ from .errors import CloseCode, CrdtSyncError
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["MetricsSink", "metrics_for", "render_prometheus", "sample"]
+__all__ = [
+    "RATE_WINDOW",
+    "MetricsSink",
+    "close_reason",
+    "metrics_for",
+    "render_prometheus",
+    "sample",
+]
+
+#: Seconds over which ``agent.metrics()`` reports writes per second.
+RATE_WINDOW = 10.0
 
 _SINKS: weakref.WeakKeyDictionary[Any, MetricsSink] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-class MetricsSink:
-    """The event-fed figures of one agent, and the hooks that feed them.
+def close_reason(code: int) -> str:
+    """The name of a close code: a :class:`CloseCode` in lower case, ``abnormal`` for 1006
+    (no close frame), ``no_status`` for 1005, else ``other``."""
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return {1005: "no_status", 1006: "abnormal"}.get(code, "other")
 
-    Call sites (to be wired where the events happen; each call is a few dict/float updates):
-    ``commit(seconds, shards, nbytes)`` after every group commit's fsync,
-    ``written(shard, nbytes)`` per update appended to the store,
-    ``repair(peer, shard)`` when anti-entropy asks a peer for a repair,
-    ``closed(code)`` when a peer connection closes, ``compacted(shard, seconds)`` per compaction.
-    """
+
+class MetricsSink:
+    """The event-fed figures of one agent: an :class:`~crdtsync.observer.Observer`."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
         self.commit_seconds = Histogram(
             "crdtsync_commit_seconds",
-            "Group commit latency, write+fsync (seconds)",
+            "Group commit latency: the LMDB write transaction and its fsync (seconds)",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
+            registry=r,
         )
         self.commit_shards = Histogram(
             "crdtsync_group_commit_shards",
             "Shards per group commit",
             buckets=(1, 2, 4, 8, 16, 64, 256, 1024),
-            registry=self.registry,
+            registry=r,
+        )
+        self.commit_updates = Histogram(
+            "crdtsync_group_commit_updates",
+            "Updates per group commit",
+            buckets=(1, 2, 4, 8, 16, 64, 256, 1024, 4096),
+            registry=r,
         )
         self.commit_bytes = Histogram(
             "crdtsync_group_commit_bytes",
-            "Bytes per group commit",
+            "Update bytes per group commit",
             buckets=(256, 4096, 65536, 1 << 20, 16 << 20),
-            registry=self.registry,
+            registry=r,
         )
-        self.bytes_written = Counter(
+        self.writes = Counter(
+            "crdtsync_shard_writes", "Updates committed to the shard's log", ["shard"], registry=r
+        )
+        self.written_bytes = Counter(
             "crdtsync_shard_written_bytes",
-            "Update bytes appended to the store",
+            "Update bytes committed to the shard's log",
             ["shard"],
-            registry=self.registry,
+            registry=r,
         )
-        self.repairs = Counter(
-            "crdtsync_anti_entropy_repairs",
-            "Anti-entropy repairs asked",
-            ["peer", "shard"],
-            registry=self.registry,
+        self.compactions = Counter("crdtsync_compactions", "Compaction runs", ["shard"], registry=r)
+        self.compaction_seconds = Histogram(
+            "crdtsync_compaction_seconds",
+            "Compaction duration (seconds)",
+            buckets=(0.001, 0.01, 0.1, 1.0, 10.0),
+            registry=r,
         )
         self.closes = Counter(
             "crdtsync_connection_closes",
-            "Peer connections closed, by close code",
-            ["code", "reason"],
-            registry=self.registry,
-        )
-        self.compactions = Counter(
-            "crdtsync_compactions", "Compaction runs", ["shard"], registry=self.registry
+            "Peer connections closed, by close code and who closed them",
+            ["code", "reason", "by"],
+            registry=r,
         )
         self.http_writes = Counter(
-            "crdtsync_http_writes",
-            "Writes made through the HTTP API",
-            ["shard"],
-            registry=self.registry,
+            "crdtsync_http_writes", "Writes made through the HTTP API", ["shard"], registry=r
         )
-        self.wired: set[str] = set()
-        self._behind_since: dict[tuple[str, str], float] = {}
+        self._recent: dict[str, deque[tuple[float, int]]] = {}  # shard -> (when, updates)
 
-    # -- hooks ---------------------------------------------------------------------------------
+    # -- Observer -----------------------------------------------------------------------------
 
-    def commit(self, seconds: float, shards: int, nbytes: int) -> None:
+    def committed(self, seconds: float, writes: Mapping[str, tuple[int, int]]) -> None:
         """One group commit finished (its fsync included)."""
-        self.wired.add("commit")
         self.commit_seconds.observe(seconds)
-        self.commit_shards.observe(shards)
-        self.commit_bytes.observe(nbytes)
+        self.commit_shards.observe(len(writes))
+        total_n = total_b = 0
+        now = time.monotonic()
+        for shard, (n, nbytes) in writes.items():
+            total_n += n
+            total_b += nbytes
+            if n:
+                self.writes.labels(shard).inc(n)
+                self.written_bytes.labels(shard).inc(nbytes)
+                recent = self._recent.setdefault(shard, deque())
+                recent.append((now, n))
+                while recent[0][0] < now - RATE_WINDOW:
+                    recent.popleft()
+        self.commit_updates.observe(total_n)
+        self.commit_bytes.observe(total_b)
 
-    def written(self, shard: str, nbytes: int) -> None:
-        """One update of ``nbytes`` was appended to ``shard``'s log."""
-        self.wired.add("written")
-        self.bytes_written.labels(shard).inc(nbytes)
-
-    def repair(self, peer: str, shard: str) -> None:
-        """Anti-entropy found ``shard`` differing with ``peer`` and asked for a repair."""
-        self.wired.add("repair")
-        self.repairs.labels(peer, shard).inc()
-
-    def closed(self, code: int) -> None:
-        """A peer connection closed with ``code`` (a websocket or :class:`CloseCode` code)."""
-        self.wired.add("closed")
-        try:
-            reason = CloseCode(code).name.lower()
-        except ValueError:
-            reason = "other"
-        self.closes.labels(str(code), reason).inc()
-
-    def compacted(self, shard: str, seconds: float) -> None:
+    def compacted(self, shard: str, seconds: float, bytes_before: int, bytes_after: int) -> None:
         """A compaction of ``shard`` ran."""
-        self.wired.add("compacted")
         self.compactions.labels(shard).inc()
+        self.compaction_seconds.observe(seconds)
+
+    def closed(self, code: int, by: str) -> None:
+        """A peer connection closed with ``code``; ``by``: ``us``, ``peer`` or ``none``."""
+        self.closes.labels(str(code), close_reason(code), by).inc()
+
+    # -- other events ---------------------------------------------------------------------------
 
     def http_write(self, shard: str, writes: int) -> None:
         """The HTTP API wrote to ``shard``."""
         self.http_writes.labels(shard).inc(writes)
 
-    def lag_seconds(self, peer: str, shard: str, behind: bool, now: float) -> float:
-        """Seconds since ``peer`` was first seen behind on ``shard`` (0 when caught up)."""
-        key = (peer, shard)
-        if not behind:
-            self._behind_since.pop(key, None)
+    def writes_per_second(self, shard: str, now: float) -> float:
+        """Updates committed to ``shard`` per second over the last :data:`RATE_WINDOW`."""
+        recent = self._recent.get(shard)
+        if not recent:
             return 0.0
-        return now - self._behind_since.setdefault(key, now)
+        return sum(n for t, n in recent if t >= now - RATE_WINDOW) / RATE_WINDOW
 
 
 def metrics_for(agent: Agent) -> MetricsSink:
@@ -153,87 +171,99 @@ def metrics_for(agent: Agent) -> MetricsSink:
         sink = _SINKS.get(agent)
         if sink is None:
             sink = _SINKS[agent] = MetricsSink()
-            sink.registry.register(_Sampled(agent, sink))
+            sink.registry.register(_Sampled(agent))
         return sink
 
 
-def _dir_bytes(path: os.PathLike[str] | str) -> int:
-    total = 0
-    try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-    except OSError:
-        return 0
-    return total
-
-
-def _counter_values(counter: Counter) -> dict[tuple[str, ...], float]:
+def _labelled(counter: Counter | Histogram) -> dict[tuple[str, ...], float]:
     out = {}
     for family in counter.collect():
         for s in family.samples:
-            if s.name.endswith("_total"):
+            if s.name.endswith(("_total", "_count")):
                 out[tuple(s.labels.values())] = s.value
     return out
 
 
-def sample(agent: Agent) -> dict[str, Any]:
-    """Every figure of ``agent`` now, as plain data (what ``agent.metrics()`` returns)."""
-    from .http import bridge
+def _hist(h: Histogram) -> dict[str, float]:
+    samples = next(iter(h.collect())).samples
+    out: dict[str, float] = {"count": 0, "sum": 0.0}
+    for s in samples:
+        if s.name.endswith("_count"):
+            out["count"] = int(s.value)
+        elif s.name.endswith("_sum"):
+            out["sum"] = s.value
+    return out
 
+
+def sample(agent: Agent) -> dict[str, Any]:
+    """Every figure of ``agent`` now, as plain data (what ``agent.metrics()`` returns).
+
+    Keys: ``agent``; ``shards`` (per shard: ``updates`` ever, ``bytes`` stored, ``keys``,
+    ``log_updates``, ``last_compaction``, ``holders``, ``writes`` and ``written_bytes`` committed
+    since start, ``writes_per_second``, ``compactions``); ``peers`` (per peer: ``state``,
+    ``queued_bytes``, ``dropped``, ``lag`` {shard: {``updates``, ``seconds``}}, ``repairs``
+    {shard: n}); ``connections``; ``store`` (``file_bytes``, ``map_bytes``); ``commits``
+    (``count``, ``seconds_sum``, ``updates_sum``, ``bytes_sum``, ``shards_sum``); ``closes``
+    {"code reason by": n}; ``http_writes`` {shard: n}.
+    """
     sink = metrics_for(agent)
     now = time.monotonic()
-    infos = {i.name: i for i in bridge.shard_infos(agent)}
+    writes = _labelled(sink.writes)
+    written = _labelled(sink.written_bytes)
+    compactions = _labelled(sink.compactions)
+    held = agent.shard_names()
+    acked: dict[str, list[str]] = {}
+    for p in agent.peers:
+        for state in p.acked:
+            acked.setdefault(state.shard, []).append(p.name)
     shards: dict[str, Any] = {}
-    for name, info in infos.items():
-        stats = bridge.shard_stats(agent, name)
+    for name in held:
+        stats = agent.shard_stats(name)
+        shard = agent.local_shard(name)
         shards[name] = {
-            "updates": info.updates,
-            "bytes": info.bytes,
-            "keys": info.keys,
+            "updates": stats.total_updates if stats else 0,
+            "bytes": (stats.log_bytes + stats.snapshot_bytes) if stats else 0,
+            "keys": len(shard) if shard is not None else 0,
             "log_updates": stats.log_count if stats else 0,
             "last_compaction": stats.last_compaction if stats else None,
-            "holders": list(info.holders),
+            "holders": [agent.name, *sorted(acked.get(name, []))],
+            "writes": int(writes.get((name,), 0)),
+            "written_bytes": int(written.get((name,), 0)),
+            "writes_per_second": round(sink.writes_per_second(name, now), 3),
+            "compactions": int(compactions.get((name,), 0)),
         }
-    peers: dict[str, Any] = {}
-    for p in agent.peers:
-        lag = {}
-        for name, info in infos.items():
-            if p.name in info.lag:
-                missing = info.lag[p.name]
-                lag[name] = {
-                    "updates": missing,
-                    "seconds": round(sink.lag_seconds(p.name, name, missing > 0, now), 3),
-                }
-        peers[p.name] = {
+    peers: dict[str, Any] = {
+        p.name: {
             "state": p.state,
             "queued_bytes": p.queued_bytes,
             "dropped": p.dropped,
-            "lag": lag,
+            "lag": {},
+            "repairs": {},
         }
-    hist = next(iter(sink.commit_seconds.collect())).samples
-    commits = {
-        s.name.rsplit("_", 1)[-1]: s.value for s in hist if s.name.endswith(("_count", "_sum"))
+        for p in agent.peers
     }
+    for lag in agent.replication_lag(now):
+        peers[lag.peer]["lag"][lag.shard] = {"updates": lag.updates, "seconds": lag.seconds}
+    for (peer, name), n in sorted(agent.repairs.items()):
+        peers.setdefault(peer, {"state": "dead", "queued_bytes": 0, "dropped": 0, "lag": {}})
+        peers[peer].setdefault("repairs", {})[name] = n
+    size = agent.store_size()
+    commits = _hist(sink.commit_seconds)
     return {
         "agent": agent.name,
         "shards": shards,
         "peers": peers,
         "connections": sum(1 for p in agent.peers if p.state == "connected"),
-        "store": {
-            "file_bytes": _dir_bytes(agent.data_dir),
-            "map_bytes": bridge.store_map_size(agent),
+        "store": {"file_bytes": size.file_bytes, "map_bytes": size.map_bytes},
+        "commits": {
+            "count": int(commits["count"]),
+            "seconds_sum": commits["sum"],
+            "updates_sum": int(_hist(sink.commit_updates)["sum"]),
+            "bytes_sum": int(_hist(sink.commit_bytes)["sum"]),
+            "shards_sum": int(_hist(sink.commit_shards)["sum"]),
         },
-        "commits": {"count": int(commits.get("count", 0)), "seconds_sum": commits.get("sum", 0.0)},
-        "written_bytes": {k[0]: v for k, v in _counter_values(sink.bytes_written).items()},
-        "http_writes": {k[0]: v for k, v in _counter_values(sink.http_writes).items()},
-        "anti_entropy_repairs": {
-            f"{k[0]}/{k[1]}": v for k, v in _counter_values(sink.repairs).items()
-        },
-        "closes": {f"{k[0]} {k[1]}": v for k, v in _counter_values(sink.closes).items()},
-        "compactions": {k[0]: v for k, v in _counter_values(sink.compactions).items()},
-        "wired": sorted(sink.wired),
+        "closes": {" ".join(k): int(v) for k, v in sorted(_labelled(sink.closes).items())},
+        "http_writes": {k[0]: int(v) for k, v in _labelled(sink.http_writes).items()},
         # Issue #11: shards whose stored updates exceed the work limits (not served), and
         # the refusals of the quotas that hold across connections.
         "shards_quarantined": agent.quarantined,
@@ -246,9 +276,8 @@ def sample(agent: Agent) -> dict[str, Any]:
 class _Sampled(Collector):
     """The sampled figures as Prometheus metric families, read at scrape time."""
 
-    def __init__(self, agent: Agent, sink: MetricsSink) -> None:
+    def __init__(self, agent: Agent) -> None:
         self._agent = weakref.ref(agent)
-        self._sink = sink
 
     def describe(self) -> list[Any]:
         return []  # sampled: families are only known at scrape time
@@ -261,97 +290,96 @@ class _Sampled(Collector):
             figures = sample(agent)
         except CrdtSyncError:  # a closing agent: export what the sink has
             return
-        updates = CounterMetricFamily(
-            "crdtsync_shard_updates", "Updates committed to the shard (ever)", labels=["shard"]
-        )
-        size = GaugeMetricFamily(
-            "crdtsync_shard_bytes",
-            "Bytes of the shard in the store (log+snapshot)",
-            labels=["shard"],
-        )
-        log = GaugeMetricFamily(
+        yield from _families(figures)
+
+
+def _families(figures: dict[str, Any]) -> Iterator[Any]:
+    """The Prometheus families of the sampled part of :func:`sample`'s figures."""
+    per_shard = [
+        ("crdtsync_shard_updates", "Updates committed to the shard (ever)", "updates", True),
+        ("crdtsync_shard_bytes", "Bytes of the shard in the store (log+snapshot)", "bytes", False),
+        (
             "crdtsync_shard_log_updates",
             "Updates in the shard's log since compaction",
-            labels=["shard"],
-        )
-        holders = GaugeMetricFamily(
-            "crdtsync_shard_holders", "Agents known to hold the shard", labels=["shard"]
-        )
-        compacted = GaugeMetricFamily(
-            "crdtsync_shard_last_compaction_timestamp_seconds",
-            "Wall-clock time of the shard's last compaction",
-            labels=["shard"],
+            "log_updates",
+            False,
+        ),
+        ("crdtsync_shard_keys", "Top-level keys of the shard", "keys", False),
+    ]
+    for metric, help_text, key, counter in per_shard:
+        family: Any = (CounterMetricFamily if counter else GaugeMetricFamily)(
+            metric, help_text, labels=["shard"]
         )
         for name, s in figures["shards"].items():
-            updates.add_metric([name], s["updates"])
-            size.add_metric([name], s["bytes"])
-            log.add_metric([name], s["log_updates"])
-            holders.add_metric([name], len(s["holders"]))
-            if s["last_compaction"]:
-                compacted.add_metric([name], s["last_compaction"])
-        queued = GaugeMetricFamily(
-            "crdtsync_peer_queued_bytes", "Bytes queued for the peer", labels=["peer"]
-        )
-        dropped = GaugeMetricFamily(
-            "crdtsync_peer_dropped", "Pushes dropped for the peer (queue full)", labels=["peer"]
-        )
-        state = GaugeMetricFamily(
-            "crdtsync_peer_state", "1 for the peer's current state", labels=["peer", "state"]
-        )
-        lag_u = GaugeMetricFamily(
-            "crdtsync_replication_lag_updates",
-            "Updates of ours the peer has not acknowledged durable",
-            labels=["peer", "shard"],
-        )
-        lag_s = GaugeMetricFamily(
-            "crdtsync_replication_lag_seconds",
-            "Seconds since the peer was first seen behind (sampled)",
-            labels=["peer", "shard"],
-        )
-        for peer, p in figures["peers"].items():
-            queued.add_metric([peer], p["queued_bytes"])
-            dropped.add_metric([peer], p["dropped"])
-            state.add_metric([peer, p["state"]], 1)
-            for shard, lag in p["lag"].items():
-                lag_u.add_metric([peer, shard], lag["updates"])
-                lag_s.add_metric([peer, shard], lag["seconds"])
-        conns = GaugeMetricFamily("crdtsync_open_connections", "Peer connections open now")
-        conns.add_metric([], figures["connections"])
-        store = GaugeMetricFamily(
-            "crdtsync_store_file_bytes", "Bytes the store's files occupy on disk"
-        )
-        store.add_metric([], figures["store"]["file_bytes"])
-        yield from (
-            updates,
-            size,
-            log,
-            holders,
-            compacted,
-            queued,
-            dropped,
-            state,
-            lag_u,
-            lag_s,
-            conns,
-            store,
-        )
-        quarantined = GaugeMetricFamily(
-            "crdtsync_shard_quarantined",
-            "1 for a shard whose stored updates exceed the work limits (not served)",
-            labels=["shard", "reason"],
-        )
-        for shard, reason in figures["shards_quarantined"].items():
-            quarantined.add_metric([shard, reason[:200]], 1)
-        refusals = CounterMetricFamily(
-            "crdtsync_quota_refusals", "Messages or updates a quota refused", labels=["quota"]
-        )
-        for quota, n in figures["quota_refusals"].items():
-            refusals.add_metric([quota], n)
-        yield from (quarantined, refusals)
-        if figures["store"]["map_bytes"] is not None:
-            m = GaugeMetricFamily("crdtsync_store_map_bytes", "LMDB map size")
-            m.add_metric([], figures["store"]["map_bytes"])
-            yield m
+            family.add_metric([name], s[key])
+        yield family
+    holders = GaugeMetricFamily(
+        "crdtsync_shard_holders", "Agents known to hold the shard", labels=["shard"]
+    )
+    compacted = GaugeMetricFamily(
+        "crdtsync_shard_last_compaction_timestamp_seconds",
+        "Wall-clock time of the shard's last compaction",
+        labels=["shard"],
+    )
+    for name, s in figures["shards"].items():
+        holders.add_metric([name], len(s["holders"]))
+        if s["last_compaction"]:
+            compacted.add_metric([name], s["last_compaction"])
+    yield from (holders, compacted)
+    queued = GaugeMetricFamily(
+        "crdtsync_peer_queued_bytes", "Bytes queued for the peer", labels=["peer"]
+    )
+    dropped = GaugeMetricFamily(
+        "crdtsync_peer_dropped", "Pushes dropped for the peer (queue full)", labels=["peer"]
+    )
+    state = GaugeMetricFamily(
+        "crdtsync_peer_state", "1 for the peer's current state", labels=["peer", "state"]
+    )
+    lag_u = GaugeMetricFamily(
+        "crdtsync_replication_lag_updates",
+        "Updates committed here since the newest state the peer acknowledged durable",
+        labels=["peer", "shard"],
+    )
+    lag_s = GaugeMetricFamily(
+        "crdtsync_replication_lag_seconds",
+        "Age of the oldest state durable here that the peer has not acknowledged",
+        labels=["peer", "shard"],
+    )
+    repairs = CounterMetricFamily(
+        "crdtsync_anti_entropy_repairs",
+        "Repairs asked of the peer: the shard differed in anti-entropy, or a push was lost",
+        labels=["peer", "shard"],
+    )
+    for peer, p in figures["peers"].items():
+        queued.add_metric([peer], p["queued_bytes"])
+        dropped.add_metric([peer], p["dropped"])
+        state.add_metric([peer, p["state"]], 1)
+        for shard, lag in p["lag"].items():
+            lag_u.add_metric([peer, shard], lag["updates"])
+            lag_s.add_metric([peer, shard], lag["seconds"])
+        for shard, n in p.get("repairs", {}).items():
+            repairs.add_metric([peer, shard], n)
+    yield from (queued, dropped, state, lag_u, lag_s, repairs)
+    conns = GaugeMetricFamily("crdtsync_open_connections", "Peer connections open now")
+    conns.add_metric([], figures["connections"])
+    files = GaugeMetricFamily("crdtsync_store_file_bytes", "Bytes the store's files occupy")
+    files.add_metric([], figures["store"]["file_bytes"])
+    mapped = GaugeMetricFamily("crdtsync_store_map_bytes", "LMDB map size")
+    mapped.add_metric([], figures["store"]["map_bytes"])
+    yield from (conns, files, mapped)
+    quarantined = GaugeMetricFamily(
+        "crdtsync_shard_quarantined",
+        "1 for a shard whose stored updates exceed the work limits (not served)",
+        labels=["shard", "reason"],
+    )
+    for shard, reason in figures["shards_quarantined"].items():
+        quarantined.add_metric([shard, reason[:200]], 1)
+    refusals = CounterMetricFamily(
+        "crdtsync_quota_refusals", "Messages or updates a quota refused", labels=["quota"]
+    )
+    for quota, n in figures["quota_refusals"].items():
+        refusals.add_metric([quota], n)
+    yield from (quarantined, refusals)
 
 
 def render_prometheus(agent: Agent) -> tuple[bytes, str]:

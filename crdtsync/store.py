@@ -145,6 +145,7 @@ class Store(_StoreEnv):
         self._compact_log_ratio = compact_log_ratio
         self._buf: list[_Entry] = []
         self._buf_lock = threading.Lock()
+        self._last_counts: dict[str, tuple[int, int]] = {}  # see last_commit()
         # Serialises every write transaction and map resize (and close).
         self._write_lock = threading.Lock()
         self._gate = _Gate()
@@ -388,7 +389,9 @@ class Store(_StoreEnv):
             with self._buf_lock:
                 batch = self._buf[:]
             if not batch:
+                self._last_counts = {}
                 return set()
+            counts: dict[str, tuple[int, int]] = {}
             touched: dict[str, ShardStats] = {}
 
             def body(txn: Any) -> None:
@@ -408,7 +411,9 @@ class Store(_StoreEnv):
                         acc[2] += len(value)
                     else:
                         txn.put(nkey + _SEP + key.encode(), value, db=self._meta)
+                counts.clear()
                 for name, (_, count, nbytes) in seqs.items():
+                    counts[name] = (count, nbytes)
                     s = touched[name]
                     txn.put(
                         name.encode(),
@@ -430,7 +435,15 @@ class Store(_StoreEnv):
             # first len(batch) entries are still exactly the ones just written.
             with self._buf_lock:
                 del self._buf[: len(batch)]
-            return set(touched)
+            self._last_counts = counts
+            return set(counts)
+
+    def last_commit(self) -> dict[str, tuple[int, int]]:
+        """Per shard the last successful :meth:`commit` touched, the ``(updates, bytes)`` it
+        appended to the log (metadata entries touch a shard but count no update). Read it in
+        the thread that called :meth:`commit`, right after (the group committer's worker does,
+        for its :class:`~crdtsync.observer.Observer`)."""
+        return self._last_counts
 
     def compact(
         self,

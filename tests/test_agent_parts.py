@@ -58,7 +58,7 @@ async def test_the_registry_is_what_the_core_reads_and_writes(tmp_path: Path) ->
         shard["k"] = "v"
         assert list(registry.shard_names()) == ["s"]
         assert registry.open("s") is shard
-        assert agent.registry is registry and agent._open_shard("s") is shard
+        assert agent.registry is registry and agent.local_shard("s") is shard
         await shard.flush()
         assert registry.durable_state("s") == shard.durable_state
     assert list(registry.shard_names()) == []  # closed: the core sees nothing any more

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -118,6 +119,40 @@ async def test_dashboard_shows_mesh_and_live_writes(tmp_path: Path) -> None:
                     "() => document.getElementById('json').textContent.includes('crawler-api')",
                     timeout=5000,
                 )
+                # Holders and per-peer lag (updates · age) of a shard, from /shards.
+                board_row = '.shard-row[data-shard="board"]'
+                await page.wait_for_function(
+                    f"""() => {{ const r = document.querySelector('{board_row} .holders');
+                    return r && r.textContent === 'planner, crawler, critic'; }}""",
+                    timeout=5000,
+                )
+                for peer in ("crawler", "critic"):
+                    text = await page.locator(f'{board_row} .lag [data-peer="{peer}"]').inner_text()
+                    assert re.fullmatch(rf"{peer}: \d+ · \d+\.\d s", text), text
+                # Throughput: writes to a shard make its sparkline and writes/s move.
+                sensors = await a.shard("sensors/kitchen")
+                stop = asyncio.Event()
+
+                async def keep_writing() -> None:
+                    i = 0
+                    while not stop.is_set():
+                        sensors["t"] = 20.0 + i % 7
+                        i += 1
+                        await asyncio.sleep(0.02)
+
+                writer = asyncio.create_task(keep_writing())
+                try:
+                    await page.wait_for_function(
+                        """() => { const r = document.querySelector(
+                          '.shard-row[data-shard="sensors/kitchen"] .throughput');
+                        return r && parseFloat(r.querySelector('.rate').textContent) > 0
+                          && r.querySelector('svg.spark polyline').getAttribute('points')
+                               .split(' ').some((p) => parseFloat(p.split(',')[1]) < 22); }""",
+                        timeout=10000,
+                    )
+                finally:
+                    stop.set()
+                    await writer
                 if os.environ.get("CRDTSYNC_SCREENSHOT"):  # some traffic for the sparklines
                     sensors = await a.shard("sensors/kitchen")
                     for i in range(60):

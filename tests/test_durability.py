@@ -354,6 +354,49 @@ def _check_store(data_dir: Path) -> set[int]:
         return stored
 
 
+class _Heard:
+    """An Observer that records what the group committer tells it, and in which thread."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def committed(self, seconds: float, writes: Any) -> None:
+        self.events.append(("commit", seconds, dict(writes), threading.get_ident()))
+
+    def compacted(self, shard: str, seconds: float, before: int, after: int) -> None:
+        self.events.append(("compact", shard, before, after, threading.get_ident()))
+
+    def closed(self, code: int, by: str) -> None:  # pragma: no cover - not a committer event
+        raise AssertionError("the committer closes no connection")
+
+
+async def test_the_observer_hears_each_commit_and_compaction(store: Store) -> None:
+    heard = _Heard()
+    gc = await started(store, interval=10.0, compact_merge=merge, observer=heard)
+    doc: Doc[Any] = Doc()
+    m = doc.get("m", type=Map)
+    sizes = []
+    for i in range(3):
+        before = doc.get_state()
+        m["x"] = i
+        update = doc.get_update(before)
+        sizes.append(len(update))
+        store.append("s", update)
+    store.append("t", b"\x00\x00")  # (any bytes: the store does not parse them)
+    store.put_meta("u", "sv", b"x")  # metadata only: a shard touched, no update
+    await gc.flush()
+    ((kind, seconds, writes, thread),) = heard.events
+    assert kind == "commit" and seconds > 0 and thread == threading.get_ident()
+    assert writes == {"s": (3, sum(sizes)), "t": (1, 2), "u": (0, 0)}
+    await gc.flush()  # nothing pending: no commit, nothing heard
+    stats = await gc.compact("s")
+    assert heard.events[-1][:4] == ("compact", "s", sum(sizes), stats.snapshot_bytes)
+    assert heard.events[-1][4] == threading.get_ident()
+    await gc.compact("s")  # an empty log is not compacted: not heard
+    assert [e[0] for e in heard.events] == ["commit", "compact"]
+    await gc.close()
+
+
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)

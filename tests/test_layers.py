@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.errors", 0),
     ("crdtsync.names", 0),
     ("crdtsync._layout", 0),  # import plumbing for crdtsync.transports (stdlib only)
+    ("crdtsync.observer", 0),  # the Observer hooks committer and transports call (metrics)
     # (entries for modules of branches not merged yet are harmless until the modules exist)
     # 1: bytes on the wire and the pycrdt-free Yjs byte layer
     ("crdtsync.yjs._lib0", 1),
@@ -76,6 +77,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.reads", 5),
     ("crdtsync.reader", 5),
     ("crdtsync.agent", 5),
+    ("crdtsync._agent_figures", 5),  # the agent's read-only figures (HTTP, metrics, inspect)
     ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),

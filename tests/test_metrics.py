@@ -1,62 +1,256 @@
-"""agent.metrics() and the Prometheus exposition: sampled figures and the event-fed hooks."""
+"""agent.metrics() and /metrics, fed by real work: real LMDB stores, real websockets on
+127.0.0.1, a real mosquitto. Every figure is read from both views, which must agree.
+
+The figures: commit latency and group-commit size (the group committer's observer), updates and
+bytes committed per shard and writes/s, compaction runs and store size, anti-entropy repairs
+(counters of the sans-I/O core), close codes by reason (the websocket and MQTT drivers'
+observer), replication lag per peer and shard in updates and seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mqttbroker import MOSQUITTO, Mosquitto
+from websockets.asyncio.client import connect
 
 from crdtsync import Agent
-from crdtsync.metrics import metrics_for, render_prometheus
+from crdtsync.http import HttpOptions
+from crdtsync.metrics import RATE_WINDOW, metrics_for
 
 
-async def test_sampled_figures_without_http(tmp_path: Path) -> None:
-    async with Agent("a", data_dir=tmp_path / "a") as agent:
-        board = await agent.shard("board")
-        for i in range(5):
-            board[f"k{i}"] = i
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def scrape(agent: Agent) -> str:
+    assert agent.http_url is not None
+    async with httpx.AsyncClient(base_url=agent.http_url, timeout=10) as c:
+        r = await c.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return r.text
+
+
+def value(text: str, metric: str, **labels: str) -> float | None:
+    """The sample ``metric{labels}`` in a Prometheus exposition (labels in any order)."""
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if m is None or m.group(1) != metric:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    return None
+
+
+def http() -> HttpOptions:
+    return HttpOptions("127.0.0.1:0")
+
+
+async def test_commits_writes_and_bytes_per_shard(tmp_path: Path) -> None:
+    before = time.monotonic()
+    async with Agent("a", data_dir=tmp_path / "a", http=http()) as agent:
+        board, other = await agent.shard("board"), await agent.shard("other")
         await board.flush()
+        for i in range(5):
+            board[f"k{i}"] = i  # 5 transactions: 5 updates
+        other["x"] = "y"
+        await board.flush()  # one group commit with both shards
         figures = agent.metrics()
-        assert figures["agent"] == "a" and figures["connections"] == 0 and figures["peers"] == {}
+        stats = agent.shard_stats("board")
+        assert stats is not None
         shard = figures["shards"]["board"]
         # 5 writes + the value-format marker a new shard records (crdtsync.values.MARKER)
-        assert shard["updates"] == 6 and shard["keys"] == 5 and shard["bytes"] > 0
-        assert shard["holders"] == ["a"] and shard["log_updates"] == 6
-        assert figures["store"]["file_bytes"] > 0 and figures["store"]["map_bytes"] >= 64 << 20
-        assert figures["wired"] == []  # no hook called yet: event-fed figures are honest zeros
-        text, ctype = render_prometheus(agent)
-        assert ctype.startswith("text/plain")
-        assert b'crdtsync_shard_updates_total{shard="board"} 6.0' in text
-        assert b"crdtsync_open_connections 0.0" in text
-
-
-async def test_hooks_feed_both_views_and_agents_do_not_mix(tmp_path: Path) -> None:
-    async with Agent("a", data_dir=tmp_path / "a") as a, Agent("b", data_dir=tmp_path / "b") as b:
-        sink = metrics_for(a)
-        assert metrics_for(a) is sink and metrics_for(b) is not sink
-        sink.commit(0.003, shards=2, nbytes=1000)
-        sink.written("board", 120)
-        sink.repair("b", "board")
-        sink.closed(4006)
-        sink.closed(1001)
-        sink.compacted("board", 0.01)
-        figures = a.metrics()
-        assert figures["commits"] == {"count": 1, "seconds_sum": 0.003}
-        assert figures["written_bytes"] == {"board": 120.0}
-        assert figures["anti_entropy_repairs"] == {"b/board": 1.0}
-        assert figures["closes"] == {"4006 invalid_update": 1.0, "1001 going_away": 1.0}
-        assert figures["compactions"] == {"board": 1.0}
-        assert figures["wired"] == ["closed", "commit", "compacted", "repair", "written"]
-        text = render_prometheus(a)[0].decode()
-        assert 'crdtsync_connection_closes_total{code="4006",reason="invalid_update"} 1.0' in text
-        assert 'crdtsync_commit_seconds_bucket{le="0.005"} 1.0' in text
-        assert "crdtsync_group_commit_shards_sum 2.0" in text
-        assert b.metrics()["commits"]["count"] == 0
-        assert "crdtsync_connection_closes_total{" not in render_prometheus(b)[0].decode()
-
-
-async def test_lag_seconds_counts_from_first_seen_behind(tmp_path: Path) -> None:
-    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        assert shard["writes"] == 6 == stats.total_updates and shard["updates"] == 6
+        assert shard["written_bytes"] == stats.log_bytes > 0  # every byte appended, counted
+        assert shard["bytes"] == stats.log_bytes + stats.snapshot_bytes and shard["keys"] == 5
+        assert figures["shards"]["other"]["writes"] == 2
+        commits = figures["commits"]
+        assert commits["count"] >= 2 and commits["seconds_sum"] > 0
+        assert commits["updates_sum"] == 8 and commits["shards_sum"] >= commits["count"] + 1
+        assert commits["bytes_sum"] == stats.log_bytes + figures["shards"]["other"]["written_bytes"]
+        # writes/s over the window: every write came after `before`
         sink = metrics_for(agent)
-        assert sink.lag_seconds("b", "board", behind=True, now=100.0) == 0.0
-        assert sink.lag_seconds("b", "board", behind=True, now=102.5) == 2.5
-        assert sink.lag_seconds("b", "board", behind=False, now=103.0) == 0.0
-        assert sink.lag_seconds("b", "board", behind=True, now=104.0) == 0.0  # a new episode
+        assert sink.writes_per_second("board", now=before) == 6 / RATE_WINDOW
+        assert sink.writes_per_second("board", now=time.monotonic() + 2 * RATE_WINDOW) == 0.0
+
+        text = await scrape(agent)
+        assert value(text, "crdtsync_shard_writes_total", shard="board") == 6
+        assert value(text, "crdtsync_shard_written_bytes_total", shard="board") == stats.log_bytes
+        assert value(text, "crdtsync_shard_updates_total", shard="board") == 6
+        assert value(text, "crdtsync_commit_seconds_count") == commits["count"]
+        assert value(text, "crdtsync_group_commit_updates_sum") == 8
+        # at least one commit held 2 shards: fewer commits in the le=1 bucket than in all
+        one = value(text, "crdtsync_group_commit_shards_bucket", le="1.0")
+        assert one is not None and one < commits["count"]
+
+
+async def test_compaction_runs_and_store_size(tmp_path: Path) -> None:
+    async with Agent("a", data_dir=tmp_path / "a", http=http()) as agent:
+        board = await agent.shard("board")
+        for i in range(50):
+            board[f"k{i}"] = "x" * 100
+        await board.flush()
+        log = agent.shard_stats("board")
+        assert log is not None and log.log_count == 51
+        after = await board.compact()
+        assert after.log_count == 0 and after.snapshot_bytes > 0
+        await board.compact()  # an empty log: nothing to fold, not a run
+        figures = agent.metrics()
+        assert figures["shards"]["board"]["compactions"] == 1
+        assert figures["shards"]["board"]["bytes"] == after.snapshot_bytes
+        assert figures["shards"]["board"]["last_compaction"] == after.last_compaction
+        size = agent.store_size()
+        assert size.file_bytes > 0 and size.map_bytes >= 64 << 20
+        assert figures["store"] == {"file_bytes": size.file_bytes, "map_bytes": size.map_bytes}
+        text = await scrape(agent)
+        assert value(text, "crdtsync_compactions_total", shard="board") == 1
+        assert value(text, "crdtsync_compaction_seconds_count") == 1
+        assert value(text, "crdtsync_shard_bytes", shard="board") == after.snapshot_bytes
+        assert value(text, "crdtsync_shard_log_updates", shard="board") == 0
+        assert value(text, "crdtsync_store_map_bytes") == size.map_bytes
+        assert (value(text, "crdtsync_store_file_bytes") or 0) > 0
+
+
+async def test_anti_entropy_repairs_of_a_shard_that_differs(tmp_path: Path) -> None:
+    # a and b both write "board" apart; when b joins, a's on-connect round finds the digests
+    # differing and asks b for a repair (the core counts it; the metrics read the counter).
+    async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http()) as a:
+        board_a = await a.shard("board")
+        board_a["from_a"] = 1
+        async with Agent("b", data_dir=tmp_path / "b") as b0:
+            (await b0.shard("board"))["from_b"] = 2
+        assert a.repairs == {}
+        async with Agent("b", data_dir=tmp_path / "b", peers=[a.address or ""]) as b:
+            board_b = await b.shard("board")
+            await eventually(lambda: len(board_a) == 2 and len(board_b) == 2, "convergence")
+            await eventually(lambda: a.repairs.get(("b", "board"), 0) >= 1, "a repair counted")
+            n = a.repairs[("b", "board")]
+            assert a.metrics()["peers"]["b"]["repairs"] == {"board": n}
+            text = await scrape(a)
+            assert value(text, "crdtsync_anti_entropy_repairs_total", peer="b", shard="board") == n
+            assert a.core is not None and a.core.repairs_asked == a.repairs
+
+
+async def test_close_codes_by_reason_over_websockets(tmp_path: Path) -> None:
+    async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http()) as a:
+        assert a.address is not None
+        # a client that speaks no crdtsync: a text frame is a malformed frame (4004), closed by us
+        async with connect(a.address) as raw:
+            await raw.send("hello?")
+            await raw.wait_closed()
+            assert raw.close_code == 4004
+        await eventually(lambda: "4004 malformed_frame us" in a.metrics()["closes"], "4004")
+        b = Agent("b", data_dir=tmp_path / "b", peers=[a.address])
+        await b.start()
+        await eventually(lambda: a.metrics()["connections"] == 1, "b connected")
+        await b.close()  # b says goodbye: 1001 going away
+        await eventually(lambda: a.metrics()["connections"] == 0, "b gone")
+        closes = a.metrics()["closes"]
+        going_away = {k: v for k, v in closes.items() if k.startswith("1001 going_away ")}
+        assert sum(going_away.values()) == 1, closes  # (whichever side's close frame came first)
+        assert closes["4004 malformed_frame us"] == 1
+        b_closes = metrics_for(b).closes.collect()[0].samples
+        assert any(s.labels["code"] == "1001" and s.value == 1 for s in b_closes)
+        text = await scrape(a)
+        assert (
+            value(
+                text,
+                "crdtsync_connection_closes_total",
+                code="4004",
+                reason="malformed_frame",
+                by="us",
+            )
+            == 1
+        )
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+async def test_close_codes_over_mqtt(tmp_path: Path) -> None:
+    pytest.importorskip("aiomqtt")
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        kw: dict[str, Any] = {"broker": broker.url, "mesh": "m"}
+        async with Agent("a", data_dir=tmp_path / "a", http=http(), **kw) as a:
+            b = Agent("b", data_dir=tmp_path / "b", **kw)
+            await b.start()
+            await eventually(lambda: a.metrics()["connections"] == 1, "b connected")
+            await b.close()  # a Close(going away) and a CLOSE frame with 1001
+            await eventually(lambda: a.metrics()["connections"] == 0, "b gone")
+            closes = a.metrics()["closes"]
+            assert closes.get("1001 going_away peer") == 1, closes
+            text = await scrape(a)
+            assert (
+                value(
+                    text,
+                    "crdtsync_connection_closes_total",
+                    code="1001",
+                    reason="going_away",
+                    by="peer",
+                )
+                == 1
+            )
+            b_closes = {
+                tuple(s.labels.values()): s.value
+                for s in metrics_for(b).closes.collect()[0].samples
+                if s.name.endswith("_total")
+            }
+            # (a link both sides dialled at once may also have been closed as a duplicate, 4010)
+            assert b_closes[("1001", "going_away", "us")] == 1.0, b_closes
+    finally:
+        broker.stop()
+
+
+async def test_replication_lag_in_updates_and_seconds(tmp_path: Path) -> None:
+    async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http()) as a:
+        assert a.address is not None
+        board = await a.shard("board")
+        board["start"] = 0
+        b = Agent("b", data_dir=tmp_path / "b", peers=[a.address])
+        await b.start()
+        await b.shard("board")
+        await board.replicated(peers=1, timeout=15)
+        await eventually(
+            lambda: a.metrics()["peers"]["b"]["lag"].get("board") == {"updates": 0, "seconds": 0},
+            "b caught up",
+        )
+        await b.close()
+        await eventually(lambda: a.metrics()["connections"] == 0, "b gone")
+        for i in range(3):
+            board[f"k{i}"] = i  # 3 updates b does not have
+        await board.flush()
+        await asyncio.sleep(0.05)  # (a lower bound on the lag's age, not a timing assertion)
+        lag = a.metrics()["peers"]["b"]["lag"]["board"]
+        assert lag["updates"] == 3 and lag["seconds"] >= 0.05
+        (first,) = a.replication_lag()
+        later = a.replication_lag(now=time.monotonic() + 100)[0]
+        assert (first.peer, first.shard, first.updates) == ("b", "board", 3)
+        assert later.seconds >= first.seconds + 100 - 0.01  # the age grows with the clock
+        text = await scrape(a)
+        assert value(text, "crdtsync_replication_lag_updates", peer="b", shard="board") == 3
+        seconds = value(text, "crdtsync_replication_lag_seconds", peer="b", shard="board")
+        assert seconds is not None and seconds >= lag["seconds"]
+        async with httpx.AsyncClient(base_url=a.http_url or "", timeout=10) as c:
+            (info,) = (await c.get("/shards")).json()["shards"]
+            assert info["lag"] == {"b": 3} and info["lag_seconds"]["b"] >= lag["seconds"]
+            as_json = (await c.get("/metrics", params={"format": "json"})).json()
+            assert as_json["peers"]["b"]["lag"]["board"]["updates"] == 3
+        # b comes back and catches up: no lag left
+        async with Agent("b", data_dir=tmp_path / "b", peers=[a.address]) as b2:
+            await b2.shard("board")
+            await board.replicated(peers=1, timeout=15)
+            await eventually(
+                lambda: a.metrics()["peers"]["b"]["lag"]["board"] == {"updates": 0, "seconds": 0},
+                "b caught up again",
+            )

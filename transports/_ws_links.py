@@ -31,6 +31,7 @@ from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, Protocol
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.quotas import ConnectionCap, QuotaExceeded
+from crdtsync.observer import Observer
 from crdtsync.security.acl import Guard, PeerIdentity
 
 if TYPE_CHECKING:
@@ -131,6 +132,18 @@ def _close_reason(reason: str) -> str:
     return data[:_MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
 
 
+def _close_code(ws: Connection) -> tuple[int, str]:
+    """The close code of a finished connection and who closed it: ``"us"``, ``"peer"``, or
+    ``"none"`` with 1006 when no close frame came (the connection dropped)."""
+    p = ws.protocol
+    sent, rcvd = p.close_sent, p.close_rcvd
+    if rcvd is not None and (sent is None or p.close_rcvd_then_sent):
+        return rcvd.code, "peer"
+    if sent is not None:
+        return sent.code, "us"
+    return 1006, "none"
+
+
 class _LinkRunner:
     """Mixin of :class:`~crdtsync.transports.websocket.WebsocketTransport`: run connections.
 
@@ -140,6 +153,7 @@ class _LinkRunner:
 
     core: GossipCore
     counters: dict[str, int]
+    observer: Observer
     _credentials: Credentials | None
     _client_ssl: ssl.SSLContext | None
     _clock: Callable[[], float]
@@ -369,6 +383,7 @@ class _LinkRunner:
             ws.protocol.close_sent.code if ws.protocol.close_sent else None,
             ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None,
         )
+        self.observer.closed(*_close_code(ws))
         now = self._clock()
         try:
             if link.peer is not None:

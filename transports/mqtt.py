@@ -73,6 +73,7 @@ from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.names import is_valid_shard_name
+from crdtsync.observer import NULL_OBSERVER, Observer
 from crdtsync.transport import CoreTimer
 
 from ._mqtt_session import INFLIGHT_HIGH, INFLIGHT_LOW, BrokerSession
@@ -174,6 +175,8 @@ class MqttTransport:
         self._closed = False
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
+        #: told of every link's close code (see :meth:`set_observer`)
+        self.observer: Observer = NULL_OBSERVER
         #: the broker connection
         self.session = BrokerSession(
             broker,
@@ -196,6 +199,12 @@ class MqttTransport:
     def state(self) -> str:
         """``new``, ``connected``, ``refused`` or ``unreachable``."""
         return self.session.state
+
+    def set_observer(self, observer: Observer) -> None:
+        """Report each link's end to ``observer``: the code we closed it with (``"us"``), the
+        code of the peer's ``CLOSE`` frame (``"peer"``), or 1006 (``"none"``) when its Will,
+        its presence or our broker connection ended it. The agent passes its metrics here."""
+        self.observer = observer
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -223,7 +232,7 @@ class MqttTransport:
         for link in list(self._links.values()):
             if link.peer is not None:
                 self._send(link, wire.encode(Close(CloseCode.GOING_AWAY)))
-            self._close(link, report=False)
+            self._close(link, report=False, code=CloseCode.GOING_AWAY)
         self._closed = True
         self._timer.close()
         await self.session.close(last=(self._presence_topic(self.core.name), b""))
@@ -319,17 +328,23 @@ class MqttTransport:
             return
         self._send(link, int(code).to_bytes(2, "big"), kind=CLOSE)
         link.open = False
+        self.observer.closed(int(code), "us")
         self._links.pop((link.remote, link.id), None)
         if link.peer is not None and self._by_peer.get(link.peer) is link:
             del self._by_peer[link.peer]
             if report:
                 self.core.connection_lost(link.peer, time.monotonic())
 
-    def _drop(self, link: _Link) -> None:
-        """``link`` is gone at the other end (CLOSE frame, Will, the broker connection)."""
+    def _drop(self, link: _Link, code: int | None = None) -> None:
+        """``link`` is gone at the other end (CLOSE frame with ``code``, Will, the broker
+        connection)."""
         if not link.open:
             return
         link.open = False
+        if code is None:
+            self.observer.closed(1006, "none")
+        else:
+            self.observer.closed(code, "peer")
         self._links.pop((link.remote, link.id), None)
         now = time.monotonic()
         if link.peer is not None:
@@ -408,7 +423,7 @@ class MqttTransport:
         link = self._links.get(key)
         if kind == CLOSE:
             if link is not None:
-                self._drop(link)
+                self._drop(link, int.from_bytes(body[:2], "big") if len(body) >= 2 else 1005)
             return
         if link is None:
             if kind != OPEN:

@@ -119,6 +119,7 @@ from crdtsync.errors import (
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close
 from crdtsync.quotas import ConnectionCap
+from crdtsync.observer import NULL_OBSERVER, Observer
 
 if TYPE_CHECKING:
     from crdtsync.security.credentials import Credentials
@@ -266,6 +267,13 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         self._seed_state: dict[
             str, str
         ] = {}  # seed address -> "dialling" | "connected" | "unreachable: ..."
+        #: Told of every peer connection's close code (see :meth:`set_observer`).
+        self.observer: Observer = NULL_OBSERVER
+
+    def set_observer(self, observer: Observer) -> None:
+        """Report each peer connection's end to ``observer`` (its close code, and who closed
+        it); the agent passes its metrics here. Yjs door clients are not peers: not reported."""
+        self.observer = observer
 
     def watch_seeds(self, addresses: Iterable[str]) -> None:
         """Track dials of these seed addresses: the first failure of each is logged as a

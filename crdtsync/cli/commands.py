@@ -179,7 +179,15 @@ def agent(
     "data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
-    "--peer", default=None, metavar="URL", help="Inspect the running mesh this agent is in instead."
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="URL",
+    help="Inspect a running mesh instead: http://HOST:PORT (repeatable) reads each agent's "
+    "metrics from its HTTP door; ws://HOST:PORT joins the mesh and scans who holds what.",
+)
+@click.option(
+    "--token", default=None, help="Bearer token for the agents' HTTP doors (with --peer http://)."
 )
 @click.option("--mesh", default="default", show_default=True, help="Mesh name (with --peer).")
 @click.option("--prefix", default="", help="Only shards named PREFIX...")
@@ -200,7 +208,8 @@ def agent(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect(
     data_dir: Path | None,
-    peer: str | None,
+    peers: tuple[str, ...],
+    token: str | None,
     mesh: str,
     prefix: str,
     r: int | None,
@@ -209,10 +218,19 @@ def inspect(
 ) -> None:
     """List the shards in DATA_DIR's store with sizes, update counts and last compaction
     (read-only: works beside the running agent that holds DATA_DIR); --dump SHARD prints one
-    shard's contents. With --peer: per agent and per shard of a running mesh, its holders
-    and sizes."""
-    if peer is not None:
-        _inspect_mesh(peer, mesh, prefix, r, as_json)
+    shard's contents. With --peer http://HOST:PORT (repeat it for more agents): those agents'
+    metrics, the same figures as their /metrics and dashboard. With --peer ws://HOST:PORT:
+    per agent and per shard of a running mesh, its holders and replicated sizes (a scan)."""
+    if peers:
+        web = [p for p in peers if p.startswith(("http://", "https://"))]
+        if web and len(web) != len(peers):
+            raise click.UsageError("give either http:// peers (metrics) or one ws:// peer")
+        if web:
+            _inspect_metrics(web, token, prefix, as_json)
+        elif len(peers) > 1:
+            raise click.UsageError("give one ws:// peer (it leads to the whole mesh)")
+        else:
+            _inspect_mesh(peers[0], mesh, prefix, r, as_json)
         return
     if data_dir is None:
         raise click.UsageError("give a DATA_DIR or --peer URL")
@@ -289,6 +307,74 @@ def _jsonable(value: object) -> object:
     if isinstance(value, bytes):
         return {"bytes_hex": value.hex()}
     return repr(value)
+
+
+def _inspect_metrics(urls: list[str], token: str | None, prefix: str, as_json: bool) -> None:
+    import json
+
+    from ..errors import CrdtSyncError
+    from .metricsview import inspect_metrics
+
+    try:
+        view = inspect_metrics(urls, token=token)
+    except CrdtSyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(view.to_json(), indent=2))
+        return
+    agents = Table(
+        "agent",
+        "url",
+        "connections",
+        "shards",
+        "bytes",
+        "store file bytes",
+        "commits",
+        "commit ms (mean)",
+        title="agents (their metrics)",
+    )
+    for a in view.agent_rows():
+        mean = a["commit_ms_mean"]
+        agents.add_row(
+            a["agent"],
+            a["url"],
+            str(a["connections"]),
+            str(a["shards"]),
+            str(a["bytes"]),
+            str(a["store_file_bytes"]),
+            str(a["commits"]),
+            "-" if mean is None else f"{mean:.2f}",
+        )
+    _console.print(agents)
+    shards = Table("shard", "stored at (bytes)", "holders", "writes/s", "lagging")
+    shards.columns[0].no_wrap = True
+    for row in view.shard_rows():
+        if not row["shard"].startswith(prefix):
+            continue
+        lagging = [
+            f"{lag['peer']} behind {lag['behind']}: {lag['updates']} updates, {lag['seconds']:.1f} s"
+            for lag in row["lagging"]
+        ]
+        shards.add_row(
+            row["shard"],
+            ", ".join(f"{a} ({b})" for a, b in sorted(row["stored"].items())),
+            ", ".join(row["holders"]),
+            ", ".join(f"{a}: {w:.1f}" for a, w in sorted(row["writes_per_second"].items())),
+            "[yellow]" + "; ".join(lagging) if lagging else "-",
+        )
+    _console.print(shards)
+    links = Table("agent", "peer", "state", "queued bytes", "lag updates", "lag s", "repairs")
+    for link in view.link_rows():
+        links.add_row(
+            link["agent"],
+            link["peer"],
+            link["state"],
+            str(link["queued_bytes"]),
+            str(link["lag_updates"]),
+            f"{link['lag_seconds']:.1f}",
+            str(link["repairs"]),
+        )
+    _console.print(links)
 
 
 def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:

@@ -57,6 +57,14 @@ class Context:
         self.gate: Gate | None = None
         #: Quotas across connections (issue #11, see guard.py).
         self.guard = Guard(quotas, config.flood_rate, config.flood_burst)
+        #: (peer, shard) -> repairs asked of that peer: a shard found differing in an
+        #: anti-entropy round, or a lost push (a counter for the metrics; no behaviour).
+        self.repairs_asked: dict[tuple[str, str], int] = {}
+
+    def count_repair(self, peer: str, shard: str) -> None:
+        """Count one repair of ``shard`` asked of ``peer`` (see :attr:`repairs_asked`)."""
+        key = (peer, shard)
+        self.repairs_asked[key] = self.repairs_asked.get(key, 0) + 1
 
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""

@@ -56,6 +56,14 @@ class _Queries:
         return dict(self._ctx.guard.counters)
 
     @property
+    def repairs_asked(self) -> dict[tuple[str, str], int]:
+        """(peer, shard) -> how many repairs of the shard this agent asked of the peer: an
+        anti-entropy round found the shard's digests differing, or a push was lost (a
+        sequence gap, an ack we do not cover; retries count again). A copy; counters only,
+        for the metrics (``crdtsync_anti_entropy_repairs_total``)."""
+        return dict(self._ctx.repairs_asked)
+
+    @property
     def last_refusal(self) -> str:
         """Why the last message was dropped or cut at the receive boundary."""
         return self._sec.last_refusal

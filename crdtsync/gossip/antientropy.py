@@ -123,6 +123,7 @@ class AntiEntropy:
                 budget -= 1
             elif self._ctx.replicas.digest(shard) != theirs[shard]:
                 requests.append((shard, self._ctx.replicas.state_vector(shard)))
+                self._ctx.count_repair(conn.name, shard)
                 budget -= 1
         self._replies.serve(conn, now)
         conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply

@@ -67,6 +67,7 @@ class Repairs:
 
     def ask(self, conn: Link, shard: str, now: float) -> None:
         conn.repair.repairs[shard] = now
+        self._ctx.count_repair(conn.name, shard)
         sv = self._ctx.state_vector(shard)
         self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
 

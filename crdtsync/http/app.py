@@ -142,6 +142,16 @@ async def _metrics(request: Request) -> Response:
 
     ctx: HttpContext = request.app.state.ctx
     await routes.check_access(request, None)
+    form = request.query_params.get("format", "prometheus")
+    if form == "json":  # the same figures as agent.metrics() (crdtsync inspect --peer reads it)
+        return JSONResponse(ctx.agent.metrics())
+    if form != "prometheus":
+        raise Problem(
+            400,
+            "invalid-parameter",
+            "Invalid query parameter",
+            f"format must be 'prometheus' or 'json', not {form!r}",
+        )
     body, content_type = render_prometheus(ctx.agent)
     return Response(body, media_type=content_type)
 

@@ -167,13 +167,26 @@ def _document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "summary": "Prometheus metrics (text exposition format)",
+                    "summary": "Prometheus metrics (text exposition format), or as JSON",
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "description": "prometheus (default) or json: the dict "
+                            "agent.metrics() returns",
+                            "schema": {"type": "string", "enum": ["prometheus", "json"]},
+                        }
+                    ],
                     "responses": {
                         "200": {
                             "description": "Metrics",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
                         },
-                        **_problems(401, 403),
+                        **_problems(400, 401, 403),
                     },
                 }
             },
@@ -420,6 +433,10 @@ def _document() -> dict[str, Any]:
                         "updates": {"type": "integer"},
                         "holders": {"type": "array", "items": {"type": "string"}},
                         "lag": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "lag_seconds": {
+                            "type": "object",
+                            "additionalProperties": {"type": "number"},
+                        },
                     },
                 },
                 "Event": {

@@ -70,7 +70,7 @@ class HttpServer:
         if isinstance(options, str):
             # With mesh credentials (TLS mode) the door takes bearer tokens issued by the
             # mesh CA (`crdtsync keys token`); the same credentials guard every door.
-            creds = getattr(agent, "credentials", None)
+            creds = agent.credentials
             authorize = token_authorizer(creds) if creds is not None else None
             options = HttpOptions(bind=options, authorize=authorize)
         self.options = options

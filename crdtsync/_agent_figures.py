@@ -1,0 +1,237 @@
+"""The agent's read-only figures: what the HTTP API, the metrics and ``inspect`` read.
+
+A mixin of :class:`~crdtsync.agent.Agent` (:class:`_AgentFigures`) with a small, typed, public
+surface: :meth:`~_AgentFigures.local_shard` (a held shard, without subscribing),
+:attr:`~_AgentFigures.gossiping`, :meth:`~_AgentFigures.shard_stats`,
+:meth:`~_AgentFigures.store_size`, :meth:`~_AgentFigures.replication_lag` and
+:attr:`~_AgentFigures.repairs`. Upper layers use these instead of the agent's private parts, so
+a restructure of the agent cannot silently break them.
+
+Replication lag in seconds needs to know *when* this agent reached each state: a
+:class:`DurableHistory` records, per shard and per group commit, the time the commit made a
+state durable here, its state vector and the updates committed so far. A peer's lag on a shard
+is then measured from the oldest such state its latest durable ack does not cover.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import updates
+from .observer import NULL_OBSERVER, Observer
+from .store import ShardStats, Store
+
+if TYPE_CHECKING:
+    from ._registry import ShardRegistry
+    from .gossip import GossipCore, PeerStatus
+    from .shard import Shard
+
+__all__ = ["DurableHistory", "ReplicationLag", "StoreSize"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSize:
+    """How big this agent's store is (see :meth:`Agent.store_size`).
+
+    Attributes:
+        file_bytes: disk space the data directory's files occupy (allocated blocks).
+        map_bytes: the LMDB map size (address space reserved; it grows by doubling).
+    """
+
+    file_bytes: int
+    map_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationLag:
+    """How far one peer is behind this agent on one shard (see :meth:`Agent.replication_lag`).
+
+    Attributes:
+        peer: the other agent.
+        shard: a shard held here that the peer has acknowledged holding.
+        updates: updates committed here since the newest state the peer's latest durable ack
+            covers (0: it has everything durable here).
+        seconds: how long ago the oldest state it lacks became durable here (0.0: none).
+    """
+
+    peer: str
+    shard: str
+    updates: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Entry:
+    at: float  # time.monotonic() when the commit made this state durable here
+    state_vector: bytes
+    before: int  # updates of the shard committed here before this commit
+
+
+def _covers(have: Mapping[int, int], state_vector: bytes) -> bool:
+    return all(
+        have.get(client, 0) >= clock
+        for client, clock in updates.decode_state_vector(state_vector).items()
+    )
+
+
+class DurableHistory:
+    """When each durable state of each shard was reached here (see the module docstring).
+
+    It is itself an :class:`~crdtsync.observer.Observer` of the group committer (for the
+    updates each commit appended) and forwards every event to ``then`` (the metrics).
+
+    Memory is bounded: at most ``limit`` states per shard. When full, every other state of
+    the older half is dropped, so recent states keep their resolution and old ones thin out
+    (a lag older than the retained states is reported from the oldest one: a lower bound).
+    """
+
+    def __init__(self, then: Observer = NULL_OBSERVER, limit: int = 64) -> None:
+        self._then = then
+        self._limit = max(4, limit)
+        self._totals: dict[str, int] = {}  # updates committed here per shard since start
+        self._last: Mapping[str, tuple[int, int]] = {}  # the last commit's counts
+        self._entries: dict[str, list[_Entry]] = {}
+
+    # -- Observer ---------------------------------------------------------------------------
+
+    def committed(self, seconds: float, writes: Mapping[str, tuple[int, int]]) -> None:
+        """Count the commit's updates per shard, then tell ``then``."""
+        for shard, (n, _) in writes.items():
+            self._totals[shard] = self._totals.get(shard, 0) + n
+        self._last = writes
+        self._then.committed(seconds, writes)
+
+    def compacted(self, shard: str, seconds: float, bytes_before: int, bytes_after: int) -> None:
+        """Tell ``then``."""
+        self._then.compacted(shard, seconds, bytes_before, bytes_after)
+
+    def closed(self, code: int, by: str) -> None:
+        """Tell ``then``."""
+        self._then.closed(code, by)
+
+    # -- states ------------------------------------------------------------------------------
+
+    def durable(self, shard: str, state_vector: bytes, now: float) -> None:
+        """The commit just reported to :meth:`committed` made ``state_vector`` of ``shard``
+        durable at ``now``."""
+        total = self._totals.get(shard, 0)
+        entry = _Entry(now, state_vector, total - self._last.get(shard, (0, 0))[0])
+        entries = self._entries.setdefault(shard, [])
+        if entries and entries[-1].state_vector == state_vector:
+            return  # (a delete, or meta only: no newer state to measure from)
+        entries.append(entry)
+        if len(entries) > self._limit:
+            half = len(entries) // 2
+            entries[:half] = entries[:half:2]
+
+    def lag(self, shard: str, acked: bytes, now: float) -> tuple[int, float]:
+        """(updates, seconds) a peer whose latest durable ack of ``shard`` is ``acked`` lags
+        behind this agent's durable states."""
+        entries = self._entries.get(shard)
+        if not entries:
+            return 0, 0.0
+        have = updates.decode_state_vector(acked) if acked else {}
+        first = None  # the oldest entry it lacks: states only grow, so scan from the newest
+        for i in range(len(entries) - 1, -1, -1):
+            if _covers(have, entries[i].state_vector):
+                break
+            first = i
+        if first is None:
+            return 0, 0.0
+        e = entries[first]
+        return self._totals.get(shard, 0) - e.before, max(0.0, now - e.at)
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+    except OSError:
+        return 0
+    return total
+
+
+class _AgentFigures:
+    """Mixin of :class:`~crdtsync.agent.Agent`: its read-only figures (module docstring).
+
+    The attributes and methods declared below belong to the agent.
+    """
+
+    name: str
+    data_dir: Path
+    _core: GossipCore | None
+    _history: DurableHistory
+
+    if TYPE_CHECKING:
+
+        def _require_store(self) -> Store: ...
+
+        def _require_registry(self) -> ShardRegistry: ...
+
+        def shard_names(self) -> list[str]: ...
+
+        @property
+        def peers(self) -> tuple[PeerStatus, ...]: ...
+
+    def local_shard(self, name: str) -> Shard | None:
+        """The shard ``name`` if this agent holds it, else None.
+
+        Unlike :meth:`shard`, it never creates the shard and never subscribes to it (under
+        partial replication, opening a shard makes this agent one of its holders): what a
+        read or an inspection tool wants.
+        """
+        if name not in self.shard_names():
+            return None
+        return self._require_registry().open(name)
+
+    @property
+    def gossiping(self) -> bool:
+        """Whether this agent runs the gossip protocol (it was started with ``listen=``,
+        ``peers=`` or ``broker=``): only then can it wait for replication."""
+        return self._core is not None
+
+    def shard_stats(self, name: str) -> ShardStats | None:
+        """Committed sizes and counts of shard ``name`` in this agent's store (log and
+        snapshot bytes, updates ever, last compaction), or None if it holds no such shard."""
+        if name not in self.shard_names():
+            return None
+        return self._require_store().stats(name)
+
+    def store_size(self) -> StoreSize:
+        """The disk space of this agent's store and its LMDB map size."""
+        store = self._require_store()
+        return StoreSize(file_bytes=_dir_bytes(self.data_dir), map_bytes=store.map_size())
+
+    def replication_lag(self, now: float | None = None) -> tuple[ReplicationLag, ...]:
+        """Per peer and shard held here that the peer has acknowledged: how far behind it is.
+
+        ``now``: a ``time.monotonic()`` reading (default: now). A peer is measured against the states that
+        became durable *here* (local writes and those received from others alike), by its
+        latest durable ack (direct or relayed); a delete does not move a state vector, so a
+        peer lacking only deletes shows no lag. Only states reached since this agent started
+        are recorded: a peer behind only on older ones shows none (anti-entropy repairs it).
+        """
+        now = time.monotonic() if now is None else now
+        held = set(self.shard_names())
+        out: list[ReplicationLag] = []
+        for peer in self.peers:
+            for state in peer.acked:
+                if state.shard in held:
+                    n, seconds = self._history.lag(state.shard, state.state_vector, now)
+                    out.append(ReplicationLag(peer.name, state.shard, n, round(seconds, 3)))
+        return tuple(sorted(out, key=lambda lag: (lag.peer, lag.shard)))
+
+    @property
+    def repairs(self) -> dict[tuple[str, str], int]:
+        """(peer, shard) -> repairs this agent asked of that peer: the shard differed in an
+        anti-entropy round, or a push was lost (see
+        :attr:`GossipCore.repairs_asked <crdtsync.gossip.GossipCore.repairs_asked>`)."""
+        return self._core.repairs_asked if self._core is not None else {}

@@ -1,0 +1,135 @@
+"""``crdtsync inspect --peer http://HOST:PORT``: a running mesh through its agents' metrics.
+
+Each URL is an agent's HTTP door (``crdtsync agent --http``). Its ``GET /metrics?format=json``
+is exactly ``agent.metrics()``, the figures ``GET /metrics`` exports to Prometheus and the
+dashboard shows, so this view computes nothing of its own: it only lays the figures of one or
+more agents side by side (per agent: connections, store, commits; per shard: where it is stored
+and how big, writes/s, which peers lag; per link: state, queue, lag, repairs, close codes).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CrdtSyncError
+
+__all__ = ["MetricsView", "fetch_metrics", "inspect_metrics"]
+
+
+def fetch_metrics(url: str, *, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """``agent.metrics()`` of the agent serving HTTP at ``url`` (``http://host:port``).
+
+    Raises:
+        CrdtSyncError: the agent cannot be reached or does not answer with its metrics.
+    """
+    request = urllib.request.Request(
+        url.rstrip("/") + "/metrics?format=json", headers={"Accept": "application/json"}
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http only)
+            figures = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise CrdtSyncError(f"{url}: HTTP {exc.code} asking for /metrics") from exc
+    except (OSError, ValueError) as exc:
+        raise CrdtSyncError(f"{url}: cannot read its metrics: {exc}") from exc
+    if not isinstance(figures, dict) or "agent" not in figures:
+        raise CrdtSyncError(f"{url}: /metrics?format=json did not answer an agent's metrics")
+    return figures
+
+
+@dataclass
+class MetricsView:
+    """The metrics of the agents asked, by agent name (``agent.metrics()`` of each)."""
+
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def agent_rows(self) -> list[dict[str, Any]]:
+        """Per agent asked: its connections, shards, stored bytes, store size and commits."""
+        rows = []
+        for name, f in sorted(self.figures.items()):
+            commits = f["commits"]
+            rows.append(
+                {
+                    "agent": name,
+                    "url": self.urls.get(name),
+                    "connections": f["connections"],
+                    "shards": len(f["shards"]),
+                    "bytes": sum(s["bytes"] for s in f["shards"].values()),
+                    "store_file_bytes": f["store"]["file_bytes"],
+                    "commits": commits["count"],
+                    "commit_ms_mean": round(1000 * commits["seconds_sum"] / commits["count"], 3)
+                    if commits["count"]
+                    else None,
+                }
+            )
+        return rows
+
+    def shard_rows(self) -> list[dict[str, Any]]:
+        """Per shard: bytes stored at each agent asked, holders as each knows them, writes/s
+        committed at each, and the peers lagging behind an agent asked."""
+        shards: dict[str, dict[str, Any]] = {}
+        for name, f in sorted(self.figures.items()):
+            for shard, s in f["shards"].items():
+                row = shards.setdefault(
+                    shard, {"shard": shard, "stored": {}, "holders": set(), "writes_per_second": {}}
+                )
+                row["stored"][name] = s["bytes"]
+                row["holders"].update(s["holders"])
+                row["writes_per_second"][name] = s["writes_per_second"]
+            for peer, p in f["peers"].items():
+                for shard, lag in p["lag"].items():
+                    if lag["updates"] and shard in shards:
+                        shards[shard].setdefault("lagging", []).append(
+                            {"behind": name, "peer": peer, **lag}
+                        )
+        out = []
+        for row in shards.values():
+            row["holders"] = sorted(row["holders"])
+            row.setdefault("lagging", [])
+            out.append(row)
+        return sorted(out, key=lambda r: r["shard"])
+
+    def link_rows(self) -> list[dict[str, Any]]:
+        """Per agent asked and per peer it knows: state, queued bytes, worst lag, repairs."""
+        rows = []
+        for name, f in sorted(self.figures.items()):
+            for peer, p in sorted(f["peers"].items()):
+                lags = list(p["lag"].values())
+                rows.append(
+                    {
+                        "agent": name,
+                        "peer": peer,
+                        "state": p["state"],
+                        "queued_bytes": p["queued_bytes"],
+                        "lag_updates": max((lag["updates"] for lag in lags), default=0),
+                        "lag_seconds": max((lag["seconds"] for lag in lags), default=0.0),
+                        "repairs": sum(p.get("repairs", {}).values()),
+                    }
+                )
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agents": self.agent_rows(),
+            "shards": self.shard_rows(),
+            "links": self.link_rows(),
+            "closes": {n: f["closes"] for n, f in sorted(self.figures.items())},
+            "metrics": self.figures,
+        }
+
+
+def inspect_metrics(urls: list[str], *, token: str | None = None) -> MetricsView:
+    """Read the metrics of each agent at ``urls`` (HTTP doors) into one view."""
+    view = MetricsView()
+    for url in urls:
+        figures = fetch_metrics(url, token=token)
+        view.figures[figures["agent"]] = figures
+        view.urls[figures["agent"]] = url
+    return view

@@ -1,0 +1,88 @@
+"""``crdtsync inspect --peer http://...`` shows the agents' own metrics (agent.metrics(), the
+figures of /metrics and the dashboard), not figures of its own: two real agents on 127.0.0.1,
+one of them behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from crdtsync import Agent
+from crdtsync.cli.commands import main
+from crdtsync.http import HttpOptions
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def inspect(*args: str) -> str:
+    # (in a thread: the command blocks on HTTP that this event loop serves)
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["inspect", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_inspect_peer_http_shows_the_agents_metrics(tmp_path: Path) -> None:
+    http = HttpOptions("127.0.0.1:0")
+    async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http) as a:
+        assert a.address is not None and a.http_url is not None
+        board = await a.shard("board")
+        board["start"] = 0
+        async with Agent("b", data_dir=tmp_path / "b", peers=[a.address], http=http) as b:
+            assert b.http_url is not None
+            await b.shard("board")
+            await board.replicated(peers=1, timeout=15)
+            out = json.loads(await inspect("--peer", a.http_url, "--peer", b.http_url, "--json"))
+            assert set(out["metrics"]) == {"a", "b"}
+            for name, agent in (("a", a), ("b", b)):
+                mine = agent.metrics()
+                theirs = out["metrics"][name]
+                assert theirs["shards"].keys() == mine["shards"].keys() == {"board"}
+                for key in ("bytes", "updates", "holders", "writes", "written_bytes"):
+                    assert theirs["shards"]["board"][key] == mine["shards"]["board"][key]
+                assert theirs["commits"]["count"] == mine["commits"]["count"]
+            (row,) = out["shards"]
+            assert row["holders"] == ["a", "b"] and row["lagging"] == []
+            assert row["stored"] == {
+                n: out["metrics"][n]["shards"]["board"]["bytes"] for n in ("a", "b")
+            }
+        await eventually(lambda: a.metrics()["connections"] == 0, "b gone")
+        for i in range(3):
+            board[f"k{i}"] = i
+        await board.flush()
+        out = json.loads(await inspect("--peer", a.http_url, "--json"))
+        (row,) = out["shards"]
+        (lag,) = row["lagging"]
+        assert (lag["behind"], lag["peer"], lag["updates"]) == ("a", "b", 3)
+        assert lag == {
+            "behind": "a",
+            "peer": "b",
+            **out["metrics"]["a"]["peers"]["b"]["lag"]["board"],
+        }
+        (link,) = out["links"]
+        assert (link["agent"], link["peer"], link["lag_updates"]) == ("a", "b", 3)
+        text = await inspect("--peer", a.http_url)
+        assert "b behind a: 3 updates" in text and "agents (their metrics)" in text
+
+
+async def test_inspect_peer_http_errors_are_clear(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["inspect", "--peer", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code != 0 and "cannot read its metrics" in result.output
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["inspect", "--peer", "http://127.0.0.1:9", "--peer", "ws://127.0.0.1:9"],
+    )
+    assert result.exit_code == 2 and "either http:// peers" in result.output
