@@ -35,12 +35,17 @@ REPO = BENCH_DIR.parent
 NODES = BENCH_DIR / "nodes.py"
 
 
+#: The editing traces shipped with the repository (CC BY 4.0, see the README beside them).
+SHIPPED_TRACES = BENCH_DIR / "data" / "editing-traces"
+
+
 def traces_dir() -> Path:
-    """Where the editing traces are: ``$CRDTSYNC_TRACES``, else ``<repo>/../shared/data/editing-traces``."""
+    """Where the editing traces are: ``$CRDTSYNC_TRACES`` if set, else the copies shipped in
+    ``benchmarks/data/editing-traces`` (so a fresh clone runs every benchmark)."""
     env = os.environ.get("CRDTSYNC_TRACES")
     if env:
         return Path(env)
-    return REPO.parent / "shared" / "data" / "editing-traces"
+    return SHIPPED_TRACES
 
 
 def cache_dir() -> Path:

@@ -22,6 +22,10 @@ commands, so both systems run exactly the same writer and receiver code:
             ``Connection.send``), by crdtsync message type, and its CPU seconds.
 ``quit``    close cleanly and exit.
 
+``whoami``, ``stream``, ``follow``, ``follow-dump`` (both systems, stream.py): replay a trace live into
+            the Text named by ``tag``, or record when each prefix of it arrives
+            (see streamwork.py).
+
 crdtsync agents also accept ``status``, ``open``, ``flush``, ``replicated`` (time until
 ``shard.replicated(peers)`` returns), ``genesis`` and ``replay`` (trace_replay.py). The
 gossip settings come from ``--gossip`` (see :func:`gossip_config`; none: the Agent's default).
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+import streamwork
 from websockets.asyncio.connection import Connection
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +315,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     )
     tasks: set[asyncio.Task[Any]] = set()
     expecting: dict[str, Arrivals] = {}
+    following: dict[str, Any] = {}
     if join is not None:
 
         async def joined() -> None:
@@ -393,6 +399,11 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     emit({"event": "genesis"})
                 elif op == "replay":
                     tasks.add(asyncio.create_task(_replay(agent, cmd)))
+                elif op in STREAM_OPS:
+                    shard = await agent.shard(cmd["shard"])
+                    flush = shard.flush if cmd.get("durable") else None
+                    text = shard.text(cmd["tag"])
+                    _stream_command(op, cmd, shard.doc, text, tasks, following, flush)
                 elif op == "flush":
                     for n in agent.shard_names():
                         await (await agent.shard(n)).flush()
@@ -499,6 +510,41 @@ async def _replay(agent: Any, cmd: dict[str, Any]) -> None:
     emit({"event": "final", "at_ns": done, "len": len(content), "sha": _sha(content)})
 
 
+STREAM_OPS = ("whoami", "stream", "follow", "follow-dump")
+
+
+def _stream_command(
+    op: str,
+    cmd: dict[str, Any],
+    doc: pycrdt.Doc,
+    text: pycrdt.Text,
+    tasks: set[asyncio.Task[Any]],
+    following: dict[str, Any],
+    flush: Any,
+) -> None:
+    """``stream`` / ``follow`` / ``follow-dump`` of stream.py (see streamwork.py), the same
+    code for both systems. Events ``streamed``, ``following`` then ``followed``,
+    ``follow-dumped``."""
+    if op == "whoami":
+        emit({"event": "whoami", "client_id": doc.client_id})
+    elif op == "stream":
+
+        async def go() -> None:
+            emit(await streamwork.stream_edits(doc, text, cmd, flush))
+
+        tasks.add(asyncio.create_task(go()))
+    elif op == "follow":
+        follower = following[cmd["tag"]] = streamwork.Follower(doc, text, cmd)
+
+        async def wait() -> None:
+            emit(await follower.done)
+
+        tasks.add(asyncio.create_task(wait()))
+        emit({"event": "following", "tag": cmd["tag"], "held": follower.held})
+    else:
+        emit(following.pop(cmd["tag"]).dump())
+
+
 def _sha(text: str) -> str:
     import hashlib
 
@@ -586,6 +632,7 @@ async def run_hub_client(args: argparse.Namespace) -> None:
     path = "/" + args.url.split("/", 3)[3] if args.url.count("/") >= 3 else "/"
     tasks: set[asyncio.Task[Any]] = set()
     expecting: dict[str, Arrivals] = {}
+    following: dict[str, Any] = {}
     async with connect(args.url, max_size=None, compression=None) as ws:
         async with pycrdt.Provider(doc, WsChannel(ws, path)) as provider:
             await provider.synced.wait()
@@ -629,6 +676,9 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                         )
                         tasks.add(asyncio.create_task(watch(arr)))
                         emit({"event": "expecting", "prefix": cmd["prefix"]})
+                    elif op in STREAM_OPS:
+                        text = doc.get(streamwork.text_root(cmd["tag"]), type=pycrdt.Text)
+                        _stream_command(op, cmd, doc, text, tasks, following, None)
                     elif op == "status":
                         emit({"event": "status", "len": len(root)})
                     elif op == "stats":

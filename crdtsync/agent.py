@@ -39,7 +39,7 @@ from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
 from .sharding import ShardingConfig
-from .store import Store
+from .store import SpaceStats, Store
 from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
 
@@ -147,9 +147,12 @@ class Agent(_AgentWiring, _AgentFigures):
                     "driver (websockets or the broker, not both)"
                 )
             transport = broker_factory(broker, insecure=insecure)  # checks the URL now
-        from .security.credentials import check_listen
+        if listen is not None and credentials is None and not insecure:
+            # (lazily: the credentials module loads cryptography, ~0.2 s that an agent which
+            # listens nowhere, e.g. reopening its store, need not pay)
+            from .security.credentials import check_listen
 
-        check_listen(listen, credentials, insecure)  # before anything is bound
+            check_listen(listen, credentials, insecure)  # before anything is bound
         if credentials is not None:
             if credentials.name != self.name:
                 raise UsageError(f"credentials are for {credentials.name!r}, not {self.name!r}")
@@ -359,6 +362,20 @@ class Agent(_AgentWiring, _AgentFigures):
                 self._store.close()
 
     # -- shards ------------------------------------------------------------------------------
+
+    async def reclaim_disk(self) -> SpaceStats:
+        """Give the disk space of pages freed by compaction and deletion back to the file
+        system now, and return the data file's size and live bytes afterwards.
+
+        LMDB keeps its file at its high-water mark; compaction (``shard.compact()``, or the
+        automatic one) already does this by itself once the file is more than twice its live
+        bytes (and 4 MiB would come back). A compacted copy is swapped in atomically: a crash
+        at any point leaves a valid store (see :mod:`crdtsync._store_space`). Writes wait
+        meanwhile (about the time to copy the live data).
+        """
+        if self._closing or self._committer is None:
+            raise ClosedError(f"agent {self.name!r} is not running")
+        return await self._committer.reclaim()
 
     async def shard(self, name: str) -> Shard:
         """Open the shard ``name``, creating it if this agent has never held it.

@@ -19,7 +19,9 @@ Bounds:
 After each commit, ``on_durable(shard names)`` runs in the event-loop thread *before* the
 waiting flushers resume, so by the time ``flush()`` returns the callback has seen the commit.
 If ``compact_merge`` is given, shards for which ``store.needs_compaction()`` holds are then
-compacted in the worker thread, between commits (a waiting flush goes first). ``merge`` runs
+compacted in the worker thread, between commits (a waiting flush goes first), and the disk
+space compaction freed is given back when the store's policy asks for it
+(:meth:`~crdtsync.store.Store.needs_reclaim`, :meth:`reclaim`). ``merge`` runs
 in that thread and gets and returns only bytes: pycrdt documents are thread-bound, so a merge
 must build its own ``Doc`` and never share one with the event loop. ``trusted_merge``, if
 given, is used instead for shards whose entries all passed their checksums (see
@@ -41,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import ClosedError, UsageError
 from .observer import NULL_OBSERVER, Observer
-from .store import ShardStats, Store
+from .store import ShardStats, SpaceStats, Store
 
 __all__ = ["GroupCommitter", "Merge"]
 
@@ -306,12 +308,21 @@ class GroupCommitter:
         return counts, seconds, to_compact
 
     def _compact(self, name: str) -> tuple[ShardStats, ShardStats, float]:
-        """Compact ``name`` (in the worker thread): stats before and after, seconds taken."""
+        """Compact ``name`` (in the worker thread): stats before and after, seconds taken;
+        then give disk space back if the store's policy wants it
+        (:meth:`~crdtsync.store.Store.needs_reclaim`): compaction frees the log's pages, but
+        LMDB keeps its file at the high-water mark."""
         assert self._merge is not None
         before = self._store.stats(name)
         start = time.perf_counter()
         after = self._store.compact(name, self._merge, trusted_merge=self._trusted_merge)
-        return before, after, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        try:
+            if self._store.needs_reclaim():
+                self._store.reclaim()
+        except Exception:  # the compaction itself succeeded; the space comes back next time
+            _log.exception("cannot give disk space back after compacting shard %r", name)
+        return before, after, seconds
 
     def _observe_compaction(
         self, name: str, result: tuple[ShardStats, ShardStats, float]
@@ -326,6 +337,13 @@ class GroupCommitter:
                 after.log_bytes + after.snapshot_bytes,
             )
         return after
+
+    async def reclaim(self) -> SpaceStats:
+        """Give the disk space of freed pages back now (:meth:`Store.reclaim
+        <crdtsync.store.Store.reclaim>`), in the worker thread, between commits."""
+        loop = self._check_running()
+        await self.flush()
+        return await loop.run_in_executor(self._executor, self._store.reclaim)
 
     async def _compact_once(self, name: str) -> None:
         assert self._loop is not None and self._merge is not None

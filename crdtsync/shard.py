@@ -24,7 +24,7 @@ from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
 from .views import ListView, MapView, mark_closed, wrap
-from .yjs.doc import apply_validated
+from .yjs.doc import apply_validated_many
 from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
@@ -478,10 +478,7 @@ def load_doc(
     try:
         with doc.transaction():
             if trusted:
-                if snapshot:
-                    apply_validated(doc, snapshot)
-                for update in log:
-                    apply_validated(doc, update)
+                apply_validated_many(doc, [snapshot, *log] if snapshot else log)
             else:
                 if snapshot:
                     updates.apply_update(doc, snapshot)

@@ -69,6 +69,8 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -88,10 +90,18 @@ from ._store_format import (
     _stats_to,
     _unseal,
 )
+from ._store_space import (
+    DEFAULT_RECLAIM_MIN_BYTES,
+    DEFAULT_RECLAIM_RATIO,
+    SpaceStats,
+    _StoreSpace,
+    remove_leftover,
+)
 from .errors import ClosedError, StoreFull, UsageError
 from .names import validate_shard_name
 
 __all__ = [
+    "SpaceStats",
     "ShardStats",
     "LoadedShard",
     "Store",
@@ -101,11 +111,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+_HEAD: Final = itemgetter(slice(0, 4))  # a stored entry's checksum
+_PAYLOAD: Final = itemgetter(slice(4, None))  # and its update
+
 DEFAULT_COMPACT_MIN_LOG_COUNT: Final = 1000
 DEFAULT_COMPACT_LOG_RATIO: Final = 1.0
 
 
-class Store(_StoreEnv):
+class Store(_StoreEnv, _StoreSpace):
     """One data directory of shards, held exclusively by this object until :meth:`close`.
 
     Args:
@@ -116,6 +129,10 @@ class Store(_StoreEnv):
         sync: fsync every commit (durable across power loss). With False a commit survives a
             crash of the process but not of the machine; :meth:`close` still syncs.
         compact_min_log_count, compact_log_ratio: the :meth:`needs_compaction` policy.
+        reclaim_ratio, reclaim_min_bytes: the :meth:`needs_reclaim` policy (see
+            :mod:`crdtsync._store_space`): give disk space back once the file is more than
+            ``reclaim_ratio`` times its live bytes and at least ``reclaim_min_bytes`` would
+            come back.
 
     Raises:
         DataDirLocked: another process, or another Store in this process, holds ``data_dir``.
@@ -134,6 +151,8 @@ class Store(_StoreEnv):
         sync: bool = True,
         compact_min_log_count: int = DEFAULT_COMPACT_MIN_LOG_COUNT,
         compact_log_ratio: float = DEFAULT_COMPACT_LOG_RATIO,
+        reclaim_ratio: float = DEFAULT_RECLAIM_RATIO,
+        reclaim_min_bytes: int = DEFAULT_RECLAIM_MIN_BYTES,
         readonly: bool = False,
     ) -> None:
         if map_size <= 0 or max_map_size < map_size:
@@ -143,6 +162,8 @@ class Store(_StoreEnv):
         self._max_map_size = max_map_size
         self._compact_min_log_count = compact_min_log_count
         self._compact_log_ratio = compact_log_ratio
+        self._reclaim_ratio = reclaim_ratio
+        self._reclaim_min_bytes = reclaim_min_bytes
         self._buf: list[_Entry] = []
         self._buf_lock = threading.Lock()
         self._last_counts: dict[str, tuple[int, int]] = {}  # see last_commit()
@@ -158,6 +179,7 @@ class Store(_StoreEnv):
         self._dir.mkdir(parents=True, exist_ok=True)
         self._acquire_dir_lock()
         try:
+            remove_leftover(self._dir)  # of a reclaim a crash interrupted before its swap
             self._open_env(map_size)
         except BaseException:
             self._release_dir_lock()
@@ -246,7 +268,7 @@ class Store(_StoreEnv):
             if raw is None:
                 return None
             stats = _stats_from(name, raw)
-            snapshot, log = self._read_entries(txn, name)
+            snapshot, log = self._read_entries(txn, name, stats.log_count)
             meta = {
                 bytes(k[len(prefix) :]).decode(): bytes(v)
                 for k, v in self._range(txn, self._meta, prefix)
@@ -254,19 +276,38 @@ class Store(_StoreEnv):
             verified = txn.get(_LEGACY + key, db=self._info) is None
         return LoadedShard(snapshot=snapshot, log=log, meta=meta, stats=stats, verified=verified)
 
-    def _read_entries(self, txn: Any, name: str) -> tuple[bytes | None, list[bytes]]:
-        """The snapshot and log of ``name``, checksums verified (CorruptEntry if one fails)."""
+    def _read_entries(
+        self, txn: Any, name: str, count: int | None = None
+    ) -> tuple[bytes | None, list[bytes]]:
+        """The snapshot and log of ``name``, checksums verified (CorruptEntry if one fails).
+
+        ``count``: the log's entry count from the shard's stats, if the caller read them: the
+        log is then read as exactly that many values from its first key, and only the last key
+        is checked to still be the shard's (every key between is, the range being contiguous).
+        """
         key = name.encode()
+        prefix = key + _SEP
         raw = txn.get(key, db=self._snap)
         snapshot = None if raw is None else _unseal(bytes(raw), name, "the snapshot")
-        log: list[bytes] = []
-        append, crc32, stored_crc = log.append, zlib.crc32, _CRC.unpack_from  # (hot loop)
-        for k, v in self._range(txn, self._log, key + _SEP):
-            payload = v[4:]
-            if len(v) < 4 or stored_crc(v)[0] != crc32(payload):
-                seq = int.from_bytes(k[len(key) + 1 :], "big")
+        stored: list[bytes] | None = None
+        if count is not None:
+            cur = txn.cursor(db=self._log)
+            if count == 0 or not cur.set_range(prefix):
+                stored = []
+            else:
+                stored = list(islice(cur.iternext(keys=False), count))
+                if len(stored) != count or not cur.key().startswith(prefix):
+                    stored = None  # the stats disagree with the log: walk it key by key
+        if stored is None:
+            stored = [v for _, v in self._range(txn, self._log, prefix)]
+        # Strip and verify every checksum with C-level maps, no Python frame per entry (this
+        # is most of a reopen's own cost besides pycrdt). An entry shorter than 4 bytes has a
+        # head shorter than any packed crc, so it fails too.
+        log = list(map(_PAYLOAD, stored))
+        if list(map(_HEAD, stored)) != list(map(_CRC.pack, map(zlib.crc32, log))):
+            for k, v in self._range(txn, self._log, prefix):  # name the first bad entry
+                seq = int.from_bytes(k[len(prefix) :], "big")
                 _unseal(bytes(v), name, f"log entry {seq}")  # raises CorruptEntry
-            append(payload)
         return snapshot, log
 
     def meta_values(self, key: str) -> dict[str, bytes]:
@@ -477,7 +518,7 @@ class Store(_StoreEnv):
                 stats = _stats_from(name, txn.get(nkey, db=self._stats))
                 if stats.log_count == 0:
                     return stats
-                snapshot, log = self._read_entries(txn, name)
+                snapshot, log = self._read_entries(txn, name, stats.log_count)
                 legacy = txn.get(_LEGACY + nkey, db=self._info) is not None
             use = merge if legacy or trusted_merge is None else trusted_merge
             new = _as_bytes(use(snapshot, log), "merge() result")

@@ -19,7 +19,8 @@ from rich.console import Console  # noqa: E402
 
 from crdtsync.cli import bench  # noqa: E402
 
-TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "editing-traces"
+# The traces shipped in the repository: the smoke test needs nothing outside the clone.
+TRACES = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "editing-traces"
 
 # Smaller than --tiny where the scenario allows it: fewer processes, shorter windows.
 EXTRA = {
@@ -28,6 +29,7 @@ EXTRA = {
     "catchup": [],
     "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
     "restart": [],
+    "stream": ["--edits", "600", "--paced-edits", "40"],
     "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync"],
     "glomers": ["--agents", "10"],
 }
@@ -35,10 +37,8 @@ EXTRA = {
 
 def _run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("CRDTSYNC_BENCH_CACHE", str(tmp_path / "cache"))
-    if name in ("catchup", "trace"):
-        if not TRACES.is_dir():
-            pytest.skip(f"editing traces not found at {TRACES}")
-        monkeypatch.setenv("CRDTSYNC_TRACES", str(TRACES))
+    # No CRDTSYNC_TRACES: the scenarios must find the shipped traces by themselves.
+    monkeypatch.delenv("CRDTSYNC_TRACES", raising=False)
     out = tmp_path / "results"
     with open(tmp_path / "console.txt", "w") as log:
         results = bench.run(
@@ -54,6 +54,29 @@ def _run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     assert summary["rows"] and all(r["figure"] != "FAILED" for r in summary["rows"])
     assert (out / "summary.md").read_text().startswith("| scenario |")
     return res
+
+
+def test_traces_ship_with_their_licence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three traces are in the clone, readable gzipped, with the CC BY 4.0 attribution;
+    ``CRDTSYNC_TRACES`` still overrides where the benchmarks look."""
+    import gzip
+    import sys
+
+    sys.path.insert(0, str(TRACES.parent.parent))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(TRACES.parent.parent))
+    monkeypatch.delenv("CRDTSYNC_TRACES", raising=False)
+    assert benchlib.traces_dir() == TRACES
+    monkeypatch.setenv("CRDTSYNC_TRACES", "/elsewhere")
+    assert benchlib.traces_dir() == Path("/elsewhere")
+    for name in ("automerge-paper", "clownschool", "friendsforever"):
+        with gzip.open(TRACES / f"{name}.json.gz", "rt", encoding="utf-8") as f:
+            trace = json.load(f)
+        assert trace["txns"] and isinstance(trace["endContent"], str), name
+    notice = (TRACES / "README.md").read_text() + (TRACES / "LICENSE.md").read_text()
+    assert "CC BY 4.0" in notice and "Joseph Gentle" in notice
 
 
 def test_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,6 +119,20 @@ def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert res["compact"]["after"]["log_count"] == 0
     assert res["reopen_compacted"]["keys"] == res["reopen_log"]["keys"] == 1000
     assert res["disk"]["after"]["live_bytes"] == res["compact"]["after"]["snapshot_bytes"]
+
+
+def test_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("stream", tmp_path, monkeypatch)
+    assert res["edits"] == 600 and res["paced_edits"] == 40
+    for system in ("crdtsync", "pycrdt-websocket"):
+        for phase in ("burst", "paced"):
+            fig = res["systems"][system][phase]
+            assert fig["all_hold_end_content"], (system, phase)
+            # every edit reached every follower, and each latency was measured
+            assert fig["latency_ms"]["n"] == 3 * fig["edits"]
+            assert fig["msgs_per_edit"] > 0
+    assert res["ratios"]["all_done_vs_floor"] is not None
+    assert {"burst_edits_per_s", "paced_p99"} <= set(res["vs_hub"])
 
 
 def test_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,6 +75,11 @@ SCENARIOS: dict[str, Scenario] = {
         "reopen a 1M-update log, compact, reopen vs floors",
         {"tiny": 4, "quick": 15, "full": 100},
     ),
+    "stream": Scenario(
+        "stream.py",
+        "1 agent streams the automerge-paper trace live, 3 follow vs its local replay and the hub",
+        {"tiny": 15, "quick": 60, "full": 240},
+    ),
     "trace": Scenario(
         "trace_replay.py",
         "concurrent editing traces, one agent per author",
@@ -98,7 +103,18 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 #: The order of ``all``: the comparisons with the peer first.
-ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http", "yjs"]
+ORDER = [
+    "local",
+    "fanout",
+    "catchup",
+    "idle",
+    "restart",
+    "stream",
+    "trace",
+    "glomers",
+    "http",
+    "yjs",
+]
 
 
 def find_bench_dir(explicit: Path | None = None) -> Path:

@@ -275,6 +275,43 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 res.get("state_bytes"),
                 "encoded state",
             )
+        elif name == "stream":
+            fl = res.get("floor", {})
+            for sysname, st in res.get("systems", {}).items():
+                b, pc = st["burst"], st["paced"]
+                ours = sysname == "crdtsync"
+                row(
+                    name,
+                    f"{sysname}: {res['edits']:,} edits live, s until all 4 hold endContent",
+                    b["all_done_s"],
+                    fl.get("durable_s"),
+                    "writer's local durable replay",
+                    target="<= 1.5x floor" if ours else "",
+                    met=_g(res, "targets", "all_done_within_1_5x_floor", "met") if ours else None,
+                )
+                row(
+                    name,
+                    f"{sysname}: burst p50 / p99 ms per edit at a follower",
+                    f"{b['latency_ms'].get('p50')} / {b['latency_ms'].get('p99')}",
+                    "",
+                    "",
+                )
+                row(
+                    name,
+                    f"{sysname}: paced {res.get('paced_rate'):g}/s, worst follower p99 ms",
+                    pc["worst_follower_p99_ms"],
+                    20.0,
+                    "target",
+                    target="<= 20 ms" if ours else "",
+                    met=_g(res, "targets", "paced_p99_le_20ms", "met") if ours else None,
+                )
+                row(
+                    name,
+                    f"{sysname}: burst msgs / wire bytes per edit",
+                    f"{b['msgs_per_edit']} / {b['wire_bytes_per_edit']}",
+                    "",
+                    "",
+                )
         elif name == "trace":
             for tname, t in res.get("traces", {}).items():
                 for label, s in t.get("systems", {}).items():

@@ -1,0 +1,365 @@
+"""Live streaming: one agent replays the automerge-paper trace live, 3 agent processes follow.
+
+The agent workload of an LLM writing its output token by token into a shared ``Text`` while
+other agents read along. One writer process replays the trace (259,778 single-character edits
+at full size) into ``Shard.text("burst")``, each edit its own transaction, yielding to the event
+loop after each (``streamwork.stream_edits``), as fast as it can; then the first ``PACED``
+edits into ``Shard.text("paced")`` at 50 edits/s. Three follower processes hold the shard over
+websockets (127.0.0.1) and record, inside their document observer, when each prefix of the
+edits arrived (``streamwork.Follower``: no marker is written into the document).
+
+Figures, per phase and system:
+
+* ``all_done_s`` / ``edits_per_s``: from the writer's first edit until all 4 hold the final
+  text (each follower checks its content against the expected one);
+* per-edit latency at each follower (arrival in the follower - the writer's clock just before
+  that edit's transaction; one machine clock): p50 / p99 / max, per follower and pooled;
+* websocket messages (sent by every process) and TCP payload bytes (``ss``) per edit.
+
+Next to them, in the same run:
+
+* ``floor``: the same writer code in one crdtsync agent process with no peers, until its replay
+  is durable (``shard.flush()``): the writer's own local durable replay;
+* ``floor_memory``: the same edits into a bare ``pycrdt.Doc`` in one process (no await, no
+  store), for reference;
+* ``pycrdt-websocket``: a ``WebsocketServer`` hub and 4 ``pycrdt.Provider`` clients, one
+  process each, the writer running the same streaming code.
+
+Targets (issue 17): all 4 done within 1.5x the floor (``ratios/all_done_vs_floor``); paced p99
+at every follower <= 20 ms. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import streamwork
+from benchlib import (
+    Child,
+    Progress,
+    cdf_points,
+    children,
+    common_args,
+    counter_delta,
+    finish,
+    free_ports,
+    machine,
+    pyplot,
+    ratio,
+    size_of,
+    summary,
+    tcp_counters,
+    traces_dir,
+    wait_mesh,
+)
+
+EDITS = {"full": None, "quick": 50_000, "tiny": 2_000}  # None: the whole trace
+PACED = {"full": 1_000, "quick": 500, "tiny": 100}
+RATE = 50.0
+FOLLOWERS = 3
+SHARD = "stream"
+HUB = "pycrdt-websocket"
+
+
+def floor_memory(edits: list[tuple[int, int, str]]) -> tuple[float, str]:
+    """The edits into a bare pycrdt Doc, one transaction each: seconds and the final text."""
+    doc = pycrdt.Doc()
+    text = doc.get(streamwork.text_root("floor"), type=pycrdt.Text)
+    t0 = time.perf_counter()
+    for pos, n_del, ins in edits:
+        with doc.transaction():
+            streamwork.apply_edit(text, pos, n_del, ins)
+    return time.perf_counter() - t0, str(text)
+
+
+def floor_durable(trace: Path, n: int, sha: str, tmp: Path) -> dict[str, Any]:
+    """The writer alone: one agent process, no peers, the same stream code, then flush."""
+    with children() as kids:
+        agent = Child(
+            "crdtsync",
+            ["--name", "w", "--data", str(tmp / "floor"), "--shard", SHARD],
+            name="floor",
+        )
+        kids.append(agent)
+        agent.wait("ready", 60)
+        agent.send(
+            cmd="stream",
+            shard=SHARD,
+            tag="floor",
+            trace=str(trace),
+            n=n,
+            rate=0,
+            durable=True,
+            out=str(tmp / "floor-stamps.bin"),
+        )
+        ev = agent.wait("streamed", 1800, tag="floor")
+    if ev["sha"] != sha:
+        raise RuntimeError("the floor's replay does not give the expected text")
+    return {
+        "edits": ev["n"],
+        "replay_s": round((ev["end_ns"] - ev["first_ns"]) / 1e9, 4),
+        "durable_s": round((ev["durable_ns"] - ev["first_ns"]) / 1e9, 4),
+    }
+
+
+def _stats(kids: list[Child]) -> list[dict[str, Any]]:
+    for k in kids:
+        k.send(cmd="stats")
+    return [k.wait("stats", 30) for k in kids]
+
+
+def latencies(stamps: array[int], log: list[list[int]]) -> list[float]:
+    """Per-edit latency in ms: the first logged arrival holding edit i, minus its stamp."""
+    out: list[float] = []
+    j = 0
+    for i, stamp in enumerate(stamps):
+        while log[j][1] < i + 1:
+            j += 1
+        out.append((log[j][0] - stamp) / 1e6)
+    return out
+
+
+def run_phase(
+    writer: Child,
+    followers: list[Child],
+    kids: list[Child],
+    ports: list[int],
+    tag: str,
+    trace: Path,
+    n: int,
+    rate: float,
+    sha: str,
+    tmp: Path,
+    prog: Progress,
+    label: str,
+) -> tuple[dict[str, Any], list[float]]:
+    """One phase on a running system: figures, and every (edit, follower) latency."""
+    task = prog.task(f"{label} {'burst' if rate == 0 else f'paced {rate:g}/s'}", 1 + len(followers))
+    client = writer.request("whoami", "whoami", shard=SHARD, tag=tag)["client_id"]
+    logs = {f.name: tmp / f"{label}-{tag}-{f.name.replace('/', '-')}.json" for f in followers}
+    common = {"shard": SHARD, "tag": tag, "trace": str(trace), "n": n}
+    for f in followers:
+        f.send(cmd="follow", client_id=client, sha=sha, log=str(logs[f.name]), **common)
+    for f in followers:
+        f.wait("following", 30, tag=tag)
+    stats0, tcp0 = _stats(kids), tcp_counters(ports)
+    stamps_file = tmp / f"{label}-{tag}-stamps.bin"
+    writer.send(cmd="stream", rate=rate, out=str(stamps_file), **common)
+    timeout = 1800 + (n / rate if rate else 0)
+    streamed = writer.wait("streamed", timeout, tag=tag)
+    prog.update(task, 1)
+    followed = []
+    for i, f in enumerate(followers):
+        followed.append(f.wait("followed", timeout, tag=tag))
+        prog.update(task, 2 + i)
+    time.sleep(0.5)  # trailing acks belong to the phase
+    stats1, tcp1 = _stats(kids), tcp_counters(ports)
+    for f in followers:
+        f.send(cmd="follow-dump", **common)
+    for f in followers:
+        f.wait("follow-dumped", 60, tag=tag)
+    stamps: array[int] = array("q")
+    stamps.frombytes(stamps_file.read_bytes())
+    per_follower: dict[str, Any] = {}
+    pooled: list[float] = []
+    for f in followers:
+        lat = latencies(stamps, json.loads(logs[f.name].read_text()))
+        pooled.extend(lat)
+        per_follower[f.name] = summary(lat, 3)
+    first = streamed["first_ns"]
+    done = max([streamed["end_ns"], *(ev["done_ns"] for ev in followed)])
+    span = (done - first) / 1e9
+    frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1, strict=True))
+    cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1, strict=True))
+    wire = counter_delta(tcp1, tcp0)
+    return {
+        "edits": n,
+        "rate": rate or None,
+        "writer_s": round((streamed["end_ns"] - first) / 1e9, 4),
+        "all_done_s": round(span, 4),
+        "edits_per_s": round(n / span, 1),
+        "all_hold_end_content": streamed["sha"] == sha and all(ev["matches"] for ev in followed),
+        "latency_ms": summary(pooled, 3),
+        "latency_ms_by_follower": per_follower,
+        "worst_follower_p99_ms": max(s["p99"] for s in per_follower.values()),
+        "msgs_per_edit": round(frames / n, 3),
+        "wire_bytes_per_edit": round(wire["bytes_sent"] / n, 1),
+        "cpu_ms_per_edit": round(1000 * cpu / n, 4),
+        "latency_cdf_ms": cdf_points(pooled),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }, pooled
+
+
+def run_system(
+    system: str, trace: Path, n: int, n_paced: int, shas: tuple[str, str], tmp: Path, prog: Progress
+) -> dict[str, Any]:
+    with children() as kids:
+        if system == "crdtsync":
+            ports = free_ports(1 + FOLLOWERS)
+            for i, port in enumerate(ports):
+                args = ["--name", f"a{i}", "--data", str(tmp / system / f"a{i}")]
+                args += ["--listen", f"ws://127.0.0.1:{port}", "--shard", SHARD, "--seed", str(i)]
+                if i:
+                    args += ["--peer", f"ws://127.0.0.1:{ports[0]}"]
+                kids.append(Child("crdtsync", args, name=f"crdtsync/a{i}"))
+            for k in kids:
+                k.wait("ready", 60)
+            wait_mesh(kids, FOLLOWERS)
+            clients = kids
+        else:
+            ports = free_ports(1)
+            server = Child("hub-server", ["--port", str(ports[0])], name="hub")
+            kids.append(server)
+            server.wait("ready", 60)
+            url = f"ws://127.0.0.1:{ports[0]}/bench"
+            clients = [
+                Child("hub-client", ["--url", url], name=f"hub/c{i}") for i in range(1 + FOLLOWERS)
+            ]
+            kids.extend(clients)
+            for c in clients:
+                c.wait("ready", 60)
+        time.sleep(1.0)  # connections and first anti-entropy rounds settle
+        writer, followers = clients[0], clients[1:]
+        burst, _ = run_phase(
+            writer, followers, kids, ports, "burst", trace, n, 0, shas[0], tmp, prog, system
+        )
+        paced, _ = run_phase(
+            writer,
+            followers,
+            kids,
+            ports,
+            "paced",
+            trace,
+            n_paced,
+            RATE,
+            shas[1],
+            tmp,
+            prog,
+            system,
+        )
+    return {"burst": burst, "paced": paced}
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    names = ["floor (writer alone,\ndurable)", *r["systems"]]
+    vals = [r["edits"] / r["floor"]["durable_s"]]
+    vals += [s["burst"]["edits_per_s"] for s in r["systems"].values()]
+    bars = ax[0].bar(names, vals, color=["tab:gray", "tab:blue", "tab:orange"][: len(vals)])
+    ax[0].bar_label(bars, fmt="%.0f", fontsize=8)
+    ax[0].set_ylabel("edits/s until all 4 hold endContent")
+    ax[0].set_title(f"burst: {r['edits']:,} edits, each its own transaction")
+    for i, phase in enumerate(("burst", "paced")):
+        for name, s in r["systems"].items():
+            pts = s[phase]["latency_cdf_ms"]
+            if pts:
+                ax[1 + i].plot([p[0] for p in pts], [p[1] for p in pts], label=name)
+        ax[1 + i].set_xscale("log")
+        ax[1 + i].set_xlabel("per-edit latency at a follower, ms (log)")
+        ax[1 + i].set_ylabel("fraction of (edit, follower) pairs")
+        ax[1 + i].set_title(phase if phase == "burst" else f"paced {RATE:g} edits/s")
+        ax[1 + i].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(p)
+    p.add_argument("--edits", type=int, default=None, help="burst edits [the whole trace]")
+    p.add_argument("--paced-edits", type=int, default=None, help="paced edits [1000]")
+    p.add_argument("--systems", default=f"crdtsync,{HUB}")
+    p.add_argument("--trace", default=None, help="a sequential trace [automerge-paper]")
+    args = p.parse_args(argv)
+    size = size_of(args)
+    trace = Path(args.trace) if args.trace else traces_dir() / "automerge-paper.json.gz"
+    edits = streamwork.load_edits(trace, args.edits or EDITS[size])
+    n = len(edits)
+    n_paced = min(n, args.paced_edits or PACED[size])
+    prog = Progress("stream")
+    tmp = Path(tempfile.mkdtemp(prefix="crdtsync-stream-"))
+    try:
+        task = prog.task("floors", 2)
+        mem_s, final = floor_memory(edits)
+        _, final_paced = floor_memory(edits[:n_paced])
+        shas = (streamwork.text_sha(final), streamwork.text_sha(final_paced))
+        with gzip.open(trace, "rt", encoding="utf-8") as f:
+            matches_end = final == json.load(f)["endContent"]
+        prog.update(task, 1)
+        floor = floor_durable(trace, n, shas[0], tmp)
+        prog.update(task, 2)
+        systems = {
+            s: run_system(s, trace, n, n_paced, shas, tmp, prog) for s in args.systems.split(",")
+        }
+    finally:
+        prog.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ours, hub = systems.get("crdtsync"), systems.get(HUB)
+    report: dict[str, Any] = {
+        "benchmark": "stream",
+        "size": size,
+        "machine": machine(),
+        "trace": trace.name,
+        "edits": n,
+        "paced_edits": n_paced,
+        "paced_rate": RATE,
+        "followers": FOLLOWERS,
+        "final_is_endContent": matches_end,
+        "floor_memory_s": round(mem_s, 4),
+        "floor": floor,
+        "systems": systems,
+        "ratios": {},
+        "vs_hub": {},
+    }
+    if ours:
+        b, pc = ours["burst"], ours["paced"]
+        report["ratios"] = {
+            "all_done_vs_floor": ratio(b["all_done_s"], floor["durable_s"]),
+            "all_done_vs_floor_memory": ratio(b["all_done_s"], mem_s),
+            "floor_vs_floor_memory": ratio(floor["durable_s"], mem_s),
+        }
+        report["targets"] = {
+            "all_done_within_1_5x_floor": {
+                "value": report["ratios"]["all_done_vs_floor"],
+                "met": (report["ratios"]["all_done_vs_floor"] or 99) <= 1.5,
+            },
+            "paced_p99_le_20ms": {
+                "value": pc["worst_follower_p99_ms"],
+                "met": pc["worst_follower_p99_ms"] <= 20.0,
+            },
+            "all_hold_end_content": b["all_hold_end_content"] and pc["all_hold_end_content"],
+        }
+        if hub:
+            hb, hp = hub["burst"], hub["paced"]
+            report["vs_hub"] = {
+                "burst_edits_per_s": ratio(b["edits_per_s"], hb["edits_per_s"]),
+                "burst_p99": ratio(b["latency_ms"]["p99"], hb["latency_ms"]["p99"]),
+                "paced_p99": ratio(pc["worst_follower_p99_ms"], hp["worst_follower_p99_ms"]),
+                "burst_msgs_per_edit": ratio(b["msgs_per_edit"], hb["msgs_per_edit"]),
+                "burst_wire_bytes_per_edit": ratio(
+                    b["wire_bytes_per_edit"], hb["wire_bytes_per_edit"]
+                ),
+            }
+    if args.plot_dir:
+        path = Path(args.plot_dir) / "stream.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(report, path)
+        report["plots"] = [str(path)]
+    finish(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
