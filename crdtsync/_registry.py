@@ -53,6 +53,14 @@ class ShardRegistry:
         self._host = host
         self._shards: dict[str, Shard] = {}
         self._closed = False
+        # The sorted names (store and open), kept until a shard is opened for the first time
+        # or dropped: listing LMDB for every gossip message costs O(shards). The same tuple
+        # object is returned while unchanged, so the core can cache what it derives from it.
+        self._names: tuple[str, ...] | None = None
+        # Shards whose content changed since the core last asked (take_changed): it keeps
+        # its anti-entropy root hash and refreshes only these digests.
+        self._changed: set[str] = set()
+        self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
 
     # -- the agent's side ----------------------------------------------------------------------
@@ -82,11 +90,14 @@ class ShardRegistry:
             doc,
             self._store,
             notify=self._notify,
-            on_delta=self._on_delta,
+            on_delta=self._changed_hook,
             host=self._host,
             agent=self._owner,
         )
         self._shards[name] = shard
+        if self._names is not None and name not in self._names:
+            self._names = None
+            self._all_changed = True
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             # A new shard is marked in its document too: an agent of the previous release that
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
@@ -112,6 +123,23 @@ class ShardRegistry:
                 values.FORMAT,
             )
 
+    def _changed_hook(self, shard: Shard, delta: bytes, origin: str | None) -> None:
+        """Every change of every open shard: note it for the core, then the agent's hook."""
+        self._changed.add(shard.name)
+        if self._on_delta is not None:
+            self._on_delta(shard, delta, origin)
+
+    def take_changed(self) -> set[str] | None:
+        """The shards whose content changed since the last call, or None when the set of
+        shards itself may have changed (then everything must be recomputed). For the gossip
+        core's cached anti-entropy root hash (see :class:`crdtsync.replica.ReplicaSet`)."""
+        if self._all_changed:
+            self._all_changed = False
+            self._changed.clear()
+            return None
+        changed, self._changed = self._changed, set()
+        return changed
+
     def get(self, name: str) -> Shard | None:
         """The shard if it is open now, else None (never loads)."""
         return self._shards.get(name)
@@ -119,7 +147,12 @@ class ShardRegistry:
     def names(self) -> list[str]:
         """Every shard in the store or open now, sorted. Raises ClosedError once closed."""
         self._check_open()
-        return sorted(set(self._store.shard_names()) | set(self._shards))
+        return list(self._sorted_names())
+
+    def _sorted_names(self) -> tuple[str, ...]:
+        if self._names is None:
+            self._names = tuple(sorted(set(self._store.shard_names()) | set(self._shards)))
+        return self._names
 
     def items(self) -> Iterator[tuple[str, Shard]]:
         """(name, shard) of the open shards."""
@@ -144,7 +177,7 @@ class ShardRegistry:
     def shard_names(self) -> Iterable[str]:
         if self._closed:  # the transport still runs while the agent closes
             return ()
-        return self.names()
+        return self._sorted_names()  # sorted, the same object until a shard comes or goes
 
     def state_vector(self, shard: str) -> bytes:
         return updates.state_vector(self.open(shard).doc)
@@ -184,3 +217,5 @@ class ShardRegistry:
             opened.close()
         self._check_open()
         self._store.delete_shard(shard)
+        self._names = None
+        self._all_changed = True
