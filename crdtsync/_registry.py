@@ -86,6 +86,14 @@ class ShardRegistry:
         self._quarantined = {
             n: r.decode(errors="replace") for n, r in store.meta_values(_QUARANTINE_META).items()
         }
+        # The sorted names (store and open), kept until a shard is opened for the first time
+        # or dropped: listing LMDB for every gossip message costs O(shards). The same tuple
+        # object is returned while unchanged, so the core can cache what it derives from it.
+        self._names: tuple[str, ...] | None = None
+        # Shards whose content changed since the core last asked (take_changed): it keeps
+        # its anti-entropy root hash and refreshes only these digests.
+        self._changed: set[str] = set()
+        self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
         #: CPU seconds the last apply() took (read by the core after each remote apply).
         self.last_apply_seconds = 0.0
@@ -131,11 +139,14 @@ class ShardRegistry:
             doc,
             self._store,
             notify=self._notify,
-            on_delta=self._on_delta,
+            on_delta=self._changed_hook,
             host=self._host,
             agent=self._owner,
         )
         self._shards[name] = shard
+        if self._names is not None and name not in self._names:
+            self._names = None
+            self._all_changed = True
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             # A new shard is marked in its document too: an agent of the previous release that
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
@@ -161,6 +172,23 @@ class ShardRegistry:
                 values.FORMAT,
             )
 
+    def _changed_hook(self, shard: Shard, delta: bytes, origin: str | None) -> None:
+        """Every change of every open shard: note it for the core, then the agent's hook."""
+        self._changed.add(shard.name)
+        if self._on_delta is not None:
+            self._on_delta(shard, delta, origin)
+
+    def take_changed(self) -> set[str] | None:
+        """The shards whose content changed since the last call, or None when the set of
+        shards itself may have changed (then everything must be recomputed). For the gossip
+        core's cached anti-entropy root hash (see :class:`crdtsync.replica.ReplicaSet`)."""
+        if self._all_changed:
+            self._all_changed = False
+            self._changed.clear()
+            return None
+        changed, self._changed = self._changed, set()
+        return changed
+
     def get(self, name: str) -> Shard | None:
         """The shard if it is open now, else None (never loads)."""
         return self._shards.get(name)
@@ -169,8 +197,13 @@ class ShardRegistry:
         """Every shard in the store or open now, sorted, but the quarantined ones. Raises
         ClosedError once closed."""
         self._check_open()
-        names = set(self._store.shard_names()) | set(self._shards)
-        return sorted(names.difference(self._quarantined))
+        return list(self._sorted_names())
+
+    def _sorted_names(self) -> tuple[str, ...]:
+        if self._names is None:
+            names = set(self._store.shard_names()) | set(self._shards)
+            self._names = tuple(sorted(names.difference(self._quarantined)))
+        return self._names
 
     def quarantined(self) -> dict[str, str]:
         """``{shard: reason}`` of the quarantined shards (see :meth:`open`)."""
@@ -191,6 +224,8 @@ class ShardRegistry:
 
     def _quarantine(self, name: str, reason: str) -> None:
         self._quarantined[name] = reason
+        self._names = None  # a quarantined shard is not listed
+        self._all_changed = True
         self._store.put_meta(name, _QUARANTINE_META, reason.encode())
         self._notify()
         logger.error("shard %r quarantined: %s", name, reason)
@@ -219,7 +254,7 @@ class ShardRegistry:
     def shard_names(self) -> Iterable[str]:
         if self._closed:  # the transport still runs while the agent closes
             return ()
-        return self.names()
+        return self._sorted_names()  # sorted, the same object until a shard comes or goes
 
     def state_vector(self, shard: str) -> bytes:
         return updates.state_vector(self.open(shard).doc)
@@ -265,3 +300,5 @@ class ShardRegistry:
             opened.close()
         self._check_open()
         self._store.delete_shard(shard)
+        self._names = None
+        self._all_changed = True

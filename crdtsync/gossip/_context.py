@@ -61,6 +61,9 @@ class Context:
         #: anti-entropy round, or a lost push (a counter for the metrics; no behaviour).
         self.repairs_asked: dict[tuple[str, str], int] = {}
 
+        self._names_src: object = None
+        self._names_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
+
     def count_repair(self, peer: str, shard: str) -> None:
         """Count one repair of ``shard`` asked of ``peer`` (see :attr:`repairs_asked`)."""
         key = (peer, shard)
@@ -92,19 +95,31 @@ class Context:
             return now
         return self.window_index(now) * w if self.config.align_windows else now - w
 
-    # No caches here: the core would go stale if anything changed a replica behind its back
-    # (and anti-entropy would then wrongly see "equal"). A ReplicaSet caches its digests,
-    # invalidated by its own document observers, which see every change.
+    # Nothing about a replica's content is cached here: the core would go stale if anything
+    # changed a replica behind its back (and anti-entropy would then wrongly see "equal"). A
+    # ReplicaSet caches its digests, invalidated by its own document observers, which see
+    # every change. The list of names is derived once per object the ReplicaSet returns: one
+    # that returns the same (immutable) sequence while its shards stay the same
+    # (ShardRegistry does) makes shard_names() and holds() O(1).
+
+    def _names(self) -> tuple[list[str], frozenset[str]]:
+        src = self.replicas.shard_names()
+        if src is not self._names_src or not isinstance(src, tuple):
+            names = sorted(set(src))
+            self._names_src, self._names_cache = src, (names, frozenset(names))
+        return self._names_cache
 
     def shard_names(self) -> list[str]:
-        """The shards held here, sorted."""
-        return sorted(set(self.replicas.shard_names()))
+        """The shards held here, sorted (a fresh list: the caller may change it)."""
+        return list(self._names()[0])
+
+    def holds(self, shard: str) -> bool:
+        """Whether ``shard`` is held here."""
+        return shard in self._names()[1]
 
     def state_vector(self, shard: str) -> bytes:
         """Our state vector of ``shard`` (empty if we do not hold it)."""
-        return (
-            self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
-        )
+        return self.replicas.state_vector(shard) if self.holds(shard) else EMPTY_STATE_VECTOR
 
     def readable(self, peer: str, shards: list[str]) -> list[str]:
         """``shards`` cut to those ``peer`` may read (all of them without credentials)."""

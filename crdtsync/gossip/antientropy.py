@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .links import Link
     from .transfer import Replies
 
-__all__ = ["AntiEntropy", "LinkRounds", "root_hash"]
+__all__ = ["AntiEntropy", "LinkRounds", "RootCache", "root_hash"]
 
 
 @dataclass(slots=True)
@@ -40,14 +40,69 @@ class LinkRounds:
     round_shards: set[str] = field(default_factory=set)  # asked in our round: step 5 owed
 
 
+def _entry(shard: str, d: bytes) -> bytes:
+    name = shard.encode()
+    return len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d
+
+
 def root_hash(shards: Iterable[str], digest: Callable[[str], bytes]) -> bytes:
     """The Summary root: a hash over the sorted (shard, digest) pairs."""
     h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
     for shard in shards:
-        name = shard.encode()
-        d = digest(shard)
-        h.update(len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d)
+        h.update(_entry(shard, digest(shard)))
     return h.digest()
+
+
+class RootCache:
+    """The Summary root over all our shards, kept between rounds and refreshed per shard.
+
+    Recomputing the root reads every shard's digest: O(shards) for every Summary sent or
+    received, which made an idle round's CPU grow with the shards held. A ReplicaSet with
+    ``take_changed()`` (see :class:`crdtsync.replica.ReplicaSet`) says which shards changed
+    since it was last asked (None: the set of shards changed too); only their entries are
+    recomputed, and an unchanged root is returned as it is. Used only where the root does not
+    depend on the peer (no credentials, full replication); otherwise the root is computed.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._entries: dict[str, bytes] = {}  # shard -> its encoded (name, digest) entry
+        self._root: bytes | None = None
+        self._count = 0
+
+    def usable(self) -> bool:
+        """Whether the root is the same for every peer and the replicas report changes."""
+        ctx = self._ctx
+        return (
+            ctx.gate is None
+            and not ctx.policy.partial
+            and callable(getattr(ctx.replicas, "take_changed", None))
+        )
+
+    def get(self) -> tuple[bytes, int]:
+        """(root over every shard held, their count); only when :meth:`usable`."""
+        changed = self._ctx.replicas.take_changed()  # type: ignore[attr-defined]
+        if changed is None:
+            self._entries.clear()
+            self._root = None
+        elif changed:
+            for shard in changed:
+                self._entries.pop(shard, None)
+            self._root = None
+        if self._root is None:
+            entries = self._entries
+            digest = self._ctx.replicas.digest
+            names = self._ctx.shard_names()
+            h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
+            parts = []
+            for shard in names:
+                e = entries.get(shard)
+                if e is None:
+                    e = entries[shard] = _entry(shard, digest(shard))
+                parts.append(e)
+            h.update(b"".join(parts))
+            self._root, self._count = h.digest(), len(names)
+        return self._root, self._count
 
 
 class AntiEntropy:
@@ -62,6 +117,7 @@ class AntiEntropy:
     def __init__(self, ctx: Context, replies: Replies) -> None:
         self._ctx = ctx
         self._replies = replies
+        self._roots = RootCache(ctx)
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
@@ -210,8 +266,12 @@ class AntiEntropy:
         return shards
 
     def root_hash(self, peer: str | None = None) -> bytes:
+        if self._roots.usable():
+            return self._roots.get()[0]
         return root_hash(self._round_shards(peer), self._ctx.replicas.digest)
 
     def summary(self, peer: str | None = None) -> Summary:
+        if self._roots.usable():
+            return Summary(*self._roots.get())
         shards = self._round_shards(peer)
         return Summary(root_hash(shards, self._ctx.replicas.digest), len(shards))

@@ -184,7 +184,7 @@ class Relay:
         self._ctx.schedule_flush(self._ctx.now)
 
     def hint(self, shard: str) -> bytes | None:
-        if shard not in self._ctx.shard_names():
+        if not self._ctx.holds(shard):
             return None
         sv = self._ctx.replicas.state_vector(shard)
         return sv if len(sv) <= self._ctx.config.hint_max else None
