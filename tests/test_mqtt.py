@@ -548,8 +548,12 @@ async def test_broker_acls_pin_the_sender_to_the_login(tmp_path: Path) -> None:
     acl.write_text(
         "pattern write crdtsync/+/inbox/+/%u\n"
         "pattern write crdtsync/+/presence/%u\n"
+        "pattern write crdtsync/+/shard/+/%u\n"
+        "pattern write crdtsync/+/acks/%u\n"
         "pattern read crdtsync/+/inbox/%u/+\n"
         "pattern read crdtsync/+/presence/+\n"
+        "pattern read crdtsync/+/shard/+/+\n"
+        "pattern read crdtsync/+/acks/+\n"
     )
     users = {"a": "pa", "b": "pb", "mallory": "pm"}
     b = Mosquitto(tmp_path / "aclbroker", users=users, extra=[f"acl_file {acl}"]).start()
@@ -576,6 +580,7 @@ async def test_broker_acls_pin_the_sender_to_the_login(tmp_path: Path) -> None:
                 # As b: dropped by the broker. As herself: delivered (and counted as garbage).
                 for topic in (
                     inbox_topic("crdtsync", "m1", "a", "b"),
+                    shard_topic("crdtsync", "m1", "s", "b"),
                     inbox_topic("crdtsync", "m1", "a", "mallory"),
                 ):
                     try:
