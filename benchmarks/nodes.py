@@ -3,6 +3,7 @@
     python benchmarks/nodes.py crdtsync   --name a1 --data DIR [--listen URL] [--peer URL]...
     python benchmarks/nodes.py hub-server --port P [--preload FILE]
     python benchmarks/nodes.py hub-client --url ws://127.0.0.1:P/ROOM
+    python benchmarks/nodes.py swarm      --broker URL --names a,b,c --data DIR  (swarm.py)
 
 Each reads commands from stdin and writes events to stdout, one JSON object per line (see
 ``Child`` in benchlib.py). The crdtsync agent and the hub client accept the same workload
@@ -135,8 +136,15 @@ def emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+#: Agents of this process whose transport counters go into ``stats`` (broker publishes).
+AGENTS: list[Any] = []
+
+
 def stats_event() -> dict[str, Any]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    mqtt: Counter[str] = Counter()
+    for agent in AGENTS:
+        mqtt.update(agent.counters)
     return {
         "event": "stats",
         "pid": os.getpid(),
@@ -144,6 +152,7 @@ def stats_event() -> dict[str, Any]:
         "bytes": FRAMES["bytes"],
         "by_type": {k[5:]: v for k, v in FRAMES.items() if k.startswith("type:")},
         "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
+        "mqtt": dict(mqtt),
     }
 
 
@@ -290,7 +299,9 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
         gossip=config,
         seed=args.seed,
         durability_interval=args.durability_interval,
+        broker=args.broker,
     )
+    AGENTS.append(agent)
     join: JoinWatch | None = None
     if args.join:
         await agent.start()
@@ -707,6 +718,11 @@ def main() -> None:
     c.add_argument("--gossip", default=None, help="JSON object of GossipConfig overrides")
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--durability-interval", type=float, default=0.05)
+    c.add_argument("--broker", default=None, help="mqtt://HOST:PORT: gossip through a broker")
+    sw = sub.add_parser("swarm", help="many agents on a broker in this process (swarm.py)")
+    sw.add_argument("--broker", required=True)
+    sw.add_argument("--names", required=True, help="comma-separated agent names")
+    sw.add_argument("--data", required=True)
     for q in (c, sub.add_parser("hub-client")):
         q.add_argument("--join", default=None)
         q.add_argument("--until-len", type=int, default=None)
@@ -719,9 +735,16 @@ def main() -> None:
     hs.add_argument("--room", default="/bench")
     args = p.parse_args()
     _install_logging()
-    runner = {"crdtsync": run_crdtsync, "hub-server": run_hub_server, "hub-client": run_hub_client}[
-        args.role
-    ]
+    if args.role == "swarm":
+        from swarm import run_swarm
+
+        runner: Any = run_swarm
+    else:
+        runner = {
+            "crdtsync": run_crdtsync,
+            "hub-server": run_hub_server,
+            "hub-client": run_hub_client,
+        }[args.role]
     prof_dir = os.environ.get("CRDTSYNC_BENCH_CPROFILE")  # DIR: cProfile every child into it
     profiler = None
     if prof_dir:

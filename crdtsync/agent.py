@@ -26,6 +26,7 @@ from ._activity import Activity
 from ._agent_figures import DurableHistory, ReplicationLag, StoreSize, _AgentFigures
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
+from ._switchboard import combine
 from .durability import GroupCommitter
 from .errors import (
     ClosedError,
@@ -100,9 +101,10 @@ class Agent(_AgentWiring, _AgentFigures):
             ``listen`` raises :class:`~crdtsync.errors.InsecureListen` before anything is bound.
             Also allows a broker beyond loopback without TLS and a login.
         broker: ``mqtt://[user[:password]@]host:port[/prefix]`` (or ``mqtts://``): gossip
-            through this MQTT 5 broker instead of websockets (:mod:`crdtsync.transports.mqtt`;
-            needs ``aiomqtt``). Agents find each other by their presence on the broker, so no
-            ``listen`` or ``peers``; not together with them (one core, one driver). A
+            through this MQTT 5 broker (:mod:`crdtsync.transports.mqtt`; needs ``aiomqtt``).
+            Agents find each other by their presence on the broker, so ``listen`` and
+            ``peers`` are not needed; with them the agent also gossips over websockets with
+            near peers and bridges both sides (:mod:`crdtsync._switchboard`). A
             non-loopback broker without TLS and a login raises
             :class:`~crdtsync.errors.InsecureBroker` unless ``insecure``; a broker refusing
             our login raises :class:`~crdtsync.errors.BrokerRefused` from :meth:`start`.
@@ -141,12 +143,15 @@ class Agent(_AgentWiring, _AgentFigures):
         if listen is not None:
             check_address(listen, "listen", listen=True, custom=transport is not None)
         if broker is not None:
-            if listen is not None or peers or transport is not None:
-                raise UsageError(
-                    "broker= replaces listen=, peers= and transport=: an agent's core has one "
-                    "driver (websockets or the broker, not both)"
-                )
+            if transport is not None:
+                raise UsageError("broker= and transport= together: pass one of them")
             transport = broker_factory(broker, insecure=insecure)  # checks the URL now
+            if listen is not None or peers:
+                # websockets to near peers, the broker for the rest (crdtsync._switchboard)
+                near = default_factory()
+                if near is None:
+                    raise UsageError("listen=/peers= with broker= need the websocket transport")
+                transport = combine(near, transport)
         if listen is not None and credentials is None and not insecure:
             # (lazily: the credentials module loads cryptography, ~0.2 s that an agent which
             # listens nowhere, e.g. reopening its store, need not pay)

@@ -32,6 +32,7 @@ EXTRA = {
     "stream": ["--edits", "600", "--paced-edits", "40"],
     "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync"],
     "glomers": ["--agents", "10"],
+    "broker": ["--updates", "60", "--systems", "crdtsync-broker,crdtsync", "--scale", "3,6"],
 }
 
 
@@ -148,6 +149,24 @@ def test_glomers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         == res["gossip_sim_defaults"]["lossless"]["writes"]
     )
     assert [p["agents"] for p in res["scale"]["points"]] == [10]
+
+
+def test_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    res = _run("broker", tmp_path, monkeypatch)
+    for system in ("crdtsync-broker", "crdtsync"):
+        for phase in ("burst", "paced", "paced_low"):
+            fig = res["systems"][system][phase]
+            assert fig["latency_ms"]["n"] == 7 * fig["updates"]  # every write, every receiver
+    assert res["systems"]["crdtsync-broker"]["paced_low"]["push_publishes_per_write"] > 0
+    assert [s["agents"] for s in res["scale"]] == [3, 6]
+    for s in res["scale"]:
+        assert s["missing"] == 0 and s["arrivals"] == s["expected_arrivals"]
+        assert s["push_publishes_per_write"] > 0
+    assert "burst_updates_per_s_ratio" in res["ratios"]["vs_websocket_mesh"]
 
 
 def test_summary_rows_of_a_failed_scenario() -> None:

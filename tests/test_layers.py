@@ -73,6 +73,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.security", 4),  # credentials, TLS, handshake, ACLs (h-sec); used by drivers
     # 5: drivers (asyncio, websockets, the simulator) and what they are built from
     ("crdtsync.transport", 5),  # the Transport protocol the agent takes
+    ("crdtsync._switchboard", 5),  # one core, two drivers (websockets and a broker)
     ("crdtsync._activity", 5),
     ("crdtsync._extensions", 5),  # the HTTP door and metrics the agent is given (like transport)
     ("crdtsync.reads", 5),

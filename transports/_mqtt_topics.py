@@ -8,6 +8,11 @@ level)::
 
     <prefix>/<mesh>/presence/<agent>        retained; empty payload = gone (Last Will)
     <prefix>/<mesh>/inbox/<to>/<from>       point-to-point link frames, QoS 1
+    <prefix>/<mesh>/shard/<shard>/<from>    a broadcast Push of that shard (one per batch), QoS 1
+    <prefix>/<mesh>/acks/<from>             a broadcast Ack (the sender's durable states), QoS 1
+
+Broadcast payloads are one wire frame (:mod:`crdtsync.wire`), no link header: every subscriber
+receives the same bytes.
 
 The sender is a topic level, not a field of the payload, so that a broker ACL can pin it to
 the client's user name (mosquitto: ``pattern write crdtsync/+/inbox/+/%u``).
@@ -31,12 +36,15 @@ __all__ = [
     "BrokerConfig",
     "decode_frame",
     "encode_frame",
+    "acks_topic",
     "inbox_topic",
     "level_name",
     "parse_broker",
     "parse_inbox_topic",
+    "parse_broadcast_topic",
     "parse_presence_topic",
     "presence_topic",
+    "shard_topic",
     "topic_level",
 ]
 
@@ -76,6 +84,35 @@ def presence_topic(prefix: str, mesh: str, agent: str | None) -> str:
 def inbox_topic(prefix: str, mesh: str, to: str, sender: str | None) -> str:
     """The topic ``sender`` publishes link frames for ``to`` on (None: any sender)."""
     return f"{prefix}/{topic_level(mesh)}/inbox/{topic_level(to)}/{'+' if sender is None else topic_level(sender)}"
+
+
+def shard_topic(prefix: str, mesh: str, shard: str | None, sender: str | None) -> str:
+    """The topic ``sender`` broadcasts pushes of ``shard`` on (None: the wildcard)."""
+    level = "+" if shard is None else topic_level(shard)
+    who = "+" if sender is None else topic_level(sender)
+    return f"{prefix}/{topic_level(mesh)}/shard/{level}/{who}"
+
+
+def acks_topic(prefix: str, mesh: str, sender: str | None) -> str:
+    """The topic ``sender`` broadcasts its acks on (None: the wildcard)."""
+    return f"{prefix}/{topic_level(mesh)}/acks/{'+' if sender is None else topic_level(sender)}"
+
+
+def parse_broadcast_topic(prefix: str, mesh: str, topic: str) -> tuple[str | None, str] | None:
+    """(shard, sender) of a shard topic, (None, sender) of an acks topic, None otherwise
+    (not a broadcast topic of this mesh, or a level no name escapes to)."""
+    head = f"{prefix}/{topic_level(mesh)}/"
+    if not topic.startswith(head):
+        return None
+    levels = topic[len(head) :].split("/")
+    try:
+        if len(levels) == 3 and levels[0] == "shard":
+            return level_name(levels[1]), level_name(levels[2])
+        if len(levels) == 2 and levels[0] == "acks":
+            return None, level_name(levels[1])
+    except ValueError:
+        return None
+    return None
 
 
 def parse_presence_topic(prefix: str, mesh: str, topic: str) -> str | None:

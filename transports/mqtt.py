@@ -30,29 +30,24 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   :meth:`MqttTransport.start`; later failures are retried with exponential backoff and jitter
   (0.5 s doubling to 30 s), logged once per change of state, never in a tight loop.
 
-What it cannot do through the driver contract, and the core change that would (see also the
-README, "MQTT: when to choose which"):
+*Broadcasts.* Every accepted link is a broadcast link (:mod:`crdtsync.gossip._fanout`): the
+  core hands out one Push per shard and batch for all of them, published once on
+  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent), and its
+  acks once on ``<prefix>/<mesh>/acks/<from>``; both QoS 1, subscribed with MQTT 5's
+  *no local* option. A write costs one publish whatever the number of agents. A broadcast
+  needs no link with its sender (the core applies it and checks its sequence number per
+  sender and shard), so links only carry anti-entropy, repairs and membership; presence
+  feeds the membership view directly (``core.discovered`` / ``core.departed``). Anything on a
+  broadcast topic that is not a well-formed Push of that very shard (or an Ack) is counted as
+  ``garbage`` and never applied.
+* *With websockets too* (``Agent(listen=..., broker=...)``): one core, two drivers, whose
+  effects :mod:`crdtsync._switchboard` routes (frames by the link that carries the peer, dials
+  by address, broadcasts to the broker). Such an agent bridges both sides: what a websocket
+  peer sends it is broadcast on the broker, what the broker brings is pushed to its websocket
+  peers.
 
-1. *One publish per write.* The core emits one ``Push`` per peer, with per-link sequence
-   numbers, the ack owed to that peer and relayed acks riding on it, so a write costs as many
-   publishes as peers it goes to. A core effect "broadcast this batch of shard S" (with a
-   per-origin sequence number in place of the per-link one, acks travelling separately)
-   would let the driver publish it once on ``<prefix>/<mesh>/shard/<S>`` and the broker fan
-   it out; gaps would then be detected per origin, not per link.
-2. *Presence as membership.* The driver dials agents it sees present (outbound connections
-   the core did not hand out from ``dials()``; the core accepts them) because a core has no
-   way to be told "agent X exists at address A" other than a Hello. A ``core.discovered(name,
-   address)`` (and ``core.departed(name)``, taking a Last Will as a death notice instead of
-   waiting for ``suspect_timeout`` on agents we hold no link to) would make presence feed the
-   membership view directly.
-3. *Links without a handshake per pair.* Every pair of agents that talks opens a logical link
-   (Hello both ways, an on-connect anti-entropy round). Through a broker a link costs nothing
-   to keep, so the core's overlay (prune unneeded links, a tree beyond ``full_mesh_max``) only
-   matters because of item 1.
-4. *Two drivers on one core* (websockets to near peers, the broker for the rest): each driver
-   drains the core's whole outbox (``data_to_send()``) and a core has one address. Routing the
-   outbox per connection (or one outbox per driver) and several addresses per agent
-   (``Hello.address`` as a list) would allow it; until then an agent uses one or the other.
+Left as it is: credentials (the core's signed records and per-peer permissions) are refused
+over a broker; the broker's login and ACLs are the only authentication there.
 """
 
 from __future__ import annotations
@@ -67,11 +62,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from crdtsync import wire
 from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
-from crdtsync.messages import Close, Hello, Message
+from crdtsync.messages import Ack, Close, Hello, Message, Push
 from crdtsync.names import is_valid_shard_name
 from crdtsync.observer import NULL_OBSERVER, Observer
 from crdtsync.transport import CoreTimer
@@ -82,13 +78,16 @@ from ._mqtt_topics import (
     DATA,
     OPEN,
     BrokerConfig,
+    acks_topic,
     decode_frame,
     encode_frame,
     inbox_topic,
+    parse_broadcast_topic,
     parse_broker,
     parse_inbox_topic,
     parse_presence_topic,
     presence_topic,
+    shard_topic,
 )
 
 __all__ = [
@@ -246,6 +245,9 @@ class MqttTransport:
         p, mesh, me = self.broker.prefix, self._mesh, self.core.name
         await client.subscribe(inbox_topic(p, mesh, me, None), qos=1)
         await client.subscribe(presence_topic(p, mesh, None), qos=1)
+        no_local = SubscribeOptions(qos=1, noLocal=True)  # not our own broadcasts
+        await client.subscribe(shard_topic(p, mesh, None, None), options=no_local)
+        await client.subscribe(acks_topic(p, mesh, None), options=no_local)
         record = json.dumps({"v": 1, "instance": self._instance, "address": self._address})
         await client.publish(self._presence_topic(me), record.encode(), qos=1, retain=True)
         asyncio.get_running_loop().call_soon(self.kick)
@@ -276,9 +278,30 @@ class MqttTransport:
             self._send(link, wire.encode(msg))
             if isinstance(msg, Close):
                 self._close(link, code=msg.code)
+        for msg in self.core.broadcasts_to_send():
+            self._broadcast(msg)
         for address in self.core.dials():
             self._dial(address)
         self._arm()
+
+    def _broadcast(self, msg: Message) -> None:
+        """Publish one broadcast of the core once: the broker fans it out."""
+        frame = wire.encode(msg)
+        if len(frame) > self._max_frame:
+            logger.error(
+                "%s: dropping a %d-byte broadcast over max_frame", self.core.name, len(frame)
+            )
+            return
+        p, mesh, me = self.broker.prefix, self._mesh, self.core.name
+        if isinstance(msg, Push):
+            topic = shard_topic(p, mesh, msg.shard, me)
+            self._count("broadcast_pushes")
+        elif isinstance(msg, Ack):
+            topic = acks_topic(p, mesh, me)
+            self._count("broadcast_acks")
+        else:  # pragma: no cover - the core broadcasts nothing else
+            raise UsageError(f"cannot broadcast a {type(msg).__name__}")
+        self._publish(topic, frame)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self.session.publish(topic, payload)
@@ -366,8 +389,11 @@ class MqttTransport:
     def _on_message(self, topic: str, payload: bytes) -> None:
         p, mesh = self.broker.prefix, self._mesh
         sender = parse_inbox_topic(p, mesh, self.core.name, topic)
+        broadcast = None if sender is not None else parse_broadcast_topic(p, mesh, topic)
         if sender is not None:
             self._on_frame(sender, payload)
+        elif broadcast is not None:
+            self._on_broadcast(*broadcast, payload)
         else:
             agent = parse_presence_topic(p, mesh, topic)
             if agent is None:
@@ -377,6 +403,26 @@ class MqttTransport:
         if not self._closed:
             self.kick()
             self._on_activity()
+
+    def _on_broadcast(self, shard: str | None, sender: str, payload: bytes) -> None:
+        """A Push on a shard's topic (``shard``) or an Ack on an acks topic (None)."""
+        if sender == self.core.name:
+            return  # (a broker without no-local support)
+        try:
+            if not is_valid_shard_name(sender):
+                raise ProtocolError(f"sender {sender!r}")
+            msg = wire.decode(payload, max_size=self._max_frame)
+            if shard is None and not isinstance(msg, Ack):
+                raise ProtocolError(f"a {type(msg).__name__} on an acks topic")
+            if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):
+                raise ProtocolError(f"not a Push of {shard!r} on its topic")
+            used = self.core.receive_broadcast(sender, msg, time.monotonic())
+        except ProtocolError as exc:
+            self._count("garbage")
+            if self.counters["garbage"] == 1 or self.counters["garbage"] % 1000 == 0:
+                logger.warning("%s: ignoring a broadcast from %s: %s", self.core.name, sender, exc)
+            return
+        self._count("broadcasts_in" if used else "broadcasts_unused")
 
     def _on_presence(self, agent: str, payload: bytes) -> None:
         if agent == self.core.name:
@@ -398,11 +444,15 @@ class MqttTransport:
             # It stopped, died (its Will), or restarted: its links are dead at its end.
             for link in [lk for lk in self._links.values() if lk.remote == agent]:
                 self._drop(link)
+        now = time.monotonic()
         if gone:
-            self._present.pop(agent, None)
+            if self._present.pop(agent, None) is not None:
+                self.core.departed(agent, now)
             return
         assert instance is not None
         self._present[agent] = instance
+        if old != instance:
+            self.core.discovered(agent, f"mqtt:{agent}", now)
         if any(lk.remote == agent for lk in self._links.values()):
             return
         connected = self.core.connected()
@@ -470,6 +520,7 @@ class MqttTransport:
             self._close(old, report=False)
         link.peer = peer
         self._by_peer[peer] = link
+        self.core.broadcast_link(peer)  # its pushes and acks: one publish for all
         if self.session.paused:
             self.core.pause_writing(peer)
 

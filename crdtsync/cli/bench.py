@@ -95,6 +95,11 @@ SCENARIOS: dict[str, Scenario] = {
         "HTTP PATCH requests/s and SSE delivery p99 vs in-process writes",
         {"tiny": 8, "quick": 15, "full": 40},
     ),
+    "broker": Scenario(
+        "broker.py",
+        "8 agents via one MQTT broker vs the websocket mesh and the hub; N=8..128 on one broker",
+        {"tiny": 80, "quick": 240, "full": 420},
+    ),
     "yjs": Scenario(
         "yjs.py",
         "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
@@ -114,6 +119,7 @@ ORDER = [
     "glomers",
     "http",
     "yjs",
+    "broker",
 ]
 
 

@@ -91,6 +91,45 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 res.get("per_op_commit_ops_per_s"),
                 "one fsync per op",
             )
+        elif name == "broker":
+            systems = res.get("systems", {})
+            me, mesh = systems.get("crdtsync-broker"), systems.get("crdtsync", {})
+            if me:
+                for phase in ("burst", "paced"):
+                    row(
+                        name,
+                        f"8 agents via broker: {phase} updates/s",
+                        me[phase]["updates_per_s"],
+                        _g(mesh, phase, "updates_per_s"),
+                        "crdtsync websocket mesh",
+                    )
+                    row(
+                        name,
+                        f"8 agents via broker: {phase} latency p99 ms",
+                        me[phase]["latency_ms"]["p99"],
+                        _g(mesh, phase, "latency_ms", "p99"),
+                        "crdtsync websocket mesh",
+                    )
+            t = res.get("targets", {})
+            if t:
+                row(
+                    name,
+                    f"N={t['agents']} via one broker: p99 ms at {t['rate']:g} writes/s",
+                    t["p99_ms"]["value"],
+                    100,
+                    "target",
+                    target=t["p99_ms"]["target"],
+                    met=t["p99_ms"]["met"],
+                )
+                row(
+                    name,
+                    f"N={t['agents']}: push publishes per write",
+                    t["push_publishes_per_write"]["value"],
+                    1,
+                    "target",
+                    target="= 1",
+                    met=t["push_publishes_per_write"]["met"],
+                )
         elif name == "fanout":
             systems = res.get("systems", {})
             hub = systems.get("pycrdt-websocket", {})

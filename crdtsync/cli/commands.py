@@ -113,8 +113,9 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
     "--broker",
     default=None,
     metavar="URL",
-    help="Gossip through this MQTT 5 broker instead of websockets: "
-    "mqtt[s]://[USER@]HOST:PORT[/PREFIX] (password from $CRDTSYNC_MQTT_PASSWORD).",
+    help="Gossip through this MQTT 5 broker: mqtt[s]://[USER@]HOST:PORT[/PREFIX] (password "
+    "from $CRDTSYNC_MQTT_PASSWORD). With --listen/--peer too: websockets to near peers, "
+    "the broker for the rest.",
 )
 @click.option(
     "--insecure",

@@ -49,6 +49,8 @@ class Context:
         self.now = -math.inf
         self.links: dict[str, Link] = {}
         self.outbox: list[tuple[str, Message]] = []
+        #: Messages for every fanout link at once (a Push or an Ack), sent once by the driver.
+        self.broadcasts: list[Message] = []
         self.flush_at: float | None = None  # the next window boundary with work, if any
         self.chunk = chunk_size(config.chunk_bytes, config.max_frame)
         #: The overlay mode of the moment (set by the core, which caches the overlay).
@@ -72,6 +74,10 @@ class Context:
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""
         self.outbox.append((peer, msg))
+
+    def broadcast(self, msg: Message) -> None:
+        """Queue ``msg`` for every fanout link at once (see :class:`~.links.Link.fanout`)."""
+        self.broadcasts.append(msg)
 
     def schedule_flush(self, now: float) -> None:
         """Ask for a flush at the end of the current batching window."""

@@ -2,7 +2,8 @@
 
 After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are owed
 our on-disk (state vector, delete set): piggybacked on a Push to them within ``ack_delay``, or
-else sent alone as an Ack (at most once per ``ack_interval``). Acks of other agents are passed
+else sent alone as an Ack (at most once per ``ack_interval``); what is owed to fanout links
+(:attr:`~crdtsync.gossip.links.Link.fanout`) goes as one broadcast Ack for all of them. Acks of other agents are passed
 on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
 of agents we are not connected to. :class:`LinkAcks` is the per-link part of that state.
 """
@@ -175,6 +176,7 @@ class Acks:
         if self._ctx.flush_at is not None:
             return
         mode = self._ctx.mode()
+        fanned: dict[str, ShardState] = {}  # acks owed to fanout links: broadcast once
         for conn in self._ctx.links.values():
             own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
             relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
@@ -186,8 +188,12 @@ class Acks:
             ):
                 states = conn.acks.take_all(now)
             relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
-            if states or relayed:
+            if conn.fanout and states and not relayed:
+                fanned.update((st.shard, st) for st in states)  # one Ack for all of them
+            elif states or relayed:
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
+        if fanned:
+            self._ctx.broadcast(Ack(tuple(fanned[s] for s in sorted(fanned)), ()))
         if self.own_acks and now >= self.own_ack_due():
             if mode == RELAY:
                 self._ctx.schedule_flush(now)  # they go to the relay at the boundary

@@ -38,6 +38,9 @@ Call, in this order::
     for address in core.dials(): open a connection to address
     deadline = core.next_deadline()            # call tick(deadline) then (None: nothing timed)
 
+A driver whose medium fans out (an MQTT broker) also marks its links ``broadcast_link(peer)``
+and publishes ``broadcasts_to_send()`` once each (see :mod:`crdtsync.gossip._fanout`).
+
 ``receive`` raises :class:`~crdtsync.errors.ProtocolError` for a misbehaving peer (the driver
 closes that connection with ``err.code``); nothing of a refused message has been applied. It
 raises :class:`~crdtsync.errors.UsageError` for a driver bug (a peer that is not connected).
@@ -77,6 +80,7 @@ from ..messages import (
 from ..names import validate_shard_name
 from ..replica import ReplicaSet
 from ._context import Context
+from ._fanout import _Fanout
 from ._queries import _Queries
 from ._view import _View
 from ._yjs import EMPTY_STATE_VECTOR
@@ -116,7 +120,7 @@ SUSPECT = PeerState.SUSPECT
 DEAD = PeerState.DEAD
 
 
-class GossipCore(_Queries):
+class GossipCore(_Queries, _Fanout):
     """The gossip protocol of one agent, as a pure state machine (see the module docstring).
 
     Args:
@@ -322,7 +326,7 @@ class GossipCore(_Queries):
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = True
-            if conn.has_pending():
+            if conn.has_pending() or (conn.fanout and self._p.pushes.fanout.queue):
                 self._ctx.schedule_flush(now)
 
     # ------------------------------------------------------------------------------------------
@@ -383,7 +387,12 @@ class GossipCore(_Queries):
         validate_shard_name(shard)
         self._ctx.guard.known.add(shard)
         self.policy.local_update(shard)
-        if self._mode() == RELAY and len(delta) <= self._ctx.chunk and self._conns:
+        if (
+            self._mode() == RELAY
+            and len(delta) <= self._ctx.chunk
+            and self._conns
+            and not self._p.pushes.any_fanout  # a broker fans out: no relay in between
+        ):
             # Where it goes is decided at the boundary, once the window's relay is known.
             self._p.relay.local(shard, delta, now)
             return
@@ -443,7 +452,9 @@ class GossipCore(_Queries):
     def effects(self) -> Effects:
         """Everything the driver must do now, in one value: the same as calling
         :meth:`data_to_send`, :meth:`dials` and :meth:`next_deadline` in that order."""
-        return Effects(self.data_to_send(), self.dials(), self.next_deadline())
+        return Effects(
+            self.data_to_send(), self.dials(), self.next_deadline(), self.broadcasts_to_send()
+        )
 
     def data_to_send(self) -> list[tuple[str, Message]]:
         """Messages to send, as (peer, message), in order; the outbox is emptied.

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..messages import Message, ShardState
 
@@ -18,11 +18,14 @@ class Effects:
         messages: (peer, message) to send, in order; after a Close, close that connection.
         dials: addresses to open connections to.
         deadline: when to call :meth:`GossipCore.tick` next (None: nothing timed).
+        broadcasts: messages to publish once for every broadcast link (see
+            :meth:`GossipCore.broadcasts_to_send`); always empty without such links.
     """
 
     messages: list[tuple[str, Message]]
     dials: list[str]
     deadline: float | None
+    broadcasts: list[Message] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,10 @@ class Link:
     instance: int = 0  # the peer's run, from its Hello
     writable: bool = True  # the driver has not paused it
     closing: bool = False  # a Close(NORMAL/GOING_AWAY) went either way: losing it is no failure
+    #: Carried by a driver whose medium fans out (an MQTT broker): its pushes and acks join
+    #: the core's broadcasts (:meth:`GossipCore.broadcasts_to_send`), sent once for all such
+    #: links, instead of one message per link (see :mod:`crdtsync.gossip.push`).
+    fanout: bool = False
     interest: set[str] = field(default_factory=set)  # shards it holds or sent us
     #: The peer as authenticated by the driver (opaque here; handed to the security gate,
     #: :mod:`crdtsync.gossip.gate`), None without credentials.

@@ -6,6 +6,16 @@ per link and shard (a gap shows the receiver a lost one). Beyond ``max_queue_byt
 for one peer (a slow or paused link) everything queued is dropped and replaced by an
 anti-entropy round once the link drains (*back-pressure*): memory stays bounded and the peer
 still converges.
+
+*Fanout links* (:attr:`~crdtsync.gossip.links.Link.fanout`, set by a driver whose medium fans
+out, such as an MQTT broker with a topic per shard): what would be queued for any of them goes
+to one shared queue instead, flushed as one Push per shard and batch for all of them
+(:meth:`GossipCore.broadcasts_to_send`), numbered per origin and shard rather than per link,
+with no ack riding on it (acks go as one broadcast Ack, :mod:`~crdtsync.gossip.acks`). It
+leaves at once when no broadcast went out in the current window, else at the boundary. What
+arrives that way (:meth:`Pushes.on_broadcast`) is never broadcast again; what arrives on any
+other link is (an agent on both websockets and a broker bridges them). Without fanout links
+nothing here changes what is sent.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import CloseCode, InvalidShardName, InvalidUpdate, map_exceptions
+from ..errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, map_exceptions
 from ..messages import Push, RelayedAck, ShardState
 from ..names import validate_shard_name
 from . import _yjs
@@ -98,6 +108,23 @@ class Pushes:
         self.on_hint: Callable[[Link, str, bytes, float], None] = lambda conn, shard, hint, now: (
             None
         )
+        #: The shared queue of the fanout links (its seq_out numbers broadcasts per shard).
+        self.fanout = PushQueue()
+        #: Deltas broadcast or queued since the last window boundary, by id (held, so an id is
+        #: not reused): one delta queued for several fanout links goes once.
+        self._fanned: dict[int, bytes] = {}
+        #: A fanout link was ever accepted (a cheap test before looking for one).
+        self.any_fanout = False
+
+    def has_fanout(self, shard: str) -> bool:
+        """Whether a fanout link holds ``shard``."""
+        if not self.any_fanout:
+            return False
+        policy = self._ctx.policy
+        return any(
+            c.fanout and not c.closing and policy.sends_to(c.name, shard)
+            for c in self._ctx.links.values()
+        )
 
     def local(self, shard: str, delta: bytes) -> None:
         """A delta made here: queue it for every peer that holds the shard."""
@@ -133,6 +160,7 @@ class Pushes:
                     if (
                         other is not conn
                         and not other.closing
+                        and not (conn.fanout and other.fanout)
                         and self._ctx.policy.sends_to(other.name, msg.shard)
                     ):
                         for u in msg.updates:
@@ -197,22 +225,34 @@ class Pushes:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
+        # What came through a fanout medium reached every fanout link already.
         targets = self._ctx.policy.forward_to(conn.name, shard)
         if targets is not None:  # partial replication: the holders it did not reach itself
             for name in targets:
                 other = self._ctx.links.get(name)
-                if other is not None and other is not conn and not other.closing:
+                if (
+                    other is not None
+                    and other is not conn
+                    and not other.closing
+                    and not (conn.fanout and other.fanout)
+                ):
                     self.enqueue(other, shard, delta)
         elif forward:
             for other in self._ctx.links.values():
-                if other is not conn and not other.closing:
+                if other is not conn and not other.closing and not (conn.fanout and other.fanout):
                     self.enqueue(other, shard, delta)
+        if not conn.fanout and self.has_fanout(shard):
+            # A bridge: what a websocket peer sent goes to the broker's agents too.
+            self.enqueue_fanout(shard, delta)
         return True
 
     def enqueue(self, conn: Link, shard: str, update: bytes) -> None:
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
+        if conn.fanout:
+            self.enqueue_fanout(shard, update)
+            return
         cfg = self._ctx.config
         if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
@@ -278,3 +318,101 @@ class Pushes:
             Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay),
         )
         conn.push.last_push_at = now
+
+    # -- fanout links (see the module docstring) -----------------------------------------------
+
+    def enqueue_fanout(self, shard: str, update: bytes) -> None:
+        """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
+        this window (nothing to batch with), else at the window boundary."""
+        if id(update) in self._fanned:
+            return
+        self._fanned[id(update)] = update
+        now = self._ctx.now
+        q = self.fanout
+        if q.queued_bytes + len(update) > self._ctx.config.max_queue_bytes:
+            # Back-pressure, as for one link: the medium is not taking our broadcasts; drop
+            # them and bring every fanout link up to date by anti-entropy once it drains.
+            q.dropped += sum(len(u) for u in q.queue.values()) + 1
+            q.queue.clear()
+            q.queued_bytes = 0
+            for conn in self._ctx.links.values():
+                if conn.fanout:
+                    conn.push.resync = True
+            self._ctx.schedule_flush(now)
+            return
+        idle = not q.queue and q.last_push_at < self._ctx.window_start(now)
+        q.queue.setdefault(shard, []).append(update)
+        q.queued_bytes += len(update)
+        if idle and self._fanout_writable():
+            self.flush_fanout(now, boundary=False)
+        else:
+            self._ctx.schedule_flush(now)
+
+    def _fanout_writable(self) -> bool:
+        """Whether the driver takes broadcasts (it pauses every fanout link at once)."""
+        return all(c.writable for c in self._ctx.links.values() if c.fanout)
+
+    def flush_fanout(self, now: float, *, boundary: bool = True) -> None:
+        """Broadcast the shared queue: one Push per shard and batch (at most max_batch_bytes
+        and half a frame), numbered per shard. At a window ``boundary`` the record of what was
+        fanned out in the window is dropped too."""
+        if boundary:
+            self._fanned.clear()
+        if not self.fanout.queue or not self._fanout_writable():
+            return  # (paused: held, up to max_queue_bytes; resume_writing flushes)
+        limit = min(self._ctx.config.max_batch_bytes, self._ctx.chunk)
+        for shard, queued in self.fanout.queue.items():
+            batch: list[bytes] = []
+            size = 0
+            for u in queued:
+                if batch and size + len(u) > limit:
+                    self._broadcast_push(shard, batch)
+                    batch, size = [], 0
+                batch.append(u)
+                size += len(u)
+            self._broadcast_push(shard, batch)
+        self.fanout.queue.clear()
+        self.fanout.queued_bytes = 0
+        self.fanout.last_push_at = now
+
+    def _broadcast_push(self, shard: str, batch: list[bytes]) -> None:
+        self._ctx.broadcast(Push(shard, tuple(batch), None, self.fanout.next_seq(shard)))
+
+    def on_broadcast(self, sender: str, conn: Link | None, msg: Push, now: float) -> None:
+        """A broadcast Push from ``sender`` (``conn``: our link with it, if any): apply it, pass
+        what it changed on to the links that are not fanout links, and check its sequence
+        number (per sender and shard).
+
+        Raises:
+            ProtocolError: it carries more than deltas (acks, hints, relay flags), or an
+                update is invalid; nothing of it was applied.
+        """
+        if msg.durable is not None or msg.relayed or msg.hint is not None or msg.relay:
+            raise ProtocolError("a broadcast Push carries deltas only", CloseCode.MALFORMED_FRAME)
+        infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
+        if len(msg.updates) > 1:
+            for i, u in enumerate(msg.updates):
+                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
+                    infos[i] = _yjs.validate_update(u)
+        policy = self._ctx.policy
+        if not policy.accepts(msg.shard):
+            return
+        for u, info in zip(msg.updates, infos, strict=True):
+            with (
+                map_exceptions(_INVALID_SHARD),
+                map_exceptions(_INVALID_UPDATE, f"invalid update for {msg.shard!r}: "),
+            ):
+                delta = self._ctx.replicas.apply(msg.shard, u, sender, info)
+            if delta is None:
+                continue
+            for other in self._ctx.links.values():
+                if (
+                    not other.fanout
+                    and not other.closing
+                    and policy.sends_to(other.name, msg.shard)
+                ):
+                    self.enqueue(other, msg.shard, delta)
+        if conn is not None:
+            conn.interest.add(msg.shard)
+            conn.rounds.last_push_in = now
+        self._repairs.broadcast_sequence(sender, conn, msg.shard, msg.seq, now)

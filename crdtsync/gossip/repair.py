@@ -49,6 +49,8 @@ class Repairs:
         self._ctx = ctx
         # shard -> (check at, agent, who told us, its state vector): an ack we did not cover
         self.lags: dict[str, tuple[float, str, str, bytes]] = {}
+        #: (sender, shard) -> the last broadcast Push seq received (fanout links)
+        self.broadcast_seq: dict[tuple[str, str], int] = {}
 
     def asking(self, shard: str) -> bool:
         """Whether a repair of ``shard`` is under way with any peer."""
@@ -64,6 +66,32 @@ class Repairs:
             self.ask(conn, shard, now)
         if seq:
             conn.repair.seq_in[shard] = max(last, seq)
+
+    def broadcast_sequence(
+        self, sender: str, conn: Link | None, shard: str, seq: int, now: float
+    ) -> None:
+        """A broadcast Push of ``shard`` numbered ``seq`` came from ``sender`` (``conn``: our
+        link with it, if any). A gap asks the sender for a repair, or, without a link to it,
+        any live link holding the shard. The first one seen from a sender sets the baseline (we
+        may have joined after its first); a lower number is a restart or a redelivery."""
+        key = (sender, shard)
+        last = self.broadcast_seq.get(key)
+        self.broadcast_seq[key] = seq
+        if last is None or not seq or seq <= last + 1:
+            return
+        target = conn
+        if target is None or target.closing:
+            policy = self._ctx.policy
+            target = next(
+                (c for c in self._ctx.live_links() if policy.sends_to(c.name, shard)), None
+            )
+        if target is not None and shard not in target.repair.repairs:
+            self.ask(target, shard, now)
+
+    def forget(self, agent: str) -> None:
+        """``agent`` left: its broadcast sequence numbers start again if it comes back."""
+        for key in [k for k in self.broadcast_seq if k[0] == agent]:
+            del self.broadcast_seq[key]
 
     def ask(self, conn: Link, shard: str, now: float) -> None:
         conn.repair.repairs[shard] = now

@@ -3,7 +3,8 @@
 At each boundary (:meth:`Window.flush`): the rotating relay's own batch is dispatched, then
 for every link: membership changes, the reply budget is reset, and if the link is writable,
 relayed acks, the queued pushes (with piggybacked acks and hints), a resync Summary after
-dropped pushes, and the replies that fit; then the acks no push carried. The order is part of
+dropped pushes, and the replies that fit; then the acks no push carried, and last the fanout
+links' shared queue (one broadcast per shard, :meth:`~.push.Pushes.flush_fanout`). The order is part of
 the protocol's behaviour (the golden traces pin it).
 """
 
@@ -129,6 +130,7 @@ class Window:
             self._acks.own_acks_since = math.inf
         if mode == RELAY:
             self._acks.flush_relay_acks(now, spread, target, news, carried)
+        self._pushes.flush_fanout(now)  # the fanout links' shared queue (none: nothing)
         self._members.clear_changes()
         if self._relay.own:  # held for the window we relay: it leaves with our broadcast at its end
             self._ctx.schedule_flush(now)

@@ -1,0 +1,103 @@
+"""The core's calls for drivers whose medium fans out (an MQTT broker): a mixin of the core.
+
+A websocket carries one peer; a broker topic carries every subscriber. For such a driver the
+core offers, beside the per-link contract of :mod:`crdtsync.gossip.core`::
+
+    peer = core.connection_made(hello, now, outbound=...)
+    core.broadcast_link(peer)            # this link's pushes and acks go as broadcasts
+    for msg in core.broadcasts_to_send(): publish it once, for every broadcast link
+        # a Push on the shard's topic, an Ack on the sender's
+    core.receive_broadcast(sender, msg, now)   # a broadcast from another agent, link or not
+    core.discovered(name, address, now)  # the medium says this agent exists (presence)
+    core.departed(name, now)             # the medium says it is gone (a Last Will)
+
+A broadcast Push needs no link with its sender: it is applied, passed on to the links that are
+not broadcast links (an agent on websockets and a broker bridges them), and its sequence number
+is checked per sender and shard (a gap asks for a repair, :mod:`~crdtsync.gossip.repair`).
+Without broadcast links nothing changes: no broadcast is ever made and the per-link messages
+are the same, frame for frame (the golden traces pin it).
+"""
+
+from __future__ import annotations
+
+from ..errors import CloseCode, ProtocolError, UsageError
+from ..messages import Ack, Message, PeerEntry, Push
+from ._context import Context
+from .components import Components
+from .links import Link
+
+__all__: list[str] = []
+
+
+class _Fanout:
+    """Mixin of :class:`~crdtsync.gossip.GossipCore`: broadcast links (module docstring).
+
+    The attributes declared below belong to the core (set in its ``__init__``).
+    """
+
+    _ctx: Context
+    _conns: dict[str, Link]
+    _p: Components
+    name: str
+
+    def _advance(self, now: float) -> None:  # pragma: no cover - the core's
+        raise NotImplementedError
+
+    def broadcast_link(self, peer: str) -> None:
+        """The link with ``peer`` (just accepted) is carried by a medium that fans out: what
+        the core sends it from now on joins :meth:`broadcasts_to_send`, except replies,
+        membership and anti-entropy, which stay per link."""
+        conn = self._conns.get(peer)
+        if conn is None:
+            raise UsageError(f"broadcast_link({peer!r}), which is not connected")
+        if self._ctx.gate is not None:
+            raise UsageError("broadcast links are not supported with credentials")
+        conn.fanout = True
+        self._p.pushes.any_fanout = True
+
+    def broadcasts_to_send(self) -> list[Message]:
+        """Messages to publish once for all broadcast links (a Push: on its shard's topic; an
+        Ack: on ours), in order; emptied."""
+        out, self._ctx.broadcasts = self._ctx.broadcasts, []
+        return out
+
+    def receive_broadcast(self, sender: str, msg: Message, now: float) -> bool:
+        """Handle a broadcast from ``sender``, whether or not we hold a link with it. Returns
+        False if it was not used (an Ack from an agent we hold no link with).
+
+        Raises:
+            ProtocolError: a message that is not a Push or an Ack, or an invalid one (nothing
+                of it was applied); the driver counts it and drops it.
+        """
+        self._advance(now)
+        if self._ctx.gate is not None:
+            raise UsageError("broadcasts are not supported with credentials")
+        if sender == self.name:
+            return False
+        conn = self._conns.get(sender)
+        if isinstance(msg, Push):
+            self._p.pushes.on_broadcast(sender, conn, msg, now)
+            return True
+        if isinstance(msg, Ack):
+            if msg.relayed or msg.forward:
+                raise ProtocolError("a broadcast Ack carries its own states only")
+            if conn is None:
+                return False
+            self._p.acks.on_ack(conn, msg, now)
+            return True
+        raise ProtocolError(f"a broadcast {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
+
+    def discovered(self, name: str, address: str, now: float) -> None:
+        """The medium shows that agent ``name`` exists at ``address`` (retained presence on a
+        broker): it joins the membership view as any reported agent would, to be dialled if
+        the overlay wants a link with it."""
+        self._advance(now)
+        if name != self.name:
+            self._p.members.merge(PeerEntry(name, address, 0, True), self.name, now)
+
+    def departed(self, name: str, now: float) -> None:
+        """The medium shows that agent ``name`` is gone (its Last Will, or it said goodbye):
+        it leaves the overlay now, instead of after ``suspect_timeout``."""
+        self._advance(now)
+        self._p.members.left(name, now)
+        self._p.repairs.forget(name)
