@@ -40,7 +40,9 @@ from pycrdt import (
     create_update_message,
     handle_sync_message,
 )
+from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
 
 RECEIVED = collections.Counter()  # type: collections.Counter[str]
 _orig_recv = Connection.recv
@@ -127,8 +129,6 @@ class YClient:
         return None  # Auth (authenticated), SyncStatus (an ack per update), awareness
 
     async def start(self) -> None:
-        from websockets.asyncio.client import connect
-
         self._ws = await connect(self.url, max_size=None, compression=None)
         if self.framing == "hocuspocus":
             await self._ws.send(
@@ -138,8 +138,6 @@ class YClient:
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._send())]
 
     async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             while True:
                 data = await self._ws.recv()

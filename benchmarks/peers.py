@@ -127,7 +127,7 @@ def start_clients(
             out.append(
                 Child(
                     "yclient",
-                    ["--url", url, "--count", str(k), "--framing", framing],
+                    ["--url", url, "--count", str(k), "--framing", framing, *(extra or [])],
                     name=f"{kind}/g{i}",
                     program=[sys.executable, str(GROUPS)],
                 )

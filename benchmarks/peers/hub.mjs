@@ -7,7 +7,8 @@
 //   broadcasts coalesced within one event-loop turn, which its docs recommend), quiet, and
 //   its idle-connection check relaxed to an hour (receivers of a benchmark send nothing for
 //   long stretches; a real provider would send pings).
-// PRELOAD_FILE (a Yjs update) is applied to ROOM's document before `ready` (catch-up).
+// PRELOAD_FILE (a Yjs update) is applied to ROOM's document before `ready` (catch-up), and the
+// state encoded once, so that the joiner's sync does not pay V8's first compile of the encoder.
 // Speaks JSON lines like benchmarks/nodes.py: prints {"event":"ready"}; on stdin
 // {"cmd":"stats"} -> {"event":"stats","cpu_s":...}; {"cmd":"quit"} -> exits.
 import fs from 'node:fs'
@@ -25,7 +26,10 @@ let close = async () => {}
 if (kind === 'y-websocket-server') {
   const { WebSocketServer } = await import('ws')
   const { setupWSConnection, getYDoc } = await import('@y/websocket-server/utils')
-  if (state) Y.applyUpdate(getYDoc(docName), state)
+  if (state) {
+    Y.applyUpdate(getYDoc(docName), state)
+    Y.encodeStateAsUpdate(getYDoc(docName)) // warm: a running server has encoded states before
+  }
   const wss = new WebSocketServer({ noServer: true })
   wss.on('connection', setupWSConnection)
   const server = http.createServer((_req, res) => { res.writeHead(200); res.end('okay') })
@@ -46,11 +50,13 @@ if (kind === 'y-websocket-server') {
   }
   const server = new Server({ port, address: '127.0.0.1', quiet: true, timeout: 3600000, stopOnSignals: false, extensions })
   await server.listen()
-  if (state) { // load the document now, so that the join measures the transfer, not the load
-    const conn = await server.hocuspocus.openDirectConnection(docName)
-    await conn.disconnect()
-  }
   close = async () => { await server.destroy() }
+  if (state) { // load the document now and keep it loaded (a direct connection stays open),
+    // so that the join measures the transfer, not the load
+    const conn = await server.hocuspocus.openDirectConnection(docName)
+    Y.encodeStateAsUpdate(conn.document) // warm: a running server has encoded states before
+    close = async () => { await conn.disconnect(); await server.destroy() }
+  }
 } else {
   console.error(`unknown hub ${kind}`)
   process.exit(2)
