@@ -254,7 +254,7 @@ def dir_bytes(path: Path) -> dict[str, int]:
 
 
 class Child:
-    """A benchmark child process (``benchmarks/nodes.py ROLE ...``): commands go to its stdin
+    """A benchmark child process (``benchmarks/nodes.py ROLE ...`` or another ``program``): commands go to its stdin
     as JSON lines, events come back on its stdout as JSON lines, stderr is kept for errors."""
 
     def __init__(
@@ -264,9 +264,12 @@ class Child:
         *,
         name: str | None = None,
         env: dict[str, str] | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
         self.name = name or role
-        cmd = [sys.executable, str(NODES), role, *args]
+        # ``program``: another command than ``python benchmarks/nodes.py`` (benchmarks/groups.py,
+        # a Node hub) that speaks the same JSON lines.
+        cmd = [*(program or [sys.executable, str(NODES)]), role, *args]
         # Profiling on demand: CRDTSYNC_BENCH_PYSPY=DIR runs the children whose name contains
         # one of the comma-separated CRDTSYNC_BENCH_PYSPY_MATCH (default: all) under
         # `py-spy record --gil` (raw, 500 Hz: samples holding the GIL, i.e. Python CPU), one

@@ -54,6 +54,7 @@ from benchlib import (
     tcp_counters,
     traces_dir,
 )
+from peers import NODE_HUBS, PEERS, describe, start_clients, start_hub, strongest
 
 MAP_SIZES = {"full": 200_000, "quick": 50_000, "tiny": 2_000}
 PAPER_EDITS = {"full": None, "quick": None, "tiny": 5_000}  # None: the whole trace
@@ -212,30 +213,23 @@ def run_crdtsync(
     }
 
 
-def run_hub(state_file: Path, until: list[str]) -> dict[str, Any]:
-    (port,) = free_ports(1)
+def run_hub(kind: str, state_file: Path, until: list[str]) -> dict[str, Any]:
+    """Hub ``kind`` (benchmarks/peers.py) holding the state; one new client joins."""
     with children() as kids:
-        server = Child(
-            "hub-server",
-            ["--port", str(port), "--preload", str(state_file), "--room", "/bench"],
-            name="hub",
-        )
-        kids.append(server)
-        server.wait("ready", 300)
-        client = Child(
-            "hub-client",
-            ["--url", f"ws://127.0.0.1:{port}/bench", "--join", "bench", *until],
-            name="hub-client",
-        )
-        kids.append(client)
+        _hub, port = start_hub(kind, kids, preload=state_file)
+        extra = ["--join", *(["bench"] if kind == "pycrdt-websocket" else []), *until]
+        (client,) = start_clients(kind, port, 1, 1, kids, extra)
         synced = client.wait("synced", 600)
         wire = tcp_counters([port])
         stats = _stats(kids)
+    msgs = sum(s["frames"] for s in stats)
+    if kind in NODE_HUBS:  # the hub's own sends, counted where they arrive
+        msgs += sum(s.get("recv_frames", 0) for s in stats)
     return {
         "visible_s": round(synced["visible_s"], 4),
         "durable_s": None,
         "wire_bytes": wire["bytes_sent"],
-        "msgs": sum(s["frames"] for s in stats),
+        "msgs": msgs,
     }
 
 
@@ -248,42 +242,65 @@ def catch_up(
     tmp: Path,
     prog: Progress,
     gossip: str | None = None,
+    peers: tuple[str, ...] = PEERS,
 ) -> dict[str, Any]:
-    task = prog.task(f"{label}: floor, crdtsync, pycrdt-websocket", 3)
+    task = prog.task(f"{label}: floor, crdtsync, {', '.join(peers)}", 2 + len(peers))
     state_file = tmp / f"{label}.ystate"
     state_file.write_bytes(state)
     out: dict[str, Any] = {"state_bytes": len(state), "floor": floor(state)}
     prog.update(task, 1)
     out["crdtsync"] = run_crdtsync(store, shard, until, tmp / label, gossip)
     prog.update(task, 2)
-    out["pycrdt-websocket"] = run_hub(state_file, until)
-    prog.update(task, 3)
-    c, h, f = out["crdtsync"], out["pycrdt-websocket"], out["floor"]
+    for i, kind in enumerate(peers):
+        out[kind] = run_hub(kind, state_file, until)
+        prog.update(task, 3 + i)
+    c, f = out["crdtsync"], out["floor"]
+    h = out.get("pycrdt-websocket")
     out["ratios"] = {
         "crdtsync_visible_vs_floor": ratio(c["visible_s"], f["seconds"], 1),
-        "crdtsync_visible_vs_hub": ratio(c["visible_s"], h["visible_s"]),
-        "crdtsync_durable_vs_hub": ratio(c["durable_s"], h["visible_s"]),
+        "crdtsync_durable_vs_floor": ratio(c["durable_s"], f["seconds"], 1),
         "crdtsync_bytes_vs_state": ratio(c["wire_bytes"], len(state), 3),
-        "hub_bytes_vs_state": ratio(h["wire_bytes"], len(state), 3),
     }
+    if h:
+        out["ratios"].update(
+            {
+                "crdtsync_visible_vs_hub": ratio(c["visible_s"], h["visible_s"]),
+                "crdtsync_durable_vs_hub": ratio(c["durable_s"], h["visible_s"]),
+                "hub_bytes_vs_state": ratio(h["wire_bytes"], len(state), 3),
+            }
+        )
+    peer, best = strongest(out, lambda r: r["visible_s"], higher=False)
+    if peer is not None:
+        out["vs_strongest"] = {
+            "peer": peer,
+            "peer_visible_s": best,
+            "crdtsync_visible_vs_strongest": ratio(c["visible_s"], best),
+            "crdtsync_durable_vs_strongest": ratio(c["durable_s"], best),
+            "floor_target": "<= 1.5x floor",
+            "met": c["visible_s"] <= 1.5 * f["seconds"],
+        }
     return out
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     labels = list(results)
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.2
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4.6))
+    peer_colors = ("tab:orange", "tab:red", "tab:green", "tab:purple")
+    present = [k for k in PEERS if all(k in results[x] for x in labels)]
     series = [
         ("floor (encode+apply)", lambda r: r["floor"]["seconds"], "tab:gray"),
         ("crdtsync visible", lambda r: r["crdtsync"]["visible_s"], "tab:blue"),
         ("crdtsync durable", lambda r: r["crdtsync"]["durable_s"], "tab:cyan"),
-        ("pycrdt-websocket", lambda r: r["pycrdt-websocket"]["visible_s"], "tab:orange"),
+    ] + [
+        (k, lambda r, k=k: r[k]["visible_s"], peer_colors[j % len(peer_colors)])
+        for j, k in enumerate(present)
     ]
+    width = 0.8 / len(series)
     for j, (name, get, color) in enumerate(series):
         vals = [get(results[k]) for k in labels]
         bars = ax[0].bar(
-            [i + (j - 1.5) * width for i in range(len(labels))],
+            [i + (j - (len(series) - 1) / 2) * width for i in range(len(labels))],
             vals,
             width,
             label=name,
@@ -300,12 +317,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
     bseries = [
         ("encoded state (floor)", lambda r: r["state_bytes"], "tab:gray"),
         ("crdtsync wire", lambda r: r["crdtsync"]["wire_bytes"], "tab:blue"),
-        ("pycrdt-websocket wire", lambda r: r["pycrdt-websocket"]["wire_bytes"], "tab:orange"),
+    ] + [
+        (f"{k} wire", lambda r, k=k: r[k]["wire_bytes"], peer_colors[j % len(peer_colors)])
+        for j, k in enumerate(present)
     ]
+    bw = 0.8 / len(bseries)
     for j, (name, get, color) in enumerate(bseries):
         vals = [get(results[k]) / 1e6 for k in labels]
         bars = ax[1].bar(
-            [i + (j - 1) * 0.27 for i in range(len(labels))], vals, 0.27, label=name, color=color
+            [i + (j - (len(bseries) - 1) / 2) * bw for i in range(len(labels))],
+            vals,
+            bw,
+            label=name,
+            color=color,
         )
         ax[1].bar_label(bars, fmt="%.3f", fontsize=7)
     ax[1].set_ylabel("MB on the wire (TCP payload)")
@@ -325,8 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--gossip", default=None, help="JSON object of GossipConfig overrides for both agents"
     )
+    p.add_argument(
+        "--peers", default=",".join(PEERS), help="hubs to compare with: " + ", ".join(PEERS)
+    )
     args = p.parse_args(argv)
     size = size_of(args)
+    peers = tuple(x for x in args.peers.split(",") if x)
     entries = args.entries or MAP_SIZES[size]
     trace = Path(args.trace) if args.trace else traces_dir() / "automerge-paper.json.gz"
     prog = Progress("catchup")
@@ -353,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp,
             prog,
             args.gossip,
+            peers,
         )
         label = "automerge-paper" + (
             "" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)"
@@ -366,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp,
             prog,
             args.gossip,
+            peers,
         )
         results[label]["text_chars"] = len(paper_text)
         results[label]["replay_matches_endContent"] = matches
@@ -379,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "prep": prep,
         "crdtsync_config": json.loads(args.gossip) if args.gossip else "defaults",
         "states": results,
+        "node_peers": describe(),
     }
     if args.plot_dir:
         path = Path(args.plot_dir) / "catchup.png"

@@ -69,14 +69,38 @@ from benchlib import (
     tcp_counters,
     wait_mesh,
 )
+from peers import (
+    NODE_HUBS,
+    PEERS,
+    describe,
+    start_clients,
+    start_crdtsync_groups,
+    start_hub,
+    strongest,
+)
 
 HUB = "pycrdt-websocket"
+TOPOLOGY = {
+    "pycrdt-websocket": "hub: WebsocketServer (YRoom) + pycrdt.Provider clients (echo remote updates)",
+    "pycrdt-websocket-noecho": "hub: WebsocketServer (YRoom) + YClient (own updates only)",
+    "y-websocket-server": "hub: @y/websocket-server (Node) + YClient",
+    "hocuspocus": "hub: @hocuspocus/server (Node) + YClient (Hocuspocus framing)",
+}
 #: What the issue author measured for the hub (same workload, their machine).
 ISSUE_HUB = {"burst_updates_per_s": 3770, "burst_p99_ms": 81.0, "paced_p99_ms": 0.9}
 SIZES = {"full": 5000, "quick": 2000, "tiny": 200}
 LOW = {"full": 1000, "quick": 500, "tiny": 100}  # updates of the paced_low phase
 PHASES = ("burst", "paced", "paced_low")
-SYSTEMS = {"crdtsync": {}, "crdtsync-wan": {"preset": "wan"}, HUB: None}
+SYSTEMS: dict[str, dict[str, Any] | None] = {
+    "crdtsync": {},
+    "crdtsync-wan": {"preset": "wan"},
+    **dict.fromkeys(PEERS),
+}
+#: Systems of the 32- and 64-agent runs (crdtsync at its default, the peers at their best).
+SCALE_SYSTEMS = ("crdtsync", "pycrdt-websocket-noecho", *NODE_HUBS)
+SCALE_PHASES = ("burst", "paced_low")
+SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
+SCALE_UPDATES = {"full": 2000, "quick": 1000, "tiny": 100}
 
 
 def _stats(kids: list[Child]) -> list[dict[str, Any]]:
@@ -96,9 +120,14 @@ def run_phase(
     rate: float,
     tmp: Path,
     prog: Progress,
-    crdtsync: bool,
+    replicate: int,
+    count_received: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """One phase (burst or paced) on a running system; returns figures and raw latencies."""
+    """One phase (burst or paced) on a running system; returns figures and raw latencies.
+
+    ``replicate``: crdtsync only, the writer's ``replicated(replicate)`` is timed (0: not).
+    ``count_received``: the hub cannot count what it sends (a Node hub), so its messages are
+    counted where they arrive (every client counts the frames it receives)."""
     task = prog.task(f"{label} {'burst' if rate == 0 else f'paced {rate:g}/s'}", len(receivers))
     tmp.mkdir(parents=True, exist_ok=True)
     outs = {r.name: tmp / f"{prefix}-{r.name.replace('/', '-')}.json" for r in receivers}
@@ -110,14 +139,14 @@ def run_phase(
     writer.send(cmd="write", shard="bench", prefix=prefix, n=n, rate=rate)
     written = writer.wait("written", 600, prefix=prefix)
     replicated = None
-    if crdtsync:
-        writer.send(cmd="replicated", shard="bench", peers=len(receivers), timeout=120)
+    if replicate:
+        writer.send(cmd="replicated", shard="bench", peers=replicate, timeout=120)
     timeout = 120 + (n / rate if rate else 0)
     completes = []
     for i, r in enumerate(receivers):
         completes.append(r.wait("complete", timeout, prefix=prefix))
         prog.update(task, i + 1)
-    if crdtsync:
+    if replicate:
         replicated = writer.wait("replicated", 130)
     time.sleep(1.0)  # trailing acks and anti-entropy belong to the phase
     stats1, tcp1 = _stats(kids), tcp_counters(ports)
@@ -130,12 +159,18 @@ def run_phase(
     per_update = [0.0] * n
     for r in receivers:
         data = json.loads(outs[r.name].read_text())
-        lat = [x / 1000 for x in data["latency_us"]]
-        pair_ms.extend(lat)
-        per_update = [max(a, b) for a, b in zip(per_update, lat, strict=False)]
+        for member in data.get("latency_us_by_member") or [data["latency_us"]]:
+            lat = [x / 1000 for x in member]
+            pair_ms.extend(lat)
+            per_update = [max(a, b) for a, b in zip(per_update, lat, strict=False)]
     last = max(c["last_ns"] for c in completes)
     span = (last - written["first_ns"]) / 1e9
     frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1, strict=False))
+    if count_received:
+        frames += sum(
+            b.get("recv_frames", 0) - a.get("recv_frames", 0)
+            for a, b in zip(stats0, stats1, strict=False)
+        )
     payload = sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1, strict=False))
     by_type: dict[str, int] = {}
     for a, b in zip(stats0, stats1, strict=False):
@@ -204,13 +239,13 @@ def run_crdtsync(
         time.sleep(1.0)  # on-connect anti-entropy rounds and peer lists settle
         writer, receivers = kids[0], kids[1:]
         burst, raw["burst"] = run_phase(
-            label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, True
+            label, writer, receivers, kids, ports, "b", n, 0, tmp, prog, agents - 1
         )
         paced, raw["paced"] = run_phase(
-            label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, True
+            label, writer, receivers, kids, ports, "p", n, rate, tmp, prog, agents - 1
         )
         paced_low, raw["paced_low"] = run_phase(
-            label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, True
+            label, writer, receivers, kids, ports, "q", low[0], low[1], tmp, prog, agents - 1
         )
     return {
         "config": overrides or "Agent default",
@@ -222,38 +257,107 @@ def run_crdtsync(
 
 
 def run_hub(
-    agents: int, n: int, rate: float, low: tuple[int, float], tmp: Path, prog: Progress
+    kind: str,
+    agents: int,
+    n: int,
+    rate: float,
+    low: tuple[int, float],
+    tmp: Path,
+    prog: Progress,
+    procs: int,
+    phases: tuple[str, ...] = PHASES,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    (port,) = free_ports(1)
+    """Hub ``kind`` (benchmarks/peers.py) with ``agents`` clients, one the writer."""
     raw: dict[str, Any] = {}
+    out: dict[str, Any] = {"topology": TOPOLOGY[kind], "client_processes": None}
     with children() as kids:
-        server = Child("hub-server", ["--port", str(port)], name="hub")
-        kids.append(server)
-        server.wait("ready", 60)
-        clients = [
-            Child("hub-client", ["--url", f"ws://127.0.0.1:{port}/bench"], name=f"hub/c{i}")
-            for i in range(agents)
-        ]
-        kids.extend(clients)
-        for c in clients:
-            c.wait("ready", 60)
+        _hub, port = start_hub(kind, kids)
+        clients = start_clients(kind, port, agents, procs, kids)
+        out["client_processes"] = len(clients)
         time.sleep(1.0)
         writer, receivers = clients[0], clients[1:]
-        burst, raw["burst"] = run_phase(
-            HUB, writer, receivers, kids, [port], "b", n, 0, tmp, prog, False
+        warm_up(kind, writer, receivers, kids, [port], tmp, prog, 0, kind in NODE_HUBS)
+        for phase in phases:
+            prefix, count, r = _phase_args(phase, n, rate, low)
+            out[phase], raw[phase] = run_phase(
+                kind,
+                writer,
+                receivers,
+                kids,
+                [port],
+                prefix,
+                count,
+                r,
+                tmp,
+                prog,
+                0,
+                kind in NODE_HUBS,
+            )
+    return out, raw
+
+
+def run_crdtsync_groups(
+    label: str,
+    overrides: dict[str, Any],
+    agents: int,
+    n: int,
+    rate: float,
+    low: tuple[int, float],
+    tmp: Path,
+    prog: Progress,
+    procs: int,
+    phases: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """crdtsync with its agents as asyncio tasks in ``procs`` + 1 processes (32 or 64 agents)."""
+    raw: dict[str, Any] = {}
+    out: dict[str, Any] = {"config": overrides or "Agent default"}
+    with children() as kids:
+        groups, ports = start_crdtsync_groups(
+            agents, procs, json.dumps(overrides), tmp / label, kids, label
         )
-        paced, raw["paced"] = run_phase(
-            HUB, writer, receivers, kids, [port], "p", n, rate, tmp, prog, False
-        )
-        paced_low, raw["paced_low"] = run_phase(
-            HUB, writer, receivers, kids, [port], "q", low[0], low[1], tmp, prog, False
-        )
-    return {
-        "topology": "hub: WebsocketServer (YRoom) + pycrdt.Provider clients",
-        "burst": burst,
-        "paced": paced,
-        "paced_low": paced_low,
-    }, raw
+        out["client_processes"] = len(groups)
+        writer, receivers = groups[0], groups[1:]
+        warm_up(label, writer, receivers, kids, ports, tmp, prog, agents - 1, False)
+        time.sleep(1.0)
+        for phase in phases:
+            prefix, count, r = _phase_args(phase, n, rate, low)
+            out[phase], raw[phase] = run_phase(
+                label, writer, receivers, kids, ports, prefix, count, r, tmp, prog, agents - 1
+            )
+    return out, raw
+
+
+def _phase_args(phase: str, n: int, rate: float, low: tuple[int, float]) -> tuple[str, int, float]:
+    return {"burst": ("b", n, 0.0), "paced": ("p", n, rate), "paced_low": ("q", *low)}[phase]
+
+
+def warm_up(
+    label: str,
+    writer: Child,
+    receivers: list[Child],
+    kids: list[Child],
+    ports: list[int],
+    tmp: Path,
+    prog: Progress,
+    replicate: int,
+    count_received: bool,
+) -> None:
+    """A few updates through the system before measuring: every replica is reached once (for
+    crdtsync at 32 or 64 agents, the overlay beyond the seed is formed and used)."""
+    run_phase(
+        f"{label} warm-up",
+        writer,
+        receivers,
+        kids,
+        ports,
+        "w",
+        20,
+        0,
+        tmp,
+        prog,
+        replicate,
+        count_received,
+    )
 
 
 _MEDIAN_KEYS = (
@@ -280,7 +384,7 @@ def combine(
     }
     raw: dict[str, Any] = {}
     out["runs"] = len(runs)
-    for phase in PHASES:
+    for phase in (ph for ph in PHASES if ph in runs[0]):
         figs = [r[phase] for r in runs]
         pairs = [x for rw in raws for x in rw[phase]["pairs"]]
         per_update = [x for rw in raws for x in rw[phase]["per_update"]]
@@ -335,6 +439,42 @@ def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
             "met": me["paced_low"]["latency_ms"]["p99"] <= hub["paced_low"]["latency_ms"]["p99"],
         },
     }
+
+
+def verdict_strongest(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
+    """Each target against the peer with the best figure of this run (benchmarks/peers.py)."""
+    me = results.get(label)
+    if not me:
+        return {}
+    out: dict[str, Any] = {}
+    checks = (
+        ("burst_updates_per_s_ratio", "burst", "updates_per_s", True, ">= 5", lambda v: v >= 5),
+        ("burst_p99_ratio", "burst", "p99", False, "< 1", lambda v: v < 1),
+        ("paced_p99_ratio", "paced", "p99", False, "<= 1", lambda v: v <= 1),
+        ("paced_low_p99_ratio", "paced_low", "p99", False, "<= 1", lambda v: v <= 1),
+    )
+    for name, phase, key, higher, target, ok in checks:
+        if phase not in me:
+            continue
+
+        def get(r: dict[str, Any], phase: str = phase, key: str = key) -> float | None:
+            f = r[phase]
+            return f["updates_per_s"] if key == "updates_per_s" else f["latency_ms"][key]
+
+        peer, value = strongest(results, get, higher)
+        mine = get(me)
+        r = ratio(mine, value)
+        if peer is None or r is None:
+            continue
+        out[name] = {
+            "value": r,
+            "peer": peer,
+            "peer_value": value,
+            "crdtsync": mine,
+            "target": target,
+            "met": bool(ok(mine / value)),
+        }
+    return out
 
 
 def plot(
@@ -432,6 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         "--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS)
     )
     p.add_argument(
+        "--scale",
+        default=None,
+        help="agent counts of the runs with clients as tasks in a few processes, comma-separated "
+        "('' for none) [full 32,64; quick 32; tiny 6]",
+    )
+    p.add_argument(
+        "--scale-systems", default=",".join(SCALE_SYSTEMS), help="systems of the scale runs"
+    )
+    p.add_argument("--procs", type=int, default=4, help="receiver processes of the scale runs [4]")
+    p.add_argument(
         "--replot", default=None, metavar="JSON", help="only redraw fanout.png from a result file"
     )
     p.add_argument(
@@ -465,13 +615,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     runs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    scale: dict[str, Any] = {}
     low = (args.low_updates or min(n, LOW[size]), args.low_rate)
     try:
         # Interleaved, so that a change in the machine's load hits every system alike.
         for r in range(repeat):
             for label in args.systems.split(","):
-                if label == HUB:
-                    one = run_hub(args.agents, n, args.rate, low, tmp / f"r{r}", prog)
+                if label in PEERS:
+                    one = run_hub(
+                        label, args.agents, n, args.rate, low, tmp / f"r{r}", prog, args.agents
+                    )
                 else:
                     one = run_crdtsync(
                         label,
@@ -486,6 +639,51 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(label, []).append(one)
         for label, got in runs.items():
             results[label], raw[label] = combine([g[0] for g in got], [g[1] for g in got])
+        scale_counts = (
+            SCALE[size]
+            if args.scale is None
+            else [int(x) for x in args.scale.split(",") if x.strip()]
+        )
+        n_scale = args.updates or SCALE_UPDATES[size]
+        low_scale = (min(n_scale, low[0]), low[1])
+        for count in scale_counts:
+            at: dict[str, Any] = {}
+            for label in args.scale_systems.split(","):
+                where = tmp / f"s{count}"
+                if label in PEERS:
+                    one = run_hub(
+                        label,
+                        count,
+                        n_scale,
+                        args.rate,
+                        low_scale,
+                        where,
+                        prog,
+                        args.procs,
+                        SCALE_PHASES,
+                    )
+                else:
+                    one = run_crdtsync_groups(
+                        label,
+                        SYSTEMS.get(label) or {},
+                        count,
+                        n_scale,
+                        args.rate,
+                        low_scale,
+                        where,
+                        prog,
+                        args.procs,
+                        SCALE_PHASES,
+                    )
+                at[label] = combine([one[0]], [one[1]])[0]
+            scale[str(count)] = {
+                "agents": count,
+                "updates": n_scale,
+                "low_updates": low_scale[0],
+                "receiver_processes": args.procs,
+                "systems": at,
+                "vs_strongest": verdict_strongest(at),
+            }
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -505,6 +703,10 @@ def main(argv: list[str] | None = None) -> int:
         "systems": results,
         "vs_hub": verdict(results),
         "vs_hub_crdtsync_wan": verdict(results, "crdtsync-wan"),
+        "vs_strongest": verdict_strongest(results),
+        "vs_strongest_crdtsync_wan": verdict_strongest(results, "crdtsync-wan"),
+        "scale": scale,
+        "node_peers": describe(),
         "issue_author_hub": ISSUE_HUB,
     }
     if args.plot_dir:

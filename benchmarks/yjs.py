@@ -9,8 +9,13 @@
 * sync: one Node client joins a room holding a 200,000-entry map (quick: 50,000) and waits
   until it has every entry.
 
-Targets (issue 12): fanout throughput >= the hub's, p99 no worse; sync within 1.5x the hub.
-Needs node + npm (``tests/js``: ``npm install``). Prints one JSON object.
+* the same against the reference Yjs server ``@y/websocket-server`` (y-websocket clients) and
+  Hocuspocus (``@hocuspocus/provider`` clients, ``benchmarks/peers/client.mjs``), each a Node
+  process (benchmarks/peers: ``npm ci``, done on first use).
+
+Targets (issue 12), against the strongest hub of the run (``vs_strongest``): fanout
+throughput >= its, p99 no worse; sync within 1.5x. Needs node + npm (``tests/js``: ``npm ci``).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -25,16 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
-from benchlib import REPO, common_args, finish, machine, ratio, size_of
+from benchlib import REPO, common_args, finish, free_ports, machine, ratio, size_of
+from peers import NODE_HUBS, PEERS_DIR, describe, ensure_node_peers
 
 JS = REPO / "tests" / "js"
 UPDATES = {"tiny": 300, "quick": 2000, "full": 10000}
 ENTRIES = {"tiny": 5000, "quick": 50000, "full": 200000}
 
 
-async def node(*args: str) -> dict[str, Any]:
+async def node(*args: str, script: Path = JS / "bench.mjs") -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        "node", str(JS / "bench.mjs"), *args, cwd=JS, stdout=asyncio.subprocess.PIPE
+        "node", str(script), *args, cwd=script.parent, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -109,39 +115,118 @@ async def on_hub(updates: int, state: bytes) -> dict[str, Any]:
     return {"fanout": fan, "sync": sync}
 
 
+async def on_node_hub(kind: str, updates: int, state: bytes, tmp: Path) -> dict[str, Any]:
+    """A Node hub (benchmarks/peers/hub.mjs) with its natural Node clients: y-websocket's
+    ``WebsocketProvider`` for @y/websocket-server, ``HocuspocusProvider`` for Hocuspocus."""
+    (port,) = free_ports(1)
+    state_file = tmp / "big.ystate"
+    state_file.write_bytes(state)
+    hub = await asyncio.create_subprocess_exec(
+        "node",
+        str(PEERS_DIR / "hub.mjs"),
+        kind,
+        str(port),
+        str(state_file),
+        "/big",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert hub.stdout is not None
+        ready = json.loads(await asyncio.wait_for(hub.stdout.readline(), 120))
+        assert ready.get("event") == "ready", ready
+        url = f"ws://127.0.0.1:{port}"
+        script = PEERS_DIR / "client.mjs" if kind == "hocuspocus" else JS / "bench.mjs"
+        fan = await node("fanout", url, "fan", "8", str(updates), script=script)
+        sync = await node("sync", url, "big", _entries(state), script=script)
+    finally:
+        if hub.returncode is None:
+            hub.kill()
+        await hub.wait()
+    return {"fanout": fan, "sync": sync}
+
+
+def _entries(state: bytes) -> str:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(state)
+    return str(len(doc.get("m", type=pycrdt.Map)))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(p)
+    p.add_argument(
+        "--peers",
+        default="pycrdt-websocket,y-websocket-server,hocuspocus",
+        help="hubs next to the door (comma-separated)",
+    )
     args = p.parse_args(argv)
     size = size_of(args)
+    p_peers = args.peers.split(",") if args.peers else []
     if shutil.which("node") is None or not (JS / "node_modules" / "y-websocket").is_dir():
         raise SystemExit("needs node and `npm install` in tests/js")
+    if any(k in NODE_HUBS for k in p_peers):
+        ensure_node_peers()
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-yjs-bench-"))
+    hubs: dict[str, Any] = {}
     try:
         t0 = time.perf_counter()
         state = map_state(ENTRIES[size])
         build = time.perf_counter() - t0
         agent = asyncio.run(on_agent(tmp, UPDATES[size], state))
-        hub = asyncio.run(on_hub(UPDATES[size], state))
+        for kind in p_peers:
+            if kind == "pycrdt-websocket":
+                hubs[kind] = asyncio.run(on_hub(UPDATES[size], state))
+            else:
+                hubs[kind] = asyncio.run(on_node_hub(kind, UPDATES[size], state, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    fa, fh = agent["fanout"], hub["fanout"]
-    report = {
+    fa = agent["fanout"]
+    report: dict[str, Any] = {
         "benchmark": "yjs",
         "size": size,
         "machine": machine(),
+        "node_peers": describe(),
         "map_entries": ENTRIES[size],
         "map_build_s": round(build, 2),
         "crdtsync": agent,
-        "hub": hub,
-        "ratios": {
+        "peers": hubs,
+    }
+    if "pycrdt-websocket" in hubs:
+        hub = hubs["pycrdt-websocket"]
+        fh = hub["fanout"]
+        report["hub"] = hub
+        report["ratios"] = {
             "updates_per_s (>= 1 meets)": ratio(fa.get("updates_per_s"), fh.get("updates_per_s")),
             "p99 (<= 1 meets)": ratio(fa.get("p99_ms"), fh.get("p99_ms")),
             "sync seconds (<= 1.5 meets)": ratio(
                 agent["sync"].get("seconds"), hub["sync"].get("seconds")
             ),
-        },
-    }
+        }
+    strong: dict[str, Any] = {}
+    for name, key, part, higher, target in (
+        ("updates_per_s", "updates_per_s", "fanout", True, 1.0),
+        ("p99_ms", "p99_ms", "fanout", False, 1.0),
+        ("sync_seconds", "seconds", "sync", False, 1.5),
+    ):
+        best = None
+        for kind, h in hubs.items():
+            v = h[part].get(key) if h[part].get("ok", True) else None
+            if v is not None and (best is None or (v > best[1] if higher else v < best[1])):
+                best = (kind, v)
+        mine = agent[part].get(key)
+        if best is None or mine is None:
+            continue
+        r = ratio(mine, best[1])
+        strong[name] = {
+            "peer": best[0],
+            "peer_value": best[1],
+            "crdtsync": mine,
+            "value": r,
+            "target": (">= " if higher else "<= ") + f"{target:g}",
+            "met": (mine >= target * best[1]) if higher else (mine <= target * best[1]),
+        }
+    report["vs_strongest"] = strong
     finish(report, args.out)
     return 0
 

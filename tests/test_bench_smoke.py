@@ -25,8 +25,17 @@ TRACES = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "editi
 # Smaller than --tiny where the scenario allows it: fewer processes, shorter windows.
 EXTRA = {
     "local": [],
-    "fanout": ["--agents", "3", "--updates", "100", "--systems", "crdtsync,pycrdt-websocket"],
-    "catchup": [],
+    "fanout": [
+        "--agents",
+        "3",
+        "--updates",
+        "100",
+        "--systems",
+        "crdtsync,pycrdt-websocket",
+        "--scale",
+        "",
+    ],
+    "catchup": ["--peers", "pycrdt-websocket"],
     "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
     "restart": [],
     "stream": ["--edits", "600", "--paced-edits", "40"],
