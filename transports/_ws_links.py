@@ -30,8 +30,8 @@ from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close, Hello, Message
-from crdtsync.quotas import ConnectionCap, QuotaExceeded
 from crdtsync.observer import Observer
+from crdtsync.quotas import ConnectionCap, QuotaExceeded
 from crdtsync.security.acl import Guard, PeerIdentity
 
 if TYPE_CHECKING:

@@ -118,8 +118,8 @@ from crdtsync.errors import (
 )
 from crdtsync.gossip import GossipCore
 from crdtsync.messages import Close
-from crdtsync.quotas import ConnectionCap
 from crdtsync.observer import NULL_OBSERVER, Observer
+from crdtsync.quotas import ConnectionCap
 
 if TYPE_CHECKING:
     from crdtsync.security.credentials import Credentials
