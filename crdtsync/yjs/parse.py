@@ -32,10 +32,17 @@ __all__ = [
     "MAX_NESTING",
     "UpdateInfo",
     "UpdateLimits",
+    "WORK_PER_BYTE",
     "is_noop",
     "parse_update",
     "validate_update",
 ]
+
+#: Bound of :attr:`UpdateInfo.work` per byte of an update accepted under the default limits
+#: (not counting the merge work, capped by ``max_merge_work``): an item costs 1 step plus at
+#: most ``max_fan`` (256) conflict-scan steps, and takes at least 4 bytes (info byte, origin,
+#: one byte of content); a deleted range costs 1 step and takes at least 2 bytes.
+WORK_PER_BYTE = 65
 
 # ---------------------------------------------------------------------------------------------
 # The lib0 v1 update encoding, as Yjs (src/utils/encoding.js, src/structs/*.js) and Yrs
@@ -145,7 +152,7 @@ class UpdateInfo:
     again. It holds no reference to the bytes.
     """
 
-    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size")
+    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size", "work")
 
     def __init__(
         self,
@@ -173,6 +180,14 @@ class UpdateInfo:
         # right origin and parent ID, in struct order, except references to an earlier clock
         # of the struct's own client (that struct is in this update and integrated before).
         self._refs = refs
+        #: Integration steps this update costs Yrs, as the parser counts them (issue #11):
+        #: one per struct and per deleted range, plus for each item placed where items of
+        #: other clients of this update already sit the number of those (YATA's conflict
+        #: scan), plus the bytes Yrs copies merging runs (UpdateLimits.max_merge_work). With
+        #: limits it is at most ``WORK_PER_BYTE * size + max_merge_work``: linear in the size
+        #: plus a constant (see :data:`WORK_PER_BYTE`). The fan and merge parts are counted
+        #: only when ``max_fan`` and ``max_merge_work`` apply.
+        self.work = 0
 
     def __repr__(self) -> str:
         return (
@@ -216,6 +231,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     max_depth = limits.max_type_depth
     max_merge = limits.max_merge_work
     merge_work = 0
+    fan_work = 0  # conflict-scan steps: each item placed by another client next to a fan
     # (placement bytes: origin, right origin, parent, key) -> [last client, distinct clients]
     fans: dict[bytes, list[int]] = {}
     depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
@@ -341,6 +357,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     elif fan[0] != client:
                         fan[0] = client
                         fan[1] += 1
+                        fan_work += fan[1]
                         if fan[1] > max_fan:
                             raise Malformed(
                                 start,
@@ -389,7 +406,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    return UpdateInfo(len(data), total, ends, {}, spans, gaps, refs), pos
+    summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
+    summary.work = total + fan_work + merge_work
+    return summary, pos
 
 
 def parse_update(
@@ -430,6 +449,7 @@ def parse_update(
             info.delete_set, pos = read_delete_set(
                 update, pos, strict=True, max_ranges=lim.max_delete_ranges
             )
+            info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
         except Malformed as exc:
