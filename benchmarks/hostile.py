@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg["silent"] = args.silent
     if args.attack:
         only = set(args.attacks.split(","))
-        print(json.dumps(asyncio.run(attack(args.attack, cfg["seconds"], int(cfg["silent"]), only))))
+        print(
+            json.dumps(asyncio.run(attack(args.attack, cfg["seconds"], int(cfg["silent"]), only)))
+        )
         return 0
     prog = Progress("hostile")
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-hostile-bench-"))

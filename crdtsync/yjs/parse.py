@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 
-from ..errors import InvalidUpdate
+from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
 from ._content import CONTENT_DELETED, CONTENT_TYPE, MAX_NESTING, content
 from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, read_uint, skip_str
@@ -37,6 +37,11 @@ __all__ = [
     "parse_update",
     "validate_update",
 ]
+
+
+class _OverLimit(Malformed):
+    """Internal: a well-formed update beyond a work limit (-> UpdateOverLimit)."""
+
 
 #: Bound of :attr:`UpdateInfo.work` per byte of an update accepted under the default limits
 #: (not counting the merge work, capped by ``max_merge_work``): an item costs 1 step plus at
@@ -255,7 +260,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
             raise Malformed(pos, f"{n_structs} structs cannot fit in {len(data) - pos} bytes")
         total += n_structs
         if max_structs is not None and total > max_structs:
-            raise Malformed(pos, f"more than {max_structs} structs (the limit)")
+            raise _OverLimit(pos, f"more than {max_structs} structs (the limit)")
         first = clock
         end = 0
         gaps.append((client, first))
@@ -346,9 +351,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     if info & _HAS_PARENT_SUB:
                         pos = skip_str(data, pos, "parent key")
                         if kind == _CONTENT_FORMAT and limits.refuse_format_in_map:
-                            raise Malformed(start, "a Format item as a map value is not accepted")
+                            raise _OverLimit(start, "a Format item as a map value is not accepted")
                 if kind == _CONTENT_DOC and limits.refuse_subdocs:
-                    raise Malformed(start, "subdocuments are not accepted")
+                    raise _OverLimit(start, "subdocuments are not accepted")
                 if max_fan is not None and not local:
                     key = data[start + 1 : pos]
                     fan = fans.get(key)
@@ -359,14 +364,14 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                         fan[1] += 1
                         fan_work += fan[1]
                         if fan[1] > max_fan:
-                            raise Malformed(
+                            raise _OverLimit(
                                 start,
                                 f"more than {max_fan} clients insert at the same place (the limit)",
                             )
                 if max_depth is not None and kind == CONTENT_TYPE:
                     depth += 1
                     if depth > max_depth:
-                        raise Malformed(start, f"shared types nested deeper than {max_depth}")
+                        raise _OverLimit(start, f"shared types nested deeper than {max_depth}")
                     depths[(client, clock)] = depth
                 length, pos = content(data, pos, kind)
                 if max_merge is not None and (kind == _CONTENT_ANY or kind == _CONTENT_STRING):
@@ -375,7 +380,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     if merges:
                         merge_work += run
                         if merge_work > max_merge:
-                            raise Malformed(
+                            raise _OverLimit(
                                 start,
                                 f"runs of items that Yrs merges cost more than {max_merge}"
                                 " (the limit)",
@@ -452,6 +457,10 @@ def parse_update(
             info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
+        except _OverLimit as exc:
+            raise UpdateOverLimit(
+                f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"
+            ) from None
         except Malformed as exc:
             raise InvalidUpdate(
                 f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"
