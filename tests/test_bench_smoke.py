@@ -30,6 +30,7 @@ EXTRA = {
     "restart": [],
     "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync"],
     "glomers": ["--agents", "10"],
+    "hostile": ["--seconds", "2", "--silent", "10"],
 }
 
 
@@ -111,6 +112,18 @@ def test_glomers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         == res["gossip_sim_defaults"]["lossless"]["writes"]
     )
     assert [p["agents"] for p in res["scale"]["points"]] == [10]
+
+
+def test_hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("hostile", tmp_path, monkeypatch)
+    lat = res["honest_round_trip_ms"]
+    assert lat["before"]["n"] > 0 and lat["during"]["n"] > 0
+    assert set(res["ratios"]) == {"p99 during / before", "p50 during / before"}
+    assert res["ratios"]["p99 during / before"] is not None
+    assert res["honest_still_connected"]
+    attack = res["attack"]
+    assert attack["flood.sent"] > 0 and attack["silent.connected"] > 0
+    assert attack["shards.sent"] > 0 and attack["fans.sent"] > 0 and attack["chunks.bytes"] > 0
 
 
 def test_summary_rows_of_a_failed_scenario() -> None:

@@ -90,6 +90,11 @@ SCENARIOS: dict[str, Scenario] = {
         "HTTP PATCH requests/s and SSE delivery p99 vs in-process writes",
         {"tiny": 8, "quick": 15, "full": 40},
     ),
+    "hostile": Scenario(
+        "hostile.py",
+        "an honest peer's p99 before vs during floods, silent connections and poison (issue #11)",
+        {"tiny": 25, "quick": 50, "full": 110},
+    ),
     "yjs": Scenario(
         "yjs.py",
         "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
@@ -98,7 +103,18 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 #: The order of ``all``: the comparisons with the peer first.
-ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http", "yjs"]
+ORDER = [
+    "local",
+    "fanout",
+    "catchup",
+    "idle",
+    "restart",
+    "trace",
+    "glomers",
+    "http",
+    "yjs",
+    "hostile",
+]
 
 
 def find_bench_dir(explicit: Path | None = None) -> Path:

@@ -7,8 +7,8 @@ connection, so reconnecting resets nothing:
 * **messages** (:meth:`Guard.admit_message`, every received message): the per-peer flood
   bucket (``GossipConfig.flood_rate``/``flood_burst``; over it the connection is closed with
   ``FLOODING``), and one global bucket for all peers together (``QuotaSet.messages_rate``;
-  over it a peer that spent more than half its own burst is closed with ``FLOODING`` and a
-  light one only has the message dropped, counted: the protocol repairs a lost message).
+  when it runs out, a peer over its fair share of it is closed with ``FLOODING``; a peer
+  within its share is never refused).
 * **remote updates** (:meth:`Guard.admit_update`, before each Push or Diff update reaches
   the replicas): bytes per peer and in all (:class:`~crdtsync.quotas.ByteBudget`), measured
   CPU per peer (:class:`~crdtsync.quotas.CpuBudget`, charged with what the replica set
@@ -110,20 +110,18 @@ class Guard:
         key = f"quota.{quota}"
         self.counters[key] = self.counters.get(key, 0) + 1
 
-    def admit_message(self, peer: str, now: float) -> bool:
-        """Whether to handle a message from ``peer`` (False: drop it, counted).
+    def admit_message(self, peer: str, now: float) -> None:
+        """Count a message from ``peer``.
 
         Raises:
-            ProtocolError: FLOODING, ``peer`` exceeded its own rate (close its connection).
+            ProtocolError: FLOODING, ``peer`` exceeded its own rate, or its share of the
+                total while all peers together exceed it (close its connection).
         """
         try:
             self._messages.take(peer, now)
         except QuotaExceeded as exc:
             self.count(exc.quota)
-            if exc.quota != "messages-total":  # flood, flood-share: close it
-                raise ProtocolError(str(exc), CloseCode.FLOODING) from exc
-            return False
-        return True
+            raise ProtocolError(str(exc), CloseCode.FLOODING) from exc
 
     def admit_update(self, peer: str, size: int, now: float) -> bool:
         """Whether ``peer``'s update of ``size`` bytes may be applied now (bytes and CPU in
