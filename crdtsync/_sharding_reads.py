@@ -9,6 +9,8 @@ of :class:`~crdtsync.sharding.Sharding` (:class:`_RemoteReads`), split from
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
@@ -24,6 +26,19 @@ __all__: list[str] = []
 
 _INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
+#: Read requests queued per peer at most; an older one is dropped (its asker times out).
+MAX_READS_QUEUED = 16
+
+
+@dataclass(slots=True)
+class _ReadJob:
+    """The answer to one ReadRequest still to send: (shard, state vector asked, or None when
+    not held here), sorted, and the next entry if its diff was built but did not fit."""
+
+    id: int
+    todo: deque[tuple[str, bytes | None]]
+    carry: tuple[str, bytes | None] | None = field(default=None)
+
 
 class _RemoteReads:
     """Mixin of :class:`~crdtsync.sharding.Sharding`: remote reads and scans.
@@ -34,6 +49,7 @@ class _RemoteReads:
     placement: PlacementState | None
     queries: QueryTable
     _peer_holds: dict[str, frozenset[str]]
+    _reads_out: dict[str, deque[_ReadJob]]  # read answers waiting for the reply budget
 
     if TYPE_CHECKING:
 
@@ -49,32 +65,60 @@ class _RemoteReads:
         def _update_extra(self) -> None: ...
 
     def _on_read_request(self, peer: str, msg: ReadRequest) -> None:
+        """Queue the answer to ``msg``; it goes out through the reply budget (see
+        :meth:`_serve_reads`): a request for everything (an empty prefix) costs one entry
+        per shard here, not its whole answer at once (issue #11: 11 bytes asked for 4 MB)."""
         for _, sv in msg.shards:
             with map_exceptions(_INVALID_UPDATE):
                 decode_state_vector(sv)
-        replicas = self.core.replicas
         have = self._have()
-        results: list[tuple[str, bytes | None]] = []
-        for shard, sv in msg.shards:
-            results.append((shard, replicas.diff(shard, sv) if shard in have else None))
+        todo: list[tuple[str, bytes | None]] = [
+            (shard, sv if shard in have else None) for shard, sv in msg.shards
+        ]
         if msg.prefix is not None:
             asked = {s for s, _ in msg.shards}
-            for shard in sorted(have):
-                if shard.startswith(msg.prefix) and shard not in asked:
-                    results.append((shard, replicas.diff(shard, EMPTY_STATE_VECTOR)))
-        results.sort(key=lambda r: r[0])
-        # Several frames when the answer is large: each stays near max_batch_bytes.
+            todo += [
+                (shard, EMPTY_STATE_VECTOR)
+                for shard in sorted(have)
+                if shard.startswith(msg.prefix) and shard not in asked
+            ]
+        todo.sort(key=lambda r: r[0])
+        jobs = self._reads_out.setdefault(peer, deque())
+        jobs.append(_ReadJob(msg.id, deque(todo)))
+        while len(jobs) > MAX_READS_QUEUED:  # a peer that asks and never reads
+            jobs.popleft()  # (its asker times out and asks another holder)
+        self._serve_reads(peer)
+
+    def _serve_reads(self, peer: str) -> None:
+        """Send queued read answers to ``peer`` in frames near ``max_batch_bytes``, at most
+        ``reply_budget`` bytes per call, while :meth:`CoreView.reply_room` allows; the rest
+        waits for :meth:`tick` (back-pressure)."""
+        jobs = self._reads_out.get(peer)
         limit = self.core.config.max_batch_bytes
-        batch: list[tuple[str, bytes | None]] = []
-        size = 0
-        for r in results:
-            n = len(r[1] or b"")
-            if batch and size + n > limit:
-                self._send(peer, ReadReply(msg.id, tuple(batch), False))
-                batch, size = [], 0
-            batch.append(r)
-            size += n
-        self._send(peer, ReadReply(msg.id, tuple(batch), True))
+        sent = 0
+        while jobs and sent < self.core.config.reply_budget and self.core.reply_room(peer):
+            job = jobs[0]
+            batch: list[tuple[str, bytes | None]] = []
+            size = 0
+            while job.todo:
+                if job.carry is None:
+                    shard, sv = job.todo[0]
+                    job.carry = (shard, None if sv is None else self.core.replicas.diff(shard, sv))
+                n = len(job.carry[1] or b"")
+                if batch and size + n > limit:
+                    break
+                batch.append(job.carry)
+                size += n
+                job.carry = None
+                job.todo.popleft()
+            last = not job.todo
+            self._send(peer, ReadReply(job.id, tuple(batch), last))
+            self.core.replied(peer, size + 16)
+            sent += size + 16
+            if last:
+                jobs.popleft()
+        if not jobs:
+            self._reads_out.pop(peer, None)
 
     def holders(self, shard: str) -> tuple[str, ...]:
         """Agents that hold ``shard`` as far as this agent knows, best first.

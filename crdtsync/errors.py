@@ -56,6 +56,7 @@ __all__ = [
     "StoreFull",
     "CorruptEntry",
     "InvalidUpdate",
+    "UpdateOverLimit",
     "ShardQuarantined",
     "ProtocolError",
     "CloseCode",
@@ -143,6 +144,14 @@ class CorruptEntry(StoreError):
 
 class InvalidUpdate(CrdtSyncError, ValueError):
     """Bytes that are not a well-formed CRDT update; nothing of them was applied or stored."""
+
+
+class UpdateOverLimit(InvalidUpdate):
+    """A well-formed update beyond the work limits (:class:`crdtsync.yjs.limits.UpdateLimits`,
+    issue #11); nothing of it was applied or stored. From a peer it is dropped and counted
+    (``quota.update-limits``) rather than closing the connection: an honest peer may pass on a
+    document another peer built past the limits over many updates, and cutting it off would
+    cut the honest traffic with it."""
 
 
 class ShardQuarantined(CrdtSyncError):

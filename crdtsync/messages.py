@@ -67,7 +67,8 @@ class Hello:
         name: the sender's agent name, unique in the mesh.
         address: where the sender accepts connections (``ws://host:port``), or None if it
             does not listen; shared with other agents through :class:`PeerList`.
-        shards: names of the shards the sender holds (sorted).
+        shards: empty from this release on (issue #11: its size must not grow with the
+            shard count); an older sender lists the shards it holds (sorted).
         incarnation: the sender's membership incarnation, raised when it refutes a report
             of its death (see :class:`PeerEntry`).
         instance: a random number drawn by each run of the sender: a connection from

@@ -34,11 +34,12 @@ core's effects as after any core call.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._sharding_reads import _RemoteReads
+from ._sharding_reads import _ReadJob, _RemoteReads
 from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
 from .messages import (
     Ack,
@@ -133,6 +134,8 @@ class Sharding(_RemoteReads):
         self._peer_holds: dict[str, frozenset[str]] = {}
         self._peer_version: dict[str, int] = {}
         self._holds_parts: dict[str, tuple[int, set[str]]] = {}  # Holdings pieces so far
+        self._reads_out: dict[str, deque[_ReadJob]] = {}
+        self._now = -math.inf
         self._announced: frozenset[str] = frozenset()
         self._version = 0
         self._extra: frozenset[str] = frozenset()
@@ -263,6 +266,7 @@ class Sharding(_RemoteReads):
         self._peer_holds.pop(peer, None)
         self._peer_version.pop(peer, None)
         self._holds_parts.pop(peer, None)
+        self._reads_out.pop(peer, None)
         self.queries.connection_lost(peer)
         self._dirty = True
 
@@ -272,6 +276,7 @@ class Sharding(_RemoteReads):
         Raises:
             ProtocolError: a state vector or update in it is malformed.
         """
+        self._now = max(self._now, now)
         if isinstance(msg, Holdings):
             if msg.version > self._peer_version.get(peer, -1):
                 # Pieces of one version come in order; the set applies with the last one.
@@ -325,6 +330,9 @@ class Sharding(_RemoteReads):
     def tick(self, now: float) -> None:
         """Time out and hedge reads; re-plan placement when the view changed or a hand-off
         is under way."""
+        self._now = now
+        for peer in list(self._reads_out):
+            self._serve_reads(peer)
         self.queries.tick(now)
         self._send_queries()
         if self.placement is not None:
@@ -340,6 +348,8 @@ class Sharding(_RemoteReads):
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work."""
         times = [t for t in (self.queries.next_deadline(), self._next_reconcile) if t is not None]
+        if self._reads_out:  # read answers wait for the reply budget: try again next window
+            times.append(self._now + max(self.core.config.push_interval, 0.01))
         if self.placement is not None and self.core.connected():
             times.append(self._next_refresh)
         if self._dirty and self.placement is not None:

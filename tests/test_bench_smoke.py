@@ -42,6 +42,7 @@ EXTRA = {
     "trace": ["--traces", "friendsforever", "--txns", "150", "--systems", "crdtsync"],
     "glomers": ["--agents", "10"],
     "broker": ["--updates", "60", "--systems", "crdtsync-broker,crdtsync", "--scale", "3,6"],
+    "hostile": ["--seconds", "2", "--silent", "10"],
 }
 
 
@@ -176,6 +177,18 @@ def test_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert s["missing"] == 0 and s["arrivals"] == s["expected_arrivals"]
         assert s["push_publishes_per_write"] > 0
     assert "burst_updates_per_s_ratio" in res["ratios"]["vs_websocket_mesh"]
+
+
+def test_hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("hostile", tmp_path, monkeypatch)
+    lat = res["honest_round_trip_ms"]
+    assert lat["before"]["n"] > 0 and lat["during"]["n"] > 0
+    assert set(res["ratios"]) == {"p99 during / before", "p50 during / before"}
+    assert res["ratios"]["p99 during / before"] is not None
+    assert res["honest_still_connected"]
+    attack = res["attack"]
+    assert attack["flood.sent"] > 0 and attack["silent.connected"] > 0
+    assert attack["shards.sent"] > 0 and attack["fans.sent"] > 0 and attack["chunks.bytes"] > 0
 
 
 def test_summary_rows_of_a_failed_scenario() -> None:

@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "fb81be196566682820063e9c039d0af9467191d1e56999997aaaa8af8c9b1d28",
-    "relay": "0e3677bac6ddfc532300e18a46e3cb854ee7bb4c7f442509926206f68f3d745d",
-    "tree": "74996b2c251f246a076aab2d039730307ad4c42e3458836448d8e875cd70f91c",
-    "partial": "7e8b082c15b00e622868ce9ab3bca34fc4c59bd493fb6590f3a7de4cdaeeae0a",
-    "lossy_partition": "42fb7e22fd55a750aeb0a8a20b21f31d2e620e50a3f9fc79f55ce1c45e8c1268",
+    "full_mesh": "b190755f4c4af602299c4a1175c04618b2870e73e922ef26f0c9d59cb159b556",
+    "relay": "9ebf30a41162eba45d0d24f52decc32130d28ae41bb0daf621824b581e6fac55",
+    "tree": "e4204aca7d0fbf5e12442b1bbc5fb0312afa399ea0af063ab24579ba54799e93",
+    "partial": "0056a402b4448655ff4d71f6e1e0c16a0791941c385b7ddfa1c00c2b18b67884",
+    "lossy_partition": "d4a2c6a6569e50e3ebaeb311a8af54ef8dcc5170080e650026c8facf2c75c39f",
 }
 
 

@@ -445,3 +445,40 @@ def test_holdings_go_in_pieces_that_do_not_grow_with_the_shard_count(
     assert not pieces[-1].more and any(m.more for m in pieces)
     assert sorted(n for m in pieces for n in m.shards if m.version == pieces[-1].version) == names
     assert b.sharding.peer_holdings()["a"] == frozenset(names)
+
+
+def test_a_read_of_everything_goes_out_through_the_reply_budget() -> None:
+    # Issue #11: an 11-byte ReadRequest with an empty prefix made us answer 4 MB at once,
+    # outside the reply budget. Now the answer waits for the budget, frame by frame.
+    from crdtsync.gossip.guard import QuotaSet
+    from crdtsync.quotas import ByteBudget
+
+    replies = ByteBudget(per_peer_rate=1e9, per_peer_burst=1e9, total_rate=2000, total_burst=2000)
+    v = GossipCore(
+        "v",
+        MemoryReplicas(random.Random("v")),
+        rng=random.Random(0),
+        config=GossipConfig(push_interval=0.25, anti_entropy_interval=100.0, max_batch_bytes=1000),
+        address="mem://v",
+        policy=Sharding(ShardingConfig()),
+        quotas=QuotaSet(replies=replies),
+    )
+    a = _core("a")
+    for i in range(20):
+        v.replicas.change(
+            f"s{i:02d}", lambda d: d.get("root", type=pycrdt.Map).__setitem__("k", "x" * 500)
+        )  # type: ignore[attr-defined]
+    v.connection_made(wire.decode(wire.encode(a.hello())), 0.0, outbound=False)
+    v.data_to_send()
+    v.receive("a", ReadRequest(7, (), ""), 0.0)
+    first = [m for _, m in v.data_to_send() if isinstance(m, ReadReply)]
+    assert 1 <= len(first) < 5 and not first[-1].last  # the budget ran out: the rest waits
+    got = [s for m in first for s, _ in m.shards]
+    t = 0.0
+    while not (got and first and first[-1].last) and t < 100:
+        t += 1.0
+        v.tick(t)
+        first = [m for _, m in v.data_to_send() if isinstance(m, ReadReply)]
+        got += [s for m in first for s, _ in m.shards]
+    assert got == [f"s{i:02d}" for i in range(20)]  # all of it, in order, in the end
+    assert v.quota_counters["quota.replies.bytes-total"] >= 1

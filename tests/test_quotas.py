@@ -115,3 +115,31 @@ def test_cpu_budget_defers_a_peer_in_debt_until_it_earns_credit() -> None:
     assert c.allows("honest", now=0.0)
     assert not c.allows("evil", now=4.0)  # -0.5 + 0.4
     assert c.allows("evil", now=6.0)  # -0.5 + 0.6
+
+
+def test_message_budget_per_name_and_in_all_cuts_the_heavy_senders() -> None:
+    from crdtsync.quotas import MessageBudget
+
+    own = MessageBudget(per_peer_rate=1, per_peer_burst=5)
+    for _ in range(5):
+        own.take("a", now=0.0)
+    with pytest.raises(QuotaExceeded) as exc:
+        own.take("a", now=0.0)
+    assert exc.value.quota == "flood"
+    # Under the per-peer limit, but together over the total: the peers over their share
+    # (a quarter of the total: 25 of a burst of 100) are cut, the others only dropped.
+    b = MessageBudget(per_peer_rate=1000, per_peer_burst=1000, total_rate=10, total_burst=100)
+    for _ in range(100):
+        b.take("heavy", now=0.0)
+    with pytest.raises(QuotaExceeded) as exc:
+        b.take("heavy", now=0.0)
+    assert exc.value.quota == "flood-share"
+    b.take("light", now=0.0)  # within its share: never refused, even now
+
+
+def test_byte_budget_admit_goes_into_debt_then_waits() -> None:
+    b = ByteBudget(per_peer_rate=100, per_peer_burst=100, total_rate=1e9, total_burst=1e9)
+    assert b.admit("a", 10_000, now=0.0) is None  # in credit: admitted, even far over
+    assert b.admit("a", 1, now=1.0) == "bytes-per-peer"  # in debt for ~99 s
+    assert b.admit("b", 1, now=1.0) is None
+    assert b.admit("a", 1, now=200.0) is None

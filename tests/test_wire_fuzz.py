@@ -105,6 +105,14 @@ def built_frames() -> list[bytes]:
         out.append(wire.encode(Ack((ShardState("board", u, b"\x00"),))))
         out.append(wire.encode(Ack((ShardState("board", b"\x00", u),))))
         out.append(wire.encode(Push("board", (b"\x00\x00",), (u, b"\x00"), 1)))
+    # Issue #11: well-formed updates beyond the work limits (dropped, counted, never applied:
+    # the target's shard must not change) and hostile Holdings/Diff shapes, plus mutations.
+    for u in hostile_updates():
+        out.append(wire.encode(Push("board", (u,))))
+        out.append(wire.encode(Push("board", (u, u), None, 2)))
+        out.append(wire.encode(Diff("board", u, b"\x00")))
+        out.append(wire.encode(Push(f"new-{len(u)}", (u,))))
+        out.append(wire.encode(DiffChunk("board", 9, 0, 3, u)))
     out += [
         wire.encode(Push("board", (valid,))),  # valid: only mutations of it are sent
         wire.encode(Summary(bytes(16), 2)),
@@ -114,6 +122,28 @@ def built_frames() -> list[bytes]:
         wire.encode(Close(CloseCode.NORMAL, "bye")),
         wire.encode(Hello(PROTOCOL_VERSION, MESH, "fuzz-x", None, ("board",), 0)),
     ]
+    return out
+
+
+def hostile_updates() -> list[bytes]:
+    """Updates of the shapes of issue #11's table, each beyond a work limit and small enough
+    for a fuzz frame (generators in tests/hostile.py)."""
+    import hostile as h
+
+    out = [
+        h.same_origin_fan(300),  # more clients at one place than max_fan
+        h.many_items(3000),  # a mergeable run beyond max_merge_work
+        h.many_chars(20_000),
+        h.nested_maps(100),  # types nested deeper than max_type_depth
+        h.nested_xml(100),
+        h.format_in_map(),  # Format content as a map value
+    ]
+    for u in out:
+        try:
+            updates.validate_update(u)
+        except InvalidUpdate:
+            continue
+        raise AssertionError("a hostile update passes the limits")  # pragma: no cover
     return out
 
 

@@ -100,6 +100,11 @@ SCENARIOS: dict[str, Scenario] = {
         "8 agents via one MQTT broker vs the websocket mesh and the hub; N=8..128 on one broker",
         {"tiny": 80, "quick": 240, "full": 420},
     ),
+    "hostile": Scenario(
+        "hostile.py",
+        "an honest peer's p99 before vs during floods, silent connections and poison (issue #11)",
+        {"tiny": 25, "quick": 50, "full": 110},
+    ),
     "yjs": Scenario(
         "yjs.py",
         "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
@@ -120,6 +125,7 @@ ORDER = [
     "http",
     "yjs",
     "broker",
+    "hostile",
 ]
 
 

@@ -405,6 +405,18 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 target="<= 1.5x hub",
                 met=bool(so and sh and so <= 1.5 * sh),
             )
+        elif name == "hostile":
+            lat = res.get("honest_round_trip_ms", {})
+            during, before = lat.get("during", {}).get("p99"), lat.get("before", {}).get("p99")
+            row(
+                name,
+                "honest write->replicated p99 ms, during / before the attack",
+                during,
+                before,
+                "same peer, no attack",
+                target="<= 3x",
+                met=bool(during and before and during <= 3 * before),
+            )
         elif name == "glomers":
             d = res.get("gossip_sim_defaults", {})
             for key in ("lossless", "lossy"):

@@ -49,7 +49,7 @@ class _Queries:
     @property
     def quota_counters(self) -> dict[str, int]:
         """Refusals by the quotas that hold across connections (issue #11,
-        :mod:`crdtsync.gossip.guard`), ``quota.<name>``: ``flood``, ``messages-total``,
+        :mod:`crdtsync.gossip.guard`), ``quota.<name>``: ``flood``, ``flood-share``, ``update-limits``,
         ``bytes-per-peer``, ``bytes-total``, ``cpu-per-peer``, ``shards``,
         ``shards-per-peer``, ``transfer-per-peer``, ``transfer-total``, ``transfer-timeout``,
         ``replies.bytes-per-peer``, ``replies.bytes-total`` (a reply waited)."""

@@ -58,6 +58,16 @@ class _View:
     def overlay_changed(self) -> None:
         self._core.overlay_changed()
 
+    def reply_room(self, peer: str) -> bool:
+        ctx = self._core._ctx
+        conn = ctx.links.get(peer)
+        if conn is None or conn.closing or not conn.writable:
+            return False
+        return ctx.guard.reply_room(peer, ctx.now)
+
+    def replied(self, peer: str, size: int) -> None:
+        self._core._ctx.guard.replied(peer, size)
+
 
 def _check_view(view: _View) -> CoreView:
     return view  # mypy: _View implements CoreView

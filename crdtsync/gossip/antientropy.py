@@ -134,7 +134,10 @@ class AntiEntropy:
         self._ctx.send(conn.name, self.summary(conn.name))
 
     def on_summary(self, conn: Link, msg: Summary, now: float) -> None:
-        """Step 2: a differing root is owed our Digests (a reply: deferred while paused)."""
+        """Step 2: a differing root is owed our Digests (a reply: deferred while paused, and
+        paced to one per tenth of the anti-entropy interval per peer)."""
+        if conn.replies.want_digests:
+            return  # owed already (coalesced): no need to compare again
         shards = self._round_shards(conn.name)
         if msg.root != root_hash(shards, self._ctx.replicas.digest):
             conn.replies.want_digests = True

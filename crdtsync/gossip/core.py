@@ -344,10 +344,9 @@ class GossipCore(_Queries, _Fanout):
         conn = self._conns.get(peer)
         if conn is None:
             raise UsageError(f"receive() from {peer!r}, which is not connected")
-        # Flood limit per peer name (a reconnect does not reset it; ProtocolError FLOODING)
-        # and the budget of all peers together (over it the message is dropped).
-        if not self._ctx.guard.admit_message(peer, now):
-            return
+        # Flood limit per peer name (a reconnect does not reset it) and the fair share of
+        # the budget of all peers together: ProtocolError FLOODING.
+        self._ctx.guard.admit_message(peer, now)
         handler = self._dispatch.get(type(msg))
         if handler is None:  # pragma: no cover - wire.decode only produces known types
             raise ProtocolError(

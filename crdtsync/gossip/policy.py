@@ -72,6 +72,16 @@ class CoreView(Protocol):
         """Queue ``msg`` to connected ``peer`` (in order with the core's own messages)."""
         ...
 
+    def reply_room(self, peer: str) -> bool:
+        """Whether a reply (e.g. a read answer) may be built for ``peer`` now: it is
+        connected and writable, and the replies to all peers together are within their budget
+        (:mod:`crdtsync.gossip.guard`); else the reply waits (back-pressure)."""
+        ...
+
+    def replied(self, peer: str, size: int) -> None:
+        """``size`` bytes of replies went to ``peer`` (charged to the reply budget)."""
+        ...
+
     def overlay_changed(self) -> None:
         """The plug-in's extra neighbours changed: the overlay must be recomputed."""
         ...

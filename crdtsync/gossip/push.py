@@ -23,9 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from ..errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, map_exceptions
+from ..errors import (
+    CloseCode,
+    InvalidShardName,
+    InvalidUpdate,
+    ProtocolError,
+    UpdateOverLimit,
+    map_exceptions,
+)
 from ..messages import Push, RelayedAck, ShardState
 from ..names import validate_shard_name
 from . import _yjs
@@ -146,8 +153,14 @@ class Pushes:
         infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
         if len(msg.updates) > 1:
             for i, u in enumerate(msg.updates):
-                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                    infos[i] = _yjs.validate_update(u)
+                try:
+                    with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
+                        infos[i] = _yjs.validate_update(u)
+                except ProtocolError as exc:
+                    if not isinstance(exc.__cause__, UpdateOverLimit):
+                        raise
+                    self._ctx.guard.count("update-limits")
+                    return  # beyond the work limits: the whole batch is dropped
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
         forward = msg.forward or self._ctx.mode() == TREE
@@ -205,19 +218,17 @@ class Pushes:
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         if not guard.admit_update(conn.name, len(update), now):
             return False
-        with (
-            map_exceptions(_INVALID_SHARD),
-            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
-        ):
-            if not solicited and guard.is_new(shard, ctx.replicas.shard_names, now):
-                # A shard comes into being only once its first update validated, and counts
-                # against the quota of the peer that caused it.
-                validate_shard_name(shard)
-                if info is None:
-                    info = _yjs.validate_update(update)
-                if not guard.admit_new_shard(conn.name, shard, now):
-                    return False
-            delta = ctx.replicas.apply(shard, update, conn.name, info)
+        try:
+            delta = self._apply(conn, shard, update, info, solicited)
+        except ProtocolError as exc:
+            if not isinstance(exc.__cause__, UpdateOverLimit):
+                raise
+            # Well formed but beyond the work limits: dropped and counted, not a reason to
+            # close (the peer may be passing on what another built over many updates).
+            guard.count("update-limits")
+            return False
+        if delta is False:
+            return False
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)
         if delta is None:
@@ -245,6 +256,37 @@ class Pushes:
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta)
         return True
+
+    def _apply(
+        self,
+        conn: Link,
+        shard: str,
+        update: bytes,
+        info: _yjs.UpdateInfo | None,
+        solicited: bool,
+    ) -> bytes | None | Literal[False]:
+        """The quota checks of a new shard, then the apply: the delta, or False (refused).
+
+        Raises:
+            ProtocolError: INVALID_SHARD or INVALID_UPDATE (caused by UpdateOverLimit: well
+                formed, beyond the work limits).
+        """
+        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
+        with (
+            map_exceptions(_INVALID_SHARD),
+            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
+        ):
+            if not solicited and guard.is_new(shard, ctx.replicas.shard_names, now):
+                # A shard comes into being only once its first update validated, and counts
+                # against the quota of the peer that caused it.
+                validate_shard_name(shard)
+                if not guard.may_create(conn.name, now):
+                    return False
+                if info is None:
+                    info = _yjs.validate_update(update)
+                if not guard.admit_new_shard(conn.name, shard, now):
+                    return False
+            return ctx.replicas.apply(shard, update, conn.name, info)
 
     def enqueue(self, conn: Link, shard: str, update: bytes) -> None:
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to

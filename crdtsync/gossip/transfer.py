@@ -10,6 +10,7 @@ shard, not a growing send queue. A Diff (or a single delta) longer than the chun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,7 @@ class LinkReplies:
     #: shard -> (its state vector, whether to send ours): Diffs owed, coalesced per shard.
     replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     want_digests: bool = False  # it sent a Summary that differs: Digests owed
+    digests_at: float = -math.inf  # when Digests last went to it (paced: see serve)
     reply_bytes: int = 0  # replies sent to it in the current window
     sending: Transfer | None = None  # DiffChunk transfer under way to it
     receiving: Assembly | None = None  # DiffChunk transfer under way from it
@@ -178,6 +180,7 @@ class Replies:
         if not conn.writable or conn.closing:
             return
         budget = self._ctx.config.reply_budget
+        min_gap = self._ctx.config.anti_entropy_interval / 10
         guard = self._ctx.guard
         held: set[str] | None = None
         while conn.replies.reply_bytes < budget:
@@ -186,8 +189,11 @@ class Replies:
             before = conn.replies.reply_bytes
             if conn.replies.sending is not None:
                 conn.replies.reply_bytes += self._send_piece(conn)
-            elif conn.replies.want_digests:
+            elif conn.replies.want_digests and now - conn.replies.digests_at >= min_gap:
+                # Paced: a peer sending Summaries back to back gets one Digests per gap
+                # (issue #11: each 27-byte Summary made us list every shard).
                 conn.replies.want_digests = False
+                conn.replies.digests_at = now
                 shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
                 digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
                 conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 
-from ..errors import InvalidUpdate
+from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
 from ._content import CONTENT_DELETED, CONTENT_TYPE, MAX_NESTING, content
 from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, read_uint, skip_str
@@ -32,10 +32,22 @@ __all__ = [
     "MAX_NESTING",
     "UpdateInfo",
     "UpdateLimits",
+    "WORK_PER_BYTE",
     "is_noop",
     "parse_update",
     "validate_update",
 ]
+
+
+class _OverLimit(Malformed):
+    """Internal: a well-formed update beyond a work limit (-> UpdateOverLimit)."""
+
+
+#: Bound of :attr:`UpdateInfo.work` per byte of an update accepted under the default limits
+#: (not counting the merge work, capped by ``max_merge_work``): an item costs 1 step plus at
+#: most ``max_fan`` (256) conflict-scan steps, and takes at least 4 bytes (info byte, origin,
+#: one byte of content); a deleted range costs 1 step and takes at least 2 bytes.
+WORK_PER_BYTE = 65
 
 # ---------------------------------------------------------------------------------------------
 # The lib0 v1 update encoding, as Yjs (src/utils/encoding.js, src/structs/*.js) and Yrs
@@ -145,7 +157,7 @@ class UpdateInfo:
     again. It holds no reference to the bytes.
     """
 
-    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size")
+    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size", "work")
 
     def __init__(
         self,
@@ -173,6 +185,14 @@ class UpdateInfo:
         # right origin and parent ID, in struct order, except references to an earlier clock
         # of the struct's own client (that struct is in this update and integrated before).
         self._refs = refs
+        #: Integration steps this update costs Yrs, as the parser counts them (issue #11):
+        #: one per struct and per deleted range, plus for each item placed where items of
+        #: other clients of this update already sit the number of those (YATA's conflict
+        #: scan), plus the bytes Yrs copies merging runs (UpdateLimits.max_merge_work). With
+        #: limits it is at most ``WORK_PER_BYTE * size + max_merge_work``: linear in the size
+        #: plus a constant (see :data:`WORK_PER_BYTE`). The fan and merge parts are counted
+        #: only when ``max_fan`` and ``max_merge_work`` apply.
+        self.work = 0
 
     def __repr__(self) -> str:
         return (
@@ -216,6 +236,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     max_depth = limits.max_type_depth
     max_merge = limits.max_merge_work
     merge_work = 0
+    fan_work = 0  # conflict-scan steps: each item placed by another client next to a fan
     # (placement bytes: origin, right origin, parent, key) -> [last client, distinct clients]
     fans: dict[bytes, list[int]] = {}
     depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
@@ -239,7 +260,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
             raise Malformed(pos, f"{n_structs} structs cannot fit in {len(data) - pos} bytes")
         total += n_structs
         if max_structs is not None and total > max_structs:
-            raise Malformed(pos, f"more than {max_structs} structs (the limit)")
+            raise _OverLimit(pos, f"more than {max_structs} structs (the limit)")
         first = clock
         end = 0
         gaps.append((client, first))
@@ -330,9 +351,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     if info & _HAS_PARENT_SUB:
                         pos = skip_str(data, pos, "parent key")
                         if kind == _CONTENT_FORMAT and limits.refuse_format_in_map:
-                            raise Malformed(start, "a Format item as a map value is not accepted")
+                            raise _OverLimit(start, "a Format item as a map value is not accepted")
                 if kind == _CONTENT_DOC and limits.refuse_subdocs:
-                    raise Malformed(start, "subdocuments are not accepted")
+                    raise _OverLimit(start, "subdocuments are not accepted")
                 if max_fan is not None and not local:
                     key = data[start + 1 : pos]
                     fan = fans.get(key)
@@ -341,15 +362,16 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     elif fan[0] != client:
                         fan[0] = client
                         fan[1] += 1
+                        fan_work += fan[1]
                         if fan[1] > max_fan:
-                            raise Malformed(
+                            raise _OverLimit(
                                 start,
                                 f"more than {max_fan} clients insert at the same place (the limit)",
                             )
                 if max_depth is not None and kind == CONTENT_TYPE:
                     depth += 1
                     if depth > max_depth:
-                        raise Malformed(start, f"shared types nested deeper than {max_depth}")
+                        raise _OverLimit(start, f"shared types nested deeper than {max_depth}")
                     depths[(client, clock)] = depth
                 length, pos = content(data, pos, kind)
                 if max_merge is not None and (kind == _CONTENT_ANY or kind == _CONTENT_STRING):
@@ -358,7 +380,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     if merges:
                         merge_work += run
                         if merge_work > max_merge:
-                            raise Malformed(
+                            raise _OverLimit(
                                 start,
                                 f"runs of items that Yrs merges cost more than {max_merge}"
                                 " (the limit)",
@@ -389,7 +411,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    return UpdateInfo(len(data), total, ends, {}, spans, gaps, refs), pos
+    summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
+    summary.work = total + fan_work + merge_work
+    return summary, pos
 
 
 def parse_update(
@@ -430,8 +454,13 @@ def parse_update(
             info.delete_set, pos = read_delete_set(
                 update, pos, strict=True, max_ranges=lim.max_delete_ranges
             )
+            info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
+        except _OverLimit as exc:
+            raise UpdateOverLimit(
+                f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"
+            ) from None
         except Malformed as exc:
             raise InvalidUpdate(
                 f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"

@@ -55,16 +55,18 @@ def test_flood_limit_is_per_name_and_survives_a_reconnect() -> None:
     victim.receive("honest", ping, 1.0)  # another name has its own bucket
 
 
-def test_global_message_budget_drops_without_blaming_anyone() -> None:
-    victim = _core("v", QuotaSet(messages_rate=1.0, messages_burst=10.0))
-    a, b, honest = make("a"), make("b"), make("honest")
-    _pair(victim, a, b, honest)
+def test_global_message_budget_cuts_the_heavy_sender_not_the_light() -> None:
+    victim = _core("v", QuotaSet(messages_rate=1.0, messages_burst=40.0))
+    heavy, honest = make("heavy"), make("honest")
+    _pair(victim, heavy, honest)
     ping = Summary(bytes(16), 0)
-    for _ in range(20):  # each peer far under its own flood limit
-        victim.receive("a", ping, 1.0)
-        victim.receive("b", ping, 1.0)
-    assert victim.quota_counters["quota.messages-total"] >= 20
-    assert "quota.flood" not in victim.quota_counters
+    with pytest.raises(ProtocolError) as info:
+        for _ in range(100):  # far under its own flood limit (2,000/s), over a quarter of 40
+            victim.receive("heavy", ping, 1.0)
+    assert info.value.code == CloseCode.FLOODING
+    assert victim.quota_counters["quota.flood-share"] == 1
+    victim.receive("honest", ping, 1.0)  # the total is spent, but honest is within its share
+    assert victim.quota_counters == {"quota.flood-share": 1}
     victim.data_to_send()
     # Once the global bucket refills, an honest push is applied.
     delta = put(honest, "s", "k", 1)
@@ -76,10 +78,13 @@ def test_a_peer_may_create_only_its_quota_of_shards_and_only_valid_ones() -> Non
     victim = _core("v", QuotaSet(shards=ShardQuota(per_peer_burst=3, per_peer_rate=0.01)))
     evil, honest = make("evil"), make("honest")
     _pair(victim, evil, honest)
-    # A shard whose first update does not validate is not created, and costs no quota.
+    # A shard whose first update does not validate is not created, and costs no quota:
+    # malformed, the connection is closed; beyond the work limits, the update is dropped.
     with pytest.raises(ProtocolError) as info:
-        victim.receive("evil", Push("bad", (h_fan(),)), 1.0)
+        victim.receive("evil", Push("bad", (b"\x01\x02",)), 1.0)
     assert info.value.code == CloseCode.INVALID_UPDATE
+    victim.receive("evil", Push("bad", (h_fan(),)), 1.0)
+    assert victim.quota_counters["quota.update-limits"] == 1
     for i in range(10):
         victim.receive("evil", Push(f"s{i}", (put(evil, f"s{i}", "k", i),)), 1.0)
     assert sorted(reps(victim).docs) == ["s0", "s1", "s2"]
@@ -152,3 +157,16 @@ def test_replies_to_all_peers_together_wait_for_the_budget() -> None:
     victim.tick(1000.0)
     sent = [m for _, m in victim.data_to_send() if isinstance(m, Diff)]
     assert len(sent) == 1  # one a window while the budget is short
+
+
+def test_an_update_beyond_the_limits_is_dropped_not_a_reason_to_close() -> None:
+    # A peer may pass on a document that others built past max_fan over many updates (each
+    # within it); its Diff is refused and counted, and the honest traffic on that link goes on.
+    victim, peer = _core("v", QuotaSet()), make("peer")
+    _pair(victim, peer)
+    victim.receive("peer", Diff("fan", h_fan()), 1.0)
+    victim.receive("peer", Push("fan", (h_fan(), h_fan())), 1.0)  # a batch: dropped whole
+    assert victim.quota_counters["quota.update-limits"] == 2
+    assert "fan" not in reps(victim).docs
+    victim.receive("peer", Push("notes", (put(peer, "notes", "k", 1),)), 1.0)
+    assert content(victim, "notes") == {"k": 1}
