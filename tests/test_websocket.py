@@ -308,9 +308,16 @@ async def test_an_unknown_client_learns_nothing_of_the_mesh(nodes: Any) -> None:
     for frames, want in cases:
         code, reason = await unknown_client(a.address, frames)
         assert code == want, (frames, code, reason)
-        assert reason == f"{CloseCode(want).name}: handshake refused"
+        assert reason.startswith(f"{CloseCode(want).name}: handshake refused")
         for secret in (MESH, "agent-secretname", "127.0.0.1", "doc"):
             assert secret not in reason
+    # a y-websocket client at the agent's plain URL (sync step 1 first) is told where to go
+    code, reason = await unknown_client(a.address, [bytes([0, 0, 1, 0])])
+    assert code == CloseCode.MALFORMED_FRAME
+    assert (
+        reason
+        == "MALFORMED_FRAME: handshake refused; Yjs clients connect to ws://HOST:PORT/yjs/<shard>"
+    )
     assert a.connected() == set()
     # a member's Hello (this mesh) is answered by the agent's Hello, then gossip
     ws: ClientConnection

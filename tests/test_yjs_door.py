@@ -396,3 +396,36 @@ async def test_rich_content_written_by_js_round_trips_through_the_mesh(
         assert snap["rich"] == "plain bold"
         assert snap["xml"] == '<p class="lead"><bold>hello</bold></p>'
         assert snap["subdoc"] == {"$subdoc": "sub-1"}
+
+
+def test_the_readme_example_runs(node_modules: Path, tmp_path: Path) -> None:
+    """examples/yjs_board.py with examples/yjs_board.mjs (npm packages next to the client, as
+    examples/README.md says): both sides read what the other wrote, the int as a JS number."""
+    import sys
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    client = tmp_path / "client" / "yjs_board.mjs"
+    client.parent.mkdir()
+    shutil.copy(examples / "yjs_board.mjs", client)
+    (client.parent / "node_modules").symlink_to(node_modules, target_is_directory=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(examples / "yjs_board.py"),
+            "--data",
+            str(tmp_path),
+            "--client",
+            str(client),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "python read: from_js='hello from JavaScript' "
+        "tasks={'t1': 'write the docs', 't2': 'review the docs'}",
+        'js read: tasks={"t1":"write the docs"} count=3 (number)',
+        "js saw the ack",
+    ], out.stdout

@@ -108,7 +108,7 @@ from crdtsync.transports._ws_links import (
     _Link,
     _LinkRunner,
 )
-from crdtsync.transports.yjsdoor import ShardOpener, YjsDoor
+from crdtsync.transports.yjsdoor import PATH_PREFIX, ShardOpener, YjsDoor
 from websockets.asyncio.server import Server, serve
 
 from crdtsync import wire
@@ -140,6 +140,8 @@ DEFAULT_HIGH_WATER = 1 << 20
 #: Bytes queued for one peer above which it is disconnected (``FLOODING``): it makes us send
 #: more than it reads, and only a bound keeps our memory bounded.
 DEFAULT_MAX_SEND_BUFFER = 64 << 20
+#: Where a client whose first frame is not ours (e.g. y-protocols) is pointed in the close reason.
+_YJS_HINT = f"ws://HOST:PORT{PATH_PREFIX}<shard>"
 #: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
 #: (a core bug): the loop must not spin.
 _MIN_TIMER_WAIT = 0.001
@@ -542,7 +544,10 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         link.queue.extend(keep)
         link.queued_bytes = sum(len(f) for f in keep if isinstance(f, bytes))
         if not link.outbound and not link.hello_queued:
-            self._request_close(link, int(code), f"{code.name}: handshake refused")
+            reason = f"{code.name}: handshake refused"
+            if code == CloseCode.MALFORMED_FRAME:  # likely a Yjs client at the wrong path
+                reason += f"; Yjs clients connect to {_YJS_HINT}"
+            self._request_close(link, int(code), reason)
             return
         self._request_close(link, int(code), reason, Close(code, reason[: wire.MAX_REASON]))
 

@@ -303,7 +303,12 @@ class YjsDoor:
             info = updates.validate_update(update)
         except InvalidUpdate as exc:
             raise ProtocolError(f"invalid update: {exc}", CloseCode.INVALID_UPDATE) from None
-        cut = surrogates.splits(update, room.lows)
+        if not info.changes_anything:
+            # Nothing in it: typically a new client's answer to our step 1 (its empty doc).
+            # Applying it would change nothing; checking it must not make the room scan the
+            # whole shard for surrogates (seconds for a big one, blocking the event loop).
+            return
+        cut = surrogates.splits(update, lambda: room.lows)
         if cut is not None:
             raise ProtocolError(
                 f"update splits a UTF-16 surrogate pair at {cut} (half of an emoji): Yjs and"

@@ -27,6 +27,7 @@ Pure Python; reads only updates the strict parser (:mod:`crdtsync.yjs.parse`) ac
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ._content import content
 from ._lib0 import MAX_CLOCK, MAX_SAFE, bytes_span, read_uint, skip_str
@@ -36,15 +37,22 @@ __all__ = ["ID", "boundaries", "low_surrogates", "may_have_astral", "splits"]
 
 ID = tuple[int, int]
 
-_ASTRAL_LEAD = re.compile(rb"[\xf0-\xf4]")
+# The UTF-8 encoding of a character outside the BMP, exactly (RFC 3629): a 4-byte sequence.
+# Matching whole sequences, not just a lead byte, matters for binary-heavy updates: in the
+# full state of a 200,000-entry map of numbers 7,571 bytes are in F0-F4, but no 4-byte
+# sequence is, so its scan is skipped (the walk costs ~2-3 us a struct: 0.45 s for that map).
+_ASTRAL = re.compile(
+    rb"\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
 _STRING = 4
 _INFO_GC, _INFO_SKIP = 0, 10
 _HAS_ORIGIN, _HAS_RIGHT_ORIGIN, _HAS_PARENT_SUB = 0x80, 0x40, 0x20
 
 
 def may_have_astral(update: bytes) -> bool:
-    """Whether ``update`` may hold a character outside the BMP (a 4-byte UTF-8 lead byte)."""
-    return _ASTRAL_LEAD.search(update) is not None
+    """Whether ``update`` may hold a character outside the BMP (it has a 4-byte UTF-8
+    sequence somewhere; never False when it does hold one)."""
+    return _ASTRAL.search(update) is not None
 
 
 def _walk(update: bytes, lows: set[ID] | None, bounds: list[ID] | None) -> None:
@@ -120,14 +128,22 @@ def boundaries(update: bytes) -> list[ID]:
     return bounds
 
 
-def splits(update: bytes, known_lows: set[ID]) -> ID | None:
+def splits(update: bytes, known_lows: set[ID] | Callable[[], set[ID]]) -> ID | None:
     """The first ID where ``update`` would split a surrogate pair, given the low surrogates
-    of the document it is applied to, or None."""
-    lows = low_surrogates(update)
-    if not known_lows and not lows:
+    of the document it is applied to, or None.
+
+    ``known_lows`` may be a function that computes them: it is called only when ``update``
+    cuts somewhere (an insert after or before an item, a delete), so that an update that
+    cannot split anything never makes the caller scan its document."""
+    bounds = boundaries(update)
+    if not bounds:
         return None
-    every = known_lows | lows if lows else known_lows
-    for bound in boundaries(update):
+    lows = low_surrogates(update)
+    known = known_lows() if callable(known_lows) else known_lows
+    if not known and not lows:
+        return None
+    every = known | lows if lows else known
+    for bound in bounds:
         if bound in every:
             return bound
     return None
