@@ -80,10 +80,16 @@ async def test_commits_writes_and_bytes_per_shard(tmp_path: Path) -> None:
         assert commits["count"] >= 2 and commits["seconds_sum"] > 0
         assert commits["updates_sum"] == 8 and commits["shards_sum"] >= commits["count"] + 1
         assert commits["bytes_sum"] == stats.log_bytes + figures["shards"]["other"]["written_bytes"]
-        # writes/s over the window: every write came after `before`
+        # writes/s: consecutive windows of RATE_WINDOW seconds from `before` on hold every write
+        after = time.monotonic()
         sink = metrics_for(agent)
-        assert sink.writes_per_second("board", now=before) == 6 / RATE_WINDOW
-        assert sink.writes_per_second("board", now=time.monotonic() + 2 * RATE_WINDOW) == 0.0
+        window = int(RATE_WINDOW)
+        total, end = 0.0, int(before) + window
+        while end - window <= int(after):
+            total += sink.writes_per_second("board", now=end) * RATE_WINDOW
+            end += window
+        assert round(total) == 6
+        assert sink.writes_per_second("board", now=after + 2 * RATE_WINDOW + 1) == 0.0
 
         text = await scrape(agent)
         assert value(text, "crdtsync_shard_writes_total", shard="board") == 6
