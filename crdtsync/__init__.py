@@ -22,7 +22,7 @@ from ._layout import bind_transports as _bind_transports
 if (_transports := _bind_transports(_Path(__file__).resolve().parent)) is not None:
     transports = _transports
 from ._compose import install_defaults
-from .agent import Agent, default_data_dir
+from .agent import Agent, ReplicationLag, StoreSize, default_data_dir
 from .changes import Change, Subscription
 from .claims import ClaimResult, Claims, JobQueue
 from .containers import Counter
@@ -72,7 +72,9 @@ __all__ = [
     "ShardingConfig",  # GossipConfig(sharding=...)
     "PeerStatus",  # Agent.peers
     "Quorum",  # Agent.read(quorum=...)
-    "ShardStats",  # Shard.stats(), Shard.compact()
+    "ShardStats",  # Shard.stats(), Shard.compact(), Agent.shard_stats()
+    "ReplicationLag",  # Agent.replication_lag()
+    "StoreSize",  # Agent.store_size()
     "Transport",  # Agent(transport=...) builds one
     "TransportFactory",
     # errors

@@ -136,14 +136,18 @@ class DurableHistory:
         if not entries:
             return 0, 0.0
         have = updates.decode_state_vector(acked) if acked else {}
-        first = None  # the oldest entry it lacks: states only grow, so scan from the newest
-        for i in range(len(entries) - 1, -1, -1):
-            if _covers(have, entries[i].state_vector):
-                break
-            first = i
-        if first is None:
+        # States only grow, so the entries it covers are a prefix: bisect for the first it
+        # lacks (a few decodes, not one per entry).
+        lo, hi = 0, len(entries)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _covers(have, entries[mid].state_vector):
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(entries):
             return 0, 0.0
-        e = entries[first]
+        e = entries[lo]
         return self._totals.get(shard, 0) - e.before, max(0.0, now - e.at)
 
 

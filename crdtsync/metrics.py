@@ -25,7 +25,6 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ __all__ = [
 
 #: Seconds over which ``agent.metrics()`` reports writes per second.
 RATE_WINDOW = 10.0
+_RATE_BUCKETS = int(RATE_WINDOW) + 2  # whole seconds kept per shard
 
 _SINKS: weakref.WeakKeyDictionary[Any, MetricsSink] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -94,16 +94,12 @@ class MetricsSink:
             buckets=(256, 4096, 65536, 1 << 20, 16 << 20),
             registry=r,
         )
-        self.writes = Counter(
-            "crdtsync_shard_writes", "Updates committed to the shard's log", ["shard"], registry=r
-        )
-        self.written_bytes = Counter(
-            "crdtsync_shard_written_bytes",
-            "Update bytes committed to the shard's log",
-            ["shard"],
-            registry=r,
-        )
-        self.compactions = Counter("crdtsync_compactions", "Compaction runs", ["shard"], registry=r)
+        # Per shard, plain dicts (exported at scrape time): a labelled prometheus Counter costs
+        # ~10 us per inc(), and a commit may touch thousands of shards.
+        self.writes: dict[str, int] = {}  # updates committed to the shard's log
+        self.written_bytes: dict[str, int] = {}  # their bytes
+        self._per_second: dict[str, dict[int, int]] = {}  # shard -> {whole second: updates}
+        self.compactions: dict[str, int] = {}
         self.compaction_seconds = Histogram(
             "crdtsync_compaction_seconds",
             "Compaction duration (seconds)",
@@ -119,7 +115,6 @@ class MetricsSink:
         self.http_writes = Counter(
             "crdtsync_http_writes", "Writes made through the HTTP API", ["shard"], registry=r
         )
-        self._recent: dict[str, deque[tuple[float, int]]] = {}  # shard -> (when, updates)
 
     # -- Observer -----------------------------------------------------------------------------
 
@@ -128,23 +123,27 @@ class MetricsSink:
         self.commit_seconds.observe(seconds)
         self.commit_shards.observe(len(writes))
         total_n = total_b = 0
-        now = time.monotonic()
+        second = int(time.monotonic())
+        count, size, per_second = self.writes, self.written_bytes, self._per_second
         for shard, (n, nbytes) in writes.items():
-            total_n += n
-            total_b += nbytes
             if n:
-                self.writes.labels(shard).inc(n)
-                self.written_bytes.labels(shard).inc(nbytes)
-                recent = self._recent.setdefault(shard, deque())
-                recent.append((now, n))
-                while recent[0][0] < now - RATE_WINDOW:
-                    recent.popleft()
+                total_n += n
+                total_b += nbytes
+                count[shard] = count.get(shard, 0) + n
+                size[shard] = size.get(shard, 0) + nbytes
+                buckets = per_second.get(shard)
+                if buckets is None:
+                    buckets = per_second[shard] = {}
+                buckets[second] = buckets.get(second, 0) + n
+                if len(buckets) > _RATE_BUCKETS:
+                    for old in [t for t in buckets if t <= second - _RATE_BUCKETS]:
+                        del buckets[old]
         self.commit_updates.observe(total_n)
         self.commit_bytes.observe(total_b)
 
     def compacted(self, shard: str, seconds: float, bytes_before: int, bytes_after: int) -> None:
         """A compaction of ``shard`` ran."""
-        self.compactions.labels(shard).inc()
+        self.compactions[shard] = self.compactions.get(shard, 0) + 1
         self.compaction_seconds.observe(seconds)
 
     def closed(self, code: int, by: str) -> None:
@@ -158,11 +157,14 @@ class MetricsSink:
         self.http_writes.labels(shard).inc(writes)
 
     def writes_per_second(self, shard: str, now: float) -> float:
-        """Updates committed to ``shard`` per second over the last :data:`RATE_WINDOW`."""
-        recent = self._recent.get(shard)
-        if not recent:
+        """Updates committed to ``shard`` per second over the :data:`RATE_WINDOW` whole
+        seconds (of ``time.monotonic()``) before the one holding ``now``."""
+        buckets = self._per_second.get(shard)
+        if not buckets:
             return 0.0
-        return sum(n for t, n in recent if t >= now - RATE_WINDOW) / RATE_WINDOW
+        end = int(now)
+        window = int(RATE_WINDOW)
+        return sum(n for t, n in buckets.items() if end - window <= t < end) / RATE_WINDOW
 
 
 def metrics_for(agent: Agent) -> MetricsSink:
@@ -208,9 +210,6 @@ def sample(agent: Agent) -> dict[str, Any]:
     """
     sink = metrics_for(agent)
     now = time.monotonic()
-    writes = _labelled(sink.writes)
-    written = _labelled(sink.written_bytes)
-    compactions = _labelled(sink.compactions)
     held = agent.shard_names()
     acked: dict[str, list[str]] = {}
     for p in agent.peers:
@@ -227,10 +226,10 @@ def sample(agent: Agent) -> dict[str, Any]:
             "log_updates": stats.log_count if stats else 0,
             "last_compaction": stats.last_compaction if stats else None,
             "holders": [agent.name, *sorted(acked.get(name, []))],
-            "writes": int(writes.get((name,), 0)),
-            "written_bytes": int(written.get((name,), 0)),
+            "writes": sink.writes.get(name, 0),
+            "written_bytes": sink.written_bytes.get(name, 0),
             "writes_per_second": round(sink.writes_per_second(name, now), 3),
-            "compactions": int(compactions.get((name,), 0)),
+            "compactions": sink.compactions.get(name, 0),
         }
     peers: dict[str, Any] = {
         p.name: {
@@ -313,6 +312,20 @@ def _families(figures: dict[str, Any]) -> Iterator[Any]:
         for name, s in figures["shards"].items():
             family.add_metric([name], s[key])
         yield family
+    for metric, help_text, key in (
+        ("crdtsync_shard_writes", "Updates committed to the shard's log (since start)", "writes"),
+        (
+            "crdtsync_shard_written_bytes",
+            "Update bytes committed to the shard's log",
+            "written_bytes",
+        ),
+        ("crdtsync_compactions", "Compaction runs", "compactions"),
+    ):
+        fed = CounterMetricFamily(metric, help_text, labels=["shard"])
+        for name, s in figures["shards"].items():
+            if s[key]:
+                fed.add_metric([name], s[key])
+        yield fed
     holders = GaugeMetricFamily(
         "crdtsync_shard_holders", "Agents known to hold the shard", labels=["shard"]
     )

@@ -11,6 +11,9 @@ Optional capability: a transport with a ``serve_yjs(open_shard)`` method also se
 y-websocket clients (:mod:`crdtsync.transports.yjsdoor`); a listening agent calls it with its
 :meth:`~crdtsync.agent.Agent.shard` before ``start()``. Transports without it (the
 one-process :class:`~crdtsync.testing.LocalHub`, test doubles) simply have no Yjs door.
+Likewise a transport with ``set_observer(observer)`` reports each peer connection's close code
+to that :class:`~crdtsync.observer.Observer` (the agent passes its metrics; websockets and MQTT
+do).
 """
 
 from __future__ import annotations

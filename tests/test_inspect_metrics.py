@@ -42,6 +42,15 @@ async def test_inspect_peer_http_shows_the_agents_metrics(tmp_path: Path) -> Non
             assert b.http_url is not None
             await b.shard("board")
             await board.replicated(peers=1, timeout=15)
+
+            def settled() -> bool:  # each has the other's ack of all it has (acks lag a bit)
+                lags = [
+                    a.metrics()["peers"]["b"]["lag"].get("board"),
+                    b.metrics()["peers"]["a"]["lag"].get("board"),
+                ]
+                return all(lag is not None and lag["updates"] == 0 for lag in lags)
+
+            await eventually(settled, "both acks in")
             out = json.loads(await inspect("--peer", a.http_url, "--peer", b.http_url, "--json"))
             assert set(out["metrics"]) == {"a", "b"}
             for name, agent in (("a", a), ("b", b)):

@@ -80,10 +80,16 @@ async def test_commits_writes_and_bytes_per_shard(tmp_path: Path) -> None:
         assert commits["count"] >= 2 and commits["seconds_sum"] > 0
         assert commits["updates_sum"] == 8 and commits["shards_sum"] >= commits["count"] + 1
         assert commits["bytes_sum"] == stats.log_bytes + figures["shards"]["other"]["written_bytes"]
-        # writes/s over the window: every write came after `before`
+        # writes/s: consecutive windows of RATE_WINDOW seconds from `before` on hold every write
+        after = time.monotonic()
         sink = metrics_for(agent)
-        assert sink.writes_per_second("board", now=before) == 6 / RATE_WINDOW
-        assert sink.writes_per_second("board", now=time.monotonic() + 2 * RATE_WINDOW) == 0.0
+        window = int(RATE_WINDOW)
+        total, end = 0.0, int(before) + window
+        while end - window <= int(after):
+            total += sink.writes_per_second("board", now=end) * RATE_WINDOW
+            end += window
+        assert round(total) == 6
+        assert sink.writes_per_second("board", now=after + 2 * RATE_WINDOW + 1) == 0.0
 
         text = await scrape(agent)
         assert value(text, "crdtsync_shard_writes_total", shard="board") == 6
@@ -254,3 +260,33 @@ async def test_replication_lag_in_updates_and_seconds(tmp_path: Path) -> None:
                 lambda: a.metrics()["peers"]["b"]["lag"]["board"] == {"updates": 0, "seconds": 0},
                 "b caught up again",
             )
+
+
+def test_durable_history_measures_lag_from_the_oldest_state_a_peer_lacks() -> None:
+    import pycrdt
+
+    from crdtsync._agent_figures import DurableHistory
+
+    history = DurableHistory(limit=8)
+    doc: pycrdt.Doc = pycrdt.Doc()
+    m = doc.get("m", type=pycrdt.Map)
+    empty = doc.get_state()
+    states = []
+    for i in range(6):  # one update per commit, committed at t = i
+        m[f"k{i}"] = i
+        history.committed(0.001, {"s": (1, 10)})
+        history.durable("s", doc.get_state(), now=float(i))
+        states.append(doc.get_state())
+    assert history.lag("s", states[2], now=100.0) == (3, 97.0)  # lacks commits 3, 4, 5
+    assert history.lag("s", states[5], now=100.0) == (0, 0.0)
+    assert history.lag("s", empty, now=100.0) == (6, 100.0)
+    assert history.lag("other", empty, now=100.0) == (0, 0.0)  # nothing recorded
+    for i in range(6, 40):  # past the limit: old states thin out, the oldest stays
+        m[f"k{i}"] = i
+        history.committed(0.001, {"s": (1, 10)})
+        history.durable("s", doc.get_state(), now=float(i))
+    assert len(history._entries["s"]) <= 8
+    assert history.lag("s", empty, now=100.0) == (40, 100.0)
+    assert history.lag("s", doc.get_state(), now=100.0) == (0, 0.0)
+    updates, seconds = history.lag("s", states[2], now=100.0)
+    assert 0 < updates <= 37 and 0 < seconds <= 97.0  # a lower bound once thinned

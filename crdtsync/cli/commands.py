@@ -321,61 +321,10 @@ def _inspect_metrics(urls: list[str], token: str | None, prefix: str, as_json: b
     except CrdtSyncError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(view.to_json(), indent=2))
+        click.echo(json.dumps(view.to_json(prefix), indent=2))
         return
-    agents = Table(
-        "agent",
-        "url",
-        "connections",
-        "shards",
-        "bytes",
-        "store file bytes",
-        "commits",
-        "commit ms (mean)",
-        title="agents (their metrics)",
-    )
-    for a in view.agent_rows():
-        mean = a["commit_ms_mean"]
-        agents.add_row(
-            a["agent"],
-            a["url"],
-            str(a["connections"]),
-            str(a["shards"]),
-            str(a["bytes"]),
-            str(a["store_file_bytes"]),
-            str(a["commits"]),
-            "-" if mean is None else f"{mean:.2f}",
-        )
-    _console.print(agents)
-    shards = Table("shard", "stored at (bytes)", "holders", "writes/s", "lagging")
-    shards.columns[0].no_wrap = True
-    for row in view.shard_rows():
-        if not row["shard"].startswith(prefix):
-            continue
-        lagging = [
-            f"{lag['peer']} behind {lag['behind']}: {lag['updates']} updates, {lag['seconds']:.1f} s"
-            for lag in row["lagging"]
-        ]
-        shards.add_row(
-            row["shard"],
-            ", ".join(f"{a} ({b})" for a, b in sorted(row["stored"].items())),
-            ", ".join(row["holders"]),
-            ", ".join(f"{a}: {w:.1f}" for a, w in sorted(row["writes_per_second"].items())),
-            "[yellow]" + "; ".join(lagging) if lagging else "-",
-        )
-    _console.print(shards)
-    links = Table("agent", "peer", "state", "queued bytes", "lag updates", "lag s", "repairs")
-    for link in view.link_rows():
-        links.add_row(
-            link["agent"],
-            link["peer"],
-            link["state"],
-            str(link["queued_bytes"]),
-            str(link["lag_updates"]),
-            f"{link['lag_seconds']:.1f}",
-            str(link["repairs"]),
-        )
-    _console.print(links)
+    for table in view.tables(prefix):
+        _console.print(table)
 
 
 def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: bool) -> None:

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.table import Table
+
 from ..errors import CrdtSyncError
 
 __all__ = ["MetricsView", "fetch_metrics", "inspect_metrics"]
@@ -71,12 +73,14 @@ class MetricsView:
             )
         return rows
 
-    def shard_rows(self) -> list[dict[str, Any]]:
-        """Per shard: bytes stored at each agent asked, holders as each knows them, writes/s
-        committed at each, and the peers lagging behind an agent asked."""
+    def shard_rows(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Per shard named ``prefix...``: bytes stored at each agent asked, holders as each
+        knows them, writes/s committed at each, and the peers lagging behind an agent asked."""
         shards: dict[str, dict[str, Any]] = {}
         for name, f in sorted(self.figures.items()):
             for shard, s in f["shards"].items():
+                if not shard.startswith(prefix):
+                    continue
                 row = shards.setdefault(
                     shard, {"shard": shard, "stored": {}, "holders": set(), "writes_per_second": {}}
                 )
@@ -115,14 +119,79 @@ class MetricsView:
                 )
         return rows
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, prefix: str = "") -> dict[str, Any]:
+        """The rows of the three tables, each agent's close codes, and the metrics as read."""
         return {
             "agents": self.agent_rows(),
-            "shards": self.shard_rows(),
+            "shards": self.shard_rows(prefix),
             "links": self.link_rows(),
             "closes": {n: f["closes"] for n, f in sorted(self.figures.items())},
             "metrics": self.figures,
         }
+
+    def tables(self, prefix: str = "") -> list[Table]:
+        """The agents, shards (named ``prefix...``) and links as rich tables."""
+        agents = Table(
+            "agent",
+            "url",
+            "connections",
+            "shards",
+            "bytes",
+            "store file bytes",
+            "commits",
+            "commit ms (mean)",
+            title="agents (their metrics)",
+        )
+        for a in self.agent_rows():
+            mean = a["commit_ms_mean"]
+            agents.add_row(
+                a["agent"],
+                a["url"],
+                str(a["connections"]),
+                str(a["shards"]),
+                str(a["bytes"]),
+                str(a["store_file_bytes"]),
+                str(a["commits"]),
+                "-" if mean is None else f"{mean:.2f}",
+            )
+        shards = Table(
+            "shard", "stored at (bytes)", "holders", "writes/s", "lagging", title="shards"
+        )
+        shards.columns[0].no_wrap = True
+        for row in self.shard_rows(prefix):
+            lagging = [
+                f"{lag['peer']} behind {lag['behind']}: {lag['updates']} updates, "
+                f"{lag['seconds']:.1f} s"
+                for lag in row["lagging"]
+            ]
+            shards.add_row(
+                row["shard"],
+                ", ".join(f"{a} ({b})" for a, b in sorted(row["stored"].items())),
+                ", ".join(row["holders"]),
+                ", ".join(f"{a}: {w:.1f}" for a, w in sorted(row["writes_per_second"].items())),
+                "[yellow]" + "; ".join(lagging) if lagging else "-",
+            )
+        links = Table(
+            "agent",
+            "peer",
+            "state",
+            "queued bytes",
+            "lag updates",
+            "lag s",
+            "repairs",
+            title="links (each agent's view of its peers)",
+        )
+        for link in self.link_rows():
+            links.add_row(
+                link["agent"],
+                link["peer"],
+                link["state"],
+                str(link["queued_bytes"]),
+                str(link["lag_updates"]),
+                f"{link['lag_seconds']:.1f}",
+                str(link["repairs"]),
+            )
+        return [agents, shards, links]
 
 
 def inspect_metrics(urls: list[str], *, token: str | None = None) -> MetricsView:
