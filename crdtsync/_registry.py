@@ -52,6 +52,11 @@ class ShardRegistry:
         self._on_delta = on_delta
         self._host = host
         self._shards: dict[str, Shard] = {}
+        # Every shard in the store or open, read from the store once: the gossip core lists
+        # shards for every message it handles, and an LMDB scan per call made catching up
+        # thousands of shards quadratic. Shards come and go only through this registry.
+        self._known: set[str] | None = None
+        self._sorted: list[str] | None = None
         self._closed = False
         self.applying = False  # inside apply() called by the core: its deltas are not news
 
@@ -65,11 +70,11 @@ class ShardRegistry:
             ClosedError: the registry (its agent) was closed.
             StoreError: the stored shard could not be read.
         """
+        shard = self._shards.get(name)
+        if shard is not None and not self._closed:
+            return shard  # (a name in the table is valid: the core asks this very often)
         validate_shard_name(name)
         self._check_open()
-        shard = self._shards.get(name)
-        if shard is not None:
-            return shard
         loaded = self._store.load(name)
         if loaded is None:
             doc = load_doc(None, [], name)
@@ -87,6 +92,9 @@ class ShardRegistry:
             agent=self._owner,
         )
         self._shards[name] = shard
+        if self._known is not None and name not in self._known:
+            self._known.add(name)
+            self._sorted = None
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             # A new shard is marked in its document too: an agent of the previous release that
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
@@ -119,7 +127,11 @@ class ShardRegistry:
     def names(self) -> list[str]:
         """Every shard in the store or open now, sorted. Raises ClosedError once closed."""
         self._check_open()
-        return sorted(set(self._store.shard_names()) | set(self._shards))
+        if self._known is None:
+            self._known = set(self._store.shard_names()) | set(self._shards)
+        if self._sorted is None:
+            self._sorted = sorted(self._known)
+        return list(self._sorted)
 
     def items(self) -> Iterator[tuple[str, Shard]]:
         """(name, shard) of the open shards."""
@@ -161,7 +173,13 @@ class ShardRegistry:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: updates.UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         if info is None and shard not in self._shards:
             # Validated (with the work limits) before the shard is opened: a refused update
@@ -170,7 +188,7 @@ class ShardRegistry:
             info = updates.validate_update(update)
         self.applying = True
         try:
-            return self.open(shard).apply_remote(update, origin, info)
+            return self.open(shard).apply_remote(update, origin, info, author=author)
         finally:
             self.applying = False
 
@@ -184,3 +202,6 @@ class ShardRegistry:
             opened.close()
         self._check_open()
         self._store.delete_shard(shard)
+        if self._known is not None:
+            self._known.discard(shard)
+            self._sorted = None

@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "b190755f4c4af602299c4a1175c04618b2870e73e922ef26f0c9d59cb159b556",
-    "relay": "9ebf30a41162eba45d0d24f52decc32130d28ae41bb0daf621824b581e6fac55",
-    "tree": "e4204aca7d0fbf5e12442b1bbc5fb0312afa399ea0af063ab24579ba54799e93",
-    "partial": "f209dfc8693507631a1c72aead3f6fea2c0294e319842d3e1e4af2f2b39f77ac",
-    "lossy_partition": "ec407be1cdee9c1e0e47c78110209832b5cea1cbdae64409056401e4efdcb0d0",
+    "full_mesh": "ffb450c75d89f4f3c8d5bce2f1beca853a7dfe556a3578bb8b6b895a60bbd405",
+    "relay": "53847b49fc0ca1e1c6ed405e8888cd1c27bd4d7131cb6226f0c5ecd49804ff18",
+    "tree": "6f12a75def0d9f0adf60149f56271f28854ba6a3435be190d9048daeb7ff7fd1",
+    "partial": "6a7b0ed4e520c28fd9192d57e6f299b51414394b6d7974c05e5df49ed800eb5f",
+    "lossy_partition": "59d00baab185768d55e8fe8cfd5228773e45e5518191a8dc569cdc6ca4161c55",
 }
 
 

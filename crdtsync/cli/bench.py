@@ -90,6 +90,11 @@ SCENARIOS: dict[str, Scenario] = {
         "HTTP PATCH requests/s and SSE delivery p99 vs in-process writes",
         {"tiny": 8, "quick": 15, "full": 40},
     ),
+    "join": Scenario(
+        "join.py",
+        "a new agent joins a mesh of 1,000/5,000 small shards vs the local-apply floor",
+        {"tiny": 8, "quick": 15, "full": 60},
+    ),
     "yjs": Scenario(
         "yjs.py",
         "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
@@ -98,7 +103,18 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 #: The order of ``all``: the comparisons with the peer first.
-ORDER = ["local", "fanout", "catchup", "idle", "restart", "trace", "glomers", "http", "yjs"]
+ORDER = [
+    "local",
+    "fanout",
+    "catchup",
+    "join",
+    "idle",
+    "restart",
+    "trace",
+    "glomers",
+    "http",
+    "yjs",
+]
 
 
 def find_bench_dir(explicit: Path | None = None) -> Path:

@@ -328,7 +328,9 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
 
 @main.command()
 @click.argument(
-    "scenarios", nargs=-1, metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http]..."
+    "scenarios",
+    nargs=-1,
+    metavar="[all|local|fanout|catchup|join|idle|restart|trace|glomers|http]...",
 )
 @click.option(
     "--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes."

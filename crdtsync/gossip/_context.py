@@ -86,13 +86,15 @@ class Context:
 
     def shard_names(self) -> list[str]:
         """The shards held here, sorted."""
-        return sorted(set(self.replicas.shard_names()))
+        names = list(self.replicas.shard_names())
+        if all(a < b for a, b in zip(names, names[1:], strict=False)):
+            return names  # (the agent's registry lists them sorted already: no sort per call)
+        return sorted(set(names))
 
     def state_vector(self, shard: str) -> bytes:
         """Our state vector of ``shard`` (empty if we do not hold it)."""
-        return (
-            self.replicas.state_vector(shard) if shard in self.shard_names() else EMPTY_STATE_VECTOR
-        )
+        held = shard in self.replicas.shard_names()
+        return self.replicas.state_vector(shard) if held else EMPTY_STATE_VECTOR
 
     def readable(self, peer: str, shards: list[str]) -> list[str]:
         """``shards`` cut to those ``peer`` may read (all of them without credentials)."""

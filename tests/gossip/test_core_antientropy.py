@@ -48,15 +48,14 @@ def test_round_repairs_both_directions_with_exact_messages() -> None:
         ("b", "a", "Digests"),  # roots differ
         ("a", "b", "Diff"),  # only_a: b lacks it entirely, sent at once
         ("a", "b", "SyncRequest"),  # only_b (a has nothing) and s (digests differ)
-        ("b", "a", "Diff"),  # only_b, with b's state vector
-        ("b", "a", "Diff"),  # s, with b's state vector
+        ("b", "a", "DiffBatch"),  # only_b and s, with b's state vectors: one frame
         ("a", "b", "Diff"),  # s: a has what b lacks; not only_b: digests now equal
     ]
     assert log[3][2] == Digests((("only_b", rb.digest("only_b")), ("s", log[3][2].digests[1][1])))  # type: ignore[union-attr]
     assert log[4][2] == Diff("only_a", ra.diff("only_a", EMPTY_STATE_VECTOR))
     assert log[5][2] == SyncRequest((("only_b", EMPTY_STATE_VECTOR), ("s", sv_a)))
-    assert [m for _, _, m in log[6:8]] == expected_b_to_a
-    assert log[8][2] == Diff("s", ra.diff("s", sv_b))
+    assert log[6][2] == DiffBatch(tuple(expected_b_to_a))
+    assert log[7][2] == Diff("s", ra.diff("s", sv_b))
     for shard in ("s", "only_a", "only_b"):
         assert ra.digest(shard) == rb.digest(shard)
     assert content(b, "s") == {"from_a": 1.0, "from_b": 2.0}
