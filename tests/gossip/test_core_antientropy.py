@@ -144,3 +144,39 @@ def test_sync_shards_per_round_are_bounded() -> None:
     a.tick(100.0)
     deliver({"a": a, "b": b}, 100.0)
     assert sorted(reps(a).docs) == [f"s{i}" for i in range(5)]
+
+
+def test_joining_many_shards_continues_rounds_in_batched_frames() -> None:
+    # Issue 16: a round covers max_sync_shards shards; the rest used to wait for the periodic
+    # timer (seconds per round). Now the cut round continues at once, and small Diffs travel
+    # several to a frame. No tick here: everything happens in the on-connect exchange.
+    cfg = replace(CFG, max_sync_shards=100)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    shards = [f"s{i:04d}" for i in range(450)]
+    for s in shards:
+        put(a, s, "k", s)
+    connect(a, b)
+    log = deliver({"a": a, "b": b}, 0.0)
+    assert sorted(reps(b).shard_names()) == shards
+    assert all(reps(b).digest(s) == reps(a).digest(s) for s in shards)
+    sent = [m for src, _, m in log if src == "a"]
+    summaries = sum(isinstance(m, Summary) for m in sent)
+    assert summaries == 5  # 450 shards in rounds of 100: the on-connect one and 4 more
+    diffs = sum(len(m.diffs) for m in sent if isinstance(m, DiffBatch))
+    assert diffs == 450 and not any(isinstance(m, Diff) for m in sent)
+    assert sum(isinstance(m, DiffBatch) for m in sent) <= 450 // 100 + 5  # frames, not shards
+
+
+def test_continuation_waits_for_the_diffs_it_asked_for() -> None:
+    # A peer that never answers our SyncRequests (here: they are dropped) must not make
+    # continuation rounds run back to back: the next round starts only once this one's
+    # Diffs came (the periodic rounds take over otherwise).
+    cfg = replace(CFG, max_sync_shards=10)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    for i in range(30):
+        put(b, f"s{i:02d}", "k", i)
+    connect(a, b)
+    log = deliver({"a": a, "b": b}, 0.0, drop={SyncRequest})
+    assert sum(isinstance(m, Summary) for src, _, m in log if src == "a") == 1
+    log = deliver({"a": a, "b": b}, 0.0)  # nothing more is pending
+    assert log == []
