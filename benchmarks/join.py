@@ -2,12 +2,18 @@
 
 Agent ``a`` (websockets on 127.0.0.1) holds S small shards (one key each, already on disk).
 Agent ``b`` starts empty with ``a`` as its seed; the clock runs from ``b``'s start until
-``b`` holds all S shards with ``a``'s content (digests equal). Reported per S: seconds,
-shards per second, and the time per shard. Target: proportional to the bytes to move (a few
-hundred bytes per shard here), not to a round trip per shard; a user measured 8 s for 1,000
-and 49 s for 5,000 shards before this benchmark existed. Prints one JSON object.
+``b`` holds all S shards with ``a``'s content (digests equal on both sides: ``b``'s own first
+write to each new shard, its value-format marker, has reached ``a`` too). Reported per S:
+seconds, shards per second, the time per shard, and the frames ``b`` received.
 
-    python benchmarks/join.py [--tiny|--quick] [--shards 1000,5000] [--out FILE]
+The floor, measured in the same run: a third agent with no network applies the very same S
+updates (``a``'s full state of each shard) through the same path (``ReplicaSet.apply``, the
+store, a flush). Joining cannot be cheaper; ``ratio_to_floor`` = join seconds / floor seconds.
+Target: proportional to the bytes to move, not to a round trip per shard (a user measured 8 s
+for 1,000 and 49 s for 5,000 shards before the catch-up was batched), i.e. a ratio that does
+not grow with S. Prints one JSON object.
+
+    python benchmarks/join.py [--tiny|--quick] [--shards 1000,5000] [--out FILE] [--plot-dir D]
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import common_args, finish, machine, size_of
+from benchlib import common_args, finish, machine, pyplot, size_of
 
-SHARDS = {"full": [1000, 5000], "quick": [300, 1000], "tiny": [50]}
+SHARDS = {"full": [1000, 5000], "quick": [300, 1000], "tiny": [30, 120]}
 
 
 async def build(path: Path, shards: int) -> None:
@@ -33,12 +39,36 @@ async def build(path: Path, shards: int) -> None:
         await (await agent.shard("s00000")).flush()
 
 
-async def join(tmp: Path, shards: int, timeout: float) -> dict[str, Any]:
+async def floor(tmp: Path, updates: dict[str, bytes]) -> float:
+    """Seconds for an agent with no network to apply and store ``updates`` (one per shard)."""
     from crdtsync import Agent
 
+    async with Agent("floor", data_dir=tmp / "floor") as agent:
+        t0 = time.perf_counter()
+        for name, update in updates.items():
+            agent.registry.apply(name, update, "a")
+        await (await agent.shard(next(iter(updates)))).flush()
+        return time.perf_counter() - t0
+
+
+async def join(tmp: Path, shards: int, timeout: float) -> dict[str, Any]:
+    from crdtsync import Agent
+    from crdtsync.gossip.core import GossipCore
+
     await build(tmp / "a", shards)
+    frames: dict[str, int] = {}
+    receive = GossipCore.receive
+
+    def counting(self: GossipCore, peer: str, msg: Any, now: float) -> Any:
+        if self.name == "b":
+            frames[type(msg).__name__] = frames.get(type(msg).__name__, 0) + 1
+        return receive(self, peer, msg, now)
+
     async with Agent("a", data_dir=tmp / "a", listen="ws://127.0.0.1:0") as a:
         names = a.shard_names()
+        updates = {n: a.registry.open(n).doc.get_update() for n in names}
+        floor_s = await floor(tmp, updates)
+        GossipCore.receive = counting  # type: ignore[method-assign]
         t0 = time.perf_counter()
         async with Agent("b", data_dir=tmp / "b", peers=[a.address or ""]) as b:
             while True:
@@ -48,15 +78,40 @@ async def join(tmp: Path, shards: int, timeout: float) -> dict[str, Any]:
                 ):
                     break
                 if time.perf_counter() - t0 > timeout:
+                    GossipCore.receive = receive  # type: ignore[method-assign]
                     return {"shards": shards, "timeout": timeout, "held": len(held)}
                 await asyncio.sleep(0.02)
             seconds = time.perf_counter() - t0
+        GossipCore.receive = receive  # type: ignore[method-assign]
     return {
         "shards": shards,
         "seconds": round(seconds, 3),
         "shards_per_second": round(shards / seconds, 1),
         "ms_per_shard": round(1000 * seconds / shards, 3),
+        "floor_seconds": round(floor_s, 3),
+        "ratio_to_floor": round(seconds / floor_s, 2),
+        "frames_received_by_b": dict(sorted(frames.items())),
     }
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    ok = [r for r in runs if "seconds" in r]
+    s = [r["shards"] for r in ok]
+    ax[0].plot(s, [r["ms_per_shard"] for r in ok], "o-", label="join (websockets)")
+    ax[0].plot(s, [1000 * r["floor_seconds"] / r["shards"] for r in ok], "s--", label="floor")
+    ax[0].set_xlabel("shards")
+    ax[0].set_ylabel("ms per shard")
+    ax[0].set_title("time per shard to join")
+    ax[0].legend()
+    ax[1].plot(s, [r["ratio_to_floor"] for r in ok], "o-")
+    ax[1].set_xlabel("shards")
+    ax[1].set_title("join / floor (flat: proportional to the data)")
+    ax[1].set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -71,7 +126,24 @@ def main() -> None:
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="crdtsync-join-") as tmp:
             runs.append(asyncio.run(join(Path(tmp), n, args.timeout)))
-    finish({"scenario": "join", "size": size, "machine": machine(), "runs": runs}, args.out)
+    ok = [r for r in runs if "ratio_to_floor" in r]
+    report: dict[str, Any] = {
+        "scenario": "join",
+        "size": size,
+        "machine": machine(),
+        "runs": runs,
+        # The headline: join / floor at the most shards, and how it grows from the fewest.
+        "ratio_to_floor": ok[-1]["ratio_to_floor"] if ok else None,
+        "ratio_growth": round(ok[-1]["ratio_to_floor"] / ok[0]["ratio_to_floor"], 2)
+        if len(ok) > 1
+        else None,
+    }
+    if args.plot_dir:
+        path = Path(args.plot_dir) / "join.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(runs, path)
+        report["plots"] = [str(path)]
+    finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -114,11 +114,11 @@ class ShardRegistry:
             StoreError: the stored shard could not be read.
             ShardQuarantined: the shard is quarantined.
         """
+        shard = self._shards.get(name)
+        if shard is not None and not self._closed:
+            return shard  # (a name in the table is valid: the core asks this very often)
         validate_shard_name(name)
         self._check_open()
-        shard = self._shards.get(name)
-        if shard is not None:
-            return shard
         if name in self._quarantined:
             raise ShardQuarantined(name, self._quarantined[name])
         loaded = self._store.load(name)
@@ -271,7 +271,13 @@ class ShardRegistry:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: updates.UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         if shard in self._quarantined:
             return None  # not held: what a peer sends of it is dropped
@@ -283,7 +289,7 @@ class ShardRegistry:
         self.applying = True
         start = time.process_time()
         try:
-            return self.open(shard).apply_remote(update, origin, info)
+            return self.open(shard).apply_remote(update, origin, info, author=author)
         finally:
             self.applying = False
             # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):

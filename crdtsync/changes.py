@@ -28,18 +28,26 @@ class Change:
     Attributes:
         shard: the shard's name.
         origin: ``None`` for a change made by this agent, else the name of the peer whose
-            update brought it.
+            update brought it (the neighbour that delivered it, not necessarily its writer).
         paths: the changed keys, as paths from the shard's top level: setting
             ``board["tasks"]["t1"]["done"]`` gives ``("tasks", "t1", "done")``; an edit inside a
             list or text gives the path of that list or text.
         dropped: how many records before this one were dropped because the listener fell more
             than its queue size behind (0 normally). When non-zero, re-read the snapshot.
+        author: the agent that wrote the change: this agent's name for a local change; for a
+            remote one the writer named by the gossip that carried it, passed on unchanged by
+            every relay (so not ``origin`` when a neighbour relayed it). ``None`` when unknown:
+            a change that arrived by anti-entropy (a diff merges the writes of any number of
+            agents, e.g. catching up after a restart), or one applied together with held-back
+            out-of-order updates, or a shard not served by an agent. As the peers claim it: not
+            authenticated, even in a mesh with credentials.
     """
 
     shard: str
     origin: str | None
     paths: tuple[Path, ...]
     dropped: int = 0
+    author: str | None = None
 
     @property
     def local(self) -> bool:
@@ -104,11 +112,11 @@ class ChangeFeed:
             else:
                 self._paths.append(base)
 
-    def publish(self, origin: str | None) -> None:
-        """Deliver one record for the transaction just committed."""
+    def publish(self, origin: str | None, author: str | None = None) -> None:
+        """Deliver one record for the transaction just committed (see :class:`Change`)."""
         paths = tuple(dict.fromkeys(self._paths))
         self._paths.clear()
-        change = Change(self._shard, origin, paths)
+        change = Change(self._shard, origin, paths, author=author)
         for listener in self._listeners:
             listener.put(change)
         for callback in list(self._callbacks):
@@ -216,7 +224,7 @@ class _Listener:
             self._dropped += 1
             return
         if change is not None and self._dropped:
-            change = Change(change.shard, change.origin, change.paths, self._dropped)
+            change = Change(change.shard, change.origin, change.paths, self._dropped, change.author)
             self._dropped = 0
         self._queue.put_nowait(change)
 

@@ -14,6 +14,7 @@ message             purpose
 :class:`SyncRequest`  anti-entropy step 3: state vectors of the shards whose digests differ
 :class:`Diff`       anti-entropy step 4/5: what the asker lacks (structs + whole delete set)
 :class:`DiffChunk`  one piece of a Diff too big for one frame, reassembled by the receiver
+:class:`DiffBatch`  several small Diffs (of different shards) in one frame: catching up many shards
 :class:`Ack`        replication acks: the (state vector, delete set) the sender has on disk
 :class:`PeerList`   peer exchange and membership: names, addresses, liveness, incarnations
 :class:`Close`      the sender is closing this connection, and why
@@ -26,7 +27,7 @@ message             purpose
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import CloseCode
 
@@ -43,6 +44,7 @@ __all__ = [
     "RelayedAck",
     "Ack",
     "DiffChunk",
+    "DiffBatch",
     "PeerEntry",
     "PeerList",
     "Close",
@@ -115,6 +117,11 @@ class Push:
         hint: the sender's state vector of the shard after this batch (rotating relay
             broadcasts only). A receiver whose own state vector does not cover it after
             applying missed an earlier batch, and asks the sender for a repair.
+        authors: the agent that wrote each update (same length as ``updates``), None where
+            the sender does not know it (a delta it took from an anti-entropy diff); empty:
+            unknown for all. Relays pass it on unchanged, so a subscriber sees the writer
+            (:attr:`crdtsync.changes.Change.author`), not the neighbour that delivered it.
+            As the sender claims it: not authenticated, even with credentials.
     """
 
     shard: str
@@ -126,6 +133,12 @@ class Push:
     hint: bytes | None = None
     relay: bool = False
     durable_signature: bytes | None = None  # the sender's signature of ``durable`` (credentials)
+    #: Not compared by ``==``: a report about the deltas, not part of what they do.
+    authors: tuple[str | None, ...] = field(default=(), compare=False)
+
+    def author(self, index: int) -> str | None:
+        """The writer of ``updates[index]``, None if unknown."""
+        return self.authors[index] if index < len(self.authors) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +203,8 @@ class DiffChunk:
         total: number of pieces.
         data: this piece of the update bytes.
         state_vector: on the last piece only, what :attr:`Diff.state_vector` would carry.
+        author: on the last piece only, the writer of a single delta too big for a Push
+            (see :attr:`Push.authors`); None for a Diff (merged from any number of writers).
     """
 
     shard: str
@@ -198,6 +213,20 @@ class DiffChunk:
     total: int
     data: bytes
     state_vector: bytes | None = None
+    author: str | None = field(default=None, compare=False)  # (a report, as Push.authors)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffBatch:
+    """Several :class:`Diff` of different shards in one frame, sorted by shard name.
+
+    A mesh of thousands of small shards is caught up (an agent joining, or back after a long
+    absence) in frames of up to a chunk's size instead of one frame per shard; each Diff in
+    it is handled exactly as if it had come alone. Never sent in a mesh with credentials:
+    there each shard's Diff is checked and cut on its own.
+    """
+
+    diffs: tuple[Diff, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,4 +411,5 @@ Message = (
     | ReadReply
     | DiffChunk
     | Certificates
+    | DiffBatch
 )

@@ -35,9 +35,20 @@ class ReplicaSet(Protocol):
         plus the shard's whole delete set (pycrdt ``Doc.get_update(state_vector)``)."""
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         """Validate, apply and persist a remote ``update`` received from peer ``origin``.
+
+        ``author`` is the agent that wrote it, as the message that carried it says (a
+        :class:`~crdtsync.messages.Push` passes it on hop by hop), or None when unknown: an
+        anti-entropy diff merges the changes of any number of writers. It is only reported
+        (:attr:`crdtsync.changes.Change.author`), never trusted for anything else.
 
         Creates the shard if this agent should hold it but does not yet. Returns the delta
         that changed local state (to be forwarded), or None when the update held nothing new.

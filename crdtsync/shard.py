@@ -23,7 +23,7 @@ from . import updates
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
-from .views import ListView, MapView, mark_closed, wrap
+from .views import ListView, MapView, _same_live, mark_closed, wrap
 from .yjs.doc import apply_validated_many
 from .yjs.parse import UpdateInfo
 
@@ -92,6 +92,7 @@ class Shard(MapView, metaclass=_ShardType):
         "_on_delta",
         "_feed",
         "_origin",
+        "_author",
         "_last_delta",
         "_dirty",
         "_durable",
@@ -125,6 +126,7 @@ class Shard(MapView, metaclass=_ShardType):
         self._host = host
         self._feed = ChangeFeed(name)
         self._origin: str | None = None
+        self._author: str | None = None  # the writer of the remote update being applied
         self._last_delta: bytes | None = None
         self._dirty = False
         self._durable: tuple[bytes, bytes] = (updates.state_vector(doc), updates.delete_set(doc))
@@ -206,7 +208,15 @@ class Shard(MapView, metaclass=_ShardType):
         self._check_open()
         if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
             return  # ``shard[key] += n`` on a counter: already counted
+        if key not in self.crdt and self._is_named(key, value):
+            return  # ``shard[key] += ...`` on a named Text or list: already appended in place
         super().__setitem__(key, value)
+
+    def _is_named(self, key: str, value: Any) -> bool:
+        """Whether ``value`` is the live named container shown under ``key``."""
+        return any(
+            k == key and _same_live(crdt, value) for _kind, k, crdt in named_containers(self._doc)
+        )
 
     def __delitem__(self, key: str) -> None:
         self._check_open()
@@ -328,9 +338,18 @@ class Shard(MapView, metaclass=_ShardType):
     # -- the one update path -----------------------------------------------------------------
 
     def apply_remote(
-        self, update: bytes, origin: str, info: UpdateInfo | None = None
+        self,
+        update: bytes,
+        origin: str,
+        info: UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         """Validate and apply an update received from peer ``origin``; persist and announce it.
+
+        ``author`` is the agent that wrote the update, as far as the message carrying it
+        says (None: unknown, e.g. an anti-entropy diff); listeners see it as
+        :attr:`Change.author <crdtsync.changes.Change.author>`.
 
         An update that builds on changes this replica lacks (not causally ready, see
         :func:`crdtsync.updates.is_ready`) is not applied: pycrdt would keep it pending, and a
@@ -353,13 +372,16 @@ class Shard(MapView, metaclass=_ShardType):
         self._refuse_future_deletes(info)
         self._last_delta = None
         self._origin = origin
+        self._author = author
         try:
             # One transaction, so that held-back updates this one makes ready are in the
             # delta returned: the gossip core forwards that, not what the observer hears.
             with self._doc.transaction():
                 missing = updates.apply_if_ready(self._doc, update, info)
                 if missing is None:
-                    self._backlog.apply_ready(self._doc)
+                    if self._backlog.apply_ready(self._doc):
+                        # held-back updates joined this transaction: any number of writers
+                        self._author = None
                 else:
                     self._backlog.add(update, missing, info)
         except BaseExceptionGroup as group:
@@ -372,6 +394,7 @@ class Shard(MapView, metaclass=_ShardType):
             raise closed from group
         finally:
             self._origin = None
+            self._author = None
         delta, self._last_delta = self._last_delta, None
         return delta
 
@@ -411,7 +434,7 @@ class Shard(MapView, metaclass=_ShardType):
         if origin is not None:
             self._last_delta = update
         if self._feed.active:
-            self._feed.publish(origin)
+            self._feed.publish(origin, self._agent if origin is None else self._author)
         if self._on_delta is not None:
             self._on_delta(self, update, origin)
 

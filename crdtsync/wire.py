@@ -38,6 +38,7 @@ from .messages import (
     Certificates,
     Close,
     Diff,
+    DiffBatch,
     DiffChunk,
     Digests,
     Hello,
@@ -122,6 +123,7 @@ TAGS: dict[type, int] = {
     ReadReply: 13,
     DiffChunk: 14,
     Certificates: 15,
+    DiffBatch: 16,
 }
 
 
@@ -151,6 +153,12 @@ def _fields(msg: Message) -> list[Any]:
             msg.hint,
             msg.relay,
         ]
+        if msg.authors and any(a is not None for a in msg.authors):
+            # Authors ride after the (possibly nil) signature, as one name when every update
+            # has the same writer (the common case: a batch of one agent's deltas).
+            authors = list(msg.authors)
+            compact = authors[:1] if len(set(authors)) == 1 else authors
+            return [*fields, msg.durable_signature, compact]
         return fields if msg.durable_signature is None else [*fields, msg.durable_signature]
     if isinstance(msg, Summary):
         return [msg.root, msg.shards]
@@ -160,6 +168,8 @@ def _fields(msg: Message) -> list[Any]:
         return [[[s, sv] for s, sv in msg.state_vectors]]
     if isinstance(msg, Diff):
         return [msg.shard, msg.update, msg.state_vector]
+    if isinstance(msg, DiffBatch):
+        return [[[d.shard, d.update, d.state_vector] for d in msg.diffs]]
     if isinstance(msg, Ack):
         return [
             [
@@ -170,7 +180,8 @@ def _fields(msg: Message) -> list[Any]:
             msg.forward,
         ]
     if isinstance(msg, DiffChunk):
-        return [msg.shard, msg.transfer, msg.index, msg.total, msg.data, msg.state_vector]
+        fields = [msg.shard, msg.transfer, msg.index, msg.total, msg.data, msg.state_vector]
+        return fields if msg.author is None else [*fields, msg.author]
     if isinstance(msg, PeerList):
         return [
             [_signed([p.name, p.address, p.incarnation, p.alive], p.signature) for p in msg.peers],
@@ -351,10 +362,20 @@ def _relayed(v: object) -> tuple[RelayedAck, ...]:
 
 
 def _push(f: tuple[Any, ...]) -> Push:
-    f, signature = _record(f, "Push", 8)
+    authors: tuple[str | None, ...] = ()
+    if type(f) is tuple and len(f) == 10:  # with authors, after a signature or nil
+        signature = None if f[8] is None else _bytes(f[8], "signature", 1, MAX_SIGNATURE)
+        authors = tuple(_opt_author(a) for a in _array(f[9], "Push authors"))
+        f = f[:8]
+    else:
+        f, signature = _record(f, "Push", 8)
     updates = tuple(_bytes(u, "update") for u in _array(f[1], "Push updates"))
     if not updates:
         _bad("Push without updates")
+    if len(authors) == 1:
+        authors *= len(updates)
+    elif authors and len(authors) != len(updates):
+        _bad("Push authors must be one name or one per update")
     durable = None
     if f[2] is not None:
         d = _array(f[2], "Push ack", 2)
@@ -369,7 +390,12 @@ def _push(f: tuple[Any, ...]) -> Push:
         hint=_opt_bytes(f[6], "hint"),
         relay=_bool(f[7], "relay"),
         durable_signature=signature if durable is not None else None,
+        authors=authors,
     )
+
+
+def _opt_author(v: object) -> str | None:
+    return None if v is None else _agent_name(v, "author")
 
 
 def _summary(f: tuple[Any, ...]) -> Summary:
@@ -398,6 +424,15 @@ def _diff(f: tuple[Any, ...]) -> Diff:
     )
 
 
+def _diff_batch(f: tuple[Any, ...]) -> DiffBatch:
+    _array(f, "DiffBatch", 1)
+    diffs = tuple(_diff(_array(d, "DiffBatch entry")) for d in _array(f[0], "DiffBatch diffs"))
+    if not diffs:
+        _bad("DiffBatch without diffs")
+    _sorted_keys([d.shard for d in diffs], "DiffBatch diffs")
+    return DiffBatch(diffs)
+
+
 def _ack(f: tuple[Any, ...]) -> Ack:
     _array(f, "Ack", 3)
     states = tuple(
@@ -412,7 +447,8 @@ def _ack(f: tuple[Any, ...]) -> Ack:
 
 
 def _diff_chunk(f: tuple[Any, ...]) -> DiffChunk:
-    _array(f, "DiffChunk", 6)
+    if type(f) is not tuple or len(f) not in (6, 7):
+        _bad("DiffChunk must be an array of 6 items (or 7 with an author)")
     total = _int(f[3], "chunk total", 1, MAX_CHUNKS)
     return DiffChunk(
         shard=_shard(f[0]),
@@ -421,6 +457,7 @@ def _diff_chunk(f: tuple[Any, ...]) -> DiffChunk:
         total=total,
         data=_bytes(f[4], "chunk data"),
         state_vector=_opt_bytes(f[5], "state vector"),
+        author=_opt_author(f[6]) if len(f) == 7 else None,
     )
 
 
@@ -523,6 +560,7 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...]], Message]] = {
     13: _read_reply,
     14: _diff_chunk,
     15: _certificates,
+    16: _diff_batch,
 }
 
 

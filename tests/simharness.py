@@ -247,12 +247,18 @@ class LmdbReplicas:
             raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         existed = shard in self.shards
         target = self.open(shard)
         try:
-            return target.apply_remote(update, origin, info)
+            return target.apply_remote(update, origin, info, author=author)
         except InvalidUpdate:
             if not existed:  # a shard exists only once an update for it applied cleanly
                 target.close()

@@ -36,6 +36,7 @@ EXTRA = {
         "",
     ],
     "catchup": ["--peers", "pycrdt-websocket"],
+    "join": ["--shards", "20,300"],
     "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
     "restart": [],
     "stream": ["--edits", "600", "--paced-edits", "40"],
@@ -116,6 +117,18 @@ def test_catchup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             state["pycrdt-websocket"]["visible_s"] > 0
             and state["floor"]["bytes"] == state["state_bytes"]
         )
+
+
+def test_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _run("join", tmp_path, monkeypatch)
+    small, big = res["runs"]
+    assert (small["shards"], big["shards"]) == (20, 300)
+    for run in res["runs"]:
+        assert run["floor_seconds"] > 0 and run["ratio_to_floor"] > 0
+    # 300 small shards reach the joiner in a few frames, not one per shard (batched).
+    assert big["frames_received_by_b"].get("DiffBatch", 0) >= 1
+    assert big["frames_received_by_b"].get("Diff", 0) < 300 // 2
+    assert res["ratio_to_floor"] == big["ratio_to_floor"] and res["ratio_growth"] > 0
 
 
 def test_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

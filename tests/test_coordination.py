@@ -187,6 +187,16 @@ async def test_plus_equals_number_is_refused_and_text_appends(tmp_path: Path) ->
         shard["log"] = ["a"]
         shard["log"] += ["b", "c"]
         assert shard["log"] == ["a", "b", "c"]
+        # The same through the key of a named Text or list (the README's streaming form):
+        # appended once, no error (this raised UnsupportedValue after appending).
+        named = shard.text("named")
+        named += "Hel"
+        for token in ["lo", "!"]:
+            shard["named"] += token
+        assert shard.snapshot()["named"] == "Hello!"
+        shard.list("steps").append(1)
+        shard["steps"] += [2, 3]
+        assert shard.snapshot()["steps"] == [1, 2, 3]
         # a counter used through shard[key] += n counts
         shard.counter("hits").increment(2)
         shard["hits"] += 3

@@ -253,6 +253,7 @@ async def test_sse_changes_with_origin_paths_and_resume(client: httpx.AsyncClien
     assert loop.time() - t0 < 1.0
     (_, id1, e1), (_, id2, e2) = events[1], events[2]
     assert e1["origin"] is None and e1["local"] is True and ["b"] in e1["paths"]
+    assert e1["author"] is not None  # a local change names this agent
     assert e1["value"] == {"a": 1, "b": {"c": 2}} and e2["value"] == {"b": {"c": 2}}
     # resume after the first change: exactly the second is replayed
     await client.patch("/shards/board", json={"d": 4})
@@ -358,6 +359,7 @@ async def test_mesh_replicated_holders_lag_metrics_and_504(tmp_path) -> None:  #
                 and change["local"] is False
                 and ["x", "w"] in change["paths"]
             )
+            assert change["author"] in ("a", None)  # None: it came by an anti-entropy diff
             infos = (await ca.get("/shards")).json()["shards"]
             assert infos[0]["holders"] == ["a", "b"] and infos[0]["lag"] == {"b": 0}
             text = (await ca.get("/metrics")).text

@@ -85,6 +85,8 @@ async def _tools_round_trip(client: Client) -> None:
         "wait_until_replicated",
         "increment_counter",
         "claim_task",
+        "complete_task",
+        "release_task",
     }
     await call(
         client,
@@ -172,6 +174,51 @@ async def test_counter_and_claim_tools(tmp_path: Path) -> None:
         assert won["quorum"] == 1 and "Do the task" in won["meaning"]
         again = await call(client, "claim_task", shard="work", task="t1", members=1, timeout=2)
         assert again["won"] is True and again["already_held"] is True  # this agent holds it
+
+
+async def test_complete_and_release_a_claimed_task(tmp_path: Path) -> None:
+    async with solo(tmp_path) as client:
+        assert (await call(client, "claim_task", shard="work", task="t1", members=1))["won"]
+        assert (await call(client, "claim_task", shard="work", task="t2", members=1))["won"]
+        before = (await call(client, "read", shard="work"))["value"]
+        refused = [
+            ("complete_task", {"shard": "work", "task": "t9"}, "does not hold task 't9'"),
+            ("release_task", {"shard": "work", "task": "t9"}, "nobody claims it"),
+            ("complete_task", {"shard": "nope", "task": "t1"}, "no shard named 'nope'"),
+            ("complete_task", {"shard": "work", "task": ""}, "non-empty"),
+            ("complete_task", {"shard": "work", "task": "t1", "members": 0}, "members"),
+            ("complete_task", {"shard": "work", "task": "t1", "members": 2}, "no peers"),
+            ("complete_task", {"shard": "work", "task": "t1", "timeout": 999}, "timeout must be"),
+            (
+                "complete_task",
+                {"shard": "work", "task": "t1", "result": {"x": {"$nope": 1}}},
+                "nothing written",
+            ),
+        ]
+        for tool, args, expected in refused:
+            message = await error(client, tool, **args)
+            assert expected in message, (tool, args, message)
+        assert (await call(client, "read", shard="work"))["value"] == before  # nothing written
+
+        done = await call(client, "complete_task", shard="work", task="t1", result={"n": 3})
+        assert done["done"] is True and done["replicated"] is True
+        state = (await call(client, "read", shard="work"))["value"]
+        assert state["done"]["t1"]["result"] == {"n": 3}
+        claims = state.get("claims", {})
+        assert [k for k in claims if k.startswith("t1")] == []  # the claim is dropped
+        again = await error(client, "complete_task", shard="work", task="t1")
+        assert "already done" in again and "nothing written" in again
+        assert (await call(client, "read", shard="work"))["value"] == state
+
+        released = await call(client, "release_task", shard="work", task="t2")
+        assert released["released"] is True
+        state = (await call(client, "read", shard="work"))["value"]
+        assert [
+            k for k in state.get("claims", {}) if k.startswith("t2")
+        ] == [] and "t2" not in state["done"]
+        assert "nobody claims it" in await error(client, "release_task", shard="work", task="t2")
+        # Released, the task can be claimed again.
+        assert (await call(client, "claim_task", shard="work", task="t2", members=1))["won"]
 
 
 async def test_counter_and_claim_bad_input_writes_nothing(tmp_path: Path) -> None:
@@ -277,6 +324,19 @@ async def test_two_servers_counter_sum_and_one_claim_winner(tmp_path: Path) -> N
             claims = (await call(ca, "read", shard="work", path="/claims"))["value"]
             assert not [k for k in claims if k.startswith("t9|")], claims
             assert len(claims) == 3  # one winner's claim per task t1..t3
+            # Only the holder completes or releases: the other agent is refused, writing nothing.
+            holder = {k.rpartition("|")[2] for k in claims if k.startswith("t1|")}.pop()
+            win, lose = (ca, cb) if holder == "ca" else (cb, ca)
+            before = (await call(lose, "read", shard="work"))["value"]
+            for tool in ("complete_task", "release_task"):
+                message = await error(lose, tool, shard="work", task="t1")
+                assert f"claimed by {holder}" in message and "nothing written" in message
+            assert (await call(lose, "read", shard="work"))["value"] == before
+            done = await call(win, "complete_task", shard="work", task="t1", members=2, result=7)
+            assert done["replicated"] is True and done["quorum"] == 2
+            # The majority holds it: a claim from the other agent now sees it done.
+            late = await call(lose, "claim_task", shard="work", task="t1", members=2)
+            assert late["won"] is False and late["reason"] == "done", late
 
 
 # -- two crdtsync mcp processes on a mesh ------------------------------------------------------

@@ -232,11 +232,17 @@ class BoomReplicas(MemoryReplicas):
     """Replicas whose apply() fails unexpectedly for shard "boom" (an agent bug)."""
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         if shard == "boom":
             raise RuntimeError("boom")
-        delta: bytes | None = super().apply(shard, update, origin, info)
+        delta: bytes | None = super().apply(shard, update, origin, info, author=author)
         return delta
 
 

@@ -68,6 +68,10 @@ EXAMPLES = [
     Ack((), (RelayedAck("x", ShardState("a", SV, DS), 3),), forward=True),
     DiffChunk("a/b", 12, 0, 3, b"\x01\x02"),
     DiffChunk("a/b", 12, 2, 3, b"\x03", SV),
+    DiffChunk("a/b", 12, 2, 3, b"\x03", SV, "writer-1"),
+    messages.DiffBatch((Diff("a", b"\x00\x00"), Diff("b", b"\x00\x00", SV))),
+    Push("board", (b"\x01\x02", b"\x03"), authors=("w1", None)),
+    Push("board", (b"\x01\x02", b"\x03"), authors=("w1", "w1")),
     Certificates((b"\x30\x01", b"\x30\x02")),
     Push("board", (b"\x00\x00",), (SV, DS), 3, durable_signature=b"v" * 64),
     Ack(
@@ -97,6 +101,35 @@ def test_round_trip(msg: messages.Message) -> None:
 def test_every_message_type_has_a_tag_and_an_example() -> None:
     assert set(wire.TAGS) == {type(m) for m in EXAMPLES}
     assert sorted(wire.TAGS.values()) == list(range(1, len(wire.TAGS) + 1))
+
+
+def test_diff_batch_must_be_sorted_and_non_empty() -> None:
+    unsorted = messages.DiffBatch((Diff("b", b"\x00\x00"), Diff("a", b"\x00\x00")))
+    with pytest.raises(ProtocolError):
+        wire.decode(wire.encode(unsorted))
+    with pytest.raises(ProtocolError):
+        wire.decode(wire.encode(messages.DiffBatch(())))
+
+
+def test_authors_survive_the_wire() -> None:
+    for authors in (("w1", None), ("w1", "w1")):
+        msg = Push("board", (b"\x01\x02", b"\x03"), authors=authors)
+        assert wire.decode(wire.encode(msg)).authors == authors
+    one = Push("board", (b"\x01\x02", b"\x03"), authors=("w1", "w1"))
+    mixed = Push("board", (b"\x01\x02", b"\x03"), authors=("w1", "w2"))
+    assert len(wire.encode(one)) < len(wire.encode(mixed))  # one name for one writer
+    nobody = Push("board", (b"\x01",), authors=(None,))
+    assert wire.encode(nobody) == wire.encode(Push("board", (b"\x01",)))  # nothing on the wire
+    chunk = DiffChunk("a/b", 12, 2, 3, b"\x03", SV, "writer-1")
+    assert wire.decode(wire.encode(chunk)).author == "writer-1"
+
+
+def test_push_authors_must_match_the_updates() -> None:
+    bad = Push("board", (b"\x01", b"\x02", b"\x03"), authors=("w1", "w2"))
+    with pytest.raises(ProtocolError):
+        wire.decode(wire.encode(bad))
+    with pytest.raises(ProtocolError):
+        wire.decode(wire.encode(Push("board", (b"\x01",), authors=("bad name!",))))
 
 
 def test_public_names_import() -> None:

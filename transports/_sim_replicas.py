@@ -96,7 +96,13 @@ class MemoryReplicas:
         return self.docs[shard].get_update(state_vector)
 
     def apply(
-        self, shard: str, update: bytes, origin: str, info: updates.UpdateInfo | None = None
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: updates.UpdateInfo | None = None,
+        *,
+        author: str | None = None,
     ) -> bytes | None:
         self._captured.clear()
         d = self.docs.get(shard)

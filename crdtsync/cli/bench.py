@@ -105,6 +105,11 @@ SCENARIOS: dict[str, Scenario] = {
         "an honest peer's p99 before vs during floods, silent connections and poison (issue #11)",
         {"tiny": 25, "quick": 50, "full": 110},
     ),
+    "join": Scenario(
+        "join.py",
+        "a new agent joins a mesh of 1,000/5,000 small shards vs the local-apply floor",
+        {"tiny": 8, "quick": 15, "full": 60},
+    ),
     "yjs": Scenario(
         "yjs.py",
         "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
@@ -117,6 +122,7 @@ ORDER = [
     "local",
     "fanout",
     "catchup",
+    "join",
     "idle",
     "restart",
     "stream",

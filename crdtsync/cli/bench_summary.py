@@ -248,6 +248,28 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     st["state_bytes"],
                     "encoded state",
                 )
+        elif name == "join":
+            for r in res.get("runs", []):
+                if "seconds" not in r:
+                    row(name, f"{r['shards']} shards: s to join", "timeout", None, "-")
+                    continue
+                row(
+                    name,
+                    f"{r['shards']} shards: s to join",
+                    r["seconds"],
+                    r["floor_seconds"],
+                    "local apply of the same updates",
+                    ratio=r["ratio_to_floor"],
+                )
+            if res.get("ratio_growth") is not None:
+                row(
+                    name,
+                    "growth of join/floor, fewest -> most shards",
+                    f"{res['ratio_growth']}x",
+                    "1x",
+                    "proportional to the data",
+                    ratio=res["ratio_growth"],
+                )
         elif name == "idle":
             pts = res.get("by_shard_count", [])
             for p in pts:

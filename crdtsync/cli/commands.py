@@ -366,7 +366,7 @@ def _inspect_mesh(peer: str, mesh: str, prefix: str, r: int | None, as_json: boo
 @click.argument(
     "scenarios",
     nargs=-1,
-    metavar="[all|local|fanout|catchup|idle|restart|trace|glomers|http|yjs]...",
+    metavar="[all|local|fanout|catchup|join|idle|restart|stream|trace|glomers|http|yjs|broker|hostile]...",
 )
 @click.option(
     "--quick", "size", flag_value="quick", help="Smaller sizes: all scenarios in a few minutes."

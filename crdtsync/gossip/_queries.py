@@ -84,12 +84,21 @@ class _Queries:
         return self._p.acks.replicated(shard, state_vector, delete_set)
 
     def peers(self) -> tuple[PeerStatus, ...]:
-        """Every agent known here, sorted by name, with connection state and replication lag."""
+        """Every agent known here, sorted by name, with connection state and replication lag.
+
+        Left out: dead agents without a listen address (clients that came and went, such as
+        the observer of ``crdtsync inspect --peer``). Nothing can dial them and nothing waits
+        for them; the membership table keeps them until ``forget_timeout`` only so that a
+        stale report cannot bring them back, and listing them made every inspection leave a
+        ghost in every agent's peer list. Dead agents that listen stay listed.
+        """
         desired = self._views().desired
         out = []
         for name in self._p.members.names():
             m = self._p.members[name]
             conn = self._conns.get(name)
+            if conn is None and m.status == PeerState.DEAD and m.address is None:
+                continue
             acked = self._p.acks.acked.get(name, {})
             out.append(
                 PeerStatus(

@@ -6,6 +6,13 @@ with ``Diff(diff(sv_A), sv_B)``, A applies it and, if its digest still differs, 
 ``Diff(diff(sv_B))``. In a tree, a periodic round with a neighbour whose pushes flow both ways
 without a sequence gap is skipped (the pushes are the anti-entropy), at most
 ``anti_entropy_skip_max`` rounds in a row.
+
+A round covers ``max_sync_shards`` shards at most. When more differ (an agent joining a mesh
+of thousands of shards), the next round starts as soon as this one's Diffs have come and ours
+have left, not at the next periodic timer: catching up costs a round trip per
+``max_sync_shards`` shards, and small Diffs travel several to a frame (:class:`DiffBatch`).
+Continuations stop after ``_STUCK`` in a row that act on exactly the same shards (they do not
+converge), and the periodic rounds take over.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..messages import Diff, DiffChunk, Digests, Summary, SyncRequest
+from ..messages import Diff, DiffBatch, DiffChunk, Digests, Summary, SyncRequest
 from . import _yjs
 from ._yjs import EMPTY_STATE_VECTOR
 from .overlay import RELAY, TREE
@@ -29,6 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AntiEntropy", "LinkRounds", "RootCache", "root_hash"]
 
+#: Cut rounds in a row acting on the same shards after which continuing stops (a shard whose
+#: digests never agree must not make rounds run back to back forever). Two are normal: a
+#: shard sent whole is often asked back once, for the receiver's own first write to it.
+_STUCK = 3
+
 
 @dataclass(slots=True)
 class LinkRounds:
@@ -38,6 +50,10 @@ class LinkRounds:
     last_round_at: float = -math.inf  # when we last started a round with it
     digests: dict[str, bytes] = field(default_factory=dict)  # from its last Digests
     round_shards: set[str] = field(default_factory=set)  # asked in our round: step 5 owed
+    more: bool = False  # our round was cut by max_sync_shards: continue once it is done
+    last_cut: frozenset[str] = frozenset()  # the shards the last cut round acted on
+    stuck: int = 0  # cut rounds in a row that acted on exactly those shards
+    continuing_at: float = -math.inf  # when it last continued a cut round with us
 
 
 def _entry(shard: str, d: bytes) -> bytes:
@@ -122,10 +138,11 @@ class AntiEntropy:
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
         #: How a Diff's update is applied (and forwarded): set by the core. Arguments: the
-        #: link, shard, update, whether to forward, whether we asked for it; False: a quota
+        #: link, shard, update, whether to forward, whether we asked for it, its writer if
+        #: known (a single delta sent as DiffChunk pieces; None for a Diff); False: a quota
         #: refused it (see :mod:`crdtsync.gossip.guard`).
-        self.apply: Callable[[Link, str, bytes, bool, bool], bool] = (
-            lambda conn, shard, update, forward, solicited: True
+        self.apply: Callable[[Link, str, bytes, bool, bool, str | None], bool] = (
+            lambda conn, shard, update, forward, solicited, author: True
         )
 
     def start_round(self, conn: Link, now: float) -> None:
@@ -136,14 +153,15 @@ class AntiEntropy:
     def on_summary(self, conn: Link, msg: Summary, now: float) -> None:
         """Step 2: a differing root is owed our Digests (a reply: deferred while paused, and
         paced to one per tenth of the anti-entropy interval per peer)."""
+        if conn.name < self._ctx.name:  # the side that continues cut rounds (on_digests)
+            conn.rounds.continuing_at = now
         if conn.replies.want_digests:
             return  # owed already (coalesced): no need to compare again
-        shards = self._round_shards(conn.name)
-        if msg.root != root_hash(shards, self._ctx.replicas.digest):
+        if msg.root != self.root_hash(conn.name):
             conn.replies.want_digests = True
             self._replies.serve(conn, now)
         else:  # it holds what we hold, no more, no less (the Hello does not list shards)
-            conn.interest.update(shards)
+            conn.interest.update(self._round_shards(conn.name))
 
     def ensure_timer(self, now: float) -> None:
         if self.next_round is None:
@@ -158,8 +176,13 @@ class AntiEntropy:
         peers = [c for c in ctx.links.values() if not c.closing and ctx.policy.shares(c.name)]
         if peers:
             conn = ctx.rng.choice(peers)
-            if not self.pushes_suffice(conn, now):
+            if not self.pushes_suffice(conn, now) and not self._peer_continues(conn, now):
                 self.start_round(conn, now)
+
+    def _peer_continues(self, conn: Link, now: float) -> bool:
+        """Whether ``conn`` is catching us up (rounds back to back, a fraction of an interval
+        apart): a round of ours now would fetch the very shards it is sending."""
+        return now - conn.rounds.continuing_at < self._ctx.config.anti_entropy_interval / 4
 
     def on_digests(self, conn: Link, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
@@ -167,27 +190,59 @@ class AntiEntropy:
         conn.interest.update(theirs)
         held = set(self._ctx.shard_names())
         mine = set(self._ctx.policy.sync_shards(conn.name, sorted(held)))
-        budget = self._ctx.config.max_sync_shards
-        requests: list[tuple[str, bytes]] = []
+        # Shards one side lacks entirely first, then those whose digests differ: while an
+        # agent catches up, a shard it just received differs only by its own first write
+        # (the value-format marker), which its pushes bring anyway.
+        whole: list[str] = []
+        differ: list[str] = []
         for shard in sorted(mine | {s for s in theirs if self._ctx.policy.accepts(s)}):
-            if budget <= 0:
-                break
-            have = shard in held
-            if have and shard not in theirs:
-                # it lacks the shard: all of it
-                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)
-                budget -= 1
-            elif not have:
-                requests.append((shard, EMPTY_STATE_VECTOR))
-                budget -= 1
+            if shard not in held or shard not in theirs:
+                whole.append(shard)
             elif self._ctx.replicas.digest(shard) != theirs[shard]:
+                differ.append(shard)
+        budget = self._ctx.config.max_sync_shards
+        acted = sorted((whole + differ)[:budget])
+        cut = len(whole) + len(differ) > budget
+        conn.rounds.more = False
+        requests: list[tuple[str, bytes]] = []
+        for shard in acted:
+            if shard not in held:
+                requests.append((shard, EMPTY_STATE_VECTOR))
+            elif shard not in theirs:
+                conn.replies.replies[shard] = (EMPTY_STATE_VECTOR, False)  # it lacks all of it
+            else:
                 requests.append((shard, self._ctx.replicas.state_vector(shard)))
                 self._ctx.count_repair(conn.name, shard)
-                budget -= 1
         self._replies.serve(conn, now)
         conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._ctx.send(conn.name, SyncRequest(tuple(requests)))
+        r = conn.rounds
+        if cut and self._ctx.name < conn.name:
+            # Continue at once when done, unless stuck on the same shards. One side of a link
+            # continues (the one that starts the on-connect round): both would fetch the same
+            # shards twice.
+            shards = frozenset(acted)
+            r.stuck = r.stuck + 1 if shards == r.last_cut else 0
+            r.last_cut = shards
+            r.more = r.stuck < _STUCK
+            self.resume(conn, now)
+        else:
+            r.last_cut, r.stuck = frozenset(), 0
+
+    def resume(self, conn: Link, now: float) -> None:
+        """Start the continuation of a round cut by ``max_sync_shards`` once its Diffs came
+        and ours left (ours before the Summary on the link: the peer's Digests cover them)."""
+        r = conn.rounds
+        if (
+            r.more
+            and not r.round_shards
+            and not conn.replies.pending()
+            and not conn.closing
+            and conn.writable
+        ):
+            r.more = False
+            self.start_round(conn, now)
 
     def on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
         for _, sv in msg.state_vectors:
@@ -200,13 +255,18 @@ class AntiEntropy:
                 conn.replies.replies[shard] = (sv, True)
         self._replies.serve(conn, now)
 
-    def on_diff(self, conn: Link, msg: Diff, now: float) -> None:
+    def on_diff(
+        self, conn: Link, msg: Diff, now: float, author: str | None = None, serve: bool = True
+    ) -> None:
+        """Apply a Diff (``author``: the writer of a single delta that came as DiffChunk
+        pieces; a real Diff merges any number of writers, so its changes report None).
+        ``serve`` False: the caller serves the step-5 replies it owes (a DiffBatch, at once)."""
         if msg.state_vector is not None:
             _yjs.check_state(msg.state_vector, None)
         if not self._ctx.policy.accepts(msg.shard):
             return  # partial replication: not held here
         solicited = msg.shard in conn.rounds.round_shards or msg.shard in conn.repair.repairs
-        if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited):
+        if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited, author):
             return  # refused by a quota: the repair or a later round asks again
         conn.repair.repairs.pop(msg.shard, None)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
@@ -214,7 +274,18 @@ class AntiEntropy:
             conn.rounds.round_shards.discard(msg.shard)
             if conn.rounds.digests.get(msg.shard) != self._ctx.replicas.digest(msg.shard):
                 conn.replies.replies[msg.shard] = (msg.state_vector, False)
-                self._replies.serve(conn, now)
+                if serve:
+                    self._replies.serve(conn, now)
+            if not conn.rounds.round_shards and serve:
+                self.resume(conn, now)
+
+    def on_diff_batch(self, conn: Link, msg: DiffBatch, now: float) -> None:
+        """Several shards' Diffs in one frame: each handled as if it had come alone."""
+        for diff in msg.diffs:
+            self.on_diff(conn, diff, now, serve=False)
+        self._replies.serve(conn, now)  # the step-5 replies owed, batched too
+        if not conn.rounds.round_shards:
+            self.resume(conn, now)
 
     def on_chunk(self, conn: Link, msg: DiffChunk, now: float) -> None:
         """Collect DiffChunk pieces; the whole update is then handled as a Diff."""
@@ -222,7 +293,7 @@ class AntiEntropy:
             conn.replies, msg, now, self._ctx.config.max_diff_bytes, self._ctx.guard, conn.name
         )
         if update is not None:
-            self.on_diff(conn, Diff(msg.shard, update, msg.state_vector), now)
+            self.on_diff(conn, Diff(msg.shard, update, msg.state_vector), now, msg.author)
 
     def pushes_suffice(self, conn: Link, now: float) -> bool:
         """Whether a periodic round with ``conn`` can be skipped.

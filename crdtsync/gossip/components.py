@@ -63,10 +63,15 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     acks = Acks(ctx, members, repairs)
     pushes = Pushes(ctx, acks, repairs)
 
-    def apply(conn: Link, shard: str, update: bytes, forward: bool, solicited: bool) -> bool:
-        return pushes.apply(conn, shard, update, forward=forward, solicited=solicited)
+    def apply(
+        conn: Link, shard: str, update: bytes, forward: bool, solicited: bool, author: str | None
+    ) -> bool:
+        return pushes.apply(
+            conn, shard, update, forward=forward, solicited=solicited, author=author
+        )
 
     ae.apply = apply
+    replies.on_drained = ae.resume
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)
     pushes.on_hint = relay.on_hint
     window = Window(

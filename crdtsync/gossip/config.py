@@ -70,9 +70,11 @@ class GossipConfig:
     #: sequence gap is skipped (the pushes are the anti-entropy), but not for longer than
     #: this many intervals in a row.
     anti_entropy_skip_max: int = 6
-    #: Shards repaired per anti-entropy round at most; the rest wait for the next round, so a
-    #: round's burst of Diff messages stays bounded.
-    max_sync_shards: int = 256
+    #: Shards repaired per anti-entropy round at most; the rest wait for the next round, which
+    #: starts as soon as this one is done (see antientropy.py), so a round's burst stays
+    #: bounded. Each round costs a pass over every shard's digest, so fewer, larger rounds
+    #: join a mesh of thousands of shards faster (the Diffs still leave within reply_budget).
+    max_sync_shards: int = 1024
     #: Largest Push built from a queue; a bigger batch is split (a single bigger delta is
     #: sent alone).
     max_batch_bytes: int = 256 << 10

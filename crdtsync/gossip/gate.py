@@ -37,6 +37,7 @@ from typing import Protocol
 from ..messages import (
     Ack,
     Diff,
+    DiffBatch,
     DiffChunk,
     Message,
     PeerEntry,
@@ -125,6 +126,9 @@ def sign_outgoing(gate: Gate, name: str, msg: Message) -> Message | None:
     """
     if isinstance(msg, Push | Diff | DiffChunk) and not gate.may_write(msg.shard):
         return None
+    if isinstance(msg, DiffBatch):
+        kept = tuple(d for d in msg.diffs if gate.may_write(d.shard))
+        return replace(msg, diffs=kept) if kept else None
     if isinstance(msg, Push):
         changes: dict[str, object] = {}
         if msg.durable is not None and msg.durable_signature is None:

@@ -55,20 +55,27 @@ class PushQueue:
     """The pushes waiting for one peer."""
 
     queue: dict[str, list[bytes]] = field(default_factory=dict)  # shard -> deltas, in order
+    #: shard -> the writer of each queued delta (parallel to ``queue``), None if unknown.
+    authors: dict[str, list[str | None]] = field(default_factory=dict)
     queued_bytes: int = 0
     dropped: int = 0  # deltas dropped for back-pressure, ever
     last_push_at: float = -math.inf
     resync: bool = False  # pushes were dropped: run anti-entropy once the link drains
     seq_out: dict[str, int] = field(default_factory=dict)  # last Push seq sent, per shard
     relay_shards: set[str] = field(default_factory=set)  # queued shards it relays (Push.relay)
-    big: list[tuple[str, bytes]] = field(default_factory=list)  # deltas too big for one frame
+    #: deltas too big for one frame: (shard, delta, its writer)
+    big: list[tuple[str, bytes, str | None]] = field(default_factory=list)
 
-    def add(self, shard: str, update: bytes, max_bytes: int, chunk: int) -> str:
-        """Queue ``update``; return "dropped" (back-pressure: everything queued was dropped,
-        resync owed), "big" (it goes as DiffChunk pieces) or "queued"."""
+    def add(
+        self, shard: str, update: bytes, max_bytes: int, chunk: int, author: str | None = None
+    ) -> str:
+        """Queue ``update`` (written by ``author``, None if unknown); return "dropped"
+        (back-pressure: everything queued was dropped, resync owed), "big" (it goes as
+        DiffChunk pieces) or "queued"."""
         if self.queued_bytes + len(update) > max_bytes:
             self.dropped += sum(len(q) for q in self.queue.values()) + len(self.big) + 1
             self.queue.clear()
+            self.authors.clear()
             self.big.clear()
             self.relay_shards.clear()
             self.queued_bytes = 0
@@ -76,9 +83,10 @@ class PushQueue:
             return "dropped"
         self.queued_bytes += len(update)
         if len(update) > chunk:
-            self.big.append((shard, update))
+            self.big.append((shard, update, author))
             return "big"
         self.queue.setdefault(shard, []).append(update)
+        self.authors.setdefault(shard, []).append(author)
         return "queued"
 
     def next_seq(self, shard: str) -> int:
@@ -89,13 +97,19 @@ class PushQueue:
     def drained(self) -> None:
         """The queue went out at a window boundary (big deltas wait for the reply budget)."""
         self.queue.clear()
+        self.authors.clear()
         self.relay_shards.clear()
-        self.queued_bytes = sum(len(u) for _, u in self.big)
+        self.queued_bytes = sum(len(u) for _, u, _ in self.big)
 
-    def pop_big(self) -> tuple[str, bytes]:
-        shard, update = self.big.pop(0)
+    def take(self, shard: str) -> tuple[list[bytes], list[str | None]]:
+        """Remove and return the deltas queued for ``shard`` and their writers."""
+        return self.queue.pop(shard), self.authors.pop(shard)
+
+    def pop_big(self) -> tuple[str, bytes, str | None]:
+        """The oldest delta too big for one frame: (shard, delta, its writer)."""
+        shard, update, author = self.big.pop(0)
         self.queued_bytes -= len(update)
-        return shard, update
+        return shard, update, author
 
 
 class Pushes:
@@ -137,7 +151,7 @@ class Pushes:
         """A delta made here: queue it for every peer that holds the shard."""
         for conn in self._ctx.links.values():
             if not conn.closing and self._ctx.policy.sends_to(conn.name, shard):
-                self.enqueue(conn, shard, delta)
+                self.enqueue(conn, shard, delta, self._ctx.name)
 
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
         # Check everything before applying anything: the ack, and every update of a batch
@@ -166,8 +180,15 @@ class Pushes:
         forward = msg.forward or self._ctx.mode() == TREE
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
-            for u, info in zip(msg.updates, infos, strict=True):
-                self.apply(conn, msg.shard, u, forward=forward and not msg.relay, info=info)
+            for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
+                self.apply(
+                    conn,
+                    msg.shard,
+                    u,
+                    forward=forward and not msg.relay,
+                    info=info,
+                    author=msg.author(i),
+                )
             if msg.relay:
                 for other in self._ctx.links.values():
                     if (
@@ -176,8 +197,8 @@ class Pushes:
                         and not (conn.fanout and other.fanout)
                         and self._ctx.policy.sends_to(other.name, msg.shard)
                     ):
-                        for u in msg.updates:
-                            self.enqueue(other, msg.shard, u)
+                        for i, u in enumerate(msg.updates):
+                            self.enqueue(other, msg.shard, u, msg.author(i))
         # Acks after the deltas: what they cover of this batch is no sign of a loss.
         if msg.durable is not None:
             self._acks.learn(
@@ -205,8 +226,11 @@ class Pushes:
         forward: bool,
         info: _yjs.UpdateInfo | None = None,
         solicited: bool = False,
+        author: str | None = None,
     ) -> bool:
-        """Apply a remote ``update`` of ``shard`` from ``conn`` and forward what it changed.
+        """Apply a remote ``update`` of ``shard`` from ``conn`` (written by ``author``, None if
+        unknown: a Diff) and pass on what changed our state, with its writer, where the
+        overlay wants it.
 
         Returns False when a quota refused it (nothing applied; counted in the guard, see
         :mod:`crdtsync.gossip.guard`): anti-entropy brings it again later. ``solicited``: a
@@ -219,7 +243,7 @@ class Pushes:
         if not guard.admit_update(conn.name, len(update), now):
             return False
         try:
-            delta = self._apply(conn, shard, update, info, solicited)
+            delta = self._apply(conn, shard, update, info, solicited, author)
         except ProtocolError as exc:
             if not isinstance(exc.__cause__, UpdateOverLimit):
                 raise
@@ -247,11 +271,11 @@ class Pushes:
                     and not other.closing
                     and not (conn.fanout and other.fanout)
                 ):
-                    self.enqueue(other, shard, delta)
+                    self.enqueue(other, shard, delta, author)
         elif forward:
             for other in self._ctx.links.values():
                 if other is not conn and not other.closing and not (conn.fanout and other.fanout):
-                    self.enqueue(other, shard, delta)
+                    self.enqueue(other, shard, delta, author)
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta)
@@ -264,6 +288,7 @@ class Pushes:
         update: bytes,
         info: _yjs.UpdateInfo | None,
         solicited: bool,
+        author: str | None,
     ) -> bytes | None | Literal[False]:
         """The quota checks of a new shard, then the apply: the delta, or False (refused).
 
@@ -286,9 +311,11 @@ class Pushes:
                     info = _yjs.validate_update(update)
                 if not guard.admit_new_shard(conn.name, shard, now):
                     return False
-            return ctx.replicas.apply(shard, update, conn.name, info)
+            return ctx.replicas.apply(shard, update, conn.name, info, author=author)
 
-    def enqueue(self, conn: Link, shard: str, update: bytes) -> None:
+    def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
+        """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it
+        (this agent for its own deltas), None if unknown."""
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
@@ -296,7 +323,7 @@ class Pushes:
             self.enqueue_fanout(shard, update)
             return
         cfg = self._ctx.config
-        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk) != "queued":
+        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
             return
         if (
@@ -306,9 +333,9 @@ class Pushes:
             and conn.push.last_push_at < self._ctx.window_start(self._ctx.now)
         ):
             # Idle link: nothing to batch with, so waiting for the boundary only adds latency.
-            del conn.push.queue[shard]
+            conn.push.take(shard)
             conn.push.queued_bytes = 0
-            self.push(conn, shard, [update], now=self._ctx.now)
+            self.push(conn, shard, [update], now=self._ctx.now, authors=[author])
             return
         self._ctx.schedule_flush(self._ctx.now)
 
@@ -324,17 +351,22 @@ class Pushes:
         relayed: tuple[RelayedAck, ...] = (),
         durable: tuple[bytes, bytes] | None = None,
         relay: bool = False,
+        authors: list[str | None] | None = None,
     ) -> None:
         """Send ``queued`` deltas of ``shard`` to ``conn`` as Pushes of at most max_batch_bytes
         (and half a frame), with our ack of the shard (``durable``, or else the one pending for
         ``conn``), ``relayed`` acks and ``hint`` riding on the last one. ``forward`` None:
-        as the overlay says (a tree relays everything)."""
+        as the overlay says (a tree relays everything). ``authors``: the writer of each delta
+        (parallel to ``queued``; None: unknown)."""
         if forward is None:
             forward = self._ctx.mode() == TREE
+        if authors is None or len(authors) != len(queued):
+            authors = [None] * len(queued)
         limit = min(self._ctx.config.max_batch_bytes, self._ctx.chunk)
         batch: list[bytes] = []
+        writers: list[str | None] = []
         size = 0
-        for u in queued:
+        for u, author in zip(queued, authors, strict=True):
             if batch and size + len(u) > limit:
                 self._ctx.send(
                     conn.name,
@@ -345,10 +377,12 @@ class Pushes:
                         conn.push.next_seq(shard),
                         forward=forward,
                         relay=relay,
+                        authors=_authors(writers),
                     ),
                 )
-                batch, size = [], 0
+                batch, writers, size = [], [], 0
             batch.append(u)
+            writers.append(author)
             size += len(u)
         if durable is None:
             ack = conn.acks.take_pending(shard)
@@ -357,7 +391,17 @@ class Pushes:
         seq = conn.push.next_seq(shard)
         self._ctx.send(
             conn.name,
-            Push(shard, tuple(batch), durable, seq, relayed, forward, hint, relay),
+            Push(
+                shard,
+                tuple(batch),
+                durable,
+                seq,
+                relayed,
+                forward,
+                hint,
+                relay,
+                authors=_authors(writers),
+            ),
         )
         conn.push.last_push_at = now
 
@@ -439,12 +483,12 @@ class Pushes:
         policy = self._ctx.policy
         if not policy.accepts(msg.shard):
             return
-        for u, info in zip(msg.updates, infos, strict=True):
+        for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
             with (
                 map_exceptions(_INVALID_SHARD),
                 map_exceptions(_INVALID_UPDATE, f"invalid update for {msg.shard!r}: "),
             ):
-                delta = self._ctx.replicas.apply(msg.shard, u, sender, info)
+                delta = self._ctx.replicas.apply(msg.shard, u, sender, info, author=msg.author(i))
             if delta is None:
                 continue
             for other in self._ctx.links.values():
@@ -453,8 +497,13 @@ class Pushes:
                     and not other.closing
                     and policy.sends_to(other.name, msg.shard)
                 ):
-                    self.enqueue(other, msg.shard, delta)
+                    self.enqueue(other, msg.shard, delta, msg.author(i))
         if conn is not None:
             conn.interest.add(msg.shard)
             conn.rounds.last_push_in = now
         self._repairs.broadcast_sequence(sender, conn, msg.shard, msg.seq, now)
+
+
+def _authors(writers: list[str | None]) -> tuple[str | None, ...]:
+    """Push.authors for a batch: empty when no writer is known (nothing on the wire)."""
+    return tuple(writers) if any(w is not None for w in writers) else ()

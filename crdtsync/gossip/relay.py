@@ -122,7 +122,7 @@ class Relay:
             if relay is not None:
                 for shard, deltas in own.items():
                     for d in deltas:
-                        self._pushes.enqueue(relay, shard, d)
+                        self._pushes.enqueue(relay, shard, d, self._ctx.name)
                     relay.push.relay_shards.add(shard)
                     self._remember(now, shard, deltas, attempts.get(shard, 0))
                 return
@@ -134,7 +134,7 @@ class Relay:
             for shard, deltas in own.items():
                 if self._ctx.policy.sends_to(conn.name, shard):
                     for d in deltas:
-                        self._pushes.enqueue(conn, shard, d)
+                        self._pushes.enqueue(conn, shard, d, self._ctx.name)
 
     def _remember(self, now: float, shard: str, deltas: list[bytes], attempts: int) -> None:
         """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""

@@ -5,17 +5,21 @@ Digests and Diffs answer a peer's requests. They are kept as requests (coalesced
 ``reply_budget`` bytes per window: a peer that asks and never reads costs one entry per
 shard, not a growing send queue. A Diff (or a single delta) longer than the chunk size goes as
 :class:`~crdtsync.messages.DiffChunk` pieces (:class:`Transfer`), which the receiver joins
-(:class:`Assembly`, up to ``max_diff_bytes``) before validating and applying the whole.
+(:class:`Assembly`, up to ``max_diff_bytes``) before validating and applying the whole. Small
+Diffs owed at the same time leave together as a :class:`~crdtsync.messages.DiffBatch` of up to
+a chunk's size (not in a mesh with credentials, where each shard's Diff is checked alone): an
+agent catching up thousands of small shards gets a few frames, not one per shard.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, ProtocolError
-from ..messages import Diff, DiffChunk, Digests
+from ..messages import Diff, DiffBatch, DiffChunk, Digests
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -43,14 +47,22 @@ class Transfer:
     piece: int
     total: int
     index: int = 0
+    author: str | None = None  # the writer of a single big delta (on the last piece)
 
     @classmethod
     def start(
-        cls, id: int, shard: str, data: bytes, state_vector: bytes | None, chunk: int
+        cls,
+        id: int,
+        shard: str,
+        data: bytes,
+        state_vector: bytes | None,
+        chunk: int,
+        author: str | None = None,
     ) -> Transfer:
-        piece = max(1, chunk - (len(state_vector) if state_vector else 0))
+        extra = (len(state_vector) if state_vector else 0) + (len(author) if author else 0)
+        piece = max(1, chunk - extra)
         total = max(1, -(-len(data) // piece))
-        return cls(id, shard, data, state_vector, piece, total)
+        return cls(id, shard, data, state_vector, piece, total, author=author)
 
     def next_piece(self) -> tuple[DiffChunk, bool]:
         """The next piece to send, and whether it is the last."""
@@ -63,6 +75,7 @@ class Transfer:
             self.total,
             data,
             self.state_vector if last else None,
+            self.author if last else None,
         )
         self.index += 1
         return msg, last
@@ -167,6 +180,9 @@ class Replies:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._next_id = 0  # ids of DiffChunk transfers we start
+        #: Called when a serve() left nothing owed to a peer (anti-entropy then continues a
+        #: round that was cut by max_sync_shards): set by the core.
+        self.on_drained: Callable[[Link, float], None] = lambda conn, now: None
 
     def serve(self, conn: Link, now: float) -> None:
         """Send what ``conn`` asked for (Digests, Diffs, DiffChunk pieces, big deltas) within
@@ -183,10 +199,13 @@ class Replies:
         min_gap = self._ctx.config.anti_entropy_interval / 10
         guard = self._ctx.guard
         held: set[str] | None = None
+        batch = _Batch(self._ctx.chunk if self._ctx.gate is None else 0)
         while conn.replies.reply_bytes < budget:
             if not guard.reply_room(conn.name, now):
                 break  # all peers together are over the reply budget: a later window
             before = conn.replies.reply_bytes
+            if not conn.replies.replies or conn.replies.sending is not None:
+                self._send_batch(conn, batch)
             if conn.replies.sending is not None:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests and now - conn.replies.digests_at >= min_gap:
@@ -199,8 +218,8 @@ class Replies:
                 conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
                 self._ctx.send(conn.name, Digests(digests))
             elif conn.push.big:
-                shard, update = conn.push.pop_big()
-                self._start(conn, shard, update, None)
+                shard, update, author = conn.push.pop_big()
+                self._start(conn, shard, update, None, author)
             elif conn.replies.replies:
                 shard = next(iter(conn.replies.replies))
                 their_sv, send_ours = conn.replies.replies.pop(shard)
@@ -210,16 +229,21 @@ class Replies:
                     continue
                 update = self._ctx.replicas.diff(shard, their_sv)
                 ours = self._ctx.replicas.state_vector(shard) if send_ours else None
-                if len(update) + (len(ours) if ours else 0) <= self._ctx.chunk:
-                    conn.replies.reply_bytes += (
-                        len(update) + (len(ours) if ours else 0) + len(shard) + 8
-                    )
-                    self._ctx.send(conn.name, Diff(shard, update, ours))
+                size = len(update) + (len(ours) if ours else 0) + len(shard) + 8
+                if size - len(shard) - 8 <= self._ctx.chunk:
+                    conn.replies.reply_bytes += size
+                    if not batch.add(Diff(shard, update, ours), size):
+                        self._send_batch(conn, batch)
+                        batch.add(Diff(shard, update, ours), size)
                 else:
+                    self._send_batch(conn, batch)
                     self._start(conn, shard, update, ours)
             else:
+                self._send_batch(conn, batch)
+                self.on_drained(conn, now)
                 return
             guard.replied(conn.name, conn.replies.reply_bytes - before)
+        self._send_batch(conn, batch)
         if (
             conn.replies.sending is not None
             or conn.replies.want_digests
@@ -227,12 +251,30 @@ class Replies:
             or conn.replies.replies
         ):
             self._ctx.schedule_flush(now)  # the rest in the next window
+        else:
+            self.on_drained(conn, now)
 
-    def _start(self, conn: Link, shard: str, update: bytes, state_vector: bytes | None) -> None:
-        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector)."""
+    def _send_batch(self, conn: Link, batch: _Batch) -> None:
+        """Send the Diffs gathered so far: one alone as a Diff, several as a DiffBatch."""
+        if len(batch.diffs) == 1:
+            self._ctx.send(conn.name, batch.diffs[0])
+        elif batch.diffs:
+            self._ctx.send(conn.name, DiffBatch(tuple(sorted(batch.diffs, key=_shard_of))))
+        batch.diffs, batch.size = [], 0
+
+    def _start(
+        self,
+        conn: Link,
+        shard: str,
+        update: bytes,
+        state_vector: bytes | None,
+        author: str | None = None,
+    ) -> None:
+        """Start sending ``update`` as DiffChunk pieces (the last one carries the state vector
+        and, for a single delta, its writer)."""
         self._next_id += 1
         conn.replies.sending = Transfer.start(
-            self._next_id, shard, update, state_vector, self._ctx.chunk
+            self._next_id, shard, update, state_vector, self._ctx.chunk, author
         )
 
     def _send_piece(self, conn: Link) -> int:
@@ -243,3 +285,29 @@ class Replies:
         if last:
             conn.replies.sending = None
         return len(msg.data) + len(t.shard) + 16
+
+
+#: Most Diffs in one DiffBatch.
+_BATCH_DIFFS = 128
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Small Diffs waiting to leave together (at most ``limit`` bytes; 0: each alone)."""
+
+    limit: int
+    diffs: list[Diff] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, diff: Diff, size: int) -> bool:
+        """Take ``diff`` unless the batch is non-empty and would outgrow the limit (bytes, or
+        _BATCH_DIFFS Diffs: a frame the receiver applies in one go should not stall it)."""
+        if self.diffs and (self.size + size > self.limit or len(self.diffs) >= _BATCH_DIFFS):
+            return False
+        self.diffs.append(diff)
+        self.size += size
+        return True
+
+
+def _shard_of(diff: Diff) -> str:
+    return diff.shard

@@ -116,6 +116,7 @@ class Window:
                         relayed=relayed,
                         durable=durable,
                         relay=relay,
+                        authors=conn.push.authors.get(shard),
                     )
                     relayed = ()
                 conn.push.drained()

@@ -43,6 +43,7 @@ class ShardEvent:
     paths: tuple[tuple[str | int, ...], ...]
     dropped: int
     time: float
+    author: str | None = None  # the agent that wrote it (Change.author), None if unknown
 
     def to_json(self, shard: str) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class ShardEvent:
             "shard": shard,
             "origin": self.origin,
             "local": self.origin is None,
+            "author": self.author,
             "paths": [list(p) for p in self.paths],
             "dropped": self.dropped,
             "time": self.time,
@@ -98,7 +100,14 @@ class EventHub:
                 async for change in changes:
                     f.seq += 1
                     f.buffer.append(
-                        ShardEvent(f.seq, change.origin, change.paths, change.dropped, time.time())
+                        ShardEvent(
+                            f.seq,
+                            change.origin,
+                            change.paths,
+                            change.dropped,
+                            time.time(),
+                            change.author,
+                        )
                     )
                     for waiter in f.waiters:
                         waiter.set()

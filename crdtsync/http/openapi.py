@@ -341,7 +341,7 @@ def _document() -> dict[str, Any]:
             "/shards/{name}/events": {
                 "get": {
                     "operationId": "shardEvents",
-                    "summary": "Server-sent events: a snapshot, then every change with origin and paths",
+                    "summary": "Server-sent events: a snapshot, then every change with origin, author and paths",
                     "parameters": [
                         _NAME,
                         {

@@ -3,8 +3,10 @@
 ``increment_counter`` adds to :meth:`Shard.counter <crdtsync.shard.Shard.counter>` (per-agent
 slots, so increments through different agents all count); ``claim_task`` runs
 :meth:`Claims.claim <crdtsync.Claims.claim>` (write, confirm on a quorum, look at a quorum,
-decide). Like the other tools, each validates its whole input before it writes and refuses
-with a :class:`~mcp.server.mcpserver.exceptions.ToolError` that says what to do instead.
+decide); ``complete_task`` (:meth:`Claims.done <crdtsync.Claims.done>`) and ``release_task``
+(:meth:`Claims.release <crdtsync.Claims.release>`) end a claim this agent holds. Like the
+other tools, each validates its whole input before it writes and refuses with a
+:class:`~mcp.server.mcpserver.exceptions.ToolError` that says what to do instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .. import Claims, Counter, CrdtSyncError
+from .. import Claims, Counter, CrdtSyncError, ReplicationTimeout
 from ..values import INT_MAX, INT_MIN
 from .tools import ShardTools, _kind
 
@@ -102,11 +104,7 @@ class CoordinationTools:
             "counter: use another key for the counter"
         )
 
-    async def claim_task(
-        self, shard: str, task: str, members: int, timeout: float = 10.0
-    ) -> dict[str, Any]:
-        """Claim ``task`` in ``shard`` with :class:`~crdtsync.Claims` (see the module)."""
-        _check_name("task", task)
+    def _check_quorum(self, members: Any, timeout: Any) -> None:
         if not isinstance(members, int) or isinstance(members, bool) or members < 1:
             raise ToolError(
                 "members must be an integer >= 1: the number of agents that hold "
@@ -121,6 +119,9 @@ class CoordinationTools:
                 "without listen, peers or broker): use members=1, or start it in a "
                 "mesh"
             )
+
+    async def _check_board(self, shard: str) -> None:
+        """Refuse a shard whose 'claims' or 'done' key holds something else than a map."""
         if shard in self.tools.agent.shard_names():
             state = (await self.tools._open(shard, create=False)).snapshot()
             for used in ("claims", "done"):
@@ -130,6 +131,14 @@ class CoordinationTools:
                         "claim_task keeps its claims in the maps 'claims' and 'done' of the "
                         "shard: claim tasks in a separate shard (e.g. 'tasks')"
                     )
+
+    async def claim_task(
+        self, shard: str, task: str, members: int, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Claim ``task`` in ``shard`` with :class:`~crdtsync.Claims` (see the module)."""
+        _check_name("task", task)
+        self._check_quorum(members, timeout)
+        await self._check_board(shard)
         target = await self.tools._open(shard, create=True)
         claims = Claims(self.tools.agent, target, members=members, timeout=timeout)
         lock = self._claiming.setdefault((shard, task), asyncio.Lock())
@@ -156,3 +165,81 @@ class CoordinationTools:
             out["reason"] = result.reason
             out["meaning"] = _LOST.format(reason=result.reason)
         return out
+
+    async def _held(self, shard: str, task: str, members: int, timeout: float) -> Claims:
+        """The claims of ``shard``, once sure this agent holds an open claim of ``task``."""
+        _check_name("task", task)
+        self._check_quorum(members, timeout)
+        await self._check_board(shard)
+        target = await self.tools._open(shard, create=False)
+        claims = Claims(self.tools.agent, target, members=members, timeout=timeout)
+        if claims.is_done(task):
+            by = target.snapshot().get("done", {}).get(task)
+            who = by.get("by") if isinstance(by, dict) else None
+            raise ToolError(
+                f"task {task!r} is already done (by {who!r}): nothing written. "
+                + (
+                    "This agent's claim of it is still recorded: release_task drops it."
+                    if self.tools.agent.name in claims.holder(task)
+                    else "Pick another task."
+                )
+            )
+        if task not in claims.mine():
+            others = sorted(claims.holder(task))
+            held = f"it is claimed by {', '.join(others)}" if others else "nobody claims it"
+            raise ToolError(
+                f"this agent does not hold task {task!r} ({held}), so it cannot complete or "
+                "release it: nothing written. Claim it with claim_task first, and work on it "
+                'only if "won" is true'
+            )
+        return claims
+
+    async def complete_task(
+        self,
+        shard: str,
+        task: str,
+        result: Any = None,
+        members: int = 1,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Record ``task`` done (with ``result``) and drop this agent's claim, in one write."""
+        value = None if result is None else self.tools._value(result)  # refused: nothing written
+        claims = await self._held(shard, task, members, timeout)
+        lock = self._claiming.setdefault((shard, task), asyncio.Lock())
+        replicated = True
+        async with lock:
+            try:
+                await claims.done(task, value)
+            except ReplicationTimeout:
+                replicated = False
+        out: dict[str, Any] = {
+            "shard": shard,
+            "task": task,
+            "agent": self.tools.agent.name,
+            "done": True,
+            "replicated": replicated,
+            "quorum": claims.quorum,
+        }
+        out["meaning"] = (
+            f"the task is marked done and the claim dropped; {claims.quorum} of {members} "
+            "agents hold that on disk, so no agent will claim it again"
+            if replicated
+            else f"the task is marked done here, but fewer than {claims.quorum} agents confirmed "
+            "it within the timeout; it spreads when they are reachable "
+            "(wait_until_replicated confirms)"
+        )
+        return out
+
+    async def release_task(self, shard: str, task: str) -> dict[str, Any]:
+        """Give a task this agent claimed back without doing it: others may claim it."""
+        claims = await self._held(shard, task, 1, self.tools.max_timeout)
+        lock = self._claiming.setdefault((shard, task), asyncio.Lock())
+        async with lock:
+            await claims.release(task)
+        return {
+            "shard": shard,
+            "task": task,
+            "agent": self.tools.agent.name,
+            "released": True,
+            "meaning": "this agent no longer claims the task; any agent may claim_task it now",
+        }

@@ -56,9 +56,10 @@ key starting with "$" is written "$$key". Use read before write; write takes a m
 (null deletes a key); append adds to a list; insert_text edits a Text; wait_until_replicated
 confirms other agents hold your change. increment_counter counts from many agents without
 losing updates (never read-add-write a number); claim_task makes sure only one agent works on a
-task (do it only if "won" is true). Create a shared list, map or Text once (one agent),
-then let everyone edit inside it: two agents creating the same missing container at the same
-moment each make their own, and only one survives."""
+task (do it only if "won" is true); complete_task records it done, release_task gives it
+back. Create a shared list, map or Text once (one agent), then let everyone edit inside it:
+two agents creating the same missing container at the same moment each make their own, and
+only one survives."""
 
 
 class CrdtMcp:
@@ -212,6 +213,42 @@ class CrdtMcp:
                 return await self.coordination.claim_task(shard, task, members, timeout)
             finally:
                 await self.watch_new_shards()
+
+        @self.server.tool()
+        async def complete_task(
+            shard: ShardArg,
+            task: Annotated[str, Field(description='Task id this agent claimed, e.g. "t17"')],
+            result: Annotated[
+                Any, Field(description="Optional result, in the JSON form (as write takes)")
+            ] = None,
+            members: Annotated[
+                int,
+                Field(
+                    strict=True,
+                    ge=1,
+                    description=(
+                        "How many agents hold this shard, this one included: returns once a "
+                        "majority holds the completion (1: once it is on disk here)"
+                    ),
+                ),
+            ] = 1,
+            timeout: Annotated[
+                float, Field(description="Seconds to wait for that majority (max 60)")
+            ] = 10.0,
+        ) -> dict[str, Any]:
+            """Mark a task this agent won with claim_task as done (with an optional result)
+            and drop the claim, in one write; the first completion of a task is kept. Refused,
+            writing nothing, if this agent does not hold the task or it is already done."""
+            return await self.coordination.complete_task(shard, task, result, members, timeout)
+
+        @self.server.tool()
+        async def release_task(
+            shard: ShardArg,
+            task: Annotated[str, Field(description='Task id this agent claimed, e.g. "t17"')],
+        ) -> dict[str, Any]:
+            """Give back a task this agent claimed, without doing it: any agent may then claim
+            it. Refused, writing nothing, if this agent does not hold the task."""
+            return await self.coordination.release_task(shard, task)
 
     # -- resources -------------------------------------------------------------------------------
 

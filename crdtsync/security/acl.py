@@ -58,6 +58,7 @@ from ..messages import (
     Certificates,
     Close,
     Diff,
+    DiffBatch,
     DiffChunk,
     Digests,
     Hello,
@@ -255,6 +256,11 @@ class Guard:
             if perms.may_write(msg.shard):
                 return Verdict(Decision.ALLOW, msg)
             return _deny(f"{peer.name!r} may not write {msg.shard!r} ({type(msg).__name__})")
+        if isinstance(msg, DiffBatch):
+            kept_d = tuple(d for d in msg.diffs if perms.may_write(d.shard))
+            return self._reduced(
+                peer, msg, len(kept_d), len(msg.diffs), lambda: replace(msg, diffs=kept_d), "write"
+            )
         if isinstance(msg, SyncRequest):
             kept = tuple(sv for sv in msg.state_vectors if perms.may_read(sv[0]))
             return self._reduced(
@@ -364,6 +370,9 @@ class Guard:
             return replace(msg, relayed=tuple(r for r in msg.relayed if ok(r.state.shard)))
         if isinstance(msg, Diff | DiffChunk):
             return msg if ok(msg.shard) else None
+        if isinstance(msg, DiffBatch):
+            kept_d = tuple(d for d in msg.diffs if ok(d.shard))
+            return replace(msg, diffs=kept_d) if kept_d else None
         if isinstance(msg, Hello):
             return replace(msg, shards=tuple(s for s in msg.shards if ok(s)))
         if isinstance(msg, Digests):

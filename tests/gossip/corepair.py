@@ -36,6 +36,7 @@ from crdtsync.messages import (
     Ack,
     Close,
     Diff,
+    DiffBatch,
     DiffChunk,
     Digests,
     Hello,

@@ -48,15 +48,14 @@ def test_round_repairs_both_directions_with_exact_messages() -> None:
         ("b", "a", "Digests"),  # roots differ
         ("a", "b", "Diff"),  # only_a: b lacks it entirely, sent at once
         ("a", "b", "SyncRequest"),  # only_b (a has nothing) and s (digests differ)
-        ("b", "a", "Diff"),  # only_b, with b's state vector
-        ("b", "a", "Diff"),  # s, with b's state vector
+        ("b", "a", "DiffBatch"),  # only_b and s, with b's state vectors: one frame
         ("a", "b", "Diff"),  # s: a has what b lacks; not only_b: digests now equal
     ]
     assert log[3][2] == Digests((("only_b", rb.digest("only_b")), ("s", log[3][2].digests[1][1])))  # type: ignore[union-attr]
     assert log[4][2] == Diff("only_a", ra.diff("only_a", EMPTY_STATE_VECTOR))
     assert log[5][2] == SyncRequest((("only_b", EMPTY_STATE_VECTOR), ("s", sv_a)))
-    assert [m for _, _, m in log[6:8]] == expected_b_to_a
-    assert log[8][2] == Diff("s", ra.diff("s", sv_b))
+    assert log[6][2] == DiffBatch(tuple(expected_b_to_a))
+    assert log[7][2] == Diff("s", ra.diff("s", sv_b))
     for shard in ("s", "only_a", "only_b"):
         assert ra.digest(shard) == rb.digest(shard)
     assert content(b, "s") == {"from_a": 1.0, "from_b": 2.0}
@@ -145,3 +144,39 @@ def test_sync_shards_per_round_are_bounded() -> None:
     a.tick(100.0)
     deliver({"a": a, "b": b}, 100.0)
     assert sorted(reps(a).docs) == [f"s{i}" for i in range(5)]
+
+
+def test_joining_many_shards_continues_rounds_in_batched_frames() -> None:
+    # Issue 16: a round covers max_sync_shards shards; the rest used to wait for the periodic
+    # timer (seconds per round). Now the cut round continues at once, and small Diffs travel
+    # several to a frame. No tick here: everything happens in the on-connect exchange.
+    cfg = replace(CFG, max_sync_shards=100)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    shards = [f"s{i:04d}" for i in range(450)]
+    for s in shards:
+        put(a, s, "k", s)
+    connect(a, b)
+    log = deliver({"a": a, "b": b}, 0.0)
+    assert sorted(reps(b).shard_names()) == shards
+    assert all(reps(b).digest(s) == reps(a).digest(s) for s in shards)
+    sent = [m for src, _, m in log if src == "a"]
+    summaries = sum(isinstance(m, Summary) for m in sent)
+    assert summaries == 5  # 450 shards in rounds of 100: the on-connect one and 4 more
+    diffs = sum(len(m.diffs) for m in sent if isinstance(m, DiffBatch))
+    assert diffs == 450 and not any(isinstance(m, Diff) for m in sent)
+    assert sum(isinstance(m, DiffBatch) for m in sent) <= 450 // 100 + 5  # frames, not shards
+
+
+def test_continuation_waits_for_the_diffs_it_asked_for() -> None:
+    # A peer that never answers our SyncRequests (here: they are dropped) must not make
+    # continuation rounds run back to back: the next round starts only once this one's
+    # Diffs came (the periodic rounds take over otherwise).
+    cfg = replace(CFG, max_sync_shards=10)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    for i in range(30):
+        put(b, f"s{i:02d}", "k", i)
+    connect(a, b)
+    log = deliver({"a": a, "b": b}, 0.0, drop={SyncRequest})
+    assert sum(isinstance(m, Summary) for src, _, m in log if src == "a") == 1
+    log = deliver({"a": a, "b": b}, 0.0)  # nothing more is pending
+    assert log == []

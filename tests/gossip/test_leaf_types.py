@@ -40,7 +40,7 @@ def test_push_queue_sets_aside_deltas_too_big_for_a_frame() -> None:
     q.add("a", b"y", max_bytes=100, chunk=10)
     q.drained()
     assert q.queue == {} and q.queued_bytes == 11  # the big one waits for the reply budget
-    assert q.pop_big() == ("a", b"x" * 11) and q.queued_bytes == 0
+    assert q.pop_big() == ("a", b"x" * 11, None) and q.queued_bytes == 0
 
 
 def test_push_queue_back_pressure_drops_everything_and_owes_a_resync() -> None:
