@@ -82,22 +82,45 @@ def test_a_broadcast_carries_deltas_only_and_an_ack_needs_a_link() -> None:
     assert p.receive_broadcast("a", Ack((state,), ()), 6.0)
 
 
-def test_acks_owed_to_broadcast_links_go_as_one_broadcast() -> None:
-    a, peers = _star(3)
+def _acks_of(core: GossipCore, now: float) -> tuple[list[Ack], list[tuple[str, Ack]]]:
+    core.tick(now)
+    broadcast = [m for m in core.broadcasts_to_send() if isinstance(m, Ack)]
+    direct = [(to, m) for to, m in core.data_to_send() if isinstance(m, Ack)]
+    return broadcast, direct
+
+
+def test_acks_owed_to_most_agents_go_as_one_broadcast() -> None:
+    cores = {n: make(n) for n in ("a", "b", "c")}
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+        connect(cores[x], cores[y])
+        cores[x].broadcast_link(y)
+        cores[y].broadcast_link(x)
+    settle(cores, 0.25)
+    a = cores["a"]
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    (push,) = a.broadcasts_to_send()
+    for name in ("b", "c"):
+        p = cores[name]
+        p.receive_broadcast("a", rt(push), 5.1)
+        p.durable(["s"], 5.12)
+        broadcast, direct = _acks_of(p, 6.0)
+        assert direct == [] and len(broadcast) == 1  # owed to both others: one publish
+        assert broadcast[0].states[0].shard == "s"
+        a.receive_broadcast(name, rt(broadcast[0]), 6.0)
+    acked = reps(cores["b"]).durable_state("s")
+    assert set(a.replicated("s", *acked)) == {"b", "c"}
+
+
+def test_acks_owed_to_few_of_many_agents_go_per_link() -> None:
+    a, peers = _star(4)  # each peer: one link (a), five members known
     delta = put(a, "s", "k", 1)
     a.local_update("s", delta, 5.1)
     (push,) = a.broadcasts_to_send()
-    for p in peers:
-        p.receive_broadcast("a", rt(push), 5.1)
-        p.durable(["s"], 5.12)
-        # p owes its ack to a (and to nobody else: it has no other link)
-        p.tick(6.0)
-        acks = [m for m in p.broadcasts_to_send() if isinstance(m, Ack)]
-        assert len(acks) == 1 and acks[0].states[0].shard == "s"
-        assert [m for _, m in p.data_to_send() if isinstance(m, Ack)] == []
-        a.receive_broadcast(p.name, rt(acks[0]), 6.0)
-    acked = reps(peers[0]).durable_state("s")
-    assert set(a.replicated("s", *acked)) == {p.name for p in peers}
+    p = peers[0]
+    p.receive_broadcast("a", rt(push), 5.1)
+    p.durable(["s"], 5.12)
+    broadcast, direct = _acks_of(p, 6.0)
+    assert broadcast == [] and [to for to, _ in direct] == ["a"]
 
 
 def test_presence_feeds_the_membership_view() -> None:
