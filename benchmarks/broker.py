@@ -58,6 +58,10 @@ SIZES = {"full": 2000, "quick": 1000, "tiny": 100}
 LOW = {"full": 1000, "quick": 500, "tiny": 50}
 SCALE = {"full": "8,32,128", "quick": "8,32,128", "tiny": "4,8"}
 SCALE_SECONDS = {"full": 10.0, "quick": 5.0, "tiny": 2.0}
+#: MQTT keepalive of the swarm agents: dozens of agents share one starved event loop on a
+#: loaded 2-core machine, and the broker's 1.5 x keepalive without a packet would otherwise
+#: fire Last Wills of agents that are only slow.
+KEEPALIVE = 60
 #: swarm processes per N (asyncio agents share them)
 PROCS = {3: 1, 4: 1, 6: 2, 8: 2, 32: 4}
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -211,11 +215,13 @@ def run_scale(
             names = [f"s{i}" for i in range(n_agents)]
             groups = [names[p::procs] for p in range(procs)]
             for p, group in enumerate(groups):
-                args = ["--broker", broker.url, "--names", ",".join(group)]
+                url = f"{broker.url}?keepalive={KEEPALIVE}"
+                args = ["--broker", url, "--names", ",".join(group)]
                 args += ["--data", str(tmp / f"swarm-{n_agents}-{p}")]
                 kids.append(Child("swarm", args, name=f"swarm{n_agents}/{p}"))
+            t_start = time.monotonic()
             for k in kids:
-                k.wait("ready", 60 + 2 * n_agents)
+                k.wait("ready", 60 + 4 * n_agents)
             t0 = time.monotonic()
             while True:  # every agent sees every other one present (subscriptions in place)
                 for k in kids:
@@ -223,9 +229,14 @@ def run_scale(
                 st = [k.wait("status", 60) for k in kids]
                 if all(s["present_min"] >= n_agents - 1 for s in st):
                     break
-                if time.monotonic() - t0 > 60 + n_agents:
-                    raise TimeoutError(f"presence incomplete at N={n_agents}: {st}")
+                if time.monotonic() - t0 > 30 + n_agents:
+                    break  # broadcasts need subscriptions only: run, and report what was seen
                 time.sleep(0.5)
+            seen = {
+                "present_min": min(s["present_min"] for s in st),
+                "linked_min": min(s["linked_min"] for s in st),
+                "startup_s": round(time.monotonic() - t_start, 1),
+            }
             settle = 2.0 + n_agents / 32
             wait_with_progress(prog, f"N={n_agents} settle", settle)
             m0 = _mqtt_totals(kids)
@@ -266,12 +277,18 @@ def run_scale(
     return {
         "agents": n_agents,
         "processes": procs,
+        "keepalive_s": KEEPALIVE,
+        # before the run: the fewest agents any agent saw present, the fewest links any held
+        **seen,
         "writes": total,
         "rate": rate,
         "latency_ms": summary(lat, 3),
         "arrivals": len(lat),
         "expected_arrivals": expected,
         "missing": sum(d["missing"] for d in done),
+        # broker connections opened, every agent (1 each when none was lost)
+        "connection_attempts": sum(d.get("connection_attempts", 0) for d in done),
+        "log": {k: v for d in done for k, v in d.get("log", {}).items()},
         **_per_write(m1, m0, total),
         "cpu_s_all_processes": round(cpu, 3),
         "broker_cpu_s": round(c1[-1] - c0[-1], 3),

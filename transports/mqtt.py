@@ -130,7 +130,8 @@ def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTrans
             )
         if listen is not None:
             raise UsageError(
-                "an agent on a broker does not listen: pass broker= or listen=, not both"
+                "the broker driver does not listen (Agent(listen=..., broker=...) runs it beside "
+                "the websocket driver)"
             )
         return MqttTransport(core, broker=broker, max_frame=max_frame, on_activity=on_activity)
 
@@ -324,6 +325,9 @@ class MqttTransport:
 
     def _dial(self, address: str, name: str | None = None) -> None:
         loop = asyncio.get_running_loop()
+        if name is None and not address.startswith("mqtt:"):
+            # another agent's websocket address (an agent on both): reach it by its presence
+            name = next((p.name for p in self.core.peers() if p.address == address), None)
         name = name or (address[5:] if address.startswith("mqtt:") else "")
         if self.session.client is None or name not in self._present:
             loop.call_soon(self._dial_failed, address)

@@ -14,7 +14,7 @@ from .effects import PeerStatus
 from .gate import Gate
 from .links import Link
 from .membership import PeerState
-from .overlay import RELAY, Mode, OverlayView
+from .overlay import FULL, RELAY, Mode, OverlayView
 from .security import Security
 
 __all__: list[str] = []
@@ -145,7 +145,12 @@ class _Queries:
         return self._p.members.live(listening=listening)
 
     def _mode(self) -> Mode:
-        return self._views().mode
+        mode = self._views().mode
+        if mode == RELAY and self._p.pushes.any_fanout:
+            # A medium that fans out (a broker) already is the relay: pushes go as one
+            # broadcast, and acks the full mesh's way (broadcast when most agents want them).
+            return FULL
+        return mode
 
     def _views(self) -> OverlayView:
         return self._p.overlay.view()

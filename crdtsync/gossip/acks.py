@@ -3,7 +3,8 @@
 After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are owed
 our on-disk (state vector, delete set): piggybacked on a Push to them within ``ack_delay``, or
 else sent alone as an Ack (at most once per ``ack_interval``); what is owed to fanout links
-(:attr:`~crdtsync.gossip.links.Link.fanout`) goes as one broadcast Ack for all of them. Acks of other agents are passed
+(:attr:`~crdtsync.gossip.links.Link.fanout`) goes as one broadcast Ack for all of them when
+most agents are owed one. Acks of other agents are passed
 on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
 of agents we are not connected to. :class:`LinkAcks` is the per-link part of that state.
 """
@@ -176,7 +177,7 @@ class Acks:
         if self._ctx.flush_at is not None:
             return
         mode = self._ctx.mode()
-        fanned: dict[str, ShardState] = {}  # acks owed to fanout links: broadcast once
+        fanned: list[tuple[Link, tuple[ShardState, ...]]] = []  # owed to fanout links
         for conn in self._ctx.links.values():
             own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
             relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
@@ -189,16 +190,27 @@ class Acks:
                 states = conn.acks.take_all(now)
             relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
             if conn.fanout and states and not relayed:
-                fanned.update((st.shard, st) for st in states)  # one Ack for all of them
+                fanned.append((conn, states))
             elif states or relayed:
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
         if fanned:
-            self._ctx.broadcast(Ack(tuple(fanned[s] for s in sorted(fanned)), ()))
+            self._send_fanned(fanned, mode)
         if self.own_acks and now >= self.own_ack_due():
             if mode == RELAY:
                 self._ctx.schedule_flush(now)  # they go to the relay at the boundary
             else:
                 self.spread_own(now)
+
+    def _send_fanned(self, fanned: list[tuple[Link, tuple[ShardState, ...]]], mode: str) -> None:
+        """Acks owed to fanout links: one broadcast when at least half the live members are
+        owed one (every agent receives a broadcast), else one Ack per link (a sparse overlay
+        among many agents: a broadcast would cost every agent a delivery for each)."""
+        if 2 * len(fanned) >= len(self._members.live()):
+            union = {st.shard: st for _, states in fanned for st in states}
+            self._ctx.broadcast(Ack(tuple(union[s] for s in sorted(union)), ()))
+            return
+        for conn, states in fanned:
+            self._ctx.send(conn.name, Ack(states, (), forward=mode == TREE))
 
     def flush_relay_acks(
         self,

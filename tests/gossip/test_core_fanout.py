@@ -1,0 +1,131 @@
+"""GossipCore driven directly: broadcast links (a medium that fans out, such as an MQTT broker)."""
+
+from __future__ import annotations
+
+from corepair import *  # noqa: F403
+
+# ruff: noqa: F405 (names from corepair)
+
+
+def _star(n: int) -> tuple[GossipCore, list[GossipCore]]:
+    """``a`` with broadcast links to ``n`` peers (each with a broadcast link back)."""
+    a = make("a")
+    peers = [make(f"p{i}") for i in range(n)]
+    for p in peers:
+        connect(a, p)
+        a.broadcast_link(p.name)
+        p.broadcast_link("a")
+    settle({"a": a, **{p.name: p for p in peers}}, 0.25)
+    return a, peers
+
+
+def test_a_write_is_one_broadcast_whatever_the_number_of_links() -> None:
+    a, peers = _star(5)
+    delta = put(a, "s", "k", 1)
+    a.local_update("s", delta, 5.1)  # idle this window: out at once, once
+    assert a.data_to_send() == []
+    (push,) = a.broadcasts_to_send()
+    assert push == Push("s", (delta,), None, 1)
+    for p in peers:
+        assert p.receive_broadcast("a", rt(push), 5.2)
+        assert content(p, "s") == {"k": 1.0}
+        assert p.broadcasts_to_send() == []  # what came by broadcast is not broadcast again
+    # a second write in the same window waits for the boundary, then goes as one batch
+    d2, d3 = put(a, "s", "x", 2), put(a, "s", "y", 3)
+    a.local_update("s", d2, 5.15)
+    a.local_update("s", d3, 5.16)
+    assert a.broadcasts_to_send() == []
+    a.tick(5.25)
+    assert a.broadcasts_to_send() == [Push("s", (d2, d3), None, 2)]
+    assert [m for _, m in a.data_to_send() if isinstance(m, Push)] == []
+
+
+def test_without_broadcast_links_nothing_is_broadcast() -> None:
+    a, b = make("a"), make("b")
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.25)
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    a.tick(5.25)
+    assert a.broadcasts_to_send() == []
+    assert [type(m).__name__ for _, m in a.data_to_send()] == ["Push"]
+    assert a.effects().broadcasts == []
+
+
+def test_a_broadcast_needs_no_link_and_a_gap_asks_for_a_repair() -> None:
+    a, peers = _star(1)
+    p = peers[0]
+    stranger = make("z")  # no link with p
+    d1, d2, d3 = put(stranger, "s", "a", 1), put(stranger, "s", "b", 2), put(stranger, "s", "c", 3)
+    assert p.receive_broadcast("z", rt(Push("s", (d1,), None, 1)), 6.0)
+    assert content(p, "s") == {"a": 1.0}
+    p.data_to_send()
+    # seq 3 after 1: seq 2 was lost; p asks a peer holding the shard (a) for what it lacks
+    assert p.receive_broadcast("z", rt(Push("s", (d3,), None, 3)), 6.1)
+    assert [(to, type(m).__name__) for to, m in p.data_to_send()] == [("a", "SyncRequest")]
+    assert p.receive_broadcast("z", rt(Push("s", (d2,), None, 4)), 6.2)  # no second ask
+    assert [m for _, m in p.data_to_send() if isinstance(m, SyncRequest)] == []
+
+
+def test_a_broadcast_carries_deltas_only_and_an_ack_needs_a_link() -> None:
+    a, peers = _star(1)
+    p = peers[0]
+    good = put(a, "s", "k", 1)
+    with pytest.raises(ProtocolError):  # an ack riding on a broadcast: refused, not applied
+        p.receive_broadcast("a", Push("s", (good,), (b"\x00", b"\x00"), 1), 6.0)
+    with pytest.raises(ProtocolError):
+        p.receive_broadcast("a", Push("s", (b"\x01\x02junk", good), None, 1), 6.0)
+    with pytest.raises(ProtocolError):
+        p.receive_broadcast("a", PeerList(()), 6.0)
+    assert content(p, "s") == {}
+    state = ShardState("s", b"\x00", b"\x00")
+    assert not p.receive_broadcast("z", Ack((state,), ()), 6.0)  # no link with z: unused
+    assert p.receive_broadcast("a", Ack((state,), ()), 6.0)
+
+
+def _acks_of(core: GossipCore, now: float) -> tuple[list[Ack], list[tuple[str, Ack]]]:
+    core.tick(now)
+    broadcast = [m for m in core.broadcasts_to_send() if isinstance(m, Ack)]
+    direct = [(to, m) for to, m in core.data_to_send() if isinstance(m, Ack)]
+    return broadcast, direct
+
+
+def test_acks_owed_to_most_agents_go_as_one_broadcast() -> None:
+    cores = {n: make(n) for n in ("a", "b", "c")}
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+        connect(cores[x], cores[y])
+        cores[x].broadcast_link(y)
+        cores[y].broadcast_link(x)
+    settle(cores, 0.25)
+    a = cores["a"]
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    (push,) = a.broadcasts_to_send()
+    for name in ("b", "c"):
+        p = cores[name]
+        p.receive_broadcast("a", rt(push), 5.1)
+        p.durable(["s"], 5.12)
+        broadcast, direct = _acks_of(p, 6.0)
+        assert direct == [] and len(broadcast) == 1  # owed to both others: one publish
+        assert broadcast[0].states[0].shard == "s"
+        a.receive_broadcast(name, rt(broadcast[0]), 6.0)
+    acked = reps(cores["b"]).durable_state("s")
+    assert set(a.replicated("s", *acked)) == {"b", "c"}
+
+
+def test_acks_owed_to_few_of_many_agents_go_per_link() -> None:
+    a, peers = _star(4)  # each peer: one link (a), five members known
+    delta = put(a, "s", "k", 1)
+    a.local_update("s", delta, 5.1)
+    (push,) = a.broadcasts_to_send()
+    p = peers[0]
+    p.receive_broadcast("a", rt(push), 5.1)
+    p.durable(["s"], 5.12)
+    broadcast, direct = _acks_of(p, 6.0)
+    assert broadcast == [] and [to for to, _ in direct] == ["a"]
+
+
+def test_presence_feeds_the_membership_view() -> None:
+    a = make("a")
+    a.discovered("b", "mem://b", 1.0)
+    assert "b" in a.members()
+    a.departed("b", 2.0)
+    assert "b" not in [p.name for p in a.peers() if p.state in ("alive", "connected")]
