@@ -8,7 +8,7 @@ core reads and changes replicas through it without the registry or the core know
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from . import updates, values
 from .errors import ClosedError, InvalidUpdate
@@ -173,6 +173,22 @@ class ShardRegistry:
             return self.open(shard).apply_remote(update, origin, info)
         finally:
             self.applying = False
+
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[updates.UpdateInfo],
+    ) -> list[bytes]:
+        # Validated by the caller (``infos``), so the shard may be opened first. One pycrdt
+        # transaction for the whole batch: one store entry, one notify, one digest reset.
+        self.applying = True
+        try:
+            delta = self.open(shard).apply_remote_batch(batch, origin, infos)
+        finally:
+            self.applying = False
+        return [] if delta is None else [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pycrdt
@@ -350,18 +350,46 @@ class Shard(MapView, metaclass=_ShardType):
         if info is None:
             # A peer's update: parsed once, with the work limits (not parsed again below)
             info = updates.validate_update(update)
-        self._refuse_future_deletes(info)
+        return self.apply_remote_batch((update,), origin, (info,))
+
+    def apply_remote_batch(
+        self, batch: Sequence[bytes], origin: str, infos: Sequence[UpdateInfo]
+    ) -> bytes | None:
+        """:meth:`apply_remote` for the updates of one Push, in ONE pycrdt transaction.
+
+        Each update of ``batch`` (parsed as ``infos``, in the same order) goes through the same
+        steps as in :meth:`apply_remote` (the delete check, applied if causally ready or held
+        back, held-back updates it makes ready applied after it), but the transaction commits
+        once: the observer persists one store entry, invalidates the digest, notifies the
+        group committer and the change feed once per batch instead of once per update.
+
+        Every update's delete check runs before anything is applied, so a refused batch
+        changes nothing. Returns the combined delta (what the batch changed, to forward) or
+        None.
+
+        Raises:
+            InvalidUpdate: one update deletes in this replica's future (nothing applied), or
+                pycrdt refused one (those before it stay applied, persisted and announced).
+            ClosedError: the shard was closed.
+        """
+        self._check_open()
+        if len(batch) != len(infos):
+            raise UsageError("apply_remote_batch needs one parse per update")
+        for info in infos:
+            self._refuse_future_deletes(info)
         self._last_delta = None
         self._origin = origin
         try:
-            # One transaction, so that held-back updates this one makes ready are in the
-            # delta returned: the gossip core forwards that, not what the observer hears.
+            # One transaction, so that held-back updates these make ready are in the delta
+            # returned (the gossip core forwards that, not what the observer hears), and so
+            # that the observer's work runs once for the whole batch.
             with self._doc.transaction():
-                missing = updates.apply_if_ready(self._doc, update, info)
-                if missing is None:
-                    self._backlog.apply_ready(self._doc)
-                else:
-                    self._backlog.add(update, missing, info)
+                for update, info in zip(batch, infos, strict=True):
+                    missing = updates.apply_if_ready(self._doc, update, info)
+                    if missing is None:
+                        self._backlog.apply_ready(self._doc)
+                    else:
+                        self._backlog.add(update, missing, info)
         except BaseExceptionGroup as group:
             # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
             closed: BaseException | None = group.subgroup(ClosedError)

@@ -125,8 +125,12 @@ class Pushes:
         forward = msg.forward or self._ctx.mode() == TREE
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
-            for u, info in zip(msg.updates, infos, strict=True):
-                self.apply(conn, msg.shard, u, forward=forward and not msg.relay, info=info)
+            if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
+                parsed = [i for i in infos if i is not None]
+                self.apply_batch(conn, msg.shard, msg.updates, parsed, forward and not msg.relay)
+            else:
+                for u, info in zip(msg.updates, infos, strict=True):
+                    self.apply(conn, msg.shard, u, forward=forward and not msg.relay, info=info)
             if msg.relay:
                 for other in self._ctx.links.values():
                     if (
@@ -169,8 +173,28 @@ class Pushes:
         ):
             delta = self._ctx.replicas.apply(shard, update, conn.name, info)
         conn.interest.add(shard)
-        if delta is None:
-            return
+        if delta is not None:
+            self._forward(conn, shard, delta, forward)
+
+    def apply_batch(
+        self,
+        conn: Link,
+        shard: str,
+        batch: tuple[bytes, ...],
+        infos: list[_yjs.UpdateInfo],
+        forward: bool,
+    ) -> None:
+        """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)."""
+        with (
+            map_exceptions(_INVALID_SHARD),
+            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
+        ):
+            deltas = self._ctx.replicas.apply_batch(shard, batch, conn.name, infos)
+        conn.interest.add(shard)
+        for delta in deltas:
+            self._forward(conn, shard, delta, forward)
+
+    def _forward(self, conn: Link, shard: str, delta: bytes, forward: bool) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
