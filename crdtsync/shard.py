@@ -24,7 +24,7 @@ from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
 from .views import ListView, MapView, mark_closed, wrap
-from .yjs.doc import apply_validated_many
+from .yjs.doc import apply_validated_many, digest_of
 from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
@@ -384,10 +384,14 @@ class Shard(MapView, metaclass=_ShardType):
             # returned (the gossip core forwards that, not what the observer hears), and so
             # that the observer's work runs once for the whole batch.
             with self._doc.transaction():
+                # The state vector is read once and kept up to date through the batch (re-read
+                # only after held-back updates were applied).
+                sv = updates.decode_state_vector(self._doc.get_state())
                 for update, info in zip(batch, infos, strict=True):
-                    missing = updates.apply_if_ready(self._doc, update, info)
+                    missing = updates.apply_if_ready(self._doc, update, info, sv)
                     if missing is None:
-                        self._backlog.apply_ready(self._doc)
+                        if self._backlog.apply_ready(self._doc):
+                            sv = updates.decode_state_vector(self._doc.get_state())
                     else:
                         self._backlog.add(update, missing, info)
         except BaseExceptionGroup as group:
@@ -453,8 +457,10 @@ class Shard(MapView, metaclass=_ShardType):
         self._dirty = False
         sv = updates.state_vector(self._doc)
         ds = updates.delete_set(self._doc)
+        if self._digest is None:  # from what is at hand: the delete set is decoded once
+            self._digest = digest_of(sv, ds)
         self._store.put_meta(self.name, "state_vector", sv)
-        self._store.put_meta(self.name, "digest", self.digest())
+        self._store.put_meta(self.name, "digest", self._digest)
         return sv, ds
 
     def mark_durable(self, state: tuple[bytes, bytes]) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "APPLY_BATCH",
     "delete_set",
     "digest",
+    "digest_of",
     "doc_delete_set",
     "state_vector",
 ]
@@ -179,6 +180,11 @@ def digest(doc: pycrdt.Doc[Any]) -> bytes:
     the updates arrived in; a deletion changes the digest although it leaves the state vector
     alone. blake2b, personalised so these digests cannot be mistaken for other hashes.
     """
-    data = encode_state_vector(decode_state_vector(doc.get_state()))
-    data += encode_delete_set(doc_delete_set(doc))
+    return digest_of(doc.get_state(), delete_set(doc))
+
+
+def digest_of(state_vector: bytes, delete_set: bytes) -> bytes:
+    """:func:`digest` from a doc's :func:`state_vector` and :func:`delete_set` already at hand
+    (the delete set is the costly part: a group commit needs both, and the digest)."""
+    data = encode_state_vector(decode_state_vector(state_vector)) + delete_set
     return hashlib.blake2b(data, digest_size=16, person=_DIGEST_PERSON).digest()
