@@ -65,14 +65,16 @@ def build(path: Path, n: int, prog: Progress, batch: int = 50_000) -> None:
             prog.update(task, min(n, start + batch))
 
 
-def floors(path: Path) -> dict[str, Any]:
+def load_log(path: Path) -> tuple[bytes | None, list[bytes]]:
     from crdtsync.store import Store
 
     with Store(path) as store:
         loaded = store.load(SHARD)
         assert loaded is not None
-        log = loaded.log
-        snapshot = loaded.snapshot
+        return loaded.snapshot, loaded.log
+
+
+def floors(snapshot: bytes | None, log: list[bytes]) -> dict[str, Any]:
     t0 = time.perf_counter()
     doc = pycrdt.Doc()
     with doc.transaction():
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         build(tmp / "store", n, prog)
         build_s = time.perf_counter() - t0
         task = prog.task("reopen, compact, reopen, floors", 4)
-        fl = floors(tmp / "store")
+        stored = load_log(tmp / "store")
+        fl = floors(*stored)
         prog.update(task, 1)
         disk_before = dir_bytes(tmp / "store")
         reopen_log = child("reopen", tmp / "store")
@@ -231,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         disk_after = dir_bytes(tmp / "store")
         reopen_compacted = child("reopen", tmp / "store")
         prog.update(task, 4)
+        # The floors again, after the children: on a shared machine the load changes between
+        # the two moments, and a floor is the best it can be (min of both).
+        again = floors(*stored)
+        del stored
+        for key in ("floor_replay_s", "floor_reopen_s"):
+            fl[f"{key}_runs"] = [fl[key], again[key]]
+            fl[key] = min(fl[key], again[key])
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -249,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "reopen_compacted": reopen_compacted,
         "floor_replay_s": fl["floor_replay_s"],
         "floor_reopen_s": fl["floor_reopen_s"],
+        "floor_runs": {k: fl[f"{k}_runs"] for k in ("floor_replay_s", "floor_reopen_s")},
         "disk": {
             "before": {**disk_before, "live_bytes": live_before},
             "after": {**disk_after, "live_bytes": live_after},
