@@ -182,6 +182,10 @@ def run_phase(
     frames = sum(b["frames"] - a["frames"] for a, b in zip(stats0, stats1, strict=True))
     cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1, strict=True))
     wire = counter_delta(tcp1, tcp0)
+    by_type: dict[str, int] = {}
+    for a, b in zip(stats0, stats1, strict=True):
+        for k, v in b["by_type"].items():
+            by_type[k] = by_type.get(k, 0) + v - a["by_type"].get(k, 0)
     return {
         "edits": n,
         "rate": rate or None,
@@ -195,6 +199,10 @@ def run_phase(
         "msgs_per_edit": round(frames / n, 3),
         "wire_bytes_per_edit": round(wire["bytes_sent"] / n, 1),
         "cpu_ms_per_edit": round(1000 * cpu / n, 4),
+        "payload_bytes_per_edit": round(
+            sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1, strict=True)) / n, 1
+        ),
+        "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
         "latency_cdf_ms": cdf_points(pooled),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }, pooled

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from . import updates, values
 from .errors import ClosedError, InvalidUpdate, ShardQuarantined
@@ -295,6 +295,28 @@ class ShardRegistry:
             # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
             # the validator bounds one update's work, not that of a sequence of them.
             self.last_apply_seconds = time.process_time() - start
+
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[updates.UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> list[bytes]:
+        # Validated by the caller (``infos``), so the shard may be opened first. One pycrdt
+        # transaction for the whole batch: one store entry, one notify, one digest reset.
+        if shard in self._quarantined:
+            return []  # not held: what a peer sends of it is dropped
+        self.applying = True
+        start = time.process_time()
+        try:
+            delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
+        finally:
+            self.applying = False
+            self.last_apply_seconds = time.process_time() - start
+        return [] if delta is None else [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state

@@ -7,7 +7,7 @@ and the simulator may implement it over plain in-memory documents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from .yjs.parse import UpdateInfo
@@ -59,6 +59,25 @@ class ReplicaSet(Protocol):
         ``info`` is the update's :func:`crdtsync.yjs.parse.parse_update` result when the
         caller validated it already (the core does, at the trust boundary); the bytes are then
         not parsed again. It must have been parsed from exactly these bytes.
+        """
+
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> list[bytes]:
+        """:meth:`apply` for every update of one Push (``author``: their writer, as for
+        :meth:`apply`; already validated: ``infos`` are their
+        parses, in order), as one unit where the replica can: the agent applies them in ONE
+        pycrdt transaction, so its commit, observers, store append and digest invalidation run
+        once per batch. Returns the deltas that changed local state, in order, to forward
+        (one combined delta for a single transaction; empty when nothing was new).
+
+        Raises as :meth:`apply`; updates applied before a failing one stay applied.
         """
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:

@@ -69,7 +69,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
@@ -283,7 +283,9 @@ class Store(_StoreEnv, _StoreSpace):
 
         ``count``: the log's entry count from the shard's stats, if the caller read them: the
         log is then read as exactly that many values from its first key, and only the last key
-        is checked to still be the shard's (every key between is, the range being contiguous).
+        is checked to still be the shard's (every key between is, the range being contiguous),
+        and the one after it not to be. Otherwise (or if they disagree) the log is walked key by
+        key.
         """
         key = name.encode()
         prefix = key + _SEP
@@ -292,11 +294,15 @@ class Store(_StoreEnv, _StoreSpace):
         stored: list[bytes] | None = None
         if count is not None:
             cur = txn.cursor(db=self._log)
-            if count == 0 or not cur.set_range(prefix):
+            if not cur.set_range(prefix) or not cur.key().startswith(prefix):
                 stored = []
-            else:
+            elif count > 0:
                 stored = list(islice(cur.iternext(keys=False), count))
-                if len(stored) != count or not cur.key().startswith(prefix):
+                if (
+                    len(stored) != count
+                    or not cur.key().startswith(prefix)
+                    or (cur.next() and cur.key().startswith(prefix))
+                ):
                     stored = None  # the stats disagree with the log: walk it key by key
         if stored is None:
             stored = [v for _, v in self._range(txn, self._log, prefix)]
@@ -526,12 +532,26 @@ class Store(_StoreEnv, _StoreSpace):
 
             def body(txn: Any) -> None:
                 txn.put(nkey, _seal(new), db=self._snap)
-                self._delete_range(txn, self._log, prefix)
+                self._delete_log(txn, prefix, len(log))
                 txn.delete(_LEGACY + nkey, db=self._info)  # merge() validated what was legacy
                 txn.put(nkey, _stats_to(after), db=self._stats)
 
             self._write(f"cannot write the compacted shard {name!r}", body)
             return after
+
+    def _delete_log(self, txn: Any, prefix: bytes, known: int) -> None:
+        """Delete a shard's whole log. ``known``: how many entries from its first key were
+        just read under the same write lock, so all carry ``prefix``: those are deleted with
+        one call each, without looking at their keys; anything after them with the prefix
+        (none, unless the stats were behind) is deleted key by key."""
+        cur = txn.cursor(db=self._log)
+        if not cur.set_range(prefix) or not cur.key().startswith(prefix):
+            return
+        delete = cur.delete  # moves to the next entry; False past the last one
+        for _ in repeat(None, known):
+            if not delete():
+                return
+        self._delete_range(txn, self._log, prefix)
 
     @staticmethod
     def _delete_range(txn: Any, db: Any, prefix: bytes) -> None:

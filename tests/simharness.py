@@ -265,6 +265,18 @@ class LmdbReplicas:
                 del self.shards[shard]
             raise
 
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> list[bytes]:
+        delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
+        return [] if delta is None else [delta]
+
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.shards[shard].durable_state
 

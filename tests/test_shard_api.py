@@ -254,3 +254,53 @@ async def test_compaction_on_demand_keeps_state(tmp_path):
         expected = shard.snapshot()
     async with Agent("a", data_dir=tmp_path / "a") as agent:
         assert (await agent.shard("s")).snapshot() == expected
+
+
+async def test_a_pushed_batch_is_one_transaction_one_entry_one_change(tmp_path):
+    """Issue 17: the updates of one Push (``ReplicaSet.apply_batch``) are applied in ONE pycrdt
+    transaction: one store entry, one change, one combined delta to forward; the result is
+    the same as applying them one by one, and a batch refused by the delete check changes
+    nothing at all."""
+    from crdtsync import updates
+
+    src = pycrdt.Doc()
+    root = src.get("root", type=pycrdt.Map)
+    sent: list[bytes] = []
+    src.observe(lambda e: sent.append(e.update))
+    for i in range(5):
+        root[f"k{i}"] = i  # (raw pycrdt values: enough to count entries and compare states)
+    async with (
+        Agent("a", data_dir=tmp_path / "a") as agent,
+        Agent("b", data_dir=tmp_path / "b") as other,
+    ):
+        one_by_one = await other.shard("s")
+        for u in sent:
+            one_by_one.apply_remote(u, "peer")
+        reg = agent.registry
+        board = await agent.shard("s")
+        await board.flush()
+        before = board.stats().total_updates
+        received: list[Change] = []
+        board.on_change(received.append)
+        deltas = reg.apply_batch("s", sent, "peer", [updates.validate_update(u) for u in sent])
+        await board.flush()
+        assert board.stats().total_updates == before + 1  # one store entry for 5 updates
+        assert len(deltas) == 1 and len(received) == 1 and received[0].origin == "peer"
+        assert board.snapshot() == one_by_one.snapshot() == {f"k{i}": i for i in range(5)}
+        sv = updates.decode_state_vector(updates.state_vector(board.doc))
+        assert sv[src.client_id] == 5
+        # A batch whose last update deletes in this replica's future: refused, nothing applied.
+        board["mine"] = 1
+        own = board.doc.client_id
+        evil = pycrdt.Doc()
+        evil.get("root", type=pycrdt.Map)["x"] = 1
+        good = evil.get_update()
+        from crdtsync.yjs.state import encode_delete_set
+
+        future = b"\x00" + encode_delete_set({own: [(10_000, 5)]})  # no structs, a delete set
+        digest = board.digest()
+        with pytest.raises(InvalidUpdate):
+            reg.apply_batch(
+                "s", [good, future], "peer", [updates.validate_update(u) for u in (good, future)]
+            )
+        assert board.digest() == digest and "x" not in board.snapshot()

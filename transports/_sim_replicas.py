@@ -9,7 +9,7 @@ which re-exports it.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pycrdt
@@ -113,6 +113,24 @@ class MemoryReplicas:
         else:
             updates.apply_update(d, update, info)
         return _join(self._captured)
+
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[updates.UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> list[bytes]:
+        # Update by update, as before batches were applied in one transaction: the simulator's
+        # frames (and so the golden traces) stay what they were.
+        deltas = []
+        for update, info in zip(batch, infos, strict=True):
+            delta = self.apply(shard, update, origin, info)
+            if delta is not None:
+                deltas.append(delta)
+        return deltas
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         # Nothing committed yet: the empty state vector and the empty delete set.

@@ -180,15 +180,27 @@ class Pushes:
         forward = msg.forward or self._ctx.mode() == TREE
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
-            for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-                self.apply(
+            if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
+                parsed = [i for i in infos if i is not None]
+                writers = {msg.author(i) for i in range(len(msg.updates))}
+                self.apply_batch(
                     conn,
                     msg.shard,
-                    u,
-                    forward=forward and not msg.relay,
-                    info=info,
-                    author=msg.author(i),
+                    msg.updates,
+                    parsed,
+                    forward and not msg.relay,
+                    writers.pop() if len(writers) == 1 else None,
                 )
+            else:
+                for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
+                    self.apply(
+                        conn,
+                        msg.shard,
+                        u,
+                        forward=forward and not msg.relay,
+                        info=info,
+                        author=msg.author(i),
+                    )
             if msg.relay:
                 for other in self._ctx.links.values():
                     if (
@@ -255,8 +267,48 @@ class Pushes:
             return False
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)
-        if delta is None:
-            return True
+        if delta is not None:
+            self._forward(conn, shard, delta, forward, author)
+        return True
+
+    def apply_batch(
+        self,
+        conn: Link,
+        shard: str,
+        batch: tuple[bytes, ...],
+        infos: list[_yjs.UpdateInfo],
+        forward: bool,
+        author: str | None = None,
+    ) -> bool:
+        """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)
+        under the same quotas as :meth:`apply` (charged for the whole batch); ``author``: the
+        writer of every update of it, None if unknown or several. False: a quota refused it.
+        """
+        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
+        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now):
+            return False
+        try:
+            with (
+                map_exceptions(_INVALID_SHARD),
+                map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
+            ):
+                if not self._admit_new(conn, shard, batch[0], infos[0], False):
+                    return False
+                deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
+        except ProtocolError as exc:
+            if not isinstance(exc.__cause__, UpdateOverLimit):
+                raise
+            guard.count("update-limits")
+            return False
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
+        conn.interest.add(shard)
+        for delta in deltas:
+            self._forward(conn, shard, delta, forward, author)
+        return True
+
+    def _forward(
+        self, conn: Link, shard: str, delta: bytes, forward: bool, author: str | None
+    ) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
@@ -279,7 +331,6 @@ class Pushes:
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta)
-        return True
 
     def _apply(
         self,
@@ -296,22 +347,34 @@ class Pushes:
             ProtocolError: INVALID_SHARD or INVALID_UPDATE (caused by UpdateOverLimit: well
                 formed, beyond the work limits).
         """
-        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         with (
             map_exceptions(_INVALID_SHARD),
             map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
         ):
-            if not solicited and guard.is_new(shard, ctx.replicas.shard_names, now):
-                # A shard comes into being only once its first update validated, and counts
-                # against the quota of the peer that caused it.
-                validate_shard_name(shard)
-                if not guard.may_create(conn.name, now):
-                    return False
-                if info is None:
-                    info = _yjs.validate_update(update)
-                if not guard.admit_new_shard(conn.name, shard, now):
-                    return False
-            return ctx.replicas.apply(shard, update, conn.name, info, author=author)
+            if not self._admit_new(conn, shard, update, info, solicited):
+                return False
+            return self._ctx.replicas.apply(shard, update, conn.name, info, author=author)
+
+    def _admit_new(
+        self,
+        conn: Link,
+        shard: str,
+        update: bytes,
+        info: _yjs.UpdateInfo | None,
+        solicited: bool,
+    ) -> bool:
+        """Whether ``update`` may be applied as far as the shard-creation quota goes: a shard
+        comes into being only once its first update validated, and counts against the quota of
+        the peer that caused it. Raises what validation raises (the caller maps it)."""
+        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
+        if solicited or not guard.is_new(shard, ctx.replicas.shard_names, now):
+            return True
+        validate_shard_name(shard)
+        if not guard.may_create(conn.name, now):
+            return False
+        if info is None:
+            _yjs.validate_update(update)
+        return guard.admit_new_shard(conn.name, shard, now)
 
     def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import pycrdt
@@ -34,8 +34,10 @@ __all__ = [
     "apply_update",
     "apply_validated",
     "apply_validated_many",
+    "APPLY_BATCH",
     "delete_set",
     "digest",
+    "digest_of",
     "doc_delete_set",
     "state_vector",
 ]
@@ -98,31 +100,45 @@ def apply_validated(doc: pycrdt.Doc[Any], update: bytes) -> None:
         raise InvalidUpdate(f"pycrdt refused the update: {type(exc).__name__}: {exc}") from exc
 
 
-def apply_validated_many(doc: pycrdt.Doc[Any], updates: Iterable[bytes]) -> None:
-    """Apply updates that already passed validation, in order, in ONE transaction of ``doc``.
+#: Updates per transaction in :func:`apply_validated_many`. One transaction per update pays
+#: pycrdt's per-transaction commit each time; one transaction around a whole log is far worse
+#: for text (its commit-time bookkeeping grows with the transaction: 12 s instead of 1.3 s for
+#: the 259,778 edits of automerge-paper). Batches of 100 were the fastest measured (0.4 s).
+APPLY_BATCH = 100
 
-    The same as :func:`apply_validated` for each inside ``with doc.transaction():`` (pycrdt's
-    nested transactions are that one transaction), without the per-update Python wrapper of
+
+def apply_validated_many(
+    doc: pycrdt.Doc[Any], updates: Sequence[bytes], batch: int = APPLY_BATCH
+) -> None:
+    """Apply updates that already passed validation, in order, ``batch`` per transaction.
+
+    The same as :func:`apply_validated` for each, grouped in transactions of ``doc`` (pycrdt's
+    nested transactions are the enclosing one), without the per-update Python wrapper of
     ``Doc.apply_update`` (a transaction object, its checks and its exit per update: as much
-    time as the apply itself for small updates). For a store's own entries on reopen.
+    time as the apply itself for small updates). For a store's own entries on reopen and
+    compaction.
 
     Raises:
         InvalidUpdate: pycrdt refused one of them (those before it were applied).
     """
-    with doc.transaction() as txn:
-        raw_doc, raw_txn = getattr(doc, "_doc", None), getattr(txn, "_txn", None)
-        if raw_doc is None or raw_txn is None or getattr(doc, "_Model", None) is not None:
-            for update in updates:  # a pycrdt without these internals: the public way
-                apply_validated(doc, update)
-            return
-        apply = raw_doc.apply_update
-        try:
-            for update in updates:
-                apply(raw_txn, update)
-        except PASS_THROUGH:
-            raise
-        except BaseException as exc:  # PanicException derives from BaseException only
-            raise InvalidUpdate(f"pycrdt refused the update: {type(exc).__name__}: {exc}") from exc
+    for start in range(0, len(updates), batch):
+        chunk = updates[start : start + batch]
+        with doc.transaction() as txn:
+            raw_doc, raw_txn = getattr(doc, "_doc", None), getattr(txn, "_txn", None)
+            if raw_doc is None or raw_txn is None or getattr(doc, "_Model", None) is not None:
+                for update in chunk:  # a pycrdt without these internals: the public way
+                    apply_validated(doc, update)
+                continue
+            apply = raw_doc.apply_update
+            try:
+                for update in chunk:
+                    apply(raw_txn, update)
+            except PASS_THROUGH:
+                raise
+            except BaseException as exc:  # PanicException derives from BaseException only
+                raise InvalidUpdate(
+                    f"pycrdt refused the update: {type(exc).__name__}: {exc}"
+                ) from exc
 
 
 def state_vector(doc: pycrdt.Doc[Any]) -> bytes:
@@ -164,6 +180,11 @@ def digest(doc: pycrdt.Doc[Any]) -> bytes:
     the updates arrived in; a deletion changes the digest although it leaves the state vector
     alone. blake2b, personalised so these digests cannot be mistaken for other hashes.
     """
-    data = encode_state_vector(decode_state_vector(doc.get_state()))
-    data += encode_delete_set(doc_delete_set(doc))
+    return digest_of(doc.get_state(), delete_set(doc))
+
+
+def digest_of(state_vector: bytes, delete_set: bytes) -> bytes:
+    """:func:`digest` from a doc's :func:`state_vector` and :func:`delete_set` already at hand
+    (the delete set is the costly part: a group commit needs both, and the digest)."""
+    data = encode_state_vector(decode_state_vector(state_vector)) + delete_set
     return hashlib.blake2b(data, digest_size=16, person=_DIGEST_PERSON).digest()

@@ -94,7 +94,10 @@ def is_ready(
 
 
 def apply_if_ready(
-    doc: pycrdt.Doc[Any], update: bytes, info: UpdateInfo | None = None
+    doc: pycrdt.Doc[Any],
+    update: bytes,
+    info: UpdateInfo | None = None,
+    sv: dict[int, int] | None = None,
 ) -> tuple[int, int] | None:
     """Validate ``update`` and apply it to ``doc`` if it is ready (see :func:`is_ready`).
 
@@ -102,15 +105,21 @@ def apply_if_ready(
     ``(client, clock)`` of a struct that ``doc`` must hold before ``update`` can be ready;
     retrying any sooner is pointless (the update may then still wait for something else).
     Errors as :func:`~crdtsync.yjs.doc.apply_update`. With ``info`` (the update's
-    :func:`~crdtsync.yjs.parse.parse_update` result) the bytes are not parsed again.
+    :func:`~crdtsync.yjs.parse.parse_update` result) the bytes are not parsed again. With
+    ``sv`` (``doc``'s decoded state vector, e.g. kept across a batch) the doc's is not read
+    again, and ``sv`` is brought up to date when the update is applied.
 
     Raises:
         InvalidUpdate: the bytes are not a valid update.
     """
     info = _info_for(update, info)
-    missing = info.missing(decode_state_vector(doc.get_state()))
+    missing = info.missing(decode_state_vector(doc.get_state()) if sv is None else sv)
     if missing is None:
         apply_validated(doc, update)
+        if sv is not None:  # a ready update integrates whole: each client reaches its end
+            for client, end in info.ends.items():
+                if end > sv.get(client, 0):
+                    sv[client] = end
     return missing
 
 
