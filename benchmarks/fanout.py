@@ -271,7 +271,8 @@ def run_hub(
     raw: dict[str, Any] = {}
     out: dict[str, Any] = {"topology": TOPOLOGY[kind], "client_processes": None}
     with children() as kids:
-        _hub, port = start_hub(kind, kids)
+        _hub, port, ready = start_hub(kind, kids)
+        out["hub_process"] = {k: ready.get(k) for k in ("pid", "kind", "node")}
         clients = start_clients(kind, port, agents, procs, kids)
         out["client_processes"] = len(clients)
         time.sleep(1.0)
