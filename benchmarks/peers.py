@@ -190,7 +190,7 @@ def strongest(
             continue
         try:
             v = get(results[name])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             v = None
         if v is None:
             continue
