@@ -529,6 +529,7 @@ def plot(
     ):
         bars = a.bar(labels, [results[s]["burst"][key] for s in labels], color=bar_colors)
         a.bar_label(bars, fmt=fmt)
+        a.tick_params(axis="x", labelrotation=25)
         a.set_title(title)
         a.set_ylabel(ylabel)
     for a, phase, title in (
@@ -562,6 +563,58 @@ def plot(
         f"fan-out: 1 writer -> {receivers} receivers, one process each on 127.0.0.1, same workload for "
         f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)",
         fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scale(scale: dict[str, Any], path: Path) -> None:
+    """fanout_scale.png: burst updates/s, burst p99 and CPU per update of every system at
+    each replica count of the scale runs (log scales: the systems differ by orders)."""
+    plt = pyplot()
+    counts = list(scale)
+    systems = list(dict.fromkeys(k for c in counts for k in scale[c]["systems"]))
+    colors = {
+        "crdtsync": "tab:blue",
+        "pycrdt-websocket-noecho": "tab:red",
+        "y-websocket-server": "tab:green",
+        "hocuspocus": "tab:purple",
+    }
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / max(1, len(systems))
+    for a, title, get in (
+        (ax[0], "burst updates/s (higher is better)", lambda f: f["burst"]["updates_per_s"]),
+        (
+            ax[1],
+            "burst latency p99 ms (lower is better)",
+            lambda f: f["burst"]["latency_ms"]["p99"],
+        ),
+        (
+            ax[2],
+            "burst CPU ms per update, all processes",
+            lambda f: f["burst"]["cpu_ms_per_update"],
+        ),
+    ):
+        for j, name in enumerate(systems):
+            vals = []
+            for c in counts:
+                fig_ = scale[c]["systems"].get(name, {})
+                vals.append(get(fig_) if "burst" in fig_ else 0)
+            bars = a.bar(
+                [i + (j - (len(systems) - 1) / 2) * width for i in range(len(counts))],
+                vals,
+                width,
+                label=name,
+                color=colors.get(name, "gray"),
+            )
+            a.bar_label(bars, fmt="%.3g", fontsize=7)
+        a.set_yscale("log")
+        a.set_xticks(range(len(counts)), [f"{c} replicas" for c in counts])
+        a.set_title(title)
+    ax[0].legend(fontsize=8)
+    fig.suptitle(
+        "fan-out at scale: 1 writer, the other replicas as asyncio tasks in a few processes"
     )
     fig.tight_layout()
     fig.savefig(path)
@@ -619,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             st["agents"] - 1,
             st.get("repeat", 1),
         )
+        if old.get("scale"):
+            plot_scale(old["scale"], out.parent / "fanout_scale.png")
         print(out)
         return 0
     n = args.updates or SIZES[size]
@@ -730,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         plot(results, raw, path, n, args.rate, args.low_rate, args.agents - 1, repeat)
         report["plots"] = [str(path)]
+        if scale:
+            plot_scale(scale, path.parent / "fanout_scale.png")
+            report["plots"].append(str(path.parent / "fanout_scale.png"))
     finish(report, args.out)
     return 0
 
