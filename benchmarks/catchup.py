@@ -216,7 +216,7 @@ def run_crdtsync(
 def run_hub(kind: str, state_file: Path, until: list[str]) -> dict[str, Any]:
     """Hub ``kind`` (benchmarks/peers.py) holding the state; one new client joins."""
     with children() as kids:
-        _hub, port = start_hub(kind, kids, preload=state_file)
+        _hub, port, ready = start_hub(kind, kids, preload=state_file)
         extra = ["--join", *(["bench"] if kind == "pycrdt-websocket" else []), *until]
         (client,) = start_clients(kind, port, 1, 1, kids, extra)
         synced = client.wait("synced", 600)
@@ -230,6 +230,7 @@ def run_hub(kind: str, state_file: Path, until: list[str]) -> dict[str, Any]:
         "durable_s": None,
         "wire_bytes": wire["bytes_sent"],
         "msgs": msgs,
+        "hub_process": {k: ready.get(k) for k in ("pid", "kind", "node")},
     }
 
 

@@ -100,7 +100,7 @@ SYSTEMS: dict[str, dict[str, Any] | None] = {
 SCALE_SYSTEMS = ("crdtsync", "pycrdt-websocket-noecho", *NODE_HUBS)
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
-SCALE_UPDATES = {"full": 2000, "quick": 1000, "tiny": 100}
+SCALE_UPDATES = {"full": 1000, "quick": 500, "tiny": 100}
 
 
 def _stats(kids: list[Child]) -> list[dict[str, Any]]:
@@ -122,6 +122,7 @@ def run_phase(
     prog: Progress,
     replicate: int,
     count_received: bool = False,
+    slack: float = 120.0,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One phase (burst or paced) on a running system; returns figures and raw latencies.
 
@@ -141,7 +142,7 @@ def run_phase(
     replicated = None
     if replicate:
         writer.send(cmd="replicated", shard="bench", peers=replicate, timeout=120)
-    timeout = 120 + (n / rate if rate else 0)
+    timeout = slack + (n / rate if rate else 0)
     completes = []
     for i, r in enumerate(receivers):
         completes.append(r.wait("complete", timeout, prefix=prefix))
@@ -271,7 +272,8 @@ def run_hub(
     raw: dict[str, Any] = {}
     out: dict[str, Any] = {"topology": TOPOLOGY[kind], "client_processes": None}
     with children() as kids:
-        _hub, port = start_hub(kind, kids)
+        _hub, port, ready = start_hub(kind, kids)
+        out["hub_process"] = {k: ready.get(k) for k in ("pid", "kind", "node")}
         clients = start_clients(kind, port, agents, procs, kids)
         out["client_processes"] = len(clients)
         time.sleep(1.0)
@@ -292,6 +294,7 @@ def run_hub(
                 prog,
                 0,
                 kind in NODE_HUBS,
+                slack=900,
             )
     return out, raw
 
@@ -317,12 +320,14 @@ def run_crdtsync_groups(
         )
         out["client_processes"] = len(groups)
         writer, receivers = groups[0], groups[1:]
-        warm_up(label, writer, receivers, kids, ports, tmp, prog, agents - 1, False)
+        # No replicated(): beyond the full mesh (16 agents) the writer is not connected to
+        # every agent, and Shard.replicated(n) counts the acks of connected peers.
+        warm_up(label, writer, receivers, kids, ports, tmp, prog, 0, False)
         time.sleep(1.0)
         for phase in phases:
             prefix, count, r = _phase_args(phase, n, rate, low)
             out[phase], raw[phase] = run_phase(
-                label, writer, receivers, kids, ports, prefix, count, r, tmp, prog, agents - 1
+                label, writer, receivers, kids, ports, prefix, count, r, tmp, prog, 0, slack=900
             )
     return out, raw
 
@@ -489,7 +494,14 @@ def plot(
 ) -> None:
     plt = pyplot()
     labels = list(results)
-    colors = {"crdtsync": "tab:blue", "crdtsync-wan": "tab:cyan", HUB: "tab:orange"}
+    colors = {
+        "crdtsync": "tab:blue",
+        "crdtsync-wan": "tab:cyan",
+        HUB: "tab:orange",
+        "pycrdt-websocket-noecho": "tab:red",
+        "y-websocket-server": "tab:green",
+        "hocuspocus": "tab:purple",
+    }
     fig, ax = plt.subplots(2, 3, figsize=(15, 8))
     bar_colors = [colors.get(s, "gray") for s in labels]
     for a, key, fmt, title, ylabel in (
@@ -517,6 +529,7 @@ def plot(
     ):
         bars = a.bar(labels, [results[s]["burst"][key] for s in labels], color=bar_colors)
         a.bar_label(bars, fmt=fmt)
+        a.tick_params(axis="x", labelrotation=25)
         a.set_title(title)
         a.set_ylabel(ylabel)
     for a, phase, title in (
@@ -550,6 +563,58 @@ def plot(
         f"fan-out: 1 writer -> {receivers} receivers, one process each on 127.0.0.1, same workload for "
         f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)",
         fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scale(scale: dict[str, Any], path: Path) -> None:
+    """fanout_scale.png: burst updates/s, burst p99 and CPU per update of every system at
+    each replica count of the scale runs (log scales: the systems differ by orders)."""
+    plt = pyplot()
+    counts = list(scale)
+    systems = list(dict.fromkeys(k for c in counts for k in scale[c]["systems"]))
+    colors = {
+        "crdtsync": "tab:blue",
+        "pycrdt-websocket-noecho": "tab:red",
+        "y-websocket-server": "tab:green",
+        "hocuspocus": "tab:purple",
+    }
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / max(1, len(systems))
+    for a, title, get in (
+        (ax[0], "burst updates/s (higher is better)", lambda f: f["burst"]["updates_per_s"]),
+        (
+            ax[1],
+            "burst latency p99 ms (lower is better)",
+            lambda f: f["burst"]["latency_ms"]["p99"],
+        ),
+        (
+            ax[2],
+            "burst CPU ms per update, all processes",
+            lambda f: f["burst"]["cpu_ms_per_update"],
+        ),
+    ):
+        for j, name in enumerate(systems):
+            vals = []
+            for c in counts:
+                fig_ = scale[c]["systems"].get(name, {})
+                vals.append(get(fig_) if "burst" in fig_ else 0)
+            bars = a.bar(
+                [i + (j - (len(systems) - 1) / 2) * width for i in range(len(counts))],
+                vals,
+                width,
+                label=name,
+                color=colors.get(name, "gray"),
+            )
+            a.bar_label(bars, fmt="%.3g", fontsize=7)
+        a.set_yscale("log")
+        a.set_xticks(range(len(counts)), [f"{c} replicas" for c in counts])
+        a.set_title(title)
+    ax[0].legend(fontsize=8)
+    fig.suptitle(
+        "fan-out at scale: 1 writer, the other replicas as asyncio tasks in a few processes"
     )
     fig.tight_layout()
     fig.savefig(path)
@@ -607,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             st["agents"] - 1,
             st.get("repeat", 1),
         )
+        if old.get("scale"):
+            plot_scale(old["scale"], out.parent / "fanout_scale.png")
         print(out)
         return 0
     n = args.updates or SIZES[size]
@@ -645,36 +712,40 @@ def main(argv: list[str] | None = None) -> int:
             else [int(x) for x in args.scale.split(",") if x.strip()]
         )
         n_scale = args.updates or SCALE_UPDATES[size]
-        low_scale = (min(n_scale, low[0]), low[1])
+        low_scale = (max(1, n_scale // 2), low[1])
         for count in scale_counts:
             at: dict[str, Any] = {}
             for label in args.scale_systems.split(","):
                 where = tmp / f"s{count}"
-                if label in PEERS:
-                    one = run_hub(
-                        label,
-                        count,
-                        n_scale,
-                        args.rate,
-                        low_scale,
-                        where,
-                        prog,
-                        args.procs,
-                        SCALE_PHASES,
-                    )
-                else:
-                    one = run_crdtsync_groups(
-                        label,
-                        SYSTEMS.get(label) or {},
-                        count,
-                        n_scale,
-                        args.rate,
-                        low_scale,
-                        where,
-                        prog,
-                        args.procs,
-                        SCALE_PHASES,
-                    )
+                try:  # a failure here is reported in the result, the 8-agent runs are kept
+                    if label in PEERS:
+                        one = run_hub(
+                            label,
+                            count,
+                            n_scale,
+                            args.rate,
+                            low_scale,
+                            where,
+                            prog,
+                            args.procs,
+                            SCALE_PHASES,
+                        )
+                    else:
+                        one = run_crdtsync_groups(
+                            label,
+                            SYSTEMS.get(label) or {},
+                            count,
+                            n_scale,
+                            args.rate,
+                            low_scale,
+                            where,
+                            prog,
+                            args.procs,
+                            SCALE_PHASES,
+                        )
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    at[label] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+                    continue
                 at[label] = combine([one[0]], [one[1]])[0]
             scale[str(count)] = {
                 "agents": count,
@@ -714,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         plot(results, raw, path, n, args.rate, args.low_rate, args.agents - 1, repeat)
         report["plots"] = [str(path)]
+        if scale:
+            plot_scale(scale, path.parent / "fanout_scale.png")
+            report["plots"].append(str(path.parent / "fanout_scale.png"))
     finish(report, args.out)
     return 0
 

@@ -80,8 +80,11 @@ def ensure_node_peers() -> Path:
     return PEERS_DIR
 
 
-def start_hub(kind: str, kids: list[Child], *, preload: Path | None = None) -> tuple[Child, int]:
-    """Start hub ``kind`` on a free port serving room ``/bench``; returns it and its port."""
+def start_hub(
+    kind: str, kids: list[Child], *, preload: Path | None = None
+) -> tuple[Child, int, dict[str, Any]]:
+    """Start hub ``kind`` on a free port serving room ``/bench``; returns it, its port and its
+    ``ready`` event (a Node hub's names its Node version)."""
     (port,) = free_ports(1)
     if kind in PY_HUBS:
         args = ["--port", str(port), "--room", "/bench"]
@@ -95,8 +98,8 @@ def start_hub(kind: str, kids: list[Child], *, preload: Path | None = None) -> t
     else:
         raise ValueError(f"unknown hub {kind!r}")
     kids.append(hub)
-    hub.wait("ready", 300)
-    return hub, port
+    ready = hub.wait("ready", 300)
+    return hub, port, ready
 
 
 def _split(total: int, procs: int) -> list[int]:
@@ -187,7 +190,7 @@ def strongest(
             continue
         try:
             v = get(results[name])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             v = None
         if v is None:
             continue

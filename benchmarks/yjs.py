@@ -143,7 +143,7 @@ async def on_node_hub(kind: str, updates: int, state: bytes, tmp: Path) -> dict[
         if hub.returncode is None:
             hub.kill()
         await hub.wait()
-    return {"fanout": fan, "sync": sync}
+    return {"fanout": fan, "sync": sync, "hub_process": ready}
 
 
 def _entries(state: bytes) -> str:

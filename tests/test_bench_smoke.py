@@ -214,11 +214,69 @@ def test_summary_rows_of_a_failed_scenario() -> None:
             "reference": None,
             "reference_is": "",
             "ratio": None,
+            "strongest_peer": None,
+            "strongest": None,
+            "strongest_ratio": None,
             "target": "exit code 1",
             "met": False,
         }
     ]
     assert "FAILED" in bench.summary_markdown(rows)
+
+
+def test_summary_names_the_strongest_peer_of_each_figure() -> None:
+    """Each peer wins one figure here: the column names the winner of each, and the targets
+    are judged against it, not against the Provider hub."""
+
+    def fig(ups: float, p99: float, cpu: float) -> dict:
+        return {
+            "updates_per_s": ups,
+            "latency_ms": {"p50": 1.0, "p99": p99, "max": p99},
+            "cpu_ms_per_update": cpu,
+            "msgs_per_update": 1.0,
+            "wire_bytes_per_update": 100.0,
+        }
+
+    def system(ups: float, p99: float, cpu: float) -> dict:
+        return {ph: fig(ups, p99, cpu) for ph in ("burst", "paced", "paced_low")}
+
+    res = {
+        "setting": {"paced_rate": 1000, "low_rate": 200},
+        "systems": {
+            "crdtsync": system(6000, 10, 0.4),
+            "pycrdt-websocket": system(900, 100, 2.0),
+            "hocuspocus": system(1500, 50, 0.3),
+            "y-websocket-server": system(1000, 5, 1.0),
+        },
+        "vs_strongest": {
+            "burst_updates_per_s_ratio": {
+                "value": 4.0,
+                "peer": "hocuspocus",
+                "peer_value": 1500,
+                "met": False,
+            },
+            "burst_p99_ratio": {
+                "value": 2.0,
+                "peer": "y-websocket-server",
+                "peer_value": 5,
+                "met": False,
+            },
+        },
+    }
+    rows = {r["figure"]: r for r in bench.summary_rows({"fanout": res})}
+    burst = rows["burst updates/s"]
+    assert (burst["strongest_peer"], burst["strongest"], burst["strongest_ratio"]) == (
+        "hocuspocus",
+        1500,
+        4.0,
+    )
+    assert burst["reference"] == 900 and burst["ratio"] == 6.67
+    assert burst["met"] is False and burst["target"] == ">= 5x strongest"
+    assert rows["burst latency p99 ms"]["strongest_peer"] == "y-websocket-server"
+    cpu = rows["burst CPU ms per update, all processes"]
+    assert cpu["strongest_peer"] == "hocuspocus" and cpu["strongest"] == 0.3
+    md = bench.summary_markdown(list(rows.values()))
+    assert "1,500 (hocuspocus) = 4x" in md
 
 
 def test_every_scenario_has_a_script() -> None:

@@ -57,13 +57,14 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "fanout": Scenario(
         "fanout.py",
-        "1 writer -> 7 agents over websockets vs the pycrdt-websocket hub",
-        {"tiny": 20, "quick": 45, "full": 200},
+        "1 writer -> 7 agents (then 31, 63) over websockets vs the strongest hub "
+        "(pycrdt-websocket, @y/websocket-server, Hocuspocus)",
+        {"tiny": 60, "quick": 240, "full": 900},
     ),
     "catchup": Scenario(
         "catchup.py",
-        "a new agent joins a big shard vs floor and pycrdt-websocket",
-        {"tiny": 6, "quick": 15, "full": 25},
+        "a new agent joins a big shard vs floor and the strongest hub",
+        {"tiny": 25, "quick": 40, "full": 60},
     ),
     "idle": Scenario(
         "idle.py",
@@ -112,8 +113,8 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "yjs": Scenario(
         "yjs.py",
-        "8 Node y-websocket clients and a 200k-map sync: Yjs door vs the hub (needs node + npm)",
-        {"tiny": 10, "quick": 20, "full": 60},
+        "8 Node Yjs clients and a 200k-map sync: Yjs door vs the strongest hub (needs node + npm)",
+        {"tiny": 20, "quick": 40, "full": 120},
     ),
 }
 

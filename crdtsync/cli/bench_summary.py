@@ -27,8 +27,38 @@ def _r(a: Any, b: Any) -> float | None:
         return None
 
 
+#: The hubs the benchmarks run next to crdtsync (benchmarks/peers.py); ``pycrdt-websocket`` is
+#: its hub with echoing ``pycrdt.Provider`` clients, the others are the peers at their best.
+PEERS = ("pycrdt-websocket", "pycrdt-websocket-noecho", "y-websocket-server", "hocuspocus")
+
+
+def _best(
+    systems: dict[str, Any], get: Callable[[Any], Any], higher: bool
+) -> tuple[str, float] | None:
+    """The peer in ``systems`` with the best value of ``get`` (None: no peer has one)."""
+    best: tuple[str, float] | None = None
+    for name in PEERS:
+        v = _safe(get, systems.get(name))
+        if isinstance(v, (int, float)) and (
+            best is None or (v > best[1] if higher else v < best[1])
+        ):
+            best = (name, float(v))
+    return best
+
+
+def _safe(get: Callable[[Any], Any], d: Any) -> Any:
+    if d is None:
+        return None
+    try:
+        return get(d)
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per headline figure: scenario, figure, crdtsync, reference, ratio, target, met."""
+    """One row per headline figure: scenario, figure, crdtsync, reference, ratio, the strongest
+    peer of the run with its figure and crdtsync's ratio to it, target, met. Where a row has
+    a strongest peer, its target and ``met`` are stated against that peer."""
     rows: list[dict[str, Any]] = []
 
     def row(
@@ -41,6 +71,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         target: str = "",
         met: bool | None = None,
         ratio: float | None | Callable[[], float | None] = None,
+        strongest: tuple[str, float] | None = None,
+        strongest_ratio: float | None = None,
     ) -> None:
         r = ratio() if callable(ratio) else (ratio if ratio is not None else _r(mine, ref))
         rows.append(
@@ -51,10 +83,23 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "reference": ref,
                 "reference_is": ref_name,
                 "ratio": r,
+                "strongest_peer": strongest[0] if strongest else None,
+                "strongest": strongest[1] if strongest else None,
+                "strongest_ratio": (
+                    strongest_ratio
+                    if strongest_ratio is not None
+                    else (_r(mine, strongest[1]) if strongest else None)
+                ),
                 "target": target,
                 "met": met,
             }
         )
+
+    def vs(v: Any) -> tuple[tuple[str, float] | None, float | None, bool | None]:
+        """A ``vs_strongest`` entry as (peer and figure, ratio, met)."""
+        if not isinstance(v, dict) or v.get("peer") is None:
+            return None, None, None
+        return (v["peer"], v["peer_value"]), v.get("value"), v.get("met")
 
     for name, res in results.items():
         if "error" in res:
@@ -66,6 +111,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "reference": None,
                     "reference_is": "",
                     "ratio": None,
+                    "strongest_peer": None,
+                    "strongest": None,
+                    "strongest_ratio": None,
                     "target": res["error"],
                     "met": False,
                 }
@@ -131,93 +179,19 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     met=t["push_publishes_per_write"]["met"],
                 )
         elif name == "fanout":
-            systems = res.get("systems", {})
-            hub = systems.get("pycrdt-websocket", {})
-            for label in ("crdtsync", "crdtsync-wan"):
-                me = systems.get(label)
-                if not me:
-                    continue
-                tag = "" if label == "crdtsync" else " [WAN config]"
-                b, hb = me["burst"], hub.get("burst", {})
-                p, hp = me["paced"], hub.get("paced", {})
-                row(
-                    name,
-                    f"burst updates/s{tag}",
-                    b["updates_per_s"],
-                    hb.get("updates_per_s"),
-                    "pycrdt-websocket hub",
-                    target=">= 5x hub",
-                    met=bool(hb and b["updates_per_s"] >= 5 * hb["updates_per_s"]),
-                )
-                row(
-                    name,
-                    f"burst latency p99 ms{tag}",
-                    b["latency_ms"]["p99"],
-                    _g(hb, "latency_ms", "p99"),
-                    "pycrdt-websocket hub",
-                    target="< hub",
-                    met=bool(hb and b["latency_ms"]["p99"] < hb["latency_ms"]["p99"]),
-                )
-                row(
-                    name,
-                    f"paced {res['setting']['paced_rate']:g}/s latency p99 ms{tag}",
-                    p["latency_ms"]["p99"],
-                    _g(hp, "latency_ms", "p99"),
-                    "pycrdt-websocket hub",
-                    target="<= hub",
-                    met=bool(hp and p["latency_ms"]["p99"] <= hp["latency_ms"]["p99"]),
-                )
-                row(
-                    name,
-                    f"paced latency p50 / max ms{tag}",
-                    f"{p['latency_ms']['p50']} / {p['latency_ms']['max']}",
-                    f"{_g(hp, 'latency_ms', 'p50')} / {_g(hp, 'latency_ms', 'max')}",
-                    "pycrdt-websocket hub",
-                    ratio=_r(p["latency_ms"]["p50"], _g(hp, "latency_ms", "p50")),
-                )
-                pl, hpl = me.get("paced_low"), hub.get("paced_low")
-                if pl and hpl:
-                    row(
-                        name,
-                        f"paced {res['setting'].get('low_rate', 0):g}/s latency p50 / p99 ms{tag}",
-                        f"{pl['latency_ms']['p50']} / {pl['latency_ms']['p99']}",
-                        f"{hpl['latency_ms']['p50']} / {hpl['latency_ms']['p99']}",
-                        "pycrdt-websocket hub",
-                        target="p99 <= hub",
-                        met=pl["latency_ms"]["p99"] <= hpl["latency_ms"]["p99"],
-                        ratio=_r(pl["latency_ms"]["p99"], hpl["latency_ms"]["p99"]),
-                    )
-                row(
-                    name,
-                    f"burst CPU ms per update, all processes{tag}",
-                    b.get("cpu_ms_per_update"),
-                    hb.get("cpu_ms_per_update"),
-                    "pycrdt-websocket hub",
-                )
-                row(
-                    name,
-                    f"burst msgs per update{tag}",
-                    b["msgs_per_update"],
-                    hb.get("msgs_per_update"),
-                    "pycrdt-websocket hub",
-                )
-                row(
-                    name,
-                    f"burst wire bytes per update{tag}",
-                    b["wire_bytes_per_update"],
-                    hb.get("wire_bytes_per_update"),
-                    "pycrdt-websocket hub",
-                )
+            _fanout_rows(row, vs, name, res)
         elif name == "catchup":
             for label, st in res.get("states", {}).items():
-                c, h, f = st["crdtsync"], st["pycrdt-websocket"], st["floor"]
+                c, f = st["crdtsync"], st["floor"]
+                h = st.get("pycrdt-websocket") or {}
+                best = _best(st, lambda x: x["visible_s"], higher=False)
                 row(
                     name,
                     f"{label}: s until synced",
                     c["visible_s"],
-                    h["visible_s"],
+                    h.get("visible_s"),
                     "pycrdt-websocket",
-                    ratio=_r(c["visible_s"], h["visible_s"]),
+                    strongest=best,
                 )
                 row(
                     name,
@@ -225,6 +199,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     c["visible_s"],
                     f["seconds"],
                     "pycrdt encode+apply",
+                    target="<= 1.5x floor",
+                    met=bool(c["visible_s"] <= 1.5 * f["seconds"]),
                 )
                 row(
                     name,
@@ -240,13 +216,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     st["state_bytes"],
                     "encoded state",
                     ratio=_r(c["wire_bytes"], st["state_bytes"]),
-                )
-                row(
-                    name,
-                    f"{label}: wire bytes (hub)",
-                    h["wire_bytes"],
-                    st["state_bytes"],
-                    "encoded state",
+                    strongest=_best(st, lambda x: x["wire_bytes"], higher=False),
                 )
         elif name == "join":
             for r in res.get("runs", []):
@@ -396,37 +366,35 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         elif name == "yjs":
             ours, hub = res.get("crdtsync", {}), res.get("hub", {})
             fo, fh = ours.get("fanout", {}), hub.get("fanout", {})
-            row(
-                name,
-                "8 clients: updates/s",
-                fo.get("updates_per_s"),
-                fh.get("updates_per_s"),
-                "pycrdt-websocket hub",
-                target=">= 1x hub",
-                met=bool(
-                    fo.get("updates_per_s")
-                    and fo["updates_per_s"] >= (fh.get("updates_per_s") or 0)
+            strong = res.get("vs_strongest", {})
+            for figure, mine, ref, key in (
+                (
+                    "8 clients: updates/s",
+                    fo.get("updates_per_s"),
+                    fh.get("updates_per_s"),
+                    "updates_per_s",
                 ),
-            )
-            row(
-                name,
-                "8 clients: p99 ms",
-                fo.get("p99_ms"),
-                fh.get("p99_ms"),
-                "pycrdt-websocket hub",
-                target="<= 1x hub",
-                met=bool(fo.get("p99_ms") is not None and fo["p99_ms"] <= (fh.get("p99_ms") or 0)),
-            )
-            so, sh = ours.get("sync", {}).get("seconds"), hub.get("sync", {}).get("seconds")
-            row(
-                name,
-                f"initial sync of {res.get('map_entries')} entries (s)",
-                so,
-                sh,
-                "pycrdt-websocket hub",
-                target="<= 1.5x hub",
-                met=bool(so and sh and so <= 1.5 * sh),
-            )
+                ("8 clients: p99 ms", fo.get("p99_ms"), fh.get("p99_ms"), "p99_ms"),
+                (
+                    f"initial sync of {res.get('map_entries')} entries (s)",
+                    ours.get("sync", {}).get("seconds"),
+                    hub.get("sync", {}).get("seconds"),
+                    "sync_seconds",
+                ),
+            ):
+                best, r, met = vs(strong.get(key))
+                t = _g(strong, key, "target") or ""
+                row(
+                    name,
+                    figure,
+                    mine,
+                    ref,
+                    "pycrdt-websocket hub",
+                    target=f"{t}x strongest" if t else "",
+                    met=met,
+                    strongest=best,
+                    strongest_ratio=r,
+                )
         elif name == "hostile":
             lat = res.get("honest_round_trip_ms", {})
             during, before = lat.get("during", {}).get("p99"), lat.get("before", {}).get("p99")
@@ -503,6 +471,108 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fanout_rows(row: Callable[..., None], vs: Callable[..., Any], name: str, res: Any) -> None:
+    """The fanout rows: at 8 agents (reference: the hub with Provider clients, as before issue
+    18; targets against the strongest peer), then one block per scale run (32, 64 agents)."""
+    systems = res.get("systems", {})
+    hub = systems.get("pycrdt-websocket", {})
+    rate, low = res["setting"]["paced_rate"], res["setting"].get("low_rate", 0)
+    for label in ("crdtsync", "crdtsync-wan"):
+        me = systems.get(label)
+        if not me:
+            continue
+        tag = "" if label == "crdtsync" else " [WAN config]"
+        strong = res.get("vs_strongest" if label == "crdtsync" else "vs_strongest_crdtsync_wan", {})
+        hub_name = "pycrdt-websocket hub (Provider clients)"
+        for figure, phase, key, target in (
+            ("burst updates/s", "burst", "updates_per_s", ">= 5x strongest"),
+            ("burst latency p99 ms", "burst", "p99", "< strongest"),
+            (f"paced {rate:g}/s latency p99 ms", "paced", "p99", "<= strongest"),
+            (f"paced {low:g}/s latency p99 ms", "paced_low", "p99", "<= strongest"),
+        ):
+            fig, hfig = me.get(phase), hub.get(phase)
+            if not fig:
+                continue
+            get = (
+                (lambda f: f["updates_per_s"])
+                if key == "updates_per_s"
+                else (lambda f: f["latency_ms"]["p99"])
+            )
+            vkey = (
+                f"{phase}_updates_per_s_ratio" if key == "updates_per_s" else f"{phase}_p99_ratio"
+            )
+            best, r, met = vs(strong.get(vkey))
+            row(
+                name,
+                figure + tag,
+                get(fig),
+                _safe(get, hfig),
+                hub_name,
+                target=target if best else "",
+                met=met,
+                strongest=best,
+                strongest_ratio=r,
+            )
+        b = me["burst"]
+        for figure, key in (
+            ("burst CPU ms per update, all processes", "cpu_ms_per_update"),
+            ("burst msgs per update", "msgs_per_update"),
+            ("burst wire bytes per update", "wire_bytes_per_update"),
+        ):
+            row(
+                name,
+                figure + tag,
+                b.get(key),
+                _g(hub, "burst", key),
+                hub_name,
+                strongest=_best(systems, lambda x, key=key: x["burst"][key], higher=False),
+            )
+    for count, sc in (res.get("scale") or {}).items():
+        at, strong = sc.get("systems", {}), sc.get("vs_strongest", {})
+        me, ref = at.get("crdtsync"), at.get("pycrdt-websocket-noecho", {})
+        if not me:
+            continue
+        for figure, phase, key, vkey, target in (
+            (
+                "burst updates/s",
+                "burst",
+                "updates_per_s",
+                "burst_updates_per_s_ratio",
+                ">= 5x strongest",
+            ),
+            ("burst latency p99 ms", "burst", "p99", "burst_p99_ratio", "< strongest"),
+            (
+                f"paced {low:g}/s latency p99 ms",
+                "paced_low",
+                "p99",
+                "paced_low_p99_ratio",
+                "<= strongest",
+            ),
+        ):
+
+            def get(f: Any, key: str = key) -> Any:
+                return f["updates_per_s"] if key == "updates_per_s" else f["latency_ms"]["p99"]
+
+            best, r, met = vs(strong.get(vkey))
+            row(
+                name,
+                f"{count} agents: {figure}",
+                _safe(get, me.get(phase)),
+                _safe(get, ref.get(phase)),
+                "pycrdt-websocket, no echo",
+                target=target if best else "",
+                met=met,
+                strongest=best,
+                strongest_ratio=r,
+            )
+
+
+def _strong_cell(r: dict[str, Any]) -> str:
+    if not r.get("strongest_peer"):
+        return "-"
+    return f"{_cell(r['strongest'])} ({r['strongest_peer']}) = {_cell(r['strongest_ratio'])}x"
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
@@ -517,7 +587,16 @@ def summary_table(rows: list[dict[str, Any]], size: str) -> Any:
     from rich.table import Table
 
     table = Table(title=f"crdtsync bench summary ({size})", show_lines=False)
-    for col in ("scenario", "figure", "crdtsync", "reference", "ratio", "target", "met"):
+    for col in (
+        "scenario",
+        "figure",
+        "crdtsync",
+        "reference",
+        "ratio",
+        "strongest peer (ratio)",
+        "target",
+        "met",
+    ):
         table.add_column(col, overflow="fold")
     for r in rows:
         met = "" if r["met"] is None else ("[green]yes" if r["met"] else "[red]no")
@@ -529,6 +608,7 @@ def summary_table(rows: list[dict[str, Any]], size: str) -> Any:
             if r["reference_is"]
             else _cell(r["reference"]),
             _cell(r["ratio"]),
+            _strong_cell(r),
             r["target"],
             met,
         )
@@ -537,8 +617,9 @@ def summary_table(rows: list[dict[str, Any]], size: str) -> Any:
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | figure | crdtsync | reference | ratio | target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | figure | crdtsync | reference | ratio | strongest peer (ratio) | target "
+        "| met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ref = (
@@ -549,6 +630,6 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(
             f"| {r['scenario']} | {r['figure']} | {_cell(r['crdtsync'])} | {ref} "
-            f"| {_cell(r['ratio'])} | {r['target']} | {met} |"
+            f"| {_cell(r['ratio'])} | {_strong_cell(r)} | {r['target']} | {met} |"
         )
     return "\n".join(lines) + "\n"
