@@ -54,6 +54,10 @@ class LinkRounds:
     last_cut: frozenset[str] = frozenset()  # the shards the last cut round acted on
     stuck: int = 0  # cut rounds in a row that acted on exactly those shards
     continuing_at: float = -math.inf  # when it last continued a cut round with us
+    #: Shards we lack that it may still send whole after our last Digests (its round acts on
+    #: at most max_sync_shards shards): those Diffs are answers, not charged to the
+    #: shard-creation quota (issue #11), so an agent joining a big mesh is not throttled.
+    whole_allowed: int = 0
 
 
 def _entry(shard: str, d: bytes) -> bytes:
@@ -156,7 +160,10 @@ class AntiEntropy:
         if conn.name < self._ctx.name:  # the side that continues cut rounds (on_digests)
             conn.rounds.continuing_at = now
         if conn.replies.want_digests:
-            return  # owed already (coalesced): no need to compare again
+            # Owed already (coalesced): no need to compare again, but served if the pacing
+            # allows it by now.
+            self._replies.serve(conn, now)
+            return
         if msg.root != self.root_hash(conn.name):
             conn.replies.want_digests = True
             self._replies.serve(conn, now)
@@ -265,7 +272,11 @@ class AntiEntropy:
             _yjs.check_state(msg.state_vector, None)
         if not self._ctx.policy.accepts(msg.shard):
             return  # partial replication: not held here
+        conn.replies.progressed = True
         solicited = msg.shard in conn.rounds.round_shards or msg.shard in conn.repair.repairs
+        if not solicited and conn.rounds.whole_allowed > 0 and not self._ctx.holds(msg.shard):
+            conn.rounds.whole_allowed -= 1  # a shard it found us lacking, after our Digests
+            solicited = True
         if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited, author):
             return  # refused by a quota: the repair or a later round asks again
         conn.repair.repairs.pop(msg.shard, None)

@@ -101,6 +101,9 @@ class LinkReplies:
     replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     want_digests: bool = False  # it sent a Summary that differs: Digests owed
     digests_at: float = -math.inf  # when Digests last went to it (paced: see serve)
+    #: Diffs came from it since our last Digests: its round made progress, so the Summary
+    #: of the round it continues with is answered at once (not paced).
+    progressed: bool = False
     reply_bytes: int = 0  # replies sent to it in the current window
     sending: Transfer | None = None  # DiffChunk transfer under way to it
     receiving: Assembly | None = None  # DiffChunk transfer under way from it
@@ -208,11 +211,16 @@ class Replies:
                 self._send_batch(conn, batch)
             if conn.replies.sending is not None:
                 conn.replies.reply_bytes += self._send_piece(conn)
-            elif conn.replies.want_digests and now - conn.replies.digests_at >= min_gap:
+            elif conn.replies.want_digests and (
+                conn.replies.progressed or now - conn.replies.digests_at >= min_gap
+            ):
                 # Paced: a peer sending Summaries back to back gets one Digests per gap
-                # (issue #11: each 27-byte Summary made us list every shard).
+                # (issue #11: each 27-byte Summary made us list every shard), unless the last
+                # round brought Diffs (a cut round continued: an agent joining a big mesh).
                 conn.replies.want_digests = False
+                conn.replies.progressed = False
                 conn.replies.digests_at = now
+                conn.rounds.whole_allowed = self._ctx.config.max_sync_shards
                 shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
                 digests = tuple((s, self._ctx.replicas.digest(s)) for s in shards)
                 conn.replies.reply_bytes += 8 + sum(len(s) + len(d) + 4 for s, d in digests)
@@ -240,6 +248,10 @@ class Replies:
                     self._start(conn, shard, update, ours)
             else:
                 self._send_batch(conn, batch)
+                if conn.replies.want_digests:
+                    # Digests owed but paced (see above): served at a later window, not lost.
+                    self._ctx.schedule_flush(now)
+                    return
                 self.on_drained(conn, now)
                 return
             guard.replied(conn.name, conn.replies.reply_bytes - before)
