@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from . import updates, values
-from .errors import ClosedError, InvalidUpdate, ShardQuarantined
+from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError
 from .names import validate_shard_name
 from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
@@ -210,16 +210,28 @@ class ShardRegistry:
         return dict(self._quarantined)
 
     def check_all(self) -> dict[str, str]:
-        """Open every stored shard not checked against the work limits yet (a store written
-        before them: once), so that every quarantined shard is known before gossip starts and
-        none is listed to peers; returns :meth:`quarantined`."""
+        """Check every stored shard not checked against the work limits yet (a store written
+        before them: once, parsing its entries without opening it), so that every quarantined
+        shard is known before gossip starts and none is listed to peers; returns
+        :meth:`quarantined`."""
         checked = self._store.meta_values(_LIMITS_META)
         for name in self._store.shard_names():
-            if name not in checked and name not in self._quarantined:
-                try:
-                    self.open(name)
-                except ShardQuarantined:
-                    pass
+            if name in checked or name in self._quarantined or name in self._shards:
+                continue
+            try:  # parsed only, not opened: no document is kept in memory
+                loaded = self._store.load(name)
+            except StoreError:
+                continue  # damaged: opening it raises (CorruptEntry), the rest is served
+            if loaded is None:
+                continue
+            reason = check_stored(loaded.snapshot, loaded.log)
+            if reason is None:
+                self._store.put_meta(name, _LIMITS_META, b"1")
+                continue
+            try:
+                self._quarantine(name, reason)
+            except ShardQuarantined:
+                pass
         return self.quarantined()
 
     def _quarantine(self, name: str, reason: str) -> None:

@@ -287,7 +287,7 @@ async def test_hello_names_only_shards_the_peer_may_read(tls_agent: Agent, keys:
         await ws.send(_hello("reader"))  # the agent's Hello answers ours
         hello = wire.decode(await ws.recv())  # type: ignore[arg-type]
     assert isinstance(hello, Hello) and hello.name == "alpha"
-    assert hello.shards == ("tasks/a",)  # not secrets/plan
+    assert hello.shards == ()  # no shard at all (issue #11), so never secrets/plan
     assert set(tls_agent.shard_names()) == {"tasks/a", SHARD}
 
 
