@@ -240,9 +240,10 @@ class QueryTable:
         for q in list(self._queries.values()):
             if now >= q.deadline:
                 self._finish(q, TIMEOUT, now)
-            elif now >= q.hedge_at and not q.scan:
-                q.hedge_at = math.inf
-                self._ask(q, len(q.targets))
+            elif now >= q.hedge_at:
+                q.hedge_at = math.inf  # once; a scan asks everyone already: nothing to hedge
+                if not q.scan:
+                    self._ask(q, len(q.targets))
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no query in flight)."""

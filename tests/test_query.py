@@ -104,6 +104,17 @@ def test_query_table_timeout_names_the_holders_that_did_not_answer() -> None:
     assert t.targets_waiting() == frozenset()
 
 
+def test_a_scan_past_its_hedge_time_leaves_no_deadline_in_the_past() -> None:
+    # A scan does not hedge (it asks every target at once), but its hedge time used to stay
+    # due: next_deadline() stayed in the past after tick(), and the simulator ticked at the
+    # same virtual instant forever (seen once the handshake took one round trip more).
+    t = QueryTable(hedge_delay=0.25)
+    qid = t.scan("p/", ["h1", "h2"], state_vectors={}, now=0.0, timeout=5.0)
+    t.tick(0.3)
+    assert t.next_deadline() == 5.0
+    assert t.result(qid) is None
+
+
 def test_quorum_that_can_no_longer_be_reached_ends_early() -> None:
     t = QueryTable()
     qid = t.read(
@@ -270,7 +281,9 @@ def test_read_from_an_agent_that_holds_nothing_is_the_merged_state_of_the_holder
         before = set(net.nodes[reader].replicas.docs)
         value, latency = net.read(reader, s)
         assert value == net.join_of(sorted(net.expected(s)), s)
-        assert latency <= 2 * 0.05 + 0.2  # one round trip (plus a dial at most)
+        # one round trip, plus a dial at most: the websocket upgrade and the Hello exchange
+        # (the acceptor answers the dialler's Hello only once it arrived), a round trip each
+        assert latency <= 2 * 0.05 + 0.2 + 2 * 0.05
         assert set(net.nodes[reader].replicas.docs) == before  # a read creates no replica
     assert not net.meter.foreign
 
