@@ -358,6 +358,7 @@ def plot(results: dict[str, Any], scale: list[dict[str, Any]], path: Path) -> No
         ax.plot(ns, [s["latency_ms"]["p50"] for s in scale], "o-", label="p50")
         ax.plot(ns, [s["latency_ms"]["p99"] for s in scale], "o-", label="p99")
         ax.axhline(100, color="red", ls="--", lw=0.8, label="target p99")
+        ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("agents on one broker")
         ax.set_ylabel("latency (ms)")

@@ -46,6 +46,11 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   peer sends it is broadcast on the broker, what the broker brings is pushed to its websocket
   peers.
 
+An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8, ack_interval=0.5,
+ack_relay_interval=0.5)`` unless it passes its own settings: its links carry only
+anti-entropy, repairs and acks, so a tree beyond 8 agents does, and acks (no push carries them
+over a broker) go at most twice a second per link.
+
 Left as it is: credentials (the core's signed records and per-peer permissions) are refused
 over a broker; the broker's login and ACLs are the only authentication there.
 """

@@ -11,7 +11,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``overlay``         FULL / RELAY / TREE as pure functions, :class:`OverlayView`
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`
 ``links``           :class:`~.links.Link`, the replacement rule
-``push``            push queues, batching, apply and forward, back-pressure
+``push``            push queues, batching, apply and forward, back-pressure, broadcast links
+``_fanout``         the core's calls for a medium that fans out (a broker): broadcasts, presence
 ``relay``           the rotating relay: own batches, retries, hints, turns
 ``window``          what leaves at a window boundary, in order
 ``antientropy``     Summary / Digests / SyncRequest / Diff rounds, the skip rule
