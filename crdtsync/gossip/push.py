@@ -183,8 +183,9 @@ class Pushes:
         batch: tuple[bytes, ...],
         infos: list[_yjs.UpdateInfo],
         forward: bool,
-    ) -> None:
-        """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)."""
+    ) -> list[bytes]:
+        """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch);
+        returns the deltas that changed our state (forwarded as the overlay says)."""
         with (
             map_exceptions(_INVALID_SHARD),
             map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
@@ -193,6 +194,7 @@ class Pushes:
         conn.interest.add(shard)
         for delta in deltas:
             self._forward(conn, shard, delta, forward)
+        return deltas
 
     def _forward(self, conn: Link, shard: str, delta: bytes, forward: bool) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
