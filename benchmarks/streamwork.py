@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import gzip
 import hashlib
 import json
@@ -40,15 +41,16 @@ def text_root(tag: str) -> str:
 
 def load_edits(trace: str | Path, n: int | None) -> list[tuple[int, int, str]]:
     """The first ``n`` patches (all if None) of a sequential trace, in order."""
+    edits = _all_edits(str(trace))
+    return list(edits if n is None else edits[:n])
+
+
+@functools.lru_cache(maxsize=2)
+def _all_edits(trace: str) -> tuple[tuple[int, int, str], ...]:
+    """Every patch of a trace, parsed once per process (the JSON is 16 MB for the paper)."""
     with gzip.open(trace, "rt", encoding="utf-8") as f:
         data = json.load(f)
-    edits: list[tuple[int, int, str]] = []
-    for txn in data["txns"]:
-        for pos, n_del, ins in txn["patches"]:
-            edits.append((pos, n_del, ins))
-            if n is not None and len(edits) >= n:
-                return edits
-    return edits
+    return tuple((pos, n_del, ins) for txn in data["txns"] for pos, n_del, ins in txn["patches"])
 
 
 def text_sha(text: str) -> str:

@@ -58,6 +58,13 @@ Compaction policy
 snapshot, so loading replays more than compaction would save, and replaying fewer than 1000
 small updates is cheap anyway. :meth:`Store.compact` folds snapshot + log into a new snapshot
 with a caller-supplied ``merge`` function (the store itself never decodes updates).
+
+Disk space
+----------
+LMDB keeps its file at its high-water mark. :meth:`Store.reclaim` gives the freed pages back
+(a compacted copy in ``reclaim.tmp/``, fsynced and renamed over ``data.mdb``; a leftover copy
+is removed on open), :meth:`Store.needs_reclaim` is its automatic policy and
+:meth:`Store.space` measures; see :mod:`crdtsync._store_space`.
 """
 
 from __future__ import annotations

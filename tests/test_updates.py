@@ -1767,3 +1767,56 @@ def fuzz_gate(mode: str, seeds: int) -> None:
 
 if __name__ == "__main__":  # python tests/test_updates.py gate|raw|model SEEDS
     fuzz_gate(sys.argv[1], int(sys.argv[2]))
+
+
+def test_apply_validated_many_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched raw apply used on reopen and compaction (issue 17) gives the same document
+    as pycrdt's public apply of each update, whatever the batch size, for text with deletions
+    and for a map, also on the public fallback path."""
+    import random as _random
+
+    import pycrdt
+
+    from crdtsync.yjs import doc as yjs_doc
+
+    rng = _random.Random(17)
+    src = pycrdt.Doc()
+    text = src.get("text:t", type=pycrdt.Text)
+    root = src.get("root", type=pycrdt.Map)
+    sent: list[bytes] = []
+    src.observe(lambda e: sent.append(e.update))
+    for i in range(600):
+        if len(text) and rng.random() < 0.3:
+            pos = rng.randrange(len(text))
+            del text[pos : pos + 1]
+        else:
+            text.insert(rng.randrange(len(text) + 1), rng.choice("abcd"))
+        if i % 7 == 0:
+            root[f"k{i % 13}"] = i
+    expected = pycrdt.Doc()
+    for u in sent:
+        yjs_doc.apply_validated(expected, u)
+
+    def same(d: pycrdt.Doc) -> None:
+        assert str(d.get("text:t", type=pycrdt.Text)) == str(text)
+        assert d.get("root", type=pycrdt.Map).to_py() == root.to_py()
+        assert d.get_state() == expected.get_state()
+
+    for batch in (1, 7, 100, 10_000):
+        d = pycrdt.Doc()
+        yjs_doc.apply_validated_many(d, sent, batch)
+        same(d)
+
+    # A pycrdt without the internals it uses: the public path, same result.
+    real_getattr = getattr
+    monkeypatch.setattr(
+        yjs_doc,
+        "getattr",
+        lambda obj, name, default=None: (
+            None if name == "_txn" else real_getattr(obj, name, default)
+        ),
+        raising=False,
+    )
+    d = pycrdt.Doc()
+    yjs_doc.apply_validated_many(d, sent)
+    same(d)

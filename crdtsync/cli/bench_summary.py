@@ -55,6 +55,10 @@ def _safe(get: Callable[[Any], Any], d: Any) -> Any:
         return None
 
 
+def _le(ratio: float | None, limit: float) -> bool | None:
+    return None if ratio is None else ratio <= limit
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per headline figure: scenario, figure, crdtsync, reference, ratio, the strongest
     peer of the run with its figure and crdtsync's ratio to it, target, met. Where a row has
@@ -264,47 +268,68 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     ratio=g.get("msgs_per_round_ratio"),
                 )
         elif name == "restart":
+            replay, state = res.get("floor_replay_s"), res.get("state_bytes")
+            reopen_log = _g(res, "reopen_log", "reopen_s")
+            compact = _g(res, "compact", "compact_s")
+            reopen_comp = _g(res, "reopen_compacted", "reopen_s")
+            allocated = _g(res, "disk", "after", "allocated_bytes")
             row(
                 name,
                 f"reopen with {res['updates']:,} logged updates, s",
-                _g(res, "reopen_log", "reopen_s"),
-                res.get("floor_replay_s"),
+                reopen_log,
+                replay,
                 "pycrdt replay of the log",
+                target="<= 1.5x",
+                met=_le(_r(reopen_log, replay), 1.5),
             )
             row(
                 name,
                 "compaction, s",
-                _g(res, "compact", "compact_s"),
-                res.get("floor_replay_s"),
+                compact,
+                replay,
                 "pycrdt replay of the log",
+                target="<= 2x",
+                met=_le(_r(compact, replay), 2.0),
             )
             row(
                 name,
                 "reopen after compaction, s",
-                _g(res, "reopen_compacted", "reopen_s"),
+                reopen_comp,
                 res.get("floor_reopen_s"),
-                "pycrdt apply of the state",
+                "pycrdt apply of the state (warm, best of 3)",
             )
+            if res.get("floor_reopen_fresh_s") is not None:
+                row(
+                    name,
+                    "reopen after compaction vs a fresh process's apply, s",
+                    reopen_comp,
+                    res["floor_reopen_fresh_s"],
+                    "pycrdt apply of the state, fresh process",
+                    target="<= 1.3x",
+                    met=_le(_r(reopen_comp, res["floor_reopen_fresh_s"]), 1.3),
+                )
             row(
                 name,
                 "live bytes before compaction",
                 _g(res, "disk", "before", "live_bytes"),
-                res.get("state_bytes"),
+                state,
                 "encoded state",
             )
             row(
                 name,
                 "live bytes after compaction",
                 _g(res, "disk", "after", "live_bytes"),
-                res.get("state_bytes"),
+                state,
                 "encoded state",
             )
             row(
                 name,
                 "data dir allocated after compaction",
-                _g(res, "disk", "after", "allocated_bytes"),
-                res.get("state_bytes"),
+                allocated,
+                state,
                 "encoded state",
+                target="<= 2x",
+                met=_le(_r(allocated, state), 2.0),
             )
         elif name == "stream":
             fl = res.get("floor", {})
