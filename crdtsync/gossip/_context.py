@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from .links import Link
     from .policy import ReplicationPolicy
 
-__all__ = ["Context"]
+__all__ = ["LOSS_MEMORY", "Context"]
+
+#: Seconds a noticed loss keeps the rotating relay's redundancy on (see relay.py).
+LOSS_MEMORY = 10.0
 
 
 class Context:
@@ -53,8 +56,15 @@ class Context:
         self.mode: Callable[[], Mode] = lambda: FULL
         #: The security gate (credentials only, see gate.py); None: trust every peer.
         self.gate: Gate | None = None
+        #: When a loss was last noticed (a repair asked, a relay batch unconfirmed): the
+        #: rotating relay adds redundancy only while the network loses frames (relay.py).
+        self.loss_seen_at = -math.inf
         self._names_src: object = None
         self._names_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
+
+    def lossy(self, now: float) -> bool:
+        """Whether a loss was noticed within the last :data:`LOSS_MEMORY` seconds."""
+        return now - self.loss_seen_at < LOSS_MEMORY
 
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""

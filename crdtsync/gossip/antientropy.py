@@ -198,6 +198,7 @@ class AntiEntropy:
             return  # partial replication: not held here
         self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE)
         conn.repair.repairs.pop(msg.shard, None)
+        conn.repair.targets.pop(msg.shard, None)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
             conn.rounds.round_shards.discard(msg.shard)

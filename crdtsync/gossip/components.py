@@ -69,6 +69,7 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     ae.apply = apply
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)
     pushes.on_hint = relay.on_hint
+    pushes.on_broadcast = relay.on_broadcast
     window = Window(
         ctx, members=members, pushes=pushes, relay=relay, acks=acks, replies=replies, ae=ae
     )

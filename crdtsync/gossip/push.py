@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from ..errors import CloseCode, InvalidShardName, InvalidUpdate, map_exceptions
 from ..messages import Push, RelayedAck, ShardState
 from . import _yjs
-from .overlay import TREE
+from .acks import WANT_ACK, WANTED_COMMITS, Acks
+from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
     from ._context import Context
-    from .acks import Acks
     from .links import Link
     from .repair import Repairs
 
@@ -97,6 +97,11 @@ class Pushes:
         self.on_hint: Callable[[Link, str, bytes, float], None] = lambda conn, shard, hint, now: (
             None
         )
+        #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
+        #: it in ours).
+        self.on_broadcast: Callable[[Link, str, tuple[bytes, ...], float], None] = (
+            lambda conn, shard, updates, now: None
+        )
 
     def local(self, shard: str, delta: bytes) -> None:
         """A delta made here: queue it for every peer that holds the shard."""
@@ -125,8 +130,16 @@ class Pushes:
         forward = msg.forward or self._ctx.mode() == TREE
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
+            news: list[bytes] = []
             for u, info in zip(msg.updates, infos, strict=True):
-                self.apply(conn, msg.shard, u, forward=forward and not msg.relay, info=info)
+                delta = self.apply(conn, msg.shard, u, forward=forward and not msg.relay, info=info)
+                if delta is not None:
+                    news.append(delta)
+            if msg.hint is not None and not forward and news:
+                # A little redundancy against loss (rotating relay, relay.py): the next two
+                # relays repeat in theirs what a broadcast brought them that was news (news
+                # only: a delta is repeated once per relay that lacked it, never in a loop).
+                self.on_broadcast(conn, msg.shard, tuple(news), now)
             if msg.relay:
                 for other in self._ctx.links.values():
                     if (
@@ -150,9 +163,13 @@ class Pushes:
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
+        if msg.updates == (WANT_ACK,):
+            self._acks.owe_now(conn, msg.shard, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
-        self._repairs.sequence(conn, msg.shard, msg.seq, msg.hint is None, now)
+        # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
+        check_gap = msg.hint is None and not (msg.relay and self._ctx.mode() == RELAY)
+        self._repairs.sequence(conn, msg.shard, msg.seq, check_gap, now)
 
     def apply(
         self,
@@ -162,15 +179,18 @@ class Pushes:
         *,
         forward: bool,
         info: _yjs.UpdateInfo | None = None,
-    ) -> None:
+    ) -> bytes | None:
+        """Apply ``update`` from ``conn``; forward what changed our state as the overlay says.
+        Returns that change (None: nothing new)."""
         with (
             map_exceptions(_INVALID_SHARD),
             map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
         ):
             delta = self._ctx.replicas.apply(shard, update, conn.name, info)
         conn.interest.add(shard)
+        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         if delta is None:
-            return
+            return None
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
         # the origin reached everyone itself. Never back to where it came from.
@@ -184,6 +204,15 @@ class Pushes:
             for other in self._ctx.links.values():
                 if other is not conn and not other.closing:
                     self.enqueue(other, shard, delta)
+        return delta
+
+    def want_acks(self, shard: str, now: float) -> None:
+        """Ask every peer holding ``shard`` for its ack (a Push of WANT_ACK, see acks.py): we
+        wait in ``replicated()`` for changes we did not make, which it owes acks to their
+        writer only."""
+        for conn in self._ctx.links.values():
+            if not conn.closing and shard in conn.interest:
+                self.push(conn, shard, [WANT_ACK], now=now)
 
     def enqueue(self, conn: Link, shard: str, update: bytes) -> None:
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
