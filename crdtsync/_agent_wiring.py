@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import updates
@@ -34,6 +36,9 @@ __all__: list[str] = []
 
 #: The agent's logger: log lines keep the name of the module users configure.
 _log = logging.getLogger("crdtsync.agent")
+
+#: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
+_WANT_ACKS_EVERY = 1.0
 
 
 class _AgentWiring:
@@ -134,6 +139,11 @@ class _AgentWiring:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
         self._outgoing.append((shard.name, delta))
 
+    def _kick_transport(self) -> None:
+        """Execute the core's effects after a call made outside the transport."""
+        if self._transport is not None:
+            self._transport.kick()
+
     def _send_outgoing(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
         if self._core is None or self._closed:
@@ -191,6 +201,8 @@ class _AgentShardHost:
         self._committer = committer
         self._activity = activity
         self.core: GossipCore | None = None  # set once gossip started
+        #: Executes the core's effects after a call from outside the transport (set with core).
+        self.kick: Callable[[], None] = lambda: None
 
     async def flush(self) -> None:
         await self._committer.flush()
@@ -209,10 +221,18 @@ class _AgentShardHost:
         target = (updates.state_vector(shard.doc), updates.delete_set(shard.doc))
         await shard.flush()
         deadline = time.monotonic() + timeout
+        asked = -math.inf
         while True:
             holders = core.replicated(shard.name, *target)
             if len(holders) >= peers:
                 return
+            now = time.monotonic()
+            if now - asked >= _WANT_ACKS_EVERY:
+                # Peers ack a shard only to those that sent it to them: ask for the acks
+                # covering what others wrote (a no-op for a peer that acked its state already).
+                asked = now
+                core.want_acks(shard.name, now)
+                self.kick()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 lagging = tuple(p.name for p in core.peers() if p.name not in holders)

@@ -251,6 +251,7 @@ class Agent(_AgentWiring, _AgentFigures):
             if factory is not None:
                 await self._start_gossip(self._registry, factory)
                 host.core = self._core
+                host.kick = self._kick_transport
         except BaseException as exc:
             # Leave nothing behind: a retry (this Agent or a new one) must find the data
             # directory unlocked, not DataDirLocked.

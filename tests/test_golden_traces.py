@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "b190755f4c4af602299c4a1175c04618b2870e73e922ef26f0c9d59cb159b556",
+    "full_mesh": "1d4ba24e8b6c1f2393e90b0eb874419bf65648c161478ccea8e527abb83f5fae",
     "relay": "9ebf30a41162eba45d0d24f52decc32130d28ae41bb0daf621824b581e6fac55",
     "tree": "e4204aca7d0fbf5e12442b1bbc5fb0312afa399ea0af063ab24579ba54799e93",
-    "partial": "0056a402b4448655ff4d71f6e1e0c16a0791941c385b7ddfa1c00c2b18b67884",
-    "lossy_partition": "d4a2c6a6569e50e3ebaeb311a8af54ef8dcc5170080e650026c8facf2c75c39f",
+    "partial": "f209dfc8693507631a1c72aead3f6fea2c0294e319842d3e1e4af2f2b39f77ac",
+    "lossy_partition": "76f4ba8d697049c8a7b48308df3c06c5b9e1f0e0d06ee3aa80d8e70f062fded3",
 }
 
 

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from .links import Link
     from .policy import ReplicationPolicy
 
-__all__ = ["Context"]
+__all__ = ["LOSS_MEMORY", "Context"]
+
+#: Seconds a noticed loss keeps the rotating relay's redundancy on (see relay.py).
+LOSS_MEMORY = 10.0
 
 
 class Context:
@@ -63,6 +66,9 @@ class Context:
         #: anti-entropy round, or a lost push (a counter for the metrics; no behaviour).
         self.repairs_asked: dict[tuple[str, str], int] = {}
 
+        #: When a loss was last noticed (a repair asked, a relay batch unconfirmed): the
+        #: rotating relay adds redundancy only while the network loses frames (relay.py).
+        self.loss_seen_at = -math.inf
         self._names_src: object = None
         self._names_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
 
@@ -70,6 +76,10 @@ class Context:
         """Count one repair of ``shard`` asked of ``peer`` (see :attr:`repairs_asked`)."""
         key = (peer, shard)
         self.repairs_asked[key] = self.repairs_asked.get(key, 0) + 1
+
+    def lossy(self, now: float) -> bool:
+        """Whether a loss was noticed within the last :data:`LOSS_MEMORY` seconds."""
+        return now - self.loss_seen_at < LOSS_MEMORY
 
     def send(self, peer: str, msg: Message) -> None:
         """Queue ``msg`` to ``peer`` (the driver reads the outbox after each call)."""

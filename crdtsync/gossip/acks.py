@@ -1,8 +1,12 @@
 """Acks: which durable state each peer has, and how that news travels.
 
-After :meth:`GossipCore.durable`, peers that sent us a shard (or said they hold it) are owed
-our on-disk (state vector, delete set): piggybacked on a Push to them within ``ack_delay``, or
-else sent alone as an Ack (at most once per ``ack_interval``); what is owed to fanout links
+After :meth:`GossipCore.durable`, the peers that want it are owed our on-disk (state vector,
+delete set): piggybacked on a Push to them within ``ack_delay``, or else sent alone as an Ack
+(at most once per ``ack_interval``). Who wants it: in a full mesh, the peers that sent us the
+shard since (a writer waits on our ack in ``replicated()``), and a peer that asks with a Push
+of :data:`WANT_ACK` (it waits in ``replicated()`` for changes it did not make); in a tree,
+and with partial replication, every peer that sent us the shard or said it holds it (acks are
+relayed from there); what is owed to fanout links
 (:attr:`~crdtsync.gossip.links.Link.fanout`) goes as one broadcast Ack for all of them when
 most agents are owed one. Acks of other agents are passed
 on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
@@ -26,7 +30,15 @@ if TYPE_CHECKING:
     from .membership import Membership
     from .repair import Repairs
 
-__all__ = ["Acks", "LinkAcks", "take_relayed"]
+__all__ = ["WANT_ACK", "WANTED_COMMITS", "Acks", "LinkAcks", "take_relayed"]
+
+#: The empty Yjs update (no structs, no deletes). A Push holding only it asks the receiver for
+#: its ack of the shard (see GossipCore.want_acks); applying it changes nothing.
+WANT_ACK = b"\x00\x00"
+
+#: A peer that sent us a shard is owed the acks of our next this many commits of it: the
+#: first may have been captured before its update was applied (see Acks.durable).
+WANTED_COMMITS = 2
 
 
 @dataclass(slots=True)
@@ -34,6 +46,9 @@ class LinkAcks:
     """Acks owed to, and sent to, one peer."""
 
     pending_acks: dict[str, ShardState] = field(default_factory=dict)  # our acks owed to it
+    #: shards it sent us (or asked our ack of): our next WANTED_COMMITS durable states of
+    #: each are owed to it (full mesh; see Acks.durable)
+    wanted: dict[str, int] = field(default_factory=dict)
     acks_since: float = math.inf  # when the oldest pending ack became owed
     last_ack_at: float = -math.inf  # when a standalone Ack last went to it
     acked_out: dict[str, ShardState] = field(default_factory=dict)  # last state acked to it
@@ -142,13 +157,37 @@ class Acks:
                     self.own_acks_since = min(self.own_acks_since, now)
                     self._ctx.schedule_flush(now)
                 continue
+            # A full mesh owes acks to the peers that sent us the shard lately (or asked):
+            # the one that wrote waits on them; the others would only decode and store them.
+            # A tree relays acks from neighbour to neighbour, so every holder is owed them.
+            broad = self._ctx.policy.partial or self._ctx.mode() == TREE
             for conn in self._ctx.links.values():
-                # (partial replication: also every peer that announced holding the shard)
-                wants = shard in conn.interest or (
-                    self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
-                )
+                if broad:
+                    # (partial replication: also every peer that announced holding the shard)
+                    wants = shard in conn.interest or (
+                        self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
+                    )
+                else:
+                    # Kept for WANTED_COMMITS commits: an update applied after the capture of
+                    # one commit is in the next one (its shard is dirty again).
+                    left = conn.acks.wanted.get(shard, 0)
+                    wants = left > 0
+                    if left > 1:
+                        conn.acks.wanted[shard] = left - 1
+                    elif wants:
+                        del conn.acks.wanted[shard]
                 if wants and conn.acks.owe(state, now):
                     self._ctx.schedule_flush(now)
+
+    def owe_now(self, conn: Link, shard: str, now: float) -> None:
+        """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
+        now (unless it has it), and the next ones as they come."""
+        conn.acks.wanted[shard] = WANTED_COMMITS
+        if self._ctx.mode() == RELAY or not self._ctx.holds(shard):
+            return  # the relay owes our acks to the whole mesh anyway
+        sv, ds = self._ctx.replicas.durable_state(shard)
+        if conn.acks.owe(ShardState(shard, sv, ds), now):
+            self._ctx.schedule_flush(now)
 
     def ack_due(self, conn: Link) -> float:
         cfg = self._ctx.config

@@ -66,14 +66,16 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     def apply(
         conn: Link, shard: str, update: bytes, forward: bool, solicited: bool, author: str | None
     ) -> bool:
-        return pushes.apply(
+        done = pushes.apply(
             conn, shard, update, forward=forward, solicited=solicited, author=author
         )
+        return done is not None
 
     ae.apply = apply
     replies.on_drained = ae.resume
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)
     pushes.on_hint = relay.on_hint
+    pushes.on_relay_news = relay.on_broadcast
     window = Window(
         ctx, members=members, pushes=pushes, relay=relay, acks=acks, replies=replies, ae=ae
     )

@@ -407,6 +407,16 @@ class GossipCore(_Queries, _Fanout):
         self._advance(now)
         self._p.acks.durable(shards, now)
 
+    def want_acks(self, shard: str, now: float) -> None:
+        """We wait (in ``replicated()``) for acks of ``shard`` covering changes other agents
+        made: ask every peer holding it (in a full mesh, acks go only to the peers that sent
+        the shard, see :mod:`crdtsync.gossip.acks`). Cheap to repeat: a peer that has acked
+        its current state does not ack it again."""
+        self._advance(now)
+        validate_shard_name(shard)
+        if self._mode() != RELAY:  # the rotating relay spreads every ack to everyone
+            self._p.pushes.want_acks(shard, now)
+
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
         self._advance(now)

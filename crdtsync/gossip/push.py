@@ -36,11 +36,11 @@ from ..errors import (
 from ..messages import Push, RelayedAck, ShardState
 from ..names import validate_shard_name
 from . import _yjs
-from .overlay import TREE
+from .acks import WANT_ACK, WANTED_COMMITS, Acks
+from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
     from ._context import Context
-    from .acks import Acks
     from .links import Link
     from .repair import Repairs
 
@@ -137,6 +137,12 @@ class Pushes:
         #: A fanout link was ever accepted (a cheap test before looking for one).
         self.any_fanout = False
 
+        #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
+        #: it in ours).
+        self.on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None] = (
+            lambda conn, shard, updates, now: None
+        )
+
     def has_fanout(self, shard: str) -> bool:
         """Whether a fanout link holds ``shard``."""
         if not self.any_fanout:
@@ -180,27 +186,39 @@ class Pushes:
         forward = msg.forward or self._ctx.mode() == TREE
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
+            news: list[bytes] = []
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
                 writers = {msg.author(i) for i in range(len(msg.updates))}
-                self.apply_batch(
-                    conn,
-                    msg.shard,
-                    msg.updates,
-                    parsed,
-                    forward and not msg.relay,
-                    writers.pop() if len(writers) == 1 else None,
+                news = (
+                    self.apply_batch(
+                        conn,
+                        msg.shard,
+                        msg.updates,
+                        parsed,
+                        forward and not msg.relay,
+                        writers.pop() if len(writers) == 1 else None,
+                    )
+                    or []
                 )
             else:
                 for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-                    self.apply(
-                        conn,
-                        msg.shard,
-                        u,
-                        forward=forward and not msg.relay,
-                        info=info,
-                        author=msg.author(i),
+                    news += (
+                        self.apply(
+                            conn,
+                            msg.shard,
+                            u,
+                            forward=forward and not msg.relay,
+                            info=info,
+                            author=msg.author(i),
+                        )
+                        or []
                     )
+            if msg.hint is not None and not forward and news:
+                # A little redundancy against loss (rotating relay, relay.py): the next two
+                # relays repeat in theirs what a broadcast brought them that was news (news
+                # only: a delta is repeated once per relay that lacked it, never in a loop).
+                self.on_relay_news(conn, msg.shard, tuple(news), now)
             if msg.relay:
                 for other in self._ctx.links.values():
                     if (
@@ -225,9 +243,13 @@ class Pushes:
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
+        if msg.updates == (WANT_ACK,):
+            self._acks.owe_now(conn, msg.shard, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
-        self._repairs.sequence(conn, msg.shard, msg.seq, msg.hint is None, now)
+        # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
+        check_gap = msg.hint is None and not (msg.relay and self._ctx.mode() == RELAY)
+        self._repairs.sequence(conn, msg.shard, msg.seq, check_gap, now)
 
     def apply(
         self,
@@ -239,13 +261,14 @@ class Pushes:
         info: _yjs.UpdateInfo | None = None,
         solicited: bool = False,
         author: str | None = None,
-    ) -> bool:
+    ) -> list[bytes] | None:
         """Apply a remote ``update`` of ``shard`` from ``conn`` (written by ``author``, None if
         unknown: a Diff) and pass on what changed our state, with its writer, where the
         overlay wants it.
 
-        Returns False when a quota refused it (nothing applied; counted in the guard, see
-        :mod:`crdtsync.gossip.guard`): anti-entropy brings it again later. ``solicited``: a
+        Returns what changed our state ([] if nothing), or None when a quota refused it
+        (nothing applied; counted in the guard, see :mod:`crdtsync.gossip.guard`):
+        anti-entropy brings it again later. ``solicited``: a
         Diff we asked for (not charged to the shard-creation quota).
 
         Raises:
@@ -253,7 +276,7 @@ class Pushes:
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         if not guard.admit_update(conn.name, len(update), now):
-            return False
+            return None
         try:
             delta = self._apply(conn, shard, update, info, solicited, author)
         except ProtocolError as exc:
@@ -262,14 +285,16 @@ class Pushes:
             # Well formed but beyond the work limits: dropped and counted, not a reason to
             # close (the peer may be passing on what another built over many updates).
             guard.count("update-limits")
-            return False
+            return None
         if delta is False:
-            return False
+            return None
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)
-        if delta is not None:
-            self._forward(conn, shard, delta, forward, author)
-        return True
+        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
+        if delta is None:
+            return []
+        self._forward(conn, shard, delta, forward, author)
+        return [delta]
 
     def apply_batch(
         self,
@@ -279,32 +304,34 @@ class Pushes:
         infos: list[_yjs.UpdateInfo],
         forward: bool,
         author: str | None = None,
-    ) -> bool:
+    ) -> list[bytes] | None:
         """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)
         under the same quotas as :meth:`apply` (charged for the whole batch); ``author``: the
-        writer of every update of it, None if unknown or several. False: a quota refused it.
+        writer of every update of it, None if unknown or several. Returns what changed our
+        state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         if not guard.admit_update(conn.name, sum(len(u) for u in batch), now):
-            return False
+            return None
         try:
             with (
                 map_exceptions(_INVALID_SHARD),
                 map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
             ):
                 if not self._admit_new(conn, shard, batch[0], infos[0], False):
-                    return False
+                    return None
                 deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
         except ProtocolError as exc:
             if not isinstance(exc.__cause__, UpdateOverLimit):
                 raise
             guard.count("update-limits")
-            return False
+            return None
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)
+        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         for delta in deltas:
             self._forward(conn, shard, delta, forward, author)
-        return True
+        return deltas
 
     def _forward(
         self, conn: Link, shard: str, delta: bytes, forward: bool, author: str | None
@@ -331,6 +358,14 @@ class Pushes:
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta)
+
+    def want_acks(self, shard: str, now: float) -> None:
+        """Ask every peer holding ``shard`` for its ack (a Push of WANT_ACK, see acks.py): we
+        wait in ``replicated()`` for changes we did not make, which it owes acks to their
+        writer only."""
+        for conn in self._ctx.links.values():
+            if not conn.closing and shard in conn.interest:
+                self.push(conn, shard, [WANT_ACK], now=now)
 
     def _apply(
         self,

@@ -30,6 +30,9 @@ class LinkRepair:
 
     seq_in: dict[str, int] = field(default_factory=dict)  # last Push seq received, per shard
     repairs: dict[str, float] = field(default_factory=dict)  # shard -> when repair was asked
+    #: shard -> the state vector that showed what we lack (a hint or an ack), if known: once
+    #: ours covers it (another path brought it), the repair is not asked again
+    targets: dict[str, bytes] = field(default_factory=dict)
 
 
 def sv_covers(a: bytes, b: bytes) -> bool:
@@ -57,7 +60,13 @@ class Repairs:
         return any(shard in c.repair.repairs for c in self._ctx.links.values())
 
     def sequence(self, conn: Link, shard: str, seq: int, check_gap: bool, now: float) -> None:
-        """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``."""
+        """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``.
+
+        ``check_gap`` False: a gap is not repaired from this link (relay broadcasts, and in
+        the rotating relay a writer's batches too: those are confirmed by the broadcast's
+        hint and pushed again by the writer, so the gap, seen a relay turn later, is old
+        news that a request would only repeat).
+        """
         last = conn.repair.seq_in.get(shard, 0)
         if check_gap and seq and seq > last + 1 and shard not in conn.repair.repairs:
             # A Push of this shard was lost on the way: the deltas above may now wait for
@@ -93,8 +102,13 @@ class Repairs:
         for key in [k for k in self.broadcast_seq if k[0] == agent]:
             del self.broadcast_seq[key]
 
-    def ask(self, conn: Link, shard: str, now: float) -> None:
+    def ask(self, conn: Link, shard: str, now: float, target: bytes | None = None) -> None:
+        """Ask ``conn`` for what we lack of ``shard`` (``target``: the state vector that
+        showed it, if known)."""
         conn.repair.repairs[shard] = now
+        if target is not None:
+            conn.repair.targets[shard] = target
+        self._ctx.loss_seen_at = now
         self._ctx.count_repair(conn.name, shard)
         sv = self._ctx.state_vector(shard)
         self._ctx.send(conn.name, SyncRequest(((shard, sv),)))
@@ -134,7 +148,7 @@ class Repairs:
                 for name in (agent, source):
                     conn = self._ctx.links.get(name)
                     if conn is not None and not conn.closing:
-                        self.ask(conn, shard, now)
+                        self.ask(conn, shard, now, sv)
                         break
 
     def retry(self, now: float) -> None:
@@ -146,7 +160,17 @@ class Repairs:
                 if asm is not None and asm.shard == shard and now < asm.last_at + timeout:
                     continue  # its answer is arriving, in pieces
                 if now >= asked + timeout:
+                    target = conn.repair.targets.get(shard)
+                    if target is not None and sv_covers(self._ctx.state_vector(shard), target):
+                        self.done(conn, shard)  # it came by another path meanwhile
+                        continue
                     self.ask(conn, shard, now)
+
+    @staticmethod
+    def done(conn: Link, shard: str) -> None:
+        """The repair of ``shard`` asked of ``conn`` is over (its Diff came)."""
+        conn.repair.repairs.pop(shard, None)
+        conn.repair.targets.pop(shard, None)
 
     def deadlines(self) -> list[float]:
         """When :meth:`check_lags` and :meth:`retry` have work."""
