@@ -160,9 +160,10 @@ class Acks:
             # A full mesh owes acks to the peers that sent us the shard lately (or asked):
             # the one that wrote waits on them; the others would only decode and store them.
             # A tree relays acks from neighbour to neighbour, so every holder is owed them.
+            # Fanout links (a broker) too: one broadcast Ack reaches them all for one publish.
             broad = self._ctx.policy.partial or self._ctx.mode() == TREE
             for conn in self._ctx.links.values():
-                if broad:
+                if broad or conn.fanout:
                     # (partial replication: also every peer that announced holding the shard)
                     wants = shard in conn.interest or (
                         self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
