@@ -59,6 +59,7 @@ class ShardHost(Protocol):
 _INTERNAL = frozenset(
     {
         "apply_remote",
+        "apply_remote_batch",
         "capture",
         "mark_durable",
         "mark_dirty",

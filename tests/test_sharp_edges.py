@@ -195,7 +195,14 @@ def test_help_shard_shows_the_api_not_the_internals() -> None:
     from crdtsync import Shard
 
     text = pydoc.render_doc(Shard, renderer=pydoc.plaintext)
-    for internal in ("apply_remote", "capture", "mark_durable", "mark_dirty", "durable_state"):
+    for internal in (
+        "apply_remote",
+        "apply_remote_batch",
+        "capture",
+        "mark_durable",
+        "mark_dirty",
+        "durable_state",
+    ):
         assert internal not in text
     for public in ("snapshot", "transaction", "flush", "replicated", "subscribe", "counter", "map"):
         assert f"{public}(" in text
