@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from corepair import *  # noqa: F403
 
+from crdtsync.gossip.acks import WANT_ACK
+
 # ruff: noqa: F405 (names from corepair)
 
 # -- acks -----------------------------------------------------------------------------------------
@@ -73,3 +75,51 @@ def test_standalone_acks_are_rate_limited() -> None:
     b.tick(b.next_deadline())  # type: ignore[arg-type]
     ((_, last),) = b.data_to_send()
     assert last == Ack((ShardState("s", *reps(b).durable_state("s")),))
+
+
+def test_full_mesh_acks_go_to_the_writer_and_to_who_asks() -> None:
+    # Issue 17: in a full mesh c owes its ack of "s" only to a, which sent it the shard, not
+    # to b, which holds it too; b, waiting in replicated() for a's change, asks (want_acks).
+    a, b, c = make("a"), make("b"), make("c")
+    cores = {"a": a, "b": b, "c": c}
+    connect(a, b)
+    connect(a, c)
+    connect(b, c)
+    put(b, "s", "b", 0)  # b and c hold "s" before they meet: each announces it in its Hello
+    put(c, "s", "c", 0)
+    connect(b, c)
+    deliver(cores, 0.0)
+    for core in (b, c):  # their on-connect sync is acked (two commits' worth), then quiet
+        reps(core).commit()
+        core.durable(["s"], 0.5)
+        core.durable(["s"], 0.6)
+        core.tick(0.9)
+    deliver(cores, 0.9)
+    delta = put(a, "s", "k", 1)
+    for core in (b, c):
+        core.receive("a", Push("s", (delta,)), 1.0)
+        reps(core).commit()
+        core.durable(["s"], 1.0)
+    assert "s" in c._conns["b"].interest  # b holds "s" as far as c knows (it announced it)
+    c.tick(1.0 + CFG.ack_delay + CFG.ack_interval)
+    assert [peer for peer, m in c.data_to_send() if isinstance(m, Ack)] == ["a"]
+    target = (reps(b).state_vector("s"), updates.delete_set(reps(b).doc("s")))
+    assert b.replicated("s", *target) == ()
+    b.want_acks("s", 1.5 + CFG.ack_interval)
+    asks = [(peer, m) for peer, m in b.data_to_send() if isinstance(m, Push)]
+    assert sorted(peer for peer, _ in asks) == ["a", "c"]
+    ask = dict(asks)["c"]
+    assert ask.updates == (WANT_ACK,)
+    c.receive("b", rt(ask), 1.6 + CFG.ack_interval)
+    c.tick(1.6 + 2 * CFG.ack_interval + CFG.ack_delay)
+    acks = [m for peer, m in c.data_to_send() if peer == "b" and isinstance(m, Ack)]
+    assert len(acks) == 1
+    t = 2.0 + 2 * CFG.ack_interval
+    b.receive("c", rt(acks[0]), t)
+    assert "c" in b.replicated("s", *target)
+    # asked again with nothing new: no second ack
+    b.want_acks("s", t + 0.1)
+    again = dict((p, m) for p, m in b.data_to_send() if isinstance(m, Push))["c"]
+    c.receive("b", rt(again), t + 0.2)
+    c.tick(t + 10 * CFG.ack_interval)
+    assert not [m for peer, m in c.data_to_send() if peer == "b" and isinstance(m, Ack)]
