@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "1d4ba24e8b6c1f2393e90b0eb874419bf65648c161478ccea8e527abb83f5fae",
-    "relay": "9ebf30a41162eba45d0d24f52decc32130d28ae41bb0daf621824b581e6fac55",
-    "tree": "e4204aca7d0fbf5e12442b1bbc5fb0312afa399ea0af063ab24579ba54799e93",
-    "partial": "f209dfc8693507631a1c72aead3f6fea2c0294e319842d3e1e4af2f2b39f77ac",
-    "lossy_partition": "76f4ba8d697049c8a7b48308df3c06c5b9e1f0e0d06ee3aa80d8e70f062fded3",
+    "full_mesh": "5d60447111290da9f1c78d7c3c454fdc1223877e091ecf4609409903a10f7ba0",
+    "relay": "96026824bad7182dcc91a5c7befe5b4121c9705f5c67f4749770ace657781587",
+    "tree": "c79b8ef2f20f4e6ea464ac7d45cb6c13b6342e2ab0d433cef9c7094c741dc407",
+    "partial": "066343e5784343c2707adfa92f613bf1dfabd02028c4416c940ac2a62e3c8fa6",
+    "lossy_partition": "980bfd8edbc015fb7f90236edc23fe3306cc327f4309cb7837753f9ed6513026",
 }
 
 

@@ -38,7 +38,10 @@ async def test_inspect_peer_http_shows_the_agents_metrics(tmp_path: Path) -> Non
         assert a.address is not None and a.http_url is not None
         board = await a.shard("board")
         board["start"] = 0
-        async with Agent("b", data_dir=tmp_path / "b", peers=[a.address], http=http) as b:
+        # b listens: a departed agent without an address is not listed as a peer (#16).
+        async with Agent(
+            "b", data_dir=tmp_path / "b", listen="ws://127.0.0.1:0", peers=[a.address], http=http
+        ) as b:
             assert b.http_url is not None
             await b.shard("board")
             await board.replicated(peers=1, timeout=15)

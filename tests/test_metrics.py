@@ -158,7 +158,8 @@ async def test_close_codes_by_reason_over_websockets(tmp_path: Path) -> None:
             await raw.wait_closed()
             assert raw.close_code == 4004
         await eventually(lambda: "4004 malformed_frame us" in a.metrics()["closes"], "4004")
-        b = Agent("b", data_dir=tmp_path / "b", peers=[a.address])
+        # b listens: a departed agent without an address is not listed as a peer (#16).
+        b = Agent("b", data_dir=tmp_path / "b", listen="ws://127.0.0.1:0", peers=[a.address])
         await b.start()
         await eventually(lambda: a.metrics()["connections"] == 1, "b connected")
         await b.close()  # b says goodbye: 1001 going away
@@ -223,7 +224,8 @@ async def test_replication_lag_in_updates_and_seconds(tmp_path: Path) -> None:
         assert a.address is not None
         board = await a.shard("board")
         board["start"] = 0
-        b = Agent("b", data_dir=tmp_path / "b", peers=[a.address])
+        # b listens: a departed agent without an address is not listed as a peer (#16).
+        b = Agent("b", data_dir=tmp_path / "b", listen="ws://127.0.0.1:0", peers=[a.address])
         await b.start()
         await b.shard("board")
         await board.replicated(peers=1, timeout=15)
