@@ -23,7 +23,7 @@ from ._agent_figures import DurableHistory
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
 from .errors import ReplicationTimeout, UsageError
-from .gossip import GossipConfig, GossipCore
+from .gossip import GossipConfig, GossipCore, QuotaSet
 from .shard import Shard
 from .sharding import Sharding, ShardingConfig
 from .store import ShardStats, Store
@@ -54,6 +54,7 @@ class _AgentWiring:
     _mesh: str
     _gossip_config: GossipConfig
     _sharding_config: ShardingConfig
+    _quotas: QuotaSet | None
     _rng: random.Random
     _store: Store | None
     _committer: GroupCommitter | None
@@ -101,6 +102,7 @@ class _AgentWiring:
             address=self._listen,
             seeds=self._seeds,
             policy=Sharding(self._sharding_config),
+            quotas=self._quotas,
         )
         # Credentials go only to a factory that is given some: one that cannot authenticate
         # (a test double, a one-process hub) then fails loudly instead of ignoring them.

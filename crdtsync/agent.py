@@ -35,7 +35,7 @@ from .errors import (
     ReplicationTimeout,
     UsageError,
 )
-from .gossip import GossipConfig, GossipCore, PeerStatus
+from .gossip import GossipConfig, GossipCore, PeerStatus, QuotaSet
 from .names import validate_agent_name
 from .reads import Quorum, Reader
 from .shard import Shard
@@ -110,6 +110,10 @@ class Agent(_AgentWiring, _AgentFigures):
             our login raises :class:`~crdtsync.errors.BrokerRefused` from :meth:`start`.
         http: ``"127.0.0.1:8080"`` (or a :class:`crdtsync.http.HttpOptions`) to serve the HTTP
             API, metrics and dashboard there (see :mod:`crdtsync.http`); None: no HTTP.
+        quotas: the quotas that hold across all connections (shards a peer may cause to be
+            created, bytes and CPU per peer, transfers, replies, the global message budget; see
+            :class:`crdtsync.gossip.QuotaSet`); None: its defaults. Refusals are counted in
+            :attr:`counters` (``quota.<name>``) and in the metric ``crdtsync_quota_refusals``.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class Agent(_AgentWiring, _AgentFigures):
         insecure: bool = False,
         http: Any = None,
         broker: str | None = None,
+        quotas: QuotaSet | None = None,
     ) -> None:
         self.name = validate_agent_name(name)
         if isinstance(peers, str):
@@ -180,6 +185,7 @@ class Agent(_AgentWiring, _AgentFigures):
             # push carries there) at most twice a second per link, not twenty times.
             gossip = GossipConfig.lan(full_mesh_max=8, ack_interval=0.5, ack_relay_interval=0.5)
         self._gossip_config = gossip or GossipConfig.lan()
+        self._quotas = quotas
         self._sharding_config = ShardingConfig(replication_factor=replication_factor)
         self._transport_factory = transport
         self._broker = broker

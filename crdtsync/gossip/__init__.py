@@ -164,6 +164,7 @@ from .core import (
     GossipCore,
     PeerStatus,
 )
+from .guard import QuotaSet
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
@@ -186,6 +187,7 @@ __all__ = [
     "OverlayView",
     "PeerState",
     "PeerStatus",
+    "QuotaSet",
     "ReplicationPolicy",
     "Service",
 ]
