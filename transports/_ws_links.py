@@ -102,7 +102,6 @@ class _Link:
     paused: bool = False
     closing: bool = False  # a close was requested: nothing more is queued or handled
     watchdog: asyncio.TimerHandle | None = None
-    hello_timer: asyncio.TimerHandle | None = None  # inbound: no valid Hello in open_timeout
     identity: PeerIdentity | None = None  # set once authenticated (with credentials only)
 
     def label(self) -> str:
@@ -203,7 +202,7 @@ class _LinkRunner:
         :class:`~crdtsync.quotas.ConnectionCap` (in all and per remote host) before anything
         is read from it; over the cap it is closed at once (``FLOODING``, counted
         ``refused.<quota>``). A gossip connection that has not completed its handshake (its
-        Hello accepted by the core) within ``handshake_timeout`` is closed with
+        Hello accepted by the core) within :meth:`_hello_timeout` is closed with
         ``BAD_HANDSHAKE`` (counted ``handshake_timeout``).
         """
         if self._closing:
@@ -229,9 +228,7 @@ class _LinkRunner:
                 return
             link = _Link(ws, outbound=False, dialled=None)
             assert self._loop is not None
-            deadline = self._loop.call_later(
-                self._conn_cap.handshake_timeout, self._handshake_overdue, link
-            )
+            deadline = self._loop.call_later(self._hello_timeout(), self._handshake_overdue, link)
             try:
                 await self._run_link(link)
             finally:
@@ -239,22 +236,21 @@ class _LinkRunner:
         finally:
             self._conn_cap.closed(key, host)
 
+    def _hello_timeout(self) -> float:
+        """Seconds an inbound connection has to get its Hello accepted: the shorter of the
+        transport's ``open_timeout`` and the connection cap's ``handshake_timeout``."""
+        return min(self._open_timeout, self._conn_cap.handshake_timeout)
+
     def _handshake_overdue(self, link: _Link) -> None:
         """The handshake deadline of an inbound connection passed: close it unless a Hello was
         accepted (a connection that never speaks must not hold a file descriptor)."""
         if link.peer is None and not link.closing:
             self._count("handshake_timeout")
+            timeout = self._hello_timeout()
             logger.warning(
-                "%s: closing %s: no Hello within %g s",
-                self.core.name,
-                link.label(),
-                self._conn_cap.handshake_timeout,
+                "%s: closing %s: no Hello within %g s", self.core.name, link.label(), timeout
             )
-            self._refuse(
-                link,
-                CloseCode.BAD_HANDSHAKE,
-                f"no Hello within {self._conn_cap.handshake_timeout:g} s",
-            )
+            self._refuse(link, CloseCode.BAD_HANDSHAKE, f"no Hello within {timeout:g} s")
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -329,9 +325,6 @@ class _LinkRunner:
             # The dialer speaks first. The acceptor holds its Hello until the dialer's Hello
             # was validated by the core (see _accept): an unknown client learns nothing.
             self._queue_hello(link)
-        else:
-            assert self._loop is not None
-            link.hello_timer = self._loop.call_later(self._open_timeout, self._no_hello, link)
         writer = asyncio.create_task(self._writer(link), name=f"crdtsync-writer-{link.label()}")
         try:
             await self._reader(link)
@@ -343,21 +336,12 @@ class _LinkRunner:
                 writer.cancel()
             if link.watchdog is not None:
                 link.watchdog.cancel()
-            if link.hello_timer is not None:
-                link.hello_timer.cancel()
             self._links.discard(link)
             self._connection_closed(link)  # before any await: this must happen exactly once
             try:
                 await asyncio.gather(writer, return_exceptions=True)
             finally:
                 link.finished.set()
-
-    def _no_hello(self, link: _Link) -> None:
-        """An inbound connection sent no valid Hello within ``open_timeout``: close it."""
-        if link.peer is None and not link.closing:
-            self._protocol_error(
-                link, CloseCode.BAD_HANDSHAKE, f"no Hello within {self._open_timeout:g} s"
-            )
 
     def _queue_hello(self, link: _Link) -> None:
         """Put our Hello at the head of ``link``'s queue (it is always the first frame)."""
@@ -516,8 +500,6 @@ class _LinkRunner:
         link.peer, link.hello, link.accepted_at = peer, msg, now
         self._by_peer[peer] = link
         self._conn_cap.handshaken(id(link.ws))
-        if link.hello_timer is not None:
-            link.hello_timer.cancel()
         # Only now does an inbound connection get our Hello: ahead of whatever the core queued
         # for the peer in connection_made, which the next _pump hands to the writer.
         self._queue_hello(link)
