@@ -64,7 +64,12 @@ async def test_a_flooder_cut_off_gets_no_fresh_budget_by_reconnecting(nodes: Any
 
     victim = await nodes("victim", config=replace(CFG, flood_rate=1.0, flood_burst=50.0))
     flooder = await nodes("flooder", seeds=[victim.address], config=CFG)
-    await until(lambda: victim.connected() == {"flooder"}, what="connected")
+    # Both sides: the acceptor lists the dialer as soon as it accepted its Hello, the dialer
+    # the acceptor only once the acceptor's Hello (sent after that) has come back.
+    await until(
+        lambda: victim.connected() == {"flooder"} and "victim" in flooder.transport._by_peer,
+        what="connected",
+    )
     ping = wire.encode(Summary(bytes(16), 0))
     link = flooder.transport._by_peer["victim"]
     for _ in range(60):  # over the burst
@@ -73,7 +78,11 @@ async def test_a_flooder_cut_off_gets_no_fresh_budget_by_reconnecting(nodes: Any
     assert victim.core.quota_counters["quota.flood"] >= 1
     # It redials at once (backoff 50 ms) and floods again: the bucket is the same one.
     before = victim.core.quota_counters["quota.flood"]
-    await until(lambda: victim.connected() == {"flooder"}, what="reconnected", timeout=20)
+    await until(
+        lambda: victim.connected() == {"flooder"} and "victim" in flooder.transport._by_peer,
+        what="reconnected",
+        timeout=20,
+    )
     link = flooder.transport._by_peer["victim"]
     for _ in range(20):  # far fewer than a fresh burst of 50 would allow
         try:
