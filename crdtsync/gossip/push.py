@@ -318,7 +318,7 @@ class Pushes:
                 map_exceptions(_INVALID_SHARD),
                 map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
             ):
-                if not self._admit_new(conn, shard, batch[0], infos[0], False):
+                if self._admit_new(conn, shard, batch[0], infos[0], False) is False:
                     return None
                 deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
         except ProtocolError as exc:
@@ -386,9 +386,10 @@ class Pushes:
             map_exceptions(_INVALID_SHARD),
             map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
         ):
-            if not self._admit_new(conn, shard, update, info, solicited):
+            admitted = self._admit_new(conn, shard, update, info, solicited)
+            if admitted is False:
                 return False
-            return self._ctx.replicas.apply(shard, update, conn.name, info, author=author)
+            return self._ctx.replicas.apply(shard, update, conn.name, admitted, author=author)
 
     def _admit_new(
         self,
@@ -397,19 +398,21 @@ class Pushes:
         update: bytes,
         info: _yjs.UpdateInfo | None,
         solicited: bool,
-    ) -> bool:
-        """Whether ``update`` may be applied as far as the shard-creation quota goes: a shard
-        comes into being only once its first update validated, and counts against the quota of
-        the peer that caused it. Raises what validation raises (the caller maps it)."""
+    ) -> _yjs.UpdateInfo | None | Literal[False]:
+        """False if the shard-creation quota refuses ``update``, else its parse (``info``, or
+        the parse made here for a new shard; None: not parsed yet): a shard comes into being
+        only once its first update validated, and counts against the quota of the peer that
+        caused it. The parse is handed on so the apply does not parse the bytes again. Raises
+        what validation raises (the caller maps it)."""
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         if solicited or not guard.is_new(shard, ctx.replicas.shard_names, now):
-            return True
+            return info
         validate_shard_name(shard)
         if not guard.may_create(conn.name, now):
             return False
         if info is None:
-            _yjs.validate_update(update)
-        return guard.admit_new_shard(conn.name, shard, now)
+            info = _yjs.validate_update(update)
+        return info if guard.admit_new_shard(conn.name, shard, now) else False
 
     def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it
