@@ -8,8 +8,10 @@ each one. Links can be cut (:meth:`LocalHub.cut`): both ends see the connection 
 after a network failure, and the cores reconnect through their dialling rules.
 
 It is a second :class:`~crdtsync.transport.TransportFactory` beside websockets, and follows the
-driver contract in :mod:`crdtsync.gossip` (Hello first, duplicate connections settled by the
-core, a ``Close`` message closes the link after it is sent).
+driver contract in :mod:`crdtsync.gossip` (the Hellos as the core's
+:class:`~crdtsync.gossip.Handshake` says: the dialer's first, the acceptor's once its core
+accepted the dialer's; duplicate connections settled by the core, a ``Close`` message closes
+the link after it is sent).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .errors import CloseCode, ProtocolError, UsageError
-from .gossip import GossipCore
-from .messages import Close, Hello, Message
+from .gossip import GossipCore, Handshake
+from .messages import Close, Message
 from .transport import CoreTimer
 
 __all__ = ["HubTransport", "LocalHub"]
@@ -37,6 +39,7 @@ class _End:
 
     owner: HubTransport
     outbound: bool
+    handshake: Handshake
     dialled: str | None = None
     peer: str | None = None
     open: bool = True
@@ -159,12 +162,17 @@ class HubTransport:
         if target is None or target._closed:
             loop.call_soon(self._dial_failed, address)
             return
-        mine, theirs = _End(self, outbound=True, dialled=address), _End(target, outbound=False)
+        mine = _End(self, True, Handshake(self.core, outbound=True), dialled=address)
+        theirs = _End(target, False, Handshake(target.core, outbound=False))
         mine.other, theirs.other = theirs, mine
         self._ends.add(mine)
         target._ends.add(theirs)
-        self._send(mine, wire.encode(self.core.hello()))
-        target._send(theirs, wire.encode(target.core.hello()))
+        self._send_handshake(mine)  # our Hello; the acceptor's waits for it (the core's rule)
+        target._send_handshake(theirs)
+
+    def _send_handshake(self, end: _End) -> None:
+        for msg in end.handshake.data_to_send():
+            self._send(end, wire.encode(msg))
 
     def _dial_failed(self, address: str) -> None:
         if not self._closed:
@@ -232,12 +240,14 @@ class HubTransport:
 
     def _accept(self, end: _End, msg: Message, now: float) -> None:
         try:
-            peer = self.core.connection_made(msg, now, outbound=end.outbound)
-        except ProtocolError as exc:
-            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello):
-                self._close(end, report=False)  # a concurrent dial: the core keeps the other
+            peer = end.handshake.receive(msg, now)
+        except ProtocolError:
+            self._send_handshake(end)  # a concurrent dial gets our Hello before the close
+            if end.handshake.duplicate:
+                self._close(end, report=False)  # the core keeps the other connection
                 return
             raise
+        self._send_handshake(end)  # the acceptor's Hello, ahead of what the core queued
         old = self._by_peer.pop(peer, None)
         if old is not None:  # replaced by this newer connection: not reported lost
             self._close(old, report=False)

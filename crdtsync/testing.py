@@ -39,7 +39,7 @@ import pycrdt
 
 from . import wire
 from ._hub import HubTransport, LocalHub
-from .gossip import GossipConfig, GossipCore
+from .gossip import GossipConfig, GossipCore, Handshake
 from .messages import Close, Message
 from .readcache import snapshot_of
 from .shard import ROOT
@@ -131,10 +131,14 @@ class CorePair:
         return self.b if name == self.a.name else self.a
 
     def connect(self) -> None:
-        """Open the link: each side receives the other's Hello (``a`` dialled ``b``)."""
-        hello_a, hello_b = self.a.hello(), self.b.hello()
-        self.a.connection_made(wire.decode(wire.encode(hello_b)), self.now, outbound=True)
-        self.b.connection_made(wire.decode(wire.encode(hello_a)), self.now, outbound=False)
+        """Open the link (``a`` dialled ``b``), each side's Hello when its core's
+        :class:`~crdtsync.gossip.Handshake` says: ``a``'s first, ``b``'s once ``b`` accepted it."""
+        dialer = Handshake(self.a, outbound=True)
+        acceptor = Handshake(self.b, outbound=False)
+        for hello in dialer.data_to_send():
+            acceptor.receive(wire.decode(wire.encode(hello)), self.now)
+        for hello in acceptor.data_to_send():
+            dialer.receive(wire.decode(wire.encode(hello)), self.now)
         self.pump()
 
     def write(self, name: str, shard: str, fn: Callable[[pycrdt.Doc[Any]], None]) -> bytes | None:

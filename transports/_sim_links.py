@@ -18,7 +18,7 @@ from crdtsync.transports._sim_replicas import MemoryReplicas
 
 from crdtsync import wire
 from crdtsync.errors import CloseCode, ProtocolError
-from crdtsync.gossip import GossipCore
+from crdtsync.gossip import GossipCore, Handshake
 from crdtsync.messages import Close, Hello, Message
 
 __all__ = ["LinkConfig", "LinkStats", "Node"]
@@ -63,6 +63,7 @@ class _Conn:
     hello_arrival: dict[str, float] = field(
         default_factory=dict
     )  # side -> when its peer's Hello lands
+    handshakes: dict[str, Handshake] = field(default_factory=dict)  # side -> its handshake
 
     def other(self, side: str) -> str:
         return self.acceptor if side == self.dialer else self.dialer
@@ -173,9 +174,9 @@ class _Connections:
         self._conns[conn.id] = conn
         # TCP + websocket handshake, as websockets does it: the acceptor has the connection
         # when the upgrade request arrives, one latency after the dial; the dialler has it (and
-        # sends its Hello) when the response arrives, one more later. As the websocket driver
-        # does, the acceptor sends its Hello only once the dialler's Hello arrived and was
-        # accepted (an unknown client learns nothing), one latency after that.
+        # sends its Hello) when the response arrives, one more later. The core's Handshake
+        # decides when each side's Hello goes (the acceptor's only once the dialler's Hello
+        # arrived and was accepted: an unknown client learns nothing).
         self._schedule(
             self.now + link.latency,
             "accepted",
@@ -215,7 +216,17 @@ class _Connections:
             self._schedule(self.now + latency, "dial_failed", (a.name, gen_dialer, conn.address))
             return
         conn.open_for[b.name] = True
+        self._open_handshake(conn, b.name, b.core, outbound=False)
         self._schedule(self.now + latency, "connected", (cid, gen_dialer))
+
+    def _open_handshake(self, conn: _Conn, side: str, core: GossipCore, *, outbound: bool) -> None:
+        """``side`` has the connection: start its handshake and send what it says."""
+        conn.handshakes[side] = Handshake(core, outbound=outbound)
+        self._send_handshake(conn, side)
+
+    def _send_handshake(self, conn: _Conn, side: str) -> None:
+        for msg in conn.handshakes[side].data_to_send():
+            self._transmit(conn, side, msg)
 
     def _ev_connected(self, cid: int, gen_dialer: int) -> None:
         conn = self._conns.get(cid)
@@ -228,7 +239,7 @@ class _Connections:
             )
             return
         conn.open_for[a.name] = True
-        self._transmit(conn, a.name, a.core.hello())
+        self._open_handshake(conn, a.name, a.core, outbound=True)
 
     def _ev_frame(self, cid: int, dst: str, frame: bytes) -> None:
         conn = self._conns.get(cid)
@@ -244,10 +255,11 @@ class _Connections:
             msg = wire.decode(frame, max_size=core.config.max_frame)
             name = conn.peer_name.get(dst)
             if name is None:
-                name = core.connection_made(msg, self.now, outbound=conn.dialer == dst)
+                try:
+                    name = conn.handshakes[dst].receive(msg, self.now)
+                finally:  # the acceptor's Hello, ahead of what the core queued (or the Close)
+                    self._send_handshake(conn, dst)
                 conn.peer_name[dst] = name
-                if conn.acceptor == dst:  # the acceptor's Hello, ahead of what the core queued
-                    self._transmit(conn, dst, core.hello())
                 old = node.conns.get(name)
                 node.conns[name] = cid
                 if old is not None and old in self._conns:  # replaced: close, not "lost"
@@ -259,15 +271,9 @@ class _Connections:
             else:
                 core.receive(name, msg, self.now)
         except ProtocolError as exc:
-            if (
-                exc.code == CloseCode.DUPLICATE_NAME
-                and isinstance(msg, Hello)
-                and msg.name != dst
-                and conn.peer_name.get(dst) is None
-            ):
+            hs = conn.handshakes.get(dst)
+            if hs is not None and hs.duplicate and conn.peer_name.get(dst) is None:
                 self.duplicates += 1  # the core keeps its other connection to that agent
-                if conn.acceptor == dst:  # a valid Hello of this mesh: ours, then the Close
-                    self._transmit(conn, dst, core.hello())
             else:
                 self.errors.append((self.now, dst, conn.peer_name.get(dst), exc.code))
             self._transmit(conn, dst, Close(exc.code, str(exc)[:100]))

@@ -28,11 +28,11 @@ from websockets.exceptions import ConnectionClosed
 
 from crdtsync import wire
 from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, UsageError
-from crdtsync.gossip import GossipCore
+from crdtsync.gossip import GossipCore, Handshake
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.observer import Observer
 from crdtsync.quotas import ConnectionCap, QuotaExceeded
-from crdtsync.security.acl import Guard, PeerIdentity
+from crdtsync.security.acl import PeerIdentity
 
 if TYPE_CHECKING:
     from crdtsync.security.credentials import Credentials
@@ -42,8 +42,6 @@ __all__ = ["ConnectionInfo"]
 #: The transport's logger: log lines keep the name of the module users configure.
 logger = logging.getLogger("crdtsync.transports.websocket")
 
-#: Permission filter of what this driver itself sends (the Hello); pure and stateless.
-_GUARD = Guard()
 #: Websocket close reasons are limited to 123 bytes of UTF-8.
 _MAX_CLOSE_REASON = 123
 
@@ -97,6 +95,7 @@ class _Link:
     queued_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    handshake: Handshake | None = None  # the core's, once authenticated (with credentials)
     hello_queued: bool = False  # our Hello is in the queue (or was sent)
     hello_sent: bool = False
     paused: bool = False
@@ -321,10 +320,10 @@ class _LinkRunner:
             self._connection_closed(link)
             link.finished.set()
             return
-        if link.outbound:
-            # The dialer speaks first. The acceptor holds its Hello until the dialer's Hello
-            # was validated by the core (see _accept): an unknown client learns nothing.
-            self._queue_hello(link)
+        # The core decides when our Hello goes (gossip/handshake.py): at once if we dialled,
+        # else only once the dialer's Hello was validated (an unknown client learns nothing).
+        link.handshake = Handshake(self.core, outbound=link.outbound, identity=link.identity)
+        self._queue_handshake(link)
         writer = asyncio.create_task(self._writer(link), name=f"crdtsync-writer-{link.label()}")
         try:
             await self._reader(link)
@@ -343,17 +342,15 @@ class _LinkRunner:
             finally:
                 link.finished.set()
 
-    def _queue_hello(self, link: _Link) -> None:
-        """Put our Hello at the head of ``link``'s queue (it is always the first frame)."""
-        if link.hello_queued:
+    def _queue_handshake(self, link: _Link) -> None:
+        """Put what the handshake says to send (our Hello) at the head of ``link``'s queue:
+        it is always the first frame, ahead of what the core queued for the peer."""
+        assert link.handshake is not None
+        frames = [wire.encode(m) for m in link.handshake.data_to_send()]
+        if not frames:
             return
-        hello_msg: Message | None = self.core.hello()
-        if link.identity is not None and hello_msg is not None:  # only shards the peer may read
-            hello_msg = _GUARD.outgoing(link.identity, hello_msg)
-        assert isinstance(hello_msg, Hello)
-        hello = wire.encode(hello_msg)
-        link.queue.appendleft(hello)
-        link.queued_bytes += len(hello)
+        link.queue.extendleft(reversed(frames))
+        link.queued_bytes += sum(len(f) for f in frames)
         link.hello_queued = True
         link.wake.set()
 
@@ -467,28 +464,22 @@ class _LinkRunner:
                 logger.warning("%s: from %s: %s", self.core.name, link.peer, self.core.last_refusal)
 
     def _accept(self, link: _Link, msg: Message, now: float) -> None:
-        """Hand the first frame to core.connection_made, which settles duplicate connections."""
+        """Hand the first frame to the core's handshake (core.connection_made), which settles
+        duplicate connections, then queue what the handshake says (our Hello if dialled)."""
         if link.identity is not None and isinstance(msg, Hello) and msg.name != link.identity.name:
             raise ProtocolError(
                 f"Hello names {msg.name!r}, authenticated as {link.identity.name!r}",
                 CloseCode.IDENTITY_MISMATCH,
             )
+        hs = link.handshake
+        assert hs is not None
         try:
-            peer = self.core.connection_made(
-                msg, now, outbound=link.outbound, identity=link.identity
-            )
+            peer = hs.receive(msg, now)
         except ProtocolError as exc:
-            if (
-                exc.code == CloseCode.DUPLICATE_NAME
-                and isinstance(msg, Hello)
-                and msg.name != self.core.name
-            ):
-                # A concurrent dial: the core keeps the other connection. Not a fault. Its
-                # Hello was valid (our mesh), so it gets ours, then the Close, as before.
-                logger.info(
-                    "%s: closing a second connection with %s: %s", self.core.name, msg.name, exc
-                )
-                self._queue_hello(link)
+            self._queue_handshake(link)  # a concurrent dial gets our Hello before the Close
+            if hs.duplicate:
+                # A concurrent dial: the core keeps the other connection. Not a fault.
+                logger.info("%s: closing a second connection: %s", self.core.name, exc)
                 self._refuse(link, exc.code, str(exc))
                 return
             raise
@@ -502,7 +493,7 @@ class _LinkRunner:
         self._conn_cap.handshaken(id(link.ws))
         # Only now does an inbound connection get our Hello: ahead of whatever the core queued
         # for the peer in connection_made, which the next _pump hands to the writer.
-        self._queue_hello(link)
+        self._queue_handshake(link)
 
     def _after_receive_soon(self) -> None:
         # One pump per event-loop iteration however many frames arrived in it.

@@ -10,10 +10,18 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
 * *Address and dials.* An agent's address is ``mqtt:<name>``. A dial of it opens a *logical
   link*: an 8-byte random id, and the dialler's Hello in an ``OPEN`` frame on the peer's inbox
   topic ``<prefix>/<mesh>/inbox/<to>/<from>``. The peer answers with its Hello on the same
-  link id; every later frame of either side is a ``DATA`` frame, and a ``CLOSE`` frame ends the
-  link. So the core sees ordinary connections: Hello first, duplicates settled by the core,
+  link id, once its core accepted the dialler's; every later frame of either side is a
+  ``DATA`` frame, and a ``CLOSE`` frame ends the link. So the core sees ordinary
+  connections: Hello first, duplicates settled by the core,
   pushes and acks per peer, anti-entropy on every new link (which is how an agent that was
   offline catches up). Frames are QoS 1; MQTT keeps them in order per topic.
+* *Handshake roles.* A broker has no connections between agents, so the roles of the core's
+  :class:`~crdtsync.gossip.Handshake` are those of the logical link: the agent that publishes
+  the ``OPEN`` frame is the dialer (its Hello is in it), the agent that receives it is the
+  acceptor, which sends nothing on the link until its core has validated the dialler's Hello
+  (an ``OPEN`` with garbage, another mesh or a foreign name gets a ``CLOSE`` frame only). The
+  broker itself is no party to a handshake, and broadcast topics have none: the broker's
+  login and ACLs guard them.
 * *Membership and failure detection.* On every (re)connection an agent publishes a retained
   presence record (its run's instance id) and leaves a Last Will that clears it (an empty
   retained message). When an agent's presence disappears (it stopped, or the broker saw its
@@ -71,7 +79,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from crdtsync import wire
 from crdtsync.errors import BrokerRefused, CloseCode, ProtocolError, UsageError
-from crdtsync.gossip import GossipCore
+from crdtsync.gossip import GossipCore, Handshake
 from crdtsync.messages import Ack, Close, Hello, Message, Push
 from crdtsync.names import is_valid_shard_name
 from crdtsync.observer import NULL_OBSERVER, Observer
@@ -151,6 +159,7 @@ class _Link:
     id: bytes
     outbound: bool
     created: float
+    handshake: Handshake
     peer: str | None = None  # set once the core accepted the Hello
     open: bool = True
 
@@ -345,9 +354,15 @@ class MqttTransport:
                 and now - old.created > self.core.config.connect_timeout
             ):
                 del self._links[key]
-        link = _Link(name, os.urandom(8), outbound=True, created=now)
+        hs = Handshake(self.core, outbound=True)
+        link = _Link(name, os.urandom(8), outbound=True, created=now, handshake=hs)
         self._links[(name, link.id)] = link
-        self._send(link, wire.encode(self.core.hello()), kind=OPEN)
+        for msg in hs.data_to_send():  # the dialer's Hello opens the link
+            self._send(link, wire.encode(msg), kind=OPEN)
+
+    def _send_handshake(self, link: _Link) -> None:
+        for msg in link.handshake.data_to_send():
+            self._send(link, wire.encode(msg))
 
     def _dial_failed(self, address: str) -> None:
         if not self._closed:
@@ -492,10 +507,10 @@ class MqttTransport:
             if not is_valid_shard_name(sender):
                 self._count("garbage")
                 return
+            hs = Handshake(self.core, outbound=False)  # says nothing before the OPEN's Hello
             link = self._links[key] = _Link(
-                sender, link_id, outbound=False, created=time.monotonic()
+                sender, link_id, outbound=False, created=time.monotonic(), handshake=hs
             )
-            self._send(link, wire.encode(self.core.hello()))
         elif kind == OPEN:
             return  # a duplicate OPEN
         now = time.monotonic()
@@ -518,12 +533,14 @@ class MqttTransport:
                 f"a Hello from {msg.name!r} on {link.remote!r}'s topic", CloseCode.BAD_HANDSHAKE
             )
         try:
-            peer = self.core.connection_made(msg, now, outbound=link.outbound)
+            peer = link.handshake.receive(msg, now)
         except ProtocolError as exc:
-            if exc.code == CloseCode.DUPLICATE_NAME and isinstance(msg, Hello):
+            self._send_handshake(link)  # a concurrent dial gets our Hello before the CLOSE
+            if link.handshake.duplicate:
                 self._close(link, report=False, code=exc.code)  # the core keeps the other one
                 return
             raise
+        self._send_handshake(link)  # the acceptor's Hello, ahead of what the core queued
         old = self._by_peer.pop(peer, None)
         if old is not None:  # replaced by this newer link: not reported lost
             self._close(old, report=False)

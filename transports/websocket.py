@@ -8,15 +8,16 @@ over a simulated network.
 
 Connections
 -----------
-One websocket per pair of agents carries every shard. Both sides send ``core.hello()`` as the
-first frame: the dialer at once, the acceptor only once the dialer's Hello was validated by
-``core.connection_made`` (and, with credentials, after authentication), so a client that sends
-nothing, garbage or another mesh's Hello gets no byte naming this mesh, agent, address or
-shard, only a websocket close frame with the code and its name. The first frame received must
-be the peer's Hello (``core.connection_made``),
-every later one goes to ``core.receive``. Each connection has one reader (decode, validate,
-call the core) and one writer task: core calls never await the network, and the writer keeps
-the order of frames. Effects are executed after every batch of received frames (once per
+One websocket per pair of agents carries every shard. Both sides send their Hello as the first
+frame when the core's :class:`~crdtsync.gossip.Handshake` says (the rule is the core's, in
+:mod:`crdtsync.gossip.handshake`; this driver only queues what it returns): the dialer at once,
+the acceptor only once the dialer's Hello was validated by ``core.connection_made`` (and, with
+credentials, the handshake starts after authentication), so a client that sends nothing,
+garbage or another mesh's Hello gets no byte naming this mesh, agent, address or shard, only a
+websocket close frame with the code and its name. The first frame received must be the peer's
+Hello (``Handshake.receive``), every later one goes to ``core.receive``. Each connection has
+one reader (decode, validate, call the core) and one writer task: core calls never await the
+network, and the writer keeps the order of frames. Effects are executed after every batch of received frames (once per
 event-loop iteration), after every timer tick and whenever :meth:`WebsocketTransport.kick` is
 called.
 

@@ -165,6 +165,7 @@ from .core import (
     PeerStatus,
 )
 from .guard import QuotaSet
+from .handshake import Handshake
 from .membership import PeerState
 from .overlay import FULL, RELAY, TREE, Mode, OverlayView
 from .policy import CoreView, FullReplication, ReplicationPolicy, Service
@@ -183,6 +184,7 @@ __all__ = [
     "FullReplication",
     "GossipConfig",
     "GossipCore",
+    "Handshake",
     "Mode",
     "OverlayView",
     "PeerState",

@@ -14,10 +14,13 @@ Call, in this order::
 
     core = GossipCore(name, replicas, rng=random.Random(seed), config=..., mesh=..., address=..., seeds=...)
     core.set_address(address)                  # once the listen address is known (port 0)
-    # on every new connection: send core.hello() as the first frame, at once if we dialled
-    # it, else only once connection_made accepted the dialler's Hello (a stranger learns
-    # nothing); when the peer's first frame arrives:
-    peer = core.connection_made(hello, now, outbound=...)  # outbound: we dialled it.
+    # on every new connection, a Handshake (gossip/handshake.py) decides when our Hello
+    # goes: at once if we dialled it, else only once the dialler's Hello was accepted (a
+    # stranger learns nothing). hs = Handshake(core, outbound=..., identity=...); send
+    # hs.data_to_send(); when the peer's first frame arrives:
+    peer = hs.receive(hello, now)              # = core.connection_made(hello, now, outbound=...)
+                                               # then send hs.data_to_send() (our Hello if we
+                                               # were dialled), also when it raised.
                                                # ProtocolError -> close with err.code; do NOT
                                                # call connection_lost for that connection
                                                # (DUPLICATE_NAME from an agent we are connected
@@ -228,8 +231,16 @@ class GossipCore(_Queries, _Fanout):
     # ------------------------------------------------------------------------------------------
     # handshake and connections
 
-    def hello(self) -> Hello:
-        """The first message to send on every new connection, inbound or outbound.
+    @property
+    def secured(self) -> bool:
+        """Whether :meth:`secure` was called: every connection is then authenticated by the
+        driver before its handshake (:class:`~crdtsync.gossip.handshake.Handshake`)."""
+        return self._ctx.gate is not None
+
+    def hello(self, identity: object = None) -> Hello:
+        """The first message to send on every new connection, inbound or outbound (when:
+        :class:`~crdtsync.gossip.handshake.Handshake`); with credentials, cut to what the
+        peer ``identity`` may read.
 
         It lists no shards (issue #11): its size must not grow with the number of shards (an
         agent with 132,000 shards had a Hello over every peer's frame limit, and was cut off
@@ -237,7 +248,7 @@ class GossipCore(_Queries, _Fanout):
         small: the on-connect anti-entropy round (equal Summary roots, or Digests), pushes and
         acks, and with partial replication :class:`~crdtsync.messages.Holdings` in pieces.
         """
-        return Hello(
+        hello = Hello(
             version=PROTOCOL_VERSION,
             mesh=self.mesh,
             name=self.name,
@@ -246,6 +257,12 @@ class GossipCore(_Queries, _Fanout):
             incarnation=self._p.members.incarnation,
             instance=self._instance,
         )
+        gate = self._ctx.gate
+        if gate is not None and identity is not None:
+            cut = gate.outgoing(identity, hello)
+            assert isinstance(cut, Hello)  # a Hello is always sent, only its shards are cut
+            return cut
+        return hello
 
     def connection_made(
         self, hello: Message, now: float, *, outbound: bool, identity: object = None

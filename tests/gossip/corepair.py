@@ -30,6 +30,7 @@ from crdtsync.gossip import (
     TREE,
     GossipConfig,
     GossipCore,
+    Handshake,
 )
 from crdtsync.messages import (
     PROTOCOL_VERSION,

@@ -125,3 +125,77 @@ def test_connecting_to_ourselves_is_remembered() -> None:
 def test_receive_from_unknown_peer_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         make("a").receive("ghost", Summary(bytes(16), 0), 0.0)
+
+
+# -- who speaks when: the core's Handshake, with no driver -------------------------------------
+
+
+def test_the_dialer_speaks_first_and_the_acceptor_only_after_validating_its_hello() -> None:
+    a, b = make("a", ["s"]), make("b", ["s"])
+    dialer, acceptor = Handshake(a, outbound=True), Handshake(b, outbound=False)
+    assert acceptor.data_to_send() == []  # the acceptor says nothing as the connection opens
+    first = dialer.data_to_send()
+    assert first == [a.hello()] and dialer.data_to_send() == []  # handed out once
+    assert acceptor.receive(rt(first[0]), 0.0) == "a" and acceptor.peer == "a"
+    assert acceptor.data_to_send() == [b.hello()]  # now, ahead of what b's core queued
+    assert dialer.receive(rt(b.hello()), 0.0) == "b"
+    assert dialer.data_to_send() == []  # the dialer spoke already
+    assert a.connected() == ("b",) and b.connected() == ("a",)
+    with pytest.raises(UsageError):  # later frames go to core.receive
+        acceptor.receive(rt(a.hello()), 0.1)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        Hello(PROTOCOL_VERSION + 1, "default", "x", None),
+        Hello(PROTOCOL_VERSION, "other-mesh", "x", None),
+        Hello(PROTOCOL_VERSION, "default", "b", "mem://b-alias"),  # ourselves
+        Summary(bytes(16), 0),  # not a Hello
+    ],
+)
+def test_an_acceptor_gives_a_refused_stranger_zero_frames(first: Message) -> None:
+    b = make("b", ["s"])
+    acceptor = Handshake(b, outbound=False)
+    with pytest.raises(ProtocolError):
+        acceptor.receive(rt(first), 0.0)
+    assert acceptor.data_to_send() == [] and b.data_to_send() == []
+    assert acceptor.peer is None and not acceptor.duplicate and b.connected() == ()
+
+
+def test_a_refused_concurrent_dial_gets_the_acceptors_hello_before_its_close() -> None:
+    a, b = make("a"), make("b", run=1)
+    assert a.connection_made(rt(b.hello()), 0.2, outbound=True) == "b"  # a dialled b: kept
+    second = Handshake(a, outbound=False)  # b's concurrent dial of a
+    with pytest.raises(ProtocolError) as info:
+        second.receive(rt(b.hello()), 0.3)
+    assert info.value.code == CloseCode.DUPLICATE_NAME
+    assert second.duplicate and second.peer is None
+    assert second.data_to_send() == [a.hello()]  # a valid agent of our mesh learns who we are
+
+
+class _CutGate:
+    """Just enough of a security gate for a handshake: it marks what it cut."""
+
+    def outgoing(self, identity: object, msg: Message) -> Message | None:
+        return replace(msg, address=f"cut-for-{identity}") if isinstance(msg, Hello) else msg
+
+    def learn(self, identity: object) -> None:
+        pass
+
+    def certificates(self) -> tuple[bytes, ...]:
+        return ()
+
+
+def test_with_credentials_a_handshake_needs_an_authenticated_peer() -> None:
+    a, b = make("a"), make("b")
+    b.secure(_CutGate())  # type: ignore[arg-type]
+    assert b.secured and not a.secured
+    with pytest.raises(UsageError):  # a driver must authenticate before the handshake
+        Handshake(b, outbound=False)
+    acceptor = Handshake(b, outbound=False, identity="a")
+    assert acceptor.data_to_send() == []
+    dialer = Handshake(a, outbound=True)
+    assert acceptor.receive(rt(dialer.data_to_send()[0]), 0.0) == "a"
+    (hello,) = acceptor.data_to_send()
+    assert isinstance(hello, Hello) and hello.address == "cut-for-a"  # the gate's cut
