@@ -6,6 +6,7 @@ Written by hand next to the routes it describes, and checked against the live se
 
 from __future__ import annotations
 
+import copy
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -13,7 +14,13 @@ from ..names import MAX_SHARD_NAME
 
 __all__ = ["openapi_schema"]
 
-_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+def _ref(schema: str) -> dict[str, Any]:
+    """A reference to one of the document's component schemas."""
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+_PROBLEM = _ref("Problem")
 
 
 def _version() -> str:
@@ -24,7 +31,19 @@ def _version() -> str:
         return "0"
 
 
+def _content(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {media: {"schema": schema}}
+
+
+def _response(
+    description: str, schema: dict[str, Any], media: str = "application/json"
+) -> dict[str, Any]:
+    """One response: its description and the schema of its body as ``media``."""
+    return {"description": description, "content": _content(schema, media)}
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
+    """The error responses of an operation, each an RFC 9457 problem+json body."""
     text = {
         400: "Invalid request (bad parameter, JSON or shard name)",
         401: "Missing or invalid token",
@@ -38,53 +57,99 @@ def _problems(*statuses: int) -> dict[str, Any]:
         503: "Agent closing or not ready",
         504: "Not enough peers answered in time",
     }
+    return {str(s): _response(text[s], _PROBLEM, "application/problem+json") for s in statuses}
+
+
+def _param(
+    name: str,
+    description: str,
+    schema: dict[str, Any],
+    *,
+    at: str = "query",
+    required: bool = False,
+) -> dict[str, Any]:
+    """One operation parameter (a query parameter unless ``at`` says otherwise)."""
     return {
-        str(s): {
-            "description": text[s],
-            "content": {"application/problem+json": {"schema": _PROBLEM}},
-        }
-        for s in statuses
+        "name": name,
+        "in": at,
+        "required": required,
+        "description": description,
+        "schema": schema,
     }
 
 
-_NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "description": "Shard name; '/' inside it is written %2F.",
-    "schema": {
+def _object(required: list[str], properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A JSON object schema with these ``required`` keys and ``properties``."""
+    return {"type": "object", "required": required, **extra, "properties": properties}
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_POINTER = {"type": "string", "pattern": "^/"}
+_NAME = _param(
+    "name",
+    "Shard name; '/' inside it is written %2F.",
+    {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_SHARD_NAME,
         "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9._:\-]+)*$",
     },
-}
-_TIMEOUT = {
-    "name": "timeout",
-    "in": "query",
-    "required": False,
-    "description": "Seconds to wait for peers (default 5).",
-    "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
-}
-_REPLICATED = {
-    "name": "replicated",
-    "in": "query",
-    "required": False,
-    "description": "Answer once this many other agents hold the change durably (504 naming the "
-    "laggards otherwise).",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
-}
+    at="path",
+    required=True,
+)
+_TIMEOUT = _param(
+    "timeout",
+    "Seconds to wait for peers (default 5).",
+    {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+)
+_REPLICATED = _param(
+    "replicated",
+    "Answer once this many other agents hold the change durably (504 naming the laggards "
+    "otherwise).",
+    {"type": "integer", "minimum": 0, "maximum": 1000},
+)
 _WRITE_PARAMS = [_NAME, _REPLICATED, _TIMEOUT]
-_WRITE_OK = {
-    "200": {
-        "description": "Written",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WriteResult"}}},
-    }
-}
+_WRITE_OK = {"200": _response("Written", _ref("WriteResult"))}
 _JSON_VALUE: dict[str, Any] = {
     "description": "A shard value in its JSON form (see README: ints, $float, "
     "$bytes, $text, $int tags)."
 }
+
+
+def _get(
+    operation_id: str, summary: str, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """A GET operation (``extra``: its parameters)."""
+    return {
+        "get": {"operationId": operation_id, "summary": summary, **extra, "responses": responses}
+    }
+
+
+def _write(
+    operation_id: str,
+    summary: str,
+    body: dict[str, Any],
+    *problems: int,
+    parameters: list[dict[str, Any]] = _WRITE_PARAMS,
+) -> dict[str, Any]:
+    """A write operation: the write parameters, a required body (media type -> schema),
+    ``WriteResult`` on success and the ``problems`` responses otherwise."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": body},
+        "responses": {**_WRITE_OK, **_problems(*problems)},
+    }
+
+
+#: What a write with a JSON body can fail with.
+_BODY_PROBLEMS = (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
 
 
 def openapi_schema(*, bearer: bool = False) -> dict[str, Any]:
@@ -93,7 +158,7 @@ def openapi_schema(*, bearer: bool = False) -> dict[str, Any]:
     With ``bearer`` (the server has an authorizer) every operation but ``/health`` declares
     HTTP bearer authentication.
     """
-    doc = _document()
+    doc = copy.deepcopy(_document())  # its parts are shared module constants
     if bearer:
         doc["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
@@ -112,352 +177,233 @@ def _document() -> dict[str, Any]:
             "description": "Read, change and watch the CRDT shards of one crdtsync agent.",
         },
         "paths": {
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness and readiness",
-                    "responses": {
-                        "200": {
-                            "description": "Ready",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Health"}
-                                }
+            "/health": _get(
+                "health",
+                "Liveness and readiness",
+                {
+                    "200": _response("Ready", _ref("Health")),
+                    "503": _response("Not ready", _ref("Health")),
+                },
+            ),
+            "/peers": _get(
+                "peers",
+                "Every agent known here",
+                {
+                    "200": _response(
+                        "Peers",
+                        _object(
+                            ["agent", "peers"],
+                            {
+                                "agent": _STRING,
+                                "address": {"type": ["string", "null"]},
+                                "peers": _array(_ref("Peer")),
                             },
-                        },
-                        "503": {
-                            "description": "Not ready",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Health"}
-                                }
-                            },
+                        ),
+                    ),
+                    **_problems(401, 403),
+                },
+            ),
+            "/metrics": _get(
+                "metrics",
+                "Prometheus metrics (text exposition format), or as JSON",
+                {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {
+                            **_content(_STRING, "text/plain"),
+                            **_content({"type": "object"}),
                         },
                     },
-                }
-            },
-            "/peers": {
-                "get": {
-                    "operationId": "peers",
-                    "summary": "Every agent known here",
-                    "responses": {
-                        "200": {
-                            "description": "Peers",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["agent", "peers"],
-                                        "properties": {
-                                            "agent": {"type": "string"},
-                                            "address": {"type": ["string", "null"]},
-                                            "peers": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Peer"},
-                                            },
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_problems(401, 403),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (text exposition format), or as JSON",
-                    "parameters": [
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "required": False,
-                            "description": "prometheus (default) or json: the dict "
-                            "agent.metrics() returns",
-                            "schema": {"type": "string", "enum": ["prometheus", "json"]},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Metrics",
-                            "content": {
-                                "text/plain": {"schema": {"type": "string"}},
-                                "application/json": {"schema": {"type": "object"}},
-                            },
-                        },
-                        **_problems(400, 401, 403),
-                    },
-                }
-            },
-            "/shards": {
-                "get": {
-                    "operationId": "listShards",
-                    "summary": "Shards held here",
-                    "responses": {
-                        "200": {
-                            "description": "Shards",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["shards"],
-                                        "properties": {
-                                            "shards": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/ShardInfo"},
-                                            }
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_problems(401, 403),
-                    },
-                }
-            },
+                    **_problems(400, 401, 403),
+                },
+                parameters=[
+                    _param(
+                        "format",
+                        "prometheus (default) or json: the dict agent.metrics() returns",
+                        {"type": "string", "enum": ["prometheus", "json"]},
+                    )
+                ],
+            ),
+            "/shards": _get(
+                "listShards",
+                "Shards held here",
+                {
+                    "200": _response(
+                        "Shards", _object(["shards"], {"shards": _array(_ref("ShardInfo"))})
+                    ),
+                    **_problems(401, 403),
+                },
+            ),
             "/shards/{name}": {
-                "get": {
-                    "operationId": "getShard",
-                    "summary": "The shard's converged state (JSON form)",
-                    "parameters": [
+                **_get(
+                    "getShard",
+                    "The shard's converged state (JSON form)",
+                    {
+                        "200": _response("The value", _JSON_VALUE),
+                        **_problems(400, 401, 403, 404, 503, 504),
+                    },
+                    parameters=[
                         _NAME,
-                        {
-                            "name": "quorum",
-                            "in": "query",
-                            "required": False,
-                            "description": "Holders whose state the answer includes: 1-1000, majority or all.",
-                            "schema": {
+                        _param(
+                            "quorum",
+                            "Holders whose state the answer includes: 1-1000, majority or all.",
+                            {
                                 "oneOf": [
                                     {"type": "integer", "minimum": 1, "maximum": 1000},
                                     {"type": "string", "enum": ["majority", "all"]},
                                 ]
                             },
-                        },
+                        ),
                         _TIMEOUT,
-                        {
-                            "name": "path",
-                            "in": "query",
-                            "required": False,
-                            "description": "JSON Pointer of a value inside the shard.",
-                            "schema": {"type": "string", "pattern": "^/"},
-                        },
+                        _param("path", "JSON Pointer of a value inside the shard.", _POINTER),
                     ],
-                    "responses": {
-                        "200": {
-                            "description": "The value",
-                            "content": {"application/json": {"schema": _JSON_VALUE}},
-                        },
-                        **_problems(400, 401, 403, 404, 503, 504),
+                ),
+                "patch": _write(
+                    "patchShard",
+                    "Apply an RFC 7386 JSON merge patch in one transaction",
+                    {
+                        **_content({"type": "object"}, "application/merge-patch+json"),
+                        **_content({"type": "object"}),
                     },
-                },
-                "patch": {
-                    "operationId": "patchShard",
-                    "summary": "Apply an RFC 7386 JSON merge patch in one transaction",
-                    "parameters": _WRITE_PARAMS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/merge-patch+json": {"schema": {"type": "object"}},
-                            "application/json": {"schema": {"type": "object"}},
-                        },
-                    },
-                    "responses": {
-                        **_WRITE_OK,
-                        **_problems(400, 401, 403, 409, 413, 415, 422, 503, 504),
-                    },
-                },
+                    400,
+                    401,
+                    403,
+                    409,
+                    413,
+                    415,
+                    422,
+                    503,
+                    504,
+                ),
                 "delete": {
                     "operationId": "deleteKey",
                     "summary": "Delete the value at a JSON Pointer",
                     "parameters": [
                         *_WRITE_PARAMS,
-                        {
-                            "name": "path",
-                            "in": "query",
-                            "required": True,
-                            "description": "JSON Pointer of the map key or list element.",
-                            "schema": {"type": "string", "pattern": "^/"},
-                        },
+                        _param(
+                            "path",
+                            "JSON Pointer of the map key or list element.",
+                            _POINTER,
+                            required=True,
+                        ),
                     ],
                     "responses": {**_WRITE_OK, **_problems(400, 401, 403, 404, 409, 503, 504)},
                 },
             },
             "/shards/{name}/append": {
-                "post": {
-                    "operationId": "appendToList",
-                    "summary": "Append values to a list (created if absent)",
-                    "parameters": _WRITE_PARAMS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["path", "values"],
-                                    "properties": {
-                                        "path": {"type": "string", "pattern": "^/"},
-                                        "values": {"type": "array"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        **_WRITE_OK,
-                        **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503, 504),
-                    },
-                }
+                "post": _write(
+                    "appendToList",
+                    "Append values to a list (created if absent)",
+                    _content(
+                        _object(["path", "values"], {"path": _POINTER, "values": {"type": "array"}})
+                    ),
+                    *_BODY_PROBLEMS,
+                )
             },
             "/shards/{name}/text": {
-                "post": {
-                    "operationId": "editText",
-                    "summary": "Insert into and/or delete from a collaborative Text",
-                    "parameters": _WRITE_PARAMS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["path", "index"],
-                                    "anyOf": [{"required": ["insert"]}, {"required": ["delete"]}],
-                                    "properties": {
-                                        "path": {"type": "string", "pattern": "^/"},
-                                        "index": {"type": "integer", "minimum": 0},
-                                        "insert": {"type": "string"},
-                                        "delete": {"type": "integer", "minimum": 0},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        **_WRITE_OK,
-                        **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503, 504),
-                    },
-                }
-            },
-            "/shards/{name}/events": {
-                "get": {
-                    "operationId": "shardEvents",
-                    "summary": "Server-sent events: a snapshot, then every change with origin, author and paths",
-                    "parameters": [
-                        _NAME,
-                        {
-                            "name": "snapshot",
-                            "in": "query",
-                            "required": False,
-                            "description": "Also send the shard's JSON form with every change.",
-                            "schema": {"type": "boolean"},
-                        },
-                        {
-                            "name": "wait",
-                            "in": "query",
-                            "required": False,
-                            "description": "End the stream after this many seconds (default: never).",
-                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-                        },
-                        {
-                            "name": "Last-Event-ID",
-                            "in": "header",
-                            "required": False,
-                            "description": "Resume after this event id.",
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "An event stream",
-                            "content": {
-                                "text/event-stream": {
-                                    "schema": {"$ref": "#/components/schemas/Event"}
-                                }
+                "post": _write(
+                    "editText",
+                    "Insert into and/or delete from a collaborative Text",
+                    _content(
+                        _object(
+                            ["path", "index"],
+                            {
+                                "path": _POINTER,
+                                "index": {"type": "integer", "minimum": 0},
+                                "insert": _STRING,
+                                "delete": {"type": "integer", "minimum": 0},
                             },
-                        },
-                        **_problems(400, 401, 403, 503),
-                    },
-                }
+                            anyOf=[{"required": ["insert"]}, {"required": ["delete"]}],
+                        )
+                    ),
+                    *_BODY_PROBLEMS,
+                )
             },
+            "/shards/{name}/events": _get(
+                "shardEvents",
+                "Server-sent events: a snapshot, then every change with origin, author and paths",
+                {
+                    "200": _response("An event stream", _ref("Event"), "text/event-stream"),
+                    **_problems(400, 401, 403, 503),
+                },
+                parameters=[
+                    _NAME,
+                    _param(
+                        "snapshot",
+                        "Also send the shard's JSON form with every change.",
+                        {"type": "boolean"},
+                    ),
+                    _param(
+                        "wait",
+                        "End the stream after this many seconds (default: never).",
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                    ),
+                    _param("Last-Event-ID", "Resume after this event id.", _STRING, at="header"),
+                ],
+            ),
         },
-        "components": {
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "string"},
-                        "pointer": {"type": "string"},
-                        "lagging": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "Health": {
-                    "type": "object",
-                    "required": ["agent", "live", "ready"],
-                    "properties": {
-                        "agent": {"type": "string"},
-                        "live": {"type": "boolean"},
-                        "ready": {"type": "boolean"},
-                        "connected": {"type": "integer"},
-                        "known": {"type": "integer"},
-                        "uptime": {"type": "number"},
-                    },
-                },
-                "Peer": {
-                    "type": "object",
-                    "required": ["name", "state"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "address": {"type": ["string", "null"]},
-                        "state": {
-                            "type": "string",
-                            "enum": ["connected", "alive", "suspect", "dead"],
-                        },
-                        "neighbour": {"type": "boolean"},
-                        "queued_bytes": {"type": "integer"},
-                        "dropped": {"type": "integer"},
-                        "shards": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "ShardInfo": {
-                    "type": "object",
-                    "required": ["name", "keys", "bytes", "holders"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "keys": {"type": "integer"},
-                        "bytes": {"type": "integer"},
-                        "updates": {"type": "integer"},
-                        "holders": {"type": "array", "items": {"type": "string"}},
-                        "lag": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "lag_seconds": {
-                            "type": "object",
-                            "additionalProperties": {"type": "number"},
-                        },
-                    },
-                },
-                "Event": {
-                    "type": "object",
-                    "description": "One server-sent event; its data is one line of JSON.",
-                    "required": ["event", "data"],
-                    "properties": {
-                        "event": {"type": "string", "enum": ["snapshot", "change", "reset"]},
-                        "id": {"type": "string"},
-                        "data": {"type": ["string", "object"]},
-                    },
-                },
-                "WriteResult": {
-                    "type": "object",
-                    "required": ["shard", "writes"],
-                    "properties": {
-                        "shard": {"type": "string"},
-                        "writes": {"type": "integer"},
-                        "replicated": {"type": "integer"},
-                    },
-                },
-            }
-        },
+        "components": {"schemas": _SCHEMAS},
     }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": _object(
+        ["type", "title", "status", "detail"],
+        {
+            "type": _STRING,
+            "title": _STRING,
+            "status": _INTEGER,
+            "detail": _STRING,
+            "instance": _STRING,
+            "pointer": _STRING,
+            "lagging": _array(_STRING),
+        },
+    ),
+    "Health": _object(
+        ["agent", "live", "ready"],
+        {
+            "agent": _STRING,
+            "live": {"type": "boolean"},
+            "ready": {"type": "boolean"},
+            "connected": _INTEGER,
+            "known": _INTEGER,
+            "uptime": {"type": "number"},
+        },
+    ),
+    "Peer": _object(
+        ["name", "state"],
+        {
+            "name": _STRING,
+            "address": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["connected", "alive", "suspect", "dead"]},
+            "neighbour": {"type": "boolean"},
+            "queued_bytes": _INTEGER,
+            "dropped": _INTEGER,
+            "shards": _array(_STRING),
+        },
+    ),
+    "ShardInfo": _object(
+        ["name", "keys", "bytes", "holders"],
+        {
+            "name": _STRING,
+            "keys": _INTEGER,
+            "bytes": _INTEGER,
+            "updates": _INTEGER,
+            "holders": _array(_STRING),
+            "lag": {"type": "object", "additionalProperties": _INTEGER},
+            "lag_seconds": {"type": "object", "additionalProperties": {"type": "number"}},
+        },
+    ),
+    "Event": _object(
+        ["event", "data"],
+        {
+            "event": {"type": "string", "enum": ["snapshot", "change", "reset"]},
+            "id": _STRING,
+            "data": {"type": ["string", "object"]},
+        },
+        description="One server-sent event; its data is one line of JSON.",
+    ),
+    "WriteResult": _object(
+        ["shard", "writes"], {"shard": _STRING, "writes": _INTEGER, "replicated": _INTEGER}
+    ),
+}
