@@ -338,6 +338,52 @@ async def test_garbage_from_another_client_is_counted_never_applied(
         await b.close()
 
 
+async def test_an_open_with_a_bad_hello_gets_no_hello_back(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The core's handshake rule over a broker: the agent that receives an OPEN is the
+    acceptor, and says nothing on that link but a CLOSE until its core validated the Hello.
+    A valid OPEN then gets a's Hello (the control: this test sees a Hello when one is sent)."""
+    from crdtsync.transports._mqtt_topics import CLOSE, DATA, OPEN, decode_frame, encode_frame
+
+    from crdtsync import wire
+    from crdtsync.messages import PROTOCOL_VERSION, Hello
+
+    a = agent(tmp_path, broker, "a")
+    await a.start()
+    try:
+        cfg = parse_broker(broker.url)
+        to_a = inbox_topic("crdtsync", "m1", "a", "evil")
+        got: dict[bytes, list[tuple[int, bytes]]] = {}
+        async with aiomqtt.Client(cfg.host, cfg.port, protocol=aiomqtt.ProtocolVersion.V5) as evil:
+            await evil.subscribe(inbox_topic("crdtsync", "m1", "evil", "a"), qos=1)
+
+            async def collect() -> None:
+                async for message in evil.messages:
+                    kind, link, body = decode_frame(bytes(message.payload))  # type: ignore[arg-type]
+                    got.setdefault(link, []).append((kind, body))
+
+            reader = asyncio.create_task(collect())
+            bad = {
+                b"othermsh": wire.encode(Hello(PROTOCOL_VERSION, "other", "evil", None)),
+                b"badvers!": wire.encode(Hello(PROTOCOL_VERSION + 1, "m1", "evil", None)),
+                b"garbage!": b"\x92\x63\x00",
+            }
+            for link, body in bad.items():
+                await evil.publish(to_a, encode_frame(OPEN, link, body), qos=1)
+            good = wire.encode(Hello(PROTOCOL_VERSION, "m1", "evil", None))
+            await evil.publish(to_a, encode_frame(OPEN, b"goodlink", good), qos=1)
+            await eventually(lambda: len(got) == 4, what="an answer on each link")
+            await eventually(lambda: len(got[b"goodlink"]) >= 1, what="a's Hello")
+            reader.cancel()
+        for link in bad:
+            assert [kind for kind, _ in got[link]] == [CLOSE], link  # no Hello, no name
+        kind, body = got[b"goodlink"][0]
+        assert kind == DATA and wire.decode(body) == a.core.hello()
+    finally:
+        await a.close()
+
+
 @needs_broker
 async def test_a_refusing_broker_is_a_clear_error_then_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
