@@ -1,85 +1,18 @@
-// Yjs-door benchmark client (benchmarks/yjs.py): node bench.mjs fanout URL ROOM CLIENTS UPDATES
-//                                               node bench.mjs sync URL ROOM ENTRIES
-// fanout: CLIENTS y-websocket providers in this process; client 0 writes UPDATES map sets as
-// fast as the socket takes them; every other client records each update's latency (one clock:
-// one process). sync: one provider joins ROOM and waits until its map 'm' holds ENTRIES keys.
-// Prints one JSON line.
+// Yjs-door benchmark client (benchmarks/yjs.py) with y-websocket providers:
+//   node bench.mjs fanout URL ROOM CLIENTS UPDATES
+//   node bench.mjs sync   URL ROOM ENTRIES
+// The workload is benchmarks/yjs_workload.mjs, shared with the Hocuspocus client
+// (benchmarks/peers/client.mjs); this file only supplies the provider.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
+import { main } from '../../benchmarks/yjs_workload.mjs'
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const [mode, url, room, a, b] = process.argv.slice(2)
+const [, url, room] = process.argv.slice(2)
 
-function provider (doc) {
-  return new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
-}
-
-async function until (cond, timeoutMs) {
-  const end = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await sleep(2)
-  }
-  return true
-}
-
-if (mode === 'sync') {
-  const entries = Number(a)
-  const doc = new Y.Doc()
-  const t0 = performance.now()
-  const p = provider(doc)
-  let connected = null
-  let firstUpdate = null
-  p.on('status', (e) => { if (e.status === 'connected' && connected === null) connected = performance.now() - t0 })
-  doc.on('update', () => { if (firstUpdate === null) firstUpdate = performance.now() - t0 })
-  const ok = await until(() => p.synced && doc.getMap('m').size >= entries, 300000)
-  console.log(JSON.stringify({
-    ok, seconds: (performance.now() - t0) / 1000, size: doc.getMap('m').size,
-    connected_ms: connected, applied_ms: firstUpdate
-  }))
-  p.destroy()
-  process.exit(0)
-} else {
-  const n = Number(a)
-  const updates = Number(b)
-  const docs = []
-  const providers = []
-  for (let i = 0; i < n; i++) {
-    const doc = new Y.Doc()
-    docs.push(doc)
-    providers.push(provider(doc))
-  }
-  await until(() => providers.every((p) => p.synced), 30000)
-  const latencies = []
-  const got = new Array(n).fill(0)
-  for (let i = 1; i < n; i++) {
-    const m = docs[i].getMap('m')
-    docs[i].on('update', () => {
-      got[i]++
-      const v = m.get('t')
-      if (v) latencies.push(performance.now() - v[1])
-    })
-  }
-  const m = docs[0].getMap('m')
-  const ws0 = () => providers[0].ws
-  const t0 = performance.now()
-  for (let i = 0; i < updates; i++) {
-    m.set('t', [i, performance.now()])
-    if (i % 20 === 0) {
-      while (ws0() && ws0().bufferedAmount > 1 << 20) await sleep(1)
-      await new Promise((resolve) => setImmediate(resolve))
-    }
-  }
-  const ok = await until(() => got.slice(1).every((g) => g >= updates), 120000)
-  const seconds = (performance.now() - t0) / 1000
-  latencies.sort((x, y) => x - y)
-  const q = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null
-  console.log(JSON.stringify({
-    ok, seconds, updates, clients: n, updates_per_s: updates / seconds,
-    p50_ms: q(0.5), p99_ms: q(0.99), max_ms: latencies.length ? latencies[latencies.length - 1] : null,
-    received: got.slice(1)
-  }))
-  for (const p of providers) p.destroy()
-  process.exit(0)
-}
+await main(Y, {
+  open: (doc) => new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true }),
+  synced: (p) => p.synced,
+  socket: (p) => p.ws,
+  coalesces: false
+}, process.argv.slice(2))
