@@ -173,8 +173,9 @@ def replaces(
     """Whether a new connection to ``peer`` replaces ``old`` (else it is refused).
 
     When both agents dialled each other at about the same time, each side sees first the
-    Hello of the connection *it* dialled (the acceptor speaks first), so "the newest wins"
-    would pick a different connection on each side, and they would flap. Two connections
+    Hello of the connection the *other* dialled (the dialer speaks first, see
+    :mod:`.handshake`), so "the newest wins" would pick a different connection on each side,
+    and they would flap. Two connections
     established within ``connect_timeout`` of each other and dialled by different agents are
     therefore settled by name, alike on both sides: the one dialled by the smaller name is
     kept. Otherwise the new connection replaces the old one: when it comes from another run
