@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -522,8 +522,31 @@ def pyplot() -> Any:
     return plt
 
 
-def finish(result: dict[str, Any], out: str | None) -> None:
-    """Print the result as one JSON object on stdout (and write it to ``out`` if given)."""
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (making its folder) and close it; ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def finish(
+    result: dict[str, Any],
+    out: str | None,
+    *,
+    plot_dir: str | None = None,
+    plots: dict[str, Callable[[], Any]] | None = None,
+) -> None:
+    """The tail of every scenario script: with ``plot_dir`` (``--plot-dir``), draw ``plots``
+    (file name -> a function returning a matplotlib figure) into it and list them in
+    ``result["plots"]``; then print the result as one JSON object on stdout (and write it to
+    ``out`` if given)."""
+    if plot_dir and plots:
+        folder = Path(plot_dir)
+        result["plots"] = [str(save_figure(draw(), folder / name)) for name, draw in plots.items()]
     text = json.dumps(result, indent=2, default=_json_default)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -339,7 +339,7 @@ def _targets(scale: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plot(results: dict[str, Any], scale: list[dict[str, Any]], path: Path) -> None:
+def plot(results: dict[str, Any], scale: list[dict[str, Any]]) -> Any:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     systems = [s for s in (BROKER, "crdtsync", HUB) if s in results]
@@ -376,9 +376,7 @@ def plot(results: dict[str, Any], scale: list[dict[str, Any]], path: Path) -> No
         ax.set_ylabel("messages per write")
         ax.set_title("messages per write vs N")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,12 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         "scale": scale,
         "targets": _targets(scale),
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "broker.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, scale, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(
+        report, args.out, plot_dir=args.plot_dir, plots={"broker.png": lambda: plot(results, scale)}
+    )
     return 0
 
 

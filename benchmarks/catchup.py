@@ -283,7 +283,7 @@ def catch_up(
     return out
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any]) -> Any:
     plt = pyplot()
     labels = list(results)
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.6))
@@ -337,9 +337,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax[1].set_xticks(range(len(labels)), labels)
     ax[1].set_title("bytes to catch up")
     ax[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,12 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "states": results,
         "node_peers": describe(),
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "catchup.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"catchup.png": lambda: plot(results)})
     return 0
 
 

@@ -64,6 +64,7 @@ from benchlib import (
     machine,
     pyplot,
     ratio,
+    save_figure,
     size_of,
     summary,
     tcp_counters,
@@ -449,13 +450,12 @@ def verdict(results: dict[str, Any], label: str = "crdtsync") -> dict[str, Any]:
 def plot(
     results: dict[str, Any],
     raw: dict[str, Any],
-    path: Path,
     n: int,
     rate: float,
     low_rate: float,
     receivers: int,
     runs: int,
-) -> None:
+) -> Any:
     plt = pyplot()
     labels = list(results)
     colors = {
@@ -528,9 +528,7 @@ def plot(
         f"every system ({runs} run{'s' if runs > 1 else ''} each, interleaved)",
         fontsize=11,
     )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,18 +572,18 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(Path(args.replot).read_text())
         st = old["setting"]
         out = Path(args.plot_dir or Path(args.replot).parent) / "fanout.png"
-        plot(
+        fig = plot(
             old["systems"],
             {},
-            out,
             st["updates"],
             st["paced_rate"],
             st["low_rate"],
             st["agents"] - 1,
             st.get("repeat", 1),
         )
+        save_figure(fig, out)
         if old.get("scale"):
-            plot_scale(old["scale"], out.parent / "fanout_scale.png")
+            save_figure(plot_scale(old["scale"]), out.parent / "fanout_scale.png")
         print(out)
         return 0
     n = args.updates or SIZES[size]
@@ -692,15 +690,14 @@ def main(argv: list[str] | None = None) -> int:
         "node_peers": describe(),
         "issue_author_hub": ISSUE_HUB,
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "fanout.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, raw, path, n, args.rate, args.low_rate, args.agents - 1, repeat)
-        report["plots"] = [str(path)]
-        if scale:
-            plot_scale(scale, path.parent / "fanout_scale.png")
-            report["plots"].append(str(path.parent / "fanout_scale.png"))
-    finish(report, args.out)
+    plots = {
+        "fanout.png": lambda: plot(
+            results, raw, n, args.rate, args.low_rate, args.agents - 1, repeat
+        )
+    }
+    if scale:
+        plots["fanout_scale.png"] = lambda: plot_scale(scale)
+    finish(report, args.out, plot_dir=args.plot_dir, plots=plots)
     return 0
 
 

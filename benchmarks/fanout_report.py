@@ -7,7 +7,6 @@ judges each target against the peer with the best value of that figure in the sa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from benchlib import pyplot, ratio
@@ -52,7 +51,7 @@ def verdict_strongest(results: dict[str, Any], label: str = "crdtsync") -> dict[
     return out
 
 
-def plot_scale(scale: dict[str, Any], path: Path) -> None:
+def plot_scale(scale: dict[str, Any]) -> Any:
     """fanout_scale.png: burst updates/s, burst p99 and CPU per update of every system at
     each replica count of the scale runs (log scales: the systems differ by orders)."""
     plt = pyplot()
@@ -99,6 +98,4 @@ def plot_scale(scale: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         "fan-out at scale: 1 writer, the other replicas as asyncio tasks in a few processes"
     )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig

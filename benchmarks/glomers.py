@@ -27,7 +27,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from benchlib import BENCH_DIR, Progress, common_args, finish, machine, pyplot, size_of
@@ -92,7 +91,7 @@ def _pick(run: dict[str, Any]) -> dict[str, Any]:
     return {k: run.get(k) for k in keys if k in run}
 
 
-def plot(rows: list[dict[str, Any]], f: int, mesh_max: int, latency_ms: float, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], f: int, mesh_max: int, latency_ms: float) -> Any:
     plt = pyplot()
     ns = [r["agents"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(11.5, 4.3))
@@ -156,9 +155,7 @@ def plot(rows: list[dict[str, Any]], f: int, mesh_max: int, latency_ms: float, p
     fig.suptitle(
         "Gossip Glomers scale curve (simulated network, virtual clock, lossless)", fontsize=10
     )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             "points": rows,
         },
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "glomers_scale.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(rows, f, mesh_max, 100.0, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(
+        report,
+        args.out,
+        plot_dir=args.plot_dir,
+        plots={"glomers_scale.png": lambda: plot(rows, f, mesh_max, 100.0)},
+    )
     return 0
 
 

@@ -320,14 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "attack": attack_stats,
     }
-    if args.plot_dir:
-        plt = _plot(before, during, Path(args.plot_dir))
-        report["plots"] = [str(plt)]
-    finish(report, args.out)
+    plots = {"hostile_latency.png": lambda: _plot(before, during)}
+    finish(report, args.out, plot_dir=args.plot_dir, plots=plots)
     return 0
 
 
-def _plot(before: list[float], during: list[float], out_dir: Path) -> Path:
+def _plot(before: list[float], during: list[float]) -> Any:
     from benchlib import pyplot
 
     plt = pyplot()
@@ -341,12 +339,7 @@ def _plot(before: list[float], during: list[float], out_dir: Path) -> Path:
     ax.set_ylabel("fraction")
     ax.set_title("An honest peer of an agent under attack (issue #11)")
     ax.legend()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "hostile_latency.png"
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 if __name__ == "__main__":

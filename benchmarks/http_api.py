@@ -187,7 +187,7 @@ async def sse_latency(url: str, writes: int, rate: float) -> dict[str, Any]:
     return summary(latencies, 3)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any]) -> Any:
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     vals = [result["in_process"]["writes_per_s"], result["http"]["patch_requests_per_s"]]
@@ -220,9 +220,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     a2.set_ylabel("delivery latency, ms")
     a2.legend(fontsize=8)
     fig.suptitle("HTTP API vs in-process writes", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main() -> None:
@@ -253,12 +251,9 @@ def main() -> None:
             "http": {"patch_requests_per_s": round(patches), "sse_latency_ms": sse},
             "ratio_patch_to_in_process": round(patches / base["writes_per_s"], 4),
         }
-        if args.plot_dir:
-            path = Path(args.plot_dir) / "http_api.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            plot(result, path)
-            result["plots"] = [str(path)]
-        finish(result, args.out)
+        finish(
+            result, args.out, plot_dir=args.plot_dir, plots={"http_api.png": lambda: plot(result)}
+        )
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

@@ -120,7 +120,7 @@ def measure(shards: int, agents: int, window: float, tmp: Path, prog: Progress) 
     }
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]]) -> Any:
     plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.8))
     s = [r["shards"] for r in rows]
@@ -149,9 +149,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         "idle mesh: 8 agents, equal replicas, nothing changing (target: flat in shard count)",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,12 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "rule": "messages and wire bytes per round grow < 1.5x from the fewest to the most shards",
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "idle.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(rows, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"idle.png": lambda: plot(rows)})
     return 0
 
 

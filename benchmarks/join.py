@@ -94,7 +94,7 @@ async def join(tmp: Path, shards: int, timeout: float) -> dict[str, Any]:
     }
 
 
-def plot(runs: list[dict[str, Any]], path: Path) -> None:
+def plot(runs: list[dict[str, Any]]) -> Any:
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     ok = [r for r in runs if "seconds" in r]
@@ -109,9 +109,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     ax[1].set_xlabel("shards")
     ax[1].set_title("join / floor (flat: proportional to the data)")
     ax[1].set_ylim(bottom=0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main() -> None:
@@ -138,12 +136,7 @@ def main() -> None:
         if len(ok) > 1
         else None,
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "join.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(runs, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"join.png": lambda: plot(runs)})
 
 
 if __name__ == "__main__":

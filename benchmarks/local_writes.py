@@ -87,7 +87,7 @@ SIZES = {  # ops, baseline ops, tasks, repeat
 }
 
 
-def plot(result: dict[str, object], path: Path) -> None:
+def plot(result: dict[str, object]) -> object:
     plt = pyplot()
     labels = [
         "floor: bare pycrdt\n(in memory)",
@@ -112,9 +112,7 @@ def plot(result: dict[str, object], path: Path) -> None:
         fontsize=9,
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main() -> None:
@@ -162,12 +160,12 @@ def main() -> None:
             "durable_ops_per_s": result["group_commit_durable_ops_per_s"] >= 100_000,
             "ratio_to_floor": result["ratio_group_commit_to_floor"] >= 0.3,
         }
-        if args.plot_dir:
-            path = Path(args.plot_dir) / "local_writes.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            plot(result, path)
-            result["plots"] = [str(path)]
-        finish(result, args.out)
+        finish(
+            result,
+            args.out,
+            plot_dir=args.plot_dir,
+            plots={"local_writes.png": lambda: plot(result)},
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -162,7 +162,7 @@ def run_child(op: str, path: Path) -> None:
     print(json.dumps(asyncio.run(go())))
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
+def plot(r: dict[str, Any]) -> Any:
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     labels = [
@@ -209,9 +209,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax[1].set_yscale("log")
     ax[1].set_ylabel("MB (log)")
     ax[1].set_title("disk vs the encoded state, before and after compaction")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,12 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             "allocated_after_vs_state": ratio(disk_after["allocated_bytes"], fl["state_bytes"], 1),
         },
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "restart.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(report, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"restart.png": lambda: plot(report)})
     return 0
 
 

@@ -258,7 +258,7 @@ def run_system(
     return {"burst": burst, "paced": paced}
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
+def plot(r: dict[str, Any]) -> Any:
     plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     names = ["floor (writer alone,\ndurable)", *r["systems"]]
@@ -278,9 +278,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
         ax[1 + i].set_ylabel("fraction of (edit, follower) pairs")
         ax[1 + i].set_title(phase if phase == "burst" else f"paced {RATE:g} edits/s")
         ax[1 + i].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,12 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     b["wire_bytes_per_edit"], hb["wire_bytes_per_edit"]
                 ),
             }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "stream.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(report, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"stream.png": lambda: plot(report)})
     return 0
 
 

@@ -254,7 +254,7 @@ def run_crdtsync(
     }
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any]) -> Any:
     plt = pyplot()
     names = list(results)
     fig, ax = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
@@ -278,9 +278,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         "concurrent traces: one agent per author over websockets vs one pycrdt process", fontsize=10
     )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,12 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "txns_limit": limit,
         "traces": results,
     }
-    if args.plot_dir:
-        path = Path(args.plot_dir) / "trace.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, path)
-        report["plots"] = [str(path)]
-    finish(report, args.out)
+    finish(report, args.out, plot_dir=args.plot_dir, plots={"trace.png": lambda: plot(results)})
     return 0
 
 
