@@ -283,10 +283,19 @@ class JoinWatch:
 async def run_crdtsync(args: argparse.Namespace) -> None:
     global _COUNT_TYPES
 
+    # Imports stay outside every timing, as for the hubs' clients (their libraries are imported
+    # before their t0): Agent.start() imports the websocket driver (with the security package,
+    # cryptography, PyJWT) and the metrics (prometheus-client) on first use, 0.1-0.3 s on this
+    # machine that a long-running process pays once, not per catch-up.
+    import crdtsync.transports.websocket  # noqa: F401
+
+    import crdtsync.metrics  # noqa: F401
     from crdtsync import Agent, wire
 
     _TYPE_NAMES.update({tag: cls.__name__ for cls, tag in wire.TAGS.items()})
     _COUNT_TYPES = True
+    pycrdt.Doc()  # pycrdt imports anyio's asyncio backend at its first Doc (the hub client's
+    # Doc is made before its t0 too)
     config = gossip_config(args.gossip, args.name)
     loop = asyncio.get_running_loop()
     commands = Commands(loop)

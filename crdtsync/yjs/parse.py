@@ -17,15 +17,21 @@ Pure Python, no pycrdt: the sans-I/O gossip core imports this module.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
-from ._content import CONTENT_DELETED, CONTENT_TYPE, MAX_NESTING, content
-from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, read_uint, skip_str
+from ._content import MAX_NESTING
+from ._malformed import Malformed
+from ._malformed import OverLimit as _OverLimit
 from .limits import DEFAULT_LIMITS, UpdateLimits
 from .state import DeleteSet, read_delete_set
+
+if TYPE_CHECKING:
+    from . import _scan as scan
+else:
+    from ._native import scan
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -37,10 +43,6 @@ __all__ = [
     "parse_update",
     "validate_update",
 ]
-
-
-class _OverLimit(Malformed):
-    """Internal: a well-formed update beyond a work limit (-> UpdateOverLimit)."""
 
 
 #: Bound of :attr:`UpdateInfo.work` per byte of an update accepted under the default limits
@@ -131,17 +133,6 @@ WORK_PER_BYTE = 65
 #   door: see is_ready and apply_if_ready below.
 # ---------------------------------------------------------------------------------------------
 
-_INFO_GC = 0
-_INFO_SKIP = 10
-_HAS_ORIGIN = 0x80
-_HAS_RIGHT_ORIGIN = 0x40
-_HAS_PARENT_SUB = 0x20
-_RESERVED_BIT = 0x10
-_CONTENT_STRING = 4
-_CONTENT_FORMAT = 6
-_CONTENT_ANY = 8
-_ANY_WEIGHT = 32  # an Any value costs Yrs ~32 bytes to copy, a UTF-16 unit of a String ~1
-_CONTENT_DOC = 9
 _NO_LIMITS = UpdateLimits(None, None, None, None, None, False, False)
 
 # Per client of an update: first clock, clock after its last struct, and the [lo, hi) ranges
@@ -229,190 +220,27 @@ class UpdateInfo:
         return None
 
 
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
 def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, int]:
-    """Validate the struct section; return its summary (delete set still empty), new position."""
-    max_structs = limits.max_structs
-    max_fan = limits.max_fan
-    max_depth = limits.max_type_depth
-    max_merge = limits.max_merge_work
-    merge_work = 0
-    fan_work = 0  # conflict-scan steps: each item placed by another client next to a fan
-    # (placement bytes: origin, right origin, parent, key) -> [last client, distinct clients]
-    fans: dict[bytes, list[int]] = {}
-    depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
-    n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of clients")
-    if n_clients > (len(data) - pos) // 3:
-        raise Malformed(pos, f"{n_clients} clients cannot fit in {len(data) - pos} bytes")
-    ends: dict[int, int] = {}
-    spans: dict[int, _Span] = {}
-    parents: list[tuple[int, int, int]] = []  # (struct offset, parent client, parent clock)
-    gaps: list[tuple[int, int]] = []
-    refs: list[tuple[int, int, int, int]] = []
-    total = 0
-    for _ in range(n_clients):
-        n_structs, pos = read_uint(data, pos, MAX_SAFE, "number of structs")
-        client_pos = pos
-        client, pos = read_uint(data, pos, MAX_SAFE, "client id")
-        if client in ends:
-            raise Malformed(client_pos, f"client {client} appears twice in the struct section")
-        clock, pos = read_uint(data, pos, MAX_CLOCK, "first clock")
-        if n_structs > (len(data) - pos) >> 1:
-            raise Malformed(pos, f"{n_structs} structs cannot fit in {len(data) - pos} bytes")
-        total += n_structs
-        if max_structs is not None and total > max_structs:
-            raise _OverLimit(pos, f"more than {max_structs} structs (the limit)")
-        first = clock
-        end = 0
-        gaps.append((client, first))
-        los: list[int] = []
-        his: list[int] = []
-        # The run of items Yrs will merge into one (see UpdateLimits.max_merge_work): its
-        # weighted length so far, its content kind and its right origin's bytes.
-        run = 0
-        run_kind = 0
-        run_right_at = run_right_end = 0
-        for _ in range(n_structs):
-            start = pos
-            try:
-                info = data[pos]
-            except IndexError:
-                raise Malformed(pos, "input ends where a struct was expected") from None
-            pos += 1
-            if info == _INFO_GC or info == _INFO_SKIP:
-                run = 0
-                length, pos = read_uint(
-                    data, pos, MAX_CLOCK, "GC length" if info == 0 else "Skip length"
-                )
-                if length == 0:
-                    name = "GC" if info == 0 else "Skip"
-                    raise Malformed(start, f"zero-length {name} of client {client}")
-                if his and his[-1] == clock:
-                    his[-1] = clock + length
-                else:
-                    los.append(clock)
-                    his.append(clock + length)
-                if info == _INFO_SKIP:
-                    gaps.append((client, clock + length))  # a hole unless the doc fills it
-            else:
-                kind = info & 0x0F
-                if info & _RESERVED_BIT or kind == _INFO_GC or kind == _INFO_SKIP or kind > 10:
-                    raise Malformed(start, f"invalid struct info byte 0x{info:02x}")
-                chained = False  # origin = this client's previous clock: typing
-                # Placed next to an item of its own client: of the clients that share a place,
-                # at most one is the owner of the neighbour that defines it, so skipping these
-                # undercounts a fan by at most one, and honest typing costs no bookkeeping.
-                local = False
-                depth = 0
-                if info & _HAS_ORIGIN:
-                    ref_client, pos = read_uint(data, pos, MAX_SAFE, "origin client")
-                    ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
-                    chained = ref_client == client and ref_clock == clock - 1
-                    local = ref_client == client
-                    if ref_client != client or ref_clock >= clock:
-                        refs.append((client, clock, ref_client, ref_clock))
-                right_at = pos
-                if info & _HAS_RIGHT_ORIGIN:
-                    ref_client, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
-                    ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
-                    if ref_client != client or ref_clock >= clock:
-                        refs.append((client, clock, ref_client, ref_clock))
-                    if not info & _HAS_ORIGIN:
-                        local = ref_client == client
-                merges = False
-                if max_merge is not None:
-                    # The run's right origin is kept as offsets into ``data`` and compared
-                    # only for an item that continues the run (no copy per item).
-                    if kind != _CONTENT_ANY and kind != _CONTENT_STRING:
-                        run = 0
-                    elif (
-                        chained
-                        and run
-                        and kind == run_kind
-                        and pos - right_at == run_right_end - run_right_at
-                        and data[right_at:pos] == data[run_right_at:run_right_end]
-                    ):
-                        merges = True
-                    else:
-                        run = 0
-                        run_kind = kind
-                        run_right_at, run_right_end = right_at, pos
-                if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
-                    parent_info, pos = read_uint(data, pos, 1, "parent info")
-                    if parent_info:
-                        pos = skip_str(data, pos, "root type name")
-                    else:
-                        parent_client, pos = read_uint(data, pos, MAX_SAFE, "parent client")
-                        parent_clock, pos = read_uint(data, pos, MAX_CLOCK, "parent clock")
-                        parents.append((start, parent_client, parent_clock))
-                        if parent_client != client or parent_clock >= clock:
-                            refs.append((client, clock, parent_client, parent_clock))
-                        if max_depth is not None:
-                            depth = depths.get((parent_client, parent_clock), 0)
-                    if info & _HAS_PARENT_SUB:
-                        pos = skip_str(data, pos, "parent key")
-                        if kind == _CONTENT_FORMAT and limits.refuse_format_in_map:
-                            raise _OverLimit(start, "a Format item as a map value is not accepted")
-                if kind == _CONTENT_DOC and limits.refuse_subdocs:
-                    raise _OverLimit(start, "subdocuments are not accepted")
-                if max_fan is not None and not local:
-                    key = data[start + 1 : pos]
-                    fan = fans.get(key)
-                    if fan is None:
-                        fans[key] = [client, 1]
-                    elif fan[0] != client:
-                        fan[0] = client
-                        fan[1] += 1
-                        fan_work += fan[1]
-                        if fan[1] > max_fan:
-                            raise _OverLimit(
-                                start,
-                                f"more than {max_fan} clients insert at the same place (the limit)",
-                            )
-                if max_depth is not None and kind == CONTENT_TYPE:
-                    depth += 1
-                    if depth > max_depth:
-                        raise _OverLimit(start, f"shared types nested deeper than {max_depth}")
-                    depths[(client, clock)] = depth
-                length, pos = content(data, pos, kind)
-                if max_merge is not None and (kind == _CONTENT_ANY or kind == _CONTENT_STRING):
-                    # Yrs copies the run merged so far for each item it merges into it.
-                    run += length * (_ANY_WEIGHT if kind == _CONTENT_ANY else 1)
-                    if merges:
-                        merge_work += run
-                        if merge_work > max_merge:
-                            raise _OverLimit(
-                                start,
-                                f"runs of items that Yrs merges cost more than {max_merge}"
-                                " (the limit)",
-                            )
-                if kind == CONTENT_TYPE or kind == CONTENT_DELETED:
-                    if his and his[-1] == clock:
-                        his[-1] = clock + length
-                    else:
-                        los.append(clock)
-                        his.append(clock + length)
-            clock += length
-            if clock > MAX_CLOCK:
-                raise Malformed(start, f"client {client} clock passes {MAX_CLOCK}")
-            if info != _INFO_SKIP:
-                end = clock
-        if clock == first:
-            raise Malformed(client_pos, f"client {client} has no structs that span a clock")
-        ends[client] = end
-        spans[client] = (first, clock, los, his)
-    for start, parent_client, parent_clock in parents:
-        span = spans.get(parent_client)
-        if span is not None and span[0] <= parent_clock < span[1]:
-            los, his = span[2], span[3]
-            i = bisect_right(los, parent_clock) - 1
-            if i < 0 or parent_clock >= his[i]:
-                raise Malformed(
-                    start,
-                    f"parent ({parent_client}, {parent_clock}) is an item of this update"
-                    " but not a type",
-                )
+    """Validate the struct section; return its summary (delete set still empty), new position.
+
+    The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built).
+    """
+    total, ends, spans, gaps, refs, work, pos = scan.scan_structs(
+        data,
+        pos,
+        _limit(limits.max_structs),
+        _limit(limits.max_fan),
+        _limit(limits.max_type_depth),
+        _limit(limits.max_merge_work),
+        limits.refuse_format_in_map,
+        limits.refuse_subdocs,
+    )
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
-    summary.work = total + fan_work + merge_work
+    summary.work = work
     return summary, pos
 
 

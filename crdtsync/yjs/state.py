@@ -15,9 +15,15 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidUpdate
 from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, encode_uint, read_uint
+
+if TYPE_CHECKING:
+    from . import _scan as scan
+else:
+    from ._native import scan
 
 __all__ = [
     "EMPTY_STATE_VECTOR",
@@ -90,46 +96,12 @@ def read_delete_set(
     non-overlapping, as Yrs assumes; otherwise they are returned as read. ``max_ranges`` caps
     the ranges of all clients together, checked before any of a client's ranges are read.
 
+    The loop is :func:`crdtsync.yjs._scan.read_delete_set` (compiled where it could be built).
+
     Raises:
         Malformed: the bytes are not a delete set.
     """
-    n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of delete-set clients")
-    if n_clients > (len(data) - pos) >> 1:
-        raise Malformed(
-            pos, f"{n_clients} delete-set clients cannot fit in {len(data) - pos} bytes"
-        )
-    result: DeleteSet = {}
-    total = 0
-    for _ in range(n_clients):
-        client_pos = pos
-        client, pos = read_uint(data, pos, MAX_SAFE, "delete-set client id")
-        if client in result:
-            raise Malformed(client_pos, f"client {client} appears twice in the delete set")
-        n_ranges, pos = read_uint(data, pos, MAX_SAFE, "number of deleted ranges")
-        if n_ranges > (len(data) - pos) >> 1:
-            raise Malformed(pos, f"{n_ranges} deleted ranges cannot fit in {len(data) - pos} bytes")
-        total += n_ranges
-        if max_ranges is not None and total > max_ranges:
-            raise Malformed(pos, f"more than {max_ranges} deleted ranges (the limit)")
-        ranges: list[tuple[int, int]] = []
-        end = -1
-        for _ in range(n_ranges):
-            range_pos = pos
-            clock, pos = read_uint(data, pos, MAX_CLOCK, "deleted range clock")
-            length, pos = read_uint(data, pos, MAX_CLOCK, "deleted range length")
-            if length == 0:
-                raise Malformed(range_pos, f"empty deleted range of client {client}")
-            if clock + length > MAX_CLOCK:
-                raise Malformed(range_pos, f"deleted range of client {client} passes {MAX_CLOCK}")
-            if strict and clock < end:
-                raise Malformed(
-                    range_pos,
-                    f"deleted ranges of client {client} unsorted or overlapping",
-                )
-            end = clock + length
-            ranges.append((clock, length))
-        result[client] = ranges
-    return result, pos
+    return scan.read_delete_set(data, pos, strict, -1 if max_ranges is None else max_ranges)
 
 
 def normalize_delete_set(ds: DeleteSet) -> DeleteSet:

@@ -1,0 +1,97 @@
+"""Which build of the validator's inner loops (:mod:`crdtsync.yjs._scan`) this process uses.
+
+``setup.py`` compiles ``crdtsync/yjs/_scan.py`` with mypyc when it can (a C compiler and the
+Python headers are there); the extension module then sits next to the source under the same
+name and Python imports it in preference to the ``.py``. When the build was not possible, the
+same name imports the pure-Python source: that is the fallback, and it is never removed.
+
+``CRDTSYNC_PURE_PYTHON=1`` in the environment forces the pure-Python build even where the
+compiled one exists (to compare them, or to rule the compiled one out). A compiled module that
+was built from another version of the source (an edited checkout not rebuilt) is not used
+either: the build records the source's SHA-256 in the module (``SOURCE_SHA256``), and this
+module compares it with the file beside it, falling back to the source with a warning.
+
+:func:`load_pure` loads the pure-Python build under another module name, so that tests can run
+both builds side by side in one process (``tests/yjs/test_scan_builds.py``).
+
+Pure Python, no pycrdt, never compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["COMPILED", "FORCED_PURE", "compiled_module", "load_pure", "scan"]
+
+_SOURCE = Path(__file__).with_name("_scan.py")
+_PURE_NAME = "crdtsync.yjs._scan_pure"
+
+#: ``CRDTSYNC_PURE_PYTHON`` was set (to anything but "", "0"): the compiled build is not used.
+FORCED_PURE = os.environ.get("CRDTSYNC_PURE_PYTHON", "") not in ("", "0")
+
+
+def load_pure() -> ModuleType:
+    """The pure-Python build of ``_scan``, loaded from its source (once per process)."""
+    module = sys.modules.get(_PURE_NAME)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(_PURE_NAME, _SOURCE)
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the package
+        raise ImportError(f"cannot load {_SOURCE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_PURE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _is_compiled(module: ModuleType) -> bool:
+    return not str(getattr(module, "__file__", "")).endswith(".py")
+
+
+def _current(module: ModuleType) -> bool:
+    """Whether a compiled ``module`` was built from the ``_scan.py`` beside it."""
+    built_from = getattr(module, "SOURCE_SHA256", None)
+    try:
+        source = _SOURCE.read_bytes()
+    except OSError:  # an install without sources: nothing to compare with
+        return True
+    if built_from == hashlib.sha256(source).hexdigest():
+        return True
+    warnings.warn(
+        f"{module.__file__} was compiled from another version of {_SOURCE.name}; using the "
+        "pure-Python validator (rebuild with `pip install -e .` to use the compiled one)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
+
+
+def compiled_module() -> ModuleType | None:
+    """The compiled build of ``_scan`` if it is installed and current, else None."""
+    from . import _scan as default
+
+    if _is_compiled(default) and _current(default):
+        return default
+    return None
+
+
+def _select() -> ModuleType:
+    if FORCED_PURE:
+        return load_pure()
+    from . import _scan as default
+
+    if not _is_compiled(default):
+        return default  # the source itself: the fallback
+    return default if _current(default) else load_pure()
+
+
+#: The build in use: the compiled module, or the pure-Python one.
+scan: ModuleType = _select()
+#: Whether :data:`scan` is the mypyc-compiled build.
+COMPILED: bool = _is_compiled(scan)

@@ -1,0 +1,88 @@
+"""Optional compiled speedups; all metadata is in pyproject.toml.
+
+``crdtsync/yjs/_scan.py`` (the inner loops of the strict Yjs update validator) is compiled with
+mypyc when possible. The build never fails because of it: without mypyc, without a C compiler
+or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set, no extension is built and the same
+source runs as pure Python (see ``crdtsync/yjs/_native.py``).
+
+The compiled module is built from a copy of the source with one line added,
+``SOURCE_SHA256 = "<hash of _scan.py>"``, so that a compiled module left over from an older
+source is detected at import and not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+SCAN = ROOT / "crdtsync" / "yjs" / "_scan.py"
+STAGE = ROOT / "build" / "mypyc-src"
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that reports a failed compile and goes on without the extension."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure means: pure Python
+            print(
+                f"crdtsync: compiled validator not built ({exc}); using pure Python",
+                file=sys.stderr,
+            )
+
+    def build_extension(self, ext):  # type: ignore[no-untyped-def]
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            print(f"crdtsync: {ext.name} not built ({exc}); using pure Python", file=sys.stderr)
+
+
+def _stage() -> Path:
+    """Copy what mypyc compiles into build/, the source hash appended to the copy."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    yjs = STAGE / "crdtsync" / "yjs"
+    yjs.mkdir(parents=True)
+    (STAGE / "crdtsync" / "__init__.py").write_text("")
+    (yjs / "__init__.py").write_text("")
+    shutil.copy(SCAN.with_name("_malformed.py"), yjs / "_malformed.py")
+    source = SCAN.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    staged = yjs / "_scan.py"
+    staged.write_bytes(source + f'\nSOURCE_SHA256: Final = "{digest}"\n'.encode())
+    return staged
+
+
+def _extensions() -> list:  # type: ignore[type-arg]
+    if os.environ.get("CRDTSYNC_PURE_PYTHON", "") not in ("", "0"):
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        print("crdtsync: mypyc not available; using the pure-Python validator", file=sys.stderr)
+        return []
+    cwd = os.getcwd()
+    try:
+        staged = _stage()
+        os.chdir(STAGE)  # module names come from the staged tree, not the real package
+        extensions = mypycify([str(staged.relative_to(STAGE))], opt_level="3")
+    except BaseException as exc:  # noqa: BLE001 - mypyc failing must not fail the install
+        print(f"crdtsync: mypyc failed ({exc!r}); using the pure-Python validator", file=sys.stderr)
+        return []
+    finally:
+        os.chdir(cwd)
+    for ext in extensions:
+        ext.optional = True
+        ext.sources = [s if os.path.isabs(s) else str(STAGE / s) for s in ext.sources]
+        ext.include_dirs = [d if os.path.isabs(d) else str(STAGE / d) for d in ext.include_dirs]
+    return extensions
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

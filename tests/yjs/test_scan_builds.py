@@ -1,0 +1,186 @@
+"""The two builds of the validator's inner loops give the same answers on the same bytes.
+
+``crdtsync/yjs/_scan.py`` runs either compiled (mypyc, built by ``setup.py`` when a C compiler
+is there) or as plain Python (the fallback, or with ``CRDTSYNC_PURE_PYTHON=1``); see
+``crdtsync/yjs/_native.py``. The rest of the suite runs the validator's tests on the build in
+use (the compiled one wherever it could be built, and always in CI: see
+``test_ci_runs_the_compiled_build``). This module runs the same kinds of input (what pycrdt
+writes, truncations, every bit flip of the samples, random bytes, the hand-made and hostile
+shapes of ``test_updates``/``test_hostile_updates``) through ``parse_update`` on *both* builds
+and requires identical results: the same :class:`UpdateInfo` fields or the same error class
+and message (byte offset included), under no limits and under the default limits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import hostile as h
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_updates import ACCEPTED, OPS, REFUSED, SAMPLES, generate
+
+from crdtsync.errors import InvalidUpdate
+from crdtsync.yjs import _native, parse, state
+from crdtsync.yjs.limits import DEFAULT_LIMITS, UpdateLimits
+
+COMPILED = _native.compiled_module()
+PURE = _native.load_pure()
+LIMITS: tuple[UpdateLimits | None, ...] = (None, DEFAULT_LIMITS)
+
+needs_compiled = pytest.mark.skipif(
+    COMPILED is None, reason="the compiled validator is not built here (pure Python only)"
+)
+
+
+@contextmanager
+def build(module: ModuleType) -> Iterator[None]:
+    """parse_update and the delete-set reader run on ``module`` inside the block."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parse, "scan", module)
+        mp.setattr(state, "scan", module)
+        yield
+
+
+def outcome(update: bytes, limits: UpdateLimits | None) -> tuple[Any, ...]:
+    """Everything parse_update says about ``update``: the info's fields, or the refusal."""
+    try:
+        info = parse.parse_update(update, limits=limits)
+    except InvalidUpdate as exc:
+        return ("refused", type(exc).__name__, str(exc))
+    return (
+        "accepted",
+        info.size,
+        info.n_structs,
+        info.work,
+        info.ends,
+        info.delete_set,
+        info._spans,
+        info._gaps,
+        info._refs,
+    )
+
+
+def same_on_both(update: bytes) -> None:
+    assert COMPILED is not None
+    for limits in LIMITS:
+        with build(COMPILED):
+            compiled = outcome(update, limits)
+        with build(PURE):
+            pure = outcome(update, limits)
+        assert compiled == pure, (update.hex(), limits)
+
+
+def test_the_builds_are_what_they_say() -> None:
+    assert PURE.__file__.endswith("_scan.py")
+    assert not hasattr(PURE, "SOURCE_SHA256")  # only the compiled copy carries it
+    if COMPILED is not None:
+        assert not COMPILED.__file__.endswith(".py")
+        assert COMPILED.SOURCE_SHA256
+    assert _native.scan is (PURE if _native.FORCED_PURE or COMPILED is None else COMPILED)
+    assert parse.scan is state.scan is _native.scan
+
+
+def test_ci_runs_the_compiled_build() -> None:
+    """CI (``.ci/run`` installs a C compiler and the Python headers) must not fall back
+    silently: there the rest of the suite is meant to test the compiled validator."""
+    if not os.environ.get("CI") or _native.FORCED_PURE:
+        pytest.skip("only in CI, without CRDTSYNC_PURE_PYTHON")
+    assert _native.COMPILED, "CI built no compiled validator: see the `pip install -e .` output"
+
+
+def test_crdtsync_pure_python_forces_the_fallback() -> None:
+    script = "from crdtsync.yjs import _native, parse; print(_native.COMPILED, parse.scan.__file__)"
+    env = {**os.environ, "CRDTSYNC_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "False" and out[1].endswith("_scan.py")
+
+
+def test_a_stale_compiled_module_is_not_used() -> None:
+    stale = SimpleNamespace(__file__="/x/_scan.cpython-311-x86_64-linux-gnu.so", SOURCE_SHA256="0")
+    with pytest.warns(RuntimeWarning, match="another version"):
+        assert not _native._current(stale)  # type: ignore[arg-type]
+
+
+@needs_compiled
+def test_samples_truncations_and_every_bit_flip() -> None:
+    for update in SAMPLES:
+        same_on_both(update)
+        for cut in range(len(update)):
+            same_on_both(update[:cut] or b"\x00")
+        for i in range(len(update)):
+            for bit in range(8):
+                same_on_both(update[:i] + bytes([update[i] ^ (1 << bit)]) + update[i + 1 :])
+
+
+@needs_compiled
+@pytest.mark.parametrize("update", [*ACCEPTED.values(), *(u for u, _ in REFUSED.values())])
+def test_hand_made(update: bytes) -> None:
+    same_on_both(update)
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "update",
+    [
+        h.same_origin_fan(300),
+        h.same_origin_fan(50),
+        h.one_value_chain(3000),
+        h.nested_maps(70),
+        h.nested_xml(70),
+        h.format_in_map(),
+        h.subdoc_in_map(),
+        h.many_chars(2000),
+        h.many_unmerged(2000),
+        h.big_delete_set(2000),
+    ],
+    ids=lambda u: f"{len(u)}B",
+)
+def test_hostile_shapes(update: bytes) -> None:
+    same_on_both(update)
+
+
+@needs_compiled
+@settings(max_examples=60, deadline=None)
+@given(OPS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), max_size=4))
+def test_what_pycrdt_writes_and_bit_flips_of_it(
+    ops: list[tuple[Any, ...]], flips: list[tuple[int, int]]
+) -> None:
+    gen = generate(ops)
+    for update in gen.all_updates():
+        same_on_both(update)
+    update = bytearray(gen.doc.get_update())
+    for pos, bit in flips:
+        update[pos % len(update)] ^= 1 << bit
+    same_on_both(bytes(update))
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([b"", *SAMPLES[1:]]), st.binary(min_size=1, max_size=200))
+def test_random_bytes(head: bytes, noise: bytes) -> None:
+    same_on_both(head[:4] + noise)
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=60), st.booleans())
+def test_delete_sets(data: bytes, strict: bool) -> None:
+    assert COMPILED is not None
+
+    def read(module: ModuleType) -> tuple[Any, ...]:
+        try:
+            return ("ok", module.read_delete_set(data, 0, strict, 3))
+        except Exception as exc:
+            return (type(exc).__name__, exc.args)
+
+    assert read(COMPILED) == read(PURE)
