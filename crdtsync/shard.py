@@ -102,6 +102,7 @@ class Shard(MapView, metaclass=_ShardType):
         "_listeners",
         "_host",
         "_digest",
+        "_ds_memo",
         "_backlog",
         "_agent",
         "__weakref__",
@@ -132,6 +133,8 @@ class Shard(MapView, metaclass=_ShardType):
         self._dirty = False
         self._durable: tuple[bytes, bytes] = (updates.state_vector(doc), updates.delete_set(doc))
         self._digest: bytes | None = None
+        #: (pycrdt's own update against the doc's state, its canonical delete set): see capture
+        self._ds_memo: tuple[bytes, bytes] = (b"", b"")
         self._closed = False
         self._deep_sub: Any = None
         self._listeners = 0
@@ -257,8 +260,22 @@ class Shard(MapView, metaclass=_ShardType):
     def digest(self) -> bytes:
         """A hash of the shard's content, equal on replicas that have seen the same updates."""
         if self._digest is None:
-            self._digest = updates.digest(self._doc)
+            sv = updates.state_vector(self._doc)
+            self._digest = digest_of(sv, self._delete_set(sv))
         return self._digest
+
+    def _delete_set(self, sv: bytes) -> bytes:
+        """The canonical delete set (``updates.delete_set``), at state vector ``sv``.
+
+        It is decoded and re-encoded in Python, O(delete set) at every commit and digest: a
+        streamed text's grows with every run of deletions. pycrdt's own encoding of it (an
+        update against our state vector: the delete set, and pending structs if any) is cheap
+        to get and compare; while it is unchanged, so is the canonical one.
+        """
+        raw = self._doc.get_update(sv)
+        if raw != self._ds_memo[0]:
+            self._ds_memo = (raw, updates.delete_set(self._doc))
+        return self._ds_memo[1]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -487,7 +504,7 @@ class Shard(MapView, metaclass=_ShardType):
             return None
         self._dirty = False
         sv = updates.state_vector(self._doc)
-        ds = updates.delete_set(self._doc)
+        ds = self._delete_set(sv)
         if self._digest is None:  # from what is at hand: the delete set is decoded once
             self._digest = digest_of(sv, ds)
         self._store.put_meta(self.name, "state_vector", sv)

@@ -57,6 +57,7 @@ must do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +175,10 @@ class GossipCore(_Queries, _Fanout):
         #: the driver passed a :class:`crdtsync.sharding.Sharding`).
         self.sharding: Any = self.policy
         self._services: tuple[Service, ...] = (self.policy, *services)
+        #: Bumped by every call that may change a timer (see next_deadline's cache).
+        self._gen = 0
+        #: (generation, the earliest timer but the flush, services' and acks', acks' earliest)
+        self._deadlines: tuple[int, float, float] = (-1, math.inf, math.inf)
         # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
         self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
             Push: self._p.pushes.on_push,
@@ -201,6 +206,7 @@ class GossipCore(_Queries, _Fanout):
         """Enforce permissions and signed records through ``gate`` (see
         :mod:`crdtsync.gossip.gate`); call once, before the first connection. Drivers with
         credentials do; without it the core trusts every peer, as in an unauthenticated mesh."""
+        self._gen += 1
         self._sec.secure(gate)
 
     @property
@@ -222,6 +228,7 @@ class GossipCore(_Queries, _Fanout):
         membership update flooded at the next window. The address (like any earlier one) is
         remembered as ours, so it is never dialled, even when a peer reports it.
         """
+        self._gen += 1
         changed = address != self._p.members.address
         self._p.members.address = address
         self._p.dialer.own_address(address)
@@ -335,6 +342,7 @@ class GossipCore(_Queries, _Fanout):
 
     def pause_writing(self, peer: str) -> None:
         """The transport's buffer for ``peer`` is full: hold pushes (up to max_queue_bytes)."""
+        self._gen += 1
         conn = self._conns.get(peer)
         if conn is not None:
             conn.writable = False
@@ -401,10 +409,20 @@ class GossipCore(_Queries, _Fanout):
         Raises:
             InvalidShardName: ``shard`` is not a valid name.
         """
-        self._advance(now)
+        self._ctx.now = max(self._ctx.now, now)
         validate_shard_name(shard)
         self._ctx.guard.known.add(shard)
         self.policy.local_update(shard)
+        # Queueing a delta moves no timer but the flush (read afresh by next_deadline); a
+        # write that may send at once, carrying pending acks, or goes through the rotating
+        # relay or a fanout medium may (a stream of local writes then costs next_deadline
+        # nothing per write: issue 17).
+        if (
+            self._mode() != FULL
+            or self._p.pushes.any_fanout
+            or any(c.acks.pending_acks or c.acks.relay_acks for c in self._conns.values())
+        ):
+            self._gen += 1
         if (
             self._mode() == RELAY
             and len(delta) <= self._ctx.chunk
@@ -495,21 +513,45 @@ class GossipCore(_Queries, _Fanout):
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
         fails via :meth:`dial_failed`, or times out)."""
-        return self._p.dialer.hand_out(self._ctx.now, self._dial_candidates())
+        out = self._p.dialer.hand_out(self._ctx.now, self._dial_candidates())
+        if out:
+            self._gen += 1  # (dials under way time out: a timer)
+        return out
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no timer pending).
 
         Lets an event loop sleep, and the simulator jump its virtual clock, until then.
+
+        The timers of the components are computed again only after a call that may have
+        moved one (a generation counter, bumped by every entry point but a plain local
+        write); the flush and the services' timers are read on every call.
         """
+        gen, fixed, acks_at = self._deadlines
+        if gen != self._gen:
+            fixed = min(self._component_deadlines(), default=math.inf)
+            acks_at = min(self._p.acks.deadlines(), default=math.inf)
+            self._deadlines = (self._gen, fixed, acks_at)
+        times = [fixed]
+        flush_at = self._ctx.flush_at
+        times.append(acks_at if flush_at is None else flush_at)
+        for service in self._services:
+            at = service.next_deadline()
+            if at is not None:
+                times.append(at)
+        first = min(times)
+        if first == math.inf:
+            return None
+        # A deadline in the past means "now": tick() handles it (dials are handed out by
+        # dials(), which the driver calls after tick, so those never linger).
+        return max(first, self._ctx.now)
+
+    def _component_deadlines(self) -> list[float]:
+        """The components' timers but the flush's and the acks' (see next_deadline)."""
         times: list[float] = []
-        if self._ctx.flush_at is not None:
-            times.append(self._ctx.flush_at)
         for t in (self._p.ae.next_round, self._p.members.next_exchange):
             if t is not None and self._conns:
                 times.append(t)
-        if self._ctx.flush_at is None:
-            times.extend(self._p.acks.deadlines())
         relay_at = self._p.relay.deadline()
         if relay_at is not None:
             times.append(relay_at)
@@ -520,18 +562,11 @@ class GossipCore(_Queries, _Fanout):
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:
             times.extend(at for _, at in self._prune_candidates())
-        for service in self._services:
-            at = service.next_deadline()
-            if at is not None:
-                times.append(at)
-        if not times:
-            return None
-        # A deadline in the past means "now": tick() handles it (dials are handed out by
-        # dials(), which the driver calls after tick, so those never linger).
-        return max(min(times), self._ctx.now)
+        return times
 
     def overlay_changed(self) -> None:
         """The extra neighbours (``policy.extra_neighbours()``) changed: recompute the overlay."""
+        self._gen += 1
         self._p.overlay.extra_changed()
 
     # ------------------------------------------------------------------------------------------
@@ -539,6 +574,7 @@ class GossipCore(_Queries, _Fanout):
 
     def _advance(self, now: float) -> None:
         self._ctx.now = max(self._ctx.now, now)
+        self._gen += 1  # an entry point: timers may move (see next_deadline)
 
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         desired = self._views().desired
