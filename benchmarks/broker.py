@@ -18,6 +18,13 @@ Two parts, each against its peers in the same run:
   records the arrival of every other agent's key. Latency p50/p99 over every (write,
   receiver) pair, publishes and deliveries per write, vs N.
 
+Beside the scale curve, ``simulated_mesh``: the websocket mesh's curve for the same N and
+write rate from the deterministic simulator (gossip_sim.py: ``GossipConfig.lan()``, as a
+websocket agent uses, 0.5 ms links, no loss, virtual time, no CPU cost modelled), so it is
+the protocol's floor for a mesh of N agents, not a measurement of N real processes: its
+messages per write are agent-to-agent frames (what a broker delivery is to an agent), its
+latency per (write, receiver) pair.
+
 Targets (issue #14): at N = 128 through one broker, p99 under 100 ms at 100 writes/s on this
 machine, and one publish per write (the broker does the fan-out). Prints one JSON object;
 ``--plot-dir`` draws ``broker.png``.
@@ -52,6 +59,9 @@ from benchlib import (
     wait_with_progress,
 )
 from fanout import HUB, run_crdtsync, run_hub, run_phase
+from gossip_sim import run_scenario
+
+from crdtsync.gossip import GossipConfig
 
 BROKER = "crdtsync-broker"
 SIZES = {"full": 2000, "quick": 1000, "tiny": 100}
@@ -139,6 +149,10 @@ def _per_write(after: dict[str, int], before: dict[str, int], n: int) -> dict[st
         "push_publishes_per_write": round(d.get("broadcast_pushes", 0) / n, 3),
         "ack_publishes_per_write": round(d.get("broadcast_acks", 0) / n, 3),
         "deliveries_per_write": round(delivered / n, 3),
+        # link frames (anti-entropy, repairs, membership) the agents sent, by message type
+        "link_frames_per_write": {
+            k[5:]: round(v / n, 3) for k, v in sorted(d.items()) if k.startswith("sent_") and v
+        },
     }
 
 
@@ -237,7 +251,7 @@ def run_scale(
                 "linked_min": min(s["linked_min"] for s in st),
                 "startup_s": round(time.monotonic() - t_start, 1),
             }
-            settle = 2.0 + n_agents / 32
+            settle = 2.0 + n_agents / 16  # the overlay's last dials and prunes
             wait_with_progress(prog, f"N={n_agents} settle", settle)
             m0 = _mqtt_totals(kids)
             c0 = [cpu_seconds(k.pid) for k in kids] + [broker.cpu_s()]
@@ -255,14 +269,14 @@ def run_scale(
                     n_total=n_agents,
                     start_ns=start_ns,
                     out=str(out),
-                    timeout=30 + seconds,
+                    timeout=30 + seconds + n_agents / 2,
                     stride=procs,
                     offset=p,
                 )
             task = prog.task(f"scale N={n_agents}", len(kids))
             done = []
             for i, k in enumerate(kids):
-                done.append(k.wait("done", 120 + seconds * 2))
+                done.append(k.wait("done", 120 + seconds * 2 + n_agents / 2))
                 prog.update(task, i + 1)
             time.sleep(1.0)
             m1 = _mqtt_totals(kids)
@@ -297,6 +311,44 @@ def run_scale(
     }
 
 
+#: one-way link latency of the simulated websocket mesh (loopback-like), s
+SIM_LINK_S = 0.0005
+#: seconds of writes simulated per N (message mix and latency are steady well before)
+SIM_SECONDS = {"full": 3.0, "quick": 2.0, "tiny": 1.0}
+
+
+def run_simulated(n_agents: int, rate: float, seconds: float, prog: Progress) -> dict[str, Any]:
+    """The websocket mesh of ``n_agents`` under the scale workload, in the simulator."""
+    task = prog.task(f"simulated mesh N={n_agents}", 1)
+    r = run_scenario(
+        agents=n_agents,
+        latency=SIM_LINK_S,
+        rate=rate,
+        duration=seconds,
+        loss=0.0,
+        seed=1,
+        config=GossipConfig.lan(),
+        warmup=10.0,
+    )
+    prog.update(task, 1)
+    keep = (
+        "agents",
+        "writes",
+        "converged_writes",
+        "msgs_per_write",
+        "pair_latency_p50_ms",
+        "pair_latency_p99_ms",
+        "pair_arrivals",
+        "latency_median_ms",
+        "latency_p99_ms",
+        "overlay_mode",
+        "overlay_diameter_hops",
+        "messages_by_type",
+        "wall_s",
+    )
+    return {"link_latency_ms": SIM_LINK_S * 1000, "rate": rate, **{k: r[k] for k in keep}}
+
+
 def _ratios(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     me = results.get(BROKER)
@@ -315,6 +367,29 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
                 ("cpu_per_update", lambda f: f["cpu_ms_per_update"]),
             )
         }
+    return out
+
+
+def _vs_sim(scale: list[dict[str, Any]], sim: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per N: the broker's figures over the simulated mesh's (messages per write: broker
+    deliveries vs agent-to-agent frames; latency: measured vs the simulator's floor)."""
+    out = []
+    by_n = {r["agents"]: r for r in sim}
+    for s in scale:
+        r = by_n.get(s["agents"])
+        if r is None:
+            continue
+        out.append(
+            {
+                "agents": s["agents"],
+                "deliveries_per_write": s["deliveries_per_write"],
+                "sim_msgs_per_write": r["msgs_per_write"],
+                "messages_ratio": ratio(s["deliveries_per_write"], r["msgs_per_write"]),
+                "publishes_per_write": s["publishes_per_write"],
+                "p99_ms": s["latency_ms"].get("p99"),
+                "sim_p99_ms": r["pair_latency_p99_ms"],
+            }
+        )
     return out
 
 
@@ -339,7 +414,11 @@ def _targets(scale: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plot(results: dict[str, Any], scale: list[dict[str, Any]]) -> Any:
+def plot(
+    results: dict[str, Any],
+    scale: list[dict[str, Any]],
+    sim: list[dict[str, Any]] | None = None,
+) -> Any:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     systems = [s for s in (BROKER, "crdtsync", HUB) if s in results]
@@ -357,6 +436,10 @@ def plot(results: dict[str, Any], scale: list[dict[str, Any]]) -> Any:
     if scale:
         ax.plot(ns, [s["latency_ms"]["p50"] for s in scale], "o-", label="p50")
         ax.plot(ns, [s["latency_ms"]["p99"] for s in scale], "o-", label="p99")
+        if sim:
+            sn = [r["agents"] for r in sim]
+            ax.plot(sn, [r["pair_latency_p50_ms"] for r in sim], "s--", label="ws mesh sim p50")
+            ax.plot(sn, [r["pair_latency_p99_ms"] for r in sim], "s--", label="ws mesh sim p99")
         ax.axhline(100, color="red", ls="--", lw=0.8, label="target p99")
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
@@ -369,6 +452,13 @@ def plot(results: dict[str, Any], scale: list[dict[str, Any]]) -> Any:
         ax.plot(ns, [s["push_publishes_per_write"] for s in scale], "o-", label="push publishes")
         ax.plot(ns, [s["publishes_per_write"] for s in scale], "o-", label="all publishes")
         ax.plot(ns, [s["deliveries_per_write"] for s in scale], "o-", label="broker deliveries")
+        if sim:
+            ax.plot(
+                [r["agents"] for r in sim],
+                [r["msgs_per_write"] for r in sim],
+                "s--",
+                label="ws mesh sim: frames",
+            )
         ax.plot(ns, [n - 1 for n in ns], ":", color="grey", label="N-1 (one per peer)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -389,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default=None, help="agent counts of the scale curve [8,32,128]")
     p.add_argument("--scale-rate", type=float, default=100.0, help="writes/s, whole mesh")
     p.add_argument("--scale-seconds", type=float, default=None)
+    p.add_argument("--no-sim", action="store_true", help="skip the simulated websocket curve")
     args = p.parse_args(argv)
     size = size_of(args)
     n = args.updates or SIZES[size]
@@ -397,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-broker-"))
     results: dict[str, Any] = {}
     scale: list[dict[str, Any]] = []
+    sim: list[dict[str, Any]] = []
     try:
         for label in [s for s in args.systems.split(",") if s]:
             if label == BROKER:
@@ -410,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = args.scale_seconds or SCALE_SECONDS[size]
         for count in (int(x) for x in (args.scale or SCALE[size]).split(",") if x):
             scale.append(run_scale(count, args.scale_rate, seconds, tmp, prog))
+            if not args.no_sim:
+                sim.append(run_simulated(count, args.scale_rate, SIM_SECONDS[size], prog))
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -421,10 +515,15 @@ def main(argv: list[str] | None = None) -> int:
         "systems": results,
         "ratios": _ratios(results),
         "scale": scale,
+        "simulated_mesh": sim,
+        "scale_vs_simulated_mesh": _vs_sim(scale, sim),
         "targets": _targets(scale),
     }
     finish(
-        report, args.out, plot_dir=args.plot_dir, plots={"broker.png": lambda: plot(results, scale)}
+        report,
+        args.out,
+        plot_dir=args.plot_dir,
+        plots={"broker.png": lambda: plot(results, scale, sim)},
     )
     return 0
 

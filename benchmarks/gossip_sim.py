@@ -92,6 +92,7 @@ def run_scenario(
     written_at: list[float] = []
     seen_by: list[int] = []
     done_at: list[float | None] = []
+    pair_ms: list[float] = []  # (write, receiver) pairs: when it reached each other agent
     pending: dict[str, dict[int, list[tuple[int, int]]]] = {n: {} for n in names}
     cursor: dict[str, dict[int, int]] = {n: {} for n in names}
 
@@ -106,6 +107,8 @@ def run_scenario(
             while i < len(queue) and queue[i][0] < clock:
                 w = queue[i][1]
                 seen_by[w] += 1
+                if node != origins[w]:
+                    pair_ms.append((now - written_at[w]) * 1000)
                 if seen_by[w] == agents:
                     done_at[w] = now
                 i += 1
@@ -158,6 +161,12 @@ def run_scenario(
         "latency_median_ms": round(statistics.median(lat), 1) if lat else None,
         "latency_p99_ms": round(sorted(lat)[int(0.99 * (len(lat) - 1))], 1) if lat else None,
         "latency_max_ms": round(max(lat), 1) if lat else None,
+        # per (write, receiver) pair, as the real-network benches measure it
+        "pair_latency_p50_ms": round(statistics.median(pair_ms), 2) if pair_ms else None,
+        "pair_latency_p99_ms": (
+            round(sorted(pair_ms)[int(0.99 * (len(pair_ms) - 1))], 2) if pair_ms else None
+        ),
+        "pair_arrivals": len(pair_ms),
         "latency_floor_median_ms": round(statistics.median(floor), 1) if floor else None,
         "overlay_diameter_hops": max(hops.values()),
         "overlay_mode": sorted({n.core.mode() for n in net.nodes.values() if n.core is not None}),

@@ -34,6 +34,9 @@ import nodes
 
 from crdtsync import Agent
 
+#: agents of this process that start together
+STARTING = 8
+
 
 class _Watch:
     """Arrival times of other agents' keys at one agent (taken in the observer)."""
@@ -128,9 +131,8 @@ async def run_swarm(args: argparse.Namespace) -> None:
             root.removeHandler(h)
     root.addHandler(TALLY)
     names = args.names.split(",")
-    agents = []
-    for i, name in enumerate(names):
-        agent = Agent(
+    agents = [
+        Agent(
             name,
             data_dir=Path(args.data) / name,
             broker=args.broker,
@@ -138,10 +140,19 @@ async def run_swarm(args: argparse.Namespace) -> None:
             seed=i,
             durability_interval=0.05,
         )
+        for i, name in enumerate(names)
+    ]
+
+    async def start(agent: Agent) -> None:
         await agent.start()
         await agent.shard("bench")  # opened before the run: its creation is not a write
-        agents.append(agent)
-        nodes.AGENTS.append(agent)
+
+    # A fleet starting at once (in groups of STARTING, so that one starved event loop does
+    # not time out dozens of broker handshakes), not one agent after another: each join
+    # reshapes the overlay for everyone present, so a slow serial start churns links longest.
+    for i in range(0, len(agents), STARTING):
+        await asyncio.gather(*(start(a) for a in agents[i : i + STARTING]))
+    nodes.AGENTS.extend(agents)
     nodes.emit({"event": "ready", "agents": len(agents)})
     commands = nodes.Commands(asyncio.get_running_loop())
     tasks: set[asyncio.Task[Any]] = set()

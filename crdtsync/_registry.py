@@ -305,7 +305,9 @@ class ShardRegistry:
         finally:
             self.applying = False
             # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
-            # the validator bounds one update's work, not that of a sequence of them.
+            # the validator bounds one update's work, not that of a sequence of them. The
+            # thread's CPU, not the process's: the group committer's threads are not the
+            # sender's doing, and CLOCK_PROCESS_CPUTIME sums every thread (slow with many).
             self.last_apply_seconds = time.thread_time() - start
 
     def apply_batch(

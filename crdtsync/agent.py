@@ -183,9 +183,9 @@ class Agent(_AgentWiring, _AgentFigures):
         self._mesh = mesh
         if gossip is None and broker is not None and listen is None and not peers:
             # On a broker alone a write is one publish whatever the overlay, which then only
-            # carries anti-entropy, repairs and acks: a tree beyond 8 agents, and acks (which no
-            # push carries there) at most twice a second per link, not twenty times.
-            gossip = GossipConfig.lan(full_mesh_max=8, ack_interval=0.5, ack_relay_interval=0.5)
+            # carries anti-entropy, repairs and membership: a tree beyond 8 agents. (Acks go
+            # by broadcast, and only while an agent waits in replicated(): see gossip/acks.py.)
+            gossip = GossipConfig.lan(full_mesh_max=8)
         self._gossip_config = gossip or GossipConfig.lan()
         self._quotas = quotas
         self._sharding_config = ShardingConfig(replication_factor=replication_factor)

@@ -275,10 +275,10 @@ class CpuBudget:
     The validator bounds what one update costs, not what a sequence costs where each builds
     on the last: 250 pushes of 32 clients inserting at one place (80 KB in all, each well within
     ``max_fan``) cost 10.7 s in all and 0.18 s for the last one, growing. So the caller
-    measures each remote apply (``time.thread_time()`` around it: the applying thread's CPU,
-    not the commit thread's) and charges it here; a peer over its budget has its further
-    updates deferred (back-pressure) until it is in credit again. Defaults: 0.1 CPU-second a
-    second per peer (10 % of a core) with a 2 s burst.
+    measures each remote apply (``time.thread_time()`` around it: the event loop's thread only,
+    not the commit threads) and charges it here; a peer
+    over its budget has its further updates deferred (back-pressure) until it is in credit
+    again. Defaults: 0.1 CPU-second a second per peer (10 % of a core) with a 2 s burst.
     """
 
     per_peer_rate: float = 0.1

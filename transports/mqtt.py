@@ -40,24 +40,25 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
 
 *Broadcasts.* Every accepted link is a broadcast link (:mod:`crdtsync.gossip._fanout`): the
   core hands out one Push per shard and batch for all of them, published once on
-  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent), and its
-  acks once on ``<prefix>/<mesh>/acks/<from>``; both QoS 1, subscribed with MQTT 5's
-  *no local* option. A write costs one publish whatever the number of agents. A broadcast
-  needs no link with its sender (the core applies it and checks its sequence number per
-  sender and shard), so links only carry anti-entropy, repairs and membership; presence
-  feeds the membership view directly (``core.discovered`` / ``core.departed``). Anything on a
-  broadcast topic that is not a well-formed Push of that very shard (or an Ack) is counted as
-  ``garbage`` and never applied.
+  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent); both QoS 1,
+  subscribed with MQTT 5's *no local* option. A write costs one publish whatever the number
+  of agents. A broadcast needs no link with its sender (the core applies it and checks its
+  sequence number per sender and shard), so links only carry anti-entropy, repairs and
+  membership; presence feeds the membership view directly (``core.discovered`` /
+  ``core.departed``). Acks are not sent per write: an agent waiting in ``replicated()``
+  broadcasts a WANT_ACK Push, and every agent holding the shard answers with one Ack on
+  ``<prefix>/<mesh>/acks/<from>`` (then acks its next two commits of it), link or not.
+  Anything on a broadcast topic that is not a well-formed Push of that very shard (or an Ack)
+  is counted as ``garbage`` and never applied.
 * *With websockets too* (``Agent(listen=..., broker=...)``): one core, two drivers, whose
   effects :mod:`crdtsync._switchboard` routes (frames by the link that carries the peer, dials
   by address, broadcasts to the broker). Such an agent bridges both sides: what a websocket
   peer sends it is broadcast on the broker, what the broker brings is pushed to its websocket
   peers.
 
-An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8, ack_interval=0.5,
-ack_relay_interval=0.5)`` unless it passes its own settings: its links carry only
-anti-entropy, repairs and acks, so a tree beyond 8 agents does, and acks (no push carries them
-over a broker) go at most twice a second per link.
+An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8)`` unless it passes its
+own settings: its links carry only anti-entropy, repairs and membership, so a tree beyond 8
+agents does.
 
 Left as it is: credentials (the core's signed records and per-peer permissions) are refused
 over a broker; the broker's login and ACLs are the only authentication there.
@@ -187,6 +188,7 @@ class MqttTransport:
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
         self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
+        self._kick_soon = False  # a kick is scheduled for the messages of this loop turn
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
@@ -291,6 +293,7 @@ class MqttTransport:
             if link is None:
                 continue
             self._send(link, wire.encode(msg))
+            self._count(f"sent_{type(msg).__name__}")
             if isinstance(msg, Close):
                 self._close(link, code=msg.code)
         for msg in self.core.broadcasts_to_send():
@@ -424,6 +427,14 @@ class MqttTransport:
                 self._count("garbage")
                 return
             self._on_presence(agent, payload)
+        if not self._closed and not self._kick_soon:
+            # One kick for every message the client hands over in this turn of the loop: the
+            # core's effects (and its next deadline) once per batch, not once per message.
+            self._kick_soon = True
+            asyncio.get_running_loop().call_soon(self._deferred_kick)
+
+    def _deferred_kick(self) -> None:
+        self._kick_soon = False
         if not self._closed:
             self.kick()
             self._on_activity()

@@ -63,7 +63,7 @@ class _Fanout:
 
     def receive_broadcast(self, sender: str, msg: Message, now: float) -> bool:
         """Handle a broadcast from ``sender``, whether or not we hold a link with it. Returns
-        False if it was not used (an Ack from an agent we hold no link with).
+        False if it was not used (an Ack from an agent not in our membership view).
 
         Raises:
             ProtocolError: a message that is not a Push or an Ack, or an invalid one (nothing
@@ -81,10 +81,7 @@ class _Fanout:
         if isinstance(msg, Ack):
             if msg.relayed or msg.forward:
                 raise ProtocolError("a broadcast Ack carries its own states only")
-            if conn is None:
-                return False
-            self._p.acks.on_ack(conn, msg, now)
-            return True
+            return self._p.acks.on_broadcast_ack(sender, msg)
         raise ProtocolError(f"a broadcast {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE)
 
     def discovered(self, name: str, address: str, now: float) -> None:

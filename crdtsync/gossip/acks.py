@@ -6,9 +6,12 @@ delete set): piggybacked on a Push to them within ``ack_delay``, or else sent al
 shard since (a writer waits on our ack in ``replicated()``), and a peer that asks with a Push
 of :data:`WANT_ACK` (it waits in ``replicated()`` for changes it did not make); in a tree,
 and with partial replication, every peer that sent us the shard or said it holds it (acks are
-relayed from there); what is owed to fanout links
-(:attr:`~crdtsync.gossip.links.Link.fanout`) goes as one broadcast Ack for all of them when
-most agents are owed one. Acks of other agents are passed
+relayed from there). Fanout links (:attr:`~crdtsync.gossip.links.Link.fanout`, a broker)
+are owed nothing by default: an agent that waits in ``replicated()`` broadcasts a
+:data:`WANT_ACK`, and every agent holding the shard answers with one broadcast Ack, then acks
+its next :data:`WANTED_COMMITS` commits of it the same way (:class:`FanoutAcks`). Acking
+every write to every holder would cost each agent a delivery per agent per ack interval
+(quadratic in the agents on one broker). Acks of other agents are passed
 on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
 of agents we are not connected to. :class:`LinkAcks` is the per-link part of that state.
 """
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from .membership import Membership
     from .repair import Repairs
 
-__all__ = ["WANT_ACK", "WANTED_COMMITS", "Acks", "LinkAcks", "take_relayed"]
+__all__ = ["WANT_ACK", "WANTED_COMMITS", "Acks", "FanoutAcks", "LinkAcks", "take_relayed"]
 
 #: The empty Yjs update (no structs, no deletes). A Push holding only it asks the receiver for
 #: its ack of the shard (see GossipCore.want_acks); applying it changes nothing.
@@ -85,6 +88,36 @@ class LinkAcks:
         return states
 
 
+@dataclass(slots=True)
+class FanoutAcks:
+    """Acks owed to the agents behind fanout links, asked by a broadcast :data:`WANT_ACK`:
+    they go as one broadcast Ack for all of them (at most once per ``ack_interval``)."""
+
+    wanted: dict[str, int] = field(default_factory=dict)  # shard -> commits left to ack
+    owed: dict[str, ShardState] = field(default_factory=dict)
+    since: float = math.inf  # when the oldest owed ack became owed
+    last_at: float = -math.inf  # when the last broadcast Ack went
+    acked_out: dict[str, ShardState] = field(default_factory=dict)
+
+    def owe(self, state: ShardState, now: float) -> bool:
+        """Owe ``state`` unless it went already; whether it is owed."""
+        if self.acked_out.get(state.shard) == state:
+            return False
+        self.owed[state.shard] = state
+        self.since = min(self.since, now)
+        return True
+
+    def take(self, now: float) -> tuple[ShardState, ...]:
+        """Every owed ack, sorted, now broadcast."""
+        states = tuple(self.owed[s] for s in sorted(self.owed))
+        self.owed.clear()
+        self.since = math.inf
+        self.last_at = now
+        for st in states:
+            self.acked_out[st.shard] = st
+        return states
+
+
 def take_relayed(
     news: dict[tuple[str, str], tuple[ShardState, int]], budget: int
 ) -> tuple[RelayedAck, ...]:
@@ -126,6 +159,8 @@ class Acks:
         self.relay_news: dict[tuple[str, str], tuple[ShardState, int]] = {}
         #: Relayed acks ignored for want of a valid signature (credentials only).
         self.unverified = 0
+        #: Acks asked by broadcast WANT_ACKs (fanout links; see the module docstring).
+        self.fanout = FanoutAcks()
 
     def forget(self, agent: str) -> None:
         """``agent`` left the membership view."""
@@ -141,6 +176,8 @@ class Acks:
                 times.append(self.relay_due(conn))
         if self.own_acks:
             times.append(self.own_ack_due())
+        if self.fanout.owed:
+            times.append(self.fanout_due())
         return times
 
     def durable(self, shards: Iterable[str], now: float) -> None:
@@ -160,10 +197,12 @@ class Acks:
             # A full mesh owes acks to the peers that sent us the shard lately (or asked):
             # the one that wrote waits on them; the others would only decode and store them.
             # A tree relays acks from neighbour to neighbour, so every holder is owed them.
-            # Fanout links (a broker) too: one broadcast Ack reaches them all for one publish.
+            # Fanout links (a broker): only what a broadcast WANT_ACK asked for, below.
             broad = self._ctx.policy.partial or self._ctx.mode() == TREE
             for conn in self._ctx.links.values():
-                if broad or conn.fanout:
+                if conn.fanout:
+                    continue
+                if broad:
                     # (partial replication: also every peer that announced holding the shard)
                     wants = shard in conn.interest or (
                         self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
@@ -179,6 +218,40 @@ class Acks:
                         del conn.acks.wanted[shard]
                 if wants and conn.acks.owe(state, now):
                     self._ctx.schedule_flush(now)
+            left = self.fanout.wanted.get(shard, 0)
+            if left:
+                if left > 1:
+                    self.fanout.wanted[shard] = left - 1
+                else:
+                    del self.fanout.wanted[shard]
+                if self.fanout.owe(state, now):
+                    self._ctx.schedule_flush(now)
+
+    def owe_broadcast(self, shard: str, now: float) -> None:
+        """A broadcast WANT_ACK of ``shard`` (an agent waits in ``replicated()``): owe our
+        durable state of it to the mesh now, and our next WANTED_COMMITS ones, as broadcasts."""
+        if not self._ctx.holds(shard):
+            return
+        self.fanout.wanted[shard] = WANTED_COMMITS
+        sv, ds = self._ctx.replicas.durable_state(shard)
+        if self.fanout.owe(ShardState(shard, sv, ds), now):
+            self._ctx.schedule_flush(now)
+
+    def fanout_due(self) -> float:
+        cfg = self._ctx.config
+        return max(self.fanout.since + cfg.ack_delay, self.fanout.last_at + cfg.ack_interval)
+
+    def on_broadcast_ack(self, agent: str, msg: Ack) -> bool:
+        """A broadcast Ack of ``agent`` (link or not): its own durable states, believed as a
+        direct ack is; never passed on (every agent on the medium got it). False if ``agent``
+        is not in our membership view (ignored, as relayed acks of strangers are)."""
+        if agent not in self._members:
+            return False
+        for st in msg.states:
+            _yjs.check_state(st.state_vector, st.delete_set)
+        for st in msg.states:
+            self.acked.setdefault(agent, {})[st.shard] = st
+        return True
 
     def owe_now(self, conn: Link, shard: str, now: float) -> None:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
@@ -217,7 +290,6 @@ class Acks:
         if self._ctx.flush_at is not None:
             return
         mode = self._ctx.mode()
-        fanned: list[tuple[Link, tuple[ShardState, ...]]] = []  # owed to fanout links
         for conn in self._ctx.links.values():
             own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
             relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
@@ -229,28 +301,15 @@ class Acks:
             ):
                 states = conn.acks.take_all(now)
             relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
-            if conn.fanout and states and not relayed:
-                fanned.append((conn, states))
-            elif states or relayed:
+            if states or relayed:
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
-        if fanned:
-            self._send_fanned(fanned, mode)
+        if self.fanout.owed and now >= self.fanout_due():
+            self._ctx.broadcast(Ack(self.fanout.take(now), ()))
         if self.own_acks and now >= self.own_ack_due():
             if mode == RELAY:
                 self._ctx.schedule_flush(now)  # they go to the relay at the boundary
             else:
                 self.spread_own(now)
-
-    def _send_fanned(self, fanned: list[tuple[Link, tuple[ShardState, ...]]], mode: str) -> None:
-        """Acks owed to fanout links: one broadcast when at least half the live members are
-        owed one (every agent receives a broadcast), else one Ack per link (a sparse overlay
-        among many agents: a broadcast would cost every agent a delivery for each)."""
-        if 2 * len(fanned) >= len(self._members.live()):
-            union = {st.shard: st for _, states in fanned for st in states}
-            self._ctx.broadcast(Ack(tuple(union[s] for s in sorted(union)), ()))
-            return
-        for conn, states in fanned:
-            self._ctx.send(conn.name, Ack(states, (), forward=mode == TREE))
 
     def flush_relay_acks(
         self,

@@ -364,8 +364,10 @@ class Pushes:
         wait in ``replicated()`` for changes we did not make, which it owes acks to their
         writer only."""
         for conn in self._ctx.links.values():
-            if not conn.closing and shard in conn.interest:
+            if not conn.closing and shard in conn.interest and not conn.fanout:
                 self.push(conn, shard, [WANT_ACK], now=now)
+        if self.any_fanout:  # one broadcast asks every agent on the medium, link or not
+            self.enqueue_fanout(shard, WANT_ACK)
 
     def _apply(
         self,
@@ -585,6 +587,9 @@ class Pushes:
         if not policy.accepts(msg.shard):
             return
         for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
+            if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
+                self._acks.owe_broadcast(msg.shard, now)
+                continue
             with (
                 map_exceptions(_INVALID_SHARD),
                 map_exceptions(_INVALID_UPDATE, f"invalid update for {msg.shard!r}: "),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from corepair import *  # noqa: F403
 
+from crdtsync.gossip.acks import WANT_ACK
+from crdtsync.messages import RelayedAck
+
 # ruff: noqa: F405 (names from corepair)
 
 
@@ -66,7 +69,7 @@ def test_a_broadcast_needs_no_link_and_a_gap_asks_for_a_repair() -> None:
     assert [m for _, m in p.data_to_send() if isinstance(m, SyncRequest)] == []
 
 
-def test_a_broadcast_carries_deltas_only_and_an_ack_needs_a_link() -> None:
+def test_a_broadcast_carries_deltas_only_and_an_ack_needs_no_link() -> None:
     a, peers = _star(1)
     p = peers[0]
     good = put(a, "s", "k", 1)
@@ -78,8 +81,12 @@ def test_a_broadcast_carries_deltas_only_and_an_ack_needs_a_link() -> None:
         p.receive_broadcast("a", PeerList(()), 6.0)
     assert content(p, "s") == {}
     state = ShardState("s", b"\x00", b"\x00")
-    assert not p.receive_broadcast("z", Ack((state,), ()), 6.0)  # no link with z: unused
-    assert p.receive_broadcast("a", Ack((state,), ()), 6.0)
+    assert not p.receive_broadcast("z", Ack((state,), ()), 6.0)  # a stranger's: unused
+    p.discovered("z", "mem://z", 6.0)  # present on the medium: believed without a link
+    assert p.receive_broadcast("z", Ack((state,), ()), 6.1)
+    assert p.replicated("s", b"\x00", b"\x00") == ("z",)
+    with pytest.raises(ProtocolError):  # passing on others' acks is not a broadcast's job
+        p.receive_broadcast("z", Ack((), (RelayedAck("a", state, 0),)), 6.2)
 
 
 def _acks_of(core: GossipCore, now: float) -> tuple[list[Ack], list[tuple[str, Ack]]]:
@@ -89,38 +96,64 @@ def _acks_of(core: GossipCore, now: float) -> tuple[list[Ack], list[tuple[str, A
     return broadcast, direct
 
 
-def test_acks_owed_to_most_agents_go_as_one_broadcast() -> None:
-    cores = {n: make(n) for n in ("a", "b", "c")}
-    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
-        connect(cores[x], cores[y])
-        cores[x].broadcast_link(y)
-        cores[y].broadcast_link(x)
-    settle(cores, 0.25)
+def _unlinked(names: tuple[str, ...]) -> dict[str, GossipCore]:
+    """Cores that know each other by presence only, each with a broadcast link to a spare
+    core (so that the medium is in use), none with a link to another of ``names``."""
+    cores = {n: make(n) for n in names}
+    for n, c in cores.items():
+        spare = make(f"x{n}")
+        connect(c, spare)
+        c.broadcast_link(spare.name)
+        for m in names:
+            if m != n:
+                c.discovered(m, f"mem://{m}", 1.0)
+    return cores
+
+
+def test_broadcast_writes_are_not_acked_unless_asked() -> None:
+    cores = _unlinked(("a", "b", "c"))
     a = cores["a"]
     a.local_update("s", put(a, "s", "k", 1), 5.1)
     (push,) = a.broadcasts_to_send()
     for name in ("b", "c"):
         p = cores[name]
         p.receive_broadcast("a", rt(push), 5.1)
-        p.durable(["s"], 5.12)
-        broadcast, direct = _acks_of(p, 6.0)
-        assert direct == [] and len(broadcast) == 1  # owed to both others: one publish
-        assert broadcast[0].states[0].shard == "s"
-        a.receive_broadcast(name, rt(broadcast[0]), 6.0)
-    acked = reps(cores["b"]).durable_state("s")
-    assert set(a.replicated("s", *acked)) == {"b", "c"}
-
-
-def test_acks_owed_to_few_of_many_agents_go_per_link() -> None:
-    a, peers = _star(4)  # each peer: one link (a), five members known
-    delta = put(a, "s", "k", 1)
-    a.local_update("s", delta, 5.1)
+        p.durable(reps(p).commit(), 5.12)
+        assert _acks_of(p, 6.0) == ([], [])  # nobody waits: no ack, not even per link
+    a, peers = _star(4)  # linked to the writer this time: still nothing
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
     (push,) = a.broadcasts_to_send()
-    p = peers[0]
-    p.receive_broadcast("a", rt(push), 5.1)
-    p.durable(["s"], 5.12)
-    broadcast, direct = _acks_of(p, 6.0)
-    assert broadcast == [] and [to for to, _ in direct] == ["a"]
+    for p in peers:
+        p.receive_broadcast("a", rt(push), 5.1)
+        p.durable(reps(p).commit(), 5.12)
+        assert _acks_of(p, 6.0) == ([], [])
+
+
+def test_a_broadcast_want_ack_gets_one_broadcast_ack_from_each_agent_without_links() -> None:
+    cores = _unlinked(("a", "b", "c"))
+    a = cores["a"]
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    (push,) = a.broadcasts_to_send()
+    for name in ("b", "c"):
+        cores[name].receive_broadcast("a", rt(push), 5.1)
+        cores[name].durable(reps(cores[name]).commit(), 5.12)
+    a.want_acks("s", 5.2)  # a waits in replicated(): one broadcast asks everyone
+    a.tick(5.3)
+    (ask,) = [m for m in a.broadcasts_to_send() if isinstance(m, Push)]
+    assert ask.updates == (WANT_ACK,)
+    for name in ("b", "c"):
+        p = cores[name]
+        p.receive_broadcast("a", rt(ask), 5.3)
+        broadcast, direct = _acks_of(p, 6.0)
+        assert direct == [] and len(broadcast) == 1  # one publish, for every agent
+        assert broadcast[0].states[0].shard == "s"
+        assert a.receive_broadcast(name, rt(broadcast[0]), 6.0)
+        # the next commit of it is acked too (a write may land after the first capture)
+        p.local_update("s", put(p, "s", name, 2), 6.1)
+        p.durable(reps(p).commit(), 6.2)
+        assert len(_acks_of(p, 7.0)[0]) == 1
+    reps(a).commit()
+    assert set(a.replicated("s", *reps(a).durable_state("s"))) == {"b", "c"}
 
 
 def test_presence_feeds_the_membership_view() -> None:
