@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -213,9 +214,14 @@ def _probe(honest: Child, seconds: float, rate: float, tag: str) -> list[float]:
         t0 = time.monotonic()
         honest.send(cmd="write", shard="probe", prefix=f"{tag}{i}-", n=1, rate=0)
         honest.wait("written", 30)
+        t1 = time.monotonic()
         honest.send(cmd="replicated", shard="probe", peers=1, timeout=30)
         honest.wait("replicated", 60)
         out.append((time.monotonic() - t0) * 1000)
+        if os.environ.get("CRDTSYNC_HOSTILE_DEBUG"):
+            sys.stderr.write(
+                f"probe {tag}{i}: write {t1 - t0:.3f} s, replicated {time.monotonic() - t1:.3f} s\n"
+            )
         i += 1
         time.sleep(max(0.0, 1 / rate - (time.monotonic() - t0)))
     return out
@@ -303,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             attack_stats = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
             honest.send(cmd="status")
             still = "victim" in honest.wait("status", 30)["connected"]
+            victim.send(cmd="counters")
+            victim_counters = victim.wait("counters", 30)["counters"]
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -319,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             "p50 during / before": ratio(d.get("p50"), b.get("p50")),
         },
         "attack": attack_stats,
+        "victim_counters": victim_counters,
     }
     plots = {"hostile_latency.png": lambda: _plot(before, during)}
     finish(report, args.out, plot_dir=args.plot_dir, plots=plots)

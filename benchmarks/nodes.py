@@ -127,7 +127,11 @@ class _FailFast(logging.Handler):
 
 
 def _install_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if os.environ.get("CRDTSYNC_DEBUG_LOG") else logging.WARNING,
+        stream=sys.stderr,
+        format="%(relativeCreated)d %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger().addHandler(_FailFast(level=logging.WARNING))
 
 
@@ -430,6 +434,8 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     emit({"event": "flushed"})
                 elif op == "stats":
                     emit(stats_event())
+                elif op == "counters":  # the agent's refusal counters (benchmarks/hostile.py)
+                    emit({"event": "counters", "counters": agent.counters})
                 elif op == "dump":
                     emit(expecting.pop(cmd["prefix"]).dump())
                 else:

@@ -418,6 +418,16 @@ class _LinkRunner:
                 return
             if link.closing:
                 continue  # draining until the peer's close frame, which the queue may hold up
+            if link.peer is not None:
+                # Fair reading (issue #11), the cheapest check: beyond the agent's frame rate
+                # a peer over its share waits here, before its frame is decoded; its next
+                # frames stay in the socket buffers (the sender blocks). Light peers go on.
+                delay = self.core.read_delay(link.peer, self._clock())
+                while delay > 0.0 and not link.closing:
+                    await asyncio.sleep(delay)
+                    delay = self.core.read_delay(link.peer, self._clock())
+                if link.closing:
+                    continue
             try:
                 self._handle(link, data)
             except ProtocolError as exc:

@@ -283,11 +283,18 @@ class Acks:
         cfg = self._ctx.config
         return max(self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval)
 
-    def send_due(self, now: float) -> None:
-        # Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
-        # standalone Ack messages go to one peer at most once per ack_interval (relayed ones
-        # at most once per ack_relay_interval).
-        if self._ctx.flush_at is not None:
+    def send_due(self, now: float, *, flushed: bool = False) -> None:
+        """Send the acks that are due and rode on no Push.
+
+        Acks wait for the next window flush and then up to ack_delay for a Push to ride on;
+        standalone Ack messages go to one peer at most once per ack_interval (relayed ones
+        at most once per ack_relay_interval). ``flushed``: a window flush ran just before,
+        in this tick. The acks it left are then due even if that flush already asked for
+        the next one: a flush that keeps asking for the next (replies paced or over the
+        budget, e.g. a peer sending Summaries back to back) must not hold acks back for
+        ever (issue #11: an honest peer's replicated() waited 5-60 s under a Summary flood).
+        """
+        if self._ctx.flush_at is not None and not flushed:
             return
         mode = self._ctx.mode()
         for conn in self._ctx.links.values():

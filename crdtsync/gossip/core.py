@@ -359,6 +359,13 @@ class GossipCore(_Queries, _Fanout):
     # ------------------------------------------------------------------------------------------
     # incoming messages
 
+    def read_delay(self, peer: str, now: float) -> float:
+        """Seconds a driver should wait before it reads the next frame of ``peer`` (fair
+        reading between peers, :meth:`Guard.read_delay <crdtsync.gossip.guard.Guard.
+        read_delay>`); 0.0: read it now. The cheapest check there is: a frame that waits is
+        not even decoded. Drivers that cannot hold a peer back (the simulator) do not ask."""
+        return self._ctx.guard.read_delay(peer, now)
+
     def receive(self, peer: str, msg: Message, now: float) -> None:
         """Handle one message from connected ``peer``.
 
@@ -460,10 +467,11 @@ class GossipCore(_Queries, _Fanout):
             self._p.relay.retry_unconfirmed(now)
         if self._p.repairs.lags:
             self._p.repairs.check_lags(now)
-        if self._ctx.flush_at is not None and now >= self._ctx.flush_at:
+        flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
+        if flushed:
             self._ctx.flush_at = None
             self._p.window.flush(now)
-        self._p.acks.send_due(now)
+        self._p.acks.send_due(now, flushed=flushed)
         self._p.ae.tick(now)
         self._p.members.exchange(
             now, [c.name for c in self._conns.values() if not c.closing], self._rng

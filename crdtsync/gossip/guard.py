@@ -42,6 +42,7 @@ from ..quotas import (
     CpuBudget,
     MessageBudget,
     QuotaExceeded,
+    ReadPacer,
     ShardQuota,
     TransferCap,
 )
@@ -73,6 +74,9 @@ class QuotaSet:
         replies: reply bytes per peer (16 MiB/s) and in all (64 MiB/s).
         messages_rate, messages_burst: messages a second from all peers together (4,000,
             bursts of 8,000).
+        reads: fair reading between peers (:class:`~crdtsync.quotas.ReadPacer`): beyond
+            2,000 frames a second in all, a peer over a quarter of that waits before its
+            next frame is read (the websocket transport asks, :meth:`Guard.read_delay`).
     """
 
     shards: ShardQuota = field(default_factory=_shards)
@@ -80,6 +84,7 @@ class QuotaSet:
     cpu: CpuBudget = field(default_factory=CpuBudget)
     transfers: TransferCap = field(default_factory=TransferCap)
     replies: ByteBudget = field(default_factory=_replies)
+    reads: ReadPacer = field(default_factory=ReadPacer)
     #: Messages a second from all peers together (the per-peer rate is the config's).
     messages_rate: float = 4000.0
     messages_burst: float = 8000.0
@@ -122,6 +127,15 @@ class Guard:
         except QuotaExceeded as exc:
             self.count(exc.quota)
             raise ProtocolError(str(exc), CloseCode.FLOODING) from exc
+
+    def read_delay(self, peer: str, now: float) -> float:
+        """Seconds a transport should wait before reading ``peer``'s next frame (fair reading
+        between peers, :class:`~crdtsync.quotas.ReadPacer`); 0.0: read it now. A wait is
+        counted (``quota.read-paced``)."""
+        delay = self.quotas.reads.delay(peer, now)
+        if delay > 0.0:
+            self.count("read-paced")
+        return delay
 
     def admit_update(self, peer: str, size: int, now: float) -> bool:
         """Whether ``peer``'s update of ``size`` bytes may be applied now (bytes and CPU in

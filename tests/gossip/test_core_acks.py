@@ -123,3 +123,28 @@ def test_full_mesh_acks_go_to_the_writer_and_to_who_asks() -> None:
     c.receive("b", rt(again), t + 0.2)
     c.tick(t + 10 * CFG.ack_interval)
     assert not [m for peer, m in c.data_to_send() if peer == "b" and isinstance(m, Ack)]
+
+
+def test_paced_digests_for_a_summary_flooder_do_not_hold_acks_back() -> None:
+    """Issue #11: a peer sending Summaries back to back is owed Digests that are paced; each
+    window flush asked for the next one, and acks waited for a window without a flush to come:
+    an honest writer's replicated() then waited 5-60 s (benchmarks/hostile.py). The acks a flush
+    leaves go out after it even when the flush asked for another."""
+    a, b, f = make("a"), make("b"), make("f")
+    connect(a, b)
+    connect(f, b)
+    deliver({"a": a, "b": b, "f": f}, 0.0)
+    put(b, "other", "x", 1)  # b holds a shard, so f's empty root differs from b's
+    b.receive("a", Push("s", (put(a, "s", "k", 1),)), 1.0)
+    reps(b).commit()
+    b.durable(["s"], 1.0)
+    acked_at = None
+    t = 1.0
+    while t < 10.0 and acked_at is None:
+        b.receive("f", Summary(bytes(16), 0), t)  # the flood: one Summary a tick
+        b.tick(t)
+        for dst, msg in b.data_to_send():
+            if dst == "a" and (isinstance(msg, Ack) or getattr(msg, "durable", None)):
+                acked_at = t
+        t += W / 2
+    assert acked_at is not None and acked_at <= 1.0 + CFG.ack_delay + W, acked_at
