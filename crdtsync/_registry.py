@@ -7,6 +7,7 @@ core reads and changes replicas through it without the registry or the core know
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -90,6 +91,7 @@ class ShardRegistry:
         # or dropped: listing LMDB for every gossip message costs O(shards). The same tuple
         # object is returned while unchanged, so the core can cache what it derives from it.
         self._names: tuple[str, ...] | None = None
+        self._name_set: set[str] = set()  # the same names, for holds()
         # Shards whose content changed since the core last asked (take_changed): it keeps
         # its anti-entropy root hash and refreshes only these digests.
         self._changed: set[str] = set()
@@ -144,9 +146,15 @@ class ShardRegistry:
             agent=self._owner,
         )
         self._shards[name] = shard
-        if self._names is not None and name not in self._names:
-            self._names = None
-            self._all_changed = True
+        if self._names is not None and name not in self._name_set:
+            # A new shard: inserted into the cached list, not listed from LMDB again (an agent
+            # joining a mesh opens thousands in a row: a scan and a sort per shard made the
+            # join quadratic in the shards). Only its digest is new to the core's root cache.
+            names = self._names
+            i = bisect.bisect_left(names, name)
+            self._names = names[:i] + (name,) + names[i:]
+            self._name_set.add(name)
+            self._changed.add(name)
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             # A new shard is marked in its document too: an agent of the previous release that
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
@@ -179,8 +187,8 @@ class ShardRegistry:
             self._on_delta(shard, delta, origin)
 
     def take_changed(self) -> set[str] | None:
-        """The shards whose content changed since the last call, or None when the set of
-        shards itself may have changed (then everything must be recomputed). For the gossip
+        """The shards whose content changed since the last call (a new shard is one of them),
+        or None when shards may have gone (then everything must be recomputed). For the gossip
         core's cached anti-entropy root hash (see :class:`crdtsync.replica.ReplicaSet`)."""
         if self._all_changed:
             self._all_changed = False
@@ -203,6 +211,7 @@ class ShardRegistry:
         if self._names is None:
             names = set(self._store.shard_names()) | set(self._shards)
             self._names = tuple(sorted(names.difference(self._quarantined)))
+            self._name_set = set(self._names)
         return self._names
 
     def quarantined(self) -> dict[str, str]:
@@ -267,6 +276,14 @@ class ShardRegistry:
         if self._closed:  # the transport still runs while the agent closes
             return ()
         return self._sorted_names()  # sorted, the same object until a shard comes or goes
+
+    def holds(self, shard: str) -> bool:
+        """Whether ``shard`` is in :meth:`shard_names`, in O(1) (optional ReplicaSet method,
+        see :class:`crdtsync.replica.ReplicaSet`)."""
+        if self._closed:
+            return False
+        self._sorted_names()
+        return shard in self._name_set
 
     def state_vector(self, shard: str) -> bytes:
         return updates.state_vector(self.open(shard).doc)

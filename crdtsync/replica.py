@@ -89,8 +89,10 @@ class ReplicaSet(Protocol):
         this only once the shard's placement holders acked everything this agent holds)."""
 
     # Optional, not part of the protocol (the core looks it up): ``take_changed() -> set[str] |
-    # None``, the shards whose digest changed since the last call, or None when shards came or
-    # went (or it cannot tell). With it the core keeps its anti-entropy root hash between
-    # rounds instead of reading every digest again (gossip/antientropy.py, RootCache). A
-    # ReplicaSet whose shard_names() returns the same tuple object while its shards stay the
-    # same lets the core cache what it derives from the names (gossip/_context.py).
+    # None``, the shards whose digest changed since the last call (a shard that came counts
+    # as changed), or None when shards went (or it cannot tell). With it the core keeps its
+    # anti-entropy root hash between rounds instead of reading every digest again
+    # (gossip/antientropy.py, RootCache). A ReplicaSet whose shard_names() returns the same
+    # tuple object while its shards stay the same lets the core cache what it derives from the
+    # names (gossip/_context.py); one with ``holds(shard) -> bool`` (whether ``shard`` is in
+    # shard_names(), in O(1)) spares the core a rebuild of that cache per new shard.

@@ -130,7 +130,12 @@ class Context:
         return list(self._names()[0])
 
     def holds(self, shard: str) -> bool:
-        """Whether ``shard`` is held here."""
+        """Whether ``shard`` is held here (asked of the ReplicaSet when it can say in O(1):
+        while an agent joins a mesh the names change with every shard it receives, and
+        rebuilding the cached names for each would make the join quadratic)."""
+        holds = getattr(self.replicas, "holds", None)
+        if holds is not None:
+            return bool(holds(shard))
         return shard in self._names()[1]
 
     def state_vector(self, shard: str) -> bytes:
