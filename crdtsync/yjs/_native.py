@@ -72,11 +72,25 @@ def _current(module: ModuleType) -> bool:
     return False
 
 
+def _default() -> ModuleType | None:
+    """What ``import crdtsync.yjs._scan`` gives (the compiled module if there is one), or None
+    if a compiled module is there but cannot be loaded (a half-finished build)."""
+    try:
+        from . import _scan
+    except ImportError as exc:
+        warnings.warn(
+            f"the compiled validator cannot be loaded ({exc}); using the pure-Python one",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _scan
+
+
 def compiled_module() -> ModuleType | None:
     """The compiled build of ``_scan`` if it is installed and current, else None."""
-    from . import _scan as default
-
-    if _is_compiled(default) and _current(default):
+    default = _default()
+    if default is not None and _is_compiled(default) and _current(default):
         return default
     return None
 
@@ -84,8 +98,9 @@ def compiled_module() -> ModuleType | None:
 def _select() -> ModuleType:
     if FORCED_PURE:
         return load_pure()
-    from . import _scan as default
-
+    default = _default()
+    if default is None:
+        return load_pure()
     if not _is_compiled(default):
         return default  # the source itself: the fallback
     return default if _current(default) else load_pure()
