@@ -19,7 +19,8 @@ Figures, per phase and system:
 Next to them, in the same run:
 
 * ``floor``: the same writer code in one crdtsync agent process with no peers, until its replay
-  is durable (``shard.flush()``): the writer's own local durable replay;
+  is durable (``shard.flush()``): the writer's own local durable replay, measured before and
+  after the systems (``durable_s_runs``), the faster one used;
 * ``floor_memory``: the same edits into a bare ``pycrdt.Doc`` in one process (no await, no
   store), for reference;
 * ``pycrdt-websocket``: a ``WebsocketServer`` hub and 4 ``pycrdt.Provider`` clients, one
@@ -309,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         systems = {
             s: run_system(s, trace, n, n_paced, shas, tmp, prog) for s in args.systems.split(",")
         }
+        # The floor again, after the systems: on a shared machine one measurement can land in
+        # a busy moment; the faster of the two is the floor (the ratio is then the stricter).
+        (tmp / "again").mkdir()
+        again = floor_durable(trace, n, shas[0], tmp / "again")
+        floor["durable_s_runs"] = [floor["durable_s"], again["durable_s"]]
+        floor["replay_s_runs"] = [floor["replay_s"], again["replay_s"]]
+        floor["durable_s"] = min(floor["durable_s_runs"])
+        floor["replay_s"] = min(floor["replay_s_runs"])
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -379,7 +379,8 @@ def _push(f: tuple[Any, ...]) -> Push:
     durable = None
     if f[2] is not None:
         d = _array(f[2], "Push ack", 2)
-        durable = (_bytes(d[0], "state vector"), _bytes(d[1], "delete set"))
+        # (an empty delete set: "as in my last ack on this link", gossip/acks.py)
+        durable = (_bytes(d[0], "state vector"), _bytes(d[1], "delete set", 0))
     return Push(
         shard=_shard(f[0]),
         updates=updates,
@@ -436,7 +437,7 @@ def _diff_batch(f: tuple[Any, ...]) -> DiffBatch:
 def _ack(f: tuple[Any, ...]) -> Ack:
     _array(f, "Ack", 3)
     states = tuple(
-        ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set"), sig)
+        ShardState(_shard(s[0]), _bytes(s[1], "state vector"), _bytes(s[2], "delete set", 0), sig)
         for s, sig in (_record(i, "Ack entry", 3) for i in _array(f[0], "Ack states"))
     )
     relayed = _relayed(f[1])

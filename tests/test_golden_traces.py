@@ -160,10 +160,10 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "5d60447111290da9f1c78d7c3c454fdc1223877e091ecf4609409903a10f7ba0",
+    "full_mesh": "527859dc6a1e09567cd634f445129fec0e09bfd5b6f8cc847ddc2c3a76a83f2f",
     "relay": "96026824bad7182dcc91a5c7befe5b4121c9705f5c67f4749770ace657781587",
-    "tree": "c79b8ef2f20f4e6ea464ac7d45cb6c13b6342e2ab0d433cef9c7094c741dc407",
-    "partial": "066343e5784343c2707adfa92f613bf1dfabd02028c4416c940ac2a62e3c8fa6",
+    "tree": "a27c1fd1726c49a15382e123780a7d58d576eac2f240d4e431cc31d3d94229bc",
+    "partial": "c3799079696f110860b84de9f7a4039aa806c29321d74604b82c4669745cb4c6",
     "lossy_partition": "980bfd8edbc015fb7f90236edc23fe3306cc327f4309cb7837753f9ed6513026",
 }
 

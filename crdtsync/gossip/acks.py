@@ -43,6 +43,16 @@ WANT_ACK = b"\x00\x00"
 #: first may have been captured before its update was applied (see Acks.durable).
 WANTED_COMMITS = 2
 
+#: The delete set of an ack sent to a peer that had the same one in our last ack of the shard
+#: on that link: "unchanged" (the empty bytes, never a valid delete set). A streamed text's
+#: delete set is kilobytes and most commits leave it alone (issue 17: 2.9 KB per paced edit,
+#: mostly acks). Only on direct acks without credentials (a signature covers the whole set).
+SAME_DELETE_SET = b""
+
+#: Every this many acks of a shard on a link, the delete set goes whole even if unchanged
+#: (a lossy medium may have lost the one the receiver would refer to).
+WHOLE_DELETE_SET_EVERY = 8
+
 
 @dataclass(slots=True)
 class LinkAcks:
@@ -59,6 +69,33 @@ class LinkAcks:
     relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)
     relay_since: float = math.inf  # when the oldest of those became owed
     last_relay_at: float = -math.inf  # when relayed acks last went to it
+    #: shard -> (the delete set of our last ack to it, acks since it went whole)
+    ds_out: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    #: shard -> the delete set of its last ack to us (what SAME_DELETE_SET refers to)
+    ds_in: dict[str, bytes] = field(default_factory=dict)
+
+    def wire_delete_set(self, shard: str, ds: bytes) -> bytes:
+        """What goes on the wire for our delete set ``ds`` of ``shard`` in a direct ack to this
+        peer: :data:`SAME_DELETE_SET` if our last ack had the same (within
+        :data:`WHOLE_DELETE_SET_EVERY` acks), else ``ds``."""
+        last = self.ds_out.get(shard)
+        if last is not None and last[0] == ds and last[1] + 1 < WHOLE_DELETE_SET_EVERY:
+            self.ds_out[shard] = (ds, last[1] + 1)
+            return SAME_DELETE_SET
+        self.ds_out[shard] = (ds, 0)
+        return ds
+
+    def resolve(self, state: ShardState) -> ShardState | None:
+        """A peer's own ack with :data:`SAME_DELETE_SET` made whole from its last one on this
+        link (None: none came, e.g. lost: the ack is ignored, a later one goes whole); any
+        other delete set (already validated) is remembered for the next."""
+        if state.delete_set != SAME_DELETE_SET:
+            self.ds_in[state.shard] = state.delete_set
+            return state
+        ds = self.ds_in.get(state.shard)
+        if ds is None:
+            return None
+        return ShardState(state.shard, state.state_vector, ds, state.signature)
 
     def owe(self, state: ShardState, now: float) -> bool:
         """Owe our ``state`` of a shard to this peer unless it has it; whether it is owed."""
@@ -309,6 +346,7 @@ class Acks:
                 states = conn.acks.take_all(now)
             relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
             if states or relayed:
+                states = tuple(self.on_wire(conn, st) for st in states)
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
         if self.fanout.owed and now >= self.fanout_due():
             self._ctx.broadcast(Ack(self.fanout.take(now), ()))
@@ -317,6 +355,16 @@ class Acks:
                 self._ctx.schedule_flush(now)  # they go to the relay at the boundary
             else:
                 self.spread_own(now)
+
+    def on_wire(self, conn: Link, state: ShardState) -> ShardState:
+        """Our own ``state`` as it goes to ``conn`` in a direct ack: its delete set replaced by
+        :data:`SAME_DELETE_SET` where the peer has it (see there; never with credentials)."""
+        if self._ctx.gate is not None:
+            return state
+        ds = conn.acks.wire_delete_set(state.shard, state.delete_set)
+        if ds is state.delete_set:
+            return state
+        return ShardState(state.shard, state.state_vector, ds, state.signature)
 
     def flush_relay_acks(
         self,
@@ -464,12 +512,19 @@ class Acks:
     def on_ack(self, conn: Link, msg: Ack, now: float) -> None:
         """A peer's Ack: its own durable states, and others' it passes on."""
         for st in msg.states:
-            _yjs.check_state(st.state_vector, st.delete_set)
+            _yjs.check_state(st.state_vector, _given(st.delete_set))
         for r in msg.relayed:
             _yjs.check_state(r.state.state_vector, r.state.delete_set)
         forward = msg.forward or self._ctx.mode() == TREE
         for st in msg.states:
-            self.learn(conn.name, st, conn, forward, now)
             conn.interest.add(st.shard)
+            whole = conn.acks.resolve(st)
+            if whole is not None:
+                self.learn(conn.name, whole, conn, forward, now)
         for r in msg.relayed:
             self.learn(r.agent, r.state, conn, forward, now, r.hops)
+
+
+def _given(ds: bytes) -> bytes | None:
+    """The delete set to validate of a peer's own ack (None: SAME_DELETE_SET, nothing to)."""
+    return None if ds == SAME_DELETE_SET else ds

@@ -36,7 +36,7 @@ from ..errors import (
 from ..messages import Push, RelayedAck, ShardState
 from ..names import validate_shard_name
 from . import _yjs
-from .acks import WANT_ACK, WANTED_COMMITS, Acks
+from .acks import WANT_ACK, WANTED_COMMITS, Acks, _given
 from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class Pushes:
         # Check everything before applying anything: the ack, and every update of a batch
         # (a single update is validated by ReplicaSet.apply itself, atomically).
         if msg.durable is not None:
-            _yjs.check_state(*msg.durable)
+            _yjs.check_state(msg.durable[0], _given(msg.durable[1]))
         for r in msg.relayed:
             _yjs.check_state(r.state.state_vector, r.state.delete_set)
         if msg.hint is not None:
@@ -231,13 +231,9 @@ class Pushes:
                             self.enqueue(other, msg.shard, u, msg.author(i))
         # Acks after the deltas: what they cover of this batch is no sign of a loss.
         if msg.durable is not None:
-            self._acks.learn(
-                conn.name,
-                ShardState(msg.shard, *msg.durable, msg.durable_signature),
-                conn,
-                forward or msg.relay,
-                now,
-            )
+            whole = conn.acks.resolve(ShardState(msg.shard, *msg.durable, msg.durable_signature))
+            if whole is not None:
+                self._acks.learn(conn.name, whole, conn, forward or msg.relay, now)
         for r in msg.relayed:
             self._acks.learn(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
         if not accepted:
@@ -490,6 +486,7 @@ class Pushes:
         if durable is None:
             ack = conn.acks.take_pending(shard)
             if ack is not None:
+                ack = self._acks.on_wire(conn, ack)
                 durable = (ack.state_vector, ack.delete_set)
         seq = conn.push.next_seq(shard)
         self._ctx.send(

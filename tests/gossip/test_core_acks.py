@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from corepair import *  # noqa: F403
 
-from crdtsync.gossip.acks import WANT_ACK
+from crdtsync.gossip.acks import SAME_DELETE_SET, WANT_ACK
 
 # ruff: noqa: F405 (names from corepair)
 
@@ -41,7 +41,11 @@ def test_acks_ride_on_pushes_or_go_alone_and_answer_replicated() -> None:
     b.local_update("s", own, 2.02)
     b.tick(2.25)
     sv2, ds2 = reps(b).durable_state("s")
-    assert b.data_to_send() == [("a", Push("s", (own,), (sv2, ds2), 1))]
+    assert ds2 == ds  # (no deletion since): the delete set goes as "as in my last ack"
+    out = b.data_to_send()
+    assert out == [("a", Push("s", (own,), (sv2, SAME_DELETE_SET), 1))]
+    a.receive("b", rt(out[0][1]), 2.3)
+    assert [p.acked for p in a.peers()] == [(ShardState("s", sv2, ds2),)]
 
 
 def test_owed_ack_rides_on_a_push_within_the_ack_delay() -> None:
@@ -74,7 +78,8 @@ def test_standalone_acks_are_rate_limited() -> None:
     assert b.next_deadline() == 1.25 + CFG.ack_interval
     b.tick(b.next_deadline())  # type: ignore[arg-type]
     ((_, last),) = b.data_to_send()
-    assert last == Ack((ShardState("s", *reps(b).durable_state("s")),))
+    sv, _ = reps(b).durable_state("s")
+    assert last == Ack((ShardState("s", sv, SAME_DELETE_SET),))  # no deletion since the first
 
 
 def test_full_mesh_acks_go_to_the_writer_and_to_who_asks() -> None:
@@ -148,3 +153,19 @@ def test_paced_digests_for_a_summary_flooder_do_not_hold_acks_back() -> None:
                 acked_at = t
         t += W / 2
     assert acked_at is not None and acked_at <= 1.0 + CFG.ack_delay + W, acked_at
+
+
+def test_an_unchanged_delete_set_with_nothing_to_refer_to_is_ignored() -> None:
+    # "As in my last ack" with no earlier ack on this link (lost, or a peer that lies): the
+    # ack is not believed, nothing is closed, and the next whole one counts.
+    a, b = make("a"), make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    put(a, "s", "k", 1)
+    sv, ds = reps(a).state_vector("s"), updates.delete_set(reps(a).doc("s"))
+    a.receive("b", rt(Ack((ShardState("s", sv, SAME_DELETE_SET),))), 1.0)
+    assert a.replicated("s", sv, ds) == ()
+    a.receive("b", rt(Ack((ShardState("s", sv, ds),))), 1.1)
+    assert a.replicated("s", sv, ds) == ("b",)
+    a.receive("b", rt(Ack((ShardState("s", sv, SAME_DELETE_SET),))), 1.2)
+    assert [p.acked for p in a.peers()] == [(ShardState("s", sv, ds),)]
