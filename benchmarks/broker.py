@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             if label == BROKER:
                 results[label] = run_broker(8, n, args.rate, low, tmp / label, prog)
             elif label == HUB:
-                results[label] = run_hub(8, n, args.rate, low, tmp / label, prog)[0]
+                results[label] = run_hub(HUB, 8, n, args.rate, low, tmp / label, prog, 8)[0]
             else:
                 results[label] = run_crdtsync(label, {}, 8, n, args.rate, low, tmp / label, prog)[0]
             for phase in ("burst", "paced", "paced_low"):
