@@ -314,7 +314,7 @@ def run_scale(
 #: one-way link latency of the simulated websocket mesh (loopback-like), s
 SIM_LINK_S = 0.0005
 #: seconds of writes simulated per N (message mix and latency are steady well before)
-SIM_SECONDS = {"full": 3.0, "quick": 2.0, "tiny": 1.0}
+SIM_SECONDS = {"full": 2.0, "quick": 1.0, "tiny": 0.5}
 
 
 def run_simulated(n_agents: int, rate: float, seconds: float, prog: Progress) -> dict[str, Any]:
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             if label == BROKER:
                 results[label] = run_broker(8, n, args.rate, low, tmp / label, prog)
             elif label == HUB:
-                results[label] = run_hub(8, n, args.rate, low, tmp / label, prog)[0]
+                results[label] = run_hub(HUB, 8, n, args.rate, low, tmp / label, prog, 8)[0]
             else:
                 results[label] = run_crdtsync(label, {}, 8, n, args.rate, low, tmp / label, prog)[0]
             for phase in ("burst", "paced", "paced_low"):

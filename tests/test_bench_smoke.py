@@ -190,6 +190,13 @@ def test_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert s["missing"] == 0 and s["arrivals"] == s["expected_arrivals"]
         assert s["push_publishes_per_write"] > 0
     assert "burst_updates_per_s_ratio" in res["ratios"]["vs_websocket_mesh"]
+    # the websocket mesh's simulated curve beside it, same N and write rate
+    sim = res["simulated_mesh"]
+    assert [r["agents"] for r in sim] == [3, 6]
+    for r in sim:
+        assert r["converged_writes"] == r["writes"] > 0 and r["msgs_per_write"] > 0
+        assert r["pair_arrivals"] == r["writes"] * (r["agents"] - 1)
+    assert [v["agents"] for v in res["scale_vs_simulated_mesh"]] == [3, 6]
 
 
 def test_hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

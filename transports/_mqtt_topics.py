@@ -25,6 +25,7 @@ import os
 import ssl
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from crdtsync.errors import InsecureBroker, UsageError
@@ -57,6 +58,7 @@ _HEADER = struct.Struct(">BB8s")  # version, kind, link id
 _SAFE = "-._~"
 
 
+@lru_cache(maxsize=4096)  # every frame in and out names a mesh, an agent, a shard: reused
 def topic_level(name: str) -> str:
     """``name`` as exactly one topic level: ``/``, ``+``, ``#``, ``$``, ``%`` and any other
     character outside ``A-Z a-z 0-9 - . _ ~`` become ``%XX``. Never empty (an empty name
@@ -67,6 +69,7 @@ def topic_level(name: str) -> str:
     return quote(name, safe=_SAFE)
 
 
+@lru_cache(maxsize=4096)  # (a refused level raises: errors are not cached)
 def level_name(level: str) -> str:
     """The name :func:`topic_level` escaped into ``level`` (strict: refuses a level that it
     would not have produced, so two spellings never map to one name)."""

@@ -271,6 +271,8 @@ class Acks:
             return
         self.fanout.wanted[shard] = WANTED_COMMITS
         sv, ds = self._ctx.replicas.durable_state(shard)
+        # Asked: owed even if it went before (the asker may have come since, or missed it).
+        self.fanout.acked_out.pop(shard, None)
         if self.fanout.owe(ShardState(shard, sv, ds), now):
             self._ctx.schedule_flush(now)
 

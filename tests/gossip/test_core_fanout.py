@@ -154,6 +154,11 @@ def test_a_broadcast_want_ack_gets_one_broadcast_ack_from_each_agent_without_lin
         assert len(_acks_of(p, 7.0)[0]) == 1
     reps(a).commit()
     assert set(a.replicated("s", *reps(a).durable_state("s"))) == {"b", "c"}
+    # asked again with nothing new (the asker may have missed it): acked again, once
+    p = cores["b"]
+    p.receive_broadcast("c", rt(Push("s", (WANT_ACK,), None, 1)), 8.0)
+    assert len(_acks_of(p, 9.0)[0]) == 1
+    assert _acks_of(p, 10.0) == ([], [])
 
 
 def test_presence_feeds_the_membership_view() -> None:
