@@ -41,6 +41,7 @@ __all__ = [
     "MessageBudget",
     "QuotaExceeded",
     "ReadPacer",
+    "RefusalLimit",
     "ShardQuota",
     "TransferCap",
     "name_pieces",
@@ -266,6 +267,40 @@ class MessageBudget:
                 f"all peers together exceeded {self.total_rate:g} messages/s and {peer} "
                 "is one of the heaviest senders",
                 "flood-share",
+            )
+
+
+@dataclass
+class RefusalLimit:
+    """How many refused updates (well formed, beyond the work limits) a peer may send before
+    its connection is closed.
+
+    One refused update is dropped and counted, and the link stays up: an honest peer may pass
+    on a document that another peer built past the limits, and cutting it off would cut the
+    honest traffic with it. A peer that *keeps* sending them costs a parse each: over a burst
+    of 16, then one a second, its connection is closed (``INVALID_UPDATE``), and since the
+    bucket is kept per name, reconnecting gives no fresh burst.
+    """
+
+    rate: float = 1.0
+    burst: float = 16.0
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.rate, self.burst, self.max_peers_tracked)
+
+    def take(self, peer: str, now: float) -> None:
+        """Count one refused update of ``peer``.
+
+        Raises:
+            QuotaExceeded: ``quota="refused-updates"``, ``code=INVALID_UPDATE``: close it.
+        """
+        if not self._buckets.take(peer, 1.0, now):
+            raise QuotaExceeded(
+                f"{peer} kept sending updates beyond the work limits (more than "
+                f"{self.burst:g}, then {self.rate:g} a second)",
+                "refused-updates",
+                CloseCode.INVALID_UPDATE,
             )
 
 

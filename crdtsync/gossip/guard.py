@@ -43,6 +43,7 @@ from ..quotas import (
     MessageBudget,
     QuotaExceeded,
     ReadPacer,
+    RefusalLimit,
     ShardQuota,
     TransferCap,
 )
@@ -74,6 +75,8 @@ class QuotaSet:
         replies: reply bytes per peer (16 MiB/s) and in all (64 MiB/s).
         messages_rate, messages_burst: messages a second from all peers together (4,000,
             bursts of 8,000).
+        refused: refused updates a peer may send before it is closed (16, then 1 a second,
+            :class:`~crdtsync.quotas.RefusalLimit`).
         reads: fair reading between peers (:class:`~crdtsync.quotas.ReadPacer`): beyond
             2,000 frames a second in all, a peer over a quarter of that waits before its
             next frame is read (the websocket transport asks, :meth:`Guard.read_delay`).
@@ -85,6 +88,7 @@ class QuotaSet:
     transfers: TransferCap = field(default_factory=TransferCap)
     replies: ByteBudget = field(default_factory=_replies)
     reads: ReadPacer = field(default_factory=ReadPacer)
+    refused: RefusalLimit = field(default_factory=RefusalLimit)
     #: Messages a second from all peers together (the per-peer rate is the config's).
     messages_rate: float = 4000.0
     messages_burst: float = 8000.0
@@ -136,6 +140,21 @@ class Guard:
         if delay > 0.0:
             self.count("read-paced")
         return delay
+
+    def refused_update(self, peer: str, now: float) -> None:
+        """``peer`` sent an update beyond the work limits: dropped, counted
+        (``quota.update-limits``); the link stays up.
+
+        Raises:
+            ProtocolError: INVALID_UPDATE, ``peer`` keeps sending them
+                (:class:`~crdtsync.quotas.RefusalLimit`; counted ``quota.refused-updates``).
+        """
+        self.count("update-limits")
+        try:
+            self.quotas.refused.take(peer, now)
+        except QuotaExceeded as exc:
+            self.count(exc.quota)
+            raise ProtocolError(str(exc), exc.code) from exc
 
     def admit_update(self, peer: str, size: int, now: float) -> bool:
         """Whether ``peer``'s update of ``size`` bytes may be applied now (bytes and CPU in

@@ -179,7 +179,7 @@ class Pushes:
                 except ProtocolError as exc:
                     if not isinstance(exc.__cause__, UpdateOverLimit):
                         raise
-                    self._ctx.guard.count("update-limits")
+                    self._ctx.guard.refused_update(conn.name, now)
                     return  # beyond the work limits: the whole batch is dropped
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
@@ -284,7 +284,7 @@ class Pushes:
                 raise
             # Well formed but beyond the work limits: dropped and counted, not a reason to
             # close (the peer may be passing on what another built over many updates).
-            guard.count("update-limits")
+            guard.refused_update(conn.name, now)
             return None
         if delta is False:
             return None
@@ -324,7 +324,7 @@ class Pushes:
         except ProtocolError as exc:
             if not isinstance(exc.__cause__, UpdateOverLimit):
                 raise
-            guard.count("update-limits")
+            guard.refused_update(conn.name, now)
             return None
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
         conn.interest.add(shard)

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_SAFE",
     "MAX_VARUINT_BYTES",
     "Malformed",
+    "OverLimit",
     "bytes_span",
     "encode_uint",
     "read_str",
@@ -46,6 +47,11 @@ class Malformed(Exception):
         super().__init__(pos, what)
         self.pos = pos
         self.what = what
+
+
+class OverLimit(Malformed):
+    """Internal: well formed, but beyond a work limit (``crdtsync.yjs.limits``); turned into
+    UpdateOverLimit at the public boundary, so a peer that sends it is not cut off for it."""
 
 
 def read_uint(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:

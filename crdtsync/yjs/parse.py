@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
 from ._content import CONTENT_DELETED, CONTENT_TYPE, MAX_NESTING, content
-from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, read_uint, skip_str
+from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, OverLimit, read_uint, skip_str
 from .limits import DEFAULT_LIMITS, UpdateLimits
 from .state import DeleteSet, read_delete_set
 
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class _OverLimit(Malformed):
+class _OverLimit(OverLimit):
     """Internal: a well-formed update beyond a work limit (-> UpdateOverLimit)."""
 
 
@@ -457,7 +457,7 @@ def parse_update(
             info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
-        except _OverLimit as exc:
+        except OverLimit as exc:  # the struct limits and the delete set's
             raise UpdateOverLimit(
                 f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"
             ) from None

@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 
 from ..errors import InvalidUpdate
-from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, encode_uint, read_uint
+from ._lib0 import MAX_CLOCK, MAX_SAFE, Malformed, OverLimit, encode_uint, read_uint
 
 __all__ = [
     "EMPTY_STATE_VECTOR",
@@ -110,7 +110,7 @@ def read_delete_set(
             raise Malformed(pos, f"{n_ranges} deleted ranges cannot fit in {len(data) - pos} bytes")
         total += n_ranges
         if max_ranges is not None and total > max_ranges:
-            raise Malformed(pos, f"more than {max_ranges} deleted ranges (the limit)")
+            raise OverLimit(pos, f"more than {max_ranges} deleted ranges (the limit)")
         ranges: list[tuple[int, int]] = []
         end = -1
         for _ in range(n_ranges):
