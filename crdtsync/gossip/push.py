@@ -275,7 +275,7 @@ class Pushes:
             ProtocolError: INVALID_SHARD or INVALID_UPDATE; nothing applied.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, len(update), now):
+        if not guard.admit_update(conn.name, len(update), now, shard):
             return None
         try:
             delta = self._apply(conn, shard, update, info, solicited, author)
@@ -284,11 +284,11 @@ class Pushes:
                 raise
             # Well formed but beyond the work limits: dropped and counted, not a reason to
             # close (the peer may be passing on what another built over many updates).
-            guard.refused_update(conn.name, now)
+            guard.refused_update(conn.name, now, solicited=solicited)
             return None
         if delta is False:
             return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         if delta is None:
@@ -311,7 +311,7 @@ class Pushes:
         state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now):
+        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
             return None
         try:
             with (
@@ -326,7 +326,7 @@ class Pushes:
                 raise
             guard.refused_update(conn.name, now)
             return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         for delta in deltas:

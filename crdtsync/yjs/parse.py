@@ -157,7 +157,17 @@ class UpdateInfo:
     again. It holds no reference to the bytes.
     """
 
-    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size", "work")
+    __slots__ = (
+        "_gaps",
+        "_refs",
+        "_spans",
+        "delete_set",
+        "ends",
+        "n_structs",
+        "places",
+        "size",
+        "work",
+    )
 
     def __init__(
         self,
@@ -193,6 +203,11 @@ class UpdateInfo:
         #: plus a constant (see :data:`WORK_PER_BYTE`). The fan and merge parts are counted
         #: only when ``max_fan`` and ``max_merge_work`` apply.
         self.work = 0
+        #: ``{placement bytes: [last client, clients placed there]}`` of the items of other
+        #: clients' content (origin, right origin, parent and key), as the fan check counted
+        #: them; empty without ``max_fan``. :class:`~crdtsync.yjs.limits.PlaceHistory` adds
+        #: them up over a shard's updates (the fan built by many updates).
+        self.places: dict[bytes, list[int]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -413,6 +428,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
                 )
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
     summary.work = total + fan_work + merge_work
+    summary.places = fans
     return summary, pos
 
 
