@@ -205,8 +205,25 @@ async def attack(url: str, seconds: float, silent: int, only: set[str]) -> dict[
 # -- the measurement ---------------------------------------------------------------------------
 
 
-def _probe(honest: Child, seconds: float, rate: float, tag: str) -> list[float]:
-    """Round trips (ms) of write + replicated(1) from the honest peer, at ``rate`` a second."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: A probe waits at most this long for replicated(1) (then it counts as a timeout, at this
+#: value): no probe can hang the benchmark.
+PROBE_TIMEOUT = 10.0
+
+
+def _probe(
+    honest: Child, seconds: float, rate: float, tag: str, timeouts: list[str] | None = None
+) -> list[float]:
+    """Round trips (ms) of write + replicated(1) from the honest peer, at ``rate`` a second;
+    the tags of probes that timed out are appended to ``timeouts``."""
     out: list[float] = []
     t_end = time.monotonic() + seconds
     i = 0
@@ -215,8 +232,9 @@ def _probe(honest: Child, seconds: float, rate: float, tag: str) -> list[float]:
         honest.send(cmd="write", shard="probe", prefix=f"{tag}{i}-", n=1, rate=0)
         honest.wait("written", 30)
         t1 = time.monotonic()
-        honest.send(cmd="replicated", shard="probe", peers=1, timeout=30)
-        honest.wait("replicated", 60)
+        honest.send(cmd="replicated", shard="probe", peers=1, timeout=PROBE_TIMEOUT)
+        if honest.wait("replicated", PROBE_TIMEOUT + 20).get("timed_out") and timeouts is not None:
+            timeouts.append(f"{tag}{i}")
         out.append((time.monotonic() - t0) * 1000)
         if os.environ.get("CRDTSYNC_HOSTILE_DEBUG"):
             sys.stderr.write(
@@ -255,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 "crdtsync",
                 ["--name", "victim", "--data", str(tmp / "v"), "--listen", "ws://127.0.0.1:0"],
                 name="victim",
+                env={"CRDTSYNC_BENCH_ATTACKED": "1"},
             )
             kids.append(victim)
             url = victim.wait("ready", 60)["address"]
@@ -275,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
             _probe(honest, 1.0, cfg["rate"], "warm")
             prog.task("before", 1)
-            before = _probe(honest, cfg["seconds"], cfg["rate"], "before")
+            timeouts: list[str] = []
+            cpu0 = _cpu_seconds(victim.proc.pid)
+            before = _probe(honest, cfg["seconds"], cfg["rate"], "before", timeouts)
+            cpu_before = _cpu_seconds(victim.proc.pid) - cpu0
             prog.update("before", 1)
             attacker = subprocess.Popen(
                 [
@@ -296,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 time.sleep(1.0)  # the attack under way
                 prog.task("during", 1)
-                during = _probe(honest, cfg["seconds"], cfg["rate"], "during")
+                cpu0 = _cpu_seconds(victim.proc.pid)
+                t_during = time.monotonic()
+                during = _probe(honest, cfg["seconds"], cfg["rate"], "during", timeouts)
+                cpu_during = _cpu_seconds(victim.proc.pid) - cpu0
+                during_s = time.monotonic() - t_during
                 prog.update("during", 1)
                 out, _ = attacker.communicate(timeout=cfg["seconds"] + 60)
             except BaseException:
@@ -322,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         "config": {**cfg, "attacks": args.attacks.split(",")},
         "honest_round_trip_ms": {"before": b, "during": d},
         "honest_still_connected": still,
+        "probes_timed_out": timeouts,
+        # The victim's CPU (share of one core) while probing: what the attack costs it.
+        "victim_cpu_share": {
+            "before": round(cpu_before / cfg["seconds"], 3),
+            "during": round(cpu_during / during_s, 3),
+        },
+        "load_average": list(os.getloadavg()),
         "ratios": {
             "p99 during / before": ratio(d.get("p99"), b.get("p99")),
             "p50 during / before": ratio(d.get("p50"), b.get("p50")),

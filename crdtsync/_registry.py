@@ -10,14 +10,20 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from . import updates, values
-from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError
+from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError, UpdateOverLimit
 from .names import validate_shard_name
 from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
-from .yjs.limits import UpdateLimits
+from .yjs.limits import DEFAULT_LIMITS, PlaceHistory, UpdateLimits
+
+# Items remote updates may place at one place of a shard over time: max_fan, so that the
+# shard's full state, sent as one diff to another agent, stays within max_fan there too
+# (a larger history would be refused by every peer it is passed on to).
+_MAX_PLACE_ITEMS = DEFAULT_LIMITS.max_fan
 
 __all__ = ["STORED_LIMITS", "ShardRegistry", "check_stored"]
 
@@ -97,8 +103,16 @@ class ShardRegistry:
         self._changed: set[str] = set()
         self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
-        #: CPU seconds the last apply() took (read by the core after each remote apply).
+        #: CPU seconds the last apply() took (measured; reported, not used for decisions).
         self.last_apply_seconds = 0.0
+        #: Work units the last apply() cost (read by the core after each remote apply and
+        #: charged to the sender's and the shard's work budget, crdtsync.quotas.WorkBudget):
+        #: UpdateInfo.work plus the conflict scans against what earlier updates placed at the
+        #: same places (PlaceHistory). Deterministic: the same updates cost the same.
+        self.last_apply_work = 0
+        # Per shard, the items earlier remote updates placed at each place (the 1,024 shards
+        # applied to most recently; a fan being built is in one of them).
+        self._places: OrderedDict[str, PlaceHistory] = OrderedDict()
 
     # -- the agent's side ----------------------------------------------------------------------
 
@@ -315,10 +329,16 @@ class ShardRegistry:
             # must not leave a shard it names open in memory (issue #11: a shard comes into
             # being only once an update for it validated). The parse is passed on, not redone.
             info = updates.validate_update(update)
+        if info is None:
+            info = updates.validate_update(update)  # parsed once, handed on to the shard
+        history = self._history(shard)
+        self.last_apply_work = info.work + self._place_cost(history, info)
         self.applying = True
         start = time.thread_time()
         try:
-            return self.open(shard).apply_remote(update, origin, info, author=author)
+            delta = self.open(shard).apply_remote(update, origin, info, author=author)
+            history.record(info.places)
+            return delta
         finally:
             self.applying = False
             # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
@@ -326,6 +346,29 @@ class ShardRegistry:
             # thread's CPU, not the process's: the group committer's threads are not the
             # sender's doing, and CLOCK_PROCESS_CPUTIME sums every thread (slow with many).
             self.last_apply_seconds = time.thread_time() - start
+
+    def _history(self, shard: str) -> PlaceHistory:
+        history = self._places.get(shard)
+        if history is None:
+            history = self._places[shard] = PlaceHistory(_MAX_PLACE_ITEMS, max_places=512)
+            while len(self._places) > 1024:
+                self._places.popitem(last=False)
+        else:
+            self._places.move_to_end(shard)
+        return history
+
+    @staticmethod
+    def _place_cost(history: PlaceHistory, info: updates.UpdateInfo) -> int:
+        """What ``info``'s conflict scans cost against the shard's earlier updates.
+
+        Raises:
+            UpdateOverLimit: a place would hold more items than the history's cap (a fan
+                built by many updates, each within ``max_fan``); nothing is applied.
+        """
+        try:
+            return history.cost(info.places)
+        except ValueError as exc:
+            raise UpdateOverLimit(str(exc)) from None
 
     def apply_batch(
         self,
@@ -340,10 +383,17 @@ class ShardRegistry:
         # transaction for the whole batch: one store entry, one notify, one digest reset.
         if shard in self._quarantined:
             return []  # not held: what a peer sends of it is dropped
+        history = self._history(shard)
+        work = 0
+        for info in infos:
+            work += info.work + self._place_cost(history, info)
+        self.last_apply_work = work
         self.applying = True
         start = time.thread_time()
         try:
             delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
+            for info in infos:
+                history.record(info.places)
         finally:
             self.applying = False
             self.last_apply_seconds = time.thread_time() - start

@@ -38,9 +38,11 @@ __all__ = [
     "ByteBudget",
     "ConnectionCap",
     "CpuBudget",
+    "WorkBudget",
     "MessageBudget",
     "QuotaExceeded",
     "ReadPacer",
+    "RefusalLimit",
     "ShardQuota",
     "TransferCap",
     "name_pieces",
@@ -270,6 +272,40 @@ class MessageBudget:
 
 
 @dataclass
+class RefusalLimit:
+    """How many refused updates (well formed, beyond the work limits) a peer may send before
+    its connection is closed.
+
+    One refused update is dropped and counted, and the link stays up: an honest peer may pass
+    on a document that another peer built past the limits, and cutting it off would cut the
+    honest traffic with it. A peer that *keeps* sending them costs a parse each: over a burst
+    of 16, then one a second, its connection is closed (``INVALID_UPDATE``), and since the
+    bucket is kept per name, reconnecting gives no fresh burst.
+    """
+
+    rate: float = 1.0
+    burst: float = 16.0
+    max_peers_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._buckets = _Buckets(self.rate, self.burst, self.max_peers_tracked)
+
+    def take(self, peer: str, now: float) -> None:
+        """Count one refused update of ``peer``.
+
+        Raises:
+            QuotaExceeded: ``quota="refused-updates"``, ``code=INVALID_UPDATE``: close it.
+        """
+        if not self._buckets.take(peer, 1.0, now):
+            raise QuotaExceeded(
+                f"{peer} kept sending updates beyond the work limits (more than "
+                f"{self.burst:g}, then {self.rate:g} a second)",
+                "refused-updates",
+                CloseCode.INVALID_UPDATE,
+            )
+
+
+@dataclass
 class ReadPacer:
     """Fair reading between peers: how long a transport waits before it takes the next frame
     of one peer, so that heavy senders wait (TCP back-pressure) instead of being processed.
@@ -312,8 +348,55 @@ class ReadPacer:
 
 
 @dataclass
+class WorkBudget:
+    """Integration work a peer's updates may cost this agent, and that one shard may take,
+    in deterministic work units per second (issue #11).
+
+    A unit is one integration step as the strict parser counts it (``UpdateInfo.work``: a
+    struct, a deleted range, a conflict-scan step, a merged byte) plus the conflict scans
+    against what earlier updates put at the same places (:class:`~crdtsync.yjs.limits.
+    PlaceHistory`): the same input always gets the same decision, unlike a measured CPU time.
+    Debt-style: an update is admitted while both the sender's and the shard's buckets are in
+    credit, then charged in full (it may take them below zero); further updates wait (are
+    dropped, counted, and brought again by anti-entropy) until they refill. Defaults: 200,000
+    units a second per peer and per shard (about 10-20 % of a core: a unit costs 0.5-1 us in
+    Yrs, ~5 us to parse a struct), bursts of 2,000,000 (a whole 376 KB document state costs
+    ~14,000).
+    """
+
+    per_peer_rate: float = 200_000.0
+    per_peer_burst: float = 2_000_000.0
+    per_shard_rate: float = 200_000.0
+    per_shard_burst: float = 2_000_000.0
+    max_keys_tracked: int = 4096
+
+    def __post_init__(self) -> None:
+        self._peers = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_keys_tracked)
+        self._shards = _Buckets(self.per_shard_rate, self.per_shard_burst, self.max_keys_tracked)
+
+    def short(self, peer: str, shard: str, now: float) -> str | None:
+        """None if ``peer`` and ``shard`` are both in credit now, else the quota that is not
+        (``"work-per-peer"`` or ``"work-per-shard"``)."""
+        if not self._peers.take(peer, 0.0, now) or self._peers.level(peer) <= 0.0:
+            return "work-per-peer"
+        if not self._shards.take(shard, 0.0, now) or self._shards.level(shard) <= 0.0:
+            return "work-per-shard"
+        return None
+
+    def charge(self, peer: str, shard: str, work: int, now: float) -> None:
+        """Charge ``work`` units of an applied update to ``peer`` and ``shard``."""
+        self._peers.take(peer, 0.0, now)
+        self._peers.debit(peer, work)
+        self._shards.take(shard, 0.0, now)
+        self._shards.debit(shard, work)
+
+
+@dataclass
 class CpuBudget:
     """CPU seconds a peer's updates may cost this agent, measured, per second of wall time.
+
+    No longer used by the gossip core, which charges :class:`WorkBudget` (deterministic work
+    units) instead: a measured time gives the same input different decisions.
 
     The validator bounds what one update costs, not what a sequence costs where each builds
     on the last: 250 pushes of 32 clients inserting at one place (80 KB in all, each well within

@@ -79,43 +79,87 @@ def test_same_place_fan_was_quadratic_and_is_refused() -> None:
     parse_update(h.same_origin_fan(2000))
 
 
-def test_a_sequence_of_fans_within_the_limit_is_stopped_by_the_cpu_budget(tmp_path: Path) -> None:
-    # Each push is 32 clients at one place (well within max_fan), but each scans all earlier
-    # ones: 250 such pushes (80 KB) cost 10.7 s, the last 0.18 s, growing. The validator
-    # cannot see that (it depends on the document), so the core charges the measured CPU of
-    # each apply to the sender and drops its updates while it is in debt.
+def _fan_sequence(data: str, work: dict[str, float] | None, n: int) -> dict[str, object]:
+    """One peer pushes ``n`` fans of 32 clients at one place of one shard (each within
+    ``max_fan``, together quadratic) into a real registry; which were applied, the counters,
+    and whether an honest update of another shard still applies."""
     from crdtsync.gossip import GossipCore
     from crdtsync.gossip.guard import QuotaSet
     from crdtsync.messages import PROTOCOL_VERSION, Hello, Push
-    from crdtsync.quotas import CpuBudget
+    from crdtsync.quotas import WorkBudget
 
-    store = Store(tmp_path / "s", sync=False)
+    store = Store(Path(data), sync=False)
     reg = ShardRegistry("v", store, notify=lambda: None, on_delta=None, host=None)
-    cpu = CpuBudget(per_peer_rate=0.001, per_peer_burst=0.05)
-    core = GossipCore("v", reg, rng=random.Random(0), quotas=QuotaSet(cpu=cpu))
+    quotas = QuotaSet(work=WorkBudget(**work)) if work else QuotaSet()
+    core = GossipCore("v", reg, rng=random.Random(0), quotas=quotas)
     try:
         for peer in ("evil", "honest"):
             core.connection_made(
                 Hello(PROTOCOL_VERSION, "default", peer, None, (), 0, 1), 0.0, outbound=False
             )
         core.receive("evil", Push("doc", (h.root_array(),), seq=1), 0.0)
-        applied = 0
-        for k in range(400):
+        decisions = []
+        closed = None
+        for k in range(n):
             fan = h.same_origin_fan(32, first=2 + 32 * k)
             before = reg.state_vector("doc")
-            core.receive("evil", Push("doc", (fan,), seq=k + 2), 0.0)
-            applied += reg.state_vector("doc") != before
-            if core.quota_counters.get("quota.cpu-per-peer", 0) >= 10:
+            try:
+                core.receive("evil", Push("doc", (fan,), seq=k + 2), k * 0.01)
+            except ProtocolError as exc:
+                closed = int(exc.code)
                 break
-        assert core.quota_counters["quota.cpu-per-peer"] >= 10
-        assert applied < 400  # refused, not applied: nothing of those is stored either
+            decisions.append(reg.state_vector("doc") != before)
         honest = pycrdt.Doc()
         honest.get("root", type=pycrdt.Map)["ok"] = True
-        core.receive("honest", Push("notes", (honest.get_update(),), seq=1), 0.0)
-        assert reg.open("notes").snapshot() == {"ok": True}
+        core.receive("honest", Push("notes", (honest.get_update(),), seq=1), n * 0.01)
+        return {
+            "decisions": decisions,
+            "counters": dict(core.quota_counters),
+            "closed": closed,
+            "honest": reg.open("notes").snapshot(),
+        }
     finally:
         reg.close()
         store.close()
+
+
+def test_a_sequence_of_fans_is_charged_in_deterministic_work_units(tmp_path: Path) -> None:
+    # Each push is 32 clients at one place (well within max_fan), but each scans all earlier
+    # ones: 250 such pushes (80 KB) cost 10.7 s, the last 0.18 s, growing. The validator
+    # cannot see that (it depends on the document); the registry prices each apply against
+    # the shard's place history (PlaceHistory) and the core charges those units to the
+    # sender and the shard (WorkBudget). Work units, not a measured time: the same input
+    # gets the same decisions, run after run.
+    work = {"per_peer_rate": 1000.0, "per_peer_burst": 10_000.0}
+    runs = [_fan_sequence(str(tmp_path / f"s{i}"), work, 100) for i in range(2)]
+    assert runs[0]["decisions"] == runs[1]["decisions"]  # deterministic
+    assert runs[0]["counters"] == runs[1]["counters"]
+    decisions = runs[0]["decisions"]
+    assert isinstance(decisions, list)
+    counters = runs[0]["counters"]
+    assert isinstance(counters, dict)
+    assert counters["quota.work-per-peer"] >= 10
+    assert 1 <= sum(decisions) < 8  # some applied, the rest refused: nothing of them stored
+    assert runs[0]["closed"] is None  # a budget refusal defers; it does not close
+    assert runs[0]["honest"] == {"ok": True}
+
+
+def test_a_fan_built_by_many_small_updates_is_bounded_in_a_capped_child(tmp_path: Path) -> None:
+    # With the work budget out of the way, the place history still caps what one place may
+    # hold over successive updates (max_fan = 256 items: 8 fans of 32), so the last apply's
+    # conflict scan is bounded (and the shard's state, passed on as one diff, stays within
+    # max_fan); beyond it each fan is refused as over the limits (counted), and a peer
+    # that keeps sending them is closed (RefusalLimit). In a child capped at 512 MiB.
+    huge = {"per_peer_rate": 1e12, "per_peer_burst": 1e12, "per_shard_rate": 1e12}
+    huge["per_shard_burst"] = 1e12
+    status, result = h.run_limited(
+        _fan_sequence, str(tmp_path / "s"), huge, 200, mem_mib=512, timeout=120
+    )
+    assert status == "ok", (status, result)
+    assert sum(result["decisions"]) == 256 // 32  # then refused, not applied
+    assert result["counters"]["quota.update-limits"] >= 1
+    assert result["closed"] == CloseCode.INVALID_UPDATE  # it kept sending them
+    assert result["honest"] == {"ok": True}
 
 
 # -- row 2: chained one-value items ---------------------------------------------------------------

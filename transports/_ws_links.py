@@ -109,6 +109,10 @@ class _Link:
         return _format_address(self.ws.remote_address) or "?"
 
 
+#: Seconds between two WARNING lines for the same kind of refusal (see _warn_limited).
+_WARN_EVERY = 10.0
+
+
 def _host_of(addr: object) -> str:
     """The remote host of a socket address (what per-address connection limits count)."""
     if isinstance(addr, tuple) and addr:
@@ -168,6 +172,7 @@ class _LinkRunner:
     _links: set[_Link]
     _by_peer: dict[str, _Link]
     _connecting: set[asyncio.Task[Any]]
+    _warned_at: dict[str, float]  # made on first use (_warn_limited)
     _after_receive_pending: bool
     _closing: bool
     _yjs: YjsDoor | None
@@ -212,7 +217,9 @@ class _LinkRunner:
             self._conn_cap.accept(key, host, self._clock())
         except QuotaExceeded as exc:
             self._count(f"refused.{exc.quota}")
-            logger.warning("%s: refusing a connection from %s: %s", self.core.name, host, exc)
+            self._warn_limited(
+                "refused", "%s: refusing a connection from %s: %s", self.core.name, host, exc
+            )
             await ws.close(exc.code, _close_reason(str(exc)))
             return
         try:
@@ -246,13 +253,35 @@ class _LinkRunner:
         if link.peer is None and not link.closing:
             self._count("handshake_timeout")
             timeout = self._hello_timeout()
-            logger.warning(
-                "%s: closing %s: no Hello within %g s", self.core.name, link.label(), timeout
+            self._warn_limited(
+                "handshake",
+                "%s: closing %s: no Hello within %g s",
+                self.core.name,
+                link.label(),
+                timeout,
             )
             self._refuse(link, CloseCode.BAD_HANDSHAKE, f"no Hello within {timeout:g} s")
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
+
+    def _warn_limited(self, kind: str, msg: str, *args: object) -> None:
+        """Log a refusal of ``kind`` at WARNING at most once per :data:`_WARN_EVERY` seconds
+        (the rest at DEBUG; the counters count them all): a storm of refused connections must
+        not cost a log line each (issue #11: 10 % of a victim's busy time was logging)."""
+        warned: dict[str, float] | None = getattr(self, "_warned_at", None)
+        if warned is None:
+            warned = self._warned_at = {}
+        now = self._clock()
+        if now - warned.get(kind, -_WARN_EVERY) >= _WARN_EVERY:
+            warned[kind] = now
+            logger.warning(
+                msg + " (more such refusals within %g s are counted, not logged)",
+                *args,
+                _WARN_EVERY,
+            )
+        else:
+            logger.debug(msg, *args)
 
     async def _dial(self, address: str) -> None:
         """Open a connection to ``address`` (from core.dials()) and run it."""

@@ -50,7 +50,8 @@ class _Queries:
     def quota_counters(self) -> dict[str, int]:
         """Refusals by the quotas that hold across connections (issue #11,
         :mod:`crdtsync.gossip.guard`), ``quota.<name>``: ``flood``, ``flood-share``, ``update-limits``,
-        ``bytes-per-peer``, ``bytes-total``, ``cpu-per-peer``, ``shards``,
+        ``refused-updates`` (a peer kept sending them: closed), ``read-paced`` (a heavy peer's
+        frame waited to be read), ``bytes-per-peer``, ``bytes-total``, ``cpu-per-peer``, ``shards``,
         ``shards-per-peer``, ``transfer-per-peer``, ``transfer-total``, ``transfer-timeout``,
         ``replies.bytes-per-peer``, ``replies.bytes-total`` (a reply waited)."""
         return dict(self._ctx.guard.counters)

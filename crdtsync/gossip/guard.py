@@ -10,9 +10,10 @@ connection, so reconnecting resets nothing:
   when it runs out, a peer over its fair share of it is closed with ``FLOODING``; a peer
   within its share is never refused).
 * **remote updates** (:meth:`Guard.admit_update`, before each Push or Diff update reaches
-  the replicas): bytes per peer and in all (:class:`~crdtsync.quotas.ByteBudget`), measured
-  CPU per peer (:class:`~crdtsync.quotas.CpuBudget`, charged with what the replica set
-  reports in ``last_apply_seconds``, if it does), and the shards a peer may cause to be
+  the replicas): bytes per peer and in all (:class:`~crdtsync.quotas.ByteBudget`),
+  integration work per peer and per shard in deterministic units
+  (:class:`~crdtsync.quotas.WorkBudget`, charged with what the replica set reports in
+  ``last_apply_work``, if it does), and the shards a peer may cause to be
   created (:class:`~crdtsync.quotas.ShardQuota`; a shard is charged only after its first
   update validated, and a Diff we asked for in our own round or repair is not charged: those
   are bounded by ``max_sync_shards`` per round we start). A refused update is dropped and
@@ -39,12 +40,13 @@ from dataclasses import dataclass, field
 from ..errors import CloseCode, ProtocolError
 from ..quotas import (
     ByteBudget,
-    CpuBudget,
     MessageBudget,
     QuotaExceeded,
     ReadPacer,
+    RefusalLimit,
     ShardQuota,
     TransferCap,
+    WorkBudget,
 )
 
 __all__ = ["Guard", "QuotaSet"]
@@ -69,11 +71,14 @@ class QuotaSet:
             peer; 100,000 in the store.
         update_bytes: bytes of remote updates applied per peer and in all (4 MiB/s per peer,
             32 MiB burst; 32 MiB/s in all).
-        cpu: measured CPU seconds of a peer's applies (0.1 s a second, 2 s burst).
+        work: integration work of remote updates, in deterministic units, per peer and per
+            shard (:class:`~crdtsync.quotas.WorkBudget`: 200,000 a second, 2,000,000 burst).
         transfers: unfinished chunked transfers: 64 MiB per peer, 256 MiB in all, 60 s.
         replies: reply bytes per peer (16 MiB/s) and in all (64 MiB/s).
         messages_rate, messages_burst: messages a second from all peers together (4,000,
             bursts of 8,000).
+        refused: refused updates a peer may send before it is closed (16, then 1 a second,
+            :class:`~crdtsync.quotas.RefusalLimit`).
         reads: fair reading between peers (:class:`~crdtsync.quotas.ReadPacer`): beyond
             2,000 frames a second in all, a peer over a quarter of that waits before its
             next frame is read (the websocket transport asks, :meth:`Guard.read_delay`).
@@ -81,10 +86,11 @@ class QuotaSet:
 
     shards: ShardQuota = field(default_factory=_shards)
     update_bytes: ByteBudget = field(default_factory=ByteBudget)
-    cpu: CpuBudget = field(default_factory=CpuBudget)
+    work: WorkBudget = field(default_factory=WorkBudget)
     transfers: TransferCap = field(default_factory=TransferCap)
     replies: ByteBudget = field(default_factory=_replies)
     reads: ReadPacer = field(default_factory=ReadPacer)
+    refused: RefusalLimit = field(default_factory=RefusalLimit)
     #: Messages a second from all peers together (the per-peer rate is the config's).
     messages_rate: float = 4000.0
     messages_burst: float = 8000.0
@@ -137,12 +143,31 @@ class Guard:
             self.count("read-paced")
         return delay
 
-    def admit_update(self, peer: str, size: int, now: float) -> bool:
-        """Whether ``peer``'s update of ``size`` bytes may be applied now (bytes and CPU in
-        credit); False: dropped, counted."""
+    def refused_update(self, peer: str, now: float, *, solicited: bool = False) -> None:
+        """``peer`` sent an update beyond the work limits: dropped, counted
+        (``quota.update-limits``); the link stays up. ``solicited``: a Diff we asked for (an
+        honest peer passing on a shard another peer built past the limits): never closed.
+
+        Raises:
+            ProtocolError: INVALID_UPDATE, ``peer`` keeps sending them unasked
+                (:class:`~crdtsync.quotas.RefusalLimit`; counted ``quota.refused-updates``).
+        """
+        self.count("update-limits")
+        if solicited:
+            return
+        try:
+            self.quotas.refused.take(peer, now)
+        except QuotaExceeded as exc:
+            self.count(exc.quota)
+            raise ProtocolError(str(exc), exc.code) from exc
+
+    def admit_update(self, peer: str, size: int, now: float, shard: str = "") -> bool:
+        """Whether ``peer``'s update of ``size`` bytes to ``shard`` may be applied now (bytes,
+        and the peer's and the shard's work, in credit); False: dropped, counted."""
         q = self.quotas
-        if not q.cpu.allows(peer, now):
-            self.count("cpu-per-peer")
+        short_work = q.work.short(peer, shard, now)
+        if short_work is not None:
+            self.count(short_work)
             return False
         short = q.update_bytes.admit(peer, size, now)
         if short is not None:
@@ -180,11 +205,12 @@ class Guard:
         self.known.add(shard)
         return True
 
-    def applied(self, peer: str, shard: str, seconds: float, now: float) -> None:
-        """``peer``'s update of ``shard`` was applied and cost ``seconds`` of CPU."""
+    def applied(self, peer: str, shard: str, work: int, now: float) -> None:
+        """``peer``'s update of ``shard`` was applied and cost ``work`` units (what the
+        replica set reports in ``last_apply_work``, deterministic)."""
         self.known.add(shard)
-        if seconds > 0:
-            self.quotas.cpu.charge(peer, seconds, now)
+        if work > 0:
+            self.quotas.work.charge(peer, shard, work, now)
 
     def add_piece(self, peer: str, transfer: int, size: int, now: float) -> None:
         """Account a DiffChunk piece of ``peer``'s transfer.

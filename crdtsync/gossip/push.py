@@ -179,7 +179,7 @@ class Pushes:
                 except ProtocolError as exc:
                     if not isinstance(exc.__cause__, UpdateOverLimit):
                         raise
-                    self._ctx.guard.count("update-limits")
+                    self._ctx.guard.refused_update(conn.name, now)
                     return  # beyond the work limits: the whole batch is dropped
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
@@ -271,7 +271,7 @@ class Pushes:
             ProtocolError: INVALID_SHARD or INVALID_UPDATE; nothing applied.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, len(update), now):
+        if not guard.admit_update(conn.name, len(update), now, shard):
             return None
         try:
             delta = self._apply(conn, shard, update, info, solicited, author)
@@ -280,11 +280,11 @@ class Pushes:
                 raise
             # Well formed but beyond the work limits: dropped and counted, not a reason to
             # close (the peer may be passing on what another built over many updates).
-            guard.count("update-limits")
+            guard.refused_update(conn.name, now, solicited=solicited)
             return None
         if delta is False:
             return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         if delta is None:
@@ -307,7 +307,7 @@ class Pushes:
         state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now):
+        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
             return None
         try:
             with (
@@ -320,9 +320,9 @@ class Pushes:
         except ProtocolError as exc:
             if not isinstance(exc.__cause__, UpdateOverLimit):
                 raise
-            guard.count("update-limits")
+            guard.refused_update(conn.name, now)
             return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_seconds", 0.0), now)
+        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
         for delta in deltas:

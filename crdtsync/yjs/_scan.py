@@ -395,13 +395,16 @@ def scan_structs(
     list[tuple[int, int]],
     list[tuple[int, int, int, int]],
     int,
+    dict[bytes, int],
     int,
 ]:
     """Validate the struct section at ``pos`` (see :func:`crdtsync.yjs.parse.parse_update`).
 
     A negative ``max_*`` switches that limit off. Returns (number of structs, ends, spans,
-    gaps, refs, work, new position): the fields of :class:`~crdtsync.yjs.parse.UpdateInfo`
-    (its delete set still to be read) and the work the struct section costs.
+    gaps, refs, work, places, new position): the fields of
+    :class:`~crdtsync.yjs.parse.UpdateInfo` (its delete set still to be read), the work the
+    struct section costs, and the places (placement bytes -> distinct clients placed there) of
+    items placed next to another client's (empty when ``max_fan`` is off).
     """
     n_data = len(data)
     merge_work = 0
@@ -414,10 +417,10 @@ def scan_structs(
     n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of clients")
     if n_clients > (n_data - pos) // 3:
         raise Malformed(pos, f"{n_clients} clients cannot fit in {n_data - pos} bytes")
-    # One client cannot make a fan (it takes two clients at one place), so a one-client
-    # update (a single writer's, or a whole state that only one client wrote) skips the
-    # bookkeeping, which is most of the scan's cost otherwise: the result is the same.
-    count_fans = max_fan >= 0 and n_clients > 1
+    # Counted in one-client updates too: one client cannot make a fan within the update, but
+    # its places add to those earlier updates made (PlaceHistory: n one-client updates of n
+    # clients at one place cost the last one n conflict-scan steps, issue #11).
+    count_fans = max_fan >= 0
     ends: dict[int, int] = {}
     spans: dict[int, tuple[int, int, list[int], list[int]]] = {}
     parents: list[tuple[int, int, int]] = []  # (struct offset, parent client, parent clock)
@@ -579,7 +582,8 @@ def scan_structs(
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    return total, ends, spans, gaps, refs, total + fan_work + merge_work, pos
+    places = {key: fan_count.get(key, 1) for key in fan_last}
+    return total, ends, spans, gaps, refs, total + fan_work + merge_work, places, pos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,7 +614,7 @@ def read_delete_set(
             raise Malformed(pos, f"{n_ranges} deleted ranges cannot fit in {len(data) - pos} bytes")
         total += n_ranges
         if max_ranges >= 0 and total > max_ranges:
-            raise Malformed(pos, f"more than {max_ranges} deleted ranges (the limit)")
+            raise OverLimit(pos, f"more than {max_ranges} deleted ranges (the limit)")
         ranges: list[tuple[int, int]] = []
         end = -1
         for _ in range(n_ranges):

@@ -10,9 +10,11 @@ Pure Python, no pycrdt (the sans-I/O core may import it).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LIMITS", "UpdateLimits"]
+__all__ = ["DEFAULT_LIMITS", "PlaceHistory", "UpdateLimits"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,57 @@ class UpdateLimits:
 
 #: The limits applied to updates from peers (``validate_update``, ``apply_if_ready``).
 DEFAULT_LIMITS = UpdateLimits()
+
+
+class PlaceHistory:
+    """The fan that a sequence of updates builds at one place of one shard (issue #11).
+
+    ``max_fan`` bounds the clients placing items at one place within *one* update; YATA's
+    conflict scan also visits the items earlier updates put there, so n updates of 32 clients
+    each at one place cost 32 x 32 x n steps for the last one (quadratic in all). This keeps,
+    per place (the placement bytes of :attr:`UpdateInfo.places
+    <crdtsync.yjs.parse.UpdateInfo.places>`), how many items were placed there so far, and
+    prices an update's conflict scan against them: deterministic work units (the same input
+    always costs the same), charged to the sender and the shard by the gossip core's work
+    budget. Honest updates rarely place two items at one place (typing chains each item to
+    the last one), so the history stays small; at most ``max_places`` places are kept (the
+    least recently used dropped: a fan being built stays hot).
+
+    Args:
+        max_items: items at one place (all updates together) beyond which an update adding
+            to it is refused (``None``: no cap). The registry uses ``max_fan`` (256): a
+            shard's whole state, passed on as one diff, then stays within ``max_fan``.
+        max_places: places remembered per shard.
+    """
+
+    def __init__(self, max_items: int | None = 4096, max_places: int = 4096) -> None:
+        self.max_items = max_items
+        self.max_places = max_places
+        self._count: OrderedDict[bytes, int] = OrderedDict()
+
+    def cost(self, places: Mapping[bytes, int]) -> int:
+        """Steps the conflict scans of an update placing ``places`` cost against what earlier
+        updates placed there (its own fan is in ``UpdateInfo.work`` already).
+
+        Raises:
+            ValueError: a place would hold more than ``max_items``; nothing is recorded.
+        """
+        cost = 0
+        for key, n in places.items():
+            prior = self._count.get(key, 0)
+            if self.max_items is not None and prior + n > self.max_items:
+                raise ValueError(
+                    f"more than {self.max_items} items at one place over successive updates "
+                    "(the limit)"
+                )
+            cost += prior * n
+        return cost
+
+    def record(self, places: Mapping[bytes, int]) -> None:
+        """The update placing ``places`` was applied."""
+        count = self._count
+        for key, n in places.items():
+            count[key] = count.get(key, 0) + n
+            count.move_to_end(key)
+        while len(count) > self.max_places:
+            count.popitem(last=False)

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
 from ._content import MAX_NESTING
-from ._malformed import Malformed
-from ._malformed import OverLimit as _OverLimit
+from ._malformed import Malformed, OverLimit
 from .limits import DEFAULT_LIMITS, UpdateLimits
 from .state import DeleteSet, read_delete_set
 
@@ -148,7 +147,17 @@ class UpdateInfo:
     again. It holds no reference to the bytes.
     """
 
-    __slots__ = ("_gaps", "_refs", "_spans", "delete_set", "ends", "n_structs", "size", "work")
+    __slots__ = (
+        "_gaps",
+        "_refs",
+        "_spans",
+        "delete_set",
+        "ends",
+        "n_structs",
+        "places",
+        "size",
+        "work",
+    )
 
     def __init__(
         self,
@@ -184,6 +193,11 @@ class UpdateInfo:
         #: plus a constant (see :data:`WORK_PER_BYTE`). The fan and merge parts are counted
         #: only when ``max_fan`` and ``max_merge_work`` apply.
         self.work = 0
+        #: ``{placement bytes: distinct clients placed there}`` of the items of other
+        #: clients' content (origin, right origin, parent and key), as the fan check counted
+        #: them; empty without ``max_fan``. :class:`~crdtsync.yjs.limits.PlaceHistory` adds
+        #: them up over a shard's updates (the fan built by many updates).
+        self.places: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +243,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
 
     The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built).
     """
-    total, ends, spans, gaps, refs, work, pos = scan.scan_structs(
+    total, ends, spans, gaps, refs, work, places, pos = scan.scan_structs(
         data,
         pos,
         _limit(limits.max_structs),
@@ -241,6 +255,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     )
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
     summary.work = work
+    summary.places = places
     return summary, pos
 
 
@@ -285,7 +300,7 @@ def parse_update(
             info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
-        except _OverLimit as exc:
+        except OverLimit as exc:  # the struct limits and the delete set's
             raise UpdateOverLimit(
                 f"invalid update at byte {exc.pos} of {len(update)}: {exc.what}"
             ) from None

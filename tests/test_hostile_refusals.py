@@ -1,0 +1,102 @@
+"""Issue #11: a refused update gets a clear refusal, not a cut link; a peer that keeps sending
+refused updates is closed. Real websockets on 127.0.0.1.
+
+Row "a 16 MB push of 2.7 M items / 14 MB delete set": one update over the work limits (here a
+delete set one range over ``max_delete_ranges``) is dropped and counted
+(``quota.update-limits``), nothing of it is stored, and the honest traffic on the same link
+goes on. Over :class:`~crdtsync.quotas.RefusalLimit` (16, then one a second, per name) the
+link is closed with ``INVALID_UPDATE`` and counted (``quota.refused-updates``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import hostile as h
+import pycrdt
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from crdtsync import Agent, wire
+from crdtsync.errors import CloseCode
+from crdtsync.gossip import GossipConfig
+from crdtsync.messages import PROTOCOL_VERSION, Hello, Push
+from crdtsync.yjs.limits import DEFAULT_LIMITS
+
+
+class _Raw:
+    """A hand-driven peer: says Hello as ``name``, reads everything, notes the close code."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.code: int | None = None
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for _ in self.ws:
+                pass
+        except ConnectionClosed:
+            pass
+        rcvd = self.ws.protocol.close_rcvd
+        self.code = rcvd.code if rcvd is not None else None
+        self.closed.set()
+
+    async def send(self, msg: Any) -> None:
+        await self.ws.send(wire.encode(msg))
+
+
+def _honest_update(key: str, value: str) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get("root", type=pycrdt.Map)[key] = value
+    return doc.get_update()
+
+
+async def _until(cond: Any, what: str, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+async def test_one_refused_update_keeps_the_link_a_stream_of_them_closes_it(
+    tmp_path: Path,
+) -> None:
+    max_ranges = DEFAULT_LIMITS.max_delete_ranges
+    assert max_ranges is not None
+    too_big = h.big_delete_set(max_ranges + 1)  # 2 MB: one deleted range over the limit
+    lan = GossipConfig.lan()
+    async with Agent("victim", data_dir=tmp_path / "v", listen="ws://127.0.0.1:0", gossip=lan) as v:
+        assert v.address is not None
+        doc = await v.shard("doc")
+        doc["k"] = "v"
+        async with connect(v.address, proxy=None, max_size=None) as ws:
+            raw = _Raw(ws)
+            await raw.send(Hello(PROTOCOL_VERSION, "default", "mallory", None, (), 0, 7))
+            await _until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
+            await raw.send(Push("doc", (too_big,), seq=1))
+            await raw.send(Push("doc", (_honest_update("after", "ok"),), seq=2))
+            await _until(
+                lambda: doc.snapshot().get("after") == "ok" or raw.closed.is_set(),
+                "the next update applied",
+            )
+            assert not raw.closed.is_set(), raw.code  # the link stayed up
+            assert v.counters["quota.update-limits"] == 1
+            assert doc.snapshot() == {"k": "v", "after": "ok"}  # nothing of the refused one
+            # A peer that keeps sending them is cut off, with the documented code.
+            for i in range(40):
+                try:
+                    await raw.send(Push("doc", (too_big,), seq=3 + i))
+                except ConnectionClosed:
+                    break
+            await asyncio.wait_for(raw.closed.wait(), 10)
+            assert raw.code == CloseCode.INVALID_UPDATE
+            assert v.counters["quota.refused-updates"] == 1
+            assert 16 <= v.counters["quota.update-limits"] <= 18
+        await doc.flush()
+        assert doc.snapshot() == {"k": "v", "after": "ok"}
+        async with Agent("honest", data_dir=tmp_path / "h", peers=[v.address], gossip=lan) as hon:
+            mine = await hon.shard("doc")
+            await _until(lambda: mine.snapshot() == {"k": "v", "after": "ok"}, "honest synced")
