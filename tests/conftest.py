@@ -4,8 +4,21 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The default ("ci") profile is derandomized: every run draws the same examples, so a run
+# that fails can be repeated, and a pass means the same as the last one. Random exploration
+# is the soak profile's job (CRDTSYNC_SOAK=1: 2,000 examples a test from a fresh seed). Why:
+# pycrdt 0.14.13 segfaulted once (a CI run, randomized) inside a test's *generator*, while
+# merging three editors' concurrent raw-pycrdt edits (test_updates.concurrent_history); the
+# seed was not recorded and the crash did not recur (8 whole-file reruns with set seeds, two
+# 15-minute runs of the generator alone). A crash in
+# pycrdt's own code on its own output is not ours to fix, but it must not land as a random
+# red CI; the soak run is where such shapes are hunted (with -X faulthandler).
 settings.register_profile(
-    "ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
     "soak", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
