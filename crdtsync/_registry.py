@@ -62,6 +62,20 @@ def check_stored(snapshot: bytes | None, log: list[bytes]) -> str | None:
     return None
 
 
+_EMPTY_MARKER: bytes | None = None
+
+
+def _empty_marker() -> bytes:
+    """The update that marks an empty document (:func:`crdtsync.values.migrate`): the same
+    bytes on every agent, computed once."""
+    global _EMPTY_MARKER
+    if _EMPTY_MARKER is None:
+        doc = load_doc(None, [], "marker")
+        values.migrate(doc, ROOT)
+        _EMPTY_MARKER = doc.get_update()
+    return _EMPTY_MARKER
+
+
 class ShardRegistry:
     """Open shards of one store, keyed by name; implements :class:`~crdtsync.replica.ReplicaSet`.
 
@@ -133,6 +147,11 @@ class ShardRegistry:
         shard = self._shards.get(name)
         if shard is not None and not self._closed:
             return shard  # (a name in the table is valid: the core asks this very often)
+        return self._open(name, mark_new=True)[0]
+
+    def _open(self, name: str, *, mark_new: bool) -> tuple[Shard, bool]:
+        """:meth:`open` for a shard not open yet; also whether it was new and left unmarked
+        (``mark_new`` False: the caller applies a peer's update first, see :meth:`apply`)."""
         validate_shard_name(name)
         self._check_open()
         if name in self._quarantined:
@@ -169,12 +188,31 @@ class ShardRegistry:
             self._names = names[:i] + (name,) + names[i:]
             self._name_set.add(name)
             self._changed.add(name)
+        if loaded is None and not mark_new:
+            return shard, True
         if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             # A new shard is marked in its document too: an agent of the previous release that
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
             self._migrate_values(shard)
             self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
-        return shard
+        return shard, False
+
+    def _mark_received(self, shard: Shard) -> None:
+        """Mark a new shard whose first update came from a peer, after applying it.
+
+        Marking an empty document writes the same structs on every agent (the migration's
+        client id derives from the empty state), so the result is the very state that marking
+        first would give; but a peer's update that carries the marker already (every shard a
+        current agent made) needs no write of ours. Marking first made an agent joining a mesh
+        write, store and push back one redundant update per shard (5,000 for 5,000 shards).
+        """
+        if not values.is_marked(shard.doc):
+            applying, self.applying = self.applying, False
+            try:  # a local change, gossiped: as _migrate_values on an empty document
+                shard.doc.apply_update(_empty_marker())
+            finally:
+                self.applying = applying
+        self._store.put_meta(shard.name, _VALUES_META, _VALUES_FORMAT)
 
     def _migrate_values(self, shard: Shard) -> None:
         """Rewrite a shard this store holds from before the value encoding's format 2, or mark
@@ -333,19 +371,21 @@ class ShardRegistry:
             info = updates.validate_update(update)  # parsed once, handed on to the shard
         history = self._history(shard)
         self.last_apply_work = info.work + self._place_cost(history, info)
+        # (No time.process_time() around it: the work is charged in deterministic units, and
+        # that clock cost a quarter of a refused push's handling in a profile, issue #11.)
         self.applying = True
-        start = time.thread_time()
+        opened = self._shards.get(shard)
+        unmarked = False
         try:
-            delta = self.open(shard).apply_remote(update, origin, info, author=author)
+            if opened is None or self._closed:
+                opened, unmarked = self._open(shard, mark_new=False)
+            delta = opened.apply_remote(update, origin, info, author=author)
             history.record(info.places)
             return delta
         finally:
+            if unmarked:
+                self._mark_received(opened)  # type: ignore[arg-type]
             self.applying = False
-            # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
-            # the validator bounds one update's work, not that of a sequence of them. The
-            # thread's CPU, not the process's: the group committer's threads are not the
-            # sender's doing, and CLOCK_PROCESS_CPUTIME sums every thread (slow with many).
-            self.last_apply_seconds = time.thread_time() - start
 
     def _history(self, shard: str) -> PlaceHistory:
         history = self._places.get(shard)

@@ -48,3 +48,35 @@ def test_new_shards_join_the_cached_names_without_listing_the_store(
     reg.close()
     assert not reg.holds("a")
     store.close()
+
+
+def test_a_received_shard_is_marked_without_a_write_of_ours(tmp_path: Path) -> None:
+    # A new shard whose first update comes from a current agent carries the value-format
+    # marker already: applying it writes (and gossips back) nothing of ours. Marking first
+    # made a joining agent push one redundant update per shard. The state is the same as
+    # marking first would give, and an unmarked update (a plain Yjs client's) is marked.
+    from crdtsync import values
+
+    src = ShardRegistry("a", Store(tmp_path / "a"), notify=lambda: None, on_delta=None, host=None)
+    made = src.open("y")
+    made["k"] = 1
+    ours: list[str] = []
+    reg = ShardRegistry(
+        "b",
+        Store(tmp_path / "b"),
+        notify=lambda: None,
+        on_delta=lambda shard, delta, origin: ours.append(shard.name) if origin is None else None,
+        host=None,
+    )
+    reg.apply("y", made.doc.get_update(), "a")
+    assert ours == []
+    assert reg.open("y").digest() == made.digest()
+    plain: pycrdt.Doc = pycrdt.Doc()
+    plain.get("root", type=pycrdt.Map)["z"] = 2
+    reg.apply("z", plain.get_update(), "a")
+    assert ours == ["z"] and values.is_marked(reg.open("z").doc)
+    first = reg.open("w")  # opened locally: marked at once, as before
+    assert values.is_marked(first.doc)
+    again = pycrdt.Doc()
+    again.apply_update(first.doc.get_update())
+    assert again.get_state() == reg.open("w").doc.get_state()

@@ -58,6 +58,10 @@ class LinkRounds:
     #: at most max_sync_shards shards): those Diffs are answers, not charged to the
     #: shard-creation quota (issue #11), so an agent joining a big mesh is not throttled.
     whole_allowed: int = 0
+    #: Shards we sent it whole on this link -> when, until its Digests list them: not sent
+    #: again within an interval (see AntiEntropy._in_flight). Per link: what was in flight on
+    #: a connection that was replaced may be lost, and is sent again on the new one.
+    sent_whole: dict[str, float] = field(default_factory=dict)
 
 
 def _entry(shard: str, d: bytes) -> bytes:
@@ -141,10 +145,6 @@ class AntiEntropy:
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
-        #: peer -> {shard: when we sent it whole}, until its Digests list it: not sent again
-        #: within an interval (see :meth:`_in_flight`). Kept per name, not per link: a second
-        #: connection of a joining peer starts a round of its own.
-        self._sent_whole: dict[str, dict[str, float]] = {}
         #: How a Diff's update is applied (and forwarded): set by the core. Arguments: the
         #: link, shard, update, whether to forward, whether we asked for it, its writer if
         #: known (a single delta sent as DiffChunk pieces; None for a Diff); False: a quota
@@ -220,7 +220,7 @@ class AntiEntropy:
         # (the value-format marker), which its pushes bring anyway.
         whole: list[str] = []
         differ: list[str] = []
-        sent = self._in_flight(conn.name, theirs, now)
+        sent = self._in_flight(conn, theirs, now)
         for shard in sorted(mine | {s for s in theirs if self._ctx.policy.accepts(s)}):
             if shard not in held or shard not in theirs:
                 if shard not in sent:
@@ -258,13 +258,13 @@ class AntiEntropy:
         else:
             r.last_cut, r.stuck = frozenset(), 0
 
-    def _in_flight(self, peer: str, theirs: dict[str, bytes], now: float) -> dict[str, float]:
-        """The shards we sent ``peer`` whole less than an interval ago that its Digests
+    def _in_flight(self, conn: Link, theirs: dict[str, bytes], now: float) -> dict[str, float]:
+        """The shards we sent ``conn`` whole less than an interval ago that its Digests
         ``theirs`` do not list yet: on their way (it wrote those Digests before our Diffs
-        came). Acting on them again would send them twice; a joiner's second connection or
-        periodic round made an agent joining 5,000 shards receive 2.4 Diffs per shard. One
-        lost is sent again an interval later."""
-        sent = self._sent_whole.setdefault(peer, {})
+        came). Acting on them again would send them twice: stale Digests made an agent
+        joining 5,000 shards receive 2.4 Diffs per shard. One lost is sent again an interval
+        later (at once on a new connection)."""
+        sent = conn.rounds.sent_whole
         horizon = now - self._ctx.config.anti_entropy_interval
         for shard in [s for s, at in sent.items() if at < horizon or s in theirs]:
             del sent[shard]
@@ -288,7 +288,7 @@ class AntiEntropy:
         for _, sv in msg.state_vectors:
             _yjs.check_state(sv, None)
         held = set(self._ctx.shard_names())
-        sent = self._sent_whole.get(conn.name, {})
+        sent = conn.rounds.sent_whole
         horizon = now - self._ctx.config.anti_entropy_interval
         # Its round made progress: the Summary it continues with is answered at once (not
         # paced), as after Diffs. Otherwise a joiner that continues (the smaller name) and

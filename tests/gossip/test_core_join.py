@@ -195,3 +195,23 @@ def test_stale_digests_do_not_send_shards_in_flight_again() -> None:
     a.receive("c", Digests(()), later)
     resent = [d.shard for _, m in a.data_to_send() if isinstance(m, DiffBatch) for d in m.diffs]
     assert resent == sorted([*names, "late"])[:10]
+
+
+def test_a_new_connection_sends_again_what_was_in_flight_on_the_old_one() -> None:
+    # Frames in flight on a connection that is replaced may be lost (seen: a joiner that
+    # dialled twice lost the last DiffBatch of a round with the first connection). The new
+    # connection's round sends those shards again at once, not an interval later.
+    cfg = replace(CFG, max_sync_shards=10)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    names = [f"s{i:02d}" for i in range(20)]
+    for s in names:
+        put(a, s, "k", s)
+    connect(a, b)
+    queue: deque[Frame] = deque()
+    _pump({"a": a, "b": b}, queue, 0.0, until=lambda f: isinstance(f[2], DiffBatch))
+    a.connection_lost("b", 0.5)  # the batch in flight is lost with the connection
+    b.connection_lost("a", 0.5)
+    a.data_to_send(), b.data_to_send()
+    connect(a, b, 0.5)
+    _pump({"a": a, "b": b}, deque(), 0.5)
+    assert sorted(reps(b).shard_names()) == names  # at 0.5, not an interval later
