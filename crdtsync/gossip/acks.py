@@ -46,7 +46,8 @@ WANTED_COMMITS = 2
 #: The delete set of an ack sent to a peer that had the same one in our last ack of the shard
 #: on that link: "unchanged" (the empty bytes, never a valid delete set). A streamed text's
 #: delete set is kilobytes and most commits leave it alone (issue 17: 2.9 KB per paced edit,
-#: mostly acks). Only on direct acks without credentials (a signature covers the whole set).
+#: mostly acks). Only on direct acks without credentials (a signature covers the whole set),
+#: on links that are not fanout links (see Acks.on_wire).
 SAME_DELETE_SET = b""
 
 #: Every this many acks of a shard on a link, the delete set goes whole even if unchanged
@@ -360,8 +361,9 @@ class Acks:
 
     def on_wire(self, conn: Link, state: ShardState) -> ShardState:
         """Our own ``state`` as it goes to ``conn`` in a direct ack: its delete set replaced by
-        :data:`SAME_DELETE_SET` where the peer has it (see there; never with credentials)."""
-        if self._ctx.gate is not None:
+        :data:`SAME_DELETE_SET` where the peer has it (see there; never with credentials, nor
+        on a fanout link: a broker's at-least-once delivery may repeat an older ack)."""
+        if self._ctx.gate is not None or conn.fanout:
             return state
         ds = conn.acks.wire_delete_set(state.shard, state.delete_set)
         if ds is state.delete_set:
