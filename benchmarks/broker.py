@@ -269,14 +269,14 @@ def run_scale(
                     n_total=n_agents,
                     start_ns=start_ns,
                     out=str(out),
-                    timeout=30 + seconds + n_agents / 2,
+                    timeout=30 + seconds + n_agents,
                     stride=procs,
                     offset=p,
                 )
             task = prog.task(f"scale N={n_agents}", len(kids))
             done = []
             for i, k in enumerate(kids):
-                done.append(k.wait("done", 120 + seconds * 2 + n_agents / 2))
+                done.append(k.wait("done", 120 + seconds * 2 + n_agents))
                 prog.update(task, i + 1)
             time.sleep(1.0)
             m1 = _mqtt_totals(kids)
