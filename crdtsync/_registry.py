@@ -8,7 +8,6 @@ core reads and changes replicas through it without the registry or the core know
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -101,8 +100,6 @@ class ShardRegistry:
         self._changed: set[str] = set()
         self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
-        #: CPU seconds the last apply() took (measured; reported, not used for decisions).
-        self.last_apply_seconds = 0.0
         #: Work units the last apply() cost (read by the core after each remote apply and
         #: charged to the sender's and the shard's work budget, crdtsync.quotas.WorkBudget):
         #: UpdateInfo.work plus the conflict scans against what earlier updates placed at the
@@ -316,17 +313,15 @@ class ShardRegistry:
             info = updates.validate_update(update)  # parsed once, handed on to the shard
         history = self._history(shard)
         self.last_apply_work = info.work + self._place_cost(history, info)
+        # (No time.process_time() around it: the work is charged in deterministic units, and
+        # that clock cost a quarter of a refused push's handling in a profile, issue #11.)
         self.applying = True
-        start = time.process_time()
         try:
             delta = self.open(shard).apply_remote(update, origin, info, author=author)
             history.record(info.places)
             return delta
         finally:
             self.applying = False
-            # What the core charges to the sender's CPU budget (crdtsync.quotas.CpuBudget):
-            # the validator bounds one update's work, not that of a sequence of them.
-            self.last_apply_seconds = time.process_time() - start
 
     def _history(self, shard: str) -> PlaceHistory:
         history = self._places.get(shard)
@@ -370,14 +365,12 @@ class ShardRegistry:
             work += info.work + self._place_cost(history, info)
         self.last_apply_work = work
         self.applying = True
-        start = time.process_time()
         try:
             delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
             for info in infos:
                 history.record(info.places)
         finally:
             self.applying = False
-            self.last_apply_seconds = time.process_time() - start
         return [] if delta is None else [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
