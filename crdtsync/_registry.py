@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -117,8 +116,6 @@ class ShardRegistry:
         self._changed: set[str] = set()
         self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
-        #: CPU seconds the last apply() took (measured; reported, not used for decisions).
-        self.last_apply_seconds = 0.0
         #: Work units the last apply() cost (read by the core after each remote apply and
         #: charged to the sender's and the shard's work budget, crdtsync.quotas.WorkBudget):
         #: UpdateInfo.work plus the conflict scans against what earlier updates placed at the
@@ -429,14 +426,12 @@ class ShardRegistry:
             work += info.work + self._place_cost(history, info)
         self.last_apply_work = work
         self.applying = True
-        start = time.thread_time()
         try:
             delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
             for info in infos:
                 history.record(info.places)
         finally:
             self.applying = False
-            self.last_apply_seconds = time.thread_time() - start
         return [] if delta is None else [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:

@@ -22,6 +22,11 @@ policy                 bounds                                         where it i
                        long one may stay without a Hello              handshake
 =====================  =============================================  =====================
 
+Also here: :class:`WorkBudget` (integration work per peer and per shard, in deterministic
+units: what the core charges instead of the measured :class:`CpuBudget`), :class:`ReadPacer`
+(fair reading between peers in the websocket transport) and :class:`RefusalLimit` (refused
+updates a peer may send before it is closed).
+
 :func:`name_pieces` splits a shard list into frames that each fit a byte budget, so that a
 Hello (or Holdings) never grows past the frame limit with the number of shards.
 """

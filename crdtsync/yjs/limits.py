@@ -35,8 +35,9 @@ class UpdateLimits:
             7.7 s). Honest updates hold one item per client that wrote concurrently at one
             spot, and a full-state diff holds all of them, so the cap is the number of agents
             that may write at one spot at the same moment: 256 (two such updates cost 65,536
-            steps, ~10 ms). This bounds one update, not the fan built by many updates over
-            time: :class:`crdtsync.quotas.CpuBudget` is for that.
+            steps, ~10 ms). This bounds one update; the fan built by many updates over time
+            is bounded by :class:`PlaceHistory` (and priced by
+            :class:`crdtsync.quotas.WorkBudget`).
         max_merge_work: what merging runs of items may cost, in bytes copied. Yrs squashes
             consecutive items of one client that continue each other (origin = the previous
             clock, same right origin, both String or both Any) when a transaction ends, copying
