@@ -2,8 +2,9 @@
 
 Agent ``a`` (websockets on 127.0.0.1) holds S small shards (one key each, already on disk).
 Agent ``b`` starts empty with ``a`` as its seed; the clock runs from ``b``'s start until
-``b`` holds all S shards with ``a``'s content (digests equal on both sides: ``b``'s own first
-write to each new shard, its value-format marker, has reached ``a`` too). Reported per S:
+``b`` holds all S shards with ``a``'s content (digests equal on both sides; ``b`` writes
+nothing of its own to a shard it receives: ``a``'s update carries the value-format marker
+already). Reported per S:
 seconds, shards per second, the time per shard, and the frames ``b`` received.
 
 The floor, measured in the same run: a third agent with no network applies the very same S

@@ -288,19 +288,10 @@ class AntiEntropy:
         for _, sv in msg.state_vectors:
             _yjs.check_state(sv, None)
         held = set(self._ctx.shard_names())
-        sent = conn.rounds.sent_whole
-        horizon = now - self._ctx.config.anti_entropy_interval
-        # Its round made progress: the Summary it continues with is answered at once (not
-        # paced), as after Diffs. Otherwise a joiner that continues (the smaller name) and
-        # only asks would wait a tenth of an interval for each round's Digests.
-        conn.replies.progressed = True
         for shard, sv in msg.state_vectors:
             conn.interest.add(shard)
-            if shard in held and not (
-                sv == EMPTY_STATE_VECTOR and sent.get(shard, -1e300) > horizon
-            ):
+            if shard in held:
                 # Coalesced per shard: a peer that asks again before reading gets one answer.
-                # Not a shard it lacks that we sent it whole lately: on its way (_in_flight).
                 conn.replies.replies[shard] = (sv, True)
         self._replies.serve(conn, now)
 

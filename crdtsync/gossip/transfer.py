@@ -101,8 +101,8 @@ class LinkReplies:
     replies: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     want_digests: bool = False  # it sent a Summary that differs: Digests owed
     digests_at: float = -math.inf  # when Digests last went to it (paced: see serve)
-    #: Diffs or a SyncRequest came from it since our last Digests: its round made progress,
-    #: so the Summary of the round it continues with is answered at once (not paced).
+    #: Diffs came from it since our last Digests: its round made progress, so the Summary
+    #: of the round it continues with is answered at once (not paced).
     progressed: bool = False
     reply_bytes: int = 0  # replies sent to it in the current window
     sending: Transfer | None = None  # DiffChunk transfer under way to it
