@@ -55,8 +55,14 @@ __all__ = [
     "Certificates",
 ]
 
-#: Version of the wire protocol; a Hello with any other version is refused.
-PROTOCOL_VERSION = 1
+#: Version of the wire protocol; a Hello with any other version is refused (close code
+#: ``PROTOCOL_VERSION``), so agents of two incompatible versions say so at once instead of
+#: cutting each other off over a frame the older one cannot read.
+#:
+#: 2: an Ack's or a Push's durable state may carry an empty delete set, "as in my last ack on
+#: this link" (:data:`crdtsync.gossip.acks.SAME_DELETE_SET`); version 1 refused it as an
+#: invalid update.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

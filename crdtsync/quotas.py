@@ -14,18 +14,17 @@ policy                 bounds                                         where it i
                        window, and shards in the store                 creates a shard
 :class:`ByteBudget`    bytes a peer may make us apply (or send it),   per Push / Diff /
                        per interval, and all peers together           reply, before the work
-:class:`CpuBudget`    measured CPU seconds a peer's updates cost,     around each remote
-                       per second (what the validator cannot bound)   apply
+:class:`WorkBudget`    integration work (deterministic units) that    before each remote
+                       a peer's and a shard's updates cost per        apply
+                       second (what one update's check cannot bound)
 :class:`TransferCap`   bytes held by unfinished chunked transfers,    per DiffChunk; tick
                        per peer and in all; and their age             ``expire`` on timers
 :class:`ConnectionCap`  connections in all, per address, and how      transport accept and
                        long one may stay without a Hello              handshake
 =====================  =============================================  =====================
 
-Also here: :class:`WorkBudget` (integration work per peer and per shard, in deterministic
-units: what the core charges instead of the measured :class:`CpuBudget`), :class:`ReadPacer`
-(fair reading between peers in the websocket transport) and :class:`RefusalLimit` (refused
-updates a peer may send before it is closed).
+Also here: :class:`ReadPacer` (fair reading between peers in the websocket transport) and
+:class:`RefusalLimit` (refused updates a peer may send before it is closed).
 
 :func:`name_pieces` splits a shard list into frames that each fit a byte budget, so that a
 Hello (or Holdings) never grows past the frame limit with the number of shards.
@@ -42,7 +41,6 @@ from .errors import CloseCode, CrdtSyncError
 __all__ = [
     "ByteBudget",
     "ConnectionCap",
-    "CpuBudget",
     "WorkBudget",
     "MessageBudget",
     "QuotaExceeded",
@@ -394,39 +392,6 @@ class WorkBudget:
         self._peers.debit(peer, work)
         self._shards.take(shard, 0.0, now)
         self._shards.debit(shard, work)
-
-
-@dataclass
-class CpuBudget:
-    """CPU seconds a peer's updates may cost this agent, measured, per second of wall time.
-
-    No longer used by the gossip core, which charges :class:`WorkBudget` (deterministic work
-    units) instead: a measured time gives the same input different decisions.
-
-    The validator bounds what one update costs, not what a sequence costs where each builds
-    on the last: 250 pushes of 32 clients inserting at one place (80 KB in all, each well within
-    ``max_fan``) cost 10.7 s in all and 0.18 s for the last one, growing. So the caller
-    measures each remote apply (``time.thread_time()`` around it: the event loop's thread only,
-    not the commit threads) and charges it here; a peer
-    over its budget has its further updates deferred (back-pressure) until it is in credit
-    again. Defaults: 0.1 CPU-second a second per peer (10 % of a core) with a 2 s burst.
-    """
-
-    per_peer_rate: float = 0.1
-    per_peer_burst: float = 2.0
-    max_peers_tracked: int = 4096
-
-    def __post_init__(self) -> None:
-        self._buckets = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_peers_tracked)
-
-    def allows(self, peer: str, now: float) -> bool:
-        """Whether ``peer`` is in credit now (check before applying its next update)."""
-        return self._buckets.take(peer, 0.0, now) and self._buckets.level(peer) > 0.0
-
-    def charge(self, peer: str, seconds: float, now: float) -> None:
-        """Charge ``seconds`` of CPU spent on ``peer``'s update (may go into debt)."""
-        self._buckets.take(peer, 0.0, now)
-        self._buckets.debit(peer, seconds)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 # is the soak profile's job (CRDTSYNC_SOAK=1: 2,000 examples a test from a fresh seed). Why:
 # pycrdt 0.14.13 segfaulted once (a CI run, randomized) inside a test's *generator*, while
 # merging three editors' concurrent raw-pycrdt edits (test_updates.concurrent_history); the
-# seed was not recorded and the crash did not recur (8 whole-file reruns with set seeds, two
+# seed was not recorded and the crash did not recur (16 whole-file reruns with set seeds, two
 # 15-minute runs of the generator alone). A crash in
 # pycrdt's own code on its own output is not ours to fix, but it must not land as a random
 # red CI; the soak run is where such shapes are hunted (with -X faulthandler).

@@ -9,7 +9,6 @@ from crdtsync.errors import CloseCode, CrdtSyncError
 from crdtsync.quotas import (
     ByteBudget,
     ConnectionCap,
-    CpuBudget,
     QuotaExceeded,
     ShardQuota,
     TransferCap,
@@ -105,16 +104,6 @@ def test_name_pieces_fit_the_budget_and_keep_every_name_in_order() -> None:
     for p in pieces:
         assert len(msgpack.packb(list(p))) <= 1 << 20
     assert list(name_pieces([], 1024)) == []
-
-
-def test_cpu_budget_defers_a_peer_in_debt_until_it_earns_credit() -> None:
-    c = CpuBudget(per_peer_rate=0.1, per_peer_burst=1.0)
-    assert c.allows("evil", now=0.0)
-    c.charge("evil", 1.5, now=0.0)  # one expensive apply: into debt
-    assert not c.allows("evil", now=0.0)
-    assert c.allows("honest", now=0.0)
-    assert not c.allows("evil", now=4.0)  # -0.5 + 0.4
-    assert c.allows("evil", now=6.0)  # -0.5 + 0.6
 
 
 def test_message_budget_per_name_and_in_all_cuts_the_heavy_senders() -> None:
