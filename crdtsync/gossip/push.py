@@ -363,6 +363,9 @@ class Pushes:
             if not conn.closing and shard in conn.interest and not conn.fanout:
                 self.push(conn, shard, [WANT_ACK], now=now)
         if self.any_fanout:  # one broadcast asks every agent on the medium, link or not
+            # Each ask goes: the record of what was fanned out is only dropped at a window
+            # boundary, which an idle writer (waiting here) may not reach for a long time.
+            self._fanned.pop(id(WANT_ACK), None)
             self.enqueue_fanout(shard, WANT_ACK)
 
     def _apply(

@@ -161,6 +161,18 @@ def test_a_broadcast_want_ack_gets_one_broadcast_ack_from_each_agent_without_lin
     assert _acks_of(p, 10.0) == ([], [])
 
 
+def test_every_ask_for_acks_is_broadcast_even_on_an_idle_medium() -> None:
+    cores = _unlinked(("a", "b"))
+    a = cores["a"]
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    a.broadcasts_to_send()
+    for t in (6.0, 7.0, 8.0):  # replicated() asks again while it waits
+        a.want_acks("s", t)
+        a.tick(t + 0.01)
+        asks = [m for m in a.broadcasts_to_send() if isinstance(m, Push)]
+        assert [m.updates for m in asks] == [(WANT_ACK,)], t
+
+
 def test_presence_feeds_the_membership_view() -> None:
     a = make("a")
     a.discovered("b", "mem://b", 1.0)
