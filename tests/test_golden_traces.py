@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "527859dc6a1e09567cd634f445129fec0e09bfd5b6f8cc847ddc2c3a76a83f2f",
-    "relay": "96026824bad7182dcc91a5c7befe5b4121c9705f5c67f4749770ace657781587",
-    "tree": "a27c1fd1726c49a15382e123780a7d58d576eac2f240d4e431cc31d3d94229bc",
-    "partial": "c3799079696f110860b84de9f7a4039aa806c29321d74604b82c4669745cb4c6",
-    "lossy_partition": "980bfd8edbc015fb7f90236edc23fe3306cc327f4309cb7837753f9ed6513026",
+    "full_mesh": "9f2e5429ad915d041c8a91ff11e4e6862131537e199be123ce1a50787ab2b5fd",
+    "relay": "f20db24851f329ffb50b21c7ab3e2b9e27b5ab3ab7e1e4839dab403a0dce3643",
+    "tree": "9a21e841570d5b0ea5f91b8dfede6253527028117e68b140adb4939ae3e2d854",
+    "partial": "db9673a9ee962a053c819138e480483e75eddddb9136ea9128643dd0a278be73",
+    "lossy_partition": "92f8d11069018a997d94157e61b96dbe165bdd6cb99a582421bab105ff171593",
 }
 
 
