@@ -524,27 +524,33 @@ def hostile_frames(draw: st.DrawFn) -> tuple[bytes, CloseCode | None]:
     """A msgpack frame of a hostile shape and, where it is known, the close code it must get
     (None: any code, or a message)."""
     shape = draw(st.sampled_from(["maps", "arrays", "nested", "push", "liar", "in-envelope"]))
-    n = draw(sizes(200_000 * SCALE, wire.MAX_FRAME_ITEMS // 65))
+    budget = wire.MAX_FRAME_ITEMS
     if shape == "maps":  # n empty maps (the issue's 16 MiB frame, smaller)
-        return _array_header(n) + b"\x80" * n, CloseCode.MALFORMED_FRAME
-    if shape == "arrays":  # n arrays of m empty arrays: counted against MAX_FRAME_ITEMS
+        n = draw(sizes(200_000 * SCALE, budget))
+        code = CloseCode.OVERSIZE if n > budget else CloseCode.MALFORMED_FRAME
+        return _array_header(n) + b"\x80" * n, code
+    if shape == "arrays":  # arrays of m empty arrays, around the item budget
         m = draw(st.integers(0, 64))
+        per = 2 * m + 2  # the m empties, the array of them, its slot in the outer array
+        items = draw(sizes(2 * budget // per, (budget - 1) // per))
         inner = _array_header(m) + b"\x90" * m
-        items = n // max(1, m) + 1
-        code = CloseCode.OVERSIZE if items * (m + 1) + 1 > wire.MAX_FRAME_ITEMS else None
-        return _array_header(items) + inner * items, code
+        code = CloseCode.OVERSIZE if items * per + 1 > budget else CloseCode.MALFORMED_FRAME
+        return _array_header(items) + inner * items, code  # [[...], ...]: no envelope
     if shape == "nested":
-        return b"\x91" * min(n, 100_000) + b"\xc0", CloseCode.MALFORMED_FRAME
+        n = draw(sizes(100_000 * SCALE))
+        return b"\x91" * n + b"\xc0", CloseCode.MALFORMED_FRAME
     if shape == "push":  # a Push carrying n tiny updates
-        updates = [bytes([draw(st.integers(0, 255))])] * min(n, 200_000)
-        frame = msgpack.packb([1, "doc", updates], use_bin_type=True)
-        return frame, None
+        n = draw(sizes(200_000 * SCALE))
+        updates = [bytes([draw(st.integers(0, 255))])] * n
+        return msgpack.packb([1, "doc", updates], use_bin_type=True), None
     if shape == "liar":  # a header claiming far more than the frame holds
         header = draw(st.sampled_from([b"\xdd", b"\xdf", b"\xc6", b"\xdb"]))
-        return b"\x92\x01" + header + (2**32 - 1).to_bytes(4, "big"), CloseCode.MALFORMED_FRAME
+        code = CloseCode.OVERSIZE if header == b"\xdd" else CloseCode.MALFORMED_FRAME
+        return b"\x92\x01" + header + (2**32 - 1).to_bytes(4, "big"), code
     # an honest envelope with a map where a field goes
     tag = draw(st.integers(0, 12))
-    return msgpack.packb([tag, {"a": [None] * min(n, 1000)}]), None
+    n = draw(sizes(1000))
+    return msgpack.packb([tag, {"a": [None] * n}]), CloseCode.MALFORMED_FRAME
 
 
 def _decode(frame: bytes) -> tuple[str, int]:
