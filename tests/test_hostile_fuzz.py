@@ -484,6 +484,54 @@ def test_a_fan_built_over_time_is_refused_before_the_cap(
     assert scans <= len(items) * cap * cap // 2, (scans, items)
 
 
+@settings(max_examples=25 if not SOAK else 500)
+@given(fan_sequences(), st.lists(st.integers(1, 6), min_size=1, max_size=20))
+def test_the_registry_holds_the_cap_over_pushes_and_batches(
+    sequence: list[tuple[bytes, bytes, int]], cuts: list[int]
+) -> None:
+    # The same through a real ShardRegistry (LMDB store), the updates grouped into batches
+    # as a Push of several updates is applied (apply_batch, one transaction) or one by one.
+    # Found: apply_batch priced each update against the history without the batch's earlier
+    # ones, so k updates within the cap each put k x cap items at one place.
+    import tempfile
+    from pathlib import Path
+
+    from crdtsync._registry import ShardRegistry
+    from crdtsync.store import Store
+
+    cap = DEFAULT_LIMITS.max_fan
+    assert cap is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp), sync=False)
+        reg = ShardRegistry("v", store, notify=lambda: None, on_delta=None, host=None)
+        try:
+            reg.apply("doc", ANCHOR, "evil")
+            reg.apply("doc", _update({2: [b"\x08" + ROOT + ANY_ONE]}), "evil")
+            items: dict[bytes, int] = {}
+            i = 0
+            for cut in cuts * (len(sequence) // max(1, sum(cuts)) + 1):
+                group = sequence[i : i + cut]
+                i += cut
+                if not group:
+                    break
+                before = reg.state_vector("doc")
+                try:
+                    infos = [validate_update(x) for x, _, _ in group]
+                    if len(group) == 1:
+                        reg.apply("doc", group[0][0], "evil", infos[0])
+                    else:
+                        reg.apply_batch("doc", [x for x, _, _ in group], "evil", infos)
+                except UpdateOverLimit:
+                    assert reg.state_vector("doc") == before  # nothing of it applied
+                    continue
+                for _, where, n in group:
+                    items[where] = items.get(where, 0) + n
+            assert all(n <= cap for n in items.values()), items
+        finally:
+            reg.close()
+            store.close()
+
+
 def test_one_clients_pile_then_another_is_priced_as_items() -> None:
     # Found by the fan generator: 4,000 items of one client at one origin, then 4,000 of a
     # higher client at the same origin (24 KB each) cost Yrs 1.15 s (quadratic: each item of

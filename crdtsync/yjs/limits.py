@@ -103,6 +103,14 @@ class PlaceHistory:
         self.max_places = max_places
         self._count: OrderedDict[bytes, int] = OrderedDict()
 
+    def copy(self) -> PlaceHistory:
+        """An independent copy (at most ``max_places`` entries): to price a batch of updates
+        one after the other, each against those before it, and keep it only if the batch
+        is applied."""
+        twin = PlaceHistory(self.max_items, self.max_places)
+        twin._count = self._count.copy()
+        return twin
+
     def cost(self, places: Mapping[bytes, int]) -> int:
         """Steps the conflict scans of an update placing ``places`` cost against what earlier
         updates placed there (its own fan is in ``UpdateInfo.work`` already).
