@@ -13,7 +13,9 @@ the properties every generated input must have:
   at 512 MiB (``hostile.run_limited``): no crash, no abort, no hang, no exception;
 * over a sequence of individually accepted updates, :class:`PlaceHistory` refuses before a
   place holds more than its cap, and the conflict-scan steps it prices stay under cap^2/2 per
-  place (the quadratic growth is bounded by a constant);
+  place (the quadratic growth is bounded by a constant), checked against the items the
+  generator placed, both on the history alone and through a real ``ShardRegistry`` with the
+  updates grouped into multi-update Pushes (``apply_batch``);
 * ``wire.decode`` on hostile msgpack frames (huge empty maps and arrays, deep nesting, pushes
   of many updates, lying length headers) raises only ``ProtocolError`` with a close code (the
   expected one where the generator knows it), or returns a message that re-encodes to itself.
