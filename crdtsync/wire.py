@@ -614,6 +614,19 @@ def decode(
         raise ProtocolError(
             f"frame holds more than {max_items} msgpack items", CloseCode.OVERSIZE
         ) from None
+    except ValueError as exc:
+        # One array header longer than the budget: msgpack refuses it before allocating, with
+        # a ValueError ("N exceeds max_array_len(M)") that names no class of its own. It is
+        # the same limit as above, so the same code (it was MALFORMED_FRAME; found by the
+        # frame generator of tests/test_hostile_fuzz.py).
+        if "exceeds max_array_len" in str(exc):
+            raise ProtocolError(
+                f"frame holds an array of more than {max_items} msgpack items",
+                CloseCode.OVERSIZE,
+            ) from None
+        raise ProtocolError(
+            f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME
+        ) from None
     except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, OverflowError...
         raise ProtocolError(
             f"frame is not msgpack: {type(exc).__name__}", CloseCode.MALFORMED_FRAME

@@ -67,7 +67,7 @@ def test_same_place_fan_was_quadratic_and_is_refused() -> None:
     assert t_small[0] == t_big[0] == "ok"
     assert t_big[1] > 4 * t_small[1]  # super-linear: 4x the items, well over 4x the time
     for fan in (h.same_origin_fan(2000), h.same_origin_fan(2000, first=2002)):
-        with pytest.raises(InvalidUpdate, match="clients insert at the same place"):
+        with pytest.raises(InvalidUpdate, match="items insert at the same place"):
             validate_update(fan)
     # At the limit it passes, and costs what linear work costs.
     n = DEFAULT_LIMITS.max_fan
@@ -276,7 +276,9 @@ def _array32(n: int, item: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("name", "frame", "code"),
     [
-        ("16 MiB of empty maps", _array32(16_000_000, b"\x80"), CloseCode.MALFORMED_FRAME),
+        # One array header past MAX_FRAME_ITEMS: OVERSIZE before any map is read (a frame
+        # of fewer maps is refused at the first map: "one empty map").
+        ("16 MiB of empty maps", _array32(16_000_000, b"\x80"), CloseCode.OVERSIZE),
         ("one empty map", b"\x92\x01\x80", CloseCode.MALFORMED_FRAME),
         ("4000 x 4000 empty arrays", _array32(4000, _array32(4000, b"\x90")), CloseCode.OVERSIZE),
         ("a million [nil]", _array32(1_000_000, b"\x91\xc0"), CloseCode.OVERSIZE),
@@ -448,7 +450,7 @@ async def test_a_store_holding_poison_opens_quarantines_it_and_serves_the_rest(
     async with Agent("a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0") as a:
         assert sorted(a.quarantined) == ["fans", "runs"]
         assert "merges cost more" in a.quarantined["runs"]
-        assert "clients insert at the same place" in a.quarantined["fans"]
+        assert "items insert at the same place" in a.quarantined["fans"]
         assert a.counters["shards_quarantined"] == 2
         with pytest.raises(ShardQuarantined) as info:
             await a.shard("runs")

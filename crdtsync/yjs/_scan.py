@@ -403,15 +403,17 @@ def scan_structs(
     A negative ``max_*`` switches that limit off. Returns (number of structs, ends, spans,
     gaps, refs, work, places, new position): the fields of
     :class:`~crdtsync.yjs.parse.UpdateInfo` (its delete set still to be read), the work the
-    struct section costs, and the places (placement bytes -> distinct clients placed there) of
-    items placed next to another client's (empty when ``max_fan`` is off).
+    struct section costs, and the places (placement bytes -> items placed there) of every
+    item but those that continue their client's previous clock (empty when ``max_fan`` is off).
     """
     n_data = len(data)
     merge_work = 0
     fan_work = 0  # conflict-scan steps: each item placed by another client next to a fan
-    # placement bytes (origin, right origin, parent, key) -> the last client placed there, and
-    # -> the number of distinct clients placed there once it is more than one
-    fan_last: dict[bytes, int] = {}
+    # placement bytes (origin, right origin, parent, key) -> the items placed there so far.
+    # Items, not distinct clients: one client's m items at one place (each with the same
+    # origin) are cheap among themselves, but each item of a higher client placed there later
+    # scans all m (YATA's conflict loop passes every item of a lower client at the same
+    # origin), so m + m such items cost m^2 whether they come from 2 clients or from m.
     fan_count: dict[bytes, int] = {}
     depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
     n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of clients")
@@ -472,17 +474,17 @@ def scan_structs(
                 kind = info & 0x0F
                 if info & _RESERVED_BIT or kind == _INFO_GC or kind == _INFO_SKIP or kind > 10:
                     raise Malformed(start, f"invalid struct info byte 0x{info:02x}")
-                chained = False  # origin = this client's previous clock: typing
-                # Placed next to an item of its own client: of the clients that share a place,
-                # at most one is the owner of the neighbour that defines it, so skipping these
-                # undercounts a fan by at most one, and honest typing costs no bookkeeping.
-                local = False
+                # origin = this client's previous clock: typing. Not counted at its place:
+                # only one item can continue a given clock, so skipping these undercounts a
+                # place by at most one item, and honest typing costs no bookkeeping. Other
+                # items placed next to their own client's (a pile of one client's items with
+                # one origin, or typing backwards) are counted like any other.
+                chained = False
                 depth = 0
                 if info & _HAS_ORIGIN:
                     ref_client, pos = read_uint(data, pos, MAX_SAFE, "origin client")
                     ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
                     chained = ref_client == client and ref_clock == clock - 1
-                    local = ref_client == client
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
                 right_at = pos
@@ -491,8 +493,6 @@ def scan_structs(
                     ref_clock, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
                     if ref_client != client or ref_clock >= clock:
                         refs.append((client, clock, ref_client, ref_clock))
-                    if not info & _HAS_ORIGIN:
-                        local = ref_client == client
                 merges = False
                 if max_merge >= 0:
                     # The run's right origin is kept as offsets into ``data`` and compared
@@ -530,18 +530,16 @@ def scan_structs(
                             raise OverLimit(start, "a Format item as a map value is not accepted")
                 if kind == _CONTENT_DOC and refuse_subdocs:
                     raise OverLimit(start, "subdocuments are not accepted")
-                if count_fans and not local:
+                if count_fans and not chained:
                     key = data[start + 1 : pos]
-                    last = fan_last.setdefault(key, client)
-                    if last != client:
-                        fan_last[key] = client
-                        fan = fan_count.get(key, 1) + 1
-                        fan_count[key] = fan
+                    fan = fan_count.get(key, 0) + 1
+                    fan_count[key] = fan
+                    if fan > 1:
                         fan_work += fan
                         if fan > max_fan:
                             raise OverLimit(
                                 start,
-                                f"more than {max_fan} clients insert at the same place (the limit)",
+                                f"more than {max_fan} items insert at the same place (the limit)",
                             )
                 if max_depth >= 0 and kind == CONTENT_TYPE:
                     depth += 1
@@ -582,8 +580,7 @@ def scan_structs(
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    places = {key: fan_count.get(key, 1) for key in fan_last}
-    return total, ends, spans, gaps, refs, total + fan_work + merge_work, places, pos
+    return total, ends, spans, gaps, refs, total + fan_work + merge_work, fan_count, pos
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,15 +28,20 @@ class UpdateLimits:
             case) and is 45 times the whole paper trace.
         max_delete_ranges: deleted ranges, all clients together; a 14 MB delete set cost 2.2 s
             of CPU. 500,000 is 190 times the paper trace's.
-        max_fan: clients with an item at the same place (origin, right origin, or parent
-            and key) in one update. YATA's conflict loop (Yrs ``Item::integrate``) scans, for
-            each item, every earlier sibling at the same origin of a lower client: n such items
-            after n others cost n^2 steps (measured: 8,000 + 8,000 one-value items, 160 KB,
-            7.7 s). Honest updates hold one item per client that wrote concurrently at one
-            spot, and a full-state diff holds all of them, so the cap is the number of agents
-            that may write at one spot at the same moment: 256 (two such updates cost 65,536
-            steps, ~10 ms). This bounds one update; the fan built by many updates over time
-            is bounded by :class:`PlaceHistory` (and priced by
+        max_fan: items at the same place (origin, right origin, or parent and key) in one
+            update, whichever clients they are of; items continuing their own client's
+            previous clock (typing) are not counted (one per place at most). YATA's conflict
+            loop (Yrs ``Item::integrate``) scans, for each item, every earlier sibling at the
+            same origin of a lower client: n such items after n others cost n^2 steps
+            (measured: 8,000 + 8,000 one-value items of as many clients, 160 KB, 7.7 s).
+            Items, not clients: one client's m items at one origin followed by a higher
+            client's m cost m^2 as well (found by the fuzz generators of
+            ``tests/test_hostile_fuzz.py``: 2 x 4,000 items, 24 KB each, 1.15 s; counting
+            clients had let them through). Honest updates hold one item per client that wrote
+            concurrently at one spot, and a full-state diff holds all of them, so the cap is
+            the number of agents that may write at one spot at the same moment: 256 (two
+            such updates cost 65,536 steps, ~10 ms). This bounds one update; the fan built
+            by many updates over time is bounded by :class:`PlaceHistory` (and priced by
             :class:`crdtsync.quotas.WorkBudget`).
         max_merge_work: what merging runs of items may cost, in bytes copied. Yrs squashes
             consecutive items of one client that continue each other (origin = the previous
@@ -97,6 +102,14 @@ class PlaceHistory:
         self.max_items = max_items
         self.max_places = max_places
         self._count: OrderedDict[bytes, int] = OrderedDict()
+
+    def copy(self) -> PlaceHistory:
+        """An independent copy (at most ``max_places`` entries): to price a batch of updates
+        one after the other, each against those before it, and keep it only if the batch
+        is applied."""
+        twin = PlaceHistory(self.max_items, self.max_places)
+        twin._count = self._count.copy()
+        return twin
 
     def cost(self, places: Mapping[bytes, int]) -> int:
         """Steps the conflict scans of an update placing ``places`` cost against what earlier

@@ -186,17 +186,18 @@ class UpdateInfo:
         # of the struct's own client (that struct is in this update and integrated before).
         self._refs = refs
         #: Integration steps this update costs Yrs, as the parser counts them (issue #11):
-        #: one per struct and per deleted range, plus for each item placed where items of
-        #: other clients of this update already sit the number of those (YATA's conflict
-        #: scan), plus the bytes Yrs copies merging runs (UpdateLimits.max_merge_work). With
+        #: one per struct and per deleted range, plus for each item placed where other
+        #: items of this update already sit the number of those (YATA's conflict scan),
+        #: plus the bytes Yrs copies merging runs (UpdateLimits.max_merge_work). With
         #: limits it is at most ``WORK_PER_BYTE * size + max_merge_work``: linear in the size
         #: plus a constant (see :data:`WORK_PER_BYTE`). The fan and merge parts are counted
         #: only when ``max_fan`` and ``max_merge_work`` apply.
         self.work = 0
-        #: ``{placement bytes: distinct clients placed there}`` of the items of other
-        #: clients' content (origin, right origin, parent and key), as the fan check counted
-        #: them; empty without ``max_fan``. :class:`~crdtsync.yjs.limits.PlaceHistory` adds
-        #: them up over a shard's updates (the fan built by many updates).
+        #: ``{placement bytes: items placed there}`` (origin, right origin, parent and key)
+        #: of every item but those continuing their client's previous clock (typing), as the
+        #: fan check counted them; empty without ``max_fan``.
+        #: :class:`~crdtsync.yjs.limits.PlaceHistory` adds them up over a shard's updates
+        #: (the fan built by many updates).
         self.places: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
