@@ -6,6 +6,8 @@ Agent ``b`` starts empty with ``a`` as its seed; the clock runs from ``b``'s sta
 nothing of its own to a shard it receives: ``a``'s update carries the value-format marker
 already). Reported per S:
 seconds, shards per second, the time per shard, and the frames ``b`` received.
+``--joiner-first`` swaps the names (the joiner is ``a``, its seed ``b``): the joiner then
+continues the cut rounds itself, asking for the shards it lacks.
 
 The floor, measured in the same run: a third agent with no network applies the very same S
 updates (``a``'s full state of each shard) through the same path (``ReplicaSet.apply``, the
@@ -31,10 +33,10 @@ from benchlib import common_args, finish, machine, pyplot, size_of
 SHARDS = {"full": [1000, 5000], "quick": [300, 1000], "tiny": [30, 120]}
 
 
-async def build(path: Path, shards: int) -> None:
+async def build(path: Path, shards: int, name: str = "a") -> None:
     from crdtsync import Agent
 
-    async with Agent("a", data_dir=path) as agent:
+    async with Agent(name, data_dir=path) as agent:
         for i in range(shards):
             (await agent.shard(f"s{i:05d}"))["k"] = i
         await (await agent.shard("s00000")).flush()
@@ -52,26 +54,31 @@ async def floor(tmp: Path, updates: dict[str, bytes]) -> float:
         return time.perf_counter() - t0
 
 
-async def join(tmp: Path, shards: int, timeout: float) -> dict[str, Any]:
+async def join(
+    tmp: Path, shards: int, timeout: float, joiner_first: bool = False
+) -> dict[str, Any]:
     from crdtsync import Agent
     from crdtsync.gossip.core import GossipCore
 
-    await build(tmp / "a", shards)
+    # The joiner's name sorts after its seed's by default (the seed continues the cut rounds,
+    # sending); with joiner_first before it (the joiner continues them, asking).
+    seed, joiner = ("b", "a") if joiner_first else ("a", "b")
+    await build(tmp / "a", shards, seed)
     frames: dict[str, int] = {}
     receive = GossipCore.receive
 
     def counting(self: GossipCore, peer: str, msg: Any, now: float) -> Any:
-        if self.name == "b":
+        if self.name == joiner:
             frames[type(msg).__name__] = frames.get(type(msg).__name__, 0) + 1
         return receive(self, peer, msg, now)
 
-    async with Agent("a", data_dir=tmp / "a", listen="ws://127.0.0.1:0") as a:
+    async with Agent(seed, data_dir=tmp / "a", listen="ws://127.0.0.1:0") as a:
         names = a.shard_names()
         updates = {n: a.registry.open(n).doc.get_update() for n in names}
         floor_s = await floor(tmp, updates)
         GossipCore.receive = counting  # type: ignore[method-assign]
         t0 = time.perf_counter()
-        async with Agent("b", data_dir=tmp / "b", peers=[a.address or ""]) as b:
+        async with Agent(joiner, data_dir=tmp / "b", peers=[a.address or ""]) as b:
             while True:
                 held = set(b.shard_names())
                 if len(held) >= shards and all(
@@ -118,17 +125,23 @@ def main() -> None:
     common_args(parser)
     parser.add_argument("--shards", default=None, help="comma-separated shard counts")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--joiner-first",
+        action="store_true",
+        help="name the joiner so that it sorts before its seed (it continues the cut rounds)",
+    )
     args = parser.parse_args()
     size = size_of(args)
     counts = [int(x) for x in args.shards.split(",")] if args.shards else SHARDS[size]
     runs = []
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="crdtsync-join-") as tmp:
-            runs.append(asyncio.run(join(Path(tmp), n, args.timeout)))
+            runs.append(asyncio.run(join(Path(tmp), n, args.timeout, args.joiner_first)))
     ok = [r for r in runs if "ratio_to_floor" in r]
     report: dict[str, Any] = {
         "scenario": "join",
         "size": size,
+        "joiner_sorts_first": args.joiner_first,
         "machine": machine(),
         "runs": runs,
         # The headline: join / floor at the most shards, and how it grows from the fewest.

@@ -104,6 +104,11 @@ class LinkReplies:
     #: Diffs came from it since our last Digests: its round made progress, so the Summary
     #: of the round it continues with is answered at once (not paced).
     progressed: bool = False
+    #: Diffs that brought it something (not the empty update) since our last Digests. A peer
+    #: that sorts first continues a cut round by asking (SyncRequest), not by sending: once
+    #: it made us send a whole round's worth (max_sync_shards), its next Summary is answered
+    #: at once too. One cheap SyncRequest does not buy that (issue #11's Summary flood).
+    served: int = 0
     reply_bytes: int = 0  # replies sent to it in the current window
     sending: Transfer | None = None  # DiffChunk transfer under way to it
     receiving: Assembly | None = None  # DiffChunk transfer under way from it
@@ -212,13 +217,17 @@ class Replies:
             if conn.replies.sending is not None:
                 conn.replies.reply_bytes += self._send_piece(conn)
             elif conn.replies.want_digests and (
-                conn.replies.progressed or now - conn.replies.digests_at >= min_gap
+                conn.replies.progressed
+                or conn.replies.served >= self._ctx.config.max_sync_shards
+                or now - conn.replies.digests_at >= min_gap
             ):
                 # Paced: a peer sending Summaries back to back gets one Digests per gap
                 # (issue #11: each 27-byte Summary made us list every shard), unless the last
-                # round brought Diffs (a cut round continued: an agent joining a big mesh).
+                # round moved a round's worth of Diffs (a cut round continued: an agent
+                # joining a big mesh), whichever side it asked them from.
                 conn.replies.want_digests = False
                 conn.replies.progressed = False
+                conn.replies.served = 0
                 conn.replies.digests_at = now
                 conn.rounds.whole_allowed = self._ctx.config.max_sync_shards
                 shards = self._ctx.policy.sync_shards(conn.name, self._ctx.shard_names())
@@ -236,6 +245,8 @@ class Replies:
                 if shard not in held:
                     continue
                 update = self._ctx.replicas.diff(shard, their_sv)
+                if update != _EMPTY_UPDATE:
+                    conn.replies.served += 1
                 ours = self._ctx.replicas.state_vector(shard) if send_ours else None
                 size = len(update) + (len(ours) if ours else 0) + len(shard) + 8
                 if size - len(shard) - 8 <= self._ctx.chunk:
@@ -298,6 +309,9 @@ class Replies:
             conn.replies.sending = None
         return len(msg.data) + len(t.shard) + 16
 
+
+#: The empty Yjs update (no structs, no deletes): a Diff of it brought the peer nothing.
+_EMPTY_UPDATE = b"\x00\x00"
 
 #: Most Diffs in one DiffBatch.
 _BATCH_DIFFS = 128

@@ -217,3 +217,43 @@ def test_a_new_connection_sends_again_what_was_in_flight_on_the_old_one() -> Non
     connect(a, b, 0.5)
     _pump({"a": a, "b": b}, deque(), 0.5)
     assert sorted(reps(b).shard_names()) == names  # at 0.5, not an interval later
+
+
+def test_a_joiner_that_sorts_first_is_not_paced() -> None:
+    # a (the smaller name) joins b: a continues the cut rounds by asking (SyncRequest), and
+    # b's Digests for each continuation are not paced, although no Diff came from a: b sent
+    # a round's worth of Diffs since its last Digests. All 40 shards come at the same instant
+    # (paced, only the first round's 10 would: the next a tenth of an interval apart).
+    cfg = replace(CFG, max_sync_shards=10)
+    a, b = make("a", config=cfg), make("b", config=cfg)
+    shards = [f"s{i:02d}" for i in range(40)]
+    for s in shards:
+        put(b, s, "k", s)
+    connect(a, b)
+    log = _pump({"a": a, "b": b}, deque(), 0.0)
+    assert sorted(reps(a).shard_names()) == shards
+    assert _summaries(log, "a") == 4  # the on-connect round and three continuations
+    sent = [d.shard for _, _, m in log if isinstance(m, DiffBatch) for d in m.diffs]
+    assert sorted(sent) == shards  # each once
+
+
+def test_summary_flooder_asking_little_still_gets_paced_digests() -> None:
+    # Issue #11: a peer sending Summaries back to back gets one Digests per tenth of an
+    # interval. Asking for a shard (a SyncRequest the holder answers with a Diff) before each
+    # Summary must not buy a Digests each time: only a round's worth of Diffs does (here 30
+    # Diffs, more than the 20 pairs send).
+    cfg = replace(CFG, max_sync_shards=30)
+    b = make("b", config=cfg)
+    a = make("a", config=cfg)
+    for i in range(30):
+        put(b, f"s{i:02d}", "k", i)
+    connect(a, b)
+    _pump({"a": a, "b": b}, deque(), 0.0)
+    assert len(list(reps(a).shard_names())) == 30
+    now = 10.0  # well past the pacing gap of the join
+    digests = 0
+    for _ in range(20):
+        b.receive("a", rt(SyncRequest((("s00", EMPTY_STATE_VECTOR),))), now)
+        b.receive("a", rt(Summary(b"\x01" * 16, 1)), now)
+        digests += sum(isinstance(m, Digests) for _, m in b.data_to_send())
+    assert digests == 1
