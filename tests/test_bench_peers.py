@@ -26,7 +26,6 @@ from crdtsync.cli import bench  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "benchmarks" / "peers"
 JS = REPO / "tests" / "js"
-TRACES = REPO.parent / "shared" / "data" / "editing-traces"
 NODE_HUBS = ("y-websocket-server", "hocuspocus")
 
 
@@ -43,10 +42,7 @@ def node_peers() -> Path:
 
 def _run(name: str, extra: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("CRDTSYNC_BENCH_CACHE", str(tmp_path / "cache"))
-    if name == "catchup":
-        if not TRACES.is_dir():
-            pytest.skip(f"editing traces not found at {TRACES}")
-        monkeypatch.setenv("CRDTSYNC_TRACES", str(TRACES))
+    monkeypatch.delenv("CRDTSYNC_TRACES", raising=False)  # the copies shipped in benchmarks/data
     out = tmp_path / "results"
     with open(tmp_path / "console.txt", "w") as log:
         results = bench.run([name], "tiny", out, Console(file=log, width=200), extra={name: extra})
