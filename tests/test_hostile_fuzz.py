@@ -455,6 +455,7 @@ def fan_sequences(draw: st.DrawFn) -> list[tuple[bytes, bytes, int]]:
     return out
 
 
+@settings(max_examples=50 if not SOAK else 300)  # soak: 600-update sequences, 300 s timeout
 @given(fan_sequences())
 def test_a_fan_built_over_time_is_refused_before_the_cap(
     sequence: list[tuple[bytes, bytes, int]],
@@ -486,7 +487,7 @@ def test_a_fan_built_over_time_is_refused_before_the_cap(
     assert scans <= len(items) * cap * cap // 2, (scans, items)
 
 
-@settings(max_examples=25 if not SOAK else 500)
+@settings(max_examples=25 if not SOAK else 150)
 @given(fan_sequences(), st.lists(st.integers(1, 6), min_size=1, max_size=20))
 def test_the_registry_holds_the_cap_over_pushes_and_batches(
     sequence: list[tuple[bytes, bytes, int]], cuts: list[int]
@@ -602,37 +603,45 @@ def _array_header(n: int) -> bytes:
 
 
 @st.composite
-def hostile_frames(draw: st.DrawFn) -> tuple[bytes, CloseCode | None]:
-    """A msgpack frame of a hostile shape and, where it is known, the close code it must get
-    (None: any code, or a message)."""
+def hostile_frames(draw: st.DrawFn) -> tuple[str, int, int]:
+    """The spec (shape, n, m) of a hostile msgpack frame; :func:`frame_of` builds it. Drawn
+    as a spec, not as bytes: a multi-MB argument costs hypothesis a multi-MB repr."""
     shape = draw(st.sampled_from(["maps", "arrays", "nested", "push", "liar", "in-envelope"]))
     budget = wire.MAX_FRAME_ITEMS
     if shape == "maps":  # n empty maps (the issue's 16 MiB frame, smaller)
-        n = draw(sizes(200_000 * SCALE, budget))
-        code = CloseCode.OVERSIZE if n > budget else CloseCode.MALFORMED_FRAME
-        return _array_header(n) + b"\x80" * n, code
-    if shape == "arrays":  # arrays of m empty arrays, around the item budget
+        return shape, draw(sizes(200_000 * SCALE, budget)), 0
+    if shape == "arrays":  # n arrays of m empty arrays, around the item budget
         m = draw(st.integers(0, 64))
         per = 2 * m + 2  # the m empties, the array of them, its slot in the outer array
-        items = draw(sizes(2 * budget // per, (budget - 1) // per))
-        inner = _array_header(m) + b"\x90" * m
-        code = CloseCode.OVERSIZE if items * per + 1 > budget else CloseCode.MALFORMED_FRAME
-        return _array_header(items) + inner * items, code  # [[...], ...]: no envelope
+        return shape, draw(sizes(2 * budget // per, (budget - 1) // per)), m
     if shape == "nested":
-        n = draw(sizes(100_000 * SCALE))
-        return b"\x91" * n + b"\xc0", CloseCode.MALFORMED_FRAME
+        return shape, draw(sizes(100_000 * SCALE)), 0
     if shape == "push":  # a Push carrying n tiny updates
-        n = draw(sizes(200_000 * SCALE))
-        updates = [bytes([draw(st.integers(0, 255))])] * n
-        return msgpack.packb([1, "doc", updates], use_bin_type=True), None
+        return shape, draw(sizes(200_000 * SCALE)), draw(st.integers(0, 255))
     if shape == "liar":  # a header claiming far more than the frame holds
-        header = draw(st.sampled_from([b"\xdd", b"\xdf", b"\xc6", b"\xdb"]))
-        code = CloseCode.OVERSIZE if header == b"\xdd" else CloseCode.MALFORMED_FRAME
-        return b"\x92\x01" + header + (2**32 - 1).to_bytes(4, "big"), code
-    # an honest envelope with a map where a field goes
-    tag = draw(st.integers(0, 12))
-    n = draw(sizes(1000))
-    return msgpack.packb([tag, {"a": [None] * n}]), CloseCode.MALFORMED_FRAME
+        return shape, 2**32 - 1, draw(st.sampled_from([0xDD, 0xDF, 0xC6, 0xDB]))
+    return shape, draw(sizes(1000)), draw(st.integers(0, 12))  # a map inside an envelope
+
+
+def frame_of(shape: str, n: int, m: int) -> tuple[bytes, CloseCode | None]:
+    """The frame of a :func:`hostile_frames` spec and the close code it must get (None: any
+    code, or a message)."""
+    budget = wire.MAX_FRAME_ITEMS
+    if shape == "maps":
+        code = CloseCode.OVERSIZE if n > budget else CloseCode.MALFORMED_FRAME
+        return _array_header(n) + b"\x80" * n, code
+    if shape == "arrays":  # [[...], ...]: no envelope
+        inner = _array_header(m) + b"\x90" * m
+        code = CloseCode.OVERSIZE if n * (2 * m + 2) + 1 > budget else CloseCode.MALFORMED_FRAME
+        return _array_header(n) + inner * n, code
+    if shape == "nested":
+        return b"\x91" * n + b"\xc0", CloseCode.MALFORMED_FRAME
+    if shape == "push":
+        return msgpack.packb([1, "doc", [bytes([m])] * n], use_bin_type=True), None
+    if shape == "liar":
+        code = CloseCode.OVERSIZE if m == 0xDD else CloseCode.MALFORMED_FRAME
+        return b"\x92\x01" + bytes([m]) + n.to_bytes(4, "big"), code
+    return msgpack.packb([m, {"a": [None] * n}]), CloseCode.MALFORMED_FRAME
 
 
 def _decode(frame: bytes) -> tuple[str, int]:
@@ -645,10 +654,10 @@ def _decode(frame: bytes) -> tuple[str, int]:
     return "accepted", 0
 
 
-@settings(max_examples=40 if not SOAK else 1000)
+@settings(max_examples=40 if not SOAK else 300)
 @given(hostile_frames())
-def test_hostile_frames_get_a_close_code(shape: tuple[bytes, CloseCode | None]) -> None:
-    frame, code = shape
+def test_hostile_frames_get_a_close_code(spec: tuple[str, int, int]) -> None:
+    frame, code = frame_of(*spec)
     run: Callable[..., tuple[str, Any]] = (
         h.run_limited if SOAK else lambda f, *a, **k: ("ok", f(*a))
     )
