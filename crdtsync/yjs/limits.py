@@ -80,42 +80,58 @@ DEFAULT_LIMITS = UpdateLimits()
 class PlaceHistory:
     """The fan that a sequence of updates builds at one place of one shard (issue #11).
 
-    ``max_fan`` bounds the clients placing items at one place within *one* update; YATA's
-    conflict scan also visits the items earlier updates put there, so n updates of 32 clients
-    each at one place cost 32 x 32 x n steps for the last one (quadratic in all). This keeps,
-    per place (the placement bytes of :attr:`UpdateInfo.places
+    ``max_fan`` bounds the items placed at one place within *one* update; YATA's conflict
+    scan also visits the items earlier updates put there, so n updates of 32 items each at
+    one place cost 32 x 32 x n steps for the last one (quadratic in all). This keeps, per
+    place (the placement bytes of :attr:`UpdateInfo.places
     <crdtsync.yjs.parse.UpdateInfo.places>`), how many items were placed there so far, and
     prices an update's conflict scan against them: deterministic work units (the same input
     always costs the same), charged to the sender and the shard by the gossip core's work
-    budget. Honest updates rarely place two items at one place (typing chains each item to
-    the last one), so the history stays small; at most ``max_places`` places are kept (the
-    least recently used dropped: a fan being built stays hot).
+    budget.
+
+    Memory is bounded in two tiers, so that forgetting is cheap for honest shards and costly
+    to force. Places holding one item (what honest updates make: typing chains each item to
+    the last one, a map key is its own place) are kept up to ``max_places``, the least
+    recently used dropped. Places holding two or more (a fan being built) are kept up to
+    ``2 * max_places``; beyond that, those holding the fewest are dropped (down to
+    ``max_places``): a flood of
+    fresh places never pushes a pile out (it only evicts one-item places), and to push out
+    a pile of c items a peer must first build ``2 * max_places`` places of more than c items
+    each, work the budget charges it for.
 
     Args:
         max_items: items at one place (all updates together) beyond which an update adding
             to it is refused (``None``: no cap). The registry uses ``max_fan`` (256): a
             shard's whole state, passed on as one diff, then stays within ``max_fan``.
-        max_places: places remembered per shard.
+        max_places: one-item places remembered per shard (and half the cap on piles).
     """
 
     def __init__(self, max_items: int | None = 4096, max_places: int = 4096) -> None:
         self.max_items = max_items
         self.max_places = max_places
-        self._count: OrderedDict[bytes, int] = OrderedDict()
+        self._light: OrderedDict[bytes, int] = OrderedDict()  # places of one item, LRU
+        self._heavy: dict[bytes, int] = {}  # places of two items or more
 
     def copy(self) -> PlaceHistory:
-        """An independent copy (at most ``max_places`` entries): to price a batch of updates
-        one after the other, each against those before it, and keep it only if the batch
-        is applied."""
+        """An independent copy: to price a batch of updates one after the other, each
+        against those before it, and keep it only if the batch is applied."""
         twin = PlaceHistory(self.max_items, self.max_places)
-        twin._count = self._count.copy()
+        twin._light = self._light.copy()
+        twin._heavy = self._heavy.copy()
         return twin
+
+    def __len__(self) -> int:
+        return len(self._light) + len(self._heavy)
+
+    def count(self, place: bytes) -> int:
+        """Items remembered at ``place`` (0: none, or forgotten)."""
+        return self._heavy.get(place) or self._light.get(place, 0)
 
     def cost(self, places: Mapping[bytes, int]) -> int:
         """Steps the conflict scans of an update placing ``places`` cost against what earlier
         updates placed there (its own fan is in ``UpdateInfo.work`` already).
 
-        Only the places both hold are visited (a set intersection, in C): a whole shard's
+        Only the places both hold are visited (set intersections, in C): a whole shard's
         diff names a place per map key (50,000 for a 50,000-key map), and a loop over them
         in Python cost as much as pycrdt's apply of that diff.
 
@@ -123,15 +139,15 @@ class PlaceHistory:
             ValueError: a place would hold more than ``max_items``; nothing is recorded.
         """
         limit = self.max_items
-        count = self._count
         if limit is not None and places and max(places.values()) > limit:
             self._refuse()
         cost = 0
-        for key in count.keys() & places.keys():
-            prior, n = count[key], places[key]
-            if limit is not None and prior + n > limit:
-                self._refuse()
-            cost += prior * n
+        for known in (self._heavy, self._light):
+            for key in known.keys() & places.keys():
+                prior, n = known[key], places[key]
+                if limit is not None and prior + n > limit:
+                    self._refuse()
+                cost += prior * n
         return cost
 
     def _refuse(self) -> None:
@@ -142,23 +158,30 @@ class PlaceHistory:
     def record(self, places: Mapping[bytes, int]) -> None:
         """The update placing ``places`` was applied.
 
-        Every place already remembered is counted and becomes the most recently used (a fan
-        being built stays); of the new ones, only the last ``max_places`` are kept (more
-        would be dropped as least recently used at once).
+        Every place already remembered is counted; of the new one-item places, only the
+        last ``max_places`` are kept (more would be dropped at once).
         """
-        count = self._count
-        known = count.keys() & places.keys()
+        light, heavy = self._light, self._heavy
+        for key in heavy.keys() & places.keys():
+            heavy[key] += places[key]
+        for key in light.keys() & places.keys():
+            heavy[key] = light.pop(key) + places[key]
         fresh: list[bytes] = []
-        if len(places) > len(known):
-            for key in reversed(list(places)):
-                if key not in known:
-                    fresh.append(key)
-                    if len(fresh) == self.max_places:
-                        break
+        piles = max(places.values(), default=0) > 1  # (in C) any new place of several items?
+        for key in reversed(list(places)):
+            if key in heavy or key in light:
+                continue
+            if places[key] > 1:
+                heavy[key] = places[key]
+            elif len(fresh) < self.max_places:
+                fresh.append(key)
+            elif not piles:
+                break
         for key in reversed(fresh):
-            count[key] = places[key]
-        for key in known:  # last: a place being built stays ahead of new ones
-            count[key] += places[key]
-            count.move_to_end(key)
-        while len(count) > self.max_places:
-            count.popitem(last=False)
+            light[key] = 1
+        while len(light) > self.max_places:
+            light.popitem(last=False)
+        if len(heavy) > 2 * self.max_places:
+            # The piles holding the most stay (a stable sort: of equal ones, the earlier).
+            kept = sorted(heavy.items(), key=lambda kv: kv[1], reverse=True)
+            self._heavy = dict(kept[: self.max_places])

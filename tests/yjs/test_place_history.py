@@ -27,12 +27,27 @@ def test_one_update_over_the_cap_at_a_new_place_is_refused() -> None:
 def test_record_counts_every_known_place_and_keeps_the_last_new_ones() -> None:
     h = PlaceHistory(max_items=None, max_places=3)
     h.record({b"A": 2})
-    # A big update: A is known (counted however far back it comes), five new places of which
-    # only the last max_places can be kept.
+    # A big update: A is known (counted however far back it comes), five new one-item places
+    # of which only the last max_places are kept.
     h.record({b"A": 1, b"n1": 1, b"n2": 1, b"n3": 1, b"n4": 1, b"n5": 1})
-    assert h.cost({b"A": 1}) == 3  # the place being built stays, ahead of new ones
-    remembered = {k for k in (b"A", b"n1", b"n2", b"n3", b"n4", b"n5") if h.cost({k: 1})}
-    assert remembered == {b"A", b"n4", b"n5"}
+    assert h.count(b"A") == 3
+    assert [k for k in (b"n1", b"n2", b"n3", b"n4", b"n5") if h.count(k)] == [b"n3", b"n4", b"n5"]
+
+
+def test_a_flood_of_one_item_places_never_pushes_a_pile_out() -> None:
+    h = PlaceHistory(max_items=None, max_places=4)
+    h.record({b"pile": 200})
+    for i in range(100):
+        h.record({f"k{i}-{j}".encode(): 1 for j in range(10)})
+    assert h.count(b"pile") == 200
+    assert len(h) <= 4 + 1
+
+
+def test_of_many_piles_those_holding_the_most_stay() -> None:
+    h = PlaceHistory(max_items=None, max_places=2)
+    h.record({b"big": 50})
+    h.record({f"p{i}".encode(): 2 for i in range(5)})  # over 2 * max_places piles: trimmed
+    assert h.count(b"big") == 50 and len(h) == 2
 
 
 def test_cost_visits_only_places_both_hold() -> None:
