@@ -19,6 +19,7 @@ from ..yjs.state import (
     decode_delete_set,
     decode_state_vector,
     ds_within,
+    sv_covers,
 )
 
 __all__ = [
@@ -65,13 +66,9 @@ def covers(sv_a: bytes, ds_a: bytes, sv_b: bytes, ds_b: bytes) -> bool:
     Raises:
         InvalidUpdate: one of the arguments is not well-formed.
     """
-    clocks_a = decode_state_vector(sv_a)
-    for client, clock in decode_state_vector(sv_b).items():
-        if clocks_a.get(client, 0) < clock:
-            return False
-    if ds_a == ds_b:
-        return True
-    return ds_within(_delete_set(ds_b), _delete_set(ds_a))
+    if not sv_covers(sv_a, sv_b):
+        return False
+    return ds_a == ds_b or ds_within(_delete_set(ds_b), _delete_set(ds_a))
 
 
 def check_state(sv: bytes, ds: bytes | None) -> None:

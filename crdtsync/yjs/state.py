@@ -26,6 +26,7 @@ else:
     from ._native import scan
 
 __all__ = [
+    "sv_covers",
     "EMPTY_STATE_VECTOR",
     "DeleteSet",
     "covers",
@@ -172,11 +173,19 @@ def covers(sv_a: bytes, ds_a: bytes, sv_b: bytes, ds_b: bytes) -> bool:
     Raises:
         InvalidUpdate: one of the arguments is not well-formed.
     """
+    return sv_covers(sv_a, sv_b) and ds_within(decode_delete_set(ds_b), decode_delete_set(ds_a))
+
+
+def sv_covers(sv_a: bytes, sv_b: bytes) -> bool:
+    """Whether state vector A's clock is at least B's for every client of B.
+
+    Raises:
+        InvalidUpdate: one of the arguments is not a well-formed state vector.
+    """
     clocks_a = decode_state_vector(sv_a)
-    for client, clock in decode_state_vector(sv_b).items():
-        if clocks_a.get(client, 0) < clock:
-            return False
-    return ds_within(decode_delete_set(ds_b), decode_delete_set(ds_a))
+    return all(
+        clocks_a.get(client, 0) >= clock for client, clock in decode_state_vector(sv_b).items()
+    )
 
 
 def ds_within(
