@@ -465,6 +465,8 @@ class GossipCore(_Queries, _Fanout):
         self._ensure_timers(now)
         if self._p.relay.unconfirmed:
             self._p.relay.retry_unconfirmed(now)
+        if self._p.relay.heard:
+            self._p.relay.watch(now)
         if self._p.repairs.lags:
             self._p.repairs.check_lags(now)
         flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
