@@ -164,7 +164,7 @@ GOLDEN: dict[str, str] = {
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
     "tree": "2bd62d67ce14e4f6f37a7458a82f746d7ef0deebb69dc25a9d9417ced21eb083",
     "partial": "18c4a1c533f402604cf1bf964e595b2253a4441e20a1be3feb5f2e4d20517ff4",
-    "lossy_partition": "314d21d8dcb8e1f1e841073c1df4dffd57c3a8f3d1d681e8e6faf7901638bf2a",
+    "lossy_partition": "aeae8b3b000a1e7efd016aa83efd03ed6eb6d84716443f9b14ffac80e6b0720b",
 }
 
 
