@@ -56,6 +56,7 @@ from benchlib import (
     ratio,
     size_of,
     summary,
+    wait_mesh,
     wait_with_progress,
 )
 from fanout import HUB, run_crdtsync, run_hub, run_phase
@@ -169,7 +170,7 @@ def run_broker(
                 args += ["--broker", broker.url, "--shard", "bench", "--seed", str(i)]
                 kids.append(Child("crdtsync", args, name=f"{BROKER}/a{i}"))
             out["gossip"] = [k.wait("ready", 60).get("gossip") for k in kids][0]
-            _wait_linked(kids, agents - 1)
+            wait_mesh(kids, agents - 1)
             time.sleep(1.0)
             writer, receivers = kids[0], kids[1:]
             for phase, prefix, count, r in (
@@ -202,19 +203,6 @@ def run_broker(
     finally:
         broker.stop()
     return out
-
-
-def _wait_linked(kids: list[Child], want: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for k in kids:
-            k.send(cmd="status")
-        counts = [len(k.wait("status", 30)["connected"]) for k in kids]
-        if all(c >= want for c in counts):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"agents not linked: {counts}")
-        time.sleep(0.2)
 
 
 def run_scale(
