@@ -78,7 +78,7 @@ async def _peer(
 ) -> None:
     """Connect as agent ``name``, say Hello, run ``body(send)``; redial whenever cut."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     from crdtsync import wire
     from crdtsync.messages import PROTOCOL_VERSION, Hello
@@ -102,6 +102,8 @@ async def _peer(
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else "none"
             stats[f"{name}.closed.{code}"] += 1
+        except InvalidStatus as exc:  # over the connection cap: an HTTP answer, no upgrade
+            stats[f"{name}.refused.{exc.response.status_code}"] += 1
         except OSError:
             stats[f"{name}.refused"] += 1
         await asyncio.sleep(0.05)
@@ -160,7 +162,7 @@ async def _chunks(ws: Any, wire: Any, stats: Counter[str], until: float) -> None
 
 async def _silent(url: str, n: int, until: float, stats: Counter[str]) -> None:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     async def one() -> None:
         while time.monotonic() < until:
@@ -175,6 +177,8 @@ async def _silent(url: str, n: int, until: float, stats: Counter[str]) -> None:
                         return
             except ConnectionClosed as exc:
                 stats[f"silent.closed.{exc.rcvd.code if exc.rcvd else 'none'}"] += 1
+            except InvalidStatus as exc:  # over the connection cap: an HTTP answer
+                stats[f"silent.refused.{exc.response.status_code}"] += 1
             except OSError:
                 stats["silent.refused"] += 1
             await asyncio.sleep(0.5)

@@ -1,8 +1,10 @@
 """Issue #11, rows "1,000 connections that never say Hello" and "4 connections each just under
-the flood limit; reconnect-after-cut": real websockets on 127.0.0.1.
+the flood limit; reconnect-after-cut": real websockets on 127.0.0.1 (and 127.0.0.2, a second
+loopback host for the per-address cap).
 
-Each test ends with the connection refused or closed with a clear close code, a counter, and
-an honest peer that connects and syncs afterwards.
+Each test ends with the connection refused (an HTTP status before any upgrade, over the
+connection cap) or closed with a clear close code, a counter, and an honest peer that connects
+and syncs afterwards.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from test_websocket import CFG, nodes, until  # noqa: F401 (the fixture)
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from crdtsync import wire
 from crdtsync.errors import CloseCode
@@ -46,16 +49,55 @@ async def test_connections_that_never_say_hello_are_closed_at_the_deadline(nodes
     await _honest_sync(victim, nodes)
 
 
-async def test_connections_are_capped_per_address_and_in_all(nodes: Any) -> None:  # noqa: F811
+async def _refused_status(url: str, **kwargs: Any) -> InvalidStatus:
+    """Dial ``url`` expecting an HTTP answer instead of the upgrade; that answer."""
+    with pytest.raises(InvalidStatus) as exc:
+        await connect(url, proxy=None, **kwargs)
+    return exc.value
+
+
+async def test_connections_over_the_cap_are_refused_before_the_upgrade(nodes: Any) -> None:  # noqa: F811
+    """Over the per-address cap: HTTP 429, never an upgrade then a close; another host, and
+    then the same host once its slots are given back, still get in."""
     cap = ConnectionCap(max_total=10, max_per_address=3, handshake_timeout=60.0)
     victim = await nodes("victim", connection_cap=cap)
-    held = [await connect(victim.address, proxy=None) for _ in range(3)]
-    extra = await connect(victim.address, proxy=None)
-    assert await _close_code(extra) == CloseCode.FLOODING
+    other = {"local_addr": ("127.0.0.2", 0)}  # a second loopback host: its own per-host count
+    held = [await connect(victim.address, proxy=None, **other) for _ in range(3)]
+    refused = await _refused_status(victim.address, **other)
+    assert refused.response.status_code == 429
+    assert refused.response.headers["Retry-After"] == "1"
+    assert b"127.0.0.2 has 3 connections open" in refused.response.body
     assert victim.transport.counters["refused.connections-per-address"] == 1
+    assert cap._total == 3  # the refused one never held a slot
+    # An honest peer on 127.0.0.1 connects while 127.0.0.2 is at its limit.
+    await _honest_sync(victim, nodes)
     for ws in held:  # the slots are given back when they close
         await ws.close()
+    await until(lambda: cap._total == 1, what="slots freed (the honest peer's stays)")
+    again = await connect(victim.address, proxy=None, **other)
+    await again.close()
+
+
+async def test_connections_over_the_total_cap_get_503_and_slots_never_leak(nodes: Any) -> None:  # noqa: F811
+    """Over the cap in all: HTTP 503. A request that takes a slot and then fails the upgrade
+    (not a websocket request) gives it back when its TCP connection ends."""
+    cap = ConnectionCap(max_total=3, max_per_address=10, handshake_timeout=60.0)
+    victim = await nodes("victim", connection_cap=cap)
+    held = [await connect(victim.address, proxy=None) for _ in range(3)]
+    refused = await _refused_status(victim.address)
+    assert refused.response.status_code == 503
+    assert victim.transport.counters["refused.connections"] == 1
+    for ws in held:
+        await ws.close()
     await until(lambda: cap._total == 0, what="slots freed")
+    # A plain HTTP GET passes the cap, fails the upgrade (426/400), and frees its slot.
+    host, port = victim.address.removeprefix("ws://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    status = await reader.readline()
+    assert status.split()[1] in (b"400", b"426")
+    writer.close()
+    await until(lambda: cap._total == 0, what="the failed upgrade's slot freed")
     await _honest_sync(victim, nodes)
 
 

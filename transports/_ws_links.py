@@ -31,7 +31,7 @@ from crdtsync.errors import CloseCode, InvalidShardName, InvalidUpdate, Protocol
 from crdtsync.gossip import GossipCore, Handshake
 from crdtsync.messages import Close, Hello, Message
 from crdtsync.observer import Observer
-from crdtsync.quotas import ConnectionCap, QuotaExceeded
+from crdtsync.quotas import ConnectionCap
 from crdtsync.security.acl import PeerIdentity
 
 if TYPE_CHECKING:
@@ -111,13 +111,6 @@ class _Link:
 
 #: Seconds between two WARNING lines for the same kind of refusal (see _warn_limited).
 _WARN_EVERY = 10.0
-
-
-def _host_of(addr: object) -> str:
-    """The remote host of a socket address (what per-address connection limits count)."""
-    if isinstance(addr, tuple) and addr:
-        return str(addr[0])
-    return str(addr)
 
 
 def _format_address(addr: object) -> str | None:
@@ -200,47 +193,35 @@ class _LinkRunner:
     # -- connections ---------------------------------------------------------------------------
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        """websockets handler of an inbound connection.
+        """websockets handler of an inbound connection (gossip or Yjs door).
 
-        Every inbound connection (gossip or Yjs door) counts against the transport's
-        :class:`~crdtsync.quotas.ConnectionCap` (in all and per remote host) before anything
-        is read from it; over the cap it is closed at once (``FLOODING``, counted
-        ``refused.<quota>``). A gossip connection that has not completed its handshake (its
+        Every inbound connection already holds a slot of the transport's
+        :class:`~crdtsync.quotas.ConnectionCap` (in all and per remote host): one over the
+        cap was answered 503 or 429 on its upgrade request and never reaches this handler
+        (:mod:`crdtsync.transports._ws_admission`), and the slot is freed when the TCP
+        connection ends. A gossip connection that has not completed its handshake (its
         Hello accepted by the core) within :meth:`_hello_timeout` is closed with
         ``BAD_HANDSHAKE`` (counted ``handshake_timeout``).
         """
         if self._closing:
             await ws.close(CloseCode.GOING_AWAY, "agent stopping")
             return
-        key, host = id(ws), _host_of(ws.remote_address)
-        try:
-            self._conn_cap.accept(key, host, self._clock())
-        except QuotaExceeded as exc:
-            self._count(f"refused.{exc.quota}")
-            self._warn_limited(
-                "refused", "%s: refusing a connection from %s: %s", self.core.name, host, exc
-            )
-            await ws.close(exc.code, _close_reason(str(exc)))
-            return
-        try:
-            request_path = ws.request.path if ws.request is not None else "/"
-            path, _, query = request_path.partition("?")
-            if path.startswith(_YJS_PREFIX):
-                self._conn_cap.handshaken(key)  # the Yjs door has no Hello (it has its auth)
-                if self._yjs is None:
-                    await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
-                    return
-                await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
+        request_path = ws.request.path if ws.request is not None else "/"
+        path, _, query = request_path.partition("?")
+        if path.startswith(_YJS_PREFIX):
+            self._conn_cap.handshaken(id(ws))  # the Yjs door has no Hello (it has its auth)
+            if self._yjs is None:
+                await ws.close(CloseCode.INVALID_SHARD, "this agent serves no Yjs clients")
                 return
-            link = _Link(ws, outbound=False, dialled=None)
-            assert self._loop is not None
-            deadline = self._loop.call_later(self._hello_timeout(), self._handshake_overdue, link)
-            try:
-                await self._run_link(link)
-            finally:
-                deadline.cancel()
+            await self._yjs.serve(ws, unquote(path[len(_YJS_PREFIX) :]), query)
+            return
+        link = _Link(ws, outbound=False, dialled=None)
+        assert self._loop is not None
+        deadline = self._loop.call_later(self._hello_timeout(), self._handshake_overdue, link)
+        try:
+            await self._run_link(link)
         finally:
-            self._conn_cap.closed(key, host)
+            deadline.cancel()
 
     def _hello_timeout(self) -> float:
         """Seconds an inbound connection has to get its Hello accepted: the shorter of the

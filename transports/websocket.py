@@ -100,6 +100,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
+from crdtsync.transports._ws_admission import Admission, CappedConnection
 from crdtsync.transports._ws_auth import _Authenticator
 from crdtsync.transports._ws_links import (
     ConnectionInfo,
@@ -303,10 +304,19 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         self._started = True
         self._loop = asyncio.get_running_loop()
         if self._host is not None:
+            admission = Admission(
+                self._conn_cap,
+                self._clock,
+                self._count,
+                self._warn_limited,
+                lambda: self.core.name,
+            )
             self._server = await serve(
                 self._serve_connection,
                 self._host,
                 self._port,
+                process_request=admission.process_request,  # the connection cap, pre-upgrade
+                create_connection=CappedConnection,  # frees its cap slot when it ends
                 compression=self._compression,
                 open_timeout=self._open_timeout,
                 ping_interval=self._ping_interval,
