@@ -164,7 +164,7 @@ GOLDEN: dict[str, str] = {
     "relay": "f20db24851f329ffb50b21c7ab3e2b9e27b5ab3ab7e1e4839dab403a0dce3643",
     "tree": "9a21e841570d5b0ea5f91b8dfede6253527028117e68b140adb4939ae3e2d854",
     "partial": "db9673a9ee962a053c819138e480483e75eddddb9136ea9128643dd0a278be73",
-    "lossy_partition": "9402ac64a5f9bd6a13ef5ed7a062a4b973bf3198bd8447fbbe4a262d3f25e6e6",
+    "lossy_partition": "62fc97da5329229074d7ed2f026ba02245927dea47fd0972fa64189fae41f474",
 }
 
 

@@ -469,6 +469,9 @@ class GossipCore(_Queries, _Fanout):
             self._p.relay.watch(now)
         if self._p.repairs.lags:
             self._p.repairs.check_lags(now)
+        paced = self._p.replies.take_due(now)  # paced Digests due: flush now
+        if paced is not None and (self._ctx.flush_at is None or self._ctx.flush_at > paced):
+            self._ctx.flush_at = paced
         flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
         if flushed:
             self._ctx.flush_at = None
@@ -545,6 +548,9 @@ class GossipCore(_Queries, _Fanout):
         times = [fixed]
         flush_at = self._ctx.flush_at
         times.append(acks_at if flush_at is None else flush_at)
+        paced = self._p.replies.paced_deadline()
+        if paced is not None:
+            times.append(paced)
         for service in self._services:
             at = service.next_deadline()
             if at is not None:

@@ -188,6 +188,9 @@ class Replies:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._next_id = 0  # ids of DiffChunk transfers we start
+        #: peer -> when its paced Digests may go (see :meth:`paced_deadline`): the one flush
+        #: a peer owed paced Digests gets, instead of one every window until then.
+        self.paced: dict[str, float] = {}
         #: Called when a serve() left nothing owed to a peer (anti-entropy then continues a
         #: round that was cut by max_sync_shards): set by the core.
         self.on_drained: Callable[[Link, float], None] = lambda conn, now: None
@@ -226,6 +229,7 @@ class Replies:
                 # round moved a round's worth of Diffs (a cut round continued: an agent
                 # joining a big mesh), whichever side it asked them from.
                 conn.replies.want_digests = False
+                self.paced.pop(conn.name, None)
                 conn.replies.progressed = False
                 conn.replies.served = 0
                 conn.replies.digests_at = now
@@ -261,21 +265,59 @@ class Replies:
                 self._send_batch(conn, batch)
                 if conn.replies.want_digests:
                     # Digests owed but paced (see above): served at a later window, not lost.
-                    self._ctx.schedule_flush(now)
+                    self._pace(conn)
                     return
                 self.on_drained(conn, now)
                 return
             guard.replied(conn.name, conn.replies.reply_bytes - before)
         self._send_batch(conn, batch)
-        if (
-            conn.replies.sending is not None
-            or conn.replies.want_digests
-            or conn.push.big
-            or conn.replies.replies
-        ):
+        if conn.replies.sending is not None or conn.push.big or conn.replies.replies:
             self._ctx.schedule_flush(now)  # the rest in the next window
+        elif conn.replies.want_digests:
+            if now - conn.replies.digests_at >= min_gap:
+                self._ctx.schedule_flush(now)  # over the budget: the next window
+            else:
+                self._pace(conn)
         else:
             self.on_drained(conn, now)
+
+    def _pace(self, conn: Link) -> None:
+        """``conn`` is owed Digests that are paced: ask for the flush that will serve them,
+        at the first window boundary where the gap since its last Digests has passed, not
+        for one every window until then. Issue #11: a Summary flooder's paced Digests asked
+        for a flush at every flush (every 2 ms on a LAN), and every Summary it sent asked
+        again; now a peer owed Digests drives one flush per gap, however much it sends."""
+        if conn.name in self.paced:
+            return
+        at = conn.replies.digests_at
+        min_gap = self._ctx.config.anti_entropy_interval / 10
+        w = self._ctx.config.push_interval
+        due = at + min_gap
+        while due - at < min_gap:  # (rounding) serve's test must pass at this very time
+            due = math.nextafter(due, math.inf)
+        if w > 0 and self._ctx.config.align_windows:
+            # The boundary a flush every window would have served them at (the same
+            # comparison as serve's, so that the flush finds them due).
+            k = self._ctx.window_index(due)
+            while k * w - at < min_gap:
+                k += 1
+            due = k * w
+        self.paced[conn.name] = due
+
+    def paced_deadline(self) -> float | None:
+        """When the earliest paced Digests are due (None: none are paced)."""
+        return min(self.paced.values()) if self.paced else None
+
+    def take_due(self, now: float) -> float | None:
+        """Forget the paced Digests due by ``now``; the earliest of their times (the core
+        then flushes at once), or None if none is due."""
+        due = [peer for peer, at in self.paced.items() if at <= now]
+        if not due:
+            return None
+        first = min(self.paced[peer] for peer in due)
+        for peer in due:
+            del self.paced[peer]
+        return first
 
     def _send_batch(self, conn: Link, batch: _Batch) -> None:
         """Send the Diffs gathered so far: one alone as a Diff, several as a DiffBatch."""

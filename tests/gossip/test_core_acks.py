@@ -155,6 +155,42 @@ def test_paced_digests_for_a_summary_flooder_do_not_hold_acks_back() -> None:
     assert acked_at is not None and acked_at <= 1.0 + CFG.ack_delay + W, acked_at
 
 
+def test_a_summary_flooder_drives_one_flush_per_digests_gap_not_one_per_window() -> None:
+    """Issue #11: a peer owed paced Digests asked for a window flush at every flush until they
+    were due, and each of its Summaries asked again: a flooder made its victim flush every
+    window (every 2 ms on a LAN). Now it gets one flush per Digests gap (its Digests still
+    come, paced), whatever it sends."""
+    cfg = replace(CFG, anti_entropy_interval=40.0)  # Digests gap 4 s = 16 windows
+    a, b, f = make("a", config=cfg), make("b", config=cfg), make("f", config=cfg)
+    connect(a, b)
+    connect(f, b)
+    deliver({"a": a, "b": b, "f": f}, 0.0)
+    put(b, "other", "x", 1)  # b holds a shard, so f's empty root differs from b's
+    flushes: list[float] = []
+    window = b._p.window
+    real_flush = window.flush
+
+    def counting_flush(now: float) -> None:
+        flushes.append(now)
+        real_flush(now)
+
+    window.flush = counting_flush  # type: ignore[method-assign]
+    digests: list[float] = []
+    t, end = 1.0, 21.0
+    while t < end:
+        b.receive("f", Summary(bytes(16), 0), t)  # the flood: two Summaries a window
+        nxt = t + W / 2
+        while (at := b.next_deadline()) is not None and at < nxt:  # a driver: every timer
+            b.tick(at)
+            digests += [at for dst, m in b.data_to_send() if dst == "f" and isinstance(m, Digests)]
+        digests += [t for dst, m in b.data_to_send() if dst == "f" and isinstance(m, Digests)]
+        t = nxt
+    gap = cfg.anti_entropy_interval / 10
+    assert len(digests) >= (end - 1.0) / gap - 1  # the flooder is still answered, paced
+    assert all(y - x >= gap for x, y in zip(digests, digests[1:], strict=False))
+    assert len(flushes) <= len(digests) + 1, (len(flushes), len(digests))  # not 80 windows
+
+
 def test_an_unchanged_delete_set_with_nothing_to_refer_to_is_ignored() -> None:
     # "As in my last ack" with no earlier ack on this link (lost, or a peer that lies): the
     # ack is not believed, nothing is closed, and the next whole one counts.
