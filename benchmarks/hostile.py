@@ -242,11 +242,22 @@ def _probe(
         out.append((time.monotonic() - t0) * 1000)
         if os.environ.get("CRDTSYNC_HOSTILE_DEBUG"):
             sys.stderr.write(
-                f"probe {tag}{i}: write {t1 - t0:.3f} s, replicated {time.monotonic() - t1:.3f} s\n"
+                f"probe {tag}{i}: at {t0:.3f} write {t1 - t0:.3f} s, replicated {time.monotonic() - t1:.3f} s\n"
             )
         i += 1
         time.sleep(max(0.0, 1 / rate - (time.monotonic() - t0)))
     return out
+
+
+def _sent(child: Child) -> dict[str, int]:
+    """Frames ``child`` (a ``nodes.py crdtsync`` agent) has sent so far, by message type."""
+    child.send(cmd="stats")
+    stats = child.wait("stats", 30)
+    return {"frames": stats["frames"], **stats.get("by_type", {})}
+
+
+def _minus(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,9 +334,18 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # the attack under way
                 prog.task("during", 1)
                 cpu0 = _cpu_seconds(victim.proc.pid)
+                cpu0_honest = _cpu_seconds(honest.proc.pid)
+                cpu0_attacker = _cpu_seconds(attacker.pid)
+                sent0 = {k: _sent(c) for k, c in (("victim", victim), ("honest", honest))}
                 t_during = time.monotonic()
                 during = _probe(honest, cfg["seconds"], cfg["rate"], "during", timeouts)
                 cpu_during = _cpu_seconds(victim.proc.pid) - cpu0
+                cpu_during_honest = _cpu_seconds(honest.proc.pid) - cpu0_honest
+                cpu_during_attacker = _cpu_seconds(attacker.pid) - cpu0_attacker
+                sent = {
+                    k: _minus(_sent(c), sent0[k])
+                    for k, c in (("victim", victim), ("honest", honest))
+                }
                 during_s = time.monotonic() - t_during
                 prog.update("during", 1)
                 out, _ = attacker.communicate(timeout=cfg["seconds"] + 60)
@@ -358,6 +378,14 @@ def main(argv: list[str] | None = None) -> int:
             "before": round(cpu_before / cfg["seconds"], 3),
             "during": round(cpu_during / during_s, 3),
         },
+        # The other two processes' CPU during the attack (the machine has 2 cores): how much
+        # of the "during" latency the attacker's own load on the machine can explain.
+        "cpu_share_during": {
+            "honest": round(cpu_during_honest / during_s, 3),
+            "attacker": round(cpu_during_attacker / during_s, 3),
+        },
+        # Frames each agent sent during the attack phase, by message type.
+        "frames_sent_during": sent,
         "load_average": list(os.getloadavg()),
         "ratios": {
             "p99 during / before": ratio(d.get("p99"), b.get("p99")),

@@ -323,12 +323,24 @@ class ReadPacer:
     socket buffer, and the sender blocks once that is full. Defaults: 2,000 frames a second
     in all (about a third of what one agent handles on one core), bursts of 4,000; a heavy
     peer gets at least a quarter of that.
+
+    **Waste.** A frame that made the agent work for nothing (:meth:`wasted`: a Summary while
+    Digests are owed already, an update a quota refused, a chunked transfer abandoned) costs
+    its sender ``waste_cost`` more frames of its share, below zero if need be; a peer in debt
+    waits until it is paid, *whatever the total*. Under all of issue #11's attacks at once
+    the readers still took 2,000 frames a second of Summaries nobody needed and pushes the
+    shard quota refused (a third of a core, which a shared machine did not have: the honest
+    peer's p99 went to 6-10x). Now a peer that only wastes is read at ``1 / (1 +
+    waste_cost)`` of its share (55 frames a second by default), one that wastes now and then
+    is never held up, and an honest peer wastes next to nothing.
     """
 
     total_rate: float = 2000.0
     total_burst: float = 4000.0
     share: float = 0.25
     max_peers_tracked: int = 4096
+    #: Extra frames of its share a wasted frame costs its sender (see above).
+    waste_cost: float = 8.0
 
     def __post_init__(self) -> None:
         self._shares = _Buckets(
@@ -341,13 +353,21 @@ class ReadPacer:
         counted). Ask again after waiting."""
         total = self._total
         within_share = self._shares.take(peer, 1.0, now)
+        level = self._shares.level(peer)
+        if level < 0.0:  # in debt for wasted frames (only wasted() goes below zero)
+            return max(0.001, (1.0 - level) / (self.total_rate * self.share))
         if total.take(1.0, now):
             return 0.0
         if within_share:
             total.level -= 1.0  # a light peer goes even now; the heavy ones wait longer
             return 0.0
-        level = self._shares.level(peer)
         return max(0.001, (1.0 - level) / (self.total_rate * self.share))
+
+    def wasted(self, peer: str, frames: float = 1.0) -> None:
+        """``peer`` made the agent work for nothing, ``frames`` frames' worth: its share is
+        debited ``frames * waste_cost``, below zero if need be (a peer never read through
+        :meth:`delay`, as in the simulator, is not tracked: nothing happens)."""
+        self._shares.debit(peer, frames * self.waste_cost)
 
 
 @dataclass

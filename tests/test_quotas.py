@@ -132,3 +132,19 @@ def test_byte_budget_admit_goes_into_debt_then_waits() -> None:
     assert b.admit("a", 1, now=1.0) == "bytes-per-peer"  # in debt for ~99 s
     assert b.admit("b", 1, now=1.0) is None
     assert b.admit("a", 1, now=200.0) is None
+
+
+def test_read_pacer_holds_a_wasteful_peer_back_whatever_the_total() -> None:
+    from crdtsync.quotas import ReadPacer
+
+    p = ReadPacer(total_rate=100.0, total_burst=100.0, share=0.5, waste_cost=8.0)
+    assert p.delay("light", 0.0) == 0.0
+    assert p.delay("waster", 0.0) == 0.0  # its share bucket exists now (50 frames)
+    for _ in range(7):
+        p.wasted("waster")  # 56 frames' worth: 6 below zero
+    wait = p.delay("waster", 0.0)
+    assert wait == pytest.approx(8.0 / 50.0)  # from -7 to one frame of credit at 50/s
+    assert p.delay("light", 0.0) == 0.0  # the total has room; a light peer is not held up
+    assert p.delay("waster", wait) == 0.0  # paid off
+    p.wasted("never-read")  # a peer never read through delay() is not tracked: no effect
+    assert p.delay("never-read", 1.0) == 0.0

@@ -165,7 +165,9 @@ class AntiEntropy:
             conn.rounds.continuing_at = now
         if conn.replies.want_digests:
             # Owed already (coalesced): no need to compare again, but served if the pacing
-            # allows it by now.
+            # allows it by now. The Summary itself was for nothing (issue #11's flood):
+            # reading its sender is slowed (Guard.wasted).
+            self._ctx.guard.wasted(conn.name)
             self._replies.serve(conn, now)
             return
         if msg.root != self.root_hash(conn.name):

@@ -143,6 +143,13 @@ class Guard:
             self.count("read-paced")
         return delay
 
+    def wasted(self, peer: str, frames: float = 1.0) -> None:
+        """``peer`` made us work for nothing (a Summary while Digests are owed already, an
+        update a quota refused, ``frames`` frames' worth of an abandoned transfer): reading
+        it is slowed accordingly (:meth:`ReadPacer.wasted
+        <crdtsync.quotas.ReadPacer.wasted>`). Nothing is refused or closed for it."""
+        self.quotas.reads.wasted(peer, frames)
+
     def refused_update(self, peer: str, now: float, *, solicited: bool = False) -> None:
         """``peer`` sent an update beyond the work limits: dropped, counted
         (``quota.update-limits``); the link stays up. ``solicited``: a Diff we asked for (an
@@ -155,6 +162,7 @@ class Guard:
         self.count("update-limits")
         if solicited:
             return
+        self.wasted(peer)
         try:
             self.quotas.refused.take(peer, now)
         except QuotaExceeded as exc:
@@ -168,10 +176,12 @@ class Guard:
         short_work = q.work.short(peer, shard, now)
         if short_work is not None:
             self.count(short_work)
+            self.wasted(peer)
             return False
         short = q.update_bytes.admit(peer, size, now)
         if short is not None:
             self.count(short)
+            self.wasted(peer)
             return False
         return True
 
@@ -192,6 +202,7 @@ class Guard:
         if self.quotas.shards.allows(peer, now):
             return True
         self.count("shards-per-peer")
+        self.wasted(peer)
         return False
 
     def admit_new_shard(self, peer: str, shard: str, now: float) -> bool:

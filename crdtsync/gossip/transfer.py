@@ -31,6 +31,7 @@ __all__ = [
     "LinkReplies",
     "Replies",
     "Transfer",
+    "WASTE_PIECE_BYTES",
     "chunk_size",
     "receive_piece",
 ]
@@ -118,6 +119,11 @@ class LinkReplies:
         return self.sending is not None or self.want_digests or bool(self.replies)
 
 
+#: Bytes of an abandoned DiffChunk transfer that count as one wasted frame (Guard.wasted):
+#: the 8 MiB a peer sends and never completes cost it 128 frames' worth of reading.
+WASTE_PIECE_BYTES = 64 << 10
+
+
 def chunk_size(chunk_bytes: int, max_frame: int) -> int:
     """Largest piece of an update in one frame: chunk_bytes, and half a frame at most."""
     return max(1, min(chunk_bytes, max_frame // 2))
@@ -146,6 +152,7 @@ def receive_piece(
         # or round that asked for it asks again).
         if asm is not None and guard is not None:
             guard.finish_transfer(peer, asm.transfer)
+            guard.wasted(peer, asm.size / WASTE_PIECE_BYTES)  # held and read for nothing
         asm = link.receiving = Assembly(msg.transfer, msg.shard, msg.total, [], 0, now)
     elif asm is None or (asm.transfer, asm.shard, asm.total) != (
         msg.transfer,
@@ -158,6 +165,7 @@ def receive_piece(
             link.receiving = None  # a piece was lost
             if guard is not None:
                 guard.finish_transfer(peer, asm.transfer)
+                guard.wasted(peer, asm.size / WASTE_PIECE_BYTES)
         return None  # (or a duplicate)
     asm.size += len(msg.data)
     if asm.size > max_diff_bytes or msg.total > max_diff_bytes:

@@ -4,6 +4,8 @@ drop, the counter, what is (not) stored, and an honest peer still served."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from corepair import *  # noqa: F403
 
 from crdtsync.gossip.guard import QuotaSet
@@ -170,3 +172,59 @@ def test_an_update_beyond_the_limits_is_dropped_not_a_reason_to_close() -> None:
     assert "fan" not in reps(victim).docs
     victim.receive("peer", Push("notes", (put(peer, "notes", "k", 1),)), 1.0)
     assert content(victim, "notes") == {"k": 1}
+
+
+def _read_offered(
+    core: GossipCore, peer: str, rate: float, start: float, end: float, frame: Any
+) -> tuple[int, int]:
+    """Offer ``frame`` from ``peer`` at ``rate`` a second, as the websocket reader does: read
+    (receive) it only when ``read_delay`` says 0, else wait that long. (frames read, waits)."""
+    t, read, waits = start, 0, 0
+    while t < end:
+        wait = core.read_delay(peer, t)
+        if wait > 0:
+            t += wait
+            waits += 1
+            continue
+        core.receive(peer, frame() if callable(frame) else frame, t)
+        core.data_to_send()
+        read += 1
+        t += 1 / rate
+    return read, waits
+
+
+def test_a_peer_that_only_wastes_is_read_slowly_whatever_the_total() -> None:
+    """Issue #11: 4 Summary flooders and a shard spammer each stayed within the read pacer's
+    share (500 frames/s) and together took a third of a core in frames that did nothing (a
+    Summary while Digests are owed already, a push the shard quota refused). Now each wasted
+    frame costs its sender 8 more frames of its share: it is read at ~55/s even when the
+    total (2,000/s) has room, and an honest peer's frames are never held up."""
+    victim = _core("v", QuotaSet())
+    flooder, spammer, honest = make("f"), make("spam"), make("honest")
+    _pair(victim, flooder, spammer, honest)
+    put(victim, "other", "x", 1)  # so the flooder's empty root differs: Digests owed
+    ping = Summary(bytes(16), 0)
+    n = iter(range(1_000_000))
+    item = put(make("w"), "seed", "k", 1)
+
+    def spam() -> Push:
+        return Push(f"spam-{next(n)}", (item,))
+
+    flooded, _ = _read_offered(victim, "f", 1900.0, 1.0, 11.0, ping)
+    spammed, _ = _read_offered(victim, "spam", 1900.0, 1.0, 11.0, spam)
+    # Burst of the share (1,000 frames) / 9, then 500/9 a second: ~110 + 555 in 10 s (the
+    # old pacer read all 19,000 of each: alone, neither exceeds the 2,000/s total).
+    assert flooded < 1_000, flooded
+    assert spammed < 1_000, spammed
+    assert victim.quota_counters["quota.shards-per-peer"] > 0
+    # The flooder still gets its paced Digests, and nobody was closed.
+    assert {p.name for p in victim.peers()} >= {"f", "spam", "honest"}
+    # An honest writer, 50 pushes a second meanwhile: never waits, every push applied.
+    writes = iter(range(1_000_000))
+
+    def write() -> Push:
+        return Push("s", (put(honest, "s", f"k{next(writes)}", 1),))
+
+    read, waits = _read_offered(victim, "honest", 50.0, 11.0, 13.0, write)
+    assert read >= 100 and waits == 0
+    assert content(victim, "s") == content(honest, "s")
