@@ -210,3 +210,17 @@ async def test_the_readme_names_every_metric_an_agent_exports(tmp_path: Path) ->
     exported = {n for n, _ in names} | {f"{n}_total" for n, kind in names if kind == "counter"}
     stale = sorted(named - exported)
     assert not stale, f"the README names metrics no agent exports: {stale}"
+
+
+def test_the_readme_figures_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text()
+    start = text.index("The agent's figures are public, typed API")
+    block = re.search(r"```python\n(.*?)```", text[start:], re.DOTALL)
+    assert block is not None
+    body = "\n".join("    " + line for line in block.group(1).splitlines())
+    source = f"from crdtsync import Agent\n\nasync def main():\n{body}\n    return agent\n"
+    scope: dict[str, Any] = {}
+    exec(compile(source, "README figures example", "exec"), scope)
+    monkeypatch.chdir(tmp_path)  # (its data_dir is relative)
+    agent = asyncio.run(scope["main"]())
+    assert (tmp_path / "data" / "a").is_dir() and agent.name == "a"
