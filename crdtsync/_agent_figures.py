@@ -3,9 +3,9 @@
 A mixin of :class:`~crdtsync.agent.Agent` (:class:`_AgentFigures`) with a small, typed, public
 surface: :meth:`~_AgentFigures.local_shard` (a held shard, without subscribing),
 :attr:`~_AgentFigures.gossiping`, :meth:`~_AgentFigures.shard_stats`,
-:meth:`~_AgentFigures.store_size`, :meth:`~_AgentFigures.replication_lag` and
-:attr:`~_AgentFigures.repairs`. Upper layers use these instead of the agent's private parts, so
-a restructure of the agent cannot silently break them.
+:meth:`~_AgentFigures.store_size`, :meth:`~_AgentFigures.replication_lag`,
+:attr:`~_AgentFigures.repairs` and :meth:`~_AgentFigures.send_buffers`. Upper layers use these
+instead of the agent's private parts, so a restructure of the agent cannot silently break them.
 
 Replication lag in seconds needs to know *when* this agent reached each state: a
 :class:`DurableHistory` records, per shard and per group commit, the time the commit made a
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._registry import ShardRegistry
     from .gossip import GossipCore, PeerStatus
     from .shard import Shard
+    from .transport import Transport
 
 __all__ = ["DurableHistory", "ReplicationLag", "StoreSize"]
 
@@ -173,6 +174,7 @@ class _AgentFigures:
     data_dir: Path
     _core: GossipCore | None
     _history: DurableHistory
+    _transport: Transport | None
 
     if TYPE_CHECKING:
 
@@ -239,3 +241,19 @@ class _AgentFigures:
         anti-entropy round, or a push was lost (see
         :attr:`GossipCore.repairs_asked <crdtsync.gossip.GossipCore.repairs_asked>`)."""
         return self._core.repairs_asked if self._core is not None else {}
+
+    def send_buffers(self) -> dict[str, int]:
+        """Peer name -> bytes the transport holds for it, not yet written to its socket (its
+        send queue plus the socket's write buffer), for a transport that reports them (the
+        websocket driver's ``connections()``); empty otherwise.
+
+        Pushes are queued in two places: the core holds them per peer between flush windows
+        and while the link is paused (``PeerStatus.queued_bytes``), and the transport holds
+        the frames it was given until the peer reads them (this). A slow reader shows here
+        first; once this passes the transport's high-water mark, the core pauses and its own
+        queue grows.
+        """
+        connections = getattr(self._transport, "connections", None)
+        if not callable(connections):
+            return {}
+        return {str(peer): int(info.queued_bytes) for peer, info in connections().items()}

@@ -28,6 +28,7 @@ from .transport import Transport, TransportFactory
 if TYPE_CHECKING:
     from .gossip import GossipCore
     from .messages import Message
+    from .observer import Observer
 
 __all__ = ["combine"]
 
@@ -144,6 +145,13 @@ class _Combined:
             for key, n in getattr(part, "counters", {}).items():
                 out[key] = out.get(key, 0) + n
         return out
+
+    def set_observer(self, observer: Observer) -> None:
+        """Both drivers report their links' close codes to ``observer`` (the metrics)."""
+        for part in self._parts:
+            set_observer = getattr(part, "set_observer", None)
+            if callable(set_observer):
+                set_observer(observer)
 
     def __getattr__(self, name: str) -> Any:
         # serve_yjs, watch_seeds, seed_status...: the websocket driver's

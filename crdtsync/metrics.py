@@ -203,7 +203,8 @@ def sample(agent: Agent) -> dict[str, Any]:
     Keys: ``agent``; ``shards`` (per shard: ``updates`` ever, ``bytes`` stored, ``keys``,
     ``log_updates``, ``last_compaction``, ``holders``, ``writes`` and ``written_bytes`` committed
     since start, ``writes_per_second``, ``compactions``); ``peers`` (per peer: ``state``,
-    ``queued_bytes``, ``dropped``, ``lag`` {shard: {``updates``, ``seconds``}}, ``repairs``
+    ``queued_bytes`` (pushes the core holds for it), ``send_buffer_bytes`` (frames the transport
+    has not written to its socket yet), ``dropped``, ``lag`` {shard: {``updates``, ``seconds``}}, ``repairs``
     {shard: n}); ``connections``; ``store`` (``file_bytes``, ``map_bytes``); ``commits``
     (``count``, ``seconds_sum``, ``updates_sum``, ``bytes_sum``, ``shards_sum``); ``closes``
     {"code reason by": n}; ``http_writes`` {shard: n}.
@@ -231,10 +232,12 @@ def sample(agent: Agent) -> dict[str, Any]:
             "writes_per_second": round(sink.writes_per_second(name, now), 3),
             "compactions": sink.compactions.get(name, 0),
         }
+    buffers = agent.send_buffers()
     peers: dict[str, Any] = {
         p.name: {
             "state": p.state,
             "queued_bytes": p.queued_bytes,
+            "send_buffer_bytes": buffers.get(p.name, 0),
             "dropped": p.dropped,
             "lag": {},
             "repairs": {},
@@ -244,7 +247,10 @@ def sample(agent: Agent) -> dict[str, Any]:
     for lag in agent.replication_lag(now):
         peers[lag.peer]["lag"][lag.shard] = {"updates": lag.updates, "seconds": lag.seconds}
     for (peer, name), n in sorted(agent.repairs.items()):
-        peers.setdefault(peer, {"state": "dead", "queued_bytes": 0, "dropped": 0, "lag": {}})
+        peers.setdefault(
+            peer,
+            {"state": "dead", "queued_bytes": 0, "send_buffer_bytes": 0, "dropped": 0, "lag": {}},
+        )
         peers[peer].setdefault("repairs", {})[name] = n
     size = agent.store_size()
     commits = _hist(sink.commit_seconds)
@@ -340,7 +346,14 @@ def _families(figures: dict[str, Any]) -> Iterator[Any]:
             compacted.add_metric([name], s["last_compaction"])
     yield from (holders, compacted)
     queued = GaugeMetricFamily(
-        "crdtsync_peer_queued_bytes", "Bytes queued for the peer", labels=["peer"]
+        "crdtsync_peer_queued_bytes",
+        "Bytes of pushes the gossip core holds for the peer (flush window, paused link)",
+        labels=["peer"],
+    )
+    buffered = GaugeMetricFamily(
+        "crdtsync_peer_send_buffer_bytes",
+        "Bytes the transport holds for the peer, not yet written to its socket",
+        labels=["peer"],
     )
     dropped = GaugeMetricFamily(
         "crdtsync_peer_dropped", "Pushes dropped for the peer (queue full)", labels=["peer"]
@@ -365,6 +378,7 @@ def _families(figures: dict[str, Any]) -> Iterator[Any]:
     )
     for peer, p in figures["peers"].items():
         queued.add_metric([peer], p["queued_bytes"])
+        buffered.add_metric([peer], p["send_buffer_bytes"])
         dropped.add_metric([peer], p["dropped"])
         state.add_metric([peer, p["state"]], 1)
         for shard, lag in p["lag"].items():
@@ -372,7 +386,7 @@ def _families(figures: dict[str, Any]) -> Iterator[Any]:
             lag_s.add_metric([peer, shard], lag["seconds"])
         for shard, n in p.get("repairs", {}).items():
             repairs.add_metric([peer, shard], n)
-    yield from (queued, dropped, state, lag_u, lag_s, repairs)
+    yield from (queued, buffered, dropped, state, lag_u, lag_s, repairs)
     conns = GaugeMetricFamily("crdtsync_open_connections", "Peer connections open now")
     conns.add_metric([], figures["connections"])
     files = GaugeMetricFamily("crdtsync_store_file_bytes", "Bytes the store's files occupy")

@@ -21,27 +21,25 @@ def tool(name: str) -> str:
 
 
 @contextlib.contextmanager
-def agent_process(tmp_path: Path, name: str = "api") -> Iterator[str]:
+def agent_process(
+    tmp_path: Path, name: str = "api", *, args: list[str] | None = None
+) -> Iterator[str]:
     """Run an agent process serving HTTP on a free loopback port; yield its ``http://`` URL.
 
-    On exit it is stopped with SIGTERM and must exit cleanly (code 0).
+    ``args``: the arguments after ``crdtsync`` (default: ``agent --name NAME --data
+    TMP/NAME --http 127.0.0.1:0``); the process runs in ``tmp_path``, so a relative
+    ``--data`` lands there. On exit it is stopped with SIGTERM and must exit cleanly (code 0).
     """
     log = tmp_path / f"{name}.log"
+    if args is None:
+        args = ["agent", "--name", name, "--data", str(tmp_path / name), "--http", "127.0.0.1:0"]
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [
-                tool("crdtsync"),
-                "agent",
-                "--name",
-                name,
-                "--data",
-                str(tmp_path / name),
-                "--http",
-                "127.0.0.1:0",
-            ],
+            [tool("crdtsync"), *args],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            cwd=tmp_path,
         )
     assert proc.stdout is not None
     try:

@@ -27,7 +27,9 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0
 
 async def inspect(*args: str) -> str:
     # (in a thread: the command blocks on HTTP that this event loop serves)
-    result = await asyncio.to_thread(CliRunner().invoke, main, ["inspect", *args])
+    # (wide enough that rich does not wrap the tables' cells)
+    runner = CliRunner(env={"COLUMNS": "250"})
+    result = await asyncio.to_thread(runner.invoke, main, ["inspect", *args])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -85,8 +87,19 @@ async def test_inspect_peer_http_shows_the_agents_metrics(tmp_path: Path) -> Non
         }
         (link,) = out["links"]
         assert (link["agent"], link["peer"], link["lag_updates"]) == ("a", "b", 3)
+        assert link["queued_bytes"] == link["send_buffer_bytes"] == 0  # b is gone
+        await board.compact()
+        out = json.loads(await inspect("--peer", a.http_url, "--json"))
+        mine = out["metrics"]["a"]
+        (row,) = out["agents"]
+        commits = mine["commits"]
+        assert row["updates_per_commit"] == round(commits["updates_sum"] / commits["count"], 2)
+        assert row["compactions"] == mine["shards"]["board"]["compactions"] == 1
+        going_away = sum(n for k, n in mine["closes"].items() if k.startswith("1001 "))
+        assert going_away >= 1 and row["closes"]["going_away"] == going_away
         text = await inspect("--peer", a.http_url)
         assert "b behind a: 3 updates" in text and "agents (their metrics)" in text
+        assert f"going_away: {going_away}" in text and "send buffer" in text
 
 
 async def test_inspect_peer_http_errors_are_clear(tmp_path: Path) -> None:

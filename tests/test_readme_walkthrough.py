@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -26,6 +27,17 @@ class Step:
     command: str
     equals: list[str] = field(default_factory=list)
     contains: list[str] = field(default_factory=list)
+
+
+def start_command() -> list[str]:
+    """The arguments of the ``crdtsync agent ...`` command the walkthrough's prose starts the
+    agent with (after ``crdtsync``)."""
+    text = README.read_text()
+    section = text[text.index("### Walkthrough with curl") :]
+    prose = section[: section.index("```bash")]
+    found = re.search(r"`crdtsync (agent [^`]*)`", prose)
+    assert found, "the walkthrough does not say how to start the agent"
+    return shlex.split(found.group(1))
 
 
 def walkthrough() -> tuple[str, list[Step]]:
@@ -58,6 +70,8 @@ def walkthrough() -> tuple[str, list[Step]]:
 def test_walkthrough_parses() -> None:
     prelude, steps = walkthrough()
     assert prelude.startswith("H=${CRDTSYNC_HTTP:-http://127.0.0.1:8080}")
+    args = start_command()
+    assert args[0] == "agent" and args[args.index("--http") + 1] == "127.0.0.1:8080"
     assert len(steps) >= 15 and all(s.command.startswith("curl ") for s in steps)
     assert sum(len(s.equals) + len(s.contains) for s in steps) >= 12
 
@@ -65,7 +79,11 @@ def test_walkthrough_parses() -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     prelude, steps = walkthrough()
-    with agent_process(tmp_path, "walkthrough") as url:
+    # The README's own start command, run in an empty directory (its relative --data lands
+    # there); only the port is a free one instead of 8080, which CRDTSYNC_HTTP then names.
+    args = start_command()
+    args[args.index("--http") + 1] = "127.0.0.1:0"
+    with agent_process(tmp_path, "walkthrough", args=args) as url:
         env = dict(os.environ, CRDTSYNC_HTTP=url)
         for step in steps:
             done = subprocess.run(
@@ -82,3 +100,4 @@ def test_walkthrough_runs_verbatim(tmp_path: Path) -> None:
                 assert json.loads(out) == json.loads(expected), f"{step.command}\n{out}"
             for expected in step.contains:
                 assert expected in out, f"{step.command}\nanswered: {out}"
+    assert (tmp_path / "crdtsync-data" / "walkthrough").is_dir()  # where the README said

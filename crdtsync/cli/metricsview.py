@@ -53,10 +53,17 @@ class MetricsView:
     urls: dict[str, str] = field(default_factory=dict)
 
     def agent_rows(self) -> list[dict[str, Any]]:
-        """Per agent asked: its connections, shards, stored bytes, store size and commits."""
+        """Per agent asked: its connections, shards, stored bytes, store size, group commits
+        (how many, mean latency with fsync, mean updates per commit), compaction runs and
+        peer connections closed (by close reason)."""
         rows = []
         for name, f in sorted(self.figures.items()):
             commits = f["commits"]
+            n = commits["count"]
+            closes: dict[str, int] = {}
+            for key, count in f["closes"].items():  # "code reason by"
+                reason = key.split(" ")[1] if " " in key else key
+                closes[reason] = closes.get(reason, 0) + count
             rows.append(
                 {
                     "agent": name,
@@ -66,9 +73,10 @@ class MetricsView:
                     "bytes": sum(s["bytes"] for s in f["shards"].values()),
                     "store_file_bytes": f["store"]["file_bytes"],
                     "commits": commits["count"],
-                    "commit_ms_mean": round(1000 * commits["seconds_sum"] / commits["count"], 3)
-                    if commits["count"]
-                    else None,
+                    "commit_ms_mean": round(1000 * commits["seconds_sum"] / n, 3) if n else None,
+                    "updates_per_commit": round(commits["updates_sum"] / n, 2) if n else None,
+                    "compactions": sum(s["compactions"] for s in f["shards"].values()),
+                    "closes": dict(sorted(closes.items())),
                 }
             )
         return rows
@@ -101,7 +109,8 @@ class MetricsView:
         return sorted(out, key=lambda r: r["shard"])
 
     def link_rows(self) -> list[dict[str, Any]]:
-        """Per agent asked and per peer it knows: state, queued bytes, worst lag, repairs."""
+        """Per agent asked and per peer it knows: state, bytes queued (in the core and in the
+        transport's send buffer), worst lag, repairs."""
         rows = []
         for name, f in sorted(self.figures.items()):
             for peer, p in sorted(f["peers"].items()):
@@ -112,6 +121,7 @@ class MetricsView:
                         "peer": peer,
                         "state": p["state"],
                         "queued_bytes": p["queued_bytes"],
+                        "send_buffer_bytes": p.get("send_buffer_bytes", 0),
                         "lag_updates": max((lag["updates"] for lag in lags), default=0),
                         "lag_seconds": max((lag["seconds"] for lag in lags), default=0.0),
                         "repairs": sum(p.get("repairs", {}).values()),
@@ -140,6 +150,9 @@ class MetricsView:
             "store file bytes",
             "commits",
             "commit ms (mean)",
+            "updates/commit",
+            "compactions",
+            "closes",
             title="agents (their metrics)",
         )
         for a in self.agent_rows():
@@ -153,6 +166,9 @@ class MetricsView:
                 str(a["store_file_bytes"]),
                 str(a["commits"]),
                 "-" if mean is None else f"{mean:.2f}",
+                "-" if a["updates_per_commit"] is None else f"{a['updates_per_commit']:.1f}",
+                str(a["compactions"]),
+                ", ".join(f"{r}: {c}" for r, c in a["closes"].items()) or "-",
             )
         shards = Table(
             "shard", "stored at (bytes)", "holders", "writes/s", "lagging", title="shards"
@@ -176,6 +192,7 @@ class MetricsView:
             "peer",
             "state",
             "queued bytes",
+            "send buffer",
             "lag updates",
             "lag s",
             "repairs",
@@ -187,6 +204,7 @@ class MetricsView:
                 link["peer"],
                 link["state"],
                 str(link["queued_bytes"]),
+                str(link["send_buffer_bytes"]),
                 str(link["lag_updates"]),
                 f"{link['lag_seconds']:.1f}",
                 str(link["repairs"]),
