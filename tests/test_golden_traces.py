@@ -163,7 +163,7 @@ GOLDEN: dict[str, str] = {
     "full_mesh": "9f2e5429ad915d041c8a91ff11e4e6862131537e199be123ce1a50787ab2b5fd",
     "relay": "f20db24851f329ffb50b21c7ab3e2b9e27b5ab3ab7e1e4839dab403a0dce3643",
     "tree": "9a21e841570d5b0ea5f91b8dfede6253527028117e68b140adb4939ae3e2d854",
-    "partial": "db9673a9ee962a053c819138e480483e75eddddb9136ea9128643dd0a278be73",
+    "partial": "807c0313086841f9d4dff2fa11636c07a1d165a4905a800e5db3cdbdc01d387a",
     "lossy_partition": "9402ac64a5f9bd6a13ef5ed7a062a4b973bf3198bd8447fbbe4a262d3f25e6e6",
 }
 
