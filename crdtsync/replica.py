@@ -50,6 +50,13 @@ class ReplicaSet(Protocol):
         anti-entropy diff merges the changes of any number of writers. It is only reported
         (:attr:`crdtsync.changes.Change.author`), never trusted for anything else.
 
+        An update that is not causally ready (structs past a gap, or naming items the shard
+        lacks: :func:`crdtsync.yjs.ready.is_ready`) must not be left pending in pycrdt: it is
+        held back (:class:`crdtsync.yjs.ready.Backlog`) until what it builds on has come.
+        pycrdt shows pending structs, yet they are in neither the state vector nor the digest,
+        nor in :meth:`diff`: the core takes equal digests for equal content, and anti-entropy
+        could neither see nor repair such a difference.
+
         Creates the shard if this agent should hold it but does not yet. Returns the delta
         that changed local state (to be forwarded), or None when the update held nothing new.
         Raises :class:`crdtsync.errors.InvalidUpdate` (nothing applied, nothing stored) when

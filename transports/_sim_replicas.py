@@ -44,6 +44,8 @@ class MemoryReplicas:
         self._uncommitted: dict[str, list[bytes]] = {}
         self._log: dict[str, list[bytes]] = {}  # committed deltas per shard: the "disk"
         self._durable_state: dict[str, tuple[bytes, bytes]] = {}
+        #: per shard, remote updates not causally ready yet (in memory: lost by a crash)
+        self._backlogs: dict[str, updates.Backlog] = {}
         for shard in shards:
             self.doc(shard)
 
@@ -104,14 +106,30 @@ class MemoryReplicas:
         *,
         author: str | None = None,
     ) -> bytes | None:
+        # Gated on causal readiness, as the agent's Shard.apply_remote is: an update with
+        # structs past a gap waits in the shard's backlog instead of being left pending in
+        # pycrdt. Yrs shows such structs, yet they are in neither the state vector nor the
+        # delete set (so not in the digest) and not in diffs against a state vector: two
+        # replicas with equal digests could show different content for good, which
+        # anti-entropy can neither see nor repair (a writer crashed before anyone got one of
+        # its deltas, and only some agents got its next one).
+        if info is None:
+            info = updates.parse_update(update)
         self._captured.clear()
         d = self.docs.get(shard)
         if d is None:  # a new shard exists only once an update for it applied cleanly
             d = self._new_doc(shard)
-            updates.apply_update(d, update, info)
+            missing = updates.apply_if_ready(d, update, info)
             self.docs[shard] = d
         else:
-            updates.apply_update(d, update, info)
+            missing = updates.apply_if_ready(d, update, info)
+        backlog = self._backlogs.get(shard)
+        if missing is not None:
+            if backlog is None:
+                backlog = self._backlogs[shard] = updates.Backlog()
+            backlog.add(update, missing, info)
+        elif backlog is not None:
+            backlog.apply_ready(d)
         return _join(self._captured)
 
     def apply_batch(
@@ -132,6 +150,11 @@ class MemoryReplicas:
                 deltas.append(delta)
         return deltas
 
+    def held(self, shard: str) -> int:
+        """How many remote updates of ``shard`` wait for what they build on (not applied)."""
+        backlog = self._backlogs.get(shard)
+        return 0 if backlog is None else len(backlog)
+
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         # Nothing committed yet: the empty state vector and the empty delete set.
         return self._durable_state.get(shard, (b"\x00", b"\x00"))
@@ -148,6 +171,7 @@ class MemoryReplicas:
             self._uncommitted,
             self._log,
             self._durable_state,
+            self._backlogs,
         ):
             table.pop(shard, None)  # type: ignore[attr-defined]
 

@@ -337,11 +337,6 @@ class WebsocketTransport(_LinkRunner, _Authenticator):
         self._timer_task = asyncio.create_task(
             self._run_timer(), name=f"crdtsync-timer-{self.core.name}"
         )
-        # Tell the core the time before its first dials(): a dial handed out before any call
-        # carrying ``now`` is stamped -inf, "times out" at the first tick, and the seed is
-        # declared failed and dialled a second time while the first connection is being
-        # accepted (issue #16: a joining agent dialled its seed twice in every run).
-        self.core.tick(self._clock())
         self._pump()
 
     def serve_yjs(self, open_shard: ShardOpener) -> YjsDoor:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -122,8 +123,18 @@ class Dialer:
         self.backoff.failed(address, now)
 
     def timed_out(self, now: float) -> list[str]:
-        """Dials handed out ``connect_timeout`` ago with no answer."""
+        """Dials handed out ``connect_timeout`` ago with no answer.
+
+        A dial handed out before the core knew the time (the driver's first ``dials()``,
+        before any call that carries ``now``: an agent dialling its seeds at start) has no
+        start time; its timeout starts now. Counted from -inf it had timed out at the first
+        tick: the seed was declared unreachable and dialled a second time while the first
+        connection was being accepted (issue #16: a joiner dialled its seed twice).
+        """
         timeout = self.config.connect_timeout
+        for a, started in self.dialing.items():
+            if started == -math.inf:
+                self.dialing[a] = now
         return [a for a, started in self.dialing.items() if now >= started + timeout]
 
     def candidates(

@@ -40,3 +40,30 @@ def test_start_only_once() -> None:
     first = b.ready_at("x")
     b.start("x", 5.0)
     assert b.ready_at("x") == first and b.failures("x") == 1
+
+
+def test_a_dial_handed_out_before_the_first_clock_reading_times_out_from_the_next() -> None:
+    # A driver asks for dials() before any call that carries the time (an agent dialling its
+    # seeds at start): that dial's timeout starts at the next reading of the clock, instead of
+    # having run out at the first tick (the seed was declared unreachable and dialled again
+    # while the first connection was being accepted: issue #16's joiner dialled twice).
+    from crdtsync.transports._sim_replicas import MemoryReplicas
+
+    from crdtsync.gossip import GossipConfig, GossipCore
+
+    cfg = GossipConfig()
+    core = GossipCore(
+        "b",
+        MemoryReplicas(random.Random(1)),
+        rng=random.Random(1),
+        config=cfg,
+        seeds=["ws://127.0.0.1:7001"],
+    )
+    assert core.dials() == ["ws://127.0.0.1:7001"]
+    core.tick(100.0)
+    assert core.dials() == []  # still under way, not failed
+    assert core.next_deadline() is not None
+    core.tick(100.0 + cfg.connect_timeout / 2)
+    assert core.dials() == []
+    core.tick(100.0 + cfg.connect_timeout)  # no answer within connect_timeout: failed
+    assert core._p.dialer.backoff.failures("ws://127.0.0.1:7001") == 1
