@@ -314,15 +314,26 @@ JS_TO_PY: dict[str, tuple[Any, Any]] = {
     "flag": (False, False),
     "none": (None, None),
     "object": ({"a": 1, "b": [2, 0.5]}, {"a": 1, "b": [2, 0.5]}),
+    # lib0 writes a whole JS number up to 2**31 as a varint, -0 with a sign Yrs drops: int 0
+    "negzero": ({"$number": "-0"}, 0),
+    "huge": (2.0**60, 2.0**60),  # a whole JS number beyond 2**53: a float
+    "whole_tag": ({"$float": 2}, 2.0),
+    # a JS BigInt (Yjs stores it as a signed 64-bit int): the exact Python int
+    "bigint": ({"$bigint": "5"}, 5),
+    "bigint_big": ({"$bigint": str(2**53 + 1)}, 2**53 + 1),
+    "bigint_max": ({"$bigint": str(2**63 - 1)}, 2**63 - 1),
+    "bigint_min": ({"$bigint": str(-(2**63))}, -(2**63)),
 }
 
 
 def _typed(value: Any) -> Any:
-    """Value with its type, recursively, so that 3 != 3.0 in comparisons."""
+    """Value with its type, recursively, so that 3 != 3.0 (and -0.0 != 0.0) in comparisons."""
     if isinstance(value, dict):
         return {k: _typed(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_typed(v) for v in value]
+    if isinstance(value, float):
+        return ("float", repr(value))  # -0.0 != 0.0 here
     return (type(value).__name__, value)
 
 
