@@ -380,6 +380,37 @@ async def test_an_update_splitting_an_emoji_is_refused(node: Node, tmp_path: Pat
         assert (await node(op="dump", id="y"))["text"] == "x😀yz"  # the other client unharmed
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"insert": [2, "Z"]},  # between the halves: Yjs "x\ufffdZ\ufffdy", Yrs after the emoji
+        {"format": [2, 3, {"bold": True}]},  # a Format item starting inside the emoji
+        {"delete": [1, 1]},  # the high half only
+    ],
+    ids=["insert", "format", "delete-high"],
+)
+async def test_every_edit_inside_a_surrogate_pair_is_refused(
+    node: Node, tmp_path: Path, edit: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inserting between the halves of an emoji, formatting from its middle, or deleting its
+    first half: refused like the delete above; the shard and the other client keep the text."""
+    async with Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", gossip=CFG) as a:
+        shard = await a.shard("emoji")
+        text = shard.doc.get("text", type=pycrdt.Text)
+        text += "x😀y"
+        await node(op="open", id="v", url=yurl(a), room="emoji")
+        await node(op="open", id="w", url=yurl(a), room="emoji")
+        before = shard.doc.get_update()
+        await node(op="text", id="v", **edit)
+        await until(lambda: a.counters.get("yjs.refused.INVALID_UPDATE", 0) >= 1)
+        await asyncio.sleep(0.5)
+        assert str(text) == "x😀y" and shard.doc.get_update() == before
+        assert "update splits a UTF-16 surrogate pair" in caplog.text  # for that reason
+        assert (await node(op="stats", id="v"))["closes"] >= 1
+        assert (await node(op="stats", id="w"))["closes"] == 0
+        assert (await node(op="dump", id="w"))["text"] == "x😀y"
+
+
 async def test_rich_content_written_by_js_round_trips_through_the_mesh(
     node: Node, tmp_path: Path
 ) -> None:
