@@ -282,9 +282,13 @@ def _migrate_container(crdt: Any) -> int:
 # Two replicas holding the same old state then create the same structs with the same IDs, and
 # the CRDT integrates the second copy as the no-op it is: no duplicate, nothing lost. The
 # derived id is never one the old state already uses. What is not covered: replicas whose old
-# states differ (one had writes the other lacked) derive different ids and may still duplicate
-# the array elements both rewrite; the marker, gossiped like any write, keeps that window
-# short (an agent that receives a migration before opening the shard does not migrate).
+# states differ (one had writes the other lacked) derive different ids, so they duplicate the
+# array elements both rewrite, and a map value's rewrite is a write concurrent with the writes
+# that replica lacked, which Yjs's last-writer rule (ordered by client id) may let win: the
+# older value comes back. Replicas still converge, every value in format 2 (tested with two
+# real stores in tests/test_values_migration.py). The marker, gossiped like any write, keeps
+# that window short (an agent that receives a migration before opening the shard does not
+# migrate).
 _MIGRATION_SALT = b"crdtsync values migration 1->2\x00"
 #: Client ids stay within what JavaScript's lib0 reads exactly.
 _CLIENT_MASK = (1 << 53) - 1
@@ -325,8 +329,8 @@ def migrate(doc: pycrdt.Doc[Any], root: str) -> int:
 
     Concurrency: the rewrite is a deterministic function of the old state (see the block
     comment above), so replicas that migrate the same old state at once write identical
-    structs and converge without duplicates. Replicas whose old states differ may still
-    duplicate array elements both rewrite.
+    structs and converge without duplicates. Replicas whose old states differ still
+    converge, but duplicate array elements both rewrite and may lose a write one lacked.
     """
     if is_marked(doc):
         return 0

@@ -355,6 +355,15 @@ async def test_an_unknown_client_learns_nothing_of_the_mesh(nodes: Any) -> None:
         == "MALFORMED_FRAME: handshake refused; Yjs clients connect to ws://HOST:PORT/yjs/<shard>"
     )
     assert a.connected() == set()
+    # a plain HTTP request (no websocket upgrade) gets websockets' 426 and nothing of the mesh
+    host, port = a.address.removeprefix("ws://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 426 "), answer
+    for secret in (MESH, "agent-secretname", "doc"):
+        assert secret.encode() not in answer
     # a member's Hello (this mesh) is answered by the agent's Hello, then gossip
     ws: ClientConnection
     async with connect(a.address, proxy=None, compression=None) as ws:

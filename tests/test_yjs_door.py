@@ -314,15 +314,26 @@ JS_TO_PY: dict[str, tuple[Any, Any]] = {
     "flag": (False, False),
     "none": (None, None),
     "object": ({"a": 1, "b": [2, 0.5]}, {"a": 1, "b": [2, 0.5]}),
+    # lib0 writes a whole JS number up to 2**31 as a varint, -0 with a sign Yrs drops: int 0
+    "negzero": ({"$number": "-0"}, 0),
+    "huge": (2.0**60, 2.0**60),  # a whole JS number beyond 2**53: a float
+    "whole_tag": ({"$float": 2}, 2.0),
+    # a JS BigInt (Yjs stores it as a signed 64-bit int): the exact Python int
+    "bigint": ({"$bigint": "5"}, 5),
+    "bigint_big": ({"$bigint": str(2**53 + 1)}, 2**53 + 1),
+    "bigint_max": ({"$bigint": str(2**63 - 1)}, 2**63 - 1),
+    "bigint_min": ({"$bigint": str(-(2**63))}, -(2**63)),
 }
 
 
 def _typed(value: Any) -> Any:
-    """Value with its type, recursively, so that 3 != 3.0 in comparisons."""
+    """Value with its type, recursively, so that 3 != 3.0 (and -0.0 != 0.0) in comparisons."""
     if isinstance(value, dict):
         return {k: _typed(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_typed(v) for v in value]
+    if isinstance(value, float):
+        return ("float", repr(value))  # -0.0 != 0.0 here
     return (type(value).__name__, value)
 
 
@@ -367,6 +378,37 @@ async def test_an_update_splitting_an_emoji_is_refused(node: Node, tmp_path: Pat
         assert (await node(op="stats", id="x"))["closes"] >= 1
         assert (await node(op="stats", id="y"))["closes"] == 0
         assert (await node(op="dump", id="y"))["text"] == "x😀yz"  # the other client unharmed
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"insert": [2, "Z"]},  # between the halves: Yjs "x\ufffdZ\ufffdy", Yrs after the emoji
+        {"format": [2, 3, {"bold": True}]},  # a Format item starting inside the emoji
+        {"delete": [1, 1]},  # the high half only
+    ],
+    ids=["insert", "format", "delete-high"],
+)
+async def test_every_edit_inside_a_surrogate_pair_is_refused(
+    node: Node, tmp_path: Path, edit: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inserting between the halves of an emoji, formatting from its middle, or deleting its
+    first half: refused like the delete above; the shard and the other client keep the text."""
+    async with Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", gossip=CFG) as a:
+        shard = await a.shard("emoji")
+        text = shard.doc.get("text", type=pycrdt.Text)
+        text += "x😀y"
+        await node(op="open", id="v", url=yurl(a), room="emoji")
+        await node(op="open", id="w", url=yurl(a), room="emoji")
+        before = shard.doc.get_update()
+        await node(op="text", id="v", **edit)
+        await until(lambda: a.counters.get("yjs.refused.INVALID_UPDATE", 0) >= 1)
+        await asyncio.sleep(0.5)
+        assert str(text) == "x😀y" and shard.doc.get_update() == before
+        assert "update splits a UTF-16 surrogate pair" in caplog.text  # for that reason
+        assert (await node(op="stats", id="v"))["closes"] >= 1
+        assert (await node(op="stats", id="w"))["closes"] == 0
+        assert (await node(op="dump", id="w"))["text"] == "x😀y"
 
 
 async def test_rich_content_written_by_js_round_trips_through_the_mesh(
@@ -429,3 +471,34 @@ def test_the_readme_example_runs(node_modules: Path, tmp_path: Path) -> None:
         'js read: tasks={"t1":"write the docs"} count=3 (number)',
         "js saw the ack",
     ], out.stdout
+
+
+def test_a_backlog_of_live_updates_goes_merged_in_order() -> None:
+    """What a client's writer sends for a backlog (``yjsdoor._coalesced``): runs of live
+    updates merged into one update message (each run at most MERGE_BYTES of updates), every
+    other frame in its place; a doc applying what is sent ends where the updates lead."""
+    from crdtsync.transports import yjsdoor
+
+    src: pycrdt.Doc[Any] = pycrdt.Doc()
+    live: list[bytes] = []
+    src.observe(lambda event: live.append(event.update))
+    mp = src.get("map", type=pycrdt.Map)
+    for i in range(6):
+        mp[f"k{i}"] = "x" * (i * 100)
+    big = src.get("text", type=pycrdt.Text)
+    big += "y" * (yjsdoor.MERGE_BYTES + 1)
+    mp["last"] = 1
+    frames = [(sync.encode_sync(sync.UPDATE, u), u) for u in live]
+    aware = (sync.encode_awareness([sync.AwarenessEntry(5, 1, "{}")]), None)
+    batch = [*frames[:3], aware, *frames[3:6], frames[6], frames[7]]
+    out = yjsdoor._coalesced(batch)
+    assert len(out) == 5  # 3 merged, awareness, 3 merged, the big one alone, the last
+    assert out[1] == aware[0] and out[3] == frames[6][0] and out[4] == frames[7][0]
+    dst: pycrdt.Doc[Any] = pycrdt.Doc()
+    for frame in out:
+        msg = sync.decode(frame)
+        if msg.kind == sync.SYNC:
+            assert msg.sub == sync.UPDATE
+            dst.apply_update(msg.payload)
+    assert dst.get_update() == src.get_update()
+    assert yjsdoor._coalesced(frames[:1]) == [frames[0][0]]  # one update: sent as it came

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+import pycrdt
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -81,6 +82,13 @@ logger = logging.getLogger(__name__)
 PATH_PREFIX = "/yjs/"
 #: Bytes queued for one client above which it is disconnected (``FLOODING``).
 DEFAULT_MAX_SEND_BUFFER = 256 << 20
+#: Live updates queued for one client are sent merged into one update message, up to this
+#: many bytes of updates (a bigger one goes alone): see :meth:`YjsDoor._writer`.
+MERGE_BYTES = 1 << 20
+
+#: What a client's writer sends: a frame, and the update it carries if it is a live update
+#: (mergeable with the next ones); None ends the writer.
+_Queued = tuple[bytes, "bytes | None"]
 
 ShardOpener = Callable[[str], Awaitable["Shard"]]
 
@@ -90,7 +98,7 @@ class _Client:
     ws: ServerConnection
     label: str
     writable: bool
-    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[_Queued | None] = field(default_factory=asyncio.Queue)
     queued: int = 0
     awareness_ids: set[int] = field(default_factory=set)
     closing: bool = False
@@ -120,7 +128,7 @@ class _Room:
         frame = sync.encode_sync(sync.UPDATE, update)
         for client in self.clients:
             if client is not self.sender:
-                self.door.send(client, frame)
+                self.door.send(client, frame, update)
 
     @property
     def lows(self) -> set[surrogates.ID]:
@@ -337,8 +345,9 @@ class YjsDoor:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, client: _Client, frame: bytes) -> None:
-        """Queue ``frame`` for ``client`` (never awaits: called from the doc's observer)."""
+    def send(self, client: _Client, frame: bytes, update: bytes | None = None) -> None:
+        """Queue ``frame`` for ``client`` (never awaits: called from the doc's observer).
+        ``update``: the update a live-update frame carries, so that it can be merged."""
         if client.closing:
             return
         client.queued += len(frame)
@@ -352,17 +361,33 @@ class YjsDoor:
             self._tasks.add(task)  # a reference, so that the task is not collected midway
             task.add_done_callback(self._tasks.discard)
             return
-        client.queue.put_nowait(frame)
+        client.queue.put_nowait((frame, update))
 
     async def _writer(self, client: _Client) -> None:
+        """Send what is queued for ``client``, in order. Whatever has piled up meanwhile is
+        taken at once, and runs of live updates in it go as one merged update message: under
+        a burst the writer falls behind, and one websocket send per update per client was
+        most of the door's CPU (profiled: 8 clients, 28,000 sends for 4,000 updates). A
+        y-websocket client applies a merged update as it would the updates one by one."""
         while True:
-            frame = await client.queue.get()
-            if frame is None:
+            item = await client.queue.get()
+            if item is None:
                 return
-            client.queued -= len(frame)
+            batch = [item]
+            end = False
+            while not client.queue.empty():
+                more = client.queue.get_nowait()
+                if more is None:
+                    end = True
+                    break
+                batch.append(more)
+            client.queued -= sum(len(frame) for frame, _ in batch)
             try:
-                await client.ws.send(frame)
+                for frame in _coalesced(batch):
+                    await client.ws.send(frame)
             except ConnectionClosed:
+                return
+            if end:
                 return
 
     async def _close(self, client: _Client, code: CloseCode, reason: str) -> None:
@@ -385,6 +410,36 @@ class YjsDoor:
             for client in list(room.clients):
                 closes.append(self._close(client, CloseCode.GOING_AWAY, "agent stopping"))
         return closes
+
+
+def _coalesced(batch: list[_Queued]) -> list[bytes]:
+    """The frames of ``batch`` in order, each run of live updates (up to :data:`MERGE_BYTES`)
+    merged into one update message."""
+    out: list[bytes] = []
+    run: list[_Queued] = []
+    size = 0
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0][0])
+        elif run:
+            merged = pycrdt.merge_updates(*(update for _, update in run if update is not None))
+            out.append(sync.encode_sync(sync.UPDATE, merged))
+        run.clear()
+
+    for frame, update in batch:
+        if update is None or len(update) > MERGE_BYTES:
+            flush()
+            size = 0
+            out.append(frame)
+            continue
+        if size + len(update) > MERGE_BYTES:
+            flush()
+            size = 0
+        run.append((frame, update))
+        size += len(update)
+    flush()
+    return out
 
 
 def _peer(ws: ServerConnection) -> str:

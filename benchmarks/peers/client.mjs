@@ -14,6 +14,5 @@ const [, url, room] = process.argv.slice(2)
 await main(Y, {
   open: (doc) => new HocuspocusProvider({ url, name: room, document: doc, WebSocketPolyfill: WebSocket }),
   synced: (p) => p.isSynced,
-  socket: (p) => p.configuration.websocketProvider.webSocket,
-  coalesces: true // Hocuspocus merges broadcasts: a receiver gets fewer updates than written
+  socket: (p) => p.configuration.websocketProvider.webSocket
 }, process.argv.slice(2))

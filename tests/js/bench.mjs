@@ -13,6 +13,5 @@ const [, url, room] = process.argv.slice(2)
 await main(Y, {
   open: (doc) => new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true }),
   synced: (p) => p.synced,
-  socket: (p) => p.ws,
-  coalesces: false
+  socket: (p) => p.ws
 }, process.argv.slice(2))

@@ -5,7 +5,8 @@
 //       -> {"ok":true} once the provider is synced
 //   {"op":"random","ids":["a","b","c"],"n":200,"seed":1}  random Text/Array/Map edits
 //   {"op":"edit","id":"a","text":"...","key":"k"}          insert text, set map key
-//   {"op":"text","id":"a","insert":[i,"s"]} / "delete":[i,n]  -> {"text": the JS text}
+//   {"op":"text","id":"a","insert":[i,"s"]} / "delete":[i,n] / "format":[i,n,attrs]
+//       -> {"text": the JS text}
 //   {"op":"set","id":"a","key":"k","value":V}              root map: V as JS value (see decode)
 //   {"op":"dump","id":"a"}      -> {"text":..., "arr":[...], "map":{...}, "root":{...}}
 //   {"op":"converge","ids":[...],"timeout":20}  -> once every doc has the same state
@@ -162,10 +163,12 @@ async function handle (cmd) {
       })
       return { ok: true }
     }
-    case 'text': { // {"insert":[index, "str"]} or {"delete":[index, n]}, UTF-16 indices
+    case 'text': { // {"insert":[index, "str"]}, {"delete":[index, n]} or
+      // {"format":[index, n, attributes]}, UTF-16 indices
       const t = docs.get(cmd.id).doc.getText('text')
       if (cmd.insert) t.insert(cmd.insert[0], cmd.insert[1])
       if (cmd.delete) t.delete(cmd.delete[0], cmd.delete[1])
+      if (cmd.format) t.format(cmd.format[0], cmd.format[1], cmd.format[2])
       return { text: t.toString() }
     }
     case 'rich': { // formatted text, an embed, an XML fragment and a subdocument in 'root'
