@@ -40,8 +40,10 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
 
 *Broadcasts.* Every accepted link is a broadcast link (:mod:`crdtsync.gossip._fanout`): the
   core hands out one Push per shard and batch for all of them, published once on
-  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent); both QoS 1,
-  subscribed with MQTT 5's *no local* option. A write costs one publish whatever the number
+  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent), published
+  at QoS 1 and delivered at QoS 0 (no PUBACK per receiver: a lost delivery is a gap in the
+  sender's sequence numbers, repaired over a link), subscribed with MQTT 5's *no local*
+  option. A write costs one publish whatever the number
   of agents. A broadcast needs no link with its sender (the core applies it and checks its
   sequence number per sender and shard), so links only carry anti-entropy, repairs and
   membership; presence feeds the membership view directly (``core.discovered`` /
@@ -262,9 +264,19 @@ class MqttTransport:
         p, mesh, me = self.broker.prefix, self._mesh, self.core.name
         await client.subscribe(inbox_topic(p, mesh, me, None), qos=1)
         await client.subscribe(presence_topic(p, mesh, None), qos=1)
-        no_local = SubscribeOptions(qos=1, noLocal=True)  # not our own broadcasts
-        await client.subscribe(shard_topic(p, mesh, None, None), options=no_local)
-        await client.subscribe(acks_topic(p, mesh, None), options=no_local)
+        # Not our own broadcasts (no local). Pushes are delivered at QoS 0: a PUBACK from every
+        # receiver for every write was a packet, a socket write and paho's bookkeeping per
+        # receive (about a tenth of an agent's CPU at N = 128), and bought nothing: a push the
+        # broker could not deliver leaves a gap in its sender's sequence numbers, which the
+        # core repairs over a link, and a lost connection rebuilds the links, whose
+        # anti-entropy brings what was missed. The writer still publishes at QoS 1 (the broker
+        # has it once PUBACKed), acks stay QoS 1 (an agent waits in replicated() for them).
+        await client.subscribe(
+            shard_topic(p, mesh, None, None), options=SubscribeOptions(qos=0, noLocal=True)
+        )
+        await client.subscribe(
+            acks_topic(p, mesh, None), options=SubscribeOptions(qos=1, noLocal=True)
+        )
         record = json.dumps({"v": 1, "instance": self._instance, "address": self._address})
         await client.publish(self._presence_topic(me), record.encode(), qos=1, retain=True)
         asyncio.get_running_loop().call_soon(self.kick)
