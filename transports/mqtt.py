@@ -58,9 +58,10 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   peer sends it is broadcast on the broker, what the broker brings is pushed to its websocket
   peers.
 
-An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8)`` unless it passes its
-own settings: its links carry only anti-entropy, repairs and membership, so a tree beyond 8
-agents does.
+An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8, overlay_shape="ring")``
+unless it passes its own settings: its links carry only anti-entropy, repairs and membership,
+so a ring beyond 8 agents does (a join or a departure moves only the edges around that agent;
+a tree moved most of them).
 
 Left as it is: credentials (the core's signed records and per-peer permissions) are refused
 over a broker; the broker's login and ACLs are the only authentication there.
