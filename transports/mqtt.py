@@ -121,6 +121,29 @@ logger = logging.getLogger(__name__)
 #: An agent without links dials at most this many present agents at once (then PeerLists).
 BOOTSTRAP_DIALS = 3
 
+#: Broadcast frames decoded lately in this process, by their bytes (at most _DECODED_MAX):
+#: the broker delivers each publish to every agent, and agents that share a process (a
+#: swarm of async agents) decode it once. Messages are frozen, so sharing one is safe; each
+#: agent's core still validates and applies the updates to its own document and store.
+_DECODED: dict[bytes, Message] = {}
+_DECODED_MAX = 256
+
+
+def _decode_broadcast(payload: bytes, max_size: int) -> Message:
+    """:func:`wire.decode` of a broadcast frame, shared by this process's agents.
+
+    Raises:
+        ProtocolError: as wire.decode (a refused frame is not remembered).
+    """
+    msg = _DECODED.get(payload)
+    if msg is not None and len(payload) <= max_size:
+        return msg
+    msg = wire.decode(payload, max_size=max_size)
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]  # the oldest
+    _DECODED[payload] = msg
+    return msg
+
 
 def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTransport]:
     """A :class:`~crdtsync.transport.TransportFactory` for the broker at ``url``.
@@ -459,7 +482,7 @@ class MqttTransport:
         try:
             if not is_valid_shard_name(sender):
                 raise ProtocolError(f"sender {sender!r}")
-            msg = wire.decode(payload, max_size=self._max_frame)
+            msg = _decode_broadcast(payload, self._max_frame)
             if shard is None and not isinstance(msg, Ack):
                 raise ProtocolError(f"a {type(msg).__name__} on an acks topic")
             if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):
