@@ -183,13 +183,16 @@ class Agent(_AgentWiring, _AgentFigures):
         self._mesh = mesh
         if gossip is None and broker is not None and listen is None and not peers:
             # On a broker alone a write is one publish whatever the overlay, which then only
-            # carries anti-entropy, repairs and membership: a tree beyond 8 agents. (Acks go
+            # carries anti-entropy, repairs and membership: a ring beyond 8 agents (a join moves
+            # only the edges around the joiner; a tree moved most of them). (Acks go
             # by broadcast, and only while an agent waits in replicated(): see gossip/acks.py.)
             # Failures are the broker's to see (an agent's Last Will clears its presence, and
             # the core is told at once), so a link that is slow to answer (a starved event
             # loop among many agents) is not declared dead after 5 s: each such death, and its
             # refutation, was flooded to every agent and reshaped the tree (link churn).
-            gossip = GossipConfig.lan(full_mesh_max=8, suspect_timeout=60.0, connect_timeout=15.0)
+            gossip = GossipConfig.lan(
+                full_mesh_max=8, suspect_timeout=60.0, connect_timeout=15.0, overlay_shape="ring"
+            )
         self._gossip_config = gossip or GossipConfig.lan()
         self._quotas = quotas
         self._sharding_config = ShardingConfig(replication_factor=replication_factor)

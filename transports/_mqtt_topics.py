@@ -8,7 +8,7 @@ level)::
 
     <prefix>/<mesh>/presence/<agent>        retained; empty payload = gone (Last Will)
     <prefix>/<mesh>/inbox/<to>/<from>       point-to-point link frames, QoS 1
-    <prefix>/<mesh>/shard/<shard>/<from>    a broadcast Push of that shard (one per batch), QoS 1
+    <prefix>/<mesh>/shard/<shard>/<from>    a broadcast Push of that shard (one per batch), QoS 1 in, 0 out
     <prefix>/<mesh>/acks/<from>             a broadcast Ack (the sender's durable states), QoS 1
 
 Broadcast payloads are one wire frame (:mod:`crdtsync.wire`), no link header: every subscriber

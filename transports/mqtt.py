@@ -40,8 +40,10 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
 
 *Broadcasts.* Every accepted link is a broadcast link (:mod:`crdtsync.gossip._fanout`): the
   core hands out one Push per shard and batch for all of them, published once on
-  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent); both QoS 1,
-  subscribed with MQTT 5's *no local* option. A write costs one publish whatever the number
+  ``<prefix>/<mesh>/shard/<shard>/<from>`` (the broker fans it out to every agent), published
+  at QoS 1 and delivered at QoS 0 (no PUBACK per receiver: a lost delivery is a gap in the
+  sender's sequence numbers, repaired over a link), subscribed with MQTT 5's *no local*
+  option. A write costs one publish whatever the number
   of agents. A broadcast needs no link with its sender (the core applies it and checks its
   sequence number per sender and shard), so links only carry anti-entropy, repairs and
   membership; presence feeds the membership view directly (``core.discovered`` /
@@ -56,9 +58,10 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   peer sends it is broadcast on the broker, what the broker brings is pushed to its websocket
   peers.
 
-An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8)`` unless it passes its
-own settings: its links carry only anti-entropy, repairs and membership, so a tree beyond 8
-agents does.
+An agent on a broker alone gets ``GossipConfig.lan(full_mesh_max=8, overlay_shape="ring")``
+unless it passes its own settings: its links carry only anti-entropy, repairs and membership,
+so a ring beyond 8 agents does (a join or a departure moves only the edges around that agent;
+a tree moved most of them).
 
 Left as it is: credentials (the core's signed records and per-peer permissions) are refused
 over a broker; the broker's login and ACLs are the only authentication there.
@@ -117,6 +120,29 @@ logger = logging.getLogger(__name__)
 
 #: An agent without links dials at most this many present agents at once (then PeerLists).
 BOOTSTRAP_DIALS = 3
+
+#: Broadcast frames decoded lately in this process, by their bytes (at most _DECODED_MAX):
+#: the broker delivers each publish to every agent, and agents that share a process (a
+#: swarm of async agents) decode it once. Messages are frozen, so sharing one is safe; each
+#: agent's core still validates and applies the updates to its own document and store.
+_DECODED: dict[bytes, Message] = {}
+_DECODED_MAX = 256
+
+
+def _decode_broadcast(payload: bytes, max_size: int) -> Message:
+    """:func:`wire.decode` of a broadcast frame, shared by this process's agents.
+
+    Raises:
+        ProtocolError: as wire.decode (a refused frame is not remembered).
+    """
+    msg = _DECODED.get(payload)
+    if msg is not None and len(payload) <= max_size:
+        return msg
+    msg = wire.decode(payload, max_size=max_size)
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]  # the oldest
+    _DECODED[payload] = msg
+    return msg
 
 
 def mqtt_factory(url: str, *, insecure: bool = False) -> Callable[..., MqttTransport]:
@@ -262,9 +288,19 @@ class MqttTransport:
         p, mesh, me = self.broker.prefix, self._mesh, self.core.name
         await client.subscribe(inbox_topic(p, mesh, me, None), qos=1)
         await client.subscribe(presence_topic(p, mesh, None), qos=1)
-        no_local = SubscribeOptions(qos=1, noLocal=True)  # not our own broadcasts
-        await client.subscribe(shard_topic(p, mesh, None, None), options=no_local)
-        await client.subscribe(acks_topic(p, mesh, None), options=no_local)
+        # Not our own broadcasts (no local). Pushes are delivered at QoS 0: a PUBACK from every
+        # receiver for every write was a packet, a socket write and paho's bookkeeping per
+        # receive (about a tenth of an agent's CPU at N = 128), and bought nothing: a push the
+        # broker could not deliver leaves a gap in its sender's sequence numbers, which the
+        # core repairs over a link, and a lost connection rebuilds the links, whose
+        # anti-entropy brings what was missed. The writer still publishes at QoS 1 (the broker
+        # has it once PUBACKed), acks stay QoS 1 (an agent waits in replicated() for them).
+        await client.subscribe(
+            shard_topic(p, mesh, None, None), options=SubscribeOptions(qos=0, noLocal=True)
+        )
+        await client.subscribe(
+            acks_topic(p, mesh, None), options=SubscribeOptions(qos=1, noLocal=True)
+        )
         record = json.dumps({"v": 1, "instance": self._instance, "address": self._address})
         await client.publish(self._presence_topic(me), record.encode(), qos=1, retain=True)
         asyncio.get_running_loop().call_soon(self.kick)
@@ -446,7 +482,7 @@ class MqttTransport:
         try:
             if not is_valid_shard_name(sender):
                 raise ProtocolError(f"sender {sender!r}")
-            msg = wire.decode(payload, max_size=self._max_frame)
+            msg = _decode_broadcast(payload, self._max_frame)
             if shard is None and not isinstance(msg, Ack):
                 raise ProtocolError(f"a {type(msg).__name__} on an acks topic")
             if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):

@@ -61,6 +61,15 @@ class GossipConfig:
     fanout: int = 5
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
+    #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
+    #: (log_fanout N hops: the shape for pushes that travel on links), or ``"ring"``: each
+    #: agent linked to the one before and the one after it in rank order. A joiner in a tree
+    #: shifts the heap position of every agent ranked after it, so most edges move (at
+    #: N = 128 on a broker: dozens of full PeerLists per write while agents came and went); in
+    #: a ring a join or a departure moves only the edges around that one agent. For agents
+    #: whose pushes do not travel on links (an MQTT broker fans them out), whose links carry
+    #: anti-entropy, repairs and membership only: the broker driver's default.
+    overlay_shape: str = "tree"
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -147,6 +156,8 @@ class GossipConfig:
             raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
             raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
+        if self.overlay_shape not in ("tree", "ring"):
+            raise UsageError(f"overlay_shape must be 'tree' or 'ring', not {self.overlay_shape!r}")
         if not 0 <= self.anti_entropy_jitter < 1:
             raise UsageError("anti_entropy_jitter must be in [0, 1)")
         if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:

@@ -175,10 +175,11 @@ class Dialer:
         # Seeds: all of them while we are alone; later, any seed at an address of no agent we
         # know alive. Agents that met only each other (joined during a partition, restarted
         # while the rest was down) would otherwise never find the rest of the mesh.
-        known = {m.address for m in members if m.address and m.status != DEAD}
-        for a in self.seeds:
-            if not has_links or a not in known:
-                addresses.setdefault(a, now)
+        if self.seeds:  # (the set of every member's address only when there are seeds)
+            known = {m.address for m in members if m.address and m.status != DEAD}
+            for a in self.seeds:
+                if not has_links or a not in known:
+                    addresses.setdefault(a, now)
         out = []
         for a, ready in addresses.items():
             if a in self.dialing or a in self.self_addresses:

@@ -142,6 +142,9 @@ class Membership:
         #: When the set of live agents last changed.
         self.view_at = -math.inf
         self._members: dict[str, Member] = {}
+        #: names of the members that are SUSPECT or DEAD: the only ones with timers (see
+        #: deadlines, asked after every event: a loop over every member was O(N) each time)
+        self._timed: set[str] = set()
         #: When a full PeerList next goes to a random peer (set once we have a link).
         self.next_exchange: float | None = None
         # changes to flood at the next flush: name -> (entry, peer it came from)
@@ -212,6 +215,14 @@ class Membership:
         if (m.status == DEAD) != (status == DEAD):
             self.version += 1
         m.status, m.since = status, now
+        self._track(m)
+
+    def _track(self, m: Member) -> None:
+        """Keep :attr:`_timed` in step with ``m.status``."""
+        if m.status == SUSPECT or m.status == DEAD:
+            self._timed.add(m.name)
+        else:
+            self._timed.discard(m.name)
 
     def _report(
         self,
@@ -230,6 +241,7 @@ class Membership:
             status = next_state(ALIVE, event)  # (a new member: only reports create one)
             self.view_at = now
             m = self._members[name] = Member(name, address, incarnation, status, now, signature)
+            self._track(m)
         else:
             moved = (address is not None and address != m.address) or incarnation != m.incarnation
             if moved or signature is not None:
@@ -241,6 +253,7 @@ class Membership:
                 m.since = now
             m.address = address if address is not None else m.address
             m.incarnation, m.status = incarnation, status
+            self._track(m)
         self.version += 1
         entry = PeerEntry(name, m.address, m.incarnation, status != DEAD, m.signature)
         self._changes[name] = (entry, source)
@@ -408,6 +421,7 @@ class Membership:
                 self._report(m.name, m.address, m.incarnation, Event.SILENT, now, source=None)
             elif m.status == DEAD and now >= m.since + cfg.forget_timeout:
                 del self._members[m.name]
+                self._timed.discard(m.name)
                 forgotten.append(m.name)
                 self.version += 1
         return forgotten
@@ -415,7 +429,8 @@ class Membership:
     def deadlines(self) -> Iterator[float]:
         """When :meth:`tick` has work, per member."""
         cfg = self.config
-        for m in self._members.values():
+        for name in self._timed:
+            m = self._members[name]
             if m.status == SUSPECT and not self._connected(m.name):
                 yield m.since + cfg.suspect_timeout
             elif m.status == DEAD:

@@ -7,7 +7,8 @@ membership news spreads, and any edge one side wants is kept by both):
 * :data:`Mode.RELAY` (N <= ``relay_max``): everyone connects to everyone; the agents take
   turns, in rank order, as the relay of one batching window each.
 * :data:`Mode.TREE`: one spanning tree in heap layout over the agents ordered by rank (a hash
-  of mesh and name), the first ``tree_core`` forming a clique at the top.
+  of mesh and name), the first ``tree_core`` forming a clique at the top; or, with
+  ``overlay_shape="ring"``, a ring over the same order (see :class:`GossipConfig`).
 
 :class:`OverlayView` is the result for one view, cached by the core until the membership
 version (or the policy's extra neighbours) changes.
@@ -91,10 +92,13 @@ def mode_for(n: int, config: GossipConfig, partial: bool) -> Mode:
 def tree_neighbours(
     me: str, members: Iterable[str], config: GossipConfig, rank: Callable[[str], bytes]
 ) -> frozenset[str]:
-    """Our neighbours in the spanning tree over ``members`` (plus us)."""
+    """Our neighbours in the spanning tree over ``members`` (plus us), or in the ring
+    (``config.overlay_shape``: the agents before and after us in rank order)."""
     order = sorted([*members, me], key=rank)
     n, c, b = len(order), min(config.tree_core, len(order)), config.fanout
     i = order.index(me)
+    if config.overlay_shape == "ring":
+        return frozenset(order[j % n] for j in (i - 1, i + 1) if j % n != i)
     want: set[int] = set()
     if i < c:
         want.update(j for j in range(c) if j != i)

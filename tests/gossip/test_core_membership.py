@@ -105,6 +105,43 @@ def test_large_mesh_overlay_is_one_symmetric_tree() -> None:
     assert max(len(c.neighbours()) for c in cores.values()) <= cfg.fanout + 1
 
 
+def test_a_ring_overlay_moves_only_the_edges_around_a_joiner() -> None:
+    """overlay_shape="ring": one symmetric cycle over every agent, and a joiner changes only
+    the edges that touch it (plus the one it splits); a tree moves most of them."""
+    from crdtsync.gossip.overlay import Ranks, tree_neighbours
+
+    def edges(names: list[str], cfg: GossipConfig) -> set[frozenset[str]]:
+        rank = Ranks("m")
+        return {
+            frozenset((me, nb))
+            for me in names
+            for nb in tree_neighbours(me, [n for n in names if n != me], cfg, rank)
+        }
+
+    ring = GossipConfig(full_mesh_max=8, relay_max=0, overlay_shape="ring")
+    tree = GossipConfig(full_mesh_max=8, relay_max=0)
+    names = [f"a{i}" for i in range(128)]
+    before = edges(names, ring)
+    assert len(before) == 128  # a cycle: n undirected edges, every agent of degree 2
+    cores = mesh_views(40, ring)
+    directed = {(a, b) for a, core in cores.items() for b in core.neighbours()}
+    assert all((b, a) in directed for a, b in directed)  # symmetric through the core too
+    assert all(len(core.neighbours()) == 2 for core in cores.values())
+    moved_ring = moved_tree = 0
+    for joiner in ("j1", "j2", "j3", "j4"):
+        after = edges([*names, joiner], ring)
+        changed = before ^ after
+        assert all(joiner in e for e in after - before)  # new edges all touch the joiner
+        assert len(before - after) == 1  # the one edge it split
+        moved_ring += len(changed)
+        t0, t1 = edges(names, tree), edges([*names, joiner], tree)
+        moved_tree += len(t0 ^ t1)
+    assert moved_ring == 4 * 3
+    assert moved_tree > 4 * moved_ring  # what the ring is for (here 76 edges against 12)
+    with pytest.raises(UsageError):
+        GossipConfig(overlay_shape="star")
+
+
 def test_unneeded_connections_are_pruned_after_the_grace() -> None:
     cfg = GossipConfig(full_mesh_max=3, relay_max=0, fanout=1, prune_grace=5.0)
     cores = mesh_views(6, cfg)
