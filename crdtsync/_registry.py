@@ -442,6 +442,11 @@ class ShardRegistry:
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state
 
+    def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
+        """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
+        window, :mod:`crdtsync.gossip.coalesce`)."""
+        return updates.merge_updates(deltas)
+
     def drop(self, shard: str) -> None:
         """Forget a shard handed off to its placement holders, in memory and on disk."""
         opened = self._shards.pop(shard, None)
