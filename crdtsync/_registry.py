@@ -444,8 +444,12 @@ class ShardRegistry:
 
     def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
         """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
-        window, :mod:`crdtsync.gossip.coalesce`)."""
-        return updates.merge_updates(deltas)
+        window, :mod:`crdtsync.gossip.coalesce`), runs of items squashed as the shard holds
+        them (:func:`crdtsync.updates.squash_local`)."""
+        held = self.get(shard)
+        if held is None:
+            return updates.merge_updates(deltas)
+        return updates.squash_local(held.doc, deltas)
 
     def drop(self, shard: str) -> None:
         """Forget a shard handed off to its placement holders, in memory and on disk."""
