@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pycrdt
-
 from . import updates
 from ._activity import Activity
 from ._agent_figures import DurableHistory
@@ -41,17 +39,6 @@ _log = logging.getLogger("crdtsync.agent")
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
-
-#: Local deltas of a busy stream wait at most push_interval * 2**this (16 ms on a LAN).
-_COALESCE_MAX_DOUBLINGS = 3
-#: Seconds past the end of a coalescing window at which its deltas go (the core must find
-#: its links idle for a whole window to send at once).
-_COALESCE_MARGIN = 1e-4
-
-
-def _merged(deltas: list[bytes]) -> bytes:
-    """One update holding ``deltas`` (pycrdt merges consecutive items of a client)."""
-    return deltas[0] if len(deltas) == 1 else pycrdt.merge_updates(*deltas)
 
 
 class _AgentWiring:
@@ -77,9 +64,6 @@ class _AgentWiring:
     _activity: Activity
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
-    _outgoing_timer: asyncio.Handle | None
-    _outgoing_last: float
-    _outgoing_busy: int
     _closed: bool
 
     if TYPE_CHECKING:
@@ -152,60 +136,33 @@ class _AgentWiring:
         if self._core is None or (self._registry is not None and self._registry.applying):
             return
         # We are inside the Doc's transaction observer: hand the delta to the core once the
-        # transaction is over (the core may read the Doc), batching every delta of this turn,
-        # and of the coalescing window while a stream of writes goes on (see _schedule_outgoing).
-        if not self._outgoing and self._outgoing_timer is None:
-            self._schedule_outgoing()
+        # transaction is over (the core may read the Doc), with every delta of this turn. The
+        # core merges them, and coalesces a stream of writes over its push window
+        # (gossip/coalesce.py).
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
         self._outgoing.append((shard.name, delta))
-
-    def _schedule_outgoing(self) -> None:
-        """Hand this turn's deltas to the core at once if the last hand-over was a window
-        ago, else at the end of the coalescing window (a stream of small writes, each its own
-        transaction and loop turn, then costs the core, the wire and every receiver one merged
-        update per shard and window instead of one per write; issue 17's stream row).
-
-        The window is the core's own push window on a LAN config (``send_when_idle`` without
-        aligned windows: an idle link sends at once, what follows waits ``push_interval``),
-        doubled for every consecutive busy window up to :data:`_COALESCE_MAX_DOUBLINGS` times.
-        With aligned (WAN) windows the core batches to its boundary itself: one turn only.
-        """
-        loop = asyncio.get_running_loop()
-        cfg = self._gossip_config
-        base = cfg.push_interval if cfg.send_when_idle and not cfg.align_windows else 0.0
-        end = self._outgoing_last + base * 2**self._outgoing_busy
-        if base <= 0 or loop.time() >= end:
-            # Quiet for a window: the busy streak ends, and this turn's deltas go at once.
-            self._outgoing_busy = 0
-            self._outgoing_timer = loop.call_soon(self._send_outgoing)
-            return
-        # Busy: written again within the window. Wait for its end (just past it, so that the
-        # core finds the links idle and sends at once), and widen the next window.
-        self._outgoing_busy = min(self._outgoing_busy + 1, _COALESCE_MAX_DOUBLINGS)
-        self._outgoing_timer = loop.call_at(end + _COALESCE_MARGIN, self._send_outgoing)
 
     def _kick_transport(self) -> None:
         """Execute the core's effects after a call made outside the transport."""
         if self._transport is not None:
             self._transport.kick()
 
-    def _send_outgoing(self) -> None:
-        if self._outgoing_timer is not None:
-            self._outgoing_timer.cancel()
-            self._outgoing_timer = None
+    def _send_outgoing(self, *, closing: bool = False) -> None:
+        """Hand this turn's local deltas to the core, per shard (``closing``: and let the ones
+        it holds in its coalescing window go now)."""
         outgoing, self._outgoing = self._outgoing, []
-        if self._core is None or self._closed or not outgoing:
+        core = self._core
+        if core is None or (self._closed and not closing):
             return
-        if len(outgoing) == 1:  # a window too wide for the rate: narrow the next one
-            self._outgoing_busy = max(0, self._outgoing_busy - 1)
-        self._outgoing_last = asyncio.get_running_loop().time()
         now = time.monotonic()
         by_shard: dict[str, list[bytes]] = {}
         for name, delta in outgoing:
             by_shard.setdefault(name, []).append(delta)
         for name, deltas in by_shard.items():
-            # One update per shard: pycrdt merges consecutive items of one client into one
-            # struct, so receivers validate and apply one small update, not one per write.
-            self._core.local_update(name, _merged(deltas), now)
+            core.local_updates(name, deltas, now)
+        if closing:
+            core.flush_local(now)
         if self._transport is not None:
             self._transport.kick()
 

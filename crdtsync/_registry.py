@@ -442,6 +442,15 @@ class ShardRegistry:
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state
 
+    def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
+        """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
+        window, :mod:`crdtsync.gossip.coalesce`), runs of items squashed as the shard holds
+        them (:func:`crdtsync.updates.squash_local`)."""
+        held = self.get(shard)
+        if held is None:
+            return updates.merge_updates(deltas)
+        return updates.squash_local(held.doc, deltas)
+
     def drop(self, shard: str) -> None:
         """Forget a shard handed off to its placement holders, in memory and on disk."""
         opened = self._shards.pop(shard, None)

@@ -12,8 +12,6 @@ the default wired in by :mod:`crdtsync._compose`); this module imports none.
 
 from __future__ import annotations
 
-import asyncio
-import math
 import os
 import random
 import time
@@ -207,10 +205,7 @@ class Agent(_AgentWiring, _AgentFigures):
         self._transport: Transport | None = None
         self._activity = Activity()
         self._history = DurableHistory()  # (given the metrics as its next observer at start)
-        self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this window
-        self._outgoing_timer: asyncio.Handle | None = None  # when they go (_schedule_outgoing)
-        self._outgoing_last = -math.inf  # loop time of the last hand-over to the core
-        self._outgoing_busy = 0  # consecutive busy coalescing windows (each doubles the next)
+        self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
         self._closed = False
         self._closing = False
         self._http_options = http
@@ -379,8 +374,7 @@ class Agent(_AgentWiring, _AgentFigures):
             # HTTP first, then peers, so nothing arrives after the final commit; then the commit.
             if self._http is not None:
                 await self._http.close()
-            if self._outgoing:  # the last coalesced deltas still go to the peers
-                self._send_outgoing()
+            self._send_outgoing(closing=True)  # the last (coalesced) deltas go to the peers
             if self._transport is not None:
                 await self._transport.close()
             if self._committer is not None:

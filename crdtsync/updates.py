@@ -17,7 +17,7 @@ from .errors import InvalidUpdate  # noqa: F401  (re-exported for old imports)
 
 # Private names of the old module that tests reach for (kept so they pass unchanged).
 from .yjs.doc import PASS_THROUGH as _PASS_THROUGH  # noqa: F401
-from .yjs.doc import apply_update, delete_set, digest, state_vector
+from .yjs.doc import apply_update, delete_set, digest, merge_updates, squash_local, state_vector
 from .yjs.doc import apply_validated as _apply_validated  # noqa: F401
 from .yjs.doc import doc_delete_set as _doc_delete_set  # noqa: F401
 from .yjs.parse import MAX_NESTING, UpdateInfo, is_noop, parse_update, validate_update
@@ -41,6 +41,8 @@ __all__ = [
     "delete_set",
     "digest",
     "is_noop",
+    "merge_updates",
+    "squash_local",
     "is_ready",
     "parse_update",
     "replay",

@@ -159,6 +159,13 @@ class MemoryReplicas:
         # Nothing committed yet: the empty state vector and the empty delete set.
         return self._durable_state.get(shard, (b"\x00", b"\x00"))
 
+    def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
+        """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
+        window, :mod:`crdtsync.gossip.coalesce`), runs of items squashed as the doc holds
+        them (:func:`crdtsync.updates.squash_local`)."""
+        doc = self.docs.get(shard)
+        return updates.merge_updates(deltas) if doc is None else updates.squash_local(doc, deltas)
+
     def drop(self, shard: str) -> None:
         d = self.docs.pop(shard, None)
         sub = self._subs.pop(shard, None)

@@ -29,7 +29,8 @@ Call, in this order::
                                                # close that older one (it is replaced; do not
                                                # report it lost either)
     core.receive(peer, msg, now)               # each later frame (after wire.decode)
-    core.local_update(shard, delta, now)       # each delta this agent made
+    core.local_update(shard, delta, now)       # each delta this agent made (or several
+                                               # made together: core.local_updates)
     core.durable(shards, now)                  # after each group commit
     core.connection_lost(peer, now)            # a connection that connection_made accepted closed
     core.dial_failed(address, now)             # a connection attempt from dials() failed
@@ -58,7 +59,7 @@ must do.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -411,19 +412,35 @@ class GossipCore(_Queries, _Fanout):
     # local events
 
     def local_update(self, shard: str, delta: bytes, now: float) -> None:
-        """A delta this agent made to ``shard`` (already applied locally): push it to peers.
+        """A delta this agent made to ``shard`` (already applied locally): push it to peers
+        (see :meth:`local_updates`).
 
         Raises:
             InvalidShardName: ``shard`` is not a valid name.
         """
+        self.local_updates(shard, (delta,), now)
+
+    def local_updates(self, shard: str, deltas: Sequence[bytes], now: float) -> None:
+        """Deltas this agent made to ``shard`` together (already applied locally; e.g. every
+        delta of one event-loop turn): push them to peers, merged into one update.
+
+        With a LAN config a stream of writes is coalesced (:mod:`~crdtsync.gossip.coalesce`):
+        a write after a quiet window goes at once, later ones at the end of their window
+        (:meth:`next_deadline`), one merged update per shard and window.
+
+        Raises:
+            InvalidShardName: ``shard`` is not a valid name.
+        """
+        if not deltas:
+            return
         self._ctx.now = max(self._ctx.now, now)
         validate_shard_name(shard)
         self._ctx.guard.known.add(shard)
         self.policy.local_update(shard)
-        # Queueing a delta moves no timer but the flush (read afresh by next_deadline); a
-        # write that may send at once, carrying pending acks, or goes through the rotating
-        # relay or a fanout medium may (a stream of local writes then costs next_deadline
-        # nothing per write: issue 17).
+        # Queueing a delta moves no timer but the flush and the coalescing window (both read
+        # afresh by next_deadline); a write that may send at once, carrying pending acks, or
+        # goes through the rotating relay or a fanout medium may (a stream of local writes
+        # then costs next_deadline nothing per write: issue 17).
         if (
             self._mode() != FULL
             or self._p.pushes.any_fanout
@@ -432,14 +449,24 @@ class GossipCore(_Queries, _Fanout):
             self._gen += 1
         if (
             self._mode() == RELAY
-            and len(delta) <= self._ctx.chunk
             and self._conns
             and not self._p.pushes.any_fanout  # a broker fans out: no relay in between
         ):
-            # Where it goes is decided at the boundary, once the window's relay is known.
-            self._p.relay.local(shard, delta, now)
+            for delta in self._p.pushes.merged(shard, deltas):
+                if len(delta) <= self._ctx.chunk:
+                    # Where it goes is decided at the boundary, once the window's relay is known.
+                    self._p.relay.local(shard, delta, now)
+                else:
+                    self._p.pushes.local(shard, (delta,), now)
             return
-        self._p.pushes.local(shard, delta)
+        self._p.pushes.local(shard, deltas, now)
+
+    def flush_local(self, now: float) -> None:
+        """Send the local writes held in the coalescing window now, not at its end (a driver
+        that is closing calls it, then executes the effects)."""
+        self._advance(now)
+        if self._p.pushes.coalescer.due is not None:
+            self._p.pushes.flush_local(now)
 
     # ------------------------------------------------------------------------------------------
     # timers
@@ -472,6 +499,9 @@ class GossipCore(_Queries, _Fanout):
         paced = self._p.replies.take_due(now)  # paced Digests due: flush now
         if paced is not None and (self._ctx.flush_at is None or self._ctx.flush_at > paced):
             self._ctx.flush_at = paced
+        local_due = self._p.pushes.coalescer.due
+        if local_due is not None and now >= local_due:
+            self._p.pushes.flush_local(now)
         flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
         if flushed:
             self._ctx.flush_at = None
@@ -538,7 +568,7 @@ class GossipCore(_Queries, _Fanout):
 
         The timers of the components are computed again only after a call that may have
         moved one (a generation counter, bumped by every entry point but a plain local
-        write); the flush and the services' timers are read on every call.
+        write); the flush, the coalescing window and the services' timers are read on every call.
         """
         gen, fixed, acks_at = self._deadlines
         if gen != self._gen:
@@ -551,6 +581,9 @@ class GossipCore(_Queries, _Fanout):
         paced = self._p.replies.paced_deadline()
         if paced is not None:
             times.append(paced)
+        local_due = self._p.pushes.coalescer.due
+        if local_due is not None:
+            times.append(local_due)
         for service in self._services:
             at = service.next_deadline()
             if at is not None:

@@ -21,7 +21,7 @@ nothing here changes what is sent.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +37,7 @@ from ..messages import Push, RelayedAck, ShardState
 from ..names import validate_shard_name
 from . import _yjs
 from .acks import WANT_ACK, WANTED_COMMITS, Acks, _given
+from .coalesce import Coalescer
 from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
@@ -136,6 +137,10 @@ class Pushes:
         self._fanned: dict[int, bytes] = {}
         #: A fanout link was ever accepted (a cheap test before looking for one).
         self.any_fanout = False
+        #: Local writes of a stream wait here for the end of their window (LAN configs).
+        cfg = ctx.config
+        lan = cfg.send_when_idle and not cfg.align_windows
+        self.coalescer = Coalescer(cfg.push_interval if lan else 0.0)
 
         #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
         #: it in ours).
@@ -153,11 +158,46 @@ class Pushes:
             for c in self._ctx.links.values()
         )
 
-    def local(self, shard: str, delta: bytes) -> None:
-        """A delta made here: queue it for every peer that holds the shard."""
+    def local(self, shard: str, deltas: Sequence[bytes], now: float) -> None:
+        """Deltas made here (handed over together): queue them, merged, for every peer that
+        holds the shard, at once or at the end of the coalescing window
+        (:mod:`~crdtsync.gossip.coalesce`)."""
+        if self.coalescer.hold(shard, deltas, now):
+            self._send_local(shard, self.merged(shard, deltas), now)
+
+    def flush_local(self, now: float) -> None:
+        """The coalescing window ended (or the driver closes): the held deltas go, one
+        merged update per shard."""
+        for shard, deltas in self.coalescer.take(now).items():
+            self._send_local(shard, self.merged(shard, deltas), now, window_end=True)
+
+    def merged(self, shard: str, deltas: Sequence[bytes]) -> list[bytes]:
+        """``deltas`` as one update (the ReplicaSet's optional ``merge``), else as they are."""
+        merge = getattr(self._ctx.replicas, "merge", None)
+        if len(deltas) > 1 and merge is not None:
+            return [merge(shard, deltas)]
+        return list(deltas)
+
+    def _send_local(
+        self, shard: str, deltas: list[bytes], now: float, *, window_end: bool = False
+    ) -> None:
+        name, chunk = self._ctx.name, self._ctx.chunk
         for conn in self._ctx.links.values():
-            if not conn.closing and self._ctx.policy.sends_to(conn.name, shard):
-                self.enqueue(conn, shard, delta, self._ctx.name)
+            if conn.closing or not self._ctx.policy.sends_to(conn.name, shard):
+                continue
+            if (
+                window_end
+                and conn.writable
+                and not conn.fanout
+                and not conn.push.queue
+                and all(len(d) <= chunk for d in deltas)
+            ):
+                # The window's end: local writes went at most once a window, and nothing else
+                # waits on this link, so the held deltas need not wait for another one.
+                self.push(conn, shard, deltas, now=now, authors=[name] * len(deltas))
+                continue
+            for delta in deltas:
+                self.enqueue(conn, shard, delta, name)
 
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
         # Check everything before applying anything: the ack, and every update of a batch

@@ -39,6 +39,8 @@ __all__ = [
     "digest",
     "digest_of",
     "doc_delete_set",
+    "merge_updates",
+    "squash_local",
     "state_vector",
 ]
 
@@ -139,6 +141,48 @@ def apply_validated_many(
                 raise InvalidUpdate(
                     f"pycrdt refused the update: {type(exc).__name__}: {exc}"
                 ) from exc
+
+
+def merge_updates(deltas: Sequence[bytes]) -> bytes:
+    """One update holding every one of ``deltas`` (pycrdt ``merge_updates``: consecutive items
+    of one client become one struct, so a stream of one-character writes merges to a few
+    bytes). Our own deltas only: their validity is not checked here."""
+    if len(deltas) == 1:
+        return deltas[0]
+    merged: bytes = pycrdt.merge_updates(*deltas)
+    return merged
+
+
+def squash_local(doc: pycrdt.Doc[Any], deltas: Sequence[bytes]) -> bytes:
+    """One update holding ``deltas``, local writes of ``doc`` in the order made, with each run
+    of consecutive items encoded as one struct, as ``doc`` holds it.
+
+    ``pycrdt.merge_updates`` keeps every item of the deltas as a struct of its own: 100
+    one-character writes stay 100 structs, which every receiver validates one by one and Yrs
+    then squashes, copying the run so far for each item (quadratic; priced as such by the
+    validator's ``work``, so a fast honest stream ran out of its peers' work budget, issue 17).
+    Here the struct section is ``doc``'s own encoding of everything from the deltas' first
+    clock on (squashed when each transaction ended), and the delete set is the deltas' own
+    (not the document's whole one). Deltas of more than one client (an update applied through
+    the Yjs door) are merged as they are. The struct section may hold later local writes too
+    (not handed over yet): they arrive twice, which Yjs ignores.
+    """
+    merged = merge_updates(deltas)
+    if len(deltas) < 2:
+        return merged
+    info, ds_at = _structs(merged, 0, _NO_LIMITS)
+    firsts = info.first_clocks()
+    if list(firsts) != [doc.client_id]:
+        return merged
+    state: bytes = doc.get_state()
+    start = decode_state_vector(state)
+    start[doc.client_id] = firsts[doc.client_id]
+    full: bytes = doc.get_update(encode_state_vector(start))
+    tail: bytes = doc.get_update(state)  # no structs, then the document's whole delete set
+    if tail[:1] != b"\x00" or not full.endswith(tail[1:]):
+        return merged
+    squashed = full[: len(full) - len(tail) + 1] + merged[ds_at:]
+    return squashed if len(squashed) <= len(merged) else merged
 
 
 def state_vector(doc: pycrdt.Doc[Any]) -> bytes:

@@ -211,6 +211,13 @@ class UpdateInfo:
         """Whether the update has any struct or deleted range (see also :func:`is_noop`)."""
         return bool(self.n_structs) or any(self.delete_set.values())
 
+    def first_clocks(self) -> dict[int, int]:
+        """``{client: the clock of its first struct}``, in section order."""
+        out: dict[int, int] = {}
+        for client, clock in self._gaps:
+            out.setdefault(client, clock)
+        return out
+
     def missing(self, sv: Mapping[int, int]) -> tuple[int, int] | None:
         """None if a doc at state vector ``sv`` ({client: clock}) would integrate every struct
         of the update at once; else an ID (client, clock) such a doc must hold first.

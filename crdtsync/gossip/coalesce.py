@@ -1,0 +1,79 @@
+"""The local coalescing window: a stream of local writes leaves as one update per window.
+
+An agent streaming small writes (an LLM writing its output token by token, each token its own
+transaction) would otherwise cost the core, the wire and every receiver one update per write:
+one Push, one validation, one pycrdt transaction and one observer call per token at each
+follower (issue 17's stream row). With a LAN config (``send_when_idle`` without aligned
+windows, :meth:`~crdtsync.gossip.config.GossipConfig.lan`), the core's push window applies to
+local writes too, per agent:
+
+* a write after a whole quiet window goes at once (no latency added to a lone write);
+* a write within a window of the last hand-over waits for the window's end, and the next
+  window doubles (a stream goes on), up to ``push_interval * 2**MAX_DOUBLINGS`` (16 ms on the
+  LAN config); a window that held a single write narrows the next one again;
+* at a window's end the deltas held for each shard are merged into one update (the
+  :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
+  characters of one client into one struct), then pushed to every peer holding the shard.
+
+With aligned (WAN) windows the push window itself batches every delta to its boundary, so
+nothing is held here; deltas handed over together (one driver turn, :meth:`GossipCore.
+local_updates`) are merged in every config. Pure state: times come in as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["MAX_DOUBLINGS", "Coalescer"]
+
+#: A busy stream's window grows to at most push_interval * 2**MAX_DOUBLINGS.
+MAX_DOUBLINGS = 3
+
+
+class Coalescer:
+    """The coalescing window of one agent's local writes (see the module docstring).
+
+    Args:
+        base: the first window, in seconds (the LAN config's ``push_interval``); 0 turns
+            holding off (every write goes at once).
+    """
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+        #: shard -> deltas held until :attr:`due`, in the order written.
+        self.held: dict[str, list[bytes]] = {}
+        #: When the held deltas go (None: nothing held).
+        self.due: float | None = None
+        self._last = -math.inf  # when deltas last went
+        self._busy = 0  # consecutive busy windows: each doubles the next
+
+    @property
+    def window(self) -> float:
+        """The length of the current window, in seconds."""
+        return self.base * float(1 << self._busy)
+
+    def hold(self, shard: str, deltas: Sequence[bytes], now: float) -> bool:
+        """Hold ``deltas`` of ``shard`` written at ``now`` and return False, or return True
+        when they go at once (a quiet window since the last hand-over: nothing to batch)."""
+        if self.base <= 0:
+            return True
+        if self.due is None:
+            end = self._last + self.window
+            if now >= end:  # quiet for a window: the busy streak ends
+                self._busy = 0
+                self._last = now
+                return True
+            # Written again within the window: wait for its end, and widen the next one.
+            self._busy = min(self._busy + 1, MAX_DOUBLINGS)
+            self.due = end
+        self.held.setdefault(shard, []).extend(deltas)
+        return False
+
+    def take(self, now: float) -> dict[str, list[bytes]]:
+        """The held deltas per shard, which go now (at :attr:`due`, or earlier on close)."""
+        held, self.held, self.due = self.held, {}, None
+        if sum(len(d) for d in held.values()) == 1:  # a window too wide for the rate
+            self._busy = max(0, self._busy - 1)
+        self._last = now
+        return held

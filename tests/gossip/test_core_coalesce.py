@@ -1,0 +1,147 @@
+"""The core's coalescing window for local writes (gossip/coalesce.py, issue 17's stream row):
+a stream of small writes leaves as one merged update per shard and window, the window doubling
+while the stream lasts; a lone write goes at once. Driven directly and in the simulator."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pycrdt
+from corepair import *  # noqa: F403
+from crdtsync.transports.memory import Network
+
+from crdtsync.gossip.coalesce import MAX_DOUBLINGS, Coalescer
+
+# ruff: noqa: F405 (names from corepair)
+
+LAN = GossipConfig.lan()
+W = LAN.push_interval
+
+
+def test_windows_double_while_a_stream_goes_on_and_narrow_after_it() -> None:
+    c = Coalescer(0.002)
+    assert c.hold("s", [b"1"], 1.0)  # quiet: at once
+    assert not c.hold("s", [b"2"], 1.0005) and c.due == 1.002  # the window of the last one
+    assert not c.hold("t", [b"3"], 1.001) and c.due == 1.002  # joins the open window
+    assert c.take(1.002) == {"s": [b"2"], "t": [b"3"]} and c.due is None
+    ends = []
+    now = 1.002
+    for _ in range(6):  # written again within every window: it doubles, up to 2**MAX_DOUBLINGS
+        now += 0.0001
+        assert not c.hold("s", [b"x"], now)
+        ends.append(round(c.due - now + 0.0001, 6))  # type: ignore[operator]
+        c.hold("s", [b"y"], now)
+        now = c.due  # type: ignore[assignment]
+        c.take(now)
+    assert ends == [0.004, 0.008, 0.016, 0.016, 0.016, 0.016]
+    assert c.window == 0.002 * 2**MAX_DOUBLINGS
+    c.hold("s", [b"z"], now + 0.0001)  # a window that held one write narrows the next
+    c.take(c.due)  # type: ignore[arg-type]
+    assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 1)
+    assert c.hold("s", [b"q"], 100.0) and c.window == 0.002  # quiet again: at once, reset
+    assert Coalescer(0.0).hold("s", [b"1"], 1.0) and Coalescer(0.0).hold("s", [b"2"], 1.0)
+
+
+def _stream(a: GossipCore, text: pycrdt.Text, n: int, start: float, step: float) -> list[bytes]:
+    """n one-character writes to a's shard "s", each its own delta, ``step`` apart; the
+    frames a sends, ticking it at every deadline on the way."""
+    r = reps(a)
+    t = start
+    out: list[Any] = []
+    for i in range(n):
+        while (d := a.next_deadline()) is not None and d <= t:
+            a.tick(d)
+            out += a.data_to_send()
+        before = updates.state_vector(r.doc("s"))
+        text.insert(len(text), "abc"[i % 3])
+        a.local_update("s", r.doc("s").get_update(before), t)
+        out += a.data_to_send()
+        t += step
+    while (d := a.next_deadline()) is not None and d <= t + 1:
+        a.tick(d)
+        out += a.data_to_send()
+        if a._p.pushes.coalescer.due is None:  # noqa: SLF001 (nothing held: done)
+            break
+    return out
+
+
+def test_a_stream_of_local_writes_goes_as_one_merged_update_per_window() -> None:
+    a, b = make("a", config=LAN), make("b", config=LAN)
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.5)
+    text = reps(a).doc("s").get("t", type=pycrdt.Text)
+    sent = _stream(a, text, 400, 1.0, 0.0002)  # 5,000 writes/s for 80 ms
+    pushes = [m for p, m in sent if isinstance(m, Push) and m.shard == "s"]
+    assert all(len(m.updates) == 1 for m in pushes)  # merged: one update per Push
+    assert 8 <= len(pushes) <= 20  # windows of 2, 4, 8, then 16 ms: not one per write
+    for m in pushes:
+        b.receive("a", rt(m), 2.0)
+    assert str(reps(b).doc("s").get("t", type=pycrdt.Text)) == str(text)
+
+
+def test_a_lone_write_goes_at_once_and_flush_local_sends_what_is_held() -> None:
+    a, b = make("a", config=LAN), make("b", config=LAN)
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.5)
+    d1, d2 = put(a, "s", "k1", 1), put(a, "s", "k2", 2)
+    a.local_update("s", d1, 1.0)
+    assert len(a.data_to_send()) == 1  # at once
+    a.local_update("s", d2, 1.0001)
+    assert a.data_to_send() == [] and a.next_deadline() == 1.0 + W
+    a.flush_local(1.0002)  # a driver closing: what is held goes now
+    assert [m.updates for _, m in a.data_to_send()] == [(d2,)]  # type: ignore[attr-defined]
+    assert a.next_deadline() != 1.0 + W
+    # Deltas handed over together are merged in every config (one update).
+    c, d = make("c"), make("d")
+    connect(c, d)
+    settle({"c": c, "d": d}, 0.25)
+    e1, e2 = put(c, "s", "x", 1), put(c, "s", "y", 2)
+    c.local_updates("s", [e1, e2], 5.1)
+    c.tick(5.25)
+    (push,) = [m for _, m in c.data_to_send() if isinstance(m, Push)]
+    assert len(push.updates) == 1
+    d.receive("c", rt(push), 5.3)
+    assert content(d, "s") == {"x": 1.0, "y": 2.0}
+
+
+def _simulate(seed: int) -> tuple[int, int, str, bool]:
+    """3 agents on LAN settings in the simulator; a00 streams 300 one-character writes 0.5 ms
+    apart. (Pushes a00 sent to a01, writes, fingerprint of every frame, converged)."""
+    net = Network(seed, config=LAN, latency=0.0005)
+    net.add_node("a00")
+    for name in ("a01", "a02"):
+        net.add_node(name, seeds=[net.address("a00")])
+    net.run_until(3.0)
+    fingerprint = hashlib.sha256()
+    sent: list[tuple[str, str, str]] = []
+    original = net._transmit  # noqa: SLF001
+
+    def tracing(conn: Any, src: str, msg: Message) -> None:
+        if conn.open_for.get(src):
+            fingerprint.update(f"{net.now!r} {src}".encode() + wire.encode(msg))
+            sent.append((src, conn.other(src), type(msg).__name__))
+        original(conn, src, msg)
+
+    net._transmit = tracing  # type: ignore[method-assign]  # noqa: SLF001
+
+    def write(i: int) -> None:
+        def edit(doc: pycrdt.Doc[Any]) -> None:
+            text = doc.get("t", type=pycrdt.Text)
+            text.insert(len(text), "xyz"[i % 3])
+
+        net.write("a00", "s", edit)
+
+    for i in range(300):
+        net.at(3.0 + i * 0.0005, lambda i=i: write(i))
+    net.run_until(6.0)
+    pushes = sum(1 for s, d, k in sent if (s, d, k) == ("a00", "a01", "Push"))
+    texts = {str(n.replicas.doc("s").get("t", type=pycrdt.Text)) for n in net.nodes.values()}
+    return pushes, 300, fingerprint.hexdigest(), len(texts) == 1 and net.converged()
+
+
+def test_the_simulator_coalesces_a_stream_deterministically() -> None:
+    pushes, writes, fp, converged = _simulate(7)
+    assert converged
+    assert pushes <= writes // 5  # one merged update per window, not one Push per write
+    assert _simulate(7)[2] == fp  # the same frames, at the same virtual times
