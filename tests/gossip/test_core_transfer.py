@@ -108,7 +108,8 @@ def test_lan_settings_send_at_once_when_idle_and_batch_what_follows() -> None:
     settle({"a": a, "b": b}, 0.5)
     d1, d2, d3 = (put(a, "s", f"k{i}", i) for i in range(3))
     a.local_update("s", d1, 1.0)
-    assert a.data_to_send() == [("b", Push("s", (d1,), None, 1))]  # an idle link: at once
+    first = a.data_to_send()
+    assert first == [("b", Push("s", (d1,), None, 1))]  # an idle link: at once
     a.local_update("s", d2, 1.0005)
     a.local_update("s", d3, 1.001)
     assert a.data_to_send() == []
@@ -118,6 +119,7 @@ def test_lan_settings_send_at_once_when_idle_and_batch_what_follows() -> None:
     a.tick(a.next_deadline())  # type: ignore[arg-type]
     sent = a.data_to_send()
     assert [(p, m.seq, len(m.updates)) for p, m in sent] == [("b", 2, 1)]  # type: ignore[attr-defined]
+    b.receive("a", rt(first[0][1]), 1.01)
     b.receive("a", rt(sent[0][1]), 1.01)
-    assert content(b, "s") == {"k1": 1.0, "k2": 2.0}  # (d1 was not delivered here)
+    assert content(b, "s") == {"k0": 0.0, "k1": 1.0, "k2": 2.0}
     assert a.mode() == FULL and make("x", config=replace(lan, full_mesh_max=1)).mode() == FULL
