@@ -100,3 +100,52 @@ async def test_one_refused_update_keeps_the_link_a_stream_of_them_closes_it(
         async with Agent("honest", data_dir=tmp_path / "h", peers=[v.address], gossip=lan) as hon:
             mine = await hon.shard("doc")
             await _until(lambda: mine.snapshot() == {"k": "v", "after": "ok"}, "honest synced")
+
+
+async def test_every_refused_shape_of_the_table_is_dropped_counted_and_not_stored(
+    tmp_path: Path,
+) -> None:
+    """Rows 1-5 and 8 of issue #11's table over real websockets, as the Proof asks: each shape
+    pushed into an existing shard and into a new one is refused (dropped, the link stays up),
+    counted (``quota.update-limits``), nothing of it is stored (no new shard either), and an
+    honest peer syncs the shard afterwards."""
+    limits = DEFAULT_LIMITS
+    assert limits.max_fan is not None and limits.max_structs is not None
+    shapes = {
+        "fan": h.same_origin_fan(limits.max_fan + 1),  # row 1: quadratic integration
+        "chain": h.many_items(20_000),  # row 2: quadratic memory
+        "xml": h.nested_xml(2_000),  # row 3: segfaulting reads
+        "maps": h.nested_maps(1_000),  # row 4: RecursionError on read
+        "format": h.format_in_map(),  # row 5: KeyError on read
+        "structs": h.many_unmerged(limits.max_structs + 1),  # row 8: seconds of CPU
+    }
+    lan = GossipConfig.lan()
+    async with Agent("victim", data_dir=tmp_path / "v", listen="ws://127.0.0.1:0", gossip=lan) as v:
+        assert v.address is not None
+        doc = await v.shard("doc")
+        doc["k"] = "v"
+        before = set(v.shard_names())
+        async with connect(v.address, proxy=None, max_size=None) as ws:
+            raw = _Raw(ws)
+            await raw.send(Hello(PROTOCOL_VERSION, "default", "mallory", None, (), 0, 7))
+            await _until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
+            seq = 0
+            for i, (name, update) in enumerate(shapes.items()):
+                for shard in ("doc", f"new-{name}"):
+                    seq += 1
+                    await raw.send(Push(shard, (update,), seq=seq))
+                seq += 1
+                await raw.send(Push("doc", (_honest_update(f"after-{name}", "ok"),), seq=seq))
+                await _until(
+                    lambda n=name: doc.snapshot().get(f"after-{n}") == "ok" or raw.closed.is_set(),
+                    f"the update after {name} applied",
+                )
+                assert not raw.closed.is_set(), (name, raw.code)  # the link stayed up
+                assert v.counters["quota.update-limits"] == 2 * (i + 1), name
+        await doc.flush()
+        expected = {"k": "v", **{f"after-{n}": "ok" for n in shapes}}
+        assert doc.snapshot() == expected  # nothing of a refused shape
+        assert set(v.shard_names()) == before  # and no shard was created for one
+        async with Agent("honest", data_dir=tmp_path / "h", peers=[v.address], gossip=lan) as hon:
+            mine = await hon.shard("doc")
+            await _until(lambda: mine.snapshot() == expected, "honest synced")
