@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 #: Store metadata key recording the value format of a shard's data (see :mod:`crdtsync.values`);
 #: a shard without it was written by a release before format 2 and is migrated on open.
 _VALUES_META = "values_format"
+#: In an update that brings a value migration which rewrote values (its marker key).
+_REWRITES_KEY = values.REWRITES.encode()
 _VALUES_FORMAT = str(values.FORMAT).encode()
 #: Store metadata key: every stored entry of the shard passed :data:`STORED_LIMITS` (checked
 #: once; a shard created since the limits exist carries it from the start).
@@ -192,6 +194,8 @@ class ShardRegistry:
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
             self._migrate_values(shard)
             self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
+        if loaded is not None:
+            self._repair_rewrites(shard)
         return shard, False
 
     def _mark_received(self, shard: Shard) -> None:
@@ -227,6 +231,23 @@ class ShardRegistry:
                 shard.name,
                 changed,
                 values.FORMAT,
+            )
+
+    def _repair_rewrites(self, shard: Shard) -> None:
+        """Delete the extra copies of list elements that migrations of differing old states
+        both rewrote (:func:`crdtsync.values.repair_rewrites`; nothing to do, cheaply, unless
+        two migrations rewrote values). A local change, persisted and gossiped like a write;
+        every replica that repairs deletes the same copies."""
+        applying, self.applying = self.applying, False
+        try:
+            deleted = values.repair_rewrites(shard.doc)
+        finally:
+            self.applying = applying
+        if deleted:
+            logger.info(
+                "shard %r: %d list elements two value migrations both rewrote shown once",
+                shard.name,
+                deleted,
             )
 
     def _changed_hook(self, shard: Shard, delta: bytes, origin: str | None) -> None:
@@ -378,11 +399,13 @@ class ShardRegistry:
                 opened, unmarked = self._open(shard, mark_new=False)
             delta = opened.apply_remote(update, origin, info, author=author)
             history.record(info.places)
-            return delta
         finally:
             if unmarked:
                 self._mark_received(opened)  # type: ignore[arg-type]
             self.applying = False
+        if delta is not None and _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return delta
 
     def _history(self, shard: str) -> PlaceHistory:
         history = self._places.get(shard)
@@ -433,11 +456,16 @@ class ShardRegistry:
         self.last_apply_work = work
         self.applying = True
         try:
-            delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
+            opened = self.open(shard)
+            delta = opened.apply_remote_batch(batch, origin, infos, author=author)
             self._places[shard] = trial
         finally:
             self.applying = False
-        return [] if delta is None else [delta]
+        if delta is None:
+            return []
+        if _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state
