@@ -118,6 +118,8 @@ class ShardRegistry:
         self._changed: set[str] = set()
         self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
+        #: Per shard, the value migrations its last rewrite repair knew (_repair_rewrites).
+        self._rewriters: dict[str, frozenset[int]] = {}
         #: Work units the last apply() cost (read by the core after each remote apply and
         #: charged to the sender's and the shard's work budget, crdtsync.quotas.WorkBudget):
         #: UpdateInfo.work plus the conflict scans against what earlier updates placed at the
@@ -237,10 +239,20 @@ class ShardRegistry:
         """Delete the extra copies of list elements that migrations of differing old states
         both rewrote (:func:`crdtsync.values.repair_rewrites`; nothing to do, cheaply, unless
         two migrations rewrote values). A local change, persisted and gossiped like a write;
-        every replica that repairs deletes the same copies."""
+        every replica that repairs deletes the same copies. Only when a migration came that
+        the shard's last repair did not know: a migration's marker key is its last struct, so
+        its copies are in by then, and only a new migration makes a second copy visible (an
+        update that merely names the marker key costs a look at the marker, no parse)."""
+        writers = values.rewriters(shard.doc)
+        if len(writers) < 2:
+            return
+        known = frozenset(writers)
+        if self._rewriters.get(shard.name) == known:
+            return
+        self._rewriters[shard.name] = known
         applying, self.applying = self.applying, False
         try:
-            deleted = values.repair_rewrites(shard.doc)
+            deleted = values.repair_rewrites(shard.doc, writers)
         finally:
             self.applying = applying
         if deleted:

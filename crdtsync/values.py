@@ -58,6 +58,7 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MARKER",
+    "MAX_REWRITERS",
     "REWRITES",
     "decode_leaf",
     "encode_value",
@@ -387,15 +388,23 @@ def rewriters(doc: pycrdt.Doc[Any]) -> dict[int, dict[int, int]]:
     return found
 
 
-def repair_rewrites(doc: pycrdt.Doc[Any]) -> int:
+#: More migrations than this in one document are not repaired (a document holds one per old
+#: replica that migrated before the others' migration reached it: a handful): the repair
+#: parses the whole state, and a peer could add marker keys at will.
+MAX_REWRITERS = 64
+
+
+def repair_rewrites(doc: pycrdt.Doc[Any], writers: dict[int, dict[int, int]] | None = None) -> int:
     """Delete the extra copies of array elements that two or more migrations rewrote (see the
     block comment above :data:`_MIGRATION_SALT`), in one delete-only update applied to ``doc``;
-    returns how many were deleted. Cheap when fewer than two migrations rewrote values (the
-    usual case): the document's state is parsed only then."""
+    returns how many were deleted. ``writers``: :func:`rewriters` of ``doc`` if the caller has
+    them. Cheap when fewer than two migrations rewrote values (the usual case): the document's
+    state is parsed only then (and not beyond :data:`MAX_REWRITERS`)."""
     from .yjs.rewrites import delete_only_update, extra_copies
 
-    writers = rewriters(doc)
-    if len(writers) < 2:
+    if writers is None:
+        writers = rewriters(doc)
+    if not 2 <= len(writers) <= MAX_REWRITERS:
         return 0
     extra = extra_copies(doc.get_update(), writers)
     if not extra:
