@@ -362,3 +362,14 @@ def test_migrations_of_differing_old_states_repair_to_one_copy_each(
     lists = [V.to_plain(doc.get("root", type=pycrdt.Map))["list"] for doc in replicas]
     assert all(_same(x, lists[0]) for x in lists), lists
     assert _elements(lists[0]) == _elements(want), (lists[0], want)
+
+
+async def test_two_agents_upgraded_at_once_meet_over_websockets(tmp_path: Path) -> None:
+    """Two stores of the previous release holding the same state, opened by two agents that
+    gossip over websockets from the start: whichever migrates first, or both, every value
+    reads back once, as written."""
+    for name in ("a", "b"):
+        shutil.copytree(FIXTURE, tmp_path / name)
+    snap_a, snap_b = await _meet(tmp_path)
+    assert _same(snap_a, EXPECTED), snap_a
+    assert _same(snap_b, EXPECTED), snap_b
