@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 #: Store metadata key recording the value format of a shard's data (see :mod:`crdtsync.values`);
 #: a shard without it was written by a release before format 2 and is migrated on open.
 _VALUES_META = "values_format"
+#: In an update that brings a value migration which rewrote values (its marker key).
+_REWRITES_KEY = values.REWRITES.encode()
 _VALUES_FORMAT = str(values.FORMAT).encode()
 #: Store metadata key: every stored entry of the shard passed :data:`STORED_LIMITS` (checked
 #: once; a shard created since the limits exist carries it from the start).
@@ -116,6 +118,8 @@ class ShardRegistry:
         self._changed: set[str] = set()
         self._all_changed = True
         self.applying = False  # inside apply() called by the core: its deltas are not news
+        #: Per shard, the value migrations its last rewrite repair knew (_repair_rewrites).
+        self._rewriters: dict[str, frozenset[int]] = {}
         #: Work units the last apply() cost (read by the core after each remote apply and
         #: charged to the sender's and the shard's work budget, crdtsync.quotas.WorkBudget):
         #: UpdateInfo.work plus the conflict scans against what earlier updates placed at the
@@ -192,6 +196,8 @@ class ShardRegistry:
             # receives it stores it unmarked, and must not "migrate" it once upgraded.
             self._migrate_values(shard)
             self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
+        if loaded is not None:
+            self._repair_rewrites(shard)
         return shard, False
 
     def _mark_received(self, shard: Shard) -> None:
@@ -227,6 +233,33 @@ class ShardRegistry:
                 shard.name,
                 changed,
                 values.FORMAT,
+            )
+
+    def _repair_rewrites(self, shard: Shard) -> None:
+        """Delete the extra copies of list elements that migrations of differing old states
+        both rewrote (:func:`crdtsync.values.repair_rewrites`; nothing to do, cheaply, unless
+        two migrations rewrote values). A local change, persisted and gossiped like a write;
+        every replica that repairs deletes the same copies. Only when a migration came that
+        the shard's last repair did not know: a migration's marker key is its last struct, so
+        its copies are in by then, and only a new migration makes a second copy visible (an
+        update that merely names the marker key costs a look at the marker, no parse)."""
+        writers = values.rewriters(shard.doc)
+        if len(writers) < 2:
+            return
+        known = frozenset(writers)
+        if self._rewriters.get(shard.name) == known:
+            return
+        self._rewriters[shard.name] = known
+        applying, self.applying = self.applying, False
+        try:
+            deleted = values.repair_rewrites(shard.doc, writers)
+        finally:
+            self.applying = applying
+        if deleted:
+            logger.info(
+                "shard %r: %d list elements two value migrations both rewrote shown once",
+                shard.name,
+                deleted,
             )
 
     def _changed_hook(self, shard: Shard, delta: bytes, origin: str | None) -> None:
@@ -378,11 +411,13 @@ class ShardRegistry:
                 opened, unmarked = self._open(shard, mark_new=False)
             delta = opened.apply_remote(update, origin, info, author=author)
             history.record(info.places)
-            return delta
         finally:
             if unmarked:
                 self._mark_received(opened)  # type: ignore[arg-type]
             self.applying = False
+        if delta is not None and _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return delta
 
     def _history(self, shard: str) -> PlaceHistory:
         history = self._places.get(shard)
@@ -433,11 +468,16 @@ class ShardRegistry:
         self.last_apply_work = work
         self.applying = True
         try:
-            delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
+            opened = self.open(shard)
+            delta = opened.apply_remote_batch(batch, origin, infos, author=author)
             self._places[shard] = trial
         finally:
             self.applying = False
-        return [] if delta is None else [delta]
+        if delta is None:
+            return []
+        if _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return [delta]
 
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state

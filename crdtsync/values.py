@@ -58,12 +58,16 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MARKER",
+    "MAX_REWRITERS",
+    "REWRITES",
     "decode_leaf",
     "encode_value",
     "is_marked",
     "mark",
     "migrate",
     "migration_client_id",
+    "repair_rewrites",
+    "rewriters",
     "to_plain",
     "Unreadable",
 ]
@@ -76,6 +80,8 @@ SAFE = 2**53 - 1
 FORMAT = 2
 #: Root-level map of the document holding ``{"values": FORMAT}`` once a shard was migrated.
 MARKER = "crdtsync"
+#: Prefix of the marker keys ``rewrites.<client id>``: a migration that rewrote values.
+REWRITES = "rewrites."
 
 _INT_KEY = "$int"
 _FLOAT_KEY = "$float"
@@ -268,8 +274,12 @@ def _migrate_container(crdt: Any) -> int:
                 continue
             new = _reencode(item)
             if not _same_leaf(new, item):
-                del crdt[i]
+                # Before the old element, then delete it: the copy's right origin is the old
+                # element's ID (Yrs places an insert right before the element at that index,
+                # after any deleted ones), which is how crdtsync.yjs.rewrites finds two
+                # copies of one element.
                 crdt.insert(i, new)
+                del crdt[i + 1]
                 changed += 1
     return changed
 
@@ -281,14 +291,19 @@ def _migrate_container(crdt: Any) -> int:
 # state (its state vector and its delete set, both in a canonical form), in a fixed order.
 # Two replicas holding the same old state then create the same structs with the same IDs, and
 # the CRDT integrates the second copy as the no-op it is: no duplicate, nothing lost. The
-# derived id is never one the old state already uses. What is not covered: replicas whose old
-# states differ (one had writes the other lacked) derive different ids, so they duplicate the
-# array elements both rewrite, and a map value's rewrite is a write concurrent with the writes
-# that replica lacked, which Yjs's last-writer rule (ordered by client id) may let win: the
-# older value comes back. Replicas still converge, every value in format 2 (tested with two
-# real stores in tests/test_values_migration.py). The marker, gossiped like any write, keeps
-# that window short (an agent that receives a migration before opening the shard does not
-# migrate).
+# derived id is never one the old state already uses. Replicas whose old states differ (one
+# had writes the other lacked) derive different ids, so both copies of an array element they
+# both rewrite show: each migration records its id in the marker (``rewrites.<id>``), and
+# repair_rewrites, run when a shard opens and after remote updates bring a migration, deletes
+# every copy but the one of the smallest id, or all if a migration that held the element saw
+# it deleted (crdtsync.yjs.rewrites: the same decision on every replica). What is not
+# covered: a map value's rewrite is a write concurrent with the writes that replica lacked,
+# which Yjs's last-writer rule (ordered by client id) may let win, so the older value comes
+# back; and a user's delete of a copy that is not the smallest id's, made
+# before the migrations met, is undone by that copy. Replicas still converge, every value in
+# format 2 (tested with two real stores in tests/test_values_migration.py). The marker,
+# gossiped like any write, keeps that window short (an agent that receives a migration before
+# opening the shard does not migrate).
 _MIGRATION_SALT = b"crdtsync values migration 1->2\x00"
 #: Client ids stay within what JavaScript's lib0 reads exactly.
 _CLIENT_MASK = (1 << 53) - 1
@@ -330,8 +345,11 @@ def migrate(doc: pycrdt.Doc[Any], root: str) -> int:
     Concurrency: the rewrite is a deterministic function of the old state (see the block
     comment above), so replicas that migrate the same old state at once write identical
     structs and converge without duplicates. Replicas whose old states differ still
-    converge, but duplicate array elements both rewrite and may lose a write one lacked.
+    converge; the array elements both rewrite show twice until :func:`repair_rewrites` runs,
+    and a map write one lacked may be lost.
     """
+    from .yjs.state import decode_state_vector
+
     if is_marked(doc):
         return 0
     state = doc.get_state()
@@ -344,5 +362,52 @@ def migrate(doc: pycrdt.Doc[Any], root: str) -> int:
             else 0
         )
         mark(scratch)
+        if decode_state_vector(state):  # who rewrote what it held (crdtsync.yjs.rewrites)
+            scratch.get(MARKER, type=pycrdt.Map)[f"{REWRITES}{scratch.client_id}"] = state
     doc.apply_update(scratch.get_update(state))
     return changed
+
+
+def rewriters(doc: pycrdt.Doc[Any]) -> dict[int, dict[int, int]]:
+    """The migrations that rewrote values in ``doc`` (their marker keys): client id -> the
+    state vector of the old state each rewrote."""
+    from .yjs.state import decode_state_vector
+
+    if MARKER not in doc.keys():  # noqa: SIM118  (a Doc is no dict)
+        return {}
+    marker = doc.get(MARKER, type=pycrdt.Map)
+    found: dict[int, dict[int, int]] = {}
+    for key in marker.keys():  # noqa: SIM118  (a Map is no dict)
+        suffix = key[len(REWRITES) :]
+        if key.startswith(REWRITES) and suffix.isdigit():
+            state = marker[key]
+            try:
+                found[int(suffix)] = decode_state_vector(bytes(state))
+            except (TypeError, ValueError):  # not written by migrate(): not a rewriter
+                continue
+    return found
+
+
+#: More migrations than this in one document are not repaired (a document holds one per old
+#: replica that migrated before the others' migration reached it: a handful): the repair
+#: parses the whole state, and a peer could add marker keys at will.
+MAX_REWRITERS = 64
+
+
+def repair_rewrites(doc: pycrdt.Doc[Any], writers: dict[int, dict[int, int]] | None = None) -> int:
+    """Delete the extra copies of array elements that two or more migrations rewrote (see the
+    block comment above :data:`_MIGRATION_SALT`), in one delete-only update applied to ``doc``;
+    returns how many were deleted. ``writers``: :func:`rewriters` of ``doc`` if the caller has
+    them. Cheap when fewer than two migrations rewrote values (the usual case): the document's
+    state is parsed only then (and not beyond :data:`MAX_REWRITERS`)."""
+    from .yjs.rewrites import delete_only_update, extra_copies
+
+    if writers is None:
+        writers = rewriters(doc)
+    if not 2 <= len(writers) <= MAX_REWRITERS:
+        return 0
+    extra = extra_copies(doc.get_update(), writers)
+    if not extra:
+        return 0
+    doc.apply_update(delete_only_update(extra))
+    return sum(len(ranges) for ranges in extra.values())

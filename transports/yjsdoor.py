@@ -86,6 +86,9 @@ DEFAULT_MAX_SEND_BUFFER = 256 << 20
 #: many bytes of updates (a bigger one goes alone): see :meth:`YjsDoor._writer`.
 MERGE_BYTES = 1 << 20
 
+#: A client's reader hands the event loop over after this many frames (0: never).
+READ_TURN = 32
+
 #: What a client's writer sends: a frame, and the update it carries if it is a live update
 #: (mergeable with the next ones); None ends the writer.
 _Queued = tuple[bytes, "bytes | None"]
@@ -224,10 +227,14 @@ class YjsDoor:
             self.send(client, sync.encode_sync(sync.STEP1, updates.state_vector(shard.doc)))
             if room.awareness:
                 self.send(client, sync.encode_awareness(list(room.awareness.values())))
+            read = 0
             async for frame in ws:
                 if client.closing:
                     break
                 self._handle(room, client, frame)
+                read += 1
+                if READ_TURN and read % READ_TURN == 0:
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         except ProtocolError as exc:
