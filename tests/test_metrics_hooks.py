@@ -85,6 +85,7 @@ async def test_queued_bytes_of_a_peer_that_does_not_read(tmp_path: Path) -> None
             buffered = value(text, "crdtsync_peer_send_buffer_bytes", peer="slow")
             assert buffered == figures["send_buffer_bytes"]  # (nothing was read meanwhile)
             assert value(text, "crdtsync_peer_dropped", peer="slow") == figures["dropped"]
+            assert value(text, "crdtsync_open_connections") == a.metrics()["connections"] == 1
             reading = asyncio.create_task(drain(ws))
             await ws.close()
             await reading
@@ -114,12 +115,15 @@ async def test_a_lost_push_asks_a_repair_and_counts_it(tmp_path: Path) -> None:
                     msg = wire.decode(await ws.recv())  # type: ignore[arg-type]
                     asked = isinstance(msg, SyncRequest) and "board" in dict(msg.state_vectors)
             await eventually(lambda: a.repairs.get(("lossy", "board"), 0) >= 1, "repair counted")
+            # (lossy never answers, so the agent asks again every repair_timeout: the count
+            # only grows between two readings)
             n = a.repairs[("lossy", "board")]
-            assert a.metrics()["peers"]["lossy"]["repairs"] == {"board": n}
+            got = a.metrics()["peers"]["lossy"]["repairs"]["board"]
             text = await scrape(a)
-            assert (
-                value(text, "crdtsync_anti_entropy_repairs_total", peer="lossy", shard="board") == n
+            scraped = value(
+                text, "crdtsync_anti_entropy_repairs_total", peer="lossy", shard="board"
             )
+            assert scraped is not None and n <= got <= scraped <= a.repairs[("lossy", "board")]
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
@@ -167,14 +171,16 @@ async def test_close_codes_of_mqtt_links_on_an_agent_with_websockets_too(tmp_pat
             await eventually(
                 lambda: "1006 abnormal none" in a.metrics()["closes"], "the drop counted", 30
             )
+            # The Will drops every link a has with victim: one, or more while links that both
+            # sides dialled at once were still being settled when it died.
             closes = a.metrics()["closes"]
-            assert closes["1001 going_away peer"] == 1 and closes["1006 abnormal none"] == 1
+            assert closes["1001 going_away peer"] == 1 and closes["1006 abnormal none"] >= 1
             text = await scrape(a)
             for code, reason, by in (("1001", "going_away", "peer"), ("1006", "abnormal", "none")):
                 got = value(
                     text, "crdtsync_connection_closes_total", code=code, reason=reason, by=by
                 )
-                assert got == 1, (code, text)
+                assert got == closes[f"{code} {reason} {by}"], (code, text)
             assert value(text, "crdtsync_open_connections") == 0
     finally:
         if proc is not None and proc.returncode is None:
