@@ -406,24 +406,43 @@ def plot(
     results: dict[str, Any],
     scale: list[dict[str, Any]],
     sim: list[dict[str, Any]] | None = None,
+    baseline: list[dict[str, Any]] | None = None,
 ) -> Any:
+    """The 8-agent comparison (or, without it, CPU per write vs N), latency vs N and messages
+    per write vs N; ``baseline``: an earlier run's scale curve (``--baseline``), drawn faint."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     systems = [s for s in (BROKER, "crdtsync", HUB) if s in results]
     ax = axes[0]
-    for i, phase in enumerate(("burst", "paced", "paced_low")):
-        vals = [results[s][phase]["latency_ms"]["p99"] for s in systems]
-        ax.bar([j + i * 0.27 for j in range(len(systems))], vals, 0.27, label=f"{phase} p99")
-    ax.set_xticks([j + 0.27 for j in range(len(systems))], systems, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("latency p99 (ms)")
-    ax.set_title("8 agents: p99 per phase")
-    ax.legend(fontsize=7)
+    if systems:
+        for i, phase in enumerate(("burst", "paced", "paced_low")):
+            vals = [results[s][phase]["latency_ms"]["p99"] for s in systems]
+            ax.bar([j + i * 0.27 for j in range(len(systems))], vals, 0.27, label=f"{phase} p99")
+        ax.set_xticks([j + 0.27 for j in range(len(systems))], systems, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency p99 (ms)")
+        ax.set_title("8 agents: p99 per phase")
+        ax.legend(fontsize=7)
+    elif scale:
+        for label, curve, style in (("this run", scale, "o-"), ("baseline", baseline, "x:")):
+            if curve:
+                cn = [s["agents"] for s in curve]
+                ax.plot(cn, [s["cpu_ms_per_write"] for s in curve], style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("agents on one broker")
+        ax.set_ylabel("CPU ms per write (all processes + broker)")
+        ax.set_title("CPU per write vs N")
+        ax.legend(fontsize=7)
     ax = axes[1]
     ns = [s["agents"] for s in scale]
     if scale:
         ax.plot(ns, [s["latency_ms"]["p50"] for s in scale], "o-", label="p50")
         ax.plot(ns, [s["latency_ms"]["p99"] for s in scale], "o-", label="p99")
+        if baseline:
+            bn = [s["agents"] for s in baseline]
+            ax.plot(bn, [s["latency_ms"]["p50"] for s in baseline], "x:", label="baseline p50")
+            ax.plot(bn, [s["latency_ms"]["p99"] for s in baseline], "x:", label="baseline p99")
         if sim:
             sn = [r["agents"] for r in sim]
             ax.plot(sn, [r["pair_latency_p50_ms"] for r in sim], "s--", label="ws mesh sim p50")
@@ -439,6 +458,13 @@ def plot(
     if scale:
         ax.plot(ns, [s["push_publishes_per_write"] for s in scale], "o-", label="push publishes")
         ax.plot(ns, [s["publishes_per_write"] for s in scale], "o-", label="all publishes")
+        if baseline:
+            ax.plot(
+                [s["agents"] for s in baseline],
+                [s["publishes_per_write"] for s in baseline],
+                "x:",
+                label="baseline: all publishes",
+            )
         ax.plot(ns, [s["deliveries_per_write"] for s in scale], "o-", label="broker deliveries")
         if sim:
             ax.plot(
@@ -468,10 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-rate", type=float, default=100.0, help="writes/s, whole mesh")
     p.add_argument("--scale-seconds", type=float, default=None)
     p.add_argument("--no-sim", action="store_true", help="skip the simulated websocket curve")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="JSON report (--out) of an earlier run: its scale curve is plotted beside this one",
+    )
     args = p.parse_args(argv)
     size = size_of(args)
     n = args.updates or SIZES[size]
     low = (min(n, LOW[size]), args.low_rate)
+    baseline = json.loads(Path(args.baseline).read_text())["scale"] if args.baseline else None
     prog = Progress("broker")
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-broker-"))
     results: dict[str, Any] = {}
@@ -505,13 +537,14 @@ def main(argv: list[str] | None = None) -> int:
         "scale": scale,
         "simulated_mesh": sim,
         "scale_vs_simulated_mesh": _vs_sim(scale, sim),
+        "baseline": {"file": args.baseline, "scale": baseline} if baseline else None,
         "targets": _targets(scale),
     }
     finish(
         report,
         args.out,
         plot_dir=args.plot_dir,
-        plots={"broker.png": lambda: plot(results, scale, sim)},
+        plots={"broker.png": lambda: plot(results, scale, sim, baseline)},
     )
     return 0
 

@@ -93,6 +93,42 @@ def test_escaping_is_injective_and_strict() -> None:
     assert parse_presence_topic("p", "m", "p/other/presence/x") is None
 
 
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize(
+    "props", [b"", b"\x01\x01", b"\x23\x00\x07" + b"\x26\x00\x01k\x00\x01v" * 20]
+)
+@pytest.mark.parametrize("topic", ["crdtsync/m/shard/s/a", "é/x", ""])
+def test_the_fast_publish_reader_agrees_with_paho(qos: int, props: bytes, topic: str) -> None:
+    """transports/_mqtt_fastpath.parse_publish reads what paho's own decoder reads (topic,
+    payload, packet id) or declines (None: paho's code takes the packet), never differs."""
+    from crdtsync.transports._mqtt_fastpath import parse_publish
+    from paho.mqtt._packet import decode_publish
+    from paho.mqtt.enums import MQTTProtocolVersion
+
+    payload = b"\x00payload\xff" * 3
+    t = topic.encode()
+    length = len(props)
+    varint = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    body = len(t).to_bytes(2, "big") + t
+    if qos:
+        body += (4242).to_bytes(2, "big")
+    body += bytes(varint) + props + payload
+    header = 0x30 | (qos << 1)
+    mine = parse_publish(header, body)
+    if qos == 2 or not topic:
+        assert mine is None
+        return
+    theirs = decode_publish(header, body, MQTTProtocolVersion.MQTTv5)
+    assert mine == (theirs.topic.decode(), bytes(theirs.payload), qos, theirs.mid)
+    for cut in range(len(body) - len(payload)):  # truncated: declined, never misread
+        assert parse_publish(header, body[:cut]) is None
+
+
 def test_broker_urls_and_the_insecure_refusal() -> None:
     cfg = parse_broker("mqtt://127.0.0.1:1884/team/a")
     assert (cfg.host, cfg.port, cfg.tls, cfg.prefix) == ("127.0.0.1", 1884, False, "team/a")

@@ -15,7 +15,6 @@ import math
 import random
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -23,6 +22,7 @@ from paho.mqtt.properties import Properties
 
 from crdtsync.errors import BrokerRefused
 
+from ._mqtt_fastpath import deliver_directly
 from ._mqtt_topics import BrokerConfig
 
 __all__ = ["INFLIGHT_HIGH", "INFLIGHT_LOW", "BrokerSession"]
@@ -197,35 +197,9 @@ class BrokerSession:
         return client
 
     def _deliver_directly(self, client: aiomqtt.Client) -> bool:
-        """Hand every received message to ``on_message`` from paho's own callback, in the
-        event loop's reader callback, instead of through aiomqtt's queue and iterator.
-
-        aiomqtt wraps each message into its own object, queues it, and hands it out through
-        a task and an ``asyncio.wait`` per message: about a tenth of a receiving agent's
-        CPU with a hundred agents on one broker (issue 14's profile). The paho client is
-        aiomqtt's private ``_client``; if a future aiomqtt lacks it, the queue is used as
-        before (returns False). A bug in ``on_message`` is logged and counted, never raised
-        into paho (that would drop the broker connection).
-        """
-        paho = getattr(client, "_client", None)
-        if paho is None or not hasattr(paho, "on_message"):
-            return False
-        on_message, count = self._on_message, self._count
-
-        def deliver(_client: object, _userdata: object, message: Any) -> None:
-            try:
-                topic, payload = message.topic, message.payload
-            except UnicodeDecodeError:
-                count("garbage")  # a topic that is not UTF-8: never one of ours
-                return
-            try:
-                on_message(topic, bytes(payload))
-            except Exception:  # noqa: BLE001 - a bug must not end the connection
-                count("handler_errors")
-                logger.exception("%s: a received message's handling failed", self._name)
-
-        paho.on_message = deliver
-        return True
+        """Received messages go to ``on_message`` from the reader callback, not through
+        aiomqtt's queue: see :mod:`._mqtt_fastpath` (False: the queue serves)."""
+        return deliver_directly(client, self._on_message, self._count)
 
     def _set_state(self, state: str, error: BaseException | None = None) -> None:
         """Log once per change of state (not once per attempt); settle start()'s wait."""
