@@ -11,9 +11,9 @@ local writes too, per agent:
 * a write within a window of the last hand-over waits for the window's end; a window that
   held a dense stream (:data:`GROW_AT` writes or more per ``push_interval``: 2,000 writes/s
   on the LAN config) doubles the next, up to ``push_interval * 2**MAX_DOUBLINGS`` (16 ms),
-  and a sparse one (under half that rate) halves it again. A moderate rate (1,000 writes/s)
-  therefore keeps the first window and waits at most ``push_interval`` (2 ms): only a stream
-  dense enough for the per-push cost to matter pays the longer wait;
+  and one under that rate halves it again. A moderate rate (1,000 writes/s) therefore keeps
+  the first window and waits at most ``push_interval`` (2 ms): only a stream dense enough
+  for the per-push cost to matter pays the longer wait;
 * at a window's end the deltas held for each shard are merged into one update (the
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
@@ -32,8 +32,8 @@ __all__ = ["GROW_AT", "MAX_DOUBLINGS", "Coalescer"]
 
 #: A busy stream's window grows to at most push_interval * 2**MAX_DOUBLINGS.
 MAX_DOUBLINGS = 3
-#: Writes per ``push_interval`` at or beyond which the next window doubles (under half as
-#: many, it halves).
+#: Writes per ``push_interval`` at or beyond which the next window doubles (under it, the
+#: next window halves).
 GROW_AT = 4
 
 
@@ -82,7 +82,7 @@ class Coalescer:
         per_window = GROW_AT << self._busy  # GROW_AT per push_interval, for this window
         if writes >= per_window:  # a dense stream: the per-push cost matters, widen
             self._busy = min(self._busy + 1, MAX_DOUBLINGS)
-        elif 2 * writes < per_window:  # a sparse one: latency matters, narrow
+        else:  # under that rate latency matters more: narrow (no band where a wide one stays)
             self._busy = max(0, self._busy - 1)
         self._last = now
         return held

@@ -35,9 +35,14 @@ def test_windows_double_while_a_dense_stream_goes_on_and_narrow_after_it() -> No
         now = c.due  # type: ignore[assignment]
         c.take(now)
     assert windows == [0.002, 0.004, 0.008, 0.016, 0.016]  # doubling, up to 2**MAX_DOUBLINGS
-    assert not c.hold("s", [b"z"], now + 0.0001)  # one write in 16 ms: sparse, it narrows
-    c.take(c.due)  # type: ignore[arg-type]
+    for i in range(16):  # 16 writes in 16 ms (1,000/s): under GROW_AT per 2 ms, it narrows
+        assert not c.hold("s", [b"z"], now + (i + 1) * 0.001)
+    now = c.due  # type: ignore[assignment]
+    c.take(now)
     assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 1)
+    assert not c.hold("s", [b"z"], now + 0.0001)  # one write in 8 ms: narrower still
+    c.take(c.due)  # type: ignore[arg-type]
+    assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 2)
     assert c.hold("s", [b"q"], 100.0) and c.window == 0.002  # quiet again: at once, reset
     assert Coalescer(0.0).hold("s", [b"1"], 1.0) and Coalescer(0.0).hold("s", [b"2"], 1.0)
 
