@@ -153,3 +153,24 @@ def test_the_simulator_coalesces_a_stream_deterministically() -> None:
     assert converged
     assert pushes <= writes // 5  # one merged update per window, not one Push per write
     assert _simulate(7)[2] == fp  # the same frames, at the same virtual times
+
+
+def test_hold_local_adds_to_an_open_window_only() -> None:
+    a, b = make("a", config=LAN), make("b", config=LAN)
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.5)
+    d1, d2, d3, d4 = (put(a, "s", f"k{i}", i) for i in range(4))
+    assert not a.hold_local("s", d1, 1.0)  # no window open: hand it over
+    a.local_update("s", d1, 1.0)  # at once
+    a.data_to_send()
+    assert not a.hold_local("s", d2, 1.0001)  # still none open (the last write went at once)
+    a.local_update("s", d2, 1.0001)  # opens the window
+    due = a.next_deadline()
+    assert a.hold_local("s", d3, 1.0002) and a.hold_local("s", d4, 1.0003)
+    assert a.data_to_send() == [] and a.next_deadline() == due  # nothing for the driver
+    assert not a.hold_local("t", d4, 1.0003)  # a shard not written here before
+    a.tick(due)  # type: ignore[arg-type]
+    (push,) = [m for _, m in a.data_to_send() if isinstance(m, Push)]
+    assert len(push.updates) == 1
+    b.receive("a", rt(push), 1.01)
+    assert content(b, "s") == {"k1": 1.0, "k2": 2.0, "k3": 3.0}
