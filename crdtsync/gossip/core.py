@@ -186,6 +186,9 @@ class GossipCore(_Queries, _Fanout):
         self._no_dials: tuple[int, float] = (-1, math.inf)
         #: Shard names a local write was made to (validated once).
         self._local_names: set[str] = set()
+        #: (generation, whether a local write moves no timer then): hold_local's test, kept
+        #: per generation (a stream of held writes costs no look at every link).
+        self._holdable: tuple[int, bool] = (-1, False)
         # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
         self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
             Push: self._p.pushes.on_push,
@@ -477,7 +480,11 @@ class GossipCore(_Queries, _Fanout):
         execution of effects each (issue 17's stream row).
         """
         held = self._p.pushes.coalescer
-        if held.due is None or shard not in self._local_names or self._moves_timers():
+        if held.due is None or shard not in self._local_names:
+            return False
+        if self._holdable[0] != self._gen:  # what _moves_timers reads changes only at a bump
+            self._holdable = (self._gen, not self._moves_timers())
+        if not self._holdable[1]:
             return False
         self._ctx.now = max(self._ctx.now, now)
         self.policy.local_update(shard)
