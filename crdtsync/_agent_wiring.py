@@ -133,8 +133,11 @@ class _AgentWiring:
     def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
         """A shard changed (already applied and appended to the store): gossip it, unless
         the core itself applied it (then the core already forwards it)."""
-        if self._core is None or (self._registry is not None and self._registry.applying):
+        core = self._core
+        if core is None or (self._registry is not None and self._registry.applying):
             return
+        if not self._outgoing and core.hold_local(shard.name, delta, time.monotonic()):
+            return  # a stream of writes: held in the core's open coalescing window, no more
         # We are inside the Doc's transaction observer: hand the delta to the core once the
         # transaction is over (the core may read the Doc), with every delta of this turn. The
         # core merges them, and coalesces a stream of writes over its push window

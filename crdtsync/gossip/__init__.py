@@ -12,6 +12,7 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`
 ``links``           :class:`~.links.Link`, the replacement rule
 ``push``            push queues, batching, apply and forward, back-pressure, broadcast links
+``coalesce``        the LAN configs' coalescing window for a stream of local writes
 ``_fanout``         the core's calls for a medium that fans out (a broker): broadcasts, presence
 ``relay``           the rotating relay: own batches, retries, hints, turns
 ``window``          what leaves at a window boundary, in order
@@ -38,6 +39,13 @@ shard, so the number of messages grows with the number of busy links, not with t
 Windows are aligned to multiples of the interval so that, with synchronised clocks and a link
 latency below the window, a relay forwards a batch at the very next boundary: each hop then
 costs one window instead of latency plus a random wait.
+
+*A stream of local writes* (LAN configs: ``send_when_idle``, windows not aligned) is coalesced
+by the core itself (:mod:`~crdtsync.gossip.coalesce`): a write after a quiet window goes at
+once; later ones wait for the end of their window, which doubles while the stream stays dense
+(up to 16 ms) and halves when it thins, and leave as one update per shard, runs of items
+squashed by the :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``. A driver may add a
+write to an open window from anywhere with :meth:`GossipCore.hold_local` (nothing to execute).
 
 *Lost pushes.* Pushes carry a sequence number per connection and shard. A gap means one was
 lost, and Yjs cannot integrate a client's later structs without it (they stay pending, and so

@@ -8,9 +8,12 @@ windows, :meth:`~crdtsync.gossip.config.GossipConfig.lan`), the core's push wind
 local writes too, per agent:
 
 * a write after a whole quiet window goes at once (no latency added to a lone write);
-* a write within a window of the last hand-over waits for the window's end, and the next
-  window doubles (a stream goes on), up to ``push_interval * 2**MAX_DOUBLINGS`` (16 ms on the
-  LAN config); a window that held a single write narrows the next one again;
+* a write within a window of the last hand-over waits for the window's end; a window that
+  held a dense stream (:data:`GROW_AT` writes or more per ``push_interval``: 2,000 writes/s
+  on the LAN config) doubles the next, up to ``push_interval * 2**MAX_DOUBLINGS`` (16 ms),
+  and one under that rate halves it again. A moderate rate (1,000 writes/s) therefore keeps
+  the first window and waits at most ``push_interval`` (2 ms): only a stream dense enough
+  for the per-push cost to matter pays the longer wait;
 * at a window's end the deltas held for each shard are merged into one update (the
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
@@ -25,10 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["MAX_DOUBLINGS", "Coalescer"]
+__all__ = ["GROW_AT", "MAX_DOUBLINGS", "Coalescer"]
 
 #: A busy stream's window grows to at most push_interval * 2**MAX_DOUBLINGS.
 MAX_DOUBLINGS = 3
+#: Writes per ``push_interval`` at or beyond which the next window doubles (under it, the
+#: next window halves).
+GROW_AT = 4
 
 
 class Coalescer:
@@ -60,12 +66,11 @@ class Coalescer:
             return True
         if self.due is None:
             end = self._last + self.window
-            if now >= end:  # quiet for a window: the busy streak ends
-                self._busy = 0
+            if now >= end:  # quiet for a window: at once, and the next window narrows
+                self._busy = max(0, self._busy - 1) if now < end + self.window else 0
                 self._last = now
                 return True
-            # Written again within the window: wait for its end, and widen the next one.
-            self._busy = min(self._busy + 1, MAX_DOUBLINGS)
+            # Written again within the window: wait for its end.
             self.due = end
         self.held.setdefault(shard, []).extend(deltas)
         return False
@@ -73,7 +78,11 @@ class Coalescer:
     def take(self, now: float) -> dict[str, list[bytes]]:
         """The held deltas per shard, which go now (at :attr:`due`, or earlier on close)."""
         held, self.held, self.due = self.held, {}, None
-        if sum(len(d) for d in held.values()) == 1:  # a window too wide for the rate
+        writes = sum(len(d) for d in held.values())  # made within the window
+        per_window = GROW_AT << self._busy  # GROW_AT per push_interval, for this window
+        if writes >= per_window:  # a dense stream: the per-push cost matters, widen
+            self._busy = min(self._busy + 1, MAX_DOUBLINGS)
+        else:  # under that rate latency matters more: narrow (no band where a wide one stays)
             self._busy = max(0, self._busy - 1)
         self._last = now
         return held

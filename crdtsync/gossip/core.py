@@ -180,6 +180,15 @@ class GossipCore(_Queries, _Fanout):
         self._gen = 0
         #: (generation, the earliest timer but the flush, services' and acks', acks' earliest)
         self._deadlines: tuple[int, float, float] = (-1, math.inf, math.inf)
+        #: (generation, first time a dial may be due) after a dials() that handed out none:
+        #: until then, at the same generation, dials() has nothing to compute (a kick per
+        #: local write asks it every time).
+        self._no_dials: tuple[int, float] = (-1, math.inf)
+        #: Shard names a local write was made to (validated once).
+        self._local_names: set[str] = set()
+        #: (generation, whether a local write moves no timer then): hold_local's test, kept
+        #: per generation (a stream of held writes costs no look at every link).
+        self._holdable: tuple[int, bool] = (-1, False)
         # receive(): one handler per message type (y-crdt's protocol.rs), plug-ins included.
         self._dispatch: dict[type[Message], Callable[[Link, Any, float], None]] = {
             Push: self._p.pushes.on_push,
@@ -434,18 +443,16 @@ class GossipCore(_Queries, _Fanout):
         if not deltas:
             return
         self._ctx.now = max(self._ctx.now, now)
-        validate_shard_name(shard)
+        if shard not in self._local_names:
+            validate_shard_name(shard)
+            self._local_names.add(shard)
         self._ctx.guard.known.add(shard)
         self.policy.local_update(shard)
         # Queueing a delta moves no timer but the flush and the coalescing window (both read
         # afresh by next_deadline); a write that may send at once, carrying pending acks, or
         # goes through the rotating relay or a fanout medium may (a stream of local writes
         # then costs next_deadline nothing per write: issue 17).
-        if (
-            self._mode() != FULL
-            or self._p.pushes.any_fanout
-            or any(c.acks.pending_acks or c.acks.relay_acks for c in self._conns.values())
-        ):
+        if self._moves_timers():
             self._gen += 1
         if (
             self._mode() == RELAY
@@ -460,6 +467,38 @@ class GossipCore(_Queries, _Fanout):
                     self._p.pushes.local(shard, (delta,), now)
             return
         self._p.pushes.local(shard, deltas, now)
+
+    def hold_local(self, shard: str, delta: bytes, now: float) -> bool:
+        """Add ``delta``, a local write of ``shard``, to the coalescing window if one is open
+        and holding it is all there is to do: True, and the driver has nothing to execute (no
+        frame, no timer moved; it may call this from within the document's transaction
+        observer, as nothing here reads a document). False: nothing done, hand it over with
+        :meth:`local_updates` (no window open, a shard not written here before, or a write
+        that may move a timer).
+
+        A stream of writes then costs the driver one call per write, not a hand-over and the
+        execution of effects each (issue 17's stream row).
+        """
+        held = self._p.pushes.coalescer
+        if held.due is None or shard not in self._local_names:
+            return False
+        if self._holdable[0] != self._gen:  # what _moves_timers reads changes only at a bump
+            self._holdable = (self._gen, not self._moves_timers())
+        if not self._holdable[1]:
+            return False
+        self._ctx.now = max(self._ctx.now, now)
+        self.policy.local_update(shard)
+        held.held.setdefault(shard, []).append(delta)
+        return True
+
+    def _moves_timers(self) -> bool:
+        """Whether a local write may move a timer (see local_updates): one that may send at
+        once, carrying pending acks, or goes through the rotating relay or a fanout medium."""
+        return (
+            self._mode() != FULL
+            or self._p.pushes.any_fanout
+            or any(c.acks.pending_acks or c.acks.relay_acks for c in self._conns.values())
+        )
 
     def flush_local(self, now: float) -> None:
         """Send the local writes held in the coalescing window now, not at its end (a driver
@@ -556,9 +595,16 @@ class GossipCore(_Queries, _Fanout):
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
         fails via :meth:`dial_failed`, or times out)."""
-        out = self._p.dialer.hand_out(self._ctx.now, self._dial_candidates())
+        now = self._ctx.now
+        gen, first = self._no_dials
+        if gen == self._gen and now < first:
+            return []  # nothing moved since the last call, and no candidate is due yet
+        candidates = self._dial_candidates()
+        out = self._p.dialer.hand_out(now, candidates)
         if out:
             self._gen += 1  # (dials under way time out: a timer)
+        else:
+            self._no_dials = (self._gen, min((at for _, at in candidates), default=math.inf))
         return out
 
     def next_deadline(self) -> float | None:

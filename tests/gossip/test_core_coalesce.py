@@ -11,7 +11,7 @@ import pycrdt
 from corepair import *  # noqa: F403
 from crdtsync.transports.memory import Network
 
-from crdtsync.gossip.coalesce import MAX_DOUBLINGS, Coalescer
+from crdtsync.gossip.coalesce import GROW_AT, MAX_DOUBLINGS, Coalescer
 
 # ruff: noqa: F405 (names from corepair)
 
@@ -19,26 +19,30 @@ LAN = GossipConfig.lan()
 W = LAN.push_interval
 
 
-def test_windows_double_while_a_stream_goes_on_and_narrow_after_it() -> None:
+def test_windows_double_while_a_dense_stream_goes_on_and_narrow_after_it() -> None:
     c = Coalescer(0.002)
     assert c.hold("s", [b"1"], 1.0)  # quiet: at once
     assert not c.hold("s", [b"2"], 1.0005) and c.due == 1.002  # the window of the last one
     assert not c.hold("t", [b"3"], 1.001) and c.due == 1.002  # joins the open window
     assert c.take(1.002) == {"s": [b"2"], "t": [b"3"]} and c.due is None
-    ends = []
+    assert c.window == 0.002  # 2 writes in 2 ms (1,000/s): a moderate rate keeps the window
+    windows = []
     now = 1.002
-    for _ in range(6):  # written again within every window: it doubles, up to 2**MAX_DOUBLINGS
-        now += 0.0001
-        assert not c.hold("s", [b"x"], now)
-        ends.append(round(c.due - now + 0.0001, 6))  # type: ignore[operator]
-        c.hold("s", [b"y"], now)
+    for _ in range(5):  # a dense stream: GROW_AT writes per 2 ms fill every window
+        for i in range(GROW_AT << MAX_DOUBLINGS):
+            assert not c.hold("s", [b"x"], now + (i + 1) * 0.002 / GROW_AT / 8)
+        windows.append(round(c.due - now, 6))  # type: ignore[operator]
         now = c.due  # type: ignore[assignment]
         c.take(now)
-    assert ends == [0.004, 0.008, 0.016, 0.016, 0.016, 0.016]
-    assert c.window == 0.002 * 2**MAX_DOUBLINGS
-    c.hold("s", [b"z"], now + 0.0001)  # a window that held one write narrows the next
-    c.take(c.due)  # type: ignore[arg-type]
+    assert windows == [0.002, 0.004, 0.008, 0.016, 0.016]  # doubling, up to 2**MAX_DOUBLINGS
+    for i in range(16):  # 16 writes in 16 ms (1,000/s): under GROW_AT per 2 ms, it narrows
+        assert not c.hold("s", [b"z"], now + (i + 1) * 0.001)
+    now = c.due  # type: ignore[assignment]
+    c.take(now)
     assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 1)
+    assert not c.hold("s", [b"z"], now + 0.0001)  # one write in 8 ms: narrower still
+    c.take(c.due)  # type: ignore[arg-type]
+    assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 2)
     assert c.hold("s", [b"q"], 100.0) and c.window == 0.002  # quiet again: at once, reset
     assert Coalescer(0.0).hold("s", [b"1"], 1.0) and Coalescer(0.0).hold("s", [b"2"], 1.0)
 
@@ -75,8 +79,12 @@ def test_a_stream_of_local_writes_goes_as_one_merged_update_per_window() -> None
     pushes = [m for p, m in sent if isinstance(m, Push) and m.shard == "s"]
     assert all(len(m.updates) == 1 for m in pushes)  # merged: one update per Push
     assert 8 <= len(pushes) <= 20  # windows of 2, 4, 8, then 16 ms: not one per write
+    paced = _stream(a, text, 50, 3.0, 0.001)  # 1,000 writes/s: windows stay at 2 ms
+    paced_pushes = [m for _, m in paced if isinstance(m, Push) and m.shard == "s"]
+    assert 20 <= len(paced_pushes) <= 30  # about one Push per 2 ms
+    pushes += paced_pushes
     for m in pushes:
-        b.receive("a", rt(m), 2.0)
+        b.receive("a", rt(m), 4.0)
     assert str(reps(b).doc("s").get("t", type=pycrdt.Text)) == str(text)
 
 
@@ -145,3 +153,24 @@ def test_the_simulator_coalesces_a_stream_deterministically() -> None:
     assert converged
     assert pushes <= writes // 5  # one merged update per window, not one Push per write
     assert _simulate(7)[2] == fp  # the same frames, at the same virtual times
+
+
+def test_hold_local_adds_to_an_open_window_only() -> None:
+    a, b = make("a", config=LAN), make("b", config=LAN)
+    connect(a, b)
+    settle({"a": a, "b": b}, 0.5)
+    d1, d2, d3, d4 = (put(a, "s", f"k{i}", i) for i in range(4))
+    assert not a.hold_local("s", d1, 1.0)  # no window open: hand it over
+    a.local_update("s", d1, 1.0)  # at once
+    a.data_to_send()
+    assert not a.hold_local("s", d2, 1.0001)  # still none open (the last write went at once)
+    a.local_update("s", d2, 1.0001)  # opens the window
+    due = a.next_deadline()
+    assert a.hold_local("s", d3, 1.0002) and a.hold_local("s", d4, 1.0003)
+    assert a.data_to_send() == [] and a.next_deadline() == due  # nothing for the driver
+    assert not a.hold_local("t", d4, 1.0003)  # a shard not written here before
+    a.tick(due)  # type: ignore[arg-type]
+    (push,) = [m for _, m in a.data_to_send() if isinstance(m, Push)]
+    assert len(push.updates) == 1
+    b.receive("a", rt(push), 1.01)
+    assert content(b, "s") == {"k1": 1.0, "k2": 2.0, "k3": 3.0}
