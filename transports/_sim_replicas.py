@@ -25,7 +25,9 @@ class MemoryReplicas:
 
     Every shard an update arrives for is created (full replication). "Durable" state is what
     the last :meth:`commit` snapshotted; :meth:`recover` rebuilds a replica set from it, as an
-    agent restarting from its store would.
+    agent restarting from its store would. Remote updates that are not causally ready wait in
+    a per-shard backlog (:meth:`held`), as in the agent's shards, so a Doc never holds pending
+    structs and equal digests mean equal content.
 
     Args:
         rng: source of pycrdt client ids (determinism); a fresh id per Doc.
