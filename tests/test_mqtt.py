@@ -720,3 +720,27 @@ async def test_a_stalled_broker_pauses_the_links_then_they_catch_up(
     finally:
         await a.close()
         await b.close()
+
+
+def test_a_process_decodes_a_broadcast_once_and_caches_small_frames_only() -> None:
+    """Agents sharing a process share the decode of a broadcast frame (same bytes: the same
+    frozen message), but a client publishing large frames cannot fill memory through it."""
+    import pycrdt
+    from crdtsync.transports import mqtt as driver
+
+    from crdtsync import wire
+    from crdtsync.errors import ProtocolError
+    from crdtsync.messages import Push
+
+    doc = pycrdt.Doc()
+    doc.get("root", type=pycrdt.Map)["k"] = "v"
+    small = wire.encode(Push("s", (doc.get_update(),), seq=1))
+    doc.get("root", type=pycrdt.Map)["big"] = "x" * (driver._DECODED_MAX_BYTES + 1)
+    big = wire.encode(Push("s", (doc.get_update(),), seq=2))
+    one = driver._decode_broadcast(bytes(small), 1 << 24)
+    assert driver._decode_broadcast(bytes(small), 1 << 24) is one
+    assert one == wire.decode(small)
+    assert driver._decode_broadcast(big, 1 << 24) == wire.decode(big)
+    assert big not in driver._DECODED
+    with pytest.raises(ProtocolError):  # over this agent's max_frame: refused, cached or not
+        driver._decode_broadcast(bytes(small), len(small) - 1)

@@ -127,6 +127,9 @@ BOOTSTRAP_DIALS = 3
 #: agent's core still validates and applies the updates to its own document and store.
 _DECODED: dict[bytes, Message] = {}
 _DECODED_MAX = 256
+#: Larger frames are decoded by each agent (the cache holds at most 256 x 64 KiB, whatever
+#: a client publishes): a write's push is a few hundred bytes.
+_DECODED_MAX_BYTES = 64 << 10
 
 
 def _decode_broadcast(payload: bytes, max_size: int) -> Message:
@@ -139,6 +142,8 @@ def _decode_broadcast(payload: bytes, max_size: int) -> Message:
     if msg is not None and len(payload) <= max_size:
         return msg
     msg = wire.decode(payload, max_size=max_size)
+    if len(payload) > _DECODED_MAX_BYTES:
+        return msg
     if len(_DECODED) >= _DECODED_MAX:
         del _DECODED[next(iter(_DECODED))]  # the oldest
     _DECODED[payload] = msg
