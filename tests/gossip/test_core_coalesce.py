@@ -162,7 +162,7 @@ def test_hold_local_adds_to_an_open_window_only() -> None:
     d1, d2, d3, d4 = (put(a, "s", f"k{i}", i) for i in range(4))
     assert not a.hold_local("s", d1, 1.0)  # no window open: hand it over
     a.local_update("s", d1, 1.0)  # at once
-    a.data_to_send()
+    (first,) = [m for _, m in a.data_to_send() if isinstance(m, Push)]
     assert not a.hold_local("s", d2, 1.0001)  # still none open (the last write went at once)
     a.local_update("s", d2, 1.0001)  # opens the window
     due = a.next_deadline()
@@ -172,5 +172,6 @@ def test_hold_local_adds_to_an_open_window_only() -> None:
     a.tick(due)  # type: ignore[arg-type]
     (push,) = [m for _, m in a.data_to_send() if isinstance(m, Push)]
     assert len(push.updates) == 1
+    b.receive("a", rt(first), 1.01)  # (b gates on causal readiness: k0 comes first)
     b.receive("a", rt(push), 1.01)
-    assert content(b, "s") == {"k1": 1.0, "k2": 2.0, "k3": 3.0}
+    assert content(b, "s") == {"k0": 0.0, "k1": 1.0, "k2": 2.0, "k3": 3.0}
