@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import Any
 import hostile as h
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from crdtsync import Agent, wire
 from crdtsync.errors import CloseCode
-from crdtsync.gossip import GossipConfig
-from crdtsync.messages import PROTOCOL_VERSION, Hello, Push
+from crdtsync.gossip import GossipConfig, QuotaSet
+from crdtsync.messages import PROTOCOL_VERSION, DiffChunk, Hello, Push, ReadRequest, SyncRequest
+from crdtsync.quotas import ByteBudget, TransferCap
 from crdtsync.store import Store
 
 LAN = GossipConfig.lan()
@@ -194,3 +197,142 @@ def test_an_agent_holding_many_shards_restarts_and_is_accepted(tmp_path: Path, n
     assert out["shards"] == ()
     assert out["hello"] < 128, out["hello"]  # 20,000 names would be ~150 KB, 132,000 ~1 MB
     assert out["got"] == {"k": "honest"}
+
+
+# -- row 11: chunked transfers never completed ------------------------------------------------
+
+
+def _row11(tmp: str) -> dict[str, Any]:
+    async def scenario() -> dict[str, Any]:
+        data = Path(tmp)
+        # Scaled down from the defaults (64 MiB per peer, 256 MiB in all, 60 s) so that the
+        # test sends 24 MiB, not 1 GiB: 8 MiB per peer, 20 MiB in all, 1 s.
+        cap = TransferCap(per_peer_bytes=8 << 20, total_bytes=20 << 20, timeout=1.0)
+        quotas = QuotaSet(transfers=cap)
+        async with Agent(
+            "victim", data_dir=data / "v", listen="ws://127.0.0.1:0", gossip=LAN, quotas=quotas
+        ) as v:
+            assert v.address is not None
+            (await v.shard("doc"))["k"] = "v"
+            before = v.shard_names()
+            raws = [await _raw(v.address, f"m{i}") for i in range(4)]
+            names = {f"m{i}" for i in range(4)}
+            await h.until(lambda: names <= {p.name for p in v.peers}, "4 connected")
+            piece = b"\x00" * (1 << 20)
+            peak = 0
+            for i, raw in enumerate(raws):  # 6 MiB each, never the 100 pieces announced
+                for k in range(6):
+                    try:
+                        await raw.send(DiffChunk(f"new-{i}", 1, k, 100, piece))
+                    except ConnectionClosed:
+                        break
+                want = min(6 * (i + 1), 20) << 20
+                await h.until(
+                    lambda w=want, r=raw: cap.held >= w or r.closed.is_set(), f"m{i}'s chunks read"
+                )
+                peak = max(peak, cap.held)
+            await asyncio.wait_for(raws[3].closed.wait(), 10)  # the one over the total cap
+            held_before_timeout = cap.held
+            await h.until(lambda: cap.held == 0, "the unfinished transfers expired")
+            honest = await _honest_served(v, data / "h")
+            return {
+                "codes": [r.code for r in raws],
+                "peak": peak,
+                "held": held_before_timeout,
+                "counters": {k: n for k, n in v.counters.items() if k.startswith("quota.transfer")},
+                "new": sorted(set(v.shard_names()) - set(before)),
+                "honest": honest,
+            }
+
+    return asyncio.run(scenario())
+
+
+def test_chunked_transfers_never_completed_are_capped_expired_and_counted(
+    tmp_path: Path,
+) -> None:
+    """Row 11: 4 connections x 248 MiB of DiffChunks never completed held 1 GiB, with no
+    timeout. Now: the fourth connection's piece over the global cap closes it with OVERSIZE,
+    the other three transfers are dropped at the timeout (counted), nothing of them is stored,
+    and an honest peer is served. In a child capped at +512 MiB."""
+    status, out = h.run_limited(_row11, str(tmp_path), mem_mib=512, timeout=90)
+    assert status == "ok", (status, out)
+    assert out["codes"] == [None, None, None, CloseCode.OVERSIZE], out
+    assert out["peak"] <= 20 << 20 and out["held"] == 18 << 20
+    assert out["counters"] == {"quota.transfer-total": 1, "quota.transfer-timeout": 3}
+    assert out["new"] == []
+    assert out["honest"] == {"k": "v", "from-honest": "ok"}
+
+
+# -- row 12: replies to requests, for peers that do not read --------------------------------------
+
+
+def _small_socket(agent: Agent) -> socket.socket:
+    """A TCP socket connected to ``agent`` with a 32 KiB receive buffer."""
+    assert agent.address is not None
+    host, port = agent.address.removeprefix("ws://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    return sock
+
+
+def _row12(tmp: str) -> dict[str, Any]:
+    async def scenario() -> dict[str, Any]:
+        data = Path(tmp)
+        # Scaled down from the defaults (16 MiB/s per peer, 64 MiB/s in all) so that pacing
+        # shows within a second: 1 MiB/s per peer (2 MiB burst), 16 MiB/s in all.
+        budget = ByteBudget(per_peer_rate=1 << 20, per_peer_burst=2 << 20, total_rate=16 << 20)
+        quotas = QuotaSet(replies=budget)
+        async with Agent(
+            "victim", data_dir=data / "v", listen="ws://127.0.0.1:0", gossip=LAN, quotas=quotas
+        ) as v:
+            assert v.address is not None
+            shards = [f"s{i:02d}" for i in range(8)]
+            for name in shards:  # 8 x 256 KB: each request asks for 2 MB
+                (await v.shard(name))["blob"] = name * (128 << 10)
+            doc = await v.shard("doc")
+            doc["k"] = "v"
+            await doc.flush()
+            before = sorted(v.shard_names())
+            with open("/proc/self/statm") as f:
+                rss0 = int(f.read().split()[1])
+            # 8 peers that ask and never read: max_queue=1 and a 32 KiB receive buffer, so
+            # TCP backs up to the agent after a frame or two.
+            raws = [
+                await _raw(v.address, f"r{i}", read=False, max_queue=1, sock=_small_socket(v))
+                for i in range(8)
+            ]
+            want = tuple((s, b"\x00") for s in shards)
+            for n in range(50):  # 8 x 100 requests: 1.6 GB of replies if all were built
+                for raw in raws:
+                    await raw.send(SyncRequest(want))
+                    await raw.send(ReadRequest(n, (), prefix=""))
+            await asyncio.sleep(1.0)
+            honest = await _honest_served(v, data / "h")  # while they are connected
+            for raw in raws:  # (they would not answer the agent's closing handshake either)
+                raw.ws.transport.abort()
+            with open("/proc/self/statm") as f:
+                rss1 = int(f.read().split()[1])
+            return {
+                "paced": {k: n for k, n in v.counters.items() if k.startswith("quota.replies")},
+                "growth_mib": (rss1 - rss0) * os.sysconf("SC_PAGE_SIZE") / (1 << 20),
+                "honest": honest,
+                "new": sorted(set(v.shard_names()) - set(before)),
+            }
+
+    return asyncio.run(scenario())
+
+
+def test_requests_from_peers_that_never_read_get_paced_replies(tmp_path: Path) -> None:
+    """Row 12: an 11-byte SyncRequest made 4 MB of replies, a ReadRequest with an empty prefix
+    bypassed the reply budget, and 8 requesters that never read took the agent 81 -> 663 MiB.
+    Now every reply is built only while the link is writable and within the reply budget:
+    pacing is counted, memory stays bounded (a child capped at +512 MiB), nothing is stored,
+    and an honest peer is served while the 8 are connected."""
+    status, out = h.run_limited(_row12, str(tmp_path), mem_mib=512, timeout=90)
+    assert status == "ok", (status, out)
+    assert sum(out["paced"].values()) >= 1, out
+    assert out["growth_mib"] < 128, out
+    assert out["new"] == []
+    assert out["honest"]["k"] == "v" and out["honest"]["from-honest"] == "ok"
