@@ -289,7 +289,7 @@ def _small_socket(agent: Agent) -> socket.socket:
     return sock
 
 
-def _row12(tmp: str) -> dict[str, Any]:
+def _row12(tmp: str, kinds: tuple[str, ...]) -> dict[str, Any]:
     async def scenario() -> dict[str, Any]:
         data = Path(tmp)
         # Scaled down from the defaults (16 MiB/s per peer, 64 MiB/s in all) so that pacing
@@ -316,10 +316,12 @@ def _row12(tmp: str) -> dict[str, Any]:
                 for i in range(8)
             ]
             want = tuple((s, b"\x00") for s in shards)
-            for n in range(50):  # 8 x 100 requests: 1.6 GB of replies if all were built
+            for n in range(100):  # 8 x 100 requests: 1.6 GB of replies if all were built
                 for raw in raws:
-                    await raw.send(SyncRequest(want))
-                    await raw.send(ReadRequest(n, (), prefix=""))
+                    if kinds[n % len(kinds)] == "sync":
+                        await raw.send(SyncRequest(want))
+                    else:
+                        await raw.send(ReadRequest(n, (), prefix=""))
             await asyncio.sleep(1.0)
             honest = await _honest_served(v, data / "h")  # while they are connected
             for raw in raws:  # (they would not answer the agent's closing handshake either)
@@ -336,13 +338,17 @@ def _row12(tmp: str) -> dict[str, Any]:
     return asyncio.run(scenario())
 
 
-def test_requests_from_peers_that_never_read_get_paced_replies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kinds", [("sync",), ("read",), ("sync", "read")])
+def test_requests_from_peers_that_never_read_get_paced_replies(
+    tmp_path: Path, kinds: tuple[str, ...]
+) -> None:
     """Row 12: an 11-byte SyncRequest made 4 MB of replies, a ReadRequest with an empty prefix
     bypassed the reply budget, and 8 requesters that never read took the agent 81 -> 663 MiB.
     Now every reply is built only while the link is writable and within the reply budget:
     pacing is counted, memory stays bounded (a child capped at +512 MiB), nothing is stored,
-    and an honest peer is served while the 8 are connected."""
-    status, out = h.run_limited(_row12, str(tmp_path), mem_mib=512, timeout=90)
+    and an honest peer is served while the 8 are connected. SyncRequests alone, empty-prefix
+    ReadRequests alone (each path is paced on its own), and both."""
+    status, out = h.run_limited(_row12, str(tmp_path), kinds, mem_mib=512, timeout=90)
     assert status == "ok", (status, out)
     assert sum(out["paced"].values()) >= 1, out
     assert out["growth_mib"] < 128, out
