@@ -5,19 +5,30 @@ them.
 Each generator returns bytes built directly (no pycrdt), so the shapes are exact and cheap to
 make at any size. :func:`run_limited` runs a function in a child process under an address-space
 cap and a wall-clock timeout, so a crash, an abort or a hang shows as a result, not a dead
-test run. Shared by ``tests/test_hostile_updates.py`` and the fuzzers.
+test run. :class:`RawPeer` drives one websocket connection by hand (the attacker of the
+over-the-wire tests), :func:`honest_update` and :func:`until` are what those tests share.
+Shared by ``tests/test_hostile_updates.py``, ``test_hostile_refusals.py``,
+``test_hostile_wire.py`` and the fuzzers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import resource
 from collections.abc import Callable
 from typing import Any
 
+import pycrdt
+from websockets.exceptions import ConnectionClosed
+
+from crdtsync import wire
+
 __all__ = [
+    "RawPeer",
     "big_delete_set",
     "format_in_map",
+    "honest_update",
     "many_chars",
     "many_items",
     "many_unmerged",
@@ -30,6 +41,7 @@ __all__ = [
     "string",
     "subdoc_in_map",
     "uint",
+    "until",
 ]
 
 
@@ -195,3 +207,48 @@ def run_limited(
             proc.kill()
             proc.join()
         parent.close()
+
+
+class RawPeer:
+    """A hand-driven peer on an open websocket ``ws``: reads (and drops) everything in the
+    background and notes the close code the agent sent. ``read=False``: reads nothing (a
+    peer that asks and never reads; with ``max_queue=1`` on the client, TCP back-pressure
+    reaches the agent after a few frames)."""
+
+    def __init__(self, ws: Any, read: bool = True) -> None:
+        self.ws = ws
+        self.code: int | None = None
+        self.closed = asyncio.Event()
+        self.frames: list[bytes] = []  # the first few frames received (the agent's Hello first)
+        self._task = asyncio.create_task(self._read()) if read else None
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                if len(self.frames) < 4:
+                    self.frames.append(frame)
+        except ConnectionClosed:
+            pass
+        rcvd = self.ws.protocol.close_rcvd
+        self.code = rcvd.code if rcvd is not None else None
+        self.closed.set()
+
+    async def send(self, msg: Any) -> None:
+        await self.ws.send(wire.encode(msg))
+
+
+def honest_update(key: str, value: str) -> bytes:
+    """A pycrdt update setting ``key`` = ``value`` in the root map (what an honest peer sends)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get("root", type=pycrdt.Map)[key] = value
+    return doc.get_update()
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait until ``cond()`` (polled every 20 ms); TimeoutError after ``timeout`` s."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not reached within {timeout} s: {what}") from None

@@ -12,53 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import hostile as h
-import pycrdt
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from crdtsync import Agent, wire
+from crdtsync import Agent
 from crdtsync.errors import CloseCode
 from crdtsync.gossip import GossipConfig
 from crdtsync.messages import PROTOCOL_VERSION, Hello, Push
 from crdtsync.yjs.limits import DEFAULT_LIMITS
-
-
-class _Raw:
-    """A hand-driven peer: says Hello as ``name``, reads everything, notes the close code."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.code: int | None = None
-        self.closed = asyncio.Event()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for _ in self.ws:
-                pass
-        except ConnectionClosed:
-            pass
-        rcvd = self.ws.protocol.close_rcvd
-        self.code = rcvd.code if rcvd is not None else None
-        self.closed.set()
-
-    async def send(self, msg: Any) -> None:
-        await self.ws.send(wire.encode(msg))
-
-
-def _honest_update(key: str, value: str) -> bytes:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.get("root", type=pycrdt.Map)[key] = value
-    return doc.get_update()
-
-
-async def _until(cond: Any, what: str, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 async def test_one_refused_update_keeps_the_link_a_stream_of_them_closes_it(
@@ -73,12 +36,12 @@ async def test_one_refused_update_keeps_the_link_a_stream_of_them_closes_it(
         doc = await v.shard("doc")
         doc["k"] = "v"
         async with connect(v.address, proxy=None, max_size=None) as ws:
-            raw = _Raw(ws)
+            raw = h.RawPeer(ws)
             await raw.send(Hello(PROTOCOL_VERSION, "default", "mallory", None, (), 0, 7))
-            await _until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
+            await h.until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
             await raw.send(Push("doc", (too_big,), seq=1))
-            await raw.send(Push("doc", (_honest_update("after", "ok"),), seq=2))
-            await _until(
+            await raw.send(Push("doc", (h.honest_update("after", "ok"),), seq=2))
+            await h.until(
                 lambda: doc.snapshot().get("after") == "ok" or raw.closed.is_set(),
                 "the next update applied",
             )
@@ -99,7 +62,7 @@ async def test_one_refused_update_keeps_the_link_a_stream_of_them_closes_it(
         assert doc.snapshot() == {"k": "v", "after": "ok"}
         async with Agent("honest", data_dir=tmp_path / "h", peers=[v.address], gossip=lan) as hon:
             mine = await hon.shard("doc")
-            await _until(lambda: mine.snapshot() == {"k": "v", "after": "ok"}, "honest synced")
+            await h.until(lambda: mine.snapshot() == {"k": "v", "after": "ok"}, "honest synced")
 
 
 async def test_every_refused_shape_of_the_table_is_dropped_counted_and_not_stored(
@@ -126,17 +89,17 @@ async def test_every_refused_shape_of_the_table_is_dropped_counted_and_not_store
         doc["k"] = "v"
         before = set(v.shard_names())
         async with connect(v.address, proxy=None, max_size=None) as ws:
-            raw = _Raw(ws)
+            raw = h.RawPeer(ws)
             await raw.send(Hello(PROTOCOL_VERSION, "default", "mallory", None, (), 0, 7))
-            await _until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
+            await h.until(lambda: any(p.name == "mallory" for p in v.peers), "mallory connected")
             seq = 0
             for i, (name, update) in enumerate(shapes.items()):
                 for shard in ("doc", f"new-{name}"):
                     seq += 1
                     await raw.send(Push(shard, (update,), seq=seq))
                 seq += 1
-                await raw.send(Push("doc", (_honest_update(f"after-{name}", "ok"),), seq=seq))
-                await _until(
+                await raw.send(Push("doc", (h.honest_update(f"after-{name}", "ok"),), seq=seq))
+                await h.until(
                     lambda n=name: doc.snapshot().get(f"after-{n}") == "ok" or raw.closed.is_set(),
                     f"the update after {name} applied",
                 )
@@ -148,4 +111,4 @@ async def test_every_refused_shape_of_the_table_is_dropped_counted_and_not_store
         assert set(v.shard_names()) == before  # and no shard was created for one
         async with Agent("honest", data_dir=tmp_path / "h", peers=[v.address], gossip=lan) as hon:
             mine = await hon.shard("doc")
-            await _until(lambda: mine.snapshot() == expected, "honest synced")
+            await h.until(lambda: mine.snapshot() == expected, "honest synced")

@@ -59,7 +59,7 @@ class UpdateLimits:
             at ``crdtsync._render.MAX_READ_DEPTH``, also 64) and recursive readers crash.
         refuse_subdocs: refuse Doc content (subdocuments). Off by default: pycrdt writes them
             (a Yjs-level user may), crdtsync does not sync their contents, and ``snapshot()``
-            shows one as ``Unreadable("<unreadable: subdocument GUID>")``.
+            shows one as ``{"$subdoc": GUID}`` (on every replica, after restarts too).
         refuse_format_in_map: refuse Format content as a map value (an item with a parent
             key): no Yjs API writes that, and pycrdt's ``Map.items()`` raises KeyError on it.
     """
