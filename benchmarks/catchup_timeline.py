@@ -2,8 +2,9 @@
 
 Builds the holder's store (a map shard of ``--entries`` keys, or the automerge-paper state with
 ``--paper``), runs the holder and joiner children exactly as ``catchup.py`` does, and prints
-the result, then every frame (``CRDTSYNC_BENCH_FRAMELOG``) and garbage collection
-(``CRDTSYNC_BENCH_GCLOG``) of both processes in ms from the joiner's first Hello::
+the result, then every frame (``CRDTSYNC_BENCH_FRAMELOG``) and every garbage collection of
+1 ms or more (``CRDTSYNC_BENCH_GCLOG``) of both processes, in ms from the joiner's first
+Hello::
 
     python benchmarks/catchup_timeline.py --entries 200000
     python benchmarks/catchup_timeline.py --paper
@@ -65,6 +66,10 @@ def main() -> int:
     events.sort()
     hello = next((t for t, who, what in events if who == "joiner" and "send Hello" in what), 0.0)
     for t, who, what in events:
+        if t < hello - 0.1:
+            continue  # start-up, before the joiner's t0
+        if what.startswith("GC ") and float(what.split()[2]) < 1.0:
+            continue  # the many sub-millisecond young collections
         print(f"{(t - hello) * 1e3:9.1f} ms  {who:7} {what}")
     return 0
 
