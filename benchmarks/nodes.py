@@ -90,6 +90,23 @@ if os.environ.get("CRDTSYNC_BENCH_FRAMELOG"):  # a timeline of frames, for inves
     Connection.recv = _logged_recv  # type: ignore[method-assign]
 
 
+if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, for investigations
+    import gc
+
+    _gc_start: list[float] = [0.0]
+
+    def _gc_log(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            _gc_start[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - _gc_start[0]) * 1e3
+        sys.stderr.write(
+            f"GC {time.time():.4f} gen{info['generation']} {ms:.1f} ms collected {info['collected']}\n"
+        )
+
+    gc.callbacks.append(_gc_log)
+
+
 def _frame_type(frame: bytes) -> str:
     """The crdtsync message type of a frame (an msgpack array whose first item is the tag)."""
     head = frame[0]

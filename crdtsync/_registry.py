@@ -425,7 +425,7 @@ class ShardRegistry:
             if opened is None or self._closed:
                 opened, unmarked = self._open(shard, mark_new=False)
             delta = opened.apply_remote(update, origin, info, author=author)
-            history.record(info.places)
+            history.record(info.places, info.places_most)
         finally:
             if unmarked:
                 self._mark_received(opened)  # type: ignore[arg-type]
@@ -453,7 +453,7 @@ class ShardRegistry:
                 built by many updates, each within ``max_fan``); nothing is applied.
         """
         try:
-            return history.cost(info.places)
+            return history.cost(info.places, info.places_most)
         except ValueError as exc:
             raise UpdateOverLimit(str(exc)) from None
 
@@ -479,7 +479,7 @@ class ShardRegistry:
         work = 0
         for info in infos:
             work += info.work + self._place_cost(trial, info)
-            trial.record(info.places)
+            trial.record(info.places, info.places_most)
         self.last_apply_work = work
         self.applying = True
         try:

@@ -397,14 +397,17 @@ def scan_structs(
     int,
     dict[bytes, int],
     int,
+    int,
 ]:
     """Validate the struct section at ``pos`` (see :func:`crdtsync.yjs.parse.parse_update`).
 
     A negative ``max_*`` switches that limit off. Returns (number of structs, ends, spans,
-    gaps, refs, work, places, new position): the fields of
-    :class:`~crdtsync.yjs.parse.UpdateInfo` (its delete set still to be read), the work the
-    struct section costs, and the places (placement bytes -> items placed there) of every
-    item but those that continue their client's previous clock (empty when ``max_fan`` is off).
+    gaps, refs, work, places, the most items at one of the places, new position): the
+    fields of :class:`~crdtsync.yjs.parse.UpdateInfo` (its delete set still to be read), the
+    work the struct section costs, and the places (placement bytes -> items placed there) of
+    every item but those that continue their client's previous clock (empty when ``max_fan``
+    is off; the most is then 0). The most is counted here, where it is free: a pass over a
+    whole map's places (200,000) cost PlaceHistory 5 ms a time.
     """
     n_data = len(data)
     merge_work = 0
@@ -415,6 +418,7 @@ def scan_structs(
     # scans all m (YATA's conflict loop passes every item of a lower client at the same
     # origin), so m + m such items cost m^2 whether they come from 2 clients or from m.
     fan_count: dict[bytes, int] = {}
+    most = 0  # the largest value in fan_count (past 1: only repeated places raise it)
     depths: dict[tuple[int, int], int] = {}  # (client, clock) of a type -> nesting in the update
     n_clients, pos = read_uint(data, pos, MAX_SAFE, "number of clients")
     if n_clients > (n_data - pos) // 3:
@@ -536,6 +540,8 @@ def scan_structs(
                     fan_count[key] = fan
                     if fan > 1:
                         fan_work += fan
+                        if fan > most:
+                            most = fan
                         if fan > max_fan:
                             raise OverLimit(
                                 start,
@@ -580,7 +586,9 @@ def scan_structs(
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    return total, ends, spans, gaps, refs, total + fan_work + merge_work, fan_count, pos
+    if fan_count and most == 0:
+        most = 1
+    return total, ends, spans, gaps, refs, total + fan_work + merge_work, fan_count, most, pos
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,9 +127,12 @@ class PlaceHistory:
         """Items remembered at ``place`` (0: none, or forgotten)."""
         return self._heavy.get(place) or self._light.get(place, 0)
 
-    def cost(self, places: Mapping[bytes, int]) -> int:
+    def cost(self, places: Mapping[bytes, int], most: int | None = None) -> int:
         """Steps the conflict scans of an update placing ``places`` cost against what earlier
         updates placed there (its own fan is in ``UpdateInfo.work`` already).
+
+        ``most``: ``max(places.values())`` if known (``UpdateInfo.places_most``, counted by
+        the parser); a pass over a whole map's places to find it cost 5 ms at 200,000.
 
         Only the places both hold are visited (set intersections, in C): a whole shard's
         diff names a place per map key (50,000 for a 50,000-key map), and a loop over them
@@ -139,7 +142,9 @@ class PlaceHistory:
             ValueError: a place would hold more than ``max_items``; nothing is recorded.
         """
         limit = self.max_items
-        if limit is not None and places and max(places.values()) > limit:
+        if most is None:
+            most = max(places.values(), default=0)
+        if limit is not None and most > limit:
             self._refuse()
         cost = 0
         for known in (self._heavy, self._light):
@@ -155,8 +160,8 @@ class PlaceHistory:
             f"more than {self.max_items} items at one place over successive updates (the limit)"
         )
 
-    def record(self, places: Mapping[bytes, int]) -> None:
-        """The update placing ``places`` was applied.
+    def record(self, places: Mapping[bytes, int], most: int | None = None) -> None:
+        """The update placing ``places`` was applied (``most``: as in :meth:`cost`).
 
         Every place already remembered is counted; of the new one-item places, only the
         last ``max_places`` are kept (more would be dropped at once).
@@ -167,8 +172,11 @@ class PlaceHistory:
         for key in light.keys() & places.keys():
             heavy[key] = light.pop(key) + places[key]
         fresh: list[bytes] = []
-        piles = max(places.values(), default=0) > 1  # (in C) any new place of several items?
-        for key in reversed(list(places)):
+        if most is None:
+            most = max(places.values(), default=0)
+        piles = most > 1  # any new place of several items?
+        # (Reversed in place: a list of a whole map's places to reverse cost 4 ms at 200,000.)
+        for key in reversed(places) if isinstance(places, dict) else reversed(list(places)):
             if key in heavy or key in light:
                 continue
             if places[key] > 1:

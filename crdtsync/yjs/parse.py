@@ -155,6 +155,7 @@ class UpdateInfo:
         "ends",
         "n_structs",
         "places",
+        "places_most",
         "size",
         "work",
     )
@@ -199,6 +200,9 @@ class UpdateInfo:
         #: :class:`~crdtsync.yjs.limits.PlaceHistory` adds them up over a shard's updates
         #: (the fan built by many updates).
         self.places: dict[bytes, int] = {}
+        #: ``max(places.values())``, 0 when there are none: counted by the parser, so that
+        #: PlaceHistory need not pass over a whole map's places to find it.
+        self.places_most = 0
 
     def __repr__(self) -> str:
         return (
@@ -251,7 +255,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
 
     The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built).
     """
-    total, ends, spans, gaps, refs, work, places, pos = scan.scan_structs(
+    total, ends, spans, gaps, refs, work, places, most, pos = scan.scan_structs(
         data,
         pos,
         _limit(limits.max_structs),
@@ -264,6 +268,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
     summary.work = work
     summary.places = places
+    summary.places_most = most
     return summary, pos
 
 
