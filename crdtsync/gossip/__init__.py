@@ -4,7 +4,9 @@
 the driver contract); the protocol's parts live in modules of their own, each owning its state:
 
 ==================  =============================================================================
-``core``            the facade: driver API, dispatch table of ``receive``, tick order, effects
+``core``            the facade: driver API, local writes, dispatch table of ``receive``
+``_connections``    the facade's handshake, connections and ``receive`` (a mixin of the core)
+``_timers``         the facade's ``tick`` order, ``next_deadline``, ``dials``, effects (a mixin)
 ``config``          :class:`GossipConfig`, every knob with the reason for its default
 ``policy``          :class:`ReplicationPolicy`, :class:`Service`, :class:`CoreView` (plug-ins)
 ``membership``      SWIM: :class:`PeerState`, the transition table, incarnations, refutation
