@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.yjs", 1),  # the package __init__ (re-exports; must not pull pycrdt in)
     ("crdtsync.messages", 1),
     ("crdtsync.wire", 1),
+    ("crdtsync._wire_decoders", 1),  # wire's field checkers and decoders (split of wire.py)
     # 2: the sans-I/O gossip core and the interface it owns
     ("crdtsync.gossip", 2),
     ("crdtsync.replica", 2),  # the ReplicaSet Protocol (moves into crdtsync.gossip)

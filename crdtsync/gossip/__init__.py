@@ -4,14 +4,17 @@
 the driver contract); the protocol's parts live in modules of their own, each owning its state:
 
 ==================  =============================================================================
-``core``            the facade: driver API, dispatch table of ``receive``, tick order, effects
+``core``            the facade: driver API, local writes, dispatch table of ``receive``
+``_connections``    the facade's handshake, connections and ``receive`` (a mixin of the core)
+``_timers``         the facade's ``tick`` order, ``next_deadline``, ``dials``, effects (a mixin)
 ``config``          :class:`GossipConfig`, every knob with the reason for its default
 ``policy``          :class:`ReplicationPolicy`, :class:`Service`, :class:`CoreView` (plug-ins)
 ``membership``      SWIM: :class:`PeerState`, the transition table, incarnations, refutation
 ``overlay``         FULL / RELAY / TREE as pure functions, :class:`OverlayView`
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`
 ``links``           :class:`~.links.Link`, the replacement rule
-``push``            push queues, batching, apply and forward, back-pressure, broadcast links
+``push``            push queues, batching, back-pressure, broadcast links (the send side)
+``_push_receive``   a received Push: checks, quotas, apply and forward (a mixin of ``Pushes``)
 ``coalesce``        the LAN configs' coalescing window for a stream of local writes
 ``_fanout``         the core's calls for a medium that fans out (a broker): broadcasts, presence
 ``relay``           the rotating relay: own batches, retries, hints, turns

@@ -16,6 +16,9 @@ leaves at once when no broadcast went out in the current window, else at the bou
 arrives that way (:meth:`Pushes.on_broadcast`) is never broadcast again; what arrives on any
 other link is (an agent on both websockets and a broker bridges them). Without fanout links
 nothing here changes what is sent.
+
+This module is the send side; what a received Push goes through (checks, quotas, apply,
+forward) is the mixin :mod:`~crdtsync.gossip._push_receive`, a base of :class:`Pushes`.
 """
 
 from __future__ import annotations
@@ -23,22 +26,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ..errors import (
     CloseCode,
-    InvalidShardName,
-    InvalidUpdate,
     ProtocolError,
-    UpdateOverLimit,
     map_exceptions,
 )
-from ..messages import Push, RelayedAck, ShardState
-from ..names import validate_shard_name
+from ..messages import Push, RelayedAck
 from . import _yjs
-from .acks import WANT_ACK, WANTED_COMMITS, Acks, _given
+from ._push_receive import _INVALID_SHARD, _INVALID_UPDATE, _PushReceive
+from .acks import WANT_ACK, Acks
 from .coalesce import Coalescer
-from .overlay import RELAY, TREE
+from .overlay import TREE
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from .repair import Repairs
 
 __all__ = ["PushQueue", "Pushes"]
-
-_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
-_INVALID_SHARD: dict[type[Exception], CloseCode] = {InvalidShardName: CloseCode.INVALID_SHARD}
 
 
 @dataclass(slots=True)
@@ -113,7 +110,7 @@ class PushQueue:
         return shard, update, author
 
 
-class Pushes:
+class Pushes(_PushReceive):
     """Pushes of one agent: queueing for the window, batching into Push messages, applying
     received ones and forwarding what they changed (see the module docstring).
 
@@ -199,202 +196,6 @@ class Pushes:
             for delta in deltas:
                 self.enqueue(conn, shard, delta, name)
 
-    def on_push(self, conn: Link, msg: Push, now: float) -> None:
-        # Check everything before applying anything: the ack, and every update of a batch
-        # (a single update is validated by ReplicaSet.apply itself, atomically).
-        if msg.durable is not None:
-            _yjs.check_state(msg.durable[0], _given(msg.durable[1]))
-        for r in msg.relayed:
-            _yjs.check_state(r.state.state_vector, r.state.delete_set)
-        if msg.hint is not None:
-            _yjs.check_state(msg.hint, None)
-        # The parse of a batch's updates is carried on to ReplicaSet.apply: each update is
-        # parsed once on receipt (a single update is parsed there, atomically with its apply).
-        infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
-        if len(msg.updates) > 1:
-            for i, u in enumerate(msg.updates):
-                try:
-                    with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                        infos[i] = _yjs.validate_update(u)
-                except ProtocolError as exc:
-                    if not isinstance(exc.__cause__, UpdateOverLimit):
-                        raise
-                    self._ctx.guard.refused_update(conn.name, now)
-                    return  # beyond the work limits: the whole batch is dropped
-        # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
-        # the window's relay is passed on as it is (see Push.relay).
-        forward = msg.forward or self._ctx.mode() == TREE
-        accepted = self._ctx.policy.accepts(msg.shard)
-        if accepted:
-            news: list[bytes] = []
-            if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
-                parsed = [i for i in infos if i is not None]
-                writers = {msg.author(i) for i in range(len(msg.updates))}
-                news = (
-                    self.apply_batch(
-                        conn,
-                        msg.shard,
-                        msg.updates,
-                        parsed,
-                        forward and not msg.relay,
-                        writers.pop() if len(writers) == 1 else None,
-                    )
-                    or []
-                )
-            else:
-                for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-                    news += (
-                        self.apply(
-                            conn,
-                            msg.shard,
-                            u,
-                            forward=forward and not msg.relay,
-                            info=info,
-                            author=msg.author(i),
-                        )
-                        or []
-                    )
-            if msg.hint is not None and not forward and news:
-                # A little redundancy against loss (rotating relay, relay.py): the next two
-                # relays repeat in theirs what a broadcast brought them that was news (news
-                # only: a delta is repeated once per relay that lacked it, never in a loop).
-                self.on_relay_news(conn, msg.shard, tuple(news), now)
-            if msg.relay:
-                for other in self._ctx.links.values():
-                    if (
-                        other is not conn
-                        and not other.closing
-                        and not (conn.fanout and other.fanout)
-                        and self._ctx.policy.sends_to(other.name, msg.shard)
-                    ):
-                        for i, u in enumerate(msg.updates):
-                            self.enqueue(other, msg.shard, u, msg.author(i))
-        # Acks after the deltas: what they cover of this batch is no sign of a loss.
-        if msg.durable is not None:
-            whole = conn.acks.resolve(ShardState(msg.shard, *msg.durable, msg.durable_signature))
-            if whole is not None:
-                self._acks.learn(conn.name, whole, conn, forward or msg.relay, now)
-        for r in msg.relayed:
-            self._acks.learn(r.agent, r.state, conn, forward or msg.relay, now, r.hops)
-        if not accepted:
-            return  # partial replication: not held here (the sender's view is behind)
-        conn.rounds.last_push_in = now
-        if msg.updates == (WANT_ACK,):
-            self._acks.owe_now(conn, msg.shard, now)
-        if msg.hint is not None:
-            self.on_hint(conn, msg.shard, msg.hint, now)
-        # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
-        check_gap = msg.hint is None and not (msg.relay and self._ctx.mode() == RELAY)
-        self._repairs.sequence(conn, msg.shard, msg.seq, check_gap, now)
-
-    def apply(
-        self,
-        conn: Link,
-        shard: str,
-        update: bytes,
-        *,
-        forward: bool,
-        info: _yjs.UpdateInfo | None = None,
-        solicited: bool = False,
-        author: str | None = None,
-    ) -> list[bytes] | None:
-        """Apply a remote ``update`` of ``shard`` from ``conn`` (written by ``author``, None if
-        unknown: a Diff) and pass on what changed our state, with its writer, where the
-        overlay wants it.
-
-        Returns what changed our state ([] if nothing), or None when a quota refused it
-        (nothing applied; counted in the guard, see :mod:`crdtsync.gossip.guard`):
-        anti-entropy brings it again later. ``solicited``: a
-        Diff we asked for (not charged to the shard-creation quota).
-
-        Raises:
-            ProtocolError: INVALID_SHARD or INVALID_UPDATE; nothing applied.
-        """
-        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, len(update), now, shard):
-            return None
-        try:
-            delta = self._apply(conn, shard, update, info, solicited, author)
-        except ProtocolError as exc:
-            if not isinstance(exc.__cause__, UpdateOverLimit):
-                raise
-            # Well formed but beyond the work limits: dropped and counted, not a reason to
-            # close (the peer may be passing on what another built over many updates).
-            guard.refused_update(conn.name, now, solicited=solicited)
-            return None
-        if delta is False:
-            return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
-        conn.interest.add(shard)
-        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
-        if delta is None:
-            return []
-        self._forward(conn, shard, delta, forward, author)
-        return [delta]
-
-    def apply_batch(
-        self,
-        conn: Link,
-        shard: str,
-        batch: tuple[bytes, ...],
-        infos: list[_yjs.UpdateInfo],
-        forward: bool,
-        author: str | None = None,
-    ) -> list[bytes] | None:
-        """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)
-        under the same quotas as :meth:`apply` (charged for the whole batch); ``author``: the
-        writer of every update of it, None if unknown or several. Returns what changed our
-        state, or None when a quota refused it.
-        """
-        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
-            return None
-        try:
-            with (
-                map_exceptions(_INVALID_SHARD),
-                map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
-            ):
-                if self._admit_new(conn, shard, batch[0], infos[0], False) is False:
-                    return None
-                deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
-        except ProtocolError as exc:
-            if not isinstance(exc.__cause__, UpdateOverLimit):
-                raise
-            guard.refused_update(conn.name, now)
-            return None
-        guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
-        conn.interest.add(shard)
-        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
-        for delta in deltas:
-            self._forward(conn, shard, delta, forward, author)
-        return deltas
-
-    def _forward(
-        self, conn: Link, shard: str, delta: bytes, forward: bool, author: str | None
-    ) -> None:
-        # Forward what changed our state when asked to: in a tree every agent relays, in the
-        # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
-        # the origin reached everyone itself. Never back to where it came from.
-        # What came through a fanout medium reached every fanout link already.
-        targets = self._ctx.policy.forward_to(conn.name, shard)
-        if targets is not None:  # partial replication: the holders it did not reach itself
-            for name in targets:
-                other = self._ctx.links.get(name)
-                if (
-                    other is not None
-                    and other is not conn
-                    and not other.closing
-                    and not (conn.fanout and other.fanout)
-                ):
-                    self.enqueue(other, shard, delta, author)
-        elif forward:
-            for other in self._ctx.links.values():
-                if other is not conn and not other.closing and not (conn.fanout and other.fanout):
-                    self.enqueue(other, shard, delta, author)
-        if not conn.fanout and self.has_fanout(shard):
-            # A bridge: what a websocket peer sent goes to the broker's agents too.
-            self.enqueue_fanout(shard, delta)
-
     def want_acks(self, shard: str, now: float) -> None:
         """Ask every peer holding ``shard`` for its ack (a Push of WANT_ACK, see acks.py): we
         wait in ``replicated()`` for changes we did not make, which it owes acks to their
@@ -407,53 +208,6 @@ class Pushes:
             # boundary, which an idle writer (waiting here) may not reach for a long time.
             self._fanned.pop(id(WANT_ACK), None)
             self.enqueue_fanout(shard, WANT_ACK)
-
-    def _apply(
-        self,
-        conn: Link,
-        shard: str,
-        update: bytes,
-        info: _yjs.UpdateInfo | None,
-        solicited: bool,
-        author: str | None,
-    ) -> bytes | None | Literal[False]:
-        """The quota checks of a new shard, then the apply: the delta, or False (refused).
-
-        Raises:
-            ProtocolError: INVALID_SHARD or INVALID_UPDATE (caused by UpdateOverLimit: well
-                formed, beyond the work limits).
-        """
-        with (
-            map_exceptions(_INVALID_SHARD),
-            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
-        ):
-            admitted = self._admit_new(conn, shard, update, info, solicited)
-            if admitted is False:
-                return False
-            return self._ctx.replicas.apply(shard, update, conn.name, admitted, author=author)
-
-    def _admit_new(
-        self,
-        conn: Link,
-        shard: str,
-        update: bytes,
-        info: _yjs.UpdateInfo | None,
-        solicited: bool,
-    ) -> _yjs.UpdateInfo | None | Literal[False]:
-        """False if the shard-creation quota refuses ``update``, else its parse (``info``, or
-        the parse made here for a new shard; None: not parsed yet): a shard comes into being
-        only once its first update validated, and counts against the quota of the peer that
-        caused it. The parse is handed on so the apply does not parse the bytes again. Raises
-        what validation raises (the caller maps it)."""
-        ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if solicited or not guard.is_new(shard, ctx.replicas.shard_names, now):
-            return info
-        validate_shard_name(shard)
-        if not guard.may_create(conn.name, now):
-            return False
-        if info is None:
-            info = _yjs.validate_update(update)
-        return info if guard.admit_new_shard(conn.name, shard, now) else False
 
     def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it

@@ -1,0 +1,207 @@
+"""Timers and effects of :class:`~crdtsync.gossip.GossipCore`: ``tick``, ``next_deadline``,
+``dials``, ``data_to_send`` and ``effects``.
+
+``tick`` runs the components' timers in a fixed order (the order is part of the protocol: the
+golden traces pin it); ``next_deadline`` says when it next has work, cached per generation of
+the core (bumped by every entry point that may move a timer); ``dials`` and ``data_to_send``
+hand the driver what it must do after every call. A mixin of the core (:class:`_Timers`), split
+from :mod:`crdtsync.gossip.core` so that "when does the core act on its own, and what does the
+driver execute" reads in one place; its caches are attributes of the core.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..messages import Message
+from ._context import Context
+from .components import Components
+from .config import GossipConfig
+from .effects import Effects
+from .links import Link, prune, prune_candidates
+from .overlay import OverlayView
+from .policy import ReplicationPolicy, Service
+from .security import Security
+
+if TYPE_CHECKING:
+    import random  # the type of the generator a driver hands in; never the module's own
+
+__all__: list[str] = []
+
+
+class _Timers:
+    """Mixin of :class:`~crdtsync.gossip.GossipCore`: timers and effects (module docstring).
+
+    The attributes declared below belong to the core (set in its ``__init__``).
+    """
+
+    name: str
+    config: GossipConfig
+    policy: ReplicationPolicy
+    _ctx: Context
+    _conns: dict[str, Link]
+    _p: Components
+    _sec: Security
+    _rng: random.Random
+    _services: tuple[Service, ...]
+    _gen: int
+    _deadlines: tuple[int, float, float]
+    _no_dials: tuple[int, float]
+
+    if TYPE_CHECKING:  # the core's and its other mixins'; declared for the type checker only
+
+        def _advance(self, now: float) -> None: ...
+
+        def _ensure_timers(self, now: float) -> None: ...
+
+        def dial_failed(self, address: str, now: float) -> None: ...
+
+        def broadcasts_to_send(self) -> list[Message]: ...
+
+        def _views(self) -> OverlayView: ...
+
+    def tick(self, now: float) -> None:
+        """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
+        self._advance(now)
+        self._ensure_timers(now)
+        if self._p.relay.unconfirmed:
+            self._p.relay.retry_unconfirmed(now)
+        if self._p.relay.heard:
+            self._p.relay.watch(now)
+        if self._p.repairs.lags:
+            self._p.repairs.check_lags(now)
+        paced = self._p.replies.take_due(now)  # paced Digests due: flush now
+        if paced is not None and (self._ctx.flush_at is None or self._ctx.flush_at > paced):
+            self._ctx.flush_at = paced
+        local_due = self._p.pushes.coalescer.due
+        if local_due is not None and now >= local_due:
+            self._p.pushes.flush_local(now)
+        flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
+        if flushed:
+            self._ctx.flush_at = None
+            self._p.window.flush(now)
+        self._p.acks.send_due(now, flushed=flushed)
+        self._p.ae.tick(now)
+        self._p.members.exchange(
+            now, [c.name for c in self._conns.values() if not c.closing], self._rng
+        )
+        for name in self._p.members.tick(now):
+            self._p.acks.forget(name)
+        for address in self._p.dialer.timed_out(now):
+            self.dial_failed(address, now)
+        self._p.repairs.retry(now)
+        self._expire_transfers(now)
+        for service in self._services:
+            service.tick(now)
+        prune(now, self._conns, self._prune_candidates(), self._ctx.send)
+
+    def _expire_transfers(self, now: float) -> None:
+        """Drop unfinished DiffChunk transfers past the quota's timeout (checked on every
+        tick, which comes at least once an anti-entropy interval while linked)."""
+        for peer, transfer in self._ctx.guard.expired_transfers(now):
+            conn = self._conns.get(peer)
+            if conn is not None and conn.replies.receiving is not None:
+                if conn.replies.receiving.transfer == transfer:
+                    conn.replies.receiving = None
+
+    # ------------------------------------------------------------------------------------------
+    # effects
+
+    def effects(self) -> Effects:
+        """Everything the driver must do now, in one value: the same as calling
+        :meth:`data_to_send`, :meth:`dials` and :meth:`next_deadline` in that order."""
+        return Effects(
+            self.data_to_send(), self.dials(), self.next_deadline(), self.broadcasts_to_send()
+        )
+
+    def data_to_send(self) -> list[tuple[str, Message]]:
+        """Messages to send, as (peer, message), in order; the outbox is emptied.
+
+        After sending a :class:`~crdtsync.messages.Close`, close that connection.
+        """
+        out, self._ctx.outbox = self._ctx.outbox, []
+        return self._sec.outbox(self.name, out)  # signed and cut with credentials
+
+    def dials(self) -> list[str]:
+        """Addresses to open connections to now (each handed out once until it succeeds,
+        fails via :meth:`dial_failed`, or times out)."""
+        now = self._ctx.now
+        gen, first = self._no_dials
+        if gen == self._gen and now < first:
+            return []  # nothing moved since the last call, and no candidate is due yet
+        candidates = self._dial_candidates()
+        out = self._p.dialer.hand_out(now, candidates)
+        if out:
+            self._gen += 1  # (dials under way time out: a timer)
+        else:
+            self._no_dials = (self._gen, min((at for _, at in candidates), default=math.inf))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work (None: no timer pending).
+
+        Lets an event loop sleep, and the simulator jump its virtual clock, until then.
+
+        The timers of the components are computed again only after a call that may have
+        moved one (a generation counter, bumped by every entry point but a plain local
+        write); the flush, the coalescing window and the services' timers are read on every call.
+        """
+        gen, fixed, acks_at = self._deadlines
+        if gen != self._gen:
+            fixed = min(self._component_deadlines(), default=math.inf)
+            acks_at = min(self._p.acks.deadlines(), default=math.inf)
+            self._deadlines = (self._gen, fixed, acks_at)
+        times = [fixed]
+        flush_at = self._ctx.flush_at
+        times.append(acks_at if flush_at is None else flush_at)
+        paced = self._p.replies.paced_deadline()
+        if paced is not None:
+            times.append(paced)
+        local_due = self._p.pushes.coalescer.due
+        if local_due is not None:
+            times.append(local_due)
+        for service in self._services:
+            at = service.next_deadline()
+            if at is not None:
+                times.append(at)
+        first = min(times)
+        if first == math.inf:
+            return None
+        # A deadline in the past means "now": tick() handles it (dials are handed out by
+        # dials(), which the driver calls after tick, so those never linger).
+        return max(first, self._ctx.now)
+
+    def _component_deadlines(self) -> list[float]:
+        """The components' timers but the flush's and the acks' (see next_deadline)."""
+        times: list[float] = []
+        for t in (self._p.ae.next_round, self._p.members.next_exchange):
+            if t is not None and self._conns:
+                times.append(t)
+        relay_at = self._p.relay.deadline()
+        if relay_at is not None:
+            times.append(relay_at)
+        times.extend(self._p.members.deadlines())
+        times.extend(self._p.dialer.deadlines())
+        times.extend(self._p.repairs.deadlines())
+        for _, ready in self._dial_candidates():
+            times.append(ready)
+        if sum(1 for c in self._conns.values() if not c.closing) > 1:
+            times.extend(at for _, at in self._prune_candidates())
+        return times
+
+    def _prune_candidates(self) -> list[tuple[Link, float]]:
+        desired = self._views().desired
+        return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
+
+    def _dial_candidates(self) -> list[tuple[str, float]]:
+        """(address, time it may be dialled) for every connection we want and lack."""
+        conns = self._conns
+        return self._p.dialer.candidates(
+            self._ctx.now,
+            self._views(),
+            self._p.members,
+            conns.__contains__,
+            bool(conns),
+            self.policy.urgent,
+        )
