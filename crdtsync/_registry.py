@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from . import updates, values
 from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError, UpdateOverLimit
 from .names import validate_shard_name
-from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
+from .shard import DIGEST_META, ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
 from .yjs.limits import DEFAULT_LIMITS, PlaceHistory, UpdateLimits
 
@@ -37,7 +37,6 @@ _VALUES_FORMAT = str(values.FORMAT).encode()
 #: Store metadata key: every stored entry of the shard passed :data:`STORED_LIMITS` (checked
 #: once; a shard created since the limits exist carries it from the start).
 _LIMITS_META = "limits_checked"
-_DIGEST_META = "digest"  # written with each commit of a shard (Shard.capture)
 #: Store metadata key: why the shard is quarantined (UTF-8), see :meth:`ShardRegistry.open`.
 _QUARANTINE_META = "quarantine"
 #: The limits a stored entry must pass to be loaded: only the shapes whose integration costs
@@ -345,6 +344,12 @@ class ShardRegistry:
         """Whether ``name`` is open now."""
         return name in self._shards
 
+    def store_digests(self) -> None:
+        """Buffer every open shard's digest where the stored one may be stale, for the final
+        commit (:meth:`Shard.store_digest`)."""
+        for shard in self._shards.values():
+            shard.store_digest()
+
     def close(self) -> None:
         """Close every open shard; later calls raise ClosedError (the store is the owner's)."""
         self._closed = True
@@ -375,16 +380,17 @@ class ShardRegistry:
 
     def digest(self, shard: str) -> bytes:
         """The shard's digest. A shard not open is not opened for it: its digest is the one
-        committed with its last entries (``Shard.capture``), read for every stored shard in
-        one scan. A shard never closes once opened, so a shard not open has not changed
-        since. An agent restarted on 132,000 shards opened every one of them to answer its
-        first Summary: 20 s with the event loop blocked (issue #11)."""
+        stored with its entries (``Shard.capture``, ``Shard.store_digest`` at close; an empty
+        one is not known), read for every stored shard in one scan. A shard never closes once
+        opened, so a shard not open has not changed since. An agent restarted on 132,000
+        shards opened every one of them to answer its first Summary: 20 s with the event loop
+        blocked (issue #11)."""
         opened = self._shards.get(shard)
         if opened is None:
             if self._stored_digests is None:
-                self._stored_digests = self._store.meta_values(_DIGEST_META)
+                self._stored_digests = self._store.meta_values(DIGEST_META)
             stored = self._stored_digests.get(shard)
-            if stored is not None and shard not in self._quarantined:
+            if stored and shard not in self._quarantined:  # (empty: not known)
                 return stored
         return self.open(shard).digest()
 

@@ -378,6 +378,8 @@ class Agent(_AgentWiring, _AgentFigures):
             if self._transport is not None:
                 await self._transport.close()
             if self._committer is not None:
+                if self._registry is not None:
+                    self._registry.store_digests()  # committed by the final commit
                 await self._committer.close()
         finally:
             self._closed = True

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Shard", "ShardHost", "ROOT"]
 
+#: Store metadata key of a shard's committed digest (empty: not known, see Shard.capture).
+DIGEST_META = "digest"
+
 # ROOT (from .containers): the root map in the pycrdt Doc that the dict-like API uses.
 
 DeltaHook = Callable[["Shard", bytes, "str | None"], None]
@@ -102,6 +105,7 @@ class Shard(MapView, metaclass=_ShardType):
         "_listeners",
         "_host",
         "_digest",
+        "_digest_stored",
         "_ds_memo",
         "_sv_memo",
         "_backlog",
@@ -134,6 +138,9 @@ class Shard(MapView, metaclass=_ShardType):
         self._dirty = False
         self._durable: tuple[bytes, bytes] = (updates.state_vector(doc), updates.delete_set(doc))
         self._digest: bytes | None = None
+        #: whether the store's "digest" metadata may hold this shard's digest as committed
+        #: (the registry answers a peer's Summary from it without opening the shard)
+        self._digest_stored = True
         #: (pycrdt's own update against the doc's state, its canonical delete set): see capture
         self._ds_memo: tuple[bytes, bytes] = (b"", b"")
         #: (the doc's encoded state vector at the end of the last remote batch, that state
@@ -516,11 +523,26 @@ class Shard(MapView, metaclass=_ShardType):
         self._dirty = False
         sv = updates.state_vector(self._doc)
         ds = self._delete_set(sv)
-        # (No digest here: nothing reads a stored one, and computing it at every group commit,
-        # O(clients) in Python, was 8% of a receiver's CPU with 128 writers. It is computed
-        # when anti-entropy asks, see digest().)
         self._store.put_meta(self.name, "state_vector", sv)
+        # The stored digest: written when it is at hand (anti-entropy asked since the last
+        # change), else cleared once, so the registry never answers from a stale one. It is
+        # not computed here: O(clients) in Python at every group commit was 8% of a
+        # receiver's CPU with 128 writers (issue 14); store_digest() writes it at close.
+        if self._digest is not None:
+            self._store.put_meta(self.name, DIGEST_META, self._digest)
+            self._digest_stored = True
+        elif self._digest_stored:
+            self._store.put_meta(self.name, DIGEST_META, b"")
+            self._digest_stored = False
         return sv, ds
+
+    def store_digest(self) -> None:
+        """Buffer the shard's digest as its "digest" metadata for the next commit, if the
+        stored one may be stale (the agent calls this before its final commit, so a restarted
+        agent answers a peer's first Summary without opening every shard, issue 11)."""
+        if (self._dirty or not self._digest_stored) and not self._closed:
+            self._store.put_meta(self.name, DIGEST_META, self.digest())
+            self._digest_stored = True
 
     def mark_durable(self, state: tuple[bytes, bytes]) -> None:
         """After a commit: ``state`` (from :meth:`capture`) is on disk."""
