@@ -189,7 +189,7 @@ def _hello_frame(tmp: str, n: int) -> dict[str, Any]:
     return asyncio.run(scenario())
 
 
-#: Row 10's count: the issue's 132,000 under CRDTSYNC_SOAK=1 (~30 s), 20,000 by default (~5 s).
+#: Row 10's count: the issue's 132,000 under CRDTSYNC_SOAK=1 (~17 s), 20,000 by default (~5 s).
 MANY = 132_000 if SOAK else 20_000
 
 
