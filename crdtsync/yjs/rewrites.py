@@ -31,59 +31,34 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Collection, Mapping
 
-from ._content import content
-from ._lib0 import MAX_CLOCK, MAX_SAFE, read_uint, skip_str
+from ._items import ID, walk_items
+from ._lib0 import MAX_CLOCK
 from .state import DeleteSet, encode_delete_set, normalize_delete_set, read_delete_set
 
 __all__ = ["delete_only_update", "extra_copies"]
-
-_INFO_GC, _INFO_SKIP = 0, 10
-_HAS_ORIGIN, _HAS_RIGHT_ORIGIN, _HAS_PARENT_SUB = 0x80, 0x40, 0x20
-
-ID = tuple[int, int]
 
 
 def _copies(update: bytes, writers: Collection[int]) -> tuple[dict[ID, list[ID]], DeleteSet]:
     """(right origin -> IDs of the one-clock items ``writers`` inserted right before it, the
     delete set). Map entries have no right origin: never named (a key shows one item, and
     deleting the one shown would remove the key)."""
-    data = update
     found: dict[ID, list[ID]] = {}
-    n_clients, pos = read_uint(data, 0, MAX_SAFE, "number of clients")
-    for _ in range(n_clients):
-        n_structs, pos = read_uint(data, pos, MAX_SAFE, "number of structs")
-        client, pos = read_uint(data, pos, MAX_SAFE, "client id")
-        clock, pos = read_uint(data, pos, MAX_CLOCK, "first clock")
-        mine = client in writers
-        for _ in range(n_structs):
-            info = data[pos]
-            pos += 1
-            if info in (_INFO_GC, _INFO_SKIP):
-                length, pos = read_uint(data, pos, MAX_CLOCK, "length")
-                clock += length
-                continue
-            right: ID | None = None
-            if info & _HAS_ORIGIN:
-                _, pos = read_uint(data, pos, MAX_SAFE, "origin client")
-                _, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
-            if info & _HAS_RIGHT_ORIGIN:
-                c, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
-                k, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
-                right = (c, k)
-            if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
-                parent_info, pos = read_uint(data, pos, 1, "parent info")
-                if parent_info:
-                    pos = skip_str(data, pos, "root type name")
-                else:
-                    _, pos = read_uint(data, pos, MAX_SAFE, "parent client")
-                    _, pos = read_uint(data, pos, MAX_CLOCK, "parent clock")
-                if info & _HAS_PARENT_SUB:
-                    pos = skip_str(data, pos, "parent key")
-            length, pos = content(data, pos, info & 0x0F)
-            if mine and right is not None and length == 1:
-                found.setdefault(right, []).append((client, clock))
-            clock += length
-    ds, _ = read_delete_set(data, pos, strict=True)
+
+    def visit(
+        client: int,
+        clock: int,
+        kind: int,
+        origin: ID | None,
+        right: ID | None,
+        start: int,
+        end: int,
+        length: int,
+    ) -> None:
+        if right is not None and length == 1 and client in writers:
+            found.setdefault(right, []).append((client, clock))
+
+    pos = walk_items(update, visit)
+    ds, _ = read_delete_set(update, pos, strict=True)
     return found, ds
 
 

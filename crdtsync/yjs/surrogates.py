@@ -29,13 +29,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ._content import content
-from ._lib0 import MAX_CLOCK, MAX_SAFE, bytes_span, read_uint, skip_str
+from ._items import ID, walk_items
+from ._lib0 import bytes_span
 from .state import read_delete_set
 
 __all__ = ["ID", "boundaries", "low_surrogates", "may_have_astral", "splits"]
-
-ID = tuple[int, int]
 
 # The UTF-8 encoding of a character outside the BMP, exactly (RFC 3629): a 4-byte sequence.
 # Matching whole sequences, not just a lead byte, matters for binary-heavy updates: in the
@@ -45,8 +43,6 @@ _ASTRAL = re.compile(
     rb"\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
 )
 _STRING = 4
-_INFO_GC, _INFO_SKIP = 0, 10
-_HAS_ORIGIN, _HAS_RIGHT_ORIGIN, _HAS_PARENT_SUB = 0x80, 0x40, 0x20
 
 
 def may_have_astral(update: bytes) -> bool:
@@ -59,52 +55,37 @@ def _walk(update: bytes, lows: set[ID] | None, bounds: list[ID] | None) -> None:
     """Collect low-surrogate IDs of string items into ``lows`` and split points into
     ``bounds`` (either may be None)."""
     data = update
-    n_clients, pos = read_uint(data, 0, MAX_SAFE, "number of clients")
-    for _ in range(n_clients):
-        n_structs, pos = read_uint(data, pos, MAX_SAFE, "number of structs")
-        client, pos = read_uint(data, pos, MAX_SAFE, "client id")
-        clock, pos = read_uint(data, pos, MAX_CLOCK, "first clock")
-        for _ in range(n_structs):
-            info = data[pos]
-            pos += 1
-            if info in (_INFO_GC, _INFO_SKIP):
-                length, pos = read_uint(data, pos, MAX_CLOCK, "length")
-                clock += length
-                continue
-            if info & _HAS_ORIGIN:
-                c, pos = read_uint(data, pos, MAX_SAFE, "origin client")
-                k, pos = read_uint(data, pos, MAX_CLOCK, "origin clock")
-                if bounds is not None:
-                    bounds.append((c, k + 1))  # inserted after unit k: a cut before k + 1
-            if info & _HAS_RIGHT_ORIGIN:
-                c, pos = read_uint(data, pos, MAX_SAFE, "right origin client")
-                k, pos = read_uint(data, pos, MAX_CLOCK, "right origin clock")
-                if bounds is not None:
-                    bounds.append((c, k))
-            if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
-                parent_info, pos = read_uint(data, pos, 1, "parent info")
-                if parent_info:
-                    pos = skip_str(data, pos, "root type name")
-                else:
-                    _, pos = read_uint(data, pos, MAX_SAFE, "parent client")
-                    _, pos = read_uint(data, pos, MAX_CLOCK, "parent clock")
-                if info & _HAS_PARENT_SUB:
-                    pos = skip_str(data, pos, "parent key")
-            kind = info & 0x0F
-            start = pos
-            length, pos = content(data, pos, kind)
-            if kind == _STRING and lows is not None:
-                s, e = bytes_span(data, start, "string")
-                chunk = data[s:e]
-                if not chunk.isascii() and may_have_astral(chunk):
-                    unit = 0
-                    for ch in chunk.decode("utf-8"):
-                        if ord(ch) > 0xFFFF:
-                            lows.add((client, clock + unit + 1))
-                            unit += 2
-                        else:
-                            unit += 1
-            clock += length
+
+    def visit(
+        client: int,
+        clock: int,
+        kind: int,
+        origin: ID | None,
+        right: ID | None,
+        start: int,
+        end: int,
+        length: int,
+    ) -> None:
+        if bounds is not None:
+            if origin is not None:
+                bounds.append(
+                    (origin[0], origin[1] + 1)
+                )  # inserted after unit k: a cut before k + 1
+            if right is not None:
+                bounds.append(right)
+        if kind == _STRING and lows is not None:
+            s, e = bytes_span(data, start, "string")
+            chunk = data[s:e]
+            if not chunk.isascii() and may_have_astral(chunk):
+                unit = 0
+                for ch in chunk.decode("utf-8"):
+                    if ord(ch) > 0xFFFF:
+                        lows.add((client, clock + unit + 1))
+                        unit += 2
+                    else:
+                        unit += 1
+
+    pos = walk_items(data, visit)
     if bounds is not None:
         ds, _ = read_delete_set(data, pos, strict=True)
         for c, ranges in ds.items():
