@@ -1,0 +1,221 @@
+"""Executing the core's effects and running its timer, for
+:class:`~crdtsync.transports.websocket.WebsocketTransport` (a mixin, split from it).
+
+After every batch of received frames, every timer tick and every ``kick()``, the transport
+asks the core what to do (:meth:`_Effects._pump`): frames go to each connection's queue (with
+its back-pressure: ``pause_writing`` above ``high_water``, ``FLOODING`` above
+``max_send_buffer``), ``Close`` messages close their connection after what was queued, dials
+start as tasks, and the timer task (:meth:`_Effects._run_timer`) sleeps until the core's next
+deadline, ticks it and pumps again. No protocol decision is made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from crdtsync.transports._ws_links import _close_reason, _CloseRequest, _Link
+from crdtsync.transports.yjsdoor import PATH_PREFIX
+
+from crdtsync import wire
+from crdtsync.errors import CloseCode
+from crdtsync.gossip import GossipCore
+from crdtsync.messages import Close
+
+__all__: list[str] = []
+
+logger = logging.getLogger("crdtsync.transports.websocket")
+
+#: Where a client whose first frame is not ours (e.g. y-protocols) is pointed in the close reason.
+_YJS_HINT = f"ws://HOST:PORT{PATH_PREFIX}<shard>"
+#: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
+#: (a core bug): the loop must not spin.
+_MIN_TIMER_WAIT = 0.001
+
+
+class _Effects:
+    """Mixin of :class:`~crdtsync.transports.websocket.WebsocketTransport`: execute the
+    core's effects and run its timer. The attributes and methods declared below belong to
+    the transport (set in its ``__init__``, defined in it or in its other mixins)."""
+
+    core: GossipCore
+    _by_peer: dict[str, _Link]
+    _closing: bool
+    _max_frame: int
+    _high_water: int
+    _max_send_buffer: int
+    _dial_tasks: set[asyncio.Task[None]]
+    _connecting: set[asyncio.Task[Any]]
+    _armed: float | None
+    _timer_wake: asyncio.Event
+    _loop: asyncio.AbstractEventLoop | None
+    _close_timeout: float
+    _clock: Callable[[], float]
+
+    if TYPE_CHECKING:
+
+        async def _dial(self, address: str) -> None: ...
+
+        def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None: ...
+
+    # -- effects -------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Execute the core's effects: queue its frames, start its dials, re-arm the timer."""
+        try:
+            self._execute_effects()
+        except Exception:  # a core bug must not kill the task that happened to call us
+            logger.exception("%s: executing the core's effects failed", self.core.name)
+
+    def _execute_effects(self) -> None:
+        core = self.core
+        for peer, msg in core.data_to_send():
+            link = self._by_peer.get(peer)
+            if link is None or link.closing or self._closing:
+                continue  # the connection is gone or going: the core learns it from connection_lost
+            try:
+                frame = wire.encode(msg)
+            except Exception:
+                logger.exception("%s: cannot encode %s for %s", core.name, type(msg).__name__, peer)
+                continue
+            if isinstance(msg, Close):
+                self._request_close(link, int(msg.code), msg.reason, frame=frame)
+            elif len(frame) > self._max_frame:
+                logger.error(
+                    "%s: dropping a %s of %d bytes for %s: over max_frame (%d)",
+                    core.name,
+                    type(msg).__name__,
+                    len(frame),
+                    peer,
+                    self._max_frame,
+                )
+            else:
+                self._enqueue(link, frame)
+        for address in core.dials():
+            if self._closing:
+                continue
+            task = asyncio.create_task(self._dial(address), name=f"crdtsync-dial-{address}")
+            self._dial_tasks.add(task)
+            self._connecting.add(task)
+            task.add_done_callback(self._dial_tasks.discard)
+            task.add_done_callback(self._connecting.discard)
+        deadline = core.next_deadline()
+        if deadline != self._armed:
+            self._timer_wake.set()
+
+    def _enqueue(self, link: _Link, frame: bytes) -> None:
+        if link.closing:
+            return
+        link.queue.append(frame)
+        link.queued_bytes += len(frame)
+        link.wake.set()
+        buffered = self._buffered(link)
+        if buffered > self._max_send_buffer:
+            self._protocol_error(
+                link, CloseCode.FLOODING, f"{buffered} bytes queued for a peer that does not read"
+            )
+        elif link.peer is not None and not link.paused and buffered > self._high_water:
+            link.paused = True
+            self.core.pause_writing(link.peer)
+
+    def _buffered(self, link: _Link) -> int:
+        transport = link.ws.transport
+        size = 0
+        if transport is not None and not transport.is_closing():
+            size = transport.get_write_buffer_size()
+        return link.queued_bytes + size
+
+    def _request_close(
+        self,
+        link: _Link,
+        code: int,
+        reason: str,
+        message: Close | None = None,
+        *,
+        frame: bytes | None = None,
+    ) -> None:
+        """Close ``link`` after its queued frames: the Close message (if any), then the close frame."""
+        if link.closing:
+            return
+        link.closing = True
+        if frame is None and message is not None:
+            frame = wire.encode(message)
+        if frame is not None:
+            link.queue.append(frame)
+            link.queued_bytes += len(frame)
+        link.queue.append(_CloseRequest(code, _close_reason(reason)))
+        link.wake.set()
+        # websockets bounds the closing handshake (close_timeout), not a send stuck on a peer
+        # that does not read: abort the socket if the connection outlives both.
+        assert self._loop is not None
+        link.watchdog = self._loop.call_later(2 * self._close_timeout, self._abort, link)
+
+    def _refuse(self, link: _Link, code: CloseCode, reason: str) -> None:
+        """Close ``link`` now because of a protocol error: drop what it had queued.
+
+        A connection we accepted whose Hello was not validated (an unknown client: it sent
+        nothing valid, garbage, or another mesh's Hello) gets only the websocket close frame
+        with the code and its name as reason: no Close message, no Hello, nothing that names
+        this mesh or agent (the full reason is in our log line).
+        """
+        if link.closing:
+            return
+        keep: list[bytes | _CloseRequest] = []
+        if link.hello_queued and not link.hello_sent and link.queue:
+            keep.append(link.queue[0])  # our Hello still goes first
+        link.queue.clear()
+        link.queue.extend(keep)
+        link.queued_bytes = sum(len(f) for f in keep if isinstance(f, bytes))
+        if not link.outbound and not link.hello_queued:
+            reason = f"{code.name}: handshake refused"
+            if code == CloseCode.MALFORMED_FRAME:  # likely a Yjs client at the wrong path
+                reason += f"; Yjs clients connect to {_YJS_HINT}"
+            self._request_close(link, int(code), reason)
+            return
+        self._request_close(link, int(code), reason, Close(code, reason[: wire.MAX_REASON]))
+
+    @staticmethod
+    def _abort(link: _Link) -> None:
+        if not link.finished.is_set():
+            logger.info("aborting connection %s: close did not complete", link.label())
+            link.ws.transport.abort()
+
+    # -- timer ---------------------------------------------------------------------------------
+
+    def _next_deadline(self) -> float | None:
+        try:
+            return self.core.next_deadline()
+        except Exception:
+            logger.exception("%s: core.next_deadline failed", self.core.name)
+            return self._clock() + 1.0  # retry later rather than stop the timer
+
+    async def _run_timer(self) -> None:
+        """Sleep until core.next_deadline(), tick, execute effects; re-armed by _pump."""
+        core = self.core
+        while True:
+            self._timer_wake.clear()
+            deadline = self._armed = self._next_deadline()
+            if deadline is None:
+                await self._timer_wake.wait()
+                continue
+            delay = deadline - self._clock()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._timer_wake.wait()
+                    continue  # re-armed: the deadline changed
+                except TimeoutError:
+                    pass
+            now = max(self._clock(), deadline)
+            try:
+                core.tick(now)
+            except Exception:
+                logger.exception("%s: core.tick failed", core.name)
+            self._pump()
+            after = self._next_deadline()
+            if after is not None and after <= now:
+                await asyncio.sleep(_MIN_TIMER_WAIT)  # do not spin on a deadline tick() left due
+            else:
+                await asyncio.sleep(0)
