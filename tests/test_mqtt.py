@@ -726,7 +726,7 @@ def test_a_process_decodes_a_broadcast_once_and_caches_small_frames_only() -> No
     """Agents sharing a process share the decode of a broadcast frame (same bytes: the same
     frozen message), but a client publishing large frames cannot fill memory through it."""
     import pycrdt
-    from crdtsync.transports import mqtt as driver
+    from crdtsync.transports import _mqtt_incoming as driver
 
     from crdtsync import wire
     from crdtsync.errors import ProtocolError
