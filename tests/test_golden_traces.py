@@ -160,11 +160,11 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "9f2e5429ad915d041c8a91ff11e4e6862131537e199be123ce1a50787ab2b5fd",
-    "relay": "f20db24851f329ffb50b21c7ab3e2b9e27b5ab3ab7e1e4839dab403a0dce3643",
-    "tree": "9a21e841570d5b0ea5f91b8dfede6253527028117e68b140adb4939ae3e2d854",
-    "partial": "db9673a9ee962a053c819138e480483e75eddddb9136ea9128643dd0a278be73",
-    "lossy_partition": "62fc97da5329229074d7ed2f026ba02245927dea47fd0972fa64189fae41f474",
+    "full_mesh": "c0eaf575b68d82a59aab737aef76cd2550e31b54f66c579e9733aaf72870c0b0",
+    "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
+    "tree": "2bd62d67ce14e4f6f37a7458a82f746d7ef0deebb69dc25a9d9417ced21eb083",
+    "partial": "9a6bb926e05823d5c533874a811faeb11c0e755f4348e806779186309ca7471b",
+    "lossy_partition": "22a9c929945695aba7069bd691ee391b05aa19f5c9cb90c8b3b11ce7760523a1",
 }
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import random
 
 import pycrdt
+import pytest
 from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
 from crdtsync.gossip.relay import SILENT_WINDOWS
+from crdtsync.gossip.repair import LinkRepair
 
 
 def _mesh(seed: int) -> tuple[Network, list[str]]:
@@ -71,4 +73,71 @@ def test_a_silent_relay_stream_is_asked_for_at_once() -> None:
     for a in names:
         if a != x:
             net.set_link(a, x, both=False, loss=0.0)
+    net.run_until_converged(30)
+
+
+def test_a_repair_reply_times_the_round_trip_only_of_a_first_ask() -> None:
+    """A Diff answering a repair asked once is a round-trip sample; one asked again is not
+    (it may answer the first ask), and the estimate follows the samples as TCP's does."""
+    link = LinkRepair()
+    link.repairs["s"], link.tries["s"] = 10.0, 1
+    link.answered("s", 10.2)
+    assert link.srtt == pytest.approx(0.2) and link.rttvar == 0.0
+    assert "s" not in link.repairs and "s" not in link.tries
+    link.repairs["s"], link.tries["s"] = 11.0, 2  # asked again: its reply is not timed
+    link.answered("s", 11.05)
+    assert link.srtt == pytest.approx(0.2) and "s" not in link.repairs
+    link.repairs["s"], link.tries["s"] = 12.0, 1
+    link.answered("s", 12.6)
+    assert link.srtt == pytest.approx(0.875 * 0.2 + 0.125 * 0.6)
+    assert link.rttvar == pytest.approx(0.25 * 0.4)
+
+
+def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_copies() -> None:
+    """At 20 % loss (100 ms links, so a 0.2 s round trip): repairs answered on a link set its
+    retry timeout below repair_timeout (0.35 s), without loss the timeout stays; a relay's
+    broadcast goes twice to the next window's relay, and only once to everyone else."""
+    net, names = _mesh(4)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    repairs = core._p.repairs
+    conn = next(iter(core._conns.values()))
+    assert repairs.timeout(conn, net.now) == core.config.repair_timeout  # no loss seen yet
+    for a in names:
+        for b in names:
+            if a != b:
+                net.set_link(a, b, both=False, loss=0.2)
+    net.trace = []
+    _writes(net, names, net.now, 4.0, "")
+    net.run_for(4.0)
+    timed = [
+        (n, c)
+        for n in names
+        for c in net.nodes[n].core._conns.values()  # type: ignore[union-attr]
+        if c.repair.srtt
+    ]
+    assert timed, "no repair reply was timed at 20 % loss"
+    for _, c in timed:
+        assert 0.2 - 1e-9 <= c.repair.srtt < 0.35  # type: ignore[operator]
+    owner, c = timed[0]
+    assert net.nodes[owner].core._ctx.lossy(net.now)  # type: ignore[union-attr]
+    timeout = net.nodes[owner].core._p.repairs.timeout(c, net.now)  # type: ignore[union-attr]
+    assert timeout == pytest.approx(1.25 * c.repair.srtt + 4 * c.repair.rttvar)  # type: ignore[operator]
+    assert timeout < core.config.repair_timeout
+    # The frames of one instant from one sender to one receiver: twice means a second copy.
+    pushes: dict[tuple[float, str, str], int] = {}
+    for t, src, dst, kind, _n in net.trace:
+        if kind == "Push":
+            pushes[(round(t, 6), src, dst)] = pushes.get((round(t, 6), src, dst), 0) + 1
+    doubled = [k for k, n in pushes.items() if n == 2]
+    assert doubled, "no relay broadcast went twice to the next relay"
+    w = core.config.push_interval
+    for t, src, dst in doubled:
+        k = round(t / w)
+        relay = net.nodes[src].core._p.relay  # type: ignore[union-attr]
+        assert relay.relay_of(k - 1) == src and relay.relay_of(k) == dst
+    for a in names:
+        for b in names:
+            if a != b:
+                net.set_link(a, b, both=False, loss=0.0)
     net.run_until_converged(30)

@@ -316,8 +316,7 @@ class AntiEntropy:
                 conn.rounds.continuing_at = now
         if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited, author):
             return  # refused by a quota: the repair or a later round asks again
-        conn.repair.repairs.pop(msg.shard, None)
-        conn.repair.targets.pop(msg.shard, None)
+        conn.repair.answered(msg.shard, now)  # timed: the repair timeout under loss
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
             conn.rounds.round_shards.discard(msg.shard)

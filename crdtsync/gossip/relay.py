@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..messages import Push
 from .overlay import RELAY, relay_of
 from .repair import sv_covers
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .push import Pushes
     from .repair import Repairs
 
-__all__ = ["RELAY_ATTEMPTS", "REPEATS", "SILENT_WINDOWS", "Relay", "Sent"]
+__all__ = ["RELAY_ATTEMPTS", "REPEATS", "SECOND_COPY", "SILENT_WINDOWS", "Relay", "Sent"]
 
 #: A batch is pushed to a relay at most this many times; then anti-entropy.
 RELAY_ATTEMPTS = 6
@@ -38,6 +39,12 @@ SILENT_WINDOWS = 2.5
 #: Under loss, this many relays after a broadcast's own repeat what it brought them (see
 #: Relay.on_broadcast): copies a window apart, free in messages.
 REPEATS = 3
+
+#: Under loss, our relay broadcast goes twice to this many next relays (see second_copy).
+SECOND_COPY = 1
+
+#: Under loss, a repair is asked of two relays at once (see Relay._ask).
+SECOND_ASK = 1
 
 
 @dataclass(slots=True)
@@ -144,7 +151,7 @@ class Relay:
             return
         for shard in due:
             if not self._repairs.asking(shard):
-                self._repairs.ask(conn, shard, now)
+                self._ask(conn, shard, now, None)
 
     def on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
@@ -172,7 +179,30 @@ class Relay:
         if not sv_covers(mine, hint) and shard not in conn.repair.repairs:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
-            self._repairs.ask(conn, shard, now, hint)
+            self._ask(conn, shard, now, hint)
+
+    def _ask(self, conn: Link, shard: str, now: float, target: bytes | None) -> None:
+        """Ask ``conn`` for what we lack of ``shard``, and under loss a second holder too.
+
+        A repair is a request and a reply, each lost with p at p loss: at 20 % one in three
+        fails and is asked again only after ``repair_timeout``. Under loss (rotating relay),
+        the relay of the window before ``conn``'s broadcast (or the one before it) is asked as
+        well: it broadcast what ``conn`` relayed on, so it holds what we lack too, and both
+        answers must be lost for the repair to wait (0.13 instead of 0.36 at 20 %).
+        """
+        known_lossy = self._ctx.lossy(now)  # before this ask: a first loss asks once
+        self._repairs.ask(conn, shard, now, target)
+        if not SECOND_ASK or not known_lossy or self._ctx.mode() != RELAY:
+            return
+        k = self._ctx.window_index(now)
+        for j in (2, 3):
+            name = self.relay_of(k - j)
+            if name is None or name in (conn.name, self._ctx.name):
+                continue
+            other = self._ctx.links.get(name)
+            if other is not None and not other.closing and shard not in other.repair.repairs:
+                self._repairs.ask(other, shard, now, target)
+            return
 
     def on_broadcast(self, conn: Link, shard: str, updates: tuple[bytes, ...], now: float) -> None:
         """A relay broadcast came: repeat it in ours if we relay one of the next windows.
@@ -259,6 +289,26 @@ class Relay:
         for shard, deltas in echo.items():
             own.setdefault(shard, [])[:0] = deltas
         self._to_everyone(own)
+
+    def second_copy(self, sent_from: int, now: float) -> None:
+        """Our broadcast (the outbox from ``sent_from`` on) goes twice to the next relays.
+
+        Under loss only. The next :data:`SECOND_COPY` relays' broadcasts are every other
+        agent's second (and third) copy of what ours brings (on_broadcast repeats it): a
+        broadcast lost on the way to one of them costs a copy to all 24 agents, not one. A
+        second frame to each costs one message per window each (not per agent), and makes
+        that leg lose with 0.04 instead of 0.2 at 20 % loss.
+        """
+        if not self._ctx.lossy(now):
+            return
+        k = self._ctx.window_index(now)
+        nexts = {self.relay_of(k + j) for j in range(SECOND_COPY)} - {None, self._ctx.name}
+        if not nexts:
+            return
+        out = self._ctx.outbox
+        for peer, msg in out[sent_from:]:
+            if peer in nexts and isinstance(msg, Push):
+                out.append((peer, msg))
 
     def _to_everyone(self, own: dict[str, list[bytes]]) -> None:
         for conn in self._ctx.links.values():

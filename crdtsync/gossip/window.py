@@ -75,6 +75,7 @@ class Window:
             self._acks.take_news() if mode == RELAY and (spread or target != self._ctx.name) else ()
         )
         carried: set[str] = set()  # peers that got the news
+        sent_from = len(self._ctx.outbox)
         for conn in self._ctx.links.values():
             changes = self._members.changes_for(conn.name)
             if changes:
@@ -131,6 +132,8 @@ class Window:
             self._acks.own_acks_since = math.inf
         if mode == RELAY:
             self._acks.flush_relay_acks(now, spread, target, news, carried)
+            if broadcast:
+                self._relay.second_copy(sent_from, now)
         self._pushes.flush_fanout(now)  # the fanout links' shared queue (none: nothing)
         self._members.clear_changes()
         if self._relay.own:  # held for the window we relay: it leaves with our broadcast at its end
