@@ -94,6 +94,8 @@ class Relay:
         #: Our batch pushed to the last window's relay: pushed again, once, to the next one
         #: (a second path against loss, see dispatch_own).
         self.echo: dict[str, list[bytes]] = {}
+        #: the echo goes at the next boundary even without a batch of ours (a retried batch)
+        self.echo_due = False
         #: Window index of a later turn of ours -> what we repeat in that turn's broadcast
         #: (on_broadcast: the third relay after a broadcast and beyond).
         self.later: dict[int, dict[str, list[bytes]]] = {}
@@ -252,6 +254,7 @@ class Relay:
         own, self.own, self.own_bytes = self.own, {}, 0
         attempts, self.own_attempts = self.own_attempts, {}
         echo, self.echo = self.echo, {}
+        echo_due, self.echo_due = self.echo_due, False
         if mode == RELAY and not broadcast:
             k = self._ctx.window_index(now)
             target = self.relay_of(k)
@@ -277,12 +280,17 @@ class Relay:
                         self._pushes.enqueue(relay, shard, d, self._ctx.name)
                     relay.push.relay_shards.add(shard)
                     self._remember(now, shard, deltas, attempts.get(shard, 0), relay.name)
-                for shard, deltas in echo.items() if own else ():
+                for shard, deltas in echo.items() if own or echo_due else ():
                     for d in deltas:
                         self._pushes.enqueue(relay, shard, d)
                     relay.push.relay_shards.add(shard)
                 if own and self._ctx.lossy(now):
                     self.echo = own
+                    # A batch pushed again (lost once already) is echoed even with no next
+                    # batch to ride with: a message of its own, for these batches only.
+                    if any(attempts.get(s, 0) >= 1 for s in own):
+                        self.echo_due = True
+                        self._ctx.schedule_flush(now)
                 return
         # We relayed the window that ended (or the overlay is no longer a rotating relay):
         # straight to everyone.

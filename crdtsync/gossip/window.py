@@ -61,7 +61,7 @@ class Window:
             and self._relay.relay_of(self._ctx.window_index(now) - 1) == self._ctx.name
         )
         flood = mode == RELAY and not self._relay.fully_connected()
-        if self._relay.own:
+        if self._relay.own or self._relay.echo_due:
             self._relay.dispatch_own(now, mode, broadcast)
         if mode != RELAY and self._acks.own_acks:
             self._acks.spread_own(now)
