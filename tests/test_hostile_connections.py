@@ -101,6 +101,57 @@ async def test_connections_over_the_total_cap_get_503_and_slots_never_leak(nodes
     await _honest_sync(victim, nodes)
 
 
+async def _raw_tcp(address: str, local_host: str) -> tuple[Any, Any]:
+    host, port = address.removeprefix("ws://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port), local_addr=(local_host, 0))
+
+
+async def _aborted(reader: Any) -> bool:
+    """Whether the server ended this TCP connection (EOF or reset) without a byte."""
+    try:
+        async with asyncio.timeout(5.0):
+            return await reader.read(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_tcp_connections_that_send_no_request_are_capped_at_accept(nodes: Any) -> None:  # noqa: F811
+    """Raw TCP connections that never send the upgrade request hold no cap slot, but are
+    counted from their accept: beyond the per-host limit the next one is aborted at once
+    (before its open timeout), counted; another host still gets in, and the slots come back."""
+    cap = ConnectionCap(max_total=40, max_per_address=2, handshake_timeout=60.0)
+    victim = await nodes("victim", connection_cap=cap)
+    silent = [await _raw_tcp(victim.address, "127.0.0.2") for _ in range(2)]
+    reader, writer = await _raw_tcp(victim.address, "127.0.0.2")
+    assert await _aborted(reader)
+    writer.close()
+    assert victim.transport.counters["refused.unrequested"] == 1
+    assert cap._total == 0  # none of them took an upgrade slot
+    await _honest_sync(victim, nodes)  # 127.0.0.1 is not held back by 127.0.0.2's waiters
+    for _, w in silent:
+        w.close()
+    await asyncio.sleep(0.2)
+    again = await connect(victim.address, proxy=None, local_addr=("127.0.0.2", 0))
+    await again.close()
+    assert victim.transport.counters["refused.unrequested"] == 1
+
+
+async def test_unrequested_connections_in_all_are_capped_too(nodes: Any) -> None:  # noqa: F811
+    """In all, a quarter of max_total may wait without a request (here 2 of 8), so silent
+    TCP connections cannot take every file descriptor while they wait."""
+    cap = ConnectionCap(max_total=8, max_per_address=8, handshake_timeout=60.0)
+    victim = await nodes("victim", connection_cap=cap)
+    silent = [await _raw_tcp(victim.address, "127.0.0.2") for _ in range(2)]
+    reader, writer = await _raw_tcp(victim.address, "127.0.0.3")
+    assert await _aborted(reader)
+    writer.close()
+    assert victim.transport.counters["refused.unrequested"] == 1
+    for _, w in silent:
+        w.close()
+    await asyncio.sleep(0.2)
+    await _honest_sync(victim, nodes)
+
+
 async def test_a_flooder_cut_off_gets_no_fresh_budget_by_reconnecting(nodes: Any) -> None:  # noqa: F811
     from dataclasses import replace
 

@@ -14,6 +14,13 @@ handler task, websocket close handshake or close timeout on it. The refusal is c
 before (``refused.connections`` / ``refused.connections-per-address``, in the transport's
 counters) and logged at most once per ten seconds (:meth:`Admission.process_request`).
 
+A TCP connection that has not sent its upgrade request yet holds no slot but is counted as
+*unrequested* from the moment it is accepted (:meth:`Admission.tcp_opened`): at most
+``max_per_address`` per host and a quarter of ``max_total`` in all. Beyond that it is aborted
+at once, before any byte is read (counted as ``refused.unrequested``), so connections that
+never send a request cannot hold more file descriptors than that while they wait for
+websockets' open timeout. Honest clients send their request within milliseconds.
+
 A slot is taken in the hook, so that many upgrade requests arriving together cannot all pass
 a check made before any of them is counted. It is given back when the TCP connection ends
 (:class:`CappedConnection`'s ``connection_lost``), whatever ended it: the handler's return,
@@ -23,6 +30,7 @@ reset. The handshake deadline (no Hello in time) stays with the connection handl
 
 from __future__ import annotations
 
+import asyncio
 import http
 from collections.abc import Callable
 from typing import Any
@@ -53,18 +61,31 @@ def host_of(addr: object) -> str:
 
 
 class CappedConnection(ServerConnection):
-    """A websockets server connection that gives its :class:`ConnectionCap` slot back when its
-    TCP connection ends (passed to ``serve`` as ``create_connection``)."""
+    """A websockets server connection that is counted from its TCP accept and gives its
+    :class:`ConnectionCap` slot back when its TCP connection ends (a subclass bound to one
+    :class:`Admission`, from :meth:`Admission.connection_class`, is passed to ``serve`` as
+    ``create_connection``)."""
+
+    admission: Admission | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Frees the slot taken in ``process_request`` (None: none taken, or freed).
         self.release_slot: Callable[[], None] | None = None
+        #: The remote host while the connection is counted as unrequested (see the module).
+        self.unrequested: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.admission is not None and not self.admission.tcp_opened(self):
+            transport.abort()  # over the unrequested limit: nothing read, no fd held
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             super().connection_lost(exc)
         finally:
+            if self.admission is not None:
+                self.admission.tcp_requested(self)
             release, self.release_slot = self.release_slot, None
             if release is not None:
                 release()
@@ -94,6 +115,48 @@ class Admission:
         self._count = count
         self._warn = warn
         self._name = name
+        self._unrequested_total = 0
+        self._unrequested_by_host: dict[str, int] = {}
+
+    def connection_class(self) -> type[CappedConnection]:
+        """The :class:`CappedConnection` subclass to pass to ``serve`` as
+        ``create_connection``: its connections are counted by this admission."""
+        return type("CappedConnection", (CappedConnection,), {"admission": self})
+
+    def tcp_opened(self, connection: CappedConnection) -> bool:
+        """Count a just-accepted TCP connection as unrequested; False if it is over the limit
+        (per host: the cap's ``max_per_address``; in all: a quarter of ``max_total``)."""
+        host = host_of(connection.remote_address)
+        per_host = self._unrequested_by_host.get(host, 0)
+        if (
+            self._unrequested_total >= max(1, self._cap.max_total // 4)
+            or per_host >= self._cap.max_per_address
+        ):
+            self._count("refused.unrequested")
+            self._warn(
+                "refused",
+                "%s: aborting a connection from %s: %d connections wait without a request",
+                self._name(),
+                host,
+                self._unrequested_total,
+            )
+            return False
+        self._unrequested_by_host[host] = per_host + 1
+        self._unrequested_total += 1
+        connection.unrequested = host
+        return True
+
+    def tcp_requested(self, connection: CappedConnection) -> None:
+        """The connection sent its request (or ended): it no longer counts as unrequested."""
+        host, connection.unrequested = connection.unrequested, None
+        if host is None:
+            return
+        self._unrequested_total -= 1
+        left = self._unrequested_by_host[host] - 1
+        if left:
+            self._unrequested_by_host[host] = left
+        else:
+            del self._unrequested_by_host[host]
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Take a slot for ``connection`` or answer its upgrade request with 503 / 429.
@@ -101,6 +164,8 @@ class Admission:
         Returns None (go on with the upgrade) once a slot is taken; the slot is freed when
         the connection ends (the connection must be a :class:`CappedConnection`).
         """
+        if isinstance(connection, CappedConnection):
+            self.tcp_requested(connection)
         host = host_of(connection.remote_address)
         key = id(connection)
         try:

@@ -100,7 +100,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from crdtsync.transports._ws_admission import Admission, CappedConnection
+from crdtsync.transports._ws_admission import Admission
 from crdtsync.transports._ws_auth import _Authenticator
 from crdtsync.transports._ws_effects import _Effects
 from crdtsync.transports._ws_links import (
@@ -310,7 +310,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
                 self._host,
                 self._port,
                 process_request=admission.process_request,  # the connection cap, pre-upgrade
-                create_connection=CappedConnection,  # frees its cap slot when it ends
+                create_connection=admission.connection_class(),  # counted from TCP accept
                 compression=self._compression,
                 open_timeout=self._open_timeout,
                 ping_interval=self._ping_interval,
