@@ -87,15 +87,16 @@ class ReadCache:
 
         Raises:
             InvalidUpdate: an answer is not a valid update (the core checks them before).
+
+        Answers are applied only when causally ready, whatever order they came in (see
+        :func:`_join_ready`); one that never becomes ready is left out of the value.
         """
         e = self._entries.get(shard)
         if e is None or base is not None:
             e = _Entry(pycrdt.Doc(), now, quorum)
             if base is not None:
                 updates.apply_update(e.doc, base)
-        with e.doc.transaction():
-            for u in answers:
-                updates.apply_update(e.doc, u)
+        _join_ready(e.doc, answers)
         e.fetched_at, e.quorum = now, quorum
         self._entries[shard] = e
         self._entries.move_to_end(shard)
@@ -113,3 +114,27 @@ class ReadCache:
 
     def __contains__(self, shard: object) -> bool:
         return shard in self._entries
+
+
+def _join_ready(doc: pycrdt.Doc, answers: Iterable[bytes]) -> list[bytes]:
+    """Apply each answer to ``doc`` once it is causally ready (:func:`updates.apply_if_ready`),
+    passing over the rest until none becomes ready; return those never applied.
+
+    Holders' answers are diffs against one state vector, so one may need another's structs
+    first. Handed to pycrdt as they come, an answer past a gap would stay pending inside the
+    document: invisible to the value, to its state vector and to the next request, and
+    pycrdt 0.14.13 crashes the process on some later updates that contradict pending structs
+    (a holder's bug or a hostile answer must not do that to the reader).
+    """
+    pending = list(answers)
+    progress = True
+    while pending and progress:
+        progress = False
+        waiting: list[bytes] = []
+        for update in pending:
+            if updates.apply_if_ready(doc, update) is None:
+                progress = True
+            else:
+                waiting.append(update)
+        pending = waiting
+    return pending
