@@ -501,6 +501,39 @@ class ConnectionCap:
         self._by_address: dict[str, int] = {}
         self._pending: dict[int, float] = {}  # connection id -> accepted at (no Hello yet)
         self._total = 0
+        self._waiting_by_address: dict[str, int] = {}  # TCP accepted, no upgrade request yet
+        self._waiting = 0
+
+    @property
+    def max_waiting(self) -> int:
+        """TCP connections that may wait for their upgrade request at once, in all: a
+        quarter of ``max_total`` (per address: ``max_per_address``). They hold no slot, but
+        a file descriptor each until the driver's open timeout."""
+        return max(1, self.max_total // 4)
+
+    def tcp_accepted(self, address: str) -> None:
+        """Count a just-accepted TCP connection that has not sent its upgrade request.
+
+        Raises:
+            QuotaExceeded: ``unrequested``: too many wait, in all or from ``address`` (abort
+                it at once, nothing read).
+        """
+        per_address = self._waiting_by_address.get(address, 0)
+        if self._waiting >= self.max_waiting or per_address >= self.max_per_address:
+            raise QuotaExceeded(
+                f"{self._waiting} connections wait without a request", "unrequested"
+            )
+        self._waiting_by_address[address] = per_address + 1
+        self._waiting += 1
+
+    def tcp_requested(self, address: str) -> None:
+        """A connection counted by :meth:`tcp_accepted` sent its request, or ended."""
+        self._waiting -= 1
+        left = self._waiting_by_address[address] - 1
+        if left:
+            self._waiting_by_address[address] = left
+        else:
+            del self._waiting_by_address[address]
 
     def accept(self, conn: int, address: str, now: float) -> None:
         """Admit a new connection from ``address`` (call before reading from it).

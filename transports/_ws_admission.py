@@ -115,8 +115,6 @@ class Admission:
         self._count = count
         self._warn = warn
         self._name = name
-        self._unrequested_total = 0
-        self._unrequested_by_host: dict[str, int] = {}
 
     def connection_class(self) -> type[CappedConnection]:
         """The :class:`CappedConnection` subclass to pass to ``serve`` as
@@ -124,39 +122,23 @@ class Admission:
         return type("CappedConnection", (CappedConnection,), {"admission": self})
 
     def tcp_opened(self, connection: CappedConnection) -> bool:
-        """Count a just-accepted TCP connection as unrequested; False if it is over the limit
-        (per host: the cap's ``max_per_address``; in all: a quarter of ``max_total``)."""
+        """Count a just-accepted TCP connection as unrequested
+        (:meth:`ConnectionCap.tcp_accepted`); False if it is over the limit."""
         host = host_of(connection.remote_address)
-        per_host = self._unrequested_by_host.get(host, 0)
-        if (
-            self._unrequested_total >= max(1, self._cap.max_total // 4)
-            or per_host >= self._cap.max_per_address
-        ):
-            self._count("refused.unrequested")
-            self._warn(
-                "refused",
-                "%s: aborting a connection from %s: %d connections wait without a request",
-                self._name(),
-                host,
-                self._unrequested_total,
-            )
+        try:
+            self._cap.tcp_accepted(host)
+        except QuotaExceeded as exc:
+            self._count(f"refused.{exc.quota}")
+            self._warn("refused", "%s: aborting a connection from %s: %s", self._name(), host, exc)
             return False
-        self._unrequested_by_host[host] = per_host + 1
-        self._unrequested_total += 1
         connection.unrequested = host
         return True
 
     def tcp_requested(self, connection: CappedConnection) -> None:
         """The connection sent its request (or ended): it no longer counts as unrequested."""
         host, connection.unrequested = connection.unrequested, None
-        if host is None:
-            return
-        self._unrequested_total -= 1
-        left = self._unrequested_by_host[host] - 1
-        if left:
-            self._unrequested_by_host[host] = left
-        else:
-            del self._unrequested_by_host[host]
+        if host is not None:
+            self._cap.tcp_requested(host)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Take a slot for ``connection`` or answer its upgrade request with 503 / 429.
