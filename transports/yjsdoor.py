@@ -7,13 +7,20 @@ routes by request path; the query string is stripped). Stock clients work as the
 
 One update path
 ---------------
-A client's update is a remote update like a peer's: :meth:`Shard.apply_remote
-<crdtsync.shard.Shard.apply_remote>` validates it with the strict Yjs v1 parser, applies it,
-appends it to the store and announces it; the agent's delta hook hands it to the gossip core,
-so the mesh gets it like any local write. Everything that changes the shard (local writes,
-gossip, other clients) reaches every client of the room through one observer on the shard's
-document. A bad message (not y-protocols, an invalid update or state vector) closes *that*
-client with a specific code; nothing of it was applied.
+A client's update is a remote update like a peer's: it is validated with the strict Yjs v1
+parser (and the surrogate check) as it is read, then :meth:`Shard.apply_remote_batch
+<crdtsync.shard.Shard.apply_remote_batch>` applies it, appends it to the store and announces
+it; the agent's delta hook hands it to the gossip core, so the mesh gets it like any local
+write. Everything that changes the shard (local writes, gossip, other clients) reaches every
+client of the room through one observer on the shard's document. A bad message (not
+y-protocols, an invalid update or state vector) closes *that* client with a specific code;
+nothing of it was applied.
+
+Under a burst a client's validated updates are applied together: those its reader takes
+from the socket before it hands the event loop over (at most :data:`READ_TURN`) go in one
+transaction, so the store entry, the gossip announcement, the observer and the frame sent
+to every other client are paid once per batch, not once per update (the door's own
+per-update cost had been most of its burst latency against ``@y/websocket-server``).
 
 Close codes (:class:`~crdtsync.errors.CloseCode`)
 -------------------------------------------------
@@ -48,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,6 +81,7 @@ if TYPE_CHECKING:
     from crdtsync.security.acl import PeerIdentity
     from crdtsync.security.credentials import Credentials
     from crdtsync.shard import Shard
+    from crdtsync.updates import UpdateInfo
 
 __all__ = ["PATH_PREFIX", "YjsDoor"]
 
@@ -86,8 +95,12 @@ DEFAULT_MAX_SEND_BUFFER = 256 << 20
 #: many bytes of updates (a bigger one goes alone): see :meth:`YjsDoor._writer`.
 MERGE_BYTES = 1 << 20
 
-#: A client's reader hands the event loop over after this many frames (0: never).
+#: A client's reader hands the event loop over after this many frames (0: never); the
+#: updates it read meanwhile are applied as one batch when it does.
 READ_TURN = 32
+#: Merged runs kept for the other clients' writers (they merge the same runs): see
+#: :func:`_coalesced`.
+_MERGED_KEPT = 8
 
 #: What a client's writer sends: a frame, and the update it carries if it is a live update
 #: (mergeable with the next ones); None ends the writer.
@@ -106,6 +119,8 @@ class _Client:
     awareness_ids: set[int] = field(default_factory=set)
     closing: bool = False
     writer: asyncio.Task[None] | None = None
+    #: Validated updates read from this client, not applied yet (see YjsDoor._flush).
+    pending: list[tuple[bytes, UpdateInfo]] = field(default_factory=list)
 
 
 class _Room:
@@ -132,6 +147,13 @@ class _Room:
         for client in self.clients:
             if client is not self.sender:
                 self.door.send(client, frame, update)
+
+    @property
+    def may_split(self) -> bool:
+        """Whether an update without astral characters could split a surrogate pair here:
+        False once the shard's text is known to hold none (then the update's walk, most of
+        the check's cost, is skipped)."""
+        return self._lows is None or bool(self._lows)
 
     @property
     def lows(self) -> set[surrogates.ID]:
@@ -173,6 +195,7 @@ class YjsDoor:
         self._max_send_buffer = max_send_buffer
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._merged: _MergeCache = OrderedDict()  # runs merged for one writer, for the others
         #: ``yjs.connected``, ``yjs.refused.<code name>``, ``yjs.updates`` (shared with the
         #: transport's counters when it passes its own dict).
         self.counters: dict[str, int] = {} if counters is None else counters
@@ -237,18 +260,13 @@ class YjsDoor:
                     await asyncio.sleep(0)
         except ConnectionClosed:
             pass
-        except ProtocolError as exc:
-            self._count(f"yjs.refused.{exc.code.name}")
-            logger.warning("%s on %r: %s (close %d)", client.label, name, exc, int(exc.code))
-            if exc.code == CloseCode.FORBIDDEN:
-                self.send(client, sync.encode_auth_denied(str(exc)))
-            await self._close(client, exc.code, str(exc))
-        except ClosedError:
-            await self._close(client, CloseCode.GOING_AWAY, "shard closed")
-        except Exception:
-            logger.exception("%s on %r: internal error", client.label, name)
-            await self._close(client, CloseCode.INTERNAL_ERROR, "internal error")
+        except Exception as exc:  # each kind gets its close code from _failed
+            # What this client sent before the bad frame was valid: it is applied first.
+            self._flush(room, client)
+            if not client.closing:
+                await self._close(client, *self._failed(client, name, exc))
         finally:
+            self._flush(room, client)  # (a client that sent and left: its updates count)
             room.clients.discard(client)
             client.queue.put_nowait(None)
             self._leave(room, client)
@@ -257,6 +275,20 @@ class YjsDoor:
                 if self._rooms.get(name) is room:
                     del self._rooms[name]
             await asyncio.gather(writer, return_exceptions=True)
+
+    def _failed(self, client: _Client, name: str, exc: Exception) -> tuple[CloseCode, str]:
+        """Count and log why ``client`` is being closed; the close code and reason to send
+        (a FORBIDDEN client first gets the y-protocols "permission denied" message)."""
+        if isinstance(exc, ProtocolError):
+            self._count(f"yjs.refused.{exc.code.name}")
+            logger.warning("%s on %r: %s (close %d)", client.label, name, exc, int(exc.code))
+            if exc.code == CloseCode.FORBIDDEN:
+                self.send(client, sync.encode_auth_denied(str(exc)))
+            return exc.code, str(exc)
+        if isinstance(exc, ClosedError):
+            return CloseCode.GOING_AWAY, "shard closed"
+        logger.error("%s on %r: internal error", client.label, name, exc_info=exc)
+        return CloseCode.INTERNAL_ERROR, "internal error"
 
     def _authenticate(self, ws: ServerConnection, query: str) -> PeerIdentity:
         assert self._credentials is not None
@@ -323,21 +355,57 @@ class YjsDoor:
             # Applying it would change nothing; checking it must not make the room scan the
             # whole shard for surrogates (seconds for a big one, blocking the event loop).
             return
-        cut = surrogates.splits(update, lambda: room.lows)
-        if cut is not None:
-            raise ProtocolError(
-                f"update splits a UTF-16 surrogate pair at {cut} (half of an emoji): Yjs and"
-                " Yrs replicas would diverge",
-                CloseCode.INVALID_UPDATE,
-            )
+        astral = surrogates.may_have_astral(update)
+        if astral or room.may_split:
+            cut = surrogates.splits(update, lambda: room.lows)
+            if cut is not None:
+                raise ProtocolError(
+                    f"update splits a UTF-16 surrogate pair at {cut} (half of an emoji): Yjs"
+                    " and Yrs replicas would diverge",
+                    CloseCode.INVALID_UPDATE,
+                )
+        client.pending.append((update, info))
+        if astral:
+            # Its low surrogates must be in room.lows before the next update is checked:
+            # the observer adds them when it is applied (pending updates never hold any).
+            self._flush(room, client, raise_=True)
+        elif len(client.pending) == 1:
+            # Applied when the reader hands the loop over, with what it reads until then.
+            asyncio.get_running_loop().call_soon(self._flush, room, client)
+
+    def _flush(self, room: _Room, client: _Client, *, raise_: bool = False) -> None:
+        """Apply ``client``'s pending updates (validated as they were read) in one
+        transaction. If the shard refuses the batch, they are applied one by one, so that
+        those before the refused one land as they would have alone; the client is then
+        closed (``raise_``: the error is raised instead, for its reader's own handler)."""
+        batch, client.pending = client.pending, []
+        if not batch:
+            return
+        done = 0
         room.sender = client
         try:
-            room.shard.apply_remote(update, client.label, info)
-        except InvalidUpdate as exc:
-            raise ProtocolError(f"invalid update: {exc}", CloseCode.INVALID_UPDATE) from None
+            try:
+                room.shard.apply_remote_batch(
+                    [u for u, _ in batch], client.label, [i for _, i in batch]
+                )
+                done = len(batch)
+            except InvalidUpdate:
+                for update, info in batch:
+                    room.shard.apply_remote(update, client.label, info)
+                    done += 1
+        except Exception as exc:
+            if isinstance(exc, InvalidUpdate):
+                exc = ProtocolError(f"invalid update: {exc}", CloseCode.INVALID_UPDATE)
+            if raise_:
+                raise exc from None
+            if not client.closing:
+                code, reason = self._failed(client, room.shard.name, exc)
+                client.closing = True  # (its reader stops at its next frame)
+                self._spawn(self._close(client, code, reason))
         finally:
             room.sender = None
-        self._count("yjs.updates")
+            if done:
+                self.counters["yjs.updates"] = self.counters.get("yjs.updates", 0) + done
 
     def _leave(self, room: _Room, client: _Client) -> None:
         gone = [
@@ -362,13 +430,20 @@ class YjsDoor:
             client.closing = True
             self._count("yjs.refused.FLOODING")
             logger.warning("%s: does not read what we send; disconnected", client.label)
-            task = asyncio.get_running_loop().create_task(
-                self._close(client, CloseCode.FLOODING, "client does not read")
-            )
-            self._tasks.add(task)  # a reference, so that the task is not collected midway
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._close(client, CloseCode.FLOODING, "client does not read"))
             return
         client.queue.put_nowait((frame, update))
+
+    def _spawn(self, close: Awaitable[None]) -> None:
+        """Run ``close`` in a task of its own, referenced until done (from a callback or the
+        doc's observer, which cannot await)."""
+
+        async def run() -> None:
+            await close
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)  # a reference, so that the task is not collected midway
+        task.add_done_callback(self._tasks.discard)
 
     async def _writer(self, client: _Client) -> None:
         """Send what is queued for ``client``, in order. Whatever has piled up meanwhile is
@@ -390,7 +465,7 @@ class YjsDoor:
                 batch.append(more)
             client.queued -= sum(len(frame) for frame, _ in batch)
             try:
-                for frame in _coalesced(batch):
+                for frame in _coalesced(batch, self._merged):
                     await client.ws.send(frame)
             except ConnectionClosed:
                 return
@@ -419,9 +494,16 @@ class YjsDoor:
         return closes
 
 
-def _coalesced(batch: list[_Queued]) -> list[bytes]:
+#: Runs merged lately, by the identities of their updates: (the updates, kept so that the
+#: identities stay theirs; the merged frame).
+_MergeCache = OrderedDict[tuple[int, ...], tuple[list[bytes], bytes]]
+
+
+def _coalesced(batch: list[_Queued], cache: _MergeCache | None = None) -> list[bytes]:
     """The frames of ``batch`` in order, each run of live updates (up to :data:`MERGE_BYTES`)
-    merged into one update message."""
+    merged into one update message. With ``cache``, a run merged lately (the same update
+    objects: the observer queues one object for every client of a room) is not merged
+    again: the clients that fall behind together all get the same runs."""
     out: list[bytes] = []
     run: list[_Queued] = []
     size = 0
@@ -430,8 +512,18 @@ def _coalesced(batch: list[_Queued]) -> list[bytes]:
         if len(run) == 1:
             out.append(run[0][0])
         elif run:
-            merged = pycrdt.merge_updates(*(update for _, update in run if update is not None))
-            out.append(sync.encode_sync(sync.UPDATE, merged))
+            parts = [update for _, update in run if update is not None]
+            key = tuple(map(id, parts))
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                out.append(hit[1])
+            else:
+                frame = sync.encode_sync(sync.UPDATE, pycrdt.merge_updates(*parts))
+                out.append(frame)
+                if cache is not None:
+                    cache[key] = (parts, frame)
+                    if len(cache) > _MERGED_KEPT:
+                        cache.popitem(last=False)
         run.clear()
 
     for frame, update in batch:
