@@ -6,12 +6,16 @@
   a crdtsync agent's ``/yjs/<shard>`` door (updates validated, persisted in LMDB and handed to
   gossip), once against pycrdt-websocket's ``WebsocketServer`` (in memory) — both servers in
   this Python process, the clients in the same Node process.
+  ``server_cpu_s``: the server process's CPU seconds during the fanout (the agent's or the
+  pycrdt-websocket hub's: this process; a Node hub's: its ``process.cpuUsage()``).
 * sync: one Node client joins a room holding a 200,000-entry map (quick: 50,000) and waits
   until it has every entry.
 
 * the same against the reference Yjs server ``@y/websocket-server`` (y-websocket clients) and
   Hocuspocus (``@hocuspocus/provider`` clients, ``benchmarks/peers/client.mjs``), each a Node
   process (benchmarks/peers: ``npm ci``, done on first use).
+
+Full size runs every system 3 times, interleaved (``--repeat``), and reports the medians.
 
 Targets (issue 12), against the strongest hub of the run (``vs_strongest``): fanout
 throughput >= its, p99 no worse; sync within 1.5x. Needs node + npm (``tests/js``: ``npm ci``).
@@ -23,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +96,9 @@ async def on_agent(tmp: Path, updates: int, state: bytes) -> dict[str, Any]:
         big.doc.apply_update(state)
         await big.flush()
         url = f"{agent.address}/yjs"
+        cpu0 = time.process_time()
         fan = await node("fanout", url, "fan", "8", str(updates))
+        fan["server_cpu_s"] = round(time.process_time() - cpu0, 3)
         sync = await node("sync", url, "big", str(len(big.doc.get("m", type=pycrdt.Map))))
     return {"fanout": fan, "sync": sync}
 
@@ -110,7 +118,9 @@ async def on_hub(updates: int, state: bytes) -> dict[str, Any]:
         room = await server.get_room("/big")
         room.ydoc.apply_update(state)
         url = f"ws://127.0.0.1:{port}"
+        cpu0 = time.process_time()
         fan = await node("fanout", url, "fan", "8", str(updates))
+        fan["server_cpu_s"] = round(time.process_time() - cpu0, 3)
         sync = await node("sync", url, "big", str(len(room.ydoc.get("m", type=pycrdt.Map))))
     return {"fanout": fan, "sync": sync}
 
@@ -137,7 +147,9 @@ async def on_node_hub(kind: str, updates: int, state: bytes, tmp: Path) -> dict[
         assert ready.get("event") == "ready", ready
         url = f"ws://127.0.0.1:{port}"
         script = PEERS_DIR / "client.mjs" if kind == "hocuspocus" else JS / "bench.mjs"
+        cpu0 = await _hub_cpu(hub)
         fan = await node("fanout", url, "fan", "8", str(updates), script=script)
+        fan["server_cpu_s"] = round(await _hub_cpu(hub) - cpu0, 3)
         sync = await node("sync", url, "big", _entries(state), script=script)
     finally:
         if hub.returncode is None:
@@ -146,15 +158,53 @@ async def on_node_hub(kind: str, updates: int, state: bytes, tmp: Path) -> dict[
     return {"fanout": fan, "sync": sync, "hub_process": ready}
 
 
+async def _hub_cpu(hub: asyncio.subprocess.Process) -> float:
+    """The Node hub's CPU seconds so far (hub.mjs ``stats``)."""
+    assert hub.stdin is not None and hub.stdout is not None
+    hub.stdin.write(b'{"cmd":"stats"}\n')
+    await hub.stdin.drain()
+    while True:
+        line = json.loads(await asyncio.wait_for(hub.stdout.readline(), 60))
+        if line.get("event") == "stats":
+            return float(line["cpu_s"])
+
+
 def _entries(state: bytes) -> str:
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc.apply_update(state)
     return str(len(doc.get("m", type=pycrdt.Map)))
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's rounds as one result: each number of ``fanout`` and ``sync`` the median
+    over the rounds (latency percentiles too: the median of the rounds' p99, not a p99 of
+    the pooled samples), ``ok`` only if every round was, other values from the first round;
+    every round is kept in ``each_run``."""
+    out: dict[str, Any] = dict(runs[0])
+    for part in ("fanout", "sync"):
+        merged: dict[str, Any] = dict(runs[0][part])
+        for key, value in runs[0][part].items():
+            if isinstance(value, bool):
+                merged[key] = all(bool(r[part].get(key)) for r in runs)
+            elif isinstance(value, int | float):
+                values = [r[part][key] for r in runs if isinstance(r[part].get(key), int | float)]
+                merged[key] = statistics.median(values)
+        out[part] = merged
+    if len(runs) > 1:
+        out["each_run"] = [{"fanout": r["fanout"], "sync": r["sync"]} for r in runs]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(p)
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds, each running every system once, interleaved (door, then each hub);"
+        " figures are the medians over rounds (default: 3 at full size, else 1)",
+    )
     p.add_argument(
         "--peers",
         default="pycrdt-websocket,y-websocket-server,hocuspocus",
@@ -167,20 +217,28 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs node and `npm install` in tests/js")
     if any(k in NODE_HUBS for k in p_peers):
         ensure_node_peers()
+    repeat = args.repeat if args.repeat is not None else (3 if size == "full" else 1)
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-yjs-bench-"))
-    hubs: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"crdtsync": [], **{k: [] for k in p_peers}}
+    loads: list[float] = []
     try:
         t0 = time.perf_counter()
         state = map_state(ENTRIES[size])
         build = time.perf_counter() - t0
-        agent = asyncio.run(on_agent(tmp, UPDATES[size], state))
-        for kind in p_peers:
-            if kind == "pycrdt-websocket":
-                hubs[kind] = asyncio.run(on_hub(UPDATES[size], state))
-            else:
-                hubs[kind] = asyncio.run(on_node_hub(kind, UPDATES[size], state, tmp))
+        for r in range(repeat):
+            # Interleaved (door, hub, hub, ..., door, ...): a change of the machine's load
+            # hits every system alike.
+            runs["crdtsync"].append(asyncio.run(on_agent(tmp / f"agent{r}", UPDATES[size], state)))
+            for kind in p_peers:
+                if kind == "pycrdt-websocket":
+                    runs[kind].append(asyncio.run(on_hub(UPDATES[size], state)))
+                else:
+                    runs[kind].append(asyncio.run(on_node_hub(kind, UPDATES[size], state, tmp)))
+            loads.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    agent = _median_run(runs["crdtsync"])
+    hubs = {kind: _median_run(runs[kind]) for kind in p_peers}
     fa = agent["fanout"]
     report: dict[str, Any] = {
         "benchmark": "yjs",
@@ -189,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "node_peers": describe(),
         "map_entries": ENTRIES[size],
         "map_build_s": round(build, 2),
+        "rounds": repeat,
+        "load_after_each_round": [round(v, 2) for v in loads],
         "crdtsync": agent,
         "peers": hubs,
     }

@@ -7,7 +7,9 @@
 // its socket takes them; every other client records each update's latency (one clock: one
 // process). A hub may merge several updates into one message (Hocuspocus does, and the
 // crdtsync door does for a client it is behind on): a receiver then learns of every update up
-// to the one it now holds at once, and each of them is counted with its own latency. sync: one provider joins ROOM and waits until its map 'm' holds ENTRIES keys.
+// to the one it now holds at once, and each of them is counted with its own latency.
+// client_cpu_s: this (clients') process's CPU seconds from the first write to the last
+// arrival. sync: one provider joins ROOM and waits until its map 'm' holds ENTRIES keys.
 // Prints one JSON line.
 //
 // This module imports no npm package: a client passes its own Yjs module and a provider
@@ -69,6 +71,7 @@ async function fanout (Y, adapter, n, updates) {
   }
   const m = docs[0].getMap('m')
   const ws0 = () => adapter.socket(providers[0])
+  const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   for (let i = 0; i < updates; i++) {
     sent[i] = performance.now()
@@ -81,12 +84,13 @@ async function fanout (Y, adapter, n, updates) {
   const done = () => seen.slice(1).every((k) => k === updates - 1)
   const ok = await until(done, 120000)
   const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
   latencies.sort((x, y) => x - y)
   const q = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null
   console.log(JSON.stringify({
     ok, seconds, updates, clients: n, updates_per_s: updates / seconds,
     p50_ms: q(0.5), p99_ms: q(0.99), max_ms: latencies.length ? latencies[latencies.length - 1] : null,
-    received: got.slice(1)
+    received: got.slice(1), client_cpu_s: (cpu.user + cpu.system) / 1e6
   }))
   for (const p of providers) p.destroy()
 }

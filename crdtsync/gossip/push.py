@@ -159,14 +159,16 @@ class Pushes(_PushReceive):
         """Deltas made here (handed over together): queue them, merged, for every peer that
         holds the shard, at once or at the end of the coalescing window
         (:mod:`~crdtsync.gossip.coalesce`)."""
-        if self.coalescer.hold(shard, deltas, now):
+        if self.coalescer.hold(shard, deltas, now) and self._ctx.links:
+            # (no link, no merge: an agent whose only clients are Yjs-door clients)
             self._send_local(shard, self.merged(shard, deltas), now)
 
     def flush_local(self, now: float) -> None:
         """The coalescing window ended (or the driver closes): the held deltas go, one
         merged update per shard."""
         for shard, deltas in self.coalescer.take(now).items():
-            self._send_local(shard, self.merged(shard, deltas), now, window_end=True)
+            if self._ctx.links:
+                self._send_local(shard, self.merged(shard, deltas), now, window_end=True)
 
     def merged(self, shard: str, deltas: Sequence[bytes]) -> list[bytes]:
         """``deltas`` as one update (the ReplicaSet's optional ``merge``), else as they are."""
