@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CloseCode, ProtocolError, UsageError
-from ..messages import PROTOCOL_VERSION, Close, Hello, Message, PeerList, Push
+from ..messages import PROTOCOL_VERSION, Ack, Close, Hello, Message, PeerList, Push
 from ._context import Context
 from .components import Components
 from .config import GossipConfig
@@ -192,9 +192,9 @@ class _Connections:
                 Nothing of the message was applied.
             UsageError: ``peer`` is not connected (a driver bug).
         """
-        if type(msg) is Push and self._ctx.gate is None:
-            # A Push moves no membership, dial, pruning or anti-entropy timer: only the
-            # relay's, the repairs' and the acks' are computed again (issue 17/18: a full
+        if (type(msg) is Push or type(msg) is Ack) and self._ctx.gate is None:
+            # A Push or an Ack moves no membership, dial, pruning or anti-entropy timer: only
+            # the relay's, the repairs' and the acks' are computed again (issue 17/18: a full
             # next_deadline and dials after every received push were 16 % of its handling).
             self._ctx.now = max(self._ctx.now, now)
             self._light += 1
