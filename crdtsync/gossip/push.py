@@ -219,7 +219,22 @@ class Pushes(_PushReceive):
             self.enqueue_fanout(shard, update)
             return
         cfg = self._ctx.config
-        if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
+        out = conn.push
+        if (
+            cfg.send_when_idle
+            and conn.writable
+            and out.queued_bytes == 0
+            and not out.queue
+            and not out.big
+            and len(update) <= self._ctx.chunk
+            and len(update) <= cfg.max_queue_bytes
+            and out.last_push_at < self._ctx.window_start(self._ctx.now)
+        ):
+            # Idle link (the case below, decided before queueing: the same Push, without
+            # queueing the delta and taking it back; a writer does this for every peer).
+            self.push(conn, shard, [update], now=self._ctx.now, authors=[author])
+            return
+        if out.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
             return
         if (
