@@ -196,6 +196,8 @@ class _Connections:
             # A Push or an Ack moves no membership, dial, pruning or anti-entropy timer: only
             # the relay's, the repairs' and the acks' are computed again (issue 17/18: a full
             # next_deadline and dials after every received push were 16 % of its handling).
+            # A handler of either that comes to move another timer (anti-entropy, membership,
+            # dials, pruning) must bump the core's generation itself (GossipCore._advance).
             self._ctx.now = max(self._ctx.now, now)
             self._light += 1
             self._holdable = (-1, False)  # (relay acks a Push brings make local writes go)
