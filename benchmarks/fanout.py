@@ -195,6 +195,11 @@ def run_phase(
             cpu := sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(stats0, stats1, strict=False)), 3
         ),
         "cpu_ms_per_update": round(1000 * cpu / n, 4),
+        # per process, in the order of ``kids`` (crdtsync: the writer first; a hub: the hub)
+        "cpu_ms_per_update_by_process": [
+            round(1000 * (b["cpu_s"] - a["cpu_s"]) / n, 4)
+            for a, b in zip(stats0, stats1, strict=False)
+        ],
         "msgs_by_type": {k: v for k, v in sorted(by_type.items()) if v},
         "latency_cdf_ms": cdf_points(pair_ms),
         "load_avg_1min": round(os.getloadavg()[0], 2),

@@ -90,6 +90,40 @@ if os.environ.get("CRDTSYNC_BENCH_FRAMELOG"):  # a timeline of frames, for inves
     Connection.recv = _logged_recv  # type: ignore[method-assign]
 
 
+#: CRDTSYNC_BENCH_TIMELINE=DIR: a per-update timeline (investigations). The writer notes when
+#: each frame left after each write (time.time_ns(), the peer's port, the write's index); a
+#: receiver notes, with each arrival, when the frame that carried it was read off the socket
+#: (``data_received``) and handed out by ``recv``. Written to DIR at ``dump``.
+TIMELINE_DIR = os.environ.get("CRDTSYNC_BENCH_TIMELINE")
+TL_WRITE: list[Any] = [None]  # the write (prefix, index) the writer made last
+TL_SENDS: list[tuple[int, int, Any, int]] = []  # (ns, peer port, write, frame bytes)
+TL_DATA = [0]  # ns of the last data_received
+TL_RECV = [0, 0]  # ns at which the last frame was handed out by recv, our port of its link
+if TIMELINE_DIR:
+    _tl_send_inner = Connection.send
+    _tl_recv_inner = Connection.recv
+    _tl_data_inner = Connection.data_received
+
+    async def _tl_send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
+        port = (self.remote_address or (0, 0))[1]
+        TL_SENDS.append((time.time_ns(), port, TL_WRITE[0], len(message)))
+        await _tl_send_inner(self, message, *args, **kwargs)
+
+    async def _tl_recv(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        data = await _tl_recv_inner(self, *args, **kwargs)
+        TL_RECV[0] = time.time_ns()
+        TL_RECV[1] = (self.local_address or (0, 0))[1]
+        return data
+
+    def _tl_data(self: Connection, data: bytes) -> None:
+        TL_DATA[0] = time.time_ns()
+        _tl_data_inner(self, data)
+
+    Connection.send = _tl_send  # type: ignore[method-assign]
+    Connection.recv = _tl_recv  # type: ignore[method-assign]
+    Connection.data_received = _tl_data  # type: ignore[method-assign]
+
+
 if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, for investigations
     import gc
 
@@ -218,11 +252,17 @@ async def write_keys(setter: Any, prefix: str, n: int, rate: float) -> dict[str,
             if delay > 0:
                 await asyncio.sleep(delay)
         stamp = time.time_ns()
+        TL_WRITE[0] = (prefix, i)
         setter(f"{prefix}{i}", str(stamp))
         if i == 0:
             first = stamp
         last = stamp
         await asyncio.sleep(0)
+    if TIMELINE_DIR:
+        Path(TIMELINE_DIR).mkdir(parents=True, exist_ok=True)
+        mine = [(ns, port, w[1], size) for ns, port, w, size in TL_SENDS if w and w[0] == prefix]
+        Path(TIMELINE_DIR, f"send-{os.getpid()}-{prefix}.json").write_text(json.dumps(mine))
+        TL_SENDS.clear()
     return {
         "event": "written",
         "prefix": prefix,
@@ -244,6 +284,7 @@ class Arrivals:
     def __init__(self, root: pycrdt.Map, prefix: str, n: int, out: str, read: Any) -> None:
         self.root, self.prefix, self.n, self.out, self.read = root, prefix, n, out, read
         self.arrived: dict[str, int] = {}
+        self.frames: dict[str, tuple[int, int, int]] = {}  # key -> data_received, recv ns, port
         self.done = asyncio.get_running_loop().create_future()
         self._sub = root.observe(self._on_change)
 
@@ -252,6 +293,8 @@ class Arrivals:
         for key in event.keys:
             if key.startswith(self.prefix) and key not in self.arrived:
                 self.arrived[key] = now
+                if TIMELINE_DIR:
+                    self.frames[key] = (TL_DATA[0], TL_RECV[0], TL_RECV[1])
         if len(self.arrived) >= self.n and not self.done.done():
             self.done.get_loop().call_soon(self._finish)
 
@@ -276,6 +319,20 @@ class Arrivals:
             stamp = int(self.read(key))
             lat_us.append((self.arrived[key] - stamp) / 1000)
         Path(self.out).write_text(json.dumps({"latency_us": lat_us}))
+        if TIMELINE_DIR:
+            rows = [
+                (
+                    i,
+                    int(self.read(f"{self.prefix}{i}")),
+                    *self.frames.get(f"{self.prefix}{i}", (0, 0, 0)),
+                    self.arrived[f"{self.prefix}{i}"],
+                )
+                for i in range(self.n)
+            ]
+            Path(TIMELINE_DIR).mkdir(parents=True, exist_ok=True)
+            Path(TIMELINE_DIR, f"recv-{os.getpid()}-{self.prefix}.json").write_text(
+                json.dumps({"rows": rows})
+            )
         return {"event": "dumped", "prefix": self.prefix}
 
 

@@ -92,15 +92,31 @@ class _Buckets:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._by_key: OrderedDict[str, _Bucket] = OrderedDict()
 
-    def take(self, key: str, n: float, now: float) -> bool:
-        bucket = self._by_key.get(key)
+    def refill(self, key: str, now: float) -> _Bucket:
+        """``key``'s bucket, refilled up to ``now`` and marked most recently used (made, full,
+        if it was not tracked). The callers on the receive path read and debit its ``level``
+        themselves: one lookup per bucket instead of one per check (issue 17/18: quotas were
+        15 % of a received push's handling)."""
+        by_key = self._by_key
+        bucket = by_key.get(key)
         if bucket is None:
-            bucket = self._by_key[key] = _Bucket(self.rate, self.burst, now)
-            while len(self._by_key) > self.max_keys:
-                self._by_key.popitem(last=False)
+            bucket = by_key[key] = _Bucket(self.rate, self.burst, now)
+            while len(by_key) > self.max_keys:
+                by_key.popitem(last=False)
         else:
-            self._by_key.move_to_end(key)
-        return bucket.take(n, now)
+            by_key.move_to_end(key)
+            if now > bucket.stamp:  # _Bucket.take's refill, inlined
+                level = bucket.level + (now - bucket.stamp) * bucket.rate
+                bucket.level = level if level < bucket.burst else bucket.burst
+                bucket.stamp = now
+        return bucket
+
+    def take(self, key: str, n: float, now: float) -> bool:
+        bucket = self.refill(key, now)
+        if n > bucket.level:
+            return False
+        bucket.level -= n
+        return True
 
     def level(self, key: str) -> float:
         bucket = self._by_key.get(key)
@@ -210,12 +226,15 @@ class ByteBudget:
         ``n`` takes them below zero (the peer then waits until they refill). Returns None
         when admitted, else the quota that is short (``"bytes-per-peer"``/``"bytes-total"``).
         """
-        if not self._buckets.take(peer, 0.0, now) or self._buckets.level(peer) <= 0.0:
+        mine = self._buckets.refill(peer, now)
+        if mine.level <= 0.0:
             return "bytes-per-peer"
-        self._total.take(0.0, now)
-        if self._total.level <= 0.0:
+        total = self._total
+        total.take(0.0, now)
+        if total.level <= 0.0:
             return "bytes-total"
-        self.debit(peer, n)
+        mine.level -= n
+        total.level -= n
         return None
 
     def debit(self, peer: str, n: int) -> None:
@@ -352,8 +371,11 @@ class ReadPacer:
         """Seconds to wait before reading ``peer``'s next frame (0.0: read it now; then it is
         counted). Ask again after waiting."""
         total = self._total
-        within_share = self._shares.take(peer, 1.0, now)
-        level = self._shares.level(peer)
+        share = self._shares.refill(peer, now)
+        within_share = share.level >= 1.0
+        if within_share:
+            share.level -= 1.0
+        level = share.level
         if level < 0.0:  # in debt for wasted frames (only wasted() goes below zero)
             return max(0.001, (1.0 - level) / (self.total_rate * self.share))
         if total.take(1.0, now):
@@ -400,18 +422,16 @@ class WorkBudget:
     def short(self, peer: str, shard: str, now: float) -> str | None:
         """None if ``peer`` and ``shard`` are both in credit now, else the quota that is not
         (``"work-per-peer"`` or ``"work-per-shard"``)."""
-        if not self._peers.take(peer, 0.0, now) or self._peers.level(peer) <= 0.0:
+        if self._peers.refill(peer, now).level <= 0.0:
             return "work-per-peer"
-        if not self._shards.take(shard, 0.0, now) or self._shards.level(shard) <= 0.0:
+        if self._shards.refill(shard, now).level <= 0.0:
             return "work-per-shard"
         return None
 
     def charge(self, peer: str, shard: str, work: int, now: float) -> None:
         """Charge ``work`` units of an applied update to ``peer`` and ``shard``."""
-        self._peers.take(peer, 0.0, now)
-        self._peers.debit(peer, work)
-        self._shards.take(shard, 0.0, now)
-        self._shards.debit(shard, work)
+        self._peers.refill(peer, now).level -= work
+        self._shards.refill(shard, now).level -= work
 
 
 @dataclass

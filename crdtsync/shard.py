@@ -229,6 +229,8 @@ class Shard(MapView, metaclass=_ShardType):
 
     def _is_named(self, key: str, value: Any) -> bool:
         """Whether ``value`` is the live named container shown under ``key``."""
+        if value is None or isinstance(value, (str, bytes, int, float)):
+            return False  # a leaf is no live container (and a write's common case: no scan)
         return any(
             k == key and _same_live(crdt, value) for _kind, k, crdt in named_containers(self._doc)
         )

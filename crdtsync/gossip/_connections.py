@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CloseCode, ProtocolError, UsageError
-from ..messages import PROTOCOL_VERSION, Close, Hello, Message, PeerList
+from ..messages import PROTOCOL_VERSION, Ack, Close, Hello, Message, PeerList, Push
 from ._context import Context
 from .components import Components
 from .config import GossipConfig
@@ -44,6 +44,8 @@ class _Connections:
     _dispatch: dict[type[Message], Callable[[Link, Any, float], None]]
     _instance: int
     _gen: int
+    _light: int
+    _holdable: tuple[int, bool]
 
     if TYPE_CHECKING:  # the core's (core.py); declared for the type checker only
 
@@ -190,7 +192,17 @@ class _Connections:
                 Nothing of the message was applied.
             UsageError: ``peer`` is not connected (a driver bug).
         """
-        self._advance(now)
+        if (type(msg) is Push or type(msg) is Ack) and self._ctx.gate is None:
+            # A Push or an Ack moves no membership, dial, pruning or anti-entropy timer: only
+            # the relay's, the repairs' and the acks' are computed again (issue 17/18: a full
+            # next_deadline and dials after every received push were 16 % of its handling).
+            # A handler of either that comes to move another timer (anti-entropy, membership,
+            # dials, pruning) must bump the core's generation itself (GossipCore._advance).
+            self._ctx.now = max(self._ctx.now, now)
+            self._light += 1
+            self._holdable = (-1, False)  # (relay acks a Push brings make local writes go)
+        else:
+            self._advance(now)
         conn = self._conns.get(peer)
         if conn is None:
             raise UsageError(f"receive() from {peer!r}, which is not connected")

@@ -276,14 +276,19 @@ class _PushReceive:
             ProtocolError: INVALID_SHARD or INVALID_UPDATE (caused by UpdateOverLimit: well
                 formed, beyond the work limits).
         """
-        with (
-            map_exceptions(_INVALID_SHARD),
-            map_exceptions(_INVALID_UPDATE, f"invalid update for {shard!r}: "),
-        ):
+        # (map_exceptions(_INVALID_SHARD) around map_exceptions(_INVALID_UPDATE, ...), spelt
+        # out: two generator context managers per received update cost more than the checks.)
+        try:
             admitted = self._admit_new(conn, shard, update, info, solicited)
             if admitted is False:
                 return False
             return self._ctx.replicas.apply(shard, update, conn.name, admitted, author=author)
+        except InvalidUpdate as exc:
+            raise ProtocolError(
+                f"invalid update for {shard!r}: {exc}", CloseCode.INVALID_UPDATE
+            ) from exc
+        except InvalidShardName as exc:
+            raise ProtocolError(str(exc), CloseCode.INVALID_SHARD) from exc
 
     def _admit_new(
         self,

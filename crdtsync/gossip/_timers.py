@@ -46,7 +46,9 @@ class _Timers:
     _rng: random.Random
     _services: tuple[Service, ...]
     _gen: int
-    _deadlines: tuple[int, float, float]
+    _light: int
+    _deadlines: tuple[int, float]
+    _light_deadlines: tuple[tuple[int, int], float, float]
     _no_dials: tuple[int, float]
 
     if TYPE_CHECKING:  # the core's and its other mixins'; declared for the type checker only
@@ -145,14 +147,21 @@ class _Timers:
 
         The timers of the components are computed again only after a call that may have
         moved one (a generation counter, bumped by every entry point but a plain local
-        write); the flush, the coalescing window and the services' timers are read on every call.
+        write); after a received Push (the light generation) only those it may move: the
+        relay's, the repairs' and the acks'. The flush, the coalescing window and the
+        services' timers are read on every call.
         """
-        gen, fixed, acks_at = self._deadlines
+        gen, fixed = self._deadlines
         if gen != self._gen:
             fixed = min(self._component_deadlines(), default=math.inf)
+            self._deadlines = (self._gen, fixed)
+        key = (self._gen, self._light)
+        lkey, light, acks_at = self._light_deadlines
+        if lkey != key:
+            light = min(self._push_deadlines(), default=math.inf)
             acks_at = min(self._p.acks.deadlines(), default=math.inf)
-            self._deadlines = (self._gen, fixed, acks_at)
-        times = [fixed]
+            self._light_deadlines = (key, light, acks_at)
+        times = [fixed, light]
         flush_at = self._ctx.flush_at
         times.append(acks_at if flush_at is None else flush_at)
         paced = self._p.replies.paced_deadline()
@@ -172,18 +181,23 @@ class _Timers:
         # dials(), which the driver calls after tick, so those never linger).
         return max(first, self._ctx.now)
 
+    def _push_deadlines(self) -> list[float]:
+        """The timers a received Push may move but the acks' (see next_deadline)."""
+        times: list[float] = []
+        relay_at = self._p.relay.deadline()
+        if relay_at is not None:
+            times.append(relay_at)
+        times.extend(self._p.repairs.deadlines())
+        return times
+
     def _component_deadlines(self) -> list[float]:
-        """The components' timers but the flush's and the acks' (see next_deadline)."""
+        """The components' timers a received Push cannot move (see next_deadline)."""
         times: list[float] = []
         for t in (self._p.ae.next_round, self._p.members.next_exchange):
             if t is not None and self._conns:
                 times.append(t)
-        relay_at = self._p.relay.deadline()
-        if relay_at is not None:
-            times.append(relay_at)
         times.extend(self._p.members.deadlines())
         times.extend(self._p.dialer.deadlines())
-        times.extend(self._p.repairs.deadlines())
         for _, ready in self._dial_candidates():
             times.append(ready)
         if sum(1 for c in self._conns.values() if not c.closing) > 1:

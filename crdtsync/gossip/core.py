@@ -178,8 +178,14 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         self._services: tuple[Service, ...] = (self.policy, *services)
         #: Bumped by every call that may change a timer (see next_deadline's cache).
         self._gen = 0
-        #: (generation, the earliest timer but the flush, services' and acks', acks' earliest)
-        self._deadlines: tuple[int, float, float] = (-1, math.inf, math.inf)
+        #: (generation, the earliest timer a received Push cannot move: membership, dials,
+        #: pruning, anti-entropy rounds)
+        self._deadlines: tuple[int, float] = (-1, math.inf)
+        #: Bumped instead of ``_gen`` by a received Push (no credentials): it may move only
+        #: the relay's, the repairs' and the acks' timers (see next_deadline).
+        self._light = 0
+        #: ((generation, light generation), the relay's and repairs' earliest, acks' earliest)
+        self._light_deadlines: tuple[tuple[int, int], float, float] = ((-1, -1), math.inf, math.inf)
         #: (generation, first time a dial may be due) after a dials() that handed out none:
         #: until then, at the same generation, dials() has nothing to compute (a kick per
         #: local write asks it every time).

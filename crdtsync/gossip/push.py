@@ -180,9 +180,17 @@ class Pushes(_PushReceive):
     def _send_local(
         self, shard: str, deltas: list[bytes], now: float, *, window_end: bool = False
     ) -> None:
-        name, chunk = self._ctx.name, self._ctx.chunk
-        for conn in self._ctx.links.values():
-            if conn.closing or not self._ctx.policy.sends_to(conn.name, shard):
+        ctx = self._ctx
+        name, chunk = ctx.name, ctx.chunk
+        # Worked out once for every link, not per link (issue 17/18: a write's Pushes to its
+        # peers were most of its cost at the writer): enqueue's idle-link test and the Push.
+        idle_before = ctx.window_start(ctx.now) if ctx.config.send_when_idle else None
+        forward = ctx.mode() == TREE
+        for conn in ctx.links.values():
+            if conn.closing or not ctx.policy.sends_to(conn.name, shard):
+                continue
+            if len(deltas) == 1 and not window_end and self._idle(conn, deltas[0], idle_before):
+                self._push_one(conn, shard, deltas[0], name, forward)
                 continue
             if (
                 window_end
@@ -221,6 +229,10 @@ class Pushes(_PushReceive):
             self.enqueue_fanout(shard, update)
             return
         cfg = self._ctx.config
+        idle_before = self._ctx.window_start(self._ctx.now) if cfg.send_when_idle else None
+        if self._idle(conn, update, idle_before):
+            self._push_one(conn, shard, update, author, self._ctx.mode() == TREE)
+            return
         if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
             return
@@ -236,6 +248,52 @@ class Pushes(_PushReceive):
             self.push(conn, shard, [update], now=self._ctx.now, authors=[author])
             return
         self._ctx.schedule_flush(self._ctx.now)
+
+    def _idle(self, conn: Link, update: bytes, idle_before: float | None) -> bool:
+        """Whether ``update`` goes to ``conn`` at once: ``send_when_idle`` (``idle_before``:
+        the start of the current window, None without it), the link writable, nothing queued
+        on it and nothing pushed this window, and the update fits one Push. The same case as
+        queueing it and finding it alone on an idle link (see enqueue), decided before
+        queueing, so it is not queued and taken back."""
+        out = conn.push
+        return (
+            idle_before is not None
+            and not conn.fanout
+            and conn.writable
+            and out.queued_bytes == 0
+            and not out.queue
+            and not out.big
+            and len(update) <= self._ctx.chunk
+            and len(update) <= self._ctx.config.max_queue_bytes
+            and out.last_push_at < idle_before
+        )
+
+    def _push_one(
+        self, conn: Link, shard: str, update: bytes, author: str | None, forward: bool
+    ) -> None:
+        """:meth:`push` of one update that fits a Push, with the ack pending for ``conn``:
+        the same message, without push's batching (``forward``: as push works it out)."""
+        durable = None
+        ack = conn.acks.take_pending(shard)
+        if ack is not None:
+            ack = self._acks.on_wire(conn, ack)
+            durable = (ack.state_vector, ack.delete_set)
+        out = conn.push
+        self._ctx.send(
+            conn.name,
+            Push(
+                shard,
+                (update,),
+                durable,
+                out.next_seq(shard),
+                (),
+                forward,
+                None,
+                False,
+                authors=() if author is None else (author,),
+            ),
+        )
+        out.last_push_at = self._ctx.now
 
     def push(
         self,
