@@ -544,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--agents", type=int, default=8)
     p.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS)
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated: " + ", ".join(SYSTEMS) + " ('' for none: the scale runs only)",
     )
     p.add_argument(
         "--scale",
@@ -597,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Interleaved, so that a change in the machine's load hits every system alike.
         for r in range(repeat):
-            for label in args.systems.split(","):
+            for label in [x for x in args.systems.split(",") if x.strip()]:
                 if label in PEERS:
                     one = run_hub(
                         label, args.agents, n, args.rate, low, tmp / f"r{r}", prog, args.agents
@@ -625,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         low_scale = (max(1, n_scale // 2), low[1])
         for count in scale_counts:
             at: dict[str, Any] = {}
-            for label in args.scale_systems.split(","):
+            for label in [x for x in args.scale_systems.split(",") if x.strip()]:
                 where = tmp / f"s{count}"
                 try:  # a failure here is reported in the result, the 8-agent runs are kept
                     if label in PEERS:

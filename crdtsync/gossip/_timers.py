@@ -186,12 +186,15 @@ class _Timers:
         times.extend(self._p.repairs.deadlines())
         for _, ready in self._dial_candidates():
             times.append(ready)
-        if sum(1 for c in self._conns.values() if not c.closing) > 1:
-            times.extend(at for _, at in self._prune_candidates())
+        prunable = self._prune_candidates()
+        if prunable and sum(1 for c in self._conns.values() if not c.closing) > 1:
+            times.extend(at for _, at in prunable)
         return times
 
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         desired = self._views().desired
+        if desired.issuperset(self._conns):
+            return []  # every link is wanted (asked after every event: a set test, not a loop)
         return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
 
     def _dial_candidates(self) -> list[tuple[str, float]]:

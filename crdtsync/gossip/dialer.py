@@ -96,6 +96,9 @@ class Dialer:
         self.dialing: dict[str, float] = {}  # address -> when the dial was handed out
         self.self_addresses: set[str] = set() if address is None else {address}
         self._want_since: dict[str, float] = {}
+        #: (membership version, addresses of the members not dead) for the seeds' test:
+        #: candidates() is asked after every event, the set changes with the view only.
+        self._known: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def own_address(self, address: str) -> None:
         """``address`` is ours (set by the driver, or a peer reported it): never dial it."""
@@ -155,9 +158,9 @@ class Dialer:
         cfg = self.config
         settled = members.view_at + cfg.relay_settle
         addresses: dict[str, float] = {}
-        for name in sorted(view.desired | view.retry):
-            if links(name):
-                continue
+        for name in [
+            n for n in view.dial_order or sorted(view.desired | view.retry) if not links(n)
+        ]:
             m = members[name]
             if m.address is None or m.address in self.self_addresses:
                 continue
@@ -176,7 +179,10 @@ class Dialer:
         # know alive. Agents that met only each other (joined during a partition, restarted
         # while the rest was down) would otherwise never find the rest of the mesh.
         if self.seeds:  # (the set of every member's address only when there are seeds)
-            known = {m.address for m in members if m.address and m.status != DEAD}
+            if self._known[0] != members.version:
+                alive = frozenset(m.address for m in members if m.address and m.status != DEAD)
+                self._known = (members.version, alive)
+            known = self._known[1]
             for a in self.seeds:
                 if not has_links or a not in known:
                     addresses.setdefault(a, now)
