@@ -321,9 +321,11 @@ def run_crdtsync_groups(
         )
         out["client_processes"] = len(groups)
         writer, receivers = groups[0], groups[1:]
-        # No replicated(): beyond the full mesh (16 agents) the writer is not connected to
-        # every agent, and Shard.replicated(n) counts the acks of connected peers.
+        # No replicated(): beyond the full mesh (32 agents with the LAN settings) the writer is
+        # not connected to every agent, and Shard.replicated(n) counts the acks of connected
+        # peers.
         warm_up(label, writer, receivers, kids, ports, tmp, prog, 0, False)
+        out["overlay"] = settle(groups)
         time.sleep(1.0)
         for phase in phases:
             prefix, count, r = _phase_args(phase, n, rate, low)
@@ -331,6 +333,31 @@ def run_crdtsync_groups(
                 label, writer, receivers, kids, ports, prefix, count, r, tmp, prog, 0, slack=900
             )
     return out, raw
+
+
+def settle(groups: list[Child], quiet: float = 2.0, timeout: float = 90.0) -> dict[str, Any]:
+    """Wait until the overlay has formed: the agents' connection counts unchanged for
+    ``quiet`` seconds (a full mesh dials everyone after the seed; a tree prunes what it does
+    not want after ``prune_grace``), so that no phase measures the overlay still forming.
+    Returns the links per agent and how long it took."""
+    t0 = time.monotonic()
+    last: list[int] = []
+    since = t0
+    while True:
+        counts: list[int] = []
+        for c in groups:
+            c.send(cmd="status")
+            counts += c.wait("status", 30)["connected_per_member"]
+        now = time.monotonic()
+        if counts != last:
+            last, since = counts, now
+        elif now - since >= quiet or now - t0 > timeout:
+            return {
+                "links_per_agent": {"min": min(counts), "max": max(counts), "writer": counts[0]},
+                "settled": now - since >= quiet,
+                "settle_s": round(now - t0, 2),
+            }
+        time.sleep(0.5)
 
 
 def _phase_args(phase: str, n: int, rate: float, low: tuple[int, float]) -> tuple[str, int, float]:

@@ -207,4 +207,5 @@ class _Timers:
             conns.__contains__,
             bool(conns),
             self.policy.urgent,
+            frozenset(conns),
         )

@@ -99,6 +99,8 @@ class Dialer:
         #: (membership version, addresses of the members not dead) for the seeds' test:
         #: candidates() is asked after every event, the set changes with the view only.
         self._known: tuple[int, frozenset[str]] = (-1, frozenset())
+        #: The state under which candidates() last found nothing to dial (see there).
+        self._none_at: tuple[object, ...] | None = None
 
     def own_address(self, address: str) -> None:
         """``address`` is ours (set by the driver, or a peer reported it): never dial it."""
@@ -148,13 +150,39 @@ class Dialer:
         links: Callable[[str], bool],
         has_links: bool,
         urgent: Callable[[str], bool],
+        linked: frozenset[str] | None = None,
     ) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack.
 
         Args:
             links: whether we have a connection to an agent. has_links: any connection.
             urgent: whether a peer must be dialled at once (a read waits for it).
+            linked: the names we have connections to (the same as ``links``), if the caller
+                has them: an empty answer is then kept until the view, the links or our
+                addresses change (it is asked after every event; in a full mesh of 64 the
+                walk over every wanted name was most of an idle agent's work). Backoff,
+                grace and urgency only delay candidates, so they cannot make one appear;
+                while a dial is under way nothing is kept (its failure makes one).
         """
+        key: tuple[object, ...] | None = None
+        if linked is not None and not self.dialing:
+            key = (view.key, members.version, linked, has_links, len(self.seeds))
+            key += (len(self.self_addresses),)
+            if key == self._none_at:
+                return []
+        out = self._candidates(now, view, members, links, has_links, urgent)
+        self._none_at = key if not out else None
+        return out
+
+    def _candidates(
+        self,
+        now: float,
+        view: OverlayView,
+        members: Membership,
+        links: Callable[[str], bool],
+        has_links: bool,
+        urgent: Callable[[str], bool],
+    ) -> list[tuple[str, float]]:
         cfg = self.config
         settled = members.view_at + cfg.relay_settle
         addresses: dict[str, float] = {}
