@@ -335,10 +335,11 @@ def run_crdtsync_groups(
     return out, raw
 
 
-def settle(groups: list[Child], quiet: float = 2.0, timeout: float = 90.0) -> dict[str, Any]:
+def settle(groups: list[Child], quiet: float = 6.0, timeout: float = 90.0) -> dict[str, Any]:
     """Wait until the overlay has formed: the agents' connection counts unchanged for
-    ``quiet`` seconds (a full mesh dials everyone after the seed; a tree prunes what it does
-    not want after ``prune_grace``), so that no phase measures the overlay still forming.
+    ``quiet`` seconds, longer than ``prune_grace`` (5 s: a tree closes the links it does not
+    want that long after they opened; a full mesh dials everyone after the seed), so that no
+    phase measures the overlay still forming (the seed's extra links, then their Closes).
     Returns the links per agent and how long it took."""
     t0 = time.monotonic()
     last: list[int] = []
