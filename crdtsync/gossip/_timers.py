@@ -48,6 +48,7 @@ class _Timers:
     _gen: int
     _deadlines: tuple[int, float, float]
     _no_dials: tuple[int, float]
+    _dials_at: tuple[tuple[int, float], list[tuple[str, float]]]
 
     if TYPE_CHECKING:  # the core's and its other mixins'; declared for the type checker only
 
@@ -198,9 +199,17 @@ class _Timers:
         return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
-        """(address, time it may be dialled) for every connection we want and lack."""
+        """(address, time it may be dialled) for every connection we want and lack.
+
+        Kept for the rest of one call into the core (same generation and time): the driver
+        asks :meth:`dials`, then :meth:`next_deadline`, and nothing moves in between but a
+        hand-out, which bumps the generation."""
+        at = (self._gen, self._ctx.now)
+        cached = self._dials_at
+        if cached[0] == at:
+            return cached[1]
         conns = self._conns
-        return self._p.dialer.candidates(
+        out = self._p.dialer.candidates(
             self._ctx.now,
             self._views(),
             self._p.members,
@@ -209,3 +218,5 @@ class _Timers:
             self.policy.urgent,
             frozenset(conns),
         )
+        self._dials_at = (at, out)
+        return out
