@@ -326,9 +326,11 @@ def run_crdtsync_groups(
         )
         out["client_processes"] = len(groups)
         writer, receivers = groups[0], groups[1:]
-        # No replicated(): beyond the full mesh (16 agents) the writer is not connected to
-        # every agent, and Shard.replicated(n) counts the acks of connected peers.
+        # No replicated(): beyond the full mesh (32 agents with the LAN settings) the writer is
+        # not connected to every agent, and Shard.replicated(n) counts the acks of connected
+        # peers.
         warm_up(label, writer, receivers, kids, ports, tmp, prog, 0, False)
+        out["overlay"] = settle(groups)
         time.sleep(1.0)
         for phase in phases:
             prefix, count, r = _phase_args(phase, n, rate, low)
@@ -336,6 +338,32 @@ def run_crdtsync_groups(
                 label, writer, receivers, kids, ports, prefix, count, r, tmp, prog, 0, slack=900
             )
     return out, raw
+
+
+def settle(groups: list[Child], quiet: float = 6.0, timeout: float = 90.0) -> dict[str, Any]:
+    """Wait until the overlay has formed: the agents' connection counts unchanged for
+    ``quiet`` seconds, longer than ``prune_grace`` (5 s: a tree closes the links it does not
+    want that long after they opened; a full mesh dials everyone after the seed), so that no
+    phase measures the overlay still forming (the seed's extra links, then their Closes).
+    Returns the links per agent and how long it took."""
+    t0 = time.monotonic()
+    last: list[int] = []
+    since = t0
+    while True:
+        counts: list[int] = []
+        for c in groups:
+            c.send(cmd="status")
+            counts += c.wait("status", 30)["connected_per_member"]
+        now = time.monotonic()
+        if counts != last:
+            last, since = counts, now
+        elif now - since >= quiet or now - t0 > timeout:
+            return {
+                "links_per_agent": {"min": min(counts), "max": max(counts), "writer": counts[0]},
+                "settled": now - since >= quiet,
+                "settle_s": round(now - t0, 2),
+            }
+        time.sleep(0.5)
 
 
 def _phase_args(phase: str, n: int, rate: float, low: tuple[int, float]) -> tuple[str, int, float]:
@@ -549,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--agents", type=int, default=8)
     p.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS)
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated: " + ", ".join(SYSTEMS) + " ('' for none: the scale runs only)",
     )
     p.add_argument(
         "--scale",
@@ -602,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Interleaved, so that a change in the machine's load hits every system alike.
         for r in range(repeat):
-            for label in args.systems.split(","):
+            for label in [x for x in args.systems.split(",") if x.strip()]:
                 if label in PEERS:
                     one = run_hub(
                         label, args.agents, n, args.rate, low, tmp / f"r{r}", prog, args.agents
@@ -630,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         low_scale = (max(1, n_scale // 2), low[1])
         for count in scale_counts:
             at: dict[str, Any] = {}
-            for label in args.scale_systems.split(","):
+            for label in [x for x in args.scale_systems.split(",") if x.strip()]:
                 where = tmp / f"s{count}"
                 try:  # a failure here is reported in the result, the 8-agent runs are kept
                     if label in PEERS:

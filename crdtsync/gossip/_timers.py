@@ -50,6 +50,7 @@ class _Timers:
     _deadlines: tuple[int, float]
     _light_deadlines: tuple[tuple[int, int], float, float]
     _no_dials: tuple[int, float]
+    _dials_at: tuple[tuple[int, float], list[tuple[str, float]]]
 
     if TYPE_CHECKING:  # the core's and its other mixins'; declared for the type checker only
 
@@ -200,22 +201,36 @@ class _Timers:
         times.extend(self._p.dialer.deadlines())
         for _, ready in self._dial_candidates():
             times.append(ready)
-        if sum(1 for c in self._conns.values() if not c.closing) > 1:
-            times.extend(at for _, at in self._prune_candidates())
+        prunable = self._prune_candidates()
+        if prunable and sum(1 for c in self._conns.values() if not c.closing) > 1:
+            times.extend(at for _, at in prunable)
         return times
 
     def _prune_candidates(self) -> list[tuple[Link, float]]:
         desired = self._views().desired
+        if desired.issuperset(self._conns):
+            return []  # every link is wanted (asked after every event: a set test, not a loop)
         return prune_candidates(self._conns, desired, self._p.members, self.config.prune_grace)
 
     def _dial_candidates(self) -> list[tuple[str, float]]:
-        """(address, time it may be dialled) for every connection we want and lack."""
+        """(address, time it may be dialled) for every connection we want and lack.
+
+        Kept for the rest of one call into the core (same generation and time): the driver
+        asks :meth:`dials`, then :meth:`next_deadline`, and nothing moves in between but a
+        hand-out, which bumps the generation."""
+        at = (self._gen, self._ctx.now)
+        cached = self._dials_at
+        if cached[0] == at:
+            return cached[1]
         conns = self._conns
-        return self._p.dialer.candidates(
+        out = self._p.dialer.candidates(
             self._ctx.now,
             self._views(),
             self._p.members,
             conns.__contains__,
             bool(conns),
             self.policy.urgent,
+            frozenset(conns),
         )
+        self._dials_at = (at, out)
+        return out

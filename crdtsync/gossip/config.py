@@ -199,8 +199,12 @@ class GossipConfig:
         latency. Here a delta goes out at once on a link that was idle for a window, and what
         accumulates right after it waits at most ``push_interval`` (2 ms) and leaves as one
         batch, Nagle-like. Windows are not aligned (agents' monotonic clocks are unrelated),
-        so the rotating relay, which needs them, is off: a full mesh up to 16 agents, a tree
-        beyond. Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
+        so the rotating relay, which needs them, is off: a full mesh up to 32 agents, a tree
+        beyond. (A full mesh is what a hub gives its clients: one hop. At 32 agents a tree of
+        fanout 5 made most writes travel 3 to 5 hops, each an apply and a forward in a
+        loaded process, and every agent owed acks to each neighbour; at 64 agents, 2,016
+        connections opening at once overwhelmed a 2-core machine (benchmarks/README.md,
+        issue 18).) Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
         that ``replicated()`` answers within a group commit or two; repairs are asked again
         after 100 ms; dials are retried from 100 ms up to 5 s.
 
@@ -211,7 +215,7 @@ class GossipConfig:
             push_interval=0.002,
             align_windows=False,
             send_when_idle=True,
-            full_mesh_max=16,
+            full_mesh_max=32,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,

@@ -190,6 +190,8 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         #: until then, at the same generation, dials() has nothing to compute (a kick per
         #: local write asks it every time).
         self._no_dials: tuple[int, float] = (-1, math.inf)
+        #: ((generation, time), dial candidates): computed once per call into the core.
+        self._dials_at: tuple[tuple[int, float], list[tuple[str, float]]] = ((-1, math.nan), [])
         #: Shard names a local write was made to (validated once).
         self._local_names: set[str] = set()
         #: (generation, whether a local write moves no timer then): hold_local's test, kept

@@ -96,6 +96,11 @@ class Dialer:
         self.dialing: dict[str, float] = {}  # address -> when the dial was handed out
         self.self_addresses: set[str] = set() if address is None else {address}
         self._want_since: dict[str, float] = {}
+        #: (membership version, addresses of the members not dead) for the seeds' test:
+        #: candidates() is asked after every event, the set changes with the view only.
+        self._known: tuple[int, frozenset[str]] = (-1, frozenset())
+        #: The state under which candidates() last found nothing to dial (see there).
+        self._none_at: tuple[object, ...] | None = None
 
     def own_address(self, address: str) -> None:
         """``address`` is ours (set by the driver, or a peer reported it): never dial it."""
@@ -145,19 +150,45 @@ class Dialer:
         links: Callable[[str], bool],
         has_links: bool,
         urgent: Callable[[str], bool],
+        linked: frozenset[str] | None = None,
     ) -> list[tuple[str, float]]:
         """(address, time it may be dialled) for every connection we want and lack.
 
         Args:
             links: whether we have a connection to an agent. has_links: any connection.
             urgent: whether a peer must be dialled at once (a read waits for it).
+            linked: the names we have connections to (the same as ``links``), if the caller
+                has them: an empty answer is then kept until the view, the links or our
+                addresses change (it is asked after every event; in a full mesh of 64 the
+                walk over every wanted name was most of an idle agent's work). Backoff,
+                grace and urgency only delay candidates, so they cannot make one appear;
+                while a dial is under way nothing is kept (its failure makes one).
         """
+        key: tuple[object, ...] | None = None
+        if linked is not None and not self.dialing:
+            key = (view.key, members.version, linked, has_links, len(self.seeds))
+            key += (len(self.self_addresses),)
+            if key == self._none_at:
+                return []
+        out = self._candidates(now, view, members, links, has_links, urgent)
+        self._none_at = key if not out else None
+        return out
+
+    def _candidates(
+        self,
+        now: float,
+        view: OverlayView,
+        members: Membership,
+        links: Callable[[str], bool],
+        has_links: bool,
+        urgent: Callable[[str], bool],
+    ) -> list[tuple[str, float]]:
         cfg = self.config
         settled = members.view_at + cfg.relay_settle
         addresses: dict[str, float] = {}
-        for name in sorted(view.desired | view.retry):
-            if links(name):
-                continue
+        for name in [
+            n for n in view.dial_order or sorted(view.desired | view.retry) if not links(n)
+        ]:
             m = members[name]
             if m.address is None or m.address in self.self_addresses:
                 continue
@@ -176,7 +207,10 @@ class Dialer:
         # know alive. Agents that met only each other (joined during a partition, restarted
         # while the rest was down) would otherwise never find the rest of the mesh.
         if self.seeds:  # (the set of every member's address only when there are seeds)
-            known = {m.address for m in members if m.address and m.status != DEAD}
+            if self._known[0] != members.version:
+                alive = frozenset(m.address for m in members if m.address and m.status != DEAD)
+                self._known = (members.version, alive)
+            known = self._known[1]
             for a in self.seeds:
                 if not has_links or a not in known:
                     addresses.setdefault(a, now)

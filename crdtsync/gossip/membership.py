@@ -202,6 +202,12 @@ class Membership:
         changes = [e for e, src in self._changes.values() if src != peer]
         return sorted(changes, key=lambda e: e.name)
 
+    @property
+    def has_changes(self) -> bool:
+        """Whether changes wait to be flooded at the next flush (else :meth:`changes_for` is
+        empty for every peer: not asked per link)."""
+        return bool(self._changes)
+
     def clear_changes(self) -> None:
         self._changes.clear()
 
@@ -411,7 +417,9 @@ class Membership:
     def tick(self, now: float) -> list[str]:
         """Declare silent suspects dead, forget long-dead members; return those forgotten."""
         cfg = self.config
-        forgotten = []
+        forgotten: list[str] = []
+        if not self._timed:
+            return forgotten  # no member is suspect or dead: no timer (asked every tick)
         for m in list(self._members.values()):
             if (
                 m.status == SUSPECT

@@ -151,6 +151,8 @@ class OverlayView:
         retry: dead agents that would be our neighbours if alive: redialled, with backoff.
         order: live agents and us in rank order (the rotating relay's turns).
         tree: our neighbours in the tree over the live view.
+        dial_order: ``desired | retry`` sorted by name (the dialer walks it after every
+            event: sorted once per view, not per call).
     """
 
     key: tuple[int, int]
@@ -159,6 +161,7 @@ class OverlayView:
     retry: frozenset[str]
     order: tuple[str, ...]
     tree: frozenset[str]
+    dial_order: tuple[str, ...] = ()
 
 
 def compute_view(
@@ -188,14 +191,8 @@ def compute_view(
     order = tuple(sorted([*live, me], key=rank))
     mode = mode_for(len(live) + 1, config, partial)
     tree = tree_neighbours(me, live, config, rank)
-    return OverlayView(
-        key,
-        neighbours(me, live, config, partial, rank) | extra,
-        mode,
-        retry,
-        order,
-        tree,
-    )
+    desired = neighbours(me, live, config, partial, rank) | extra
+    return OverlayView(key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)))
 
 
 class OverlayCache:

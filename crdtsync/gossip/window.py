@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._context import Context
     from .acks import Acks
     from .antientropy import AntiEntropy
+    from .links import Link
     from .membership import Membership
     from .push import Pushes
     from .relay import Relay
@@ -76,12 +77,19 @@ class Window:
         )
         carried: set[str] = set()  # peers that got the news
         sent_from = len(self._ctx.outbox)
+        flood_changes = self._members.has_changes
         for conn in self._ctx.links.values():
-            changes = self._members.changes_for(conn.name)
-            if changes:
-                self._ctx.send(conn.name, PeerList(tuple(changes)))
+            if flood_changes:
+                changes = self._members.changes_for(conn.name)
+                if changes:
+                    self._ctx.send(conn.name, PeerList(tuple(changes)))
             conn.replies.reply_bytes = 0
             if conn.writable:
+                if not conn.push.queue and _idle(conn):
+                    # Nothing queued, owed or to resume on this link: the steps below would
+                    # send nothing. Skipped, so that a flush costs the links that have work,
+                    # not every link (a full mesh of 64 flushes after every received push).
+                    continue
                 if mode != RELAY:
                     relayed = self._acks.take_relayed(conn, now, mode) if conn.push.queue else ()
                 elif conn.push.queue and (spread or conn.name == target):
@@ -138,3 +146,16 @@ class Window:
         self._members.clear_changes()
         if self._relay.own:  # held for the window we relay: it leaves with our broadcast at its end
             self._ctx.schedule_flush(now)
+
+
+def _idle(conn: Link) -> bool:
+    """Whether a link with an empty push queue has nothing for the window boundary: no
+    resync, no delta too big for a frame, no reply owed and no cut round to resume."""
+    return not (
+        conn.push.resync
+        or conn.push.big
+        or conn.push.queued_bytes
+        or conn.push.relay_shards
+        or conn.replies.pending()
+        or conn.rounds.more
+    )
