@@ -474,10 +474,10 @@ def test_the_readme_example_runs(node_modules: Path, tmp_path: Path) -> None:
 
 
 def test_a_backlog_of_live_updates_goes_merged_in_order() -> None:
-    """What a client's writer sends for a backlog (``yjsdoor._coalesced``): runs of live
-    updates merged into one update message (each run at most MERGE_BYTES of updates), every
-    other frame in its place; a doc applying what is sent ends where the updates lead."""
-    from crdtsync.transports import yjsdoor
+    """What a client's writer sends for a backlog (``_yjsdoor_client._coalesced``): runs of
+    live updates merged into one update message (each run at most MERGE_BYTES of updates),
+    every other frame in its place; a doc applying what is sent ends where the updates lead."""
+    from crdtsync.transports import _yjsdoor_client as client_side
 
     src: pycrdt.Doc[Any] = pycrdt.Doc()
     live: list[bytes] = []
@@ -486,12 +486,12 @@ def test_a_backlog_of_live_updates_goes_merged_in_order() -> None:
     for i in range(6):
         mp[f"k{i}"] = "x" * (i * 100)
     big = src.get("text", type=pycrdt.Text)
-    big += "y" * (yjsdoor.MERGE_BYTES + 1)
+    big += "y" * (client_side.MERGE_BYTES + 1)
     mp["last"] = 1
     frames = [(sync.encode_sync(sync.UPDATE, u), u) for u in live]
     aware = (sync.encode_awareness([sync.AwarenessEntry(5, 1, "{}")]), None)
     batch = [*frames[:3], aware, *frames[3:6], frames[6], frames[7]]
-    out = yjsdoor._coalesced(batch)
+    out = client_side._coalesced(batch)
     assert len(out) == 5  # 3 merged, awareness, 3 merged, the big one alone, the last
     assert out[1] == aware[0] and out[3] == frames[6][0] and out[4] == frames[7][0]
     dst: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -501,4 +501,4 @@ def test_a_backlog_of_live_updates_goes_merged_in_order() -> None:
             assert msg.sub == sync.UPDATE
             dst.apply_update(msg.payload)
     assert dst.get_update() == src.get_update()
-    assert yjsdoor._coalesced(frames[:1]) == [frames[0][0]]  # one update: sent as it came
+    assert client_side._coalesced(frames[:1]) == [frames[0][0]]  # one update: sent as it came

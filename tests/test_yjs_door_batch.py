@@ -1,8 +1,8 @@
 """The Yjs door under a burst: what one client sends back to back is validated frame by frame
-and applied in batches (``transports/yjsdoor.py``, ``YjsDoor._flush``). Whatever the batching,
-the outcome is the one of applying the frames one by one: every valid update before a bad
-one lands, nothing from the bad one on does, and a split surrogate pair is refused even when
-the emoji arrived in the same burst.
+and applied in batches (``transports/_yjsdoor_room.py``, ``YjsDoor._flush``). Whatever the
+batching, the outcome is the one of applying the frames one by one: every valid update before
+a bad one lands, nothing from the bad one on does, and a split surrogate pair is refused even
+when the emoji arrived in the same burst.
 
 Real agents on 127.0.0.1, real LMDB stores, raw websocket clients. A burst is written to the
 socket in one write (``ws.transport``), so that the agent reads it in one reader turn.
@@ -154,7 +154,7 @@ def test_writers_behind_together_merge_a_run_once(monkeypatch: pytest.MonkeyPatc
     """Clients queued the same update objects (one observer call per change): the second
     client's writer takes the run merged for the first from the cache, not merging again; a
     run of other objects with the same bytes is merged anew; both decode to the same doc."""
-    from crdtsync.transports import yjsdoor
+    from crdtsync.transports import _yjsdoor_client as client_side
 
     _, ups = map_updates(5)
     queued = [(upd(u), u) for u in ups]
@@ -166,13 +166,13 @@ def test_writers_behind_together_merge_a_run_once(monkeypatch: pytest.MonkeyPatc
         merges += 1
         return real(*updates)
 
-    monkeypatch.setattr(yjsdoor.pycrdt, "merge_updates", counting)
-    cache: yjsdoor._MergeCache = yjsdoor.OrderedDict()
-    first = yjsdoor._coalesced(list(queued), cache)
-    second = yjsdoor._coalesced(list(queued), cache)
+    monkeypatch.setattr(client_side.pycrdt, "merge_updates", counting)
+    cache: client_side._MergeCache = client_side.OrderedDict()
+    first = client_side._coalesced(list(queued), cache)
+    second = client_side._coalesced(list(queued), cache)
     assert merges == 1 and len(first) == 1 and second[0] is first[0]
     copies = [(f, bytes(bytearray(u))) for f, u in queued]  # equal bytes, other objects
-    assert yjsdoor._coalesced(copies, cache) == first and merges == 2
-    for _ in range(yjsdoor._MERGED_KEPT + 2):  # bounded
-        yjsdoor._coalesced([(f, bytes(bytearray(u))) for f, u in queued], cache)
-    assert len(cache) == yjsdoor._MERGED_KEPT
+    assert client_side._coalesced(copies, cache) == first and merges == 2
+    for _ in range(client_side._MERGED_KEPT + 2):  # bounded
+        client_side._coalesced([(f, bytes(bytearray(u))) for f, u in queued], cache)
+    assert len(cache) == client_side._MERGED_KEPT
