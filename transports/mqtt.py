@@ -167,6 +167,7 @@ class MqttTransport(_Incoming):
         self._links: dict[tuple[str, bytes], _Link] = {}
         self._by_peer: dict[str, _Link] = {}
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
+        self._topics: dict[str, tuple[int, str | None, str, bool]] = {}  # see _Incoming._topic
         self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
         self._kick_soon = False  # a kick is scheduled for the messages of this loop turn
