@@ -171,6 +171,7 @@ class MqttTransport(_Incoming):
         self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
         self._kick_soon = False  # a kick is scheduled for the messages of this loop turn
+        self._kick_later: asyncio.TimerHandle | None = None  # one after broadcasts alone
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
@@ -239,6 +240,9 @@ class MqttTransport(_Incoming):
             self._close(link, report=False, code=CloseCode.GOING_AWAY)
         self._closed = True
         self._timer.close()
+        if self._kick_later is not None:
+            self._kick_later.cancel()
+            self._kick_later = None
         await self.session.close(last=(self._presence_topic(self.core.name), b""))
 
     async def run(self) -> None:
@@ -286,6 +290,9 @@ class MqttTransport(_Incoming):
         """Execute the core's effects: frames, dials, the next timer."""
         if self._closed:
             return
+        if self._kick_later is not None:  # this kick serves the broadcasts it waited for
+            self._kick_later.cancel()
+            self._kick_later = None
         for peer, msg in self.core.data_to_send():
             link = self._by_peer.get(peer)
             if link is None:
