@@ -236,6 +236,11 @@ async def run_swarm(args: argparse.Namespace) -> None:
             root.removeHandler(h)
     root.addHandler(TALLY)
     names = args.names.split(",")
+    if os.environ.get("CRDTSYNC_BENCH_NO_BUFFERED_READ"):
+        # A/B only: paho reads each packet with its own recv calls, as before read_buffered
+        import crdtsync.transports._mqtt_session as session
+
+        session.read_buffered = lambda client: False  # type: ignore[assignment]
     if getattr(args, "remote_durability_cap", None) is not None:
         # A/B only (broker.py --remote-durability-cap): the cap equal to durability_interval
         # commits what each agent received every 50 ms, as before the stretch existed.

@@ -33,8 +33,12 @@ __all__ = ["READ_SIZE", "deliver_directly", "parse_publish", "read_buffered"]
 
 logger = logging.getLogger("crdtsync.transports.mqtt")
 
-#: bytes asked of the socket at once by :func:`read_buffered` (a write's push is ~300)
-READ_SIZE = 1 << 16
+#: bytes asked of the socket at once by :func:`read_buffered`: a dozen pushes of a write
+#: (~300 bytes each). Not more: what a read brings is handled in one go, so a larger read
+#: let one agent of a swarm hold the event loop for a whole backlog (loop stalls of seconds
+#: at N = 128, and anti-entropy rounds finding the others behind); what is not read yet
+#: stays in the socket, which epoll reports again on the next turn of the loop.
+READ_SIZE = 4096
 
 
 def parse_publish(header: int, data: bytes) -> tuple[str, bytes, int, int] | None:
