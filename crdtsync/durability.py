@@ -238,8 +238,10 @@ class GroupCommitter:
 
     def hurry(self) -> None:
         """Commit what is pending now rather than at its bound (someone waits for it to be on
-        disk without awaiting :meth:`flush`, e.g. a peer asking for our acks)."""
-        self._check_running()
+        disk without awaiting :meth:`flush`, e.g. a peer asking for our acks). A no-op once
+        closing (the final commit takes everything) or before :meth:`start`."""
+        if self._closing or self._loop is None:
+            return
         if self._store.pending():
             if self._timer is not None:
                 self._timer.cancel()
