@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -205,8 +206,55 @@ def run_broker(
     return out
 
 
+def _system_cpu_s(pid: int) -> float:
+    """System (kernel) CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+def _stalls(
+    done: list[dict[str, Any]], late: list[tuple[float, float]], start_ns: int
+) -> dict[str, Any]:
+    """The swarms' loop stalls and collections (swarm.py's _Stalls), and the arrivals over
+    100 ms counted by the second (after the first write) their write was made in."""
+    t0 = start_ns / 1e9
+    by_second: dict[int, int] = {}
+    for written, _ms in late:
+        sec = int(written - t0)
+        by_second[sec] = by_second.get(sec, 0) + 1
+    gcs: dict[str, dict[str, float]] = {}
+    for d in done:
+        for gen, g in d.get("gc", {}).items():
+            tot = gcs.setdefault(gen, {"count": 0, "total_ms": 0.0, "max_ms": 0.0})
+            tot["count"] += g["count"]
+            tot["total_ms"] = round(tot["total_ms"] + g["total_ms"], 1)
+            tot["max_ms"] = max(tot["max_ms"], g["max_ms"])
+    lags = [d["loop_lag_ms"] for d in done if "loop_lag_ms" in d]
+    worst = sorted(
+        ((round(t - t0, 2), ms) for d in done for t, ms in d.get("worst_stalls", [])),
+        key=lambda x: -x[1],
+    )[:10]
+    return {
+        "late_arrivals_by_second": dict(sorted(by_second.items())),
+        "loop_lag_p99_ms": max((x["p99"] for x in lags), default=None),
+        "loop_lag_max_ms": max((x["max"] for x in lags), default=None),
+        "loop_stalls_over_100ms": sum(x["over_100ms"] for x in lags),
+        "stall_cpu_share": [d.get("stall_cpu_share") for d in done],
+        "worst_stalls_s_ms": worst,
+        "gc": gcs,
+    }
+
+
 def run_scale(
-    n_agents: int, rate: float, seconds: float, tmp: Path, prog: Progress
+    n_agents: int,
+    rate: float,
+    seconds: float,
+    tmp: Path,
+    prog: Progress,
+    remote_cap: float | None = None,
 ) -> dict[str, Any]:
     """N asyncio agents in a few processes on one mosquitto; see the module docstring."""
     broker = Broker(tmp / f"mosquitto-{n_agents}")
@@ -220,6 +268,8 @@ def run_scale(
                 url = f"{broker.url}?keepalive={KEEPALIVE}"
                 args = ["--broker", url, "--names", ",".join(group)]
                 args += ["--data", str(tmp / f"swarm-{n_agents}-{p}")]
+                if remote_cap is not None:
+                    args += ["--remote-durability-cap", str(remote_cap)]
                 kids.append(Child("swarm", args, name=f"swarm{n_agents}/{p}"))
             t_start = time.monotonic()
             for k in kids:
@@ -243,6 +293,7 @@ def run_scale(
             wait_with_progress(prog, f"N={n_agents} settle", settle)
             m0 = _mqtt_totals(kids)
             c0 = [cpu_seconds(k.pid) for k in kids] + [broker.cpu_s()]
+            s0 = [_system_cpu_s(k.pid) for k in kids] + [_system_cpu_s(broker.proc.pid)]
             start_ns = time.time_ns() + 1_000_000_000
             outs = []
             for p, k in enumerate(kids):
@@ -269,9 +320,13 @@ def run_scale(
             time.sleep(1.0)
             m1 = _mqtt_totals(kids)
             c1 = [cpu_seconds(k.pid) for k in kids] + [broker.cpu_s()]
+            s1 = [_system_cpu_s(k.pid) for k in kids] + [_system_cpu_s(broker.proc.pid)]
             lat: list[float] = []
+            late: list[tuple[float, float]] = []
             for out in outs:
-                lat.extend(json.loads(out.read_text())["latency_ms"])
+                got = json.loads(out.read_text())
+                lat.extend(got["latency_ms"])
+                late.extend(got.get("late", []))
     finally:
         broker.stop()
     expected = total * (n_agents - 1)
@@ -280,6 +335,7 @@ def run_scale(
         "agents": n_agents,
         "processes": procs,
         "keepalive_s": KEEPALIVE,
+        "remote_durability_cap": remote_cap,
         # before the run: the fewest agents any agent saw present, the fewest links any held
         **seen,
         "writes": total,
@@ -292,7 +348,11 @@ def run_scale(
         "connection_attempts": sum(d.get("connection_attempts", 0) for d in done),
         "log": {k: v for d in done for k, v in d.get("log", {}).items()},
         **_per_write(m1, m0, total),
+        # where the tail comes from: event-loop stalls and garbage collections per process,
+        # and when the arrivals over 100 ms were written (seconds after the first write)
+        "stalls": _stalls(done, late, start_ns),
         "cpu_s_all_processes": round(cpu, 3),
+        "system_cpu_s": round(sum(s1) - sum(s0), 3),
         "broker_cpu_s": round(c1[-1] - c0[-1], 3),
         "cpu_ms_per_write": round(1000 * cpu / total, 3),
         "load_avg_1min": round(os.getloadavg()[0], 2),
@@ -495,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-seconds", type=float, default=None)
     p.add_argument("--no-sim", action="store_true", help="skip the simulated websocket curve")
     p.add_argument(
+        "--remote-durability-cap",
+        type=float,
+        default=None,
+        help="A/B: the swarm agents' REMOTE_DURABILITY_CAP in seconds (0.05: no stretch)",
+    )
+    p.add_argument(
         "--baseline",
         default=None,
         help="JSON report (--out) of an earlier run: its scale curve is plotted beside this one",
@@ -521,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[label][phase].pop("latency_cdf_ms", None)
         seconds = args.scale_seconds or SCALE_SECONDS[size]
         for count in (int(x) for x in (args.scale or SCALE[size]).split(",") if x):
-            scale.append(run_scale(count, args.scale_rate, seconds, tmp, prog))
+            scale.append(
+                run_scale(count, args.scale_rate, seconds, tmp, prog, args.remote_durability_cap)
+            )
             if not args.no_sim:
                 sim.append(run_simulated(count, args.scale_rate, SIM_SECONDS[size], prog))
     finally:

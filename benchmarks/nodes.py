@@ -825,6 +825,12 @@ def main() -> None:
     sw.add_argument("--broker", required=True)
     sw.add_argument("--names", required=True, help="comma-separated agent names")
     sw.add_argument("--data", required=True)
+    sw.add_argument(
+        "--remote-durability-cap",
+        type=float,
+        default=None,
+        help="A/B: crdtsync.agent.REMOTE_DURABILITY_CAP for this swarm (0.05: as before it)",
+    )
     for q in (c, sub.add_parser("hub-client")):
         q.add_argument("--join", default=None)
         q.add_argument("--until-len", type=int, default=None)

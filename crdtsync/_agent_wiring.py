@@ -120,6 +120,11 @@ class _AgentWiring:
         set_observer = getattr(self._transport, "set_observer", None)
         if callable(set_observer):
             set_observer(self._history)  # close codes, for the metrics
+        want_acks = getattr(self._transport, "set_want_acks_hook", None)
+        if callable(want_acks) and self._committer is not None:
+            # A peer waits in replicated() for acks (a broadcast WANT_ACK): commit what we
+            # received now, not at its (stretched) bound, so that our ack covers it.
+            want_acks(self._committer.hurry)
         serve_yjs = getattr(self._transport, "serve_yjs", None)
         if self._listen is not None and callable(serve_yjs):
             serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
@@ -133,6 +138,10 @@ class _AgentWiring:
     def _on_delta(self, shard: Shard, delta: bytes, origin: str | None) -> None:
         """A shard changed (already applied and appended to the store): gossip it, unless
         the core itself applied it (then the core already forwards it)."""
+        if origin is None and self._committer is not None:
+            # A local write keeps the committer's own bound; the registry announced every
+            # append as a peer's (notify_remote), which may be committed later.
+            self._committer.notify()
         core = self._core
         if core is None or (self._registry is not None and self._registry.applying):
             return

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .security.credentials import Credentials
 
 __all__ = [
+    "REMOTE_DURABILITY_CAP",
     "Agent",
     "ReadMany",
     "ReplicationLag",
@@ -57,6 +58,10 @@ __all__ = [
     "check_address",
     "default_data_dir",
 ]
+
+#: Seconds, at most, before an agent on a broker alone has committed an update it received
+#: (its bound grows with the agents sharing its event loop; see ``durability_interval``).
+REMOTE_DURABILITY_CAP = 1.0
 
 
 def default_data_dir(name: str) -> Path:
@@ -78,6 +83,10 @@ class Agent(_AgentWiring, _AgentFigures):
         name: this agent's name, unique in its mesh (same alphabet as shard names).
         data_dir: directory of the agent's LMDB store; one agent process per directory.
         durability_interval: upper bound, in seconds, before a change nobody flushes is on disk.
+            An agent on a broker alone commits what it *received* from peers within this
+            times the agents running in its event loop, at most :data:`REMOTE_DURABILITY_CAP`
+            (one agent per process: unchanged; see :mod:`crdtsync.durability`); its own writes
+            keep this bound, and ``flush()`` and ``replicated()`` are not delayed.
         listen: ``ws://127.0.0.1:PORT`` to accept peers on (port 0 picks a free one; see
             :attr:`address`), or None to only dial out.
         peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.
@@ -238,9 +247,13 @@ class Agent(_AgentWiring, _AgentFigures):
                 raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
         self._store = Store(self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size)
         self._history = DurableHistory(_extensions.observer_for(self))
+        broker_alone = self._broker is not None and self._listen is None and not self._seeds
         self._committer = GroupCommitter(
             self._store,
             interval=self._durability_interval,
+            # Over a broker alone acks are owed only when asked (a broadcast WANT_ACK, which
+            # hurries the commit): what a peer sent may wait (issue 14, many agents a process).
+            remote_interval_cap=REMOTE_DURABILITY_CAP if broker_alone else None,
             on_durable=self._on_durable,
             compact_merge=updates.replay,
             trusted_merge=replay_trusted,
@@ -251,7 +264,8 @@ class Agent(_AgentWiring, _AgentFigures):
         self._registry = ShardRegistry(
             self.name,
             self._store,
-            notify=self._committer.notify,
+            # every append, local or not; a local write also calls notify() (_on_delta)
+            notify=self._committer.notify_remote,
             on_delta=self._on_delta,
             host=host,
         )

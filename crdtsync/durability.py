@@ -9,6 +9,14 @@ Bounds:
 
 * A write that nobody flushes is committed within about ``interval`` seconds of its
   ``notify()`` (plus the commit already running, if any).
+* An update received from a peer (:meth:`GroupCommitter.notify_remote`) is committed within
+  ``interval`` too, unless the committer was given ``remote_interval_cap``: then within
+  ``interval`` times the number of committers running on the same event loop, at most the
+  cap (and never less than ``interval``). One agent alone in its process is unchanged; a
+  process running dozens of agents (a swarm of asyncio agents) makes each of them commit
+  what it received less often, so that the process's commits per second stay about those
+  of one agent. Its writer already holds such an update, and an agent acks (replication)
+  only what is on disk, so a later commit delays acks, never makes one false.
 * ``flush()`` returns once everything appended before the call is durable. While a commit
   runs, every flush that arrives waits for the *next* commit, which then serves them all; so
   N concurrent flushers cost at most two commits, never N fsyncs.
@@ -38,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,6 +62,9 @@ Merge = Callable[[bytes | None, list[bytes]], bytes]
 """``merge(snapshot, log) -> new snapshot``: one update equivalent to snapshot + log."""
 
 _MAX_RETRY_DELAY = 5.0  # seconds between retries of a failing background commit, at most
+
+#: GroupCommitters started and not closed, per event loop (for ``remote_interval_cap``)
+_RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
 class GroupCommitter:
@@ -72,8 +84,11 @@ class GroupCommitter:
             each commit makes durable (for replication acks): whatever the loop thread had
             appended when the hook ran is inside the commit.
         observer: told of every commit and compaction (see the module docstring).
+        remote_interval_cap: None: what :meth:`notify_remote` announces is committed within
+            ``interval``, as a local write. Else within ``interval`` times the committers
+            running on this event loop, at most this many seconds (see the module docstring).
 
-    ``notify``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
+    ``notify``, ``notify_remote``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
     ran :meth:`start`.
     """
 
@@ -87,9 +102,14 @@ class GroupCommitter:
         trusted_merge: Merge | None = None,
         before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
         observer: Observer = NULL_OBSERVER,
+        remote_interval_cap: float | None = None,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
+        if remote_interval_cap is not None and not remote_interval_cap > 0:
+            raise UsageError(
+                f"remote_interval_cap must be > 0 seconds, got {remote_interval_cap!r}"
+            )
         self._store = store
         self._interval = interval
         self._on_durable = on_durable
@@ -105,6 +125,9 @@ class GroupCommitter:
         self._inflight: list[asyncio.Future[None]] | None = None  # those of the running one
         self._due = False  # the interval of an unflushed notify() has passed
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_local = False  # the timer is at a local write's bound (not a remote one's)
+        self._remote_cap = remote_interval_cap
+        self._counted = False  # this committer is in _RUNNING
         self._to_compact: dict[str, None] = {}  # ordered set of shards waiting for compaction
         self._failures = 0  # consecutive failed commits, for the retry backoff
         self._closing = False
@@ -119,6 +142,8 @@ class GroupCommitter:
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()
+        _RUNNING[self._loop] = _RUNNING.get(self._loop, 0) + 1
+        self._counted = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crdtsync-commit")
         self._task = self._loop.create_task(self._run(), name="crdtsync-group-commit")
 
@@ -136,6 +161,13 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         self._closing = True
+        if self._counted and self._loop is not None:
+            self._counted = False
+            left = _RUNNING.get(self._loop, 1) - 1
+            if left > 0:
+                _RUNNING[self._loop] = left
+            else:
+                _RUNNING.pop(self._loop, None)
         error: BaseException | None = None
         try:
             if self._task is not None:
@@ -175,8 +207,47 @@ class GroupCommitter:
         """Tell the committer that entries were appended: they are committed within
         ``interval`` seconds even if nobody flushes. Cheap; call it after every append."""
         loop = self._check_running()
+        if self._due or (self._timer is not None and self._timer_local):
+            return
+        when = loop.time() + self._interval
+        if self._timer is not None:  # a remote update's, later than ours may be
+            if self._timer.when() <= when:
+                self._timer_local = True
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._on_timer)
+        self._timer_local = True
+
+    def notify_remote(self) -> None:
+        """:meth:`notify` for entries that came from a peer: committed within
+        :attr:`remote_interval` (``interval`` unless ``remote_interval_cap`` was given)."""
+        loop = self._check_running()
         if self._timer is None and not self._due:
-            self._timer = loop.call_later(self._interval, self._on_timer)
+            self._timer = loop.call_later(self.remote_interval, self._on_timer)
+            self._timer_local = False
+
+    @property
+    def remote_interval(self) -> float:
+        """The bound, in seconds, for what :meth:`notify_remote` announced: ``interval``
+        times the committers running on this event loop, capped (see the module docstring)."""
+        cap = self._remote_cap
+        if cap is None or self._loop is None:
+            return self._interval
+        stretched = self._interval * _RUNNING.get(self._loop, 1)
+        return max(self._interval, min(stretched, cap))
+
+    def hurry(self) -> None:
+        """Commit what is pending now rather than at its bound (someone waits for it to be on
+        disk without awaiting :meth:`flush`, e.g. a peer asking for our acks). A no-op once
+        closing (the final commit takes everything) or before :meth:`start`."""
+        if self._closing or self._loop is None:
+            return
+        if self._store.pending():
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._due = True
+            self._wake.set()
 
     async def flush(self) -> None:
         """Return once everything appended to the store before this call is durable.
@@ -290,6 +361,7 @@ class GroupCommitter:
             self._timer.cancel()
         delay = min(self._interval * 2**self._failures, _MAX_RETRY_DELAY)
         self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_local = True  # (a write meanwhile does not cut the backoff short)
 
     def _commit_in_worker(self) -> tuple[dict[str, tuple[int, int]], float, list[str]]:
         """Runs in the worker thread: commit (timed), then pick the shards to compact."""

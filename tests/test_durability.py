@@ -121,6 +121,51 @@ async def test_unflushed_writes_are_committed_within_the_interval(store: Store) 
     await gc.close()
 
 
+async def test_remote_appends_may_wait_longer_when_agents_share_a_loop(tmp_path: Path) -> None:
+    """notify_remote (an update from a peer): within interval x the committers running on
+    this loop, at most remote_interval_cap; a local notify() after it still gets interval;
+    hurry() commits at once; without a cap nothing changes."""
+    stores = [Store(tmp_path / f"s{i}") for i in range(5)]
+    try:
+        plain = await started(stores[0], interval=0.05)
+        capped = await started(stores[1], interval=0.05, remote_interval_cap=0.12)
+        assert plain.remote_interval == 0.05  # no cap: as a local write
+        assert capped.remote_interval == pytest.approx(0.1)  # 2 committers on this loop
+        more = [await started(s, interval=0.05, remote_interval_cap=0.12) for s in stores[2:]]
+        assert capped.remote_interval == pytest.approx(0.12)  # 5 x 0.05, capped
+        for gc in more:
+            await gc.close()
+        assert capped.remote_interval == pytest.approx(0.1)  # closed ones no longer count
+
+        # A local write after a remote one: its own (earlier) bound, not the remote one's.
+        loop = asyncio.get_running_loop()
+        slow = await started(stores[2], interval=600.0, remote_interval_cap=3600.0)
+        stores[2].append("a", b"1")
+        slow.notify_remote()
+        assert slow._timer is not None and slow._timer.when() > loop.time() + 1000
+        stores[2].append("a", b"2")
+        slow.notify()
+        assert slow._timer is not None and slow._timer.when() <= loop.time() + 600.0
+        # hurry(): committed now, whatever the bounds (no flush awaited)
+        durable: list[set[str]] = []
+        waiting = await started(
+            stores[3], interval=600.0, remote_interval_cap=3600.0, on_durable=durable.append
+        )
+        stores[3].append("b", b"1")
+        waiting.notify_remote()
+        waiting.hurry()
+        for _ in range(500):
+            if durable:
+                break
+            await asyncio.sleep(0.01)
+        assert durable == [{"b"}] and stores[3].pending() == 0
+        for gc in (plain, capped, slow, waiting):
+            await gc.close()
+    finally:
+        for s in stores:
+            s.close()
+
+
 async def test_commit_failure_reaches_every_flusher_and_the_task_survives(
     store: Store,
 ) -> None:

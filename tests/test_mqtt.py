@@ -129,6 +129,63 @@ def test_the_fast_publish_reader_agrees_with_paho(qos: int, props: bytes, topic:
         assert parse_publish(header, body[:cut]) is None
 
 
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 5 PUBLISH at QoS 0 with no properties, as a broker sends it."""
+    t = topic.encode()
+    body = len(t).to_bytes(2, "big") + t + b"\x00" + payload
+    n, remaining = len(body), bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        remaining.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes([0x30]) + bytes(remaining) + body
+
+
+def test_the_buffered_reader_hands_over_every_packet_of_a_chunk() -> None:
+    """transports/_mqtt_fastpath.read_buffered: one socket read brings several packets and the
+    start of another; every complete one is delivered at once (epoll would not wake us for
+    bytes already read), the partial one when its rest comes, one larger than a read too."""
+    import socket
+    from types import SimpleNamespace
+
+    from crdtsync.transports._mqtt_fastpath import READ_SIZE, deliver_directly, read_buffered
+    from paho.mqtt.client import Client
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    paho = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    paho._sock = ours
+    got: list[tuple[str, bytes]] = []
+    wrapper = SimpleNamespace(_client=paho)
+    assert read_buffered(wrapper)
+    assert deliver_directly(wrapper, lambda t, p: got.append((t, p)), lambda _k: None)
+    packets = [_publish_packet(f"t/{i}", bytes([i]) * (i * 37)) for i in range(1, 9)]
+    try:
+        theirs.sendall(b"".join(packets[:7]) + packets[7][:3])
+        assert paho.loop_read() == 0
+        assert got == [(f"t/{i}", bytes([i]) * (i * 37)) for i in range(1, 8)]
+        theirs.sendall(packets[7][3:])
+        assert paho.loop_read() == 0
+        assert got[-1] == ("t/8", bytes([8]) * 8 * 37) and len(got) == 8
+        assert paho.loop_read() == 0 and len(got) == 8  # nothing more to read: no error
+        big = _publish_packet("t/big", b"x" * (3 * READ_SIZE))
+        theirs.setblocking(False)
+        sent = 0
+        while len(got) < 9:  # arrives over several reads (and socket buffers)
+            if sent < len(big):
+                try:
+                    sent += theirs.send(big[sent:])
+                except BlockingIOError:
+                    pass
+            assert paho.loop_read() == 0
+        assert got[-1] == ("t/big", b"x" * (3 * READ_SIZE))
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_broker_urls_and_the_insecure_refusal() -> None:
     cfg = parse_broker("mqtt://127.0.0.1:1884/team/a")
     assert (cfg.host, cfg.port, cfg.tls, cfg.prefix) == ("127.0.0.1", 1884, False, "team/a")

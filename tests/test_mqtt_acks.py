@@ -79,7 +79,9 @@ async def test_replicated_counts_agents_the_writer_holds_no_link_with(
                     30,
                     "more writes",
                 )
-                await asyncio.sleep(0.1)  # its own commit on every agent
+                # its own commit on every agent (a received update may wait up to the
+                # stretched bound of agents sharing a loop: flush, not a sleep)
+                await asyncio.gather(*(s.flush() for s in shards))
         assert sum(a.counters.get("broadcast_acks", 0) for a in agents) == quiet
     finally:
         for a in agents:

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from crdtsync.errors import BrokerRefused
 
-from ._mqtt_fastpath import deliver_directly
+from ._mqtt_fastpath import deliver_directly, read_buffered
 from ._mqtt_topics import BrokerConfig
 
 __all__ = ["INFLIGHT_HIGH", "INFLIGHT_LOW", "BrokerSession"]
@@ -199,6 +199,7 @@ class BrokerSession:
     def _deliver_directly(self, client: aiomqtt.Client) -> bool:
         """Received messages go to ``on_message`` from the reader callback, not through
         aiomqtt's queue: see :mod:`._mqtt_fastpath` (False: the queue serves)."""
+        read_buffered(client)
         return deliver_directly(client, self._on_message, self._count)
 
     def _set_state(self, state: str, error: BaseException | None = None) -> None:

@@ -167,13 +167,16 @@ class MqttTransport(_Incoming):
         self._links: dict[tuple[str, bytes], _Link] = {}
         self._by_peer: dict[str, _Link] = {}
         self._present: dict[str, str] = {}  # agent -> instance, from retained presence
+        self._topics: dict[str, tuple[int, str | None, str, bool]] = {}  # see _Incoming._topic
         self._timer = CoreTimer(core, self._after_tick)
         self._closed = False
         self._kick_soon = False  # a kick is scheduled for the messages of this loop turn
+        self._kick_later: asyncio.TimerHandle | None = None  # one after broadcasts alone
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
         self.observer: Observer = NULL_OBSERVER
+        self._want_acks_hook: Callable[[], None] | None = None
         #: the broker connection
         self.session = BrokerSession(
             broker,
@@ -202,6 +205,11 @@ class MqttTransport(_Incoming):
         code of the peer's ``CLOSE`` frame (``"peer"``), or 1006 (``"none"``) when its Will,
         its presence or our broker connection ended it. The agent passes its metrics here."""
         self.observer = observer
+
+    def set_want_acks_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when a broadcast WANT_ACK arrives (an agent waits in ``replicated()``
+        for our ack, which covers only what is on disk): the agent commits at once then."""
+        self._want_acks_hook = hook
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -232,6 +240,9 @@ class MqttTransport(_Incoming):
             self._close(link, report=False, code=CloseCode.GOING_AWAY)
         self._closed = True
         self._timer.close()
+        if self._kick_later is not None:
+            self._kick_later.cancel()
+            self._kick_later = None
         await self.session.close(last=(self._presence_topic(self.core.name), b""))
 
     async def run(self) -> None:
@@ -279,6 +290,9 @@ class MqttTransport(_Incoming):
         """Execute the core's effects: frames, dials, the next timer."""
         if self._closed:
             return
+        if self._kick_later is not None:  # this kick serves the broadcasts it waited for
+            self._kick_later.cancel()
+            self._kick_later = None
         for peer, msg in self.core.data_to_send():
             link = self._by_peer.get(peer)
             if link is None:
