@@ -15,6 +15,7 @@ import pytest
 from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
+from crdtsync.gossip._context import LOSSY_WINDOW
 from crdtsync.gossip.relay import SILENT_WINDOWS
 from crdtsync.gossip.repair import LinkRepair
 
@@ -69,7 +70,9 @@ def test_a_silent_relay_stream_is_asked_for_at_once() -> None:
     net.run_for(1.0)
     asked = [t for t, src, _dst, kind, _n in net.trace if src == x and kind == "SyncRequest"]
     assert asked, "a silent broadcast stream was not asked for"
-    assert min(asked) >= cut_at + (SILENT_WINDOWS - 1) * w  # not before the silence was long
+    lossy_w = net.nodes[x].core._ctx.window(net.now)  # type: ignore[union-attr]
+    assert lossy_w == pytest.approx(w * LOSSY_WINDOW)  # under loss the windows are shorter
+    assert min(asked) >= cut_at + (SILENT_WINDOWS - 1) * lossy_w  # not before the silence was long
     for a in names:
         if a != x:
             net.set_link(a, x, both=False, loss=0.0)
@@ -131,7 +134,8 @@ def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_co
             pushes[(round(t, 6), src, dst)] = pushes.get((round(t, 6), src, dst), 0) + 1
     doubled = [k for k, n in pushes.items() if n == 2]
     assert doubled, "no relay broadcast went twice to the next relay"
-    w = core.config.push_interval
+    w = core._ctx.window(net.now)  # under loss: push_interval * LOSSY_WINDOW
+    assert w == pytest.approx(core.config.push_interval * LOSSY_WINDOW)
     for t, src, dst in doubled:
         k = round(t / w)
         relay = net.nodes[src].core._p.relay  # type: ignore[union-attr]

@@ -33,8 +33,11 @@ RELAY_ATTEMPTS = 6
 
 #: Under loss, a shard whose relay broadcasts stopped reaching us for this many windows (a
 #: run of lost frames, or the end of a burst) is asked of the last window's relay at once
-#: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint.
-SILENT_WINDOWS = 2.5
+#: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint. 3.5, not 2.5:
+#: two broadcasts lost in a row (4 % of agent-windows at 20 % loss) are repeated in the third
+#: (REPEATS), which comes before a reply would; asked after two, the repairs cost 0.25
+#: messages per write and shortened nothing (benchmarks/README.md, "third pass").
+SILENT_WINDOWS = 3.5
 
 #: Under loss, this many relays after a broadcast's own repeat what it brought them (see
 #: Relay.on_broadcast): copies a window apart, free in messages.
@@ -43,8 +46,14 @@ REPEATS = 3
 #: Under loss, our relay broadcast goes twice to this many next relays (see second_copy).
 SECOND_COPY = 1
 
-#: Under loss, a repair is asked of two relays at once (see Relay._ask).
-SECOND_ASK = 1
+#: Under loss, a repair is asked of two relays at once (see Relay._ask). Off since the lossy
+#: windows (Context.window): with copies 105 ms apart a second answer rarely came first, and it
+#: doubled the requests (0.2 messages per write; benchmarks/README.md, "third pass").
+SECOND_ASK = 0
+
+#: Under loss, a hint showing we lack something asks for a repair only if, this many windows
+#: later, a broadcast shows we still lack it (see Relay.on_hint). 0: at once.
+HINT_PATIENCE = 1.0
 
 
 @dataclass(slots=True)
@@ -101,6 +110,9 @@ class Relay:
         self.later: dict[int, dict[str, list[bytes]]] = {}
         #: shard -> when a relay broadcast of it last came (under loss only; see watch)
         self.heard: dict[str, float] = {}
+        #: shard -> (when, hint): a broadcast's hint showed we lack something; the next
+        #: relays repeat it (under loss only; see on_hint)
+        self.lacking: dict[str, tuple[float, bytes]] = {}
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -122,7 +134,7 @@ class Relay:
         return min(times) if times else None
 
     def _silence(self) -> float:
-        return SILENT_WINDOWS * self._ctx.config.push_interval
+        return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
 
     def watch(self, now: float) -> None:
         """A per-link timeout on the relay broadcasts, under loss (see :data:`SILENT_WINDOWS`).
@@ -146,7 +158,11 @@ class Relay:
         k = self._ctx.window_index(now)
         me = self._ctx.name
         if me in (self.relay_of(k - 1), self.relay_of(k - 2)):
-            return  # our own turn: no broadcast of ours comes back to us
+            # Our own turn: no broadcast of ours comes back to us. Not counted as silence:
+            # looked at again a window later (dropped, a cut-off agent would never ask).
+            for shard in due:
+                self.heard[shard] = now - silence + self._ctx.window(now)
+            return
         target = self.relay_of(k - 1)
         conn = self._ctx.links.get(target) if target is not None else None
         if conn is None or conn.closing:
@@ -178,9 +194,25 @@ class Relay:
                     keep.append(u)
             self.unconfirmed = keep
         mine = self._ctx.state_vector(shard)
-        if not sv_covers(mine, hint) and shard not in conn.repair.repairs:
+        if sv_covers(mine, hint):
+            self.lacking.pop(shard, None)
+        elif shard not in conn.repair.repairs:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
+            if HINT_PATIENCE and self._ctx.lossy(now) and self._ctx.mode() == RELAY:
+                # Under loss the next relays repeat what we missed, a window apart, sooner
+                # than a request and its reply (two hops): ask only for what a broadcast
+                # HINT_PATIENCE windows later still shows we lack.
+                lack = self.lacking.get(shard)
+                if lack is not None and sv_covers(mine, lack[1]):
+                    lack = None
+                if lack is None:
+                    self.lacking[shard] = (now, hint)
+                    return
+                if now - lack[0] < HINT_PATIENCE * self._ctx.window(now) * 0.9:
+                    return
+                self.lacking[shard] = (now, hint)
+                hint = lack[1]
             self._ask(conn, shard, now, hint)
 
     def _ask(self, conn: Link, shard: str, now: float, target: bytes | None) -> None:
