@@ -16,7 +16,8 @@ from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
 from crdtsync.gossip._context import LOSSY_WINDOW
-from crdtsync.gossip.relay import SILENT_WINDOWS
+from crdtsync.gossip.overlay import TREE
+from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
 
 
@@ -145,3 +146,30 @@ def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_co
             if a != b:
                 net.set_link(a, b, both=False, loss=0.0)
     net.run_until_converged(30)
+
+
+def test_a_batch_names_its_writer_and_deletes_name_none() -> None:
+    """A later relay's hint is compared with our own clock only (Relay._lacks_own): the
+    client id is read from the first struct group of our local delta."""
+    doc: pycrdt.Doc = pycrdt.Doc()
+    m = doc.get("m", type=pycrdt.Map)
+    deltas: list[bytes] = []
+    doc.observe(lambda e: deltas.append(e.update))
+    m["a"] = 1
+    m["b"] = "x" * 300  # a longer struct group: the id comes first all the same
+    with doc.transaction():
+        del m["a"]  # a delete only: no struct group, no client named
+    assert [_first_client(d) for d in deltas] == [doc.client_id, doc.client_id, None]
+    assert _first_client(b"") is None
+
+
+def test_windows_are_shorter_only_under_loss_in_the_relay() -> None:
+    net, names = _mesh(5)
+    ctx = net.nodes[names[0]].core._ctx  # type: ignore[union-attr]
+    w = ctx.config.push_interval
+    assert ctx.window(net.now) == w  # no loss seen: the lossless mesh is as it was
+    ctx.loss_seen_at = net.now
+    assert ctx.window(net.now) == pytest.approx(w * LOSSY_WINDOW)
+    assert ctx.window(net.now + 10.0) == w  # the loss is forgotten after LOSS_MEMORY
+    ctx.mode = lambda: TREE
+    assert ctx.window(net.now) == w  # other overlays keep their windows

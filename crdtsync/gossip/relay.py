@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..messages import Push
+from . import _yjs
 from .overlay import RELAY, relay_of
 from .repair import sv_covers
 
@@ -66,6 +67,26 @@ class Sent:
     deltas: list[bytes]
     attempts: int
     relay: str | None = None  # the relay it was pushed to: its broadcast's hint settles it
+    #: (our Yjs client id, our clock after the batch), read from the batch: a later relay's
+    #: hint below that clock lacks the batch itself (see Relay.on_hint); None if unknown
+    own: tuple[int, int] | None = None
+
+
+def _first_client(update: bytes) -> int | None:
+    """The client id of the first struct group of a Yjs v1 update (a local delta holds only
+    our own structs); None if it has none (deletes only) or cannot be read."""
+    values: list[int] = []
+    value = shift = 0
+    for byte in update[:30]:
+        value |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            continue
+        values.append(value)
+        value = shift = 0
+        if len(values) == 3:  # groups, structs in the first group, its client
+            return values[2] if values[0] else None
+    return None
 
 
 class Relay:
@@ -110,9 +131,9 @@ class Relay:
         self.later: dict[int, dict[str, list[bytes]]] = {}
         #: shard -> when a relay broadcast of it last came (under loss only; see watch)
         self.heard: dict[str, float] = {}
-        #: shard -> (when, hint): a broadcast's hint showed we lack something; the next
-        #: relays repeat it (under loss only; see on_hint)
-        self.lacking: dict[str, tuple[float, bytes]] = {}
+        #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
+        #: next relays repeat it (under loss only; see on_hint and watch)
+        self.lacking: dict[str, tuple[float, bytes, str]] = {}
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -131,7 +152,14 @@ class Relay:
             times.append(min(u.at for u in self.unconfirmed) + self._ctx.config.relay_retry)
         if self.heard:
             times.append(min(self.heard.values()) + self._silence())
+        if self.lacking:
+            times.append(min(at for at, _, _ in self.lacking.values()) + self._patience())
         return min(times) if times else None
+
+    def _patience(self) -> float:
+        """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
+        HINT_PATIENCE windows, and half a window for the broadcast that may show it covered."""
+        return (HINT_PATIENCE + 0.5) * self._ctx.window(self._ctx.now)
 
     def _silence(self) -> float:
         return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
@@ -147,6 +175,8 @@ class Relay:
         (0.2^5 happens about once per 3,000 agent-windows), and each of them held every
         later write of the writers it cut off (Yjs keeps them pending).
         """
+        if self.lacking:
+            self._ask_lacking(now)
         silence = self._silence()
         due = [s for s, at in self.heard.items() if now >= at + silence]
         if not due:
@@ -187,7 +217,7 @@ class Relay:
                     keep.append(u)
                 elif sv_covers(hint, u.state_vector):
                     continue
-                elif u.relay == conn.name:
+                elif u.relay == conn.name or self._lacks_own(u, hint, now):
                     self._ctx.loss_seen_at = now
                     self._push_again(u, now)
                 else:
@@ -207,13 +237,46 @@ class Relay:
                 if lack is not None and sv_covers(mine, lack[1]):
                     lack = None
                 if lack is None:
-                    self.lacking[shard] = (now, hint)
+                    self.lacking[shard] = (now, hint, conn.name)
                     return
                 if now - lack[0] < HINT_PATIENCE * self._ctx.window(now) * 0.9:
                     return
-                self.lacking[shard] = (now, hint)
+                del self.lacking[shard]
                 hint = lack[1]
             self._ask(conn, shard, now, hint)
+
+    def _ask_lacking(self, now: float) -> None:
+        """Ask for the lacks no later broadcast showed covered in time (see on_hint): no
+        broadcast came (lost, or the writes ended), so none asked for them."""
+        patience = self._patience()
+        for shard, (at, hint, name) in list(self.lacking.items()):
+            if now < at + patience:
+                continue
+            del self.lacking[shard]
+            conn = self._ctx.links.get(name)
+            if conn is None or conn.closing or self._repairs.asking(shard):
+                continue
+            if not sv_covers(self._ctx.state_vector(shard), hint):
+                self._ask(conn, shard, now, hint)
+
+    def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
+        """Under loss: whether a later relay's hint shows that relay lacks the batch itself.
+
+        The relay we pushed ``u`` to confirms it with its broadcast's hint; when that hint is
+        lost (one in five at 20 %), ``u`` waited ``relay_retry``. A relay of a later window
+        (its broadcast at least two windows after our push) holds the batch once the first
+        relay broadcast it (or sent it the second copy): one whose hint is below our own
+        clock after the batch shows the batch lost on the way to the first relay (or, rarely,
+        both copies to the next one). Only our own clock is compared: a relay lacking another
+        writer's delta is no sign of our loss (comparing whole state vectors made re-pushes
+        feed on themselves, benchmarks/README.md "Second pass").
+        """
+        if u.own is None or now < u.at + 1.5 * self._ctx.window(now):
+            return False
+        if not self._ctx.lossy(now) or self._ctx.mode() != RELAY:
+            return False
+        client, clock = u.own
+        return _yjs.decode_state_vector(hint).get(client, 0) < clock
 
     def _ask(self, conn: Link, shard: str, now: float, target: bytes | None) -> None:
         """Ask ``conn`` for what we lack of ``shard``, and under loss a second holder too.
@@ -363,16 +426,14 @@ class Relay:
         self, now: float, shard: str, deltas: list[bytes], attempts: int, relay: str
     ) -> None:
         """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
-        self.unconfirmed.append(
-            Sent(
-                now,
-                shard,
-                self._ctx.replicas.state_vector(shard),
-                list(deltas),
-                attempts,
-                relay,
-            )
-        )
+        sv = self._ctx.replicas.state_vector(shard)
+        own = None
+        if self._ctx.lossy(now) and deltas:
+            client = _first_client(deltas[0])
+            if client is not None:
+                clock = _yjs.decode_state_vector(sv).get(client)
+                own = (client, clock) if clock else None
+        self.unconfirmed.append(Sent(now, shard, sv, list(deltas), attempts, relay, own))
         total = sum(len(d) for u in self.unconfirmed for d in u.deltas)
         while total > self._ctx.config.max_queue_bytes and len(self.unconfirmed) > 1:
             total -= sum(len(d) for d in self.unconfirmed.pop(0).deltas)  # anti-entropy will do
