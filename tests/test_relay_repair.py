@@ -15,7 +15,9 @@ import pytest
 from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
-from crdtsync.gossip.relay import SILENT_WINDOWS
+from crdtsync.gossip._context import LOSSY_WINDOW
+from crdtsync.gossip.overlay import TREE
+from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
 
 
@@ -69,7 +71,9 @@ def test_a_silent_relay_stream_is_asked_for_at_once() -> None:
     net.run_for(1.0)
     asked = [t for t, src, _dst, kind, _n in net.trace if src == x and kind == "SyncRequest"]
     assert asked, "a silent broadcast stream was not asked for"
-    assert min(asked) >= cut_at + (SILENT_WINDOWS - 1) * w  # not before the silence was long
+    lossy_w = net.nodes[x].core._ctx.window(net.now)  # type: ignore[union-attr]
+    assert lossy_w == pytest.approx(w * LOSSY_WINDOW)  # under loss the windows are shorter
+    assert min(asked) >= cut_at + (SILENT_WINDOWS - 1) * lossy_w  # not before the silence was long
     for a in names:
         if a != x:
             net.set_link(a, x, both=False, loss=0.0)
@@ -131,7 +135,8 @@ def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_co
             pushes[(round(t, 6), src, dst)] = pushes.get((round(t, 6), src, dst), 0) + 1
     doubled = [k for k, n in pushes.items() if n == 2]
     assert doubled, "no relay broadcast went twice to the next relay"
-    w = core.config.push_interval
+    w = core._ctx.window(net.now)  # under loss: push_interval * LOSSY_WINDOW
+    assert w == pytest.approx(core.config.push_interval * LOSSY_WINDOW)
     for t, src, dst in doubled:
         k = round(t / w)
         relay = net.nodes[src].core._p.relay  # type: ignore[union-attr]
@@ -141,3 +146,30 @@ def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_co
             if a != b:
                 net.set_link(a, b, both=False, loss=0.0)
     net.run_until_converged(30)
+
+
+def test_a_batch_names_its_writer_and_deletes_name_none() -> None:
+    """A later relay's hint is compared with our own clock only (Relay._lacks_own): the
+    client id is read from the first struct group of our local delta."""
+    doc: pycrdt.Doc = pycrdt.Doc()
+    m = doc.get("m", type=pycrdt.Map)
+    deltas: list[bytes] = []
+    doc.observe(lambda e: deltas.append(e.update))
+    m["a"] = 1
+    m["b"] = "x" * 300  # a longer struct group: the id comes first all the same
+    with doc.transaction():
+        del m["a"]  # a delete only: no struct group, no client named
+    assert [_first_client(d) for d in deltas] == [doc.client_id, doc.client_id, None]
+    assert _first_client(b"") is None
+
+
+def test_windows_are_shorter_only_under_loss_in_the_relay() -> None:
+    net, names = _mesh(5)
+    ctx = net.nodes[names[0]].core._ctx  # type: ignore[union-attr]
+    w = ctx.config.push_interval
+    assert ctx.window(net.now) == w  # no loss seen: the lossless mesh is as it was
+    ctx.loss_seen_at = net.now
+    assert ctx.window(net.now) == pytest.approx(w * LOSSY_WINDOW)
+    assert ctx.window(net.now + 10.0) == w  # the loss is forgotten after LOSS_MEMORY
+    ctx.mode = lambda: TREE
+    assert ctx.window(net.now) == w  # other overlays keep their windows

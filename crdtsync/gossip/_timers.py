@@ -70,7 +70,7 @@ class _Timers:
         self._ensure_timers(now)
         if self._p.relay.unconfirmed:
             self._p.relay.retry_unconfirmed(now)
-        if self._p.relay.heard:
+        if self._p.relay.heard or self._p.relay.lacking:
             self._p.relay.watch(now)
         if self._p.repairs.lags:
             self._p.repairs.check_lags(now)

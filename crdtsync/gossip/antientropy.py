@@ -62,6 +62,9 @@ class LinkRounds:
     #: again within an interval (see AntiEntropy._in_flight). Per link: what was in flight on
     #: a connection that was replaced may be lost, and is sent again on the new one.
     sent_whole: dict[str, float] = field(default_factory=dict)
+    #: The names (Context.names_token) our shards were last added to its interest for, after
+    #: equal roots: an idle round adds nothing new, so it is not done again.
+    interest_from: object = None
 
 
 def _entry(shard: str, d: bytes) -> bytes:
@@ -174,7 +177,12 @@ class AntiEntropy:
             conn.replies.want_digests = True
             self._replies.serve(conn, now)
         else:  # it holds what we hold, no more, no less (the Hello does not list shards)
-            conn.interest.update(self._round_shards(conn.name))
+            # O(shards) once per set of names and link, not every idle round: where the root
+            # is the same for every peer, the names object changes whenever a shard comes.
+            token = self._ctx.names_token() if self._roots.usable() else None
+            if token is None or conn.rounds.interest_from is not token:
+                conn.interest.update(self._round_shards(conn.name))
+                conn.rounds.interest_from = token
 
     def ensure_timer(self, now: float) -> None:
         if self.next_round is None:

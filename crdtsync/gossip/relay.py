@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..messages import Push
+from . import _yjs
 from .overlay import RELAY, relay_of
 from .repair import sv_covers
 
@@ -33,18 +34,30 @@ RELAY_ATTEMPTS = 6
 
 #: Under loss, a shard whose relay broadcasts stopped reaching us for this many windows (a
 #: run of lost frames, or the end of a burst) is asked of the last window's relay at once
-#: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint.
-SILENT_WINDOWS = 2.5
+#: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint. 3.5, not 2.5:
+#: two broadcasts lost in a row (4 % of agent-windows at 20 % loss) are repeated in the third
+#: (REPEATS), which comes before a reply would; asked after two, the repairs cost 0.25
+#: messages per write and shortened nothing (benchmarks/README.md, "third pass").
+SILENT_WINDOWS = 3.5
 
 #: Under loss, this many relays after a broadcast's own repeat what it brought them (see
-#: Relay.on_broadcast): copies a window apart, free in messages.
-REPEATS = 3
+#: Relay.on_broadcast): copies a window apart, free in messages. 4 since the lossy windows:
+#: an agent that missed all four copies (0.2^4, ~75 agent-writes a run at N = 25) waited for
+#: a repair; the fifth copy made the p99 latency lower on seeds 1-5 (1,030-1,195 ms, from
+#: 1,100-1,320; benchmarks/README.md, "third pass").
+REPEATS = 4
 
 #: Under loss, our relay broadcast goes twice to this many next relays (see second_copy).
 SECOND_COPY = 1
 
-#: Under loss, a repair is asked of two relays at once (see Relay._ask).
-SECOND_ASK = 1
+#: Under loss, a repair is asked of two relays at once (see Relay._ask). Off since the lossy
+#: windows (Context.window): with copies 105 ms apart a second answer rarely came first, and it
+#: doubled the requests (0.2 messages per write; benchmarks/README.md, "third pass").
+SECOND_ASK = 0
+
+#: Under loss, a hint showing we lack something asks for a repair only if, this many windows
+#: later, a broadcast shows we still lack it (see Relay.on_hint). 0: at once.
+HINT_PATIENCE = 1.0
 
 
 @dataclass(slots=True)
@@ -57,6 +70,26 @@ class Sent:
     deltas: list[bytes]
     attempts: int
     relay: str | None = None  # the relay it was pushed to: its broadcast's hint settles it
+    #: (our Yjs client id, our clock after the batch), read from the batch: a later relay's
+    #: hint below that clock lacks the batch itself (see Relay.on_hint); None if unknown
+    own: tuple[int, int] | None = None
+
+
+def _first_client(update: bytes) -> int | None:
+    """The client id of the first struct group of a Yjs v1 update (a local delta holds only
+    our own structs); None if it has none (deletes only) or cannot be read."""
+    values: list[int] = []
+    value = shift = 0
+    for byte in update[:30]:
+        value |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            continue
+        values.append(value)
+        value = shift = 0
+        if len(values) == 3:  # groups, structs in the first group, its client
+            return values[2] if values[0] else None
+    return None
 
 
 class Relay:
@@ -101,6 +134,9 @@ class Relay:
         self.later: dict[int, dict[str, list[bytes]]] = {}
         #: shard -> when a relay broadcast of it last came (under loss only; see watch)
         self.heard: dict[str, float] = {}
+        #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
+        #: next relays repeat it (under loss only; see on_hint and watch)
+        self.lacking: dict[str, tuple[float, bytes, str]] = {}
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -119,10 +155,17 @@ class Relay:
             times.append(min(u.at for u in self.unconfirmed) + self._ctx.config.relay_retry)
         if self.heard:
             times.append(min(self.heard.values()) + self._silence())
+        if self.lacking:
+            times.append(min(at for at, _, _ in self.lacking.values()) + self._patience())
         return min(times) if times else None
 
+    def _patience(self) -> float:
+        """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
+        HINT_PATIENCE windows, and half a window for the broadcast that may show it covered."""
+        return (HINT_PATIENCE + 0.5) * self._ctx.window(self._ctx.now)
+
     def _silence(self) -> float:
-        return SILENT_WINDOWS * self._ctx.config.push_interval
+        return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
 
     def watch(self, now: float) -> None:
         """A per-link timeout on the relay broadcasts, under loss (see :data:`SILENT_WINDOWS`).
@@ -135,6 +178,8 @@ class Relay:
         (0.2^5 happens about once per 3,000 agent-windows), and each of them held every
         later write of the writers it cut off (Yjs keeps them pending).
         """
+        if self.lacking:
+            self._ask_lacking(now)
         silence = self._silence()
         due = [s for s, at in self.heard.items() if now >= at + silence]
         if not due:
@@ -146,7 +191,11 @@ class Relay:
         k = self._ctx.window_index(now)
         me = self._ctx.name
         if me in (self.relay_of(k - 1), self.relay_of(k - 2)):
-            return  # our own turn: no broadcast of ours comes back to us
+            # Our own turn: no broadcast of ours comes back to us. Not counted as silence:
+            # looked at again a window later (dropped, a cut-off agent would never ask).
+            for shard in due:
+                self.heard[shard] = now - silence + self._ctx.window(now)
+            return
         target = self.relay_of(k - 1)
         conn = self._ctx.links.get(target) if target is not None else None
         if conn is None or conn.closing:
@@ -171,17 +220,66 @@ class Relay:
                     keep.append(u)
                 elif sv_covers(hint, u.state_vector):
                     continue
-                elif u.relay == conn.name:
+                elif u.relay == conn.name or self._lacks_own(u, hint, now):
                     self._ctx.loss_seen_at = now
                     self._push_again(u, now)
                 else:
                     keep.append(u)
             self.unconfirmed = keep
         mine = self._ctx.state_vector(shard)
-        if not sv_covers(mine, hint) and shard not in conn.repair.repairs:
+        if sv_covers(mine, hint):
+            self.lacking.pop(shard, None)
+        elif shard not in conn.repair.repairs:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
+            if HINT_PATIENCE and self._ctx.lossy(now) and self._ctx.mode() == RELAY:
+                # Under loss the next relays repeat what we missed, a window apart, sooner
+                # than a request and its reply (two hops): ask only for what a broadcast
+                # HINT_PATIENCE windows later still shows we lack.
+                lack = self.lacking.get(shard)
+                if lack is not None and sv_covers(mine, lack[1]):
+                    lack = None
+                if lack is None:
+                    self.lacking[shard] = (now, hint, conn.name)
+                    return
+                if now - lack[0] < HINT_PATIENCE * self._ctx.window(now) * 0.9:
+                    return
+                del self.lacking[shard]
+                hint = lack[1]
             self._ask(conn, shard, now, hint)
+
+    def _ask_lacking(self, now: float) -> None:
+        """Ask for the lacks no later broadcast showed covered in time (see on_hint): no
+        broadcast came (lost, or the writes ended), so none asked for them."""
+        patience = self._patience()
+        for shard, (at, hint, name) in list(self.lacking.items()):
+            if now < at + patience:
+                continue
+            del self.lacking[shard]
+            conn = self._ctx.links.get(name)
+            if conn is None or conn.closing or self._repairs.asking(shard):
+                continue
+            if not sv_covers(self._ctx.state_vector(shard), hint):
+                self._ask(conn, shard, now, hint)
+
+    def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
+        """Under loss: whether a later relay's hint shows that relay lacks the batch itself.
+
+        The relay we pushed ``u`` to confirms it with its broadcast's hint; when that hint is
+        lost (one in five at 20 %), ``u`` waited ``relay_retry``. A relay of a later window
+        (its broadcast at least two windows after our push) holds the batch once the first
+        relay broadcast it (or sent it the second copy): one whose hint is below our own
+        clock after the batch shows the batch lost on the way to the first relay (or, rarely,
+        both copies to the next one). Only our own clock is compared: a relay lacking another
+        writer's delta is no sign of our loss (comparing whole state vectors made re-pushes
+        feed on themselves, benchmarks/README.md "Second pass").
+        """
+        if u.own is None or now < u.at + 1.5 * self._ctx.window(now):
+            return False
+        if not self._ctx.lossy(now) or self._ctx.mode() != RELAY:
+            return False
+        client, clock = u.own
+        return _yjs.decode_state_vector(hint).get(client, 0) < clock
 
     def _ask(self, conn: Link, shard: str, now: float, target: bytes | None) -> None:
         """Ask ``conn`` for what we lack of ``shard``, and under loss a second holder too.
@@ -331,16 +429,14 @@ class Relay:
         self, now: float, shard: str, deltas: list[bytes], attempts: int, relay: str
     ) -> None:
         """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
-        self.unconfirmed.append(
-            Sent(
-                now,
-                shard,
-                self._ctx.replicas.state_vector(shard),
-                list(deltas),
-                attempts,
-                relay,
-            )
-        )
+        sv = self._ctx.replicas.state_vector(shard)
+        own = None
+        if self._ctx.lossy(now) and deltas:
+            client = _first_client(deltas[0])
+            if client is not None:
+                clock = _yjs.decode_state_vector(sv).get(client)
+                own = (client, clock) if clock else None
+        self.unconfirmed.append(Sent(now, shard, sv, list(deltas), attempts, relay, own))
         total = sum(len(d) for u in self.unconfirmed for d in u.deltas)
         while total > self._ctx.config.max_queue_bytes and len(self.unconfirmed) > 1:
             total -= sum(len(d) for d in self.unconfirmed.pop(0).deltas)  # anti-entropy will do

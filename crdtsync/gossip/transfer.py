@@ -299,8 +299,8 @@ class Replies:
             return
         at = conn.replies.digests_at
         min_gap = self._ctx.config.anti_entropy_interval / 10
-        w = self._ctx.config.push_interval
         due = at + min_gap
+        w = self._ctx.window(due)
         while due - at < min_gap:  # (rounding) serve's test must pass at this very time
             due = math.nextafter(due, math.inf)
         if w > 0 and self._ctx.config.align_windows:
