@@ -346,10 +346,14 @@ async def watch(arrivals: Arrivals) -> None:
 class JoinWatch:
     """Time from ``t0`` until a condition on a document holds (checked after each transaction)."""
 
-    def __init__(self, t0_ns: int, condition: Any) -> None:
+    def __init__(self, t0_ns: int, condition: Any, cpu0: float | None = None) -> None:
         self.t0 = t0_ns
         self.condition = condition
         self.done = asyncio.get_running_loop().create_future()
+        # CPU of this process (all threads) from about t0 until done: a figure that the
+        # machine's load moves far less than the wall time
+        self.cpu0 = time.process_time() if cpu0 is None else cpu0
+        self.cpu_s: float | None = None
 
     def poke(self, _event: Any = None) -> None:
         if not self.done.done():
@@ -357,6 +361,7 @@ class JoinWatch:
 
     def _check(self) -> None:
         if not self.done.done() and self.condition():
+            self.cpu_s = time.process_time() - self.cpu0
             self.done.set_result(time.time_ns())
 
 
@@ -383,7 +388,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     config = gossip_config(args.gossip, args.name)
     loop = asyncio.get_running_loop()
     commands = Commands(loop)
-    t0 = time.time_ns()
+    t0, cpu0 = time.time_ns(), time.process_time()
     agent = Agent(
         args.name,
         data_dir=args.data,
@@ -399,7 +404,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     if args.join:
         await agent.start()
         shard = await agent.shard(args.join)  # no await happened since start: nothing arrived yet
-        join = JoinWatch(t0, _join_condition(shard.crdt, args))
+        join = JoinWatch(t0, _join_condition(shard.crdt, args), cpu0)
         shard.doc.observe(join.poke)
         join.poke()
     else:
@@ -433,6 +438,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     "event": "synced",
                     "visible_s": (t_visible - join.t0) / 1e9,
                     "durable_s": (t_durable - join.t0) / 1e9,
+                    "cpu_s": join.cpu_s,
                     "digest": shard.digest().hex(),
                 }
             )
@@ -763,7 +769,12 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                     join.poke()
                     t_visible = await join.done
                     emit(
-                        {"event": "synced", "visible_s": (t_visible - t0) / 1e9, "durable_s": None}
+                        {
+                            "event": "synced",
+                            "visible_s": (t_visible - t0) / 1e9,
+                            "durable_s": None,
+                            "cpu_s": join.cpu_s,
+                        }
                     )
 
                 tasks.add(asyncio.create_task(joined()))

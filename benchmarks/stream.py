@@ -93,6 +93,7 @@ def floor_durable(trace: Path, n: int, sha: str, tmp: Path) -> dict[str, Any]:
         )
         kids.append(agent)
         agent.wait("ready", 60)
+        (before,) = _stats([agent])
         agent.send(
             cmd="stream",
             shard=SHARD,
@@ -104,12 +105,14 @@ def floor_durable(trace: Path, n: int, sha: str, tmp: Path) -> dict[str, Any]:
             out=str(tmp / "floor-stamps.bin"),
         )
         ev = agent.wait("streamed", 1800, tag="floor")
+        (after,) = _stats([agent])
     if ev["sha"] != sha:
         raise RuntimeError("the floor's replay does not give the expected text")
     return {
         "edits": ev["n"],
         "replay_s": round((ev["end_ns"] - ev["first_ns"]) / 1e9, 4),
         "durable_s": round((ev["durable_ns"] - ev["first_ns"]) / 1e9, 4),
+        "cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
     }
 
 
@@ -200,6 +203,11 @@ def run_phase(
         "msgs_per_edit": round(frames / n, 3),
         "wire_bytes_per_edit": round(wire["bytes_sent"] / n, 1),
         "cpu_ms_per_edit": round(1000 * cpu / n, 4),
+        # per process (writer first): who spends the CPU the four processes share
+        "cpu_s_by_process": {
+            k.name: round(b["cpu_s"] - a["cpu_s"], 3)
+            for k, a, b in zip(kids, stats0, stats1, strict=True)
+        },
         "payload_bytes_per_edit": round(
             sum(b["bytes"] - a["bytes"] for a, b in zip(stats0, stats1, strict=True)) / n, 1
         ),
@@ -316,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         again = floor_durable(trace, n, shas[0], tmp / "again")
         floor["durable_s_runs"] = [floor["durable_s"], again["durable_s"]]
         floor["replay_s_runs"] = [floor["replay_s"], again["replay_s"]]
+        floor["cpu_s_runs"] = [floor.pop("cpu_s"), again["cpu_s"]]
         floor["durable_s"] = min(floor["durable_s_runs"])
         floor["replay_s"] = min(floor["replay_s_runs"])
     finally:

@@ -24,7 +24,7 @@ from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
 from .views import ListView, MapView, _same_live, mark_closed, wrap
-from .yjs.doc import apply_validated_many, digest_of
+from .yjs.doc import apply_validated_many, delete_set_of, digest_of
 from .yjs.parse import UpdateInfo
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class Shard(MapView, metaclass=_ShardType):
         """
         raw = self._doc.get_update(sv)
         if raw != self._ds_memo[0]:
-            self._ds_memo = (raw, updates.delete_set(self._doc))
+            self._ds_memo = (raw, delete_set_of(raw))
         return self._ds_memo[1]
 
     # -- writing -----------------------------------------------------------------------------

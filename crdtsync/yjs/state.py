@@ -35,6 +35,7 @@ __all__ = [
     "ds_within",
     "encode_delete_set",
     "encode_state_vector",
+    "is_normal_delete_set",
     "normalize_delete_set",
     "read_delete_set",
 ]
@@ -105,8 +106,35 @@ def read_delete_set(
     return scan.read_delete_set(data, pos, strict, -1 if max_ranges is None else max_ranges)
 
 
+def is_normal_delete_set(ds: DeleteSet) -> bool:
+    """Whether ``ds`` is in normal form already: clients ascending, none without ranges, each
+    client's ranges sorted with neither overlaps nor adjacent ones (and none empty).
+
+    One pass with no allocation: the delete set pycrdt encodes for a document of one writer
+    (a streamed text) is in normal form, and sorting and rebuilding it at every group commit
+    and every received ack was the larger part of deriving it (issue 17, stream row).
+    """
+    last = -1
+    for client, ranges in ds.items():
+        if client <= last or not ranges:
+            return False
+        last = client
+        end = -1
+        for clock, length in ranges:
+            if clock <= end or length <= 0:  # overlapping, adjacent (==), or empty
+                return False
+            end = clock + length
+    return True
+
+
 def normalize_delete_set(ds: DeleteSet) -> DeleteSet:
-    """Sort clients and ranges, merge overlapping or adjacent ranges, drop empty clients."""
+    """Sort clients and ranges, merge overlapping or adjacent ranges, drop empty clients.
+
+    A delete set in normal form already (:func:`is_normal_delete_set`) is returned as it is,
+    not copied.
+    """
+    if is_normal_delete_set(ds):
+        return ds
     result: DeleteSet = {}
     for client in sorted(ds):
         merged: list[tuple[int, int]] = []

@@ -22,6 +22,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import hostile as h
+import pycrdt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,3 +185,29 @@ def test_delete_sets(data: bytes, strict: bool) -> None:
             return (type(exc).__name__, exc.args)
 
     assert read(COMPILED) == read(PURE)
+
+
+def _strings_of(n: int) -> bytes:
+    """An update holding a root name, a map key and value, and text content of ``n`` bytes."""
+    doc = pycrdt.Doc()
+    root = doc.get("r" * n, type=pycrdt.Map)
+    root["k" * n] = "v" * n
+    doc.get("t", type=pycrdt.Text).insert(0, "x" * n)
+    return doc.get_update()
+
+
+@needs_compiled
+@pytest.mark.parametrize("n", [1, 2, 31, 63, 64, 65, 200])
+def test_strings_around_the_in_place_check(n: int) -> None:
+    """The compiled build checks strings up to 64 bytes for ASCII in place (a byte loop),
+    longer ones and the pure build through a slice: every byte of every kind of string,
+    made non-ASCII (valid UTF-8, a lone lead byte, a stray continuation byte, 0xff), gives the
+    same answer on both."""
+    update = _strings_of(n)
+    for letter in b"rkvx":
+        at = update.index(bytes([letter]) * n)
+        for i in range(n):
+            for bad in (b"\xc3\xa9", b"\xc3", b"\x80", b"\xff"):
+                if i + len(bad) <= n:
+                    j = at + i
+                    same_on_both(update[:j] + bad + update[j + len(bad) :])
