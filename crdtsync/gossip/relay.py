@@ -7,6 +7,12 @@ window, everything it got to every other agent, with its own writes and its stat
 ``Push.hint``. A writer pushes a batch again (up to :data:`RELAY_ATTEMPTS` times) when no
 broadcast covering it came back within ``relay_retry``. While we are not connected to
 everyone, relays flood instead (``Push.forward``).
+
+That is the whole protocol on a lossless network, and this module holds it: the turns, the
+batches, their confirmation by the broadcasts' hints and their retries. What the relay adds
+against loss (repeats, second copies, the silence timer, patient repair requests) is the mixin
+:class:`~crdtsync.gossip._relay_loss._RelayLoss`, a base of :class:`Relay`, split off so each
+half reads in one module; its constants are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,8 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..messages import Push
 from . import _yjs
+from ._relay_loss import (
+    HINT_PATIENCE,
+    REPEATS,
+    SECOND_COPY,
+    SILENT_WINDOWS,
+    _first_client,
+    _RelayLoss,
+)
 from .overlay import RELAY, relay_of
 from .repair import sv_covers
 
@@ -31,33 +44,6 @@ __all__ = ["RELAY_ATTEMPTS", "REPEATS", "SECOND_COPY", "SILENT_WINDOWS", "Relay"
 
 #: A batch is pushed to a relay at most this many times; then anti-entropy.
 RELAY_ATTEMPTS = 6
-
-#: Under loss, a shard whose relay broadcasts stopped reaching us for this many windows (a
-#: run of lost frames, or the end of a burst) is asked of the last window's relay at once
-#: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint. 3.5, not 2.5:
-#: two broadcasts lost in a row (4 % of agent-windows at 20 % loss) are repeated in the third
-#: (REPEATS), which comes before a reply would; asked after two, the repairs cost 0.25
-#: messages per write and shortened nothing (benchmarks/README.md, "third pass").
-SILENT_WINDOWS = 3.5
-
-#: Under loss, this many relays after a broadcast's own repeat what it brought them (see
-#: Relay.on_broadcast): copies a window apart, free in messages. 4 since the lossy windows:
-#: an agent that missed all four copies (0.2^4, ~75 agent-writes a run at N = 25) waited for
-#: a repair; the fifth copy made the p99 latency lower on seeds 1-5 (1,030-1,195 ms, from
-#: 1,100-1,320; benchmarks/README.md, "third pass").
-REPEATS = 4
-
-#: Under loss, our relay broadcast goes twice to this many next relays (see second_copy).
-SECOND_COPY = 1
-
-#: Under loss, a repair is asked of two relays at once (see Relay._ask). Off since the lossy
-#: windows (Context.window): with copies 105 ms apart a second answer rarely came first, and it
-#: doubled the requests (0.2 messages per write; benchmarks/README.md, "third pass").
-SECOND_ASK = 0
-
-#: Under loss, a hint showing we lack something asks for a repair only if, this many windows
-#: later, a broadcast shows we still lack it (see Relay.on_hint). 0: at once.
-HINT_PATIENCE = 1.0
 
 
 @dataclass(slots=True)
@@ -75,24 +61,7 @@ class Sent:
     own: tuple[int, int] | None = None
 
 
-def _first_client(update: bytes) -> int | None:
-    """The client id of the first struct group of a Yjs v1 update (a local delta holds only
-    our own structs); None if it has none (deletes only) or cannot be read."""
-    values: list[int] = []
-    value = shift = 0
-    for byte in update[:30]:
-        value |= (byte & 0x7F) << shift
-        if byte & 0x80:
-            shift += 7
-            continue
-        values.append(value)
-        value = shift = 0
-        if len(values) == 3:  # groups, structs in the first group, its client
-            return values[2] if values[0] else None
-    return None
-
-
-class Relay:
+class Relay(_RelayLoss):
     """Our side of the rotating relay (see the module docstring).
 
     Args:
@@ -159,51 +128,6 @@ class Relay:
             times.append(min(at for at, _, _ in self.lacking.values()) + self._patience())
         return min(times) if times else None
 
-    def _patience(self) -> float:
-        """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
-        HINT_PATIENCE windows, and half a window for the broadcast that may show it covered."""
-        return (HINT_PATIENCE + 0.5) * self._ctx.window(self._ctx.now)
-
-    def _silence(self) -> float:
-        return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
-
-    def watch(self, now: float) -> None:
-        """A per-link timeout on the relay broadcasts, under loss (see :data:`SILENT_WINDOWS`).
-
-        While writes flow, every window's relay broadcasts to us; a shard whose broadcasts
-        stopped for ``SILENT_WINDOWS`` windows (not our own turn) lost them, or the burst
-        ended: ask the last window's relay for what we lack at once (one SyncRequest per
-        silence: the next broadcast re-arms it), instead of waiting for a later broadcast's
-        hint to show the loss. A run of lost broadcasts to one agent is common at 20 % loss
-        (0.2^5 happens about once per 3,000 agent-windows), and each of them held every
-        later write of the writers it cut off (Yjs keeps them pending).
-        """
-        if self.lacking:
-            self._ask_lacking(now)
-        silence = self._silence()
-        due = [s for s, at in self.heard.items() if now >= at + silence]
-        if not due:
-            return
-        for shard in due:
-            del self.heard[shard]
-        if self._ctx.mode() != RELAY or not self._ctx.lossy(now):
-            return
-        k = self._ctx.window_index(now)
-        me = self._ctx.name
-        if me in (self.relay_of(k - 1), self.relay_of(k - 2)):
-            # Our own turn: no broadcast of ours comes back to us. Not counted as silence:
-            # looked at again a window later (dropped, a cut-off agent would never ask).
-            for shard in due:
-                self.heard[shard] = now - silence + self._ctx.window(now)
-            return
-        target = self.relay_of(k - 1)
-        conn = self._ctx.links.get(target) if target is not None else None
-        if conn is None or conn.closing:
-            return
-        for shard in due:
-            if not self._repairs.asking(shard):
-                self._ask(conn, shard, now, None)
-
     def on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
         self._ae.hint_at = now
@@ -247,98 +171,6 @@ class Relay:
                 del self.lacking[shard]
                 hint = lack[1]
             self._ask(conn, shard, now, hint)
-
-    def _ask_lacking(self, now: float) -> None:
-        """Ask for the lacks no later broadcast showed covered in time (see on_hint): no
-        broadcast came (lost, or the writes ended), so none asked for them."""
-        patience = self._patience()
-        for shard, (at, hint, name) in list(self.lacking.items()):
-            if now < at + patience:
-                continue
-            del self.lacking[shard]
-            conn = self._ctx.links.get(name)
-            if conn is None or conn.closing or self._repairs.asking(shard):
-                continue
-            if not sv_covers(self._ctx.state_vector(shard), hint):
-                self._ask(conn, shard, now, hint)
-
-    def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
-        """Under loss: whether a later relay's hint shows that relay lacks the batch itself.
-
-        The relay we pushed ``u`` to confirms it with its broadcast's hint; when that hint is
-        lost (one in five at 20 %), ``u`` waited ``relay_retry``. A relay of a later window
-        (its broadcast at least two windows after our push) holds the batch once the first
-        relay broadcast it (or sent it the second copy): one whose hint is below our own
-        clock after the batch shows the batch lost on the way to the first relay (or, rarely,
-        both copies to the next one). Only our own clock is compared: a relay lacking another
-        writer's delta is no sign of our loss (comparing whole state vectors made re-pushes
-        feed on themselves, benchmarks/README.md "Second pass").
-        """
-        if u.own is None or now < u.at + 1.5 * self._ctx.window(now):
-            return False
-        if not self._ctx.lossy(now) or self._ctx.mode() != RELAY:
-            return False
-        client, clock = u.own
-        return _yjs.decode_state_vector(hint).get(client, 0) < clock
-
-    def _ask(self, conn: Link, shard: str, now: float, target: bytes | None) -> None:
-        """Ask ``conn`` for what we lack of ``shard``, and under loss a second holder too.
-
-        A repair is a request and a reply, each lost with p at p loss: at 20 % one in three
-        fails and is asked again only after ``repair_timeout``. Under loss (rotating relay),
-        the relay of the window before ``conn``'s broadcast (or the one before it) is asked as
-        well: it broadcast what ``conn`` relayed on, so it holds what we lack too, and both
-        answers must be lost for the repair to wait (0.13 instead of 0.36 at 20 %).
-        """
-        known_lossy = self._ctx.lossy(now)  # before this ask: a first loss asks once
-        self._repairs.ask(conn, shard, now, target)
-        if not SECOND_ASK or not known_lossy or self._ctx.mode() != RELAY:
-            return
-        k = self._ctx.window_index(now)
-        for j in (2, 3):
-            name = self.relay_of(k - j)
-            if name is None or name in (conn.name, self._ctx.name):
-                continue
-            other = self._ctx.links.get(name)
-            if other is not None and not other.closing and shard not in other.repair.repairs:
-                self._repairs.ask(other, shard, now, target)
-            return
-
-    def on_broadcast(self, conn: Link, shard: str, updates: tuple[bytes, ...], now: float) -> None:
-        """A relay broadcast came: repeat it in ours if we relay one of the next windows.
-
-        Redundancy against loss, on only while the network loses frames (``Context.lossy``):
-        each relay broadcast is repeated by the next :data:`REPEATS` relays (in their own
-        broadcasts: no extra message, only bytes), so an agent that lost one has it one, two
-        or three windows later without a repair round trip. Each agent receives one broadcast
-        per window, so copies can only come a window apart; at 20 % loss each copy reaches an
-        agent with p = 0.8 only if its relay had the delta (0.8 too), and a delta that no copy
-        brought waits for a repair (a hint, then a request and its reply, either lost with
-        0.2): a third repeating relay makes that rarer (0.2 * 0.36 * 0.23 = 1.7 % per agent
-        and write with two, about 0.4 % with three).
-        """
-        if not self._ctx.lossy(now) or self._ctx.mode() != RELAY:
-            return
-        k = self._ctx.window_index(now)
-        me = self._ctx.name
-        if self.relay_of(k) == me:
-            # Ours ends this window: queued for everyone now, it leaves with our broadcast.
-            for other in self._ctx.links.values():
-                if other is not conn and not other.closing:
-                    for u in updates:
-                        self._pushes.enqueue(other, shard, u)
-        elif self.relay_of(k + 1) == me:
-            # Ours is the next window: held with our own batch, which waits for it too.
-            held = self.own.setdefault(shard, [])
-            held.extend(updates)
-            self.own_bytes += sum(len(u) for u in updates)
-            self._ctx.schedule_flush(now)
-        else:
-            for j in range(2, REPEATS):
-                if self.relay_of(k + j) == me:
-                    # A later turn: kept aside (our own batches go to other relays meanwhile).
-                    self.later.setdefault(k + j, {}).setdefault(shard, []).extend(updates)
-                    break
 
     def dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
         """Send our own deltas of the window that just ended (rotating relay, see _flush).
@@ -395,26 +227,6 @@ class Relay:
         for shard, deltas in echo.items():
             own.setdefault(shard, [])[:0] = deltas
         self._to_everyone(own)
-
-    def second_copy(self, sent_from: int, now: float) -> None:
-        """Our broadcast (the outbox from ``sent_from`` on) goes twice to the next relays.
-
-        Under loss only. The next :data:`SECOND_COPY` relays' broadcasts are every other
-        agent's second (and third) copy of what ours brings (on_broadcast repeats it): a
-        broadcast lost on the way to one of them costs a copy to all 24 agents, not one. A
-        second frame to each costs one message per window each (not per agent), and makes
-        that leg lose with 0.04 instead of 0.2 at 20 % loss.
-        """
-        if not self._ctx.lossy(now):
-            return
-        k = self._ctx.window_index(now)
-        nexts = {self.relay_of(k + j) for j in range(SECOND_COPY)} - {None, self._ctx.name}
-        if not nexts:
-            return
-        out = self._ctx.outbox
-        for peer, msg in out[sent_from:]:
-            if peer in nexts and isinstance(msg, Push):
-                out.append((peer, msg))
 
     def _to_everyone(self, own: dict[str, list[bytes]]) -> None:
         for conn in self._ctx.links.values():
