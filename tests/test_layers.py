@@ -47,6 +47,9 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.gossip", 2),
     ("crdtsync.replica", 2),  # the ReplicaSet Protocol (moves into crdtsync.gossip)
     ("crdtsync.quotas", 2),  # pure quota policies the core calls (issue #11)
+    ("crdtsync._quota_buckets", 2),  # quotas' token buckets and budgets (split of quotas.py)
+    ("crdtsync._quota_pacing", 2),  # quotas' per-message rates (split of quotas.py)
+    ("crdtsync._quota_caps", 2),  # quotas' transfer and connection caps (split of quotas.py)
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
     ("crdtsync._sharding_reads", 3),  # Sharding's remote reads (issue 9 split)
