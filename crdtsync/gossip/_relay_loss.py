@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Push
+from ..yjs.parse import first_client
 from . import _yjs
 from .overlay import RELAY
 from .repair import sv_covers
@@ -67,20 +68,8 @@ HINT_PATIENCE = 1.0
 
 
 def _first_client(update: bytes) -> int | None:
-    """The client id of the first struct group of a Yjs v1 update (a local delta holds only
-    our own structs); None if it has none (deletes only) or cannot be read."""
-    values: list[int] = []
-    value = shift = 0
-    for byte in update[:30]:
-        value |= (byte & 0x7F) << shift
-        if byte & 0x80:
-            shift += 7
-            continue
-        values.append(value)
-        value = shift = 0
-        if len(values) == 3:  # groups, structs in the first group, its client
-            return values[2] if values[0] else None
-    return None
+    """The client id of the first struct group of a delta (see :func:`first_client`)."""
+    return first_client(update)
 
 
 class _RelayLoss:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidUpdate, UpdateOverLimit
 from ._causal import first_missing
 from ._content import MAX_NESTING
+from ._lib0 import MAX_SAFE, read_uint
 from ._malformed import Malformed, OverLimit
 from .limits import DEFAULT_LIMITS, UpdateLimits
 from .state import DeleteSet, read_delete_set
@@ -38,6 +39,7 @@ __all__ = [
     "UpdateInfo",
     "UpdateLimits",
     "WORK_PER_BYTE",
+    "first_client",
     "is_noop",
     "parse_update",
     "validate_update",
@@ -49,6 +51,22 @@ __all__ = [
 #: most ``max_fan`` (256) conflict-scan steps, and takes at least 4 bytes (info byte, origin,
 #: one byte of content); a deleted range costs 1 step and takes at least 2 bytes.
 WORK_PER_BYTE = 65
+
+
+def first_client(update: bytes) -> int | None:
+    """The client id of the first struct group of a Yjs v1 update (a local delta holds only
+    the writer's own structs), read without validating the rest; None if the update has no
+    struct group (deletes only) or its first three varuints cannot be read."""
+    try:
+        groups, pos = read_uint(update, 0, MAX_SAFE, "number of clients")
+        if not groups:
+            return None
+        _, pos = read_uint(update, pos, MAX_SAFE, "number of structs")
+        client, _ = read_uint(update, pos, MAX_SAFE, "client")
+    except Malformed:
+        return None
+    return client
+
 
 # ---------------------------------------------------------------------------------------------
 # The lib0 v1 update encoding, as Yjs (src/utils/encoding.js, src/structs/*.js) and Yrs
