@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from ..yjs.parse import first_client
 from . import _yjs
 from .overlay import RELAY
 from .repair import sv_covers
@@ -68,8 +67,8 @@ HINT_PATIENCE = 1.0
 
 
 def _first_client(update: bytes) -> int | None:
-    """The client id of the first struct group of a delta (see :func:`first_client`)."""
-    return first_client(update)
+    """The client id of the first struct group of a delta (see :func:`crdtsync.yjs.parse.first_client`)."""
+    return _yjs.first_client(update)
 
 
 class _RelayLoss:

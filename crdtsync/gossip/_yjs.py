@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from ..errors import CloseCode, InvalidUpdate, map_exceptions
-from ..yjs.parse import UpdateInfo, validate_update
+from ..yjs.parse import UpdateInfo, first_client, validate_update
 from ..yjs.state import (
     EMPTY_STATE_VECTOR,
     DeleteSet,
@@ -28,6 +28,7 @@ __all__ = [
     "covers",
     "decode_delete_set",
     "decode_state_vector",
+    "first_client",
     "validate_update",
 ]
 
