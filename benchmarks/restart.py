@@ -1,7 +1,8 @@
 """Restart: reopen a shard whose log holds 1,000,000 small updates, before and after compaction.
 
-The store is written directly through ``crdtsync.store.Store`` (so that no automatic
-compaction folds the log while it is built): ``updates`` map sets
+The shard is created by an ``Agent`` (as any agent's shard is, with its metadata), then its
+log is written directly through ``crdtsync.store.Store`` (so that no automatic compaction
+folds the log while it is built): ``updates`` map sets
 ``root["k<i % 1000>"] = i`` (crdtsync's value encoding), each its own pycrdt transaction and
 its own log entry, committed in batches. Then, each in a fresh process (the page cache is
 warm, alike for every figure):
@@ -46,10 +47,24 @@ SIZES = {"full": 1_000_000, "quick": 200_000, "tiny": 5_000}
 SHARD = "s"
 
 
+def create_shard(path: Path) -> None:
+    """Create the shard as an agent does (its metadata says it was checked against the work
+    limits and holds crdtsync's value format), so that the timed reopen is a reopen, not the
+    one-time check and migration of a store written before those existed."""
+    from crdtsync import Agent
+
+    async def go() -> None:
+        async with Agent("restart", data_dir=path) as agent:
+            await agent.shard(SHARD)
+
+    asyncio.run(go())
+
+
 def build(path: Path, n: int, prog: Progress, batch: int = 50_000) -> None:
     from crdtsync.store import Store
     from crdtsync.values import encode_value
 
+    create_shard(path)
     task = prog.task(f"writing a log of {n:,} updates", n)
     doc = pycrdt.Doc()
     root = doc.get("root", type=pycrdt.Map)
