@@ -23,7 +23,7 @@ from . import updates
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
-from .views import ListView, MapView, _same_live, mark_closed, wrap
+from .views import ListView, MapView, _maybe_live, _same_live, mark_closed, wrap
 from .yjs.doc import apply_validated_many, delete_set_of, digest_of
 from .yjs.parse import UpdateInfo
 
@@ -223,7 +223,7 @@ class Shard(MapView, metaclass=_ShardType):
         self._check_open()
         if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
             return  # ``shard[key] += n`` on a counter: already counted
-        if key not in self.crdt and self._is_named(key, value):
+        if _maybe_live(value) and key not in self.crdt and self._is_named(key, value):
             return  # ``shard[key] += ...`` on a named Text or list: already appended in place
         super().__setitem__(key, value)
 

@@ -84,6 +84,20 @@ def _source_of(crdt: Any, key: str) -> tuple[int, str]:
     return (id(crdt.doc), key)
 
 
+def _maybe_live(value: Any) -> bool:
+    """Whether ``value`` may be a live container (a leaf, a write's common case, never is:
+    checked before the stored value is read, which costs pycrdt two transactions)."""
+    if type(value) in _LEAVES:  # (MapView is an ABC: its isinstance is slow, see _LEAVES)
+        return False
+    return isinstance(value, (MapView, ListView, pycrdt.Map, pycrdt.Array, *_LIVE))
+
+
+#: Leaf types: never a live container. ``isinstance`` against the views (``MutableMapping``
+#: and ``MutableSequence`` subclasses, i.e. ABCs) walks the ABC registry; a plain write of a
+#: leaf, the common case, is answered by this set lookup instead.
+_LEAVES: frozenset[type] = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def _same_live(current: Any, value: Any) -> bool:
     """Whether ``value`` is the live container already stored as ``current`` (``+=`` on a
     Text, a ListView...: the in-place operator already wrote; the assignment must not)."""
@@ -133,7 +147,7 @@ class MapView(MutableMapping[str, Any]):
                 f"shard.counter({key!r}).increment(n), or view[{key!r}] = int(view[{key!r}]) + n "
                 "if last-writer-wins is what you mean"
             )
-        if key in self.crdt and _same_live(self.crdt[key], value):
+        if _maybe_live(value) and key in self.crdt and _same_live(self.crdt[key], value):
             return  # ``view[key] += ...`` on a Text or list: already appended in place
         self.crdt[key] = encode_value(value, repr(key))
 
