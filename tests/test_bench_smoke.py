@@ -139,7 +139,8 @@ def test_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _run("restart", tmp_path, monkeypatch)
-    assert res["reopen_log"]["log_count"] == res["updates"] == 5000
+    # +1: the shard is created by an Agent, whose first update records its value format
+    assert res["reopen_log"]["log_count"] == res["updates"] + 1 == 5001
     assert res["compact"]["after"]["log_count"] == 0
     assert res["reopen_compacted"]["keys"] == res["reopen_log"]["keys"] == 1000
     assert res["disk"]["after"]["live_bytes"] == res["compact"]["after"]["snapshot_bytes"]
@@ -229,6 +230,32 @@ def test_summary_rows_of_a_failed_scenario() -> None:
         }
     ]
     assert "FAILED" in bench.summary_markdown(rows)
+
+
+def test_summary_rows_of_a_failed_peer_keep_crdtsync() -> None:
+    """A peer that failed inside a scenario (stream.py reports ``{"error": ...}`` for it) is
+    one row of its own; crdtsync's rows of that scenario stand."""
+    fig = {
+        "all_done_s": 2.0,
+        "latency_ms": {"p50": 1.0, "p99": 5.0},
+        "worst_follower_p99_ms": 9.0,
+        "msgs_per_edit": 1.0,
+        "wire_bytes_per_edit": 10.0,
+    }
+    stream = {
+        "edits": 100,
+        "paced_rate": 50,
+        "floor": {"durable_s": 1.5},
+        "systems": {
+            "crdtsync": {"burst": fig, "paced": fig},
+            "pycrdt-websocket": {"error": "TimeoutError: hub/c1: no 'followed' within 1800s"},
+        },
+        "targets": {"all_done_within_1_5x_floor": {"met": True}},
+    }
+    rows = bench.summary_rows({"stream": stream})
+    figures = [r["figure"] for r in rows]
+    assert "pycrdt-websocket: failed" in figures
+    assert any(f.startswith("crdtsync: 100 edits live") for f in figures)
 
 
 def test_summary_names_the_strongest_peer_of_each_figure() -> None:

@@ -334,6 +334,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         elif name == "stream":
             fl = res.get("floor", {})
             for sysname, st in res.get("systems", {}).items():
+                if "error" in st:  # a peer that failed (stream.py reports it, the rest stand)
+                    row(name, f"{sysname}: failed", str(st["error"])[:80], "", "")
+                    continue
                 b, pc = st["burst"], st["paced"]
                 ours = sysname == "crdtsync"
                 row(
