@@ -63,17 +63,20 @@ def run(agents: int, updates_n: int, rate: float, seed: int, settle: float) -> d
     written: dict[int, float] = {}
     arrived: list[float] = []
 
+    upto: dict[str, int] = {}  # agent -> the first key it does not hold yet
+
     def seen(node: str, shard: str, now: float) -> None:
         if node == names[0]:
             return
         m = net.nodes[node].replicas.docs[shard].get("m", type=pycrdt.Map)
-        # keys k0..kN: a replica's newest key is the write this change brought (order holds
-        # on a tree; a batch brings several: the latency of the newest is counted)
-        for i in range(updates_n - 1, -1, -1):
-            if f"k{i}" in m:
-                if i in written:
-                    arrived.append(now - written[i])
-                break
+        # keys k0..kN, in order along the tree: the newest one a change brought is counted
+        # (a batch brings several: the latency of its newest)
+        i = j = upto.get(node, 0)
+        while j in written and f"k{j}" in m:
+            j += 1
+        if j > i:
+            upto[node] = j
+            arrived.append(now - written[j - 1])
 
     net.observers.append(seen)
     net.reset_stats()

@@ -405,7 +405,11 @@ class Acks:
                 own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
             ):
                 states = conn.acks.take_all(now)
-            relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
+            relayed = (
+                self.take_relayed(conn, now, mode, riding=bool(states))
+                if conn.acks.relay_acks
+                else ()
+            )
             if states or relayed:
                 states = tuple(self.on_wire(conn, st) for st in states)
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
@@ -483,11 +487,15 @@ class Acks:
         self.own_acks.clear()
         self.own_acks_since = math.inf
 
-    def take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
-        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
+    def take_relayed(
+        self, conn: Link, now: float, mode: str, *, riding: bool = False
+    ) -> tuple[RelayedAck, ...]:
+        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent.
+        ``riding``: our own acks go in that message anyway (a tree sends them along, not in
+        a frame of their own ack_relay_interval later)."""
         cfg = self._ctx.config
         if not conn.acks.relay_acks or (
-            mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval
+            mode == TREE and not riding and now < conn.acks.last_relay_at + cfg.ack_relay_interval
         ):
             return ()
         out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
