@@ -114,3 +114,47 @@ def test_a_reader_hears_of_agents_past_its_neighbours() -> None:
     # (owed to every holder, as before: 9; without the ask passed on, only the neighbour's
     # side answers: 5).
     assert len(got) >= 9, got
+
+
+def test_an_ask_is_passed_on_once_per_neighbour_whatever_asker_it_names() -> None:
+    # A WANT_ACK naming many askers (a peer may name anyone) is passed on through the tree
+    # once per (shard, neighbour) and half a second: naming others does not multiply it.
+    net = tree(24, 5)
+    put(net, "a00", "x", 1)
+    net.run_for(1)
+    leaf = sorted(
+        n
+        for n, node in net.nodes.items()
+        if n != "a00" and node.core is not None and len(node.core.connected()) == 1
+    )[-1]
+    core = net.nodes[leaf].core
+    assert core is not None
+    (hub,) = core.connected()
+    hub_core = net.nodes[hub].core
+    assert hub_core is not None
+    others = len(hub_core.connected()) - 1
+    assert others >= 1
+    net.recording = True
+    sent: list[tuple[str, str]] = []
+    transmit = net._transmit
+
+    def spy(conn: Any, src: str, msg: Message) -> None:
+        if src == hub and isinstance(msg, Push) and msg.updates == (b"\x00\x00",):
+            sent.append((src, conn.other(src)))
+        transmit(conn, src, msg)
+
+    net._transmit = spy  # type: ignore[method-assign]
+
+    def ask(c: Any, asker: str) -> None:
+        conn = c._conns[hub]
+        c._p.pushes.push(conn, "s", [b"\x00\x00"], now=net.now, authors=[asker])
+
+    for i in range(6):
+        net.call(leaf, lambda c, i=i: ask(c, f"asker{i}"))
+    net.run_for(0.2)
+    assert len(sent) == others, sent  # once to each other neighbour of the hub
+    sent.clear()
+    net.run_for(0.5)
+    net.call(leaf, lambda c: ask(c, "again"))  # half a second later: passed on again
+    net.run_for(0.2)
+    assert len(sent) == others, sent

@@ -168,7 +168,7 @@ class _PushReceive:
     def pass_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
         """A tree: pass a WANT_ACK of ``shard`` from ``asker`` (it came on ``conn``) on to our
         other neighbours, so that the agents past us answer towards it (see acks.py)."""
-        if not self._acks.ask_on(shard, asker, now):
+        if not self._acks.ask_on(shard, conn.name, now):
             return
         for other in self._ctx.links.values():
             if (

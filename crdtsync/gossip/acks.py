@@ -18,7 +18,7 @@ so that ``replicated()`` hears of agents we are not connected to, but only back 
 path the shard came by: to the neighbours that sent it to us or asked for our acks within
 :meth:`Acks.relay_horizon` (:attr:`LinkAcks.upstream`). A writer's update travels down the
 tree and the acks of its receivers climb back to it; nothing goes down. A ``WANT_ACK`` in a
-tree is passed on to the other neighbours (once per asker and half a second), and each agent
+tree is passed on to the other neighbours (once per neighbour and half a second), and each agent
 it reaches sends the asker's side the acks it already knows (within the hops), so that a
 reader waiting in ``replicated()`` hears of agents that got the change from elsewhere
 (issue 18: owing acks to every holder cost 24 Acks per update at 64 agents).
@@ -219,7 +219,7 @@ class Acks:
         self.fanout = FanoutAcks()
         #: (agent, shard) -> the hops the ack in ``acked`` had come (0: from the agent itself)
         self.hops: dict[tuple[str, str], int] = {}
-        #: (shard, asker) -> when a WANT_ACK of it was last passed on (tree; see ask_on)
+        #: (shard, neighbour) -> when a WANT_ACK from it was last passed on (tree; ask_on)
         self._asks: dict[tuple[str, str], float] = {}
 
     def forget(self, agent: str) -> None:
@@ -341,16 +341,20 @@ class Acks:
                 conn.acks.relay_since = min(conn.acks.relay_since, now)
                 self._ctx.schedule_flush(now)
 
-    def ask_on(self, shard: str, asker: str, now: float) -> bool:
-        """Whether a WANT_ACK of ``shard`` from ``asker`` that reached us goes on to our other
-        neighbours (a tree: the agents past us answer towards it): once per asker and
-        half a second (the asker repeats it every second while it waits)."""
-        last = self._asks.get((shard, asker))
+    def ask_on(self, shard: str, source: str, now: float) -> bool:
+        """Whether a WANT_ACK of ``shard`` that came from neighbour ``source`` goes on to our
+        other neighbours (a tree: the agents past us answer towards the asker): only for a
+        shard we hold, once per (shard, neighbour) and half a second (the asker repeats it
+        every second while it waits). Keyed by the neighbour, not by the asker the Push
+        names: a peer cannot make us pass on more by naming other askers."""
+        if not self._ctx.holds(shard):
+            return False
+        last = self._asks.get((shard, source))
         if last is not None and now < last + 0.5:
             return False
         if len(self._asks) > 1024:  # forget old asks (they only dedupe the repeats)
             self._asks = {k: t for k, t in self._asks.items() if now < t + 0.5}
-        self._asks[(shard, asker)] = now
+        self._asks[(shard, source)] = now
         return True
 
     def relay_horizon(self) -> float:
