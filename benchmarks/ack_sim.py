@@ -7,7 +7,7 @@ N gossip cores in one process over the deterministic memory transport
 tree beyond) and every agent seeded with the writer ``a00``, as ``benchmarks/fanout.py
 --scale`` connects them. After the overlay settles, ``a00`` writes one map entry per update at
 ``--rate`` updates/s (virtual time). Reported for that phase: frames per update by message
-type, the acks per update (standalone ``Ack`` frames, own states riding on Pushes, relayed
+type and bytes per update, the acks per update (standalone ``Ack`` frames, own states riding on Pushes, relayed
 acks on either), the CPU of the whole simulation per update (``time.process_time``; every
 agent's core runs in this one process), delivery latency in virtual time (write to each
 replica, p50/p99/max), and how many agents the writer's ``replicated()`` counts for its last
@@ -94,6 +94,7 @@ def run(agents: int, updates_n: int, rate: float, seed: int, settle: float) -> d
     net.run_for(0.5)
     cpu = time.process_time() - cpu
     by_type = dict(net.by_type)
+    sent_bytes = net.total_bytes()
     acks = dict(net.acks)
     writer = net.nodes[names[0]]
     doc = writer.replicas.docs["s"]
@@ -118,6 +119,7 @@ def run(agents: int, updates_n: int, rate: float, seed: int, settle: float) -> d
         "mode": writer.core.mode(),
         "frames_per_update": {k: round(v / updates_n, 3) for k, v in sorted(by_type.items())},
         "messages_per_update": round(sum(by_type.values()) / updates_n, 3),
+        "bytes_per_update": round(sent_bytes / updates_n, 1),
         "acks_per_update": {k: round(v / updates_n, 3) for k, v in sorted(acks.items())},
         "cpu_ms_per_update": round(1000 * cpu / updates_n, 3),
         "latency_ms": {

@@ -2,7 +2,7 @@
 
 In a tree a receiver owes its acks to the neighbour that sent it the shard, and passes others'
 acks back along that path (``crdtsync/gossip/acks.py``). Owing them to every holder, as before,
-cost 46 own and 19 relayed acks per update at 64 agents (``benchmarks/ack_sim.py``). Seeded
+cost 46 own and 15 relayed acks per update at 64 agents (``benchmarks/ack_sim.py``). Seeded
 simulator runs: a single writer's update flows down the tree, so no ack may flow down it.
 """
 
