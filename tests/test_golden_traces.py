@@ -162,7 +162,7 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 GOLDEN: dict[str, str] = {
     "full_mesh": "c0eaf575b68d82a59aab737aef76cd2550e31b54f66c579e9733aaf72870c0b0",
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
-    "tree": "2bd62d67ce14e4f6f37a7458a82f746d7ef0deebb69dc25a9d9417ced21eb083",
+    "tree": "7ffcd049686f8f88d13aa8511bfc081d31a0224daa64496751236e672a11c69b",
     "partial": "9a6bb926e05823d5c533874a811faeb11c0e755f4348e806779186309ca7471b",
     "lossy_partition": "68f9800b0f9208ef6c13c9628c4961ebaf073a3b57eda9f337cb44d19f882950",
 }

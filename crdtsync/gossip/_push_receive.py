@@ -29,7 +29,7 @@ from ..errors import (
 from ..messages import Push, ShardState
 from ..names import validate_shard_name
 from . import _yjs
-from .acks import WANT_ACK, WANTED_COMMITS, Acks, _given
+from .acks import WANT_ACK, Acks, _given
 from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
@@ -62,6 +62,16 @@ class _PushReceive:
         ) -> None: ...
 
         def enqueue_fanout(self, shard: str, update: bytes) -> None: ...
+
+        def push(
+            self,
+            conn: Link,
+            shard: str,
+            queued: list[bytes],
+            *,
+            now: float,
+            authors: list[str | None] | None = None,
+        ) -> None: ...
 
         def has_fanout(self, shard: str) -> bool: ...
 
@@ -147,11 +157,28 @@ class _PushReceive:
         conn.rounds.last_push_in = now
         if msg.updates == (WANT_ACK,):
             self._acks.owe_now(conn, msg.shard, now)
+            if self._ctx.mode() == TREE and not self._ctx.policy.partial:
+                self.pass_ask(conn, msg.shard, msg.author(0) or conn.name, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
         # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
         check_gap = msg.hint is None and not (msg.relay and self._ctx.mode() == RELAY)
         self._repairs.sequence(conn, msg.shard, msg.seq, check_gap, now)
+
+    def pass_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
+        """A tree: pass a WANT_ACK of ``shard`` from ``asker`` (it came on ``conn``) on to our
+        other neighbours, so that the agents past us answer towards it (see acks.py)."""
+        if not self._acks.ask_on(shard, conn.name, now):
+            return
+        for other in self._ctx.links.values():
+            if (
+                other is not conn
+                and not other.closing
+                and not other.fanout
+                and other.name != asker
+                and self._ctx.policy.sends_to(other.name, shard)
+            ):
+                self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
 
     def apply(
         self,
@@ -192,7 +219,7 @@ class _PushReceive:
             return None
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
-        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
+        conn.acks.want(shard, now)  # it sent us the shard: it may wait on our ack
         if delta is None:
             return []
         self._forward(conn, shard, delta, forward, author)
@@ -230,7 +257,7 @@ class _PushReceive:
             return None
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
-        conn.acks.wanted[shard] = WANTED_COMMITS  # it sent us the shard: it may wait on our ack
+        conn.acks.want(shard, now)  # it sent us the shard: it may wait on our ack
         for delta in deltas:
             self._forward(conn, shard, delta, forward, author)
         return deltas

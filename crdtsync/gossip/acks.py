@@ -2,18 +2,27 @@
 
 After :meth:`GossipCore.durable`, the peers that want it are owed our on-disk (state vector,
 delete set): piggybacked on a Push to them within ``ack_delay``, or else sent alone as an Ack
-(at most once per ``ack_interval``). Who wants it: in a full mesh, the peers that sent us the
-shard since (a writer waits on our ack in ``replicated()``), and a peer that asks with a Push
-of :data:`WANT_ACK` (it waits in ``replicated()`` for changes it did not make); in a tree,
-and with partial replication, every peer that sent us the shard or said it holds it (acks are
-relayed from there). Fanout links (:attr:`~crdtsync.gossip.links.Link.fanout`, a broker)
-are owed nothing by default: an agent that waits in ``replicated()`` broadcasts a
+(at most once per ``ack_interval``). Who wants it, in a full mesh and in a tree alike: the
+peers that sent us the shard since (a writer waits on our ack in ``replicated()``), and a peer
+that asks with a Push of :data:`WANT_ACK` (it waits in ``replicated()`` for changes it did not
+make). With partial replication every peer that sent us the shard or said it holds it is owed
+them (acks are not relayed there). Fanout links (:attr:`~crdtsync.gossip.links.Link.fanout`,
+a broker) are owed nothing by default: an agent that waits in ``replicated()`` broadcasts a
 :data:`WANT_ACK`, and every agent holding the shard answers with one broadcast Ack, then acks
 its next :data:`WANTED_COMMITS` commits of it the same way (:class:`FanoutAcks`). Acking
 every write to every holder would cost each agent a delivery per agent per ack interval
-(quadratic in the agents on one broker). Acks of other agents are passed
-on (``RelayedAck``) in a tree, up to ``ack_relay_hops`` hops, so that ``replicated()`` hears
-of agents we are not connected to. :class:`LinkAcks` is the per-link part of that state.
+(quadratic in the agents on one broker).
+
+In a tree, acks of other agents are passed on (``RelayedAck``, up to ``ack_relay_hops`` hops)
+so that ``replicated()`` hears of agents we are not connected to, but only back along the
+path the shard came by: to the neighbours that sent it to us or asked for our acks within
+:meth:`Acks.relay_horizon` (:attr:`LinkAcks.upstream`). A writer's update travels down the
+tree and the acks of its receivers climb back to it; nothing goes down. A ``WANT_ACK`` in a
+tree is passed on to the other neighbours (once per neighbour and half a second), and each agent
+it reaches sends the asker's side the acks it already knows (within the hops), so that a
+reader waiting in ``replicated()`` hears of agents that got the change from elsewhere
+(issue 18: owing acks to every holder cost 24 Acks per update at 64 agents).
+:class:`LinkAcks` is the per-link part of that state.
 """
 
 from __future__ import annotations
@@ -74,6 +83,15 @@ class LinkAcks:
     ds_out: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     #: shard -> the delete set of its last ack to us (what SAME_DELETE_SET refers to)
     ds_in: dict[str, bytes] = field(default_factory=dict)
+    #: shard -> when it last sent us the shard or asked for our acks: in a tree, others' acks
+    #: of the shard are relayed to it for a while after (Acks.relay_horizon)
+    upstream: dict[str, float] = field(default_factory=dict)
+
+    def want(self, shard: str, now: float) -> None:
+        """It sent us ``shard`` (or asked for our acks) at ``now``: our next
+        :data:`WANTED_COMMITS` acks of it are owed to it, and others' acks relayed to it."""
+        self.wanted[shard] = WANTED_COMMITS
+        self.upstream[shard] = now
 
     def wire_delete_set(self, shard: str, ds: bytes) -> bytes:
         """What goes on the wire for our delete set ``ds`` of ``shard`` in a direct ack to this
@@ -199,10 +217,15 @@ class Acks:
         self.unverified = 0
         #: Acks asked by broadcast WANT_ACKs (fanout links; see the module docstring).
         self.fanout = FanoutAcks()
+        #: (agent, shard) -> the hops the ack in ``acked`` had come (0: from the agent itself)
+        self.hops: dict[tuple[str, str], int] = {}
+        #: (shard, neighbour) -> when a WANT_ACK from it was last passed on (tree; ask_on)
+        self._asks: dict[tuple[str, str], float] = {}
 
     def forget(self, agent: str) -> None:
         """``agent`` left the membership view."""
-        self.acked.pop(agent, None)
+        for shard in self.acked.pop(agent, {}):
+            self.hops.pop((agent, shard), None)
 
     def deadlines(self) -> list[float]:
         """When :meth:`send_due` has work (only asked while no flush is scheduled)."""
@@ -232,19 +255,17 @@ class Acks:
                     self.own_acks_since = min(self.own_acks_since, now)
                     self._ctx.schedule_flush(now)
                 continue
-            # A full mesh owes acks to the peers that sent us the shard lately (or asked):
-            # the one that wrote waits on them; the others would only decode and store them.
-            # A tree relays acks from neighbour to neighbour, so every holder is owed them.
-            # Fanout links (a broker): only what a broadcast WANT_ACK asked for, below.
-            broad = self._ctx.policy.partial or self._ctx.mode() == TREE
+            # Owed to the peers that sent us the shard lately (or asked): the one that wrote
+            # waits on them, or passes them on towards the writer (a tree); the others would
+            # only decode and store them. Partial replication relays no acks, so every holder
+            # is owed them. Fanout links (a broker): only what a broadcast WANT_ACK asked for.
+            broad = self._ctx.policy.partial
             for conn in self._ctx.links.values():
                 if conn.fanout:
                     continue
                 if broad:
                     # (partial replication: also every peer that announced holding the shard)
-                    wants = shard in conn.interest or (
-                        self._ctx.policy.partial and self._ctx.policy.sends_to(conn.name, shard)
-                    )
+                    wants = shard in conn.interest or self._ctx.policy.sends_to(conn.name, shard)
                 else:
                     # Kept for WANTED_COMMITS commits: an update applied after the capture of
                     # one commit is in the next one (its shard is dirty again).
@@ -296,12 +317,53 @@ class Acks:
     def owe_now(self, conn: Link, shard: str, now: float) -> None:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
         now (unless it has it), and the next ones as they come."""
-        conn.acks.wanted[shard] = WANTED_COMMITS
-        if self._ctx.mode() == RELAY or not self._ctx.holds(shard):
+        conn.acks.want(shard, now)
+        mode = self._ctx.mode()
+        if mode == RELAY or not self._ctx.holds(shard):
             return  # the relay owes our acks to the whole mesh anyway
         sv, ds = self._ctx.replicas.durable_state(shard)
         if conn.acks.owe(ShardState(shard, sv, ds), now):
             self._ctx.schedule_flush(now)
+        if mode == TREE and not self._ctx.policy.partial:
+            # The asker hears of the agents we know hold the shard (within the hops): they
+            # acked towards us, or past us, not towards it (see the module docstring).
+            limit = self._ctx.config.ack_relay_hops
+            queued = False
+            for agent in sorted(self.acked):
+                st = self.acked[agent].get(shard)
+                if st is None or agent == conn.name:
+                    continue
+                hops = self.hops.get((agent, shard), 0)
+                if hops < limit:
+                    conn.acks.relay_acks[(agent, shard)] = (st, hops + 1)
+                    queued = True
+            if queued:
+                conn.acks.relay_since = min(conn.acks.relay_since, now)
+                self._ctx.schedule_flush(now)
+
+    def ask_on(self, shard: str, source: str, now: float) -> bool:
+        """Whether a WANT_ACK of ``shard`` that came from neighbour ``source`` goes on to our
+        other neighbours (a tree: the agents past us answer towards the asker): only for a
+        shard we hold, once per (shard, neighbour) and half a second (the asker repeats it
+        every second while it waits). Keyed by the neighbour, not by the asker the Push
+        names: a peer cannot make us pass on more by naming other askers."""
+        if not self._ctx.holds(shard):
+            return False
+        last = self._asks.get((shard, source))
+        if last is not None and now < last + 0.5:
+            return False
+        if len(self._asks) > 1024:  # forget old asks (they only dedupe the repeats)
+            self._asks = {k: t for k, t in self._asks.items() if now < t + 0.5}
+        self._asks[(shard, source)] = now
+        return True
+
+    def relay_horizon(self) -> float:
+        """How long after a neighbour sent us a shard (or asked) others' acks of it are
+        relayed to it: a few ack rounds, at least 2 s (the acks of agents up to
+        ``ack_relay_hops`` hops past us come back within it; a writer waiting in
+        ``replicated()`` asks again every second, which keeps the path open)."""
+        cfg = self._ctx.config
+        return max(2.0, 4 * max(cfg.ack_interval, cfg.ack_relay_interval))
 
     def ack_due(self, conn: Link) -> float:
         cfg = self._ctx.config
@@ -347,7 +409,11 @@ class Acks:
                 own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
             ):
                 states = conn.acks.take_all(now)
-            relayed = self.take_relayed(conn, now, mode) if conn.acks.relay_acks else ()
+            relayed = (
+                self.take_relayed(conn, now, mode, riding=bool(states))
+                if conn.acks.relay_acks
+                else ()
+            )
             if states or relayed:
                 states = tuple(self.on_wire(conn, st) for st in states)
                 self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
@@ -425,11 +491,15 @@ class Acks:
         self.own_acks.clear()
         self.own_acks_since = math.inf
 
-    def take_relayed(self, conn: Link, now: float, mode: str) -> tuple[RelayedAck, ...]:
-        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent."""
+    def take_relayed(
+        self, conn: Link, now: float, mode: str, *, riding: bool = False
+    ) -> tuple[RelayedAck, ...]:
+        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent.
+        ``riding``: our own acks go in that message anyway (a tree sends them along, not in
+        a frame of their own ack_relay_interval later)."""
         cfg = self._ctx.config
         if not conn.acks.relay_acks or (
-            mode == TREE and now < conn.acks.last_relay_at + cfg.ack_relay_interval
+            mode == TREE and not riding and now < conn.acks.last_relay_at + cfg.ack_relay_interval
         ):
             return ()
         out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
@@ -470,6 +540,8 @@ class Acks:
         key = (agent, state.shard)
         source.acks.relay_acks.pop(key, None)  # it has this one, or a newer one
         if cur == state:
+            if hops < self.hops.get(key, hops):
+                self.hops[key] = hops  # a shorter way (what owe_now passes on counts it)
             return
         if (
             cur is not None
@@ -480,6 +552,7 @@ class Acks:
         ):
             return  # older news (a durable state only grows; the agent itself is believed)
         self.acked.setdefault(agent, {})[state.shard] = state
+        self.hops[key] = hops
         self._repairs.check_ack(agent, state, source, now)
         if forward and self._ctx.mode() == RELAY:
             # they travel with the deltas (see window.py)
@@ -488,8 +561,15 @@ class Acks:
         elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
+            # Only back along the path the shard came by (see the module docstring).
+            since = now - self.relay_horizon()
             for c in self._ctx.links.values():
-                if c is not source and not c.closing and c.name != agent:
+                if (
+                    c is not source
+                    and not c.closing
+                    and c.name != agent
+                    and c.acks.upstream.get(state.shard, -math.inf) >= since
+                ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
 

@@ -212,7 +212,7 @@ class Pushes(_PushReceive):
         writer only."""
         for conn in self._ctx.links.values():
             if not conn.closing and shard in conn.interest and not conn.fanout:
-                self.push(conn, shard, [WANT_ACK], now=now)
+                self.push(conn, shard, [WANT_ACK], now=now, authors=[self._ctx.name])
         if self.any_fanout:  # one broadcast asks every agent on the medium, link or not
             # Each ask goes: the record of what was fanned out is only dropped at a window
             # boundary, which an idle writer (waiting here) may not reach for a long time.
