@@ -176,7 +176,6 @@ class MqttTransport(_Incoming):
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
         self.observer: Observer = NULL_OBSERVER
-        self._want_acks_hook: Callable[[], None] | None = None
         #: the broker connection
         self.session = BrokerSession(
             broker,
@@ -205,11 +204,6 @@ class MqttTransport(_Incoming):
         code of the peer's ``CLOSE`` frame (``"peer"``), or 1006 (``"none"``) when its Will,
         its presence or our broker connection ended it. The agent passes its metrics here."""
         self.observer = observer
-
-    def set_want_acks_hook(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` when a broadcast WANT_ACK arrives (an agent waits in ``replicated()``
-        for our ack, which covers only what is on disk): the agent commits at once then."""
-        self._want_acks_hook = hook
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n

@@ -270,6 +270,7 @@ class Acks:
         durable state of it to the mesh now, and our next WANTED_COMMITS ones, as broadcasts."""
         if not self._ctx.holds(shard):
             return
+        self._ask_commit(shard)
         self.fanout.wanted[shard] = WANTED_COMMITS
         sv, ds = self._ctx.replicas.durable_state(shard)
         # Asked: owed even if it went before (the asker may have come since, or missed it).
@@ -297,11 +298,19 @@ class Acks:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
         now (unless it has it), and the next ones as they come."""
         conn.acks.wanted[shard] = WANTED_COMMITS
-        if self._ctx.mode() == RELAY or not self._ctx.holds(shard):
+        if not self._ctx.holds(shard):
+            return
+        self._ask_commit(shard)
+        if self._ctx.mode() == RELAY:
             return  # the relay owes our acks to the whole mesh anyway
         sv, ds = self._ctx.replicas.durable_state(shard)
         if conn.acks.owe(ShardState(shard, sv, ds), now):
             self._ctx.schedule_flush(now)
+
+    def _ask_commit(self, shard: str) -> None:
+        """Tell the agent a peer waits for our ack of ``shard`` (Context.on_ack_wanted)."""
+        if self._ctx.on_ack_wanted is not None:
+            self._ctx.on_ack_wanted(shard)
 
     def ack_due(self, conn: Link) -> float:
         cfg = self._ctx.config
