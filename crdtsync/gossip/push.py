@@ -438,6 +438,7 @@ class Pushes(_PushReceive):
                 with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
                     infos[i] = _yjs.validate_update(u)
         policy = self._ctx.policy
+        self._ctx.broadcast_in_at = now
         if not policy.accepts(msg.shard):
             return
         for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):

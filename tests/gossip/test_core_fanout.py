@@ -179,3 +179,44 @@ def test_presence_feeds_the_membership_view() -> None:
     assert "b" in a.members()
     a.departed("b", 2.0)
     assert "b" not in [p.name for p in a.peers() if p.state in ("alive", "connected")]
+
+
+def test_rounds_over_broadcast_links_wait_while_broadcasts_stream_in() -> None:
+    """A round while broadcasts stream in compares states that differ by broadcasts still on
+    their way, and its Diffs carry them again (issue 14): over a broadcast link it is
+    skipped while broadcasts come and no repair is outstanding, but not forever, and
+    periodic rounds come back once the broadcasts stop."""
+    a, p = make("a"), make("p")
+    connect(a, p)
+    a.broadcast_link("p")
+    p.broadcast_link("a")
+    cores = {"a": a, "p": p}
+    settle(cores, 0.25)
+    writer = make("z")  # writes by broadcast only (no link with p)
+    interval = CFG.anti_entropy_interval
+    rounds: list[float] = []
+
+    def step(t: float) -> None:  # every timer at t, then deliver; note p's rounds
+        for core in cores.values():
+            core.tick(t)
+        rounds.extend(t for src, _, m in deliver(cores, t) if src == "p" and isinstance(m, Summary))
+
+    seq, t = 0, 1.0
+    while t < interval * 9:  # a broadcast every second, for 9 intervals
+        seq += 1
+        delta = put(writer, "s", f"k{seq}", seq)
+        assert p.receive_broadcast("z", rt(Push("s", (delta,), None, seq)), t)
+        step(t)
+        t += 1.0
+    # without the skip: a round every interval (9); with it, the one a link that never had a
+    # round gets, and one forced within anti_entropy_skip_max intervals of it
+    assert 1 <= len(rounds) <= 2, rounds
+    if len(rounds) == 2:
+        assert rounds[1] - rounds[0] >= interval * CFG.anti_entropy_skip_max
+    # the broadcasts stop: a periodic round within two intervals
+    quiet = len(rounds)
+    end = t + 2 * interval
+    while t < end:
+        step(t)
+        t += 1.0
+    assert len(rounds) > quiet
