@@ -220,3 +220,31 @@ def test_rounds_over_broadcast_links_wait_while_broadcasts_stream_in() -> None:
         step(t)
         t += 1.0
     assert len(rounds) > quiet
+
+
+def test_a_broadcast_moves_no_dial_timer() -> None:
+    """A received broadcast is handled as a Push on a link (the light generation): the
+    effects pass after it does not compute the dial candidates over all members again."""
+    a, peers = _star(2)
+    p = peers[0]
+    for i in range(20):  # a membership for the candidates to walk
+        p.discovered(f"m{i:02d}", f"mem://m{i:02d}", 5.0)
+    p.dials()
+    p.next_deadline()
+    walked = 0
+    real = p._p.dialer.candidates
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal walked
+        walked += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    p._p.dialer.candidates = counting  # type: ignore[method-assign]
+    writer = make("z")
+    for seq in range(1, 51):
+        delta = put(writer, "s", f"k{seq}", seq)
+        assert p.receive_broadcast("z", rt(Push("s", (delta,), None, seq)), 5.0)
+        p.dials()  # what a driver's effects pass asks
+        p.next_deadline()
+    assert content(p, "s")["k50"] == 50.0
+    assert walked == 0
