@@ -79,6 +79,10 @@ def test_a_broadcast_carries_deltas_only_and_an_ack_needs_no_link() -> None:
         p.receive_broadcast("a", Push("s", (b"\x01\x02junk", good), None, 1), 6.0)
     with pytest.raises(ProtocolError):
         p.receive_broadcast("a", PeerList(()), 6.0)
+    with pytest.raises(ProtocolError) as refused:  # one invalid update: refused when applied
+        p.receive_broadcast("a", Push("s", (b"\x01\x02junk",), None, 1), 6.0)
+    assert refused.value.code == CloseCode.INVALID_UPDATE
+    assert "invalid update for 's'" in str(refused.value)
     assert content(p, "s") == {}
     state = ShardState("s", b"\x00", b"\x00")
     assert not p.receive_broadcast("z", Ack((state,), ()), 6.0)  # a stranger's: unused
