@@ -45,7 +45,8 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   sender's sequence numbers, repaired over a link), subscribed with MQTT 5's *no local*
   option. A write costs one publish whatever the number
   of agents. A broadcast needs no link with its sender (the core applies it and checks its
-  sequence number per sender and shard), so links only carry anti-entropy, repairs and
+  sequence number per sender and shard), so links only carry anti-entropy (skipped while
+  broadcasts stream in, see ``AntiEntropy.pushes_suffice``), repairs and
   membership; presence feeds the membership view directly (``core.discovered`` /
   ``core.departed``). Acks are not sent per write: an agent waiting in ``replicated()``
   broadcasts a WANT_ACK Push, and every agent holding the shard answers with one Ack on
