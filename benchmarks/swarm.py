@@ -48,11 +48,13 @@ class _Watch:
     ``Map`` for its target, its path, every value converted), about 13 us a receive against
     2.5 us (measured on this machine), which at N = 128 was ~10 % of a swarm process's CPU
     (py-spy, issue 14's third pass): the bench's instrument, not the agents' work. The time
-    is still taken in the observer, i.e. when the update is applied."""
+    is still taken in the observer, i.e. when the update is applied. The write's stamp is
+    read there too, from the event's new value: looking 63,500 keys up in pycrdt after the
+    run cost each process a few seconds of CPU while the others were still draining."""
 
     def __init__(self, agent_index: int, root: Any, expected: int) -> None:
         self.own = f"w{agent_index}-"
-        self.arrived: dict[str, int] = {}
+        self.arrived: dict[str, tuple[int, int]] = {}  # key -> (arrival ns, write stamp ns)
         self.expected = expected
         self.root = root
         self.complete = asyncio.Event()
@@ -62,24 +64,23 @@ class _Watch:
 
     def _on_change(self, event: Any) -> None:
         now = time.time_ns()
-        for key in event.keys:
+        for key, change in event.keys.items():
             if key.startswith("w") and not key.startswith(self.own) and key not in self.arrived:
-                self.arrived[key] = now
+                self.arrived[key] = (now, int(change["newValue"]))
         if len(self.arrived) >= self.expected:
             self.complete.set()
 
     def late(self, over_ms: float) -> list[tuple[float, float]]:
         """(unix time the key was written, latency ms) of the arrivals over ``over_ms``."""
         out = []
-        for k, t in self.arrived.items():
-            stamp = int(self.root[k])
+        for t, stamp in self.arrived.values():
             if (t - stamp) / 1e6 > over_ms:
                 out.append((round(stamp / 1e9, 3), round((t - stamp) / 1e6, 1)))
         return out
 
     def latencies_ms(self) -> list[float]:
         self._sub.drop()
-        return [(t - int(self.root[k])) / 1e6 for k, t in self.arrived.items()]
+        return [(t - stamp) / 1e6 for t, stamp in self.arrived.values()]
 
 
 async def _write(shard: Any, g: int, n_total: int, total: int, rate: float, start_ns: int) -> None:

@@ -103,6 +103,7 @@ class _AgentWiring:
             seeds=self._seeds,
             policy=Sharding(self._sharding_config),
             quotas=self._quotas,
+            on_ack_wanted=self._on_ack_wanted,
         )
         # Credentials go only to a factory that is given some: one that cannot authenticate
         # (a test double, a one-process hub) then fails loudly instead of ignoring them.
@@ -120,11 +121,6 @@ class _AgentWiring:
         set_observer = getattr(self._transport, "set_observer", None)
         if callable(set_observer):
             set_observer(self._history)  # close codes, for the metrics
-        want_acks = getattr(self._transport, "set_want_acks_hook", None)
-        if callable(want_acks) and self._committer is not None:
-            # A peer waits in replicated() for acks (a broadcast WANT_ACK): commit what we
-            # received now, not at its (stretched) bound, so that our ack covers it.
-            want_acks(self._committer.hurry)
         serve_yjs = getattr(self._transport, "serve_yjs", None)
         if self._listen is not None and callable(serve_yjs):
             serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
@@ -154,6 +150,13 @@ class _AgentWiring:
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
         self._outgoing.append((shard.name, delta))
+
+    def _on_ack_wanted(self, shard: str) -> None:
+        """A peer waits in ``replicated()`` for our ack of ``shard`` (the core saw its
+        WANT_ACK, whichever driver carried it): commit what we received now, not at the
+        group commit's (possibly stretched) bound, since an ack covers only what is on disk."""
+        if self._committer is not None and not self._closed:
+            self._committer.hurry()
 
     def _kick_transport(self) -> None:
         """Execute the core's effects after a call made outside the transport."""

@@ -27,7 +27,7 @@ from ._agent_figures import DurableHistory, ReplicationLag, StoreSize, _AgentFig
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from ._switchboard import combine
-from .durability import GroupCommitter
+from .durability import CommitPacing, GroupCommitter
 from .errors import (
     ClosedError,
     InvalidAddress,
@@ -85,8 +85,9 @@ class Agent(_AgentWiring, _AgentFigures):
         durability_interval: upper bound, in seconds, before a change nobody flushes is on disk.
             An agent on a broker alone commits what it *received* from peers within this
             times the agents running in its event loop, at most :data:`REMOTE_DURABILITY_CAP`
-            (one agent per process: unchanged; see :mod:`crdtsync.durability`); its own writes
-            keep this bound, and ``flush()`` and ``replicated()`` are not delayed.
+            (one agent per process: unchanged; see :mod:`crdtsync.durability` and
+            ``commit_pacing``); its own writes keep this bound, and ``flush()`` and
+            ``replicated()`` are not delayed.
         listen: ``ws://127.0.0.1:PORT`` to accept peers on (port 0 picks a free one; see
             :attr:`address`), or None to only dial out.
         peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.
@@ -123,6 +124,11 @@ class Agent(_AgentWiring, _AgentFigures):
             created, bytes and CPU per peer, transfers, replies, the global message budget; see
             :class:`crdtsync.gossip.QuotaSet`); None: its defaults. Refusals are counted in
             :attr:`counters` (``quota.<name>``) and in the metric ``crdtsync_quota_refusals``.
+        commit_pacing: the :class:`~crdtsync.durability.CommitPacing` this agent shares
+            with the others of its event loop: each commits what it received within
+            ``durability_interval`` times the running agents sharing it, at most
+            :data:`REMOTE_DURABILITY_CAP`. None: an agent on a broker alone takes its loop's
+            (``CommitPacing.of_loop()``); any other agent keeps ``durability_interval``.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class Agent(_AgentWiring, _AgentFigures):
         http: Any = None,
         broker: str | None = None,
         quotas: QuotaSet | None = None,
+        commit_pacing: CommitPacing | None = None,
     ) -> None:
         self.name = validate_agent_name(name)
         if isinstance(peers, str):
@@ -183,6 +190,7 @@ class Agent(_AgentWiring, _AgentFigures):
         self._credentials = credentials
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
         self._durability_interval = durability_interval
+        self._commit_pacing = commit_pacing
         self._map_size = map_size
         self._max_map_size = max_map_size
         self._listen = listen
@@ -248,12 +256,17 @@ class Agent(_AgentWiring, _AgentFigures):
         self._store = Store(self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size)
         self._history = DurableHistory(_extensions.observer_for(self))
         broker_alone = self._broker is not None and self._listen is None and not self._seeds
+        pacing = self._commit_pacing
+        if pacing is None and broker_alone:
+            # Over a broker alone acks are owed only when asked (a peer's WANT_ACK, which
+            # hurries the commit): what a peer sent may wait, the longer the more agents
+            # share this event loop (issue 14, many agents a process).
+            pacing = CommitPacing.of_loop()
         self._committer = GroupCommitter(
             self._store,
             interval=self._durability_interval,
-            # Over a broker alone acks are owed only when asked (a broadcast WANT_ACK, which
-            # hurries the commit): what a peer sent may wait (issue 14, many agents a process).
-            remote_interval_cap=REMOTE_DURABILITY_CAP if broker_alone else None,
+            remote_interval_cap=REMOTE_DURABILITY_CAP if pacing is not None else None,
+            pacing=pacing,
             on_durable=self._on_durable,
             compact_merge=updates.replay,
             trusted_merge=replay_trusted,

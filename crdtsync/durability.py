@@ -10,13 +10,15 @@ Bounds:
 * A write that nobody flushes is committed within about ``interval`` seconds of its
   ``notify()`` (plus the commit already running, if any).
 * An update received from a peer (:meth:`GroupCommitter.notify_remote`) is committed within
-  ``interval`` too, unless the committer was given ``remote_interval_cap``: then within
-  ``interval`` times the number of committers running on the same event loop, at most the
-  cap (and never less than ``interval``). One agent alone in its process is unchanged; a
-  process running dozens of agents (a swarm of asyncio agents) makes each of them commit
-  what it received less often, so that the process's commits per second stay about those
-  of one agent. Its writer already holds such an update, and an agent acks (replication)
-  only what is on disk, so a later commit delays acks, never makes one false.
+  ``interval`` too, unless the committer was given ``remote_interval_cap`` and a
+  :class:`CommitPacing`: then within ``interval`` times the number of running committers
+  that share that pacing object, at most the cap (and never less than ``interval``). The
+  agents of one event loop share one (:meth:`CommitPacing.of_loop`, what an agent on a
+  broker alone takes, or one passed as ``Agent(commit_pacing=...)``): one agent alone in its
+  process is unchanged; a process running dozens of agents (a swarm of asyncio agents) makes
+  each of them commit what it received less often, so that the process's commits per second
+  stay about those of one agent. Its writer already holds such an update, and an agent acks
+  (replication) only what is on disk, so a later commit delays acks, never makes one false.
 * ``flush()`` returns once everything appended before the call is durable. While a commit
   runs, every flush that arrives waits for the *next* commit, which then serves them all; so
   N concurrent flushers cost at most two commits, never N fsyncs.
@@ -49,12 +51,13 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 from .errors import ClosedError, UsageError
 from .observer import NULL_OBSERVER, Observer
 from .store import ShardStats, SpaceStats, Store
 
-__all__ = ["GroupCommitter", "Merge"]
+__all__ = ["CommitPacing", "GroupCommitter", "Merge"]
 
 _log = logging.getLogger(__name__)
 
@@ -63,8 +66,45 @@ Merge = Callable[[bytes | None, list[bytes]], bytes]
 
 _MAX_RETRY_DELAY = 5.0  # seconds between retries of a failing background commit, at most
 
-#: GroupCommitters started and not closed, per event loop (for ``remote_interval_cap``)
-_RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+class CommitPacing:
+    """The commit pace shared by the group committers of one event loop.
+
+    Each :class:`GroupCommitter` given this object (``pacing=``) counts in :attr:`running`
+    from its :meth:`~GroupCommitter.start` to its :meth:`~GroupCommitter.close`; with a
+    ``remote_interval_cap`` it commits what peers sent it within its ``interval`` times that
+    count, at most the cap (:meth:`remote_interval`). So the more agents share a process's
+    event loop, the less often each commits received updates, and the process's commits per
+    second stay about one agent's (issue 14: 32 agents a process made 640 commits a second).
+
+    Share one per event loop: :meth:`of_loop` gives the loop's own (an agent on a broker
+    alone takes it unless given one, ``Agent(commit_pacing=...)``); committers on different
+    loops must not share one (each loop has its own worker threads to pace).
+    """
+
+    #: The pacing object of each event loop, made on first ask (see :meth:`of_loop`).
+    _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CommitPacing]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        #: committers started with this pacing and not closed yet
+        self.running = 0
+
+    @classmethod
+    def of_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> CommitPacing:
+        """The pacing object of ``loop`` (default: the running one), shared by every agent
+        on it that does not bring its own; it lives as long as the loop."""
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        pacing = cls._of_loop.get(loop)
+        if pacing is None:
+            pacing = cls._of_loop[loop] = cls()
+        return pacing
+
+    def remote_interval(self, interval: float, cap: float) -> float:
+        """The bound for a received update of a committer with ``interval`` and ``cap``:
+        ``interval`` times :attr:`running`, at most ``cap``, never less than ``interval``."""
+        return max(interval, min(interval * max(self.running, 1), cap))
 
 
 class GroupCommitter:
@@ -85,8 +125,11 @@ class GroupCommitter:
             appended when the hook ran is inside the commit.
         observer: told of every commit and compaction (see the module docstring).
         remote_interval_cap: None: what :meth:`notify_remote` announces is committed within
-            ``interval``, as a local write. Else within ``interval`` times the committers
-            running on this event loop, at most this many seconds (see the module docstring).
+            ``interval``, as a local write. Else within ``interval`` times the running
+            committers sharing ``pacing``, at most this many seconds (module docstring).
+        pacing: the :class:`CommitPacing` this committer shares with the others of its
+            event loop (it counts there while running); None: counted nowhere, a received
+            update waits ``interval`` as a local write does.
 
     ``notify``, ``notify_remote``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
     ran :meth:`start`.
@@ -103,6 +146,7 @@ class GroupCommitter:
         before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
         observer: Observer = NULL_OBSERVER,
         remote_interval_cap: float | None = None,
+        pacing: CommitPacing | None = None,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
@@ -127,7 +171,8 @@ class GroupCommitter:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_local = False  # the timer is at a local write's bound (not a remote one's)
         self._remote_cap = remote_interval_cap
-        self._counted = False  # this committer is in _RUNNING
+        self._pacing = pacing
+        self._counted = False  # this committer counts in its pacing's ``running``
         self._to_compact: dict[str, None] = {}  # ordered set of shards waiting for compaction
         self._failures = 0  # consecutive failed commits, for the retry backoff
         self._closing = False
@@ -142,8 +187,9 @@ class GroupCommitter:
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()
-        _RUNNING[self._loop] = _RUNNING.get(self._loop, 0) + 1
-        self._counted = True
+        if self._pacing is not None:
+            self._pacing.running += 1
+            self._counted = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crdtsync-commit")
         self._task = self._loop.create_task(self._run(), name="crdtsync-group-commit")
 
@@ -161,13 +207,9 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         self._closing = True
-        if self._counted and self._loop is not None:
+        if self._counted and self._pacing is not None:
             self._counted = False
-            left = _RUNNING.get(self._loop, 1) - 1
-            if left > 0:
-                _RUNNING[self._loop] = left
-            else:
-                _RUNNING.pop(self._loop, None)
+            self._pacing.running -= 1
         error: BaseException | None = None
         try:
             if self._task is not None:
@@ -229,12 +271,11 @@ class GroupCommitter:
     @property
     def remote_interval(self) -> float:
         """The bound, in seconds, for what :meth:`notify_remote` announced: ``interval``
-        times the committers running on this event loop, capped (see the module docstring)."""
-        cap = self._remote_cap
-        if cap is None or self._loop is None:
+        times the running committers sharing our pacing, capped (see the module docstring)."""
+        cap, pacing = self._remote_cap, self._pacing
+        if cap is None or pacing is None or self._loop is None:
             return self._interval
-        stretched = self._interval * _RUNNING.get(self._loop, 1)
-        return max(self._interval, min(stretched, cap))
+        return pacing.remote_interval(self._interval, cap)
 
     def hurry(self) -> None:
         """Commit what is pending now rather than at its bound (someone waits for it to be on

@@ -108,6 +108,7 @@ class Shard(MapView, metaclass=_ShardType):
         "_digest_stored",
         "_ds_memo",
         "_sv_memo",
+        "_changes",
         "_backlog",
         "_agent",
         "__weakref__",
@@ -143,9 +144,12 @@ class Shard(MapView, metaclass=_ShardType):
         self._digest_stored = True
         #: (pycrdt's own update against the doc's state, its canonical delete set): see capture
         self._ds_memo: tuple[bytes, bytes] = (b"", b"")
-        #: (the doc's encoded state vector at the end of the last remote batch, that state
-        #: decoded): the next batch reuses it while the doc is unchanged (see apply_remote_batch)
-        self._sv_memo: tuple[bytes, dict[int, int]] = (b"", {})
+        #: (:attr:`_changes` at the end of the last remote batch, the doc's state vector
+        #: then, decoded): the next batch reuses it while the doc is unchanged (see
+        #: apply_remote_batch)
+        self._sv_memo: tuple[int, dict[int, int]] = (-1, {})
+        #: transactions that changed the doc (counted by its observer, whoever made them)
+        self._changes = 0
         self._closed = False
         self._deep_sub: Any = None
         self._listeners = 0
@@ -444,11 +448,17 @@ class Shard(MapView, metaclass=_ShardType):
                 # The state vector is read once and kept up to date through the batch (re-read
                 # only after held-back updates were applied). Decoding it is O(clients) in
                 # Python: with a hundred writers that was a tenth of a receiver's CPU, so
-                # the one the last batch ended with is reused while the doc's encoded state
-                # is still the one it ended at (any other change, local or not, misses).
-                state = self._doc.get_state()
-                memo, self._sv_memo = self._sv_memo, (b"", {})
-                sv = memo[1] if memo[0] == state else updates.decode_state_vector(state)
+                # the one the last batch ended with is reused while no transaction changed
+                # the doc since (any other change, local or not, misses). Counted by the
+                # doc's observer rather than read as pycrdt's encoded state: two get_state()
+                # per batch were 5-9 % of a swarm process at N = 128 (issue 14).
+                memo, self._sv_memo = self._sv_memo, (-1, {})
+                before = self._changes
+                sv = (
+                    memo[1]
+                    if memo[0] == before
+                    else updates.decode_state_vector(self._doc.get_state())
+                )
                 for update, info in zip(batch, infos, strict=True):
                     missing = updates.apply_if_ready(self._doc, update, info, sv)
                     if missing is None:
@@ -459,8 +469,10 @@ class Shard(MapView, metaclass=_ShardType):
                             self._author = None
                     else:
                         self._backlog.add(update, missing, info)
-                end = self._doc.get_state()  # (before the observers, which may write too)
-            self._sv_memo = (end, sv)
+            # This batch is at most one change. (More would be an observer writing back,
+            # which pycrdt refuses today: then the next batch decodes the state again.)
+            if self._changes - before <= 1:
+                self._sv_memo = (self._changes, sv)
         except BaseExceptionGroup as group:
             # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
             closed: BaseException | None = group.subgroup(ClosedError)
@@ -501,6 +513,7 @@ class Shard(MapView, metaclass=_ShardType):
         update = event.update
         if updates.is_noop(update):
             return
+        self._changes += 1
         if self._closed:
             raise ClosedError(f"shard {self.name!r} is closed; the change was not persisted")
         self._store.append(self.name, update)

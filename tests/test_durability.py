@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from crdtsync.durability import GroupCommitter
+from crdtsync.durability import CommitPacing, GroupCommitter
 from crdtsync.errors import ClosedError, StoreError, StoreFull
 from crdtsync.store import Store
 
@@ -122,27 +122,37 @@ async def test_unflushed_writes_are_committed_within_the_interval(store: Store) 
 
 
 async def test_remote_appends_may_wait_longer_when_agents_share_a_loop(tmp_path: Path) -> None:
-    """notify_remote (an update from a peer): within interval x the committers running on
-    this loop, at most remote_interval_cap; a local notify() after it still gets interval;
-    hurry() commits at once; without a cap nothing changes."""
-    stores = [Store(tmp_path / f"s{i}") for i in range(5)]
+    """notify_remote (an update from a peer): within interval x the running committers that
+    share its CommitPacing, at most remote_interval_cap; a local notify() after it still gets
+    interval; hurry() commits at once; without a cap or a pacing nothing changes."""
+    stores = [Store(tmp_path / f"s{i}") for i in range(6)]
+    pacing = CommitPacing()
     try:
-        plain = await started(stores[0], interval=0.05)
-        capped = await started(stores[1], interval=0.05, remote_interval_cap=0.12)
+        plain = await started(stores[0], interval=0.05, pacing=pacing)
+        capped = await started(stores[1], interval=0.05, remote_interval_cap=0.12, pacing=pacing)
         assert plain.remote_interval == 0.05  # no cap: as a local write
-        assert capped.remote_interval == pytest.approx(0.1)  # 2 committers on this loop
-        more = [await started(s, interval=0.05, remote_interval_cap=0.12) for s in stores[2:]]
+        assert pacing.running == 2
+        assert capped.remote_interval == pytest.approx(0.1)  # 2 committers share the pacing
+        more = [
+            await started(s, interval=0.05, remote_interval_cap=0.12, pacing=pacing)
+            for s in stores[2:5]
+        ]
         assert capped.remote_interval == pytest.approx(0.12)  # 5 x 0.05, capped
+        # one on the same loop with a pacing of its own (or none) neither counts nor stretches
+        alone = await started(stores[5], interval=0.05, remote_interval_cap=0.12)
+        assert alone.remote_interval == 0.05 and pacing.running == 5
+        await alone.close()
         for gc in more:
             await gc.close()
+        assert pacing.running == 2
         assert capped.remote_interval == pytest.approx(0.1)  # closed ones no longer count
 
         # A local write after a remote one: its own (earlier) bound, not the remote one's.
         loop = asyncio.get_running_loop()
-        slow = await started(stores[2], interval=600.0, remote_interval_cap=3600.0)
+        slow = await started(stores[2], interval=600.0, remote_interval_cap=3600.0, pacing=pacing)
         stores[2].append("a", b"1")
         slow.notify_remote()
-        assert slow._timer is not None and slow._timer.when() > loop.time() + 1000
+        assert slow._timer is not None and slow._timer.when() > loop.time() + 1000  # 3 x 600
         stores[2].append("a", b"2")
         slow.notify()
         assert slow._timer is not None and slow._timer.when() <= loop.time() + 600.0

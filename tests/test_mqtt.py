@@ -186,6 +186,81 @@ def test_the_buffered_reader_hands_over_every_packet_of_a_chunk() -> None:
         theirs.close()
 
 
+def test_the_buffered_reader_frames_publishes_itself_and_leaves_the_rest_to_paho() -> None:
+    """With deliver_directly too, the complete PUBLISH packets of a read are framed by the
+    reader (paho's per-packet state machine skipped), in order with the packets paho still
+    frames (a PINGRESP, a QoS 2 PUBLISH, one split over two reads); a QoS 1 one is acked."""
+    import socket
+    from types import SimpleNamespace
+
+    from crdtsync.transports._mqtt_fastpath import deliver_directly, read_buffered
+    from paho.mqtt.client import Client
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    paho = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    paho._sock = ours
+    got: list[tuple[str, bytes]] = []
+    wrapper = SimpleNamespace(_client=paho)
+    assert read_buffered(wrapper)
+    assert deliver_directly(wrapper, lambda t, p: got.append((t, p)), lambda _k: None)
+    reader = paho._crdtsync_reader
+    framed = 0
+    real = reader._publishes
+
+    def counting() -> object:
+        nonlocal framed
+        before = len(got)
+        rc = real()
+        framed += len(got) - before
+        return rc
+
+    reader._publishes = counting
+    pingresp = bytes([0xD0, 0x00])
+    qos1 = bytearray(_publish_packet("t/q1", b"one"))
+    # QoS 1: flags 0b0010 and a packet id (7) after the topic; one more byte of length
+    qos1[0] = 0x32
+    qos1[1] += 2
+    at = 2 + 2 + len("t/q1")
+    qos1[at:at] = (7).to_bytes(2, "big")
+    qos2 = bytearray(qos1)
+    qos2[0] = 0x34  # QoS 2: paho's own decoding (it then answers a PUBREC)
+    packets = [
+        _publish_packet("t/1", b"a"),
+        _publish_packet("t/2", b"b" * 100),
+        pingresp,
+        _publish_packet("t/3", b"c"),
+        bytes(qos1),
+        bytes(qos2),
+        _publish_packet("t/4", b"d" * 50),
+    ]
+    last = _publish_packet("t/5", b"e" * 40)
+    try:
+        theirs.sendall(b"".join(packets) + last[:5])
+        assert paho.loop_read() == 0
+        assert got == [
+            ("t/1", b"a"),
+            ("t/2", b"b" * 100),
+            ("t/3", b"c"),
+            ("t/q1", b"one"),  # (the QoS 2 one waits in paho for the broker's PUBREL)
+            ("t/4", b"d" * 50),
+        ]
+        assert framed >= 3  # t/2 (after the first, paho's), t/3, the QoS 1 one, t/4...
+        paho.loop_write()
+        theirs.setblocking(False)
+        answers = theirs.recv(1024)
+        assert b"\x40\x02\x00\x07" in answers  # the PUBACK of the QoS 1 one, by the reader
+        assert b"\x50\x02\x00\x07" in answers  # the PUBREC of the QoS 2 one, by paho
+        theirs.setblocking(True)
+        theirs.sendall(last[5:])
+        assert paho.loop_read() == 0
+        assert got[-1] == ("t/5", b"e" * 40) and len(got) == 6
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_broker_urls_and_the_insecure_refusal() -> None:
     cfg = parse_broker("mqtt://127.0.0.1:1884/team/a")
     assert (cfg.host, cfg.port, cfg.tls, cfg.prefix) == ("127.0.0.1", 1884, False, "team/a")

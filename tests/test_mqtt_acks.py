@@ -120,3 +120,31 @@ async def test_anti_entropy_repairs_a_write_whose_broadcast_was_lost(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_agents_on_one_loop_share_its_commit_pacing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Agents on a broker alone take their event loop's CommitPacing: each commits what it
+    received within durability_interval x the agents running there (issue 14's stretch);
+    one given its own pacing, or one with websocket peers, is paced apart."""
+    from crdtsync.durability import CommitPacing
+
+    own = CommitPacing()
+    a, b = agent(tmp_path, broker, "a"), agent(tmp_path, broker, "b")
+    c = Agent("c", data_dir=tmp_path / "c", broker=broker.url, mesh="acks", commit_pacing=own)
+    for x in (a, b, c):
+        await x.start()
+    try:
+        shared = CommitPacing.of_loop()
+        assert shared.running == 2 and own.running == 1
+        for x in (a, b):
+            assert x._committer is not None
+            assert x._committer.remote_interval == pytest.approx(2 * 0.05)
+        assert c._committer is not None and c._committer.remote_interval == 0.05
+        await b.close()
+        assert shared.running == 1
+        assert a._committer is not None and a._committer.remote_interval == 0.05
+    finally:
+        for x in (a, b, c):
+            await x.close()

@@ -20,12 +20,16 @@ and aiomqtt's ordinary path serves (see :func:`deliver_directly`'s result).
 one packet per readable event with three ``recv`` calls (the command byte, each byte of the
 remaining length, the rest): with a hundred agents in one process, every write cost every
 agent an ``epoll`` wake-up and three system calls (issue 14's third pass). Its own packet
-state machine still parses; only where its bytes come from changes.
+state machine still parses what the fast path leaves: with :func:`deliver_directly` too, the
+complete PUBLISH packets (QoS 0 and 1) found in the buffer are framed here and handed over
+directly, paho's per-packet machinery (three reads from the buffer, its packet dict, the
+dispatch) skipped; any other packet, or one not complete yet, goes through paho as before.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -100,11 +104,7 @@ def deliver_directly(
     ):
         return False
 
-    def handle_publish() -> Any:
-        packet = paho._in_packet
-        parsed = parse_publish(packet["command"], packet["packet"])
-        if parsed is None:
-            return original()  # paho's own decoding (and on_message)
+    def deliver(parsed: tuple[str, bytes, int, int]) -> Any:
         topic, payload, qos, mid = parsed
         try:
             on_message(topic, payload)
@@ -114,6 +114,13 @@ def deliver_directly(
         if qos == 1:
             return paho._send_puback(mid)
         return 0  # MQTT_ERR_SUCCESS
+
+    def handle_publish() -> Any:
+        packet = paho._in_packet
+        parsed = parse_publish(packet["command"], packet["packet"])
+        if parsed is None:
+            return original()  # paho's own decoding (and on_message)
+        return deliver(parsed)
 
     def on_paho_message(_client: object, _userdata: object, message: Any) -> None:
         try:  # what paho's own decoding handed over (the packets handle_publish passed on)
@@ -129,6 +136,9 @@ def deliver_directly(
 
     paho._handle_publish = handle_publish
     paho.on_message = on_paho_message
+    reader = getattr(paho, "_crdtsync_reader", None)
+    if isinstance(reader, _BufferedReader) and hasattr(paho, "_msgtime_mutex"):
+        reader.publish = deliver  # complete PUBLISH packets of a read, framed there
     return True
 
 
@@ -143,6 +153,8 @@ class _BufferedReader:
         self._buf = b""
         self._pos = 0
         self._sock: object = None  # the socket the buffered bytes came from
+        #: :func:`deliver_directly`'s handler of a parsed PUBLISH (None: paho frames all)
+        self.publish: Callable[[tuple[str, bytes, int, int]], Any] | None = None
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes, from the buffer, else from one ``recv(READ_SIZE)`` (raising
@@ -171,8 +183,56 @@ class _BufferedReader:
         # Every complete packet already read goes now: epoll will not say so again. (A
         # partial one stays in paho's own state until the rest comes.)
         while rc == 0 and self.buffered():
+            if self.publish is not None:
+                err = self._publishes()
+                if err is None:
+                    continue  # some went; look again
+                if err:
+                    return err
             rc = self._raw_loop_read(1)
         return rc
+
+    def _publishes(self) -> Any:
+        """Frame and hand over the complete PUBLISH packets at the buffer's position while
+        paho is between packets: None if one or more went (and the last PUBACK queued
+        fine), 0 if the next packet is not one (paho reads it), an error code of paho's
+        PUBACK otherwise."""
+        paho, buf, publish = self._paho, self._buf, self.publish
+        assert publish is not None
+        end = len(buf)
+        pos = self._pos
+        went = False
+        rc: Any = 0
+        while pos < end and paho._sock is self._sock and paho._in_packet["command"] == 0:
+            header = buf[pos]
+            if header & 0xF0 != 0x30:
+                break  # not a PUBLISH
+            i, length, shift = pos + 1, 0, 0
+            while True:  # the remaining length, a variable byte integer (at most 4 bytes)
+                if i >= end or shift > 21:
+                    length = -1
+                    break
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if length < 0 or i + length > end:
+                break  # not complete in this read (or malformed): paho's state machine
+            parsed = parse_publish(header, buf[i : i + length])
+            if parsed is None:
+                break  # QoS 2, malformed...: paho's own decoding
+            self._pos = pos = i + length
+            went = True
+            rc = publish(parsed)
+            if rc:
+                break
+        if not went:
+            return 0
+        with paho._msgtime_mutex:  # as paho after a packet (its keepalive looks at it)
+            paho._last_bytes_received = time.monotonic()
+        return rc or None
 
 
 def read_buffered(client: object) -> bool:
@@ -187,4 +247,5 @@ def read_buffered(client: object) -> bool:
     reader = _BufferedReader(paho)
     paho._sock_recv = reader.recv
     paho.loop_read = reader.loop_read
+    paho._crdtsync_reader = reader  # for deliver_directly's fast path
     return True

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from crdtsync import wire
 from crdtsync.errors import CloseCode, ProtocolError
 from crdtsync.gossip import GossipCore, Handshake
-from crdtsync.gossip.acks import WANT_ACK
 from crdtsync.messages import Ack, Close, Hello, Message, Push
 from crdtsync.names import is_valid_shard_name
 
@@ -114,7 +113,6 @@ class _Incoming:
     _by_peer: dict[str, _Link]
     _present: dict[str, str]
     _topics: dict[str, _Topic]
-    _want_acks_hook: Callable[[], None] | None
 
     if TYPE_CHECKING:
 
@@ -215,10 +213,6 @@ class _Incoming:
             if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):
                 raise ProtocolError(f"not a Push of {shard!r} on its topic")
             used = self.core.receive_broadcast(sender, msg, time.monotonic())
-            if shard is not None and self._want_acks_hook is not None:
-                assert isinstance(msg, Push)
-                if WANT_ACK in msg.updates:  # someone waits in replicated() for our ack
-                    self._want_acks_hook()
         except ProtocolError as exc:
             self._count("garbage")
             if self.counters["garbage"] == 1 or self.counters["garbage"] % 1000 == 0:

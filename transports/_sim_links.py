@@ -83,6 +83,13 @@ class Node:
     tick_at: float | None = None
     tick_token: int | None = None
     commit_pending: bool = False
+    #: Shards a peer asked for our ack of (the core's ``on_ack_wanted`` signal; a simulated
+    #: commit always comes within ``commit_delay``, so it is only counted here).
+    acks_wanted: Counter[str] = field(default_factory=Counter)
+
+    def ack_wanted(self, shard: str) -> None:
+        """The core's ``on_ack_wanted``: a peer waits for our ack of ``shard``."""
+        self.acks_wanted[shard] += 1
 
 
 class _Connections:

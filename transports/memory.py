@@ -154,6 +154,7 @@ class Network(_Connections):
             address=node.address,
             seeds=node.seeds,
             policy=Sharding(self.sharding),
+            on_ack_wanted=node.ack_wanted,
         )
         self._pump(node)
 

@@ -45,7 +45,8 @@ How the driver contract maps onto a broker (topics in :mod:`._mqtt_topics`):
   sender's sequence numbers, repaired over a link), subscribed with MQTT 5's *no local*
   option. A write costs one publish whatever the number
   of agents. A broadcast needs no link with its sender (the core applies it and checks its
-  sequence number per sender and shard), so links only carry anti-entropy, repairs and
+  sequence number per sender and shard), so links only carry anti-entropy (skipped while
+  broadcasts stream in, see ``AntiEntropy.pushes_suffice``), repairs and
   membership; presence feeds the membership view directly (``core.discovered`` /
   ``core.departed``). Acks are not sent per write: an agent waiting in ``replicated()``
   broadcasts a WANT_ACK Push, and every agent holding the shard answers with one Ack on
@@ -176,7 +177,6 @@ class MqttTransport(_Incoming):
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
         self.observer: Observer = NULL_OBSERVER
-        self._want_acks_hook: Callable[[], None] | None = None
         #: the broker connection
         self.session = BrokerSession(
             broker,
@@ -205,11 +205,6 @@ class MqttTransport(_Incoming):
         code of the peer's ``CLOSE`` frame (``"peer"``), or 1006 (``"none"``) when its Will,
         its presence or our broker connection ended it. The agent passes its metrics here."""
         self.observer = observer
-
-    def set_want_acks_hook(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` when a broadcast WANT_ACK arrives (an agent waits in ``replicated()``
-        for our ack, which covers only what is on disk): the agent commits at once then."""
-        self._want_acks_hook = hook
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n

@@ -80,6 +80,15 @@ class Context:
         #: When a loss was last noticed (a repair asked, a relay batch unconfirmed): the
         #: rotating relay adds redundancy only while the network loses frames (relay.py).
         self.loss_seen_at = -math.inf
+        #: When a broadcast Push (a medium that fans out: a broker) last came, from anyone:
+        #: while they stream in, anti-entropy rounds over broadcast links may be skipped
+        #: (AntiEntropy.pushes_suffice).
+        self.broadcast_in_at = -math.inf
+        #: Told, with the shard's name, when a peer asks for our ack of a shard it waits on
+        #: (a WANT_ACK Push, on a link or broadcast; see acks.py): the agent commits what it
+        #: holds of the shard now, since an ack covers only what is on disk. Set by whoever
+        #: builds the core (``GossipCore(on_ack_wanted=...)``), never by a driver.
+        self.on_ack_wanted: Callable[[str], None] | None = None
         self._names_src: object = None
         self._names_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
 

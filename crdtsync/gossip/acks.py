@@ -291,6 +291,7 @@ class Acks:
         durable state of it to the mesh now, and our next WANTED_COMMITS ones, as broadcasts."""
         if not self._ctx.holds(shard):
             return
+        self._ask_commit(shard)
         self.fanout.wanted[shard] = WANTED_COMMITS
         sv, ds = self._ctx.replicas.durable_state(shard)
         # Asked: owed even if it went before (the asker may have come since, or missed it).
@@ -318,8 +319,11 @@ class Acks:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
         now (unless it has it), and the next ones as they come."""
         conn.acks.want(shard, now)
+        if not self._ctx.holds(shard):
+            return
+        self._ask_commit(shard)
         mode = self._ctx.mode()
-        if mode == RELAY or not self._ctx.holds(shard):
+        if mode == RELAY:
             return  # the relay owes our acks to the whole mesh anyway
         sv, ds = self._ctx.replicas.durable_state(shard)
         if conn.acks.owe(ShardState(shard, sv, ds), now):
@@ -364,6 +368,11 @@ class Acks:
         ``replicated()`` asks again every second, which keeps the path open)."""
         cfg = self._ctx.config
         return max(2.0, 4 * max(cfg.ack_interval, cfg.ack_relay_interval))
+
+    def _ask_commit(self, shard: str) -> None:
+        """Tell the agent a peer waits for our ack of ``shard`` (Context.on_ack_wanted)."""
+        if self._ctx.on_ack_wanted is not None:
+            self._ctx.on_ack_wanted(shard)
 
     def ack_due(self, conn: Link) -> float:
         cfg = self._ctx.config

@@ -143,6 +143,11 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         services: further plug-ins, each owning some message types.
         quotas: the quotas that hold across connections (:class:`~crdtsync.gossip.guard.
             QuotaSet`, default: its defaults); refusals are in :attr:`quota_counters`.
+        on_ack_wanted: called with a shard's name, inside the call that received it, when a
+            peer asks for our ack of that shard (it waits in ``replicated()``; a WANT_ACK on
+            a link or broadcast). Acks cover only what is durable, so the agent commits now
+            instead of at its group commit's bound. The same for every driver: drivers never
+            inspect what they carry.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         policy: ReplicationPolicy | None = None,
         services: Iterable[Service] = (),
         quotas: QuotaSet | None = None,
+        on_ack_wanted: Callable[[str], None] | None = None,
     ) -> None:
         self.name = validate_shard_name(name)
         self.mesh = validate_shard_name(mesh)
@@ -168,6 +174,7 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         self.policy: ReplicationPolicy = policy if policy is not None else FullReplication()
         self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy, quotas)
         ctx.mode = self._mode
+        ctx.on_ack_wanted = on_ack_wanted
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._conns = ctx.links
         self._p = build(ctx, self.mesh, address, seeds)  # every component, wired (components.py)

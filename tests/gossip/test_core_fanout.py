@@ -79,6 +79,10 @@ def test_a_broadcast_carries_deltas_only_and_an_ack_needs_no_link() -> None:
         p.receive_broadcast("a", Push("s", (b"\x01\x02junk", good), None, 1), 6.0)
     with pytest.raises(ProtocolError):
         p.receive_broadcast("a", PeerList(()), 6.0)
+    with pytest.raises(ProtocolError) as refused:  # one invalid update: refused when applied
+        p.receive_broadcast("a", Push("s", (b"\x01\x02junk",), None, 1), 6.0)
+    assert refused.value.code == CloseCode.INVALID_UPDATE
+    assert "invalid update for 's'" in str(refused.value)
     assert content(p, "s") == {}
     state = ShardState("s", b"\x00", b"\x00")
     assert not p.receive_broadcast("z", Ack((state,), ()), 6.0)  # a stranger's: unused
@@ -179,3 +183,72 @@ def test_presence_feeds_the_membership_view() -> None:
     assert "b" in a.members()
     a.departed("b", 2.0)
     assert "b" not in [p.name for p in a.peers() if p.state in ("alive", "connected")]
+
+
+def test_rounds_over_broadcast_links_wait_while_broadcasts_stream_in() -> None:
+    """A round while broadcasts stream in compares states that differ by broadcasts still on
+    their way, and its Diffs carry them again (issue 14): over a broadcast link it is
+    skipped while broadcasts come and no repair is outstanding, but not forever, and
+    periodic rounds come back once the broadcasts stop."""
+    a, p = make("a"), make("p")
+    connect(a, p)
+    a.broadcast_link("p")
+    p.broadcast_link("a")
+    cores = {"a": a, "p": p}
+    settle(cores, 0.25)
+    writer = make("z")  # writes by broadcast only (no link with p)
+    interval = CFG.anti_entropy_interval
+    rounds: list[float] = []
+
+    def step(t: float) -> None:  # every timer at t, then deliver; note p's rounds
+        for core in cores.values():
+            core.tick(t)
+        rounds.extend(t for src, _, m in deliver(cores, t) if src == "p" and isinstance(m, Summary))
+
+    seq, t = 0, 1.0
+    while t < interval * 9:  # a broadcast every second, for 9 intervals
+        seq += 1
+        delta = put(writer, "s", f"k{seq}", seq)
+        assert p.receive_broadcast("z", rt(Push("s", (delta,), None, seq)), t)
+        step(t)
+        t += 1.0
+    # without the skip: a round every interval (9); with it, the one a link that never had a
+    # round gets, and one forced within anti_entropy_skip_max intervals of it
+    assert 1 <= len(rounds) <= 2, rounds
+    if len(rounds) == 2:
+        assert rounds[1] - rounds[0] >= interval * CFG.anti_entropy_skip_max
+    # the broadcasts stop: a periodic round within two intervals
+    quiet = len(rounds)
+    end = t + 2 * interval
+    while t < end:
+        step(t)
+        t += 1.0
+    assert len(rounds) > quiet
+
+
+def test_a_broadcast_moves_no_dial_timer() -> None:
+    """A received broadcast is handled as a Push on a link (the light generation): the
+    effects pass after it does not compute the dial candidates over all members again."""
+    a, peers = _star(2)
+    p = peers[0]
+    for i in range(20):  # a membership for the candidates to walk
+        p.discovered(f"m{i:02d}", f"mem://m{i:02d}", 5.0)
+    p.dials()
+    p.next_deadline()
+    walked = 0
+    real = p._p.dialer.candidates
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal walked
+        walked += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    p._p.dialer.candidates = counting  # type: ignore[method-assign]
+    writer = make("z")
+    for seq in range(1, 51):
+        delta = put(writer, "s", f"k{seq}", seq)
+        assert p.receive_broadcast("z", rt(Push("s", (delta,), None, seq)), 5.0)
+        p.dials()  # what a driver's effects pass asks
+        p.next_deadline()
+    assert content(p, "s")["k50"] == 50.0
+    assert walked == 0
