@@ -16,7 +16,7 @@ from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
 from crdtsync.gossip._context import LOSSY_WINDOW
-from crdtsync.gossip.overlay import TREE
+from crdtsync.gossip.overlay import TREE, window_index
 from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
 
@@ -173,3 +173,44 @@ def test_windows_are_shorter_only_under_loss_in_the_relay() -> None:
     assert ctx.window(net.now + 10.0) == w  # the loss is forgotten after LOSS_MEMORY
     ctx.mode = lambda: TREE
     assert ctx.window(net.now) == w  # other overlays keep their windows
+
+
+def test_a_broadcast_on_the_lossy_windows_turns_the_loss_repair_on() -> None:
+    """Agents notice the first loss at different times and disagree on the windows until all
+    did: a broadcast from a relay of the lossy windows' turns that is not a relay of ours
+    shows a loss noticed there, and turns ours on (Relay.adopt_loss); one from a relay of our
+    own turns does not."""
+    net, names = _mesh(6)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    w = ctx.config.push_interval
+    mine = names[0]
+    ours_at: tuple[float, str] | None = None  # a relay of our own turns
+    theirs_at: tuple[float, str] | None = None  # a relay of the lossy turns only
+    now = net.now
+    while ours_at is None or theirs_at is None:
+        now += 0.01
+        ours = {relay.relay_of(window_index(now, w) - j) for j in (0, 1, 2)} - {mine, None}
+        lossy = {relay.relay_of(window_index(now, w * LOSSY_WINDOW) - j) for j in (0, 1, 2)}
+        if ours and ours_at is None:
+            ours_at = (now, sorted(ours)[0])  # type: ignore[type-var]
+        only = lossy - ours - {mine, None}
+        if only and theirs_at is None:
+            theirs_at = (now, sorted(only)[0])  # type: ignore[type-var]
+    empty = b"\x00"
+    at, name = ours_at  # no sign of a loss
+    relay.on_hint(core._conns[name], "s", empty, at)
+    assert not ctx.lossy(at)
+    at, name = theirs_at
+    relay.on_hint(core._conns[name], "s", empty, at)
+    assert ctx.lossy(at) and ctx.window(at) == pytest.approx(w * LOSSY_WINDOW)
+
+
+def test_without_a_loss_noticed_nobody_turns_the_loss_repair_on() -> None:
+    net, names = _mesh(7)
+    _writes(net, names, net.now, 2.0, "")
+    for _ in range(50):
+        net.run_for(0.05)
+        assert not any(net.nodes[n].core._ctx.lossy(net.now) for n in names)  # type: ignore[union-attr]
+    net.run_until_converged(30)

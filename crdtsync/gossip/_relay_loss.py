@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from . import _yjs
-from .overlay import RELAY
+from . import _context, _yjs
+from .overlay import RELAY, window_index
 from .repair import sv_covers
 
 if TYPE_CHECKING:
@@ -148,6 +148,27 @@ class _RelayLoss:
                 continue
             if not sv_covers(self._ctx.state_vector(shard), hint):
                 self._ask(conn, shard, now, hint)
+
+    def adopt_loss(self, conn: Link, now: float) -> None:
+        """Not lossy yet: a broadcast from a relay of the lossy windows' turns, not of ours,
+        shows that its sender (or the writer it passes on for) noticed a loss: noticed here too.
+
+        The agents notice the first loss at different times (a repair, a NACK), and until all
+        did they disagree on the windows (``Context.window``), so writers push to relays that
+        are not relaying yet: the first writes on a lossy mesh after a quiet period took up to
+        1.6 s (benchmarks/README.md, "fourth pass"). Never when the sender is a relay of our
+        own windows' turns as well (a view that differs from ours, not a loss).
+        """
+        ctx = self._ctx
+        w = ctx.config.push_interval
+        if w <= 0 or not ctx.config.align_windows or ctx.mode() != RELAY:
+            return
+        k = window_index(now, w)
+        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+            return
+        k = window_index(now, w * _context.LOSSY_WINDOW)
+        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+            ctx.loss_seen_at = now
 
     def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
         """Under loss: whether a later relay's hint shows that relay lacks the batch itself.

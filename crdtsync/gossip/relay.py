@@ -131,6 +131,8 @@ class Relay(_RelayLoss):
     def on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
         self._ae.hint_at = now
+        if not self._ctx.lossy(now):
+            self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
         # Our own batches this broadcast shows the relays have had: confirmed. One pushed to
