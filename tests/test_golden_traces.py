@@ -164,7 +164,7 @@ GOLDEN: dict[str, str] = {
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
     "tree": "2bd62d67ce14e4f6f37a7458a82f746d7ef0deebb69dc25a9d9417ced21eb083",
     "partial": "9a6bb926e05823d5c533874a811faeb11c0e755f4348e806779186309ca7471b",
-    "lossy_partition": "c70993d591b2beeb42b5f5aa68a6ee52cb25cd1d3193e8ae2c5690080ac38d43",
+    "lossy_partition": "1ebd97677b1f400299b535d93ac5797219ba2f8e0ab2082699c87c31dc029875",
 }
 
 

@@ -19,6 +19,7 @@ from crdtsync.gossip._context import LOSSY_WINDOW
 from crdtsync.gossip.overlay import TREE, window_index
 from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
+from crdtsync.messages import SyncRequest
 
 
 def _mesh(seed: int) -> tuple[Network, list[str]]:
@@ -214,3 +215,51 @@ def test_without_a_loss_noticed_nobody_turns_the_loss_repair_on() -> None:
         net.run_for(0.05)
         assert not any(net.nodes[n].core._ctx.lossy(net.now) for n in names)  # type: ignore[union-attr]
     net.run_until_converged(30)
+
+
+def test_what_came_before_the_first_loss_is_repeated_once_noticed() -> None:
+    """Broadcasts before a loss was noticed had no repeats: their news is kept (bytes only)
+    and goes once with our next batch when the loss is noticed (Relay._repeat_recent)."""
+    net, names = _mesh(8)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    conn = core._conns[names[1]]
+    now = net.now
+    relay.on_broadcast(conn, "s", (b"old",), now - 10.0)  # long before: dropped
+    relay.on_broadcast(conn, "s", (b"a", b"b"), now)
+    assert not relay.own and [r[2] for r in relay.recent] == [(b"a", b"b")]
+    ctx.loss_seen_at = now + 0.1
+    relay.on_broadcast(conn, "s", (b"c",), now + 0.1)
+    assert relay.own["s"][:2] == [b"a", b"b"] and not relay.recent
+    relay.on_broadcast(conn, "t", (b"d",), now + 0.2)  # once: not again
+    assert relay.own["s"][:2] == [b"a", b"b"] and b"a" not in relay.own.get("t", [])
+
+
+def test_under_loss_a_repair_asked_again_is_asked_of_one_more_peer() -> None:
+    """A repair's first retry goes to its peer and to one more holder; a first ask and later
+    retries to one peer only. A link with no round trip of its own uses the others'."""
+    net, names = _mesh(9)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, repairs = core._ctx, core._p.repairs
+    conns = list(core._conns.values())
+    conn, timed = conns[0], conns[1]
+    now = net.now
+    assert repairs.timeout(conn, now) == core.config.repair_timeout  # no loss seen
+    ctx.loss_seen_at = now
+    timed.repair.srtt, timed.repair.rttvar = 0.2, 0.0
+    assert repairs.timeout(conn, now) == pytest.approx(0.25)  # the other link's round trip
+    ctx.outbox.clear()
+    repairs.ask(conn, "s", now)
+    assert [p for p, _ in ctx.outbox] == [conn.name]
+    ctx.outbox.clear()
+    repairs.retry(now + 0.3)
+    asked = [p for p, m in ctx.outbox if isinstance(m, SyncRequest)]
+    assert asked[0] == conn.name and len(asked) == 2 and asked[1] != conn.name
+    ctx.outbox.clear()
+    for c in conns:  # the other peer's repair is over; the first one's is asked a third time
+        if c.name == asked[1]:
+            repairs.done(c, "s")
+    repairs.retry(now + 0.6)
+    assert [p for p, m in ctx.outbox if isinstance(m, SyncRequest)] == [conn.name]

@@ -106,6 +106,9 @@ class Relay(_RelayLoss):
         #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
         #: next relays repeat it (under loss only; see on_hint and watch)
         self.lacking: dict[str, tuple[float, bytes, str]] = {}
+        #: (when, shard, news) of the last broadcasts before a loss was noticed: repeated
+        #: once when it is (see on_broadcast)
+        self.recent: list[tuple[float, str, tuple[bytes, ...]]] = []
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
