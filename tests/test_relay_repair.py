@@ -263,3 +263,30 @@ def test_under_loss_a_repair_asked_again_is_asked_of_one_more_peer() -> None:
             repairs.done(c, "s")
     repairs.retry(now + 0.6)
     assert [p for p, m in ctx.outbox if isinstance(m, SyncRequest)] == [conn.name]
+
+
+def test_under_loss_a_relay_broadcast_times_its_link() -> None:
+    """The last window's relay broadcast at that window's end: its travel time, doubled, is a
+    round-trip sample of the link (Relay._time_broadcast); another sender's is not, and none
+    without a loss seen."""
+    net, names = _mesh(10)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    now = net.now
+    w = ctx.config.push_interval
+    start = window_index(now, w) * w + w  # the next window, lossless
+    last = relay.relay_of(window_index(start, w) - 1)
+    assert last is not None and last != names[0]
+    relay.on_hint(core._conns[last], "s", b"\x00", start + 0.1)
+    assert core._conns[last].repair.srtt is None  # no loss seen: nothing timed
+    ctx.loss_seen_at = now
+    lw = ctx.window(now)
+    start = window_index(now, lw) * lw + lw
+    k = window_index(start, lw)
+    last = relay.relay_of(k - 1)
+    other = next(n for n in names[1:] if n not in (last, relay.relay_of(k), relay.relay_of(k - 2)))
+    relay.on_hint(core._conns[other], "s", b"\x00", start + 0.1)
+    assert core._conns[other].repair.srtt is None
+    relay.on_hint(core._conns[last], "s", b"\x00", start + 0.1)  # type: ignore[index]
+    assert core._conns[last].repair.srtt == pytest.approx(0.2)  # type: ignore[index]

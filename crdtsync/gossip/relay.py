@@ -138,6 +138,7 @@ class Relay(_RelayLoss):
             self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
+            self._time_broadcast(conn, now)
         # Our own batches this broadcast shows the relays have had: confirmed. One pushed to
         # this very relay that its broadcast does not cover was lost on the way (the relay
         # broadcasts at the end of the window our push went in, after it arrived): a NACK,

@@ -49,13 +49,18 @@ class LinkRepair:
         asked = self.repairs.pop(shard, None)
         self.targets.pop(shard, None)
         if asked is not None and self.tries.pop(shard, 0) == 1:
-            sample = now - asked
-            if self.srtt is None:
-                self.srtt, self.rttvar = sample, 0.0
-            else:  # as TCP does (RFC 6298; the deviation starts at 0: it grows with jitter)
-                self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
-                self.srtt = 0.875 * self.srtt + 0.125 * sample
+            self.sample(now - asked)
         self.tries.pop(shard, None)
+
+    def sample(self, rtt: float) -> None:
+        """One round-trip sample of this link (a repair answered, or a relay broadcast's
+        travel time doubled: see Relay.on_hint), smoothed as TCP does (RFC 6298; the
+        deviation starts at 0: it grows with jitter)."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, 0.0
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
 
 def sv_covers(a: bytes, b: bytes) -> bool:
