@@ -11,7 +11,11 @@ adds against loss (``Context.lossy``) lives here, so each half reads in one modu
   :func:`_first_client` reading our Yjs client id from the batch);
 - repeats of a broadcast by the next relays (:meth:`_RelayLoss.on_broadcast`,
   :data:`REPEATS`) and a second copy of ours to the next relay (:meth:`_RelayLoss.second_copy`,
-  :data:`SECOND_COPY`); the repair request itself (:meth:`_RelayLoss._ask`, :data:`SECOND_ASK`).
+  :data:`SECOND_COPY`); the repair request itself (:meth:`_RelayLoss._ask`, :data:`SECOND_ASK`);
+- a loss another agent noticed, adopted from its broadcasts (:meth:`_RelayLoss.adopt_loss`),
+  and what the broadcasts before it brought, repeated once (:meth:`_RelayLoss._repeat_recent`);
+- each relay broadcast timing its link, so a lost repair is asked again after a round trip
+  (:meth:`_RelayLoss._time_broadcast`).
 
 A mixin of :class:`~crdtsync.gossip.relay.Relay` (:class:`_RelayLoss`), split from
 :mod:`crdtsync.gossip.relay` as :mod:`~crdtsync.gossip._push_receive` is from

@@ -36,8 +36,9 @@ class LinkRepair:
     targets: dict[str, bytes] = field(default_factory=dict)
     #: shard -> how many times the repair under way was asked (a reply times only a first ask)
     tries: dict[str, int] = field(default_factory=dict)
-    #: smoothed round trip of the repairs this peer answered, and its mean deviation (s);
-    #: None until one answered a first ask (see answered and Repairs.timeout)
+    #: smoothed round trip of this link, and its mean deviation (s), from the repairs this
+    #: peer answered and, under loss, its relay broadcasts (see sample and Repairs.timeout);
+    #: None until one was timed
     srtt: float | None = None
     rttvar: float = 0.0
 
