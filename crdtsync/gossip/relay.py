@@ -158,7 +158,11 @@ class Relay(_RelayLoss):
             self.unconfirmed = keep
         mine = self._ctx.state_vector(shard)
         if sv_covers(mine, hint):
-            self.lacking.pop(shard, None)
+            # Nothing lacking that this relay has; a lack an earlier hint showed stays until
+            # ours covers that hint (this relay may have lost it too: the timer asks for it).
+            lack = self.lacking.get(shard)
+            if lack is not None and sv_covers(mine, lack[1]):
+                del self.lacking[shard]
         elif shard not in conn.repair.repairs:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
