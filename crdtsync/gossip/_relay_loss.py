@@ -26,6 +26,7 @@ still works.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
@@ -89,7 +90,7 @@ class _RelayLoss:
     later: dict[int, dict[str, list[bytes]]]
     heard: dict[str, float]
     lacking: dict[str, tuple[float, bytes, str]]
-    recent: list[tuple[float, str, tuple[bytes, ...]]]
+    recent: deque[tuple[float, str, tuple[bytes, ...]]]
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
@@ -250,8 +251,10 @@ class _RelayLoss:
         if not self._ctx.lossy(now):
             # No loss noticed yet: no repeats, but what the last broadcasts brought is kept
             # (bytes only), to be repeated once a loss is noticed (below).
-            self.recent = [r for r in self.recent if r[0] >= horizon]
-            self.recent.append((now, shard, updates))
+            recent = self.recent
+            while recent and recent[0][0] < horizon:  # in time order: O(1) per broadcast
+                recent.popleft()
+            recent.append((now, shard, updates))
             return
         if self.recent:
             self._repeat_recent(horizon, now)
@@ -282,7 +285,7 @@ class _RelayLoss:
         relay, which passes it on in its broadcast. Those broadcasts had no repeats: an agent
         that lost one of them waited for a repair, often asked of a relay that had lost it too
         (the first writes on a lossy mesh after a quiet period: 1.6 s in Glomers seed 5)."""
-        recent, self.recent = self.recent, []
+        recent, self.recent = self.recent, deque()
         for at, shard, updates in recent:
             if at >= horizon:
                 self.own.setdefault(shard, []).extend(updates)

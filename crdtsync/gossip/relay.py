@@ -17,6 +17,7 @@ half reads in one module; its constants are re-exported here.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -108,7 +109,7 @@ class Relay(_RelayLoss):
         self.lacking: dict[str, tuple[float, bytes, str]] = {}
         #: (when, shard, news) of the last broadcasts before a loss was noticed: repeated
         #: once when it is (see on_broadcast)
-        self.recent: list[tuple[float, str, tuple[bytes, ...]]] = []
+        self.recent: deque[tuple[float, str, tuple[bytes, ...]]] = deque()
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
