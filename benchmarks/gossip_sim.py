@@ -57,6 +57,8 @@ from crdtsync.gossip import GossipConfig
 __all__ = ["run_scenario", "main"]
 
 TARGETS = {"msgs_per_write": 3.0, "latency_median_ms": 400.0, "latency_max_ms": 600.0}
+#: The lossy scenario's targets (issue 17's row: 20 % loss), not the lossless ones.
+LOSSY_TARGETS = {"msgs_per_write": 4.0, "latency_median_ms": 450.0, "latency_max_ms": 1500.0}
 
 
 def run_scenario(
@@ -222,9 +224,9 @@ def _read_sv(sv: bytes) -> dict[int, int]:
     return out
 
 
-def _verdict(result: dict[str, Any]) -> dict[str, Any]:
+def _verdict(result: dict[str, Any], targets: dict[str, float] = TARGETS) -> dict[str, Any]:
     out = {}
-    for key, target in TARGETS.items():
+    for key, target in targets.items():
         value = result.get(key)
         out[key] = {"value": value, "target": target, "met": value is not None and value <= target}
     return out
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_lossy:
         lossy = run_scenario(loss=args.loss, **common)
         report["lossy"] = lossy
-        report["lossy_vs_targets"] = _verdict(lossy)
+        report["lossy_vs_targets"] = _verdict(lossy, LOSSY_TARGETS)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
