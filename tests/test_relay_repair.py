@@ -16,9 +16,10 @@ from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import RELAY, GossipConfig
 from crdtsync.gossip._context import LOSSY_WINDOW
-from crdtsync.gossip.overlay import TREE
+from crdtsync.gossip.overlay import TREE, window_index
 from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
+from crdtsync.messages import SyncRequest
 
 
 def _mesh(seed: int) -> tuple[Network, list[str]]:
@@ -61,6 +62,10 @@ def test_a_silent_relay_stream_is_asked_for_at_once() -> None:
         if a != x:
             net.set_link(a, x, both=False, loss=0.0)
     net.run_for(1.5)  # its repair is over; nothing is outstanding
+    for _ in range(40):  # (a lack a hint showed may be asked for once more: let it end)
+        if not any(c.repair.repairs for c in net.nodes[x].core._conns.values()):  # type: ignore[union-attr]
+            break
+        net.run_for(0.05)
     assert not any(c.repair.repairs for c in net.nodes[x].core._conns.values())  # type: ignore[union-attr]
     # Now x hears nothing at all (its own frames still go out) for a while, writes going on.
     net.trace = []
@@ -173,3 +178,137 @@ def test_windows_are_shorter_only_under_loss_in_the_relay() -> None:
     assert ctx.window(net.now + 10.0) == w  # the loss is forgotten after LOSS_MEMORY
     ctx.mode = lambda: TREE
     assert ctx.window(net.now) == w  # other overlays keep their windows
+
+
+def test_a_broadcast_on_the_lossy_windows_turns_the_loss_repair_on() -> None:
+    """Agents notice the first loss at different times and disagree on the windows until all
+    did: a broadcast from a relay of the lossy windows' turns that is not a relay of ours
+    shows a loss noticed there, and turns ours on (Relay.adopt_loss); one from a relay of our
+    own turns does not."""
+    net, names = _mesh(6)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    w = ctx.config.push_interval
+    mine = names[0]
+    ours_at: tuple[float, str] | None = None  # a relay of our own turns
+    theirs_at: tuple[float, str] | None = None  # a relay of the lossy turns only
+    now = net.now
+    while ours_at is None or theirs_at is None:
+        now += 0.01
+        ours = {relay.relay_of(window_index(now, w) - j) for j in (0, 1, 2)} - {mine, None}
+        lossy = {relay.relay_of(window_index(now, w * LOSSY_WINDOW) - j) for j in (0, 1, 2)}
+        if ours and ours_at is None:
+            ours_at = (now, sorted(ours)[0])  # type: ignore[type-var]
+        only = lossy - ours - {mine, None}
+        if only and theirs_at is None:
+            theirs_at = (now, sorted(only)[0])  # type: ignore[type-var]
+    empty = b"\x00"
+    at, name = ours_at  # no sign of a loss
+    relay.on_hint(core._conns[name], "s", empty, at)
+    assert not ctx.lossy(at)
+    at, name = theirs_at
+    relay.on_hint(core._conns[name], "s", empty, at)
+    assert ctx.lossy(at) and ctx.window(at) == pytest.approx(w * LOSSY_WINDOW)
+
+
+def test_without_a_loss_noticed_nobody_turns_the_loss_repair_on() -> None:
+    net, names = _mesh(7)
+    _writes(net, names, net.now, 2.0, "")
+    for _ in range(50):
+        net.run_for(0.05)
+        assert not any(net.nodes[n].core._ctx.lossy(net.now) for n in names)  # type: ignore[union-attr]
+    net.run_until_converged(30)
+
+
+def test_what_came_before_the_first_loss_is_repeated_once_noticed() -> None:
+    """Broadcasts before a loss was noticed had no repeats: their news is kept (bytes only)
+    and goes once with our next batch when the loss is noticed (Relay._repeat_recent)."""
+    net, names = _mesh(8)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    conn = core._conns[names[1]]
+    now = net.now
+    relay.on_broadcast(conn, "s", (b"old",), now - 10.0)  # long before: dropped
+    relay.on_broadcast(conn, "s", (b"a", b"b"), now)
+    assert not relay.own and [r[2] for r in relay.recent] == [(b"a", b"b")]
+    ctx.loss_seen_at = now + 0.1
+    relay.on_broadcast(conn, "s", (b"c",), now + 0.1)
+    assert relay.own["s"][:2] == [b"a", b"b"] and not relay.recent
+    relay.on_broadcast(conn, "t", (b"d",), now + 0.2)  # once: not again
+    assert relay.own["s"][:2] == [b"a", b"b"] and b"a" not in relay.own.get("t", [])
+
+
+def test_under_loss_a_repair_asked_again_is_asked_of_one_more_peer() -> None:
+    """A repair's first retry goes to its peer and to one more holder; a first ask and later
+    retries to one peer only. A link with no round trip of its own uses the others'."""
+    net, names = _mesh(9)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, repairs = core._ctx, core._p.repairs
+    conns = list(core._conns.values())
+    conn, timed = conns[0], conns[1]
+    now = net.now
+    assert repairs.timeout(conn, now) == core.config.repair_timeout  # no loss seen
+    ctx.loss_seen_at = now
+    timed.repair.srtt, timed.repair.rttvar = 0.2, 0.0
+    assert repairs.timeout(conn, now) == pytest.approx(0.25)  # the other link's round trip
+    ctx.outbox.clear()
+    repairs.ask(conn, "s", now)
+    assert [p for p, _ in ctx.outbox] == [conn.name]
+    ctx.outbox.clear()
+    repairs.retry(now + 0.3)
+    asked = [p for p, m in ctx.outbox if isinstance(m, SyncRequest)]
+    assert asked[0] == conn.name and len(asked) == 2 and asked[1] != conn.name
+    ctx.outbox.clear()
+    for c in conns:  # the other peer's repair is over; the first one's is asked a third time
+        if c.name == asked[1]:
+            repairs.done(c, "s")
+    repairs.retry(now + 0.6)
+    assert [p for p, m in ctx.outbox if isinstance(m, SyncRequest)] == [conn.name]
+
+
+def test_under_loss_a_relay_broadcast_times_its_link() -> None:
+    """The last window's relay broadcast at that window's end: its travel time, doubled, is a
+    round-trip sample of the link (Relay._time_broadcast); another sender's is not, and none
+    without a loss seen."""
+    net, names = _mesh(10)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    now = net.now
+    w = ctx.config.push_interval
+    start = window_index(now, w) * w + w  # the next window, lossless
+    last = relay.relay_of(window_index(start, w) - 1)
+    assert last is not None and last != names[0]
+    relay.on_hint(core._conns[last], "s", b"\x00", start + 0.1)
+    assert core._conns[last].repair.srtt is None  # no loss seen: nothing timed
+    ctx.loss_seen_at = now
+    lw = ctx.window(now)
+    start = window_index(now, lw) * lw + lw
+    k = window_index(start, lw)
+    last = relay.relay_of(k - 1)
+    other = next(n for n in names[1:] if n not in (last, relay.relay_of(k), relay.relay_of(k - 2)))
+    relay.on_hint(core._conns[other], "s", b"\x00", start + 0.1)
+    assert core._conns[other].repair.srtt is None
+    relay.on_hint(core._conns[last], "s", b"\x00", start + 0.1)  # type: ignore[index]
+    assert core._conns[last].repair.srtt == pytest.approx(0.2)  # type: ignore[index]
+
+
+def test_a_lack_a_hint_showed_stays_until_covered() -> None:
+    """A relay's hint showed we lack something; a later relay's hint we cover (it lacks the
+    same) must not erase that: the lack stays until our state covers the first hint, and the
+    patience timer asks for it (a straggler waited 1.5 s for a later hint in Glomers seed 9)."""
+    net, names = _mesh(11)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    now = net.now
+    ctx.loss_seen_at = now
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.get("m", type=pycrdt.Map)["k"] = 1
+    ahead = doc.get_state()  # a state vector we do not cover (we do not hold "s" at all)
+    relay.lacking["s"] = (now, ahead, names[1])
+    relay.on_hint(core._conns[names[2]], "s", b"\x00", now + 0.05)  # a relay lacking it too
+    assert relay.lacking["s"] == (now, ahead, names[1])

@@ -11,7 +11,11 @@ adds against loss (``Context.lossy``) lives here, so each half reads in one modu
   :func:`_first_client` reading our Yjs client id from the batch);
 - repeats of a broadcast by the next relays (:meth:`_RelayLoss.on_broadcast`,
   :data:`REPEATS`) and a second copy of ours to the next relay (:meth:`_RelayLoss.second_copy`,
-  :data:`SECOND_COPY`); the repair request itself (:meth:`_RelayLoss._ask`, :data:`SECOND_ASK`).
+  :data:`SECOND_COPY`); the repair request itself (:meth:`_RelayLoss._ask`, :data:`SECOND_ASK`);
+- a loss another agent noticed, adopted from its broadcasts (:meth:`_RelayLoss.adopt_loss`),
+  and what the broadcasts before it brought, repeated once (:meth:`_RelayLoss._repeat_recent`);
+- each relay broadcast timing its link, so a lost repair is asked again after a round trip
+  (:meth:`_RelayLoss._time_broadcast`).
 
 A mixin of :class:`~crdtsync.gossip.relay.Relay` (:class:`_RelayLoss`), split from
 :mod:`crdtsync.gossip.relay` as :mod:`~crdtsync.gossip._push_receive` is from
@@ -22,11 +26,12 @@ still works.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from . import _yjs
-from .overlay import RELAY
+from . import _context, _yjs
+from .overlay import RELAY, window_index
 from .repair import sv_covers
 
 if TYPE_CHECKING:
@@ -85,6 +90,7 @@ class _RelayLoss:
     later: dict[int, dict[str, list[bytes]]]
     heard: dict[str, float]
     lacking: dict[str, tuple[float, bytes, str]]
+    recent: deque[tuple[float, str, tuple[bytes, ...]]]
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
@@ -149,6 +155,41 @@ class _RelayLoss:
             if not sv_covers(self._ctx.state_vector(shard), hint):
                 self._ask(conn, shard, now, hint)
 
+    def adopt_loss(self, conn: Link, now: float) -> None:
+        """Not lossy yet: a broadcast from a relay of the lossy windows' turns, not of ours,
+        shows that its sender (or the writer it passes on for) noticed a loss: noticed here too.
+
+        The agents notice the first loss at different times (a repair, a NACK), and until all
+        did they disagree on the windows (``Context.window``), so writers push to relays that
+        are not relaying yet: the first writes on a lossy mesh after a quiet period took up to
+        1.6 s (benchmarks/README.md, "fourth pass"). Never when the sender is a relay of our
+        own windows' turns as well (a view that differs from ours, not a loss).
+        """
+        ctx = self._ctx
+        w = ctx.config.push_interval
+        if w <= 0 or not ctx.config.align_windows or ctx.mode() != RELAY:
+            return
+        k = window_index(now, w)
+        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+            return
+        k = window_index(now, w * _context.LOSSY_WINDOW)
+        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+            ctx.loss_seen_at = now
+
+    def _time_broadcast(self, conn: Link, now: float) -> None:
+        """Under loss: the broadcast of the last window's relay left at that window's end
+        (aligned windows: the agents' clocks agree), so its travel time, doubled, is a round
+        trip of that link. Every link gets one within a rotation, and a repair asked of a
+        relay no repair was answered by yet is retried after that, not ``repair_timeout``
+        (0.35 s for a 0.2 s round trip: most links had no sample in Glomers, and a straggler
+        waited 350 ms per lost request or reply)."""
+        ctx = self._ctx
+        if not ctx.config.align_windows or conn.name != self.relay_of(ctx.window_index(now) - 1):
+            return
+        travel = now - ctx.window_start(now)
+        if 0 < travel < ctx.window(now):
+            conn.repair.sample(2 * travel)
+
     def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
         """Under loss: whether a later relay's hint shows that relay lacks the batch itself.
 
@@ -204,8 +245,19 @@ class _RelayLoss:
         0.2): a third repeating relay makes that rarer (0.2 * 0.36 * 0.23 = 1.7 % per agent
         and write with two, about 0.4 % with three).
         """
-        if not self._ctx.lossy(now) or self._ctx.mode() != RELAY:
+        if self._ctx.mode() != RELAY:
             return
+        horizon = now - REPEATS * self._ctx.window(now)
+        if not self._ctx.lossy(now):
+            # No loss noticed yet: no repeats, but what the last broadcasts brought is kept
+            # (bytes only), to be repeated once a loss is noticed (below).
+            recent = self.recent
+            while recent and recent[0][0] < horizon:  # in time order: O(1) per broadcast
+                recent.popleft()
+            recent.append((now, shard, updates))
+            return
+        if self.recent:
+            self._repeat_recent(horizon, now)
         k = self._ctx.window_index(now)
         me = self._ctx.name
         if self.relay_of(k) == me:
@@ -226,6 +278,19 @@ class _RelayLoss:
                     # A later turn: kept aside (our own batches go to other relays meanwhile).
                     self.later.setdefault(k + j, {}).setdefault(shard, []).extend(updates)
                     break
+
+    def _repeat_recent(self, horizon: float, now: float) -> None:
+        """The first broadcast after a loss was noticed: what the last broadcasts before it
+        brought (the last :data:`REPEATS` windows) goes once with our next batch to the next
+        relay, which passes it on in its broadcast. Those broadcasts had no repeats: an agent
+        that lost one of them waited for a repair, often asked of a relay that had lost it too
+        (the first writes on a lossy mesh after a quiet period: 1.6 s in Glomers seed 5)."""
+        recent, self.recent = self.recent, deque()
+        for at, shard, updates in recent:
+            if at >= horizon:
+                self.own.setdefault(shard, []).extend(updates)
+                self.own_bytes += sum(len(u) for u in updates)
+        self._ctx.schedule_flush(now)
 
     def second_copy(self, sent_from: int, now: float) -> None:
         """Our broadcast (the outbox from ``sent_from`` on) goes twice to the next relays.

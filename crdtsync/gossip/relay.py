@@ -17,6 +17,7 @@ half reads in one module; its constants are re-exported here.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -106,6 +107,9 @@ class Relay(_RelayLoss):
         #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
         #: next relays repeat it (under loss only; see on_hint and watch)
         self.lacking: dict[str, tuple[float, bytes, str]] = {}
+        #: (when, shard, news) of the last broadcasts before a loss was noticed: repeated
+        #: once when it is (see on_broadcast)
+        self.recent: deque[tuple[float, str, tuple[bytes, ...]]] = deque()
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -131,8 +135,11 @@ class Relay(_RelayLoss):
     def on_hint(self, conn: Link, shard: str, hint: bytes, now: float) -> None:
         """A relay broadcast said what its sender holds of ``shard`` (see Push.hint)."""
         self._ae.hint_at = now
+        if not self._ctx.lossy(now):
+            self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
+            self._time_broadcast(conn, now)
         # Our own batches this broadcast shows the relays have had: confirmed. One pushed to
         # this very relay that its broadcast does not cover was lost on the way (the relay
         # broadcasts at the end of the window our push went in, after it arrived): a NACK,
@@ -152,7 +159,11 @@ class Relay(_RelayLoss):
             self.unconfirmed = keep
         mine = self._ctx.state_vector(shard)
         if sv_covers(mine, hint):
-            self.lacking.pop(shard, None)
+            # Nothing lacking that this relay has; a lack an earlier hint showed stays until
+            # ours covers that hint (this relay may have lost it too: the timer asks for it).
+            lack = self.lacking.get(shard)
+            if lack is not None and sv_covers(mine, lack[1]):
+                del self.lacking[shard]
         elif shard not in conn.repair.repairs:
             # It had something we lack after applying its batch: we missed an earlier batch
             # (Yjs keeps later structs of a client pending without it). It holds what we lack.
