@@ -333,8 +333,9 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mid = sorted(runs, key=lambda run: run["visible_s"])[(len(runs) - 1) // 2]
     out = dict(mid)
     if len(runs) > 1:
-        for key in ("visible_s", "durable_s", "joiner_cpu_s"):
-            out[f"{key}_runs"] = [run.get(key) for run in runs]
+        for key in ("visible_s", "durable_s", "joiner_cpu_s", "msgs_by_type"):
+            if key in mid:
+                out[f"{key}_runs"] = [run.get(key) for run in runs]
     return out
 
 
