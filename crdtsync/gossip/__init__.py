@@ -46,8 +46,7 @@ costs one window instead of latency plus a random wait.
 *A stream of local writes* (LAN configs: ``send_when_idle``, windows not aligned) is coalesced
 by the core itself (:mod:`~crdtsync.gossip.coalesce`): a write after a quiet window goes at
 once; later ones wait for the end of their window, which doubles while the stream stays dense
-(up to 16 ms; 64 ms once it stayed dense for a second) and halves when it thins, and leave as
-one update per shard, runs of items
+(up to 16 ms) and halves when it thins, and leave as one update per shard, runs of items
 squashed by the :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``. A driver may add a
 write to an open window from anywhere with :meth:`GossipCore.hold_local` (nothing to execute).
 
