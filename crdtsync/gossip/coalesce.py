@@ -14,16 +14,6 @@ local writes too, per agent:
   and one under that rate halves it again. A moderate rate (1,000 writes/s) therefore keeps
   the first window and waits at most ``push_interval`` (2 ms): only a stream dense enough
   for the per-push cost to matter pays the longer wait;
-* a stream that stays that dense for :data:`SUSTAINED` seconds (an agent writing its output
-  for seconds, not a burst of a few hundred writes) doubles on, up to ``push_interval *
-  2**SUSTAINED_DOUBLINGS`` (64 ms). Each window costs a squash, a frame per peer, a wake-up
-  and an ack at every follower; a stream slowed down by a loaded machine made more windows
-  of at most 16 ms, each adding work that slowed it further (issue 17's stream row, measured
-  in ``benchmarks/README.md``). A burst shorter than that keeps the 16 ms cap and its
-  latency. Once sustained, a window at a quarter of the dense rate or more keeps the width
-  (a writer descheduled for part of a window on a loaded machine did not stop streaming); one
-  under that narrows as before, and the stream has to stay dense for :data:`SUSTAINED` again
-  before a window passes 16 ms;
 * at a window's end the deltas held for each shard are merged into one update (the
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
@@ -38,14 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["GROW_AT", "MAX_DOUBLINGS", "SUSTAINED", "SUSTAINED_DOUBLINGS", "Coalescer"]
+__all__ = ["GROW_AT", "MAX_DOUBLINGS", "Coalescer"]
 
 #: A busy stream's window grows to at most push_interval * 2**MAX_DOUBLINGS.
 MAX_DOUBLINGS = 3
-#: Seconds of windows in a row at the dense rate after which the window may pass that cap.
-SUSTAINED = 1.0
-#: A stream dense for SUSTAINED seconds: its window grows to push_interval * 2**this.
-SUSTAINED_DOUBLINGS = 5
 #: Writes per ``push_interval`` at or beyond which the next window doubles (under it, the
 #: next window halves).
 GROW_AT = 4
@@ -67,7 +53,6 @@ class Coalescer:
         self.due: float | None = None
         self._last = -math.inf  # when deltas last went
         self._busy = 0  # consecutive busy windows: each doubles the next
-        self._dense_since: float | None = None  # end of the first of the dense windows in a row
 
     @property
     def window(self) -> float:
@@ -83,7 +68,6 @@ class Coalescer:
             end = self._last + self.window
             if now >= end:  # quiet for a window: at once, and the next window narrows
                 self._busy = max(0, self._busy - 1) if now < end + self.window else 0
-                self._dense_since = None
                 self._last = now
                 return True
             # Written again within the window: wait for its end.
@@ -97,18 +81,8 @@ class Coalescer:
         writes = sum(len(d) for d in held.values())  # made within the window
         per_window = GROW_AT << self._busy  # GROW_AT per push_interval, for this window
         if writes >= per_window:  # a dense stream: the per-push cost matters, widen
-            if self._dense_since is None:
-                self._dense_since = now
-            cap = SUSTAINED_DOUBLINGS if now - self._dense_since >= SUSTAINED else MAX_DOUBLINGS
-            self._busy = min(self._busy + 1, cap)
-        elif (
-            self._dense_since is not None
-            and now - self._dense_since >= SUSTAINED
-            and writes * 4 >= per_window
-        ):
-            pass  # a sustained stream that slowed for a window (a busy machine): kept as is
+            self._busy = min(self._busy + 1, MAX_DOUBLINGS)
         else:  # under that rate latency matters more: narrow (no band where a wide one stays)
             self._busy = max(0, self._busy - 1)
-            self._dense_since = None
         self._last = now
         return held

@@ -11,13 +11,7 @@ import pycrdt
 from corepair import *  # noqa: F403
 from crdtsync.transports.memory import Network
 
-from crdtsync.gossip.coalesce import (
-    GROW_AT,
-    MAX_DOUBLINGS,
-    SUSTAINED,
-    SUSTAINED_DOUBLINGS,
-    Coalescer,
-)
+from crdtsync.gossip.coalesce import GROW_AT, MAX_DOUBLINGS, Coalescer
 
 # ruff: noqa: F405 (names from corepair)
 
@@ -51,48 +45,6 @@ def test_windows_double_while_a_dense_stream_goes_on_and_narrow_after_it() -> No
     assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 2)
     assert c.hold("s", [b"q"], 100.0) and c.window == 0.002  # quiet again: at once, reset
     assert Coalescer(0.0).hold("s", [b"1"], 1.0) and Coalescer(0.0).hold("s", [b"2"], 1.0)
-
-
-def _dense_windows(c: Coalescer, now: float, count: int) -> tuple[list[float], float]:
-    """``count`` windows each filled at the dense rate (GROW_AT writes per 2 ms, twice over);
-    their lengths and the time the last one went."""
-    windows = []
-    for _ in range(count):
-        span = c.window
-        n = 2 * GROW_AT * max(1, round(span / 0.002))
-        for i in range(n):
-            assert not c.hold("s", [b"x"], now + (i + 1) * span / (n + 1))
-        windows.append(round(c.due - now, 6))  # type: ignore[operator]
-        now = c.due  # type: ignore[assignment]
-        c.take(now)
-    return windows, now
-
-
-def test_only_a_stream_dense_for_a_second_passes_the_16_ms_cap() -> None:
-    cap, wide = 0.002 * 2**MAX_DOUBLINGS, 0.002 * 2**SUSTAINED_DOUBLINGS
-    c = Coalescer(0.002)
-    assert c.hold("s", [b"0"], 1.0)
-    # a burst of under a second (the fanout benchmark's: a few thousand writes) keeps the cap
-    windows, now = _dense_windows(c, 1.0, 40)
-    assert max(windows) == cap and now - 1.0 < SUSTAINED
-    # the same stream going on for more than SUSTAINED seconds widens, up to the wide cap
-    windows, now = _dense_windows(c, now, 60)
-    assert windows[-1] == wide and max(windows) == wide
-    assert windows.index(cap * 2) > 0  # passed the cap only after a run at it
-    # once sustained, a window at half the dense rate (a writer slowed down) keeps the width
-    for i in range(GROW_AT << (SUSTAINED_DOUBLINGS - 1)):
-        assert not c.hold("s", [b"y"], now + (i + 1) * wide / (GROW_AT << SUSTAINED_DOUBLINGS))
-    now = c.due  # type: ignore[assignment]
-    c.take(now)
-    assert c.window == wide
-    # a window under a quarter of it narrows it, and the run of dense windows starts over
-    assert not c.hold("s", [b"z"], now + 0.001)
-    c.take(c.due)  # type: ignore[arg-type]
-    assert c.window == wide / 2
-    windows, now = _dense_windows(c, c._last, 10)  # noqa: SLF001
-    assert windows[0] == wide / 2 and max(windows[1:]) == cap  # back under the 16 ms cap
-    # a quiet window resets everything
-    assert c.hold("s", [b"q"], now + 10.0) and c.window == 0.002
 
 
 def _stream(a: GossipCore, text: pycrdt.Text, n: int, start: float, step: float) -> list[bytes]:
