@@ -46,6 +46,7 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("CRDTSYNC_BENCH_FRAMELOG", "1")
     os.environ.setdefault("CRDTSYNC_BENCH_GCLOG", "1")
+    os.environ.setdefault("CRDTSYNC_BENCH_STEPLOG", "1")
     catchup.Child = _KeptChild  # type: ignore[misc]
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-timeline-"))
     if args.paper:

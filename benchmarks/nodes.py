@@ -141,6 +141,53 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
     gc.callbacks.append(_gc_log)
 
 
+def _install_steplog() -> None:
+    """``CRDTSYNC_BENCH_STEPLOG=1`` (investigations): a ``TL`` line on stderr at the start
+    and end of the joiner's steps (agent start, validation, the shard's apply, the store's
+    commit), which ``catchup_timeline.py`` merges into its timeline. Wrappers installed on
+    the library's module attributes; nothing in the library changes."""
+    import crdtsync.gossip._yjs as gyjs
+    from crdtsync import Agent, updates
+    from crdtsync.durability import GroupCommitter
+    from crdtsync.shard import Shard
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+        if asyncio.iscoroutinefunction(inner):
+
+            async def async_step(*a: Any, **k: Any) -> Any:
+                sys.stderr.write(f"TL {time.time():.6f} {label} begin\n")
+                try:
+                    return await inner(*a, **k)
+                finally:
+                    sys.stderr.write(f"TL {time.time():.6f} {label} end\n")
+
+            setattr(owner, name, async_step)
+            return
+
+        def step(*a: Any, **k: Any) -> Any:
+            sys.stderr.write(f"TL {time.time():.6f} {label} begin\n")
+            try:
+                return inner(*a, **k)
+            finally:
+                sys.stderr.write(f"TL {time.time():.6f} {label} end\n")
+
+        setattr(owner, name, step)
+
+    wrap(Agent, "start", "agent.start")
+    wrap(gyjs, "validate_update", "validate(core)")
+    wrap(updates, "validate_update", "validate(registry)")
+    wrap(Shard, "apply_remote_batch", "shard.apply_remote_batch")
+    wrap(GroupCommitter, "_commit_in_worker", "committer.commit(worker thread)")
+    from crdtsync._registry import ShardRegistry
+    from crdtsync.gossip.antientropy import AntiEntropy
+    from crdtsync.gossip.core import GossipCore
+
+    wrap(ShardRegistry, "apply", "registry.apply")
+    wrap(AntiEntropy, "on_diff", "ae.on_diff")
+    wrap(GossipCore, "receive", "core.receive")
+
+
 def _frame_type(frame: bytes) -> str:
     """The crdtsync message type of a frame (an msgpack array whose first item is the tag)."""
     head = frame[0]
@@ -362,6 +409,8 @@ class JoinWatch:
     def _check(self) -> None:
         if not self.done.done() and self.condition():
             self.cpu_s = time.process_time() - self.cpu0
+            if os.environ.get("CRDTSYNC_BENCH_STEPLOG"):
+                sys.stderr.write(f"TL {time.time():.6f} visible\n")
             self.done.set_result(time.time_ns())
 
 
@@ -388,7 +437,12 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     config = gossip_config(args.gossip, args.name)
     loop = asyncio.get_running_loop()
     commands = Commands(loop)
+    steplog = bool(os.environ.get("CRDTSYNC_BENCH_STEPLOG"))
+    if steplog:
+        _install_steplog()
     t0, cpu0 = time.time_ns(), time.process_time()
+    if steplog:
+        sys.stderr.write(f"TL {t0 / 1e9:.6f} t0\n")
     agent = Agent(
         args.name,
         data_dir=args.data,

@@ -35,7 +35,7 @@ EXTRA = {
         "--scale",
         "",
     ],
-    "catchup": ["--peers", "pycrdt-websocket"],
+    "catchup": ["--peers", "pycrdt-websocket", "--rounds", "2"],
     "join": ["--shards", "20,300"],
     "idle": ["--agents", "3", "--shards", "2,20", "--window", "2"],
     "restart": [],
@@ -111,12 +111,20 @@ def test_fanout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_catchup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _run("catchup", tmp_path, monkeypatch)
     assert len(res["states"]) == 2
+    assert res["rounds"] == 2
     for state in res["states"].values():
         assert state["crdtsync"]["wire_bytes"] >= state["state_bytes"] * 0.9
         assert (
             state["pycrdt-websocket"]["visible_s"] > 0
             and state["floor"]["bytes"] == state["state_bytes"]
         )
+        # two interleaved rounds: the reported run is the lower middle one, each round's
+        # ratios kept
+        for system in ("crdtsync", "pycrdt-websocket"):
+            runs = state[system]["visible_s_runs"]
+            assert len(runs) == 2 and state[system]["visible_s"] == min(runs)
+        assert len(state["ratios_by_round"]) == 2
+        assert state["ratios"]["crdtsync_visible_vs_hub"] is not None
 
 
 def test_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
