@@ -4,17 +4,19 @@ fanout.py measures latency with 8 processes on a shared, noisy machine; what dec
 tail is the CPU each receiver spends per update (benchmarks/README.md, h-recv's timeline). This
 measures that CPU directly: one receiving :class:`crdtsync.Agent` (LMDB store, group commit,
 websocket transport, the default LAN settings) in this process, observing its map as
-fanout.py's receivers do; a writer agent, and ``--others`` more receivers, in a child process,
-all on 127.0.0.1. The writer sets ``--writes`` map keys at ``--rate`` per second, each its own
-transaction (fanout.py's paced workload). The figure is this process's CPU time (user + system,
-all threads: the event loop, the commit thread) from the first write until the last arrival
-plus the trailing commit and ack, per received update; the event loop's thread alone is given
-too, with what the loop did per update: selector wake-ups (``select`` calls that returned
-events), loop iterations, messages received and frames sent, the core's timer ticks, group commits.
+fanout.py's receivers do; a writer agent in a child process, and ``--others`` more receivers
+in a third, all on 127.0.0.1. The writer sets ``--writes`` map keys at ``--rate`` per second,
+each its own transaction (fanout.py's paced workload). The figure is this process's CPU time
+(user + system, all threads: the event loop, the commit thread) from the first write until the
+last arrival plus the trailing commit and ack, per received update; the event loop's thread
+alone is given too, with what the loop did per update: selector wake-ups (``select`` calls
+that returned events), loop iterations, messages received and frames sent, the core's timer
+ticks, group commits; and the writer process's CPU per write (it sends to 1 + ``--others``).
 
-``--rounds R`` repeats the measured phase R times on the same pair of agents (after a warm-up)
-and reports each round and the median. For an A/B of two trees, run the two alternately with
-``PYTHONPATH`` pointing at a copy of the other tree (the child inherits it).
+``--rounds R`` repeats the measured phase R times on the same agents (after a warm-up) and
+reports each round and the median. For an A/B of two trees, run the two alternately with
+``PYTHONPATH`` pointing at a copy of the other tree (the children inherit it).
+``--segments`` and ``--cprofile FILE`` are diagnostics (they slow what they measure).
 
 Prints one JSON object.
 """
@@ -62,16 +64,20 @@ async def _lines(proc: asyncio.subprocess.Process) -> Any:
 
 
 async def run_writer(port: int, others: int, tmp: Path) -> None:
-    """Serve the writer (and ``others`` receivers) until stdin closes; write on command."""
+    """Serve the writer until stdin closes; write on command and report this process's CPU
+    per write (the writer alone: the ``others`` receivers run in a process of their own)."""
     from crdtsync import Agent
 
     url = f"ws://127.0.0.1:{port}"
     writer = Agent("w", data_dir=tmp / "w", listen=url, seed=1, insecure=True)
     await writer.start()
-    rest = [Agent(f"o{i}", data_dir=tmp / f"o{i}", peers=[url], seed=10 + i) for i in range(others)]
-    for a in rest:
-        await a.start()
-        await a.shard(SHARD)
+    rest = None
+    if others:
+        rest = subprocess.Popen(
+            [sys.executable, __file__, "--role", "others", "--port", str(port)]
+            + ["--others", str(others), "--tmp", str(tmp)],
+            stdin=subprocess.PIPE,
+        )
     shard = await writer.shard(SHARD)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -80,6 +86,7 @@ async def run_writer(port: int, others: int, tmp: Path) -> None:
     while line := await reader.readline():
         cmd = json.loads(line)
         prefix, n, rate = cmd["prefix"], cmd["n"], cmd["rate"]
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
@@ -87,8 +94,29 @@ async def run_writer(port: int, others: int, tmp: Path) -> None:
                 await asyncio.sleep(delay)
             shard[f"{prefix}{i}"] = str(time.time_ns())
             await asyncio.sleep(0)
-        print(json.dumps({"event": "wrote", "prefix": prefix}), flush=True)
-    for a in [*rest, writer]:
+        await asyncio.sleep(0.2)  # the acks of the last writes
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        event = {"event": "wrote", "prefix": prefix, "writer_cpu_us_per_update": 1e6 * cpu / n}
+        print(json.dumps(event), flush=True)
+    if rest is not None and rest.stdin is not None:
+        rest.stdin.close()
+        rest.wait()
+    await writer.close()
+
+
+async def run_others(port: int, others: int, tmp: Path) -> None:
+    """The other receivers (one process, as fanout.py's receivers but sharing it) until stdin
+    closes."""
+    from crdtsync import Agent
+
+    url = f"ws://127.0.0.1:{port}"
+    rest = [Agent(f"o{i}", data_dir=tmp / f"o{i}", peers=[url], seed=10 + i) for i in range(others)]
+    for a in rest:
+        await a.start()
+        await a.shard(SHARD)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for a in rest:
         await a.close()
 
 
@@ -99,7 +127,7 @@ class _Counts:
     """What the event loop and the transport did, counted by thin wrappers."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        from websockets.asyncio.connection import Connection
+        from websockets.protocol import Protocol
 
         from crdtsync.durability import GroupCommitter
         from crdtsync.gossip import GossipCore
@@ -129,16 +157,16 @@ class _Counts:
                 return events
 
             selector.select = select
-        real_receive, real_send = GossipCore.receive, Connection.send
+        real_receive, real_send = GossipCore.receive, Protocol.send_binary
         real_tick, real_commit = GossipCore.tick, GroupCommitter._commit_in_worker
 
         def receive(self: Any, *a: Any, **k: Any) -> Any:
             c["received"] += 1
             return real_receive(self, *a, **k)
 
-        async def send(self: Any, *a: Any, **k: Any) -> Any:
+        def send(self: Any, *a: Any, **k: Any) -> Any:
             c["send"] += 1
-            return await real_send(self, *a, **k)
+            return real_send(self, *a, **k)
 
         def tick(self: Any, *a: Any, **k: Any) -> Any:
             c["ticks"] += 1
@@ -149,7 +177,7 @@ class _Counts:
             return real_commit(self, *a, **k)
 
         GossipCore.receive = receive  # type: ignore[method-assign]
-        Connection.send = send  # type: ignore[method-assign]
+        Protocol.send_binary = send  # type: ignore[method-assign]
         GossipCore.tick = tick  # type: ignore[method-assign]
         GroupCommitter._commit_in_worker = commit  # type: ignore[method-assign]
 
@@ -252,10 +280,12 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         wall = time.monotonic() - w0
         ev = await events.__anext__()
         assert ev["event"] == "wrote", ev
+        writer_cpu = round(ev["writer_cpu_us_per_update"], 1)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         out: dict[str, Any] = {
             "cpu_us_per_update": round(1e6 * cpu / n, 1),
             "loop_thread_cpu_us_per_update": round(1e6 * (t1 - t0) / n, 1),
+            "writer_cpu_us_per_update": writer_cpu,
             "wall_s": round(wall, 2),
             "load_1min": round(os.getloadavg()[0], 2),
         }
@@ -311,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.role == "writer":
         asyncio.run(run_writer(args.port, args.others, Path(args.tmp)))
+        return 0
+    if args.role == "others":
+        asyncio.run(run_others(args.port, args.others, Path(args.tmp)))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-ws-receive-"))
     try:

@@ -1,4 +1,5 @@
-"""Frames handed to the websocket transport in websockets' callback (transports/_ws_inline.py).
+"""Frames handed to the websocket transport in websockets' callback, and frames written at once
+by an idle link (transports/_ws_inline.py).
 
 A frame that arrives alone while the connection's reader waits is handled at once in
 ``process_event``; everything else (a burst read in one go, a frame while another is queued,
@@ -22,6 +23,7 @@ from crdtsync.transports._ws_links import _LinkRunner
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
 from websockets.frames import Frame, Opcode
+from websockets.protocol import CLOSING, OPEN
 
 from crdtsync.gossip import GossipConfig, GossipCore
 from crdtsync.gossip.guard import QuotaSet
@@ -34,12 +36,35 @@ class _Queue:
         self.frames: deque[Frame] = deque()
 
 
+class _Protocol:
+    def __init__(self) -> None:
+        self.state = OPEN
+        self.out: list[bytes] = []
+
+    def send_binary(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closing = False
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
 class _Base:
-    """Stands in for websockets' connection: data_received yields the frames given."""
+    """Stands in for websockets' connection: data_received yields the frames given, what is
+    sent is written to the transport's list."""
 
     def __init__(self) -> None:
         self.recv_messages = _Queue()
         self.pending: list[Frame] = []
+        self.protocol = _Protocol()
+        self.transport = _Transport()
+        self.send_in_progress: Any = None
+        self.paused = False
 
     def data_received(self, data: bytes) -> None:
         for frame in self.pending:
@@ -47,6 +72,13 @@ class _Base:
 
     def process_event(self, event: Any) -> None:
         self.recv_messages.frames.append(event)
+
+    def send_data(self) -> None:
+        self.transport.written += self.protocol.out
+        self.protocol.out.clear()
+
+    def set_connection_exc(self, exc: BaseException) -> None:  # pragma: no cover - not reached
+        raise AssertionError(exc)
 
 
 class _Conn(InlineFrames, _Base):
@@ -96,6 +128,23 @@ def test_a_connection_without_the_frame_queue_is_not_offered_inline() -> None:
     assert not InlineFrames.supported(object())  # (another websockets' internals)
 
 
+def test_send_now_writes_only_when_send_would_not_wait() -> None:
+    conn = _Conn()
+    assert conn.send_now(b"a") and conn.transport.written == [b"a"]
+    for blocked in ("paused", "fragmenting", "closing", "not open"):
+        conn = _Conn()
+        if blocked == "paused":
+            conn.paused = True  # the socket's buffer is over its high-water mark
+        elif blocked == "fragmenting":
+            conn.send_in_progress = object()
+        elif blocked == "closing":
+            conn.transport.closing = True
+        else:
+            conn.protocol.state = CLOSING
+        assert not conn.send_now(b"x"), blocked
+        assert conn.transport.written == [] and conn.protocol.out == [], blocked
+
+
 # -- real agents over 127.0.0.1 ------------------------------------------------------------
 
 CFG = GossipConfig(push_interval=0.0, anti_entropy_interval=60.0, suspect_timeout=30.0)
@@ -131,15 +180,22 @@ async def _until(cond: Any, timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def inline_counts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    counts = {"inline": 0, "left": 0}
+    counts = {"inline": 0, "left": 0, "sent_now": 0}
     real = _LinkRunner._frame_inline
+    real_send_now = InlineFrames.send_now
 
     def counted(self: Any, link: Any, data: bytes) -> bool:
         handled = real(self, link, data)
         counts["inline" if handled else "left"] += 1
         return handled
 
+    def counted_send_now(self: Any, data: bytes) -> bool:
+        sent = real_send_now(self, data)
+        counts["sent_now"] += sent
+        return sent
+
     monkeypatch.setattr(_LinkRunner, "_frame_inline", counted)
+    monkeypatch.setattr(InlineFrames, "send_now", counted_send_now)
     return counts
 
 
@@ -173,13 +229,14 @@ async def test_pushes_that_arrive_one_at_a_time_are_handled_inline_in_order(
     a, b = await _pair()
     seqs = _record_pushes(b)
     try:
-        before = inline_counts["inline"]
+        before, sent_before = inline_counts["inline"], inline_counts["sent_now"]
         for i in range(30):
             a.put(f"k{i}", i)
             if i % 3:
                 await asyncio.sleep(0.005)  # (every third write follows the last at once)
         await _until(lambda: len(b.keys()) == 30)
         assert inline_counts["inline"] - before >= 10  # most pushes: none was queued behind
+        assert inline_counts["sent_now"] - sent_before >= 10  # written by an idle link at once
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert sorted(b.keys()) == sorted(a.keys())
     finally:

@@ -108,9 +108,17 @@ class _Effects:
     def _enqueue(self, link: _Link, frame: bytes) -> None:
         if link.closing:
             return
-        link.queue.append(frame)
-        link.queued_bytes += len(frame)
-        link.wake.set()
+        if (
+            link.writer_idle and not link.queue and not link.paused and link.ws.send_now(frame)  # type: ignore[attr-defined]
+        ):
+            # Nothing queued before it and the socket takes it: written now, as the writer
+            # task would have, without waking it (7-31 sends per write at the writer, one
+            # task step and one send() coroutine each: issue 17/18, benchmarks/README.md).
+            link.hello_sent = True
+        else:
+            link.queue.append(frame)
+            link.queued_bytes += len(frame)
+            link.wake.set()
         buffered = self._buffered(link)
         if buffered > self._max_send_buffer:
             self._protocol_error(

@@ -107,6 +107,9 @@ class _Link:
     # Fair reading's wait for the frame the reader gets next, when the inline path asked
     # the core already (_frame_inline): asked once per frame, as before.
     read_wait: float | None = None
+    # The writer task waits for frames with none queued: a frame may be written at once
+    # (_Effects._enqueue; only on connections that support it, see _ws_inline).
+    writer_idle: bool = False
 
     def label(self) -> str:
         if self.peer is not None:
@@ -398,11 +401,17 @@ class _LinkRunner:
     async def _writer(self, link: _Link) -> None:
         """Send ``link``'s queued frames in order; close it at a close request."""
         ws = link.ws
+        link.writer_idle = False
         try:
             while True:
                 if not link.queue:
                     link.wake.clear()
-                    await link.wake.wait()
+                    # (idle only where frames may be written at once: see _Effects._enqueue)
+                    link.writer_idle = isinstance(ws, InlineFrames) and InlineFrames.supported(ws)
+                    try:
+                        await link.wake.wait()
+                    finally:
+                        link.writer_idle = False
                     continue
                 item = link.queue.popleft()
                 if isinstance(item, _CloseRequest):
