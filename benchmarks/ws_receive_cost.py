@@ -3,7 +3,8 @@
 fanout.py measures latency with 8 processes on a shared, noisy machine; what decides its paced
 tail is the CPU each receiver spends per update (benchmarks/README.md, h-recv's timeline). This
 measures that CPU directly: one receiving :class:`crdtsync.Agent` (LMDB store, group commit,
-websocket transport, the default LAN settings) in this process, observing its map as
+websocket transport, the default LAN settings) in this process (``--local N``: N of them, as
+in fanout.py's scale runs, 8 agents a process), observing its map as
 fanout.py's receivers do; a writer agent in a child process, and ``--others`` more receivers
 in a third, all on 127.0.0.1. The writer sets ``--writes`` map keys at ``--rate`` per second,
 each its own transaction (fanout.py's paced workload). The figure is this process's CPU time
@@ -241,25 +242,31 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     )
     events = _lines(proc)
     assert (await events.__anext__())["event"] == "ready"
-    receiver = Agent("r", data_dir=tmp / "r", peers=[f"ws://127.0.0.1:{port}"], seed=99)
-    await receiver.start()
-    shard = await receiver.shard(SHARD)
+    url = f"ws://127.0.0.1:{port}"
+    receivers = [
+        Agent(f"r{i}", data_dir=tmp / f"r{i}", peers=[url], seed=99 + i) for i in range(args.local)
+    ]
     loop = asyncio.get_running_loop()
-    arrived: dict[str, int] = {}
-    target: list[Any] = [None, 0, None]  # prefix, n, future
+    arrived: dict[tuple[int, str], int] = {}
+    target: list[Any] = [None, 0, None]  # prefix, n (arrivals: writes x local receivers), future
 
-    def on_change(event: Any) -> None:
-        for key in event.keys:
-            arrived[key] = 1
-        prefix, n, fut = target
-        if fut is not None and not fut.done() and len(arrived) >= n:
-            fut.set_result(None)
+    def observer(i: int) -> Any:
+        def on_change(event: Any) -> None:
+            for key in event.keys:
+                arrived[i, key] = 1
+            prefix, n, fut = target
+            if fut is not None and not fut.done() and len(arrived) >= n:
+                fut.set_result(None)
 
-    shard.crdt.observe(on_change)
-    deadline = time.monotonic() + 30
-    while len(receiver.peers) < args.others + 1:
+        return on_change
+
+    for i, receiver in enumerate(receivers):
+        await receiver.start()
+        (await receiver.shard(SHARD)).crdt.observe(observer(i))
+    deadline = time.monotonic() + 60
+    while min(len(r.peers) for r in receivers) < args.others + args.local:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the mesh did not form: {receiver.peers}")
+            raise RuntimeError(f"the mesh did not form: {[r.peers for r in receivers]}")
         await asyncio.sleep(0.1)
     await asyncio.sleep(args.settle)
     counts = _Counts(loop)
@@ -270,7 +277,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     async def phase(prefix: str, n: int) -> dict[str, Any]:
         arrived.clear()
         fut = loop.create_future()
-        target[:] = [prefix, n, fut]
+        target[:] = [prefix, n * args.local, fut]
         c0, r0, t0 = counts.snapshot(), resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
         w0 = time.monotonic()
         proc.stdin.write(json.dumps({"prefix": prefix, "n": n, "rate": args.rate}).encode() + b"\n")
@@ -282,6 +289,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         assert ev["event"] == "wrote", ev
         writer_cpu = round(ev["writer_cpu_us_per_update"], 1)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        n *= args.local  # per received update: each write reaches every local receiver
         out: dict[str, Any] = {
             "cpu_us_per_update": round(1e6 * cpu / n, 1),
             "loop_thread_cpu_us_per_update": round(1e6 * (t1 - t0) / n, 1),
@@ -308,13 +316,15 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         profiler.disable()
         profiler.dump_stats(args.cprofile)
     proc.stdin.close()
-    await receiver.close()
+    for receiver in receivers:
+        await receiver.close()
     await proc.wait()
     keys = rounds[0].keys()
     return {
         "benchmark": "ws_receive_cost",
         "writes": args.writes,
         "rate": args.rate,
+        "local": args.local,
         "others": args.others,
         "median": {k: statistics.median(r[k] for r in rounds) for k in keys},
         "rounds": rounds,
@@ -328,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writes", type=int, default=2000)
     p.add_argument("--rate", type=float, default=200.0, help="writes per second")
     p.add_argument("--others", type=int, default=0, help="more receivers in the writer's process")
+    p.add_argument("--local", type=int, default=1, help="receivers in this (measured) process")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--settle", type=float, default=1.0)
