@@ -343,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--tail", type=float, default=0.2)
-    p.add_argument("--uvloop", action="store_true", help="the receiver on uvloop's event loop")
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="the receiver on uvloop's event loop (uvloop is not a dependency: install it first)",
+    )
     p.add_argument("--cprofile", default="", help="cProfile the measured rounds into FILE")
     p.add_argument("--segments", action="store_true", help="time the steps (diagnostic)")
     p.add_argument("--role", default="receiver", help=argparse.SUPPRESS)
