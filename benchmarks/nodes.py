@@ -54,6 +54,7 @@ from typing import Any
 import pycrdt
 import streamwork
 from websockets.asyncio.connection import Connection
+from websockets.protocol import Protocol
 
 # ---------------------------------------------------------------------------------------------
 # what this process sends on the wire (same instrumentation for both systems)
@@ -61,37 +62,54 @@ from websockets.asyncio.connection import Connection
 FRAMES = Counter()  # type: Counter[str]
 _TYPE_NAMES: dict[int, str] = {}
 _COUNT_TYPES = False
-_orig_send = Connection.send
+# Counted where every data frame is made, websockets' Protocol.send_binary / send_text: both
+# Connection.send (every system) and crdtsync's direct write of a frame when its writer is idle
+# (transports/_ws_inline.py, send_now) go through them.
+_orig_send_binary = Protocol.send_binary
+_orig_send_text = Protocol.send_text
 
 
-async def _counting_send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
+_FRAMELOG = bool(os.environ.get("CRDTSYNC_BENCH_FRAMELOG"))
+
+
+def _count_frame(message: Any) -> None:
     FRAMES["frames"] += 1
     FRAMES["bytes"] += len(message)
     if _COUNT_TYPES and isinstance(message, (bytes, bytearray)) and message:
-        FRAMES["type:" + _frame_type(message)] += 1
-    await _orig_send(self, message, *args, **kwargs)
-
-
-Connection.send = _counting_send  # type: ignore[method-assign]
-
-if os.environ.get("CRDTSYNC_BENCH_FRAMELOG"):  # a timeline of frames, for investigations
-    _orig_recv = Connection.recv
-
-    async def _logged_send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
+        FRAMES["type:" + _frame_type(bytes(message))] += 1
+    if _FRAMELOG:
         sys.stderr.write(f"FRAME {time.time():.4f} send {_frame_type(message)} {len(message)}\n")
-        await _counting_send(self, message, *args, **kwargs)
+
+
+def _counting_send_binary(self: Protocol, data: Any, fin: bool = True) -> None:
+    if fin:  # (a fragmented message counts once, at its last frame)
+        _count_frame(data)
+    _orig_send_binary(self, data, fin)
+
+
+def _counting_send_text(self: Protocol, data: Any, fin: bool = True) -> None:
+    if fin:
+        _count_frame(data)
+    _orig_send_text(self, data, fin)
+
+
+Protocol.send_binary = _counting_send_binary  # type: ignore[method-assign]
+Protocol.send_text = _counting_send_text  # type: ignore[method-assign]
+
+if _FRAMELOG:  # a timeline of frames, for investigations (sends: logged in _count_frame)
+    _orig_recv = Connection.recv
 
     async def _logged_recv(self: Connection, *args: Any, **kwargs: Any) -> Any:
         data = await _orig_recv(self, *args, **kwargs)
         sys.stderr.write(f"FRAME {time.time():.4f} recv {_frame_type(data)} {len(data)}\n")
         return data
 
-    Connection.send = _logged_send  # type: ignore[method-assign]
     Connection.recv = _logged_recv  # type: ignore[method-assign]
 
 
 #: CRDTSYNC_BENCH_TIMELINE=DIR: a per-update timeline (investigations). The writer notes when
-#: each frame left after each write (time.time_ns(), the peer's port, the write's index); a
+#: each frame left after each write (time.time_ns(), the peer's port, the write's index; noted in
+#: ``Connection.send``, which crdtsync's direct writes of an idle link, ``send_now``, skip); a
 #: receiver notes, with each arrival, when the frame that carried it was read off the socket
 #: (``data_received``) and handed out by ``recv``. Written to DIR at ``dump``.
 TIMELINE_DIR = os.environ.get("CRDTSYNC_BENCH_TIMELINE")

@@ -91,6 +91,7 @@ class Shard(MapView, metaclass=_ShardType):
     __slots__ = (
         "name",
         "_doc",
+        "_client_id",
         "_store",
         "_notify",
         "_on_delta",
@@ -128,6 +129,7 @@ class Shard(MapView, metaclass=_ShardType):
         self.name = name
         self._agent = agent
         self._doc = doc
+        self._client_id = doc.client_id  # (a pycrdt property: a call into Rust per read)
         self._store = store
         self._notify = notify
         self._on_delta = on_delta
@@ -499,10 +501,10 @@ class Shard(MapView, metaclass=_ShardType):
         Raises:
             InvalidUpdate: the update deletes in our future; nothing was applied.
         """
-        ranges = info.delete_set.get(self._doc.client_id)
+        ranges = info.delete_set.get(self._client_id)
         if not ranges:
             return
-        own = updates.decode_state_vector(self._doc.get_state()).get(self._doc.client_id, 0)
+        own = updates.decode_state_vector(self._doc.get_state()).get(self._client_id, 0)
         if any(clock + length > own for clock, length in ranges):
             raise InvalidUpdate(
                 f"the update deletes clocks of {self.name!r}'s own client beyond {own}: "

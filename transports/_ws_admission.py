@@ -35,6 +35,7 @@ import http
 from collections.abc import Callable
 from typing import Any
 
+from crdtsync.transports._ws_inline import InlineFrames
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
@@ -60,11 +61,12 @@ def host_of(addr: object) -> str:
     return str(addr)
 
 
-class CappedConnection(ServerConnection):
+class CappedConnection(InlineFrames, ServerConnection):
     """A websockets server connection that is counted from its TCP accept and gives its
     :class:`ConnectionCap` slot back when its TCP connection ends (a subclass bound to one
     :class:`Admission`, from :meth:`Admission.connection_class`, is passed to ``serve`` as
-    ``create_connection``)."""
+    ``create_connection``). Its frames may be handed to the transport inline
+    (:class:`~crdtsync.transports._ws_inline.InlineFrames`)."""
 
     admission: Admission | None = None
 

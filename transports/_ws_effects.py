@@ -5,14 +5,15 @@ After every batch of received frames, every timer tick and every ``kick()``, the
 asks the core what to do (:meth:`_Effects._pump`): frames go to each connection's queue (with
 its back-pressure: ``pause_writing`` above ``high_water``, ``FLOODING`` above
 ``max_send_buffer``), ``Close`` messages close their connection after what was queued, dials
-start as tasks, and the timer task (:meth:`_Effects._run_timer`) sleeps until the core's next
-deadline, ticks it and pumps again. No protocol decision is made here.
+start as tasks, and the timer (an event-loop timer handle, :meth:`_Effects._arm`) fires at the
+core's next deadline, ticks it and pumps again. No protocol decision is made here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,9 @@ class _Effects:
     _dial_tasks: set[asyncio.Task[None]]
     _connecting: set[asyncio.Task[Any]]
     _armed: float | None
-    _timer_wake: asyncio.Event
+    _timer: asyncio.TimerHandle | None
+    _timer_off: bool
+    _ticked_at: float
     _loop: asyncio.AbstractEventLoop | None
     _close_timeout: float
     _clock: Callable[[], float]
@@ -101,16 +104,22 @@ class _Effects:
             self._connecting.add(task)
             task.add_done_callback(self._dial_tasks.discard)
             task.add_done_callback(self._connecting.discard)
-        deadline = core.next_deadline()
-        if deadline != self._armed:
-            self._timer_wake.set()
+        self._arm()
 
     def _enqueue(self, link: _Link, frame: bytes) -> None:
         if link.closing:
             return
-        link.queue.append(frame)
-        link.queued_bytes += len(frame)
-        link.wake.set()
+        if (
+            link.writer_idle and not link.queue and not link.paused and link.ws.send_now(frame)  # type: ignore[attr-defined]
+        ):
+            # Nothing queued before it and the socket takes it: written now, as the writer
+            # task would have, without waking it (7-31 sends per write at the writer, one
+            # task step and one send() coroutine each: issue 17/18, benchmarks/README.md).
+            link.hello_sent = True
+        else:
+            link.queue.append(frame)
+            link.queued_bytes += len(frame)
+            link.wake.set()
         buffered = self._buffered(link)
         if buffered > self._max_send_buffer:
             self._protocol_error(
@@ -191,31 +200,38 @@ class _Effects:
             logger.exception("%s: core.next_deadline failed", self.core.name)
             return self._clock() + 1.0  # retry later rather than stop the timer
 
-    async def _run_timer(self) -> None:
-        """Sleep until core.next_deadline(), tick, execute effects; re-armed by _pump."""
-        core = self.core
-        while True:
-            self._timer_wake.clear()
-            deadline = self._armed = self._next_deadline()
-            if deadline is None:
-                await self._timer_wake.wait()
-                continue
-            delay = deadline - self._clock()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._timer_wake.wait()
-                    continue  # re-armed: the deadline changed
-                except TimeoutError:
-                    pass
-            now = max(self._clock(), deadline)
-            try:
-                core.tick(now)
-            except Exception:
-                logger.exception("%s: core.tick failed", core.name)
-            self._pump()
-            after = self._next_deadline()
-            if after is not None and after <= now:
-                await asyncio.sleep(_MIN_TIMER_WAIT)  # do not spin on a deadline tick() left due
-            else:
-                await asyncio.sleep(0)
+    def _arm(self) -> None:
+        """(Re-)arm the timer for the core's next deadline, if it moved.
+
+        The timer is one event-loop timer handle (``call_later``), cancelled and made again
+        when the deadline moves: no task to wake for a re-arm, and a tick runs in the timer's
+        own callback. (It was a task sleeping on an event with a timeout: each re-arm and
+        tick cost a task step and a timeout context; 9 % of a paced receiver's CPU,
+        benchmarks/README.md, h-recv2.)"""
+        deadline = self._next_deadline()
+        if deadline == self._armed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = deadline
+        if deadline is None or self._timer_off or self._loop is None:
+            return
+        delay = deadline - self._clock()
+        if deadline <= self._ticked_at:
+            # tick() left this deadline due: do not spin on it
+            delay = max(delay, _MIN_TIMER_WAIT)
+        self._timer = self._loop.call_later(max(delay, 0.0), self._on_timer, deadline)
+
+    def _on_timer(self, deadline: float) -> None:
+        """The timer fired: tick the core at its deadline, execute the effects (re-arms)."""
+        self._timer = None
+        self._armed = math.nan  # (whatever the deadline now is, it is armed again)
+        now = self._ticked_at = max(self._clock(), deadline)
+        try:
+            self.core.tick(now)
+        except Exception:
+            logger.exception("%s: core.tick failed", self.core.name)
+        self._pump()
+        if self._timer is None and not self._timer_off:  # the pump failed before re-arming
+            self._arm()

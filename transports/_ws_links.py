@@ -16,9 +16,11 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
+from crdtsync.transports._ws_inline import InlineClientConnection, InlineFrames
 from crdtsync.transports.yjsdoor import PATH_PREFIX as _YJS_PREFIX
 from crdtsync.transports.yjsdoor import YjsDoor
 from websockets.asyncio.client import connect
@@ -102,6 +104,12 @@ class _Link:
     closing: bool = False  # a close was requested: nothing more is queued or handled
     watchdog: asyncio.TimerHandle | None = None
     identity: PeerIdentity | None = None  # set once authenticated (with credentials only)
+    # Fair reading's wait for the frame the reader gets next, when the inline path asked
+    # the core already (_frame_inline): asked once per frame, as before.
+    read_wait: float | None = None
+    # The writer task waits for frames with none queued: a frame may be written at once
+    # (_Effects._enqueue; only on connections that support it, see _ws_inline).
+    writer_idle: bool = False
 
     def label(self) -> str:
         if self.peer is not None:
@@ -280,6 +288,7 @@ class _LinkRunner:
                 max_size=2 * self._max_frame,
                 max_queue=self._max_queue,
                 ssl=self._client_ssl,
+                create_connection=InlineClientConnection,
             )
         except asyncio.CancelledError:
             raise
@@ -392,11 +401,17 @@ class _LinkRunner:
     async def _writer(self, link: _Link) -> None:
         """Send ``link``'s queued frames in order; close it at a close request."""
         ws = link.ws
+        link.writer_idle = False
         try:
             while True:
                 if not link.queue:
                     link.wake.clear()
-                    await link.wake.wait()
+                    # (idle only where frames may be written at once: see _Effects._enqueue)
+                    link.writer_idle = isinstance(ws, InlineFrames) and InlineFrames.supported(ws)
+                    try:
+                        await link.wake.wait()
+                    finally:
+                        link.writer_idle = False
                     continue
                 item = link.queue.popleft()
                 if isinstance(item, _CloseRequest):
@@ -419,43 +434,75 @@ class _LinkRunner:
             ws.transport.abort()
 
     async def _reader(self, link: _Link) -> None:
-        """Receive, validate and hand to the core every frame of ``link`` until it closes."""
+        """Receive, validate and hand to the core every frame of ``link`` until it closes.
+
+        While this task waits in ``recv()``, a frame that arrives alone is handled in
+        websockets' callback instead (:meth:`_frame_inline`, :mod:`._ws_inline`); this task
+        handles the others (a burst read in one go, anything fair reading holds back), in
+        order."""
         ws = link.ws
+        inline = isinstance(ws, InlineFrames) and InlineFrames.supported(ws)
+        sink = partial(self._frame_inline, link)
         while True:
+            if inline:
+                ws.frame_sink = sink  # type: ignore[attr-defined]
             try:
                 data = await ws.recv()
             except ConnectionClosed:
                 return
+            finally:
+                if inline:
+                    ws.frame_sink = None  # type: ignore[attr-defined]
             if link.closing:
                 continue  # draining until the peer's close frame, which the queue may hold up
             if link.peer is not None:
                 # Fair reading (issue #11), the cheapest check: beyond the agent's frame rate
                 # a peer over its share waits here, before its frame is decoded; its next
                 # frames stay in the socket buffers (the sender blocks). Light peers go on.
-                delay = self.core.read_delay(link.peer, self._clock())
+                delay, link.read_wait = link.read_wait, None
+                if delay is None:
+                    delay = self.core.read_delay(link.peer, self._clock())
                 while delay > 0.0 and not link.closing:
                     await asyncio.sleep(delay)
                     delay = self.core.read_delay(link.peer, self._clock())
                 if link.closing:
                     continue
-            try:
-                self._handle(link, data)
-            except ProtocolError as exc:
-                self._protocol_error(link, exc.code, str(exc))
-            except InvalidUpdate as exc:  # a ReplicaSet that did not go through the core's checks
-                self._protocol_error(link, CloseCode.INVALID_UPDATE, str(exc))
-            except InvalidShardName as exc:
-                self._protocol_error(link, CloseCode.INVALID_SHARD, str(exc))
-            except Exception:
-                logger.exception(
-                    "%s: internal error handling a frame from %s", self.core.name, link.label()
-                )
-                self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
-            self._after_receive_soon()
+            self._dispatch(link, data)
             # Yield after each frame: ``recv`` returns without suspending while frames are
             # buffered, so a peer that keeps sending would hold the event loop (measured: 9.6 s
             # of lag for 4 flooders, benchmarks/hostile.py) and starve honest peers and timers.
             await asyncio.sleep(0)
+
+    def _frame_inline(self, link: _Link, data: bytes) -> bool:
+        """A frame of ``link`` that arrived while its reader waits, offered from websockets'
+        callback: handle it now (True), or leave it to the reader (False: before the
+        handshake, while closing, or when fair reading makes the peer wait)."""
+        if link.closing or link.peer is None:
+            return False
+        delay = self.core.read_delay(link.peer, self._clock())
+        if delay > 0.0:
+            link.read_wait = delay  # the reader waits it out with the frame, as before
+            return False
+        self._dispatch(link, data)
+        return True
+
+    def _dispatch(self, link: _Link, data: bytes | str) -> None:
+        """Handle one frame of an accepted (or handshaking) connection: a protocol error
+        closes it with its code, any other error with INTERNAL_ERROR; then the pump is due."""
+        try:
+            self._handle(link, data)
+        except ProtocolError as exc:
+            self._protocol_error(link, exc.code, str(exc))
+        except InvalidUpdate as exc:  # a ReplicaSet that did not go through the core's checks
+            self._protocol_error(link, CloseCode.INVALID_UPDATE, str(exc))
+        except InvalidShardName as exc:
+            self._protocol_error(link, CloseCode.INVALID_SHARD, str(exc))
+        except Exception:
+            logger.exception(
+                "%s: internal error handling a frame from %s", self.core.name, link.label()
+            )
+            self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
+        self._after_receive_soon()
 
     def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None:
         logger.warning(

@@ -249,9 +249,10 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
         self._address: str | None = None
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer_task: asyncio.Task[None] | None = None
-        self._timer_wake = asyncio.Event()
-        self._armed: float | None = math.nan  # deadline the timer sleeps towards
+        self._timer: asyncio.TimerHandle | None = None  # fires at the core's next deadline
+        self._timer_off = False  # set by close(): no more ticks
+        self._ticked_at = -math.inf  # the last tick's time (see _Effects._arm)
+        self._armed: float | None = math.nan  # deadline the timer is set for
         self._links: set[_Link] = set()
         self._by_peer: dict[str, _Link] = {}
         self._dial_tasks: set[asyncio.Task[None]] = set()
@@ -287,7 +288,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen (if ``listen`` was given), start the timer task and the first dials.
+        """Listen (if ``listen`` was given), arm the timer and start the first dials.
 
         Raises:
             UsageError: already started.
@@ -328,10 +329,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
             if core_address is None or core_address == self._listen:
                 # The core advertises this in its Hello; with port 0 it was not known before.
                 self.core.set_address(self._address)
-        self._timer_task = asyncio.create_task(
-            self._run_timer(), name=f"crdtsync-timer-{self.core.name}"
-        )
-        self._pump()
+        self._pump()  # (arms the timer)
 
     def serve_yjs(self, open_shard: ShardOpener) -> YjsDoor:
         """Serve y-websocket clients at ``/yjs/<shard>`` on this transport's listener, with
@@ -402,9 +400,10 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
             await self._wait_links(self._close_timeout + 1.0)
             if self._dial_tasks:
                 await asyncio.gather(*self._dial_tasks, return_exceptions=True)
-            if self._timer_task is not None:
-                self._timer_task.cancel()
-                await asyncio.gather(self._timer_task, return_exceptions=True)
+            self._timer_off = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             if self._server is not None:
                 await self._server.wait_closed()
         finally:

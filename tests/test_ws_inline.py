@@ -1,0 +1,263 @@
+"""Frames handed to the websocket transport in websockets' callback, and frames written at once
+by an idle link (transports/_ws_inline.py).
+
+A frame that arrives alone while the connection's reader waits is handled at once in
+``process_event``; everything else (a burst read in one go, a frame while another is queued,
+text and fragmented frames, a frame fair reading holds back) takes websockets' queue and the
+reader, in order. Unit tests on the mixin over a stand-in connection, then real agents over
+127.0.0.1: pushes handled inline, in order, and fair reading still pacing a heavy peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from typing import Any
+
+import pycrdt
+import pytest
+from crdtsync.transports._ws_inline import InlineFrames
+from crdtsync.transports._ws_links import _LinkRunner
+from crdtsync.transports.memory import MemoryReplicas
+from crdtsync.transports.websocket import WebsocketTransport
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CLOSING, OPEN
+
+from crdtsync.gossip import GossipConfig, GossipCore
+from crdtsync.gossip.guard import QuotaSet
+from crdtsync.messages import Push
+from crdtsync.quotas import ReadPacer
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.frames: deque[Frame] = deque()
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.state = OPEN
+        self.out: list[bytes] = []
+
+    def send_binary(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closing = False
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _Base:
+    """Stands in for websockets' connection: data_received yields the frames given, what is
+    sent is written to the transport's list."""
+
+    def __init__(self) -> None:
+        self.recv_messages = _Queue()
+        self.pending: list[Frame] = []
+        self.protocol = _Protocol()
+        self.transport = _Transport()
+        self.send_in_progress: Any = None
+        self.paused = False
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.pending:
+            self.process_event(frame)  # type: ignore[attr-defined]
+
+    def process_event(self, event: Any) -> None:
+        self.recv_messages.frames.append(event)
+
+    def send_data(self) -> None:
+        self.transport.written += self.protocol.out
+        self.protocol.out.clear()
+
+    def set_connection_exc(self, exc: BaseException) -> None:  # pragma: no cover - not reached
+        raise AssertionError(exc)
+
+
+class _Conn(InlineFrames, _Base):
+    pass
+
+
+def _binary(data: bytes, fin: bool = True) -> Frame:
+    return Frame(Opcode.BINARY, data, fin=fin)
+
+
+def _read(conn: _Conn, frames: list[Frame], sink: Any) -> None:
+    conn.frame_sink = sink
+    conn.pending = frames
+    conn.data_received(b"")
+
+
+def test_a_lone_frame_goes_to_the_sink_and_the_rest_of_a_burst_to_the_queue_in_order() -> None:
+    conn, taken = _Conn(), []
+    sink = lambda data: taken.append(data) or True  # noqa: E731
+    _read(conn, [_binary(b"a"), _binary(b"b"), _binary(b"c")], sink)
+    assert taken == [b"a"]
+    assert [f.data for f in conn.recv_messages.frames] == [b"b", b"c"]
+    # a later read while frames are still queued: queued too (never ahead of them)
+    _read(conn, [_binary(b"d")], sink)
+    assert taken == [b"a"] and [f.data for f in conn.recv_messages.frames] == [b"b", b"c", b"d"]
+    conn.recv_messages.frames.clear()
+    _read(conn, [_binary(bytearray(b"e"))], sink)  # type: ignore[arg-type]
+    assert taken == [b"a", b"e"] and type(taken[1]) is bytes
+
+
+def test_no_sink_text_fragments_and_refusals_take_the_queue() -> None:
+    conn, taken = _Conn(), []
+    _read(conn, [_binary(b"a")], None)
+    assert not taken and len(conn.recv_messages.frames) == 1
+    for frame in (Frame(Opcode.TEXT, b"t"), _binary(b"x", fin=False)):
+        conn.recv_messages.frames.clear()
+        _read(conn, [frame], lambda data: taken.append(data) or True)
+        assert not taken and list(conn.recv_messages.frames) == [frame]
+    conn.recv_messages.frames.clear()
+    _read(conn, [_binary(b"r")], lambda data: False)  # the sink leaves it to the reader
+    assert [f.data for f in conn.recv_messages.frames] == [b"r"]
+    assert conn._inline_left == 0  # outside data_received nothing is taken inline
+
+
+def test_a_connection_without_the_frame_queue_is_not_offered_inline() -> None:
+    assert InlineFrames.supported(_Conn())
+    assert not InlineFrames.supported(object())  # (another websockets' internals)
+
+
+def test_send_now_writes_only_when_send_would_not_wait() -> None:
+    conn = _Conn()
+    assert conn.send_now(b"a") and conn.transport.written == [b"a"]
+    for blocked in ("paused", "fragmenting", "closing", "not open"):
+        conn = _Conn()
+        if blocked == "paused":
+            conn.paused = True  # the socket's buffer is over its high-water mark
+        elif blocked == "fragmenting":
+            conn.send_in_progress = object()
+        elif blocked == "closing":
+            conn.transport.closing = True
+        else:
+            conn.protocol.state = CLOSING
+        assert not conn.send_now(b"x"), blocked
+        assert conn.transport.written == [] and conn.protocol.out == [], blocked
+
+
+# -- real agents over 127.0.0.1 ------------------------------------------------------------
+
+CFG = GossipConfig(push_interval=0.0, anti_entropy_interval=60.0, suspect_timeout=30.0)
+
+
+class _Node:
+    def __init__(self, name: str, seeds: tuple[str, ...] = (), **core: Any) -> None:
+        self.replicas = MemoryReplicas(random.Random(name))
+        self.core = GossipCore(
+            name, self.replicas, rng=random.Random(name), config=CFG, mesh="t", seeds=seeds, **core
+        )
+        self.transport = WebsocketTransport(self.core, listen="ws://127.0.0.1:0")
+
+    def put(self, key: str, value: Any) -> None:
+        delta = self.replicas.change(
+            "doc", lambda d: d.get("m", type=pycrdt.Map).__setitem__(key, value)
+        )
+        assert delta is not None
+        self.core.local_update("doc", delta, time.monotonic())
+        self.transport.kick()
+
+    def keys(self) -> list[str]:
+        doc = self.replicas.docs.get("doc")
+        return [] if doc is None else list(doc.get("m", type=pycrdt.Map).keys())
+
+
+async def _until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def inline_counts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    counts = {"inline": 0, "left": 0, "sent_now": 0}
+    real = _LinkRunner._frame_inline
+    real_send_now = InlineFrames.send_now
+
+    def counted(self: Any, link: Any, data: bytes) -> bool:
+        handled = real(self, link, data)
+        counts["inline" if handled else "left"] += 1
+        return handled
+
+    def counted_send_now(self: Any, data: bytes) -> bool:
+        sent = real_send_now(self, data)
+        counts["sent_now"] += sent
+        return sent
+
+    monkeypatch.setattr(_LinkRunner, "_frame_inline", counted)
+    monkeypatch.setattr(InlineFrames, "send_now", counted_send_now)
+    return counts
+
+
+async def _pair(**receiver: Any) -> tuple[_Node, _Node]:
+    a = _Node("a")
+    await a.transport.start()
+    assert a.transport.address is not None
+    b = _Node("b", seeds=(a.transport.address,), **receiver)
+    await b.transport.start()
+    await _until(lambda: b.transport.connections() and a.transport.connections())
+    return a, b
+
+
+def _record_pushes(node: _Node) -> list[int]:
+    """The sequence numbers of the Pushes ``node``'s core receives, in order."""
+    seqs: list[int] = []
+    real = node.core.receive
+
+    def receive(peer: str, msg: Any, now: float) -> None:
+        if isinstance(msg, Push):
+            seqs.append(msg.seq)
+        real(peer, msg, now)
+
+    node.core.receive = receive  # type: ignore[method-assign]
+    return seqs
+
+
+async def test_pushes_that_arrive_one_at_a_time_are_handled_inline_in_order(
+    inline_counts: dict[str, int],
+) -> None:
+    a, b = await _pair()
+    seqs = _record_pushes(b)
+    try:
+        before, sent_before = inline_counts["inline"], inline_counts["sent_now"]
+        for i in range(30):
+            a.put(f"k{i}", i)
+            if i % 3:
+                await asyncio.sleep(0.005)  # (every third write follows the last at once)
+        await _until(lambda: len(b.keys()) == 30)
+        assert inline_counts["inline"] - before >= 10  # most pushes: none was queued behind
+        assert inline_counts["sent_now"] - sent_before >= 10  # written by an idle link at once
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert sorted(b.keys()) == sorted(a.keys())
+    finally:
+        await a.transport.close()
+        await b.transport.close()
+
+
+async def test_fair_reading_still_holds_back_a_peer_over_its_share(
+    inline_counts: dict[str, int],
+) -> None:
+    # 20 frames a second in all, a burst of 4: most of 40 pushes must wait for the reader
+    pacer = ReadPacer(total_rate=20.0, total_burst=4.0, share=0.25)
+    a, b = await _pair(quotas=QuotaSet(reads=pacer))
+    try:
+        for i in range(40):
+            a.put(f"k{i}", i)
+            await asyncio.sleep(0.002)
+        await _until(lambda: len(b.keys()) == 40, timeout=30.0)
+        assert b.core.quota_counters.get("quota.read-paced", 0) >= 1
+        assert inline_counts["left"] >= 1  # handed to the reader, which waited
+        assert sorted(b.keys()) == sorted(a.keys())
+    finally:
+        await a.transport.close()
+        await b.transport.close()
