@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_env", 4),  # Store's directory lock and LMDB environment (issue 9 split)
     ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
+    ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
     ("crdtsync.durability", 4),
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
