@@ -73,6 +73,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.containers", 4),  # named containers and counters (issue 16)
     ("crdtsync.shard", 4),
     ("crdtsync._registry", 4),
+    ("crdtsync._registry_replicas", 4),  # the registry's ReplicaSet side (split of _registry)
     ("crdtsync.readcache", 4),
     ("crdtsync.jsonform", 4),  # JSON form of shard values (h-http, h-mcp)
     ("crdtsync.security", 4),  # credentials, TLS, handshake, ACLs (h-sec); used by drivers
