@@ -1,7 +1,9 @@
 """The agent's read-only figures: what the HTTP API, the metrics and ``inspect`` read.
 
 A mixin of :class:`~crdtsync.agent.Agent` (:class:`_AgentFigures`) with a small, typed, public
-surface: :meth:`~_AgentFigures.local_shard` (a held shard, without subscribing),
+surface: :attr:`~_AgentFigures.counters`, :attr:`~_AgentFigures.quarantined`,
+:meth:`~_AgentFigures.metrics`, :attr:`~_AgentFigures.peers` (who is known and what each
+acked), :meth:`~_AgentFigures.local_shard` (a held shard, without subscribing),
 :attr:`~_AgentFigures.gossiping`, :meth:`~_AgentFigures.shard_stats`,
 :meth:`~_AgentFigures.store_size`, :meth:`~_AgentFigures.replication_lag`,
 :attr:`~_AgentFigures.repairs` and :meth:`~_AgentFigures.send_buffers`. Upper layers use these
@@ -20,9 +22,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import updates
+from . import _extensions, updates
 from .observer import NULL_OBSERVER, Observer
 from .store import ShardStats, Store
 
@@ -175,6 +177,7 @@ class _AgentFigures:
     _core: GossipCore | None
     _history: DurableHistory
     _transport: Transport | None
+    _registry: ShardRegistry | None
 
     if TYPE_CHECKING:
 
@@ -184,8 +187,42 @@ class _AgentFigures:
 
         def shard_names(self) -> list[str]: ...
 
-        @property
-        def peers(self) -> tuple[PeerStatus, ...]: ...
+    @property
+    def counters(self) -> dict[str, int]:
+        """Counters of the transport: for websockets the gossip door's (``auth_ok``,
+        ``auth_failed``, ``auth_failed.<close code>``) and the Yjs door's (``yjs.connected``,
+        ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
+        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
+        gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
+        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`); the
+        core's quotas (``quota.<name>``: :attr:`GossipCore.quota_counters`); and
+        ``shards_quarantined`` (:attr:`quarantined`)."""
+        out = dict(getattr(self._transport, "counters", {}))
+        if self._core is not None:
+            out.update(self._core.security_counters)  # permissions and signed records
+            out.update(self._core.quota_counters)  # quotas across connections (issue #11)
+        if self._registry is not None:
+            out["shards_quarantined"] = len(self._registry.quarantined())
+        return out
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """``{shard: reason}`` of the shards this agent's store holds but does not load or
+        serve: an update stored before the work limits (issue #11) that would cost
+        super-linear time or memory to load. The rest of the store is served as usual; opening
+        a quarantined shard raises :class:`~crdtsync.errors.ShardQuarantined`. Empty until
+        started."""
+        return self._registry.quarantined() if self._registry is not None else {}
+
+    def metrics(self) -> dict[str, Any]:
+        """This agent's operational figures now (the same as its Prometheus ``/metrics``)."""
+        return _extensions.sample_metrics(self)
+
+    @property
+    def peers(self) -> tuple[PeerStatus, ...]:
+        """Every agent known here: address, connection state, and the durable state each has
+        acknowledged per shard (compare with :meth:`Shard.replicated`). Empty without gossip."""
+        return self._core.peers() if self._core is not None else ()
 
     def local_shard(self, name: str) -> Shard | None:
         """The shard ``name`` if this agent holds it, else None.

@@ -3,6 +3,9 @@
 :class:`ShardRegistry` owns opening (loading from the store), dropping (a shard handed off by
 placement) and listing shards. It *is* the agent's :class:`crdtsync.replica.ReplicaSet`, so the
 core reads and changes replicas through it without the registry or the core knowing the agent.
+That side (names, digests, diffs, remote updates applied and priced, ``drop``) is the mixin
+:class:`~crdtsync._registry_replicas._RegistryReplicas`; this module keeps the agent's side:
+opening and loading, value migrations, quarantine, listing, closing.
 """
 
 from __future__ import annotations
@@ -10,19 +13,15 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from . import updates, values
-from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError, UpdateOverLimit
+from ._registry_replicas import _RegistryReplicas
+from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError
 from .names import validate_shard_name
-from .shard import DIGEST_META, ROOT, DeltaHook, Shard, ShardHost, load_doc
+from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
-from .yjs.limits import DEFAULT_LIMITS, PlaceHistory, UpdateLimits
-
-# Items remote updates may place at one place of a shard over time: max_fan, so that the
-# shard's full state, sent as one diff to another agent, stays within max_fan there too
-# (a larger history would be refused by every peer it is passed on to).
-_MAX_PLACE_ITEMS = DEFAULT_LIMITS.max_fan
+from .yjs.limits import PlaceHistory, UpdateLimits
 
 __all__ = ["STORED_LIMITS", "ShardRegistry", "check_stored"]
 
@@ -31,8 +30,6 @@ logger = logging.getLogger(__name__)
 #: Store metadata key recording the value format of a shard's data (see :mod:`crdtsync.values`);
 #: a shard without it was written by a release before format 2 and is migrated on open.
 _VALUES_META = "values_format"
-#: In an update that brings a value migration which rewrote values (its marker key).
-_REWRITES_KEY = values.REWRITES.encode()
 _VALUES_FORMAT = str(values.FORMAT).encode()
 #: Store metadata key: every stored entry of the shard passed :data:`STORED_LIMITS` (checked
 #: once; a shard created since the limits exist carries it from the start).
@@ -77,7 +74,7 @@ def _empty_marker() -> bytes:
     return _EMPTY_MARKER
 
 
-class ShardRegistry:
+class ShardRegistry(_RegistryReplicas):
     """Open shards of one store, keyed by name; implements :class:`~crdtsync.replica.ReplicaSet`.
 
     Args:
@@ -359,167 +356,3 @@ class ShardRegistry:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"agent {self._owner!r} is closed")
-
-    # -- ReplicaSet: the core's side -----------------------------------------------------------
-
-    def shard_names(self) -> Iterable[str]:
-        if self._closed:  # the transport still runs while the agent closes
-            return ()
-        return self._sorted_names()  # sorted, the same object until a shard comes or goes
-
-    def holds(self, shard: str) -> bool:
-        """Whether ``shard`` is in :meth:`shard_names`, in O(1) (optional ReplicaSet method,
-        see :class:`crdtsync.replica.ReplicaSet`)."""
-        if self._closed:
-            return False
-        self._sorted_names()
-        return shard in self._name_set
-
-    def state_vector(self, shard: str) -> bytes:
-        return updates.state_vector(self.open(shard).doc)
-
-    def digest(self, shard: str) -> bytes:
-        """The shard's digest. A shard not open is not opened for it: its digest is the one
-        stored with its entries (``Shard.capture``, ``Shard.store_digest`` at close; an empty
-        one is not known), read for every stored shard in one scan. A shard never closes once
-        opened, so a shard not open has not changed since. An agent restarted on 132,000
-        shards opened every one of them to answer its first Summary: 20 s with the event loop
-        blocked (issue #11)."""
-        opened = self._shards.get(shard)
-        if opened is None:
-            if self._stored_digests is None:
-                self._stored_digests = self._store.meta_values(DIGEST_META)
-            stored = self._stored_digests.get(shard)
-            if stored and shard not in self._quarantined:  # (empty: not known)
-                return stored
-        return self.open(shard).digest()
-
-    def diff(self, shard: str, state_vector: bytes) -> bytes:
-        updates.decode_state_vector(state_vector)  # InvalidUpdate on garbage from a peer
-        doc = self.open(shard).doc
-        try:
-            return doc.get_update(state_vector)
-        except Exception as exc:
-            raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
-
-    def apply(
-        self,
-        shard: str,
-        update: bytes,
-        origin: str,
-        info: updates.UpdateInfo | None = None,
-        *,
-        author: str | None = None,
-    ) -> bytes | None:
-        if shard in self._quarantined:
-            return None  # not held: what a peer sends of it is dropped
-        if info is None and shard not in self._shards:
-            # Validated (with the work limits) before the shard is opened: a refused update
-            # must not leave a shard it names open in memory (issue #11: a shard comes into
-            # being only once an update for it validated). The parse is passed on, not redone.
-            info = updates.validate_update(update)
-        if info is None:
-            info = updates.validate_update(update)  # parsed once, handed on to the shard
-        history = self._history(shard)
-        self.last_apply_work = info.work + self._place_cost(history, info)
-        # (No time.process_time() around it: the work is charged in deterministic units, and
-        # that clock cost a quarter of a refused push's handling in a profile, issue #11.)
-        self.applying = True
-        opened = self._shards.get(shard)
-        unmarked = False
-        try:
-            if opened is None or self._closed:
-                opened, unmarked = self._open(shard, mark_new=False)
-            delta = opened.apply_remote(update, origin, info, author=author)
-            history.record(info.places, info.places_most)
-        finally:
-            if unmarked:
-                self._mark_received(opened)  # type: ignore[arg-type]
-            self.applying = False
-        if delta is not None and _REWRITES_KEY in delta:  # it brought a value migration
-            self._repair_rewrites(opened)
-        return delta
-
-    def _history(self, shard: str) -> PlaceHistory:
-        history = self._places.get(shard)
-        if history is None:
-            history = self._places[shard] = PlaceHistory(_MAX_PLACE_ITEMS, max_places=512)
-            while len(self._places) > 1024:
-                self._places.popitem(last=False)
-        else:
-            self._places.move_to_end(shard)
-        return history
-
-    @staticmethod
-    def _place_cost(history: PlaceHistory, info: updates.UpdateInfo) -> int:
-        """What ``info``'s conflict scans cost against the shard's earlier updates.
-
-        Raises:
-            UpdateOverLimit: a place would hold more items than the history's cap (a fan
-                built by many updates, each within ``max_fan``); nothing is applied.
-        """
-        try:
-            return history.cost(info.places, info.places_most)
-        except ValueError as exc:
-            raise UpdateOverLimit(str(exc)) from None
-
-    def apply_batch(
-        self,
-        shard: str,
-        batch: Sequence[bytes],
-        origin: str,
-        infos: Sequence[updates.UpdateInfo],
-        *,
-        author: str | None = None,
-    ) -> list[bytes]:
-        # Validated by the caller (``infos``), so the shard may be opened first. One pycrdt
-        # transaction for the whole batch: one store entry, one notify, one digest reset.
-        if shard in self._quarantined:
-            return []  # not held: what a peer sends of it is dropped
-        # Each update is priced against the shard's history *and the batch's updates before
-        # it* (on a copy, kept only if the batch is applied): priced against the history
-        # alone, k updates each within the cap at one place put k times the cap there in one
-        # transaction (found by tests/test_hostile_fuzz.py: 20 x 200 items, 0.88 s, growing
-        # quadratically with k).
-        trial = self._history(shard).copy()
-        work = 0
-        for info in infos:
-            work += info.work + self._place_cost(trial, info)
-            trial.record(info.places, info.places_most)
-        self.last_apply_work = work
-        self.applying = True
-        try:
-            opened = self.open(shard)
-            delta = opened.apply_remote_batch(batch, origin, infos, author=author)
-            self._places[shard] = trial
-        finally:
-            self.applying = False
-        if delta is None:
-            return []
-        if _REWRITES_KEY in delta:  # it brought a value migration
-            self._repair_rewrites(opened)
-        return [delta]
-
-    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
-        return self.open(shard).durable_state
-
-    def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
-        """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
-        window, :mod:`crdtsync.gossip.coalesce`), runs of items squashed as the shard holds
-        them (:func:`crdtsync.updates.squash_local`)."""
-        held = self.get(shard)
-        if held is None:
-            return updates.merge_updates(deltas)
-        return updates.squash_local(held.doc, deltas)
-
-    def drop(self, shard: str) -> None:
-        """Forget a shard handed off to its placement holders, in memory and on disk."""
-        opened = self._shards.pop(shard, None)
-        if opened is not None:
-            opened.close()
-        if self._stored_digests is not None:
-            self._stored_digests.pop(shard, None)
-        self._check_open()
-        self._store.delete_shard(shard)
-        self._names = None
-        self._all_changed = True

@@ -8,6 +8,10 @@ It is also where the parts meet: the store and its group committer, the shard re
 is the core's :class:`~crdtsync.replica.ReplicaSet`), the core, the reader and a transport.
 The transport comes from a :class:`~crdtsync.transport.TransportFactory` (``transport=``, or
 the default wired in by :mod:`crdtsync._compose`); this module imports none.
+
+Split by concern into mixins of :class:`Agent`: :mod:`crdtsync._agent_wiring` (the start of
+gossip, hooks, the ShardHost), :mod:`crdtsync._agent_figures` (read-only figures: counters,
+peers, metrics, stats, lag) and :mod:`crdtsync._agent_reads` (``read``, ``read_many``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from urllib.parse import urlsplit
 from . import _extensions, updates
 from ._activity import Activity
 from ._agent_figures import DurableHistory, ReplicationLag, StoreSize, _AgentFigures
+from ._agent_reads import ReadMany, _AgentReads
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from ._switchboard import combine
@@ -32,12 +37,11 @@ from .errors import (
     ClosedError,
     InvalidAddress,
     ListenFailed,
-    ReplicationTimeout,
     UsageError,
 )
-from .gossip import GossipConfig, GossipCore, PeerStatus, QuotaSet
+from .gossip import GossipConfig, GossipCore, QuotaSet
 from .names import validate_agent_name
-from .reads import Quorum, Reader
+from .reads import Reader
 from .shard import Shard
 from .sharding import ShardingConfig
 from .store import SpaceStats, Store
@@ -71,7 +75,7 @@ def default_data_dir(name: str) -> Path:
     return Path(home) / name
 
 
-class Agent(_AgentWiring, _AgentFigures):
+class Agent(_AgentWiring, _AgentFigures, _AgentReads):
     """One participant in a crdtsync mesh: a data directory of durable shards, shared with peers.
 
     Use it as an async context manager::
@@ -345,33 +349,6 @@ class Agent(_AgentWiring, _AgentFigures):
         return self._reader
 
     @property
-    def counters(self) -> dict[str, int]:
-        """Counters of the transport: for websockets the gossip door's (``auth_ok``,
-        ``auth_failed``, ``auth_failed.<close code>``) and the Yjs door's (``yjs.connected``,
-        ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
-        ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
-        gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
-        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`); the
-        core's quotas (``quota.<name>``: :attr:`GossipCore.quota_counters`); and
-        ``shards_quarantined`` (:attr:`quarantined`)."""
-        out = dict(getattr(self._transport, "counters", {}))
-        if self._core is not None:
-            out.update(self._core.security_counters)  # permissions and signed records
-            out.update(self._core.quota_counters)  # quotas across connections (issue #11)
-        if self._registry is not None:
-            out["shards_quarantined"] = len(self._registry.quarantined())
-        return out
-
-    @property
-    def quarantined(self) -> dict[str, str]:
-        """``{shard: reason}`` of the shards this agent's store holds but does not load or
-        serve: an update stored before the work limits (issue #11) that would cost
-        super-linear time or memory to load. The rest of the store is served as usual; opening
-        a quarantined shard raises :class:`~crdtsync.errors.ShardQuarantined`. Empty until
-        started."""
-        return self._registry.quarantined() if self._registry is not None else {}
-
-    @property
     def credentials(self) -> Credentials | None:
         """The mesh credentials this agent authenticates with (None: an open, loopback mesh).
         Every door the agent opens (gossip, HTTP, ...) is guarded by them."""
@@ -381,16 +358,6 @@ class Agent(_AgentWiring, _AgentFigures):
     def http_url(self) -> str | None:
         """``http://host:port`` of this agent's HTTP API (port resolved), if it serves one."""
         return self._http.url if self._http is not None else None
-
-    def metrics(self) -> dict[str, Any]:
-        """This agent's operational figures now (the same as its Prometheus ``/metrics``)."""
-        return _extensions.sample_metrics(self)
-
-    @property
-    def peers(self) -> tuple[PeerStatus, ...]:
-        """Every agent known here: address, connection state, and the durable state each has
-        acknowledged per shard (compare with :meth:`Shard.replicated`). Empty without gossip."""
-        return self._core.peers() if self._core is not None else ()
 
     async def close(self) -> None:
         """Flush everything to disk, close peer connections and the store. Idempotent."""
@@ -450,59 +417,6 @@ class Agent(_AgentWiring, _AgentFigures):
                 self._transport.kick()
         return shard
 
-    async def read(
-        self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
-    ) -> dict[str, Any]:
-        """The shard's converged state as a plain dict, from here or from its holders.
-
-        A shard held here is read locally. Otherwise its holders are asked and their answers
-        merged by CRDT join (a burst of reads within a quarter second asks once).
-
-        Args:
-            quorum: holders whose state the answer must include: 1 (default), an int,
-                ``"majority"`` (floor(R/2)+1) or ``"all"``; this agent counts if it holds it.
-            timeout: seconds to wait for the answers.
-
-        Raises:
-            ShardNotFound: no agent holds the shard.
-            ReplicationTimeout: fewer than ``quorum`` holders answered in time; ``lagging``
-                names those that did not.
-        """
-        return await self.reader.read(name, quorum=quorum, timeout=timeout)
-
-    async def read_many(
-        self,
-        *,
-        prefix: str = "",
-        quorum: Quorum = None,
-        timeout: float = 5.0,
-        complete: bool = False,
-    ) -> ReadMany:
-        """Every shard named ``prefix...`` that any live agent holds: {name: plain dict}.
-
-        Asks every other live agent (each answers with its matching shards) and merges by
-        CRDT join, like :meth:`read`. Agents this one knows but cannot reach now (suspect or
-        dead) are not asked: shards only they hold are missing from the answer. The result
-        (a dict) says so in ``result.unreachable`` (and ``result.complete`` is False).
-
-        Args:
-            complete: raise instead of answering without some known agent.
-
-        Raises:
-            ReplicationTimeout: some agent did not answer in time, or a shard has fewer
-                holders than ``quorum``, or (with ``complete``) some known agent is
-                unreachable; ``lagging`` names them.
-        """
-        found = await self.reader.read_many(prefix, quorum=quorum, timeout=timeout)
-        unreachable = tuple(sorted(p.name for p in self.peers if p.state in ("suspect", "dead")))
-        if complete and unreachable:
-            raise ReplicationTimeout(
-                f"read_many({prefix!r}): {len(found)} shards found, but "
-                f"{', '.join(unreachable)} cannot be reached and may hold more",
-                unreachable,
-            )
-        return ReadMany(found, unreachable)
-
     def shard_names(self) -> list[str]:
         """Names of every shard in this agent's store or open now."""
         return self._require_registry().names()
@@ -529,25 +443,6 @@ class Agent(_AgentWiring, _AgentFigures):
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"
-
-
-class ReadMany(dict[str, dict[str, Any]]):
-    """What :meth:`Agent.read_many` returns: a dict {shard name: plain dict}, plus
-    ``unreachable``: known agents that were not asked (suspect or dead), whose shards may be
-    missing."""
-
-    def __init__(self, found: dict[str, dict[str, Any]], unreachable: tuple[str, ...] = ()) -> None:
-        super().__init__(found)
-        self.unreachable = unreachable
-
-    @property
-    def complete(self) -> bool:
-        """Whether every agent known here was reachable (nothing can be missing)."""
-        return not self.unreachable
-
-    def __repr__(self) -> str:
-        extra = f", unreachable={self.unreachable!r}" if self.unreachable else ""
-        return f"ReadMany({dict.__repr__(self)}{extra})"
 
 
 def check_address(address: object, what: str, *, listen: bool, custom: bool) -> str:

@@ -5,7 +5,8 @@ the only ones in crdtsync that import :mod:`lmdb`; every LMDB error is translate
 :class:`~crdtsync.errors.StoreError` (or a subclass), with the original kept as
 ``__cause__``. The store is synchronous and knows nothing about CRDTs: it keeps opaque update
 bytes. :mod:`crdtsync.durability` drives it from asyncio. Records, checksums and format versions
-live in :mod:`crdtsync._store_format`.
+live in :mod:`crdtsync._store_format`; the read path (shard names, stats, metadata, loading a
+shard) in the mixin :mod:`crdtsync._store_read`.
 
 Layout
 ------
@@ -73,11 +74,9 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import islice, repeat
-from operator import itemgetter
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -85,7 +84,6 @@ import lmdb
 
 from ._store_env import _Gate, _StoreEnv, _translate
 from ._store_format import (
-    _CRC,
     _LEGACY,
     _SEP,
     LoadedShard,
@@ -95,8 +93,8 @@ from ._store_format import (
     _seal,
     _stats_from,
     _stats_to,
-    _unseal,
 )
+from ._store_read import _StoreRead
 from ._store_space import (
     DEFAULT_RECLAIM_MIN_BYTES,
     DEFAULT_RECLAIM_RATIO,
@@ -118,14 +116,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_HEAD: Final = itemgetter(slice(0, 4))  # a stored entry's checksum
-_PAYLOAD: Final = itemgetter(slice(4, None))  # and its update
-
 DEFAULT_COMPACT_MIN_LOG_COUNT: Final = 1000
 DEFAULT_COMPACT_LOG_RATIO: Final = 1.0
 
 
-class Store(_StoreEnv, _StoreSpace):
+class Store(_StoreEnv, _StoreSpace, _StoreRead):
     """One data directory of shards, held exclusively by this object until :meth:`close`.
 
     Args:
@@ -257,83 +252,6 @@ class Store(_StoreEnv, _StoreSpace):
 
     # -- reading -------------------------------------------------------------------------
 
-    def shard_names(self) -> list[str]:
-        """Names of all committed shards, sorted by their UTF-8 bytes."""
-        with self._read("cannot list shards") as txn:
-            return [bytes(k).decode() for k in txn.cursor(db=self._stats).iternext(values=False)]
-
-    def load(self, name: str) -> LoadedShard | None:
-        """Everything committed for ``name``, or None if the shard was never stored.
-
-        Entries appended but not yet committed are not included.
-        """
-        validate_shard_name(name)
-        key = name.encode()
-        prefix = key + _SEP
-        with self._read(f"cannot load shard {name!r}") as txn:
-            raw = txn.get(key, db=self._stats)
-            if raw is None:
-                return None
-            stats = _stats_from(name, raw)
-            snapshot, log = self._read_entries(txn, name, stats.log_count)
-            meta = {
-                bytes(k[len(prefix) :]).decode(): bytes(v)
-                for k, v in self._range(txn, self._meta, prefix)
-            }
-            verified = txn.get(_LEGACY + key, db=self._info) is None
-        return LoadedShard(snapshot=snapshot, log=log, meta=meta, stats=stats, verified=verified)
-
-    def _read_entries(
-        self, txn: Any, name: str, count: int | None = None
-    ) -> tuple[bytes | None, list[bytes]]:
-        """The snapshot and log of ``name``, checksums verified (CorruptEntry if one fails).
-
-        ``count``: the log's entry count from the shard's stats, if the caller read them: the
-        log is then read as exactly that many values from its first key, and only the last key
-        is checked to still be the shard's (every key between is, the range being contiguous),
-        and the one after it not to be. Otherwise (or if they disagree) the log is walked key by
-        key.
-        """
-        key = name.encode()
-        prefix = key + _SEP
-        raw = txn.get(key, db=self._snap)
-        snapshot = None if raw is None else _unseal(bytes(raw), name, "the snapshot")
-        stored: list[bytes] | None = None
-        if count is not None:
-            cur = txn.cursor(db=self._log)
-            if not cur.set_range(prefix) or not cur.key().startswith(prefix):
-                stored = []
-            elif count > 0:
-                stored = list(islice(cur.iternext(keys=False), count))
-                if (
-                    len(stored) != count
-                    or not cur.key().startswith(prefix)
-                    or (cur.next() and cur.key().startswith(prefix))
-                ):
-                    stored = None  # the stats disagree with the log: walk it key by key
-        if stored is None:
-            stored = [v for _, v in self._range(txn, self._log, prefix)]
-        # Strip and verify every checksum with C-level maps, no Python frame per entry (this
-        # is most of a reopen's own cost besides pycrdt). An entry shorter than 4 bytes has a
-        # head shorter than any packed crc, so it fails too.
-        log = list(map(_PAYLOAD, stored))
-        if list(map(_HEAD, stored)) != list(map(_CRC.pack, map(zlib.crc32, log))):
-            for k, v in self._range(txn, self._log, prefix):  # name the first bad entry
-                seq = int.from_bytes(k[len(prefix) :], "big")
-                _unseal(bytes(v), name, f"log entry {seq}")  # raises CorruptEntry
-        return snapshot, log
-
-    def meta_values(self, key: str) -> dict[str, bytes]:
-        """``{shard: value}`` of metadata ``key`` over every committed shard that has it (one
-        scan of the metadata, no log read)."""
-        suffix = _SEP + key.encode()
-        with self._read(f"cannot read metadata {key!r}") as txn:
-            return {
-                bytes(k[: -len(suffix)]).decode(): bytes(v)
-                for k, v in txn.cursor(db=self._meta)
-                if bytes(k).endswith(suffix)
-            }
-
     def mark_verified(self, name: str) -> None:
         """Record that the entries of ``name`` (a shard written before checksums) passed
         validation, so later loads report them verified. A no-op for other shards."""
@@ -344,23 +262,6 @@ class Store(_StoreEnv, _StoreSpace):
                 f"cannot mark shard {name!r} verified",
                 lambda txn: txn.delete(_LEGACY + name.encode(), db=self._info),
             )
-
-    @staticmethod
-    def _range(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with ``prefix``, in key order."""
-        cur = txn.cursor(db=db)
-        if not cur.set_range(prefix):
-            return
-        for k, v in cur:
-            if not k.startswith(prefix):
-                return
-            yield k, v
-
-    def stats(self, name: str) -> ShardStats:
-        """Committed stats of ``name`` (all zero for a shard never committed); no log scan."""
-        validate_shard_name(name)
-        with self._read(f"cannot read stats of {name!r}") as txn:
-            return _stats_from(name, txn.get(name.encode(), db=self._stats))
 
     def needs_compaction(self, name: str) -> bool:
         """Whether the automatic policy (see the module docstring) wants ``name`` compacted."""

@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_env", 4),  # Store's directory lock and LMDB environment (issue 9 split)
     ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
+    ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
     ("crdtsync.durability", 4),
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
@@ -72,6 +73,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.containers", 4),  # named containers and counters (issue 16)
     ("crdtsync.shard", 4),
     ("crdtsync._registry", 4),
+    ("crdtsync._registry_replicas", 4),  # the registry's ReplicaSet side (split of _registry)
     ("crdtsync.readcache", 4),
     ("crdtsync.jsonform", 4),  # JSON form of shard values (h-http, h-mcp)
     ("crdtsync.security", 4),  # credentials, TLS, handshake, ACLs (h-sec); used by drivers
@@ -85,6 +87,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.agent", 5),
     ("crdtsync._agent_figures", 5),  # the agent's read-only figures (HTTP, metrics, inspect)
     ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
+    ("crdtsync._agent_reads", 5),  # the agent's read and read_many, ReadMany (split of agent.py)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
     ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)

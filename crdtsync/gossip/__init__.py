@@ -25,6 +25,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``guard``           quotas across connections (issue #11): messages, bytes, CPU, new shards,
                     unfinished transfers, replies, keyed by peer name
 ``acks``            owed and relayed acks, ``replicated()``
+``_ack_records``    the records of acks: per link, per broadcast, the relayed-ack budget
+``_acks_relayed``   acks passed on: a tree's relayed acks and WANT_ACKs, the relay's (a mixin)
 ``gate``            :class:`~.gate.Gate`: what the core asks of credentials (permissions, records)
 ``security``        receive boundary, send-path filter and signing, certificate exchange
 ``_context``        the state every component shares; ``_yjs``: the one door to the Yjs layer

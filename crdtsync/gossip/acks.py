@@ -23,17 +23,32 @@ it reaches sends the asker's side the acks it already knows (within the hops), s
 reader waiting in ``replicated()`` hears of agents that got the change from elsewhere
 (issue 18: owing acks to every holder cost 24 Acks per update at 64 agents).
 :class:`LinkAcks` is the per-link part of that state.
+
+Where each part lives: the records (:class:`LinkAcks`, :class:`FanoutAcks`,
+:func:`take_relayed`, :data:`WANTED_COMMITS`, :data:`SAME_DELETE_SET`) in
+:mod:`~crdtsync.gossip._ack_records`; what :class:`Acks` passes on (relayed acks and
+WANT_ACKs in a tree, the rotating relay's acks) in its mixin
+:mod:`~crdtsync.gossip._acks_relayed`; here, what is owed, what was learnt, ``replicated()``.
+All are re-exported here, so ``from crdtsync.gossip.acks import LinkAcks`` still works.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..messages import Ack, RelayedAck, ShardState
+from ..messages import Ack, ShardState
 from . import _yjs
+from ._ack_records import (
+    SAME_DELETE_SET,
+    WANTED_COMMITS,
+    WHOLE_DELETE_SET_EVERY,  # noqa: F401  (re-exported: it lived here)
+    FanoutAcks,
+    LinkAcks,
+    take_relayed,
+)
+from ._acks_relayed import _RelayedAcks
 from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
@@ -48,151 +63,8 @@ __all__ = ["WANT_ACK", "WANTED_COMMITS", "Acks", "FanoutAcks", "LinkAcks", "take
 #: its ack of the shard (see GossipCore.want_acks); applying it changes nothing.
 WANT_ACK = b"\x00\x00"
 
-#: A peer that sent us a shard is owed the acks of our next this many commits of it: the
-#: first may have been captured before its update was applied (see Acks.durable).
-WANTED_COMMITS = 2
 
-#: The delete set of an ack sent to a peer that had the same one in our last ack of the shard
-#: on that link: "unchanged" (the empty bytes, never a valid delete set). A streamed text's
-#: delete set is kilobytes and most commits leave it alone (issue 17: 2.9 KB per paced edit,
-#: mostly acks). Only on direct acks without credentials (a signature covers the whole set),
-#: on links that are not fanout links (see Acks.on_wire).
-SAME_DELETE_SET = b""
-
-#: Every this many acks of a shard on a link, the delete set goes whole even if unchanged
-#: (a lossy medium may have lost the one the receiver would refer to).
-WHOLE_DELETE_SET_EVERY = 8
-
-
-@dataclass(slots=True)
-class LinkAcks:
-    """Acks owed to, and sent to, one peer."""
-
-    pending_acks: dict[str, ShardState] = field(default_factory=dict)  # our acks owed to it
-    #: shards it sent us (or asked our ack of): our next WANTED_COMMITS durable states of
-    #: each are owed to it (full mesh; see Acks.durable)
-    wanted: dict[str, int] = field(default_factory=dict)
-    acks_since: float = math.inf  # when the oldest pending ack became owed
-    last_ack_at: float = -math.inf  # when a standalone Ack last went to it
-    acked_out: dict[str, ShardState] = field(default_factory=dict)  # last state acked to it
-    #: others' acks to pass on to it: (agent, shard) -> (state, hops so far)
-    relay_acks: dict[tuple[str, str], tuple[ShardState, int]] = field(default_factory=dict)
-    relay_since: float = math.inf  # when the oldest of those became owed
-    last_relay_at: float = -math.inf  # when relayed acks last went to it
-    #: shard -> (the delete set of our last ack to it, acks since it went whole)
-    ds_out: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    #: shard -> the delete set of its last ack to us (what SAME_DELETE_SET refers to)
-    ds_in: dict[str, bytes] = field(default_factory=dict)
-    #: shard -> when it last sent us the shard or asked for our acks: in a tree, others' acks
-    #: of the shard are relayed to it for a while after (Acks.relay_horizon)
-    upstream: dict[str, float] = field(default_factory=dict)
-
-    def want(self, shard: str, now: float) -> None:
-        """It sent us ``shard`` (or asked for our acks) at ``now``: our next
-        :data:`WANTED_COMMITS` acks of it are owed to it, and others' acks relayed to it."""
-        self.wanted[shard] = WANTED_COMMITS
-        self.upstream[shard] = now
-
-    def wire_delete_set(self, shard: str, ds: bytes) -> bytes:
-        """What goes on the wire for our delete set ``ds`` of ``shard`` in a direct ack to this
-        peer: :data:`SAME_DELETE_SET` if our last ack had the same (within
-        :data:`WHOLE_DELETE_SET_EVERY` acks), else ``ds``."""
-        last = self.ds_out.get(shard)
-        if last is not None and last[0] == ds and last[1] + 1 < WHOLE_DELETE_SET_EVERY:
-            self.ds_out[shard] = (ds, last[1] + 1)
-            return SAME_DELETE_SET
-        self.ds_out[shard] = (ds, 0)
-        return ds
-
-    def resolve(self, state: ShardState) -> ShardState | None:
-        """A peer's own ack with :data:`SAME_DELETE_SET` made whole from its last one on this
-        link (None: none came, e.g. lost: the ack is ignored, a later one goes whole); any
-        other delete set (already validated) is remembered for the next."""
-        if state.delete_set != SAME_DELETE_SET:
-            self.ds_in[state.shard] = state.delete_set
-            return state
-        ds = self.ds_in.get(state.shard)
-        if ds is None:
-            return None
-        return ShardState(state.shard, state.state_vector, ds, state.signature)
-
-    def owe(self, state: ShardState, now: float) -> bool:
-        """Owe our ``state`` of a shard to this peer unless it has it; whether it is owed."""
-        if self.acked_out.get(state.shard) == state:
-            return False
-        self.pending_acks[state.shard] = state
-        self.acks_since = min(self.acks_since, now)
-        return True
-
-    def take_pending(self, shard: str) -> ShardState | None:
-        """The ack of ``shard`` owed to this peer, now sent (riding on a Push)."""
-        ack = self.pending_acks.pop(shard, None)
-        if ack is not None:
-            self.acked_out[shard] = ack
-            if not self.pending_acks:
-                self.acks_since = math.inf
-        return ack
-
-    def take_all(self, now: float) -> tuple[ShardState, ...]:
-        """Every ack owed, sorted, now sent alone."""
-        self.acks_since = math.inf
-        states = tuple(self.pending_acks[s] for s in sorted(self.pending_acks))
-        self.pending_acks.clear()
-        self.last_ack_at = now
-        for st in states:
-            self.acked_out[st.shard] = st
-        return states
-
-
-@dataclass(slots=True)
-class FanoutAcks:
-    """Acks owed to the agents behind fanout links, asked by a broadcast :data:`WANT_ACK`:
-    they go as one broadcast Ack for all of them (at most once per ``ack_interval``)."""
-
-    wanted: dict[str, int] = field(default_factory=dict)  # shard -> commits left to ack
-    owed: dict[str, ShardState] = field(default_factory=dict)
-    since: float = math.inf  # when the oldest owed ack became owed
-    last_at: float = -math.inf  # when the last broadcast Ack went
-    acked_out: dict[str, ShardState] = field(default_factory=dict)
-
-    def owe(self, state: ShardState, now: float) -> bool:
-        """Owe ``state`` unless it went already; whether it is owed."""
-        if self.acked_out.get(state.shard) == state:
-            return False
-        self.owed[state.shard] = state
-        self.since = min(self.since, now)
-        return True
-
-    def take(self, now: float) -> tuple[ShardState, ...]:
-        """Every owed ack, sorted, now broadcast."""
-        states = tuple(self.owed[s] for s in sorted(self.owed))
-        self.owed.clear()
-        self.since = math.inf
-        self.last_at = now
-        for st in states:
-            self.acked_out[st.shard] = st
-        return states
-
-
-def take_relayed(
-    news: dict[tuple[str, str], tuple[ShardState, int]], budget: int
-) -> tuple[RelayedAck, ...]:
-    """The relayed acks of ``news`` that fit in ``budget`` bytes (sorted; at least one), removed
-    from ``news``."""
-    out: list[RelayedAck] = []
-    for key in sorted(news):
-        st, hops = news[key]
-        size = len(key[0]) + len(st.shard) + len(st.state_vector) + len(st.delete_set) + 8
-        if out and size > budget:
-            break
-        out.append(RelayedAck(key[0], st, hops))
-        budget -= size
-    for r in out:
-        del news[(r.agent, r.state.shard)]
-    return tuple(out)
-
-
-class Acks:
+class Acks(_RelayedAcks):
     """What each agent holds on disk, as far as we know, and the acks we owe (see the module
     docstring).
 
@@ -345,30 +217,6 @@ class Acks:
                 conn.acks.relay_since = min(conn.acks.relay_since, now)
                 self._ctx.schedule_flush(now)
 
-    def ask_on(self, shard: str, source: str, now: float) -> bool:
-        """Whether a WANT_ACK of ``shard`` that came from neighbour ``source`` goes on to our
-        other neighbours (a tree: the agents past us answer towards the asker): only for a
-        shard we hold, once per (shard, neighbour) and half a second (the asker repeats it
-        every second while it waits). Keyed by the neighbour, not by the asker the Push
-        names: a peer cannot make us pass on more by naming other askers."""
-        if not self._ctx.holds(shard):
-            return False
-        last = self._asks.get((shard, source))
-        if last is not None and now < last + 0.5:
-            return False
-        if len(self._asks) > 1024:  # forget old asks (they only dedupe the repeats)
-            self._asks = {k: t for k, t in self._asks.items() if now < t + 0.5}
-        self._asks[(shard, source)] = now
-        return True
-
-    def relay_horizon(self) -> float:
-        """How long after a neighbour sent us a shard (or asked) others' acks of it are
-        relayed to it: a few ack rounds, at least 2 s (the acks of agents up to
-        ``ack_relay_hops`` hops past us come back within it; a writer waiting in
-        ``replicated()`` asks again every second, which keeps the path open)."""
-        cfg = self._ctx.config
-        return max(2.0, 4 * max(cfg.ack_interval, cfg.ack_relay_interval))
-
     def _ask_commit(self, shard: str) -> None:
         """Tell the agent a peer waits for our ack of ``shard`` (Context.on_ack_wanted)."""
         if self._ctx.on_ack_wanted is not None:
@@ -380,19 +228,6 @@ class Acks:
             conn.acks.acks_since + cfg.ack_delay,
             conn.acks.last_ack_at + cfg.ack_interval,
         )
-
-    def relay_due(self, conn: Link) -> float:
-        # Alone only on a link that carried no push for a while: a busy one carries them.
-        cfg = self._ctx.config
-        return max(
-            conn.acks.relay_since + cfg.ack_delay,
-            conn.acks.last_relay_at + cfg.ack_relay_interval,
-            conn.push.last_push_at + cfg.ack_relay_interval,
-        )
-
-    def own_ack_due(self) -> float:
-        cfg = self._ctx.config
-        return max(self.own_acks_since + cfg.ack_delay, self.last_own_ack_at + cfg.ack_interval)
 
     def send_due(self, now: float, *, flushed: bool = False) -> None:
         """Send the acks that are due and rode on no Push.
@@ -444,77 +279,6 @@ class Acks:
         if ds is state.delete_set:
             return state
         return ShardState(state.shard, state.state_vector, ds, state.signature)
-
-    def flush_relay_acks(
-        self,
-        now: float,
-        spread: bool,
-        target: str | None,
-        news: tuple[RelayedAck, ...],
-        carried: set[str],
-    ) -> None:
-        """Rotating relay, at a boundary: the acks no push carried go alone.
-
-        News (others' acks we were asked to pass on) go to every peer our broadcast missed,
-        or else to the coming window's relay; our own durable states, once owed for ack_delay,
-        to that relay too (at most once per ack_interval): one message, not one per peer.
-        """
-        own: tuple[ShardState, ...] = ()
-        if (
-            self.own_acks
-            and now >= self.own_ack_due()
-            and target is not None
-            and target != self._ctx.name
-        ):
-            own = tuple(self.own_acks[s] for s in sorted(self.own_acks))
-            self.own_acks.clear()
-            self.own_acks_since = math.inf
-            self.last_own_ack_at = now
-            for st in own:
-                self.own_acked_out[st.shard] = st
-        if spread:
-            if news:
-                for conn in self._ctx.links.values():
-                    if conn.name not in carried and not conn.closing:
-                        relayed = tuple(r for r in news if r.agent != conn.name)
-                        if relayed:
-                            self._ctx.send(conn.name, Ack((), relayed))
-            news = ()
-        elif target in carried:
-            news = ()
-        if (own or news) and target is not None:
-            self._ctx.send(target, Ack(own, news, forward=True))
-        if self.relay_news:
-            self._ctx.schedule_flush(now)  # more than one message holds: the rest next window
-
-    def take_news(self) -> tuple[RelayedAck, ...]:
-        """Rotating relay: the others' acks to pass on that fit in one message (sorted)."""
-        return take_relayed(self.relay_news, self._ctx.config.max_relayed_bytes)
-
-    def spread_own(self, now: float) -> None:
-        """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
-        for shard, state in sorted(self.own_acks.items()):
-            for conn in self._ctx.links.values():
-                if shard in conn.interest:
-                    conn.acks.owe(state, now)
-        self.own_acks.clear()
-        self.own_acks_since = math.inf
-
-    def take_relayed(
-        self, conn: Link, now: float, mode: str, *, riding: bool = False
-    ) -> tuple[RelayedAck, ...]:
-        """The relayed acks owed to ``conn`` that fit in one message (sorted), now sent.
-        ``riding``: our own acks go in that message anyway (a tree sends them along, not in
-        a frame of their own ack_relay_interval later)."""
-        cfg = self._ctx.config
-        if not conn.acks.relay_acks or (
-            mode == TREE and not riding and now < conn.acks.last_relay_at + cfg.ack_relay_interval
-        ):
-            return ()
-        out = take_relayed(conn.acks.relay_acks, cfg.max_relayed_bytes)
-        conn.acks.last_relay_at = now
-        conn.acks.relay_since = now if conn.acks.relay_acks else math.inf
-        return out
 
     def learn(
         self,

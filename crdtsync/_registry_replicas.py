@@ -1,0 +1,236 @@
+"""The agent's shards as the gossip core sees them: the :class:`~crdtsync.replica.ReplicaSet`
+side of :class:`~crdtsync._registry.ShardRegistry`.
+
+Names and ``holds`` (cached, O(1)), state vectors, digests (a shard not open answers with the
+digest stored with its entries, without being opened), diffs, remote updates applied one by
+one or as a batch and priced in deterministic work units against what earlier updates placed
+at the same places (:class:`~crdtsync.yjs.limits.PlaceHistory`), durable states, the merge of
+the coalescing window, and ``drop`` (a shard handed off by placement).
+
+A mixin of :class:`~crdtsync._registry.ShardRegistry` (:class:`_RegistryReplicas`), split from
+:mod:`crdtsync._registry`, which keeps the agent's side (opening, value migrations, quarantine,
+listing, closing); the state is the registry's (set in its ``__init__``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from . import updates, values
+from .errors import InvalidUpdate, UpdateOverLimit
+from .shard import DIGEST_META
+from .yjs.limits import DEFAULT_LIMITS, PlaceHistory
+
+if TYPE_CHECKING:
+    from .shard import Shard
+    from .store import Store
+
+__all__: list[str] = []
+
+# Items remote updates may place at one place of a shard over time: max_fan, so that the
+# shard's full state, sent as one diff to another agent, stays within max_fan there too
+# (a larger history would be refused by every peer it is passed on to).
+_MAX_PLACE_ITEMS = DEFAULT_LIMITS.max_fan
+#: In an update that brings a value migration which rewrote values (its marker key).
+_REWRITES_KEY = values.REWRITES.encode()
+
+
+class _RegistryReplicas:
+    """Mixin of :class:`~crdtsync._registry.ShardRegistry`: the core's side (module docstring).
+
+    The attributes and methods declared below belong to the registry.
+    """
+
+    _store: Store
+    _shards: dict[str, Shard]
+    _closed: bool
+    _stored_digests: dict[str, bytes] | None
+    _quarantined: dict[str, str]
+    _names: tuple[str, ...] | None
+    _name_set: set[str]
+    _all_changed: bool
+    applying: bool
+    last_apply_work: int
+    _places: OrderedDict[str, PlaceHistory]
+
+    if TYPE_CHECKING:  # ShardRegistry's (_registry.py); for the type checker only
+
+        def open(self, name: str) -> Shard: ...
+
+        def _open(self, name: str, *, mark_new: bool) -> tuple[Shard, bool]: ...
+
+        def _mark_received(self, shard: Shard) -> None: ...
+
+        def _repair_rewrites(self, shard: Shard) -> None: ...
+
+        def get(self, name: str) -> Shard | None: ...
+
+        def _sorted_names(self) -> tuple[str, ...]: ...
+
+        def _check_open(self) -> None: ...
+
+    # -- ReplicaSet: the core's side -----------------------------------------------------------
+
+    def shard_names(self) -> Iterable[str]:
+        if self._closed:  # the transport still runs while the agent closes
+            return ()
+        return self._sorted_names()  # sorted, the same object until a shard comes or goes
+
+    def holds(self, shard: str) -> bool:
+        """Whether ``shard`` is in :meth:`shard_names`, in O(1) (optional ReplicaSet method,
+        see :class:`crdtsync.replica.ReplicaSet`)."""
+        if self._closed:
+            return False
+        self._sorted_names()
+        return shard in self._name_set
+
+    def state_vector(self, shard: str) -> bytes:
+        return updates.state_vector(self.open(shard).doc)
+
+    def digest(self, shard: str) -> bytes:
+        """The shard's digest. A shard not open is not opened for it: its digest is the one
+        stored with its entries (``Shard.capture``, ``Shard.store_digest`` at close; an empty
+        one is not known), read for every stored shard in one scan. A shard never closes once
+        opened, so a shard not open has not changed since. An agent restarted on 132,000
+        shards opened every one of them to answer its first Summary: 20 s with the event loop
+        blocked (issue #11)."""
+        opened = self._shards.get(shard)
+        if opened is None:
+            if self._stored_digests is None:
+                self._stored_digests = self._store.meta_values(DIGEST_META)
+            stored = self._stored_digests.get(shard)
+            if stored and shard not in self._quarantined:  # (empty: not known)
+                return stored
+        return self.open(shard).digest()
+
+    def diff(self, shard: str, state_vector: bytes) -> bytes:
+        updates.decode_state_vector(state_vector)  # InvalidUpdate on garbage from a peer
+        doc = self.open(shard).doc
+        try:
+            return doc.get_update(state_vector)
+        except Exception as exc:
+            raise InvalidUpdate(f"cannot diff against state vector: {exc}") from exc
+
+    def apply(
+        self,
+        shard: str,
+        update: bytes,
+        origin: str,
+        info: updates.UpdateInfo | None = None,
+        *,
+        author: str | None = None,
+    ) -> bytes | None:
+        if shard in self._quarantined:
+            return None  # not held: what a peer sends of it is dropped
+        if info is None and shard not in self._shards:
+            # Validated (with the work limits) before the shard is opened: a refused update
+            # must not leave a shard it names open in memory (issue #11: a shard comes into
+            # being only once an update for it validated). The parse is passed on, not redone.
+            info = updates.validate_update(update)
+        if info is None:
+            info = updates.validate_update(update)  # parsed once, handed on to the shard
+        history = self._history(shard)
+        self.last_apply_work = info.work + self._place_cost(history, info)
+        # (No time.process_time() around it: the work is charged in deterministic units, and
+        # that clock cost a quarter of a refused push's handling in a profile, issue #11.)
+        self.applying = True
+        opened = self._shards.get(shard)
+        unmarked = False
+        try:
+            if opened is None or self._closed:
+                opened, unmarked = self._open(shard, mark_new=False)
+            delta = opened.apply_remote(update, origin, info, author=author)
+            history.record(info.places, info.places_most)
+        finally:
+            if unmarked:
+                self._mark_received(opened)  # type: ignore[arg-type]
+            self.applying = False
+        if delta is not None and _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return delta
+
+    def _history(self, shard: str) -> PlaceHistory:
+        history = self._places.get(shard)
+        if history is None:
+            history = self._places[shard] = PlaceHistory(_MAX_PLACE_ITEMS, max_places=512)
+            while len(self._places) > 1024:
+                self._places.popitem(last=False)
+        else:
+            self._places.move_to_end(shard)
+        return history
+
+    @staticmethod
+    def _place_cost(history: PlaceHistory, info: updates.UpdateInfo) -> int:
+        """What ``info``'s conflict scans cost against the shard's earlier updates.
+
+        Raises:
+            UpdateOverLimit: a place would hold more items than the history's cap (a fan
+                built by many updates, each within ``max_fan``); nothing is applied.
+        """
+        try:
+            return history.cost(info.places, info.places_most)
+        except ValueError as exc:
+            raise UpdateOverLimit(str(exc)) from None
+
+    def apply_batch(
+        self,
+        shard: str,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[updates.UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> list[bytes]:
+        # Validated by the caller (``infos``), so the shard may be opened first. One pycrdt
+        # transaction for the whole batch: one store entry, one notify, one digest reset.
+        if shard in self._quarantined:
+            return []  # not held: what a peer sends of it is dropped
+        # Each update is priced against the shard's history *and the batch's updates before
+        # it* (on a copy, kept only if the batch is applied): priced against the history
+        # alone, k updates each within the cap at one place put k times the cap there in one
+        # transaction (found by tests/test_hostile_fuzz.py: 20 x 200 items, 0.88 s, growing
+        # quadratically with k).
+        trial = self._history(shard).copy()
+        work = 0
+        for info in infos:
+            work += info.work + self._place_cost(trial, info)
+            trial.record(info.places, info.places_most)
+        self.last_apply_work = work
+        self.applying = True
+        try:
+            opened = self.open(shard)
+            delta = opened.apply_remote_batch(batch, origin, infos, author=author)
+            self._places[shard] = trial
+        finally:
+            self.applying = False
+        if delta is None:
+            return []
+        if _REWRITES_KEY in delta:  # it brought a value migration
+            self._repair_rewrites(opened)
+        return [delta]
+
+    def durable_state(self, shard: str) -> tuple[bytes, bytes]:
+        return self.open(shard).durable_state
+
+    def merge(self, shard: str, deltas: Sequence[bytes]) -> bytes:
+        """One update holding ``deltas``, local writes of ``shard`` (the core's coalescing
+        window, :mod:`crdtsync.gossip.coalesce`), runs of items squashed as the shard holds
+        them (:func:`crdtsync.updates.squash_local`)."""
+        held = self.get(shard)
+        if held is None:
+            return updates.merge_updates(deltas)
+        return updates.squash_local(held.doc, deltas)
+
+    def drop(self, shard: str) -> None:
+        """Forget a shard handed off to its placement holders, in memory and on disk."""
+        opened = self._shards.pop(shard, None)
+        if opened is not None:
+            opened.close()
+        if self._stored_digests is not None:
+            self._stored_digests.pop(shard, None)
+        self._check_open()
+        self._store.delete_shard(shard)
+        self._names = None
+        self._all_changed = True
