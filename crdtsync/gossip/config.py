@@ -212,11 +212,13 @@ class GossipConfig:
         so the rotating relay, which needs them, is off: a full mesh up to 32 agents, a tree
         beyond. (A full mesh is what a hub gives its clients: one hop. At 32 agents a tree of
         fanout 5 made most writes travel 3 to 5 hops, each an apply and a forward in a
-        loaded process, and every agent owed acks to each neighbour; at 64 agents, 2,016
-        connections opening at once overwhelmed a 2-core machine (benchmarks/README.md,
-        issue 18).) Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
-        that ``replicated()`` answers within a group commit or two; repairs are asked again
-        after 100 ms; dials are retried from 100 ms up to 5 s.
+        loaded process, and every agent owed acks to each neighbour. At 64 agents a full mesh
+        forms (dials paced, at most 4 under way per agent) and has the lower latency at 200
+        updates/s, but loses the burst: the writer pushes each window to 63 links, where a
+        tree's relays batch (benchmarks/README.md, issue 18).) Acks go out within 10 ms (at
+        most 20 standalone Acks per second and peer) so that ``replicated()`` answers within a
+        group commit or two; repairs are asked again after 100 ms; dials are retried from
+        100 ms up to 5 s, at most 4 under way at once.
 
         Args:
             overrides: any field, replacing the LAN value.
