@@ -102,11 +102,15 @@ SCALE_SYSTEMS = ("crdtsync", "pycrdt-websocket-noecho", *NODE_HUBS)
 #: Overlay variants a scale run may name in ``--scale-systems`` (not run by default), to measure
 #: an overlay against the default in the same run: ``crdtsync-mesh`` is a full mesh up to 64
 #: agents (the LAN default is a tree beyond 32), ``crdtsync-tree64`` the tree with fanout 8,
-#: ``crdtsync-unpaced`` the default without a limit on dials under way (``max_dialing``).
+#: ``crdtsync-unpaced`` the default without a limit on dials under way (``max_dialing``),
+#: ``crdtsync-mesh-w10`` the full mesh with 10 ms batching windows (2 ms on the LAN),
+#: ``crdtsync-w10`` the default overlay with them.
 SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-mesh": {"full_mesh_max": 64},
     "crdtsync-tree64": {"full_mesh_max": 32, "fanout": 8},
     "crdtsync-unpaced": {"max_dialing": 0},
+    "crdtsync-mesh-w10": {"full_mesh_max": 64, "push_interval": 0.01},
+    "crdtsync-w10": {"push_interval": 0.01},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
