@@ -99,6 +99,19 @@ SYSTEMS: dict[str, dict[str, Any] | None] = {
 }
 #: Systems of the 32- and 64-agent runs (crdtsync at its default, the peers at their best).
 SCALE_SYSTEMS = ("crdtsync", "pycrdt-websocket-noecho", *NODE_HUBS)
+#: Overlay variants a scale run may name in ``--scale-systems`` (not run by default), to measure
+#: an overlay against the default in the same run: ``crdtsync-mesh`` is a full mesh up to 64
+#: agents (the LAN default is a tree beyond 32), ``crdtsync-tree64`` the tree with fanout 8,
+#: ``crdtsync-unpaced`` the default without a limit on dials under way (``max_dialing``),
+#: ``crdtsync-mesh-w10`` the full mesh with 10 ms batching windows (2 ms on the LAN),
+#: ``crdtsync-w10`` the default overlay with them.
+SCALE_VARIANTS: dict[str, dict[str, Any]] = {
+    "crdtsync-mesh": {"full_mesh_max": 64},
+    "crdtsync-tree64": {"full_mesh_max": 32, "fanout": 8},
+    "crdtsync-unpaced": {"max_dialing": 0},
+    "crdtsync-mesh-w10": {"full_mesh_max": 64, "push_interval": 0.01},
+    "crdtsync-w10": {"push_interval": 0.01},
+}
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
 SCALE_UPDATES = {"full": 1000, "quick": 500, "tiny": 100}
@@ -678,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         one = run_crdtsync_groups(
                             label,
-                            SYSTEMS.get(label) or {},
+                            SYSTEMS.get(label) or SCALE_VARIANTS.get(label) or {},
                             count,
                             n_scale,
                             args.rate,

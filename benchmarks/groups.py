@@ -312,7 +312,17 @@ async def run(args: argparse.Namespace) -> None:
                         else int(m.synced.is_set())
                         for m in members
                     ]
-                    nodes.emit({"event": "status", "connected_per_member": connected})
+                    counters: collections.Counter[str] = collections.Counter()
+                    for m in members:
+                        if isinstance(m, _AgentMember):
+                            counters.update(m.agent.counters)
+                    nodes.emit(
+                        {
+                            "event": "status",
+                            "connected_per_member": connected,
+                            "counters": dict(counters),
+                        }
+                    )
                 elif op == "stats":
                     nodes.emit(_stats())
                 else:

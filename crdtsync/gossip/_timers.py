@@ -137,6 +137,8 @@ class _Timers:
         out = self._p.dialer.hand_out(now, candidates)
         if out:
             self._gen += 1  # (dials under way time out: a timer)
+        elif self._p.dialer.full():  # the next dial waits for one to end (an event)
+            self._no_dials = (self._gen, math.inf)
         else:
             self._no_dials = (self._gen, min((at for _, at in candidates), default=math.inf))
         return out
@@ -199,8 +201,9 @@ class _Timers:
                 times.append(t)
         times.extend(self._p.members.deadlines())
         times.extend(self._p.dialer.deadlines())
-        for _, ready in self._dial_candidates():
-            times.append(ready)
+        if not self._p.dialer.full():  # (when full, the end of a dial is an event)
+            for _, ready in self._dial_candidates():
+                times.append(ready)
         prunable = self._prune_candidates()
         if prunable and sum(1 for c in self._conns.values() if not c.closing) > 1:
             times.extend(at for _, at in prunable)

@@ -115,6 +115,14 @@ class GossipConfig:
     #: Of two agents that both want a connection, the one with the smaller name dials; the
     #: other dials too after this grace (in case their views disagree).
     dial_grace: float = 1.0
+    #: Dials under way at once at most (0: no limit); the rest wait for one to end. A full
+    #: mesh forming dials everyone at once: at 64 agents on one 2-core host, 2,016 websocket
+    #: handshakes in 5 processes starved each other past the 10 s Hello timeout, and every
+    #: timeout was redialled (issue 18: the mesh never formed). In a full mesh, the larger
+    #: name's grace (``dial_grace``) also grows with its place in the smaller one's queue.
+    #: The WAN defaults do not limit (the rotating relay dials beyond its tree only once the
+    #: view settled, ``relay_settle``); :meth:`lan` does.
+    max_dialing: int = 0
     #: Connections the overlay does not need are kept this long before being closed, so that
     #: converging views do not make connections flap.
     prune_grace: float = 5.0
@@ -154,6 +162,8 @@ class GossipConfig:
     def __post_init__(self) -> None:
         if self.push_interval < 0 or self.anti_entropy_interval <= 0:
             raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
+        if self.max_dialing < 0:
+            raise UsageError("max_dialing must be >= 0")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
             raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
         if self.overlay_shape not in ("tree", "ring"):
@@ -202,11 +212,13 @@ class GossipConfig:
         so the rotating relay, which needs them, is off: a full mesh up to 32 agents, a tree
         beyond. (A full mesh is what a hub gives its clients: one hop. At 32 agents a tree of
         fanout 5 made most writes travel 3 to 5 hops, each an apply and a forward in a
-        loaded process, and every agent owed acks to each neighbour; at 64 agents, 2,016
-        connections opening at once overwhelmed a 2-core machine (benchmarks/README.md,
-        issue 18).) Acks go out within 10 ms (at most 20 standalone Acks per second and peer) so
-        that ``replicated()`` answers within a group commit or two; repairs are asked again
-        after 100 ms; dials are retried from 100 ms up to 5 s.
+        loaded process, and every agent owed acks to each neighbour. At 64 agents a full mesh
+        forms (dials paced, at most 4 under way per agent) and has the lower latency at 200
+        updates/s, but loses the burst: the writer pushes each window to 63 links, where a
+        tree's relays batch (benchmarks/README.md, issue 18).) Acks go out within 10 ms (at
+        most 20 standalone Acks per second and peer) so that ``replicated()`` answers within a
+        group commit or two; repairs are asked again after 100 ms; dials are retried from
+        100 ms up to 5 s, at most 4 under way at once.
 
         Args:
             overrides: any field, replacing the LAN value.
@@ -225,5 +237,6 @@ class GossipConfig:
             backoff_max=5.0,
             dial_grace=0.25,
             connect_timeout=5.0,
+            max_dialing=4,
         )
         return replace(lan, **overrides)

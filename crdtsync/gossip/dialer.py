@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .membership import DEAD, Membership
-from .overlay import RELAY, OverlayView
+from .overlay import FULL, RELAY, OverlayView
 
 if TYPE_CHECKING:
     import random
@@ -186,9 +187,15 @@ class Dialer:
         cfg = self.config
         settled = members.view_at + cfg.relay_settle
         addresses: dict[str, float] = {}
-        for name in [
-            n for n in view.dial_order or sorted(view.desired | view.retry) if not links(n)
-        ]:
+        order = view.dial_order or tuple(sorted(view.desired | view.retry))
+        # With paced dials in a full mesh, a smaller name reaches us only after the dials it
+        # makes before ours (names between it and us, max_dialing at a time): our grace grows
+        # with that queue, or every pair would be dialled from both ends while it waits.
+        queue = cfg.max_dialing if view.mode == FULL else 0
+        me_at = bisect.bisect_left(order, self.name) if queue else 0
+        for i, name in enumerate(order):
+            if links(name):
+                continue
             m = members[name]
             if m.address is None or m.address in self.self_addresses:
                 continue
@@ -200,6 +207,8 @@ class Dialer:
             # (A read waiting for a holder dials it at once: only we want that edge.)
             wanted = urgent(name)
             ready = now if self.name < name or wanted else since + cfg.dial_grace
+            if queue and not wanted and name < self.name:
+                ready += cfg.dial_grace * ((me_at - i - 1) // queue)
             if view.mode == RELAY and name not in view.tree and not wanted:
                 ready = max(ready, settled)  # beyond the tree: once the view has settled
             addresses[m.address] = ready
@@ -222,9 +231,19 @@ class Dialer:
             out.append((a, ready if backoff is None else max(ready, backoff)))
         return out
 
+    def full(self) -> bool:
+        """Whether ``max_dialing`` dials are under way: no more until one ends (an event)."""
+        cap = self.config.max_dialing
+        return cap > 0 and len(self.dialing) >= cap
+
     def hand_out(self, now: float, candidates: list[tuple[str, float]]) -> list[str]:
-        """The candidates ready at ``now``, marked as being dialled."""
+        """The candidates ready at ``now``, marked as being dialled: at most ``max_dialing``
+        under way in all, the longest ready first."""
         out = [a for a, ready in candidates if ready <= now]
+        cap = self.config.max_dialing
+        if cap > 0 and len(out) > cap - len(self.dialing):
+            due = dict(candidates)
+            out = sorted(out, key=due.__getitem__)[: max(0, cap - len(self.dialing))]
         for a in out:
             self.dialing[a] = now
         return out
