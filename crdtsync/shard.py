@@ -229,13 +229,13 @@ class Shard(MapView, metaclass=_ShardType):
         self._check_open()
         if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
             return  # ``shard[key] += n`` on a counter: already counted
-        if _maybe_live(value) and key not in self.crdt and self._is_named(key, value):
+        if self._is_named(key, value) and key not in self.crdt:
             return  # ``shard[key] += ...`` on a named Text or list: already appended in place
         super().__setitem__(key, value)
 
     def _is_named(self, key: str, value: Any) -> bool:
         """Whether ``value`` is the live named container shown under ``key``."""
-        if value is None or isinstance(value, (str, bytes, int, float)):
+        if not _maybe_live(value):
             return False  # a leaf is no live container (and a write's common case: no scan)
         return any(
             k == key and _same_live(crdt, value) for _kind, k, crdt in named_containers(self._doc)
