@@ -367,3 +367,33 @@ def test_glomers_rows_carry_each_scenarios_own_targets() -> None:
     assert all(r["met"] for r in rows.values() if "agents," in r["figure"])
     worse = run(0.2, 3.8, 470.0, 1300.0)
     assert not sim._verdict(worse, sim.LOSSY_TARGETS)["latency_median_ms"]["met"]
+
+
+def test_glomers_profile_matches_the_scenario_it_explains() -> None:
+    """``benchmarks/glomers_profile.py`` reruns the Glomers scenario on a probed network: its
+    latency median and message count must be run_scenario's (same seed, same frames), and
+    every write and every (write, agent) delivery must land in exactly one category."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).parent.parent / "benchmarks"
+    mods = {}
+    for name in ("gossip_sim", "glomers_profile"):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        mods[name] = mod
+    from crdtsync.gossip import GossipConfig
+
+    common = dict(agents=10, latency=0.1, rate=100.0, duration=1.0, loss=0.2, seed=3)
+    ref = mods["gossip_sim"].run_scenario(config=GossipConfig(), **common)
+    prof = mods["glomers_profile"].profile(threshold_ms=450.0, **common)
+    assert prof["latency_median_ms"] == ref["latency_median_ms"]
+    assert prof["msgs_per_write"] == ref["msgs_per_write"]
+    assert sum(c["writes"] for c in prof["writes"].values()) == ref["converged_writes"] == 100
+    assert any(k.startswith("push lost") for k in prof["writes"])  # 20 % loss: some are
+    assert abs(sum(d["share"] for d in prof["deliveries"].values()) - 1.0) < 1e-3
+    done = sum(c["writes"] * c["done_share"] for c in prof["writes"].values()) / 100
+    assert abs(done - prof["done_by_threshold"]) < 0.01
