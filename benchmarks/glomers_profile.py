@@ -193,7 +193,7 @@ def profile(
             continue  # not converged within the drain time
         done = max(a[0] for a in others.values()) - t
         lat.append(done * 1000)
-        u = math.floor(t / w + eps) * w + w - t  # time to its window's end
+        u = math.ceil(t / w - eps) * w - t  # to its window's end (one made at it leaves at it)
         times = [f[0] for f in pushes[origin]]
         i = bisect.bisect_left(times, t - eps)
         push = pushes[origin][i] if i < len(times) and times[i] <= t + u + eps else None
