@@ -63,9 +63,10 @@ class GossipConfig:
     #: relay), when longer than ``push_interval`` (0: the same). A write then crosses several
     #: agents in turn, each an apply, a commit and a forward, so a Push that carries more
     #: updates saves work at every hop; a link idle for a window still sends at once
-    #: (``send_when_idle``). :meth:`lan` sets 10 ms: at 64 agents and 200 updates/s, 2 ms
-    #: windows made ~31 Pushes per update and a p99 of 1.1-2.0 s, 10 ms ~9-11 and 0.3 s
-    #: (benchmarks/README.md, issue 18, branch h-n64).
+    #: (``send_when_idle``). :meth:`lan` sets 10 ms: at 64 agents and 200 updates/s on one
+    #: 2-core host, 2 ms windows made 8-31 Pushes per update and a p99 of 0.9-2.0 s, 10 ms
+    #: 8-11 and 0.19-0.62 s; on an idle host each hop may wait a window (the simulator: p50
+    #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
