@@ -1,10 +1,12 @@
 """Acks and messages per update in a seeded simulator run of the fanout scale shape (issue 18).
 
     python benchmarks/ack_sim.py [--agents 64] [--updates 400] [--rate 200] [--seed 1]
+        [--gossip '{"tree_push_interval": 0}']
 
 N gossip cores in one process over the deterministic memory transport
 (``crdtsync.transports.memory``), with ``GossipConfig.lan()`` (a full mesh up to 32 agents, a
-tree beyond) and every agent seeded with the writer ``a00``, as ``benchmarks/fanout.py
+tree beyond; ``--gossip``: a JSON object of fields replacing its values) and every agent
+seeded with the writer ``a00``, as ``benchmarks/fanout.py
 --scale`` connects them. After the overlay settles, ``a00`` writes one map entry per update at
 ``--rate`` updates/s (virtual time). Reported for that phase: frames per update by message
 type and bytes per update, the acks per update (standalone ``Ack`` frames, own states riding on Pushes, relayed
@@ -50,9 +52,17 @@ class CountingNetwork(Network):
         super()._transmit(conn, src, msg)
 
 
-def run(agents: int, updates_n: int, rate: float, seed: int, settle: float) -> dict[str, Any]:
+def run(
+    agents: int,
+    updates_n: int,
+    rate: float,
+    seed: int,
+    settle: float,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One seeded run; the figures of its write phase (see the module docstring)."""
-    net = CountingNetwork(seed, config=GossipConfig.lan(), latency=0.0005, jitter=0.0002)
+    config = GossipConfig.lan(**(overrides or {}))
+    net = CountingNetwork(seed, config=config, latency=0.0005, jitter=0.0002)
     names = [f"a{i:02d}" for i in range(agents)]
     net.add_node(names[0])
     for name in names[1:]:
@@ -139,8 +149,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--settle", type=float, default=15.0, help="virtual seconds before writing")
+    p.add_argument("--gossip", default="{}", help="JSON: GossipConfig.lan() fields to replace")
     args = p.parse_args()
-    print(json.dumps(run(args.agents, args.updates, args.rate, args.seed, args.settle), indent=1))
+    result = run(
+        args.agents, args.updates, args.rate, args.seed, args.settle, json.loads(args.gossip)
+    )
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -104,13 +104,18 @@ SCALE_SYSTEMS = ("crdtsync", "pycrdt-websocket-noecho", *NODE_HUBS)
 #: agents (the LAN default is a tree beyond 32), ``crdtsync-tree64`` the tree with fanout 8,
 #: ``crdtsync-unpaced`` the default without a limit on dials under way (``max_dialing``),
 #: ``crdtsync-mesh-w10`` the full mesh with 10 ms batching windows (2 ms on the LAN),
-#: ``crdtsync-w10`` the default overlay with them.
+#: ``crdtsync-w10`` the default overlay with them (``-w5``, ``-w20``: 5 and 20 ms),
+#: ``crdtsync-tree-w2`` the tree with the mesh's 2 ms window (the LAN default before the tree's
+#: own 10 ms window, ``tree_push_interval``).
 SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-mesh": {"full_mesh_max": 64},
     "crdtsync-tree64": {"full_mesh_max": 32, "fanout": 8},
     "crdtsync-unpaced": {"max_dialing": 0},
     "crdtsync-mesh-w10": {"full_mesh_max": 64, "push_interval": 0.01},
     "crdtsync-w10": {"push_interval": 0.01},
+    "crdtsync-w5": {"push_interval": 0.005},
+    "crdtsync-w20": {"push_interval": 0.02},
+    "crdtsync-tree-w2": {"tree_push_interval": 0.0},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}

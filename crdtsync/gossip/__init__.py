@@ -88,7 +88,9 @@ simulator.
   :attr:`GossipConfig.tree_core` forming a clique at the top and each agent having
   :attr:`GossipConfig.fanout` children (heap layout). A tree carries every delta exactly once
   per link and direction, the least possible; anti-entropy is what makes it safe when the
-  tree is broken (crash, partition, disagreeing views).
+  tree is broken (crash, partition, disagreeing views). Every hop is an apply, a commit and
+  a forward, so a tree may batch with a longer window of its own
+  (:attr:`GossipConfig.tree_push_interval`: 10 ms with the LAN settings, against 2 ms).
 
 *Pull (anti-entropy).* Every :attr:`GossipConfig.anti_entropy_interval` (with jitter), and on
 every new connection (by the side with the smaller name), a round with one peer:

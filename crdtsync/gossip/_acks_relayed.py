@@ -46,6 +46,7 @@ class _RelayedAcks:
     last_own_ack_at: float
     relay_news: dict[tuple[str, str], tuple[ShardState, int]]
     _asks: dict[tuple[str, str], float]
+    owing: set[str]
 
     def relay_horizon(self) -> float:
         """How long after a neighbour sent us a shard (or asked) others' acks of it are
@@ -150,7 +151,7 @@ class _RelayedAcks:
         """The overlay stopped being a rotating relay: owe the pending acks per peer again."""
         for shard, state in sorted(self.own_acks.items()):
             for conn in self._ctx.links.values():
-                if shard in conn.interest:
-                    conn.acks.owe(state, now)
+                if shard in conn.interest and conn.acks.owe(state, now):
+                    self.owing.add(conn.name)
         self.own_acks.clear()
         self.own_acks_since = math.inf

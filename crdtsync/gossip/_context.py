@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..messages import Message
 from ._yjs import EMPTY_STATE_VECTOR
 from .guard import Guard, QuotaSet
-from .overlay import FULL, RELAY, Mode, window_index
+from .overlay import FULL, RELAY, TREE, Mode, window_index
 from .transfer import chunk_size
 
 if TYPE_CHECKING:
@@ -110,11 +110,15 @@ class Context:
         self.broadcasts.append(msg)
 
     def window(self, now: float) -> float:
-        """The batching window at ``now``: ``push_interval``, shorter under loss in the
-        rotating relay (see :data:`LOSSY_WINDOW`). Every agent that noticed the loss uses the
-        same aligned windows, so they agree on whose turn it is; one that did not yet sends
-        its batch to another relay, which passes it on (correct, a broadcast more)."""
+        """The batching window at ``now``: ``push_interval``, longer in a tree when
+        ``tree_push_interval`` is (the LAN config: every hop of a tree applies, commits and
+        forwards, so batching pays at each), shorter under loss in the rotating relay (see
+        :data:`LOSSY_WINDOW`). Every agent that noticed the loss uses the same aligned
+        windows, so they agree on whose turn it is; one that did not yet sends its batch to
+        another relay, which passes it on (correct, a broadcast more)."""
         w = self.config.push_interval
+        if self.config.tree_push_interval > w and self.mode() == TREE:
+            return self.config.tree_push_interval
         if now - self.loss_seen_at < LOSS_MEMORY and self.config.align_windows and w > 0:
             if self.mode() == RELAY:
                 return w * LOSSY_WINDOW

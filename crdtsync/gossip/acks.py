@@ -93,6 +93,10 @@ class Acks(_RelayedAcks):
         self.hops: dict[tuple[str, str], int] = {}
         #: (shard, neighbour) -> when a WANT_ACK from it was last passed on (tree; ask_on)
         self._asks: dict[tuple[str, str], float] = {}
+        #: Names of the links we may owe acks or relayed acks to (a superset, pruned by
+        #: deadlines): the core asks for our timers after every received Push, and a full
+        #: mesh of 32 owes acks to one or two of its 31 links (issue 18).
+        self.owing: set[str] = set()
 
     def forget(self, agent: str) -> None:
         """``agent`` left the membership view."""
@@ -100,9 +104,16 @@ class Acks(_RelayedAcks):
             self.hops.pop((agent, shard), None)
 
     def deadlines(self) -> list[float]:
-        """When :meth:`send_due` has work (only asked while no flush is scheduled)."""
+        """When :meth:`send_due` has work (only asked while no flush is scheduled).
+
+        Walks the links in :attr:`owing` only, and drops those that owe nothing."""
         times = []
-        for conn in self._ctx.links.values():
+        links = self._ctx.links
+        for name in list(self.owing):
+            conn = links.get(name)
+            if conn is None or not (conn.acks.pending_acks or conn.acks.relay_acks):
+                self.owing.discard(name)
+                continue
             if conn.acks.pending_acks:
                 times.append(self.ack_due(conn))
             if conn.acks.relay_acks:
@@ -148,6 +159,7 @@ class Acks(_RelayedAcks):
                     elif wants:
                         del conn.acks.wanted[shard]
                 if wants and conn.acks.owe(state, now):
+                    self.owing.add(conn.name)
                     self._ctx.schedule_flush(now)
             left = self.fanout.wanted.get(shard, 0)
             if left:
@@ -199,6 +211,7 @@ class Acks(_RelayedAcks):
             return  # the relay owes our acks to the whole mesh anyway
         sv, ds = self._ctx.replicas.durable_state(shard)
         if conn.acks.owe(ShardState(shard, sv, ds), now):
+            self.owing.add(conn.name)
             self._ctx.schedule_flush(now)
         if mode == TREE and not self._ctx.policy.partial:
             # The asker hears of the agents we know hold the shard (within the hops): they
@@ -214,6 +227,7 @@ class Acks(_RelayedAcks):
                     conn.acks.relay_acks[(agent, shard)] = (st, hops + 1)
                     queued = True
             if queued:
+                self.owing.add(conn.name)
                 conn.acks.relay_since = min(conn.acks.relay_since, now)
                 self._ctx.schedule_flush(now)
 
@@ -345,6 +359,7 @@ class Acks(_RelayedAcks):
                 ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
+                    self.owing.add(c.name)
 
     def replicated(self, shard: str, state_vector: bytes, delete_set: bytes) -> tuple[str, ...]:
         """Peers whose latest durable ack of ``shard`` covers (state_vector, delete_set).

@@ -59,6 +59,15 @@ class GossipConfig:
     #: 5 keeps 25 agents within 4 hops of each other with no agent above a quarter of the
     #: traffic (benchmarks/gossip_sim.py).
     fanout: int = 5
+    #: The batching window while the overlay is a tree (beyond ``full_mesh_max`` and the
+    #: relay), when longer than ``push_interval`` (0: the same). A write then crosses several
+    #: agents in turn, each an apply, a commit and a forward, so a Push that carries more
+    #: updates saves work at every hop; a link idle for a window still sends at once
+    #: (``send_when_idle``). :meth:`lan` sets 10 ms: at 64 agents and 200 updates/s on one
+    #: 2-core host, 2 ms windows made 8-31 Pushes per update and a p99 of 0.9-2.0 s, 10 ms
+    #: 8-11 and 0.19-0.62 s; on an idle host each hop may wait a window (the simulator: p50
+    #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
+    tree_push_interval: float = 0.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
@@ -162,6 +171,8 @@ class GossipConfig:
     def __post_init__(self) -> None:
         if self.push_interval < 0 or self.anti_entropy_interval <= 0:
             raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
+        if self.tree_push_interval < 0:
+            raise UsageError("tree_push_interval must be >= 0")
         if self.max_dialing < 0:
             raise UsageError("max_dialing must be >= 0")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
@@ -215,7 +226,9 @@ class GossipConfig:
         loaded process, and every agent owed acks to each neighbour. At 64 agents a full mesh
         forms (dials paced, at most 4 under way per agent) and has the lower latency at 200
         updates/s, but loses the burst: the writer pushes each window to 63 links, where a
-        tree's relays batch (benchmarks/README.md, issue 18).) Acks go out within 10 ms (at
+        tree's relays batch (benchmarks/README.md, issue 18).) In the tree the window is
+        10 ms (``tree_push_interval``): every hop applies, commits and forwards, so fewer,
+        larger Pushes pay at each one. Acks go out within 10 ms (at
         most 20 standalone Acks per second and peer) so that ``replicated()`` answers within a
         group commit or two; repairs are asked again after 100 ms; dials are retried from
         100 ms up to 5 s, at most 4 under way at once.
@@ -228,6 +241,7 @@ class GossipConfig:
             align_windows=False,
             send_when_idle=True,
             full_mesh_max=32,
+            tree_push_interval=0.01,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,

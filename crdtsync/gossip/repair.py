@@ -83,10 +83,23 @@ class Repairs:
         self.lags: dict[str, tuple[float, str, str, bytes]] = {}
         #: (sender, shard) -> the last broadcast Push seq received (fanout links)
         self.broadcast_seq: dict[tuple[str, str], int] = {}
+        #: Names of the links a repair was asked of (a superset: answered ones are pruned by
+        #: :meth:`_pending`). The core asks for our timers after every received Push, and a
+        #: full mesh of 32 has 31 links, nearly always without a repair (issue 18).
+        self._asked: set[str] = set()
+
+    def _pending(self) -> list[Link]:
+        """The links with a repair under way, in link order (as a walk of every link would
+        meet them): none at once while no repair was asked since the last call."""
+        if not self._asked:
+            return []
+        pending = [c for c in self._ctx.links.values() if c.repair.repairs]
+        self._asked = {c.name for c in pending}
+        return pending
 
     def asking(self, shard: str) -> bool:
         """Whether a repair of ``shard`` is under way with any peer."""
-        return any(shard in c.repair.repairs for c in self._ctx.links.values())
+        return any(shard in c.repair.repairs for c in self._pending())
 
     def sequence(self, conn: Link, shard: str, seq: int, check_gap: bool, now: float) -> None:
         """A Push of ``shard`` numbered ``seq`` (0: unnumbered) came from ``conn``.
@@ -135,6 +148,7 @@ class Repairs:
         """Ask ``conn`` for what we lack of ``shard`` (``target``: the state vector that
         showed it, if known)."""
         conn.repair.repairs[shard] = now
+        self._asked.add(conn.name)
         conn.repair.tries[shard] = conn.repair.tries.get(shard, 0) + 1
         if target is not None:
             conn.repair.targets[shard] = target
@@ -171,7 +185,7 @@ class Repairs:
             if now < due:
                 continue
             del self.lags[shard]
-            if any(shard in c.repair.repairs for c in self._ctx.links.values()):
+            if self.asking(shard):
                 continue
             mine = self._ctx.state_vector(shard)
             if not sv_covers(mine, sv):
@@ -204,7 +218,7 @@ class Repairs:
 
     def retry(self, now: float) -> None:
         """Ask again for repairs whose answer did not come within their timeout."""
-        for conn in self._ctx.links.values():
+        for conn in self._pending():
             timeout = self.timeout(conn, now)
             for shard, asked in list(conn.repair.repairs.items()):
                 asm = conn.replies.receiving
@@ -251,9 +265,7 @@ class Repairs:
         times = []
         if self.lags:
             times.append(min(due for due, _, _, _ in self.lags.values()))
-        for conn in self._ctx.links.values():
-            if not conn.repair.repairs:
-                continue
+        for conn in self._pending():
             timeout = self.timeout(conn, self._ctx.now)
             asm = conn.replies.receiving
             for shard, asked in conn.repair.repairs.items():
