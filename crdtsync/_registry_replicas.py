@@ -211,6 +211,42 @@ class _RegistryReplicas:
             self._repair_rewrites(opened)
         return [delta]
 
+    def apply_many(
+        self, shard: str, items: Sequence[tuple[bytes, updates.UpdateInfo, str, str | None]]
+    ) -> bool:
+        """Apply validated updates of several messages for ``shard``, each ``(update, its
+        parse, origin, author)``, as :meth:`apply_batch` does for one Push
+        (:meth:`Shard.apply_remote_many`: one pycrdt transaction while nobody listens to the
+        shard's changes, else one per writer in a row). Optional for a ReplicaSet: the core
+        looks it up, for the broadcasts one turn of a driver brought
+        (``GossipCore.receive_broadcasts``). Returns False, applying nothing, when the shard
+        is not open (a new one is opened and marked by :meth:`apply`, update by update) or
+        not held; the caller then applies them one by one.
+
+        Raises:
+            InvalidUpdate: one was refused (see Shard.apply_remote_many); the caller applies
+                them one by one to find which.
+            UpdateOverLimit: as :meth:`apply_batch`, nothing applied.
+        """
+        opened = self._shards.get(shard)
+        if opened is None or self._closed or shard in self._quarantined:
+            return False
+        trial = self._history(shard).copy()  # priced one after the other, as apply_batch
+        work = 0
+        for _, info, _, _ in items:
+            work += info.work + self._place_cost(trial, info)
+            trial.record(info.places, info.places_most)
+        self.last_apply_work = work
+        self.applying = True
+        try:
+            deltas = opened.apply_remote_many(items)
+            self._places[shard] = trial
+        finally:
+            self.applying = False
+        if any(_REWRITES_KEY in delta for delta in deltas):  # it brought a value migration
+            self._repair_rewrites(opened)
+        return True
+
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.open(shard).durable_state
 
