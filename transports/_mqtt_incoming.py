@@ -205,6 +205,7 @@ class _Incoming:
         held, self._held = self._held, []
         if not held or self._closed:
             return
+        self._count("broadcast_turns")  # (broadcasts_in / broadcast_turns: held per turn)
         got: list[tuple[str, Message]] = []
         for shard, sender, payload, valid in held:
             try:

@@ -484,10 +484,18 @@ class Pushes(_PushReceive):
         if msg.durable is not None or msg.relayed or msg.hint is not None or msg.relay:
             raise ProtocolError("a broadcast Push carries deltas only", CloseCode.MALFORMED_FRAME)
         infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
-        if every or len(msg.updates) > 1:
+        if every:
             for i, u in enumerate(msg.updates):
-                if every and u == WANT_ACK:
+                if u == WANT_ACK:
                     continue
+                try:  # (as map_exceptions(_INVALID_UPDATE, ...), without its generator)
+                    infos[i] = _yjs.validate_update(u)
+                except InvalidUpdate as exc:
+                    raise ProtocolError(
+                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
+                    ) from exc
+        elif len(msg.updates) > 1:
+            for i, u in enumerate(msg.updates):
                 with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
                     infos[i] = _yjs.validate_update(u)
         self._ctx.broadcast_in_at = now
