@@ -139,3 +139,23 @@ async def test_over_the_broker_a_change_names_its_writer(tmp_path: Path) -> None
         for agent in agents:
             await agent.close()
         broker.stop()
+
+
+def test_a_batch_is_priced_update_after_update_against_the_history() -> None:
+    # Each update within the cap at one place, together over it: refused, as apply_batch
+    # prices a batch (on a copy of the history); the work counts the earlier ones' items.
+    from types import SimpleNamespace
+
+    from crdtsync._registry_replicas import _RegistryReplicas
+    from crdtsync.errors import UpdateOverLimit
+    from crdtsync.yjs.limits import PlaceHistory
+
+    def info(n: int) -> SimpleNamespace:
+        return SimpleNamespace(work=1, places={b"p": n}, places_most=n)
+
+    history = PlaceHistory(max_items=5, max_places=16)
+    history.record({b"p": 1}, 1)
+    assert _RegistryReplicas._batch_cost(history, [info(2), info(2)]) == 2 + 1 * 2 + (1 + 2) * 2
+    with pytest.raises(UpdateOverLimit):
+        _RegistryReplicas._batch_cost(history, [info(2), info(2), info(1)])
+    assert history.count(b"p") == 1  # pricing records nothing
