@@ -212,9 +212,13 @@ class _Incoming:
                 got.append((sender, self._broadcast_message(shard, sender, payload, valid)))
             except ProtocolError as exc:
                 self._refused_broadcast(sender, exc)
-        for (sender, _), used in zip(
-            got, self.core.receive_broadcasts(got, time.monotonic()), strict=True
-        ):
+        try:
+            results = self.core.receive_broadcasts(got, time.monotonic())
+        except Exception:  # noqa: BLE001 - as deliver_directly: a bug must not end the client
+            self._count("handler_errors")
+            logger.exception("%s: handling received broadcasts failed", self.core.name)
+            return
+        for (sender, _), used in zip(got, results, strict=True):
             if isinstance(used, ProtocolError):
                 self._refused_broadcast(sender, used)
             else:
