@@ -141,7 +141,7 @@ def _mqtt_totals(kids: list[Child]) -> dict[str, int]:
     return out
 
 
-def _per_write(after: dict[str, int], before: dict[str, int], n: int) -> dict[str, float]:
+def _per_write(after: dict[str, int], before: dict[str, int], n: int) -> dict[str, Any]:
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     delivered = sum(
         d.get(k, 0) for k in ("received", "broadcasts_in", "broadcasts_unused", "garbage")
@@ -151,6 +151,14 @@ def _per_write(after: dict[str, int], before: dict[str, int], n: int) -> dict[st
         "push_publishes_per_write": round(d.get("broadcast_pushes", 0) / n, 3),
         "ack_publishes_per_write": round(d.get("broadcast_acks", 0) / n, 3),
         "deliveries_per_write": round(delivered / n, 3),
+        # broadcasts a receiver handed to its core at once, on average (one loop turn's)
+        "broadcasts_per_turn": round(
+            (d.get("broadcasts_in", 0) + d.get("broadcasts_unused", 0))
+            / max(1, d.get("broadcast_turns", 0)),
+            2,
+        )
+        if d.get("broadcast_turns")
+        else None,
         # link frames (anti-entropy, repairs, membership) the agents sent, by message type
         "link_frames_per_write": {
             k[5:]: round(v / n, 3) for k, v in sorted(d.items()) if k.startswith("sent_") and v

@@ -63,6 +63,7 @@ _INTERNAL = frozenset(
     {
         "apply_remote",
         "apply_remote_batch",
+        "apply_remote_many",
         "capture",
         "mark_durable",
         "mark_dirty",
@@ -488,6 +489,45 @@ class Shard(MapView, metaclass=_ShardType):
             self._author = None
         delta, self._last_delta = self._last_delta, None
         return delta
+
+    def apply_remote_many(
+        self, items: Sequence[tuple[bytes, UpdateInfo, str, str | None]]
+    ) -> builtins.list[bytes]:
+        """:meth:`apply_remote_batch` for updates of several messages, each ``(update, its
+        parse, origin, author)``: the broadcasts of many writers that one turn of a driver's
+        event loop brought (issue 14: a pycrdt transaction per update was a fifth of a
+        receiver's CPU under backlog).
+
+        One transaction for all of them while nobody listens to the change feed. A change
+        record names one origin and one author, so while somebody does, each run of updates
+        with the same origin and author is its own transaction: every record still says who
+        wrote what. Returns the delta of each transaction that changed the doc, in order.
+
+        Raises as :meth:`apply_remote_batch` (every update's delete check runs before its
+        transaction applies anything: a refused update leaves its transaction unapplied,
+        those of the runs before it stay applied).
+        """
+        if not items:
+            return []
+        runs: builtins.list[Sequence[tuple[bytes, UpdateInfo, str, str | None]]] = [items]
+        if self._feed.active:
+            runs, start = [], 0
+            for i in range(1, len(items) + 1):
+                if i == len(items) or items[i][2:] != items[start][2:]:
+                    runs.append(items[start:i])
+                    start = i
+        deltas = []
+        for run in runs:
+            author = run[0][3]
+            delta = self.apply_remote_batch(
+                [u for u, *_ in run],
+                run[0][2],
+                [f for _, f, *_ in run],
+                author=author if all(it[3] == author for it in run) else None,
+            )
+            if delta is not None:
+                deltas.append(delta)
+        return deltas
 
     def _refuse_future_deletes(self, info: UpdateInfo) -> None:
         """Refuse a delete set over clocks of this replica's own client it has not reached.

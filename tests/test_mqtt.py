@@ -246,7 +246,8 @@ def test_the_buffered_reader_frames_publishes_itself_and_leaves_the_rest_to_paho
             ("t/q1", b"one"),  # (the QoS 2 one waits in paho for the broker's PUBREL)
             ("t/4", b"d" * 50),
         ]
-        assert framed >= 3  # t/2 (after the first, paho's), t/3, the QoS 1 one, t/4...
+        # every QoS 0/1 one by the reader, the first of the read too (read ahead of paho)
+        assert framed == 5
         paho.loop_write()
         theirs.setblocking(False)
         answers = theirs.recv(1024)
@@ -256,6 +257,10 @@ def test_the_buffered_reader_frames_publishes_itself_and_leaves_the_rest_to_paho
         theirs.sendall(last[5:])
         assert paho.loop_read() == 0
         assert got[-1] == ("t/5", b"e" * 40) and len(got) == 6
+        theirs.sendall(_publish_packet("t/6", b"f"))
+        theirs.close()  # a last packet, then the end of the stream: read ahead, paho's next
+        assert paho.loop_read() == 0 and got[-1] == ("t/6", b"f")
+        assert paho.loop_read() != 0  # the connection is lost, as paho's own read says
     finally:
         ours.close()
         theirs.close()

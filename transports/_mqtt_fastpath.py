@@ -23,7 +23,8 @@ agent an ``epoll`` wake-up and three system calls (issue 14's third pass). Its o
 state machine still parses what the fast path leaves: with :func:`deliver_directly` too, the
 complete PUBLISH packets (QoS 0 and 1) found in the buffer are framed here and handed over
 directly, paho's per-packet machinery (three reads from the buffer, its packet dict, the
-dispatch) skipped; any other packet, or one not complete yet, goes through paho as before.
+dispatch) skipped, the first of a read too (the reader reads ahead of paho while paho is
+between packets); any other packet, or one not complete yet, goes through paho as before.
 """
 
 from __future__ import annotations
@@ -155,12 +156,22 @@ class _BufferedReader:
         self._sock: object = None  # the socket the buffered bytes came from
         #: :func:`deliver_directly`'s handler of a parsed PUBLISH (None: paho frames all)
         self.publish: Callable[[tuple[str, bytes, int, int]], Any] | None = None
+        #: (socket, what its last read ahead of paho gave: the error it raised, or None for
+        #: the end of the stream), handed to paho's next read of that socket (see _fill)
+        self._deferred: tuple[object, OSError | None] | None = None
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes, from the buffer, else from one ``recv(READ_SIZE)`` (raising
         as paho's own: BlockingIOError when nothing is there; b"" at the end)."""
         sock = self._paho._sock
         if self._pos >= len(self._buf) or sock is not self._sock:
+            if self._deferred is not None:
+                deferred_sock, error = self._deferred
+                self._deferred = None
+                if deferred_sock is sock:  # what _fill's read gave, now paho's
+                    if error is not None:
+                        raise error
+                    return b""
             data = self._raw_recv(READ_SIZE)
             if not data:
                 return data
@@ -178,7 +189,41 @@ class _BufferedReader:
             return 0
         return len(self._buf) - self._pos
 
+    def _fill(self) -> None:
+        """One ``recv(READ_SIZE)`` into the empty buffer ahead of paho, so that the first
+        complete PUBLISH packets of a read are framed here too (through paho, the first of
+        every read was: with one or two packets per read, most of them). Nothing there
+        (BlockingIOError) leaves it to paho; an error or the end of the stream is kept for
+        paho's next read of this socket, which raises it or returns b"" as its own would."""
+        sock = self._paho._sock
+        try:
+            data = self._raw_recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._deferred = (sock, exc)
+            return
+        if not data:
+            self._deferred = (sock, None)
+            return
+        self._buf, self._pos, self._sock = data, 0, sock
+
     def loop_read(self, max_packets: int = 1) -> Any:
+        paho = self._paho
+        if (
+            self.publish is not None
+            and paho._sock is not None
+            and self._deferred is None
+            and not self.buffered()
+            and paho._in_packet["command"] == 0
+        ):
+            self._fill()
+            if self.buffered():
+                err = self._publishes()
+                if err:
+                    return err
+                if not self.buffered():
+                    return 0  # every packet of this read went (paho's MQTT_ERR_SUCCESS)
         rc = self._raw_loop_read(max_packets)
         # Every complete packet already read goes now: epoll will not say so again. (A
         # partial one stays in paho's own state until the rest comes.)

@@ -113,6 +113,9 @@ class _Incoming:
     _by_peer: dict[str, _Link]
     _present: dict[str, str]
     _topics: dict[str, _Topic]
+    #: broadcasts received in this turn of the loop, not handed to the core yet: (shard or
+    #: None for an acks topic, sender, payload, whether the sender's name is valid)
+    _held: list[tuple[str | None, str, bytes, bool]]
 
     if TYPE_CHECKING:
 
@@ -163,19 +166,18 @@ class _Incoming:
     def _on_message(self, topic: str, payload: bytes) -> None:
         kind, shard, name, valid = self._topic(topic)
         if kind == _BROADCAST:
-            self._on_broadcast(shard, name, payload, valid)
-            if self._kick_soon or self._kick_later is not None or self._closed:
-                return
-            if len(self._by_peer) >= len(self.core.connected()):
-                # Broadcasts alone (no websocket peer to pass them on to): what they leave
-                # the core to do (a repair request after a gap, an Ack a WANT_ACK asked for)
-                # can wait a little, and the kicks of several receives become one. A kick
-                # per receive was a tenth of a receiver's CPU with 32 agents in a process.
-                self._kick_later = asyncio.get_running_loop().call_later(
-                    BROADCAST_KICK_DELAY, self._deferred_kick
-                )
-                return
-        elif kind == _INBOX:
+            # Held until the end of this turn of the event loop (or the next message that is
+            # not a broadcast, so the order stays as received), then handed to the core
+            # together: a receiver that fell behind gets several per read, and the core
+            # applies them per shard in one pycrdt transaction (issue 14).
+            if name != self.core.name:  # (a broker without no-local support)
+                if not self._held:
+                    asyncio.get_running_loop().call_soon(self._take_held)
+                self._held.append((shard, name, payload, valid))
+            return
+        if self._held:
+            self._take_held()
+        if kind == _INBOX:
             self._on_frame(name, payload)
         elif kind == _PRESENCE:
             self._on_presence(name, payload)
@@ -197,28 +199,66 @@ class _Incoming:
             self.kick()
             self._on_activity()
 
-    def _on_broadcast(
-        self, shard: str | None, sender: str, payload: bytes, valid_sender: bool = True
-    ) -> None:
-        """A Push on a shard's topic (``shard``) or an Ack on an acks topic (None), from
-        ``sender`` (``valid_sender``: whether that is a valid agent name)."""
-        if sender == self.core.name:
-            return  # (a broker without no-local support)
-        try:
-            if not valid_sender:
-                raise ProtocolError(f"sender {sender!r}")
-            msg = _decode_broadcast(payload, self._max_frame)
-            if shard is None and not isinstance(msg, Ack):
-                raise ProtocolError(f"a {type(msg).__name__} on an acks topic")
-            if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):
-                raise ProtocolError(f"not a Push of {shard!r} on its topic")
-            used = self.core.receive_broadcast(sender, msg, time.monotonic())
-        except ProtocolError as exc:
-            self._count("garbage")
-            if self.counters["garbage"] == 1 or self.counters["garbage"] % 1000 == 0:
-                logger.warning("%s: ignoring a broadcast from %s: %s", self.core.name, sender, exc)
+    def _take_held(self) -> None:
+        """Hand the broadcasts held since the last call to the core, at once, then have the
+        core's effects run (soon)."""
+        held, self._held = self._held, []
+        if not held or self._closed:
             return
-        self._count("broadcasts_in" if used else "broadcasts_unused")
+        self._count("broadcast_turns")  # (broadcasts_in / broadcast_turns: held per turn)
+        got: list[tuple[str, Message]] = []
+        for shard, sender, payload, valid in held:
+            try:
+                got.append((sender, self._broadcast_message(shard, sender, payload, valid)))
+            except ProtocolError as exc:
+                self._refused_broadcast(sender, exc)
+        try:
+            results = self.core.receive_broadcasts(got, time.monotonic())
+        except Exception:  # noqa: BLE001 - as deliver_directly: a bug must not end the client
+            self._count("handler_errors")
+            logger.exception("%s: handling received broadcasts failed", self.core.name)
+            return
+        for (sender, _), used in zip(got, results, strict=True):
+            if isinstance(used, ProtocolError):
+                self._refused_broadcast(sender, used)
+            else:
+                self._count("broadcasts_in" if used else "broadcasts_unused")
+        if self._kick_soon or self._kick_later is not None or self._closed:
+            return
+        if len(self._by_peer) >= len(self.core.connected()):
+            # Broadcasts alone (no websocket peer to pass them on to): what they leave the
+            # core to do (a repair request after a gap, an Ack a WANT_ACK asked for) can wait
+            # a little, and the kicks of several receives become one. A kick per receive was
+            # a tenth of a receiver's CPU with 32 agents in a process.
+            self._kick_later = asyncio.get_running_loop().call_later(
+                BROADCAST_KICK_DELAY, self._deferred_kick
+            )
+            return
+        self._kick_soon = True
+        asyncio.get_running_loop().call_soon(self._deferred_kick)
+
+    def _broadcast_message(
+        self, shard: str | None, sender: str, payload: bytes, valid_sender: bool
+    ) -> Message:
+        """The message of a Push on a shard's topic (``shard``) or of an Ack on an acks topic
+        (None), from ``sender`` (``valid_sender``: whether that is a valid agent name).
+
+        Raises:
+            ProtocolError: it is not one (garbage: counted, never applied).
+        """
+        if not valid_sender:
+            raise ProtocolError(f"sender {sender!r}")
+        msg = _decode_broadcast(payload, self._max_frame)
+        if shard is None and not isinstance(msg, Ack):
+            raise ProtocolError(f"a {type(msg).__name__} on an acks topic")
+        if shard is not None and not (isinstance(msg, Push) and msg.shard == shard):
+            raise ProtocolError(f"not a Push of {shard!r} on its topic")
+        return msg
+
+    def _refused_broadcast(self, sender: str, exc: ProtocolError) -> None:
+        self._count("garbage")
+        if self.counters["garbage"] == 1 or self.counters["garbage"] % 1000 == 0:
+            logger.warning("%s: ignoring a broadcast from %s: %s", self.core.name, sender, exc)
 
     def _on_presence(self, agent: str, payload: bytes) -> None:
         if agent == self.core.name:

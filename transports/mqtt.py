@@ -173,6 +173,7 @@ class MqttTransport(_Incoming):
         self._closed = False
         self._kick_soon = False  # a kick is scheduled for the messages of this loop turn
         self._kick_later: asyncio.TimerHandle | None = None  # one after broadcasts alone
+        self._held: list[tuple[str | None, str, bytes, bool]] = []  # see _Incoming._take_held
         #: what happened, for tests and ``Agent.counters``: frames, garbage, stale, attempts...
         self.counters: dict[str, int] = {}
         #: told of every link's close code (see :meth:`set_observer`)
@@ -229,6 +230,7 @@ class MqttTransport(_Incoming):
         """Say goodbye on every link, clear our presence, disconnect cleanly (no Will)."""
         if self._closed:
             return
+        self._take_held()  # what came before the close
         for link in list(self._links.values()):
             if link.peer is not None:
                 self._send(link, wire.encode(Close(CloseCode.GOING_AWAY)))

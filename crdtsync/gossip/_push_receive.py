@@ -61,7 +61,7 @@ class _PushReceive:
             self, conn: Link, shard: str, update: bytes, author: str | None = None
         ) -> None: ...
 
-        def enqueue_fanout(self, shard: str, update: bytes) -> None: ...
+        def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None: ...
 
         def push(
             self,
@@ -286,7 +286,7 @@ class _PushReceive:
                     self.enqueue(other, shard, delta, author)
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
-            self.enqueue_fanout(shard, delta)
+            self.enqueue_fanout(shard, delta, author)
 
     def _apply(
         self,

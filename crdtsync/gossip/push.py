@@ -219,7 +219,7 @@ class Pushes(_PushReceive):
             # Each ask goes: the record of what was fanned out is only dropped at a window
             # boundary, which an idle writer (waiting here) may not reach for a long time.
             self._fanned.pop(id(WANT_ACK), None)
-            self.enqueue_fanout(shard, WANT_ACK)
+            self.enqueue_fanout(shard, WANT_ACK, self._ctx.name)
 
     def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it
@@ -228,7 +228,7 @@ class Pushes(_PushReceive):
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
         if conn.fanout:
-            self.enqueue_fanout(shard, update)
+            self.enqueue_fanout(shard, update, author)
             return
         cfg = self._ctx.config
         idle_before = self._ctx.window_start(self._ctx.now) if cfg.send_when_idle else None
@@ -366,9 +366,11 @@ class Pushes(_PushReceive):
 
     # -- fanout links (see the module docstring) -----------------------------------------------
 
-    def enqueue_fanout(self, shard: str, update: bytes) -> None:
+    def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
-        this window (nothing to batch with), else at the window boundary."""
+        this window (nothing to batch with), else at the window boundary. ``author``: the
+        agent that wrote it (carried in the broadcast Push, so that receivers' change records
+        name their writer, as on a link), None if unknown."""
         if id(update) in self._fanned:
             return
         self._fanned[id(update)] = update
@@ -379,6 +381,7 @@ class Pushes(_PushReceive):
             # them and bring every fanout link up to date by anti-entropy once it drains.
             q.dropped += sum(len(u) for u in q.queue.values()) + 1
             q.queue.clear()
+            q.authors.clear()
             q.queued_bytes = 0
             for conn in self._ctx.links.values():
                 if conn.fanout:
@@ -387,6 +390,7 @@ class Pushes(_PushReceive):
             return
         idle = not q.queue and q.last_push_at < self._ctx.window_start(now)
         q.queue.setdefault(shard, []).append(update)
+        q.authors.setdefault(shard, []).append(author)
         q.queued_bytes += len(update)
         if idle and self._fanout_writable():
             self.flush_fanout(now, boundary=False)
@@ -407,21 +411,26 @@ class Pushes(_PushReceive):
             return  # (paused: held, up to max_queue_bytes; resume_writing flushes)
         limit = min(self._ctx.config.max_batch_bytes, self._ctx.chunk)
         for shard, queued in self.fanout.queue.items():
+            authors = self.fanout.authors.get(shard) or [None] * len(queued)
             batch: list[bytes] = []
+            writers: list[str | None] = []
             size = 0
-            for u in queued:
+            for u, author in zip(queued, authors, strict=True):
                 if batch and size + len(u) > limit:
-                    self._broadcast_push(shard, batch)
-                    batch, size = [], 0
+                    self._broadcast_push(shard, batch, writers)
+                    batch, writers, size = [], [], 0
                 batch.append(u)
+                writers.append(author)
                 size += len(u)
-            self._broadcast_push(shard, batch)
+            self._broadcast_push(shard, batch, writers)
         self.fanout.queue.clear()
+        self.fanout.authors.clear()
         self.fanout.queued_bytes = 0
         self.fanout.last_push_at = now
 
-    def _broadcast_push(self, shard: str, batch: list[bytes]) -> None:
-        self._ctx.broadcast(Push(shard, tuple(batch), None, self.fanout.next_seq(shard)))
+    def _broadcast_push(self, shard: str, batch: list[bytes], writers: list[str | None]) -> None:
+        seq = self.fanout.next_seq(shard)
+        self._ctx.broadcast(Push(shard, tuple(batch), None, seq, authors=_authors(writers)))
 
     def on_broadcast(self, sender: str, conn: Link | None, msg: Push, now: float) -> None:
         """A broadcast Push from ``sender`` (``conn``: our link with it, if any): apply it, pass
@@ -432,17 +441,10 @@ class Pushes(_PushReceive):
             ProtocolError: it carries more than deltas (acks, hints, relay flags), or an
                 update is invalid; nothing of it was applied.
         """
-        if msg.durable is not None or msg.relayed or msg.hint is not None or msg.relay:
-            raise ProtocolError("a broadcast Push carries deltas only", CloseCode.MALFORMED_FRAME)
-        infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
-        if len(msg.updates) > 1:
-            for i, u in enumerate(msg.updates):
-                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                    infos[i] = _yjs.validate_update(u)
-        policy = self._ctx.policy
-        self._ctx.broadcast_in_at = now
-        if not policy.accepts(msg.shard):
+        infos = self.broadcast_infos(msg, now)
+        if infos is None:
             return
+        policy = self._ctx.policy
         for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
             if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
                 self._acks.owe_broadcast(msg.shard, now)
@@ -467,6 +469,43 @@ class Pushes(_PushReceive):
                     and policy.sends_to(other.name, msg.shard)
                 ):
                     self.enqueue(other, msg.shard, delta, msg.author(i))
+        self.broadcast_applied(sender, conn, msg, now)
+
+    def broadcast_infos(
+        self, msg: Push, now: float, *, every: bool = False
+    ) -> list[_yjs.UpdateInfo | None] | None:
+        """The checks of a broadcast Push before anything of it is applied: the parse of each
+        update (validated here when the Push has several, or with ``every``; None for a
+        WANT_ACK with ``every``), or None when our policy does not hold its shard.
+
+        Raises:
+            ProtocolError: it carries more than deltas, or an update is invalid.
+        """
+        if msg.durable is not None or msg.relayed or msg.hint is not None or msg.relay:
+            raise ProtocolError("a broadcast Push carries deltas only", CloseCode.MALFORMED_FRAME)
+        infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
+        if every:
+            for i, u in enumerate(msg.updates):
+                if u == WANT_ACK:
+                    continue
+                try:  # (as map_exceptions(_INVALID_UPDATE, ...), without its generator)
+                    infos[i] = _yjs.validate_update(u)
+                except InvalidUpdate as exc:
+                    raise ProtocolError(
+                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
+                    ) from exc
+        elif len(msg.updates) > 1:
+            for i, u in enumerate(msg.updates):
+                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
+                    infos[i] = _yjs.validate_update(u)
+        self._ctx.broadcast_in_at = now
+        if not self._ctx.policy.accepts(msg.shard):
+            return None
+        return infos
+
+    def broadcast_applied(self, sender: str, conn: Link | None, msg: Push, now: float) -> None:
+        """After a broadcast Push's updates were applied: note the shard's interest on our
+        link with ``sender`` and check the Push's sequence number (a gap asks a repair)."""
         if conn is not None:
             conn.interest.add(msg.shard)
             conn.rounds.last_push_in = now
