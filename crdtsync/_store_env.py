@@ -97,6 +97,7 @@ class _StoreEnv:
     _dir: Path
     _real: str
     _sync: bool
+    _dir_unsynced: bool
     _lock_fd: int
     _env: Any
     _log: Any
@@ -203,14 +204,32 @@ class _StoreEnv:
             except BaseException:
                 self._env.close()
                 raise
-        if self._sync:
-            # LMDB fsyncs its files, not the directory entries naming them: sync the directory
-            # once so a freshly created store survives power loss too.
+        # LMDB fsyncs its files, not the directory entries naming them: the directory is
+        # synced once per open, so that a created store survives power loss too. Not here but
+        # before the first write transaction of this open (or at close): nothing needs the
+        # entry to be durable before a commit must be, and the first commit runs in the group
+        # committer's worker thread, off the start of an agent (a new agent's start waited
+        # 0-4 ms for it, more on a busy disk; a reopen paid it too; issue 17).
+        self._dir_unsynced = self._sync
+
+    def _sync_dir_once(self) -> None:
+        """fsync the data directory if this open has not yet (see :meth:`_open_env`); before
+        any write transaction commits, so a failure here has committed nothing.
+
+        Raises:
+            StoreError: the fsync failed (``__cause__`` is the OSError).
+        """
+        if not self._dir_unsynced:
+            return
+        try:
             fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as e:
+            raise StoreError(f"cannot fsync the data directory {str(self._dir)!r}: {e}") from e
+        self._dir_unsynced = False
 
     def _upgrade(self, txn: Any) -> None:
         """Format 1 -> 2 in the open write transaction: seal every entry, mark shards legacy."""

@@ -173,6 +173,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
         self._write_lock = threading.Lock()
         self._gate = _Gate()
         self._closed = False
+        self._dir_unsynced = False  # set by _open_env, paid by the first write (or close)
         self._lock_fd = -1
         self._real = os.path.realpath(self._dir)
         if readonly:
@@ -218,7 +219,10 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
                 with _translate(f"cannot close the store in {str(self._dir)!r}"):
                     if not self._sync:
                         self._env.sync(True)
-                    self._env.close()
+                    try:
+                        self._sync_dir_once()  # an open that never wrote still pays it
+                    finally:
+                        self._env.close()
             finally:
                 self._release_dir_lock()
 
@@ -313,6 +317,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
         is full. Caller holds ``_write_lock``. Raises StoreFull when the map cannot grow."""
         while True:
             self._check_open()
+            self._sync_dir_once()
             with _translate(what):
                 try:
                     with self._env.begin(write=True) as txn:

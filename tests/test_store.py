@@ -529,3 +529,55 @@ def test_store_full_keeps_buffered_entries(tmp_path: Path) -> None:
         assert s.commit() == {"ok"}
         assert s.load("ok").log[-1] == b"after"  # type: ignore[union-attr]
         assert s.stats("ok").log_count == 11
+
+
+def _directory_fsyncs(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> list[str]:
+    """Record every fsync of ``data_dir`` itself (the directory, not its files)."""
+    seen: list[str] = []
+    real_fsync, real_open = os.fsync, os.open
+    dir_fds: set[int] = set()
+
+    def opening(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_DIRECTORY and os.path.realpath(path) == os.path.realpath(data_dir):
+            dir_fds.add(fd)
+        else:
+            dir_fds.discard(fd)
+        return fd
+
+    def syncing(fd: int) -> None:
+        if fd in dir_fds:
+            seen.append("dir")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "fsync", syncing)
+    return seen
+
+
+def test_directory_synced_once_per_open_before_its_first_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data directory's entry is fsynced before the first commit of each open (or at
+    close if the open never wrote), not while a new store is created: an agent's start does
+    not wait for it (issue 17), and a commit that returned is still durable with its file."""
+    data_dir = tmp_path / "store"
+    seen = _directory_fsyncs(monkeypatch, data_dir)
+    store = Store(data_dir)
+    assert seen == []  # creating the store does not wait for the directory
+    store.append("s", b"one")
+    store.commit()
+    assert seen == ["dir"]  # before the first commit returned
+    store.append("s", b"two")
+    store.commit()
+    assert seen == ["dir"]  # once per open
+    store.close()
+    assert seen == ["dir"]
+    with Store(data_dir) as again:  # reopened and closed without a write: paid at close
+        assert seen == ["dir"]
+        assert again.load("s").log == [b"one", b"two"]  # type: ignore[union-attr]
+    assert seen == ["dir", "dir"]
+    with Store(data_dir, sync=False) as unsynced:  # sync=False never fsyncs the directory
+        unsynced.append("s", b"three")
+        unsynced.commit()
+    assert seen == ["dir", "dir"]
