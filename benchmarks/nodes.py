@@ -197,10 +197,21 @@ def _install_steplog() -> None:
     wrap(updates, "validate_update", "validate(registry)")
     wrap(Shard, "apply_remote_batch", "shard.apply_remote_batch")
     wrap(GroupCommitter, "_commit_in_worker", "committer.commit(worker thread)")
+    from crdtsync.transports import websocket as ws_transport
+
     from crdtsync._registry import ShardRegistry
     from crdtsync.gossip.antientropy import AntiEntropy
     from crdtsync.gossip.core import GossipCore
+    from crdtsync.gossip.handshake import Handshake
+    from crdtsync.store import Store
 
+    wrap(Agent, "shard", "agent.shard")
+    wrap(Store, "__init__", "store.open")
+    wrap(ws_transport.WebsocketTransport, "start", "transport.start")
+    wrap(ws_transport.WebsocketTransport, "_dial", "transport.dial")
+    wrap(Handshake, "receive", "handshake.receive")
+    wrap(Handshake, "_speak", "handshake.speak")
+    wrap(Shard, "digest", "shard.digest")
     wrap(ShardRegistry, "apply", "registry.apply")
     wrap(AntiEntropy, "on_diff", "ae.on_diff")
     wrap(GossipCore, "receive", "core.receive")
