@@ -581,3 +581,39 @@ def test_directory_synced_once_per_open_before_its_first_commit(
         unsynced.append("s", b"three")
         unsynced.commit()
     assert seen == ["dir", "dir"]
+
+
+def test_new_store_creates_its_databases_with_its_first_commit(tmp_path: Path) -> None:
+    """Opening a new store commits nothing (issue 17: no fsync in an agent's start); it reads
+    as empty, reopens as new if it never committed, and its first commit creates the
+    databases with the data, also when that commit first failed (the map full)."""
+    import lmdb
+
+    def databases(path: Path) -> int:
+        env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=8)
+        try:
+            return int(env.stat()["entries"])  # named databases live in the main one
+        finally:
+            env.close()
+
+    data_dir = tmp_path / "store"
+    with Store(data_dir) as store:
+        assert store.shard_names() == [] and store.load("s") is None
+        assert store.stats("s").log_count == 0 and store.meta_values("k") == {}
+        store.space()  # (reads every database handle)
+    assert databases(data_dir) == 0  # nothing was committed
+    with Store.open_readonly(data_dir) as readonly:  # an inspector sees an empty store
+        assert readonly.shard_names() == []
+
+    with Store(data_dir, map_size=64 << 10, max_map_size=1 << 20, sync=False) as store:
+        store.append("huge", os.urandom(2 << 20))
+        store.append("ok", b"one")
+        with pytest.raises(StoreFull):
+            store.commit()  # the first write failed: the store stays new, and readable
+        assert store.shard_names() == [] and store.load("ok") is None
+        store.delete_shard("huge")  # (a write: creates the databases)
+        assert store.commit() == {"ok"}
+        assert store.load("ok").log == [b"one"]  # type: ignore[union-attr]
+    assert databases(data_dir) == 5
+    with Store(data_dir) as store:
+        assert store.load("ok").log == [b"one"]  # type: ignore[union-attr]
