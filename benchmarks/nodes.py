@@ -70,9 +70,14 @@ _orig_send_text = Protocol.send_text
 
 
 _FRAMELOG = bool(os.environ.get("CRDTSYNC_BENCH_FRAMELOG"))
+# time.time_ns() of this process's first frame sent: a joiner's start-up and connect, up to its
+# first message (crdtsync's Hello, the hub client's SyncStep1), reported as first_send_s
+FIRST_SEND: list[int] = []
 
 
 def _count_frame(message: Any) -> None:
+    if not FIRST_SEND:
+        FIRST_SEND.append(time.time_ns())
     FRAMES["frames"] += 1
     FRAMES["bytes"] += len(message)
     if _COUNT_TYPES and isinstance(message, (bytes, bytearray)) and message:
@@ -521,6 +526,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     "event": "synced",
                     "visible_s": (t_visible - join.t0) / 1e9,
                     "durable_s": (t_durable - join.t0) / 1e9,
+                    "first_send_s": (FIRST_SEND[0] - join.t0) / 1e9 if FIRST_SEND else None,
                     "cpu_s": join.cpu_s,
                     "digest": shard.digest().hex(),
                 }
@@ -856,6 +862,7 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                             "event": "synced",
                             "visible_s": (t_visible - t0) / 1e9,
                             "durable_s": None,
+                            "first_send_s": (FIRST_SEND[0] - t0) / 1e9 if FIRST_SEND else None,
                             "cpu_s": join.cpu_s,
                         }
                     )
