@@ -32,6 +32,10 @@ round's times in ``*_runs``), and the ratios are taken between those medians; th
 the best of 3. ``ratios_by_round`` keeps each round's ratios taken alone (one run against one
 run, as with ``--rounds 1``). On the shared 2-core machine one run of the same code moved 2-4x
 from run to run (benchmarks/README.md, issue 17), so a single pair said little.
+
+``--states map|paper`` runs one state only. Every joiner also reports ``first_send_s``: from
+its t0 to its first message on the wire (crdtsync's Hello, the hub client's SyncStep1), i.e.
+its start-up and connect alone (issue 17, fifth pass).
 """
 
 from __future__ import annotations
