@@ -32,6 +32,10 @@ round's times in ``*_runs``), and the ratios are taken between those medians; th
 the best of 3. ``ratios_by_round`` keeps each round's ratios taken alone (one run against one
 run, as with ``--rounds 1``). On the shared 2-core machine one run of the same code moved 2-4x
 from run to run (benchmarks/README.md, issue 17), so a single pair said little.
+
+``--states map|paper`` runs one state only. Every joiner also reports ``first_send_s``: from
+its t0 to its first message on the wire (crdtsync's Hello, the hub client's SyncStep1), i.e.
+its start-up and connect alone (issue 17, fifth pass).
 """
 
 from __future__ import annotations
@@ -249,6 +253,7 @@ def run_crdtsync(
         "visible_s": round(synced["visible_s"], 4),
         "durable_s": round(synced["durable_s"], 4),
         "joiner_cpu_s": synced.get("cpu_s"),
+        "first_send_s": synced.get("first_send_s"),
         "wire_bytes": wire["bytes_sent"],
         "msgs": sum(s["frames"] for s in stats),
         "msgs_by_type": {
@@ -276,6 +281,7 @@ def run_hub(kind: str, state_file: Path, until: list[str]) -> dict[str, Any]:
         "visible_s": round(synced["visible_s"], 4),
         "durable_s": None,
         "joiner_cpu_s": synced.get("cpu_s"),
+        "first_send_s": synced.get("first_send_s"),
         "wire_bytes": wire["bytes_sent"],
         "msgs": msgs,
         "hub_process": {k: ready.get(k) for k in ("pid", "kind", "node")},
@@ -333,7 +339,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mid = sorted(runs, key=lambda run: run["visible_s"])[(len(runs) - 1) // 2]
     out = dict(mid)
     if len(runs) > 1:
-        for key in ("visible_s", "durable_s", "joiner_cpu_s", "msgs_by_type"):
+        for key in ("visible_s", "durable_s", "joiner_cpu_s", "first_send_s", "msgs_by_type"):
             if key in mid:
                 out[f"{key}_runs"] = [run.get(key) for run in runs]
     return out
@@ -447,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         "--peers", default=",".join(PEERS), help="hubs to compare with: " + ", ".join(PEERS)
     )
     p.add_argument(
+        "--states",
+        default="map,paper",
+        help="which states to catch up: map, paper or both [map,paper]",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -462,46 +473,53 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-catchup-"))
     results: dict[str, Any] = {}
     prep: dict[str, Any] = {}
+    states = {x.strip() for x in args.states.split(",") if x.strip()}
+    if not states or states - {"map", "paper"}:
+        p.error("--states takes map, paper or both")
     try:
         task = prog.task("preparing states", 2)
-        t0 = time.perf_counter()
-        map_state = build_map_store(tmp / "map-holder", entries)
-        prep["map_build_s"] = round(time.perf_counter() - t0, 2)
+        if "map" in states:
+            t0 = time.perf_counter()
+            map_state = build_map_store(tmp / "map-holder", entries)
+            prep["map_build_s"] = round(time.perf_counter() - t0, 2)
         prog.update(task, 1)
-        t0 = time.perf_counter()
-        paper_state, paper_text, matches = replay_sequential(trace, PAPER_EDITS[size])
-        prep["paper_replay_s_or_cached"] = round(time.perf_counter() - t0, 2)
-        build_state_store(tmp / "paper-holder", "paper", paper_state)
+        if "paper" in states:
+            t0 = time.perf_counter()
+            paper_state, paper_text, matches = replay_sequential(trace, PAPER_EDITS[size])
+            prep["paper_replay_s_or_cached"] = round(time.perf_counter() - t0, 2)
+            build_state_store(tmp / "paper-holder", "paper", paper_state)
         prog.update(task, 2)
-        results[f"map {entries:,} entries"] = catch_up(
-            "map",
-            map_state,
-            tmp / "map-holder",
-            "map",
-            ["--until-len", str(entries)],
-            tmp,
-            prog,
-            args.gossip,
-            peers,
-            rounds,
-        )
-        label = "automerge-paper" + (
-            "" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)"
-        )
-        results[label] = catch_up(
-            "paper",
-            paper_state,
-            tmp / "paper-holder",
-            "paper",
-            ["--until-text-len", str(len(paper_text))],
-            tmp,
-            prog,
-            args.gossip,
-            peers,
-            rounds,
-        )
-        results[label]["text_chars"] = len(paper_text)
-        results[label]["replay_matches_endContent"] = matches
+        if "map" in states:
+            results[f"map {entries:,} entries"] = catch_up(
+                "map",
+                map_state,
+                tmp / "map-holder",
+                "map",
+                ["--until-len", str(entries)],
+                tmp,
+                prog,
+                args.gossip,
+                peers,
+                rounds,
+            )
+        if "paper" in states:
+            label = "automerge-paper" + (
+                "" if PAPER_EDITS[size] is None else f" (first {PAPER_EDITS[size]:,} edits)"
+            )
+            results[label] = catch_up(
+                "paper",
+                paper_state,
+                tmp / "paper-holder",
+                "paper",
+                ["--until-text-len", str(len(paper_text))],
+                tmp,
+                prog,
+                args.gossip,
+                peers,
+                rounds,
+            )
+            results[label]["text_chars"] = len(paper_text)
+            results[label]["replay_matches_endContent"] = matches
     finally:
         prog.close()
         shutil.rmtree(tmp, ignore_errors=True)

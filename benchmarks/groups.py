@@ -241,7 +241,16 @@ async def run(args: argparse.Namespace) -> None:
         async def joined(join: nodes.JoinWatch = join) -> None:
             join.poke()
             at = await join.done
-            nodes.emit({"event": "synced", "visible_s": (at - t0) / 1e9, "durable_s": None})
+            first = nodes.FIRST_SEND[0] if nodes.FIRST_SEND else None
+            nodes.emit(
+                {
+                    "event": "synced",
+                    "visible_s": (at - t0) / 1e9,
+                    "durable_s": None,
+                    "first_send_s": None if first is None else (first - t0) / 1e9,
+                    "cpu_s": join.cpu_s,
+                }
+            )
 
         tasks.add(asyncio.create_task(joined()))
     expecting: dict[str, tuple[list[nodes.Arrivals], str]] = {}

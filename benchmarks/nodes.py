@@ -70,9 +70,14 @@ _orig_send_text = Protocol.send_text
 
 
 _FRAMELOG = bool(os.environ.get("CRDTSYNC_BENCH_FRAMELOG"))
+# time.time_ns() of this process's first frame sent: a joiner's start-up and connect, up to its
+# first message (crdtsync's Hello, the hub client's SyncStep1), reported as first_send_s
+FIRST_SEND: list[int] = []
 
 
 def _count_frame(message: Any) -> None:
+    if not FIRST_SEND:
+        FIRST_SEND.append(time.time_ns())
     FRAMES["frames"] += 1
     FRAMES["bytes"] += len(message)
     if _COUNT_TYPES and isinstance(message, (bytes, bytearray)) and message:
@@ -197,10 +202,21 @@ def _install_steplog() -> None:
     wrap(updates, "validate_update", "validate(registry)")
     wrap(Shard, "apply_remote_batch", "shard.apply_remote_batch")
     wrap(GroupCommitter, "_commit_in_worker", "committer.commit(worker thread)")
+    from crdtsync.transports import websocket as ws_transport
+
     from crdtsync._registry import ShardRegistry
     from crdtsync.gossip.antientropy import AntiEntropy
     from crdtsync.gossip.core import GossipCore
+    from crdtsync.gossip.handshake import Handshake
+    from crdtsync.store import Store
 
+    wrap(Agent, "shard", "agent.shard")
+    wrap(Store, "__init__", "store.open")
+    wrap(ws_transport.WebsocketTransport, "start", "transport.start")
+    wrap(ws_transport.WebsocketTransport, "_dial", "transport.dial")
+    wrap(Handshake, "receive", "handshake.receive")
+    wrap(Handshake, "_speak", "handshake.speak")
+    wrap(Shard, "digest", "shard.digest")
     wrap(ShardRegistry, "apply", "registry.apply")
     wrap(AntiEntropy, "on_diff", "ae.on_diff")
     wrap(GossipCore, "receive", "core.receive")
@@ -510,6 +526,7 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     "event": "synced",
                     "visible_s": (t_visible - join.t0) / 1e9,
                     "durable_s": (t_durable - join.t0) / 1e9,
+                    "first_send_s": (FIRST_SEND[0] - join.t0) / 1e9 if FIRST_SEND else None,
                     "cpu_s": join.cpu_s,
                     "digest": shard.digest().hex(),
                 }
@@ -845,6 +862,7 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                             "event": "synced",
                             "visible_s": (t_visible - t0) / 1e9,
                             "durable_s": None,
+                            "first_send_s": (FIRST_SEND[0] - t0) / 1e9 if FIRST_SEND else None,
                             "cpu_s": join.cpu_s,
                         }
                     )

@@ -19,7 +19,7 @@ from . import updates, values
 from ._registry_replicas import _RegistryReplicas
 from .errors import ClosedError, InvalidUpdate, ShardQuarantined, StoreError
 from .names import validate_shard_name
-from .shard import ROOT, DeltaHook, Shard, ShardHost, load_doc
+from .shard import DIGEST_META, ROOT, DeltaHook, Shard, ShardHost, load_doc
 from .store import Store
 from .yjs.limits import PlaceHistory, UpdateLimits
 
@@ -177,6 +177,8 @@ class ShardRegistry(_RegistryReplicas):
             on_delta=self._changed_hook,
             host=self._host,
             agent=self._owner,
+            # the digest stored with checksummed entries (empty or absent: not known)
+            digest=loaded.meta.get(DIGEST_META) if loaded is not None and loaded.verified else None,
         )
         self._shards[name] = shard
         if self._names is not None and name not in self._name_set:

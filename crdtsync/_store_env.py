@@ -97,6 +97,8 @@ class _StoreEnv:
     _dir: Path
     _real: str
     _sync: bool
+    _dir_unsynced: bool
+    _unborn: bool
     _lock_fd: int
     _env: Any
     _log: Any
@@ -144,6 +146,9 @@ class _StoreEnv:
                 str(self._dir), subdir=True, max_dbs=8, readonly=True, lock=True, max_spare_txns=0
             )
             try:
+                if self._env.stat()["entries"] == 0:  # a new store before its first commit
+                    self._point_at_main()  # (it holds nothing; this open never writes)
+                    return
                 self._log = self._env.open_db(b"log", create=False)
                 self._snap = self._env.open_db(b"snap", create=False)
                 self._meta = self._env.open_db(b"meta", create=False)
@@ -168,6 +173,13 @@ class _StoreEnv:
             _open_dirs.discard(self._real)
 
     def _open_env(self, map_size: int) -> None:
+        # LMDB fsyncs its files, not the directory entries naming them: the directory is
+        # synced once per open, so that a created store survives power loss too. Not here but
+        # before the first write transaction of this open (or at close): nothing needs the
+        # entry to be durable before a commit must be, and the first commit runs in the group
+        # committer's worker thread, off the start of an agent (a new agent's start waited
+        # 0-4 ms for it, more on a busy disk; a reopen paid it too; issue 17).
+        self._dir_unsynced = self._sync
         with _translate(f"cannot open the LMDB store in {str(self._dir)!r}"):
             self._env = lmdb.open(
                 str(self._dir),
@@ -180,9 +192,17 @@ class _StoreEnv:
                 max_spare_txns=0,  # spare read txns would count as live during a resize
             )
             try:
-                # One write transaction opens (creates) every database and checks the format:
-                # one commit, so one fsync, where a database opened on its own commits (and
-                # fsyncs) once each: 5 fsyncs saved, 20-40 ms of a new agent's start here.
+                self._unborn = self._env.stat()["entries"] == 0
+                if self._unborn:
+                    # A new store (no database yet): its databases are created by its first
+                    # write transaction (_create_databases), not now, so that a new agent's
+                    # start does not wait for a commit and its fsyncs (0.5-16 ms here, most
+                    # of that start; issue 17). Until then every read meets the empty main
+                    # database, as it would meet empty databases.
+                    self._point_at_main()
+                    return
+                # One write transaction opens every database and checks the format (no
+                # fsync: it changes nothing, unless it upgrades a format 1 store).
                 with self._env.begin(write=True) as txn:
                     self._log = self._env.open_db(b"log", txn=txn)
                     self._snap = self._env.open_db(b"snap", txn=txn)
@@ -203,14 +223,42 @@ class _StoreEnv:
             except BaseException:
                 self._env.close()
                 raise
-        if self._sync:
-            # LMDB fsyncs its files, not the directory entries naming them: sync the directory
-            # once so a freshly created store survives power loss too.
+
+    def _point_at_main(self) -> None:
+        """Every database handle on LMDB's main database (empty in a store that has none)."""
+        main = self._env.open_db(None)
+        self._log = self._snap = self._meta = self._stats = self._info = main
+
+    def _create_databases(self, txn: Any) -> None:
+        """In the first write transaction of a new store (``_unborn``): create its databases
+        and write its format, so that they are durable with what that transaction commits.
+        The handles are valid once it has committed; if it aborts, call
+        :meth:`_point_at_main` again."""
+        self._log = self._env.open_db(b"log", txn=txn)
+        self._snap = self._env.open_db(b"snap", txn=txn)
+        self._meta = self._env.open_db(b"meta", txn=txn)
+        self._stats = self._env.open_db(b"stats", txn=txn)
+        self._info = self._env.open_db(b"info", txn=txn)
+        txn.put(b"format", _FORMAT, db=self._info)
+
+    def _sync_dir_once(self) -> None:
+        """fsync the data directory if this open has not yet (see :meth:`_open_env`); before
+        any write transaction commits, so a failure here has committed nothing.
+
+        Raises:
+            StoreError: the fsync failed (``__cause__`` is the OSError).
+        """
+        if not self._dir_unsynced:
+            return
+        try:
             fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as e:
+            raise StoreError(f"cannot fsync the data directory {str(self._dir)!r}: {e}") from e
+        self._dir_unsynced = False
 
     def _upgrade(self, txn: Any) -> None:
         """Format 1 -> 2 in the open write transaction: seal every entry, mark shards legacy."""

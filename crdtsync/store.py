@@ -50,6 +50,10 @@ Writes
 ``sync=True``; entries leave the buffer only once that transaction has committed, so a failed
 commit never drops anything. When the LMDB map is full the commit is retried after doubling
 the map, up to ``max_map_size``; beyond that it raises :class:`~crdtsync.errors.StoreFull`.
+A new store's databases and format are written by its first write transaction, with what it
+commits, and the data directory is fsynced (once per open) before that transaction: opening
+a store waits for no fsync (issue 17). A new store that never committed holds nothing, and
+opens again as a new store.
 
 Compaction policy
 -----------------
@@ -70,6 +74,7 @@ is removed on open), :meth:`Store.needs_reclaim` is its automatic policy and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -173,6 +178,8 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
         self._write_lock = threading.Lock()
         self._gate = _Gate()
         self._closed = False
+        self._dir_unsynced = False  # set by _open_env, paid by the first write (or close)
+        self._unborn = False  # a new store whose databases its first write creates
         self._lock_fd = -1
         self._real = os.path.realpath(self._dir)
         if readonly:
@@ -216,9 +223,14 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
                 _log.warning("closing store %s with %d uncommitted entries", self._dir, dropped)
             try:
                 with _translate(f"cannot close the store in {str(self._dir)!r}"):
-                    if not self._sync:
+                    if not self._sync or self._unborn:
+                        # (an unborn store: LMDB's own first pages, so that it reopens as a
+                        # valid empty store even after a power loss)
                         self._env.sync(True)
-                    self._env.close()
+                    try:
+                        self._sync_dir_once()  # an open that never wrote still pays it
+                    finally:
+                        self._env.close()
             finally:
                 self._release_dir_lock()
 
@@ -313,10 +325,23 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead):
         is full. Caller holds ``_write_lock``. Raises StoreFull when the map cannot grow."""
         while True:
             self._check_open()
+            self._sync_dir_once()
+            unborn = self._unborn
             with _translate(what):
                 try:
-                    with self._env.begin(write=True) as txn:
-                        body(txn)
+                    # A new store's first write creates its databases (see _open_env); the
+                    # handles change when it commits, so readers wait for it (once).
+                    with self._gate.exclusive() if unborn else contextlib.nullcontext():
+                        try:
+                            with self._env.begin(write=True) as txn:
+                                if unborn:
+                                    self._create_databases(txn)
+                                body(txn)
+                        except BaseException:
+                            if unborn:  # handles opened in an aborted transaction are void
+                                self._point_at_main()
+                            raise
+                        self._unborn = False
                     return
                 except lmdb.MapFullError as e:
                     full = e  # leaving the with-block aborted the transaction

@@ -464,3 +464,57 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
         missing = all_acked - stored
         assert not missing, f"seed {seed}: acknowledged but lost: {sorted(missing)[:10]}"
     assert time.monotonic() - t0 < 30
+
+
+def test_durable_state_of_a_reopened_shard_is_what_was_loaded(tmp_path: Path) -> None:
+    """A reopened shard computes its durable (state vector, delete set) only when first read
+    (issue 17: the delete set walks every item). Read before any change, or after changes
+    not yet committed (deletions of loaded items, items made and deleted since, a peer's
+    update), it is exactly what was on disk; after the next commit, the new state."""
+    from pycrdt import Doc, Text
+
+    from crdtsync import Agent, updates
+    from crdtsync.yjs.state import decode_state_vector
+
+    async def go() -> None:
+        async with Agent("a", data_dir=tmp_path / "a") as agent:
+            shard = await agent.shard("s")
+            text = shard.text("t")
+            text += "hello brave new world"
+            for i in range(20):
+                shard[f"k{i % 4}"] = i  # overwritten keys: deleted items
+            with shard.transaction():
+                del text[5:11]
+            await shard.flush()
+            on_disk = shard.durable_state
+            assert on_disk == (updates.state_vector(shard.doc), updates.delete_set(shard.doc))
+
+        # read before any change
+        async with Agent("a", data_dir=tmp_path / "a") as agent:
+            shard = await agent.shard("s")
+            assert shard._durable is None  # not computed at open
+            assert shard.durable_state == on_disk
+
+        # read after changes that are not committed yet
+        peer: Doc[Any] = Doc()
+        peer["x"] = Text("from a peer")
+        async with Agent("a", data_dir=tmp_path / "a") as agent:
+            shard = await agent.shard("s")
+            text = shard.text("t")
+            with shard.transaction():
+                del text[0:3]  # loaded items
+                text.insert(0, "abc")
+                del text[1:2]  # an item made since, deleted since
+                shard["k1"] = "changed"
+            text += "!"
+            shard.apply_remote(peer.get_update(), "peer")
+            sv, ds = shard.durable_state  # no await since: nothing committed
+            assert ds == on_disk[1]
+            assert decode_state_vector(sv) == decode_state_vector(on_disk[0])
+            await shard.flush()
+            assert shard.durable_state == (
+                updates.state_vector(shard.doc),
+                updates.delete_set(shard.doc),
+            )
+
+    asyncio.run(go())

@@ -529,3 +529,91 @@ def test_store_full_keeps_buffered_entries(tmp_path: Path) -> None:
         assert s.commit() == {"ok"}
         assert s.load("ok").log[-1] == b"after"  # type: ignore[union-attr]
         assert s.stats("ok").log_count == 11
+
+
+def _directory_fsyncs(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> list[str]:
+    """Record every fsync of ``data_dir`` itself (the directory, not its files)."""
+    seen: list[str] = []
+    real_fsync, real_open = os.fsync, os.open
+    dir_fds: set[int] = set()
+
+    def opening(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_DIRECTORY and os.path.realpath(path) == os.path.realpath(data_dir):
+            dir_fds.add(fd)
+        else:
+            dir_fds.discard(fd)
+        return fd
+
+    def syncing(fd: int) -> None:
+        if fd in dir_fds:
+            seen.append("dir")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "fsync", syncing)
+    return seen
+
+
+def test_directory_synced_once_per_open_before_its_first_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data directory's entry is fsynced before the first commit of each open (or at
+    close if the open never wrote), not while a new store is created: an agent's start does
+    not wait for it (issue 17), and a commit that returned is still durable with its file."""
+    data_dir = tmp_path / "store"
+    seen = _directory_fsyncs(monkeypatch, data_dir)
+    store = Store(data_dir)
+    assert seen == []  # creating the store does not wait for the directory
+    store.append("s", b"one")
+    store.commit()
+    assert seen == ["dir"]  # before the first commit returned
+    store.append("s", b"two")
+    store.commit()
+    assert seen == ["dir"]  # once per open
+    store.close()
+    assert seen == ["dir"]
+    with Store(data_dir) as again:  # reopened and closed without a write: paid at close
+        assert seen == ["dir"]
+        assert again.load("s").log == [b"one", b"two"]  # type: ignore[union-attr]
+    assert seen == ["dir", "dir"]
+    with Store(data_dir, sync=False) as unsynced:  # sync=False never fsyncs the directory
+        unsynced.append("s", b"three")
+        unsynced.commit()
+    assert seen == ["dir", "dir"]
+
+
+def test_new_store_creates_its_databases_with_its_first_commit(tmp_path: Path) -> None:
+    """Opening a new store commits nothing (issue 17: no fsync in an agent's start); it reads
+    as empty, reopens as new if it never committed, and its first commit creates the
+    databases with the data, also when that commit first failed (the map full)."""
+    import lmdb
+
+    def databases(path: Path) -> int:
+        env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=8)
+        try:
+            return int(env.stat()["entries"])  # named databases live in the main one
+        finally:
+            env.close()
+
+    data_dir = tmp_path / "store"
+    with Store(data_dir) as store:
+        assert store.shard_names() == [] and store.load("s") is None
+        assert store.stats("s").log_count == 0 and store.meta_values("k") == {}
+        store.space()  # (reads every database handle)
+    assert databases(data_dir) == 0  # nothing was committed
+    with Store.open_readonly(data_dir) as readonly:  # an inspector sees an empty store
+        assert readonly.shard_names() == []
+
+    with Store(data_dir, map_size=64 << 10, max_map_size=1 << 20, sync=False) as store:
+        store.append("huge", os.urandom(2 << 20))
+        store.append("ok", b"one")
+        with pytest.raises(StoreFull):
+            store.commit()  # the first write failed: the store stays new, and readable
+        assert store.shard_names() == [] and store.load("ok") is None
+        store.delete_shard("huge")  # (a write: creates the databases)
+        assert store.commit() == {"ok"}
+        assert store.load("ok").log == [b"one"]  # type: ignore[union-attr]
+    assert databases(data_dir) == 5
+    with Store(data_dir) as store:
+        assert store.load("ok").log == [b"one"]  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ __all__ = [
     "is_normal_delete_set",
     "normalize_delete_set",
     "read_delete_set",
+    "subtract_delete_set",
 ]
 
 #: The encoded state vector of an empty document (no clients).
@@ -149,6 +150,35 @@ def normalize_delete_set(ds: DeleteSet) -> DeleteSet:
         if end >= 0:
             merged.append((start, end - start))
             result[client] = merged
+    return result
+
+
+def subtract_delete_set(ds: DeleteSet, minus: DeleteSet) -> DeleteSet:
+    """``ds`` without the ranges of ``minus``, both normalized (:func:`normalize_delete_set`);
+    the result is normalized too. Ranges of ``minus`` outside ``ds`` are ignored."""
+    result: DeleteSet = {}
+    for client, ranges in ds.items():
+        cuts = minus.get(client)
+        if not cuts:
+            result[client] = ranges
+            continue
+        kept: list[tuple[int, int]] = []
+        i = 0
+        for clock, length in ranges:
+            start, end = clock, clock + length
+            while i < len(cuts) and cuts[i][0] + cuts[i][1] <= start:
+                i += 1  # cuts wholly before this range
+            j = i
+            while start < end and j < len(cuts) and cuts[j][0] < end:
+                cut_start, cut_end = cuts[j][0], cuts[j][0] + cuts[j][1]
+                if cut_start > start:
+                    kept.append((start, cut_start - start))
+                start = max(start, cut_end)
+                j += 1
+            if start < end:
+                kept.append((start, end - start))
+        if kept:
+            result[client] = kept
     return result
 
 

@@ -19,6 +19,7 @@ from crdtsync.yjs.state import (
     is_normal_delete_set,
     normalize_delete_set,
     read_delete_set,
+    subtract_delete_set,
 )
 
 
@@ -82,3 +83,32 @@ def test_pycrdts_bytes_equal_the_canonical_ones(seed: int) -> None:
         fast += is_normal_delete_set(ds)
     if len(docs) == 1:
         assert fast == 300  # one writer: always pycrdt's own bytes
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_subtract_delete_set_is_the_set_difference(seed: int) -> None:
+    """``subtract_delete_set`` (a reopened shard's durable delete set, issue 17) against the
+    difference of the two sets of deleted clocks, on random normalized sets."""
+    rng = random.Random(seed)
+
+    def random_set(clients: tuple[int, ...]) -> dict[int, list[tuple[int, int]]]:
+        out = {}
+        for client in clients:
+            points = sorted(rng.sample(range(80), 2 * rng.randrange(0, 7)))
+            ranges = [(points[k], points[k + 1] - points[k]) for k in range(0, len(points), 2)]
+            if ranges:
+                out[client] = ranges
+        return normalize_delete_set(out)
+
+    def clocks(ds: dict[int, list[tuple[int, int]]]) -> set[tuple[int, int]]:
+        return {
+            (c, x)
+            for c, ranges in ds.items()
+            for start, n in ranges
+            for x in range(start, start + n)
+        }
+
+    a, b = random_set((1, 2)), random_set((1, 3))
+    got = subtract_delete_set(a, b)
+    assert clocks(got) == clocks(a) - clocks(b)
+    assert normalize_delete_set(got) == got
