@@ -51,6 +51,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import evlog
 import pycrdt
 import streamwork
 from websockets.asyncio.connection import Connection
@@ -157,6 +158,9 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
         )
 
     gc.callbacks.append(_gc_log)
+
+
+_EVLOG = bool(os.environ.get("CRDTSYNC_BENCH_EVLOG"))  # DIR: evlog.py's event log, investigations
 
 
 def _install_steplog() -> None:
@@ -318,6 +322,8 @@ async def write_keys(setter: Any, prefix: str, n: int, rate: float) -> dict[str,
                 await asyncio.sleep(delay)
         stamp = time.time_ns()
         TL_WRITE[0] = (prefix, i)
+        if _EVLOG:
+            evlog.note_set(f"{prefix}{i}")
         setter(f"{prefix}{i}", str(stamp))
         if i == 0:
             first = stamp
@@ -358,6 +364,8 @@ class Arrivals:
         for key in event.keys:
             if key.startswith(self.prefix) and key not in self.arrived:
                 self.arrived[key] = now
+                if _EVLOG:
+                    evlog.EV.append((now, "arr", key, 0))
                 if TIMELINE_DIR:
                     self.frames[key] = (TL_DATA[0], TL_RECV[0], TL_RECV[1])
         if len(self.arrived) >= self.n and not self.done.done():
@@ -892,6 +900,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if _EVLOG:
+        evlog.install(_frame_type)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
     c = sub.add_parser("crdtsync")
