@@ -114,9 +114,10 @@ def install(frame_type: Any) -> None:
 
 
 def _install_crdtsync(ev: Any) -> None:
+    from crdtsync.transports._ws_effects import _Effects
+
     from crdtsync.durability import GroupCommitter
     from crdtsync.gossip.core import GossipCore
-    from crdtsync.transports._ws_effects import _Effects
 
     on_timer = _Effects._on_timer
 

@@ -125,16 +125,14 @@ def report(directory: Path, prefix: str, top: float, show: int) -> str:
     lines = [f"{directory} prefix {prefix!r}: {n} pairs, {len(sets)} writes"]
     lat = [r["lat"] for r in rows]
     lines.append(
-        "latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f"
-        % (lat[n // 2], lat[int(n * 0.9)], lat[min(n - 1, int(n * 0.99))], lat[-1])
+        f"latency ms p50 {lat[n // 2]:.2f} p90 {lat[int(n * 0.9)]:.2f} "
+        f"p99 {lat[min(n - 1, int(n * 0.99))]:.2f} max {lat[-1]:.2f}"
     )
     slow = rows[int(n * (1 - top)) :]
     med = rows[n // 2 - len(slow) // 2 : n // 2 + len(slow) // 2 + 1]
-    cols = ["lat", "W", "Wlast", "T", "R"] + [
-        c for c in rows[0] if c.startswith(("rx_", "w_"))
-    ]
+    cols = ["lat", "W", "Wlast", "T", "R"] + [c for c in rows[0] if c.startswith(("rx_", "w_"))]
     lines.append("mean over the pairs (ms): " + " ".join(f"{c:>12}" for c in cols))
-    for label, group in (("slowest %d" % len(slow), slow), ("median %d" % len(med), med)):
+    for label, group in ((f"slowest {len(slow)}", slow), (f"median {len(med)}", med)):
         lines.append(
             f"{label:>24}: "
             + " ".join(f"{statistics.fmean(r[c] for r in group):12.2f}" for c in cols)
@@ -142,9 +140,7 @@ def report(directory: Path, prefix: str, top: float, show: int) -> str:
     lines.append(f"the {show} slowest pairs:")
     lines.append("key rx " + " ".join(cols))
     for r in slow[-show:]:
-        lines.append(
-            f"{r['key']} {r['rx']} " + " ".join(f"{r[c]:.2f}" for c in cols)
-        )
+        lines.append(f"{r['key']} {r['rx']} " + " ".join(f"{r[c]:.2f}" for c in cols))
     # how many distinct writes make the slow pairs, and how many receivers each
     by_key: dict[str, int] = {}
     for r in slow:
