@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EV", "install", "note_set"]
+__all__ = ["EV", "dump", "install", "note_set"]
 
 EV: list[tuple[int, str, Any, Any]] = []
 _now = time.time_ns
@@ -50,12 +50,11 @@ def _name() -> str:
     for i, a in enumerate(argv):
         if a == "--name" and i + 1 < len(argv):
             return argv[i + 1]
-    return argv[1] if len(argv) > 1 else "proc"
+    return (argv[1] if len(argv) > 1 else "proc").replace("-", "")
 
 
 def install(frame_type: Any) -> None:
     """Install every hook; ``frame_type(bytes) -> str`` names a crdtsync frame."""
-    out = Path(os.environ["CRDTSYNC_BENCH_EVLOG"])
     ev = EV.append
 
     def _gc(phase: str, info: dict[str, Any]) -> None:
@@ -105,12 +104,16 @@ def install(frame_type: Any) -> None:
     except ImportError:  # a hub client's process may not have crdtsync's transports
         pass
 
-    def dump() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"ev-{_name().replace('/', '-')}-{os.getpid()}.json"
-        path.write_text(json.dumps(EV))
-
     atexit.register(dump)
+
+
+def dump() -> None:
+    """Write the events so far (again at each phase's ``dump``: a hub client may be killed
+    rather than exit)."""
+    out = Path(os.environ["CRDTSYNC_BENCH_EVLOG"])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"ev-{_name().replace('/', '-')}-{os.getpid()}.json"
+    path.write_text(json.dumps(EV))
 
 
 def _install_crdtsync(ev: Any) -> None:

@@ -639,6 +639,8 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     emit({"event": "counters", "counters": agent.counters})
                 elif op == "dump":
                     emit(expecting.pop(cmd["prefix"]).dump())
+                    if _EVLOG:
+                        evlog.dump()
                 else:
                     emit({"event": "error", "message": f"unknown command {op!r}"})
             except Exception as exc:  # report, keep serving
@@ -919,6 +921,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                         emit(stats_event())
                     elif op == "dump":
                         emit(expecting.pop(cmd["prefix"]).dump())
+                        if _EVLOG:
+                            evlog.dump()
                     else:
                         emit({"event": "error", "message": f"unknown command {op!r}"})
                 except Exception as exc:

@@ -3,9 +3,10 @@
     CRDTSYNC_BENCH_EVLOG=DIR python benchmarks/fanout.py --quick --scale '' --systems crdtsync
     python benchmarks/tail_report.py DIR [--prefix q] [--top 0.01] [--show 12]
 
-Reads the event logs of one crdtsync run (``evlog.py``: one file per process; ``a0`` is the
-writer) and, for every (update, receiver) pair of the phase whose keys start with ``prefix``
-(``p``: paced 1000/s, ``q``: paced 200/s), splits the latency into
+Reads the event logs of one run of one system (``evlog.py``: one file per process; the
+writer is the one that made the sets; a hub's Node process has none) and, for every
+(update, receiver) pair of the phase whose keys start with ``prefix`` (``p``: paced
+1000/s, ``q``: paced 200/s), splits the latency into
 
 * ``W``: the writer's set -> its first frame sent after the set (the last of that write's
   sends is reported as ``Wlast``),
@@ -36,6 +37,8 @@ def load(directory: Path) -> dict[str, list[Ev]]:
     out: dict[str, list[Ev]] = {}
     for f in sorted(directory.glob("ev-*.json")):
         name = f.name.split("-")[1]
+        if not name.startswith("a"):  # a hub client (no --name): its pid
+            name = "c" + f.stem.split("-")[-1]
         evs = [tuple(e) for e in json.loads(f.read_text())]
         evs.sort(key=lambda e: e[0])
         out[name] = evs  # type: ignore[assignment]
@@ -78,7 +81,9 @@ KINDS = (
 
 def report(directory: Path, prefix: str, top: float, show: int) -> str:
     procs = load(directory)
-    writer = procs.pop("a0")
+    # the writer: the process that made the sets (a0 for crdtsync)
+    wname = next(n for n, evs in procs.items() if any(e[1] == "set" for e in evs))
+    writer = procs.pop(wname)
     sets = {e[2]: e[0] for e in writer if e[1] == "set" and str(e[2]).startswith(prefix)}
     sends = [e[0] for e in writer if e[1] == "s" and e[2] == "Push"]
     wspans = {k: spans(writer, b, e) for k, b, e in KINDS}
