@@ -160,25 +160,20 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
     gc.callbacks.append(_gc_log)
 
 
-#: CRDTSYNC_BENCH_TUNING: the process settings every Python system's long-running child takes
-#: after start-up (``crdtsync.tune_for_serving``: gc.freeze() and a 50 ms GIL switch interval;
-#: the hub clients get the same two stdlib calls). "all" (default), "gc", "switch" or "0"
-#: (none: the runs before issue 18's tail pass, for A/B).
-_TUNING = os.environ.get("CRDTSYNC_BENCH_TUNING", "all")
+#: CRDTSYNC_BENCH_TUNING: "1" (default): every Python system's long-running child freezes what
+#: its start-up made out of the cyclic GC's reach before ``ready`` (what
+#: ``crdtsync.tune_for_serving`` does; the hub clients, nodes.py's and groups.py's, make the same
+#: two stdlib calls). "0": not (the runs before issue 18's tail pass, for A/B).
+_TUNING = os.environ.get("CRDTSYNC_BENCH_TUNING", "1")
 
 
 def _tune_process() -> None:
     """Apply ``_TUNING`` (see above) to this process, after its start-up, before ``ready``."""
-    if _TUNING == "0":
-        return
-    freeze = _TUNING in ("all", "gc")
-    if freeze:
+    if _TUNING != "0":
         import gc
 
         gc.collect()
         gc.freeze()
-    if _TUNING in ("all", "switch") and sys.getswitchinterval() < 0.05:
-        sys.setswitchinterval(0.05)
 
 
 _EVLOG = bool(os.environ.get("CRDTSYNC_BENCH_EVLOG"))  # DIR: evlog.py's event log, investigations
@@ -514,12 +509,10 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
         await agent.shard(name)
     effective = getattr(agent, "_gossip_config", config)
     if join is None:  # (a catch-up measures from t0: no collection inside it)
-        if _TUNING == "all":
+        if _TUNING != "0":
             from crdtsync import tune_for_serving
 
             tune_for_serving()
-        else:
-            _tune_process()
     emit(
         {
             "event": "ready",

@@ -17,8 +17,8 @@ once, without running ``finally`` blocks or ``async with`` exits, so an agent ne
 or, for an agent that only serves: ``await run_until_signal(agent)``.
 
 A process that serves for long can also call :func:`tune_for_serving` once its agents are
-started (what ``crdtsync agent`` does): two process-wide interpreter settings that cut the
-latency tail of received updates (issue 18).
+started (what ``crdtsync agent`` does): ``gc.freeze()``, which cuts the latency tail of
+received updates (issue 18).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -74,35 +73,17 @@ async def run_until_signal(agent: Agent, signals: Iterable[int] = _DEFAULT) -> i
     return int(getattr(stop, "signum", 0))
 
 
-#: The GIL switch interval :func:`tune_for_serving` sets at least (Python's default: 5 ms).
-SERVING_SWITCH_INTERVAL = 0.05
+def tune_for_serving() -> None:
+    """Move what start-up made out of the cyclic garbage collector's reach; call once after
+    the process's agents are started (what ``crdtsync agent`` does).
 
-
-def tune_for_serving(*, freeze: bool = True, switch_interval: float | None = None) -> None:
-    """Process-wide settings for a long-running agent process; call once after start-up.
-
-    * ``freeze``: collect, then move every object alive now (modules, classes, the agent's
-      long-lived state) out of the cyclic garbage collector's reach (``gc.freeze()``). A
-      full collection otherwise walks them all: 20-50 ms on a loaded 2-core machine, one
-      pause that every update received or sent meanwhile waits for. Objects made later are
-      collected as usual.
-    * ``switch_interval`` (default :data:`SERVING_SWITCH_INTERVAL`, never lowered): how long
-      a thread that wants the GIL waits before it forces the running one to hand it over.
-      The agent's group commit runs in a worker thread; when that thread wakes while the
-      event loop handles a frame for longer than the interval (of wall time: on a busy
-      machine the loop thread is often preempted mid-frame), CPython makes the loop thread
-      drop the GIL *and wait until the worker has taken it*, so the loop also waits for the
-      worker thread to be scheduled. With a longer interval the loop releases the GIL
-      itself when it next waits for the network, and a received update no longer waits
-      for the commit thread's turn on a CPU. The commit only starts a little later, well
-      within the durability interval: acks still follow it, so they still mean durable.
-
-    Both are the application's choice (they act on the whole interpreter), hence a function
-    to call rather than something :class:`~crdtsync.Agent` does by itself.
+    Collects, then freezes every object alive now (modules, classes, the agents' long-lived
+    state: ``gc.freeze()``). Otherwise the next full collection walks them all: 15-57 ms
+    measured in a paced fanout receiver on a loaded 2-core machine, a pause that every update
+    in flight waits for, and the receivers of one stream reach it at about the same update
+    (they allocate alike). Objects made later are collected as usual. It acts on the whole
+    interpreter, hence a function for the application to call rather than something
+    :class:`~crdtsync.Agent` does by itself.
     """
-    if freeze:
-        gc.collect()
-        gc.freeze()
-    wanted = SERVING_SWITCH_INTERVAL if switch_interval is None else switch_interval
-    if sys.getswitchinterval() < wanted:
-        sys.setswitchinterval(wanted)
+    gc.collect()
+    gc.freeze()

@@ -71,7 +71,7 @@ async def run_node(opts: NodeOptions) -> None:
         broker=opts.broker,
     ) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
-        tune_for_serving()  # a serving process: gc.freeze(), 50 ms GIL switch (issue 18)
+        tune_for_serving()  # a serving process: gc.freeze() after start-up (issue 18)
         _emit(
             {
                 "event": "ready",
