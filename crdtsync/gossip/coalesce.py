@@ -16,8 +16,8 @@ local writes too, per agent:
   ``push_interval`` (2 ms): only a stream dense enough for the per-push cost to matter pays
   the longer wait. One dense window alone is not such a stream: a paced writer that was
   late (its process waited for a CPU) writes what it owes in one go, and widening the next
-  windows for that made every later write of a 1,000/s stream wait 4-8 ms (issue 18: the
-  paced p99);
+  window for that made the writes that followed wait up to 4 ms instead of 2 (issue 18:
+  the paced p99);
 * at a window's end the deltas held for each shard are merged into one update (the
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
