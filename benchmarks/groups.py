@@ -227,6 +227,8 @@ async def run(args: argparse.Namespace) -> None:
         await m.start()
     if args.kind == "yclient":
         await asyncio.wait_for(asyncio.gather(*(m.synced.wait() for m in members)), 60)
+    if join is None:  # the settings of every Python system's process (nodes.py, _TUNING)
+        nodes._tune_process()
     nodes.emit(
         {
             "event": "ready",
@@ -306,6 +308,8 @@ async def run(args: argparse.Namespace) -> None:
                         )
                     Path(out).write_text(json.dumps({"latency_us_by_member": by_member}))
                     nodes.emit({"event": "dumped", "prefix": cmd["prefix"]})
+                    if nodes._EVLOG:
+                        nodes.evlog.dump()
                 elif op == "replicated":
                     shard = members[0].shard
 
@@ -365,6 +369,8 @@ def main() -> None:
     c.add_argument("--gossip", default=None)
     args = p.parse_args()
     nodes._install_logging()
+    if nodes._EVLOG:
+        nodes.evlog.install(nodes._frame_type)
     asyncio.run(run(args))
 
 

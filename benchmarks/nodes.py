@@ -51,6 +51,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import evlog
 import pycrdt
 import streamwork
 from websockets.asyncio.connection import Connection
@@ -162,6 +163,25 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
         )
 
     gc.callbacks.append(_gc_log)
+
+
+#: CRDTSYNC_BENCH_TUNING: "1" (default): every Python system's long-running child freezes what
+#: its start-up made out of the cyclic GC's reach before ``ready`` (what
+#: ``crdtsync.tune_for_serving`` does; the hub clients, nodes.py's and groups.py's, make the same
+#: two stdlib calls). "0": not (the runs before issue 18's tail pass, for A/B).
+_TUNING = os.environ.get("CRDTSYNC_BENCH_TUNING", "1")
+
+
+def _tune_process() -> None:
+    """Apply ``_TUNING`` (see above) to this process, after its start-up, before ``ready``."""
+    if _TUNING != "0":
+        import gc
+
+        gc.collect()
+        gc.freeze()
+
+
+_EVLOG = bool(os.environ.get("CRDTSYNC_BENCH_EVLOG"))  # DIR: evlog.py's event log, investigations
 
 
 def _install_steplog() -> None:
@@ -334,6 +354,8 @@ async def write_keys(setter: Any, prefix: str, n: int, rate: float) -> dict[str,
                 await asyncio.sleep(delay)
         stamp = time.time_ns()
         TL_WRITE[0] = (prefix, i)
+        if _EVLOG:
+            evlog.note_set(f"{prefix}{i}")
         setter(f"{prefix}{i}", str(stamp))
         if i == 0:
             first = stamp
@@ -374,6 +396,8 @@ class Arrivals:
         for key in event.keys:
             if key.startswith(self.prefix) and key not in self.arrived:
                 self.arrived[key] = now
+                if _EVLOG:
+                    evlog.EV.append((now, "arr", key, 0))
                 if TIMELINE_DIR:
                     self.frames[key] = (TL_DATA[0], TL_RECV[0], TL_RECV[1])
         if len(self.arrived) >= self.n and not self.done.done():
@@ -500,6 +524,11 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     for name in args.shard:
         await agent.shard(name)
     effective = getattr(agent, "_gossip_config", config)
+    if join is None:  # (a catch-up measures from t0: no collection inside it)
+        if _TUNING != "0":
+            from crdtsync import tune_for_serving
+
+            tune_for_serving()
     emit(
         {
             "event": "ready",
@@ -620,6 +649,8 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
                     emit({"event": "counters", "counters": agent.counters})
                 elif op == "dump":
                     emit(expecting.pop(cmd["prefix"]).dump())
+                    if _EVLOG:
+                        evlog.dump()
                 else:
                     emit({"event": "error", "message": f"unknown command {op!r}"})
             except Exception as exc:  # report, keep serving
@@ -844,6 +875,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
     async with connect(args.url, max_size=None, compression=None) as ws:
         async with pycrdt.Provider(doc, WsChannel(ws, path)) as provider:
             await provider.synced.wait()
+            if join is None:
+                _tune_process()
             emit(
                 {
                     "event": "ready",
@@ -899,6 +932,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
                         emit(stats_event())
                     elif op == "dump":
                         emit(expecting.pop(cmd["prefix"]).dump())
+                        if _EVLOG:
+                            evlog.dump()
                     else:
                         emit({"event": "error", "message": f"unknown command {op!r}"})
                 except Exception as exc:
@@ -910,6 +945,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if _EVLOG:
+        evlog.install(_frame_type)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
     c = sub.add_parser("crdtsync")

@@ -45,7 +45,7 @@ from .errors import (
     UsageError,
 )
 from .gossip import GossipConfig, PeerStatus
-from .lifecycle import run_until_signal, stop_event
+from .lifecycle import run_until_signal, stop_event, tune_for_serving
 from .reads import Quorum
 from .shard import Shard
 from .sharding import ShardingConfig
@@ -66,6 +66,7 @@ __all__ = [
     "JobQueue",
     "stop_event",
     "run_until_signal",
+    "tune_for_serving",
     "default_data_dir",
     # what the API takes and returns
     "GossipConfig",  # Agent(gossip=...)

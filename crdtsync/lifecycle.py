@@ -15,11 +15,16 @@ once, without running ``finally`` blocks or ``async with`` exits, so an agent ne
         # leaving the block flushed and closed the agent
 
 or, for an agent that only serves: ``await run_until_signal(agent)``.
+
+A process that serves for long can also call :func:`tune_for_serving` once its agents are
+started (what ``crdtsync agent`` does): ``gc.freeze()``, which cuts the latency tail of
+received updates (issue 18).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["run_until_signal", "stop_event"]
+__all__ = ["run_until_signal", "stop_event", "tune_for_serving"]
 
 _DEFAULT = (signal.SIGTERM, signal.SIGINT)
 
@@ -66,3 +71,19 @@ async def run_until_signal(agent: Agent, signals: Iterable[int] = _DEFAULT) -> i
             loop.remove_signal_handler(sig)
         await agent.close()
     return int(getattr(stop, "signum", 0))
+
+
+def tune_for_serving() -> None:
+    """Move what start-up made out of the cyclic garbage collector's reach; call once after
+    the process's agents are started (what ``crdtsync agent`` does).
+
+    Collects, then freezes every object alive now (modules, classes, the agents' long-lived
+    state: ``gc.freeze()``). Otherwise the next full collection walks them all: 15-57 ms
+    measured in a paced fanout receiver on a loaded 2-core machine, a pause that every update
+    in flight waits for, and the receivers of one stream reach it at about the same update
+    (they allocate alike). Objects made later are collected as usual. It acts on the whole
+    interpreter, hence a function for the application to call rather than something
+    :class:`~crdtsync.Agent` does by itself.
+    """
+    gc.collect()
+    gc.freeze()

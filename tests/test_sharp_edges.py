@@ -189,6 +189,22 @@ async def test_run_until_signal_flushes_and_closes(tmp_path: Path) -> None:
         assert (await again.shard("s")).snapshot() == {"k": "v"}
 
 
+def test_tune_for_serving_freezes_what_start_up_made() -> None:
+    # In a child: gc.freeze() is process-wide.
+    code = (
+        "import gc\n"
+        "from crdtsync import tune_for_serving\n"
+        "junk = [[i] for i in range(1000)]\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "tune_for_serving()\n"
+        "print(gc.get_freeze_count() >= 1000)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["True"]
+
+
 def test_help_shard_shows_the_api_not_the_internals() -> None:
     import pydoc
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..agent import Agent
+from ..lifecycle import tune_for_serving
 
 __all__ = ["NodeOptions", "run_node"]
 
@@ -70,6 +71,7 @@ async def run_node(opts: NodeOptions) -> None:
         broker=opts.broker,
     ) as agent:
         shards = [await agent.shard(s) for s in opts.shards]
+        tune_for_serving()  # a serving process: gc.freeze() after start-up (issue 18)
         _emit(
             {
                 "event": "ready",

@@ -34,7 +34,8 @@ def test_windows_double_while_a_dense_stream_goes_on_and_narrow_after_it() -> No
         windows.append(round(c.due - now, 6))  # type: ignore[operator]
         now = c.due  # type: ignore[assignment]
         c.take(now)
-    assert windows == [0.002, 0.004, 0.008, 0.016, 0.016]  # doubling, up to 2**MAX_DOUBLINGS
+    # doubling from the second dense window in a row, up to 2**MAX_DOUBLINGS
+    assert windows == [0.002, 0.002, 0.004, 0.008, 0.016]
     for i in range(16):  # 16 writes in 16 ms (1,000/s): under GROW_AT per 2 ms, it narrows
         assert not c.hold("s", [b"z"], now + (i + 1) * 0.001)
     now = c.due  # type: ignore[assignment]
@@ -45,6 +46,33 @@ def test_windows_double_while_a_dense_stream_goes_on_and_narrow_after_it() -> No
     assert c.window == 0.002 * 2 ** (MAX_DOUBLINGS - 2)
     assert c.hold("s", [b"q"], 100.0) and c.window == 0.002  # quiet again: at once, reset
     assert Coalescer(0.0).hold("s", [b"1"], 1.0) and Coalescer(0.0).hold("s", [b"2"], 1.0)
+
+
+def test_one_dense_window_alone_does_not_widen_the_next() -> None:
+    # A paced writer at 1,000/s that fell behind writes what it owes in one go: that window
+    # holds GROW_AT writes or more, the next ones two. The window stays at push_interval.
+    c = Coalescer(0.002)
+    assert c.hold("s", [b"0"], 1.0)
+    for _ in range(GROW_AT + 2):  # the catch-up: GROW_AT + 2 writes at once
+        assert not c.hold("s", [b"c"], 1.0005)
+    c.take(c.due)  # type: ignore[arg-type]
+    assert c.window == 0.002
+    now = 1.002
+    for _ in range(5):  # then 1,000 writes/s again
+        for i in range(2):
+            assert not c.hold("s", [b"p"], now + i * 0.001 + 0.0001)
+        assert round(c.due - now, 6) == 0.002  # type: ignore[operator]
+        now = c.due  # type: ignore[assignment]
+        c.take(now)
+    # two dense windows in a row do widen (a stream, not a catch-up)
+    for _ in range(GROW_AT):
+        assert not c.hold("s", [b"d"], now + 0.0001)
+    c.take(c.due)  # type: ignore[arg-type]
+    now = 1.014
+    for _ in range(GROW_AT):
+        assert not c.hold("s", [b"d"], now + 0.0001)
+    c.take(c.due)  # type: ignore[arg-type]
+    assert c.window == 0.004
 
 
 def _stream(a: GossipCore, text: pycrdt.Text, n: int, start: float, step: float) -> list[bytes]:
@@ -78,7 +106,7 @@ def test_a_stream_of_local_writes_goes_as_one_merged_update_per_window() -> None
     sent = _stream(a, text, 400, 1.0, 0.0002)  # 5,000 writes/s for 80 ms
     pushes = [m for p, m in sent if isinstance(m, Push) and m.shard == "s"]
     assert all(len(m.updates) == 1 for m in pushes)  # merged: one update per Push
-    assert 8 <= len(pushes) <= 20  # windows of 2, 4, 8, then 16 ms: not one per write
+    assert 8 <= len(pushes) <= 21  # windows of 2, 2, 4, 8, then 16 ms: not one per write
     paced = _stream(a, text, 50, 3.0, 0.001)  # 1,000 writes/s: windows stay at 2 ms
     paced_pushes = [m for _, m in paced if isinstance(m, Push) and m.shard == "s"]
     assert 20 <= len(paced_pushes) <= 30  # about one Push per 2 ms
