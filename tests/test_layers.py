@@ -88,6 +88,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._agent_figures", 5),  # the agent's read-only figures (HTTP, metrics, inspect)
     ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
     ("crdtsync._agent_reads", 5),  # the agent's read and read_many, ReadMany (split of agent.py)
+    ("crdtsync._agent_shards", 5),  # the agent's shard, shard_names, registry (split of agent.py)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
     ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)
