@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, int]] = [
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
     ("crdtsync._sharding_reads", 3),  # Sharding's remote reads (issue 9 split)
+    ("crdtsync._sharding_placement", 3),  # Sharding's placement plan executed (split)
     ("crdtsync.placement", 3),
     ("crdtsync.query", 3),
     # 4: pycrdt, LMDB and the user-facing data types
