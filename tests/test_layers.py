@@ -67,6 +67,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
     ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
     ("crdtsync.durability", 4),
+    ("crdtsync._durability_task", 4),  # GroupCommitter's background task (split)
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
     ("crdtsync.views", 4),
