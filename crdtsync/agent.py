@@ -11,14 +11,14 @@ the default wired in by :mod:`crdtsync._compose`); this module imports none.
 
 Split by concern into mixins of :class:`Agent`: :mod:`crdtsync._agent_wiring` (the start of
 gossip, hooks, the ShardHost), :mod:`crdtsync._agent_figures` (read-only figures: counters,
-peers, metrics, stats, lag) and :mod:`crdtsync._agent_reads` (``read``, ``read_many``).
+peers, metrics, stats, lag), :mod:`crdtsync._agent_reads` (``read``, ``read_many``) and
+:mod:`crdtsync._agent_shards` (``shard``, ``shard_names``, ``registry``, ``reclaim_disk``).
 """
 
 from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from . import _extensions, updates
 from ._activity import Activity
 from ._agent_figures import DurableHistory, ReplicationLag, StoreSize, _AgentFigures
 from ._agent_reads import ReadMany, _AgentReads
+from ._agent_shards import _AgentShards
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from ._switchboard import combine
@@ -42,9 +43,8 @@ from .errors import (
 from .gossip import GossipConfig, GossipCore, QuotaSet
 from .names import validate_agent_name
 from .reads import Reader
-from .shard import Shard
 from .sharding import ShardingConfig
-from .store import SpaceStats, Store
+from .store import Store
 from .transport import Transport, TransportFactory, broker_factory, default_factory
 from .yjs.replay import replay_trusted
 
@@ -75,7 +75,7 @@ def default_data_dir(name: str) -> Path:
     return Path(home) / name
 
 
-class Agent(_AgentWiring, _AgentFigures, _AgentReads):
+class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
     """One participant in a crdtsync mesh: a data directory of durable shards, shared with peers.
 
     Use it as an async context manager::
@@ -381,65 +381,6 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads):
                 self._registry.close()
             if self._store is not None:
                 self._store.close()
-
-    # -- shards ------------------------------------------------------------------------------
-
-    async def reclaim_disk(self) -> SpaceStats:
-        """Give the disk space of pages freed by compaction and deletion back to the file
-        system now, and return the data file's size and live bytes afterwards.
-
-        LMDB keeps its file at its high-water mark; compaction (``shard.compact()``, or the
-        automatic one) already does this by itself once the file is more than twice its live
-        bytes (and 4 MiB would come back). A compacted copy is swapped in atomically: a crash
-        at any point leaves a valid store (see :mod:`crdtsync._store_space`). Writes wait
-        meanwhile (about the time to copy the live data).
-        """
-        if self._closing or self._committer is None:
-            raise ClosedError(f"agent {self.name!r} is not running")
-        return await self._committer.reclaim()
-
-    async def shard(self, name: str) -> Shard:
-        """Open the shard ``name``, creating it if this agent has never held it.
-
-        Raises:
-            InvalidShardName: ``name`` is outside the documented alphabet or length.
-            StoreError: the stored shard could not be read.
-            ShardQuarantined: the store holds an update of it beyond the work limits (see
-                :attr:`quarantined`).
-        """
-        if self._closing:
-            raise ClosedError(f"agent {self.name!r} is closed")
-        shard = self._require_registry().open(name)
-        if self._core is not None and self._core.sharding.partial:
-            # An opened shard is held here whatever placement says (a subscription).
-            self._core.sharding.subscribe(name, time.monotonic())
-            if self._transport is not None:
-                self._transport.kick()
-        return shard
-
-    def shard_names(self) -> list[str]:
-        """Names of every shard in this agent's store or open now."""
-        return self._require_registry().names()
-
-    @property
-    def registry(self) -> ShardRegistry:
-        """Low-level: this agent's shard registry (open shards without subscribing to them,
-        as reads and inspection tools need); raises like :meth:`shard_names` when not running."""
-        return self._require_registry()
-
-    def _require_registry(self) -> ShardRegistry:
-        self._require_store()
-        assert self._registry is not None
-        return self._registry
-
-    def _require_store(self) -> Store:
-        if self._closed:
-            raise ClosedError(f"agent {self.name!r} is closed")
-        if self._store is None:
-            raise UsageError(
-                "agent not started: use 'async with Agent(...)' or 'await agent.start()'"
-            )
-        return self._store
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} data_dir={str(self.data_dir)!r}>"

@@ -41,30 +41,28 @@ An ``observer`` (:class:`~crdtsync.observer.Observer`) hears, in the event-loop 
 every successful commit (its duration, write plus fsync, timed in the worker; and per shard the
 updates and bytes it appended) and of every compaction that folded something (duration, bytes
 before and after). The metrics are fed this way, without this module knowing them.
+
+The background task (commits and compactions in the worker thread, retries, :meth:`reclaim`)
+is the mixin :mod:`crdtsync._durability_task`, a base of :class:`GroupCommitter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
+from ._durability_task import _CommitTask
 from .errors import ClosedError, UsageError
 from .observer import NULL_OBSERVER, Observer
-from .store import ShardStats, SpaceStats, Store
+from .store import ShardStats, Store
 
 __all__ = ["CommitPacing", "GroupCommitter", "Merge"]
 
-_log = logging.getLogger(__name__)
-
 Merge = Callable[[bytes | None, list[bytes]], bytes]
 """``merge(snapshot, log) -> new snapshot``: one update equivalent to snapshot + log."""
-
-_MAX_RETRY_DELAY = 5.0  # seconds between retries of a failing background commit, at most
 
 
 class CommitPacing:
@@ -107,7 +105,7 @@ class CommitPacing:
         return max(interval, min(interval * max(self.running, 1), cap))
 
 
-class GroupCommitter:
+class GroupCommitter(_CommitTask):
     """Batches commits of a :class:`~crdtsync.store.Store` from one asyncio event loop.
 
     Args:
@@ -324,145 +322,3 @@ class GroupCommitter:
         return self._observe_compaction(
             name, await loop.run_in_executor(self._executor, self._compact, name)
         )
-
-    # -- the background task --------------------------------------------------------------
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._due = True
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiters or self._due or (self._to_compact and not self._closing):
-                try:
-                    if self._waiters or self._due:
-                        await self._commit_once()
-                    else:
-                        name = next(iter(self._to_compact))
-                        del self._to_compact[name]
-                        await self._compact_once(name)
-                except Exception:  # a bug here must not stop durability for good
-                    _log.exception("group commit loop failed; continuing")
-            if self._closing:
-                return
-
-    async def _commit_once(self) -> None:
-        assert self._loop is not None
-        waiters, self._waiters = self._waiters, []
-        self._inflight = waiters
-        self._due = False
-        if self._timer is not None:  # this commit covers everything notified so far
-            self._timer.cancel()
-            self._timer = None
-        done = self._before_commit() if self._before_commit is not None else None
-        try:
-            counts, seconds, to_compact = await self._loop.run_in_executor(
-                self._executor, self._commit_in_worker
-            )
-        except Exception as e:
-            if done is not None:
-                done(False)
-            self._inflight = None
-            self._failures += 1
-            for w in waiters:
-                if not w.done():
-                    w.set_exception(e)
-            if not waiters:
-                _log.error("background commit failed (%d in a row): %r", self._failures, e)
-            if not self._closing and self._store.pending():
-                self._retry_later()
-            return
-        self._failures = 0
-        names = set(counts)
-        if names:
-            try:
-                self._observer.committed(seconds, counts)
-            except Exception:  # a metrics bug must not hold up the flushers
-                _log.exception("commit observer failed")
-        if done is not None:
-            done(True)
-        if names and self._on_durable is not None:
-            try:
-                self._on_durable(names)
-            except Exception:
-                _log.exception("on_durable callback failed")
-        self._inflight = None
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-        for name in to_compact:
-            self._to_compact[name] = None
-
-    def _retry_later(self) -> None:
-        assert self._loop is not None
-        if self._timer is not None:
-            self._timer.cancel()
-        delay = min(self._interval * 2**self._failures, _MAX_RETRY_DELAY)
-        self._timer = self._loop.call_later(delay, self._on_timer)
-        self._timer_local = True  # (a write meanwhile does not cut the backoff short)
-
-    def _commit_in_worker(self) -> tuple[dict[str, tuple[int, int]], float, list[str]]:
-        """Runs in the worker thread: commit (timed), then pick the shards to compact."""
-        start = time.perf_counter()
-        names = self._store.commit()
-        seconds = time.perf_counter() - start
-        counts = self._store.last_commit() if names else {}
-        to_compact: list[str] = []
-        if self._merge is not None:
-            for name in sorted(counts):
-                try:
-                    if self._store.needs_compaction(name):
-                        to_compact.append(name)
-                except Exception:  # the commit itself succeeded; don't report it as failed
-                    _log.exception("cannot check whether shard %r needs compaction", name)
-        return counts, seconds, to_compact
-
-    def _compact(self, name: str) -> tuple[ShardStats, ShardStats, float]:
-        """Compact ``name`` (in the worker thread): stats before and after, seconds taken;
-        then give disk space back if the store's policy wants it
-        (:meth:`~crdtsync.store.Store.needs_reclaim`): compaction frees the log's pages, but
-        LMDB keeps its file at the high-water mark."""
-        assert self._merge is not None
-        before = self._store.stats(name)
-        start = time.perf_counter()
-        after = self._store.compact(name, self._merge, trusted_merge=self._trusted_merge)
-        seconds = time.perf_counter() - start
-        try:
-            if self._store.needs_reclaim():
-                self._store.reclaim()
-        except Exception:  # the compaction itself succeeded; the space comes back next time
-            _log.exception("cannot give disk space back after compacting shard %r", name)
-        return before, after, seconds
-
-    def _observe_compaction(
-        self, name: str, result: tuple[ShardStats, ShardStats, float]
-    ) -> ShardStats:
-        """Tell the observer of a compaction that folded something; return the stats after."""
-        before, after, seconds = result
-        if before.log_count:  # an empty log is not compacted (Store.compact returns at once)
-            self._observer.compacted(
-                name,
-                seconds,
-                before.log_bytes + before.snapshot_bytes,
-                after.log_bytes + after.snapshot_bytes,
-            )
-        return after
-
-    async def reclaim(self) -> SpaceStats:
-        """Give the disk space of freed pages back now (:meth:`Store.reclaim
-        <crdtsync.store.Store.reclaim>`), in the worker thread, between commits."""
-        loop = self._check_running()
-        await self.flush()
-        return await loop.run_in_executor(self._executor, self._store.reclaim)
-
-    async def _compact_once(self, name: str) -> None:
-        assert self._loop is not None and self._merge is not None
-        try:
-            result = await self._loop.run_in_executor(self._executor, self._compact, name)
-        except Exception:
-            _log.exception("automatic compaction of shard %r failed", name)
-        else:
-            self._observe_compaction(name, result)

@@ -29,6 +29,9 @@ Driver API (besides what the core calls): :meth:`Sharding.subscribe`, :meth:`Sha
 :meth:`Sharding.scan`, :meth:`Sharding.result`, :meth:`Sharding.cancel`,
 :meth:`Sharding.quorum_size`, :meth:`Sharding.holders`. After calling one of them, execute the
 core's effects as after any core call.
+
+Split into mixins of :class:`Sharding`: :mod:`crdtsync._sharding_reads` (remote reads) and
+:mod:`crdtsync._sharding_placement` (executing placement's plan).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._sharding_placement import _ShardingPlacement
 from ._sharding_reads import _ReadJob, _RemoteReads
 from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
 from .messages import (
@@ -52,11 +56,11 @@ from .messages import (
     ShardState,
     SyncRequest,
 )
-from .placement import HOLDER, PlacementState
+from .placement import PlacementState
 from .query import QueryTable
 from .quotas import name_pieces
 from .yjs.parse import validate_update
-from .yjs.state import EMPTY_STATE_VECTOR, decode_state_vector
+from .yjs.state import EMPTY_STATE_VECTOR
 
 if TYPE_CHECKING:
     from .gossip.policy import CoreView
@@ -113,7 +117,7 @@ class ShardingConfig:
             raise UsageError("hedge_delay must be >= 0")
 
 
-class Sharding(_RemoteReads):
+class Sharding(_RemoteReads, _ShardingPlacement):
     """Placement and reads of one agent: the :class:`~crdtsync.gossip.policy.ReplicationPolicy`
     (and service) the driver hands to its :class:`~crdtsync.gossip.GossipCore`.
 
@@ -357,83 +361,7 @@ class Sharding(_RemoteReads):
         return min(times) if times else None
 
     # ------------------------------------------------------------------------------------------
-    # placement
-
-    def _sync_view(self) -> None:
-        # Agents that do not listen hold no placed shards: they are clients (they may still
-        # subscribe to shards they open), and nobody could hand them a shard while away.
-        members = self.core.members(listening=True)
-        me = self.core.address is not None
-        if members != self._members or me != self._listening:
-            self._members, self._listening = members, me
-            assert self.placement is not None
-            if self.placement.set_members(members, include_self=me):
-                self._dirty = True
-
-    def _covered(self, shard: str) -> list[str]:
-        replicas = self.core.replicas
-        sv, ds = replicas.durable_state(shard)
-        if decode_state_vector(sv) != decode_state_vector(replicas.state_vector(shard)):
-            return []  # changes not on our disk yet: wait until they are, then for acks
-        return list(self.core.replicated(shard, sv, ds))
-
-    def _reconcile(self, now: float) -> None:
-        p = self.placement
-        assert p is not None
-        self._dirty = False
-        connected = self.core.connected()
-        plan = p.plan(self._have(), self._peer_holds, connected, self._covered, now)
-        for peer, shards in plan.offers.items():
-            self._send(peer, Offer(shards))
-        for shard in plan.drops:
-            self.core.replicas.drop(shard)
-            p.dropped(shard)
-            self.drops.append((now, shard))
-        have = self._have()
-        # Adopted or subscribed shards we have no data of yet: ask a peer that holds them.
-        for shard in sorted((p.adopting.keys() | p.subscribed) - have):
-            last = self._fetch_asked.get(shard)
-            if last is None or now - last[0] >= self.config.offer_interval:
-                source = next(
-                    (q for q in connected if shard in self._peer_holds.get(q, frozenset())), None
-                )
-                if source is not None:
-                    self._fetch(shard, source, now)
-        for shard in [s for s in self._fetch_asked if s in have]:
-            # Fetched from one holder: sync with the others too, who may have had writes the
-            # first one had not (a subscriber's write made before anyone announced the shard
-            # reached nobody). SyncRequest with our state vector: both sides get what they lack.
-            _, source = self._fetch_asked.pop(shard)
-            sv = self.core.replicas.state_vector(shard)
-            for q in connected:
-                if q != source and shard in self._peer_holds.get(q, frozenset()):
-                    self._send(q, SyncRequest(((shard, sv),)))
-        self._announce(have)
-        self._wanted = plan.wanted
-        pending = (
-            bool(plan.offers)
-            or bool(p.adopting)
-            or any(p.role(s) != HOLDER and s not in p.subscribed for s in have)
-        )
-        # a connected placement holder that does not announce a shard we have: offer again
-        pending = pending or any(
-            s not in self._peer_holds[q]
-            for s in have
-            for q in p.holders(s)
-            if q in self._peer_holds
-        )
-        self._next_reconcile = now + self.config.reconcile_interval if pending else None
-        self._update_extra()
-
-    def _announce(self, have: set[str]) -> None:
-        """Tell every connected peer what we hold, if that changed since we last did."""
-        p = self.placement
-        assert p is not None
-        holdings = frozenset(have | p.adopting.keys() | p.subscribed)
-        if holdings != self._announced:
-            self._announced = holdings
-            self._version += 1
-            self._send_holdings(self.core.connected(), sorted(holdings))
+    # placement (the rest is the mixin _sharding_placement._ShardingPlacement)
 
     def _send_holdings(self, peers: Iterable[str], shards: list[str]) -> None:
         """Our holdings (``shards``, sorted) to ``peers``, in pieces of at most
@@ -446,16 +374,6 @@ class Sharding(_RemoteReads):
         for peer in peers:
             for msg in msgs:
                 self._send(peer, msg)
-
-    def _fetch(self, shard: str, source: str, now: float) -> None:
-        self._fetch_asked[shard] = (now, source)
-        self._send(source, SyncRequest(((shard, EMPTY_STATE_VECTOR),)))
-
-    def _update_extra(self) -> None:
-        extra = (self._wanted | self.queries.targets_waiting()) - {self.core.name}
-        if extra != self._extra:
-            self._extra = extra
-            self.core.overlay_changed()
 
     # ------------------------------------------------------------------------------------------
     # driver API

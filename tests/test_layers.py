@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, int]] = [
     # 3: partial replication and remote reads, plug-ins of the core
     ("crdtsync.sharding", 3),
     ("crdtsync._sharding_reads", 3),  # Sharding's remote reads (issue 9 split)
+    ("crdtsync._sharding_placement", 3),  # Sharding's placement plan executed (split)
     ("crdtsync.placement", 3),
     ("crdtsync.query", 3),
     # 4: pycrdt, LMDB and the user-facing data types
@@ -66,6 +67,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
     ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
     ("crdtsync.durability", 4),
+    ("crdtsync._durability_task", 4),  # GroupCommitter's background task (split)
     ("crdtsync.values", 4),
     ("crdtsync._render", 4),  # total, iterative rendering of stored values (issue #11)
     ("crdtsync.views", 4),
@@ -88,6 +90,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._agent_figures", 5),  # the agent's read-only figures (HTTP, metrics, inspect)
     ("crdtsync._agent_wiring", 5),  # the agent's start of gossip, hooks, ShardHost (issue 9 split)
     ("crdtsync._agent_reads", 5),  # the agent's read and read_many, ReadMany (split of agent.py)
+    ("crdtsync._agent_shards", 5),  # the agent's shard, shard_names, registry (split of agent.py)
     ("crdtsync.transports", 5),
     ("crdtsync.testing", 5),
     ("crdtsync.claims", 5),  # claims and the job queue, over an agent (issue 16)

@@ -17,8 +17,10 @@ arrives that way (:meth:`Pushes.on_broadcast`) is never broadcast again; what ar
 other link is (an agent on both websockets and a broker bridges them). Without fanout links
 nothing here changes what is sent.
 
-This module is the send side; what a received Push goes through (checks, quotas, apply,
-forward) is the mixin :mod:`~crdtsync.gossip._push_receive`, a base of :class:`Pushes`.
+This module is the per-link send side; the fanout links' shared queue and the broadcasts
+received are the mixin :mod:`~crdtsync.gossip._push_fanout`, and what a received Push goes
+through (checks, quotas, apply, forward) the mixin :mod:`~crdtsync.gossip._push_receive`, both
+bases of :class:`Pushes`.
 """
 
 from __future__ import annotations
@@ -28,16 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import (
-    CloseCode,
-    InvalidShardName,
-    InvalidUpdate,
-    ProtocolError,
-    map_exceptions,
-)
 from ..messages import Push, RelayedAck
-from . import _yjs
-from ._push_receive import _INVALID_UPDATE, _PushReceive
+from ._push_fanout import _authors, _PushFanout
+from ._push_receive import _PushReceive
 from .acks import WANT_ACK, Acks
 from .coalesce import Coalescer
 from .overlay import TREE
@@ -112,7 +107,7 @@ class PushQueue:
         return shard, update, author
 
 
-class Pushes(_PushReceive):
+class Pushes(_PushReceive, _PushFanout):
     """Pushes of one agent: queueing for the window, batching into Push messages, applying
     received ones and forwarding what they changed (see the module docstring).
 
@@ -363,155 +358,3 @@ class Pushes(_PushReceive):
             ),
         )
         conn.push.last_push_at = now
-
-    # -- fanout links (see the module docstring) -----------------------------------------------
-
-    def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None:
-        """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
-        this window (nothing to batch with), else at the window boundary. ``author``: the
-        agent that wrote it (carried in the broadcast Push, so that receivers' change records
-        name their writer, as on a link), None if unknown."""
-        if id(update) in self._fanned:
-            return
-        self._fanned[id(update)] = update
-        now = self._ctx.now
-        q = self.fanout
-        if q.queued_bytes + len(update) > self._ctx.config.max_queue_bytes:
-            # Back-pressure, as for one link: the medium is not taking our broadcasts; drop
-            # them and bring every fanout link up to date by anti-entropy once it drains.
-            q.dropped += sum(len(u) for u in q.queue.values()) + 1
-            q.queue.clear()
-            q.authors.clear()
-            q.queued_bytes = 0
-            for conn in self._ctx.links.values():
-                if conn.fanout:
-                    conn.push.resync = True
-            self._ctx.schedule_flush(now)
-            return
-        idle = not q.queue and q.last_push_at < self._ctx.window_start(now)
-        q.queue.setdefault(shard, []).append(update)
-        q.authors.setdefault(shard, []).append(author)
-        q.queued_bytes += len(update)
-        if idle and self._fanout_writable():
-            self.flush_fanout(now, boundary=False)
-        else:
-            self._ctx.schedule_flush(now)
-
-    def _fanout_writable(self) -> bool:
-        """Whether the driver takes broadcasts (it pauses every fanout link at once)."""
-        return all(c.writable for c in self._ctx.links.values() if c.fanout)
-
-    def flush_fanout(self, now: float, *, boundary: bool = True) -> None:
-        """Broadcast the shared queue: one Push per shard and batch (at most max_batch_bytes
-        and half a frame), numbered per shard. At a window ``boundary`` the record of what was
-        fanned out in the window is dropped too."""
-        if boundary:
-            self._fanned.clear()
-        if not self.fanout.queue or not self._fanout_writable():
-            return  # (paused: held, up to max_queue_bytes; resume_writing flushes)
-        limit = min(self._ctx.config.max_batch_bytes, self._ctx.chunk)
-        for shard, queued in self.fanout.queue.items():
-            authors = self.fanout.authors.get(shard) or [None] * len(queued)
-            batch: list[bytes] = []
-            writers: list[str | None] = []
-            size = 0
-            for u, author in zip(queued, authors, strict=True):
-                if batch and size + len(u) > limit:
-                    self._broadcast_push(shard, batch, writers)
-                    batch, writers, size = [], [], 0
-                batch.append(u)
-                writers.append(author)
-                size += len(u)
-            self._broadcast_push(shard, batch, writers)
-        self.fanout.queue.clear()
-        self.fanout.authors.clear()
-        self.fanout.queued_bytes = 0
-        self.fanout.last_push_at = now
-
-    def _broadcast_push(self, shard: str, batch: list[bytes], writers: list[str | None]) -> None:
-        seq = self.fanout.next_seq(shard)
-        self._ctx.broadcast(Push(shard, tuple(batch), None, seq, authors=_authors(writers)))
-
-    def on_broadcast(self, sender: str, conn: Link | None, msg: Push, now: float) -> None:
-        """A broadcast Push from ``sender`` (``conn``: our link with it, if any): apply it, pass
-        what it changed on to the links that are not fanout links, and check its sequence
-        number (per sender and shard).
-
-        Raises:
-            ProtocolError: it carries more than deltas (acks, hints, relay flags), or an
-                update is invalid; nothing of it was applied.
-        """
-        infos = self.broadcast_infos(msg, now)
-        if infos is None:
-            return
-        policy = self._ctx.policy
-        for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-            if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
-                self._acks.owe_broadcast(msg.shard, now)
-                continue
-            # (map_exceptions(_INVALID_SHARD) around map_exceptions(_INVALID_UPDATE, ...),
-            # spelt out as in _PushReceive._apply: two generator context managers and an
-            # f-string per received update were ~5 % of a swarm process at N = 128.)
-            try:
-                delta = self._ctx.replicas.apply(msg.shard, u, sender, info, author=msg.author(i))
-            except InvalidUpdate as exc:
-                raise ProtocolError(
-                    f"invalid update for {msg.shard!r}: {exc}", CloseCode.INVALID_UPDATE
-                ) from exc
-            except InvalidShardName as exc:
-                raise ProtocolError(str(exc), CloseCode.INVALID_SHARD) from exc
-            if delta is None:
-                continue
-            for other in self._ctx.links.values():
-                if (
-                    not other.fanout
-                    and not other.closing
-                    and policy.sends_to(other.name, msg.shard)
-                ):
-                    self.enqueue(other, msg.shard, delta, msg.author(i))
-        self.broadcast_applied(sender, conn, msg, now)
-
-    def broadcast_infos(
-        self, msg: Push, now: float, *, every: bool = False
-    ) -> list[_yjs.UpdateInfo | None] | None:
-        """The checks of a broadcast Push before anything of it is applied: the parse of each
-        update (validated here when the Push has several, or with ``every``; None for a
-        WANT_ACK with ``every``), or None when our policy does not hold its shard.
-
-        Raises:
-            ProtocolError: it carries more than deltas, or an update is invalid.
-        """
-        if msg.durable is not None or msg.relayed or msg.hint is not None or msg.relay:
-            raise ProtocolError("a broadcast Push carries deltas only", CloseCode.MALFORMED_FRAME)
-        infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
-        if every:
-            for i, u in enumerate(msg.updates):
-                if u == WANT_ACK:
-                    continue
-                try:  # (as map_exceptions(_INVALID_UPDATE, ...), without its generator)
-                    infos[i] = _yjs.validate_update(u)
-                except InvalidUpdate as exc:
-                    raise ProtocolError(
-                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
-                    ) from exc
-        elif len(msg.updates) > 1:
-            for i, u in enumerate(msg.updates):
-                with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                    infos[i] = _yjs.validate_update(u)
-        self._ctx.broadcast_in_at = now
-        if not self._ctx.policy.accepts(msg.shard):
-            return None
-        return infos
-
-    def broadcast_applied(self, sender: str, conn: Link | None, msg: Push, now: float) -> None:
-        """After a broadcast Push's updates were applied: note the shard's interest on our
-        link with ``sender`` and check the Push's sequence number (a gap asks a repair)."""
-        if conn is not None:
-            conn.interest.add(msg.shard)
-            conn.rounds.last_push_in = now
-        self._repairs.broadcast_sequence(sender, conn, msg.shard, msg.seq, now)
-
-
-def _authors(writers: list[str | None]) -> tuple[str | None, ...]:
-    """Push.authors for a batch: empty when no writer is known (nothing on the wire)."""
-    return tuple(writers) if any(w is not None for w in writers) else ()
