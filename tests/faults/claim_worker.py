@@ -49,6 +49,9 @@ async def main(
         peers=[f"ws://127.0.0.1:{p}" for p in peers],
     ) as agent:
         stop = stop_event()
+        # Tell the test we handle SIGTERM now: a worker it restarts just before the end
+        # would otherwise die of a SIGTERM that came before the handler (exit -15).
+        open(f"{data_dir}.ready", "w").close()
         shard = await agent.shard("work")
         queue = JobQueue(agent, shard, members=members, timeout=3.0)
         if role == "monitor":

@@ -47,6 +47,7 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
 
     def start(name: str) -> None:
         role = name if name in ("planner", "monitor") else "worker"
+        (tmp_path / f"{name}.ready").unlink(missing_ok=True)  # the worker makes it anew
         peers = [str(ports[n]) for n in NAMES if n != name]
         with open(tmp_path / f"{name}.err", "ab") as err:
             procs[name] = subprocess.Popen(
@@ -95,6 +96,16 @@ def test_no_job_taken_twice_or_lost_under_sigkill(tmp_path: Path) -> None:
                 next_kill = time.monotonic() + rng.uniform(0.3, 0.8)
             time.sleep(0.05)
     finally:
+        # SIGTERM only once each live worker has its handler (it says so with a file):
+        # a worker just restarted by the nemesis may still be starting up.
+        ready_by = time.monotonic() + 20
+        for name, proc in procs.items():
+            while (
+                proc.poll() is None
+                and not (tmp_path / f"{name}.ready").exists()
+                and time.monotonic() < ready_by
+            ):
+                time.sleep(0.05)
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
