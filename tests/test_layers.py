@@ -74,6 +74,8 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.changes", 4),
     ("crdtsync.containers", 4),  # named containers and counters (issue 16)
     ("crdtsync.shard", 4),
+    ("crdtsync._shard_remote", 4),  # Shard's remote-apply path (split of shard.py)
+    ("crdtsync._shard_durable", 4),  # Shard's digest and durable state (split of shard.py)
     ("crdtsync._registry", 4),
     ("crdtsync._registry_replicas", 4),  # the registry's ReplicaSet side (split of _registry)
     ("crdtsync.readcache", 4),
