@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
     ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
+    ("crdtsync._store_compact", 4),  # Store's compaction and deletion of shards (split)
     ("crdtsync.durability", 4),
     ("crdtsync._durability_task", 4),  # GroupCommitter's background task (split)
     ("crdtsync.values", 4),
