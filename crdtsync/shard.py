@@ -14,35 +14,28 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pycrdt
 
 from . import updates
+from ._shard_durable import DIGEST_META as DIGEST_META  # (re-exported: the registry uses it)
+from ._shard_durable import _DurableState
+from ._shard_remote import _RemoteApply
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
-from .errors import ClosedError, InvalidUpdate, StoreError, UsageError
+from .errors import ClosedError, StoreError, UsageError
 from .views import ListView, MapView, _maybe_live, _same_live, mark_closed, wrap
-from .yjs.doc import apply_validated_many, delete_set_of, digest_of
-from .yjs.parse import UpdateInfo
-from .yjs.state import (
-    EMPTY_STATE_VECTOR,
-    decode_delete_set,
-    decode_state_vector,
-    encode_delete_set,
-    encode_state_vector,
-    normalize_delete_set,
-    subtract_delete_set,
-)
+from .yjs.doc import apply_validated_many
+from .yjs.state import EMPTY_STATE_VECTOR
 
 if TYPE_CHECKING:
     from .store import ShardStats, Store
 
 __all__ = ["Shard", "ShardHost", "ROOT"]
 
-#: Store metadata key of a shard's committed digest (empty: not known, see Shard.capture).
-DIGEST_META = "digest"
+# DIGEST_META (from ._shard_durable): the store metadata key of a shard's committed digest.
 
 # ROOT (from .containers): the root map in the pycrdt Doc that the dict-like API uses.
 
@@ -90,7 +83,7 @@ class _ShardType(type(MapView)):  # type: ignore[misc]
         return [name for name in super().__dir__() if name not in _INTERNAL]
 
 
-class Shard(MapView, metaclass=_ShardType):
+class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
     """A named, durable, replicated document that reads and writes like a ``dict``.
 
     ``shard["key"] = value`` stores any supported value (see :mod:`crdtsync.values`); nested
@@ -302,26 +295,6 @@ class Shard(MapView, metaclass=_ShardType):
         """Sizes and counts of the shard's durable log and snapshot."""
         return self._store.stats(self.name)
 
-    def digest(self) -> bytes:
-        """A hash of the shard's content, equal on replicas that have seen the same updates."""
-        if self._digest is None:
-            sv = updates.state_vector(self._doc)
-            self._digest = digest_of(sv, self._delete_set(sv))
-        return self._digest
-
-    def _delete_set(self, sv: bytes) -> bytes:
-        """The canonical delete set (``updates.delete_set``), at state vector ``sv``.
-
-        It is decoded and re-encoded in Python, O(delete set) at every commit and digest: a
-        streamed text's grows with every run of deletions. pycrdt's own encoding of it (an
-        update against our state vector: the delete set, and pending structs if any) is cheap
-        to get and compare; while it is unchanged, so is the canonical one.
-        """
-        raw = self._doc.get_update(sv)
-        if raw != self._ds_memo[0]:
-            self._ds_memo = (raw, delete_set_of(raw))
-        return self._ds_memo[1]
-
     # -- writing -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -398,183 +371,7 @@ class Shard(MapView, metaclass=_ShardType):
             self.crdt.unobserve(self._deep_sub)
             self._deep_sub = None
 
-    # -- the one update path -----------------------------------------------------------------
-
-    def apply_remote(
-        self,
-        update: bytes,
-        origin: str,
-        info: UpdateInfo | None = None,
-        *,
-        author: str | None = None,
-    ) -> bytes | None:
-        """Validate and apply an update received from peer ``origin``; persist and announce it.
-
-        ``author`` is the agent that wrote the update, as far as the message carrying it
-        says (None: unknown, e.g. an anti-entropy diff); listeners see it as
-        :attr:`Change.author <crdtsync.changes.Change.author>`.
-
-        An update that builds on changes this replica lacks (not causally ready, see
-        :func:`crdtsync.updates.is_ready`) is not applied: pycrdt would keep it pending, and a
-        hostile peer can crash pycrdt through pending structs. It waits in a small bounded
-        backlog instead, and is applied by the call that brings what it lacks; if it was
-        dropped from there meanwhile, gossip's gap detection and anti-entropy send it again.
-
-        Returns the part of ``update`` that changed this replica, with any held-back updates
-        it made ready (to forward), or None. ``info`` (the update's parse, if the caller has
-        it) saves parsing the bytes again.
-
-        Raises:
-            InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
-            ClosedError: the shard was closed.
-        """
-        self._check_open()
-        if info is None:
-            # A peer's update: parsed once, with the work limits (not parsed again below)
-            info = updates.validate_update(update)
-        return self.apply_remote_batch((update,), origin, (info,), author=author)
-
-    def apply_remote_batch(
-        self,
-        batch: Sequence[bytes],
-        origin: str,
-        infos: Sequence[UpdateInfo],
-        *,
-        author: str | None = None,
-    ) -> bytes | None:
-        """:meth:`apply_remote` for the updates of one Push, in ONE pycrdt transaction
-        (``author``: the writer of all of them, None if unknown or several).
-
-        Each update of ``batch`` (parsed as ``infos``, in the same order) goes through the same
-        steps as in :meth:`apply_remote` (the delete check, applied if causally ready or held
-        back, held-back updates it makes ready applied after it), but the transaction commits
-        once: the observer persists one store entry, invalidates the digest, notifies the
-        group committer and the change feed once per batch instead of once per update.
-
-        Every update's delete check runs before anything is applied, so a refused batch
-        changes nothing. Returns the combined delta (what the batch changed, to forward) or
-        None.
-
-        Raises:
-            InvalidUpdate: one update deletes in this replica's future (nothing applied), or
-                pycrdt refused one (those before it stay applied, persisted and announced).
-            ClosedError: the shard was closed.
-        """
-        self._check_open()
-        if len(batch) != len(infos):
-            raise UsageError("apply_remote_batch needs one parse per update")
-        for info in infos:
-            self._refuse_future_deletes(info)
-        self._last_delta = None
-        self._origin = origin
-        self._author = author
-        try:
-            # One transaction, so that held-back updates these make ready are in the delta
-            # returned (the gossip core forwards that, not what the observer hears), and so
-            # that the observer's work runs once for the whole batch.
-            with self._doc.transaction():
-                # The state vector is read once and kept up to date through the batch (re-read
-                # only after held-back updates were applied). Decoding it is O(clients) in
-                # Python: with a hundred writers that was a tenth of a receiver's CPU, so
-                # the one the last batch ended with is reused while no transaction changed
-                # the doc since (any other change, local or not, misses). Counted by the
-                # doc's observer rather than read as pycrdt's encoded state: two get_state()
-                # per batch were 5-9 % of a swarm process at N = 128 (issue 14).
-                memo, self._sv_memo = self._sv_memo, (-1, {})
-                before = self._changes
-                sv = (
-                    memo[1]
-                    if memo[0] == before
-                    else updates.decode_state_vector(self._doc.get_state())
-                )
-                for update, info in zip(batch, infos, strict=True):
-                    missing = updates.apply_if_ready(self._doc, update, info, sv)
-                    if missing is None:
-                        if self._backlog.apply_ready(self._doc):
-                            sv = updates.decode_state_vector(self._doc.get_state())
-                            # held-back updates joined this transaction: any number of
-                            # writers
-                            self._author = None
-                    else:
-                        self._backlog.add(update, missing, info)
-            # This batch is at most one change. (More would be an observer writing back,
-            # which pycrdt refuses today: then the next batch decodes the state again.)
-            if self._changes - before <= 1:
-                self._sv_memo = (self._changes, sv)
-        except BaseExceptionGroup as group:
-            # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
-            closed: BaseException | None = group.subgroup(ClosedError)
-            if closed is None:
-                raise
-            while isinstance(closed, BaseExceptionGroup):
-                closed = closed.exceptions[0]
-            raise closed from group
-        finally:
-            self._origin = None
-            self._author = None
-        delta, self._last_delta = self._last_delta, None
-        return delta
-
-    def apply_remote_many(
-        self, items: Sequence[tuple[bytes, UpdateInfo, str, str | None]]
-    ) -> builtins.list[bytes]:
-        """:meth:`apply_remote_batch` for updates of several messages, each ``(update, its
-        parse, origin, author)``: the broadcasts of many writers that one turn of a driver's
-        event loop brought (issue 14: a pycrdt transaction per update was a fifth of a
-        receiver's CPU under backlog).
-
-        One transaction for all of them while nobody listens to the change feed. A change
-        record names one origin and one author, so while somebody does, each run of updates
-        with the same origin and author is its own transaction: every record still says who
-        wrote what. Returns the delta of each transaction that changed the doc, in order.
-
-        Raises as :meth:`apply_remote_batch` (every update's delete check runs before its
-        transaction applies anything: a refused update leaves its transaction unapplied,
-        those of the runs before it stay applied).
-        """
-        if not items:
-            return []
-        runs: builtins.list[Sequence[tuple[bytes, UpdateInfo, str, str | None]]] = [items]
-        if self._feed.active:
-            runs, start = [], 0
-            for i in range(1, len(items) + 1):
-                if i == len(items) or items[i][2:] != items[start][2:]:
-                    runs.append(items[start:i])
-                    start = i
-        deltas = []
-        for run in runs:
-            author = run[0][3]
-            delta = self.apply_remote_batch(
-                [u for u, *_ in run],
-                run[0][2],
-                [f for _, f, *_ in run],
-                author=author if all(it[3] == author for it in run) else None,
-            )
-            if delta is not None:
-                deltas.append(delta)
-        return deltas
-
-    def _refuse_future_deletes(self, info: UpdateInfo) -> None:
-        """Refuse a delete set over clocks of this replica's own client it has not reached.
-
-        Every item of our own client id was made here (a replica opens under a fresh random
-        client id), so no honest peer can delete one we do not have yet. Such a range would
-        "mute" this replica: its next writes would vanish on arrival everywhere (issue 10).
-        Deletes over *other* clients' clocks beyond ours stay allowed: they are the honest
-        out-of-order deletes (the item is on its way).
-
-        Raises:
-            InvalidUpdate: the update deletes in our future; nothing was applied.
-        """
-        ranges = info.delete_set.get(self._client_id)
-        if not ranges:
-            return
-        own = updates.decode_state_vector(self._doc.get_state()).get(self._client_id, 0)
-        if any(clock + length > own for clock, length in ranges):
-            raise InvalidUpdate(
-                f"the update deletes clocks of {self.name!r}'s own client beyond {own}: "
-                "items that do not exist yet (a 'mute' attack)"
-            )
+    # -- the one update path: every change persisted and announced ---------------------------
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
         update = event.update
@@ -599,74 +396,7 @@ class Shard(MapView, metaclass=_ShardType):
         if self._on_delta is not None:
             self._on_delta(self, update, origin)
 
-    # -- durability bookkeeping (called by the agent around group commits) -------------------
-
-    def capture(self) -> tuple[bytes, bytes] | None:
-        """Before a commit: record the shard's metadata and return the (state vector, delete
-        set) that the commit will make durable, or None if nothing changed since the last."""
-        if not self._dirty:
-            return None
-        self._dirty = False
-        sv = updates.state_vector(self._doc)
-        ds = self._delete_set(sv)
-        self._store.put_meta(self.name, "state_vector", sv)
-        # The stored digest: written when it is at hand (anti-entropy asked since the last
-        # change), else cleared once, so the registry never answers from a stale one. It is
-        # not computed here: O(clients) in Python at every group commit was 8% of a
-        # receiver's CPU with 128 writers (issue 14); store_digest() writes it at close.
-        if self._digest is not None:
-            self._store.put_meta(self.name, DIGEST_META, self._digest)
-            self._digest_stored = True
-        elif self._digest_stored:
-            self._store.put_meta(self.name, DIGEST_META, b"")
-            self._digest_stored = False
-        return sv, ds
-
-    def store_digest(self) -> None:
-        """Buffer the shard's digest as its "digest" metadata for the next commit, if the
-        stored one may be stale (the agent calls this before its final commit, so a restarted
-        agent answers a peer's first Summary without opening every shard, issue 11)."""
-        if (self._dirty or not self._digest_stored) and not self._closed:
-            self._store.put_meta(self.name, DIGEST_META, self.digest())
-            self._digest_stored = True
-
-    def mark_durable(self, state: tuple[bytes, bytes]) -> None:
-        """After a commit: ``state`` (from :meth:`capture`) is on disk."""
-        self._durable = state
-        self._since_open = None
-
-    def mark_dirty(self) -> None:
-        """A commit failed: capture this shard again before the next one."""
-        self._dirty = True
-
-    @property
-    def durable_state(self) -> tuple[bytes, bytes]:
-        """(state vector, delete set) of what is on disk, as last committed."""
-        if self._durable is None:
-            self._durable = self._state_at_open()
-        return self._durable
-
-    def _state_at_open(self) -> tuple[bytes, bytes]:
-        """(state vector, delete set) of the doc as opened: now, if it has not changed since;
-        else the state vector before its first change (in canonical form: the same vector as
-        pycrdt's encoding, maybe not the same bytes), and its delete set now without what the
-        changes since deleted (an item is deleted once: a change's delete set holds only items
-        it deleted, so the rest were deleted before)."""
-        sv = updates.state_vector(self._doc)
-        ds = self._delete_set(sv)
-        if self._since_open is None:
-            return sv, ds
-        before, deleted = self._since_open
-        self._since_open = None
-        since: dict[int, list[tuple[int, int]]] = {}
-        for part in deleted:
-            for client, ranges in decode_delete_set(part).items():
-                since.setdefault(client, []).extend(ranges)
-        kept = subtract_delete_set(
-            normalize_delete_set(decode_delete_set(ds)), normalize_delete_set(since)
-        )
-        # (pycrdt's state before a change may name our client at clock 0: canonical form)
-        return encode_state_vector(decode_state_vector(before)), encode_delete_set(kept)
+    # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop persisting and end change iteration (the agent calls this on close)."""

@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync._store_format", 4),  # Store's records, checksums, format versions (issue 9 split)
     ("crdtsync._store_space", 4),  # Store's disk space given back (reclaim, issue 17)
     ("crdtsync._store_read", 4),  # Store's read path: names, stats, metadata, load (split)
+    ("crdtsync._store_compact", 4),  # Store's compaction and deletion of shards (split)
     ("crdtsync.durability", 4),
     ("crdtsync._durability_task", 4),  # GroupCommitter's background task (split)
     ("crdtsync.values", 4),
@@ -74,6 +75,8 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.changes", 4),
     ("crdtsync.containers", 4),  # named containers and counters (issue 16)
     ("crdtsync.shard", 4),
+    ("crdtsync._shard_remote", 4),  # Shard's remote-apply path (split of shard.py)
+    ("crdtsync._shard_durable", 4),  # Shard's digest and durable state (split of shard.py)
     ("crdtsync._registry", 4),
     ("crdtsync._registry_replicas", 4),  # the registry's ReplicaSet side (split of _registry)
     ("crdtsync.readcache", 4),

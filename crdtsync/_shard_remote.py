@@ -1,0 +1,229 @@
+"""The remote side of :class:`~crdtsync.shard.Shard`: updates received from peers, applied.
+
+:meth:`_RemoteApply.apply_remote` validates one peer update, :meth:`_RemoteApply.apply_remote_batch`
+applies the updates of one Push in one pycrdt transaction, and
+:meth:`_RemoteApply.apply_remote_many` those of several messages (issue 14). An update that is
+not causally ready waits in the shard's bounded backlog; one that deletes clocks of this
+replica's own client beyond its state is refused before anything is applied (issue 10). What
+an applied update then goes through (persisted, announced) is the shard's one transaction
+observer, in :mod:`crdtsync.shard`.
+
+A mixin of :class:`~crdtsync.shard.Shard` (:class:`_RemoteApply`), split from
+:mod:`crdtsync.shard` so the shard's local API and its remote-apply path each read in one
+module of a few hundred lines; the state is the shard's (its slots, set in its ``__init__``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pycrdt
+
+from . import updates
+from .changes import ChangeFeed
+from .errors import ClosedError, InvalidUpdate, UsageError
+from .yjs.parse import UpdateInfo
+
+__all__: list[str] = []
+
+
+class _RemoteApply:
+    """Mixin of :class:`~crdtsync.shard.Shard`: applying peers' updates (module docstring).
+
+    The attributes and methods declared below belong to the shard.
+    """
+
+    __slots__ = ()
+
+    name: str
+    _doc: pycrdt.Doc
+    _client_id: int
+    _feed: ChangeFeed
+    _origin: str | None
+    _author: str | None
+    _last_delta: bytes | None
+    _sv_memo: tuple[int, dict[int, int]]
+    _changes: int
+    _backlog: updates.Backlog
+
+    if TYPE_CHECKING:
+
+        def _check_open(self) -> None: ...
+
+    def apply_remote(
+        self,
+        update: bytes,
+        origin: str,
+        info: UpdateInfo | None = None,
+        *,
+        author: str | None = None,
+    ) -> bytes | None:
+        """Validate and apply an update received from peer ``origin``; persist and announce it.
+
+        ``author`` is the agent that wrote the update, as far as the message carrying it
+        says (None: unknown, e.g. an anti-entropy diff); listeners see it as
+        :attr:`Change.author <crdtsync.changes.Change.author>`.
+
+        An update that builds on changes this replica lacks (not causally ready, see
+        :func:`crdtsync.updates.is_ready`) is not applied: pycrdt would keep it pending, and a
+        hostile peer can crash pycrdt through pending structs. It waits in a small bounded
+        backlog instead, and is applied by the call that brings what it lacks; if it was
+        dropped from there meanwhile, gossip's gap detection and anti-entropy send it again.
+
+        Returns the part of ``update`` that changed this replica, with any held-back updates
+        it made ready (to forward), or None. ``info`` (the update's parse, if the caller has
+        it) saves parsing the bytes again.
+
+        Raises:
+            InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
+            ClosedError: the shard was closed.
+        """
+        self._check_open()
+        if info is None:
+            # A peer's update: parsed once, with the work limits (not parsed again below)
+            info = updates.validate_update(update)
+        return self.apply_remote_batch((update,), origin, (info,), author=author)
+
+    def apply_remote_batch(
+        self,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[UpdateInfo],
+        *,
+        author: str | None = None,
+    ) -> bytes | None:
+        """:meth:`apply_remote` for the updates of one Push, in ONE pycrdt transaction
+        (``author``: the writer of all of them, None if unknown or several).
+
+        Each update of ``batch`` (parsed as ``infos``, in the same order) goes through the same
+        steps as in :meth:`apply_remote` (the delete check, applied if causally ready or held
+        back, held-back updates it makes ready applied after it), but the transaction commits
+        once: the observer persists one store entry, invalidates the digest, notifies the
+        group committer and the change feed once per batch instead of once per update.
+
+        Every update's delete check runs before anything is applied, so a refused batch
+        changes nothing. Returns the combined delta (what the batch changed, to forward) or
+        None.
+
+        Raises:
+            InvalidUpdate: one update deletes in this replica's future (nothing applied), or
+                pycrdt refused one (those before it stay applied, persisted and announced).
+            ClosedError: the shard was closed.
+        """
+        self._check_open()
+        if len(batch) != len(infos):
+            raise UsageError("apply_remote_batch needs one parse per update")
+        for info in infos:
+            self._refuse_future_deletes(info)
+        self._last_delta = None
+        self._origin = origin
+        self._author = author
+        try:
+            # One transaction, so that held-back updates these make ready are in the delta
+            # returned (the gossip core forwards that, not what the observer hears), and so
+            # that the observer's work runs once for the whole batch.
+            with self._doc.transaction():
+                # The state vector is read once and kept up to date through the batch (re-read
+                # only after held-back updates were applied). Decoding it is O(clients) in
+                # Python: with a hundred writers that was a tenth of a receiver's CPU, so
+                # the one the last batch ended with is reused while no transaction changed
+                # the doc since (any other change, local or not, misses). Counted by the
+                # doc's observer rather than read as pycrdt's encoded state: two get_state()
+                # per batch were 5-9 % of a swarm process at N = 128 (issue 14).
+                memo, self._sv_memo = self._sv_memo, (-1, {})
+                before = self._changes
+                sv = (
+                    memo[1]
+                    if memo[0] == before
+                    else updates.decode_state_vector(self._doc.get_state())
+                )
+                for update, info in zip(batch, infos, strict=True):
+                    missing = updates.apply_if_ready(self._doc, update, info, sv)
+                    if missing is None:
+                        if self._backlog.apply_ready(self._doc):
+                            sv = updates.decode_state_vector(self._doc.get_state())
+                            # held-back updates joined this transaction: any number of
+                            # writers
+                            self._author = None
+                    else:
+                        self._backlog.add(update, missing, info)
+            # This batch is at most one change. (More would be an observer writing back,
+            # which pycrdt refuses today: then the next batch decodes the state again.)
+            if self._changes - before <= 1:
+                self._sv_memo = (self._changes, sv)
+        except BaseExceptionGroup as group:
+            # pycrdt groups the errors of the Doc's observers; ours raises ClosedError.
+            closed: BaseException | None = group.subgroup(ClosedError)
+            if closed is None:
+                raise
+            while isinstance(closed, BaseExceptionGroup):
+                closed = closed.exceptions[0]
+            raise closed from group
+        finally:
+            self._origin = None
+            self._author = None
+        delta, self._last_delta = self._last_delta, None
+        return delta
+
+    def apply_remote_many(
+        self, items: Sequence[tuple[bytes, UpdateInfo, str, str | None]]
+    ) -> builtins.list[bytes]:
+        """:meth:`apply_remote_batch` for updates of several messages, each ``(update, its
+        parse, origin, author)``: the broadcasts of many writers that one turn of a driver's
+        event loop brought (issue 14: a pycrdt transaction per update was a fifth of a
+        receiver's CPU under backlog).
+
+        One transaction for all of them while nobody listens to the change feed. A change
+        record names one origin and one author, so while somebody does, each run of updates
+        with the same origin and author is its own transaction: every record still says who
+        wrote what. Returns the delta of each transaction that changed the doc, in order.
+
+        Raises as :meth:`apply_remote_batch` (every update's delete check runs before its
+        transaction applies anything: a refused update leaves its transaction unapplied,
+        those of the runs before it stay applied).
+        """
+        if not items:
+            return []
+        runs: builtins.list[Sequence[tuple[bytes, UpdateInfo, str, str | None]]] = [items]
+        if self._feed.active:
+            runs, start = [], 0
+            for i in range(1, len(items) + 1):
+                if i == len(items) or items[i][2:] != items[start][2:]:
+                    runs.append(items[start:i])
+                    start = i
+        deltas = []
+        for run in runs:
+            author = run[0][3]
+            delta = self.apply_remote_batch(
+                [u for u, *_ in run],
+                run[0][2],
+                [f for _, f, *_ in run],
+                author=author if all(it[3] == author for it in run) else None,
+            )
+            if delta is not None:
+                deltas.append(delta)
+        return deltas
+
+    def _refuse_future_deletes(self, info: UpdateInfo) -> None:
+        """Refuse a delete set over clocks of this replica's own client it has not reached.
+
+        Every item of our own client id was made here (a replica opens under a fresh random
+        client id), so no honest peer can delete one we do not have yet. Such a range would
+        "mute" this replica: its next writes would vanish on arrival everywhere (issue 10).
+        Deletes over *other* clients' clocks beyond ours stay allowed: they are the honest
+        out-of-order deletes (the item is on its way).
+
+        Raises:
+            InvalidUpdate: the update deletes in our future; nothing was applied.
+        """
+        ranges = info.delete_set.get(self._client_id)
+        if not ranges:
+            return
+        own = updates.decode_state_vector(self._doc.get_state()).get(self._client_id, 0)
+        if any(clock + length > own for clock, length in ranges):
+            raise InvalidUpdate(
+                f"the update deletes clocks of {self.name!r}'s own client beyond {own}: "
+                "items that do not exist yet (a 'mute' attack)"
+            )
