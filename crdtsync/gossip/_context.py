@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import random
 
     from ..replica import ReplicaSet
+    from ._source_tree import GridTrees
     from .config import GossipConfig
     from .gate import Gate
     from .links import Link
@@ -69,6 +70,9 @@ class Context:
         self.chunk = chunk_size(config.chunk_bytes, config.max_frame)
         #: The overlay mode of the moment (set by the core, which caches the overlay).
         self.mode: Callable[[], Mode] = lambda: FULL
+        #: In a grid-shaped tree, our children in each writer's tree (set by the core, from
+        #: the cached overlay); None: pass on to every link (see _push_receive._forward).
+        self.grid: Callable[[], GridTrees | None] = lambda: None
         #: The security gate (credentials only, see gate.py); None: trust every peer.
         self.gate: Gate | None = None
         #: Quotas across connections (issue #11, see guard.py).

@@ -106,17 +106,24 @@ class _PushReceive:
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
                 writers = {msg.author(i) for i in range(len(msg.updates))}
+                # A grid passes each writer's updates along that writer's tree: a batch of
+                # several writers is passed on as its updates, each to its writer's children
+                # (their one combined delta could name no single writer).
+                by_writer = len(writers) > 1 and self._ctx.grid() is not None
                 news = (
                     self.apply_batch(
                         conn,
                         msg.shard,
                         msg.updates,
                         parsed,
-                        forward and not msg.relay,
+                        forward and not msg.relay and not by_writer,
                         writers.pop() if len(writers) == 1 else None,
                     )
                     or []
                 )
+                if by_writer and news and forward and not msg.relay:
+                    for i, u in enumerate(msg.updates):
+                        self._forward(conn, msg.shard, u, True, msg.author(i))
             else:
                 for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
                     news += (
@@ -170,12 +177,18 @@ class _PushReceive:
         other neighbours, so that the agents past us answer towards it (see acks.py)."""
         if not self._acks.ask_on(shard, conn.name, now):
             return
+        # A grid: along the asker's own tree, as its writes go (each agent asked once, and
+        # its acks climb back the same two hops); flooded, every agent would be asked by
+        # each of its 2 (sqrt(N) - 1) neighbours and owe them all acks.
+        grid = self._ctx.grid()
+        children = grid.children(asker) if grid is not None else None
         for other in self._ctx.links.values():
             if (
                 other is not conn
                 and not other.closing
                 and not other.fanout
                 and other.name != asker
+                and (children is None or other.name in children)
                 and self._ctx.policy.sends_to(other.name, shard)
             ):
                 self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
@@ -222,7 +235,7 @@ class _PushReceive:
         conn.acks.want(shard, now)  # it sent us the shard: it may wait on our ack
         if delta is None:
             return []
-        self._forward(conn, shard, delta, forward, author)
+        self._forward(conn, shard, delta, forward, author, solicited)
         return [delta]
 
     def apply_batch(
@@ -263,7 +276,13 @@ class _PushReceive:
         return deltas
 
     def _forward(
-        self, conn: Link, shard: str, delta: bytes, forward: bool, author: str | None
+        self,
+        conn: Link,
+        shard: str,
+        delta: bytes,
+        forward: bool,
+        author: str | None,
+        solicited: bool = False,
     ) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
@@ -281,8 +300,25 @@ class _PushReceive:
                 ):
                     self.enqueue(other, shard, delta, author)
         elif forward:
+            # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
+            # two hops deep (_source_tree.py); a writer not in our view: to every link. News
+            # of no known writer (a Diff we asked for) goes one hop, to every link, and is
+            # not passed on again (a writer-less Push): flooded on, each copy would cross
+            # all 2 (sqrt(N) - 1) links of every agent. Anti-entropy repairs the rest.
+            grid = self._ctx.grid()
+            children: frozenset[str] | None = None
+            if grid is not None:
+                if author is not None:
+                    children = grid.children(author)
+                elif not solicited:
+                    children = frozenset()
             for other in self._ctx.links.values():
-                if other is not conn and not other.closing and not (conn.fanout and other.fanout):
+                if (
+                    other is not conn
+                    and not other.closing
+                    and not (conn.fanout and other.fanout)
+                    and (children is None or other.name in children)
+                ):
                     self.enqueue(other, shard, delta, author)
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.

@@ -77,7 +77,11 @@ class GossipConfig:
     #: N = 128 on a broker: dozens of full PeerLists per write while agents came and went); in
     #: a ring a join or a departure moves only the edges around that one agent. For agents
     #: whose pushes do not travel on links (an MQTT broker fans them out), whose links carry
-    #: anti-entropy, repairs and membership only: the broker driver's default.
+    #: anti-entropy, repairs and membership only: the broker driver's default. ``"grid"``:
+    #: the agents in rank order fill a grid of ceil(sqrt(N)) columns, each linked to its row
+    #: and its column (2 (sqrt(N) - 1) links), and an update is passed on along its writer's
+    #: own breadth-first tree: two hops from any writer to every agent, one apply per agent
+    #: (:mod:`crdtsync.gossip._source_tree`; issue 18, branch h-tree).
     overlay_shape: str = "tree"
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
@@ -177,8 +181,10 @@ class GossipConfig:
             raise UsageError("max_dialing must be >= 0")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
             raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
-        if self.overlay_shape not in ("tree", "ring"):
-            raise UsageError(f"overlay_shape must be 'tree' or 'ring', not {self.overlay_shape!r}")
+        if self.overlay_shape not in ("tree", "ring", "grid"):
+            raise UsageError(
+                f"overlay_shape must be 'tree', 'ring' or 'grid', not {self.overlay_shape!r}"
+            )
         if not 0 <= self.anti_entropy_jitter < 1:
             raise UsageError("anti_entropy_jitter must be in [0, 1)")
         if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:

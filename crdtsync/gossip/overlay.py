@@ -8,7 +8,10 @@ membership news spreads, and any edge one side wants is kept by both):
   turns, in rank order, as the relay of one batching window each.
 * :data:`Mode.TREE`: one spanning tree in heap layout over the agents ordered by rank (a hash
   of mesh and name), the first ``tree_core`` forming a clique at the top; or, with
-  ``overlay_shape="ring"``, a ring over the same order (see :class:`GossipConfig`).
+  ``overlay_shape="ring"``, a ring over the same order; or, with ``overlay_shape="grid"``,
+  a grid over the same order where each agent links to its row and its column and passes a
+  writer's updates on along that writer's own tree, two hops deep
+  (:mod:`~crdtsync.gossip._source_tree`; see :class:`GossipConfig`).
 
 :class:`OverlayView` is the result for one view, cached by the core until the membership
 version (or the policy's extra neighbours) changes.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from ._source_tree import GridTrees, grid_indices, grid_width
 from .membership import DEAD
 
 if TYPE_CHECKING:
@@ -93,12 +97,15 @@ def tree_neighbours(
     me: str, members: Iterable[str], config: GossipConfig, rank: Callable[[str], bytes]
 ) -> frozenset[str]:
     """Our neighbours in the spanning tree over ``members`` (plus us), or in the ring
-    (``config.overlay_shape``: the agents before and after us in rank order)."""
+    (``config.overlay_shape``: the agents before and after us in rank order), or in the grid
+    (our row and column, :mod:`~crdtsync.gossip._source_tree`)."""
     order = sorted([*members, me], key=rank)
     n, c, b = len(order), min(config.tree_core, len(order)), config.fanout
     i = order.index(me)
     if config.overlay_shape == "ring":
         return frozenset(order[j % n] for j in (i - 1, i + 1) if j % n != i)
+    if config.overlay_shape == "grid":
+        return frozenset(order[j] for j in grid_indices(i, n, grid_width(n)))
     want: set[int] = set()
     if i < c:
         want.update(j for j in range(c) if j != i)
@@ -153,6 +160,9 @@ class OverlayView:
         tree: our neighbours in the tree over the live view.
         dial_order: ``desired | retry`` sorted by name (the dialer walks it after every
             event: sorted once per view, not per call).
+        grid: in a grid-shaped tree, our children in each writer's tree
+            (:class:`~crdtsync.gossip._source_tree.GridTrees`); None for every other shape,
+            where a tree passes everything on to every link but the one it came on.
     """
 
     key: tuple[int, int]
@@ -162,6 +172,7 @@ class OverlayView:
     order: tuple[str, ...]
     tree: frozenset[str]
     dial_order: tuple[str, ...] = ()
+    grid: GridTrees | None = None
 
 
 def compute_view(
@@ -192,7 +203,10 @@ def compute_view(
     mode = mode_for(len(live) + 1, config, partial)
     tree = tree_neighbours(me, live, config, rank)
     desired = neighbours(me, live, config, partial, rank) | extra
-    return OverlayView(key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)))
+    grid = GridTrees(me, order) if mode == TREE and config.overlay_shape == "grid" else None
+    return OverlayView(
+        key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)), grid
+    )
 
 
 class OverlayCache:
