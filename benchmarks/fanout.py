@@ -116,6 +116,14 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-w5": {"push_interval": 0.005},
     "crdtsync-w20": {"push_interval": 0.02},
     "crdtsync-tree-w2": {"tree_push_interval": 0.0},
+    # issue 18, branch h-tree: the grid overlay (row + column links, per-writer trees, two
+    # hops); -g16 uses it from 17 agents on (so at 32 too), -w5 with a 5 ms window
+    "crdtsync-grid": {"overlay_shape": "grid"},
+    "crdtsync-grid-w5": {"overlay_shape": "grid", "tree_push_interval": 0.005},
+    "crdtsync-grid-w20": {"overlay_shape": "grid", "tree_push_interval": 0.02},
+    "crdtsync-grid-w40": {"overlay_shape": "grid", "tree_push_interval": 0.04},
+    "crdtsync-grid-g16": {"overlay_shape": "grid", "full_mesh_max": 16},
+    "crdtsync-tree-g16": {"full_mesh_max": 16},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
