@@ -204,9 +204,7 @@ def compute_view(
     tree = tree_neighbours(me, live, config, rank)
     desired = neighbours(me, live, config, partial, rank) | extra
     grid = GridTrees(me, order) if mode == TREE and config.overlay_shape == "grid" else None
-    return OverlayView(
-        key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)), grid
-    )
+    return OverlayView(key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)), grid)
 
 
 class OverlayCache:
