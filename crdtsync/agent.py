@@ -105,7 +105,8 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
             :data:`REMOTE_DURABILITY_CAP` (see :mod:`crdtsync.durability` and
             ``commit_pacing``). An agent acks only what is on disk; a peer waiting in
             ``replicated()`` asks for acks (a WANT_ACK), which makes this agent commit at
-            once, so ``replicated()`` does not wait for this bound.
+            once, and within ``durability_interval`` what it receives in the second after,
+            so ``replicated()`` does not wait for this bound.
         listen: ``ws://127.0.0.1:PORT`` to accept peers on (port 0 picks a free one; see
             :attr:`address`), or None to only dial out.
         peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.

@@ -166,6 +166,7 @@ class GroupCommitter(_CommitTask):
         self._store = store
         self._interval = interval
         self._received = interval if received_interval is None else received_interval
+        self._eager_until = 0.0  # loop time until which received updates get ``interval``
         self._on_durable = on_durable
         self._merge = compact_merge
         self._trusted_merge = trusted_merge
@@ -283,17 +284,26 @@ class GroupCommitter(_CommitTask):
         """The bound, in seconds, for what :meth:`notify_remote` announced:
         ``received_interval`` times the running committers sharing our pacing, capped (see
         the module docstring)."""
-        cap, pacing = self._remote_cap, self._pacing
+        cap, pacing, base = self._remote_cap, self._pacing, self._received
+        if self._eager_until and self._loop is not None and self._loop.time() < self._eager_until:
+            base = self._interval  # a peer waits for our acks (hurry's linger)
         if cap is None or pacing is None or self._loop is None:
-            return self._received
-        return pacing.remote_interval(self._received, cap)
+            return base
+        return pacing.remote_interval(base, cap)
 
-    def hurry(self) -> None:
+    def hurry(self, linger: float = 0.0) -> None:
         """Commit what is pending now rather than at its bound (someone waits for it to be on
         disk without awaiting :meth:`flush`, e.g. a peer asking for our acks). A no-op once
-        closing (the final commit takes everything) or before :meth:`start`."""
+        closing (the final commit takes everything) or before :meth:`start`.
+
+        ``linger``: for that many seconds after, what :meth:`notify_remote` announces is
+        committed within ``interval`` instead of ``received_interval`` (paced as before): a
+        peer waiting in ``replicated()`` asks once a second, and what is still on its way
+        to us when it asks would otherwise wait the longer bound."""
         if self._closing or self._loop is None:
             return
+        if linger > 0.0:
+            self._eager_until = max(self._eager_until, self._loop.time() + linger)
         if self._store.pending():
             if self._timer is not None:
                 self._timer.cancel()

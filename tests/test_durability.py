@@ -193,6 +193,11 @@ async def test_received_interval_is_the_bound_of_remote_appends(tmp_path: Path) 
         stores[0].append("a", b"2")
         gc.notify()  # a local write: its own, earlier bound
         assert gc._timer is not None and gc._timer.when() <= loop.time() + 600.0
+        # hurry(linger=...): committed now, and received updates get ``interval`` meanwhile
+        gc.hurry(linger=3600.0)
+        assert gc.remote_interval == 600.0
+        gc._eager_until = loop.time() - 1.0  # (the linger is over)
+        assert gc.remote_interval == 1200.0
         paced = [
             await started(
                 s, interval=0.05, received_interval=0.2, remote_interval_cap=0.5, pacing=pacing
@@ -202,6 +207,8 @@ async def test_received_interval_is_the_bound_of_remote_appends(tmp_path: Path) 
         assert paced[0].remote_interval == pytest.approx(0.4)  # 2 x 0.2
         await paced[1].close()
         assert paced[0].remote_interval == pytest.approx(0.2)  # never below received_interval
+        paced[0].hurry(linger=3600.0)
+        assert paced[0].remote_interval == pytest.approx(0.05)  # interval, paced (1 running)
         for c in (gc, paced[0]):
             await c.close()
     finally:
