@@ -156,9 +156,7 @@ class GroupCommitter(_CommitTask):
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
         if received_interval is not None and not received_interval > 0:
-            raise UsageError(
-                f"received_interval must be > 0 seconds, got {received_interval!r}"
-            )
+            raise UsageError(f"received_interval must be > 0 seconds, got {received_interval!r}")
         if remote_interval_cap is not None and not remote_interval_cap > 0:
             raise UsageError(
                 f"remote_interval_cap must be > 0 seconds, got {remote_interval_cap!r}"
