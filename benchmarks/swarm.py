@@ -248,6 +248,10 @@ async def run_swarm(args: argparse.Namespace) -> None:
         import crdtsync.agent
 
         crdtsync.agent.REMOTE_DURABILITY_CAP = float(args.remote_durability_cap)
+        # (and received updates start from durability_interval, as before h-recv's 0.2 s)
+        crdtsync.agent.RECEIVED_DURABILITY_INTERVAL = min(
+            crdtsync.agent.RECEIVED_DURABILITY_INTERVAL, float(args.remote_durability_cap)
+        )
     agents = [
         Agent(
             name,

@@ -156,7 +156,8 @@ class _AgentWiring:
         WANT_ACK, whichever driver carried it): commit what we received now, not at the
         group commit's (possibly stretched) bound, since an ack covers only what is on disk."""
         if self._committer is not None and not self._closed:
-            self._committer.hurry()
+            # ...and what is still on its way here while it waits (it asks again each second)
+            self._committer.hurry(linger=_WANT_ACKS_EVERY)
 
     def _kick_transport(self) -> None:
         """Execute the core's effects after a call made outside the transport."""

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .security.credentials import Credentials
 
 __all__ = [
+    "RECEIVED_DURABILITY_INTERVAL",
     "REMOTE_DURABILITY_CAP",
     "Agent",
     "ReadMany",
@@ -66,6 +67,15 @@ __all__ = [
 #: Seconds, at most, before an agent on a broker alone has committed an update it received
 #: (its bound grows with the agents sharing its event loop; see ``durability_interval``).
 REMOTE_DURABILITY_CAP = 1.0
+
+#: Seconds, by default, before an agent has committed an update it received from a peer
+#: (``received_durability_interval``; never less than ``durability_interval``). Longer than
+#: a local write's bound: each group commit of a receiver costs a worker-thread hand-over,
+#: ``on_durable``, an ack and timer ticks, and at 20 commits a second that was 11-18 % of a
+#: receiver's CPU per update (benchmarks/README.md, h-recv fifth pass). Nothing waits on it:
+#: a writer's ``replicated()`` asks for acks at once (a WANT_ACK, which makes the receiver
+#: commit now), and its writer still holds an update not committed here yet.
+RECEIVED_DURABILITY_INTERVAL = 0.2
 
 
 def default_data_dir(name: str) -> Path:
@@ -86,12 +96,17 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
     Args:
         name: this agent's name, unique in its mesh (same alphabet as shard names).
         data_dir: directory of the agent's LMDB store; one agent process per directory.
-        durability_interval: upper bound, in seconds, before a change nobody flushes is on disk.
-            An agent on a broker alone commits what it *received* from peers within this
-            times the agents running in its event loop, at most :data:`REMOTE_DURABILITY_CAP`
-            (one agent per process: unchanged; see :mod:`crdtsync.durability` and
-            ``commit_pacing``); its own writes keep this bound, and ``flush()`` and
-            ``replicated()`` are not delayed.
+        durability_interval: upper bound, in seconds, before a change made here and nobody
+            flushes is on disk. ``flush()`` and ``replicated()`` are not delayed by it.
+        received_durability_interval: upper bound, in seconds, before an update *received*
+            from a peer is on disk; None: :data:`RECEIVED_DURABILITY_INTERVAL` (0.2 s), or
+            ``durability_interval`` if that is longer. An agent on a broker alone commits
+            what it received within this times the agents running in its event loop, at most
+            :data:`REMOTE_DURABILITY_CAP` (see :mod:`crdtsync.durability` and
+            ``commit_pacing``). An agent acks only what is on disk; a peer waiting in
+            ``replicated()`` asks for acks (a WANT_ACK), which makes this agent commit at
+            once, and within ``durability_interval`` what it receives in the second after,
+            so ``replicated()`` does not wait for this bound.
         listen: ``ws://127.0.0.1:PORT`` to accept peers on (port 0 picks a free one; see
             :attr:`address`), or None to only dial out.
         peers: seed addresses (``ws://host:port``) to dial; more peers are learnt from them.
@@ -130,9 +145,10 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
             :attr:`counters` (``quota.<name>``) and in the metric ``crdtsync_quota_refusals``.
         commit_pacing: the :class:`~crdtsync.durability.CommitPacing` this agent shares
             with the others of its event loop: each commits what it received within
-            ``durability_interval`` times the running agents sharing it, at most
+            ``received_durability_interval`` times the running agents sharing it, at most
             :data:`REMOTE_DURABILITY_CAP`. None: an agent on a broker alone takes its loop's
-            (``CommitPacing.of_loop()``); any other agent keeps ``durability_interval``.
+            (``CommitPacing.of_loop()``); any other agent keeps
+            ``received_durability_interval``.
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         broker: str | None = None,
         quotas: QuotaSet | None = None,
         commit_pacing: CommitPacing | None = None,
+        received_durability_interval: float | None = None,
     ) -> None:
         self.name = validate_agent_name(name)
         if isinstance(peers, str):
@@ -194,6 +211,11 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         self._credentials = credentials
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir(name)
         self._durability_interval = durability_interval
+        self._received_interval = (
+            max(durability_interval, RECEIVED_DURABILITY_INTERVAL)
+            if received_durability_interval is None
+            else received_durability_interval
+        )
         self._commit_pacing = commit_pacing
         self._map_size = map_size
         self._max_map_size = max_map_size
@@ -269,6 +291,7 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         self._committer = GroupCommitter(
             self._store,
             interval=self._durability_interval,
+            received_interval=self._received_interval,
             remote_interval_cap=REMOTE_DURABILITY_CAP if pacing is not None else None,
             pacing=pacing,
             on_durable=self._on_durable,

@@ -10,9 +10,10 @@ Bounds:
 * A write that nobody flushes is committed within about ``interval`` seconds of its
   ``notify()`` (plus the commit already running, if any).
 * An update received from a peer (:meth:`GroupCommitter.notify_remote`) is committed within
-  ``interval`` too, unless the committer was given ``remote_interval_cap`` and a
-  :class:`CommitPacing`: then within ``interval`` times the number of running committers
-  that share that pacing object, at most the cap (and never less than ``interval``). The
+  ``received_interval`` (``interval`` unless given), unless the committer was given
+  ``remote_interval_cap`` and a :class:`CommitPacing`: then within ``received_interval``
+  times the number of running committers that share that pacing object, at most the cap
+  (and never less than ``received_interval``). The
   agents of one event loop share one (:meth:`CommitPacing.of_loop`, what an agent on a
   broker alone takes, or one passed as ``Agent(commit_pacing=...)``): one agent alone in its
   process is unchanged; a process running dozens of agents (a swarm of asyncio agents) makes
@@ -122,8 +123,13 @@ class GroupCommitter(_CommitTask):
             each commit makes durable (for replication acks): whatever the loop thread had
             appended when the hook ran is inside the commit.
         observer: told of every commit and compaction (see the module docstring).
+        received_interval: the bound, in seconds, for what :meth:`notify_remote` announces
+            (an update received from a peer); None: ``interval``, as a local write. An agent
+            commits received updates less often than its own (fewer commits, acks and timer
+            ticks per received update), and hurries the commit when a peer asks for its ack
+            (:meth:`hurry`).
         remote_interval_cap: None: what :meth:`notify_remote` announces is committed within
-            ``interval``, as a local write. Else within ``interval`` times the running
+            ``received_interval``. Else within ``received_interval`` times the running
             committers sharing ``pacing``, at most this many seconds (module docstring).
         pacing: the :class:`CommitPacing` this committer shares with the others of its
             event loop (it counts there while running); None: counted nowhere, a received
@@ -143,17 +149,22 @@ class GroupCommitter(_CommitTask):
         trusted_merge: Merge | None = None,
         before_commit: Callable[[], Callable[[bool], None] | None] | None = None,
         observer: Observer = NULL_OBSERVER,
+        received_interval: float | None = None,
         remote_interval_cap: float | None = None,
         pacing: CommitPacing | None = None,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
+        if received_interval is not None and not received_interval > 0:
+            raise UsageError(f"received_interval must be > 0 seconds, got {received_interval!r}")
         if remote_interval_cap is not None and not remote_interval_cap > 0:
             raise UsageError(
                 f"remote_interval_cap must be > 0 seconds, got {remote_interval_cap!r}"
             )
         self._store = store
         self._interval = interval
+        self._received = interval if received_interval is None else received_interval
+        self._eager_until = 0.0  # loop time until which received updates get ``interval``
         self._on_durable = on_durable
         self._merge = compact_merge
         self._trusted_merge = trusted_merge
@@ -268,19 +279,29 @@ class GroupCommitter(_CommitTask):
 
     @property
     def remote_interval(self) -> float:
-        """The bound, in seconds, for what :meth:`notify_remote` announced: ``interval``
-        times the running committers sharing our pacing, capped (see the module docstring)."""
-        cap, pacing = self._remote_cap, self._pacing
+        """The bound, in seconds, for what :meth:`notify_remote` announced:
+        ``received_interval`` times the running committers sharing our pacing, capped (see
+        the module docstring)."""
+        cap, pacing, base = self._remote_cap, self._pacing, self._received
+        if self._eager_until and self._loop is not None and self._loop.time() < self._eager_until:
+            base = self._interval  # a peer waits for our acks (hurry's linger)
         if cap is None or pacing is None or self._loop is None:
-            return self._interval
-        return pacing.remote_interval(self._interval, cap)
+            return base
+        return pacing.remote_interval(base, cap)
 
-    def hurry(self) -> None:
+    def hurry(self, linger: float = 0.0) -> None:
         """Commit what is pending now rather than at its bound (someone waits for it to be on
         disk without awaiting :meth:`flush`, e.g. a peer asking for our acks). A no-op once
-        closing (the final commit takes everything) or before :meth:`start`."""
+        closing (the final commit takes everything) or before :meth:`start`.
+
+        ``linger``: for that many seconds after, what :meth:`notify_remote` announces is
+        committed within ``interval`` instead of ``received_interval`` (paced as before): a
+        peer waiting in ``replicated()`` asks once a second, and what is still on its way
+        to us when it asks would otherwise wait the longer bound."""
         if self._closing or self._loop is None:
             return
+        if linger > 0.0:
+            self._eager_until = max(self._eager_until, self._loop.time() + linger)
         if self._store.pending():
             if self._timer is not None:
                 self._timer.cancel()

@@ -308,7 +308,8 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         """Return once every change made to this agent's shards before the call is on disk.
 
         Concurrent callers share one fsync (group commit). Changes nobody flushes still reach
-        the disk within the agent's ``durability_interval`` (50 ms by default).
+        the disk within the agent's ``durability_interval`` (50 ms by default; updates
+        received from peers within its ``received_durability_interval``, 0.2 s).
         """
         await self._require_host().flush()
 

@@ -20,7 +20,7 @@ import pytest
 from crdtsync.transports.memory import Network
 from mqttbroker import MOSQUITTO, Mosquitto
 
-from crdtsync import Agent
+from crdtsync import Agent, updates
 
 #: The receiver's group-commit bound: far beyond every timeout here.
 NEVER = 600.0
@@ -90,3 +90,36 @@ def test_the_simulator_hears_the_signal_too() -> None:
     net.call("a", lambda core: core.want_acks("s", net.now))
     net.run_for(1.0)
     assert net.nodes["b"].acks_wanted["s"] >= 1
+
+
+async def test_received_updates_wait_their_own_bound_and_replicated_does_not(
+    tmp_path: Path,
+) -> None:
+    """An agent commits what it *received* within ``received_durability_interval`` (0.2 s by
+    default, never less than ``durability_interval``; its own writes keep the latter). It acks
+    nothing before that commit, and a writer's ``replicated()`` does not wait for it: the
+    WANT_ACK it sends at once hurries the receiver's commit."""
+    from crdtsync.agent import RECEIVED_DURABILITY_INTERVAL
+
+    assert Agent("x", tmp_path / "x")._received_interval == RECEIVED_DURABILITY_INTERVAL == 0.2
+    assert Agent("y", tmp_path / "y", durability_interval=0.5)._received_interval == 0.5
+    a = Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0")
+    await a.start()
+    b = Agent("b", tmp_path / "b", peers=[a.address], received_durability_interval=NEVER)
+    await b.start()
+    try:
+        assert b._committer is not None and b._committer.remote_interval == NEVER
+        await eventually(lambda: "b" in a.core.connected(), 20, "the link")
+        sa, sb = await a.shard("s"), await b.shard("s")
+        await sb.flush()  # (opening a shard may write its format marker here: a local write)
+        sa["k"] = 1
+        await eventually(lambda: sb.get("k") == 1, 30, "the write at b")
+        await asyncio.sleep(0.3)  # longer than b's own (local) bound: still nothing committed
+        assert b._store is not None and b._store.pending() > 0
+        target = (updates.state_vector(sa.doc), updates.delete_set(sa.doc))
+        assert "b" not in a.core.replicated("s", *target), "b acked what is not on disk"
+        await sa.replicated(peers=1, timeout=20)  # only the WANT_ACK's hurry can serve this
+        assert b._store.pending() == 0
+    finally:
+        await b.close()
+        await a.close()

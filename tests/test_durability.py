@@ -19,7 +19,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from crdtsync.durability import CommitPacing, GroupCommitter
-from crdtsync.errors import ClosedError, StoreError, StoreFull
+from crdtsync.errors import ClosedError, StoreError, StoreFull, UsageError
 from crdtsync.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +171,46 @@ async def test_remote_appends_may_wait_longer_when_agents_share_a_loop(tmp_path:
         assert durable == [{"b"}] and stores[3].pending() == 0
         for gc in (plain, capped, slow, waiting):
             await gc.close()
+    finally:
+        for s in stores:
+            s.close()
+
+
+async def test_received_interval_is_the_bound_of_remote_appends(tmp_path: Path) -> None:
+    """received_interval: the bound of notify_remote (a local notify keeps interval); with a
+    pacing and a cap it is what the running committers multiply; it must be positive."""
+    stores = [Store(tmp_path / f"s{i}") for i in range(3)]
+    pacing = CommitPacing()
+    try:
+        with pytest.raises(UsageError):
+            GroupCommitter(stores[0], interval=0.05, received_interval=0.0)
+        loop = asyncio.get_running_loop()
+        gc = await started(stores[0], interval=600.0, received_interval=1200.0)
+        assert gc.remote_interval == 1200.0
+        stores[0].append("a", b"1")
+        gc.notify_remote()
+        assert gc._timer is not None and gc._timer.when() > loop.time() + 1000
+        stores[0].append("a", b"2")
+        gc.notify()  # a local write: its own, earlier bound
+        assert gc._timer is not None and gc._timer.when() <= loop.time() + 600.0
+        # hurry(linger=...): committed now, and received updates get ``interval`` meanwhile
+        gc.hurry(linger=3600.0)
+        assert gc.remote_interval == 600.0
+        gc._eager_until = loop.time() - 1.0  # (the linger is over)
+        assert gc.remote_interval == 1200.0
+        paced = [
+            await started(
+                s, interval=0.05, received_interval=0.2, remote_interval_cap=0.5, pacing=pacing
+            )
+            for s in stores[1:]
+        ]
+        assert paced[0].remote_interval == pytest.approx(0.4)  # 2 x 0.2
+        await paced[1].close()
+        assert paced[0].remote_interval == pytest.approx(0.2)  # never below received_interval
+        paced[0].hurry(linger=3600.0)
+        assert paced[0].remote_interval == pytest.approx(0.05)  # interval, paced (1 running)
+        for c in (gc, paced[0]):
+            await c.close()
     finally:
         for s in stores:
             s.close()

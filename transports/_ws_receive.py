@@ -114,12 +114,17 @@ class _LinkReceive:
         if delay > 0.0:
             link.read_wait = delay  # the reader waits it out with the frame, as before
             return False
-        self._dispatch(link, data)
+        self._dispatch(link, data, at_once=True)
         return True
 
-    def _dispatch(self, link: _Link, data: bytes | str) -> None:
+    def _dispatch(self, link: _Link, data: bytes | str, *, at_once: bool = False) -> None:
         """Handle one frame of an accepted (or handshaking) connection: a protocol error
-        closes it with its code, any other error with INTERNAL_ERROR; then the pump is due."""
+        closes it with its code, any other error with INTERNAL_ERROR; then the pump is due.
+
+        ``at_once`` (a frame handled inline, in websockets' callback): pump now unless a pump
+        is already due in this iteration, rather than in one more event-loop iteration (a
+        receiver of a paced stream made two iterations per update, the second only for the
+        pump: its ``select`` and the loop's bookkeeping)."""
         try:
             self._handle(link, data)
         except ProtocolError as exc:
@@ -133,7 +138,10 @@ class _LinkReceive:
                 "%s: internal error handling a frame from %s", self.core.name, link.label()
             )
             self._refuse(link, CloseCode.INTERNAL_ERROR, "internal error")
-        self._after_receive_soon()
+        if at_once and not self._after_receive_pending:
+            self._after_receive()
+        else:
+            self._after_receive_soon()
 
     def _protocol_error(self, link: _Link, code: CloseCode, reason: str) -> None:
         logger.warning(
