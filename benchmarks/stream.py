@@ -28,6 +28,12 @@ Next to them, in the same run:
 
 Targets (issue 17): all 4 done within 1.5x the floor (``ratios/all_done_vs_floor``); paced p99
 at every follower <= 20 ms. Prints one JSON object.
+
+A phase whose followers cannot finish fails fast with the reason (:func:`wait_followed`): the
+pycrdt-websocket hub drops updates once its broadcast lags 65,536 behind (full size; counted
+in the hub, ``nodes._count_hub_drops``), and a follower with nothing new for ``STALL_S`` after
+the writer finished has stalled. ``CRDTSYNC_BENCH_KEEP=DIR`` keeps the writer's edit stamps and
+the followers' arrival logs.
 """
 
 from __future__ import annotations
