@@ -23,9 +23,9 @@ commands, so both systems run exactly the same writer and receiver code:
             ``Connection.send``), by crdtsync message type, and its CPU seconds.
 ``quit``    close cleanly and exit.
 
-``whoami``, ``stream``, ``follow``, ``follow-dump`` (both systems, stream.py): replay a trace live into
-            the Text named by ``tag``, or record when each prefix of it arrives
-            (see streamwork.py).
+``whoami``, ``stream``, ``follow``, ``follow-status``, ``follow-dump`` (both systems,
+            stream.py): replay a trace live into the Text named by ``tag``, or record when
+            each prefix of it arrives (see streamwork.py).
 
 crdtsync agents also accept ``status``, ``open``, ``flush``, ``replicated`` (time until
 ``shard.replicated(peers)`` returns), ``genesis`` and ``replay`` (trace_replay.py). The
@@ -315,6 +315,7 @@ def stats_event() -> dict[str, Any]:
         "by_type": {k[5:]: v for k, v in FRAMES.items() if k.startswith("type:")},
         "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
         "mqtt": dict(mqtt),
+        "hub_dropped": HUB_DROPPED[0],
     }
 
 
@@ -749,7 +750,7 @@ async def _replay(agent: Any, cmd: dict[str, Any]) -> None:
     emit({"event": "final", "at_ns": done, "len": len(content), "sha": _sha(content)})
 
 
-STREAM_OPS = ("whoami", "stream", "follow", "follow-dump")
+STREAM_OPS = ("whoami", "stream", "follow", "follow-status", "follow-dump")
 
 
 def _stream_command(
@@ -780,6 +781,8 @@ def _stream_command(
 
         tasks.add(asyncio.create_task(wait()))
         emit({"event": "following", "tag": cmd["tag"], "held": follower.held})
+    elif op == "follow-status":  # progress, for stream.py's stall watchdog
+        emit({"event": "follow-status", "tag": cmd["tag"], "held": following[cmd["tag"]].held})
     else:
         emit(following.pop(cmd["tag"]).dump())
 
@@ -829,10 +832,38 @@ class WsChannel:
         return bytes(data) if not isinstance(data, bytes) else data
 
 
+#: Updates the pycrdt-websocket hub dropped (see :func:`_count_hub_drops`), in ``stats``.
+HUB_DROPPED = [0]
+
+
+def _count_hub_drops() -> None:
+    """Count the updates the hub's room drops without a word.
+
+    ``YRoom`` (pycrdt-websocket 0.16) queues each update of its document for broadcast with
+    ``put_updates``: ``send_nowait`` on a memory stream of ``max_buffer_size=65536`` inside
+    ``try: ... except Exception: pass``. When its broadcast task falls more than 65,536
+    updates behind the updates it applies (the stream's burst: 259,778 one-edit
+    transactions), the rest are dropped, no client is told, and y-protocols has no later
+    exchange that would repair them: its clients wait for ever. This wrapper leaves the
+    hub's behaviour as it is and only counts, before the call, a send that cannot fit."""
+    from pycrdt.websocket import yroom
+
+    inner = yroom.put_updates
+
+    def counting(stream: Any, event: Any) -> None:
+        st = stream.statistics()
+        if st.current_buffer_used >= st.max_buffer_size and st.tasks_waiting_receive == 0:
+            HUB_DROPPED[0] += 1
+        inner(stream, event)
+
+    yroom.put_updates = counting
+
+
 async def run_hub_server(args: argparse.Namespace) -> None:
     from pycrdt.websocket import WebsocketServer
     from websockets.asyncio.server import serve
 
+    _count_hub_drops()
     loop = asyncio.get_running_loop()
     commands = Commands(loop)
     server = WebsocketServer(auto_clean_rooms=False)

@@ -28,6 +28,12 @@ Next to them, in the same run:
 
 Targets (issue 17): all 4 done within 1.5x the floor (``ratios/all_done_vs_floor``); paced p99
 at every follower <= 20 ms. Prints one JSON object.
+
+A phase whose followers cannot finish fails fast with the reason (:func:`wait_followed`): the
+pycrdt-websocket hub drops updates once its broadcast lags 65,536 behind (full size; counted
+in the hub, ``nodes._count_hub_drops``), and a follower with nothing new for ``STALL_S`` after
+the writer finished has stalled. ``CRDTSYNC_BENCH_KEEP=DIR`` keeps the writer's edit stamps and
+the followers' arrival logs.
 """
 
 from __future__ import annotations
@@ -134,6 +140,66 @@ def latencies(stamps: array[int], log: list[list[int]]) -> list[float]:
     return out
 
 
+#: A follower that held no new edit for this long after the writer finished has stalled: the
+#: phase fails with that reason instead of waiting out its whole bound (30 min at full size).
+STALL_S = 120.0
+#: How often the followers' progress (and a hub's dropped updates) is looked at meanwhile.
+POLL_S = 5.0
+
+
+def wait_followed(
+    followers: list[Child],
+    kids: list[Child],
+    tag: str,
+    n: int,
+    timeout: float,
+    done: Any,
+) -> list[dict[str, Any]]:
+    """Every follower's ``followed`` event (in order), called after the writer's ``streamed``.
+
+    Fails fast, with the reason, instead of waiting ``timeout``: a RuntimeError as soon as
+    the pycrdt-websocket hub reports updates it dropped (``hub_dropped`` in its ``stats``:
+    its clients can then never hold the end; see ``nodes._count_hub_drops``), a TimeoutError
+    once a follower has held no new edit for :data:`STALL_S`."""
+    followed: dict[str, dict[str, Any]] = {}
+    hub = [k for k in kids if k.name == "hub"]
+    start = time.monotonic()
+    progress = {f.name: (-1, start) for f in followers}
+    while True:
+        for i, f in enumerate(followers):
+            if f.name not in followed:
+                try:
+                    followed[f.name] = f.wait("followed", POLL_S / len(followers), tag=tag)
+                    done(i)
+                except TimeoutError:
+                    pass
+        if len(followed) == len(followers):
+            return [followed[f.name] for f in followers]
+        now = time.monotonic()
+        waiting = [f for f in followers if f.name not in followed]
+        held = {
+            f.name: f.request("follow-status", "follow-status", shard=SHARD, tag=tag)["held"]
+            for f in waiting
+        }
+        dropped = [s.get("hub_dropped", 0) for s in _stats(hub)]
+        if any(dropped):
+            raise RuntimeError(
+                f"the pycrdt-websocket hub dropped {sum(dropped)} updates (YRoom's broadcast "
+                f"stream is bounded at 65,536 updates and put_updates drops silently when it "
+                f"is full): its followers cannot finish; held {held} of {n} edits"
+            )
+        for name, h in held.items():
+            if h != progress[name][0]:
+                progress[name] = (h, now)
+            elif now - progress[name][1] > STALL_S:
+                raise TimeoutError(
+                    f"{name}: stalled at {h} of {n} edits, nothing new for {STALL_S:g} s "
+                    f"after the writer finished"
+                )
+        if now - start > timeout:
+            raise TimeoutError(f"followers {sorted(held)}: not done within {timeout:g} s: {held}")
+
+
 def run_phase(
     writer: Child,
     followers: list[Child],
@@ -163,10 +229,7 @@ def run_phase(
     timeout = 1800 + (n / rate if rate else 0)
     streamed = writer.wait("streamed", timeout, tag=tag)
     prog.update(task, 1)
-    followed = []
-    for i, f in enumerate(followers):
-        followed.append(f.wait("followed", timeout, tag=tag))
-        prog.update(task, 2 + i)
+    followed = wait_followed(followers, kids, tag, n, timeout, lambda i: prog.update(task, 2 + i))
     time.sleep(0.5)  # trailing acks belong to the phase
     stats1, tcp1 = _stats(kids), tcp_counters(ports)
     for f in followers:
@@ -207,6 +270,15 @@ def run_phase(
         # per process (writer first): who spends the CPU the four processes share
         "cpu_s_by_process": {
             k.name: round(b["cpu_s"] - a["cpu_s"], 3)
+            for k, a, b in zip(kids, stats0, stats1, strict=True)
+        },
+        # per process: the agent's counters that moved in the phase (quota refusals...)
+        "counters_by_process": {
+            k.name: {
+                c: v - a.get("mqtt", {}).get(c, 0)
+                for c, v in b.get("mqtt", {}).items()
+                if v != a.get("mqtt", {}).get(c, 0)
+            }
             for k, a, b in zip(kids, stats0, stats1, strict=True)
         },
         "payload_bytes_per_edit": round(
@@ -346,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         floor["replay_s"] = min(floor["replay_s_runs"])
     finally:
         prog.close()
+        keep = os.environ.get("CRDTSYNC_BENCH_KEEP")  # DIR: keep the stamps and arrival logs
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for f in [*tmp.glob("*.bin"), *tmp.glob("*.json")]:
+                shutil.copy(f, keep)
         shutil.rmtree(tmp, ignore_errors=True)
     ours, hub = systems.get("crdtsync"), systems.get(HUB)
     report: dict[str, Any] = {

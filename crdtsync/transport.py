@@ -116,18 +116,28 @@ class CoreTimer:
         self._core = core
         self._after_tick = after_tick
         self._handle: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # the core's deadline the handle is armed for
         self._closed = False
 
     def arm(self) -> None:
-        """(Re)arm at ``core.next_deadline()``; nothing when it did not move or is None."""
+        """(Re)arm at ``core.next_deadline()``; nothing when it did not move or is None.
+
+        A timer armed for a deadline already past is left as it is: it fires within a
+        millisecond and the tick re-arms. The core reports an overdue deadline as "now", a
+        value that moves with every call into it, and a driver kicked at every loop turn (an
+        agent writing in a tight loop) would otherwise push the due timer back at every turn
+        and never tick (issue 17's stream burst, benchmarks/README.md, h-stream)."""
         if self._closed:
             return
         deadline = self._core.next_deadline()
         if self._handle is not None:
             if deadline is not None and self._handle.when() == deadline:
                 return
+            if self._deadline is not None and self._deadline <= time.monotonic():
+                return  # due: fires now, never pushed back
             self._handle.cancel()
             self._handle = None
+        self._deadline = deadline
         if deadline is None:
             return
         loop = asyncio.get_running_loop()
@@ -135,6 +145,7 @@ class CoreTimer:
 
     def _fire(self) -> None:
         self._handle = None
+        self._deadline = None
         if self._closed:
             return
         self._core.tick(time.monotonic())

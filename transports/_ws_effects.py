@@ -207,11 +207,22 @@ class _Effects:
         when the deadline moves: no task to wake for a re-arm, and a tick runs in the timer's
         own callback. (It was a task sleeping on an event with a timeout: each re-arm and
         tick cost a task step and a timeout context; 9 % of a paced receiver's CPU,
-        benchmarks/README.md, h-recv2.)"""
+        benchmarks/README.md, h-recv2.)
+
+        A timer armed for a time already past is never moved: the core reports an overdue
+        deadline as "now" (:meth:`GossipCore.next_deadline`), a value that moves with every
+        call into the core, and an agent writing in a tight loop (a kick at every loop turn)
+        cancelled and re-made the due timer at every turn, before the loop ran it: its
+        coalescing window never closed, nothing was pushed for as long as the loop wrote
+        (issue 17's stream burst: seconds, benchmarks/README.md, h-stream second pass)."""
         deadline = self._next_deadline()
         if deadline == self._armed:
             return
         if self._timer is not None:
+            if self._armed is not None and self._armed <= self._clock():
+                # Armed for a time already past: it fires in this loop turn (or the next),
+                # ticks the core and re-arms for whatever is next, so it is left alone.
+                return
             self._timer.cancel()
             self._timer = None
         self._armed = deadline

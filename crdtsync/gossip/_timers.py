@@ -153,6 +153,11 @@ class _Timers:
         write); after a received Push (the light generation) only those it may move: the
         relay's, the repairs' and the acks'. The flush, the coalescing window and the
         services' timers are read on every call.
+
+        An overdue deadline comes back as the core's current time, a value that moves with
+        every call into the core: a driver keeps a timer that is already due instead of
+        re-arming it at the new value (an agent writing in a tight loop calls in at every
+        loop turn and would push it back for ever; ``CoreTimer``, the websocket driver).
         """
         gen, fixed = self._deadlines
         if gen != self._gen:
