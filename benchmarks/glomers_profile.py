@@ -1,7 +1,8 @@
 """Where the Glomers latency goes: every write traced to every agent, with every lost frame.
 
-Runs the scenario of :mod:`gossip_sim` (the same agents, seeds, writes and figures: its median
-is checked against ``run_scenario`` in ``tests/test_bench_smoke.py``) on a network that also
+Runs the scenario of :mod:`gossip_sim` (its set-up, :func:`gossip_sim.simulate`: the same
+agents, seeds, writes and figures; that the probes change nothing is checked against
+``run_scenario`` in ``tests/test_bench_smoke.py``) on a network that also
 records, for every frame, whether the simulator dropped it, and for every (write, agent)
 pair, which frame brought the write. Then it says why a write took what it took:
 
@@ -29,14 +30,12 @@ import argparse
 import bisect
 import json
 import math
-import random
 import statistics
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import pycrdt
 from crdtsync.transports.memory import Network
 
 from crdtsync import wire
@@ -45,7 +44,7 @@ from crdtsync.gossip._context import LOSSY_WINDOW
 from crdtsync.messages import Message, Push
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gossip_sim import _read_sv  # noqa: E402
+from gossip_sim import Sim, simulate  # noqa: E402
 
 __all__ = ["profile", "main"]
 
@@ -85,6 +84,10 @@ class _ProbedNetwork(Network):
         lost = self._scheduled == before
         self.frames.append((self.now, src, conn.other(src), _kind(msg), lost))
 
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        self.frames.clear()  # (called as the writes begin: only their frames are kept)
+
     def _ev_frame(self, cid: int, dst: str, frame: bytes) -> None:
         conn = self._conns.get(cid)
         src = conn.other(dst) if conn is not None else "?"
@@ -102,64 +105,33 @@ class _ProbedNetwork(Network):
 def _run(
     agents: int, latency: float, rate: float, duration: float, loss: float, seed: int
 ) -> dict[str, Any]:
-    """The scenario of gossip_sim.run_scenario, keeping per-pair arrivals and every frame."""
-    net = _ProbedNetwork(seed, latency=latency, loss=loss, config=GossipConfig(), detect_delay=2.0)
-    names = [f"n{i}" for i in range(agents)]
-    rng = random.Random(f"bench/{seed}")
-    net.add_node(names[0])
-    for name in names[1:]:
-        seeds = rng.sample(
-            [net.address(n) for n in names if n in net.nodes], k=min(3, len(net.nodes))
-        )
-        net.add_node(name, seeds=seeds)
-    net.run_until(20.0)  # warm-up and the idle period of run_scenario
-    written_at: list[float] = []
-    origins: list[str] = []
-    arrivals: list[dict[str, tuple[float, tuple[str, str] | None]]] = []
-    pending: dict[str, dict[int, list[tuple[int, int]]]] = {n: {} for n in names}
-    cursor: dict[str, dict[int, int]] = {n: {} for n in names}
+    """gossip_sim's scenario (:func:`gossip_sim.simulate`, as ``run_scenario`` runs it) on the
+    probed network, keeping per-pair arrivals and every frame."""
+    arrivals: defaultdict[int, dict[str, tuple[float, tuple[str, str] | None]]]
+    arrivals = defaultdict(dict)
 
-    def observe(node: str, shard: str, now: float) -> None:
-        sv = _read_sv(net.nodes[node].replicas.docs[shard].get_state())
-        for client, clock in sv.items():
-            queue = pending[node].get(client)
-            if not queue:
-                continue
-            i = cursor[node].get(client, 0)
-            while i < len(queue) and queue[i][0] < clock:
-                arrivals[queue[i][1]][node] = (now, net.delivering)
-                i += 1
-            cursor[node][client] = i
+    def arrived(sim: Sim, w: int, node: str, now: float) -> None:
+        assert isinstance(sim.net, _ProbedNetwork)
+        arrivals[w][node] = (now, sim.net.delivering)
 
-    net.observers.append(observe)
-
-    def write(k: int, agent: str) -> None:
-        doc = net.nodes[agent].replicas.doc("broadcast")
-        clock = _read_sv(doc.get_state()).get(doc.client_id, 0)
-        origins.append(agent)
-        written_at.append(net.now)
-        arrivals.append({})
-        for n in names:
-            pending[n].setdefault(doc.client_id, []).append((clock, k))
-        net.write(agent, "broadcast", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"w{k}", k))
-
-    start = net.now
-    n_writes = int(rate * duration)
-    for k in range(n_writes):
-        agent = rng.choice(names)
-        net.at(start + k / rate, lambda k=k, agent=agent: write(k, agent))
-    net.reset_stats()
-    net.frames.clear()
-    net.run_until(start + duration)
-    deadline = net.now + 60.0
-    while any(len(a) < agents for a in arrivals) and net.now < deadline:
-        net.run_for(0.05)
+    sim = simulate(
+        agents=agents,
+        latency=latency,
+        rate=rate,
+        duration=duration,
+        loss=loss,
+        seed=seed,
+        config=GossipConfig(),
+        network=_ProbedNetwork,
+        on_arrival=arrived,
+    )
+    assert isinstance(sim.net, _ProbedNetwork)
     return {
-        "written_at": written_at,
-        "origins": origins,
-        "arrivals": arrivals,
-        "frames": net.frames,
-        "messages": net.total_messages(),
+        "written_at": sim.written_at,
+        "origins": sim.origins,
+        "arrivals": [arrivals[w] for w in range(len(sim.written_at))],
+        "frames": sim.net.frames,
+        "messages": sim.net.total_messages(),
     }
 
 

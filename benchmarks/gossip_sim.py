@@ -46,6 +46,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -54,14 +55,38 @@ from crdtsync.transports.memory import Network
 
 from crdtsync.gossip import GossipConfig
 
-__all__ = ["run_scenario", "main"]
+__all__ = ["Sim", "simulate", "run_scenario", "main"]
 
 #: Issue 17's targets for 25 agents on 100 ms links: lossless, and at 20 % loss.
 TARGETS = {"msgs_per_write": 3.0, "latency_median_ms": 400.0, "latency_max_ms": 600.0}
 LOSSY_TARGETS = {"msgs_per_write": 4.0, "latency_median_ms": 450.0, "latency_max_ms": 1500.0}
 
 
-def run_scenario(
+class Sim:
+    """One Glomers scenario as :func:`simulate` ran it: the network and the writes. (A plain
+    class, not a dataclass: tests load this file by path, outside ``sys.modules``.)"""
+
+    def __init__(self, net: Network, names: list[str]) -> None:
+        self.net = net
+        self.names = names
+        #: frames per second of the whole mesh with no writes at all (after the warm-up)
+        self.idle_msgs_per_s = 0.0
+        #: virtual time of the first write
+        self.start = 0.0
+        #: per write, in order: when, by whom, and when it was on every agent (None: never)
+        self.written_at: list[float] = []
+        self.origins: list[str] = []
+        self.done_at: list[float | None] = []
+        #: per agent, the hops to the farthest one over the overlay when the writes ended
+        self.hops: dict[str, int] = {}
+
+
+#: ``on_arrival(sim, write, agent, now)``: write number ``write`` became visible on ``agent``
+#: (its origin included) at virtual time ``now``
+Arrival = Callable[[Sim, int, str, float], None]
+
+
+def simulate(
     *,
     agents: int,
     latency: float,
@@ -72,11 +97,18 @@ def run_scenario(
     config: GossipConfig,
     warmup: float = 15.0,
     drain_timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Run one scenario; return its figures."""
-    wall = time.perf_counter()
-    net = Network(seed, latency=latency, loss=loss, config=config, detect_delay=2.0)
+    network: Callable[..., Network] = Network,
+    on_arrival: Arrival | None = None,
+) -> Sim:
+    """The set-up and run of one scenario (module docstring), shared by :func:`run_scenario`
+    and ``glomers_profile.py``: ``agents`` agents join through a few seeds each, warm up for
+    ``warmup`` s and idle 5 s, then ``rate`` writes per second for ``duration`` s, each on a
+    random agent, then the run goes on until every write is on every agent (at most
+    ``drain_timeout`` s). ``network``: the simulator's class (or a subclass that records
+    more); ``on_arrival`` is told each (write, agent) arrival."""
+    net = network(seed, latency=latency, loss=loss, config=config, detect_delay=2.0)
     names = [f"n{i}" for i in range(agents)]
+    sim = Sim(net, names)
     rng = random.Random(f"bench/{seed}")
     net.add_node(names[0])
     for name in names[1:]:
@@ -88,13 +120,11 @@ def run_scenario(
     net.run_until(warmup)
     idle_start, idle_msgs = net.now, net.total_messages()
     net.run_until(warmup + 5.0)
-    idle_rate = (net.total_messages() - idle_msgs) / (net.now - idle_start)
+    sim.idle_msgs_per_s = (net.total_messages() - idle_msgs) / (net.now - idle_start)
 
     # Writes: (client id, clock) -> visible on an agent once its state vector passes the clock.
-    written_at: list[float] = []
+    written_at, origins, done_at = sim.written_at, sim.origins, sim.done_at
     seen_by: list[int] = []
-    done_at: list[float | None] = []
-    pair_ms: list[float] = []  # (write, receiver) pairs: when it reached each other agent
     pending: dict[str, dict[int, list[tuple[int, int]]]] = {n: {} for n in names}
     cursor: dict[str, dict[int, int]] = {n: {} for n in names}
 
@@ -109,16 +139,14 @@ def run_scenario(
             while i < len(queue) and queue[i][0] < clock:
                 w = queue[i][1]
                 seen_by[w] += 1
-                if node != origins[w]:
-                    pair_ms.append((now - written_at[w]) * 1000)
+                if on_arrival is not None:
+                    on_arrival(sim, w, node, now)
                 if seen_by[w] == agents:
                     done_at[w] = now
                 i += 1
             cursor[node][client] = i
 
     net.observers.append(observe)
-
-    origins: list[str] = []
 
     def write(k: int, agent: str) -> None:
         origins.append(agent)
@@ -133,17 +161,55 @@ def run_scenario(
             pending[n].setdefault(client, []).append((clock, k))
         net.write(agent, "broadcast", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"w{k}", k))
 
-    start = net.now
+    sim.start = start = net.now
     n_writes = int(rate * duration)
     for k in range(n_writes):
         agent = rng.choice(names)
         net.at(start + k / rate, lambda k=k, agent=agent: write(k, agent))
     net.reset_stats()
     net.run_until(start + duration)
-    hops = _eccentricities(net, names)
+    sim.hops = _eccentricities(net, names)
     deadline = net.now + drain_timeout
     while any(d is None for d in done_at) and net.now < deadline:
         net.run_for(0.05)
+    return sim
+
+
+def run_scenario(
+    *,
+    agents: int,
+    latency: float,
+    rate: float,
+    duration: float,
+    loss: float,
+    seed: int,
+    config: GossipConfig,
+    warmup: float = 15.0,
+    drain_timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Run one scenario (:func:`simulate`); return its figures."""
+    wall = time.perf_counter()
+    pair_ms: list[float] = []  # (write, receiver) pairs: when it reached each other agent
+
+    def arrived(sim: Sim, w: int, node: str, now: float) -> None:
+        if node != sim.origins[w]:
+            pair_ms.append((now - sim.written_at[w]) * 1000)
+
+    sim = simulate(
+        agents=agents,
+        latency=latency,
+        rate=rate,
+        duration=duration,
+        loss=loss,
+        seed=seed,
+        config=config,
+        warmup=warmup,
+        drain_timeout=drain_timeout,
+        on_arrival=arrived,
+    )
+    net, names, start, hops = sim.net, sim.names, sim.start, sim.hops
+    written_at, origins, done_at = sim.written_at, sim.origins, sim.done_at
+    idle_rate, n_writes = sim.idle_msgs_per_s, int(rate * duration)
     end = net.now
     lat = [(d - w) * 1000 for w, d in zip(written_at, done_at, strict=False) if d is not None]
     total = net.total_messages()

@@ -217,9 +217,9 @@ class _RegistryReplicas:
         """Apply validated updates of several messages for ``shard``, each ``(update, its
         parse, origin, author)``, as :meth:`apply_batch` does for one Push
         (:meth:`Shard.apply_remote_many`: one pycrdt transaction while nobody listens to the
-        shard's changes, else one per writer in a row). Optional for a ReplicaSet: the core
-        looks it up, for the broadcasts one turn of a driver brought
-        (``GossipCore.receive_broadcasts``). Returns False, applying nothing, when the shard
+        shard's changes, else one per writer in a row), for the broadcasts one turn of a
+        driver brought (:meth:`crdtsync.replica.ReplicaSet.apply_many`,
+        ``GossipCore.receive_broadcasts``). Returns False, applying nothing, when the shard
         is not open (a new one is opened and marked by :meth:`apply`, update by update) or
         not held; the caller then applies them one by one.
 

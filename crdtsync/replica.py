@@ -87,6 +87,25 @@ class ReplicaSet(Protocol):
         Raises as :meth:`apply`; updates applied before a failing one stay applied.
         """
 
+    def apply_many(
+        self, shard: str, items: Sequence[tuple[bytes, UpdateInfo, str, str | None]]
+    ) -> bool:
+        """Apply validated updates of several messages for ``shard``, each ``(update, its
+        parse, origin, author)``, in order: the broadcasts one turn of a driver brought
+        (``GossipCore.receive_broadcasts``). A replica may apply them as one unit (the agent:
+        one pycrdt transaction while nobody listens to the shard's changes) or one by one as
+        :meth:`apply` would (the simulator). Nothing to forward is returned: the core takes
+        this path only when every link is a broadcast link, where what came by broadcast
+        reached everyone already.
+
+        Returns True when they were applied, False when the replica did not batch them and
+        applied nothing (the agent: a shard that is not open yet, or not held); the core then
+        applies them one by one through :meth:`apply`.
+
+        Raises as :meth:`apply` (the core then applies them one by one to find the refused
+        one; updates applied before it stay applied, and come again as duplicates).
+        """
+
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         """(state vector, delete set) of what this agent has *on disk* for the shard;
         what replication acks report."""

@@ -26,7 +26,8 @@ from ._shard_remote import _RemoteApply
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, StoreError, UsageError
-from .views import ListView, MapView, _maybe_live, _same_live, mark_closed, wrap
+from .values import encode_value
+from .views import _LEAVES, ListView, MapView, _maybe_live, _same_live, _set_leaf, mark_closed, wrap
 from .yjs.doc import apply_validated_many
 from .yjs.state import EMPTY_STATE_VECTOR
 
@@ -245,6 +246,9 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
             return self._named_value(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if type(value) in _LEAVES and type(key) is str and not self._closed:  # a write's common
+            _set_leaf(self.crdt, key, encode_value(value, repr(key)))  # case: MapView's, sooner
+            return
         self._check_open()
         if isinstance(value, Counter) and key not in self.crdt and value.crdt.doc is self._doc:
             return  # ``shard[key] += n`` on a counter: already counted

@@ -92,6 +92,24 @@ def _maybe_live(value: Any) -> bool:
     return isinstance(value, (MapView, ListView, pycrdt.Map, pycrdt.Array, *_LIVE))
 
 
+def _set_leaf(crdt: pycrdt.Map, key: str, value: Any) -> None:
+    """``crdt[key] = value`` for an encoded leaf (a primitive: what :func:`encode_value` makes
+    of a ``_LEAVES`` value, never a shared type or a document), in one pycrdt transaction as
+    pycrdt's ``Map.__setitem__`` does it, the primitive inserted through the transaction's
+    own handle. pycrdt's wrapper opens a second, nested transaction object, checks that it is
+    not read-only and dispatches on the value's type (ABC ``isinstance``) per set: ~1 us of
+    the ~4.3 us a bare pycrdt map set costs (benchmarks/README.md, branch h-review). Commit,
+    observers and their errors are pycrdt's, as before. A read-only transaction (a write from
+    an observer) or a pycrdt without these internals takes the public path, which refuses
+    the write or does the same."""
+    with crdt.doc.transaction() as txn:
+        raw = getattr(txn, "_txn", None)
+        if raw is None or type(txn) is not pycrdt.Transaction:
+            crdt[key] = value
+        else:
+            crdt.integrated.insert(raw, key, value)
+
+
 #: Leaf types: never a live container. ``isinstance`` against the views (``MutableMapping``
 #: and ``MutableSequence`` subclasses, i.e. ABCs) walks the ABC registry; a plain write of a
 #: leaf, the common case, is answered by this set lookup instead.
@@ -140,6 +158,9 @@ class MapView(MutableMapping[str, Any]):
         if not isinstance(key, str):
             raise UnsupportedValue(f"map keys must be str, not {type(key).__name__}")
         _writable(self.crdt)
+        if type(value) in _LEAVES:  # a write's common case (a number read here is no leaf)
+            _set_leaf(self.crdt, key, encode_value(value, repr(key)))
+            return
         if isinstance(value, _ReadNumber) and value._source == _source_of(self.crdt, key):
             raise LostUpdate(
                 f"{key!r}: a read-modify-write of a stored number (like view[{key!r}] += 1) "

@@ -277,6 +277,15 @@ class LmdbReplicas:
         delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
         return [] if delta is None else [delta]
 
+    def apply_many(
+        self, shard: str, items: Sequence[tuple[bytes, UpdateInfo, str, str | None]]
+    ) -> bool:
+        target = self.shards.get(shard)
+        if target is None:  # as the agent: a new shard is created by apply(), one by one
+            return False
+        target.apply_remote_many(items)
+        return True
+
     def durable_state(self, shard: str) -> tuple[bytes, bytes]:
         return self.shards[shard].durable_state
 

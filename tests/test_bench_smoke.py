@@ -370,9 +370,10 @@ def test_glomers_rows_carry_each_scenarios_own_targets() -> None:
 
 
 def test_glomers_profile_matches_the_scenario_it_explains() -> None:
-    """``benchmarks/glomers_profile.py`` reruns the Glomers scenario on a probed network: its
-    latency median and message count must be run_scenario's (same seed, same frames), and
-    every write and every (write, agent) delivery must land in exactly one category."""
+    """``benchmarks/glomers_profile.py`` runs the Glomers scenario through gossip_sim's own
+    set-up (``simulate``) on a probed network: its probes must change nothing (latency median
+    and message count are run_scenario's: same seed, same frames), and every write and every
+    (write, agent) delivery must land in exactly one category."""
     import importlib.util
     import sys
 

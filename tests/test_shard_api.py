@@ -345,3 +345,36 @@ async def test_the_state_vector_a_remote_batch_reuses_is_the_docs(tmp_path):
         for m in maps:
             for key, value in m.items():
                 assert shard[key] == value
+
+
+def test_a_leaf_set_from_an_observer_is_refused_as_pycrdt_refuses_it() -> None:
+    """A leaf is set through pycrdt's transaction handle (``views._set_leaf``, one nested
+    transaction object fewer per write); in a read-only transaction (a map observer's) it
+    takes pycrdt's public path: the same refusal, nothing written."""
+    from crdtsync.views import _set_leaf
+
+    refusals = []
+    for write in (lambda m: m.__setitem__("x", 1), lambda m: _set_leaf(m, "x", 1)):
+        doc = pycrdt.Doc()
+        root = doc.get("root", type=pycrdt.Map)
+
+        def observer(_event: object, root: pycrdt.Map = root, write: object = write) -> None:
+            write(root)  # type: ignore[operator]
+
+        root.observe(lambda event: observer(event))
+        with pytest.raises(ExceptionGroup) as refused:
+            root["a"] = 1
+        refusals.append([repr(e) for e in refused.value.exceptions])
+        assert root.to_py() == {"a": 1.0}
+    assert refusals[0] == refusals[1]
+    assert "Read-only transaction" in refusals[0][0]
+    # outside an observer it writes as pycrdt does, one transaction, observers run once
+    doc = pycrdt.Doc()
+    root = doc.get("root", type=pycrdt.Map)
+    seen = []
+    doc.observe(lambda ev: seen.append(ev.update))
+    _set_leaf(root, "k", "v")
+    with doc.transaction():
+        _set_leaf(root, "k2", 2)
+        _set_leaf(root, "k3", None)
+    assert root.to_py() == {"k": "v", "k2": 2.0, "k3": None} and len(seen) == 2

@@ -152,6 +152,16 @@ class MemoryReplicas:
                 deltas.append(delta)
         return deltas
 
+    def apply_many(
+        self, shard: str, items: Sequence[tuple[bytes, updates.UpdateInfo, str, str | None]]
+    ) -> bool:
+        # One by one, as :meth:`apply_batch`: the same deltas and digests as when the core
+        # hands each broadcast to apply() itself, so the core's batched path
+        # (GossipCore.receive_broadcasts) runs in the simulator's tests with the same outcome.
+        for update, info, origin, author in items:
+            self.apply(shard, update, origin, info, author=author)
+        return True
+
     def held(self, shard: str) -> int:
         """How many remote updates of ``shard`` wait for what they build on (not applied)."""
         backlog = self._backlogs.get(shard)

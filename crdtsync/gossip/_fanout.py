@@ -26,6 +26,7 @@ from ..errors import CloseCode, InvalidShardName, InvalidUpdate, ProtocolError, 
 from ..messages import Ack, Message, PeerEntry, Push
 from . import _yjs
 from ._context import Context
+from .acks import WANT_ACK
 from .components import Components
 from .links import Link
 
@@ -104,17 +105,16 @@ class _Fanout:
         message applied; the others are).
 
         The updates of the Pushes among them are applied per shard in one pycrdt transaction
-        where the replica set can (its optional ``apply_many``, see
-        :meth:`crdtsync._registry_replicas._RegistryReplicas.apply_many`): with a hundred
+        where the replica set can (:meth:`crdtsync.replica.ReplicaSet.apply_many`): with a hundred
         writers on one broker, a receiver that fell behind gets several per read, and a
         transaction each (commit, observers, store append, digest reset) was a fifth of its
         CPU (issue 14). Every update is still validated first, and every change record names
         its writer. With a link that is not a broadcast link (a bridge to websocket peers,
-        which forwards each update's own delta), or without ``apply_many``, each message goes
-        through :meth:`receive_broadcast` in turn, as before.
+        which forwards each update's own delta), or for a single message, it goes through
+        :meth:`receive_broadcast`, as do a shard's messages the replica set did not batch
+        (``apply_many`` returned False).
         """
-        apply_many = getattr(self._ctx.replicas, "apply_many", None)
-        if apply_many is None or len(items) < 2 or any(not c.fanout for c in self._conns.values()):
+        if len(items) < 2 or any(not c.fanout for c in self._conns.values()):
             return [self._receive_one(sender, msg, now) for sender, msg in items]
         if self._ctx.gate is not None:
             raise UsageError("broadcasts are not supported with credentials")
@@ -143,16 +143,14 @@ class _Fanout:
                     continue  # a shard our policy does not hold
                 group = groups.setdefault(msg.shard, [])
                 for j, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-                    if info is None:  # a WANT_ACK: the sender waits in replicated()
-                        self._p.acks.owe_broadcast(msg.shard, now)
-                    else:
+                    if info is not None:  # (None: a WANT_ACK, owed once the shard's are in)
                         group.append((u, info, sender, msg.author(j)))
                 members.setdefault(msg.shard, []).append(len(taken))
                 taken.append((i, sender, msg))
         again: set[int] = set()
         for shard, group in groups.items():
             try:
-                done = not group or apply_many(shard, group)
+                done = not group or self._ctx.replicas.apply_many(shard, group)
             except (InvalidUpdate, InvalidShardName):
                 done = False  # one of them was refused: found below, one by one
             if not done:
@@ -160,6 +158,11 @@ class _Fanout:
         for k, (i, sender, msg) in enumerate(taken):
             conn = self._conns.get(sender)
             if k not in again:
+                # A WANT_ACK (the sender waits in replicated()) is owed after the updates of
+                # its turn are in, as one by one: a shard the batch brought is held by then.
+                for u in msg.updates:
+                    if u == WANT_ACK:
+                        self._p.acks.owe_broadcast(msg.shard, now)
                 pushes.broadcast_applied(sender, conn, msg, now)
                 continue
             try:  # (what the batch applied already is a duplicate now: no change)

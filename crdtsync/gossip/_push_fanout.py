@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..messages import Push
 from . import _yjs
-from ._push_receive import _INVALID_UPDATE
+from ._push_receive import _INVALID_UPDATE, _refused
 from .acks import WANT_ACK, Acks
 
 if TYPE_CHECKING:
@@ -139,17 +139,12 @@ class _PushFanout:
             if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
                 self._acks.owe_broadcast(msg.shard, now)
                 continue
-            # (map_exceptions(_INVALID_SHARD) around map_exceptions(_INVALID_UPDATE, ...),
-            # spelt out as in _PushReceive._apply: two generator context managers and an
-            # f-string per received update were ~5 % of a swarm process at N = 128.)
+            # (no map_exceptions here: two generator context managers and an f-string per
+            # received update were ~5 % of a swarm process at N = 128; see _refused)
             try:
                 delta = self._ctx.replicas.apply(msg.shard, u, sender, info, author=msg.author(i))
-            except InvalidUpdate as exc:
-                raise ProtocolError(
-                    f"invalid update for {msg.shard!r}: {exc}", CloseCode.INVALID_UPDATE
-                ) from exc
-            except InvalidShardName as exc:
-                raise ProtocolError(str(exc), CloseCode.INVALID_SHARD) from exc
+            except (InvalidUpdate, InvalidShardName) as exc:
+                raise _refused(exc, msg.shard) from exc
             if delta is None:
                 continue
             for other in self._ctx.links.values():

@@ -252,3 +252,64 @@ def test_a_broadcast_moves_no_dial_timer() -> None:
         p.next_deadline()
     assert content(p, "s")["k50"] == 50.0
     assert walked == 0
+
+
+def test_one_turns_broadcasts_batched_as_handed_one_by_one() -> None:
+    """``receive_broadcasts`` (the core's batched path, ``ReplicaSet.apply_many``) on the
+    simulator's replicas: the same results, content, digest, repairs and acks as the same
+    broadcasts handed to ``receive_broadcast`` one by one; and the batch did go through
+    ``apply_many`` (the golden traces never take this path: no broadcast links there)."""
+    writers = {n: make(n) for n in ("z1", "z2", "z3")}
+    d = {n: [put(w, "s", f"{n}-{i}", i) for i in range(3)] for n, w in writers.items()}
+    other = put(writers["z1"], "t", "k", 1)
+    items: list[tuple[str, Message]] = [
+        ("z1", Push("s", (d["z1"][0],), None, 1, authors=("z1",))),
+        ("z2", Push("s", (d["z2"][0], d["z2"][1]), None, 1, authors=("z2", "z2"))),
+        ("z3", Push("s", (b"\x07garbage",), None, 1)),  # refused alone
+        ("z1", Push("s", (d["z1"][2],), None, 3)),  # seq 2 lost: a repair is asked
+        ("z1", Push("t", (other,), None, 1)),  # a second shard, new here
+        ("z3", Push("s", (WANT_ACK,), None, 2)),  # z3 waits in replicated()
+        ("p0", Push("s", (d["z3"][0],), None, 1)),  # our own name: unused
+        ("z2", Ack((ShardState("s", b"\x00", b"\x00"),), ())),  # from a stranger: unused
+    ]
+    runs = []
+    for batched in (True, False):
+        a, (p,) = _star(1)
+        calls: list[str] = []
+        real = reps(p).apply_many
+
+        def spy(shard: str, group: object, real: object = real, calls: list = calls) -> bool:
+            calls.append(shard)
+            return real(shard, group)  # type: ignore[operator,no-any-return]
+
+        reps(p).apply_many = spy  # type: ignore[method-assign]
+        got = (
+            p.receive_broadcasts([(s, rt(m)) for s, m in items], 6.0)
+            if batched
+            else [p._receive_one(s, rt(m), 6.0) for s, m in items]
+        )
+        p.durable(reps(p).commit(), 6.1)
+        p.tick(7.0)
+        runs.append(
+            (
+                [r if isinstance(r, bool) else (type(r), r.code) for r in got],
+                content(p, "s"),
+                content(p, "t"),
+                reps(p).digest("s"),
+                p.broadcasts_to_send(),
+                reps(p).held("s"),
+                # (a repair's state vector may differ: the batch checks the sequence numbers
+                # once the turn's updates are in, so its SyncRequest asks for less)
+                [(to, type(m).__name__) for to, m in p.data_to_send()],
+            )
+        )
+        assert calls == (["s", "t"] if batched else [])
+    assert runs[0] == runs[1]
+    results, s_content, t_content, _, broadcasts, held, sent = runs[0]
+    assert results[:3] == [True, True, (ProtocolError, CloseCode.INVALID_UPDATE)]
+    assert results[6:] == [False, False]
+    assert s_content == {"z1-0": 0.0, "z2-0": 0.0, "z2-1": 1.0}
+    assert held == 1  # z1-2 waits for z1-1 (lost)
+    assert t_content == {"k": 1.0}
+    assert sent == [("a", "SyncRequest")] * 2  # repairs: z1's seq 2, z3's seq 1
+    assert [type(m).__name__ for m in broadcasts] == ["Ack"]  # one broadcast ack, for z3
