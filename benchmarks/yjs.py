@@ -30,6 +30,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -195,6 +197,19 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def ensure_js_clients() -> Path:
+    """``tests/js`` with its node_modules (the stock Yjs clients), installed with ``npm ci``
+    from its lockfile on first use, as the tests and the Node hubs do: the bench runs from a
+    fresh clone (issue 17). Exits with a clear message without node/npm."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise SystemExit("the yjs bench needs node (>= 18) and npm on PATH")
+    if not (JS / "node_modules" / "y-websocket").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, stdout=sys.stderr
+        )
+    return JS
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(p)
@@ -213,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     size = size_of(args)
     p_peers = args.peers.split(",") if args.peers else []
-    if shutil.which("node") is None or not (JS / "node_modules" / "y-websocket").is_dir():
-        raise SystemExit("needs node and `npm install` in tests/js")
+    ensure_js_clients()
     if any(k in NODE_HUBS for k in p_peers):
         ensure_node_peers()
     repeat = args.repeat if args.repeat is not None else (3 if size == "full" else 1)
