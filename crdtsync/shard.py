@@ -246,7 +246,9 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
             return self._named_value(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if type(value) in _LEAVES and type(key) is str and not self._closed:  # a write's common
+        if (
+            type(value) in _LEAVES and type(key) is str and key.isascii() and not self._closed
+        ):  # a write's common
             _set_leaf(self.crdt, key, encode_value(value, repr(key)))  # case: MapView's, sooner
             return
         self._check_open()

@@ -105,6 +105,25 @@ def _plain_float(value: float) -> bool:
     return value == 0 and math.copysign(1.0, value) < 0  # -0.0: no int reads as it
 
 
+def check_text(text: str, path: str = "value") -> str:
+    """``text`` if it can be stored: Yrs keeps strings as UTF-8, and a str holding a lone
+    surrogate (``"\\ud800"``, e.g. half of an emoji cut by a UTF-16 index) has no UTF-8 form;
+    pycrdt then panics (a ``BaseException``) instead of refusing it. ASCII, the common case,
+    costs one ``isascii()``.
+
+    Raises:
+        UnsupportedValue: for a str with a lone surrogate (nothing is written).
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsupportedValue(
+                f"{path}: a str with a lone surrogate has no UTF-8 form and cannot be stored"
+            ) from None
+    return text
+
+
 def encode_value(value: Any, _path: str = "value") -> Any:
     """Turn a Python value into what is assigned into a pycrdt container.
 
@@ -112,8 +131,10 @@ def encode_value(value: Any, _path: str = "value") -> Any:
         UnsupportedValue: for a type that cannot round-trip exactly (nothing is written).
         IntOutOfRange: for an int outside the signed 64-bit range.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return check_text(value, _path)
     if isinstance(value, int):
         if -SAFE <= value <= SAFE:
             return value
@@ -129,6 +150,7 @@ def encode_value(value: Any, _path: str = "value") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise UnsupportedValue(f"{_path}: dict keys must be str, not {type(key).__name__}")
+            check_text(key, f"{_path} key {key!r}")
             items[key] = encode_value(item, f"{_path}[{key!r}]")
         return pycrdt.Map(items)
     if isinstance(value, list):

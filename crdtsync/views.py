@@ -15,7 +15,7 @@ from typing import Any, overload
 import pycrdt
 
 from .errors import ClosedError, LostUpdate, UnsupportedValue
-from .values import decode_leaf, encode_value, to_plain
+from .values import check_text, decode_leaf, encode_value, to_plain
 
 __all__ = ["MapView", "ListView", "wrap", "LostUpdate", "mark_closed"]
 
@@ -157,6 +157,7 @@ class MapView(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise UnsupportedValue(f"map keys must be str, not {type(key).__name__}")
+        check_text(key, f"key {key!r}")
         _writable(self.crdt)
         if type(value) in _LEAVES:  # a write's common case (a number read here is no leaf)
             _set_leaf(self.crdt, key, encode_value(value, repr(key)))

@@ -45,6 +45,11 @@ UNSUPPORTED = [
     ("int key", {1: "a"}, UnsupportedValue),
     ("deep bad", {"a": [1, {"b": {3}}]}, UnsupportedValue),
     ("deep big int", {"a": [1, {"b": 2**70}]}, IntOutOfRange),
+    # No UTF-8 form: pycrdt panicked (a BaseException) on these instead of refusing them.
+    ("lone surrogate", "\ud800x", UnsupportedValue),
+    ("half an emoji", "ok \ud83d", UnsupportedValue),
+    ("lone surrogate dict key", {"\udc00": 1}, UnsupportedValue),
+    ("deep lone surrogate", {"a": [1, {"b": "\udfff"}]}, UnsupportedValue),
 ]
 
 
@@ -122,3 +127,20 @@ async def test_pycrdt_types_are_kept_live(tmp_path):
         shard = await agent.shard("notes")
         assert isinstance(shard["notes"], pycrdt.Text)
         assert str(shard["notes"]) == "hi there"
+
+
+async def test_a_map_key_without_utf8_form_is_refused_and_nothing_written(tmp_path):
+    """A lone surrogate in a key, top level (the shard's fast path for leaves) or in a nested
+    map view, is refused with UnsupportedValue before pycrdt sees it; a whole emoji is fine."""
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("types")
+        shard["inner"] = {}
+        before = shard.doc.get_update()
+        for target in (shard, shard["inner"]):
+            with pytest.raises(UnsupportedValue):
+                target["\ud800"] = 1
+            with pytest.raises(UnsupportedValue):
+                target["k\udbff"] = {"x": 1}
+        assert shard.doc.get_update() == before
+        shard["\U0001f600"] = "\U0001f600"
+        assert shard["\U0001f600"] == "\U0001f600"
