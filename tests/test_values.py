@@ -144,3 +144,28 @@ async def test_a_map_key_without_utf8_form_is_refused_and_nothing_written(tmp_pa
         assert shard.doc.get_update() == before
         shard["\U0001f600"] = "\U0001f600"
         assert shard["\U0001f600"] == "\U0001f600"
+
+
+async def test_a_lone_surrogate_in_a_text_edit_is_refused_and_nothing_written(tmp_path):
+    """``shard.text(key)`` is pycrdt's own ``Text`` (live, for streaming), so its edits are not
+    ours to check: a lone surrogate (half an emoji cut by a UTF-16 index) is refused by pycrdt
+    with ``UnicodeEncodeError`` (a ``ValueError``; for values and keys we raise
+    ``UnsupportedValue``, a ``TypeError``, instead). This pins what the README promises: the error is raised, nothing reaches the document or the disk, and
+    the shard keeps working and reopens with only the good edits."""
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("notes")
+        answer = shard.text("answer")
+        answer += "ok "
+        before = shard.doc.get_update()
+        for bad in ("\ud83d", "x\ude00y"):
+            with pytest.raises(ValueError) as caught:
+                answer += bad
+            assert isinstance(caught.value, UnicodeEncodeError)
+            with pytest.raises(ValueError):
+                answer.insert(1, bad)
+        assert shard.doc.get_update() == before
+        answer += "\U0001f600"
+        await shard.flush()
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("notes")
+        assert str(shard.text("answer")) == "ok \U0001f600"
