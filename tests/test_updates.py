@@ -1621,9 +1621,13 @@ def test_apply_remote_reports_closing_as_closed_error() -> None:
             raise ClosedError("store closed")
 
     shard = memory_shard(ClosedStore())
-    with pytest.raises(ClosedError, match="store closed") as info:
-        shard.apply_remote(upd(TEXT), "peer")
+    update = upd(TEXT)
+    with pytest.raises(ClosedError, match="store closed") as info:  # through pycrdt's observer
+        shard.apply_remote_batch([update, update], "peer", [updates.validate_update(update)] * 2)
     assert isinstance(info.value.__cause__, BaseExceptionGroup)
+    shard = memory_shard(ClosedStore())
+    with pytest.raises(ClosedError, match="store closed"):  # a new update, persisted as received
+        shard.apply_remote(update, "peer")
 
     class Boom(Exception):
         pass
