@@ -219,6 +219,7 @@ async def run(args: argparse.Namespace) -> None:
             )
     commands = nodes.Commands(asyncio.get_running_loop())
     if getattr(args, "join", False):
+        nodes.gc_before_t0()
         nodes.joinprof_start()
     t0 = time.time_ns()
     join: nodes.JoinWatch | None = None
