@@ -30,6 +30,13 @@ from .yjs.parse import UpdateInfo
 __all__: list[str] = []
 
 
+#: The smallest received update that :meth:`_RemoteApply._apply_whole` persists as received.
+#: pycrdt's re-encoding it saves costs about 3 us per KiB; below this, unsubscribing and
+#: resubscribing the observer and the checks cost as much, and the live receive path (one
+#: small update per Push) measured 2 % more CPU with it on every update (issue 17, h-paper).
+WHOLE_MIN_BYTES = 16 * 1024
+
+
 class _RemoteApply:
     """Mixin of :class:`~crdtsync.shard.Shard`: applying peers' updates (module docstring).
 
@@ -181,10 +188,10 @@ class _RemoteApply:
         """Apply a received update that will change the doc by exactly itself, and persist and
         announce the update's own bytes; False (nothing done) for any other update.
 
-        Such an update is causally ready, every struct of it new here (each client's first
-        clock is this doc's), with nothing held back and no transaction open around it: pycrdt
-        then integrates all of it, deletes included (readiness: every deleted clock is here or
-        in the update). What our observer would store is pycrdt's re-encoding of the same
+        Such an update is at least :data:`WHOLE_MIN_BYTES` long, causally ready, every
+        struct of it new here (each client's first clock is this doc's), with nothing held back
+        and no transaction open around it: pycrdt then integrates all of it, deletes included
+        (readiness: every deleted clock is here or in the update). What our observer would store is pycrdt's re-encoding of the same
         change, which pycrdt makes for every observer of a transaction (2-4 ms per MB: 1 ms of
         the automerge-paper state, 15 ms of a 200,000-key map, on a joiner's critical path:
         issue 17, h-paper). So the observer is off for this one transaction and the received,
@@ -193,7 +200,8 @@ class _RemoteApply:
         """
         doc = self._doc
         if (
-            not info.n_structs
+            info.size < WHOLE_MIN_BYTES
+            or not info.n_structs
             or self._durable is None  # (its observer notes what changed since the open)
             or self._backlog
             or getattr(doc, "_txn", None) is not None

@@ -10,12 +10,12 @@ from typing import Any
 import pycrdt
 import pytest
 
-from crdtsync import Agent, Change, InvalidUpdate, updates
+from crdtsync import Agent, Change, InvalidUpdate, _shard_remote, updates
 from crdtsync.shard import Shard
 
 
 @pytest.fixture
-def observer_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def own_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many transactions the shards' own observer saw (patched before they are made)."""
     calls: list[int] = []
     inner = Shard._on_transaction
@@ -26,6 +26,13 @@ def observer_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(Shard, "_on_transaction", counting)
     return calls
+
+
+@pytest.fixture
+def observer_calls(own_calls: list[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``own_calls``, with every size of update qualifying (the tests' updates are small)."""
+    monkeypatch.setattr(_shard_remote, "WHOLE_MIN_BYTES", 0)
+    return own_calls
 
 
 def _writer(n: int, prefix: str = "k") -> tuple[pycrdt.Doc[Any], list[bytes]]:
@@ -130,3 +137,20 @@ async def test_a_refused_update_on_the_fast_path_changes_nothing(
         assert shard.digest() == digest
         shard["x"] = 1
         assert shard["x"] == 1 and shard.digest() != digest
+
+
+async def test_a_small_update_takes_the_general_path(tmp_path: Any, own_calls: list[int]) -> None:
+    """Below ``WHOLE_MIN_BYTES`` (the live path's one small update per Push) the observer
+    persists pycrdt's delta as before; at or above it, the received bytes."""
+    src, sent = _writer(1)
+    big, _ = _writer(3000, "big")
+    state = big.get_update()
+    assert len(sent[0]) < _shard_remote.WHOLE_MIN_BYTES <= len(state)
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        seen = len(own_calls)
+        assert shard.apply_remote(sent[0], "p") is not None
+        assert len(own_calls) == seen + 1  # small: through the observer
+        assert shard.apply_remote(state, "p") == state
+        assert len(own_calls) == seen + 1  # big and new: as received
+        assert shard["big2999"] == 2999 and shard["k0"] == 0

@@ -1615,7 +1615,11 @@ def test_apply_remote_parks_and_forwards_in_one_delta() -> None:
     assert str(apply_all(Doc(), [delta]).get("t", type=Text)) == "abc"
 
 
-def test_apply_remote_reports_closing_as_closed_error() -> None:
+def test_apply_remote_reports_closing_as_closed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crdtsync import _shard_remote
+
+    monkeypatch.setattr(_shard_remote, "WHOLE_MIN_BYTES", 0)  # (small updates persisted whole)
+
     class ClosedStore(MemoryStore):
         def append(self, name: str, update: bytes) -> None:
             raise ClosedError("store closed")
