@@ -191,12 +191,13 @@ class _RemoteApply:
         Such an update is at least :data:`WHOLE_MIN_BYTES` long, causally ready, every
         struct of it new here (each client's first clock is this doc's), with nothing held back
         and no transaction open around it: pycrdt then integrates all of it, deletes included
-        (readiness: every deleted clock is here or in the update). What our observer would store is pycrdt's re-encoding of the same
-        change, which pycrdt makes for every observer of a transaction (2-4 ms per MB: 1 ms of
-        the automerge-paper state, 15 ms of a 200,000-key map, on a joiner's critical path:
-        issue 17, h-paper). So the observer is off for this one transaction and the received,
-        validated bytes are persisted and announced instead (``Shard._changed_by``): the same
-        path, one encoding fewer. Other observers of the doc are unchanged.
+        (readiness: every deleted clock is here or in the update). What our observer would
+        store is pycrdt's re-encoding of the same change, which pycrdt makes for every observer
+        of a transaction (2-4 ms per MB: 1 ms of the automerge-paper state, 15 ms of a
+        200,000-key map, on a joiner's critical path: issue 17, h-paper). So the observer is
+        off for this one transaction and the received, validated bytes are persisted and
+        announced instead (``Shard._changed_by``): the same path, one encoding fewer. Other
+        observers of the doc are unchanged.
         """
         doc = self._doc
         if (
@@ -222,8 +223,10 @@ class _RemoteApply:
                 apply_validated(doc, update)
         except BaseException:
             self._tx_sub = doc.observe(self._on_transaction)
-            # pycrdt refused it after applying a part: persist and announce that part
-            self._changed_by(doc.get_update(before))
+            # pycrdt refused it after applying a part (its structs come before its deletes):
+            # persist and announce that part, as the observer would have
+            if doc.get_state() != before:
+                self._changed_by(doc.get_update(before))
             raise
         self._tx_sub = doc.observe(self._on_transaction)
         for client, end in info.ends.items():
