@@ -392,9 +392,7 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         self._changed_by(update)
 
     def _changed_by(self, update: bytes) -> None:
-        """Persist and announce one change of the doc, ``update`` (what it changed): the
-        observer's work, also called with a received update that changed the doc by exactly
-        itself (see ``_RemoteApply._apply_whole``)."""
+        """Persist and announce ``update``, what changed the doc (also for ``_apply_whole``)."""
         self._changes += 1
         if self._closed:
             raise ClosedError(f"shard {self.name!r} is closed; the change was not persisted")
