@@ -218,6 +218,9 @@ async def run(args: argparse.Namespace) -> None:
                 )
             )
     commands = nodes.Commands(asyncio.get_running_loop())
+    if getattr(args, "join", False):
+        nodes.gc_before_t0()
+        nodes.joinprof_start()
     t0 = time.time_ns()
     join: nodes.JoinWatch | None = None
     if getattr(args, "join", False):  # catch-up: time from before connecting until complete

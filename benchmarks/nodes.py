@@ -172,6 +172,22 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
 _TUNING = os.environ.get("CRDTSYNC_BENCH_TUNING", "1")
 
 
+#: CRDTSYNC_BENCH_GC_BEFORE_T0=1 (investigations, off by default): every joiner, whatever its
+#: system, collects the garbage of its start-up and imports (``gc.collect()``) just before its
+#: t0, so that no young-generation collection of that debris lands inside the join (a gen1
+#: collection of 1-7 ms did in 8 of 13 crdtsync paper timelines; crdtsync imports more than a
+#: hub's client). The same call in every system's joiner; the default runs do not make it.
+_GC_BEFORE_T0 = os.environ.get("CRDTSYNC_BENCH_GC_BEFORE_T0") == "1"
+
+
+def gc_before_t0() -> None:
+    """``gc.collect()`` if ``CRDTSYNC_BENCH_GC_BEFORE_T0=1`` (see above), else nothing."""
+    if _GC_BEFORE_T0:
+        import gc
+
+        gc.collect()
+
+
 def _tune_process() -> None:
     """Apply ``_TUNING`` (see above) to this process, after its start-up, before ``ready``."""
     if _TUNING != "0":
@@ -194,26 +210,29 @@ def _install_steplog() -> None:
     from crdtsync.durability import GroupCommitter
     from crdtsync.shard import Shard
 
+    def _cpu() -> str:  # this thread's CPU so far (ms): a step's CPU next to its wall time
+        return f" cpu={time.thread_time() * 1e3:.2f}"
+
     def wrap(owner: Any, name: str, label: str) -> None:
         inner = getattr(owner, name)
         if asyncio.iscoroutinefunction(inner):
 
             async def async_step(*a: Any, **k: Any) -> Any:
-                sys.stderr.write(f"TL {time.time():.6f} {label} begin\n")
+                sys.stderr.write(f"TL {time.time():.6f} {label} begin{_cpu()}\n")
                 try:
                     return await inner(*a, **k)
                 finally:
-                    sys.stderr.write(f"TL {time.time():.6f} {label} end\n")
+                    sys.stderr.write(f"TL {time.time():.6f} {label} end{_cpu()}\n")
 
             setattr(owner, name, async_step)
             return
 
         def step(*a: Any, **k: Any) -> Any:
-            sys.stderr.write(f"TL {time.time():.6f} {label} begin\n")
+            sys.stderr.write(f"TL {time.time():.6f} {label} begin{_cpu()}\n")
             try:
                 return inner(*a, **k)
             finally:
-                sys.stderr.write(f"TL {time.time():.6f} {label} end\n")
+                sys.stderr.write(f"TL {time.time():.6f} {label} end{_cpu()}\n")
 
         setattr(owner, name, step)
 
@@ -240,6 +259,15 @@ def _install_steplog() -> None:
     wrap(ShardRegistry, "apply", "registry.apply")
     wrap(AntiEntropy, "on_diff", "ae.on_diff")
     wrap(GossipCore, "receive", "core.receive")
+    from websockets.asyncio.client import ClientConnection
+
+    from crdtsync import values
+
+    wrap(ClientConnection, "handshake", "ws.client_handshake")
+    wrap(asyncio.BaseEventLoop, "create_connection", "loop.create_connection")
+    wrap(asyncio.BaseEventLoop, "sock_connect", "loop.sock_connect")
+    wrap(Shard, "_on_transaction", "shard.on_transaction")
+    wrap(values, "migrate", "values.migrate")
 
 
 def _frame_type(frame: bytes) -> str:
@@ -449,6 +477,31 @@ async def watch(arrivals: Arrivals) -> None:
         emit({"event": "error", "message": f"expect: {type(exc).__name__}: {exc}"})
 
 
+#: CRDTSYNC_BENCH_JOINPROF=DIR (investigations): cProfile a joiner from its t0 until the document
+#: is complete (``JoinWatch``), nothing before or after, into DIR/join-<pid>.prof; the process's
+#: start-up, imports and the time after "synced" are left out, unlike CRDTSYNC_BENCH_CPROFILE.
+_JOINPROF_DIR = os.environ.get("CRDTSYNC_BENCH_JOINPROF")
+_JOINPROF: list[Any] = []
+_MODULES_AT_T0: set[str] = set()  # (steplog: what a joiner imports inside its timing)
+
+
+def joinprof_start() -> None:
+    """Start the join-window profiler (a no-op unless ``CRDTSYNC_BENCH_JOINPROF`` is set)."""
+    if _JOINPROF_DIR and not _JOINPROF:
+        import cProfile
+
+        _JOINPROF.append(cProfile.Profile())
+        _JOINPROF[0].enable()
+
+
+def _joinprof_stop() -> None:
+    if _JOINPROF:
+        prof = _JOINPROF.pop()
+        prof.disable()
+        Path(_JOINPROF_DIR or ".").mkdir(parents=True, exist_ok=True)
+        prof.dump_stats(str(Path(_JOINPROF_DIR or ".") / f"join-{os.getpid()}.prof"))
+
+
 class JoinWatch:
     """Time from ``t0`` until a condition on a document holds (checked after each transaction)."""
 
@@ -468,8 +521,13 @@ class JoinWatch:
     def _check(self) -> None:
         if not self.done.done() and self.condition():
             self.cpu_s = time.process_time() - self.cpu0
+            _joinprof_stop()
             if os.environ.get("CRDTSYNC_BENCH_STEPLOG"):
-                sys.stderr.write(f"TL {time.time():.6f} visible\n")
+                sys.stderr.write(
+                    f"TL {time.time():.6f} visible cpu={time.thread_time() * 1e3:.2f}\n"
+                )
+                new = sorted(set(sys.modules) - _MODULES_AT_T0)
+                sys.stderr.write(f"TL {time.time():.6f} imported since t0: {' '.join(new)}\n")
             self.done.set_result(time.time_ns())
 
 
@@ -499,9 +557,14 @@ async def run_crdtsync(args: argparse.Namespace) -> None:
     steplog = bool(os.environ.get("CRDTSYNC_BENCH_STEPLOG"))
     if steplog:
         _install_steplog()
+    if args.join:
+        gc_before_t0()
+        joinprof_start()
+    if steplog:
+        _MODULES_AT_T0.update(sys.modules)
     t0, cpu0 = time.time_ns(), time.process_time()
     if steplog:
-        sys.stderr.write(f"TL {t0 / 1e9:.6f} t0\n")
+        sys.stderr.write(f"TL {t0 / 1e9:.6f} t0 cpu={time.thread_time() * 1e3:.2f}\n")
     agent = Agent(
         args.name,
         data_dir=args.data,
@@ -895,6 +958,8 @@ async def run_hub_client(args: argparse.Namespace) -> None:
     doc = pycrdt.Doc()
     root = doc.get("root", type=pycrdt.Map)
     join: JoinWatch | None = None
+    if args.join:
+        gc_before_t0()
     t0 = time.time_ns()
     if args.join:
         join = JoinWatch(t0, _join_condition(root, args))

@@ -60,18 +60,14 @@ def check_stored(snapshot: bytes | None, log: list[bytes]) -> str | None:
     return None
 
 
-_EMPTY_MARKER: bytes | None = None
-
-
-def _empty_marker() -> bytes:
-    """The update that marks an empty document (:func:`crdtsync.values.migrate`): the same
-    bytes on every agent, computed once."""
-    global _EMPTY_MARKER
-    if _EMPTY_MARKER is None:
-        doc = load_doc(None, [], "marker")
-        values.migrate(doc, ROOT)
-        _EMPTY_MARKER = doc.get_update()
-    return _EMPTY_MARKER
+#: The update that marks an empty document (:func:`crdtsync.values.migrate` of a new doc): the
+#: same bytes on every agent, because the migration's client id derives from the (empty) state.
+#: Written out here, not computed at a new shard's open (a migration run on a scratch copy, 0.4-0.6
+#: ms of a joining agent's start-up before its first message: issue 17, h-paper);
+#: ``tests/test_values_migration.py`` holds it equal to what ``migrate`` writes.
+_EMPTY_MARKER = bytes.fromhex(
+    "0101a89cd792bbc0b903002801086372647473796e630676616c756573017c4000000000"
+)
 
 
 class ShardRegistry(_RegistryReplicas):
@@ -192,9 +188,13 @@ class ShardRegistry(_RegistryReplicas):
             self._changed.add(name)
         if loaded is None and not mark_new:
             return shard, True
-        if loaded is None or loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
+        if loaded is None:
             # A new shard is marked in its document too: an agent of the previous release that
-            # receives it stores it unmarked, and must not "migrate" it once upgraded.
+            # receives it stores it unmarked, and must not "migrate" it once upgraded. Its
+            # document is empty, so the marking is the constant update (what migrate writes).
+            self._mark_empty(shard)
+            self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
+        elif loaded.meta.get(_VALUES_META) != _VALUES_FORMAT:
             self._migrate_values(shard)
             self._store.put_meta(name, _VALUES_META, _VALUES_FORMAT)
         if loaded is not None:
@@ -211,12 +211,18 @@ class ShardRegistry(_RegistryReplicas):
         write, store and push back one redundant update per shard (5,000 for 5,000 shards).
         """
         if not values.is_marked(shard.doc):
-            applying, self.applying = self.applying, False
-            try:  # a local change, gossiped: as _migrate_values on an empty document
-                shard.doc.apply_update(_empty_marker())
-            finally:
-                self.applying = applying
+            self._mark_empty(shard)
         self._store.put_meta(shard.name, _VALUES_META, _VALUES_FORMAT)
+
+    def _mark_empty(self, shard: Shard) -> None:
+        """Write the marker of an empty document (:data:`_EMPTY_MARKER`) into ``shard``: a
+        local change, persisted and gossiped, as :meth:`_migrate_values` of an empty
+        document would write it (the same structs), without running the migration."""
+        applying, self.applying = self.applying, False
+        try:
+            shard.doc.apply_update(_EMPTY_MARKER)
+        finally:
+            self.applying = applying
 
     def _migrate_values(self, shard: Shard) -> None:
         """Rewrite a shard this store holds from before the value encoding's format 2, or mark

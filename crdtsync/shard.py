@@ -108,6 +108,7 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         "_since_open",
         "_closed",
         "_deep_sub",
+        "_tx_sub",
         "_listeners",
         "_host",
         "_digest",
@@ -177,7 +178,7 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         self._listeners = 0
         self._backlog = updates.Backlog()  # remote updates not causally ready yet
         super().__init__(doc.get(ROOT, type=pycrdt.Map))
-        doc.observe(self._on_transaction)
+        self._tx_sub = doc.observe(self._on_transaction)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -384,11 +385,15 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         update = event.update
         if updates.is_noop(update):
             return
-        self._changes += 1
         if self._durable is None:  # (the doc cannot be read in its own observer: note it)
             if self._since_open is None:
                 self._since_open = (event.before_state, [])
             self._since_open[1].append(event.delete_set)
+        self._changed_by(update)
+
+    def _changed_by(self, update: bytes) -> None:
+        """Persist and announce ``update``, what changed the doc (also for ``_apply_whole``)."""
+        self._changes += 1
         if self._closed:
             raise ClosedError(f"shard {self.name!r} is closed; the change was not persisted")
         self._store.append(self.name, update)

@@ -1615,15 +1615,23 @@ def test_apply_remote_parks_and_forwards_in_one_delta() -> None:
     assert str(apply_all(Doc(), [delta]).get("t", type=Text)) == "abc"
 
 
-def test_apply_remote_reports_closing_as_closed_error() -> None:
+def test_apply_remote_reports_closing_as_closed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crdtsync import _shard_remote
+
+    monkeypatch.setattr(_shard_remote, "WHOLE_MIN_BYTES", 0)  # (small updates persisted whole)
+
     class ClosedStore(MemoryStore):
         def append(self, name: str, update: bytes) -> None:
             raise ClosedError("store closed")
 
     shard = memory_shard(ClosedStore())
-    with pytest.raises(ClosedError, match="store closed") as info:
-        shard.apply_remote(upd(TEXT), "peer")
+    update = upd(TEXT)
+    with pytest.raises(ClosedError, match="store closed") as info:  # through pycrdt's observer
+        shard.apply_remote_batch([update, update], "peer", [updates.validate_update(update)] * 2)
     assert isinstance(info.value.__cause__, BaseExceptionGroup)
+    shard = memory_shard(ClosedStore())
+    with pytest.raises(ClosedError, match="store closed"):  # a new update, persisted as received
+        shard.apply_remote(update, "peer")
 
     class Boom(Exception):
         pass
@@ -1636,6 +1644,35 @@ def test_apply_remote_reports_closing_as_closed_error() -> None:
     with pytest.raises(BaseExceptionGroup) as group:  # other observers' errors stay grouped
         other.apply_remote(upd(TEXT), "peer")
     assert group.group_contains(Boom)
+
+
+def test_a_whole_update_pycrdt_refuses_leaves_the_store_equal_to_the_doc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path of a new update (``_shard_remote._apply_whole``, its observer off): when
+    pycrdt refuses the update after validation (a parent the doc holds that is not a type),
+    whatever it applied is persisted, the error is InvalidUpdate, and the observer is on
+    again."""
+    from crdtsync import _shard_remote
+
+    monkeypatch.setattr(_shard_remote, "WHOLE_MIN_BYTES", 0)
+    store = MemoryStore()
+    shard = memory_shard(store)
+    shard.apply_remote(upd(TEXT), "peer")  # (7, 0): a string, not a type
+    bad = upd(root_item(4, vs("y"), root="b"), child_of(7, 0), client=9)
+    updates.validate_update(bad)  # valid as bytes: the doc decides
+    before = shard.doc.get_state()
+    with pytest.raises(InvalidUpdate, match="pycrdt refused"):
+        shard.apply_remote(bad, "evil")
+    assert shard.doc.get_state() != before  # (pycrdt applied a part: what this test is about)
+    replayed = Doc()
+    for entry in store.log:
+        replayed.apply_update(entry)
+    assert replayed.get_state() == shard.doc.get_state()
+    assert updates.digest(replayed) == updates.digest(shard.doc)
+    entries = len(store.log)
+    shard.doc.get("c", type=Map)["k"] = 1  # a local write: the observer is back
+    assert len(store.log) == entries + 1
 
 
 # Gated sequences of hostile updates, in a separate interpreter: without the gate pycrdt

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from crdtsync import Agent
 from crdtsync import values as V
+from crdtsync.shard import ROOT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "values-v1"
 sys.path.insert(0, str(FIXTURE.parent))
@@ -373,3 +374,36 @@ async def test_two_agents_upgraded_at_once_meet_over_websockets(tmp_path: Path) 
     snap_a, snap_b = await _meet(tmp_path)
     assert _same(snap_a, EXPECTED), snap_a
     assert _same(snap_b, EXPECTED), snap_b
+
+
+def test_the_written_out_empty_marker_is_what_migrate_writes_on_an_empty_document() -> None:
+    """A new shard is marked with ``_registry._EMPTY_MARKER`` (bytes written out, not a
+    migration run at open): it must stay exactly what ``values.migrate`` writes into an
+    empty document, and a shard marked either way must hold the same state."""
+    from crdtsync import _registry
+
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    assert V.migrate(doc, ROOT) == 0
+    assert V.is_marked(doc)
+    assert doc.get_update() == _registry._EMPTY_MARKER
+    other: pycrdt.Doc[Any] = pycrdt.Doc()
+    other.apply_update(_registry._EMPTY_MARKER)
+    assert V.is_marked(other)
+    assert other.get_state() == doc.get_state()
+    assert other.get_update() == doc.get_update()
+
+
+async def test_a_new_shard_is_marked_and_persisted_with_the_empty_marker(tmp_path: Path) -> None:
+    """``agent.shard()`` of a new shard writes the marker as a local change: it is stored
+    (the shard reopens marked) and its state is the marker's."""
+    from crdtsync import _registry
+
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        assert V.is_marked(shard.doc)
+        assert shard.doc.get_update() == _registry._EMPTY_MARKER
+        await shard.flush()
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        assert V.is_marked(shard.doc)
+        assert shard.doc.get_update() == _registry._EMPTY_MARKER
