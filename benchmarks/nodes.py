@@ -172,16 +172,18 @@ if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, f
 _TUNING = os.environ.get("CRDTSYNC_BENCH_TUNING", "1")
 
 
-#: CRDTSYNC_BENCH_GC_BEFORE_T0=1 (investigations, off by default): every joiner, whatever its
-#: system, collects the garbage of its start-up and imports (``gc.collect()``) just before its
-#: t0, so that no young-generation collection of that debris lands inside the join (a gen1
-#: collection of 1-7 ms did in 8 of 13 crdtsync paper timelines; crdtsync imports more than a
-#: hub's client). The same call in every system's joiner; the default runs do not make it.
-_GC_BEFORE_T0 = os.environ.get("CRDTSYNC_BENCH_GC_BEFORE_T0") == "1"
+#: Joiners (catch-up): with the tuning on (the default; ``CRDTSYNC_BENCH_GC_BEFORE_T0`` overrides
+#: it either way), every joiner, whatever its system, collects the garbage of its imports
+#: (``gc.collect()``) just before its t0. The imports are outside every timing (each process
+#: makes them before t0); their garbage is part of them, and a young-generation collection of
+#: it landed inside the join in 8 of 13 crdtsync paper timelines (1-7 ms; crdtsync imports more
+#: than a hub's client; issue 17, h-paper). The same call in every system's joiner, as the
+#: long-running children's ``gc.freeze()`` above; ``CRDTSYNC_BENCH_GC_BEFORE_T0=0`` for A/B.
+_GC_BEFORE_T0 = os.environ.get("CRDTSYNC_BENCH_GC_BEFORE_T0", _TUNING) == "1"
 
 
 def gc_before_t0() -> None:
-    """``gc.collect()`` if ``CRDTSYNC_BENCH_GC_BEFORE_T0=1`` (see above), else nothing."""
+    """``gc.collect()`` unless turned off (``_GC_BEFORE_T0``, see above)."""
     if _GC_BEFORE_T0:
         import gc
 
