@@ -357,8 +357,9 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                     self._env.set_mapsize(new)
                 _log.info("grew the LMDB map of %s from %d to %d bytes", self._dir, size, new)
 
-    def commit(self) -> set[str]:
-        """Write every buffered entry in ONE write transaction (one fsync with ``sync=True``).
+    def commit(self, upto: int | None = None) -> set[str]:
+        """Write every buffered entry (``upto``: the first ``upto`` of them) in ONE write
+        transaction (one fsync with ``sync=True``).
 
         Returns the names of the shards touched (empty if nothing was buffered). Entries
         buffered while the commit runs wait for the next one. If the commit fails — e.g.
@@ -367,7 +368,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         with self._write_lock:
             self._check_open()
             with self._buf_lock:
-                batch = self._buf[:]
+                batch = self._buf[:upto]
             if not batch:
                 self._last_counts = {}
                 return set()
