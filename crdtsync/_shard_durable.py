@@ -34,7 +34,7 @@ from .yjs.state import (
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["DIGEST_META", "FOLD_AT", "LOCAL_RUN_MAX"]
+__all__ = ["DIGEST_META", "FOLD_AT", "FOLD_MAX_DELETING", "LOCAL_RUN_MAX"]
 
 #: Store metadata key of a shard's committed digest (empty: not known, see Shard.capture).
 DIGEST_META = "digest"
@@ -46,6 +46,10 @@ LOCAL_RUN_MAX = 1 << 16
 #: each: what they cost the commit is small next to the fold's own fixed work (the doc's
 #: state and two encodings, one of them with the whole delete set).
 FOLD_AT = 64
+#: Most writes of such a run that delete (a map key overwritten, text deleted): their delete
+#: sets are merged by pycrdt, at a cost that grows with them; a run with more is stored as
+#: it is (an overwrite-heavy stream then keeps one entry per write, as before).
+FOLD_MAX_DELETING = 256
 
 
 class _DurableState:
@@ -102,7 +106,8 @@ class _DurableState:
             # entries, ~5 us a write). The fold is the window squash of gossip (squash_own):
             # the doc's own encoding of the writes still buffered, so it integrates as they do
             # (a trusted replay applies it unparsed, see yjs/replay.py).
-            self._store.fold_tail(self.name, run, partial(squash_own, self._doc))
+            fold = partial(squash_own, self._doc, max_deleting=FOLD_MAX_DELETING)
+            self._store.fold_tail(self.name, run, fold)
         sv = updates.state_vector(self._doc)
         ds = self._delete_set(sv)
         self._store.put_meta(self.name, "state_vector", sv)

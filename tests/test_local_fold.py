@@ -16,7 +16,7 @@ from typing import Any
 import pycrdt
 
 from crdtsync import Agent, updates
-from crdtsync._shard_durable import FOLD_AT
+from crdtsync._shard_durable import FOLD_AT, FOLD_MAX_DELETING
 from crdtsync.shard import load_doc
 from crdtsync.store import Store
 from crdtsync.yjs.doc import squash_own
@@ -43,9 +43,10 @@ def test_squash_own_holds_exactly_the_writes_with_their_deletions() -> None:
     for u in (*before, folded):
         again.apply_update(u)
     assert updates.digest(again) == updates.digest(doc)
-    assert updates.validate_update(folded).delete_set == updates.validate_update(
-        updates.merge_updates(run)
-    ).delete_set
+    assert (
+        updates.validate_update(folded).delete_set
+        == updates.validate_update(updates.merge_updates(run)).delete_set
+    )
 
 
 def test_squash_own_refuses_another_clients_delta() -> None:
@@ -163,3 +164,18 @@ async def test_remote_updates_between_own_writes_keep_their_order(tmp_path: Path
     async with Agent("a", data_dir=tmp_path / "a") as agent:
         shard = await agent.shard("s")
         assert shard.digest() == digest and len(shard) == 3 * FOLD_AT  # (+ 3 keys in "m")
+
+
+async def test_an_overwrite_heavy_run_is_stored_as_it_is(tmp_path: Path) -> None:
+    """More than FOLD_MAX_DELETING writes that delete: merging their delete sets would cost
+    more than it saves, the entries stay one per write."""
+    n = FOLD_MAX_DELETING + FOLD_AT
+    async with Agent("a", data_dir=tmp_path / "a") as agent:
+        shard = await agent.shard("s")
+        shard["k"] = -1
+        for i in range(n):
+            shard["k"] = i  # each overwrite deletes the value before
+        await shard.flush()
+        stats = agent.shard_stats("s")
+        assert stats is not None and stats.total_updates == n + 2
+        assert shard["k"] == n - 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -184,15 +184,22 @@ def squash_local(doc: pycrdt.Doc[Any], deltas: Sequence[bytes]) -> bytes:
     return merge_updates(deltas) if squashed is None else squashed
 
 
-def squash_own(doc: pycrdt.Doc[Any], deltas: Sequence[bytes]) -> bytes | None:
+def squash_own(
+    doc: pycrdt.Doc[Any], deltas: Sequence[bytes], max_deleting: int | None = None
+) -> bytes | None:
     """:func:`squash_local`'s squash alone: one update equivalent to ``deltas``, or None when
-    it does not apply (a delta of another client, or a result no smaller than the deltas).
+    it does not apply (a delta of another client, more than ``max_deleting`` deltas that
+    delete: their delete sets are merged by ``pycrdt.merge_updates``, whose cost grows with
+    them; or a result no smaller than the deltas).
 
     ``deltas`` must be local writes of ``doc``, in the order made, and, for the result to hold
     nothing more than they do, the latest of ``doc``'s own writes (a shard folds the log entries
     of its own writes since its last group commit into one this way, see
     :meth:`crdtsync.store.Store.fold_tail`).
     """
+    deleting = list(compress(deltas, map(_LAST_BYTE, deltas)))
+    if max_deleting is not None and len(deleting) > max_deleting:
+        return None
     first = _own_first_clock(deltas, doc.client_id)
     if first is None:
         return None
@@ -205,10 +212,10 @@ def squash_own(doc: pycrdt.Doc[Any], deltas: Sequence[bytes]) -> bytes | None:
         return None
     # A delete set ends with a range's length (a varuint >= 1, minimally encoded: its last
     # byte is not 0); an empty one is the single byte 0. So the last byte tells which delete.
-    if not any(map(_LAST_BYTE, deltas)):
+    if not deleting:
         window_ds = b"\x00"
     else:
-        merged = merge_updates([d for d in deltas if d[-1]])
+        merged = merge_updates(deleting)
         window_ds = merged[_structs(merged, 0, _NO_LIMITS)[1] :]
     squashed = full[: len(full) - len(tail) + 1] + window_ds
     return squashed if len(squashed) <= sum(map(len, deltas)) else None
