@@ -1,5 +1,6 @@
 """Compaction and deletion of whole shards: :meth:`~crdtsync.store.Store.compact` and
-:meth:`~crdtsync.store.Store.delete_shard`.
+:meth:`~crdtsync.store.Store.delete_shard`; and :meth:`_StoreCompact.fold_tail`, which folds a
+shard's latest buffered entries into one before they are committed.
 
 :meth:`_StoreCompact.compact` folds a shard's snapshot and committed log into one new snapshot
 with the caller's ``merge`` (the store never decodes updates): it reads under the store's

@@ -16,7 +16,9 @@ One data directory holds ``LOCK`` (an exclusive ``flock`` plus the owner's pid, 
 ``data.mdb``/``lock.mdb``. The environment has these named databases:
 
 ``log``
-    ``name + NUL + seq`` (``seq``: 8-byte big-endian) -> one update. A shard's log is one
+    ``name + NUL + seq`` (``seq``: 8-byte big-endian) -> one update (one transaction's, or a
+    run of the shard's own writes folded into one before their commit, :meth:`fold_tail
+    <crdtsync._store_compact._StoreCompact.fold_tail>`). A shard's log is one
     contiguous sorted key range, read in append order with one cursor walk that never touches
     another shard. No valid shard name contains NUL (see :mod:`crdtsync.names`), so the range
     of ``"a"`` (``a\\0...``) never overlaps ``"a/b"`` or ``"ab"``.
