@@ -10,10 +10,9 @@ Pure Python, no pycrdt (the sans-I/O core may import it).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import islice
 
 __all__ = ["DEFAULT_LIMITS", "PlaceHistory", "UpdateLimits"]
 
@@ -168,29 +167,13 @@ class PlaceHistory:
         last ``max_places`` are kept (more would be dropped at once).
         """
         light, heavy = self._light, self._heavy
-        known_heavy = heavy.keys() & places.keys()
-        for key in known_heavy:
+        for key in heavy.keys() & places.keys():
             heavy[key] += places[key]
-        known_light = light.keys() & places.keys()
-        for key in known_light:
+        for key in light.keys() & places.keys():
             heavy[key] = light.pop(key) + places[key]
+        fresh: list[bytes] = []
         if most is None:
             most = max(places.values(), default=0)
-        if most <= 1 and not known_heavy and not known_light and isinstance(places, dict):
-            # The common case (a batch of new map keys, a run of typing): every place is new
-            # and holds one item, so the last max_places of them, in order, become the most
-            # recently used one-item places. The same result as the loop below, in C: that
-            # loop and the evictions were ~0.25 us a place, per receiver (issue 17's burst,
-            # where a receiver applies windows of hundreds of map keys).
-            keep = self.max_places
-            newest = list(islice(reversed(places), keep))
-            newest.reverse()
-            light.update(dict.fromkeys(newest, 1))
-            excess = len(light) - keep
-            if excess > 0:
-                deque(map(light.pop, list(islice(light, excess))), maxlen=0)
-            return
-        fresh: list[bytes] = []
         piles = most > 1  # any new place of several items?
         # (Reversed in place: a list of a whole map's places to reverse cost 4 ms at 200,000.)
         for key in reversed(places) if isinstance(places, dict) else reversed(list(places)):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from crdtsync.yjs.limits import PlaceHistory
 
@@ -57,52 +55,3 @@ def test_cost_visits_only_places_both_hold() -> None:
     h.record({b"A": 3, b"B": 1})
     big = {bytes([i % 256, i // 256]): 1 for i in range(50_000)} | {b"A": 2}
     assert h.cost(big) == 6
-
-
-def _record_by_loop(h: PlaceHistory, places: dict[bytes, int]) -> None:
-    """The general loop of ``record`` (before its fast path), as the reference."""
-    light, heavy = h._light, h._heavy
-    for key in heavy.keys() & places.keys():
-        heavy[key] += places[key]
-    for key in light.keys() & places.keys():
-        heavy[key] = light.pop(key) + places[key]
-    fresh: list[bytes] = []
-    piles = max(places.values(), default=0) > 1
-    for key in reversed(places):
-        if key in heavy or key in light:
-            continue
-        if places[key] > 1:
-            heavy[key] = places[key]
-        elif len(fresh) < h.max_places:
-            fresh.append(key)
-        elif not piles:
-            break
-    for key in reversed(fresh):
-        light[key] = 1
-    while len(light) > h.max_places:
-        light.popitem(last=False)
-    if len(heavy) > 2 * h.max_places:
-        kept = sorted(heavy.items(), key=lambda kv: kv[1], reverse=True)
-        h._heavy = dict(kept[: h.max_places])
-
-
-@given(
-    st.lists(
-        st.dictionaries(st.binary(min_size=1, max_size=2), st.integers(1, 3), max_size=12),
-        max_size=12,
-    ),
-    st.integers(1, 6),
-)
-def test_record_is_the_loop_with_or_without_its_fast_path(
-    updates: list[dict[bytes, int]], max_places: int
-) -> None:
-    """The fast path (new one-item places only) gives what the loop gives, in the same
-    order (the least recently used go first)."""
-    fast, loop = PlaceHistory(None, max_places), PlaceHistory(None, max_places)
-    for places in updates:
-        ones = {k: 1 for k in places}  # often all new and one-item: the fast path
-        for p in (places, ones):
-            fast.record(p)
-            _record_by_loop(loop, p)
-            assert list(fast._light.items()) == list(loop._light.items())
-            assert fast._heavy == loop._heavy
