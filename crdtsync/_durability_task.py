@@ -99,9 +99,13 @@ class _CommitTask:
             self._timer.cancel()
             self._timer = None
         done = self._before_commit() if self._before_commit is not None else None
+        # What this commit writes: the entries buffered now, as captured (not those the event
+        # loop appends while the worker thread starts: they wait for the next commit, where
+        # a shard's own writes are folded with the rest of their run, see Store.fold_tail).
+        upto = self._store.pending()
         try:
             counts, seconds, to_compact = await self._loop.run_in_executor(
-                self._executor, self._commit_in_worker
+                self._executor, self._commit_in_worker, upto
             )
         except Exception as e:
             if done is not None:
@@ -145,10 +149,13 @@ class _CommitTask:
         self._timer = self._loop.call_later(delay, self._on_timer)
         self._timer_local = True  # (a write meanwhile does not cut the backoff short)
 
-    def _commit_in_worker(self) -> tuple[dict[str, tuple[int, int]], float, list[str]]:
-        """Runs in the worker thread: commit (timed), then pick the shards to compact."""
+    def _commit_in_worker(
+        self, upto: int | None = None
+    ) -> tuple[dict[str, tuple[int, int]], float, list[str]]:
+        """Runs in the worker thread: commit (timed; the first ``upto`` buffered entries),
+        then pick the shards to compact."""
         start = time.perf_counter()
-        names = self._store.commit()
+        names = self._store.commit(upto)
         seconds = time.perf_counter() - start
         counts = self._store.last_commit() if names else {}
         to_compact: list[str] = []

@@ -15,12 +15,13 @@ module of a few hundred lines; the state is the shard's (its slots, set in its `
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pycrdt
 
 from . import updates
-from .yjs.doc import delete_set_of, digest_of
+from .yjs.doc import delete_set_of, digest_of, squash_own
 from .yjs.state import (
     decode_delete_set,
     decode_state_vector,
@@ -33,10 +34,22 @@ from .yjs.state import (
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["DIGEST_META"]
+__all__ = ["DIGEST_META", "FOLD_AT", "FOLD_MAX_DELETING", "LOCAL_RUN_MAX"]
 
 #: Store metadata key of a shard's committed digest (empty: not known, see Shard.capture).
 DIGEST_META = "digest"
+
+#: A shard's own writes since its last group commit, kept (by reference, the store's buffer
+#: holds the same bytes) up to this many, for :meth:`_DurableState.capture` to fold.
+LOCAL_RUN_MAX = 1 << 16
+#: Fewest such writes that capture folds into one log entry. Under it they stay one entry
+#: each: what they cost the commit is small next to the fold's own fixed work (the doc's
+#: state and two encodings, one of them with the whole delete set).
+FOLD_AT = 64
+#: Most writes of such a run that delete (a map key overwritten, text deleted): their delete
+#: sets are merged by pycrdt, at a cost that grows with them; a run with more is stored as
+#: it is (an overwrite-heavy stream then keeps one entry per write, as before).
+FOLD_MAX_DELETING = 256
 
 
 class _DurableState:
@@ -57,6 +70,7 @@ class _DurableState:
     _digest: bytes | None
     _digest_stored: bool
     _ds_memo: tuple[bytes, bytes]
+    _local_run: list[bytes]
 
     def digest(self) -> bytes:
         """A hash of the shard's content, equal on replicas that have seen the same updates."""
@@ -84,6 +98,16 @@ class _DurableState:
         if not self._dirty:
             return None
         self._dirty = False
+        run, self._local_run = self._local_run, []
+        if len(run) >= FOLD_AT:
+            # A stream of own writes is stored as ONE log entry per group commit, not one per
+            # write (issue 17, the fanout burst: a writer's entry per write cost it an LMDB put
+            # and a checksum each, and a compaction replaying the whole shard every thousand
+            # entries, ~5 us a write). The fold is the window squash of gossip (squash_own):
+            # the doc's own encoding of the writes still buffered, so it integrates as they do
+            # (a trusted replay applies it unparsed, see yjs/replay.py).
+            fold = partial(squash_own, self._doc, max_deleting=FOLD_MAX_DELETING)
+            self._store.fold_tail(self.name, run, fold)
         sv = updates.state_vector(self._doc)
         ds = self._delete_set(sv)
         self._store.put_meta(self.name, "state_vector", sv)

@@ -1,5 +1,6 @@
 """Compaction and deletion of whole shards: :meth:`~crdtsync.store.Store.compact` and
-:meth:`~crdtsync.store.Store.delete_shard`.
+:meth:`~crdtsync.store.Store.delete_shard`; and :meth:`_StoreCompact.fold_tail`, which folds a
+shard's latest buffered entries into one before they are committed.
 
 :meth:`_StoreCompact.compact` folds a shard's snapshot and committed log into one new snapshot
 with the caller's ``merge`` (the store never decodes updates): it reads under the store's
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,48 @@ class _StoreCompact:
 
             self._write(f"cannot write the compacted shard {name!r}", body)
             return after
+
+    def fold_tail(
+        self,
+        name: str,
+        run: Sequence[bytes],
+        fold: Callable[[Sequence[bytes]], bytes | None],
+    ) -> int:
+        """Replace buffered log entries of ``name`` by one: those at the end of the buffer
+        that are the last entries of ``run`` (the very objects appended, in order), by
+        ``fold(them)``, one update equivalent to them (None: keep them as they are).
+
+        A shard folds the entries of its own writes since its last group commit this way
+        (issue 17: a writer's one entry per write cost it an LMDB put, a checksum and, every
+        thousand entries, a compaction replaying the whole shard). Only the buffer's tail is
+        touched, so the entries of every shard keep their order, and nothing happens while a
+        commit or compaction holds the write lock (a commit takes the buffer's front).
+        ``fold`` runs under the store's locks. Returns how many entries were folded into one
+        (0: none).
+        """
+        if len(run) < 2 or not self._write_lock.acquire(blocking=False):
+            return 0
+        try:
+            with self._buf_lock:
+                self._check_open()
+                buf = self._buf
+                most = min(len(run), len(buf))
+                k = 0
+                while k < most:
+                    entry = buf[-1 - k]
+                    if entry[2] is not run[-1 - k] or entry[1] is not None or entry[0] != name:
+                        break
+                    k += 1
+                if k < 2:
+                    return 0
+                folded = fold(run[len(run) - k :])
+                if folded is None:
+                    return 0
+                del buf[len(buf) - k :]
+                buf.append((name, None, _as_bytes(folded, "update")))
+                return k
+        finally:
+            self._write_lock.release()
 
     def _delete_log(self, txn: Any, prefix: bytes, known: int) -> None:
         """Delete a shard's whole log. ``known``: how many entries from its first key were

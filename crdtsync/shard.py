@@ -21,7 +21,7 @@ import pycrdt
 
 from . import updates
 from ._shard_durable import DIGEST_META as DIGEST_META  # (re-exported: the registry uses it)
-from ._shard_durable import _DurableState
+from ._shard_durable import LOCAL_RUN_MAX, _DurableState
 from ._shard_remote import _RemoteApply
 from .changes import Change, ChangeFeed, Subscription
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
@@ -118,6 +118,7 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         "_changes",
         "_backlog",
         "_agent",
+        "_local_run",
         "__weakref__",
     )
 
@@ -173,6 +174,7 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         self._sv_memo: tuple[int, dict[int, int]] = (-1, {})
         #: transactions that changed the doc (counted by its observer, whoever made them)
         self._changes = 0
+        self._local_run: list[bytes] = []  # this shard's own writes since the last capture
         self._closed = False
         self._deep_sub: Any = None
         self._listeners = 0
@@ -403,6 +405,8 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
         origin = self._origin
         if origin is not None:
             self._last_delta = update
+        elif len(run := self._local_run) < LOCAL_RUN_MAX:  # folded at capture (_shard_durable)
+            run.append(update)
         if self._feed.active:
             self._feed.publish(origin, self._agent if origin is None else self._author)
         if self._on_delta is not None:

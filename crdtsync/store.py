@@ -16,7 +16,9 @@ One data directory holds ``LOCK`` (an exclusive ``flock`` plus the owner's pid, 
 ``data.mdb``/``lock.mdb``. The environment has these named databases:
 
 ``log``
-    ``name + NUL + seq`` (``seq``: 8-byte big-endian) -> one update. A shard's log is one
+    ``name + NUL + seq`` (``seq``: 8-byte big-endian) -> one update (one transaction's, or a
+    run of the shard's own writes folded into one before their commit, :meth:`fold_tail
+    <crdtsync._store_compact._StoreCompact.fold_tail>`). A shard's log is one
     contiguous sorted key range, read in append order with one cursor walk that never touches
     another shard. No valid shard name contains NUL (see :mod:`crdtsync.names`), so the range
     of ``"a"`` (``a\\0...``) never overlaps ``"a/b"`` or ``"ab"``.
@@ -357,8 +359,9 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                     self._env.set_mapsize(new)
                 _log.info("grew the LMDB map of %s from %d to %d bytes", self._dir, size, new)
 
-    def commit(self) -> set[str]:
-        """Write every buffered entry in ONE write transaction (one fsync with ``sync=True``).
+    def commit(self, upto: int | None = None) -> set[str]:
+        """Write every buffered entry (``upto``: the first ``upto`` of them) in ONE write
+        transaction (one fsync with ``sync=True``).
 
         Returns the names of the shards touched (empty if nothing was buffered). Entries
         buffered while the commit runs wait for the next one. If the commit fails — e.g.
@@ -367,7 +370,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         with self._write_lock:
             self._check_open()
             with self._buf_lock:
-                batch = self._buf[:]
+                batch = self._buf[:upto]
             if not batch:
                 self._last_counts = {}
                 return set()

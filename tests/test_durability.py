@@ -40,9 +40,9 @@ def count_commits(store: Store) -> list[threading.Thread]:
     calls: list[threading.Thread] = []
     real = store.commit
 
-    def commit() -> set[str]:
+    def commit(upto: int | None = None) -> set[str]:
         calls.append(threading.current_thread())
-        return real()
+        return real(upto)
 
     store.commit = commit  # type: ignore[method-assign]
     return calls
@@ -223,10 +223,10 @@ async def test_commit_failure_reaches_every_flusher_and_the_task_survives(
     real = store.commit
     failures = [StoreError("injected failure")]
 
-    def flaky_commit() -> set[str]:
+    def flaky_commit(upto: int | None = None) -> set[str]:
         if failures:
             raise failures.pop()
-        return real()
+        return real(upto)
 
     store.commit = flaky_commit  # type: ignore[method-assign]
     store.append("a", b"1")
@@ -243,10 +243,10 @@ async def test_background_commit_failure_is_retried(store: Store) -> None:
     real = store.commit
     failures = [StoreError("injected failure")]
 
-    def flaky_commit() -> set[str]:
+    def flaky_commit(upto: int | None = None) -> set[str]:
         if failures:
             raise failures.pop()
-        return real()
+        return real(upto)
 
     store.commit = flaky_commit  # type: ignore[method-assign]
     store.append("a", b"1")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
 import pycrdt
@@ -43,6 +45,7 @@ __all__ = [
     "doc_delete_set",
     "merge_updates",
     "squash_local",
+    "squash_own",
     "state_vector",
 ]
 
@@ -177,26 +180,48 @@ def squash_local(doc: pycrdt.Doc[Any], deltas: Sequence[bytes]) -> bytes:
     """
     if len(deltas) < 2:
         return merge_updates(deltas)
+    squashed = squash_own(doc, deltas)
+    return merge_updates(deltas) if squashed is None else squashed
+
+
+def squash_own(
+    doc: pycrdt.Doc[Any], deltas: Sequence[bytes], max_deleting: int | None = None
+) -> bytes | None:
+    """:func:`squash_local`'s squash alone: one update equivalent to ``deltas``, or None when
+    it does not apply (a delta of another client, more than ``max_deleting`` deltas that
+    delete: their delete sets are merged by ``pycrdt.merge_updates``, whose cost grows with
+    them; or a result no smaller than the deltas).
+
+    ``deltas`` must be local writes of ``doc``, in the order made, and, for the result to hold
+    nothing more than they do, the latest of ``doc``'s own writes (a shard folds the log entries
+    of its own writes since its last group commit into one this way, see
+    :meth:`crdtsync.store.Store.fold_tail`).
+    """
+    deleting = list(compress(deltas, map(_LAST_BYTE, deltas)))
+    if max_deleting is not None and len(deleting) > max_deleting:
+        return None
     first = _own_first_clock(deltas, doc.client_id)
     if first is None:
-        return merge_updates(deltas)
+        return None
     state: bytes = doc.get_state()
     start = decode_state_vector(state)
     start[doc.client_id] = first
     full: bytes = doc.get_update(encode_state_vector(start))
     tail: bytes = doc.get_update(state)  # no structs, then the document's whole delete set
     if tail[:1] != b"\x00" or not full.endswith(tail[1:]):
-        return merge_updates(deltas)
+        return None
     # A delete set ends with a range's length (a varuint >= 1, minimally encoded: its last
     # byte is not 0); an empty one is the single byte 0. So the last byte tells which delete.
-    deleting = [d for d in deltas if d[-1]]
     if not deleting:
         window_ds = b"\x00"
     else:
         merged = merge_updates(deleting)
         window_ds = merged[_structs(merged, 0, _NO_LIMITS)[1] :]
     squashed = full[: len(full) - len(tail) + 1] + window_ds
-    return squashed if len(squashed) <= sum(map(len, deltas)) else merge_updates(deltas)
+    return squashed if len(squashed) <= sum(map(len, deltas)) else None
+
+
+_LAST_BYTE = itemgetter(-1)
 
 
 def _own_first_clock(deltas: Sequence[bytes], client: int) -> int | None:
@@ -206,6 +231,17 @@ def _own_first_clock(deltas: Sequence[bytes], client: int) -> int | None:
     own = bytearray(b"\x01\x01")  # one client, one struct: the usual local write
     encode_uint(own, client)
     prefix = bytes(own)
+    try:
+        usual = bool(deltas) and all(map(bytes.startswith, deltas, repeat(prefix)))
+    except TypeError:  # (a delta that is not bytes: the loop below reads it)
+        usual = False
+    if usual:
+        # The usual case, checked in C (a Python loop over a window's hundreds of writes was
+        # most of a writer's squash, issue 17's burst): one struct of ours in each delta.
+        try:
+            return read_uint(deltas[0], len(prefix), MAX_SAFE, "first clock")[0]
+        except Malformed:
+            return None
     first: int | None = None
     for d in deltas:
         if d[:1] == b"\x00":

@@ -39,10 +39,13 @@ def replay_trusted(snapshot: bytes | None, log: Iterable[bytes]) -> bytes:
 
     Only for what a shard's store holds: ``snapshot`` an earlier result of :func:`replay` and
     each log entry the update of one transaction of a doc that held the snapshot and the
-    entries before it (``TransactionEvent.update``). Each of them was validated before it was
-    stored, and a transaction's update holds only what that doc integrated (pycrdt leaves parts
-    it keeps pending out of it, and puts them in the transaction that integrates them), so
-    replayed in order every entry integrates completely. Only the snapshot may hold parts that
+    entries before it (``TransactionEvent.update``), or a run of that doc's own transactions
+    folded into one (:func:`crdtsync.yjs.doc.squash_own`: the doc's own encoding of their
+    structs, with their delete sets; see :meth:`crdtsync.store.Store.fold_tail`). Each of them
+    was validated before it was stored (or made here), and a transaction's update holds only
+    what that doc integrated (pycrdt leaves parts it keeps pending out of it, and puts them in
+    the transaction that integrates them), so replayed in order every entry integrates
+    completely. Only the snapshot may hold parts that
     never did (merged into it by an earlier :func:`replay`), so it alone is parsed, for the
     check at the end. The bytes are applied without validation: never pass anything that did
     not come out of the store with its checksum intact.
