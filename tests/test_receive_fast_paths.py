@@ -1,0 +1,60 @@
+"""The receive path's shortcuts for a lone received Push (issue 17/18, branch h-recv3) give
+exactly what the general code gives: the same message or the same refusal (close code and
+text), the same quota decisions and bucket levels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdtsync import _wire_decoders as dec
+from crdtsync import wire
+from crdtsync.errors import ProtocolError
+from crdtsync.messages import Push
+
+UPDATE = b"\x01\x01\x05\x00\x27\x01\x01m\x02k1\x01\x77\x0312\x00"
+
+#: A paced writer's Push, as the fields after the tag: the shape the fast path takes.
+PACED: tuple[Any, ...] = ("bench", (UPDATE,), None, 17, (), False, None, False, None, ("w",))
+
+#: Values of every kind msgpack hands the decoders (use_list=False), right and wrong.
+ODD: list[Any] = [
+    None, True, False, 0, 1, -1, 2**63, 1.5, "", "w", "bench", "a b", "x" * 300, b"", b"\x00",
+    UPDATE, (), (UPDATE,), (UPDATE, UPDATE), ("w",), (None,), ("w", "v"), ("bad name",), (b"x",),
+    ((),), (1,), (("w", "s", b"\x01", b"\x00", 1),),
+]
+
+
+def _outcome(fn: Any, fields: tuple[Any, ...]) -> Any:
+    try:
+        msg = fn(fields)
+    except ProtocolError as exc:
+        return ("refused", exc.code, str(exc))
+    assert isinstance(msg, Push)
+    return ("push", msg, msg.authors)  # (authors are not compared by ==)
+
+
+def test_the_paced_push_takes_the_fast_path_and_equals_the_general_decode() -> None:
+    assert _outcome(dec._push, PACED) == _outcome(dec._push_fields, PACED)
+    frame = wire.encode(Push(shard="bench", updates=(UPDATE,), seq=17, authors=("w",)))
+    msg = wire.decode(frame)
+    assert msg == Push(shard="bench", updates=(UPDATE,), seq=17) and msg.authors == ("w",)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 9), st.sampled_from(ODD)), min_size=0, max_size=3
+    ),
+    st.sampled_from([8, 9, 10, 11]),
+)
+@settings(max_examples=600, deadline=None)
+def test_any_change_of_the_paced_fields_gives_what_the_general_decode_gives(
+    changes: list[tuple[int, Any]], arity: int
+) -> None:
+    fields = list(PACED) + [None]
+    for i, v in changes:
+        fields[i] = v
+    f = tuple(fields[:arity])
+    assert _outcome(dec._push, f) == _outcome(dec._push_fields, f)
