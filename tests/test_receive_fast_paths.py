@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtsync import _wire_decoders as dec
+from crdtsync._quota_buckets import WorkBudget
 from crdtsync import wire
 from crdtsync.errors import ProtocolError
 from crdtsync.messages import Push
@@ -58,3 +59,55 @@ def test_any_change_of_the_paced_fields_gives_what_the_general_decode_gives(
         fields[i] = v
     f = tuple(fields[:arity])
     assert _outcome(dec._push, f) == _outcome(dec._push_fields, f)
+
+
+# -- quotas: the charge of an admitted update reuses the buckets short() refilled -----------
+
+
+class _PlainWork(WorkBudget):
+    """WorkBudget as it was: every call looks its buckets up and refills them."""
+
+    def short(self, peer: str, shard: str, now: float) -> str | None:
+        if self._peers.refill(peer, now).level <= 0.0:
+            return "work-per-peer"
+        if self._shards.refill(shard, now).level <= 0.0:
+            return "work-per-shard"
+        return None
+
+    def charge(self, peer: str, shard: str, work: int, now: float) -> None:
+        self._peers.refill(peer, now).level -= work
+        self._shards.refill(shard, now).level -= work
+
+
+def _state(w: WorkBudget) -> Any:
+    return [
+        [(k, b.level, b.stamp) for k, b in table._by_key.items()]
+        for table in (w._peers, w._shards)
+    ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["short", "charge"]),
+            st.sampled_from(["p", "q", "r"]),
+            st.sampled_from(["s", "t"]),
+            st.sampled_from([0.0, 0.0, 0.001, 0.5]),  # time step before the call
+            st.integers(0, 3_000_000),
+        ),
+        max_size=40,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_work_budget_decides_and_debits_as_before(calls: list[Any]) -> None:
+    kw = {"per_peer_burst": 2_000_000.0, "per_shard_burst": 2_000_000.0, "max_keys_tracked": 2}
+    new, old = WorkBudget(**kw), _PlainWork(**kw)
+    now = 0.0
+    for op, peer, shard, step, work in calls:
+        now += step
+        if op == "short":
+            assert new.short(peer, shard, now) == old.short(peer, shard, now)
+        else:
+            new.charge(peer, shard, work, now)
+            old.charge(peer, shard, work, now)
+        assert _state(new) == _state(old)
