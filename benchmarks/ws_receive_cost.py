@@ -191,6 +191,7 @@ class _Counts:
         from crdtsync.transports._ws_effects import _Effects
         from crdtsync.transports._ws_inline import InlineFrames
         from crdtsync.transports._ws_links import _LinkRunner
+
         from crdtsync.durability import GroupCommitter
         from crdtsync.gossip import GossipCore
 

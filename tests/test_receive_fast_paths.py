@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtsync import _wire_decoders as dec
-from crdtsync._quota_buckets import WorkBudget
 from crdtsync import wire
+from crdtsync._quota_buckets import WorkBudget
 from crdtsync.errors import ProtocolError
 from crdtsync.messages import Push
 
@@ -22,9 +22,33 @@ PACED: tuple[Any, ...] = ("bench", (UPDATE,), None, 17, (), False, None, False, 
 
 #: Values of every kind msgpack hands the decoders (use_list=False), right and wrong.
 ODD: list[Any] = [
-    None, True, False, 0, 1, -1, 2**63, 1.5, "", "w", "bench", "a b", "x" * 300, b"", b"\x00",
-    UPDATE, (), (UPDATE,), (UPDATE, UPDATE), ("w",), (None,), ("w", "v"), ("bad name",), (b"x",),
-    ((),), (1,), (("w", "s", b"\x01", b"\x00", 1),),
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**63,
+    1.5,
+    "",
+    "w",
+    "bench",
+    "a b",
+    "x" * 300,
+    b"",
+    b"\x00",
+    UPDATE,
+    (),
+    (UPDATE,),
+    (UPDATE, UPDATE),
+    ("w",),
+    (None,),
+    ("w", "v"),
+    ("bad name",),
+    (b"x",),
+    ((),),
+    (1,),
+    (("w", "s", b"\x01", b"\x00", 1),),
 ]
 
 
@@ -45,9 +69,7 @@ def test_the_paced_push_takes_the_fast_path_and_equals_the_general_decode() -> N
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 9), st.sampled_from(ODD)), min_size=0, max_size=3
-    ),
+    st.lists(st.tuples(st.integers(0, 9), st.sampled_from(ODD)), min_size=0, max_size=3),
     st.sampled_from([8, 9, 10, 11]),
 )
 @settings(max_examples=600, deadline=None)
@@ -81,8 +103,7 @@ class _PlainWork(WorkBudget):
 
 def _state(w: WorkBudget) -> Any:
     return [
-        [(k, b.level, b.stamp) for k, b in table._by_key.items()]
-        for table in (w._peers, w._shards)
+        [(k, b.level, b.stamp) for k, b in table._by_key.items()] for table in (w._peers, w._shards)
     ]
 
 
@@ -100,8 +121,7 @@ def _state(w: WorkBudget) -> Any:
 )
 @settings(max_examples=300, deadline=None)
 def test_work_budget_decides_and_debits_as_before(calls: list[Any]) -> None:
-    kw = {"per_peer_burst": 2_000_000.0, "per_shard_burst": 2_000_000.0, "max_keys_tracked": 2}
-    new, old = WorkBudget(**kw), _PlainWork(**kw)
+    new, old = WorkBudget(max_keys_tracked=2), _PlainWork(max_keys_tracked=2)
     now = 0.0
     for op, peer, shard, step, work in calls:
         now += step

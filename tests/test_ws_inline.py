@@ -42,7 +42,8 @@ class _Protocol:
         self.state = OPEN
         self.out: list[bytes] = []
         # (what the one-frame read path checks; _Base never starts it: its reads are empty)
-        self.side, self.current_size, self.extensions, self.debug = CLIENT, None, [], False
+        self.side, self.current_size, self.debug = CLIENT, None, False
+        self.extensions: list[Any] = []
         self.reader, self.parser = StreamReader(), None
         self.max_message_size = self.max_fragment_size = None
 
@@ -321,7 +322,9 @@ def _deliver(conn: Any, chunks: list[bytes], refuse: set[int]) -> list[Any]:
         frames = conn.recv_messages.frames
         while frames:
             f = frames.popleft()
-            out.append(("binary" if f.opcode is Opcode.BINARY else f.opcode.name, bytes(f.data), f.fin))
+            out.append(
+                ("binary" if f.opcode is Opcode.BINARY else f.opcode.name, bytes(f.data), f.fin)
+            )
     return [o[:2] if len(o) == 3 and o[0] == "binary" and o[2] else o for o in out]
 
 

@@ -154,6 +154,9 @@ _PROTOCOL_FIELDS = (
     "max_fragment_size",
 )
 
+#: websockets' unmasking (its C speedup when built), as its frame parser uses it.
+_apply_mask: Callable[[bytes, bytes], bytes] = websockets.frames.apply_mask  # type: ignore[attr-defined]
+
 #: The code of websockets' ``StreamReader.at_eof``: where its frame parser waits between frames.
 _AT_EOF = StreamReader.at_eof.__code__
 
@@ -209,6 +212,5 @@ def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
     else:
         return None
     if masked:
-        return websockets.frames.apply_mask(data[start + 4 :], data[start : start + 4])
+        return _apply_mask(data[start + 4 :], data[start : start + 4])
     return data[start:]
-
