@@ -420,3 +420,35 @@ def test_a_binary_frame_inside_a_fragmented_message_is_left_to_websockets() -> N
     conn.data_received(Frame(Opcode.BINARY, b"b").serialize(mask=False, extensions=[]))
     assert taken == [] and conn.parsed == 2  # websockets: "expected a continuation frame"
     assert conn.protocol.parser_exc is not None
+
+
+async def test_pushes_read_one_frame_at_a_time_skip_the_parser_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # b dials a: what a writes reaches b's client side unmasked, what b writes reaches a's
+    # server side masked; both are taken by the one-frame read when they arrive alone.
+    import crdtsync.transports._ws_inline as ws_inline
+    from websockets.protocol import SERVER
+
+    taken = {CLIENT: 0, SERVER: 0}
+    real = ws_inline._lone_binary_frame
+
+    def counted(protocol: Any, data: bytes) -> bytes | None:
+        payload = real(protocol, data)
+        if payload is not None:
+            taken[protocol.side] += 1
+        return payload
+
+    monkeypatch.setattr(ws_inline, "_lone_binary_frame", counted)
+    a, b = await _pair()
+    try:
+        for i in range(20):
+            a.put(f"a{i}", i)
+            b.put(f"b{i}", i)
+            await asyncio.sleep(0.005)
+        await _until(lambda: len(a.keys()) == 40 and len(b.keys()) == 40)
+        assert sorted(a.keys()) == sorted(b.keys())
+        assert taken[CLIENT] >= 5 and taken[SERVER] >= 5, taken
+    finally:
+        await a.transport.close()
+        await b.transport.close()
