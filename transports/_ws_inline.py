@@ -192,9 +192,9 @@ def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
         return None
     length, start = head & 0x7F, 2
     if length == 126:
-        length, start = int.from_bytes(data[2:4]), 4
+        length, start = int.from_bytes(data[2:4], "big"), 4
     elif length == 127:
-        length, start = int.from_bytes(data[2:10]), 10
+        length, start = int.from_bytes(data[2:10], "big"), 10
     end = start + 4 * masked + length
     if end != len(data):
         return None  # part of a frame, or more than one: websockets' parser
