@@ -72,16 +72,26 @@ def install(frame_type: Any) -> None:
         inner_send(self, data, fin)
 
     Protocol.send_binary = send_binary  # type: ignore[method-assign]
-    inner_data = Connection.data_received
+    from crdtsync.transports._ws_inline import InlineFrames
 
-    def data_received(self: Connection, data: bytes) -> None:
-        ev((_now(), "d0", len(data), 0))
-        try:
-            inner_data(self, data)
-        finally:
-            ev((_now(), "d1", 0, 0))
+    # crdtsync's connections enter at InlineFrames.data_received (a read of one binary frame
+    # does not reach websockets' own); the peers' clients at websockets'. Each read once.
+    for owner, skip_inline in ((Connection, True), (InlineFrames, False)):
+        inner_data = owner.data_received
 
-    Connection.data_received = data_received  # type: ignore[method-assign]
+        def data_received(
+            self: Connection, data: bytes, inner_data: Any = inner_data, skip: bool = skip_inline
+        ) -> None:
+            if skip and isinstance(self, InlineFrames):
+                inner_data(self, data)
+                return
+            ev((_now(), "d0", len(data), 0))
+            try:
+                inner_data(self, data)
+            finally:
+                ev((_now(), "d1", 0, 0))
+
+        owner.data_received = data_received  # type: ignore[method-assign]
     import selectors
 
     for cls_name in ("EpollSelector", "PollSelector", "SelectSelector"):

@@ -146,6 +146,17 @@ if TIMELINE_DIR:
     Connection.send = _tl_send  # type: ignore[method-assign]
     Connection.recv = _tl_recv  # type: ignore[method-assign]
     Connection.data_received = _tl_data  # type: ignore[method-assign]
+    # crdtsync's connections: a read of one binary frame does not reach websockets'
+    # data_received (transports/_ws_inline.py), so their own entry point is noted too.
+    from crdtsync.transports._ws_inline import InlineFrames
+
+    _tl_inline_inner = InlineFrames.data_received
+
+    def _tl_inline(self: Any, data: bytes) -> None:
+        TL_DATA[0] = time.time_ns()
+        _tl_inline_inner(self, data)
+
+    InlineFrames.data_received = _tl_inline  # type: ignore[method-assign]
 
 
 if os.environ.get("CRDTSYNC_BENCH_GCLOG"):  # each garbage collection's pause, for investigations

@@ -189,8 +189,8 @@ class _Counts:
         """Also time (thread CPU, inclusive) the steps of a receive: a diagnostic, it adds
         a clock read around each (``--segments``)."""
         from crdtsync.transports._ws_effects import _Effects
+        from crdtsync.transports._ws_inline import InlineFrames
         from crdtsync.transports._ws_links import _LinkRunner
-        from websockets.asyncio.connection import Connection
 
         from crdtsync.durability import GroupCommitter
         from crdtsync.gossip import GossipCore
@@ -211,7 +211,9 @@ class _Counts:
 
             setattr(owner, attr, wrapper)
 
-        timed(Connection, "data_received", "ns_ws_data_received")
+        # (crdtsync's connections' own entry point: a read of one binary frame does not
+        # reach websockets' data_received, transports/_ws_inline.py)
+        timed(InlineFrames, "data_received", "ns_ws_data_received")
         timed(_LinkRunner, "_handle", "ns_handle")
         timed(GossipCore, "receive", "ns_core_receive")
         timed(_Effects, "_pump", "ns_pump")

@@ -238,17 +238,39 @@ class WorkBudget:
     def __post_init__(self) -> None:
         self._peers = _Buckets(self.per_peer_rate, self.per_peer_burst, self.max_keys_tracked)
         self._shards = _Buckets(self.per_shard_rate, self.per_shard_burst, self.max_keys_tracked)
+        # The two buckets the last admitted short() refilled, with its (peer, shard, now): the
+        # charge of that update, which follows at the same time, debits them without
+        # looking them up and refilling them again (issue 17/18: 2 of the 8 bucket refills
+        # of a received Push; same levels, same LRU order).
+        self._admitted: tuple[str, str, float, _Bucket, _Bucket] | None = None
 
     def short(self, peer: str, shard: str, now: float) -> str | None:
         """None if ``peer`` and ``shard`` are both in credit now, else the quota that is not
         (``"work-per-peer"`` or ``"work-per-shard"``)."""
-        if self._peers.refill(peer, now).level <= 0.0:
+        self._admitted = None
+        mine = self._peers.refill(peer, now)
+        if mine.level <= 0.0:
             return "work-per-peer"
-        if self._shards.refill(shard, now).level <= 0.0:
+        theirs = self._shards.refill(shard, now)
+        if theirs.level <= 0.0:
             return "work-per-shard"
+        self._admitted = (peer, shard, now, mine, theirs)
         return None
 
     def charge(self, peer: str, shard: str, work: int, now: float) -> None:
         """Charge ``work`` units of an applied update to ``peer`` and ``shard``."""
+        admitted, self._admitted = self._admitted, None
+        if (
+            admitted is not None
+            and admitted[2] == now
+            and admitted[0] == peer
+            and admitted[1] == shard
+        ):
+            # Refilled at this very time by short(), and nothing was refilled since (short
+            # and charge bracket one update's apply): the same buckets, still the most
+            # recently used of their tables.
+            admitted[3].level -= work
+            admitted[4].level -= work
+            return
         self._peers.refill(peer, now).level -= work
         self._shards.refill(shard, now).level -= work

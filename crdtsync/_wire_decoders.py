@@ -199,6 +199,44 @@ def _relayed(v: object) -> tuple[RelayedAck, ...]:
 
 
 def _push(f: tuple[Any, ...]) -> Push:
+    # The shape of nearly every Push, checked in one step: one update, no ack, no relayed
+    # acks, no hint, no signature, one author. A paced receiver decodes one per update on
+    # cold caches, where each small checker and generator touched costs ~1-2 us (issue
+    # 17/18, benchmarks/README.md, h-recv3). Anything else, valid or not, goes through
+    # _push_fields, which gives the same Push or raises the error it raises.
+    if (
+        type(f) is tuple
+        and len(f) == 10
+        and f[2] is None
+        and f[4] == ()
+        and f[6] is None
+        and f[8] is None
+        and type(f[1]) is tuple
+        and len(f[1]) == 1
+        and type(f[1][0]) is bytes
+        and f[1][0]
+        and type(f[9]) is tuple
+        and len(f[9]) == 1
+        and (f[9][0] is None or is_valid_shard_name(f[9][0]))
+        and type(f[3]) is int
+        and 0 <= f[3] <= _MAX_INT
+        and type(f[5]) is bool
+        and type(f[7]) is bool
+        and is_valid_shard_name(f[0])
+    ):
+        return Push(
+            shard=f[0],
+            updates=f[1],
+            seq=f[3],
+            forward=f[5],
+            relay=f[7],
+            authors=f[9],
+        )
+    return _push_fields(f)
+
+
+def _push_fields(f: tuple[Any, ...]) -> Push:
+    """Every field of a Push checked one by one (the general case of :func:`_push`)."""
     authors: tuple[str | None, ...] = ()
     if type(f) is tuple and len(f) == 10:  # with authors, after a signature or nil
         signature = None if f[8] is None else _bytes(f[8], "signature", 1, MAX_SIGNATURE)

@@ -247,6 +247,8 @@ class QueryTable:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no query in flight)."""
+        if not self._queries:
+            return None
         times = [min(q.deadline, q.hedge_at) for q in self._queries.values()]
         return min(times) if times else None
 

@@ -351,6 +351,10 @@ class Sharding(_RemoteReads, _ShardingPlacement):
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work."""
+        if self.placement is None and self._next_reconcile is None and not self._reads_out:
+            # Only queries can have a timer (the core asks after every received Push: issue
+            # 17/18, h-recv3); the same value as below without building the list.
+            return self.queries.next_deadline()
         times = [t for t in (self.queries.next_deadline(), self._next_reconcile) if t is not None]
         if self._reads_out:  # read answers wait for the reply budget: try again next window
             times.append(self._now + max(self.core.config.push_interval, 0.01))

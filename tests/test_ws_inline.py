@@ -23,7 +23,8 @@ from crdtsync.transports._ws_links import _LinkRunner
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLOSING, OPEN
+from websockets.protocol import CLIENT, CLOSING, OPEN
+from websockets.streams import StreamReader
 
 from crdtsync.gossip import GossipConfig, GossipCore
 from crdtsync.gossip.guard import QuotaSet
@@ -40,6 +41,11 @@ class _Protocol:
     def __init__(self) -> None:
         self.state = OPEN
         self.out: list[bytes] = []
+        # (what the one-frame read path checks; _Base never starts it: its reads are empty)
+        self.side, self.current_size, self.debug = CLIENT, None, False
+        self.extensions: list[Any] = []
+        self.reader, self.parser = StreamReader(), None
+        self.max_message_size = self.max_fragment_size = None
 
     def send_binary(self, data: bytes) -> None:
         self.out.append(data)
@@ -258,6 +264,191 @@ async def test_fair_reading_still_holds_back_a_peer_over_its_share(
         assert b.core.quota_counters.get("quota.read-paced", 0) >= 1
         assert inline_counts["left"] >= 1  # handed to the reader, which waited
         assert sorted(b.keys()) == sorted(a.keys())
+    finally:
+        await a.transport.close()
+        await b.transport.close()
+
+
+# -- a read that holds exactly one binary frame: taken without websockets' parser ------------
+
+
+class _RealBase:
+    """websockets' asyncio ``Connection.data_received`` over a real sans-I/O protocol, with
+    its frame queue (what the one-frame path must agree with)."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.recv_messages = _Queue()
+        self.parsed = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.parsed += 1
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            self.process_event(event)
+
+    def process_event(self, event: Any) -> None:
+        if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            self.recv_messages.frames.append(event)
+
+
+class _RealConn(InlineFrames, _RealBase):
+    pass
+
+
+def _protocol(side: Any) -> Any:
+    from websockets.client import ClientProtocol
+    from websockets.server import ServerProtocol
+
+    return ClientProtocol(None, state=OPEN) if side is CLIENT else ServerProtocol(state=OPEN)  # type: ignore[arg-type]
+
+
+def _deliver(conn: Any, chunks: list[bytes], refuse: set[int]) -> list[Any]:
+    """Feed ``chunks``; what reached the application, in order: payloads the sink took, and
+    the queue's frames (drained after each read, as the reader would)."""
+    out: list[Any] = []
+    calls = [0]
+
+    def sink(data: bytes) -> bool:
+        calls[0] += 1
+        if calls[0] in refuse:
+            return False
+        out.append(("binary", data))
+        return True
+
+    for chunk in chunks:
+        conn.frame_sink = sink
+        conn.data_received(chunk)
+        frames = conn.recv_messages.frames
+        while frames:
+            f = frames.popleft()
+            out.append(
+                ("binary" if f.opcode is Opcode.BINARY else f.opcode.name, bytes(f.data), f.fin)
+            )
+    return [o[:2] if len(o) == 3 and o[0] == "binary" and o[2] else o for o in out]
+
+
+def _frames(rng: random.Random, masked: bool) -> list[bytes]:
+    """Serialized frames: binary most, text, fragmented, ping, pong; every size form."""
+    out: list[bytes] = []
+    for _ in range(rng.randrange(1, 6)):
+        kind = rng.random()
+        size = rng.choice([0, 1, 5, 125, 126, 127, 300, 70_000])
+        payload = bytes(rng.randrange(256) for _ in range(min(size, 64))) * (size // 64 + 1)
+        payload = payload[:size]
+        if kind < 0.6:
+            frame = Frame(Opcode.BINARY, payload)
+        elif kind < 0.7:
+            frame = Frame(Opcode.TEXT, payload.hex().encode()[:size])
+        elif kind < 0.8:  # a fragmented binary message
+            first = Frame(Opcode.BINARY, payload[:1], fin=False)
+            out.append(first.serialize(mask=masked, extensions=[]))
+            frame = Frame(Opcode.CONT, payload[1:])
+        elif kind < 0.9:
+            frame = Frame(Opcode.PING, payload[:100])
+        else:
+            frame = Frame(Opcode.PONG, payload[:100])
+        out.append(frame.serialize(mask=masked, extensions=[]))
+    return out
+
+
+@pytest.mark.parametrize("side", [CLIENT, "server"])
+def test_a_read_of_one_binary_frame_gives_what_websockets_parser_gives(side: Any) -> None:
+    from websockets.protocol import SERVER
+
+    side = CLIENT if side is CLIENT else SERVER
+    rng = random.Random(17)
+    fast_reads = 0
+    for case in range(300):
+        frames = _frames(rng, masked=side is SERVER)  # a client masks what it sends
+        stream = b"".join(frames)
+        if case % 2:  # one read per frame (a paced peer)
+            chunks = frames
+        else:  # reads cut anywhere: pieces of frames, several frames at once
+            k = min(len(stream) - 1, rng.randrange(0, 6))
+            cuts = sorted(rng.sample(range(1, len(stream)), k=k))
+            chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        refuse = {rng.randrange(1, 4)} if case % 3 == 0 else set()
+        fast, plain = _RealConn(_protocol(side)), _RealBase(_protocol(side))
+        got = _deliver(fast, chunks, refuse)
+        # the plain connection: every frame through websockets' queue, none refused
+        want = _deliver(plain, chunks, set())
+        assert got == want, case
+        assert fast.protocol.current_size == plain.protocol.current_size
+        assert fast.protocol.state is plain.protocol.state
+        fast_reads += len(chunks) - fast.parsed
+    assert fast_reads > 100  # (the one-frame path was taken: those reads skipped the parser)
+
+
+def test_a_read_that_is_not_one_whole_binary_frame_goes_to_websockets() -> None:
+    conn = _RealConn(_protocol(CLIENT))
+    taken: list[bytes] = []
+    sink = lambda data: taken.append(data) or True  # noqa: E731
+    frame = Frame(Opcode.BINARY, b"abcdef").serialize(mask=False, extensions=[])
+    conn.frame_sink = sink
+    conn.data_received(frame[:3])  # half a frame: websockets buffers it
+    assert conn.parsed == 1 and not taken
+    conn.data_received(frame[3:])  # the rest: not a frame start, websockets' parser
+    assert conn.parsed == 2 and taken == [b"abcdef"]
+    conn.data_received(frame)  # a whole frame after a boundary: no parser
+    assert conn.parsed == 2 and taken == [b"abcdef"] * 2
+    masked = Frame(Opcode.BINARY, b"x").serialize(mask=True, extensions=[])
+    conn.data_received(masked)  # a masked frame to a client: websockets refuses it
+    assert conn.parsed == 3 and conn.protocol.parser_exc is not None
+
+
+def test_a_payload_that_looks_like_a_frame_is_not_taken_for_one() -> None:
+    # An outer frame whose payload is itself a whole binary frame, read as its header, then
+    # its payload: the second read starts no frame (websockets waits for a payload).
+    inner = Frame(Opcode.BINARY, b"inner").serialize(mask=False, extensions=[])
+    outer = Frame(Opcode.BINARY, inner).serialize(mask=False, extensions=[])
+    conn = _RealConn(_protocol(CLIENT))
+    taken: list[bytes] = []
+    conn.frame_sink = lambda data: taken.append(data) or True
+    conn.data_received(outer[:2])
+    conn.data_received(outer[2:])
+    assert conn.parsed == 2 and taken == [inner]  # the outer frame's payload, whole
+
+
+def test_a_binary_frame_inside_a_fragmented_message_is_left_to_websockets() -> None:
+    conn = _RealConn(_protocol(CLIENT))
+    taken: list[bytes] = []
+    conn.frame_sink = lambda data: taken.append(data) or True
+    conn.data_received(Frame(Opcode.BINARY, b"a", fin=False).serialize(mask=False, extensions=[]))
+    assert conn.protocol.current_size == 1
+    conn.recv_messages.frames.clear()  # (the reader took the first fragment)
+    conn.data_received(Frame(Opcode.BINARY, b"b").serialize(mask=False, extensions=[]))
+    assert taken == [] and conn.parsed == 2  # websockets: "expected a continuation frame"
+    assert conn.protocol.parser_exc is not None
+
+
+async def test_pushes_read_one_frame_at_a_time_skip_the_parser_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # b dials a: what a writes reaches b's client side unmasked, what b writes reaches a's
+    # server side masked; both are taken by the one-frame read when they arrive alone.
+    import crdtsync.transports._ws_inline as ws_inline
+    from websockets.protocol import SERVER
+
+    taken = {CLIENT: 0, SERVER: 0}
+    real = ws_inline._lone_binary_frame
+
+    def counted(protocol: Any, data: bytes) -> bytes | None:
+        payload = real(protocol, data)
+        if payload is not None:
+            taken[protocol.side] += 1
+        return payload
+
+    monkeypatch.setattr(ws_inline, "_lone_binary_frame", counted)
+    a, b = await _pair()
+    try:
+        for i in range(20):
+            a.put(f"a{i}", i)
+            b.put(f"b{i}", i)
+            await asyncio.sleep(0.005)
+        await _until(lambda: len(a.keys()) == 40 and len(b.keys()) == 40)
+        assert sorted(a.keys()) == sorted(b.keys())
+        assert taken[CLIENT] >= 5 and taken[SERVER] >= 5, taken
     finally:
         await a.transport.close()
         await b.transport.close()

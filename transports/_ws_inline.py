@@ -23,6 +23,13 @@ The sink returns False to leave the frame to the queue (the reader then handles 
 before: e.g. when fair reading wants the peer to wait). Fragmented and text frames, control
 frames and the opening handshake always take websockets' own path.
 
+A socket read that holds exactly one whole binary frame (a paced peer's frame arrives alone)
+is offered to the sink before websockets parses it (:func:`_lone_binary_frame`, under the same
+conditions, and only while websockets' parser waits between frames with nothing buffered):
+its generator parser, the ``Frame`` and the event list were a tenth of such a receiver's CPU
+per update (issue 17/18, branch h-recv3). A read that is anything else, and a frame the sink
+leaves, go to websockets' ``data_received`` as before.
+
 Sending is the mirror image: each connection has a writer task that sends its queued frames in
 order with ``await send()``; a writer woke once per frame, and a writer agent sends one frame
 per peer and write (7 to 31 in the fanout benchmark). :meth:`InlineFrames.send_now` writes a
@@ -36,9 +43,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import websockets.frames
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
-from websockets.protocol import OPEN, Event
+from websockets.protocol import OPEN, SERVER, Event
+from websockets.streams import StreamReader
 
 __all__ = ["InlineClientConnection", "InlineFrames"]
 
@@ -62,8 +71,10 @@ class InlineFrames:
         as in websockets 14-17); if not, the transport never sets a sink nor sends at once,
         and every frame takes websockets' own path."""
         queue = getattr(getattr(connection, "recv_messages", None), "frames", None)
+        protocol = getattr(connection, "protocol", None)
         return (
             queue is not None
+            and all(hasattr(protocol, name) for name in _PROTOCOL_FIELDS)
             and hasattr(queue, "__len__")
             and all(
                 hasattr(connection, name)
@@ -93,6 +104,16 @@ class InlineFrames:
         return True
 
     def data_received(self, data: bytes) -> None:
+        sink = self.frame_sink
+        if sink is not None and not len(self.recv_messages.frames):  # type: ignore[attr-defined]
+            payload = _lone_binary_frame(self.protocol, data)  # type: ignore[attr-defined]
+            if payload is not None:
+                if sink(payload):
+                    return
+                # Left to the reader: websockets parses and queues it, as it would have
+                # (the sink is not offered it again).
+                super().data_received(data)  # type: ignore[misc]
+                return
         self._inline_left = 1
         try:
             super().data_received(data)  # type: ignore[misc]
@@ -118,3 +139,78 @@ class InlineFrames:
 
 class InlineClientConnection(InlineFrames, ClientConnection):
     """The client connection of an outbound dial (``connect(create_connection=...)``)."""
+
+
+#: What :func:`_lone_binary_frame` reads of websockets' ``Protocol`` (as in websockets 14-17).
+_PROTOCOL_FIELDS = (
+    "state",
+    "side",
+    "current_size",
+    "extensions",
+    "debug",
+    "reader",
+    "parser",
+    "max_message_size",
+    "max_fragment_size",
+)
+
+#: websockets' unmasking (its C speedup when built), as its frame parser uses it.
+_apply_mask: Callable[[bytes, bytes], bytes] = websockets.frames.apply_mask  # type: ignore[attr-defined]
+
+#: The code of websockets' ``StreamReader.at_eof``: where its frame parser waits between frames.
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
+    """The payload if ``data`` (the bytes of one socket read) is exactly one complete, final,
+    binary frame that websockets would take as it is, else None.
+
+    A paced peer's frame arrives alone in its own read; this takes it without websockets'
+    generator parser (``receive_data``: the frame's header read in steps through its
+    ``StreamReader``, a ``Frame``, the event list), a tenth of a paced receiver's CPU per
+    update (issue 17/18, benchmarks/README.md, h-recv3). Only when websockets' parser waits
+    between two frames with nothing buffered (so ``data`` starts a frame), the connection is
+    open with no fragmented message under way, no extension negotiated and debug logging
+    off, and the frame's header is one websockets accepts as it is (no reserved bit, masked
+    if and only if we are the server, within the size limits); anything else, valid or not,
+    is None: websockets' own path, unchanged.
+    """
+    if (
+        type(data) is not bytes
+        or len(data) < 2
+        or data[0] != 0x82  # FIN, no reserved bit, BINARY
+        or protocol.state is not OPEN  # type: ignore[attr-defined]
+        or protocol.current_size is not None  # type: ignore[attr-defined]
+        or protocol.extensions  # type: ignore[attr-defined]
+        or protocol.debug  # type: ignore[attr-defined]
+        or protocol.reader.buffer  # type: ignore[attr-defined]
+    ):
+        return None
+    masked = protocol.side is SERVER  # type: ignore[attr-defined]
+    head = data[1]
+    if bool(head & 0x80) is not masked:
+        return None
+    length, start = head & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, start = int.from_bytes(data[2:10], "big"), 10
+    end = start + 4 * masked + length
+    if end != len(data):
+        return None  # part of a frame, or more than one: websockets' parser
+    limit = protocol.max_message_size  # type: ignore[attr-defined]
+    fragment = protocol.max_fragment_size  # type: ignore[attr-defined]
+    if (limit is not None and length > limit) or (fragment is not None and length > fragment):
+        return None
+    parser = protocol.parser  # type: ignore[attr-defined]
+    for _ in range(4):  # (the client's and the server's parse wrap Protocol.parse)
+        parser = getattr(parser, "gi_yieldfrom", None)
+        if parser is None:
+            return None
+        if getattr(parser, "gi_code", None) is _AT_EOF:
+            break
+    else:
+        return None
+    if masked:
+        return _apply_mask(data[start + 4 :], data[start : start + 4])
+    return data[start:]
