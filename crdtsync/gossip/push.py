@@ -138,6 +138,9 @@ class Pushes(_PushReceive, _PushFanout):
 
         #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
         #: it in ours).
+        #: Rotating relay under the hub term: the hub a writer's batch that reached us after
+        #: our turn ended goes on to (None: passed on to everyone; relay.Relay.hand_on).
+        self.hand_on: Callable[[float], str | None] = lambda now: None
         self.on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None] = (
             lambda conn, shard, updates, now: None
         )
