@@ -4,7 +4,7 @@ Why (issue 17, Glomers at 20 % loss; benchmarks/README.md, "h-glom, hub term"). 
 one-window rotation, copy j of a write reaches an agent in relay j's broadcast, and relay j
 holds the write only once relay j - 1's broadcast reached it: copies come max(window, hop)
 apart, and a window shorter than the 100 ms hop gives no more copies by 450 ms. Here, while
-the network loses frames (``Context.lossy``), the turn lasts :data:`~._context.HUB_TERM`
+the network loses frames (``Context.lossy``), the turn lasts ``GossipConfig.hub_term``
 windows, and the relay (the *hub*) repeats in each broadcast what its last
 :data:`HUB_REPEATS` broadcasts brought (bytes, not messages: the frames go anyway). The hub
 holds every write from its push on, so copies come one window apart from the first broadcast
@@ -23,7 +23,6 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from . import _context
 from .overlay import RELAY, window_index
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ class _RelayHub:
         """Whether the hub term is on: the rotating relay, aligned windows, under loss."""
         ctx = self._ctx
         return (
-            _context.HUB_TERM > 1
+            ctx.config.hub_term > 1
             and ctx.lossy(now)
             and ctx.config.align_windows
             and ctx.config.push_interval > 0

@@ -180,7 +180,7 @@ class _RelayLoss:
         k = window_index(now, w)
         if conn.name in {self.relay_of(k - j, hub=False) for j in (0, 1, 2)}:
             return
-        hub = _context.HUB_TERM > 1
+        hub = ctx.config.hub_term > 1
         k = window_index(now, w * (_context.HUB_WINDOW if hub else _context.LOSSY_WINDOW))
         if conn.name in {self.relay_of(k - j, hub=hub) for j in (0, 1, 2)}:
             ctx.loss_seen_at = now

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _context, _yjs
+from . import _yjs
 from ._relay_hub import HUB_REPEATS, _RelayHub
 from ._relay_loss import (
     HINT_PATIENCE,
@@ -153,7 +153,9 @@ class Relay(_RelayLoss, _RelayHub):
             self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
-        self._time_broadcast(conn, now)  # lossless: the delay only (no round-trip sample)
+            self._time_broadcast(conn, now)
+        elif self._ctx.config.hub_term > 1:
+            self._time_broadcast(conn, now)  # the link's delay only, for the hub term
         # Our own batches this broadcast shows the relays have had: confirmed. One pushed to
         # this very relay that its broadcast does not cover was lost on the way (the relay
         # broadcasts at the end of the window our push went in, after it arrived): a NACK,
@@ -336,11 +338,11 @@ class Relay(_RelayLoss, _RelayHub):
 
     def relay_of(self, k: int, hub: bool | None = None) -> str | None:
         """The relay of window ``k``; under the hub term (``hub``, default: whether it is on
-        now) a turn lasts HUB_TERM windows (_relay_hub.py)."""
+        now) a turn lasts ``GossipConfig.hub_term`` windows (_relay_hub.py)."""
         if hub is None:
             hub = self.hub(self._ctx.now)
         if hub:
-            k //= _context.HUB_TERM
+            k //= self._ctx.config.hub_term
         conns = self._ctx.links
         gate = self._ctx.gate
         if gate is None:
