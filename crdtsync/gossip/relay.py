@@ -283,7 +283,7 @@ class Relay(_RelayLoss, _RelayHub):
         if aim is not None:
             lead = self.lead(now)
             due = aim * self._ctx.window(now) + (lead if lead is not None else 0.0)
-        if self._ctx.lossy(now) and deltas:
+        if (self._ctx.lossy(now) or self._ctx.config.hub_term > 1) and deltas:
             client = _first_client(deltas[0])
             if client is not None:
                 clock = _yjs.decode_state_vector(sv).get(client)
