@@ -9,8 +9,8 @@ windows, and the relay (the *hub*) repeats in each broadcast what its last
 :data:`HUB_REPEATS` broadcasts brought (bytes, not messages: the frames go anyway). The hub
 holds every write from its push on, so copies come one window apart from the first broadcast
 on, whatever the hop; the window (:data:`~._context.HUB_WINDOW`) is then chosen for the
-message budget alone. Writers aim their batch at a boundary: it leaves one link delay (from
-the measured round trips of the hub's broadcasts) plus :data:`HUB_MARGIN` before it, so it
+message budget alone. Writers aim their batch at a boundary: it leaves one link delay (the
+measured travel time of the relay broadcasts, ``LinkRepair.one_way``) plus :data:`HUB_MARGIN` before it, so it
 reaches the hub just before that boundary (``Context.flush_lead``, ``Context.aim``).
 
 A mixin of :class:`~crdtsync.gossip.relay.Relay`; its state is the ``Relay`` instance's.
