@@ -107,11 +107,7 @@ def test_a_lossy_mesh_with_the_hub_term_converges_and_writers_aim_at_the_hub() -
                 seen_aimed += 1
     assert seen_aimed > 0, "no writer ever aimed its batch at the hub's boundary"
     assert any(c._ctx.config.hub_term > 1 and c._p.relay.hub(net.now) for c in cores.values() if c)
-    # Every write reaches every agent, through 20 % loss on every link.
-    for a in names:
-        for b in names:
-            if a != b:
-                net.set_link(a, b, both=False, loss=0.0)
+    # Every write reaches every agent, with 20 % loss still on every link.
     net.run_until_converged(30)
     maps = {n: net.nodes[n].replicas.docs["s"].get("m", type=pycrdt.Map).to_py() for n in names}
     assert all(len(m) == 240 for m in maps.values())
