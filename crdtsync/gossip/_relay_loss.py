@@ -30,7 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from . import _context, _yjs
+from . import _context, _relay_hub, _yjs
 from .overlay import RELAY, window_index
 from .repair import sv_covers
 
@@ -94,12 +94,20 @@ class _RelayLoss:
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
-        def relay_of(self, k: int) -> str | None: ...
+        def relay_of(self, k: int, hub: bool | None = None) -> str | None: ...
+
+        def hub(self, now: float) -> bool: ...
 
     def _patience(self) -> float:
         """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
-        HINT_PATIENCE windows, and half a window for the broadcast that may show it covered."""
-        return (HINT_PATIENCE + 0.5) * self._ctx.window(self._ctx.now)
+        HINT_PATIENCE windows (HUB_PATIENCE under the hub term, whose broadcasts repeat the
+        last HUB_REPEATS windows' news), and half a window for the broadcast that may show it
+        covered."""
+        return (self.patience_windows(self._ctx.now) + 0.5) * self._ctx.window(self._ctx.now)
+
+    def patience_windows(self, now: float) -> float:
+        """How many windows a lack a hint showed waits for repeats before it is asked for."""
+        return _relay_hub.HUB_PATIENCE if self.hub(now) else HINT_PATIENCE
 
     def _silence(self) -> float:
         return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
@@ -170,10 +178,11 @@ class _RelayLoss:
         if w <= 0 or not ctx.config.align_windows or ctx.mode() != RELAY:
             return
         k = window_index(now, w)
-        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+        if conn.name in {self.relay_of(k - j, hub=False) for j in (0, 1, 2)}:
             return
-        k = window_index(now, w * _context.LOSSY_WINDOW)
-        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+        hub = ctx.config.hub_term > 1
+        k = window_index(now, w * (_context.HUB_WINDOW if hub else _context.LOSSY_WINDOW))
+        if conn.name in {self.relay_of(k - j, hub=hub) for j in (0, 1, 2)}:
             ctx.loss_seen_at = now
 
     def _time_broadcast(self, conn: Link, now: float) -> None:
@@ -186,8 +195,23 @@ class _RelayLoss:
         ctx = self._ctx
         if not ctx.config.align_windows or conn.name != self.relay_of(ctx.window_index(now) - 1):
             return
+        w = ctx.window(now)
         travel = now - ctx.window_start(now)
-        if 0 < travel < ctx.window(now):
+        if not 0 < travel < w:
+            return
+        prior = conn.repair.one_way
+        if prior is None:
+            timed = [c.repair.one_way for c in ctx.links.values() if c.repair.one_way is not None]
+            prior = sum(timed) / len(timed) if timed else None
+        if self.hub(now):
+            # The hub broadcasts at every boundary, and a window may be shorter than the hop:
+            # which boundary this one left at is read from the delay known so far.
+            if prior is None:
+                return
+            travel += max(0, round((prior - travel) / w)) * w
+        mine = conn.repair.one_way
+        conn.repair.one_way = travel if mine is None else 0.875 * mine + 0.125 * travel
+        if ctx.lossy(now):
             conn.repair.sample(2 * travel)
 
     def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
