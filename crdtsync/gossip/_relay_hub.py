@@ -19,6 +19,7 @@ Lossless, none of it runs: the turns and windows are the one-window rotation's.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from .overlay import RELAY, window_index
 
 if TYPE_CHECKING:
     from ._context import Context
+    from .links import Link
     from .push import Pushes
 
 __all__: list[str] = []
@@ -37,6 +39,16 @@ HUB_REPEATS = 4
 #: Under the hub term, a lack a hub's hint showed is asked for only if this many windows later
 #: a broadcast still shows it (the hub's repeats bring it first: HINT_PATIENCE otherwise).
 HUB_PATIENCE = 3.0
+
+#: The last broadcast of a hub's term goes this many times more to the new hub than a
+#: broadcast's usual second copy (``_RelayLoss.second_copy``; h-glom4).
+HUB_HANDOVER_COPIES = 1
+
+#: The push-to-confirmation bound (``_RelayHub.hub_confirmed``) stands in for a link's
+#: delay only once this many were seen: a confirmation by a later broadcast (the first one
+#: lost on the way to us, p = 0.2 at 20 % loss) is a window too long, and the smallest of
+#: three is too long with p = 0.008.
+HUB_RTT_SAMPLES = 3
 
 #: A writer's batch is aimed to reach the hub this long before the hub's boundary.
 HUB_MARGIN = 0.003
@@ -49,6 +61,10 @@ class _RelayHub:
     _pushes: Pushes
     #: (window index, shard -> deltas) of our last broadcasts as hub
     hub_sent: deque[tuple[int, dict[str, list[bytes]]]]
+    #: the smallest push-to-confirmation time of our batches under the hub term (s), and
+    #: how many were timed
+    hub_rtt: float
+    hub_rtt_n: int
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
@@ -76,14 +92,41 @@ class _RelayHub:
         hub = self.relay_of(k + 1)
         if hub is None or hub == ctx.name or self.relay_of(k) == ctx.name:
             return None
-        conn = ctx.links.get(hub)
-        one_way = conn.repair.one_way if conn is not None else None
-        if one_way is None:
-            timed = [c.repair.one_way for c in ctx.links.values() if c.repair.one_way is not None]
-            if not timed:
-                return None
-            one_way = sum(timed) / len(timed)
-        return one_way + HUB_MARGIN
+        one_way = self.one_way(ctx.links.get(hub))
+        return None if one_way is None else one_way + HUB_MARGIN
+
+    def one_way(self, conn: Link | None) -> float | None:
+        """The one-way delay to ``conn`` as best known: its relay broadcasts' travel time,
+        else the mean of the other links', else half a measured round trip (a repair
+        answered: ``LinkRepair.srtt``) of it or of the others; None if nothing was timed.
+
+        The round trip is the fallback for an agent that noticed the loss before any relay
+        broadcast reached it lossless: under the hub term a broadcast's travel time is
+        ambiguous modulo the window, and is resolved with this delay. Without it such an
+        agent never timed a link, never aimed its batches, and read every hub broadcast
+        that left before its batch arrived as a NACK: six pushes of a batch within a few
+        windows, then anti-entropy (1.9 s, h-glom4)."""
+        links = self._ctx.links.values()
+        if conn is not None and conn.repair.one_way is not None:
+            return conn.repair.one_way
+        timed = [c.repair.one_way for c in links if c.repair.one_way is not None]
+        if timed:
+            return sum(timed) / len(timed)
+        if conn is not None and conn.repair.srtt is not None:
+            return conn.repair.srtt / 2
+        rtts = [c.repair.srtt for c in links if c.repair.srtt is not None]
+        if rtts:
+            return sum(rtts) / len(rtts) / 2
+        return self.hub_rtt / 2 if self.hub_rtt_n >= HUB_RTT_SAMPLES else None
+
+    def hub_confirmed(self, sent_at: float, now: float) -> None:
+        """A hub's broadcast confirmed our batch pushed to it at ``sent_at``: a bound on the
+        round trip (push, the wait for the boundary, broadcast), kept as the smallest seen.
+        For a batch pushed at a boundary and confirmed by the first broadcast that could,
+        half of it resolves the broadcast's travel time to the right window (the last
+        fallback of :meth:`one_way`)."""
+        self.hub_rtt = min(self.hub_rtt, now - sent_at)
+        self.hub_rtt_n += 1
 
     def aimed(self, now: float, aim: int | None) -> int | None:
         """The boundary a batch leaving at ``now`` makes at the hub: ``aim`` for a flush

@@ -98,6 +98,8 @@ class _RelayLoss:
 
         def hub(self, now: float) -> bool: ...
 
+        def one_way(self, conn: Link | None) -> float | None: ...
+
     def _patience(self) -> float:
         """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
         HINT_PATIENCE windows (HUB_PATIENCE under the hub term, whose broadcasts repeat the
@@ -199,10 +201,7 @@ class _RelayLoss:
         travel = now - ctx.window_start(now)
         if not 0 < travel < w:
             return
-        prior = conn.repair.one_way
-        if prior is None:
-            timed = [c.repair.one_way for c in ctx.links.values() if c.repair.one_way is not None]
-            prior = sum(timed) / len(timed) if timed else None
+        prior = self.one_way(conn)
         if self.hub(now):
             # The hub broadcasts at every boundary, and a window may be shorter than the hop:
             # which boundary this one left at is read from the delay known so far.
@@ -331,7 +330,13 @@ class _RelayLoss:
         nexts = {self.relay_of(k + j) for j in range(SECOND_COPY)} - {None, self._ctx.name}
         if not nexts:
             return
+        # The last broadcast of a hub's term (hub term: the next window's relay is another
+        # agent) goes a third time to the new hub: it carries the old hub's last
+        # HUB_REPEATS windows (hub_replay), and a new hub that lost both copies repeats none
+        # of them, so the agents that lost that broadcast too waited for a repair (1.5-1.8 s,
+        # h-glom4). One frame per hand-over.
+        copies = 1 + (_relay_hub.HUB_HANDOVER_COPIES if self.hub(now) else 0)
         out = self._ctx.outbox
         for peer, msg in out[sent_from:]:
             if peer in nexts and isinstance(msg, Push):
-                out.append((peer, msg))
+                out.extend([(peer, msg)] * copies)

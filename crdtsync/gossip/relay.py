@@ -17,6 +17,7 @@ half reads in one module; its constants are re-exported here.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ class Relay(_RelayLoss, _RelayHub):
         self.recent: deque[tuple[float, str, tuple[bytes, ...]]] = deque()
         #: our last broadcasts as hub, repeated in the next ones (_relay_hub.py)
         self.hub_sent: deque[tuple[int, dict[str, list[bytes]]]] = deque()
+        self.hub_rtt = math.inf
+        self.hub_rtt_n = 0
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -166,9 +169,16 @@ class Relay(_RelayLoss, _RelayHub):
                 if u.shard != shard:
                     keep.append(u)
                 elif sv_covers(hint, u.state_vector):
+                    if u.relay == conn.name and u.attempts == 0 and self.hub(now):
+                        self.hub_confirmed(u.at, now)
                     continue
                 elif u.due is not None and now < u.due - 0.5 * self._ctx.window(now):
                     keep.append(u)  # an earlier broadcast of the hub: it left before ours came
+                elif u.due is None and self.hub(now) and self.one_way(conn) is None:
+                    # Hub term, no link timed yet: an earlier broadcast of the hub cannot be
+                    # told from a NACK (the window may be shorter than the hop). It waits for
+                    # a confirmation (which times the round trip) or relay_retry.
+                    keep.append(u)
                 elif u.relay == conn.name or self._lacks_own(u, hint, now):
                     self._ctx.loss_seen_at = now
                     self._push_again(u, now)

@@ -73,6 +73,10 @@ class Window:
             self._relay.dispatch_own(now, mode, broadcast, aim)
         if mode != RELAY and self._acks.own_acks:
             self._acks.spread_own(now)
+        # Under the hub term (GossipConfig.hub_term > 1), our ack riding on a batch to the
+        # relay counts as an ack sent: the next one goes alone only after ack_interval with
+        # no batch to ride on (benchmarks/README.md, "h-glom4"). Off: every frame as before.
+        hub_acks = mode == RELAY and self._ctx.config.hub_term > 1
         hints: dict[str, bytes | None] = {}
         rode: set[str] = set()  # shards whose own ack rode on our broadcast
         # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
@@ -120,6 +124,8 @@ class Window:
                             durable = (own.state_vector, own.delete_set)
                             if to_relay:  # which passes it on
                                 self._acks.own_acked_out[shard] = self._acks.own_acks.pop(shard)
+                                if hub_acks:  # an ack that rode counts as one sent
+                                    self._acks.last_own_ack_at = now
                             else:  # to everyone
                                 rode.add(shard)
                     self._pushes.push(
