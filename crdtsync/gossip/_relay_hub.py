@@ -50,6 +50,10 @@ HUB_HANDOVER_COPIES = 1
 #: three is too long with p = 0.008.
 HUB_RTT_SAMPLES = 3
 
+#: Under the hub term, a silence of the hub's broadcasts (``_RelayLoss.watch``) is asked
+#: about up to this many times, SILENT_WINDOWS apart, until a broadcast comes (h-glom4).
+HUB_SILENT_ASKS = 3
+
 #: A writer's batch is aimed to reach the hub this long before the hub's boundary.
 HUB_MARGIN = 0.003
 

@@ -117,6 +117,8 @@ class Relay(_RelayLoss, _RelayHub):
         self.later: dict[int, dict[str, list[bytes]]] = {}
         #: shard -> when a relay broadcast of it last came (under loss only; see watch)
         self.heard: dict[str, float] = {}
+        #: shard -> asks made in the silence under way (hub term; see watch)
+        self.silent_asks: dict[str, int] = {}
         #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
         #: next relays repeat it (under loss only; see on_hint and watch)
         self.lacking: dict[str, tuple[float, bytes, str]] = {}
@@ -156,6 +158,7 @@ class Relay(_RelayLoss, _RelayHub):
             self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
+            self.silent_asks.pop(shard, None)
             self._time_broadcast(conn, now)
         elif self._ctx.config.hub_term > 1:
             self._time_broadcast(conn, now)  # the link's delay only, for the hub term

@@ -73,10 +73,12 @@ class Window:
             self._relay.dispatch_own(now, mode, broadcast, aim)
         if mode != RELAY and self._acks.own_acks:
             self._acks.spread_own(now)
-        # Under the hub term (GossipConfig.hub_term > 1), our ack riding on a batch to the
-        # relay counts as an ack sent: the next one goes alone only after ack_interval with
-        # no batch to ride on (benchmarks/README.md, "h-glom4"). Off: every frame as before.
-        hub_acks = mode == RELAY and self._ctx.config.hub_term > 1
+        # Under the hub term (_relay_hub.py: on only under loss), our ack riding on a batch
+        # to the hub counts as an ack sent: the next one goes alone only after ack_interval
+        # with no batch to ride on. Before, a rider did not reset that clock, and an agent
+        # sent one alone each second as soon as ack_delay passed without a batch: 0.14
+        # messages per write in Glomers at 20 % loss (benchmarks/README.md, "h-glom4").
+        hub_acks = mode == RELAY and self._relay.hub(now)
         hints: dict[str, bytes | None] = {}
         rode: set[str] = set()  # shards whose own ack rode on our broadcast
         # Relay mode: others' acks (news) and ours travel like deltas: to the coming window's
