@@ -42,7 +42,7 @@ HUB_PATIENCE = 3.0
 
 #: The last broadcast of a hub's term goes this many times more to the new hub than a
 #: broadcast's usual second copy (``_RelayLoss.second_copy``; h-glom4).
-HUB_HANDOVER_COPIES = 1
+HUB_HANDOVER_COPIES = 2
 
 #: The push-to-confirmation bound (``_RelayHub.hub_confirmed``) stands in for a link's
 #: delay only once this many were seen: a confirmation by a later broadcast (the first one

@@ -56,6 +56,10 @@ __all__ = [
 #: A batch is pushed to a relay at most this many times; then anti-entropy.
 RELAY_ATTEMPTS = 6
 
+#: Hub term: a batch pushed again is echoed alone only once it was lost this many times more
+#: than the first (h-glom4 experiment).
+HUB_ECHO_AFTER = 1
+
 
 @dataclass(slots=True)
 class Sent:
@@ -261,7 +265,8 @@ class Relay(_RelayLoss, _RelayHub):
                     self.echo = own
                     # A batch pushed again (lost once already) is echoed even with no next
                     # batch to ride with: a message of its own, for these batches only.
-                    if any(attempts.get(s, 0) >= 1 for s in own):
+                    lost = 1 + (HUB_ECHO_AFTER if self.hub(now) else 0)
+                    if any(attempts.get(s, 0) >= lost for s in own):
                         self.echo_due = True
                         self._ctx.schedule_flush(now)
                 return
