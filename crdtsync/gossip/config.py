@@ -52,9 +52,10 @@ class GossipConfig:
     #: are lost, the relay of the moment repeats its last broadcasts in its next ones, writers
     #: aim their batches at its boundary by the measured link delay, and the window is
     #: ``HUB_WINDOW`` x push_interval (may be shorter than a hop). Measured in Glomers at 20 %
-    #: loss (benchmarks/README.md, "sixth pass ... hub term"): at ~4 messages per write a
-    #: median of 450-468 ms (the rotation: 445-475 ms at 3.7-3.8), below 450 only at 4.07+;
-    #: the issue's row is not met either way, so it is not on by default.
+    #: loss (benchmarks/README.md, "sixth pass ... hub term" and "h-glom4"): with h-glom4's
+    #: changes, 3.80-3.98 messages per write and a median of 426-454 ms over seeds 1-10 (the
+    #: rotation: 445-485 ms at 3.7-3.8), but a max over 1,500 ms on 4 of those 10 seeds (the
+    #: rotation: 1,198-1,390 ms), so it is not on by default.
     hub_term: int = 1
     #: Relay broadcasts carry the relay's state vector (Push.hint) when it is at most this
     #: long, so that a receiver that missed an earlier broadcast notices it at the next one
