@@ -163,7 +163,7 @@ def test_one_way_falls_back_to_round_trips_and_to_confirmed_batches() -> None:
     hub = ctx.links[names[1]]
     assert relay.one_way(hub) is None and relay.lead(net.now) is None
     # Confirmed batches bound the round trip; the smallest of HUB_RTT_SAMPLES stands in.
-    for i, rtt in enumerate([0.38, 0.29, 0.2][:HUB_RTT_SAMPLES]):
+    for rtt in [0.38, 0.29, 0.2][:HUB_RTT_SAMPLES]:
         assert relay.one_way(hub) is None, "fewer than HUB_RTT_SAMPLES: not trusted"
         relay.hub_confirmed(net.now - rtt, net.now)
     assert relay.one_way(hub) == pytest.approx(0.1)

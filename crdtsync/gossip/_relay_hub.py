@@ -19,7 +19,6 @@ Lossless, none of it runs: the turns and windows are the one-window rotation's.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import TYPE_CHECKING
 
