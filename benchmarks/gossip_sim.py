@@ -313,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--relay-max", type=int, default=None, help="largest rotating-relay mesh (0: tree only)"
     )
+    p.add_argument(
+        "--hub-term",
+        type=int,
+        default=None,
+        help="GossipConfig.hub_term: windows per relay turn under loss (1: one)",
+    )
     p.add_argument("--no-align", action="store_true", help="flush windows not aligned to the clock")
     p.add_argument("--skip-lossy", action="store_true")
     args = p.parse_args(argv)
@@ -329,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["full_mesh_max"] = args.full_mesh_max
     if args.relay_max is not None:
         overrides["relay_max"] = args.relay_max
+    if args.hub_term is not None:
+        overrides["hub_term"] = args.hub_term
     if args.no_align:
         overrides["align_windows"] = False
     config = replace(config, **overrides)
@@ -360,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     "anti_entropy_interval",
                     "ack_interval",
                     "repair_timeout",
+                    "hub_term",
                 )
             },
         },

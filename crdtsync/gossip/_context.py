@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .links import Link
     from .policy import ReplicationPolicy
 
-__all__ = ["LOSSY_WINDOW", "LOSS_MEMORY", "Context"]
+__all__ = ["HUB_WINDOW", "LOSSY_WINDOW", "LOSS_MEMORY", "Context"]
 
 #: Seconds a noticed loss keeps the rotating relay's redundancy on (see relay.py).
 LOSS_MEMORY = 10.0
@@ -42,6 +42,17 @@ LOSS_MEMORY = 10.0
 #: writer's batch must reach the relay before the relay's boundary); lossless, the full
 #: window batches more writes per broadcast. See benchmarks/README.md, "third pass".
 LOSSY_WINDOW = 105 / 130
+
+# The relay's term under loss (GossipConfig.hub_term, the "hub term", see _relay_hub.py).
+# Under loss one agent relays hub_term windows in a row instead of one, and repeats what it
+# broadcast in its next broadcasts: copies of a write reach every agent a window apart from
+# the first broadcast on, without waiting for the next relay to hold it (a hop, 100 ms), so
+# the window may be shorter than the hop.
+#: Under loss with ``hub_term`` > 1, the window is this share of ``push_interval`` (0.092 s
+#: for the WAN default 0.13 s). h-glom4: with acks riding on batches and fewer lone echoes,
+#: 92 ms costs 3.80-3.98 messages per write in Glomers at 20 % loss (seeds 1-10) with every
+#: median at 426-454 ms (96 ms before h-glom4: ~4.0 and 450-468; benchmarks/README.md).
+HUB_WINDOW = 92 / 130
 
 
 class Context:
@@ -88,6 +99,13 @@ class Context:
         #: while they stream in, anti-entropy rounds over broadcast links may be skipped
         #: (AntiEntropy.pushes_suffice).
         self.broadcast_in_at = -math.inf
+        #: Rotating relay under loss with a hub term (see _relay_hub.py): how long before a
+        #: window boundary our own batch should leave so that it reaches that boundary's
+        #: relay just before the boundary (the relay's ``lead``); None: at the boundary.
+        self.flush_lead: Callable[[float], float | None] = lambda now: None
+        #: The boundary (window index) the scheduled flush aims a batch at, when it was
+        #: scheduled ahead of it by ``flush_lead``; None: an ordinary boundary flush.
+        self.aim: int | None = None
         #: Told, with the shard's name, when a peer asks for our ack of a shard it waits on
         #: (a WANT_ACK Push, on a link or broadcast; see acks.py): the agent commits what it
         #: holds of the shard now, since an ack covers only what is on disk. Set by whoever
@@ -125,18 +143,38 @@ class Context:
             return self.config.tree_push_interval
         if now - self.loss_seen_at < LOSS_MEMORY and self.config.align_windows and w > 0:
             if self.mode() == RELAY:
-                return w * LOSSY_WINDOW
+                return w * (HUB_WINDOW if self.config.hub_term > 1 else LOSSY_WINDOW)
         return w
 
     def schedule_flush(self, now: float) -> None:
-        """Ask for a flush at the end of the current batching window."""
+        """Ask for a flush at the end of the current batching window (or, for our own batch
+        under the hub term, ahead of a boundary by ``flush_lead``: see _relay_hub.py)."""
+        lead = None
+        if self.config.hub_term > 1 and self.loss_seen_at > -math.inf and self.config.align_windows:
+            lead = self.flush_lead(now)
         if self.flush_at is not None:
+            if lead is not None:
+                # A flush already due after the aimed time would make our batch miss the
+                # boundary: aimed instead (an earlier one makes it anyway).
+                w = self.window(now)
+                m = math.floor((now + lead) / w) + 1
+                at = max(now, m * w - lead)
+                if at < self.flush_at:
+                    self.flush_at, self.aim = at, m
             return
         w = self.window(now)
         if w <= 0:
             self.flush_at = now
         elif self.config.align_windows:
-            self.flush_at = (self.window_index(now) + 1) * w
+            if lead is None:
+                self.flush_at = (self.window_index(now) + 1) * w
+                self.aim = None
+            else:
+                # Ahead of the boundary by the lead, so the batch reaches that boundary's
+                # relay just before it broadcasts (_relay_hub.py).
+                m = math.floor((now + lead) / w) + 1
+                self.flush_at = max(now, m * w - lead)
+                self.aim = m
         else:
             self.flush_at = now + w
 

@@ -65,6 +65,7 @@ class _PushReceive:
     _repairs: Repairs
     on_hint: Callable[[Link, str, bytes, float], None]
     on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None]
+    hand_on: Callable[[float], str | None]
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
@@ -153,7 +154,16 @@ class _PushReceive:
                 # relays repeat in theirs what a broadcast brought them that was news (news
                 # only: a delta is repeated once per relay that lacked it, never in a loop).
                 self.on_relay_news(conn, msg.shard, tuple(news), now)
-            if msg.relay:
+            hub = self.hand_on(now) if msg.relay else None
+            if hub is not None:
+                # Our hub term ended before this batch came: the hub passes it on (one frame
+                # instead of a broadcast of our own outside the turns; _relay_hub.py).
+                other = self._ctx.links.get(hub)
+                if other is not None and not other.closing and other is not conn:
+                    for i, u in enumerate(msg.updates):
+                        self.enqueue(other, msg.shard, u, msg.author(i))
+                    other.push.relay_shards.add(msg.shard)
+            elif msg.relay:
                 for other in self._ctx.links.values():
                     if (
                         other is not conn

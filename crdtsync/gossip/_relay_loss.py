@@ -30,7 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
-from . import _context, _yjs
+from . import _context, _relay_hub, _yjs
 from .overlay import RELAY, window_index
 from .repair import sv_covers
 
@@ -89,17 +89,28 @@ class _RelayLoss:
     own_bytes: int
     later: dict[int, dict[str, list[bytes]]]
     heard: dict[str, float]
+    silent_asks: dict[str, int]
     lacking: dict[str, tuple[float, bytes, str]]
     recent: deque[tuple[float, str, tuple[bytes, ...]]]
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
-        def relay_of(self, k: int) -> str | None: ...
+        def relay_of(self, k: int, hub: bool | None = None) -> str | None: ...
+
+        def hub(self, now: float) -> bool: ...
+
+        def one_way(self, conn: Link | None) -> float | None: ...
 
     def _patience(self) -> float:
         """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
-        HINT_PATIENCE windows, and half a window for the broadcast that may show it covered."""
-        return (HINT_PATIENCE + 0.5) * self._ctx.window(self._ctx.now)
+        HINT_PATIENCE windows (HUB_PATIENCE under the hub term, whose broadcasts repeat the
+        last HUB_REPEATS windows' news), and half a window for the broadcast that may show it
+        covered."""
+        return (self.patience_windows(self._ctx.now) + 0.5) * self._ctx.window(self._ctx.now)
+
+    def patience_windows(self, now: float) -> float:
+        """How many windows a lack a hint showed waits for repeats before it is asked for."""
+        return _relay_hub.HUB_PATIENCE if self.hub(now) else HINT_PATIENCE
 
     def _silence(self) -> float:
         return SILENT_WINDOWS * self._ctx.window(self._ctx.now)
@@ -137,9 +148,21 @@ class _RelayLoss:
         conn = self._ctx.links.get(target) if target is not None else None
         if conn is None or conn.closing:
             return
+        hub = self.hub(now)
         for shard in due:
             if not self._repairs.asking(shard):
                 self._ask(conn, shard, now, None)
+            if hub:
+                # Hub term: the silence is watched again (HUB_SILENT_ASKS asks in all, until
+                # a broadcast comes). One hub sends every broadcast, so a run of them lost on
+                # one link (six in a row, about once in three runs of Glomers) cut that agent
+                # off after its one ask was answered: 0.8 s more, then a hint (h-glom4).
+                n = self.silent_asks.get(shard, 0) + 1
+                if n < _relay_hub.HUB_SILENT_ASKS:
+                    self.silent_asks[shard] = n
+                    self.heard[shard] = now
+                else:
+                    self.silent_asks.pop(shard, None)
 
     def _ask_lacking(self, now: float) -> None:
         """Ask for the lacks no later broadcast showed covered in time (see on_hint): no
@@ -170,10 +193,11 @@ class _RelayLoss:
         if w <= 0 or not ctx.config.align_windows or ctx.mode() != RELAY:
             return
         k = window_index(now, w)
-        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+        if conn.name in {self.relay_of(k - j, hub=False) for j in (0, 1, 2)}:
             return
-        k = window_index(now, w * _context.LOSSY_WINDOW)
-        if conn.name in {self.relay_of(k - j) for j in (0, 1, 2)}:
+        hub = ctx.config.hub_term > 1
+        k = window_index(now, w * (_context.HUB_WINDOW if hub else _context.LOSSY_WINDOW))
+        if conn.name in {self.relay_of(k - j, hub=hub) for j in (0, 1, 2)}:
             ctx.loss_seen_at = now
 
     def _time_broadcast(self, conn: Link, now: float) -> None:
@@ -186,8 +210,20 @@ class _RelayLoss:
         ctx = self._ctx
         if not ctx.config.align_windows or conn.name != self.relay_of(ctx.window_index(now) - 1):
             return
+        w = ctx.window(now)
         travel = now - ctx.window_start(now)
-        if 0 < travel < ctx.window(now):
+        if not 0 < travel < w:
+            return
+        prior = self.one_way(conn)
+        if self.hub(now):
+            # The hub broadcasts at every boundary, and a window may be shorter than the hop:
+            # which boundary this one left at is read from the delay known so far.
+            if prior is None:
+                return
+            travel += max(0, round((prior - travel) / w)) * w
+        mine = conn.repair.one_way
+        conn.repair.one_way = travel if mine is None else 0.875 * mine + 0.125 * travel
+        if ctx.lossy(now):
             conn.repair.sample(2 * travel)
 
     def _lacks_own(self, u: Sent, hint: bytes, now: float) -> bool:
@@ -307,7 +343,13 @@ class _RelayLoss:
         nexts = {self.relay_of(k + j) for j in range(SECOND_COPY)} - {None, self._ctx.name}
         if not nexts:
             return
+        # The last broadcast of a hub's term (hub term: the next window's relay is another
+        # agent) goes a third time to the new hub: it carries the old hub's last
+        # HUB_REPEATS windows (hub_replay), and a new hub that lost both copies repeats none
+        # of them, so the agents that lost that broadcast too waited for a repair (1.5-1.8 s,
+        # h-glom4). One frame per hand-over.
+        copies = 1 + (_relay_hub.HUB_HANDOVER_COPIES if self.hub(now) else 0)
         out = self._ctx.outbox
         for peer, msg in out[sent_from:]:
             if peer in nexts and isinstance(msg, Push):
-                out.append((peer, msg))
+                out.extend([(peer, msg)] * copies)

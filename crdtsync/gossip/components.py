@@ -76,6 +76,8 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)
     pushes.on_hint = relay.on_hint
     pushes.on_relay_news = relay.on_broadcast
+    ctx.flush_lead = relay.lead
+    pushes.hand_on = relay.hand_on
     window = Window(
         ctx, members=members, pushes=pushes, relay=relay, acks=acks, replies=replies, ae=ae
     )

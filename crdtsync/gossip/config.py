@@ -47,6 +47,16 @@ class GossipConfig:
     #: broadcast covering it came back within this long: above two windows plus one link
     #: latency (0.22 + 0.1 s for the WAN defaults), the time the round trip takes.
     relay_retry: float = 0.45
+    #: Rotating relay under loss: windows one relay keeps its turn for (the *hub term*,
+    #: gossip/_relay_hub.py). 1 (the default): one window per turn. Above 1, while frames
+    #: are lost, the relay of the moment repeats its last broadcasts in its next ones, writers
+    #: aim their batches at its boundary by the measured link delay, and the window is
+    #: ``HUB_WINDOW`` x push_interval (may be shorter than a hop). Measured in Glomers at 20 %
+    #: loss (benchmarks/README.md, "sixth pass ... hub term" and "h-glom4"): with h-glom4's
+    #: changes, 3.80-3.98 messages per write and a median of 426-454 ms over seeds 1-10 (the
+    #: rotation: 445-485 ms at 3.7-3.8), but a max over 1,500 ms on 4 of those 10 seeds (the
+    #: rotation: 1,198-1,390 ms), so it is not on by default.
+    hub_term: int = 1
     #: Relay broadcasts carry the relay's state vector (Push.hint) when it is at most this
     #: long, so that a receiver that missed an earlier broadcast notices it at the next one
     #: (the connection-level sequence numbers would only show it at that relay's next turn).
@@ -179,6 +189,8 @@ class GossipConfig:
             raise UsageError("tree_push_interval must be >= 0")
         if self.max_dialing < 0:
             raise UsageError("max_dialing must be >= 0")
+        if self.hub_term < 1:
+            raise UsageError("hub_term must be >= 1")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
             raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
         if self.overlay_shape not in ("tree", "ring", "grid"):

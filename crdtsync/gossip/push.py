@@ -136,6 +136,9 @@ class Pushes(_PushReceive, _PushFanout):
         lan = cfg.send_when_idle and not cfg.align_windows
         self.coalescer = Coalescer(cfg.push_interval if lan else 0.0)
 
+        #: Rotating relay under the hub term: the hub a writer's batch that reached us after
+        #: our turn ended goes on to (None: passed on to everyone; relay.Relay.hand_on).
+        self.hand_on: Callable[[float], str | None] = lambda now: None
         #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
         #: it in ours).
         self.on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None] = (

@@ -17,12 +17,14 @@ half reads in one module; its constants are re-exported here.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import _yjs
+from ._relay_hub import HUB_REPEATS, _RelayHub
 from ._relay_loss import (
     HINT_PATIENCE,
     REPEATS,
@@ -41,10 +43,22 @@ if TYPE_CHECKING:
     from .push import Pushes
     from .repair import Repairs
 
-__all__ = ["RELAY_ATTEMPTS", "REPEATS", "SECOND_COPY", "SILENT_WINDOWS", "Relay", "Sent"]
+__all__ = [
+    "HUB_REPEATS",
+    "RELAY_ATTEMPTS",
+    "REPEATS",
+    "SECOND_COPY",
+    "SILENT_WINDOWS",
+    "Relay",
+    "Sent",
+]
 
 #: A batch is pushed to a relay at most this many times; then anti-entropy.
 RELAY_ATTEMPTS = 6
+
+#: Hub term: a batch pushed again is echoed alone only once it was lost this many times more
+#: than the first (h-glom4 experiment).
+HUB_ECHO_AFTER = 1
 
 
 @dataclass(slots=True)
@@ -60,9 +74,12 @@ class Sent:
     #: (our Yjs client id, our clock after the batch), read from the batch: a later relay's
     #: hint below that clock lacks the batch itself (see Relay.on_hint); None if unknown
     own: tuple[int, int] | None = None
+    #: hub term (_relay_hub.py): when the broadcast of the boundary it was aimed at comes
+    #: back; an earlier broadcast of the same hub is no sign of a loss. None: not aimed.
+    due: float | None = None
 
 
-class Relay(_RelayLoss):
+class Relay(_RelayLoss, _RelayHub):
     """Our side of the rotating relay (see the module docstring).
 
     Args:
@@ -104,12 +121,18 @@ class Relay(_RelayLoss):
         self.later: dict[int, dict[str, list[bytes]]] = {}
         #: shard -> when a relay broadcast of it last came (under loss only; see watch)
         self.heard: dict[str, float] = {}
+        #: shard -> asks made in the silence under way (hub term; see watch)
+        self.silent_asks: dict[str, int] = {}
         #: shard -> (when, hint, its relay): a broadcast's hint showed we lack something; the
         #: next relays repeat it (under loss only; see on_hint and watch)
         self.lacking: dict[str, tuple[float, bytes, str]] = {}
         #: (when, shard, news) of the last broadcasts before a loss was noticed: repeated
         #: once when it is (see on_broadcast)
         self.recent: deque[tuple[float, str, tuple[bytes, ...]]] = deque()
+        #: our last broadcasts as hub, repeated in the next ones (_relay_hub.py)
+        self.hub_sent: deque[tuple[int, dict[str, list[bytes]]]] = deque()
+        self.hub_rtt = math.inf
+        self.hub_rtt_n = 0
 
     def local(self, shard: str, delta: bytes, now: float) -> None:
         """A delta made here: it waits for the boundary (beyond max_queue_bytes, all is dropped
@@ -139,7 +162,10 @@ class Relay(_RelayLoss):
             self.adopt_loss(conn, now)
         if self._ctx.lossy(now):
             self.heard[shard] = now
+            self.silent_asks.pop(shard, None)
             self._time_broadcast(conn, now)
+        elif self._ctx.config.hub_term > 1:
+            self._time_broadcast(conn, now)  # the link's delay only, for the hub term
         # Our own batches this broadcast shows the relays have had: confirmed. One pushed to
         # this very relay that its broadcast does not cover was lost on the way (the relay
         # broadcasts at the end of the window our push went in, after it arrived): a NACK,
@@ -150,7 +176,16 @@ class Relay(_RelayLoss):
                 if u.shard != shard:
                     keep.append(u)
                 elif sv_covers(hint, u.state_vector):
+                    if u.relay == conn.name and u.attempts == 0 and self.hub(now):
+                        self.hub_confirmed(u.at, now)
                     continue
+                elif u.due is not None and now < u.due - 0.5 * self._ctx.window(now):
+                    keep.append(u)  # an earlier broadcast of the hub: it left before ours came
+                elif u.due is None and self.hub(now) and self.one_way(conn) is None:
+                    # Hub term, no link timed yet: an earlier broadcast of the hub cannot be
+                    # told from a NACK (the window may be shorter than the hop). It waits for
+                    # a confirmation (which times the round trip) or relay_retry.
+                    keep.append(u)
                 elif u.relay == conn.name or self._lacks_own(u, hint, now):
                     self._ctx.loss_seen_at = now
                     self._push_again(u, now)
@@ -177,13 +212,13 @@ class Relay(_RelayLoss):
                 if lack is None:
                     self.lacking[shard] = (now, hint, conn.name)
                     return
-                if now - lack[0] < HINT_PATIENCE * self._ctx.window(now) * 0.9:
+                if now - lack[0] < self.patience_windows(now) * self._ctx.window(now) * 0.9:
                     return
                 del self.lacking[shard]
                 hint = lack[1]
             self._ask(conn, shard, now, hint)
 
-    def dispatch_own(self, now: float, mode: str, broadcast: bool) -> None:
+    def dispatch_own(self, now: float, mode: str, broadcast: bool, aim: int | None = None) -> None:
         """Send our own deltas of the window that just ended (rotating relay, see _flush).
 
         Against loss (while the network loses frames), the batch pushed to a window's relay
@@ -198,7 +233,8 @@ class Relay(_RelayLoss):
         echo_due, self.echo_due = self.echo_due, False
         if mode == RELAY and not broadcast:
             k = self._ctx.window_index(now)
-            target = self.relay_of(k)
+            aimed = self.aimed(now, aim)
+            target = self.target(now, aim)
             if self.later:
                 for t in [t for t in self.later if t <= k]:
                     repeat = self.later.pop(t)
@@ -220,7 +256,7 @@ class Relay(_RelayLoss):
                     for d in deltas:
                         self._pushes.enqueue(relay, shard, d, self._ctx.name)
                     relay.push.relay_shards.add(shard)
-                    self._remember(now, shard, deltas, attempts.get(shard, 0), relay.name)
+                    self._remember(now, shard, deltas, attempts.get(shard, 0), relay.name, aimed)
                 for shard, deltas in echo.items() if own or echo_due else ():
                     for d in deltas:
                         self._pushes.enqueue(relay, shard, d)
@@ -229,7 +265,8 @@ class Relay(_RelayLoss):
                     self.echo = own
                     # A batch pushed again (lost once already) is echoed even with no next
                     # batch to ride with: a message of its own, for these batches only.
-                    if any(attempts.get(s, 0) >= 1 for s in own):
+                    lost = 1 + (HUB_ECHO_AFTER if self.hub(now) else 0)
+                    if any(attempts.get(s, 0) >= lost for s in own):
                         self.echo_due = True
                         self._ctx.schedule_flush(now)
                 return
@@ -249,17 +286,27 @@ class Relay(_RelayLoss):
                         self._pushes.enqueue(conn, shard, d, self._ctx.name)
 
     def _remember(
-        self, now: float, shard: str, deltas: list[bytes], attempts: int, relay: str
+        self,
+        now: float,
+        shard: str,
+        deltas: list[bytes],
+        attempts: int,
+        relay: str,
+        aim: int | None = None,
     ) -> None:
         """Keep a batch pushed to a relay until a relay broadcast shows the relay had it."""
         sv = self._ctx.replicas.state_vector(shard)
         own = None
-        if self._ctx.lossy(now) and deltas:
+        due = None
+        if aim is not None:
+            lead = self.lead(now)
+            due = aim * self._ctx.window(now) + (lead if lead is not None else 0.0)
+        if (self._ctx.lossy(now) or self._ctx.config.hub_term > 1) and deltas:
             client = _first_client(deltas[0])
             if client is not None:
                 clock = _yjs.decode_state_vector(sv).get(client)
                 own = (client, clock) if clock else None
-        self.unconfirmed.append(Sent(now, shard, sv, list(deltas), attempts, relay, own))
+        self.unconfirmed.append(Sent(now, shard, sv, list(deltas), attempts, relay, own, due))
         total = sum(len(d) for u in self.unconfirmed for d in u.deltas)
         while total > self._ctx.config.max_queue_bytes and len(self.unconfirmed) > 1:
             total -= sum(len(d) for d in self.unconfirmed.pop(0).deltas)  # anti-entropy will do
@@ -307,7 +354,13 @@ class Relay(_RelayLoss):
         sv = self._ctx.replicas.state_vector(shard)
         return sv if len(sv) <= self._ctx.config.hint_max else None
 
-    def relay_of(self, k: int) -> str | None:
+    def relay_of(self, k: int, hub: bool | None = None) -> str | None:
+        """The relay of window ``k``; under the hub term (``hub``, default: whether it is on
+        now) a turn lasts ``GossipConfig.hub_term`` windows (_relay_hub.py)."""
+        if hub is None:
+            hub = self.hub(self._ctx.now)
+        if hub:
+            k //= self._ctx.config.hub_term
         conns = self._ctx.links
         gate = self._ctx.gate
         if gate is None:

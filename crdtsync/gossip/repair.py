@@ -41,6 +41,9 @@ class LinkRepair:
     #: None until one was timed
     srtt: float | None = None
     rttvar: float = 0.0
+    #: one-way delay of this link's relay broadcasts (s), smoothed; None until one was timed
+    #: (the hub term's writers aim their batches with it, _relay_hub.py)
+    one_way: float | None = None
 
     def answered(self, shard: str, now: float) -> None:
         """The repair of ``shard`` is over (its Diff came): time it if it was asked once.
