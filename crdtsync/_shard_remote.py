@@ -208,15 +208,15 @@ class _RemoteApply:
             or getattr(doc, "_txn", None) is not None
         ):
             return False
+        before = doc.get_state()
         sv = self._sv_memo[1] if self._sv_memo[0] == self._changes else None
         if sv is None:
-            sv = updates.decode_state_vector(doc.get_state())
+            sv = updates.decode_state_vector(before)
         first = info.first_clocks()
         if any(clock != sv.get(client, 0) for client, clock in first.items()):
             return False  # (a struct we hold already, or a gap: the general path)
         if info.missing(sv) is not None:
             return False
-        before = doc.get_state()
         doc.unobserve(self._tx_sub)
         try:
             with doc.transaction():
