@@ -9,6 +9,7 @@ way to know, so before this change it sent no request at all while cut off.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pycrdt
 import pytest
@@ -21,9 +22,18 @@ from crdtsync.gossip.relay import SILENT_WINDOWS, _first_client
 from crdtsync.gossip.repair import LinkRepair
 from crdtsync.messages import SyncRequest
 
+#: ``GossipConfig.hub_term`` = 1 (the one-window rotation under loss). The hub term is the
+#: default since h-glom5; the tests that pass it check the rotation's own lossy windows,
+#: turns or repair timing (``LOSSY_WINDOW``, the next window's relay), which only the
+#: rotation has. The hub term's are in tests/test_relay_hub.py.
+ROTATION = 1
 
-def _mesh(seed: int) -> tuple[Network, list[str]]:
-    net = Network(seed, latency=0.1, config=GossipConfig())  # WAN defaults: 0.13 s windows
+
+def _mesh(seed: int, *, hub_term: int | None = None) -> tuple[Network, list[str]]:
+    config = GossipConfig()  # WAN defaults: 0.13 s windows
+    if hub_term is not None:
+        config = replace(config, hub_term=hub_term)
+    net = Network(seed, latency=0.1, config=config)
     names = [f"n{i:02d}" for i in range(10)]
     rng = random.Random(seed)
     net.add_node(names[0])
@@ -47,7 +57,9 @@ def _writes(net: Network, names: list[str], start: float, seconds: float, skip: 
 
 
 def test_a_silent_relay_stream_is_asked_for_at_once() -> None:
-    net, names = _mesh(3)
+    # The rotation's silence timer on its lossy windows (LOSSY_WINDOW, asserted below); the
+    # hub term's silence asked again: test_relay_hub.py.
+    net, names = _mesh(3, hub_term=ROTATION)
     x = names[5]
     w = net.nodes[x].core.config.push_interval  # type: ignore[union-attr]
     _writes(net, names, net.now, 6.0, x)
@@ -106,7 +118,9 @@ def test_under_loss_repairs_follow_the_measured_round_trip_and_relays_get_two_co
     """At 20 % loss (100 ms links, so a 0.2 s round trip): repairs answered on a link set its
     retry timeout below repair_timeout (0.35 s), without loss the timeout stays; a relay's
     broadcast goes twice to the next window's relay, and only once to everyone else."""
-    net, names = _mesh(4)
+    # The rotation: its LOSSY_WINDOW and the second copy to the next window's relay. The
+    # same round-trip bounds under the hub term (the default): test_relay_hub.py.
+    net, names = _mesh(4, hub_term=ROTATION)
     core = net.nodes[names[0]].core
     assert core is not None
     repairs = core._p.repairs
@@ -169,7 +183,7 @@ def test_a_batch_names_its_writer_and_deletes_name_none() -> None:
 
 
 def test_windows_are_shorter_only_under_loss_in_the_relay() -> None:
-    net, names = _mesh(5)
+    net, names = _mesh(5, hub_term=ROTATION)  # the rotation's LOSSY_WINDOW (hub term: HUB_WINDOW)
     ctx = net.nodes[names[0]].core._ctx  # type: ignore[union-attr]
     w = ctx.config.push_interval
     assert ctx.window(net.now) == w  # no loss seen: the lossless mesh is as it was
@@ -185,7 +199,8 @@ def test_a_broadcast_on_the_lossy_windows_turns_the_loss_repair_on() -> None:
     did: a broadcast from a relay of the lossy windows' turns that is not a relay of ours
     shows a loss noticed there, and turns ours on (Relay.adopt_loss); one from a relay of our
     own turns does not."""
-    net, names = _mesh(6)
+    # The rotation's lossy turns and LOSSY_WINDOW (the hub term's turns last hub_term windows).
+    net, names = _mesh(6, hub_term=ROTATION)
     core = net.nodes[names[0]].core
     assert core is not None
     ctx, relay = core._ctx, core._p.relay

@@ -65,6 +65,7 @@ class _PushReceive:
     _repairs: Repairs
     on_hint: Callable[[Link, str, bytes, float], None]
     on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None]
+    on_hub_broadcast: Callable[[Link, str, tuple[bytes, ...], list[bytes], float], None]
     hand_on: Callable[[float], str | None]
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
@@ -115,6 +116,7 @@ class _PushReceive:
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
             news: list[bytes] = []
+            refused = False  # a quota refused an update: nothing of it is repeated
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
                 writers = {msg.author(i) for i in range(len(msg.updates))}
@@ -122,38 +124,38 @@ class _PushReceive:
                 # several writers is passed on as its updates, each to its writer's children
                 # (their one combined delta could name no single writer).
                 by_writer = len(writers) > 1 and self._ctx.grid() is not None
-                news = (
-                    self.apply_batch(
-                        conn,
-                        msg.shard,
-                        msg.updates,
-                        parsed,
-                        forward and not msg.relay and not by_writer,
-                        writers.pop() if len(writers) == 1 else None,
-                    )
-                    or []
+                applied = self.apply_batch(
+                    conn,
+                    msg.shard,
+                    msg.updates,
+                    parsed,
+                    forward and not msg.relay and not by_writer,
+                    writers.pop() if len(writers) == 1 else None,
                 )
+                refused = applied is None
+                news = applied or []
                 if by_writer and news and forward and not msg.relay:
                     for i, u in enumerate(msg.updates):
                         self._forward(conn, msg.shard, u, True, msg.author(i))
             else:
                 for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
-                    news += (
-                        self.apply(
-                            conn,
-                            msg.shard,
-                            u,
-                            forward=forward and not msg.relay,
-                            info=info,
-                            author=msg.author(i),
-                        )
-                        or []
+                    one = self.apply(
+                        conn,
+                        msg.shard,
+                        u,
+                        forward=forward and not msg.relay,
+                        info=info,
+                        author=msg.author(i),
                     )
+                    refused = refused or one is None
+                    news += one or []
             if msg.hint is not None and not forward and news:
                 # A little redundancy against loss (rotating relay, relay.py): the next two
                 # relays repeat in theirs what a broadcast brought them that was news (news
                 # only: a delta is repeated once per relay that lacked it, never in a loop).
                 self.on_relay_news(conn, msg.shard, tuple(news), now)
+            if msg.hint is not None and not forward and not refused:
+                self.on_hub_broadcast(conn, msg.shard, msg.updates, news, now)  # _relay_hub.py
             hub = self.hand_on(now) if msg.relay else None
             if hub is not None:
                 # Our hub term ended before this batch came: the hub passes it on (one frame

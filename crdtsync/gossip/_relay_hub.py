@@ -53,6 +53,18 @@ HUB_RTT_SAMPLES = 3
 #: about up to this many times, SILENT_WINDOWS apart, until a broadcast comes (h-glom4).
 HUB_SILENT_ASKS = 3
 
+#: With the hub term, a relay broadcast whose travel time (resolved to the nearest window)
+#: is more than this share of a window off the link's delay known so far did not leave at a
+#: boundary of our windows: it is no sample of the delay or the round trip
+#: (:meth:`_RelayHub.on_grid`; h-glom5). 1/32 is 2.9 ms at the WAN default's 92 ms, the
+#: order of :data:`HUB_MARGIN`: an aim off by more misses the boundary anyway. (1/8, 11.5 ms,
+#: still let off-grid reads leave 19-20 links of Glomers 5-8 ms off 1 s into the loss.)
+HUB_OFF_GRID = 1 / 32
+
+#: ... unless this many in a row agree with each other: then the delay known so far is what
+#: was wrong (or the link's delay changed), and the link's is taken afresh from them.
+HUB_OFF_GRID_RUN = 3
+
 #: A writer's batch is aimed to reach the hub this long before the hub's boundary.
 HUB_MARGIN = 0.003
 
@@ -122,6 +134,42 @@ class _RelayHub:
             return sum(rtts) / len(rtts) / 2
         return self.hub_rtt / 2 if self.hub_rtt_n >= HUB_RTT_SAMPLES else None
 
+    def on_grid(self, conn: Link, travel: float, prior: float | None, w: float) -> bool:
+        """Whether a relay broadcast's travel time on ``conn`` (read on our windows of
+        ``w``) is a sample of the link's delay and round trip (``_RelayLoss._time_broadcast``).
+
+        Only a broadcast that left at a boundary of our windows is, as Karn's rule keeps an
+        answer to a retransmission out of TCP's round trip. Agents switch between the
+        lossless windows and the hub term's at different times (each when it notices the
+        loss), and a sender on other windows than ours broadcasts at the end of its own:
+        read on our grid, its travel time is anything within a window. h-glom5 traced one:
+        a broadcast left at a lossless boundary (130 ms windows) and was read on the hub's
+        92 ms windows as a 60 ms hop on a 100 ms link. It seeded the link's delay, every
+        later broadcast was resolved against it, and the smoothed round trip was 0.176 s on
+        a 0.2 s round trip after 4 s (one way 0.086 s). So a travel time more than
+        :data:`HUB_OFF_GRID` of a window off the delay known so far (``prior``) is kept out,
+        unless :data:`HUB_OFF_GRID_RUN` in a row agree with each other: then ``prior`` was
+        wrong (or the delay changed), and the link's delay is taken afresh. A sender's
+        boundary closer than that to one of ours cannot be told from jitter; it moves the
+        smoothed values by an eighth of its error. Jitter well above the tolerance leaves
+        the delay as first measured (three reads in a row rarely agree then); the aim,
+        :data:`HUB_MARGIN` ahead of the boundary, assumes a steadier link anyway."""
+        rep = conn.repair
+        tolerance = HUB_OFF_GRID * w
+        if prior is None or abs(travel - prior) <= tolerance:
+            rep.off_grid = 0
+            return True
+        if rep.off_grid and abs(travel - rep.off_grid_travel) <= tolerance:
+            rep.off_grid += 1
+        else:
+            rep.off_grid = 1
+        rep.off_grid_travel = travel
+        if rep.off_grid < HUB_OFF_GRID_RUN:
+            return False
+        rep.off_grid = 0
+        rep.one_way = None  # taken afresh from this one
+        return True
+
     def hub_confirmed(self, sent_at: float, now: float) -> None:
         """A hub's broadcast confirmed our batch pushed to it at ``sent_at``: a bound on the
         round trip (push, the wait for the boundary, broadcast), kept as the smallest seen.
@@ -176,6 +224,37 @@ class _RelayHub:
                     if policy.sends_to(conn.name, shard):
                         for d in deltas:
                             self._pushes.enqueue(conn, shard, d)
+
+    def hub_inherit(
+        self, conn: Link, shard: str, updates: tuple[bytes, ...], news: list[bytes], now: float
+    ) -> None:
+        """A relay broadcast (``updates``; ``news``: what of it was new to us) came while we
+        are the hub: it is the last hub's, one of the last broadcasts of its term (they
+        arrive a hop later, in ours). Its updates we already held are kept as news of our
+        last window, so :meth:`hub_replay` repeats them in our next :data:`HUB_REPEATS`
+        broadcasts; what was news to us is in ours already (``Relay.on_broadcast``) and is
+        kept by :meth:`hub_record`.
+
+        Why (h-glom5, Glomers seed 1): a writer that becomes the next hub held its own write
+        that the last hub broadcast in the last windows of its term, so that broadcast was no
+        news to it, and the write had no repeats after the term (a relay repeats news only).
+        An agent that lost the last hub's last two broadcasts (p = 0.04) then waited for a
+        repair of it, whose request and replies were lost three times: 1,678 ms. Bytes only:
+        no frame is added."""
+        if not self.hub(now):
+            return
+        ctx = self._ctx
+        if self.relay_of(ctx.window_index(now)) != ctx.name or conn.name == ctx.name:
+            return
+        seen = {d for _, kept in self.hub_sent for ds in kept.values() for d in ds}
+        seen.update(news)
+        held = []
+        for u in updates:  # (a broadcast may carry a delta twice: its news and a repeat)
+            if u not in seen:
+                seen.add(u)
+                held.append(u)
+        if held:
+            self.hub_sent.append((ctx.window_index(now) - 1, {shard: held}))
 
     def hub_record(self, sent_from: int, now: float) -> None:
         """Keep what our broadcast at this boundary brought that no earlier one did (the

@@ -101,6 +101,8 @@ class _RelayLoss:
 
         def one_way(self, conn: Link | None) -> float | None: ...
 
+        def on_grid(self, conn: Link, travel: float, prior: float | None, w: float) -> bool: ...
+
     def _patience(self) -> float:
         """How long a lack a hint showed may wait for the next relays' repeats (see on_hint):
         HINT_PATIENCE windows (HUB_PATIENCE under the hub term, whose broadcasts repeat the
@@ -221,6 +223,8 @@ class _RelayLoss:
             if prior is None:
                 return
             travel += max(0, round((prior - travel) / w)) * w
+        if ctx.config.hub_term > 1 and not self.on_grid(conn, travel, prior, w):
+            return  # it did not leave at a boundary of our windows (_RelayHub.on_grid)
         mine = conn.repair.one_way
         conn.repair.one_way = travel if mine is None else 0.875 * mine + 0.125 * travel
         if ctx.lossy(now):

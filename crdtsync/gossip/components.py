@@ -76,6 +76,7 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     relay = Relay(ctx, pushes, ae, repairs, lambda: overlay.view().order)
     pushes.on_hint = relay.on_hint
     pushes.on_relay_news = relay.on_broadcast
+    pushes.on_hub_broadcast = relay.hub_inherit
     ctx.flush_lead = relay.lead
     pushes.hand_on = relay.hand_on
     window = Window(

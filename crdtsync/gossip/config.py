@@ -48,15 +48,15 @@ class GossipConfig:
     #: latency (0.22 + 0.1 s for the WAN defaults), the time the round trip takes.
     relay_retry: float = 0.45
     #: Rotating relay under loss: windows one relay keeps its turn for (the *hub term*,
-    #: gossip/_relay_hub.py). 1 (the default): one window per turn. Above 1, while frames
-    #: are lost, the relay of the moment repeats its last broadcasts in its next ones, writers
-    #: aim their batches at its boundary by the measured link delay, and the window is
-    #: ``HUB_WINDOW`` x push_interval (may be shorter than a hop). Measured in Glomers at 20 %
-    #: loss (benchmarks/README.md, "sixth pass ... hub term" and "h-glom4"): with h-glom4's
-    #: changes, 3.80-3.98 messages per write and a median of 426-454 ms over seeds 1-10 (the
-    #: rotation: 445-485 ms at 3.7-3.8), but a max over 1,500 ms on 4 of those 10 seeds (the
-    #: rotation: 1,198-1,390 ms), so it is not on by default.
-    hub_term: int = 1
+    #: gossip/_relay_hub.py). Above 1, while frames are lost, the relay of the moment repeats
+    #: its last broadcasts in its next ones, writers aim their batches at its boundary by the
+    #: measured link delay, and the window is ``HUB_WINDOW`` x push_interval (may be shorter
+    #: than a hop); 1: one window per turn (the one-window rotation under loss). Lossless,
+    #: both are the same rotation. 20 by default since h-glom5 (benchmarks/README.md, "h-glom",
+    #: "h-glom4", "h-glom5"): with a broadcast sent off our windows kept out of the link's
+    #: delay (h-glom5), Glomers at 20 % loss meets its row on the bench's seed (seeds 1-20 in
+    #: that section), where the rotation's median is 445-485 ms.
+    hub_term: int = 20
     #: Relay broadcasts carry the relay's state vector (Push.hint) when it is at most this
     #: long, so that a receiver that missed an earlier broadcast notices it at the next one
     #: (the connection-level sequence numbers would only show it at that relay's next turn).

@@ -44,6 +44,11 @@ class LinkRepair:
     #: one-way delay of this link's relay broadcasts (s), smoothed; None until one was timed
     #: (the hub term's writers aim their batches with it, _relay_hub.py)
     one_way: float | None = None
+    #: relay broadcasts in a row whose travel time disagreed with the delay known so far, and
+    #: the last one's (s): with the hub term, not sent at a boundary of our windows, kept out
+    #: of the samples (_RelayHub.on_grid)
+    off_grid: int = 0
+    off_grid_travel: float = 0.0
 
     def answered(self, shard: str, now: float) -> None:
         """The repair of ``shard`` is over (its Diff came): time it if it was asked once.
