@@ -379,3 +379,48 @@ def test_a_new_hub_repeats_what_the_last_hubs_broadcasts_brought_it_held() -> No
     ctx.now = later * ctx.window(now) + 0.01
     relay.hub_inherit(other, "s", (held,), [], ctx.now)
     assert not relay.hub_sent
+
+
+def test_a_batch_aimed_at_us_as_the_hub_turns_the_hub_term_on() -> None:
+    """Not lossy yet, a writer's batch (``Push.relay``) reaches us at a time we relay no
+    window of our own turns but are the hub of the hub term's: its writer noticed a loss,
+    so it is noticed here too (``_RelayHub.adopt_hub``, from ``hand_on``). h-glom5, Glomers
+    seed 6: the first hub noticed the loss 0.48 s after the first writer, and passed the
+    batches aimed at it on once, without repeats (1,580 ms)."""
+    net, names = _mesh(14)
+    core = net.nodes[names[0]].core
+    assert core is not None
+    ctx, relay = core._ctx, core._p.relay
+    me, w = names[0], ctx.config.push_interval
+    assert not ctx.lossy(net.now)
+    t = net.now
+    from crdtsync.gossip.overlay import window_index
+
+    def ours(t: float) -> bool:
+        k = window_index(t, w)
+        return me in {relay.relay_of(k + j, hub=False) for j in (-2, -1, 0, 1)}
+
+    def hubs(t: float) -> bool:
+        k = window_index(t, w * HUB_WINDOW)
+        return me in {relay.relay_of(k + j, hub=True) for j in (-1, 0, 1)}
+
+    while ours(t) or not hubs(t):
+        t += 0.01
+    mine = t
+    t = net.now
+    while not ours(t):
+        t += 0.01
+    theirs = t
+    ctx.now = theirs  # a relay of our own turns: a batch for us anyway, no loss
+    relay.hand_on(theirs)
+    assert not ctx.lossy(theirs)
+    ctx.now = mine
+    relay.hand_on(mine)
+    assert ctx.lossy(mine) and relay.hub(mine)
+    # With the one-window rotation (hub_term 1) nothing is adopted this way.
+    net1, names1 = _mesh(14, hub_term=1)
+    core1 = net1.nodes[names1[0]].core
+    assert core1 is not None
+    core1._ctx.now = mine
+    core1._p.relay.hand_on(mine)
+    assert not core1._ctx.lossy(mine)

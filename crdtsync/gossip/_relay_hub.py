@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..messages import Push
+from . import _context
 from .overlay import RELAY, window_index
 
 if TYPE_CHECKING:
@@ -201,11 +202,43 @@ class _RelayHub:
     def hand_on(self, now: float) -> str | None:
         """A writer's batch reached us after our hub term ended (it was aimed at our last
         boundary and came late): the hub it goes on to, or None (not the hub term, or we
-        relay the window now: passed on to everyone as usual)."""
+        relay the window now: passed on to everyone as usual). A batch that reaches us as
+        the hub of the hub term's turns while we have not noticed the loss turns the hub
+        term on here first (:meth:`adopt_hub`)."""
         if not self.hub(now):
-            return None
+            self.adopt_hub(now)
+            if not self.hub(now):
+                return None
         hub = self.relay_of(self._ctx.window_index(now))
         return None if hub is None or hub == self._ctx.name else hub
+
+    def adopt_hub(self, now: float) -> None:
+        """Not lossy yet, a writer's batch came to us (``Push.relay``), and we relay no
+        window near now in our own turns but are the hub of the hub term's: its writer
+        noticed a loss and aimed at us as the hub, so the loss is noticed here too.
+
+        Why (h-glom5, Glomers seed 6): the hub of the first turn after the loss noticed it
+        0.48 s after the first agent did. Meanwhile every lossy writer pushed to it, and it
+        passed their batches on once, on its lossless windows, with no repeats and no hint a
+        writer could read as a NACK; an agent that lost that one copy waited for repairs
+        (1.1-1.6 s). ``Relay.adopt_loss`` does the same from a broadcast."""
+        ctx = self._ctx
+        w = ctx.config.push_interval
+        if (
+            ctx.config.hub_term <= 1
+            or ctx.lossy(now)
+            or w <= 0
+            or not ctx.config.align_windows
+            or ctx.mode() != RELAY
+        ):
+            return
+        me = ctx.name
+        k = window_index(now, w)
+        if me in {self.relay_of(k + j, hub=False) for j in (-2, -1, 0, 1)}:
+            return  # a relay of our own turns: a batch for us anyway
+        k = window_index(now, w * _context.HUB_WINDOW)
+        if me in {self.relay_of(k + j, hub=True) for j in (-1, 0, 1)}:
+            ctx.loss_seen_at = now
 
     def hub_replay(self, now: float) -> None:
         """We broadcast at this boundary as the hub: queue again, for every link, what our
