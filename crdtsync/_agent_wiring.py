@@ -64,6 +64,8 @@ class _AgentWiring:
     _activity: Activity
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
+    _local_writes: int
+    _pause_armed: bool
     _closed: bool
 
     if TYPE_CHECKING:
@@ -141,8 +143,14 @@ class _AgentWiring:
         core = self._core
         if core is None or (self._registry is not None and self._registry.applying):
             return
+        self._local_writes += 1
         if not self._outgoing and core.hold_local(shard.name, delta, time.monotonic()):
-            return  # a stream of writes: held in the core's open coalescing window, no more
+            # a stream of writes: held in the core's open coalescing window, no more (but
+            # its end is watched for: _pause_check)
+            if not self._pause_armed:
+                self._pause_armed = True
+                asyncio.get_running_loop().call_soon(self._pause_check, -1)
+            return
         # We are inside the Doc's transaction observer: hand the delta to the core once the
         # transaction is over (the core may read the Doc), with every delta of this turn. The
         # core merges them, and coalesces a stream of writes over its push window
@@ -179,7 +187,32 @@ class _AgentWiring:
             core.local_updates(name, deltas, now)
         if closing:
             core.flush_local(now)
+        elif not self._pause_armed and core.holding_local:
+            self._pause_armed = True
+            asyncio.get_running_loop().call_soon(self._pause_check, -1)
         if self._transport is not None:
+            self._transport.kick()
+
+    def _pause_check(self, seen: int) -> None:
+        """Watch a stream of local writes held in the core's coalescing window, once per turn
+        of the event loop: a whole turn without a local write (the count ``seen`` at the
+        previous check unchanged) is a pause, which may end the window now
+        (:meth:`GossipCore.stream_paused`: the end of a burst then does not wait out a
+        window of up to 16 ms; issue 17/18). Loop turns, not time: a writer that waits for a
+        CPU runs no turn, so it does not end its windows early, and a writer that yields
+        after each write (``await asyncio.sleep(0)``) writes in every turn.
+
+        The first check (``seen`` -1) only notes the count: it runs in the turn after the
+        write that armed it, before the writer's next step."""
+        core = self._core
+        if core is None or self._closed or not core.holding_local:
+            self._pause_armed = False
+            return
+        if self._local_writes != seen:
+            asyncio.get_running_loop().call_soon(self._pause_check, self._local_writes)
+            return
+        self._pause_armed = False
+        if core.stream_paused(time.monotonic()) and self._transport is not None:
             self._transport.kick()
 
     def _before_commit(self) -> Any:
