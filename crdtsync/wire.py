@@ -70,6 +70,7 @@ from .messages import (
 
 __all__ = [
     "encode",
+    "push_parts",
     "decode",
     "DEFAULT_MAX_FRAME",
     "ROOT_SIZE",
@@ -226,6 +227,21 @@ def encode(msg: Message) -> bytes:
     """
     frame: bytes = msgpack.packb([TAGS[type(msg)], *_fields(msg)], use_bin_type=True)
     return frame
+
+
+def push_parts(msg: Push) -> tuple[bytes, bytes]:
+    """The frame of ``msg`` in two pieces around its sequence number: ``head +
+    msgpack.packb(seq) + tail`` is ``encode(msg)`` with that ``seq`` in its place. A driver
+    that sends one write's Pushes to several links, which differ only in ``seq``, encodes the
+    rest once (transports/_ws_frames.py). The same bytes as :func:`encode`: a msgpack array
+    is its header followed by each item packed on its own."""
+    items = [TAGS[Push], *_fields(msg)]  # [tag, shard, updates, durable, seq, ...]
+    assert len(items) <= 15  # a fixarray header (a Push has at most 11 items)
+    head = bytes((0x90 | len(items),)) + b"".join(
+        msgpack.packb(x, use_bin_type=True) for x in items[:4]
+    )
+    tail = b"".join(msgpack.packb(x, use_bin_type=True) for x in items[5:])
+    return head, tail
 
 
 def decode(
