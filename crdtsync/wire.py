@@ -71,6 +71,7 @@ from .messages import (
 __all__ = [
     "encode",
     "push_parts",
+    "join_push",
     "decode",
     "DEFAULT_MAX_FRAME",
     "ROOT_SIZE",
@@ -231,7 +232,7 @@ def encode(msg: Message) -> bytes:
 
 def push_parts(msg: Push) -> tuple[bytes, bytes]:
     """The frame of ``msg`` in two pieces around its sequence number: ``head +
-    msgpack.packb(seq) + tail`` is ``encode(msg)`` with that ``seq`` in its place. A driver
+    msgpack.packb(seq) + tail`` (:func:`join_push`) is ``encode(msg)`` with that ``seq``. A driver
     that sends one write's Pushes to several links, which differ only in ``seq``, encodes the
     rest once (transports/_ws_frames.py). The same bytes as :func:`encode`: a msgpack array
     is its header followed by each item packed on its own."""
@@ -242,6 +243,11 @@ def push_parts(msg: Push) -> tuple[bytes, bytes]:
     )
     tail = b"".join(msgpack.packb(x, use_bin_type=True) for x in items[5:])
     return head, tail
+
+
+def join_push(head: bytes, seq: int, tail: bytes) -> bytes:
+    """The frame of a Push from its :func:`push_parts` and its sequence number ``seq``."""
+    return head + msgpack.packb(seq) + tail
 
 
 def decode(

@@ -40,7 +40,7 @@ def test_paused_scales_with_a_widened_window() -> None:
     c = Coalescer(0.002)
     c._busy = 2  # a window of 8 ms: dense from GROW_AT << 2 writes
     c._last = 0.0
-    for i in range((GROW_AT << 2) - 1):
+    for _ in range((GROW_AT << 2) - 1):
         c.hold("s", [b"x"], 0.001)
     assert c.due is not None and not c.paused()
     c.hold("s", [b"x"], 0.001)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import msgpack
+import pycrdt
 import pytest
 from crdtsync.transports import _ws_frames
-from crdtsync.transports._ws_frames import PushFrames, send_framed_now, server_frame
+from crdtsync.transports._ws_frames import PushFrames, server_frame
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
 from websockets.frames import Frame, Opcode
@@ -47,8 +49,16 @@ def _pushes() -> list[Push]:
 def test_push_parts_around_any_seq_give_encode(msg: Push) -> None:
     for seq in SEQS:
         m = Push(
-            msg.shard, msg.updates, msg.durable, seq, msg.relayed, msg.forward, msg.hint,
-            msg.relay, msg.durable_signature, authors=msg.authors,
+            msg.shard,
+            msg.updates,
+            msg.durable,
+            seq,
+            msg.relayed,
+            msg.forward,
+            msg.hint,
+            msg.relay,
+            msg.durable_signature,
+            authors=msg.authors,
         )
         head, tail = wire.push_parts(m)
         assert head + msgpack.packb(seq) + tail == wire.encode(m), seq
@@ -133,6 +143,7 @@ async def test_framed_sends_write_websockets_bytes_and_clients_mask(
             orig(data)
 
         t.write = write
+
         def counted(p: bytes) -> bytes:
             framed_calls.append(side)
             return framed(p)
@@ -151,21 +162,24 @@ async def test_framed_sends_write_websockets_bytes_and_clients_mask(
     for name in ("a", "b", "c"):
         replicas = MemoryReplicas(random.Random(name))
         seeds = () if not nodes else (nodes[0][2].address,)
-        core = GossipCore(name, replicas, rng=random.Random(name), config=CFG, mesh="t", seeds=seeds)
+        core = GossipCore(
+            name, replicas, rng=random.Random(name), config=CFG, mesh="t", seeds=seeds
+        )
         transport = WebsocketTransport(core, listen="ws://127.0.0.1:0")
         await transport.start()
         nodes.append((replicas, core, transport))
     try:
         await _until(lambda: len(nodes[0][2].connections()) >= 2)
-        import pycrdt
-        import time
-
         (ra, ca, ta), (rb, cb, tb) = nodes[0], nodes[1]
         for i in range(20):
-            delta = ra.change("doc", lambda d, i=i: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i))
+            delta = ra.change(
+                "doc", lambda d, i=i: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i)
+            )
             ca.local_update("doc", delta, time.monotonic())
             ta.kick()
-            delta = rb.change("doc", lambda d, i=i: d.get("m", type=pycrdt.Map).__setitem__(f"b{i}", i))
+            delta = rb.change(
+                "doc", lambda d, i=i: d.get("m", type=pycrdt.Map).__setitem__(f"b{i}", i)
+            )
             cb.local_update("doc", delta, time.monotonic())
             tb.kick()
             await asyncio.sleep(0.005)
@@ -183,7 +197,7 @@ async def test_framed_sends_write_websockets_bytes_and_clients_mask(
         assert len(framed_calls) == len(server)
         for payload, data in server:  # websockets' own bytes for send(payload)
             assert data == Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
-        for payload, data in client:  # masked by websockets, as before
+        for _payload, data in client:  # masked by websockets, as before
             assert data[1] & 0x80 and data[0] == 0x82
     finally:
         for _, _, t in reversed(nodes):

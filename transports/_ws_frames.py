@@ -25,7 +25,6 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 from websockets.protocol import OPEN, SERVER
 
 from crdtsync import wire
@@ -87,7 +86,7 @@ class PushFrames:
             self._seq = -1
         if msg.seq != self._seq:
             self._seq = msg.seq
-            self._payload = self._head + msgpack.packb(msg.seq) + self._tail
+            self._payload = wire.join_push(self._head, msg.seq, self._tail)
             self._frame = None
         return self._payload
 
