@@ -39,6 +39,9 @@ _log = logging.getLogger("crdtsync.agent")
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
+#: Seconds without a local write after which a coalescing window holding a dense window's
+#: worth of writes goes at once (_AgentWiring._pause_check; gossip/coalesce.py).
+_PAUSE_CHECK = 0.001
 
 
 class _AgentWiring:
@@ -148,8 +151,7 @@ class _AgentWiring:
             # a stream of writes: held in the core's open coalescing window, no more (but
             # its end is watched for: _pause_check)
             if not self._pause_armed:
-                self._pause_armed = True
-                asyncio.get_running_loop().call_soon(self._pause_check, -1)
+                self._arm_pause_check()
             return
         # We are inside the Doc's transaction observer: hand the delta to the core once the
         # transaction is over (the core may read the Doc), with every delta of this turn. The
@@ -188,28 +190,29 @@ class _AgentWiring:
         if closing:
             core.flush_local(now)
         elif not self._pause_armed and core.holding_local:
-            self._pause_armed = True
-            asyncio.get_running_loop().call_soon(self._pause_check, -1)
+            self._arm_pause_check()
         if self._transport is not None:
             self._transport.kick()
 
-    def _pause_check(self, seen: int) -> None:
-        """Watch a stream of local writes held in the core's coalescing window, once per turn
-        of the event loop: a whole turn without a local write (the count ``seen`` at the
-        previous check unchanged) is a pause, which may end the window now
-        (:meth:`GossipCore.stream_paused`: the end of a burst then does not wait out a
-        window of up to 16 ms; issue 17/18). Loop turns, not time: a writer that waits for a
-        CPU runs no turn, so it does not end its windows early, and a writer that yields
-        after each write (``await asyncio.sleep(0)``) writes in every turn.
+    def _arm_pause_check(self) -> None:
+        self._pause_armed = True
+        asyncio.get_running_loop().call_later(_PAUSE_CHECK, self._pause_check, self._local_writes)
 
-        The first check (``seen`` -1) only notes the count: it runs in the turn after the
-        write that armed it, before the writer's next step."""
+    def _pause_check(self, seen: int) -> None:
+        """Watch a stream of local writes held in the core's coalescing window: no local write
+        since the last check (``seen``: the count then), :data:`_PAUSE_CHECK` ago, is a pause,
+        which may end the window now (:meth:`GossipCore.stream_paused`: the end of a burst
+        then does not wait out a window of up to 16 ms; issue 17/18). A writer that waited
+        for a CPU meanwhile does not look paused: its next step was ready before this timer
+        was, so it writes first. One timer per check, not a callback per write: a burst's
+        writes pay nothing for it (a check at every turn of the loop cost ~0.7 us per write,
+        benchmarks/README.md, h-send)."""
         core = self._core
         if core is None or self._closed or not core.holding_local:
             self._pause_armed = False
             return
         if self._local_writes != seen:
-            asyncio.get_running_loop().call_soon(self._pause_check, self._local_writes)
+            self._arm_pause_check()
             return
         self._pause_armed = False
         if core.stream_paused(time.monotonic()) and self._transport is not None:

@@ -1,11 +1,11 @@
 """A coalescing window ends early when the writer's stream pauses (issue 17/18, h-send).
 
 The last window of a burst waited for its end (up to 16 ms) after the writer's last write;
-a window that already holds a dense window's worth of writes now ends once a whole turn of
-the agent's event loop goes by without a local write (gossip/coalesce.py, ``Coalescer.paused``;
-the agent's ``_pause_check``). A window holding fewer writes still waits for its end, so a
-sparse stream is not pushed write by write. No timing is asserted: the windows here are a
-whole second long, so only the pause can end them within the test's loop turns.
+a window that already holds a dense window's worth of writes now ends once the writer's
+stream pauses (gossip/coalesce.py, ``Coalescer.paused``;
+the agent's ``_pause_check``: 1 ms without a local write). A window holding fewer writes still
+waits for its end, so a sparse stream is not pushed write by write. No timing is asserted: the
+windows here are a whole second long, and what ended each is recorded.
 """
 
 from __future__ import annotations
@@ -56,6 +56,20 @@ async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def _record_pauses(core: Any) -> list[bool]:
+    """What each GossipCore.stream_paused call of ``core`` returned (True: it ended a window)."""
+    ended: list[bool] = []
+    real = core.stream_paused
+
+    def recorded(now: float) -> bool:
+        out = real(now)
+        ended.append(out)
+        return bool(out)
+
+    core.stream_paused = recorded
+    return ended
+
+
 async def _pair(tmp_path: Any, window: float) -> tuple[Agent, Agent]:
     cfg = GossipConfig.lan(push_interval=window)
     a = Agent("a", tmp_path / "a", listen=WS, gossip=cfg)
@@ -82,6 +96,7 @@ async def test_a_burst_ends_its_window_when_it_stops_writing(tmp_path) -> None:
             return out
 
         core.data_to_send = frames
+        ended = _record_pauses(core)
         m = sa.map("m")
         m["k0"] = 0  # after a quiet window: goes at once
         await asyncio.sleep(0)
@@ -91,9 +106,9 @@ async def test_a_burst_ends_its_window_when_it_stops_writing(tmp_path) -> None:
             await asyncio.sleep(0)
             assert core.holding_local  # held in the open (1 s) window while it writes
         assert len(pushed) == 1
-        for _ in range(3):  # the writer stopped: a whole turn without a write ends the window
-            await asyncio.sleep(0)
-        assert not core.holding_local
+        # The writer stopped: the pause check (1 ms without a write) ends the 1 s window.
+        await until(lambda: not core.holding_local)
+        assert ended == [True]  # by the pause, not at the window's end
         assert len(pushed) == 2  # the burst's writes left as one merged update
         await until(lambda: sb.map("m").get(f"k{2 * GROW_AT}") == 2 * GROW_AT)
     finally:
@@ -109,15 +124,16 @@ async def test_a_sparse_stream_still_waits_for_the_window(tmp_path) -> None:
         await until(lambda: sa.digest() == sb.digest())
         await asyncio.sleep(1.1)
         core: Any = a.core
+        ended = _record_pauses(core)
         m = sa.map("m")
         m["k0"] = 0  # at once
         await asyncio.sleep(0)
-        for i in range(1, GROW_AT):  # fewer than a dense window's worth, idle turns between
+        for i in range(1, GROW_AT):  # fewer than a dense window's worth, pauses between
             m[f"k{i}"] = i
-            for _ in range(3):
-                await asyncio.sleep(0)
-            assert core.holding_local  # not ended by the pauses: waits for the window's end
+            await until(lambda i=i: len(ended) >= i)  # a pause seen after each write
+            assert core.holding_local  # not ended by it: waits for the window's end
         await until(lambda: not core.holding_local)  # its end (1 s) sends it
+        assert ended and not any(ended)
         await until(lambda: sb.map("m").get(f"k{GROW_AT - 1}") == GROW_AT - 1)
     finally:
         await b.close()
