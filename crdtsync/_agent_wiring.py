@@ -39,9 +39,10 @@ _log = logging.getLogger("crdtsync.agent")
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
-#: Seconds without a local write after which a coalescing window holding a dense window's
-#: worth of writes goes at once (_AgentWiring._pause_check; gossip/coalesce.py).
-_PAUSE_CHECK = 0.001
+#: Seconds without a local write after which a coalescing window that may end at a pause goes
+#: at once (_AgentWiring._pause_check, Coalescer.paused): a pause is seen 0.5-1 ms after the
+#: last write, at one timer per 0.5 ms while a window holds writes.
+_PAUSE_CHECK = 0.0005
 
 
 class _AgentWiring:

@@ -20,7 +20,7 @@ local writes too, per agent:
   the paced p99);
 * a widened window (the stream was dense), or a first one that already holds a dense
   window's worth of writes (:data:`GROW_AT`), ends early when the writer's stream pauses
-  (:meth:`Coalescer.paused`: the driver saw no local write for a while, 1 ms in the agent).
+  (:meth:`Coalescer.paused`: the driver saw no local write for a while, 0.5-1 ms in the agent).
   The last window of a burst then goes when the burst ends, not up to 16 ms later (issue
   17/18: the 8-agent burst paid that wait whole). A stream that never was dense and has not
   written that many in its window still waits for the window's end, so a sparse stream
