@@ -102,26 +102,6 @@ def _counting_send_text(self: Protocol, data: Any, fin: bool = True) -> None:
 Protocol.send_binary = _counting_send_binary  # type: ignore[method-assign]
 Protocol.send_text = _counting_send_text  # type: ignore[method-assign]
 
-# crdtsync's server links write a write's frame built once for every link as it is
-# (transports/_ws_frames.py, send_framed_now), past Protocol.send_binary: counted where that
-# frame is taken for writing (the ``framed`` callable, called once per frame written that way;
-# a frame it leaves to send_now is counted in send_binary above). Trees without it: nothing.
-try:
-    from crdtsync.transports import _ws_effects as _crdtsync_effects
-
-    _orig_framed = _crdtsync_effects.send_framed_now  # type: ignore[attr-defined]
-
-    def _counting_framed(conn: Any, payload: bytes, framed: Any) -> bool:
-        def counted(data: bytes) -> bytes:
-            _count_frame(data)
-            return framed(data)  # type: ignore[no-any-return]
-
-        return bool(_orig_framed(conn, payload, counted))
-
-    _crdtsync_effects.send_framed_now = _counting_framed  # type: ignore[attr-defined]
-except (ImportError, AttributeError):
-    pass
-
 if _FRAMELOG:  # a timeline of frames, for investigations (sends: logged in _count_frame)
     _orig_recv = Connection.recv
 

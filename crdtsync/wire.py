@@ -70,8 +70,6 @@ from .messages import (
 
 __all__ = [
     "encode",
-    "push_parts",
-    "join_push",
     "decode",
     "DEFAULT_MAX_FRAME",
     "ROOT_SIZE",
@@ -228,26 +226,6 @@ def encode(msg: Message) -> bytes:
     """
     frame: bytes = msgpack.packb([TAGS[type(msg)], *_fields(msg)], use_bin_type=True)
     return frame
-
-
-def push_parts(msg: Push) -> tuple[bytes, bytes]:
-    """The frame of ``msg`` in two pieces around its sequence number: ``head +
-    msgpack.packb(seq) + tail`` (:func:`join_push`) is ``encode(msg)`` with that ``seq``. A driver
-    that sends one write's Pushes to several links, which differ only in ``seq``, encodes the
-    rest once (transports/_ws_frames.py). The same bytes as :func:`encode`: a msgpack array
-    is its header followed by each item packed on its own."""
-    items = [TAGS[Push], *_fields(msg)]  # [tag, shard, updates, durable, seq, ...]
-    assert len(items) <= 15  # a fixarray header (a Push has at most 11 items)
-    head = bytes((0x90 | len(items),)) + b"".join(
-        msgpack.packb(x, use_bin_type=True) for x in items[:4]
-    )
-    tail = b"".join(msgpack.packb(x, use_bin_type=True) for x in items[5:])
-    return head, tail
-
-
-def join_push(head: bytes, seq: int, tail: bytes) -> bytes:
-    """The frame of a Push from its :func:`push_parts` and its sequence number ``seq``."""
-    return head + msgpack.packb(seq) + tail
 
 
 def decode(

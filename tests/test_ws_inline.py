@@ -18,13 +18,12 @@ from typing import Any
 
 import pycrdt
 import pytest
-from crdtsync.transports import _ws_effects
 from crdtsync.transports._ws_inline import InlineFrames
 from crdtsync.transports._ws_links import _LinkRunner
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLIENT, CLOSING, OPEN, SERVER
+from websockets.protocol import CLIENT, CLOSING, OPEN
 from websockets.streams import StreamReader
 
 from crdtsync.gossip import GossipConfig, GossipCore
@@ -201,20 +200,8 @@ def inline_counts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["sent_now"] += sent
         return sent
 
-    real_framed = _ws_effects.send_framed_now
-
-    def counted_framed(conn: Any, payload: bytes, framed: Any) -> bool:
-        # (a server link writes a write's frame built once for every link: _ws_frames.py;
-        # a client link goes on to send_now, counted there)
-        if conn.protocol.side is not SERVER:
-            return real_framed(conn, payload, framed)
-        sent = real_framed(conn, payload, framed)
-        counts["sent_now"] += sent
-        return sent
-
     monkeypatch.setattr(_LinkRunner, "_frame_inline", counted)
     monkeypatch.setattr(InlineFrames, "send_now", counted_send_now)
-    monkeypatch.setattr(_ws_effects, "send_framed_now", counted_framed)
     return counts
 
 

@@ -17,7 +17,6 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crdtsync.transports._ws_frames import PushFrames, send_framed_now
 from crdtsync.transports._ws_links import _close_reason, _CloseRequest, _Link
 from crdtsync.transports.yjsdoor import PATH_PREFIX
 
@@ -75,14 +74,12 @@ class _Effects:
 
     def _execute_effects(self) -> None:
         core = self.core
-        # A write's Pushes to its peers are encoded and framed once (_ws_frames.py).
-        frames = PushFrames()
         for peer, msg in core.data_to_send():
             link = self._by_peer.get(peer)
             if link is None or link.closing or self._closing:
                 continue  # the connection is gone or going: the core learns it from connection_lost
             try:
-                frame = frames.encode(msg)
+                frame = wire.encode(msg)
             except Exception:
                 logger.exception("%s: cannot encode %s for %s", core.name, type(msg).__name__, peer)
                 continue
@@ -98,7 +95,7 @@ class _Effects:
                     self._max_frame,
                 )
             else:
-                self._enqueue(link, frame, frames)
+                self._enqueue(link, frame)
         for address in core.dials():
             if self._closing:
                 continue
@@ -109,18 +106,11 @@ class _Effects:
             task.add_done_callback(self._connecting.discard)
         self._arm()
 
-    def _enqueue(self, link: _Link, frame: bytes, frames: PushFrames | None = None) -> None:
+    def _enqueue(self, link: _Link, frame: bytes) -> None:
         if link.closing:
             return
         if (
-            link.writer_idle
-            and not link.queue
-            and not link.paused
-            and (
-                link.ws.send_now(frame)  # type: ignore[attr-defined]
-                if frames is None
-                else send_framed_now(link.ws, frame, frames.frame)
-            )
+            link.writer_idle and not link.queue and not link.paused and link.ws.send_now(frame)  # type: ignore[attr-defined]
         ):
             # Nothing queued before it and the socket takes it: written now, as the writer
             # task would have, without waking it (7-31 sends per write at the writer, one
