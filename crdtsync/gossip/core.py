@@ -344,6 +344,24 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
             or any(c.acks.pending_acks or c.acks.relay_acks for c in self._conns.values())
         )
 
+    @property
+    def holding_local(self) -> bool:
+        """Whether local writes wait in the coalescing window (:meth:`stream_paused` may
+        end it)."""
+        return self._p.pushes.coalescer.due is not None
+
+    def stream_paused(self, now: float) -> bool:
+        """The driver saw a whole turn of its event loop go by without a local write while
+        writes waited in the coalescing window: end the window now if it already holds a
+        dense window's worth (:meth:`~crdtsync.gossip.coalesce.Coalescer.paused`), so the end
+        of a burst does not wait out a window of up to 16 ms. True: frames to send (the
+        driver executes the effects); False: nothing done, the window ends at its time."""
+        if not self._p.pushes.coalescer.paused():
+            return False
+        self._advance(now)
+        self._p.pushes.flush_local(now)
+        return True
+
     def flush_local(self, now: float) -> None:
         """Send the local writes held in the coalescing window now, not at its end (a driver
         that is closing calls it, then executes the effects)."""
