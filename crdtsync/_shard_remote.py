@@ -94,8 +94,8 @@ class _RemoteApply:
             InvalidUpdate: the bytes are not a valid update; nothing was applied or stored.
             ClosedError: the shard was closed.
         """
-        self._check_open()
         if info is None:
+            self._check_open()  # (before the parse; with ``info``, apply_remote_batch checks)
             # A peer's update: parsed once, with the work limits (not parsed again below)
             info = updates.validate_update(update)
         return self.apply_remote_batch((update,), origin, (info,), author=author)

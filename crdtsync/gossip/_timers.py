@@ -124,7 +124,9 @@ class _Timers:
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
         out, self._ctx.outbox = self._ctx.outbox, []
-        return self._sec.outbox(self.name, out)  # signed and cut with credentials
+        # signed and cut with credentials (nothing to send: nothing to sign, asked after
+        # every received Push)
+        return self._sec.outbox(self.name, out) if out else out
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
