@@ -185,9 +185,12 @@ class _Counts:
     def snapshot(self) -> dict[str, int]:
         return dict(self.c)
 
-    def segments(self) -> None:
+    def segments(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Also time (thread CPU, inclusive) the steps of a receive: a diagnostic, it adds
-        a clock read around each (``--segments``)."""
+        a clock read around each (``--segments``). With ``loop`` (not uvloop), the event
+        loop's own steps too: each iteration (``_run_once``), its ``select`` (the epoll
+        wait, kernel time included), and the callbacks it runs (``Handle._run``); an
+        iteration minus those two is asyncio's own bookkeeping."""
         from crdtsync.transports._ws_effects import _Effects
         from crdtsync.transports._ws_inline import InlineFrames
         from crdtsync.transports._ws_links import _LinkRunner
@@ -220,6 +223,13 @@ class _Counts:
         timed(GossipCore, "tick", "ns_tick")
         timed(GroupCommitter, "_commit_in_worker", "ns_commit_worker")
         timed(GroupCommitter, "_commit_once", "ns_commit_loop_first_step")
+        selector = getattr(loop, "_selector", None)
+        if loop is not None and selector is not None and hasattr(loop, "_run_once"):
+            from asyncio import events
+
+            timed(loop, "_run_once", "ns_loop_iteration")
+            timed(selector, "select", "ns_loop_select")
+            timed(events.Handle, "_run", "ns_loop_callbacks")
 
 
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -273,7 +283,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     await asyncio.sleep(args.settle)
     counts = _Counts(loop)
     if args.segments:
-        counts.segments()
+        counts.segments(loop)
     assert proc.stdin is not None
 
     async def phase(prefix: str, n: int) -> dict[str, Any]:

@@ -20,6 +20,9 @@ class Activity:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._kick: Callable[[], None] | None = None
+        # The transport calls set() after every frame it handles: the event's own method,
+        # one call instead of two (issue 17/18, h-recv4). Same effect as the method below.
+        self.set = self._event.set  # type: ignore[method-assign]
 
     def bind(self, kick: Callable[[], None] | None) -> None:
         """Route :meth:`kick` to the transport (None: no transport, kicks do nothing)."""

@@ -17,6 +17,7 @@ and faults (loss, duplication, reordering, a partition and its heal).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import subprocess
@@ -200,3 +201,31 @@ def test_traces_do_not_depend_on_the_hash_seed() -> None:
         outs.add(out.stdout.strip())
     assert len(outs) == 1, outs
     assert outs == {f"{GOLDEN['full_mesh']} {GOLDEN['partial']}"}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_next_deadline_shortcut_equals_the_full_recompute(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``next_deadline`` reads the relay's, the repairs' and the acks' timers off their state
+    when nothing is under way (h-recv4): along every scenario above (loss, relay, tree,
+    partial replication), at every call, what it cached equals what the components'
+    deadline methods give."""
+    from crdtsync.gossip import GossipCore
+
+    real = GossipCore.next_deadline
+    checked = [0, 0]
+
+    def next_deadline(self: GossipCore) -> float | None:
+        out = real(self)
+        _, light, acks_at = self._light_deadlines
+        assert light == min(self._push_deadlines(), default=math.inf)
+        assert acks_at == min(self._p.acks.deadlines(), default=math.inf)
+        checked[0] += 1
+        checked[1] += light != math.inf or acks_at != math.inf
+        return out
+
+    monkeypatch.setattr(GossipCore, "next_deadline", next_deadline)
+    SCENARIOS[name]()
+    assert checked[0] > 100
+    assert checked[1] > 0, "no timer of the three was ever set: the check checked nothing"

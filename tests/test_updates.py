@@ -15,6 +15,7 @@ since without the gate such input crashes pycrdt 0.14.13.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import struct
@@ -1862,3 +1863,86 @@ def test_apply_validated_many_equals_one_by_one(monkeypatch: pytest.MonkeyPatch)
     d = pycrdt.Doc()
     yjs_doc.apply_validated_many(d, sent)
     same(d)
+
+
+def test_validated_applier_equals_apply_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receive path's apply inside its open transaction (issue 17/18, h-recv4: pycrdt's
+    Rust method without ``Doc.apply_update``'s Python wrapper) gives the same document as
+    ``apply_validated`` of each update, refuses what pycrdt refuses with the same
+    InvalidUpdate, and falls back to the public path without pycrdt's internals."""
+    import pycrdt
+
+    from crdtsync.yjs import doc as yjs_doc
+
+    src = pycrdt.Doc()
+    text = src.get("text:t", type=pycrdt.Text)
+    sent: list[bytes] = []
+    src.observe(lambda e: sent.append(e.update))
+    rng = random.Random(18)
+    for _ in range(200):
+        if len(text) and rng.random() < 0.3:
+            del text[rng.randrange(len(text))]
+        else:
+            text.insert(rng.randrange(len(text) + 1), rng.choice("xyz"))
+    expected = pycrdt.Doc()
+    for u in sent:
+        yjs_doc.apply_validated(expected, u)
+    got = pycrdt.Doc()
+    with got.transaction() as txn:
+        apply = yjs_doc.validated_applier(got, txn)
+        assert not isinstance(apply, functools.partial)  # the raw path was taken
+        for u in sent:
+            apply(u)
+    assert got.get_state() == expected.get_state()
+    assert str(got.get("text:t", type=pycrdt.Text)) == str(text)
+
+    # pycrdt refuses a valid update whose parent is a string: the same error both ways
+    bad = upd(root_item(4, vs("y"), root="b"), child_of(7, 0), client=9)
+    errors = []
+    for raw in (False, True):
+        d = Doc()
+        d.apply_update(upd(TEXT))
+        with pytest.raises(InvalidUpdate) as info, d.transaction() as txn:
+            if raw:
+                yjs_doc.validated_applier(d, txn)(bad)
+            else:
+                yjs_doc.apply_validated(d, bad)
+        errors.append((str(info.value), type(info.value.__cause__)))
+    assert errors[0] == errors[1]
+    assert "pycrdt refused" in errors[0][0]
+
+    # A pycrdt without the internals it uses: the public path, same result.
+    real_getattr = getattr
+    monkeypatch.setattr(
+        yjs_doc,
+        "getattr",
+        lambda obj, name, default=None: (
+            None if name == "_txn" else real_getattr(obj, name, default)
+        ),
+        raising=False,
+    )
+    d = pycrdt.Doc()
+    with d.transaction() as txn:
+        apply = yjs_doc.validated_applier(d, txn)
+        assert isinstance(apply, functools.partial)
+        for u in sent:
+            apply(u)
+    assert d.get_state() == expected.get_state()
+
+
+def test_a_small_update_pycrdt_refuses_leaves_the_store_equal_to_the_doc() -> None:
+    """The receive path's general apply (below ``WHOLE_MIN_BYTES``, through the observer,
+    pycrdt's Rust apply in the batch's transaction): a valid update pycrdt refuses after
+    applying a part is InvalidUpdate, and what it applied is persisted as the doc holds it."""
+    store = MemoryStore()
+    shard = memory_shard(store)
+    shard.apply_remote(upd(TEXT), "peer")  # (7, 0): a string, not a type
+    bad = upd(root_item(4, vs("y"), root="b"), child_of(7, 0), client=9)
+    assert len(bad) < 16 * 1024
+    with pytest.raises(InvalidUpdate, match="pycrdt refused"):
+        shard.apply_remote(bad, "evil")
+    replayed = Doc()
+    for entry in store.log:
+        replayed.apply_update(entry)
+    assert replayed.get_state() == shard.doc.get_state()
+    assert updates.digest(replayed) == updates.digest(shard.doc)

@@ -408,6 +408,18 @@ def test_a_payload_that_looks_like_a_frame_is_not_taken_for_one() -> None:
     conn.data_received(outer[:2])
     conn.data_received(outer[2:])
     assert conn.parsed == 2 and taken == [inner]  # the outer frame's payload, whole
+    # The same after lone frames were taken (h-recv4: the parser found between frames is
+    # remembered until websockets is fed again, here by the outer frame's header).
+    for _ in range(2):
+        conn.data_received(inner)
+    assert conn.parsed == 2 and taken == [inner, b"inner", b"inner"]  # no parser
+    conn.data_received(outer[:2])
+    conn.data_received(outer[2:])
+    assert conn.parsed == 4 and taken == [inner, b"inner", b"inner", inner]
+    # and a lone frame refused by the sink goes to websockets too: remembered no more
+    conn.frame_sink = lambda data: False
+    conn.data_received(outer[:2] + outer[2:3])  # (not whole: websockets' path)
+    assert conn.parsed == 5 and conn.protocol.reader.buffer
 
 
 def test_a_binary_frame_inside_a_fragmented_message_is_left_to_websockets() -> None:
@@ -433,8 +445,8 @@ async def test_pushes_read_one_frame_at_a_time_skip_the_parser_on_both_sides(
     taken = {CLIENT: 0, SERVER: 0}
     real = ws_inline._lone_binary_frame
 
-    def counted(protocol: Any, data: bytes) -> bytes | None:
-        payload = real(protocol, data)
+    def counted(protocol: Any, data: bytes, boundary: object = None) -> bytes | None:
+        payload = real(protocol, data, boundary)
         if payload is not None:
             taken[protocol.side] += 1
         return payload

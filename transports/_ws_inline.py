@@ -63,6 +63,11 @@ class InlineFrames:
     frame_sink: FrameSink | None = None
     #: Frames that may still be taken inline in the current ``data_received`` call.
     _inline_left: int = 0
+    #: websockets' parser (its generator object) as :func:`_lone_binary_frame` last found it,
+    #: waiting between frames, with nothing fed to websockets since (a read taken whole
+    #: feeds it nothing): still there, so the walk of its generator chain is not repeated.
+    #: None after any read or end of stream websockets' own path gets.
+    _boundary: object = None
 
     @staticmethod
     def supported(connection: object) -> bool:
@@ -106,19 +111,27 @@ class InlineFrames:
     def data_received(self, data: bytes) -> None:
         sink = self.frame_sink
         if sink is not None and not len(self.recv_messages.frames):  # type: ignore[attr-defined]
-            payload = _lone_binary_frame(self.protocol, data)  # type: ignore[attr-defined]
+            protocol = self.protocol  # type: ignore[attr-defined]
+            payload = _lone_binary_frame(protocol, data, self._boundary)
             if payload is not None:
                 if sink(payload):
+                    self._boundary = protocol.parser  # (not fed: still between frames)
                     return
                 # Left to the reader: websockets parses and queues it, as it would have
                 # (the sink is not offered it again).
+                self._boundary = None
                 super().data_received(data)  # type: ignore[misc]
                 return
+        self._boundary = None
         self._inline_left = 1
         try:
             super().data_received(data)  # type: ignore[misc]
         finally:
             self._inline_left = 0
+
+    def eof_received(self) -> bool | None:
+        self._boundary = None  # (websockets' parser is fed the end of the stream)
+        return super().eof_received()  # type: ignore[misc,no-any-return]
 
     def process_event(self, event: Event) -> None:
         sink = self.frame_sink
@@ -161,7 +174,7 @@ _apply_mask: Callable[[bytes, bytes], bytes] = websockets.frames.apply_mask  # t
 _AT_EOF = StreamReader.at_eof.__code__
 
 
-def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
+def _lone_binary_frame(protocol: object, data: bytes, boundary: object = None) -> bytes | None:
     """The payload if ``data`` (the bytes of one socket read) is exactly one complete, final,
     binary frame that websockets would take as it is, else None.
 
@@ -173,7 +186,9 @@ def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
     open with no fragmented message under way, no extension negotiated and debug logging
     off, and the frame's header is one websockets accepts as it is (no reserved bit, masked
     if and only if we are the server, within the size limits); anything else, valid or not,
-    is None: websockets' own path, unchanged.
+    is None: websockets' own path, unchanged. ``boundary``: the parser generator this found
+    waiting between frames last time, if nothing was fed to websockets since (then it still
+    waits there and its generator chain is not walked again).
     """
     if (
         type(data) is not bytes
@@ -203,14 +218,15 @@ def _lone_binary_frame(protocol: object, data: bytes) -> bytes | None:
     if (limit is not None and length > limit) or (fragment is not None and length > fragment):
         return None
     parser = protocol.parser  # type: ignore[attr-defined]
-    for _ in range(4):  # (the client's and the server's parse wrap Protocol.parse)
-        parser = getattr(parser, "gi_yieldfrom", None)
-        if parser is None:
+    if parser is not boundary:  # (the same generator, not fed since: still between frames)
+        for _ in range(4):  # (the client's and the server's parse wrap Protocol.parse)
+            parser = getattr(parser, "gi_yieldfrom", None)
+            if parser is None:
+                return None
+            if getattr(parser, "gi_code", None) is _AT_EOF:
+                break
+        else:
             return None
-        if getattr(parser, "gi_code", None) is _AT_EOF:
-            break
-    else:
-        return None
     if masked:
         return _apply_mask(data[start + 4 :], data[start : start + 4])
     return data[start:]

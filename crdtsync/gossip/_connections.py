@@ -192,7 +192,8 @@ class _Connections:
                 Nothing of the message was applied.
             UsageError: ``peer`` is not connected (a driver bug).
         """
-        if (type(msg) is Push or type(msg) is Ack) and self._ctx.gate is None:
+        light = (type(msg) is Push or type(msg) is Ack) and self._ctx.gate is None
+        if light:
             # A Push or an Ack moves no membership, dial, pruning or anti-entropy timer: only
             # the relay's, the repairs' and the acks' are computed again (issue 17/18: a full
             # next_deadline and dials after every received push were 16 % of its handling).
@@ -214,7 +215,8 @@ class _Connections:
             raise ProtocolError(
                 f"unexpected message {type(msg).__name__}", CloseCode.UNKNOWN_MESSAGE
             )
-        admitted = self._sec.admit(conn, msg)  # the receive boundary (credentials only)
+        # the receive boundary (credentials only: without a gate, what came is admitted)
+        admitted = msg if light else self._sec.admit(conn, msg)
         if admitted is not None:
             handler(conn, admitted, now)
 

@@ -362,7 +362,10 @@ class _PushReceive:
                 formed, beyond the work limits).
         """
         try:
-            admitted = self._admit_new(conn, shard, update, info, solicited)
+            if solicited or shard in self._ctx.guard.known:  # (_admit_new's answer then)
+                admitted: _yjs.UpdateInfo | None | Literal[False] = info
+            else:
+                admitted = self._admit_new(conn, shard, update, info, solicited)
             if admitted is False:
                 return False
             return self._ctx.replicas.apply(shard, update, conn.name, admitted, author=author)

@@ -146,7 +146,7 @@ class _Queries:
         return self._p.members.live(listening=listening)
 
     def _mode(self) -> Mode:
-        mode = self._views().mode
+        mode = self._p.overlay.view().mode  # (_views(), inlined: asked for every Push)
         if mode == RELAY and self._p.pushes.any_fanout:
             # A medium that fans out (a broker) already is the relay: pushes go as one
             # broadcast, and acks the full mesh's way (broadcast when most agents want them).

@@ -124,7 +124,9 @@ class _Timers:
         After sending a :class:`~crdtsync.messages.Close`, close that connection.
         """
         out, self._ctx.outbox = self._ctx.outbox, []
-        return self._sec.outbox(self.name, out)  # signed and cut with credentials
+        # signed and cut with credentials (nothing to send: nothing to sign, asked after
+        # every received Push)
+        return self._sec.outbox(self.name, out) if out else out
 
     def dials(self) -> list[str]:
         """Addresses to open connections to now (each handed out once until it succeeds,
@@ -166,8 +168,19 @@ class _Timers:
         key = (self._gen, self._light)
         lkey, light, acks_at = self._light_deadlines
         if lkey != key:
-            light = min(self._push_deadlines(), default=math.inf)
-            acks_at = min(self._p.acks.deadlines(), default=math.inf)
+            # Nothing under way (a paced mesh after nearly every received Push): the relay's,
+            # the repairs' and the acks' timers are read off the state that holds them,
+            # without a call into each (what their deadlines methods return then: nothing).
+            p = self._p
+            relay, repairs, acks = p.relay, p.repairs, p.acks
+            if relay.unconfirmed or relay.heard or relay.lacking or repairs.lags or repairs.asked:
+                light = min(self._push_deadlines(), default=math.inf)
+            else:
+                light = math.inf
+            if acks.owing or acks.own_acks or acks.fanout.owed:
+                acks_at = min(acks.deadlines(), default=math.inf)
+            else:
+                acks_at = math.inf
             self._light_deadlines = (key, light, acks_at)
         times = [fixed, light]
         flush_at = self._ctx.flush_at

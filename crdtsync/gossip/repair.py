@@ -93,16 +93,17 @@ class Repairs:
         self.broadcast_seq: dict[tuple[str, str], int] = {}
         #: Names of the links a repair was asked of (a superset: answered ones are pruned by
         #: :meth:`_pending`). The core asks for our timers after every received Push, and a
-        #: full mesh of 32 has 31 links, nearly always without a repair (issue 18).
-        self._asked: set[str] = set()
+        #: full mesh of 32 has 31 links, nearly always without a repair (issue 18); empty
+        #: with :attr:`lags`, :meth:`deadlines` has nothing (the core reads both, h-recv4).
+        self.asked: set[str] = set()
 
     def _pending(self) -> list[Link]:
         """The links with a repair under way, in link order (as a walk of every link would
         meet them): none at once while no repair was asked since the last call."""
-        if not self._asked:
+        if not self.asked:
             return []
         pending = [c for c in self._ctx.links.values() if c.repair.repairs]
-        self._asked = {c.name for c in pending}
+        self.asked = {c.name for c in pending}
         return pending
 
     def asking(self, shard: str) -> bool:
@@ -156,7 +157,7 @@ class Repairs:
         """Ask ``conn`` for what we lack of ``shard`` (``target``: the state vector that
         showed it, if known)."""
         conn.repair.repairs[shard] = now
-        self._asked.add(conn.name)
+        self.asked.add(conn.name)
         conn.repair.tries[shard] = conn.repair.tries.get(shard, 0) + 1
         if target is not None:
             conn.repair.targets[shard] = target

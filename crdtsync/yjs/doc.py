@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "apply_update",
     "apply_validated",
     "apply_validated_many",
+    "validated_applier",
     "APPLY_BATCH",
     "delete_set",
     "delete_set_of",
@@ -114,6 +116,38 @@ def apply_validated(doc: pycrdt.Doc[Any], update: bytes) -> None:
 APPLY_BATCH = 100
 
 
+def validated_applier(doc: pycrdt.Doc[Any], txn: pycrdt.Transaction) -> Callable[[bytes], None]:
+    """A function that applies an update that already passed validation to ``doc`` inside
+    ``txn``, the transaction of ``doc`` open around the call (``with doc.transaction() as
+    txn``), as :func:`apply_validated` does: pycrdt's errors become InvalidUpdate.
+
+    It calls pycrdt's Rust method with the open transaction, without the Python wrapper of
+    ``Doc.apply_update`` around it (its model check, a nested transaction's enter and exit, a
+    read-transaction check: per update as much time as a small update's apply; issue 17,
+    benchmarks/README.md, h-recv4). A pycrdt without these internals, or a doc with a model,
+    gets :func:`apply_validated` itself. Valid only while ``txn`` is open.
+    """
+    raw_doc, raw_txn = getattr(doc, "_doc", None), getattr(txn, "_txn", None)
+    if (
+        raw_doc is None
+        or raw_txn is None
+        or getattr(doc, "_Model", None) is not None
+        or isinstance(txn, pycrdt.ReadTransaction)
+    ):
+        return partial(apply_validated, doc)  # the public way
+    apply = raw_doc.apply_update
+
+    def applied(update: bytes) -> None:
+        try:
+            apply(raw_txn, update)
+        except PASS_THROUGH:
+            raise
+        except BaseException as exc:  # PanicException derives from BaseException only
+            raise InvalidUpdate(f"pycrdt refused the update: {type(exc).__name__}: {exc}") from exc
+
+    return applied
+
+
 def apply_validated_many(
     doc: pycrdt.Doc[Any], updates: Sequence[bytes], batch: int = APPLY_BATCH
 ) -> None:
@@ -123,7 +157,8 @@ def apply_validated_many(
     nested transactions are the enclosing one), without the per-update Python wrapper of
     ``Doc.apply_update`` (a transaction object, its checks and its exit per update: as much
     time as the apply itself for small updates). For a store's own entries on reopen and
-    compaction.
+    compaction. (The loop calls the Rust method itself rather than a
+    :func:`validated_applier`: one Python call less per entry of a long log.)
 
     Raises:
         InvalidUpdate: pycrdt refused one of them (those before it were applied).

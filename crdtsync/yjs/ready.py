@@ -13,7 +13,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pycrdt
@@ -98,6 +98,7 @@ def apply_if_ready(
     update: bytes,
     info: UpdateInfo | None = None,
     sv: dict[int, int] | None = None,
+    apply: Callable[[bytes], None] | None = None,
 ) -> tuple[int, int] | None:
     """Validate ``update`` and apply it to ``doc`` if it is ready (see :func:`is_ready`).
 
@@ -107,7 +108,10 @@ def apply_if_ready(
     Errors as :func:`~crdtsync.yjs.doc.apply_update`. With ``info`` (the update's
     :func:`~crdtsync.yjs.parse.parse_update` result) the bytes are not parsed again. With
     ``sv`` (``doc``'s decoded state vector, e.g. kept across a batch) the doc's is not read
-    again, and ``sv`` is brought up to date when the update is applied.
+    again, and ``sv`` is brought up to date when the update is applied. With ``apply`` (a
+    :func:`~crdtsync.yjs.doc.validated_applier` of ``doc``'s open transaction) the update
+    is applied by it rather than by :func:`~crdtsync.yjs.doc.apply_validated`: the same
+    apply and errors, without pycrdt's per-update Python wrapper.
 
     Raises:
         InvalidUpdate: the bytes are not a valid update.
@@ -115,7 +119,10 @@ def apply_if_ready(
     info = _info_for(update, info)
     missing = info.missing(decode_state_vector(doc.get_state()) if sv is None else sv)
     if missing is None:
-        apply_validated(doc, update)
+        if apply is None:
+            apply_validated(doc, update)
+        else:
+            apply(update)
         if sv is not None:  # a ready update integrates whole: each client reaches its end
             for client, end in info.ends.items():
                 if end > sv.get(client, 0):

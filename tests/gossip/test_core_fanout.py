@@ -313,3 +313,26 @@ def test_one_turns_broadcasts_batched_as_handed_one_by_one() -> None:
     assert t_content == {"k": 1.0}
     assert sent == [("a", "SyncRequest")] * 2  # repairs: z1's seq 2, z3's seq 1
     assert [type(m).__name__ for m in broadcasts] == ["Ack"]  # one broadcast ack, for z3
+
+
+def test_a_broadcast_ack_owed_is_next_deadlines_timer() -> None:
+    """A broadcast WANT_ACK leaves a fanout ack owed (``acks.fanout.owed``), the one acks
+    timer neither a link nor ``owing`` holds: ``next_deadline``, which reads the acks'
+    timers off their state when nothing is owed (h-recv4), still computes it (a flush
+    scheduled before it may come first)."""
+    cores = _unlinked(("a", "b"))
+    a, b = cores["a"], cores["b"]
+    a.local_update("s", put(a, "s", "k", 1), 5.1)
+    (push,) = a.broadcasts_to_send()
+    b.receive_broadcast("a", rt(push), 5.1)
+    b.durable(reps(b).commit(), 5.12)
+    b.tick(5.2)
+    b.broadcasts_to_send()
+    b.data_to_send()
+    before = b.next_deadline()
+    b.receive_broadcast("a", rt(Push("s", (WANT_ACK,), None, 2)), 5.3)
+    assert b._p.acks.fanout.owed and not b._p.acks.owing
+    due = b._p.acks.fanout_due()
+    assert before is None or due < before
+    assert b.next_deadline() <= due
+    assert b._light_deadlines[2] == due  # the acks' timer, as acks.deadlines() gives it
