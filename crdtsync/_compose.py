@@ -40,24 +40,39 @@ __all__ = [
 ]
 
 
-def websocket_transport(
-    core: GossipCore,
-    *,
-    listen: str | None,
-    max_frame: int,
-    on_activity: Callable[[], None],
-    credentials: Credentials | None = None,
-) -> Transport:
-    """The default :class:`~crdtsync.transport.TransportFactory`: real websockets."""
-    from .transports.websocket import WebsocketTransport
+class _WebsocketFactory:
+    """The default :class:`~crdtsync.transport.TransportFactory`: real websockets (imported
+    when an agent first starts gossip), with the optional ``dial_early`` capability."""
 
-    return WebsocketTransport(
-        core,
-        listen=listen,
-        max_frame=max_frame,
-        on_activity=on_activity,
-        credentials=credentials,
-    )
+    def __call__(
+        self,
+        core: GossipCore,
+        *,
+        listen: str | None,
+        max_frame: int,
+        on_activity: Callable[[], None],
+        credentials: Credentials | None = None,
+    ) -> Transport:
+        from .transports.websocket import WebsocketTransport
+
+        return WebsocketTransport(
+            core,
+            listen=listen,
+            max_frame=max_frame,
+            on_activity=on_activity,
+            credentials=credentials,
+        )
+
+    def dial_early(self, addresses: tuple[str, ...], *, max_frame: int) -> Any:
+        """Start the seeds' connects before the agent opens its store
+        (:mod:`crdtsync.transports._ws_early`); the transport built later adopts them."""
+        from .transports._ws_early import dial_early
+
+        return dial_early(addresses, max_frame=max_frame)
+
+
+#: The default transport factory (an instance: called like the function it replaced).
+websocket_transport = _WebsocketFactory()
 
 
 def mqtt_transport(url: str, *, insecure: bool = False) -> TransportFactory:
