@@ -22,7 +22,7 @@ from ._activity import Activity
 from ._agent_figures import DurableHistory
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
-from .errors import ReplicationTimeout, UsageError
+from .errors import ClosedError, ReplicationTimeout, UsageError
 from .gossip import GossipConfig, GossipCore, QuotaSet
 from .shard import Shard
 from .sharding import Sharding, ShardingConfig
@@ -69,6 +69,7 @@ class _AgentWiring:
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
     _closed: bool
+    _closing: bool
 
     if TYPE_CHECKING:
 
@@ -85,6 +86,7 @@ class _AgentWiring:
             return
         self._early_dials = dial_early(seeds, max_frame=self._gossip_config.max_frame)
         await asyncio.sleep(0)  # each connect() goes out (one loop turn) before we go on
+        await self._closed_while_starting()
 
     async def _early_dials_progress(self) -> None:
         """With early dials under way, give the loop a few turns (the store is open now):
@@ -95,6 +97,13 @@ class _AgentWiring:
         if self._early_dials is not None:
             for _ in range(_EARLY_TURNS):
                 await asyncio.sleep(0)
+            await self._closed_while_starting()
+
+    async def _closed_while_starting(self) -> None:
+        """``close()`` ran while ``start()`` yielded to its early dials: undo the start."""
+        if self._closing or self._closed:
+            await self._abort_start()
+            raise ClosedError("agent was closed while it started")
 
     async def _abort_start(self) -> None:
         early, self._early_dials = self._early_dials, None

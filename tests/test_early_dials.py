@@ -22,7 +22,7 @@ from websockets.protocol import State
 import crdtsync.agent as agent_module
 from crdtsync import Agent, GossipConfig
 from crdtsync._compose import websocket_transport
-from crdtsync.errors import DataDirLocked
+from crdtsync.errors import ClosedError, DataDirLocked
 from crdtsync.gossip import GossipCore
 
 WS = "ws://127.0.0.1:0"
@@ -210,3 +210,19 @@ async def test_the_transport_adopts_only_its_own_client_options() -> None:
         assert len(early) == 0
         await other.close()
         await default.close()
+
+
+async def test_close_while_start_yields_to_the_early_dials_undoes_the_start(tmp_path: Any) -> None:
+    # start() now yields (to let the early connects go out): a close() in that window must not
+    # leave a half-started agent with an open store or a connection behind.
+    async with Agent("holder", tmp_path / "h", listen=WS) as holder:
+        joiner = Agent("joiner", tmp_path / "j", peers=[holder.address or ""])
+        starting = asyncio.create_task(joiner.start())
+        await asyncio.sleep(0)  # start() is at its first yield, the store not open yet
+        await joiner.close()
+        with pytest.raises(ClosedError):
+            await starting
+        assert joiner._store is None and joiner._early_dials is None
+        async with Agent("again", tmp_path / "j"):  # the data directory was left unlocked
+            pass
+        await until(lambda: len(holder._transport.connections()) == 0)  # type: ignore[union-attr]
