@@ -13,11 +13,12 @@ as before, so ``import crdtsync`` stays light.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _extensions
-from .observer import Observer
+from .observer import NULL_OBSERVER, Observer
 from .transport import (
     Transport,
     TransportFactory,
@@ -102,10 +103,45 @@ def sample_metrics(agent: Any) -> dict[str, Any]:
 
 def metrics_observer(agent: Any) -> Observer:
     """The default observer of an agent's events: its :class:`crdtsync.metrics.MetricsSink`
-    (prometheus-client is imported when the first agent starts)."""
+    (prometheus-client is imported when the first agent starts; the sink is made at the
+    agent's first event, or when its metrics are first read)."""
     from .metrics import metrics_for
 
-    return metrics_for(agent)
+    return _SinkOnFirstEvent(agent, metrics_for)
+
+
+class _SinkOnFirstEvent:
+    """An :class:`~crdtsync.observer.Observer` that makes the agent's metrics sink at its
+    first event. Building the sink's prometheus families (a dozen metrics, histogram bucket
+    labels) cost ~0.3 ms of CPU inside ``Agent.start()``, on a joining agent's critical path
+    (issue 17, h-paper2); every event comes later (a commit, a compaction, a closed
+    connection). A sink made later starts from the same zeros, and reading the metrics makes
+    it too (:func:`crdtsync.metrics.metrics_for`), so what is reported is unchanged."""
+
+    __slots__ = ("_agent", "_make", "_sink")
+
+    def __init__(self, agent: Any, make: Callable[[Any], Observer]) -> None:
+        self._agent = weakref.ref(agent)  # (the agent holds this observer: no cycle)
+        self._make = make
+        self._sink: Observer | None = None
+
+    def _get(self) -> Observer:
+        sink = self._sink
+        if sink is None:
+            agent = self._agent()
+            if agent is None:  # (an event after the agent is gone: nobody can read it)
+                return NULL_OBSERVER
+            sink = self._sink = self._make(agent)
+        return sink
+
+    def committed(self, seconds: float, writes: Mapping[str, tuple[int, int]]) -> None:
+        self._get().committed(seconds, writes)
+
+    def compacted(self, shard: str, seconds: float, bytes_before: int, bytes_after: int) -> None:
+        self._get().compacted(shard, seconds, bytes_before, bytes_after)
+
+    def closed(self, code: int, by: str) -> None:
+        self._get().closed(code, by)
 
 
 def install_defaults() -> None:
