@@ -22,7 +22,7 @@ from ._activity import Activity
 from ._agent_figures import DurableHistory
 from ._registry import ShardRegistry
 from .durability import GroupCommitter
-from .errors import ReplicationTimeout, UsageError
+from .errors import ClosedError, ReplicationTimeout, UsageError
 from .gossip import GossipConfig, GossipCore, QuotaSet
 from .shard import Shard
 from .sharding import Sharding, ShardingConfig
@@ -36,6 +36,9 @@ __all__: list[str] = []
 
 #: The agent's logger: log lines keep the name of the module users configure.
 _log = logging.getLogger("crdtsync.agent")
+
+#: Loop turns given to early dials once the store is open (see _early_dials_progress).
+_EARLY_TURNS = 6
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
@@ -65,18 +68,53 @@ class _AgentWiring:
     _registry: ShardRegistry | None
     _core: GossipCore | None
     _transport: Transport | None
+    _early_dials: Any
     _activity: Activity
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
     _local_writes: int
     _pause_armed: bool
     _closed: bool
+    _closing: bool
 
     if TYPE_CHECKING:
 
         async def shard(self, name: str) -> Shard: ...
 
+    async def _dial_seeds_early(self, factory: TransportFactory) -> None:
+        """Start the seeds' connects now, before the store is opened, if the factory can
+        (an optional ``dial_early``; not with credentials: TLS and authentication need the
+        transport). The transport built in :meth:`_start_gossip` adopts them; nothing is read
+        or sent on them before the core exists (``transports/_ws_early.py``)."""
+        dial_early = getattr(factory, "dial_early", None)
+        seeds = tuple(s for s in self._seeds if s != self._listen)
+        if not seeds or self._credentials is not None or not callable(dial_early):
+            return
+        self._early_dials = dial_early(seeds, max_frame=self._gossip_config.max_frame)
+        await asyncio.sleep(0)  # each connect() goes out (one loop turn) before we go on
+        await self._closed_while_starting()
+
+    async def _early_dials_progress(self) -> None:
+        """With early dials under way, give the loop a few turns (the store is open now):
+        a connect that completed meanwhile sends its websocket upgrade request, which the peer
+        answers while the registry, core and transport are built. (A completed connect wakes
+        its dial one turn after the selector reports it, and the starting task runs first in
+        each turn: three turns. Not a wait: with nothing ready each turn costs a poll.)"""
+        if self._early_dials is not None:
+            for _ in range(_EARLY_TURNS):
+                await asyncio.sleep(0)
+            await self._closed_while_starting()
+
+    async def _closed_while_starting(self) -> None:
+        """``close()`` ran while ``start()`` yielded to its early dials: undo the start."""
+        if self._closing or self._closed:
+            await self._abort_start()
+            raise ClosedError("agent was closed while it started")
+
     async def _abort_start(self) -> None:
+        early, self._early_dials = self._early_dials, None
+        if early is not None:
+            await early.close()
         transport, committer, store, registry = (
             self._transport,
             self._committer,
@@ -130,6 +168,13 @@ class _AgentWiring:
         serve_yjs = getattr(self._transport, "serve_yjs", None)
         if self._listen is not None and callable(serve_yjs):
             serve_yjs(self.shard)  # y-websocket clients at /yjs/<shard> (transports/yjsdoor.py)
+        early, self._early_dials = self._early_dials, None
+        if early is not None:
+            adopt = getattr(self._transport, "adopt_early_dials", None)
+            if not callable(adopt):
+                await early.close()
+            else:
+                adopt(early)  # (closes them itself if its client options differ)
         watch = getattr(self._transport, "watch_seeds", None)
         if watch is not None:
             watch(self._seeds)

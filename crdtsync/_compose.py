@@ -13,11 +13,12 @@ as before, so ``import crdtsync`` stays light.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _extensions
-from .observer import Observer
+from .observer import NULL_OBSERVER, Observer
 from .transport import (
     Transport,
     TransportFactory,
@@ -40,24 +41,39 @@ __all__ = [
 ]
 
 
-def websocket_transport(
-    core: GossipCore,
-    *,
-    listen: str | None,
-    max_frame: int,
-    on_activity: Callable[[], None],
-    credentials: Credentials | None = None,
-) -> Transport:
-    """The default :class:`~crdtsync.transport.TransportFactory`: real websockets."""
-    from .transports.websocket import WebsocketTransport
+class _WebsocketFactory:
+    """The default :class:`~crdtsync.transport.TransportFactory`: real websockets (imported
+    when an agent first starts gossip), with the optional ``dial_early`` capability."""
 
-    return WebsocketTransport(
-        core,
-        listen=listen,
-        max_frame=max_frame,
-        on_activity=on_activity,
-        credentials=credentials,
-    )
+    def __call__(
+        self,
+        core: GossipCore,
+        *,
+        listen: str | None,
+        max_frame: int,
+        on_activity: Callable[[], None],
+        credentials: Credentials | None = None,
+    ) -> Transport:
+        from .transports.websocket import WebsocketTransport
+
+        return WebsocketTransport(
+            core,
+            listen=listen,
+            max_frame=max_frame,
+            on_activity=on_activity,
+            credentials=credentials,
+        )
+
+    def dial_early(self, addresses: tuple[str, ...], *, max_frame: int) -> Any:
+        """Start the seeds' connects before the agent opens its store
+        (:mod:`crdtsync.transports._ws_early`); the transport built later adopts them."""
+        from .transports._ws_early import dial_early
+
+        return dial_early(addresses, max_frame=max_frame)
+
+
+#: The default transport factory (an instance: called like the function it replaced).
+websocket_transport = _WebsocketFactory()
 
 
 def mqtt_transport(url: str, *, insecure: bool = False) -> TransportFactory:
@@ -87,10 +103,45 @@ def sample_metrics(agent: Any) -> dict[str, Any]:
 
 def metrics_observer(agent: Any) -> Observer:
     """The default observer of an agent's events: its :class:`crdtsync.metrics.MetricsSink`
-    (prometheus-client is imported when the first agent starts)."""
+    (prometheus-client is imported when the first agent starts; the sink is made at the
+    agent's first event, or when its metrics are first read)."""
     from .metrics import metrics_for
 
-    return metrics_for(agent)
+    return _SinkOnFirstEvent(agent, metrics_for)
+
+
+class _SinkOnFirstEvent:
+    """An :class:`~crdtsync.observer.Observer` that makes the agent's metrics sink at its
+    first event. Building the sink's prometheus families (a dozen metrics, histogram bucket
+    labels) cost ~0.3 ms of CPU inside ``Agent.start()``, on a joining agent's critical path
+    (issue 17, h-paper2); every event comes later (a commit, a compaction, a closed
+    connection). A sink made later starts from the same zeros, and reading the metrics makes
+    it too (:func:`crdtsync.metrics.metrics_for`), so what is reported is unchanged."""
+
+    __slots__ = ("_agent", "_make", "_sink")
+
+    def __init__(self, agent: Any, make: Callable[[Any], Observer]) -> None:
+        self._agent = weakref.ref(agent)  # (the agent holds this observer: no cycle)
+        self._make = make
+        self._sink: Observer | None = None
+
+    def _get(self) -> Observer:
+        sink = self._sink
+        if sink is None:
+            agent = self._agent()
+            if agent is None:  # (an event after the agent is gone: nobody can read it)
+                return NULL_OBSERVER
+            sink = self._sink = self._make(agent)
+        return sink
+
+    def committed(self, seconds: float, writes: Mapping[str, tuple[int, int]]) -> None:
+        self._get().committed(seconds, writes)
+
+    def compacted(self, shard: str, seconds: float, bytes_before: int, bytes_after: int) -> None:
+        self._get().compacted(shard, seconds, bytes_before, bytes_after)
+
+    def closed(self, code: int, by: str) -> None:
+        self._get().closed(code, by)
 
 
 def install_defaults() -> None:

@@ -246,6 +246,7 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         self._reader: Reader | None = None
         self._core: GossipCore | None = None
         self._transport: Transport | None = None
+        self._early_dials: Any = None  # the seeds' connects while start() opens the store
         self._activity = Activity()
         self._history = DurableHistory()  # (given the metrics as its next observer at start)
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
@@ -272,7 +273,7 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
 
     async def start(self) -> None:
         """Open the store (raising ``DataDirLocked`` if another process has it) and start serving."""
-        if self._store is not None:
+        if self._store is not None or self._early_dials is not None:
             raise UsageError("agent already started")
         if self._closed:
             raise ClosedError("agent was closed; create a new Agent")
@@ -281,7 +282,16 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
             factory = self._transport_factory or default_factory()
             if factory is None:  # (checked before the store is opened and locked)
                 raise UsageError("no transport: pass Agent(..., transport=...) (none is wired in)")
-        self._store = Store(self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size)
+        if factory is not None:
+            await self._dial_seeds_early(factory)  # (they complete while the store opens)
+        try:
+            self._store = Store(
+                self.data_dir, map_size=self._map_size, max_map_size=self._max_map_size
+            )
+        except BaseException:
+            await self._abort_start()  # (closes the early dials)
+            raise
+        await self._early_dials_progress()  # (their upgrades go out while the rest starts)
         self._history = DurableHistory(_extensions.observer_for(self))
         broker_alone = self._broker is not None and self._listen is None and not self._seeds
         pacing = self._commit_pacing

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
-from crdtsync.transports._ws_inline import InlineClientConnection, InlineFrames
+from crdtsync.transports._ws_early import client_options
+from crdtsync.transports._ws_inline import InlineFrames
 from crdtsync.transports._ws_receive import _LinkReceive
 from crdtsync.transports.yjsdoor import PATH_PREFIX as _YJS_PREFIX
 from crdtsync.transports.yjsdoor import YjsDoor
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -200,6 +201,8 @@ class _LinkRunner(_LinkReceive):
 
         async def _authenticate(self, link: _Link) -> bool: ...
 
+        def _take_early(self, address: str) -> asyncio.Task[ClientConnection] | None: ...
+
     # -- connections ---------------------------------------------------------------------------
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
@@ -274,24 +277,26 @@ class _LinkRunner(_LinkReceive):
         else:
             logger.debug(msg, *args)
 
+    def _client_options(self) -> dict[str, Any]:
+        """websockets' ``connect`` arguments of this transport's dials."""
+        return client_options(
+            max_frame=self._max_frame,
+            compression=self._compression,
+            open_timeout=self._open_timeout,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+            close_timeout=self._close_timeout,
+            max_queue=self._max_queue,
+            ssl=self._client_ssl,
+        )
+
     async def _dial(self, address: str) -> None:
         """Open a connection to ``address`` (from core.dials()) and run it."""
         try:
             if (self._client_ssl is not None) != address.startswith("wss://"):
                 raise UsageError("TLS credentials dial wss:// only, others ws:// only")
-            ws = await connect(
-                address,
-                compression=self._compression,
-                proxy=None,  # peers are dialled directly, whatever HTTP(S)_PROXY says
-                open_timeout=self._open_timeout,
-                ping_interval=self._ping_interval,
-                ping_timeout=self._ping_timeout,
-                close_timeout=self._close_timeout,
-                max_size=2 * self._max_frame,
-                max_queue=self._max_queue,
-                ssl=self._client_ssl,
-                create_connection=InlineClientConnection,
-            )
+            early = self._take_early(address)  # opened before the store (_ws_early.py)
+            ws = await (early if early is not None else connect(address, **self._client_options()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # OSError, InvalidURI, InvalidHandshake, TimeoutError, ...

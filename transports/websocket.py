@@ -102,6 +102,7 @@ from urllib.parse import urlsplit
 
 from crdtsync.transports._ws_admission import Admission
 from crdtsync.transports._ws_auth import _Authenticator
+from crdtsync.transports._ws_early import EarlyDials, _EarlyDialing
 from crdtsync.transports._ws_effects import _Effects
 from crdtsync.transports._ws_links import (
     ConnectionInfo,
@@ -151,7 +152,7 @@ def default_connection_cap() -> ConnectionCap:
     return ConnectionCap(max_total=512, max_per_address=128, handshake_timeout=10.0)
 
 
-class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
+class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing):
     """Carry one gossip core's traffic over websockets (see the module docstring).
 
     Args:
@@ -263,6 +264,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
         self._closed = asyncio.Event()
         self._stopping = asyncio.Event()  # set when close() starts: ends pending authentications
         self._yjs: YjsDoor | None = None
+        self._early_dials: EarlyDials | None = None  # adopt_early_dials (_ws_early.py)
         self._seed_state: dict[
             str, str
         ] = {}  # seed address -> "dialling" | "connected" | "unreachable: ..."
@@ -330,6 +332,8 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
                 # The core advertises this in its Hello; with port 0 it was not known before.
                 self.core.set_address(self._address)
         self._pump()  # (arms the timer)
+        if self._early_dials is not None:  # after the first dials took theirs
+            self._loop.call_soon(self._drop_early_dials)
 
     def serve_yjs(self, open_shard: ShardOpener) -> YjsDoor:
         """Serve y-websocket clients at ``/yjs/<shard>`` on this transport's listener, with
@@ -398,6 +402,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator):
             for link in list(self._links):  # a peer that ignored the close handshake
                 link.ws.transport.abort()
             await self._wait_links(self._close_timeout + 1.0)
+            self._drop_early_dials()
             if self._dial_tasks:
                 await asyncio.gather(*self._dial_tasks, return_exceptions=True)
             self._timer_off = True
