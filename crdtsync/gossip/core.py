@@ -351,8 +351,8 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         return self._p.pushes.coalescer.due is not None
 
     def stream_paused(self, now: float) -> bool:
-        """The driver saw a whole turn of its event loop go by without a local write while
-        writes waited in the coalescing window: end the window now if it already holds a
+        """The driver saw no local write for a while (the agent: 0.5-1 ms, its pause check)
+        while writes waited in the coalescing window: end the window now if it already holds a
         dense window's worth (:meth:`~crdtsync.gossip.coalesce.Coalescer.paused`), so the end
         of a burst does not wait out a window of up to 16 ms. True: frames to send (the
         driver executes the effects); False: nothing done, the window ends at its time."""
