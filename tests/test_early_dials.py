@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from crdtsync.transports import _ws_early
 from crdtsync.transports._ws_early import EarlyDials, client_options, dial_early
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
+from polling import until
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.protocol import State
 
@@ -27,15 +27,6 @@ from crdtsync.gossip import GossipCore
 
 WS = "ws://127.0.0.1:0"
 FAST = GossipConfig.lan(backoff_base=0.05, backoff_max=0.2)
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``check`` until true (the bound only stops a hung test; nothing is timed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from polling import until
 
 from crdtsync import Agent, GossipConfig, PeerStatus
 from crdtsync.cli.meshview import inspect_mesh
 from crdtsync.messages import ShardState
 
 WS = "ws://127.0.0.1:0"
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``check`` until true (the bound only stops a hung test; nothing is timed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 def test_repr_is_one_readable_line_without_raw_bytes() -> None:

@@ -6,22 +6,14 @@ the peer ends with exactly the writer's text."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
+
+from polling import until
 
 from crdtsync import Agent
 from crdtsync.messages import Push
 
 WS = "ws://127.0.0.1:0"
-
-
-async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``check`` until true (the bound only stops a hung test; nothing is timed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_writes_of_one_turn_reach_the_core_as_one_merged_update(tmp_path) -> None:

@@ -11,8 +11,9 @@ windows here are a whole second long, and what ended each is recorded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
+
+from polling import until
 
 from crdtsync import Agent
 from crdtsync.gossip import GossipConfig
@@ -43,15 +44,6 @@ def test_a_widened_window_ends_at_a_pause_whatever_it_holds() -> None:
     assert not c.paused()  # nothing held
     c.hold("s", [b"x"], 0.001)
     assert c.due is not None and c.paused()  # the end of a burst: one write is enough
-
-
-async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``check`` until true (the bound only stops a hung test; nothing is timed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 def _record_pauses(core: Any) -> list[bool]:

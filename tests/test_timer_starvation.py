@@ -22,6 +22,7 @@ from typing import Any
 
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
+from polling import until
 
 from crdtsync import Agent
 from crdtsync.gossip import GossipCore
@@ -84,15 +85,6 @@ async def test_core_timer_due_fires_under_an_arm_every_turn() -> None:
         assert stand_in.ticks == 1
     finally:
         timer.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``check`` until true (the bound only stops a hung test; nothing is timed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_tight_writer_that_hands_over_every_write_still_pushes_while_writing(
