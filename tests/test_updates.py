@@ -1812,6 +1812,22 @@ if __name__ == "__main__":  # python tests/test_updates.py gate|raw|model SEEDS
     fuzz_gate(sys.argv[1], int(sys.argv[2]))
 
 
+def _hide_pycrdt_internals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``yjs.doc`` see a pycrdt without the transaction internals it uses (``_txn``),
+    so the tests check its public fallback path gives the same result."""
+    from crdtsync.yjs import doc as yjs_doc
+
+    real_getattr = getattr
+    monkeypatch.setattr(
+        yjs_doc,
+        "getattr",
+        lambda obj, name, default=None: (
+            None if name == "_txn" else real_getattr(obj, name, default)
+        ),
+        raising=False,
+    )
+
+
 def test_apply_validated_many_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batched raw apply used on reopen and compaction (issue 17) gives the same document
     as pycrdt's public apply of each update, whatever the batch size, for text with deletions
@@ -1851,15 +1867,7 @@ def test_apply_validated_many_equals_one_by_one(monkeypatch: pytest.MonkeyPatch)
         same(d)
 
     # A pycrdt without the internals it uses: the public path, same result.
-    real_getattr = getattr
-    monkeypatch.setattr(
-        yjs_doc,
-        "getattr",
-        lambda obj, name, default=None: (
-            None if name == "_txn" else real_getattr(obj, name, default)
-        ),
-        raising=False,
-    )
+    _hide_pycrdt_internals(monkeypatch)
     d = pycrdt.Doc()
     yjs_doc.apply_validated_many(d, sent)
     same(d)
@@ -1912,15 +1920,7 @@ def test_validated_applier_equals_apply_validated(monkeypatch: pytest.MonkeyPatc
     assert "pycrdt refused" in errors[0][0]
 
     # A pycrdt without the internals it uses: the public path, same result.
-    real_getattr = getattr
-    monkeypatch.setattr(
-        yjs_doc,
-        "getattr",
-        lambda obj, name, default=None: (
-            None if name == "_txn" else real_getattr(obj, name, default)
-        ),
-        raising=False,
-    )
+    _hide_pycrdt_internals(monkeypatch)
     d = pycrdt.Doc()
     with d.transaction() as txn:
         apply = yjs_doc.validated_applier(d, txn)
