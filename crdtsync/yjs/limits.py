@@ -123,6 +123,11 @@ class PlaceHistory:
     def __len__(self) -> int:
         return len(self._light) + len(self._heavy)
 
+    def clear(self) -> None:
+        """Forget every place (back to a new history)."""
+        self._light = OrderedDict()
+        self._heavy = {}
+
     def count(self, place: bytes) -> int:
         """Items remembered at ``place`` (0: none, or forgotten)."""
         return self._heavy.get(place) or self._light.get(place, 0)

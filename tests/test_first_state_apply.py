@@ -1,8 +1,15 @@
-"""A received delta of at least ``_registry_replicas._SEARCH_MAX_BYTES`` is not searched for the
-value migrations' rewrite marker key: the shard's rewrite repair reads the marker instead
-(issue 17, h-paper3: the search was 0.2 ms of the automerge-paper state and 2-3 ms of a
-200,000-key map on a joiner's critical path). The outcome is the same: a long state that brings
-two rewriting migrations is repaired on arrival, and a delta without the key changes nothing."""
+"""What ``ShardRegistry.apply`` does after a joiner's whole state is applied, made cheaper with
+the same outcome (issue 17, h-paper3).
+
+A received delta of at least ``_registry_replicas._SEARCH_MAX_BYTES`` is not searched for the
+value migrations' rewrite marker key: the shard's rewrite repair reads the marker instead (the
+search was 0.2 ms of the automerge-paper state and 2-3 ms of a 200,000-key map on a joiner's
+critical path). A long state that brings two rewriting migrations is repaired on arrival, and a
+delta without the key changes nothing.
+
+An empty place history records the update's places before the apply (2-3 ms after pycrdt's
+apply of that map, 0.1 ms before it): the history is the one recording after would give, and
+it is empty again when the apply fails."""
 
 from __future__ import annotations
 
@@ -12,10 +19,13 @@ from typing import Any
 import pycrdt
 import pytest
 
+from crdtsync import InvalidUpdate, updates
 from crdtsync import _registry_replicas as RR
 from crdtsync import values as V
 from crdtsync._registry import ShardRegistry
+from crdtsync.shard import Shard
 from crdtsync.store import Store
+from crdtsync.yjs.limits import PlaceHistory
 
 
 def _v1_int(value: int) -> bytes:
@@ -106,5 +116,76 @@ def test_the_repair_is_asked_for_long_deltas_and_for_short_ones_naming_the_key(
             "named": V.REWRITES,
         }
         assert doc.get_update() != before
+    finally:
+        reg.close()
+
+
+def _map_update(keys: range, *, fan: int = 0) -> bytes:
+    """A map's keys set by one client, plus ``fan`` items of other clients at one key (a
+    place of several items: the history's second tier)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=21)
+    root = doc.get("root", type=pycrdt.Map)
+    with doc.transaction():
+        for i in keys:
+            root[f"k{i}"] = i
+    for j in range(fan):
+        other: pycrdt.Doc[Any] = pycrdt.Doc(client_id=100 + j)
+        other.get("root", type=pycrdt.Map)["pile"] = j
+        doc.apply_update(other.get_update())
+    return doc.get_update()
+
+
+def _tiers(history: PlaceHistory) -> tuple[list[tuple[bytes, int]], dict[bytes, int]]:
+    return list(history._light.items()), dict(history._heavy)
+
+
+@pytest.mark.parametrize(("n", "fan"), [(3, 0), (2000, 0), (2000, 3)])
+def test_a_first_update_leaves_the_history_recording_after_the_apply_would(
+    tmp_path: Path, n: int, fan: int
+) -> None:
+    """The whole state of a new shard (new and already open), then a second update: the
+    registry's history is, each time, the one made by recording each update after it applied
+    (the order before h-paper3), and the second update is priced the same."""
+    first = _map_update(range(n), fan=fan)
+    second = _map_update(range(n - 1, n + 5), fan=2)
+    for opened_first in (False, True):
+        reg = _registry(tmp_path / str(opened_first))
+        try:
+            if opened_first:
+                reg.open("s")
+            want = PlaceHistory(RR._MAX_PLACE_ITEMS, max_places=512)
+            for update in (first, second):
+                info = updates.validate_update(update)
+                work = info.work + want.cost(info.places, info.places_most)
+                reg.apply("s", update, "peer")
+                want.record(info.places, info.places_most)
+                assert reg.last_apply_work == work
+                assert _tiers(reg._places["s"]) == _tiers(want)
+            assert len(want) > 0
+        finally:
+            reg.close()
+
+
+def test_a_failed_first_apply_leaves_the_history_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The places recorded before the apply are forgotten when it raises: the next update is
+    priced against an empty history, as if the failed one had never come."""
+    update = _map_update(range(50), fan=2)
+    reg = _registry(tmp_path)
+    inner = Shard.apply_remote
+
+    def refuse(self: Shard, *args: Any, **kwargs: Any) -> Any:
+        raise InvalidUpdate("refused for the test")
+
+    try:
+        monkeypatch.setattr(Shard, "apply_remote", refuse)
+        with pytest.raises(InvalidUpdate):
+            reg.apply("s", update, "peer")
+        assert len(reg._places["s"]) == 0
+        monkeypatch.setattr(Shard, "apply_remote", inner)
+        info = updates.validate_update(update)
+        reg.apply("s", update, "peer")
+        assert reg.last_apply_work == info.work  # nothing earlier at its places
     finally:
         reg.close()
