@@ -39,6 +39,9 @@ _log = logging.getLogger("crdtsync.agent")
 
 #: Loop turns given to early dials once the store is open (see _early_dials_progress).
 _EARLY_TURNS = 6
+#: Loop turns at most that the end of start() gives adopted early dials to send our Hello
+#: (see _hellos_progress).
+_HELLO_TURNS = 8
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
@@ -69,6 +72,7 @@ class _AgentWiring:
     _core: GossipCore | None
     _transport: Transport | None
     _early_dials: Any
+    _early_adopted: bool = False  # the transport took the early dials (see _hellos_progress)
     _activity: Activity
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
@@ -104,6 +108,27 @@ class _AgentWiring:
             for _ in range(_EARLY_TURNS):
                 await asyncio.sleep(0)
             await self._closed_while_starting()
+
+    async def _hellos_progress(self) -> None:
+        """At the end of ``start()``, when the transport adopted early dials: give the loop
+        turns until our Hello went out on each link we dialled, at most :data:`_HELLO_TURNS`
+        (with the upgrade not answered yet each turn costs one poll). The seed's upgrade answer
+        has usually come while the registry, core and transport were built; without these
+        turns our Hello waited for the caller's next await (in the catch-up bench, its
+        ``agent.shard()`` and the rest of its set-up: 0.5-1 ms), and so did the seed's whole
+        answer (issue 17, h-paper3). Nothing can arrive before our Hello: the acceptor speaks
+        only after it (gossip/handshake.py), and the turns stop once it is written. A
+        ``close()`` meanwhile closes a started agent; ``start()`` then returns."""
+        if not self._early_adopted:
+            return
+        self._early_adopted = False
+        pending = getattr(self._transport, "hellos_pending", None)
+        if not callable(pending):
+            return
+        for _ in range(_HELLO_TURNS):
+            if self._closing or self._closed or not pending():
+                return
+            await asyncio.sleep(0)
 
     async def _closed_while_starting(self) -> None:
         """``close()`` ran while ``start()`` yielded to its early dials: undo the start."""
@@ -174,7 +199,8 @@ class _AgentWiring:
             if not callable(adopt):
                 await early.close()
             else:
-                adopt(early)  # (closes them itself if its client options differ)
+                # (closes them itself if its client options differ)
+                self._early_adopted = adopt(early) is not False
         watch = getattr(self._transport, "watch_seeds", None)
         if watch is not None:
             watch(self._seeds)

@@ -351,6 +351,7 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
                 await self.close()  # do not leave the store and peers open behind a failed start
                 raise
             self._http = server
+        await self._hellos_progress()  # (the early-dialled seeds have our Hello when it returns)
 
     @property
     def seeds(self) -> dict[str, str]:

@@ -122,6 +122,8 @@ class _EarlyDialing:
     _early_dials: EarlyDials | None
     _loop: asyncio.AbstractEventLoop | None
     _dial_tasks: set[asyncio.Task[None]]
+    _connecting: set[asyncio.Task[Any]]
+    _links: set[Any]  # (_ws_links._Link: not imported, it imports this module)
 
     if TYPE_CHECKING:
 
@@ -136,6 +138,13 @@ class _EarlyDialing:
             return False
         self._early_dials = early
         return True
+
+    def hellos_pending(self) -> bool:
+        """Whether a dial is under way or a link we dialled has not written our Hello yet
+        (``Agent.start()`` gives its early-dialled seeds a few loop turns to send it)."""
+        return bool(self._connecting) or any(
+            link.outbound and not link.hello_sent for link in self._links
+        )
 
     def _take_early(self, address: str) -> asyncio.Task[ClientConnection] | None:
         early = self._early_dials
