@@ -77,9 +77,9 @@ class _Timers:
         paced = self._p.replies.take_due(now)  # paced Digests due: flush now
         if paced is not None and (self._ctx.flush_at is None or self._ctx.flush_at > paced):
             self._ctx.flush_at = paced
-        local_due = self._p.pushes.coalescer.due
-        if local_due is not None and now >= local_due:
-            self._p.pushes.flush_local(now)
+        held = self._p.pushes.coalescer
+        if held.due is not None and (now >= held.due or held.paused_by(now)):
+            self._p.pushes.flush_local(now)  # the window's end, or the writer paused
         flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
         if flushed:
             self._ctx.flush_at = None
@@ -153,8 +153,8 @@ class _Timers:
         The timers of the components are computed again only after a call that may have
         moved one (a generation counter, bumped by every entry point but a plain local
         write); after a received Push (the light generation) only those it may move: the
-        relay's, the repairs' and the acks'. The flush, the coalescing window and the
-        services' timers are read on every call.
+        relay's, the repairs' and the acks'. The flush, the coalescing window (its end, or
+        the writer's pause before it) and the services' timers are read on every call.
 
         An overdue deadline comes back as the core's current time, a value that moves with
         every call into the core: a driver keeps a timer that is already due instead of
@@ -188,9 +188,10 @@ class _Timers:
         paced = self._p.replies.paced_deadline()
         if paced is not None:
             times.append(paced)
-        local_due = self._p.pushes.coalescer.due
-        if local_due is not None:
-            times.append(local_due)
+        held = self._p.pushes.coalescer
+        if held.due is not None:  # the window's end, or before it the writer's pause
+            pause = held.pause_at()
+            times.append(held.due if pause is None else pause)
         for service in self._services:
             at = service.next_deadline()
             if at is not None:
