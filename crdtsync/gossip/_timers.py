@@ -166,13 +166,8 @@ class _Timers:
         The timers of the components are computed again only after a call that may have
         moved one (a generation counter, bumped by every entry point but a plain local
         write); after a received Push (the light generation) only those it may move: the
-        relay's, the repairs' and the acks'. The flush, the coalescing window (its end, or
-        the writer's pause before it) and the services' timers are read on every call.
-
-        An overdue deadline comes back as the core's current time, a value that moves with
-        every call into the core: a driver keeps a timer that is already due instead of
-        re-arming it at the new value (an agent writing in a tight loop calls in at every
-        loop turn and would push it back for ever; ``CoreTimer``, the websocket driver).
+        relay's, the repairs' and the acks'. The flush and the services' timers are read on
+        every call (and the coalescing window's, in :meth:`next_deadline`).
         """
         gen, fixed = self._deadlines
         if gen != self._gen:
@@ -212,7 +207,13 @@ class _Timers:
 
         Lets an event loop sleep, and the simulator jump its virtual clock, until then: the
         components' timers (:meth:`_others_deadline`) and the coalescing window's end, or
-        before it the writer's pause (:meth:`~crdtsync.gossip.coalesce.Coalescer.pause_at`).
+        before it the writer's pause (:meth:`~crdtsync.gossip.coalesce.Coalescer.pause_at`),
+        read on every call.
+
+        An overdue deadline comes back as the core's current time, a value that moves with
+        every call into the core: a driver keeps a timer that is already due instead of
+        re-arming it at the new value (an agent writing in a tight loop calls in at every
+        loop turn and would push it back for ever; ``CoreTimer``, the websocket driver).
         """
         first = self._others_deadline()
         held = self._p.pushes.coalescer
