@@ -45,10 +45,6 @@ _HELLO_TURNS = 8
 
 #: Seconds between two asks for acks while replicated() waits (GossipCore.want_acks).
 _WANT_ACKS_EVERY = 1.0
-#: Seconds without a local write after which a coalescing window that may end at a pause goes
-#: at once (_AgentWiring._pause_check, Coalescer.paused): a pause is seen 0.5-1 ms after the
-#: last write, at one timer per 0.5 ms while a window holds writes.
-_PAUSE_CHECK = 0.0005
 
 
 class _AgentWiring:
@@ -76,8 +72,6 @@ class _AgentWiring:
     _activity: Activity
     _history: DurableHistory
     _outgoing: list[tuple[str, bytes]]
-    _local_writes: int
-    _pause_armed: bool
     _closed: bool
     _closing: bool
 
@@ -218,12 +212,9 @@ class _AgentWiring:
         core = self._core
         if core is None or (self._registry is not None and self._registry.applying):
             return
-        self._local_writes += 1
         if not self._outgoing and core.hold_local(shard.name, delta, time.monotonic()):
-            # a stream of writes: held in the core's open coalescing window, no more (but
-            # its end is watched for: _pause_check)
-            if not self._pause_armed:
-                self._arm_pause_check()
+            # a stream of writes: held in the core's open coalescing window, no more (its
+            # end, or the writer's pause, is the core's deadline: the transport's timer)
             return
         # We are inside the Doc's transaction observer: hand the delta to the core once the
         # transaction is over (the core may read the Doc), with every delta of this turn. The
@@ -261,33 +252,7 @@ class _AgentWiring:
             core.local_updates(name, deltas, now)
         if closing:
             core.flush_local(now)
-        elif not self._pause_armed and core.holding_local:
-            self._arm_pause_check()
         if self._transport is not None:
-            self._transport.kick()
-
-    def _arm_pause_check(self) -> None:
-        self._pause_armed = True
-        asyncio.get_running_loop().call_later(_PAUSE_CHECK, self._pause_check, self._local_writes)
-
-    def _pause_check(self, seen: int) -> None:
-        """Watch a stream of local writes held in the core's coalescing window: no local write
-        since the last check (``seen``: the count then), :data:`_PAUSE_CHECK` ago, is a pause,
-        which may end the window now (:meth:`GossipCore.stream_paused`: the end of a burst
-        then does not wait out a window of up to 16 ms; issue 17/18). A writer that waited
-        for a CPU meanwhile does not look paused: its next step was ready before this timer
-        was, so it writes first. One timer per check, not a callback per write: a burst's
-        writes pay nothing for it (a check at every turn of the loop cost ~0.7 us per write,
-        benchmarks/README.md, h-send)."""
-        core = self._core
-        if core is None or self._closed or not core.holding_local:
-            self._pause_armed = False
-            return
-        if self._local_writes != seen:
-            self._arm_pause_check()
-            return
-        self._pause_armed = False
-        if core.stream_paused(time.monotonic()) and self._transport is not None:
             self._transport.kick()
 
     def _before_commit(self) -> Any:

@@ -250,8 +250,6 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         self._activity = Activity()
         self._history = DurableHistory()  # (given the metrics as its next observer at start)
         self._outgoing: list[tuple[str, bytes]] = []  # local deltas for the core, this turn
-        self._local_writes = 0  # local deltas ever given to the core (the pause check reads it)
-        self._pause_armed = False  # a pause check of the coalescing window is scheduled
         self._closed = False
         self._closing = False
         self._http_options = http

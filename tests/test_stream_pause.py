@@ -2,8 +2,8 @@
 
 The last window of a burst waited for its end (up to 16 ms) after the writer's last write;
 a window that already holds a dense window's worth of writes now ends once the writer's
-stream pauses (gossip/coalesce.py, ``Coalescer.paused``;
-the agent's ``_pause_check``: 0.5-1 ms without a local write). A window holding fewer writes still
+stream pauses (gossip/coalesce.py, ``Coalescer.pause_at``: a deadline of the core, 0.5 ms
+after the last local write, which the transport's timer serves). A window holding fewer writes still
 waits for its end, so a sparse stream is not pushed write by write. No timing is asserted: the
 windows here are a whole second long, and what ended each is recorded.
 """
@@ -46,17 +46,18 @@ def test_a_widened_window_ends_at_a_pause_whatever_it_holds() -> None:
     assert c.due is not None and c.paused()  # the end of a burst: one write is enough
 
 
-def _record_pauses(core: Any) -> list[bool]:
-    """What each GossipCore.stream_paused call of ``core`` returned (True: it ended a window)."""
+def _record_ends(core: Any) -> list[bool]:
+    """For each coalescing window of ``core`` that ended, whether it ended before its due
+    time (True: the writer's pause ended it, the core's deadline; False: its end)."""
     ended: list[bool] = []
-    real = core.stream_paused
+    coalescer = core._p.pushes.coalescer  # noqa: SLF001
+    real = coalescer.take
 
-    def recorded(now: float) -> bool:
-        out = real(now)
-        ended.append(out)
-        return bool(out)
+    def recorded(now: float) -> dict[str, list[bytes]]:
+        ended.append(coalescer.due is not None and now < coalescer.due)
+        return real(now)
 
-    core.stream_paused = recorded
+    coalescer.take = recorded
     return ended
 
 
@@ -86,7 +87,7 @@ async def test_a_burst_ends_its_window_when_it_stops_writing(tmp_path) -> None:
             return out
 
         core.data_to_send = frames
-        ended = _record_pauses(core)
+        ended = _record_ends(core)
         m = sa.map("m")
         m["k0"] = 0  # after a quiet window: goes at once
         await asyncio.sleep(0)
@@ -96,7 +97,8 @@ async def test_a_burst_ends_its_window_when_it_stops_writing(tmp_path) -> None:
             await asyncio.sleep(0)
             assert core.holding_local  # held in the open (1 s) window while it writes
         assert len(pushed) == 1
-        # The writer stopped: the pause check (no write for 0.5-1 ms) ends the 1 s window.
+        # The writer stopped: the pause (the core's deadline, 0.5 ms after its last write)
+        # ends the 1 s window.
         await until(lambda: not core.holding_local)
         assert ended == [True]  # by the pause, not at the window's end
         assert len(pushed) == 2  # the burst's writes left as one merged update
@@ -114,16 +116,16 @@ async def test_a_sparse_stream_still_waits_for_the_window(tmp_path) -> None:
         await until(lambda: sa.digest() == sb.digest())
         await asyncio.sleep(1.1)
         core: Any = a.core
-        ended = _record_pauses(core)
+        ended = _record_ends(core)
         m = sa.map("m")
         m["k0"] = 0  # at once
         await asyncio.sleep(0)
         for i in range(1, GROW_AT):  # fewer than a dense window's worth, pauses between
             m[f"k{i}"] = i
-            await until(lambda i=i: len(ended) >= i)  # a pause seen after each write
+            await asyncio.sleep(0.005)  # a pause after each write
             assert core.holding_local  # not ended by it: waits for the window's end
         await until(lambda: not core.holding_local)  # its end (1 s) sends it
-        assert ended and not any(ended)
+        assert ended == [False]
         await until(lambda: sb.map("m").get(f"k{GROW_AT - 1}") == GROW_AT - 1)
     finally:
         await b.close()

@@ -19,12 +19,15 @@ local writes too, per agent:
   window for that made the writes that followed wait up to 4 ms instead of 2 (issue 18:
   the paced p99);
 * a widened window (the stream was dense), or a first one that already holds a dense
-  window's worth of writes (:data:`GROW_AT`), ends early when the writer's stream pauses
-  (:meth:`Coalescer.paused`: the driver saw no local write for a while, 0.5-1 ms in the agent).
-  The last window of a burst then goes when the burst ends, not up to 16 ms later (issue
-  17/18: the 8-agent burst paid that wait whole). A stream that never was dense and has not
-  written that many in its window still waits for the window's end, so a sparse stream
-  (tokens read from a network) is not pushed write by write;
+  window's worth of writes (:data:`GROW_AT`), ends early when the writer's stream pauses:
+  :data:`PAUSE` after its last write (:meth:`Coalescer.pause_at`, a deadline the core reports
+  through ``next_deadline`` and acts on in ``tick``, so every driver and the simulator see
+  the same pause). The last window of a burst then goes when the burst ends, not up to 16 ms
+  later (issue 17/18: the 8-agent burst paid that wait whole). A stream that never was dense
+  and has not written that many in its window still waits for the window's end, so a sparse
+  stream (tokens read from a network) is not pushed write by write. A writer that yields
+  after each write and waits for a CPU meanwhile does not look paused: the driver's timer
+  comes due behind the writer's next step, which writes first and moves the deadline;
 * at a window's end the deltas held for each shard are merged into one update (the
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
@@ -39,13 +42,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["GROW_AT", "MAX_DOUBLINGS", "Coalescer"]
+__all__ = ["GROW_AT", "MAX_DOUBLINGS", "PAUSE", "Coalescer"]
 
 #: A busy stream's window grows to at most push_interval * 2**MAX_DOUBLINGS.
 MAX_DOUBLINGS = 3
 #: Writes per ``push_interval`` at or beyond which the next window doubles (under it, the
 #: next window halves).
 GROW_AT = 4
+#: Seconds without a local write after which a window that may end at a pause goes (its
+#: writer's stream paused: :meth:`Coalescer.pause_at`).
+PAUSE = 0.0005
 
 
 class Coalescer:
@@ -54,10 +60,12 @@ class Coalescer:
     Args:
         base: the first window, in seconds (the LAN config's ``push_interval``); 0 turns
             holding off (every write goes at once).
+        pause: seconds without a write that end a window that may end at a pause.
     """
 
-    def __init__(self, base: float) -> None:
+    def __init__(self, base: float, pause: float = PAUSE) -> None:
         self.base = base
+        self.pause = pause
         #: shard -> deltas held until :attr:`due`, in the order written.
         self.held: dict[str, list[bytes]] = {}
         #: When the held deltas go (None: nothing held).
@@ -65,6 +73,8 @@ class Coalescer:
         self._last = -math.inf  # when deltas last went
         self._busy = 0  # doublings of the window now in force
         self._dense = False  # the last window held a dense stream
+        self._count = 0  # writes held in the open window
+        self._wrote = -math.inf  # when the last write was held
 
     @property
     def window(self) -> float:
@@ -86,24 +96,50 @@ class Coalescer:
             # Written again within the window: wait for its end.
             self.due = end
         self.held.setdefault(shard, []).extend(deltas)
+        self._count += len(deltas)
+        self._wrote = now
         return False
 
+    def add(self, shard: str, delta: bytes, now: float) -> bool:
+        """Add one write to the open window and return True, or return False (nothing done)
+        when no window is open, or when this write would make the window one that may end at
+        a pause (the caller then hands it over with :meth:`hold`, so that its driver reads the
+        new deadline: :meth:`pause_at`)."""
+        if self.due is None or (not self._busy and self._count + 1 == GROW_AT):
+            return False
+        self.held.setdefault(shard, []).append(delta)
+        self._count += 1
+        self._wrote = now
+        return True
+
     def paused(self) -> bool:
-        """Whether the open window may end now because the writer's stream paused: it was
+        """Whether the open window may end once the writer's stream pauses: it was
         widened (the stream was dense for two windows in a row: its pause is most likely the
         end of a burst), or it holds at least a dense window's worth of writes (``GROW_AT``
-        per ``push_interval`` of its length; see the module docstring). The caller then ends
-        it with :meth:`take`."""
+        per ``push_interval`` of its length; see the module docstring)."""
         if self.due is None:
             return False
-        if self._busy:
-            return True
-        return sum(len(d) for d in self.held.values()) >= GROW_AT
+        return bool(self._busy) or self._count >= GROW_AT
+
+    def pause_at(self) -> float | None:
+        """When the open window ends because the writer paused (its last write + ``pause``),
+        if it may (:meth:`paused`) and that comes before its end (:attr:`due`); else None.
+        A later write moves it: the caller checks again when it comes (:meth:`paused_by`)."""
+        due = self.due
+        if due is None or not (self._busy or self._count >= GROW_AT):
+            return None
+        at = self._wrote + self.pause
+        return at if at < due else None
+
+    def paused_by(self, now: float) -> bool:
+        """Whether the open window may end at ``now``, because the writer paused."""
+        at = self.pause_at()
+        return at is not None and now >= at
 
     def take(self, now: float) -> dict[str, list[bytes]]:
         """The held deltas per shard, which go now (at :attr:`due`, or earlier on close)."""
         held, self.held, self.due = self.held, {}, None
-        writes = sum(len(d) for d in held.values())  # made within the window
+        writes, self._count = self._count, 0  # made within the window
         per_window = GROW_AT << self._busy  # GROW_AT per push_interval, for this window
         if writes >= per_window:
             # A dense stream (the second dense window in a row): the per-push cost

@@ -330,9 +330,12 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
             self._holdable = (self._gen, not self._moves_timers())
         if not self._holdable[1]:
             return False
+        # (False too for the write that lets the window end at a pause: the driver reads
+        # next_deadline after the hand-over, and arms its timer at the pause's deadline.)
+        if not held.add(shard, delta, now):
+            return False
         self._ctx.now = max(self._ctx.now, now)
         self.policy.local_update(shard)
-        held.held.setdefault(shard, []).append(delta)
         return True
 
     def _moves_timers(self) -> bool:
@@ -346,21 +349,9 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
 
     @property
     def holding_local(self) -> bool:
-        """Whether local writes wait in the coalescing window (:meth:`stream_paused` may
-        end it)."""
+        """Whether local writes wait in the coalescing window (it ends at its deadline, or
+        earlier when the writer's stream pauses: both in :meth:`next_deadline`)."""
         return self._p.pushes.coalescer.due is not None
-
-    def stream_paused(self, now: float) -> bool:
-        """The driver saw no local write for a while (the agent: 0.5-1 ms, its pause check)
-        while writes waited in the coalescing window: end the window now if it already holds a
-        dense window's worth (:meth:`~crdtsync.gossip.coalesce.Coalescer.paused`), so the end
-        of a burst does not wait out a window of up to 16 ms. True: frames to send (the
-        driver executes the effects); False: nothing done, the window ends at its time."""
-        if not self._p.pushes.coalescer.paused():
-            return False
-        self._advance(now)
-        self._p.pushes.flush_local(now)
-        return True
 
     def flush_local(self, now: float) -> None:
         """Send the local writes held in the coalescing window now, not at its end (a driver
