@@ -30,6 +30,10 @@ What none of them has: websockets' framing, crdtsync's wire decoding, quotas, th
 core, the driver's pump and timers, acks. A crdtsync receiver's figure (fanout.py's
 ``cpu_ms_per_update_by_process``) minus ``store`` is what those cost in place.
 
+``--also PYTHON`` runs every second receiver with that interpreter instead (another tree's
+venv): an A/B of two trees within one run, both halves under the same load at the same
+moment; each half is then reported on its own (``a``: this interpreter, ``b``: ``--also``).
+
 Each receiver reports its process CPU (user + system, all threads) from the first update after
 a 200-update warm-up and a 0.5 s pause until the sender closes, divided by ``--n``; the
 reads per update show how often two updates shared a read (coalesced under load). Prints one
@@ -43,6 +47,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -195,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--receivers", type=int, default=7)
     p.add_argument("--n", type=int, default=2000, help="measured updates")
     p.add_argument("--rate", type=float, default=200.0, help="updates per second")
+    p.add_argument(
+        "--also", default="", help="run every second receiver with this Python (an A/B in one run)"
+    )
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--tmp", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -207,14 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="crdtsync-floor-") as tmp:
+        pythons = [args.also if args.also and i % 2 else sys.executable for i in range(len(ports))]
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, args.variant, "--n", str(args.n)]
+                [python, __file__, args.variant, "--n", str(args.n)]
                 + ["--port", str(port), "--tmp", tmp],
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            for port in ports
+            for python, port in zip(pythons, ports, strict=True)
         ]
         for proc in procs:
             proc.stdout.readline()  # type: ignore[union-attr]
@@ -222,22 +231,24 @@ def main(argv: list[str] | None = None) -> int:
         outs = [json.loads(proc.stdout.readline()) for proc in procs]  # type: ignore[union-attr]
         for proc in procs:
             proc.wait()
-    figures = sorted(o["us_per_update"] for o in outs)
-    print(
-        json.dumps(
-            {
-                "benchmark": "receive_floor",
-                "variant": args.variant,
-                "receivers": args.receivers,
-                "n": args.n,
-                "rate": args.rate,
-                "load_1min": round(os.getloadavg()[0], 2),
-                "us_per_update": figures,
-                "median": figures[len(figures) // 2],
-                "reads_per_update": sorted(o["reads_per_update"] for o in outs),
-            }
-        )
-    )
+    report: dict[str, Any] = {
+        "benchmark": "receive_floor",
+        "variant": args.variant,
+        "receivers": args.receivers,
+        "n": args.n,
+        "rate": args.rate,
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    halves = {"a": outs[0::2], "b": outs[1::2]} if args.also else {"": outs}
+    for half, group in halves.items():
+        prefix = f"{half}_" if half else ""
+        figures = sorted(o["us_per_update"] for o in group)
+        report[f"{prefix}us_per_update"] = figures
+        report[f"{prefix}median"] = statistics.median(figures)
+        report[f"{prefix}reads_per_update"] = sorted(o["reads_per_update"] for o in group)
+    if args.also:
+        report["b_python"] = args.also
+    print(json.dumps(report))
     return 0
 
 

@@ -219,7 +219,8 @@ class _Counts:
         counted(loop_cls, "create_future", "n_futures")
         counted(loop_cls, "create_task", "n_tasks")
         counted(events.TimerHandle, "cancel", "n_timer_cancels")
-        counted(selector_events.BaseSelectorEventLoop, "_read_from_self", "n_self_pipe_wakeups")
+        # (the loop registered its bound _read_from_self at creation: count what it calls)
+        counted(selector_events.BaseSelectorEventLoop, "_process_self_data", "n_self_pipe_wakeups")
         real_tick = GossipCore.tick
 
         def tick(core: Any, now: float, *a: Any, **k: Any) -> Any:

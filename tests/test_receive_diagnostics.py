@@ -61,5 +61,23 @@ def test_ws_receive_cost_counts_handoffs() -> None:
     # outlasts the received-update bound)
     assert med["commits_per_update"] > 0
     assert med["n_executor_handoffs_per_update"] >= med["commits_per_update"]
+    assert med["n_self_pipe_wakeups_per_update"] > 0  # the worker woke the loop
     ticks = sum(v for k, v in med.items() if k.startswith("n_ticks_due_"))
     assert ticks == pytest.approx(med["ticks_per_update"], abs=0.011)
+
+
+def test_receive_floor_reports_each_half_of_an_ab_run() -> None:
+    report = _run(
+        str(BENCH / "receive_floor.py"),
+        "store",
+        "--receivers",
+        "2",
+        "--n",
+        "40",
+        "--rate",
+        "400",
+        "--also",
+        sys.executable,
+    )
+    assert len(report["a_us_per_update"]) == len(report["b_us_per_update"]) == 1
+    assert report["b_python"] == sys.executable
