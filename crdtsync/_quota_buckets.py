@@ -80,17 +80,7 @@ class _Buckets:
         return bucket
 
     def take(self, key: str, n: float, now: float) -> bool:
-        # refill(), inlined (every received message takes two of these: issue 17/18, h-recv5)
-        by_key = self._by_key
-        bucket = by_key.get(key)
-        if bucket is None:
-            bucket = self.refill(key, now)
-        else:
-            by_key.move_to_end(key)
-            if now > bucket.stamp:
-                level = bucket.level + (now - bucket.stamp) * bucket.rate
-                bucket.level = level if level < bucket.burst else bucket.burst
-                bucket.stamp = now
+        bucket = self.refill(key, now)
         if n > bucket.level:
             return False
         bucket.level -= n
@@ -208,10 +198,7 @@ class ByteBudget:
         if mine.level <= 0.0:
             return "bytes-per-peer"
         total = self._total
-        if now > total.stamp:  # total.take(0.0, now), inlined (once per received update)
-            level = total.level + (now - total.stamp) * total.rate
-            total.level = level if level < total.burst else total.burst
-            total.stamp = now
+        total.take(0.0, now)
         if total.level <= 0.0:
             return "bytes-total"
         mine.level -= n
@@ -261,29 +248,10 @@ class WorkBudget:
         """None if ``peer`` and ``shard`` are both in credit now, else the quota that is not
         (``"work-per-peer"`` or ``"work-per-shard"``)."""
         self._admitted = None
-        # _Buckets.refill for both, inlined on a known key (once per received update)
-        peers = self._peers._by_key
-        mine = peers.get(peer)
-        if mine is None:
-            mine = self._peers.refill(peer, now)
-        else:
-            peers.move_to_end(peer)
-            if now > mine.stamp:
-                level = mine.level + (now - mine.stamp) * mine.rate
-                mine.level = level if level < mine.burst else mine.burst
-                mine.stamp = now
+        mine = self._peers.refill(peer, now)
         if mine.level <= 0.0:
             return "work-per-peer"
-        shards = self._shards._by_key
-        theirs = shards.get(shard)
-        if theirs is None:
-            theirs = self._shards.refill(shard, now)
-        else:
-            shards.move_to_end(shard)
-            if now > theirs.stamp:
-                level = theirs.level + (now - theirs.stamp) * theirs.rate
-                theirs.level = level if level < theirs.burst else theirs.burst
-                theirs.stamp = now
+        theirs = self._shards.refill(shard, now)
         if theirs.level <= 0.0:
             return "work-per-shard"
         self._admitted = (peer, shard, now, mine, theirs)

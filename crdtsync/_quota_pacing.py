@@ -60,15 +60,7 @@ class MessageBudget:
         if not self._buckets.take(peer, 1, now):
             raise QuotaExceeded(f"{peer} exceeded {self.per_peer_rate:g} messages/s", "flood")
         within_share = self._shares.take(peer, 1, now)
-        # self._total.take(1, now), inlined (once per received message: issue 17/18, h-recv5)
-        total = self._total
-        if now > total.stamp:
-            level = total.level + (now - total.stamp) * total.rate
-            total.level = level if level < total.burst else total.burst
-            total.stamp = now
-        if total.level >= 1:
-            total.level -= 1
-        elif not within_share:
+        if not self._total.take(1, now) and not within_share:
             raise QuotaExceeded(
                 f"all peers together exceeded {self.total_rate:g} messages/s and {peer} "
                 "is one of the heaviest senders",
@@ -161,12 +153,7 @@ class ReadPacer:
         level = share.level
         if level < 0.0:  # in debt for wasted frames (only wasted() goes below zero)
             return max(0.001, (1.0 - level) / (self.total_rate * self.share))
-        if now > total.stamp:  # total.take(1.0, now), inlined (once per frame read)
-            refilled = total.level + (now - total.stamp) * total.rate
-            total.level = refilled if refilled < total.burst else total.burst
-            total.stamp = now
-        if total.level >= 1.0:
-            total.level -= 1.0
+        if total.take(1.0, now):
             return 0.0
         if within_share:
             total.level -= 1.0  # a light peer goes even now; the heavy ones wait longer
