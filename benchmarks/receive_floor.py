@@ -61,7 +61,7 @@ WARM = 200
 def _updates(n: int) -> list[bytes]:
     import pycrdt
 
-    doc = pycrdt.Doc()
+    doc: Any = pycrdt.Doc()
     m = doc.get("m", type=pycrdt.Map)
     out: list[bytes] = []
     doc.observe(lambda e: out.append(e.update))
@@ -80,7 +80,7 @@ async def _receiver(port: int, variant: str, n: int, tmp: str) -> None:
 
         from crdtsync import updates as cu
 
-        doc = pycrdt.Doc()
+        doc: Any = pycrdt.Doc()
         m = doc.get("m", type=pycrdt.Map)
         kept: list[bytes] = []
         if variant in ("store", "quotas"):

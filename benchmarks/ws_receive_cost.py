@@ -139,6 +139,7 @@ class _Counts:
         from crdtsync.durability import GroupCommitter
         from crdtsync.gossip import GossipCore
 
+        self.loop = loop
         self.c = {"selects": 0, "wakeups": 0, "received": 0, "send": 0, "ticks": 0, "commits": 0}
         self.c.update({"gc0": 0, "gc1": 0, "gc2": 0, "ns_gc": 0})
         c = self.c
@@ -195,7 +196,7 @@ class _Counts:
         """Count timer handles, executor hand-offs, self-pipe wake-ups, futures and tasks,
         and the core's ticks by the timer that was due (``--handoffs``, see the module
         docstring). Every instance is counted: run it with one local receiver."""
-        from asyncio import base_events, events, selector_events
+        from asyncio import base_events, events
 
         from crdtsync.gossip import GossipCore
 
@@ -219,8 +220,9 @@ class _Counts:
         counted(loop_cls, "create_future", "n_futures")
         counted(loop_cls, "create_task", "n_tasks")
         counted(events.TimerHandle, "cancel", "n_timer_cancels")
-        # (the loop registered its bound _read_from_self at creation: count what it calls)
-        counted(selector_events.BaseSelectorEventLoop, "_process_self_data", "n_self_pipe_wakeups")
+        # (the loop registered its bound _read_from_self at creation: count what it calls,
+        # on the loop's own class, which overrides it for signals on Unix)
+        counted(type(self.loop), "_process_self_data", "n_self_pipe_wakeups")
         real_tick = GossipCore.tick
 
         def tick(core: Any, now: float, *a: Any, **k: Any) -> Any:
@@ -248,7 +250,7 @@ class _Counts:
             c[key] = c.get(key, 0) + 1
             return real_tick(core, now, *a, **k)
 
-        GossipCore.tick = tick  # type: ignore[method-assign]
+        GossipCore.tick = tick  # type: ignore[method-assign,assignment]
 
     def segments(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Also time (thread CPU, inclusive) the steps of a receive: a diagnostic, it adds
