@@ -24,10 +24,12 @@ every update is one socket read. Each receiver is a bare :class:`asyncio.Protoco
 * ``quotas``: + the quotas a crdtsync core takes per received Push of one update, with its
   own :class:`~crdtsync.gossip.guard.Guard` (default quotas): ``read_delay``,
   ``admit_message``, ``admit_update`` before the apply, ``applied`` after it (six per-peer
-  and per-shard buckets, each in its own LRU table, and three global ones).
+  and per-shard buckets, each in its own LRU table, and three global ones);
+* ``wire``: + each update comes as crdtsync's wire frame of a paced Push (one update, its
+  sequence number, its author), decoded by ``crdtsync.wire.decode`` first.
 
-What none of them has: websockets' framing, crdtsync's wire decoding, quotas, the gossip
-core, the driver's pump and timers, acks. A crdtsync receiver's figure (fanout.py's
+What none of them has: websockets' framing, the gossip core (its Push handling past the
+quotas, relay, ack records, forwarding), the driver's pump and timers, acks. A crdtsync receiver's figure (fanout.py's
 ``cpu_ms_per_update_by_process``) minus ``store`` is what those cost in place.
 
 ``--also PYTHON`` runs every second receiver with that interpreter instead (another tree's
@@ -54,7 +56,7 @@ import tempfile
 import time
 from typing import Any
 
-VARIANTS = ("null", "apply", "validate", "store", "quotas")
+VARIANTS = ("null", "apply", "validate", "store", "quotas", "wire")
 WARM = 200
 
 
@@ -83,7 +85,7 @@ async def _receiver(port: int, variant: str, n: int, tmp: str) -> None:
         doc: Any = pycrdt.Doc()
         m = doc.get("m", type=pycrdt.Map)
         kept: list[bytes] = []
-        if variant in ("store", "quotas"):
+        if variant in ("store", "quotas", "wire"):
             from crdtsync.durability import GroupCommitter
             from crdtsync.store import Store
 
@@ -105,14 +107,20 @@ async def _receiver(port: int, variant: str, n: int, tmp: str) -> None:
                 seen[k] = 1
 
         m.observe(on_map)
-        check = variant in ("validate", "store", "quotas")
+        check = variant in ("validate", "store", "quotas", "wire")
         guard = None
-        if variant == "quotas":
+        if variant == "wire":
+            from crdtsync import wire
+
+            decode = wire.decode
+        if variant in ("quotas", "wire"):
             from crdtsync.gossip.guard import Guard
 
             guard = Guard(None, 2000.0, 10000.0)
 
         def handle(update: bytes) -> None:
+            if variant == "wire":
+                update = decode(update).updates[0]  # type: ignore[union-attr]
             if guard is not None:
                 now = loop.time()
                 guard.read_delay("writer", now)
@@ -154,7 +162,7 @@ async def _receiver(port: int, variant: str, n: int, tmp: str) -> None:
     await done
     r1, r0 = resource.getrusage(resource.RUSAGE_SELF), st["t0"]
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    if variant in ("store", "quotas"):
+    if variant in ("store", "quotas", "wire"):
         await committer.close()
     server.close()
     print(
@@ -168,8 +176,17 @@ async def _receiver(port: int, variant: str, n: int, tmp: str) -> None:
     )
 
 
-async def _sender(ports: list[int], n: int, rate: float) -> None:
+async def _sender(ports: list[int], n: int, rate: float, variant: str) -> None:
     updates = _updates(n + WARM)
+    if variant == "wire":  # each as the frame of a paced Push
+        from crdtsync import wire
+        from crdtsync.messages import Push
+
+        frames = [
+            wire.encode(Push(shard="bench", updates=(u[2:],), seq=i + 1, authors=("writer",)))
+            for i, u in enumerate(updates)
+        ]
+        updates = [len(f).to_bytes(2, "big") + f for f in frames]
     writers = []
     for port in ports:
         _, w = await asyncio.open_connection("127.0.0.1", port)
@@ -227,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for proc in procs:
             proc.stdout.readline()  # type: ignore[union-attr]
-        asyncio.run(_sender(ports, args.n, args.rate))
+        asyncio.run(_sender(ports, args.n, args.rate, args.variant))
         outs = [json.loads(proc.stdout.readline()) for proc in procs]  # type: ignore[union-attr]
         for proc in procs:
             proc.wait()

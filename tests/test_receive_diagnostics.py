@@ -22,7 +22,7 @@ def _run(*args: str, timeout: float = 120) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("variant", ["null", "apply", "validate", "store", "quotas"])
+@pytest.mark.parametrize("variant", ["null", "apply", "validate", "store", "quotas", "wire"])
 def test_receive_floor_variant(variant: str) -> None:
     report = _run(
         str(BENCH / "receive_floor.py"), variant, "--receivers", "2", "--n", "40", "--rate", "400"
