@@ -18,6 +18,12 @@ ticks, group commits; and the writer process's CPU per write (it sends to 1 + ``
 reports each round and the median. For an A/B of two trees, run the two alternately with
 ``PYTHONPATH`` pointing at a copy of the other tree (the children inherit it).
 ``--segments`` and ``--cprofile FILE`` are diagnostics (they slow what they measure).
+``--handoffs`` also counts, per received update, what the measured process handed to the
+event loop and its threads: timer handles made (``call_at``, which ``call_later`` calls) and
+cancelled, ``call_soon``, executor hand-offs (``run_in_executor``: the group commit's worker
+thread), self-pipe wake-ups (a thread waking the loop), futures and tasks made, and for each
+of the core's ticks which of its timers was due (the acks', the send window's, anti-entropy's,
+...). Counts, not times: they do not move with the machine's load.
 
 Prints one JSON object.
 """
@@ -133,6 +139,7 @@ class _Counts:
         from crdtsync.durability import GroupCommitter
         from crdtsync.gossip import GossipCore
 
+        self.loop = loop
         self.c = {"selects": 0, "wakeups": 0, "received": 0, "send": 0, "ticks": 0, "commits": 0}
         self.c.update({"gc0": 0, "gc1": 0, "gc2": 0, "ns_gc": 0})
         c = self.c
@@ -184,6 +191,66 @@ class _Counts:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.c)
+
+    def handoffs(self) -> None:
+        """Count timer handles, executor hand-offs, self-pipe wake-ups, futures and tasks,
+        and the core's ticks by the timer that was due (``--handoffs``, see the module
+        docstring). Every instance is counted: run it with one local receiver."""
+        from asyncio import base_events, events
+
+        from crdtsync.gossip import GossipCore
+
+        c = self.c
+
+        def counted(owner: Any, attr: str, key: str) -> None:
+            real = getattr(owner, attr)
+            c[key] = 0
+
+            def wrapper(*a: Any, **k: Any) -> Any:
+                c[key] += 1
+                return real(*a, **k)
+
+            setattr(owner, attr, wrapper)
+
+        loop_cls = base_events.BaseEventLoop
+        counted(loop_cls, "call_at", "n_timer_handles")
+        counted(loop_cls, "call_soon", "n_call_soon")
+        counted(loop_cls, "call_soon_threadsafe", "n_call_soon_threadsafe")
+        counted(loop_cls, "run_in_executor", "n_executor_handoffs")
+        counted(loop_cls, "create_future", "n_futures")
+        counted(loop_cls, "create_task", "n_tasks")
+        counted(events.TimerHandle, "cancel", "n_timer_cancels")
+        # (the loop registered its bound _read_from_self at creation: count what it calls,
+        # on the loop's own class, which overrides it for signals on Unix)
+        counted(type(self.loop), "_process_self_data", "n_self_pipe_wakeups")
+        real_tick = GossipCore.tick
+
+        def tick(core: Any, now: float, *a: Any, **k: Any) -> Any:
+            p, ctx = core._p, core._ctx
+            timers: dict[str, list[float | None]] = {
+                "anti_entropy": [p.ae.next_round] if core._conns else [],
+                "membership": [p.members.next_exchange] if core._conns else [],
+                "members": list(p.members.deadlines()),
+                "dialer": list(p.dialer.deadlines()),
+                "relay": [p.relay.deadline()],
+                "repairs": list(p.repairs.deadlines()),
+                "acks": list(p.acks.deadlines()),
+                "send_window": [ctx.flush_at],
+                "paced_reply": [p.replies.paced_deadline()],
+                "coalescer": [p.pushes.coalescer.due],
+            }
+            for service in core._services:
+                timers[f"service_{type(service).__name__}"] = [service.next_deadline()]
+            due = [
+                name
+                for name, times in sorted(timers.items())
+                if any(t is not None and t <= now for t in times)
+            ]
+            key = "n_ticks_due_" + ("_and_".join(due) or "nothing")
+            c[key] = c.get(key, 0) + 1
+            return real_tick(core, now, *a, **k)
+
+        GossipCore.tick = tick  # type: ignore[method-assign,assignment]
 
     def segments(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Also time (thread CPU, inclusive) the steps of a receive: a diagnostic, it adds
@@ -284,6 +351,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     counts = _Counts(loop)
     if args.segments:
         counts.segments(loop)
+    if args.handoffs:
+        counts.handoffs()
     assert proc.stdin is not None
 
     async def phase(prefix: str, n: int) -> dict[str, Any]:
@@ -309,7 +378,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "wall_s": round(wall, 2),
             "load_1min": round(os.getloadavg()[0], 2),
         }
-        for k in c0:
+        for k in c1:
+            c0.setdefault(k, 0)  # (a tick's timer first seen in this phase)
             if k.startswith("ns_"):
                 out[f"us_{k[3:]}_per_update"] = round((c1[k] - c0[k]) / n / 1000, 1)
             else:
@@ -331,14 +401,14 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for receiver in receivers:
         await receiver.close()
     await proc.wait()
-    keys = rounds[0].keys()
+    keys = list(dict.fromkeys(k for r in rounds for k in r))  # (--handoffs: ticks vary)
     return {
         "benchmark": "ws_receive_cost",
         "writes": args.writes,
         "rate": args.rate,
         "local": args.local,
         "others": args.others,
-        "median": {k: statistics.median(r[k] for r in rounds) for k in keys},
+        "median": {k: statistics.median(r.get(k, 0) for r in rounds) for k in keys},
         "rounds": rounds,
         "crdtsync": str(Path(sys.modules["crdtsync"].__file__ or "").parent),
         "python": sys.version.split()[0],
@@ -362,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cprofile", default="", help="cProfile the measured rounds into FILE")
     p.add_argument("--segments", action="store_true", help="time the steps (diagnostic)")
+    p.add_argument(
+        "--handoffs",
+        action="store_true",
+        help="count timers, thread hand-offs and wake-ups per update (diagnostic)",
+    )
     p.add_argument("--role", default="receiver", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--tmp", default="", help=argparse.SUPPRESS)
