@@ -124,6 +124,10 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-grid-w40": {"overlay_shape": "grid", "tree_push_interval": 0.04},
     "crdtsync-grid-g16": {"overlay_shape": "grid", "full_mesh_max": 16},
     "crdtsync-tree-g16": {"full_mesh_max": 16},
+    # issue 18, branch h-n64b: a tree's relays wait for the window like their own writes (the
+    # LAN default before tree_relay_wait = 0: every hop waited up to 10 ms)
+    "crdtsync-tree-hopwait": {"tree_relay_wait": -1.0},
+    "crdtsync-tree-w20-cut": {"tree_push_interval": 0.02},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}

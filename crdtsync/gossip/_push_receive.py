@@ -71,7 +71,12 @@ class _PushReceive:
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
         def enqueue(
-            self, conn: Link, shard: str, update: bytes, author: str | None = None
+            self,
+            conn: Link,
+            shard: str,
+            update: bytes,
+            author: str | None = None,
+            hold: bool = False,
         ) -> None: ...
 
         def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None: ...
@@ -322,6 +327,10 @@ class _PushReceive:
                 ):
                     self.enqueue(other, shard, delta, author)
         elif forward:
+            # A tree's relay passes news on at the end of the turn (tree_relay_wait >= 0), the
+            # updates of a batch together; -1: each waits for the window like our own writes.
+            wait = self._ctx.config.tree_relay_wait
+            hold = wait >= 0 and self._ctx.mode() == TREE
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
             # two hops deep (_source_tree.py); a writer not in our view: to every link. News
             # of no known writer (a Diff we asked for) goes one hop, to every link, and is
@@ -341,7 +350,10 @@ class _PushReceive:
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
                 ):
-                    self.enqueue(other, shard, delta, author)
+                    self.enqueue(other, shard, delta, author, hold)
+            if hold:
+                # No window of its own: the writer's first hop batched it already.
+                self._ctx.flush_by(self._ctx.now + wait)
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta, author)

@@ -78,6 +78,14 @@ class GossipConfig:
     #: 8-11 and 0.19-0.62 s; on an idle host each hop may wait a window (the simulator: p50
     #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
+    #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
+    #: leaves, at most; -1: the tree's window, like the agent's own writes (as before). The
+    #: window batches once, at the writer's first hop: a relay that forwards a received Push
+    #: at once sends at most one Push per link for each one it received, so waiting again at
+    #: every hop only adds a window per hop (4-6 hops from a leaf writer at 64 agents).
+    #: :meth:`lan` sets 0: passed on at the end of the driver's turn, so that what a busy
+    #: relay read in one turn still leaves together. See benchmarks/README.md, h-n64b.
+    tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
@@ -187,6 +195,8 @@ class GossipConfig:
             raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
         if self.tree_push_interval < 0:
             raise UsageError("tree_push_interval must be >= 0")
+        if self.tree_relay_wait < 0 and self.tree_relay_wait != -1.0:
+            raise UsageError("tree_relay_wait must be >= 0, or -1 (the tree's window)")
         if self.max_dialing < 0:
             raise UsageError("max_dialing must be >= 0")
         if self.hub_term < 1:
@@ -260,6 +270,7 @@ class GossipConfig:
             send_when_idle=True,
             full_mesh_max=32,
             tree_push_interval=0.01,
+            tree_relay_wait=0.0,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,
