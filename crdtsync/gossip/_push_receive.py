@@ -298,8 +298,9 @@ class _PushReceive:
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.want(shard, now)  # it sent us the shard: it may wait on our ack
+        together = len(deltas) > 1
         for delta in deltas:
-            self._forward(conn, shard, delta, forward, author)
+            self._forward(conn, shard, delta, forward, author, together=together)
         return deltas
 
     def _forward(
@@ -310,6 +311,7 @@ class _PushReceive:
         forward: bool,
         author: str | None,
         solicited: bool = False,
+        together: bool = False,
     ) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
@@ -327,10 +329,14 @@ class _PushReceive:
                 ):
                     self.enqueue(other, shard, delta, author)
         elif forward:
-            # A tree's relay passes news on at the end of the turn (tree_relay_wait >= 0), the
-            # updates of a batch together; -1: each waits for the window like our own writes.
+            # A tree's relay passes news on without a window of its own (tree_relay_wait >= 0;
+            # -1: it waits for the window like our own writes): a lone delta at once on an
+            # idle link, else (``together``: several deltas of one batch, kept together) at
+            # the end of the driver's turn.
             wait = self._ctx.config.tree_relay_wait
-            hold = wait >= 0 and self._ctx.mode() == TREE
+            cut = wait >= 0 and self._ctx.mode() == TREE
+            hold = cut and together
+            queued = False
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
             # two hops deep (_source_tree.py); a writer not in our view: to every link. News
             # of no known writer (a Diff we asked for) goes one hop, to every link, and is
@@ -351,7 +357,8 @@ class _PushReceive:
                     and (children is None or other.name in children)
                 ):
                     self.enqueue(other, shard, delta, author, hold)
-            if hold:
+                    queued = queued or bool(other.push.queue)
+            if cut and queued:
                 # No window of its own: the writer's first hop batched it already.
                 self._ctx.flush_by(self._ctx.now + wait)
         if not conn.fanout and self.has_fanout(shard):
