@@ -128,6 +128,7 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     # LAN default before tree_relay_wait = 0: every hop waited up to 10 ms)
     "crdtsync-tree-hopwait": {"tree_relay_wait": -1.0},
     "crdtsync-tree-w20-cut": {"tree_push_interval": 0.02},
+    "crdtsync-tree-rw3": {"tree_relay_wait": 0.003},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
