@@ -79,12 +79,14 @@ class GossipConfig:
     #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
     #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
-    #: leaves, at most; -1: the tree's window, like the agent's own writes (as before). The
-    #: window batches once, at the writer's first hop: a relay that forwards a received Push
-    #: at once sends at most one Push per link for each one it received, so waiting again at
-    #: every hop only adds a window per hop (4-6 hops from a leaf writer at 64 agents).
-    #: :meth:`lan` sets 0: passed on at the end of the driver's turn, so that what a busy
-    #: relay read in one turn still leaves together. See benchmarks/README.md, h-n64b.
+    #: leaves, at most; -1 (the default, :meth:`lan` too): the tree's window, like the agent's
+    #: own writes. 0: the window batches once, at the writer's first hop, and a relay passes
+    #: a lone delta on at once on an idle link, the deltas of a batch together at the end of
+    #: the driver's turn; it then sends at most one Push per link for each one it received.
+    #: In the simulator (64 agents, 200 updates/s, no CPU contention) this takes the p99 from
+    #: 53 to 13 ms (a window per hop, 4-6 hops from a leaf writer, against one window); on
+    #: the shared 2-core host at load 3.5-10 the real 200/s p99 did not improve (worse in 12
+    #: of 17 pairs), so it is opt-in. See benchmarks/README.md, issue 18, branch h-n64b.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
@@ -270,7 +272,6 @@ class GossipConfig:
             send_when_idle=True,
             full_mesh_max=32,
             tree_push_interval=0.01,
-            tree_relay_wait=0.0,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,
