@@ -330,12 +330,13 @@ class _PushReceive:
                     self.enqueue(other, shard, delta, author)
         elif forward:
             # A tree's relay passes news on without a window of its own (tree_relay_wait >= 0;
-            # -1: it waits for the window like our own writes): a lone delta at once on an
-            # idle link, else (``together``: several deltas of one batch, kept together) at
-            # the end of the driver's turn.
+            # -1: it waits for the window like our own writes): with 0 a lone delta at once
+            # on an idle link, else (``together``: several deltas of one batch, kept
+            # together) at the end of the driver's turn; above 0 everything is held for that
+            # long at most (a tiny wait: every forward at the end of the driver's turn).
             wait = self._ctx.config.tree_relay_wait
             cut = wait >= 0 and self._ctx.mode() == TREE
-            hold = cut and together
+            hold = cut and (together or wait > 0)
             queued = False
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
             # two hops deep (_source_tree.py); a writer not in our view: to every link. News
