@@ -131,6 +131,7 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-tree-w20-cut": {"tree_push_interval": 0.02, "tree_relay_wait": 0.0},
     "crdtsync-tree-rw3": {"tree_relay_wait": 0.003},
     "crdtsync-tree-turn": {"tree_relay_wait": 1e-6},
+    "crdtsync-tree-f8-cut": {"fanout": 8, "tree_relay_wait": 0.0},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
