@@ -85,7 +85,7 @@ class GossipConfig:
     #: the driver's turn; it then sends at most one Push per link for each one it received.
     #: In the simulator (64 agents, 200 updates/s, no CPU contention) this takes the p99 from
     #: 53 to 13 ms (a window per hop, 4-6 hops from a leaf writer, against one window); on
-    #: the shared 2-core host at load 1-12 the real 200/s p99 was lower in only 12 of 27
+    #: the shared 2-core host at load 1-18 the real 200/s p99 was lower in only 16 of 37
     #: same-run or alternated pairs (CPU queueing between hops dominates there), so it is
     #: opt-in until a quiet machine measures it. See benchmarks/README.md, issue 18, h-n64b.
     tree_relay_wait: float = -1.0
