@@ -124,9 +124,10 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-grid-w40": {"overlay_shape": "grid", "tree_push_interval": 0.04},
     "crdtsync-grid-g16": {"overlay_shape": "grid", "full_mesh_max": 16},
     "crdtsync-tree-g16": {"full_mesh_max": 16},
-    # issue 18, branch h-n64b: a tree's relays pass news on without a window of their own
-    # (tree_relay_wait 0; the default -1 waits up to 10 ms at every hop), -w20-cut with a 20 ms
-    # window at the writer's first hop, -rw3 at most 3 ms at each relay
+    # issue 18, branch h-n64b: -hopwait, a tree's relays wait for the window at every hop (the
+    # LAN default before tree_relay_wait 0); -cut, 0 (the LAN default since); -w20-cut with a
+    # 20 ms window at the writer's first hop, -rw3 at most 3 ms at each relay
+    "crdtsync-tree-hopwait": {"tree_relay_wait": -1.0},
     "crdtsync-tree-cut": {"tree_relay_wait": 0.0},
     "crdtsync-tree-w20-cut": {"tree_push_interval": 0.02, "tree_relay_wait": 0.0},
     "crdtsync-tree-rw3": {"tree_relay_wait": 0.003},

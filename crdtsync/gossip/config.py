@@ -79,15 +79,16 @@ class GossipConfig:
     #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
     #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
-    #: leaves, at most; -1 (the default, :meth:`lan` too): the tree's window, like the agent's
-    #: own writes. 0: the window batches once, at the writer's first hop, and a relay passes
-    #: a lone delta on at once on an idle link, the deltas of a batch together at the end of
-    #: the driver's turn; it then sends at most one Push per link for each one it received.
-    #: In the simulator (64 agents, 200 updates/s, no CPU contention) this takes the p99 from
-    #: 53 to 13 ms (a window per hop, 4-6 hops from a leaf writer, against one window); on
-    #: the shared 2-core host at load 1-18 the real 200/s p99 was lower in only 16 of 37
-    #: same-run or alternated pairs (CPU queueing between hops dominates there), so it is
-    #: opt-in until a quiet machine measures it. See benchmarks/README.md, issue 18, h-n64b.
+    #: leaves, at most; -1 (the class default, the WAN): the tree's window, like the agent's
+    #: own writes. 0 (:meth:`lan`): the window batches once, at the writer's first hop, and a
+    #: relay passes a lone delta on at once on an idle link, the deltas of a batch together
+    #: at the end of the driver's turn; it then sends at most one Push per link for each one
+    #: it received. Above 0: everything forwarded is held that long at most. At 64 agents and
+    #: 200 updates/s: simulator p99 53 -> 13 ms (a window per hop, 4-6 hops from a leaf
+    #: writer, against one window); real runs on a quiet 2-core host (load 0.6-2) p99 29-62
+    #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 7-12 lower in
+    #: only 8 of 25 (CPU queueing between hops dominates; relays waiting a window batch
+    #: more). See benchmarks/README.md, issue 18, branch h-n64b.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
@@ -273,6 +274,7 @@ class GossipConfig:
             send_when_idle=True,
             full_mesh_max=32,
             tree_push_interval=0.01,
+            tree_relay_wait=0.0,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,
