@@ -86,7 +86,7 @@ class GossipConfig:
     #: it received. Above 0: everything forwarded is held that long at most. At 64 agents and
     #: 200 updates/s: simulator p99 53 -> 13 ms (a window per hop, 4-6 hops from a leaf
     #: writer, against one window); real runs on a quiet 2-core host (load 0.6-2) p99 29-62
-    #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 7-12 lower in
+    #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 5-18 lower in
     #: only 8 of 25 (CPU queueing between hops dominates; relays waiting a window batch
     #: more). See benchmarks/README.md, issue 18, branch h-n64b.
     tree_relay_wait: float = -1.0
