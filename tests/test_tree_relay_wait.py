@@ -1,5 +1,5 @@
 """A tree's relay passes news on without a window of its own (issue 18, branch h-n64b):
-``GossipConfig.tree_relay_wait`` (0 in ``lan()``; the WAN defaults wait a window at every hop).
+``GossipConfig.tree_relay_wait`` (opt-in: 0; the defaults wait a window at every hop).
 
 The writer's first hop batches with the tree's window (``tree_push_interval``); a relay that
 then waited for a window again added up to one window per hop (4-6 hops from a leaf writer at
@@ -61,7 +61,7 @@ def _run(config: GossipConfig) -> tuple[Network, list[float], float]:
 
 
 def test_relays_do_not_wait_a_window_per_hop() -> None:
-    cfg = GossipConfig.lan(full_mesh_max=8)
+    cfg = GossipConfig.lan(full_mesh_max=8, tree_relay_wait=0.0)
     net, lat, pushes = _run(cfg)
     assert {x.core.mode() for x in net.nodes.values() if x.core} == {TREE}
     assert len(lat) == (N - 1) * UPDATES  # every agent got every key
@@ -75,8 +75,9 @@ def test_relays_do_not_wait_a_window_per_hop() -> None:
     assert pushes <= 1.05 * old_pushes
 
 
-def test_the_lan_config_passes_news_on_and_the_wan_keeps_the_window() -> None:
-    assert GossipConfig.lan().tree_relay_wait == 0.0
+def test_the_defaults_keep_the_window_at_every_hop() -> None:
+    # Opt-in for now (benchmarks/README.md, h-n64b: the claim-faults test's interaction).
+    assert GossipConfig.lan().tree_relay_wait == -1.0
     assert GossipConfig().tree_relay_wait == -1.0
 
 
