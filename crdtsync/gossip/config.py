@@ -89,7 +89,7 @@ class GossipConfig:
     #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 5-18 lower in
     #: only 8 of 25 (CPU queueing between hops dominates; relays waiting a window batch
     #: more). Opt-in: with 0 in lan(), tests/faults/test_claim_faults.py (5 agents, a full
-    #: mesh) failed in 3 of 5 runs, against 0 of 9 with -1; not explained yet. See
+    #: mesh) failed in 4 of 6 runs, against 0 of 9 with -1; not explained yet. See
     #: benchmarks/README.md, issue 18, branch h-n64b.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
