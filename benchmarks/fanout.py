@@ -124,6 +124,15 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-grid-w40": {"overlay_shape": "grid", "tree_push_interval": 0.04},
     "crdtsync-grid-g16": {"overlay_shape": "grid", "full_mesh_max": 16},
     "crdtsync-tree-g16": {"full_mesh_max": 16},
+    # issue 18, branch h-n64b: -hopwait, a tree's relays wait for the window at every hop (the
+    # LAN default before tree_relay_wait 0); -cut, 0 (the LAN default since); -w20-cut with a
+    # 20 ms window at the writer's first hop, -rw3 at most 3 ms at each relay
+    "crdtsync-tree-hopwait": {"tree_relay_wait": -1.0},
+    "crdtsync-tree-cut": {"tree_relay_wait": 0.0},
+    "crdtsync-tree-w20-cut": {"tree_push_interval": 0.02, "tree_relay_wait": 0.0},
+    "crdtsync-tree-rw3": {"tree_relay_wait": 0.003},
+    "crdtsync-tree-turn": {"tree_relay_wait": 1e-6},
+    "crdtsync-tree-f8-cut": {"fanout": 8, "tree_relay_wait": 0.0},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}

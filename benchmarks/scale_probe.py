@@ -49,10 +49,10 @@ def _install_probes() -> None:
         on_push(self, conn, msg, now)
 
     def probed_forward(
-        self: Any, conn: Any, shard: str, delta: bytes, fwd: bool, *rest: Any
+        self: Any, conn: Any, shard: str, delta: bytes, fwd: bool, *rest: Any, **kw: Any
     ) -> None:
         EVENTS.append(("n", time.time(), self._ctx.name, conn.name, len(delta)))
-        forward(self, conn, shard, delta, fwd, *rest)
+        forward(self, conn, shard, delta, fwd, *rest, **kw)
 
     def probed_send(self: Any, peer: str, msg: Any) -> None:
         n = len(getattr(msg, "updates", ()) or ())

@@ -178,6 +178,12 @@ class Context:
         else:
             self.flush_at = now + w
 
+    def flush_by(self, at: float) -> None:
+        """Have the next flush come at ``at`` at the latest (a tree's relay passing news on,
+        ``tree_relay_wait``): an earlier one already due stays."""
+        if self.flush_at is None or at < self.flush_at:
+            self.flush_at = at
+
     def window_index(self, now: float) -> int:
         return window_index(now, self.window(now))
 

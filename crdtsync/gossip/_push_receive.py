@@ -71,7 +71,12 @@ class _PushReceive:
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
         def enqueue(
-            self, conn: Link, shard: str, update: bytes, author: str | None = None
+            self,
+            conn: Link,
+            shard: str,
+            update: bytes,
+            author: str | None = None,
+            hold: bool = False,
         ) -> None: ...
 
         def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None: ...
@@ -293,8 +298,9 @@ class _PushReceive:
         guard.applied(conn.name, shard, getattr(ctx.replicas, "last_apply_work", 0), now)
         conn.interest.add(shard)
         conn.acks.want(shard, now)  # it sent us the shard: it may wait on our ack
+        together = len(deltas) > 1
         for delta in deltas:
-            self._forward(conn, shard, delta, forward, author)
+            self._forward(conn, shard, delta, forward, author, together=together)
         return deltas
 
     def _forward(
@@ -305,6 +311,7 @@ class _PushReceive:
         forward: bool,
         author: str | None,
         solicited: bool = False,
+        together: bool = False,
     ) -> None:
         # Forward what changed our state when asked to: in a tree every agent relays, in the
         # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
@@ -322,6 +329,15 @@ class _PushReceive:
                 ):
                     self.enqueue(other, shard, delta, author)
         elif forward:
+            # A tree's relay passes news on without a window of its own (tree_relay_wait >= 0;
+            # -1: it waits for the window like our own writes): with 0 a lone delta at once
+            # on an idle link, else (``together``: several deltas of one batch, kept
+            # together) at the end of the driver's turn; above 0 everything is held for that
+            # long at most (a tiny wait: every forward at the end of the driver's turn).
+            wait = self._ctx.config.tree_relay_wait
+            cut = wait >= 0 and self._ctx.mode() == TREE
+            hold = cut and (together or wait > 0)
+            queued = False
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
             # two hops deep (_source_tree.py); a writer not in our view: to every link. News
             # of no known writer (a Diff we asked for) goes one hop, to every link, and is
@@ -341,7 +357,11 @@ class _PushReceive:
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
                 ):
-                    self.enqueue(other, shard, delta, author)
+                    self.enqueue(other, shard, delta, author, hold)
+                    queued = queued or bool(other.push.queue)
+            if cut and queued:
+                # No window of its own: the writer's first hop batched it already.
+                self._ctx.flush_by(self._ctx.now + wait)
         if not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta, author)

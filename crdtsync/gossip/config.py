@@ -78,6 +78,20 @@ class GossipConfig:
     #: 8-11 and 0.19-0.62 s; on an idle host each hop may wait a window (the simulator: p50
     #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
+    #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
+    #: leaves, at most; -1 (the default, :meth:`lan` too): the tree's window, like the agent's
+    #: own writes. 0: the window batches once, at the writer's first hop, and a
+    #: relay passes a lone delta on at once on an idle link, the deltas of a batch together
+    #: at the end of the driver's turn; it then sends at most one Push per link for each one
+    #: it received. Above 0: everything forwarded is held that long at most. At 64 agents and
+    #: 200 updates/s: simulator p99 53 -> 13 ms (a window per hop, 4-6 hops from a leaf
+    #: writer, against one window); real runs on a quiet 2-core host (load 0.6-2) p99 29-62
+    #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 5-18 lower in
+    #: only 8 of 25 (CPU queueing between hops dominates; relays waiting a window batch
+    #: more). Opt-in: with 0 in lan(), tests/faults/test_claim_faults.py (5 agents, a full
+    #: mesh) failed in 4 of 6 runs, against 0 of 9 with -1; not explained yet. See
+    #: benchmarks/README.md, issue 18, branch h-n64b.
+    tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
@@ -187,6 +201,8 @@ class GossipConfig:
             raise UsageError("push_interval must be >= 0 and anti_entropy_interval > 0")
         if self.tree_push_interval < 0:
             raise UsageError("tree_push_interval must be >= 0")
+        if self.tree_relay_wait < 0 and self.tree_relay_wait != -1.0:
+            raise UsageError("tree_relay_wait must be >= 0, or -1 (the tree's window)")
         if self.max_dialing < 0:
             raise UsageError("max_dialing must be >= 0")
         if self.hub_term < 1:

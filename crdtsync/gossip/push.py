@@ -225,9 +225,13 @@ class Pushes(_PushReceive, _PushFanout):
             self._fanned.pop(id(WANT_ACK), None)
             self.enqueue_fanout(shard, WANT_ACK, self._ctx.name)
 
-    def enqueue(self, conn: Link, shard: str, update: bytes, author: str | None = None) -> None:
+    def enqueue(
+        self, conn: Link, shard: str, update: bytes, author: str | None = None, hold: bool = False
+    ) -> None:
         """Queue ``update`` of ``shard`` for ``conn``; ``author``: the agent that wrote it
-        (this agent for its own deltas), None if unknown."""
+        (this agent for its own deltas), None if unknown. ``hold``: queued even on an idle
+        link (a tree's relay passing a batch on: its updates leave together at the flush the
+        caller asks for, not the first alone; GossipConfig.tree_relay_wait)."""
         # Back-pressure ("dropped"): the peer is not keeping up; anti-entropy brings it up to
         # date once it drains, instead of our memory growing. "big": too big for one frame, it
         # goes as DiffChunk pieces, with the replies (in order).
@@ -236,7 +240,7 @@ class Pushes(_PushReceive, _PushFanout):
             return
         cfg = self._ctx.config
         idle_before = self._ctx.window_start(self._ctx.now) if cfg.send_when_idle else None
-        if self._idle(conn, update, idle_before):
+        if not hold and self._idle(conn, update, idle_before):
             self._push_one(conn, shard, update, author, self._ctx.mode() == TREE)
             return
         if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
@@ -244,6 +248,7 @@ class Pushes(_PushReceive, _PushFanout):
             return
         if (
             cfg.send_when_idle
+            and not hold
             and conn.writable
             and conn.push.queued_bytes == len(update)
             and conn.push.last_push_at < self._ctx.window_start(self._ctx.now)

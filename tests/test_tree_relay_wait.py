@@ -1,0 +1,87 @@
+"""A tree's relay passes news on without a window of its own (issue 18, branch h-n64b):
+``GossipConfig.tree_relay_wait`` (opt-in: 0; the defaults wait a window at every hop).
+
+The writer's first hop batches with the tree's window (``tree_push_interval``); a relay that
+then waited for a window again added up to one window per hop (4-6 hops from a leaf writer at
+64 agents). With ``tree_relay_wait=0`` the window is paid once. Seeded simulator runs: 16
+agents (a tree with ``full_mesh_max=8``), one writer at 200 updates/s, every key's arrival at
+every agent in virtual time.
+"""
+
+from __future__ import annotations
+
+import pycrdt
+import pytest
+from crdtsync.transports.memory import Network
+
+from crdtsync.errors import UsageError
+from crdtsync.gossip import TREE, GossipConfig
+
+N = 16
+UPDATES = 100
+
+
+def _run(config: GossipConfig) -> tuple[Network, list[float], float]:
+    """``a00`` writes UPDATES keys at 200/s once the overlay settled; returns the network,
+    every (agent, key) delivery latency in seconds and the Pushes sent per update."""
+    net = Network(7, config=config, latency=0.0005, jitter=0.0002)
+    names = [f"a{i:02d}" for i in range(N)]
+    net.add_node(names[0])
+    for name in names[1:]:
+        net.add_node(name, seeds=[net.address(names[0])])
+    net.write(names[0], "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("warm", 0))
+    net.run_for(12)
+    written: dict[int, float] = {}
+    upto: dict[str, int] = {}
+    lat: list[float] = []
+
+    def seen(node: str, shard: str, now: float) -> None:
+        if node == names[0]:
+            return
+        m = net.nodes[node].replicas.docs[shard].get("m", type=pycrdt.Map)
+        j = upto.get(node, 0)
+        while j in written and f"k{j}" in m:
+            lat.append(now - written[j])
+            j += 1
+        upto[node] = j
+
+    net.observers.append(seen)
+    net.reset_stats()
+    start = net.now
+    for i in range(UPDATES):
+
+        def write(i: int = i) -> None:
+            written[i] = net.now
+            net.write(names[0], "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i))
+
+        net.at(start + i / 200, write)
+    net.run_until(start + UPDATES / 200)
+    net.run_for(1.0)
+    return net, lat, net.by_type["Push"] / UPDATES
+
+
+def test_relays_do_not_wait_a_window_per_hop() -> None:
+    cfg = GossipConfig.lan(full_mesh_max=8, tree_relay_wait=0.0)
+    net, lat, pushes = _run(cfg)
+    assert {x.core.mode() for x in net.nodes.values() if x.core} == {TREE}
+    assert len(lat) == (N - 1) * UPDATES  # every agent got every key
+    # One window (10 ms, at the writer's first hop) plus sub-millisecond hops.
+    assert max(lat) < 1.5 * cfg.tree_push_interval
+    # Relays waiting for the window as the writer does: a window more at most hops.
+    _, old_lat, old_pushes = _run(GossipConfig.lan(full_mesh_max=8, tree_relay_wait=-1.0))
+    assert len(old_lat) == (N - 1) * UPDATES
+    assert max(old_lat) > 2 * cfg.tree_push_interval
+    # Not more Pushes: a relay sends at most one per link for each one it received.
+    assert pushes <= 1.05 * old_pushes
+
+
+def test_the_defaults_keep_the_window_at_every_hop() -> None:
+    # Opt-in for now (benchmarks/README.md, h-n64b: the claim-faults test's interaction).
+    assert GossipConfig.lan().tree_relay_wait == -1.0
+    assert GossipConfig().tree_relay_wait == -1.0
+
+
+@pytest.mark.parametrize("wait", [-0.5, -2.0])
+def test_a_negative_relay_wait_other_than_minus_one_is_refused(wait: float) -> None:
+    with pytest.raises(UsageError):
+        GossipConfig(tree_relay_wait=wait)
