@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 import pycrdt
 import pytest
-from crdtsync.transports.memory import MemoryReplicas
+from crdtsync.transports.memory import MemoryReplicas, Network
 
 from crdtsync import updates, wire
 from crdtsync.errors import CloseCode, InvalidShardName, ProtocolError, UsageError
@@ -144,3 +145,36 @@ def mesh_views(n: int, cfg: GossipConfig) -> dict[str, GossipCore]:
     for core in cores.values():
         core.data_to_send()
     return cores
+
+
+def lan_text_stream(
+    seed: int, times: Iterable[float], on_frame: Callable[[Any, str, Message], None]
+) -> Network:
+    """Three agents on LAN settings in the simulator (``a01`` and ``a02`` seeded with ``a00``),
+    settled until 3.0; ``a00`` is scheduled to append one character to the Text ``t`` of shard
+    ``s`` at each of ``times``, and ``on_frame(conn, src, msg)`` sees every frame sent on an
+    open link from then on. The caller runs the network on."""
+    net = Network(seed, config=GossipConfig.lan(), latency=0.0005)
+    net.add_node("a00")
+    for name in ("a01", "a02"):
+        net.add_node(name, seeds=[net.address("a00")])
+    net.run_until(3.0)
+    original = net._transmit  # noqa: SLF001
+
+    def tracing(conn: Any, src: str, msg: Message) -> None:
+        if conn.open_for.get(src):
+            on_frame(conn, src, msg)
+        original(conn, src, msg)
+
+    net._transmit = tracing  # type: ignore[method-assign]  # noqa: SLF001
+
+    def write(i: int) -> None:
+        def edit(doc: pycrdt.Doc[Any]) -> None:
+            text = doc.get("t", type=pycrdt.Text)
+            text.insert(len(text), "xyz"[i % 3])
+
+        net.write("a00", "s", edit)
+
+    for i, t in enumerate(times):
+        net.at(t, lambda i=i: write(i))
+    return net

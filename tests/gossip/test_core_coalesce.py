@@ -9,7 +9,6 @@ from typing import Any
 
 import pycrdt
 from corepair import *  # noqa: F403
-from crdtsync.transports.memory import Network
 
 from crdtsync.gossip.coalesce import GROW_AT, MAX_DOUBLINGS, Coalescer
 
@@ -144,32 +143,14 @@ def test_a_lone_write_goes_at_once_and_flush_local_sends_what_is_held() -> None:
 def _simulate(seed: int) -> tuple[int, int, str, bool]:
     """3 agents on LAN settings in the simulator; a00 streams 300 one-character writes 0.5 ms
     apart. (Pushes a00 sent to a01, writes, fingerprint of every frame, converged)."""
-    net = Network(seed, config=LAN, latency=0.0005)
-    net.add_node("a00")
-    for name in ("a01", "a02"):
-        net.add_node(name, seeds=[net.address("a00")])
-    net.run_until(3.0)
     fingerprint = hashlib.sha256()
     sent: list[tuple[str, str, str]] = []
-    original = net._transmit  # noqa: SLF001
 
-    def tracing(conn: Any, src: str, msg: Message) -> None:
-        if conn.open_for.get(src):
-            fingerprint.update(f"{net.now!r} {src}".encode() + wire.encode(msg))
-            sent.append((src, conn.other(src), type(msg).__name__))
-        original(conn, src, msg)
+    def trace(conn: Any, src: str, msg: Message) -> None:
+        fingerprint.update(f"{net.now!r} {src}".encode() + wire.encode(msg))
+        sent.append((src, conn.other(src), type(msg).__name__))
 
-    net._transmit = tracing  # type: ignore[method-assign]  # noqa: SLF001
-
-    def write(i: int) -> None:
-        def edit(doc: pycrdt.Doc[Any]) -> None:
-            text = doc.get("t", type=pycrdt.Text)
-            text.insert(len(text), "xyz"[i % 3])
-
-        net.write("a00", "s", edit)
-
-    for i in range(300):
-        net.at(3.0 + i * 0.0005, lambda i=i: write(i))
+    net = lan_text_stream(seed, [3.0 + i * 0.0005 for i in range(300)], trace)
     net.run_until(6.0)
     pushes = sum(1 for s, d, k in sent if (s, d, k) == ("a00", "a01", "Push"))
     texts = {str(n.replicas.doc("s").get("t", type=pycrdt.Text)) for n in net.nodes.values()}

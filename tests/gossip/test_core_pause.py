@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pycrdt
 from corepair import *  # noqa: F403
-from crdtsync.transports.memory import Network
 
 from crdtsync.gossip.coalesce import GROW_AT, PAUSE, Coalescer
 
@@ -114,32 +112,15 @@ def test_the_core_ends_a_dense_window_at_the_pause_and_a_sparse_one_at_its_end()
 def _simulate(step: float, n: int) -> tuple[list[float], float]:
     """3 agents on LAN settings in the simulator; a00 writes n one-character writes ``step``
     apart from 3.0. (The virtual times a00 sent a Push to a01 from 3.0, the last write's.)"""
-    net = Network(11, config=LAN, latency=0.0005)
-    net.add_node("a00")
-    for name in ("a01", "a02"):
-        net.add_node(name, seeds=[net.address("a00")])
-    net.run_until(3.0)
     sent: list[float] = []
-    original = net._transmit  # noqa: SLF001
 
-    def tracing(conn: Any, src: str, msg: Message) -> None:
-        if conn.open_for.get(src) and src == "a00" and conn.other(src) == "a01":
-            if isinstance(msg, Push) and msg.shard == "s":
+    def trace(conn: Any, src: str, msg: Message) -> None:
+        if src == "a00" and conn.other(src) == "a01" and isinstance(msg, Push):
+            if msg.shard == "s":
                 sent.append(net.now)
-        original(conn, src, msg)
-
-    net._transmit = tracing  # type: ignore[method-assign]  # noqa: SLF001
-
-    def write(i: int) -> None:
-        def edit(doc: pycrdt.Doc[Any]) -> None:
-            text = doc.get("t", type=pycrdt.Text)
-            text.insert(len(text), "xyz"[i % 3])
-
-        net.write("a00", "s", edit)
 
     times = [3.0 + i * step for i in range(n)]
-    for i, t in enumerate(times):
-        net.at(t, lambda i=i: write(i))
+    net = lan_text_stream(11, times, trace)
     net.run_until(5.0)
     assert net.converged()
     return sent, times[-1]
