@@ -14,23 +14,12 @@ from typing import Any
 import pycrdt
 import pytest
 from crdtsync.transports.memory import Network
+from starsim import star
 
 from crdtsync.errors import UsageError
 from crdtsync.gossip import TREE, GossipConfig
 from crdtsync.gossip._source_tree import GridTrees, grid_indices, grid_width
 from crdtsync.messages import Message, Push
-
-
-def _star(net: Network, n: int) -> list[str]:
-    """Add ``n`` agents seeded by the first, let the overlay form around a first write (15 s
-    of virtual time), and return their names."""
-    names = [f"a{i:02d}" for i in range(n)]
-    net.add_node(names[0])
-    for name in names[1:]:
-        net.add_node(name, seeds=[net.address(names[0])])
-    net.write(names[0], "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("warm", 0))
-    net.run_for(15)
-    return names
 
 
 def _deliveries(n: int, writer: int) -> dict[int, int]:
@@ -88,7 +77,7 @@ def _run() -> tuple[Network, list[tuple[float, str, str, str, int]]]:
     each write goes alone)."""
     cfg = GossipConfig.lan(full_mesh_max=8, overlay_shape="grid", tree_push_interval=0)
     net = Network(11, config=cfg, latency=0.0005, jitter=0.0002)
-    names = _star(net, N)
+    names = star(net, N)
     net.reset_stats()
     net.trace = []
     start = net.now
@@ -139,7 +128,7 @@ def test_repairs_in_a_grid_are_not_flooded() -> None:
     # 0 nothing waits past its ack there, and no repair comes).
     cfg = GossipConfig.lan(overlay_shape="grid", tree_relay_wait=-1.0)
     net = _Counting(1, config=cfg, latency=0.0005, jitter=0.0002)
-    names = _star(net, 64)
+    names = star(net, 64)
     net.reset_stats()
     net.writerless = 0
     start = net.now

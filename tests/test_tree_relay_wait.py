@@ -13,6 +13,7 @@ from __future__ import annotations
 import pycrdt
 import pytest
 from crdtsync.transports.memory import Network
+from starsim import star
 
 from crdtsync.errors import UsageError
 from crdtsync.gossip import TREE, GossipConfig
@@ -25,12 +26,7 @@ def _run(config: GossipConfig) -> tuple[Network, list[float], float]:
     """``a00`` writes UPDATES keys at 200/s once the overlay settled; returns the network,
     every (agent, key) delivery latency in seconds and the Pushes sent per update."""
     net = Network(7, config=config, latency=0.0005, jitter=0.0002)
-    names = [f"a{i:02d}" for i in range(N)]
-    net.add_node(names[0])
-    for name in names[1:]:
-        net.add_node(name, seeds=[net.address(names[0])])
-    net.write(names[0], "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("warm", 0))
-    net.run_for(12)
+    names = star(net, N, settle=12)
     written: dict[int, float] = {}
     upto: dict[str, int] = {}
     lat: list[float] = []

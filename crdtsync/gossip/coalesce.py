@@ -126,7 +126,7 @@ class Coalescer:
         if it may (:meth:`paused`) and that comes before its end (:attr:`due`); else None.
         A later write moves it: the caller checks again when it comes (:meth:`paused_by`)."""
         due = self.due
-        if due is None or not (self._busy or self._count >= GROW_AT):
+        if due is None or not self.paused():
             return None
         at = self._wrote + self.pause
         return at if at < due else None
