@@ -64,6 +64,15 @@ async def main(
                     else:
                         seen += 1
                     if len(shard.map("done")) >= jobs:
+                        # The subscription also outlives a quiet spell: once every job is
+                        # done, read on until a read times out (bounded), whatever the
+                        # speed of the run (a fast run may leave no 0.2 s gap before).
+                        for _ in range(25):
+                            change = await sub.get(timeout=0.2)
+                            if change is None:
+                                timeouts += 1
+                                break
+                            seen += 1
                         note(log, f"monitor {seen} {timeouts}")
                         break
             await stop.wait()
