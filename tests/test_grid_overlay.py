@@ -124,8 +124,8 @@ class _Counting(Network):
 def test_repairs_in_a_grid_are_not_flooded() -> None:
     # 64 agents with the LAN window (10 ms), as benchmarks/ack_sim.py runs them: a few acks
     # overtake the data they cover while it waits in a window, and are repaired by a Diff.
-    # Relays wait for the window too (tree_relay_wait=-1, the default; said here since with
-    # 0 nothing waits past its ack there, and no repair comes).
+    # Relays wait for the window too (tree_relay_wait=-1, named since lan()'s default is 0
+    # since h-n64c: with 0 nothing waits past its ack there, and no repair comes).
     cfg = GossipConfig.lan(overlay_shape="grid", tree_relay_wait=-1.0)
     net = _Counting(1, config=cfg, latency=0.0005, jitter=0.0002)
     names = star(net, 64)

@@ -79,20 +79,16 @@ class GossipConfig:
     #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
     #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
-    #: leaves, at most; -1 (the default, :meth:`lan` too): the tree's window, like the agent's
-    #: own writes. 0: the window batches once, at the writer's first hop, and a
-    #: relay passes a lone delta on at once on an idle link, the deltas of a batch together
-    #: at the end of the driver's turn; it then sends at most one Push per link for each one
-    #: it received. Above 0: everything forwarded is held that long at most. At 64 agents and
-    #: 200 updates/s: simulator p99 53 -> 13 ms (a window per hop, 4-6 hops from a leaf
-    #: writer, against one window); real runs on a quiet 2-core host (load 0.6-2) p99 29-62
-    #: against 35-67 ms, lower in 5 of 6 pairs at about the same CPU; at load 5-18 lower in
-    #: only 8 of 25 (CPU queueing between hops dominates; relays waiting a window batch
-    #: more). Opt-in: with 0 in lan(), tests/faults/test_claim_faults.py (5 agents, a full
-    #: mesh, where this rule does not run) failed in 4 of 6 runs, against 0 of 9 with -1;
-    #: it later failed the same way with -1 in a CI run: a timing assumption of the test
-    #: (its monitor had to see a 0.2 s gap), mended in e244dba. See benchmarks/README.md,
-    #: issue 18, branch h-n64b, and the ninth pass's lead's decisions.
+    #: leaves, at most. -1 (the class default, for the WAN settings' aligned windows): the
+    #: tree's window, like the agent's own writes. 0 (:meth:`lan`'s default since h-n64c): the
+    #: window batches once, at the writer's first hop, and a relay passes a lone delta on at
+    #: once on an idle link, the deltas of a batch together at the end of the driver's turn;
+    #: it then sends at most one Push per link for each one it received. Above 0: everything
+    #: forwarded is held that long at most. At 64 agents (simulator, virtual time: agents on
+    #: separate machines) 200 updates/s p99 53 -> 13 ms with as many Pushes, and the burst
+    #: complete in 3.5 ms against 13.6; real runs on one quiet 2-core host lowered the p99 in
+    #: most pairs at about the same CPU (under heavy CPU load, where relays that wait batch
+    #: more, no gain shown). See benchmarks/README.md, issue 18, branches h-n64b and h-n64c.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
@@ -263,8 +259,9 @@ class GossipConfig:
         forms (dials paced, at most 4 under way per agent) and has the lower latency at 200
         updates/s, but loses the burst: the writer pushes each window to 63 links, where a
         tree's relays batch (benchmarks/README.md, issue 18).) In the tree the window is
-        10 ms (``tree_push_interval``): every hop applies, commits and forwards, so fewer,
-        larger Pushes pay at each one. Acks go out within 10 ms (at
+        10 ms (``tree_push_interval``), paid once, at the writer's first hop: relays pass news
+        on without a window of their own (``tree_relay_wait`` 0), so a write crosses the
+        tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within 10 ms (at
         most 20 standalone Acks per second and peer) so that ``replicated()`` answers within a
         group commit or two; repairs are asked again after 100 ms; dials are retried from
         100 ms up to 5 s, at most 4 under way at once.
@@ -278,6 +275,7 @@ class GossipConfig:
             send_when_idle=True,
             full_mesh_max=32,
             tree_push_interval=0.01,
+            tree_relay_wait=0.0,
             relay_max=0,
             ack_delay=0.01,
             ack_interval=0.05,
