@@ -86,9 +86,10 @@ class GossipConfig:
     #: it then sends at most one Push per link for each one it received. Above 0: everything
     #: forwarded is held that long at most. At 64 agents (simulator, virtual time: agents on
     #: separate machines) 200 updates/s p99 53 -> 13 ms with as many Pushes, and the burst
-    #: complete in 3.5 ms against 13.6; real runs on one quiet 2-core host lowered the p99 in
-    #: most pairs at about the same CPU (under heavy CPU load, where relays that wait batch
-    #: more, no gain shown). See benchmarks/README.md, issue 18, branches h-n64b and h-n64c.
+    #: complete in 3.5 ms against 13.6; on one quiet 2-core host (load 0.6-2) the p99 was
+    #: lower in 5 of 6 pairs at the same CPU; at load 1-18, where relays that wait a window
+    #: re-batch, no gain shown and up to ~14 % more CPU per update at 200/s. See
+    #: benchmarks/README.md, issue 18, branches h-n64b and h-n64c.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
