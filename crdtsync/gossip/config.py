@@ -88,8 +88,8 @@ class GossipConfig:
     #: separate machines) 200 updates/s p99 53 -> 13 ms with as many Pushes, and the burst
     #: complete in 3.5 ms against 13.6; on one quiet 2-core host (load 0.6-2) the p99 was
     #: lower in 5 of 6 pairs at the same CPU; at load 1-18, where relays that wait a window
-    #: re-batch, no gain shown and up to ~14 % more CPU per update at 200/s. See
-    #: benchmarks/README.md, issue 18, branches h-n64b and h-n64c.
+    #: re-batch, no gain shown, and about 14 % more CPU per update at 200/s (the median of
+    #: 12 same-run pairs; 0.88-1.31x). See benchmarks/README.md, issue 18, h-n64b and h-n64c.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
@@ -262,10 +262,10 @@ class GossipConfig:
         tree's relays batch (benchmarks/README.md, issue 18).) In the tree the window is
         10 ms (``tree_push_interval``), paid once, at the writer's first hop: relays pass news
         on without a window of their own (``tree_relay_wait`` 0), so a write crosses the
-        tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within 10 ms (at
-        most 20 standalone Acks per second and peer) so that ``replicated()`` answers within a
-        group commit or two; repairs are asked again after 100 ms; dials are retried from
-        100 ms up to 5 s, at most 4 under way at once.
+        tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within
+        10 ms (at most 20 standalone Acks per second and peer) so that ``replicated()``
+        answers within a group commit or two; repairs are asked again after 100 ms; dials are
+        retried from 100 ms up to 5 s, at most 4 under way at once.
 
         Args:
             overrides: any field, replacing the LAN value.
