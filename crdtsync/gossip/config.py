@@ -87,9 +87,10 @@ class GossipConfig:
     #: forwarded is held that long at most. At 64 agents (simulator, virtual time: agents on
     #: separate machines) 200 updates/s p99 53 -> 13 ms with as many Pushes, and the burst
     #: complete in 3.5 ms against 13.6; on one quiet 2-core host (load 0.6-2) the p99 was
-    #: lower in 5 of 6 pairs at the same CPU; at load 1-18, where relays that wait a window
-    #: re-batch, no gain shown, and about 14 % more CPU per update at 200/s (the median of
-    #: 12 same-run pairs; 0.88-1.31x). See benchmarks/README.md, issue 18, h-n64b and h-n64c.
+    #: lower in 5 of 6 pairs at the same CPU (h-n64c: 4 of 7 at load <= 3, medians 40 against
+    #: 55 ms, the same CPU); at load 3-18, where relays that wait a window re-batch, no clear
+    #: gain, and about 9 % more CPU per update at 200/s (13 same-run pairs, 0.84-1.31x). See
+    #: benchmarks/README.md, issue 18, h-n64b and h-n64c.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
