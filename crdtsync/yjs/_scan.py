@@ -71,6 +71,10 @@ _CONTENT_ANY: Final = 8
 _CONTENT_DOC: Final = 9
 
 _TYPE_XML_ELEMENT: Final = 3
+# A client of this many structs or more sizes the native table of places for all of them at
+# once. Below, it grows as places come: sized by structs, the paper state (10,972 structs,
+# 4,627 places) validated 0.1-0.2 ms slower than with the dict, grown 0-0.02 ms faster.
+_RESERVE_MIN: Final = 1 << 16
 
 # ---------------------------------------------------------------------------------------------
 # lib0 primitives
@@ -495,8 +499,8 @@ def scan_structs(
         total += n_structs
         if max_structs >= 0 and total > max_structs:
             raise OverLimit(pos, f"more than {max_structs} structs (the limit)")
-        if fans is not None and count_fans:
-            # The table sized once for the client's structs, not grown step by step (each
+        if fans is not None and count_fans and n_structs >= _RESERVE_MIN:
+            # The table sized once for a large client's structs, not grown step by step (each
             # growth rehashes every place so far). A hint, never more than one place per 16
             # bytes left: a count declared in a few bytes does not allocate for its own sake.
             fans.reserve(min(n_structs, (n_data - pos) >> 4))

@@ -162,12 +162,13 @@ def _parse(update: bytes, places: type | None) -> tuple[Any, ...]:
 
 
 @needs_native
-def test_a_large_update_uses_the_table_and_gets_the_same_answers() -> None:
-    state = _map_state(5_000)
+@pytest.mark.parametrize("keys", [5_000, 70_000])  # 70,000: one client past _RESERVE_MIN
+def test_a_large_update_uses_the_table_and_gets_the_same_answers(keys: int) -> None:
+    state = _map_state(keys)
     assert len(state) >= parse.NATIVE_PLACES_MIN
     native, plain = _parse(state, PLACES), _parse(state, None)
     assert native[4] is PLACES and plain[4] is dict  # the table was used, and the dict
-    assert native[:4] == plain[:4] and native[3] == 1 and len(native[2]) == 5_000
+    assert native[:4] == plain[:4] and native[3] == 1 and len(native[2]) == keys
     small = _map_state(10)
     assert len(small) < parse.NATIVE_PLACES_MIN
     assert _parse(small, PLACES)[4] is dict  # small updates keep the dict
