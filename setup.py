@@ -1,9 +1,11 @@
 """Optional compiled speedups; all metadata is in pyproject.toml.
 
 ``crdtsync/yjs/_scan.py`` (the inner loops of the strict Yjs update validator) is compiled with
-mypyc when possible. The build never fails because of it: without mypyc, without a C compiler
-or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set, no extension is built and the same
-source runs as pure Python (see ``crdtsync/yjs/_native.py``).
+mypyc when possible, and ``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native
+hash table) is compiled when a C compiler is there. The build never fails because of them:
+without mypyc, without a C compiler or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set,
+no extension is built and the same source runs as pure Python, counting places in a dict (see
+``crdtsync/yjs/_native.py``).
 
 The compiled module is built from a copy of the source with one line added,
 ``SOURCE_SHA256 = "<hash of _scan.py>"``, so that a compiled module left over from an older
@@ -18,11 +20,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 SCAN = ROOT / "crdtsync" / "yjs" / "_scan.py"
+FANS = ROOT / "crdtsync" / "yjs" / "_fans.c"
 STAGE = ROOT / "build" / "mypyc-src"
 
 
@@ -60,9 +63,25 @@ def _stage() -> Path:
     return staged
 
 
+def _fans() -> Extension:
+    """The native table of places; its source's hash is compiled in (as for ``_scan``)."""
+    digest = hashlib.sha256(FANS.read_bytes()).hexdigest()
+    return Extension(
+        "crdtsync.yjs._fans",
+        [str(FANS.relative_to(ROOT))],
+        define_macros=[("FANS_SOURCE_SHA256", f'"{digest}"')],
+        extra_compile_args=["-O2"] if os.name == "posix" else [],
+        optional=True,
+    )
+
+
 def _extensions() -> list:  # type: ignore[type-arg]
     if os.environ.get("CRDTSYNC_PURE_PYTHON", "") not in ("", "0"):
         return []
+    return [*_mypyc_extensions(), _fans()]
+
+
+def _mypyc_extensions() -> list:  # type: ignore[type-arg]
     try:
         from mypyc.build import mypycify
     except ImportError:

@@ -288,7 +288,9 @@ class _RegistryReplicas:
         last = len(infos) - 1
         for i, info in enumerate(infos):
             work += info.work + cls._place_cost(history, info)
-            for key in earlier.keys() & info.places.keys():
+            # (Not even the keys of a large update's native table of places when there is
+            # nothing earlier: its keys() makes a dict of them.)
+            for key in earlier.keys() & info.places.keys() if earlier else ():
                 n = info.places[key]
                 prior = earlier[key]
                 if limit is not None and history.count(key) + prior + n > limit:

@@ -14,6 +14,12 @@ module compares it with the file beside it, falling back to the source with a wa
 :func:`load_pure` loads the pure-Python build under another module name, so that tests can run
 both builds side by side in one process (``tests/yjs/test_scan_builds.py``).
 
+The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, :data:`PLACES`) is chosen the
+same way: built by ``setup.py`` when a C compiler is there, not used with
+``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without it the
+validator counts places in a dict (both ways are tested against each other in
+``tests/yjs/test_scan_builds.py``).
+
 Pure Python, no pycrdt, never compiled.
 """
 
@@ -27,9 +33,18 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["COMPILED", "FORCED_PURE", "compiled_module", "load_pure", "scan"]
+__all__ = [
+    "COMPILED",
+    "FORCED_PURE",
+    "PLACES",
+    "compiled_module",
+    "load_pure",
+    "native_places",
+    "scan",
+]
 
 _SOURCE = Path(__file__).with_name("_scan.py")
+_FANS_SOURCE = Path(__file__).with_name("_fans.c")
 _PURE_NAME = "crdtsync.yjs._scan_pure"
 
 #: ``CRDTSYNC_PURE_PYTHON`` was set (to anything but "", "0"): the compiled build is not used.
@@ -54,17 +69,17 @@ def _is_compiled(module: ModuleType) -> bool:
     return not str(getattr(module, "__file__", "")).endswith(".py")
 
 
-def _current(module: ModuleType) -> bool:
-    """Whether a compiled ``module`` was built from the ``_scan.py`` beside it."""
+def _current(module: ModuleType, source_path: Path = _SOURCE) -> bool:
+    """Whether a compiled ``module`` was built from the source beside it (``_scan.py``)."""
     built_from = getattr(module, "SOURCE_SHA256", None)
     try:
-        source = _SOURCE.read_bytes()
+        source = source_path.read_bytes()
     except OSError:  # an install without sources: nothing to compare with
         return True
     if built_from == hashlib.sha256(source).hexdigest():
         return True
     warnings.warn(
-        f"{module.__file__} was compiled from another version of {_SOURCE.name}; using the "
+        f"{module.__file__} was compiled from another version of {source_path.name}; using the "
         "pure-Python validator (rebuild with `pip install -e .` to use the compiled one)",
         RuntimeWarning,
         stacklevel=2,
@@ -110,3 +125,21 @@ def _select() -> ModuleType:
 scan: ModuleType = _select()
 #: Whether :data:`scan` is the mypyc-compiled build.
 COMPILED: bool = _is_compiled(scan)
+
+
+def native_places() -> type | None:
+    """The native table of places (``crdtsync.yjs._fans.Places``) if it is built and
+    current, else None (whatever ``CRDTSYNC_PURE_PYTHON`` says: tests compare both ways)."""
+    try:
+        from . import _fans
+    except ImportError:
+        return None
+    if not _current(_fans, _FANS_SOURCE):
+        return None
+    places: type = _fans.Places
+    return places
+
+
+#: The native table the validator counts places in (:func:`native_places`), or None: not
+#: built, not current, or ``CRDTSYNC_PURE_PYTHON`` set; the validator then counts in a dict.
+PLACES: type | None = None if FORCED_PURE else native_places()

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
-from typing import Final, NoReturn
+from typing import Final, NoReturn, Protocol
 
 from ._malformed import Malformed, OverLimit
 
 __all__ = [
+    "FanCounter",
     "MAX_CLOCK",
     "MAX_NESTING",
     "MAX_SAFE",
@@ -70,6 +71,10 @@ _CONTENT_ANY: Final = 8
 _CONTENT_DOC: Final = 9
 
 _TYPE_XML_ELEMENT: Final = 3
+# A client of this many structs or more sizes the native table of places for all of them at
+# once. Below, it grows as places come: sized by structs, the paper state (10,972 structs,
+# 4,627 places) validated 0.1-0.2 ms slower than with the dict, grown 0-0.02 ms faster.
+_RESERVE_MIN: Final = 1 << 16
 
 # ---------------------------------------------------------------------------------------------
 # lib0 primitives
@@ -404,6 +409,23 @@ def _add_range(los: list[int], his: list[int], clock: int, end: int) -> None:
         his.append(end)
 
 
+class FanCounter(Protocol):
+    """Where :func:`scan_structs` counts the items per place when its caller passes one:
+    ``crdtsync.yjs._fans.Places`` (C, optional), a table keyed by the place's bytes in
+    ``data`` without a bytes object per place. Without one, a dict counts them here."""
+
+    def add(self, start: int, length: int) -> int:
+        """One more item placed at ``data[start:start + length]``; returns how many are
+        there now."""
+        ...
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` places (a hint, to grow the table once)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
 def scan_structs(
     data: bytes,
     pos: int,
@@ -413,6 +435,7 @@ def scan_structs(
     max_merge: int,
     refuse_format_in_map: bool,
     refuse_subdocs: bool,
+    fans: FanCounter | None = None,
 ) -> tuple[
     int,
     dict[int, int],
@@ -433,8 +456,14 @@ def scan_structs(
     every item but those that continue their client's previous clock (empty when ``max_fan``
     is off; the most is then 0). The most is counted here, where it is free: a pass over a
     whole map's places (200,000) cost PlaceHistory 5 ms a time.
+
+    ``fans``: an empty :class:`FanCounter` over ``data`` to count the places in, instead of
+    the dict (which is then returned empty; the caller reads the places from ``fans``). The
+    same items are counted in the same order, so every decision is the same either way.
     """
     n_data = len(data)
+    # The bound method, called as a plain function: no method lookup per item.
+    fan_add = fans.add if fans is not None else None
     merge_work = 0
     fan_work = 0  # conflict-scan steps: each item placed by another client next to a fan
     # placement bytes (origin, right origin, parent, key) -> the items placed there so far.
@@ -470,6 +499,11 @@ def scan_structs(
         total += n_structs
         if max_structs >= 0 and total > max_structs:
             raise OverLimit(pos, f"more than {max_structs} structs (the limit)")
+        if fans is not None and count_fans and n_structs >= _RESERVE_MIN:
+            # The table sized once for a large client's structs, not grown step by step (each
+            # growth rehashes every place so far). A hint, never more than one place per 16
+            # bytes left: a count declared in a few bytes does not allocate for its own sake.
+            fans.reserve(min(n_structs, (n_data - pos) >> 4))
         first = clock
         end = 0
         gaps.append((client, first))
@@ -560,9 +594,12 @@ def scan_structs(
                 if kind == _CONTENT_DOC and refuse_subdocs:
                     raise OverLimit(start, "subdocuments are not accepted")
                 if count_fans and not chained:
-                    key = data[start + 1 : pos]
-                    fan = fan_count.get(key, 0) + 1
-                    fan_count[key] = fan
+                    if fan_add is not None:
+                        fan = fan_add(start + 1, pos - start - 1)
+                    else:
+                        key = data[start + 1 : pos]
+                        fan = fan_count.get(key, 0) + 1
+                        fan_count[key] = fan
                     if fan > 1:
                         fan_work += fan
                         if fan > most:
@@ -611,7 +648,7 @@ def scan_structs(
                     f"parent ({parent_client}, {parent_clock}) is an item of this update"
                     " but not a type",
                 )
-    if fan_count and most == 0:
+    if most == 0 and (fan_count or (fans is not None and len(fans))):
         most = 1
     return total, ends, spans, gaps, refs, total + fan_work + merge_work, fan_count, most, pos
 

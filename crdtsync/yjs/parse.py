@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from . import _scan as scan
 else:
     from ._native import scan
+from ._native import PLACES
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -217,7 +218,10 @@ class UpdateInfo:
         #: fan check counted them; empty without ``max_fan``.
         #: :class:`~crdtsync.yjs.limits.PlaceHistory` adds them up over a shard's updates
         #: (the fan built by many updates).
-        self.places: dict[bytes, int] = {}
+        #: A dict, or for an update of ``NATIVE_PLACES_MIN`` bytes or more where the native
+        #: table is built (``crdtsync.yjs._fans.Places``) that table: the same mapping, in
+        #: the same order, without a bytes object per place until one is asked for.
+        self.places: Mapping[bytes, int] = {}
         #: ``max(places.values())``, 0 when there are none: counted by the parser, so that
         #: PlaceHistory need not pass over a whole map's places to find it.
         self.places_most = 0
@@ -268,11 +272,26 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
+#: Updates of this many bytes or more count their places in the native table
+#: (:data:`crdtsync.yjs._native.PLACES`) where it is built: a whole state's 200,000 map keys
+#: cost the dict 28-35 ms of the 42-49 that validating them took (issue 17). Smaller ones
+#: (the live path: a few places each) keep the dict, which is cheaper to make and to price.
+NATIVE_PLACES_MIN = 32 << 10
+
+
 def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, int]:
     """Validate the struct section; return its summary (delete set still empty), new position.
 
     The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built).
     """
+    fans = None
+    if (
+        PLACES is not None
+        and limits.max_fan is not None
+        and len(data) >= NATIVE_PLACES_MIN
+        and type(data) is bytes
+    ):
+        fans = PLACES(data)
     total, ends, spans, gaps, refs, work, places, most, pos = scan.scan_structs(
         data,
         pos,
@@ -282,10 +301,11 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         _limit(limits.max_merge_work),
         limits.refuse_format_in_map,
         limits.refuse_subdocs,
+        fans,
     )
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
     summary.work = work
-    summary.places = places
+    summary.places = places if fans is None else fans
     summary.places_most = most
     return summary, pos
 

@@ -9,6 +9,12 @@ writes, truncations, every bit flip of the samples, random bytes, the hand-made 
 shapes of ``test_updates``/``test_hostile_updates``) through ``parse_update`` on *both* builds
 and requires identical results: the same :class:`UpdateInfo` fields or the same error class
 and message (byte offset included), under no limits and under the default limits.
+
+The fan bookkeeping has two ways too: a dict (in ``_scan.py``) or the native table of
+``crdtsync/yjs/_fans.c`` (``_native.PLACES``, built when a C compiler is there; used for
+updates of ``parse.NATIVE_PLACES_MIN`` bytes or more). Every input here runs on every build
+with both ways, the native table forced for any size, and the places (in order) and their
+most are compared as well.
 """
 
 from __future__ import annotations
@@ -34,19 +40,34 @@ from crdtsync.yjs.limits import DEFAULT_LIMITS, UpdateLimits
 
 COMPILED = _native.compiled_module()
 PURE = _native.load_pure()
+NATIVE_PLACES = _native.native_places()
 LIMITS: tuple[UpdateLimits | None, ...] = (None, DEFAULT_LIMITS)
+#: (build of _scan, the native table or None for the dict): every way this checkout can run.
+WAYS: list[tuple[ModuleType, type | None]] = [
+    (module, places)
+    for module in (COMPILED, PURE)
+    if module is not None
+    for places in dict.fromkeys((NATIVE_PLACES, None))  # (None once, if not built)
+]
 
 needs_compiled = pytest.mark.skipif(
     COMPILED is None, reason="the compiled validator is not built here (pure Python only)"
 )
+needs_two_ways = pytest.mark.skipif(
+    len(WAYS) < 2,
+    reason="neither the compiled validator nor the native table is built here (pure Python only)",
+)
 
 
 @contextmanager
-def build(module: ModuleType) -> Iterator[None]:
-    """parse_update and the delete-set reader run on ``module`` inside the block."""
+def build(module: ModuleType, places: type | None = None) -> Iterator[None]:
+    """parse_update and the delete-set reader run on ``module`` inside the block, counting
+    places in ``places`` (the native table, for any size) or in a dict (None)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(parse, "scan", module)
         mp.setattr(state, "scan", module)
+        mp.setattr(parse, "PLACES", places)
+        mp.setattr(parse, "NATIVE_PLACES_MIN", 0)
         yield
 
 
@@ -66,17 +87,20 @@ def outcome(update: bytes, limits: UpdateLimits | None) -> tuple[Any, ...]:
         info._spans,
         info._gaps,
         info._refs,
+        list(info.places.items()),
+        info.places_most,
     )
 
 
 def same_on_both(update: bytes) -> None:
-    assert COMPILED is not None
+    """The same outcome on every build, with the dict and with the native table."""
     for limits in LIMITS:
-        with build(COMPILED):
-            compiled = outcome(update, limits)
-        with build(PURE):
-            pure = outcome(update, limits)
-        assert compiled == pure, (update.hex(), limits)
+        outcomes = []
+        for module, places in WAYS:
+            with build(module, places):
+                outcomes.append(outcome(update, limits))
+        for other in outcomes[1:]:
+            assert other == outcomes[0], (update.hex(), limits)
 
 
 def test_the_builds_are_what_they_say() -> None:
@@ -112,7 +136,7 @@ def test_a_stale_compiled_module_is_not_used() -> None:
         assert not _native._current(stale)  # type: ignore[arg-type]
 
 
-@needs_compiled
+@needs_two_ways
 def test_samples_truncations_and_every_bit_flip() -> None:
     for update in SAMPLES:
         same_on_both(update)
@@ -123,13 +147,13 @@ def test_samples_truncations_and_every_bit_flip() -> None:
                 same_on_both(update[:i] + bytes([update[i] ^ (1 << bit)]) + update[i + 1 :])
 
 
-@needs_compiled
+@needs_two_ways
 @pytest.mark.parametrize("update", [*ACCEPTED.values(), *(u for u, _ in REFUSED.values())])
 def test_hand_made(update: bytes) -> None:
     same_on_both(update)
 
 
-@needs_compiled
+@needs_two_ways
 @pytest.mark.parametrize(
     "update",
     [
@@ -150,7 +174,7 @@ def test_hostile_shapes(update: bytes) -> None:
     same_on_both(update)
 
 
-@needs_compiled
+@needs_two_ways
 @settings(max_examples=60, deadline=None)
 @given(OPS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), max_size=4))
 def test_what_pycrdt_writes_and_bit_flips_of_it(
@@ -165,7 +189,7 @@ def test_what_pycrdt_writes_and_bit_flips_of_it(
     same_on_both(bytes(update))
 
 
-@needs_compiled
+@needs_two_ways
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from([b"", *SAMPLES[1:]]), st.binary(min_size=1, max_size=200))
 def test_random_bytes(head: bytes, noise: bytes) -> None:
@@ -196,7 +220,7 @@ def _strings_of(n: int) -> bytes:
     return doc.get_update()
 
 
-@needs_compiled
+@needs_two_ways
 @pytest.mark.parametrize("n", [1, 2, 31, 63, 64, 65, 200])
 def test_strings_around_the_in_place_check(n: int) -> None:
     """The compiled build checks strings up to 64 bytes for ASCII in place (a byte loop),

@@ -1,0 +1,549 @@
+/* crdtsync.yjs._fans: the validator's fan bookkeeping in a native hash table (issue 17).
+ *
+ * The strict validator (crdtsync/yjs/_scan.py) counts, for every item that does not continue
+ * its client's previous clock, how many items of the update are placed at its place: the
+ * item's placement bytes (origin, right origin, parent and key), data[start:end]. In Python
+ * that is one bytes slice, its hash and two dict operations per item (~150 ns; 28-35 ms of
+ * the 42-49 ms that validating a 200,000-key map costs). Here a place is kept as its offsets
+ * into the update (which this object holds a reference to), hashed with the interpreter's own
+ * keyed hash of bytes (SipHash: the same hash, and the same resistance to chosen collisions,
+ * as the dict it replaces) and compared by its bytes; no object is made per place.
+ *
+ * Places(data) is also the read-only mapping {placement bytes: items placed there} in the
+ * order the places were first seen (what the dict gave): ``len``, ``[]``, ``in``, ``get``,
+ * iteration and ``reversed()`` work on the table itself (a bytes object made per key
+ * visited); ``keys()``, ``items()``, ``values()`` and ``==`` go through a dict made once (and
+ * made again after a later ``add``). ``PlaceHistory`` prices a new shard's first update
+ * without the dict (len, ``reversed()`` of the last places).
+ *
+ * Optional: setup.py builds it when a C compiler is there; without it crdtsync/yjs/parse.py
+ * passes no counter and _scan.py counts in a dict, as before. tests/yjs/test_scan_builds.py
+ * runs both ways (and both builds of _scan.py) on the same inputs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if PY_VERSION_HEX >= 0x030E0000
+#define FANS_HASH(p, n) Py_HashBuffer((p), (n))
+#else
+#define FANS_HASH(p, n) _Py_HashBytes((p), (n))
+#endif
+
+/* setup.py defines it as the SHA-256 of this file: crdtsync/yjs/_native.py does not use a
+ * module built from another version of the source. */
+#ifndef FANS_SOURCE_SHA256
+#define FANS_SOURCE_SHA256 ""
+#endif
+
+typedef struct {
+    Py_ssize_t start;
+    uint32_t len;
+    uint32_t count;
+    Py_hash_t hash;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *data; /* the update (bytes); the keys are slices of it */
+    const char *buf;
+    Py_ssize_t size;
+    Entry *entries; /* in the order first seen */
+    Py_ssize_t n, cap;
+    uint64_t *index; /* open addressing: 0 (empty) or the entry number + 1 in the low 32
+                        bits and the hash's high 32 bits above (compared before the entry) */
+    size_t mask;
+    PyObject *dict; /* the mapping as a dict, made on demand; NULL after an add */
+} Places;
+
+static PyTypeObject PlacesType;
+static PyTypeObject PlacesIterType;
+
+#define TAG(h) ((uint64_t)(h) & 0xFFFFFFFF00000000ull)
+
+static int
+places_grow_index(Places *self)
+{
+    size_t size = (self->mask + 1) * 2;
+    uint64_t *index = PyMem_Calloc(size, sizeof(uint64_t));
+    if (index == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t mask = size - 1;
+    for (Py_ssize_t k = 0; k < self->n; k++) {
+        Py_hash_t h = self->entries[k].hash;
+        size_t i = (size_t)h & mask;
+        while (index[i]) {
+            i = (i + 1) & mask;
+        }
+        index[i] = TAG(h) | (uint64_t)(k + 1);
+    }
+    PyMem_Free(self->index);
+    self->index = index;
+    self->mask = mask;
+    return 0;
+}
+
+static int
+places_init(Places *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *data;
+    static char *kwlist[] = {"data", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Places", kwlist, &PyBytes_Type, &data)) {
+        return -1;
+    }
+    if (self->data != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Places is initialised once");
+        return -1;
+    }
+    Py_INCREF(data);
+    self->data = data;
+    self->buf = PyBytes_AS_STRING(data);
+    self->size = PyBytes_GET_SIZE(data);
+    self->mask = 63;
+    self->index = PyMem_Calloc(64, sizeof(uint64_t));
+    if (self->index == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+places_dealloc(Places *self)
+{
+    Py_XDECREF(self->data);
+    Py_XDECREF(self->dict);
+    PyMem_Free(self->entries);
+    PyMem_Free(self->index);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The entry number of the place buf[0:len] with hash h, or -1; *slot: where it goes. */
+static Py_ssize_t
+places_find(Places *self, const char *key, Py_ssize_t len, Py_hash_t h, size_t *slot)
+{
+    size_t i = (size_t)h & self->mask;
+    uint64_t tag = TAG(h);
+    for (;;) {
+        uint64_t v = self->index[i];
+        if (!v) {
+            *slot = i;
+            return -1;
+        }
+        if ((v & 0xFFFFFFFF00000000ull) == tag) {
+            Py_ssize_t k = (Py_ssize_t)(v & 0xFFFFFFFFull) - 1;
+            Entry *e = &self->entries[k];
+            if (e->hash == h && (Py_ssize_t)e->len == len &&
+                memcmp(self->buf + e->start, key, (size_t)len) == 0) {
+                *slot = i;
+                return k;
+            }
+        }
+        i = (i + 1) & self->mask;
+    }
+}
+
+static int
+places_ready(Places *self)
+{
+    if (self->data == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Places was not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* add(start, length) -> int: one more item placed at data[start:start + length]; the items
+ * placed there now. */
+static PyObject *
+places_add(Places *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add() takes start and length");
+        return NULL;
+    }
+    if (places_ready(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[0]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t len = PyLong_AsSsize_t(args[1]);
+    if (len == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || len < 0 || len > self->size - start || len > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "place outside the update");
+        return NULL;
+    }
+    const char *key = self->buf + start;
+    Py_hash_t h = FANS_HASH(key, len);
+    size_t slot;
+    Py_ssize_t k = places_find(self, key, len, h, &slot);
+    Py_CLEAR(self->dict);
+    if (k >= 0) {
+        Entry *e = &self->entries[k];
+        if (e->count == UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many items at one place");
+            return NULL;
+        }
+        e->count += 1;
+        return PyLong_FromUnsignedLong(e->count);
+    }
+    if (self->n >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many places");
+        return NULL;
+    }
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
+        Entry *entries = PyMem_Realloc(self->entries, (size_t)cap * sizeof(Entry));
+        if (entries == NULL) {
+            return PyErr_NoMemory();
+        }
+        self->entries = entries;
+        self->cap = cap;
+    }
+    Entry *e = &self->entries[self->n];
+    e->start = start;
+    e->len = (uint32_t)len;
+    e->count = 1;
+    e->hash = h;
+    self->index[slot] = TAG(h) | (uint64_t)(self->n + 1);
+    self->n += 1;
+    if ((size_t)self->n * 2 > self->mask) { /* at most half full */
+        if (places_grow_index(self) < 0) {
+            return NULL;
+        }
+    }
+    return PyLong_FromLong(1);
+}
+
+/* reserve(n): room for n more places without growing (a hint: the scan passes the number of
+ * structs a client declares, bounded by the bytes left); never shrinks. */
+static PyObject *
+places_reserve(Places *self, PyObject *arg)
+{
+    if (places_ready(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t more = PyLong_AsSsize_t(arg);
+    if (more == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (more < 0 || more > INT32_MAX - self->n) {
+        PyErr_SetString(PyExc_ValueError, "reserve() takes 0 to 2**31 - 1 - len(self)");
+        return NULL;
+    }
+    Py_ssize_t want = self->n + more;
+    if (want > self->cap) {
+        Entry *entries = PyMem_Realloc(self->entries, (size_t)want * sizeof(Entry));
+        if (entries == NULL) {
+            return PyErr_NoMemory();
+        }
+        self->entries = entries;
+        self->cap = want;
+    }
+    while ((size_t)want * 2 > self->mask) {
+        if (places_grow_index(self) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+places_len(Places *self)
+{
+    return self->n;
+}
+
+static PyObject *
+places_key(Places *self, Py_ssize_t k)
+{
+    Entry *e = &self->entries[k];
+    return PyBytes_FromStringAndSize(self->buf + e->start, (Py_ssize_t)e->len);
+}
+
+/* The entry of ``key`` (a bytes object), -1 if none, -2 on error. */
+static Py_ssize_t
+places_lookup(Places *self, PyObject *key)
+{
+    if (self->data == NULL || !PyBytes_Check(key)) {
+        return -1;
+    }
+    const char *p = PyBytes_AS_STRING(key);
+    Py_ssize_t len = PyBytes_GET_SIZE(key);
+    size_t slot;
+    return places_find(self, p, len, FANS_HASH(p, len), &slot);
+}
+
+static PyObject *
+places_getitem(Places *self, PyObject *key)
+{
+    Py_ssize_t k = places_lookup(self, key);
+    if (k < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(self->entries[k].count);
+}
+
+static int
+places_contains(Places *self, PyObject *key)
+{
+    return places_lookup(self, key) >= 0;
+}
+
+static PyObject *
+places_get(Places *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get() takes a key and an optional default");
+        return NULL;
+    }
+    Py_ssize_t k = places_lookup(self, args[0]);
+    if (k >= 0) {
+        return PyLong_FromUnsignedLong(self->entries[k].count);
+    }
+    PyObject *dflt = nargs == 2 ? args[1] : Py_None;
+    Py_INCREF(dflt);
+    return dflt;
+}
+
+/* The mapping as a dict (cached until the next add): a new reference. */
+static PyObject *
+places_as_dict(Places *self)
+{
+    if (self->dict == NULL) {
+        PyObject *dict = PyDict_New();
+        if (dict == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < self->n; k++) {
+            PyObject *key = places_key(self, k);
+            PyObject *value = key ? PyLong_FromUnsignedLong(self->entries[k].count) : NULL;
+            if (value == NULL || PyDict_SetItem(dict, key, value) < 0) {
+                Py_XDECREF(key);
+                Py_XDECREF(value);
+                Py_DECREF(dict);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
+        self->dict = dict;
+    }
+    Py_INCREF(self->dict);
+    return self->dict;
+}
+
+static PyObject *
+places_to_dict(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *dict = places_as_dict(self);
+    if (dict == NULL) {
+        return NULL;
+    }
+    PyObject *copy = PyDict_Copy(dict);
+    Py_DECREF(dict);
+    return copy;
+}
+
+static PyObject *
+places_view(Places *self, const char *name)
+{
+    PyObject *dict = places_as_dict(self);
+    if (dict == NULL) {
+        return NULL;
+    }
+    PyObject *view = PyObject_CallMethod(dict, name, NULL);
+    Py_DECREF(dict);
+    return view;
+}
+
+static PyObject *
+places_keys(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    return places_view(self, "keys");
+}
+
+static PyObject *
+places_items(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    return places_view(self, "items");
+}
+
+static PyObject *
+places_values(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    return places_view(self, "values");
+}
+
+static PyObject *
+places_richcompare(Places *self, PyObject *other, int op)
+{
+    if (op != Py_EQ && op != Py_NE) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *dict = places_as_dict(self);
+    if (dict == NULL) {
+        return NULL;
+    }
+    PyObject *theirs = other;
+    if (PyObject_TypeCheck(other, &PlacesType)) {
+        theirs = places_as_dict((Places *)other);
+        if (theirs == NULL) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(theirs);
+    }
+    PyObject *result = PyObject_RichCompare(dict, theirs, op);
+    Py_DECREF(dict);
+    Py_DECREF(theirs);
+    return result;
+}
+
+/* iteration: keys in the order first seen, or the reverse */
+
+typedef struct {
+    PyObject_HEAD
+    Places *places;
+    Py_ssize_t next; /* the entry to give next */
+    Py_ssize_t n;    /* entries when the iterator was made: a later add raises */
+    int step;        /* +1 or -1 */
+} PlacesIter;
+
+static PyObject *
+places_iter_new(Places *self, int step)
+{
+    PlacesIter *it = PyObject_New(PlacesIter, &PlacesIterType);
+    if (it == NULL) {
+        return NULL;
+    }
+    Py_INCREF(self);
+    it->places = self;
+    it->n = self->n;
+    it->step = step;
+    it->next = step > 0 ? 0 : self->n - 1;
+    return (PyObject *)it;
+}
+
+static PyObject *
+places_iter(Places *self)
+{
+    return places_iter_new(self, 1);
+}
+
+static PyObject *
+places_reversed(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    return places_iter_new(self, -1);
+}
+
+static void
+places_iter_dealloc(PlacesIter *it)
+{
+    Py_DECREF(it->places);
+    PyObject_Free(it);
+}
+
+static PyObject *
+places_iter_next(PlacesIter *it)
+{
+    if (it->places->n != it->n) {
+        PyErr_SetString(PyExc_RuntimeError, "Places changed size during iteration");
+        return NULL;
+    }
+    if (it->next < 0 || it->next >= it->n) {
+        return NULL;
+    }
+    PyObject *key = places_key(it->places, it->next);
+    it->next += it->step;
+    return key;
+}
+
+static PyTypeObject PlacesIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "crdtsync.yjs._fans.PlacesIterator",
+    .tp_basicsize = sizeof(PlacesIter),
+    .tp_dealloc = (destructor)places_iter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)places_iter_next,
+};
+
+static PyMethodDef places_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))places_add, METH_FASTCALL,
+     "add(start, length) -> int: one more item placed at data[start:start+length]; the items there now."},
+    {"reserve", (PyCFunction)places_reserve, METH_O,
+     "reserve(n): room for n more places without growing."},
+    {"get", (PyCFunction)(void (*)(void))places_get, METH_FASTCALL, "As dict.get."},
+    {"keys", (PyCFunction)places_keys, METH_NOARGS, "The keys, as a dict's view."},
+    {"items", (PyCFunction)places_items, METH_NOARGS, "The items, as a dict's view."},
+    {"values", (PyCFunction)places_values, METH_NOARGS, "The values, as a dict's view."},
+    {"to_dict", (PyCFunction)places_to_dict, METH_NOARGS, "A new dict of the same items."},
+    {"__reversed__", (PyCFunction)places_reversed, METH_NOARGS,
+     "The keys, the last seen first."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods places_as_mapping = {
+    .mp_length = (lenfunc)places_len,
+    .mp_subscript = (binaryfunc)places_getitem,
+};
+
+static PySequenceMethods places_as_sequence = {
+    .sq_contains = (objobjproc)places_contains,
+};
+
+static PyTypeObject PlacesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "crdtsync.yjs._fans.Places",
+    .tp_basicsize = sizeof(Places),
+    .tp_dealloc = (destructor)places_dealloc,
+    .tp_as_mapping = &places_as_mapping,
+    .tp_as_sequence = &places_as_sequence,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_MAPPING,
+    .tp_doc = "Places(data): items per place of one update, keyed by slices of data.",
+    .tp_richcompare = (richcmpfunc)places_richcompare,
+    .tp_iter = (getiterfunc)places_iter,
+    .tp_methods = places_methods,
+    .tp_init = (initproc)places_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef fans_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "crdtsync.yjs._fans",
+    .m_doc = "The validator's fan bookkeeping in a native hash table (optional speedup).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__fans(void)
+{
+    if (PyType_Ready(&PlacesType) < 0 || PyType_Ready(&PlacesIterType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&fans_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", FANS_SOURCE_SHA256) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&PlacesType);
+    if (PyModule_AddObject(module, "Places", (PyObject *)&PlacesType) < 0) {
+        Py_DECREF(&PlacesType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
