@@ -58,9 +58,6 @@ class _CommitTask:
     _due: bool
     _timer: asyncio.TimerHandle | None
     _timer_local: bool
-    _settle: float
-    _wrote_at: float
-    _settling: bool
     _to_compact: dict[str, None]
     _failures: int
     _closing: bool
@@ -73,16 +70,6 @@ class _CommitTask:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._timer_local and not self._settling and self._loop is not None:
-            # A local write's commit came due while that writer's last write is being
-            # fanned out: wait until SETTLE after it, once (notify armed the timer SETTLE
-            # early, so the bound holds; crdtsync.durability.SETTLE).
-            settled = self._wrote_at + self._settle
-            if settled > self._loop.time():
-                self._settling = True
-                self._timer = self._loop.call_at(settled, self._on_timer)
-                return
-        self._settling = False
         self._due = True
         self._wake.set()
 
@@ -111,7 +98,6 @@ class _CommitTask:
         if self._timer is not None:  # this commit covers everything notified so far
             self._timer.cancel()
             self._timer = None
-        self._settling = False
         done = self._before_commit() if self._before_commit is not None else None
         # What this commit writes: the entries buffered now, as captured (not those the event
         # loop appends while the worker thread starts: they wait for the next commit, where

@@ -8,10 +8,7 @@ worker thread, so the event loop never blocks on fsync and commits never overlap
 Bounds:
 
 * A write that nobody flushes is committed within about ``interval`` seconds of its
-  ``notify()`` (plus the commit already running, if any). The commit is handed to the worker
-  no sooner than :data:`SETTLE` after the last local write when the bound allows it (the
-  timer is armed that much early): not while that write's Pushes are being handled by the
-  peers that share the machine.
+  ``notify()`` (plus the commit already running, if any).
 * An update received from a peer (:meth:`GroupCommitter.notify_remote`) is committed within
   ``received_interval`` (``interval`` unless given), unless the committer was given
   ``remote_interval_cap`` and a :class:`CommitPacing`: then within ``received_interval``
@@ -53,7 +50,6 @@ is the mixin :mod:`crdtsync._durability_task`, a base of :class:`GroupCommitter`
 from __future__ import annotations
 
 import asyncio
-import math
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +60,7 @@ from .errors import ClosedError, UsageError
 from .observer import NULL_OBSERVER, Observer
 from .store import ShardStats, Store
 
-__all__ = ["SETTLE", "CommitPacing", "GroupCommitter", "Merge"]
+__all__ = ["CommitPacing", "GroupCommitter", "Merge"]
 
 Merge = Callable[[bytes | None, list[bytes]], bytes]
 """``merge(snapshot, log) -> new snapshot``: one update equivalent to snapshot + log."""
@@ -108,15 +104,6 @@ class CommitPacing:
         """The bound for a received update of a committer with ``interval`` and ``cap``:
         ``interval`` times :attr:`running`, at most ``cap``, never less than ``interval``."""
         return max(interval, min(interval * max(self.running, 1), cap))
-
-
-#: Seconds after a local write during which a group commit that comes due waits (bounded: see
-#: :meth:`GroupCommitter.notify`). A write's Pushes leave at once and every peer handles them in
-#: the next millisecond or two; on a machine the peers share (8 agents on 2 cores) a commit's
-#: CPU in that time delays the last of them (issue 17/18, benchmarks/README.md, h-send3). A
-#: writer paced at a rate that divides ``interval`` (200/s and 50 ms) otherwise has its commit
-#: come due in the same event-loop turn as one of its writes, every time.
-SETTLE = 0.002
 
 
 class GroupCommitter(_CommitTask):
@@ -192,9 +179,6 @@ class GroupCommitter(_CommitTask):
         self._due = False  # the interval of an unflushed notify() has passed
         self._timer: asyncio.TimerHandle | None = None
         self._timer_local = False  # the timer is at a local write's bound (not a remote one's)
-        self._settle = min(SETTLE, interval / 2)  # (SETTLE, for an interval that allows it)
-        self._wrote_at = -math.inf  # loop time of the last local write (notify)
-        self._settling = False  # the timer waits for a write's fan-out (SETTLE) already
         self._remote_cap = remote_interval_cap
         self._pacing = pacing
         self._counted = False  # this committer counts in its pacing's ``running``
@@ -272,16 +256,11 @@ class GroupCommitter(_CommitTask):
 
     def notify(self) -> None:
         """Tell the committer that entries were appended: they are committed within
-        ``interval`` seconds even if nobody flushes. Cheap; call it after every append.
-
-        The timer is armed :data:`SETTLE` before that bound: when it comes within
-        :data:`SETTLE` of the last local write, the commit waits until :data:`SETTLE` after
-        that write (once), so that it does not run while the write's Pushes are handled."""
+        ``interval`` seconds even if nobody flushes. Cheap; call it after every append."""
         loop = self._check_running()
-        self._wrote_at = loop.time()
         if self._due or (self._timer is not None and self._timer_local):
             return
-        when = self._wrote_at + self._interval - self._settle
+        when = loop.time() + self._interval
         if self._timer is not None:  # a remote update's, later than ours may be
             if self._timer.when() <= when:
                 self._timer_local = True

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from crdtsync.durability import SETTLE, CommitPacing, GroupCommitter
+from crdtsync.durability import CommitPacing, GroupCommitter
 from crdtsync.errors import ClosedError, StoreError, StoreFull, UsageError
 from crdtsync.store import Store
 
@@ -119,53 +119,6 @@ async def test_unflushed_writes_are_committed_within_the_interval(store: Store) 
     assert store.pending() == 0
     assert durable == [{"a"}]
     await gc.close()
-
-
-async def test_a_local_commit_due_during_a_writes_fan_out_waits_for_it_within_the_bound(
-    store: Store,
-) -> None:
-    """A local write's commit is armed SETTLE before its bound; when it comes due within
-    SETTLE of the last local write (its Pushes still being handled by the peers), it waits
-    until SETTLE after that write, once, and no later than the bound (issue 17/18, h-send3).
-    Reads the armed timers' times and calls the timer's callback: nothing here measures how
-    late a timer fires."""
-    gc = await started(store, interval=0.05)
-    loop = asyncio.get_running_loop()
-    store.append("a", b"1")
-    gc.notify()
-    first = gc._wrote_at
-    timer = gc._timer
-    assert timer is not None and timer.when() == first + 0.05 - SETTLE
-    store.append("a", b"2")
-    gc.notify()  # a later write: the timer stays, the last write's time moves
-    timer.cancel()
-    gc._on_timer()  # came due with the last write under SETTLE ago: waits for it
-    settle = gc._timer
-    assert not gc._due and settle is not None
-    assert settle.when() == gc._wrote_at + SETTLE <= first + 0.05
-    settle.cancel()
-    gc._on_timer()  # waited once: due now, whatever was written meanwhile
-    assert gc._due and gc._timer is None
-    await gc.flush()
-    assert store.stats("a").log_count == 2
-    # A last write older than SETTLE, or a received update's timer: due at once.
-    store.append("a", b"3")
-    gc.notify()
-    assert gc._timer is not None
-    gc._timer.cancel()
-    gc._wrote_at = loop.time() - 1.0
-    gc._on_timer()
-    assert gc._due
-    await gc.flush()
-    store.append("a", b"4")
-    gc.notify_remote()
-    gc._wrote_at = loop.time()
-    assert gc._timer is not None and not gc._timer_local
-    gc._timer.cancel()
-    gc._on_timer()
-    assert gc._due
-    await gc.close()
-    assert store.stats("a").log_count == 4
 
 
 async def test_remote_appends_may_wait_longer_when_agents_share_a_loop(tmp_path: Path) -> None:
