@@ -154,10 +154,10 @@ def _install_crdtsync(ev: Any) -> None:
     GroupCommitter._commit_once = timed_commit_once  # type: ignore[method-assign]
     in_worker = GroupCommitter._commit_in_worker
 
-    def timed_in_worker(self: Any) -> Any:
+    def timed_in_worker(self: Any, *a: Any, **k: Any) -> Any:
         ev((_now(), "w0", 0, 0))
         try:
-            return in_worker(self)
+            return in_worker(self, *a, **k)
         finally:
             ev((_now(), "w1", 0, 0))
 
