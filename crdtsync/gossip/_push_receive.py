@@ -93,35 +93,7 @@ class _PushReceive:
 
         def has_fanout(self, shard: str) -> bool: ...
 
-    #: Whether a lone Push takes the short path below (tests turn it off to compare the
-    #: two paths' traces; the simulator's frames must be the same either way).
-    lone_push_path: bool = True
-
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
-        if (
-            self.lone_push_path
-            and msg.durable is None
-            and msg.hint is None
-            and not msg.relayed
-            and not msg.relay
-            and not msg.forward
-            and len(msg.updates) == 1
-            and msg.updates[0] != WANT_ACK
-        ):
-            # THE LONE PUSH (issue 17/18, benchmarks/README.md, h-recv6): one update, no ack,
-            # no relayed acks, no hint, not a relay batch (a paced writer's Push in a full
-            # mesh, nearly every Push a receiver gets). Nothing to check before the apply, no
-            # batch, no relay or hub step, no ack to learn: what the general path below does
-            # for it, in the same order, without its other branches. Outside a tree and for
-            # a shard held here only; anything else takes the general path.
-            ctx = self._ctx
-            if ctx.mode() != TREE and ctx.policy.accepts(msg.shard):
-                self.apply(
-                    conn, msg.shard, msg.updates[0], forward=False, author=msg.author(0)
-                )
-                conn.rounds.last_push_in = now
-                self._repairs.sequence(conn, msg.shard, msg.seq, True, now)
-                return
         # Check everything before applying anything: the ack, and every update of a batch
         # (a single update is validated by ReplicaSet.apply itself, atomically).
         if msg.durable is not None:
