@@ -49,7 +49,7 @@ from ._ack_records import (
     take_relayed,
 )
 from ._acks_relayed import _RelayedAcks
-from .overlay import RELAY, TREE, Mode
+from .overlay import RELAY, TREE
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -127,16 +127,6 @@ class Acks(_RelayedAcks):
     def durable(self, shards: Iterable[str], now: float) -> None:
         """These shards' latest changes are on disk: owe acks to the peers that want them."""
         relay = self._ctx.mode() == RELAY
-        # ACKS AT THE COMMIT (issue 17/18, benchmarks/README.md, h-recv6). With ack_delay 0
-        # (GossipConfig.lan()) an owed ack is to wait for no Push: it went alone at the next
-        # window flush, a core tick of its own (a wake-up and a pass over every component)
-        # once per group commit and link, then another tick for the ack's own timer. A link
-        # with no Push queued now gets its ack here, at the commit, with every shard of it;
-        # a link with a Push queued gets it on that Push, at the flush, as before. The
-        # ack_interval cap on standalone Acks holds (an ack not due yet waits for its timer).
-        # ack_delay > 0 (the WAN default): unchanged.
-        at_commit: dict[str, Link] = {}
-        now_ok = not relay and self._ctx.config.ack_delay <= 0
         for shard in sorted(set(shards)):
             sv, ds = self._ctx.replicas.durable_state(shard)
             state = ShardState(shard, sv, ds)
@@ -170,10 +160,7 @@ class Acks(_RelayedAcks):
                         del conn.acks.wanted[shard]
                 if wants and conn.acks.owe(state, now):
                     self.owing.add(conn.name)
-                    if now_ok and not conn.push.queue:
-                        at_commit[conn.name] = conn
-                    else:
-                        self._ctx.schedule_flush(now)
+                    self._ctx.schedule_flush(now)
             left = self.fanout.wanted.get(shard, 0)
             if left:
                 if left > 1:
@@ -182,10 +169,6 @@ class Acks(_RelayedAcks):
                     del self.fanout.wanted[shard]
                 if self.fanout.owe(state, now):
                     self._ctx.schedule_flush(now)
-        if at_commit:
-            mode = self._ctx.mode()
-            for conn in at_commit.values():
-                self._send_link(conn, now, mode)
 
     def owe_broadcast(self, shard: str, now: float) -> None:
         """A broadcast WANT_ACK of ``shard`` (an agent waits in ``replicated()``): owe our
@@ -275,7 +258,23 @@ class Acks(_RelayedAcks):
             return
         mode = self._ctx.mode()
         for conn in self._ctx.links.values():
-            self._send_link(conn, now, mode)
+            own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
+            relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
+            if not own_due and not relay_due:
+                continue
+            states: tuple[ShardState, ...] = ()
+            if conn.acks.pending_acks and (
+                own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
+            ):
+                states = conn.acks.take_all(now)
+            relayed = (
+                self.take_relayed(conn, now, mode, riding=bool(states))
+                if conn.acks.relay_acks
+                else ()
+            )
+            if states or relayed:
+                states = tuple(self.on_wire(conn, st) for st in states)
+                self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
         if self.fanout.owed and now >= self.fanout_due():
             self._ctx.broadcast(Ack(self.fanout.take(now), ()))
         if self.own_acks and now >= self.own_ack_due():
@@ -283,24 +282,6 @@ class Acks(_RelayedAcks):
                 self._ctx.schedule_flush(now)  # they go to the relay at the boundary
             else:
                 self.spread_own(now)
-
-    def _send_link(self, conn: Link, now: float, mode: Mode) -> None:
-        """Send ``conn`` the acks it is due, alone (see :meth:`send_due`)."""
-        own_due = bool(conn.acks.pending_acks) and now >= self.ack_due(conn)
-        relay_due = bool(conn.acks.relay_acks) and now >= self.relay_due(conn)
-        if not own_due and not relay_due:
-            return
-        states: tuple[ShardState, ...] = ()
-        if conn.acks.pending_acks and (
-            own_due or now >= conn.acks.last_ack_at + self._ctx.config.ack_interval
-        ):
-            states = conn.acks.take_all(now)
-        relayed = (
-            self.take_relayed(conn, now, mode, riding=bool(states)) if conn.acks.relay_acks else ()
-        )
-        if states or relayed:
-            states = tuple(self.on_wire(conn, st) for st in states)
-            self._ctx.send(conn.name, Ack(states, relayed, forward=mode == TREE))
 
     def on_wire(self, conn: Link, state: ShardState) -> ShardState:
         """Our own ``state`` as it goes to ``conn`` in a direct ack: its delete set replaced by

@@ -279,7 +279,7 @@ class GossipConfig:
             full_mesh_max=32,
             tree_push_interval=0.01,
             relay_max=0,
-            ack_delay=0.0,
+            ack_delay=0.01,
             ack_interval=0.05,
             ack_relay_interval=0.05,
             repair_timeout=0.1,
