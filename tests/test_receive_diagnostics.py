@@ -6,6 +6,7 @@ only: no timing is asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,12 +119,20 @@ def test_fanout_runs_every_second_receiver_with_also_python(tmp_path: Path) -> N
     )
     wrapper.chmod(0o755)
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "CRDTSYNC_BENCH_ALSO_PYTHON": str(wrapper),
         "CRDTSYNC_BENCH_ALSO_MATCH": "/a1",
     }
     out = subprocess.run(
-        [sys.executable, str(BENCH / "fanout.py"), "--tiny", "--scale", "", "--systems", "crdtsync"],
+        [
+            sys.executable,
+            str(BENCH / "fanout.py"),
+            "--tiny",
+            "--scale",
+            "",
+            "--systems",
+            "crdtsync",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
