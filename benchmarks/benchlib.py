@@ -253,6 +253,24 @@ def dir_bytes(path: Path) -> dict[str, int]:
 # child processes speaking JSON lines
 
 
+def _python_for(name: str) -> str:
+    """The interpreter of the child ``name``: ``sys.executable``, or ``CRDTSYNC_BENCH_ALSO_PYTHON``
+    for the children whose name ends with one of the comma-separated
+    ``CRDTSYNC_BENCH_ALSO_MATCH`` (e.g. ``/a1,/a3,/a5,/a7``: every second crdtsync receiver of
+    fanout.py). Another tree's venv there is an A/B of two trees inside one run: both halves
+    take the same updates under the same load at the same moment, and each process's CPU is
+    reported on its own (``cpu_ms_per_update_by_process``; issue 17/18, benchmarks/README.md,
+    h-recv6). ``CRDTSYNC_BENCH_PYTHON``: the interpreter of the other children (default
+    ``sys.executable``), so that both halves can be started the same way (a wrapper script
+    each: how a child is started moved its CPU by ~4 % in an A/A, h-recv6). Unset: every
+    child runs this interpreter, as before."""
+    other = os.environ.get("CRDTSYNC_BENCH_ALSO_PYTHON")
+    match = [m for m in os.environ.get("CRDTSYNC_BENCH_ALSO_MATCH", "").split(",") if m]
+    if other and any(name.endswith(m) for m in match):
+        return other
+    return os.environ.get("CRDTSYNC_BENCH_PYTHON") or sys.executable
+
+
 class Child:
     """A benchmark child process (``benchmarks/nodes.py ROLE ...`` or another ``program``): commands go to its stdin
     as JSON lines, events come back on its stdout as JSON lines, stderr is kept for errors."""
@@ -269,7 +287,7 @@ class Child:
         self.name = name or role
         # ``program``: another command than ``python benchmarks/nodes.py`` (benchmarks/groups.py,
         # a Node hub) that speaks the same JSON lines.
-        cmd = [*(program or [sys.executable, str(NODES)]), role, *args]
+        cmd = [*(program or [_python_for(self.name), str(NODES)]), role, *args]
         # Profiling on demand: CRDTSYNC_BENCH_PYSPY=DIR runs the children whose name contains
         # one of the comma-separated CRDTSYNC_BENCH_PYSPY_MATCH (default: all) under
         # `py-spy record --gil` (raw, 500 Hz: samples holding the GIL, i.e. Python CPU), one

@@ -6,6 +6,7 @@ only: no timing is asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,63 @@ def test_receive_floor_reports_each_half_of_an_ab_run() -> None:
     )
     assert len(report["a_us_per_update"]) == len(report["b_us_per_update"]) == 1
     assert report["b_python"] == sys.executable
+
+
+def test_also_python_picks_the_matching_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CRDTSYNC_BENCH_ALSO_PYTHON`` / ``_MATCH`` / ``CRDTSYNC_BENCH_PYTHON`` (benchlib, h-recv6):
+    the children whose name ends with a listed suffix get the other interpreter, the rest
+    ``CRDTSYNC_BENCH_PYTHON`` or this one; nothing set: this one for all."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(BENCH))
+    for var in ("CRDTSYNC_BENCH_ALSO_PYTHON", "CRDTSYNC_BENCH_ALSO_MATCH", "CRDTSYNC_BENCH_PYTHON"):
+        monkeypatch.delenv(var, raising=False)
+    assert benchlib._python_for("crdtsync/a1") == sys.executable
+    monkeypatch.setenv("CRDTSYNC_BENCH_ALSO_PYTHON", "/other/python")
+    assert benchlib._python_for("crdtsync/a1") == sys.executable  # (no match list: nobody)
+    monkeypatch.setenv("CRDTSYNC_BENCH_ALSO_MATCH", "/a1,/a3")
+    assert benchlib._python_for("crdtsync/a1") == "/other/python"
+    assert benchlib._python_for("crdtsync/a3") == "/other/python"
+    assert benchlib._python_for("crdtsync/a13") == sys.executable  # (a suffix, not a prefix)
+    assert benchlib._python_for("crdtsync/a2") == sys.executable
+    monkeypatch.setenv("CRDTSYNC_BENCH_PYTHON", "/main/python")
+    assert benchlib._python_for("crdtsync/a2") == "/main/python"
+    assert benchlib._python_for("crdtsync/a1") == "/other/python"
+
+
+def test_fanout_runs_every_second_receiver_with_also_python(tmp_path: Path) -> None:
+    """End to end: fanout.py's matching crdtsync children really start through the other
+    interpreter (here a wrapper that leaves a mark, then runs this Python), the others not."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    wrapper = tmp_path / "also-python"
+    wrapper.write_text(
+        f'#!/bin/sh\nmktemp "{marks}/run.XXXXXX" > /dev/null\nexec "{sys.executable}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {
+        **os.environ,
+        "CRDTSYNC_BENCH_ALSO_PYTHON": str(wrapper),
+        "CRDTSYNC_BENCH_ALSO_MATCH": "/a1",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "fanout.py"),
+            "--tiny",
+            "--scale",
+            "",
+            "--systems",
+            "crdtsync",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=env,
+    )
+    res = json.loads(out.stdout[out.stdout.index("{") :])
+    assert res["systems"]["crdtsync"]["paced_low"]["latency_ms"]["n"] > 0
+    assert len(list(marks.iterdir())) == 1  # a1 only (one run of one system)
