@@ -16,6 +16,7 @@ PURE = [
     "_malformed",
     "_native",
     "_scan",
+    "_scan_content",
     "limits",
     "parse",
     "state",
