@@ -9,12 +9,12 @@
  * keyed hash of bytes (SipHash: the same hash, and the same resistance to chosen collisions,
  * as the dict it replaces) and compared by its bytes; no object is made per place.
  *
- * Places(data) is also the read-only mapping {placement bytes: items placed there} in the
- * order the places were first seen (what the dict gave): ``len``, ``[]``, ``in``, ``get``,
- * iteration and ``reversed()`` work on the table itself (a bytes object made per key
- * visited); ``keys()``, ``items()``, ``values()`` and ``==`` go through a dict made once (and
- * made again after a later ``add``). ``PlaceHistory`` prices a new shard's first update
- * without the dict (len, ``reversed()`` of the last places).
+ * Places(data) also answers what a read-only mapping {placement bytes: items placed there}
+ * is built from, in the order the places were first seen (what the dict gave): ``len``,
+ * ``[]``, ``in``, iteration and ``reversed()``, on the table itself (a bytes object made per
+ * key visited). crdtsync/yjs/_places.py subclasses it into a collections.abc.Mapping (its
+ * ``keys()``, ``items()``, ``values()``, ``get`` and ``==`` are Mapping's, in Python, over
+ * these) and adds ``to_dict()``: only what the validator's hot loop calls (``add``) is here.
  *
  * Optional: setup.py builds it when a C compiler is there; without it crdtsync/yjs/parse.py
  * passes no counter and _scan.py counts in a dict, as before. tests/yjs/test_scan_builds.py
@@ -54,7 +54,6 @@ typedef struct {
     uint64_t *index; /* open addressing: 0 (empty) or the entry number + 1 in the low 32
                         bits and the hash's high 32 bits above (compared before the entry) */
     size_t mask;
-    PyObject *dict; /* the mapping as a dict, made on demand; NULL after an add */
 } Places;
 
 static PyTypeObject PlacesType;
@@ -115,7 +114,6 @@ static void
 places_dealloc(Places *self)
 {
     Py_XDECREF(self->data);
-    Py_XDECREF(self->dict);
     PyMem_Free(self->entries);
     PyMem_Free(self->index);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -184,7 +182,6 @@ places_add(Places *self, PyObject *const *args, Py_ssize_t nargs)
     Py_hash_t h = FANS_HASH(key, len);
     size_t slot;
     Py_ssize_t k = places_find(self, key, len, h, &slot);
-    Py_CLEAR(self->dict);
     if (k >= 0) {
         Entry *e = &self->entries[k];
         if (e->count == UINT32_MAX) {
@@ -298,118 +295,6 @@ places_contains(Places *self, PyObject *key)
     return places_lookup(self, key) >= 0;
 }
 
-static PyObject *
-places_get(Places *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get() takes a key and an optional default");
-        return NULL;
-    }
-    Py_ssize_t k = places_lookup(self, args[0]);
-    if (k >= 0) {
-        return PyLong_FromUnsignedLong(self->entries[k].count);
-    }
-    PyObject *dflt = nargs == 2 ? args[1] : Py_None;
-    Py_INCREF(dflt);
-    return dflt;
-}
-
-/* The mapping as a dict (cached until the next add): a new reference. */
-static PyObject *
-places_as_dict(Places *self)
-{
-    if (self->dict == NULL) {
-        PyObject *dict = PyDict_New();
-        if (dict == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t k = 0; k < self->n; k++) {
-            PyObject *key = places_key(self, k);
-            PyObject *value = key ? PyLong_FromUnsignedLong(self->entries[k].count) : NULL;
-            if (value == NULL || PyDict_SetItem(dict, key, value) < 0) {
-                Py_XDECREF(key);
-                Py_XDECREF(value);
-                Py_DECREF(dict);
-                return NULL;
-            }
-            Py_DECREF(key);
-            Py_DECREF(value);
-        }
-        self->dict = dict;
-    }
-    Py_INCREF(self->dict);
-    return self->dict;
-}
-
-static PyObject *
-places_to_dict(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *copy = PyDict_Copy(dict);
-    Py_DECREF(dict);
-    return copy;
-}
-
-static PyObject *
-places_view(Places *self, const char *name)
-{
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *view = PyObject_CallMethod(dict, name, NULL);
-    Py_DECREF(dict);
-    return view;
-}
-
-static PyObject *
-places_keys(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "keys");
-}
-
-static PyObject *
-places_items(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "items");
-}
-
-static PyObject *
-places_values(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "values");
-}
-
-static PyObject *
-places_richcompare(Places *self, PyObject *other, int op)
-{
-    if (op != Py_EQ && op != Py_NE) {
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *theirs = other;
-    if (PyObject_TypeCheck(other, &PlacesType)) {
-        theirs = places_as_dict((Places *)other);
-        if (theirs == NULL) {
-            Py_DECREF(dict);
-            return NULL;
-        }
-    }
-    else {
-        Py_INCREF(theirs);
-    }
-    PyObject *result = PyObject_RichCompare(dict, theirs, op);
-    Py_DECREF(dict);
-    Py_DECREF(theirs);
-    return result;
-}
-
 /* iteration: keys in the order first seen, or the reverse */
 
 typedef struct {
@@ -483,11 +368,6 @@ static PyMethodDef places_methods[] = {
      "add(start, length) -> int: one more item placed at data[start:start+length]; the items there now."},
     {"reserve", (PyCFunction)places_reserve, METH_O,
      "reserve(n): room for n more places without growing."},
-    {"get", (PyCFunction)(void (*)(void))places_get, METH_FASTCALL, "As dict.get."},
-    {"keys", (PyCFunction)places_keys, METH_NOARGS, "The keys, as a dict's view."},
-    {"items", (PyCFunction)places_items, METH_NOARGS, "The items, as a dict's view."},
-    {"values", (PyCFunction)places_values, METH_NOARGS, "The values, as a dict's view."},
-    {"to_dict", (PyCFunction)places_to_dict, METH_NOARGS, "A new dict of the same items."},
     {"__reversed__", (PyCFunction)places_reversed, METH_NOARGS,
      "The keys, the last seen first."},
     {NULL, NULL, 0, NULL},
@@ -509,9 +389,9 @@ static PyTypeObject PlacesType = {
     .tp_as_mapping = &places_as_mapping,
     .tp_as_sequence = &places_as_sequence,
     .tp_hash = PyObject_HashNotImplemented,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_MAPPING,
+    /* a base type: crdtsync/yjs/_places.py makes the Mapping of it */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_MAPPING,
     .tp_doc = "Places(data): items per place of one update, keyed by slices of data.",
-    .tp_richcompare = (richcmpfunc)places_richcompare,
     .tp_iter = (getiterfunc)places_iter,
     .tp_methods = places_methods,
     .tp_init = (initproc)places_init,

@@ -16,10 +16,10 @@ if any of them differs.
 :func:`load_pure` loads the pure-Python build under another module name, so that tests can run
 both builds side by side in one process (``tests/yjs/test_scan_builds.py``).
 
-The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, :data:`PLACES`) is chosen the
-same way: built by ``setup.py`` when a C compiler is there, not used with
-``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without it the
-validator counts places in a dict (both ways are tested against each other in
+The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, made a Mapping by ``_places``,
+:data:`PLACES`) is chosen the same way: built by ``setup.py`` when a C compiler is there, not
+used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without
+it the validator counts places in a dict (both ways are tested against each other in
 ``tests/yjs/test_scan_builds.py``).
 
 Pure Python, no pycrdt, never compiled.
@@ -169,15 +169,18 @@ COMPILED: bool = _is_compiled(scan)
 
 
 def native_places() -> type | None:
-    """The native table of places (``crdtsync.yjs._fans.Places``) if it is built and
-    current, else None (whatever ``CRDTSYNC_PURE_PYTHON`` says: tests compare both ways)."""
+    """The native table of places as a Mapping (``crdtsync.yjs._places.Places``, over the C
+    ``crdtsync.yjs._fans.Places``) if the C module is built and current, else None (whatever
+    ``CRDTSYNC_PURE_PYTHON`` says: tests compare both ways)."""
     try:
         from . import _fans
     except ImportError:
         return None
     if not _current(_fans, _FANS_SOURCE):
         return None
-    places: type = _fans.Places
+    from . import _places
+
+    places: type = _places.Places
     return places
 
 

@@ -17,6 +17,7 @@ PURE = [
     "_native",
     "_scan",
     "_scan_content",
+    "_places",
     "limits",
     "parse",
     "state",
