@@ -121,7 +121,13 @@ def test_the_builds_are_what_they_say() -> None:
             assert not module.__file__.endswith(".py")
             source = Path(_native.__file__).with_name(f"{name}.py").read_bytes()
             assert module.SOURCE_SHA256 == hashlib.sha256(source).hexdigest()
-    assert _native.scan is (PURE if _native.FORCED_PURE or COMPILED is None else COMPILED)
+    if COMPILED is not None and not _native.FORCED_PURE:
+        assert _native.scan is COMPILED and _native.COMPILED
+    else:
+        # The pure build: load_pure()'s copy when forced, else (nothing compiled) the source
+        # imported under its own name, crdtsync.yjs._scan.
+        assert _native.scan is (PURE if _native.FORCED_PURE else sys.modules["crdtsync.yjs._scan"])
+        assert _native.scan.__file__.endswith("_scan.py") and not _native.COMPILED
     assert parse.scan is state.scan is _native.scan
 
 
