@@ -1,24 +1,21 @@
 /* crdtsync.yjs._fans: the validator's fan bookkeeping in a native hash table (issue 17).
  *
- * The strict validator (crdtsync/yjs/_scan.py) counts, for every item that does not continue
- * its client's previous clock, how many items of the update are placed at its place: the
- * item's placement bytes (origin, right origin, parent and key), data[start:end]. In Python
- * that is one bytes slice, its hash and two dict operations per item (~150 ns; 28-35 ms of
- * the 42-49 ms that validating a 200,000-key map costs). Here a place is kept as its offsets
- * into the update (which this object holds a reference to), hashed with the interpreter's own
+ * The strict validator (crdtsync/yjs/_scan.py) counts, per item that does not continue its
+ * client's previous clock, the items of the update placed at its place (its placement bytes:
+ * origin, right origin, parent, key; data[start:end]). In Python: a bytes slice, its hash and
+ * two dict operations per item (~150 ns; 28-35 ms of the 42-49 ms of a 200,000-key map). Here
+ * a place is its offsets into the update (held by reference), hashed with the interpreter's
  * keyed hash of bytes (SipHash: the same hash, and the same resistance to chosen collisions,
- * as the dict it replaces) and compared by its bytes; no object is made per place.
+ * as the dict it replaces) and compared by its bytes: no object is made per place.
  *
- * Places(data) also answers what a read-only mapping {placement bytes: items placed there}
- * is built from, in the order the places were first seen (what the dict gave): ``len``,
- * ``[]``, ``in``, iteration and ``reversed()``, on the table itself (a bytes object made per
- * key visited). crdtsync/yjs/_places.py subclasses it into a collections.abc.Mapping (its
- * ``keys()``, ``items()``, ``values()``, ``get`` and ``==`` are Mapping's, in Python, over
- * these) and adds ``to_dict()``: only what the validator's hot loop calls (``add``) is here.
+ * Places(data) also gives, in first-seen order (the dict's): len, [], in, iteration and
+ * reversed() on the table (a bytes object per key visited), and _as_dict(): the items as a
+ * dict made once (again after a later add). crdtsync/yjs/_places.py makes it a Mapping:
+ * keys(), items(), values() are that dict's views (as fast as a dict's: the registry
+ * intersects a large update's keys with a batch's); get and == are Mapping's.
  *
- * Optional: setup.py builds it when a C compiler is there; without it crdtsync/yjs/parse.py
- * passes no counter and _scan.py counts in a dict, as before. tests/yjs/test_scan_builds.py
- * runs both ways (and both builds of _scan.py) on the same inputs.
+ * Optional: setup.py builds it when a C compiler is there; without it parse.py passes no
+ * counter and _scan.py counts in a dict. tests/yjs/test_scan_builds.py runs both ways.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,8 +28,7 @@
 #define FANS_HASH(p, n) _Py_HashBytes((p), (n))
 #endif
 
-/* setup.py defines it as the SHA-256 of this file: crdtsync/yjs/_native.py does not use a
- * module built from another version of the source. */
+/* The SHA-256 of this file (setup.py): _native.py does not use a build of another version. */
 #ifndef FANS_SOURCE_SHA256
 #define FANS_SOURCE_SHA256 ""
 #endif
@@ -54,6 +50,7 @@ typedef struct {
     uint64_t *index; /* open addressing: 0 (empty) or the entry number + 1 in the low 32
                         bits and the hash's high 32 bits above (compared before the entry) */
     size_t mask;
+    PyObject *dict; /* the mapping as a dict, made on demand; NULL after an add */
 } Places;
 
 static PyTypeObject PlacesType;
@@ -114,6 +111,7 @@ static void
 places_dealloc(Places *self)
 {
     Py_XDECREF(self->data);
+    Py_XDECREF(self->dict);
     PyMem_Free(self->entries);
     PyMem_Free(self->index);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -182,6 +180,7 @@ places_add(Places *self, PyObject *const *args, Py_ssize_t nargs)
     Py_hash_t h = FANS_HASH(key, len);
     size_t slot;
     Py_ssize_t k = places_find(self, key, len, h, &slot);
+    Py_CLEAR(self->dict);
     if (k >= 0) {
         Entry *e = &self->entries[k];
         if (e->count == UINT32_MAX) {
@@ -295,6 +294,33 @@ places_contains(Places *self, PyObject *key)
     return places_lookup(self, key) >= 0;
 }
 
+/* The mapping as a dict (cached until the next add): a new reference. */
+static PyObject *
+places_as_dict(Places *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->dict == NULL) {
+        PyObject *dict = PyDict_New();
+        if (dict == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < self->n; k++) {
+            PyObject *key = places_key(self, k);
+            PyObject *value = key ? PyLong_FromUnsignedLong(self->entries[k].count) : NULL;
+            if (value == NULL || PyDict_SetItem(dict, key, value) < 0) {
+                Py_XDECREF(key);
+                Py_XDECREF(value);
+                Py_DECREF(dict);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
+        self->dict = dict;
+    }
+    Py_INCREF(self->dict);
+    return self->dict;
+}
+
 /* iteration: keys in the order first seen, or the reverse */
 
 typedef struct {
@@ -368,6 +394,8 @@ static PyMethodDef places_methods[] = {
      "add(start, length) -> int: one more item placed at data[start:start+length]; the items there now."},
     {"reserve", (PyCFunction)places_reserve, METH_O,
      "reserve(n): room for n more places without growing."},
+    {"_as_dict", (PyCFunction)places_as_dict, METH_NOARGS,
+     "The items as a dict, made once until the next add (do not change it)."},
     {"__reversed__", (PyCFunction)places_reversed, METH_NOARGS,
      "The keys, the last seen first."},
     {NULL, NULL, 0, NULL},
