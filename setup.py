@@ -1,15 +1,16 @@
 """Optional compiled speedups; all metadata is in pyproject.toml.
 
-``crdtsync/yjs/_scan.py`` (the inner loops of the strict Yjs update validator) is compiled with
-mypyc when possible, and ``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native
-hash table) is compiled when a C compiler is there. The build never fails because of them:
+``crdtsync/yjs/_scan.py`` and ``crdtsync/yjs/_scan_content.py`` (the inner loops of the strict
+Yjs update validator) are compiled with mypyc as one group when possible, and
+``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) is compiled
+when a C compiler is there. The build never fails because of them:
 without mypyc, without a C compiler or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set,
 no extension is built and the same source runs as pure Python, counting places in a dict (see
 ``crdtsync/yjs/_native.py``).
 
-The compiled module is built from a copy of the source with one line added,
-``SOURCE_SHA256 = "<hash of _scan.py>"``, so that a compiled module left over from an older
-source is detected at import and not used.
+Each compiled module is built from a copy of its source with one line added,
+``SOURCE_SHA256 = "<hash of that source>"``, so that a compiled module left over from an older
+version of any of them is detected at import and the group not used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-SCAN = ROOT / "crdtsync" / "yjs" / "_scan.py"
+YJS = ROOT / "crdtsync" / "yjs"
+#: The modules mypyc compiles, as one group (their calls to each other stay native calls);
+#: the same names as ``crdtsync.yjs._native.GROUP``.
+SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
 FANS = ROOT / "crdtsync" / "yjs" / "_fans.c"
 STAGE = ROOT / "build" / "mypyc-src"
 
@@ -48,18 +52,21 @@ class OptionalBuildExt(build_ext):
             print(f"crdtsync: {ext.name} not built ({exc}); using pure Python", file=sys.stderr)
 
 
-def _stage() -> Path:
-    """Copy what mypyc compiles into build/, the source hash appended to the copy."""
+def _stage() -> list[Path]:
+    """Copy what mypyc compiles into build/, each source's hash appended to its copy."""
     shutil.rmtree(STAGE, ignore_errors=True)
     yjs = STAGE / "crdtsync" / "yjs"
     yjs.mkdir(parents=True)
     (STAGE / "crdtsync" / "__init__.py").write_text("")
     (yjs / "__init__.py").write_text("")
-    shutil.copy(SCAN.with_name("_malformed.py"), yjs / "_malformed.py")
-    source = SCAN.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()
-    staged = yjs / "_scan.py"
-    staged.write_bytes(source + f'\nSOURCE_SHA256: Final = "{digest}"\n'.encode())
+    shutil.copy(YJS / "_malformed.py", yjs / "_malformed.py")
+    staged = []
+    for path in SCAN:
+        source = path.read_bytes()
+        digest = hashlib.sha256(source).hexdigest()
+        copy = yjs / path.name
+        copy.write_bytes(source + f'\nSOURCE_SHA256: Final = "{digest}"\n'.encode())
+        staged.append(copy)
     return staged
 
 
@@ -91,7 +98,14 @@ def _mypyc_extensions() -> list:  # type: ignore[type-arg]
     try:
         staged = _stage()
         os.chdir(STAGE)  # module names come from the staged tree, not the real package
-        extensions = mypycify([str(staged.relative_to(STAGE))], opt_level="3")
+        # One group, named after its first module: its shared library is then
+        # crdtsync/yjs/_scan__mypyc (in the package, as for one module), not a top-level module
+        # named by a hash that an editable install would not find.
+        extensions = mypycify(
+            [str(path.relative_to(STAGE)) for path in staged],
+            opt_level="3",
+            group_name="crdtsync.yjs._scan",
+        )
     except BaseException as exc:  # noqa: BLE001 - mypyc failing must not fail the install
         print(f"crdtsync: mypyc failed ({exc!r}); using the pure-Python validator", file=sys.stderr)
         return []

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pycrdt
 
 from . import updates
+from ._shard_changes import _ChangeStream
 from ._shard_durable import DIGEST_META as DIGEST_META  # (re-exported: the registry uses it)
 from ._shard_durable import LOCAL_RUN_MAX, _DurableState
 from ._shard_remote import _RemoteApply
-from .changes import Change, ChangeFeed, Subscription
+from .changes import ChangeFeed
 from .containers import ROOT, Counter, named_containers, plain_state, root_name
 from .errors import ClosedError, StoreError, UsageError
 from .values import encode_value
@@ -84,7 +85,7 @@ class _ShardType(type(MapView)):  # type: ignore[misc]
         return [name for name in super().__dir__() if name not in _INTERNAL]
 
 
-class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
+class Shard(MapView, _RemoteApply, _DurableState, _ChangeStream, metaclass=_ShardType):
     """A named, durable, replicated document that reads and writes like a ``dict``.
 
     ``shard["key"] = value`` stores any supported value (see :mod:`crdtsync.values`); nested
@@ -334,52 +335,6 @@ class Shard(MapView, _RemoteApply, _DurableState, metaclass=_ShardType):
                 exception's ``lagging`` names the peers that had not caught up.
         """
         await self._require_host().replicated(self, peers, timeout)
-
-    async def changes(self) -> AsyncIterator[Change]:
-        """Yield a :class:`~crdtsync.changes.Change` for every change from now on, local or remote.
-
-        Iteration ends when the shard's agent closes. Do not wrap ``__anext__`` of this
-        generator in ``asyncio.wait_for``: a timeout cancels the generator and ends it for
-        good (that is how Python async generators work). To wait with a timeout, use
-        :meth:`subscribe` (``await sub.get(timeout=1.0)`` returns None on timeout and keeps
-        the subscription), or :meth:`on_change` for a callback.
-        """
-        sub = self.subscribe()
-        try:
-            while True:
-                change = await sub.get()
-                if change is None:
-                    return
-                yield change
-        finally:
-            sub.close()
-
-    def subscribe(self) -> Subscription:
-        """A :class:`~crdtsync.changes.Subscription` to every change from now on: ``await
-        sub.get(timeout=...)`` (None on timeout, the subscription lives on), ``async for``,
-        ``sub.close()``. Use it as a context manager to close it."""
-        self._check_open()
-        self._listen_start()
-        return self._feed.subscribe(on_close=self._listen_stop)
-
-    def on_change(self, callback: Callable[[Change], object]) -> Callable[[], None]:
-        """Call ``callback(change)`` synchronously after every change, local or remote;
-        returns a function that stops the calls. Exceptions of the callback are logged and
-        do not stop the change (it is already applied and persisted)."""
-        self._check_open()
-        self._listen_start()
-        return self._feed.add_callback(callback, on_close=self._listen_stop)
-
-    def _listen_start(self) -> None:
-        self._listeners += 1
-        if self._deep_sub is None:
-            self._deep_sub = self.crdt.observe_deep(self._feed.collect)
-
-    def _listen_stop(self) -> None:
-        self._listeners -= 1
-        if self._listeners == 0 and self._deep_sub is not None and not self._closed:
-            self.crdt.unobserve(self._deep_sub)
-            self._deep_sub = None
 
     # -- the one update path: every change persisted and announced ---------------------------
 

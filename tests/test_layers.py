@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, int]] = [
     ("crdtsync.shard", 4),
     ("crdtsync._shard_remote", 4),  # Shard's remote-apply path (split of shard.py)
     ("crdtsync._shard_durable", 4),  # Shard's digest and durable state (split of shard.py)
+    ("crdtsync._shard_changes", 4),  # Shard's changes/subscribe/on_change (split of shard.py)
     ("crdtsync._registry", 4),
     ("crdtsync._registry_replicas", 4),  # the registry's ReplicaSet side (split of _registry)
     ("crdtsync.readcache", 4),

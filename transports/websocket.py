@@ -110,16 +110,12 @@ from crdtsync.transports._ws_links import (
     _Link,
     _LinkRunner,
 )
+from crdtsync.transports._ws_shutdown import _Shutdown
 from crdtsync.transports.yjsdoor import ShardOpener, YjsDoor
 from websockets.asyncio.server import Server, serve
 
-from crdtsync import wire
-from crdtsync.errors import (
-    CloseCode,
-    UsageError,
-)
+from crdtsync.errors import UsageError
 from crdtsync.gossip import GossipCore
-from crdtsync.messages import Close
 from crdtsync.observer import NULL_OBSERVER, Observer
 from crdtsync.quotas import ConnectionCap
 
@@ -152,7 +148,7 @@ def default_connection_cap() -> ConnectionCap:
     return ConnectionCap(max_total=512, max_per_address=128, handshake_timeout=10.0)
 
 
-class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing):
+class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing, _Shutdown):
     """Carry one gossip core's traffic over websockets (see the module docstring).
 
     Args:
@@ -374,55 +370,6 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing):
         """
         if self._started and not self._closing:
             self._pump()
-
-    async def close(
-        self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "agent stopping"
-    ) -> None:
-        """Close every connection with ``code``, stop the server and every task.
-
-        Accepted peers get a ``Close(code)`` message, then a websocket close frame with the
-        same code. Idempotent; concurrent callers all wait for the end of the shutdown.
-        """
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
-        self._stopping.set()
-        try:
-            if self._server is not None:
-                self._server.close(close_connections=False)  # stop accepting; handlers finish below
-            for task in list(self._connecting):
-                task.cancel()
-            if self._yjs is not None:
-                await asyncio.gather(*self._yjs.close_all(), return_exceptions=True)
-            for link in list(self._links):
-                message = Close(code, reason[: wire.MAX_REASON]) if link.peer is not None else None
-                self._request_close(link, int(code), reason, message)
-            await self._wait_links(self._close_timeout + 1.0)
-            for link in list(self._links):  # a peer that ignored the close handshake
-                link.ws.transport.abort()
-            await self._wait_links(self._close_timeout + 1.0)
-            self._drop_early_dials()
-            if self._dial_tasks:
-                await asyncio.gather(*self._dial_tasks, return_exceptions=True)
-            self._timer_off = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if self._server is not None:
-                await self._server.wait_closed()
-        finally:
-            self._closed.set()
-
-    async def _wait_links(self, timeout: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                while self._links:
-                    await next(iter(self._links)).finished.wait()
-        except TimeoutError:
-            logger.warning(
-                "%s: %d connections did not close in time", self.core.name, len(self._links)
-            )
 
     # -- queries -------------------------------------------------------------------------------
 

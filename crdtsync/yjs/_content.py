@@ -2,8 +2,8 @@
 
 Part of the strict v1 parser (:mod:`crdtsync.yjs.parse`, whose block comment explains each
 rule); content is the one part of an update whose shape depends on a kind byte rather than on
-the struct layout. The code lives in :mod:`crdtsync.yjs._scan` (compiled with mypyc where it
-could be built, see :mod:`crdtsync.yjs._native`) and is re-exported here. Every function takes
+the struct layout. The code lives in :mod:`crdtsync.yjs._scan_content` (compiled with mypyc
+where it could be built, see :mod:`crdtsync.yjs._native`) and is re-exported here. Every function takes
 ``(data, pos, ...)`` and returns the new position (and, for :func:`content`, the length in
 clocks); a malformed input raises :class:`~crdtsync.yjs._malformed.Malformed`.
 

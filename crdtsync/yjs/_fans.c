@@ -1,24 +1,21 @@
 /* crdtsync.yjs._fans: the validator's fan bookkeeping in a native hash table (issue 17).
  *
- * The strict validator (crdtsync/yjs/_scan.py) counts, for every item that does not continue
- * its client's previous clock, how many items of the update are placed at its place: the
- * item's placement bytes (origin, right origin, parent and key), data[start:end]. In Python
- * that is one bytes slice, its hash and two dict operations per item (~150 ns; 28-35 ms of
- * the 42-49 ms that validating a 200,000-key map costs). Here a place is kept as its offsets
- * into the update (which this object holds a reference to), hashed with the interpreter's own
+ * The strict validator (crdtsync/yjs/_scan.py) counts, per item that does not continue its
+ * client's previous clock, the items of the update placed at its place (its placement bytes:
+ * origin, right origin, parent, key; data[start:end]). In Python: a bytes slice, its hash and
+ * two dict operations per item (~150 ns; 28-35 ms of the 42-49 ms of a 200,000-key map). Here
+ * a place is its offsets into the update (held by reference), hashed with the interpreter's
  * keyed hash of bytes (SipHash: the same hash, and the same resistance to chosen collisions,
- * as the dict it replaces) and compared by its bytes; no object is made per place.
+ * as the dict it replaces) and compared by its bytes: no object is made per place.
  *
- * Places(data) is also the read-only mapping {placement bytes: items placed there} in the
- * order the places were first seen (what the dict gave): ``len``, ``[]``, ``in``, ``get``,
- * iteration and ``reversed()`` work on the table itself (a bytes object made per key
- * visited); ``keys()``, ``items()``, ``values()`` and ``==`` go through a dict made once (and
- * made again after a later ``add``). ``PlaceHistory`` prices a new shard's first update
- * without the dict (len, ``reversed()`` of the last places).
+ * Places(data) also gives, in first-seen order (the dict's): len, [], in, iteration and
+ * reversed() on the table (a bytes object per key visited), and _as_dict(): the items as a
+ * dict made once (again after a later add). crdtsync/yjs/_places.py makes it a Mapping:
+ * keys(), items(), values() are that dict's views (as fast as a dict's: the registry
+ * intersects a large update's keys with a batch's); get and == are Mapping's.
  *
- * Optional: setup.py builds it when a C compiler is there; without it crdtsync/yjs/parse.py
- * passes no counter and _scan.py counts in a dict, as before. tests/yjs/test_scan_builds.py
- * runs both ways (and both builds of _scan.py) on the same inputs.
+ * Optional: setup.py builds it when a C compiler is there; without it parse.py passes no
+ * counter and _scan.py counts in a dict. tests/yjs/test_scan_builds.py runs both ways.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,8 +28,7 @@
 #define FANS_HASH(p, n) _Py_HashBytes((p), (n))
 #endif
 
-/* setup.py defines it as the SHA-256 of this file: crdtsync/yjs/_native.py does not use a
- * module built from another version of the source. */
+/* The SHA-256 of this file (setup.py): _native.py does not use a build of another version. */
 #ifndef FANS_SOURCE_SHA256
 #define FANS_SOURCE_SHA256 ""
 #endif
@@ -298,25 +294,9 @@ places_contains(Places *self, PyObject *key)
     return places_lookup(self, key) >= 0;
 }
 
-static PyObject *
-places_get(Places *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get() takes a key and an optional default");
-        return NULL;
-    }
-    Py_ssize_t k = places_lookup(self, args[0]);
-    if (k >= 0) {
-        return PyLong_FromUnsignedLong(self->entries[k].count);
-    }
-    PyObject *dflt = nargs == 2 ? args[1] : Py_None;
-    Py_INCREF(dflt);
-    return dflt;
-}
-
 /* The mapping as a dict (cached until the next add): a new reference. */
 static PyObject *
-places_as_dict(Places *self)
+places_as_dict(Places *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->dict == NULL) {
         PyObject *dict = PyDict_New();
@@ -339,75 +319,6 @@ places_as_dict(Places *self)
     }
     Py_INCREF(self->dict);
     return self->dict;
-}
-
-static PyObject *
-places_to_dict(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *copy = PyDict_Copy(dict);
-    Py_DECREF(dict);
-    return copy;
-}
-
-static PyObject *
-places_view(Places *self, const char *name)
-{
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *view = PyObject_CallMethod(dict, name, NULL);
-    Py_DECREF(dict);
-    return view;
-}
-
-static PyObject *
-places_keys(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "keys");
-}
-
-static PyObject *
-places_items(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "items");
-}
-
-static PyObject *
-places_values(Places *self, PyObject *Py_UNUSED(ignored))
-{
-    return places_view(self, "values");
-}
-
-static PyObject *
-places_richcompare(Places *self, PyObject *other, int op)
-{
-    if (op != Py_EQ && op != Py_NE) {
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    PyObject *dict = places_as_dict(self);
-    if (dict == NULL) {
-        return NULL;
-    }
-    PyObject *theirs = other;
-    if (PyObject_TypeCheck(other, &PlacesType)) {
-        theirs = places_as_dict((Places *)other);
-        if (theirs == NULL) {
-            Py_DECREF(dict);
-            return NULL;
-        }
-    }
-    else {
-        Py_INCREF(theirs);
-    }
-    PyObject *result = PyObject_RichCompare(dict, theirs, op);
-    Py_DECREF(dict);
-    Py_DECREF(theirs);
-    return result;
 }
 
 /* iteration: keys in the order first seen, or the reverse */
@@ -483,11 +394,8 @@ static PyMethodDef places_methods[] = {
      "add(start, length) -> int: one more item placed at data[start:start+length]; the items there now."},
     {"reserve", (PyCFunction)places_reserve, METH_O,
      "reserve(n): room for n more places without growing."},
-    {"get", (PyCFunction)(void (*)(void))places_get, METH_FASTCALL, "As dict.get."},
-    {"keys", (PyCFunction)places_keys, METH_NOARGS, "The keys, as a dict's view."},
-    {"items", (PyCFunction)places_items, METH_NOARGS, "The items, as a dict's view."},
-    {"values", (PyCFunction)places_values, METH_NOARGS, "The values, as a dict's view."},
-    {"to_dict", (PyCFunction)places_to_dict, METH_NOARGS, "A new dict of the same items."},
+    {"_as_dict", (PyCFunction)places_as_dict, METH_NOARGS,
+     "The items as a dict, made once until the next add (do not change it)."},
     {"__reversed__", (PyCFunction)places_reversed, METH_NOARGS,
      "The keys, the last seen first."},
     {NULL, NULL, 0, NULL},
@@ -509,9 +417,9 @@ static PyTypeObject PlacesType = {
     .tp_as_mapping = &places_as_mapping,
     .tp_as_sequence = &places_as_sequence,
     .tp_hash = PyObject_HashNotImplemented,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_MAPPING,
+    /* a base type: crdtsync/yjs/_places.py makes the Mapping of it */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_MAPPING,
     .tp_doc = "Places(data): items per place of one update, keyed by slices of data.",
-    .tp_richcompare = (richcmpfunc)places_richcompare,
     .tp_iter = (getiterfunc)places_iter,
     .tp_methods = places_methods,
     .tp_init = (initproc)places_init,

@@ -12,8 +12,8 @@ The readers are strict: varuints must be minimally encoded and at most
 checked against a caller-given limit before it is used (see the block comment in
 :mod:`crdtsync.yjs.parse` for why each limit is what it is).
 
-The readers are those of :mod:`crdtsync.yjs._scan` (compiled with mypyc where it could be
-built, see :mod:`crdtsync.yjs._native`), re-exported here.
+The readers are those of :mod:`crdtsync.yjs._scan_content` (compiled with mypyc where it could
+be built, see :mod:`crdtsync.yjs._native`), re-exported here.
 
 Pure Python, no pycrdt: the sans-I/O gossip core imports this layer.
 """

@@ -1,7 +1,7 @@
 """The validator's internal failure types, shared by both of its builds.
 
-Kept apart from :mod:`crdtsync.yjs._scan` (which may be compiled, see :mod:`crdtsync.yjs._native`)
-so that the pure-Python and the compiled scanner raise the *same* classes: a caller catches
+Kept apart from :mod:`crdtsync.yjs._scan` and ``_scan_content`` (which may be compiled, see
+:mod:`crdtsync.yjs._native`) so that the pure-Python and the compiled scanner raise the *same* classes: a caller catches
 :class:`Malformed` whichever build did the parse.
 
 Pure Python, no pycrdt, never compiled.

@@ -1,23 +1,25 @@
 """Which build of the validator's inner loops (:mod:`crdtsync.yjs._scan`) this process uses.
 
-``setup.py`` compiles ``crdtsync/yjs/_scan.py`` with mypyc when it can (a C compiler and the
-Python headers are there); the extension module then sits next to the source under the same
-name and Python imports it in preference to the ``.py``. When the build was not possible, the
-same name imports the pure-Python source: that is the fallback, and it is never removed.
+``setup.py`` compiles ``crdtsync/yjs/_scan.py`` and ``_scan_content.py`` (:data:`GROUP`) with
+mypyc as one group when it can (a C compiler and the Python headers are there); each extension
+module then sits next to its source under the same name and Python imports it in preference to
+the ``.py``. When the build was not possible, the same name imports the pure-Python source:
+that is the fallback, and it is never removed.
 
 ``CRDTSYNC_PURE_PYTHON=1`` in the environment forces the pure-Python build even where the
 compiled one exists (to compare them, or to rule the compiled one out). A compiled module that
 was built from another version of the source (an edited checkout not rebuilt) is not used
-either: the build records the source's SHA-256 in the module (``SOURCE_SHA256``), and this
-module compares it with the file beside it, falling back to the source with a warning.
+either: the build records each source's SHA-256 in its module (``SOURCE_SHA256``), and this
+module compares them with the files beside them, falling back to the sources with a warning
+if any of them differs.
 
 :func:`load_pure` loads the pure-Python build under another module name, so that tests can run
 both builds side by side in one process (``tests/yjs/test_scan_builds.py``).
 
-The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, :data:`PLACES`) is chosen the
-same way: built by ``setup.py`` when a C compiler is there, not used with
-``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without it the
-validator counts places in a dict (both ways are tested against each other in
+The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, made a Mapping by ``_places``,
+:data:`PLACES`) is chosen the same way: built by ``setup.py`` when a C compiler is there, not
+used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without
+it the validator counts places in a dict (both ways are tested against each other in
 ``tests/yjs/test_scan_builds.py``).
 
 Pure Python, no pycrdt, never compiled.
@@ -33,9 +35,12 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from . import _malformed
+
 __all__ = [
     "COMPILED",
     "FORCED_PURE",
+    "GROUP",
     "PLACES",
     "compiled_module",
     "load_pure",
@@ -43,26 +48,47 @@ __all__ = [
     "scan",
 ]
 
-_SOURCE = Path(__file__).with_name("_scan.py")
-_FANS_SOURCE = Path(__file__).with_name("_fans.c")
-_PURE_NAME = "crdtsync.yjs._scan_pure"
+_DIR = Path(__file__).parent
+#: The modules ``setup.py`` compiles with mypyc as one group, dependencies first: ``_scan``
+#: (the struct section, the delete set; what :data:`scan` is) imports ``_scan_content``.
+GROUP: tuple[str, ...] = ("_scan_content", "_scan")
+_SOURCE = _DIR / "_scan.py"
+_FANS_SOURCE = _DIR / "_fans.c"
+#: The pure-Python build is loaded as this package's modules (one per module of GROUP), so
+#: that its relative imports find each other and never the compiled group.
+_PURE_PACKAGE = "crdtsync.yjs._pure"
+_PURE_NAME = f"{_PURE_PACKAGE}._scan"
 
 #: ``CRDTSYNC_PURE_PYTHON`` was set (to anything but "", "0"): the compiled build is not used.
 FORCED_PURE = os.environ.get("CRDTSYNC_PURE_PYTHON", "") not in ("", "0")
 
 
+def _load_source(name: str) -> ModuleType:
+    """Execute ``<name>.py`` as the module ``_PURE_PACKAGE.<name>``."""
+    full = f"{_PURE_PACKAGE}.{name}"
+    path = _DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(full, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the package
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_pure() -> ModuleType:
-    """The pure-Python build of ``_scan``, loaded from its source (once per process)."""
+    """The pure-Python build of ``_scan`` (and of the rest of :data:`GROUP`, which it
+    imports), loaded from the sources once per process."""
     module = sys.modules.get(_PURE_NAME)
     if module is not None:
         return module
-    spec = importlib.util.spec_from_file_location(_PURE_NAME, _SOURCE)
-    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the package
-        raise ImportError(f"cannot load {_SOURCE}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_PURE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
+    package = ModuleType(_PURE_PACKAGE)
+    package.__path__ = []  # found by nothing: every module of it is put in sys.modules here
+    sys.modules.setdefault(_PURE_PACKAGE, package)
+    # One Malformed for both builds (it is never compiled): the pure modules import this one.
+    sys.modules[f"{_PURE_PACKAGE}._malformed"] = _malformed
+    loaded = [_load_source(name) for name in GROUP]
+    return loaded[-1]
 
 
 def _is_compiled(module: ModuleType) -> bool:
@@ -87,11 +113,27 @@ def _current(module: ModuleType, source_path: Path = _SOURCE) -> bool:
     return False
 
 
-def _default() -> ModuleType | None:
-    """What ``import crdtsync.yjs._scan`` gives (the compiled module if there is one), or None
-    if a compiled module is there but cannot be loaded (a half-finished build)."""
+def _usable(group: dict[str, ModuleType]) -> bool:
+    """Whether the compiled ``group`` (name -> module, as imported) may be used: every module
+    of it compiled, each from the source beside it. Half a build or one stale module (an
+    edited checkout not rebuilt) and none of it is used."""
+    if not all(_is_compiled(module) for module in group.values()):
+        warnings.warn(
+            "only part of the validator is compiled; using the pure-Python one "
+            "(rebuild with `pip install -e .`)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return all(_current(module, _DIR / f"{name}.py") for name, module in group.items())
+
+
+def _default() -> dict[str, ModuleType] | None:
+    """What ``import crdtsync.yjs._scan`` and the rest of :data:`GROUP` give (the compiled
+    modules if there are), or None if a compiled module is there but cannot be loaded (a
+    half-finished build)."""
     try:
-        from . import _scan
+        return {name: importlib.import_module(f"{__package__}.{name}") for name in GROUP}
     except ImportError as exc:
         warnings.warn(
             f"the compiled validator cannot be loaded ({exc}); using the pure-Python one",
@@ -99,26 +141,25 @@ def _default() -> ModuleType | None:
             stacklevel=3,
         )
         return None
-    return _scan
 
 
 def compiled_module() -> ModuleType | None:
     """The compiled build of ``_scan`` if it is installed and current, else None."""
-    default = _default()
-    if default is not None and _is_compiled(default) and _current(default):
-        return default
+    group = _default()
+    if group is not None and any(map(_is_compiled, group.values())) and _usable(group):
+        return group["_scan"]
     return None
 
 
 def _select() -> ModuleType:
     if FORCED_PURE:
         return load_pure()
-    default = _default()
-    if default is None:
+    group = _default()
+    if group is None:
         return load_pure()
-    if not _is_compiled(default):
-        return default  # the source itself: the fallback
-    return default if _current(default) else load_pure()
+    if not any(map(_is_compiled, group.values())):
+        return group["_scan"]  # the sources themselves: the fallback
+    return group["_scan"] if _usable(group) else load_pure()
 
 
 #: The build in use: the compiled module, or the pure-Python one.
@@ -128,15 +169,18 @@ COMPILED: bool = _is_compiled(scan)
 
 
 def native_places() -> type | None:
-    """The native table of places (``crdtsync.yjs._fans.Places``) if it is built and
-    current, else None (whatever ``CRDTSYNC_PURE_PYTHON`` says: tests compare both ways)."""
+    """The native table of places as a Mapping (``crdtsync.yjs._places.Places``, over the C
+    ``crdtsync.yjs._fans.Places``) if the C module is built and current, else None (whatever
+    ``CRDTSYNC_PURE_PYTHON`` says: tests compare both ways)."""
     try:
         from . import _fans
     except ImportError:
         return None
     if not _current(_fans, _FANS_SOURCE):
         return None
-    places: type = _fans.Places
+    from . import _places
+
+    places: type = _places.Places
     return places
 
 

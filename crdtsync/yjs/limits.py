@@ -81,13 +81,14 @@ def _shared(known: dict[bytes, int], places: Mapping[bytes, int]) -> Collection[
     """The places ``known`` and ``places`` both hold, nothing at all for an empty history.
 
     A set intersection in C for a dict. For the validator's native table
-    (``crdtsync.yjs._fans.Places``, a large update's places) ``places.keys()`` would make a
-    dict of all of its keys (a whole map's 200,000), so the set is built here the way CPython
-    builds ``known.keys() & places.keys()``: a new set, filled in the order of the smaller of
-    the two (``known`` when ``places`` is larger), each key looked up in the other. The same
-    keys added in the same order: the same set, iterated in the same order, so the history
-    promotes places to its piles in the same order either way (the order settles ties when
-    piles are dropped).
+    (``crdtsync.yjs._places.Places``, a large update's places) ``known.keys() & places.keys()``
+    would visit all of its keys (a whole map's 200,000, a bytes object each: its ``keys()`` is
+    Mapping's view, not a dict's, so CPython cannot start from the smaller side), so the set is
+    built here the way CPython builds ``known.keys() & places.keys()`` of two dicts: a new set,
+    filled in the order of the smaller of the two (``known`` when ``places`` is larger), each
+    key looked up in the other. The same keys added in the same order: the same set, iterated in
+    the same order, so the history promotes places to its piles in the same order either way
+    (the order settles ties when piles are dropped).
     """
     if not known:
         return ()

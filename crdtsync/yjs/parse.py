@@ -219,7 +219,7 @@ class UpdateInfo:
         #: :class:`~crdtsync.yjs.limits.PlaceHistory` adds them up over a shard's updates
         #: (the fan built by many updates).
         #: A dict, or for an update of ``NATIVE_PLACES_MIN`` bytes or more where the native
-        #: table is built (``crdtsync.yjs._fans.Places``) that table: the same mapping, in
+        #: table is built (``crdtsync.yjs._places.Places``) that table: the same mapping, in
         #: the same order, without a bytes object per place until one is asked for.
         self.places: Mapping[bytes, int] = {}
         #: ``max(places.values())``, 0 when there are none: counted by the parser, so that

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Reversible
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
@@ -225,3 +226,15 @@ def test_ci_builds_the_table() -> None:
         pytest.skip("only in CI, without CRDTSYNC_PURE_PYTHON")
     assert _native.PLACES is not None, "CI built no native table: see `pip install -e .`"
     assert parse.PLACES is _native.PLACES
+
+
+@needs_native
+def test_the_c_table_counts_and_python_makes_it_a_mapping() -> None:
+    """``_fans.Places`` (C) holds the hot loop's ``add``/``reserve`` and what a mapping is
+    built from; ``_places.Places`` makes it a Mapping (keys, items, values, get, == are
+    Mapping's), adding no per-instance dict."""
+    from crdtsync.yjs import _fans, _places
+
+    assert PLACES is _places.Places and issubclass(PLACES, _fans.Places)
+    assert issubclass(PLACES, Mapping) and not hasattr(PLACES(b"x"), "__dict__")
+    assert isinstance(PLACES(b"x"), Reversible)  # Mapping's __reversed__ = None is not inherited

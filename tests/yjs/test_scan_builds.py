@@ -19,11 +19,13 @@ most are compared as well.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -106,10 +108,26 @@ def same_on_both(update: bytes) -> None:
 def test_the_builds_are_what_they_say() -> None:
     assert PURE.__file__.endswith("_scan.py")
     assert not hasattr(PURE, "SOURCE_SHA256")  # only the compiled copy carries it
+    # The pure build's other module of the group is pure too (not the compiled one).
+    assert hasattr(PURE.read_uint, "__code__") and hasattr(PURE.content, "__code__")
+    assert sys.modules[PURE.read_uint.__module__].__file__.endswith("_scan_content.py")
     if COMPILED is not None:
         assert not COMPILED.__file__.endswith(".py")
         assert COMPILED.SOURCE_SHA256
-    assert _native.scan is (PURE if _native.FORCED_PURE or COMPILED is None else COMPILED)
+        # The whole group is compiled, each module carrying its own source's hash.
+        assert not hasattr(COMPILED.read_uint, "__code__")
+        for name in _native.GROUP:
+            module = sys.modules[f"crdtsync.yjs.{name}"]
+            assert not module.__file__.endswith(".py")
+            source = Path(_native.__file__).with_name(f"{name}.py").read_bytes()
+            assert module.SOURCE_SHA256 == hashlib.sha256(source).hexdigest()
+    if COMPILED is not None and not _native.FORCED_PURE:
+        assert _native.scan is COMPILED and _native.COMPILED
+    else:
+        # The pure build: load_pure()'s copy when forced, else (nothing compiled) the source
+        # imported under its own name, crdtsync.yjs._scan.
+        assert _native.scan is (PURE if _native.FORCED_PURE else sys.modules["crdtsync.yjs._scan"])
+        assert _native.scan.__file__.endswith("_scan.py") and not _native.COMPILED
     assert parse.scan is state.scan is _native.scan
 
 
@@ -134,6 +152,34 @@ def test_a_stale_compiled_module_is_not_used() -> None:
     stale = SimpleNamespace(__file__="/x/_scan.cpython-311-x86_64-linux-gnu.so", SOURCE_SHA256="0")
     with pytest.warns(RuntimeWarning, match="another version"):
         assert not _native._current(stale)  # type: ignore[arg-type]
+
+
+def _compiled_fake(name: str, source_sha256: str | None = None) -> SimpleNamespace:
+    """A stand-in for the compiled module ``name`` of the group, built from the current
+    source unless ``source_sha256`` says otherwise."""
+    if source_sha256 is None:
+        source = Path(_native.__file__).with_name(f"{name}.py").read_bytes()
+        source_sha256 = hashlib.sha256(source).hexdigest()
+    so = f"/x/{name}.cpython-311-x86_64-linux-gnu.so"
+    return SimpleNamespace(__file__=so, SOURCE_SHA256=source_sha256)
+
+
+@pytest.mark.parametrize("stale", _native.GROUP)
+def test_one_stale_module_of_the_group_refuses_the_group(stale: str) -> None:
+    """The group is used only if every module of it is current: a checkout where one of the
+    sources was edited after the build falls back to the pure build entirely."""
+    current = {name: _compiled_fake(name) for name in _native.GROUP}
+    assert _native._usable(current)  # type: ignore[arg-type]
+    group = {**current, stale: _compiled_fake(stale, "0")}
+    with pytest.warns(RuntimeWarning, match=f"another version of {stale}.py"):
+        assert not _native._usable(group)  # type: ignore[arg-type]
+
+
+def test_half_a_compiled_group_is_not_used() -> None:
+    group: dict[str, Any] = {name: _compiled_fake(name) for name in _native.GROUP}
+    group[_native.GROUP[0]] = SimpleNamespace(__file__=f"/x/{_native.GROUP[0]}.py")
+    with pytest.warns(RuntimeWarning, match="only part of the validator is compiled"):
+        assert not _native._usable(group)
 
 
 @needs_two_ways

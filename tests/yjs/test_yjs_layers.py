@@ -16,6 +16,8 @@ PURE = [
     "_malformed",
     "_native",
     "_scan",
+    "_scan_content",
+    "_places",
     "limits",
     "parse",
     "state",
