@@ -14,8 +14,6 @@ other kind of input both ways.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Mapping, Reversible
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
@@ -203,15 +201,6 @@ def test_a_large_over_limit_fan_is_refused_the_same_either_way() -> None:
     native, plain = _parse(merged, PLACES), _parse(merged, None)
     assert native == plain and native[0] == "refused" and "same place" in native[2]
     assert DEFAULT_LIMITS.max_fan is not None and str(DEFAULT_LIMITS.max_fan) in native[2]
-
-
-def test_forced_pure_python_uses_no_table() -> None:
-    script = "from crdtsync.yjs import _native, parse; print(_native.PLACES, parse.PLACES)"
-    env = {**os.environ, "CRDTSYNC_PURE_PYTHON": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out == ["None", "None"]
 
 
 def test_a_table_built_from_another_source_is_not_used() -> None:

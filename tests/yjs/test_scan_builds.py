@@ -140,12 +140,17 @@ def test_ci_runs_the_compiled_build() -> None:
 
 
 def test_crdtsync_pure_python_forces_the_fallback() -> None:
-    script = "from crdtsync.yjs import _native, parse; print(_native.COMPILED, parse.scan.__file__)"
+    """``CRDTSYNC_PURE_PYTHON=1``: the pure-Python scan, and no native table of places."""
+    script = (
+        "from crdtsync.yjs import _native, parse;"
+        " print(_native.COMPILED, parse.scan.__file__, _native.PLACES, parse.PLACES)"
+    )
     env = {**os.environ, "CRDTSYNC_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out[0] == "False" and out[1].endswith("_scan.py")
+    assert out[2:] == ["None", "None"]
 
 
 def test_a_stale_compiled_module_is_not_used() -> None:
