@@ -18,7 +18,6 @@ the state is the committer's (set in its ``__init__``).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -62,8 +61,6 @@ class _CommitTask:
     _to_compact: dict[str, None]
     _failures: int
     _closing: bool
-    _task_idle: bool
-    _cb_busy: bool
 
     if TYPE_CHECKING:
 
@@ -73,62 +70,13 @@ class _CommitTask:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if (
-            self._task_idle
-            and not self._cb_busy
-            and not self._wake.is_set()
-            and not self._waiters
-            and not self._closing
-        ):
-            # The task is asleep with nothing else to do: run this commit as plain callbacks
-            # (capture now, the worker thread, one call_soon_threadsafe back to finish), not
-            # Event -> task step -> run_in_executor's future chaining -> task step.
-            self._cb_busy = True
-            try:
-                waiters, done, upto = self._begin_commit()
-                assert self._executor is not None and self._loop is not None
-                loop = self._loop
-                cf = self._executor.submit(self._commit_in_worker, upto)
-            except Exception:  # (e.g. the executor shut down): the task path instead
-                self._cb_busy = False
-                self._inflight = None
-                _log.exception("group commit by callback failed to start; the task commits")
-                self._due = True
-                self._wake.set()
-                return
-            cf.add_done_callback(
-                lambda f: loop.call_soon_threadsafe(self._cb_finish, f, waiters, done)
-            )
-            return
         self._due = True
         self._wake.set()
 
-    def _cb_finish(
-        self,
-        cf: concurrent.futures.Future[tuple[dict[str, tuple[int, int]], float, list[str]]],
-        waiters: list[asyncio.Future[None]],
-        done: Callable[[bool], None] | None,
-    ) -> None:
-        """The callback commit's end, in the event-loop thread: as the task's (_end_commit);
-        then wake the task if a flush, a due commit, a compaction or the close waits."""
-        try:
-            exc = cf.exception()
-            self._end_commit(waiters, done, None if exc is not None else cf.result(), exc)
-        except Exception:  # a bug here must not stop durability for good
-            _log.exception("group commit by callback failed; continuing")
-        finally:
-            self._cb_busy = False
-            if self._waiters or self._due or self._to_compact or self._closing:
-                self._wake.set()
-
     async def _run(self) -> None:
         while True:
-            self._task_idle = True
             await self._wake.wait()
-            self._task_idle = False
             self._wake.clear()
-            if self._cb_busy:  # a callback commit runs; its end wakes us again
-                continue
             while self._waiters or self._due or (self._to_compact and not self._closing):
                 try:
                     if self._waiters or self._due:
@@ -144,19 +92,6 @@ class _CommitTask:
 
     async def _commit_once(self) -> None:
         assert self._loop is not None
-        waiters, done, upto = self._begin_commit()
-        try:
-            result = await self._loop.run_in_executor(self._executor, self._commit_in_worker, upto)
-        except Exception as e:
-            self._end_commit(waiters, done, None, e)
-            return
-        self._end_commit(waiters, done, result, None)
-
-    def _begin_commit(
-        self,
-    ) -> tuple[list[asyncio.Future[None]], Callable[[bool], None] | None, int | None]:
-        """A commit's start, in the event-loop thread: take the waiting flushes, cancel the
-        timer, capture (``before_commit``) and say how many buffered entries it writes."""
         waiters, self._waiters = self._waiters, []
         self._inflight = waiters
         self._due = False
@@ -167,19 +102,12 @@ class _CommitTask:
         # What this commit writes: the entries buffered now, as captured (not those the event
         # loop appends while the worker thread starts: they wait for the next commit, where
         # a shard's own writes are folded with the rest of their run, see Store.fold_tail).
-        return waiters, done, self._store.pending()
-
-    def _end_commit(
-        self,
-        waiters: list[asyncio.Future[None]],
-        done: Callable[[bool], None] | None,
-        result: tuple[dict[str, tuple[int, int]], float, list[str]] | None,
-        e: BaseException | None,
-    ) -> None:
-        """A commit's end, in the event-loop thread: the observer, ``done``, ``on_durable``,
-        then the flushers; a failure goes to every flush waiting on it, then retries."""
-        if result is None:
-            assert e is not None
+        upto = self._store.pending()
+        try:
+            counts, seconds, to_compact = await self._loop.run_in_executor(
+                self._executor, self._commit_in_worker, upto
+            )
+        except Exception as e:
             if done is not None:
                 done(False)
             self._inflight = None
@@ -192,7 +120,6 @@ class _CommitTask:
             if not self._closing and self._store.pending():
                 self._retry_later()
             return
-        counts, seconds, to_compact = result
         self._failures = 0
         names = set(counts)
         if names:

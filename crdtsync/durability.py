@@ -186,8 +186,6 @@ class GroupCommitter(_CommitTask):
         self._failures = 0  # consecutive failed commits, for the retry backoff
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
-        self._task_idle = False  # the task waits for a wake-up (a timer may commit by callback)
-        self._cb_busy = False  # a commit started by the timer's callback is in flight
 
     # -- lifecycle ------------------------------------------------------------------------
 
