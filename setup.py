@@ -29,7 +29,7 @@ YJS = ROOT / "crdtsync" / "yjs"
 #: The modules mypyc compiles, as one group (their calls to each other stay native calls);
 #: the same names as ``crdtsync.yjs._native.GROUP``.
 SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
-FANS = ROOT / "crdtsync" / "yjs" / "_fans.c"
+FANS = YJS / "_fans.c"
 STAGE = ROOT / "build" / "mypyc-src"
 
 

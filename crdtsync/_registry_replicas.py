@@ -289,7 +289,7 @@ class _RegistryReplicas:
         for i, info in enumerate(infos):
             work += info.work + cls._place_cost(history, info)
             # (Not even the keys of a large update's native table of places when there is
-            # nothing earlier: its keys() would visit every one of them.)
+            # nothing earlier: its keys() would first make a dict of every one of them.)
             for key in earlier.keys() & info.places.keys() if earlier else ():
                 n = info.places[key]
                 prior = earlier[key]

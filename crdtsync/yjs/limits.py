@@ -82,8 +82,8 @@ def _shared(known: dict[bytes, int], places: Mapping[bytes, int]) -> Collection[
 
     A set intersection in C for a dict. For the validator's native table
     (``crdtsync.yjs._places.Places``, a large update's places) ``known.keys() & places.keys()``
-    would visit all of its keys (a whole map's 200,000, a bytes object each: its ``keys()`` is
-    Mapping's view, not a dict's, so CPython cannot start from the smaller side), so the set is
+    would first make a dict of all of its keys (a whole map's 200,000, a bytes object each:
+    its ``keys()`` is the view of a dict it builds on demand), so the set is
     built here the way CPython builds ``known.keys() & places.keys()`` of two dicts: a new set,
     filled in the order of the smaller of the two (``known`` when ``places`` is larger), each
     key looked up in the other. The same keys added in the same order: the same set, iterated in
