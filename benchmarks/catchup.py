@@ -12,7 +12,10 @@ For each state, the same Yjs document is fetched three ways:
 * ``floor``: in one process, ``Doc.get_update()`` then ``Doc().apply_update()`` of the
   result: the least work any Yjs sync of this state can do (no network, no validation,
   no disk). Best of 3. ``floor_fresh`` (reported, not a target): the apply in a fresh
-  process, as a joiner meets it, plus the encode; best of 3 processes.
+  process, as a joiner meets it, plus the encode; best of 3 processes. ``floor_validated``
+  (reported, not a target): the in-process floor with crdtsync's strict ``validate_update``
+  between the encode and the apply (the hubs validate nothing), so the gap to ``floor`` is
+  validation and the gap above ``floor_validated`` is the rest; best of 3.
 * ``crdtsync``: an agent process holds the shard in its LMDB store; a new agent process with
   an empty store is started with the holder as its seed. Timed in the new process from just
   before ``Agent.start()`` until the shard is complete in memory (``visible_s``: checked after
@@ -165,6 +168,42 @@ def floor(state: bytes, repeat: int = 3) -> dict[str, Any]:
     return {**{k: round(v, 5) for k, v in best.items()}, "bytes": len(update)}
 
 
+def floor_validated(state: bytes, repeat: int = 3) -> dict[str, Any]:
+    """The floor plus crdtsync's strict validation: ``Doc.get_update()``, then
+    :func:`crdtsync.updates.validate_update` of the result with the defaults a joiner's
+    first apply uses (``DEFAULT_LIMITS``, no size cap; what ``ShardRegistry.apply`` calls
+    for a shard it does not hold yet), then ``Doc().apply_update()``; in one process, best of
+    ``repeat`` like :func:`floor`. Reported, not a target: the hubs do not validate, so
+    crdtsync against this floor shows what is left above pycrdt *besides* validation, and the
+    gap between the two floors is what validation costs (issue 17, h-vfloor)."""
+    from crdtsync.updates import validate_update
+
+    src = pycrdt.Doc()
+    src.apply_update(state)
+    best: dict[str, float] | None = None
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        update = src.get_update()
+        t1 = time.perf_counter()
+        info = validate_update(update)
+        t2 = time.perf_counter()
+        dst = pycrdt.Doc()
+        dst.apply_update(update)
+        c3, t3 = time.process_time(), time.perf_counter()
+        del info  # freed outside the timing, as the joiner frees it after its apply
+        run = {
+            "encode_s": t1 - t0,
+            "validate_s": t2 - t1,
+            "apply_s": t3 - t2,
+            "seconds": t3 - t0,
+            "cpu_s": c3 - c0,
+        }
+        if best is None or run["seconds"] < best["seconds"]:
+            best = run
+    assert best is not None
+    return {**{k: round(v, 5) for k, v in best.items()}, "bytes": len(update)}
+
+
 _FRESH = """
 import sys, time, pycrdt
 state = open(sys.argv[1], "rb").read()
@@ -304,6 +343,7 @@ def catch_up(
     state_file = tmp / f"{label}.ystate"
     state_file.write_bytes(state)
     out: dict[str, Any] = {"state_bytes": len(state), "floor": floor(state)}
+    out["floor_validated"] = floor_validated(state)
     out["floor_fresh"] = floor_fresh(state_file)
     prog.update(task, 1)
     runs: dict[str, list[dict[str, Any]]] = {"crdtsync": [], **{kind: [] for kind in peers}}
@@ -349,6 +389,7 @@ def _ratios(out: dict[str, Any], f: dict[str, Any], state: bytes) -> dict[str, A
     """The ratio fields of one state's result: ``ratios`` and ``vs_strongest``."""
     c = out["crdtsync"]
     h = out.get("pycrdt-websocket")
+    fv = out.get("floor_validated")
     res: dict[str, Any] = {}
     res["ratios"] = {
         "crdtsync_visible_vs_floor": ratio(c["visible_s"], f["seconds"], 1),
@@ -362,6 +403,10 @@ def _ratios(out: dict[str, Any], f: dict[str, Any], state: bytes) -> dict[str, A
         "crdtsync_visible_vs_floor_fresh": ratio(c["visible_s"], out["floor_fresh"]["seconds"], 1)
         if "floor_fresh" in out
         else None,
+        # against the floor with crdtsync's validation in it (reported, not a target): the
+        # part of the gap that is not validation
+        "crdtsync_visible_vs_floor_validated": ratio(c["visible_s"], fv["seconds"]) if fv else None,
+        "floor_validated_vs_floor": ratio(fv["seconds"], f["seconds"]) if fv else None,
     }
     if h:
         res["ratios"].update(
@@ -369,6 +414,10 @@ def _ratios(out: dict[str, Any], f: dict[str, Any], state: bytes) -> dict[str, A
                 "crdtsync_visible_vs_hub": ratio(c["visible_s"], h["visible_s"]),
                 "crdtsync_durable_vs_hub": ratio(c["durable_s"], h["visible_s"]),
                 "hub_bytes_vs_state": ratio(h["wire_bytes"], len(state), 3),
+                "hub_visible_vs_floor": ratio(h["visible_s"], f["seconds"]),
+                "hub_visible_vs_floor_validated": ratio(h["visible_s"], fv["seconds"])
+                if fv
+                else None,
             }
         )
     peer, best = strongest(out, lambda r: r["visible_s"], higher=False)
@@ -378,6 +427,9 @@ def _ratios(out: dict[str, Any], f: dict[str, Any], state: bytes) -> dict[str, A
             "peer_visible_s": best,
             "crdtsync_visible_vs_strongest": ratio(c["visible_s"], best),
             "crdtsync_durable_vs_strongest": ratio(c["durable_s"], best),
+            # the strongest hub against both floors (it validates nothing)
+            "peer_visible_vs_floor": ratio(best, f["seconds"]),
+            "peer_visible_vs_floor_validated": ratio(best, fv["seconds"]) if fv else None,
             "floor_target": "<= 1.5x floor",
             "met": c["visible_s"] <= 1.5 * f["seconds"],
         }

@@ -125,6 +125,101 @@ def test_catchup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             assert len(runs) == 2 and state[system]["visible_s"] == min(runs)
         assert len(state["ratios_by_round"]) == 2
         assert state["ratios"]["crdtsync_visible_vs_hub"] is not None
+        # the second floor (with crdtsync's validation) and the ratios against it
+        fv = state["floor_validated"]
+        assert fv["bytes"] == state["state_bytes"] and fv["validate_s"] > 0
+        assert fv["seconds"] == pytest.approx(
+            fv["encode_s"] + fv["validate_s"] + fv["apply_s"], abs=5e-5
+        )
+        for key in (
+            "crdtsync_visible_vs_floor_validated",
+            "floor_validated_vs_floor",
+            "hub_visible_vs_floor",
+            "hub_visible_vs_floor_validated",
+        ):
+            assert state["ratios"][key] is not None, key
+        vs = state["vs_strongest"]
+        assert vs["peer_visible_vs_floor_validated"] is not None
+        assert vs["peer_visible_vs_floor"] is not None
+
+
+def _catchup_module():  # type: ignore[no-untyped-def]
+    import sys
+
+    bench_dir = str(TRACES.parent.parent)
+    sys.path.insert(0, bench_dir)
+    try:
+        import catchup
+    finally:
+        sys.path.remove(bench_dir)
+    return catchup
+
+
+def test_catchup_floor_validated_runs_the_joiners_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``floor_validated`` hands crdtsync's ``validate_update`` the encoded state, with the
+    joiner's defaults (no size cap, the default limits), once per repeat, between the encode
+    and the apply; a refusal there fails the floor rather than being timed."""
+    import pycrdt
+
+    import crdtsync.updates as updates
+    from crdtsync.errors import InvalidUpdate
+
+    catchup = _catchup_module()
+    doc = pycrdt.Doc()
+    m = doc.get("map", type=pycrdt.Map)
+    with doc.transaction():
+        for i in range(500):
+            m[f"k{i}"] = f"v{i}"
+    state = doc.get_update()
+    seen: list[tuple[bytes, dict]] = []
+    real = updates.validate_update
+
+    def spy(update: bytes, **kw: object) -> object:
+        seen.append((update, kw))
+        return real(update, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(updates, "validate_update", spy)
+    fv = catchup.floor_validated(state, repeat=3)
+    assert len(seen) == 3 and all(kw == {} for _, kw in seen)
+    assert all(len(u) == len(state) == fv["bytes"] for u, _ in seen)
+    assert set(fv) == {"encode_s", "validate_s", "apply_s", "seconds", "cpu_s", "bytes"}
+
+    def refuse(update: bytes, **kw: object) -> object:
+        raise InvalidUpdate("refused")
+
+    monkeypatch.setattr(updates, "validate_update", refuse)
+    with pytest.raises(InvalidUpdate):
+        catchup.floor_validated(state, repeat=1)
+
+
+def test_summary_rows_of_catchup_show_both_floors() -> None:
+    """The catch-up block: crdtsync against the floor with validation, and the strongest hub
+    against both floors (its own rows, named as the hub's); a result without the second floor
+    (an older JSON) still gives its rows."""
+    run = {"visible_s": 0.33, "durable_s": 0.4, "wire_bytes": 100}
+    st = {
+        "state_bytes": 100,
+        "floor": {"seconds": 0.275},
+        "floor_validated": {"seconds": 0.30},
+        "crdtsync": run,
+        "pycrdt-websocket": {**run, "visible_s": 0.30},
+        "pycrdt-websocket-noecho": {**run, "visible_s": 0.282},
+    }
+    rows = {r["figure"]: r for r in bench.summary_rows({"catchup": {"states": {"map": st}}})}
+    r = rows["map: s until synced vs floor with validation"]
+    assert (r["crdtsync"], r["reference"], r["ratio"]) == (0.33, 0.30, 1.1)
+    hub = "(pycrdt-websocket-noecho, not crdtsync)"
+    r = rows[f"map: the strongest hub's s until synced vs floor {hub}"]
+    assert (r["crdtsync"], r["reference"], r["ratio"]) == (0.282, 0.275, 1.03)
+    r = rows[f"map: the strongest hub's s until synced vs floor with validation {hub}"]
+    assert (r["crdtsync"], r["reference"], r["ratio"]) == (0.282, 0.30, 0.94)
+    assert rows["map: s until synced vs floor"]["met"] is True
+    del st["floor_validated"]
+    rows = {r["figure"]: r for r in bench.summary_rows({"catchup": {"states": {"map": st}}})}
+    assert "map: s until synced vs floor with validation" not in rows
+    assert f"map: the strongest hub's s until synced vs floor {hub}" in rows
 
 
 def test_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,6 +181,29 @@ def _catchup_rows(row: Callable[..., None], vs: Callable[..., Any], name: str, r
             target="<= 1.5x floor",
             met=bool(c["visible_s"] <= 1.5 * f["seconds"]),
         )
+        fv = st.get("floor_validated")
+        if fv:  # reported, not a target: the hubs validate nothing (issue 17, h-vfloor)
+            row(
+                name,
+                f"{label}: s until synced vs floor with validation",
+                c["visible_s"],
+                fv["seconds"],
+                "pycrdt encode + crdtsync validate + apply",
+            )
+        if best:  # the strongest hub against both floors: how far it is from pycrdt alone
+            for floor_name, fl, ref_name in (
+                ("floor", f, "pycrdt encode+apply"),
+                ("floor with validation", fv, "pycrdt encode + crdtsync validate + apply"),
+            ):
+                if fl:
+                    row(
+                        name,
+                        f"{label}: the strongest hub's s until synced vs {floor_name} "
+                        f"({best[0]}, not crdtsync)",
+                        best[1],
+                        fl["seconds"],
+                        ref_name,
+                    )
         row(
             name,
             f"{label}: s until durable (crdtsync only)",
