@@ -229,12 +229,16 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(
-    frame: bytes, *, max_size: int = DEFAULT_MAX_FRAME, max_items: int = MAX_FRAME_ITEMS
+    frame: bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_FRAME,
+    max_items: int = MAX_FRAME_ITEMS,
 ) -> Message:
     """Decode and validate one frame received from a peer.
 
     Args:
-        frame: the bytes of one websocket message (or simulated frame).
+        frame: the bytes of one websocket message (or simulated frame): bytes, or a bytearray
+            or memoryview of them.
         max_size: refuse frames longer than this with ``OVERSIZE``.
         max_items: refuse frames with more msgpack array elements and arrays than this, all
             arrays together, with ``OVERSIZE`` (maps are refused outright).
@@ -264,7 +268,13 @@ def decode(
         # frame of millions of small arrays part-way), no single array may be longer than the
         # budget (checked before it is allocated), and the first map ends the frame.
         envelope = msgpack.unpackb(
-            bytes(frame),
+            # bytes and bytearray as they are: msgpack reads either through the buffer
+            # protocol (a bytearray cannot be resized while it reads) and copies every bin
+            # and str out of it, so nothing decoded refers to the frame. A bytearray is what
+            # websockets assembles a frame in (transports/_ws_inline.py): copying it first
+            # was a second copy of every received frame (issue 17, h-vfloor). A memoryview
+            # (any shape or format) is made plain bytes first, as before.
+            frame if type(frame) is bytes or type(frame) is bytearray else bytes(frame),
             raw=False,
             use_list=False,
             strict_map_key=True,

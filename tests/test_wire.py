@@ -436,3 +436,36 @@ def test_mutated_frames_raise_only_protocol_error(
         pass
     else:
         assert wire.decode(wire.encode(decoded)) == decoded
+
+
+def _outcome(frame: bytes | bytearray) -> object:
+    try:
+        return wire.decode(frame, max_size=1 << 16, max_items=64)
+    except ProtocolError as exc:
+        return (exc.code, str(exc))
+
+
+@given(valid_messages, st.data())
+def test_a_bytearray_frame_decodes_as_its_bytes(msg: messages.Message, data: st.DataObject) -> None:
+    """websockets hands an assembled frame over as a bytearray, which the transport now passes
+    to ``decode`` without a copy (issue 17, h-vfloor): valid or mutated, it gives what the same
+    bytes give (the message, or the same refusal and code), small budgets included."""
+    frame = bytearray(wire.encode(msg))
+    for _ in range(data.draw(st.integers(0, 3))):
+        frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
+    frame = frame[: data.draw(st.integers(0, len(frame)))]
+    assert _outcome(frame) == _outcome(bytes(frame))
+
+
+def test_a_bytearray_frame_leaves_nothing_decoded_tied_to_it() -> None:
+    """Every bytes field of a message decoded from a bytearray is its own bytes: the frame
+    can be changed or resized afterwards (websockets reuses its buffer) and the message holds."""
+    piece = bytes(range(256)) * 4096  # a 1 MiB DiffChunk piece, as a catch-up's
+    msg = DiffChunk("s", 7, 0, 2, piece, None)
+    frame = bytearray(wire.encode(msg))
+    got = wire.decode(frame)
+    assert got == msg and type(got.data) is bytes  # type: ignore[attr-defined]
+    frame[:] = b"\x00" * len(frame)
+    del frame[10:]
+    assert got.data == piece  # type: ignore[attr-defined]
+    assert wire.decode(memoryview(wire.encode(msg))) == msg

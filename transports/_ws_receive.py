@@ -104,7 +104,7 @@ class _LinkReceive:
             # of lag for 4 flooders, benchmarks/hostile.py) and starve honest peers and timers.
             await asyncio.sleep(0)
 
-    def _frame_inline(self, link: _Link, data: bytes) -> bool:
+    def _frame_inline(self, link: _Link, data: bytes | bytearray) -> bool:
         """A frame of ``link`` that arrived while its reader waits, offered from websockets'
         callback: handle it now (True), or leave it to the reader (False: before the
         handshake, while closing, or when fair reading makes the peer wait)."""
@@ -117,7 +117,9 @@ class _LinkReceive:
         self._dispatch(link, data, at_once=True)
         return True
 
-    def _dispatch(self, link: _Link, data: bytes | str, *, at_once: bool = False) -> None:
+    def _dispatch(
+        self, link: _Link, data: bytes | bytearray | str, *, at_once: bool = False
+    ) -> None:
         """Handle one frame of an accepted (or handshaking) connection: a protocol error
         closes it with its code, any other error with INTERNAL_ERROR; then the pump is due.
 
@@ -154,7 +156,7 @@ class _LinkReceive:
         )
         self._refuse(link, code, reason)
 
-    def _handle(self, link: _Link, data: str | bytes) -> None:
+    def _handle(self, link: _Link, data: str | bytes | bytearray) -> None:
         if isinstance(data, str):
             raise ProtocolError("text frame; crdtsync frames are binary", CloseCode.MALFORMED_FRAME)
         msg = wire.decode(data, max_size=self._max_frame)
