@@ -14,8 +14,9 @@ For each state, the same Yjs document is fetched three ways:
   no disk). Best of 3. ``floor_fresh`` (reported, not a target): the apply in a fresh
   process, as a joiner meets it, plus the encode; best of 3 processes. ``floor_validated``
   (reported, not a target): the in-process floor with crdtsync's strict ``validate_update``
-  between the encode and the apply (the hubs validate nothing), so the gap to ``floor`` is
-  validation and the gap above ``floor_validated`` is the rest; best of 3.
+  between the encode and the apply (the hubs validate nothing): crdtsync above it is what is
+  left besides validation, and its ``validate_s`` is what validation costs (the gap between the
+  two floors' best runs also holds the apply's spread from call to call); best of 3.
 * ``crdtsync``: an agent process holds the shard in its LMDB store; a new agent process with
   an empty store is started with the holder as its seed. Timed in the new process from just
   before ``Agent.start()`` until the shard is complete in memory (``visible_s``: checked after
@@ -174,8 +175,9 @@ def floor_validated(state: bytes, repeat: int = 3) -> dict[str, Any]:
     first apply uses (``DEFAULT_LIMITS``, no size cap; what ``ShardRegistry.apply`` calls
     for a shard it does not hold yet), then ``Doc().apply_update()``; in one process, best of
     ``repeat`` like :func:`floor`. Reported, not a target: the hubs do not validate, so
-    crdtsync against this floor shows what is left above pycrdt *besides* validation, and the
-    gap between the two floors is what validation costs (issue 17, h-vfloor)."""
+    crdtsync against this floor shows what is left above pycrdt *besides* validation, and
+    ``validate_s`` what validation costs; ``seconds`` minus the floor's also holds the apply's
+    spread (tens of ms between best-of-3 runs of the map: issue 17, h-vfloor)."""
     from crdtsync.updates import validate_update
 
     src = pycrdt.Doc()
