@@ -109,7 +109,7 @@ from ._store_space import (
     _StoreSpace,
     remove_leftover,
 )
-from .errors import ClosedError, StoreFull, UsageError
+from .errors import ClosedError, StoreError, StoreFull, UsageError
 from .names import validate_shard_name
 
 __all__ = [
@@ -380,6 +380,8 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
             def body(txn: Any) -> None:
                 touched.clear()
                 seqs: dict[str, list[int]] = {}  # name -> [next seq, count, bytes]
+                logs: list[tuple[bytes, bytes]] = []
+                metas: list[tuple[bytes, bytes]] = []
                 for name, key, value in batch:
                     nkey = name.encode()
                     if name not in seqs:
@@ -388,12 +390,14 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                         seqs[name] = [s.total_updates, 0, 0]
                     if key is None:
                         acc = seqs[name]
-                        txn.put(nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value), db=self._log)
+                        logs.append((nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value)))
                         acc[0] += 1
                         acc[1] += 1
                         acc[2] += len(value)
                     else:
-                        txn.put(nkey + _SEP + key.encode(), value, db=self._meta)
+                        metas.append((nkey + _SEP + key.encode(), value))
+                _put_all(txn, self._log, logs)
+                _put_all(txn, self._meta, metas)
                 counts.clear()
                 for name, (_, count, nbytes) in seqs.items():
                     counts[name] = (count, nbytes)
@@ -427,3 +431,29 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         the thread that called :meth:`commit`, right after (the group committer's worker does,
         for its :class:`~crdtsync.observer.Observer`)."""
         return self._last_counts
+
+
+def _put_all(txn: Any, db: Any, items: list[tuple[bytes, bytes]]) -> None:
+    """Put ``items`` (later ones overwrite earlier ones of the same key) into ``db`` with one
+    cursor call, in LMDB's append mode when every key sorts after the database's last key
+    and after the one before it (a shard's new log entries, when that shard has the last
+    names: no B-tree descent per entry, and full leaf pages instead of half-full ones).
+
+    Raises:
+        StoreError: LMDB added fewer entries than asked in append mode (it skips a key out
+            of order silently; never expected, checked so that nothing is lost unseen).
+    """
+    if not items:
+        return
+    cur = txn.cursor(db=db)
+    append = not cur.last() or cur.key() < items[0][0]
+    if append:
+        prev = items[0][0]
+        for key, _ in items[1:]:
+            if key <= prev:
+                append = False
+                break
+            prev = key
+    _, added = cur.putmulti(items, append=append)
+    if append and added != len(items):
+        raise StoreError(f"LMDB appended {added} of {len(items)} entries in order")
