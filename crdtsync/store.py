@@ -89,7 +89,7 @@ from typing import Any, Final
 import lmdb
 
 from ._store_compact import _StoreCompact
-from ._store_env import _Gate, _StoreEnv, _translate
+from ._store_env import _Gate, _put_all, _StoreEnv, _translate
 from ._store_format import (
     _LEGACY,
     _SEP,
@@ -109,7 +109,7 @@ from ._store_space import (
     _StoreSpace,
     remove_leftover,
 )
-from .errors import ClosedError, StoreError, StoreFull, UsageError
+from .errors import ClosedError, StoreFull, UsageError
 from .names import validate_shard_name
 
 __all__ = [
@@ -176,6 +176,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         self._buf: list[_Entry] = []
         self._buf_lock = threading.Lock()
         self._last_counts: dict[str, tuple[int, int]] = {}  # see last_commit()
+        self._last_due: list[str] = []  # see last_commit_due()
         # Serialises every write transaction and map resize (and close).
         self._write_lock = threading.Lock()
         self._gate = _Gate()
@@ -279,7 +280,9 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
 
     def needs_compaction(self, name: str) -> bool:
         """Whether the automatic policy (see the module docstring) wants ``name`` compacted."""
-        s = self.stats(name)
+        return self._compaction_due(self.stats(name))
+
+    def _compaction_due(self, s: ShardStats) -> bool:
         return (
             s.log_count >= self._compact_min_log_count
             and s.log_bytes > self._compact_log_ratio * s.snapshot_bytes
@@ -373,9 +376,11 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                 batch = self._buf[:upto]
             if not batch:
                 self._last_counts = {}
+                self._last_due = []
                 return set()
             counts: dict[str, tuple[int, int]] = {}
             touched: dict[str, ShardStats] = {}
+            due: list[str] = []
 
             def body(txn: Any) -> None:
                 touched.clear()
@@ -399,23 +404,21 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                 _put_all(txn, self._log, logs)
                 _put_all(txn, self._meta, metas)
                 counts.clear()
+                due.clear()
                 for name, (_, count, nbytes) in seqs.items():
                     counts[name] = (count, nbytes)
                     s = touched[name]
-                    txn.put(
-                        name.encode(),
-                        _stats_to(
-                            ShardStats(
-                                name,
-                                s.log_count + count,
-                                s.log_bytes + nbytes,
-                                s.snapshot_bytes,
-                                s.total_updates + count,
-                                s.last_compaction,
-                            )
-                        ),
-                        db=self._stats,
+                    after = ShardStats(
+                        name,
+                        s.log_count + count,
+                        s.log_bytes + nbytes,
+                        s.snapshot_bytes,
+                        s.total_updates + count,
+                        s.last_compaction,
                     )
+                    txn.put(name.encode(), _stats_to(after), db=self._stats)
+                    if self._compaction_due(after):
+                        due.append(name)
 
             self._write(f"cannot commit {len(batch)} entries", body)
             # Only commit() removes from the buffer's front and it holds _write_lock, so the
@@ -423,6 +426,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
             with self._buf_lock:
                 del self._buf[: len(batch)]
             self._last_counts = counts
+            self._last_due = sorted(due)
             return set(counts)
 
     def last_commit(self) -> dict[str, tuple[int, int]]:
@@ -432,28 +436,10 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         for its :class:`~crdtsync.observer.Observer`)."""
         return self._last_counts
 
-
-def _put_all(txn: Any, db: Any, items: list[tuple[bytes, bytes]]) -> None:
-    """Put ``items`` (later ones overwrite earlier ones of the same key) into ``db`` with one
-    cursor call, in LMDB's append mode when every key sorts after the database's last key
-    and after the one before it (a shard's new log entries, when that shard has the last
-    names: no B-tree descent per entry, and full leaf pages instead of half-full ones).
-
-    Raises:
-        StoreError: LMDB added fewer entries than asked in append mode (it skips a key out
-            of order silently; never expected, checked so that nothing is lost unseen).
-    """
-    if not items:
-        return
-    cur = txn.cursor(db=db)
-    append = not cur.last() or cur.key() < items[0][0]
-    if append:
-        prev = items[0][0]
-        for key, _ in items[1:]:
-            if key <= prev:
-                append = False
-                break
-            prev = key
-    _, added = cur.putmulti(items, append=append)
-    if append and added != len(items):
-        raise StoreError(f"LMDB appended {added} of {len(items)} entries in order")
+    def last_commit_due(self) -> list[str]:
+        """The shards the last successful :meth:`commit` touched that :meth:`needs_compaction`
+        holds for, judged on the stats that commit wrote (sorted; no read transaction: the
+        group committer's worker asked :meth:`needs_compaction` of each shard after each
+        commit, a read transaction of ~50 us a commit in a paced receiver). Read it in the
+        thread that called :meth:`commit`, right after, as :meth:`last_commit`."""
+        return self._last_due

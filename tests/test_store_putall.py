@@ -12,7 +12,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from crdtsync.store import Store, _put_all
+from crdtsync._store_env import _put_all
+from crdtsync.store import Store
 
 
 def _put_and_read(tmp_path: Path, before: list[bytes], items: list[tuple[bytes, bytes]]) -> list:
@@ -69,3 +70,21 @@ def test_interleaved_shards_across_commits_keep_every_entry(tmp_path: Path) -> N
             assert loaded.log == [f"{n}:{r}:{i}".encode() for r in rounds for i in range(3)]
             assert loaded.meta == {"sv": f"{rounds[-1]}".encode()}
             assert loaded.stats.total_updates == 3 * len(rounds)
+
+
+def test_last_commit_due_is_the_policy_on_the_committed_stats(tmp_path: Path) -> None:
+    """``last_commit_due`` (what the group committer compacts after a commit, without a read
+    transaction) names exactly the touched shards ``needs_compaction`` holds for."""
+    with Store(tmp_path / "s", compact_min_log_count=3, compact_log_ratio=1.0) as store:
+        for r in range(8):
+            for n in ("a", "b", "c")[: 1 + r % 3]:
+                store.append(n, b"x" * (r + 1))
+            if r == 5:
+                store.put_meta("z", "k", b"v")  # a meta-only shard: never due
+            touched = store.commit()
+            want = sorted(n for n in touched if store.needs_compaction(n))
+            assert store.last_commit_due() == want
+            if r == 4:
+                assert want == ["a", "b"]
+                store.compact("a", lambda snap, log: b"y" * 100)
+        assert store.commit() == set() and store.last_commit_due() == []
