@@ -158,8 +158,14 @@ class _CommitTask:
         names = self._store.commit(upto)
         seconds = time.perf_counter() - start
         counts = self._store.last_commit() if names else {}
-        # (judged on the stats the commit wrote: no read transaction, see last_commit_due)
-        to_compact = list(self._store.last_commit_due()) if self._merge is not None else []
+        to_compact: list[str] = []
+        if self._merge is not None:
+            for name in sorted(counts):
+                try:
+                    if self._store.needs_compaction(name):
+                        to_compact.append(name)
+                except Exception:  # the commit itself succeeded; don't report it as failed
+                    _log.exception("cannot check whether shard %r needs compaction", name)
         return counts, seconds, to_compact
 
     def _compact(self, name: str) -> tuple[ShardStats, ShardStats, float]:

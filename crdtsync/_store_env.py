@@ -270,29 +270,3 @@ class _StoreEnv:
             txn.put(_LEGACY + bytes(key), b"", db=self._info)
         txn.put(b"format", _FORMAT, db=self._info)
         _log.info("upgraded the store in %s to format %s (checksums)", self._dir, _FORMAT)
-
-
-def _put_all(txn: Any, db: Any, items: list[tuple[bytes, bytes]]) -> None:
-    """Put ``items`` (later ones overwrite earlier ones of the same key) into ``db`` with one
-    cursor call, in LMDB's append mode when every key sorts after the database's last key
-    and after the one before it (a shard's new log entries, when that shard has the last
-    names: no B-tree descent per entry, and full leaf pages instead of half-full ones).
-
-    Raises:
-        StoreError: LMDB added fewer entries than asked in append mode (it skips a key out
-            of order silently; never expected, checked so that nothing is lost unseen).
-    """
-    if not items:
-        return
-    cur = txn.cursor(db=db)
-    append = not cur.last() or cur.key() < items[0][0]
-    if append:
-        prev = items[0][0]
-        for key, _ in items[1:]:
-            if key <= prev:
-                append = False
-                break
-            prev = key
-    _, added = cur.putmulti(items, append=append)
-    if append and added != len(items):
-        raise StoreError(f"LMDB appended {added} of {len(items)} entries in order")

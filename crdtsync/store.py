@@ -89,7 +89,7 @@ from typing import Any, Final
 import lmdb
 
 from ._store_compact import _StoreCompact
-from ._store_env import _Gate, _put_all, _StoreEnv, _translate
+from ._store_env import _Gate, _StoreEnv, _translate
 from ._store_format import (
     _LEGACY,
     _SEP,
@@ -176,7 +176,6 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         self._buf: list[_Entry] = []
         self._buf_lock = threading.Lock()
         self._last_counts: dict[str, tuple[int, int]] = {}  # see last_commit()
-        self._last_due: list[str] = []  # see last_commit_due()
         # Serialises every write transaction and map resize (and close).
         self._write_lock = threading.Lock()
         self._gate = _Gate()
@@ -280,9 +279,7 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
 
     def needs_compaction(self, name: str) -> bool:
         """Whether the automatic policy (see the module docstring) wants ``name`` compacted."""
-        return self._compaction_due(self.stats(name))
-
-    def _compaction_due(self, s: ShardStats) -> bool:
+        s = self.stats(name)
         return (
             s.log_count >= self._compact_min_log_count
             and s.log_bytes > self._compact_log_ratio * s.snapshot_bytes
@@ -376,17 +373,13 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                 batch = self._buf[:upto]
             if not batch:
                 self._last_counts = {}
-                self._last_due = []
                 return set()
             counts: dict[str, tuple[int, int]] = {}
             touched: dict[str, ShardStats] = {}
-            due: list[str] = []
 
             def body(txn: Any) -> None:
                 touched.clear()
                 seqs: dict[str, list[int]] = {}  # name -> [next seq, count, bytes]
-                logs: list[tuple[bytes, bytes]] = []
-                metas: list[tuple[bytes, bytes]] = []
                 for name, key, value in batch:
                     nkey = name.encode()
                     if name not in seqs:
@@ -395,30 +388,30 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
                         seqs[name] = [s.total_updates, 0, 0]
                     if key is None:
                         acc = seqs[name]
-                        logs.append((nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value)))
+                        txn.put(nkey + _SEP + acc[0].to_bytes(8, "big"), _seal(value), db=self._log)
                         acc[0] += 1
                         acc[1] += 1
                         acc[2] += len(value)
                     else:
-                        metas.append((nkey + _SEP + key.encode(), value))
-                _put_all(txn, self._log, logs)
-                _put_all(txn, self._meta, metas)
+                        txn.put(nkey + _SEP + key.encode(), value, db=self._meta)
                 counts.clear()
-                due.clear()
                 for name, (_, count, nbytes) in seqs.items():
                     counts[name] = (count, nbytes)
                     s = touched[name]
-                    after = ShardStats(
-                        name,
-                        s.log_count + count,
-                        s.log_bytes + nbytes,
-                        s.snapshot_bytes,
-                        s.total_updates + count,
-                        s.last_compaction,
+                    txn.put(
+                        name.encode(),
+                        _stats_to(
+                            ShardStats(
+                                name,
+                                s.log_count + count,
+                                s.log_bytes + nbytes,
+                                s.snapshot_bytes,
+                                s.total_updates + count,
+                                s.last_compaction,
+                            )
+                        ),
+                        db=self._stats,
                     )
-                    txn.put(name.encode(), _stats_to(after), db=self._stats)
-                    if self._compaction_due(after):
-                        due.append(name)
 
             self._write(f"cannot commit {len(batch)} entries", body)
             # Only commit() removes from the buffer's front and it holds _write_lock, so the
@@ -426,7 +419,6 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
             with self._buf_lock:
                 del self._buf[: len(batch)]
             self._last_counts = counts
-            self._last_due = sorted(due)
             return set(counts)
 
     def last_commit(self) -> dict[str, tuple[int, int]]:
@@ -435,11 +427,3 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
         the thread that called :meth:`commit`, right after (the group committer's worker does,
         for its :class:`~crdtsync.observer.Observer`)."""
         return self._last_counts
-
-    def last_commit_due(self) -> list[str]:
-        """The shards the last successful :meth:`commit` touched that :meth:`needs_compaction`
-        holds for, judged on the stats that commit wrote (sorted; no read transaction: the
-        group committer's worker asked :meth:`needs_compaction` of each shard after each
-        commit, a read transaction of ~50 us a commit in a paced receiver). Read it in the
-        thread that called :meth:`commit`, right after, as :meth:`last_commit`."""
-        return self._last_due
