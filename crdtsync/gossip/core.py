@@ -366,14 +366,7 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
 
     def durable(self, shards: Iterable[str], now: float) -> None:
         """These shards' latest changes are on disk: owe acks to the peers that want them."""
-        # Owing acks moves only the acks' timers and the flush (read on every call): the light
-        # generation, as for a received Ack, not a full recompute of the membership, dial,
-        # pruning and anti-entropy timers at every group commit (issue 17, h-fold: ~half of
-        # the on_durable step's CPU). (``_holdable``: acks owed on a link make local writes
-        # move a timer.) Were acks.durable to move another timer, it must bump ``_gen``.
-        self._ctx.now = max(self._ctx.now, now)
-        self._light += 1
-        self._holdable = (-1, False)
+        self._advance(now)
         self._p.acks.durable(shards, now)
 
     def want_acks(self, shard: str, now: float) -> None:

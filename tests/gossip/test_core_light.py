@@ -7,8 +7,6 @@ from corepair import *  # noqa: F403
 
 # ruff: noqa: F405 (names from corepair)
 
-LAN = GossipConfig.lan()
-
 
 def _pushes(a: GossipCore, n: int) -> list[Push]:
     out = []
@@ -45,55 +43,3 @@ def test_an_ack_showing_a_lag_moves_next_deadline_after_it_was_read() -> None:
     assert b.next_deadline() == 2.0 + CFG.repair_timeout  # checked again then (repair.py)
     b.tick(2.0 + CFG.repair_timeout)
     assert any(isinstance(m, SyncRequest) for _, m in b.data_to_send())
-
-
-def test_durable_moves_only_the_acks_timers_and_still_arms_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``durable()`` (every group commit) owes acks: a light generation, as a received Ack
-    is, so the membership, dial, pruning and anti-entropy timers are not computed again
-    (h-fold); the flush and the ack it owes are still ``next_deadline``'s, read after a
-    ``next_deadline`` cached before it, and a local write held in the window is no longer
-    held (owed acks ride on its Push)."""
-    a, b = make("a"), make("b")
-    connect(a, b)
-    settle({"a": a, "b": b}, 0.25)
-    (push,) = _pushes(a, 1)
-    b.receive("a", rt(push), 1.3)
-    assert reps(b).commit() == ["s"]
-    b.tick(1.6)
-    b.data_to_send()
-    before = b.next_deadline()  # cached: nothing owed, no flush
-    assert before > 1.61 + CFG.ack_delay
-    calls = []
-    real = type(b)._component_deadlines
-    monkeypatch.setattr(type(b), "_component_deadlines", lambda self: calls.append(1) or real(self))
-    b.durable(["s"], 1.61)
-    assert b.next_deadline() == b._ctx.flush_at < before  # the flush the owed ack asked for
-    assert calls == []  # light: the fixed timers came from the cache
-    b.tick(b._ctx.flush_at)
-    assert b.data_to_send() == []  # (no Push to ride on: the ack waits ack_delay)
-    assert b.next_deadline() == 1.61 + CFG.ack_delay
-    b.tick(1.61 + CFG.ack_delay)
-    sv, ds = reps(b).durable_state("s")
-    assert b.data_to_send() == [("a", Ack((ShardState("s", sv, ds),)))]
-
-
-def test_durable_ends_holding_local_writes_in_the_window() -> None:
-    """Acks owed on a link make a local write move a timer (it carries them): after
-    ``durable()`` a write is no longer held by ``hold_local`` (its cache is reset, as after
-    a received Push)."""
-    a, b = make("a", config=LAN), make("b", config=LAN)
-    connect(a, b)
-    settle({"a": a, "b": b}, 0.5)
-    a.local_update("s", put(a, "s", "k", 1), 1.0)
-    (push,) = [m for _, m in a.data_to_send() if isinstance(m, Push)]
-    b.receive("a", rt(push), 1.01)
-    assert reps(b).commit() == ["s"]
-    d1, d2, d3, d4 = (put(b, "s", f"b{i}", i) for i in range(4))
-    b.local_update("s", d1, 1.02)  # at once
-    b.data_to_send()
-    b.local_update("s", d2, 1.0201)  # opens the window
-    assert b.hold_local("s", d3, 1.0202)
-    b.durable(["s"], 1.0203)
-    assert not b.hold_local("s", d4, 1.0204)
