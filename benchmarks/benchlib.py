@@ -259,7 +259,7 @@ def _python_for(name: str) -> str:
     ``CRDTSYNC_BENCH_ALSO_MATCH`` (e.g. ``/a1,/a3,/a5,/a7``: every second crdtsync receiver of
     fanout.py). Another tree's venv there is an A/B of two trees inside one run: both halves
     take the same updates under the same load at the same moment, and each process's CPU is
-    reported on its own (``cpu_ms_per_update_by_process``; issue 17/18, benchmarks/README.md,
+    reported on its own (``cpu_ms_per_update_by_process``; issue 17/18, benchmarks/history/fanout-receive.md,
     h-recv6). ``CRDTSYNC_BENCH_PYTHON``: the interpreter of the other children (default
     ``sys.executable``), so that both halves can be started the same way (a wrapper script
     each: how a child is started moved its CPU by ~4 % in an A/A, h-recv6). Unset: every

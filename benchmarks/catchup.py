@@ -35,7 +35,7 @@ of the holder's store. Each system's reported run is its median by ``visible_s``
 round's times in ``*_runs``), and the ratios are taken between those medians; the floor stays
 the best of 3. ``ratios_by_round`` keeps each round's ratios taken alone (one run against one
 run, as with ``--rounds 1``). On the shared 2-core machine one run of the same code moved 2-4x
-from run to run (benchmarks/README.md, issue 17), so a single pair said little.
+from run to run (benchmarks/history/catchup-restart.md, issue 17), so a single pair said little.
 
 ``--states map|paper`` runs one state only. Every joiner also reports ``first_send_s``: from
 its t0 to its first message on the wire (crdtsync's Hello, the hub client's SyncStep1), i.e.

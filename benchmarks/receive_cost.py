@@ -8,7 +8,7 @@ second; each receiver observes its map (pycrdt's ``Map.observe``, as an applicat
 and stamps every arrival. The process's CPU time (user and system, the commit threads
 included; the writer's share too, one agent in ``receivers + 1``) over the receives is the
 figure; the driver's effects passes (``MqttTransport.kick``) are counted per receive.
-Issue 14's third pass used it (benchmarks/README.md): contention from other jobs inflates CPU
+Issue 14's third pass used it (benchmarks/history/mqtt-broker.md): contention from other jobs inflates CPU
 time far less than it inflates latency, and interleaved runs of two versions compare well.
 
 Prints one JSON object.

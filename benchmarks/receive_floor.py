@@ -1,7 +1,7 @@
 """The floor of a paced receiver's CPU per update: ``python benchmarks/receive_floor.py VARIANT``.
 
 fanout.py's 200/s row charges each of its 7 receiving processes for every update it gets alone,
-5 ms after the last, on a machine where 8 processes share 2 cores (benchmarks/README.md,
+5 ms after the last, on a machine where 8 processes share 2 cores (benchmarks/history/fanout-receive.md,
 h-recv3 to h-recv5: most of a crdtsync receiver's cost is a cold wake-up per update, not its
 Python calls). This measures what a receiver costs per update when it does *less* than a
 crdtsync agent, under the same shape of load: ``--receivers`` processes (7), one sender

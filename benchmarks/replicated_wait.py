@@ -6,7 +6,7 @@ sets ``--writes`` map keys, ``--gap`` seconds apart, and after each awaits
 ``shard.replicated(peers=receivers)``; prints the wait's p50 / p90 / max in ms as one JSON
 object. Used to check that committing received updates less often (``Agent``'s
 ``received_durability_interval``) does not make a writer wait longer: its WANT_ACK hurries
-the receivers' commits (benchmarks/README.md, "Issue 17/18, fifth pass"). For an A/B, run two
+the receivers' commits (benchmarks/history/fanout-receive.md, "Issue 17/18, fifth pass"). For an A/B, run two
 trees alternately, each with its own venv.
 """
 

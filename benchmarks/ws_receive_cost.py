@@ -1,7 +1,7 @@
 """CPU per received update over real websockets: ``python benchmarks/ws_receive_cost.py``.
 
 fanout.py measures latency with 8 processes on a shared, noisy machine; what decides its paced
-tail is the CPU each receiver spends per update (benchmarks/README.md, h-recv's timeline). This
+tail is the CPU each receiver spends per update (benchmarks/history/fanout-receive.md, h-recv's timeline). This
 measures that CPU directly: one receiving :class:`crdtsync.Agent` (LMDB store, group commit,
 websocket transport, the default LAN settings) in this process (``--local N``: N of them, as
 in fanout.py's scale runs, 8 agents a process), observing its map as

@@ -202,7 +202,7 @@ def _push(f: tuple[Any, ...]) -> Push:
     # The shape of nearly every Push, checked in one step: one update, no ack, no relayed
     # acks, no hint, no signature, one author. A paced receiver decodes one per update on
     # cold caches, where each small checker and generator touched costs ~1-2 us (issue
-    # 17/18, benchmarks/README.md, h-recv3). Anything else, valid or not, goes through
+    # 17/18, benchmarks/history/fanout-receive.md, h-recv3). Anything else, valid or not, goes through
     # _push_fields, which gives the same Push or raises the error it raises.
     if (
         type(f) is tuple

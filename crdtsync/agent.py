@@ -72,7 +72,7 @@ REMOTE_DURABILITY_CAP = 1.0
 #: (``received_durability_interval``; never less than ``durability_interval``). Longer than
 #: a local write's bound: each group commit of a receiver costs a worker-thread hand-over,
 #: ``on_durable``, an ack and timer ticks, and at 20 commits a second that was 11-18 % of a
-#: receiver's CPU per update (benchmarks/README.md, h-recv fifth pass). Nothing waits on it:
+#: receiver's CPU per update (benchmarks/history/fanout-receive.md, h-recv fifth pass). Nothing waits on it:
 #: a writer's ``replicated()`` asks for acks at once (a WANT_ACK, which makes the receiver
 #: commit now), and its writer still holds an update not committed here yet.
 RECEIVED_DURABILITY_INTERVAL = 0.2

@@ -126,7 +126,7 @@ class CoreTimer:
         millisecond and the tick re-arms. The core reports an overdue deadline as "now", a
         value that moves with every call into it, and a driver kicked at every loop turn (an
         agent writing in a tight loop) would otherwise push the due timer back at every turn
-        and never tick (issue 17's stream burst, benchmarks/README.md, h-stream)."""
+        and never tick (issue 17's stream burst, benchmarks/history/fanout-writer.md, h-stream)."""
         if self._closed:
             return
         deadline = self._core.next_deadline()

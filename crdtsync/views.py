@@ -98,7 +98,7 @@ def _set_leaf(crdt: pycrdt.Map, key: str, value: Any) -> None:
     pycrdt's ``Map.__setitem__`` does it, the primitive inserted through the transaction's
     own handle. pycrdt's wrapper opens a second, nested transaction object, checks that it is
     not read-only and dispatches on the value's type (ABC ``isinstance``) per set: ~1 us of
-    the ~4.3 us a bare pycrdt map set costs (benchmarks/README.md, branch h-review). Commit,
+    the ~4.3 us a bare pycrdt map set costs (benchmarks/history/hostile-and-misc.md, branch h-review). Commit,
     observers and their errors are pycrdt's, as before. A read-only transaction (a write from
     an observer) or a pycrdt without these internals takes the public path, which refuses
     the write or does the same."""

@@ -1,5 +1,5 @@
 """A due timer fires even when the driver is kicked at every event-loop turn (issue 17's stream
-burst, benchmarks/README.md "h-stream, second pass").
+burst, benchmarks/history/fanout-writer.md "h-stream, second pass").
 
 The gossip core reports an overdue deadline as "now" (``GossipCore.next_deadline``), so its
 value moves with every call into the core. An agent writing in a tight loop (each write its own

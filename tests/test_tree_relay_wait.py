@@ -73,7 +73,7 @@ def test_relays_do_not_wait_a_window_per_hop() -> None:
 
 
 def test_the_lan_default_passes_news_on_and_the_class_default_waits() -> None:
-    # lan(): relays without a window (benchmarks/README.md, h-n64c); the WAN class default
+    # lan(): relays without a window (benchmarks/history/fanout-32-64.md, h-n64c); the WAN class default
     # keeps the window at every hop (its windows are aligned, h-n64b measured only the LAN).
     assert GossipConfig.lan().tree_relay_wait == 0.0
     assert GossipConfig().tree_relay_wait == -1.0

@@ -114,7 +114,7 @@ class _Effects:
         ):
             # Nothing queued before it and the socket takes it: written now, as the writer
             # task would have, without waking it (7-31 sends per write at the writer, one
-            # task step and one send() coroutine each: issue 17/18, benchmarks/README.md).
+            # task step and one send() coroutine each: issue 17/18, benchmarks/history/fanout-writer.md).
             link.hello_sent = True
         else:
             link.queue.append(frame)
@@ -207,14 +207,14 @@ class _Effects:
         when the deadline moves: no task to wake for a re-arm, and a tick runs in the timer's
         own callback. (It was a task sleeping on an event with a timeout: each re-arm and
         tick cost a task step and a timeout context; 9 % of a paced receiver's CPU,
-        benchmarks/README.md, h-recv2.)
+        benchmarks/history/fanout-receive.md, h-recv2.)
 
         A timer armed for a time already past is never moved: the core reports an overdue
         deadline as "now" (:meth:`GossipCore.next_deadline`), a value that moves with every
         call into the core, and an agent writing in a tight loop (a kick at every loop turn)
         cancelled and re-made the due timer at every turn, before the loop ran it: its
         coalescing window never closed, nothing was pushed for as long as the loop wrote
-        (issue 17's stream burst: seconds, benchmarks/README.md, h-stream second pass)."""
+        (issue 17's stream burst: seconds, benchmarks/history/fanout-writer.md, h-stream second pass)."""
         deadline = self._next_deadline()
         if deadline == self._armed:
             return

@@ -6,7 +6,7 @@ the connection's reader task is woken (a future, a task step, the coroutine chai
 and the transport's reader then yields once more so that a peer that keeps sending cannot hold
 the event loop. In a receiver that gets one small frame at a time (a paced writer), those
 wake-ups were most of the CPU spent outside crdtsync's own code (issue 17/18,
-benchmarks/README.md, branch h-recv2).
+benchmarks/history/fanout-receive.md, branch h-recv2).
 
 :class:`InlineFrames` (a mixin of the websockets connection classes the transport creates)
 offers each complete binary frame to ``frame_sink`` first, from ``process_event``, while:
@@ -183,7 +183,7 @@ def _lone_binary_frame(protocol: object, data: bytes, boundary: object = None) -
     A paced peer's frame arrives alone in its own read; this takes it without websockets'
     generator parser (``receive_data``: the frame's header read in steps through its
     ``StreamReader``, a ``Frame``, the event list), a tenth of a paced receiver's CPU per
-    update (issue 17/18, benchmarks/README.md, h-recv3). Only when websockets' parser waits
+    update (issue 17/18, benchmarks/history/fanout-receive.md, h-recv3). Only when websockets' parser waits
     between two frames with nothing buffered (so ``data`` starts a frame), the connection is
     open with no fragmented message under way, no extension negotiated and debug logging
     off, and the frame's header is one websockets accepts as it is (no reserved bit, masked

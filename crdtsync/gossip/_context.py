@@ -40,7 +40,7 @@ LOSS_MEMORY = 10.0
 #: (the median Glomers latency at 20 % loss fell from ~545 to ~475 ms) for more broadcasts
 #: per second. The window keeps only a few milliseconds of margin above a 100 ms hop (a
 #: writer's batch must reach the relay before the relay's boundary); lossless, the full
-#: window batches more writes per broadcast. See benchmarks/README.md, "third pass".
+#: window batches more writes per broadcast. See benchmarks/history/glomers-loss.md, "third pass".
 LOSSY_WINDOW = 105 / 130
 
 # The relay's term under loss (GossipConfig.hub_term, the "hub term", see _relay_hub.py).
@@ -51,7 +51,7 @@ LOSSY_WINDOW = 105 / 130
 #: Under loss with ``hub_term`` > 1, the window is this share of ``push_interval`` (0.092 s
 #: for the WAN default 0.13 s). h-glom4: with acks riding on batches and fewer lone echoes,
 #: 92 ms costs 3.80-3.98 messages per write in Glomers at 20 % loss (seeds 1-10) with every
-#: median at 426-454 ms (96 ms before h-glom4: ~4.0 and 450-468; benchmarks/README.md).
+#: median at 426-454 ms (96 ms before h-glom4: ~4.0 and 450-468; benchmarks/history/glomers-loss.md).
 HUB_WINDOW = 92 / 130
 
 

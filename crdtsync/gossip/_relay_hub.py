@@ -1,6 +1,6 @@
 """The hub term of the rotating relay under loss: one relay for many windows, repeating itself.
 
-Why (issue 17, Glomers at 20 % loss; benchmarks/README.md, "h-glom, hub term"). In the
+Why (issue 17, Glomers at 20 % loss; benchmarks/history/glomers-loss.md, "h-glom, hub term"). In the
 one-window rotation, copy j of a write reaches an agent in relay j's broadcast, and relay j
 holds the write only once relay j - 1's broadcast reached it: copies come max(window, hop)
 apart, and a window shorter than the 100 ms hop gives no more copies by 450 ms. Here, while

@@ -48,14 +48,14 @@ __all__: list[str] = []
 #: (Relay.watch): a per-link timeout, not a wait for the next broadcast's hint. 3.5, not 2.5:
 #: two broadcasts lost in a row (4 % of agent-windows at 20 % loss) are repeated in the third
 #: (REPEATS), which comes before a reply would; asked after two, the repairs cost 0.25
-#: messages per write and shortened nothing (benchmarks/README.md, "third pass").
+#: messages per write and shortened nothing (benchmarks/history/glomers-loss.md, "third pass").
 SILENT_WINDOWS = 3.5
 
 #: Under loss, this many relays after a broadcast's own repeat what it brought them (see
 #: Relay.on_broadcast): copies a window apart, free in messages. 4 since the lossy windows:
 #: an agent that missed all four copies (0.2^4, ~75 agent-writes a run at N = 25) waited for
 #: a repair; the fifth copy made the p99 latency lower on seeds 1-5 (1,030-1,195 ms, from
-#: 1,100-1,320; benchmarks/README.md, "third pass").
+#: 1,100-1,320; benchmarks/history/glomers-loss.md, "third pass").
 REPEATS = 4
 
 #: Under loss, our relay broadcast goes twice to this many next relays (see second_copy).
@@ -63,7 +63,7 @@ SECOND_COPY = 1
 
 #: Under loss, a repair is asked of two relays at once (see Relay._ask). Off since the lossy
 #: windows (Context.window): with copies 105 ms apart a second answer rarely came first, and it
-#: doubled the requests (0.2 messages per write; benchmarks/README.md, "third pass").
+#: doubled the requests (0.2 messages per write; benchmarks/history/glomers-loss.md, "third pass").
 SECOND_ASK = 0
 
 #: Under loss, a hint showing we lack something asks for a repair only if, this many windows
@@ -187,7 +187,7 @@ class _RelayLoss:
         The agents notice the first loss at different times (a repair, a NACK), and until all
         did they disagree on the windows (``Context.window``), so writers push to relays that
         are not relaying yet: the first writes on a lossy mesh after a quiet period took up to
-        1.6 s (benchmarks/README.md, "fourth pass"). Never when the sender is a relay of our
+        1.6 s (benchmarks/history/glomers-loss.md, "fourth pass"). Never when the sender is a relay of our
         own windows' turns as well (a view that differs from ours, not a loss).
         """
         ctx = self._ctx
@@ -240,7 +240,7 @@ class _RelayLoss:
         clock after the batch shows the batch lost on the way to the first relay (or, rarely,
         both copies to the next one). Only our own clock is compared: a relay lacking another
         writer's delta is no sign of our loss (comparing whole state vectors made re-pushes
-        feed on themselves, benchmarks/README.md "Second pass").
+        feed on themselves, benchmarks/history/glomers-loss.md "Second pass").
         """
         if u.own is None or now < u.at + 1.5 * self._ctx.window(now):
             return False

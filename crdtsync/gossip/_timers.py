@@ -71,7 +71,7 @@ class _Timers:
             # Only the coalescing window has a timer due: its end, or a check of the writer's
             # pause. During a burst the pause's deadline moves with every write, so the driver's
             # timer comes about once a millisecond and mostly finds a later write: that costs
-            # this test, not a pass over every component (~15 us each; benchmarks/README.md,
+            # this test, not a pass over every component (~15 us each; benchmarks/history/fanout-writer.md,
             # h-send2). Nothing else is due before the others' first deadline (the AE and
             # membership timers are set when a link comes up), and a check that finds a
             # later write moves no timer: no generation bump either.

@@ -52,7 +52,7 @@ class GossipConfig:
     #: its last broadcasts in its next ones, writers aim their batches at its boundary by the
     #: measured link delay, and the window is ``HUB_WINDOW`` x push_interval (may be shorter
     #: than a hop); 1: one window per turn (the one-window rotation under loss). Lossless,
-    #: both are the same rotation. 20 by default since h-glom5 (benchmarks/README.md, "h-glom",
+    #: both are the same rotation. 20 by default since h-glom5 (benchmarks/history/glomers-loss.md, "h-glom",
     #: "h-glom4", "h-glom5"): with a broadcast sent off our windows kept out of the link's
     #: delay (h-glom5), Glomers at 20 % loss meets its row on the bench's seed (seeds 1-20 in
     #: that section), where the rotation's median is 445-485 ms.
@@ -76,7 +76,7 @@ class GossipConfig:
     #: (``send_when_idle``). :meth:`lan` sets 10 ms: at 64 agents and 200 updates/s on one
     #: 2-core host, 2 ms windows made 8-31 Pushes per update and a p99 of 0.9-2.0 s, 10 ms
     #: 8-11 and 0.19-0.62 s; on an idle host each hop may wait a window (the simulator: p50
-    #: 1.9 -> 22 ms). See benchmarks/README.md, issue 18, branch h-n64.
+    #: 1.9 -> 22 ms). See benchmarks/history/fanout-32-64.md, issue 18, branch h-n64.
     tree_push_interval: float = 0.0
     #: In a tree, how long news a Push brought (what a relay passes on) may wait before it
     #: leaves, at most. -1 (the class default, for the WAN settings' aligned windows): the
@@ -90,7 +90,7 @@ class GossipConfig:
     #: lower in 5 of 6 pairs at the same CPU (h-n64c: 4 of 7 at load <= 3, medians 40 against
     #: 55 ms, the same CPU); at load 3-18, where relays that wait a window re-batch, no clear
     #: gain, and about 9 % more CPU per update at 200/s (13 same-run pairs, 0.84-1.31x). See
-    #: benchmarks/README.md, issue 18, h-n64b and h-n64c.
+    #: benchmarks/history/fanout-32-64.md, issue 18, h-n64b and h-n64c.
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
@@ -260,7 +260,7 @@ class GossipConfig:
         loaded process, and every agent owed acks to each neighbour. At 64 agents a full mesh
         forms (dials paced, at most 4 under way per agent) and has the lower latency at 200
         updates/s, but loses the burst: the writer pushes each window to 63 links, where a
-        tree's relays batch (benchmarks/README.md, issue 18).) In the tree the window is
+        tree's relays batch (benchmarks/history/fanout-32-64.md, issue 18).) In the tree the window is
         10 ms (``tree_push_interval``), paid once, at the writer's first hop: relays pass news
         on without a window of their own (``tree_relay_wait`` 0), so a write crosses the
         tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within

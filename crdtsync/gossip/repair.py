@@ -247,7 +247,7 @@ class Repairs:
         peer, chosen at random among those that hold the shard: a request or its reply is
         lost with 0.36 at 20 % loss, and a straggler asking the same peer lost three in a row
         once per run (1.8 s in Glomers seed 4). Asked again, never at first: most first asks
-        are answered, and two at once doubled the requests (benchmarks/README.md, third pass).
+        are answered, and two at once doubled the requests (benchmarks/history/glomers-loss.md, third pass).
         """
         ctx = self._ctx
         if not ctx.lossy(now) or ctx.mode() != RELAY:

@@ -77,7 +77,7 @@ class Window:
         # to the hub counts as an ack sent: the next one goes alone only after ack_interval
         # with no batch to ride on. Before, a rider did not reset that clock, and an agent
         # sent one alone each second as soon as ack_delay passed without a batch: 0.14
-        # messages per write in Glomers at 20 % loss (benchmarks/README.md, "h-glom4").
+        # messages per write in Glomers at 20 % loss (benchmarks/history/glomers-loss.md, "h-glom4").
         hub_acks = mode == RELAY and self._relay.hub(now)
         hints: dict[str, bytes | None] = {}
         rode: set[str] = set()  # shards whose own ack rode on our broadcast

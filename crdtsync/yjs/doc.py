@@ -124,7 +124,7 @@ def validated_applier(doc: pycrdt.Doc[Any], txn: pycrdt.Transaction) -> Callable
     It calls pycrdt's Rust method with the open transaction, without the Python wrapper of
     ``Doc.apply_update`` around it (its model check, a nested transaction's enter and exit, a
     read-transaction check: per update as much time as a small update's apply; issue 17,
-    benchmarks/README.md, h-recv4). A pycrdt without these internals, or a doc with a model,
+    benchmarks/history/fanout-receive.md, h-recv4). A pycrdt without these internals, or a doc with a model,
     gets :func:`apply_validated` itself. Valid only while ``txn`` is open.
     """
     raw_doc, raw_txn = getattr(doc, "_doc", None), getattr(txn, "_txn", None)
