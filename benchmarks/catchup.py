@@ -151,7 +151,11 @@ def build_state_store(path: Path, shard: str, state: bytes) -> None:
 # the three ways
 
 
-def floor(state: bytes, repeat: int = 3) -> dict[str, Any]:
+def floor(state: bytes, repeat: int = 3, *, validate: bool = False) -> dict[str, Any]:
+    """The issue's floor: ``Doc.get_update()`` then ``Doc().apply_update()`` of it, in one
+    process, best of ``repeat``. With ``validate``, :func:`floor_validated`'s floor."""
+    from crdtsync.updates import validate_update
+
     src = pycrdt.Doc()
     src.apply_update(state)
     best: dict[str, float] | None = None
@@ -159,10 +163,15 @@ def floor(state: bytes, repeat: int = 3) -> dict[str, Any]:
         c0, t0 = time.process_time(), time.perf_counter()
         update = src.get_update()
         t1 = time.perf_counter()
+        info = validate_update(update) if validate else None
+        t2 = time.perf_counter()
         dst = pycrdt.Doc()
         dst.apply_update(update)
-        c2, t2 = time.process_time(), time.perf_counter()
-        run = {"encode_s": t1 - t0, "apply_s": t2 - t1, "seconds": t2 - t0, "cpu_s": c2 - c0}
+        c3, t3 = time.process_time(), time.perf_counter()
+        del info  # freed outside the timing, as the joiner frees it after its apply
+        run = {"encode_s": t1 - t0, "apply_s": t3 - t2, "seconds": t3 - t0, "cpu_s": c3 - c0}
+        if validate:
+            run["validate_s"] = t2 - t1
         if best is None or run["seconds"] < best["seconds"]:
             best = run
     assert best is not None
@@ -178,32 +187,7 @@ def floor_validated(state: bytes, repeat: int = 3) -> dict[str, Any]:
     crdtsync against this floor shows what is left above pycrdt *besides* validation, and
     ``validate_s`` what validation costs; ``seconds`` minus the floor's also holds the apply's
     spread (tens of ms between best-of-3 runs of the map: issue 17, h-vfloor)."""
-    from crdtsync.updates import validate_update
-
-    src = pycrdt.Doc()
-    src.apply_update(state)
-    best: dict[str, float] | None = None
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        update = src.get_update()
-        t1 = time.perf_counter()
-        info = validate_update(update)
-        t2 = time.perf_counter()
-        dst = pycrdt.Doc()
-        dst.apply_update(update)
-        c3, t3 = time.process_time(), time.perf_counter()
-        del info  # freed outside the timing, as the joiner frees it after its apply
-        run = {
-            "encode_s": t1 - t0,
-            "validate_s": t2 - t1,
-            "apply_s": t3 - t2,
-            "seconds": t3 - t0,
-            "cpu_s": c3 - c0,
-        }
-        if best is None or run["seconds"] < best["seconds"]:
-            best = run
-    assert best is not None
-    return {**{k: round(v, 5) for k, v in best.items()}, "bytes": len(update)}
+    return floor(state, repeat, validate=True)
 
 
 _FRESH = """
