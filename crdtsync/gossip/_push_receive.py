@@ -350,12 +350,15 @@ class _PushReceive:
                     children = grid.children(author)
                 elif not solicited:
                     children = frozenset()
+            # The tree's shortcut links (tree_writer_top) carry a writer's own writes only.
+            skip = self._ctx.shortcuts()[0]
             for other in self._ctx.links.values():
                 if (
                     other is not conn
                     and not other.closing
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
+                    and other.name not in skip
                 ):
                     self.enqueue(other, shard, delta, author, hold)
                     queued = queued or bool(other.push.queue)
