@@ -138,6 +138,9 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     # agent linked to them (GossipConfig.tree_writer_top)
     "crdtsync-tree-top1": {"tree_writer_top": 1},
     "crdtsync-tree-top6": {"tree_writer_top": 6},
+    # and with a 5 ms window at the writer (the tree's window, tree_push_interval), alone too
+    "crdtsync-tree-top6-w5": {"tree_writer_top": 6, "tree_push_interval": 0.005},
+    "crdtsync-tree-w5": {"tree_push_interval": 0.005},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}
