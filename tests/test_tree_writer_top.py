@@ -144,3 +144,31 @@ def test_off_by_default_and_checked() -> None:
     assert GossipConfig.lan().tree_writer_top == 0
     with pytest.raises(UsageError):
         GossipConfig(tree_writer_top=-1)
+
+
+def test_an_ask_for_acks_is_passed_on_along_the_tree_only() -> None:
+    # The writer asks every link (its shortcut to the root too) for acks; the root passes the
+    # ask on along the tree, as news, not to every agent over its shortcut links.
+    from crdtsync.gossip.acks import WANT_ACK
+    from crdtsync.messages import Push
+
+    net = Network(3, config=_config(1), latency=HOP, jitter=0.0)
+    names = star(net, N, settle=15)
+    writer = _deepest(net, names)
+    root = net.nodes[writer].core._views().order[0]
+    asks: list[tuple[str, str]] = []
+    orig = net._transmit
+
+    def tx(conn, src, msg):  # type: ignore[no-untyped-def]
+        if isinstance(msg, Push) and msg.updates == (WANT_ACK,):
+            asks.append((src, conn.acceptor if conn.dialer == src else conn.dialer))
+        orig(conn, src, msg)
+
+    net._transmit = tx  # type: ignore[method-assign]
+    net.call(writer, lambda core: core.want_acks("s", net.now))
+    net.run_for(2.0)
+    assert (writer, root) in asks  # the shortcut carries the writer's own ask
+    shortcuts = net.nodes[root].core._views().no_relay
+    assert len(shortcuts) > N // 2
+    assert not [dst for src, dst in asks if src == root and dst in shortcuts]
+    assert {dst for src, dst in asks if src == root}  # and the root passed it on

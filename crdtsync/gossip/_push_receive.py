@@ -210,6 +210,7 @@ class _PushReceive:
         # each of its 2 (sqrt(N) - 1) neighbours and owe them all acks.
         grid = self._ctx.grid()
         children = grid.children(asker) if grid is not None else None
+        skip = self._ctx.shortcuts()[0]  # along the tree, as news goes (tree_writer_top)
         for other in self._ctx.links.values():
             if (
                 other is not conn
@@ -217,6 +218,7 @@ class _PushReceive:
                 and not other.fanout
                 and other.name != asker
                 and (children is None or other.name in children)
+                and other.name not in skip
                 and self._ctx.policy.sends_to(other.name, shard)
             ):
                 self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
