@@ -104,7 +104,10 @@ class GossipConfig:
     #: agents with fanout 5; 4 with a top of 1, 3 with 6). Costs: k more Pushes per write
     #: at the writer, a few duplicates where the writer's path up meets the top's news coming
     #: down (an apply that finds nothing new, not passed on), and k * (N - 1) more links.
-    #: 0 (the default): off, the plain tree. See benchmarks/README.md, issue 18, h-root.
+    #: 0 (the default): off, the plain tree. Measured at 64 agents (h-root): the simulator's
+    #: p99 -8.5 % (top 1) / -13 % (top 6) with 0.5 ms hops, -24 / -36 % with 2-10 ms hops;
+    #: on one 2-core host no gain shown (top 1's p99 lower in 9 of 17 runs at load <= 2.7,
+    #: for 2-10 % more CPU). See benchmarks/README.md, issue 18, h-root.
     tree_writer_top: int = 0
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
     #: (log_fanout N hops: the shape for pushes that travel on links), or ``"ring"``: each
