@@ -133,6 +133,14 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
     "crdtsync-tree-rw3": {"tree_relay_wait": 0.003},
     "crdtsync-tree-turn": {"tree_relay_wait": 1e-6},
     "crdtsync-tree-f8-cut": {"fanout": 8, "tree_relay_wait": 0.0},
+    # issue 18, branch h-root: a writer also pushes its own writes to the tree's top (the
+    # first 1 or 6 agents in rank order: the root, or the root and its children), every
+    # agent linked to them (GossipConfig.tree_writer_top)
+    "crdtsync-tree-top1": {"tree_writer_top": 1},
+    "crdtsync-tree-top6": {"tree_writer_top": 6},
+    # and with a 5 ms window at the writer (the tree's window, tree_push_interval), alone too
+    "crdtsync-tree-top6-w5": {"tree_writer_top": 6, "tree_push_interval": 0.005},
+    "crdtsync-tree-w5": {"tree_push_interval": 0.005},
 }
 SCALE_PHASES = ("burst", "paced_low")
 SCALE = {"full": (32, 64), "quick": (32,), "tiny": (6,)}

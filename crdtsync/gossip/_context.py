@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HUB_WINDOW", "LOSSY_WINDOW", "LOSS_MEMORY", "Context"]
 
+_NONE2: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
 #: Seconds a noticed loss keeps the rotating relay's redundancy on (see relay.py).
 LOSS_MEMORY = 10.0
 
@@ -84,6 +86,9 @@ class Context:
         #: In a grid-shaped tree, our children in each writer's tree (set by the core, from
         #: the cached overlay); None: pass on to every link (see _push_receive._forward).
         self.grid: Callable[[], GridTrees | None] = lambda: None
+        #: The tree's shortcut links (GossipConfig.tree_writer_top; set by the core, from the
+        #: cached overlay): (names we relay nothing to, names our own writes skip too).
+        self.shortcuts: Callable[[], tuple[frozenset[str], frozenset[str]]] = lambda: _NONE2
         #: The security gate (credentials only, see gate.py); None: trust every peer.
         self.gate: Gate | None = None
         #: Quotas across connections (issue #11, see guard.py).

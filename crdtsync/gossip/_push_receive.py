@@ -210,6 +210,7 @@ class _PushReceive:
         # each of its 2 (sqrt(N) - 1) neighbours and owe them all acks.
         grid = self._ctx.grid()
         children = grid.children(asker) if grid is not None else None
+        skip = self._ctx.shortcuts()[0]  # along the tree, as news goes (tree_writer_top)
         for other in self._ctx.links.values():
             if (
                 other is not conn
@@ -217,6 +218,7 @@ class _PushReceive:
                 and not other.fanout
                 and other.name != asker
                 and (children is None or other.name in children)
+                and other.name not in skip
                 and self._ctx.policy.sends_to(other.name, shard)
             ):
                 self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
@@ -350,12 +352,15 @@ class _PushReceive:
                     children = grid.children(author)
                 elif not solicited:
                     children = frozenset()
+            # The tree's shortcut links (tree_writer_top) carry a writer's own writes only.
+            skip = self._ctx.shortcuts()[0]
             for other in self._ctx.links.values():
                 if (
                     other is not conn
                     and not other.closing
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
+                    and other.name not in skip
                 ):
                     self.enqueue(other, shard, delta, author, hold)
                     queued = queued or bool(other.push.queue)

@@ -155,3 +155,8 @@ class _Queries:
 
     def _views(self) -> OverlayView:
         return self._p.overlay.view()
+
+    def _shortcuts(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The tree's shortcut links (GossipConfig.tree_writer_top): (no relay, no own write)."""
+        view = self._p.overlay.view()
+        return view.no_relay, view.no_write

@@ -94,6 +94,21 @@ class GossipConfig:
     tree_relay_wait: float = -1.0
     #: Agents forming a clique at the top of the tree: more than one spreads the root's load.
     tree_core: int = 1
+    #: In a tree (``overlay_shape="tree"``), the first this-many agents in rank order (the
+    #: tree's core and the levels below it, breadth first) are the tree's *top*: every agent
+    #: also links to each of them, and sends its own writes to them directly as well as along
+    #: the tree; relays pass news on along the tree only (never onto such a shortcut link),
+    #: and the top agents send their own writes to the tree and the other top agents. A
+    #: write then reaches the top in one hop and every agent within 1 + (depth below the
+    #: top) hops, instead of up to twice the tree's depth (a leaf writer: up to 6 hops at 64
+    #: agents with fanout 5; 4 with a top of 1, 3 with 6). Costs: k more Pushes per write
+    #: at the writer, a few duplicates where the writer's path up meets the top's news coming
+    #: down (an apply that finds nothing new, not passed on), and k * (N - 1) more links.
+    #: 0 (the default): off, the plain tree. Measured at 64 agents (h-root): the simulator's
+    #: p99 -8.5 % (top 1) / -13 % (top 6) with 0.5 ms hops, -24 / -36 % with 2-10 ms hops;
+    #: on one 2-core host no gain shown (top 1's p99 lower in 9 of 17 runs at load <= 2.7,
+    #: for 2-10 % more CPU). See benchmarks/README.md, issue 18, h-root.
+    tree_writer_top: int = 0
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
     #: (log_fanout N hops: the shape for pushes that travel on links), or ``"ring"``: each
     #: agent linked to the one before and the one after it in rank order. A joiner in a tree
@@ -207,6 +222,8 @@ class GossipConfig:
             raise UsageError("max_dialing must be >= 0")
         if self.hub_term < 1:
             raise UsageError("hub_term must be >= 1")
+        if self.tree_writer_top < 0:
+            raise UsageError("tree_writer_top must be >= 0")
         if self.fanout < 1 or self.tree_core < 1 or self.full_mesh_max < 1:
             raise UsageError("fanout, tree_core and full_mesh_max must be >= 1")
         if self.overlay_shape not in ("tree", "ring", "grid"):

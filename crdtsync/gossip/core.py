@@ -175,6 +175,7 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         self._ctx = ctx = Context(self.name, config, rng, replicas, self.policy, quotas)
         ctx.mode = self._mode
         ctx.grid = lambda: self._views().grid
+        ctx.shortcuts = self._shortcuts
         ctx.on_ack_wanted = on_ack_wanted
         self._instance = rng.getrandbits(63)  # this run of the agent (Hello.instance)
         self._conns = ctx.links

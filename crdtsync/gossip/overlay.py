@@ -163,6 +163,11 @@ class OverlayView:
         grid: in a grid-shaped tree, our children in each writer's tree
             (:class:`~crdtsync.gossip._source_tree.GridTrees`); None for every other shape,
             where a tree passes everything on to every link but the one it came on.
+        no_relay: the tree's shortcut links (``GossipConfig.tree_writer_top``): agents we
+            pass no news on to (a top agent: every agent not a tree neighbour; any other
+            agent: the top agents not its tree neighbours). Empty when off.
+        no_write: the agents of ``no_relay`` our own writes do not go to either (a top
+            agent's shortcuts to agents outside the top); they go to the tree and the top.
     """
 
     key: tuple[int, int]
@@ -173,6 +178,8 @@ class OverlayView:
     tree: frozenset[str]
     dial_order: tuple[str, ...] = ()
     grid: GridTrees | None = None
+    no_relay: frozenset[str] = frozenset()
+    no_write: frozenset[str] = frozenset()
 
 
 def compute_view(
@@ -204,7 +211,32 @@ def compute_view(
     tree = tree_neighbours(me, live, config, rank)
     desired = neighbours(me, live, config, partial, rank) | extra
     grid = GridTrees(me, order) if mode == TREE and config.overlay_shape == "grid" else None
-    return OverlayView(key, desired, mode, retry, order, tree, tuple(sorted(desired | retry)), grid)
+    no_relay: frozenset[str] = frozenset()
+    no_write: frozenset[str] = frozenset()
+    k = config.tree_writer_top
+    if k > 0 and mode == TREE and config.overlay_shape == "tree" and not partial:
+        # The tree's top (GossipConfig.tree_writer_top): every agent links to it, and a top
+        # agent to every agent, so that both ends want each shortcut (none is pruned).
+        top = frozenset(order[:k])
+        if me in top:
+            desired = desired | frozenset(live)
+            no_relay = frozenset(live) - tree
+            no_write = no_relay - top
+        else:
+            desired = desired | (top - {me})
+            no_relay = top - tree
+    return OverlayView(
+        key,
+        desired,
+        mode,
+        retry,
+        order,
+        tree,
+        tuple(sorted(desired | retry)),
+        grid,
+        no_relay,
+        no_write,
+    )
 
 
 class OverlayCache:

@@ -192,8 +192,9 @@ class Pushes(_PushReceive, _PushFanout):
         # peers were most of its cost at the writer): enqueue's idle-link test and the Push.
         idle_before = ctx.window_start(ctx.now) if ctx.config.send_when_idle else None
         forward = ctx.mode() == TREE
+        skip = ctx.shortcuts()[1] if forward else frozenset()  # a top agent's (tree_writer_top)
         for conn in ctx.links.values():
-            if conn.closing or not ctx.policy.sends_to(conn.name, shard):
+            if conn.closing or not ctx.policy.sends_to(conn.name, shard) or conn.name in skip:
                 continue
             if len(deltas) == 1 and not window_end and self._idle(conn, deltas[0], idle_before):
                 self._push_one(conn, shard, deltas[0], name, forward)
