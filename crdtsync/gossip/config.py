@@ -107,7 +107,7 @@ class GossipConfig:
     #: 0 (the default): off, the plain tree. Measured at 64 agents (h-root): the simulator's
     #: p99 -8.5 % (top 1) / -13 % (top 6) with 0.5 ms hops, -24 / -36 % with 2-10 ms hops;
     #: on one 2-core host no gain shown (top 1's p99 lower in 9 of 17 runs at load <= 2.7,
-    #: for 2-10 % more CPU). See benchmarks/README.md, issue 18, h-root.
+    #: for 2-10 % more CPU). See benchmarks/history/fanout-32-64.md, issue 18, h-root.
     tree_writer_top: int = 0
     #: The overlay beyond full_mesh_max (and the relay): ``"tree"``, the spanning tree above
     #: (log_fanout N hops: the shape for pushes that travel on links), or ``"ring"``: each
