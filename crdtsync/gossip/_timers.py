@@ -109,6 +109,8 @@ class _Timers:
         for address in self._p.dialer.timed_out(now):
             self.dial_failed(address, now)
         self._p.repairs.retry(now)
+        if self._p.tails.due is not None:
+            self._p.tails.check(now)
         self._expire_transfers(now)
         for service in self._services:
             service.tick(now)
@@ -196,6 +198,9 @@ class _Timers:
         paced = self._p.replies.paced_deadline()
         if paced is not None:
             times.append(paced)
+        tails = self._p.tails.due  # (re-armed by Pushes, which move no generation)
+        if tails is not None:
+            times.append(tails)
         for service in self._services:
             at = service.next_deadline()
             if at is not None:

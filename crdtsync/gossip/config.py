@@ -122,6 +122,15 @@ class GossipConfig:
     #: own breadth-first tree: two hops from any writer to every agent, one apply per agent
     #: (:mod:`crdtsync.gossip._source_tree`; issue 18, branch h-tree).
     overlay_shape: str = "tree"
+    #: In a tree, how long after the last Push of a shard on a link the receiver's ack must
+    #: cover our state of it; if it does not, what it lacks is pushed again (at most twice,
+    #: this long apart). A lost Push shows as a gap at the next one, but the last Push of a
+    #: stream has none, and a tree's periodic anti-entropy meets the one neighbour that holds
+    #: it only after about degree x ``anti_entropy_interval``: at 64 agents and 10 % loss the
+    #: last write took 18-52 s to reach every agent (issue 17, h-loss64; crdtsync/gossip/
+    #: _tail_check.py). Above the time an ack takes (a commit, ``ack_delay``, at most
+    #: ``ack_interval`` between standalone Acks, a round trip). 0: off.
+    tail_check: float = 2.0
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -300,6 +309,7 @@ class GossipConfig:
             ack_interval=0.05,
             ack_relay_interval=0.05,
             repair_timeout=0.1,
+            tail_check=0.2,
             backoff_base=0.1,
             backoff_max=5.0,
             dial_grace=0.25,

@@ -1,0 +1,124 @@
+"""Tail checks: a tree link's last Push confirmed by the receiver's ack, or pushed again.
+
+A lost Push shows as a sequence gap at the next Push on the link (:mod:`.repair`), but the
+*last* Push of a stream has no next one. In a tree nothing else tells the receiver it missed
+it: its neighbours below lack it too (equal Summary roots), acks climb back towards the writer
+and never come down, and the periodic anti-entropy round picks one random neighbour every
+``anti_entropy_interval`` (5 s), so it meets the one that holds the news after about degree x
+5 s, and each hop of the tree below waits its own turn. At 64 agents (a tree of fanout 5) and
+10 % loss, the write's last key took 18-52 s to reach every agent (simulator, virtual time;
+benchmarks/history/fanout-32-64.md, issue 17, h-loss64).
+
+The sender knows more: every Push asks the receiver for its next acks (:mod:`.acks`, ``want``),
+which carry its durable state vector. So ``tail_check`` after the last Push of a shard on a
+tree link (re-armed by every later Push of it: while a stream flows, the next Push's sequence
+number shows a loss), the sender compares the receiver's latest ack with its own state vector.
+In a tree everything we hold reaches every tree neighbour from us or came from it, so an ack
+that does not cover our state means the receiver lacks something: we push it again, as a Push
+of exactly what the ack lacks (``diff(ack)``) with the link's *last* sequence number (the one
+that may have been lost: no gap, so no repair request crosses it), and check again after the
+same delay, :data:`TAIL_TRIES` times at most (a lost ack makes it push what the receiver has:
+an apply that finds nothing new and acks nothing; then the periodic anti-entropy is left).
+
+Not in a full mesh or the rotating relay (a full-mesh peer's acks to us stop two commits after
+our last Push, and it gets the others' writes from them, not from us: a stale ack there is no
+loss), over fanout links (a broker), nor with partial replication.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..messages import Push
+from .overlay import TREE
+from .repair import sv_covers
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from .acks import Acks
+    from .links import Link
+
+__all__ = ["TAIL_TRIES", "TailChecks"]
+
+#: Pushes again after one tail at most (each ``tail_check`` apart) before the periodic
+#: anti-entropy is left to find what is still missing.
+TAIL_TRIES = 2
+
+
+class TailChecks:
+    """The tail checks of one agent (see the module docstring).
+
+    ``due``: when :meth:`check` next has work (None: nothing armed); the core reads it on
+    every call. It is the earliest armed check or a little before (a Push re-arms its check
+    later without moving ``due``: :meth:`check` then finds nothing due and sets it again).
+    """
+
+    def __init__(self, ctx: Context, acks: Acks) -> None:
+        self._ctx = ctx
+        self._acks = acks
+        #: link name -> shard -> (when its last Push went, pushes again so far)
+        self._armed: dict[str, dict[str, tuple[float, int]]] = {}
+        self.due: float | None = None
+        self.pushed_again = 0  # Pushes sent again by a tail check, ever (for measurements)
+        cfg = ctx.config
+        self.delay = cfg.tail_check if cfg.tail_check > 0 else math.inf
+
+    def pushed(self, conn: Link, shard: str, now: float) -> None:
+        """A Push of ``shard`` went to ``conn`` (numbered: it re-arms the link's check)."""
+        if self.delay == math.inf or conn.fanout or self._ctx.mode() != TREE:
+            return
+        if self._ctx.policy.partial:
+            return
+        self._armed.setdefault(conn.name, {})[shard] = (now, 0)
+        if self.due is None:
+            self.due = now + self.delay
+
+    def check(self, now: float) -> None:
+        """Push again what a receiver's ack shows it lacks, once its link's last Push of the
+        shard is ``tail_check`` old; set :attr:`due` to the next check."""
+        if self.due is None or now < self.due:
+            return
+        ctx = self._ctx
+        first = math.inf
+        for name in list(self._armed):
+            shards = self._armed[name]
+            conn = ctx.links.get(name)
+            if conn is None or conn.closing or ctx.mode() != TREE:
+                del self._armed[name]
+                continue
+            for shard, (at, tries) in list(shards.items()):
+                if now < at + self.delay:
+                    first = min(first, at + self.delay)
+                    continue
+                if conn.push.queue.get(shard) or not conn.writable:
+                    first = min(first, now + self.delay)  # a Push is on its way: it re-arms
+                    shards[shard] = (now, tries)
+                    continue
+                if tries < TAIL_TRIES and self._push_missing(conn, shard):
+                    shards[shard] = (now, tries + 1)
+                    first = min(first, now + self.delay)
+                else:
+                    del shards[shard]
+            if not shards:
+                del self._armed[name]
+        self.due = None if first == math.inf else first
+
+    def _push_missing(self, conn: Link, shard: str) -> bool:
+        """Push ``conn`` what its latest ack of ``shard`` lacks of ours; False if it lacks
+        nothing (or never acked: nothing to compare)."""
+        ctx = self._ctx
+        acked = self._acks.acked.get(conn.name, {}).get(shard)
+        if acked is None or not ctx.holds(shard):
+            return False
+        mine = ctx.state_vector(shard)
+        if sv_covers(acked.state_vector, mine):
+            return False
+        update = ctx.replicas.diff(shard, acked.state_vector)
+        if len(update) > min(ctx.chunk, ctx.config.max_batch_bytes):
+            return False  # too big for one Push: left to anti-entropy (its Diff is chunked)
+        self.pushed_again += 1
+        seq = conn.push.seq_out.get(shard, 0)  # the last one sent: perhaps the lost one
+        # forward=True: the receiver passes on what is news to it, as a tree relay does.
+        ctx.send(conn.name, Push(shard, (update,), None, seq, (), True))
+        return True
