@@ -12,9 +12,11 @@ benchmarks/history/fanout-32-64.md, issue 17, h-loss64).
 The sender knows more: every Push asks the receiver for its next acks (:mod:`.acks`, ``want``),
 which carry its durable state vector. So ``tail_check`` after the last Push of a shard on a
 tree link (re-armed by every later Push of it: while a stream flows, the next Push's sequence
-number shows a loss), the sender compares the receiver's latest ack with its own state vector.
-In a tree everything we hold reaches every tree neighbour from us or came from it, so an ack
-that does not cover our state means the receiver lacks something: we push it again, as a Push
+number shows a loss), the sender compares the receiver's latest ack with the state vector it
+had when it sent that Push. The receiver's next commit after that Push is acked to us (a Push
+asks for the next two) and holds what it had then, which covers what it had sent us before: so
+an ack that does not cover that state vector means our Push was lost (or its ack: below), and
+we push again what the ack lacks, as a Push
 of exactly what the ack lacks (``diff(ack)``) with the link's *last* sequence number (the one
 that may have been lost: no gap, so no repair request crosses it), and check again after the
 same delay, :data:`TAIL_TRIES` times at most (a lost ack makes it push what the receiver has:
@@ -57,8 +59,9 @@ class TailChecks:
     def __init__(self, ctx: Context, acks: Acks) -> None:
         self._ctx = ctx
         self._acks = acks
-        #: link name -> shard -> (when its last Push went, pushes again so far)
-        self._armed: dict[str, dict[str, tuple[float, int]]] = {}
+        #: link name -> shard -> (when its last Push went, our state vector then, pushes
+        #: again so far)
+        self._armed: dict[str, dict[str, tuple[float, bytes, int]]] = {}
         self.due: float | None = None
         self.pushed_again = 0  # Pushes sent again by a tail check, ever (for measurements)
         cfg = ctx.config
@@ -70,7 +73,7 @@ class TailChecks:
             return
         if self._ctx.policy.partial:
             return
-        self._armed.setdefault(conn.name, {})[shard] = (now, 0)
+        self._armed.setdefault(conn.name, {})[shard] = (now, self._ctx.state_vector(shard), 0)
         if self.due is None:
             self.due = now + self.delay
 
@@ -87,16 +90,16 @@ class TailChecks:
             if conn is None or conn.closing or ctx.mode() != TREE:
                 del self._armed[name]
                 continue
-            for shard, (at, tries) in list(shards.items()):
+            for shard, (at, sv, tries) in list(shards.items()):
                 if now < at + self.delay:
                     first = min(first, at + self.delay)
                     continue
                 if conn.push.queue.get(shard) or not conn.writable:
                     first = min(first, now + self.delay)  # a Push is on its way: it re-arms
-                    shards[shard] = (now, tries)
+                    shards[shard] = (now, sv, tries)
                     continue
-                if tries < TAIL_TRIES and self._push_missing(conn, shard):
-                    shards[shard] = (now, tries + 1)
+                if tries < TAIL_TRIES and self._push_missing(conn, shard, sv):
+                    shards[shard] = (now, sv, tries + 1)
                     first = min(first, now + self.delay)
                 else:
                     del shards[shard]
@@ -104,15 +107,15 @@ class TailChecks:
                 del self._armed[name]
         self.due = None if first == math.inf else first
 
-    def _push_missing(self, conn: Link, shard: str) -> bool:
-        """Push ``conn`` what its latest ack of ``shard`` lacks of ours; False if it lacks
-        nothing (or never acked: nothing to compare)."""
+    def _push_missing(self, conn: Link, shard: str, sv: bytes) -> bool:
+        """Push ``conn`` what its latest ack of ``shard`` lacks of ours if that ack does
+        not cover ``sv`` (ours at our last Push); False if it does (or it never acked:
+        nothing to compare)."""
         ctx = self._ctx
         acked = self._acks.acked.get(conn.name, {}).get(shard)
         if acked is None or not ctx.holds(shard):
             return False
-        mine = ctx.state_vector(shard)
-        if sv_covers(acked.state_vector, mine):
+        if sv_covers(acked.state_vector, sv):
             return False
         update = ctx.replicas.diff(shard, acked.state_vector)
         if len(update) > min(ctx.chunk, ctx.config.max_batch_bytes):
