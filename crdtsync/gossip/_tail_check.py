@@ -22,6 +22,12 @@ that may have been lost: no gap, so no repair request crosses it), and check aga
 same delay, :data:`TAIL_TRIES` times at most (a lost ack makes it push what the receiver has:
 an apply that finds nothing new and acks nothing; then the periodic anti-entropy is left).
 
+Only while loss was seen lately (``LOSS_MEMORY``: a repair asked, or a SyncRequest came from
+a peer): over TCP nothing is lost and nothing is armed, so a receiver whose commit and ack take
+longer than ``tail_check`` (an agent commits received updates within 0.2 s) costs nothing
+there. A stream whose every Push but the lost last one came through shows no loss to anyone
+(a lone write lost is left to anti-entropy).
+
 Not in a full mesh or the rotating relay (a full-mesh peer's acks to us stop two commits after
 our last Push, and it gets the others' writes from them, not from us: a stale ack there is no
 loss), over fanout links (a broker), nor with partial replication.
@@ -33,6 +39,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ..messages import Push
+from ._context import LOSS_MEMORY
 from .overlay import TREE
 from .repair import sv_covers
 
@@ -71,8 +78,11 @@ class TailChecks:
         """A Push of ``shard`` went to ``conn`` (numbered: it re-arms the link's check)."""
         if self.delay == math.inf or conn.fanout or self._ctx.mode() != TREE:
             return
-        if self._ctx.policy.partial:
+        ctx = self._ctx
+        if ctx.policy.partial:
             return
+        if now - max(ctx.loss_seen_at, ctx.sync_asked_at) >= LOSS_MEMORY:
+            return  # no loss seen lately (over TCP, never): no state vector taken per Push
         self._armed.setdefault(conn.name, {})[shard] = (now, self._ctx.state_vector(shard), 0)
         if self.due is None:
             self.due = now + self.delay
