@@ -123,7 +123,7 @@ class GossipConfig:
     #: (:mod:`crdtsync.gossip._source_tree`; issue 18, branch h-tree).
     overlay_shape: str = "tree"
     #: In a tree, how long after the last Push of a shard on a link the receiver's ack must
-    #: cover our state of it; if it does not, what it lacks is pushed again (at most twice,
+    #: cover our state of it; if it does not, what it lacks is pushed again (at most 4 times,
     #: this long apart). A lost Push shows as a gap at the next one, but the last Push of a
     #: stream has none, and a tree's periodic anti-entropy meets the one neighbour that holds
     #: it only after about degree x ``anti_entropy_interval``: at 64 agents and 10 % loss the
