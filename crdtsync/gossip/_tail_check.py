@@ -31,7 +31,10 @@ there. A stream whose every Push but the lost last one came through shows no los
 
 Not in a full mesh or the rotating relay (a full-mesh peer's acks to us stop two commits after
 our last Push, and it gets the others' writes from them, not from us: a stale ack there is no
-loss), over fanout links (a broker), nor with partial replication.
+loss. Measured on anyway, 25 agents at 10 % loss: one writer's last key reached everyone within
+0.5 s instead of 0.9-4.9 s, but with a different writer for every write 2.5 Pushes per update
+were pushed again, +5 % messages: h-loss64), over fanout links (a broker), nor with partial
+replication.
 """
 
 from __future__ import annotations
