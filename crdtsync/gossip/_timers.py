@@ -68,9 +68,8 @@ class _Timers:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
         tails = self._p.tails
         if tails.due is not None and now >= tails.due and now < self._others_deadline():
-            # Only the tail check (and perhaps the coalescing window) is due: it alone runs,
-            # so that its timer moves no other component's (the golden traces are unchanged
-            # where it finds every ack in order, _tail_check.py).
+            # Only the tail check (and perhaps the coalescing window) is due: it alone runs
+            # (_tail_check.py), not a pass over every component.
             self._ctx.now = max(self._ctx.now, now)
             tails.check(now)
             held = self._p.pushes.coalescer
