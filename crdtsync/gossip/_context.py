@@ -100,6 +100,9 @@ class Context:
         #: When a loss was last noticed (a repair asked, a relay batch unconfirmed): the
         #: rotating relay adds redundancy only while the network loses frames (relay.py).
         self.loss_seen_at = -math.inf
+        #: When a peer last sent us a SyncRequest (a repair it asked, or a round's request):
+        #: a sign of loss on the sender's side too, for the tail check (_tail_check.py).
+        self.sync_asked_at = -math.inf
         #: When a broadcast Push (a medium that fans out: a broker) last came, from anyone:
         #: while they stream in, anti-entropy rounds over broadcast links may be skipped
         #: (AntiEntropy.pushes_suffice).

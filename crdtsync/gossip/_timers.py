@@ -66,6 +66,17 @@ class _Timers:
 
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
+        tails = self._p.tails
+        if tails.due is not None and now >= tails.due and now < self._others_deadline():
+            # Only the tail check (and perhaps the coalescing window) is due: it alone runs
+            # (_tail_check.py), not a pass over every component.
+            self._ctx.now = max(self._ctx.now, now)
+            tails.check(now)
+            held = self._p.pushes.coalescer
+            if held.due is not None and (now >= held.due or held.paused_by(now)):
+                self._advance(now)
+                self._p.pushes.flush_local(now)
+            return
         held = self._p.pushes.coalescer
         if held.due is not None and now < self._others_deadline():
             # Only the coalescing window has a timer due: its end, or a check of the writer's
@@ -109,6 +120,8 @@ class _Timers:
         for address in self._p.dialer.timed_out(now):
             self.dial_failed(address, now)
         self._p.repairs.retry(now)
+        if tails.due is not None:
+            tails.check(now)
         self._expire_transfers(now)
         for service in self._services:
             service.tick(now)
@@ -216,6 +229,9 @@ class _Timers:
         loop turn and would push it back for ever; ``CoreTimer``, the websocket driver).
         """
         first = self._others_deadline()
+        tails = self._p.tails.due  # (re-armed by Pushes, which move no generation)
+        if tails is not None:
+            first = min(first, tails)
         held = self._p.pushes.coalescer
         if held.due is not None:  # the window's end, or before it the writer's pause
             pause = held.pause_at()

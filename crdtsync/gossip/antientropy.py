@@ -295,6 +295,7 @@ class AntiEntropy:
             self.start_round(conn, now)
 
     def on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
+        self._ctx.sync_asked_at = now  # (no behaviour here: the tail check's sign of loss)
         for _, sv in msg.state_vectors:
             _yjs.check_state(sv, None)
         held = set(self._ctx.shard_names())

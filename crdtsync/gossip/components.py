@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._context import Context
+from ._tail_check import TailChecks
 from .acks import Acks
 from .antientropy import AntiEntropy
 from .dialer import Dialer
@@ -41,6 +42,7 @@ class Components:
     pushes: Pushes
     relay: Relay
     window: Window
+    tails: TailChecks
 
 
 def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) -> Components:
@@ -62,6 +64,8 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     ae = AntiEntropy(ctx, replies)
     acks = Acks(ctx, members, repairs)
     pushes = Pushes(ctx, acks, repairs)
+    tails = TailChecks(ctx, acks)
+    pushes.on_pushed = tails.pushed
 
     def apply(
         conn: Link, shard: str, update: bytes, forward: bool, solicited: bool, author: str | None
@@ -82,4 +86,6 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
     window = Window(
         ctx, members=members, pushes=pushes, relay=relay, acks=acks, replies=replies, ae=ae
     )
-    return Components(members, dialer, overlay, replies, repairs, ae, acks, pushes, relay, window)
+    return Components(
+        members, dialer, overlay, replies, repairs, ae, acks, pushes, relay, window, tails
+    )

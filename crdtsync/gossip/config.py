@@ -122,6 +122,19 @@ class GossipConfig:
     #: own breadth-first tree: two hops from any writer to every agent, one apply per agent
     #: (:mod:`crdtsync.gossip._source_tree`; issue 18, branch h-tree).
     overlay_shape: str = "tree"
+    #: In a tree, how long after the last Push of a shard on a link the receiver's ack must
+    #: cover our state of it; if it does not, what it lacks is pushed again (at most 4 times,
+    #: this long apart). A lost Push shows as a gap at the next one, but the last Push of a
+    #: stream has none, and a tree's periodic anti-entropy meets the one neighbour that holds
+    #: it only after about degree x ``anti_entropy_interval``: at 64 agents and 10 % loss the
+    #: last write took 18-52 s to reach every agent (issue 17, h-loss64; crdtsync/gossip/
+    #: _tail_check.py). Armed only while loss was seen lately (never over TCP). Above the
+    #: time an ack takes: the receiver's commit (an agent commits received updates within
+    #: 0.2 s), ``ack_delay``, at most ``ack_interval`` between standalone Acks, a round trip.
+    #: 0 (the class default): off; :meth:`lan` sets 0.5 s. (Not measured with the WAN
+    #: settings, whose trees start beyond 64 agents; on there, its timer alone reordered
+    #: simultaneous events of the golden ``tree`` trace.)
+    tail_check: float = 0.0
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -282,7 +295,9 @@ class GossipConfig:
         on without a window of their own (``tree_relay_wait`` 0), so a write crosses the
         tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within
         10 ms (at most 20 standalone Acks per second and peer) so that ``replicated()``
-        answers within a group commit or two; repairs are asked again after 100 ms; dials are
+        answers within a group commit or two; repairs are asked again after 100 ms; a tree link's
+        last Push is pushed again when no ack covers it within 500 ms under loss (``tail_check``,
+        above an agent's 0.2 s commit of received updates and its ack); dials are
         retried from 100 ms up to 5 s, at most 4 under way at once.
 
         Args:
@@ -300,6 +315,7 @@ class GossipConfig:
             ack_interval=0.05,
             ack_relay_interval=0.05,
             repair_timeout=0.1,
+            tail_check=0.5,
             backoff_base=0.1,
             backoff_max=5.0,
             dial_grace=0.25,

@@ -124,6 +124,9 @@ class Pushes(_PushReceive, _PushFanout):
         self.on_hint: Callable[[Link, str, bytes, float], None] = lambda conn, shard, hint, now: (
             None
         )
+        #: A numbered Push of a shard went to a link: set by the core (the tail check,
+        #: _tail_check.py).
+        self.on_pushed: Callable[[Link, str, float], None] = lambda conn, shard, now: None
         #: The shared queue of the fanout links (its seq_out numbers broadcasts per shard).
         self.fanout = PushQueue()
         #: Deltas broadcast or queued since the last window boundary, by id (held, so an id is
@@ -306,6 +309,7 @@ class Pushes(_PushReceive, _PushFanout):
             ),
         )
         out.last_push_at = self._ctx.now
+        self.on_pushed(conn, shard, self._ctx.now)
 
     def push(
         self,
@@ -373,3 +377,4 @@ class Pushes(_PushReceive, _PushFanout):
             ),
         )
         conn.push.last_push_at = now
+        self.on_pushed(conn, shard, now)
