@@ -8,7 +8,7 @@ from __future__ import annotations
 import pycrdt
 from crdtsync.transports.memory import Network
 
-__all__ = ["star"]
+__all__ = ["in_order_latencies", "star"]
 
 
 def star(net: Network, n: int, settle: float = 15.0) -> list[str]:
@@ -21,3 +21,28 @@ def star(net: Network, n: int, settle: float = 15.0) -> list[str]:
     net.write(names[0], "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__("warm", 0))
     net.run_for(settle)
     return names
+
+
+def in_order_latencies(net: Network, writer: str) -> tuple[dict[int, float], list[float]]:
+    """Watch every agent but ``writer`` receive keys ``k0``, ``k1``.. of map ``m``.
+
+    Returns ``(written, lat)``: the caller records in ``written[i]`` when key ``ki`` was
+    written; ``lat`` gets, per agent and key, the virtual time from that write until the agent
+    holds that key and every earlier one (a key that arrives before an earlier one counts
+    when the gap is filled)."""
+    written: dict[int, float] = {}
+    upto: dict[str, int] = {}
+    lat: list[float] = []
+
+    def seen(node: str, shard: str, now: float) -> None:
+        if node == writer:
+            return
+        m = net.nodes[node].replicas.docs[shard].get("m", type=pycrdt.Map)
+        j = upto.get(node, 0)
+        while j in written and f"k{j}" in m:
+            lat.append(now - written[j])
+            j += 1
+        upto[node] = j
+
+    net.observers.append(seen)
+    return written, lat

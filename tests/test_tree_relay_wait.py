@@ -14,7 +14,7 @@ from __future__ import annotations
 import pycrdt
 import pytest
 from crdtsync.transports.memory import Network
-from starsim import star
+from starsim import in_order_latencies, star
 
 from crdtsync.errors import UsageError
 from crdtsync.gossip import TREE, GossipConfig
@@ -28,21 +28,7 @@ def _run(config: GossipConfig) -> tuple[Network, list[float], float]:
     every (agent, key) delivery latency in seconds and the Pushes sent per update."""
     net = Network(7, config=config, latency=0.0005, jitter=0.0002)
     names = star(net, N, settle=12)
-    written: dict[int, float] = {}
-    upto: dict[str, int] = {}
-    lat: list[float] = []
-
-    def seen(node: str, shard: str, now: float) -> None:
-        if node == names[0]:
-            return
-        m = net.nodes[node].replicas.docs[shard].get("m", type=pycrdt.Map)
-        j = upto.get(node, 0)
-        while j in written and f"k{j}" in m:
-            lat.append(now - written[j])
-            j += 1
-        upto[node] = j
-
-    net.observers.append(seen)
+    written, lat = in_order_latencies(net, names[0])
     net.reset_stats()
     start = net.now
     for i in range(UPDATES):

@@ -17,7 +17,7 @@ from collections import deque
 import pycrdt
 import pytest
 from crdtsync.transports.memory import Network
-from starsim import star
+from starsim import in_order_latencies, star
 
 from crdtsync.errors import UsageError
 from crdtsync.gossip import TREE, GossipConfig
@@ -53,21 +53,7 @@ def _run(k: int, loss: float = 0.0, tail: float = 1.0) -> tuple[Network, str, li
     net = Network(3, config=_config(k), latency=HOP, jitter=0.0)
     names = star(net, N, settle=15)
     writer = _deepest(net, names)
-    written: dict[int, float] = {}
-    upto: dict[str, int] = {}
-    lat: list[float] = []
-
-    def seen(node: str, shard: str, now: float) -> None:
-        if node == writer:
-            return
-        m = net.nodes[node].replicas.docs[shard].get("m", type=pycrdt.Map)
-        j = upto.get(node, 0)
-        while j in written and f"k{j}" in m:
-            lat.append(now - written[j])
-            j += 1
-        upto[node] = j
-
-    net.observers.append(seen)
+    written, lat = in_order_latencies(net, writer)
     if loss:
         net.default_link = type(net.default_link)(HOP, 0.0, loss, 0.0, 0.0)
     net.reset_stats()
