@@ -67,30 +67,23 @@ class _Timers:
     def tick(self, now: float) -> None:
         """Run whatever timers are due at ``now``: flush, acks, anti-entropy, membership."""
         tails = self._p.tails
-        if tails.due is not None and now >= tails.due and now < self._others_deadline():
-            # Only the tail check (and perhaps the coalescing window) is due: it alone runs
-            # (_tail_check.py), not a pass over every component.
-            self._ctx.now = max(self._ctx.now, now)
-            tails.check(now)
-            held = self._p.pushes.coalescer
-            if held.due is not None and (now >= held.due or held.paused_by(now)):
-                self._advance(now)
-                self._p.pushes.flush_local(now)
-            return
+        tail_due = tails.due is not None and now >= tails.due
         held = self._p.pushes.coalescer
-        if held.due is not None and now < self._others_deadline():
-            # Only the coalescing window has a timer due: its end, or a check of the writer's
-            # pause. During a burst the pause's deadline moves with every write, so the driver's
-            # timer comes about once a millisecond and mostly finds a later write: that costs
-            # this test, not a pass over every component (~15 us each; benchmarks/history/fanout-writer.md,
+        if (tail_due or held.due is not None) and now < self._others_deadline():
+            # Only the tail check (_tail_check.py) or the coalescing window has a timer due:
+            # the window's end, or a check of the writer's pause. During a burst the pause's
+            # deadline moves with every write, so the driver's timer comes about once a
+            # millisecond and mostly finds a later write: that costs this test, not a pass
+            # over every component (~15 us each; benchmarks/history/fanout-writer.md,
             # h-send2). Nothing else is due before the others' first deadline (the AE and
             # membership timers are set when a link comes up), and a check that finds a
             # later write moves no timer: no generation bump either.
-            if now >= held.due or held.paused_by(now):
+            self._ctx.now = max(self._ctx.now, now)
+            if tail_due:
+                tails.check(now)
+            if held.due is not None and (now >= held.due or held.paused_by(now)):
                 self._advance(now)
                 self._p.pushes.flush_local(now)  # the window's end, or the writer paused
-            else:
-                self._ctx.now = max(self._ctx.now, now)
             return
         self._advance(now)
         self._ensure_timers(now)
