@@ -83,7 +83,9 @@ def mqtt_transport(url: str, *, insecure: bool = False) -> TransportFactory:
     except ImportError as exc:  # aiomqtt is an optional dependency
         from .errors import UsageError
 
-        raise UsageError("Agent(broker=...) needs aiomqtt: pip install 'crdtsync[mqtt]'") from exc
+        raise UsageError(
+            "Agent(broker=...) needs aiomqtt: pip install -e '.[mqtt]' in a checkout"
+        ) from exc
     return mqtt_factory(url, insecure=insecure)
 
 

@@ -1,4 +1,4 @@
-"""crdtsync over the Model Context Protocol: ``crdtsync mcp`` (needs ``pip install 'crdtsync[mcp]'``).
+"""crdtsync over the Model Context Protocol: ``crdtsync mcp`` (needs ``pip install -e '.[mcp]'``).
 
 :class:`CrdtMcp` builds the MCP server for a started :class:`~crdtsync.Agent`; :func:`serve`
 runs an agent and serves it over stdio or streamable HTTP (loopback only). See the README

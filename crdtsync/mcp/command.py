@@ -53,7 +53,7 @@ def mcp_command(
         from .server import serve
     except ImportError as exc:
         raise click.ClickException(
-            f"the MCP server needs the mcp SDK: pip install 'crdtsync[mcp]' ({exc})"
+            f"the MCP server needs the mcp SDK: pip install -e '.[mcp]' in a checkout ({exc})"
         ) from exc
     from ..errors import CrdtSyncError
 
