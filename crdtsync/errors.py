@@ -18,9 +18,11 @@ can handle::
     ├── StoreError                  the LMDB store failed
     │   ├── DataDirLocked           another process has the data directory open
     │   ├── StoreFull               the map could not grow any further
-    │   └── CorruptEntry            a stored entry fails its checksum
+    │   ├── CorruptEntry            a stored entry fails its checksum
     │   └── WrongKey                at-rest data does not open with this key (security.atrest)
     ├── InvalidUpdate               bytes that are not a valid CRDT update (also a ValueError)
+    │   └── UpdateOverLimit         a well-formed update beyond the work limits
+    ├── ShardQuarantined            a stored update of the shard exceeds the work limits
     ├── BrokerRefused               the MQTT broker refused our login
     ├── ProtocolError               a peer broke the gossip protocol; carries a CloseCode
     ├── ListenFailed                the listen address cannot be bound (in use, not local)
