@@ -167,3 +167,18 @@ def test_the_test_command_is_the_one_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert "python3 -m venv .venv" in ci and ". .venv/bin/activate" in ci
     assert command == "python3 -m venv .venv && . .venv/bin/activate && " + ci[-1]
+
+
+def test_every_simulator_call_the_readme_gives_works() -> None:
+    from crdtsync.testing import fast_config, mesh
+
+    text = README.read_text(encoding="utf-8")
+    scope = {"fast_config": fast_config, "mesh": mesh, "ShardingConfig": crdtsync.ShardingConfig}
+    calls = re.findall(r"fast_config\((?:[^()`]|\([^()`]*\))*\)", text)
+    assert len(calls) >= 3
+    for call in calls:
+        eval(call, scope, {"R": 3})  # a GossipConfig field it does not have: TypeError
+    found = re.search(r"`(mesh\(n, sharding=ShardingConfig\(replication_factor=R\)\))`", text)
+    assert found, "the testing section no longer says how to simulate partial replication"
+    net = eval(found.group(1), scope, {"n": 4, "R": 2})
+    assert net.sharding.replication_factor == 2
