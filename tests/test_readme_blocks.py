@@ -182,3 +182,29 @@ def test_every_simulator_call_the_readme_gives_works() -> None:
     assert found, "the testing section no longer says how to simulate partial replication"
     net = eval(found.group(1), scope, {"n": 4, "R": 2})
     assert net.sharding.replication_factor == 2
+
+
+def test_every_dotted_crdtsync_name_the_readme_gives_resolves() -> None:
+    import importlib
+
+    def resolve(path: str) -> object:
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj: object = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+            return obj
+        raise ImportError(path)
+
+    names = set(re.findall(r"`(crdtsync(?:\.\w+)+)", README.read_text(encoding="utf-8")))
+    assert len(names) >= 30
+    missing = []
+    for name in sorted(names):
+        try:
+            resolve(name)
+        except (ImportError, AttributeError) as exc:
+            missing.append(f"{name}: {exc}")
+    assert not missing, missing
