@@ -208,3 +208,20 @@ def test_every_dotted_crdtsync_name_the_readme_gives_resolves() -> None:
         except (ImportError, AttributeError) as exc:
             missing.append(f"{name}: {exc}")
     assert not missing, missing
+
+
+def test_the_sharing_block_runs_on_free_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    body = block_after("### Sharing shards with other agents")
+    for fixed in ("9001", "9002"):  # (other processes may hold the README's ports)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            free = str(sock.getsockname()[1])
+        assert f"127.0.0.1:{fixed}" in body
+        body = body.replace(f"127.0.0.1:{fixed}", f"127.0.0.1:{free}")
+    ns = run_async(body)
+    assert [p.name for p in ns["agent"].peers] == ["worker"]
