@@ -225,3 +225,23 @@ def test_the_sharing_block_runs_on_free_ports(
         body = body.replace(f"127.0.0.1:{fixed}", f"127.0.0.1:{free}")
     ns = run_async(body)
     assert [p.name for p in ns["agent"].peers] == ["worker"]
+
+
+def test_the_bridge_block_runs_on_a_local_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("aiomqtt")
+    from mqttbroker import MOSQUITTO, Mosquitto, free_port
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    body = block_after("It bridges the two")
+    assert body.count("mqtt://127.0.0.1:1883") == 2 and "127.0.0.1:7001" in body
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        body = body.replace("mqtt://127.0.0.1:1883", broker.url)
+        ns = run_async(body.replace("127.0.0.1:7001", f"127.0.0.1:{free_port()}"))
+    finally:
+        broker.stop()
+    assert ns["change"].shard == "board" and (tmp_path / "data" / "far").is_dir()
