@@ -245,3 +245,17 @@ def test_the_bridge_block_runs_on_a_local_broker(
     finally:
         broker.stop()
     assert ns["change"].shard == "board" and (tmp_path / "data" / "far").is_dir()
+
+
+def test_every_path_and_anchor_the_readme_gives_exists() -> None:
+    text = README.read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.*)$", text, re.MULTILINE)
+    }
+    assert not [a for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in anchors]
+    roots = "benchmarks|tests|crdtsync|examples|transports|docs"
+    paths = set(re.findall(rf"`((?:{roots})/[\w./-]+)`", text))
+    paths |= {p for p in re.findall(r"\]\(([^)#]+)\)", text) if not p.startswith("http")}
+    assert len(paths) >= 20
+    assert not [p for p in sorted(paths) if not (ROOT / p).exists()]
