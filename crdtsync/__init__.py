@@ -27,21 +27,29 @@ from .changes import Change, Subscription
 from .claims import ClaimResult, Claims, JobQueue
 from .containers import Counter
 from .errors import (
+    BrokerRefused,
     CloseCode,
     ClosedError,
     CorruptEntry,
     CrdtSyncError,
+    CredentialsError,
     DataDirLocked,
+    InsecureBroker,
+    InsecureListen,
     IntOutOfRange,
+    InvalidAddress,
     InvalidShardName,
     InvalidUpdate,
+    ListenFailed,
     LostUpdate,
     ProtocolError,
     ReplicationTimeout,
     ShardNotFound,
+    ShardQuarantined,
     StoreError,
     StoreFull,
     UnsupportedValue,
+    UpdateOverLimit,
     UsageError,
 )
 from .gossip import GossipConfig, PeerStatus
@@ -95,6 +103,14 @@ __all__ = [
     "CloseCode",
     "ReplicationTimeout",
     "ShardNotFound",
+    "ShardQuarantined",
+    "UpdateOverLimit",
+    "InvalidAddress",
+    "InsecureListen",
+    "InsecureBroker",
+    "CredentialsError",
+    "ListenFailed",
+    "BrokerRefused",
 ]
 
 __version__ = "0.1.0"
