@@ -152,6 +152,61 @@ places_ready(Places *self)
     return 0;
 }
 
+/* One more item placed at data[start:start + len]: the items placed there now, or -1 with an
+ * exception set. The bounds are checked here, whoever calls. */
+static Py_ssize_t
+places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
+{
+    if (places_ready(self) < 0) {
+        return -1;
+    }
+    if (start < 0 || len < 0 || len > self->size - start || len > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "place outside the update");
+        return -1;
+    }
+    const char *key = self->buf + start;
+    Py_hash_t h = FANS_HASH(key, len);
+    size_t slot;
+    Py_ssize_t k = places_find(self, key, len, h, &slot);
+    Py_CLEAR(self->dict);
+    if (k >= 0) {
+        Entry *e = &self->entries[k];
+        if (e->count == UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many items at one place");
+            return -1;
+        }
+        e->count += 1;
+        return (Py_ssize_t)e->count;
+    }
+    if (self->n >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many places");
+        return -1;
+    }
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
+        Entry *entries = PyMem_Realloc(self->entries, (size_t)cap * sizeof(Entry));
+        if (entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->entries = entries;
+        self->cap = cap;
+    }
+    Entry *e = &self->entries[self->n];
+    e->start = start;
+    e->len = (uint32_t)len;
+    e->count = 1;
+    e->hash = h;
+    self->index[slot] = TAG(h) | (uint64_t)(self->n + 1);
+    self->n += 1;
+    if ((size_t)self->n * 2 > self->mask) { /* at most half full */
+        if (places_grow_index(self) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
 /* add(start, length) -> int: one more item placed at data[start:start + length]; the items
  * placed there now. */
 static PyObject *
@@ -172,50 +227,20 @@ places_add(Places *self, PyObject *const *args, Py_ssize_t nargs)
     if (len == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (start < 0 || len < 0 || len > self->size - start || len > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "place outside the update");
-        return NULL;
+    Py_ssize_t count = places_add_place(self, start, len);
+    return count < 0 ? NULL : PyLong_FromSsize_t(count);
+}
+
+/* The C entry point for crdtsync/yjs/_cscan.c (the capsule FANS_ADD_CAPSULE holds a pointer
+ * to it): as add(), without a Python call or a boxed int. -2 (no exception set) when table
+ * is not a Places: the caller then calls its add() method. */
+static Py_ssize_t
+places_add_c(PyObject *table, Py_ssize_t start, Py_ssize_t len)
+{
+    if (!PyObject_TypeCheck(table, &PlacesType)) {
+        return -2;
     }
-    const char *key = self->buf + start;
-    Py_hash_t h = FANS_HASH(key, len);
-    size_t slot;
-    Py_ssize_t k = places_find(self, key, len, h, &slot);
-    Py_CLEAR(self->dict);
-    if (k >= 0) {
-        Entry *e = &self->entries[k];
-        if (e->count == UINT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "too many items at one place");
-            return NULL;
-        }
-        e->count += 1;
-        return PyLong_FromUnsignedLong(e->count);
-    }
-    if (self->n >= INT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "too many places");
-        return NULL;
-    }
-    if (self->n == self->cap) {
-        Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
-        Entry *entries = PyMem_Realloc(self->entries, (size_t)cap * sizeof(Entry));
-        if (entries == NULL) {
-            return PyErr_NoMemory();
-        }
-        self->entries = entries;
-        self->cap = cap;
-    }
-    Entry *e = &self->entries[self->n];
-    e->start = start;
-    e->len = (uint32_t)len;
-    e->count = 1;
-    e->hash = h;
-    self->index[slot] = TAG(h) | (uint64_t)(self->n + 1);
-    self->n += 1;
-    if ((size_t)self->n * 2 > self->mask) { /* at most half full */
-        if (places_grow_index(self) < 0) {
-            return NULL;
-        }
-    }
-    return PyLong_FromLong(1);
+    return places_add_place((Places *)table, start, len);
 }
 
 /* reserve(n): room for n more places without growing (a hint: the scan passes the number of
@@ -444,6 +469,13 @@ PyInit__fans(void)
         return NULL;
     }
     if (PyModule_AddStringConstant(module, "SOURCE_SHA256", FANS_SOURCE_SHA256) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    /* Versioned by its name: a _cscan built against another signature finds no capsule. */
+    PyObject *capsule = PyCapsule_New((void *)places_add_c, "crdtsync.yjs._fans._add_v1", NULL);
+    if (capsule == NULL || PyModule_AddObject(module, "_add_v1", capsule) < 0) {
+        Py_XDECREF(capsule);
         Py_DECREF(module);
         return NULL;
     }
