@@ -73,7 +73,13 @@ typedef struct {
 } Buf;
 
 typedef Py_ssize_t (*fans_add_fn)(PyObject *, Py_ssize_t, Py_ssize_t);
-static fans_add_fn fans_add_c = NULL; /* from crdtsync.yjs._fans, if it is there */
+typedef Py_hash_t (*fans_prefetch_fn)(PyObject *, Py_ssize_t, Py_ssize_t);
+typedef Py_ssize_t (*fans_add_hashed_fn)(PyObject *, Py_ssize_t, Py_ssize_t, Py_hash_t);
+/* From crdtsync.yjs._fans, if it is there (its capsules). */
+static fans_add_fn fans_add_c = NULL;
+static fans_prefetch_fn fans_prefetch_c = NULL;
+static fans_add_hashed_fn fans_add_hashed_c = NULL;
+static PyTypeObject *places_type = NULL;
 
 /* read_uint: a minimal lib0 varuint no larger than limit (limit >= 0). */
 static inline int
@@ -551,6 +557,75 @@ count_place(PyObject *fans, PyObject *fan_count, const Buf *b, int64_t start, in
     return r;
 }
 
+/* Places of the native table added LAG items late, in the items' order: the table's index
+ * is a cache miss per new place (4 MiB for a 200,000-key map, random by design), so its slot
+ * is fetched when the place is read and probed LAG items later, while the scan reads on.
+ * The same places are added in the same order, so the counts are the same; a count over the
+ * limit is found up to LAG items later, which changes nothing here: this scan then hands
+ * the whole update to the reference, whose error is the one raised. */
+#define LAG 8
+typedef struct {
+    int64_t start[LAG], len[LAG];
+    Py_hash_t hash[LAG];
+    int head, n;
+    int64_t fan_work, most, max_fan;
+} Pending;
+
+/* Add the oldest pending place: OK, DEFER (its count is over the limit, or a sum
+ * overflows) or FAIL. */
+static int
+pending_pop(Pending *q, PyObject *fans)
+{
+    int i = q->head;
+    Py_ssize_t fan = fans_add_hashed_c(fans, (Py_ssize_t)q->start[i], (Py_ssize_t)q->len[i],
+                                       q->hash[i]);
+    q->head = (i + 1) % LAG;
+    q->n -= 1;
+    if (fan < 0) {
+        return FAIL;
+    }
+    if (fan > 1) {
+        if (__builtin_add_overflow(q->fan_work, (int64_t)fan, &q->fan_work)) {
+            return DEFER;
+        }
+        if (fan > q->most) {
+            q->most = fan;
+        }
+        if (fan > q->max_fan) {
+            return DEFER;
+        }
+    }
+    return OK;
+}
+
+static int
+pending_push(Pending *q, PyObject *fans, int64_t start, int64_t len)
+{
+    Py_hash_t h = fans_prefetch_c(fans, (Py_ssize_t)start, (Py_ssize_t)len);
+    if (h == -1) {
+        return FAIL;
+    }
+    int r = q->n == LAG ? pending_pop(q, fans) : OK;
+    int i = (q->head + q->n) % LAG;
+    q->start[i] = start;
+    q->len[i] = len;
+    q->hash[i] = h;
+    q->n += 1;
+    return r;
+}
+
+static int
+pending_flush(Pending *q, PyObject *fans)
+{
+    while (q->n) {
+        int r = pending_pop(q, fans);
+        if (r != OK) {
+            return r;
+        }
+    }
+    return OK;
+}
+
 PyDoc_STRVAR(scan_structs_doc,
 "scan_structs(data, pos, max_structs, max_fan, max_depth, max_merge, refuse_format_in_map,\n"
 "             refuse_subdocs, fans) -> tuple | None\n\n"
@@ -586,6 +661,9 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *fans = args[8];
     int count_fans = max_fan >= 0;
+    /* the native table, added to LAG items late (Pending) */
+    int lagged = count_fans && places_type != NULL && PyObject_TypeCheck(fans, places_type);
+    Pending pending = {.max_fan = max_fan};
 
     PyObject *ends = PyDict_New(), *spans = PyDict_New(), *gaps = PyList_New(0);
     PyObject *refs = PyList_New(0), *fan_count = PyDict_New(), *depths = PyDict_New();
@@ -627,6 +705,9 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             int64_t more = (b->n - pos) >> 4;
             if (n_structs < more) {
                 more = n_structs;
+            }
+            if (lagged) { /* the places so far added before the table grows (as in order) */
+                STEP(pending_flush(&pending, fans));
             }
             PyObject *r = PyObject_CallMethod(fans, "reserve", "L", (long long)more);
             if (r == NULL) {
@@ -737,7 +818,9 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (kind == CONTENT_DOC && refuse_subdocs) {
                     goto defer;
                 }
-                if (count_fans && !chained) {
+                if (count_fans && !chained && lagged) {
+                    STEP(pending_push(&pending, fans, start + 1, pos - start - 1));
+                } else if (count_fans && !chained) {
                     int64_t fan;
                     STEP(count_place(fans, fan_count, b, start + 1, pos - start - 1, &fan));
                     if (fan > 1) {
@@ -821,6 +904,13 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(span);
         if (r < 0) {
             goto fail;
+        }
+    }
+    if (lagged) {
+        STEP(pending_flush(&pending, fans));
+        CHECKED_ADD(fan_work, pending.fan_work);
+        if (pending.most > most) {
+            most = pending.most;
         }
     }
     /* A parent that is an item of this update must be a type (a range of los/his). */
@@ -922,10 +1012,19 @@ PyInit__cscan(void)
     PyObject *fans_module = PyImport_ImportModule("crdtsync.yjs._fans");
     if (fans_module != NULL) {
         fans_add_c = (fans_add_fn)PyCapsule_Import("crdtsync.yjs._fans._add_v1", 0);
+        fans_prefetch_c = (fans_prefetch_fn)PyCapsule_Import("crdtsync.yjs._fans._prefetch_v1", 0);
+        fans_add_hashed_c =
+            (fans_add_hashed_fn)PyCapsule_Import("crdtsync.yjs._fans._add_hashed_v1", 0);
+        places_type = (PyTypeObject *)PyCapsule_Import("crdtsync.yjs._fans._type_v1", 0);
         Py_DECREF(fans_module);
     }
-    if (fans_add_c == NULL) {
+    if (fans_add_c == NULL || fans_prefetch_c == NULL || fans_add_hashed_c == NULL ||
+        places_type == NULL) {
         PyErr_Clear();
+        fans_add_c = NULL;
+        fans_prefetch_c = NULL;
+        fans_add_hashed_c = NULL;
+        places_type = NULL;
     }
     if (PyModule_AddIntConstant(module, "FANS_NATIVE", fans_add_c != NULL) < 0) {
         Py_DECREF(module);

@@ -154,8 +154,8 @@ places_ready(Places *self)
 
 /* One more item placed at data[start:start + len]: the items placed there now, or -1 with an
  * exception set. The bounds are checked here, whoever calls. */
-static Py_ssize_t
-places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
+static int
+places_check(Places *self, Py_ssize_t start, Py_ssize_t len)
 {
     if (places_ready(self) < 0) {
         return -1;
@@ -164,8 +164,14 @@ places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
         PyErr_SetString(PyExc_ValueError, "place outside the update");
         return -1;
     }
+    return 0;
+}
+
+/* As places_add_place, with the place's hash h (FANS_HASH of its bytes) already made. */
+static Py_ssize_t
+places_add_hashed(Places *self, Py_ssize_t start, Py_ssize_t len, Py_hash_t h)
+{
     const char *key = self->buf + start;
-    Py_hash_t h = FANS_HASH(key, len);
     size_t slot;
     Py_ssize_t k = places_find(self, key, len, h, &slot);
     Py_CLEAR(self->dict);
@@ -207,6 +213,15 @@ places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
     return 1;
 }
 
+static Py_ssize_t
+places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
+{
+    if (places_check(self, start, len) < 0) {
+        return -1;
+    }
+    return places_add_hashed(self, start, len, FANS_HASH(self->buf + start, len));
+}
+
 /* add(start, length) -> int: one more item placed at data[start:start + length]; the items
  * placed there now. */
 static PyObject *
@@ -241,6 +256,42 @@ places_add_c(PyObject *table, Py_ssize_t start, Py_ssize_t len)
         return -2;
     }
     return places_add_place((Places *)table, start, len);
+}
+
+/* For a scan that adds its places a few items late (_cscan.c: the index's cache miss is
+ * then waited for while later items are read): the place's hash, with the index slot where
+ * its probe starts fetched into the cache. -1 with an exception set if the place is outside
+ * the update or table is not a Places (the hash itself is never -1: CPython's never is). */
+static Py_hash_t
+places_prefetch_c(PyObject *table, Py_ssize_t start, Py_ssize_t len)
+{
+    if (!PyObject_TypeCheck(table, &PlacesType)) {
+        PyErr_SetString(PyExc_TypeError, "not a Places");
+        return -1;
+    }
+    Places *self = (Places *)table;
+    if (places_check(self, start, len) < 0) {
+        return -1;
+    }
+    Py_hash_t h = FANS_HASH(self->buf + start, len);
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(&self->index[(size_t)h & self->mask]);
+#endif
+    return h;
+}
+
+/* add() of a place whose hash places_prefetch_c made (the same table, the same place). */
+static Py_ssize_t
+places_add_hashed_c(PyObject *table, Py_ssize_t start, Py_ssize_t len, Py_hash_t h)
+{
+    Places *self = (Places *)table;
+    if (!PyObject_TypeCheck(table, &PlacesType) || places_check(self, start, len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "not a Places");
+        }
+        return -1;
+    }
+    return places_add_hashed(self, start, len, h);
 }
 
 /* reserve(n): room for n more places without growing (a hint: the scan passes the number of
@@ -473,11 +524,22 @@ PyInit__fans(void)
         return NULL;
     }
     /* Versioned by its name: a _cscan built against another signature finds no capsule. */
-    PyObject *capsule = PyCapsule_New((void *)places_add_c, "crdtsync.yjs._fans._add_v1", NULL);
-    if (capsule == NULL || PyModule_AddObject(module, "_add_v1", capsule) < 0) {
-        Py_XDECREF(capsule);
-        Py_DECREF(module);
-        return NULL;
+    struct {
+        const char *name, *attr;
+        void *fn;
+    } capsules[] = {
+        {"crdtsync.yjs._fans._add_v1", "_add_v1", (void *)places_add_c},
+        {"crdtsync.yjs._fans._prefetch_v1", "_prefetch_v1", (void *)places_prefetch_c},
+        {"crdtsync.yjs._fans._add_hashed_v1", "_add_hashed_v1", (void *)places_add_hashed_c},
+        {"crdtsync.yjs._fans._type_v1", "_type_v1", (void *)&PlacesType},
+    };
+    for (size_t i = 0; i < sizeof(capsules) / sizeof(capsules[0]); i++) {
+        PyObject *capsule = PyCapsule_New(capsules[i].fn, capsules[i].name, NULL);
+        if (capsule == NULL || PyModule_AddObject(module, capsules[i].attr, capsule) < 0) {
+            Py_XDECREF(capsule);
+            Py_DECREF(module);
+            return NULL;
+        }
     }
     Py_INCREF(&PlacesType);
     if (PyModule_AddObject(module, "Places", (PyObject *)&PlacesType) < 0) {
