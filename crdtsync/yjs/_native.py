@@ -202,12 +202,12 @@ def native_scan() -> ModuleType | None:
     """The struct section's scan in C (``crdtsync.yjs._cscan``) if it is built and current,
     else None (whatever ``CRDTSYNC_PURE_PYTHON`` says: tests compare it with the others)."""
     try:
-        from . import _cscan  # type: ignore[attr-defined]
+        from . import _cscan
     except ImportError:
         return None
     if not _current(_cscan, _CSCAN_SOURCE):
         return None
-    return _cscan  # type: ignore[no-any-return]
+    return _cscan
 
 
 #: The C scan :mod:`crdtsync.yjs.parse` tries first (:func:`native_scan`), or None: not built,

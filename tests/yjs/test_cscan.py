@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from types import ModuleType
 from typing import Any
 
 import hostile as h
@@ -275,8 +274,9 @@ def test_random_bytes(head: bytes, noise: bytes) -> None:
 
 ANY_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=3), inner, max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=20)
+    ),
     max_leaves=30,
 )
 
@@ -333,8 +333,16 @@ def test_parse_update_answers_the_same_with_and_without_it(
             info = parse.parse_update(update, limits=DEFAULT_LIMITS)
         except InvalidUpdate as exc:
             return (type(exc).__name__, str(exc))
-        return (info.n_structs, info.work, info.ends, info._spans, info._gaps, info._refs,
-                list(info.places.items()), info.places_most)
+        return (
+            info.n_structs,
+            info.work,
+            info.ends,
+            info._spans,
+            info._gaps,
+            info._refs,
+            list(info.places.items()),
+            info.places_most,
+        )
 
     updates = [*SAMPLES, *ACCEPTED.values(), *(u for u, _ in REFUSED.values())]
     updates += [u[:-3] for u in SAMPLES if len(u) > 3]
