@@ -289,7 +289,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built),
     tried first in C where that is built (:data:`CSCAN`): the C scan returns the same result
     for what it accepts and None for everything else, which the reference then decides (and
-    raises with its own offset and message).
+    raises with its own offset and message). A rule changed in ``_scan.py`` or
+    ``_scan_content.py`` must be changed in ``_cscan.c`` too: ``tests/yjs/test_cscan.py``
+    compares them, but a rule the reference relaxes only makes C hand back, unnoticed.
     """
     fans = None
     exact = type(data) is bytes
