@@ -2,8 +2,9 @@
 
 ``crdtsync/yjs/_scan.py`` and ``crdtsync/yjs/_scan_content.py`` (the inner loops of the strict
 Yjs update validator) are compiled with mypyc as one group when possible, and
-``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) is compiled
-when a C compiler is there. The build never fails because of them:
+``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) and
+``crdtsync/yjs/_cscan.c`` (the struct section scanned in C; it only accepts, the mypyc or pure
+build decides everything else) are compiled when a C compiler is there. The build never fails because of them:
 without mypyc, without a C compiler or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set,
 no extension is built and the same source runs as pure Python, counting places in a dict (see
 ``crdtsync/yjs/_native.py``).
@@ -30,6 +31,7 @@ YJS = ROOT / "crdtsync" / "yjs"
 #: the same names as ``crdtsync.yjs._native.GROUP``.
 SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
 FANS = YJS / "_fans.c"
+CSCAN = YJS / "_cscan.c"
 STAGE = ROOT / "build" / "mypyc-src"
 
 
@@ -82,10 +84,22 @@ def _fans() -> Extension:
     )
 
 
+def _cscan() -> Extension:
+    """The struct section's scan in C; its source's hash is compiled in (as for ``_fans``)."""
+    digest = hashlib.sha256(CSCAN.read_bytes()).hexdigest()
+    return Extension(
+        "crdtsync.yjs._cscan",
+        [str(CSCAN.relative_to(ROOT))],
+        define_macros=[("CSCAN_SOURCE_SHA256", f'"{digest}"')],
+        extra_compile_args=["-O2"] if os.name == "posix" else [],
+        optional=True,
+    )
+
+
 def _extensions() -> list:  # type: ignore[type-arg]
     if os.environ.get("CRDTSYNC_PURE_PYTHON", "") not in ("", "0"):
         return []
-    return [*_mypyc_extensions(), _fans()]
+    return [*_mypyc_extensions(), _fans(), _cscan()]
 
 
 def _mypyc_extensions() -> list:  # type: ignore[type-arg]

@@ -152,6 +152,76 @@ places_ready(Places *self)
     return 0;
 }
 
+/* One more item placed at data[start:start + len]: the items placed there now, or -1 with an
+ * exception set. The bounds are checked here, whoever calls. */
+static int
+places_check(Places *self, Py_ssize_t start, Py_ssize_t len)
+{
+    if (places_ready(self) < 0) {
+        return -1;
+    }
+    if (start < 0 || len < 0 || len > self->size - start || len > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "place outside the update");
+        return -1;
+    }
+    return 0;
+}
+
+/* As places_add_place, with the place's hash h (FANS_HASH of its bytes) already made. */
+static Py_ssize_t
+places_add_hashed(Places *self, Py_ssize_t start, Py_ssize_t len, Py_hash_t h)
+{
+    const char *key = self->buf + start;
+    size_t slot;
+    Py_ssize_t k = places_find(self, key, len, h, &slot);
+    Py_CLEAR(self->dict);
+    if (k >= 0) {
+        Entry *e = &self->entries[k];
+        if (e->count == UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many items at one place");
+            return -1;
+        }
+        e->count += 1;
+        return (Py_ssize_t)e->count;
+    }
+    if (self->n >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many places");
+        return -1;
+    }
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
+        Entry *entries = PyMem_Realloc(self->entries, (size_t)cap * sizeof(Entry));
+        if (entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->entries = entries;
+        self->cap = cap;
+    }
+    Entry *e = &self->entries[self->n];
+    e->start = start;
+    e->len = (uint32_t)len;
+    e->count = 1;
+    e->hash = h;
+    self->index[slot] = TAG(h) | (uint64_t)(self->n + 1);
+    self->n += 1;
+    if ((size_t)self->n * 2 > self->mask) { /* at most half full */
+        if (places_grow_index(self) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static Py_ssize_t
+places_add_place(Places *self, Py_ssize_t start, Py_ssize_t len)
+{
+    if (places_check(self, start, len) < 0) {
+        return -1;
+    }
+    return places_add_hashed(self, start, len, FANS_HASH(self->buf + start, len));
+}
+
 /* add(start, length) -> int: one more item placed at data[start:start + length]; the items
  * placed there now. */
 static PyObject *
@@ -172,50 +242,56 @@ places_add(Places *self, PyObject *const *args, Py_ssize_t nargs)
     if (len == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (start < 0 || len < 0 || len > self->size - start || len > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "place outside the update");
-        return NULL;
+    Py_ssize_t count = places_add_place(self, start, len);
+    return count < 0 ? NULL : PyLong_FromSsize_t(count);
+}
+
+/* The C entry point for crdtsync/yjs/_cscan.c (the capsule FANS_ADD_CAPSULE holds a pointer
+ * to it): as add(), without a Python call or a boxed int. -2 (no exception set) when table
+ * is not a Places: the caller then calls its add() method. */
+static Py_ssize_t
+places_add_c(PyObject *table, Py_ssize_t start, Py_ssize_t len)
+{
+    if (!PyObject_TypeCheck(table, &PlacesType)) {
+        return -2;
     }
-    const char *key = self->buf + start;
-    Py_hash_t h = FANS_HASH(key, len);
-    size_t slot;
-    Py_ssize_t k = places_find(self, key, len, h, &slot);
-    Py_CLEAR(self->dict);
-    if (k >= 0) {
-        Entry *e = &self->entries[k];
-        if (e->count == UINT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "too many items at one place");
-            return NULL;
+    return places_add_place((Places *)table, start, len);
+}
+
+/* For a scan that adds its places a few items late (_cscan.c: the index's cache miss is
+ * then waited for while later items are read): the place's hash, with the index slot where
+ * its probe starts fetched into the cache. -1 with an exception set if the place is outside
+ * the update or table is not a Places (the hash itself is never -1: CPython's never is). */
+static Py_hash_t
+places_prefetch_c(PyObject *table, Py_ssize_t start, Py_ssize_t len)
+{
+    if (!PyObject_TypeCheck(table, &PlacesType)) {
+        PyErr_SetString(PyExc_TypeError, "not a Places");
+        return -1;
+    }
+    Places *self = (Places *)table;
+    if (places_check(self, start, len) < 0) {
+        return -1;
+    }
+    Py_hash_t h = FANS_HASH(self->buf + start, len);
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(&self->index[(size_t)h & self->mask]);
+#endif
+    return h;
+}
+
+/* add() of a place whose hash places_prefetch_c made (the same table, the same place). */
+static Py_ssize_t
+places_add_hashed_c(PyObject *table, Py_ssize_t start, Py_ssize_t len, Py_hash_t h)
+{
+    Places *self = (Places *)table;
+    if (!PyObject_TypeCheck(table, &PlacesType) || places_check(self, start, len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "not a Places");
         }
-        e->count += 1;
-        return PyLong_FromUnsignedLong(e->count);
+        return -1;
     }
-    if (self->n >= INT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "too many places");
-        return NULL;
-    }
-    if (self->n == self->cap) {
-        Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
-        Entry *entries = PyMem_Realloc(self->entries, (size_t)cap * sizeof(Entry));
-        if (entries == NULL) {
-            return PyErr_NoMemory();
-        }
-        self->entries = entries;
-        self->cap = cap;
-    }
-    Entry *e = &self->entries[self->n];
-    e->start = start;
-    e->len = (uint32_t)len;
-    e->count = 1;
-    e->hash = h;
-    self->index[slot] = TAG(h) | (uint64_t)(self->n + 1);
-    self->n += 1;
-    if ((size_t)self->n * 2 > self->mask) { /* at most half full */
-        if (places_grow_index(self) < 0) {
-            return NULL;
-        }
-    }
-    return PyLong_FromLong(1);
+    return places_add_hashed(self, start, len, h);
 }
 
 /* reserve(n): room for n more places without growing (a hint: the scan passes the number of
@@ -446,6 +522,24 @@ PyInit__fans(void)
     if (PyModule_AddStringConstant(module, "SOURCE_SHA256", FANS_SOURCE_SHA256) < 0) {
         Py_DECREF(module);
         return NULL;
+    }
+    /* Versioned by its name: a _cscan built against another signature finds no capsule. */
+    struct {
+        const char *name, *attr;
+        void *fn;
+    } capsules[] = {
+        {"crdtsync.yjs._fans._add_v1", "_add_v1", (void *)places_add_c},
+        {"crdtsync.yjs._fans._prefetch_v1", "_prefetch_v1", (void *)places_prefetch_c},
+        {"crdtsync.yjs._fans._add_hashed_v1", "_add_hashed_v1", (void *)places_add_hashed_c},
+        {"crdtsync.yjs._fans._type_v1", "_type_v1", (void *)&PlacesType},
+    };
+    for (size_t i = 0; i < sizeof(capsules) / sizeof(capsules[0]); i++) {
+        PyObject *capsule = PyCapsule_New(capsules[i].fn, capsules[i].name, NULL);
+        if (capsule == NULL || PyModule_AddObject(module, capsules[i].attr, capsule) < 0) {
+            Py_XDECREF(capsule);
+            Py_DECREF(module);
+            return NULL;
+        }
     }
     Py_INCREF(&PlacesType);
     if (PyModule_AddObject(module, "Places", (PyObject *)&PlacesType) < 0) {

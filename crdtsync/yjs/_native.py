@@ -22,6 +22,12 @@ used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its s
 it the validator counts places in a dict (both ways are tested against each other in
 ``tests/yjs/test_scan_builds.py``).
 
+The struct section's scan in C (``crdtsync/yjs/_cscan.c``, :data:`CSCAN`) is chosen the same
+way again: built by ``setup.py`` when a C compiler is there, not used with
+``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source. It only accepts:
+on anything it does not accept it returns None and :mod:`crdtsync.yjs.parse` runs
+:data:`scan` (``tests/yjs/test_cscan.py`` compares them).
+
 Pure Python, no pycrdt, never compiled.
 """
 
@@ -39,12 +45,14 @@ from . import _malformed
 
 __all__ = [
     "COMPILED",
+    "CSCAN",
     "FORCED_PURE",
     "GROUP",
     "PLACES",
     "compiled_module",
     "load_pure",
     "native_places",
+    "native_scan",
     "scan",
 ]
 
@@ -54,6 +62,7 @@ _DIR = Path(__file__).parent
 GROUP: tuple[str, ...] = ("_scan_content", "_scan")
 _SOURCE = _DIR / "_scan.py"
 _FANS_SOURCE = _DIR / "_fans.c"
+_CSCAN_SOURCE = _DIR / "_cscan.c"
 #: The pure-Python build is loaded as this package's modules (one per module of GROUP), so
 #: that its relative imports find each other and never the compiled group.
 _PURE_PACKAGE = "crdtsync.yjs._pure"
@@ -187,3 +196,20 @@ def native_places() -> type | None:
 #: The native table the validator counts places in (:func:`native_places`), or None: not
 #: built, not current, or ``CRDTSYNC_PURE_PYTHON`` set; the validator then counts in a dict.
 PLACES: type | None = None if FORCED_PURE else native_places()
+
+
+def native_scan() -> ModuleType | None:
+    """The struct section's scan in C (``crdtsync.yjs._cscan``) if it is built and current,
+    else None (whatever ``CRDTSYNC_PURE_PYTHON`` says: tests compare it with the others)."""
+    try:
+        from . import _cscan
+    except ImportError:
+        return None
+    if not _current(_cscan, _CSCAN_SOURCE):
+        return None
+    return _cscan
+
+
+#: The C scan :mod:`crdtsync.yjs.parse` tries first (:func:`native_scan`), or None: not built,
+#: not current, or ``CRDTSYNC_PURE_PYTHON`` set; :data:`scan` then does it all.
+CSCAN: ModuleType | None = None if FORCED_PURE else native_scan()

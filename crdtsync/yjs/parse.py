@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from . import _scan as scan
 else:
     from ._native import scan
+from . import _native
 from ._native import PLACES
 
 __all__ = [
@@ -278,21 +279,30 @@ def _limit(value: int | None) -> int:
 #: (the live path: a few places each) keep the dict, which is cheaper to make and to price.
 NATIVE_PLACES_MIN = 32 << 10
 
+#: The struct section's scan in C (:data:`crdtsync.yjs._native.CSCAN`), or None.
+CSCAN = _native.CSCAN
+
 
 def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, int]:
     """Validate the struct section; return its summary (delete set still empty), new position.
 
-    The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built).
+    The loop is :func:`crdtsync.yjs._scan.scan_structs` (compiled where it could be built),
+    tried first in C where that is built (:data:`CSCAN`): the C scan returns the same result
+    for what it accepts and None for everything else, which the reference then decides (and
+    raises with its own offset and message). A rule changed in ``_scan.py`` or
+    ``_scan_content.py`` must be changed in ``_cscan.c`` too: ``tests/yjs/test_cscan.py``
+    compares them, but a rule the reference relaxes only makes C hand back, unnoticed.
     """
     fans = None
+    exact = type(data) is bytes
     if (
         PLACES is not None
         and limits.max_fan is not None
         and len(data) >= NATIVE_PLACES_MIN
-        and type(data) is bytes
+        and exact
     ):
         fans = PLACES(data)
-    total, ends, spans, gaps, refs, work, places, most, pos = scan.scan_structs(
+    args = (
         data,
         pos,
         _limit(limits.max_structs),
@@ -301,8 +311,15 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         _limit(limits.max_merge_work),
         limits.refuse_format_in_map,
         limits.refuse_subdocs,
-        fans,
     )
+    found = None
+    if CSCAN is not None and exact:
+        found = CSCAN.scan_structs(*args, fans)
+        if found is None and fans is not None:
+            fans = type(fans)(data)  # the C scan counted in it: the reference starts afresh
+    if found is None:
+        found = scan.scan_structs(*args, fans)
+    total, ends, spans, gaps, refs, work, places, most, pos = found
     summary = UpdateInfo(len(data), total, ends, {}, spans, gaps, refs)
     summary.work = work
     summary.places = places if fans is None else fans

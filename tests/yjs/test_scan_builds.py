@@ -15,6 +15,11 @@ The fan bookkeeping has two ways too: a dict (in ``_scan.py``) or the native tab
 updates of ``parse.NATIVE_PLACES_MIN`` bytes or more). Every input here runs on every build
 with both ways, the native table forced for any size, and the places (in order) and their
 most are compared as well.
+
+The struct section's scan in C (``crdtsync/yjs/_cscan.c``, ``_native.CSCAN``) is a third
+dimension: it accepts what it can and hands the rest to the build of ``_scan`` in use, so every
+input also runs with it in front of the compiled build (both ways of counting), and the
+outcome, refusals and their messages included, must be the same as without it.
 """
 
 from __future__ import annotations
@@ -44,12 +49,21 @@ COMPILED = _native.compiled_module()
 PURE = _native.load_pure()
 NATIVE_PLACES = _native.native_places()
 LIMITS: tuple[UpdateLimits | None, ...] = (None, DEFAULT_LIMITS)
-#: (build of _scan, the native table or None for the dict): every way this checkout can run.
-WAYS: list[tuple[ModuleType, type | None]] = [
-    (module, places)
-    for module in (COMPILED, PURE)
-    if module is not None
-    for places in dict.fromkeys((NATIVE_PLACES, None))  # (None once, if not built)
+CSCAN = _native.native_scan()
+#: (build of _scan, the native table or None for the dict, the C scan or None): every way
+#: this checkout can run.
+WAYS: list[tuple[ModuleType, type | None, ModuleType | None]] = [
+    *(
+        (module, places, None)
+        for module in (COMPILED, PURE)
+        if module is not None
+        for places in dict.fromkeys((NATIVE_PLACES, None))  # (None once, if not built)
+    ),
+    *(
+        (COMPILED or PURE, places, CSCAN)
+        for places in dict.fromkeys((NATIVE_PLACES, None))
+        if CSCAN is not None
+    ),
 ]
 
 needs_compiled = pytest.mark.skipif(
@@ -62,11 +76,15 @@ needs_two_ways = pytest.mark.skipif(
 
 
 @contextmanager
-def build(module: ModuleType, places: type | None = None) -> Iterator[None]:
+def build(
+    module: ModuleType, places: type | None = None, cscan: ModuleType | None = None
+) -> Iterator[None]:
     """parse_update and the delete-set reader run on ``module`` inside the block, counting
-    places in ``places`` (the native table, for any size) or in a dict (None)."""
+    places in ``places`` (the native table, for any size) or in a dict (None), with the C
+    scan ``cscan`` in front of it (or none)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(parse, "scan", module)
+        mp.setattr(parse, "CSCAN", cscan)
         mp.setattr(state, "scan", module)
         mp.setattr(parse, "PLACES", places)
         mp.setattr(parse, "NATIVE_PLACES_MIN", 0)
@@ -98,8 +116,8 @@ def same_on_both(update: bytes) -> None:
     """The same outcome on every build, with the dict and with the native table."""
     for limits in LIMITS:
         outcomes = []
-        for module, places in WAYS:
-            with build(module, places):
+        for module, places, cscan in WAYS:
+            with build(module, places, cscan):
                 outcomes.append(outcome(update, limits))
         for other in outcomes[1:]:
             assert other == outcomes[0], (update.hex(), limits)
