@@ -135,6 +135,14 @@ class GossipConfig:
     #: settings, whose trees start beyond 64 agents; on there, its timer alone reordered
     #: simultaneous events of the golden ``tree`` trace.)
     tail_check: float = 0.0
+    #: How many times an anti-entropy round's lost step is tried again while loss was seen
+    #: lately (``repair_timeout`` apart, adaptive under loss like a repair's): the initiator
+    #: asks again for the Diffs its SyncRequest has not brought, and the peer that sent
+    #: Digests sends them again when neither a SyncRequest nor a Diff came back. Without it
+    #: a round whose Digests, SyncRequest or reply Diff is lost just ends, and the next round
+    #: with that peer comes about degree x ``anti_entropy_interval`` later (issue 17,
+    #: h-aeretry; :mod:`crdtsync.gossip.antientropy`). 0 (the class default): off.
+    round_retries: int = 0
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -316,6 +324,7 @@ class GossipConfig:
             ack_relay_interval=0.05,
             repair_timeout=0.1,
             tail_check=0.5,
+            round_retries=2,
             backoff_base=0.1,
             backoff_max=5.0,
             dial_grace=0.25,
