@@ -100,40 +100,44 @@ def _run(round_retries: int, lost: type, seed: int = 1) -> tuple[Network, _Dropp
     return net, drop, dropped_at, got_at
 
 
-def _again_without_a_new_round(drop: _Dropper, kind: str, starter: str) -> bool:
-    """Whether, after the dropped ``kind`` frame, the same side sent ``kind`` again on that
-    link before any new ``starter`` frame (a new round's Summary or Digests) went to it."""
+def _retried(drop: _Dropper, kind: str, again: str, starter: str) -> bool:
+    """Whether, after the dropped ``kind`` frame, its sender sent ``again`` on that link
+    before the other side sent a ``starter`` frame (that would be its own new step)."""
     lost = next(i for i, f in enumerate(drop.log) if f[4] and f[3] == kind)
     _, src, dst, _, _ = drop.log[lost]
     for _, s, d, k, _ in drop.log[lost + 1 :]:
         if (s, d) == (dst, src) and k == starter:
-            return False  # a new round: not a retry
-        if (s, d) == (src, dst) and k == kind:
+            return False  # the other side moved on its own: not a retry
+        if (s, d) == (src, dst) and k == again:
             return True
     return False
 
 
-def test_lost_digests_are_sent_again() -> None:
-    # Before: Digests only answer a Summary, so after the lost one B waits for the next round.
+def test_lost_digests_start_a_round_of_the_sender() -> None:
+    # Before: nobody answers lost Digests, and the next round comes with the periodic timer.
+    # Now the agent whose Digests got no answer starts a round of its own with that peer.
     net, drop, dropped, got = _run(2, Digests)
     assert dropped < float("inf")
-    assert _again_without_a_new_round(drop, "Digests", "Summary")
-    assert got - dropped < 1.0, (dropped, got)  # Digests paced: 0.5 s, then a round trip
+    assert _retried(drop, "Digests", "Summary", "Summary")
+    assert got - dropped < 0.5, (dropped, got)  # the repair timeout, then a round
 
 
 def test_lost_sync_request_is_asked_again() -> None:
     net, drop, dropped, got = _run(2, SyncRequest)
     assert dropped < float("inf")
-    assert _again_without_a_new_round(drop, "SyncRequest", "Digests")
+    assert _retried(drop, "SyncRequest", "SyncRequest", "Digests")
     assert got - dropped < 0.5, (dropped, got)  # repair_timeout 0.1 s, then a round trip
 
 
 def test_off_nothing_is_tried_again() -> None:
     # round_retries 0 (the class default): the lost step is not tried again.
-    for kind, starter in ((Digests, "Summary"), (SyncRequest, "Digests")):
+    for kind, again, starter in (
+        (Digests, "Summary", "Summary"),
+        (SyncRequest,) * 2 + ("Digests",),
+    ):
         net, drop, dropped, got = _run(0, kind)
         assert dropped < float("inf")
-        assert not _again_without_a_new_round(drop, kind.__name__, starter)
+        assert not _retried(drop, kind.__name__, again, starter)
         assert got - dropped > 5.0, (kind, dropped, got)  # the defect: left to a later round
         assert sum(n.core._p.ae.retries.asked_again for n in net.nodes.values()) == 0
 

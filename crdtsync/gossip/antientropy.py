@@ -147,7 +147,7 @@ class AntiEntropy:
         self._replies = replies
         self._roots = RootCache(ctx)
         #: A round's lost Digests, SyncRequest or reply Diff tried again (round_retries).
-        self.retries = RoundRetries(ctx, replies)
+        self.retries = RoundRetries(ctx, self.start_round)
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
