@@ -131,10 +131,12 @@ class GossipConfig:
     #: _tail_check.py). Armed only while loss was seen lately (never over TCP). Above the
     #: time an ack takes: the receiver's commit (an agent commits received updates within
     #: 0.2 s), ``ack_delay``, at most ``ack_interval`` between standalone Acks, a round trip.
-    #: 0 (the class default): off; :meth:`lan` sets 0.5 s. (Not measured with the WAN
-    #: settings, whose trees start beyond 64 agents; on there, its timer alone reordered
-    #: simultaneous events of the golden ``tree`` trace.)
-    tail_check: float = 0.0
+    #: 0: off. 2 s in the class defaults (the WAN settings: standalone Acks go at most once
+    #: a second, after ``ack_delay``, a commit and a 0.2 s round trip); :meth:`lan` sets
+    #: 0.5 s. With the WAN settings at 65 and 100 agents (100 ms links, 10 % loss, one
+    #: writer) the last write took 4-48 s to reach every agent, or more than 60 s; with it
+    #: mostly 2.6-7 s (issue 17, h-aeretry, simulator: benchmarks/history/fanout-32-64.md).
+    tail_check: float = 2.0
     #: How many times an anti-entropy round's lost step is tried again while loss was seen
     #: lately (``repair_timeout`` apart, adaptive under loss like a repair's): the initiator
     #: asks again for the Diffs its SyncRequest has not brought, and the peer that sent
