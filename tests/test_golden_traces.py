@@ -163,7 +163,7 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 GOLDEN: dict[str, str] = {
     "full_mesh": "c0eaf575b68d82a59aab737aef76cd2550e31b54f66c579e9733aaf72870c0b0",
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
-    "tree": "7ffcd049686f8f88d13aa8511bfc081d31a0224daa64496751236e672a11c69b",
+    "tree": "1b63c7d38a0137987d5e056c0f0c0c4cdae2c8926dd8588de18ccb66e812abb4",
     "partial": "9a6bb926e05823d5c533874a811faeb11c0e755f4348e806779186309ca7471b",
     "lossy_partition": "0da289acd85109a7badf88c59a1ca7c3e17e51639cda217642cd72de689304d6",
 }

@@ -113,6 +113,7 @@ class _Timers:
         for address in self._p.dialer.timed_out(now):
             self.dial_failed(address, now)
         self._p.repairs.retry(now)
+        self._p.ae.retries.retry(now, self._p.repairs.timeout)
         if tails.due is not None:
             tails.check(now)
         self._expire_transfers(now)
@@ -251,6 +252,7 @@ class _Timers:
             if t is not None and self._conns:
                 times.append(t)
         times.extend(self._p.members.deadlines())
+        times.extend(self._p.ae.retries.deadlines(self._p.repairs.timeout))
         times.extend(self._p.dialer.deadlines())
         if not self._p.dialer.full():  # (when full, the end of a dial is an event)
             for _, ready in self._dial_candidates():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..messages import Diff, DiffBatch, DiffChunk, Digests, Summary, SyncRequest
 from . import _yjs
+from ._round_retry import RoundRetries
 from ._yjs import EMPTY_STATE_VECTOR
 from .overlay import RELAY, TREE
 from .transfer import receive_piece
@@ -145,6 +146,8 @@ class AntiEntropy:
         self._ctx = ctx
         self._replies = replies
         self._roots = RootCache(ctx)
+        #: A round's lost Digests, SyncRequest or reply Diff tried again (round_retries).
+        self.retries = RoundRetries(ctx, self.start_round)
         self.next_round: float | None = None  # the periodic timer (set once linked)
         self.last_round_at = -math.inf  # when we last started a round
         self.hint_at = -math.inf  # when a relay broadcast with a state-vector hint last came
@@ -175,8 +178,10 @@ class AntiEntropy:
             return
         if msg.root != self.root_hash(conn.name):
             conn.replies.want_digests = True
+            self.retries.owe_digests(conn, now)
             self._replies.serve(conn, now)
         else:  # it holds what we hold, no more, no less (the Hello does not list shards)
+            self.retries.agreed(conn)
             # O(shards) once per set of names and link, not every idle round: where the root
             # is the same for every peer, the names object changes whenever a shard comes.
             token = self._ctx.names_token() if self._roots.usable() else None
@@ -255,6 +260,7 @@ class AntiEntropy:
         conn.rounds.round_shards = {s for s, _ in requests}  # their Diffs get our step-5 reply
         if requests:
             self._ctx.send(conn.name, SyncRequest(tuple(requests)))
+            self.retries.asked(conn, now)
         r = conn.rounds
         if cut and self._ctx.name < conn.name:
             # Continue at once when done, unless stuck on the same shards. One side of a link
@@ -296,6 +302,7 @@ class AntiEntropy:
 
     def on_sync_request(self, conn: Link, msg: SyncRequest, now: float) -> None:
         self._ctx.sync_asked_at = now  # (no behaviour here: the tail check's sign of loss)
+        self.retries.answered(conn)
         for _, sv in msg.state_vectors:
             _yjs.check_state(sv, None)
         held = set(self._ctx.shard_names())
@@ -314,6 +321,7 @@ class AntiEntropy:
         ``serve`` False: the caller serves the step-5 replies it owes (a DiffBatch, at once)."""
         if msg.state_vector is not None:
             _yjs.check_state(msg.state_vector, None)
+        self.retries.answered(conn)
         if not self._ctx.policy.accepts(msg.shard):
             return  # partial replication: not held here
         conn.replies.progressed = True

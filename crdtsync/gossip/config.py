@@ -131,10 +131,25 @@ class GossipConfig:
     #: _tail_check.py). Armed only while loss was seen lately (never over TCP). Above the
     #: time an ack takes: the receiver's commit (an agent commits received updates within
     #: 0.2 s), ``ack_delay``, at most ``ack_interval`` between standalone Acks, a round trip.
-    #: 0 (the class default): off; :meth:`lan` sets 0.5 s. (Not measured with the WAN
-    #: settings, whose trees start beyond 64 agents; on there, its timer alone reordered
-    #: simultaneous events of the golden ``tree`` trace.)
-    tail_check: float = 0.0
+    #: 0: off. 2 s in the class defaults (the WAN settings: standalone Acks go at most once
+    #: a second, after ``ack_delay``, a commit and a 0.2 s round trip); :meth:`lan` sets
+    #: 0.5 s. With the WAN settings at 65 and 100 agents (100 ms links, 10 % loss, one
+    #: writer) the last write took 4-44 s to reach every agent, or more than 60 s (6 of 12
+    #: runs); with it 2.6-28.7 s, 8 of 12 runs within 7.4 s (issue 17, h-aeretry, simulator:
+    #: benchmarks/history/fanout-32-64.md).
+    tail_check: float = 2.0
+    #: How many times an anti-entropy round's lost step is tried again while loss was seen
+    #: lately (``repair_timeout`` apart, adaptive under loss like a repair's): the initiator
+    #: asks again for the Diffs its SyncRequest has not brought, and the peer that sent
+    #: Digests starts a round of its own when neither a SyncRequest nor a Diff came back
+    #: (:mod:`crdtsync.gossip._round_retry`). Without it
+    #: a round whose Digests, SyncRequest or reply Diff is lost just ends, and the next round
+    #: with that peer comes about degree x ``anti_entropy_interval`` later (issue 17,
+    #: h-aeretry). 0 (the class default): off; :meth:`lan` sets 2. Measured: the retry comes
+    #: within one timeout, but the time until every agent holds every key did not move
+    #: measurably at 25 and 64 agents on ``lan()``; on the class defaults it pushed one of 20
+    #: Glomers seeds over 4 msgs/write, hence off there.
+    round_retries: int = 0
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -295,10 +310,12 @@ class GossipConfig:
         on without a window of their own (``tree_relay_wait`` 0), so a write crosses the
         tree's 4-6 hops at 64 agents in one window plus the links' time. Acks go out within
         10 ms (at most 20 standalone Acks per second and peer) so that ``replicated()``
-        answers within a group commit or two; repairs are asked again after 100 ms; a tree link's
-        last Push is pushed again when no ack covers it within 500 ms under loss (``tail_check``,
-        above an agent's 0.2 s commit of received updates and its ack); dials are
-        retried from 100 ms up to 5 s, at most 4 under way at once.
+        answers within a group commit or two; repairs are asked again after 100 ms, and so
+        is a lost step of an anti-entropy round, twice at most under loss
+        (``round_retries``); a tree link's last Push is pushed again when no ack covers it
+        within 500 ms under loss (``tail_check``, above an agent's 0.2 s commit of received
+        updates and its ack); dials are retried from 100 ms up to 5 s, at most 4 under way
+        at once.
 
         Args:
             overrides: any field, replacing the LAN value.
@@ -316,6 +333,7 @@ class GossipConfig:
             ack_relay_interval=0.05,
             repair_timeout=0.1,
             tail_check=0.5,
+            round_retries=2,
             backoff_base=0.1,
             backoff_max=5.0,
             dial_grace=0.25,
