@@ -19,9 +19,10 @@ an ack that does not cover that state vector means our Push was lost (or its ack
 we push again what the ack lacks, as a Push
 of exactly what the ack lacks (``diff(ack)``) with the link's *last* sequence number (the one
 that may have been lost: no gap, so no repair request crosses it), and check again after the
-same delay, :data:`TAIL_TRIES` times at most (a lost ack makes it push what the receiver has:
-an apply that finds nothing new and acks nothing, so it is pushed again until the tries are
-spent; then the periodic anti-entropy is left).
+same delay, :data:`TAIL_TRIES` times at most; then the periodic anti-entropy is left. A lost
+ack makes it push what the receiver has: an apply that finds nothing new, so no commit and no
+ack of its own; the receiver sees the link's last sequence number again and owes its ack again
+(``Acks.owe_again``, h-meshtail: before, every try was spent on it).
 
 Only while loss was seen lately (``LOSS_MEMORY``: a repair asked, or a SyncRequest came from
 a peer): over TCP nothing is lost and nothing is armed, so a receiver whose commit and ack take
@@ -67,7 +68,7 @@ __all__ = ["TAIL_TRIES", "TailChecks"]
 #: Pushes again after one tail at most (each ``tail_check`` apart) before the periodic
 #: anti-entropy is left to find what is still missing. 2 left a link whose last two Pushes
 #: and both pushes again were lost (10 % loss: 1 in 10,000 tails) to anti-entropy: 7.2 s
-#: (64 agents, seed 2). A lost ack costs up to this many Pushes of what the receiver has.
+#: (64 agents, seed 2). A lost ack costs one Push of what the receiver has (it acks again).
 TAIL_TRIES = 4
 
 

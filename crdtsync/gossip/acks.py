@@ -231,6 +231,20 @@ class Acks(_RelayedAcks):
                 conn.acks.relay_since = min(conn.acks.relay_since, now)
                 self._ctx.schedule_flush(now)
 
+    def owe_again(self, conn: Link, shard: str, now: float) -> None:
+        """``conn`` pushed its last Push of ``shard`` again and it held nothing new to us: its
+        tail check (:mod:`~crdtsync.gossip._tail_check`) saw no ack of ours covering it. Owe
+        our durable state of it even if it went already (it may have been lost), with its
+        whole delete set (the one a SAME_DELETE_SET would refer to may be lost too)."""
+        if not self._ctx.holds(shard) or self._ctx.mode() == RELAY:
+            return
+        conn.acks.acked_out.pop(shard, None)
+        conn.acks.ds_out.pop(shard, None)
+        sv, ds = self._ctx.replicas.durable_state(shard)
+        if conn.acks.owe(ShardState(shard, sv, ds), now):
+            self.owing.add(conn.name)
+            self._ctx.schedule_flush(now)
+
     def _ask_commit(self, shard: str) -> None:
         """Tell the agent a peer waits for our ack of ``shard`` (Context.on_ack_wanted)."""
         if self._ctx.on_ack_wanted is not None:
