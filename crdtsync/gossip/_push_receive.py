@@ -203,7 +203,8 @@ class _PushReceive:
             # tail check (_tail_check.py) saw no ack of ours covering that Push, so ours was
             # lost, or we got that news from another agent (a repair's Diff) and acked it to
             # that one. Owe it our ack again, or it pushes again until its tries end. (Only
-            # where tail checks may run: a duplicated frame costs an Ack at most.)
+            # where tail checks may run: a duplicated frame costs an Ack at most. A full
+            # mesh only: see Acks.owe_again.)
             self._acks.owe_again(conn, msg.shard, now)
         if msg.updates == (WANT_ACK,):
             self._acks.owe_now(conn, msg.shard, now)
