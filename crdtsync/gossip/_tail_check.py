@@ -45,8 +45,8 @@ link's last sequence number and ``forward=False`` (a full mesh passes nothing on
 :data:`TAIL_TRIES` times at most, under the same loss gate. A receiver that gets such a Push
 again with nothing new in it (its ack was lost, or it got the news from a third agent's repair
 Diff and acked it to that one) owes us its ack again (``Acks.owe_again``): without that, 98-99
-% of the Pushes sent again with many writers went to receivers that held the news, each one
-4 times.
+% of the Pushes sent again with many writers went to receivers that held the news, up to 4 to
+each (h-meshtail).
 
 Not in the rotating relay, over fanout links (a broker), nor with partial replication.
 """
