@@ -190,6 +190,22 @@ class _PushReceive:
         if not accepted:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
+        if (
+            msg.seq
+            and not news
+            and self._ctx.config.tail_check > 0
+            and msg.seq <= conn.repair.seq_in.get(msg.shard, 0)
+            and msg.hint is None
+            and not msg.relay
+            and not conn.fanout
+        ):
+            # Its last Push again (numbered no further), with nothing new to us: the sender's
+            # tail check (_tail_check.py) saw no ack of ours covering that Push, so ours was
+            # lost, or we got that news from another agent (a repair's Diff) and acked it to
+            # that one. Owe it our ack again, or it pushes again until its tries end. (Only
+            # where tail checks may run: a duplicated frame costs an Ack at most. A full
+            # mesh only: see Acks.owe_again.)
+            self._acks.owe_again(conn, msg.shard, now)
         if msg.updates == (WANT_ACK,):
             self._acks.owe_now(conn, msg.shard, now)
             if self._ctx.mode() == TREE and not self._ctx.policy.partial:

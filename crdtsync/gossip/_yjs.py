@@ -19,15 +19,19 @@ from ..yjs.state import (
     decode_delete_set,
     decode_state_vector,
     ds_within,
+    encode_state_vector,
     sv_covers,
 )
 
 __all__ = [
     "EMPTY_STATE_VECTOR",
+    "DeleteSet",
     "UpdateInfo",
     "covers",
     "decode_delete_set",
     "decode_state_vector",
+    "ds_within",
+    "encode_state_vector",
     "first_client",
     "validate_update",
 ]

@@ -150,6 +150,16 @@ class GossipConfig:
     #: measurably at 25 and 64 agents on ``lan()``; on the class defaults it pushed one of 20
     #: Glomers seeds over 4 msgs/write, hence off there.
     round_retries: int = 0
+    #: The tail check in a full mesh too (where ``tail_check`` is above 0; on in :meth:`lan`,
+    #: off in the class defaults, whose 2 s check was measured in trees only): there it
+    #: compares the receiver's ack with what our last Push of the shard carried (its writers' clocks
+    #: and its deletes), never with our whole state, which holds the other writers' updates
+    #: that the receiver gets from them, not from us (a stale ack of ours would look like a
+    #: loss: with a different writer for every update, 2.5 Pushes per update were pushed again
+    #: comparing whole states; h-loss64). A full mesh's last Push lost waited for a round:
+    #: 0.9-4.9 s at 25 agents and 10 % loss (issue 17, h-meshtail; crdtsync/gossip/
+    #: _tail_check.py).
+    tail_check_full: bool = False
     #: Mean time between anti-entropy rounds: long enough to be cheap (one message per idle
     #: round), short enough that a lost push is repaired within seconds.
     anti_entropy_interval: float = 5.0
@@ -293,7 +303,7 @@ class GossipConfig:
     def lan(cls, **overrides: Any) -> GossipConfig:
         """Settings for agents on one LAN or one host: latency first, messages second.
 
-        The defaults of the class suit a WAN (100 ms links): 110 ms windows aligned to the
+        The defaults of the class suit a WAN (100 ms links): 130 ms windows aligned to the
         clock, so that a relay forwards a batch at the very next boundary. On a LAN a hop
         costs well under a millisecond, so waiting for a window boundary would be most of the
         latency. Here a delta goes out at once on a link that was idle for a window, and what
@@ -314,7 +324,8 @@ class GossipConfig:
         is a lost step of an anti-entropy round, twice at most under loss
         (``round_retries``); a tree link's last Push is pushed again when no ack covers it
         within 500 ms under loss (``tail_check``, above an agent's 0.2 s commit of received
-        updates and its ack); dials are retried from 100 ms up to 5 s, at most 4 under way
+        updates and its ack), and so is a full-mesh link's, compared with what that Push
+        carried (``tail_check_full``); dials are retried from 100 ms up to 5 s, at most 4 under way
         at once.
 
         Args:
@@ -333,6 +344,7 @@ class GossipConfig:
             ack_relay_interval=0.05,
             repair_timeout=0.1,
             tail_check=0.5,
+            tail_check_full=True,
             round_retries=2,
             backoff_base=0.1,
             backoff_max=5.0,

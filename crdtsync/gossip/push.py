@@ -124,9 +124,11 @@ class Pushes(_PushReceive, _PushFanout):
         self.on_hint: Callable[[Link, str, bytes, float], None] = lambda conn, shard, hint, now: (
             None
         )
-        #: A numbered Push of a shard went to a link: set by the core (the tail check,
-        #: _tail_check.py).
-        self.on_pushed: Callable[[Link, str, float], None] = lambda conn, shard, now: None
+        #: A numbered Push of a shard went to a link, with its updates: set by the core (the
+        #: tail check, _tail_check.py).
+        self.on_pushed: Callable[[Link, str, float, tuple[bytes, ...]], None] = (
+            lambda conn, shard, now, updates: None
+        )
         #: The shared queue of the fanout links (its seq_out numbers broadcasts per shard).
         self.fanout = PushQueue()
         #: Deltas broadcast or queued since the last window boundary, by id (held, so an id is
@@ -309,7 +311,7 @@ class Pushes(_PushReceive, _PushFanout):
             ),
         )
         out.last_push_at = self._ctx.now
-        self.on_pushed(conn, shard, self._ctx.now)
+        self.on_pushed(conn, shard, self._ctx.now, (update,))
 
     def push(
         self,
@@ -362,11 +364,12 @@ class Pushes(_PushReceive, _PushFanout):
                 ack = self._acks.on_wire(conn, ack)
                 durable = (ack.state_vector, ack.delete_set)
         seq = conn.push.next_seq(shard)
+        last = tuple(batch)
         self._ctx.send(
             conn.name,
             Push(
                 shard,
-                tuple(batch),
+                last,
                 durable,
                 seq,
                 relayed,
@@ -377,4 +380,4 @@ class Pushes(_PushReceive, _PushFanout):
             ),
         )
         conn.push.last_push_at = now
-        self.on_pushed(conn, shard, now)
+        self.on_pushed(conn, shard, now, last)
