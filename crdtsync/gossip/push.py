@@ -192,9 +192,7 @@ class Pushes(_PushReceive, _PushFanout):
         """Whether a link would queue a local write of ``shard`` now, in a full mesh (see
         _send_local)."""
         ctx = self._ctx
-        return any(
-            not c.closing and ctx.policy.sends_to(c.name, shard) for c in ctx.links.values()
-        )
+        return any(not c.closing and ctx.policy.sends_to(c.name, shard) for c in ctx.links.values())
 
     def flush_local(self, now: float) -> None:
         """The coalescing window ended (or the driver closes): the held deltas go, one
