@@ -134,7 +134,8 @@ class Pushes(_PushReceive, _PushFanout):
         self._fanned: dict[int, bytes] = {}
         #: A fanout link was ever accepted (a cheap test before looking for one).
         self.any_fanout = False
-        #: Local writes of a stream wait here for the end of their window (LAN configs).
+        #: Local writes of a stream wait here for the end of their window (LAN configs), or
+        #: for the window's flush (aligned windows, in a full mesh: coalesce.py).
         cfg = ctx.config
         lan = cfg.send_when_idle and not cfg.align_windows
         aligned = cfg.align_windows and not cfg.send_when_idle and cfg.push_interval > 0
