@@ -42,9 +42,9 @@ _REWRITES_KEY = values.REWRITES.encode()
 #: 200,000-key map on a joiner's critical path (issue 17, h-paper3); below 32 KiB it is
 #: the cheaper of the two.
 _SEARCH_MAX_BYTES = 32 * 1024
-#: Local deltas merged by ``pycrdt.merge_updates`` at most (in :meth:`_RegistryReplicas.merge`:
-#: the deleting ones in the squash, all of them in its fallback); more go as they are. Its
-#: cost per delta grows with their number (1.8 us at 400 overwrites, 13.5 at 1,600).
+#: Local deltas merged by ``pycrdt.merge_updates`` at most when the squash does not apply
+#: (:meth:`_RegistryReplicas.merge`'s fallback); more go as they are. Its cost per delta grows
+#: with their number (map overwrites: 1.8 us at 400, 13.5 at 1,600, 33 at 6,400).
 MERGE_MAX = 512
 
 
@@ -317,15 +317,15 @@ class _RegistryReplicas:
         them (:func:`crdtsync.updates.squash_local`); None (send them as they are) when
         that would cost more than it saves.
 
-        ``pycrdt.merge_updates``, the fallback when the squash does not apply and the merge
-        of the deleting deltas' delete sets within it, costs more per delta the more there
-        are (1.7 us per delta at 100 overwrites, 13.5 at 1,600, 33 at 6,400: issue 17/18,
-        h-wanburst): a WAN window (0.13 s) of a fast writer holds thousands. So at most
-        :data:`MERGE_MAX` deltas go through it (the deleting ones in the squash, all of them
-        in the fallback), as the store's fold bounds its own (``FOLD_MAX_DELETING``)."""
+        ``pycrdt.merge_updates``, the fallback when the squash does not apply (deltas of
+        another client, or no smaller), costs more per delta the more there are (1.7 us per
+        delta at 100 map overwrites, 13.5 at 1,600, 33 at 6,400: issue 17/18, h-wanburst),
+        and a WAN window (0.13 s) of a fast writer holds thousands: at most
+        :data:`MERGE_MAX` go through it. (The squash merges many deleting deltas' delete
+        sets alone: ``crdtsync.yjs.doc.DS_ALONE_AT``.)"""
         held = self.get(shard)
         if held is not None:
-            squashed = squash_own(held.doc, deltas, MERGE_MAX)
+            squashed = squash_own(held.doc, deltas)
             if squashed is not None:
                 return squashed
         return updates.merge_updates(deltas) if len(deltas) <= MERGE_MAX else None

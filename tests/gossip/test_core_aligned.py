@@ -10,6 +10,7 @@ timing is asserted, only what is sent and when (virtual times)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from corepair import *  # noqa: F403
@@ -17,6 +18,8 @@ from corepair import *  # noqa: F403
 from crdtsync._registry import ShardRegistry
 from crdtsync._registry_replicas import MERGE_MAX
 from crdtsync.store import Store
+from crdtsync.yjs.doc import DS_ALONE_AT, _merged_delete_sets
+from crdtsync.yjs.parse import _NO_LIMITS, _structs
 
 # ruff: noqa: F405 (names from corepair)
 
@@ -116,19 +119,53 @@ def _writes(tmp_path: Path, n: int, keys: int) -> tuple[ShardRegistry, list[byte
     return reg, made
 
 
-def test_the_registry_merges_a_window_but_not_beyond_merge_max_deleting_deltas(
+def test_the_registry_squashes_any_window_of_its_own_and_bounds_the_fallback(
     tmp_path: Path,
 ) -> None:
-    # New keys: squashed at any size (no delete set to merge).
-    reg, made = _writes(tmp_path / "new", 2 * MERGE_MAX, 2 * MERGE_MAX)
-    merged = reg.merge("s", made)
-    assert merged is not None and len(merged) < sum(map(len, made))
+    # New keys and overwrites: squashed at any size (the delete sets of more than
+    # DS_ALONE_AT deleting deltas are merged alone), the same content as the deltas.
+    for label, n, keys in (("new", 2 * MERGE_MAX, 2 * MERGE_MAX), ("over", 3 * DS_ALONE_AT, 16)):
+        reg, made = _writes(tmp_path / label, n, keys)
+        merged = reg.merge("s", made)
+        assert merged is not None and len(merged) < sum(map(len, made))
+        one, each = pycrdt.Doc(), pycrdt.Doc()
+        one.apply_update(merged)
+        for delta in made:
+            each.apply_update(delta)
+        assert one.get("root", type=pycrdt.Map).to_py() == each.get("root", type=pycrdt.Map).to_py()
+        reg.close()
+    # Another client's deltas (not squashed): pycrdt.merge_updates for at most MERGE_MAX of
+    # them, whose cost per delta grows with their number; more go as they are (None).
+    reg, _ = _writes(tmp_path / "other", 1, 1)
+    theirs: list[bytes] = []
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.observe(lambda e: theirs.append(e.update))
+    for i in range(MERGE_MAX + 1):
+        doc.get("root", type=pycrdt.Map)[f"t{i}"] = i
+    assert reg.merge("s", theirs[:MERGE_MAX]) is not None
+    assert reg.merge("s", theirs) is None
     reg.close()
-    # Overwrites: their delete sets go through pycrdt.merge_updates, whose cost per delta
-    # grows with their number; beyond MERGE_MAX they go as they are (None).
-    reg, made = _writes(tmp_path / "few", MERGE_MAX, 16)
-    assert reg.merge("s", made) is not None
-    reg.close()
-    reg, made = _writes(tmp_path / "many", MERGE_MAX + 17, 16)  # (the first 16 add)
-    assert reg.merge("s", made) is None
-    reg.close()
+
+
+def test_delete_sets_merged_alone_equal_those_of_the_whole_deltas() -> None:
+    rng = random.Random(1)
+    for _ in range(100):
+        doc: pycrdt.Doc = pycrdt.Doc()
+        deltas: list[bytes] = []
+        doc.observe(lambda e, out=deltas: out.append(e.update))
+        m, arr = doc.get("m", type=pycrdt.Map), doc.get("a", type=pycrdt.Array)
+        for _ in range(rng.randrange(2, 200)):
+            op = rng.random()
+            if op < 0.4:
+                m[f"k{rng.randrange(20)}"] = rng.randrange(100)
+            elif op < 0.6 and len(m):
+                m.pop(rng.choice(list(m.keys())))
+            elif op < 0.8 or not len(arr):
+                arr.insert(rng.randrange(len(arr) + 1), rng.randrange(9))
+            else:
+                at = rng.randrange(len(arr))
+                del arr[at : min(len(arr), at + rng.randrange(1, 4))]
+        deleting = [d for d in deltas if d[-1]]
+        if deleting:
+            whole = pycrdt.merge_updates(*deleting)
+            assert _merged_delete_sets(deleting) == whole[_structs(whole, 0, _NO_LIMITS)[1] :]
