@@ -5,10 +5,12 @@ tree's relays, the grid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pycrdt
 from crdtsync.transports.memory import Network
 
-__all__ = ["in_order_latencies", "star"]
+__all__ = ["in_order_latencies", "star", "stream_until_held"]
 
 
 def star(net: Network, n: int, settle: float = 15.0) -> list[str]:
@@ -46,3 +48,38 @@ def in_order_latencies(net: Network, writer: str) -> tuple[dict[int, float], lis
 
     net.observers.append(seen)
     return written, lat
+
+
+def stream_until_held(
+    net: Network,
+    names: list[str],
+    updates: int,
+    rate: float,
+    writer_of: Callable[[int], str],
+    step: float,
+    tail: float = 30.0,
+) -> float:
+    """Write keys ``k0``.. ``k{updates-1}`` of map ``m`` in shard ``s`` at ``rate`` per second
+    (key ``i`` by ``writer_of(i)``), then run until every agent of ``names`` holds them all
+    (checked every ``step`` seconds). Returns the virtual time from the last write until then,
+    or ``inf`` if that takes more than ``tail`` seconds. Expects :func:`star`'s ``warm`` key.
+    """
+    start = net.now
+    for i in range(updates):
+        writer = writer_of(i)
+        net.at(
+            start + i / rate,
+            lambda i=i, w=writer: net.write(
+                w, "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i)
+            ),
+        )
+    last = start + (updates - 1) / rate
+    net.run_until(last)
+    while net.now < last + tail:
+        net.run_for(step)
+        if all(
+            len(net.nodes[n].replicas.docs["s"].get("m", type=pycrdt.Map)) == updates + 1
+            for n in names
+        ):
+            return net.now - last
+    return float("inf")

@@ -11,9 +11,8 @@ every link after the overlay settled.
 
 from __future__ import annotations
 
-import pycrdt
 from crdtsync.transports.memory import LinkConfig, Network
-from starsim import star
+from starsim import star, stream_until_held
 
 from crdtsync.gossip import GossipConfig
 from crdtsync.gossip._tail_check import TAIL_TRIES
@@ -35,25 +34,7 @@ def _run(tail_check: float, seed: int, loss: float = 0.1) -> tuple[Network, floa
     assert all(net.nodes[n].core.mode() == "tree" for n in names)
     writer = names[0]
     net.default_link = LinkConfig(0.0005, 0.0002, loss, 0.0, 0.0)
-    start = net.now
-    for i in range(UPDATES):
-        net.at(
-            start + i / RATE,
-            lambda i=i: net.write(
-                writer, "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i)
-            ),
-        )
-    last = start + (UPDATES - 1) / RATE
-    net.run_until(last)
-    done = float("inf")
-    while net.now < last + 30.0:
-        net.run_for(0.25)
-        if all(
-            len(net.nodes[n].replicas.docs["s"].get("m", type=pycrdt.Map)) == UPDATES + 1
-            for n in names
-        ):
-            done = net.now - last
-            break
+    done = stream_until_held(net, names, UPDATES, RATE, lambda i: writer, 0.25)
     again = sum(net.nodes[n].core._p.tails.pushed_again for n in names)
     return net, done, again
 

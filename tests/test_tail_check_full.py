@@ -19,7 +19,7 @@ from typing import Any
 
 import pycrdt
 from crdtsync.transports.memory import LinkConfig, Network
-from starsim import star
+from starsim import star, stream_until_held
 
 from crdtsync.gossip import GossipConfig
 from crdtsync.messages import Ack, Push
@@ -40,26 +40,9 @@ def _run(
     assert all(net.nodes[n].core.mode() == "full" for n in names)
     net.default_link = LinkConfig(0.0005, 0.0002, loss, 0.0, 0.0)
     net.reset_stats()
-    start = net.now
-    for i in range(UPDATES):
-        writer = names[(7 * i) % N] if many else names[0]
-        net.at(
-            start + i / RATE,
-            lambda i=i, w=writer: net.write(
-                w, "s", lambda d: d.get("m", type=pycrdt.Map).__setitem__(f"k{i}", i)
-            ),
-        )
-    last = start + (UPDATES - 1) / RATE
-    net.run_until(last)
-    done = float("inf")
-    while net.now < last + 30.0:
-        net.run_for(0.05)
-        if all(
-            len(net.nodes[n].replicas.docs["s"].get("m", type=pycrdt.Map)) == UPDATES + 1
-            for n in names
-        ):
-            done = net.now - last
-            break
+    done = stream_until_held(
+        net, names, UPDATES, RATE, lambda i: names[(7 * i) % N] if many else names[0], 0.05
+    )
     again = sum(net.nodes[n].core._p.tails.pushed_again for n in names)
     return net, done, again
 
