@@ -191,8 +191,10 @@ class _PushReceive:
             return  # partial replication: not held here (the sender's view is behind)
         conn.rounds.last_push_in = now
         if msg.updates == (WANT_ACK,):
-            self._acks.owe_now(conn, msg.shard, now)
-            if self._ctx.mode() == TREE and not self._ctx.policy.partial:
+            # (a full mesh: a client asks its hub to ask the hub's other clients; _context.py)
+            hub = msg.forward and self._ctx.clients_only(conn)
+            self._acks.owe_now(conn, msg.shard, now, hub=hub)
+            if (hub or self._ctx.mode() == TREE) and not self._ctx.policy.partial:
                 self.pass_ask(conn, msg.shard, msg.author(0) or conn.name, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
@@ -211,6 +213,7 @@ class _PushReceive:
         grid = self._ctx.grid()
         children = grid.children(asker) if grid is not None else None
         skip = self._ctx.shortcuts()[0]  # along the tree, as news goes (tree_writer_top)
+        clients = self._ctx.clients_only(conn)  # a full mesh: to our other clients only
         for other in self._ctx.links.values():
             if (
                 other is not conn
@@ -219,6 +222,7 @@ class _PushReceive:
                 and other.name != asker
                 and (children is None or other.name in children)
                 and other.name not in skip
+                and not (clients and other.listens)
                 and self._ctx.policy.sends_to(other.name, shard)
             ):
                 self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
@@ -336,8 +340,10 @@ class _PushReceive:
             # on an idle link, else (``together``: several deltas of one batch, kept
             # together) at the end of the driver's turn; above 0 everything is held for that
             # long at most (a tiny wait: every forward at the end of the driver's turn).
+            # (A hub passing on a client's write to its other clients does the same.)
+            clients = self._ctx.clients_only(conn)
             wait = self._ctx.config.tree_relay_wait
-            cut = wait >= 0 and self._ctx.mode() == TREE
+            cut = wait >= 0 and (clients or self._ctx.mode() == TREE)
             hold = cut and (together or wait > 0)
             queued = False
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
@@ -354,6 +360,8 @@ class _PushReceive:
                     children = frozenset()
             # The tree's shortcut links (tree_writer_top) carry a writer's own writes only.
             skip = self._ctx.shortcuts()[0]
+            # A full mesh: a client's write asked of its hub goes to the hub's other clients
+            # only (the listening agents had it from the writer; _context.py, client_hub).
             for other in self._ctx.links.values():
                 if (
                     other is not conn
@@ -361,6 +369,7 @@ class _PushReceive:
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
                     and other.name not in skip
+                    and not (clients and other.listens)
                 ):
                     self.enqueue(other, shard, delta, author, hold)
                     queued = queued or bool(other.push.queue)

@@ -49,7 +49,7 @@ from ._ack_records import (
     take_relayed,
 )
 from ._acks_relayed import _RelayedAcks
-from .overlay import RELAY, TREE
+from .overlay import FULL, RELAY, TREE
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -199,9 +199,11 @@ class Acks(_RelayedAcks):
             self.acked.setdefault(agent, {})[st.shard] = st
         return True
 
-    def owe_now(self, conn: Link, shard: str, now: float) -> None:
+    def owe_now(self, conn: Link, shard: str, now: float, *, hub: bool = False) -> None:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
-        now (unless it has it), and the next ones as they come."""
+        now (unless it has it), and the next ones as they come. ``hub``: a client asked us,
+        its hub, in a full mesh (_context.py, client_hub): it hears the acks we know of our
+        other clients too, as an asker in a tree hears those we know."""
         conn.acks.want(shard, now)
         if not self._ctx.holds(shard):
             return
@@ -213,15 +215,18 @@ class Acks(_RelayedAcks):
         if conn.acks.owe(ShardState(shard, sv, ds), now):
             self.owing.add(conn.name)
             self._ctx.schedule_flush(now)
-        if mode == TREE and not self._ctx.policy.partial:
+        if (mode == TREE or hub) and not self._ctx.policy.partial:
             # The asker hears of the agents we know hold the shard (within the hops): they
             # acked towards us, or past us, not towards it (see the module docstring).
             limit = self._ctx.config.ack_relay_hops
             queued = False
+            links = self._ctx.links
             for agent in sorted(self.acked):
                 st = self.acked[agent].get(shard)
                 if st is None or agent == conn.name:
                     continue
+                if hub and (agent not in links or links[agent].listens):
+                    continue  # (a hub: of its other clients only; the asker links the rest)
                 hops = self.hops.get((agent, shard), 0)
                 if hops < limit:
                     conn.acks.relay_acks[(agent, shard)] = (st, hops + 1)
@@ -341,7 +346,12 @@ class Acks(_RelayedAcks):
         self.acked.setdefault(agent, {})[state.shard] = state
         self.hops[key] = hops
         self._repairs.check_ack(agent, state, source, now)
-        if forward and self._ctx.mode() == RELAY:
+        mode = self._ctx.mode()
+        # A full mesh: a client's own ack is passed on to our other clients that wait on the
+        # shard (they hold no link with it; _context.py, client_hub), as a tree passes acks.
+        clients = mode == FULL and direct and not source.listens
+        forward = forward or clients
+        if forward and mode == RELAY:
             # they travel with the deltas (see window.py)
             self.relay_news[key] = (state, hops + 1)
             self._ctx.schedule_flush(now)
@@ -356,6 +366,7 @@ class Acks(_RelayedAcks):
                     and not c.closing
                     and c.name != agent
                     and c.acks.upstream.get(state.shard, -math.inf) >= since
+                    and not (clients and c.listens)
                 ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
