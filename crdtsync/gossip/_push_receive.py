@@ -192,9 +192,9 @@ class _PushReceive:
         conn.rounds.last_push_in = now
         if msg.updates == (WANT_ACK,):
             # (a full mesh: a client asks its hub to ask the hub's other clients; _context.py)
-            hub = msg.forward and self._ctx.clients_only(conn)
-            self._acks.owe_now(conn, msg.shard, now, hub=hub)
-            if (hub or self._ctx.mode() == TREE) and not self._ctx.policy.partial:
+            of_client = msg.forward and self._ctx.clients_only(conn)
+            self._acks.owe_now(conn, msg.shard, now, hub=of_client)
+            if (of_client or self._ctx.mode() == TREE) and not self._ctx.policy.partial:
                 self.pass_ask(conn, msg.shard, msg.author(0) or conn.name, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
