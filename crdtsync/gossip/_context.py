@@ -252,6 +252,7 @@ class Context:
         return [c for c in self.links.values() if not c.closing]
 
     # -- Clients of listening agents (full mesh) ---------------------------------------------
+    # ("Clients", as GossipConfig.lan()'s docstring names this block.)
     #
     # In a full mesh every agent pushes only its own writes, to the agents it links with, and
     # nobody forwards. Agents without a listen address (behind NAT: "clients") cannot link
