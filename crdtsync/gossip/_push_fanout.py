@@ -56,6 +56,24 @@ class _PushFanout:
             self, conn: Link, shard: str, update: bytes, author: str | None = None
         ) -> None: ...
 
+        def has_fanout(self, shard: str) -> bool: ...
+
+    def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
+        """A bridge (an agent on websockets and a broker, h-hubfwd): a WANT_ACK of ``shard``
+        from ``asker`` on the link ``conn`` (not a broadcast link) is broadcast too, so the
+        broker's agents answer with their broadcast Acks, which
+        :meth:`~crdtsync.gossip.acks.Acks.on_broadcast_ack` relays back to ``conn``: the
+        asker's ``replicated()`` counts the agents past the bridge. Once per link and shard
+        and half a second (the asker repeats its ask every second while it waits): each ask
+        costs every agent on the medium a broadcast Ack."""
+        if conn.fanout or not self.has_fanout(shard):  # (has_fanout: push.py's)
+            return
+        # (a key of its own beside the tree's passed asks: names never hold a NUL)
+        if not self._acks.ask_on(shard, conn.name + "\x00broker", now):
+            return
+        self._fanned.pop(id(WANT_ACK), None)  # (as want_acks: each ask goes)
+        self.enqueue_fanout(shard, WANT_ACK, asker)
+
     def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
         this window (nothing to batch with), else at the window boundary. ``author``: the

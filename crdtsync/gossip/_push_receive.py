@@ -67,6 +67,7 @@ class _PushReceive:
     on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None]
     on_hub_broadcast: Callable[[Link, str, tuple[bytes, ...], list[bytes], float], None]
     hand_on: Callable[[float], str | None]
+    any_fanout: bool
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
@@ -92,6 +93,8 @@ class _PushReceive:
         ) -> None: ...
 
         def has_fanout(self, shard: str) -> bool: ...
+
+        def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None: ...
 
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
         # Check everything before applying anything: the ack, and every update of a batch
@@ -196,6 +199,8 @@ class _PushReceive:
             self._acks.owe_now(conn, msg.shard, now, hub=of_client)
             if (of_client or self._ctx.mode() == TREE) and not self._ctx.policy.partial:
                 self.pass_ask(conn, msg.shard, msg.author(0) or conn.name, now)
+            if self.any_fanout and not self._ctx.policy.partial:  # a bridge: onto the broker
+                self.bridge_ask(conn, msg.shard, msg.author(0) or conn.name, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
         # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
