@@ -366,6 +366,8 @@ async def test_an_agent_on_both_bridges_websockets_and_the_broker(
         await s_near.replicated(peers=2, timeout=5.0)
         s_far["from-broker"] = 2
         await eventually(lambda: s_near.get("from-broker") == 2, what="broker -> websocket")
+        # The other way: the bridge relays near's ack to far over its link with it.
+        await s_far.replicated(peers=2, timeout=5.0)
         assert set(near.core.connected()) == {"both"}
         assert set(far.core.connected()) == {"both"}
         assert both.address is not None and both.address.startswith("ws://")

@@ -58,6 +58,16 @@ class _PushFanout:
 
         def has_fanout(self, shard: str) -> bool: ...
 
+        def push(
+            self,
+            conn: Link,
+            shard: str,
+            queued: list[bytes],
+            *,
+            now: float,
+            authors: list[str | None] | None = None,
+        ) -> None: ...
+
     def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
         """A bridge (an agent on websockets and a broker, h-hubfwd): a WANT_ACK of ``shard``
         from ``asker`` on the link ``conn`` (not a broadcast link) is broadcast too, so the
@@ -73,6 +83,22 @@ class _PushFanout:
             return
         self._fanned.pop(id(WANT_ACK), None)  # (as want_acks: each ask goes)
         self.enqueue_fanout(shard, WANT_ACK, asker)
+
+    def _bridge_answer(self, conn: Link, shard: str, now: float) -> None:
+        """A bridge: the broadcast WANT_ACK of the agent of fanout link ``conn`` also gets it
+        the acks of our other links' agents (Acks.bridge_asked), and goes on to those links
+        (once per shard and half a second), so that they ack us what they hold."""
+        others = [
+            c
+            for c in self._ctx.links.values()
+            if not c.fanout and not c.closing and shard in c.interest
+        ]
+        if not others:
+            return
+        self._acks.bridge_asked(conn, shard, now)
+        if self._acks.ask_on(shard, conn.name + "\x00broker", now):
+            for c in others:
+                self.push(c, shard, [WANT_ACK], now=now, authors=[conn.name])
 
     def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
@@ -156,6 +182,8 @@ class _PushFanout:
         for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
             if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
                 self._acks.owe_broadcast(msg.shard, now)
+                if conn is not None and not policy.partial:
+                    self._bridge_answer(conn, msg.shard, now)
                 continue
             # (no map_exceptions here: two generator context managers and an f-string per
             # received update were ~5 % of a swarm process at N = 128; see _refused)

@@ -89,6 +89,9 @@ class Acks(_RelayedAcks):
         self.unverified = 0
         #: Acks asked by broadcast WANT_ACKs (fanout links; see the module docstring).
         self.fanout = FanoutAcks()
+        #: We hold a fanout link (set by GossipCore.broadcast_link): with links that are not
+        #: fanout links too, we bridge acks (_acks_relayed.py, bridge_asked).
+        self.any_fanout = False
         #: (agent, shard) -> the hops the ack in ``acked`` had come (0: from the agent itself)
         self.hops: dict[tuple[str, str], int] = {}
         #: (shard, neighbour) -> when a WANT_ACK from it was last passed on (tree; ask_on)
@@ -374,11 +377,18 @@ class Acks(_RelayedAcks):
         # shard (they hold no link with it; _context.py, client_hub), as a tree passes acks.
         clients = mode == FULL and direct and not source.listens
         forward = forward or clients
+        # A bridge: an agent's own ack on a link goes to the broker agents that asked us
+        # (a broadcast WANT_ACK, _acks_relayed.py: bridge_asked), over our links with them.
+        bridge = self.any_fanout and direct and not source.fanout
         if forward and mode == RELAY:
             # they travel with the deltas (see window.py)
             self.relay_news[key] = (state, hops + 1)
             self._ctx.schedule_flush(now)
-        elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
+        elif (
+            (forward or bridge)
+            and not self._ctx.policy.partial
+            and hops < self._ctx.config.ack_relay_hops
+        ):
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
             # Only back along the path the shard came by (see the module docstring).
@@ -390,6 +400,7 @@ class Acks(_RelayedAcks):
                     and c.name != agent
                     and c.acks.upstream.get(state.shard, -math.inf) >= since
                     and not (clients and c.listens)
+                    and (forward or c.fanout)
                 ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
