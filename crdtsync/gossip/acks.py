@@ -399,8 +399,11 @@ class Acks(_RelayedAcks):
                     and not c.closing
                     and c.name != agent
                     and c.acks.upstream.get(state.shard, -math.inf) >= since
-                    and not (clients and c.listens)
-                    and (forward or c.fanout)
+                    and (
+                        (bridge or (forward and not clients))  # (bridge: it asked us)
+                        if c.fanout
+                        else (forward and not (clients and c.listens))
+                    )
                 ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)
