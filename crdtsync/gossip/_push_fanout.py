@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+#: Seconds between two WANT_ACKs a bridge broadcasts for one link and shard (bridge_ask). The
+#: tree's half second (Acks.ask_on) made a writer on websockets that waits after each write
+#: wait a second for its next ask when it wrote twice within half a second (h-hubfwd).
+BRIDGE_ASK_EVERY = 0.1
+
 
 class _PushFanout:
     """Mixin of :class:`~crdtsync.gossip.push.Pushes`: the fanout links (module docstring).
@@ -49,6 +54,7 @@ class _PushFanout:
     _repairs: Repairs
     fanout: PushQueue
     _fanned: dict[int, bytes]
+    _bridge_asks: dict[tuple[str, str], float]
 
     if TYPE_CHECKING:  # the per-link send side's (push.py); declared for the type checker only
 
@@ -73,14 +79,21 @@ class _PushFanout:
         from ``asker`` on the link ``conn`` (not a broadcast link) is broadcast too, so the
         broker's agents answer with their broadcast Acks, which
         :meth:`~crdtsync.gossip.acks.Acks.on_broadcast_ack` relays back to ``conn``: the
-        asker's ``replicated()`` counts the agents past the bridge. Once per link and shard
-        and half a second (the asker repeats its ask every second while it waits): each ask
-        costs every agent on the medium a broadcast Ack."""
+        asker's ``replicated()`` counts the agents past the bridge. At most once per link and
+        shard and :data:`BRIDGE_ASK_EVERY`: each ask costs every agent on the medium a
+        broadcast Ack (as an ask of a broker agent does; an asker repeats it every second
+        while it waits, and a writer waiting after each write asks after each)."""
         if conn.fanout or not self.has_fanout(shard):  # (has_fanout: push.py's)
             return
-        # (a key of its own beside the tree's passed asks: names never hold a NUL)
-        if not self._acks.ask_on(shard, conn.name + "\x00broker", now):
+        key = (shard, conn.name)
+        last = self._bridge_asks.get(key)
+        if last is not None and now < last + BRIDGE_ASK_EVERY:
             return
+        if len(self._bridge_asks) > 1024:  # (they only space the repeats)
+            self._bridge_asks = {
+                k: t for k, t in self._bridge_asks.items() if now < t + BRIDGE_ASK_EVERY
+            }
+        self._bridge_asks[key] = now
         self._fanned.pop(id(WANT_ACK), None)  # (as want_acks: each ask goes)
         self.enqueue_fanout(shard, WANT_ACK, asker)
 

@@ -134,6 +134,9 @@ class Pushes(_PushReceive, _PushFanout):
         self._fanned: dict[int, bytes] = {}
         #: A fanout link was ever accepted (a cheap test before looking for one).
         self.any_fanout = False
+        #: (shard, link) -> when a WANT_ACK from that link was last broadcast (a bridge:
+        #: _push_fanout.py, bridge_ask).
+        self._bridge_asks: dict[tuple[str, str], float] = {}
         #: Local writes of a stream wait here for the end of their window (LAN configs).
         cfg = ctx.config
         lan = cfg.send_when_idle and not cfg.align_windows
