@@ -361,8 +361,13 @@ async def test_an_agent_on_both_bridges_websockets_and_the_broker(
         )
         s_near["from-websocket"] = 1  # near has no broker, far no websocket
         await eventually(lambda: s_far.get("from-websocket") == 1, what="websocket -> broker")
+        # The bridge passes near's ask onto the broker and far's broadcast Ack back to near
+        # (h-hubfwd): near counts far (5 s: a timeout of the API, not a timing assertion).
+        await s_near.replicated(peers=2, timeout=5.0)
         s_far["from-broker"] = 2
         await eventually(lambda: s_near.get("from-broker") == 2, what="broker -> websocket")
+        # The other way: the bridge relays near's ack to far over its link with it.
+        await s_far.replicated(peers=2, timeout=5.0)
         assert set(near.core.connected()) == {"both"}
         assert set(far.core.connected()) == {"both"}
         assert both.address is not None and both.address.startswith("ws://")

@@ -47,6 +47,8 @@ class _RelayedAcks:
     relay_news: dict[tuple[str, str], tuple[ShardState, int]]
     _asks: dict[tuple[str, str], float]
     owing: set[str]
+    acked: dict[str, dict[str, ShardState]]
+    hops: dict[tuple[str, str], int]
 
     def relay_horizon(self) -> float:
         """How long after a neighbour sent us a shard (or asked) others' acks of it are
@@ -155,3 +157,23 @@ class _RelayedAcks:
                     self.owing.add(conn.name)
         self.own_acks.clear()
         self.own_acks_since = math.inf
+
+    def bridge_asked(self, conn: Link, shard: str, now: float) -> None:
+        """A bridge (links that are not fanout links beside a broker's, h-hubfwd): the agent
+        of the fanout link ``conn`` broadcast a WANT_ACK of ``shard`` (it waits in
+        ``replicated()``). For the next :meth:`relay_horizon` the own acks our other links
+        send us are relayed to it over that link (``Acks.learn``), and it hears those we
+        know already: the broadcast Ack it gets from us carries our own states only."""
+        conn.acks.upstream[shard] = now
+        queued = False
+        for agent in sorted(self.acked):
+            st = self.acked[agent].get(shard)
+            link = self._ctx.links.get(agent)
+            if st is None or link is None or link.fanout or self.hops.get((agent, shard)):
+                continue  # (the agents of our other links, as they acked us themselves)
+            conn.acks.relay_acks[(agent, shard)] = (st, 1)
+            queued = True
+        if queued:
+            self.owing.add(conn.name)
+            conn.acks.relay_since = min(conn.acks.relay_since, now)
+            self._ctx.schedule_flush(now)

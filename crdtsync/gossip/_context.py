@@ -119,6 +119,9 @@ class Context:
         #: holds of the shard now, since an ack covers only what is on disk. Set by whoever
         #: builds the core (``GossipCore(on_ack_wanted=...)``), never by a driver.
         self.on_ack_wanted: Callable[[str], None] | None = None
+        #: Whether this agent has a listen address (set by the core's components, from the
+        #: membership view, which holds it); see :meth:`client_hub`.
+        self.listens: Callable[[], bool] = lambda: True
         self._names_src: object = None
         self._names_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
 
@@ -247,3 +250,51 @@ class Context:
 
     def live_links(self) -> list[Link]:
         return [c for c in self.links.values() if not c.closing]
+
+    # -- Clients of listening agents (full mesh) ---------------------------------------------
+    # ("Clients", as GossipConfig.lan()'s docstring names this block.)
+    #
+    # In a full mesh every agent pushes only its own writes, to the agents it links with, and
+    # nobody forwards. Agents without a listen address (behind NAT: "clients") cannot link
+    # with each other, so without a rule two clients of one listening agent saw each other's
+    # writes only through anti-entropy, and replicated() on one never counted the other.
+    # The rule (h-hubfwd):
+    #
+    # * A client picks one hub: the first by name of its open links to agents that listen
+    #   (:meth:`client_hub`). Its Pushes to that hub carry ``Push.forward``; to its other
+    #   links, none. The writer decides, so one agent passes each write on, not every
+    #   listening agent it is linked with.
+    # * In a full mesh a Push with ``forward`` from a client is passed on (what changed the
+    #   receiver's state, as in a tree) only to the receiver's links WITHOUT an address
+    #   (:meth:`clients_only`): the listening agents got the write from the writer itself
+    #   (in a full mesh a client dials every listening agent). The hub's copies carry no
+    #   ``forward``: they are not passed on again.
+    # * Acks climb back as in a tree: an ack a listening agent gets directly from a client is
+    #   relayed (``RelayedAck``) to its other clients that sent it the shard or asked for its
+    #   acks lately (acks.py, ``Acks.learn``), so the writer's ``replicated()`` counts them;
+    #   a client's WANT_ACK to its hub is passed on to the hub's other clients (as a tree
+    #   passes it on), so a reader's too.
+    #
+    # An agent that listens sends nothing new, and an agent that listens forwards nothing
+    # unless a client asked it to: a mesh of listening agents sends the same frames as before
+    # (the golden traces pin it). Cost: per client write, one Push per other client of the
+    # hub (what they need) and their acks relayed back.
+
+    def client_hub(self) -> str | None:
+        """The link our own writes ask to be passed on (see the block comment above): in a
+        full mesh, if we do not listen, the first by name of our open links to agents that
+        listen; else None."""
+        if self.mode() != FULL or self.listens():
+            return None
+        best: str | None = None
+        for c in self.links.values():
+            if c.listens and not c.closing and not c.fanout and (best is None or c.name < best):
+                best = c.name
+        return best
+
+    def clients_only(self, source: Link) -> bool:
+        """Whether what ``source`` asked us to pass on goes only to our links without an
+        address: in a full mesh, from a client (see the block comment above). (A Push with
+        ``forward`` from an agent that listens, in a full mesh, comes only while the overlay
+        changes mode: it is passed on as before.)"""
+        return not source.listens and self.mode() == FULL

@@ -60,6 +60,7 @@ class _Fanout:
             raise UsageError("broadcast links are not supported with credentials")
         conn.fanout = True
         self._p.pushes.any_fanout = True
+        self._p.acks.any_fanout = True
 
     def broadcasts_to_send(self) -> list[Message]:
         """Messages to publish once for all broadcast links (a Push: on its shard's topic; an

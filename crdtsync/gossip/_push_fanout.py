@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+#: Seconds between two WANT_ACKs a bridge broadcasts for one link and shard (bridge_ask). The
+#: tree's half second (Acks.ask_on) made a writer on websockets that waits after each write
+#: wait a second for its next ask when it wrote twice within half a second (h-hubfwd).
+BRIDGE_ASK_EVERY = 0.1
+
 
 class _PushFanout:
     """Mixin of :class:`~crdtsync.gossip.push.Pushes`: the fanout links (module docstring).
@@ -49,12 +54,64 @@ class _PushFanout:
     _repairs: Repairs
     fanout: PushQueue
     _fanned: dict[int, bytes]
+    _bridge_asks: dict[tuple[str, str], float]
 
     if TYPE_CHECKING:  # the per-link send side's (push.py); declared for the type checker only
 
         def enqueue(
             self, conn: Link, shard: str, update: bytes, author: str | None = None
         ) -> None: ...
+
+        def has_fanout(self, shard: str) -> bool: ...
+
+        def push(
+            self,
+            conn: Link,
+            shard: str,
+            queued: list[bytes],
+            *,
+            now: float,
+            authors: list[str | None] | None = None,
+        ) -> None: ...
+
+    def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
+        """A bridge (an agent on websockets and a broker, h-hubfwd): a WANT_ACK of ``shard``
+        from ``asker`` on the link ``conn`` (not a broadcast link) is broadcast too, so the
+        broker's agents answer with their broadcast Acks, which
+        :meth:`~crdtsync.gossip.acks.Acks.on_broadcast_ack` relays back to ``conn``: the
+        asker's ``replicated()`` counts the agents past the bridge. At most once per link and
+        shard and :data:`BRIDGE_ASK_EVERY`: each ask costs every agent on the medium a
+        broadcast Ack (as an ask of a broker agent does; an asker repeats it every second
+        while it waits, and a writer waiting after each write asks after each)."""
+        if conn.fanout or not self.has_fanout(shard):  # (has_fanout: push.py's)
+            return
+        key = (shard, conn.name)
+        last = self._bridge_asks.get(key)
+        if last is not None and now < last + BRIDGE_ASK_EVERY:
+            return
+        if len(self._bridge_asks) > 1024:  # (they only space the repeats)
+            self._bridge_asks = {
+                k: t for k, t in self._bridge_asks.items() if now < t + BRIDGE_ASK_EVERY
+            }
+        self._bridge_asks[key] = now
+        self._fanned.pop(id(WANT_ACK), None)  # (as want_acks: each ask goes)
+        self.enqueue_fanout(shard, WANT_ACK, asker)
+
+    def _bridge_answer(self, conn: Link, shard: str, now: float) -> None:
+        """A bridge: the broadcast WANT_ACK of the agent of fanout link ``conn`` also gets it
+        the acks of our other links' agents (Acks.bridge_asked), and goes on to those links
+        (once per shard and half a second), so that they ack us what they hold."""
+        others = [
+            c
+            for c in self._ctx.links.values()
+            if not c.fanout and not c.closing and shard in c.interest
+        ]
+        if not others:
+            return
+        self._acks.bridge_asked(conn, shard, now)
+        if self._acks.ask_on(shard, conn.name + "\x00broker", now):
+            for c in others:
+                self.push(c, shard, [WANT_ACK], now=now, authors=[conn.name])
 
     def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None:
         """Queue ``update`` once for every fanout link; broadcast at once if the medium was idle
@@ -138,6 +195,8 @@ class _PushFanout:
         for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
             if u == WANT_ACK:  # the sender waits in replicated(): one broadcast Ack answers
                 self._acks.owe_broadcast(msg.shard, now)
+                if conn is not None and not policy.partial:
+                    self._bridge_answer(conn, msg.shard, now)
                 continue
             # (no map_exceptions here: two generator context managers and an f-string per
             # received update were ~5 % of a swarm process at N = 128; see _refused)

@@ -67,6 +67,7 @@ class _PushReceive:
     on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None]
     on_hub_broadcast: Callable[[Link, str, tuple[bytes, ...], list[bytes], float], None]
     hand_on: Callable[[float], str | None]
+    any_fanout: bool
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
@@ -92,6 +93,8 @@ class _PushReceive:
         ) -> None: ...
 
         def has_fanout(self, shard: str) -> bool: ...
+
+        def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None: ...
 
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
         # Check everything before applying anything: the ack, and every update of a batch
@@ -207,9 +210,13 @@ class _PushReceive:
             # mesh only: see Acks.owe_again.)
             self._acks.owe_again(conn, msg.shard, now)
         if msg.updates == (WANT_ACK,):
-            self._acks.owe_now(conn, msg.shard, now)
-            if self._ctx.mode() == TREE and not self._ctx.policy.partial:
+            # (a full mesh: a client asks its hub to ask the hub's other clients; _context.py)
+            of_client = msg.forward and self._ctx.clients_only(conn)
+            self._acks.owe_now(conn, msg.shard, now, hub=of_client)
+            if (of_client or self._ctx.mode() == TREE) and not self._ctx.policy.partial:
                 self.pass_ask(conn, msg.shard, msg.author(0) or conn.name, now)
+            if self.any_fanout and not self._ctx.policy.partial:  # a bridge: onto the broker
+                self.bridge_ask(conn, msg.shard, msg.author(0) or conn.name, now)
         if msg.hint is not None:
             self.on_hint(conn, msg.shard, msg.hint, now)
         # (rotating relay: a writer's batches are confirmed by the relay's hint instead)
@@ -227,6 +234,7 @@ class _PushReceive:
         grid = self._ctx.grid()
         children = grid.children(asker) if grid is not None else None
         skip = self._ctx.shortcuts()[0]  # along the tree, as news goes (tree_writer_top)
+        clients = self._ctx.clients_only(conn)  # a full mesh: to our other clients only
         for other in self._ctx.links.values():
             if (
                 other is not conn
@@ -235,6 +243,7 @@ class _PushReceive:
                 and other.name != asker
                 and (children is None or other.name in children)
                 and other.name not in skip
+                and not (clients and other.listens)
                 and self._ctx.policy.sends_to(other.name, shard)
             ):
                 self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
@@ -352,8 +361,10 @@ class _PushReceive:
             # on an idle link, else (``together``: several deltas of one batch, kept
             # together) at the end of the driver's turn; above 0 everything is held for that
             # long at most (a tiny wait: every forward at the end of the driver's turn).
+            # (A hub passing on a client's write to its other clients does the same.)
+            clients = self._ctx.clients_only(conn)
             wait = self._ctx.config.tree_relay_wait
-            cut = wait >= 0 and self._ctx.mode() == TREE
+            cut = wait >= 0 and (clients or self._ctx.mode() == TREE)
             hold = cut and (together or wait > 0)
             queued = False
             # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
@@ -370,6 +381,8 @@ class _PushReceive:
                     children = frozenset()
             # The tree's shortcut links (tree_writer_top) carry a writer's own writes only.
             skip = self._ctx.shortcuts()[0]
+            # A full mesh: a client's write asked of its hub goes to the hub's other clients
+            # only (the listening agents had it from the writer; _context.py, client_hub).
             for other in self._ctx.links.values():
                 if (
                     other is not conn
@@ -377,6 +390,7 @@ class _PushReceive:
                     and not (conn.fanout and other.fanout)
                     and (children is None or other.name in children)
                     and other.name not in skip
+                    and not (clients and other.listens)
                 ):
                     self.enqueue(other, shard, delta, author, hold)
                     queued = queued or bool(other.push.queue)

@@ -89,6 +89,9 @@ class Acks(_RelayedAcks):
         self.unverified = 0
         #: Acks asked by broadcast WANT_ACKs (fanout links; see the module docstring).
         self.fanout = FanoutAcks()
+        #: We hold a fanout link (set by GossipCore.broadcast_link): with links that are not
+        #: fanout links too, we bridge acks (_acks_relayed.py, bridge_asked).
+        self.any_fanout = False
         #: (agent, shard) -> the hops the ack in ``acked`` had come (0: from the agent itself)
         self.hops: dict[tuple[str, str], int] = {}
         #: (shard, neighbour) -> when a WANT_ACK from it was last passed on (tree; ask_on)
@@ -189,19 +192,44 @@ class Acks(_RelayedAcks):
 
     def on_broadcast_ack(self, agent: str, msg: Ack) -> bool:
         """A broadcast Ack of ``agent`` (link or not): its own durable states, believed as a
-        direct ack is; never passed on (every agent on the medium got it). False if ``agent``
-        is not in our membership view (ignored, as relayed acks of strangers are)."""
+        direct ack is; never passed on over the medium (every agent on it got it). A bridge
+        (an agent with links that are not broadcast links) relays what is news to those of
+        them that sent it the shard or asked for its acks lately (as a tree relays acks), so
+        a websocket peer's ``replicated()`` counts the broker's agents (h-hubfwd; its asks
+        reach them through :meth:`~crdtsync.gossip.push.Pushes.bridge_ask`). False if
+        ``agent`` is not in our membership view (ignored, as relayed acks of strangers are)."""
         if agent not in self._members:
             return False
         for st in msg.states:
             _yjs.check_state(st.state_vector, st.delete_set)
+        now = self._ctx.now
+        since = now - self.relay_horizon()
+        relay = not self._ctx.policy.partial and self._ctx.config.ack_relay_hops > 0
         for st in msg.states:
-            self.acked.setdefault(agent, {})[st.shard] = st
+            held = self.acked.setdefault(agent, {})
+            news = held.get(st.shard) != st
+            held[st.shard] = st
+            if not (relay and news):
+                continue
+            key = (agent, st.shard)
+            self.hops[key] = 0
+            for c in self._ctx.links.values():
+                if (
+                    not c.fanout
+                    and not c.closing
+                    and c.name != agent
+                    and c.acks.upstream.get(st.shard, -math.inf) >= since
+                ):
+                    c.acks.relay_acks[key] = (st, 1)
+                    c.acks.relay_since = min(c.acks.relay_since, now)
+                    self.owing.add(c.name)
         return True
 
-    def owe_now(self, conn: Link, shard: str, now: float) -> None:
+    def owe_now(self, conn: Link, shard: str, now: float, *, hub: bool = False) -> None:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
-        now (unless it has it), and the next ones as they come."""
+        now (unless it has it), and the next ones as they come. ``hub``: a client asked us,
+        its hub, in a full mesh (_context.py, client_hub): it hears the acks we know of our
+        other clients too, as an asker in a tree hears those we know."""
         conn.acks.want(shard, now)
         if not self._ctx.holds(shard):
             return
@@ -213,15 +241,18 @@ class Acks(_RelayedAcks):
         if conn.acks.owe(ShardState(shard, sv, ds), now):
             self.owing.add(conn.name)
             self._ctx.schedule_flush(now)
-        if mode == TREE and not self._ctx.policy.partial:
+        if (mode == TREE or hub) and not self._ctx.policy.partial:
             # The asker hears of the agents we know hold the shard (within the hops): they
             # acked towards us, or past us, not towards it (see the module docstring).
             limit = self._ctx.config.ack_relay_hops
             queued = False
+            links = self._ctx.links
             for agent in sorted(self.acked):
                 st = self.acked[agent].get(shard)
                 if st is None or agent == conn.name:
                     continue
+                if hub and (agent not in links or links[agent].listens):
+                    continue  # (a hub: of its other clients only; the asker links the rest)
                 hops = self.hops.get((agent, shard), 0)
                 if hops < limit:
                     conn.acks.relay_acks[(agent, shard)] = (st, hops + 1)
@@ -360,11 +391,23 @@ class Acks(_RelayedAcks):
         self.acked.setdefault(agent, {})[state.shard] = state
         self.hops[key] = hops
         self._repairs.check_ack(agent, state, source, now)
-        if forward and self._ctx.mode() == RELAY:
+        mode = self._ctx.mode()
+        # A full mesh: a client's own ack is passed on to our other clients that wait on the
+        # shard (they hold no link with it; _context.py, client_hub), as a tree passes acks.
+        clients = mode == FULL and direct and not source.listens
+        forward = forward or clients
+        # A bridge: an agent's own ack on a link goes to the broker agents that asked us
+        # (a broadcast WANT_ACK, _acks_relayed.py: bridge_asked), over our links with them.
+        bridge = self.any_fanout and direct and not source.fanout
+        if forward and mode == RELAY:
             # they travel with the deltas (see window.py)
             self.relay_news[key] = (state, hops + 1)
             self._ctx.schedule_flush(now)
-        elif forward and not self._ctx.policy.partial and hops < self._ctx.config.ack_relay_hops:
+        elif (
+            (forward or bridge)
+            and not self._ctx.policy.partial
+            and hops < self._ctx.config.ack_relay_hops
+        ):
             # (Partial replication: a shard's holders are connected to each other, so acks
             # need no relay; relaying them would carry every shard's acks to every agent.)
             # Only back along the path the shard came by (see the module docstring).
@@ -375,6 +418,11 @@ class Acks(_RelayedAcks):
                     and not c.closing
                     and c.name != agent
                     and c.acks.upstream.get(state.shard, -math.inf) >= since
+                    and (
+                        (bridge or (forward and not clients))  # (bridge: it asked us)
+                        if c.fanout
+                        else (forward and not (clients and c.listens))
+                    )
                 ):
                     c.acks.relay_acks[key] = (state, hops + 1)
                     c.acks.relay_since = min(c.acks.relay_since, now)

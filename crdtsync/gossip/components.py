@@ -58,6 +58,7 @@ def build(ctx: Context, mesh: str, address: str | None, seeds: Iterable[str]) ->
         connected=links.__contains__,
         has_links=lambda: bool(links),
     )
+    ctx.listens = lambda: members.address is not None  # (Context.client_hub)
     overlay = OverlayCache(ctx.name, mesh, ctx.config, members, ctx.policy)
     replies = Replies(ctx)
     repairs = Repairs(ctx)

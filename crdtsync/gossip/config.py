@@ -310,7 +310,8 @@ class GossipConfig:
         accumulates right after it waits at most ``push_interval`` (2 ms) and leaves as one
         batch, Nagle-like. Windows are not aligned (agents' monotonic clocks are unrelated),
         so the rotating relay, which needs them, is off: a full mesh up to 32 agents, a tree
-        beyond. (A full mesh is what a hub gives its clients: one hop. At 32 agents a tree of
+        beyond. (A full mesh is what a hub gives its clients: one hop; two between
+        two clients that do not listen, through the hub: ``_context.py``, "Clients". At 32 agents a tree of
         fanout 5 made most writes travel 3 to 5 hops, each an apply and a forward in a
         loaded process, and every agent owed acks to each neighbour. At 64 agents a full mesh
         forms (dials paced, at most 4 under way per agent) and has the lower latency at 200

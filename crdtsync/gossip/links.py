@@ -50,6 +50,10 @@ class Link:
     #: the core's broadcasts (:meth:`GossipCore.broadcasts_to_send`), sent once for all such
     #: links, instead of one message per link (see :mod:`crdtsync.gossip.push`).
     fanout: bool = False
+    #: The peer said an address in its Hello (it accepts connections). A peer without one (an
+    #: agent behind NAT, a client) links only with agents that listen: see
+    #: :meth:`~crdtsync.gossip._context.Context.client_hub` for what that changes.
+    listens: bool = True
     interest: set[str] = field(default_factory=set)  # shards it holds or sent us
     #: The peer as authenticated by the driver (opaque here; handed to the security gate,
     #: :mod:`crdtsync.gossip.gate`), None without credentials.
@@ -143,7 +147,12 @@ def accept(
         del links[peer]
         old.closing = True
     link = Link(
-        peer, now, outbound=outbound, incarnation=hello.incarnation, instance=hello.instance
+        peer,
+        now,
+        outbound=outbound,
+        incarnation=hello.incarnation,
+        instance=hello.instance,
+        listens=hello.address is not None,
     )
     link.interest.update(hello.shards)
     links[peer] = link

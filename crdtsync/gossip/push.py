@@ -136,6 +136,9 @@ class Pushes(_PushReceive, _PushFanout):
         self._fanned: dict[int, bytes] = {}
         #: A fanout link was ever accepted (a cheap test before looking for one).
         self.any_fanout = False
+        #: (shard, link) -> when a WANT_ACK from that link was last broadcast (a bridge:
+        #: _push_fanout.py, bridge_ask).
+        self._bridge_asks: dict[tuple[str, str], float] = {}
         #: Local writes of a stream wait here for the end of their window (LAN configs), or
         #: for the window's flush (aligned windows, in a full mesh: coalesce.py).
         cfg = ctx.config
@@ -226,11 +229,12 @@ class Pushes(_PushReceive, _PushFanout):
         idle_before = ctx.window_start(ctx.now) if ctx.config.send_when_idle else None
         forward = ctx.mode() == TREE
         skip = ctx.shortcuts()[1] if forward else frozenset()  # a top agent's (tree_writer_top)
+        hub = None if forward else ctx.client_hub()  # (a client: it passes our writes on)
         for conn in ctx.links.values():
             if conn.closing or not ctx.policy.sends_to(conn.name, shard) or conn.name in skip:
                 continue
             if len(deltas) == 1 and not window_end and self._idle(conn, deltas[0], idle_before):
-                self._push_one(conn, shard, deltas[0], name, forward)
+                self._push_one(conn, shard, deltas[0], name, forward or conn.name == hub)
                 continue
             if (
                 window_end
@@ -275,7 +279,7 @@ class Pushes(_PushReceive, _PushFanout):
         cfg = self._ctx.config
         idle_before = self._ctx.window_start(self._ctx.now) if cfg.send_when_idle else None
         if not hold and self._idle(conn, update, idle_before):
-            self._push_one(conn, shard, update, author, self._ctx.mode() == TREE)
+            self._push_one(conn, shard, update, author, self.asks_forward(conn))
             return
         if conn.push.add(shard, update, cfg.max_queue_bytes, self._ctx.chunk, author) != "queued":
             self._ctx.schedule_flush(self._ctx.now)
@@ -312,6 +316,13 @@ class Pushes(_PushReceive, _PushFanout):
             and len(update) <= self._ctx.config.max_queue_bytes
             and out.last_push_at < idle_before
         )
+
+    def asks_forward(self, conn: Link) -> bool:
+        """Whether our Pushes to ``conn`` ask it to pass them on (``Push.forward``): in a
+        tree, always; in a full mesh, if we do not listen and ``conn`` is our hub
+        (:meth:`~crdtsync.gossip._context.Context.client_hub`)."""
+        ctx = self._ctx
+        return ctx.mode() == TREE or conn.name == ctx.client_hub()
 
     def _push_one(
         self, conn: Link, shard: str, update: bytes, author: str | None, forward: bool
@@ -361,7 +372,7 @@ class Pushes(_PushReceive, _PushFanout):
         as the overlay says (a tree relays everything). ``authors``: the writer of each delta
         (parallel to ``queued``; None: unknown)."""
         if forward is None:
-            forward = self._ctx.mode() == TREE
+            forward = self.asks_forward(conn)
         if authors is None or len(authors) != len(queued):
             authors = [None] * len(queued)
         limit = min(self._ctx.config.max_batch_bytes, self._ctx.chunk)

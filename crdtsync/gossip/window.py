@@ -91,6 +91,7 @@ class Window:
         carried: set[str] = set()  # peers that got the news
         sent_from = len(self._ctx.outbox)
         flood_changes = self._members.has_changes
+        client_hub = self._ctx.client_hub() if mode != TREE else None  # (see _context.py)
         for conn in self._ctx.links.values():
             if flood_changes:
                 changes = self._members.changes_for(conn.name)
@@ -112,7 +113,7 @@ class Window:
                     relayed = ()
                 for shard, queued in conn.push.queue.items():
                     relay = shard in conn.push.relay_shards
-                    forward = (mode == TREE or flood) and not relay
+                    forward = (mode == TREE or flood or conn.name == client_hub) and not relay
                     hint = None
                     durable = None
                     if mode == RELAY:
