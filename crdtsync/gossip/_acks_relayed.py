@@ -7,6 +7,9 @@ own durable states; what it passes on, and when, lives here:
   (:meth:`_RelayedAcks.relay_horizon`), whether a WANT_ACK goes on to the other neighbours
   (:meth:`_RelayedAcks.ask_on`), and when relayed acks are due on a link and how many fit in
   one message (:meth:`_RelayedAcks.relay_due`, :meth:`_RelayedAcks.take_relayed`);
+- at a bridge (links that are not broadcast links besides a broker's), the broker agents'
+  broadcast acks passed on to the websocket peers that sent us the shard or asked
+  (:meth:`_RelayedAcks.on_broadcast_ack`);
 - with the rotating relay, our own acks and others' news at a window boundary
   (:meth:`_RelayedAcks.own_ack_due`, :meth:`_RelayedAcks.take_news`,
   :meth:`_RelayedAcks.flush_relay_acks`), and their hand-back to per-peer acks when the
@@ -23,12 +26,14 @@ import math
 from typing import TYPE_CHECKING
 
 from ..messages import Ack, RelayedAck, ShardState
+from . import _yjs
 from ._ack_records import take_relayed
 from .overlay import TREE
 
 if TYPE_CHECKING:
     from ._context import Context
     from .links import Link
+    from .membership import Membership
 
 __all__: list[str] = []
 
@@ -49,6 +54,7 @@ class _RelayedAcks:
     owing: set[str]
     acked: dict[str, dict[str, ShardState]]
     hops: dict[tuple[str, str], int]
+    _members: Membership
 
     def relay_horizon(self) -> float:
         """How long after a neighbour sent us a shard (or asked) others' acks of it are
@@ -57,6 +63,41 @@ class _RelayedAcks:
         ``replicated()`` asks again every second, which keeps the path open)."""
         cfg = self._ctx.config
         return max(2.0, 4 * max(cfg.ack_interval, cfg.ack_relay_interval))
+
+    def on_broadcast_ack(self, agent: str, msg: Ack) -> bool:
+        """A broadcast Ack of ``agent`` (link or not): its own durable states, believed as a
+        direct ack is; never passed on over the medium (every agent on it got it). A bridge
+        (an agent with links that are not broadcast links) relays what is news to those of
+        them that sent it the shard or asked for its acks lately (as a tree relays acks), so
+        a websocket peer's ``replicated()`` counts the broker's agents (h-hubfwd; its asks
+        reach them through :meth:`~crdtsync.gossip.push.Pushes.bridge_ask`). False if
+        ``agent`` is not in our membership view (ignored, as relayed acks of strangers are)."""
+        if agent not in self._members:
+            return False
+        for st in msg.states:
+            _yjs.check_state(st.state_vector, st.delete_set)
+        now = self._ctx.now
+        since = now - self.relay_horizon()
+        relay = not self._ctx.policy.partial and self._ctx.config.ack_relay_hops > 0
+        for st in msg.states:
+            held = self.acked.setdefault(agent, {})
+            news = held.get(st.shard) != st
+            held[st.shard] = st
+            if not (relay and news):
+                continue
+            key = (agent, st.shard)
+            self.hops[key] = 0
+            for c in self._ctx.links.values():
+                if (
+                    not c.fanout
+                    and not c.closing
+                    and c.name != agent
+                    and c.acks.upstream.get(st.shard, -math.inf) >= since
+                ):
+                    c.acks.relay_acks[key] = (st, 1)
+                    c.acks.relay_since = min(c.acks.relay_since, now)
+                    self.owing.add(c.name)
+        return True
 
     def ask_on(self, shard: str, source: str, now: float) -> bool:
         """Whether a WANT_ACK of ``shard`` that came from neighbour ``source`` goes on to our

@@ -190,41 +190,6 @@ class Acks(_RelayedAcks):
         cfg = self._ctx.config
         return max(self.fanout.since + cfg.ack_delay, self.fanout.last_at + cfg.ack_interval)
 
-    def on_broadcast_ack(self, agent: str, msg: Ack) -> bool:
-        """A broadcast Ack of ``agent`` (link or not): its own durable states, believed as a
-        direct ack is; never passed on over the medium (every agent on it got it). A bridge
-        (an agent with links that are not broadcast links) relays what is news to those of
-        them that sent it the shard or asked for its acks lately (as a tree relays acks), so
-        a websocket peer's ``replicated()`` counts the broker's agents (h-hubfwd; its asks
-        reach them through :meth:`~crdtsync.gossip.push.Pushes.bridge_ask`). False if
-        ``agent`` is not in our membership view (ignored, as relayed acks of strangers are)."""
-        if agent not in self._members:
-            return False
-        for st in msg.states:
-            _yjs.check_state(st.state_vector, st.delete_set)
-        now = self._ctx.now
-        since = now - self.relay_horizon()
-        relay = not self._ctx.policy.partial and self._ctx.config.ack_relay_hops > 0
-        for st in msg.states:
-            held = self.acked.setdefault(agent, {})
-            news = held.get(st.shard) != st
-            held[st.shard] = st
-            if not (relay and news):
-                continue
-            key = (agent, st.shard)
-            self.hops[key] = 0
-            for c in self._ctx.links.values():
-                if (
-                    not c.fanout
-                    and not c.closing
-                    and c.name != agent
-                    and c.acks.upstream.get(st.shard, -math.inf) >= since
-                ):
-                    c.acks.relay_acks[key] = (st, 1)
-                    c.acks.relay_since = min(c.acks.relay_since, now)
-                    self.owing.add(c.name)
-        return True
-
     def owe_now(self, conn: Link, shard: str, now: float, *, hub: bool = False) -> None:
         """``conn`` asked for our ack of ``shard`` (a Push of WANT_ACK): owe our durable state
         now (unless it has it), and the next ones as they come. ``hub``: a client asked us,
