@@ -28,6 +28,7 @@ __all__ = [
     "RawPeer",
     "big_delete_set",
     "format_in_map",
+    "hostile_shapes",
     "honest_update",
     "many_chars",
     "many_items",
@@ -252,3 +253,20 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> N
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"not reached within {timeout} s: {what}") from None
+
+
+def hostile_shapes() -> list[bytes]:
+    """One of each hostile but well-formed shape above, at a size that costs work: the
+    validator's builds are compared on them (tests/yjs/test_cscan.py, test_scan_builds.py)."""
+    return [
+        same_origin_fan(300),
+        same_origin_fan(50),
+        one_value_chain(3000),
+        nested_maps(70),
+        nested_xml(70),
+        format_in_map(),
+        subdoc_in_map(),
+        many_chars(2000),
+        many_unmerged(2000),
+        big_delete_set(2000),
+    ]

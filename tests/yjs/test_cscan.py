@@ -211,18 +211,7 @@ def test_hand_made(update: bytes) -> None:
 
 @pytest.mark.parametrize(
     "update",
-    [
-        h.same_origin_fan(300),
-        h.same_origin_fan(50),
-        h.one_value_chain(3000),
-        h.nested_maps(70),
-        h.nested_xml(70),
-        h.format_in_map(),
-        h.subdoc_in_map(),
-        h.many_chars(2000),
-        h.many_unmerged(2000),
-        h.big_delete_set(2000),
-    ],
+    h.hostile_shapes(),
     ids=lambda u: f"{len(u)}B",
 )
 def test_hostile_shapes(update: bytes) -> None:
