@@ -33,7 +33,7 @@ from ._agent_shards import _AgentShards
 from ._agent_wiring import _AgentShardHost, _AgentWiring
 from ._registry import ShardRegistry
 from ._switchboard import combine
-from .durability import RECEIVED_SPREAD, CommitPacing, GroupCommitter
+from .durability import CommitPacing, GroupCommitter
 from .errors import (
     ClosedError,
     InvalidAddress,
@@ -302,7 +302,6 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
             self._store,
             interval=self._durability_interval,
             received_interval=self._received_interval,
-            received_spread=RECEIVED_SPREAD,
             remote_interval_cap=REMOTE_DURABILITY_CAP if pacing is not None else None,
             pacing=pacing,
             on_durable=self._on_durable,

@@ -13,9 +13,7 @@ Bounds:
   ``received_interval`` (``interval`` unless given), unless the committer was given
   ``remote_interval_cap`` and a :class:`CommitPacing`: then within ``received_interval``
   times the number of running committers that share that pacing object, at most the cap
-  (and never less than ``received_interval``). With ``received_spread`` each such commit is
-  armed a little earlier than that bound, by a random share of it (never later): see
-  :data:`RECEIVED_SPREAD`. The
+  (and never less than ``received_interval``). The
   agents of one event loop share one (:meth:`CommitPacing.of_loop`, what an agent on a
   broker alone takes, or one passed as ``Agent(commit_pacing=...)``): one agent alone in its
   process is unchanged; a process running dozens of agents (a swarm of asyncio agents) makes
@@ -52,7 +50,6 @@ is the mixin :mod:`crdtsync._durability_task`, a base of :class:`GroupCommitter`
 from __future__ import annotations
 
 import asyncio
-import random
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,18 +60,7 @@ from .errors import ClosedError, UsageError
 from .observer import NULL_OBSERVER, Observer
 from .store import ShardStats, Store
 
-__all__ = ["RECEIVED_SPREAD", "CommitPacing", "GroupCommitter", "Merge"]
-
-#: The agent's ``received_spread``: each commit of received updates is armed at its bound
-#: times a factor drawn per commit from ``[1 - RECEIVED_SPREAD, 1]``. Why: every receiver of
-#: a writer arms that timer on the same Push, so without it the receivers of a paced writer
-#: commit (LMDB, the commit's loop steps, then their Acks, which all reach the writer at
-#: once) at the same moment, five times a second, right when the next Push arrives: in
-#: the 8-agent fanout at 200/s each receiver's commit began within 5 ms of 4.8 of the 6
-#: others' (issue 17/18, benchmarks/history/fanout-receive.md, h-recv7). A draw per commit
-#: lets the phases drift apart (0.7 of 6 with a spread of 0.1). The bound is kept (a commit
-#: only comes earlier); the cost is commits about ``RECEIVED_SPREAD / 2`` more often.
-RECEIVED_SPREAD = 0.05
+__all__ = ["CommitPacing", "GroupCommitter", "Merge"]
 
 Merge = Callable[[bytes | None, list[bytes]], bytes]
 """``merge(snapshot, log) -> new snapshot``: one update equivalent to snapshot + log."""
@@ -148,10 +134,6 @@ class GroupCommitter(_CommitTask):
         pacing: the :class:`CommitPacing` this committer shares with the others of its
             event loop (it counts there while running); None: counted nowhere, a received
             update waits ``interval`` as a local write does.
-        received_spread: 0 <= s < 1: a commit of received updates is armed at
-            :attr:`remote_interval` times ``1 - s * u``, ``u`` uniform in [0, 1) drawn per
-            commit (:data:`RECEIVED_SPREAD`, the agent's); 0: at the bound itself.
-        rng: the source of those draws (default: a new unseeded ``random.Random``).
 
     ``notify``, ``notify_remote``, ``flush``, ``compact`` and ``close`` must be called from the event loop that
     ran :meth:`start`.
@@ -170,8 +152,6 @@ class GroupCommitter(_CommitTask):
         received_interval: float | None = None,
         remote_interval_cap: float | None = None,
         pacing: CommitPacing | None = None,
-        received_spread: float = 0.0,
-        rng: random.Random | None = None,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be > 0 seconds, got {interval!r}")
@@ -181,11 +161,7 @@ class GroupCommitter(_CommitTask):
             raise UsageError(
                 f"remote_interval_cap must be > 0 seconds, got {remote_interval_cap!r}"
             )
-        if not 0.0 <= received_spread < 1.0:
-            raise UsageError(f"received_spread must be in [0, 1), got {received_spread!r}")
         self._store = store
-        self._spread = received_spread
-        self._rng = rng if rng is not None else random.Random()
         self._interval = interval
         self._received = interval if received_interval is None else received_interval
         self._eager_until = 0.0  # loop time until which received updates get ``interval``
@@ -298,10 +274,7 @@ class GroupCommitter(_CommitTask):
         :attr:`remote_interval` (``interval`` unless ``remote_interval_cap`` was given)."""
         loop = self._check_running()
         if self._timer is None and not self._due:
-            delay = self.remote_interval
-            if self._spread:  # (earlier by a random share: RECEIVED_SPREAD says why)
-                delay *= 1.0 - self._spread * self._rng.random()
-            self._timer = loop.call_later(delay, self._on_timer)
+            self._timer = loop.call_later(self.remote_interval, self._on_timer)
             self._timer_local = False
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from crdtsync.durability import RECEIVED_SPREAD, CommitPacing, GroupCommitter
+from crdtsync.durability import CommitPacing, GroupCommitter
 from crdtsync.errors import ClosedError, StoreError, StoreFull, UsageError
 from crdtsync.store import Store
 
@@ -174,48 +174,6 @@ async def test_remote_appends_may_wait_longer_when_agents_share_a_loop(tmp_path:
     finally:
         for s in stores:
             s.close()
-
-
-async def test_received_spread_arms_each_remote_commit_within_its_bound(tmp_path: Path) -> None:
-    """received_spread: each commit of received updates is armed at the bound times
-    1 - spread * u, u drawn per commit from the committer's rng (never later than the bound,
-    at least (1 - spread) of it); 0 arms it at the bound; outside [0, 1) is refused."""
-    store = Store(tmp_path / "s")
-    try:
-        for bad in (-0.1, 1.0):
-            with pytest.raises(UsageError):
-                GroupCommitter(store, received_spread=bad)
-        assert 0.0 < RECEIVED_SPREAD < 1.0
-        loop = asyncio.get_running_loop()
-        twin = random.Random(7)
-        gc = await started(
-            store,
-            interval=600.0,
-            received_interval=1000.0,
-            received_spread=0.5,
-            rng=random.Random(7),
-        )
-        delays = []
-        for i in range(20):
-            store.append("a", b"%d" % i)
-            gc.notify_remote()
-            assert gc._timer is not None
-            delays.append(gc._timer.when() - loop.time())
-            expected = 1000.0 * (1.0 - 0.5 * twin.random())
-            assert delays[-1] == pytest.approx(expected, abs=1.0)
-            assert 500.0 - 1.0 <= delays[-1] <= 1000.0
-            gc._timer.cancel()  # (as if it had fired: the next receipt arms a new draw)
-            gc._timer = None
-        assert max(delays) - min(delays) > 100.0  # drawn per commit, not once
-        await gc.close()
-        flat = await started(store, interval=600.0, received_interval=1000.0)
-        store.append("a", b"x")
-        flat.notify_remote()
-        assert flat._timer is not None
-        assert flat._timer.when() - loop.time() == pytest.approx(1000.0, abs=1.0)
-        await flat.close()
-    finally:
-        store.close()
 
 
 async def test_received_interval_is_the_bound_of_remote_appends(tmp_path: Path) -> None:
