@@ -122,6 +122,7 @@ class ReplicaSet(Protocol):
     # tuple object while its shards stay the same lets the core cache what it derives from the
     # names (gossip/_context.py); one with ``holds(shard) -> bool`` (whether ``shard`` is in
     # shard_names(), in O(1)) spares the core a rebuild of that cache per new shard. One with
-    # ``merge(shard, deltas) -> bytes`` (one update holding several local deltas of the shard)
-    # lets the core send a coalesced stream of local writes as one update per window
-    # (gossip/coalesce.py); without it they go as a batch of updates.
+    # ``merge(shard, deltas) -> bytes | None`` (one update holding several local deltas of the
+    # shard; None: not worth it, they go as they are) lets the core send a coalesced stream
+    # of local writes as one update per window (gossip/coalesce.py); without it they go as a
+    # batch of updates.

@@ -541,6 +541,37 @@ async def test_a_peer_that_does_not_read_pauses_pushes_and_memory_stays_bounded(
         await drain
 
 
+async def test_a_push_that_alone_pauses_an_idle_link_is_resumed_once_the_peer_reads(
+    nodes: Any,
+) -> None:
+    # One Push over high_water for a link with nothing queued (a window's writes merged into
+    # one update): it used to be written at once, pausing the link with its writer task
+    # asleep and nothing queued, and nothing ever resumed it. The link must resume once
+    # the peer has read it (issue 17, h-wanburst2; the test above failed 4-5 runs in 10).
+    a = await nodes("a", high_water=64 * 1024)
+    for listening in a.transport._server.sockets:  # noqa: SLF001 (accepted sockets inherit it)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the frame stays ours
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    async with connect(
+        a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
+    ) as ws:
+        await ws.send(wire.encode(hello("slow")))
+        assert isinstance(wire.decode(await ws.recv()), Hello)  # type: ignore[arg-type]
+        await until(lambda: "slow" in a.connected(), what="slow peer accepted")
+        a.write(lambda d: d.get("t", type=pycrdt.Map).__setitem__("k", "x" * (600 * 1024)))
+        await until(lambda: a.transport.connections()["slow"].paused, what="paused")
+        pushes = 0
+        async with asyncio.timeout(20):
+            while pushes < 1 or a.transport.connections()["slow"].paused:
+                pushes += isinstance(wire.decode(await ws.recv()), Push)  # type: ignore[arg-type]
+        drain = asyncio.create_task(drain_all(ws))
+        await ws.close()
+        await drain
+
+
 async def test_a_peer_that_requests_but_never_reads_gets_deferred_answers(nodes: Any) -> None:
     # Answers to SyncRequests leave within the core's reply budget per window and only while
     # the link is writable; while it is paused, requests for one shard coalesce into one

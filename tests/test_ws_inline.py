@@ -14,12 +14,14 @@ import asyncio
 import random
 import time
 from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 import pycrdt
 import pytest
+from crdtsync.transports._ws_effects import _Effects
 from crdtsync.transports._ws_inline import InlineFrames
-from crdtsync.transports._ws_links import _LinkRunner
+from crdtsync.transports._ws_links import _Link, _LinkRunner
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import WebsocketTransport
 from websockets.frames import Frame, Opcode
@@ -150,6 +152,38 @@ def test_send_now_writes_only_when_send_would_not_wait() -> None:
             conn.protocol.state = CLOSING
         assert not conn.send_now(b"x"), blocked
         assert conn.transport.written == [] and conn.protocol.out == [], blocked
+
+
+class _Buffered(_Transport):
+    """A socket whose peer reads nothing: every byte written stays in its buffer."""
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.written))
+
+
+class _Effecting(_Effects):
+    """The transport's effects mixin over stand-ins: its core only records pauses."""
+
+    def __init__(self, high_water: int) -> None:
+        self._high_water, self._max_send_buffer = high_water, 64 * high_water
+        self.paused: list[str] = []
+        self.core = SimpleNamespace(pause_writing=self.paused.append)  # type: ignore[assignment]
+
+
+def test_a_frame_that_would_take_an_idle_link_over_high_water_goes_to_its_writer() -> None:
+    # A link is resumed by its writer task alone, once a send() that waited for the socket
+    # returns. A frame written at once (send_now) that paused the link left that task asleep
+    # with nothing queued: the link stayed paused for good, and the core held its pushes
+    # (issue 17, h-wanburst2). Such a frame goes to the writer; smaller ones still go at once.
+    effects, conn = _Effecting(high_water=1000), _Conn()
+    conn.transport = _Buffered()
+    link = _Link(ws=conn, outbound=False, dialled=None, peer="b", writer_idle=True)  # type: ignore[arg-type]
+    effects._enqueue(link, b"a" * 500)
+    assert conn.transport.written == [b"a" * 500] and not link.queue and not link.paused
+    effects._enqueue(link, b"b" * 600)  # 1,100 bytes with the first: over high_water
+    assert conn.transport.written == [b"a" * 500]
+    assert list(link.queue) == [b"b" * 600] and link.wake.is_set()  # the writer's to send
+    assert link.paused and effects.paused == ["b"]
 
 
 # -- real agents over 127.0.0.1 ------------------------------------------------------------

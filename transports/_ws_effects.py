@@ -34,6 +34,8 @@ _YJS_HINT = f"ws://HOST:PORT{PATH_PREFIX}<shard>"
 #: Shortest wait of the timer task when the core reports a deadline that tick() did not clear
 #: (a core bug): the loop must not spin.
 _MIN_TIMER_WAIT = 0.001
+#: Bytes a websocket frame header adds to its payload at most (RFC 6455: 2 + 8 + a 4-byte mask).
+_FRAME_HEADER = 14
 
 
 class _Effects:
@@ -109,18 +111,28 @@ class _Effects:
     def _enqueue(self, link: _Link, frame: bytes) -> None:
         if link.closing:
             return
+        buffered = self._buffered(link)
         if (
-            link.writer_idle and not link.queue and not link.paused and link.ws.send_now(frame)  # type: ignore[attr-defined]
+            link.writer_idle
+            and not link.queue
+            and not link.paused
+            and buffered + len(frame) + _FRAME_HEADER <= self._high_water
+            and link.ws.send_now(frame)  # type: ignore[attr-defined]
         ):
             # Nothing queued before it and the socket takes it: written now, as the writer
             # task would have, without waking it (7-31 sends per write at the writer, one
             # task step and one send() coroutine each: issue 17/18, benchmarks/history/fanout-writer.md).
+            # Only a frame that cannot take the link over high_water: the link is resumed
+            # by its writer task alone, after a send() that waited for the socket to drain.
+            # A frame written here that paused the link left that task asleep with nothing
+            # queued, and nothing ever resumed it: pushes stayed held for good once the peer
+            # read again (issue 17, h-wanburst2: one 400 KB Push a window to a slow reader).
             link.hello_sent = True
-        else:
-            link.queue.append(frame)
-            link.queued_bytes += len(frame)
-            link.wake.set()
-        buffered = self._buffered(link)
+            return  # (at most high_water buffered: nothing to pause)
+        link.queue.append(frame)
+        link.queued_bytes += len(frame)
+        link.wake.set()
+        buffered += len(frame)
         if buffered > self._max_send_buffer:
             self._protocol_error(
                 link, CloseCode.FLOODING, f"{buffered} bytes queued for a peer that does not read"

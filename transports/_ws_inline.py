@@ -35,8 +35,10 @@ order with ``await send()``; a writer woke once per frame, and a writer agent se
 per peer and write (7 to 31 in the fanout benchmark). :meth:`InlineFrames.send_now` writes a
 frame at once when ``send()`` would not wait (the connection open, no fragmented message under
 way, the socket below its high-water mark); the transport uses it only while the link's writer
-is idle with nothing queued, so the order of frames holds, and queues the frame otherwise
-(back-pressure unchanged: a paused socket makes ``send_now`` refuse).
+is idle with nothing queued, so the order of frames holds, and only for a frame that keeps the
+link below the transport's ``high_water`` (a link is resumed by its writer task alone, after a
+``send()`` that waited for the socket to drain), and queues the frame otherwise (back-pressure
+unchanged: a paused socket makes ``send_now`` refuse).
 """
 
 from __future__ import annotations

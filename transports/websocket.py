@@ -75,9 +75,11 @@ Back-pressure
 Frames wait in a per-connection queue. When the queue plus the socket's write buffer exceed
 ``high_water`` bytes the core is told ``pause_writing`` (it then holds and, beyond its own limit,
 drops pushes for that peer, replacing them by anti-entropy); when the queue drains below a
-quarter of that, ``resume_writing``. Frames the core sends regardless of the pause (anti-entropy answers,
-membership) are capped by ``max_send_buffer``: a peer that makes us queue more than that without
-reading it is disconnected with ``FLOODING``.
+quarter of that, ``resume_writing`` (checked by the connection's writer task after each frame
+it sent, so a frame that would take a link over ``high_water`` always goes through that task,
+never at once: ``_Effects._enqueue``). Frames the core sends regardless of the pause
+(anti-entropy answers, membership) are capped by ``max_send_buffer``: a peer that makes us queue
+more than that without reading it is disconnected with ``FLOODING``.
 
 Shutdown
 --------

@@ -101,6 +101,8 @@ class _Timers:
             self._p.pushes.flush_local(now)  # the window's end, or the writer paused
         flushed = self._ctx.flush_at is not None and now >= self._ctx.flush_at
         if flushed:
+            if held.aligned and held.held:  # aligned windows: the held writes join the flush
+                self._p.pushes.flush_local(now)
             self._ctx.flush_at = None
             self._p.window.flush(now)
         self._p.acks.send_due(now, flushed=flushed)

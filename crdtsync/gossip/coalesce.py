@@ -32,9 +32,19 @@ local writes too, per agent:
   :class:`~crdtsync.replica.ReplicaSet`'s optional ``merge``: pycrdt merges consecutive
   characters of one client into one struct), then pushed to every peer holding the shard.
 
-With aligned (WAN) windows the push window itself batches every delta to its boundary, so
-nothing is held here; deltas handed over together (one driver turn, :meth:`GossipCore.
-local_updates`) are merged in every config. Pure state: times come in as arguments.
+With aligned (WAN) windows (``align_windows`` without ``send_when_idle``: the class defaults)
+every write waits for the window's boundary anyway, so the coalescer is *aligned*
+(:attr:`Coalescer.aligned`): it holds a shard's local writes from the first of a window to the
+boundary's flush, where they are merged into one update per shard and queued for every peer
+holding the shard, then sent with the rest of the window (:class:`~crdtsync.gossip.window.
+Window`). Its ``due`` stays None: the boundary is the window's flush (``flush_at``), which the
+window's first write asks for. Before (issue 17/18, branch h-wanburst), each write was queued
+for every link on its own and went as its own update in the window's Push: a 5,000-write
+burst cost every receiver 5,000 validations, place records and pycrdt applies instead of a
+few squashed ones, and the writer a hand-over and 7 queue appends per write (the WAN burst
+spent 2.7x the CPU per update of the LAN one). Deltas handed over together (one driver turn,
+:meth:`GossipCore.local_updates`) are merged in every config. Pure state: times come in as
+arguments.
 """
 
 from __future__ import annotations
@@ -63,9 +73,12 @@ class Coalescer:
         pause: seconds without a write that end a window that may end at a pause.
     """
 
-    def __init__(self, base: float, pause: float = PAUSE) -> None:
+    def __init__(self, base: float, pause: float = PAUSE, *, aligned: bool = False) -> None:
         self.base = base
         self.pause = pause
+        #: Aligned windows (see the module docstring): writes wait for the window's flush,
+        #: per shard from the first of the window (:meth:`hold_aligned`), never at once.
+        self.aligned = aligned
         #: shard -> deltas held until :attr:`due`, in the order written.
         self.held: dict[str, list[bytes]] = {}
         #: When the held deltas go (None: nothing held).
@@ -100,11 +113,30 @@ class Coalescer:
         self._wrote = now
         return False
 
+    def hold_aligned(self, shard: str, deltas: Sequence[bytes]) -> None:
+        """Hold ``deltas`` of ``shard`` until the window's flush (aligned windows; the caller
+        asks for that flush when the shard's first write of the window comes)."""
+        self.held.setdefault(shard, []).extend(deltas)
+        self._count += len(deltas)
+
+    @property
+    def holding(self) -> bool:
+        """Whether local writes are held: in an open window, or for the flush (aligned)."""
+        return self.due is not None or bool(self.held)
+
     def add(self, shard: str, delta: bytes, now: float) -> bool:
         """Add one write to the open window and return True, or return False (nothing done)
         when no window is open, or when this write would make the window one that may end at
         a pause (the caller then hands it over with :meth:`hold`, so that its driver reads the
-        new deadline: :meth:`pause_at`)."""
+        new deadline: :meth:`pause_at`). Aligned: True when the window holds writes of
+        ``shard`` already (its flush is asked for), else False."""
+        if self.aligned:
+            held = self.held.get(shard)
+            if held is None:
+                return False
+            held.append(delta)
+            self._count += 1
+            return True
         if self.due is None or (not self._busy and self._count + 1 == GROW_AT):
             return False
         self.held.setdefault(shard, []).append(delta)
@@ -140,6 +172,8 @@ class Coalescer:
         """The held deltas per shard, which go now (at :attr:`due`, or earlier on close)."""
         held, self.held, self.due = self.held, {}, None
         writes, self._count = self._count, 0  # made within the window
+        if self.aligned:  # the window is the flush's: nothing to widen or narrow
+            return held
         per_window = GROW_AT << self._busy  # GROW_AT per push_interval, for this window
         if writes >= per_window:
             # A dense stream (the second dense window in a row): the per-push cost

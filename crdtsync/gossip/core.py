@@ -325,7 +325,7 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
         execution of effects each (issue 17's stream row).
         """
         held = self._p.pushes.coalescer
-        if held.due is None or shard not in self._local_names:
+        if (held.due is None and not held.aligned) or shard not in self._local_names:
             return False
         if self._holdable[0] != self._gen:  # what _moves_timers reads changes only at a bump
             self._holdable = (self._gen, not self._moves_timers())
@@ -352,13 +352,14 @@ class GossipCore(_Queries, _Fanout, _Connections, _Timers):
     def holding_local(self) -> bool:
         """Whether local writes wait in the coalescing window (it ends at its deadline, or
         earlier when the writer's stream pauses: both in :meth:`next_deadline`)."""
-        return self._p.pushes.coalescer.due is not None
+        return self._p.pushes.coalescer.holding
 
     def flush_local(self, now: float) -> None:
         """Send the local writes held in the coalescing window now, not at its end (a driver
-        that is closing calls it, then executes the effects)."""
+        that is closing calls it, then executes the effects). Aligned windows: queued for
+        the window's flush, as every write was before they were held."""
         self._advance(now)
-        if self._p.pushes.coalescer.due is not None:
+        if self._p.pushes.coalescer.holding:
             self._p.pushes.flush_local(now)
 
     # ------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ._push_fanout import _authors, _PushFanout
 from ._push_receive import _PushReceive
 from .acks import WANT_ACK, Acks
 from .coalesce import Coalescer
-from .overlay import TREE
+from .overlay import FULL, TREE
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -139,10 +139,12 @@ class Pushes(_PushReceive, _PushFanout):
         #: (shard, link) -> when a WANT_ACK from that link was last broadcast (a bridge:
         #: _push_fanout.py, bridge_ask).
         self._bridge_asks: dict[tuple[str, str], float] = {}
-        #: Local writes of a stream wait here for the end of their window (LAN configs).
+        #: Local writes of a stream wait here for the end of their window (LAN configs), or
+        #: for the window's flush (aligned windows, in a full mesh: coalesce.py).
         cfg = ctx.config
         lan = cfg.send_when_idle and not cfg.align_windows
-        self.coalescer = Coalescer(cfg.push_interval if lan else 0.0)
+        aligned = cfg.align_windows and not cfg.send_when_idle and cfg.push_interval > 0
+        self.coalescer = Coalescer(cfg.push_interval if lan else 0.0, aligned=aligned)
 
         #: Rotating relay under the hub term: the hub a writer's batch that reached us after
         #: our turn ended goes on to (None: passed on to everyone; relay.Relay.hand_on).
@@ -173,22 +175,48 @@ class Pushes(_PushReceive, _PushFanout):
         """Deltas made here (handed over together): queue them, merged, for every peer that
         holds the shard, at once or at the end of the coalescing window
         (:mod:`~crdtsync.gossip.coalesce`)."""
-        if self.coalescer.hold(shard, deltas, now) and self._ctx.links:
+        held = self.coalescer
+        if held.aligned and not self.any_fanout and self._ctx.mode() == FULL:
+            # Aligned windows: held to the window's flush, merged there (coalesce.py). A
+            # shard's first write of the window asks for the flush; one no link takes is
+            # not held (nothing would be queued for it: as before, no flush either). A
+            # fanout medium (a broker) sends a window's first write at once: not held. Only
+            # in a full mesh: in a tree the held writes would be queued after what the
+            # window forwarded (the golden tree and partial traces change with that order);
+            # the rotating relay holds its own writes already (relay.py).
+            if shard not in held.held:
+                if not self._wanted(shard):
+                    return
+                self._ctx.schedule_flush(now)
+            held.hold_aligned(shard, deltas)
+            return
+        if held.hold(shard, deltas, now) and self._ctx.links:
             # (no link, no merge: an agent whose only clients are Yjs-door clients)
             self._send_local(shard, self.merged(shard, deltas), now)
 
+    def _wanted(self, shard: str) -> bool:
+        """Whether a link would queue a local write of ``shard`` now, in a full mesh (see
+        _send_local)."""
+        ctx = self._ctx
+        return any(not c.closing and ctx.policy.sends_to(c.name, shard) for c in ctx.links.values())
+
     def flush_local(self, now: float) -> None:
         """The coalescing window ended (or the driver closes): the held deltas go, one
-        merged update per shard."""
+        merged update per shard. Aligned windows: queued for the flush under way (the
+        caller's), with the rest of the window."""
+        aligned = self.coalescer.aligned
         for shard, deltas in self.coalescer.take(now).items():
             if self._ctx.links:
-                self._send_local(shard, self.merged(shard, deltas), now, window_end=True)
+                self._send_local(shard, self.merged(shard, deltas), now, window_end=not aligned)
 
     def merged(self, shard: str, deltas: Sequence[bytes]) -> list[bytes]:
-        """``deltas`` as one update (the ReplicaSet's optional ``merge``), else as they are."""
+        """``deltas`` as one update (the ReplicaSet's optional ``merge``), else as they are
+        (also when ``merge`` returns None: it would cost more than it saves)."""
         merge = getattr(self._ctx.replicas, "merge", None)
         if len(deltas) > 1 and merge is not None:
-            return [merge(shard, deltas)]
+            one = merge(shard, deltas)
+            if one is not None:
+                return [one]
         return list(deltas)
 
     def _send_local(

@@ -34,10 +34,14 @@ def test_deltas_of_one_window_are_batched_per_peer_and_shard() -> None:
     for shard, d in (("s", d1), ("s", d2), ("t", d3)):
         a.local_update(shard, d, 5.0)
     a.tick(5.25)
+    # A window's local writes of a shard go merged, one update (aligned windows hold them
+    # to the flush: gossip/coalesce.py; before h-wanburst, (d1, d2) as they were).
+    merged = reps(a).merge("s", [d1, d2])
+    assert merged not in (d1, d2)
     assert a.data_to_send() == [
-        ("b", Push("s", (d1, d2), None, 1)),
+        ("b", Push("s", (merged,), None, 1)),
         ("b", Push("t", (d3,), None, 1)),
-        ("c", Push("s", (d1, d2), None, 1)),
+        ("c", Push("s", (merged,), None, 1)),
         ("c", Push("t", (d3,), None, 1)),
     ]
 
@@ -46,6 +50,9 @@ def test_batches_are_split_at_max_batch_bytes() -> None:
     a, b = make("a", config=GossipConfig(push_interval=W, max_batch_bytes=60)), make("b")
     connect(a, b)
     a.data_to_send()
+    # A replica set without ``merge``: a window's writes go as a batch of updates (with it,
+    # aligned windows send them merged, one update: test_core_aligned.py).
+    reps(a).merge = None  # type: ignore[method-assign,assignment]
     deltas = [put(a, "s", f"k{i}", "v" * 20) for i in range(4)]
     for d in deltas:
         a.local_update("s", d, 1.0)
