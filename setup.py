@@ -4,15 +4,16 @@
 Yjs update validator) are compiled with mypyc as one group when possible, and
 ``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) and
 ``crdtsync/yjs/_cscan.c`` (the struct section scanned in C, with ``_cscan_values.c``,
-``_cscan_places.c``, ``_cscan_spans.c`` and their header ``_cscan.h``; it only accepts, the mypyc
-or pure build decides everything else) are compiled when a C compiler is there. The build never fails because of them:
+``_cscan_places.c``, ``_cscan_spans.c`` and their headers ``_cscan.h``, ``_cscan_inline.h``;
+it only accepts, the mypyc or pure build decides everything else) are compiled when a C
+compiler is there. The build never fails because of them:
 without mypyc, without a C compiler or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set,
 no extension is built and the same source runs as pure Python, counting places in a dict (see
 ``crdtsync/yjs/_native.py``).
 
 Each compiled module is built from a copy of its source with one line added,
 ``SOURCE_SHA256 = "<hash of that source>"`` (the C modules: a macro; ``_cscan``'s hash covers
-all of its sources and its header), so that a compiled module left over from an older
+all of its sources and headers), so that a compiled module left over from an older
 version of any of them is detected at import and the group not used.
 """
 
@@ -35,7 +36,14 @@ SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
 FANS = YJS / "_fans.c"
 #: The C scan's sources and its private header, in the order they are hashed: the same names
 #: as ``crdtsync.yjs._native._CSCAN_SOURCES`` (``tests/yjs/test_cscan_build.py`` checks it).
-CSCAN_SOURCES = ("_cscan.c", "_cscan.h", "_cscan_values.c", "_cscan_places.c", "_cscan_spans.c")
+CSCAN_SOURCES = (
+    "_cscan.c",
+    "_cscan.h",
+    "_cscan_inline.h",
+    "_cscan_values.c",
+    "_cscan_places.c",
+    "_cscan_spans.c",
+)
 STAGE = ROOT / "build" / "mypyc-src"
 
 
@@ -100,8 +108,8 @@ def _digest(paths: list[Path]) -> str:
 
 def _cscan() -> Extension:
     """The struct section's scan in C, one extension from several sources (split by concern,
-    sharing the private header ``_cscan.h``); the hash of all of them is compiled in (as for
-    ``_fans``), so that an edit to any one makes a build stale."""
+    sharing the private headers ``_cscan.h`` and ``_cscan_inline.h``); the hash of all of
+    them is compiled in (as for ``_fans``), so that an edit to any one makes a build stale."""
     paths = [YJS / name for name in CSCAN_SOURCES]
     return Extension(
         "crdtsync.yjs._cscan",

@@ -21,10 +21,10 @@
  *
  * Places (fans) are counted where the reference counts them (_cscan_places.c). The module
  * is built from this file, _cscan_values.c, _cscan_places.c and _cscan_spans.c with their
- * private header _cscan.h (what each holds: see there). Optional: setup.py builds it when a
+ * private headers _cscan.h and _cscan_inline.h (what each holds: see _cscan.h). Optional: setup.py builds it when a
  * C compiler is there (never failing the build); crdtsync/yjs/_native.py does not use it
  * with CRDTSYNC_PURE_PYTHON=1 or when it was built from another version of any of those
- * five files (SOURCE_SHA256: one hash over all of them).
+ * six files (SOURCE_SHA256: one hash over all of them).
  */
 #include "_cscan.h"
 
@@ -159,7 +159,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 more = n_structs;
             }
             if (lagged) { /* the places so far added before the table grows (as in order) */
-                STEP(cs_pending_flush(&pending, fans));
+                STEP(pending_flush(&pending, fans));
             }
             PyObject *r = PyObject_CallMethod(fans, "reserve", "L", (long long)more);
             if (r == NULL) {
@@ -271,7 +271,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     goto defer;
                 }
                 if (count_fans && !chained && lagged) {
-                    STEP(cs_pending_push(&pending, fans, start + 1, pos - start - 1));
+                    STEP(pending_push(&pending, fans, start + 1, pos - start - 1));
                 } else if (count_fans && !chained) {
                     int64_t fan;
                     STEP(cs_count_place(fans, fan_count, b, start + 1, pos - start - 1, &fan));
@@ -300,7 +300,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     Py_DECREF(key);
                     Py_DECREF(d);
                 }
-                STEP(cs_content(b, &pos, kind, &length));
+                STEP(content(b, &pos, kind, &length));
                 if (max_merge >= 0 && (kind == CONTENT_ANY || kind == CONTENT_STRING)) {
                     int64_t weighted;
                     if (__builtin_mul_overflow(length, kind == CONTENT_ANY ? ANY_WEIGHT : 1,
@@ -333,7 +333,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         STEP(cs_end_client(ends, spans, client, end, first, clock, &los, &his));
     }
     if (lagged) {
-        STEP(cs_pending_flush(&pending, fans));
+        STEP(pending_flush(&pending, fans));
         CHECKED_ADD(fan_work, pending.fan_work);
         if (pending.most > most) {
             most = pending.most;

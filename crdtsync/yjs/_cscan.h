@@ -1,17 +1,20 @@
-/* crdtsync.yjs._cscan's private header: what its three sources share.
+/* crdtsync.yjs._cscan's private header: what its sources share.
  *
- * The extension is one module built from four files, split by concern so that each stays
- * a few hundred lines (the project's size rule) while mirroring the reference:
+ * The extension is one module built from four C files and two headers, split by concern so
+ * that each stays a few hundred lines (the project's size rule) while mirroring the reference:
  *   _cscan.c         scan_structs (the struct section's loop) and the module;
- *   _cscan_values.c  lib0 signed varints, UTF-8, Any values and item content
- *                    (the readers of _scan_content.py);
- *   _cscan_places.c  the places (fans): the native table's capsules, the lag, the dict;
- *   _cscan_spans.c   the per-client ranges and spans, and the parents check.
- * The bounded readers the struct loop calls for every field (read_uint, bytes_span, the
- * ASCII check, strings) are static inline here, so that they stay inlined in every file as
- * they were in one. setup.py lists every source and this header (CSCAN_SOURCES there, the
- * same list in crdtsync/yjs/_native.py): the hash compiled in (SOURCE_SHA256) covers all of
- * them, so an edit to any one makes a build stale. Not part of any public API.
+ *   _cscan_values.c  lib0 signed varints, the strict UTF-8 check, Any values (the readers
+ *                    of _scan_content.py that the loop does not call per field);
+ *   _cscan_places.c  the places (fans): the native table's capsules, the dict, add();
+ *   _cscan_spans.c   the per-client ranges and spans, and the parents check;
+ *   _cscan.h         (this) constants, types, the functions the files share;
+ *   _cscan_inline.h  what the loop calls per field and per item, static inline: the bounded
+ *                    readers, item content, the lag's queue of places.
+ * setup.py compiles the four C files into crdtsync.yjs._cscan and lists every file here
+ * (CSCAN_SOURCES there, the same list in crdtsync/yjs/_native.py): the hash compiled in
+ * (SOURCE_SHA256) covers all six, so an edit to any one of them makes a build stale. The
+ * functions shared between the files are hidden (never exported from the .so); nothing here
+ * is a public API.
  */
 #ifndef CRDTSYNC_CSCAN_H
 #define CRDTSYNC_CSCAN_H
@@ -65,123 +68,16 @@ typedef struct {
     int64_t n;
 } Buf;
 
-/* ------------------------------------------------------------------------------------------
- * The bounded readers (_scan_content.py's read_uint, bytes_span, skip_str, string_content). */
-
-/* read_uint: a minimal lib0 varuint no larger than limit (limit >= 0). */
-static inline int
-read_uint(const Buf *b, int64_t *pos, int64_t limit, int64_t *out)
-{
-    int64_t p = *pos;
-    if (p >= b->n) {
-        return DEFER;
-    }
-    uint8_t c = b->d[p];
-    if (c < 0x80) {
-        if ((int64_t)c > limit) {
-            return DEFER;
-        }
-        *out = c;
-        *pos = p + 1;
-        return OK;
-    }
-    uint64_t value = c & 0x7F;
-    int shift = 7;
-    int64_t q = p + 1;
-    for (;;) {
-        if (q >= b->n) {
-            return DEFER;
-        }
-        c = b->d[q];
-        q += 1;
-        value |= (uint64_t)(c & 0x7F) << shift; /* shift <= 49: at most 8 bytes */
-        if (c < 0x80) {
-            break;
-        }
-        shift += 7;
-        if (q - p >= MAX_VARUINT_BYTES) {
-            return DEFER;
-        }
-    }
-    if (c == 0 || value > (uint64_t)limit) {
-        return DEFER;
-    }
-    *out = (int64_t)value;
-    *pos = q;
-    return OK;
-}
-
-/* bytes_span: a length-prefixed byte string; *start, *end of its payload. */
-static inline int
-bytes_span(const Buf *b, int64_t *pos, int64_t *start, int64_t *end)
-{
-    int64_t n, p = *pos;
-    if (read_uint(b, &p, MAX_SAFE, &n) != OK) {
-        return DEFER;
-    }
-    if (n > b->n - p) { /* n <= 2**53 - 1 and p <= b->n: no overflow */
-        return DEFER;
-    }
-    *start = p;
-    *end = p + n;
-    *pos = p + n;
-    return OK;
-}
-
-static inline int
-is_ascii(const uint8_t *s, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        if (w & 0x8080808080808080ull) {
-            return 0;
-        }
-    }
-    for (; i < n; i++) {
-        if (s[i] & 0x80) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* Whether s[0:n] (not ASCII) is valid UTF-8 by Python's own strict decoder (the reference's
  * check); *units: its length in UTF-16 code units. 1 yes, 0 no, -1 an exception (memory).
  * In _cscan_values.c: only strings that are not ASCII get there. */
 CS_HIDDEN int cs_utf8_units(const uint8_t *s, int64_t n, int64_t *units);
 
-/* skip_str / string_content: a length-prefixed UTF-8 string; *units its UTF-16 length. */
-static inline int
-read_str(const Buf *b, int64_t *pos, int64_t *units)
-{
-    int64_t start, end;
-    if (bytes_span(b, pos, &start, &end) != OK) {
-        return DEFER;
-    }
-    if (is_ascii(b->d + start, end - start)) {
-        *units = end - start;
-        return OK;
-    }
-    int r = cs_utf8_units(b->d + start, end - start, units);
-    return r < 0 ? FAIL : (r ? OK : DEFER);
-}
-
-static inline int
-skip_str(const Buf *b, int64_t *pos)
-{
-    int64_t units;
-    return read_str(b, pos, &units);
-}
-
 /* ------------------------------------------------------------------------------------------
- * _cscan_values.c: Any values and item content. */
+ * _cscan_values.c: Any values. */
 
 /* any_value: one lib0 Any value at nesting depth (stops at MAX_NESTING: the only recursion). */
 CS_HIDDEN int cs_any_value(const Buf *b, int64_t *pos, int depth);
-/* content: an Item's content of kind; *length its length in clocks. DEFER for JSON kinds. */
-CS_HIDDEN int cs_content(const Buf *b, int64_t *pos, int kind, int64_t *length);
 
 /* ------------------------------------------------------------------------------------------
  * _cscan_spans.c: growable arrays, the per-client ranges, the parents check. */
@@ -230,10 +126,13 @@ typedef struct {
     int64_t fan_work, most, max_fan;
 } Pending;
 
-/* A place read: hashed, its slot prefetched, queued (the oldest added if the queue is full).
- * OK, DEFER (a count over the limit, or a sum overflows) or FAIL. */
-CS_HIDDEN int cs_pending_push(Pending *q, PyObject *fans, int64_t start, int64_t len);
-/* Every queued place added, in order: OK, DEFER or FAIL. */
-CS_HIDDEN int cs_pending_flush(Pending *q, PyObject *fans);
+/* The native table's capsules the queue calls (set by cs_import_fans, NULL without it). */
+typedef Py_hash_t (*fans_prefetch_fn)(PyObject *, Py_ssize_t, Py_ssize_t);
+typedef Py_ssize_t (*fans_add_hashed_fn)(PyObject *, Py_ssize_t, Py_ssize_t, Py_hash_t);
+CS_HIDDEN extern fans_prefetch_fn cs_fans_prefetch;
+CS_HIDDEN extern fans_add_hashed_fn cs_fans_add_hashed;
+
+/* The bounded readers, item content and the queue, inlined into the struct loop. */
+#include "_cscan_inline.h"
 
 #endif /* CRDTSYNC_CSCAN_H */

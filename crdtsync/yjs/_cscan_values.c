@@ -1,10 +1,11 @@
-/* crdtsync.yjs._cscan: Any values and item content (the readers of _scan_content.py).
+/* crdtsync.yjs._cscan: Any values (the readers of _scan_content.py behind item content).
  *
  * Part of the one extension crdtsync.yjs._cscan (see _cscan.h for its files and _cscan.c for
- * the rules it keeps): lib0 signed varints, the strict UTF-8 check, Any values of every tag
- * (arrays and objects stop at MAX_NESTING, the only recursion; an object's repeated key is
- * found pairwise up to PAIRWISE_KEYS keys, in a set of bytes above) and every item content
- * the scan accepts. Every read is bounds-checked against the buffer's length; anything not
+ * the rules it keeps): lib0 signed varints, the strict UTF-8 check of strings that are not
+ * ASCII, and Any values of every tag (arrays and objects stop at MAX_NESTING, the only
+ * recursion; an object's repeated key is found pairwise up to PAIRWISE_KEYS keys, in a set
+ * of bytes above). Item content itself (content()) is in _cscan_inline.h, inlined into the
+ * struct loop. Every read is bounds-checked against the buffer's length; anything not
  * accepted returns DEFER and the reference decides.
  */
 #include "_cscan.h"
@@ -179,62 +180,6 @@ cs_any_value(const Buf *b, int64_t *pos, int depth)
         return r;
     }
     default:
-        return DEFER;
-    }
-}
-
-/* content: an Item's content of kind; *length its length in clocks. */
-int
-cs_content(const Buf *b, int64_t *pos, int kind, int64_t *length)
-{
-    int64_t p = *pos, n, start, end;
-    int r;
-    switch (kind) {
-    case CONTENT_STRING:
-        return read_str(b, pos, length);
-    case CONTENT_ANY:
-        if (read_uint(b, &p, MAX_CLOCK, &n) != OK || n > b->n - p) {
-            return DEFER;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            if ((r = cs_any_value(b, &p, 0)) != OK) {
-                return r;
-            }
-        }
-        *length = n;
-        *pos = p;
-        return OK;
-    case CONTENT_DELETED:
-        return read_uint(b, pos, MAX_CLOCK, length);
-    case CONTENT_TYPE:
-        if (p >= b->n) {
-            return DEFER;
-        }
-        *length = 1;
-        switch (b->d[p]) {
-        case 0: case 1: case 2: case 4: case 6: /* Array, Map, Text, XmlFragment, XmlText */
-            *pos = p + 1;
-            return OK;
-        case 3: /* XmlElement and its name */
-            *pos = p + 1;
-            return skip_str(b, pos);
-        default: /* XmlHook, unknown */
-            return DEFER;
-        }
-    case CONTENT_BINARY:
-        *length = 1;
-        return bytes_span(b, pos, &start, &end);
-    case CONTENT_DOC:
-        if ((r = skip_str(b, &p)) != OK) {
-            return r;
-        }
-        if (p >= b->n || b->d[p] != 118) {
-            return DEFER;
-        }
-        *length = 1;
-        *pos = p;
-        return cs_any_value(b, pos, 0);
-    default: /* JSON (refused), Embed and Format (JSON: the reference parses it) */
         return DEFER;
     }
 }

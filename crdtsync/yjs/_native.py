@@ -69,6 +69,7 @@ _FANS_SOURCE = _DIR / "_fans.c"
 _CSCAN_SOURCES: tuple[str, ...] = (
     "_cscan.c",
     "_cscan.h",
+    "_cscan_inline.h",
     "_cscan_values.c",
     "_cscan_places.c",
     "_cscan_spans.c",
