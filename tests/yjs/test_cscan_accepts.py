@@ -257,7 +257,18 @@ def accepts(data: bytes, limits: Limits, name: str = "") -> bool:
 
 
 def test_the_c_scan_accepts_what_the_reference_accepts_on_every_boundary() -> None:
-    for name, (data, limits) in {**OVER, **INSIDE}.items():
+    """OVER and INSIDE here, and test_updates' hand-made REFUSED and ACCEPTED updates (the
+    struct sections of which share many of these boundaries), each under no limits and the
+    defaults."""
+    corpus = {
+        **OVER,
+        **INSIDE,
+        **{f"REFUSED {k}": (u, NO_LIMITS) for k, (u, _) in REFUSED.items()},
+        **{f"REFUSED {k}, default limits": (u, DEFAULTS) for k, (u, _) in REFUSED.items()},
+        **{f"ACCEPTED {k}": (u, NO_LIMITS) for k, u in ACCEPTED.items()},
+        **{f"ACCEPTED {k}, default limits": (u, DEFAULTS) for k, u in ACCEPTED.items()},
+    }
+    for name, (data, limits) in corpus.items():
         accepts(data, limits, name)
         check(data, limits)  # the converse: never accepts what the reference refuses
 
