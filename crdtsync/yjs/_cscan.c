@@ -185,7 +185,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (length == 0) {
                     goto defer;
                 }
-                STEP(cs_add_range(&los, &his, clock, clock + length));
+                STEP(add_range(&los, &his, clock, clock + length));
                 if (info == INFO_SKIP) {
                     APPEND(gaps, "(LL)", (long long)client, (long long)(clock + length));
                 }
@@ -239,9 +239,9 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         int64_t parent_client, parent_clock;
                         STEP(read_uint(b, &pos, MAX_SAFE, &parent_client));
                         STEP(read_uint(b, &pos, MAX_CLOCK, &parent_clock));
-                        STEP(cs_vec_push(&parents, start));
-                        STEP(cs_vec_push(&parents, parent_client));
-                        STEP(cs_vec_push(&parents, parent_clock));
+                        STEP(vec_push(&parents, start));
+                        STEP(vec_push(&parents, parent_client));
+                        STEP(vec_push(&parents, parent_clock));
                         if (parent_client != client || parent_clock >= clock) {
                             APPEND(refs, "(LLLL)", (long long)client, (long long)clock,
                                    (long long)parent_client, (long long)parent_clock);
@@ -316,7 +316,7 @@ scan_structs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     }
                 }
                 if (kind == CONTENT_TYPE || kind == CONTENT_DELETED) {
-                    STEP(cs_add_range(&los, &his, clock, clock + length));
+                    STEP(add_range(&los, &his, clock, clock + length));
                 }
             }
             CHECKED_ADD(clock, length);

@@ -9,7 +9,7 @@
  *   _cscan_spans.c   the per-client ranges and spans, and the parents check;
  *   _cscan.h         (this) constants, types, the functions the files share;
  *   _cscan_inline.h  what the loop calls per field and per item, static inline: the bounded
- *                    readers, item content, the lag's queue of places.
+ *                    readers, item content, a client's ranges, the lag's queue of places.
  * setup.py compiles the four C files into crdtsync.yjs._cscan and lists every file here
  * (CSCAN_SOURCES there, the same list in crdtsync/yjs/_native.py): the hash compiled in
  * (SOURCE_SHA256) covers all six, so an edit to any one of them makes a build stale. The
@@ -88,9 +88,6 @@ typedef struct {
     Py_ssize_t n, cap;
 } Vec;
 
-CS_HIDDEN int cs_vec_push(Vec *vec, int64_t x);
-/* _add_range: [clock, end) appended to (los, his), merged with the last if adjacent. */
-CS_HIDDEN int cs_add_range(Vec *los, Vec *his, int64_t clock, int64_t end);
 /* ends[client] = end and spans[client] = (first, clock, los, his), as the reference sets
  * them at the end of a client: OK or FAIL. */
 CS_HIDDEN int cs_end_client(PyObject *ends, PyObject *spans, int64_t client, int64_t end,

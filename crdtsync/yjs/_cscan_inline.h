@@ -1,12 +1,13 @@
 /* crdtsync.yjs._cscan: what the struct loop calls for every field and every item, inlined.
  *
- * Included by _cscan.h only (every file of the extension gets it). Static inline, so that
- * each stays inlined into the struct loop as it was when the extension was one file: split
- * into separately compiled functions, content() and the lag's queue cost the map's scan
- * ~4-5 % (measured, benchmarks/history/catchup-restart.md, h-csplit). The bounded readers
+ * Included by _cscan.h only (every file of the extension gets it): the bounded readers
  * (_scan_content.py's read_uint, bytes_span, skip_str, string_content), the item content
- * (its content(): Any values themselves are read in _cscan_values.c) and the queue of places
- * the native table gets LAG items late (Pending, in _cscan.h).
+ * (its content(); Any values themselves are read in _cscan_values.c), a client's ranges
+ * (add_range) and the queue of places the native table gets LAG items late (Pending, in
+ * _cscan.h). Static inline, so that they stay inlined into the struct loop as they were
+ * when the extension was one file: compiled as functions of another file, content() and the
+ * queue cost the map's scan ~4-5 %, add_range the paper's ~1.5 % (measured: h-csplit's
+ * section of benchmarks/history/catchup-restart.md).
  */
 #ifndef CRDTSYNC_CSCAN_INLINE_H
 #define CRDTSYNC_CSCAN_INLINE_H
@@ -167,6 +168,35 @@ content(const Buf *b, int64_t *pos, int kind, int64_t *length)
     default: /* JSON (refused), Embed and Format (JSON: the reference parses it) */
         return DEFER;
     }
+}
+
+/* vec_push: x appended to vec (grown by doubling): OK or FAIL (memory). */
+static inline int
+vec_push(Vec *vec, int64_t x)
+{
+    if (vec->n == vec->cap) {
+        Py_ssize_t cap = vec->cap ? vec->cap * 2 : 16;
+        int64_t *v = PyMem_Realloc(vec->v, (size_t)cap * sizeof(int64_t));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return FAIL;
+        }
+        vec->v = v;
+        vec->cap = cap;
+    }
+    vec->v[vec->n++] = x;
+    return OK;
+}
+
+/* add_range: [clock, end) appended to (los, his), merged with the last if adjacent. */
+static inline int
+add_range(Vec *los, Vec *his, int64_t clock, int64_t end)
+{
+    if (his->n && his->v[his->n - 1] == clock) {
+        his->v[his->n - 1] = end;
+        return OK;
+    }
+    return vec_push(los, clock) == OK ? vec_push(his, end) : FAIL;
 }
 
 /* pending_pop: add the oldest pending place: OK, DEFER (its count is over the limit, or a sum

@@ -1,39 +1,13 @@
 /* crdtsync.yjs._cscan: the per-client ranges and spans, and the parents check.
  *
- * Part of the one extension crdtsync.yjs._cscan (see _cscan.h for its files): the growable
- * arrays of int64 the struct loop keeps (one client's ranges of clocks that are types or
- * deleted, the parents of its items), the (first, clock, los, his) span it records per
- * client, and the check after the loop that a parent which is an item of this update is a
- * type (the last loop of the reference's scan_structs).
+ * Part of the one extension crdtsync.yjs._cscan (see _cscan.h for its files): from the
+ * growable arrays of int64 the struct loop keeps (one client's ranges of clocks that are
+ * types or deleted, the parents of its items; appended to in _cscan_inline.h), the
+ * (first, clock, los, his) span it records per client, and the check after the loop that a
+ * parent which is an item of this update is a type (the last loop of the reference's
+ * scan_structs).
  */
 #include "_cscan.h"
-
-int
-cs_vec_push(Vec *vec, int64_t x)
-{
-    if (vec->n == vec->cap) {
-        Py_ssize_t cap = vec->cap ? vec->cap * 2 : 16;
-        int64_t *v = PyMem_Realloc(vec->v, (size_t)cap * sizeof(int64_t));
-        if (v == NULL) {
-            PyErr_NoMemory();
-            return FAIL;
-        }
-        vec->v = v;
-        vec->cap = cap;
-    }
-    vec->v[vec->n++] = x;
-    return OK;
-}
-
-int
-cs_add_range(Vec *los, Vec *his, int64_t clock, int64_t end)
-{
-    if (his->n && his->v[his->n - 1] == clock) {
-        his->v[his->n - 1] = end;
-        return OK;
-    }
-    return cs_vec_push(los, clock) == OK ? cs_vec_push(his, end) : FAIL;
-}
 
 static PyObject *
 vec_list(const Vec *vec)
