@@ -87,6 +87,8 @@ typedef struct {
     int64_t *v;
     Py_ssize_t n, cap;
 } Vec;
+/* The growth of a Vec (doubling): OK or FAIL (memory). */
+CS_HIDDEN int cs_vec_grow(Vec *vec);
 
 /* ends[client] = end and spans[client] = (first, clock, los, his), as the reference sets
  * them at the end of a client: OK or FAIL. */

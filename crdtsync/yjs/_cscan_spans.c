@@ -9,6 +9,20 @@
  */
 #include "_cscan.h"
 
+int
+cs_vec_grow(Vec *vec)
+{
+    Py_ssize_t cap = vec->cap ? vec->cap * 2 : 16;
+    int64_t *v = PyMem_Realloc(vec->v, (size_t)cap * sizeof(int64_t));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return FAIL;
+    }
+    vec->v = v;
+    vec->cap = cap;
+    return OK;
+}
+
 static PyObject *
 vec_list(const Vec *vec)
 {
