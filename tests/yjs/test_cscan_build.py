@@ -36,6 +36,8 @@ MAX_LINES = 450
 
 def setup_namespace() -> dict[str, Any]:
     """setup.py's CSCAN_SOURCES, _digest and _cscan, run without running setup()."""
+    if not SETUP.is_file():
+        pytest.skip("no setup.py beside the package (an installed copy, not a checkout)")
     tree = ast.parse(SETUP.read_text())
     keep: list[ast.stmt] = []
     for node in tree.body:
