@@ -3,14 +3,17 @@
 ``crdtsync/yjs/_scan.py`` and ``crdtsync/yjs/_scan_content.py`` (the inner loops of the strict
 Yjs update validator) are compiled with mypyc as one group when possible, and
 ``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) and
-``crdtsync/yjs/_cscan.c`` (the struct section scanned in C; it only accepts, the mypyc or pure
-build decides everything else) are compiled when a C compiler is there. The build never fails because of them:
+``crdtsync/yjs/_cscan.c`` (the struct section scanned in C, with ``_cscan_values.c``,
+``_cscan_places.c``, ``_cscan_spans.c`` and their headers ``_cscan.h``, ``_cscan_inline.h``;
+it only accepts, the mypyc or pure build decides everything else) are compiled when a C
+compiler is there. The build never fails because of them:
 without mypyc, without a C compiler or Python headers, or with ``CRDTSYNC_PURE_PYTHON=1`` set,
 no extension is built and the same source runs as pure Python, counting places in a dict (see
 ``crdtsync/yjs/_native.py``).
 
 Each compiled module is built from a copy of its source with one line added,
-``SOURCE_SHA256 = "<hash of that source>"``, so that a compiled module left over from an older
+``SOURCE_SHA256 = "<hash of that source>"`` (the C modules: a macro; ``_cscan``'s hash covers
+all of its sources and headers), so that a compiled module left over from an older
 version of any of them is detected at import and the group not used.
 """
 
@@ -31,7 +34,16 @@ YJS = ROOT / "crdtsync" / "yjs"
 #: the same names as ``crdtsync.yjs._native.GROUP``.
 SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
 FANS = YJS / "_fans.c"
-CSCAN = YJS / "_cscan.c"
+#: The C scan's sources and its private header, in the order they are hashed: the same names
+#: as ``crdtsync.yjs._native._CSCAN_SOURCES`` (``tests/yjs/test_cscan_build.py`` checks it).
+CSCAN_SOURCES = (
+    "_cscan.c",
+    "_cscan.h",
+    "_cscan_inline.h",
+    "_cscan_values.c",
+    "_cscan_places.c",
+    "_cscan_spans.c",
+)
 STAGE = ROOT / "build" / "mypyc-src"
 
 
@@ -84,13 +96,26 @@ def _fans() -> Extension:
     )
 
 
+def _digest(paths: list[Path]) -> str:
+    """One file's SHA-256; for several, the SHA-256 of their ``sha256sum`` listing (a line
+    ``<hex>  <name>`` each, in order), so that an edit to any one of them changes it. The
+    same function as ``crdtsync.yjs._native._digest`` (the module compares with it)."""
+    if len(paths) == 1:
+        return hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in paths)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def _cscan() -> Extension:
-    """The struct section's scan in C; its source's hash is compiled in (as for ``_fans``)."""
-    digest = hashlib.sha256(CSCAN.read_bytes()).hexdigest()
+    """The struct section's scan in C, one extension from several sources (split by concern,
+    sharing the private headers ``_cscan.h`` and ``_cscan_inline.h``); the hash of all of
+    them is compiled in (as for ``_fans``), so that an edit to any one makes a build stale."""
+    paths = [YJS / name for name in CSCAN_SOURCES]
     return Extension(
         "crdtsync.yjs._cscan",
-        [str(CSCAN.relative_to(ROOT))],
-        define_macros=[("CSCAN_SOURCE_SHA256", f'"{digest}"')],
+        [str(path.relative_to(ROOT)) for path in paths if path.suffix == ".c"],
+        depends=[str(path.relative_to(ROOT)) for path in paths if path.suffix == ".h"],
+        define_macros=[("CSCAN_SOURCE_SHA256", f'"{_digest(paths)}"')],
         extra_compile_args=["-O2"] if os.name == "posix" else [],
         optional=True,
     )

@@ -22,9 +22,10 @@ used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its s
 it the validator counts places in a dict (both ways are tested against each other in
 ``tests/yjs/test_scan_builds.py``).
 
-The struct section's scan in C (``crdtsync/yjs/_cscan.c``, :data:`CSCAN`) is chosen the same
-way again: built by ``setup.py`` when a C compiler is there, not used with
-``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source. It only accepts:
+The struct section's scan in C (``crdtsync/yjs/_cscan.c`` and the other files of
+:data:`_CSCAN_SOURCES`, :data:`CSCAN`) is chosen the same way again: built by ``setup.py`` when
+a C compiler is there, not used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another
+version of any of its sources. It only accepts:
 on anything it does not accept it returns None and :mod:`crdtsync.yjs.parse` runs
 :data:`scan` (``tests/yjs/test_cscan.py`` compares them).
 
@@ -38,6 +39,7 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -62,7 +64,16 @@ _DIR = Path(__file__).parent
 GROUP: tuple[str, ...] = ("_scan_content", "_scan")
 _SOURCE = _DIR / "_scan.py"
 _FANS_SOURCE = _DIR / "_fans.c"
-_CSCAN_SOURCE = _DIR / "_cscan.c"
+#: The C scan's sources and its private header, in the order ``setup.py`` hashes them (its
+#: ``CSCAN_SOURCES``): a build is stale when any of them changed (:func:`_digest`).
+_CSCAN_SOURCES: tuple[str, ...] = (
+    "_cscan.c",
+    "_cscan.h",
+    "_cscan_inline.h",
+    "_cscan_values.c",
+    "_cscan_places.c",
+    "_cscan_spans.c",
+)
 #: The pure-Python build is loaded as this package's modules (one per module of GROUP), so
 #: that its relative imports find each other and never the compiled group.
 _PURE_PACKAGE = "crdtsync.yjs._pure"
@@ -104,17 +115,30 @@ def _is_compiled(module: ModuleType) -> bool:
     return not str(getattr(module, "__file__", "")).endswith(".py")
 
 
-def _current(module: ModuleType, source_path: Path = _SOURCE) -> bool:
-    """Whether a compiled ``module`` was built from the source beside it (``_scan.py``)."""
+def _digest(paths: Sequence[Path]) -> str:
+    """What ``setup.py`` compiles into a module built from ``paths`` (its ``_digest``): one
+    file's SHA-256; for several, the SHA-256 of their ``sha256sum`` listing (a line
+    ``<hex>  <name>`` each, in order), so that an edit to any one of them changes it."""
+    if len(paths) == 1:
+        return hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in paths)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _current(module: ModuleType, source_path: Path | Sequence[Path] = _SOURCE) -> bool:
+    """Whether a compiled ``module`` was built from the source(s) beside it (``_scan.py``;
+    for ``_cscan``, every file of :data:`_CSCAN_SOURCES`)."""
     built_from = getattr(module, "SOURCE_SHA256", None)
+    paths = [source_path] if isinstance(source_path, Path) else list(source_path)
     try:
-        source = source_path.read_bytes()
+        digest = _digest(paths)
     except OSError:  # an install without sources: nothing to compare with
         return True
-    if built_from == hashlib.sha256(source).hexdigest():
+    if built_from == digest:
         return True
+    names = ", ".join(path.name for path in paths)
     warnings.warn(
-        f"{module.__file__} was compiled from another version of {source_path.name}; using the "
+        f"{module.__file__} was compiled from another version of {names}; using the "
         "pure-Python validator (rebuild with `pip install -e .` to use the compiled one)",
         RuntimeWarning,
         stacklevel=2,
@@ -205,7 +229,7 @@ def native_scan() -> ModuleType | None:
         from . import _cscan
     except ImportError:
         return None
-    if not _current(_cscan, _CSCAN_SOURCE):
+    if not _current(_cscan, [_DIR / name for name in _CSCAN_SOURCES]):
         return None
     return _cscan
 
