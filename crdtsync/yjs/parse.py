@@ -290,8 +290,9 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
     tried first in C where that is built (:data:`CSCAN`): the C scan returns the same result
     for what it accepts and None for everything else, which the reference then decides (and
     raises with its own offset and message). A rule changed in ``_scan.py`` or
-    ``_scan_content.py`` must be changed in ``_cscan.c`` too: ``tests/yjs/test_cscan.py``
-    compares them, but a rule the reference relaxes only makes C hand back, unnoticed.
+    ``_scan_content.py`` must be changed in the ``_cscan*.c`` files too: ``tests/yjs/test_cscan.py``
+    compares them, and ``tests/yjs/test_cscan_accepts.py`` fails when the reference accepts
+    what C hands back (a rule relaxed in the reference only).
     """
     fans = None
     exact = type(data) is bytes
