@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from corepair import *  # noqa: F403
 
+import pytest
+
+from crdtsync.gossip import _ack_records
 from crdtsync.gossip.acks import SAME_DELETE_SET, WANT_ACK
 
 # ruff: noqa: F405 (names from corepair)
@@ -11,7 +14,17 @@ from crdtsync.gossip.acks import SAME_DELETE_SET, WANT_ACK
 # -- acks -----------------------------------------------------------------------------------------
 
 
-def test_acks_ride_on_pushes_or_go_alone_and_answer_replicated() -> None:
+@pytest.fixture
+def elide_every_delete_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' delete sets are empty (1 byte), which goes whole on the wire
+    (:data:`~crdtsync.gossip._ack_records.ELIDE_DELETE_SET_FROM`); elide from 0 bytes so they
+    pin the elision itself."""
+    monkeypatch.setattr(_ack_records, "ELIDE_DELETE_SET_FROM", 0)
+
+
+def test_acks_ride_on_pushes_or_go_alone_and_answer_replicated(
+    elide_every_delete_set: None,
+) -> None:
     a, b = make("a"), make("b")
     connect(a, b)
     deliver({"a": a, "b": b}, 0.0)
@@ -64,7 +77,7 @@ def test_owed_ack_rides_on_a_push_within_the_ack_delay() -> None:
     assert not any(isinstance(m, Ack) for _, m in b.data_to_send())
 
 
-def test_standalone_acks_are_rate_limited() -> None:
+def test_standalone_acks_are_rate_limited(elide_every_delete_set: None) -> None:
     a, b = make("a"), make("b")
     connect(a, b)
     deliver({"a": a, "b": b}, 0.0)
@@ -205,3 +218,30 @@ def test_an_unchanged_delete_set_with_nothing_to_refer_to_is_ignored() -> None:
     assert a.replicated("s", sv, ds) == ("b",)
     a.receive("b", rt(Ack((ShardState("s", sv, SAME_DELETE_SET),))), 1.2)
     assert [p.acked for p in a.peers()] == [(ShardState("s", sv, ds),)]
+
+
+def test_a_small_delete_set_always_goes_whole_so_a_lost_ack_blinds_nothing() -> None:
+    # h-hello's trace: at 10 % loss a leaf's first ack (its only whole delete set among 17)
+    # was lost, every later one said "as in my last ack", and its parent, with nothing to
+    # refer to, recorded none of them. A small delete set (here the empty one, 1 byte) now
+    # goes whole every time, so each ack stands on its own; a big one is still elided.
+    a, b = make("a"), make("b")
+    connect(a, b)
+    deliver({"a": a, "b": b}, 0.0)
+    sent = []
+    for i, t in enumerate((1.0, 2.0, 3.0)):
+        b.receive("a", Push("s", (put(a, "s", f"k{i}", i),)), t)
+        reps(b).commit()
+        b.durable(["s"], t)
+        b.tick(t + 0.9)
+        sent += [st for _, m in b.data_to_send() if isinstance(m, Ack) for st in m.states]
+    assert len(sent) == 3
+    assert all(st.delete_set == b"\x00" for st in sent)  # whole (empty), never elided
+    # The receiver that lost the first two still records the third.
+    a.receive("b", rt(Ack((sent[-1],))), 4.0)
+    sv, ds = reps(b).durable_state("s")
+    assert a.replicated("s", sv, ds) == ("b",)
+    big = bytes(64)
+    link = _ack_records.LinkAcks()
+    assert link.wire_delete_set("s", big) == big
+    assert link.wire_delete_set("s", big) == SAME_DELETE_SET
