@@ -161,10 +161,10 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 }
 
 GOLDEN: dict[str, str] = {
-    "full_mesh": "c0eaf575b68d82a59aab737aef76cd2550e31b54f66c579e9733aaf72870c0b0",
+    "full_mesh": "10067d5d7b113cd02957cb95bc43b2f8701f19c72f200a70b8cfe001e29ed475",
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
-    "tree": "1b63c7d38a0137987d5e056c0f0c0c4cdae2c8926dd8588de18ccb66e812abb4",
-    "partial": "9a6bb926e05823d5c533874a811faeb11c0e755f4348e806779186309ca7471b",
+    "tree": "8d74c6ddaa9fbe4139f25fec4d240c2237262a5dd4aa19fda8e4cb4dfe50a0ab",
+    "partial": "8cfeefa73583c3fe7ab60cfea3d92e55b9a75e48070ff617c2e4c4ba45dc8f79",
     "lossy_partition": "0da289acd85109a7badf88c59a1ca7c3e17e51639cda217642cd72de689304d6",
 }
 
