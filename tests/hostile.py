@@ -6,7 +6,8 @@ Each generator returns bytes built directly (no pycrdt), so the shapes are exact
 make at any size. :func:`run_limited` runs a function in a child process under an address-space
 cap and a wall-clock timeout, so a crash, an abort or a hang shows as a result, not a dead
 test run. :class:`RawPeer` drives one websocket connection by hand (the attacker of the
-over-the-wire tests), :func:`honest_update` and :func:`until` are what those tests share.
+over-the-wire tests), :func:`honest_update` and :func:`until` are what those tests share;
+:func:`slow_reader_socket` is the socket of a peer that does not read (back-pressure tests).
 Shared by ``tests/test_hostile_updates.py``, ``test_hostile_refusals.py``,
 ``test_hostile_wire.py`` and the fuzzers.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import resource
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -270,3 +272,14 @@ def hostile_shapes() -> list[bytes]:
         many_unmerged(2000),
         big_delete_set(2000),
     ]
+
+
+def slow_reader_socket(address: str) -> socket.socket:
+    """A non-blocking socket connected to the agent at ``address`` (``ws://host:port``) with a
+    4 KiB receive buffer: handed to ``websockets.connect(sock=...)``, it is a peer whose
+    buffers fill at once when it stops reading, so the agent's back-pressure shows."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    return sock

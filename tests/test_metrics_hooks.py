@@ -16,7 +16,6 @@ import functools
 import json
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import pycrdt
 import pytest
 from crdtsync.transports.websocket import WebsocketTransport
+from hostile import slow_reader_socket
 from mqttbroker import MOSQUITTO, Mosquitto
 from test_metrics import eventually, http, scrape, value
 from websockets.asyncio.client import ClientConnection, connect
@@ -55,10 +55,7 @@ async def test_queued_bytes_of_a_peer_that_does_not_read(tmp_path: Path) -> None
     ) as a:
         assert a.address is not None
         board = await a.shard("board")
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
-        sock.setblocking(False)
+        sock = slow_reader_socket(a.address)
         async with connect(
             a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
         ) as ws:

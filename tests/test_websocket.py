@@ -21,6 +21,7 @@ import pycrdt
 import pytest
 from crdtsync.transports.memory import MemoryReplicas
 from crdtsync.transports.websocket import ConnectionInfo, WebsocketTransport
+from hostile import slow_reader_socket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -503,10 +504,7 @@ async def test_a_flooding_peer_is_refused(nodes: Any) -> None:
 async def test_a_peer_that_does_not_read_pauses_pushes_and_memory_stays_bounded(nodes: Any) -> None:
     high = 64 * 1024
     a = await nodes("a", high_water=high)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
-    sock.setblocking(False)
+    sock = slow_reader_socket(a.address)
     async with connect(
         a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
     ) as ws:
@@ -551,10 +549,7 @@ async def test_a_push_that_alone_pauses_an_idle_link_is_resumed_once_the_peer_re
     a = await nodes("a", high_water=64 * 1024)
     for listening in a.transport._server.sockets:  # noqa: SLF001 (accepted sockets inherit it)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the frame stays ours
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
-    sock.setblocking(False)
+    sock = slow_reader_socket(a.address)
     async with connect(
         a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1
     ) as ws:
@@ -585,10 +580,7 @@ async def test_a_peer_that_requests_but_never_reads_gets_deferred_answers(nodes:
         max_send_buffer=128 * 1024,
     )
     a.put("big", "x" * 50_000)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", int(a.address.rsplit(":", 1)[1])))
-    sock.setblocking(False)
+    sock = slow_reader_socket(a.address)
     request = wire.encode(SyncRequest((("doc", b"\x00"),)))
     async with connect(
         a.address, sock=sock, proxy=None, compression=None, max_size=None, max_queue=1

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from corepair import *  # noqa: F403
-
 import pytest
+from corepair import *  # noqa: F403
 
 from crdtsync.gossip import _ack_records
 from crdtsync.gossip.acks import SAME_DELETE_SET, WANT_ACK
