@@ -78,10 +78,10 @@ class LinkAcks:
         peer: :data:`SAME_DELETE_SET` if our last ack had the same (within
         :data:`WHOLE_DELETE_SET_EVERY` acks) and it is at least :data:`ELIDE_DELETE_SET_FROM`
         bytes, else ``ds``."""
-        last = self.ds_out.get(shard)
         if len(ds) < ELIDE_DELETE_SET_FROM:
             self.ds_out[shard] = (ds, 0)
             return ds
+        last = self.ds_out.get(shard)
         if last is not None and last[0] == ds and last[1] + 1 < WHOLE_DELETE_SET_EVERY:
             self.ds_out[shard] = (ds, last[1] + 1)
             return SAME_DELETE_SET
