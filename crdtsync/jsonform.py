@@ -44,6 +44,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,19 @@ class JsonFormError(UsageError, ValueError):
 def pointer(parent: str, key: str | int) -> str:
     """The JSON Pointer of ``key`` under ``parent`` (RFC 6901 escaping)."""
     return f"{parent}/{str(key).replace('~', '~0').replace('/', '~1')}"
+
+
+_LIST_INDEX = re.compile(r"0|[1-9][0-9]*")  # RFC 6901's array-index, ASCII only
+
+
+def list_index(token: str) -> int | None:
+    """``token`` as an RFC 6901 array index, or None when it is not one.
+
+    Only ``0`` or ASCII digits without a leading zero are indexes: ``str.isdigit`` also takes
+    ``"01"``, ``"\u0661"`` (an Arabic-Indic one) and ``"\u00b2"`` (a superscript two, on which
+    ``int()`` raises), so paths from HTTP and MCP callers are checked here instead.
+    """
+    return int(token) if _LIST_INDEX.fullmatch(token) else None
 
 
 # -- shard values -> JSON ----------------------------------------------------------------------
@@ -176,7 +190,8 @@ def _from_tag(tag: str, arg: Any, where: str) -> Any:
     if tag == "$int":
         if isinstance(arg, str):
             text = arg.strip()
-            if not text.lstrip("+-").isdigit() or text != arg:
+            digits = text.lstrip("+-")
+            if not (digits.isascii() and digits.isdigit()) or text != arg:
                 raise JsonFormError(f"$int needs a decimal integer string, not {arg!r}", where)
             arg = int(text)
         if isinstance(arg, bool) or not isinstance(arg, int):

@@ -191,7 +191,7 @@ class EventHub:
 
     def _resume_point(self, f: _Follow, last_event_id: str) -> int | None:
         epoch, _, seq_text = last_event_id.partition(":")
-        if epoch != self.epoch or not seq_text.isdigit():
+        if epoch != self.epoch or not (seq_text.isascii() and seq_text.isdigit()):
             return None
         seq = int(seq_text)
         if seq > f.seq:

@@ -50,13 +50,18 @@ def timeout_param(
     return value
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``"\u00b2"``, on which ``int()`` raises."""
+    return text.isascii() and text.isdigit()
+
+
 def quorum_param(request: Request) -> int | str | None:
     text = request.query_params.get("quorum")
     if text is None:
         return None
     if text in ("majority", "all"):
         return text
-    if text.isdigit() and 1 <= int(text) <= 1000:
+    if _decimal(text) and 1 <= int(text) <= 1000:
         return int(text)
     raise Problem(
         400,
@@ -70,7 +75,7 @@ def replicated_param(request: Request) -> int:
     text = request.query_params.get("replicated")
     if text is None:
         return 0
-    if text.isdigit() and int(text) <= 1000:
+    if _decimal(text) and int(text) <= 1000:
         return int(text)
     raise Problem(
         400,
@@ -102,7 +107,7 @@ async def json_body(request: Request, limit: int) -> Any:
             f"send JSON (Content-Type: {' or '.join(JSON_TYPES)}), not {ctype or 'nothing'!r}",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _decimal(declared) and int(declared) > limit:
         raise Problem(
             413, "body-too-large", "Body too large", f"the body may be at most {limit} bytes"
         )

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import CrdtSyncError
-from ..jsonform import from_json, merge_patch, shard_json, to_json
+from ..jsonform import from_json, list_index, merge_patch, shard_json, to_json
 from ..names import validate_shard_name
 from ..views import ListView, MapView
 from . import bridge
@@ -172,8 +172,8 @@ def _resolve_json(value: Any, pointer: str) -> Any:
     for key in pointer_keys(pointer):
         if isinstance(value, dict) and ("$" + key if key.startswith("$") else key) in value:
             value = value["$" + key if key.startswith("$") else key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
+        elif isinstance(value, list) and (i := list_index(key)) is not None and i < len(value):
+            value = value[i]
         else:
             raise Problem(
                 404, "no-such-path", "No such path", f"nothing at {pointer!r} in the shard"
@@ -225,8 +225,8 @@ def _target(shard: MapView, pointer: str) -> tuple[Any, str]:
 def _step(node: Any, key: str, pointer: str) -> Any:
     if isinstance(node, MapView) and key in node:
         return node[key]
-    if isinstance(node, ListView) and key.isdigit() and int(key) < len(node):
-        return node[int(key)]
+    if isinstance(node, ListView) and (i := list_index(key)) is not None and i < len(node):
+        return node[i]
     raise Problem(404, "no-such-path", "No such path", f"nothing at {pointer!r} in the shard")
 
 
@@ -247,7 +247,7 @@ async def _delete(request: Request, name: str) -> Response:
     parent, key = _target(shard, pointer)
     _step(parent, key, pointer)  # 404 when absent
     if isinstance(parent, ListView):
-        del parent[int(key)]
+        del parent[int(key)]  # an index: _step checked it
     else:
         del parent[key]
     return await _after_write(request, shard, 1)

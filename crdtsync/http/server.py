@@ -52,7 +52,7 @@ def parse_bind(bind: str) -> tuple[str, int]:
         UsageError: not of that form.
     """
     host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise UsageError(f"HTTP bind address must be HOST:PORT, not {bind!r}")
     return host.strip("[]"), int(port)
 

@@ -107,12 +107,13 @@ class ShardTools:
                     )
                 node = node[token]
             elif isinstance(node, ListView):
-                if not token.isdigit() or int(token) >= len(node):
+                index = jsonform.list_index(token)
+                if index is None or index >= len(node):
                     raise ToolError(
                         f"path {step}: the list at {here} has {len(node)} items; "
                         f"use an index 0..{len(node) - 1}"
                     )
-                node = node[int(token)]
+                node = node[index]
             else:
                 raise ToolError(f"path {step}: {here} is {_kind(node)}, which has no children")
             here = step
@@ -144,8 +145,12 @@ class ShardTools:
         for n, token in enumerate(tokens):
             if isinstance(state, dict) and token in state:
                 state = state[token]
-            elif isinstance(state, list) and token.isdigit() and int(token) < len(state):
-                state = state[int(token)]
+            elif (
+                isinstance(state, list)
+                and (index := jsonform.list_index(token)) is not None
+                and index < len(state)
+            ):
+                state = state[index]
             else:
                 at = "".join(jsonform.pointer("", t) for t in tokens[: n + 1])
                 raise ToolError(f"path {at}: nothing there in shard {shard!r}")
