@@ -120,14 +120,16 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 @click.option(
     "--insecure",
     is_flag=True,
-    help="Allow listening beyond loopback without --keys (or a broker without TLS and a login).",
+    help="Allow --listen beyond loopback without --keys (or a broker without TLS and a "
+    "login); not --http, which serves beyond loopback only with --keys (bearer tokens).",
 )
 @click.option(
     "--http",
     "http",
     default=None,
     metavar="HOST:PORT",
-    help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080).",
+    help="Serve the HTTP API, metrics and dashboard here (e.g. 127.0.0.1:8080; beyond "
+    "loopback only with --keys: callers then need tokens from `crdtsync keys token`).",
 )
 def agent(
     name: str,

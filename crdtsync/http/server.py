@@ -94,7 +94,11 @@ class HttpServer:
         if not is_loopback(host) and self.options.authorize is None and not self.options.insecure:
             raise UsageError(
                 f"refusing to serve HTTP on {host!r} without an authorizer: anyone reaching it could "
-                "read and write every shard; bind 127.0.0.1, configure authorize=, or pass insecure=True"
+                "read and write every shard. Bind 127.0.0.1; or give the agent mesh certificates "
+                "(`crdtsync agent --keys KEYS`, Agent(credentials=...)): callers then need bearer "
+                "tokens from `crdtsync keys token`; or pass HttpOptions(bind, authorize=...) or, on "
+                "a network you trust, HttpOptions(bind, insecure=True) (`--insecure` does not "
+                "open the HTTP door)"
             )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets of that proto, and
