@@ -105,6 +105,10 @@ class Reader:
         local = name in self._shards.names()
         sharding = self._service
         if sharding is None:
+            if isinstance(quorum, int) and quorum > 1:  # never met: no other agent to ask
+                raise ReplicationTimeout(
+                    f"shard {name!r}: quorum={quorum} but this agent has no peers"
+                )
             if local:
                 return self._shards.open(name).snapshot()
             raise ShardNotFound(f"shard {name!r} is not held here, and this agent has no peers")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
-from crdtsync import Agent, UsageError
+from crdtsync import Agent, ReplicationTimeout, UsageError
 from crdtsync.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,3 +34,19 @@ def test_agent_help_says_insecure_is_not_for_http() -> None:
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "not --http, which serves beyond loopback only with --keys" in text, text
+
+
+async def test_quorum_read_without_peers_is_refused(tmp_path: Path) -> None:
+    """An agent with no peers read ``quorum=2`` as its own state (HTTP ``?quorum=99``: 200);
+    the quorum can never be met, so it is a ``ReplicationTimeout`` (HTTP 504), as it is for an
+    agent whose peers do not answer."""
+    async with Agent("a", data_dir=tmp_path / "a", http="127.0.0.1:0") as agent:
+        (await agent.shard("board"))["k"] = 1
+        assert await agent.read("board", quorum=1) == {"k": 1}
+        assert await agent.read("board", quorum="all") == {"k": 1}  # all holders: itself
+        with pytest.raises(ReplicationTimeout, match="quorum=2 but this agent has no peers"):
+            await agent.read("board", quorum=2)
+        assert agent.http_url is not None
+        async with httpx.AsyncClient(base_url=agent.http_url, timeout=10) as client:
+            r = await client.get("/shards/board", params={"quorum": "99", "timeout": "0.5"})
+        assert r.status_code == 504, r.text
