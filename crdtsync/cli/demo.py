@@ -53,7 +53,8 @@ async def run_child(data_dir: str, shard_name: str = "demo", start: int = 0) -> 
 def crash_and_recover(
     data_dir: Path, *, kill_after: float, shard_name: str = "demo"
 ) -> CrashReport:
-    """Start a writer child, SIGKILL it after ``kill_after`` seconds, reopen and count."""
+    """Start a writer child, SIGKILL it ``kill_after`` seconds after its first acknowledged
+    write (so the kill lands mid-write however long its start-up takes), reopen and count."""
     from ..agent import Agent
 
     existing = asyncio.run(_read_keys(Agent, data_dir, shard_name))
@@ -64,12 +65,26 @@ def crash_and_recover(
     )
     assert child.stdout is not None
     lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)  # type: ignore[arg-type]
+    writing = threading.Event()
+
+    def read() -> None:
+        for line in child.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            writing.set()
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    # Timed from the first acknowledgement, not from the start: on a loaded machine the child's
+    # imports alone took longer than kill_after, and the demo killed a writer that had not
+    # written yet (a round of 0 acknowledged writes).
+    deadline = time.monotonic() + 60.0
+    while not writing.wait(0.05) and child.poll() is None and time.monotonic() < deadline:
+        pass
     time.sleep(kill_after)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     reader.join()
+    child.stdout.close()
     # only complete lines are acknowledgements; a line cut by the kill is not
     acked = [int(line) for line in lines if line.endswith(b"\n")]
     t0 = time.perf_counter()
