@@ -7,6 +7,7 @@ open the HTTP door). The message now names ``--keys`` and ``crdtsync keys token`
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -73,3 +74,25 @@ async def test_quorum_read_keeps_the_json_form_of_text(tmp_path: Path) -> None:
             quorum = (await client.get("/shards/t", params={"quorum": "2"})).json()
         assert local == {"notes": {"$text": "hello"}}
         assert quorum == local
+
+
+async def test_inspect_mesh_through_nobody_is_an_error() -> None:
+    """``crdtsync inspect --peer ws://...`` printed two empty tables and exited 0 when nothing
+    answered (a wrong port or ``--mesh``), as if the mesh were empty; ``--peer http://`` fails."""
+    from crdtsync.cli.meshview import inspect_mesh
+
+    with pytest.raises(ReplicationTimeout, match="no agent of mesh 'default' answered"):
+        await inspect_mesh(f"ws://127.0.0.1:{_free_port()}", timeout=1.0)
+
+
+def test_inspect_command_through_nobody_exits_1() -> None:
+    args = ["inspect", "--peer", f"ws://127.0.0.1:{_free_port()}", "--json"]
+    result = CliRunner().invoke(cli_main, args, catch_exceptions=False)
+    assert result.exit_code == 1 and "is --mesh its mesh?" in result.output, result.output
+
+
+def _free_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

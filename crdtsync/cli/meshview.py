@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..agent import Agent
-from ..errors import UsageError
+from ..errors import ReplicationTimeout, UsageError
 from ..placement import holders as placement_holders
 
 __all__ = ["MeshView", "inspect_mesh"]
@@ -78,7 +78,9 @@ async def inspect_mesh(
 
     Raises:
         UsageError: bad arguments.
-        ReplicationTimeout: (not raised: agents that do not answer are listed in ``missing``).
+        ReplicationTimeout: no agent of the mesh was met through ``peer`` within ``timeout``
+            (unreachable, or another mesh: empty tables would look like an empty mesh).
+            Agents met that do not answer the scan are listed in ``missing`` instead.
     """
     if timeout <= 0 or settle < 0:
         raise UsageError("need timeout > 0 and settle >= 0")
@@ -98,6 +100,12 @@ async def inspect_mesh(
                 elif view and time.monotonic() - since >= settle:
                     break
                 await asyncio.sleep(0.05)
+            if not last:
+                seed = agent.seeds.get(peer, "not dialled")
+                raise ReplicationTimeout(
+                    f"no agent of mesh {mesh!r} answered through {peer} within {timeout:g} s "
+                    f"(the seed: {seed}); is an agent listening there, and is --mesh its mesh?"
+                )
             out = await agent.reader.scan(prefix, timeout=max(0.1, end - time.monotonic()))
             result = MeshView(missing=out.missing if out.status != "ok" else ())
             for p in agent.peers:
