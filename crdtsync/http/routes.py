@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import CrdtSyncError
 from ..jsonform import from_json, list_index, merge_patch, shard_json, to_json
 from ..names import validate_shard_name
+from ..values import check_text
 from ..views import ListView, MapView
 from . import bridge
 from .params import (
@@ -292,6 +293,8 @@ async def _text(request: Request, name: str) -> Response:
         )
     if index < 0 or (delete is not None and delete < 0):
         raise Problem(422, "invalid-body", "Invalid body", "index and delete must be >= 0")
+    if insert is not None:  # before anything is created or deleted (422, nothing written)
+        check_text(insert, "'insert'")
     _check_write_params(request)
     shard = await _ctx(request).agent.shard(name)
     parent, key = _target(shard, pointer)

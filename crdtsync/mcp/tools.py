@@ -23,8 +23,10 @@ from .. import (
     ReplicationTimeout,
     Shard,
     ShardNotFound,
+    UnsupportedValue,
     jsonform,
 )
+from ..values import check_text
 
 __all__ = ["SHARD_URI", "ShardTools", "parse_pointer"]
 
@@ -232,6 +234,10 @@ class ShardTools:
         tokens = parse_pointer(path)
         if not tokens:
             raise ToolError("path must name a Text inside the shard, e.g. '/notes'")
+        try:  # before anything is created: pycrdt would refuse it after making the Text
+            check_text(text, "text")
+        except UnsupportedValue as exc:
+            raise ToolError(f"{exc} (half of a UTF-16 pair); nothing was written") from None
         if shard not in self.agent.shard_names() and index not in (None, 0):
             raise ToolError(
                 f"shard {shard!r} is new, so {path} has no Text yet: only index 0 "
