@@ -26,6 +26,8 @@ from .names import MAX_SHARD_NAME, validate_shard_name
 from .query import NOT_FOUND, OK, TIMEOUT, Outcome
 from .readcache import ReadCache
 
+_NO_PEERS = "create the Agent with listen=, peers= or broker="
+
 __all__ = ["Reader", "Quorum", "LocalShards", "ReadService", "Wakeup"]
 
 #: How many holders must answer: an int, "one", "majority" (floor(R/2)+1) or "all" (R).
@@ -105,10 +107,8 @@ class Reader:
         local = name in self._shards.names()
         sharding = self._service
         if sharding is None:
-            if isinstance(quorum, int) and quorum > 1:  # never met: no other agent to ask
-                raise ReplicationTimeout(
-                    f"shard {name!r}: quorum={quorum} but this agent has no peers"
-                )
+            if isinstance(quorum, int) and quorum > 1:  # as replicated() without peers
+                raise UsageError(f"read(quorum={quorum}) needs peers: {_NO_PEERS}")
             if local:
                 return self._shards.open(name).snapshot()
             raise ShardNotFound(f"shard {name!r} is not held here, and this agent has no peers")

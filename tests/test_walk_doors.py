@@ -38,19 +38,19 @@ def test_agent_help_says_insecure_is_not_for_http() -> None:
 
 
 async def test_quorum_read_without_peers_is_refused(tmp_path: Path) -> None:
-    """An agent with no peers read ``quorum=2`` as its own state (HTTP ``?quorum=99``: 200);
-    the quorum can never be met, so it is a ``ReplicationTimeout`` (HTTP 504), as it is for an
-    agent whose peers do not answer."""
+    """An agent with no peers read ``quorum=2`` as its own state (HTTP ``?quorum=99``: 200),
+    though such a quorum can never be met; it is now a ``UsageError`` saying what to do, as
+    ``replicated()`` without peers is (HTTP 409, as ``?replicated=1`` on such an agent)."""
     async with Agent("a", data_dir=tmp_path / "a", http="127.0.0.1:0") as agent:
         (await agent.shard("board"))["k"] = 1
         assert await agent.read("board", quorum=1) == {"k": 1}
         assert await agent.read("board", quorum="all") == {"k": 1}  # all holders: itself
-        with pytest.raises(ReplicationTimeout, match="quorum=2 but this agent has no peers"):
+        with pytest.raises(UsageError, match=r"read\(quorum=2\) needs peers: create the Agent"):
             await agent.read("board", quorum=2)
         assert agent.http_url is not None
         async with httpx.AsyncClient(base_url=agent.http_url, timeout=10) as client:
             r = await client.get("/shards/board", params={"quorum": "99", "timeout": "0.5"})
-        assert r.status_code == 504, r.text
+        assert r.status_code == 409 and "needs peers" in r.json()["detail"], r.text
 
 
 @pytest.mark.xfail(
@@ -96,3 +96,38 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_text_insert_of_a_lone_surrogate_writes_nothing(tmp_path: Path) -> None:
+    """``POST /text`` with ``"insert": "\\ud83d"`` answered 500 and left an empty Text at a new
+    key (a delete in the same edit was kept); MCP ``insert_text`` failed without a reason and
+    left the empty Text too. Both now refuse it first: 422 / a tool error, nothing written."""
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from crdtsync.mcp import CrdtMcp
+
+    async with Agent("a", data_dir=tmp_path / "a", http="127.0.0.1:0") as agent:
+        board = await agent.shard("board")
+        board.text("notes").insert(0, "hello")
+        before = board.snapshot()
+        assert agent.http_url is not None
+        async with httpx.AsyncClient(base_url=agent.http_url, timeout=10) as client:
+            for body in (
+                '{"path": "/fresh", "index": 0, "insert": "\\ud83d"}',
+                '{"path": "/notes", "index": 0, "delete": 2, "insert": "\\ud83d"}',
+            ):
+                r = await client.post(
+                    "/shards/board/text", content=body, headers={"content-type": "application/json"}
+                )
+                assert r.status_code == 422, r.text
+                assert "lone surrogate" in r.json()["detail"]
+        assert board.snapshot() == before
+        server = CrdtMcp(agent)
+        async with server.watching(), Client(server.server) as c:
+            for path in ("/fresh", "/notes"):
+                args = {"shard": "board", "path": path, "text": "\ud83d"}
+                r = await c.call_tool("insert_text", args)
+                text = "".join(getattr(part, "text", "") for part in r.content)
+                assert r.is_error and "lone surrogate" in text and "nothing was written" in text
+        assert board.snapshot() == before

@@ -240,7 +240,7 @@ def _document() -> dict[str, Any]:
                     "The shard's converged state (JSON form)",
                     {
                         "200": _response("The value", _JSON_VALUE),
-                        **_problems(400, 401, 403, 404, 503, 504),
+                        **_problems(400, 401, 403, 404, 409, 503, 504),  # 409: quorum, no peers
                     },
                     parameters=[
                         _NAME,
