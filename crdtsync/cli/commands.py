@@ -27,6 +27,10 @@ def main() -> None:
     """crdtsync: durable CRDT shards shared by agents, peer to peer."""
 
 
+#: What ``crdtsync demo`` puts in its ``--data`` folder: the only entries it will wipe.
+_DEMO_ENTRIES = frozenset({"durability", "mesh"})
+
+
 @main.command()
 @click.option(
     "--data",
@@ -34,12 +38,31 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=DEFAULT_DEMO_DIR,
     show_default=True,
-    help="Where the demo keeps its stores (wiped first).",
+    help="Where the demo keeps its stores: a new or empty folder, or an earlier demo's "
+    "(wiped first).",
 )
-@click.option("--rounds", default=3, show_default=True, help="Kill-and-recover rounds.")
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Kill-and-recover rounds.",
+)
 @click.option("--seed", default=None, type=int, help="Seed for the kill moments.")
-@click.option("--agents", default=4, show_default=True, help="Agent processes in the mesh.")
-@click.option("--writes", default=150, show_default=True, help="Keys each agent writes.")
+@click.option(
+    "--agents",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Agent processes in the mesh.",
+)
+@click.option(
+    "--writes",
+    default=150,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Keys each agent writes.",
+)
 def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int) -> None:
     """Show that flushed writes survive SIGKILL, then a local mesh of agents converging."""
     import random
@@ -48,6 +71,15 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
 
     rng = random.Random(seed)
     if data_dir.exists():
+        if not data_dir.is_dir():
+            raise click.ClickException(f"--data {data_dir} is not a folder")
+        others = sorted(p.name for p in data_dir.iterdir() if p.name not in _DEMO_ENTRIES)
+        if others:  # `--data .` wiped the folder it was run from, a checkout included
+            raise click.ClickException(
+                f"--data {data_dir}: the demo wipes its folder first, and this one holds "
+                f"{', '.join(others[:5])}{', ...' if len(others) > 5 else ''}; give a new or "
+                "empty folder (or one an earlier demo made)"
+            )
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     _console.rule("[bold]1. Durability: a writer killed with SIGKILL mid-write")
