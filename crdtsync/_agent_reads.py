@@ -1,5 +1,5 @@
 """The agent's reads of shards it may not hold: :meth:`_AgentReads.read` and
-:meth:`_AgentReads.read_many`, and the :class:`ReadMany` the latter returns.
+:meth:`_AgentReads.read_json`, :meth:`_AgentReads.read_many`, and the :class:`ReadMany` the latter returns.
 
 A shard held here is read locally; otherwise its holders are asked through the agent's
 :class:`~crdtsync.reads.Reader` (``Agent.reader``) and their answers merged by CRDT join (see
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import jsonform
 from .errors import ReplicationTimeout
 from .reads import Quorum
 
@@ -75,6 +76,17 @@ class _AgentReads:
                 names those that did not.
         """
         return await self.reader.read(name, quorum=quorum, timeout=timeout)
+
+    async def read_json(
+        self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """:meth:`read`, in the JSON form of :mod:`crdtsync.jsonform`: a ``Text`` stays
+        tagged as ``{"$text": ...}``, big ints as ``{"$int": ...}``, bytes as ``{"$bytes": ...}``
+        (what ``GET /shards/NAME`` and the MCP ``read`` tool answer). The plain dict of
+        :meth:`read` has a Text as its ``str``, so writing it back would turn the Text into a
+        string; this form round-trips. Same arguments and errors as :meth:`read`."""
+        doc = await self.reader.read_doc(name, quorum=quorum, timeout=timeout)
+        return jsonform.doc_json(doc)
 
     async def read_many(
         self,

@@ -51,7 +51,7 @@ from typing import Any
 
 import pycrdt
 
-from .containers import Counter
+from .containers import ROOT, Counter, counter_value, named_containers
 from .errors import UsageError
 from .values import INT_MAX, INT_MIN
 from .views import ListView, MapView
@@ -61,6 +61,7 @@ __all__ = [
     "TAGS",
     "JsonFormError",
     "PatchOp",
+    "doc_json",
     "dumps",
     "from_json",
     "loads",
@@ -161,6 +162,19 @@ def to_json(value: Any) -> Any:
 def shard_json(shard: MapView) -> dict[str, Any]:
     """The JSON form of a whole shard (or any map view), with ``Text`` kept as ``$text``."""
     return to_json(shard)  # type: ignore[no-any-return]
+
+
+def doc_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
+    """The JSON form of a shard's document (:func:`shard_json` of the shard it holds): the
+    root map's keys, then the non-empty named containers, as ``Shard.snapshot`` lists them.
+    For a document that is not an open shard, such as the join of other holders' answers."""
+    root = MapView(doc.get(ROOT, type=pycrdt.Map))
+    out = {_escape_key(key): to_json(root[key]) for key in root}
+    for kind, key, crdt in named_containers(doc):
+        if key in root or len(crdt) == 0:
+            continue
+        out[_escape_key(key)] = to_json(counter_value(crdt) if kind == "counter" else crdt)
+    return out
 
 
 # -- JSON -> shard values ----------------------------------------------------------------------

@@ -56,11 +56,16 @@ class ReadCache:
 
     def fresh(self, shard: str, now: float, quorum: int = 1) -> dict[str, Any] | None:
         """The cached value if it was read within ``ttl`` with at least ``quorum`` answers."""
+        doc = self.fresh_doc(shard, now, quorum)
+        return None if doc is None else snapshot_of(doc)
+
+    def fresh_doc(self, shard: str, now: float, quorum: int = 1) -> pycrdt.Doc[Any] | None:
+        """:meth:`fresh`'s document itself (the cache's own: read it, never write to it)."""
         e = self._entries.get(shard)
         if e is None or now - e.fetched_at >= self.ttl or e.quorum < quorum:
             return None
         self._entries.move_to_end(shard)
-        return snapshot_of(e.doc)
+        return e.doc
 
     def state_vector(self, shard: str) -> bytes:
         """The state vector of the cached copy (empty if none): what to send with a read."""
@@ -76,7 +81,20 @@ class ReadCache:
         quorum: int,
         base: bytes | None = None,
     ) -> dict[str, Any]:
-        """Apply every answer to the shard's cached copy; return its value.
+        """:meth:`join_doc`, and the plain value of the result."""
+        return snapshot_of(self.join_doc(shard, answers, now=now, quorum=quorum, base=base))
+
+    def join_doc(
+        self,
+        shard: str,
+        answers: Iterable[bytes],
+        *,
+        now: float,
+        quorum: int,
+        base: bytes | None = None,
+    ) -> pycrdt.Doc[Any]:
+        """Apply every answer to the shard's cached copy; return that document (the cache's
+        own: read it, never write to it).
 
         Args:
             answers: the updates the holders replied with (diffs against our state vector).
@@ -102,7 +120,7 @@ class ReadCache:
         self._entries.move_to_end(shard)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        return snapshot_of(e.doc)
+        return e.doc
 
     def names(self) -> list[str]:
         """Shards with a cached copy."""

@@ -24,7 +24,7 @@ from . import updates
 from .errors import ReplicationTimeout, ShardNotFound, UsageError
 from .names import MAX_SHARD_NAME, validate_shard_name
 from .query import NOT_FOUND, OK, TIMEOUT, Outcome
-from .readcache import ReadCache
+from .readcache import ReadCache, snapshot_of
 
 _NO_PEERS = "create the Agent with listen=, peers= or broker="
 
@@ -96,11 +96,19 @@ class Reader:
         self._service = service
         self._wakeup = wakeup
         self.cache = ReadCache(ttl=cache_ttl)
-        self._inflight: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+        self._inflight: dict[str, tuple[int, asyncio.Future[pycrdt.Doc[Any]]]] = {}
 
     async def read(
         self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
     ) -> dict[str, Any]:
+        return snapshot_of(await self.read_doc(name, quorum=quorum, timeout=timeout))
+
+    async def read_doc(
+        self, name: str, *, quorum: Quorum = None, timeout: float = 5.0
+    ) -> pycrdt.Doc[Any]:
+        """:meth:`read`'s document: the shard's own (held here, quorum 1) or the cache's join
+        of the holders' answers. Read it, never write to it: the doors take their JSON form
+        from it (a ``Text`` stays a Text, where the plain dict has its ``str``)."""
         validate_shard_name(name)
         if timeout <= 0:
             raise UsageError("timeout must be > 0")
@@ -110,26 +118,26 @@ class Reader:
             if isinstance(quorum, int) and quorum > 1:  # as replicated() without peers
                 raise UsageError(f"read(quorum={quorum}) needs peers: {_NO_PEERS}")
             if local:
-                return self._shards.open(name).snapshot()
+                return self._shards.open(name).doc
             raise ShardNotFound(f"shard {name!r} is not held here, and this agent has no peers")
         k = sharding.quorum_size(name, quorum)
         if local and k <= 1:
-            return self._shards.open(name).snapshot()
+            return self._shards.open(name).doc
         if not local:
-            cached = self.cache.fresh(name, time.monotonic(), k)
+            cached = self.cache.fresh_doc(name, time.monotonic(), k)
             if cached is not None:
                 return cached
             running = self._inflight.get(name)
             if running is not None and running[0] >= k:
-                return dict(await asyncio.shield(running[1]))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                return await asyncio.shield(running[1])
+        future: asyncio.Future[pycrdt.Doc[Any]] = asyncio.get_running_loop().create_future()
         if not local:
             self._inflight[name] = (k, future)
         try:
-            value = await self._fetch(sharding, name, k, local, timeout)
+            doc = await self._fetch(sharding, name, k, local, timeout)
             if not future.done():
-                future.set_result(value)
-            return value
+                future.set_result(doc)
+            return doc
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -141,7 +149,7 @@ class Reader:
 
     async def _fetch(
         self, sharding: ReadService, name: str, k: int, local: bool, timeout: float
-    ) -> dict[str, Any]:
+    ) -> pycrdt.Doc[Any]:
         base = None
         if local:  # we count as one answer; the others' diffs go on top of our state
             doc = self._shards.open(name).doc
@@ -155,7 +163,7 @@ class Reader:
         out = await self._wait(sharding, qid, timeout)
         if out.status == OK:
             answers = [u for _, u in out.answers.get(name, ())]
-            return self.cache.join(name, answers, now=time.monotonic(), quorum=k, base=base)
+            return self.cache.join_doc(name, answers, now=time.monotonic(), quorum=k, base=base)
         if out.status == NOT_FOUND and not local:
             asked = ", ".join(out.answered) or "no agent"
             raise ShardNotFound(f"shard {name!r}: no agent holds it (asked: {asked})")

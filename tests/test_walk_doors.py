@@ -7,8 +7,10 @@ open the HTTP door). The message now names ``--keys`` and ``crdtsync keys token`
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,27 +55,71 @@ async def test_quorum_read_without_peers_is_refused(tmp_path: Path) -> None:
         assert r.status_code == 409 and "needs peers" in r.json()["detail"], r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a read from other holders goes through Agent.read, whose plain dict has a Text as "
-    "its str: GET ?quorum=2 (or of a shard not held here) and MCP read of a shard not held here "
-    "give 'hello' where the JSON form is {'$text': 'hello'} (README, HTTP API)",
-)
-async def test_quorum_read_keeps_the_json_form_of_text(tmp_path: Path) -> None:
+def _fill(shard: Any) -> dict[str, Any]:
+    """Values whose JSON form differs from their plain one; that form."""
+    shard.text("notes").insert(0, "hello")
+    shard["big"] = 2**60
+    shard["raw"] = b"\x00\x01"
+    shard["$odd"] = "dollar"
+    shard.counter("hits").increment(3)
+    return {
+        "big": {"$int": str(2**60)},
+        "raw": {"$bytes": "AAE="},
+        "$$odd": "dollar",
+        "notes": {"$text": "hello"},
+        "hits": 3,
+    }
+
+
+async def test_quorum_read_keeps_the_json_form(tmp_path: Path) -> None:
+    """``GET /shards/t?quorum=2`` answers the JSON form, as the local read does: a Text stays
+    ``{"$text": ...}``. It went through ``Agent.read``'s plain dict (a Text as its ``str``),
+    so writing the answer back turned the Text into a string (found by h-walk2)."""
     async with (
         Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", http="127.0.0.1:0") as a,
         Agent("b", tmp_path / "b", peers=[a.address or ""]) as b,
     ):
         shard = await a.shard("t")
-        shard.text("notes").insert(0, "hello")
+        want = _fill(shard)
         await shard.replicated(peers=1, timeout=10)
-        assert (await b.shard("t")).snapshot() == {"notes": "hello"}
+        assert (await b.shard("t")).snapshot()["notes"] == "hello"
         assert a.http_url is not None
         async with httpx.AsyncClient(base_url=a.http_url, timeout=10) as client:
             local = (await client.get("/shards/t")).json()
             quorum = (await client.get("/shards/t", params={"quorum": "2"})).json()
-        assert local == {"notes": {"$text": "hello"}}
-        assert quorum == local
+            text = (await client.get("/shards/t", params={"quorum": "2", "path": "/notes"})).json()
+        assert local == want
+        assert quorum == want  # a's own state joined with b's answer
+        assert text == {"$text": "hello"}
+
+
+async def test_a_shard_not_held_here_is_read_in_the_json_form(tmp_path: Path) -> None:
+    """``Agent.read_json`` and the MCP ``read`` tool of a shard held only elsewhere answer the
+    JSON form (the MCP tool walked ``Agent.read``'s plain dict: a Text came as its ``str``)."""
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from crdtsync.mcp import CrdtMcp
+
+    async with (
+        Agent("a", tmp_path / "a", listen="ws://127.0.0.1:0", replication_factor=1) as a,
+        # a client (no listen): it holds no placed shard and reads "t" from its holder
+        Agent("b", tmp_path / "b", peers=[a.address or ""], replication_factor=1) as b,
+    ):
+        want = _fill(await a.shard("t"))
+        for _ in range(100):  # b has met a (a read before asks nobody: ShardNotFound)
+            if any(p.name == "a" for p in b.peers):
+                break
+            await asyncio.sleep(0.05)
+        assert (await b.read("t", timeout=5))["notes"] == "hello"  # the plain form, as before
+        assert await b.read_json("t", timeout=5) == want
+        server = CrdtMcp(b)
+        async with server.watching(), Client(server.server) as c:
+            for path, value in (("", want), ("/notes", want["notes"]), ("/$odd", "dollar")):
+                r = await c.call_tool("read", {"shard": "t", "path": path})
+                assert not r.is_error, r.content
+                assert r.structured_content == {"shard": "t", "path": path, "value": value}
+        assert "t" not in b.shard_names()
 
 
 async def test_inspect_mesh_through_nobody_is_an_error() -> None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import CrdtSyncError
-from ..jsonform import from_json, list_index, merge_patch, shard_json, to_json
+from ..jsonform import from_json, list_index, merge_patch, shard_json
 from ..names import validate_shard_name
 from ..values import check_text
 from ..views import ListView, MapView
@@ -163,7 +163,7 @@ async def _get(request: Request, name: str) -> Response:
     if shard is not None and quorum in (None, 1):
         value: Any = shard_json(shard)  # live: Text stays tagged as $text
     else:
-        value = to_json(await agent.read(name, quorum=quorum, timeout=timeout))
+        value = await agent.read_json(name, quorum=quorum, timeout=timeout)
     if pointer is not None:
         value = _resolve_json(value, pointer)
     return _json(value)

@@ -136,8 +136,8 @@ class ShardTools:
         if shard in self.agent.shard_names():
             value = self._walk(await self._open(shard, create=False), tokens)
             return {"shard": shard, "path": path, "value": jsonform.to_json(value)}
-        try:  # not held here: ask its holders (partial replication)
-            state: Any = await self.agent.read(shard)
+        try:  # not held here: ask its holders (partial replication), in the JSON form
+            state: Any = await self.agent.read_json(shard)
         except InvalidShardName as exc:
             raise ToolError(str(exc)) from None
         except (ShardNotFound, ReplicationTimeout):
@@ -145,8 +145,9 @@ class ShardTools:
                 f"no shard named {shard!r} here or on any peer; {self._shards_hint()}"
             ) from None
         for n, token in enumerate(tokens):
-            if isinstance(state, dict) and token in state:
-                state = state[token]
+            key = "$" + token if token.startswith("$") else token  # the form's escaped keys
+            if isinstance(state, dict) and key in state:
+                state = state[key]
             elif (
                 isinstance(state, list)
                 and (index := jsonform.list_index(token)) is not None
@@ -156,7 +157,7 @@ class ShardTools:
             else:
                 at = "".join(jsonform.pointer("", t) for t in tokens[: n + 1])
                 raise ToolError(f"path {at}: nothing there in shard {shard!r}")
-        return {"shard": shard, "path": path, "value": jsonform.to_json(state)}
+        return {"shard": shard, "path": path, "value": state}
 
     async def write(self, shard: str, patch: Any, path: str = "") -> dict[str, Any]:
         """Apply an RFC 7386 merge patch to the map at ``path`` (created if absent)."""
