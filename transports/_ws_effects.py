@@ -23,7 +23,7 @@ from crdtsync.transports.yjsdoor import PATH_PREFIX
 from crdtsync import wire
 from crdtsync.errors import CloseCode
 from crdtsync.gossip import GossipCore
-from crdtsync.messages import Close
+from crdtsync.messages import Close, Push
 
 __all__: list[str] = []
 
@@ -76,15 +76,27 @@ class _Effects:
 
     def _execute_effects(self) -> None:
         core = self.core
+        # The frame of the last Push encoded: a window's Push to each of its peers is most
+        # often the same message (same deltas, objects and all, same sequence number, no ack
+        # riding), one after the other: encoded once (issue 17, h-burst9).
+        last: Push | None = None
+        last_frame = b""
         for peer, msg in core.data_to_send():
             link = self._by_peer.get(peer)
             if link is None or link.closing or self._closing:
                 continue  # the connection is gone or going: the core learns it from connection_lost
-            try:
-                frame = wire.encode(msg)
-            except Exception:
-                logger.exception("%s: cannot encode %s for %s", core.name, type(msg).__name__, peer)
-                continue
+            if type(msg) is Push and msg == last:
+                frame = last_frame
+            else:
+                try:
+                    frame = wire.encode(msg)
+                except Exception:
+                    logger.exception(
+                        "%s: cannot encode %s for %s", core.name, type(msg).__name__, peer
+                    )
+                    continue
+                if type(msg) is Push:
+                    last, last_frame = msg, frame
             if isinstance(msg, Close):
                 self._request_close(link, int(msg.code), msg.reason, frame=frame)
             elif len(frame) > self._max_frame:
