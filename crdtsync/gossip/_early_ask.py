@@ -53,6 +53,9 @@ MAX_EARLY_ITEMS = 16
 #: The empty Yjs update: a shard that holds nothing is not sent.
 _EMPTY_UPDATE = b"\x00\x00"
 
+#: A shard's digest (None: not held) and its link's ack records of it, before a Diff.
+_Before = tuple[bytes | None, int | None, float | None]
+
 
 @dataclass(slots=True)
 class LinkEarly:
@@ -156,11 +159,38 @@ class EarlyAsks:
         conn.replies.replies[shard] = (held[0], True)
         return True
 
-    def whole_in(self, conn: Link, shard: str, now: float) -> None:
-        """``conn`` sent us a Diff of ``shard`` without state vector: on a new link (within
-        an interval of the connection), the first half of an early ask."""
-        if now - conn.since < self._ctx.config.anti_entropy_interval:
+    def before_diff(self, conn: Link, shard: str, now: float) -> _Before | None:
+        """A Diff of ``shard`` comes from ``conn`` (not applied yet): on a new link (within an
+        interval of the connection), where early asks and their answers come, what
+        :meth:`applied` needs to tell whether it changed anything; None: not on one."""
+        if now - conn.since >= self._ctx.config.anti_entropy_interval:
+            return None
+        ctx, acks = self._ctx, conn.acks
+        digest = ctx.replicas.digest(shard) if ctx.holds(shard) else None
+        return digest, acks.wanted.get(shard), acks.upstream.get(shard)
+
+    def applied(self, conn: Link, shard: str, before: _Before | None, whole: bool) -> None:
+        """That Diff was applied (``whole``: it had no state vector, maybe the first half of
+        an early ask). If it changed nothing, it earns its sender no acks: the early asks of a
+        tree's new links, and their answers, repeating what the other side holds, made
+        parents owe acks to children (acks sent down a tree: tests/test_ack_scope.py). A
+        Push always earns them."""
+        if before is None:
+            return
+        if whole:
             conn.rounds.early.whole_in.add(shard)
+        digest, wanted, upstream = before
+        if digest is None or digest != self._ctx.replicas.digest(shard):
+            return
+        acks = conn.acks
+        if wanted is None:
+            acks.wanted.pop(shard, None)
+        else:
+            acks.wanted[shard] = wanted
+        if upstream is None:
+            acks.upstream.pop(shard, None)
+        else:
+            acks.upstream[shard] = upstream
 
     def requested(self, conn: Link, shard: str) -> None:
         """``conn`` asked for ``shard``: after sending it whole, that is an early ask, which

@@ -284,12 +284,12 @@ class AntiEntropy:
             solicited = True
             if conn.name < self._ctx.name:  # its cut round goes on: ours would fetch the same
                 conn.rounds.continuing_at = now
+        before = self.early.before_diff(conn, msg.shard, now)
         if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited, author):
             return  # refused by a quota: the repair or a later round asks again
         conn.repair.answered(msg.shard, now)  # timed: the repair timeout under loss
-        if msg.state_vector is None:
-            self.early.whole_in(conn, msg.shard, now)
-        elif self.early.answered(conn, msg.shard) and serve:
+        self.early.applied(conn, msg.shard, before, msg.state_vector is None)
+        if msg.state_vector is not None and self.early.answered(conn, msg.shard) and serve:
             self._replies.serve(conn, now)  # a request held for this answer (_early_ask)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:

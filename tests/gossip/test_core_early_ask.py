@@ -30,8 +30,8 @@ class _LastRelease(EarlyAsks):
     def answered(self, conn: Any, shard: str) -> bool:
         return False
 
-    def whole_in(self, conn: Any, shard: str, now: float) -> None:
-        pass
+    def before_diff(self, conn: Any, shard: str, now: float) -> None:
+        return None
 
     def requested(self, conn: Any, shard: str) -> None:
         pass
