@@ -181,6 +181,11 @@ class EarlyAsks:
             conn.rounds.early.whole_in.add(shard)
         digest, wanted, upstream = before
         if digest is None or digest != self._ctx.replicas.digest(shard):
+            entry = self.asked.get(shard)
+            if not whole and entry is not None and entry[:2] == (conn.name, conn.since):
+                # Our early ask's answer brought something: the shard differed, and this was
+                # its repair (counted as the round's SyncRequest would have been).
+                self._ctx.count_repair(conn.name, shard)
             return
         acks = conn.acks
         if wanted is None:
