@@ -107,10 +107,15 @@ class EarlyAsks:
         if now - conn.since >= self._ctx.config.anti_entropy_interval or not self._eligible(conn):
             return
         ctx = self._ctx
-        self.expire(now)
+        interval = ctx.config.anti_entropy_interval
         requests: list[tuple[str, bytes]] = []
         for shard in ctx.shard_names():
-            if shard in self.asked:
+            other = self.asked.get(shard)
+            if (
+                other is not None
+                and now - other[2] < interval
+                and self._live(other[0], other[1]) is not None
+            ):
                 continue  # asked on another live link: one link at a time per shard
             sv = ctx.replicas.state_vector(shard)
             if (
