@@ -192,6 +192,7 @@ class AntiEntropy:
                     whole.append(shard)
             elif self._ctx.replicas.digest(shard) != theirs[shard]:
                 differ.append(shard)
+        conn.rounds.early.answered.clear()  # (for this Digests only, whatever sent the Summary)
         budget = self._ctx.config.max_sync_shards
         acted = sorted((whole + differ)[:budget])
         cut = len(whole) + len(differ) > budget
