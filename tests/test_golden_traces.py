@@ -165,7 +165,7 @@ GOLDEN: dict[str, str] = {
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
     "tree": "8d74c6ddaa9fbe4139f25fec4d240c2237262a5dd4aa19fda8e4cb4dfe50a0ab",
     "partial": "8cfeefa73583c3fe7ab60cfea3d92e55b9a75e48070ff617c2e4c4ba45dc8f79",
-    "lossy_partition": "0da289acd85109a7badf88c59a1ca7c3e17e51639cda217642cd72de689304d6",
+    "lossy_partition": "ebcc908745931d83bf59b0d251d8418c8de3241afea18d092f1f166e2e974d5e",
 }
 
 

@@ -60,10 +60,16 @@ def test_one_writers_last_push_lost_reaches_everyone_within_a_second() -> None:
 
 def test_many_writers_few_pushes_again() -> None:
     # A different writer for every update: comparing our whole state vector pushed 2.5 Pushes
-    # per update again (h-loss64); comparing what our last Push carried, a few per writer.
+    # per update again (h-loss64); comparing what our last Push carried, about half a Push per
+    # update. The bounds come from this scenario over seeds 1-30 (issue 17, fourteenth pass,
+    # benchmarks/history/catchup-restart.md): Pushes again 54-173 on main 937d161 and 80-175
+    # with the early ask, the last key everywhere 0.45-1.10 s after the last write. The old
+    # bounds (< 100, < 1.0 s) failed main itself on 17 and 6 of 30 seeds: they held by the
+    # seed's draw. Regressions measured against the new ones: a check that pushes again
+    # whatever the ack says, 600 on seeds 1-3; one firing at a tenth of its delay, 834-866.
     _, on, on_again = _run(seed=1, many=True)
-    assert on < 1.0, on
-    assert 0 < on_again < 0.5 * UPDATES, on_again
+    assert on < 1.5, on
+    assert 0 < on_again < 1.25 * UPDATES, on_again
     _, off, _ = _run(seed=1, many=True, tail_check_full=False)
     assert off > 2.0, off
 

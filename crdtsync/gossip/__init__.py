@@ -21,6 +21,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``relay``           the rotating relay: own batches, retries, hints, turns
 ``window``          what leaves at a window boundary, in order
 ``antientropy``     Summary / Digests / SyncRequest / Diff rounds, the skip rule
+``_early_ask``      a joiner's few small shards sent whole and asked for with its first round
+``_roots``          the Summary root over (shard, digest) pairs and its cache
 ``repair``          sequence gaps, hints, ack lags, retries
 ``transfer``        reply budget, DiffChunk transfers
 ``guard``           quotas across connections (issue #11): messages, bytes, CPU, new shards,

@@ -17,14 +17,15 @@ converge), and the periodic rounds take over.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..messages import Diff, DiffBatch, DiffChunk, Digests, Summary, SyncRequest
 from . import _yjs
+from ._early_ask import EarlyAsks, LinkEarly
+from ._roots import RootCache, root_hash
 from ._round_retry import RoundRetries
 from ._yjs import EMPTY_STATE_VECTOR
 from .overlay import RELAY, TREE
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .links import Link
     from .transfer import Replies
 
-__all__ = ["AntiEntropy", "LinkRounds", "RootCache", "root_hash"]
+__all__ = ["AntiEntropy", "LinkRounds", "RootCache", "root_hash"]  # (the last two: _roots)
 
 #: Cut rounds in a row acting on the same shards after which continuing stops (a shard whose
 #: digests never agree must not make rounds run back to back forever). Two are normal: a
@@ -66,71 +67,7 @@ class LinkRounds:
     #: The names (Context.names_token) our shards were last added to its interest for, after
     #: equal roots: an idle round adds nothing new, so it is not done again.
     interest_from: object = None
-
-
-def _entry(shard: str, d: bytes) -> bytes:
-    name = shard.encode()
-    return len(name).to_bytes(2, "big") + name + len(d).to_bytes(1, "big") + d
-
-
-def root_hash(shards: Iterable[str], digest: Callable[[str], bytes]) -> bytes:
-    """The Summary root: a hash over the sorted (shard, digest) pairs."""
-    h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
-    for shard in shards:
-        h.update(_entry(shard, digest(shard)))
-    return h.digest()
-
-
-class RootCache:
-    """The Summary root over all our shards, kept between rounds and refreshed per shard.
-
-    Recomputing the root reads every shard's digest: O(shards) for every Summary sent or
-    received, which made an idle round's CPU grow with the shards held. A ReplicaSet with
-    ``take_changed()`` (see :class:`crdtsync.replica.ReplicaSet`) says which shards changed
-    since it was last asked (None: the set of shards changed too); only their entries are
-    recomputed, and an unchanged root is returned as it is. Used only where the root does not
-    depend on the peer (no credentials, full replication); otherwise the root is computed.
-    """
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self._entries: dict[str, bytes] = {}  # shard -> its encoded (name, digest) entry
-        self._root: bytes | None = None
-        self._count = 0
-
-    def usable(self) -> bool:
-        """Whether the root is the same for every peer and the replicas report changes."""
-        ctx = self._ctx
-        return (
-            ctx.gate is None
-            and not ctx.policy.partial
-            and callable(getattr(ctx.replicas, "take_changed", None))
-        )
-
-    def get(self) -> tuple[bytes, int]:
-        """(root over every shard held, their count); only when :meth:`usable`."""
-        changed = self._ctx.replicas.take_changed()  # type: ignore[attr-defined]
-        if changed is None:
-            self._entries.clear()
-            self._root = None
-        elif changed:
-            for shard in changed:
-                self._entries.pop(shard, None)
-            self._root = None
-        if self._root is None:
-            entries = self._entries
-            digest = self._ctx.replicas.digest
-            names = self._ctx.shard_names()
-            h = hashlib.blake2b(digest_size=16, person=b"crdtsync.root1")
-            parts = []
-            for shard in names:
-                e = entries.get(shard)
-                if e is None:
-                    e = entries[shard] = _entry(shard, digest(shard))
-                parts.append(e)
-            h.update(b"".join(parts))
-            self._root, self._count = h.digest(), len(names)
-        return self._root, self._count
+    early: LinkEarly = field(default_factory=LinkEarly)  # the early ask on this link
 
 
 class AntiEntropy:
@@ -146,6 +83,7 @@ class AntiEntropy:
         self._ctx = ctx
         self._replies = replies
         self._roots = RootCache(ctx)
+        self.early = EarlyAsks(ctx)  # a joiner's small shards sent and asked for at once
         #: A round's lost Digests, SyncRequest or reply Diff tried again (round_retries).
         self.retries = RoundRetries(ctx, self.start_round)
         self.next_round: float | None = None  # the periodic timer (set once linked)
@@ -160,7 +98,10 @@ class AntiEntropy:
         )
 
     def start_round(self, conn: Link, now: float) -> None:
-        """Step 1: send ``conn`` our Summary."""
+        """Step 1: send ``conn`` our Summary (the first round on a link: after the early ask)."""
+        if conn.rounds.last_round_at == -math.inf:
+            self.early.ask(conn, now)
+        self.early.round_started(conn)
         conn.rounds.last_round_at = self.last_round_at = now
         self._ctx.send(conn.name, self.summary(conn.name))
 
@@ -179,8 +120,10 @@ class AntiEntropy:
         if msg.root != self.root_hash(conn.name):
             conn.replies.want_digests = True
             self.retries.owe_digests(conn, now)
+            self.early.ask(conn, now)  # (the first Summary on a link only) before the Digests
             self._replies.serve(conn, now)
         else:  # it holds what we hold, no more, no less (the Hello does not list shards)
+            conn.rounds.early.done = True
             self.retries.agreed(conn)
             # O(shards) once per set of names and link, not every idle round: where the root
             # is the same for every peer, the names object changes whenever a shard comes.
@@ -195,6 +138,8 @@ class AntiEntropy:
 
     def tick(self, now: float) -> None:
         """Start the periodic round with a random peer that shares a shard, unless skipped."""
+        for conn in self.early.expire(now):
+            self._replies.serve(conn, now)  # a request held for an answer that did not come
         if self.next_round is None or now < self.next_round:
             return
         self.next_round = now + self._delay()
@@ -236,12 +181,18 @@ class AntiEntropy:
         whole: list[str] = []
         differ: list[str] = []
         sent = self._in_flight(conn, theirs, now)
+        early = self.early
         for shard in sorted(mine | {s for s in theirs if self._ctx.policy.accepts(s)}):
+            if shard in theirs and (
+                early.pending(conn, shard, now) or early.answered_early(conn, shard)
+            ):
+                continue  # asked early, either way: the answer brings it (_early_ask)
             if shard not in held or shard not in theirs:
                 if shard not in sent:
                     whole.append(shard)
             elif self._ctx.replicas.digest(shard) != theirs[shard]:
                 differ.append(shard)
+        conn.rounds.early.answered.clear()  # (for this Digests only, whatever sent the Summary)
         budget = self._ctx.config.max_sync_shards
         acted = sorted((whole + differ)[:budget])
         cut = len(whole) + len(differ) > budget
@@ -309,6 +260,9 @@ class AntiEntropy:
         for shard, sv in msg.state_vectors:
             conn.interest.add(shard)
             if shard in held:
+                self.early.requested(conn, shard)
+                if self.early.hold(conn, shard, sv, now):
+                    continue  # answered once our early answer came (_early_ask)
                 # Coalesced per shard: a peer that asks again before reading gets one answer.
                 conn.replies.replies[shard] = (sv, True)
         self._replies.serve(conn, now)
@@ -331,9 +285,13 @@ class AntiEntropy:
             solicited = True
             if conn.name < self._ctx.name:  # its cut round goes on: ours would fetch the same
                 conn.rounds.continuing_at = now
+        before = self.early.before_diff(conn, msg.shard, now)
         if not self.apply(conn, msg.shard, msg.update, self._ctx.mode() == TREE, solicited, author):
             return  # refused by a quota: the repair or a later round asks again
         conn.repair.answered(msg.shard, now)  # timed: the repair timeout under loss
+        self.early.applied(conn, msg.shard, before, msg.state_vector is None)
+        if msg.state_vector is not None and self.early.answered(conn, msg.shard) and serve:
+            self._replies.serve(conn, now)  # a request held for this answer (_early_ask)
         # Step 5 of our own round only (a repair needs no reply): it has what we sent for.
         if msg.state_vector is not None and msg.shard in conn.rounds.round_shards:
             conn.rounds.round_shards.discard(msg.shard)

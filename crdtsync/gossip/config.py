@@ -174,6 +174,11 @@ class GossipConfig:
     #: bounded. Each round costs a pass over every shard's digest, so fewer, larger rounds
     #: join a mesh of thousands of shards faster (the Diffs still leave within reply_budget).
     max_sync_shards: int = 1024
+    #: An agent holding at most this many shards sends each small one whole with its first
+    #: anti-entropy message on a new link and asks for the peer's at once (the early ask,
+    #: :mod:`~crdtsync.gossip._early_ask`): a joiner holds a shard's state after four one-way
+    #: messages instead of six, with no new message. 0: off.
+    early_sync_shards: int = 16
     #: Largest Push built from a queue; a bigger batch is split (a single bigger delta is
     #: sent alone).
     max_batch_bytes: int = 256 << 10
@@ -296,6 +301,8 @@ class GossipConfig:
             raise UsageError(
                 "chunk_bytes, max_frame, max_diff_bytes, reply_budget and max_relayed_bytes must be >= 1"
             )
+        if self.early_sync_shards < 0:
+            raise UsageError("early_sync_shards must be >= 0")
         if self.ack_relay_interval < 0 or not 0 <= self.ack_relay_hops <= 255:
             raise UsageError("ack_relay_interval must be >= 0 and ack_relay_hops in [0, 255]")
 

@@ -59,6 +59,9 @@ CFG = GossipConfig(
     anti_entropy_jitter=0.0,
     peer_exchange_interval=1000.0,
 )
+#: CFG without the early ask (crdtsync/gossip/_early_ask.py): for the tests that pin the
+#: classic round's exact messages.
+CLASSIC = replace(CFG, early_sync_shards=0)
 
 
 def make(

@@ -27,7 +27,7 @@ def test_idle_round_is_one_message_with_1000_shards() -> None:
 
 
 def test_round_repairs_both_directions_with_exact_messages() -> None:
-    a, b = make("a"), make("b")
+    a, b = make("a", config=CLASSIC), make("b", config=CLASSIC)
     put(a, "s", "from_a", 1)
     put(b, "s", "from_b", 2)
     put(b, "only_b", "k", 3)
@@ -133,7 +133,9 @@ def test_busy_tree_links_skip_periodic_rounds_but_not_forever() -> None:
 
 
 def test_sync_shards_per_round_are_bounded() -> None:
-    cfg = GossipConfig(push_interval=W, max_sync_shards=3, anti_entropy_jitter=0.0)
+    cfg = GossipConfig(
+        push_interval=W, max_sync_shards=3, anti_entropy_jitter=0.0, early_sync_shards=0
+    )
     a, b = make("a", config=cfg), make("b", config=cfg)
     for i in range(5):
         put(b, f"s{i}", "k", i)
