@@ -144,6 +144,20 @@ class Relay(_RelayLoss, _RelayHub):
             self.own_bytes += len(delta)
             self._ctx.schedule_flush(now)
 
+    def _merged_own(self) -> dict[str, list[bytes]]:
+        """:attr:`own`, each shard's deltas merged into one update (as a full mesh's window
+        is: coalesce.py) unless it would not fit one frame. Only our own writes (one Yjs
+        client): others' that a relay passes on keep their writer each (``Push.authors``:
+        a grid's routing, the receivers' change reports). A batch is confirmed by a hint's
+        state vector (:meth:`on_hint`), never by counting its updates."""
+        own, chunk = self.own, self._ctx.chunk
+        for shard, deltas in own.items():
+            if len(deltas) > 1:
+                one = self._pushes.merged(shard, deltas)
+                if len(one) == 1 and len(one[0]) <= chunk:
+                    own[shard] = one
+        return own
+
     def deadline(self) -> float | None:
         """When :meth:`retry_unconfirmed` or :meth:`watch` has work."""
         times = []
@@ -227,7 +241,7 @@ class Relay(_RelayLoss, _RelayHub):
         arrives one window later without a repair round trip. Otherwise the relay's broadcast
         hint shows it unconfirmed, and it is pushed again after ``relay_retry``.
         """
-        own, self.own, self.own_bytes = self.own, {}, 0
+        own, self.own, self.own_bytes = self._merged_own(), {}, 0
         attempts, self.own_attempts = self.own_attempts, {}
         echo, self.echo = self.echo, {}
         echo_due, self.echo_due = self.echo_due, False

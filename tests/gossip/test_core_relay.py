@@ -87,7 +87,11 @@ def test_the_relay_sends_its_own_writes_with_its_broadcast() -> None:
     r.tick(10.5)
     out = pushes(r.data_to_send())
     assert sorted(p for p, _ in out) == sorted(set(cores) - {relay})
-    assert all(m.updates == (d1, d2) and not m.relay for _, m in out)
+    # Its own writes merged into one update (h-fans; before, (d1, d2)), equal in effect.
+    assert all(len(m.updates) == 1 and not m.relay for _, m in out)
+    other, push = out[0]
+    cores[other].receive(relay, rt(push), 10.6)
+    assert content(cores[other], "s") == {"a": 1.0, "b": 2.0}
 
 
 def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:
