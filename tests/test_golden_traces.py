@@ -165,7 +165,7 @@ GOLDEN: dict[str, str] = {
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
     "tree": "0ff446378599b1e716647fb34226248eca1c3d21a2d591b137dd26b583754d4c",
     "partial": "1731160926d4b7dfb8a7d7cc0550b6bb751ba336b89d8a66204ad595b1ea56de",
-    "lossy_partition": "97cd8e50781a29a2cac413aca97753d859f8a2f2d8ecdf00e209392a34e3ed7a",
+    "lossy_partition": "0da289acd85109a7badf88c59a1ca7c3e17e51639cda217642cd72de689304d6",
 }
 
 
