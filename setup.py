@@ -2,7 +2,8 @@
 
 ``crdtsync/yjs/_scan.py`` and ``crdtsync/yjs/_scan_content.py`` (the inner loops of the strict
 Yjs update validator) are compiled with mypyc as one group when possible, and
-``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table) and
+``crdtsync/yjs/_fans.c`` (the validator's fan bookkeeping in a native hash table, with
+``_fans_table.c``, ``_fans_mapping.c`` and their header ``_fans.h``) and
 ``crdtsync/yjs/_cscan.c`` (the struct section scanned in C, with ``_cscan_values.c``,
 ``_cscan_places.c``, ``_cscan_spans.c`` and their headers ``_cscan.h``, ``_cscan_inline.h``;
 it only accepts, the mypyc or pure build decides everything else) are compiled when a C
@@ -12,9 +13,9 @@ no extension is built and the same source runs as pure Python, counting places i
 ``crdtsync/yjs/_native.py``).
 
 Each compiled module is built from a copy of its source with one line added,
-``SOURCE_SHA256 = "<hash of that source>"`` (the C modules: a macro; ``_cscan``'s hash covers
-all of its sources and headers), so that a compiled module left over from an older
-version of any of them is detected at import and the group not used.
+``SOURCE_SHA256 = "<hash of that source>"`` (the C modules: a macro; the hash of ``_fans``
+and of ``_cscan`` covers all of its sources and headers), so that a compiled module left over
+from an older version of any of them is detected at import and the group not used.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ YJS = ROOT / "crdtsync" / "yjs"
 #: The modules mypyc compiles, as one group (their calls to each other stay native calls);
 #: the same names as ``crdtsync.yjs._native.GROUP``.
 SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
-FANS = YJS / "_fans.c"
+#: The native table's sources and its private header, in the order they are hashed: the same
+#: names as ``crdtsync.yjs._native._FANS_SOURCES`` (``tests/yjs/test_fans_build.py`` checks it).
+FANS_SOURCES = ("_fans.c", "_fans.h", "_fans_table.c", "_fans_mapping.c")
 #: The C scan's sources and its private header, in the order they are hashed: the same names
 #: as ``crdtsync.yjs._native._CSCAN_SOURCES`` (``tests/yjs/test_cscan_build.py`` checks it).
 CSCAN_SOURCES = (
@@ -85,12 +88,15 @@ def _stage() -> list[Path]:
 
 
 def _fans() -> Extension:
-    """The native table of places; its source's hash is compiled in (as for ``_scan``)."""
-    digest = hashlib.sha256(FANS.read_bytes()).hexdigest()
+    """The native table of places, one extension from several sources (split by concern,
+    sharing the private header ``_fans.h``); the hash of all of them is compiled in (as for
+    ``_scan`` and ``_cscan``), so that an edit to any one makes a build stale."""
+    paths = [YJS / name for name in FANS_SOURCES]
     return Extension(
         "crdtsync.yjs._fans",
-        [str(FANS.relative_to(ROOT))],
-        define_macros=[("FANS_SOURCE_SHA256", f'"{digest}"')],
+        [str(path.relative_to(ROOT)) for path in paths if path.suffix == ".c"],
+        depends=[str(path.relative_to(ROOT)) for path in paths if path.suffix == ".h"],
+        define_macros=[("FANS_SOURCE_SHA256", f'"{_digest(paths)}"')],
         extra_compile_args=["-O2"] if os.name == "posix" else [],
         optional=True,
     )

@@ -163,8 +163,8 @@ SCENARIOS: dict[str, Callable[[], TracingNetwork]] = {
 GOLDEN: dict[str, str] = {
     "full_mesh": "10067d5d7b113cd02957cb95bc43b2f8701f19c72f200a70b8cfe001e29ed475",
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
-    "tree": "8d74c6ddaa9fbe4139f25fec4d240c2237262a5dd4aa19fda8e4cb4dfe50a0ab",
-    "partial": "8cfeefa73583c3fe7ab60cfea3d92e55b9a75e48070ff617c2e4c4ba45dc8f79",
+    "tree": "0ff446378599b1e716647fb34226248eca1c3d21a2d591b137dd26b583754d4c",
+    "partial": "1731160926d4b7dfb8a7d7cc0550b6bb751ba336b89d8a66204ad595b1ea56de",
     "lossy_partition": "ebcc908745931d83bf59b0d251d8418c8de3241afea18d092f1f166e2e974d5e",
 }
 

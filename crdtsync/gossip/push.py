@@ -176,14 +176,14 @@ class Pushes(_PushReceive, _PushFanout):
         holds the shard, at once or at the end of the coalescing window
         (:mod:`~crdtsync.gossip.coalesce`)."""
         held = self.coalescer
-        if held.aligned and not self.any_fanout and self._ctx.mode() == FULL:
+        if held.aligned and not self.any_fanout and self._ctx.mode() in (FULL, TREE):
             # Aligned windows: held to the window's flush, merged there (coalesce.py). A
             # shard's first write of the window asks for the flush; one no link takes is
             # not held (nothing would be queued for it: as before, no flush either). A
-            # fanout medium (a broker) sends a window's first write at once: not held. Only
-            # in a full mesh: in a tree the held writes would be queued after what the
-            # window forwarded (the golden tree and partial traces change with that order);
-            # the rotating relay holds its own writes already (relay.py).
+            # fanout medium (a broker) sends a window's first write at once: not held. In a
+            # tree too (h-fans): the merged update is queued at the flush, after what the
+            # window forwarded (one Push per link all the same). The rotating relay holds
+            # its own writes itself and merges them at the boundary (relay.py).
             if shard not in held.held:
                 if not self._wanted(shard):
                     return
@@ -195,8 +195,8 @@ class Pushes(_PushReceive, _PushFanout):
             self._send_local(shard, self.merged(shard, deltas), now)
 
     def _wanted(self, shard: str) -> bool:
-        """Whether a link would queue a local write of ``shard`` now, in a full mesh (see
-        _send_local)."""
+        """Whether a link would queue a local write of ``shard`` now, in a full mesh or a
+        tree (see _send_local)."""
         ctx = self._ctx
         return any(not c.closing and ctx.policy.sends_to(c.name, shard) for c in ctx.links.values())
 

@@ -109,6 +109,8 @@ class Relay(_RelayLoss, _RelayHub):
         # counts of re-queued ones; batches awaiting a broadcast that confirms them.
         self.own: dict[str, list[bytes]] = {}
         self.own_bytes = 0
+        #: ids of the deltas of :attr:`own` written here (only those are merged, _merged_own)
+        self._mine: set[int] = set()
         self.own_attempts: dict[str, int] = {}
         self.unconfirmed: list[Sent] = []
         #: Our batch pushed to the last window's relay: pushed again, once, to the next one
@@ -142,7 +144,27 @@ class Relay(_RelayLoss, _RelayHub):
         else:
             self.own.setdefault(shard, []).append(delta)
             self.own_bytes += len(delta)
+            self._mine.add(id(delta))
             self._ctx.schedule_flush(now)
+
+    def _merged_own(self) -> dict[str, list[bytes]]:
+        """:attr:`own`, each shard's writes made here merged into one update in the place of
+        the first (as a full mesh's window is: coalesce.py) if it fits a frame. Only those
+        (:meth:`local`; their ids in :attr:`_mine`): under loss :attr:`own` holds others'
+        updates too (repeats, _relay_loss.py), which keep their writer (``Push.authors``),
+        and a batch pushed again is left as it is. Batches are confirmed by state vectors."""
+        own, mine, chunk = self.own, self._mine, self._ctx.chunk
+        self._mine = set()  # what stays ours if own is held for our broadcast (dispatch_own)
+        for shard, deltas in own.items():
+            ours = [d for d in deltas if id(d) in mine]
+            one = self._pushes.merged(shard, ours) if len(ours) > 1 else ours
+            if len(one) == 1 and len(ours) > 1 and len(one[0]) <= chunk:
+                at = next(i for i, d in enumerate(deltas) if id(d) in mine)
+                rest = [d for d in deltas if id(d) not in mine]
+                own[shard] = [*rest[:at], one[0], *rest[at:]]
+                ours = one
+            self._mine.update(id(d) for d in ours)
+        return own
 
     def deadline(self) -> float | None:
         """When :meth:`retry_unconfirmed` or :meth:`watch` has work."""
@@ -227,7 +249,8 @@ class Relay(_RelayLoss, _RelayHub):
         arrives one window later without a repair round trip. Otherwise the relay's broadcast
         hint shows it unconfirmed, and it is pushed again after ``relay_retry``.
         """
-        own, self.own, self.own_bytes = self.own, {}, 0
+        own, self.own, self.own_bytes = self._merged_own(), {}, 0
+        mine, self._mine = self._mine, set()  # (our merged updates: kept only below)
         attempts, self.own_attempts = self.own_attempts, {}
         echo, self.echo = self.echo, {}
         echo_due, self.echo_due = self.echo_due, False
@@ -249,6 +272,7 @@ class Relay(_RelayLoss, _RelayHub):
                     own.setdefault(shard, [])[:0] = deltas
                 self.own, self.own_attempts = own, attempts
                 self.own_bytes = sum(len(d) for ds in own.values() for d in ds)
+                self._mine = mine
                 return
             relay = self._ctx.links.get(target) if target is not None else None
             if relay is not None:
@@ -342,6 +366,7 @@ class Relay(_RelayLoss, _RelayHub):
     def drop_own(self) -> None:
         """Own deltas beyond max_queue_bytes (no relay reachable for long): anti-entropy."""
         self.own.clear()
+        self._mine.clear()
         self.own_attempts.clear()
         self.own_bytes = 0
         for conn in self._ctx.links.values():

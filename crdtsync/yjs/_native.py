@@ -16,9 +16,10 @@ if any of them differs.
 :func:`load_pure` loads the pure-Python build under another module name, so that tests can run
 both builds side by side in one process (``tests/yjs/test_scan_builds.py``).
 
-The fan bookkeeping's native table (``crdtsync/yjs/_fans.c``, made a Mapping by ``_places``,
-:data:`PLACES`) is chosen the same way: built by ``setup.py`` when a C compiler is there, not
-used with ``CRDTSYNC_PURE_PYTHON=1`` or when built from another version of its source; without
+The fan bookkeeping's native table (``crdtsync/yjs/_fans.c`` and the other files of
+:data:`_FANS_SOURCES`, made a Mapping by ``_places``, :data:`PLACES`) is chosen the same way:
+built by ``setup.py`` when a C compiler is there, not used with ``CRDTSYNC_PURE_PYTHON=1`` or
+when built from another version of any of its sources; without
 it the validator counts places in a dict (both ways are tested against each other in
 ``tests/yjs/test_scan_builds.py``).
 
@@ -63,7 +64,9 @@ _DIR = Path(__file__).parent
 #: (the struct section, the delete set; what :data:`scan` is) imports ``_scan_content``.
 GROUP: tuple[str, ...] = ("_scan_content", "_scan")
 _SOURCE = _DIR / "_scan.py"
-_FANS_SOURCE = _DIR / "_fans.c"
+#: The native table's sources and its private header, in the order ``setup.py`` hashes them
+#: (its ``FANS_SOURCES``): a build is stale when any of them changed (:func:`_digest`).
+_FANS_SOURCES: tuple[str, ...] = ("_fans.c", "_fans.h", "_fans_table.c", "_fans_mapping.c")
 #: The C scan's sources and its private header, in the order ``setup.py`` hashes them (its
 #: ``CSCAN_SOURCES``): a build is stale when any of them changed (:func:`_digest`).
 _CSCAN_SOURCES: tuple[str, ...] = (
@@ -127,7 +130,8 @@ def _digest(paths: Sequence[Path]) -> str:
 
 def _current(module: ModuleType, source_path: Path | Sequence[Path] = _SOURCE) -> bool:
     """Whether a compiled ``module`` was built from the source(s) beside it (``_scan.py``;
-    for ``_cscan``, every file of :data:`_CSCAN_SOURCES`)."""
+    for ``_cscan``, every file of :data:`_CSCAN_SOURCES`; for ``_fans``, of
+    :data:`_FANS_SOURCES`)."""
     built_from = getattr(module, "SOURCE_SHA256", None)
     paths = [source_path] if isinstance(source_path, Path) else list(source_path)
     try:
@@ -209,7 +213,7 @@ def native_places() -> type | None:
         from . import _fans
     except ImportError:
         return None
-    if not _current(_fans, _FANS_SOURCE):
+    if not _current(_fans, [_DIR / name for name in _FANS_SOURCES]):
         return None
     from . import _places
 

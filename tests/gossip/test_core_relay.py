@@ -87,7 +87,35 @@ def test_the_relay_sends_its_own_writes_with_its_broadcast() -> None:
     r.tick(10.5)
     out = pushes(r.data_to_send())
     assert sorted(p for p, _ in out) == sorted(set(cores) - {relay})
-    assert all(m.updates == (d1, d2) and not m.relay for _, m in out)
+    # Its own writes merged into one update (h-fans; before, (d1, d2)), equal in effect.
+    assert all(len(m.updates) == 1 and not m.relay for _, m in out)
+    other, push = out[0]
+    cores[other].receive(relay, rt(push), 10.6)
+    assert content(cores[other], "s") == {"a": 1.0, "b": 2.0}
+
+
+def test_a_writer_merges_its_own_writes_and_never_others_held_with_them() -> None:
+    # Under loss a writer's batch also holds others' updates (repeats of broadcasts it got,
+    # _relay_loss.py): only its own writes of the window are merged (h-fans). A first
+    # version merged the whole batch: Glomers seed 1 at 20 % loss, 4.51 messages per write
+    # against 3.83.
+    cores = relay_mesh(6)
+    relay = relay_at(cores, 10.25)
+    w, other = [n for n in sorted(cores) if n not in (relay, relay_at(cores, 10.0))][:2]
+    theirs = put(cores[other], "s", "x", 9)
+    cores[w].receive(other, rt(Push("s", (theirs,))), 10.05)
+    cores[w].data_to_send()
+    cores[w]._p.relay.own.setdefault("s", []).append(theirs)  # as on_broadcast holds it
+    d1, d2 = put(cores[w], "s", "a", 1), put(cores[w], "s", "b", 2)
+    cores[w].local_update("s", d1, 10.1)
+    cores[w].local_update("s", d2, 10.11)
+    cores[w].tick(10.25)
+    ((to, push),) = pushes(cores[w].data_to_send())
+    assert to == relay and push.relay
+    assert len(push.updates) == 2 and push.updates[0] == theirs  # ours: one, after theirs
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.apply_update(push.updates[1])
+    assert doc.get("m", type=pycrdt.Map).to_py() == {"a": 1.0, "b": 2.0}
 
 
 def test_a_relay_passes_on_a_batch_it_cannot_integrate_yet() -> None:

@@ -86,7 +86,7 @@ def test_setup_builds_the_extension_from_them_with_natives_hash() -> None:
     assert [root / s for s in ext.depends] == [p for p in SOURCES if p.suffix == ".h"]
     macro = dict(ext.define_macros)["CSCAN_SOURCE_SHA256"]
     assert macro == f'"{_native._digest(SOURCES)}"' == f'"{ns["_digest"](SOURCES)}"'
-    one = [SOURCES[0]]  # one file: its plain SHA-256, as for _fans.c and the mypyc group
+    one = [SOURCES[0]]  # one file: its plain SHA-256, as for each module of the mypyc group
     assert (
         ns["_digest"](one)
         == _native._digest(one)
