@@ -35,10 +35,10 @@ YJS = ROOT / "crdtsync" / "yjs"
 #: the same names as ``crdtsync.yjs._native.GROUP``.
 SCAN = [YJS / "_scan.py", YJS / "_scan_content.py"]
 #: The native table's sources and its private header, in the order they are hashed: the same
-#: names as ``crdtsync.yjs._native._FANS_SOURCES`` (``tests/yjs/test_fans_build.py`` checks it).
+#: names as ``crdtsync.yjs._native._FANS_SOURCES`` (``tests/yjs/test_native_build.py`` checks it).
 FANS_SOURCES = ("_fans.c", "_fans.h", "_fans_table.c", "_fans_mapping.c")
 #: The C scan's sources and its private header, in the order they are hashed: the same names
-#: as ``crdtsync.yjs._native._CSCAN_SOURCES`` (``tests/yjs/test_cscan_build.py`` checks it).
+#: as ``crdtsync.yjs._native._CSCAN_SOURCES`` (``tests/yjs/test_native_build.py`` checks it).
 CSCAN_SOURCES = (
     "_cscan.c",
     "_cscan.h",
