@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,6 @@ DEFAULT_DEMO_DIR = Path("crdtsync-data") / "demo"
 @click.version_option(package_name="crdtsync")
 def main() -> None:
     """crdtsync: durable CRDT shards shared by agents, peer to peer."""
-
-
-#: What ``crdtsync demo`` puts in its ``--data`` folder: the only entries it will wipe.
-_DEMO_ENTRIES = frozenset({"durability", "mesh"})
 
 
 @main.command()
@@ -67,21 +62,13 @@ def demo(data_dir: Path, rounds: int, seed: int | None, agents: int, writes: int
     """Show that flushed writes survive SIGKILL, then a local mesh of agents converging."""
     import random
 
-    from .demo import crash_and_recover
+    from .demo import crash_and_recover, fresh_demo_dir
 
     rng = random.Random(seed)
-    if data_dir.exists():
-        if not data_dir.is_dir():
-            raise click.ClickException(f"--data {data_dir} is not a folder")
-        others = sorted(p.name for p in data_dir.iterdir() if p.name not in _DEMO_ENTRIES)
-        if others:  # `--data .` wiped the folder it was run from, a checkout included
-            raise click.ClickException(
-                f"--data {data_dir}: the demo wipes its folder first, and this one holds "
-                f"{', '.join(others[:5])}{', ...' if len(others) > 5 else ''}; give a new or "
-                "empty folder (or one an earlier demo made)"
-            )
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    try:
+        fresh_demo_dir(data_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     _console.rule("[bold]1. Durability: a writer killed with SIGKILL mid-write")
     table = Table("round", "acknowledged (flushed)", "keys after reopen", "lost", "reopen ms")
     total_lost = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CrashReport", "crash_and_recover", "mesh_demo", "run_child"]
+__all__ = ["CrashReport", "crash_and_recover", "fresh_demo_dir", "mesh_demo", "run_child"]
+
+#: What the demo makes in its folder: only a folder holding nothing else is wiped.
+DEMO_ENTRIES = frozenset({"durability", "mesh"})
+
+
+def fresh_demo_dir(data_dir: Path) -> None:
+    """Make ``data_dir`` an empty folder for the demo: wipe it only if it holds nothing but
+    an earlier demo's folders (``--data .`` once wiped the folder it was run from, a checkout
+    included).
+
+    Raises:
+        ValueError: it is not a folder, or it holds anything else (the message says what).
+    """
+    if data_dir.exists():
+        if not data_dir.is_dir():
+            raise ValueError(f"--data {data_dir} is not a folder")
+        others = sorted(p.name for p in data_dir.iterdir() if p.name not in DEMO_ENTRIES)
+        if others:
+            raise ValueError(
+                f"--data {data_dir}: the demo wipes its folder first, and this one holds "
+                f"{', '.join(others[:5])}{', ...' if len(others) > 5 else ''}; give a new or "
+                "empty folder (or one an earlier demo made)"
+            )
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
 
 
 @dataclass(frozen=True)
