@@ -131,3 +131,27 @@ def test_relayed_repeats_keep_their_writer(seed: int, hub_term: int | None) -> N
             reported += 1
             assert writer_of.get(_first_client(u) or -1) in (author, None), (n, author)
     assert reported
+
+
+def test_the_writers_table_is_bounded_and_forgets_into_unknown() -> None:
+    # The table keeps update bytes alive: bounded by max_queue_bytes, oldest first; an update
+    # it forgot goes on as of an unknown writer (None), never under another name.
+    from types import SimpleNamespace
+
+    from crdtsync.gossip._relay_loss import WRITER_ENTRY, _RelayLoss
+
+    bound = 10 * (100 + WRITER_ENTRY)
+    relay: Any = SimpleNamespace(
+        writers={},
+        writers_bytes=0,
+        _ctx=SimpleNamespace(config=SimpleNamespace(max_queue_bytes=bound)),
+    )
+    updates = [bytes([i]) * 100 for i in range(15)]
+    _RelayLoss.note(relay, updates[:2], ("a", None))  # None: not kept
+    assert relay.writers == {updates[0]: "a"}
+    _RelayLoss.note(relay, updates[2:], ["b"] * 13)
+    assert relay.writers_bytes <= bound and len(relay.writers) == 10
+    assert relay.writers.get(updates[0]) is None  # the oldest went
+    assert relay.writers.get(updates[14]) == "b"
+    _RelayLoss.note(relay, updates[14:], ["c"])  # a known update keeps its first writer
+    assert relay.writers[updates[14]] == "b"

@@ -73,6 +73,11 @@ SECOND_ASK = 0
 HINT_PATIENCE = 1.0
 
 
+#: The memory of one entry of ``Relay.writers`` beside its update's bytes (a dict slot and the
+#: bytes object's header, about), counted against its bound (see _RelayLoss.note).
+WRITER_ENTRY = 128
+
+
 def _first_client(update: bytes) -> int | None:
     """The client id of the first struct group of a delta (see :func:`crdtsync.yjs.parse.first_client`)."""
     return _yjs.first_client(update)
@@ -282,20 +287,21 @@ class _RelayLoss:
         What we repeat (below), echo, push again or replay as hub leaves with its own writer
         in ``Push.authors``, which the receivers report as ``Change.author``: never under our
         name when another agent wrote it. Keyed by the update's bytes (a Yjs update names its
-        client, so equal bytes have one writer); the oldest go beyond twice
-        ``max_queue_bytes`` (what we hold to send again is bounded by it), and an update
-        whose entry went is sent as of an unknown writer.
+        client, so equal bytes have one writer). The table keeps those bytes alive: the
+        oldest entries go beyond ``max_queue_bytes`` (the bound of our own queue and of the
+        batches awaiting confirmation; each entry counted with :data:`WRITER_ENTRY` bytes of
+        overhead), and an update whose entry went is sent as of an unknown writer (None).
         """
         writers = self.writers
         for u, a in zip(updates, authors, strict=False):
             if a is not None and u not in writers:
                 writers[u] = a
-                self.writers_bytes += len(u)
-        bound = 2 * self._ctx.config.max_queue_bytes
+                self.writers_bytes += len(u) + WRITER_ENTRY
+        bound = self._ctx.config.max_queue_bytes
         while self.writers_bytes > bound and writers:
             old = next(iter(writers))
             del writers[old]
-            self.writers_bytes -= len(old)
+            self.writers_bytes -= len(old) + WRITER_ENTRY
 
     def on_broadcast(
         self,
