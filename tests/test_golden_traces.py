@@ -165,7 +165,7 @@ GOLDEN: dict[str, str] = {
     "relay": "831fda40e6b12d67dd65ee52226ae82b4c02623035db9859bbb03254463f66f0",
     "tree": "0ff446378599b1e716647fb34226248eca1c3d21a2d591b137dd26b583754d4c",
     "partial": "1731160926d4b7dfb8a7d7cc0550b6bb751ba336b89d8a66204ad595b1ea56de",
-    "lossy_partition": "ebcc908745931d83bf59b0d251d8418c8de3241afea18d092f1f166e2e974d5e",
+    "lossy_partition": "4e12a35a7d53f21843854a147428ee3764daab9291de09ab6c73a34fe2c9c5cc",
 }
 
 

@@ -64,8 +64,10 @@ class _PushReceive:
     _acks: Acks
     _repairs: Repairs
     on_hint: Callable[[Link, str, bytes, float], None]
-    on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None]
-    on_hub_broadcast: Callable[[Link, str, tuple[bytes, ...], list[bytes], float], None]
+    on_relay_news: Callable[[Link, str, tuple[bytes, ...], float, tuple[str | None, ...]], None]
+    on_hub_broadcast: Callable[
+        [Link, str, tuple[bytes, ...], list[bytes], float, tuple[str | None, ...]], None
+    ]
     hand_on: Callable[[float], str | None]
     any_fanout: bool
 
@@ -124,6 +126,7 @@ class _PushReceive:
         accepted = self._ctx.policy.accepts(msg.shard)
         if accepted:
             news: list[bytes] = []
+            news_by: list[str | None] = []  # the writer of each of news (Push.authors)
             refused = False  # a quota refused an update: nothing of it is repeated
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
@@ -132,16 +135,18 @@ class _PushReceive:
                 # several writers is passed on as its updates, each to its writer's children
                 # (their one combined delta could name no single writer).
                 by_writer = len(writers) > 1 and self._ctx.grid() is not None
+                one_writer = next(iter(writers)) if len(writers) == 1 else None
                 applied = self.apply_batch(
                     conn,
                     msg.shard,
                     msg.updates,
                     parsed,
                     forward and not msg.relay and not by_writer,
-                    writers.pop() if len(writers) == 1 else None,
+                    one_writer,
                 )
                 refused = applied is None
                 news = applied or []
+                news_by = [one_writer] * len(news)
                 if by_writer and news and forward and not msg.relay:
                     for i, u in enumerate(msg.updates):
                         self._forward(conn, msg.shard, u, True, msg.author(i))
@@ -157,13 +162,16 @@ class _PushReceive:
                     )
                     refused = refused or one is None
                     news += one or []
+                    news_by += [msg.author(i)] * len(one or [])
             if msg.hint is not None and not forward and news:
                 # A little redundancy against loss (rotating relay, relay.py): the next two
                 # relays repeat in theirs what a broadcast brought them that was news (news
                 # only: a delta is repeated once per relay that lacked it, never in a loop).
-                self.on_relay_news(conn, msg.shard, tuple(news), now)
+                self.on_relay_news(conn, msg.shard, tuple(news), now, tuple(news_by))
             if msg.hint is not None and not forward and not refused:
-                self.on_hub_broadcast(conn, msg.shard, msg.updates, news, now)  # _relay_hub.py
+                self.on_hub_broadcast(  # _relay_hub.py
+                    conn, msg.shard, msg.updates, news, now, msg.authors
+                )
             hub = self.hand_on(now) if msg.relay else None
             if hub is not None:
                 # Our hub term ended before this batch came: the hub passes it on (one frame

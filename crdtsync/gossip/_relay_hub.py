@@ -27,6 +27,8 @@ from . import _context
 from .overlay import RELAY, window_index
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._context import Context
     from .links import Link
     from .push import Pushes
@@ -81,10 +83,14 @@ class _RelayHub:
     #: how many were timed
     hub_rtt: float
     hub_rtt_n: int
+    #: update -> its writer (Relay.writers, _RelayLoss.note)
+    writers: dict[bytes, str]
 
     if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
 
         def relay_of(self, k: int, hub: bool | None = None) -> str | None: ...
+
+        def note(self, updates: Iterable[bytes], authors: Iterable[str | None]) -> None: ...
 
     def hub(self, now: float) -> bool:
         """Whether the hub term is on: the rotating relay, aligned windows, under loss."""
@@ -256,10 +262,16 @@ class _RelayHub:
                 for conn in links:
                     if policy.sends_to(conn.name, shard):
                         for d in deltas:
-                            self._pushes.enqueue(conn, shard, d)
+                            self._pushes.enqueue(conn, shard, d, self.writers.get(d))
 
     def hub_inherit(
-        self, conn: Link, shard: str, updates: tuple[bytes, ...], news: list[bytes], now: float
+        self,
+        conn: Link,
+        shard: str,
+        updates: tuple[bytes, ...],
+        news: list[bytes],
+        now: float,
+        authors: tuple[str | None, ...] = (),
     ) -> None:
         """A relay broadcast (``updates``; ``news``: what of it was new to us) came while we
         are the hub: it is the last hub's, one of the last broadcasts of its term (they
@@ -287,6 +299,7 @@ class _RelayHub:
                 seen.add(u)
                 held.append(u)
         if held:
+            self.note(updates, authors)  # (``authors``: of ``updates``, Push.authors)
             self.hub_sent.append((ctx.window_index(now) - 1, {shard: held}))
 
     def hub_record(self, sent_from: int, now: float) -> None:
@@ -297,6 +310,7 @@ class _RelayHub:
         news: dict[str, list[bytes]] = {}
         for _, msg in self._ctx.outbox[sent_from:]:
             if isinstance(msg, Push) and msg.hint is not None:
+                self.note(msg.updates, msg.authors)
                 for d in msg.updates:
                     if d not in seen:
                         seen.add(d)

@@ -35,6 +35,8 @@ from .overlay import RELAY, window_index
 from .repair import sv_covers
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._context import Context
     from .links import Link
     from .push import Pushes
@@ -71,6 +73,11 @@ SECOND_ASK = 0
 HINT_PATIENCE = 1.0
 
 
+#: The memory of one entry of ``Relay.writers`` beside its update's bytes (a dict slot and the
+#: bytes object's header, about), counted against its bound (see _RelayLoss.note).
+WRITER_ENTRY = 128
+
+
 def _first_client(update: bytes) -> int | None:
     """The client id of the first struct group of a delta (see :func:`crdtsync.yjs.parse.first_client`)."""
     return _yjs.first_client(update)
@@ -84,6 +91,8 @@ class _RelayLoss:
 
     _ctx: Context
     _pushes: Pushes
+    writers: dict[bytes, str]
+    writers_bytes: int
     _repairs: Repairs
     own: dict[str, list[bytes]]
     own_bytes: int
@@ -272,8 +281,38 @@ class _RelayLoss:
                 self._repairs.ask(other, shard, now, target)
             return
 
-    def on_broadcast(self, conn: Link, shard: str, updates: tuple[bytes, ...], now: float) -> None:
-        """A relay broadcast came: repeat it in ours if we relay one of the next windows.
+    def note(self, updates: Iterable[bytes], authors: Iterable[str | None]) -> None:
+        """Keep the writer of each of ``updates`` we may send again (None: unknown, not kept).
+
+        What we repeat (below), echo, push again or replay as hub leaves with its own writer
+        in ``Push.authors``, which the receivers report as ``Change.author``: never under our
+        name when another agent wrote it. Keyed by the update's bytes (a Yjs update names its
+        client, so equal bytes have one writer). The table keeps those bytes alive: the
+        oldest entries go beyond ``max_queue_bytes`` (the bound of our own queue and of the
+        batches awaiting confirmation; each entry counted with :data:`WRITER_ENTRY` bytes of
+        overhead), and an update whose entry went is sent as of an unknown writer (None).
+        """
+        writers = self.writers
+        for u, a in zip(updates, authors, strict=False):
+            if a is not None and u not in writers:
+                writers[u] = a
+                self.writers_bytes += len(u) + WRITER_ENTRY
+        bound = self._ctx.config.max_queue_bytes
+        while self.writers_bytes > bound and writers:
+            old = next(iter(writers))
+            del writers[old]
+            self.writers_bytes -= len(old) + WRITER_ENTRY
+
+    def on_broadcast(
+        self,
+        conn: Link,
+        shard: str,
+        updates: tuple[bytes, ...],
+        now: float,
+        authors: tuple[str | None, ...] = (),
+    ) -> None:
+        """A relay broadcast came: repeat it in ours if we relay one of the next windows
+        (``authors``: the writer of each of ``updates``, kept with it: :meth:`note`).
 
         Redundancy against loss, on only while the network loses frames (``Context.lossy``):
         each relay broadcast is repeated by the next :data:`REPEATS` relays (in their own
@@ -287,6 +326,7 @@ class _RelayLoss:
         """
         if self._ctx.mode() != RELAY:
             return
+        self.note(updates, authors)
         horizon = now - REPEATS * self._ctx.window(now)
         if not self._ctx.lossy(now):
             # No loss noticed yet: no repeats, but what the last broadcasts brought is kept
@@ -305,7 +345,7 @@ class _RelayLoss:
             for other in self._ctx.links.values():
                 if other is not conn and not other.closing:
                     for u in updates:
-                        self._pushes.enqueue(other, shard, u)
+                        self._pushes.enqueue(other, shard, u, self.writers.get(u))
         elif self.relay_of(k + 1) == me:
             # Ours is the next window: held with our own batch, which waits for it too.
             held = self.own.setdefault(shard, [])

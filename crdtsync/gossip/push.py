@@ -151,15 +151,15 @@ class Pushes(_PushReceive, _PushFanout):
         self.hand_on: Callable[[float], str | None] = lambda now: None
         #: A relay broadcast came (rotating relay; set by the core, relay.py: it may repeat
         #: it in ours).
-        self.on_relay_news: Callable[[Link, str, tuple[bytes, ...], float], None] = (
-            lambda conn, shard, updates, now: None
-        )
+        self.on_relay_news: Callable[
+            [Link, str, tuple[bytes, ...], float, tuple[str | None, ...]], None
+        ] = lambda conn, shard, updates, now, authors: None
         #: A relay broadcast came, every update of it (and what of it was news to us): under
         #: the hub term, a hub keeps what the last hub's broadcasts brought to repeat it
         #: (relay.Relay.hub_inherit, _relay_hub.py).
         self.on_hub_broadcast: Callable[
-            [Link, str, tuple[bytes, ...], list[bytes], float], None
-        ] = lambda conn, shard, updates, news, now: None
+            [Link, str, tuple[bytes, ...], list[bytes], float, tuple[str | None, ...]], None
+        ] = lambda conn, shard, updates, news, now, authors: None
 
     def has_fanout(self, shard: str) -> bool:
         """Whether a fanout link holds ``shard``."""

@@ -112,6 +112,10 @@ class Relay(_RelayLoss, _RelayHub):
         #: ids of the deltas of :attr:`own` written here (only those are merged, _merged_own)
         self._mine: set[int] = set()
         self.own_attempts: dict[str, int] = {}
+        #: update -> its writer, for the updates we hold to send again (ours and others'
+        #: repeats): each goes on with its own ``Push.authors`` entry (_RelayLoss.note)
+        self.writers: dict[bytes, str] = {}
+        self.writers_bytes = 0
         self.unconfirmed: list[Sent] = []
         #: Our batch pushed to the last window's relay: pushed again, once, to the next one
         #: (a second path against loss, see dispatch_own).
@@ -151,8 +155,9 @@ class Relay(_RelayLoss, _RelayHub):
         """:attr:`own`, each shard's writes made here merged into one update in the place of
         the first (as a full mesh's window is: coalesce.py) if it fits a frame. Only those
         (:meth:`local`; their ids in :attr:`_mine`): under loss :attr:`own` holds others'
-        updates too (repeats, _relay_loss.py), which keep their writer (``Push.authors``),
-        and a batch pushed again is left as it is. Batches are confirmed by state vectors."""
+        updates too (repeats, _relay_loss.py), which keep their writer (``Push.authors``,
+        :attr:`writers`), and a batch pushed again is left as it is. Batches are confirmed by
+        state vectors."""
         own, mine, chunk = self.own, self._mine, self._ctx.chunk
         self._mine = set()  # what stays ours if own is held for our broadcast (dispatch_own)
         for shard, deltas in own.items():
@@ -164,6 +169,7 @@ class Relay(_RelayLoss, _RelayHub):
                 own[shard] = [*rest[:at], one[0], *rest[at:]]
                 ours = one
             self._mine.update(id(d) for d in ours)
+            self.note(ours, (self._ctx.name,) * len(ours))
         return own
 
     def deadline(self) -> float | None:
@@ -278,12 +284,12 @@ class Relay(_RelayLoss, _RelayHub):
             if relay is not None:
                 for shard, deltas in own.items():
                     for d in deltas:
-                        self._pushes.enqueue(relay, shard, d, self._ctx.name)
+                        self._pushes.enqueue(relay, shard, d, self.writers.get(d))
                     relay.push.relay_shards.add(shard)
                     self._remember(now, shard, deltas, attempts.get(shard, 0), relay.name, aimed)
                 for shard, deltas in echo.items() if own or echo_due else ():
                     for d in deltas:
-                        self._pushes.enqueue(relay, shard, d)
+                        self._pushes.enqueue(relay, shard, d, self.writers.get(d))
                     relay.push.relay_shards.add(shard)
                 if own and self._ctx.lossy(now):
                     self.echo = own
@@ -307,7 +313,7 @@ class Relay(_RelayLoss, _RelayHub):
             for shard, deltas in own.items():
                 if self._ctx.policy.sends_to(conn.name, shard):
                     for d in deltas:
-                        self._pushes.enqueue(conn, shard, d, self._ctx.name)
+                        self._pushes.enqueue(conn, shard, d, self.writers.get(d))
 
     def _remember(
         self,
