@@ -91,6 +91,10 @@ class JsonFormError(UsageError, ValueError):
     """
 
     def __init__(self, message: str, at: str = "") -> None:
+        # A refused key may hold a lone surrogate: escape it, so the message itself can be
+        # sent (as UTF-8 JSON: an HTTP problem, an MCP tool error) instead of failing there.
+        at = at.encode("utf-8", "backslashreplace").decode("utf-8")
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(f"at {at}: {message}" if at else message)
         self.pointer = at
         self.reason = message
@@ -111,6 +115,8 @@ def list_index(token: str) -> int | None:
     ``"01"``, ``"\u0661"`` (an Arabic-Indic one) and ``"\u00b2"`` (a superscript two, on which
     ``int()`` raises), so paths from HTTP and MCP callers are checked here instead.
     """
+    if len(token) > 18:  # past any list's length, and int() refuses over 4300 digits
+        return None
     return int(token) if _LIST_INDEX.fullmatch(token) else None
 
 
@@ -372,8 +378,10 @@ def loads(data: str | bytes) -> Any:
         raise JsonFormError("nested too deeply") from None
     except JsonFormError:
         raise
-    except ValueError as exc:  # an int literal over Python's 4300-digit limit
-        raise JsonFormError(f"invalid JSON: {exc}") from None
+    except ValueError:  # json raises it for an int literal over Python's 4300-digit limit
+        raise JsonFormError(
+            "invalid JSON: an integer of thousands of digits (a shard holds signed 64-bit ints)"
+        ) from None
 
 
 def dumps(obj: Any) -> str:
