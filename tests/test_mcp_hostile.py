@@ -87,6 +87,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("complete_task", {"shard": "work", "task": LONE}, "task: a str"),
     ("complete_task", {"shard": "work", "task": "t1", "result": LONE}, "value refused"),
     ("release_task", {"shard": "work", "task": LONE}, "task: a str"),
+    # an argument no tool takes was dropped: this patch landed on the shard's top level
+    ("write", {"shard": "board", "patch": {"a": 1}, "pth": "/m"}, "pth\n  Extra inputs"),
+    ("list_shards", {"verbose": True}, "verbose\n  Extra inputs are not permitted"),
     # not a crash, but the message named a Python class: 'a _DerivedInt value'
     ("read", {"shard": "board", "path": "/n/x"}, "/n is the number 1"),
     ("read", {"shard": "board", "path": "/cnt/x"}, "/cnt is a counter"),
@@ -148,23 +151,33 @@ _json = st.recursive(
     ),
     max_leaves=8,
 )
-_names = st.sampled_from(["board", "work", "fresh", "bad name!", "", LONE, "x" * 200])
-_paths = st.sampled_from(
-    ["", "/", "/n", "/n/x", "/log", "/log/0", "/log/0/x", "/log/9", "/notes", "/notes/0"]
-    + ["/m", "/m/k", "/cnt", "/cnt/x", "/new", "/new/a", "/" + LONE, "log", "/log/01"]
+
+
+def _mostly(good: list[Any], bad: list[Any]) -> st.SearchStrategy[Any]:
+    """A good value three times in four, else a bad one (so that calls also get through)."""
+    return st.one_of(
+        st.sampled_from(good), st.sampled_from(good), st.sampled_from(good), st.sampled_from(bad)
+    )
+
+
+_names = _mostly(["board", "work", "fresh"], ["bad name!", "", LONE, "x" * 200])
+_paths = _mostly(
+    ["", "/n", "/log", "/m", "/m/k", "/new", "/notes", "/log/0"],
+    ["/", "/n/x", "/log/0/x", "/log/9", "/notes/0", "/cnt", "/cnt/x", "/new/a", "/" + LONE]
+    + ["log", "/log/01"],
 )
-_ints = st.one_of(st.integers(min_value=-3, max_value=5), st.sampled_from([2**63, 2**80, -(2**63)]))
+_ints = _mostly([0, 1, 2], [-3, 5, 2**63, 2**80, -(2**63)])
 _by_field = {
     "shard": _names,
     "path": _paths,
-    "key": st.sampled_from(["cnt", "n", "log", "notes", "new", "", "/cnt", LONE]),
-    "task": st.sampled_from(["t1", "t2", "", LONE, "a/b"]),
+    "key": _mostly(["cnt", "new"], ["n", "log", "notes", "", "/cnt", LONE]),
+    "task": _mostly(["t1", "t2", "a/b"], ["", LONE]),
     "index": _ints,
     "by": _ints,
     "peers": _ints,
     "members": _ints,
-    "timeout": st.sampled_from([0.05, 0.0, -1.0, 1000.0]),
-    "text": st.sampled_from(["x", "", LONE, "\U0001f600"]),
+    "timeout": _mostly([0.05, 1.0], [0.0, -1.0, 1000.0]),
+    "text": _mostly(["x", "", "\U0001f600"], [LONE]),
 }
 
 
@@ -185,12 +198,12 @@ def _draw_calls(tools: dict[str, dict[str, Any]], count: int) -> list[tuple[str,
         tool = data.draw(st.sampled_from(sorted(tools)))
         args: dict[str, Any] = {}
         for field in tools[tool]["properties"]:
-            how = data.draw(st.sampled_from(["plausible"] * 6 + ["any", "missing"]))
+            how = data.draw(st.sampled_from(["plausible"] * 10 + ["any", "missing"]))
             if how == "missing":
                 continue
             plausible = _by_field.get(field, _json)
             args[field] = data.draw(plausible if how == "plausible" else _json)
-        if data.draw(st.booleans()) and data.draw(st.booleans()):
+        if data.draw(st.integers(0, 7)) == 0:  # refused: no tool takes it
             args["unexpected"] = data.draw(_json)
         calls.append((tool, args))
 
@@ -213,6 +226,6 @@ async def test_fuzzed_tool_calls_answer_or_refuse_clearly(tmp_path: Path) -> Non
                 _clear(str(exc))
                 str(exc).encode("utf-8")  # the message can be sent
                 assert await _state(agent) == before, (tool, args, str(exc))
-        assert answered >= 10 and refused >= 50, (answered, refused)  # both paths exercised
+        assert answered >= 8 and refused >= 50, (answered, refused)  # both paths exercised
         result = await client.call_tool("read", {"shard": "board", "path": "/n"})
         assert not result.is_error, _text(result)  # the agent still serves
