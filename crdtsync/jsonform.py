@@ -77,6 +77,7 @@ TAGS = ("$int", "$float", "$bytes", "$text", "$xml")
 #: Deepest nesting accepted on input (objects and arrays), so a hostile body cannot recurse
 #: the parser or pycrdt into a stack overflow.
 MAX_DEPTH = 64
+_INT_DIGITS = 20  # more significant decimal digits than any signed 64-bit int has (19)
 _SAFE_INT = 2**53  # |v| below this: every JSON reader (IEEE doubles) holds the int exactly
 _XML = (pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText)
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -90,6 +91,10 @@ class JsonFormError(UsageError, ValueError):
     """
 
     def __init__(self, message: str, at: str = "") -> None:
+        # A refused key may hold a lone surrogate: escape it, so the message itself can be
+        # sent (as UTF-8 JSON: an HTTP problem, an MCP tool error) instead of failing there.
+        at = at.encode("utf-8", "backslashreplace").decode("utf-8")
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(f"at {at}: {message}" if at else message)
         self.pointer = at
         self.reason = message
@@ -110,6 +115,8 @@ def list_index(token: str) -> int | None:
     ``"01"``, ``"\u0661"`` (an Arabic-Indic one) and ``"\u00b2"`` (a superscript two, on which
     ``int()`` raises), so paths from HTTP and MCP callers are checked here instead.
     """
+    if len(token) > 18:  # past any list's length, and int() refuses over 4300 digits
+        return None
     return int(token) if _LIST_INDEX.fullmatch(token) else None
 
 
@@ -188,7 +195,24 @@ def _tag_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_str(text: str, where: str, what: str = "string") -> str:
+    """``text`` if Yrs can store it: a lone surrogate (``"\\ud800"``, e.g. half of an emoji cut
+    by a UTF-16 index, or a ``\\ud800`` escape in JSON) has no UTF-8 form, and pycrdt fails on
+    it halfway through a write; refused here, before anything is written."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JsonFormError(
+                f"the {what} {text[:40]!r} holds a lone surrogate (half of a UTF-16 pair), "
+                "which has no UTF-8 form and cannot be stored",
+                where,
+            ) from None
+    return text
+
+
 def _unescape_key(key: str, where: str) -> str:
+    _check_str(key, where, "key")
     if key.startswith("$$"):
         return key[1:]
     if key.startswith("$"):
@@ -207,6 +231,11 @@ def _from_tag(tag: str, arg: Any, where: str) -> Any:
             digits = text.lstrip("+-")
             if not (digits.isascii() and digits.isdigit()) or text != arg:
                 raise JsonFormError(f"$int needs a decimal integer string, not {arg!r}", where)
+            if len(digits.lstrip("0")) > _INT_DIGITS:  # int() refuses over 4300 digits
+                raise JsonFormError(
+                    f"$int {arg[:24]}... ({len(digits)} digits) is outside the signed 64-bit range",
+                    where,
+                )
             arg = int(text)
         if isinstance(arg, bool) or not isinstance(arg, int):
             raise JsonFormError("$int needs an integer or a decimal integer string", where)
@@ -245,7 +274,7 @@ def _from_tag(tag: str, arg: Any, where: str) -> Any:
     if tag == "$text":
         if not isinstance(arg, str):
             raise JsonFormError("$text needs a string", where)
-        return pycrdt.Text(arg)
+        return pycrdt.Text(_check_str(arg, where))
     raise JsonFormError(f"{tag} values are read-only: they cannot be written through JSON", where)
 
 
@@ -268,8 +297,10 @@ def from_json(obj: Any, where: str = "", *, drop_nulls: bool = False, _depth: in
     """
     if _depth > MAX_DEPTH:
         raise JsonFormError(f"nested deeper than {MAX_DEPTH} levels", where)
-    if obj is None or isinstance(obj, (bool, str)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return _check_str(obj, where)
     if isinstance(obj, int):
         return _check_int(obj, where)
     if isinstance(obj, float):
@@ -345,6 +376,12 @@ def loads(data: str | bytes) -> Any:
         ) from None
     except RecursionError:
         raise JsonFormError("nested too deeply") from None
+    except JsonFormError:
+        raise
+    except ValueError:  # json raises it for an int literal over Python's 4300-digit limit
+        raise JsonFormError(
+            "invalid JSON: an integer of thousands of digits (a shard holds signed 64-bit ints)"
+        ) from None
 
 
 def dumps(obj: Any) -> str:

@@ -51,8 +51,9 @@ def timeout_param(
 
 
 def _decimal(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes ``"\u00b2"``, on which ``int()`` raises."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only: ``str.isdigit`` also takes ``"\u00b2"``, on which ``int()`` raises;
+    and at most 18 of them, so the int is cheap and every caller's bound check refuses it."""
+    return len(text) <= 18 and text.isascii() and text.isdigit()  # int() fails past 4300
 
 
 def quorum_param(request: Request) -> int | str | None:
@@ -126,14 +127,27 @@ async def json_body(request: Request, limit: int) -> Any:
 
 
 def pointer_keys(pointer: str) -> list[str]:
-    if not pointer.startswith("/"):
+    if not pointer.startswith("/") or not _utf8(pointer):
         raise Problem(
             400,
             "invalid-parameter",
             "Invalid query parameter",
-            f"path must be a JSON Pointer starting with '/', not {pointer!r}",
+            f"path must be a JSON Pointer starting with '/', in valid Unicode (no lone "
+            f"surrogate), not {pointer!r}",
         )
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form (a body's ``"\\ud800"`` escape gives one that has not,
+    and no key can hold it: pycrdt fails on the lookup)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def body_field(body: Any, field: str, kind: type | tuple[type, ...], required: bool = True) -> Any:

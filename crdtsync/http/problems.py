@@ -104,8 +104,14 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
     if instance is not None:
         body["instance"] = instance
     body.update(problem.extra)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from the request: escape it (\ud800)
+            text = json.dumps(body, separators=(",", ":"))
     return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        text,
         status_code=problem.status,
         headers=problem.headers,
         media_type=PROBLEM_JSON,

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import CrdtSyncError
-from ..jsonform import from_json, list_index, merge_patch, shard_json
+from ..jsonform import from_json, list_index, merge_patch, plan_merge_patch, shard_json
 from ..names import validate_shard_name
 from ..values import check_text
 from ..views import ListView, MapView
@@ -209,9 +209,18 @@ async def _patch(request: Request, name: str) -> Response:
     await check_access(request, name, write=True)
     patch = await json_body(request, _ctx(request).max_body)
     _check_write_params(request)
-    shard = await _ctx(request).agent.shard(name)
+    agent = _ctx(request).agent
+    if name not in agent.shard_names():
+        plan_merge_patch(_empty_map(), patch)  # a refused patch must not create the shard
+    shard = await agent.shard(name)
     ops = merge_patch(shard, patch)
     return await _after_write(request, shard, len(ops))
+
+
+def _empty_map() -> MapView:
+    """A detached empty map: what a new shard looks like, to validate a patch against."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    return MapView(doc.get("root", type=pycrdt.Map))
 
 
 def _target(shard: MapView, pointer: str) -> tuple[Any, str]:
@@ -249,6 +258,14 @@ async def _delete(request: Request, name: str) -> Response:
     _step(parent, key, pointer)  # 404 when absent
     if isinstance(parent, ListView):
         del parent[int(key)]  # an index: _step checked it
+    elif isinstance(parent, MapView) and key not in parent.crdt:  # a named container
+        raise Problem(
+            409,
+            "named-container",
+            "A named container cannot be deleted",
+            f"{pointer!r} is a named container (shard.counter/map/list/text), which lives "
+            "beside the shard's keys and cannot be deleted; nothing was written",
+        )
     else:
         del parent[key]
     return await _after_write(request, shard, 1)

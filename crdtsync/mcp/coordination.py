@@ -16,8 +16,8 @@ from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .. import Claims, Counter, CrdtSyncError, ReplicationTimeout
-from ..values import INT_MAX, INT_MIN
+from .. import Claims, Counter, CrdtSyncError, ReplicationTimeout, UnsupportedValue
+from ..values import INT_MAX, INT_MIN, check_text
 from .tools import ShardTools, _kind
 
 __all__ = ["CoordinationTools"]
@@ -37,6 +37,10 @@ _LOST = (
 def _check_name(what: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ToolError(f"{what} must be a non-empty string, e.g. 'done' or 'task-17'")
+    try:  # it becomes a key: a lone surrogate would fail inside the write
+        check_text(value, what)
+    except UnsupportedValue as exc:
+        raise ToolError(f"{exc} (half of a UTF-16 pair); nothing was written") from None
     return value
 
 

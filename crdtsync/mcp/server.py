@@ -82,6 +82,7 @@ class CrdtMcp:
         self._legacy: dict[str, set[Any]] = {}  # uri -> sessions that sent resources/subscribe
         self._watched: dict[str, asyncio.Task[None]] = {}
         self._register_tools()
+        self._refuse_unknown_arguments()
         self._register_resources()
 
     # -- tools -----------------------------------------------------------------------------------
@@ -249,6 +250,16 @@ class CrdtMcp:
             """Give back a task this agent claimed, without doing it: any agent may then claim
             it. Refused, writing nothing, if this agent does not hold the task."""
             return await self.coordination.release_task(shard, task)
+
+    def _refuse_unknown_arguments(self) -> None:
+        """Make an argument no tool takes (a misspelt ``"pth"``) a tool error naming it: the
+        SDK drops it by default, and a ``write`` meant for ``/tasks`` then patches the shard's
+        top level."""
+        for tool in self.server._tool_manager.list_tools():  # no public hook for it either
+            loose = tool.fn_metadata.arg_model
+            config = {**loose.model_config, "extra": "forbid"}
+            strict = type(loose.__name__, (loose,), {"model_config": config})
+            tool.fn_metadata.arg_model = strict
 
     # -- resources -------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from .. import (
     Agent,
+    Counter,
+    CrdtSyncError,
     InvalidShardName,
     ListView,
     MapView,
@@ -44,6 +46,13 @@ def parse_pointer(path: str) -> list[str]:
             f'path {path!r} is not a JSON Pointer: use "" for the whole shard or '
             f"'/key/subkey/0' (a '/' before every key), e.g. {'/' + path!r}"
         )
+    try:
+        check_text(path, "path")
+    except UnsupportedValue:  # no key can hold it: say so, not a crash on lookup
+        raise ToolError(
+            f"path {path!r} holds a lone surrogate (half of a UTF-16 pair), which no key "
+            "can hold: send the path as valid Unicode; nothing was written"
+        ) from None
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
 
 
@@ -54,12 +63,23 @@ def _empty_map() -> MapView:
 
 
 def _kind(value: Any) -> str:
+    """What ``value`` is, in the words of the JSON form (for error messages)."""
     if isinstance(value, MapView):
         return "a map"
     if isinstance(value, ListView):
         return "a list"
     if isinstance(value, pycrdt.Text):
         return "a Text"
+    if isinstance(value, Counter):
+        return "a counter"
+    if isinstance(value, bool) or value is None:
+        return f"the leaf value {jsonform.dumps(value)}"
+    if isinstance(value, (int, float)):  # ints come back as a subclass (_DerivedInt)
+        return f"the number {jsonform.dumps(jsonform.to_json(value))}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (bytes, bytearray)):
+        return "a $bytes value"
     return f"a {type(value).__name__} value"
 
 
@@ -291,6 +311,8 @@ class ShardTools:
             await target.replicated(peers=peers, timeout=timeout)
         except ReplicationTimeout as exc:
             raise ToolError(f"not replicated within {timeout} s: {exc}") from None
+        except CrdtSyncError as exc:  # e.g. no peers at all: say why, not a bare error
+            raise ToolError(f"cannot wait for {peers} peer(s) of this agent: {exc}") from None
         return {"shard": shard, "replicated_on_at_least": peers}
 
     def _check_new(self, shard: str, tokens: list[str]) -> None:
