@@ -229,3 +229,15 @@ async def test_fuzzed_tool_calls_answer_or_refuse_clearly(tmp_path: Path) -> Non
         assert answered >= 8 and refused >= 50, (answered, refused)  # both paths exercised
         result = await client.call_tool("read", {"shard": "board", "path": "/n"})
         assert not result.is_error, _text(result)  # the agent still serves
+
+
+def test_another_sdks_tool_table_is_served_as_is_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    """The refusal of unknown arguments reaches into the SDK's private tool table (mcp 2.x).
+    An SDK without it must not stop the server from starting: it serves as the SDK does
+    (unknown arguments ignored) and logs a WARNING once (README, the logging paragraph)."""
+    from types import SimpleNamespace
+
+    with caplog.at_level("WARNING", logger="crdtsync.mcp.server"):
+        CrdtMcp._refuse_unknown_arguments(SimpleNamespace(server=object()))  # type: ignore[arg-type]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "ignored (not refused)" in caplog.records[0].getMessage()

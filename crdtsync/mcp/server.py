@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ from pydantic import Field
 from .. import Agent, jsonform
 from .coordination import CoordinationTools
 from .tools import SHARD_URI, ShardTools
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LOOPBACK_HOSTS", "CrdtMcp", "serve"]
 
@@ -255,11 +258,18 @@ class CrdtMcp:
         """Make an argument no tool takes (a misspelt ``"pth"``) a tool error naming it: the
         SDK drops it by default, and a ``write`` meant for ``/tasks`` then patches the shard's
         top level."""
-        for tool in self.server._tool_manager.list_tools():  # no public hook for it either
-            loose = tool.fn_metadata.arg_model
-            config = {**loose.model_config, "extra": "forbid"}
-            strict = type(loose.__name__, (loose,), {"model_config": config})
-            tool.fn_metadata.arg_model = strict
+        try:  # the SDK's private tool table (mcp 2.x): no public hook for it either
+            tools = self.server._tool_manager.list_tools()
+            for tool in tools:
+                loose = tool.fn_metadata.arg_model
+                config = {**loose.model_config, "extra": "forbid"}
+                strict = type(loose.__name__, (loose,), {"model_config": config})
+                tool.fn_metadata.arg_model = strict
+        except AttributeError:  # another SDK: serve as it does, and say so once
+            logger.warning(
+                "this MCP SDK's tool table is not the one crdtsync knows: arguments no tool "
+                "takes are ignored (not refused) by this server"
+            )
 
     # -- resources -------------------------------------------------------------------------------
 
