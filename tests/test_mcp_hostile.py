@@ -226,7 +226,10 @@ async def test_fuzzed_tool_calls_answer_or_refuse_clearly(tmp_path: Path) -> Non
                 _clear(str(exc))
                 str(exc).encode("utf-8")  # the message can be sent
                 assert await _state(agent) == before, (tool, args, str(exc))
-        assert answered >= 8 and refused >= 50, (answered, refused)  # both paths exercised
+        # Both paths exercised. How many calls get through depends on the machine (a call
+        # with a short timeout may time out under load): 15 of 150 on a quiet machine, 7 in
+        # two CI runs side by side; so only "some" is asserted.
+        assert answered >= 1 and refused >= 50, (answered, refused)
         result = await client.call_tool("read", {"shard": "board", "path": "/n"})
         assert not result.is_error, _text(result)  # the agent still serves
 
