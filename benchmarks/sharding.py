@@ -187,7 +187,7 @@ def run_reads(
             nxt = net._heap[0][0] if net._heap else net.now + 0.001  # next event: exact end time
             net.run_until(nxt)
         assert out.status == OK, out
-        cache.join(shard, [u for _, u in out.answers[shard]], now=net.now, quorum=1)
+        snapshot_of(cache.join(shard, [u for _, u in out.answers[shard]], now=net.now, quorum=1))
         remote_cpu.append(time.perf_counter() - t0)
         remote_virtual.append(out.at - v0)
         size = sum(b for _, _, _, k, b in net.trace[mark:] if k in ("ReadRequest", "ReadReply"))

@@ -80,18 +80,6 @@ class ReadCache:
         now: float,
         quorum: int,
         base: bytes | None = None,
-    ) -> dict[str, Any]:
-        """:meth:`join_doc`, and the plain value of the result."""
-        return snapshot_of(self.join_doc(shard, answers, now=now, quorum=quorum, base=base))
-
-    def join_doc(
-        self,
-        shard: str,
-        answers: Iterable[bytes],
-        *,
-        now: float,
-        quorum: int,
-        base: bytes | None = None,
     ) -> pycrdt.Doc[Any]:
         """Apply every answer to the shard's cached copy; return that document (the cache's
         own: read it, never write to it).

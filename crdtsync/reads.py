@@ -163,7 +163,7 @@ class Reader:
         out = await self._wait(sharding, qid, timeout)
         if out.status == OK:
             answers = [u for _, u in out.answers.get(name, ())]
-            return self.cache.join_doc(name, answers, now=time.monotonic(), quorum=k, base=base)
+            return self.cache.join(name, answers, now=time.monotonic(), quorum=k, base=base)
         if out.status == NOT_FOUND and not local:
             asked = ", ".join(out.answered) or "no agent"
             raise ShardNotFound(f"shard {name!r}: no agent holds it (asked: {asked})")
@@ -204,17 +204,19 @@ class Reader:
             if name in local:
                 if k > 1:
                     doc = self._shards.open(name).doc
-                    out[name] = self.cache.join(
+                    joined = self.cache.join(
                         name,
                         [u for _, u in answers],
                         now=time.monotonic(),
                         quorum=k,
                         base=doc.get_update(),
                     )
+                    out[name] = snapshot_of(joined)
                 continue
-            out[name] = self.cache.join(
+            joined = self.cache.join(
                 name, [u for _, u in answers], now=time.monotonic(), quorum=have
             )
+            out[name] = snapshot_of(joined)
         if short:
             raise ReplicationTimeout(
                 f"read_many({prefix!r}): fewer holders than the quorum have {', '.join(short)}", ()

@@ -169,12 +169,13 @@ class ShardNet(Network):
             self.run_for(0.01)
         if out.status == OK:
             cache = self.caches.setdefault(node, ReadCache())
-            return cache.join(
+            joined = cache.join(
                 shard,
                 [u for _, u in out.answers.get(shard, ())],
                 now=self.now,
                 quorum=len(out.answered),
             )
+            return snapshot_of(joined)
         if out.status == NOT_FOUND:
             raise ShardNotFound(shard)
         raise ReplicationTimeout(f"no answer from {', '.join(out.missing)}", out.missing)

@@ -190,7 +190,7 @@ def test_answers_are_merged_by_crdt_join_in_any_order() -> None:
     want = {"a": "base", "l": "left", "r": "right"}
     for order in ([left, right], [right, left]):
         cache = ReadCache()
-        got = cache.join("s", [d.get_update() for d in order], now=0.0, quorum=2)
+        got = snapshot_of(cache.join("s", [d.get_update() for d in order], now=0.0, quorum=2))
         assert got == want
     # a later read sends the cached state vector and gets only what it lacks
     cache = ReadCache(ttl=1.0)
@@ -199,14 +199,16 @@ def test_answers_are_merged_by_crdt_join_in_any_order() -> None:
     assert cache.fresh("s", 1.0) is None
     diff = right.get_update(cache.state_vector("s"))
     assert len(diff) < len(right.get_update())
-    assert cache.join("s", [diff], now=2.0, quorum=1) == want
+    assert snapshot_of(cache.join("s", [diff], now=2.0, quorum=1)) == want
 
 
 def test_local_base_starts_a_fresh_join() -> None:
     cache = ReadCache()
     cache.join("s", [_doc(1, old="x").get_update()], now=0.0, quorum=1)
     local = _doc(2, mine="y")
-    assert cache.join("s", [], now=1.0, quorum=1, base=local.get_update()) == {"mine": "y"}
+    assert snapshot_of(cache.join("s", [], now=1.0, quorum=1, base=local.get_update())) == {
+        "mine": "y"
+    }
 
 
 # ------------------------------------------------------------------------------------------------
