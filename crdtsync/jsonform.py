@@ -52,8 +52,8 @@ from typing import Any
 import pycrdt
 
 from .containers import ROOT, Counter, counter_value, named_containers
-from .errors import UsageError
-from .values import INT_MAX, INT_MIN
+from .errors import UnsupportedValue, UsageError
+from .values import INT_MAX, INT_MIN, check_text
 from .views import ListView, MapView
 
 __all__ = [
@@ -199,16 +199,14 @@ def _check_str(text: str, where: str, what: str = "string") -> str:
     """``text`` if Yrs can store it: a lone surrogate (``"\\ud800"``, e.g. half of an emoji cut
     by a UTF-16 index, or a ``\\ud800`` escape in JSON) has no UTF-8 form, and pycrdt fails on
     it halfway through a write; refused here, before anything is written."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise JsonFormError(
-                f"the {what} {text[:40]!r} holds a lone surrogate (half of a UTF-16 pair), "
-                "which has no UTF-8 form and cannot be stored",
-                where,
-            ) from None
-    return text
+    try:
+        return check_text(text, where)  # the values' own check (one isascii() for ASCII)
+    except UnsupportedValue:
+        raise JsonFormError(
+            f"the {what} {text[:40]!r} holds a lone surrogate (half of a UTF-16 pair), "
+            "which has no UTF-8 form and cannot be stored",
+            where,
+        ) from None
 
 
 def _unescape_key(key: str, where: str) -> str:
