@@ -330,6 +330,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing, _
                 # The core advertises this in its Hello; with port 0 it was not known before.
                 self.core.set_address(self._address)
         self._pump()  # (arms the timer)
+        self._watch_revocations()  # TLS: open connections of revoked peers are closed
         if self._early_dials is not None:  # after the first dials took theirs
             self._loop.call_soon(self._drop_early_dials)
 

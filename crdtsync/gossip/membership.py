@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ..messages import Message, PeerEntry, PeerList
+from ._report_budget import ReportBudget
 
 if TYPE_CHECKING:
     import random
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .config import GossipConfig
 
 __all__ = [
+    "DEATH_REPORT_BURST",
+    "DEATH_REPORT_RATE",
     "MAX_INCARNATION",
     "TRANSITIONS",
     "Event",
@@ -49,6 +52,15 @@ __all__ = [
 #: number nobody decodes, cutting it off (issue 10). Same value as
 #: :data:`crdtsync.security.records.MAX_INCARNATION`, the most a signed announcement may carry.
 MAX_INCARNATION = 2**62
+
+#: Reports of death that make their subject refute (about us; about a peer we are connected
+#: to, which we pass them on to) or that raise the incarnation we know of it, taken from one
+#: reporter (the peer that sent the PeerList): at most :data:`DEATH_REPORT_BURST` at once, then
+#: :data:`DEATH_REPORT_RATE` a second; beyond that they are ignored and counted
+#: (:attr:`Membership.limited`). Without it a member could make any agent refute, and flood
+#: the mesh with its refutations, as often as it sends a PeerList.
+DEATH_REPORT_BURST = 16
+DEATH_REPORT_RATE = 2.0
 
 
 class PeerState(StrEnum):
@@ -159,6 +171,10 @@ class Membership:
         self.verify: Callable[[PeerEntry], bool] | None = None
         #: Entries ignored by :meth:`merge` (forged, unsigned, or beyond MAX_INCARNATION).
         self.refused = 0
+        #: Reports of death ignored because their reporter sent too many (see
+        #: :data:`DEATH_REPORT_BURST`).
+        self.limited = 0
+        self._budget = ReportBudget(DEATH_REPORT_BURST, DEATH_REPORT_RATE)
 
     # -- reading the view
 
@@ -323,8 +339,15 @@ class Membership:
         subject cannot sign) still counts, without its address: it can only make us suspect
         the agent dead, which the agent refutes.
         """
-        if e.incarnation >= MAX_INCARNATION:
+        if e.incarnation >= MAX_INCARNATION or (
+            not e.alive and e.incarnation >= MAX_INCARNATION - 1
+        ):
+            # (a death at MAX_INCARNATION - 1 would make its subject refute at
+            # MAX_INCARNATION, which every agent refuses: it would stay dead for good)
             self.refused += 1
+            return
+        if not e.alive and self._forces(e) and not self._budget.spend(source, now):
+            self.limited += 1
             return
         if self.verify is not None:
             if not e.alive:
@@ -387,6 +410,18 @@ class Membership:
                 and (self.verify is None or self.verify(e))
             ):
                 m.signature = e.signature  # its own signed entry (after its Hello)
+
+    def _forces(self, e: PeerEntry) -> bool:
+        """Whether a report of death makes its subject refute or raises its incarnation
+        here (what the budget bounds per reporter)."""
+        if e.name == self.name:
+            return e.incarnation >= self.incarnation
+        m = self._members.get(e.name)
+        if m is None:
+            return False
+        if e.incarnation > m.incarnation:
+            return True
+        return e.incarnation == m.incarnation and m.status != DEAD and self._connected(e.name)
 
     def _news(self, e: PeerEntry) -> bool:
         """Whether an alive entry could change our view (the others need no signature)."""
