@@ -175,6 +175,9 @@ class _Authenticator:
                 exc_info=exchange.exception(),
             )
             code, reason = CloseCode.INTERNAL_ERROR, "internal error"
+        elif self._revoked_meanwhile(exchange.result()):
+            # (verified against the list before a sweep that could not see it yet)
+            code, reason = CloseCode.CERT_REVOKED, "certificate revoked during authentication"
         else:
             link.identity = exchange.result()
             self.counters["auth_ok"] = self.counters.get("auth_ok", 0) + 1
@@ -199,6 +202,14 @@ class _Authenticator:
         except Exception:  # the socket may be gone already
             logger.debug("closing an unauthenticated connection failed", exc_info=True)
         return False
+
+    def _revoked_meanwhile(self, identity: PeerIdentity) -> bool:
+        """Whether the list changed to revoke ``identity`` while it was being authenticated
+        (a sweep then skipped the link: it had no identity yet)."""
+        creds = self._credentials
+        return (
+            creds is not None and identity.serial is not None and identity.serial in creds.revoked()
+        )
 
     async def _auth_exchange(self, link: _Link) -> PeerIdentity:
         """The authentication itself (see :meth:`_authenticate`); raises ProtocolError."""

@@ -11,6 +11,9 @@ only code that assigns a status.
   them meanwhile).
 * SWIM incarnations settle conflicting reports: a higher incarnation wins, at equal
   incarnations "dead" wins, and an agent told it is dead raises its own incarnation (refutes).
+* Reports of death that make their subject refute, or raise its incarnation, are bounded per
+  reporter (:data:`DEATH_REPORT_BURST`, :mod:`._report_budget`); beyond that they are ignored
+  and counted (:attr:`Membership.limited`).
 * *Loud* transitions (reports, timeouts, a peer leaving) are flooded to the other peers at the
   next window (:meth:`Membership.changes_for`); *quiet* ones (our own link to a peer broke or
   came back) are not: they are only our observation.
