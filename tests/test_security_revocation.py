@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from crdtsync.transports._ws_admission import CappedConnection
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from crdtsync import Agent
+from crdtsync import Agent, wire
 from crdtsync.cli import main
 from crdtsync.errors import CloseCode
 from crdtsync.gossip import GossipConfig
@@ -176,8 +177,23 @@ async def test_revocation_closes_the_open_connections_of_the_revoked_agent(
         assert snap.get("m") == "before" and "late" not in snap and snap.get("b") == "after"
 
 
-async def test_reload_revocations_closes_at_once(keys: Path, tmp_path: Path) -> None:
-    """Agent.reload_revocations(): no wait for the timer (one second between looks)."""
+async def test_reload_revocations_closes_at_once(
+    keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agent.reload_revocations(): no wait for the timer (one second between looks). A Push
+    the revoked agent sends right after it, before it can have read the close, reaches the
+    agent's socket (checked: it is read there) and is not applied."""
+    read_after: list[str] = []
+    armed = False
+    recv = CappedConnection.recv
+
+    async def counting_recv(self: CappedConnection, *args: Any, **kwargs: Any) -> Any:
+        data = await recv(self, *args, **kwargs)
+        if armed and isinstance(data, bytes):
+            read_after.append(type(wire.decode(data)).__name__)
+        return data
+
+    monkeypatch.setattr(CappedConnection, "recv", counting_recv)
     stale = tmp_path / "mallory-keys"
     shutil.copytree(keys, stale)
     async with Agent(
@@ -200,10 +216,25 @@ async def test_reload_revocations_closes_at_once(keys: Path, tmp_path: Path) -> 
             closes = _record_closes(mallory)
             await _until(lambda: _connected(alpha) == {"mallory"})
             assert alpha.reload_revocations() == 0  # nothing revoked yet: nothing closed
+            m_shard = await mallory.shard(SHARD)
+            m_shard["m"] = "before"
+            a_shard = await alpha.shard(SHARD)
+            await _until(lambda: a_shard.snapshot().get("m") == "before")
             MeshCA.load(keys).revoke("mallory")
+            armed = True
             assert alpha.reload_revocations() == 1
+            # Written and pushed at once (its window forced), before mallory can have read
+            # alpha's close: what arrives on the closing link is not handed to the core.
+            m_shard["m"] = "after"
+            mallory._send_outgoing(closing=True)  # type: ignore[attr-defined]
+            assert mallory.core is not None
+            mallory.core.tick(time.monotonic() + 1.0)  # (past its push window)
+            mallory._transport.kick()  # type: ignore[attr-defined,union-attr]
             await _until(lambda: (CloseCode.CERT_REVOKED, "peer") in closes.codes, timeout=BOUND)
             assert alpha.counters["revoked_closed"] == 1
+            await asyncio.sleep(0.5)
+            assert "Push" in read_after  # it did arrive...
+            assert a_shard.snapshot().get("m") == "before"  # ...and was not applied
 
 
 async def test_a_revoked_token_closes_its_open_yjs_connection(keys: Path, tmp_path: Path) -> None:
