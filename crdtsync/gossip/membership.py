@@ -11,8 +11,8 @@ only code that assigns a status.
   them meanwhile).
 * SWIM incarnations settle conflicting reports: a higher incarnation wins, at equal
   incarnations "dead" wins, and an agent told it is dead raises its own incarnation (refutes).
-* Reports of death that make their subject refute, or raise its incarnation, are bounded per
-  reporter (:data:`DEATH_REPORT_BURST`, :mod:`._report_budget`); beyond that they are ignored
+* Reports of death that make us refute, or raise the incarnation known of their subject, are
+  bounded per reporter (:data:`DEATH_REPORT_BURST`, :mod:`._report_budget`); beyond that they are ignored
   and counted (:attr:`Membership.limited`).
 * *Loud* transitions (reports, timeouts, a peer leaving) are flooded to the other peers at the
   next window (:meth:`Membership.changes_for`); *quiet* ones (our own link to a peer broke or
@@ -56,9 +56,9 @@ __all__ = [
 #: :data:`crdtsync.security.records.MAX_INCARNATION`, the most a signed announcement may carry.
 MAX_INCARNATION = 2**62
 
-#: Reports of death that make their subject refute (about us; about a peer we are connected
-#: to, which we pass them on to) or that raise the incarnation we know of it, taken from one
-#: reporter (the peer that sent the PeerList): at most :data:`DEATH_REPORT_BURST` at once, then
+#: Reports of death that make us refute, or that raise the incarnation we know of their
+#: subject (and so are passed on to it, or flooded), taken from one reporter (the peer that
+#: sent the PeerList): at most :data:`DEATH_REPORT_BURST` at once, then
 #: :data:`DEATH_REPORT_RATE` a second; beyond that they are ignored and counted
 #: (:attr:`Membership.limited`). Without it a member could make any agent refute, and flood
 #: the mesh with its refutations, as often as it sends a PeerList.
@@ -415,16 +415,15 @@ class Membership:
                 m.signature = e.signature  # its own signed entry (after its Hello)
 
     def _forces(self, e: PeerEntry) -> bool:
-        """Whether a report of death makes its subject refute or raises its incarnation
-        here (what the budget bounds per reporter)."""
+        """Whether a report of death makes us refute, or raises the incarnation we know of
+        its subject (what the budget bounds per reporter). A report at the incarnation we
+        know of a peer we are connected to is passed on to it uncounted: a healed partition
+        brings one per member the other side declared dead, and the subject itself bounds
+        what it refutes per reporter (us)."""
         if e.name == self.name:
             return e.incarnation >= self.incarnation
         m = self._members.get(e.name)
-        if m is None:
-            return False
-        if e.incarnation > m.incarnation:
-            return True
-        return e.incarnation == m.incarnation and m.status != DEAD and self._connected(e.name)
+        return m is not None and e.incarnation > m.incarnation
 
     def _news(self, e: PeerEntry) -> bool:
         """Whether an alive entry could change our view (the others need no signature)."""

@@ -67,6 +67,18 @@ def test_honest_reports_about_members_we_do_not_talk_to_are_not_counted() -> Non
     assert all(h.m[f"n{i:02}"].status == "dead" for i in range(40))
 
 
+def test_a_healed_partition_passes_every_report_on() -> None:
+    # b's side declared 40 agents dead that we are connected to, at the incarnation we know:
+    # each is passed on to its subject (which bounds its own refutations per reporter: us).
+    h = Harness({"b"} | {f"n{i:02}" for i in range(40)})
+    for i in range(40):
+        h.m.hello(f"n{i:02}", f"mem://n{i:02}", 3, now=0.0)
+    for i in range(40):
+        h.m.merge(PeerEntry(f"n{i:02}", None, 3, False), "b", now=1.0)
+    assert h.m.limited == 0
+    assert sorted(p for p, _ in h.sent) == [f"n{i:02}" for i in range(40)]
+
+
 def test_a_death_at_the_last_incarnation_is_refused() -> None:
     # Refuting it would take us to MAX_INCARNATION, which every agent refuses (in a PeerList
     # and in a Hello): we would stay dead for the mesh, and could not connect again.
