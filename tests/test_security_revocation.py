@@ -280,3 +280,43 @@ def _client_ssl(keys: Path) -> Any:
     ctx.check_hostname = False
     ctx.load_verify_locations(keys / "ca.pem")
     return ctx
+
+
+def test_the_revocation_list_is_read_once_per_change(
+    keys: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    creds = Credentials.from_dir(keys, "alpha")
+    r0 = creds.revision
+    serials = MeshCA.load(keys).revoke("mallory")
+    assert set(serials) <= creds.revoked() and creds.revision == r0 + 1
+    assert creds.revoked() and creds.revision == r0 + 1  # unchanged file: nothing re-read
+    good = creds.revoked()
+    (keys / "revoked.pem").write_bytes(b"not a CRL")
+    with caplog.at_level("ERROR"):
+        for _ in range(3):  # the transport looks every second: one line, not one a second
+            assert creds.revoked() == good  # a bad list keeps the previous one
+    assert sum("keeping the previous revocation list" in r.message for r in caplog.records) == 1
+
+
+def test_the_gate_forgets_a_revoked_agent(keys: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from crdtsync.security.ca import agent_paths, load_certificate
+    from crdtsync.security.gate import CredentialGate
+
+    creds = Credentials.from_dir(keys, "alpha")
+    gate = CredentialGate(creds)
+    der = load_certificate(agent_paths(keys, "mallory")[0]).public_bytes(Encoding.DER)
+    identity = creds.verify_peer(der)
+    gate.learn(identity)
+    assert gate.counts_as_replica("mallory", SHARD)
+    assert der in gate.certificates()
+    assert gate.forget_revoked(creds.revoked()) == []  # nothing revoked yet
+    MeshCA.load(keys).revoke("mallory")
+    assert gate.forget_revoked(creds.revoked()) == ["mallory"]
+    assert not gate.counts_as_replica("mallory", SHARD)  # its acks stop counting
+    assert der not in gate.certificates()  # not passed on any more
+    # an announcement about it is refused, not taken unchecked as for an unknown agent
+    assert not gate.verify_announcement("mallory", "wss://127.0.0.1:1", 5, None)
+    assert gate.verify_announcement("stranger", "wss://127.0.0.1:1", 5, None)
+    assert gate.learn_certificates((der,)) == ()  # passed on by a peer that does not know yet
