@@ -186,11 +186,7 @@ class Credentials:
         (:meth:`reload_revocations` to look now)."""
         if self.crl_path is None or self._ca_cert is None:
             return frozenset()
-        try:
-            st = self.crl_path.stat()
-            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            stamp = None
+        stamp = self._stamp()
         if stamp != self._crl_stamp:
             self._crl_stamp = stamp  # (also on failure: logged once per change of the file)
             self._load_revoked()
@@ -198,11 +194,20 @@ class Credentials:
 
     def reload_revocations(self) -> frozenset[int]:
         """Re-read ``revoked.pem`` now, changed or not (e.g. copied with its old mtime)."""
-        revoked = self.revoked()
         if self.crl_path is None or self._ca_cert is None:
-            return revoked
+            return frozenset()
+        self._crl_stamp = self._stamp()
         self._load_revoked()
         return self._revoked
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """What says ``revoked.pem`` changed: its mtime, size and inode (None: no file)."""
+        assert self.crl_path is not None
+        try:
+            st = self.crl_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load_revoked(self) -> None:
         assert self.crl_path is not None and self._ca_cert is not None
