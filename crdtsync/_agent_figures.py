@@ -194,7 +194,9 @@ class _AgentFigures:
         ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
         ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
         gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
-        ``unverified_acks``, ``refused_members``: :attr:`GossipCore.security_counters`); the
+        ``unverified_acks``, ``refused_members``, ``limited_death_reports``:
+        :attr:`GossipCore.security_counters`; ``revoked_closed``, ``yjs.revoked_closed``:
+        connections closed by a revocation, :meth:`reload_revocations`); the
         core's quotas (``quota.<name>``: :attr:`GossipCore.quota_counters`); and
         ``shards_quarantined`` (:attr:`quarantined`)."""
         out = dict(getattr(self._transport, "counters", {}))

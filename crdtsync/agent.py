@@ -388,6 +388,14 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
         Every door the agent opens (gossip, HTTP, ...) is guarded by them."""
         return self._credentials
 
+    def reload_revocations(self) -> int:
+        """Re-read the revocation list now and close every open connection of a peer whose
+        certificate (or Yjs client whose token) it revokes, with ``CERT_REVOKED`` (4016);
+        returns how many were closed. A running agent also looks by itself every second.
+        0 without TLS credentials (the mesh secret cannot be revoked: rotate it)."""
+        check = getattr(self._transport, "check_revocations", None)
+        return int(check(reload=True)) if check is not None else 0
+
     @property
     def http_url(self) -> str | None:
         """``http://host:port`` of this agent's HTTP API (port resolved), if it serves one."""

@@ -52,6 +52,7 @@ class _Shutdown:
     _close_timeout: float
     _timer: asyncio.TimerHandle | None
     _timer_off: bool
+    _revocation_timer: asyncio.TimerHandle | None
 
     if TYPE_CHECKING:
 
@@ -80,6 +81,8 @@ class _Shutdown:
             return
         self._closing = True
         self._stopping.set()
+        if self._revocation_timer is not None:  # (_ws_auth.py: no more revocation sweeps)
+            self._revocation_timer.cancel()
         try:
             if self._server is not None:
                 self._server.close(close_connections=False)  # stop accepting; handlers finish below

@@ -64,6 +64,9 @@ class _Client:
     writer: asyncio.Task[None] | None = None
     #: Validated updates read from this client, not applied yet (see _Frames._flush).
     pending: list[tuple[bytes, UpdateInfo]] = field(default_factory=list)
+    #: The serial (``jti``) of the token it was admitted with (None: no credentials), so a
+    #: revocation closes it (:meth:`YjsDoor.close_revoked`).
+    serial: int | None = None
 
 
 class _Sending:

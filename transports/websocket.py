@@ -48,7 +48,9 @@ A failed authentication closes the connection with its specific close code
 The authenticated :class:`~crdtsync.security.acl.PeerIdentity` is kept on the connection (see
 :meth:`WebsocketTransport.connections`); the peer's Hello must carry the same name, else the
 connection is closed with ``IDENTITY_MISMATCH`` before the core sees the Hello. Our own Hello
-to an authenticated peer names only the shards its permissions let it read.
+to an authenticated peer names only the shards its permissions let it read. A revocation list
+that changes while connections are open closes those of revoked peers with ``CERT_REVOKED``
+(looked at every second; see :mod:`crdtsync.transports._ws_auth`).
 
 Errors
 ------
@@ -330,6 +332,7 @@ class WebsocketTransport(_Effects, _LinkRunner, _Authenticator, _EarlyDialing, _
                 # The core advertises this in its Hello; with port 0 it was not known before.
                 self.core.set_address(self._address)
         self._pump()  # (arms the timer)
+        self._watch_revocations()  # TLS: open connections of revoked peers are closed
         if self._early_dials is not None:  # after the first dials took theirs
             self._loop.call_soon(self._drop_early_dials)
 

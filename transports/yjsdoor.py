@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -145,6 +145,7 @@ class YjsDoor(_Frames):
             return
         writable = True
         label = "anonymous"
+        serial = None
         if self._credentials is not None:
             try:
                 identity = self._authenticate(ws, query)
@@ -155,7 +156,7 @@ class YjsDoor(_Frames):
                 await self._refuse(ws, CloseCode.FORBIDDEN, f"token may not read {name!r}")
                 return
             writable = identity.permissions.may_write(name)
-            label = identity.name
+            label, serial = identity.name, identity.serial
         try:
             shard = await self._open_shard(name)
         except ClosedError:
@@ -166,7 +167,7 @@ class YjsDoor(_Frames):
             if room is not None:
                 room.close()
             room = self._rooms[name] = _Room(self, shard)
-        client = _Client(ws, f"yjs:{label}@{_peer(ws)}", writable)
+        client = _Client(ws, f"yjs:{label}@{_peer(ws)}", writable, serial=serial)
         room.clients.add(client)
         self._count("yjs.connected")
         writer = client.writer = asyncio.create_task(
@@ -220,6 +221,22 @@ class YjsDoor(_Frames):
         self._count(f"yjs.refused.{code.name}")
         logger.warning("yjs client %s refused: %s (close %d)", _peer(ws), reason, int(code))
         await ws.close(int(code), reason.encode("utf-8")[:123].decode("utf-8", "ignore"))
+
+    def close_revoked(self, revoked: Collection[int]) -> int:
+        """Close every client whose token is in ``revoked`` with ``CERT_REVOKED`` (the
+        revocation list changed while it was connected); returns how many, counted
+        (``yjs.revoked_closed``) and logged once each."""
+        n = 0
+        for room in list(self._rooms.values()):
+            for client in list(room.clients):
+                if client.closing or client.serial is None or client.serial not in revoked:
+                    continue
+                n += 1
+                self._count("yjs.revoked_closed")
+                logger.warning("yjs client %s closed: its token was revoked", client.label)
+                client.closing = True  # nothing it sends from now on is read
+                self._spawn(self._close(client, CloseCode.CERT_REVOKED, "token revoked"))
+        return n
 
     def close_all(self) -> list[Awaitable[None]]:
         """Close every client (the agent is stopping); returns the closes to await."""

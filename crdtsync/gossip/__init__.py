@@ -10,6 +10,7 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``config``          :class:`GossipConfig`, every knob with the reason for its default
 ``policy``          :class:`ReplicationPolicy`, :class:`Service`, :class:`CoreView` (plug-ins)
 ``membership``      SWIM: :class:`PeerState`, the transition table, incarnations, refutation
+``_report_budget``  reports of death acted on, bounded per reporter (a token bucket each)
 ``overlay``         FULL / RELAY / TREE as pure functions, :class:`OverlayView`
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`
 ``links``           :class:`~.links.Link`, the replacement rule
@@ -129,7 +130,8 @@ in later windows; one random peer gets a full list every
 dialled) is *suspect*; after :attr:`GossipConfig.suspect_timeout` without a connection it is
 declared *dead* and leaves the overlay. SWIM incarnations settle conflicting reports: a higher
 incarnation wins, at equal incarnations "dead" wins, and an agent told it is dead raises its own
-incarnation (refutes). Dials back off exponentially with jitter per address; dead agents that
+incarnation (refutes); reports of death that make an agent refute are bounded per reporter
+(:mod:`~crdtsync.gossip.membership`). Dials back off exponentially with jitter per address; dead agents that
 would be our overlay neighbours if alive keep being redialled (with backoff), so a healed
 partition is bridged by a few agents, not by everyone at once. Of two agents that want an
 edge, the smaller name dials; if both dial anyway (seeds, views that disagree), both keep the

@@ -43,7 +43,8 @@ class _Queries:
         part), ``unsent`` (outgoing messages cut: the peer may not read them, or we may not
         write the shard), ``unverified_acks`` (relayed acks without a valid signature),
         ``refused_members`` (membership entries forged, unsigned or beyond
-        ``MAX_INCARNATION``)."""
+        ``MAX_INCARNATION``); and, with or without credentials, ``limited_death_reports``
+        (reports of death over their reporter's budget, :mod:`.membership`)."""
         return self._sec.counters()
 
     @property

@@ -11,6 +11,9 @@ only code that assigns a status.
   them meanwhile).
 * SWIM incarnations settle conflicting reports: a higher incarnation wins, at equal
   incarnations "dead" wins, and an agent told it is dead raises its own incarnation (refutes).
+* Reports of death that make us refute, or raise the incarnation known of their subject, are
+  bounded per reporter (:data:`DEATH_REPORT_BURST`, :mod:`._report_budget`); beyond that they are ignored
+  and counted (:attr:`Membership.limited`).
 * *Loud* transitions (reports, timeouts, a peer leaving) are flooded to the other peers at the
   next window (:meth:`Membership.changes_for`); *quiet* ones (our own link to a peer broke or
   came back) are not: they are only our observation.
@@ -28,6 +31,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ..messages import Message, PeerEntry, PeerList
+from ._report_budget import ReportBudget
 
 if TYPE_CHECKING:
     import random
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
     from .config import GossipConfig
 
 __all__ = [
+    "DEATH_REPORT_BURST",
+    "DEATH_REPORT_RATE",
     "MAX_INCARNATION",
     "TRANSITIONS",
     "Event",
@@ -49,6 +55,15 @@ __all__ = [
 #: number nobody decodes, cutting it off (issue 10). Same value as
 #: :data:`crdtsync.security.records.MAX_INCARNATION`, the most a signed announcement may carry.
 MAX_INCARNATION = 2**62
+
+#: Reports of death that make us refute, or that raise the incarnation we know of their
+#: subject (and so are passed on to it, or flooded), taken from one reporter (the peer that
+#: sent the PeerList): at most :data:`DEATH_REPORT_BURST` at once, then
+#: :data:`DEATH_REPORT_RATE` a second; beyond that they are ignored and counted
+#: (:attr:`Membership.limited`). Without it a member could make any agent refute, and flood
+#: the mesh with its refutations, as often as it sends a PeerList.
+DEATH_REPORT_BURST = 16
+DEATH_REPORT_RATE = 2.0
 
 
 class PeerState(StrEnum):
@@ -159,6 +174,10 @@ class Membership:
         self.verify: Callable[[PeerEntry], bool] | None = None
         #: Entries ignored by :meth:`merge` (forged, unsigned, or beyond MAX_INCARNATION).
         self.refused = 0
+        #: Reports of death ignored because their reporter sent too many (see
+        #: :data:`DEATH_REPORT_BURST`).
+        self.limited = 0
+        self._budget = ReportBudget(DEATH_REPORT_BURST, DEATH_REPORT_RATE)
 
     # -- reading the view
 
@@ -323,8 +342,15 @@ class Membership:
         subject cannot sign) still counts, without its address: it can only make us suspect
         the agent dead, which the agent refutes.
         """
-        if e.incarnation >= MAX_INCARNATION:
+        if e.incarnation >= MAX_INCARNATION or (
+            not e.alive and e.incarnation >= MAX_INCARNATION - 1
+        ):
+            # (a death at MAX_INCARNATION - 1 would make its subject refute at
+            # MAX_INCARNATION, which every agent refuses: it would stay dead for good)
             self.refused += 1
+            return
+        if not e.alive and self._forces(e) and not self._budget.spend(source, now):
+            self.limited += 1
             return
         if self.verify is not None:
             if not e.alive:
@@ -387,6 +413,17 @@ class Membership:
                 and (self.verify is None or self.verify(e))
             ):
                 m.signature = e.signature  # its own signed entry (after its Hello)
+
+    def _forces(self, e: PeerEntry) -> bool:
+        """Whether a report of death makes us refute, or raises the incarnation we know of
+        its subject (what the budget bounds per reporter). A report at the incarnation we
+        know of a peer we are connected to is passed on to it uncounted: a healed partition
+        brings one per member the other side declared dead, and the subject itself bounds
+        what it refutes per reporter (us)."""
+        if e.name == self.name:
+            return e.incarnation >= self.incarnation
+        m = self._members.get(e.name)
+        return m is not None and e.incarnation > m.incarnation
 
     def _news(self, e: PeerEntry) -> bool:
         """Whether an alive entry could change our view (the others need no signature)."""

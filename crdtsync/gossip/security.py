@@ -49,6 +49,8 @@ class Security:
             out["unverified_acks"] = self._acks.unverified
         if self._members.refused:
             out["refused_members"] = self._members.refused
+        if self._members.limited:
+            out["limited_death_reports"] = self._members.limited
         return out
 
     def _count(self, key: str) -> None:

@@ -199,12 +199,18 @@ class Permissions:
 class PeerIdentity:
     """An authenticated peer: its agent name (from its certificate or the handshake), its
     permissions, how it was authenticated (``"tls"``, ``"secret"`` or ``"token"``) and, with
-    TLS, its agent certificate (DER), e.g. for a :class:`~crdtsync.security.records.KeyRing`."""
+    TLS, its agent certificate (DER), e.g. for a :class:`~crdtsync.security.records.KeyRing`.
+
+    ``serial`` is the serial number of the certificate or token it was authenticated with
+    (None in mesh-secret mode): a running agent compares it with the revocation list when the
+    list changes, and closes the connections of revoked peers (see
+    :meth:`crdtsync.security.credentials.Credentials.revocation_changed`)."""
 
     name: str
     permissions: Permissions = field(default_factory=Permissions.full)
     method: str = "tls"
     certificate: bytes | None = field(default=None, repr=False)
+    serial: int | None = None
 
 
 class Decision(enum.Enum):

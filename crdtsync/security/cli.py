@@ -138,7 +138,11 @@ def token_cmd(
 @click.argument("name")
 @_dir_option
 def revoke_cmd(name: str, keys_dir: Path | None) -> None:
-    """Revoke every certificate and token issued to NAME (writes revoked.pem)."""
+    """Revoke every certificate and token issued to NAME (writes revoked.pem).
+
+    A running agent whose keys dir holds the new revoked.pem closes NAME's open connections
+    (and Yjs clients with its tokens) with close code 4016 within about a second.
+    """
     from .ca import MeshCA
 
     root = keys_dir or _default_dir()
@@ -147,5 +151,6 @@ def revoke_cmd(name: str, keys_dir: Path | None) -> None:
     except CrdtSyncError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"revoked {len(serials)} serials of {name!r} in {root}/revoked.pem; copy it to every agent"
+        f"revoked {len(serials)} serials of {name!r} in {root}/revoked.pem; copy it to every "
+        "agent's keys dir (running agents look at it every second and close its connections)"
     )

@@ -90,7 +90,10 @@ class Credentials:
     permissions: Permissions = field(default_factory=Permissions.full)
     _ca_cert: x509.Certificate | None = field(default=None, repr=False)
     _revoked: frozenset[int] = field(default=frozenset(), repr=False)
-    _crl_mtime: float | None = field(default=None, repr=False)
+    _crl_stamp: tuple[int, int, int] | None = field(default=None, repr=False)
+    #: Bumped whenever the set of revoked serials changes (a driver compares it to close
+    #: the open connections of peers revoked since it last looked).
+    revision: int = field(default=0, repr=False)
     _nonces: NonceCache = field(default_factory=NonceCache, repr=False)
 
     @classmethod
@@ -177,21 +180,45 @@ class Credentials:
         return client_context(self.ca_path, self.cert_path, self.key_path)
 
     def revoked(self) -> frozenset[int]:
-        """Revoked serials, re-read whenever ``revoked.pem`` changed (copy a new one in place
-        and new connections see it; existing connections are not cut)."""
+        """Revoked serials, re-read whenever ``revoked.pem`` changed (its mtime, size or inode:
+        one ``stat``). Copy a new one in place and new connections see it; a running agent's
+        transport also looks every second and closes the open connections of revoked peers
+        (:meth:`reload_revocations` to look now)."""
         if self.crl_path is None or self._ca_cert is None:
             return frozenset()
-        try:
-            mtime: float | None = self.crl_path.stat().st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime != self._crl_mtime:
-            try:
-                self._revoked = load_revoked(self.crl_path, self._ca_cert)
-                self._crl_mtime = mtime
-            except CredentialsError:
-                logger.exception("keeping the previous revocation list")
+        stamp = self._stamp()
+        if stamp != self._crl_stamp:
+            self._crl_stamp = stamp  # (also on failure: logged once per change of the file)
+            self._load_revoked()
         return self._revoked
+
+    def reload_revocations(self) -> frozenset[int]:
+        """Re-read ``revoked.pem`` now, changed or not (e.g. copied with its old mtime)."""
+        if self.crl_path is None or self._ca_cert is None:
+            return frozenset()
+        self._crl_stamp = self._stamp()
+        self._load_revoked()
+        return self._revoked
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """What says ``revoked.pem`` changed: its mtime, size and inode (None: no file)."""
+        assert self.crl_path is not None
+        try:
+            st = self.crl_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load_revoked(self) -> None:
+        assert self.crl_path is not None and self._ca_cert is not None
+        try:
+            revoked = load_revoked(self.crl_path, self._ca_cert)
+        except CredentialsError:
+            logger.exception("keeping the previous revocation list")
+            return
+        if revoked != self._revoked:
+            self._revoked = revoked
+            self.revision += 1
 
     def verify_peer(self, der: bytes | None, now: dt.datetime | None = None) -> PeerIdentity:
         """The identity in a TLS peer's certificate (see :func:`tls.verify_peer_certificate`)."""

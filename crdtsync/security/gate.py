@@ -15,6 +15,7 @@ trusted, as the members are). Use certificates where that is not acceptable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -47,6 +48,7 @@ class CredentialGate:
         self._key = credentials.identity().private_key if credentials.tls else None
         self._ring = credentials.keyring() if credentials.tls else None
         self._certs: set[bytes] = set()
+        self._refused: set[bytes] = set()  # certificates refused once (see _add)
         self._by_name: dict[str, bytes] = {}
         if self._ring is not None and credentials.cert_path is not None:
             # Our own key too: entries about us from an earlier run of ours are signed by it.
@@ -91,11 +93,14 @@ class CredentialGate:
 
     def _add(self, der: bytes) -> bool:
         """Verify ``der`` and add it to the key ring; whether it is new here."""
-        if self._ring is None or der in self._certs:
+        if self._ring is None or der in self._certs or der in self._refused:
             return False
         try:
             name = self._ring.add_certificate(der).name
         except ProtocolError as exc:  # not of this mesh's CA, revoked or expired
+            if len(self._refused) >= _SIGNED_CACHE:
+                self._refused.clear()
+            self._refused.add(der)  # (logged once: peers that do not know yet pass it on)
             logger.warning("%s: a certificate was refused: %s", self._name, exc)
             return False
         old = self._by_name.pop(name, None)
@@ -104,6 +109,20 @@ class CredentialGate:
         self._by_name[name] = der
         self._certs.add(der)
         return True
+
+    def forget_revoked(self, revoked: Collection[int]) -> list[str]:
+        """The revocation list changed: forget the certificates and keys of revoked agents
+        (not passed on any more, their acks and announcements stop counting); returns their
+        names. Until a new certificate of such a name arrives, announcements about it are
+        refused rather than taken unchecked (:meth:`verify_announcement`)."""
+        if self._ring is None:
+            return []
+        gone = self._ring.forget_revoked(revoked)
+        for name in gone:
+            der = self._by_name.pop(name, None)
+            if der is not None:
+                self._certs.discard(der)
+        return gone
 
     def certificates(self) -> tuple[bytes, ...]:
         return tuple(self._by_name[n] for n in sorted(self._by_name))
@@ -147,6 +166,8 @@ class CredentialGate:
     ) -> bool:
         if self._ring is None:
             return True
+        if agent in self._ring.revoked_names:
+            return False  # revoked while known here: nothing about it is taken any more
         if self._ring.public_key(agent) is None:
             # Never connected to it, so its key is unknown here: the entry cannot be checked.
             # It is taken (else no agent could learn of one it has not met), and is harmless

@@ -117,6 +117,9 @@ class KeyRing:
         self._revoked = revoked
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._identities: dict[str, PeerIdentity] = {}
+        #: Names whose certificate was revoked while known here (:meth:`forget_revoked`),
+        #: until a valid certificate of the name arrives (a reissue).
+        self.revoked_names: set[str] = set()
 
     def add_certificate(self, der: bytes) -> PeerIdentity:
         """Verify an agent certificate (DER) and remember its key under its name.
@@ -132,7 +135,17 @@ class KeyRing:
             )
         self._keys[identity.name] = key
         self._identities[identity.name] = identity
+        self.revoked_names.discard(identity.name)
         return identity
+
+    def forget_revoked(self, revoked: Collection[int]) -> list[str]:
+        """Forget the keys whose certificate serial is in ``revoked`` (their records stop
+        verifying, their acks stop counting); returns the names forgotten, sorted."""
+        gone = sorted(n for n, i in self._identities.items() if i.serial in revoked)
+        for name in gone:
+            del self._keys[name], self._identities[name]
+            self.revoked_names.add(name)
+        return gone
 
     def public_key(self, name: str) -> Ed25519PublicKey | None:
         """The certified key of ``name``, or None if no certificate of it was seen."""

@@ -124,7 +124,9 @@ def verify_peer_certificate(
         )
     if info.serial in revoked:
         raise ProtocolError(f"certificate of {info.name!r} was revoked", CloseCode.CERT_REVOKED)
-    return PeerIdentity(info.name, info.permissions, method="tls", certificate=der)
+    return PeerIdentity(
+        info.name, info.permissions, method="tls", certificate=der, serial=info.serial
+    )
 
 
 def _check_dates_and_revocation(

@@ -93,4 +93,4 @@ def verify_token(
         raise CredentialsError(f"invalid token claims: {exc}") from exc
     if serial in revoked:
         raise CredentialsError(f"token of {name!r} was revoked")
-    return PeerIdentity(name, permissions, method="token")
+    return PeerIdentity(name, permissions, method="token", serial=serial)

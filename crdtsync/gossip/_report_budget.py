@@ -1,0 +1,42 @@
+"""A budget per reporter: how many reports of death one peer may make us act on.
+
+:class:`ReportBudget` is a token bucket per reporter name, on the core's clock (pure: the
+time comes in as ``now``). Membership spends one for every report of death that would make its
+subject refute or raise the incarnation known of it (:mod:`crdtsync.gossip.membership`), so
+one member cannot make another refute, and flood the mesh with refutations, as often as it
+sends a PeerList.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReportBudget"]
+
+#: Reporters remembered before those whose bucket is full again are dropped.
+_REMEMBERED = 256
+
+
+class ReportBudget:
+    """``burst`` reports at once per reporter, then ``rate`` a second.
+
+    Memory: one entry per reporter seen lately; reporters are the peers that sent us a
+    PeerList, connected (authenticated, with credentials) peers only.
+    """
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        # reporter -> (tokens left, when they were counted)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def spend(self, reporter: str, now: float) -> bool:
+        """Take one report from ``reporter``'s budget; False (nothing taken) if it is spent."""
+        tokens, at = self._buckets.get(reporter, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[reporter] = (tokens, now)
+            return False
+        if reporter not in self._buckets and len(self._buckets) >= _REMEMBERED:
+            refilled = now - self.burst / self.rate  # counted before that: full again
+            self._buckets = {r: b for r, b in self._buckets.items() if b[1] > refilled}
+        self._buckets[reporter] = (tokens - 1.0, now)
+        return True
