@@ -32,21 +32,43 @@ from crdtsync.messages import Message, Push
 WS = "ws://127.0.0.1:0"
 
 
-def _check(seen: dict[str, list[Change]], writer_of: dict[str, str]) -> tuple[int, int]:
-    """Every remote change that wrote keys names the one agent that wrote them. Returns (the
-    changes checked, the (receiver, key) pairs that came in a change naming their writer)."""
-    checked, named = 0, set()
+#: What a listener saw: each change, and whether it came from ``ReplicaSet.apply`` with no
+#: writer (a Diff of anti-entropy, or an update sent with no name: documented as None).
+Seen = dict[str, list[tuple[Change, bool]]]
+
+
+def _check(seen: Seen, writer_of: dict[str, str]) -> tuple[int, set[object], set[object]]:
+    """Every remote change that wrote keys names the one agent that wrote them, unless it
+    came with no writer's name at all. Returns (the changes checked, the (receiver, key)
+    pairs that came in a change naming their writer, those that came with none)."""
+    checked, named, unnamed = 0, set(), set()
     for receiver, changes in seen.items():
-        for change in changes:
+        for change, no_writer in changes:
             keys = {p[0] for p in change.paths if p and p[0] in writer_of}
             if change.local or not keys:
                 continue  # (a path-less change is the shard's value-format marker)
             checked += 1
             writers = {writer_of[str(k)] for k in keys}
+            if change.author is None and no_writer:
+                unnamed.update((receiver, k) for k in keys)
+                continue
             assert change.author is not None, (receiver, change, writers)
             assert writers == {change.author}, (receiver, change, writers)
             named.update((receiver, k) for k in keys)
-    return checked, len(named)
+    return checked, named, unnamed
+
+
+class Tracked(LmdbReplicas):
+    """Notes whether the update being applied came with no writer (``apply(author=None)``)."""
+
+    no_writer = False
+
+    def apply(self, *args: Any, **kw: Any) -> Any:
+        self.no_writer = kw.get("author") is None
+        try:
+            return super().apply(*args, **kw)
+        finally:
+            self.no_writer = False
 
 
 class Mixing(Network):
@@ -67,16 +89,18 @@ def test_simulated_relay_broadcast_names_each_writer(tmp_path: Path, seed: int) 
     names = [f"n{i}" for i in range(10)]
     rng = random.Random(seed)
     for i, name in enumerate(names):
-        replicas = LmdbReplicas(tmp_path / name, random.Random(f"{seed}/{name}"))
+        replicas = Tracked(tmp_path / name, random.Random(f"{seed}/{name}"))
         seeds = [net.address(names[rng.randrange(i)])] if i else []
         net.add_node(name, seeds=seeds, replicas=replicas)  # type: ignore[arg-type]
     net.run_until(15.0)
     assert {n.core.mode() for n in net.nodes.values() if n.core} == {RELAY}
-    seen: dict[str, list[Change]] = {}
+    seen: Seen = {}
     for name in names:
-        shard = net.nodes[name].replicas.open("s")  # type: ignore[attr-defined]
+        replicas: Any = net.nodes[name].replicas
         seen[name] = []
-        shard.on_change(seen[name].append)
+        replicas.open("s").on_change(
+            lambda c, got=seen[name], r=replicas: got.append((c, r.no_writer))
+        )
     net.mixed = 0
     writer_of: dict[str, str] = {}
     start = net.now
@@ -93,9 +117,11 @@ def test_simulated_relay_broadcast_names_each_writer(tmp_path: Path, seed: int) 
     for name in names:  # every write reached everyone
         snap = net.nodes[name].replicas.shards["s"].snapshot()  # type: ignore[attr-defined]
         assert {k for k in snap if k.startswith("k")} == set(writer_of), name
-    checked, named = _check(seen, writer_of)
-    # each key reached each of the 9 other agents in a change naming its writer
-    assert checked and named == len(writer_of) * (len(names) - 1)
+    checked, named, unnamed = _check(seen, writer_of)
+    # each key reached each of the 9 other agents in a change naming its writer, or (a few)
+    # by anti-entropy during the writes
+    pairs = {(n, k) for n in names for k, w in writer_of.items() if w != n}
+    assert checked and named | unnamed == pairs and len(unnamed) < len(named) / 10
 
 
 async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -130,12 +156,24 @@ async def test_websocket_relay_broadcast_names_each_writer(tmp_path: Path) -> No
         )
         shards = [await ag.shard("s") for ag in agents]
         await until(lambda: len({s.digest() for s in shards}) == 1)  # the on-connect rounds
-        seen: dict[str, list[Change]] = {}
+        seen: Seen = {}
         mixed = [0]  # Pushes received that named several writers (what this test is about)
         for ag, s in zip(agents, shards, strict=True):
             seen[ag.name] = []
-            s.on_change(seen[ag.name].append)
             core: Any = ag.core
+            replicas = core.replicas
+            no_writer = [False]
+            apply = replicas.apply
+
+            def tracked(*args: Any, apply: Any = apply, flag: Any = no_writer, **kw: Any) -> Any:
+                flag[0] = kw.get("author") is None
+                try:
+                    return apply(*args, **kw)
+                finally:
+                    flag[0] = False
+
+            replicas.apply = tracked
+            s.on_change(lambda c, got=seen[ag.name], flag=no_writer: got.append((c, flag[0])))
             inner = core.receive
 
             def receive(peer: str, msg: Message, now: float, inner: Any = inner) -> Any:
@@ -154,9 +192,11 @@ async def test_websocket_relay_broadcast_names_each_writer(tmp_path: Path) -> No
         await until(lambda: all(len(s.snapshot()) >= len(writer_of) for s in shards))
         await until(lambda: len({s.digest() for s in shards}) == 1)
         assert mixed[0], "no Push named several writers: nothing checked"
-        checked, named = _check(seen, writer_of)
-        # every key reached the 3 agents that did not write it in a change naming its writer
-        assert checked and named == len(writer_of) * 3
+        checked, named, unnamed = _check(seen, writer_of)
+        # every key reached the 3 agents that did not write it in a change naming its writer,
+        # or (a few) by anti-entropy during the writes
+        pairs = {(ag.name, k) for ag in agents for k, w in writer_of.items() if w != ag.name}
+        assert checked and named | unnamed == pairs and len(unnamed) < len(named) / 10
     finally:
         for agent in reversed(agents):
             await agent.close()
