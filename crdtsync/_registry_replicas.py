@@ -224,9 +224,12 @@ class _RegistryReplicas:
         infos: Sequence[updates.UpdateInfo],
         *,
         author: str | None = None,
+        authors: Sequence[str | None] | None = None,
     ) -> list[bytes]:
         # Validated by the caller (``infos``), so the shard may be opened first. One pycrdt
         # transaction for the whole batch: one store entry, one notify, one digest reset.
+        # (``authors``: a batch of several writers, one transaction per writer's run while
+        # somebody listens to the shard's changes: Shard.apply_remote_by_writer.)
         if shard in self._quarantined:
             return []  # not held: what a peer sends of it is dropped
         # Each update is priced against the shard's history *and the batch's updates before
@@ -243,15 +246,19 @@ class _RegistryReplicas:
         self.applying = True
         try:
             opened = self.open(shard)
-            delta = opened.apply_remote_batch(batch, origin, infos, author=author)
+            if authors is None:
+                delta = opened.apply_remote_batch(batch, origin, infos, author=author)
+                deltas = [] if delta is None else [delta]
+            else:
+                deltas = opened.apply_remote_by_writer(batch, origin, infos, authors)
             self._places[shard] = trial
         finally:
             self.applying = False
-        if delta is None:
-            return []
-        if _may_bring_rewrites(delta):  # it may bring a value migration
-            self._repair_rewrites(opened)
-        return [delta]
+        for delta in deltas:
+            if _may_bring_rewrites(delta):  # it may bring a value migration
+                self._repair_rewrites(opened)
+                break
+        return deltas
 
     def apply_many(
         self, shard: str, items: Sequence[tuple[bytes, updates.UpdateInfo, str, str | None]]

@@ -1,8 +1,10 @@
 """The remote side of :class:`~crdtsync.shard.Shard`: updates received from peers, applied.
 
 :meth:`_RemoteApply.apply_remote` validates one peer update, :meth:`_RemoteApply.apply_remote_batch`
-applies the updates of one Push in one pycrdt transaction, and
-:meth:`_RemoteApply.apply_remote_many` those of several messages (issue 14). An update that is
+applies the updates of one Push in one pycrdt transaction,
+:meth:`_RemoteApply.apply_remote_many` those of several messages (issue 14), and
+:meth:`_RemoteApply.apply_remote_by_writer` a Push of several writers, one transaction per
+writer while somebody listens (so that every change record names its writer). An update that is
 not causally ready waits in the shard's bounded backlog; one that deletes clocks of this
 replica's own client beyond its state is refused before anything is applied (issue 10). What
 an applied update then goes through (persisted, announced) is the shard's one transaction
@@ -55,6 +57,8 @@ class _RemoteApply:
     _sv_memo: tuple[int, dict[int, int]]
     _changes: int
     _backlog: updates.Backlog
+    _held: dict[bytes, tuple[str | None, tuple[tuple[int, int], ...]]]
+    _held_lost: bool
     _durable: object
     _tx_sub: pycrdt.Subscription
 
@@ -161,13 +165,11 @@ class _RemoteApply:
                 for update, info in zip(batch, infos, strict=True):
                     missing = updates.apply_if_ready(self._doc, update, info, sv, apply)
                     if missing is None:
-                        if self._backlog.apply_ready(self._doc):
-                            sv = updates.decode_state_vector(self._doc.get_state())
-                            # held-back updates joined this transaction: any number of
-                            # writers
-                            self._author = None
+                        if self._backlog:
+                            sv = self._apply_held() or sv
                     else:
                         self._backlog.add(update, missing, info)
+                        self._hold(update, info, author)
             # This batch is at most one change. (More would be an observer writing back,
             # which pycrdt refuses today: then the next batch decodes the state again.)
             if self._changes - before <= 1:
@@ -185,6 +187,53 @@ class _RemoteApply:
             self._author = None
         delta, self._last_delta = self._last_delta, None
         return delta
+
+    def _hold(self, update: bytes, info: UpdateInfo, author: str | None) -> None:
+        """Note the writer of ``update``, just held back, and where its structs end, so that
+        :meth:`_apply_held` can tell whose updates it applied (h-mixauth). Bounded: beyond
+        twice the backlog's own bound the oldest note is forgotten, and until the backlog
+        empties the writers of what it releases count as unknown."""
+        held = self._held
+        if len(self._backlog) <= 1:  # (it holds this update only)
+            held.clear()
+            self._held_lost = False
+        held[update] = (author, tuple(info.ends.items()))
+        if len(held) > 2 * self._backlog.max_updates:
+            del held[next(iter(held))]
+            self._held_lost = True
+
+    def _apply_held(self) -> dict[int, int] | None:
+        """Apply the held-back updates made ready, in the open transaction; the doc's state
+        vector after them, or None when none was.
+
+        They join the transaction of the update that made them ready, so its change record
+        keeps naming that update's writer only if each of them was that writer's too (a
+        writer's later batch that overtook its earlier one, as a rotating relay's echoes and
+        second copies do); else the record's author is None. An update is known applied once
+        the doc holds all its structs; one of deletes only counts as applied at every
+        release until the backlog empties (its writer may make the record's None, never
+        wrong).
+        """
+        if not self._backlog.apply_ready(self._doc):
+            return None
+        sv = updates.decode_state_vector(self._doc.get_state())
+        author = self._author
+        if self._held_lost:
+            author = None
+        held = self._held
+        for update, (writer, ends) in list(held.items()):
+            if not ends:
+                if writer != author:
+                    author = None
+            elif all(sv.get(client, 0) >= end for client, end in ends):
+                del held[update]
+                if writer != author:
+                    author = None
+        self._author = author
+        if not self._backlog:
+            held.clear()
+            self._held_lost = False
+        return sv
 
     def _apply_whole(self, update: bytes, info: UpdateInfo) -> bool:
         """Apply a received update that will change the doc by exactly itself, and persist and
@@ -276,6 +325,45 @@ class _RemoteApply:
             if delta is not None:
                 deltas.append(delta)
         return deltas
+
+    def apply_remote_by_writer(
+        self,
+        batch: Sequence[bytes],
+        origin: str,
+        infos: Sequence[UpdateInfo],
+        authors: Sequence[str | None],
+    ) -> builtins.list[bytes]:
+        """:meth:`apply_remote_batch` for the updates of one Push that name several writers
+        (``authors``, one per update): a rotating relay's broadcast, a tree's or a hub's batch
+        of several agents' deltas (issue 17, h-mixauth).
+
+        While somebody listens to the change feed, each run of consecutive updates of one
+        writer is its own transaction (order kept), so that each change record names its
+        writer (:attr:`Change.author <crdtsync.changes.Change.author>`): one transaction
+        for the batch made one record with author None. While nobody listens, one
+        transaction for all, exactly :meth:`apply_remote_batch` (no record is made). Each
+        transaction appends its store entry and notifies the group committer, which still
+        commits once for all of them.
+
+        Every update's delete check runs before anything is applied, as in
+        :meth:`apply_remote_batch`: a refused batch changes nothing. Returns the delta of
+        each transaction that changed the doc, in order (to forward).
+
+        Raises:
+            InvalidUpdate, ClosedError: as :meth:`apply_remote_batch` (pycrdt refused an
+                update: the runs before its own stay applied, persisted and announced).
+        """
+        if not self._feed.active:
+            delta = self.apply_remote_batch(batch, origin, infos)
+            return [] if delta is None else [delta]
+        self._check_open()
+        if not len(batch) == len(infos) == len(authors):
+            raise UsageError("apply_remote_by_writer needs one parse and one author per update")
+        for info in infos:
+            self._refuse_future_deletes(info)
+        return self.apply_remote_many(
+            [(u, f, origin, a) for u, f, a in zip(batch, infos, authors, strict=True)]
+        )
 
     def _refuse_future_deletes(self, info: UpdateInfo) -> None:
         """Refuse a delete set over clocks of this replica's own client it has not reached.

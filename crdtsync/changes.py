@@ -36,11 +36,28 @@ class Change:
             than its queue size behind (0 normally). When non-zero, re-read the snapshot.
         author: the agent that wrote the change: this agent's name for a local change; for a
             remote one the writer named by the gossip that carried it, passed on unchanged by
-            every relay (so not ``origin`` when a neighbour relayed it). ``None`` when unknown:
-            a change that arrived by anti-entropy (a diff merges the writes of any number of
-            agents, e.g. catching up after a restart), or one applied together with held-back
-            out-of-order updates, or a shard not served by an agent. As the peers claim it: not
-            authenticated, even in a mesh with credentials.
+            every relay (so not ``origin`` when a neighbour relayed it). Every route that
+            carries a writer's name gives it here:
+
+            - a Push of one writer's updates (a direct push, a tree's or a hub's hop, a
+              writer's batch to the window's relay) and a single delta too big for a Push
+              (sent as DiffChunk pieces that name it);
+            - a Push of several writers' updates (a rotating relay's broadcast, which mixes the
+              batches of every writer of its window and its repeats of others'; a tree's or a
+              hub's batch): while somebody listens, each run of one writer's updates is its
+              own transaction and record, order kept (``Shard.apply_remote_by_writer``); the
+              broadcasts one turn of a driver reads from the broker, likewise
+              (``Shard.apply_remote_many``).
+
+            ``None`` where the receiver knows no single writer: a change that arrived by
+            anti-entropy (a Diff or a DiffBatch is ``get_update(state vector)``, one update
+            merging the structs of any number of agents: catching up after a restart,
+            joining a mesh, a repair after a lost push); one applied together with held-back
+            out-of-order updates (they may be anybody's); an update sent with no name (a
+            relay's repeat of an update its bounded table of writers forgot, a Diff's news
+            passed on by a tree); a Yjs client's write through ``yjsdoor`` (no agent wrote
+            it: ``origin`` names the client); a shard not served by an agent. As the peers
+            claim it: not authenticated, even in a mesh with credentials.
     """
 
     shard: str

@@ -76,6 +76,7 @@ class ReplicaSet(Protocol):
         infos: Sequence[UpdateInfo],
         *,
         author: str | None = None,
+        authors: Sequence[str | None] | None = None,
     ) -> list[bytes]:
         """:meth:`apply` for every update of one Push (``author``: their writer, as for
         :meth:`apply`; already validated: ``infos`` are their
@@ -83,6 +84,12 @@ class ReplicaSet(Protocol):
         pycrdt transaction, so its commit, observers, store append and digest invalidation run
         once per batch. Returns the deltas that changed local state, in order, to forward
         (one combined delta for a single transaction; empty when nothing was new).
+
+        ``authors`` (given instead of ``author``, only for a Push that names several
+        writers: the core passes it then and only then): the writer of each update. The
+        agent then applies each run of one writer's updates in its own transaction while
+        somebody listens to the shard's changes, so that each change names its writer
+        (one delta per transaction); while nobody listens, one transaction, as above.
 
         Raises as :meth:`apply`; updates applied before a failing one stay applied.
         """

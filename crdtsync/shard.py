@@ -68,6 +68,7 @@ _INTERNAL = frozenset(
         "apply_remote",
         "apply_remote_batch",
         "apply_remote_many",
+        "apply_remote_by_writer",
         "capture",
         "mark_durable",
         "mark_dirty",
@@ -118,6 +119,8 @@ class Shard(MapView, _RemoteApply, _DurableState, _ChangeStream, metaclass=_Shar
         "_sv_memo",
         "_changes",
         "_backlog",
+        "_held",
+        "_held_lost",
         "_agent",
         "_local_run",
         "__weakref__",
@@ -180,6 +183,10 @@ class Shard(MapView, _RemoteApply, _DurableState, _ChangeStream, metaclass=_Shar
         self._deep_sub: Any = None
         self._listeners = 0
         self._backlog = updates.Backlog()  # remote updates not causally ready yet
+        #: the writer and the clock ends of each update held in _backlog (_shard_remote.py);
+        #: _held_lost: some were forgotten, their writers unknown until the backlog empties
+        self._held: dict[bytes, tuple[str | None, tuple[tuple[int, int], ...]]] = {}
+        self._held_lost = False
         super().__init__(doc.get(ROOT, type=pycrdt.Map))
         self._tx_sub = doc.observe(self._on_transaction)
 

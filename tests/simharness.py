@@ -273,7 +273,10 @@ class LmdbReplicas:
         infos: Sequence[UpdateInfo],
         *,
         author: str | None = None,
+        authors: Sequence[str | None] | None = None,
     ) -> list[bytes]:
+        if authors is not None:  # several writers (as the agent's ShardRegistry.apply_batch)
+            return self.open(shard).apply_remote_by_writer(batch, origin, infos, authors)
         delta = self.open(shard).apply_remote_batch(batch, origin, infos, author=author)
         return [] if delta is None else [delta]
 

@@ -142,12 +142,15 @@ class MemoryReplicas:
         infos: Sequence[updates.UpdateInfo],
         *,
         author: str | None = None,
+        authors: Sequence[str | None] | None = None,
     ) -> list[bytes]:
         # Update by update, as before batches were applied in one transaction: the simulator's
         # frames (and so the golden traces) stay what they were.
         deltas = []
-        for update, info in zip(batch, infos, strict=True):
-            delta = self.apply(shard, update, origin, info)
+        for i, (update, info) in enumerate(zip(batch, infos, strict=True)):
+            delta = self.apply(
+                shard, update, origin, info, author=authors[i] if authors else author
+            )
             if delta is not None:
                 deltas.append(delta)
         return deltas

@@ -143,6 +143,7 @@ class _PushReceive:
                     parsed,
                     forward and not msg.relay and not by_writer,
                     one_writer,
+                    msg.authors if len(writers) > 1 else None,  # (h-mixauth: each named)
                 )
                 refused = applied is None
                 news = applied or []
@@ -309,11 +310,13 @@ class _PushReceive:
         infos: list[_yjs.UpdateInfo],
         forward: bool,
         author: str | None = None,
+        authors: tuple[str | None, ...] | None = None,
     ) -> list[bytes] | None:
         """The updates of one Push, validated, applied as one unit (ReplicaSet.apply_batch)
         under the same quotas as :meth:`apply` (charged for the whole batch); ``author``: the
-        writer of every update of it, None if unknown or several. Returns what changed our
-        state, or None when a quota refused it.
+        writer of every update of it, None if unknown or several; ``authors``: for a batch of
+        several writers, each update's (the replica set names each change's writer with
+        them). Returns what changed our state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
         if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
@@ -322,7 +325,12 @@ class _PushReceive:
             try:
                 if self._admit_new(conn, shard, batch[0], infos[0], False) is False:
                     return None
-                deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
+                if authors is None:
+                    deltas = ctx.replicas.apply_batch(shard, batch, conn.name, infos, author=author)
+                else:
+                    deltas = ctx.replicas.apply_batch(
+                        shard, batch, conn.name, infos, authors=authors
+                    )
             except (InvalidUpdate, InvalidShardName) as exc:
                 raise _refused(exc, shard) from exc
         except ProtocolError as exc:

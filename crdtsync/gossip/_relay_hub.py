@@ -86,7 +86,7 @@ class _RelayHub:
     #: update -> its writer (Relay.writers, _RelayLoss.note)
     writers: dict[bytes, str]
 
-    if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
+    if TYPE_CHECKING:  # Relay's (relay.py, _relay_turns.py); for the type checker only
 
         def relay_of(self, k: int, hub: bool | None = None) -> str | None: ...
 

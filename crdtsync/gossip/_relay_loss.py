@@ -102,7 +102,7 @@ class _RelayLoss:
     lacking: dict[str, tuple[float, bytes, str]]
     recent: deque[tuple[float, str, tuple[bytes, ...]]]
 
-    if TYPE_CHECKING:  # Relay's (relay.py); declared for the type checker only
+    if TYPE_CHECKING:  # Relay's (relay.py, _relay_turns.py); for the type checker only
 
         def relay_of(self, k: int, hub: bool | None = None) -> str | None: ...
 

@@ -12,7 +12,10 @@ That is the whole protocol on a lossless network, and this module holds it: the 
 batches, their confirmation by the broadcasts' hints and their retries. What the relay adds
 against loss (repeats, second copies, the silence timer, patient repair requests) is the mixin
 :class:`~crdtsync.gossip._relay_loss._RelayLoss`, a base of :class:`Relay`, split off so each
-half reads in one module; its constants are re-exported here.
+half reads in one module; its constants are re-exported here. Whose turn a window is (the
+rank order, and who may relay with credentials) is the mixin
+:class:`~crdtsync.gossip._relay_turns._RelayTurns`: a function of the view and the links,
+none of the batches' state.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from ._relay_loss import (
     _first_client,
     _RelayLoss,
 )
-from .overlay import RELAY, relay_of
+from ._relay_turns import _RelayTurns
+from .overlay import RELAY
 from .repair import sv_covers
 
 if TYPE_CHECKING:
@@ -79,7 +83,7 @@ class Sent:
     due: float | None = None
 
 
-class Relay(_RelayLoss, _RelayHub):
+class Relay(_RelayLoss, _RelayHub, _RelayTurns):
     """Our side of the rotating relay (see the module docstring).
 
     Args:
@@ -102,8 +106,7 @@ class Relay(_RelayLoss, _RelayHub):
         self._ae = ae
         self._repairs = repairs
         self._order = order
-        # With credentials: whether an agent may be the relay, per agent, for the shard set
-        # it was computed for (a permission check per shard is too dear for every window).
+        # With credentials: whether an agent may be the relay (_relay_turns.py)
         self._eligible: dict[str, tuple[int, object, bool]] = {}
         # Own deltas wait here for the boundary, where the window's relay is known; retry
         # counts of re-queued ones; batches awaiting a broadcast that confirms them.
@@ -384,52 +387,3 @@ class Relay(_RelayLoss, _RelayHub):
             return None
         sv = self._ctx.replicas.state_vector(shard)
         return sv if len(sv) <= self._ctx.config.hint_max else None
-
-    def relay_of(self, k: int, hub: bool | None = None) -> str | None:
-        """The relay of window ``k``; under the hub term (``hub``, default: whether it is on
-        now) a turn lasts ``GossipConfig.hub_term`` windows (_relay_hub.py)."""
-        if hub is None:
-            hub = self.hub(self._ctx.now)
-        if hub:
-            k //= self._ctx.config.hub_term
-        conns = self._ctx.links
-        gate = self._ctx.gate
-        if gate is None:
-            return relay_of(
-                self._order(),
-                k,
-                self._ctx.name,
-                lambda n: n in conns and not conns[n].closing,
-            )
-        # With credentials, an agent that may not write every shard held here cannot be the
-        # relay: its broadcasts of others' deltas would be refused by the receivers. Every
-        # agent skips it alike (its identity is known: the relay needs direct links), itself
-        # included, so the next one in rank order stands in.
-        shards = self._ctx.shard_names()
-        key = hash(tuple(shards))
-        cache = self._eligible
-
-        def eligible(n: str) -> bool:
-            c = conns.get(n)
-            if n != self._ctx.name and (c is None or c.closing):
-                return False
-            mine = n == self._ctx.name
-            identity = None if mine else c.identity  # type: ignore[union-attr]
-            hit = cache.get(n)
-            if hit is not None and hit[0] == key and hit[1] is identity:
-                return hit[2]
-            if mine:
-                ok = all(gate.may_write(s) for s in shards)
-            else:
-                ok = identity is not None and gate.may_relay(identity, shards)
-            cache[n] = (key, identity, ok)
-            return ok
-
-        return relay_of(self._order(), k, "", eligible)
-
-    def fully_connected(self) -> bool:
-        """Whether we are connected to every live agent of our view (rotating relay)."""
-        conns = self._ctx.links
-        return all(
-            n == self._ctx.name or (n in conns and not conns[n].closing) for n in self._order()
-        )
