@@ -9,7 +9,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``_timers``         the facade's ``tick`` order, ``next_deadline``, ``dials``, effects (a mixin)
 ``config``          :class:`GossipConfig`, every knob with the reason for its default
 ``policy``          :class:`ReplicationPolicy`, :class:`Service`, :class:`CoreView` (plug-ins)
-``membership``      SWIM: :class:`PeerState`, the transition table, incarnations, refutation
+``membership``      SWIM: reports settled by incarnation, refutation, suspicion timers
+``_peer_states``    :class:`PeerState`, :class:`Event`, the transition table (re-exported by ``membership``)
 ``_report_budget``  reports of death acted on, bounded per reporter (a token bucket each)
 ``overlay``         FULL / RELAY / TREE as pure functions, :class:`OverlayView`
 ``dialer``          seeds, dial candidates, :class:`~.dialer.Backoff`

@@ -1,9 +1,9 @@
 """Membership (SWIM): who is alive, suspect or dead, and how reports about it are settled.
 
-Everything that changes a member's status lives in this file (h11 ``_state.py`` style): the
-table :data:`TRANSITIONS` says which :class:`Event` moves a member from which
-:class:`PeerState` to which, :func:`next_state` reads it, and :meth:`Membership._move` is the
-only code that assigns a status.
+Everything that changes a member's status lives in this file and its table (h11 ``_state.py``
+style): the table :data:`TRANSITIONS` (:mod:`._peer_states`, re-exported here) says which
+:class:`Event` moves a member from which :class:`PeerState` to which, :func:`next_state` reads
+it, and :meth:`Membership._move` is the only code that assigns a status.
 
 * A peer whose connection was lost (or whose address cannot be dialled) is *suspect*; after
   ``suspect_timeout`` without a connection it is declared *dead* and leaves the overlay; dead
@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ..messages import Message, PeerEntry, PeerList
+from ._peer_states import LOUD, TRANSITIONS, Event, Member, PeerState, next_state
 from ._report_budget import ReportBudget
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEATH_REPORT_BURST",
+    "LOUD",
     "DEATH_REPORT_RATE",
     "MAX_INCARNATION",
     "TRANSITIONS",
@@ -65,63 +65,7 @@ MAX_INCARNATION = 2**62
 DEATH_REPORT_BURST = 16
 DEATH_REPORT_RATE = 2.0
 
-
-class PeerState(StrEnum):
-    """What this agent knows of another (the values are the strings reported since 0.1)."""
-
-    CONNECTED = "connected"  # derived: a member with an open connection (never stored)
-    ALIVE = "alive"  # known alive, not connected to us
-    SUSPECT = "suspect"  # connection lost or undialable, not yet declared dead
-    DEAD = "dead"
-
-
-class Event(StrEnum):
-    """What can happen to a member."""
-
-    REPORTED_ALIVE = "reported alive"  # a Hello or PeerList entry that wins (incarnation)
-    REPORTED_DEAD = "reported dead"  # a PeerList entry that wins
-    LEFT = "left"  # it closed its connection with GOING_AWAY
-    CONNECTED = "connected"  # a connection to it was accepted (quiet)
-    LOST = "lost"  # its connection broke without a clean close (quiet)
-    UNREACHABLE = "unreachable"  # a dial to its address failed (quiet)
-    SILENT = "silent"  # suspect, and unconnected for suspect_timeout (loud)
-
-
 ALIVE, SUSPECT, DEAD = PeerState.ALIVE, PeerState.SUSPECT, PeerState.DEAD
-
-#: (state, event) -> next state. A pair not listed leaves the state as it is.
-TRANSITIONS: dict[tuple[PeerState, Event], PeerState] = {
-    **{(s, Event.REPORTED_ALIVE): ALIVE for s in (ALIVE, SUSPECT, DEAD)},
-    **{(s, Event.REPORTED_DEAD): DEAD for s in (ALIVE, SUSPECT, DEAD)},
-    **{(s, Event.LEFT): DEAD for s in (ALIVE, SUSPECT, DEAD)},
-    (SUSPECT, Event.CONNECTED): ALIVE,
-    (DEAD, Event.CONNECTED): ALIVE,
-    (ALIVE, Event.LOST): SUSPECT,
-    (ALIVE, Event.UNREACHABLE): SUSPECT,
-    (SUSPECT, Event.SILENT): DEAD,
-}
-
-#: Events whose transitions are flooded to the other peers.
-LOUD = frozenset({Event.REPORTED_ALIVE, Event.REPORTED_DEAD, Event.LEFT, Event.SILENT})
-
-
-def next_state(state: PeerState, event: Event) -> PeerState:
-    """The state a member in ``state`` is in after ``event`` (see :data:`TRANSITIONS`)."""
-    return TRANSITIONS.get((state, event), state)
-
-
-@dataclass(slots=True)
-class Member:
-    """One other agent as known here."""
-
-    name: str
-    address: str | None
-    incarnation: int
-    status: PeerState  # ALIVE, SUSPECT or DEAD (CONNECTED is derived from the links)
-    since: float  # when status last changed
-    #: With credentials: the member's own signature over (address, incarnation), passed on
-    #: with its entry while both are unchanged (None without credentials).
-    signature: bytes | None = None
 
 
 class Membership:
