@@ -245,6 +245,7 @@ def _stalls(
         ((round(t - t0, 2), ms) for d in done for t, ms in d.get("worst_stalls", [])),
         key=lambda x: -x[1],
     )[:10]
+    compactions = sorted((round(t - t0, 2), ms) for d in done for t, ms in d.get("compactions", []))
     return {
         "late_arrivals_by_second": dict(sorted(by_second.items())),
         "loop_lag_p99_ms": max((x["p99"] for x in lags), default=None),
@@ -252,6 +253,9 @@ def _stalls(
         "loop_stalls_over_100ms": sum(x["over_100ms"] for x in lags),
         "stall_cpu_share": [d.get("stall_cpu_share") for d in done],
         "worst_stalls_s_ms": worst,
+        # the agents' automatic compactions: (s after the first write it began, ms it took)
+        "compactions": len(compactions),
+        "compactions_s_ms": compactions,
         "gc": gcs,
     }
 

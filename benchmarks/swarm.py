@@ -35,6 +35,7 @@ from typing import Any
 import nodes
 
 from crdtsync import Agent
+from crdtsync.durability import GroupCommitter
 
 #: agents of this process that start together
 STARTING = 8
@@ -93,8 +94,10 @@ async def _write(shard: Any, g: int, n_total: int, total: int, rate: float, star
 
 class _Stalls:
     """Where this process's event loop stood still during a run: how late a 10 ms sleep
-    woke (every wake-up, with its time), and every garbage collection (generation,
-    duration), so that a latency tail can be told apart from a queue (issue 14)."""
+    woke (every wake-up, with its time), every garbage collection (generation, duration)
+    and every automatic compaction of an agent's shard (when it began, how long its worker
+    thread took: it replays the shard's log holding the GIL, beside the loop), so that a
+    latency tail can be told apart from a queue (issue 14)."""
 
     TICK = 0.01
 
@@ -102,8 +105,11 @@ class _Stalls:
         self.lags: list[tuple[float, float]] = []  # (time.time(), lateness s)
         self.gcs: list[tuple[int, float]] = []  # (generation, seconds)
         self.stall_cpu: list[tuple[float, float]] = []  # stalls over 50 ms: (CPU s, wall s)
+        self.compactions: list[tuple[float, float]] = []  # (time.time() at start, seconds)
         self._gc_start = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._compact: Any = None  # GroupCommitter._compact, while wrapped
+        self._own_compact = False
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -125,10 +131,28 @@ class _Stalls:
     def start(self) -> None:
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.create_task(self._tick())
+        self._own_compact = "_compact" in vars(GroupCommitter)  # (else inherited)
+        compact = self._compact = GroupCommitter._compact
+        seen = self.compactions
+
+        def timed(committer: Any, name: str) -> Any:  # (in the committer's worker thread)
+            began, t0 = time.time(), time.perf_counter()
+            try:
+                return compact(committer, name)
+            finally:
+                seen.append((began, time.perf_counter() - t0))
+
+        GroupCommitter._compact = timed  # type: ignore[method-assign]
 
     def stop(self) -> dict[str, Any]:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        if self._compact is not None:
+            if self._own_compact:
+                GroupCommitter._compact = self._compact  # type: ignore[method-assign]
+            else:
+                del GroupCommitter._compact  # back to the inherited one
+            self._compact = None
         if self._task is not None:
             self._task.cancel()
         lags = sorted(lag for _, lag in self.lags) or [0.0]
@@ -154,6 +178,8 @@ class _Stalls:
                 (round(t, 3), round(1000 * lag, 1))
                 for t, lag in sorted(self.lags, key=lambda x: -x[1])[:10]
             ],
+            # automatic compactions during the run: (unix time begun, ms in the worker)
+            "compactions": [(round(t, 3), round(1000 * sec, 1)) for t, sec in self.compactions],
             "gc": {
                 gen: {
                     "count": len(v),
