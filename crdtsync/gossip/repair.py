@@ -174,7 +174,11 @@ class Repairs:
         shows a sequence gap or a state-vector hint. Ask that agent (or whoever told us).
         """
         shard = state.shard
-        if shard in self.lags or not self._ctx.policy.accepts(shard):
+        # Only a shard held here can have lost something: an ack of any other (a peer may
+        # ack shards we never had, h-wire's scan: 100,000 in one 1.8 MB Ack) asked a repair
+        # of each, again every repair timeout, for as long as the link lasted. A shard we
+        # lack is the anti-entropy round's (Digests), bounded by max_sync_shards.
+        if shard in self.lags or not self._ctx.holds(shard) or not self._ctx.policy.accepts(shard):
             return
         mine = self._ctx.state_vector(shard)
         if not sv_covers(mine, state.state_vector):
