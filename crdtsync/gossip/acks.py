@@ -321,9 +321,7 @@ class Acks(_RelayedAcks):
         """Record that ``agent`` holds ``state`` on disk (told by ``source``, ``hops`` agents
         passed it on before); pass it on if ``forward`` and it is news (relayed acks, see the
         module docstring)."""
-        if agent == self._ctx.name or not self._ctx.holds(state.shard):
-            # (an ack of a shard not held here counts for nothing we wait on; a peer could
-            # ack any number of names, each kept while it is a member: h-wire's scan)
+        if agent == self._ctx.name:
             return
         direct = agent == source.name
         if not direct and agent not in self._members:
@@ -424,9 +422,8 @@ class Acks(_RelayedAcks):
         forward = msg.forward or self._ctx.mode() == TREE
         holds = self._ctx.holds
         for st in msg.states:
-            if not holds(st.shard):
-                continue  # (see learn: nothing here waits on it, and names cost memory)
-            conn.interest.add(st.shard)
+            if holds(st.shard):  # (only held shards: a peer may ack any number of names)
+                conn.interest.add(st.shard)
             whole = conn.acks.resolve(st)
             if whole is not None:
                 self.learn(conn.name, whole, conn, forward, now)
