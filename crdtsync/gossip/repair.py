@@ -181,10 +181,8 @@ class Repairs:
         shard = state.shard
         if shard in self.lags or not self._ctx.policy.accepts(shard):
             return
-        if (
-            len(self.lags) + len(source.repair.repairs) >= MAX_UNHELD_REPAIRS
-            and not self._ctx.holds(shard)
-        ):
+        under_way = len(self.lags) + len(source.repair.repairs)
+        if under_way >= MAX_UNHELD_REPAIRS and not self._ctx.holds(shard):
             # A shard we lack entirely (its first push lost) is repaired from an ack only
             # while few repairs are under way: a peer may ack any number of names it never
             # sent, and each asked a repair, again every repair timeout while the link
