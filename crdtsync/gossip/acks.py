@@ -420,8 +420,10 @@ class Acks(_RelayedAcks):
         for r in msg.relayed:
             _yjs.check_state(r.state.state_vector, r.state.delete_set)
         forward = msg.forward or self._ctx.mode() == TREE
+        holds = self._ctx.holds
         for st in msg.states:
-            conn.interest.add(st.shard)
+            if holds(st.shard):  # (only held shards: a peer may ack any number of names)
+                conn.interest.add(st.shard)
             whole = conn.acks.resolve(st)
             if whole is not None:
                 self.learn(conn.name, whole, conn, forward, now)

@@ -172,8 +172,11 @@ class AntiEntropy:
     def on_digests(self, conn: Link, msg: Digests, now: float) -> None:
         theirs = dict(msg.digests)
         conn.rounds.digests = theirs
-        conn.interest.update(theirs)
         held = set(self._ctx.shard_names())
+        # Interest only in shards held here (what it is asked for: acks, want-acks): a
+        # Digests may name any number of others, which a link kept for its lifetime
+        # (h-wire's scan: 100,000 names a frame). One we fetch joins when its Diff applies.
+        conn.interest.update(s for s in theirs if s in held)
         mine = set(self._ctx.policy.sync_shards(conn.name, sorted(held)))
         # Shards one side lacks entirely first, then those whose digests differ: while an
         # agent catches up, a shard it just received differs only by its own first write
@@ -258,8 +261,8 @@ class AntiEntropy:
             _yjs.check_state(sv, None)
         held = set(self._ctx.shard_names())
         for shard, sv in msg.state_vectors:
-            conn.interest.add(shard)
             if shard in held:
+                conn.interest.add(shard)  # (held only: see on_digests)
                 self.early.requested(conn, shard)
                 if self.early.hold(conn, shard, sv, now):
                     continue  # answered once our early answer came (_early_ask)

@@ -1,0 +1,119 @@
+"""An authenticated but hostile peer naming shards it never sent (issue 17, h-wire's scan).
+
+Every frame here is valid on the wire: the scan of every message type and field
+(``benchmarks/history/hostile-and-misc.md``, fifteenth pass) found what one such frame made the
+receiving core do, not what the codec let through. Each test fails on ``d855df6``.
+"""
+
+from __future__ import annotations
+
+from corepair import *  # noqa: F403
+
+# ruff: noqa: F405 (names from corepair)
+from crdtsync.gossip.repair import MAX_UNHELD_REPAIRS
+from crdtsync.messages import Holdings
+from crdtsync.sharding import Sharding, ShardingConfig
+
+SV1 = b"\x01\x01\x01"  # client 1 at clock 1: more than an empty shard holds
+NAMES = [f"x{i:04d}" for i in range(1000)]
+
+
+def _victim() -> tuple[GossipCore, GossipCore]:
+    """``a`` holds "s"; ``m`` (the hostile peer) dialled it and both settled."""
+    a, m = make("a"), make("m")
+    put(a, "s", "k", 1)
+    connect(m, a)
+    settle({"a": a, "m": m}, 0.25)
+    return a, m
+
+
+def _asked(a: GossipCore, until: float) -> list[str]:
+    """The shards ``a`` sends SyncRequests for while its timers run to ``until``."""
+    asked = []
+    t = 1.0
+    while t <= until:
+        a.tick(t)
+        asked += [
+            s
+            for _, msg in a.data_to_send()
+            if isinstance(msg, SyncRequest)
+            for s, _ in msg.state_vectors
+        ]
+        t += 0.05
+    return asked
+
+
+def test_acks_of_shards_never_held_ask_a_bounded_number_of_repairs() -> None:
+    # Before: 1,000 names acked -> 1,000 repairs asked after repair_timeout, and again every
+    # repair_timeout while the link lasted (100,000 names: 19 MB of SyncRequests in 5 s).
+    a, _ = _victim()
+    a.receive("m", rt(Ack(tuple(ShardState(n, SV1, b"\x00") for n in NAMES))), 1.0)
+    asked = _asked(a, 1.0 + 10 * CFG.repair_timeout)
+    assert 0 < len(set(asked)) <= MAX_UNHELD_REPAIRS
+    assert len(asked) <= MAX_UNHELD_REPAIRS * 11  # (each retried at most once a timeout)
+    # A further Ack of fresh names asks nothing more while those are under way.
+    a.receive("m", rt(Ack(tuple(ShardState(f"y{n}", SV1, b"\x00") for n in NAMES))), 5.0)
+    assert not {s for s in _asked(a, 6.0) if s.startswith("y")}
+
+
+def test_names_of_shards_not_held_do_not_grow_a_links_interest() -> None:
+    # Before: each name of a Digests, SyncRequest or Ack joined the link's interest set, for
+    # as long as the link lasted (100,000 a frame, any number of frames).
+    a, _ = _victim()
+    digest = reps(a).digest("s")
+    a.receive("m", rt(Digests(tuple(sorted([("s", digest)] + [(n, b"\x01") for n in NAMES])))), 1.0)
+    a.receive("m", rt(SyncRequest(tuple((n, EMPTY_STATE_VECTOR) for n in NAMES))), 1.1)
+    a.receive("m", rt(Ack(tuple(ShardState(f"z{n}", SV1, b"\x00") for n in NAMES))), 1.2)
+    assert a._conns["m"].interest <= {"s"}
+    a.data_to_send()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="membership.py (h-sec's): a PeerList reporting agents nobody knows as dead adds "
+    "each to the member table (kept until forgotten, flooded to every peer); h-wire's scan: "
+    "5 PeerLists of 10,000 such names delayed an honest pair 29 s in a mesh with credentials",
+)
+def test_deaths_of_agents_nobody_knows_do_not_grow_the_member_table() -> None:
+    a, _ = _victim()
+    members = a._p.members._members  # (peers() leaves the dead out; the table keeps them)
+    before = len(members)
+    entries = tuple(PeerEntry(f"d{i:05d}", None, 1, False) for i in range(1000))
+    a.receive("m", rt(PeerList(entries)), 1.0)
+    assert len(members) <= before + 10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="acks.py: a direct Ack of shards the receiver does not hold is recorded per "
+    "(agent, shard) until the agent leaves the view (relays need acks of shards they lack, "
+    "test_core_relay), so 100,000 fresh names a frame grow it without bound",
+)
+def test_acks_of_shards_never_held_are_not_kept_without_bound() -> None:
+    a, _ = _victim()
+    for j in range(3):
+        a.receive("m", rt(Ack(tuple(ShardState(f"{j}{n}", SV1, b"\x00") for n in NAMES))), 1.0 + j)
+    assert len(next(p for p in a.peers() if p.name == "m").acked) <= 100
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sharding.py: the pieces of one Holdings version (more=True) are gathered without "
+    "bound until the last piece, which a hostile peer never sends (h-wire's scan: 500,000 "
+    "names kept from 5 frames)",
+)
+def test_pieces_of_one_holdings_version_are_bounded() -> None:
+    a = GossipCore(
+        "a",
+        MemoryReplicas(random.Random(1)),
+        rng=random.Random(0),
+        config=CFG,
+        policy=Sharding(ShardingConfig()),
+    )
+    m = make("m")
+    connect(m, a)
+    for j in range(3):
+        a.receive(
+            "m", rt(Holdings(1, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 1.0 + j
+        )
+    assert len(a.policy._holds_parts["m"][1]) <= 100_000
