@@ -39,6 +39,8 @@ from websockets.exceptions import ConnectionClosed
 from crdtsync import Agent
 from crdtsync.cli import main
 from crdtsync.errors import CloseCode
+from crdtsync.http.access import Access
+from crdtsync.http.ends import StreamEnds
 from crdtsync.security.acl import Permissions
 from crdtsync.security.ca import MeshCA
 from crdtsync.security.credentials import Credentials
@@ -241,3 +243,21 @@ async def test_a_quorum_read_that_outlasts_its_token_is_refused(
     assert r.status_code == 401, r.text
     assert r.json()["type"] == "urn:crdtsync:problem:token-expired"
     assert "n" not in r.json()
+
+
+async def test_a_stream_whose_token_is_revoked_while_it_opens_ends_at_once(keys: Path) -> None:
+    # The token was checked when the request arrived; the list changed before the stream was
+    # held (the shard was opening): the stream ends at once, not never.
+    creds = Credentials.from_dir(keys, "alpha")
+    token = cli("keys", "token", "dash", "--dir", str(keys), "--read", "**", "--days", "1")
+    identity = creds.verify_token(token)
+    cli("keys", "revoke", "dash", "--dir", str(keys))
+    ends = StreamEnds(creds)
+    wake = asyncio.Event()
+    access = Access(read=("**",), serial=identity.serial, expires=token_deadline(token))
+    ticket = ends.hold(access, wake, "/shards/board/events")
+    try:
+        assert ticket is not None and ticket.ended == "revoked" and wake.is_set()
+        assert ends.counters == {"http.stream_ended.revoked": 1}
+    finally:
+        ends.close()

@@ -99,9 +99,12 @@ class StreamEnds:
         if access.expires is not None:
             delay = max(0.0, access.expires - time.time())
             ticket.timer = loop.call_later(delay, self._end, ticket, "expired")
-        if ticket.serial is not None and self.credentials is not None and self._timer is None:
-            self._seen = self.credentials.revision  # its token was checked against this list
-            self._timer = loop.call_later(REVOCATION_INTERVAL, self._tick)
+        if ticket.serial is not None and self.credentials is not None:
+            if self._timer is None:
+                self._seen = self.credentials.revision
+                self._timer = loop.call_later(REVOCATION_INTERVAL, self._tick)
+            if ticket.serial in self.credentials.revoked():  # revoked since it was checked
+                self._end(ticket, "revoked")
         return ticket
 
     def release(self, ticket: Ticket | None) -> None:

@@ -155,6 +155,9 @@ class EventHub:
         ticket = self.ends.hold(access, wake, f"/shards/{shard.name}/events")
         try:
             start = f.seq
+            if ticket is not None and ticket.ended is not None:  # (revoked while opening)
+                yield format_sse("error", ticket.problem())
+                return
             if last_event_id is None:
                 yield format_sse(
                     "snapshot",
