@@ -37,7 +37,10 @@ With credentials the agent requires a bearer token (``crdtsync keys token``), as
 ``?token=...`` (browsers cannot set headers on a websocket) or ``Authorization: Bearer ...``,
 verified by :meth:`Credentials.verify_token
 <crdtsync.security.credentials.Credentials.verify_token>` (CA signature, mesh, dates,
-revocation). Its read scopes let a client sync and see awareness; its write scopes let its
+revocation). A client stays connected only while its token does: at the token's ``exp`` (plus
+the verification leeway; one timer per client) it is closed with ``CERT_EXPIRED`` 4015, and a
+revocation of the token closes it with ``CERT_REVOKED`` 4016 (the transport's revocation sweep).
+Its read scopes let a client sync and see awareness; its write scopes let its
 updates in. A token is checked before anything of the shard is sent. Without credentials the
 door is open, as the gossip door: the agent then listens on loopback only.
 
@@ -63,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
@@ -77,6 +81,7 @@ from websockets.exceptions import ConnectionClosed
 from crdtsync import updates
 from crdtsync.errors import CloseCode, ClosedError, CredentialsError, InvalidShardName
 from crdtsync.names import validate_shard_name
+from crdtsync.security.tokens import token_deadline
 from crdtsync.yjs import sync
 
 if TYPE_CHECKING:
@@ -146,9 +151,10 @@ class YjsDoor(_Frames):
         writable = True
         label = "anonymous"
         serial = None
+        deadline: float | None = None
         if self._credentials is not None:
             try:
-                identity = self._authenticate(ws, query)
+                identity, deadline = self._authenticate(ws, query)
             except CredentialsError as exc:
                 await self._refuse(ws, CloseCode.UNAUTHENTICATED, f"authentication failed: {exc}")
                 return
@@ -173,6 +179,13 @@ class YjsDoor(_Frames):
         writer = client.writer = asyncio.create_task(
             self._writer(client), name=f"crdtsync-{client.label}"
         )
+        expiry = (
+            asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.time()), self._expire, client
+            )
+            if deadline is not None
+            else None
+        )
         try:
             self.send(client, sync.encode_sync(sync.STEP1, updates.state_vector(shard.doc)))
             if room.awareness:
@@ -193,6 +206,8 @@ class YjsDoor(_Frames):
             if not client.closing:
                 await self._close(client, *self._failed(client, name, exc))
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._flush(room, client)  # (a client that sent and left: its updates count)
             room.clients.discard(client)
             client.queue.put_nowait(None)
@@ -203,7 +218,9 @@ class YjsDoor(_Frames):
                     del self._rooms[name]
             await asyncio.gather(writer, return_exceptions=True)
 
-    def _authenticate(self, ws: ServerConnection, query: str) -> PeerIdentity:
+    def _authenticate(self, ws: ServerConnection, query: str) -> tuple[PeerIdentity, float]:
+        """The identity the client's token grants, and when the token stops being accepted
+        (the connection is closed then: :meth:`_expire`)."""
         assert self._credentials is not None
         token = None
         values = parse_qs(query).get("token")
@@ -215,7 +232,7 @@ class YjsDoor(_Frames):
                 token = header[7:].strip()
         if not token:
             raise CredentialsError("a bearer token is required (?token= or Authorization)")
-        return self._credentials.verify_token(token)
+        return self._credentials.verify_token(token), token_deadline(token)
 
     async def _refuse(self, ws: ServerConnection, code: CloseCode, reason: str) -> None:
         self._count(f"yjs.refused.{code.name}")
@@ -237,6 +254,16 @@ class YjsDoor(_Frames):
                 client.closing = True  # nothing it sends from now on is read
                 self._spawn(self._close(client, CloseCode.CERT_REVOKED, "token revoked"))
         return n
+
+    def _expire(self, client: _Client) -> None:
+        """The token ``client`` was admitted with expired while it was connected: close it
+        with ``CERT_EXPIRED``, counted (``yjs.expired_closed``) and logged once."""
+        if client.closing:
+            return
+        self._count("yjs.expired_closed")
+        logger.warning("yjs client %s closed: its token expired", client.label)
+        client.closing = True  # nothing it sends from now on is read
+        self._spawn(self._close(client, CloseCode.CERT_EXPIRED, "token expired"))
 
     def close_all(self) -> list[Awaitable[None]]:
         """Close every client (the agent is stopping); returns the closes to await."""

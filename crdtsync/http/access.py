@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CrdtSyncError
 from ..security.acl import compile_pattern
+from ..security.tokens import token_deadline
 
 if TYPE_CHECKING:
     from ..security.credentials import Credentials
@@ -46,6 +47,12 @@ class Access:
 
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+    #: The serial (``jti``) of the token that grants it, so that a revocation of the token
+    #: ends the long-lived responses it opened (event streams); None: not from a mesh token.
+    serial: int | None = None
+    #: The Unix time the granting token stops being accepted (its ``exp`` plus the leeway),
+    #: at which its event streams end; None: no end.
+    expires: float | None = None
 
     def can_read(self, shard: str) -> bool:
         """Whether the shard may be read (snapshot, events, listing)."""
@@ -78,16 +85,24 @@ def _matches(patterns: tuple[str, ...], shard: str) -> bool:
 def token_authorizer(credentials: Credentials) -> Authorizer:
     """The authorizer of an agent with mesh credentials: a bearer token issued by the mesh CA
     (``crdtsync keys token NAME --read ... --write ...``) grants its scopes; a missing,
-    forged, expired or revoked token grants nothing (401)."""
+    forged, expired or revoked token grants nothing (401). The access carries the token's
+    serial and end, so an event stream it opened ends when the token expires or is revoked
+    (:mod:`crdtsync.http.ends`)."""
 
     def authorize(token: str | None) -> Access | None:
         if token is None:
             return None
         try:
             identity = credentials.verify_token(token)
+            expires = token_deadline(token)
         except CrdtSyncError:
             return None
-        return Access(read=identity.permissions.read, write=identity.permissions.write)
+        return Access(
+            read=identity.permissions.read,
+            write=identity.permissions.write,
+            serial=identity.serial,
+            expires=expires,
+        )
 
     return authorize
 

@@ -6,6 +6,9 @@ a ring buffer so a client that reconnects with ``Last-Event-ID`` gets exactly th
 missed. Event ids are ``<epoch>:<seq>``: the epoch is random per server start, so an id from
 an earlier process (or a record that fell out of the buffer) is recognised, and the client is
 sent a ``reset`` event with the whole shard instead of a silent gap.
+
+A stream opened with a bearer token ends when the token expires or is revoked, with a last
+``error`` event saying which (:mod:`.ends`): a token's access ends on every door.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from ..jsonform import shard_json
+from .ends import StreamEnds
 
 if TYPE_CHECKING:
     from ..changes import Change
     from ..shard import Shard
+    from .access import Access
 
 __all__ = ["EventHub", "ShardEvent", "format_sse"]
 
@@ -78,10 +83,12 @@ def format_sse(event: str, data: Any, event_id: str | None = None) -> bytes:
 class EventHub:
     """Followers of the shards somebody listens to over HTTP, and their subscribers."""
 
-    def __init__(self) -> None:
+    def __init__(self, ends: StreamEnds | None = None) -> None:
         self.epoch = secrets.token_hex(4)
         self._follows: dict[str, _Follow] = {}
         self._closed = asyncio.Event()
+        #: Ends the streams whose token expires or is revoked.
+        self.ends = ends if ends is not None else StreamEnds()
 
     def follow(self, shard: Shard) -> _Follow:
         """Start (once) numbering the changes of ``shard``."""
@@ -121,7 +128,13 @@ class EventHub:
                 waiter.set()
 
     async def stream(
-        self, shard: Shard, last_event_id: str | None, *, snapshot: bool, wait: float | None = None
+        self,
+        shard: Shard,
+        last_event_id: str | None,
+        *,
+        snapshot: bool,
+        wait: float | None = None,
+        access: Access | None = None,
     ) -> AsyncIterator[bytes]:
         """The SSE byte stream for one subscriber of ``shard``.
 
@@ -129,6 +142,8 @@ class EventHub:
         form). With a known id it replays what was missed; with an unknown or expired one it
         starts with a ``reset`` event carrying the whole shard. Every change is then a
         ``change`` event (origin, paths; and the shard's JSON form when ``snapshot``).
+        When the token of ``access`` expires or is revoked, a last ``error`` event (a problem
+        body) says so and the stream ends.
         """
         f = self.follow(shard)
         await asyncio.sleep(0)  # a new follower listens before the snapshot is taken
@@ -137,8 +152,12 @@ class EventHub:
         wake = asyncio.Event()
         f.waiters.add(wake)
         f.idle_since = None
+        ticket = self.ends.hold(access, wake, f"/shards/{shard.name}/events")
         try:
             start = f.seq
+            if ticket is not None and ticket.ended is not None:  # (revoked while opening)
+                yield format_sse("error", ticket.problem())
+                return
             if last_event_id is None:
                 yield format_sse(
                     "snapshot",
@@ -161,6 +180,9 @@ class EventHub:
                     start = resumed
             sent = start
             while True:
+                if ticket is not None and ticket.ended is not None:
+                    yield format_sse("error", ticket.problem())
+                    return
                 for event in [e for e in f.buffer if e.seq > sent]:
                     data = event.to_json(shard.name)
                     if snapshot:
@@ -185,6 +207,7 @@ class EventHub:
                 if not done and loop.time() < deadline:
                     yield b": ping\n\n"
         finally:
+            self.ends.release(ticket)
             f.waiters.discard(wake)
             if not f.waiters:
                 f.idle_since = time.monotonic()
@@ -204,6 +227,7 @@ class EventHub:
     async def close(self) -> None:
         """End every stream and follower."""
         self._closed.set()
+        self.ends.close()
         tasks = [f.task for f in self._follows.values() if f.task is not None]
         for task in tasks:
             task.cancel()

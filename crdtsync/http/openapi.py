@@ -397,11 +397,13 @@ _SCHEMAS: dict[str, Any] = {
     "Event": _object(
         ["event", "data"],
         {
-            "event": {"type": "string", "enum": ["snapshot", "change", "reset"]},
+            "event": {"type": "string", "enum": ["snapshot", "change", "reset", "error"]},
             "id": _STRING,
             "data": {"type": ["string", "object"]},
         },
-        description="One server-sent event; its data is one line of JSON.",
+        description="One server-sent event; its data is one line of JSON. The last event of "
+        "a stream whose bearer token expired or was revoked is an 'error' whose data is a "
+        "problem (token-expired, token-revoked), and the stream ends.",
     ),
     "WriteResult": _object(
         ["shard", "writes"], {"shard": _STRING, "writes": _INTEGER, "replicated": _INTEGER}

@@ -163,7 +163,11 @@ async def _get(request: Request, name: str) -> Response:
     if shard is not None and quorum in (None, 1):
         value: Any = shard_json(shard)  # live: Text stays tagged as $text
     else:
-        value = await agent.read_json(name, quorum=quorum, timeout=timeout)
+        access = await _ctx(request).access(request)  # (cached)
+        try:
+            value = await agent.read_json(name, quorum=quorum, timeout=timeout)
+        finally:  # it waited: its token may have ended meanwhile (then a 401, not the data)
+            _ctx(request).hub.ends.refuse_if_ended(access)
     if pointer is not None:
         value = _resolve_json(value, pointer)
     return _json(value)
@@ -352,9 +356,10 @@ async def _events(request: Request, name: str) -> Response:
     )
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     ctx = _ctx(request)
+    access = await ctx.access(request)  # (cached): its token's end ends the stream
     shard = await ctx.agent.shard(name)
     return StreamingResponse(
-        ctx.hub.stream(shard, last, snapshot=snapshot, wait=wait),
+        ctx.hub.stream(shard, last, snapshot=snapshot, wait=wait, access=access),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -19,6 +19,8 @@ import uvicorn
 from ..errors import UsageError
 from .access import Authorizer, is_loopback, token_authorizer
 from .app import DEFAULT_MAX_BODY, HttpContext, create_app
+from .ends import StreamEnds
+from .events import EventHub
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -74,13 +76,26 @@ class HttpServer:
             authorize = token_authorizer(creds) if creds is not None else None
             options = HttpOptions(bind=options, authorize=authorize)
         self.options = options
+        # Event streams end when their token expires or is revoked: the revocation list is
+        # the agent's credentials', and the counters are the transport's (agent.counters).
+        transport = getattr(agent, "_transport", None)
+        ends = StreamEnds(agent.credentials, getattr(transport, "counters", None))
         self.context = HttpContext(
-            agent, authorize=self.options.authorize, max_body=self.options.max_body
+            agent,
+            authorize=self.options.authorize,
+            max_body=self.options.max_body,
+            hub=EventHub(ends),
         )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self.url: str | None = None  #: ``http://host:port`` once started
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """``http.stream_ended.expired`` and ``.revoked``: event streams ended by their token's
+        end (also in ``Agent.counters`` when the agent has a transport)."""
+        return self.context.hub.ends.counters
 
     async def start(self) -> None:
         """Bind and start serving.

@@ -27,7 +27,7 @@ from ..names import validate_shard_name
 from .acl import PeerIdentity, Permissions
 from .ca import MeshCA
 
-__all__ = ["issue_token", "verify_token"]
+__all__ = ["issue_token", "token_deadline", "verify_token"]
 
 _LEEWAY = 60  # seconds of clock skew tolerated on exp/nbf
 
@@ -94,3 +94,24 @@ def verify_token(
     if serial in revoked:
         raise CredentialsError(f"token of {name!r} was revoked")
     return PeerIdentity(name, permissions, method="token", serial=serial)
+
+
+def token_deadline(token: str) -> float:
+    """The Unix time from which :func:`verify_token` refuses ``token`` as expired: its ``exp``
+    plus the clock-skew leeway. A door that keeps a connection open past its admission (an
+    HTTP event stream, a Yjs client) ends it then, so a connection never outlives what a new
+    one with the same token would be granted.
+
+    Only call it on a token :func:`verify_token` accepted: the signature is not checked here.
+
+    Raises:
+        CredentialsError: the token has no numeric ``exp``.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise TypeError(f"exp is {type(exp).__name__}")
+    except Exception as exc:
+        raise CredentialsError(f"invalid token claims: {exc}") from exc
+    return float(exp) + _LEEWAY
