@@ -391,10 +391,16 @@ class Agent(_AgentWiring, _AgentFigures, _AgentReads, _AgentShards):
     def reload_revocations(self) -> int:
         """Re-read the revocation list now and close every open connection of a peer whose
         certificate (or Yjs client whose token) it revokes, with ``CERT_REVOKED`` (4016);
-        returns how many were closed. A running agent also looks by itself every second.
-        0 without TLS credentials (the mesh secret cannot be revoked: rotate it)."""
+        returns how many were closed, the HTTP event streams it ends included. A running
+        agent also looks by itself every second. 0 without TLS credentials (the mesh secret
+        cannot be revoked: rotate it)."""
         check = getattr(self._transport, "check_revocations", None)
-        return int(check(reload=True)) if check is not None else 0
+        closed = int(check(reload=True)) if check is not None else 0
+        if self._http is not None:
+            if check is None and self._credentials is not None:
+                self._credentials.reload_revocations()
+            closed += self._http.end_revoked()
+        return closed
 
     @property
     def http_url(self) -> str | None:

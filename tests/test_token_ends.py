@@ -261,3 +261,28 @@ async def test_a_stream_whose_token_is_revoked_while_it_opens_ends_at_once(keys:
         assert ends.counters == {"http.stream_ended.revoked": 1}
     finally:
         ends.close()
+
+
+async def test_reload_revocations_ends_a_revoked_stream_at_once(agent: Agent, keys: Path) -> None:
+    """``Agent.reload_revocations()`` ends the event streams of a revoked token in the call
+    (not at the HTTP door's next look), and counts them in what it returns."""
+    token = cli("keys", "token", "dash", "--dir", str(keys), "--read", "**", "--days", "1")
+    mine: list[tuple[str, dict[str, Any]]] = []
+    await agent.shard(SHARD)
+    async with (
+        httpx.AsyncClient(base_url=agent.http_url or "", timeout=30) as c,
+        c.stream("GET", f"/shards/{SHARD}/events", headers=auth(token)) as r,
+    ):
+        assert r.status_code == 200
+        reader = asyncio.create_task(read_events(r, mine))
+        try:
+            await until(lambda: mine)
+            cli("keys", "revoke", "dash", "--dir", str(keys))
+            assert agent.reload_revocations() == 1
+            assert agent.counters["http.stream_ended.revoked"] == 1
+            async with asyncio.timeout(BOUND):
+                await reader
+            assert mine[-1][1]["type"] == "urn:crdtsync:problem:token-revoked"
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)

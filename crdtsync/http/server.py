@@ -97,6 +97,11 @@ class HttpServer:
         end (also in ``Agent.counters`` when the agent has a transport)."""
         return self.context.hub.ends.counters
 
+    def end_revoked(self) -> int:
+        """End now the event streams whose token the credentials' revocation list revokes
+        (``Agent.reload_revocations``; otherwise a timer looks every second); how many."""
+        return self.context.hub.ends.check_revocations()
+
     async def start(self) -> None:
         """Bind and start serving.
 
