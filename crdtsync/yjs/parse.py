@@ -257,9 +257,11 @@ class UpdateInfo:
         for client, clock in self._gaps:
             if clock > sv.get(client, 0):
                 return client, clock - 1
-        waits = [ref for ref in self._refs if ref[3] >= sv.get(ref[2], 0)]
-        if waits:
-            return first_missing(sv, self._spans, waits)
+        refs = self._refs
+        if refs:  # (none in a map set of a new key: no comprehension made for it)
+            waits = [ref for ref in refs if ref[3] >= sv.get(ref[2], 0)]
+            if waits:
+                return first_missing(sv, self._spans, waits)
         # No gap: the doc holds every clock of a client below max(its clock, the update's end).
         for client, ranges in self.delete_set.items():
             if ranges:  # sorted and non-overlapping: the last range ends last
