@@ -35,6 +35,7 @@ class _PushForward:
 
     _ctx: Context
     _acks: Acks
+    any_fanout: bool  # a fanout link exists (push.py; has_fanout's first test)
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
@@ -153,6 +154,6 @@ class _PushForward:
             if cut and queued:
                 # No window of its own: the writer's first hop batched it already.
                 self._ctx.flush_by(self._ctx.now + wait)
-        if not conn.fanout and self.has_fanout(shard):
+        if self.any_fanout and not conn.fanout and self.has_fanout(shard):
             # A bridge: what a websocket peer sent goes to the broker's agents too.
             self.enqueue_fanout(shard, delta, author)

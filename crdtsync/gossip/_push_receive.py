@@ -131,17 +131,20 @@ class _PushReceive(_PushForward):
                         self._forward(conn, msg.shard, u, True, msg.author(i))
             else:
                 for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
+                    author = msg.author(i)
                     one = self.apply(
                         conn,
                         msg.shard,
                         u,
                         forward=forward and not msg.relay,
                         info=info,
-                        author=msg.author(i),
+                        author=author,
                     )
-                    refused = refused or one is None
-                    news += one or []
-                    news_by += [msg.author(i)] * len(one or [])
+                    if one is None:
+                        refused = True
+                    elif one:
+                        news += one
+                        news_by += [author] * len(one)
             if msg.hint is not None and not forward and news:
                 # A little redundancy against loss (rotating relay, relay.py): the next two
                 # relays repeat in theirs what a broadcast brought them that was news (news
