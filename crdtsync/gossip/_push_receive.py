@@ -25,7 +25,6 @@ from ..errors import (
     InvalidUpdate,
     ProtocolError,
     UpdateOverLimit,
-    map_exceptions,
 )
 from ..messages import Push, ShardState
 from ..names import validate_shard_name
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     from .repair import Repairs
 
 __all__: list[str] = []
-
-_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
 
 def _refused(exc: InvalidUpdate | InvalidShardName, shard: str) -> ProtocolError:
@@ -91,14 +88,17 @@ class _PushReceive(_PushForward):
         infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
         if len(msg.updates) > 1:
             for i, u in enumerate(msg.updates):
+                # (as map_exceptions({InvalidUpdate: INVALID_UPDATE}, ...) did, without its two
+                # generator context managers per update of a burst's batch: see _refused)
                 try:
-                    with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                        infos[i] = _yjs.validate_update(u)
-                except ProtocolError as exc:
-                    if not isinstance(exc.__cause__, UpdateOverLimit):
-                        raise
+                    infos[i] = _yjs.validate_update(u)
+                except UpdateOverLimit:
                     self._ctx.guard.refused_update(conn.name, now)
                     return  # beyond the work limits: the whole batch is dropped
+                except InvalidUpdate as exc:
+                    raise ProtocolError(
+                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
+                    ) from exc
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
         forward = msg.forward or self._ctx.mode() == TREE
