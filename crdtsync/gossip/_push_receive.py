@@ -109,7 +109,9 @@ class _PushReceive(_PushForward):
             refused = False  # a quota refused an update: nothing of it is repeated
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
-                writers = {msg.author(i) for i in range(len(msg.updates))}
+                writers = set(msg.authors[: len(msg.updates)])  # ({msg.author(i) ...})
+                if len(msg.authors) < len(msg.updates):
+                    writers.add(None)
                 # A grid passes each writer's updates along that writer's tree: a batch of
                 # several writers is passed on as its updates, each to its writer's children
                 # (their one combined delta could name no single writer).
@@ -273,7 +275,7 @@ class _PushReceive(_PushForward):
         state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
+        if not guard.admit_update(conn.name, sum(map(len, batch)), now, shard):
             return None
         try:
             try:
