@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Reversible
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["DEFAULT_LIMITS", "PlaceHistory", "UpdateLimits"]
 
@@ -71,6 +72,20 @@ class UpdateLimits:
     max_type_depth: int | None = 64
     refuse_subdocs: bool = False
     refuse_format_in_map: bool = True
+
+    @cached_property
+    def scan_args(self) -> tuple[int | bool, ...]:
+        """The struct scan's arguments for these limits (``None`` as -1), made once: the
+        parser passes them with every update (issue 17)."""
+        no = -1
+        return (
+            no if self.max_structs is None else self.max_structs,
+            no if self.max_fan is None else self.max_fan,
+            no if self.max_type_depth is None else self.max_type_depth,
+            no if self.max_merge_work is None else self.max_merge_work,
+            self.refuse_format_in_map,
+            self.refuse_subdocs,
+        )
 
 
 #: The limits applied to updates from peers (``validate_update``, ``apply_if_ready``).

@@ -271,10 +271,6 @@ class UpdateInfo:
         return None
 
 
-def _limit(value: int | None) -> int:
-    return -1 if value is None else value
-
-
 #: Updates of this many bytes or more count their places in the native table
 #: (:data:`crdtsync.yjs._native.PLACES`) where it is built: a whole state's 200,000 map keys
 #: cost the dict 28-35 ms of the 42-49 that validating them took (issue 17). Smaller ones
@@ -305,16 +301,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         and exact
     ):
         fans = PLACES(data)
-    args = (
-        data,
-        pos,
-        _limit(limits.max_structs),
-        _limit(limits.max_fan),
-        _limit(limits.max_type_depth),
-        _limit(limits.max_merge_work),
-        limits.refuse_format_in_map,
-        limits.refuse_subdocs,
-    )
+    args = (data, pos, *limits.scan_args)
     found = None
     if CSCAN is not None and exact:
         found = CSCAN.scan_structs(*args, fans)
@@ -365,10 +352,13 @@ def parse_update(
             raise InvalidUpdate(f"update of {len(update)} bytes exceeds the limit of {max_size}")
         try:
             info, pos = _structs(update, 0, lim)
-            info.delete_set, pos = read_delete_set(
-                update, pos, strict=True, max_ranges=lim.max_delete_ranges
-            )
-            info.work += sum(len(r) for r in info.delete_set.values())
+            if pos == len(update) - 1 and update[pos] == 0:
+                pos += 1  # an empty delete set ends it (a new map key): as read, {} and no work
+            else:
+                info.delete_set, pos = read_delete_set(
+                    update, pos, strict=True, max_ranges=lim.max_delete_ranges
+                )
+                info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
         except OverLimit as exc:  # the struct limits and the delete set's
