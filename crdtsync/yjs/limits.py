@@ -74,7 +74,7 @@ class UpdateLimits:
     refuse_format_in_map: bool = True
 
     @cached_property
-    def scan_args(self) -> tuple[int | bool, ...]:
+    def scan_args(self) -> tuple[int, int, int, int, bool, bool]:
         """The struct scan's arguments for these limits (``None`` as -1), made once: the
         parser passes them with every update (issue 17)."""
         no = -1
