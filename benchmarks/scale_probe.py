@@ -12,7 +12,7 @@ its news) and the Pushes each agent sent per update. ``--spy`` records the write
 one receiver process with ``py-spy record --gil`` during each phase (``benchmarks/profile_top.py``
 reads the files). Everything lands in ``--out``: ``result.json``, one event log per process.
 
-The probe wraps three methods of the core (``_PushReceive.on_push``, ``_PushReceive._forward``,
+The probe wraps three methods of the core (``_PushReceive.on_push``, ``_PushForward._forward``,
 ``Context.send``) in the child processes only; it is an investigation tool, not a benchmark
 (the wrappers cost CPU). ``--gossip`` overrides fields of the Agent's default settings, as
 ``benchmarks/nodes.py --gossip`` does (e.g. ``'{"full_mesh_max": 16}'``: the tree at 32).
@@ -39,10 +39,10 @@ EVENTS: list[tuple[Any, ...]] = []
 
 def _install_probes() -> None:
     """In a child: record what every core receives, applies and sends (see the docstring)."""
-    from crdtsync.gossip import _context, _push_receive
+    from crdtsync.gossip import _context, _push_forward, _push_receive
 
-    recv = _push_receive._PushReceive
-    on_push, forward, send = recv.on_push, recv._forward, _context.Context.send
+    recv, fwd = _push_receive._PushReceive, _push_forward._PushForward
+    on_push, forward, send = recv.on_push, fwd._forward, _context.Context.send
 
     def probed_on_push(self: Any, conn: Any, msg: Any, now: float) -> None:
         EVENTS.append(("r", time.time(), self._ctx.name, conn.name, len(msg.updates)))
@@ -60,7 +60,7 @@ def _install_probes() -> None:
         send(self, peer, msg)
 
     recv.on_push = probed_on_push  # type: ignore[method-assign]
-    recv._forward = probed_forward  # type: ignore[method-assign]
+    fwd._forward = probed_forward  # type: ignore[method-assign]
     _context.Context.send = probed_send  # type: ignore[method-assign]
     out = os.environ["CRDTSYNC_SCALE_PROBE"]
     atexit.register(lambda: Path(out, f"{os.getpid()}.json").write_text(json.dumps(EVENTS)))

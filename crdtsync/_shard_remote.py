@@ -133,13 +133,19 @@ class _RemoteApply:
         self._check_open()
         if len(batch) != len(infos):
             raise UsageError("apply_remote_batch needs one parse per update")
+        own = self._client_id
         for info in infos:
-            self._refuse_future_deletes(info)
+            if info.delete_set.get(own):  # (the check's own first test, without its call)
+                self._refuse_future_deletes(info)
         self._last_delta = None
         self._origin = origin
         self._author = author
         try:
-            if len(batch) == 1 and self._apply_whole(batch[0], infos[0]):
+            if (
+                len(batch) == 1
+                and infos[0].size >= WHOLE_MIN_BYTES  # (_apply_whole's first test)
+                and self._apply_whole(batch[0], infos[0])
+            ):
                 delta, self._last_delta = self._last_delta, None
                 return delta
             # One transaction, so that held-back updates these make ready are in the delta

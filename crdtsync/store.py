@@ -110,6 +110,7 @@ from ._store_space import (
     remove_leftover,
 )
 from .errors import ClosedError, StoreFull, UsageError
+from .names import _VALID as _VALID_NAMES
 from .names import validate_shard_name
 
 __all__ = [
@@ -295,11 +296,15 @@ class Store(_StoreEnv, _StoreSpace, _StoreRead, _StoreCompact):
     def append(self, name: str, update: bytes) -> None:
         """Buffer ``update`` for the end of shard ``name``'s log. Not durable until
         :meth:`commit`; cheap and thread-safe."""
-        validate_shard_name(name)
-        entry = (name, None, _as_bytes(update, "update"))
+        # (A shard's observer appends once per change, a paced receiver once per received
+        # update: a name found valid lately and bytes are taken without the checks' calls.)
+        if type(name) is not str or name not in _VALID_NAMES:
+            validate_shard_name(name)
+        if type(update) is not bytes:
+            update = _as_bytes(update, "update")
         with self._buf_lock:
             self._check_open()
-            self._buf.append(entry)
+            self._buf.append((name, None, update))
 
     def put_meta(self, name: str, key: str, value: bytes) -> None:
         """Buffer metadata ``key`` = ``value`` of shard ``name`` (e.g. its state vector),

@@ -17,7 +17,8 @@ the driver contract); the protocol's parts live in modules of their own, each ow
 ``links``           :class:`~.links.Link`, the replacement rule
 ``push``            push queues, batching, back-pressure (the per-link send side)
 ``_push_fanout``    fanout links: shared queue, broadcasts sent and received (a mixin of ``Pushes``)
-``_push_receive``   a received Push: checks, quotas, apply and forward (a mixin of ``Pushes``)
+``_push_receive``   a received Push: checks, quotas, apply (a mixin of ``Pushes``)
+``_push_forward``   what a received Push changed, passed on; WANT_ACKs along a tree (its base)
 ``coalesce``        the LAN configs' coalescing window for a stream of local writes
 ``_fanout``         the core's calls for a medium that fans out (a broker): broadcasts, presence
 ``relay``           the rotating relay: own batches, retries, hints, turns

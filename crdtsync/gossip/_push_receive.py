@@ -1,12 +1,13 @@
-"""The receive path of pushes: check a received Push, apply it, forward what it changed.
+"""The receive path of pushes: check a received Push, apply it, hand on what it changed.
 
 Everything of a Push is checked before anything is applied (its ack, hint, relayed acks and, in
 a batch, every update), so a refused message changes nothing. Applying goes through the
 quotas of :mod:`~crdtsync.gossip.guard` (a new shard is charged to the peer that caused it,
 and comes into being only once its first update validated); what changed our state is passed
-on where the overlay (or a partial :class:`~crdtsync.gossip.policy.ReplicationPolicy`) wants
-it, never back to where it came from. Anti-entropy's Diffs are applied here too
-(:meth:`_PushReceive.apply`, ``solicited``).
+on by :mod:`~crdtsync.gossip._push_forward` (the base of this mixin) where the overlay (or a
+partial :class:`~crdtsync.gossip.policy.ReplicationPolicy`) wants it, never back to where it
+came from. Anti-entropy's Diffs are applied here too (:meth:`_PushReceive.apply`,
+``solicited``).
 
 A mixin of :class:`~crdtsync.gossip.push.Pushes` (:class:`_PushReceive`), split from
 :mod:`crdtsync.gossip.push` so the send side (queues, windows, batching, fanout) and the
@@ -24,11 +25,11 @@ from ..errors import (
     InvalidUpdate,
     ProtocolError,
     UpdateOverLimit,
-    map_exceptions,
 )
 from ..messages import Push, ShardState
 from ..names import validate_shard_name
 from . import _yjs
+from ._push_forward import _PushForward
 from .acks import WANT_ACK, Acks, _given
 from .overlay import RELAY, TREE
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from .repair import Repairs
 
 __all__: list[str] = []
-
-_INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.INVALID_UPDATE}
 
 
 def _refused(exc: InvalidUpdate | InvalidShardName, shard: str) -> ProtocolError:
@@ -54,7 +53,7 @@ def _refused(exc: InvalidUpdate | InvalidShardName, shard: str) -> ProtocolError
     return ProtocolError(f"invalid update for {shard!r}: {exc}", CloseCode.INVALID_UPDATE)
 
 
-class _PushReceive:
+class _PushReceive(_PushForward):
     """Mixin of :class:`~crdtsync.gossip.push.Pushes`: received pushes (module docstring).
 
     The attributes declared below belong to ``Pushes`` (set in its ``__init__``).
@@ -73,29 +72,6 @@ class _PushReceive:
 
     if TYPE_CHECKING:  # the send side's (push.py); declared for the type checker only
 
-        def enqueue(
-            self,
-            conn: Link,
-            shard: str,
-            update: bytes,
-            author: str | None = None,
-            hold: bool = False,
-        ) -> None: ...
-
-        def enqueue_fanout(self, shard: str, update: bytes, author: str | None = None) -> None: ...
-
-        def push(
-            self,
-            conn: Link,
-            shard: str,
-            queued: list[bytes],
-            *,
-            now: float,
-            authors: list[str | None] | None = None,
-        ) -> None: ...
-
-        def has_fanout(self, shard: str) -> bool: ...
-
         def bridge_ask(self, conn: Link, shard: str, asker: str, now: float) -> None: ...
 
     def on_push(self, conn: Link, msg: Push, now: float) -> None:
@@ -112,14 +88,17 @@ class _PushReceive:
         infos: list[_yjs.UpdateInfo | None] = [None] * len(msg.updates)
         if len(msg.updates) > 1:
             for i, u in enumerate(msg.updates):
+                # (as map_exceptions({InvalidUpdate: INVALID_UPDATE}, ...) did, without its two
+                # generator context managers per update of a burst's batch: see _refused)
                 try:
-                    with map_exceptions(_INVALID_UPDATE, "invalid update in Push: "):
-                        infos[i] = _yjs.validate_update(u)
-                except ProtocolError as exc:
-                    if not isinstance(exc.__cause__, UpdateOverLimit):
-                        raise
+                    infos[i] = _yjs.validate_update(u)
+                except UpdateOverLimit:
                     self._ctx.guard.refused_update(conn.name, now)
                     return  # beyond the work limits: the whole batch is dropped
+                except InvalidUpdate as exc:
+                    raise ProtocolError(
+                        f"invalid update in Push: {exc}", CloseCode.INVALID_UPDATE
+                    ) from exc
         # Every push in a tree, and in a flood, passes on what it changes; a writer's push to
         # the window's relay is passed on as it is (see Push.relay).
         forward = msg.forward or self._ctx.mode() == TREE
@@ -130,7 +109,9 @@ class _PushReceive:
             refused = False  # a quota refused an update: nothing of it is repeated
             if len(msg.updates) > 1:  # validated above: applied as one unit (one transaction)
                 parsed = [i for i in infos if i is not None]
-                writers = {msg.author(i) for i in range(len(msg.updates))}
+                writers = set(msg.authors[: len(msg.updates)])  # ({msg.author(i) ...})
+                if len(msg.authors) < len(msg.updates):
+                    writers.add(None)
                 # A grid passes each writer's updates along that writer's tree: a batch of
                 # several writers is passed on as its updates, each to its writer's children
                 # (their one combined delta could name no single writer).
@@ -153,17 +134,20 @@ class _PushReceive:
                         self._forward(conn, msg.shard, u, True, msg.author(i))
             else:
                 for i, (u, info) in enumerate(zip(msg.updates, infos, strict=True)):
+                    author = msg.author(i)
                     one = self.apply(
                         conn,
                         msg.shard,
                         u,
                         forward=forward and not msg.relay,
                         info=info,
-                        author=msg.author(i),
+                        author=author,
                     )
-                    refused = refused or one is None
-                    news += one or []
-                    news_by += [msg.author(i)] * len(one or [])
+                    if one is None:
+                        refused = True
+                    elif one:
+                        news += one
+                        news_by += [author] * len(one)
             if msg.hint is not None and not forward and news:
                 # A little redundancy against loss (rotating relay, relay.py): the next two
                 # relays repeat in theirs what a broadcast brought them that was news (news
@@ -232,31 +216,6 @@ class _PushReceive:
         check_gap = msg.hint is None and not (msg.relay and self._ctx.mode() == RELAY)
         self._repairs.sequence(conn, msg.shard, msg.seq, check_gap, now)
 
-    def pass_ask(self, conn: Link, shard: str, asker: str, now: float) -> None:
-        """A tree: pass a WANT_ACK of ``shard`` from ``asker`` (it came on ``conn``) on to our
-        other neighbours, so that the agents past us answer towards it (see acks.py)."""
-        if not self._acks.ask_on(shard, conn.name, now):
-            return
-        # A grid: along the asker's own tree, as its writes go (each agent asked once, and
-        # its acks climb back the same two hops); flooded, every agent would be asked by
-        # each of its 2 (sqrt(N) - 1) neighbours and owe them all acks.
-        grid = self._ctx.grid()
-        children = grid.children(asker) if grid is not None else None
-        skip = self._ctx.shortcuts()[0]  # along the tree, as news goes (tree_writer_top)
-        clients = self._ctx.clients_only(conn)  # a full mesh: to our other clients only
-        for other in self._ctx.links.values():
-            if (
-                other is not conn
-                and not other.closing
-                and not other.fanout
-                and other.name != asker
-                and (children is None or other.name in children)
-                and other.name not in skip
-                and not (clients and other.listens)
-                and self._ctx.policy.sends_to(other.name, shard)
-            ):
-                self.push(other, shard, [WANT_ACK], now=now, authors=[asker])
-
     def apply(
         self,
         conn: Link,
@@ -319,7 +278,7 @@ class _PushReceive:
         them). Returns what changed our state, or None when a quota refused it.
         """
         ctx, guard, now = self._ctx, self._ctx.guard, self._ctx.now
-        if not guard.admit_update(conn.name, sum(len(u) for u in batch), now, shard):
+        if not guard.admit_update(conn.name, sum(map(len, batch)), now, shard):
             return None
         try:
             try:
@@ -345,77 +304,6 @@ class _PushReceive:
         for delta in deltas:
             self._forward(conn, shard, delta, forward, author, together=together)
         return deltas
-
-    def _forward(
-        self,
-        conn: Link,
-        shard: str,
-        delta: bytes,
-        forward: bool,
-        author: str | None,
-        solicited: bool = False,
-        together: bool = False,
-    ) -> None:
-        # Forward what changed our state when asked to: in a tree every agent relays, in the
-        # rotating relay the writer asks the window's relay. In a full mesh (and from a relay)
-        # the origin reached everyone itself. Never back to where it came from.
-        # What came through a fanout medium reached every fanout link already.
-        targets = self._ctx.policy.forward_to(conn.name, shard)
-        if targets is not None:  # partial replication: the holders it did not reach itself
-            for name in targets:
-                other = self._ctx.links.get(name)
-                if (
-                    other is not None
-                    and other is not conn
-                    and not other.closing
-                    and not (conn.fanout and other.fanout)
-                ):
-                    self.enqueue(other, shard, delta, author)
-        elif forward:
-            # A tree's relay passes news on without a window of its own (tree_relay_wait >= 0;
-            # -1: it waits for the window like our own writes): with 0 a lone delta at once
-            # on an idle link, else (``together``: several deltas of one batch, kept
-            # together) at the end of the driver's turn; above 0 everything is held for that
-            # long at most (a tiny wait: every forward at the end of the driver's turn).
-            # (A hub passing on a client's write to its other clients does the same.)
-            clients = self._ctx.clients_only(conn)
-            wait = self._ctx.config.tree_relay_wait
-            cut = wait >= 0 and (clients or self._ctx.mode() == TREE)
-            hold = cut and (together or wait > 0)
-            queued = False
-            # A grid (overlay_shape="grid"): only to our children in the writer's own tree,
-            # two hops deep (_source_tree.py); a writer not in our view: to every link. News
-            # of no known writer (a Diff we asked for) goes one hop, to every link, and is
-            # not passed on again (a writer-less Push): flooded on, each copy would cross
-            # all 2 (sqrt(N) - 1) links of every agent. Anti-entropy repairs the rest.
-            grid = self._ctx.grid()
-            children: frozenset[str] | None = None
-            if grid is not None:
-                if author is not None:
-                    children = grid.children(author)
-                elif not solicited:
-                    children = frozenset()
-            # The tree's shortcut links (tree_writer_top) carry a writer's own writes only.
-            skip = self._ctx.shortcuts()[0]
-            # A full mesh: a client's write asked of its hub goes to the hub's other clients
-            # only (the listening agents had it from the writer; _context.py, client_hub).
-            for other in self._ctx.links.values():
-                if (
-                    other is not conn
-                    and not other.closing
-                    and not (conn.fanout and other.fanout)
-                    and (children is None or other.name in children)
-                    and other.name not in skip
-                    and not (clients and other.listens)
-                ):
-                    self.enqueue(other, shard, delta, author, hold)
-                    queued = queued or bool(other.push.queue)
-            if cut and queued:
-                # No window of its own: the writer's first hop batched it already.
-                self._ctx.flush_by(self._ctx.now + wait)
-        if not conn.fanout and self.has_fanout(shard):
-            # A bridge: what a websocket peer sent goes to the broker's agents too.
-            self.enqueue_fanout(shard, delta, author)
 
     def _apply(
         self,

@@ -19,8 +19,8 @@ nothing here changes what is sent.
 
 This module is the per-link send side; the fanout links' shared queue and the broadcasts
 received are the mixin :mod:`~crdtsync.gossip._push_fanout`, and what a received Push goes
-through (checks, quotas, apply, forward) the mixin :mod:`~crdtsync.gossip._push_receive`, both
-bases of :class:`Pushes`.
+through (checks, quotas, apply) the mixin :mod:`~crdtsync.gossip._push_receive`, both bases
+of :class:`Pushes` (the receive side's passing on, its base :mod:`~crdtsync.gossip._push_forward`).
 """
 
 from __future__ import annotations

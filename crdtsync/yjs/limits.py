@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Reversible
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["DEFAULT_LIMITS", "PlaceHistory", "UpdateLimits"]
 
@@ -72,6 +73,20 @@ class UpdateLimits:
     refuse_subdocs: bool = False
     refuse_format_in_map: bool = True
 
+    @cached_property
+    def scan_args(self) -> tuple[int, int, int, int, bool, bool]:
+        """The struct scan's arguments for these limits (``None`` as -1), made once: the
+        parser passes them with every update (issue 17)."""
+        no = -1
+        return (
+            no if self.max_structs is None else self.max_structs,
+            no if self.max_fan is None else self.max_fan,
+            no if self.max_type_depth is None else self.max_type_depth,
+            no if self.max_merge_work is None else self.max_merge_work,
+            self.refuse_format_in_map,
+            self.refuse_subdocs,
+        )
+
 
 #: The limits applied to updates from peers (``validate_update``, ``apply_if_ready``).
 DEFAULT_LIMITS = UpdateLimits()
@@ -97,6 +112,10 @@ def _shared(known: dict[bytes, int], places: Mapping[bytes, int]) -> Collection[
     if len(places) > len(known):
         return {key for key in known if key in places}
     return {key for key in places if key in known}
+
+
+#: At most this many places (a dict's) are priced one by one rather than by set intersections.
+_FEW = 8
 
 
 class PlaceHistory:
@@ -174,6 +193,18 @@ class PlaceHistory:
         if limit is not None and most > limit:
             self._refuse()
         cost = 0
+        if type(places) is dict and len(places) <= _FEW:
+            # An update of the live path places a few items (a map set: one): each looked up
+            # in the two tiers, without the two sets the intersections make. The same sum
+            # and the same refusal (a place is in one tier at most, see record).
+            heavy, light = self._heavy, self._light
+            for key, n in places.items():
+                prior = heavy.get(key) or light.get(key)
+                if prior:
+                    if limit is not None and prior + n > limit:
+                        self._refuse()
+                    cost += prior * n
+            return cost
         for known in (self._heavy, self._light):
             for key in _shared(known, places):
                 prior, n = known[key], places[key]
@@ -193,6 +224,30 @@ class PlaceHistory:
         Every place already remembered is counted; of the new one-item places, only the
         last ``max_places`` are kept (more would be dropped at once).
         """
+        light, heavy = self._light, self._heavy
+        if type(places) is dict and len(places) <= 1:
+            # The live path's one place (a map set's), or none (typing): what the steps below
+            # do for it, without their sets, list and iterators (one place: no order to keep).
+            for key, n in places.items():
+                if key in heavy:
+                    heavy[key] += n
+                elif key in light:
+                    heavy[key] = light.pop(key) + n
+                elif n > 1:
+                    heavy[key] = n
+                elif self.max_places > 0:
+                    light[key] = 1
+        else:
+            self._record_many(places, most)
+        while len(light) > self.max_places:
+            light.popitem(last=False)
+        if len(heavy) > 2 * self.max_places:
+            self._drop_piles()
+
+    def _record_many(self, places: Mapping[bytes, int], most: int | None) -> None:
+        """:meth:`record`'s general steps, for any number of places: the places remembered
+        counted, the new ones added (one-item places: the last ``max_places``); the caller
+        trims the tiers."""
         light, heavy = self._light, self._heavy
         for key in _shared(heavy, places):
             heavy[key] += places[key]
@@ -215,9 +270,9 @@ class PlaceHistory:
                 break
         for key in reversed(fresh):
             light[key] = 1
-        while len(light) > self.max_places:
-            light.popitem(last=False)
-        if len(heavy) > 2 * self.max_places:
-            # The piles holding the most stay (a stable sort: of equal ones, the earlier).
-            kept = sorted(heavy.items(), key=lambda kv: kv[1], reverse=True)
-            self._heavy = dict(kept[: self.max_places])
+
+    def _drop_piles(self) -> None:
+        """Down to ``max_places`` piles: those holding the most stay (a stable sort: of equal
+        ones, the earlier)."""
+        kept = sorted(self._heavy.items(), key=lambda kv: kv[1], reverse=True)
+        self._heavy = dict(kept[: self.max_places])

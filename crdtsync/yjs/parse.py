@@ -257,9 +257,11 @@ class UpdateInfo:
         for client, clock in self._gaps:
             if clock > sv.get(client, 0):
                 return client, clock - 1
-        waits = [ref for ref in self._refs if ref[3] >= sv.get(ref[2], 0)]
-        if waits:
-            return first_missing(sv, self._spans, waits)
+        refs = self._refs
+        if refs:  # (none in a map set of a new key: no comprehension made for it)
+            waits = [ref for ref in refs if ref[3] >= sv.get(ref[2], 0)]
+            if waits:
+                return first_missing(sv, self._spans, waits)
         # No gap: the doc holds every clock of a client below max(its clock, the update's end).
         for client, ranges in self.delete_set.items():
             if ranges:  # sorted and non-overlapping: the last range ends last
@@ -267,10 +269,6 @@ class UpdateInfo:
                 if clock + length > max(sv.get(client, 0), self.ends.get(client, 0)):
                     return client, clock + length - 1
         return None
-
-
-def _limit(value: int | None) -> int:
-    return -1 if value is None else value
 
 
 #: Updates of this many bytes or more count their places in the native table
@@ -303,16 +301,7 @@ def _structs(data: bytes, pos: int, limits: UpdateLimits) -> tuple[UpdateInfo, i
         and exact
     ):
         fans = PLACES(data)
-    args = (
-        data,
-        pos,
-        _limit(limits.max_structs),
-        _limit(limits.max_fan),
-        _limit(limits.max_type_depth),
-        _limit(limits.max_merge_work),
-        limits.refuse_format_in_map,
-        limits.refuse_subdocs,
-    )
+    args = (data, pos, *limits.scan_args)
     found = None
     if CSCAN is not None and exact:
         found = CSCAN.scan_structs(*args, fans)
@@ -363,10 +352,13 @@ def parse_update(
             raise InvalidUpdate(f"update of {len(update)} bytes exceeds the limit of {max_size}")
         try:
             info, pos = _structs(update, 0, lim)
-            info.delete_set, pos = read_delete_set(
-                update, pos, strict=True, max_ranges=lim.max_delete_ranges
-            )
-            info.work += sum(len(r) for r in info.delete_set.values())
+            if pos == len(update) - 1 and update[pos] == 0:
+                pos += 1  # an empty delete set ends it (a new map key): as read, {} and no work
+            else:
+                info.delete_set, pos = read_delete_set(
+                    update, pos, strict=True, max_ranges=lim.max_delete_ranges
+                )
+                info.work += sum(len(r) for r in info.delete_set.values())
             if pos != len(update):
                 raise Malformed(pos, f"{len(update) - pos} trailing bytes after the delete set")
         except OverLimit as exc:  # the struct limits and the delete set's

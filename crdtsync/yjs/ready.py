@@ -116,7 +116,8 @@ def apply_if_ready(
     Raises:
         InvalidUpdate: the bytes are not a valid update.
     """
-    info = _info_for(update, info)
+    if info is None or info.size != len(update):  # (_info_for's tests, without its call)
+        info = _info_for(update, info)
     missing = info.missing(decode_state_vector(doc.get_state()) if sv is None else sv)
     if missing is None:
         if apply is None:
