@@ -86,6 +86,31 @@ class _CompactionGate:
             self._wakers.pop(key, None)
 
 
+class _Slot:
+    """The slot of :data:`_COMPACTIONS` one compaction holds: given back exactly once, by the
+    worker thread when the compaction ends, or by its caller if the worker never started it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = 0  # 0: not started, 1: running in the worker, 2: given back
+
+    def start(self) -> bool:
+        """The worker begins: False if the caller gave the slot back already."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = 1
+            return True
+
+    def give_back(self, *, unless_started: bool = False) -> None:
+        """Give the slot back (a no-op if it was, or, ``unless_started``, if running)."""
+        with self._lock:
+            if self._state == 2 or (unless_started and self._state == 1):
+                return
+            self._state = 2
+        _COMPACTIONS.leave()
+
+
 #: The process's compaction gate (one at a time: see :class:`_CompactionGate`).
 _COMPACTIONS = _CompactionGate(1)
 
@@ -138,13 +163,10 @@ class _CommitTask:
                         await self._commit_once()
                     elif not _COMPACTIONS.try_enter(self, self._wake_threadsafe):
                         break  # the gate wakes us when a slot frees (or a commit does)
-                    else:
-                        try:
-                            name = next(iter(self._to_compact))
-                            del self._to_compact[name]
-                            await self._compact_once(name)
-                        finally:
-                            _COMPACTIONS.leave()
+                    else:  # a slot taken: _in_slot gives it back
+                        name = next(iter(self._to_compact))
+                        del self._to_compact[name]
+                        await self._compact_once(name)
                 except Exception:  # a bug here must not stop durability for good
                     _log.exception("group commit loop failed; continuing")
             if self._closing:
@@ -175,10 +197,30 @@ class _CommitTask:
             except BaseException:
                 _COMPACTIONS.forget(key)
                 raise
+        return await self._in_slot(name)
+
+    async def _in_slot(self, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """:meth:`_compact` in the worker thread, holding a slot of the gate taken by the
+        caller: the worker gives it back as the compaction ends (not the event loop, which
+        might never resume this coroutine); we do if the worker never started it (we were
+        cancelled while it waited behind a commit, or the executor refused it)."""
+        assert self._loop is not None
+        slot = _Slot()
         try:
-            return await loop.run_in_executor(self._executor, self._compact, name)
+            return await self._loop.run_in_executor(
+                self._executor, self._compact_in_slot, slot, name
+            )
         finally:
-            _COMPACTIONS.leave()
+            slot.give_back(unless_started=True)
+
+    def _compact_in_slot(self, slot: _Slot, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """Runs in the worker thread: :meth:`_compact`, then give the gate's slot back."""
+        if not slot.start():
+            raise RuntimeError("compaction given up before it started")
+        try:
+            return self._compact(name)
+        finally:
+            slot.give_back()
 
     async def _commit_once(self) -> None:
         assert self._loop is not None
@@ -299,7 +341,7 @@ class _CommitTask:
     async def _compact_once(self, name: str) -> None:
         assert self._loop is not None and self._merge is not None
         try:
-            result = await self._loop.run_in_executor(self._executor, self._compact, name)
+            result = await self._in_slot(name)
         except Exception:
             _log.exception("automatic compaction of shard %r failed", name)
         else:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pycrdt import Doc, Map
 
-from crdtsync._durability_task import _COMPACTIONS
+from crdtsync._durability_task import _COMPACTIONS, _Slot
 from crdtsync.durability import GroupCommitter
 from crdtsync.store import Store
 
@@ -81,12 +81,12 @@ async def test_automatic_compactions_of_many_committers_run_one_at_a_time(
         assert [s.stats("doc").log_count for s in stores] == [0] * K
         assert merge.calls == K
         assert merge.most == 1
-        assert _COMPACTIONS.running == 0
     finally:
         for c in committers:
             await c.close()
         for s in stores:
             s.close()
+    assert _COMPACTIONS.running == 0  # every slot given back (the workers have stopped)
 
 
 async def test_compact_on_demand_goes_through_the_gate_and_flushes_still_pass(
@@ -120,3 +120,21 @@ async def test_compact_on_demand_goes_through_the_gate_and_flushes_still_pass(
             await c.close()
         for s in stores:
             s.close()
+
+
+def test_a_slot_is_given_back_once_by_whoever_ends_it() -> None:
+    assert _COMPACTIONS.try_enter(object(), lambda: None)
+    given_up = _Slot()  # the caller gave up before the worker started: it gives back
+    given_up.give_back(unless_started=True)
+    assert _COMPACTIONS.running == 0
+    assert not given_up.start()  # ... and the worker then does not compact
+    given_up.give_back()
+    assert _COMPACTIONS.running == 0
+    assert _COMPACTIONS.try_enter(object(), lambda: None)
+    ran = _Slot()  # the worker started: only its own give_back counts
+    assert ran.start()
+    ran.give_back(unless_started=True)
+    assert _COMPACTIONS.running == 1
+    ran.give_back()
+    ran.give_back(unless_started=True)
+    assert _COMPACTIONS.running == 0
