@@ -138,3 +138,30 @@ def test_a_slot_is_given_back_once_by_whoever_ends_it() -> None:
     ran.give_back()
     ran.give_back(unless_started=True)
     assert _COMPACTIONS.running == 0
+
+
+async def test_close_does_not_wait_for_the_gate(tmp_path: Path) -> None:
+    ups = updates(3)
+    store = Store(tmp_path / "s", sync=False, compact_min_log_count=3)
+    merge = Overlap()
+    gc = GroupCommitter(store, compact_merge=merge)
+    await gc.start()
+    other = object()
+    assert _COMPACTIONS.try_enter(other, lambda: None)  # another compaction holds the gate
+    try:
+        for u in ups:
+            store.append("doc", u)
+        await gc.flush()  # the shard reaches the threshold: its compaction waits for the gate
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if gc in _COMPACTIONS._wakers:
+                break
+        assert gc in _COMPACTIONS._wakers
+        await asyncio.wait_for(gc.close(), 10)
+        assert gc not in _COMPACTIONS._wakers
+        assert merge.calls == 0  # a compaction still waiting is dropped, as before
+        assert store.stats("doc").log_count == 3
+    finally:
+        _COMPACTIONS.leave()
+        store.close()
+    assert _COMPACTIONS.running == 0
