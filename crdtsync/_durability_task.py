@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,85 @@ __all__: list[str] = []
 _log = logging.getLogger("crdtsync.durability")
 
 _MAX_RETRY_DELAY = 5.0  # seconds between retries of a failing background commit, at most
+
+
+class _CompactionGate:
+    """How many compactions of this process may run at once (:attr:`slots`), across every
+    committer and event loop of the process.
+
+    Issue 17: a compaction replays a shard's log in its committer's worker thread, holding
+    the GIL beside the event loop; 32 committers compacting at once (32 agents in one
+    process, or one agent's shards written together) left the loop thread a 1/33 share of
+    it and stalled it by 40-50 ms. Through the gate they run one after the other, so the
+    loop competes with one worker at a time. A committer that finds it full does not block
+    (its commits and flushes go on): it leaves a waker, called from whichever thread
+    releases a slot, and tries again then.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.running = 0  # compactions holding a slot now
+        self.most = 0  # the most that ever held one at once (for the tests)
+        self._lock = threading.Lock()
+        self._wakers: dict[object, Callable[[], None]] = {}
+
+    def try_enter(self, key: object, waker: Callable[[], None]) -> bool:
+        """Take a slot (True); or, if none is free, keep ``waker`` under ``key`` to be
+        called once when one frees (False)."""
+        with self._lock:
+            if self.running < self.slots:
+                self.running += 1
+                self.most = max(self.most, self.running)
+                self._wakers.pop(key, None)
+                return True
+            self._wakers[key] = waker
+            return False
+
+    def leave(self) -> None:
+        """Give a slot back and wake everyone waiting (each tries :meth:`try_enter` again)."""
+        with self._lock:
+            self.running -= 1
+            wakers = list(self._wakers.values())
+            self._wakers.clear()
+        for wake in wakers:
+            try:
+                wake()
+            except Exception:  # e.g. the waiter's loop is closed: it compacts no more
+                _log.debug("cannot wake a committer waiting to compact", exc_info=True)
+
+    def forget(self, key: object) -> None:
+        """Drop ``key``'s waker (its committer closes)."""
+        with self._lock:
+            self._wakers.pop(key, None)
+
+
+class _Slot:
+    """The slot of :data:`_COMPACTIONS` one compaction holds: given back exactly once, by the
+    worker thread when the compaction ends, or by its caller if the worker never started it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = 0  # 0: not started, 1: running in the worker, 2: given back
+
+    def start(self) -> bool:
+        """The worker begins: False if the caller gave the slot back already."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = 1
+            return True
+
+    def give_back(self, *, unless_started: bool = False) -> None:
+        """Give the slot back (a no-op if it was, or, ``unless_started``, if running)."""
+        with self._lock:
+            if self._state == 2 or (unless_started and self._state == 1):
+                return
+            self._state = 2
+        _COMPACTIONS.leave()
+
+
+#: The process's compaction gate (one at a time: see :class:`_CompactionGate`).
+_COMPACTIONS = _CompactionGate(1)
 
 
 class _CommitTask:
@@ -81,14 +161,66 @@ class _CommitTask:
                 try:
                     if self._waiters or self._due:
                         await self._commit_once()
-                    else:
+                    elif not _COMPACTIONS.try_enter(self, self._wake_threadsafe):
+                        break  # the gate wakes us when a slot frees (or a commit does)
+                    else:  # a slot taken: _in_slot gives it back
                         name = next(iter(self._to_compact))
                         del self._to_compact[name]
                         await self._compact_once(name)
                 except Exception:  # a bug here must not stop durability for good
                     _log.exception("group commit loop failed; continuing")
             if self._closing:
+                _COMPACTIONS.forget(self)
                 return
+
+    def _wake_threadsafe(self) -> None:
+        """The gate's waker: wake the background task (from any thread)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _gated(self, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """:meth:`_compact` in the worker thread once the process's gate lets it
+        (:meth:`~crdtsync.durability.GroupCommitter.compact`, asked for explicitly)."""
+        assert self._loop is not None
+        loop = self._loop
+        key = object()
+        while True:
+            turn: asyncio.Future[None] = loop.create_future()
+
+            def wake(turn: asyncio.Future[None] = turn) -> None:
+                loop.call_soon_threadsafe(lambda: turn.done() or turn.set_result(None))
+
+            if _COMPACTIONS.try_enter(key, wake):
+                break
+            try:
+                await turn
+            except BaseException:
+                _COMPACTIONS.forget(key)
+                raise
+        return await self._in_slot(name)
+
+    async def _in_slot(self, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """:meth:`_compact` in the worker thread, holding a slot of the gate taken by the
+        caller: the worker gives it back as the compaction ends (not the event loop, which
+        might never resume this coroutine); we do if the worker never started it (we were
+        cancelled while it waited behind a commit, or the executor refused it)."""
+        assert self._loop is not None
+        slot = _Slot()
+        try:
+            return await self._loop.run_in_executor(
+                self._executor, self._compact_in_slot, slot, name
+            )
+        finally:
+            slot.give_back(unless_started=True)
+
+    def _compact_in_slot(self, slot: _Slot, name: str) -> tuple[ShardStats, ShardStats, float]:
+        """Runs in the worker thread: :meth:`_compact`, then give the gate's slot back."""
+        if not slot.start():
+            raise RuntimeError("compaction given up before it started")
+        try:
+            return self._compact(name)
+        finally:
+            slot.give_back()
 
     async def _commit_once(self) -> None:
         assert self._loop is not None
@@ -209,7 +341,7 @@ class _CommitTask:
     async def _compact_once(self, name: str) -> None:
         assert self._loop is not None and self._merge is not None
         try:
-            result = await self._loop.run_in_executor(self._executor, self._compact, name)
+            result = await self._in_slot(name)
         except Exception:
             _log.exception("automatic compaction of shard %r failed", name)
         else:

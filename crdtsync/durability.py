@@ -335,11 +335,9 @@ class GroupCommitter(_CommitTask):
         Flushes first (``store.compact`` only folds committed entries), then compacts in the
         worker thread, so never during a commit. Returns the shard's stats afterwards.
         """
-        loop = self._check_running()
+        self._check_running()
         if self._merge is None:
             raise UsageError("compact() needs the GroupCommitter's compact_merge")
         await self.flush()
         self._to_compact.pop(name, None)
-        return self._observe_compaction(
-            name, await loop.run_in_executor(self._executor, self._compact, name)
-        )
+        return self._observe_compaction(name, await self._gated(name))
