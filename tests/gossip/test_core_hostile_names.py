@@ -7,9 +7,12 @@ receiving core do, not what the codec let through. Each test fails on ``d855df6`
 
 from __future__ import annotations
 
+# ruff: noqa: F405 (names from corepair)
+from collections.abc import Callable
+
 from corepair import *  # noqa: F403
 
-# ruff: noqa: F405 (names from corepair)
+from crdtsync.gossip.membership import HEARSAY_CAP, Membership, PeerState
 from crdtsync.gossip.repair import MAX_UNHELD_REPAIRS
 from crdtsync.messages import Holdings
 from crdtsync.sharding import Sharding, ShardingConfig
@@ -68,12 +71,6 @@ def test_names_of_shards_not_held_do_not_grow_a_links_interest() -> None:
     a.data_to_send()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="membership.py (h-sec's): a PeerList reporting agents nobody knows as dead adds "
-    "each to the member table (kept until forgotten, flooded to every peer); h-wire's scan: "
-    "5 PeerLists of 10,000 such names delayed an honest pair 29 s in a mesh with credentials",
-)
 def test_deaths_of_agents_nobody_knows_do_not_grow_the_member_table() -> None:
     a, _ = _victim()
     members = a._p.members._members  # (peers() leaves the dead out; the table keeps them)
@@ -117,3 +114,66 @@ def test_pieces_of_one_holdings_version_are_bounded() -> None:
             "m", rt(Holdings(1, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 1.0 + j
         )
     assert len(a.policy._holds_parts["m"][1]) <= 100_000
+
+
+def _membership(verify: Callable[[PeerEntry], bool] | None = None) -> Membership:
+    m = Membership(
+        "me",
+        "mem://me",
+        GossipConfig(suspect_timeout=5.0, forget_timeout=100.0),
+        send=lambda p, msg: None,
+        schedule_flush=lambda now: None,
+        connected=lambda p: False,
+        has_links=lambda: True,
+    )
+    m.verify = verify
+    return m
+
+
+def test_members_taken_on_unverifiable_word_are_capped_per_reporter_and_in_all() -> None:
+    per, total = HEARSAY_CAP
+    m = _membership()
+    # An honest full PeerList of a 1,000-agent mesh is taken whole.
+    for i in range(999):
+        m.merge(PeerEntry(f"h{i:04d}", f"mem://h{i}", 0, True), "seed", 1.0)
+    assert len(m.names()) == 999 and m.capped == 0
+    # One reporter inventing agents: at most `per` of them kept.
+    for i in range(per + 500):
+        m.merge(PeerEntry(f"f{i:05d}", None, 1, True), "liar", 1.0)
+    assert len(m.names()) == 999 + per and m.capped == 500
+    # Many reporters: at most `total` in all.
+    for r in range(total // per + 2):
+        for i in range(per):
+            m.merge(PeerEntry(f"r{r}-{i:05d}", None, 1, True), f"liar{r}", 2.0)
+    assert len(m.names()) == total
+    # A member that connects vouches for itself: its place is free again.
+    m.hello("h0000", "mem://h0", 0, 3.0)
+    m.merge(PeerEntry("late", None, 1, True), "seed", 3.0)
+    assert "late" in m
+    # Known members are still moved by reports (SWIM's rules are unchanged for them).
+    m.merge(PeerEntry("h0001", "mem://h1", 0, False), "seed", 4.0)
+    assert m["h0001"].status == PeerState.DEAD
+
+
+def test_members_verified_by_a_known_key_are_not_capped() -> None:
+    # With credentials: an unsigned entry passes verify only when the key is unknown here.
+    known = {f"k{i:05d}" for i in range(HEARSAY_CAP[1] + 100)}
+    m = _membership(lambda e: e.name not in known or e.signature == b"signed")
+    for name in sorted(known):
+        m.merge(PeerEntry(name, f"mem://{name}", 1, True, b"signed"), "seed", 1.0)
+    assert len(m.names()) == len(known) and m.capped == 0
+    for i in range(HEARSAY_CAP[0] + 1):  # unknown keys: capped as without credentials
+        m.merge(PeerEntry(f"u{i:05d}", None, 1, True, b"whatever"), "seed", 1.0)
+    assert len(m.names()) == len(known) + HEARSAY_CAP[0] and m.capped == 1
+
+
+def test_death_of_an_unknown_agent_is_not_kept_and_known_deaths_still_count() -> None:
+    m = _membership()
+    m.merge(PeerEntry("ghost", None, 3, False), "peer", 1.0)
+    assert "ghost" not in m and not m.has_changes
+    m.merge(PeerEntry("x", "mem://x", 3, True), "peer", 1.0)
+    m.clear_changes()
+    m.merge(PeerEntry("x", None, 3, False), "peer", 2.0)  # at equal incarnation: dead wins
+    assert m["x"].status == PeerState.DEAD and m.has_changes
+    m.merge(PeerEntry("x", "mem://x", 3, True), "other", 3.0)  # a stale alive report
+    assert m["x"].status == PeerState.DEAD
