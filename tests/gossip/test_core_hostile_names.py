@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from corepair import *  # noqa: F403
 
+from crdtsync.gossip._ack_records import MAX_UNHELD_ACKS
 from crdtsync.gossip.membership import HEARSAY_CAP, Membership, PeerState
 from crdtsync.gossip.repair import MAX_UNHELD_REPAIRS
 from crdtsync.messages import Holdings
@@ -80,17 +81,16 @@ def test_deaths_of_agents_nobody_knows_do_not_grow_the_member_table() -> None:
     assert len(members) <= before + 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="acks.py: a direct Ack of shards the receiver does not hold is recorded per "
-    "(agent, shard) until the agent leaves the view (relays need acks of shards they lack, "
-    "test_core_relay), so 100,000 fresh names a frame grow it without bound",
-)
 def test_acks_of_shards_never_held_are_not_kept_without_bound() -> None:
     a, _ = _victim()
     for j in range(3):
         a.receive("m", rt(Ack(tuple(ShardState(f"{j}{n}", SV1, b"\x00") for n in NAMES))), 1.0 + j)
-    assert len(next(p for p in a.peers() if p.name == "m").acked) <= 100
+    acked = next(p for p in a.peers() if p.name == "m").acked
+    assert len(acked) == MAX_UNHELD_ACKS  # (3,000 names acked: the first ones kept)
+    assert a._p.acks.unheld_dropped == 3000 - MAX_UNHELD_ACKS
+    # An ack of a shard we hold is still kept past the bound; others are pruned once held.
+    a.receive("m", rt(Ack((ShardState("s", SV1, b"\x00"),))), 5.0)
+    assert "s" in {st.shard for st in next(p for p in a.peers() if p.name == "m").acked}
 
 
 @pytest.mark.xfail(
