@@ -12,11 +12,13 @@ from collections.abc import Callable
 
 from corepair import *  # noqa: F403
 
+from crdtsync.errors import CloseCode, ProtocolError
 from crdtsync.gossip._ack_records import MAX_UNHELD_ACKS
 from crdtsync.gossip.membership import HEARSAY_CAP, Membership, PeerState
 from crdtsync.gossip.repair import MAX_UNHELD_REPAIRS
 from crdtsync.messages import Holdings
-from crdtsync.sharding import Sharding, ShardingConfig
+from crdtsync.quotas import ShardQuota
+from crdtsync.sharding import MAX_HOLDINGS, Sharding, ShardingConfig
 
 SV1 = b"\x01\x01\x01"  # client 1 at clock 1: more than an empty shard holds
 NAMES = [f"x{i:04d}" for i in range(1000)]
@@ -93,12 +95,6 @@ def test_acks_of_shards_never_held_are_not_kept_without_bound() -> None:
     assert "s" in {st.shard for st in next(p for p in a.peers() if p.name == "m").acked}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sharding.py: the pieces of one Holdings version (more=True) are gathered without "
-    "bound until the last piece, which a hostile peer never sends (h-wire's scan: 500,000 "
-    "names kept from 5 frames)",
-)
 def test_pieces_of_one_holdings_version_are_bounded() -> None:
     a = GossipCore(
         "a",
@@ -109,11 +105,20 @@ def test_pieces_of_one_holdings_version_are_bounded() -> None:
     )
     m = make("m")
     connect(m, a)
-    for j in range(3):
-        a.receive(
-            "m", rt(Holdings(1, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 1.0 + j
-        )
-    assert len(a.policy._holds_parts["m"][1]) <= 100_000
+    assert MAX_HOLDINGS >= ShardQuota().max_shards  # (an honest peer never holds more)
+    # An honest peer's largest Holdings, in pieces, is taken whole.
+    names = [f"h{i:06d}" for i in range(MAX_HOLDINGS)]
+    for k in range(0, MAX_HOLDINGS, 40000):
+        piece = tuple(names[k : k + 40000])
+        a.receive("m", rt(Holdings(1, piece, more=k + 40000 < MAX_HOLDINGS)), 1.0)
+    assert len(a.policy.peer_holdings()["m"]) == MAX_HOLDINGS
+    # Pieces of a version past the bound: the peer is refused, nothing of them kept.
+    for j in range(2):
+        a.receive("m", rt(Holdings(2, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 2.0)
+    with pytest.raises(ProtocolError) as err:
+        a.receive("m", rt(Holdings(2, tuple(f"2h{i:06d}" for i in range(40000)), more=True)), 3.0)
+    assert err.value.code == CloseCode.OVERSIZE and "MAX_HOLDINGS" in str(err.value)
+    assert "m" not in a.policy._holds_parts
 
 
 def _membership(verify: Callable[[PeerEntry], bool] | None = None) -> Membership:
