@@ -9,7 +9,11 @@ sends a PeerList.
 
 from __future__ import annotations
 
+import logging
+
 __all__ = ["HearsayCap", "ReportBudget"]
+
+logger = logging.getLogger("crdtsync.gossip.membership")
 
 #: Reporters remembered before those whose bucket is full again are dropped.
 _REMEMBERED = 256
@@ -52,16 +56,29 @@ class HearsayCap:
     ``total`` entries.
     """
 
-    def __init__(self, per_reporter: int, total: int) -> None:
+    def __init__(self, agent: str, per_reporter: int, total: int) -> None:
+        self.agent = agent  # (named in the log line)
         self.per_reporter = per_reporter
         self.total = total
+        #: Members refused over a cap (logged at the first).
+        self.refused = 0
         self._by: dict[str, str] = {}  # member -> the reporter it was taken from
         self._count: dict[str, int] = {}  # reporter -> its members in _by
 
     def take(self, member: str, reporter: str) -> bool:
-        """Count ``member`` as taken from ``reporter``; False (nothing counted) over a cap."""
+        """Count ``member`` as taken from ``reporter``; False (refused, counted) over a cap."""
         n = self._count.get(reporter, 0)
         if n >= self.per_reporter or len(self._by) >= self.total:
+            if not self.refused:
+                logger.warning(
+                    "%s: members reported by %s and not verifiable reached the cap (%d per "
+                    "reporter, %d in all); those beyond are ignored (counted, logged once)",
+                    self.agent,
+                    reporter,
+                    self.per_reporter,
+                    self.total,
+                )
+            self.refused += 1
             return False
         self._by[member] = reporter
         self._count[reporter] = n + 1

@@ -29,7 +29,6 @@ from it (the overlay) know when to recompute.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -79,8 +78,6 @@ DEATH_REPORT_RATE = 2.0
 #: that per reporter, and four reporters' worth in all. Without it, one certified peer made
 #: an agent keep any number of invented members (h-wire's scan: 50,000 slowed a write to 29 s).
 HEARSAY_CAP = (2048, 8192)
-
-logger = logging.getLogger(__name__)
 
 ALIVE, SUSPECT, DEAD = PeerState.ALIVE, PeerState.SUSPECT, PeerState.DEAD
 
@@ -139,9 +136,12 @@ class Membership:
         #: :data:`DEATH_REPORT_BURST`).
         self.limited = 0
         self._budget = ReportBudget(DEATH_REPORT_BURST, DEATH_REPORT_RATE)
-        self._hearsay = HearsayCap(*HEARSAY_CAP)
-        #: New members ignored because their reporter, or all, reached :data:`HEARSAY_CAP`.
-        self.capped = 0
+        self._hearsay = HearsayCap(name, *HEARSAY_CAP)
+
+    @property
+    def capped(self) -> int:
+        """New members ignored because their reporter, or all, reached :data:`HEARSAY_CAP`."""
+        return self._hearsay.refused
 
     # -- reading the view
 
@@ -401,18 +401,7 @@ class Membership:
             and not self.verify(PeerEntry(e.name, e.address, e.incarnation, True))
         ):
             return True
-        if self._hearsay.take(e.name, source):
-            return True
-        if not self.capped:
-            logger.warning(
-                "%s: members reported by %s and not verifiable reached the cap %s (per "
-                "reporter, in all); those beyond are ignored (counted, logged once)",
-                self.name,
-                source,
-                HEARSAY_CAP,
-            )
-        self.capped += 1
-        return False
+        return self._hearsay.take(e.name, source)
 
     def _news(self, e: PeerEntry) -> bool:
         """Whether an alive entry could change our view (the others need no signature)."""

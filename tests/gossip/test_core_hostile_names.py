@@ -135,7 +135,9 @@ def _membership(verify: Callable[[PeerEntry], bool] | None = None) -> Membership
     return m
 
 
-def test_members_taken_on_unverifiable_word_are_capped_per_reporter_and_in_all() -> None:
+def test_members_taken_on_unverifiable_word_are_capped_per_reporter_and_in_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     per, total = HEARSAY_CAP
     m = _membership()
     # An honest full PeerList of a 1,000-agent mesh is taken whole.
@@ -146,6 +148,8 @@ def test_members_taken_on_unverifiable_word_are_capped_per_reporter_and_in_all()
     for i in range(per + 500):
         m.merge(PeerEntry(f"f{i:05d}", None, 1, True), "liar", 1.0)
     assert len(m.names()) == 999 + per and m.capped == 500
+    capped = [r for r in caplog.records if "reached the cap" in r.getMessage()]
+    assert len(capped) == 1 and "liar" in capped[0].getMessage()  # (logged once)
     # Many reporters: at most `total` in all.
     for r in range(total // per + 2):
         for i in range(per):
