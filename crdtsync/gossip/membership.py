@@ -15,7 +15,8 @@ it, and :meth:`Membership._move` is the only code that assigns a status.
   bounded per reporter (:data:`DEATH_REPORT_BURST`, :mod:`._report_budget`); beyond that they are ignored
   and counted (:attr:`Membership.limited`).
 * A report of death about an agent we do not know is neither kept nor passed on: there is
-  nothing to refute, and nothing a stale "alive" report could resurrect. Members taken on the
+  nothing to refute (a stale "alive" report of it may then add it, as before its death was
+  known; it is dialled and declared dead again). Members taken on the
   word of others alone (an "alive" entry nobody here can verify) are capped per reporter and
   in all (:data:`HEARSAY_CAP`); beyond that they are ignored and counted
   (:attr:`Membership.capped`, logged once).
@@ -74,8 +75,8 @@ DEATH_REPORT_RATE = 2.0
 #: Members taken from "alive" entries that cannot be verified (no credentials, or the
 #: subject's key is not known here yet), kept until they connect to us or are forgotten: at
 #: most (per reporter, in all). An honest reporter's full PeerList names every agent of its
-#: mesh once, 999 at the largest tested scale (Glomers and the join benchmark, N=1000): twice
-#: that per reporter, and four reporters' worth in all. Without it, one certified peer made
+#: mesh once, 999 at the largest tested scale (Glomers N=1000: 925 from one reporter at most,
+#: 996 in all): twice that per reporter, and four reporters' worth in all. Without it, one certified peer made
 #: an agent keep any number of invented members (h-wire's scan: 50,000 slowed a write to 29 s).
 HEARSAY_CAP = (2048, 8192)
 
