@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from ._sharding_placement import _ShardingPlacement
 from ._sharding_reads import _ReadJob, _RemoteReads
-from .errors import CloseCode, InvalidUpdate, UsageError, map_exceptions
+from .errors import CloseCode, InvalidUpdate, ProtocolError, UsageError, map_exceptions
 from .messages import (
     Ack,
     Hello,
@@ -72,6 +72,13 @@ _INVALID_UPDATE: dict[type[Exception], CloseCode] = {InvalidUpdate: CloseCode.IN
 
 #: Bytes of shard names per Holdings message at most (a long list goes in pieces).
 HOLDINGS_PIECE = 64 << 10
+
+#: Shard names one peer's Holdings (all pieces of one version) may name at most: the shard
+#: limit of an agent's store by default (:attr:`crdtsync.quotas.ShardQuota.max_shards`), so an
+#: honest peer with default quotas never holds more. The pieces of a version are gathered until
+#: the last one; without a bound a peer that never sent it made us keep any number (h-wire's
+#: scan: 500,000 names from 5 frames). A peer past it is refused: ProtocolError, OVERSIZE.
+MAX_HOLDINGS = 100_000
 
 #: The message types this component handles for the core.
 MESSAGES = (Holdings, Offer, ReadRequest, ReadReply)
@@ -278,7 +285,8 @@ class Sharding(_RemoteReads, _ShardingPlacement):
         """Handle one of :data:`MESSAGES` from connected ``peer``.
 
         Raises:
-            ProtocolError: a state vector or update in it is malformed.
+            ProtocolError: a state vector or update in it is malformed; a Holdings version
+                names more than :data:`MAX_HOLDINGS` shards (``OVERSIZE``).
         """
         self._now = max(self._now, now)
         if isinstance(msg, Holdings):
@@ -288,6 +296,13 @@ class Sharding(_RemoteReads, _ShardingPlacement):
                 if version != msg.version:
                     parts = set()
                 parts.update(msg.shards)
+                if len(parts) > MAX_HOLDINGS:
+                    self._holds_parts.pop(peer, None)
+                    raise ProtocolError(
+                        f"Holdings of version {msg.version} name more than {MAX_HOLDINGS} "
+                        "shards (sharding.MAX_HOLDINGS)",
+                        CloseCode.OVERSIZE,
+                    )
                 if msg.more:
                     self._holds_parts[peer] = (msg.version, parts)
                     return

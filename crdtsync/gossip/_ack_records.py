@@ -12,6 +12,7 @@ the data and the rules each read in one module; ``acks`` re-exports every public
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..messages import RelayedAck, ShardState
@@ -174,3 +175,40 @@ def take_relayed(
     for r in out:
         del news[(r.agent, r.state.shard)]
     return tuple(out)
+
+
+#: Acks of shards we did not hold when they came, kept per agent: at most this many (beyond
+#: that they are ignored and counted, Acks.unheld_dropped). A relay records the acks of
+#: shards it has not received yet (a writer's ack reaches the rotating relay before or without
+#: its Push, test_core_relay), so they cannot simply be skipped; an honest agent acks only
+#: shards it holds, and news of a shard reaches us within a few windows, so the unheld ones
+#: at any time are those written in the last few windows (a few per writer). Without a bound one
+#: peer's Acks of invented names were kept until it left the view (10^5 per frame, h-wire).
+MAX_UNHELD_ACKS = 1024
+
+
+class UnheldAcks:
+    """Per agent, the shards whose acks were kept while we did not hold them (bounded by
+    :data:`MAX_UNHELD_ACKS`). Those we came to hold are pruned when the bound is reached, at
+    most once a second per agent (a prune walks the agent's set: an agent at the bound costs a
+    set walk a second, not one per ack)."""
+
+    def __init__(self) -> None:
+        self._shards: dict[str, set[str]] = {}
+        self._pruned: dict[str, float] = {}
+
+    def admit(self, agent: str, shard: str, holds: Callable[[str], bool], now: float) -> bool:
+        """Whether an ack of ``shard`` (not held by us, not kept yet) by ``agent`` may be kept."""
+        shards = self._shards.setdefault(agent, set())
+        if len(shards) >= MAX_UNHELD_ACKS and now >= self._pruned.get(agent, -math.inf) + 1.0:
+            self._pruned[agent] = now
+            shards.difference_update([s for s in shards if holds(s)])
+        if len(shards) >= MAX_UNHELD_ACKS:
+            return False
+        shards.add(shard)
+        return True
+
+    def forget(self, agent: str) -> None:
+        """``agent`` left the view (its acks were dropped)."""
+        self._shards.pop(agent, None)
+        self._pruned.pop(agent, None)

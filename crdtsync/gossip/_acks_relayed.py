@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..messages import Ack, RelayedAck, ShardState
 from . import _yjs
-from ._ack_records import take_relayed
+from ._ack_records import UnheldAcks, take_relayed
 from .overlay import TREE
 
 if TYPE_CHECKING:
@@ -55,6 +55,18 @@ class _RelayedAcks:
     acked: dict[str, dict[str, ShardState]]
     hops: dict[tuple[str, str], int]
     _members: Membership
+    _unheld: UnheldAcks
+    unheld_dropped: int
+
+    def _keeps(self, agent: str, shard: str, new: bool, now: float) -> bool:
+        """Whether an ack of ``shard`` by ``agent`` may be kept: always unless it is ``new``
+        (none kept yet) of a shard we do not hold, then within the bound of
+        :data:`~crdtsync.gossip._ack_records.MAX_UNHELD_ACKS` per agent."""
+        holds = self._ctx.holds
+        if not new or holds(shard) or self._unheld.admit(agent, shard, holds, now):
+            return True
+        self.unheld_dropped += 1
+        return False
 
     def relay_horizon(self) -> float:
         """How long after a neighbour sent us a shard (or asked) others' acks of it are
@@ -81,6 +93,8 @@ class _RelayedAcks:
         relay = not self._ctx.policy.partial and self._ctx.config.ack_relay_hops > 0
         for st in msg.states:
             held = self.acked.setdefault(agent, {})
+            if not self._keeps(agent, st.shard, st.shard not in held, now):
+                continue
             news = held.get(st.shard) != st
             held[st.shard] = st
             if not (relay and news):

@@ -9,7 +9,11 @@ sends a PeerList.
 
 from __future__ import annotations
 
-__all__ = ["ReportBudget"]
+import logging
+
+__all__ = ["HearsayCap", "ReportBudget"]
+
+logger = logging.getLogger("crdtsync.gossip.membership")
 
 #: Reporters remembered before those whose bucket is full again are dropped.
 _REMEMBERED = 256
@@ -40,3 +44,55 @@ class ReportBudget:
             self._buckets = {r: b for r, b in self._buckets.items() if b[1] > refilled}
         self._buckets[reporter] = (tokens - 1.0, now)
         return True
+
+
+class HearsayCap:
+    """How many members this agent keeps on the word of others alone: at most ``per_reporter``
+    taken from one reporter, ``total`` in all (see :data:`crdtsync.gossip.membership.HEARSAY_CAP`).
+
+    A member is *hearsay* from when an "alive" entry that could not be verified (no credentials,
+    or a key not known here yet) adds it, until it connects to us (:meth:`vouch`) or is
+    forgotten (:meth:`drop`): then its place is free again. Memory: two dicts of at most
+    ``total`` entries.
+    """
+
+    def __init__(self, agent: str, per_reporter: int, total: int) -> None:
+        self.agent = agent  # (named in the log line)
+        self.per_reporter = per_reporter
+        self.total = total
+        #: Members refused over a cap (logged at the first).
+        self.refused = 0
+        self._by: dict[str, str] = {}  # member -> the reporter it was taken from
+        self._count: dict[str, int] = {}  # reporter -> its members in _by
+
+    def take(self, member: str, reporter: str) -> bool:
+        """Count ``member`` as taken from ``reporter``; False (refused, counted) over a cap."""
+        n = self._count.get(reporter, 0)
+        if n >= self.per_reporter or len(self._by) >= self.total:
+            if not self.refused:
+                logger.warning(
+                    "%s: members reported by %s and not verifiable reached the cap (%d per "
+                    "reporter, %d in all); those beyond are ignored (counted, logged once)",
+                    self.agent,
+                    reporter,
+                    self.per_reporter,
+                    self.total,
+                )
+            self.refused += 1
+            return False
+        self._by[member] = reporter
+        self._count[reporter] = n + 1
+        return True
+
+    def drop(self, member: str) -> None:
+        """``member`` connected to us, or was forgotten: it no longer holds a place."""
+        reporter = self._by.pop(member, None)
+        if reporter is not None:
+            n = self._count[reporter] - 1
+            if n:
+                self._count[reporter] = n
+            else:
+                del self._count[reporter]
+
+    def __len__(self) -> int:
+        return len(self._by)

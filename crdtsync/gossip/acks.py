@@ -46,6 +46,7 @@ from ._ack_records import (
     WHOLE_DELETE_SET_EVERY,  # noqa: F401  (re-exported: it lived here)
     FanoutAcks,
     LinkAcks,
+    UnheldAcks,
     take_relayed,
 )
 from ._acks_relayed import _RelayedAcks
@@ -100,11 +101,16 @@ class Acks(_RelayedAcks):
         #: deadlines): the core asks for our timers after every received Push, and a full
         #: mesh of 32 owes acks to one or two of its 31 links (issue 18).
         self.owing: set[str] = set()
+        #: Acks of shards not held here, kept within MAX_UNHELD_ACKS per agent; those beyond
+        #: are ignored and counted in ``unheld_dropped``.
+        self._unheld = UnheldAcks()
+        self.unheld_dropped = 0
 
     def forget(self, agent: str) -> None:
         """``agent`` left the membership view."""
         for shard in self.acked.pop(agent, {}):
             self.hops.pop((agent, shard), None)
+        self._unheld.forget(agent)
 
     def deadlines(self) -> list[float]:
         """When :meth:`send_due` has work (only asked while no flush is scheduled).
@@ -353,6 +359,8 @@ class Acks(_RelayedAcks):
             )
         ):
             return  # older news (a durable state only grows; the agent itself is believed)
+        if not self._keeps(agent, state.shard, cur is None, now):
+            return
         self.acked.setdefault(agent, {})[state.shard] = state
         self.hops[key] = hops
         self._repairs.check_ack(agent, state, source, now)

@@ -7,12 +7,18 @@ receiving core do, not what the codec let through. Each test fails on ``d855df6`
 
 from __future__ import annotations
 
+# ruff: noqa: F405 (names from corepair)
+from collections.abc import Callable
+
 from corepair import *  # noqa: F403
 
-# ruff: noqa: F405 (names from corepair)
+from crdtsync.errors import CloseCode, ProtocolError
+from crdtsync.gossip._ack_records import MAX_UNHELD_ACKS
+from crdtsync.gossip.membership import HEARSAY_CAP, Membership, PeerState
 from crdtsync.gossip.repair import MAX_UNHELD_REPAIRS
 from crdtsync.messages import Holdings
-from crdtsync.sharding import Sharding, ShardingConfig
+from crdtsync.quotas import ShardQuota
+from crdtsync.sharding import MAX_HOLDINGS, Sharding, ShardingConfig
 
 SV1 = b"\x01\x01\x01"  # client 1 at clock 1: more than an empty shard holds
 NAMES = [f"x{i:04d}" for i in range(1000)]
@@ -68,12 +74,6 @@ def test_names_of_shards_not_held_do_not_grow_a_links_interest() -> None:
     a.data_to_send()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="membership.py (h-sec's): a PeerList reporting agents nobody knows as dead adds "
-    "each to the member table (kept until forgotten, flooded to every peer); h-wire's scan: "
-    "5 PeerLists of 10,000 such names delayed an honest pair 29 s in a mesh with credentials",
-)
 def test_deaths_of_agents_nobody_knows_do_not_grow_the_member_table() -> None:
     a, _ = _victim()
     members = a._p.members._members  # (peers() leaves the dead out; the table keeps them)
@@ -83,25 +83,18 @@ def test_deaths_of_agents_nobody_knows_do_not_grow_the_member_table() -> None:
     assert len(members) <= before + 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="acks.py: a direct Ack of shards the receiver does not hold is recorded per "
-    "(agent, shard) until the agent leaves the view (relays need acks of shards they lack, "
-    "test_core_relay), so 100,000 fresh names a frame grow it without bound",
-)
 def test_acks_of_shards_never_held_are_not_kept_without_bound() -> None:
     a, _ = _victim()
     for j in range(3):
         a.receive("m", rt(Ack(tuple(ShardState(f"{j}{n}", SV1, b"\x00") for n in NAMES))), 1.0 + j)
-    assert len(next(p for p in a.peers() if p.name == "m").acked) <= 100
+    acked = next(p for p in a.peers() if p.name == "m").acked
+    assert len(acked) == MAX_UNHELD_ACKS  # (3,000 names acked: the first ones kept)
+    assert a._p.acks.unheld_dropped == 3000 - MAX_UNHELD_ACKS
+    # An ack of a shard we hold is still kept past the bound; others are pruned once held.
+    a.receive("m", rt(Ack((ShardState("s", SV1, b"\x00"),))), 5.0)
+    assert "s" in {st.shard for st in next(p for p in a.peers() if p.name == "m").acked}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sharding.py: the pieces of one Holdings version (more=True) are gathered without "
-    "bound until the last piece, which a hostile peer never sends (h-wire's scan: 500,000 "
-    "names kept from 5 frames)",
-)
 def test_pieces_of_one_holdings_version_are_bounded() -> None:
     a = GossipCore(
         "a",
@@ -112,8 +105,84 @@ def test_pieces_of_one_holdings_version_are_bounded() -> None:
     )
     m = make("m")
     connect(m, a)
-    for j in range(3):
-        a.receive(
-            "m", rt(Holdings(1, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 1.0 + j
-        )
-    assert len(a.policy._holds_parts["m"][1]) <= 100_000
+    assert MAX_HOLDINGS >= ShardQuota().max_shards  # (an honest peer never holds more)
+    # An honest peer's largest Holdings, in pieces, is taken whole.
+    names = [f"h{i:06d}" for i in range(MAX_HOLDINGS)]
+    for k in range(0, MAX_HOLDINGS, 40000):
+        piece = tuple(names[k : k + 40000])
+        a.receive("m", rt(Holdings(1, piece, more=k + 40000 < MAX_HOLDINGS)), 1.0)
+    assert len(a.policy.peer_holdings()["m"]) == MAX_HOLDINGS
+    # Pieces of a version past the bound: the peer is refused, nothing of them kept.
+    for j in range(2):
+        a.receive("m", rt(Holdings(2, tuple(f"{j}h{i:06d}" for i in range(40000)), more=True)), 2.0)
+    with pytest.raises(ProtocolError) as err:
+        a.receive("m", rt(Holdings(2, tuple(f"2h{i:06d}" for i in range(40000)), more=True)), 3.0)
+    assert err.value.code == CloseCode.OVERSIZE and "MAX_HOLDINGS" in str(err.value)
+    assert "m" not in a.policy._holds_parts
+
+
+def _membership(verify: Callable[[PeerEntry], bool] | None = None) -> Membership:
+    m = Membership(
+        "me",
+        "mem://me",
+        GossipConfig(suspect_timeout=5.0, forget_timeout=100.0),
+        send=lambda p, msg: None,
+        schedule_flush=lambda now: None,
+        connected=lambda p: False,
+        has_links=lambda: True,
+    )
+    m.verify = verify
+    return m
+
+
+def test_members_taken_on_unverifiable_word_are_capped_per_reporter_and_in_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    per, total = HEARSAY_CAP
+    m = _membership()
+    # An honest full PeerList of a 1,000-agent mesh is taken whole.
+    for i in range(999):
+        m.merge(PeerEntry(f"h{i:04d}", f"mem://h{i}", 0, True), "seed", 1.0)
+    assert len(m.names()) == 999 and m.capped == 0
+    # One reporter inventing agents: at most `per` of them kept.
+    for i in range(per + 500):
+        m.merge(PeerEntry(f"f{i:05d}", None, 1, True), "liar", 1.0)
+    assert len(m.names()) == 999 + per and m.capped == 500
+    capped = [r for r in caplog.records if "reached the cap" in r.getMessage()]
+    assert len(capped) == 1 and "liar" in capped[0].getMessage()  # (logged once)
+    # Many reporters: at most `total` in all.
+    for r in range(total // per + 2):
+        for i in range(per):
+            m.merge(PeerEntry(f"r{r}-{i:05d}", None, 1, True), f"liar{r}", 2.0)
+    assert len(m.names()) == total
+    # A member that connects vouches for itself: its place is free again.
+    m.hello("h0000", "mem://h0", 0, 3.0)
+    m.merge(PeerEntry("late", None, 1, True), "seed", 3.0)
+    assert "late" in m
+    # Known members are still moved by reports (SWIM's rules are unchanged for them).
+    m.merge(PeerEntry("h0001", "mem://h1", 0, False), "seed", 4.0)
+    assert m["h0001"].status == PeerState.DEAD
+
+
+def test_members_verified_by_a_known_key_are_not_capped() -> None:
+    # With credentials: an unsigned entry passes verify only when the key is unknown here.
+    known = {f"k{i:05d}" for i in range(HEARSAY_CAP[1] + 100)}
+    m = _membership(lambda e: e.name not in known or e.signature == b"signed")
+    for name in sorted(known):
+        m.merge(PeerEntry(name, f"mem://{name}", 1, True, b"signed"), "seed", 1.0)
+    assert len(m.names()) == len(known) and m.capped == 0
+    for i in range(HEARSAY_CAP[0] + 1):  # unknown keys: capped as without credentials
+        m.merge(PeerEntry(f"u{i:05d}", None, 1, True, b"whatever"), "seed", 1.0)
+    assert len(m.names()) == len(known) + HEARSAY_CAP[0] and m.capped == 1
+
+
+def test_death_of_an_unknown_agent_is_not_kept_and_known_deaths_still_count() -> None:
+    m = _membership()
+    m.merge(PeerEntry("ghost", None, 3, False), "peer", 1.0)
+    assert "ghost" not in m and not m.has_changes
+    m.merge(PeerEntry("x", "mem://x", 3, True), "peer", 1.0)
+    m.clear_changes()
+    m.merge(PeerEntry("x", None, 3, False), "peer", 2.0)  # at equal incarnation: dead wins
+    assert m["x"].status == PeerState.DEAD and m.has_changes
+    m.merge(PeerEntry("x", "mem://x", 3, True), "other", 3.0)  # a stale alive report
+    assert m["x"].status == PeerState.DEAD
