@@ -194,7 +194,8 @@ class _AgentFigures:
         ``yjs.updates``, ``yjs.refused.<close code>``), for a broker its traffic (``attempts``,
         ``published``, ``received``, ``garbage``, ``stale``, ``paused``...); and the core's
         gate (``forbidden``, ``forbidden.<message type>``, ``restricted``, ``unsent``,
-        ``unverified_acks``, ``refused_members``, ``limited_death_reports``:
+        ``unverified_acks``, ``refused_members``, ``limited_death_reports``, ``capped_members``,
+        ``unheld_acks_dropped``:
         :attr:`GossipCore.security_counters`; ``revoked_closed``, ``yjs.revoked_closed``:
         connections closed by a revocation, :meth:`reload_revocations`); the
         core's quotas (``quota.<name>``: :attr:`GossipCore.quota_counters`); and

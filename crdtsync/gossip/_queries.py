@@ -44,7 +44,9 @@ class _Queries:
         write the shard), ``unverified_acks`` (relayed acks without a valid signature),
         ``refused_members`` (membership entries forged, unsigned or beyond
         ``MAX_INCARNATION``); and, with or without credentials, ``limited_death_reports``
-        (reports of death over their reporter's budget, :mod:`.membership`)."""
+        (reports of death over their reporter's budget, :mod:`.membership`),
+        ``capped_members`` (members on unverifiable word over ``HEARSAY_CAP``) and
+        ``unheld_acks_dropped`` (acks of shards not held over ``MAX_UNHELD_ACKS``)."""
         return self._sec.counters()
 
     @property

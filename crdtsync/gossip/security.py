@@ -51,6 +51,10 @@ class Security:
             out["refused_members"] = self._members.refused
         if self._members.limited:
             out["limited_death_reports"] = self._members.limited
+        if self._members.capped:
+            out["capped_members"] = self._members.capped
+        if self._acks.unheld_dropped:
+            out["unheld_acks_dropped"] = self._acks.unheld_dropped
         return out
 
     def _count(self, key: str) -> None:

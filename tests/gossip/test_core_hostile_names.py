@@ -90,6 +90,7 @@ def test_acks_of_shards_never_held_are_not_kept_without_bound() -> None:
     acked = next(p for p in a.peers() if p.name == "m").acked
     assert len(acked) == MAX_UNHELD_ACKS  # (3,000 names acked: the first ones kept)
     assert a._p.acks.unheld_dropped == 3000 - MAX_UNHELD_ACKS
+    assert a.security_counters["unheld_acks_dropped"] == 3000 - MAX_UNHELD_ACKS
     # An ack of a shard we hold is still kept past the bound; others are pruned once held.
     a.receive("m", rt(Ack((ShardState("s", SV1, b"\x00"),))), 5.0)
     assert "s" in {st.shard for st in next(p for p in a.peers() if p.name == "m").acked}
