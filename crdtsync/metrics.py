@@ -275,6 +275,9 @@ def sample(agent: Agent) -> dict[str, Any]:
         "quota_refusals": {
             k.removeprefix("quota."): v for k, v in agent.counters.items() if k.startswith("quota.")
         },
+        # Every other count of agent.counters: authentication, refusals at the gossip door,
+        # revocations, tokens' ends, the members and acks bounded, a broker's traffic.
+        "events": {k: v for k, v in sorted(agent.counters.items()) if not k.startswith("quota.")},
     }
 
 
@@ -406,7 +409,14 @@ def _families(figures: dict[str, Any]) -> Iterator[Any]:
     )
     for quota, n in figures["quota_refusals"].items():
         refusals.add_metric([quota], n)
-    yield from (quarantined, refusals)
+    events = CounterMetricFamily(
+        "crdtsync_events",
+        "Counts of agent.counters other than the quotas' (authentication, refusals, revocations)",
+        labels=["event"],
+    )
+    for event, n in figures["events"].items():
+        events.add_metric([event], n)
+    yield from (quarantined, refusals, events)
 
 
 def render_prometheus(agent: Agent) -> tuple[bytes, str]:

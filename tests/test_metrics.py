@@ -292,3 +292,31 @@ def test_durable_history_measures_lag_from_the_oldest_state_a_peer_lacks() -> No
     assert history.lag("s", doc.get_state(), now=100.0) == (0, 0.0)
     updates, seconds = history.lag("s", states[2], now=100.0)
     assert 0 < updates <= 37 and 0 < seconds <= 97.0  # a lower bound once thinned
+
+
+async def test_the_agents_counters_are_exported_as_events(tmp_path: Path) -> None:
+    """A refused stranger counts in agent.counters, and so in metrics() and /metrics."""
+    from click.testing import CliRunner
+
+    from crdtsync.cli import main
+    from crdtsync.security.credentials import Credentials
+
+    keys = tmp_path / "keys"
+    for args in (
+        ["init-mesh", "--dir", str(keys), "--mesh", "m"],
+        ["issue", "a", "--dir", str(keys)],
+    ):
+        result = CliRunner().invoke(main, ["keys", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    creds = Credentials.from_dir(keys, "a", mode="secret")
+    async with Agent(
+        "a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http(), credentials=creds
+    ) as a:
+        assert a.address is not None
+        async with connect(a.address, proxy=None) as raw:
+            await raw.send(b"\x00")  # no handshake: refused, 4012
+            await raw.wait_closed()
+        key = "auth_failed.unauthenticated"
+        await eventually(lambda: a.counters.get(key) == 1, "the refusal counted")
+        assert a.metrics()["events"][key] == 1
+        assert value(await scrape(a), "crdtsync_events_total", event=key) == 1
