@@ -334,52 +334,49 @@ class Membership:
             return
         reported = Event.REPORTED_ALIVE if e.alive else Event.REPORTED_DEAD
         m = self._members.get(e.name)
-        connected = self._connected(e.name)
         if m is None:
             if not e.alive or not self._take(e, source):
                 return  # (a death of an agent we do not know: nothing to refute or keep dead)
-            self._report(
-                e.name,
-                e.address,
-                e.incarnation,
-                reported,
-                now,
-                source=source,
-                signature=e.signature,
-            )
-            return
-        if e.incarnation > m.incarnation:
-            if not e.alive and connected:
+        elif e.incarnation > m.incarnation:
+            if not e.alive and self._connected(e.name):
                 # We are talking to it: pass the report on so that it refutes it.
                 self._send(e.name, PeerList((e,)))
                 m.incarnation, m.signature = e.incarnation, None
                 return
-            self._report(
-                e.name,
-                e.address,
-                e.incarnation,
-                reported,
-                now,
-                source=source,
-                signature=e.signature,
-            )
-        elif e.incarnation == m.incarnation:
-            if not e.alive and m.status != DEAD:
-                if connected:
-                    self._send(e.name, PeerList((e,)))
-                else:
-                    self._report(e.name, e.address, e.incarnation, reported, now, source=source)
-            elif e.address is not None and m.address is None:
-                m.address = e.address
-                m.signature = e.signature
-                self.version += 1
-            elif (
-                e.alive
-                and e.signature is not None
-                and e.address == m.address
-                and (self.verify is None or self.verify(e))
-            ):
-                m.signature = e.signature  # its own signed entry (after its Hello)
+        else:
+            if e.incarnation == m.incarnation:
+                self._merge_same(m, e, reported, source, now)
+            return
+        self._report(
+            e.name,
+            e.address,
+            e.incarnation,
+            reported,
+            now,
+            source=source,
+            signature=e.signature,
+        )
+
+    def _merge_same(
+        self, m: Member, e: PeerEntry, reported: Event, source: str, now: float
+    ) -> None:
+        """A report at the incarnation we know of ``m`` (see :meth:`merge`)."""
+        if not e.alive and m.status != DEAD:
+            if self._connected(e.name):
+                self._send(e.name, PeerList((e,)))
+            else:
+                self._report(e.name, e.address, e.incarnation, reported, now, source=source)
+        elif e.address is not None and m.address is None:
+            m.address = e.address
+            m.signature = e.signature
+            self.version += 1
+        elif (
+            e.alive
+            and e.signature is not None
+            and e.address == m.address
+            and (self.verify is None or self.verify(e))
+        ):
+            m.signature = e.signature  # its own signed entry (after its Hello)
 
     def _forces(self, e: PeerEntry) -> bool:
         """Whether a report of death makes us refute, or raises the incarnation we know of
