@@ -296,18 +296,11 @@ def test_durable_history_measures_lag_from_the_oldest_state_a_peer_lacks() -> No
 
 async def test_the_agents_counters_are_exported_as_events(tmp_path: Path) -> None:
     """A refused stranger counts in agent.counters, and so in metrics() and /metrics."""
-    from click.testing import CliRunner
+    from meshkeys import make_keys
 
-    from crdtsync.cli import main
     from crdtsync.security.credentials import Credentials
 
-    keys = tmp_path / "keys"
-    for args in (
-        ["init-mesh", "--dir", str(keys), "--mesh", "m"],
-        ["issue", "a", "--dir", str(keys)],
-    ):
-        result = CliRunner().invoke(main, ["keys", *args], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+    keys = make_keys(tmp_path / "keys", "m", "a")
     creds = Credentials.from_dir(keys, "a", mode="secret")
     async with Agent(
         "a", data_dir=tmp_path / "a", listen="ws://127.0.0.1:0", http=http(), credentials=creds

@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from crdtsync.transports._ws_admission import CappedConnection
+from meshkeys import cli, make_keys
+from polling import until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from crdtsync import Agent, wire
-from crdtsync.cli import main
 from crdtsync.errors import CloseCode
 from crdtsync.gossip import GossipConfig
 from crdtsync.security.acl import Permissions
@@ -47,26 +46,9 @@ SHARD = "tasks/plan"
 BOUND = 5.0
 
 
-def cli(*args: str) -> None:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
-    d = tmp_path / "keys"
-    cli("keys", "init-mesh", "--dir", str(d), "--mesh", MESH)
-    for name in ("alpha", "beta", "mallory"):
-        cli("keys", "issue", name, "--dir", str(d))
-    return d
-
-
-async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+    return make_keys(tmp_path / "keys", MESH, "alpha", "beta", "mallory")
 
 
 class _Closes:
@@ -129,20 +111,20 @@ async def test_revocation_closes_the_open_connections_of_the_revoked_agent(
             ) as mallory,
         ):
             closes = _record_closes(mallory)
-            await _until(lambda: _connected(mallory) == {"alpha", "beta"})
-            await _until(lambda: _connected(alpha) == {"beta", "mallory"})
+            await until(lambda: _connected(mallory) == {"alpha", "beta"})
+            await until(lambda: _connected(alpha) == {"beta", "mallory"})
             m_shard = await mallory.shard(SHARD)
             m_shard["m"] = "before"
             a_shard = await alpha.shard(SHARD)
             b_shard = await beta.shard(SHARD)
-            await _until(lambda: a_shard.snapshot().get("m") == "before")
-            await _until(lambda: b_shard.snapshot().get("m") == "before")
+            await until(lambda: a_shard.snapshot().get("m") == "before")
+            await until(lambda: b_shard.snapshot().get("m") == "before")
             gate: Any = alpha.core.gate if alpha.core is not None else None
             assert gate.counts_as_replica("mallory", SHARD)  # its acks count, until...
 
             cli("keys", "revoke", "mallory", "--dir", str(keys))
             t0 = time.monotonic()
-            await _until(
+            await until(
                 lambda: (
                     (CloseCode.CERT_REVOKED, "peer") in closes.codes
                     and "alpha" not in _connected(mallory)
@@ -160,12 +142,12 @@ async def test_revocation_closes_the_open_connections_of_the_revoked_agent(
             m_shard["m"] = "after"
             m_shard["late"] = 1
             refused = alpha.counters.get("auth_failed.cert_revoked", 0)
-            await _until(lambda: alpha.counters.get("auth_failed.cert_revoked", 0) > refused)
+            await until(lambda: alpha.counters.get("auth_failed.cert_revoked", 0) > refused)
             # The honest peer keeps syncing, both ways.
             b_shard["b"] = "after"
             a_shard["a"] = "after"
-            await _until(lambda: a_shard.snapshot().get("b") == "after")
-            await _until(lambda: b_shard.snapshot().get("a") == "after")
+            await until(lambda: a_shard.snapshot().get("b") == "after")
+            await until(lambda: b_shard.snapshot().get("a") == "after")
             await asyncio.sleep(1.0)  # (anti-entropy rounds; mallory keeps redialling)
             for shard in (a_shard, b_shard):
                 assert shard.snapshot().get("m") == "before"
@@ -214,12 +196,12 @@ async def test_reload_revocations_closes_at_once(
             credentials=Credentials.from_dir(stale, "mallory"),
         ) as mallory:
             closes = _record_closes(mallory)
-            await _until(lambda: _connected(alpha) == {"mallory"})
+            await until(lambda: _connected(alpha) == {"mallory"})
             assert alpha.reload_revocations() == 0  # nothing revoked yet: nothing closed
             m_shard = await mallory.shard(SHARD)
             m_shard["m"] = "before"
             a_shard = await alpha.shard(SHARD)
-            await _until(lambda: a_shard.snapshot().get("m") == "before")
+            await until(lambda: a_shard.snapshot().get("m") == "before")
             MeshCA.load(keys).revoke("mallory")
             armed = True
             assert alpha.reload_revocations() == 1
@@ -230,7 +212,7 @@ async def test_reload_revocations_closes_at_once(
             assert mallory.core is not None
             mallory.core.tick(time.monotonic() + 1.0)  # (past its push window)
             mallory._transport.kick()  # type: ignore[attr-defined,union-attr]
-            await _until(lambda: (CloseCode.CERT_REVOKED, "peer") in closes.codes, timeout=BOUND)
+            await until(lambda: (CloseCode.CERT_REVOKED, "peer") in closes.codes, timeout=BOUND)
             assert alpha.counters["revoked_closed"] == 1
             await asyncio.sleep(0.5)
             assert "Push" in read_after  # it did arrive...

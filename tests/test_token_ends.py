@@ -32,12 +32,11 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from meshkeys import cli, make_keys
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from crdtsync import Agent
-from crdtsync.cli import main
 from crdtsync.errors import CloseCode
 from crdtsync.http.access import Access
 from crdtsync.http.ends import StreamEnds
@@ -53,18 +52,9 @@ LIFE = 4.0  # seconds a short-lived token has left when the test opens its conne
 BOUND = 5.0  # seconds allowed past the end (the revocation sweep looks every second)
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output.strip()
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
-    d = tmp_path / "keys"
-    cli("keys", "init-mesh", "--dir", str(d), "--mesh", MESH)
-    cli("keys", "issue", "alpha", "--dir", str(d))
-    return d
+    return make_keys(tmp_path / "keys", MESH, "alpha")
 
 
 @pytest.fixture
